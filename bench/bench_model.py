@@ -1,0 +1,166 @@
+"""Speed and memory of model.py against timm's Swin, same variant, same weights, in one run.
+
+    python bench/bench_model.py                      # CPU, fp32, batch 8: train step and inference
+    python bench/bench_model.py --device cuda --dtype bf16 --batch-size 128
+    python bench/bench_model.py --memory             # peak memory of a training step, with and
+                                                     # without activation checkpointing (batch 32)
+
+Train step = forward + backward (no optimizer step). The two models run alternately, round
+after round, so both see the same machine load; the figure quoted is the median of the
+per-round ratios (timm time / our time: above 1 means ours is faster).
+"""
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import model  # noqa: E402
+
+TIMM_NAMES = {
+    "swin_tiny_patch4_window7_224": "swin_tiny_patch4_window7_224",
+    "swinv2_tiny_patch4_window8_256": "swinv2_tiny_window8_256",
+}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(TIMM_NAMES), help="default: both tiny variants")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="bf16 = autocast (default: fp32)")
+    parser.add_argument("--batch-size", type=int, default=8, help="default: 8")
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds per model and mode (default: 7)")
+    parser.add_argument("--memory", action="store_true", help="measure peak memory with/without checkpointing")
+    parser.add_argument("--memory-batch-size", type=int, default=32, help="default: 32")
+    parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "CKPT"), help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def build_pair(name: str, device: str):
+    """timm's model and ours with the very same weights (loaded through model.load_weights)."""
+    import timm
+    torch.manual_seed(0)
+    reference = timm.create_model(TIMM_NAMES[name], drop_path_rate=0.2)
+    ours = model.create_model(name, drop_path_rate=0.2)
+    model.load_weights(ours, reference.state_dict(), verbose=False)
+    return reference.to(device), ours.to(device)
+
+
+def step_function(net, x, train: bool, autocast):
+    def train_step():
+        net.zero_grad(set_to_none=True)
+        with autocast():
+            loss = net(x).float().logsumexp(-1).mean()
+        loss.backward()
+
+    def inference():
+        with torch.inference_mode(), autocast():
+            net(x)
+
+    return train_step if train else inference
+
+
+def timed(fn, device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def compare_speed(args):
+    autocast = (lambda: torch.autocast(args.device, dtype=torch.bfloat16)) if args.dtype == "bf16" else nullcontext
+    for name in args.models:
+        reference, ours = build_pair(name, args.device)
+        x = torch.randn(args.batch_size, 3, ours.img_size, ours.img_size, device=args.device)
+        for train in (True, False):
+            reference.train(train)
+            ours.train(train)
+            fns = {"timm": step_function(reference, x, train, autocast), "ours": step_function(ours, x, train, autocast)}
+            for fn in fns.values():  # warm up: allocator, layouts, kernels
+                fn()
+                fn()
+            times = {"timm": [], "ours": []}
+            for r in range(args.rounds):
+                order = ("timm", "ours") if r % 2 == 0 else ("ours", "timm")
+                for key in order:
+                    times[key].append(timed(fns[key], args.device))
+            ratio = statistics.median(t / o for t, o in zip(times["timm"], times["ours"]))
+            speed = {k: args.batch_size / statistics.median(v) for k, v in times.items()}
+            mode = "train step" if train else "inference "
+            print(f"{name:32s} {mode}  timm {speed['timm']:8.1f} img/s   ours {speed['ours']:8.1f} img/s   "
+                  f"ratio {ratio:.2f}", flush=True)
+
+
+def peak_rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
+
+
+def current_rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
+
+
+def memory_child(name: str, checkpointing: bool, batch_size: int, device: str) -> None:
+    """One training step in a fresh process; prints the peak memory it added (bytes)."""
+    net = model.create_model(name, grad_checkpointing=checkpointing).to(device).train()
+    x = torch.randn(batch_size, 3, net.img_size, net.img_size, device=device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark to the current RSS
+        base = current_rss_bytes()
+    net(x).float().logsumexp(-1).mean().backward()
+    peak = torch.cuda.max_memory_allocated() if device == "cuda" else peak_rss_bytes()
+    print(peak - base)
+
+
+def compare_memory(args):
+    for name in args.models:
+        peaks = {}
+        for checkpointing in (False, True):
+            out = subprocess.run(
+                [sys.executable, __file__, "--device", args.device, "--memory-batch-size", str(args.memory_batch_size),
+                 "--memory-child", name, str(int(checkpointing))],
+                check=True, capture_output=True, text=True,
+                # a fixed mmap threshold makes glibc return every large freed block at once, so
+                # the peak RSS follows the live tensors rather than the allocator's hoarding
+                env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}).stdout
+            peaks[checkpointing] = int(out.split()[-1])
+        saving = 1 - peaks[True] / peaks[False]
+        print(f"{name:32s} training step, batch {args.memory_batch_size}: peak "
+              f"{peaks[False] / 2**30:.2f} GiB, with activation checkpointing {peaks[True] / 2**30:.2f} GiB "
+              f"({saving:.0%} less)", flush=True)
+
+
+def main():
+    args = parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child[0], args.memory_child[1] == "1", args.memory_batch_size, args.device)
+        return
+    cpu = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").exists():
+        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), cpu)
+    device = torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu}, {torch.get_num_threads()} threads"
+    print(f"$ python {' '.join(sys.argv)}")
+    print(f"# {device}; torch {torch.__version__}; {args.dtype}; batch {args.batch_size}; "
+          f"{args.rounds} rounds; pid {os.getpid()}")
+    if args.memory:
+        compare_memory(args)
+    else:
+        compare_speed(args)
+
+
+if __name__ == "__main__":
+    main()

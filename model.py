@@ -1,0 +1,848 @@
+"""Swin Transformer V1 and V2 image classifiers.
+
+Swin V1: Liu et al., "Swin Transformer: Hierarchical Vision Transformer using Shifted Windows",
+ICCV 2021, https://arxiv.org/abs/2103.14030
+Swin V2: Liu et al., "Swin Transformer V2: Scaling Up Capacity and Resolution", CVPR 2022,
+https://arxiv.org/abs/2111.09883
+
+    from model import swin_tiny_patch4_window7_224 as create_model    # as in the tutorial
+    model = create_model(num_classes=5)
+
+    from model import create_model, load_weights
+    model = create_model("swinv2_tiny_patch4_window8_256", num_classes=5, img_size=320)
+    load_weights(model, "weights/swinv2_tiny_patch4_window8_256.pth")  # official, timm or ours
+
+Parameter names are the official Microsoft ones, so official checkpoints load as they are.
+Any input size runs: a feature map is padded to whole windows and the padding is masked out
+of attention; a side no longer than the window gets one unshifted window over all of it.
+
+Speed: tokens stay in window order through a whole block (every op but attention acts per
+token), so moving between the regular and the shifted windows is one gather per block,
+where a roll, a partition, a reverse and a roll back would each copy the feature map.
+"""
+import difflib
+import math
+import re
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint
+
+from utils import UserError
+
+# Masked attention logits. The official -100 leaves exp() results in the denormal range,
+# which x86 CPUs compute many times slower (a 10-15% slower training step); at -1e4 they
+# underflow to exactly 0, and being finite a fully masked row still cannot give NaN.
+MASKED = -1e4
+MAX_LOGIT_SCALE = math.log(1.0 / 0.01)  # V2 Sec. 3.2: the attention temperature is capped at 100
+# F.scaled_dot_product_attention or the plain matmul-softmax-matmul: None picks per call what
+# bench/bench_model.py measured faster on a CPU: fused wherever no gradient is needed, plain in
+# training, where the fused backward with a bias that needs a gradient takes a slower path.
+# On GPUs fused, the usual choice there (no GPU measurement in this project yet).
+FUSED_ATTENTION = None
+
+
+# --- Window layout: built once per feature-map size, shared by every block of a stage ---
+
+def window_geometry(height: int, width: int, window_size: int):
+    """Window, shift and padded size for a height x width map, per side.
+
+    A side no longer than the window gets a single window spanning it and no shift: the
+    official code does this when the map is no larger than the window (the last stage).
+    """
+    window = (min(height, window_size), min(width, window_size))
+    shift = tuple(0 if side <= window_size else window_size // 2 for side in (height, width))
+    padded = tuple(math.ceil(side / w) * w for side, w in zip((height, width), window))
+    return window, shift, padded
+
+
+def relative_index(window, table_window) -> torch.Tensor:
+    """Index into a (2*Th-1) x (2*Tw-1) table of relative offsets for every token pair of a window.
+
+    (N, N) with N = window area; Th, Tw = table_window, at least as large as window.
+    """
+    ys, xs = torch.meshgrid(torch.arange(window[0]), torch.arange(window[1]), indexing="ij")
+    ys, xs = ys.flatten(), xs.flatten()
+    dy = ys[:, None] - ys[None, :] + table_window[0] - 1  # (N, N), from 0
+    dx = xs[:, None] - xs[None, :] + table_window[1] - 1
+    return dy * (2 * table_window[1] - 1) + dx
+
+
+def log_spaced_coords(window, pretrained_window) -> torch.Tensor:
+    """V2 Sec. 3.3: relative offsets, normalised to [-8, 8] and log-spaced, ((2Wh-1)*(2Ww-1), 2).
+
+    Offsets are divided by the pre-training window (less one) when given, so a model moved to
+    larger windows sees the offsets it was trained on plus new, larger ones.
+    """
+    dy = torch.arange(-(window[0] - 1), window[0], dtype=torch.float32)
+    dx = torch.arange(-(window[1] - 1), window[1], dtype=torch.float32)
+    table = torch.stack(torch.meshgrid(dy, dx, indexing="ij"), dim=-1)  # (2Wh-1, 2Ww-1, 2)
+    norm = pretrained_window if pretrained_window[0] > 0 else window
+    table = table / torch.tensor([max(norm[0] - 1, 1), max(norm[1] - 1, 1)]) * 8
+    table = torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
+    return table.reshape(-1, 2)
+
+
+def region_labels(size: int, window: int, shift: int) -> torch.Tensor:
+    """Label the three bands the cyclic shift makes along one side (official slicing)."""
+    labels = torch.zeros(size, dtype=torch.long)
+    if shift:
+        labels[size - window:size - shift] = 1
+        labels[size - shift:] = 2
+    return labels
+
+
+class StageLayout:
+    """Where each token of an H x W map sits in the regular and in the shifted windows.
+
+    Tokens are listed window by window (each window row-major) over the padded map, the
+    "canvas". `order[s]` gives, for block kind s (0 regular, 1 shifted), the canvas index of
+    each listed token; `masks[s]` is (num_windows, N, N), MASKED between tokens of different
+    shift regions and towards padding, or None when nothing is masked.
+    """
+
+    def __init__(self, height, width, window_size, v2, pretrained_window_size, device):
+        self.window, shift, self.padded = window_geometry(height, width, window_size)
+        wh, ww = self.window
+        hp, wp = self.padded
+        self.area = wh * ww
+        self.num_windows = (hp // wh) * (wp // ww)
+        rows = torch.arange(hp).view(hp // wh, wh, 1, 1)
+        cols = torch.arange(wp).view(1, 1, wp // ww, ww)
+
+        def window_order(t):  # (hp//wh, wh, wp//ww, ww) -> window by window, (num_windows * N,)
+            return t.permute(0, 2, 1, 3).reshape(-1)
+
+        orders, masks = [], []
+        for sh, sw in ((0, 0), shift):
+            # cyclic shift (V1 Sec. 3.2): shifted[r, c] = canvas[(r + sh) % hp, (c + sw) % wp]
+            src_r, src_c = (rows + sh) % hp, (cols + sw) % wp
+            orders.append(window_order(src_r * wp + src_c))
+            region = window_order(region_labels(hp, wh, sh).view(-1, wh, 1, 1) * 3
+                                  + region_labels(wp, ww, sw).view(1, 1, -1, ww))
+            padding = window_order((src_r >= height) | (src_c >= width))
+            region = region.view(self.num_windows, self.area)
+            blocked = (region[:, :, None] != region[:, None, :]) | padding.view(self.num_windows, 1, self.area)
+            masks.append(blocked.float().mul(MASKED).to(device) if blocked.any() else None)
+        self.masks = masks
+
+        # Index lists for one gather each: canvas -> regular windows, regular <-> shifted,
+        # windows -> canvas. None where the move changes nothing.
+        inverse = [torch.empty_like(o).scatter_(0, o, torch.arange(o.numel())) for o in orders]
+        to_shifted, to_regular = inverse[0][orders[1]], inverse[1][orders[0]]
+        moves = {
+            "enter": (orders[0], inverse[0]),
+            "to_shifted": (to_shifted, to_regular),
+            "to_regular": (to_regular, to_shifted),
+            "leave_regular": (inverse[0], orders[0]),
+            "leave_shifted": (inverse[1], orders[1]),
+        }
+        identity = torch.arange(hp * wp)
+        self.moves = {name: None if torch.equal(index, identity) else (index.to(device), inv.to(device))
+                      for name, (index, inv) in moves.items()}
+        self._batch_moves = {}
+
+        table_window = self.window if v2 else (window_size, window_size)
+        self.rel_index = relative_index(self.window, table_window).view(-1).to(device)
+        if v2:
+            pretrained = (pretrained_window_size, pretrained_window_size)
+            self.rel_coords = log_spaced_coords(self.window, pretrained).to(device)
+
+    def batch_move(self, move: str, batch: int):
+        """A move's (index, inverse) over the rows of a flattened (batch * L, C) tensor."""
+        key = (move, batch)
+        if key not in self._batch_moves:
+            length = self.padded[0] * self.padded[1]
+            offsets = torch.arange(batch, device=self.moves[move][0].device)[:, None] * length
+            self._batch_moves[key] = tuple((offsets + i).view(-1) for i in self.moves[move])
+        return self._batch_moves[key]
+
+
+class _GatherTokens(torch.autograd.Function):
+    """Rows of a (B*L, C) tensor by index; the gradient is one more gather, by the inverse
+    permutation (autograd's would be a fill of zeros and a scatter)."""
+
+    @staticmethod
+    def forward(ctx, x, index, inverse):
+        ctx.save_for_backward(inverse)
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(0, inverse), None, None
+
+
+def gather_tokens(x: torch.Tensor, layout: "StageLayout", move: str) -> torch.Tensor:
+    """(B, L, C) -> (B, L, C), tokens reordered by one of the layout's moves."""
+    if layout.moves[move] is None:
+        return x
+    b, length, c = x.shape
+    # Gathering whole rows of the flattened batch is about 3x faster than index_select on dim 1.
+    index, inverse = layout.batch_move(move, b)
+    x = x.reshape(b * length, c)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _GatherTokens.apply(x, index, inverse).view(b, length, c)
+    return x.index_select(0, index).view(b, length, c)  # plain op: traced and exported graphs stay standard
+
+
+class _ScaledNormalize(torch.autograd.Function):
+    """scale * x / ||x|| over the last dim (V2's cosine attention with its temperature).
+
+    The backward is four passes over x, where autograd's chain of norm, clamp, divide and
+    multiply takes about ten; it is the V2 attention's largest cost after the matmuls.
+    """
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        inv_norm = x.norm(dim=-1, keepdim=True).clamp_min(1e-12).reciprocal()  # like F.normalize
+        ctx.save_for_backward(x, inv_norm, scale)
+        return x * (inv_norm * scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, inv_norm, scale = ctx.saved_tensors
+        y = x * inv_norm
+        dot = (y * grad).sum(-1, keepdim=True)
+        # d(scale * y)/dx = scale / ||x|| * (I - y y^T)
+        grad_x = torch.addcmul(grad, y, dot, value=-1).mul_(inv_norm * scale)
+        grad_scale = dot.sum_to_size(scale.shape) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_scale
+
+
+def scaled_normalize(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
+        return _ScaledNormalize.apply(x, scale)
+    return x * (x.norm(dim=-1, keepdim=True).clamp_min(1e-12).reciprocal() * scale)
+
+
+def drop_path_add(x: torch.Tensor, y: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """x + y, with y dropped for a random subset of samples (stochastic depth)."""
+    if rate == 0.0 or not training:
+        return x + y
+    keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1 - rate).div_(1 - rate)
+    return torch.addcmul(x, y, keep)
+
+
+# --- Building blocks ---
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside each window, with a relative position bias.
+
+    V1 (Sec. 3.2): dot-product attention scaled by head_dim ** -0.5 and a learned table of
+    (2M-1)^2 biases per head. V2 (Sec. 3.2): scaled cosine attention, a learned temperature per
+    head, and a bias from a small MLP over log-spaced coordinates (16 * sigmoid), so windows
+    can grow after pre-training.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        v2: bool = False,
+    ):
+        super().__init__()
+        self.num_heads = num_heads
+        self.v2 = v2
+        self.scale = (dim // num_heads) ** -0.5
+        if v2:
+            self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0)))
+            self.cpb_mlp = nn.Sequential(
+                nn.Linear(2, 512), nn.ReLU(inplace=True), nn.Linear(512, num_heads, bias=False))
+            # V2 gives q and v a bias but not k (a key bias cancels in the softmax)
+            self.qkv = nn.Linear(dim, dim * 3, bias=False)
+            self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+            self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        else:
+            self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+            self.relative_position_bias_table = nn.Parameter(
+                torch.zeros((2 * window_size - 1) ** 2, num_heads))
+            nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def position_bias(self, layout: StageLayout) -> torch.Tensor:
+        """(heads, N, N) bias for the layout's window."""
+        if self.v2:
+            table = 16 * torch.sigmoid(self.cpb_mlp(layout.rel_coords))  # (T, heads)
+        else:
+            table = self.relative_position_bias_table
+        n = layout.area
+        return table[layout.rel_index].view(n, n, -1).permute(2, 0, 1)
+
+    def forward(self, x: torch.Tensor, layout: StageLayout, shifted: bool) -> torch.Tensor:
+        """x: (B * num_windows, N, C) -> (B * num_windows, N, C)."""
+        b_, n, c = x.shape
+        heads = self.num_heads
+        if self.v2 and self.q_bias is not None:
+            qkv = F.linear(x, self.qkv.weight, torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias)))
+        else:
+            qkv = self.qkv(x)
+        q, k, v = qkv.view(b_, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)  # (B_, heads, N, d)
+        if self.v2:
+            # cosine similarity times a per-head temperature, folded into q
+            temperature = torch.clamp(self.logit_scale, max=MAX_LOGIT_SCALE).exp()  # (heads, 1, 1)
+            q = scaled_normalize(q, temperature)
+            k = scaled_normalize(k, torch.ones_like(temperature))
+        else:
+            q = q * self.scale
+        bias = self.position_bias(layout)  # (heads, N, N)
+        mask = layout.masks[shifted]
+        if mask is not None:
+            bias = bias + mask.unsqueeze(1)  # (num_windows, heads, N, N)
+        nw = layout.num_windows if mask is not None else 1
+        fused = FUSED_ATTENTION
+        if fused is None:
+            fused = x.is_cuda or not (torch.is_grad_enabled() and x.requires_grad)
+        if fused:
+            # a 4-D mask keeps the CPU's flash kernel (a 3-D one falls back to the slow path)
+            bias = bias.expand(b_ // nw, nw, heads, n, n).reshape(b_, heads, n, n) if nw > 1 else bias[None]
+            x = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias.to(q.dtype), dropout_p=self.attn_drop if self.training else 0.0, scale=1.0)
+        else:
+            attn = q @ k.transpose(-2, -1)  # (B_, heads, N, N)
+            attn = (attn.view(-1, nw, heads, n, n) + bias).softmax(-1)
+            x = F.dropout(attn, self.attn_drop, self.training).view(b_, heads, n, n) @ v
+        x = x.transpose(1, 2).reshape(b_, n, c)  # (B_, N, C)
+        return self.proj_drop(self.proj(x))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x):
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class SwinBlock(nn.Module):
+    """Window attention then MLP, each a residual branch.
+
+    V1 normalises each branch's input (pre-norm); V2 Sec. 3.1 normalises its output instead
+    (residual post-norm), which keeps activations from growing with depth.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        v2: bool = False,
+    ):
+        super().__init__()
+        self.v2 = v2
+        self.drop_path = drop_path
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, num_heads, window_size, qkv_bias, attn_drop, drop, v2)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+
+    def forward(self, x: torch.Tensor, layout: StageLayout, shifted: bool) -> torch.Tensor:
+        """x: (B, L, C), tokens in this block's window order."""
+        b, length, c = x.shape
+        if self.v2:
+            y = self.norm1(self.attn(x.view(-1, layout.area, c), layout, shifted))
+        else:
+            y = self.attn(self.norm1(x).view(-1, layout.area, c), layout, shifted)
+        x = drop_path_add(x, y.view(b, length, c), self.drop_path, self.training)
+        y = self.norm2(self.mlp(x)) if self.v2 else self.mlp(self.norm2(x))
+        return drop_path_add(x, y, self.drop_path, self.training)
+
+
+class PatchMerging(nn.Module):
+    """Halve the resolution, double the channels: each 2x2 patch of tokens becomes one.
+
+    V1 normalises the 4C concatenation before the reduction; V2 (Sec. 3.1, post-norm) after.
+    """
+
+    def __init__(self, dim: int, v2: bool = False):
+        super().__init__()
+        self.v2 = v2
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = nn.LayerNorm(2 * dim if v2 else 4 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), 2C); an odd side is zero-padded."""
+        b, h, w, c = x.shape
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+            h, w = h + h % 2, w + w % 2
+        # official order of the four: (0,0), (1,0), (0,1), (1,1) as (row, col) offsets
+        x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        return self.norm(self.reduction(x)) if self.v2 else self.reduction(self.norm(x))
+
+
+class SwinStage(nn.Module):
+    """Blocks alternating regular (W-MSA) and shifted (SW-MSA) windows, then optional merging."""
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path=0.0,
+        v2: bool = False,
+        pretrained_window_size: int = 0,
+        downsample: bool = False,
+    ):
+        super().__init__()
+        self.window_size = window_size
+        self.v2 = v2
+        self.pretrained_window_size = pretrained_window_size
+        rates = drop_path if isinstance(drop_path, (list, tuple)) else [drop_path] * depth
+        self.blocks = nn.ModuleList(
+            SwinBlock(dim, num_heads, window_size, mlp_ratio, qkv_bias, drop, attn_drop, rates[i], v2)
+            for i in range(depth))
+        self.downsample = PatchMerging(dim, v2) if downsample else None
+        self.grad_checkpointing = False
+        self._layouts = {}
+
+    def layout(self, height: int, width: int, device) -> StageLayout:
+        key = (height, width, device)
+        if key not in self._layouts:
+            if len(self._layouts) >= 16:  # many sizes seen (prediction at native sizes): start over
+                self._layouts.clear()
+            self._layouts[key] = StageLayout(
+                height, width, self.window_size, self.v2, self.pretrained_window_size, device)
+        return self._layouts[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) -> (B, H, W, C), or (B, ceil(H/2), ceil(W/2), 2C) with merging."""
+        b, h, w, c = x.shape
+        layout = self.layout(h, w, x.device)
+        hp, wp = layout.padded
+        if (hp, wp) != (h, w):
+            x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
+        x = gather_tokens(x.reshape(b, hp * wp, c), layout, "enter")
+        for i, block in enumerate(self.blocks):
+            shifted = i % 2 == 1
+            if i > 0:
+                x = gather_tokens(x, layout, "to_shifted" if shifted else "to_regular")
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(block, x, layout, shifted, use_reentrant=False)
+            else:
+                x = block(x, layout, shifted)
+        last_shifted = len(self.blocks) % 2 == 0 and len(self.blocks) > 0
+        x = gather_tokens(x, layout, "leave_shifted" if last_shifted else "leave_regular")
+        x = x.view(b, hp, wp, c)[:, :h, :w]
+        return x if self.downsample is None else self.downsample(x)
+
+
+class SwinLayer(nn.Module):
+    """A Swin stage as a layer for other networks: (B, C, H, W) in, (B, C, H, W) out, any H x W.
+
+    E.g. in a detector's neck, as the Swin V2 integration into YOLOv5 does:
+        nn.Sequential(nn.Conv2d(256, 192, 1), SwinLayer(192, depth=2, num_heads=6, window_size=8))
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int = 2,
+        num_heads: int = 4,
+        window_size: int = 8,
+        version: int = 2,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.0,
+        grad_checkpointing: bool = False,
+    ):
+        super().__init__()
+        self.stage = SwinStage(dim, depth, num_heads, window_size, mlp_ratio,
+                               drop_path=drop_path_rate, v2=version == 2)
+        self.stage.grad_checkpointing = grad_checkpointing
+        self.apply(init_weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stage(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class PatchEmbed(nn.Module):
+    """Patch partition and linear embedding as one strided convolution, then LayerNorm."""
+
+    def __init__(self, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 96):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, H/4, W/4, C); sides not divisible by the patch are zero-padded."""
+        h, w = x.shape[-2:]
+        p = self.patch_size
+        if h % p or w % p:
+            x = F.pad(x, (0, -w % p, 0, -h % p))
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+
+
+def init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+class SwinTransformer(nn.Module):
+    """Swin V1 (version=1) or V2 (version=2) classifier; see the variants below for sizes."""
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 4,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        embed_dim: int = 96,
+        depths=(2, 2, 6, 2),
+        num_heads=(3, 6, 12, 24),
+        window_size: int = 7,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        version: int = 1,
+        pretrained_window_sizes=(0, 0, 0, 0),
+        grad_checkpointing: bool = False,
+    ):
+        super().__init__()
+        if version not in (1, 2):
+            raise UserError(f"version must be 1 or 2, got {version}")
+        self.img_size = img_size  # the size the model is meant for; any size runs
+        self.num_classes = num_classes
+        self.version = version
+        num_stages = len(depths)
+        self.num_features = embed_dim * 2 ** (num_stages - 1)
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.pos_drop = nn.Dropout(drop_rate)
+        num_blocks = sum(depths)  # deeper blocks drop more, linearly up to drop_path_rate
+        rates = [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
+        self.layers = nn.ModuleList(
+            SwinStage(
+                embed_dim * 2 ** i, depths[i], num_heads[i], window_size, mlp_ratio, qkv_bias,
+                drop_rate, attn_drop_rate, rates[sum(depths[:i]):sum(depths[:i + 1])],
+                v2=version == 2, pretrained_window_size=pretrained_window_sizes[i],
+                downsample=i < num_stages - 1)
+            for i in range(num_stages))
+        self.norm = nn.LayerNorm(self.num_features)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(init_weights)
+        if version == 2:  # official V2 init: post-norms start at zero, so each block starts as identity
+            for block in self.blocks():
+                for norm in (block.norm1, block.norm2):
+                    nn.init.zeros_(norm.weight)
+                    nn.init.zeros_(norm.bias)
+        self.set_grad_checkpointing(grad_checkpointing)
+
+    def blocks(self):
+        return [block for stage in self.layers for block in stage.blocks]
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass (V2 Sec. 3.5): same results,
+        far less memory, about a third more compute."""
+        for stage in self.layers:
+            stage.grad_checkpointing = enable
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, H/32, W/32, C) after the final norm."""
+        x = self.pos_drop(self.patch_embed(x))
+        for stage in self.layers:
+            x = stage(x)
+        return self.norm(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x).mean(dim=(1, 2)))
+
+
+# --- Variants: the official names; sizes from the papers (V1 Sec. 3.3, V2 Sec. 4.1) ---
+
+_SIZES = {
+    "micro": dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8)),
+    "tiny": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    "small": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    "base": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+    "large": dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
+}
+# drop_path_rate: the official configs' value for training each size.
+_DROP_PATH = {"micro": 0.0, "tiny": 0.2, "small": 0.3, "base": 0.5, "large": 0.2}
+IN22K_CLASSES = 21841
+
+
+def _variant(size, window, img, version=1, classes=1000, pretrained_windows=(0, 0, 0, 0), drop_path=None):
+    return dict(_SIZES[size], window_size=window, img_size=img, version=version, num_classes=classes,
+                pretrained_window_sizes=pretrained_windows,
+                drop_path_rate=_DROP_PATH[size] if drop_path is None else drop_path)
+
+
+VARIANTS = {
+    # Ours, for demos and tests on a CPU: no official weights exist for it.
+    "swin_micro_patch4_window4_128": _variant("micro", 4, 128),
+    "swin_tiny_patch4_window7_224": _variant("tiny", 7, 224),
+    "swin_small_patch4_window7_224": _variant("small", 7, 224),
+    "swin_base_patch4_window7_224": _variant("base", 7, 224),
+    "swin_base_patch4_window12_384": _variant("base", 12, 384),
+    "swin_large_patch4_window7_224": _variant("large", 7, 224),
+    "swin_large_patch4_window12_384": _variant("large", 12, 384),
+    "swin_tiny_patch4_window7_224_in22k": _variant("tiny", 7, 224, classes=IN22K_CLASSES),
+    "swin_small_patch4_window7_224_in22k": _variant("small", 7, 224, classes=IN22K_CLASSES),
+    "swin_base_patch4_window7_224_in22k": _variant("base", 7, 224, classes=IN22K_CLASSES),
+    "swin_base_patch4_window12_384_in22k": _variant("base", 12, 384, classes=IN22K_CLASSES),
+    "swin_large_patch4_window7_224_in22k": _variant("large", 7, 224, classes=IN22K_CLASSES),
+    "swin_large_patch4_window12_384_in22k": _variant("large", 12, 384, classes=IN22K_CLASSES),
+    "swinv2_tiny_patch4_window8_256": _variant("tiny", 8, 256, 2),
+    "swinv2_tiny_patch4_window16_256": _variant("tiny", 16, 256, 2),
+    "swinv2_small_patch4_window8_256": _variant("small", 8, 256, 2),
+    "swinv2_small_patch4_window16_256": _variant("small", 16, 256, 2),
+    "swinv2_base_patch4_window8_256": _variant("base", 8, 256, 2),
+    "swinv2_base_patch4_window16_256": _variant("base", 16, 256, 2),
+    "swinv2_base_patch4_window12_192": _variant("base", 12, 192, 2, IN22K_CLASSES, drop_path=0.2),
+    "swinv2_large_patch4_window12_192": _variant("large", 12, 192, 2, IN22K_CLASSES),
+    # fine-tuned from the 192 px, window 12 models: the last stage was pre-trained at window 6
+    "swinv2_base_patch4_window12to16_192to256": _variant("base", 16, 256, 2, 1000, (12, 12, 12, 6), 0.2),
+    "swinv2_base_patch4_window12to24_192to384": _variant("base", 24, 384, 2, 1000, (12, 12, 12, 6), 0.2),
+    "swinv2_large_patch4_window12to16_192to256": _variant("large", 16, 256, 2, 1000, (12, 12, 12, 6)),
+    "swinv2_large_patch4_window12to24_192to384": _variant("large", 24, 384, 2, 1000, (12, 12, 12, 6)),
+}
+NO_PRETRAINED_WEIGHTS = {"swin_micro_patch4_window4_128"}
+
+
+def _aliases():
+    """Other spellings of the variant names: the official checkpoint files' and timm's."""
+    aliases = {}
+    for name in VARIANTS:
+        if name.endswith("_in22k"):
+            aliases[name[:-len("_in22k")] + "_22k"] = name  # official file name
+            aliases[name[:-len("_in22k")] + ".ms_in22k"] = name  # timm
+        elif name.startswith("swinv2_"):
+            aliases[name.replace("_patch4", "")] = name  # timm: swinv2_tiny_window8_256
+            if "to" in name:
+                aliases[name + "_22kto1k_ft"] = name
+            elif VARIANTS[name]["num_classes"] == IN22K_CLASSES:
+                aliases[name + "_22k"] = name
+        else:
+            aliases[name + "_22kto1k"] = name
+    return aliases
+
+
+ALIASES = _aliases()
+
+
+def resolve_variant(name: str) -> str:
+    """The canonical variant name for `name` or one of its aliases; a UserError otherwise."""
+    if name in VARIANTS:
+        return name
+    if name in ALIASES:
+        return ALIASES[name]
+    base = name.split(".")[0]  # timm pretrained tags: swin_tiny_patch4_window7_224.ms_in1k
+    if base in VARIANTS or base in ALIASES:
+        return resolve_variant(base)
+    close = difflib.get_close_matches(name, list(VARIANTS) + list(ALIASES), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise UserError(f"unknown model {name!r}.{hint} Valid models: {', '.join(VARIANTS)}")
+
+
+def create_model(name: str, num_classes: int = None, **overrides) -> SwinTransformer:
+    """Build a variant by name (official or timm spelling).
+
+    num_classes defaults to the variant's (1000, or 21841 for in22k); overrides are any
+    SwinTransformer argument: img_size, window_size, drop_path_rate,
+    pretrained_window_sizes, grad_checkpointing, ...
+    """
+    variant = resolve_variant(name)
+    if num_classes is not None:
+        overrides["num_classes"] = num_classes
+    unknown = set(overrides) - set(SwinTransformer.__init__.__code__.co_varnames)
+    if unknown:
+        raise UserError(f"unknown model option(s) {sorted(unknown)} for {variant}")
+    model = SwinTransformer(**{**VARIANTS[variant], **overrides})
+    model.variant = variant  # plain data a checkpoint stores to rebuild the model
+    model.overrides = dict(overrides)
+    return model
+
+
+def _variant_function(name: str):
+    def build(num_classes: int = None, **overrides) -> SwinTransformer:
+        return create_model(name, num_classes, **overrides)
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = f"Build {name}" + (" (no official weights)." if name in NO_PRETRAINED_WEIGHTS else ".")
+    return build
+
+
+# One function per variant, named after it, so the tutorial's import works:
+#     from model import swin_base_patch4_window12_384 as create_model
+globals().update({name: _variant_function(name) for name in VARIANTS})
+
+
+# --- Weights: official Microsoft, timm, or this project's checkpoints ---
+
+# Rebuilt by the model from its geometry, so never loaded (official files carry them).
+_BUFFERS = ("relative_position_index", "relative_coords_table", "attn_mask", "k_bias")
+
+
+def read_state_dict(path) -> dict:
+    """The state dict in a checkpoint file, without ever unpickling code."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a file that is no checkpoint raises anything from KeyError to RuntimeError
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found:
+            raise UserError(
+                f"{path} holds pickled Python objects besides tensors ({found.group(1)}), and loading it "
+                "could run code, so it is refused. If you trust the file, re-save only its weights: "
+                "torch.save(torch.load(f, weights_only=False)['model'], 'clean.pth')") from None
+        raise UserError(f"{path} is not a PyTorch checkpoint (torch.load: {type(err).__name__})") from None
+    return obj
+
+
+def unwrap_state_dict(obj) -> dict:
+    """Find the model's tensors in a checkpoint: {'model': ...}, {'state_dict': ...} or bare."""
+    if not isinstance(obj, dict):
+        raise UserError(f"expected a state dict or a checkpoint dict, got {type(obj).__name__}")
+    for key in ("model", "state_dict", "model_state_dict"):
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    state = {}
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        for prefix in ("module.", "_orig_mod."):  # saved from a DDP or torch.compile wrapper
+            key = key[len(prefix):] if key.startswith(prefix) else key
+        state[key] = value
+    return state
+
+
+def to_official_layout(state: dict) -> dict:
+    """timm puts patch merging at the start of the next stage and names the classifier head.fc."""
+    timm_layout = "head.fc.weight" in state or (
+        not any(k.startswith("layers.0.downsample.") for k in state)
+        and any(re.match(r"layers\.\d+\.downsample\.", k) for k in state))
+    out = {}
+    for key, value in state.items():
+        if key.endswith(_BUFFERS):
+            continue
+        if timm_layout:
+            key = re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m.group(1)) - 1}.downsample.", key)
+            key = re.sub(r"^head\.fc\.", "head.", key)
+        out[key] = value
+    return out
+
+
+def describe_architecture(state: dict) -> dict:
+    """Version, embed_dim, depths and num_heads read off a state dict in official layout."""
+    info = {"version": 2 if any(k.endswith("cpb_mlp.0.weight") for k in state) else 1}
+    if "patch_embed.proj.weight" in state:
+        info["embed_dim"] = state["patch_embed.proj.weight"].shape[0]
+    blocks = {}
+    for key in state:
+        m = re.match(r"layers\.(\d+)\.blocks\.(\d+)\.", key)
+        if m:
+            blocks[int(m.group(1))] = max(blocks.get(int(m.group(1)), 0), int(m.group(2)) + 1)
+    if blocks:
+        info["depths"] = tuple(blocks.get(i, 0) for i in range(max(blocks) + 1))
+        heads = []
+        for i in range(len(info["depths"])):
+            v1_table = state.get(f"layers.{i}.blocks.0.attn.relative_position_bias_table")
+            v2_scale = state.get(f"layers.{i}.blocks.0.attn.logit_scale")
+            heads.append(v1_table.shape[1] if v1_table is not None else
+                         v2_scale.shape[0] if v2_scale is not None else None)
+        info["num_heads"] = tuple(heads)
+    return info
+
+
+def _architecture_name(info: dict) -> str:
+    for size, dims in _SIZES.items():
+        if all(info.get(k, v) == v for k, v in dims.items()):
+            return f"Swin{' V2' if info['version'] == 2 else ''} {size}"
+    return "a Swin model"
+
+
+def check_same_architecture(state: dict, model: nn.Module) -> None:
+    """A checkpoint of another variant is one clear error, not a wall of size mismatches."""
+    want, have = describe_architecture(model.state_dict()), describe_architecture(state)
+    differ = [k for k in ("version", "embed_dim", "depths", "num_heads") if k in have and have[k] != want[k]]
+    if not differ:
+        return
+    fields = ", ".join(f"{k}={have[k]} (model: {want[k]})" for k in differ)
+    candidates = [name for name, cfg in VARIANTS.items()
+                  if all(cfg[k] == have[k] for k in ("version", "embed_dim", "depths", "num_heads") if k in have)]
+    hint = f" Build the model as one of: {', '.join(candidates)}." if candidates else ""
+    raise UserError(
+        f"these weights are for {_architecture_name(have)}, but the model is "
+        f"{getattr(model, 'variant', None) or _architecture_name(want)}: {fields}.{hint}")
+
+
+def resize_position_bias_table(table: torch.Tensor, size: int) -> torch.Tensor:
+    """Bicubic resize of a V1 ((2M-1)^2, heads) table to (size^2, heads), as the official loader does."""
+    old = int(table.shape[0] ** 0.5)
+    grid = table.T.reshape(1, -1, old, old)
+    return F.interpolate(grid, size=(size, size), mode="bicubic", align_corners=False).reshape(-1, size * size).T
+
+
+def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
+    """Load official Microsoft, timm or this project's weights into model.
+
+    weights: a path (.pth, .pt, .bin, .safetensors) or a state dict. V1 position-bias tables
+    are resized when the window differs; the classifier is dropped when the class count
+    differs. Returns {'missing', 'unexpected', 'resized', 'skipped'} lists of keys, and
+    prints a short report of them when verbose.
+    """
+    state = to_official_layout(unwrap_state_dict(weights if isinstance(weights, dict) else read_state_dict(weights)))
+    check_same_architecture(state, model)
+    own = model.state_dict()
+    resized, skipped = [], []
+    for key, value in list(state.items()):
+        if key not in own or value.shape == own[key].shape:
+            continue
+        if key.endswith("relative_position_bias_table"):
+            state[key] = resize_position_bias_table(value, int(own[key].shape[0] ** 0.5))
+            resized.append(f"{key} {tuple(value.shape)} -> {tuple(own[key].shape)}")
+        elif key.startswith("head."):
+            del state[key]
+            skipped.append(f"{key} {tuple(value.shape)} (model has {tuple(own[key].shape)}: new classifier)")
+        else:
+            raise UserError(f"cannot load {key}: checkpoint shape {tuple(value.shape)}, model {tuple(own[key].shape)}")
+    result = model.load_state_dict(state, strict=False)
+    unexpected = [k for k in result.unexpected_keys if not (k.startswith("head.") and isinstance(model.head, nn.Identity))]
+    skipped += [f"{k} (model has no classifier)" for k in result.unexpected_keys if k not in unexpected]
+    report = {"missing": result.missing_keys, "unexpected": unexpected, "resized": resized, "skipped": skipped}
+    if verbose:
+        print(format_load_report(report, len(state)))
+    return report
+
+
+def format_load_report(report: dict, num_loaded: int) -> str:
+    lines = [f"loaded {num_loaded - len(report['unexpected'])} tensors"]
+    for kind in ("resized", "skipped", "missing", "unexpected"):
+        if report[kind]:
+            shown = report[kind][:6] + ([f"... {len(report[kind]) - 6} more"] if len(report[kind]) > 6 else [])
+            lines.append(f"  {kind} ({len(report[kind])}): " + "; ".join(shown))
+    return "\n".join(lines)

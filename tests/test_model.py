@@ -1,0 +1,390 @@
+"""model.py: faithful to the official models (timm follows the official code), any input size,
+weight loading, activation checkpointing, a stage as a layer."""
+import math
+import re
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+import model
+from model import SwinBlock, StageLayout, create_model, load_weights
+from utils import UserError
+
+# Every variant with official weights, and timm's name for the same network.
+TIMM_NAME = {
+    name: (name.replace("_patch4", "") if name.startswith("swinv2_") else name).replace("_in22k", "")
+    for name in model.VARIANTS if name not in model.NO_PRETRAINED_WEIGHTS
+}
+
+
+def perturbed_timm(timm_name: str, num_classes: int, seed: int = 0, **kwargs):
+    """A timm model with every parameter moved off its init (V2 starts its post-norms at zero,
+    which would make whole blocks vanish from a comparison)."""
+    torch.manual_seed(seed)
+    reference = timm.create_model(timm_name, num_classes=num_classes, **kwargs).eval()
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return reference
+
+
+def official_layout(reference) -> dict:
+    """timm's weights as an official Microsoft checkpoint: patch merging at the end of each stage,
+    head.*, the buffers the official code stores, all under {'model': ...}."""
+    state = {name: t for name, t in reference.named_buffers()}  # relative_position_index, attn_mask, ...
+    state.update(reference.state_dict())
+    official = {}
+    for key, value in state.items():
+        key = re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m.group(1)) - 1}.downsample.", key)
+        official[key.replace("head.fc.", "head.")] = value
+    return {"model": official}
+
+
+@pytest.mark.parametrize("name", sorted(TIMM_NAME))
+def test_official_weights_give_reference_logits(name):
+    num_classes = model.VARIANTS[name]["num_classes"]
+    reference = perturbed_timm(TIMM_NAME[name], num_classes)
+    checkpoint = official_layout(reference)
+    assert "layers.0.downsample.reduction.weight" in checkpoint["model"]
+    with torch.device("meta"):  # skip our own init: every tensor comes from the checkpoint
+        ours = create_model(name).eval()
+    ours.to_empty(device="cpu")
+    report = load_weights(ours, checkpoint, verbose=False)
+    assert report == {"missing": [], "unexpected": [], "resized": [], "skipped": []}
+    size = ours.img_size
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = reference(x), ours(x)
+    assert got.shape == (1, num_classes)
+    assert (got - expected).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["swin_tiny_patch4_window7_224", "swinv2_tiny_patch4_window8_256"])
+def test_timm_layout_and_training_mode_match(name, tmp_path):
+    reference = perturbed_timm(TIMM_NAME[name], 1000, drop_path_rate=0.0)
+    path = tmp_path / "timm.pth"
+    torch.save(reference.state_dict(), path)  # timm layout: head.fc, merging at the start of a stage
+    ours = create_model(name, drop_path_rate=0.0)
+    assert load_weights(ours, path, verbose=False)["missing"] == []
+    x = torch.randn(2, 3, ours.img_size, ours.img_size)
+    for train in (False, True):  # training mode takes the plain attention path on a CPU
+        reference.train(train)
+        ours.train(train)
+        assert (ours(x) - reference(x)).abs().max().item() <= 1e-4
+
+
+# --- The window machinery against a brute-force definition of (shifted) window attention ---
+
+def brute_force_attention(block: SwinBlock, x: torch.Tensor, window_size: int, shifted: bool,
+                          pretrained_window_size: int = 0) -> torch.Tensor:
+    """Attention over the whole H x W map, each token limited to the tokens of its own window.
+
+    Windows by definition, not by rolling: the regular grid, or for shifted blocks the grid moved
+    by the shift (windows start at rows 0, s, s + M, s + 2M, ...), cut off at the border.
+    """
+    attn = block.attn
+    b, h, w, c = x.shape
+    heads, d = attn.num_heads, c // attn.num_heads
+    window, shift, _ = model.window_geometry(h, w, window_size)
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    rows, cols = rows.flatten(), cols.flatten()
+
+    def window_id(pos, size, s):
+        return (pos - s) // size + 1 if (shifted and s) else pos // size
+
+    same = ((window_id(rows, window[0], shift[0])[:, None] == window_id(rows, window[0], shift[0])[None])
+            & (window_id(cols, window[1], shift[1])[:, None] == window_id(cols, window[1], shift[1])[None]))
+    dy, dx = rows[:, None] - rows[None], cols[:, None] - cols[None]
+    if block.v2:
+        norm = [pretrained_window_size] * 2 if pretrained_window_size else window
+        coords = torch.stack([dy / max(norm[0] - 1, 1), dx / max(norm[1] - 1, 1)], -1).float() * 8
+        coords = torch.sign(coords) * torch.log2(coords.abs() + 1) / math.log2(8)
+        bias = 16 * torch.sigmoid(attn.cpb_mlp(coords))  # (L, L, heads)
+        qkv = F.linear(x, attn.qkv.weight, torch.cat([attn.q_bias, torch.zeros_like(attn.v_bias), attn.v_bias]))
+    else:
+        index = (dy.clamp(-window_size + 1, window_size - 1) + window_size - 1) * (2 * window_size - 1) \
+            + dx.clamp(-window_size + 1, window_size - 1) + window_size - 1
+        bias = attn.relative_position_bias_table[index]
+        qkv = attn.qkv(x)
+    q, k, v = qkv.reshape(b, h * w, 3, heads, d).permute(2, 0, 3, 1, 4)
+    if block.v2:
+        logits = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        logits = logits * attn.logit_scale.clamp(max=math.log(100)).exp()
+    else:
+        logits = (q * d ** -0.5) @ k.transpose(-2, -1)
+    logits = (logits + bias.permute(2, 0, 1)).masked_fill(~same, float("-inf"))
+    out = (logits.softmax(-1) @ v).transpose(1, 2).reshape(b, h * w, c)
+    return attn.proj(out).view(b, h, w, c)
+
+
+def windowed_attention(block: SwinBlock, x: torch.Tensor, window_size: int, shifted: bool,
+                       pretrained_window_size: int = 0) -> torch.Tensor:
+    """The model's path: pad, gather into windows, attend, gather back, crop."""
+    b, h, w, c = x.shape
+    layout = StageLayout(h, w, window_size, block.v2, pretrained_window_size, x.device)
+    hp, wp = layout.padded
+    tokens = model.gather_tokens(F.pad(x, (0, 0, 0, wp - w, 0, hp - h)).reshape(b, hp * wp, c), layout, "enter")
+    if shifted:
+        tokens = model.gather_tokens(tokens, layout, "to_shifted")
+    out = block.attn(tokens.view(-1, layout.area, c), layout, shifted).view(b, hp * wp, c)
+    out = model.gather_tokens(out, layout, "leave_shifted" if shifted else "leave_regular")
+    return out.view(b, hp, wp, c)[:, :h, :w]
+
+
+@pytest.mark.parametrize("v2", [False, True])
+@pytest.mark.parametrize("shifted", [False, True])
+@pytest.mark.parametrize("size", [(14, 14), (9, 23), (5, 3), (7, 30), (1, 1), (16, 11)])
+def test_window_attention_matches_brute_force(v2, shifted, size):
+    torch.manual_seed(0)
+    window_size, pretrained = 7, (6 if v2 and size == (16, 11) else 0)
+    block = SwinBlock(dim=16, num_heads=2, window_size=window_size, v2=v2).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    x = torch.randn(2, *size, 16)
+    with torch.no_grad():
+        expected = brute_force_attention(block, x, window_size, shifted, pretrained)
+        for fused in (False, True):
+            model.FUSED_ATTENTION = fused
+            try:
+                got = windowed_attention(block, x, window_size, shifted, pretrained)
+            finally:
+                model.FUSED_ATTENTION = None
+            assert (got - expected).abs().max().item() < 1e-5, f"fused={fused}"
+
+
+def test_window_geometry_follows_official_rule():
+    # a map no larger than the window: one window over all of it, no shift
+    assert model.window_geometry(7, 7, 7) == ((7, 7), (0, 0), (7, 7))
+    assert model.window_geometry(5, 3, 7) == ((5, 3), (0, 0), (5, 3))
+    # larger maps: full windows, shift of half a window, padded up to whole windows
+    assert model.window_geometry(56, 56, 7) == ((7, 7), (3, 3), (56, 56))
+    assert model.window_geometry(9, 23, 7) == ((7, 7), (3, 3), (14, 28))
+    assert model.window_geometry(6, 20, 8) == ((6, 8), (0, 4), (6, 24))
+
+
+# --- Any input size, gradients, checkpointing ---
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("size", [(32, 32), (33, 47), (128, 128), (100, 257), (1030, 300)])
+def test_any_input_size(version, size):
+    net = create_model("swin_micro_patch4_window4_128", num_classes=3, version=version).eval()
+    with torch.no_grad():
+        out = net(torch.randn(1, 3, *size))
+    assert out.shape == (1, 3) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("v2", [False, True])
+@pytest.mark.parametrize("size", [(6, 9), (12, 12), (3, 10)])
+def test_stage_matches_block_by_block_reference(v2, size):
+    """A whole stage (tokens kept in window order across blocks, padding carried along and
+    masked) equals its blocks applied one by one on the unpadded map, plus the merging."""
+    torch.manual_seed(0)
+    stage = model.SwinStage(dim=16, depth=4, num_heads=2, window_size=4, v2=v2, downsample=True).eval()
+    with torch.no_grad():
+        for p in stage.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        x = torch.randn(2, *size, 16)
+        expected = x
+        for i, block in enumerate(stage.blocks):
+            shifted = i % 2 == 1
+            if v2:
+                expected = expected + block.norm1(brute_force_attention(block, expected, 4, shifted))
+                expected = expected + block.norm2(block.mlp(expected))
+            else:
+                expected = expected + brute_force_attention(block, block.norm1(expected), 4, shifted)
+                expected = expected + block.mlp(block.norm2(expected))
+        expected = stage.downsample(expected)
+        assert (stage(x) - expected).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_gradients_reach_every_parameter(version):
+    torch.manual_seed(0)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=4, version=version, drop_path_rate=0.1)
+    with torch.no_grad():  # move V2's zero-initialised post-norms so their branches pass gradients
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    F.cross_entropy(net(torch.randn(2, 3, 70, 90)), torch.tensor([0, 3])).backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_activation_checkpointing_same_outputs_and_gradients(version):
+    def run(checkpointing):
+        torch.manual_seed(0)
+        net = create_model("swin_micro_patch4_window4_128", num_classes=4, version=version,
+                           drop_path_rate=0.3, grad_checkpointing=checkpointing).train()
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p) * 0.02)
+        torch.manual_seed(1)  # the same drop-path draws in both runs
+        out = net(torch.randn(2, 3, 64, 96))
+        out.square().sum().backward()
+        return out, {n: p.grad for n, p in net.named_parameters()}
+
+    out_plain, grads_plain = run(False)
+    out_ckpt, grads_ckpt = run(True)
+    assert torch.equal(out_plain, out_ckpt)
+    for name in grads_plain:
+        assert torch.allclose(grads_plain[name], grads_ckpt[name], atol=1e-6), name
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_fused_and_plain_attention_agree_in_training(version):
+    """The fused path (taken on GPUs in training) gives the plain path's outputs and gradients."""
+    results = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        net = create_model("swin_micro_patch4_window4_128", num_classes=3, version=version, drop_path_rate=0.0)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p) * 0.02)
+        model.FUSED_ATTENTION = fused
+        try:
+            out = net(torch.randn(2, 3, 72, 72, generator=torch.Generator().manual_seed(3)))
+            out.square().sum().backward()
+        finally:
+            model.FUSED_ATTENTION = None
+        results.append((out, {n: p.grad for n, p in net.named_parameters()}))
+    (out_a, grads_a), (out_b, grads_b) = results
+    assert torch.allclose(out_a, out_b, atol=1e-5)
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], atol=1e-5, rtol=1e-4), name
+
+
+def test_custom_gradients_are_exact():
+    x = torch.randn(2, 3, 5, 4, dtype=torch.double, requires_grad=True)
+    scale = torch.rand(3, 1, 1, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(model._ScaledNormalize.apply, (x, scale))
+    rows = torch.randn(12, 3, dtype=torch.double, requires_grad=True)
+    index = torch.randperm(12)
+    inverse = torch.empty_like(index).scatter_(0, index, torch.arange(12))
+    assert torch.autograd.gradcheck(model._GatherTokens.apply, (rows, index, inverse))
+
+
+def test_swin_layer_in_another_network():
+    layer = model.SwinLayer(dim=32, depth=2, num_heads=2, window_size=8, version=2)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), layer, torch.nn.Conv2d(32, 5, 1))
+    x = torch.randn(2, 3, 27, 41)
+    out = net(x)
+    assert out.shape == (2, 5, 27, 41)
+    out.mean().backward()
+    assert all(p.grad is not None for p in layer.parameters())
+
+
+# --- Names ---
+
+def test_names_and_aliases():
+    from model import swin_base_patch4_window12_384 as tutorial_create_model
+    assert tutorial_create_model.__name__ == "swin_base_patch4_window12_384"
+    with torch.device("meta"):  # no memory or time spent on weights
+        net = tutorial_create_model(num_classes=5)
+        assert net.variant == "swin_base_patch4_window12_384" and net.head.out_features == 5
+        assert create_model("swin_base_patch4_window7_224_in22k").head.out_features == 21841
+        assert create_model("swinv2_base_patch4_window12_192").head.out_features == 21841
+        for name in model.VARIANTS:
+            create_model(name)
+    assert model.resolve_variant("swinv2_tiny_window8_256") == "swinv2_tiny_patch4_window8_256"
+    assert model.resolve_variant("swinv2_base_window12to24_192to384.ms_in22k_ft_in1k") == \
+        "swinv2_base_patch4_window12to24_192to384"
+    assert model.resolve_variant("swin_base_patch4_window7_224_22k") == "swin_base_patch4_window7_224_in22k"
+    assert model.resolve_variant("swinv2_large_patch4_window12_192_22k") == "swinv2_large_patch4_window12_192"
+    assert model.resolve_variant("swin_base_patch4_window7_224.ms_in22k") == "swin_base_patch4_window7_224_in22k"
+    with pytest.raises(UserError, match="swin_tiny_patch4_window7_224.*Valid models: .*swinv2_large"):
+        create_model("swin_tiny_patch4_window7")
+
+
+def test_overrides():
+    with torch.device("meta"):
+        net = create_model("swinv2_tiny_patch4_window8_256", num_classes=7, img_size=384, window_size=12,
+                           drop_path_rate=0.0, pretrained_window_sizes=(8, 8, 8, 8))
+    assert net.img_size == 384 and net.layers[0].window_size == 12 and net.layers[3].pretrained_window_size == 8
+    assert net.overrides == {"num_classes": 7, "img_size": 384, "window_size": 12, "drop_path_rate": 0.0,
+                             "pretrained_window_sizes": (8, 8, 8, 8)}
+    with pytest.raises(UserError, match="unknown model option"):
+        create_model("swin_tiny_patch4_window7_224", window=8)
+
+
+# --- Loading weights ---
+
+def micro_state(**kw):
+    torch.manual_seed(0)
+    return create_model("swin_micro_patch4_window4_128", **kw).state_dict()
+
+
+def test_position_bias_table_resized_for_another_window():
+    net = create_model("swin_micro_patch4_window4_128", window_size=6)
+    report = load_weights(net, micro_state(), verbose=False)
+    assert len(report["resized"]) == 5 and report["missing"] == []
+    table = net.layers[0].blocks[0].attn.relative_position_bias_table
+    assert table.shape == (11 * 11, 1)
+    # resizing to the size it already has gives the table back
+    same = model.resize_position_bias_table(micro_state()["layers.0.blocks.0.attn.relative_position_bias_table"], 7)
+    assert torch.allclose(same, micro_state()["layers.0.blocks.0.attn.relative_position_bias_table"], atol=1e-6)
+
+
+def test_classifier_dropped_when_class_count_differs(capsys):
+    state = micro_state(num_classes=1000)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=5)
+    report = load_weights(net, state)
+    assert [k.split()[0] for k in report["skipped"]] == ["head.weight", "head.bias"]
+    assert report["missing"] == ["head.weight", "head.bias"]
+    assert torch.equal(net.patch_embed.proj.weight, state["patch_embed.proj.weight"])
+    assert "skipped (2)" in capsys.readouterr().out
+
+
+def test_own_checkpoint_with_wrappers(tmp_path):
+    state = {"module." + k: v for k, v in micro_state(num_classes=5).items()}  # saved from DDP
+    path = tmp_path / "best.pth"
+    torch.save({"model": state, "epoch": 3, "variant": "swin_micro_patch4_window4_128"}, path)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=5)
+    report = load_weights(net, path, verbose=False)
+    assert report == {"missing": [], "unexpected": [], "resized": [], "skipped": []}
+
+
+def test_safetensors_file(tmp_path):
+    safetensors = pytest.importorskip("safetensors.torch")
+    path = tmp_path / "model.safetensors"
+    safetensors.save_file(micro_state(), str(path))
+    report = load_weights(create_model("swin_micro_patch4_window4_128"), path, verbose=False)
+    assert report["missing"] == []
+
+
+class Config:  # stands for the yacs config object some training scripts pickle into checkpoints
+    pass
+
+
+def test_pickled_objects_refused(tmp_path):
+    path = tmp_path / "ckpt_with_config.pth"
+    torch.save({"model": micro_state(), "config": Config()}, path)
+    with pytest.raises(UserError, match="pickled Python objects"):
+        load_weights(create_model("swin_micro_patch4_window4_128"), path)
+
+
+def test_bad_files_are_clear_errors(tmp_path):
+    net = create_model("swin_micro_patch4_window4_128")
+    with pytest.raises(UserError, match="not found"):
+        load_weights(net, tmp_path / "missing.pth")
+    junk = tmp_path / "photo.pth"
+    junk.write_bytes(b"\xff\xd8\xff\xe0 not a checkpoint at all")
+    with pytest.raises(UserError, match="not a PyTorch checkpoint"):
+        load_weights(net, junk)
+
+
+def test_another_variant_is_named_not_a_size_mismatch():
+    with torch.device("meta"):
+        base = create_model("swin_base_patch4_window7_224")
+    tiny = create_model("swin_tiny_patch4_window7_224").state_dict()
+    with pytest.raises(UserError) as err:
+        load_weights(base, tiny)
+    message = str(err.value)
+    assert "Swin tiny" in message and "swin_base_patch4_window7_224" in message
+    assert "swin_tiny_patch4_window7_224" in message  # the variant to build instead
+    v2 = micro_state(version=2)
+    with pytest.raises(UserError, match="version=2"):
+        load_weights(create_model("swin_micro_patch4_window4_128"), v2)
