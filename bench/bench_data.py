@@ -1,0 +1,115 @@
+"""Training-input throughput: our loader against torchvision's ImageFolder, same transforms, same workers.
+
+    python bench/bench_data.py ../shared/datasets/flowers-mini             # small photos, <= 192 px
+    python bench/bench_data.py ../shared/datasets/flowers-mini --upscale 4 # the same, 4x larger JPEGs
+    python bench/bench_data.py flower_photos --workers 8 --rounds 7
+
+Both pipelines decode a JPEG, take a RandomResizedCrop to --img-size with a horizontal flip and
+normalise with the ImageNet mean and std, in a DataLoader with the same workers, batch size and
+sampler, over the same files. The two alternate for --rounds rounds of --images images each (warm
+file cache, persistent workers, one warm-up pass each first); the figures are medians of decoded
+and augmented images per second, counted from the start of each round to its last batch.
+--upscale K benchmarks a copy of the folder enlarged K times (Lanczos, JPEG quality 90), made
+before any timing, since the test photos are far smaller than most users' photos.
+"""
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import PIL
+import torch
+import torchvision
+from PIL import Image, features
+from torch.utils.data import DataLoader, RandomSampler
+from torchvision import datasets, transforms
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules sit at its root
+from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_transform  # noqa: E402
+
+FLOWERS_MINI = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "flowers-mini"
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("folder", type=Path, nargs="?", default=FLOWERS_MINI, help="class folders of photos")
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes, for both")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per pipeline, alternating")
+    parser.add_argument("--images", type=int, default=640, help="images per round")
+    parser.add_argument("--upscale", type=int, default=1, help="benchmark a copy enlarged this many times")
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    print("command: python " + " ".join(sys.argv))
+    print(machine())
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = upscaled_copy(args.folder, args.upscale, Path(scratch)) if args.upscale > 1 else args.folder
+        reference = datasets.ImageFolder(folder, transform=transforms.Compose([
+            transforms.RandomResizedCrop(args.img_size), transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]))
+        sizes = sorted(Image.open(path).size for path, _ in reference.samples)
+        print(f"folder: {args.folder}{f', enlarged {args.upscale}x' if args.upscale > 1 else ''}: "
+              f"{len(reference.samples)} images, median size {sizes[len(sizes) // 2][0]}x"
+              f"{sizes[len(sizes) // 2][1]}, largest {max(sizes)[0]}x{max(sizes)[1]}")
+        ours = ImageDataset(reference.samples, build_transform(args.img_size, train=True))
+        loaders = {
+            "torchvision ImageFolder": DataLoader(
+                reference, args.batch_size, sampler=RandomSampler(reference, num_samples=args.images),
+                num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0),
+            "data.py": build_loader(ours, args.batch_size, train=True, num_workers=args.workers,
+                                    sampler=RandomSampler(ours, num_samples=args.images)),
+        }
+        print(f"{args.img_size} px, batch {args.batch_size}, {args.workers} workers, "
+              f"{args.rounds} rounds x {args.images} images, alternating")
+        rates = {name: [] for name in loaders}
+        for name, loader in loaders.items():
+            images_per_second(loader)  # warm-up: workers started, files cached
+        for round_ in range(args.rounds):
+            order = list(loaders) if round_ % 2 == 0 else list(loaders)[::-1]
+            for name in order:
+                rates[name].append(images_per_second(loaders[name]))
+            print(f"round {round_ + 1}: " + ", ".join(f"{name} {rates[name][-1]:.0f}/s" for name in loaders))
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    for name, median in medians.items():
+        print(f"median {name}: {median:.0f} images/s")
+    print(f"ratio data.py / ImageFolder: {medians['data.py'] / medians['torchvision ImageFolder']:.2f}x")
+
+
+def images_per_second(loader) -> float:
+    start, count = time.perf_counter(), 0
+    for batch in loader:
+        count += len(batch[1])
+    return count / (time.perf_counter() - start)
+
+
+def upscaled_copy(folder: Path, factor: int, scratch: Path) -> Path:
+    for path in sorted(folder.glob("*/*.jpg")):
+        with Image.open(path) as image:
+            large = image.convert("RGB").resize((image.width * factor, image.height * factor), Image.LANCZOS)
+        (scratch / path.parent.name).mkdir(exist_ok=True)
+        large.save(scratch / path.parent.name / path.name, quality=90)
+    return scratch
+
+
+def machine() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+              if line.startswith("model name")] if cpuinfo.exists() else []
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"machine: {models[0] if models else platform.processor()}, {cores} cores usable, "
+            f"{platform.system()} {platform.release()}; Python {platform.python_version()}, "
+            f"torch {torch.__version__}, torchvision {torchvision.__version__}, Pillow {PIL.__version__} "
+            f"(libjpeg-turbo {features.version('libjpeg_turbo') or 'no'})")
+
+
+if __name__ == "__main__":
+    main()

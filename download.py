@@ -1,0 +1,137 @@
+"""Fetching flower_photos: a download that is either complete and checked or absent, and an
+extraction that cannot write outside its folder.
+
+    from download import fetch_flower_photos
+    fetch_flower_photos(Path("flower_photos"))   # flower_photos.tgz beside it, then flower_photos/<class>/
+"""
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from http.client import HTTPException
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tqdm import tqdm
+
+from utils import UserError
+
+# The tutorial's link to the TensorFlow flowers archive (3,670 JPEGs in 5 class folders, 218 MiB).
+FLOWER_PHOTOS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
+# SHA-256 of that archive (228,813,984 bytes) as TensorFlow Datasets records it, in
+# tensorflow/datasets: tensorflow_datasets/url_checksums/tf_flowers.txt; Google Coral's retraining
+# script and the Yocto recipe for TensorFlow pin the same value. Not recomputed here: the machine this
+# was written on has no internet. `--sha256` overrides it.
+FLOWER_PHOTOS_SHA256 = "4c54ace7911aaffe13a365c34f650e71dd5bf1be0a58b464e5a7183e3e595d9c"
+CHUNK = 1 << 20
+
+
+def sha256_of(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(url: str, dest, sha256: str | None = None) -> str:
+    """Download `url` to `dest` with a progress bar; returns the file's SHA-256.
+
+    The bytes go to a temporary file beside `dest`, renamed to `dest` only once complete and,
+    when `sha256` is given, matching it; on any failure the temporary file is deleted, so `dest`
+    is either a whole, checked file or absent.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    partial = Path(partial)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(handle, "wb") as file, urllib.request.urlopen(url, timeout=60) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, desc=f"downloading {dest.name}", unit="B", unit_scale=True) as bar:
+                while chunk := response.read(CHUNK):
+                    file.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+        received = partial.stat().st_size
+        if total is not None and received != total:
+            raise UserError(f"the download of {url} stopped after {received:,} of {total:,} bytes: try again")
+        if sha256 is not None and digest.hexdigest() != sha256.lower():
+            raise UserError(f"{url} does not have the expected SHA-256 (expected {sha256.lower()}, got "
+                            f"{digest.hexdigest()}), so it was not kept. If you trust this source, "
+                            "pass its digest with --sha256")
+        os.replace(partial, dest)
+    except (urllib.error.URLError, HTTPException, OSError) as error:
+        reason = error.reason if type(error) is urllib.error.URLError else error  # HTTPError: keep the status
+        raise UserError(f"could not download {url} to {dest}: {reason}. Check the network, "
+                        f"or fetch the file by other means and put it at {dest}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return digest.hexdigest()
+
+
+def safe_extract(archive, dest) -> None:
+    """Extract the tar archive `archive` into the folder `dest`.
+
+    Refused whole, before anything is written, if a member would land outside `dest` (an absolute
+    path, `..`), is a symbolic or hard link, or is anything but a regular file or a folder (a
+    device, a FIFO): an archive from the network must not write where it likes.
+    """
+    dest = Path(dest).resolve()
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for member in members:
+                target = (dest / member.name).resolve()
+                if member.issym() or member.islnk():
+                    problem = f"is a link (to {member.linkname!r})"
+                elif not (member.isfile() or member.isdir()):
+                    problem = "is a device file or FIFO, not a file or folder"
+                elif target != dest and dest not in target.parents:
+                    problem = f"would be written outside {dest}"
+                else:
+                    continue
+                raise UserError(f"refusing to extract {archive}: its member {member.name!r} {problem}")
+            dest.mkdir(parents=True, exist_ok=True)
+            # the checks above already refuse what the "data" filter (Python >= 3.11.4) refuses;
+            # the filter also drops set-uid bits and other permissions a download should not carry
+            kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(dest, members=members, **kwargs)
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise UserError(f"cannot extract {archive}: {error}") from None
+
+
+def fetch_flower_photos(data_path: Path, url: str = FLOWER_PHOTOS_URL,
+                        sha256: str | None = FLOWER_PHOTOS_SHA256) -> None:
+    """Make `data_path` the extracted archive's folder of class folders, keeping the archive beside it.
+
+    Nothing to do if `data_path` exists. An archive already beside it is used if its digest matches.
+    """
+    data_path = Path(data_path)
+    if data_path.exists():
+        print(f"{data_path} already exists: not downloading")
+        return
+    archive = data_path.parent / (Path(urlsplit(url).path).name or "download.tgz")
+    if archive.exists():
+        actual = sha256_of(archive)
+        if sha256 is not None and actual != sha256.lower():
+            raise UserError(f"{archive} is already there but its SHA-256 is {actual}, not {sha256.lower()}: "
+                            "move it away so that it can be downloaded again")
+        print(f"using {archive}, already downloaded (SHA-256 {actual})")
+    else:
+        print(f"downloading {url} to {archive} (SHA-256 {sha256 or 'not checked'})")
+        download(url, archive, sha256)
+    # extracted beside the target and renamed at the end: an interrupted run leaves no half data_path
+    staging = Path(tempfile.mkdtemp(prefix=".extracting-", dir=data_path.parent))
+    try:
+        safe_extract(archive, staging)
+        entries = [entry for entry in staging.iterdir() if not entry.name.startswith(".")]
+        top = entries[0] if len(entries) == 1 and entries[0].is_dir() else staging  # flower_photos/
+        top.rename(data_path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"extracted {archive} to {data_path}")

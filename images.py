@@ -1,0 +1,370 @@
+"""Image files and the folders that hold them: finding, checking and loading images, splitting them
+into train/val/test, class_indices.json, and writing a split as folders.
+
+    from images import load_splits, load_rgb
+    splits = load_splits("flower_photos")   # class folders: split 80/20 here, seed 0, stratified
+    splits = load_splits("data")            # or split folders: data/train, data/val (, data/test)
+    image = load_rgb(splits.val[0][0])      # upright 8-bit RGB, whatever the file's mode
+
+Every image is decoded when listed; what does not decode is skipped and reported, never a crash.
+Nothing here needs torch, so split_data.py need not load it; data.py turns these lists into batches.
+"""
+import json
+import os
+import random
+import shutil
+import struct
+import warnings
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from utils import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+SPLITS = ("train", "val", "test")
+# What Pillow's decoders raise for a broken file: they have no common base class.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
+MANIFEST = "split_manifest.json"
+
+
+class UnreadableImage(OSError):
+    """An image file that opened but does not decode. An OSError, as Pillow's own open errors are,
+    so one `except OSError` catches a broken file while a bug in a transform still raises."""
+
+
+# --- Images ---
+
+def is_image_file(path: Path) -> bool:
+    """An image by its extension, in any case; hidden files (macOS `._x.jpg` forks) are not."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode as 8-bit RGB: palette, grey, CMYK, 16-bit, with or without transparency."""
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I"):
+        # 16- and 32-bit grey: convert() would clip every value above 255 to white; scale instead
+        pixels = np.asarray(image).astype(np.int64)
+        if image.mode.startswith("I;16") or pixels.max() > 255:
+            pixels = pixels // 257
+        return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).convert("RGB")
+    if image.has_transparency_data:
+        # transparent pixels often hold black or garbage: show them over white, as viewers do
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
+
+
+def upright_rgb(image: Image.Image) -> Image.Image:
+    """`image` (opened or decoded) as RGB, turned as its EXIF orientation says (phones store it sideways).
+
+    Decodes an opened image; raises UnreadableImage if that fails.
+    """
+    try:
+        ImageOps.exif_transpose(image, in_place=True)
+        return to_rgb(image)
+    except DECODE_ERRORS as error:
+        raise UnreadableImage(f"{type(error).__name__}: {error}") from error
+
+
+def load_rgb(path) -> Image.Image:
+    """The image file at `path` as upright 8-bit RGB; raises OSError (or Pillow's
+    DecompressionBombError) if it does not decode."""
+    with Image.open(path) as image:
+        return upright_rgb(image)
+
+
+def image_problem(path: Path) -> str | None:
+    """Why the file at `path` cannot be used as an image, or None when it decodes."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file"
+        with Image.open(path) as image:
+            # At 1/8 scale a JPEG decoder still reads every compressed byte, so a truncated
+            # file still fails, in a fraction of the time of a full decode.
+            image.draft(None, (max(1, image.width // 8), max(1, image.height // 8)))
+            upright_rgb(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        return f"too many pixels, a possible decompression bomb ({error})"
+    except Image.UnidentifiedImageError:
+        return "not an image (Pillow cannot identify it)"
+    except UnreadableImage as error:
+        return f"does not decode ({error})"
+    except OSError as error:
+        return f"cannot be read ({error})"
+    return None
+
+
+def check_images(paths: list[Path], desc: str = "checking images"):
+    """Split `paths` into those that decode and (path, reason) for those that do not, in order."""
+    # Pillow warns about an image over MAX_IMAGE_PIXELS and decodes it anyway: here it is refused.
+    # The filter is set once, around the whole pool, because catch_warnings is not thread-safe.
+    with warnings.catch_warnings(), ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        problems = list(tqdm(pool.map(image_problem, paths), total=len(paths), desc=desc,
+                             unit="img", leave=False, disable=None))
+    good = [path for path, problem in zip(paths, problems) if problem is None]
+    skipped = [(str(path), problem) for path, problem in zip(paths, problems) if problem is not None]
+    return good, skipped
+
+
+def find_images(folder: Path) -> list[Path]:
+    """Image files under `folder`, at any depth, in sorted order on every platform; hidden folders are left out."""
+    found = []
+    for directory, subdirs, files in os.walk(folder):
+        subdirs[:] = sorted(name for name in subdirs if not name.startswith("."))
+        found += [Path(directory, name) for name in sorted(files) if is_image_file(Path(name))]
+    return found
+
+
+def class_folders(root: Path) -> list[Path]:
+    """The class folders of `root`, sorted by name: the class order everywhere (labels, class_indices.json)."""
+    return sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: p.name)
+
+
+# --- Class indices: the tutorial's class_indices.json, {"0": "daisy", "1": "dandelion", ...} ---
+
+def write_class_indices(path, classes: list[str]) -> None:
+    Path(path).write_text(json.dumps({str(i): name for i, name in enumerate(classes)}, indent=4) + "\n")
+
+
+def read_class_indices(path) -> list[str]:
+    """The class names in label order, from a class_indices.json."""
+    path = Path(path)
+    try:
+        indices = json.loads(path.read_text())
+    except OSError as error:
+        raise UserError(f"cannot read the class index file {path}: {error.strerror or error}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is not valid JSON ({error}); it should look like "
+                        '{"0": "daisy", "1": "dandelion"}') from None
+    names = list(indices.values()) if isinstance(indices, dict) else []
+    if (not names or set(indices) != {str(i) for i in range(len(names))}
+            or not all(isinstance(name, str) and name for name in names) or len(set(names)) != len(names)):
+        raise UserError(f"{path} should map \"0\", \"1\", ... to distinct class names, like "
+                        f'{{"0": "daisy", "1": "dandelion"}}; found {json.dumps(indices)[:200]}')
+    return [indices[str(i)] for i in range(len(names))]
+
+
+# --- Splits ---
+
+@dataclass
+class DataSplits:
+    """Samples are (path, label); labels index `classes`. `skipped` is (path, reason) for files that do not decode."""
+    root: Path
+    classes: list[str]
+    train: list[tuple[str, int]]
+    val: list[tuple[str, int]]
+    test: list[tuple[str, int]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def counts(self, split: str) -> list[int]:
+        """Images per class in one split, in class order."""
+        per_class = [0] * len(self.classes)
+        for _, label in getattr(self, split):
+            per_class[label] += 1
+        return per_class
+
+
+def read_class_folder(folder: Path, check: bool = True):
+    """The images of one class folder and the files skipped; a clear error if none is usable."""
+    paths = find_images(folder)
+    good, skipped = check_images(paths, desc=f"checking {folder.name}") if check else (paths, [])
+    if not good:
+        if not paths:
+            raise UserError(f"class folder {folder} has no image files ({', '.join(IMAGE_EXTENSIONS)}): "
+                            "add images or remove the folder")
+        reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in skipped[:3])
+        raise UserError(f"class folder {folder} has no usable image: all {len(paths)} fail to decode "
+                        f"({reasons}): replace them or remove the folder")
+    return good, skipped
+
+
+def read_class_root(root: Path, check: bool = True):
+    """(classes, images per class, skipped) of a folder holding one folder per class."""
+    folders = class_folders(root)
+    if not folders:
+        loose = " It holds images but no folders." if any(map(is_image_file, root.iterdir())) else ""
+        raise UserError(f"no class folders in {root}.{loose} Expected {root}/<class>/<image>, one "
+                        f"folder per class, or a split: {root}/train/<class>/ and {root}/val/<class>/")
+    images, skipped = [], []
+    for folder in folders:
+        good, bad = read_class_folder(folder, check)
+        images.append(good)
+        skipped += bad
+    return [folder.name for folder in folders], images, skipped
+
+
+def split_counts(total: int, val_ratio: float, test_ratio: float) -> tuple[int, int]:
+    """(val, test) images for a class of `total`: the tutorial's int(total * ratio), but at least
+    one each where the class has enough, and always at least one training image."""
+    n_val, n_test = int(total * val_ratio), int(total * test_ratio)
+    if val_ratio > 0 and n_val == 0 and total - n_test >= 2:
+        n_val = 1
+    if test_ratio > 0 and n_test == 0 and total - n_val >= 2:
+        n_test = 1
+    return n_val, n_test
+
+
+def split_by_class(images: list[list[Path]], val_ratio: float, test_ratio: float = 0.0, seed: int = 0):
+    """{"train", "val", "test"} -> (path, label) samples, stratified, each image in exactly one split.
+
+    Validation is drawn as the tutorial's read_split_data draws it (one generator seeded once,
+    classes in sorted order, random.sample over the sorted list), so on the same files seed 0 and
+    20% give its very split; test images are drawn afterwards, so asking for them leaves val as it was.
+    """
+    if not (0 <= val_ratio < 1 and 0 <= test_ratio < 1 and val_ratio + test_ratio < 1):
+        raise UserError(f"val ratio {val_ratio} and test ratio {test_ratio} must each be in [0, 1) "
+                        "and leave some images for training")
+    rng = random.Random(seed)
+    counts = [split_counts(len(paths), val_ratio, test_ratio) for paths in images]
+    val = [set(rng.sample(paths, n_val)) for paths, (n_val, _) in zip(images, counts)]
+    test = [set(rng.sample([p for p in paths if p not in chosen], n_test))
+            for paths, chosen, (_, n_test) in zip(images, val, counts)]
+    splits = {name: [] for name in SPLITS}
+    for label, paths in enumerate(images):
+        for path in paths:
+            name = "val" if path in val[label] else "test" if path in test[label] else "train"
+            splits[name].append((str(path), label))
+    return splits
+
+
+def load_splits(data_path, val_ratio: float = 0.2, seed: int = 0, check: bool = True) -> DataSplits:
+    """The samples under `data_path`: class folders (split here), or train/ val/ (test/) as split_data.py writes.
+
+    `check=False` skips decoding every image up front (a split root written by split_data.py has
+    been checked already); a file that then fails is still skipped at training time.
+    """
+    root = Path(data_path)
+    if not root.is_dir():
+        raise UserError(f"data path not found: {root}. Give the folder of class folders (such as "
+                        "flower_photos) or of split folders (such as data); `python split_data.py "
+                        "--download` fetches flower_photos")
+    if (root / "train").is_dir():
+        return load_split_root(root, check)
+    classes, images, skipped = read_class_root(root, check)
+    splits = split_by_class(images, val_ratio, 0.0, seed)
+    return DataSplits(root, classes, splits["train"], splits["val"], [], skipped)
+
+
+def load_split_root(root: Path, check: bool = True) -> DataSplits:
+    """train/<class>/ (required), val/<class>/ (required), test/<class>/ (optional) under `root`."""
+    if not (root / "val").is_dir():
+        raise UserError(f"{root} has train/ but no val/: a split root needs both "
+                        "(python split_data.py writes them)")
+    classes, train_images, skipped = read_class_root(root / "train", check)
+    indices_file = root / "class_indices.json"
+    if indices_file.exists() and read_class_indices(indices_file) != classes:
+        raise UserError(f"{indices_file} lists {read_class_indices(indices_file)} but the class "
+                        f"folders of {root / 'train'} are {classes}: re-run split_data.py or delete it")
+    splits = DataSplits(root, classes, [(str(p), label) for label, paths in enumerate(train_images)
+                                        for p in paths], [], [], skipped)
+    for name in ("val", "test"):
+        if not (root / name).is_dir():
+            continue
+        for folder in class_folders(root / name):
+            if folder.name not in classes:
+                raise UserError(f"{folder} is a class that {root / 'train'} does not have: "
+                                "every class needs training images")
+            paths = find_images(folder)
+            good, bad = check_images(paths, desc=f"checking {name}/{folder.name}") if check else (paths, [])
+            getattr(splits, name).extend((str(p), classes.index(folder.name)) for p in good)
+            splits.skipped += bad
+    return splits
+
+
+# --- Writing a split as folders ---
+
+def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> None:
+    """Make `out` ready for the files `planned` (relative paths): remove what an earlier split wrote
+    there, listed in its manifest, and nothing else.
+
+    Refuses an `out` holding files the manifest does not list (anything under `source` aside),
+    unless `force`, and never overwrites such a file. Writes the new manifest before any image,
+    so that the next run can clean up after an interrupted one.
+    """
+    manifest = out / MANIFEST
+    earlier = read_manifest(manifest)
+    existing = {path.relative_to(out).as_posix() for path in walk_files(out, skip=source)} - {MANIFEST}
+    foreign = sorted(existing - set(earlier["files"]))
+    if foreign and not force:
+        raise UserError(f"{out} is not empty: it holds {len(foreign)} file(s) split_data.py did not write, "
+                        f"such as {out / foreign[0]}. Choose another --out, or pass --force to write the "
+                        "split beside them (they are kept)")
+    clashes = sorted(set(planned) & set(foreign))
+    if clashes:
+        raise UserError(f"{out / clashes[0]} was not written by split_data.py and the split would "
+                        "overwrite it: move it away or choose another --out")
+    in_splits = [path for path in foreign if path.split("/")[0] in SPLITS]
+    if in_splits:
+        print(f"note: {len(in_splits)} file(s) under {out}/train, val or test were not written by "
+              f"split_data.py (such as {in_splits[0]}); they are kept, and training will read them")
+    removed = sorted(set(earlier["files"]) & existing)
+    for path in removed:
+        (out / path).unlink()
+    for folder in sorted(earlier["dirs"], key=lambda d: -d.count("/")):  # deepest first
+        if (out / folder).is_dir() and not any((out / folder).iterdir()):
+            (out / folder).rmdir()
+    if removed:
+        print(f"removed the {len(removed)} files of the earlier split in {out}")
+    folders = {parent.as_posix() for path in planned for parent in PurePosixPath(path).parents} - {"."}
+    out.mkdir(parents=True, exist_ok=True)
+    new_folders = sorted(folder for folder in folders if not (out / folder).exists())
+    manifest.write_text(json.dumps({"written_by": "split_data.py", "files": planned,
+                                    "dirs": new_folders}, indent=1) + "\n")
+
+
+def read_manifest(manifest: Path) -> dict:
+    """The files and folders an earlier split wrote, as relative paths; none if there was no split."""
+    if not manifest.exists():
+        return {"files": [], "dirs": []}
+    try:
+        record = json.loads(manifest.read_text())
+        paths = [PurePosixPath(p) for p in record["files"] + record["dirs"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise UserError(f"{manifest} is not a manifest written by split_data.py ({error}): "
+                        "move it away, or choose another --out") from None
+    # a manifest is trusted to name files inside its folder only: never a way to delete anything else
+    if any(p.is_absolute() or ".." in p.parts for p in paths):
+        raise UserError(f"{manifest} names files outside {manifest.parent}: move it away, or choose another --out")
+    return record
+
+
+def walk_files(folder: Path, skip: Path):
+    """Every file (and link) under `folder`, except under `skip`."""
+    skip = skip.resolve()
+    for directory, subdirs, files in os.walk(folder):
+        subdirs[:] = [name for name in subdirs if Path(directory, name).resolve() != skip]
+        yield from (Path(directory, name) for name in files)
+
+
+def place_image(source: Path, target: Path, mode: str, max_size: int | None = None) -> None:
+    """Copy (mode "copy") or link ("hardlink", "symlink") `source` to `target`; with `max_size`,
+    an image larger than that a side becomes a smaller upright RGB copy instead."""
+    if target.exists() or target.is_symlink():  # writing through a link could change the source
+        raise UserError(f"{target} exists already: split_data.py writes only new files")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if max_size is not None:
+        with Image.open(source) as image:
+            if max(image.size) > max_size:
+                image.thumbnail((max_size, max_size), Image.LANCZOS)  # decodes a JPEG at a reduced scale
+                upright_rgb(image).save(target, quality=90)
+                return
+    try:
+        if mode == "copy":
+            shutil.copy2(source, target)
+        elif mode == "hardlink":
+            os.link(source, target)
+        else:
+            target.symlink_to(source.resolve())
+    except OSError as error:
+        hint = ". Hard links need one filesystem: use --mode copy or --mode symlink" if mode == "hardlink" else ""
+        raise UserError(f"cannot {mode} {source} to {target}: {error}{hint}") from None

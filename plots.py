@@ -1,0 +1,116 @@
+"""Pictures a person looks at: confusion matrices, grids of training images, prediction cards.
+
+Drawn with PIL alone (no plotting library to install); TensorBoard shows them as images.
+"""
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+SPLIT_COLORS = {"train": (31, 119, 180), "val": (230, 120, 20), "test": (44, 160, 44)}
+
+
+def font(size: int = 13):
+    return ImageFont.load_default(size=size)
+
+
+def text_width(text: str, size: int = 13) -> int:
+    return int(font(size).getlength(text))
+
+
+def confusion_matrix_image(confusion, classes: list, title: str = "confusion matrix") -> Image.Image:
+    """Rows are the true classes, columns the predicted ones; each cell shows its count, shaded by
+    the share of its row, so a class's errors stand out whatever its size."""
+    n = len(classes)
+    cell = max(14, min(56, 900 // max(n, 1)))
+    show_text = cell >= 26
+    labels_fit = cell >= 14 and n <= 60
+    margin = (max(text_width(c) for c in classes) + 14) if labels_fit else 10
+    top = 70 + (margin if labels_fit else 0)
+    image = Image.new("RGB", (margin + cell * n + 20, top + cell * n + 40), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((10, 10), title, fill="black", font=font(16))
+    draw.text((10, 34), "rows: true class, columns: predicted; shade = share of the row", fill=(100, 100, 100),
+              font=font(12))
+    shares = confusion.double() / confusion.sum(1, keepdim=True).clamp_min(1)
+    for i in range(n):
+        for j in range(n):
+            x, y = margin + j * cell, top + i * cell
+            share = shares[i, j].item()
+            if i == j:  # right answers in blue, wrong ones in red
+                color = tuple(int(255 - share * (255 - c)) for c in (40, 90, 200))
+            else:
+                color = tuple(int(255 - share * (255 - c)) for c in (210, 40, 40))
+            draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=color, outline=(225, 225, 225))
+            if show_text:
+                draw.text((x + cell / 2, y + cell / 2), str(int(confusion[i, j])),
+                          fill="white" if share > 0.55 else "black", font=font(12), anchor="mm")
+    if labels_fit:
+        for i, name in enumerate(classes):
+            draw.text((margin - 6, top + i * cell + cell / 2), name, fill="black", font=font(), anchor="rm")
+            label = Image.new("RGBA", (text_width(name) + 4, 16), (255, 255, 255, 0))
+            ImageDraw.Draw(label).text((0, 0), name, fill="black", font=font())
+            label = label.rotate(90, expand=True)
+            image.paste(label, (int(margin + i * cell + cell / 2 - 8), top - 6 - label.height), label)
+    return image
+
+
+def denormalize(images, mean, std) -> np.ndarray:
+    """(B, 3, H, W) normalised floats -> (B, H, W, 3) uint8."""
+    import torch  # here, so that split_data.py can draw its chart without loading torch
+    mean = torch.tensor(mean, dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(std, dtype=images.dtype).view(1, 3, 1, 1)
+    pixels = (images.detach().float().cpu() * std + mean).clamp(0, 1)
+    return (pixels.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+
+
+def image_grid(images, captions: list, mean, std, columns: int = 8) -> Image.Image:
+    """A grid of (augmented, normalised) images with a caption under each."""
+    pixels = denormalize(images, mean, std)
+    count, height, width = pixels.shape[:3]
+    columns = min(columns, count)
+    rows = (count + columns - 1) // columns
+    caption_h = 18
+    grid = Image.new("RGB", (columns * (width + 4) + 4, rows * (height + caption_h + 4) + 4), "white")
+    draw = ImageDraw.Draw(grid)
+    for k in range(count):
+        x = 4 + (k % columns) * (width + 4)
+        y = 4 + (k // columns) * (height + caption_h + 4)
+        grid.paste(Image.fromarray(pixels[k]), (x, y))
+        draw.text((x + width / 2, y + height + 2), str(captions[k])[:24], fill="black", font=font(12), anchor="ma")
+    return grid
+
+
+def class_distribution_chart(classes: list[str], counts: dict, title: str) -> Image.Image:
+    """A bar chart of images per class, one panel per split, as a picture a person can read.
+
+    Each panel is scaled to its own largest class, so that a class that is rare in val stands out
+    as it does in train; the numbers give the counts.
+    """
+    small, title_font = font(13), font(16)
+    row = max(2, min(22, 1400 // len(classes)))
+    names_fit = row >= 12  # past ~100 classes the rows get too thin to label: the report has the numbers
+    label_width = int(max(small.getlength(name) for name in classes)) + 16 if names_fit else 8
+    panel, bar_max, top = 300, 220, 64
+    image = Image.new("RGB", (max(label_width + panel * len(counts) + 10, 480), top + row * len(classes) + 34),
+                      "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((10, 10), title, fill="black", font=title_font)
+    for j, name in enumerate(classes if names_fit else []):
+        draw.text((label_width - 8, top + j * row + row / 2), name, fill="black", font=small, anchor="rm")
+    for i, (split, per_class) in enumerate(counts.items()):
+        x0, peak = label_width + i * panel, max(max(per_class), 1)
+        draw.text((x0, 38), f"{split}: {sum(per_class)} images", fill=SPLIT_COLORS[split], font=small)
+        for j, count in enumerate(per_class):
+            y, length = top + j * row, round(bar_max * count / peak)
+            if length:
+                draw.rectangle((x0, y + 2, x0 + length, y + row - 3), fill=SPLIT_COLORS[split])
+            if names_fit:
+                draw.text((x0 + length + 4, y + row / 2), str(count), fill="black", font=small, anchor="lm")
+        draw.line((x0, top - 2, x0, top + row * len(classes)), fill=(120, 120, 120))
+    draw.text((10, image.height - 22), "each split's bars are scaled to its largest class",
+              fill=(110, 110, 110), font=small)
+    return image
+
+
+def to_chw(image: Image.Image) -> np.ndarray:
+    """A PIL image as the (3, H, W) uint8 array TensorBoard's add_image takes."""
+    return np.asarray(image.convert("RGB")).transpose(2, 0, 1).copy()

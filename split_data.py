@@ -1,0 +1,108 @@
+"""Split a folder of class folders into train/ and val/ (and test/) folders, as the tutorial's split_data.py does.
+
+    python split_data.py                  # flower_photos/<class>/* -> data/train, data/val: 10% per class, seed 0
+    python split_data.py --download       # fetch flower_photos first (218 MiB, SHA-256 checked), then split
+    python split_data.py --data-path photos --out photos_split --val-ratio 0.2 --test-ratio 0.1
+    python split_data.py --mode hardlink  # links instead of copies (same filesystem); or --mode symlink
+    python split_data.py --max-size 512   # copies no larger than 512 px a side, faster to decode in training
+    python split_data.py --force          # write into an --out that holds other files (they are kept)
+
+Writes into --out: train/<class>/, val/<class>/ (test/<class>/), class_indices.json, split_report.txt
+(images per class and split, and every file skipped because it does not decode), class_distribution.png,
+and split_manifest.json, the list of what it wrote: a later run removes those files and nothing else.
+Nothing under --data-path is ever moved, changed or deleted. train.py reads --out as its --data-path.
+"""
+import argparse
+from pathlib import Path
+
+from tqdm import tqdm
+
+import plots
+from download import FLOWER_PHOTOS_SHA256, FLOWER_PHOTOS_URL, fetch_flower_photos
+from images import SPLITS, place_image, prepare_out, read_class_root, split_by_class, write_class_indices
+from utils import UserError, run_cli
+
+REPORT, CHART, CLASS_INDICES = "split_report.txt", "class_distribution.png", "class_indices.json"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data-path", type=Path, default=Path("flower_photos"),
+                        help="folder of class folders, <class>/<image>; only ever read")
+    parser.add_argument("--out", type=Path, default=Path("data"), help="where the split folders go")
+    parser.add_argument("--val-ratio", type=float, default=0.1, help="share of each class for validation")
+    parser.add_argument("--test-ratio", type=float, default=0.0, help="share of each class for a test split")
+    parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same split")
+    parser.add_argument("--mode", choices=("copy", "hardlink", "symlink"), default="copy",
+                        help="how images get into --out")
+    parser.add_argument("--max-size", type=int, default=None,
+                        help="write images larger than this many px a side as smaller upright RGB copies")
+    parser.add_argument("--force", action="store_true",
+                        help="write into a non-empty --out; only files an earlier split wrote are removed")
+    parser.add_argument("--download", action="store_true", help="download and extract flower_photos first")
+    parser.add_argument("--url", default=FLOWER_PHOTOS_URL, help="where --download fetches the archive")
+    parser.add_argument("--sha256", default=FLOWER_PHOTOS_SHA256, help="the archive's expected SHA-256")
+    args = parser.parse_args(argv)
+    if args.max_size is not None and args.max_size < 1:
+        parser.error(f"--max-size must be a positive number of pixels, not {args.max_size}")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    source, out = args.data_path, args.out
+    if args.download:
+        fetch_flower_photos(source, args.url, args.sha256)
+    if not source.is_dir():
+        raise UserError(f"data path not found: {source}. Give a folder of class folders with --data-path, "
+                        "or pass --download to fetch flower_photos")
+    if (source / "train").is_dir() and (source / "val").is_dir():
+        raise UserError(f"{source} is split already (it has train/ and val/): give the folder of class "
+                        "folders it was made from; train.py reads a split folder as it is")
+    if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
+        raise UserError(f"--out {out} is inside --data-path {source}: the split must go elsewhere, "
+                        "because nothing is ever written under --data-path")
+
+    classes, images, skipped = read_class_root(source)
+    splits = split_by_class(images, args.val_ratio, args.test_ratio, args.seed)
+    plan = {f"{split}/{classes[label]}/{Path(path).relative_to(source / classes[label]).as_posix()}": Path(path)
+            for split in SPLITS for path, label in splits[split]}
+    prepare_out(out, source, [*plan, CLASS_INDICES, REPORT, CHART], args.force)
+    for target, image in tqdm(plan.items(), desc=f"writing {out}", unit="img", disable=None):
+        place_image(image, out / target, args.mode, args.max_size)
+    write_class_indices(out / CLASS_INDICES, classes)
+
+    shown = [split for split in SPLITS if splits[split] or split != "test"]
+    counts = {split: [0] * len(classes) for split in shown}
+    for split in shown:
+        for _, label in splits[split]:
+            counts[split][label] += 1
+    report = format_report(source, out, args, classes, counts, skipped)
+    (out / REPORT).write_text(report)
+    title = f"Images per class: {source.name} split into {out.name}"
+    plots.class_distribution_chart(classes, counts, title).save(out / CHART)
+    print(report, end="")
+    print(f"wrote {out / CLASS_INDICES}, {out / REPORT} and {out / CHART}")
+
+
+def format_report(source: Path, out: Path, args, classes: list[str], counts: dict, skipped: list) -> str:
+    """The table of images per class and split, and every skipped file with its reason."""
+    skipped_per_class = [sum(Path(path).relative_to(source).parts[0] == name for path, _ in skipped)
+                         for name in classes]
+    columns = {**counts, "skipped": skipped_per_class}
+    width = max(len("class"), *map(len, classes))
+    lines = [f"{source} -> {out}: seed {args.seed}, val {args.val_ratio:g}, test {args.test_ratio:g}, "
+             f"mode {args.mode}" + (f", max size {args.max_size}" if args.max_size else ""),
+             f"{'class':<{width}}" + "".join(f"{name:>9}" for name in columns)]
+    lines += [f"{name:<{width}}" + "".join(f"{column[i]:>9}" for column in columns.values())
+              for i, name in enumerate(classes)]
+    lines.append(f"{'total':<{width}}" + "".join(f"{sum(column):>9}" for column in columns.values()))
+    if skipped:
+        lines.append(f"skipped {len(skipped)} file(s) that do not decode:")
+        lines += [f"  {path}: {reason}" for path, reason in skipped]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    run_cli(main)

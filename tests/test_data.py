@@ -1,0 +1,152 @@
+"""data.py: transforms, datasets, loaders, mixup."""
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, JpegImagePlugin
+
+from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_mixup, build_transform,
+                  collate_skipping_failures, load_rgb, load_splits)
+from image_factory import write_class_tree, write_image, write_sideways_jpeg
+from utils import UserError
+
+
+def write_large_jpeg(path, size=(1600, 1200)):
+    """A smooth photo-sized JPEG (gradients and waves), large enough to be decoded at a reduced scale."""
+    height, width = size[1], size[0]
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([x / width * 255, y / height * 255, 128 + 100 * np.sin(x / 37) * np.cos(y / 53)], -1)
+    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path, quality=92)
+    return path
+
+
+@pytest.mark.parametrize("recipe", ["tutorial", "official"])
+@pytest.mark.parametrize("train", [True, False])
+def test_transforms_give_normalised_tensors_of_the_asked_size(flowers_mini, recipe, train):
+    transform = build_transform(96, train=train, recipe=recipe)
+    for path in sorted(flowers_mini.glob("roses/*"))[:4]:
+        with Image.open(path) as image:
+            tensor = transform(image)
+        assert tensor.shape == (3, 96, 96) and tensor.dtype == torch.float32
+        if not (train and recipe == "official"):  # random erasing fills with normal noise, out of range
+            assert -2.2 < tensor.min() and tensor.max() < 2.7  # the ImageNet-normalised range
+
+
+def test_normalisation_uses_the_given_mean_and_std(tmp_path):
+    path = tmp_path / "grey.png"
+    Image.new("RGB", (64, 64), (128, 64, 255)).save(path)
+    default = build_transform(32, train=False)(Image.open(path))
+    expected = (torch.tensor([128, 64, 255]) / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    assert torch.allclose(default[:, 5, 5], expected, atol=1e-5)
+    halves = build_transform(32, train=False, mean=(0.5,) * 3, std=(0.5,) * 3)(Image.open(path))
+    assert torch.allclose(halves[:, 5, 5], torch.tensor([128, 64, 255]) / 127.5 - 1, atol=1e-5)
+
+
+def test_every_mode_gives_three_channels(tmp_path):
+    transform = build_transform(32, train=True)
+    for mode, name in [("L", "grey.jpg"), ("P", "palette.png"), ("RGBA", "alpha.png"), ("CMYK", "cmyk.jpg")]:
+        assert transform(Image.open(write_image(tmp_path / name, mode=mode))).shape == (3, 32, 32)
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_scale_and_looks_the_same(tmp_path, monkeypatch):
+    path = write_large_jpeg(tmp_path / "big.jpg")
+    decoded_sizes = []
+    draft = JpegImagePlugin.JpegImageFile.draft
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft",
+                        lambda self, mode, size: decoded_sizes.append(size) or draft(self, mode, size))
+    transform = build_transform(224, train=False)
+    reduced = transform(Image.open(path))
+    # the center crop is 1050 px a side: at 1/4 scale still 262 px, at least the 224 asked for
+    assert decoded_sizes == [(400, 300)]
+    full = transform(load_rgb(path))  # already decoded: no reduced scale possible
+    grey_levels = ((reduced - full) * torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255).abs()
+    assert grey_levels.mean() < 2.5
+
+
+def test_training_crops_never_go_below_the_output_resolution(tmp_path, monkeypatch):
+    path = write_large_jpeg(tmp_path / "big.jpg")
+    reductions = []
+    draft = JpegImagePlugin.JpegImageFile.draft
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft",
+                        lambda self, mode, size: reductions.append(1600 // size[0]) or draft(self, mode, size))
+    monkeypatch.setattr("data.random_resized_box", lambda w, h: (100, 50, 1000, 900))
+    build_transform(224, train=True)(Image.open(path))
+    assert reductions == [4]  # 900 / 4 = 225 >= 224; 900 / 8 would be too few pixels
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_exif_orientation_is_applied_before_cropping(tmp_path, monkeypatch, train):
+    path = write_sideways_jpeg(tmp_path / "phone.jpg", size=(1800, 900))  # shown 900 wide, red on top
+    monkeypatch.setattr("data.random_resized_box", lambda w, h: (0, 450, 900, 900))  # the middle square
+    tensor = build_transform(64, train=train)(Image.open(path))
+    red_minus_blue = tensor[0] - tensor[2]
+    assert red_minus_blue[:20].mean() > 3 and red_minus_blue[-20:].mean() < -3
+
+
+def test_the_swin_recipe_survives_posterize_with_zero_bits():
+    """rand-m9-mstd0.5-inc1 asks Posterize for 0 bits when its magnitude reaches 10; Pillow 13 raises."""
+    transform = build_transform(64, train=True, recipe="official")
+    names = [type(t).__name__ for t in transform.transforms]
+    assert names[-4:] == ["RandAugment", "MaybeToTensor", "Normalize", "RandomErasing"]
+    posterize = next(op for op in transform.transforms[-4].ops if op.name == "PosterizeIncreasing")
+    posterize.prob, posterize.magnitude, posterize.magnitude_std = 1.0, 10, 0
+    assert posterize(Image.new("RGB", (8, 8), (200, 100, 50))).getpixel((0, 0)) == (0, 0, 0)
+
+
+def test_an_unknown_recipe_is_named():
+    with pytest.raises(UserError, match="'fancy'.*tutorial, official"):
+        build_transform(224, train=True, recipe="fancy")
+
+
+def test_transforms_can_be_sent_to_worker_processes():
+    for recipe in ("tutorial", "official"):
+        for train in (True, False):
+            pickle.dumps(build_transform(224, train, recipe))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_file_broken_after_listing_is_skipped_and_named(tmp_path, num_workers):
+    write_class_tree(tmp_path, {"cat": 6, "dog": 5})
+    splits = load_splits(tmp_path, val_ratio=0.0)
+    removed, damaged = splits.train[2][0], splits.train[8][0]
+    Path(removed).unlink()
+    with open(damaged, "r+b") as file:
+        file.truncate(300)
+    loader = build_loader(ImageDataset(splits.train, build_transform(32, train=True)), batch_size=4,
+                          train=False, num_workers=num_workers)
+    batches = list(loader)
+    assert sum(len(labels) for _, labels, _, _ in batches) == 9
+    assert sorted(path for _, _, _, failed in batches for path in failed) == sorted([removed, damaged])
+    images, labels, paths, failed = batches[0]
+    assert images.shape == (3, 3, 32, 32) and labels.tolist() == [0, 0, 0] and failed == [removed]
+    assert len(paths) == 3 and removed not in paths
+
+
+def test_a_bug_in_a_transform_is_not_taken_for_a_broken_file(tmp_path):
+    def buggy(image):
+        raise ValueError("a bug, not a broken file")
+    dataset = ImageDataset([(str(write_image(tmp_path / "a.jpg")), 0)], buggy)
+    with pytest.raises(ValueError, match="a bug"):
+        dataset[0]
+
+
+def test_a_batch_whose_every_image_failed_is_empty():
+    images, labels, paths, failed = collate_skipping_failures([(None, 0, "a.jpg"), (None, 1, "b.jpg")])
+    assert (images.numel(), len(labels), paths, failed) == (0, 0, [], ["a.jpg", "b.jpg"])
+
+
+def test_training_batches_are_full_unless_the_data_cannot_fill_one():
+    samples = [(f"{i}.jpg", 0) for i in range(10)]
+    assert build_loader(ImageDataset(samples, None), 4, train=True, num_workers=0).drop_last
+    assert not build_loader(ImageDataset(samples, None), 16, train=True, num_workers=0).drop_last
+    assert not build_loader(ImageDataset(samples, None), 4, train=False, num_workers=0).drop_last
+
+
+def test_mixup_is_off_at_zero_and_copes_with_an_odd_batch():
+    assert build_mixup(0.0, 0.0, 0.1, num_classes=5) is None
+    mixup = build_mixup(0.8, 1.0, 0.1, num_classes=5)
+    images, targets = mixup(torch.randn(5, 3, 16, 16), torch.tensor([0, 1, 2, 3, 4]))
+    assert images.shape == (4, 3, 16, 16) and targets.shape == (4, 5)
+    assert torch.allclose(targets.sum(1), torch.ones(4))

@@ -1,0 +1,152 @@
+"""download.py and split_data.py --download, against an HTTP server on 127.0.0.1 that the tests start."""
+import hashlib
+import io
+import socket
+import tarfile
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+import split_data
+from download import download, safe_extract
+from image_factory import write_class_tree
+from utils import UserError
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    """Serves a folder; /short/<name> promises more bytes than it sends, as a dropped connection does."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        if self.path.startswith("/short/"):
+            body = (Path(self.directory) / self.path.removeprefix("/short/")).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body) * 2))
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+            return
+        super().do_GET()
+
+
+@pytest.fixture
+def served(tmp_path):
+    """(folder, base URL): what is put in the folder is served at the URL, from 127.0.0.1 only."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def leftovers(folder: Path) -> list:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") or p.suffix == ".part")
+
+
+def test_download_keeps_a_file_only_when_whole_and_checked(served, tmp_path):
+    folder, url = served
+    payload = bytes(range(256)) * 4000
+    (folder / "blob.bin").write_bytes(payload)
+    digest = hashlib.sha256(payload).hexdigest()
+    dest = tmp_path / "got" / "blob.bin"
+    assert download(f"{url}/blob.bin", dest, sha256=digest) == digest
+    assert dest.read_bytes() == payload
+    dest.unlink()
+    with pytest.raises(UserError, match="does not have the expected SHA-256"):
+        download(f"{url}/blob.bin", dest, sha256="0" * 64)
+    assert not dest.exists() and leftovers(dest.parent) == []
+    with pytest.raises(UserError, match="stopped after 1,024,000 of 2,048,000 bytes"):
+        download(f"{url}/short/blob.bin", dest)
+    assert not dest.exists() and leftovers(dest.parent) == []
+
+
+def test_download_failures_are_explained(served, tmp_path):
+    _, url = served
+    with pytest.raises(UserError, match="could not download .*404"):
+        download(f"{url}/missing.tgz", tmp_path / "missing.tgz")
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    with pytest.raises(UserError, match="could not download"):
+        download(f"http://127.0.0.1:{port}/x.tgz", tmp_path / "x.tgz")
+    assert leftovers(tmp_path) == []
+
+
+def tar_with(member: tarfile.TarInfo, data: bytes = b"") -> bytes:
+    """A .tar.gz holding one harmless file and then `member`."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        harmless = tarfile.TarInfo("flower_photos/daisy/ok.txt")
+        harmless.size = 2
+        tar.addfile(harmless, io.BytesIO(b"ok"))
+        tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
+    return buffer.getvalue()
+
+
+def crafted(name: str, kind=tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    member = tarfile.TarInfo(name)
+    member.type, member.linkname, member.size = kind, linkname, 4 if kind == tarfile.REGTYPE else 0
+    return member
+
+
+@pytest.mark.parametrize("member, problem", [
+    (crafted("../escaped.txt"), "outside"),
+    (crafted("flower_photos/../../escaped.txt"), "outside"),
+    (crafted("/tmp/escaped_absolute.txt"), "outside"),
+    (crafted("flower_photos/link", tarfile.SYMTYPE, "/etc/passwd"), "is a link"),
+    (crafted("flower_photos/hard", tarfile.LNKTYPE, "flower_photos/daisy/ok.txt"), "is a link"),
+    (crafted("flower_photos/null", tarfile.CHRTYPE), "device"),
+    (crafted("flower_photos/disk", tarfile.BLKTYPE), "device"),
+    (crafted("flower_photos/pipe", tarfile.FIFOTYPE), "FIFO"),
+])
+def test_safe_extract_refuses_a_crafted_archive_whole(tmp_path, member, problem):
+    archive = tmp_path / "evil.tgz"
+    archive.write_bytes(tar_with(member, b"evil"))
+    with pytest.raises(UserError, match=problem):
+        safe_extract(archive, tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()  # refused before anything was written
+    assert not (tmp_path / "escaped.txt").exists() and not Path("/tmp/escaped_absolute.txt").exists()
+
+
+def test_safe_extract_extracts_an_ordinary_archive(tmp_path):
+    archive = tmp_path / "fine.tgz"
+    archive.write_bytes(tar_with(crafted("flower_photos/roses/a.txt"), b"rose"))
+    safe_extract(archive, tmp_path / "dest")
+    assert (tmp_path / "dest" / "flower_photos" / "roses" / "a.txt").read_bytes() == b"rose"
+    (tmp_path / "bad.tgz").write_bytes(b"not a tar archive")
+    with pytest.raises(UserError, match="cannot extract"):
+        safe_extract(tmp_path / "bad.tgz", tmp_path / "dest2")
+
+
+def flower_archive(folder: Path, work: Path) -> str:
+    """flower_photos.tgz laid out like the real one (class folders and LICENSE.txt); returns its SHA-256."""
+    write_class_tree(work / "flower_photos", {"daisy": 4, "tulips": 3})
+    (work / "flower_photos" / "LICENSE.txt").write_text("CC-BY 2.0\n")
+    with tarfile.open(folder / "flower_photos.tgz", "w:gz") as tar:
+        tar.add(work / "flower_photos", arcname="flower_photos")
+    return hashlib.sha256((folder / "flower_photos.tgz").read_bytes()).hexdigest()
+
+
+def test_split_data_download_fetches_checks_extracts_and_splits(served, tmp_path):
+    folder, url = served
+    digest = flower_archive(folder, tmp_path / "made")
+    place = tmp_path / "project"
+    args = ["--download", "--url", f"{url}/flower_photos.tgz", "--data-path", str(place / "flower_photos"),
+            "--out", str(place / "data")]
+    with pytest.raises(UserError, match="expected SHA-256"):
+        split_data.main([*args, "--sha256", "ab" * 32])
+    assert sorted(p.name for p in place.iterdir()) == []  # no archive, no partial file, no folder
+    split_data.main([*args, "--sha256", digest])
+    assert sorted(p.name for p in place.iterdir()) == ["data", "flower_photos", "flower_photos.tgz"]
+    assert sorted(p.name for p in (place / "flower_photos").iterdir()) == ["LICENSE.txt", "daisy", "tulips"]
+    assert len(list((place / "data").glob("*/*/*.jpg"))) == 7
+    # run again: the folder is there, nothing is fetched (the server may be gone)
+    split_data.main([*args[:1], "--url", "http://127.0.0.1:9/gone.tgz", *args[3:], "--sha256", digest])

@@ -1,0 +1,203 @@
+"""images.py: finding, checking and loading images, splits, class_indices.json."""
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from image_factory import (png_bytes, write_broken_files, write_class_tree, write_ignored_files, write_image,
+                           write_sideways_jpeg)
+from images import (IMAGE_EXTENSIONS, check_images, find_images, load_rgb, load_splits, place_image,
+                    read_class_indices, split_by_class, write_class_indices)
+from utils import UserError
+
+
+def test_load_rgb_gives_8_bit_rgb_for_every_mode(tmp_path):
+    files = {
+        "palette.png": write_image(tmp_path / "palette.png", mode="P"),
+        "grey.jpg": write_image(tmp_path / "grey.jpg", mode="L"),
+        "bilevel.bmp": write_image(tmp_path / "bilevel.bmp", mode="1"),
+        "cmyk.jpg": write_image(tmp_path / "cmyk.jpg", mode="CMYK"),
+        "rgba.webp": write_image(tmp_path / "rgba.webp", mode="RGBA"),
+        "grey_alpha.png": write_image(tmp_path / "grey_alpha.png", mode="LA"),
+        "anim.gif": write_image(tmp_path / "anim.gif"),
+        "photo.TIFF": write_image(tmp_path / "photo.TIFF"),
+    }
+    for name, path in files.items():
+        image = load_rgb(path)
+        assert (image.mode, image.size) == ("RGB", (48, 40)), name
+
+
+def test_16_bit_grey_is_scaled_not_clipped(tmp_path):
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16)).save(path)  # mid grey in 16 bits
+    assert Image.open(path).mode.startswith("I")
+    assert load_rgb(path).getpixel((0, 0)) == (127, 127, 127)  # convert("RGB") alone gives white
+
+
+def test_transparent_pixels_become_white(tmp_path):
+    path = tmp_path / "clear.png"
+    Image.new("RGBA", (4, 4), (0, 0, 0, 0)).save(path)
+    assert load_rgb(path).getpixel((1, 1)) == (255, 255, 255)
+
+
+def test_load_rgb_applies_exif_orientation(tmp_path):
+    image = load_rgb(write_sideways_jpeg(tmp_path / "phone.jpg"))
+    assert image.size == (20, 40)
+    top, bottom = image.getpixel((10, 5)), image.getpixel((10, 35))
+    assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60
+
+
+def test_load_rgb_raises_on_a_broken_file(tmp_path):
+    for path in write_broken_files(tmp_path / "broken")[:4]:  # the bomb only warns outside a check
+        with pytest.raises(OSError):
+            load_rgb(path)
+
+
+def test_listing_ignores_non_images_and_reads_any_case(tmp_path):
+    good = [write_image(tmp_path / "c" / name) for name in ("a.JPG", "b.jpeg", "c.Png", "d.bmp", "e.tif")]
+    write_ignored_files(tmp_path / "c")
+    write_image(tmp_path / "c" / ".ipynb_checkpoints" / "a-checkpoint.jpg")
+    assert find_images(tmp_path / "c") == good
+    assert {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"} == set(IMAGE_EXTENSIONS)
+
+
+def test_check_reports_exactly_the_broken_files(tmp_path):
+    folder = tmp_path / "mixed"
+    good = [write_image(folder / f"good_{i}.jpg", seed=i) for i in range(3)]
+    broken = write_broken_files(folder)
+    write_ignored_files(folder)
+    kept, skipped = check_images(find_images(folder))
+    assert kept == good
+    assert sorted(path for path, _ in skipped) == sorted(map(str, broken))
+    reasons = dict(skipped)
+    assert reasons[str(folder / "empty.jpg")] == "empty file"
+    assert "truncated" in reasons[str(folder / "truncated.jpg")]
+    assert "decompression bomb" in reasons[str(folder / "bomb.png")]
+    assert "not an image" in reasons[str(folder / "saved_page.PNG")]
+
+
+def test_a_bomb_over_twice_the_limit_is_reported_too(tmp_path):
+    (tmp_path / "huge.png").write_bytes(png_bytes(20_000, 10_000))  # Pillow raises rather than warns
+    _, skipped = check_images([tmp_path / "huge.png"])
+    assert "decompression bomb" in skipped[0][1]
+
+
+def tutorial_val_paths(root: Path, val_rate: float) -> set:
+    """The validation images of the tutorial's utils.read_split_data, by its own steps."""
+    state = random.getstate()
+    random.seed(0)
+    val = set()
+    for cla in sorted(p.name for p in root.iterdir() if p.is_dir()):
+        images = sorted(str(root / cla / i) for i in (p.name for p in (root / cla).iterdir())
+                        if Path(i).suffix in [".jpg", ".JPG", ".png", ".PNG"])
+        val.update(random.sample(images, k=int(len(images) * val_rate)))
+    random.setstate(state)
+    return val
+
+
+def test_class_folders_are_split_like_the_tutorial(flowers_mini):
+    splits = load_splits(flowers_mini)
+    assert splits.classes == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+    assert (len(splits.train), len(splits.val), splits.test, splits.skipped) == (100, 20, [], [])
+    assert splits.counts("val") == [4] * 5 and splits.counts("train") == [20] * 5
+    assert {path for path, _ in splits.val} == tutorial_val_paths(flowers_mini, 0.2)
+    for path, label in splits.train + splits.val:
+        assert Path(path).parent.name == splits.classes[label]
+
+
+def test_splits_are_deterministic_and_disjoint(flowers_mini):
+    first, again, other = load_splits(flowers_mini), load_splits(flowers_mini), load_splits(flowers_mini, seed=1)
+    assert (first.train, first.val) == (again.train, again.val)
+    assert first.val != other.val
+    assert not {p for p, _ in first.train} & {p for p, _ in first.val}
+    assert len({p for p, _ in first.train + first.val}) == 120
+
+
+def test_every_class_gets_an_image_in_every_split_where_it_can():
+    images = [[Path(f"c{c}/{i}.jpg") for i in range(n)] for c, n in enumerate((1, 2, 3, 40))]
+    splits = split_by_class(images, val_ratio=0.1, test_ratio=0.1, seed=0)
+    per_class = {name: [sum(label == c for _, label in splits[name]) for c in range(4)] for name in splits}
+    assert per_class == {"train": [1, 1, 1, 32], "val": [0, 1, 1, 4], "test": [0, 0, 1, 4]}
+    paths = [path for name in splits for path, _ in splits[name]]
+    assert len(paths) == len(set(paths)) == 46
+    # a test split is drawn after validation, so asking for one leaves val as it was
+    assert split_by_class(images, 0.1, 0.0, 0)["val"] == splits["val"]
+
+
+@pytest.mark.parametrize("val_ratio, test_ratio", [(1.0, 0.0), (-0.1, 0.0), (0.5, 0.5)])
+def test_impossible_ratios_are_refused(val_ratio, test_ratio):
+    with pytest.raises(UserError, match="ratio"):
+        split_by_class([[Path("a.jpg"), Path("b.jpg")]], val_ratio, test_ratio)
+
+
+def test_a_split_root_is_read_as_it_is(tmp_path):
+    write_class_tree(tmp_path / "train", {"cat": 3, "dog": 2})
+    write_class_tree(tmp_path / "val", {"cat": 1, "dog": 1})
+    write_class_tree(tmp_path / "test", {"dog": 1})
+    write_broken_files(tmp_path / "val" / "cat")
+    write_class_indices(tmp_path / "class_indices.json", ["cat", "dog"])
+    splits = load_splits(tmp_path)
+    assert splits.classes == ["cat", "dog"]
+    assert (splits.counts("train"), splits.counts("val"), splits.counts("test")) == ([3, 2], [1, 1], [0, 1])
+    assert len(splits.skipped) == 5
+    write_class_indices(tmp_path / "class_indices.json", ["dog", "cat"])
+    with pytest.raises(UserError, match="class_indices.json"):
+        load_splits(tmp_path)
+
+
+def test_split_root_mistakes_are_explained(tmp_path):
+    write_class_tree(tmp_path / "train", {"cat": 2})
+    with pytest.raises(UserError, match="no val/"):
+        load_splits(tmp_path)
+    write_class_tree(tmp_path / "val", {"cat": 1, "owl": 1})
+    with pytest.raises(UserError, match="owl"):
+        load_splits(tmp_path)
+
+
+def test_data_path_mistakes_are_explained(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_splits(tmp_path / "missing")
+    write_image(tmp_path / "loose.jpg")
+    with pytest.raises(UserError, match="no class folders.*holds images"):
+        load_splits(tmp_path)
+    write_class_tree(tmp_path, {"cat": 2})
+    write_broken_files(tmp_path / "dog")
+    with pytest.raises(UserError, match=r"dog has no usable image: all 5"):
+        load_splits(tmp_path)
+    for path in (tmp_path / "dog").iterdir():
+        path.unlink()
+    write_ignored_files(tmp_path / "dog")
+    with pytest.raises(UserError, match="dog has no image files"):
+        load_splits(tmp_path)
+
+
+def test_class_indices_have_the_tutorial_format(tmp_path):
+    path = tmp_path / "class_indices.json"
+    write_class_indices(path, ["daisy", "dandelion", "roses"])
+    assert json.loads(path.read_text()) == {"0": "daisy", "1": "dandelion", "2": "roses"}
+    assert path.read_text().startswith('{\n    "0": "daisy",')  # the tutorial's indent=4
+    assert read_class_indices(path) == ["daisy", "dandelion", "roses"]
+
+
+@pytest.mark.parametrize("text", ['{"0": "a", "1": ', '["a", "b"]', '{"0": "a", "2": "b"}',
+                                  '{"0": "a", "1": "a"}', '{}', '{"0": 5}'])
+def test_a_malformed_class_index_file_is_explained(tmp_path, text):
+    path = tmp_path / "class_indices.json"
+    path.write_text(text)
+    with pytest.raises(UserError, match="class_indices.json"):
+        read_class_indices(path)
+
+
+def test_placing_an_image_never_writes_through_an_existing_file_or_link(tmp_path):
+    source = write_image(tmp_path / "source.jpg")
+    before = source.read_bytes()
+    link = tmp_path / "out" / "source.jpg"
+    link.parent.mkdir()
+    link.symlink_to(source)  # as a symlink split leaves it: a copy onto it would rewrite the source
+    for mode in ("copy", "hardlink", "symlink"):
+        with pytest.raises(UserError, match="exists already"):
+            place_image(write_image(tmp_path / "other.jpg", seed=3), link, mode)
+    assert source.read_bytes() == before

@@ -1,0 +1,200 @@
+"""split_data.py: the tutorial's split, made deterministic, checked and safe for the source."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import plots
+import split_data
+from image_factory import (file_hashes, write_broken_files, write_class_tree, write_ignored_files, write_image,
+                           write_sideways_jpeg)
+from utils import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def split_files(out: Path) -> dict:
+    """{split: sorted "class/name" of the images in it}."""
+    return {split: sorted(p.relative_to(out / split).as_posix() for p in (out / split).rglob("*") if p.is_file())
+            for split in ("train", "val", "test") if (out / split).is_dir()}
+
+
+def test_no_flags_does_what_the_tutorial_does(flowers_mini, tmp_path):
+    (tmp_path / "flower_photos").symlink_to(flowers_mini)
+    before = file_hashes(flowers_mini)
+    result = subprocess.run([sys.executable, str(ROOT / "split_data.py")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    files = split_files(tmp_path / "data")
+    for name in ["daisy", "dandelion", "roses", "sunflowers", "tulips"]:  # 10% of 24 is 2
+        assert sum(f.startswith(name + "/") for f in files["val"]) == 2
+        assert sum(f.startswith(name + "/") for f in files["train"]) == 22
+    assert json.loads((tmp_path / "data" / "class_indices.json").read_text()) == {
+        "0": "daisy", "1": "dandelion", "2": "roses", "3": "sunflowers", "4": "tulips"}
+    assert re.search(r"^total +110 +10 +0$", result.stdout, re.MULTILINE)
+    assert file_hashes(flowers_mini) == before
+
+
+def test_a_user_mistake_is_one_line_and_exit_status_2(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "split_data.py"), "--data-path", "nowhere"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: data path not found: nowhere") and "Traceback" not in result.stderr
+
+
+def test_the_same_flags_give_the_same_split(flowers_mini, tmp_path):
+    for out, seed in (("a", "0"), ("b", "0"), ("c", "1")):
+        split_data.main(["--data-path", str(flowers_mini), "--out", str(tmp_path / out), "--seed", seed,
+                         "--val-ratio", "0.2", "--test-ratio", "0.1"])
+    first, again, other = (split_files(tmp_path / out) for out in "abc")
+    assert first == again and first["val"] != other["val"]
+    assert not set(first["train"]) & set(first["val"]) and not set(first["val"]) & set(first["test"])
+    assert len(first["train"] + first["val"] + first["test"]) == 120
+    for name in ["daisy", "dandelion", "roses", "sunflowers", "tulips"]:
+        assert [sum(f.startswith(name + "/") for f in first[s]) for s in ("train", "val", "test")] == [18, 4, 2]
+    assert (tmp_path / "a" / "split_manifest.json").read_text() == (tmp_path / "b" / "split_manifest.json").read_text()
+
+
+def make_photos(root: Path) -> Path:
+    """Three classes of small JPEGs, plus the broken and the non-image files real folders hold."""
+    write_class_tree(root, {"cat": 6, "dog": 5, "owl": 3})
+    write_ignored_files(root / "cat")
+    write_ignored_files(root)
+    return root
+
+
+def test_broken_files_are_reported_exactly_and_left_out(tmp_path):
+    source = make_photos(tmp_path / "photos")
+    broken = write_broken_files(source / "dog")
+    split_data.main(["--data-path", str(source), "--out", str(tmp_path / "out")])
+    report = (tmp_path / "out" / "split_report.txt").read_text()
+    assert "skipped 5 file(s) that do not decode:" in report
+    listed = [line.strip().split(": ")[0] for line in report.splitlines() if line.startswith("  ")]
+    assert sorted(listed) == sorted(map(str, broken))
+    assert re.search(r"^dog +4 +1 +5$", report, re.MULTILINE)  # train, val, skipped
+    files = split_files(tmp_path / "out")
+    assert len(files["train"] + files["val"]) == 14
+    assert not any(Path(f).name in {p.name for p in broken} | {"Thumbs.db", "readme.txt"}
+                   for f in files["train"] + files["val"])
+
+
+def test_a_class_without_a_usable_image_is_named(tmp_path):
+    source = make_photos(tmp_path / "photos")
+    write_broken_files(source / "empty_class")
+    with pytest.raises(UserError, match="empty_class has no usable image"):
+        split_data.main(["--data-path", str(source), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_source_is_never_changed_in_any_mode(tmp_path):
+    source = make_photos(tmp_path / "photos")
+    write_broken_files(source / "owl")
+    write_sideways_jpeg(source / "owl" / "big_sideways.jpg", size=(300, 200))
+    before = file_hashes(source)
+    for mode in ("copy", "hardlink", "symlink"):
+        split_data.main(["--data-path", str(source), "--out", str(tmp_path / mode), "--mode", mode])
+        split_data.main(["--data-path", str(source), "--out", str(tmp_path / mode), "--mode", mode,
+                         "--seed", "3", "--max-size", "100"])  # and again over the first: replaced
+    assert file_hashes(source) == before
+
+
+def test_modes_copy_hardlink_and_symlink(tmp_path):
+    source = make_photos(tmp_path / "photos")
+    for mode in ("copy", "hardlink", "symlink"):
+        split_data.main(["--data-path", str(source), "--out", str(tmp_path / mode), "--mode", mode])
+    original = source / "cat" / "cat_00.jpg"
+    placed = {mode: next((tmp_path / mode).glob("*/cat/cat_00.jpg")) for mode in ("copy", "hardlink", "symlink")}
+    assert placed["copy"].read_bytes() == original.read_bytes()
+    assert not placed["copy"].is_symlink() and not placed["copy"].samefile(original)
+    assert placed["hardlink"].stat().st_ino == original.stat().st_ino
+    assert placed["symlink"].is_symlink() and placed["symlink"].resolve() == original.resolve()
+
+
+def test_max_size_writes_smaller_upright_copies(tmp_path):
+    source = make_photos(tmp_path / "photos")
+    write_image(source / "owl" / "large.png", size=(400, 300))
+    write_sideways_jpeg(source / "owl" / "sideways.jpg", size=(300, 150))
+    split_data.main(["--data-path", str(source), "--out", str(tmp_path / "out"), "--max-size", "120",
+                     "--val-ratio", "0.0"])
+    assert Image.open(tmp_path / "out" / "train" / "owl" / "large.png").size == (120, 90)
+    sideways = Image.open(tmp_path / "out" / "train" / "owl" / "sideways.jpg")
+    assert sideways.size == (60, 120) and sideways.getpixel((30, 10))[0] > 200  # upright, red on top
+    small = tmp_path / "out" / "train" / "cat" / "cat_00.jpg"  # 48 px: not resized, copied as it is
+    assert small.read_bytes() == (source / "cat" / "cat_00.jpg").read_bytes()
+
+
+def test_refuses_an_out_it_did_not_make_unless_forced(tmp_path):
+    source = make_photos(tmp_path / "photos")
+    out = tmp_path / "out"
+    (out / "train" / "cat").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    (out / "train" / "cat" / "mine.jpg").write_bytes(b"someone's file")
+    with pytest.raises(UserError, match="not empty.*2 file.*--force"):
+        split_data.main(["--data-path", str(source), "--out", str(out)])
+    assert split_files(out) == {"train": ["cat/mine.jpg"]}
+    split_data.main(["--data-path", str(source), "--out", str(out), "--force"])
+    split_data.main(["--data-path", str(source), "--out", str(out), "--force", "--seed", "1"])
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "train" / "cat" / "mine.jpg").read_bytes() == b"someone's file"
+
+
+def test_a_new_split_replaces_the_earlier_one_entirely(tmp_path):
+    source = make_photos(tmp_path / "photos")
+    out = tmp_path / "out"
+    split_data.main(["--data-path", str(source), "--out", str(out), "--val-ratio", "0.3", "--test-ratio", "0.2"])
+    split_data.main(["--data-path", str(source), "--out", str(out), "--val-ratio", "0.2", "--seed", "5"])
+    split_data.main(["--data-path", str(source), "--out", str(tmp_path / "fresh"), "--val-ratio", "0.2",
+                     "--seed", "5"])
+    assert split_files(out) == split_files(tmp_path / "fresh")  # nothing stale: no image in two splits
+    assert not (out / "test").exists()
+
+
+def test_will_not_overwrite_a_file_it_did_not_write(tmp_path):
+    source = make_photos(tmp_path / "photos")
+    out = tmp_path / "out"
+    (out / "class_indices.json").parent.mkdir()
+    (out / "class_indices.json").write_text("{}")
+    with pytest.raises(UserError, match="class_indices.json was not written by split_data.py"):
+        split_data.main(["--data-path", str(source), "--out", str(out), "--force"])
+    assert (out / "class_indices.json").read_text() == "{}"
+
+
+def test_a_manifest_naming_files_outside_out_is_refused(tmp_path):
+    source = make_photos(tmp_path / "photos")
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "precious.txt").write_text("keep")
+    (out / "split_manifest.json").write_text(json.dumps({"files": ["../precious.txt"], "dirs": []}))
+    with pytest.raises(UserError, match="outside"):
+        split_data.main(["--data-path", str(source), "--out", str(out)])
+    assert (tmp_path / "precious.txt").read_text() == "keep"
+
+
+def test_a_split_folder_is_not_split_again(tmp_path):
+    source = make_photos(tmp_path / "photos")
+    split_data.main(["--data-path", str(source), "--out", str(tmp_path / "out")])
+    with pytest.raises(UserError, match="split already"):
+        split_data.main(["--data-path", str(tmp_path / "out"), "--out", str(tmp_path / "again")])
+
+
+def test_out_must_not_be_inside_the_source(tmp_path, monkeypatch):
+    source = make_photos(tmp_path / "photos")
+    for out in (source, source / "split"):
+        with pytest.raises(UserError, match="inside --data-path"):
+            split_data.main(["--data-path", str(source), "--out", str(out)])
+    monkeypatch.chdir(tmp_path)  # the tutorial's layout, flower_data/flower_photos beside flower_data/train, is fine
+    split_data.main(["--data-path", "photos", "--out", "."])
+    assert (tmp_path / "train" / "cat").is_dir()
+
+
+def test_the_chart_shows_each_split(tmp_path):
+    source = make_photos(tmp_path / "photos")
+    split_data.main(["--data-path", str(source), "--out", str(tmp_path / "out"), "--test-ratio", "0.2"])
+    chart = Image.open(tmp_path / "out" / "class_distribution.png").convert("RGB")
+    assert chart.width >= 480 and chart.height >= 100
+    colors = {color for _, color in chart.getcolors(maxcolors=100_000)}
+    assert set(plots.SPLIT_COLORS.values()) <= colors
