@@ -23,14 +23,13 @@ where a roll, a partition, a reverse and a roll back would each copy the feature
 import difflib
 import math
 import re
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
-from utils import UserError
+from utils import UserError, load_checkpoint
 
 # Masked attention logits. The official -100 leaves exp() results in the denormal range,
 # which x86 CPUs compute many times slower (a 10-15% slower training step); at -1e4 they
@@ -701,27 +700,6 @@ globals().update({name: _variant_function(name) for name in VARIANTS})
 _BUFFERS = ("relative_position_index", "relative_coords_table", "attn_mask", "k_bias")
 
 
-def read_state_dict(path) -> dict:
-    """The state dict in a checkpoint file, without ever unpickling code."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a file that is no checkpoint raises anything from KeyError to RuntimeError
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if found:
-            raise UserError(
-                f"{path} holds pickled Python objects besides tensors ({found.group(1)}), and loading it "
-                "could run code, so it is refused. If you trust the file, re-save only its weights: "
-                "torch.save(torch.load(f, weights_only=False)['model'], 'clean.pth')") from None
-        raise UserError(f"{path} is not a PyTorch checkpoint (torch.load: {type(err).__name__})") from None
-    return obj
-
-
 def unwrap_state_dict(obj) -> dict:
     """Find the model's tensors in a checkpoint: {'model': ...}, {'state_dict': ...} or bare."""
     if not isinstance(obj, dict):
@@ -815,7 +793,7 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
     differs. Returns {'missing', 'unexpected', 'resized', 'skipped'} lists of keys, and
     prints a short report of them when verbose.
     """
-    state = to_official_layout(unwrap_state_dict(weights if isinstance(weights, dict) else read_state_dict(weights)))
+    state = to_official_layout(unwrap_state_dict(weights if isinstance(weights, dict) else load_checkpoint(weights)))
     check_same_architecture(state, model)
     own = model.state_dict()
     resized, skipped = [], []

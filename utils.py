@@ -1,5 +1,22 @@
-"""Shared helpers for the scripts: errors meant for people, and the command-line wrapper."""
+"""Shared helpers for the scripts: errors meant for people, configs, checkpoint files, devices,
+mixed precision, seeds, distributed runs and stop signals.
+
+torch is imported inside the functions that use it, so that split_data.py, which needs none of
+them, starts in a fraction of a second.
+"""
+from __future__ import annotations  # annotations name torch types without importing torch
+
+import argparse
+import difflib
+import os
+import random
+import re
+import signal
 import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import yaml
 
 
 class UserError(Exception):
@@ -16,3 +33,218 @@ def run_cli(main) -> None:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+# --- Config: defaults < YAML file < command-line flags, one set of names everywhere ---
+
+def config_keys(parser: argparse.ArgumentParser) -> dict:
+    """The config keys a parser knows (its argument names, with underscores) and their actions."""
+    return {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+
+
+def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
+    """Read a YAML config of overrides; every key must be one of the parser's, every value valid."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{path} must hold a mapping of config keys to values")
+    actions = config_keys(parser)
+    for key, value in list(values.items()):
+        if key not in actions:
+            near = difflib.get_close_matches(str(key).replace("-", "_"), list(actions), n=1, cutoff=0.5)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise UserError(f"unknown config key {key!r} in {path}{hint} Valid keys: {', '.join(sorted(actions))}")
+        action = actions[key]
+        # YAML reads 1e-4 as a string (YAML 1.1 wants a dot), so convert like the flag would
+        if isinstance(value, str) and action.type is not None:
+            try:
+                value = action.type(value)
+            except (TypeError, ValueError):
+                raise UserError(f"{path}: {key}: {value!r} is not a valid value") from None
+        if action.choices is not None and value not in action.choices and value is not None:
+            raise UserError(f"{path}: {key}: {value!r} is not one of {list(action.choices)}")
+        values[key] = value
+    return values
+
+
+def parse_config(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse flags over the YAML file named by --config over the parser's defaults."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if known.config:
+        parser.set_defaults(**read_yaml_config(known.config, parser))
+    return parser.parse_args(argv)
+
+
+def plain(value):
+    """A config value as plain data (YAML, checkpoints): paths become strings, tuples lists."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+def write_yaml(path, data: dict) -> None:
+    Path(path).write_text(yaml.safe_dump(plain(data), sort_keys=False))
+
+
+# --- Checkpoint files: plain data, written atomically, read without unpickling code ---
+
+def save_checkpoint(obj: dict, path) -> None:
+    """Write to a temporary file, sync it, then rename over `path`: a kill at any moment leaves
+    either the previous file or the new one, never a torn one."""
+    import torch
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
+        fd = os.open(path.parent, os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def load_checkpoint(path):
+    """torch.load with weights_only=True, and errors a person can act on."""
+    import torch
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a file that is no checkpoint raises anything from KeyError to RuntimeError
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found:
+            raise UserError(
+                f"{path} holds pickled Python objects besides tensors ({found.group(1)}), and loading it "
+                "could run code, so it is refused. If you trust the file, re-save only its weights: "
+                "torch.save(torch.load(f, weights_only=False)['model'], 'clean.pth')") from None
+        raise UserError(f"{path} is not a PyTorch checkpoint (torch.load: {type(err).__name__})") from None
+
+
+def all_finite(state_dict: dict) -> bool:
+    return all(torch.isfinite(t).all() for t in state_dict.values() if t.is_floating_point())
+
+
+# --- Random state: seeds, and the generators' states as plain data for resuming ---
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    import numpy as np
+    import torch
+    version, state, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": {"version": version, "state": list(state), "gauss": gauss},
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
+                  "cached": cached},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    import numpy as np
+    import torch
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- Devices, mixed precision, distributed runs ---
+
+def select_device(name: str, local_rank: int = 0) -> torch.device:
+    import torch
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name} was asked for, but this PyTorch sees no CUDA GPU "
+                        f"(torch {torch.__version__}). Use --device cpu, or install a CUDA build of torch.")
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
+    return torch.device(name)
+
+
+def amp_dtype(mode: str, device: torch.device):
+    """None (full precision), torch.bfloat16 or torch.float16 for --amp auto|bf16|fp16|off."""
+    import torch
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+
+def autocast(device: torch.device, dtype):
+    import torch
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def init_distributed():
+    """(rank, world_size, local_rank) from torchrun's environment; starts the process group."""
+    import torch
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if world_size == 1:
+        return 0, 1, 0
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0))
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    torch.distributed.init_process_group(backend)
+    return rank, world_size, local_rank
+
+
+# --- Stopping cleanly ---
+
+class StopSignal:
+    """Turns the first Ctrl-C or SIGTERM into a request to stop after the current step; a second
+    Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.requested = None
+        self._previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        print(f"\n{self.requested} received: finishing this step, then saving last.pth "
+              "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    def restore(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
