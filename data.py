@@ -218,12 +218,16 @@ def collate_skipping_failures(batch):
 
 
 def build_loader(dataset, batch_size: int, train: bool, num_workers: int, sampler=None,
-                 drop_last: bool | None = None) -> DataLoader:
-    """Batches of (images, labels, paths, failed_paths); shuffled in training unless a sampler is given."""
+                 drop_last: bool | None = None, generator: torch.Generator | None = None) -> DataLoader:
+    """Batches of (images, labels, paths, failed_paths); shuffled in training unless a sampler is given.
+
+    `generator` seeds the worker processes; without one, starting the workers draws from (and so
+    shifts) the global random stream that dropout and mixup use.
+    """
     if drop_last is None:
         # full batches in training, as the official Swin loader has, unless the data cannot fill one
         drop_last = train and len(sampler if sampler is not None else dataset) >= batch_size
     return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
                       num_workers=num_workers, collate_fn=collate_skipping_failures,
                       pin_memory=torch.cuda.is_available(), drop_last=drop_last,
-                      persistent_workers=num_workers > 0)
+                      persistent_workers=num_workers > 0, generator=generator)

@@ -143,7 +143,7 @@ def load_checkpoint(path):
 
 
 def all_finite(state_dict: dict) -> bool:
-    return all(torch.isfinite(t).all() for t in state_dict.values() if t.is_floating_point())
+    return all(t.isfinite().all() for t in state_dict.values() if t.is_floating_point())
 
 
 # --- Random state: seeds, and the generators' states as plain data for resuming ---

@@ -1,0 +1,312 @@
+"""The training engine behind train.py: optimizer groups, learning-rate schedule, weight EMA,
+the sampler, one epoch of training, and evaluation with its metrics.
+
+The recipe is the official Swin one (Liu et al. 2021, Sec. 4.1 and the repo's configs): AdamW
+without weight decay on norms, biases and position-bias parameters; linear warmup then cosine,
+stepped per optimizer step; label smoothing, mixup/cutmix, gradient clipping at 5.0,
+stochastic depth; plus layer-wise lr decay for fine-tuning and an EMA of the weights.
+"""
+import copy
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from utils import autocast
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss stopped being a finite number."""
+
+
+# --- Optimizer and schedule ---
+
+def no_weight_decay(name: str, param: nn.Parameter) -> bool:
+    """Norms, biases and position-bias parameters are not decayed (official Swin recipe)."""
+    return param.ndim <= 1 or any(k in name for k in ("relative_position_bias_table", "cpb_mlp", "logit_scale"))
+
+
+def layer_id(name: str, depths) -> int:
+    """0 for the patch embedding, 1.. for the blocks in order, len(blocks) + 1 for norm and head."""
+    if name.startswith("patch_embed"):
+        return 0
+    if name.startswith("layers."):
+        stage, rest = int(name.split(".")[1]), name.split(".")[2:]
+        if rest[0] == "blocks":
+            return sum(depths[:stage]) + int(rest[1]) + 1
+        return sum(depths[:stage + 1])  # patch merging goes with the stage's last block
+    return sum(depths) + 1
+
+
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list:
+    """AdamW groups; with layer_decay < 1, a block's lr is scaled by layer_decay ** (its depth from
+    the top), so fine-tuning moves the pretrained early layers least."""
+    depths = [len(stage.blocks) for stage in model.layers]
+    top = sum(depths) + 1
+    groups = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        decay = 0.0 if no_weight_decay(name, param) else weight_decay
+        depth = layer_id(name, depths)
+        key = (depth, decay)
+        if key not in groups:
+            groups[key] = {"params": [], "weight_decay": decay, "lr_scale": layer_decay ** (top - depth)}
+        groups[key]["params"].append(param)
+    return list(groups.values())
+
+
+def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay, cfg.layer_decay)
+    for group in groups:
+        group["lr"] = cfg.lr * group["lr_scale"]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, warmup_ratio: float, min_ratio: float) -> float:
+    """Linear warmup from warmup_ratio to 1, then cosine down to min_ratio (of each group's lr)."""
+    if step < warmup_steps:
+        return warmup_ratio + (1 - warmup_ratio) * step / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer, cfg, steps_per_epoch: int):
+    total = cfg.epochs * steps_per_epoch
+    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total, warmup, cfg.warmup_lr / cfg.lr, cfg.min_lr / cfg.lr))
+
+
+class ModelEma:
+    """Exponential moving average of the weights: ema = decay * ema + (1 - decay) * weights.
+
+    Only floating-point tensors are averaged; integer buffers are left as they are.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        ema, current = self.module.state_dict(), model.state_dict()
+        floats = [k for k, v in ema.items() if v.is_floating_point()]
+        torch._foreach_lerp_([ema[k] for k in floats], [current[k] for k in floats], 1 - self.decay)
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A fresh shuffle each epoch, drawn from (seed, epoch) alone; this rank's share of it; from a
+    given sample on (mid-epoch resume). Yields (index, sample_seed) for SeededDataset."""
+
+    def __init__(self, num_samples: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.num_samples, self.seed, self.rank, self.world_size = num_samples, seed, rank, world_size
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def __iter__(self):
+        seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019
+        order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(seed))
+        per_rank = math.ceil(self.num_samples / self.world_size)
+        order = order.repeat(math.ceil(per_rank * self.world_size / self.num_samples))[:per_rank * self.world_size]
+        mine = order[self.rank::self.world_size].tolist()[self.skip:]
+        return iter([(i, (seed + i) % 2**63) for i in mine])
+
+    def __len__(self):
+        return math.ceil(self.num_samples / self.world_size) - self.skip
+
+
+class SeededDataset(torch.utils.data.Dataset):
+    """Draws each sample's augmentation from its own seed, so the same (seed, epoch, index) gives
+    the same image whatever the worker count, worker reuse or a resume in between."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = key
+        in_main_process = torch.utils.data.get_worker_info() is None
+        if in_main_process:  # leave the main process's generators (dropout, mixup) as they were
+            saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            if in_main_process:
+                random.setstate(saved[0])
+                np.random.set_state(saved[1])
+                torch.set_rng_state(saved[2])
+
+
+# --- Training ---
+
+@dataclass
+class TrainState:
+    """Everything a training step uses or changes; checkpoints save the changing part."""
+    model: nn.Module  # the bare model: what checkpoints hold
+    net: nn.Module  # what runs the forward pass: the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp: torch.dtype = None  # autocast dtype, None for full precision
+    ema: ModelEma = None
+    mixup: object = None
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    batches_done: int = 0  # batches of the current epoch done (a mid-epoch checkpoint)
+    best_acc: float = -1.0
+    skipped_steps: int = 0  # fp16 steps skipped for a non-finite loss, in a row
+
+
+def train_one_epoch(state: TrainState, loader, cfg, stop=None, on_step=None, show_progress: bool = True) -> dict:
+    """One pass over the loader. Returns loss, top-1 (on the unmixed labels), images, seconds,
+    the paths of images that failed to load, and whether a stop signal ended it early."""
+    state.net.train()
+    smoothing = 0.0 if state.mixup is not None else cfg.label_smoothing  # mixup smooths its own targets
+    loss_sum, correct, seen, failed = 0.0, 0, 0, []
+    start, interrupted = time.perf_counter(), False
+    last_batch = state.batches_done + len(loader)
+    bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", disable=not show_progress,
+               dynamic_ncols=True, leave=False)
+    for images, labels, _, failed_paths in bar:
+        failed += failed_paths
+        state.batches_done += 1
+        step_now = state.batches_done % cfg.accum_steps == 0 or state.batches_done == last_batch
+        if len(labels) == 0:
+            continue
+        images = images.to(state.device, non_blocking=True)
+        labels = labels.to(state.device, non_blocking=True)
+        targets = labels
+        if state.mixup is not None:
+            images, targets = state.mixup(images, labels)
+            labels = labels[:len(images)]
+        # DDP: average gradients across processes only on the batch that completes a step
+        no_sync = state.net.no_sync() if (not step_now and hasattr(state.net, "no_sync")) else nullcontext()
+        with no_sync:
+            with autocast(state.device, state.amp):
+                logits = state.net(images)
+            loss = loss_fn(logits.float(), targets, smoothing)
+            if not torch.isfinite(loss):
+                skip_non_finite(state, loss)
+                continue
+            state.scaler.scale(loss / cfg.accum_steps).backward()
+        if step_now:
+            optimizer_step(state, cfg)
+        loss_sum += loss.item() * len(labels)
+        correct += (logits.argmax(-1) == labels).sum().item()
+        seen += len(labels)
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
+                        lr=f"{state.optimizer.param_groups[0]['lr']:.2e}",
+                        img_s=f"{seen / (time.perf_counter() - start):.1f}")
+        if step_now and on_step is not None:
+            on_step(state, loss.item())
+        if step_now and stop is not None and stop.requested:
+            interrupted = True
+            break
+    bar.close()
+    totals = reduce_sums(torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=state.device))
+    count = max(totals[2].item(), 1)
+    return {"loss": totals[0].item() / count, "acc1": totals[1].item() / count, "images": int(totals[2].item()),
+            "seconds": time.perf_counter() - start, "failed": failed, "interrupted": interrupted}
+
+
+def skip_non_finite(state: TrainState, loss: torch.Tensor) -> None:
+    """Under fp16 scaling a non-finite loss skips the step and lowers the scale; otherwise, or
+    when it keeps happening, the run stops (before any NaN reaches the weights)."""
+    if not state.scaler.is_enabled():
+        raise TrainingDiverged(f"the loss became {loss.item()} at epoch {state.epoch + 1}, step {state.step}")
+    state.skipped_steps += 1
+    if state.skipped_steps > 25:
+        raise TrainingDiverged(f"{state.skipped_steps} steps in a row had a non-finite loss "
+                               f"(epoch {state.epoch + 1}, step {state.step})")
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.update(state.scaler.get_scale() / 2)
+
+
+def loss_fn(logits: torch.Tensor, targets: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Cross-entropy on class indices (with label smoothing) or on mixed soft targets."""
+    if targets.dtype.is_floating_point:
+        return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
+    return F.cross_entropy(logits, targets, label_smoothing=smoothing)
+
+
+def optimizer_step(state: TrainState, cfg) -> None:
+    if cfg.clip_grad:
+        state.scaler.unscale_(state.optimizer)
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.clip_grad)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scheduler.step()
+    state.step += 1
+    state.skipped_steps = 0
+    if state.ema is not None:
+        state.ema.update(state.model)
+
+
+def reduce_sums(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor of counts over all ranks (no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+# --- Evaluation ---
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, num_classes: int, device, amp, show_progress: bool = True,
+             desc: str = "eval") -> dict:
+    """Loss, top-1, top-5 and the confusion matrix (rows: true class), summed exactly over ranks;
+    also the (path, true label, prediction) of every misclassified image this rank saw."""
+    model.eval()
+    k = min(5, num_classes)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
+    top_k = torch.zeros((), dtype=torch.float64, device=device)
+    wrong, failed = [], []
+    for images, labels, paths, failed_paths in tqdm(loader, desc=desc, disable=not show_progress, leave=False):
+        failed += failed_paths
+        if len(labels) == 0:
+            continue
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with autocast(device, amp):
+            logits = model(images).float()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        predictions = logits.argmax(-1)
+        confusion += torch.bincount(labels * num_classes + predictions, minlength=num_classes ** 2).view(
+            num_classes, num_classes)
+        top_k += (logits.topk(k, dim=-1).indices == labels[:, None]).any(-1).sum()
+        for i in (predictions != labels).nonzero().flatten().tolist():
+            wrong.append((paths[i], int(labels[i]), int(predictions[i])))
+    sums = reduce_sums(torch.cat([loss_sum.view(1), top_k.view(1), confusion.flatten()]))
+    confusion = sums[2:].view(num_classes, num_classes).long().cpu()
+    count = max(int(confusion.sum()), 1)
+    return {"loss": sums[0].item() / count, "acc1": confusion.trace().item() / count,
+            "acc5": sums[1].item() / count,
+            "confusion": confusion, "wrong": wrong, "failed": failed, "images": int(confusion.sum())}
+
+
+def per_class_metrics(confusion: torch.Tensor) -> list:
+    """(precision, recall, support) per class from a confusion matrix (rows: true class)."""
+    tp = confusion.diag().double()
+    predicted, actual = confusion.sum(0).double(), confusion.sum(1).double()
+    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))
+    recall = torch.where(actual > 0, tp / actual.clamp_min(1), torch.zeros_like(tp))
+    return [(p.item(), r.item(), int(n)) for p, r, n in zip(precision, recall, actual)]

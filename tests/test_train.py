@@ -1,0 +1,276 @@
+"""train.py on a CPU: the small variant on the real test photos, resume, signals, kills,
+TensorBoard, configs and the errors a user can cause."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+import utils
+from utils import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small and fast: the demo variant at 64 px, no worker processes unless a test wants them.
+FAST = ["--model", "swin_micro_patch4_window4_128", "--img-size", "64", "--batch-size", "16", "--workers", "0",
+        "--lr", "1e-3", "--warmup-epochs", "1", "--no-progress"]
+
+
+def run_train(*args, check=True, **kwargs):
+    result = subprocess.run([sys.executable, "train.py", *map(str, args)], cwd=ROOT, capture_output=True,
+                            text=True, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"train.py failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def metrics(run_dir: Path) -> list:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_learns_on_real_photos(flowers_mini, tmp_path):
+    run_train("--data-path", flowers_mini, "--num-classes", "5", *FAST, "--epochs", "12",
+              "--output", tmp_path, "--name", "run")
+    run_dir = tmp_path / "run"
+    rows = metrics(run_dir)
+    assert len(rows) == 12
+    first = float(rows[0]["loss_train"])
+    last = sum(float(r["loss_train"]) for r in rows[-3:]) / 3
+    assert last < first * 0.85, (first, last)
+    best = max(float(r["acc1_val"]) for r in rows)
+    assert best > 0.35, best  # 5 classes: chance is 0.2
+    for name in ("last.pth", "best.pth", "class_indices.json", "config.yaml"):
+        assert (run_dir / name).is_file(), name
+    ckpt = torch.load(run_dir / "best.pth", weights_only=True)  # plain data only
+    assert ckpt["class_names"] == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+    assert ckpt["variant"] == "swin_micro_patch4_window4_128" and ckpt["img_size"] == 64
+    assert ckpt["model_overrides"]["num_classes"] == 5
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in ckpt["model"])
+
+
+def test_tensorboard_holds_scalars_and_pictures(flowers_mini, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    run_train("--data-path", flowers_mini, *FAST, "--epochs", "2", "--ema", "--output", tmp_path, "--name", "tb")
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    for tag in ("loss/train", "loss/val", "acc1/train", "acc1/val", "acc5/val", "acc1/val_ema", "lr",
+                "time/epoch_seconds", "throughput/images_per_second", "loss/train_step", "class_recall/daisy"):
+        assert tag in scalars, tag
+    assert [e.step for e in events.Scalars("acc1/val")] == [1, 2]
+    images = set(events.Tags()["images"])
+    assert {"train/augmented_images", "confusion_matrix/val"} <= images
+    grid = events.Images("train/augmented_images")[0]
+    assert grid.width > 64 and grid.height > 64
+
+
+def test_resume_is_bit_identical(flowers_mini, tmp_path):
+    """4 epochs in one run == 2 epochs, stop, resume for 2 more; with worker processes, so the
+    augmentation randomness must not depend on them."""
+    common = ["--data-path", flowers_mini, *FAST, "--workers", "2", "--epochs", "4", "--output", tmp_path,
+              "--mixup", "0.2", "--drop-path-rate", "0.1"]
+    run_train(*common, "--name", "straight")
+    run_train(*common, "--name", "split", "--stop-after-epochs", "2")
+    first_half = torch.load(tmp_path / "split" / "last.pth", weights_only=True)
+    assert first_half["epoch"] == 2
+    out = run_train("--resume", tmp_path / "split")
+    assert "resumed at epoch 3" in out.stdout
+    straight = torch.load(tmp_path / "straight" / "last.pth", weights_only=True)
+    resumed = torch.load(tmp_path / "split" / "last.pth", weights_only=True)
+    assert resumed["epoch"] == straight["epoch"] == 4
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    assert [r["loss_train"] for r in metrics(tmp_path / "straight")] == \
+        [r["loss_train"] for r in metrics(tmp_path / "split")]
+
+
+def test_sigint_saves_last_and_resume_finishes(flowers_mini, tmp_path):
+    args = [sys.executable, "train.py", "--data-path", str(flowers_mini), *FAST, "--epochs", "50",
+            "--save-every-steps", "1", "--output", str(tmp_path), "--name", "int"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "int" / "last.pth"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert last.exists(), proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "python train.py --resume" in out and "Traceback" not in err
+    saved = torch.load(last, weights_only=True)
+    assert saved["step"] >= 1 and saved["epoch"] < 50
+    # finish the run, shortened to one more epoch than it had reached
+    done = run_train("--resume", tmp_path / "int", "--epochs", str(saved["epoch"] + 1))
+    assert "resumed at epoch" in done.stdout
+    assert torch.load(last, weights_only=True)["epoch"] == saved["epoch"] + 1
+
+
+WRITER = """
+import sys, torch
+sys.path.insert(0, {root!r})
+from utils import save_checkpoint
+i = 0
+while True:
+    i += 1
+    save_checkpoint({{"i": i, "w": torch.full((4_000_000,), float(i))}}, {path!r})
+"""
+
+
+def test_sigkill_while_writing_leaves_a_loadable_checkpoint(tmp_path):
+    path = tmp_path / "last.pth"
+    script = WRITER.format(root=str(ROOT), path=str(path))
+    for delay in (0.35, 0.6, 0.9):
+        proc = subprocess.Popen([sys.executable, "-c", script])
+        deadline = time.time() + 60
+        while not path.exists() and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        ckpt = utils.load_checkpoint(path)  # raises if torn
+        assert torch.equal(ckpt["w"], torch.full((4_000_000,), float(ckpt["i"])))
+
+
+def test_config_precedence_and_unknown_keys(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("epochs: 3\nlr: 1e-3\nmodel: swin_micro_patch4_window4_128\n")
+    cfg = utils.parse_config(train.build_parser(), ["--config", str(config), "--epochs", "5"])
+    assert cfg.epochs == 5  # flag over YAML
+    assert cfg.lr == 1e-3 and isinstance(cfg.lr, float)  # YAML over default (and "1e-3" is a number)
+    assert cfg.model == "swin_micro_patch4_window4_128" and cfg.batch_size == 8  # default
+    config.write_text("epoch: 3\n")
+    with pytest.raises(UserError, match="unknown config key 'epoch'.*did you mean 'epochs'"):
+        utils.parse_config(train.build_parser(), ["--config", str(config)])
+    config.write_text("recipe: fancy\n")
+    with pytest.raises(UserError, match="recipe"):
+        utils.parse_config(train.build_parser(), ["--config", str(config)])
+
+
+def test_defaults_are_the_tutorials():
+    cfg = utils.parse_config(train.build_parser(), ["--data-path", "flower_photos", "--num-classes", "5"])
+    assert (cfg.model, cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay) == \
+        ("swin_tiny_patch4_window7_224", 10, 8, 1e-4, 0.05)
+    assert cfg.img_size is None  # the variant's own: 224 for swin_tiny
+
+
+def test_configs_folder_is_valid():
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        cfg = utils.parse_config(train.build_parser(), ["--config", str(path)])
+        assert cfg.model, path
+
+
+def test_resolved_config_is_saved(flowers_mini, tmp_path):
+    run_train("--data-path", flowers_mini, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "cfg")
+    import yaml
+    saved = yaml.safe_load((tmp_path / "cfg" / "config.yaml").read_text())
+    assert saved["epochs"] == 1 and saved["model"] == "swin_micro_patch4_window4_128" and saved["lr"] == 1e-3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data-path", "no/such/folder"], "no/such/folder"),
+    (["--model", "swin_tiny_patch4_window9"], "unknown model"),
+    (["--device", "cuda"], "CUDA"),
+    (["--num-classes", "3"], "--num-classes 3 was given, but .* has 5 class folders: daisy, dandelion"),
+])
+def test_user_errors_are_one_line_without_traceback(flowers_mini, tmp_path, args, message):
+    if torch.cuda.is_available() and "cuda" in args:
+        pytest.skip("this machine has a GPU")
+    base = ["--data-path", str(flowers_mini), *FAST, "--epochs", "1", "--output", str(tmp_path)]
+    result = run_train(*base, *args, check=False)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ")
+    import re
+    assert re.search(message, result.stderr), result.stderr
+
+
+def test_folder_without_images_is_an_error(tmp_path):
+    (tmp_path / "data" / "cats").mkdir(parents=True)
+    (tmp_path / "data" / "dogs").mkdir()
+    (tmp_path / "data" / "dogs" / "notes.txt").write_text("no photos here")
+    result = run_train("--data-path", tmp_path / "data", *FAST, "--output", tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "cats" in result.stderr or "dogs" in result.stderr
+
+
+def test_out_of_memory_suggests_what_to_do(flowers_mini, tmp_path, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    import engine
+    monkeypatch.setattr(engine, "train_one_epoch", out_of_memory)
+    with pytest.raises(UserError, match="--batch-size 8 --accum-steps 2.*--grad-checkpointing"):
+        train.main(["--data-path", str(flowers_mini), *FAST, "--epochs", "1", "--output", str(tmp_path)])
+
+
+def test_non_finite_loss_stops_without_writing_nan(flowers_mini, tmp_path, monkeypatch):
+    import engine
+    real_loss = engine.loss_fn
+    calls = {"n": 0}
+
+    def poisoned(logits, targets, smoothing):
+        calls["n"] += 1
+        loss = real_loss(logits, targets, smoothing)
+        return loss * float("nan") if calls["n"] > 7 else loss  # epoch 1 has 6 batches
+
+    monkeypatch.setattr(engine, "loss_fn", poisoned)
+    with pytest.raises(UserError, match="loss became nan"):
+        train.main(["--data-path", str(flowers_mini), *FAST, "--epochs", "3", "--output", str(tmp_path),
+                    "--name", "nan"])
+    saved = torch.load(tmp_path / "nan" / "last.pth", weights_only=True)
+    assert saved["epoch"] == 1 and utils.all_finite(saved["model"])
+
+
+def test_freeze_layers_trains_only_the_head(flowers_mini, tmp_path):
+    run_train("--data-path", flowers_mini, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "a",
+              "--weights", "none")
+    first = torch.load(tmp_path / "a" / "last.pth", weights_only=True)["model"]
+    torch.save(first, tmp_path / "start.pth")
+    run_train("--data-path", flowers_mini, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "b",
+              "--weights", tmp_path / "start.pth", "--freeze-layers")
+    after = torch.load(tmp_path / "b" / "last.pth", weights_only=True)["model"]
+    changed = {k for k in first if not torch.equal(first[k], after[k])}
+    assert changed == {"head.weight", "head.bias"}
+
+
+def test_weights_report_and_from_scratch_notice(flowers_mini, tmp_path):
+    fresh = run_train("--data-path", flowers_mini, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "x")
+    assert "notice: no pretrained weights" in fresh.stdout
+    import model
+    torch.save({"model": model.create_model("swin_micro_patch4_window4_128").state_dict()}, tmp_path / "w.pth")
+    loaded = run_train("--data-path", flowers_mini, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "y",
+                       "--weights", tmp_path / "w.pth")
+    assert "loaded" in loaded.stdout and "skipped (2): head.weight" in loaded.stdout
+
+
+def test_eval_only_reports_and_lists_mistakes(flowers_mini, tmp_path):
+    run_train("--data-path", flowers_mini, *FAST, "--epochs", "2", "--output", tmp_path, "--name", "e")
+    out = run_train("--data-path", flowers_mini, "--eval-only", "--resume", tmp_path / "e" / "best.pth",
+                    "--workers", "0", "--no-progress")
+    assert "top-1" in out.stdout and "precision" in out.stdout and "daisy" in out.stdout
+    folder = tmp_path / "e" / "eval_val"
+    rows = list(csv.DictReader(open(folder / "misclassified.csv")))
+    top1 = float(out.stdout.split("top-1 ")[1].split()[0])
+    assert len(rows) == round((1 - top1) * 20)  # 20 validation images
+    assert all(Path(r["path"]).is_file() and r["true"] != r["predicted"] for r in rows)
+    from PIL import Image
+    assert Image.open(folder / "confusion_matrix.png").size[0] > 100
+
+
+def test_two_processes_with_torchrun(flowers_mini, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "train.py", "--data-path", str(flowers_mini), *FAST, "--epochs", "2", "--output", str(tmp_path),
+         "--name", "ddp"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("run folder") == 1  # only rank 0 speaks
+    rows = metrics(tmp_path / "ddp")
+    assert len(rows) == 2
+    ckpt = torch.load(tmp_path / "ddp" / "last.pth", weights_only=True)
+    assert not any(k.startswith("module.") for k in ckpt["model"])

@@ -1,0 +1,396 @@
+"""Train a Swin Transformer classifier on a folder of photos, one subfolder per class.
+
+    python train.py --data-path flower_photos --num-classes 5        # the tutorial's command
+    python train.py --config configs/finetune_swin_tiny.yaml --data-path data
+    python train.py --model swinv2_tiny_patch4_window8_256 --weights weights/swinv2_tiny_patch4_window8_256.pth
+    python train.py --resume runs/<name>                             # after a stop, Ctrl-C or a crash
+    python train.py --eval-only --resume runs/<name>/best.pth --split test
+    torchrun --nproc_per_node 4 train.py --data-path data            # 4 GPUs on one machine
+    torchrun --nnodes 2 --node_rank 0 --master_addr HOST --nproc_per_node 8 train.py --data-path data
+    tensorboard --logdir runs
+
+--data-path is a folder of class folders (split 80/20 in memory, seed 0) or a split root with
+train/ and val/ (and test/) as split_data.py writes it. Each run writes runs/<name>/: TensorBoard
+events, last.pth (every epoch), best.pth (best validation top-1), class_indices.json,
+config.yaml and metrics.csv.
+"""
+import argparse
+import csv
+import math
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+import engine
+import plots
+from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_mixup, build_transform, load_splits
+from data import write_class_indices
+from model import VARIANTS, create_model, load_weights, resolve_variant
+from utils import (UserError, amp_dtype, all_finite, init_distributed, load_checkpoint, parse_config, plain,
+                   rng_state, run_cli, save_checkpoint, seed_everything, select_device, set_rng_state, StopSignal,
+                   write_yaml)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML file of overrides (keys as below, with underscores)")
+    g = p.add_argument_group("data")
+    g.add_argument("--data-path", type=Path, default=Path("flower_photos"), help="default: flower_photos")
+    g.add_argument("--val-ratio", type=float, default=0.2, help="for a folder of class folders (default: 0.2)")
+    g.add_argument("--num-classes", type=int, help="checked against the class folders (default: their count)")
+    g.add_argument("--img-size", type=int, help="default: the variant's (224 for swin_tiny)")
+    g.add_argument("--recipe", default="tutorial", choices=["tutorial", "official"],
+                   help="augmentation: tutorial (crop + flip) or official (RandAugment, erasing) (default: tutorial)")
+    g.add_argument("--batch-size", type=int, default=8, help="per process (default: 8)")
+    g.add_argument("--workers", type=int, default=min(8, torch.multiprocessing.cpu_count()),
+                   help="data loading processes (default: CPU count, at most 8)")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="swin_tiny_patch4_window7_224", help="any variant of model.py")
+    g.add_argument("--weights", type=Path,
+                   help="pretrained weights; 'none' trains from scratch (default: weights/<model>.pth if present)")
+    g.add_argument("--freeze-layers", action=argparse.BooleanOptionalAction, default=False,
+                   help="train the classifier only (default: off)")
+    g.add_argument("--drop-path-rate", type=float, help="stochastic depth (default: the variant's)")
+    g.add_argument("--window-size", type=int, help="default: the variant's")
+    g.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=False,
+                   help="recompute activations in the backward pass: far less memory (default: off)")
+    g = p.add_argument_group("optimization")
+    g.add_argument("--epochs", type=int, default=10, help="default: 10")
+    g.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default: 1e-4)")
+    g.add_argument("--weight-decay", type=float, default=0.05, help="default: 0.05")
+    g.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warmup, then cosine (default: 1)")
+    g.add_argument("--warmup-lr", type=float, default=1e-7, help="lr at the start of warmup (default: 1e-7)")
+    g.add_argument("--min-lr", type=float, default=1e-6, help="lr at the end of the cosine (default: 1e-6)")
+    g.add_argument("--layer-decay", type=float, default=1.0, help="layer-wise lr decay, 1 = off (default: 1)")
+    g.add_argument("--label-smoothing", type=float, default=0.1, help="default: 0.1")
+    g.add_argument("--mixup", type=float, default=0.0, help="mixup alpha, 0 = off (default: 0)")
+    g.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha, 0 = off (default: 0)")
+    g.add_argument("--clip-grad", type=float, default=5.0, help="max gradient norm, 0 = off (default: 5.0)")
+    g.add_argument("--accum-steps", type=int, default=1, help="batches per optimizer step (default: 1)")
+    g.add_argument("--ema", action=argparse.BooleanOptionalAction, default=False,
+                   help="keep and evaluate an EMA of the weights (default: off)")
+    g.add_argument("--ema-decay", type=float, default=0.9998, help="default: 0.9998")
+    g.add_argument("--seed", type=int, default=0, help="default: 0")
+    g = p.add_argument_group("run")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
+    g.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
+                   help="mixed precision; auto = bf16 or fp16 on a GPU, off on a CPU (default: auto)")
+    g.add_argument("--output", type=Path, default=Path("runs"), help="default: runs")
+    g.add_argument("--name", help="run folder name (default: <model>-<date>-<time>)")
+    g.add_argument("--resume", type=Path, help="a checkpoint, or a run folder (uses its last.pth)")
+    g.add_argument("--save-every-steps", type=int, default=0, help="also save last.pth every N steps (default: off)")
+    g.add_argument("--stop-after-epochs", type=int, default=0,
+                   help="stop after N epochs in this process, to resume later, e.g. within a job time limit "
+                        "(default: off)")
+    g.add_argument("--eval-only", action="store_true", help="evaluate a checkpoint (--resume or --weights) and stop")
+    g.add_argument("--split", default="val", choices=["val", "test"], help="for --eval-only (default: val)")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
+    return p
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv) -> set:
+    """The config keys typed on the command line (they win over a resumed run's saved config)."""
+    unset = object()
+    saved = {a.dest: a.default for a in parser._actions}
+    try:
+        for action in parser._actions:
+            action.default = unset
+        given = vars(parser.parse_args(argv))
+    finally:
+        for action in parser._actions:
+            action.default = saved[action.dest]
+    return {key for key, value in given.items() if value is not unset}
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
+    cfg = parse_config(parser, argv)
+    checkpoint = None
+    if cfg.resume:
+        path = cfg.resume / "last.pth" if cfg.resume.is_dir() else cfg.resume
+        checkpoint = load_checkpoint(path)
+        if not isinstance(checkpoint, dict) or "class_names" not in checkpoint:
+            raise UserError(f"{path} is not a checkpoint of train.py; to start from its weights use --weights")
+        if not cfg.eval_only:  # a resumed run continues with its own settings, except what is typed now
+            given = explicit_flags(parser, sys.argv[1:] if argv is None else argv)
+            saved = {k: v for k, v in checkpoint["config"].items() if k not in given and hasattr(cfg, k)}
+            cfg = argparse.Namespace(**{**vars(cfg), **saved, "resume": cfg.resume})
+            cfg.data_path, cfg.output = Path(cfg.data_path), Path(cfg.output)
+    rank, world_size, local_rank = init_distributed()
+    main_process = rank == 0
+    device = select_device(cfg.device, local_rank)
+    amp = amp_dtype(cfg.amp, device)
+
+    splits = load_splits(cfg.data_path, cfg.val_ratio, seed=0)
+    classes = splits.classes
+    if checkpoint is not None and checkpoint["class_names"] != classes:
+        raise UserError(f"the checkpoint was trained on classes {checkpoint['class_names']}, but "
+                        f"{cfg.data_path} has {classes}")
+    if cfg.num_classes is not None and cfg.num_classes != len(classes):
+        raise UserError(f"--num-classes {cfg.num_classes} was given, but {cfg.data_path} has {len(classes)} "
+                        f"class folders: {', '.join(classes)}. Drop --num-classes or fix the folders.")
+
+    seed_everything(cfg.seed)  # the same initial weights on every rank and every run
+    model = build_model(cfg, len(classes), checkpoint, main_process)
+    img_size = model.img_size
+    model.to(device)
+    net = model
+    if world_size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+
+    eval_transform = build_transform(img_size, train=False, crop_pct=0.875)
+    if cfg.eval_only:
+        if world_size > 1:
+            raise UserError("--eval-only runs in one process: start it with python, not torchrun")
+        return evaluate_checkpoint(cfg, model, splits, eval_transform, checkpoint, device, amp, main_process)
+
+    train_set = engine.SeededDataset(ImageDataset(splits.train, build_transform(img_size, train=True, recipe=cfg.recipe)))
+    sampler = engine.EpochSampler(len(train_set), cfg.seed, rank, world_size)
+    train_loader = build_loader(train_set, cfg.batch_size, train=True, num_workers=cfg.workers, sampler=sampler,
+                                generator=torch.Generator().manual_seed(cfg.seed))
+    val_loader = eval_loader(splits.val, eval_transform, cfg, rank, world_size)
+    if len(train_loader) == 0:
+        raise UserError(f"{len(train_set)} training images cannot fill a batch of {cfg.batch_size}; lower --batch-size")
+
+    optimizer = engine.build_optimizer(model, cfg)
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.accum_steps)
+    state = engine.TrainState(
+        model=model, net=net, optimizer=optimizer,
+        scheduler=engine.build_scheduler(optimizer, cfg, steps_per_epoch),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp == torch.float16), device=device, amp=amp,
+        ema=engine.ModelEma(model, cfg.ema_decay) if cfg.ema else None,
+        mixup=build_mixup(cfg.mixup, cfg.cutmix, cfg.label_smoothing, len(classes)))
+    if checkpoint is not None:
+        restore(state, checkpoint)
+        run_dir = (cfg.resume if cfg.resume.is_dir() else cfg.resume.parent)
+    else:
+        run_dir = cfg.output / (cfg.name or f"{model.variant}-{datetime.now():%Y%m%d-%H%M%S}")
+
+    writer = None
+    if main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_yaml(run_dir / "config.yaml", vars(cfg))
+        write_class_indices(run_dir / "class_indices.json", classes)
+        writer = SummaryWriter(run_dir)
+        print(f"run folder {run_dir}: {len(splits.train)} training and {len(splits.val)} validation images, "
+              f"{len(classes)} classes, {model.variant} at {img_size} px on {device}"
+              f"{f' x{world_size}' if world_size > 1 else ''}, amp {amp or 'off'}")
+        if state.epoch == 0 and state.batches_done == 0:
+            log_training_images(writer, train_loader, classes)
+
+    meta = {"variant": model.variant, "model_overrides": plain(model.overrides), "img_size": img_size,
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "crop_pct": 0.875, "class_names": classes}
+
+    def save(name: str, weights=None) -> None:
+        if main_process:
+            save_run_checkpoint(run_dir / name, state, cfg, meta, weights)
+
+    def on_step(state: engine.TrainState, loss: float) -> None:
+        if writer is not None:
+            writer.add_scalar("loss/train_step", loss, state.step)
+        if cfg.save_every_steps and state.step % cfg.save_every_steps == 0:
+            save("last.pth")
+
+    stop = StopSignal()
+    try:
+        run_epochs(state, cfg, train_loader, sampler, val_loader, classes, stop, on_step, save, writer, run_dir,
+                   main_process)
+    except engine.TrainingDiverged as err:
+        raise UserError(f"training stopped: {err}. Nothing was saved from this epoch; last.pth holds the "
+                        f"last good epoch. Try a lower --lr, --clip-grad, or --amp off.") from None
+    except torch.OutOfMemoryError:
+        raise UserError(f"out of GPU memory at --batch-size {cfg.batch_size}, {img_size} px: try --batch-size "
+                        f"{max(1, cfg.batch_size // 2)} --accum-steps {cfg.accum_steps * 2}, or --grad-checkpointing") \
+            from None
+    finally:
+        stop.restore()
+        if writer is not None:
+            writer.close()
+    if stop.requested:
+        resume = f"python train.py --resume {run_dir}"
+        if main_process:
+            print(f"stopped by {stop.requested} at epoch {state.epoch + 1}, step {state.step}; "
+                  f"last.pth saved. To go on:\n    {resume}")
+        sys.exit({"SIGINT": 130, "SIGTERM": 143}.get(stop.requested, 0))
+
+
+def build_model(cfg, num_classes: int, checkpoint, main_process: bool):
+    """The variant with the run's overrides, and its starting weights: a resumed checkpoint,
+    --weights, weights/<variant>.pth, or none (from scratch)."""
+    if checkpoint is not None:
+        overrides = dict(checkpoint["model_overrides"], grad_checkpointing=cfg.grad_checkpointing)
+        model = create_model(checkpoint["variant"], **overrides)
+        model.load_state_dict(checkpoint["model"])
+        return model
+    variant = resolve_variant(cfg.model)
+    overrides = {k: getattr(cfg, k) for k in ("img_size", "drop_path_rate", "window_size") if getattr(cfg, k) is not None}
+    model = create_model(variant, num_classes=num_classes, grad_checkpointing=cfg.grad_checkpointing, **overrides)
+    weights = cfg.weights or Path("weights") / f"{variant}.pth"
+    if cfg.weights is not None and str(cfg.weights).lower() == "none":
+        if main_process:
+            print(f"training {variant} from scratch (--weights none)")
+    elif cfg.weights is not None or weights.is_file():
+        if main_process:
+            print(f"weights from {weights}:")
+        load_weights(model, weights, verbose=main_process)
+    elif main_process:
+        print(f"notice: no pretrained weights (no --weights, no {weights}): training {variant} from scratch; "
+              "see weights/README.md")
+    if cfg.freeze_layers:
+        for name, param in model.named_parameters():
+            param.requires_grad = name.startswith("head.")
+    return model
+
+
+def eval_loader(samples, transform, cfg, rank: int, world_size: int):
+    """Every sample exactly once over all ranks (no padding), in order."""
+    shard = list(range(rank, len(samples), world_size))
+    return build_loader(ImageDataset(samples, transform), cfg.batch_size, train=False, num_workers=cfg.workers,
+                        sampler=shard, generator=torch.Generator())
+
+
+def restore(state: engine.TrainState, checkpoint: dict) -> None:
+    state.optimizer.load_state_dict(checkpoint["optimizer"])
+    state.scheduler.load_state_dict(checkpoint["scheduler"])
+    state.scaler.load_state_dict(checkpoint["scaler"])
+    if state.ema is not None and checkpoint.get("ema") is not None:
+        state.ema.module.load_state_dict(checkpoint["ema"])
+    for key in ("epoch", "step", "batches_done", "best_acc"):
+        setattr(state, key, checkpoint[key])
+    set_rng_state(checkpoint["rng"])
+    print(f"resumed at epoch {state.epoch + 1}, step {state.step} (best top-1 so far {state.best_acc:.4f})")
+
+
+def save_run_checkpoint(path: Path, state: engine.TrainState, cfg, meta: dict, weights=None) -> None:
+    """Plain data only (loads with weights_only=True), from the bare model; never NaN weights."""
+    weights = weights if weights is not None else state.model.state_dict()
+    if not all_finite(weights):
+        raise engine.TrainingDiverged("the weights are no longer finite numbers; not saving them")
+    save_checkpoint({
+        **meta, "model": weights, "ema": state.ema.module.state_dict() if state.ema else None,
+        "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict(), "epoch": state.epoch, "step": state.step,
+        "batches_done": state.batches_done, "best_acc": state.best_acc, "config": plain(vars(cfg)),
+        "rng": rng_state(),
+    }, path)
+
+
+def run_epochs(state, cfg, train_loader, sampler, val_loader, classes, stop, on_step, save, writer,
+               run_dir: Path, main_process: bool) -> None:
+    val, first_epoch = None, state.epoch
+    for epoch in range(state.epoch, cfg.epochs):
+        if state.batches_done == 0:  # each epoch's randomness from (seed, epoch): resuming is exact
+            seed_everything(cfg.seed * 1000 + epoch)
+        sampler.set_epoch(epoch, skip=state.batches_done * cfg.batch_size)
+        train = engine.train_one_epoch(state, train_loader, cfg, stop, on_step, cfg.progress and main_process)
+        if train["interrupted"]:
+            save("last.pth")
+            return
+        state.epoch, state.batches_done = epoch + 1, 0
+        val = engine.evaluate(state.model, val_loader, len(classes), state.device, state.amp,
+                              cfg.progress and main_process)
+        ema_val = None
+        if state.ema is not None:
+            ema_val = engine.evaluate(state.ema.module, val_loader, len(classes), state.device, state.amp, False)
+        best_weights, acc = state.model.state_dict(), val["acc1"]
+        if ema_val is not None and ema_val["acc1"] > acc:
+            best_weights, acc = state.ema.module.state_dict(), ema_val["acc1"]
+        improved = acc > state.best_acc
+        state.best_acc = max(state.best_acc, acc)
+        if main_process:
+            log_epoch(writer, run_dir, state, train, val, ema_val, classes, improved)
+        if improved:
+            save("best.pth", best_weights)
+        save("last.pth")
+        if stop.requested:
+            return
+        if cfg.stop_after_epochs and epoch + 1 - first_epoch >= cfg.stop_after_epochs and state.epoch < cfg.epochs:
+            stop.requested = f"--stop-after-epochs {cfg.stop_after_epochs}"
+            return
+    if writer is not None and val is not None:
+        writer.add_hparams({k: v for k, v in plain(vars(cfg)).items() if isinstance(v, (int, float, str, bool))},
+                           {"hparam/best_acc1": state.best_acc, "hparam/last_val_loss": val["loss"]},
+                           run_name=".")
+
+
+def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, classes: list, improved: bool) -> None:
+    epoch, lr = state.epoch, state.optimizer.param_groups[0]["lr"]
+    throughput = train["images"] / max(train["seconds"], 1e-9)
+    scalars = {"loss/train": train["loss"], "loss/val": val["loss"], "acc1/train": train["acc1"],
+               "acc1/val": val["acc1"], "acc5/val": val["acc5"], "lr": lr, "time/epoch_seconds": train["seconds"],
+               "throughput/images_per_second": throughput, "data/failed_images": len(train["failed"]) + len(val["failed"])}
+    if ema_val is not None:
+        scalars["acc1/val_ema"] = ema_val["acc1"]
+    if torch.cuda.is_available():
+        scalars["memory/gpu_max_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    for key, value in scalars.items():
+        writer.add_scalar(key, value, epoch)
+    for (_, recall, _), name in zip(engine.per_class_metrics(val["confusion"]), classes):
+        writer.add_scalar(f"class_recall/{name}", recall, epoch)
+    writer.add_image("confusion_matrix/val", plots.to_chw(plots.confusion_matrix_image(
+        val["confusion"], classes, f"validation, epoch {epoch}")), epoch)
+    writer.flush()
+    new_file = not (run_dir / "metrics.csv").exists()
+    with open(run_dir / "metrics.csv", "a", newline="") as f:
+        row = {"epoch": epoch, "step": state.step, **{k.replace("/", "_"): round(v, 6) for k, v in scalars.items()}}
+        out = csv.DictWriter(f, fieldnames=list(row))
+        if new_file:
+            out.writeheader()
+        out.writerow(row)
+    for path in train["failed"] + val["failed"]:
+        print(f"warning: skipped an image that failed to load: {path}", file=sys.stderr)
+    ema = f"  ema top-1 {ema_val['acc1']:.4f}" if ema_val is not None else ""
+    print(f"epoch {epoch:3d}  train loss {train['loss']:.4f} top-1 {train['acc1']:.4f}  "
+          f"val loss {val['loss']:.4f} top-1 {val['acc1']:.4f} top-5 {val['acc5']:.4f}{ema}  "
+          f"lr {lr:.2e}  {train['seconds']:.0f}s {throughput:.1f} img/s{'  * best' if improved else ''}", flush=True)
+
+
+def log_training_images(writer, loader, classes: list) -> None:
+    """A grid of augmented training images with their labels, to check the input pipeline by eye."""
+    images, labels, _, _ = next(iter(loader))
+    if len(labels):
+        grid = plots.image_grid(images[:32], [classes[i] for i in labels[:32]], IMAGENET_MEAN, IMAGENET_STD)
+        writer.add_image("train/augmented_images", plots.to_chw(grid), 0)
+
+
+def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp, main_process: bool) -> None:
+    """--eval-only: top-1/top-5, per-class precision and recall, confusion matrix (text and
+    picture), and the misclassified files (the tutorial's extra scripts, folded in)."""
+    if checkpoint is None and cfg.weights is None:
+        raise UserError("--eval-only needs a checkpoint: --resume runs/<name>/best.pth (or --weights FILE)")
+    samples = splits.test if cfg.split == "test" else splits.val
+    if not samples:
+        raise UserError(f"{cfg.data_path} has no {cfg.split} split")
+    result = engine.evaluate(model, eval_loader(samples, transform, cfg, 0, 1), len(splits.classes), device, amp,
+                             cfg.progress)
+    if not main_process:
+        return
+    out = (cfg.resume.parent if cfg.resume and cfg.resume.is_file() else cfg.resume or cfg.output) / f"eval_{cfg.split}"
+    out.mkdir(parents=True, exist_ok=True)
+    classes = splits.classes
+    width = max(len(c) for c in classes + ["class"])
+    lines = [f"{cfg.split}: {result['images']} images  top-1 {result['acc1']:.4f}  top-5 {result['acc5']:.4f}  "
+             f"loss {result['loss']:.4f}", "", f"{'class':<{width}}  precision  recall  images"]
+    for (precision, recall, support), name in zip(engine.per_class_metrics(result["confusion"]), classes):
+        lines.append(f"{name:<{width}}  {precision:9.3f}  {recall:6.3f}  {support:6d}")
+    lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
+    lines += [f"{name:<{width}}  " + " ".join(f"{int(v):5d}" for v in row) for name, row in zip(classes, result["confusion"])]
+    with open(out / "misclassified.csv", "w", newline="") as f:
+        rows = csv.writer(f)
+        rows.writerow(["path", "true", "predicted"])
+        for path, label, predicted in sorted(result["wrong"]):
+            rows.writerow([path, classes[label], classes[predicted]])
+    plots.confusion_matrix_image(result["confusion"], classes, f"{cfg.split} split").save(out / "confusion_matrix.png")
+    report = "\n".join(lines)
+    (out / "report.txt").write_text(report + "\n")
+    print(report)
+    print(f"\n{len(result['wrong'])} misclassified files: {out / 'misclassified.csv'}; picture: "
+          f"{out / 'confusion_matrix.png'}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
