@@ -90,7 +90,9 @@ def build_scheduler(optimizer, cfg, steps_per_epoch: int):
 class ModelEma:
     """Exponential moving average of the weights: ema = decay * ema + (1 - decay) * weights.
 
-    Only floating-point tensors are averaged; integer buffers are left as they are.
+    The decay ramps up as (1 + n) / (10 + n) over the first updates, so that on a small dataset
+    (a few hundred steps in all) the average leaves its starting point. Only floating-point
+    tensors are averaged; integer buffers are left as they are.
     """
 
     def __init__(self, model: nn.Module, decay: float):
@@ -98,10 +100,11 @@ class ModelEma:
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, num_updates: int) -> None:
+        decay = min(self.decay, (1 + num_updates) / (10 + num_updates))
         ema, current = self.module.state_dict(), model.state_dict()
         floats = [k for k, v in ema.items() if v.is_floating_point()]
-        torch._foreach_lerp_([ema[k] for k in floats], [current[k] for k in floats], 1 - self.decay)
+        torch._foreach_lerp_([ema[k] for k in floats], [current[k] for k in floats], 1 - decay)
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -217,7 +220,7 @@ def train_one_epoch(state: TrainState, loader, cfg, stop=None, on_step=None, sho
                         img_s=f"{seen / (time.perf_counter() - start):.1f}")
         if step_now and on_step is not None:
             on_step(state, loss.item())
-        if step_now and stop is not None and stop.requested:
+        if step_now and stop is not None and stop_agreed(stop, state.device):
             interrupted = True
             break
     bar.close()
@@ -258,7 +261,20 @@ def optimizer_step(state: TrainState, cfg) -> None:
     state.step += 1
     state.skipped_steps = 0
     if state.ema is not None:
-        state.ema.update(state.model)
+        state.ema.update(state.model, state.step - 1)
+
+
+def stop_agreed(stop, device) -> bool:
+    """Whether any process was asked to stop: all stop at the same step, or the others would wait
+    forever for its gradients."""
+    requested = stop.requested is not None
+    if dist.is_available() and dist.is_initialized():
+        flag = torch.tensor(float(requested), device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and not requested:
+            stop.requested = "a stop on another process"
+        requested = bool(flag.item())
+    return requested
 
 
 def reduce_sums(tensor: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,6 @@ import argparse
 import csv
 import math
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import engine
 import plots
 from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_mixup, build_transform, load_splits
 from data import write_class_indices
-from model import VARIANTS, create_model, load_weights, resolve_variant
+from model import NO_PRETRAINED_WEIGHTS, create_model, load_weights, resolve_variant
 from utils import (UserError, amp_dtype, all_finite, init_distributed, load_checkpoint, parse_config, plain,
                    rng_state, run_cli, save_checkpoint, seed_everything, select_device, set_rng_state, StopSignal,
                    write_yaml)
@@ -176,6 +175,9 @@ def main(argv=None) -> None:
         write_yaml(run_dir / "config.yaml", vars(cfg))
         write_class_indices(run_dir / "class_indices.json", classes)
         writer = SummaryWriter(run_dir)
+        if device.type == "cpu" and model.variant not in NO_PRETRAINED_WEIGHTS:
+            print(f"notice: training {model.variant} on the CPU is slow (swin_tiny: a few images/s); "
+                  "configs/cpu_demo.yaml trains a small variant in minutes")
         print(f"run folder {run_dir}: {len(splits.train)} training and {len(splits.val)} validation images, "
               f"{len(classes)} classes, {model.variant} at {img_size} px on {device}"
               f"{f' x{world_size}' if world_size > 1 else ''}, amp {amp or 'off'}")
@@ -213,8 +215,10 @@ def main(argv=None) -> None:
     if stop.requested:
         resume = f"python train.py --resume {run_dir}"
         if main_process:
-            print(f"stopped by {stop.requested} at epoch {state.epoch + 1}, step {state.step}; "
-                  f"last.pth saved. To go on:\n    {resume}")
+            where = f"after epoch {state.epoch}" if state.batches_done == 0 else \
+                f"in epoch {state.epoch + 1} (batch {state.batches_done})"
+            print(f"stopped by {stop.requested} {where}, step {state.step}; {run_dir / 'last.pth'} saved. "
+                  f"To go on:\n    {resume}")
         sys.exit({"SIGINT": 130, "SIGTERM": 143}.get(stop.requested, 0))
 
 
@@ -306,7 +310,7 @@ def run_epochs(state, cfg, train_loader, sampler, val_loader, classes, stop, on_
         if improved:
             save("best.pth", best_weights)
         save("last.pth")
-        if stop.requested:
+        if engine.stop_agreed(stop, state.device):
             return
         if cfg.stop_after_epochs and epoch + 1 - first_epoch >= cfg.stop_after_epochs and state.epoch < cfg.epochs:
             stop.requested = f"--stop-after-epochs {cfg.stop_after_epochs}"
