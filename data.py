@@ -22,9 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import ExifTags, Image
-from timm.data import Mixup, auto_augment, create_transform
 from torch.utils.data import DataLoader, Dataset, default_collate
-from torchvision import transforms
 
 # The file-level half of the data API, importable from here too, so that one import serves train.py.
 from images import (IMAGE_EXTENSIONS, DataSplits, load_rgb, load_splits, read_class_indices,  # noqa: F401
@@ -117,13 +115,31 @@ class NormalizeUint8:
         return out.copy_(pixels).mul_(self.scale).add_(self.shift)
 
 
+class Compose:
+    """Apply the steps in order (torchvision's Compose, without importing torchvision: seconds saved
+    at every start of predict.py)."""
+
+    def __init__(self, transforms):
+        self.transforms = list(transforms)
+
+    def __call__(self, x):
+        for transform in self.transforms:
+            x = transform(x)
+        return x
+
+
+def random_horizontal_flip(pixels: torch.Tensor) -> torch.Tensor:
+    """Mirror a CHW tensor with probability 1/2 (torchvision's RandomHorizontalFlip, same draw)."""
+    return pixels.flip(-1) if torch.rand(1) < 0.5 else pixels
+
+
 def build_transform(img_size: int, train: bool, recipe: str = "tutorial", mean=IMAGENET_MEAN,
                     std=IMAGENET_STD, crop_pct: float = 0.875):
     """Opened or decoded PIL image -> normalised float (3, img_size, img_size) tensor.
 
     tutorial: RandomResizedCrop + horizontal flip, bilinear; eval resizes to img_size / crop_pct
         (256 for 224, the tutorial's int(224 * 1.143)) and center-crops.
-    swin: the official Swin recipe through timm.data.create_transform: bicubic, RandAugment
+    official: the official Swin recipe through timm.data.create_transform: bicubic, RandAugment
         rand-m9-mstd0.5-inc1, random erasing 0.25 in pixel mode; color jitter 0.4 is passed as the
         official code passes it, and timm ignores it when RandAugment is on, as there.
     """
@@ -131,12 +147,14 @@ def build_transform(img_size: int, train: bool, recipe: str = "tutorial", mean=I
         raise UserError(f"unknown transform recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
     interpolation = "bilinear" if recipe == "tutorial" else "bicubic"
     if not train:
-        return transforms.Compose([
-            DecodeCrop(img_size, partial(center_box, size=img_size, crop_pct=crop_pct), interpolation),
-            NormalizeUint8(mean, std)])
+        return Compose([DecodeCrop(img_size, partial(center_box, size=img_size, crop_pct=crop_pct), interpolation),
+                        NormalizeUint8(mean, std)])
     if recipe == "tutorial":
-        return transforms.Compose([DecodeCrop(img_size, random_resized_box, interpolation),
-                                   transforms.RandomHorizontalFlip(), NormalizeUint8(mean, std)])
+        return Compose([DecodeCrop(img_size, random_resized_box, interpolation), random_horizontal_flip,
+                        NormalizeUint8(mean, std)])
+    # imported here: timm and torchvision take seconds to import, and only this recipe needs them
+    from timm.data import auto_augment, create_transform
+    from torchvision import transforms
     crop_and_flip, augment, to_tensor = create_transform(
         img_size, is_training=True, auto_augment="rand-m9-mstd0.5-inc1", color_jitter=0.4,
         re_prob=0.25, re_mode="pixel", re_count=1, interpolation="bicubic", mean=mean, std=std,
@@ -146,13 +164,14 @@ def build_transform(img_size: int, train: bool, recipe: str = "tutorial", mean=I
             op.aug_fn = posterize
     # timm's RandomResizedCrop decodes the whole image first; ours picks the same kind of box first
     flip = [t for t in crop_and_flip.transforms if isinstance(t, transforms.RandomHorizontalFlip)]
-    return transforms.Compose([DecodeCrop(img_size, random_resized_box, interpolation, to_tensor=False),
-                               *flip, *augment.transforms, *to_tensor.transforms])
+    return Compose([DecodeCrop(img_size, random_resized_box, interpolation, to_tensor=False),
+                    *flip, *augment.transforms, *to_tensor.transforms])
 
 
 def posterize(image: Image.Image, bits_to_keep: int, **kwargs) -> Image.Image:
     """timm's posterize, giving for 0 bits the black image older Pillow gave, where Pillow 13 raises
     ValueError: 'rand-m9-mstd0.5-inc1' asks for 0 bits whenever its sampled magnitude reaches 10."""
+    from timm.data import auto_augment
     if bits_to_keep <= 0:
         return Image.new(image.mode, image.size)
     return auto_augment.posterize(image, bits_to_keep, **kwargs)
@@ -167,13 +186,17 @@ def build_mixup(mixup_alpha: float, cutmix_alpha: float, label_smoothing: float,
                           label_smoothing=label_smoothing, num_classes=num_classes)
 
 
-class EvenBatchMixup(Mixup):
-    """timm's Mixup needs an even batch; a batch made odd by a failed image gives up its last image."""
+class EvenBatchMixup:
+    """timm's Mixup, which needs an even batch: a batch made odd by a failed image gives up its last image."""
+
+    def __init__(self, **kwargs):
+        from timm.data import Mixup
+        self.mixup = Mixup(**kwargs)
 
     def __call__(self, images, labels):
         if len(images) % 2:
             images, labels = images[:-1], labels[:-1]
-        return super().__call__(images, labels)
+        return self.mixup(images, labels)
 
 
 # --- Datasets and loaders ---

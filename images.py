@@ -9,6 +9,7 @@ into train/val/test, class_indices.json, and writing a split as folders.
 Every image is decoded when listed; what does not decode is skipped and reported, never a crash.
 Nothing here needs torch, so split_data.py need not load it; data.py turns these lists into batches.
 """
+import glob
 import json
 import os
 import random
@@ -368,3 +369,22 @@ def place_image(source: Path, target: Path, mode: str, max_size: int | None = No
     except OSError as error:
         hint = ". Hard links need one filesystem: use --mode copy or --mode symlink" if mode == "hardlink" else ""
         raise UserError(f"cannot {mode} {source} to {target}: {error}{hint}") from None
+
+
+def list_images(patterns: list) -> list[str]:
+    """The files named, the images under the folders named and the files glob patterns match, in
+    order and each once."""
+    paths = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_file():
+            paths.append(str(path))
+            continue
+        if not path.is_dir() and not glob.has_magic(pattern):
+            raise UserError(f"image not found: {pattern}")
+        found = find_images(path) if path.is_dir() else [
+            p for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file()]
+        if not found:
+            raise UserError(f"no images in {path} (at any depth)" if path.is_dir() else f"no file matches {pattern!r}")
+        paths += map(str, found)
+    return list(dict.fromkeys(paths))

@@ -114,3 +114,35 @@ def class_distribution_chart(classes: list[str], counts: dict, title: str) -> Im
 def to_chw(image: Image.Image) -> np.ndarray:
     """A PIL image as the (3, H, W) uint8 array TensorBoard's add_image takes."""
     return np.asarray(image.convert("RGB")).transpose(2, 0, 1).copy()
+
+
+def prediction_card(image: Image.Image, labels: list[str], probs: list[float], title: str = "",
+                    photo_size: int = 320) -> Image.Image:
+    """A photo with its top-k classes beside it as a bar chart, the highest first and in blue.
+
+    Bars are on an absolute 0-100% scale, so a hesitant prediction looks hesitant.
+    """
+    small, title_font = font(13), font(15)
+    photo = image.convert("RGB")
+    photo.thumbnail((photo_size, photo_size))
+    label_width = int(max(small.getlength(label) for label in labels)) + 12
+    row, bar_max, top = 26, 200, 34
+    width = 10 + photo.width + 20 + label_width + bar_max + 60
+    height = max(photo.height, row * len(labels)) + top + 10
+    while title_font.getlength(title) > width - 20:  # a long path: keep its end, the file name
+        title = "..." + title[4:]
+    card = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(card)
+    draw.text((10, 8), title, fill="black", font=title_font)
+    card.paste(photo, (10, top))
+    x0 = 10 + photo.width + 20 + label_width
+    for j, (label, prob) in enumerate(zip(labels, probs)):
+        y = top + j * row
+        draw.text((x0 - 8, y + row / 2), label, fill="black", font=small, anchor="rm")
+        draw.rectangle((x0, y + 4, x0 + bar_max, y + row - 5), outline=(215, 215, 215))
+        length = round(bar_max * min(max(prob, 0.0), 1.0))
+        if length:
+            draw.rectangle((x0, y + 4, x0 + length, y + row - 5),
+                           fill=(40, 90, 200) if j == 0 else (150, 170, 200))
+        draw.text((x0 + bar_max + 6, y + row / 2), f"{prob:.1%}", fill="black", font=small, anchor="lm")
+    return card

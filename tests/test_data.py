@@ -85,7 +85,7 @@ def test_exif_orientation_is_applied_before_cropping(tmp_path, monkeypatch, trai
     assert red_minus_blue[:20].mean() > 3 and red_minus_blue[-20:].mean() < -3
 
 
-def test_the_swin_recipe_survives_posterize_with_zero_bits():
+def test_the_official_recipe_survives_posterize_with_zero_bits():
     """rand-m9-mstd0.5-inc1 asks Posterize for 0 bits when its magnitude reaches 10; Pillow 13 raises."""
     transform = build_transform(64, train=True, recipe="official")
     names = [type(t).__name__ for t in transform.transforms]

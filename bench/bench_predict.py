@@ -1,0 +1,127 @@
+"""Prediction throughput: predict.py's pipeline against the tutorial's one-image-at-a-time loop, same model.
+
+    python bench/bench_predict.py                                  # flowers-mini x3 = 360 photos, swin_micro, 128 px
+    python bench/bench_predict.py --model swin_tiny_patch4_window7_224 --copies 1
+    python bench/bench_predict.py flower_photos --copies 1 --weights runs/<name>/best.pth
+
+The folder's photos are copied --copies times into a temporary folder (flowers-mini has 120; the
+copies are byte-identical, and every file is read once per round either way). Both pipelines take
+the file list to class probabilities with the same model in eval mode:
+  tutorial: for each file, Image.open().convert("RGB"), Resize(int(size * 1.143)) + CenterCrop +
+            ToTensor + Normalize, then softmax(model(img.unsqueeze(0))) under torch.no_grad();
+  predict.py: list_images + classify (decoding at reduced JPEG scale, batches, loader processes,
+            inference mode), with its default --batch-size and --workers unless given here.
+Without --weights the model has random weights (written as a train.py checkpoint): speed does not
+depend on them. The pipelines alternate for --rounds rounds after one warm-up pass each; the
+figures are medians of images per second.
+"""
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision import transforms
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules sit at its root
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import predict  # noqa: E402
+from images import list_images  # noqa: E402
+from bench_data import machine  # noqa: E402
+from data import IMAGENET_MEAN, IMAGENET_STD, build_transform  # noqa: E402
+from model import create_model  # noqa: E402
+
+FLOWERS_MINI = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "flowers-mini"
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("folder", type=Path, nargs="?", default=FLOWERS_MINI, help="a folder of photos, any depth")
+    parser.add_argument("--copies", type=int, default=3, help="copies of the folder's photos to classify")
+    parser.add_argument("--model", default="swin_micro_patch4_window4_128")
+    parser.add_argument("--img-size", type=int, help="default: the variant's")
+    parser.add_argument("--weights", type=Path, help="a train.py checkpoint (default: random weights)")
+    parser.add_argument("--batch-size", type=int, help="predict.py's (default: its default)")
+    parser.add_argument("--workers", type=int, help="predict.py's (default: its default)")
+    parser.add_argument("--amp", help="predict.py's --amp (default: its default, off on a CPU)")
+    parser.add_argument("--rounds", type=int, default=2, help="timed rounds per pipeline, alternating")
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    print("command: python " + " ".join(sys.argv))
+    print(f"{machine()}; {torch.get_num_threads()} torch threads")
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        folder = scratch / "photos"
+        sources = list_images([str(args.folder)])
+        for copy in range(args.copies):
+            for i, source in enumerate(sources):
+                target = folder / f"copy{copy}" / Path(source).parent.name / f"{i:05d}{Path(source).suffix}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+        weights = args.weights or random_checkpoint(args.model, args.img_size, scratch / "random.pth")
+        cli = ["--weights", str(weights)] + (["--img-size", str(args.img_size)] if args.img_size else [])
+        cli += [f"--{flag.replace('_', '-')}={value}" for flag, value in vars(args).items()
+                if flag in ("batch_size", "workers", "amp") and value is not None]
+        options = predict.build_parser().parse_args([str(folder), "--no-progress", *cli])
+        clf = predict.load_classifier(options)
+        model, size = clf.model.eval(), clf.model.img_size
+        count = len(list_images([str(folder)]))
+        print(f"{count} photos ({len(sources)} from {args.folder}, x{args.copies}); {model.variant} at {size} px, "
+              f"{'random weights' if args.weights is None else args.weights}; predict.py: batch "
+              f"{options.batch_size}, {options.workers or 0} workers, amp {options.amp}")
+
+        def ours():
+            paths = list_images([str(folder)])
+            transform = build_transform(size, train=False, mean=clf.mean, std=clf.std, crop_pct=clf.crop_pct)
+            return sum(probs is not None for _, probs in
+                       predict.classify(model, paths, transform, torch.device("cpu"), options))
+
+        tutorial_transform = transforms.Compose([
+            transforms.Resize(int(size * 1.143)), transforms.CenterCrop(size), transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+        def tutorial():
+            done = 0
+            for path in sorted(folder.glob("*/*/*")):
+                image = tutorial_transform(Image.open(path).convert("RGB"))
+                with torch.no_grad():
+                    torch.softmax(model(image.unsqueeze(0)).squeeze(0), dim=0)
+                done += 1
+            return done
+
+        pipelines = {"tutorial loop": tutorial, "predict.py": ours}
+        for run in pipelines.values():  # warm-up: layouts, thread pools, file cache
+            run()
+        rates = {name: [] for name in pipelines}
+        for round_ in range(args.rounds):
+            for name in (list(pipelines) if round_ % 2 == 0 else list(pipelines)[::-1]):
+                start = time.perf_counter()
+                done = pipelines[name]()
+                rates[name].append(done / (time.perf_counter() - start))
+            print(f"round {round_ + 1}: " + ", ".join(f"{name} {rates[name][-1]:.1f}/s" for name in pipelines))
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    for name, median in medians.items():
+        print(f"median {name}: {median:.1f} images/s")
+    print(f"ratio predict.py / tutorial loop: {medians['predict.py'] / medians['tutorial loop']:.2f}x")
+
+
+def random_checkpoint(variant: str, img_size, path: Path) -> Path:
+    """A train.py-style checkpoint of a randomly initialised model."""
+    model = create_model(variant, num_classes=5, **({"img_size": img_size} if img_size else {}))
+    torch.save({"variant": model.variant, "model_overrides": model.overrides, "img_size": model.img_size,
+                "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "crop_pct": 0.875,
+                "class_names": ["daisy", "dandelion", "roses", "sunflowers", "tulips"], "model": model.state_dict()},
+               path)
+    return path
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""Classify photos with a trained Swin Transformer: by default the newest training run's best.pth.
+
+    python predict.py tulip.jpg                         # newest runs/*/best.pth; prints the top-5 classes
+    python predict.py photos/ more/*.jpg "raw/**/*.png" # files, folders (recursive), globs; in batches
+    python predict.py photos/ --json > preds.jsonl      # one JSON object per image, nothing else on stdout
+    python predict.py photos/ --output preds.csv        # or preds.json
+    python predict.py photos/ --save-vis vis/           # each photo beside a bar chart of its top-k
+    python predict.py tulip.jpg --weights runs/<name> --tta --device cuda
+    python predict.py tulip.jpg --weights weights/model-9.pth --model swin_tiny_patch4_window7_224 \\
+        --num-classes 5 --class-indices class_indices.json        # the tutorial's files
+    python predict.py cat.jpg --weights weights/swin_tiny_patch4_window7_224.pth \\
+        --model swin_tiny_patch4_window7_224 --num-classes 1000    # official ImageNet weights: indices
+    python predict.py --export flowers.pt               # TorchScript: uint8 or [0,1] images in, logits out
+
+Results go to stdout; the checkpoint used, unreadable files and progress to stderr. Exit status 1
+when an image could not be read (the others are still classified), 2 for a usage error.
+"""
+import argparse
+import csv
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import plots
+from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_transform, load_rgb
+from export import export_torchscript
+from images import image_problem, list_images, read_class_indices
+from model import VARIANTS, create_model, describe_architecture, load_weights, resolve_variant, to_official_layout
+from model import unwrap_state_dict
+from utils import UserError, amp_dtype, autocast, load_checkpoint, run_cli, select_device
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("images", nargs="*", help="image files, folders (searched recursively) or glob patterns")
+    g = p.add_argument_group("model")
+    g.add_argument("--weights", type=Path, metavar="FILE", help="a train.py checkpoint or run folder, or a plain "
+                   "state dict with --model (default: the newest runs/*/best.pth)")
+    g.add_argument("--model", metavar="NAME", help="the variant of a plain state dict (a train.py checkpoint "
+                   "names its own)")
+    g.add_argument("--num-classes", type=int, metavar="N", help="checked against the weights' classifier "
+                   "(default: its size)")
+    g.add_argument("--class-indices", type=Path, metavar="FILE", help="class_indices.json naming the classes "
+                   "(default: the checkpoint's names; for a plain state dict, the class indices)")
+    g.add_argument("--img-size", type=int, help="input size (default: the checkpoint's, else the variant's)")
+    g.add_argument("--tta", action="store_true", help="average with the mirrored image (default: off)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
+    g.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="mixed precision; auto = "
+                   "bf16 or fp16 on a GPU, off on a CPU, where bf16 pays on CPUs with AMX (default: auto)")
+    g.add_argument("--batch-size", type=int, default=32, help="default: 32")
+    g.add_argument("--workers", type=int, help="image loading processes, for more than one batch (default: 0 on "
+                   "a CPU, where the model needs every core; CPU count, at most 8, with a GPU)")
+    g = p.add_argument_group("output")
+    g.add_argument("--topk", type=int, default=5, help="classes per image, at most all (default: 5)")
+    g.add_argument("--json", action="store_true", help="JSON Lines on stdout: {path, topk: [{label, index, prob}]}")
+    g.add_argument("--output", type=Path, metavar="FILE", help="write the results to FILE.json or FILE.csv "
+                   "instead of the table")
+    g.add_argument("--save-vis", type=Path, metavar="DIR", help="write each photo with its top-k chart as a PNG")
+    g.add_argument("--export", type=Path, metavar="FILE", help="write the model with its preprocessing as "
+                   "TorchScript: uint8 or [0,1] images of any size in, logits out (see Deployable)")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
+    return p
+
+
+@dataclass
+class Classifier:
+    model: torch.nn.Module
+    class_names: list
+    mean: tuple
+    std: tuple
+    crop_pct: float
+    source: Path
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    if not args.images and args.export is None:
+        raise UserError("name the images to classify: files, folders or glob patterns (or --export FILE)")
+    if args.output is not None and args.output.suffix.lower() not in (".json", ".csv"):
+        raise UserError(f"--output {args.output}: the name must end in .json or .csv")
+    if args.topk < 1 or args.batch_size < 1:
+        raise UserError("--topk and --batch-size must be at least 1")
+    paths = list_images(args.images)  # before loading the model: a mistyped path fails at once
+    device = select_device(args.device)
+    clf = load_classifier(args)
+    clf.model.to(device).eval()
+    print(f"{clf.source}: {clf.model.variant}, {len(clf.class_names)} classes, {clf.model.img_size} px, "
+          f"on {device}", file=sys.stderr)
+    if args.export is not None:
+        export_torchscript(clf, args.export, device)
+        print(f"wrote {args.export} (TorchScript; load with torch.jit.load)", file=sys.stderr)
+    k, width = min(args.topk, len(clf.class_names)), max(len(name) for name in clf.class_names)
+    transform = build_transform(clf.model.img_size, train=False, mean=clf.mean, std=clf.std, crop_pct=clf.crop_pct)
+    results, failed, card_names = [], [], set()
+    for path, probs in classify(clf.model, paths, transform, device, args) if paths else ():
+        if probs is None:
+            failed.append(path)
+            print(f"warning: {path}: {image_problem(Path(path)) or 'could not be read'}", file=sys.stderr)
+            continue
+        top = probs.topk(k)
+        result = {"path": path, "topk": [{"label": clf.class_names[i], "index": i, "prob": round(p, 6)}
+                                         for p, i in zip(top.values.tolist(), top.indices.tolist())]}
+        results.append(result)
+        if args.json:
+            print(json.dumps(result), flush=True)
+        elif args.output is None:
+            print(path, *(f"  {r}. {e['label']:<{width}}  {e['prob']:7.2%}" for r, e in enumerate(result["topk"], 1)),
+                  sep="\n")
+        if args.save_vis is not None:
+            save_card(result, args.save_vis, card_names)
+    if args.output is not None:
+        write_results(results, args.output, k)
+    if paths:
+        print(f"classified {len(results)} of {len(paths)} images" + (f"; {len(failed)} could not be read"
+              if failed else "") + (f"; results in {args.output}" if args.output else ""), file=sys.stderr)
+    if failed:
+        sys.exit(1)
+
+
+def load_classifier(args) -> Classifier:
+    """The model, class names and preprocessing of a train.py checkpoint, or of a plain state dict
+    and the flags that describe it."""
+    path = args.weights or newest_run_checkpoint()
+    path = path / "best.pth" if path.is_dir() else path
+    ckpt = load_checkpoint(path)
+    size = {"img_size": args.img_size} if args.img_size else {}
+    if isinstance(ckpt, dict) and "variant" in ckpt and "model" in ckpt:  # train.py's: it describes itself
+        if args.model and resolve_variant(args.model) != ckpt["variant"]:
+            raise UserError(f"--model {args.model} was given, but {path} holds a {ckpt['variant']}; drop --model")
+        model = create_model(ckpt["variant"], **{**ckpt["model_overrides"], **size})
+        model.load_state_dict(ckpt["model"])
+        names, mean, std, crop_pct = ckpt["class_names"], ckpt["mean"], ckpt["std"], ckpt["crop_pct"]
+    else:
+        model = model_from_state_dict(ckpt, path, args.model, size)
+        names, mean, std, crop_pct = None, IMAGENET_MEAN, IMAGENET_STD, 0.875
+    if args.num_classes is not None and args.num_classes != model.num_classes:
+        raise UserError(f"--num-classes {args.num_classes} was given, but the classifier in {path} has "
+                        f"{model.num_classes} outputs: it was trained for {model.num_classes} classes")
+    if args.class_indices is not None:
+        names = read_class_indices(args.class_indices)
+        if len(names) != model.num_classes:
+            raise UserError(f"{args.class_indices} names {len(names)} classes, but the classifier in {path} "
+                            f"has {model.num_classes} outputs; use the class_indices.json of its training run")
+    names = names or [str(i) for i in range(model.num_classes)]  # no names known: the indices
+    return Classifier(model, names, tuple(mean), tuple(std), crop_pct, path)
+
+
+def newest_run_checkpoint() -> Path:
+    found = sorted(Path("runs").glob("*/best.pth"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise UserError(f"no checkpoint to predict with: no runs/*/best.pth in {Path.cwd()}. Train one "
+                        "(python train.py --data-path flower_photos) or pass one with --weights FILE (a plain "
+                        "state dict also needs --model NAME --num-classes N)")
+    return found[-1]
+
+
+def model_from_state_dict(ckpt, path: Path, variant: str, size: dict):
+    """Weights that do not say what they are: the tutorial's weights/model-9.pth, official or timm files."""
+    state = to_official_layout(unwrap_state_dict(ckpt))
+    if not state:
+        raise UserError(f"{path} holds no tensors: it is no model's weights")
+    if variant is None:
+        info = describe_architecture(state)
+        keys = [k for k in ("version", "embed_dim", "depths", "num_heads") if k in info]
+        like = [name for name, cfg in VARIANTS.items() if all(cfg[k] == info[k] for k in keys)][:3]
+        raise UserError(f"{path} is not a checkpoint of train.py, so it does not say which model it is: "
+                        f"add --model NAME ({' or '.join(like) or 'see model.py'}) and --num-classes N")
+    if "head.weight" not in state:
+        raise UserError(f"{path} holds no classifier (head.weight): it cannot name classes")
+    model = create_model(variant, num_classes=state["head.weight"].shape[0], **size)
+    report = load_weights(model, state, verbose=False)  # raises for another architecture, naming it
+    if report["missing"] or report["unexpected"]:
+        raise UserError(f"{path} does not fit {model.variant}: missing {report['missing'][:3]}, "
+                        f"unexpected {report['unexpected'][:3]}")
+    return model
+
+
+def classify(model, paths: list[str], transform, device, args):
+    """(path, probabilities) for each image in order; (path, None) for one that cannot be read."""
+    few = len(paths) <= args.batch_size  # one batch: worker processes would cost more than they save
+    workers = args.workers if args.workers is not None else 0 if device.type == "cpu" else min(8, os.cpu_count())
+    loader = build_loader(ImageDataset([(p, 0) for p in paths], transform), args.batch_size, train=False,
+                          num_workers=0 if few else workers)
+    amp = amp_dtype(args.amp, device)
+    bar = tqdm(total=len(paths), desc="classifying", unit="img", file=sys.stderr, leave=False,
+               disable=True if few or not args.progress else None)
+    for start, (images, _, loaded, _) in zip(range(0, len(paths), args.batch_size), loader):
+        probs = {}
+        if loaded:
+            with torch.inference_mode(), autocast(device, amp):
+                images = images.to(device, non_blocking=True)
+                out = model(images).float().softmax(-1)
+                if args.tta:  # the class does not change in a mirror; the model's errors partly do
+                    out = (out + model(images.flip(-1)).float().softmax(-1)) / 2
+            probs = dict(zip(loaded, out.cpu()))
+        batch = paths[start:start + args.batch_size]  # the loader keeps the order and batches alike
+        bar.update(len(batch))
+        yield from ((path, probs.get(path)) for path in batch)
+    bar.close()
+
+
+def write_results(results: list, path: Path, k: int) -> None:
+    """A .json list of the --json objects, or a .csv row per image: path, then label, index, prob per rank."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(results, indent=1) + "\n")
+        return
+    with open(path, "w", newline="") as f:
+        rows = csv.writer(f)
+        rows.writerow(["path"] + [f"{field}_{r}" for r in range(1, k + 1) for field in ("label", "index", "prob")])
+        rows.writerows([r["path"]] + [e[f] for e in r["topk"] for f in ("label", "index", "prob")] for r in results)
+
+
+def save_card(result: dict, folder: Path, used: set) -> None:
+    """DIR/<photo name>.png; a second photo of the same name gets _2, _3, ..."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem, n = Path(result["path"]).stem, 1
+    while (name := stem if n == 1 else f"{stem}_{n}") in used:
+        n += 1
+    used.add(name)
+    card = plots.prediction_card(load_rgb(result["path"]), [e["label"] for e in result["topk"]],
+                                 [e["prob"] for e in result["topk"]], title=result["path"])
+    card.save(folder / f"{name}.png")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,267 @@
+"""predict.py on a CPU: a checkpoint of the small variant trained briefly on the real test photos,
+then every way of naming images, weights and outputs, checked against the model run by hand."""
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import predict
+from data import build_transform
+from image_factory import write_broken_files
+from images import write_class_indices
+from model import create_model
+from utils import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+
+
+@pytest.fixture(scope="session")
+def trained(flowers_mini, tmp_path_factory) -> Path:
+    """A folder holding runs/r/best.pth: one epoch of the small variant at 64 px (about 20 s)."""
+    root = tmp_path_factory.mktemp("predict")
+    result = subprocess.run(
+        [sys.executable, "train.py", "--data-path", flowers_mini, "--model", "swin_micro_patch4_window4_128",
+         "--img-size", "64", "--epochs", "1", "--batch-size", "16", "--workers", "0", "--no-progress",
+         "--output", root / "runs", "--name", "r"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+@pytest.fixture(scope="session")
+def checkpoint(trained) -> dict:
+    return torch.load(trained / "runs" / "r" / "best.pth", weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def photos(flowers_mini) -> list:
+    return sorted(flowers_mini.glob("*/*.jpg"))
+
+
+def expected_probs(checkpoint: dict, path, img_size=None, flip=False) -> torch.Tensor:
+    """The model of the checkpoint run by hand on one photo, as the tutorial's predict.py does."""
+    model = create_model(checkpoint["variant"], **checkpoint["model_overrides"]).eval()
+    model.load_state_dict(checkpoint["model"])
+    transform = build_transform(img_size or checkpoint["img_size"], train=False, mean=checkpoint["mean"],
+                                std=checkpoint["std"], crop_pct=checkpoint["crop_pct"])
+    with Image.open(path) as image, torch.no_grad():
+        x = transform(image)[None]
+        probs = model(x).softmax(-1)[0]
+        return (probs + model(x.flip(-1)).softmax(-1)[0]) / 2 if flip else probs
+
+
+def run_predict(capsys, monkeypatch, cwd, *args):
+    """predict.main in this process (no start-up cost): (exit status, stdout, stderr)."""
+    monkeypatch.chdir(cwd)
+    code = 0
+    try:
+        predict.main([str(a) for a in args])
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def json_lines(out: str) -> list:
+    return [json.loads(line) for line in out.splitlines()]  # fails on anything but JSON on stdout
+
+
+def test_no_flags_finds_the_run_and_prints_named_topk(trained, checkpoint, photos):
+    """`python predict.py img.jpg` after training: the real command, in a fresh process."""
+    photo = photos[0]
+    result = subprocess.run([sys.executable, ROOT / "predict.py", photo], cwd=trained, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == str(photo) and len(lines) == 6  # the path, then all 5 classes (fewer than 5 + 1)
+    assert "runs/r/best.pth" in result.stderr
+    names = [line.split()[1] for line in lines[1:]]
+    percents = [float(line.split()[2].rstrip("%")) for line in lines[1:]]
+    assert sorted(names) == CLASSES and percents == sorted(percents, reverse=True)
+    assert len({line.rindex("%") for line in lines[1:]}) == 1  # the column lines up
+    want = expected_probs(checkpoint, photo)
+    assert names[0] == CLASSES[want.argmax()]
+    assert percents == pytest.approx([p * 100 for p in want.sort(descending=True).values.tolist()], abs=0.006)
+
+
+def test_newest_run_is_used_with_what_it_carries(trained, checkpoint, photos, tmp_path, capsys, monkeypatch):
+    """The newest best.pth, with its class names and its preprocessing (normalisation, crop)."""
+    other = dict(checkpoint, class_names=[name.upper() for name in CLASSES], mean=[0.5] * 3, std=[0.25] * 3,
+                 crop_pct=1.0)
+    for name, ckpt, mtime in (("old", checkpoint, 1_000_000), ("new", other, 2_000_000)):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        torch.save(ckpt, tmp_path / "runs" / name / "best.pth")
+        os.utime(tmp_path / "runs" / name / "best.pth", (mtime, mtime))
+    _, out, err = run_predict(capsys, monkeypatch, tmp_path, photos[0], "--json")
+    assert "runs/new/best.pth" in err
+    top = json_lines(out)[0]["topk"]
+    assert [e["label"] for e in top] == [other["class_names"][e["index"]] for e in top]
+    want = expected_probs(other, photos[0])
+    assert want.sub(expected_probs(checkpoint, photos[0])).abs().max() > 1e-3  # the preprocessing matters
+    assert [want[e["index"]].item() for e in top] == pytest.approx([e["prob"] for e in top], abs=1e-5)
+
+
+def test_folder_with_broken_files(trained, photos, tmp_path, capsys, monkeypatch):
+    """Unreadable files are named on stderr, the photos are still classified, the exit status is 1."""
+    good = []
+    for i, photo in enumerate(photos[:40:4]):  # 10 photos in nested folders, more than one batch of 4
+        target = tmp_path / "in" / f"sub{i % 3}" / ("deeper" if i % 2 else "") / photo.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        good.append(str(Path("in") / target.relative_to(tmp_path / "in")))
+        shutil.copy(photo, target)
+    broken = write_broken_files(tmp_path / "in" / "sub0")
+    broken = [p for p in broken if p.name != "bomb.png"]  # Pillow decodes that one, with a warning
+    (tmp_path / "in" / "sub0" / "bomb.png").unlink()
+    shutil.copytree(trained / "runs", tmp_path / "runs")
+    code, out, err = run_predict(capsys, monkeypatch, tmp_path, "in", "--json", "--batch-size", "4",
+                                 "--workers", "2")
+    assert code == 1
+    results = json_lines(out)
+    assert sorted(r["path"] for r in results) == sorted(good)
+    for path in broken:
+        assert f"warning: {Path('in') / path.relative_to(tmp_path / 'in')}: " in err
+    assert f"classified {len(good)} of {len(good) + len(broken)} images; {len(broken)} could not be read" in err
+
+
+def test_json_lines_sum_to_one(trained, checkpoint, photos, capsys, monkeypatch):
+    chosen = [photos[0], photos[30], photos[60]]
+    code, out, _ = run_predict(capsys, monkeypatch, trained, *chosen, "--json", "--topk", "9")
+    assert code == 0
+    results = json_lines(out)
+    assert [r["path"] for r in results] == [str(p) for p in chosen]
+    for result, photo in zip(results, chosen):
+        probs = [e["prob"] for e in result["topk"]]
+        assert len(probs) == 5 and sum(probs) == pytest.approx(1.0, abs=1e-5)
+        assert probs == sorted(probs, reverse=True)
+        assert all(e["label"] == CLASSES[e["index"]] for e in result["topk"])
+        want = expected_probs(checkpoint, photo)
+        assert [want[e["index"]].item() for e in result["topk"]] == pytest.approx(probs, abs=1e-5)
+
+
+def test_output_files_hold_the_json_results(trained, photos, tmp_path, capsys, monkeypatch):
+    chosen = [str(photos[i]) for i in (1, 2, 50)]
+    _, out, _ = run_predict(capsys, monkeypatch, trained, *chosen, "--json", "--topk", "2")
+    _, table, _ = run_predict(capsys, monkeypatch, trained, *chosen, "--topk", "2", "--output", tmp_path / "p.json")
+    assert table == ""  # the file instead of the table
+    assert json.loads((tmp_path / "p.json").read_text()) == json_lines(out)
+    run_predict(capsys, monkeypatch, trained, *chosen, "--topk", "2", "--output", tmp_path / "p.csv")
+    with open(tmp_path / "p.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["path"] for row in rows] == chosen
+    assert list(rows[0]) == ["path", "label_1", "index_1", "prob_1", "label_2", "index_2", "prob_2"]
+    assert [(r["label_1"], float(r["prob_2"])) for r in rows] == [
+        (r["topk"][0]["label"], r["topk"][1]["prob"]) for r in json_lines(out)]
+
+
+def test_glob_and_tta_and_img_size(trained, checkpoint, flowers_mini, capsys, monkeypatch):
+    pattern = str(flowers_mini / "roses" / "1*.jpg")
+    _, out, _ = run_predict(capsys, monkeypatch, trained, pattern, "--json", "--tta", "--img-size", "96")
+    results = json_lines(out)
+    assert [r["path"] for r in results] == sorted(str(p) for p in (flowers_mini / "roses").glob("1*.jpg"))
+    want = expected_probs(checkpoint, results[0]["path"], img_size=96, flip=True)
+    assert [want[e["index"]].item() for e in results[0]["topk"]] == pytest.approx(
+        [e["prob"] for e in results[0]["topk"]], abs=1e-5)
+
+
+def test_tutorial_state_dict_with_class_indices(trained, checkpoint, photos, tmp_path, capsys, monkeypatch):
+    """weights/model-9.pth and class_indices.json, as the tutorial's train.py wrote them."""
+    (tmp_path / "weights").mkdir()
+    torch.save({f"module.{k}": v for k, v in checkpoint["model"].items()}, tmp_path / "weights" / "model-9.pth")
+    write_class_indices(tmp_path / "class_indices.json", CLASSES)
+    code, out, _ = run_predict(capsys, monkeypatch, tmp_path, photos[70], "--weights", "weights/model-9.pth",
+                               "--model", "swin_micro_patch4_window4_128", "--num-classes", "5",
+                               "--class-indices", "class_indices.json", "--img-size", "64", "--json")
+    assert code == 0
+    _, ours, _ = run_predict(capsys, monkeypatch, trained, photos[70], "--json")
+    assert json_lines(out) == json_lines(ours)
+
+
+def test_imagenet_checkpoint_gives_indices(photos, tmp_path, capsys, monkeypatch):
+    model = create_model("swin_micro_patch4_window4_128")  # 1000 classes, as the official checkpoints
+    torch.save({"model": model.state_dict()}, tmp_path / "official.pth")
+    code, out, _ = run_predict(capsys, monkeypatch, tmp_path, photos[0], "--weights", "official.pth",
+                               "--model", "swin_micro_patch4_window4_128", "--num-classes", "1000", "--json")
+    assert code == 0
+    top = json_lines(out)[0]["topk"]
+    assert len(top) == 5 and all(e["label"] == str(e["index"]) for e in top)
+    assert all(0 <= e["index"] < 1000 for e in top)
+
+
+def test_save_vis_writes_a_card_per_photo(trained, photos, tmp_path, capsys, monkeypatch):
+    twin = tmp_path / "twin" / photos[0].name  # same file name as photos[0], another folder
+    twin.parent.mkdir()
+    shutil.copy(photos[5], twin)
+    run_predict(capsys, monkeypatch, trained, photos[0], twin, "--save-vis", tmp_path / "vis", "--topk", "3")
+    cards = sorted((tmp_path / "vis").iterdir())
+    assert [c.name for c in cards] == [f"{photos[0].stem}.png", f"{photos[0].stem}_2.png"]
+    with Image.open(cards[0]) as card, Image.open(photos[0]) as photo:
+        assert card.format == "PNG" and card.width > photo.width + 200
+        pixels = np.array(card.convert("RGB")).reshape(-1, 3)
+        assert (pixels == (40, 90, 200)).all(1).sum() > 100  # the top class's bar
+
+
+@pytest.mark.parametrize("args, message", [
+    ("nowhere.jpg --weights {run}", "image not found: nowhere.jpg"),
+    ("{photo} --weights plain.pth", "add --model NAME (swin_micro_patch4_window4_128) and --num-classes N"),
+    ("{photo} --weights plain.pth --model swin_micro_patch4_window4_128 --num-classes 4",
+     "--num-classes 4 was given, but the classifier in plain.pth has 5 outputs"),
+    ("{photo} --weights {run} --class-indices four.json", "four.json names 4 classes, but the classifier in"),
+    ("{photo} --weights {run} --model swin_tiny_patch4_window7_224", "but {run}/best.pth holds a swin_micro"),
+    ("{photo} --weights {run} --output results.txt", "--output results.txt: the name must end in .json or .csv"),
+])
+def test_user_errors(args, message, trained, checkpoint, photos, tmp_path, capsys, monkeypatch):
+    torch.save(checkpoint["model"], tmp_path / "plain.pth")
+    write_class_indices(tmp_path / "four.json", CLASSES[:4])
+    fill = {"photo": photos[0], "run": trained / "runs" / "r"}
+    with pytest.raises(UserError, match=re.escape(message.format(**fill))):
+        run_predict(capsys, monkeypatch, tmp_path, *args.format(**fill).split())
+
+
+def test_no_checkpoint_says_what_to_do(photos, tmp_path):
+    """Through run_cli, as a user sees it: one line, status 2, no traceback."""
+    result = subprocess.run([sys.executable, ROOT / "predict.py", photos[0]], cwd=tmp_path, capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: no checkpoint to predict with") and result.stderr.count("\n") == 1
+    assert "python train.py" in result.stderr and "--weights" in result.stderr
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_export_gives_the_checkpoint_logits(trained, checkpoint, photos, tmp_path, capsys, monkeypatch):
+    code, _, _ = run_predict(capsys, monkeypatch, trained, "--export", tmp_path / "flowers.pt")
+    assert code == 0
+    program = torch.jit.load(tmp_path / "flowers.pt")
+    assert list(program.class_names) == CLASSES and program.img_size == 64
+    assert not any(n.kind() == "prim::PythonOp" for n in program.net.inlined_graph.nodes())  # standard ops only
+    model = create_model(checkpoint["variant"], **checkpoint["model_overrides"]).eval()
+    model.load_state_dict(checkpoint["model"])
+    transform = build_transform(64, train=False, mean=checkpoint["mean"], std=checkpoint["std"])
+    decode_crop, normalize = transform.transforms
+    crops = []  # uint8 (3, 64, 64): what a deployer feeds
+    for photo in photos[:3]:  # 3 images: another batch size than the trace's 2
+        with Image.open(photo) as image:
+            crops.append(decode_crop(image))
+    crops = torch.stack(crops)
+    with torch.no_grad():
+        want = model(torch.stack([normalize(c) for c in crops]))
+    torch.testing.assert_close(program(crops), want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(program(crops.float() / 255), want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(program.probabilities(crops[:1]), want[:1].softmax(-1), rtol=1e-4, atol=1e-5)
+    # A whole photo of any size is cropped and resized inside the program as predict.py does it. As a
+    # PNG, since predict.py decodes a JPEG at a reduced scale where it can, which a program fed pixels cannot.
+    Image.open(photos[0]).save(tmp_path / "photo.png")
+    with Image.open(tmp_path / "photo.png") as image:
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)
+        assert pixels.shape[1:] != (64, 64)
+        with torch.no_grad():
+            want = model(transform(image)[None])
+    torch.testing.assert_close(program(pixels[None]), want, rtol=0, atol=0.01)  # uint8 rounding in predict.py
