@@ -236,16 +236,8 @@ class WindowAttention(nn.Module):
     can grow after pre-training.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        window_size: int,
-        qkv_bias: bool = True,
-        attn_drop: float = 0.0,
-        proj_drop: float = 0.0,
-        v2: bool = False,
-    ):
+    def __init__(self, dim: int, num_heads: int, window_size: int, qkv_bias: bool = True,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, v2: bool = False):
         super().__init__()
         self.num_heads = num_heads
         self.v2 = v2
@@ -332,18 +324,8 @@ class SwinBlock(nn.Module):
     (residual post-norm), which keeps activations from growing with depth.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        window_size: int,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        drop: float = 0.0,
-        attn_drop: float = 0.0,
-        drop_path: float = 0.0,
-        v2: bool = False,
-    ):
+    def __init__(self, dim: int, num_heads: int, window_size: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, v2: bool = False):
         super().__init__()
         self.v2 = v2
         self.drop_path = drop_path
