@@ -1,8 +1,9 @@
-"""Fetching flower_photos: a download that is either complete and checked or absent, and an
-extraction that cannot write outside its folder.
+"""Fetching flower_photos and the official weights: a download that is either complete and
+checked or absent, and an extraction that cannot write outside its folder.
 
-    from download import fetch_flower_photos
+    from download import fetch_flower_photos, fetch_official_weights
     fetch_flower_photos(Path("flower_photos"))   # flower_photos.tgz beside it, then flower_photos/<class>/
+    fetch_official_weights("swin_tiny_patch4_window7_224")   # weights/swin_tiny_patch4_window7_224.pth
 """
 import hashlib
 import os
@@ -27,6 +28,36 @@ FLOWER_PHOTOS_URL = "https://storage.googleapis.com/download.tensorflow.org/exam
 # was written on has no internet. `--sha256` overrides it.
 FLOWER_PHOTOS_SHA256 = "4c54ace7911aaffe13a365c34f650e71dd5bf1be0a58b464e5a7183e3e595d9c"
 CHUNK = 1 << 20
+
+# The official Microsoft releases (github.com/microsoft/Swin-Transformer), by variant; for the 1k
+# variants of Swin-B and Swin-L the official ImageNet-1k weights are the 22k-pretrained ones.
+OFFICIAL_WEIGHTS_URL = "https://github.com/SwinTransformer/storage/releases/download/"
+OFFICIAL_WEIGHTS = {
+    "swin_tiny_patch4_window7_224": "v1.0.0/swin_tiny_patch4_window7_224.pth",
+    "swin_small_patch4_window7_224": "v1.0.0/swin_small_patch4_window7_224.pth",
+    "swin_base_patch4_window7_224": "v1.0.0/swin_base_patch4_window7_224_22kto1k.pth",
+    "swin_base_patch4_window12_384": "v1.0.0/swin_base_patch4_window12_384_22kto1k.pth",
+    "swin_large_patch4_window7_224": "v1.0.0/swin_large_patch4_window7_224_22kto1k.pth",
+    "swin_large_patch4_window12_384": "v1.0.0/swin_large_patch4_window12_384_22kto1k.pth",
+    "swin_tiny_patch4_window7_224_in22k": "v1.0.8/swin_tiny_patch4_window7_224_22k.pth",
+    "swin_small_patch4_window7_224_in22k": "v1.0.8/swin_small_patch4_window7_224_22k.pth",
+    "swin_base_patch4_window7_224_in22k": "v1.0.0/swin_base_patch4_window7_224_22k.pth",
+    "swin_base_patch4_window12_384_in22k": "v1.0.0/swin_base_patch4_window12_384_22k.pth",
+    "swin_large_patch4_window7_224_in22k": "v1.0.0/swin_large_patch4_window7_224_22k.pth",
+    "swin_large_patch4_window12_384_in22k": "v1.0.0/swin_large_patch4_window12_384_22k.pth",
+    "swinv2_tiny_patch4_window8_256": "v2.0.0/swinv2_tiny_patch4_window8_256.pth",
+    "swinv2_tiny_patch4_window16_256": "v2.0.0/swinv2_tiny_patch4_window16_256.pth",
+    "swinv2_small_patch4_window8_256": "v2.0.0/swinv2_small_patch4_window8_256.pth",
+    "swinv2_small_patch4_window16_256": "v2.0.0/swinv2_small_patch4_window16_256.pth",
+    "swinv2_base_patch4_window8_256": "v2.0.0/swinv2_base_patch4_window8_256.pth",
+    "swinv2_base_patch4_window16_256": "v2.0.0/swinv2_base_patch4_window16_256.pth",
+    "swinv2_base_patch4_window12_192": "v2.0.0/swinv2_base_patch4_window12_192_22k.pth",
+    "swinv2_large_patch4_window12_192": "v2.0.0/swinv2_large_patch4_window12_192_22k.pth",
+    "swinv2_base_patch4_window12to16_192to256": "v2.0.0/swinv2_base_patch4_window12to16_192to256_22kto1k_ft.pth",
+    "swinv2_base_patch4_window12to24_192to384": "v2.0.0/swinv2_base_patch4_window12to24_192to384_22kto1k_ft.pth",
+    "swinv2_large_patch4_window12to16_192to256": "v2.0.0/swinv2_large_patch4_window12to16_192to256_22kto1k_ft.pth",
+    "swinv2_large_patch4_window12to24_192to384": "v2.0.0/swinv2_large_patch4_window12to24_192to384_22kto1k_ft.pth",
+}
 
 
 def sha256_of(path) -> str:
@@ -135,3 +166,28 @@ def fetch_flower_photos(data_path: Path, url: str = FLOWER_PHOTOS_URL,
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(f"extracted {archive} to {data_path}")
+
+
+def fetch_official_weights(variant: str, folder="weights", base_url: str | None = None) -> Path:
+    """weights/<variant>.pth, downloaded from the official release unless it is there already.
+
+    The releases publish no checksums, so the file is checked by reading it as a checkpoint (with
+    weights_only=True) before it takes the name; load_weights then checks it fits the model.
+    """
+    from utils import load_checkpoint  # here: it imports torch, which split_data.py does without
+
+    dest = Path(folder) / f"{variant}.pth"
+    if dest.is_file():
+        return dest
+    if variant not in OFFICIAL_WEIGHTS:
+        raise UserError(f"{variant} has no official weights to download; train it from scratch or pass --weights")
+    url = (base_url or OFFICIAL_WEIGHTS_URL).rstrip("/") + "/" + OFFICIAL_WEIGHTS[variant]
+    staging = dest.with_name(f".{dest.name}.download")
+    print(f"downloading the official weights of {variant} from {url}")
+    download(url, staging)
+    try:
+        load_checkpoint(staging)
+        os.replace(staging, dest)
+    finally:
+        staging.unlink(missing_ok=True)
+    return dest

@@ -430,6 +430,25 @@ class SwinStage(nn.Module):
         return x if self.downsample is None else self.downsample(x)
 
 
+def init_weights(module: nn.Module) -> None:
+    """The official init: truncated-normal linears (std 0.02) with zero biases, unit LayerNorms;
+    and V2's post-norms at zero, so that each block starts as the identity (V2 repo's
+    _init_respostnorm)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    for m in module.modules():  # a second pass: modules() visits a block before its norms
+        if isinstance(m, SwinBlock) and m.v2:
+            for norm in (m.norm1, m.norm2):
+                nn.init.zeros_(norm.weight)
+                nn.init.zeros_(norm.bias)
+
+
 class SwinLayer(nn.Module):
     """A Swin stage as a layer for other networks: (B, C, H, W) in, (B, C, H, W) out, any H x W.
 
@@ -452,7 +471,7 @@ class SwinLayer(nn.Module):
         self.stage = SwinStage(dim, depth, num_heads, window_size, mlp_ratio,
                                drop_path=drop_path_rate, v2=version == 2)
         self.stage.grad_checkpointing = grad_checkpointing
-        self.apply(init_weights)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.stage(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
@@ -474,16 +493,6 @@ class PatchEmbed(nn.Module):
         if h % p or w % p:
             x = F.pad(x, (0, -w % p, 0, -h % p))
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
-
-
-def init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 class SwinTransformer(nn.Module):
@@ -529,16 +538,8 @@ class SwinTransformer(nn.Module):
             for i in range(num_stages))
         self.norm = nn.LayerNorm(self.num_features)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(init_weights)
-        if version == 2:  # official V2 init: post-norms start at zero, so each block starts as identity
-            for block in self.blocks():
-                for norm in (block.norm1, block.norm2):
-                    nn.init.zeros_(norm.weight)
-                    nn.init.zeros_(norm.bias)
+        init_weights(self)
         self.set_grad_checkpointing(grad_checkpointing)
-
-    def blocks(self):
-        return [block for stage in self.layers for block in stage.blocks]
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block's activations in the backward pass (V2 Sec. 3.5): same results,

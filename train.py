@@ -26,6 +26,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 import engine
 import plots
+from download import OFFICIAL_WEIGHTS, fetch_official_weights
 from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_mixup, build_transform, load_splits
 from data import write_class_indices
 from model import NO_PRETRAINED_WEIGHTS, create_model, load_weights, resolve_variant
@@ -51,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default="swin_tiny_patch4_window7_224", help="any variant of model.py")
     g.add_argument("--weights", type=Path,
                    help="pretrained weights; 'none' trains from scratch (default: weights/<model>.pth if present)")
+    g.add_argument("--download-weights", action=argparse.BooleanOptionalAction, default=False,
+                   help="fetch the official weights into weights/<model>.pth first if missing (default: off)")
     g.add_argument("--freeze-layers", action=argparse.BooleanOptionalAction, default=False,
                    help="train the classifier only (default: off)")
     g.add_argument("--drop-path-rate", type=float, help="stochastic depth (default: the variant's)")
@@ -133,6 +136,11 @@ def main(argv=None) -> None:
         raise UserError(f"--num-classes {cfg.num_classes} was given, but {cfg.data_path} has {len(classes)} "
                         f"class folders: {', '.join(classes)}. Drop --num-classes or fix the folders.")
 
+    if cfg.download_weights and cfg.weights is None and checkpoint is None:
+        if main_process:
+            fetch_official_weights(resolve_variant(cfg.model))
+        if world_size > 1:
+            torch.distributed.barrier()  # the other processes wait for the file
     seed_everything(cfg.seed)  # the same initial weights on every rank and every run
     model = build_model(cfg, len(classes), checkpoint, main_process)
     img_size = model.img_size
@@ -242,8 +250,9 @@ def build_model(cfg, num_classes: int, checkpoint, main_process: bool):
             print(f"weights from {weights}:")
         load_weights(model, weights, verbose=main_process)
     elif main_process:
+        hint = "--download-weights fetches the official ones" if variant in OFFICIAL_WEIGHTS else "none exist"
         print(f"notice: no pretrained weights (no --weights, no {weights}): training {variant} from scratch; "
-              "see weights/README.md")
+              f"{hint} (weights/README.md)")
     if cfg.freeze_layers:
         for name, param in model.named_parameters():
             param.requires_grad = name.startswith("head.")

@@ -1,6 +1,9 @@
 """Shared test fixtures. Tests run on the CPU and use small models and small images."""
 import os
 import sys
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,3 +22,34 @@ def flowers_mini() -> Path:
             pytest.fail(f"CI=true but the test photos are missing: {FLOWERS_MINI}")
         pytest.skip(f"test photos not found at {FLOWERS_MINI}")
     return FLOWERS_MINI
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    """Serves a folder; /short/<name> promises more bytes than it sends, as a dropped connection does."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        if self.path.startswith("/short/"):
+            body = (Path(self.directory) / self.path.removeprefix("/short/")).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body) * 2))
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+            return
+        super().do_GET()
+
+
+@pytest.fixture
+def served(tmp_path):
+    """(folder, base URL): what is put in the folder is served at the URL, from 127.0.0.1 only."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

@@ -3,9 +3,6 @@ import hashlib
 import io
 import socket
 import tarfile
-import threading
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,37 +11,6 @@ import split_data
 from download import download, safe_extract
 from image_factory import write_class_tree
 from utils import UserError
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    """Serves a folder; /short/<name> promises more bytes than it sends, as a dropped connection does."""
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        if self.path.startswith("/short/"):
-            body = (Path(self.directory) / self.path.removeprefix("/short/")).read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body) * 2))
-            self.end_headers()
-            self.wfile.write(body)
-            self.close_connection = True
-            return
-        super().do_GET()
-
-
-@pytest.fixture
-def served(tmp_path):
-    """(folder, base URL): what is put in the folder is served at the URL, from 127.0.0.1 only."""
-    folder = tmp_path / "served"
-    folder.mkdir()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def leftovers(folder: Path) -> list:
@@ -150,3 +116,23 @@ def test_split_data_download_fetches_checks_extracts_and_splits(served, tmp_path
     assert len(list((place / "data").glob("*/*/*.jpg"))) == 7
     # run again: the folder is there, nothing is fetched (the server may be gone)
     split_data.main([*args[:1], "--url", "http://127.0.0.1:9/gone.tgz", *args[3:], "--sha256", digest])
+
+
+def test_official_weights_are_fetched_checked_and_named(served, tmp_path):
+    import torch
+    from download import fetch_official_weights
+    folder, url = served
+    (folder / "v1.0.0").mkdir()
+    torch.save({"model": {"head.weight": torch.ones(2, 3)}}, folder / "v1.0.0" / "swin_tiny_patch4_window7_224.pth")
+    got = fetch_official_weights("swin_tiny_patch4_window7_224", tmp_path / "weights", base_url=url)
+    assert got == tmp_path / "weights" / "swin_tiny_patch4_window7_224.pth"
+    assert torch.load(got, weights_only=True)["model"]["head.weight"].sum() == 6
+    (folder / "v1.0.0" / "swin_tiny_patch4_window7_224.pth").unlink()
+    assert fetch_official_weights("swin_tiny_patch4_window7_224", tmp_path / "weights", base_url=url) == got
+    # a file that is no checkpoint (an HTML error page, say) is not kept under the variant's name
+    (folder / "v1.0.0" / "swin_small_patch4_window7_224.pth").write_text("<html>rate limited</html>")
+    with pytest.raises(UserError, match="not a PyTorch checkpoint"):
+        fetch_official_weights("swin_small_patch4_window7_224", tmp_path / "weights", base_url=url)
+    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["swin_tiny_patch4_window7_224.pth"]
+    with pytest.raises(UserError, match="no official weights"):
+        fetch_official_weights("swin_micro_patch4_window4_128", tmp_path / "weights", base_url=url)

@@ -388,3 +388,12 @@ def test_another_variant_is_named_not_a_size_mismatch():
     v2 = micro_state(version=2)
     with pytest.raises(UserError, match="version=2"):
         load_weights(create_model("swin_micro_patch4_window4_128"), v2)
+
+
+def test_v2_blocks_start_as_the_identity():
+    """V2's init zeroes the post-norms (official _init_respostnorm): a fresh stage passes its input through."""
+    layer = model.SwinLayer(dim=16, depth=2, num_heads=2, window_size=4, version=2)
+    x = torch.randn(2, 16, 9, 13)
+    assert torch.equal(layer(x), x)
+    v1 = model.SwinLayer(dim=16, depth=2, num_heads=2, window_size=4, version=1)
+    assert not torch.equal(v1(x), x)

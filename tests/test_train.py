@@ -274,3 +274,18 @@ def test_two_processes_with_torchrun(flowers_mini, tmp_path):
     assert len(rows) == 2
     ckpt = torch.load(tmp_path / "ddp" / "last.pth", weights_only=True)
     assert not any(k.startswith("module.") for k in ckpt["model"])
+
+
+def test_download_weights_then_train_from_them(flowers_mini, tmp_path, served, monkeypatch, capsys):
+    import download
+    import model
+    folder, url = served
+    torch.save({"model": model.create_model("swin_micro_patch4_window4_128").state_dict()}, folder / "micro.pth")
+    monkeypatch.setitem(download.OFFICIAL_WEIGHTS, "swin_micro_patch4_window4_128", "micro.pth")
+    monkeypatch.setattr(download, "OFFICIAL_WEIGHTS_URL", url)
+    monkeypatch.chdir(tmp_path)  # weights/ is looked for where train.py runs
+    train.main(["--data-path", str(flowers_mini), *FAST, "--epochs", "1", "--output", str(tmp_path),
+                "--name", "dl", "--download-weights"])
+    out = capsys.readouterr().out
+    assert (tmp_path / "weights" / "swin_micro_patch4_window4_128.pth").is_file()
+    assert "downloading the official weights" in out and "skipped (2): head.weight" in out

@@ -1,0 +1,119 @@
+"""engine.py: the recipe's pieces one by one."""
+import argparse
+
+import pytest
+import torch
+
+import engine
+from model import create_model
+
+
+def micro(version=1):
+    return create_model("swin_micro_patch4_window4_128", num_classes=5, version=version)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_no_weight_decay_on_norms_biases_and_position_bias(version):
+    net = micro(version)
+    decayed = {id(p) for g in engine.param_groups(net, 0.05) if g["weight_decay"] > 0 for p in g["params"]}
+    for name, p in net.named_parameters():
+        exempt = (p.ndim <= 1 or "norm" in name or name.endswith(".bias") or "relative_position_bias_table" in name
+                  or "cpb_mlp" in name or "logit_scale" in name or name.endswith(("q_bias", "v_bias")))
+        assert (id(p) in decayed) != exempt, name
+    assert any("cpb_mlp.0.weight" in n for n, _ in net.named_parameters()) == (version == 2)
+
+
+def test_layer_decay_scales_early_layers_least():
+    net = micro()
+    groups = engine.param_groups(net, 0.05, layer_decay=0.5)
+    scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    embed = scale[id(net.patch_embed.proj.weight)]
+    first_block = scale[id(net.layers[0].blocks[0].mlp.fc1.weight)]
+    last_block = scale[id(net.layers[3].blocks[0].mlp.fc1.weight)]
+    head = scale[id(net.head.weight)]
+    assert head == 1.0 and embed < first_block < last_block < head
+    assert first_block == 0.5 ** 5  # 5 blocks in all: the first is 5 steps below the head
+    assert len({scale[id(p)] for p in net.parameters()}) == 7  # embed, 5 blocks, head
+
+
+def test_warmup_then_cosine_per_step():
+    steps = [engine.lr_factor(s, total_steps=100, warmup_steps=10, warmup_ratio=0.01, min_ratio=0.001)
+             for s in range(101)]
+    assert steps[0] == pytest.approx(0.01) and steps[10] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(steps[:10], steps[1:11]))  # rising through warmup
+    assert all(a >= b for a, b in zip(steps[10:], steps[11:]))  # then falling
+    assert steps[55] == pytest.approx(0.001 + 0.999 * 0.5)  # half way down the cosine
+    assert steps[100] == pytest.approx(0.001)
+
+
+def test_scheduler_is_stepped_per_optimizer_step():
+    net = micro()
+    cfg = argparse.Namespace(weight_decay=0.05, layer_decay=1.0, lr=1e-3, epochs=2, warmup_epochs=1,
+                             warmup_lr=1e-6, min_lr=1e-5)
+    optimizer = engine.build_optimizer(net, cfg)
+    scheduler = engine.build_scheduler(optimizer, cfg, steps_per_epoch=4)
+    lrs = []
+    for _ in range(8):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(1e-6) and lrs[4] == pytest.approx(1e-3)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
+
+
+def test_ema_follows_float_weights_and_leaves_integer_buffers():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = engine.ModelEma(net, decay=0.9)
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+        net[1].num_batches_tracked += 7
+    before = ema.module[0].weight.clone()
+    ema.update(net, num_updates=1000)  # past the warm-up: decay 0.9
+    assert torch.allclose(ema.module[0].weight, 0.9 * before + 0.1 * net[0].weight)
+    assert ema.module[1].num_batches_tracked.item() == 0
+    assert not any(p.requires_grad for p in ema.module.parameters())
+    # early on, the decay is lower so that a short run still moves the average: (1 + 0) / (10 + 0)
+    before = ema.module[0].weight.clone()
+    ema.update(net, num_updates=0)
+    assert torch.allclose(ema.module[0].weight, 0.1 * before + 0.9 * net[0].weight)
+
+
+def test_epoch_sampler_is_deterministic_sharded_and_resumable():
+    def take(sampler):
+        return [i for i, _ in sampler]
+
+    a = engine.EpochSampler(10, seed=3, rank=0, world_size=2)
+    b = engine.EpochSampler(10, seed=3, rank=1, world_size=2)
+    first = take(a)
+    assert first == take(engine.EpochSampler(10, seed=3, rank=0, world_size=2))  # same seed, same order
+    assert sorted(first + take(b)) == list(range(10))  # ranks split the epoch
+    a.set_epoch(1)
+    assert take(a) != first  # a new shuffle every epoch
+    full = engine.EpochSampler(10, seed=3)
+    full.set_epoch(1)
+    rest = engine.EpochSampler(10, seed=3)
+    rest.set_epoch(1, skip=4)
+    assert list(rest) == list(full)[4:] and len(rest) == 6  # a mid-epoch resume sees the rest, with the same seeds
+
+
+def test_seeded_dataset_gives_the_same_sample_for_the_same_seed():
+    class Noise(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return torch.rand(3)
+
+    data = engine.SeededDataset(Noise())
+    torch.manual_seed(0)
+    outside = torch.rand(1)
+    torch.manual_seed(0)
+    assert torch.equal(data[(2, 123)], data[(2, 123)])
+    assert not torch.equal(data[(2, 123)], data[(2, 124)])
+    assert torch.equal(torch.rand(1), outside)  # the main process's generator is left as it was
+
+
+def test_per_class_metrics():
+    confusion = torch.tensor([[3, 1], [0, 4]])
+    (p0, r0, n0), (p1, r1, n1) = engine.per_class_metrics(confusion)
+    assert (p0, r0, n0) == (1.0, 0.75, 4) and (p1, r1, n1) == (0.8, 1.0, 4)
