@@ -179,11 +179,11 @@ class TrainState:
 
 
 def train_one_epoch(state: TrainState, loader, cfg, stop=None, on_step=None, show_progress: bool = True) -> dict:
-    """One pass over the loader. Returns loss, top-1 (on the unmixed labels), images, seconds,
+    """One pass over the loader. Returns loss, top-1 and top-5 (on the unmixed labels), images, seconds,
     the paths of images that failed to load, and whether a stop signal ended it early."""
     state.net.train()
     smoothing = 0.0 if state.mixup is not None else cfg.label_smoothing  # mixup smooths its own targets
-    loss_sum, correct, seen, failed = 0.0, 0, 0, []
+    loss_sum, correct, top_k, seen, failed = 0.0, 0, 0, 0, []
     start, interrupted = time.perf_counter(), False
     last_batch = state.batches_done + len(loader)
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", disable=not show_progress,
@@ -214,6 +214,7 @@ def train_one_epoch(state: TrainState, loader, cfg, stop=None, on_step=None, sho
             optimizer_step(state, cfg)
         loss_sum += loss.item() * len(labels)
         correct += (logits.argmax(-1) == labels).sum().item()
+        top_k += (logits.topk(min(5, logits.shape[-1]), dim=-1).indices == labels[:, None]).any(-1).sum().item()
         seen += len(labels)
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
                         lr=f"{state.optimizer.param_groups[0]['lr']:.2e}",
@@ -224,9 +225,10 @@ def train_one_epoch(state: TrainState, loader, cfg, stop=None, on_step=None, sho
             interrupted = True
             break
     bar.close()
-    totals = reduce_sums(torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=state.device))
-    count = max(totals[2].item(), 1)
-    return {"loss": totals[0].item() / count, "acc1": totals[1].item() / count, "images": int(totals[2].item()),
+    totals = reduce_sums(torch.tensor([loss_sum, correct, top_k, seen], dtype=torch.float64, device=state.device))
+    count = max(totals[3].item(), 1)
+    return {"loss": totals[0].item() / count, "acc1": totals[1].item() / count, "acc5": totals[2].item() / count,
+            "images": int(totals[3].item()),
             "seconds": time.perf_counter() - start, "failed": failed, "interrupted": interrupted}
 
 

@@ -30,7 +30,8 @@ from download import OFFICIAL_WEIGHTS, fetch_official_weights
 from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_mixup, build_transform, load_splits
 from data import write_class_indices
 from model import NO_PRETRAINED_WEIGHTS, create_model, load_weights, resolve_variant
-from utils import (UserError, amp_dtype, all_finite, init_distributed, load_checkpoint, parse_config, plain,
+from utils import (UserError, amp_dtype, all_finite, explicit_flags, init_distributed, load_checkpoint,
+                   parse_config, plain,
                    rng_state, run_cli, save_checkpoint, seed_everything, select_device, set_rng_state, StopSignal,
                    write_yaml)
 
@@ -92,20 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--split", default="val", choices=["val", "test"], help="for --eval-only (default: val)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
     return p
-
-
-def explicit_flags(parser: argparse.ArgumentParser, argv) -> set:
-    """The config keys typed on the command line (they win over a resumed run's saved config)."""
-    unset = object()
-    saved = {a.dest: a.default for a in parser._actions}
-    try:
-        for action in parser._actions:
-            action.default = unset
-        given = vars(parser.parse_args(argv))
-    finally:
-        for action in parser._actions:
-            action.default = saved[action.dest]
-    return {key for key, value in given.items() if value is not unset}
 
 
 def main(argv=None) -> None:
@@ -334,7 +321,7 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
     epoch, lr = state.epoch, state.optimizer.param_groups[0]["lr"]
     throughput = train["images"] / max(train["seconds"], 1e-9)
     scalars = {"loss/train": train["loss"], "loss/val": val["loss"], "acc1/train": train["acc1"],
-               "acc1/val": val["acc1"], "acc5/val": val["acc5"], "lr": lr, "time/epoch_seconds": train["seconds"],
+               "acc5/train": train["acc5"], "acc1/val": val["acc1"], "acc5/val": val["acc5"], "lr": lr, "time/epoch_seconds": train["seconds"],
                "throughput/images_per_second": throughput, "data/failed_images": len(train["failed"]) + len(val["failed"])}
     if ema_val is not None:
         scalars["acc1/val_ema"] = ema_val["acc1"]

@@ -82,6 +82,20 @@ def parse_config(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespa
     return parser.parse_args(argv)
 
 
+def explicit_flags(parser: argparse.ArgumentParser, argv) -> set:
+    """The config keys typed on the command line (for a resumed run, they win over its saved config)."""
+    unset = object()
+    saved = {a.dest: a.default for a in parser._actions}
+    try:
+        for action in parser._actions:
+            action.default = unset
+        given = vars(parser.parse_args(argv))
+    finally:
+        for action in parser._actions:
+            action.default = saved[action.dest]
+    return {key for key, value in given.items() if value is not unset}
+
+
 def plain(value):
     """A config value as plain data (YAML, checkpoints): paths become strings, tuples lists."""
     if isinstance(value, Path):
