@@ -807,3 +807,18 @@ def format_load_report(report: dict, num_loaded: int) -> str:
             shown = report[kind][:6] + ([f"... {len(report[kind]) - 6} more"] if len(report[kind]) > 6 else [])
             lines.append(f"  {kind} ({len(report[kind])}): " + "; ".join(shown))
     return "\n".join(lines)
+
+
+def main() -> None:
+    """python model.py: the variants and their sizes (the table in README.md)."""
+    print(f"{'variant':44s} ver  params  image  window  classes")
+    for name, cfg in VARIANTS.items():
+        with torch.device("meta"):  # sizes only: no memory, no time spent on weights
+            params = sum(p.numel() for p in create_model(name).parameters())
+        note = "  (no official weights)" if name in NO_PRETRAINED_WEIGHTS else ""
+        print(f"{name:44s} V{cfg['version']}  {params / 1e6:5.1f}M  {cfg['img_size']:5d}  {cfg['window_size']:6d}"
+              f"  {cfg['num_classes']:7d}{note}")
+
+
+if __name__ == "__main__":
+    main()
