@@ -102,9 +102,11 @@ class ModelEma:
     @torch.no_grad()
     def update(self, model: nn.Module, num_updates: int) -> None:
         decay = min(self.decay, (1 + num_updates) / (10 + num_updates))
-        ema, current = self.module.state_dict(), model.state_dict()
-        floats = [k for k, v in ema.items() if v.is_floating_point()]
-        torch._foreach_lerp_([ema[k] for k in floats], [current[k] for k in floats], 1 - decay)
+        if not hasattr(self, "_pairs"):  # the same tensors every step: pair them once
+            ema, current = self.module.state_dict(), model.state_dict()
+            floats = [k for k, v in ema.items() if v.is_floating_point()]
+            self._pairs = ([ema[k] for k in floats], [current[k] for k in floats])
+        torch._foreach_lerp_(*self._pairs, 1 - decay)
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -183,7 +185,9 @@ def train_one_epoch(state: TrainState, loader, cfg, stop=None, on_step=None, sho
     the paths of images that failed to load, and whether a stop signal ended it early."""
     state.net.train()
     smoothing = 0.0 if state.mixup is not None else cfg.label_smoothing  # mixup smooths its own targets
-    loss_sum, correct, top_k, seen, failed = 0.0, 0, 0, 0, []
+    # loss, top-1 and top-5 hits, summed on the device: read back only to refresh the progress bar,
+    # so the CPU can queue the next batch while the GPU finishes this one's backward pass
+    sums, seen, failed = torch.zeros(3, dtype=torch.float64, device=state.device), 0, []
     start, interrupted = time.perf_counter(), False
     last_batch = state.batches_done + len(loader)
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", disable=not show_progress,
@@ -206,26 +210,28 @@ def train_one_epoch(state: TrainState, loader, cfg, stop=None, on_step=None, sho
             with autocast(state.device, state.amp):
                 logits = state.net(images)
             loss = loss_fn(logits.float(), targets, smoothing)
-            if not torch.isfinite(loss):
+            if not torch.isfinite(loss):  # the one read-back per step: NaN must not reach the weights
                 skip_non_finite(state, loss)
                 continue
             state.scaler.scale(loss / cfg.accum_steps).backward()
         if step_now:
             optimizer_step(state, cfg)
-        loss_sum += loss.item() * len(labels)
-        correct += (logits.argmax(-1) == labels).sum().item()
-        top_k += (logits.topk(min(5, logits.shape[-1]), dim=-1).indices == labels[:, None]).any(-1).sum().item()
+        with torch.no_grad():
+            hits = logits.topk(min(5, logits.shape[-1]), dim=-1).indices == labels[:, None]
+            sums += torch.stack([loss.detach() * len(labels), hits[:, 0].sum(), hits.any(-1).sum()]).double()
         seen += len(labels)
-        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
-                        lr=f"{state.optimizer.param_groups[0]['lr']:.2e}",
-                        img_s=f"{seen / (time.perf_counter() - start):.1f}")
+        if state.batches_done % 10 == 0 or state.batches_done == last_batch:
+            loss_sum, correct, _ = sums.tolist()
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
+                            lr=f"{state.optimizer.param_groups[0]['lr']:.2e}",
+                            img_s=f"{seen / (time.perf_counter() - start):.1f}")
         if step_now and on_step is not None:
-            on_step(state, loss.item())
+            on_step(state, loss.detach())
         if step_now and stop is not None and stop_agreed(stop, state.device):
             interrupted = True
             break
     bar.close()
-    totals = reduce_sums(torch.tensor([loss_sum, correct, top_k, seen], dtype=torch.float64, device=state.device))
+    totals = reduce_sums(torch.cat([sums, torch.tensor([seen], dtype=torch.float64, device=state.device)]))
     count = max(totals[3].item(), 1)
     return {"loss": totals[0].item() / count, "acc1": totals[1].item() / count, "acc5": totals[2].item() / count,
             "images": int(totals[3].item()),

@@ -31,9 +31,10 @@ import torch.utils.checkpoint
 
 from utils import UserError, load_checkpoint
 
-# Masked attention logits. The official -100 leaves exp() results in the denormal range,
-# which x86 CPUs compute many times slower (a 10-15% slower training step); at -1e4 they
-# underflow to exactly 0, and being finite a fully masked row still cannot give NaN.
+# Masked attention logits. The official -100 leaves exp() results in the denormal range, which
+# x86 CPUs compute many times slower (bench/bench_model.py --flush-denormal shows what that
+# costs timm); at -1e4 they underflow to exactly 0, and being finite a fully masked row still
+# cannot give NaN.
 MASKED = -1e4
 MAX_LOGIT_SCALE = math.log(1.0 / 0.01)  # V2 Sec. 3.2: the attention temperature is capped at 100
 # F.scaled_dot_product_attention or the plain matmul-softmax-matmul: None picks per call what
@@ -746,6 +747,12 @@ def _architecture_name(info: dict) -> str:
     return "a Swin model"
 
 
+def matching_variants(info: dict) -> list:
+    """The variants whose architecture fits what describe_architecture read off a state dict."""
+    keys = [k for k in ("version", "embed_dim", "depths", "num_heads") if k in info]
+    return [name for name, cfg in VARIANTS.items() if all(cfg[k] == info[k] for k in keys)]
+
+
 def check_same_architecture(state: dict, model: nn.Module) -> None:
     """A checkpoint of another variant is one clear error, not a wall of size mismatches."""
     want, have = describe_architecture(model.state_dict()), describe_architecture(state)
@@ -753,8 +760,7 @@ def check_same_architecture(state: dict, model: nn.Module) -> None:
     if not differ:
         return
     fields = ", ".join(f"{k}={have[k]} (model: {want[k]})" for k in differ)
-    candidates = [name for name, cfg in VARIANTS.items()
-                  if all(cfg[k] == have[k] for k in ("version", "embed_dim", "depths", "num_heads") if k in have)]
+    candidates = matching_variants(have)
     hint = f" Build the model as one of: {', '.join(candidates)}." if candidates else ""
     raise UserError(
         f"these weights are for {_architecture_name(have)}, but the model is "

@@ -30,7 +30,7 @@ import plots
 from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_transform, load_rgb
 from export import export_torchscript
 from images import image_problem, list_images, read_class_indices
-from model import VARIANTS, create_model, describe_architecture, load_weights, resolve_variant, to_official_layout
+from model import create_model, describe_architecture, load_weights, matching_variants, resolve_variant, to_official_layout
 from model import unwrap_state_dict
 from utils import UserError, amp_dtype, autocast, load_checkpoint, run_cli, select_device
 
@@ -165,9 +165,7 @@ def model_from_state_dict(ckpt, path: Path, variant: str, size: dict):
     if not state:
         raise UserError(f"{path} holds no tensors: it is no model's weights")
     if variant is None:
-        info = describe_architecture(state)
-        keys = [k for k in ("version", "embed_dim", "depths", "num_heads") if k in info]
-        like = [name for name, cfg in VARIANTS.items() if all(cfg[k] == info[k] for k in keys)][:3]
+        like = matching_variants(describe_architecture(state))[:3]
         raise UserError(f"{path} is not a checkpoint of train.py, so it does not say which model it is: "
                         f"add --model NAME ({' or '.join(like) or 'see model.py'}) and --num-classes N")
     if "head.weight" not in state:

@@ -186,9 +186,9 @@ def main(argv=None) -> None:
         if main_process:
             save_run_checkpoint(run_dir / name, state, cfg, meta, weights)
 
-    def on_step(state: engine.TrainState, loss: float) -> None:
-        if writer is not None:
-            writer.add_scalar("loss/train_step", loss, state.step)
+    def on_step(state: engine.TrainState, loss: torch.Tensor) -> None:
+        if writer is not None and state.step % 10 == 0:  # .item() waits for the GPU: not every step
+            writer.add_scalar("loss/train_step", loss.item(), state.step)
         if cfg.save_every_steps and state.step % cfg.save_every_steps == 0:
             save("last.pth")
 
