@@ -136,12 +136,14 @@ def safe_extract(archive, dest) -> None:
         raise UserError(f"cannot extract {archive}: {error}") from None
 
 
-def fetch_flower_photos(data_path: Path, url: str = FLOWER_PHOTOS_URL,
-                        sha256: str | None = FLOWER_PHOTOS_SHA256) -> None:
+def fetch_flower_photos(data_path: Path, url: str | None = None, sha256: str | None = None) -> None:
     """Make `data_path` the extracted archive's folder of class folders, keeping the archive beside it.
 
-    Nothing to do if `data_path` exists. An archive already beside it is used if its digest matches.
+    url and sha256 default to the tutorial's archive and its digest (read when called, so that tests
+    can point them at a local server). Nothing to do if `data_path` exists. An archive already beside
+    it is used if its digest matches.
     """
+    url, sha256 = url or FLOWER_PHOTOS_URL, (sha256 or FLOWER_PHOTOS_SHA256).lower()
     data_path = Path(data_path)
     if data_path.exists():
         print(f"{data_path} already exists: not downloading")
@@ -149,12 +151,12 @@ def fetch_flower_photos(data_path: Path, url: str = FLOWER_PHOTOS_URL,
     archive = data_path.parent / (Path(urlsplit(url).path).name or "download.tgz")
     if archive.exists():
         actual = sha256_of(archive)
-        if sha256 is not None and actual != sha256.lower():
-            raise UserError(f"{archive} is already there but its SHA-256 is {actual}, not {sha256.lower()}: "
+        if actual != sha256:
+            raise UserError(f"{archive} is already there but its SHA-256 is {actual}, not {sha256}: "
                             "move it away so that it can be downloaded again")
         print(f"using {archive}, already downloaded (SHA-256 {actual})")
     else:
-        print(f"downloading {url} to {archive} (SHA-256 {sha256 or 'not checked'})")
+        print(f"downloading {url} to {archive} (SHA-256 checked), then extracting it to {data_path}")
         download(url, archive, sha256)
     # extracted beside the target and renamed at the end: an interrupted run leaves no half data_path
     staging = Path(tempfile.mkdtemp(prefix=".extracting-", dir=data_path.parent))
@@ -165,7 +167,6 @@ def fetch_flower_photos(data_path: Path, url: str = FLOWER_PHOTOS_URL,
         top.rename(data_path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(f"extracted {archive} to {data_path}")
 
 
 def fetch_official_weights(variant: str, folder="weights", base_url: str | None = None) -> Path:

@@ -246,9 +246,9 @@ def load_splits(data_path, val_ratio: float = 0.2, seed: int = 0, check: bool = 
     """
     root = Path(data_path)
     if not root.is_dir():
-        raise UserError(f"data path not found: {root}. Give the folder of class folders (such as "
-                        "flower_photos) or of split folders (such as data); `python split_data.py "
-                        "--download` fetches flower_photos")
+        raise UserError(f"data path not found: {root}. Give a folder of class folders (such as "
+                        "samples/flowers, the bundled photos) or of split folders (such as data); the name "
+                        "flower_photos downloads the tutorial's photos")
     if (root / "train").is_dir():
         return load_split_root(root, check)
     classes, images, skipped = read_class_root(root, check)

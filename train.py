@@ -26,7 +26,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 import engine
 import plots
-from download import OFFICIAL_WEIGHTS, fetch_official_weights
+from download import OFFICIAL_WEIGHTS, fetch_flower_photos, fetch_official_weights
 from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_mixup, build_transform, load_splits
 from data import write_class_indices
 from model import NO_PRETRAINED_WEIGHTS, create_model, load_weights, resolve_variant
@@ -114,6 +114,8 @@ def main(argv=None) -> None:
     device = select_device(cfg.device, local_rank)
     amp = amp_dtype(cfg.amp, device)
 
+    if not cfg.data_path.exists() and cfg.data_path.name == "flower_photos":
+        fetch_tutorial_photos(cfg.data_path, main_process, world_size)
     splits = load_splits(cfg.data_path, cfg.val_ratio, seed=0)
     classes = splits.classes
     if checkpoint is not None and checkpoint["class_names"] != classes:
@@ -215,6 +217,19 @@ def main(argv=None) -> None:
             print(f"stopped by {stop.requested} {where}, step {state.step}; {run_dir / 'last.pth'} saved. "
                   f"To go on:\n    {resume}")
         sys.exit({"SIGINT": 130, "SIGTERM": 143}.get(stop.requested, 0))
+
+
+def fetch_tutorial_photos(data_path: Path, main_process: bool, world_size: int) -> None:
+    """The tutorial's command names flower_photos before anything made it: fetch it as
+    `split_data.py --download` does (checked archive, safe extraction). Other missing paths stay errors."""
+    if main_process:
+        try:
+            fetch_flower_photos(data_path)
+        except UserError as err:
+            raise UserError(f"{data_path} is not here, so train.py tried to fetch the tutorial's photos: {err}. "
+                            "Or train on the bundled sample: python train.py --config configs/cpu_demo.yaml") from None
+    if world_size > 1:
+        torch.distributed.barrier()  # the other processes wait for the photos
 
 
 def build_model(cfg, num_classes: int, checkpoint, main_process: bool):

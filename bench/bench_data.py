@@ -1,7 +1,7 @@
 """Training-input throughput: our loader against torchvision's ImageFolder, same transforms, same workers.
 
-    python bench/bench_data.py ../shared/datasets/flowers-mini             # small photos, <= 192 px
-    python bench/bench_data.py ../shared/datasets/flowers-mini --upscale 4 # the same, 4x larger JPEGs
+    python bench/bench_data.py                     # the bundled sample: small photos, <= 192 px
+    python bench/bench_data.py --upscale 4         # the same, 4x larger JPEGs
     python bench/bench_data.py flower_photos --workers 8 --rounds 7
 
 Both pipelines decode a JPEG, take a RandomResizedCrop to --img-size with a horizontal flip and
@@ -31,13 +31,13 @@ from torchvision import datasets, transforms
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules sit at its root
 from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_transform  # noqa: E402
 
-FLOWERS_MINI = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "flowers-mini"
+SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "flowers"  # the bundled photos
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("folder", type=Path, nargs="?", default=FLOWERS_MINI, help="class folders of photos")
+    parser.add_argument("folder", type=Path, nargs="?", default=SAMPLE, help="class folders of photos")
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes, for both")

@@ -1,10 +1,10 @@
 """Prediction throughput: predict.py's pipeline against the tutorial's one-image-at-a-time loop, same model.
 
-    python bench/bench_predict.py                                  # flowers-mini x3 = 360 photos, swin_micro, 128 px
+    python bench/bench_predict.py                                  # the bundled sample x3 = 300 photos, swin_micro, 128 px
     python bench/bench_predict.py --model swin_tiny_patch4_window7_224 --copies 1
     python bench/bench_predict.py flower_photos --copies 1 --weights runs/<name>/best.pth
 
-The folder's photos are copied --copies times into a temporary folder (flowers-mini has 120; the
+The folder's photos are copied --copies times into a temporary folder (the bundled sample has 100; the
 copies are byte-identical, and every file is read once per round either way). Both pipelines take
 the file list to class probabilities with the same model in eval mode:
   tutorial: for each file, Image.open().convert("RGB"), Resize(int(size * 1.143)) + CenterCrop +
@@ -35,13 +35,13 @@ from bench_data import machine  # noqa: E402
 from data import IMAGENET_MEAN, IMAGENET_STD, build_transform  # noqa: E402
 from model import create_model  # noqa: E402
 
-FLOWERS_MINI = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "flowers-mini"
+SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "flowers"  # the bundled photos
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("folder", type=Path, nargs="?", default=FLOWERS_MINI, help="a folder of photos, any depth")
+    parser.add_argument("folder", type=Path, nargs="?", default=SAMPLE, help="a folder of photos, any depth")
     parser.add_argument("--copies", type=int, default=3, help="copies of the folder's photos to classify")
     parser.add_argument("--model", default="swin_micro_patch4_window4_128")
     parser.add_argument("--img-size", type=int, help="default: the variant's")

@@ -24,9 +24,9 @@ def write_large_jpeg(path, size=(1600, 1200)):
 
 @pytest.mark.parametrize("recipe", ["tutorial", "official"])
 @pytest.mark.parametrize("train", [True, False])
-def test_transforms_give_normalised_tensors_of_the_asked_size(flowers_mini, recipe, train):
+def test_transforms_give_normalised_tensors_of_the_asked_size(flowers, recipe, train):
     transform = build_transform(96, train=train, recipe=recipe)
-    for path in sorted(flowers_mini.glob("roses/*"))[:4]:
+    for path in sorted(flowers.glob("roses/*"))[:4]:
         with Image.open(path) as image:
             tensor = transform(image)
         assert tensor.shape == (3, 96, 96) and tensor.dtype == torch.float32

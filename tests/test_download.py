@@ -136,3 +136,67 @@ def test_official_weights_are_fetched_checked_and_named(served, tmp_path):
     assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["swin_tiny_patch4_window7_224.pth"]
     with pytest.raises(UserError, match="no official weights"):
         fetch_official_weights("swin_micro_patch4_window4_128", tmp_path / "weights", base_url=url)
+
+
+def sample_archive(folder: Path, work: Path, photos: Path) -> str:
+    """flower_photos.tgz holding 6 real photos of each of two classes; returns its SHA-256."""
+    for name in ("daisy", "tulips"):
+        (work / "flower_photos" / name).mkdir(parents=True)
+        for photo in sorted((photos / name).glob("*.jpg"))[:6]:
+            (work / "flower_photos" / name / photo.name).write_bytes(photo.read_bytes())
+    with tarfile.open(folder / "flower_photos.tgz", "w:gz") as tar:
+        tar.add(work / "flower_photos", arcname="flower_photos")
+    return hashlib.sha256((folder / "flower_photos.tgz").read_bytes()).hexdigest()
+
+
+TINY_RUN = ["--model", "swin_micro_patch4_window4_128", "--img-size", "64", "--batch-size", "4", "--workers", "0",
+            "--epochs", "1", "--no-progress"]
+
+
+def test_the_tutorials_command_fetches_flower_photos_then_trains(served, tmp_path, flowers, monkeypatch, capsys):
+    import download
+    import train
+    folder, url = served
+    digest = sample_archive(folder, tmp_path / "made", flowers)
+    monkeypatch.setattr(download, "FLOWER_PHOTOS_URL", f"{url}/flower_photos.tgz")
+    monkeypatch.setattr(download, "FLOWER_PHOTOS_SHA256", digest)
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    train.main(["--data-path", "flower_photos", "--num-classes", "2", *TINY_RUN, "--name", "run"])
+    out = capsys.readouterr().out
+    assert f"downloading {url}/flower_photos.tgz" in out and "SHA-256 checked" in out
+    assert sorted(p.name for p in project.iterdir()) == ["flower_photos", "flower_photos.tgz", "runs"]
+    assert sorted(p.name for p in (project / "flower_photos").iterdir()) == ["daisy", "tulips"]
+    assert (project / "runs" / "run" / "last.pth").is_file()
+    # a second run finds the photos and fetches nothing (the server may be gone)
+    monkeypatch.setattr(download, "FLOWER_PHOTOS_URL", "http://127.0.0.1:9/flower_photos.tgz")
+    train.main(["--data-path", "flower_photos", *TINY_RUN, "--name", "again"])
+    assert "downloading" not in capsys.readouterr().out
+
+
+def test_offline_the_tutorials_command_says_what_to_do(tmp_path, monkeypatch, capsys):
+    import download
+    import train
+    from utils import run_cli
+    with socket.socket() as probe:  # a port on 127.0.0.1 with nothing listening: as good as offline
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(download, "FLOWER_PHOTOS_URL", f"http://127.0.0.1:{port}/flower_photos.tgz")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        run_cli(lambda: train.main(["--data-path", "flower_photos", "--num-classes", "5", *TINY_RUN]))
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: flower_photos is not here")
+    assert "could not download" in err and "configs/cpu_demo.yaml" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no partial archive, no half folder
+
+
+def test_any_other_missing_path_stays_an_error(tmp_path, monkeypatch):
+    import download
+    import train
+    monkeypatch.setattr(download, "download", lambda *a, **k: pytest.fail("nothing may be downloaded"))
+    for missing in ("flower_foto", "photos/flowers"):
+        with pytest.raises(UserError, match=f"data path not found: .*{missing}. .*samples/flowers"):
+            train.main(["--data-path", str(tmp_path / missing), *TINY_RUN])

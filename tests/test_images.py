@@ -98,22 +98,22 @@ def tutorial_val_paths(root: Path, val_rate: float) -> set:
     return val
 
 
-def test_class_folders_are_split_like_the_tutorial(flowers_mini):
-    splits = load_splits(flowers_mini)
+def test_class_folders_are_split_like_the_tutorial(flowers):
+    splits = load_splits(flowers)
     assert splits.classes == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
-    assert (len(splits.train), len(splits.val), splits.test, splits.skipped) == (100, 20, [], [])
-    assert splits.counts("val") == [4] * 5 and splits.counts("train") == [20] * 5
-    assert {path for path, _ in splits.val} == tutorial_val_paths(flowers_mini, 0.2)
+    assert (len(splits.train), len(splits.val), splits.test, splits.skipped) == (80, 20, [], [])
+    assert splits.counts("val") == [4] * 5 and splits.counts("train") == [16] * 5
+    assert {path for path, _ in splits.val} == tutorial_val_paths(flowers, 0.2)
     for path, label in splits.train + splits.val:
         assert Path(path).parent.name == splits.classes[label]
 
 
-def test_splits_are_deterministic_and_disjoint(flowers_mini):
-    first, again, other = load_splits(flowers_mini), load_splits(flowers_mini), load_splits(flowers_mini, seed=1)
+def test_splits_are_deterministic_and_disjoint(flowers):
+    first, again, other = load_splits(flowers), load_splits(flowers), load_splits(flowers, seed=1)
     assert (first.train, first.val) == (again.train, again.val)
     assert first.val != other.val
     assert not {p for p, _ in first.train} & {p for p, _ in first.val}
-    assert len({p for p, _ in first.train + first.val}) == 120
+    assert len({p for p, _ in first.train + first.val}) == 100
 
 
 def test_every_class_gets_an_image_in_every_split_where_it_can():

@@ -26,11 +26,11 @@ CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 
 
 @pytest.fixture(scope="session")
-def trained(flowers_mini, tmp_path_factory) -> Path:
+def trained(flowers, tmp_path_factory) -> Path:
     """A folder holding runs/r/best.pth: one epoch of the small variant at 64 px (about 20 s)."""
     root = tmp_path_factory.mktemp("predict")
     result = subprocess.run(
-        [sys.executable, "train.py", "--data-path", flowers_mini, "--model", "swin_micro_patch4_window4_128",
+        [sys.executable, "train.py", "--data-path", flowers, "--model", "swin_micro_patch4_window4_128",
          "--img-size", "64", "--epochs", "1", "--batch-size", "16", "--workers", "0", "--no-progress",
          "--output", root / "runs", "--name", "r"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -43,8 +43,8 @@ def checkpoint(trained) -> dict:
 
 
 @pytest.fixture(scope="session")
-def photos(flowers_mini) -> list:
-    return sorted(flowers_mini.glob("*/*.jpg"))
+def photos(flowers) -> list:
+    return sorted(flowers.glob("*/*.jpg"))
 
 
 def expected_probs(checkpoint: dict, path, img_size=None, flip=False) -> torch.Tensor:
@@ -162,11 +162,11 @@ def test_output_files_hold_the_json_results(trained, photos, tmp_path, capsys, m
         (r["topk"][0]["label"], r["topk"][1]["prob"]) for r in json_lines(out)]
 
 
-def test_glob_and_tta_and_img_size(trained, checkpoint, flowers_mini, capsys, monkeypatch):
-    pattern = str(flowers_mini / "roses" / "1*.jpg")
+def test_glob_and_tta_and_img_size(trained, checkpoint, flowers, capsys, monkeypatch):
+    pattern = str(flowers / "roses" / "1*.jpg")
     _, out, _ = run_predict(capsys, monkeypatch, trained, pattern, "--json", "--tta", "--img-size", "96")
     results = json_lines(out)
-    assert [r["path"] for r in results] == sorted(str(p) for p in (flowers_mini / "roses").glob("1*.jpg"))
+    assert [r["path"] for r in results] == sorted(str(p) for p in (flowers / "roses").glob("1*.jpg"))
     want = expected_probs(checkpoint, results[0]["path"], img_size=96, flip=True)
     assert [want[e["index"]].item() for e in results[0]["topk"]] == pytest.approx(
         [e["prob"] for e in results[0]["topk"]], abs=1e-5)

@@ -23,20 +23,20 @@ def split_files(out: Path) -> dict:
             for split in ("train", "val", "test") if (out / split).is_dir()}
 
 
-def test_no_flags_does_what_the_tutorial_does(flowers_mini, tmp_path):
-    (tmp_path / "flower_photos").symlink_to(flowers_mini)
-    before = file_hashes(flowers_mini)
+def test_no_flags_does_what_the_tutorial_does(flowers, tmp_path):
+    (tmp_path / "flower_photos").symlink_to(flowers)
+    before = file_hashes(flowers)
     result = subprocess.run([sys.executable, str(ROOT / "split_data.py")], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     files = split_files(tmp_path / "data")
-    for name in ["daisy", "dandelion", "roses", "sunflowers", "tulips"]:  # 10% of 24 is 2
+    for name in ["daisy", "dandelion", "roses", "sunflowers", "tulips"]:  # 10% of 20 is 2
         assert sum(f.startswith(name + "/") for f in files["val"]) == 2
-        assert sum(f.startswith(name + "/") for f in files["train"]) == 22
+        assert sum(f.startswith(name + "/") for f in files["train"]) == 18
     assert json.loads((tmp_path / "data" / "class_indices.json").read_text()) == {
         "0": "daisy", "1": "dandelion", "2": "roses", "3": "sunflowers", "4": "tulips"}
-    assert re.search(r"^total +110 +10 +0$", result.stdout, re.MULTILINE)
-    assert file_hashes(flowers_mini) == before
+    assert re.search(r"^total +90 +10 +0$", result.stdout, re.MULTILINE)
+    assert file_hashes(flowers) == before
 
 
 def test_a_user_mistake_is_one_line_and_exit_status_2(tmp_path):
@@ -46,16 +46,16 @@ def test_a_user_mistake_is_one_line_and_exit_status_2(tmp_path):
     assert result.stderr.startswith("error: data path not found: nowhere") and "Traceback" not in result.stderr
 
 
-def test_the_same_flags_give_the_same_split(flowers_mini, tmp_path):
+def test_the_same_flags_give_the_same_split(flowers, tmp_path):
     for out, seed in (("a", "0"), ("b", "0"), ("c", "1")):
-        split_data.main(["--data-path", str(flowers_mini), "--out", str(tmp_path / out), "--seed", seed,
+        split_data.main(["--data-path", str(flowers), "--out", str(tmp_path / out), "--seed", seed,
                          "--val-ratio", "0.2", "--test-ratio", "0.1"])
     first, again, other = (split_files(tmp_path / out) for out in "abc")
     assert first == again and first["val"] != other["val"]
     assert not set(first["train"]) & set(first["val"]) and not set(first["val"]) & set(first["test"])
-    assert len(first["train"] + first["val"] + first["test"]) == 120
+    assert len(first["train"] + first["val"] + first["test"]) == 100
     for name in ["daisy", "dandelion", "roses", "sunflowers", "tulips"]:
-        assert [sum(f.startswith(name + "/") for f in first[s]) for s in ("train", "val", "test")] == [18, 4, 2]
+        assert [sum(f.startswith(name + "/") for f in first[s]) for s in ("train", "val", "test")] == [14, 4, 2]
     assert (tmp_path / "a" / "split_manifest.json").read_text() == (tmp_path / "b" / "split_manifest.json").read_text()
 
 

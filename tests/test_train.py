@@ -34,8 +34,8 @@ def metrics(run_dir: Path) -> list:
         return list(csv.DictReader(f))
 
 
-def test_learns_on_real_photos(flowers_mini, tmp_path):
-    run_train("--data-path", flowers_mini, "--num-classes", "5", *FAST, "--epochs", "12",
+def test_learns_on_real_photos(flowers, tmp_path):
+    run_train("--data-path", flowers, "--num-classes", "5", *FAST, "--epochs", "12",
               "--output", tmp_path, "--name", "run")
     run_dir = tmp_path / "run"
     rows = metrics(run_dir)
@@ -54,9 +54,9 @@ def test_learns_on_real_photos(flowers_mini, tmp_path):
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in ckpt["model"])
 
 
-def test_tensorboard_holds_scalars_and_pictures(flowers_mini, tmp_path):
+def test_tensorboard_holds_scalars_and_pictures(flowers, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    run_train("--data-path", flowers_mini, *FAST, "--epochs", "2", "--ema", "--output", tmp_path, "--name", "tb")
+    run_train("--data-path", flowers, *FAST, "--epochs", "2", "--ema", "--output", tmp_path, "--name", "tb")
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
@@ -70,10 +70,10 @@ def test_tensorboard_holds_scalars_and_pictures(flowers_mini, tmp_path):
     assert grid.width > 64 and grid.height > 64
 
 
-def test_resume_is_bit_identical(flowers_mini, tmp_path):
+def test_resume_is_bit_identical(flowers, tmp_path):
     """4 epochs in one run == 2 epochs, stop, resume for 2 more; with worker processes, so the
     augmentation randomness must not depend on them."""
-    common = ["--data-path", flowers_mini, *FAST, "--workers", "2", "--epochs", "4", "--output", tmp_path,
+    common = ["--data-path", flowers, *FAST, "--workers", "2", "--epochs", "4", "--output", tmp_path,
               "--mixup", "0.2", "--drop-path-rate", "0.1"]
     run_train(*common, "--name", "straight")
     run_train(*common, "--name", "split", "--stop-after-epochs", "2")
@@ -91,8 +91,8 @@ def test_resume_is_bit_identical(flowers_mini, tmp_path):
 
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_stop_signal_saves_last_and_resume_finishes(flowers_mini, tmp_path, sig, status):
-    args = [sys.executable, "train.py", "--data-path", str(flowers_mini), *FAST, "--epochs", "50",
+def test_stop_signal_saves_last_and_resume_finishes(flowers, tmp_path, sig, status):
+    args = [sys.executable, "train.py", "--data-path", str(flowers), *FAST, "--epochs", "50",
             "--save-every-steps", "1", "--output", str(tmp_path), "--name", "int"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     last = tmp_path / "int" / "last.pth"
@@ -166,8 +166,14 @@ def test_configs_folder_is_valid():
         assert cfg.model, path
 
 
-def test_resolved_config_is_saved(flowers_mini, tmp_path):
-    run_train("--data-path", flowers_mini, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "cfg")
+def test_the_demo_config_trains_on_the_bundled_sample_with_no_other_flag(tmp_path):
+    result = run_train("--config", "configs/cpu_demo.yaml", "--epochs", "1", "--output", tmp_path, "--name", "demo")
+    assert "80 training and 20 validation images, 5 classes, swin_micro_patch4_window4_128" in result.stdout
+    assert (tmp_path / "demo" / "best.pth").is_file()
+
+
+def test_resolved_config_is_saved(flowers, tmp_path):
+    run_train("--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "cfg")
     import yaml
     saved = yaml.safe_load((tmp_path / "cfg" / "config.yaml").read_text())
     assert saved["epochs"] == 1 and saved["model"] == "swin_micro_patch4_window4_128" and saved["lr"] == 1e-3
@@ -179,10 +185,10 @@ def test_resolved_config_is_saved(flowers_mini, tmp_path):
     (["--device", "cuda"], "CUDA"),
     (["--num-classes", "3"], "--num-classes 3 was given, but .* has 5 class folders: daisy, dandelion"),
 ])
-def test_user_errors_are_one_line_without_traceback(flowers_mini, tmp_path, args, message):
+def test_user_errors_are_one_line_without_traceback(flowers, tmp_path, args, message):
     if torch.cuda.is_available() and "cuda" in args:
         pytest.skip("this machine has a GPU")
-    base = ["--data-path", str(flowers_mini), *FAST, "--epochs", "1", "--output", str(tmp_path)]
+    base = ["--data-path", str(flowers), *FAST, "--epochs", "1", "--output", str(tmp_path)]
     result = run_train(*base, *args, check=False)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -200,16 +206,16 @@ def test_folder_without_images_is_an_error(tmp_path):
     assert "cats" in result.stderr or "dogs" in result.stderr
 
 
-def test_out_of_memory_suggests_what_to_do(flowers_mini, tmp_path, monkeypatch):
+def test_out_of_memory_suggests_what_to_do(flowers, tmp_path, monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     import engine
     monkeypatch.setattr(engine, "train_one_epoch", out_of_memory)
     with pytest.raises(UserError, match="--batch-size 8 --accum-steps 2.*--grad-checkpointing"):
-        train.main(["--data-path", str(flowers_mini), *FAST, "--epochs", "1", "--output", str(tmp_path)])
+        train.main(["--data-path", str(flowers), *FAST, "--epochs", "1", "--output", str(tmp_path)])
 
 
-def test_non_finite_loss_stops_without_writing_nan(flowers_mini, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_without_writing_nan(flowers, tmp_path, monkeypatch):
     import engine
     real_loss = engine.loss_fn
     calls = {"n": 0}
@@ -221,37 +227,37 @@ def test_non_finite_loss_stops_without_writing_nan(flowers_mini, tmp_path, monke
 
     monkeypatch.setattr(engine, "loss_fn", poisoned)
     with pytest.raises(UserError, match="loss became nan"):
-        train.main(["--data-path", str(flowers_mini), *FAST, "--epochs", "3", "--output", str(tmp_path),
+        train.main(["--data-path", str(flowers), *FAST, "--epochs", "3", "--output", str(tmp_path),
                     "--name", "nan"])
     saved = torch.load(tmp_path / "nan" / "last.pth", weights_only=True)
     assert saved["epoch"] == 1 and utils.all_finite(saved["model"])
 
 
-def test_freeze_layers_trains_only_the_head(flowers_mini, tmp_path):
-    run_train("--data-path", flowers_mini, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "a",
+def test_freeze_layers_trains_only_the_head(flowers, tmp_path):
+    run_train("--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "a",
               "--weights", "none")
     first = torch.load(tmp_path / "a" / "last.pth", weights_only=True)["model"]
     torch.save(first, tmp_path / "start.pth")
-    run_train("--data-path", flowers_mini, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "b",
+    run_train("--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "b",
               "--weights", tmp_path / "start.pth", "--freeze-layers")
     after = torch.load(tmp_path / "b" / "last.pth", weights_only=True)["model"]
     changed = {k for k in first if not torch.equal(first[k], after[k])}
     assert changed == {"head.weight", "head.bias"}
 
 
-def test_weights_report_and_from_scratch_notice(flowers_mini, tmp_path):
-    fresh = run_train("--data-path", flowers_mini, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "x")
+def test_weights_report_and_from_scratch_notice(flowers, tmp_path):
+    fresh = run_train("--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "x")
     assert "notice: no pretrained weights" in fresh.stdout
     import model
     torch.save({"model": model.create_model("swin_micro_patch4_window4_128").state_dict()}, tmp_path / "w.pth")
-    loaded = run_train("--data-path", flowers_mini, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "y",
+    loaded = run_train("--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "y",
                        "--weights", tmp_path / "w.pth")
     assert "loaded" in loaded.stdout and "skipped (2): head.weight" in loaded.stdout
 
 
-def test_eval_only_reports_and_lists_mistakes(flowers_mini, tmp_path):
-    run_train("--data-path", flowers_mini, *FAST, "--epochs", "2", "--output", tmp_path, "--name", "e")
-    out = run_train("--data-path", flowers_mini, "--eval-only", "--resume", tmp_path / "e" / "best.pth",
+def test_eval_only_reports_and_lists_mistakes(flowers, tmp_path):
+    run_train("--data-path", flowers, *FAST, "--epochs", "2", "--output", tmp_path, "--name", "e")
+    out = run_train("--data-path", flowers, "--eval-only", "--resume", tmp_path / "e" / "best.pth",
                     "--workers", "0", "--no-progress")
     assert "top-1" in out.stdout and "precision" in out.stdout and "daisy" in out.stdout
     folder = tmp_path / "e" / "eval_val"
@@ -263,10 +269,10 @@ def test_eval_only_reports_and_lists_mistakes(flowers_mini, tmp_path):
     assert Image.open(folder / "confusion_matrix.png").size[0] > 100
 
 
-def test_two_processes_with_torchrun(flowers_mini, tmp_path):
+def test_two_processes_with_torchrun(flowers, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-         "train.py", "--data-path", str(flowers_mini), *FAST, "--epochs", "2", "--output", str(tmp_path),
+         "train.py", "--data-path", str(flowers), *FAST, "--epochs", "2", "--output", str(tmp_path),
          "--name", "ddp"], cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -277,7 +283,7 @@ def test_two_processes_with_torchrun(flowers_mini, tmp_path):
     assert not any(k.startswith("module.") for k in ckpt["model"])
 
 
-def test_download_weights_then_train_from_them(flowers_mini, tmp_path, served, monkeypatch, capsys):
+def test_download_weights_then_train_from_them(flowers, tmp_path, served, monkeypatch, capsys):
     import download
     import model
     folder, url = served
@@ -285,7 +291,7 @@ def test_download_weights_then_train_from_them(flowers_mini, tmp_path, served, m
     monkeypatch.setitem(download.OFFICIAL_WEIGHTS, "swin_micro_patch4_window4_128", "micro.pth")
     monkeypatch.setattr(download, "OFFICIAL_WEIGHTS_URL", url)
     monkeypatch.chdir(tmp_path)  # weights/ is looked for where train.py runs
-    train.main(["--data-path", str(flowers_mini), *FAST, "--epochs", "1", "--output", str(tmp_path),
+    train.main(["--data-path", str(flowers), *FAST, "--epochs", "1", "--output", str(tmp_path),
                 "--name", "dl", "--download-weights"])
     out = capsys.readouterr().out
     assert (tmp_path / "weights" / "swin_micro_patch4_window4_128.pth").is_file()
