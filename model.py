@@ -8,7 +8,8 @@ https://arxiv.org/abs/2111.09883
     from model import swin_tiny_patch4_window7_224 as create_model    # as in the tutorial
     model = create_model(num_classes=5)
 
-    from model import create_model, load_weights
+    from model import create_model
+    from weights import load_weights
     model = create_model("swinv2_tiny_patch4_window8_256", num_classes=5, img_size=320)
     load_weights(model, "weights/swinv2_tiny_patch4_window8_256.pth")  # official, timm or ours
 
@@ -22,14 +23,13 @@ where a roll, a partition, a reverse and a roll back would each copy the feature
 """
 import difflib
 import math
-import re
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
-from utils import UserError, load_checkpoint
+from utils import UserError
 
 # Masked attention logits. The official -100 leaves exp() results in the denormal range, which
 # x86 CPUs compute many times slower (bench/bench_model.py --flush-denormal shows what that
@@ -561,7 +561,7 @@ class SwinTransformer(nn.Module):
 
 # --- Variants: the official names; sizes from the papers (V1 Sec. 3.3, V2 Sec. 4.1) ---
 
-_SIZES = {
+SIZES = {
     "micro": dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8)),
     "tiny": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
     "small": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
@@ -574,7 +574,7 @@ IN22K_CLASSES = 21841
 
 
 def _variant(size, window, img, version=1, classes=1000, pretrained_windows=(0, 0, 0, 0), drop_path=None):
-    return dict(_SIZES[size], window_size=window, img_size=img, version=version, num_classes=classes,
+    return dict(SIZES[size], window_size=window, img_size=img, version=version, num_classes=classes,
                 pretrained_window_sizes=pretrained_windows,
                 drop_path_rate=_DROP_PATH[size] if drop_path is None else drop_path)
 
@@ -676,143 +676,6 @@ def _variant_function(name: str):
 # One function per variant, named after it, so the tutorial's import works:
 #     from model import swin_base_patch4_window12_384 as create_model
 globals().update({name: _variant_function(name) for name in VARIANTS})
-
-
-# --- Weights: official Microsoft, timm, or this project's checkpoints ---
-
-# Rebuilt by the model from its geometry, so never loaded (official files carry them).
-_BUFFERS = ("relative_position_index", "relative_coords_table", "attn_mask", "k_bias")
-
-
-def unwrap_state_dict(obj) -> dict:
-    """Find the model's tensors in a checkpoint: {'model': ...}, {'state_dict': ...} or bare."""
-    if not isinstance(obj, dict):
-        raise UserError(f"expected a state dict or a checkpoint dict, got {type(obj).__name__}")
-    for key in ("model", "state_dict", "model_state_dict"):
-        if isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    state = {}
-    for key, value in obj.items():
-        if not isinstance(value, torch.Tensor):
-            continue
-        for prefix in ("module.", "_orig_mod."):  # saved from a DDP or torch.compile wrapper
-            key = key[len(prefix):] if key.startswith(prefix) else key
-        state[key] = value
-    return state
-
-
-def to_official_layout(state: dict) -> dict:
-    """timm puts patch merging at the start of the next stage and names the classifier head.fc."""
-    timm_layout = "head.fc.weight" in state or (
-        not any(k.startswith("layers.0.downsample.") for k in state)
-        and any(re.match(r"layers\.\d+\.downsample\.", k) for k in state))
-    out = {}
-    for key, value in state.items():
-        if key.endswith(_BUFFERS):
-            continue
-        if timm_layout:
-            key = re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m.group(1)) - 1}.downsample.", key)
-            key = re.sub(r"^head\.fc\.", "head.", key)
-        out[key] = value
-    return out
-
-
-def describe_architecture(state: dict) -> dict:
-    """Version, embed_dim, depths and num_heads read off a state dict in official layout."""
-    info = {"version": 2 if any(k.endswith("cpb_mlp.0.weight") for k in state) else 1}
-    if "patch_embed.proj.weight" in state:
-        info["embed_dim"] = state["patch_embed.proj.weight"].shape[0]
-    blocks = {}
-    for key in state:
-        m = re.match(r"layers\.(\d+)\.blocks\.(\d+)\.", key)
-        if m:
-            blocks[int(m.group(1))] = max(blocks.get(int(m.group(1)), 0), int(m.group(2)) + 1)
-    if blocks:
-        info["depths"] = tuple(blocks.get(i, 0) for i in range(max(blocks) + 1))
-        heads = []
-        for i in range(len(info["depths"])):
-            v1_table = state.get(f"layers.{i}.blocks.0.attn.relative_position_bias_table")
-            v2_scale = state.get(f"layers.{i}.blocks.0.attn.logit_scale")
-            heads.append(v1_table.shape[1] if v1_table is not None else
-                         v2_scale.shape[0] if v2_scale is not None else None)
-        info["num_heads"] = tuple(heads)
-    return info
-
-
-def _architecture_name(info: dict) -> str:
-    for size, dims in _SIZES.items():
-        if all(info.get(k, v) == v for k, v in dims.items()):
-            return f"Swin{' V2' if info['version'] == 2 else ''} {size}"
-    return "a Swin model"
-
-
-def matching_variants(info: dict) -> list:
-    """The variants whose architecture fits what describe_architecture read off a state dict."""
-    keys = [k for k in ("version", "embed_dim", "depths", "num_heads") if k in info]
-    return [name for name, cfg in VARIANTS.items() if all(cfg[k] == info[k] for k in keys)]
-
-
-def check_same_architecture(state: dict, model: nn.Module) -> None:
-    """A checkpoint of another variant is one clear error, not a wall of size mismatches."""
-    want, have = describe_architecture(model.state_dict()), describe_architecture(state)
-    differ = [k for k in ("version", "embed_dim", "depths", "num_heads") if k in have and have[k] != want[k]]
-    if not differ:
-        return
-    fields = ", ".join(f"{k}={have[k]} (model: {want[k]})" for k in differ)
-    candidates = matching_variants(have)
-    hint = f" Build the model as one of: {', '.join(candidates)}." if candidates else ""
-    raise UserError(
-        f"these weights are for {_architecture_name(have)}, but the model is "
-        f"{getattr(model, 'variant', None) or _architecture_name(want)}: {fields}.{hint}")
-
-
-def resize_position_bias_table(table: torch.Tensor, size: int) -> torch.Tensor:
-    """Bicubic resize of a V1 ((2M-1)^2, heads) table to (size^2, heads), as the official loader does."""
-    old = int(table.shape[0] ** 0.5)
-    grid = table.T.reshape(1, -1, old, old)
-    return F.interpolate(grid, size=(size, size), mode="bicubic", align_corners=False).reshape(-1, size * size).T
-
-
-def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
-    """Load official Microsoft, timm or this project's weights into model.
-
-    weights: a path (.pth, .pt, .bin, .safetensors) or a state dict. V1 position-bias tables
-    are resized when the window differs; the classifier is dropped when the class count
-    differs. Returns {'missing', 'unexpected', 'resized', 'skipped'} lists of keys, and
-    prints a short report of them when verbose.
-    """
-    state = to_official_layout(unwrap_state_dict(weights if isinstance(weights, dict) else load_checkpoint(weights)))
-    check_same_architecture(state, model)
-    own = model.state_dict()
-    resized, skipped = [], []
-    for key, value in list(state.items()):
-        if key not in own or value.shape == own[key].shape:
-            continue
-        if key.endswith("relative_position_bias_table"):
-            state[key] = resize_position_bias_table(value, int(own[key].shape[0] ** 0.5))
-            resized.append(f"{key} {tuple(value.shape)} -> {tuple(own[key].shape)}")
-        elif key.startswith("head."):
-            del state[key]
-            skipped.append(f"{key} {tuple(value.shape)} (model has {tuple(own[key].shape)}: new classifier)")
-        else:
-            raise UserError(f"cannot load {key}: checkpoint shape {tuple(value.shape)}, model {tuple(own[key].shape)}")
-    result = model.load_state_dict(state, strict=False)
-    unexpected = [k for k in result.unexpected_keys if not (k.startswith("head.") and isinstance(model.head, nn.Identity))]
-    skipped += [f"{k} (model has no classifier)" for k in result.unexpected_keys if k not in unexpected]
-    report = {"missing": result.missing_keys, "unexpected": unexpected, "resized": resized, "skipped": skipped}
-    if verbose:
-        print(format_load_report(report, len(state)))
-    return report
-
-
-def format_load_report(report: dict, num_loaded: int) -> str:
-    lines = [f"loaded {num_loaded - len(report['unexpected'])} tensors"]
-    for kind in ("resized", "skipped", "missing", "unexpected"):
-        if report[kind]:
-            shown = report[kind][:6] + ([f"... {len(report[kind]) - 6} more"] if len(report[kind]) > 6 else [])
-            lines.append(f"  {kind} ({len(report[kind])}): " + "; ".join(shown))
-    return "\n".join(lines)
 
 
 def main() -> None:

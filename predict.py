@@ -30,8 +30,8 @@ import plots
 from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_transform, load_rgb
 from export import export_torchscript
 from images import image_problem, list_images, read_class_indices
-from model import create_model, describe_architecture, load_weights, matching_variants, resolve_variant, to_official_layout
-from model import unwrap_state_dict
+from model import create_model, resolve_variant
+from weights import describe_architecture, load_weights, matching_variants, to_official_layout, unwrap_state_dict
 from utils import UserError, amp_dtype, autocast, load_checkpoint, run_cli, select_device
 
 

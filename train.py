@@ -29,11 +29,12 @@ import plots
 from download import OFFICIAL_WEIGHTS, fetch_flower_photos, fetch_official_weights
 from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_mixup, build_transform, load_splits
 from data import write_class_indices
-from model import NO_PRETRAINED_WEIGHTS, create_model, load_weights, resolve_variant
+from model import NO_PRETRAINED_WEIGHTS, create_model, resolve_variant
 from utils import (UserError, amp_dtype, all_finite, explicit_flags, init_distributed, load_checkpoint,
                    parse_config, plain,
                    rng_state, run_cli, save_checkpoint, seed_everything, select_device, set_rng_state, StopSignal,
                    write_yaml)
+from weights import load_weights
 
 
 def build_parser() -> argparse.ArgumentParser:

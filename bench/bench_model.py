@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import model  # noqa: E402
+from weights import load_weights  # noqa: E402
 
 TIMM_NAMES = {
     "swin_tiny_patch4_window7_224": "swin_tiny_patch4_window7_224",
@@ -48,12 +49,12 @@ def parse_args():
 
 
 def build_pair(name: str, device: str):
-    """timm's model and ours with the very same weights (loaded through model.load_weights)."""
+    """timm's model and ours with the very same weights (loaded through weights.load_weights)."""
     import timm
     torch.manual_seed(0)
     reference = timm.create_model(TIMM_NAMES[name], drop_path_rate=0.2)
     ours = model.create_model(name, drop_path_rate=0.2)
-    model.load_weights(ours, reference.state_dict(), verbose=False)
+    load_weights(ours, reference.state_dict(), verbose=False)
     return reference.to(device), ours.to(device)
 
 

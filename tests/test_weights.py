@@ -1,0 +1,87 @@
+"""weights.py: official, timm and our own checkpoints load (wrapped, resized, with another head), and
+wrong files are clear errors. Outputs equal to timm's for official checkpoints: test_model.py."""
+import pytest
+import torch
+
+import weights
+from model import create_model
+from utils import UserError
+from weights import load_weights
+
+
+def micro_state(**kw):
+    torch.manual_seed(0)
+    return create_model("swin_micro_patch4_window4_128", **kw).state_dict()
+
+
+def test_position_bias_table_resized_for_another_window():
+    net = create_model("swin_micro_patch4_window4_128", window_size=6)
+    report = load_weights(net, micro_state(), verbose=False)
+    assert len(report["resized"]) == 5 and report["missing"] == []
+    table = net.layers[0].blocks[0].attn.relative_position_bias_table
+    assert table.shape == (11 * 11, 1)
+    # resizing to the size it already has gives the table back
+    same = weights.resize_position_bias_table(micro_state()["layers.0.blocks.0.attn.relative_position_bias_table"], 7)
+    assert torch.allclose(same, micro_state()["layers.0.blocks.0.attn.relative_position_bias_table"], atol=1e-6)
+
+
+def test_classifier_dropped_when_class_count_differs(capsys):
+    state = micro_state(num_classes=1000)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=5)
+    report = load_weights(net, state)
+    assert [k.split()[0] for k in report["skipped"]] == ["head.weight", "head.bias"]
+    assert report["missing"] == ["head.weight", "head.bias"]
+    assert torch.equal(net.patch_embed.proj.weight, state["patch_embed.proj.weight"])
+    assert "skipped (2)" in capsys.readouterr().out
+
+
+def test_own_checkpoint_with_wrappers(tmp_path):
+    state = {"module." + k: v for k, v in micro_state(num_classes=5).items()}  # saved from DDP
+    path = tmp_path / "best.pth"
+    torch.save({"model": state, "epoch": 3, "variant": "swin_micro_patch4_window4_128"}, path)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=5)
+    report = load_weights(net, path, verbose=False)
+    assert report == {"missing": [], "unexpected": [], "resized": [], "skipped": []}
+
+
+def test_safetensors_file(tmp_path):
+    safetensors = pytest.importorskip("safetensors.torch")
+    path = tmp_path / "model.safetensors"
+    safetensors.save_file(micro_state(), str(path))
+    report = load_weights(create_model("swin_micro_patch4_window4_128"), path, verbose=False)
+    assert report["missing"] == []
+
+
+class Config:  # stands for the yacs config object some training scripts pickle into checkpoints
+    pass
+
+
+def test_pickled_objects_refused(tmp_path):
+    path = tmp_path / "ckpt_with_config.pth"
+    torch.save({"model": micro_state(), "config": Config()}, path)
+    with pytest.raises(UserError, match="pickled Python objects"):
+        load_weights(create_model("swin_micro_patch4_window4_128"), path)
+
+
+def test_bad_files_are_clear_errors(tmp_path):
+    net = create_model("swin_micro_patch4_window4_128")
+    with pytest.raises(UserError, match="not found"):
+        load_weights(net, tmp_path / "missing.pth")
+    junk = tmp_path / "photo.pth"
+    junk.write_bytes(b"\xff\xd8\xff\xe0 not a checkpoint at all")
+    with pytest.raises(UserError, match="not a PyTorch checkpoint"):
+        load_weights(net, junk)
+
+
+def test_another_variant_is_named_not_a_size_mismatch():
+    with torch.device("meta"):
+        base = create_model("swin_base_patch4_window7_224")
+    tiny = create_model("swin_tiny_patch4_window7_224").state_dict()
+    with pytest.raises(UserError) as err:
+        load_weights(base, tiny)
+    message = str(err.value)
+    assert "Swin tiny" in message and "swin_base_patch4_window7_224" in message
+    assert "swin_tiny_patch4_window7_224" in message  # the variant to build instead
+    v2 = micro_state(version=2)
+    with pytest.raises(UserError, match="version=2"):
+        load_weights(create_model("swin_micro_patch4_window4_128"), v2)
