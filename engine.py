@@ -120,16 +120,46 @@ class EpochSampler(torch.utils.data.Sampler):
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         self.epoch, self.skip = epoch, skip
 
-    def __iter__(self):
-        seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019
+    def epoch_draws(self, seed: int) -> list:
+        """The whole epoch's (index, sample_seed) pairs, for all ranks together."""
         order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(seed))
+        return [(i, (seed + i) % 2**63) for i in order.tolist()]
+
+    def __iter__(self):
+        draws = self.epoch_draws((self.seed * 1_000_003 + self.epoch) * 10_000_019)
         per_rank = math.ceil(self.num_samples / self.world_size)
-        order = order.repeat(math.ceil(per_rank * self.world_size / self.num_samples))[:per_rank * self.world_size]
-        mine = order[self.rank::self.world_size].tolist()[self.skip:]
-        return iter([(i, (seed + i) % 2**63) for i in mine])
+        draws = (draws * math.ceil(per_rank * self.world_size / self.num_samples))[:per_rank * self.world_size]
+        return iter(draws[self.rank::self.world_size][self.skip:])
 
     def __len__(self):
         return math.ceil(self.num_samples / self.world_size) - self.skip
+
+
+class BalancedSampler(EpochSampler):
+    """EpochSampler for imbalanced classes (--balance sampler): an epoch of the same length, drawn
+    so that every class comes up equally often (the remainder of the division going to classes
+    drawn at random). Within a class, images are taken in a shuffled order, reshuffled each time
+    the class runs out: a small class repeats its images, a large one shows a different subset
+    each epoch. Each draw gets its own augmentation seed, so a repeated image is augmented anew.
+    Deterministic per (seed, epoch), sharded and resumable exactly as EpochSampler."""
+
+    def __init__(self, labels: list[int], seed: int, rank: int = 0, world_size: int = 1):
+        super().__init__(len(labels), seed, rank, world_size)
+        labels = torch.as_tensor(labels)
+        self.by_class = [(labels == c).nonzero().flatten() for c in labels.unique().tolist()]
+
+    def epoch_draws(self, seed: int) -> list:
+        generator = torch.Generator().manual_seed(seed)
+        classes = len(self.by_class)
+        quotas = torch.full((classes,), self.num_samples // classes)
+        quotas[torch.randperm(classes, generator=generator)[:self.num_samples % classes]] += 1
+        picks = []
+        for members, quota in zip(self.by_class, quotas.tolist()):
+            cycles = [members[torch.randperm(len(members), generator=generator)]
+                      for _ in range(math.ceil(quota / len(members)))]
+            picks.append(torch.cat(cycles)[:quota])
+        order = torch.cat(picks)[torch.randperm(self.num_samples, generator=generator)]
+        return [(i, (seed + position) % 2**63) for position, i in enumerate(order.tolist())]
 
 
 class SeededDataset(torch.utils.data.Dataset):
@@ -173,6 +203,7 @@ class TrainState:
     amp: torch.dtype = None  # autocast dtype, None for full precision
     ema: ModelEma = None
     mixup: object = None
+    class_weights: torch.Tensor = None  # --balance loss: one weight per class, on the device
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps taken
     batches_done: int = 0  # batches of the current epoch done (a mid-epoch checkpoint)
@@ -209,7 +240,7 @@ def train_one_epoch(state: TrainState, loader, cfg, stop=None, on_step=None, sho
         with no_sync:
             with autocast(state.device, state.amp):
                 logits = state.net(images)
-            loss = loss_fn(logits.float(), targets, smoothing)
+            loss = loss_fn(logits.float(), targets, smoothing, class_weights=state.class_weights)
             if not torch.isfinite(loss):  # the one read-back per step: NaN must not reach the weights
                 skip_non_finite(state, loss)
                 continue
@@ -251,11 +282,35 @@ def skip_non_finite(state: TrainState, loss: torch.Tensor) -> None:
     state.scaler.update(state.scaler.get_scale() / 2)
 
 
-def loss_fn(logits: torch.Tensor, targets: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """Cross-entropy on class indices (with label smoothing) or on mixed soft targets."""
-    if targets.dtype.is_floating_point:
-        return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
-    return F.cross_entropy(logits, targets, label_smoothing=smoothing)
+def loss_fn(logits: torch.Tensor, targets: torch.Tensor, smoothing: float,
+            class_weights: torch.Tensor = None) -> torch.Tensor:
+    """Cross-entropy on class indices (with label smoothing) or on mixed soft targets.
+
+    With class_weights, each sample's loss is scaled by the expected class weight under its
+    target distribution, sum_c target_c * weight_c: its class's weight for a plain label, lam * w_a
+    + (1 - lam) * w_b for a mixed pair, moved a share `smoothing` toward the mean weight by label
+    smoothing. Index targets are smoothed into that same distribution first, so a mixup batch at
+    lam = 1 gives exactly the unmixed loss. The batch loss is the plain mean of the weighted
+    per-sample losses, not divided by the batch's total weight as F.cross_entropy(weight=) does:
+    every image counts by its class's weight whatever else shares its batch, and with weights
+    averaging 1 over the training set (inverse_frequency_weights) the loss keeps its usual scale.
+    """
+    if class_weights is None:
+        if targets.dtype.is_floating_point:
+            return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
+        return F.cross_entropy(logits, targets, label_smoothing=smoothing)
+    if not targets.dtype.is_floating_point:
+        num_classes = logits.shape[-1]
+        targets = F.one_hot(targets, num_classes).to(logits.dtype) * (1 - smoothing) + smoothing / num_classes
+    per_sample = torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1)
+    return (per_sample * (targets @ class_weights.to(targets.dtype))).mean()
+
+
+def inverse_frequency_weights(counts: list[int]) -> torch.Tensor:
+    """Class weights total / (classes * count): inverse to each class's share of the training images,
+    and 1 on average over those images, so a balanced dataset gets all ones."""
+    counts = torch.tensor(counts, dtype=torch.float32).clamp_min(1)
+    return counts.sum() / (len(counts) * counts)
 
 
 def optimizer_step(state: TrainState, cfg) -> None:
@@ -297,8 +352,9 @@ def reduce_sums(tensor: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, num_classes: int, device, amp, show_progress: bool = True,
              desc: str = "eval") -> dict:
-    """Loss, top-1, top-5 and the confusion matrix (rows: true class), summed exactly over ranks;
-    also the (path, true label, prediction) of every misclassified image this rank saw."""
+    """Loss, top-1, top-5, balanced accuracy and the confusion matrix (rows: true class), summed
+    exactly over ranks; also, from all ranks, every misclassified image as (path, true label, its
+    top-3 labels, their probabilities), the first of them the prediction."""
     model.eval()
     k = min(5, num_classes)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -317,14 +373,28 @@ def evaluate(model: nn.Module, loader, num_classes: int, device, amp, show_progr
         confusion += torch.bincount(labels * num_classes + predictions, minlength=num_classes ** 2).view(
             num_classes, num_classes)
         top_k += (logits.topk(k, dim=-1).indices == labels[:, None]).any(-1).sum()
-        for i in (predictions != labels).nonzero().flatten().tolist():
-            wrong.append((paths[i], int(labels[i]), int(predictions[i])))
+        wrong += top_mistakes(logits, labels, predictions, paths)
     sums = reduce_sums(torch.cat([loss_sum.view(1), top_k.view(1), confusion.flatten()]))
     confusion = sums[2:].view(num_classes, num_classes).long().cpu()
     count = max(int(confusion.sum()), 1)
+    if dist.is_available() and dist.is_initialized():
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, wrong)
+        wrong = [mistake for part in gathered for mistake in part]
     return {"loss": sums[0].item() / count, "acc1": confusion.trace().item() / count,
-            "acc5": sums[1].item() / count,
+            "acc5": sums[1].item() / count, "balanced_acc": balanced_accuracy(confusion),
             "confusion": confusion, "wrong": wrong, "failed": failed, "images": int(confusion.sum())}
+
+
+def top_mistakes(logits: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor, paths: list) -> list:
+    """(path, true label, top-3 labels, their probabilities) of the misclassified images of a batch;
+    the softmax is taken over those rows only."""
+    rows = (predictions != labels).nonzero().flatten()
+    if len(rows) == 0:
+        return []
+    probs, top = logits[rows].softmax(-1).topk(min(3, logits.shape[-1]), dim=-1)
+    return [(paths[i], label, top_labels, top_probs) for i, label, top_labels, top_probs
+            in zip(rows.tolist(), labels[rows].tolist(), top.tolist(), probs.tolist())]
 
 
 def per_class_metrics(confusion: torch.Tensor) -> list:
@@ -334,3 +404,13 @@ def per_class_metrics(confusion: torch.Tensor) -> list:
     precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))
     recall = torch.where(actual > 0, tp / actual.clamp_min(1), torch.zeros_like(tp))
     return [(p.item(), r.item(), int(n)) for p, r, n in zip(precision, recall, actual)]
+
+
+def balanced_accuracy(confusion: torch.Tensor) -> float:
+    """The mean per-class recall over the classes that have images (sklearn's balanced_accuracy_score):
+    top-1 as if every class had as many images."""
+    actual = confusion.sum(1)
+    present = actual > 0
+    if not present.any():
+        return 0.0
+    return (confusion.diag()[present].double() / actual[present]).mean().item()

@@ -175,6 +175,21 @@ class DataSplits:
         return per_class
 
 
+IMBALANCE_RATIO = 3.0  # largest class / smallest class above which the scripts warn
+
+
+def class_imbalance(classes: list[str], counts: list[int], limit: float = IMBALANCE_RATIO) -> str | None:
+    """A sentence naming the largest and smallest classes with their ratio, when the largest has
+    more than `limit` times the images of the smallest; None when the classes are balanced enough."""
+    largest = max(range(len(counts)), key=counts.__getitem__)
+    smallest = min(range(len(counts)), key=counts.__getitem__)
+    if counts[largest] <= limit * counts[smallest]:
+        return None
+    ratio = counts[largest] / max(counts[smallest], 1)
+    return (f"the classes are imbalanced: the largest, {classes[largest]} ({counts[largest]} images), has "
+            f"{ratio:.1f}x the images of the smallest, {classes[smallest]} ({counts[smallest]})")
+
+
 def read_class_folder(folder: Path, check: bool = True):
     """The images of one class folder and the files skipped; a clear error if none is usable."""
     paths = find_images(folder)

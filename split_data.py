@@ -13,13 +13,15 @@ and split_manifest.json, the list of what it wrote: a later run removes those fi
 Nothing under --data-path is ever moved, changed or deleted. train.py reads --out as its --data-path.
 """
 import argparse
+import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
 import plots
 from download import FLOWER_PHOTOS_SHA256, FLOWER_PHOTOS_URL, fetch_flower_photos
-from images import SPLITS, place_image, prepare_out, read_class_root, split_by_class, write_class_indices
+from images import (SPLITS, class_imbalance, place_image, prepare_out, read_class_root, split_by_class,
+                    write_class_indices)
 from utils import UserError, run_cli
 
 REPORT, CHART, CLASS_INDICES = "split_report.txt", "class_distribution.png", "class_indices.json"
@@ -84,6 +86,9 @@ def main(argv=None) -> None:
     plots.class_distribution_chart(classes, counts, title).save(out / CHART)
     print(report, end="")
     print(f"wrote {out / CLASS_INDICES}, {out / REPORT} and {out / CHART}")
+    imbalance = class_imbalance(classes, [len(paths) for paths in images])
+    if imbalance:
+        print(f"warning: {imbalance}; train.py --balance sampler (or loss) compensates", file=sys.stderr)
 
 
 def format_report(source: Path, out: Path, args, classes: list[str], counts: dict, skipped: list) -> str:

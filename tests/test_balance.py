@@ -1,0 +1,121 @@
+"""Imbalanced classes: the balanced sampler, the class-weighted loss, balanced accuracy, the
+warnings of split_data.py and train.py, and --balance end to end."""
+import csv
+from collections import Counter
+
+import pytest
+import torch
+import torch.nn.functional as F
+from timm.data.mixup import mixup_target
+
+import engine
+import split_data
+import train
+from image_factory import write_class_tree
+from images import class_imbalance
+
+LABELS = [0] * 30 + [1] * 6 + [2] * 4  # 40 images, the largest class 7.5x the smallest
+
+
+def draws(sampler) -> list:
+    return list(sampler)
+
+
+def test_balanced_sampler_draws_every_class_equally_often():
+    sampler = engine.BalancedSampler(LABELS, seed=5)
+    epoch = draws(sampler)
+    assert len(epoch) == len(sampler) == 40  # an epoch as long as EpochSampler's
+    per_class = Counter(LABELS[i] for i, _ in epoch)
+    assert sorted(per_class.values()) == [13, 13, 14]
+    assert {i for i, _ in epoch} >= set(range(30, 40))  # every image of the small classes comes up
+    assert set(Counter(i for i, _ in epoch if LABELS[i] == 2).values()) <= {3, 4}  # 4 images, 13-14 draws: cycled
+    assert len({seed for _, seed in epoch}) == 40  # a repeated image is augmented anew each time
+
+
+def test_balanced_sampler_is_deterministic_per_seed_and_epoch_and_resumes_exactly():
+    first = draws(engine.BalancedSampler(LABELS, seed=5))
+    assert first == draws(engine.BalancedSampler(LABELS, seed=5))
+    assert first != draws(engine.BalancedSampler(LABELS, seed=6))
+    later = engine.BalancedSampler(LABELS, seed=5)
+    later.set_epoch(1)
+    assert draws(later) != first  # a new draw every epoch
+    full = engine.BalancedSampler(LABELS, seed=5)
+    full.set_epoch(3)
+    rest = engine.BalancedSampler(LABELS, seed=5)
+    rest.set_epoch(3, skip=16)
+    assert draws(rest) == draws(full)[16:] and len(rest) == 24  # a mid-epoch resume: the rest, same seeds
+
+
+def test_balanced_sampler_is_sharded_like_epoch_sampler():
+    whole = draws(engine.BalancedSampler(LABELS, seed=2))
+    shards = [engine.BalancedSampler(LABELS, seed=2, rank=r, world_size=3) for r in range(3)]
+    parts = [draws(s) for s in shards]
+    assert [len(p) for p in parts] == [len(s) for s in shards] == [14, 14, 14]  # 40 padded to 42
+    assert sorted(p for part in parts for p in part) == sorted(whole + whole[:2])  # the epoch, split between ranks
+
+
+def test_class_weights_average_one_over_the_images():
+    weights = engine.inverse_frequency_weights([30, 6, 4])
+    assert weights.tolist() == pytest.approx([40 / 90, 40 / 18, 40 / 12])
+    assert sum(w * n for w, n in zip(weights.tolist(), [30, 6, 4])) / 40 == pytest.approx(1.0)
+    assert engine.inverse_frequency_weights([7, 7, 7]).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_weighted_loss_with_label_smoothing_and_mixup():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 0, 1])
+    weights = engine.inverse_frequency_weights([30, 6, 4])
+    # equal weights change nothing, for labels with smoothing and for soft targets
+    ones = torch.ones(3)
+    assert engine.loss_fn(logits, labels, 0.1, ones) == pytest.approx(engine.loss_fn(logits, labels, 0.1).item())
+    soft = torch.softmax(torch.randn(6, 3), -1)
+    assert engine.loss_fn(logits, soft, 0.0, ones) == pytest.approx(engine.loss_fn(logits, soft, 0.0).item())
+    # without smoothing: each image's cross-entropy times its class's weight, averaged over the batch
+    by_hand = (F.cross_entropy(logits, labels, reduction="none") * weights[labels]).mean()
+    assert engine.loss_fn(logits, labels, 0.0, weights) == pytest.approx(by_hand.item())
+    # mixup at lambda 1, with the smoothing inside its targets, is the unmixed loss with smoothing
+    unmixed = engine.loss_fn(logits, labels, 0.1, weights)
+    assert engine.loss_fn(logits, mixup_target(labels, 3, lam=1.0, smoothing=0.1), 0.0, weights) == \
+        pytest.approx(unmixed.item())
+    # a mixed pair weighs lam * w_a + (1 - lam) * w_b
+    mixed = mixup_target(labels, 3, lam=0.7, smoothing=0.0)
+    pair_weights = 0.7 * weights[labels] + 0.3 * weights[labels.flip(0)]
+    by_hand = (torch.sum(-mixed * F.log_softmax(logits, -1), -1) * pair_weights).mean()
+    assert engine.loss_fn(logits, mixed, 0.0, weights) == pytest.approx(by_hand.item())
+    # smoothing moves a share of each image's weight toward the mean weight
+    smoothed = (F.cross_entropy(logits, labels, reduction="none", label_smoothing=0.1)
+                * (0.9 * weights[labels] + 0.1 * weights.mean())).mean()
+    assert unmixed == pytest.approx(smoothed.item())
+
+
+def test_balanced_accuracy_is_the_mean_recall_of_the_classes_present():
+    confusion = torch.tensor([[90, 0, 0], [5, 5, 0], [0, 0, 0]])  # the third class has no images
+    assert engine.balanced_accuracy(confusion) == pytest.approx((1.0 + 0.5) / 2)
+    assert confusion.trace().item() / confusion.sum().item() == pytest.approx(0.95)  # top-1 hides the weak class
+
+
+def test_imbalance_warning_names_the_classes_and_the_ratio():
+    assert class_imbalance(["a", "b", "c"], [30, 10, 12]) is None  # 3x is still fine
+    message = class_imbalance(["a", "b", "c"], [31, 10, 12])
+    assert "a (31 images)" in message and "3.1x" in message and "b (10)" in message
+
+
+def test_split_data_warns_about_imbalanced_classes(tmp_path, capsys):
+    write_class_tree(tmp_path / "photos", {"cats": 16, "dogs": 4})
+    split_data.main(["--data-path", str(tmp_path / "photos"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert "warning:" in err and "cats (16 images), has 4.0x the images of the smallest, dogs (4)" in err
+    assert "--balance" in err
+
+
+@pytest.mark.parametrize("balance", ["sampler", "loss"])
+def test_train_balances_and_logs_balanced_accuracy(tmp_path, capsys, balance):
+    write_class_tree(tmp_path / "photos", {"cats": 20, "dogs": 5}, size=(64, 64))
+    train.main(["--data-path", str(tmp_path / "photos"), "--model", "swin_micro_patch4_window4_128",
+                "--img-size", "32", "--batch-size", "8", "--workers", "0", "--epochs", "1", "--no-progress",
+                "--balance", balance, "--output", str(tmp_path), "--name", "run"])
+    err = capsys.readouterr().err
+    assert "imbalanced: the largest, cats (16 images), has 4.0x" in err and f"--balance {balance} compensates" in err
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert 0 <= float(rows[0]["balanced_acc_val"]) <= 1
+    assert torch.load(tmp_path / "run" / "last.pth", weights_only=True)["config"]["balance"] == balance
