@@ -1,9 +1,14 @@
-"""Pictures a person looks at: confusion matrices, grids of training images, prediction cards.
+"""Pictures a person looks at: confusion matrices, grids of training images, prediction cards,
+training curves, thumbnails.
 
-Drawn with PIL alone (no plotting library to install); TensorBoard shows them as images.
+Drawn with PIL alone (no plotting library to install); TensorBoard and report.html show them.
 """
+import math
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from images import upright_rgb
 
 SPLIT_COLORS = {"train": (31, 119, 180), "val": (230, 120, 20), "test": (44, 160, 44)}
 
@@ -146,3 +151,91 @@ def prediction_card(image: Image.Image, labels: list[str], probs: list[float], t
                            fill=(40, 90, 200) if j == 0 else (150, 170, 200))
         draw.text((x0 + bar_max + 6, y + row / 2), f"{prob:.1%}", fill="black", font=small, anchor="lm")
     return card
+
+
+LINE_COLORS = [(31, 119, 180), (230, 120, 20), (44, 160, 44), (150, 80, 190), (200, 40, 40)]
+
+
+def line_chart(series: dict, title: str, value_format: str = "{:.2f}", width: int = 350,
+               height: int = 260) -> Image.Image:
+    """Lines of (epoch, value) points, one per named series, on shared axes with a legend.
+
+    The y axis spans the values (not from 0), so that a small late improvement stays visible.
+    """
+    series = {name: points for name, points in series.items() if points}
+    values = [y for points in series.values() for _, y in points]
+    epochs = [x for points in series.values() for x, _ in points]
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    spread = (high - low) or abs(high) * 0.2 or 1.0
+    step = nice_step(spread / 4)
+    low = math.floor((low - spread * 0.02) / step) * step
+    if min(values, default=0) >= 0:
+        low = max(low, 0.0)  # losses, accuracies and learning rates are never negative
+    high = math.ceil((high + spread * 0.02) / step) * step
+    ticks = [low + step * k for k in range(round((high - low) / step) + 1)]
+    first, last = (min(epochs), max(epochs)) if epochs else (0, 1)
+    left = max(text_width(value_format.format(t), 12) for t in ticks) + 16
+    top, right, bottom = 52, width - 14, height - 42
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((10, 8), title, fill="black", font=font(15))
+    x = 10
+    for (name, _), color in zip(series.items(), LINE_COLORS * 4):  # the legend, in one row
+        draw.line((x, 38, x + 16, 38), fill=color, width=3)
+        draw.text((x + 20, 38), name, fill="black", font=font(12), anchor="lm")
+        x += 30 + text_width(name, 12)
+
+    def to_pixel(epoch, value):
+        return (left + (right - left) * ((epoch - first) / (last - first) if last > first else 0.5),
+                bottom - (bottom - top) * (value - low) / (high - low))
+
+    for tick in ticks:
+        y = to_pixel(first, tick)[1]
+        draw.line((left, y, right, y), fill=(232, 232, 232))
+        draw.text((left - 6, y), value_format.format(tick), fill=(90, 90, 90), font=font(12), anchor="rm")
+    step = max(1, math.ceil((last - first) / 8))
+    for epoch in range(math.ceil(first), math.floor(last) + 1, step):
+        x = to_pixel(epoch, low)[0]
+        draw.line((x, bottom, x, bottom + 4), fill=(120, 120, 120))
+        draw.text((x, bottom + 6), str(epoch), fill=(90, 90, 90), font=font(12), anchor="ma")
+    draw.rectangle((left, top, right, bottom), outline=(160, 160, 160))
+    draw.text(((left + right) / 2, height - 4), "epoch", fill=(90, 90, 90), font=font(12), anchor="md")
+    for (name, points), color in zip(series.items(), LINE_COLORS * 4):
+        pixels = [to_pixel(*point) for point in sorted(points)]
+        if len(pixels) > 1:
+            draw.line(pixels, fill=color, width=2, joint="curve")
+        if len(pixels) <= 40:
+            for px, py in pixels:
+                draw.ellipse((px - 2.5, py - 2.5, px + 2.5, py + 2.5), fill=color)
+    return image
+
+
+def nice_step(rough: float) -> float:
+    """The 1, 2, 2.5 or 5 times a power of ten nearest above `rough`: tick spacing a person reads at a glance."""
+    power = 10 ** math.floor(math.log10(rough))
+    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= rough * 0.999)
+
+
+def training_curves(rows: list[dict]) -> list[Image.Image]:
+    """Loss, top-1 and learning rate per epoch, from metrics.csv's rows (numbers, None where missing)."""
+    def series(*columns):
+        return {label: [(row["epoch"], row[column]) for row in rows if row.get(column) is not None]
+                for column, label in columns}
+
+    return [line_chart(series(("loss_train", "train"), ("loss_val", "val")), "loss"),
+            line_chart(series(("acc1_train", "train"), ("acc1_val", "val"), ("balanced_acc_val", "val balanced"),
+                              ("acc1_val_ema", "val EMA")), "top-1 accuracy", "{:.0%}"),
+            line_chart(series(("lr", "lr")), "learning rate (end of epoch)", "{:.1e}")]
+
+
+def thumbnail(path, size: int = 128) -> Image.Image | None:
+    """The image file at `path`, upright RGB, at most `size` px a side (a JPEG decoded at the
+    smallest DCT scale that still gives that); None if it no longer opens or decodes."""
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (size, size))
+            image = upright_rgb(image)
+            image.thumbnail((size, size))
+            return image
+    except (OSError, Image.DecompressionBombError):
+        return None

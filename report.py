@@ -1,0 +1,267 @@
+"""The evaluation report: one HTML page a person opens in a browser to see what a model got wrong.
+
+    import report
+    result = engine.evaluate(model, loader, len(classes), device, amp)
+    report.write_report("runs/<name>/report.html", result, classes, checkpoint="runs/<name>/best.pth",
+                        variant=model.variant, metrics_csv="runs/<name>/metrics.csv")
+
+train.py writes it at the end of every training run (runs/<name>/report.html) and with --eval-only
+(eval_<split>/report.html, beside misclassified.csv). It holds the headline figures; a per-class
+table (precision, recall, F1, images) that a click on a column sorts; the confusion matrix and the
+most frequent confusions; the training curves from metrics.csv; and a gallery of the misclassified
+photos as thumbnails, grouped by true class, the most confident mistakes first (the likeliest
+mislabelled photos), each with its top-3 predictions and a link to the original file.
+
+The page is self-contained: pictures are embedded as data: URIs (PNG charts, small JPEG
+thumbnails), the style and the few lines of script are inline, nothing is fetched. At most
+`max_shown` mistakes are shown (the most confident), so a large validation set still gives a page
+of a few MB that opens at once; misclassified.csv lists them all.
+"""
+import base64
+import csv
+import html
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+import engine
+import plots
+
+MAX_SHOWN = 300  # thumbnails in the gallery, the most confident mistakes first
+THUMB_SIZE = 128  # px, the longer side
+MAX_CONFUSION_PICTURE = 100  # classes; past that the picture is unreadable and huge: the table says it all
+
+
+def write_report(path, result: dict, classes: list[str], checkpoint: str, variant: str, split: str = "val",
+                 metrics_csv=None, max_shown: int = MAX_SHOWN, thumb_size: int = THUMB_SIZE) -> Path:
+    """Write the report of an `engine.evaluate` result to `path`; returns the path."""
+    path = Path(path)
+    metrics = read_metrics(metrics_csv) if metrics_csv is not None and Path(metrics_csv).is_file() else []
+    title = f"{variant} on {split}: {result['acc1']:.1%} top-1"
+    body = [f"<h1>{escape(title)}</h1>",
+            headline(result, classes, checkpoint, variant, split),
+            class_table(result["confusion"], classes),
+            confusion_section(result["confusion"], classes),
+            curves_section(metrics),
+            gallery(result["wrong"], classes, max_shown, thumb_size, result.get("failed", []))]
+    page = PAGE.format(title=escape(title), style=STYLE, body="\n".join(body), script=SCRIPT,
+                       written=f"{datetime.now():%Y-%m-%d %H:%M}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def write_misclassified_csv(path, wrong: list, classes: list[str]) -> None:
+    """One row per misclassified image, by path: the true class, then the top-3 predictions with
+    their probabilities (the first is the prediction)."""
+    with open(path, "w", newline="") as f:
+        rows = csv.writer(f)
+        rows.writerow(["path", "true", "predicted", "probability", "second", "second_probability",
+                       "third", "third_probability"])
+        for file, label, top_labels, top_probs in sorted(wrong):
+            ranked = [value for k, p in zip(top_labels, top_probs) for value in (classes[k], f"{p:.4f}")]
+            rows.writerow([file, classes[label], *ranked, *[""] * (6 - len(ranked))])
+
+
+def read_metrics(path) -> list[dict]:
+    """metrics.csv's rows as numbers (None where a column is empty, as after a resume that added one)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [{key: float(value) if value not in ("", None) else None for key, value in row.items()}
+            for row in rows]
+
+
+# --- Sections ---
+
+def headline(result: dict, classes: list[str], checkpoint: str, variant: str, split: str) -> str:
+    figures = [("top-1", f"{result['acc1']:.1%}"), ("top-5", f"{result['acc5']:.1%}"),
+               ("balanced accuracy", f"{result['balanced_acc']:.1%}"), ("images", f"{result['images']:,}"),
+               ("mistakes", f"{len(result['wrong']):,}"), ("classes", f"{len(classes):,}"),
+               ("loss", f"{result['loss']:.4f}")]
+    cards = "".join(f'<div class="card"><span>{escape(name)}</span><b>{escape(value)}</b></div>'
+                    for name, value in figures)
+    about = " · ".join(f'{name} <b class="{name}">{escape(value)}</b>'
+                       for name, value in (("variant", variant), ("checkpoint", checkpoint), ("split", split)))
+    return (f'<section id="summary"><p class="about">{about}</p><div class="cards">{cards}</div>'
+            '<p class="note">Balanced accuracy is the mean of the per-class recalls: top-1 as if every '
+            'class had as many images.</p></section>')
+
+
+def class_table(confusion, classes: list[str]) -> str:
+    """Precision, recall, F1, images and the class most often predicted instead, one row a class."""
+    rows = []
+    for i, (name, (precision, recall, support)) in enumerate(zip(classes, engine.per_class_metrics(confusion))):
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+        errors = confusion[i].clone()
+        errors[i] = 0
+        worst = int(errors.argmax())
+        instead = f"{classes[worst]} ({int(errors[worst])})" if errors[worst] > 0 else ""
+        rows.append(f'<tr><td>{escape(name)}</td>{number_cell(precision)}{number_cell(recall)}{number_cell(f1)}'
+                    f'<td data-value="{support}">{support}</td><td data-value="{int(errors.sum())}">'
+                    f'{int(errors.sum())}</td><td>{escape(instead)}</td></tr>')
+    header = "".join(f'<th data-type="{kind}" title="sort by {name}">{name}</th>' for name, kind in (
+        ("class", "text"), ("precision", "number"), ("recall", "number"), ("F1", "number"),
+        ("images", "number"), ("mistakes", "number"), ("most often taken for", "text")))
+    return (f'<section id="classes"><h2>Per class</h2><p class="note">Click a column to sort by it '
+            f'(again to reverse). Recall: the share of the class\'s images recognised; precision: the share '
+            f'of the predictions of the class that were right.</p><table class="sortable"><thead><tr>{header}'
+            f'</tr></thead><tbody>{"".join(rows)}</tbody></table></section>')
+
+
+def number_cell(value: float) -> str:
+    return f'<td data-value="{value:.6f}">{value:.3f}</td>'
+
+
+def confusion_section(confusion, classes: list[str]) -> str:
+    n = len(classes)
+    off_diagonal = [(int(confusion[i, j]), i, j) for i in range(n) for j in range(n) if i != j and confusion[i, j]]
+    top = sorted(off_diagonal, key=lambda c: (-c[0], c[1], c[2]))[:10]
+    items = "".join(f"<li>{escape(classes[i])} taken for {escape(classes[j])}: {count} "
+                    f"({count / max(int(confusion[i].sum()), 1):.0%} of {escape(classes[i])})</li>"
+                    for count, i, j in top)
+    listing = f"<div><p>Most frequent confusions:</p><ol>{items}</ol></div>" if items else "<p>No confusions.</p>"
+    if n > MAX_CONFUSION_PICTURE:
+        picture = f'<p class="note">The picture is left out for {n} classes; the table above has the figures.</p>'
+    else:
+        image = plots.confusion_matrix_image(confusion, classes, "confusion matrix")
+        picture = f'<img class="picture" src="{data_uri(image, "PNG")}" alt="confusion matrix">'
+    return f'<section id="confusion"><h2>Confusion matrix</h2><div class="side">{picture}{listing}</div></section>'
+
+
+def curves_section(metrics: list[dict]) -> str:
+    if not metrics:
+        return ('<section id="curves"><h2>Training curves</h2><p class="note">No metrics.csv beside the '
+                'checkpoint.</p></section>')
+    charts = "".join(f'<img class="picture" src="{data_uri(chart, "PNG")}" alt="training curve">'
+                     for chart in plots.training_curves(metrics))
+    return f'<section id="curves"><h2>Training curves</h2><div class="curves">{charts}</div></section>'
+
+
+def gallery(wrong: list, classes: list[str], max_shown: int, thumb_size: int, failed: list) -> str:
+    """The `max_shown` most confident mistakes, grouped by true class in class order, each group most
+    confident first."""
+    ranked = sorted(wrong, key=lambda mistake: (-mistake[3][0], mistake[0]))
+    shown = ranked[:max_shown]
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # decoding releases the GIL
+        thumbnails = dict(zip([m[0] for m in shown], pool.map(lambda m: plots.thumbnail(m[0], thumb_size), shown)))
+    per_class = [0] * len(classes)
+    for _, label, _, _ in wrong:
+        per_class[label] += 1
+    intro = ("No image was misclassified." if not wrong else
+             f"{len(wrong):,} misclassified images, grouped by true class; in each group the most confident "
+             "mistakes come first: a photo the model is sure about and still gets wrong is often mislabelled. "
+             "A click on a photo opens the original file.")
+    if len(wrong) > len(shown):
+        intro += (f" Shown: the {len(shown):,} most confident; the other {len(wrong) - len(shown):,} are listed "
+                  "in misclassified.csv beside this page.")
+    if failed:
+        intro += f" {len(failed)} images failed to load and were not evaluated."
+    groups, links = [], []
+    for label, name in enumerate(classes):
+        mistakes = [m for m in shown if m[1] == label]
+        if not mistakes:
+            continue
+        count = f"{len(mistakes)} of {per_class[label]}" if len(mistakes) < per_class[label] else str(per_class[label])
+        links.append(f'<a href="#wrong-{label}">{escape(name)} ({count})</a>')
+        figures = "".join(mistake_figure(m, classes, thumbnails[m[0]]) for m in mistakes)
+        noun = "mistake" if per_class[label] == 1 else "mistakes"
+        groups.append(f'<h3 id="wrong-{label}">{escape(name)} <small>({count} {noun})</small></h3>'
+                      f'<div class="gallery">{figures}</div>')
+    nav = f'<p class="groups">{" · ".join(links)}</p>' if links else ""
+    return f'<section id="mistakes"><h2>Misclassified photos</h2><p>{escape(intro)}</p>{nav}{"".join(groups)}</section>'
+
+
+def mistake_figure(mistake, classes: list[str], image) -> str:
+    file, label, top_labels, top_probs = mistake
+    ranked = "".join(f'<li{" class=truth" if k == label else ""}>{escape(classes[k])} {p:.1%}</li>'
+                     for k, p in zip(top_labels, top_probs))
+    if image is None:
+        picture = '<span class="missing">the file no longer opens</span>'
+    else:
+        picture = (f'<img src="{data_uri(image, "JPEG")}" width="{image.width}" height="{image.height}" '
+                   f'alt="{escape(classes[label])} photo taken for {escape(classes[top_labels[0]])}">')
+    return (f'<figure><a href="{escape(Path(file).resolve().as_uri())}" title="{escape(str(file))}">{picture}</a>'
+            f'<figcaption>true: <b>{escape(classes[label])}</b><ol>{ranked}</ol>'
+            f'<span class="file">{escape(Path(file).name)}</span></figcaption></figure>')
+
+
+# --- Page ---
+
+def data_uri(image, kind: str) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, kind, **({"quality": 82} if kind == "JPEG" else {"optimize": True}))
+    return f"data:image/{kind.lower()};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
+
+
+def escape(text: str) -> str:
+    return html.escape(str(text), quote=True)
+
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>{style}</style>
+</head>
+<body>
+<main>
+{body}
+<p class="note">Written by train.py on {written}. Everything is in this file: it opens without a network.</p>
+</main>
+<script>{script}</script>
+</body>
+</html>
+"""
+
+STYLE = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; color: #222;
+       background: #f7f7f8; }
+main { max-width: 1120px; margin: 0 auto; padding: 12px 20px 40px; }
+h1 { font-size: 1.45em; margin: 0.4em 0 0.6em; overflow-wrap: anywhere; }
+h2 { font-size: 1.2em; margin: 1.6em 0 0.5em; border-bottom: 1px solid #ddd; }
+h3 { font-size: 1.05em; margin: 1.2em 0 0.4em; }
+.note { color: #666; font-size: 0.9em; }
+.about { overflow-wrap: anywhere; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(130px, 1fr)); gap: 8px; }
+.card { background: #fff; border: 1px solid #e2e2e6; border-radius: 6px; padding: 6px 10px; overflow-wrap: anywhere; }
+.card span { color: #666; font-size: 0.85em; display: block; }
+.card b { font-size: 1.15em; }
+table { border-collapse: collapse; width: 100%; background: #fff; }
+th, td { padding: 4px 8px; border-bottom: 1px solid #eee; text-align: right; }
+th:first-child, td:first-child, th:last-child, td:last-child { text-align: left; overflow-wrap: anywhere; }
+th { background: #eef0f3; cursor: pointer; user-select: none; position: sticky; top: 0; }
+th[aria-sort="ascending"]::after { content: " \\25B2"; }
+th[aria-sort="descending"]::after { content: " \\25BC"; }
+img.picture { max-width: 100%; height: auto; border: 1px solid #e2e2e6; background: #fff; }
+.side { display: flex; flex-wrap: wrap; gap: 8px 28px; align-items: flex-start; }
+.curves { display: flex; flex-wrap: wrap; gap: 8px; }
+.curves img.picture { flex: 0 1 auto; min-width: 0; }
+.groups { line-height: 1.8; }
+.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 10px; }
+figure { margin: 0; background: #fff; border: 1px solid #e2e2e6; border-radius: 6px; padding: 6px;
+         font-size: 0.85em; overflow-wrap: anywhere; }
+figure img { display: block; margin: 0 auto 4px; max-width: 100%; height: auto; }
+figure ol { margin: 0.2em 0; padding-left: 1.5em; }
+figure li:first-child { color: #b42318; }
+figure li.truth { color: #1a7f37; font-weight: bold; }
+.file, .missing { color: #777; }
+"""
+
+# Sorting the per-class table: numbers by their data-value, names as text; a second click reverses.
+SCRIPT = """
+document.querySelectorAll("table.sortable th").forEach((header, column) => {
+  header.addEventListener("click", () => {
+    const table = header.closest("table"), numeric = header.dataset.type === "number";
+    const descending = header.getAttribute("aria-sort") ? header.getAttribute("aria-sort") === "ascending" : numeric;
+    table.querySelectorAll("th").forEach(h => h.removeAttribute("aria-sort"));
+    header.setAttribute("aria-sort", descending ? "descending" : "ascending");
+    const key = row => numeric ? Number(row.cells[column].dataset.value) : row.cells[column].textContent.toLowerCase();
+    const rows = Array.from(table.tBodies[0].rows).sort((a, b) => (key(a) > key(b)) - (key(a) < key(b)));
+    table.tBodies[0].append(...(descending ? rows.reverse() : rows));
+  });
+});
+"""

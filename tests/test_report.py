@@ -1,0 +1,348 @@
+"""report.py: the HTML report's content, read back from the page, and the page in a real browser
+(Debian's headless Chromium, driven over the DevTools protocol on a pipe: no package needed).
+train.py writing it is tested with the runs test_train.py makes."""
+import base64
+import csv
+import fcntl
+import io
+import json
+import os
+import select
+import shutil
+import subprocess
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+import torch
+from PIL import Image
+
+import engine
+import report
+
+CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+
+
+def fake_evaluation(flowers: Path, probabilities: list) -> dict:
+    """An evaluate() result on the bundled photos: the image k of class k % 5 mistaken (for the
+    next class) with the k-th probability, every other photo right."""
+    photos = {name: sorted((flowers / name).glob("*.jpg")) for name in CLASSES}
+    confusion = torch.zeros(5, 5, dtype=torch.long)
+    wrong = []
+    for k, probability in enumerate(probabilities):
+        label = k % 5
+        predicted, second = (label + 1) % 5, (label + 2) % 5
+        wrong.append((str(photos[CLASSES[label]][k // 5]), label, [predicted, label, second],
+                      [probability, (1 - probability) * 0.6, (1 - probability) * 0.3]))
+        confusion[label, predicted] += 1
+    for label, name in enumerate(CLASSES):
+        confusion[label, label] += len(photos[name]) - int(confusion[label].sum())
+    images = int(confusion.sum())
+    return {"loss": 0.75, "acc1": confusion.trace().item() / images, "acc5": 0.98,
+            "balanced_acc": engine.balanced_accuracy(confusion), "confusion": confusion, "wrong": wrong,
+            "failed": [], "images": images}
+
+
+def write_metrics(path: Path, epochs: int = 4) -> Path:
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["epoch", "step", "loss_train", "loss_val", "acc1_train", "acc5_train", "acc1_val",
+                      "balanced_acc_val", "acc5_val", "lr"])
+        for e in range(1, epochs + 1):
+            out.writerow([e, 5 * e, 1.6 - 0.2 * e, 1.5 - 0.15 * e, 0.2 * e, 0.9, 0.18 * e, 0.17 * e, 0.95,
+                          1e-3 / e])
+    return path
+
+
+class Node:
+    def __init__(self, tag: str, attrs: dict):
+        self.tag, self.attrs, self.children = tag, attrs, []
+
+    def text(self) -> str:
+        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
+
+    def find_all(self, tag: str, cls: str = None) -> list:
+        found = []
+        for child in self.children:
+            if isinstance(child, Node):
+                if child.tag == tag and (cls is None or cls in child.attrs.get("class", "").split()):
+                    found.append(child)
+                found += child.find_all(tag, cls)
+        return found
+
+    def by_id(self, id_: str):
+        return next(n for n in self.find_all_nodes() if n.attrs.get("id") == id_)
+
+    def find_all_nodes(self) -> list:
+        return [n for c in self.children if isinstance(c, Node) for n in [c, *c.find_all_nodes()]]
+
+
+class TreeBuilder(HTMLParser):
+    """The page as a tree of Nodes (html.parser gives events only)."""
+    VOID = {"img", "meta", "br", "link", "input", "hr"}
+
+    def __init__(self, page: str):
+        super().__init__()
+        self.root = Node("document", {})
+        self.stack = [self.root]
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        node = Node(tag, dict(attrs))
+        self.stack[-1].children.append(node)
+        if tag not in self.VOID:
+            self.stack.append(node)
+
+    def handle_endtag(self, tag):
+        while self.stack[-1].tag != tag:
+            self.stack.pop()
+        self.stack.pop()
+
+    def handle_data(self, data):
+        self.stack[-1].children.append(data)
+
+
+def parse(path: Path) -> Node:
+    return TreeBuilder(path.read_text(encoding="utf-8")).root
+
+
+def decoded(src: str) -> Image.Image:
+    assert src.startswith("data:image/"), src[:40]
+    return Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+
+
+def test_report_holds_the_figures_the_table_the_pictures_and_the_mistakes(flowers, tmp_path):
+    probabilities = [0.41, 0.92, 0.55, 0.47, 0.66, 0.88, 0.40]  # classes 0..4, then 0 and 1 again
+    result = fake_evaluation(flowers, probabilities)
+    path = report.write_report(tmp_path / "run" / "report.html", result, CLASSES, "runs/x/best.pth (epoch 4)",
+                               "swin_micro_patch4_window4_128", "val", write_metrics(tmp_path / "metrics.csv"))
+    page = parse(path)
+    cards = {c.find_all("span")[0].text(): c.find_all("b")[0].text() for c in page.find_all("div", "card")}
+    assert cards["top-1"] == f"{result['acc1']:.1%}" == "93.0%"  # 7 wrong of 100
+    assert cards["top-5"] == "98.0%" and cards["images"] == "100" and cards["classes"] == "5"
+    assert cards["balanced accuracy"] == f"{result['balanced_acc']:.1%}" and cards["mistakes"] == "7"
+    about = page.find_all("p", "about")[0]
+    assert about.find_all("b", "variant")[0].text() == "swin_micro_patch4_window4_128"
+    assert about.find_all("b", "checkpoint")[0].text() == "runs/x/best.pth (epoch 4)"
+
+    table = page.find_all("table", "sortable")[0]
+    assert [th.text() for th in table.find_all("th")] == ["class", "precision", "recall", "F1", "images", "mistakes",
+                                                          "most often taken for"]
+    rows = [[td.text() for td in tr.find_all("td")] for tr in table.find_all("tbody")[0].find_all("tr")]
+    assert [row[0] for row in rows] == CLASSES
+    for row, (precision, recall, support) in zip(rows, engine.per_class_metrics(result["confusion"])):
+        f1 = 2 * precision * recall / (precision + recall)
+        assert row[1:6] == [f"{precision:.3f}", f"{recall:.3f}", f"{f1:.3f}", str(support),
+                            str(support - round(recall * support))]
+    assert rows[0][6] == "dandelion (2)"  # daisy's two mistakes were both taken for dandelion
+
+    pictures = [img.attrs["src"] for img in page.find_all("img", "picture")]
+    assert len(pictures) == 4  # the confusion matrix and three training curves
+    assert all(decoded(src).format == "PNG" and decoded(src).width > 300 for src in pictures)
+
+    # the gallery: groups in class order, the most confident mistake first in each
+    groups = [h3.attrs["id"] for h3 in page.by_id("mistakes").find_all("h3")]
+    assert groups == ["wrong-0", "wrong-1", "wrong-2", "wrong-3", "wrong-4"]
+    figures = page.by_id("mistakes").find_all("figure")
+    order = [float(f.find_all("li")[0].text().split()[-1].rstrip("%")) / 100 for f in figures]
+    assert order == [0.88, 0.41, 0.92, 0.40, 0.55, 0.47, 0.66]
+    first = figures[0]
+    assert "true: daisy" in first.find_all("figcaption")[0].text()
+    assert [li.text() for li in first.find_all("li")] == ["dandelion 88.0%", "daisy 7.2%", "roses 3.6%"]
+    assert first.find_all("li", "truth")[0].text().startswith("daisy")  # the true class is marked
+    for figure, (file, *_) in zip(figures, sorted(result["wrong"], key=lambda m: (m[1], -m[3][0]))):
+        link = figure.find_all("a")[0].attrs["href"]
+        assert Path(unquote(urlparse(link).path)) == Path(file).resolve()  # the original photo
+        thumb = decoded(figure.find_all("img")[0].attrs["src"])
+        assert thumb.format == "JPEG" and max(thumb.size) <= report.THUMB_SIZE
+
+    # self-contained: nothing to fetch
+    text = path.read_text()
+    assert not page.find_all("link") and all("src" not in s.attrs for s in page.find_all("script"))
+    assert all(img.attrs["src"].startswith("data:") for img in page.find_all("img"))
+    assert "http://" not in text and "https://" not in text
+
+
+def test_a_large_set_shows_the_most_confident_mistakes_and_counts_the_rest(flowers, tmp_path):
+    probabilities = [0.40 + 0.01 * k for k in range(40)]
+    result = fake_evaluation(flowers, probabilities)
+    result["wrong"].append((str(tmp_path / "gone.jpg"), 0, [1, 0, 2], [0.99, 0.005, 0.005]))  # deleted since
+    path = report.write_report(tmp_path / "report.html", result, CLASSES, "best.pth", "swin_micro", max_shown=6)
+    page = parse(path)
+    mistakes = page.by_id("mistakes")
+    shown = sorted(float(f.find_all("li")[0].text().split()[-1].rstrip("%")) for f in mistakes.find_all("figure"))
+    assert shown == [75.0, 76.0, 77.0, 78.0, 79.0, 99.0]
+    assert "the other 35 are listed in misclassified.csv" in mistakes.text()
+    assert "the file no longer opens" in mistakes.text()
+    assert len(mistakes.find_all("img")) == 5
+    assert "(2 of 9 mistakes)" in mistakes.text()  # daisy: 8 of the 40, and the deleted one
+    assert "No metrics.csv" in page.by_id("curves").text()
+
+
+def test_misclassified_csv_gains_the_top3_probabilities(flowers, tmp_path):
+    result = fake_evaluation(flowers, [0.5, 0.7])
+    report.write_misclassified_csv(tmp_path / "m.csv", result["wrong"], CLASSES)
+    rows = list(csv.DictReader(open(tmp_path / "m.csv")))
+    assert [(r["true"], r["predicted"], r["probability"], r["second"], r["third"]) for r in rows] == [
+        ("daisy", "dandelion", "0.5000", "daisy", "roses"), ("dandelion", "roses", "0.7000", "dandelion", "sunflowers")]
+    assert float(rows[1]["second_probability"]) == pytest.approx(0.18)
+
+
+def test_evaluate_collects_the_top3_of_each_mistake_only():
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    logits = torch.tensor([[4.0, 1.0, 0.0, 0.0], [0.0, 3.0, 2.0, 1.0], [0.0, 0.0, 0.0, 5.0]])
+    loader = [(logits, torch.tensor([0, 2, 3]), ["a.jpg", "b.jpg", "c.jpg"], [])]
+    result = engine.evaluate(Fixed(), loader, 4, torch.device("cpu"), None, show_progress=False)
+    assert len(result["wrong"]) == 1
+    path, label, top, probs = result["wrong"][0]
+    assert (path, label, top) == ("b.jpg", 2, [1, 2, 3])
+    assert probs == pytest.approx(logits[1].softmax(-1)[[1, 2, 3]].tolist())
+
+
+# --- In a real browser ---
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--remote-debugging-pipe"]
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol on a pipe (--remote-debugging-pipe: it
+    reads JSON commands on fd 3 and answers on fd 4, each message ending in a NUL byte), so the
+    test needs no websocket client and opens no port."""
+
+    def __init__(self, profile: Path, timeout: float = 60):
+        commands_read, self.commands = os.pipe()
+        self.answers, answers_write = os.pipe()
+
+        def give_fds_3_and_4():  # in the child: the pipe ends Chromium expects, kept across exec
+            read_end, write_end = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (commands_read, answers_write))
+            os.dup2(read_end, 3)
+            os.dup2(write_end, 4)
+
+        self.process = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                                        preexec_fn=give_fds_3_and_4, close_fds=False,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(commands_read)
+        os.close(answers_write)
+        self.timeout, self.buffer, self.next_id, self.events = timeout, b"", 0, []
+
+    def call(self, method: str, params: dict = None, session: str = None) -> dict:
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self.commands, json.dumps(message).encode() + b"\0")
+        while True:
+            answer = self.receive()
+            if answer.get("id") == self.next_id:
+                assert "error" not in answer, (method, answer["error"])
+                return answer["result"]
+            self.events.append(answer)
+
+    def receive(self) -> dict:
+        deadline = time.monotonic() + self.timeout
+        while b"\0" not in self.buffer:
+            ready, _, _ = select.select([self.answers], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(self.answers, 1 << 20) if ready else b""
+            assert chunk, "Chromium stopped answering"
+            self.buffer += chunk
+        message, self.buffer = self.buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def wait_for(self, method: str) -> dict:
+        while not any(e.get("method") == method for e in self.events):
+            self.events.append(self.receive())
+        return next(e for e in self.events if e.get("method") == method)
+
+    def close(self):
+        try:
+            self.call("Browser.close")
+        except (AssertionError, OSError):
+            pass
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self.commands)
+        os.close(self.answers)
+
+
+def problems(events: list) -> list:
+    """What a person would see in the developer console: uncaught errors, console errors, failed loads."""
+    found = []
+    for event in events:
+        method, params = event.get("method"), event.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            found.append(params["exceptionDetails"].get("text"))
+        elif method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert", "warning"):
+            found.append(str(params["args"]))
+        elif method == "Log.entryAdded" and params["entry"]["level"] in ("error", "warning"):
+            found.append(params["entry"]["text"])
+    return found
+
+
+@pytest.mark.skipif(CHROMIUM is None and os.environ.get("CI") != "true",
+                    reason="no chromium here (apt-get install chromium); .ci/run installs it and CI runs this")
+def test_the_report_in_headless_chromium(flowers, tmp_path):
+    assert CHROMIUM is not None, "CI must run the browser test: .ci/run installs Debian's chromium"
+    result = fake_evaluation(flowers, [0.41, 0.92, 0.55, 0.47, 0.66, 0.88, 0.40])
+    path = report.write_report(tmp_path / "report.html", result, CLASSES, str(tmp_path / "best.pth"),
+                               "swin_micro_patch4_window4_128", "val", write_metrics(tmp_path / "metrics.csv"))
+    browser = Browser(tmp_path / "profile")
+    try:
+        target = browser.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            browser.call(f"{domain}.enable", session=session)
+        browser.call("Emulation.setDeviceMetricsOverride",  # a laptop screen
+                     {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False}, session)
+        browser.call("Page.navigate", {"url": path.as_uri()}, session)
+        browser.wait_for("Page.loadEventFired")
+
+        def evaluate(expression: str):
+            answer = browser.call("Runtime.evaluate", {"expression": expression, "returnByValue": True,
+                                                        "awaitPromise": True}, session)
+            assert "exceptionDetails" not in answer, answer
+            return answer["result"].get("value")
+
+        images = evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.alt])")
+        assert len(images) == 1 + 3 + 7  # confusion matrix, three curves, seven thumbnails
+        assert all(complete and width > 0 for complete, width, _ in images), images
+        for width in (1280, 1024):  # no scrolling sideways on a laptop, nor in a narrower window
+            browser.call("Emulation.setDeviceMetricsOverride",
+                         {"width": width, "height": 800, "deviceScaleFactor": 1, "mobile": False}, session)
+            assert evaluate("document.documentElement.scrollWidth <= window.innerWidth"), width
+
+        column = "Array.from(document.querySelectorAll('table.sortable tbody tr')).map(r => r.cells[0].textContent)"
+        evaluate("document.querySelectorAll('table.sortable th')[2].click()")  # recall: highest first
+        recalls = {c: r for c, (_, r, _) in zip(CLASSES, engine.per_class_metrics(result["confusion"]))}
+        by_recall = evaluate(column)
+        assert [recalls[c] for c in by_recall] == sorted(recalls.values(), reverse=True)
+        evaluate("document.querySelectorAll('table.sortable th')[2].click()")  # again: lowest first
+        assert [recalls[c] for c in evaluate(column)] == sorted(recalls.values())
+        evaluate("document.querySelectorAll('table.sortable th')[0].click()")  # names: a to z
+        assert evaluate(column) == CLASSES
+
+        browser.call("Emulation.setDeviceMetricsOverride",
+                     {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False}, session)
+        height = browser.call("Page.getLayoutMetrics", session=session)["cssContentSize"]["height"]
+        shot = browser.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": {
+            "x": 0, "y": 0, "width": 1280, "height": height, "scale": 1}}, session)
+        screenshot = tmp_path / "report.png"
+        screenshot.write_bytes(base64.b64decode(shot["data"]))
+        with Image.open(screenshot) as picture:
+            assert picture.width == 1280 and picture.height > 1500  # the whole page, top to bottom
+            assert len(picture.convert("RGB").getcolors(1 << 20)) > 1000  # photos and charts: not a blank page
+        assert problems(browser.events) == []
+        requested = [e["params"]["request"]["url"] for e in browser.events if e.get("method") == "Network.requestWillBeSent"]
+        assert requested and all(url.startswith(("file:", "data:")) for url in requested), requested
+    finally:
+        browser.close()
