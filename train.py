@@ -12,7 +12,8 @@
 --data-path is a folder of class folders (split 80/20 in memory, seed 0) or a split root with
 train/ and val/ (and test/) as split_data.py writes it. Each run writes runs/<name>/: TensorBoard
 events, last.pth (every epoch), best.pth (best validation top-1), class_indices.json,
-config.yaml and metrics.csv.
+config.yaml, metrics.csv, and at the end report.html (what the model got wrong: open it in a
+browser) with misclassified.csv.
 """
 import argparse
 import csv
@@ -26,9 +27,11 @@ from torch.utils.tensorboard import SummaryWriter
 
 import engine
 import plots
+import report
 from download import OFFICIAL_WEIGHTS, fetch_flower_photos, fetch_official_weights
 from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_mixup, build_transform, load_splits
 from data import write_class_indices
+from images import class_imbalance
 from model import NO_PRETRAINED_WEIGHTS, create_model, resolve_variant
 from utils import (UserError, amp_dtype, all_finite, explicit_flags, init_distributed, load_checkpoint,
                    parse_config, plain,
@@ -47,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--img-size", type=int, help="default: the variant's (224 for swin_tiny)")
     g.add_argument("--recipe", default="tutorial", choices=["tutorial", "official"],
                    help="augmentation: tutorial (crop + flip) or official (RandAugment, erasing) (default: tutorial)")
+    g.add_argument("--balance", default="off", choices=["off", "sampler", "loss"],
+                   help="imbalanced classes: 'sampler' draws every class equally often in each epoch, 'loss' "
+                        "weights the loss by inverse class frequency (default: off)")
     g.add_argument("--batch-size", type=int, default=8, help="per process (default: 8)")
     g.add_argument("--workers", type=int, default=min(8, torch.multiprocessing.cpu_count()),
                    help="data loading processes (default: CPU count, at most 8)")
@@ -146,7 +152,8 @@ def main(argv=None) -> None:
         return evaluate_checkpoint(cfg, model, splits, eval_transform, checkpoint, device, amp, main_process)
 
     train_set = engine.SeededDataset(ImageDataset(splits.train, build_transform(img_size, train=True, recipe=cfg.recipe)))
-    sampler = engine.EpochSampler(len(train_set), cfg.seed, rank, world_size)
+    sampler = (engine.BalancedSampler([label for _, label in splits.train], cfg.seed, rank, world_size)
+               if cfg.balance == "sampler" else engine.EpochSampler(len(train_set), cfg.seed, rank, world_size))
     train_loader = build_loader(train_set, cfg.batch_size, train=True, num_workers=cfg.workers, sampler=sampler,
                                 generator=torch.Generator().manual_seed(cfg.seed))
     val_loader = eval_loader(splits.val, eval_transform, cfg, rank, world_size)
@@ -160,7 +167,9 @@ def main(argv=None) -> None:
         scheduler=engine.build_scheduler(optimizer, cfg, steps_per_epoch),
         scaler=torch.amp.GradScaler(device.type, enabled=amp == torch.float16), device=device, amp=amp,
         ema=engine.ModelEma(model, cfg.ema_decay) if cfg.ema else None,
-        mixup=build_mixup(cfg.mixup, cfg.cutmix, cfg.label_smoothing, len(classes)))
+        mixup=build_mixup(cfg.mixup, cfg.cutmix, cfg.label_smoothing, len(classes)),
+        class_weights=engine.inverse_frequency_weights(splits.counts("train")).to(device)
+        if cfg.balance == "loss" else None)
     if checkpoint is not None:
         restore(state, checkpoint)
         run_dir = (cfg.resume if cfg.resume.is_dir() else cfg.resume.parent)
@@ -179,6 +188,7 @@ def main(argv=None) -> None:
         print(f"run folder {run_dir}: {len(splits.train)} training and {len(splits.val)} validation images, "
               f"{len(classes)} classes, {model.variant} at {img_size} px on {device}"
               f"{f' x{world_size}' if world_size > 1 else ''}, amp {amp or 'off'}")
+        warn_if_imbalanced(classes, splits.counts("train"), cfg.balance)
         if state.epoch == 0 and state.batches_done == 0:
             log_training_images(writer, train_loader, classes)
 
@@ -297,7 +307,7 @@ def save_run_checkpoint(path: Path, state: engine.TrainState, cfg, meta: dict, w
 
 def run_epochs(state, cfg, train_loader, sampler, val_loader, classes, stop, on_step, save, writer,
                run_dir: Path, main_process: bool) -> None:
-    val, first_epoch = None, state.epoch
+    val, first_epoch, best = None, state.epoch, None
     for epoch in range(state.epoch, cfg.epochs):
         if state.batches_done == 0:  # each epoch's randomness from (seed, epoch): resuming is exact
             seed_everything(cfg.seed * 1000 + epoch)
@@ -312,15 +322,16 @@ def run_epochs(state, cfg, train_loader, sampler, val_loader, classes, stop, on_
         ema_val = None
         if state.ema is not None:
             ema_val = engine.evaluate(state.ema.module, val_loader, len(classes), state.device, state.amp, False)
-        best_weights, acc = state.model.state_dict(), val["acc1"]
+        best_weights, acc, chosen = state.model.state_dict(), val["acc1"], (val, "")
         if ema_val is not None and ema_val["acc1"] > acc:
-            best_weights, acc = state.ema.module.state_dict(), ema_val["acc1"]
+            best_weights, acc, chosen = state.ema.module.state_dict(), ema_val["acc1"], (ema_val, ", EMA weights")
         improved = acc > state.best_acc
         state.best_acc = max(state.best_acc, acc)
         if main_process:
             log_epoch(writer, run_dir, state, train, val, ema_val, classes, improved)
         if improved:
             save("best.pth", best_weights)
+            best = (chosen[0], f"{run_dir / 'best.pth'} (epoch {state.epoch}{chosen[1]})")
         save("last.pth")
         if engine.stop_agreed(stop, state.device):
             return
@@ -331,13 +342,24 @@ def run_epochs(state, cfg, train_loader, sampler, val_loader, classes, stop, on_
         writer.add_hparams({k: v for k, v in plain(vars(cfg)).items() if isinstance(v, (int, float, str, bool))},
                            {"hparam/best_acc1": state.best_acc, "hparam/last_val_loss": val["loss"]},
                            run_name=".")
+    if main_process and val is not None:  # best.pth's evaluation, unless it was made before a resume
+        write_run_report(run_dir, state.model.variant, classes,
+                         *(best or (val, f"{run_dir / 'last.pth'} (epoch {state.epoch})")))
+
+
+def write_run_report(run_dir: Path, variant: str, classes: list, result: dict, checkpoint: str) -> None:
+    report.write_misclassified_csv(run_dir / "misclassified.csv", result["wrong"], classes)
+    path = report.write_report(run_dir / "report.html", result, classes, checkpoint, variant, "val",
+                               run_dir / "metrics.csv")
+    print(f"what {checkpoint} gets wrong, to open in a browser: {path}")
 
 
 def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, classes: list, improved: bool) -> None:
     epoch, lr = state.epoch, state.optimizer.param_groups[0]["lr"]
     throughput = train["images"] / max(train["seconds"], 1e-9)
     scalars = {"loss/train": train["loss"], "loss/val": val["loss"], "acc1/train": train["acc1"],
-               "acc5/train": train["acc5"], "acc1/val": val["acc1"], "acc5/val": val["acc5"], "lr": lr, "time/epoch_seconds": train["seconds"],
+               "acc5/train": train["acc5"], "acc1/val": val["acc1"], "balanced_acc/val": val["balanced_acc"],
+               "acc5/val": val["acc5"], "lr": lr, "time/epoch_seconds": train["seconds"],
                "throughput/images_per_second": throughput, "data/failed_images": len(train["failed"]) + len(val["failed"])}
     if ema_val is not None:
         scalars["acc1/val_ema"] = ema_val["acc1"]
@@ -361,8 +383,17 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
         print(f"warning: skipped an image that failed to load: {path}", file=sys.stderr)
     ema = f"  ema top-1 {ema_val['acc1']:.4f}" if ema_val is not None else ""
     print(f"epoch {epoch:3d}  train loss {train['loss']:.4f} top-1 {train['acc1']:.4f}  "
-          f"val loss {val['loss']:.4f} top-1 {val['acc1']:.4f} top-5 {val['acc5']:.4f}{ema}  "
+          f"val loss {val['loss']:.4f} top-1 {val['acc1']:.4f} balanced {val['balanced_acc']:.4f} "
+          f"top-5 {val['acc5']:.4f}{ema}  "
           f"lr {lr:.2e}  {train['seconds']:.0f}s {throughput:.1f} img/s{'  * best' if improved else ''}", flush=True)
+
+
+def warn_if_imbalanced(classes: list, counts: list, balance: str) -> None:
+    imbalance = class_imbalance(classes, counts)
+    if imbalance:
+        hint = f"--balance {balance} compensates" if balance != "off" else \
+            "--balance sampler or --balance loss compensates (now off)"
+        print(f"warning: in the training images, {imbalance}; {hint}", file=sys.stderr)
 
 
 def log_training_images(writer, loader, classes: list) -> None:
@@ -390,22 +421,21 @@ def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp, 
     classes = splits.classes
     width = max(len(c) for c in classes + ["class"])
     lines = [f"{cfg.split}: {result['images']} images  top-1 {result['acc1']:.4f}  top-5 {result['acc5']:.4f}  "
-             f"loss {result['loss']:.4f}", "", f"{'class':<{width}}  precision  recall  images"]
+             f"balanced accuracy {result['balanced_acc']:.4f}  loss {result['loss']:.4f}", "",
+             f"{'class':<{width}}  precision  recall  images"]
     for (precision, recall, support), name in zip(engine.per_class_metrics(result["confusion"]), classes):
         lines.append(f"{name:<{width}}  {precision:9.3f}  {recall:6.3f}  {support:6d}")
     lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
     lines += [f"{name:<{width}}  " + " ".join(f"{int(v):5d}" for v in row) for name, row in zip(classes, result["confusion"])]
-    with open(out / "misclassified.csv", "w", newline="") as f:
-        rows = csv.writer(f)
-        rows.writerow(["path", "true", "predicted"])
-        for path, label, predicted in sorted(result["wrong"]):
-            rows.writerow([path, classes[label], classes[predicted]])
+    report.write_misclassified_csv(out / "misclassified.csv", result["wrong"], classes)
+    report.write_report(out / "report.html", result, classes, str(cfg.resume or cfg.weights), model.variant,
+                        cfg.split, out.parent / "metrics.csv")
     plots.confusion_matrix_image(result["confusion"], classes, f"{cfg.split} split").save(out / "confusion_matrix.png")
-    report = "\n".join(lines)
-    (out / "report.txt").write_text(report + "\n")
-    print(report)
+    text = "\n".join(lines)
+    (out / "report.txt").write_text(text + "\n")
+    print(text)
     print(f"\n{len(result['wrong'])} misclassified files: {out / 'misclassified.csv'}; picture: "
-          f"{out / 'confusion_matrix.png'}")
+          f"{out / 'confusion_matrix.png'}; open in a browser: {out / 'report.html'}")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ def test_tensorboard_holds_scalars_and_pictures(flowers, tmp_path):
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    for tag in ("loss/train", "loss/val", "acc1/train", "acc5/train", "acc1/val", "acc5/val", "acc1/val_ema", "lr",
+    for tag in ("loss/train", "loss/val", "acc1/train", "acc5/train", "acc1/val", "balanced_acc/val", "acc5/val",
+                "acc1/val_ema", "lr",
                 "time/epoch_seconds", "throughput/images_per_second", "loss/train_step", "class_recall/daisy"):
         assert tag in scalars, tag
     assert [e.step for e in events.Scalars("acc1/val")] == [1, 2]
@@ -220,9 +221,9 @@ def test_non_finite_loss_stops_without_writing_nan(flowers, tmp_path, monkeypatc
     real_loss = engine.loss_fn
     calls = {"n": 0}
 
-    def poisoned(logits, targets, smoothing):
+    def poisoned(logits, targets, smoothing, **kwargs):
         calls["n"] += 1
-        loss = real_loss(logits, targets, smoothing)
+        loss = real_loss(logits, targets, smoothing, **kwargs)
         return loss * float("nan") if calls["n"] > 7 else loss  # epoch 1 has 6 batches
 
     monkeypatch.setattr(engine, "loss_fn", poisoned)
@@ -256,7 +257,9 @@ def test_weights_report_and_from_scratch_notice(flowers, tmp_path):
 
 
 def test_eval_only_reports_and_lists_mistakes(flowers, tmp_path):
-    run_train("--data-path", flowers, *FAST, "--epochs", "2", "--output", tmp_path, "--name", "e")
+    trained = run_train("--data-path", flowers, *FAST, "--epochs", "2", "--output", tmp_path, "--name", "e")
+    assert f"gets wrong, to open in a browser: {tmp_path / 'e' / 'report.html'}" in trained.stdout
+    assert (tmp_path / "e" / "misclassified.csv").is_file()
     out = run_train("--data-path", flowers, "--eval-only", "--resume", tmp_path / "e" / "best.pth",
                     "--workers", "0", "--no-progress")
     assert "top-1" in out.stdout and "precision" in out.stdout and "daisy" in out.stdout
@@ -265,8 +268,14 @@ def test_eval_only_reports_and_lists_mistakes(flowers, tmp_path):
     top1 = float(out.stdout.split("top-1 ")[1].split()[0])
     assert len(rows) == round((1 - top1) * 20)  # 20 validation images
     assert all(Path(r["path"]).is_file() and r["true"] != r["predicted"] for r in rows)
+    assert all(1 >= float(r["probability"]) >= float(r["second_probability"]) >= float(r["third_probability"])
+               for r in rows)
     from PIL import Image
     assert Image.open(folder / "confusion_matrix.png").size[0] > 100
+    # the same evaluation as a page: figures, curves from the run's metrics.csv, one thumbnail a mistake
+    page = (folder / "report.html").read_text()
+    assert f"{top1:.1%}" in page and "best.pth" in page and page.count("<figure>") == len(rows)
+    assert page.count('<img class="picture"') == 4  # the confusion matrix and three training curves
 
 
 def test_two_processes_with_torchrun(flowers, tmp_path):
@@ -279,6 +288,8 @@ def test_two_processes_with_torchrun(flowers, tmp_path):
     assert result.stdout.count("run folder") == 1  # only rank 0 speaks
     rows = metrics(tmp_path / "ddp")
     assert len(rows) == 2
+    best = max(rows, key=lambda r: float(r["acc1_val"]))  # the report shows best.pth's mistakes from both ranks
+    assert (tmp_path / "ddp" / "report.html").read_text().count("<figure>") == round((1 - float(best["acc1_val"])) * 20)
     ckpt = torch.load(tmp_path / "ddp" / "last.pth", weights_only=True)
     assert not any(k.startswith("module.") for k in ckpt["model"])
 
