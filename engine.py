@@ -1,5 +1,5 @@
 """The training engine behind train.py: optimizer groups, learning-rate schedule, weight EMA,
-the sampler, one epoch of training, and evaluation with its metrics.
+the samplers (shuffled, or class-balanced), one epoch of training, and evaluation with its metrics.
 
 The recipe is the official Swin one (Liu et al. 2021, Sec. 4.1 and the repo's configs): AdamW
 without weight decay on norms, biases and position-bias parameters; linear warmup then cosine,

@@ -66,11 +66,15 @@ def write_misclassified_csv(path, wrong: list, classes: list[str]) -> None:
 
 
 def read_metrics(path) -> list[dict]:
-    """metrics.csv's rows as numbers (None where a column is empty, as after a resume that added one)."""
+    """metrics.csv's rows as numbers; None where a value is missing or not a number."""
+    def number(value):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+
     with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [{key: float(value) if value not in ("", None) else None for key, value in row.items()}
-            for row in rows]
+        return [{key: number(value) for key, value in row.items() if key is not None} for row in csv.DictReader(f)]
 
 
 # --- Sections ---
