@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
+import torch
+
 import engine
 import plots
 
@@ -120,8 +122,10 @@ def number_cell(value: float) -> str:
 
 def confusion_section(confusion, classes: list[str]) -> str:
     n = len(classes)
-    off_diagonal = [(int(confusion[i, j]), i, j) for i in range(n) for j in range(n) if i != j and confusion[i, j]]
-    top = sorted(off_diagonal, key=lambda c: (-c[0], c[1], c[2]))[:10]
+    errors = confusion.clone()
+    errors.fill_diagonal_(0)
+    counts, cells = torch.sort(errors.flatten(), descending=True, stable=True)  # ties in class order
+    top = [(count, cell // n, cell % n) for count, cell in zip(counts[:10].tolist(), cells[:10].tolist()) if count]
     items = "".join(f"<li>{escape(classes[i])} taken for {escape(classes[j])}: {count} "
                     f"({count / max(int(confusion[i].sum()), 1):.0%} of {escape(classes[i])})</li>"
                     for count, i, j in top)
