@@ -114,7 +114,7 @@ def train(data: Path, run: Path, balance: str, seed: int, args) -> None:
 
 
 def evaluate(checkpoint: Path, data: Path, cut: str) -> tuple:
-    """(balanced accuracy, the cut class's recall, the other classes' mean recall) of the checkpoint's weights on val."""
+    """(balanced accuracy, the cut class's recall, the other classes' mean recall) on val."""
     saved = torch.load(checkpoint, weights_only=True)
     model = create_model(saved["variant"], **saved["model_overrides"])
     model.load_state_dict(saved["model"])

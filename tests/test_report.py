@@ -342,7 +342,8 @@ def test_the_report_in_headless_chromium(flowers, tmp_path):
             assert picture.width == 1280 and picture.height > 1500  # the whole page, top to bottom
             assert len(picture.convert("RGB").getcolors(1 << 20)) > 1000  # photos and charts: not a blank page
         assert problems(browser.events) == []
-        requested = [e["params"]["request"]["url"] for e in browser.events if e.get("method") == "Network.requestWillBeSent"]
+        requested = [e["params"]["request"]["url"] for e in browser.events
+                     if e.get("method") == "Network.requestWillBeSent"]
         assert requested and all(url.startswith(("file:", "data:")) for url in requested), requested
     finally:
         browser.close()
