@@ -184,7 +184,7 @@ def gather_tokens(x: torch.Tensor, layout: "StageLayout", move: str) -> torch.Te
     # parallelises worse. The row numbers are made per call (a (B, L) add, small beside the gather),
     # not cached per batch size, so that the batch size stays a symbol in an exported program.
     index, inverse = layout.moves[move]
-    offsets = torch.arange(b, device=x.device).view(b, 1) * length  # (B, 1)
+    offsets = torch.arange(0, b * length, length, device=x.device).view(b, 1)  # (B, 1): each sample's first row
     x = x.reshape(b * length, c)
     if torch.is_grad_enabled() and x.requires_grad:
         rows, inverse_rows = (offsets + index).view(-1), (offsets + inverse).view(-1)
