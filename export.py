@@ -75,10 +75,8 @@ class Preprocess(torch.nn.Module):
         at_size = (x.shape[-2] == size) & (x.shape[-1] == size)
         if torch.jit.is_scripting():
             x = self.resize(x) if at_size else self.crop_and_resize(x)
-        elif torch.compiler.is_exporting():  # a branch that the program keeps, taken per input size
+        else:  # under torch.export at_size is symbolic and the program keeps both branches; eagerly, a plain if
             x = torch.cond(at_size, self.resize, self.crop_and_resize, (x,))
-        else:
-            x = self.resize(x) if at_size else self.crop_and_resize(x)
         return (x - self.mean) / self.std
 
     def resize(self, x: torch.Tensor) -> torch.Tensor:
@@ -222,15 +220,18 @@ def export_torchscript(clf, path: Path, device) -> str:
 
 
 def check_program(run, clf, device) -> None:
-    """The program's logits against the model's on uint8 images at img_size, at another batch size than
-    the trace's; a RuntimeError, and nothing saved, when they differ."""
+    """The program against the model on uint8 images at img_size, at another batch size than the trace's,
+    and against Deployable run eagerly on images of another size; a RuntimeError, nothing saved, if they differ."""
     size = clf.model.img_size
     images = torch.randint(0, 256, (3, 3, size, size), dtype=torch.uint8, device=device)
+    other = torch.randint(0, 256, (1, 3, size + 45, 2 * size - 3), dtype=torch.uint8, device=device)
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (clf.mean, clf.std))
     with torch.no_grad():
-        want, got = clf.model((images / 255 - mean) / std), run(images).to(device)
-    if not torch.allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, want.abs().max().item())):
-        raise RuntimeError(f"the exported program is off the model by {(got - want).abs().max():.3g}; not saved")
+        for x, want in ((images, clf.model((images / 255 - mean) / std)), (other, Deployable(clf.model, clf)(other))):
+            got = run(x).to(device)
+            if not torch.allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, want.abs().max().item())):
+                raise RuntimeError(f"the exported program is off the model by {(got - want).abs().max():.3g} on "
+                                   f"{x.shape[-2]} x {x.shape[-1]} images; not saved")
 
 
 # --- Running an .onnx in predict.py ---
