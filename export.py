@@ -1,13 +1,31 @@
-"""Export a trained classifier for deployment: TorchScript with its preprocessing inside.
+"""Export a trained classifier for deployment, its preprocessing inside: ONNX, torch.export or TorchScript.
 
-    python predict.py --export flowers.pt --weights runs/<name>/best.pth
+    python predict.py --export flowers.onnx --weights runs/<name>/best.pth   # ONNX Runtime, TensorRT, OpenVINO
+    python predict.py --export flowers.pt2                                   # a torch.export program
+    python predict.py --export flowers.pt                                    # TorchScript (deprecated by PyTorch)
+    python predict.py photos/ --weights flowers.onnx                         # predict.py runs an .onnx too
+
+    session = onnxruntime.InferenceSession("flowers.onnx")
+    logits = session.run(None, {"images": images})[0]      # (B, 3, H, W) uint8 RGB, any H x W
+    labels = json.loads(session.get_modelmeta().custom_metadata_map["class_names"])
+
+    extra = {"classifier.json": ""}
+    program = torch.export.load("flowers.pt2", extra_files=extra).module()
+    logits = program(images)                                # (B, 3, H, W) uint8 RGB, any H x W
+    labels = json.loads(extra["classifier.json"])["class_names"]
+
     program = torch.jit.load("flowers.pt")
     probs = program.probabilities(images)   # (B, 3, H, W) uint8 or [0, 1] floats, any H x W
     labels = program.class_names
 
-The deployer needs no mean, std, crop or resize rules: they travel in the file.
+The deployer needs no mean, std, crop or resize rules: they travel in the file. ONNX and torch.export
+programs take one input type, uint8 (what image decoders give); the TorchScript one also [0, 1] floats.
 """
+import contextlib
+import importlib
+import json
 import math
+import sys
 import warnings
 from pathlib import Path
 
@@ -15,47 +33,178 @@ import torch
 import torch.nn.functional as F
 
 from model import create_model
+from utils import UserError
+
+ONNX_OPSET = 18  # the first with an antialiased Resize, the resize predict.py does
+INSTALL = "pip install -r requirements-export.txt"
+
+
+# --- The program: preprocessing and model, one module for every format ---
+
+def _sym_min(a: int, b: int) -> int:
+    """min() that stays a formula of the input's size under torch.export (the builtin would fix the
+    size the program was traced at) and compiles under TorchScript."""
+    if torch.jit.is_scripting():
+        return min(a, b)
+    return torch.sym_min(a, b)
+
+
+def _sym_max(a: int, b: int) -> int:
+    if torch.jit.is_scripting():
+        return max(a, b)
+    return torch.sym_max(a, b)
+
+
+class Preprocess(torch.nn.Module):
+    """(B, 3, H, W) uint8 0-255 or float 0-1, any H x W -> (B, 3, S, S) normalised, as predict.py prepares a photo.
+
+    An image already S x S is taken as cropped; another size is center-cropped as data.center_box
+    does it (the box that resizing the shorter side to S / crop_pct and cropping S would keep; its
+    sides rounded half up, in integers) and resized: bilinear, antialiased, in float.
+    """
+
+    def __init__(self, img_size: int, crop_pct: float, mean, std):
+        super().__init__()
+        self.img_size, self.resize_to = int(img_size), math.floor(img_size / crop_pct)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+        size = self.img_size
+        at_size = (x.shape[-2] == size) & (x.shape[-1] == size)
+        if torch.jit.is_scripting():
+            x = self.resize(x) if at_size else self.crop_and_resize(x)
+        else:  # under torch.export at_size is symbolic and the program keeps both branches; eagerly, a plain if
+            x = torch.cond(at_size, self.resize, self.crop_and_resize, (x,))
+        return (x - self.mean) / self.std
+
+    def resize(self, x: torch.Tensor) -> torch.Tensor:
+        """To S x S; an identity for an image of that size, where it only fixes the size for torch.cond."""
+        return F.interpolate(x, size=[self.img_size, self.img_size], mode="bilinear", antialias=True,
+                             align_corners=False)
+
+    def crop_and_resize(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2], x.shape[-1]
+        big, side = self.resize_to, _sym_min(h, w) * self.img_size  # the box's side is side / big
+        top, left = (h * big - side + big) // (2 * big), (w * big - side + big) // (2 * big)
+        bottom = _sym_max((h * big + side + big) // (2 * big), top + 1)
+        right = _sym_max((w * big + side + big) // (2 * big), left + 1)
+        # index_select, not slicing: a slice of a symbolic size makes torch.export fix whether it is whole
+        x = x.index_select(2, torch.arange(top, bottom, device=x.device))
+        return self.resize(x.index_select(3, torch.arange(left, right, device=x.device)))
 
 
 class Deployable(torch.nn.Module):
-    """What --export writes: (B, 3, H, W) images, uint8 0-255 or float 0-1, any H x W -> (B, classes) logits.
+    """What --export writes: (B, 3, H, W) images -> (B, classes) logits, the preprocessing of Preprocess first.
 
-    Another size than `img_size` is center-cropped and resized as predict.py does it (data.center_box,
-    bilinear, antialiased); `probabilities(images)` gives the softmax, `class_names` the labels.
+    `class_names` and `img_size` are attributes; `probabilities(images)` gives the softmax. The net's
+    parameters are frozen (requires_grad False): a deployed model is not trained, so it keeps no autograd
+    bookkeeping in any grad mode and the model takes its inference path. That, rather than torch.no_grad()
+    inside forward, also keeps torch.export from lowering scaled_dot_product_attention to a CPU kernel
+    that the ONNX exporter cannot translate.
     """
 
     def __init__(self, net, clf):
         super().__init__()
         self.net, self.class_names, self.img_size = net, list(clf.class_names), int(clf.model.img_size)
-        self.resize_to = math.floor(self.img_size / clf.crop_pct)
-        self.register_buffer("mean", torch.tensor(clf.mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(clf.std).view(1, 3, 1, 1))
+        self.preprocess = Preprocess(self.img_size, clf.crop_pct, clf.mean, clf.std)
+        self.requires_grad_(False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():  # a deployed model is not trained: no autograd bookkeeping
-            x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
-            size, h, w = self.img_size, x.shape[-2], x.shape[-1]
-            if h != size or w != size:  # crop first, then resize: predict.py's pixel grid, not a shifted one
-                side = size / self.resize_to * min(h, w)
-                top, left = int(round((h - side) / 2)), int(round((w - side) / 2))
-                bottom, right = max(int(round((h + side) / 2)), top + 1), max(int(round((w + side) / 2)), left + 1)
-                x = F.interpolate(x[:, :, top:bottom, left:right], size=[size, size], mode="bilinear",
-                                  antialias=True, align_corners=False)
-            return self.net((x - self.mean) / self.std)
+        return self.net(self.preprocess(images))
 
     @torch.jit.export
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward(images).softmax(-1)
 
 
-def export_torchscript(clf, path: Path, device) -> None:
+def describe(clf) -> dict:
+    """What a program carries beside its graph: ONNX metadata_props, the .pt2's classifier.json."""
+    return {"class_names": list(clf.class_names), "variant": clf.model.variant, "img_size": int(clf.model.img_size),
+            "crop_pct": clf.crop_pct, "mean": list(clf.mean), "std": list(clf.std),
+            "input": "(B, 3, H, W) uint8 RGB, any H x W: center-cropped and resized inside"}
+
+
+# --- The formats ---
+
+def choose_exporter(path: Path):
+    """The export function for the file name's suffix; a UserError for another suffix or a missing package."""
+    exporters = {".onnx": export_onnx, ".pt2": export_pt2, ".pt": export_torchscript}
+    suffix = path.suffix.lower()
+    if suffix not in exporters:
+        raise UserError(f"--export {path}: the name must end in .onnx (ONNX), .pt2 (torch.export) or .pt "
+                        "(TorchScript)")
+    if suffix == ".onnx":  # before the model is loaded: a missing package fails at once
+        onnx_packages(path)
+    return exporters[suffix]
+
+
+def onnx_packages(path: Path):
+    """onnxruntime, once onnx and onnxscript (the exporter's) are found too."""
+    for module in ("onnx", "onnxscript"):
+        require(module, f"--export {path}")
+    return require("onnxruntime", f"--export {path}")  # runs the program before it is saved
+
+
+def require(module: str, what: str):
+    """Import an optional package of requirements-export.txt, or say how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(f"{what} needs {module}, which is not installed: {INSTALL}") from None
+
+
+def export_onnx(clf, path: Path, device) -> str:
+    """ONNX (opset ONNX_OPSET, standard operators only) through torch.export; dynamic batch and image size."""
+    ort = onnx_packages(path)
+    program = torch_export(clf, device)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):  # its progress lines: not results
+        warnings.simplefilter("ignore")
+        onnx_program = torch.onnx.export(program, input_names=["images"], output_names=["logits"],
+                                         opset_version=ONNX_OPSET, dynamo=True, verbose=False)
+    onnx_program.model.metadata_props.update({key: value if isinstance(value, str) else json.dumps(value)
+                                              for key, value in describe(clf).items()})
+    proto = onnx_program.model_proto.SerializeToString()
+    session = ort.InferenceSession(proto, providers=["CPUExecutionProvider"])
+    check_program(lambda x: torch.from_numpy(session.run(None, {"images": x.cpu().numpy()})[0]), clf, device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(proto)
+    return f"ONNX opset {ONNX_OPSET}; run with onnxruntime.InferenceSession, or predict.py --weights {path}"
+
+
+def export_pt2(clf, path: Path, device) -> str:
+    """A torch.export program; the class names and the rest of describe() in its extra file classifier.json."""
+    program = torch_export(clf, device)
+    check_program(program.module(), clf, device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.export.save(program, path, extra_files={"classifier.json": json.dumps(describe(clf))})
+    return "torch.export; load with torch.export.load(..., extra_files={'classifier.json': ''}).module()"
+
+
+def torch_export(clf, device) -> torch.export.ExportedProgram:
+    """The Deployable around clf.model, traced with a symbolic batch size, height and width.
+
+    The model runs once at img_size first, so that its window layouts are cached and enter the
+    program as constants, rather than as the operations that build them (which it would also trace).
+    """
+    size = clf.model.img_size
+    example = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, device=device)
+    dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            clf.model(torch.zeros(1, 3, size, size, device=device))
+        return torch.export.export(Deployable(clf.model, clf).eval(), (example,), dynamic_shapes=(dims,))
+
+
+def export_torchscript(clf, path: Path, device) -> str:
     """Trace the model, script the preprocessing around it, check the result, save it.
 
-    While tracing, the input's sizes are traced values, so the stages' window layouts and gather
-    indices are recorded as operations on the batch size (checked below at another batch size), but
-    which windows need a mask is decided for img_size, which is why Deployable resizes to it. The
-    trace is made from a fresh model, since it leaves layouts keyed by those traced values in the
-    stages' caches.
+    While tracing, the input's sizes are traced values, so the row numbers of the gathers are
+    recorded as operations on the batch size (checked below at another batch size), but which
+    windows need a mask is decided for img_size, which is why Deployable resizes to it. The trace is
+    made from a fresh model, since it leaves layouts keyed by those traced values in the stages' caches.
     """
     fresh = create_model(clf.model.variant, **clf.model.overrides).to(device).eval()
     fresh.load_state_dict(clf.model.state_dict())
@@ -64,9 +213,66 @@ def export_torchscript(clf, path: Path, device) -> None:
         warnings.simplefilter("ignore")  # torch.jit's deprecation notice; tracer notes on the layout's numbers
         program = torch.jit.script(Deployable(torch.jit.trace(fresh, torch.randn(2, 3, size, size, device=device),
                                                               check_trace=False), clf))
-        check = torch.rand(3, 3, size, size, device=device)  # another batch size than the trace's
-        want, got = clf.model((check - program.mean) / program.std), program(check)
-        if not torch.allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, want.abs().max().item())):
-            raise RuntimeError(f"the exported program is off the model by {(got - want).abs().max():.3g}; not saved")
+        check_program(program, clf, device)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.jit.save(program, str(path))
+    return "TorchScript; load with torch.jit.load"
+
+
+def check_program(run, clf, device) -> None:
+    """The program against the model on uint8 images at img_size, at another batch size than the trace's,
+    and against Deployable run eagerly on images of another size; a RuntimeError, nothing saved, if they differ."""
+    size = clf.model.img_size
+    images = torch.randint(0, 256, (3, 3, size, size), dtype=torch.uint8, device=device)
+    other = torch.randint(0, 256, (1, 3, size + 45, 2 * size - 3), dtype=torch.uint8, device=device)
+    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (clf.mean, clf.std))
+    with torch.no_grad():
+        for x, want in ((images, clf.model((images / 255 - mean) / std)), (other, Deployable(clf.model, clf)(other))):
+            got = run(x).to(device)
+            if not torch.allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, want.abs().max().item())):
+                raise RuntimeError(f"the exported program is off the model by {(got - want).abs().max():.3g} on "
+                                   f"{x.shape[-2]} x {x.shape[-1]} images; not saved")
+
+
+# --- Running an .onnx in predict.py ---
+
+class OnnxClassifier:
+    """An .onnx that --export wrote, run by ONNX Runtime and called like the model on uint8 images.
+
+    `variant`, `img_size`, `class_names`, `crop_pct`, `mean` and `std` come from its metadata, so
+    that predict.py crops a photo as it does for the checkpoint; `to(device)` picks the CUDA provider
+    for a GPU where this onnxruntime has one, else the CPU, and sets `device` to where it runs.
+    """
+
+    def __init__(self, path: Path):
+        self.ort = require("onnxruntime", f"--weights {path}")
+        self.path, self.device = path, torch.device("cpu")
+        if not path.is_file():
+            raise UserError(f"program not found: {path}")
+        try:
+            self.session = self.ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise UserError(f"{path} does not load in ONNX Runtime ({error}); export it again with "
+                            "predict.py --export") from None
+        info = self.session.get_modelmeta().custom_metadata_map
+        if "class_names" not in info:
+            raise UserError(f"{path} was not written by predict.py --export: it does not name its classes or "
+                            "its preprocessing")
+        self.class_names = json.loads(info["class_names"])
+        self.variant, self.img_size, self.crop_pct = info["variant"], int(info["img_size"]), float(info["crop_pct"])
+        self.mean, self.std = tuple(json.loads(info["mean"])), tuple(json.loads(info["std"]))
+        self.num_classes = len(self.class_names)
+
+    def to(self, device):
+        if device.type == "cuda" and "CUDAExecutionProvider" in self.ort.get_available_providers():
+            self.device = device
+            cuda = ("CUDAExecutionProvider", {"device_id": device.index or 0})
+            self.session = self.ort.InferenceSession(str(self.path), providers=[cuda, "CPUExecutionProvider"])
+        return self
+
+    def eval(self):
+        return self
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) uint8 -> (B, classes) float32 logits on the CPU."""
+        return torch.from_numpy(self.session.run(None, {"images": images.cpu().numpy()})[0])

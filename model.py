@@ -115,49 +115,49 @@ class StageLayout:
         def window_order(t):  # (hp//wh, wh, wp//ww, ww) -> window by window, (num_windows * N,)
             return t.permute(0, 2, 1, 3).reshape(-1)
 
+        # What is masked and which moves change nothing follow from the geometry, in plain ints: decided
+        # from the index tensors' values, they would be data-dependent branches that torch.export cannot
+        # trace when a layout is built inside an exported program.
+        padded = self.padded != (height, width)
         orders, masks = [], []
         for sh, sw in ((0, 0), shift):
             # cyclic shift (V1 Sec. 3.2): shifted[r, c] = canvas[(r + sh) % hp, (c + sw) % wp]
             src_r, src_c = (rows + sh) % hp, (cols + sw) % wp
             orders.append(window_order(src_r * wp + src_c))
+            if not (padded or sh or sw):  # one region and no padding: nothing to mask
+                masks.append(None)
+                continue
             region = window_order(region_labels(hp, wh, sh).view(-1, wh, 1, 1) * 3
                                   + region_labels(wp, ww, sw).view(1, 1, -1, ww))
             padding = window_order((src_r >= height) | (src_c >= width))
             region = region.view(self.num_windows, self.area)
             blocked = (region[:, :, None] != region[:, None, :]) | padding.view(self.num_windows, 1, self.area)
-            masks.append(blocked.float().mul(MASKED).to(device) if blocked.any() else None)
+            masks.append(blocked.float().mul(MASKED).to(device))
         self.masks = masks
 
         # Index lists for one gather each: canvas -> regular windows, regular <-> shifted,
-        # windows -> canvas. None where the move changes nothing.
+        # windows -> canvas. None where the move changes nothing: the window order is the row-major
+        # order when windows are one row high or one spans the width, and the shift is a move when
+        # it is not zero.
         inverse = [torch.empty_like(o).scatter_(0, o, torch.arange(o.numel())) for o in orders]
         to_shifted, to_regular = inverse[0][orders[1]], inverse[1][orders[0]]
+        row_major = wh == 1 or ww == wp
+        unshifted = shift == (0, 0)
         moves = {
-            "enter": (orders[0], inverse[0]),
-            "to_shifted": (to_shifted, to_regular),
-            "to_regular": (to_regular, to_shifted),
-            "leave_regular": (inverse[0], orders[0]),
-            "leave_shifted": (inverse[1], orders[1]),
+            "enter": (orders[0], inverse[0], row_major),
+            "to_shifted": (to_shifted, to_regular, unshifted),
+            "to_regular": (to_regular, to_shifted, unshifted),
+            "leave_regular": (inverse[0], orders[0], row_major),
+            "leave_shifted": (inverse[1], orders[1], row_major and unshifted),
         }
-        identity = torch.arange(hp * wp)
-        self.moves = {name: None if torch.equal(index, identity) else (index.to(device), inv.to(device))
-                      for name, (index, inv) in moves.items()}
-        self._batch_moves = {}
+        self.moves = {name: None if identity else (index.to(device), inv.to(device))
+                      for name, (index, inv, identity) in moves.items()}
 
         table_window = self.window if v2 else (window_size, window_size)
         self.rel_index = relative_index(self.window, table_window).view(-1).to(device)
         if v2:
             pretrained = (pretrained_window_size, pretrained_window_size)
             self.rel_coords = log_spaced_coords(self.window, pretrained).to(device)
-
-    def batch_move(self, move: str, batch: int):
-        """A move's (index, inverse) over the rows of a flattened (batch * L, C) tensor."""
-        key = (move, batch)
-        if key not in self._batch_moves:
-            length = self.padded[0] * self.padded[1]
-            offsets = torch.arange(batch, device=self.moves[move][0].device)[:, None] * length
-            self._batch_moves[key] = tuple((offsets + i).view(-1) for i in self.moves[move])
-        return self._batch_moves[key]
 
 
 class _GatherTokens(torch.autograd.Function):
@@ -180,12 +180,16 @@ def gather_tokens(x: torch.Tensor, layout: "StageLayout", move: str) -> torch.Te
     if layout.moves[move] is None:
         return x
     b, length, c = x.shape
-    # Gathering whole rows of the flattened batch is about 3x faster than index_select on dim 1.
-    index, inverse = layout.batch_move(move, b)
+    # Gathering whole rows of the flattened batch is faster than index_select on dim 1, which
+    # parallelises worse. The row numbers are made per call (a (B, L) add, small beside the gather),
+    # not cached per batch size, so that the batch size stays a symbol in an exported program.
+    index, inverse = layout.moves[move]
+    offsets = torch.arange(0, b * length, length, device=x.device).view(b, 1)  # (B, 1): each sample's first row
     x = x.reshape(b * length, c)
     if torch.is_grad_enabled() and x.requires_grad:
-        return _GatherTokens.apply(x, index, inverse).view(b, length, c)
-    return x.index_select(0, index).view(b, length, c)  # plain op: traced and exported graphs stay standard
+        rows, inverse_rows = (offsets + index).view(-1), (offsets + inverse).view(-1)
+        return _GatherTokens.apply(x, rows, inverse_rows).view(b, length, c)
+    return x.index_select(0, (offsets + index).view(-1)).view(b, length, c)  # plain ops: standard in exports
 
 
 class _ScaledNormalize(torch.autograd.Function):

@@ -10,7 +10,8 @@
         --num-classes 5 --class-indices class_indices.json        # the tutorial's files
     python predict.py cat.jpg --weights weights/swin_tiny_patch4_window7_224.pth \\
         --model swin_tiny_patch4_window7_224 --num-classes 1000    # official ImageNet weights: indices
-    python predict.py --export flowers.pt               # TorchScript: uint8 or [0,1] images in, logits out
+    python predict.py --export flowers.onnx             # ONNX; or .pt2 (torch.export), .pt (TorchScript)
+    python predict.py photos/ --weights flowers.onnx    # the same results through ONNX Runtime
 
 Results go to stdout; the checkpoint used, unreadable files and progress to stderr. Exit status 1
 when an image could not be read (the others are still classified), 2 for a usage error.
@@ -28,7 +29,7 @@ from tqdm import tqdm
 
 import plots
 from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_transform, load_rgb
-from export import export_torchscript
+from export import OnnxClassifier, choose_exporter
 from images import image_problem, list_images, read_class_indices
 from model import create_model, resolve_variant
 from weights import describe_architecture, load_weights, matching_variants, to_official_layout, unwrap_state_dict
@@ -39,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="*", help="image files, folders (searched recursively) or glob patterns")
     g = p.add_argument_group("model")
-    g.add_argument("--weights", type=Path, metavar="FILE", help="a train.py checkpoint or run folder, or a plain "
-                   "state dict with --model (default: the newest runs/*/best.pth)")
+    g.add_argument("--weights", type=Path, metavar="FILE", help="a train.py checkpoint or run folder, a plain "
+                   "state dict with --model, or an .onnx that --export wrote (default: the newest runs/*/best.pth)")
     g.add_argument("--model", metavar="NAME", help="the variant of a plain state dict (a train.py checkpoint "
                    "names its own)")
     g.add_argument("--num-classes", type=int, metavar="N", help="checked against the weights' classifier "
@@ -61,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--output", type=Path, metavar="FILE", help="write the results to FILE.json or FILE.csv "
                    "instead of the table")
     g.add_argument("--save-vis", type=Path, metavar="DIR", help="write each photo with its top-k chart as a PNG")
-    g.add_argument("--export", type=Path, metavar="FILE", help="write the model with its preprocessing as "
-                   "TorchScript: uint8 or [0,1] images of any size in, logits out (see Deployable)")
+    g.add_argument("--export", type=Path, metavar="FILE", help="write the model with its preprocessing, in the "
+                   "format of the suffix: .onnx (ONNX), .pt2 (torch.export), .pt (TorchScript); images of any "
+                   "size in, logits out (see export.py; default: none)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
     return p
 
@@ -85,17 +87,24 @@ def main(argv=None) -> None:
         raise UserError(f"--output {args.output}: the name must end in .json or .csv")
     if args.topk < 1 or args.batch_size < 1:
         raise UserError("--topk and --batch-size must be at least 1")
+    export = choose_exporter(args.export) if args.export is not None else None
     paths = list_images(args.images)  # before loading the model: a mistyped path fails at once
     device = select_device(args.device)
     clf = load_classifier(args)
+    onnx = isinstance(clf.model, OnnxClassifier)
+    if onnx and export is not None:
+        raise UserError(f"--export needs a checkpoint to export from, not the program {clf.source}")
     clf.model.to(device).eval()
+    device = clf.model.device if onnx else device  # where ONNX Runtime runs: its providers decide
     print(f"{clf.source}: {clf.model.variant}, {len(clf.class_names)} classes, {clf.model.img_size} px, "
-          f"on {device}", file=sys.stderr)
-    if args.export is not None:
-        export_torchscript(clf, args.export, device)
-        print(f"wrote {args.export} (TorchScript; load with torch.jit.load)", file=sys.stderr)
+          f"on {device}" + (" (ONNX Runtime)" if onnx else ""), file=sys.stderr)
+    if export is not None:
+        note = export(clf, args.export, device)
+        print(f"wrote {args.export} ({note})", file=sys.stderr)
     k, width = min(args.topk, len(clf.class_names)), max(len(name) for name in clf.class_names)
     transform = build_transform(clf.model.img_size, train=False, mean=clf.mean, std=clf.std, crop_pct=clf.crop_pct)
+    if onnx:  # the program normalises: it takes the uint8 crop
+        transform = transform.transforms[0]
     results, failed, card_names = [], [], set()
     for path, probs in classify(clf.model, paths, transform, device, args) if paths else ():
         if probs is None:
@@ -123,21 +132,27 @@ def main(argv=None) -> None:
 
 
 def load_classifier(args) -> Classifier:
-    """The model, class names and preprocessing of a train.py checkpoint, or of a plain state dict
-    and the flags that describe it."""
+    """The model, class names and preprocessing of a train.py checkpoint, of an .onnx that --export
+    wrote, or of a plain state dict and the flags that describe it."""
     path = args.weights or newest_run_checkpoint()
     path = path / "best.pth" if path.is_dir() else path
-    ckpt = load_checkpoint(path)
+    ckpt = None if path.suffix.lower() == ".onnx" else load_checkpoint(path)
     size = {"img_size": args.img_size} if args.img_size else {}
-    if isinstance(ckpt, dict) and "variant" in ckpt and "model" in ckpt:  # train.py's: it describes itself
-        if args.model and resolve_variant(args.model) != ckpt["variant"]:
-            raise UserError(f"--model {args.model} was given, but {path} holds a {ckpt['variant']}; drop --model")
+    if ckpt is None:  # what --export wrote: the program carries its names and preprocessing, as a checkpoint does
+        model = OnnxClassifier(path)
+        if args.img_size and args.img_size != model.img_size:
+            raise UserError(f"--img-size {args.img_size} was given, but {path} was exported for "
+                            f"{model.img_size} px; drop --img-size (the program resizes any image itself)")
+        names, mean, std, crop_pct = model.class_names, model.mean, model.std, model.crop_pct
+    elif isinstance(ckpt, dict) and "variant" in ckpt and "model" in ckpt:  # train.py's: it describes itself
         model = create_model(ckpt["variant"], **{**ckpt["model_overrides"], **size})
         model.load_state_dict(ckpt["model"])
         names, mean, std, crop_pct = ckpt["class_names"], ckpt["mean"], ckpt["std"], ckpt["crop_pct"]
     else:
         model = model_from_state_dict(ckpt, path, args.model, size)
         names, mean, std, crop_pct = None, IMAGENET_MEAN, IMAGENET_STD, 0.875
+    if args.model and resolve_variant(args.model) != model.variant:
+        raise UserError(f"--model {args.model} was given, but {path} holds a {model.variant}; drop --model")
     if args.num_classes is not None and args.num_classes != model.num_classes:
         raise UserError(f"--num-classes {args.num_classes} was given, but the classifier in {path} has "
                         f"{model.num_classes} outputs: it was trained for {model.num_classes} classes")

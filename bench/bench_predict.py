@@ -1,7 +1,9 @@
-"""Prediction throughput: predict.py's pipeline against the tutorial's one-image-at-a-time loop, same model.
+"""Prediction throughput: predict.py's pipeline against the tutorial's one-image-at-a-time loop, same model;
+with --onnx also predict.py running the model exported to ONNX (ONNX Runtime) against the checkpoint.
 
     python bench/bench_predict.py                                  # the bundled sample x3 = 300 photos, swin_micro, 128 px
     python bench/bench_predict.py --model swin_tiny_patch4_window7_224 --copies 1
+    python bench/bench_predict.py --model swin_tiny_patch4_window7_224 --copies 1 --onnx
     python bench/bench_predict.py flower_photos --copies 1 --weights runs/<name>/best.pth
 
 The folder's photos are copied --copies times into a temporary folder (the bundled sample has 100; the
@@ -10,7 +12,9 @@ the file list to class probabilities with the same model in eval mode:
   tutorial: for each file, Image.open().convert("RGB"), Resize(int(size * 1.143)) + CenterCrop +
             ToTensor + Normalize, then softmax(model(img.unsqueeze(0))) under torch.no_grad();
   predict.py: list_images + classify (decoding at reduced JPEG scale, batches, loader processes,
-            inference mode), with its default --batch-size and --workers unless given here.
+            inference mode), with its default --batch-size and --workers unless given here;
+  predict.py .onnx (--onnx): the same with `--weights model.onnx`, the checkpoint exported by
+            `predict.py --export model.onnx` into the temporary folder (not timed), run by ONNX Runtime.
 Without --weights the model has random weights (written as a train.py checkpoint): speed does not
 depend on them. The pipelines alternate for --rounds rounds after one warm-up pass each; the
 figures are medians of images per second.
@@ -21,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -33,6 +38,7 @@ import predict  # noqa: E402
 from images import list_images  # noqa: E402
 from bench_data import machine  # noqa: E402
 from data import IMAGENET_MEAN, IMAGENET_STD, build_transform  # noqa: E402
+from export import OnnxClassifier, export_onnx  # noqa: E402
 from model import create_model  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "flowers"  # the bundled photos
@@ -50,6 +56,8 @@ def parse_args():
     parser.add_argument("--workers", type=int, help="predict.py's (default: its default)")
     parser.add_argument("--amp", help="predict.py's --amp (default: its default, off on a CPU)")
     parser.add_argument("--rounds", type=int, default=2, help="timed rounds per pipeline, alternating")
+    parser.add_argument("--onnx", action="store_true", help="also time predict.py with the model exported to "
+                        "ONNX (needs requirements-export.txt)")
     return parser.parse_args()
 
 
@@ -78,9 +86,10 @@ def main():
               f"{'random weights' if args.weights is None else args.weights}; predict.py: batch "
               f"{options.batch_size}, {options.workers or 0} workers, amp {options.amp}")
 
-        def ours():
+        def ours(model=model, normalize=True):
             paths = list_images([str(folder)])
             transform = build_transform(size, train=False, mean=clf.mean, std=clf.std, crop_pct=clf.crop_pct)
+            transform = transform if normalize else transform.transforms[0]  # an .onnx takes the uint8 crop
             return sum(probs is not None for _, probs in
                        predict.classify(model, paths, transform, torch.device("cpu"), options))
 
@@ -98,6 +107,10 @@ def main():
             return done
 
         pipelines = {"tutorial loop": tutorial, "predict.py": ours}
+        if args.onnx:
+            export_onnx(clf, scratch / "model.onnx", torch.device("cpu"))
+            program = OnnxClassifier(scratch / "model.onnx")
+            pipelines["predict.py .onnx"] = partial(ours, program, normalize=False)
         for run in pipelines.values():  # warm-up: layouts, thread pools, file cache
             run()
         rates = {name: [] for name in pipelines}
@@ -111,6 +124,9 @@ def main():
     for name, median in medians.items():
         print(f"median {name}: {median:.1f} images/s")
     print(f"ratio predict.py / tutorial loop: {medians['predict.py'] / medians['tutorial loop']:.2f}x")
+    if args.onnx:
+        onnx_ratio = medians["predict.py .onnx"] / medians["predict.py"]
+        print(f"ratio predict.py .onnx / predict.py checkpoint: {onnx_ratio:.2f}x")
 
 
 def random_checkpoint(variant: str, img_size, path: Path) -> Path:

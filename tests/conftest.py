@@ -48,3 +48,17 @@ def served(tmp_path):
     yield folder, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="session")
+def export_packages():
+    """onnx, onnxscript and onnxruntime, the optional requirements-export.txt: a test that needs them is
+    skipped without them, except under CI=true, where .ci/run has installed them and it must run."""
+    import importlib
+    import os
+    try:
+        return [importlib.import_module(name) for name in ("onnx", "onnxscript", "onnxruntime")]
+    except ImportError as error:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"{error.name} is not installed: pip install -r requirements-export.txt")

@@ -265,3 +265,89 @@ def test_export_gives_the_checkpoint_logits(trained, checkpoint, photos, tmp_pat
         with torch.no_grad():
             want = model(transform(image)[None])
     torch.testing.assert_close(program(pixels[None]), want, rtol=0, atol=0.01)  # uint8 rounding in predict.py
+
+
+
+
+def table_entries(out: str) -> list:
+    """(path, label, rank, probability) for each line of the printed table."""
+    rows, path = [], None
+    for line in out.splitlines():
+        if not line.startswith(" "):
+            path = line
+            continue
+        rank, label, percent = line.split()
+        rows.append((path, label, rank, float(percent.rstrip("%")) / 100))
+    return rows
+
+
+def result_entries(results: list) -> list:
+    """(path, label, index, probability) for each entry of --json results."""
+    return [(r["path"], e["label"], e["index"], e["prob"]) for r in results for e in r["topk"]]
+
+
+def csv_results(path: Path) -> list:
+    with open(path) as f:
+        return [{"path": row["path"], "topk": [{"label": row[f"label_{r}"], "index": int(row[f"index_{r}"]),
+                                                "prob": float(row[f"prob_{r}"])} for r in range(1, 6)]}
+                for row in csv.DictReader(f)]
+
+
+def assert_same(got: list, want: list, last_digit: float) -> None:
+    """Equal, but for a probability's last printed digit: ONNX Runtime and PyTorch add up fp32 in other orders."""
+    assert len(got) == len(want) > 4 and [row[:3] for row in got] == [row[:3] for row in want]
+    assert [row[3] for row in got] == pytest.approx([row[3] for row in want], abs=last_digit * 1.01)
+
+
+def test_onnx_weights_print_what_the_checkpoint_prints(trained, photos, export_packages, tmp_path, capsys,
+                                                       monkeypatch):
+    code, _, err = run_predict(capsys, monkeypatch, trained, "--export", tmp_path / "flowers.onnx")
+    assert code == 0 and f"wrote {tmp_path / 'flowers.onnx'} (ONNX opset" in err
+    chosen, onnx = [photos[0], photos[33], photos[66], photos[99]], ["--weights", tmp_path / "flowers.onnx"]
+    _, want, _ = run_predict(capsys, monkeypatch, trained, *chosen)
+    _, got, err = run_predict(capsys, monkeypatch, trained, *chosen, *onnx)
+    assert "flowers.onnx: swin_micro_patch4_window4_128, 5 classes, 64 px, on cpu (ONNX Runtime)" in err
+    assert_same(table_entries(got), table_entries(want), last_digit=1e-4)  # percent with 2 decimals
+    _, want, _ = run_predict(capsys, monkeypatch, trained, *chosen, "--json")
+    _, got, _ = run_predict(capsys, monkeypatch, trained, *chosen, "--json", *onnx)
+    assert_same(result_entries(json_lines(got)), result_entries(json_lines(want)), last_digit=1e-6)
+    for name in ("p.json", "p.csv"):
+        run_predict(capsys, monkeypatch, trained, *chosen, "--output", tmp_path / f"want_{name}")
+        run_predict(capsys, monkeypatch, trained, *chosen, "--output", tmp_path / name, *onnx)
+        want, got = (result_entries(csv_results(f) if f.suffix == ".csv" else json.loads(f.read_text()))
+                     for f in (tmp_path / f"want_{name}", tmp_path / name))
+        assert_same(got, want, last_digit=1e-6)
+
+
+def test_pt2_export_gives_the_checkpoint_logits(trained, checkpoint, photos, tmp_path, capsys, monkeypatch):
+    code, _, err = run_predict(capsys, monkeypatch, trained, "--export", tmp_path / "flowers.pt2")
+    assert code == 0 and "(torch.export;" in err
+    extra = {"classifier.json": ""}
+    program = torch.export.load(tmp_path / "flowers.pt2", extra_files=extra).module()
+    assert json.loads(extra["classifier.json"])["class_names"] == CLASSES
+    decode_crop, normalize = build_transform(64, train=False, mean=checkpoint["mean"],
+                                             std=checkpoint["std"]).transforms
+    with Image.open(photos[10]) as image:
+        crop = decode_crop(image)
+    model = create_model(checkpoint["variant"], **checkpoint["model_overrides"]).eval()
+    model.load_state_dict(checkpoint["model"])
+    with torch.no_grad():
+        torch.testing.assert_close(program(crop[None]), model(normalize(crop)[None]), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("args", ["--export x.onnx", "img.jpg --weights x.onnx"])
+def test_onnx_without_its_packages_says_what_to_install(args, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed: importing it fails
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    (tmp_path / "img.jpg").write_bytes(b"")
+    with pytest.raises(UserError) as error:
+        run_predict(capsys, monkeypatch, tmp_path, *args.split())
+    message = str(error.value)
+    assert "\n" not in message and "is not installed: pip install -r requirements-export.txt" in message
+    assert message.startswith(args.split()[-2] + " x.onnx needs onnx")
+
+
+def test_export_suffix_picks_the_format(tmp_path, capsys, monkeypatch):
+    with pytest.raises(UserError, match=r"--export flowers\.pth: the name must end in \.onnx \(ONNX\), \.pt2 "
+                       r"\(torch\.export\) or \.pt \(TorchScript\)"):
+        run_predict(capsys, monkeypatch, tmp_path, "--export", "flowers.pth")

@@ -1,0 +1,127 @@
+"""export.py: ONNX and torch.export programs against the model they come from, a small V1 and V2
+model at 64 px; and the model's own torch.export, which its stage layouts once blocked."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from data import build_transform
+from export import ONNX_OPSET, Deployable, export_onnx, export_pt2
+from model import create_model
+from predict import Classifier
+
+SIZE = 64
+CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+MEAN, STD = (0.5, 0.45, 0.4), (0.2, 0.25, 0.3)
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["v1", "v2"])
+def clf(request) -> Classifier:
+    torch.manual_seed(request.param)
+    model = create_model("swin_micro_patch4_window4_128", num_classes=5, img_size=SIZE, version=request.param).eval()
+    with torch.no_grad():  # off the init, where every V2 block is the identity (its post-norms are zero)
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return Classifier(model, CLASSES, MEAN, STD, 0.875, Path("ckpt.pth"))
+
+
+@pytest.fixture(scope="module")
+def crops(flowers) -> torch.Tensor:
+    """(3, 3, 64, 64) uint8: three photos center-cropped to the model's size, as predict.py crops them."""
+    decode_crop = build_transform(SIZE, train=False).transforms[0]
+    images = []
+    for photo in sorted(flowers.glob("*/*.jpg"))[::40]:
+        with Image.open(photo) as image:
+            images.append(decode_crop(image))
+    return torch.stack(images)
+
+
+@pytest.fixture(scope="module")
+def onnx_file(clf, export_packages, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    export_onnx(clf, path, torch.device("cpu"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pt2_file(clf, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("pt2") / "model.pt2"
+    export_pt2(clf, path, torch.device("cpu"))
+    return path
+
+
+def model_logits(clf, images: torch.Tensor) -> torch.Tensor:
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        return clf.model((images / 255 - mean) / std)
+
+
+def test_onnx_program_gives_the_model_logits(clf, crops, onnx_file, export_packages):
+    onnx, _, ort = export_packages
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    for batch in (crops[:1], crops):
+        got = torch.from_numpy(session.run(None, {"images": batch.numpy()})[0])
+        torch.testing.assert_close(got, model_logits(clf, batch), rtol=1e-4, atol=1e-4)
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["class_names"]) == CLASSES and int(meta["img_size"]) == SIZE
+    assert [d if isinstance(d, int) else "symbol" for d in session.get_inputs()[0].shape] == ["symbol", 3] + [
+        "symbol"] * 2  # batch, height and width are free
+
+    proto = onnx.load(onnx_file)
+    assert [(o.domain, o.version >= 17) for o in proto.opset_import] == [("", True)]
+    nodes, graphs = [], [proto.graph]
+    while graphs:  # with the branches of If nodes
+        graph = graphs.pop()
+        nodes += graph.node
+        graphs += [a.g for node in graph.node for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+    assert {node.domain for node in nodes} == {""} and not proto.functions  # standard operators only
+    assert ONNX_OPSET >= 17 and {"Resize", "If", "MatMul", "Softmax"} <= {node.op_type for node in nodes}
+
+
+def test_pt2_program_gives_the_model_logits(clf, crops, pt2_file):
+    extra = {"classifier.json": ""}
+    program = torch.export.load(pt2_file, extra_files=extra).module()
+    for batch in (crops[:1], crops):
+        torch.testing.assert_close(program(batch), model_logits(clf, batch), rtol=1e-4, atol=1e-4)
+    info = json.loads(extra["classifier.json"])
+    assert info["class_names"] == CLASSES and info["img_size"] == SIZE and info["mean"] == list(MEAN)
+
+
+def test_programs_crop_and_resize_any_size(clf, flowers, onnx_file, pt2_file, export_packages, tmp_path):
+    """Whole photos of other sizes, cropped and resized inside the programs as predict.py does it."""
+    session = export_packages[2].InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    program = torch.export.load(pt2_file).module()
+    transform = build_transform(SIZE, train=False, mean=MEAN, std=STD)
+    photos = [sorted(flowers.glob("*/*.jpg"))[i] for i in (7, 55)]
+    for photo in photos:  # as PNG: predict.py decodes a JPEG at a reduced scale, which pixels fed to a program skip
+        Image.open(photo).save(tmp_path / "photo.png")
+        with Image.open(tmp_path / "photo.png") as image:
+            pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None]
+            want = clf.model(transform(image)[None]).detach()
+        assert pixels.shape[-2:] != (SIZE, SIZE) and pixels.shape[-2] != pixels.shape[-1]
+        reference = Deployable(clf.model, clf)(pixels)  # the module itself, in eager mode
+        torch.testing.assert_close(reference, want, rtol=0, atol=0.01)  # predict.py rounds its resize to uint8
+        torch.testing.assert_close(torch.from_numpy(session.run(None, {"images": pixels.numpy()})[0]), reference,
+                                   rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(program(pixels.expand(2, -1, -1, -1)), reference.expand(2, -1), rtol=1e-4,
+                                   atol=1e-4)
+
+
+def test_model_exports_as_it_is():
+    """torch.export of a fresh model, a symbolic batch size: its layouts are built inside the trace,
+    where a mask decided by the values of a tensor, or gather indices cached per batch size, would stop it."""
+    torch.manual_seed(0)
+    model = create_model("swin_micro_patch4_window4_128", num_classes=5, img_size=72).eval()  # pads stage 1
+    example, other = torch.randn(2, 3, 72, 72), torch.randn(3, 3, 72, 72)
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
+    with torch.no_grad():
+        want = model(other)
+        torch.testing.assert_close(program(other), want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(program(other[:1]), want[:1], rtol=1e-5, atol=1e-5)
+        fresh = create_model("swin_micro_patch4_window4_128", num_classes=5, img_size=72).eval()
+        fresh.load_state_dict(model.state_dict())
+        torch.testing.assert_close(model(other), fresh(other), rtol=0, atol=0)  # the export left the model as it was
+
