@@ -1,20 +1,23 @@
 """Transforms, datasets and loaders: from the lists of images that images.py makes to batches of tensors.
 
-    from data import load_splits, build_transform, ImageDataset, build_loader
+    from data import load_splits, build_transform, build_normalize, ImageDataset, build_loader
     splits = load_splits("flower_photos")   # or a split root such as data/ (see images.py)
     train_set = ImageDataset(splits.train, build_transform(224, train=True))
+    normalize = build_normalize(train=True)
     for images, labels, paths, failed_paths in build_loader(train_set, 32, train=True, num_workers=2):
-        ...
+        x = normalize(images.to("cuda", non_blocking=True))   # uint8 from the workers, float32 here
 
 A file that breaks during training (changed or removed after it was listed) is dropped from its
 batch and named in `failed_paths`, so the epoch goes on and the count survives worker processes.
 
 Speed: the crop is chosen from the image header before anything is decoded, so a JPEG is decoded
 at the smallest DCT scale (1/2, 1/4, 1/8) that still leaves the crop at least the output
-resolution; the crop is resized on uint8 tensors by PyTorch's vectorised antialiased kernel and
-normalised in one pass. bench/bench_data.py measures this against torchvision's ImageFolder.
+resolution; the crop is resized on uint8 tensors by PyTorch's vectorised antialiased kernel, and
+stays uint8 until the batch is on its device (a GPU, where normalising it costs nothing).
+bench/bench_data.py measures this against torchvision's ImageFolder.
 """
 import math
+import os
 import random
 from functools import partial
 
@@ -103,16 +106,37 @@ class DecodeCrop:
         return resized[0]  # (3, size, size) uint8
 
 
-class NormalizeUint8:
-    """uint8 CHW tensor -> float32 (x / 255 - mean) / std, one allocation instead of ToTensor + Normalize's four."""
+class Normalize:
+    """uint8 images, (B, 3, H, W) or (3, H, W), on whatever device they are -> float32 (x / 255 - mean) / std
+    in one pass; then, with `erasing` > 0 (the official recipe in training), timm's random erasing in
+    pixel mode with that probability, its noise drawn on the batch's device.
 
-    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-        self.scale = 1 / (255 * torch.tensor(std).view(3, 1, 1))
-        self.shift = -torch.tensor(mean).view(3, 1, 1) / torch.tensor(std).view(3, 1, 1)
+    It runs once the batch is on its device: the loader's workers hand over uint8, a quarter of
+    float32's bytes to pin and copy, and on a GPU the arithmetic is free beside the model.
+    """
+
+    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD, erasing: float = 0.0):
+        self.mean, self.std, self.erasing = tuple(mean), tuple(std), erasing
+        self._per_device = {}  # scale, shift and the eraser, made once per device
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        out = torch.empty(pixels.shape, dtype=torch.float32)
-        return out.copy_(pixels).mul_(self.scale).add_(self.shift)
+        if pixels.device not in self._per_device:
+            std = torch.tensor(self.std, device=pixels.device).view(3, 1, 1)
+            mean = torch.tensor(self.mean, device=pixels.device).view(3, 1, 1)
+            eraser = None
+            if self.erasing > 0:
+                from timm.data.random_erasing import RandomErasing
+                eraser = RandomErasing(self.erasing, mode="pixel", max_count=1, device=pixels.device)
+            self._per_device[pixels.device] = (1 / (255 * std), -mean / std, eraser)
+        scale, shift, eraser = self._per_device[pixels.device]
+        x = torch.addcmul(shift, pixels, scale)  # uint8 in, float32 out
+        return x if eraser is None else eraser(x)
+
+
+def build_normalize(train: bool = False, recipe: str = "tutorial", mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Normalize:
+    """The batch half of build_transform's pipeline: normalisation, and for the official recipe in
+    training random erasing 0.25 (in pixel mode, one box at most, as the official config has it)."""
+    return Normalize(mean, std, erasing=0.25 if train and recipe == "official" else 0.0)
 
 
 class Compose:
@@ -133,39 +157,41 @@ def random_horizontal_flip(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.flip(-1) if torch.rand(1) < 0.5 else pixels
 
 
-def build_transform(img_size: int, train: bool, recipe: str = "tutorial", mean=IMAGENET_MEAN,
-                    std=IMAGENET_STD, crop_pct: float = 0.875):
-    """Opened or decoded PIL image -> normalised float (3, img_size, img_size) tensor.
+def pil_to_uint8(image: Image.Image) -> torch.Tensor:
+    """PIL RGB image -> uint8 (3, H, W) tensor."""
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
+
+
+def build_transform(img_size: int, train: bool, recipe: str = "tutorial", crop_pct: float = 0.875):
+    """Opened image -> uint8 (3, img_size, img_size) tensor; build_normalize's Normalize, on the
+    batch, makes the model's input of it.
 
     tutorial: RandomResizedCrop + horizontal flip, bilinear; eval resizes to img_size / crop_pct
         (256 for 224, the tutorial's int(224 * 1.143)) and center-crops.
     official: the official Swin recipe through timm.data.create_transform: bicubic, RandAugment
-        rand-m9-mstd0.5-inc1, random erasing 0.25 in pixel mode; color jitter 0.4 is passed as the
-        official code passes it, and timm ignores it when RandAugment is on, as there.
+        rand-m9-mstd0.5-inc1 (and random erasing 0.25 in pixel mode, in build_normalize); color jitter
+        0.4 is passed as the official code passes it, and timm ignores it when RandAugment is on, as there.
     """
     if recipe not in RECIPES:
         raise UserError(f"unknown transform recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
     interpolation = "bilinear" if recipe == "tutorial" else "bicubic"
     if not train:
-        return Compose([DecodeCrop(img_size, partial(center_box, size=img_size, crop_pct=crop_pct), interpolation),
-                        NormalizeUint8(mean, std)])
+        return Compose([DecodeCrop(img_size, partial(center_box, size=img_size, crop_pct=crop_pct), interpolation)])
     if recipe == "tutorial":
-        return Compose([DecodeCrop(img_size, random_resized_box, interpolation), random_horizontal_flip,
-                        NormalizeUint8(mean, std)])
+        return Compose([DecodeCrop(img_size, random_resized_box, interpolation), random_horizontal_flip])
     # imported here: timm and torchvision take seconds to import, and only this recipe needs them
     from timm.data import auto_augment, create_transform
     from torchvision import transforms
-    crop_and_flip, augment, to_tensor = create_transform(
+    crop_and_flip, augment, _ = create_transform(
         img_size, is_training=True, auto_augment="rand-m9-mstd0.5-inc1", color_jitter=0.4,
-        re_prob=0.25, re_mode="pixel", re_count=1, interpolation="bicubic", mean=mean, std=std,
-        separate=True)
+        interpolation="bicubic", separate=True)
     for op in augment.transforms[0].ops:  # the RandAugment operations
         if op.aug_fn is auto_augment.posterize:
             op.aug_fn = posterize
     # timm's RandomResizedCrop decodes the whole image first; ours picks the same kind of box first
     flip = [t for t in crop_and_flip.transforms if isinstance(t, transforms.RandomHorizontalFlip)]
     return Compose([DecodeCrop(img_size, random_resized_box, interpolation, to_tensor=False),
-                    *flip, *augment.transforms, *to_tensor.transforms])
+                    *flip, *augment.transforms, pil_to_uint8])
 
 
 def posterize(image: Image.Image, bits_to_keep: int, **kwargs) -> Image.Image:
@@ -238,6 +264,17 @@ def collate_skipping_failures(batch):
     images, labels, paths = zip(*loaded)
     # default_collate stacks straight into shared memory inside a worker: no copy on the way out
     return default_collate(list(images)), torch.tensor(labels), list(paths), failed
+
+
+def default_workers(device: torch.device, processes: int = 1) -> int:
+    """Loader workers per training process. With GPUs: the CPU cores this process may use, shared
+    among the GPU processes of this machine, less one core for the process itself (it launches the GPU
+    work). On a CPU the model needs the cores too: their count, at most 8, as before."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if device.type != "cuda":
+        return min(8, cores)
+    per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", min(processes, max(torch.cuda.device_count(), 1))))
+    return max(1, cores // per_machine - 1)
 
 
 def build_loader(dataset, batch_size: int, train: bool, num_workers: int, sampler=None,

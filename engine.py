@@ -69,7 +69,9 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay, cfg.layer_decay)
     for group in groups:
         group["lr"] = cfg.lr * group["lr_scale"]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+    # fused on CUDA: one kernel for all parameters, where the default launches several per group
+    fused = all(p.is_cuda for group in groups for p in group["params"])
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, fused=fused or None)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, warmup_ratio: float, min_ratio: float) -> float:
@@ -191,17 +193,35 @@ class SeededDataset(torch.utils.data.Dataset):
 
 # --- Training ---
 
+def compile_model(net: nn.Module, model: nn.Module, img_size: int, device) -> nn.Module:
+    """torch.compile(net), `net` being the model or its DDP wrapper, for training. Checkpoints are
+    saved from the bare `model`, so they hold no `_orig_mod.` keys and resume with or without compiling.
+
+    The model's window layouts are built first, by one small eager forward pass: built inside the
+    traced graph they would change the model's state and cost a second compile. Training batches are
+    full (the loader drops a smaller last one), so one graph serves every epoch. Evaluation runs the
+    bare model eagerly: compiling it would cost more than it saves on a validation set of this tool's
+    size, and its smaller last batch would compile once more.
+    """
+    training = model.training
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, img_size, img_size, device=device))
+    model.train(training)
+    return torch.compile(net)
+
+
 @dataclass
 class TrainState:
     """Everything a training step uses or changes; checkpoints save the changing part."""
     model: nn.Module  # the bare model: what checkpoints hold
-    net: nn.Module  # what runs the forward pass: the model, or its DistributedDataParallel wrapper
+    net: nn.Module  # what runs the forward pass: the model, its DistributedDataParallel wrapper, compiled or not
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     device: torch.device
     amp: torch.dtype = None  # autocast dtype, None for full precision
     ema: ModelEma = None
+    normalize: object = None  # the loader's uint8 batch, on the device -> the model's input (data.Normalize)
     mixup: object = None
     class_weights: torch.Tensor = None  # --balance loss: one weight per class, on the device
     epoch: int = 0  # epochs completed
@@ -213,17 +233,17 @@ class TrainState:
 
 def train_one_epoch(state: TrainState, loader, cfg, stop=None, on_step=None, show_progress: bool = True) -> dict:
     """One pass over the loader. Returns loss, top-1 and top-5 (on the unmixed labels), images, seconds,
-    the paths of images that failed to load, and whether a stop signal ended it early."""
+    the seconds spent waiting for the loader, the paths of images that failed to load, and whether a
+    stop signal ended it early."""
     state.net.train()
-    smoothing = 0.0 if state.mixup is not None else cfg.label_smoothing  # mixup smooths its own targets
     # loss, top-1 and top-5 hits, summed on the device: read back only to refresh the progress bar,
     # so the CPU can queue the next batch while the GPU finishes this one's backward pass
     sums, seen, failed = torch.zeros(3, dtype=torch.float64, device=state.device), 0, []
-    start, interrupted = time.perf_counter(), False
+    start, interrupted, waits = time.perf_counter(), False, {"seconds": 0.0}
     last_batch = state.batches_done + len(loader)
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", disable=not show_progress,
                dynamic_ncols=True, leave=False)
-    for images, labels, _, failed_paths in bar:
+    for images, labels, _, failed_paths in timed_batches(bar, waits):
         failed += failed_paths
         state.batches_done += 1
         step_now = state.batches_done % cfg.accum_steps == 0 or state.batches_done == last_batch
@@ -231,22 +251,10 @@ def train_one_epoch(state: TrainState, loader, cfg, stop=None, on_step=None, sho
             continue
         images = images.to(state.device, non_blocking=True)
         labels = labels.to(state.device, non_blocking=True)
-        targets = labels
-        if state.mixup is not None:
-            images, targets = state.mixup(images, labels)
-            labels = labels[:len(images)]
-        # DDP: average gradients across processes only on the batch that completes a step
-        no_sync = state.net.no_sync() if (not step_now and hasattr(state.net, "no_sync")) else nullcontext()
-        with no_sync:
-            with autocast(state.device, state.amp):
-                logits = state.net(images)
-            loss = loss_fn(logits.float(), targets, smoothing, class_weights=state.class_weights)
-            if not torch.isfinite(loss):  # the one read-back per step: NaN must not reach the weights
-                skip_non_finite(state, loss)
-                continue
-            state.scaler.scale(loss / cfg.accum_steps).backward()
-        if step_now:
-            optimizer_step(state, cfg)
+        result = train_step(state, images, labels, cfg, step_now)
+        if result is None:  # a non-finite loss under fp16 scaling: skipped
+            continue
+        logits, loss, labels = result
         with torch.no_grad():
             hits = logits.topk(min(5, logits.shape[-1]), dim=-1).indices == labels[:, None]
             sums += torch.stack([loss.detach() * len(labels), hits[:, 0].sum(), hits.any(-1).sum()]).double()
@@ -265,8 +273,47 @@ def train_one_epoch(state: TrainState, loader, cfg, stop=None, on_step=None, sho
     totals = reduce_sums(torch.cat([sums, torch.tensor([seen], dtype=torch.float64, device=state.device)]))
     count = max(totals[3].item(), 1)
     return {"loss": totals[0].item() / count, "acc1": totals[1].item() / count, "acc5": totals[2].item() / count,
-            "images": int(totals[3].item()),
-            "seconds": time.perf_counter() - start, "failed": failed, "interrupted": interrupted}
+            "images": int(totals[3].item()), "seconds": time.perf_counter() - start,
+            "data_seconds": waits["seconds"], "failed": failed, "interrupted": interrupted}
+
+
+def timed_batches(loader, waits: dict):
+    """The loader's batches, adding the time spent waiting for each to waits["seconds"]: the share of
+    an epoch that the model waited for data (TensorBoard's data/wait_share)."""
+    batches = iter(loader)
+    while True:
+        begin = time.perf_counter()
+        batch = next(batches, None)
+        waits["seconds"] += time.perf_counter() - begin
+        if batch is None:
+            return
+        yield batch
+
+
+def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, cfg, step_now: bool = True):
+    """One batch already on the device: normalise (uint8 from the loader), mix, forward, loss,
+    backward, and with step_now the optimizer step. Returns (logits, loss, labels), labels as many as
+    the logits' rows (mixup may drop one image), or None when a non-finite loss was skipped."""
+    if state.normalize is not None:
+        images = state.normalize(images)
+    targets = labels
+    if state.mixup is not None:
+        images, targets = state.mixup(images, labels)
+        labels = labels[:len(images)]
+    smoothing = 0.0 if state.mixup is not None else cfg.label_smoothing  # mixup smooths its own targets
+    # DDP: average gradients across processes only on the batch that completes a step
+    no_sync = state.net.no_sync() if (not step_now and hasattr(state.net, "no_sync")) else nullcontext()
+    with no_sync:
+        with autocast(state.device, state.amp):
+            logits = state.net(images)
+        loss = loss_fn(logits.float(), targets, smoothing, class_weights=state.class_weights)
+        if not torch.isfinite(loss):  # the one read-back per step: NaN must not reach the weights
+            skip_non_finite(state, loss)
+            return None
+        state.scaler.scale(loss / cfg.accum_steps).backward()
+    if step_now:
+        optimizer_step(state, cfg)
+    return logits, loss, labels
 
 
 def skip_non_finite(state: TrainState, loss: torch.Tensor) -> None:
@@ -350,7 +397,7 @@ def reduce_sums(tensor: torch.Tensor) -> torch.Tensor:
 # --- Evaluation ---
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, num_classes: int, device, amp, show_progress: bool = True,
+def evaluate(model: nn.Module, loader, normalize, num_classes: int, device, amp, show_progress: bool = True,
              desc: str = "eval") -> dict:
     """Loss, top-1, top-5, balanced accuracy and the confusion matrix (rows: true class), summed
     exactly over ranks; also, from all ranks, every misclassified image as (path, true label, its
@@ -365,7 +412,7 @@ def evaluate(model: nn.Module, loader, num_classes: int, device, amp, show_progr
         failed += failed_paths
         if len(labels) == 0:
             continue
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        images, labels = normalize(images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
         with autocast(device, amp):
             logits = model(images).float()
         loss_sum += F.cross_entropy(logits, labels, reduction="sum")

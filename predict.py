@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 import plots
-from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_transform, load_rgb
+from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, Normalize, build_loader, build_transform, load_rgb
 from export import OnnxClassifier, choose_exporter
 from images import image_problem, list_images, read_class_indices
 from model import create_model, resolve_variant
@@ -102,11 +102,10 @@ def main(argv=None) -> None:
         note = export(clf, args.export, device)
         print(f"wrote {args.export} ({note})", file=sys.stderr)
     k, width = min(args.topk, len(clf.class_names)), max(len(name) for name in clf.class_names)
-    transform = build_transform(clf.model.img_size, train=False, mean=clf.mean, std=clf.std, crop_pct=clf.crop_pct)
-    if onnx:  # the program normalises: it takes the uint8 crop
-        transform = transform.transforms[0]
+    transform = build_transform(clf.model.img_size, train=False, crop_pct=clf.crop_pct)
+    normalize = None if onnx else Normalize(clf.mean, clf.std)  # the program normalises: it takes the uint8 crop
     results, failed, card_names = [], [], set()
-    for path, probs in classify(clf.model, paths, transform, device, args) if paths else ():
+    for path, probs in classify(clf.model, paths, transform, normalize, device, args) if paths else ():
         if probs is None:
             failed.append(path)
             print(f"warning: {path}: {image_problem(Path(path)) or 'could not be read'}", file=sys.stderr)
@@ -193,8 +192,9 @@ def model_from_state_dict(ckpt, path: Path, variant: str, size: dict):
     return model
 
 
-def classify(model, paths: list[str], transform, device, args):
-    """(path, probabilities) for each image in order; (path, None) for one that cannot be read."""
+def classify(model, paths: list[str], transform, normalize, device, args):
+    """(path, probabilities) for each image in order; (path, None) for one that cannot be read.
+    `transform` makes each image a uint8 crop; `normalize` (None for an .onnx) the model's input of a batch."""
     few = len(paths) <= args.batch_size  # one batch: worker processes would cost more than they save
     workers = args.workers if args.workers is not None else 0 if device.type == "cpu" else min(8, os.cpu_count())
     loader = build_loader(ImageDataset([(p, 0) for p in paths], transform), args.batch_size, train=False,
@@ -207,6 +207,7 @@ def classify(model, paths: list[str], transform, device, args):
         if loaded:
             with torch.inference_mode(), autocast(device, amp):
                 images = images.to(device, non_blocking=True)
+                images = images if normalize is None else normalize(images)
                 out = model(images).float().softmax(-1)
                 if args.tta:  # the class does not change in a mirror; the model's errors partly do
                     out = (out + model(images.flip(-1)).float().softmax(-1)) / 2

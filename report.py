@@ -1,7 +1,7 @@
 """The evaluation report: one HTML page a person opens in a browser to see what a model got wrong.
 
     import report
-    result = engine.evaluate(model, loader, len(classes), device, amp)
+    result = engine.evaluate(model, loader, build_normalize(), len(classes), device, amp)
     report.write_report("runs/<name>/report.html", result, classes, checkpoint="runs/<name>/best.pth",
                         variant=model.variant, metrics_csv="runs/<name>/metrics.csv")
 

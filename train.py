@@ -29,8 +29,8 @@ import engine
 import plots
 import report
 from download import OFFICIAL_WEIGHTS, fetch_flower_photos, fetch_official_weights
-from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_mixup, build_transform, load_splits
-from data import write_class_indices
+from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_mixup, build_normalize, build_transform,
+                  default_workers, load_splits, write_class_indices)
 from images import class_imbalance
 from model import NO_PRETRAINED_WEIGHTS, create_model, resolve_variant
 from utils import (UserError, amp_dtype, all_finite, explicit_flags, init_distributed, load_checkpoint,
@@ -54,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="imbalanced classes: 'sampler' draws every class equally often in each epoch, 'loss' "
                         "weights the loss by inverse class frequency (default: off)")
     g.add_argument("--batch-size", type=int, default=8, help="per process (default: 8)")
-    g.add_argument("--workers", type=int, default=min(8, torch.multiprocessing.cpu_count()),
-                   help="data loading processes (default: CPU count, at most 8)")
+    g.add_argument("--workers", type=int,
+                   help="data loading processes per training process (default: with a GPU, the CPU cores per "
+                        "GPU process, less one for the process itself; on a CPU, the core count, at most 8)")
     g = p.add_argument_group("model")
     g.add_argument("--model", default="swin_tiny_patch4_window7_224", help="any variant of model.py")
     g.add_argument("--weights", type=Path,
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--window-size", type=int, help="default: the variant's")
     g.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=False,
                    help="recompute activations in the backward pass: far less memory (default: off)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                   help="torch.compile the model: a minute or so of compiling first, then faster steps "
+                        "(default: on with a GPU, off on a CPU)")
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=int, default=10, help="default: 10")
     g.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default: 1e-4)")
@@ -88,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("run")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
     g.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
-                   help="mixed precision; auto = bf16 or fp16 on a GPU, off on a CPU (default: auto)")
+                   help="mixed precision; auto = bf16 where the GPU has it, else fp16 with loss scaling; off on "
+                        "a CPU; off on a GPU runs TF32 matmuls (default: auto)")
     g.add_argument("--output", type=Path, default=Path("runs"), help="default: runs")
     g.add_argument("--name", help="run folder name (default: <model>-<date>-<time>)")
     g.add_argument("--resume", type=Path, help="a checkpoint, or a run folder (uses its last.pth)")
@@ -120,6 +125,12 @@ def main(argv=None) -> None:
     main_process = rank == 0
     device = select_device(cfg.device, local_rank)
     amp = amp_dtype(cfg.amp, device)
+    if device.type == "cuda" and amp is None:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # fp32 on tensor cores
+    if cfg.workers is None:
+        cfg.workers = default_workers(device, world_size)
+    if cfg.compile is None:
+        cfg.compile = device.type == "cuda"
 
     if not cfg.data_path.exists() and cfg.data_path.name == "flower_photos":
         fetch_tutorial_photos(cfg.data_path, main_process, world_size)
@@ -142,34 +153,22 @@ def main(argv=None) -> None:
     img_size = model.img_size
     model.to(device)
     net = model
-    if world_size > 1:
+    distributed = torch.distributed.is_initialized()
+    if distributed:  # every parameter that trains gets a gradient: no search for unused ones
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+    if cfg.compile and not cfg.eval_only:
+        net = engine.compile_model(net, model, img_size, device)
 
     eval_transform = build_transform(img_size, train=False, crop_pct=0.875)
     if cfg.eval_only:
-        if world_size > 1:
+        if distributed:
             raise UserError("--eval-only runs in one process: start it with python, not torchrun")
         return evaluate_checkpoint(cfg, model, splits, eval_transform, checkpoint, device, amp, main_process)
 
-    train_set = engine.SeededDataset(ImageDataset(splits.train, build_transform(img_size, train=True, recipe=cfg.recipe)))
-    sampler = (engine.BalancedSampler([label for _, label in splits.train], cfg.seed, rank, world_size)
-               if cfg.balance == "sampler" else engine.EpochSampler(len(train_set), cfg.seed, rank, world_size))
-    train_loader = build_loader(train_set, cfg.batch_size, train=True, num_workers=cfg.workers, sampler=sampler,
-                                generator=torch.Generator().manual_seed(cfg.seed))
+    train_loader, sampler = build_train_loader(cfg, splits.train, img_size, rank, world_size)
     val_loader = eval_loader(splits.val, eval_transform, cfg, rank, world_size)
-    if len(train_loader) == 0:
-        raise UserError(f"{len(train_set)} training images cannot fill a batch of {cfg.batch_size}; lower --batch-size")
-
-    optimizer = engine.build_optimizer(model, cfg)
-    steps_per_epoch = math.ceil(len(train_loader) / cfg.accum_steps)
-    state = engine.TrainState(
-        model=model, net=net, optimizer=optimizer,
-        scheduler=engine.build_scheduler(optimizer, cfg, steps_per_epoch),
-        scaler=torch.amp.GradScaler(device.type, enabled=amp == torch.float16), device=device, amp=amp,
-        ema=engine.ModelEma(model, cfg.ema_decay) if cfg.ema else None,
-        mixup=build_mixup(cfg.mixup, cfg.cutmix, cfg.label_smoothing, len(classes)),
-        class_weights=engine.inverse_frequency_weights(splits.counts("train")).to(device)
-        if cfg.balance == "loss" else None)
+    state = build_train_state(cfg, model, net, device, amp, math.ceil(len(train_loader) / cfg.accum_steps),
+                              splits.counts("train"))
     if checkpoint is not None:
         restore(state, checkpoint)
         run_dir = (cfg.resume if cfg.resume.is_dir() else cfg.resume.parent)
@@ -187,10 +186,11 @@ def main(argv=None) -> None:
                   "configs/cpu_demo.yaml trains a small variant in minutes")
         print(f"run folder {run_dir}: {len(splits.train)} training and {len(splits.val)} validation images, "
               f"{len(classes)} classes, {model.variant} at {img_size} px on {device}"
-              f"{f' x{world_size}' if world_size > 1 else ''}, amp {amp or 'off'}")
+              f"{f' x{world_size} (DDP, {torch.distributed.get_backend()})' if distributed else ''}, amp {amp or 'off'}, {cfg.workers} loader workers"
+              f"{', compiled (the first step takes a minute or so)' if cfg.compile else ''}")
         warn_if_imbalanced(classes, splits.counts("train"), cfg.balance)
         if state.epoch == 0 and state.batches_done == 0:
-            log_training_images(writer, train_loader, classes)
+            log_training_images(writer, train_loader, state.normalize, classes)
 
     meta = {"variant": model.variant, "model_overrides": plain(model.overrides), "img_size": img_size,
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "crop_pct": 0.875, "class_names": classes}
@@ -220,6 +220,8 @@ def main(argv=None) -> None:
         stop.restore()
         if writer is not None:
             writer.close()
+    if distributed:  # every process is here: pending collectives are done
+        torch.distributed.destroy_process_group()
     if stop.requested:
         resume = f"python train.py --resume {run_dir}"
         if main_process:
@@ -272,6 +274,33 @@ def build_model(cfg, num_classes: int, checkpoint, main_process: bool):
     return model
 
 
+def build_train_loader(cfg, samples: list, img_size: int, rank: int = 0, world_size: int = 1):
+    """(loader, sampler) of the training images: each epoch a fresh shuffle (or class-balanced draw) from
+    (seed, epoch), this rank's share of it, uint8 crops made by cfg.workers processes."""
+    train_set = engine.SeededDataset(ImageDataset(samples, build_transform(img_size, train=True, recipe=cfg.recipe)))
+    sampler = (engine.BalancedSampler([label for _, label in samples], cfg.seed, rank, world_size)
+               if cfg.balance == "sampler" else engine.EpochSampler(len(train_set), cfg.seed, rank, world_size))
+    loader = build_loader(train_set, cfg.batch_size, train=True, num_workers=cfg.workers, sampler=sampler,
+                          generator=torch.Generator().manual_seed(cfg.seed))
+    if len(loader) == 0:
+        raise UserError(f"{len(train_set)} training images cannot fill a batch of {cfg.batch_size}; lower --batch-size")
+    return loader, sampler
+
+
+def build_train_state(cfg, model, net, device, amp, steps_per_epoch: int, class_counts: list) -> engine.TrainState:
+    """What a training step uses: the optimizer and schedule of the recipe, loss scaling for fp16,
+    normalisation (and erasing) of the uint8 batch on the device, EMA, mixup, class weights."""
+    optimizer = engine.build_optimizer(model, cfg)
+    return engine.TrainState(
+        model=model, net=net, optimizer=optimizer,
+        scheduler=engine.build_scheduler(optimizer, cfg, steps_per_epoch),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp == torch.float16), device=device, amp=amp,
+        normalize=build_normalize(train=True, recipe=cfg.recipe),
+        ema=engine.ModelEma(model, cfg.ema_decay) if cfg.ema else None,
+        mixup=build_mixup(cfg.mixup, cfg.cutmix, cfg.label_smoothing, len(class_counts)),
+        class_weights=engine.inverse_frequency_weights(class_counts).to(device) if cfg.balance == "loss" else None)
+
+
 def eval_loader(samples, transform, cfg, rank: int, world_size: int):
     """Every sample exactly once over all ranks (no padding), in order."""
     shard = list(range(rank, len(samples), world_size))
@@ -317,11 +346,13 @@ def run_epochs(state, cfg, train_loader, sampler, val_loader, classes, stop, on_
             save("last.pth")
             return
         state.epoch, state.batches_done = epoch + 1, 0
-        val = engine.evaluate(state.model, val_loader, len(classes), state.device, state.amp,
+        normalize = build_normalize()
+        val = engine.evaluate(state.model, val_loader, normalize, len(classes), state.device, state.amp,
                               cfg.progress and main_process)
         ema_val = None
         if state.ema is not None:
-            ema_val = engine.evaluate(state.ema.module, val_loader, len(classes), state.device, state.amp, False)
+            ema_val = engine.evaluate(state.ema.module, val_loader, normalize, len(classes), state.device, state.amp,
+                                      False)
         best_weights, acc, chosen = state.model.state_dict(), val["acc1"], (val, "")
         if ema_val is not None and ema_val["acc1"] > acc:
             best_weights, acc, chosen = state.ema.module.state_dict(), ema_val["acc1"], (ema_val, ", EMA weights")
@@ -357,10 +388,12 @@ def write_run_report(run_dir: Path, variant: str, classes: list, result: dict, c
 def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, classes: list, improved: bool) -> None:
     epoch, lr = state.epoch, state.optimizer.param_groups[0]["lr"]
     throughput = train["images"] / max(train["seconds"], 1e-9)
+    wait_share = train["data_seconds"] / max(train["seconds"], 1e-9)
     scalars = {"loss/train": train["loss"], "loss/val": val["loss"], "acc1/train": train["acc1"],
                "acc5/train": train["acc5"], "acc1/val": val["acc1"], "balanced_acc/val": val["balanced_acc"],
                "acc5/val": val["acc5"], "lr": lr, "time/epoch_seconds": train["seconds"],
-               "throughput/images_per_second": throughput, "data/failed_images": len(train["failed"]) + len(val["failed"])}
+               "throughput/images_per_second": throughput, "data/wait_share": wait_share,
+               "data/failed_images": len(train["failed"]) + len(val["failed"])}
     if ema_val is not None:
         scalars["acc1/val_ema"] = ema_val["acc1"]
     if torch.cuda.is_available():
@@ -385,7 +418,8 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
     print(f"epoch {epoch:3d}  train loss {train['loss']:.4f} top-1 {train['acc1']:.4f}  "
           f"val loss {val['loss']:.4f} top-1 {val['acc1']:.4f} balanced {val['balanced_acc']:.4f} "
           f"top-5 {val['acc5']:.4f}{ema}  "
-          f"lr {lr:.2e}  {train['seconds']:.0f}s {throughput:.1f} img/s{'  * best' if improved else ''}", flush=True)
+          f"lr {lr:.2e}  {train['seconds']:.0f}s {throughput:.1f} img/s ({wait_share:.0%} waiting for data)"
+          f"{'  * best' if improved else ''}", flush=True)
 
 
 def warn_if_imbalanced(classes: list, counts: list, balance: str) -> None:
@@ -396,11 +430,11 @@ def warn_if_imbalanced(classes: list, counts: list, balance: str) -> None:
         print(f"warning: in the training images, {imbalance}; {hint}", file=sys.stderr)
 
 
-def log_training_images(writer, loader, classes: list) -> None:
+def log_training_images(writer, loader, normalize, classes: list) -> None:
     """A grid of augmented training images with their labels, to check the input pipeline by eye."""
     images, labels, _, _ = next(iter(loader))
     if len(labels):
-        grid = plots.image_grid(images[:32], [classes[i] for i in labels[:32]], IMAGENET_MEAN, IMAGENET_STD)
+        grid = plots.image_grid(normalize(images[:32]), [classes[i] for i in labels[:32]], IMAGENET_MEAN, IMAGENET_STD)
         writer.add_image("train/augmented_images", plots.to_chw(grid), 0)
 
 
@@ -412,8 +446,8 @@ def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp, 
     samples = splits.test if cfg.split == "test" else splits.val
     if not samples:
         raise UserError(f"{cfg.data_path} has no {cfg.split} split")
-    result = engine.evaluate(model, eval_loader(samples, transform, cfg, 0, 1), len(splits.classes), device, amp,
-                             cfg.progress)
+    result = engine.evaluate(model, eval_loader(samples, transform, cfg, 0, 1), build_normalize(), len(splits.classes),
+                             device, amp, cfg.progress)
     if not main_process:
         return
     out = (cfg.resume.parent if cfg.resume and cfg.resume.is_file() else cfg.resume or cfg.output) / f"eval_{cfg.split}"

@@ -227,12 +227,13 @@ def autocast(device: torch.device, dtype):
 
 
 def init_distributed():
-    """(rank, world_size, local_rank) from torchrun's environment; starts the process group."""
+    """(rank, world_size, local_rank) from torchrun's environment; under torchrun, even with one
+    process, starts the process group: NCCL on GPUs, gloo on CPUs."""
     import torch
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    if world_size == 1:
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:  # plain python: one process, no group
         return 0, 1, 0
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0))
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(local_rank)

@@ -6,7 +6,8 @@
 
 Both pipelines decode a JPEG, take a RandomResizedCrop to --img-size with a horizontal flip and
 normalise with the ImageNet mean and std, in a DataLoader with the same workers, batch size and
-sampler, over the same files. The two alternate for --rounds rounds of --images images each (warm
+sampler, over the same files. ImageFolder's workers normalise; ours hand over uint8 and the batch is
+normalised after it arrives (on a GPU in training; here in the main process, and counted). The two alternate for --rounds rounds of --images images each (warm
 file cache, persistent workers, one warm-up pass each first); the figures are medians of decoded
 and augmented images per second, counted from the start of each round to its last batch.
 --upscale K benchmarks a copy of the folder enlarged K times (Lanczos, JPEG quality 90), made
@@ -29,7 +30,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules sit at its root
-from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_transform  # noqa: E402
+from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, Normalize, build_loader, build_transform  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "flowers"  # the bundled photos
 
@@ -44,6 +45,9 @@ def parse_args():
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per pipeline, alternating")
     parser.add_argument("--images", type=int, default=640, help="images per round")
     parser.add_argument("--upscale", type=int, default=1, help="benchmark a copy enlarged this many times")
+    parser.add_argument("--gpu-decode", action="store_true",
+                        help="also time batched JPEG decoding on the GPU (torchvision.io.decode_jpeg, nvJPEG) with "
+                             "a random crop resized there, from bytes already in memory: what GPU decoding could add")
     return parser.parse_args()
 
 
@@ -68,25 +72,59 @@ def main():
             "data.py": build_loader(ours, args.batch_size, train=True, num_workers=args.workers,
                                     sampler=RandomSampler(ours, num_samples=args.images)),
         }
+        normalizers = {"data.py": Normalize()}  # ImageFolder's workers normalise; ours hand over uint8
         print(f"{args.img_size} px, batch {args.batch_size}, {args.workers} workers, "
               f"{args.rounds} rounds x {args.images} images, alternating")
         rates = {name: [] for name in loaders}
         for name, loader in loaders.items():
-            images_per_second(loader)  # warm-up: workers started, files cached
+            images_per_second(loader, normalizers.get(name))  # warm-up: workers started, files cached
         for round_ in range(args.rounds):
             order = list(loaders) if round_ % 2 == 0 else list(loaders)[::-1]
             for name in order:
-                rates[name].append(images_per_second(loaders[name]))
+                rates[name].append(images_per_second(loaders[name], normalizers.get(name)))
             print(f"round {round_ + 1}: " + ", ".join(f"{name} {rates[name][-1]:.0f}/s" for name in loaders))
     medians = {name: statistics.median(values) for name, values in rates.items()}
     for name, median in medians.items():
         print(f"median {name}: {median:.0f} images/s")
     print(f"ratio data.py / ImageFolder: {medians['data.py'] / medians['torchvision ImageFolder']:.2f}x")
+    if args.gpu_decode:
+        print(f"GPU decode (nvJPEG, batches of {args.batch_size}, crop and resize on the GPU): "
+              f"{gpu_decode_rate(args, reference.samples):.0f} images/s")
 
 
-def images_per_second(loader) -> float:
+def gpu_decode_rate(args, samples) -> float:
+    """Images per second of torchvision's batched GPU decoding plus a random resized crop per image."""
+    from torchvision.io import decode_jpeg
+    from data import random_resized_box
+    blobs = [torchvision.io.read_file(path) for path, _ in samples if path.lower().endswith((".jpg", ".jpeg"))]
+    batches = [(blobs * (args.images // len(blobs) + 1))[i:i + args.batch_size]
+               for i in range(0, args.images, args.batch_size)]
+
+    def one_pass():
+        for batch in batches:
+            crops = []
+            for image in decode_jpeg(batch, device="cuda"):
+                left, top, width, height = random_resized_box(image.shape[2], image.shape[1])
+                crop = image[None, :, top:top + height, left:left + width].float()
+                crops.append(torch.nn.functional.interpolate(crop, size=(args.img_size, args.img_size),
+                                                             mode="bilinear", antialias=True))
+            torch.cat(crops)
+        torch.cuda.synchronize()
+
+    one_pass()  # warm-up: nvJPEG handles, allocator
+    rates = []
+    for _ in range(args.rounds):
+        start = time.perf_counter()
+        one_pass()
+        rates.append(len(batches) * args.batch_size / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def images_per_second(loader, normalize=None) -> float:
     start, count = time.perf_counter(), 0
     for batch in loader:
+        if normalize is not None:
+            normalize(batch[0])
         count += len(batch[1])
     return count / (time.perf_counter() - start)
 

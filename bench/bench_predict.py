@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import predict  # noqa: E402
 from images import list_images  # noqa: E402
 from bench_data import machine  # noqa: E402
-from data import IMAGENET_MEAN, IMAGENET_STD, build_transform  # noqa: E402
+from data import IMAGENET_MEAN, IMAGENET_STD, Normalize, build_transform  # noqa: E402
 from export import OnnxClassifier, export_onnx  # noqa: E402
 from model import create_model  # noqa: E402
 
@@ -88,10 +88,10 @@ def main():
 
         def ours(model=model, normalize=True):
             paths = list_images([str(folder)])
-            transform = build_transform(size, train=False, mean=clf.mean, std=clf.std, crop_pct=clf.crop_pct)
-            transform = transform if normalize else transform.transforms[0]  # an .onnx takes the uint8 crop
+            transform = build_transform(size, train=False, crop_pct=clf.crop_pct)
+            normalizer = Normalize(clf.mean, clf.std) if normalize else None  # an .onnx takes the uint8 crop
             return sum(probs is not None for _, probs in
-                       predict.classify(model, paths, transform, torch.device("cpu"), options))
+                       predict.classify(model, paths, transform, normalizer, torch.device("cpu"), options))
 
         tutorial_transform = transforms.Compose([
             transforms.Resize(int(size * 1.143)), transforms.CenterCrop(size), transforms.ToTensor(),

@@ -1,5 +1,7 @@
 """data.py: transforms, datasets, loaders, mixup."""
+import os
 import pickle
+import random
 from pathlib import Path
 
 import numpy as np
@@ -7,8 +9,8 @@ import pytest
 import torch
 from PIL import Image, JpegImagePlugin
 
-from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_mixup, build_transform,
-                  collate_skipping_failures, load_rgb, load_splits)
+from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, Normalize, build_loader, build_mixup, build_normalize,
+                  build_transform, collate_skipping_failures, default_workers, load_rgb, load_splits, pil_to_uint8)
 from image_factory import write_class_tree, write_image, write_sideways_jpeg
 from utils import UserError
 
@@ -24,12 +26,14 @@ def write_large_jpeg(path, size=(1600, 1200)):
 
 @pytest.mark.parametrize("recipe", ["tutorial", "official"])
 @pytest.mark.parametrize("train", [True, False])
-def test_transforms_give_normalised_tensors_of_the_asked_size(flowers, recipe, train):
-    transform = build_transform(96, train=train, recipe=recipe)
+def test_transforms_give_uint8_crops_that_normalize_makes_model_inputs(flowers, recipe, train):
+    transform, normalize = build_transform(96, train=train, recipe=recipe), build_normalize(train, recipe)
     for path in sorted(flowers.glob("roses/*"))[:4]:
         with Image.open(path) as image:
-            tensor = transform(image)
-        assert tensor.shape == (3, 96, 96) and tensor.dtype == torch.float32
+            pixels = transform(image)
+        assert pixels.shape == (3, 96, 96) and pixels.dtype == torch.uint8  # what workers hand over
+        tensor = normalize(pixels[None])
+        assert tensor.shape == (1, 3, 96, 96) and tensor.dtype == torch.float32
         if not (train and recipe == "official"):  # random erasing fills with normal noise, out of range
             assert -2.2 < tensor.min() and tensor.max() < 2.7  # the ImageNet-normalised range
 
@@ -37,11 +41,38 @@ def test_transforms_give_normalised_tensors_of_the_asked_size(flowers, recipe, t
 def test_normalisation_uses_the_given_mean_and_std(tmp_path):
     path = tmp_path / "grey.png"
     Image.new("RGB", (64, 64), (128, 64, 255)).save(path)
-    default = build_transform(32, train=False)(Image.open(path))
+    pixels = build_transform(32, train=False)(Image.open(path))
     expected = (torch.tensor([128, 64, 255]) / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
-    assert torch.allclose(default[:, 5, 5], expected, atol=1e-5)
-    halves = build_transform(32, train=False, mean=(0.5,) * 3, std=(0.5,) * 3)(Image.open(path))
-    assert torch.allclose(halves[:, 5, 5], torch.tensor([128, 64, 255]) / 127.5 - 1, atol=1e-5)
+    assert torch.allclose(Normalize()(pixels)[:, 5, 5], expected, atol=1e-5)
+    halves = Normalize(mean=(0.5,) * 3, std=(0.5,) * 3)(pixels[None].expand(2, -1, -1, -1))
+    assert halves.shape == (2, 3, 32, 32)
+    assert torch.allclose(halves[1, :, 5, 5], torch.tensor([128, 64, 255]) / 127.5 - 1, atol=1e-5)
+
+
+def test_official_random_erasing_runs_on_the_batch_as_seeded():
+    """The official recipe erases a box in about a quarter of the images, after normalising, where the
+    batch is; the same seed erases the same boxes."""
+    pixels = torch.full((64, 3, 48, 48), 100, dtype=torch.uint8)
+    plain = Normalize()(pixels)
+    torch.manual_seed(0)
+    random.seed(0)
+    erased = build_normalize(train=True, recipe="official")(pixels)
+    changed = (erased != plain).flatten(1).any(1)
+    assert 4 <= changed.sum() <= 32 and not torch.equal(erased, plain)
+    torch.manual_seed(0)
+    random.seed(0)
+    assert torch.equal(build_normalize(train=True, recipe="official")(pixels), erased)
+    assert torch.equal(build_normalize(train=False, recipe="official")(pixels), plain)  # evaluation: none
+
+
+def test_default_workers_follow_the_cores_per_gpu_process(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_workers(torch.device("cpu")) == 8
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert default_workers(torch.device("cuda")) == 15  # one core left for the training process
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun, 4 GPUs on this machine
+    assert default_workers(torch.device("cuda", 2), processes=8) == 3
 
 
 def test_every_mode_gives_three_channels(tmp_path):
@@ -61,7 +92,7 @@ def test_a_large_jpeg_is_decoded_at_reduced_scale_and_looks_the_same(tmp_path, m
     # the center crop is 1050 px a side: at 1/4 scale still 262 px, at least the 224 asked for
     assert decoded_sizes == [(400, 300)]
     full = transform(load_rgb(path))  # already decoded: no reduced scale possible
-    grey_levels = ((reduced - full) * torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255).abs()
+    grey_levels = (reduced.float() - full.float()).abs()
     assert grey_levels.mean() < 2.5
 
 
@@ -80,7 +111,7 @@ def test_training_crops_never_go_below_the_output_resolution(tmp_path, monkeypat
 def test_exif_orientation_is_applied_before_cropping(tmp_path, monkeypatch, train):
     path = write_sideways_jpeg(tmp_path / "phone.jpg", size=(1800, 900))  # shown 900 wide, red on top
     monkeypatch.setattr("data.random_resized_box", lambda w, h: (0, 450, 900, 900))  # the middle square
-    tensor = build_transform(64, train=train)(Image.open(path))
+    tensor = Normalize()(build_transform(64, train=train)(Image.open(path)))
     red_minus_blue = tensor[0] - tensor[2]
     assert red_minus_blue[:20].mean() > 3 and red_minus_blue[-20:].mean() < -3
 
@@ -89,8 +120,8 @@ def test_the_official_recipe_survives_posterize_with_zero_bits():
     """rand-m9-mstd0.5-inc1 asks Posterize for 0 bits when its magnitude reaches 10; Pillow 13 raises."""
     transform = build_transform(64, train=True, recipe="official")
     names = [type(t).__name__ for t in transform.transforms]
-    assert names[-4:] == ["RandAugment", "MaybeToTensor", "Normalize", "RandomErasing"]
-    posterize = next(op for op in transform.transforms[-4].ops if op.name == "PosterizeIncreasing")
+    assert names[-2] == "RandAugment" and transform.transforms[-1] is pil_to_uint8
+    posterize = next(op for op in transform.transforms[-2].ops if op.name == "PosterizeIncreasing")
     posterize.prob, posterize.magnitude, posterize.magnitude_std = 1.0, 10, 0
     assert posterize(Image.new("RGB", (8, 8), (200, 100, 50))).getpixel((0, 0)) == (0, 0, 0)
 

@@ -117,3 +117,24 @@ def test_per_class_metrics():
     confusion = torch.tensor([[3, 1], [0, 4]])
     (p0, r0, n0), (p1, r1, n1) = engine.per_class_metrics(confusion)
     assert (p0, r0, n0) == (1.0, 0.75, 4) and (p1, r1, n1) == (0.8, 1.0, 4)
+
+
+def test_compiled_training_compiles_once(monkeypatch):
+    """The layouts are built before tracing (no recompile for them), and evaluating the bare model
+    eagerly between epochs leaves the compiled one alone. Dynamo's eager backend: the guards, no codegen."""
+    from torch._dynamo.utils import counters
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda module: compile_(module, backend="eager"))
+    torch._dynamo.reset()
+    counters.clear()
+    net = micro()
+    compiled = engine.compile_model(net, net, 64, torch.device("cpu"))
+    for epoch in range(3):
+        compiled.train()
+        for _ in range(2):
+            compiled(torch.randn(4, 3, 64, 64)).sum().backward()
+        net.eval()
+        with torch.no_grad():
+            net(torch.randn(3, 3, 64, 64))  # evaluation, with a smaller last batch
+    assert counters["stats"]["unique_graphs"] == 1
+    torch._dynamo.reset()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from data import build_transform
+from data import Normalize, build_transform
 from export import ONNX_OPSET, Deployable, export_onnx, export_pt2
 from model import create_model
 from predict import Classifier
@@ -94,13 +94,13 @@ def test_programs_crop_and_resize_any_size(clf, flowers, onnx_file, pt2_file, ex
     """Whole photos of other sizes, cropped and resized inside the programs as predict.py does it."""
     session = export_packages[2].InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     program = torch.export.load(pt2_file).module()
-    transform = build_transform(SIZE, train=False, mean=MEAN, std=STD)
+    transform, normalize = build_transform(SIZE, train=False), Normalize(MEAN, STD)
     photos = [sorted(flowers.glob("*/*.jpg"))[i] for i in (7, 55)]
     for photo in photos:  # as PNG: predict.py decodes a JPEG at a reduced scale, which pixels fed to a program skip
         Image.open(photo).save(tmp_path / "photo.png")
         with Image.open(tmp_path / "photo.png") as image:
             pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None]
-            want = clf.model(transform(image)[None]).detach()
+            want = clf.model(normalize(transform(image)[None])).detach()
         assert pixels.shape[-2:] != (SIZE, SIZE) and pixels.shape[-2] != pixels.shape[-1]
         reference = Deployable(clf.model, clf)(pixels)  # the module itself, in eager mode
         torch.testing.assert_close(reference, want, rtol=0, atol=0.01)  # predict.py rounds its resize to uint8

@@ -147,13 +147,13 @@ def test_window_attention_matches_brute_force(v2, shifted, size):
     x = torch.randn(2, *size, 16)
     with torch.no_grad():
         expected = brute_force_attention(block, x, window_size, shifted, pretrained)
-        for fused in (False, True):
-            model.FUSED_ATTENTION = fused
+        for kind in model.ATTENTION_KINDS:  # FlexAttention runs its reference path on a CPU, forward only
+            model.ATTENTION = kind
             try:
                 got = windowed_attention(block, x, window_size, shifted, pretrained)
             finally:
-                model.FUSED_ATTENTION = None
-            assert (got - expected).abs().max().item() < 1e-5, f"fused={fused}"
+                model.ATTENTION = None
+            assert (got - expected).abs().max().item() < 1e-5, kind
 
 
 def test_window_geometry_follows_official_rule():
@@ -235,27 +235,50 @@ def test_activation_checkpointing_same_outputs_and_gradients(version):
         assert torch.allclose(grads_plain[name], grads_ckpt[name], atol=1e-6), name
 
 
+def attention_run(kind: str, version: int, device="cpu", dtype=None, size=72):
+    """Logits and parameter gradients of the micro variant with window attention computed by `kind`
+    (under autocast to `dtype` when given); the same weights and input for every kind."""
+    torch.manual_seed(0)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=3, version=version, drop_path_rate=0.0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    net.to(device)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(3)).to(device)
+    model.ATTENTION = kind
+    try:
+        with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None):
+            out = net(x).float()
+        out.square().sum().backward()
+    finally:
+        model.ATTENTION = None
+    return out, {n: p.grad.float() for n, p in net.named_parameters()}
+
+
 @pytest.mark.parametrize("version", [1, 2])
 def test_fused_and_plain_attention_agree_in_training(version):
-    """The fused path (taken on GPUs in training) gives the plain path's outputs and gradients."""
-    results = []
-    for fused in (False, True):
-        torch.manual_seed(0)
-        net = create_model("swin_micro_patch4_window4_128", num_classes=3, version=version, drop_path_rate=0.0)
-        with torch.no_grad():
-            for p in net.parameters():
-                p.add_(torch.randn_like(p) * 0.02)
-        model.FUSED_ATTENTION = fused
-        try:
-            out = net(torch.randn(2, 3, 72, 72, generator=torch.Generator().manual_seed(3)))
-            out.square().sum().backward()
-        finally:
-            model.FUSED_ATTENTION = None
-        results.append((out, {n: p.grad for n, p in net.named_parameters()}))
-    (out_a, grads_a), (out_b, grads_b) = results
+    """The fused path gives the plain path's outputs and gradients (FlexAttention has no backward on a
+    CPU: tests/test_cuda.py checks it on a GPU)."""
+    out_a, grads_a = attention_run("plain", version)
+    out_b, grads_b = attention_run("sdpa", version)
     assert torch.allclose(out_a, out_b, atol=1e-5)
     for name in grads_a:
         assert torch.allclose(grads_a[name], grads_b[name], atol=1e-5, rtol=1e-4), name
+
+
+def test_attention_choice():
+    x = torch.zeros(2, 3)
+    assert model.choose_attention(x, 0.0) == "sdpa"  # no gradient: inference
+    assert model.choose_attention(x.requires_grad_(), 0.0) == "plain"  # training on a CPU
+    model.ATTENTION = "flex"
+    try:
+        assert model.choose_attention(x, 0.0) == "flex"
+        assert model.choose_attention(x, 0.1) == "sdpa"  # FlexAttention has no dropout
+        model.ATTENTION = "fast"
+        with pytest.raises(UserError, match="unknown attention 'fast'"):
+            model.choose_attention(x, 0.0)
+    finally:
+        model.ATTENTION = None
 
 
 def test_custom_gradients_are_exact():

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import predict
-from data import build_transform
+from data import Normalize, build_transform
 from image_factory import write_broken_files
 from images import write_class_indices
 from model import create_model
@@ -51,10 +51,9 @@ def expected_probs(checkpoint: dict, path, img_size=None, flip=False) -> torch.T
     """The model of the checkpoint run by hand on one photo, as the tutorial's predict.py does."""
     model = create_model(checkpoint["variant"], **checkpoint["model_overrides"]).eval()
     model.load_state_dict(checkpoint["model"])
-    transform = build_transform(img_size or checkpoint["img_size"], train=False, mean=checkpoint["mean"],
-                                std=checkpoint["std"], crop_pct=checkpoint["crop_pct"])
+    transform = build_transform(img_size or checkpoint["img_size"], train=False, crop_pct=checkpoint["crop_pct"])
     with Image.open(path) as image, torch.no_grad():
-        x = transform(image)[None]
+        x = Normalize(checkpoint["mean"], checkpoint["std"])(transform(image)[None])
         probs = model(x).softmax(-1)[0]
         return (probs + model(x.flip(-1)).softmax(-1)[0]) / 2 if flip else probs
 
@@ -244,8 +243,8 @@ def test_export_gives_the_checkpoint_logits(trained, checkpoint, photos, tmp_pat
     assert not any(n.kind() == "prim::PythonOp" for n in program.net.inlined_graph.nodes())  # standard ops only
     model = create_model(checkpoint["variant"], **checkpoint["model_overrides"]).eval()
     model.load_state_dict(checkpoint["model"])
-    transform = build_transform(64, train=False, mean=checkpoint["mean"], std=checkpoint["std"])
-    decode_crop, normalize = transform.transforms
+    transform = build_transform(64, train=False)
+    decode_crop, normalize = transform.transforms[0], Normalize(checkpoint["mean"], checkpoint["std"])
     crops = []  # uint8 (3, 64, 64): what a deployer feeds
     for photo in photos[:3]:  # 3 images: another batch size than the trace's 2
         with Image.open(photo) as image:
@@ -263,7 +262,7 @@ def test_export_gives_the_checkpoint_logits(trained, checkpoint, photos, tmp_pat
         pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)
         assert pixels.shape[1:] != (64, 64)
         with torch.no_grad():
-            want = model(transform(image)[None])
+            want = model(normalize(transform(image)[None]))
     torch.testing.assert_close(program(pixels[None]), want, rtol=0, atol=0.01)  # uint8 rounding in predict.py
 
 
@@ -325,8 +324,8 @@ def test_pt2_export_gives_the_checkpoint_logits(trained, checkpoint, photos, tmp
     extra = {"classifier.json": ""}
     program = torch.export.load(tmp_path / "flowers.pt2", extra_files=extra).module()
     assert json.loads(extra["classifier.json"])["class_names"] == CLASSES
-    decode_crop, normalize = build_transform(64, train=False, mean=checkpoint["mean"],
-                                             std=checkpoint["std"]).transforms
+    decode_crop = build_transform(64, train=False).transforms[0]
+    normalize = Normalize(checkpoint["mean"], checkpoint["std"])
     with Image.open(photos[10]) as image:
         crop = decode_crop(image)
     model = create_model(checkpoint["variant"], **checkpoint["model_overrides"]).eval()

@@ -197,7 +197,7 @@ def test_evaluate_collects_the_top3_of_each_mistake_only():
 
     logits = torch.tensor([[4.0, 1.0, 0.0, 0.0], [0.0, 3.0, 2.0, 1.0], [0.0, 0.0, 0.0, 5.0]])
     loader = [(logits, torch.tensor([0, 2, 3]), ["a.jpg", "b.jpg", "c.jpg"], [])]
-    result = engine.evaluate(Fixed(), loader, 4, torch.device("cpu"), None, show_progress=False)
+    result = engine.evaluate(Fixed(), loader, lambda x: x, 4, torch.device("cpu"), None, show_progress=False)
     assert len(result["wrong"]) == 1
     path, label, top, probs = result["wrong"][0]
     assert (path, label, top) == ("b.jpg", 2, [1, 2, 3])

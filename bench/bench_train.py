@@ -1,0 +1,323 @@
+"""Training speed: train.py's step against timm's model in that same step, and train.py's whole loop
+with its loader, interleaved in one run; then, with --memory, peak memory, activation checkpointing
+and the largest batch that fits.
+
+    python bench/bench_train.py                      # a CPU: the micro variant, batch 16 (a check that it runs)
+    python bench/bench_train.py --device cuda        # swin_tiny, 224 px, batch 128, bf16, eager
+    python bench/bench_train.py --device cuda --compile
+    python bench/bench_train.py --device cuda --data-path flower_photos imagenet/train
+    python bench/bench_train.py --device cuda --memory --model swin_base_patch4_window7_224
+
+Three ways of training, each round in turn, so that all see the same machine:
+- bare: train.py's training step (engine.train_step: normalise the uint8 batch, autocast, loss with
+  label smoothing, backward, gradient clipping, AdamW, schedule; EMA with --ema) on batches already
+  on the device;
+- timm: the same step, the same weights, with timm's model of the same variant;
+- e2e: train.py's loop (engine.train_one_epoch) and loader (train.build_train_loader, default
+  workers) over folders of JPEGs, one epoch of --e2e-batches batches per round. Without --data-path
+  the folders are made from the bundled photos at flower_photos' size (320x240) and ImageNet's
+  (500x375), JPEG quality 90.
+The figures are medians over rounds of images per second, the ratios medians of per-round ratios;
+"waiting" is the share of an e2e epoch spent waiting for the loader.
+"""
+import argparse
+import gc
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import engine  # noqa: E402
+import model as swin  # noqa: E402
+import train  # noqa: E402
+from data import default_workers  # noqa: E402
+from utils import amp_dtype, select_device  # noqa: E402
+from weights import load_weights  # noqa: E402
+
+SAMPLE = ROOT / "samples" / "flowers"
+PHOTO_SIZES = ((320, 240), (500, 375))  # flower_photos' typical size, ImageNet's
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="default: swin_tiny_patch4_window7_224 on a GPU, swin_micro_patch4_window4_128 "
+                                   "on a CPU")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
+    p.add_argument("--batch-size", type=int, help="default: 128 on a GPU, 16 on a CPU")
+    p.add_argument("--img-size", type=int, help="default: the variant's")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="as train.py's")
+    p.add_argument("--compile", action="store_true", help="torch.compile both models (default: eager)")
+    p.add_argument("--attention", choices=swin.ATTENTION_KINDS, help="force ours to one kind (default: its choice)")
+    p.add_argument("--ema", action="store_true", help="keep an EMA of the weights, as train.py --ema")
+    p.add_argument("--data-path", type=Path, nargs="*", help="folders of class folders of JPEGs for e2e (default: "
+                   "made from the bundled photos at 320x240 and 500x375)")
+    p.add_argument("--workers", type=int, help="loader workers (default: train.py's)")
+    p.add_argument("--rounds", type=int, default=5, help="default: 5")
+    p.add_argument("--steps", type=int, default=10, help="steps per round of bare and timm (default: 10)")
+    p.add_argument("--e2e-batches", type=int, default=40, help="batches per e2e epoch (default: 40)")
+    p.add_argument("--no-timm", action="store_true", help="skip timm (a variant timm lacks, or to save time)")
+    p.add_argument("--no-e2e", action="store_true", help="skip the loader")
+    p.add_argument("--memory", action="store_true", help="instead: peak memory and speed with and without "
+                   "--grad-checkpointing, and the largest batch that fits (a GPU)")
+    args = p.parse_args()
+    args.device = select_device(args.device)
+    gpu = args.device.type == "cuda"
+    args.model = args.model or ("swin_tiny_patch4_window7_224" if gpu else "swin_micro_patch4_window4_128")
+    args.batch_size = args.batch_size or (128 if gpu else 16)
+    return args
+
+
+# --- The models and their training states ---
+
+def train_config(args, model_name: str):
+    """train.py's own settings for this run: its parser's defaults and the flags of this benchmark."""
+    flags = ["--model", model_name, "--batch-size", str(args.batch_size), "--amp", args.amp, "--epochs", "100"]
+    cfg = train.build_parser().parse_args(flags + (["--ema"] if args.ema else []))
+    cfg.workers = args.workers if args.workers is not None else default_workers(args.device)
+    return cfg
+
+
+def timm_twin(ours):
+    """timm's model of our variant's architecture, and ours given its weights."""
+    from timm.models import swin_transformer, swin_transformer_v2
+    cfg = swin.VARIANTS[ours.variant]
+    common = dict(img_size=ours.img_size, num_classes=ours.num_classes, embed_dim=cfg["embed_dim"],
+                  depths=cfg["depths"], num_heads=cfg["num_heads"], window_size=cfg["window_size"],
+                  drop_path_rate=ours.overrides.get("drop_path_rate", cfg["drop_path_rate"]))
+    if cfg["version"] == 2:
+        reference = swin_transformer_v2.SwinTransformerV2(
+            pretrained_window_sizes=cfg["pretrained_window_sizes"], **common)
+    else:
+        reference = swin_transformer.SwinTransformer(**common)
+    load_weights(ours, reference.state_dict(), verbose=False)
+    return reference
+
+
+def build_state(args, cfg, module, device, amp, img_size: int, ours: bool = True):
+    """A TrainState as train.py builds it (5 classes), compiled as train.py compiles it."""
+    module.to(device)
+    net = module
+    if args.compile:
+        net = engine.compile_model(module, module, img_size, device) if ours else torch.compile(module)
+    return train.build_train_state(cfg, module, net, device, amp, 1000, [1] * 5)
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def step_round(state, cfg, batch, steps: int) -> float:
+    """Images per second over `steps` training steps on one batch already on the device."""
+    images, labels = batch
+    synchronize(state.device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        engine.train_step(state, images, labels, cfg)
+    synchronize(state.device)
+    return steps * len(labels) / (time.perf_counter() - start)
+
+
+def e2e_round(state, cfg, loader, sampler, epoch: int) -> tuple:
+    """(images per second, share spent waiting for data) over one epoch of train.py's loop."""
+    sampler.set_epoch(epoch)
+    state.batches_done = 0
+    synchronize(state.device)
+    result = engine.train_one_epoch(state, loader, cfg, show_progress=False)
+    synchronize(state.device)
+    seconds = result["seconds"]
+    return result["images"] / seconds, result["data_seconds"] / seconds
+
+
+# --- Data ---
+
+def photo_folders(scratch: Path, sizes) -> list:
+    """The bundled photos resized to each size (JPEG quality 90), as class folders."""
+    folders = []
+    for width, height in sizes:
+        folder = scratch / f"{width}x{height}"
+        for path in sorted(SAMPLE.glob("*/*.jpg")):
+            (folder / path.parent.name).mkdir(parents=True, exist_ok=True)
+            with Image.open(path) as image:
+                image.convert("RGB").resize((width, height), Image.BICUBIC).save(
+                    folder / path.parent.name / path.name, quality=90)
+        folders.append(folder)
+    return folders
+
+
+def e2e_samples(folder: Path, count: int) -> list:
+    """`count` (path, label) samples from a folder of class folders, its files repeated as needed."""
+    from images import find_images
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    files = [(str(f), label) for label, name in enumerate(classes) for f in find_images(folder / name)]
+    if not files:
+        raise SystemExit(f"no images in {folder}")
+    return (files * (count // len(files) + 1))[:count]
+
+
+def describe(folder: Path) -> str:
+    with Image.open(next(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))) as image:
+        return f"{folder.name} ({image.width}x{image.height})"
+
+
+# --- Speed ---
+
+def compare_speed(args, device, amp):
+    torch.manual_seed(0)
+    ours = swin.create_model(args.model, num_classes=5, **({"img_size": args.img_size} if args.img_size else {}))
+    img_size = ours.img_size
+    cfg = train_config(args, args.model)
+    states = {}
+    if not args.no_timm:
+        reference = timm_twin(ours)
+        states["timm"] = build_state(args, cfg, reference, device, amp, img_size, ours=False)
+    states["bare"] = build_state(args, cfg, ours, device, amp, img_size)
+    batch = (torch.randint(0, 256, (args.batch_size, 3, img_size, img_size), dtype=torch.uint8, device=device),
+             torch.randint(0, 5, (args.batch_size,), device=device))
+    loaders = {}
+    scratch = tempfile.TemporaryDirectory()
+    if not args.no_e2e:
+        folders = args.data_path or photo_folders(Path(scratch.name), PHOTO_SIZES)
+        for folder in folders:
+            samples = e2e_samples(folder, args.e2e_batches * args.batch_size)
+            loaders[f"e2e {describe(folder)}"] = train.build_train_loader(cfg, samples, img_size)
+    print(f"# {args.model} at {img_size} px, batch {args.batch_size}, amp {amp or 'off'}, "
+          f"{'compiled' if args.compile else 'eager'}, attention {args.attention or 'chosen per case'}, "
+          f"{cfg.workers} loader workers{', EMA' if args.ema else ''}", flush=True)
+
+    start = time.perf_counter()
+    for name, state in states.items():  # warm-up: compile, allocator, cuDNN/cuBLAS choices
+        step_round(state, cfg, batch, 3)
+    for epoch, (loader, sampler) in enumerate(loaders.values()):  # and start the loaders' workers
+        e2e_round(states["bare"], cfg, loader, sampler, epoch)
+    print(f"warm-up (compiling, when compiled): {time.perf_counter() - start:.0f} s", flush=True)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    speeds = {name: [] for name in list(states) + list(loaders)}
+    waits = {name: [] for name in loaders}
+    peaks = {}
+    for round_ in range(args.rounds):
+        order = list(states) if round_ % 2 == 0 else list(states)[::-1]
+        for name in order:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            speeds[name].append(step_round(states[name], cfg, batch, args.steps))
+            if device.type == "cuda":
+                peaks[name] = torch.cuda.max_memory_allocated() / 2**30
+        for name, (loader, sampler) in loaders.items():
+            speed, wait = e2e_round(states["bare"], cfg, loader, sampler, round_ + 10)
+            speeds[name].append(speed)
+            waits[name].append(wait)
+        print(f"round {round_ + 1}: " + ", ".join(
+            f"{name} {values[-1]:.0f}" + (f" ({waits[name][-1]:.0%} waiting)" if name in waits else "")
+            for name, values in speeds.items()) + " img/s", flush=True)
+
+    for name, values in speeds.items():
+        peak = f"  peak {peaks[name]:.2f} GiB" if name in peaks else ""
+        wait = f"  waiting for data {statistics.median(waits[name]):.0%}" if name in waits else ""
+        print(f"{name:24s} {statistics.median(values):9.1f} img/s{peak}{wait}")
+    if "timm" in speeds:
+        print(f"bare / timm {ratio(speeds['bare'], speeds['timm']):.2f}")
+    for name in loaders:
+        print(f"{name} / bare {ratio(speeds[name], speeds['bare']):.2f}")
+    scratch.cleanup()
+
+
+def ratio(a: list, b: list) -> float:
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
+# --- Memory ---
+
+def peak_and_speed(args, cfg, device, amp, batch_size: int, checkpointing: bool) -> tuple:
+    """(peak GiB, img/s) of train.py's step at this batch size, or None when it does not fit."""
+    torch.manual_seed(0)
+    net = swin.create_model(args.model, num_classes=5, grad_checkpointing=checkpointing,
+                            **({"img_size": args.img_size} if args.img_size else {}))
+    state = build_state(args, cfg, net, device, amp, net.img_size)
+    size = net.img_size
+    batch = (torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8, device=device),
+             torch.randint(0, 5, (batch_size,), device=device))
+    try:
+        torch.cuda.reset_peak_memory_stats()
+        step_round(state, cfg, batch, 2)
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        speed = step_round(state, cfg, batch, args.steps)
+        return peak, speed
+    except torch.OutOfMemoryError:
+        return None
+    finally:
+        del state, net, batch
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def compare_memory(args, device, amp):
+    if device.type != "cuda":
+        raise SystemExit("--memory measures GPU memory: run it with --device cuda")
+    cfg = train_config(args, args.model)
+    print(f"# {args.model}, amp {amp or 'off'}, {'compiled' if args.compile else 'eager'}; train.py's step "
+          "(AdamW states included)", flush=True)
+    results = {}
+    for checkpointing in (False, True):
+        results[checkpointing] = peak_and_speed(args, cfg, device, amp, args.batch_size, checkpointing)
+        peak, speed = results[checkpointing]
+        print(f"batch {args.batch_size}, grad checkpointing {'on ' if checkpointing else 'off'}: "
+              f"peak {peak:.2f} GiB, {speed:.0f} img/s", flush=True)
+    print(f"checkpointing: {1 - results[True][0] / results[False][0]:.0%} less memory, "
+          f"{results[False][1] / results[True][1]:.2f}x the time per image")
+    total = torch.cuda.get_device_properties(device).total_memory / 2**30
+    largest = largest_batch(args, cfg, device, amp, False, results[False][0], total)
+    print(f"largest batch that fits in {total:.0f} GiB (no grad checkpointing): {largest}", flush=True)
+
+
+def largest_batch(args, cfg, device, amp, checkpointing: bool, peak_at_batch: float, total: float) -> int:
+    """The largest batch found to fit: a guess from the peak at --batch-size (memory grows linearly
+    with the batch), then steps of 4% down from the first guess that fails or up from one that fits."""
+    fixed = peak_and_speed(args, cfg, device, amp, 8, checkpointing)[0]
+    per_image = (peak_at_batch - fixed) / (args.batch_size - 8)
+    guess = int((total * 0.98 - fixed) / per_image) + 8
+    fits = peak_and_speed(args, cfg, device, amp, guess, checkpointing) is not None
+    best = guess if fits else 0
+    for _ in range(4):
+        guess = int(guess * (1.04 if fits else 0.96))
+        if peak_and_speed(args, cfg, device, amp, guess, checkpointing) is not None:
+            best = max(best, guess)
+            if not fits:
+                break
+        elif fits:
+            break
+    return best
+
+
+def main():
+    args = parse_args()
+    device = args.device
+    amp = amp_dtype(args.amp, device)
+    if device.type == "cuda" and amp is None:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as train.py
+    swin.ATTENTION = args.attention
+    cpu = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").exists():
+        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), cpu)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"$ python {' '.join(sys.argv)}")
+    print(f"# {where}; {cpu}, {cores} cores; torch {torch.__version__}", flush=True)
+    if args.memory:
+        compare_memory(args, device, amp)
+    else:
+        compare_speed(args, device, amp)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The GPU path: mixed precision, the CUDA attention kernels, torch.compile, and train.py, resume,
+torchrun and predict.py on a GPU. Skipped where CUDA is absent (CI has none); a few minutes on one GPU."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import engine
+import model
+import train
+from model import create_model
+from test_model import attention_run
+from test_train import FAST, ROOT, metrics
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+GPU = ["--device", "cuda"]
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got.float() - want.float()).norm() / want.float().norm().clamp_min(1e-12)).item()
+
+
+def training_losses(amp, steps: int = 8):
+    """Losses and final weights of train.py's step on one fixed batch, from the same start."""
+    torch.manual_seed(0)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.0).cuda()
+    cfg = train.build_parser().parse_args(["--lr", "1e-3", "--warmup-epochs", "0", "--epochs", "1"])
+    state = train.build_train_state(cfg, net, net, torch.device("cuda"), amp, steps, [1] * 5)
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (16, 3, 96, 96), dtype=torch.uint8, generator=generator).cuda()
+    labels = torch.randint(0, 5, (16,), generator=generator).cuda()
+    losses = [engine.train_step(state, images, labels, cfg)[1].item() for _ in range(steps)]
+    return losses, torch.cat([p.detach().flatten() for p in net.parameters()]), state
+
+
+def test_bf16_and_fp16_steps_are_finite_and_track_fp32():
+    fp32_losses, fp32_weights, _ = training_losses(None)
+    for amp in (torch.bfloat16, torch.float16):
+        losses, weights, state = training_losses(amp)
+        assert all(torch.isfinite(torch.tensor(losses))), (amp, losses)
+        assert state.scaler.is_enabled() == (amp == torch.float16)  # loss scaling for fp16 only
+        assert losses[-1] < losses[0] * 0.8, (amp, losses)  # it learns the batch
+        assert abs(losses[0] - fp32_losses[0]) < 0.01 * fp32_losses[0], (amp, losses, fp32_losses)
+        # fp16's first steps may be skipped while the loss scale comes down; bf16 takes every one
+        assert abs(losses[-1] - fp32_losses[-1]) < 0.15 * fp32_losses[0], (amp, losses, fp32_losses)
+        if amp == torch.bfloat16:
+            assert relative_error(weights, fp32_weights) < 0.02
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("kind", ["sdpa", "flex"])
+def test_cuda_attention_agrees_with_plain_forward_and_backward(kind, version):
+    """Each CUDA kernel under bf16 autocast against the plain path in fp32: shifted windows, padding
+    (72 px: maps of 18, 9, 5 and 3 tokens), both the fused forward and its backward."""
+    want_out, want_grads = attention_run("plain", version, "cuda", None)
+    for dtype in (None, torch.bfloat16):
+        out, grads = attention_run(kind, version, "cuda", dtype)
+        tolerance = 1e-4 if dtype is None else 2e-2
+        assert relative_error(out, want_out) < tolerance, (kind, dtype)
+        for name, grad in grads.items():
+            assert relative_error(grad, want_grads[name]) < tolerance * 2, (kind, dtype, name)
+
+
+def test_compiled_model_agrees_with_eager():
+    torch.manual_seed(0)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.0).cuda()
+    x = torch.randn(8, 3, 96, 96, device="cuda")
+    want = net(x)
+    want.square().sum().backward()
+    want_grads = {n: p.grad.clone() for n, p in net.named_parameters()}
+    net.zero_grad()
+    torch._dynamo.reset()
+    compiled = engine.compile_model(net, net, 96, torch.device("cuda"))
+    got = compiled(x)
+    got.square().sum().backward()
+    assert relative_error(got, want) < 1e-3
+    for name, p in net.named_parameters():
+        assert relative_error(p.grad, want_grads[name]) < 1e-2, name
+
+
+def test_train_resume_and_predict_on_the_gpu(flowers, tmp_path):
+    """train.py compiles by default on a GPU; the run is resumed without compiling, and predict.py
+    classifies with the result."""
+    args = ["--data-path", flowers, *FAST, *GPU, "--epochs", "2", "--output", tmp_path, "--name", "gpu"]
+    first = subprocess.run([sys.executable, "train.py", *map(str, args), "--stop-after-epochs", "1"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "on cuda:0" in first.stdout and "amp torch.bfloat16" in first.stdout and "compiled" in first.stdout
+    second = subprocess.run([sys.executable, "train.py", "--resume", tmp_path / "gpu", "--no-compile"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert len(metrics(tmp_path / "gpu")) == 2
+    ckpt = torch.load(tmp_path / "gpu" / "best.pth", weights_only=True)
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model"])
+    photo = sorted(flowers.glob("tulips/*.jpg"))[0]
+    done = subprocess.run([sys.executable, "predict.py", photo, "--weights", tmp_path / "gpu", "--device", "cuda"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "on cuda" in done.stderr and "1. " in done.stdout
+
+
+def test_torchrun_on_one_gpu_uses_nccl_and_compiles(flowers, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29531",
+         "train.py", "--data-path", str(flowers), *FAST, *GPU, "--epochs", "1", "--compile", "--output",
+         str(tmp_path), "--name", "ddp"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "x1 (DDP, nccl)" in result.stdout and "compiled" in result.stdout
+    ckpt = torch.load(tmp_path / "ddp" / "last.pth", weights_only=True)
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model"])
+
+
+def test_fused_adamw_on_cuda():
+    net = create_model("swin_micro_patch4_window4_128", num_classes=5).cuda()
+    cfg = train.build_parser().parse_args([])
+    assert engine.build_optimizer(net, cfg).defaults["fused"]
+    assert not engine.build_optimizer(net.cpu(), cfg).defaults["fused"]
+    assert model.choose_attention(torch.zeros(1, device="cuda"), 0.0) in model.ATTENTION_KINDS
