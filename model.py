@@ -236,7 +236,8 @@ def drop_path_add(x: torch.Tensor, y: torch.Tensor, rate: float, training: bool)
 
 # The kind None picks, per device and case, from bench/bench_attention.py's figures. On a CPU: the
 # fused kernel wherever no gradient is needed, plain in training, where the fused backward with a
-# bias that needs a gradient takes a slower path.
+# bias that needs a gradient takes a slower path. On CUDA: sdpa, the usual choice there, until the
+# benchmark has run on a GPU (none was available yet).
 CHOSEN_ATTENTION = {("cpu", "training"): "plain", ("cpu", "inference"): "sdpa",
                     ("cuda", "training"): "sdpa", ("cuda", "inference"): "sdpa"}
 

@@ -6,8 +6,8 @@
 
 Both pipelines decode a JPEG, take a RandomResizedCrop to --img-size with a horizontal flip and
 normalise with the ImageNet mean and std, in a DataLoader with the same workers, batch size and
-sampler, over the same files. ImageFolder's workers normalise; ours hand over uint8 and the batch is
-normalised after it arrives (on a GPU in training; here in the main process, and counted). The two alternate for --rounds rounds of --images images each (warm
+sampler, over the same files. ImageFolder's workers normalise; ours hand over uint8, which training
+normalises once the batch is on its device (on a GPU at no cost): that is not counted here. The two alternate for --rounds rounds of --images images each (warm
 file cache, persistent workers, one warm-up pass each first); the figures are medians of decoded
 and augmented images per second, counted from the start of each round to its last batch.
 --upscale K benchmarks a copy of the folder enlarged K times (Lanczos, JPEG quality 90), made
@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules sit at its root
-from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, Normalize, build_loader, build_transform  # noqa: E402
+from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_transform  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "flowers"  # the bundled photos
 
@@ -72,16 +72,15 @@ def main():
             "data.py": build_loader(ours, args.batch_size, train=True, num_workers=args.workers,
                                     sampler=RandomSampler(ours, num_samples=args.images)),
         }
-        normalizers = {"data.py": Normalize()}  # ImageFolder's workers normalise; ours hand over uint8
         print(f"{args.img_size} px, batch {args.batch_size}, {args.workers} workers, "
               f"{args.rounds} rounds x {args.images} images, alternating")
         rates = {name: [] for name in loaders}
         for name, loader in loaders.items():
-            images_per_second(loader, normalizers.get(name))  # warm-up: workers started, files cached
+            images_per_second(loader)  # warm-up: workers started, files cached
         for round_ in range(args.rounds):
             order = list(loaders) if round_ % 2 == 0 else list(loaders)[::-1]
             for name in order:
-                rates[name].append(images_per_second(loaders[name], normalizers.get(name)))
+                rates[name].append(images_per_second(loaders[name]))
             print(f"round {round_ + 1}: " + ", ".join(f"{name} {rates[name][-1]:.0f}/s" for name in loaders))
     medians = {name: statistics.median(values) for name, values in rates.items()}
     for name, median in medians.items():
@@ -120,11 +119,9 @@ def gpu_decode_rate(args, samples) -> float:
     return statistics.median(rates)
 
 
-def images_per_second(loader, normalize=None) -> float:
+def images_per_second(loader) -> float:
     start, count = time.perf_counter(), 0
     for batch in loader:
-        if normalize is not None:
-            normalize(batch[0])
         count += len(batch[1])
     return count / (time.perf_counter() - start)
 

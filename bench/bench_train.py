@@ -164,8 +164,10 @@ def e2e_samples(folder: Path, count: int) -> list:
 
 
 def describe(folder: Path) -> str:
+    """A folder made here is named after its size; another is named, with the size of its first photo."""
     with Image.open(next(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))) as image:
-        return f"{folder.name} ({image.width}x{image.height})"
+        size = f"{image.width}x{image.height}"
+    return size if folder.name == size else f"{folder.name} ({size}...)"
 
 
 # --- Speed ---

@@ -81,9 +81,9 @@ def test_compiled_model_agrees_with_eager():
 
 
 def test_train_resume_and_predict_on_the_gpu(flowers, tmp_path):
-    """train.py compiles by default on a GPU; the run is resumed without compiling, and predict.py
-    classifies with the result."""
-    args = ["--data-path", flowers, *FAST, *GPU, "--epochs", "2", "--output", tmp_path, "--name", "gpu"]
+    """train.py --compile on a GPU; the run is resumed without compiling, and predict.py classifies
+    with the result."""
+    args = ["--data-path", flowers, *FAST, *GPU, "--compile", "--epochs", "2", "--output", tmp_path, "--name", "gpu"]
     first = subprocess.run([sys.executable, "train.py", *map(str, args), "--stop-after-epochs", "1"], cwd=ROOT,
                            capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]

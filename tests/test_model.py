@@ -137,6 +137,7 @@ def windowed_attention(block: SwinBlock, x: torch.Tensor, window_size: int, shif
 @pytest.mark.parametrize("v2", [False, True])
 @pytest.mark.parametrize("shifted", [False, True])
 @pytest.mark.parametrize("size", [(14, 14), (9, 23), (5, 3), (7, 30), (1, 1), (16, 11)])
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")  # its reference path: meant
 def test_window_attention_matches_brute_force(v2, shifted, size):
     torch.manual_seed(0)
     window_size, pretrained = 7, (6 if v2 and size == (16, 11) else 0)

@@ -73,9 +73,10 @@ def test_tensorboard_holds_scalars_and_pictures(flowers, tmp_path):
 
 def test_resume_is_bit_identical(flowers, tmp_path):
     """4 epochs in one run == 2 epochs, stop, resume for 2 more; with worker processes, so the
-    augmentation randomness must not depend on them."""
+    augmentation randomness must not depend on them, and the official recipe, whose RandAugment runs in
+    the workers and random erasing, like mixup, on the batch in the training process."""
     common = ["--data-path", flowers, *FAST, "--workers", "2", "--epochs", "4", "--output", tmp_path,
-              "--mixup", "0.2", "--drop-path-rate", "0.1"]
+              "--mixup", "0.2", "--drop-path-rate", "0.1", "--recipe", "official"]
     run_train(*common, "--name", "straight")
     run_train(*common, "--name", "split", "--stop-after-epochs", "2")
     first_half = torch.load(tmp_path / "split" / "last.pth", weights_only=True)
@@ -307,3 +308,20 @@ def test_download_weights_then_train_from_them(flowers, tmp_path, served, monkey
     out = capsys.readouterr().out
     assert (tmp_path / "weights" / "swin_micro_patch4_window4_128.pth").is_file()
     assert "downloading the official weights" in out and "skipped (2): head.weight" in out
+
+
+def test_compile_then_resume_without(flowers, tmp_path, monkeypatch):
+    """--compile trains through torch.compile (here with dynamo's eager backend: the wiring, not the code
+    generation, which tests/test_cuda.py checks on a GPU). Checkpoints hold the bare model's keys, and the
+    run resumes without compiling."""
+    compile_, compiled = torch.compile, []
+    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or compile_(module, backend="eager"))
+    args = ["--data-path", str(flowers), *FAST, "--epochs", "2", "--output", str(tmp_path), "--name", "c"]
+    with pytest.raises(SystemExit) as stopped:
+        train.main(args + ["--compile", "--stop-after-epochs", "1"])
+    assert stopped.value.code == 0 and len(compiled) == 1
+    ckpt = torch.load(tmp_path / "c" / "last.pth", weights_only=True)
+    assert ckpt["config"]["compile"] and not any(k.startswith("_orig_mod.") for k in ckpt["model"])
+    train.main(["--resume", str(tmp_path / "c"), "--no-compile"])
+    assert len(compiled) == 1 and len(metrics(tmp_path / "c")) == 2
+    torch._dynamo.reset()

@@ -1,0 +1,24 @@
+"""The GPU benchmarks also run on a CPU, with the small variant, so they stay correct where no GPU is."""
+import subprocess
+import sys
+
+from test_train import ROOT
+
+
+def run_bench(*args) -> str:
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_bench_train_compares_the_step_with_timm_and_the_loop_with_its_loader():
+    out = run_bench("bench/bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "8", "--rounds",
+                    "1", "--steps", "1", "--e2e-batches", "2", "--workers", "0")
+    assert "swin_micro_patch4_window4_128 at 64 px, batch 8, amp off, eager" in out
+    for line in ("bare / timm", "e2e 320x240 / bare", "e2e 500x375 / bare", "waiting for data"):
+        assert line in out, line
+
+
+def test_bench_attention_times_each_kind():
+    out = run_bench("bench/bench_attention.py", "--device", "cpu", "--repeats", "1", "--no-compile")
+    assert "fastest:" in out and out.count("stage 1 regular") == 2  # plain and sdpa (FlexAttention: GPUs)
