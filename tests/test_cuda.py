@@ -49,18 +49,29 @@ def test_bf16_and_fp16_steps_are_finite_and_track_fp32():
             assert relative_error(weights, fp32_weights) < 0.02
 
 
+def errors(run, reference) -> tuple:
+    """(output's, all gradients', each parameter's gradient's) relative error of an attention_run."""
+    (out, grads), (want_out, want_grads) = run, reference
+    flat = [torch.cat([g.flatten() for g in gs.values()]) for gs in (grads, want_grads)]
+    return (relative_error(out, want_out), relative_error(*flat),
+            {name: relative_error(grads[name], want_grads[name]) for name in grads})
+
+
 @pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("kind", ["sdpa", "flex"])
 def test_cuda_attention_agrees_with_plain_forward_and_backward(kind, version):
-    """Each CUDA kernel under bf16 autocast against the plain path in fp32: shifted windows, padding
-    (72 px: maps of 18, 9, 5 and 3 tokens), both the fused forward and its backward."""
-    want_out, want_grads = attention_run("plain", version, "cuda", None)
-    for dtype in (None, torch.bfloat16):
-        out, grads = attention_run(kind, version, "cuda", dtype)
-        tolerance = 1e-4 if dtype is None else 2e-2
-        assert relative_error(out, want_out) < tolerance, (kind, dtype)
-        for name, grad in grads.items():
-            assert relative_error(grad, want_grads[name]) < tolerance * 2, (kind, dtype, name)
+    """Each CUDA kernel against the plain path, shifted windows and padding included (72 px: maps of
+    18, 9, 5 and 3 tokens), outputs and every gradient. In fp32 they agree to rounding; under bf16
+    autocast each is within twice the error that the plain path itself makes in bf16 (a small
+    parameter's gradient, such as V2's logit_scale, is off by over 10% in bf16 whatever the kernel)."""
+    reference = attention_run("plain", version, "cuda", None)
+    out, grads, per_parameter = errors(attention_run(kind, version, "cuda", None), reference)
+    assert out < 1e-4 and grads < 1e-4 and max(per_parameter.values()) < 1e-3, (out, grads, per_parameter)
+    base_out, base_grads, base_parameter = errors(attention_run("plain", version, "cuda", torch.bfloat16), reference)
+    out, grads, per_parameter = errors(attention_run(kind, version, "cuda", torch.bfloat16), reference)
+    assert out <= max(2 * base_out, 1e-2) and grads <= max(2 * base_grads, 2e-2), (out, base_out, grads, base_grads)
+    for name, error in per_parameter.items():
+        assert error <= max(3 * base_parameter[name], 0.05), (name, error, base_parameter[name])
 
 
 def test_compiled_model_agrees_with_eager():
