@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
+from attention import choose_attention, window_attention
 from utils import UserError
 
 # Masked attention logits. The official -100 leaves exp() results in the denormal range, which
@@ -37,13 +38,6 @@ from utils import UserError
 # cannot give NaN.
 MASKED = -1e4
 MAX_LOGIT_SCALE = math.log(1.0 / 0.01)  # V2 Sec. 3.2: the attention temperature is capped at 100
-# How window attention is computed: "plain" (matmul, softmax, matmul: the reference the others are
-# tested against), "sdpa" (F.scaled_dot_product_attention, the bias and mask expanded to every
-# window of the batch) or "flex" (FlexAttention on CUDA: the bias and mask read inside one generated
-# kernel, nothing expanded). None picks per call what bench/bench_attention.py measured fastest
-# (choose_attention).
-ATTENTION = None
-ATTENTION_KINDS = ("plain", "sdpa", "flex")
 
 
 # --- Window layout: built once per feature-map size, shared by every block of a stage ---
@@ -230,76 +224,6 @@ def drop_path_add(x: torch.Tensor, y: torch.Tensor, rate: float, training: bool)
         return x + y
     keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1 - rate).div_(1 - rate)
     return torch.addcmul(x, y, keep)
-
-
-# --- Attention inside windows: three ways to compute the same thing ---
-
-# The kind None picks, per device and case, from bench/bench_attention.py's figures. On a CPU: the
-# fused kernel wherever no gradient is needed, plain in training, where the fused backward with a
-# bias that needs a gradient takes a slower path. On CUDA: sdpa, the usual choice there, until the
-# benchmark has run on a GPU (none was available yet).
-CHOSEN_ATTENTION = {("cpu", "training"): "plain", ("cpu", "inference"): "sdpa",
-                    ("cuda", "training"): "sdpa", ("cuda", "inference"): "sdpa"}
-
-
-def choose_attention(x: torch.Tensor, dropout: float) -> str:
-    """ATTENTION when set, else the measured choice for this device and case. FlexAttention has no
-    dropout: with attention dropout it gives way to sdpa."""
-    kind = ATTENTION
-    if kind is None:
-        case = "training" if torch.is_grad_enabled() and x.requires_grad else "inference"
-        kind = CHOSEN_ATTENTION.get((x.device.type, case), "sdpa")
-    if kind not in ATTENTION_KINDS:
-        raise UserError(f"unknown attention {kind!r}: choose one of {', '.join(ATTENTION_KINDS)}")
-    return "sdpa" if kind == "flex" and dropout > 0 else kind
-
-
-def window_attention(q, k, v, bias, mask, dropout: float, kind: str) -> torch.Tensor:
-    """softmax(q k^T + bias + mask) v for every window: q, k, v (B_, heads, N, d), B_ = batch x windows
-    with the window index fastest; bias (heads, N, N); mask (num_windows, N, N) or None."""
-    b_, heads, n, _ = q.shape
-    if kind == "flex":
-        return flex_window_attention(q, k, v, bias, mask)
-    if mask is not None:
-        bias = bias + mask.unsqueeze(1)  # (num_windows, heads, N, N)
-    nw = 1 if mask is None else mask.shape[0]
-    if kind == "sdpa":
-        # cast before expanding: one copy, in the narrower type; a 4-D mask keeps the CPU's flash
-        # kernel (a 3-D one falls back to the slow path)
-        bias = bias.to(q.dtype)
-        bias = bias.expand(b_ // nw, nw, heads, n, n).reshape(b_, heads, n, n) if nw > 1 else bias[None]
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=1.0)
-    attn = q @ k.transpose(-2, -1)  # (B_, heads, N, N)
-    attn = (attn.view(-1, nw, heads, n, n) + bias).softmax(-1)
-    return F.dropout(attn, dropout, dropout > 0).view(b_, heads, n, n) @ v
-
-
-_compiled_flex = None
-
-
-def flex_window_attention(q, k, v, bias, mask) -> torch.Tensor:
-    """FlexAttention: bias and mask are read by index inside one generated kernel, so nothing of size
-    (B_, heads, N, N) is written, and the bias's gradient is summed there too."""
-    from torch.nn.attention.flex_attention import flex_attention
-    global _compiled_flex
-    q, k = q.to(v.dtype), k.to(v.dtype)  # V2's normalised q, k come out in float32 under autocast
-    if mask is None:
-        def score_mod(score, b, h, i, j):
-            return score + bias[h, i, j]
-    else:
-        nw = mask.shape[0]
-
-        def score_mod(score, b, h, i, j):
-            return score + bias[h, i, j] + mask[b % nw, i, j]
-    attend = flex_attention
-    if q.is_cuda and not torch.compiler.is_compiling():
-        # outside a compiled model FlexAttention needs its own compile (eagerly it is a slow reference);
-        # one entry per stage, window shift and grad mode: more than the default limit of 8
-        if _compiled_flex is None:
-            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-            _compiled_flex = torch.compile(flex_attention, dynamic=False)
-        attend = _compiled_flex
-    return attend(q, k, v, score_mod=score_mod, scale=1.0)
 
 
 # --- Building blocks ---

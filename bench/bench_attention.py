@@ -6,10 +6,10 @@
     python bench/bench_attention.py                                   # a CPU: plain and sdpa, micro sizes
 
 Two levels, both under autocast:
-- the attention alone (model.window_attention) at the shapes of each stage, regular and shifted
+- the attention alone (attention.window_attention) at the shapes of each stage, regular and shifted
   windows: forward (inference) and forward + backward (training), in milliseconds, eager and, with
   torch.compile of the function, compiled (FlexAttention always runs compiled);
-- the whole model with model.ATTENTION set to each kind, eager: images/s of a training step
+- the whole model with attention.ATTENTION set to each kind, eager: images/s of a training step
   (forward, backward) and of inference.
 Times are medians of --repeats runs after warm-up, synchronised.
 """
@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import attention  # noqa: E402
 import model as swin  # noqa: E402
 from utils import select_device  # noqa: E402
 
@@ -35,14 +36,14 @@ def parse_args():
     p.add_argument("--repeats", type=int, default=20, help="default: 20")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="also time the compiled attention (default: on)")
-    p.add_argument("--kinds", nargs="+", choices=swin.ATTENTION_KINDS,
+    p.add_argument("--kinds", nargs="+", choices=attention.ATTENTION_KINDS,
                    help="default: all three on a GPU; plain and sdpa on a CPU (FlexAttention has no CPU backward)")
     args = p.parse_args()
     args.device = select_device(args.device)
     gpu = args.device.type == "cuda"
     args.model = args.model or ("swin_tiny_patch4_window7_224" if gpu else "swin_micro_patch4_window4_128")
     args.batch_size = args.batch_size or (128 if gpu else 8)
-    args.kinds = args.kinds or (list(swin.ATTENTION_KINDS) if gpu else ["plain", "sdpa"])
+    args.kinds = args.kinds or (list(attention.ATTENTION_KINDS) if gpu else ["plain", "sdpa"])
     return args
 
 
@@ -93,7 +94,7 @@ def time_kernels(args, net, dtype):
             row = []
             for mode in modes:
                 def attend(q, k, v, bias, kind=kind):
-                    return swin.window_attention(q, k, v, bias, mask, 0.0, kind)
+                    return attention.window_attention(q, k, v, bias, mask, 0.0, kind)
                 fn = torch.compile(attend, dynamic=False) if mode == "compiled" else attend
 
                 def inference():
@@ -139,7 +140,7 @@ def time_model(args, net, dtype):
 
     print(f"whole model, eager, img/s: {'kind':6s} {'training':>10s} {'inference':>10s}")
     for kind in args.kinds:
-        swin.ATTENTION = kind
+        attention.ATTENTION = kind
         try:
             speeds = [args.batch_size / median_ms(fn, args.device, max(3, args.repeats // 4)) * 1e3
                       for fn in (training, inference)]
@@ -147,7 +148,7 @@ def time_model(args, net, dtype):
         except Exception as error:
             print(f"  {kind}: {type(error).__name__}: {str(error)[:200]}")
         finally:
-            swin.ATTENTION = None
+            attention.ATTENTION = None
 
 
 def main():
@@ -157,7 +158,7 @@ def main():
     where = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else "CPU"
     print(f"$ python {' '.join(sys.argv)}")
     print(f"# {where}; torch {torch.__version__}; {args.model}, batch {args.batch_size}, "
-          f"{'bf16 autocast' if dtype else 'fp32'}; chosen now: {swin.CHOSEN_ATTENTION}", flush=True)
+          f"{'bf16 autocast' if dtype else 'fp32'}; chosen now: {attention.CHOSEN_ATTENTION}", flush=True)
     time_kernels(args, net, dtype)
     time_model(args, net, dtype)
 

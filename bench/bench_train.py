@@ -36,6 +36,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import engine  # noqa: E402
+import attention  # noqa: E402
 import model as swin  # noqa: E402
 import train  # noqa: E402
 from data import default_workers  # noqa: E402
@@ -55,7 +56,7 @@ def parse_args():
     p.add_argument("--img-size", type=int, help="default: the variant's")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="as train.py's")
     p.add_argument("--compile", action="store_true", help="torch.compile both models (default: eager)")
-    p.add_argument("--attention", choices=swin.ATTENTION_KINDS, help="force ours to one kind (default: its choice)")
+    p.add_argument("--attention", choices=attention.ATTENTION_KINDS, help="force ours to one kind (default: its choice)")
     p.add_argument("--ema", action="store_true", help="keep an EMA of the weights, as train.py --ema")
     p.add_argument("--data-path", type=Path, nargs="*", help="folders of class folders of JPEGs for e2e (default: "
                    "made from the bundled photos at 320x240 and 500x375)")
@@ -307,7 +308,7 @@ def main():
     amp = amp_dtype(args.amp, device)
     if device.type == "cuda" and amp is None:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as train.py
-    swin.ATTENTION = args.attention
+    attention.ATTENTION = args.attention
     cpu = platform.processor() or platform.machine()
     if Path("/proc/cpuinfo").exists():
         cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), cpu)

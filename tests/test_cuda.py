@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
+import attention
 import engine
-import model
 import train
 from model import create_model
 from test_model import attention_run
@@ -129,4 +129,4 @@ def test_fused_adamw_on_cuda():
     cfg = train.build_parser().parse_args([])
     assert engine.build_optimizer(net, cfg).defaults["fused"]
     assert not engine.build_optimizer(net.cpu(), cfg).defaults["fused"]
-    assert model.choose_attention(torch.zeros(1, device="cuda"), 0.0) in model.ATTENTION_KINDS
+    assert attention.choose_attention(torch.zeros(1, device="cuda"), 0.0) in attention.ATTENTION_KINDS

@@ -8,6 +8,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
+import attention
 import model
 from model import SwinBlock, StageLayout, create_model
 from utils import UserError
@@ -148,12 +149,12 @@ def test_window_attention_matches_brute_force(v2, shifted, size):
     x = torch.randn(2, *size, 16)
     with torch.no_grad():
         expected = brute_force_attention(block, x, window_size, shifted, pretrained)
-        for kind in model.ATTENTION_KINDS:  # FlexAttention runs its reference path on a CPU, forward only
-            model.ATTENTION = kind
+        for kind in attention.ATTENTION_KINDS:  # FlexAttention runs its reference path on a CPU, forward only
+            attention.ATTENTION = kind
             try:
                 got = windowed_attention(block, x, window_size, shifted, pretrained)
             finally:
-                model.ATTENTION = None
+                attention.ATTENTION = None
             assert (got - expected).abs().max().item() < 1e-5, kind
 
 
@@ -246,13 +247,13 @@ def attention_run(kind: str, version: int, device="cpu", dtype=None, size=72):
             p.add_(torch.randn_like(p) * 0.02)
     net.to(device)
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(3)).to(device)
-    model.ATTENTION = kind
+    attention.ATTENTION = kind
     try:
         with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None):
             out = net(x).float()
         out.square().sum().backward()
     finally:
-        model.ATTENTION = None
+        attention.ATTENTION = None
     return out, {n: p.grad.float() for n, p in net.named_parameters()}
 
 
@@ -269,17 +270,17 @@ def test_fused_and_plain_attention_agree_in_training(version):
 
 def test_attention_choice():
     x = torch.zeros(2, 3)
-    assert model.choose_attention(x, 0.0) == "sdpa"  # no gradient: inference
-    assert model.choose_attention(x.requires_grad_(), 0.0) == "plain"  # training on a CPU
-    model.ATTENTION = "flex"
+    assert attention.choose_attention(x, 0.0) == "sdpa"  # no gradient: inference
+    assert attention.choose_attention(x.requires_grad_(), 0.0) == "plain"  # training on a CPU
+    attention.ATTENTION = "flex"
     try:
-        assert model.choose_attention(x, 0.0) == "flex"
-        assert model.choose_attention(x, 0.1) == "sdpa"  # FlexAttention has no dropout
-        model.ATTENTION = "fast"
+        assert attention.choose_attention(x, 0.0) == "flex"
+        assert attention.choose_attention(x, 0.1) == "sdpa"  # FlexAttention has no dropout
+        attention.ATTENTION = "fast"
         with pytest.raises(UserError, match="unknown attention 'fast'"):
-            model.choose_attention(x, 0.0)
+            attention.choose_attention(x, 0.0)
     finally:
-        model.ATTENTION = None
+        attention.ATTENTION = None
 
 
 def test_custom_gradients_are_exact():
