@@ -29,8 +29,8 @@ import engine
 import plots
 import report
 from download import OFFICIAL_WEIGHTS, fetch_flower_photos, fetch_official_weights
-from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_mixup, build_normalize, build_transform,
-                  default_workers, load_splits, write_class_indices)
+from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_mixup, build_normalize,
+                  build_transform, default_workers, load_splits, write_class_indices)
 from images import class_imbalance
 from model import NO_PRETRAINED_WEIGHTS, create_model, resolve_variant
 from utils import (UserError, amp_dtype, all_finite, explicit_flags, init_distributed, load_checkpoint,
@@ -186,7 +186,8 @@ def main(argv=None) -> None:
                   "configs/cpu_demo.yaml trains a small variant in minutes")
         print(f"run folder {run_dir}: {len(splits.train)} training and {len(splits.val)} validation images, "
               f"{len(classes)} classes, {model.variant} at {img_size} px on {device}"
-              f"{f' x{world_size} (DDP, {torch.distributed.get_backend()})' if distributed else ''}, amp {amp or 'off'}, {cfg.workers} loader workers"
+              f"{f' x{world_size} (DDP, {torch.distributed.get_backend()})' if distributed else ''}, "
+              f"amp {amp or 'off'}, {cfg.workers} loader workers"
               f"{', compiled (the first step takes a minute or so)' if cfg.compile else ''}")
         warn_if_imbalanced(classes, splits.counts("train"), cfg.balance)
         if state.epoch == 0 and state.batches_done == 0:

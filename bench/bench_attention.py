@@ -88,7 +88,8 @@ def time_kernels(args, net, dtype):
     autocast = torch.autocast(args.device.type, dtype=dtype, enabled=dtype is not None)
     modes = ["eager"] + (["compiled"] if args.compile else [])
     totals = {}  # (mode, case, kind) -> ms over all blocks of the model
-    print(f"{'attention alone, ms':46s}" + "".join(f"{m + ' ' + c:>20s}" for m in modes for c in ("inference", "training")))
+    columns = [f"{mode} {case}" for mode in modes for case in ("inference", "training")]
+    print(f"{'attention alone, ms':46s}" + "".join(f"{column:>20s}" for column in columns))
     for name, q, k, v, bias, mask, count in stage_inputs(net, args.batch_size, args.device, dtype):
         for kind in args.kinds:
             row = []

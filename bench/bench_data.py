@@ -3,13 +3,15 @@
     python bench/bench_data.py                     # the bundled sample: small photos, <= 192 px
     python bench/bench_data.py --upscale 4         # the same, 4x larger JPEGs
     python bench/bench_data.py flower_photos --workers 8 --rounds 7
+    python bench/bench_data.py --upscale 3 --workers 15 --batch-size 128 --gpu-decode   # and nvJPEG on a GPU
 
-Both pipelines decode a JPEG, take a RandomResizedCrop to --img-size with a horizontal flip and
-normalise with the ImageNet mean and std, in a DataLoader with the same workers, batch size and
-sampler, over the same files. ImageFolder's workers normalise; ours hand over uint8, which training
-normalises once the batch is on its device (on a GPU at no cost): that is not counted here. The two alternate for --rounds rounds of --images images each (warm
-file cache, persistent workers, one warm-up pass each first); the figures are medians of decoded
-and augmented images per second, counted from the start of each round to its last batch.
+Both pipelines decode a JPEG and take a RandomResizedCrop to --img-size with a horizontal flip, in
+a DataLoader with the same workers, batch size and sampler, over the same files. ImageFolder's
+workers also normalise with the ImageNet mean and std; ours hand over uint8, which training
+normalises once the batch is on its device (on a GPU at no cost): that is not counted here. The
+two alternate for --rounds rounds of --images images each (warm file cache, persistent workers,
+one warm-up pass each first); the figures are medians of decoded and augmented images per second,
+counted from the start of each round to its last batch.
 --upscale K benchmarks a copy of the folder enlarged K times (Lanczos, JPEG quality 90), made
 before any timing, since the test photos are far smaller than most users' photos.
 """

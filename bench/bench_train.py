@@ -56,7 +56,8 @@ def parse_args():
     p.add_argument("--img-size", type=int, help="default: the variant's")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="as train.py's")
     p.add_argument("--compile", action="store_true", help="torch.compile both models (default: eager)")
-    p.add_argument("--attention", choices=attention.ATTENTION_KINDS, help="force ours to one kind (default: its choice)")
+    p.add_argument("--attention", choices=attention.ATTENTION_KINDS,
+                   help="force ours to one kind (default: its choice)")
     p.add_argument("--ema", action="store_true", help="keep an EMA of the weights, as train.py --ema")
     p.add_argument("--data-path", type=Path, nargs="*", help="folders of class folders of JPEGs for e2e (default: "
                    "made from the bundled photos at 320x240 and 500x375)")
