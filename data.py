@@ -107,8 +107,8 @@ class DecodeCrop:
 
 
 class Normalize:
-    """uint8 images, (B, 3, H, W) or (3, H, W), on whatever device they are -> float32 (x / 255 - mean) / std
-    in one pass; then, with `erasing` > 0 (the official recipe in training), timm's random erasing in
+    """uint8 images, (B, 3, H, W) or (3, H, W), on whatever device they are -> float32 (x / 255 - mean) / std;
+    then, with `erasing` > 0 (the official recipe in training), timm's random erasing in
     pixel mode with that probability, its noise drawn on the batch's device.
 
     It runs once the batch is on its device: the loader's workers hand over uint8, a quarter of
@@ -269,7 +269,7 @@ def collate_skipping_failures(batch):
 def default_workers(device: torch.device, processes: int = 1) -> int:
     """Loader workers per training process. With GPUs: the CPU cores this process may use, shared
     among the GPU processes of this machine, less one core for the process itself (it launches the GPU
-    work). On a CPU the model needs the cores too: their count, at most 8, as before."""
+    work). On a CPU the model needs the cores too: their count, at most 8."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if device.type != "cuda":
         return min(8, cores)

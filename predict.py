@@ -19,7 +19,6 @@ when an image could not be read (the others are still classified), 2 for a usage
 import argparse
 import csv
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,8 @@ import torch
 from tqdm import tqdm
 
 import plots
-from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, Normalize, build_loader, build_transform, load_rgb
+from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, Normalize, build_loader, build_transform, default_workers,
+                  load_rgb)
 from export import OnnxClassifier, choose_exporter
 from images import image_problem, list_images, read_class_indices
 from model import create_model, resolve_variant
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "bf16 or fp16 on a GPU, off on a CPU, where bf16 pays on CPUs with AMX (default: auto)")
     g.add_argument("--batch-size", type=int, default=32, help="default: 32")
     g.add_argument("--workers", type=int, help="image loading processes, for more than one batch (default: 0 on "
-                   "a CPU, where the model needs every core; CPU count, at most 8, with a GPU)")
+                   "a CPU, where the model needs every core; with a GPU, the CPU cores less one)")
     g = p.add_argument_group("output")
     g.add_argument("--topk", type=int, default=5, help="classes per image, at most all (default: 5)")
     g.add_argument("--json", action="store_true", help="JSON Lines on stdout: {path, topk: [{label, index, prob}]}")
@@ -196,7 +196,7 @@ def classify(model, paths: list[str], transform, normalize, device, args):
     """(path, probabilities) for each image in order; (path, None) for one that cannot be read.
     `transform` makes each image a uint8 crop; `normalize` (None for an .onnx) the model's input of a batch."""
     few = len(paths) <= args.batch_size  # one batch: worker processes would cost more than they save
-    workers = args.workers if args.workers is not None else 0 if device.type == "cpu" else min(8, os.cpu_count())
+    workers = args.workers if args.workers is not None else 0 if device.type == "cpu" else default_workers(device)
     loader = build_loader(ImageDataset([(p, 0) for p in paths], transform), args.batch_size, train=False,
                           num_workers=0 if few else workers)
     amp = amp_dtype(args.amp, device)
