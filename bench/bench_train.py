@@ -39,7 +39,7 @@ import engine  # noqa: E402
 import attention  # noqa: E402
 import model as swin  # noqa: E402
 import train  # noqa: E402
-from data import default_workers  # noqa: E402
+from data import default_workers, load_splits  # noqa: E402
 from utils import amp_dtype, select_device  # noqa: E402
 from weights import load_weights  # noqa: E402
 
@@ -79,9 +79,10 @@ def parse_args():
 
 # --- The models and their training states ---
 
-def train_config(args, model_name: str):
-    """train.py's own settings for this run: its parser's defaults and the flags of this benchmark."""
-    flags = ["--model", model_name, "--batch-size", str(args.batch_size), "--amp", args.amp, "--epochs", "100"]
+def train_config(args):
+    """train.py's own settings for this run: its parser's defaults and the flags of this benchmark
+    (build_state's schedule has 1000 steps an epoch: the lr stays in its warm-up, whatever it is)."""
+    flags = ["--model", args.model, "--batch-size", str(args.batch_size), "--amp", args.amp]
     cfg = train.build_parser().parse_args(flags + (["--ema"] if args.ema else []))
     cfg.workers = args.workers if args.workers is not None else default_workers(args.device)
     return cfg
@@ -156,12 +157,8 @@ def photo_folders(scratch: Path, sizes) -> list:
 
 
 def e2e_samples(folder: Path, count: int) -> list:
-    """`count` (path, label) samples from a folder of class folders, its files repeated as needed."""
-    from images import find_images
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    files = [(str(f), label) for label, name in enumerate(classes) for f in find_images(folder / name)]
-    if not files:
-        raise SystemExit(f"no images in {folder}")
+    """`count` (path, label) training samples of a folder as train.py reads it, repeated as needed."""
+    files = load_splits(folder, val_ratio=0.0, check=False).train
     return (files * (count // len(files) + 1))[:count]
 
 
@@ -178,7 +175,7 @@ def compare_speed(args, device, amp):
     torch.manual_seed(0)
     ours = swin.create_model(args.model, num_classes=5, **({"img_size": args.img_size} if args.img_size else {}))
     img_size = ours.img_size
-    cfg = train_config(args, args.model)
+    cfg = train_config(args)
     states = {}
     if not args.no_timm:
         reference = timm_twin(ours)
@@ -268,7 +265,7 @@ def peak_and_speed(args, cfg, device, amp, batch_size: int, checkpointing: bool)
 def compare_memory(args, device, amp):
     if device.type != "cuda":
         raise SystemExit("--memory measures GPU memory: run it with --device cuda")
-    cfg = train_config(args, args.model)
+    cfg = train_config(args)
     print(f"# {args.model}, amp {amp or 'off'}, {'compiled' if args.compile else 'eager'}; train.py's step "
           "(AdamW states included)", flush=True)
     results = {}
