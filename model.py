@@ -628,7 +628,9 @@ def resolve_variant(name: str) -> str:
     base = name.split(".")[0]  # timm pretrained tags: swin_tiny_patch4_window7_224.ms_in1k
     if base in VARIANTS or base in ALIASES:
         return resolve_variant(base)
-    close = difflib.get_close_matches(name, list(VARIANTS) + list(ALIASES), n=3)
+    # a short form (swin_tiny, swinv2_base) names the variants that begin with it; else near spellings
+    close = [v for v in VARIANTS if v.startswith(name.lower())][:4] or \
+        difflib.get_close_matches(name, list(VARIANTS) + list(ALIASES), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise UserError(f"unknown model {name!r}.{hint} Valid models: {', '.join(VARIANTS)}")
 

@@ -33,7 +33,7 @@ from export import OnnxClassifier, choose_exporter
 from images import image_problem, list_images, read_class_indices
 from model import create_model, resolve_variant
 from weights import describe_architecture, load_weights, matching_variants, to_official_layout, unwrap_state_dict
-from utils import UserError, amp_dtype, autocast, load_checkpoint, run_cli, select_device
+from utils import COUNT, POSITIVE_INT, UserError, amp_dtype, autocast, load_checkpoint, run_cli, select_device
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,20 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "state dict with --model, or an .onnx that --export wrote (default: the newest runs/*/best.pth)")
     g.add_argument("--model", metavar="NAME", help="the variant of a plain state dict (a train.py checkpoint "
                    "names its own)")
-    g.add_argument("--num-classes", type=int, metavar="N", help="checked against the weights' classifier "
+    g.add_argument("--num-classes", type=POSITIVE_INT, metavar="N", help="checked against the weights' classifier "
                    "(default: its size)")
     g.add_argument("--class-indices", type=Path, metavar="FILE", help="class_indices.json naming the classes "
                    "(default: the checkpoint's names; for a plain state dict, the class indices)")
-    g.add_argument("--img-size", type=int, help="input size (default: the checkpoint's, else the variant's)")
+    g.add_argument("--img-size", type=POSITIVE_INT, help="input size (default: the checkpoint's, else the variant's)")
     g.add_argument("--tta", action="store_true", help="average with the mirrored image (default: off)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
     g.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="mixed precision; auto = "
                    "bf16 or fp16 on a GPU, off on a CPU, where bf16 pays on CPUs with AMX (default: auto)")
-    g.add_argument("--batch-size", type=int, default=32, help="default: 32")
-    g.add_argument("--workers", type=int, help="image loading processes, for more than one batch (default: 0 on "
+    g.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="default: 32")
+    g.add_argument("--workers", type=COUNT, help="image loading processes, for more than one batch (default: 0 on "
                    "a CPU, where the model needs every core; with a GPU, the CPU cores less one)")
     g = p.add_argument_group("output")
-    g.add_argument("--topk", type=int, default=5, help="classes per image, at most all (default: 5)")
+    g.add_argument("--topk", type=POSITIVE_INT, default=5, help="classes per image, at most all (default: 5)")
     g.add_argument("--json", action="store_true", help="JSON Lines on stdout: {path, topk: [{label, index, prob}]}")
     g.add_argument("--output", type=Path, metavar="FILE", help="write the results to FILE.json or FILE.csv "
                    "instead of the table")
@@ -85,8 +85,6 @@ def main(argv=None) -> None:
         raise UserError("name the images to classify: files, folders or glob patterns (or --export FILE)")
     if args.output is not None and args.output.suffix.lower() not in (".json", ".csv"):
         raise UserError(f"--output {args.output}: the name must end in .json or .csv")
-    if args.topk < 1 or args.batch_size < 1:
-        raise UserError("--topk and --batch-size must be at least 1")
     export = choose_exporter(args.export) if args.export is not None else None
     paths = list_images(args.images)  # before loading the model: a mistyped path fails at once
     device = select_device(args.device)

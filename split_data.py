@@ -22,7 +22,7 @@ import plots
 from download import FLOWER_PHOTOS_SHA256, FLOWER_PHOTOS_URL, fetch_flower_photos
 from images import (SPLITS, class_imbalance, place_image, prepare_out, read_class_root, split_by_class,
                     write_class_indices)
-from utils import UserError, run_cli
+from utils import COUNT, FRACTION, POSITIVE_INT, UserError, run_cli
 
 REPORT, CHART, CLASS_INDICES = "split_report.txt", "class_distribution.png", "class_indices.json"
 
@@ -33,12 +33,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-path", type=Path, default=Path("flower_photos"),
                         help="folder of class folders, <class>/<image>; only ever read")
     parser.add_argument("--out", type=Path, default=Path("data"), help="where the split folders go")
-    parser.add_argument("--val-ratio", type=float, default=0.1, help="share of each class for validation")
-    parser.add_argument("--test-ratio", type=float, default=0.0, help="share of each class for a test split")
-    parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same split")
+    parser.add_argument("--val-ratio", type=FRACTION, default=0.1, help="share of each class for validation")
+    parser.add_argument("--test-ratio", type=FRACTION, default=0.0, help="share of each class for a test split")
+    parser.add_argument("--seed", type=COUNT, default=0, help="the same seed gives the same split")
     parser.add_argument("--mode", choices=("copy", "hardlink", "symlink"), default="copy",
                         help="how images get into --out")
-    parser.add_argument("--max-size", type=int, default=None,
+    parser.add_argument("--max-size", type=POSITIVE_INT, default=None,
                         help="write images larger than this many px a side as smaller upright RGB copies")
     parser.add_argument("--force", action="store_true",
                         help="write into a non-empty --out; only files an earlier split wrote are removed")

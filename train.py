@@ -33,10 +33,9 @@ from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build
                   build_transform, default_workers, load_splits, write_class_indices)
 from images import class_imbalance
 from model import NO_PRETRAINED_WEIGHTS, create_model, resolve_variant
-from utils import (UserError, amp_dtype, all_finite, explicit_flags, init_distributed, load_checkpoint,
-                   parse_config, plain,
-                   rng_state, run_cli, save_checkpoint, seed_everything, select_device, set_rng_state, StopSignal,
-                   write_yaml)
+from utils import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UserError, amp_dtype, all_finite,
+                   explicit_flags, init_distributed, load_checkpoint, parse_config, plain, ranged, rng_state, run_cli,
+                   save_checkpoint, seed_everything, select_device, set_rng_state, StopSignal, write_yaml)
 from weights import load_weights
 
 
@@ -45,16 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file of overrides (keys as below, with underscores)")
     g = p.add_argument_group("data")
     g.add_argument("--data-path", type=Path, default=Path("flower_photos"), help="default: flower_photos")
-    g.add_argument("--val-ratio", type=float, default=0.2, help="for a folder of class folders (default: 0.2)")
-    g.add_argument("--num-classes", type=int, help="checked against the class folders (default: their count)")
-    g.add_argument("--img-size", type=int, help="default: the variant's (224 for swin_tiny)")
+    g.add_argument("--val-ratio", type=FRACTION, default=0.2, help="for a folder of class folders (default: 0.2)")
+    g.add_argument("--num-classes", type=POSITIVE_INT, help="checked against the class folders (default: their count)")
+    g.add_argument("--img-size", type=POSITIVE_INT, help="default: the variant's (224 for swin_tiny)")
     g.add_argument("--recipe", default="tutorial", choices=["tutorial", "official"],
                    help="augmentation: tutorial (crop + flip) or official (RandAugment, erasing) (default: tutorial)")
     g.add_argument("--balance", default="off", choices=["off", "sampler", "loss"],
                    help="imbalanced classes: 'sampler' draws every class equally often in each epoch, 'loss' "
                         "weights the loss by inverse class frequency (default: off)")
-    g.add_argument("--batch-size", type=int, default=8, help="per process (default: 8)")
-    g.add_argument("--workers", type=int,
+    g.add_argument("--batch-size", type=POSITIVE_INT, default=8, help="per process (default: 8)")
+    g.add_argument("--workers", type=COUNT,
                    help="data loading processes per training process (default: with a GPU, the CPU cores per "
                         "GPU process, less one for the process itself; on a CPU, the core count, at most 8)")
     g = p.add_argument_group("model")
@@ -65,30 +64,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fetch the official weights into weights/<model>.pth first if missing (default: off)")
     g.add_argument("--freeze-layers", action=argparse.BooleanOptionalAction, default=False,
                    help="train the classifier only (default: off)")
-    g.add_argument("--drop-path-rate", type=float, help="stochastic depth (default: the variant's)")
-    g.add_argument("--window-size", type=int, help="default: the variant's")
+    g.add_argument("--drop-path-rate", type=FRACTION, help="stochastic depth (default: the variant's)")
+    g.add_argument("--window-size", type=POSITIVE_INT, help="default: the variant's")
     g.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=False,
                    help="recompute activations in the backward pass: far less memory (default: off)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile the model for training: a minute or so of compiling first, then faster "
                         "steps; pays on long runs (default: off)")
     g = p.add_argument_group("optimization")
-    g.add_argument("--epochs", type=int, default=10, help="default: 10")
-    g.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default: 1e-4)")
-    g.add_argument("--weight-decay", type=float, default=0.05, help="default: 0.05")
-    g.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warmup, then cosine (default: 1)")
-    g.add_argument("--warmup-lr", type=float, default=1e-7, help="lr at the start of warmup (default: 1e-7)")
-    g.add_argument("--min-lr", type=float, default=1e-6, help="lr at the end of the cosine (default: 1e-6)")
-    g.add_argument("--layer-decay", type=float, default=1.0, help="layer-wise lr decay, 1 = off (default: 1)")
-    g.add_argument("--label-smoothing", type=float, default=0.1, help="default: 0.1")
-    g.add_argument("--mixup", type=float, default=0.0, help="mixup alpha, 0 = off (default: 0)")
-    g.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha, 0 = off (default: 0)")
-    g.add_argument("--clip-grad", type=float, default=5.0, help="max gradient norm, 0 = off (default: 5.0)")
-    g.add_argument("--accum-steps", type=int, default=1, help="batches per optimizer step (default: 1)")
+    g.add_argument("--epochs", type=POSITIVE_INT, default=10, help="default: 10")
+    g.add_argument("--lr", type=POSITIVE, default=1e-4, help="AdamW learning rate (default: 1e-4)")
+    g.add_argument("--weight-decay", type=NON_NEGATIVE, default=0.05, help="default: 0.05")
+    g.add_argument("--warmup-epochs", type=NON_NEGATIVE, default=1.0, help="linear warmup, then cosine (default: 1)")
+    g.add_argument("--warmup-lr", type=NON_NEGATIVE, default=1e-7, help="lr at the start of warmup (default: 1e-7)")
+    g.add_argument("--min-lr", type=NON_NEGATIVE, default=1e-6, help="lr at the end of the cosine (default: 1e-6)")
+    g.add_argument("--layer-decay", type=ranged(float, 0, 1, low_open=True), default=1.0, help="layer-wise lr decay, 1 = off (default: 1)")
+    g.add_argument("--label-smoothing", type=FRACTION, default=0.1, help="default: 0.1")
+    g.add_argument("--mixup", type=NON_NEGATIVE, default=0.0, help="mixup alpha, 0 = off (default: 0)")
+    g.add_argument("--cutmix", type=NON_NEGATIVE, default=0.0, help="cutmix alpha, 0 = off (default: 0)")
+    g.add_argument("--clip-grad", type=NON_NEGATIVE, default=5.0, help="max gradient norm, 0 = off (default: 5.0)")
+    g.add_argument("--accum-steps", type=POSITIVE_INT, default=1, help="batches per optimizer step (default: 1)")
     g.add_argument("--ema", action=argparse.BooleanOptionalAction, default=False,
                    help="keep and evaluate an EMA of the weights (default: off)")
-    g.add_argument("--ema-decay", type=float, default=0.9998, help="default: 0.9998")
-    g.add_argument("--seed", type=int, default=0, help="default: 0")
+    g.add_argument("--ema-decay", type=FRACTION, default=0.9998, help="default: 0.9998")
+    g.add_argument("--seed", type=COUNT, default=0, help="default: 0")
     g = p.add_argument_group("run")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
     g.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
@@ -97,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--output", type=Path, default=Path("runs"), help="default: runs")
     g.add_argument("--name", help="run folder name (default: <model>-<date>-<time>)")
     g.add_argument("--resume", type=Path, help="a checkpoint, or a run folder (uses its last.pth)")
-    g.add_argument("--save-every-steps", type=int, default=0, help="also save last.pth every N steps (default: off)")
-    g.add_argument("--stop-after-epochs", type=int, default=0,
+    g.add_argument("--save-every-steps", type=COUNT, default=0, help="also save last.pth every N steps (default: off)")
+    g.add_argument("--stop-after-epochs", type=COUNT, default=0,
                    help="stop after N epochs in this process, to resume later, e.g. within a job time limit "
                         "(default: off)")
     g.add_argument("--eval-only", action="store_true", help="evaluate a checkpoint (--resume or --weights) and stop")
@@ -121,6 +120,10 @@ def main(argv=None) -> None:
             saved = {k: v for k, v in checkpoint["config"].items() if k not in given and hasattr(cfg, k)}
             cfg = argparse.Namespace(**{**vars(cfg), **saved, "resume": cfg.resume})
             cfg.data_path, cfg.output = Path(cfg.data_path), Path(cfg.output)
+            if checkpoint["epoch"] >= cfg.epochs:  # not an error: a job that resumes until done ends here
+                print(f"{path} has finished its {cfg.epochs} epochs (best top-1 {checkpoint['best_acc']:.4f}): nothing "
+                      f"to train. To train on, add --epochs N, N above {checkpoint['epoch']}.")
+                return
     rank, world_size, local_rank = init_distributed()
     main_process = rank == 0
     device = select_device(cfg.device, local_rank)

@@ -8,6 +8,7 @@ from __future__ import annotations  # annotations name torch types without impor
 
 import argparse
 import difflib
+import math
 import os
 import random
 import re
@@ -37,6 +38,31 @@ def run_cli(main) -> None:
 
 # --- Config: defaults < YAML file < command-line flags, one set of names everywhere ---
 
+def ranged(kind, low=None, high=None, *, low_open: bool = False, high_open: bool = False):
+    """An argparse type: a number of `kind` (int or float) within bounds. Checked where the text is
+    parsed, so a flag and a YAML value out of range both give one clear error instead of a traceback
+    deep in the optimizer or the loader."""
+    limits = [f"{'>' if low_open else '>='} {low}" if low is not None else "",
+              f"{'<' if high_open else '<='} {high}" if high is not None else ""]
+
+    def parse(text):
+        value = kind(text)  # ValueError: argparse says "invalid int value: 'x'"
+        if not math.isfinite(value) or \
+                (low is not None and (value <= low if low_open else value < low)) or \
+                (high is not None and (value >= high if high_open else value > high)):
+            raise argparse.ArgumentTypeError(f"must be {' and '.join(filter(None, limits))}, not {text}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+POSITIVE_INT = ranged(int, 1)
+COUNT = ranged(int, 0)  # 0 meaning none or off
+POSITIVE = ranged(float, 0, low_open=True)
+NON_NEGATIVE = ranged(float, 0)
+FRACTION = ranged(float, 0, 1, high_open=True)
+
+
 def config_keys(parser: argparse.ArgumentParser) -> dict:
     """The config keys a parser knows (its argument names, with underscores) and their actions."""
     return {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
@@ -60,10 +86,15 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
             hint = f"; did you mean {near[0]!r}?" if near else ""
             raise UserError(f"unknown config key {key!r} in {path}{hint} Valid keys: {', '.join(sorted(actions))}")
         action = actions[key]
-        # YAML reads 1e-4 as a string (YAML 1.1 wants a dot), so convert like the flag would
-        if isinstance(value, str) and action.type is not None:
+        if action.nargs == 0 and not isinstance(value, bool):  # a switch: --ema, --no-ema
+            raise UserError(f"{path}: {key}: {value!r} is not true or false")
+        # Every value is converted as the flag's text would be: YAML reads 1e-4 as a string (YAML 1.1
+        # wants a dot), and 2.5 given for a count must fail here, not as a TypeError in range().
+        if value is not None and action.type is not None:
             try:
-                value = action.type(value)
+                value = action.type(str(value))
+            except argparse.ArgumentTypeError as err:
+                raise UserError(f"{path}: {key}: {err}") from None
             except (TypeError, ValueError):
                 raise UserError(f"{path}: {key}: {value!r} is not a valid value") from None
         if action.choices is not None and value not in action.choices and value is not None:

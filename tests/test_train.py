@@ -90,6 +90,11 @@ def test_resume_is_bit_identical(flowers, tmp_path):
         assert torch.equal(value, resumed["model"][key]), key
     assert [r["loss_train"] for r in metrics(tmp_path / "straight")] == \
         [r["loss_train"] for r in metrics(tmp_path / "split")]
+    # resuming a finished run (a job that resumes until done) trains nothing and says how to go on
+    saved_at = (tmp_path / "split" / "last.pth").stat().st_mtime_ns
+    again = run_train("--resume", tmp_path / "split")
+    assert "has finished its 4 epochs" in again.stdout and "--epochs N, N above 4" in again.stdout
+    assert (tmp_path / "split" / "last.pth").stat().st_mtime_ns == saved_at
 
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -152,6 +157,33 @@ def test_config_precedence_and_unknown_keys(tmp_path):
         utils.parse_config(train.build_parser(), ["--config", str(config)])
     config.write_text("recipe: fancy\n")
     with pytest.raises(UserError, match="recipe"):
+        utils.parse_config(train.build_parser(), ["--config", str(config)])
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--batch-size", "0", "must be >= 1, not 0"),
+    ("--epochs", "-1", "must be >= 1"),
+    ("--workers", "-1", "must be >= 0"),
+    ("--lr", "-0.001", "must be > 0"),
+    ("--lr", "nan", "must be > 0"),
+    ("--label-smoothing", "1.5", "must be >= 0 and < 1"),
+    ("--drop-path-rate", "1", "must be >= 0 and < 1"),
+    ("--layer-decay", "0", "must be > 0 and <= 1"),
+    ("--accum-steps", "2.5", "invalid int value"),
+])
+def test_values_out_of_range_are_one_clear_error(tmp_path, capsys, flag, value, message):
+    """As a flag: argparse's usage and one line, status 2. In a YAML config: one line naming the file
+    and key. Either way before anything runs, not a traceback from the optimizer or the loader."""
+    with pytest.raises(SystemExit) as exit_info:
+        utils.parse_config(train.build_parser(), [flag, value])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: {message}" in capsys.readouterr().err
+    config = tmp_path / "c.yaml"
+    config.write_text(f"{flag[2:].replace('-', '_')}: {value}\n")
+    with pytest.raises(UserError, match=f"c.yaml: {flag[2:].replace('-', '_')}: "):
+        utils.parse_config(train.build_parser(), ["--config", str(config)])
+    config.write_text("ema: 3\n")
+    with pytest.raises(UserError, match="ema: 3 is not true or false"):
         utils.parse_config(train.build_parser(), ["--config", str(config)])
 
 
