@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import print_header  # noqa: E402  (bench/ is on the path)
 import attention  # noqa: E402
 import model as swin  # noqa: E402
 from utils import select_device  # noqa: E402
@@ -156,9 +157,8 @@ def main():
     args = parse_args()
     dtype = torch.bfloat16 if args.device.type == "cuda" else None
     net = swin.create_model(args.model, drop_path_rate=0.0).to(args.device)
-    where = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else "CPU"
-    print(f"$ python {' '.join(sys.argv)}")
-    print(f"# {where}; torch {torch.__version__}; {args.model}, batch {args.batch_size}, "
+    print_header(args.device)
+    print(f"# {args.model}, batch {args.batch_size}, "
           f"{'bf16 autocast' if dtype else 'fp32'}; chosen now: {attention.CHOSEN_ATTENTION}", flush=True)
     time_kernels(args, net, dtype)
     time_model(args, net, dtype)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from bench_data import machine  # bench/ is on the path when this script runs
+from common import print_header  # bench/ is on the path when this script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project's modules sit at its root
@@ -55,8 +55,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    print("command: python " + " ".join(sys.argv))
-    print(machine())
+    print_header()
     with tempfile.TemporaryDirectory() as scratch:
         data, cut, counts = imbalanced_split(args.folder, args.cut, args.keep, args.val_ratio, Path(scratch))
         print(f"data: {args.folder}, split {1 - args.val_ratio:.0%}/{args.val_ratio:.0%} (seed 0), then {cut} cut to "

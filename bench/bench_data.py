@@ -16,22 +16,21 @@ counted from the start of each round to its last batch.
 before any timing, since the test photos are far smaller than most users' photos.
 """
 import argparse
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
-import PIL
 import torch
 import torchvision
-from PIL import Image, features
+from PIL import Image
 from torch.utils.data import DataLoader, RandomSampler
 from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules sit at its root
+from common import alternating_rounds, print_header  # noqa: E402  (bench/ is on the path)
 from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_transform  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "flowers"  # the bundled photos
@@ -55,8 +54,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    print("command: python " + " ".join(sys.argv))
-    print(machine())
+    print_header()
     with tempfile.TemporaryDirectory() as scratch:
         folder = upscaled_copy(args.folder, args.upscale, Path(scratch)) if args.upscale > 1 else args.folder
         reference = datasets.ImageFolder(folder, transform=transforms.Compose([
@@ -76,17 +74,8 @@ def main():
         }
         print(f"{args.img_size} px, batch {args.batch_size}, {args.workers} workers, "
               f"{args.rounds} rounds x {args.images} images, alternating")
-        rates = {name: [] for name in loaders}
-        for name, loader in loaders.items():
-            images_per_second(loader)  # warm-up: workers started, files cached
-        for round_ in range(args.rounds):
-            order = list(loaders) if round_ % 2 == 0 else list(loaders)[::-1]
-            for name in order:
-                rates[name].append(images_per_second(loaders[name]))
-            print(f"round {round_ + 1}: " + ", ".join(f"{name} {rates[name][-1]:.0f}/s" for name in loaders))
-    medians = {name: statistics.median(values) for name, values in rates.items()}
-    for name, median in medians.items():
-        print(f"median {name}: {median:.0f} images/s")
+        medians = alternating_rounds({name: partial(images_per_second, loader) for name, loader in loaders.items()},
+                                     args.rounds)  # the warm-up pass starts the workers and fills the file cache
     print(f"ratio data.py / ImageFolder: {medians['data.py'] / medians['torchvision ImageFolder']:.2f}x")
     if args.gpu_decode:
         print(f"GPU decode (nvJPEG, batches of {args.batch_size}, crop and resize on the GPU): "
@@ -135,17 +124,6 @@ def upscaled_copy(folder: Path, factor: int, scratch: Path) -> Path:
         (scratch / path.parent.name).mkdir(exist_ok=True)
         large.save(scratch / path.parent.name / path.name, quality=90)
     return scratch
-
-
-def machine() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-              if line.startswith("model name")] if cpuinfo.exists() else []
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"machine: {models[0] if models else platform.processor()}, {cores} cores usable, "
-            f"{platform.system()} {platform.release()}; Python {platform.python_version()}, "
-            f"torch {torch.__version__}, torchvision {torchvision.__version__}, Pillow {PIL.__version__} "
-            f"(libjpeg-turbo {features.version('libjpeg_turbo') or 'no'})")
 
 
 if __name__ == "__main__":

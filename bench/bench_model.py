@@ -12,7 +12,6 @@ per-round ratios (timm time / our time: above 1 means ours is faster).
 """
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import print_header  # noqa: E402  (bench/ is on the path)
 import model  # noqa: E402
 from weights import load_weights  # noqa: E402
 
@@ -155,13 +155,8 @@ def main():
     if args.memory_child:
         memory_child(args.memory_child[0], args.memory_child[1] == "1", args.memory_batch_size, args.device)
         return
-    cpu = platform.processor() or platform.machine()
-    if Path("/proc/cpuinfo").exists():
-        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), cpu)
-    device = torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu}, {torch.get_num_threads()} threads"
-    print(f"$ python {' '.join(sys.argv)}")
-    print(f"# {device}; torch {torch.__version__}; {args.dtype}; batch {args.batch_size}; "
-          f"{args.rounds} rounds; pid {os.getpid()}")
+    print_header(args.device)
+    print(f"# {args.dtype}; batch {args.batch_size}; {args.rounds} rounds; pid {os.getpid()}")
     if args.memory:
         compare_memory(args)
     else:

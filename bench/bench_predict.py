@@ -21,7 +21,6 @@ figures are medians of images per second.
 """
 import argparse
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -36,12 +35,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's mo
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import predict  # noqa: E402
 from images import list_images  # noqa: E402
-from bench_data import machine  # noqa: E402
+from common import alternating_rounds, print_header  # noqa: E402
 from data import IMAGENET_MEAN, IMAGENET_STD, Normalize, build_transform  # noqa: E402
 from export import OnnxClassifier, export_onnx  # noqa: E402
 from model import create_model  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "flowers"  # the bundled photos
+
+
+def images_per_second(run) -> float:
+    start = time.perf_counter()
+    done = run()
+    return done / (time.perf_counter() - start)
 
 
 def parse_args():
@@ -63,8 +68,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    print("command: python " + " ".join(sys.argv))
-    print(f"{machine()}; {torch.get_num_threads()} torch threads")
+    print_header()
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         folder = scratch / "photos"
@@ -111,18 +115,8 @@ def main():
             export_onnx(clf, scratch / "model.onnx", torch.device("cpu"))
             program = OnnxClassifier(scratch / "model.onnx")
             pipelines["predict.py .onnx"] = partial(ours, program, normalize=False)
-        for run in pipelines.values():  # warm-up: layouts, thread pools, file cache
-            run()
-        rates = {name: [] for name in pipelines}
-        for round_ in range(args.rounds):
-            for name in (list(pipelines) if round_ % 2 == 0 else list(pipelines)[::-1]):
-                start = time.perf_counter()
-                done = pipelines[name]()
-                rates[name].append(done / (time.perf_counter() - start))
-            print(f"round {round_ + 1}: " + ", ".join(f"{name} {rates[name][-1]:.1f}/s" for name in pipelines))
-    medians = {name: statistics.median(values) for name, values in rates.items()}
-    for name, median in medians.items():
-        print(f"median {name}: {median:.1f} images/s")
+        medians = alternating_rounds({name: partial(images_per_second, run) for name, run in pipelines.items()},
+                                     args.rounds, digits=1)  # the warm-up pass builds layouts and thread pools
     print(f"ratio predict.py / tutorial loop: {medians['predict.py'] / medians['tutorial loop']:.2f}x")
     if args.onnx:
         onnx_ratio = medians["predict.py .onnx"] / medians["predict.py"]

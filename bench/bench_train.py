@@ -22,8 +22,6 @@ The figures are medians over rounds of images per second, the ratios medians of 
 """
 import argparse
 import gc
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,6 +33,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from common import print_header  # noqa: E402  (bench/ is on the path)
 import engine  # noqa: E402
 import attention  # noqa: E402
 import model as swin  # noqa: E402
@@ -307,13 +306,7 @@ def main():
     if device.type == "cuda" and amp is None:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as train.py
     attention.ATTENTION = args.attention
-    cpu = platform.processor() or platform.machine()
-    if Path("/proc/cpuinfo").exists():
-        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), cpu)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
-    print(f"$ python {' '.join(sys.argv)}")
-    print(f"# {where}; {cpu}, {cores} cores; torch {torch.__version__}", flush=True)
+    print_header(device)
     if args.memory:
         compare_memory(args, device, amp)
     else:
