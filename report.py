@@ -55,6 +55,28 @@ def write_report(path, result: dict, classes: list[str], checkpoint: str, varian
     return path
 
 
+def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, variant: str, split: str,
+                     metrics_csv=None) -> str:
+    """Everything an evaluation leaves in `folder`: report.html, misclassified.csv (every mistake),
+    confusion_matrix.png and report.txt, whose text it returns (what --eval-only prints)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_report(folder / "report.html", result, classes, checkpoint, variant, split, metrics_csv)
+    write_misclassified_csv(folder / "misclassified.csv", result["wrong"], classes)
+    plots.confusion_matrix_image(result["confusion"], classes, f"{split} split").save(folder / "confusion_matrix.png")
+    width = max(len(c) for c in classes + ["class"])
+    lines = [f"{split}: {result['images']} images  top-1 {result['acc1']:.4f}  top-5 {result['acc5']:.4f}  "
+             f"balanced accuracy {result['balanced_acc']:.4f}  loss {result['loss']:.4f}", "",
+             f"{'class':<{width}}  precision  recall  images"]
+    for (precision, recall, support), name in zip(engine.per_class_metrics(result["confusion"]), classes):
+        lines.append(f"{name:<{width}}  {precision:9.3f}  {recall:6.3f}  {support:6d}")
+    lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
+    lines += [f"{name:<{width}}  " + " ".join(f"{int(v):5d}" for v in row) for name, row in zip(classes, result["confusion"])]
+    text = "\n".join(lines)
+    (folder / "report.txt").write_text(text + "\n")
+    return text
+
+
 def write_misclassified_csv(path, wrong: list, classes: list[str]) -> None:
     """One row per misclassified image, by path: the true class, then the top-3 predictions with
     their probabilities (the first is the prediction)."""

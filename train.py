@@ -378,15 +378,9 @@ def run_epochs(state, cfg, train_loader, sampler, val_loader, classes, stop, on_
                            {"hparam/best_acc1": state.best_acc, "hparam/last_val_loss": val["loss"]},
                            run_name=".")
     if main_process and val is not None:  # best.pth's evaluation, unless it was made before a resume
-        write_run_report(run_dir, state.model.variant, classes,
-                         *(best or (val, f"{run_dir / 'last.pth'} (epoch {state.epoch})")))
-
-
-def write_run_report(run_dir: Path, variant: str, classes: list, result: dict, checkpoint: str) -> None:
-    report.write_misclassified_csv(run_dir / "misclassified.csv", result["wrong"], classes)
-    path = report.write_report(run_dir / "report.html", result, classes, checkpoint, variant, "val",
-                               run_dir / "metrics.csv")
-    print(f"what {checkpoint} gets wrong, to open in a browser: {path}")
+        result, checkpoint = best or (val, f"{run_dir / 'last.pth'} (epoch {state.epoch})")
+        report.write_evaluation(run_dir, result, classes, checkpoint, state.model.variant, "val", run_dir / "metrics.csv")
+        print(f"what {checkpoint} gets wrong, to open in a browser: {run_dir / 'report.html'}")
 
 
 def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, classes: list, improved: bool) -> None:
@@ -455,23 +449,8 @@ def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp, 
     if not main_process:
         return
     out = (cfg.resume.parent if cfg.resume and cfg.resume.is_file() else cfg.resume or cfg.output) / f"eval_{cfg.split}"
-    out.mkdir(parents=True, exist_ok=True)
-    classes = splits.classes
-    width = max(len(c) for c in classes + ["class"])
-    lines = [f"{cfg.split}: {result['images']} images  top-1 {result['acc1']:.4f}  top-5 {result['acc5']:.4f}  "
-             f"balanced accuracy {result['balanced_acc']:.4f}  loss {result['loss']:.4f}", "",
-             f"{'class':<{width}}  precision  recall  images"]
-    for (precision, recall, support), name in zip(engine.per_class_metrics(result["confusion"]), classes):
-        lines.append(f"{name:<{width}}  {precision:9.3f}  {recall:6.3f}  {support:6d}")
-    lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
-    lines += [f"{name:<{width}}  " + " ".join(f"{int(v):5d}" for v in row) for name, row in zip(classes, result["confusion"])]
-    report.write_misclassified_csv(out / "misclassified.csv", result["wrong"], classes)
-    report.write_report(out / "report.html", result, classes, str(cfg.resume or cfg.weights), model.variant,
-                        cfg.split, out.parent / "metrics.csv")
-    plots.confusion_matrix_image(result["confusion"], classes, f"{cfg.split} split").save(out / "confusion_matrix.png")
-    text = "\n".join(lines)
-    (out / "report.txt").write_text(text + "\n")
-    print(text)
+    print(report.write_evaluation(out, result, splits.classes, str(cfg.resume or cfg.weights), model.variant, cfg.split,
+                                  out.parent / "metrics.csv"))
     print(f"\n{len(result['wrong'])} misclassified files: {out / 'misclassified.csv'}; picture: "
           f"{out / 'confusion_matrix.png'}; open in a browser: {out / 'report.html'}")
 

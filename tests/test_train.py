@@ -301,6 +301,8 @@ def test_eval_only_reports_and_lists_mistakes(flowers, tmp_path):
     top1 = float(out.stdout.split("top-1 ")[1].split()[0])
     assert len(rows) == round((1 - top1) * 20)  # 20 validation images
     assert all(Path(r["path"]).is_file() and r["true"] != r["predicted"] for r in rows)
+    # the run's own report, at its end, is of the same best.pth on the same images
+    assert f"top-1 {top1:.4f}" in (tmp_path / "e" / "report.txt").read_text()
     assert all(1 >= float(r["probability"]) >= float(r["second_probability"]) >= float(r["third_probability"])
                for r in rows)
     from PIL import Image
