@@ -32,7 +32,7 @@ from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, Normalize, build_lo
 from export import OnnxClassifier, choose_exporter
 from images import image_problem, list_images, read_class_indices
 from model import create_model, resolve_variant
-from weights import describe_architecture, load_weights, matching_variants, to_official_layout, unwrap_state_dict
+from weights import model_from_state_dict
 from utils import COUNT, POSITIVE_INT, UserError, amp_dtype, autocast, load_checkpoint, run_cli, select_device
 
 
@@ -169,25 +169,6 @@ def newest_run_checkpoint() -> Path:
                         "(python train.py --data-path flower_photos) or pass one with --weights FILE (a plain "
                         "state dict also needs --model NAME --num-classes N)")
     return found[-1]
-
-
-def model_from_state_dict(ckpt, path: Path, variant: str, size: dict):
-    """Weights that do not say what they are: the tutorial's weights/model-9.pth, official or timm files."""
-    state = to_official_layout(unwrap_state_dict(ckpt))
-    if not state:
-        raise UserError(f"{path} holds no tensors: it is no model's weights")
-    if variant is None:
-        like = matching_variants(describe_architecture(state))[:3]
-        raise UserError(f"{path} is not a checkpoint of train.py, so it does not say which model it is: "
-                        f"add --model NAME ({' or '.join(like) or 'see model.py'}) and --num-classes N")
-    if "head.weight" not in state:
-        raise UserError(f"{path} holds no classifier (head.weight): it cannot name classes")
-    model = create_model(variant, num_classes=state["head.weight"].shape[0], **size)
-    report = load_weights(model, state, verbose=False)  # raises for another architecture, naming it
-    if report["missing"] or report["unexpected"]:
-        raise UserError(f"{path} does not fit {model.variant}: missing {report['missing'][:3]}, "
-                        f"unexpected {report['unexpected'][:3]}")
-    return model
 
 
 def classify(model, paths: list[str], transform, normalize, device, args):

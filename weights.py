@@ -9,7 +9,8 @@ Checkpoints are found inside their wrappers ({'model': ...}, DDP's `module.`, to
 `_orig_mod.`), converted from timm's layout to the official one, checked against the model's
 architecture (another variant is one clear error naming it), and adapted where the official loader
 adapts them: V1 position-bias tables resized to another window, the classifier dropped for another
-class count. Buffers the model rebuilds from its geometry are never loaded.
+class count. Buffers the model rebuilds from its geometry are never loaded. model_from_state_dict
+builds the classifier that a bare file of weights holds, given its variant.
 """
 import re
 
@@ -17,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model import SIZES, VARIANTS
+from model import SIZES, VARIANTS, create_model
 from utils import UserError, load_checkpoint
 
 # Rebuilt by the model from its geometry, so never loaded (official files carry them).
@@ -153,3 +154,23 @@ def format_load_report(report: dict, num_loaded: int) -> str:
             shown = report[kind][:6] + ([f"... {len(report[kind]) - 6} more"] if len(report[kind]) > 6 else [])
             lines.append(f"  {kind} ({len(report[kind])}): " + "; ".join(shown))
     return "\n".join(lines)
+
+
+def model_from_state_dict(ckpt, path, variant: str, overrides: dict) -> nn.Module:
+    """A classifier from weights that do not say what they are (the tutorial's weights/model-9.pth,
+    official or timm files, given to predict.py with --model): `variant` with the file's class count."""
+    state = to_official_layout(unwrap_state_dict(ckpt))
+    if not state:
+        raise UserError(f"{path} holds no tensors: it is no model's weights")
+    if variant is None:
+        like = matching_variants(describe_architecture(state))[:3]
+        raise UserError(f"{path} is not a checkpoint of train.py, so it does not say which model it is: "
+                        f"add --model NAME ({' or '.join(like) or 'see model.py'}) and --num-classes N")
+    if "head.weight" not in state:
+        raise UserError(f"{path} holds no classifier (head.weight): it cannot name classes")
+    model = create_model(variant, num_classes=state["head.weight"].shape[0], **overrides)
+    report = load_weights(model, state, verbose=False)  # raises for another architecture, naming it
+    if report["missing"] or report["unexpected"]:
+        raise UserError(f"{path} does not fit {model.variant}: missing {report['missing'][:3]}, "
+                        f"unexpected {report['unexpected'][:3]}")
+    return model
