@@ -139,6 +139,8 @@ def main(argv=None) -> None:
         fetch_tutorial_photos(cfg.data_path, main_process, world_size)
     splits = load_splits(cfg.data_path, cfg.val_ratio, seed=0)
     classes = splits.classes
+    if main_process:
+        warn_unreadable(splits.skipped)
     if checkpoint is not None and checkpoint["class_names"] != classes:
         raise UserError(f"the checkpoint was trained on classes {checkpoint['class_names']}, but "
                         f"{cfg.data_path} has {classes}")
@@ -418,6 +420,15 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
           f"top-5 {val['acc5']:.4f}{ema}  "
           f"lr {lr:.2e}  {train['seconds']:.0f}s {throughput:.1f} img/s ({wait_share:.0%} waiting for data)"
           f"{'  * best' if improved else ''}", flush=True)
+
+
+def warn_unreadable(skipped: list, shown: int = 10) -> None:
+    """Files that do not decode are left out of the run, and the user is told which and why."""
+    for path, reason in skipped[:shown]:
+        print(f"warning: left out {path}: {reason}", file=sys.stderr)
+    if len(skipped) > shown:
+        print(f"warning: and {len(skipped) - shown} more files that do not decode (split_data.py lists them all "
+              "in split_report.txt)", file=sys.stderr)
 
 
 def warn_if_imbalanced(classes: list, counts: list, balance: str) -> None:

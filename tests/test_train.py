@@ -213,6 +213,17 @@ def test_resolved_config_is_saved(flowers, tmp_path):
     assert saved["epochs"] == 1 and saved["model"] == "swin_micro_patch4_window4_128" and saved["lr"] == 1e-3
 
 
+def test_files_that_do_not_decode_are_left_out_and_named(tmp_path):
+    from image_factory import write_broken_files, write_class_tree
+    write_class_tree(tmp_path / "photos", {"cats": 6, "dogs": 6})
+    broken = write_broken_files(tmp_path / "photos" / "cats")
+    result = run_train("--data-path", tmp_path / "photos", *FAST, "--batch-size", "4", "--epochs", "1",
+                       "--output", tmp_path, "--name", "r")
+    assert "10 training and 2 validation images, 2 classes" in result.stdout  # the 12 good ones
+    left_out = [line for line in result.stderr.splitlines() if line.startswith("warning: left out ")]
+    assert sorted(line.split()[3].rstrip(":") for line in left_out) == sorted(map(str, broken)), result.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--data-path", "no/such/folder"], "no/such/folder"),
     (["--model", "swin_tiny_patch4_window9"], "unknown model"),
