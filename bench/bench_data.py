@@ -76,14 +76,15 @@ def main():
               f"{args.rounds} rounds x {args.images} images, alternating")
         medians = alternating_rounds({name: partial(images_per_second, loader) for name, loader in loaders.items()},
                                      args.rounds)  # the warm-up pass starts the workers and fills the file cache
-    print(f"ratio data.py / ImageFolder: {medians['data.py'] / medians['torchvision ImageFolder']:.2f}x")
-    if args.gpu_decode:
-        print(f"GPU decode (nvJPEG, batches of {args.batch_size}, crop and resize on the GPU): "
-              f"{gpu_decode_rate(args, reference.samples):.0f} images/s")
+        print(f"ratio data.py / ImageFolder: {medians['data.py'] / medians['torchvision ImageFolder']:.2f}x")
+        if args.gpu_decode:
+            print(f"GPU decode (nvJPEG, batches of {args.batch_size}, crop and resize on the GPU): "
+                  f"{gpu_decode_rate(args, reference.samples):.0f} images/s")
 
 
-def gpu_decode_rate(args, samples) -> float:
-    """Images per second of torchvision's batched GPU decoding plus a random resized crop per image."""
+def gpu_decode_rate(args, samples, device: str = "cuda") -> float:
+    """Images per second of torchvision's batched GPU decoding plus a random resized crop per image
+    (device "cpu" runs the same code on the CPU, to check it where there is no GPU)."""
     from torchvision.io import decode_jpeg
     from data import random_resized_box
     blobs = [torchvision.io.read_file(path) for path, _ in samples if path.lower().endswith((".jpg", ".jpeg"))]
@@ -93,13 +94,14 @@ def gpu_decode_rate(args, samples) -> float:
     def one_pass():
         for batch in batches:
             crops = []
-            for image in decode_jpeg(batch, device="cuda"):
+            for image in decode_jpeg(batch, device=device):
                 left, top, width, height = random_resized_box(image.shape[2], image.shape[1])
                 crop = image[None, :, top:top + height, left:left + width].float()
                 crops.append(torch.nn.functional.interpolate(crop, size=(args.img_size, args.img_size),
                                                              mode="bilinear", antialias=True))
             torch.cat(crops)
-        torch.cuda.synchronize()
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     one_pass()  # warm-up: nvJPEG handles, allocator
     rates = []
