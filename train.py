@@ -35,7 +35,7 @@ from images import class_imbalance
 from model import NO_PRETRAINED_WEIGHTS, create_model, resolve_variant
 from utils import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UserError, amp_dtype, all_finite,
                    explicit_flags, init_distributed, load_checkpoint, parse_config, plain, ranged, rng_state, run_cli,
-                   save_checkpoint, seed_everything, select_device, set_rng_state, StopSignal, write_yaml)
+                   save_checkpoint, seed_everything, select_device, set_rng_state, StopSignal, write_yaml, yes_no)
 from weights import load_weights
 
 
@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("data")
     g.add_argument("--data-path", type=Path, default=Path("flower_photos"), help="default: flower_photos")
     g.add_argument("--val-ratio", type=FRACTION, default=0.2, help="for a folder of class folders (default: 0.2)")
-    g.add_argument("--num-classes", type=POSITIVE_INT, help="checked against the class folders (default: their count)")
+    g.add_argument("--num-classes", "--num_classes", type=POSITIVE_INT,  # the tutorial's spelling too
+                   help="checked against the class folders (default: their count)")
     g.add_argument("--img-size", type=POSITIVE_INT, help="default: the variant's (224 for swin_tiny)")
     g.add_argument("--recipe", default="tutorial", choices=["tutorial", "official"],
                    help="augmentation: tutorial (crop + flip) or official (RandAugment, erasing) (default: tutorial)")
@@ -58,12 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "GPU process, less one for the process itself; on a CPU, the core count, at most 8)")
     g = p.add_argument_group("model")
     g.add_argument("--model", default="swin_tiny_patch4_window7_224", help="any variant of model.py")
-    g.add_argument("--weights", type=Path,
-                   help="pretrained weights; 'none' trains from scratch (default: weights/<model>.pth if present)")
+    g.add_argument("--weights", type=weights_path,
+                   help="pretrained weights; 'none' (or '', as in the tutorial) trains from scratch "
+                        "(default: weights/<model>.pth if present)")
     g.add_argument("--download-weights", action=argparse.BooleanOptionalAction, default=False,
                    help="fetch the official weights into weights/<model>.pth first if missing (default: off)")
-    g.add_argument("--freeze-layers", action=argparse.BooleanOptionalAction, default=False,
-                   help="train the classifier only (default: off)")
+    g.add_argument("--freeze-layers", type=yes_no, nargs="?", const=True, default=False, metavar="BOOL",
+                   help="train the classifier only; also as the tutorial types it, --freeze-layers True|False "
+                        "(default: off)")
     g.add_argument("--drop-path-rate", type=FRACTION, help="stochastic depth (default: the variant's)")
     g.add_argument("--window-size", type=POSITIVE_INT, help="default: the variant's")
     g.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=False,
@@ -104,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--split", default="val", choices=["val", "test"], help="for --eval-only (default: val)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
     return p
+
+
+def weights_path(text: str):
+    """--weights: a file, or 'none' for training from scratch (the tutorial's empty string too)."""
+    return "none" if text.strip().lower() in ("", "none") else Path(text)
 
 
 def main(argv=None) -> None:
@@ -263,7 +271,7 @@ def build_model(cfg, num_classes: int, checkpoint, main_process: bool):
     overrides = {k: getattr(cfg, k) for k in ("img_size", "drop_path_rate", "window_size") if getattr(cfg, k) is not None}
     model = create_model(variant, num_classes=num_classes, grad_checkpointing=cfg.grad_checkpointing, **overrides)
     weights = cfg.weights or Path("weights") / f"{variant}.pth"
-    if cfg.weights is not None and str(cfg.weights).lower() == "none":
+    if cfg.weights == "none":
         if main_process:
             print(f"training {variant} from scratch (--weights none)")
     elif cfg.weights is not None or weights.is_file():
@@ -450,7 +458,7 @@ def log_training_images(writer, loader, normalize, classes: list) -> None:
 def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp, main_process: bool) -> None:
     """--eval-only: top-1/top-5, per-class precision and recall, confusion matrix (text and
     picture), and the misclassified files (the tutorial's extra scripts, folded in)."""
-    if checkpoint is None and cfg.weights is None:
+    if checkpoint is None and cfg.weights in (None, "none"):
         raise UserError("--eval-only needs a checkpoint: --resume runs/<name>/best.pth (or --weights FILE)")
     samples = splits.test if cfg.split == "test" else splits.val
     if not samples:

@@ -56,6 +56,17 @@ def ranged(kind, low=None, high=None, *, low_open: bool = False, high_open: bool
     return parse
 
 
+def yes_no(text) -> bool:
+    """A switch given a value, as the tutorial gives one (`--freeze-layers False`, where its type=bool
+    read any word, "False" too, as True): true/false, yes/no, on/off, 1/0."""
+    value = str(text).strip().lower()
+    if value in ("true", "yes", "on", "1"):
+        return True
+    if value in ("false", "no", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"must be true or false, not {text}")
+
+
 POSITIVE_INT = ranged(int, 1)
 COUNT = ranged(int, 0)  # 0 meaning none or off
 POSITIVE = ranged(float, 0, low_open=True)
@@ -231,14 +242,24 @@ def set_rng_state(state: dict) -> None:
 # --- Devices, mixed precision, distributed runs ---
 
 def select_device(name: str, local_rank: int = 0) -> torch.device:
+    """--device: auto, cpu, cuda (this process's GPU under torchrun), cuda:N, or N, the tutorial's GPU index."""
     import torch
+    name = name.strip().lower()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.isdigit():
+        name = f"cuda:{name}"
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
+        several = " (several GPUs: torchrun --nproc_per_node N train.py ...)" if "," in name else ""
+        raise UserError(f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:N or a GPU index N{several}")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {name} was asked for, but this PyTorch sees no CUDA GPU "
                         f"(torch {torch.__version__}). Use --device cpu, or install a CUDA build of torch.")
     if name == "cuda":
         name = f"cuda:{local_rank}"
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to "
+                        f"cuda:{torch.cuda.device_count() - 1}")
     return torch.device(name)
 
 

@@ -187,6 +187,29 @@ def test_values_out_of_range_are_one_clear_error(tmp_path, capsys, flag, value, 
         utils.parse_config(train.build_parser(), ["--config", str(config)])
 
 
+def test_the_tutorials_flags_as_it_types_them():
+    """The tutorial's train.py spells --num_classes with an underscore, takes --freeze-layers with a
+    value (its type=bool read "False" as True), '' for no weights and --device cuda:0 or a GPU index."""
+    cfg = utils.parse_config(train.build_parser(), ["--num_classes", "5", "--freeze-layers", "False", "--weights", ""])
+    assert (cfg.num_classes, cfg.freeze_layers, cfg.weights) == (5, False, "none")
+    assert utils.parse_config(train.build_parser(), ["--freeze-layers", "True"]).freeze_layers is True
+    assert utils.parse_config(train.build_parser(), ["--freeze-layers"]).freeze_layers is True
+    assert utils.parse_config(train.build_parser(), []).freeze_layers is False
+    with pytest.raises(SystemExit):
+        utils.parse_config(train.build_parser(), ["--freeze-layers", "maybe"])
+    for device in ("0", "cuda:0"):  # both name the first GPU
+        if torch.cuda.is_available():
+            assert utils.select_device(device) == torch.device("cuda:0")
+        else:
+            with pytest.raises(UserError, match="no CUDA GPU"):
+                utils.select_device(device)
+    with pytest.raises(UserError, match="torchrun --nproc_per_node"):
+        utils.select_device("0,1")
+    with pytest.raises(UserError, match="'gpu' is not a device"):
+        utils.select_device("gpu")
+    assert utils.select_device("CPU") == torch.device("cpu")
+
+
 def test_defaults_are_the_tutorials():
     cfg = utils.parse_config(train.build_parser(), ["--data-path", "flower_photos", "--num-classes", "5"])
     assert (cfg.model, cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay) == \
