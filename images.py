@@ -211,6 +211,10 @@ def read_class_root(root: Path, check: bool = True):
         loose = " It holds images but no folders." if any(map(is_image_file, root.iterdir())) else ""
         raise UserError(f"no class folders in {root}.{loose} Expected {root}/<class>/<image>, one "
                         f"folder per class, or a split: {root}/train/<class>/ and {root}/val/<class>/")
+    if len(folders) == 1:  # often an archive extracted into a folder of its own name
+        nested = any(path.is_dir() and not path.name.startswith(".") for path in folders[0].iterdir())
+        raise UserError(f"{root} holds one class folder, {folders[0].name!r}: a classifier needs two or more, one "
+                        "folder per class" + (f"; the class folders seem to be in it: use {folders[0]}" if nested else ""))
     images, skipped = [], []
     for folder in folders:
         good, bad = read_class_folder(folder, check)

@@ -149,6 +149,7 @@ def main(argv=None) -> None:
     classes = splits.classes
     if main_process:
         warn_unreadable(splits.skipped)
+    check_validation_images(splits, cfg)
     if checkpoint is not None and checkpoint["class_names"] != classes:
         raise UserError(f"the checkpoint was trained on classes {checkpoint['class_names']}, but "
                         f"{cfg.data_path} has {classes}")
@@ -257,6 +258,13 @@ def fetch_tutorial_photos(data_path: Path, main_process: bool, world_size: int) 
                             "Or train on the bundled sample: python train.py --config configs/cpu_demo.yaml") from None
     if world_size > 1:
         torch.distributed.barrier()  # the other processes wait for the photos
+
+
+def check_validation_images(splits, cfg) -> None:
+    """A run needs images to validate on: they choose best.pth (load_splits has checked the classes)."""
+    if not splits.val and not cfg.eval_only:
+        raise UserError(f"{cfg.data_path} gives no validation images, which choose best.pth: use --val-ratio above 0 "
+                        f"(default 0.2) for a folder of class folders, or put images in val/<class>/")
 
 
 def build_model(cfg, num_classes: int, checkpoint, main_process: bool):

@@ -1,6 +1,7 @@
 """images.py: finding, checking and loading images, splits, class_indices.json."""
 import json
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +150,7 @@ def test_a_split_root_is_read_as_it_is(tmp_path):
 
 
 def test_split_root_mistakes_are_explained(tmp_path):
-    write_class_tree(tmp_path / "train", {"cat": 2})
+    write_class_tree(tmp_path / "train", {"cat": 2, "dog": 1})
     with pytest.raises(UserError, match="no val/"):
         load_splits(tmp_path)
     write_class_tree(tmp_path / "val", {"cat": 1, "owl": 1})
@@ -163,7 +164,14 @@ def test_data_path_mistakes_are_explained(tmp_path):
     write_image(tmp_path / "loose.jpg")
     with pytest.raises(UserError, match="no class folders.*holds images"):
         load_splits(tmp_path)
+    write_class_tree(tmp_path / "photos", {"cat": 2, "dog": 1})  # an archive extracted into its own name
+    with pytest.raises(UserError, match=r"one class folder, 'photos'.*seem to be in it: use .*photos"):
+        load_splits(tmp_path)
+    shutil.rmtree(tmp_path / "photos")
     write_class_tree(tmp_path, {"cat": 2})
+    with pytest.raises(UserError, match=r"one class folder, 'cat': a classifier needs two or more, one folder per "
+                                         r"class$"):
+        load_splits(tmp_path)
     write_broken_files(tmp_path / "dog")
     with pytest.raises(UserError, match=r"dog has no usable image: all 5"):
         load_splits(tmp_path)

@@ -252,6 +252,7 @@ def test_files_that_do_not_decode_are_left_out_and_named(tmp_path):
     (["--model", "swin_tiny_patch4_window9"], "unknown model"),
     (["--device", "cuda"], "CUDA"),
     (["--num-classes", "3"], "--num-classes 3 was given, but .* has 5 class folders: daisy, dandelion"),
+    (["--val-ratio", "0"], "gives no validation images, which choose best.pth: use --val-ratio above 0"),
 ])
 def test_user_errors_are_one_line_without_traceback(flowers, tmp_path, args, message):
     if torch.cuda.is_available() and "cuda" in args:
