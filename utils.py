@@ -28,12 +28,16 @@ class UserError(Exception):
 
 
 def run_cli(main) -> None:
-    """Run a script's `main()`, turning a UserError into one line on stderr and exit status 2."""
+    """Run a script's `main()`, turning a UserError into one line on stderr and exit status 2, and a
+    Ctrl-C that was not handled (train.py's second one) into one line and status 130."""
     try:
         main()
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("\nstopped at once by Ctrl-C", file=sys.stderr)
+        sys.exit(130)
 
 
 # --- Config: defaults < YAML file < command-line flags, one set of names everywhere ---
