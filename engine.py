@@ -326,7 +326,9 @@ def skip_non_finite(state: TrainState, loss: torch.Tensor) -> None:
         raise TrainingDiverged(f"{state.skipped_steps} steps in a row had a non-finite loss "
                                f"(epoch {state.epoch + 1}, step {state.step})")
     state.optimizer.zero_grad(set_to_none=True)
-    state.scaler.update(state.scaler.get_scale() / 2)
+    lower = state.scaler.get_scale() / 2
+    state.scaler.scale(loss)  # the scaler makes its scale tensor at its first scale(): this may be the first step
+    state.scaler.update(lower)
 
 
 def loss_fn(logits: torch.Tensor, targets: torch.Tensor, smoothing: float,

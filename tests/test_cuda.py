@@ -11,6 +11,7 @@ import attention
 import engine
 import train
 from model import create_model
+from test_engine import training_losses
 from test_model import attention_run
 from test_train import FAST, ROOT, metrics
 
@@ -22,23 +23,10 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return ((got.float() - want.float()).norm() / want.float().norm().clamp_min(1e-12)).item()
 
 
-def training_losses(amp, steps: int = 8):
-    """Losses and final weights of train.py's step on one fixed batch, from the same start."""
-    torch.manual_seed(0)
-    net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.0).cuda()
-    cfg = train.build_parser().parse_args(["--lr", "1e-3", "--warmup-epochs", "0", "--epochs", "1"])
-    state = train.build_train_state(cfg, net, net, torch.device("cuda"), amp, steps, [1] * 5)
-    generator = torch.Generator().manual_seed(1)
-    images = torch.randint(0, 256, (16, 3, 96, 96), dtype=torch.uint8, generator=generator).cuda()
-    labels = torch.randint(0, 5, (16,), generator=generator).cuda()
-    losses = [engine.train_step(state, images, labels, cfg)[1].item() for _ in range(steps)]
-    return losses, torch.cat([p.detach().flatten() for p in net.parameters()]), state
-
-
 def test_bf16_and_fp16_steps_are_finite_and_track_fp32():
-    fp32_losses, fp32_weights, _ = training_losses(None)
+    fp32_losses, fp32_weights, _ = training_losses(None, "cuda")
     for amp in (torch.bfloat16, torch.float16):
-        losses, weights, state = training_losses(amp)
+        losses, weights, state = training_losses(amp, "cuda")
         assert all(torch.isfinite(torch.tensor(losses))), (amp, losses)
         assert state.scaler.is_enabled() == (amp == torch.float16)  # loss scaling for fp16 only
         assert losses[-1] < losses[0] * 0.8, (amp, losses)  # it learns the batch

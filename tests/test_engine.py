@@ -138,3 +138,57 @@ def test_compiled_training_compiles_once(monkeypatch):
             net(torch.randn(3, 3, 64, 64))  # evaluation, with a smaller last batch
     assert counters["stats"]["unique_graphs"] == 1
     torch._dynamo.reset()
+
+
+def training_losses(amp, device: str = "cpu", steps: int = 8, size: int = 96):
+    """Losses, final weights and state of train.py's step on one fixed batch, from the same start
+    (tests/test_cuda.py runs it on the GPU)."""
+    import train
+    torch.manual_seed(0)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.0).to(device)
+    cfg = train.build_parser().parse_args(["--lr", "1e-3", "--warmup-epochs", "0", "--epochs", "1"])
+    state = train.build_train_state(cfg, net, net, torch.device(device), amp, steps, [1] * 5)
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (16, 3, size, size), dtype=torch.uint8, generator=generator).to(device)
+    labels = torch.randint(0, 5, (16,), generator=generator).to(device)
+    losses = [engine.train_step(state, images, labels, cfg)[1].item() for _ in range(steps)]
+    return losses, torch.cat([p.detach().flatten() for p in net.parameters()]), state
+
+
+@pytest.mark.parametrize("amp", [torch.bfloat16, torch.float16])
+def test_mixed_precision_steps_track_fp32_on_the_cpu(amp):
+    """The GPU's step (autocast; for fp16 a GradScaler) is device-independent code: run here, where CI runs."""
+    fp32_losses, fp32_weights, _ = training_losses(None, steps=5, size=64)
+    losses, weights, state = training_losses(amp, steps=5, size=64)
+    assert state.scaler.is_enabled() == (amp == torch.float16)  # loss scaling for fp16 only
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0] * 0.8, losses
+    assert abs(losses[0] - fp32_losses[0]) < 0.01 * fp32_losses[0], (losses, fp32_losses)
+    assert abs(losses[-1] - fp32_losses[-1]) < 0.1 * fp32_losses[0], (losses, fp32_losses)
+    assert ((weights - fp32_weights).norm() / fp32_weights.norm()).item() < 0.02
+
+
+def test_a_non_finite_loss_is_skipped_under_fp16_and_stops_the_run_otherwise(monkeypatch):
+    """fp16 loss scaling skips a step whose loss overflowed, halving the scale, and stops after 25 in a
+    row; without scaling the first non-finite loss stops the run. Either way the weights stay finite."""
+    import train
+    poisoned = {"on": True}
+    real_loss = engine.loss_fn
+    monkeypatch.setattr(engine, "loss_fn", lambda *a, **k: real_loss(*a, **k) * (float("inf") if poisoned["on"] else 1))
+    cfg = train.build_parser().parse_args(["--warmup-epochs", "0", "--epochs", "1"])
+    images, labels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), torch.tensor([0, 1])
+    net = micro()
+    state = train.build_train_state(cfg, net, net, torch.device("cpu"), torch.float16, 10, [1] * 5)
+    before, scale = [p.detach().clone() for p in net.parameters()], state.scaler.get_scale()
+    assert engine.train_step(state, images, labels, cfg) is None
+    assert state.skipped_steps == 1 and state.step == 0 and state.scaler.get_scale() == scale / 2
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    poisoned["on"] = False
+    assert engine.train_step(state, images, labels, cfg) is not None and state.step == 1 and state.skipped_steps == 0
+    poisoned["on"] = True
+    with pytest.raises(engine.TrainingDiverged, match="26 steps in a row"):
+        for _ in range(26):
+            engine.train_step(state, images, labels, cfg)
+    full = train.build_train_state(cfg, net, net, torch.device("cpu"), None, 10, [1] * 5)
+    with pytest.raises(engine.TrainingDiverged, match="the loss became inf"):
+        engine.train_step(full, images, labels, cfg)
+    assert all(torch.isfinite(p).all() for p in net.parameters())
