@@ -226,7 +226,8 @@ def rng_state() -> dict:
         "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
                   "cached": cached},
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # this process's GPU only: a run resumed where fewer GPUs are seen must still find its state
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_available() else [],
     }
 
 
@@ -240,7 +241,7 @@ def set_rng_state(state: dict) -> None:
                          np_state["has_gauss"], np_state["cached"]))
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"][0])
 
 
 # --- Devices, mixed precision, distributed runs ---
