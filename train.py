@@ -117,21 +117,12 @@ def weights_path(text: str):
 def main(argv=None) -> None:
     parser = build_parser()
     cfg = parse_config(parser, argv)
-    checkpoint = None
-    if cfg.resume:
-        path = cfg.resume / "last.pth" if cfg.resume.is_dir() else cfg.resume
-        checkpoint = load_checkpoint(path)
-        if not isinstance(checkpoint, dict) or "class_names" not in checkpoint:
-            raise UserError(f"{path} is not a checkpoint of train.py; to start from its weights use --weights")
-        if not cfg.eval_only:  # a resumed run continues with its own settings, except what is typed now
-            given = explicit_flags(parser, sys.argv[1:] if argv is None else argv)
-            saved = {k: v for k, v in checkpoint["config"].items() if k not in given and hasattr(cfg, k)}
-            cfg = argparse.Namespace(**{**vars(cfg), **saved, "resume": cfg.resume})
-            cfg.data_path, cfg.output = Path(cfg.data_path), Path(cfg.output)
-            if checkpoint["epoch"] >= cfg.epochs:  # not an error: a job that resumes until done ends here
-                print(f"{path} has finished its {cfg.epochs} epochs (best top-1 {checkpoint['best_acc']:.4f}): nothing "
-                      f"to train. To train on, add --epochs N, N above {checkpoint['epoch']}.")
-                return
+    cfg, checkpoint = resume_config(parser, cfg, sys.argv[1:] if argv is None else argv)
+    if checkpoint is not None and not cfg.eval_only and checkpoint["epoch"] >= cfg.epochs:
+        # not an error: a job that resumes until done ends here
+        print(f"{cfg.resume} has finished its {cfg.epochs} epochs (best top-1 {checkpoint['best_acc']:.4f}): nothing "
+              f"to train. To train on, add --epochs N, N above {checkpoint['epoch']}.")
+        return
     rank, world_size, local_rank = init_distributed()
     main_process = rank == 0
     device = select_device(cfg.device, local_rank)
@@ -235,7 +226,8 @@ def main(argv=None) -> None:
         stop.restore()
         if writer is not None:
             writer.close()
-    if distributed:  # every process is here: pending collectives are done
+    if distributed:  # the processes close the group together, once rank 0 has written the report
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     if stop.requested:
         resume = f"python train.py --resume {run_dir}"
@@ -245,6 +237,24 @@ def main(argv=None) -> None:
             print(f"stopped by {stop.requested} {where}, step {state.step}; {run_dir / 'last.pth'} saved. "
                   f"To go on:\n    {resume}")
         sys.exit({"SIGINT": 130, "SIGTERM": 143}.get(stop.requested, 0))
+
+
+def resume_config(parser, cfg, argv) -> tuple:
+    """(config, checkpoint) of --resume, or (cfg, None) without it. A resumed run continues with the
+    settings it saved, except the flags typed now; --eval-only keeps the flags as typed."""
+    if not cfg.resume:
+        return cfg, None
+    path = cfg.resume / "last.pth" if cfg.resume.is_dir() else cfg.resume
+    checkpoint = load_checkpoint(path)
+    if not isinstance(checkpoint, dict) or "class_names" not in checkpoint:
+        raise UserError(f"{path} is not a checkpoint of train.py; to start from its weights use --weights")
+    if cfg.eval_only:
+        return cfg, checkpoint
+    given = explicit_flags(parser, argv)
+    saved = {k: v for k, v in checkpoint["config"].items() if k not in given and hasattr(cfg, k)}
+    cfg = argparse.Namespace(**{**vars(cfg), **saved, "resume": cfg.resume})
+    cfg.data_path, cfg.output = Path(cfg.data_path), Path(cfg.output)
+    return cfg, checkpoint
 
 
 def fetch_tutorial_photos(data_path: Path, main_process: bool, world_size: int) -> None:
