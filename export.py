@@ -234,34 +234,57 @@ def check_program(run, clf, device) -> None:
                                    f"{x.shape[-2]} x {x.shape[-1]} images; not saved")
 
 
-# --- Running an .onnx in predict.py ---
+# --- Running a program in predict.py ---
 
-class OnnxClassifier:
-    """An .onnx that --export wrote, run by ONNX Runtime and called like the model on uint8 images.
+class ExportedClassifier:
+    """A program that --export wrote, called like the model on uint8 images of img_size.
 
-    `variant`, `img_size`, `class_names`, `crop_pct`, `mean` and `std` come from its metadata, so
-    that predict.py crops a photo as it does for the checkpoint; `to(device)` picks the CUDA provider
-    for a GPU where this onnxruntime has one, else the CPU, and sets `device` to where it runs.
+    `variant`, `img_size`, `class_names`, `crop_pct`, `mean` and `std` come from what it carries
+    (describe()), so that predict.py crops a photo as it does for the checkpoint. It runs on the CPU
+    unless `to(device)` finds a way onto the GPU; `device` says where it runs.
     """
+    kind = "program"
+
+    def __init__(self, path: Path, info: dict):
+        if "class_names" not in info:
+            raise UserError(f"{path} was not written by predict.py --export: it does not name its classes or "
+                            "its preprocessing")
+        self.path, self.device = path, torch.device("cpu")
+        self.class_names = json.loads(info["class_names"]) if isinstance(info["class_names"], str) \
+            else list(info["class_names"])
+        self.variant, self.img_size, self.crop_pct = info["variant"], int(info["img_size"]), float(info["crop_pct"])
+        self.mean, self.std = (tuple(json.loads(v) if isinstance(v, str) else v) for v in (info["mean"], info["std"]))
+        self.num_classes = len(self.class_names)
+
+    def to(self, device):
+        return self
+
+    def eval(self):
+        return self
+
+
+def load_program(path: Path) -> ExportedClassifier:
+    """The .onnx or .pt2 at `path`, ready for predict.py (an .onnx without onnxruntime says what to install)."""
+    runner = OnnxClassifier if path.suffix.lower() == ".onnx" else Pt2Classifier
+    if runner is OnnxClassifier:
+        require("onnxruntime", f"--weights {path}")
+    if not path.is_file():
+        raise UserError(f"program not found: {path}")
+    return runner(path)
+
+
+class OnnxClassifier(ExportedClassifier):
+    """An .onnx run by ONNX Runtime; `to(device)` picks the CUDA provider where this onnxruntime has one."""
+    kind = "ONNX Runtime"
 
     def __init__(self, path: Path):
         self.ort = require("onnxruntime", f"--weights {path}")
-        self.path, self.device = path, torch.device("cpu")
-        if not path.is_file():
-            raise UserError(f"program not found: {path}")
         try:
             self.session = self.ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own exception types
             raise UserError(f"{path} does not load in ONNX Runtime ({error}); export it again with "
                             "predict.py --export") from None
-        info = self.session.get_modelmeta().custom_metadata_map
-        if "class_names" not in info:
-            raise UserError(f"{path} was not written by predict.py --export: it does not name its classes or "
-                            "its preprocessing")
-        self.class_names = json.loads(info["class_names"])
-        self.variant, self.img_size, self.crop_pct = info["variant"], int(info["img_size"]), float(info["crop_pct"])
-        self.mean, self.std = tuple(json.loads(info["mean"])), tuple(json.loads(info["std"]))
-        self.num_classes = len(self.class_names)
+        super().__init__(path, self.session.get_modelmeta().custom_metadata_map)
 
     def to(self, device):
         if device.type == "cuda" and "CUDAExecutionProvider" in self.ort.get_available_providers():
@@ -270,9 +293,23 @@ class OnnxClassifier:
             self.session = self.ort.InferenceSession(str(self.path), providers=[cuda, "CPUExecutionProvider"])
         return self
 
-    def eval(self):
-        return self
-
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) uint8 -> (B, classes) float32 logits on the CPU."""
         return torch.from_numpy(self.session.run(None, {"images": images.cpu().numpy()})[0])
+
+
+class Pt2Classifier(ExportedClassifier):
+    """A .pt2 (torch.export) run on the CPU: its graph holds the device it was traced on."""
+    kind = "torch.export"
+
+    def __init__(self, path: Path):
+        extra = {"classifier.json": ""}
+        try:
+            self.program = torch.export.load(path, extra_files=extra).module()
+        except Exception as error:
+            raise UserError(f"{path} does not load as a torch.export program ({type(error).__name__}); export "
+                            "it again with predict.py --export") from None
+        super().__init__(path, json.loads(extra["classifier.json"] or "{}"))
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.program(images.cpu())

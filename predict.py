@@ -11,7 +11,7 @@
     python predict.py cat.jpg --weights weights/swin_tiny_patch4_window7_224.pth \\
         --model swin_tiny_patch4_window7_224 --num-classes 1000    # official ImageNet weights: indices
     python predict.py --export flowers.onnx             # ONNX; or .pt2 (torch.export), .pt (TorchScript)
-    python predict.py photos/ --weights flowers.onnx    # the same results through ONNX Runtime
+    python predict.py photos/ --weights flowers.onnx    # the same results through ONNX Runtime (or a .pt2)
 
 Results go to stdout; the checkpoint used, unreadable files and progress to stderr. Exit status 1
 when an image could not be read (the others are still classified), 2 for a usage error.
@@ -29,7 +29,7 @@ from tqdm import tqdm
 import plots
 from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, Normalize, build_loader, build_transform, default_workers,
                   load_rgb)
-from export import OnnxClassifier, choose_exporter
+from export import ExportedClassifier, choose_exporter, load_program
 from images import image_problem, list_images, read_class_indices
 from model import create_model, resolve_variant
 from weights import model_from_state_dict
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="*", help="image files, folders (searched recursively) or glob patterns")
     g = p.add_argument_group("model")
     g.add_argument("--weights", type=Path, metavar="FILE", help="a train.py checkpoint or run folder, a plain "
-                   "state dict with --model, or an .onnx that --export wrote (default: the newest runs/*/best.pth)")
+                   "state dict with --model, or an .onnx or .pt2 that --export wrote (default: the newest runs/*/best.pth)")
     g.add_argument("--model", metavar="NAME", help="the variant of a plain state dict (a train.py checkpoint "
                    "names its own)")
     g.add_argument("--num-classes", type=POSITIVE_INT, metavar="N", help="checked against the weights' classifier "
@@ -89,19 +89,19 @@ def main(argv=None) -> None:
     paths = list_images(args.images)  # before loading the model: a mistyped path fails at once
     device = select_device(args.device)
     clf = load_classifier(args)
-    onnx = isinstance(clf.model, OnnxClassifier)
-    if onnx and export is not None:
+    program = isinstance(clf.model, ExportedClassifier)
+    if program and export is not None:
         raise UserError(f"--export needs a checkpoint to export from, not the program {clf.source}")
     clf.model.to(device).eval()
-    device = clf.model.device if onnx else device  # where ONNX Runtime runs: its providers decide
+    device = clf.model.device if program else device  # where a program runs: its runtime decides
     print(f"{clf.source}: {clf.model.variant}, {len(clf.class_names)} classes, {clf.model.img_size} px, "
-          f"on {device}" + (" (ONNX Runtime)" if onnx else ""), file=sys.stderr)
+          f"on {device}" + (f" ({clf.model.kind})" if program else ""), file=sys.stderr)
     if export is not None:
         note = export(clf, args.export, device)
         print(f"wrote {args.export} ({note})", file=sys.stderr)
     k, width = min(args.topk, len(clf.class_names)), max(len(name) for name in clf.class_names)
     transform = build_transform(clf.model.img_size, train=False, crop_pct=clf.crop_pct)
-    normalize = None if onnx else Normalize(clf.mean, clf.std)  # the program normalises: it takes the uint8 crop
+    normalize = None if program else Normalize(clf.mean, clf.std)  # a program normalises: it takes the uint8 crop
     results, failed, card_names = [], [], set()
     for path, probs in classify(clf.model, paths, transform, normalize, device, args) if paths else ():
         if probs is None:
@@ -129,14 +129,14 @@ def main(argv=None) -> None:
 
 
 def load_classifier(args) -> Classifier:
-    """The model, class names and preprocessing of a train.py checkpoint, of an .onnx that --export
+    """The model, class names and preprocessing of a train.py checkpoint, of an .onnx or .pt2 that --export
     wrote, or of a plain state dict and the flags that describe it."""
     path = args.weights or newest_run_checkpoint()
     path = path / "best.pth" if path.is_dir() else path
-    ckpt = None if path.suffix.lower() == ".onnx" else load_checkpoint(path)
+    ckpt = None if path.suffix.lower() in (".onnx", ".pt2") else load_checkpoint(path)
     size = {"img_size": args.img_size} if args.img_size else {}
     if ckpt is None:  # what --export wrote: the program carries its names and preprocessing, as a checkpoint does
-        model = OnnxClassifier(path)
+        model = load_program(path)
         if args.img_size and args.img_size != model.img_size:
             raise UserError(f"--img-size {args.img_size} was given, but {path} was exported for "
                             f"{model.img_size} px; drop --img-size (the program resizes any image itself)")
@@ -173,7 +173,7 @@ def newest_run_checkpoint() -> Path:
 
 def classify(model, paths: list[str], transform, normalize, device, args):
     """(path, probabilities) for each image in order; (path, None) for one that cannot be read.
-    `transform` makes each image a uint8 crop; `normalize` (None for an .onnx) the model's input of a batch."""
+    `transform` makes each image a uint8 crop; `normalize` (None for a program) the model's input of a batch."""
     few = len(paths) <= args.batch_size  # one batch: worker processes would cost more than they save
     workers = args.workers if args.workers is not None else 0 if device.type == "cpu" else default_workers(device)
     loader = build_loader(ImageDataset([(p, 0) for p in paths], transform), args.batch_size, train=False,

@@ -14,6 +14,7 @@ import random
 import re
 import signal
 import sys
+import zipfile
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -199,6 +200,9 @@ def load_checkpoint(path):
                 f"{path} holds pickled Python objects besides tensors ({found.group(1)}), and loading it "
                 "could run code, so it is refused. If you trust the file, re-save only its weights: "
                 "torch.save(torch.load(f, weights_only=False)['model'], 'clean.pth')") from None
+        if zipfile.is_zipfile(path) and any("/code/__torch__/" in name for name in zipfile.ZipFile(path).namelist()):
+            raise UserError(f"{path} is a TorchScript program: torch.jit.load runs it. predict.py --weights takes "
+                            "a checkpoint, or an .onnx or .pt2 program") from None
         raise UserError(f"{path} is not a PyTorch checkpoint (torch.load: {type(err).__name__})") from None
 
 

@@ -332,6 +332,18 @@ def test_pt2_export_gives_the_checkpoint_logits(trained, checkpoint, photos, tmp
     model.load_state_dict(checkpoint["model"])
     with torch.no_grad():
         torch.testing.assert_close(program(crop[None]), model(normalize(crop)[None]), rtol=1e-4, atol=1e-4)
+    # predict.py runs the program as it runs the checkpoint, and prints the same
+    chosen = [photos[0], photos[50], photos[99]]
+    _, want, _ = run_predict(capsys, monkeypatch, trained, *chosen, "--json")
+    _, got, err = run_predict(capsys, monkeypatch, trained, *chosen, "--json", "--weights", tmp_path / "flowers.pt2")
+    assert "flowers.pt2: swin_micro_patch4_window4_128, 5 classes, 64 px, on cpu (torch.export)" in err
+    assert_same(result_entries(json_lines(got)), result_entries(json_lines(want)), last_digit=1e-6)
+
+
+def test_a_torchscript_program_to_weights_says_how_to_run_it(trained, photos, tmp_path, capsys, monkeypatch):
+    run_predict(capsys, monkeypatch, trained, "--export", tmp_path / "flowers.pt")
+    with pytest.raises(UserError, match=r"flowers\.pt is a TorchScript program: torch\.jit\.load runs it"):
+        run_predict(capsys, monkeypatch, trained, photos[0], "--weights", tmp_path / "flowers.pt")
 
 
 @pytest.mark.parametrize("args", ["--export x.onnx", "img.jpg --weights x.onnx"])
