@@ -3,7 +3,7 @@
     python predict.py --export flowers.onnx --weights runs/<name>/best.pth   # ONNX Runtime, TensorRT, OpenVINO
     python predict.py --export flowers.pt2                                   # a torch.export program
     python predict.py --export flowers.pt                                    # TorchScript (deprecated by PyTorch)
-    python predict.py photos/ --weights flowers.onnx                         # predict.py runs an .onnx too
+    python predict.py photos/ --weights flowers.onnx                         # predict.py runs an .onnx or .pt2 too
 
     session = onnxruntime.InferenceSession("flowers.onnx")
     logits = session.run(None, {"images": images})[0]      # (B, 3, H, W) uint8 RGB, any H x W
