@@ -68,12 +68,13 @@ def sha256_of(path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, dest, sha256: str | None = None) -> str:
+def download(url: str, dest, sha256: str | None = None, wanted_at=None) -> str:
     """Download `url` to `dest` with a progress bar; returns the file's SHA-256.
 
     The bytes go to a temporary file beside `dest`, renamed to `dest` only once complete and,
     when `sha256` is given, matching it; on any failure the temporary file is deleted, so `dest`
-    is either a whole, checked file or absent.
+    is either a whole, checked file or absent. `wanted_at` (default `dest`) is where an error
+    message tells the user to put a file fetched by other means.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +100,7 @@ def download(url: str, dest, sha256: str | None = None) -> str:
     except (urllib.error.URLError, HTTPException, OSError) as error:
         reason = error.reason if type(error) is urllib.error.URLError else error  # HTTPError: keep the status
         raise UserError(f"could not download {url} to {dest}: {reason}. Check the network, "
-                        f"or fetch the file by other means and put it at {dest}") from None
+                        f"or fetch the file by other means and put it at {wanted_at or dest}") from None
     finally:
         partial.unlink(missing_ok=True)
     return digest.hexdigest()
@@ -185,7 +186,7 @@ def fetch_official_weights(variant: str, folder="weights", base_url: str | None 
     url = (base_url or OFFICIAL_WEIGHTS_URL).rstrip("/") + "/" + OFFICIAL_WEIGHTS[variant]
     staging = dest.with_name(f".{dest.name}.download")
     print(f"downloading the official weights of {variant} from {url}")
-    download(url, staging)
+    download(url, staging, wanted_at=dest)  # checked as a checkpoint before it takes the name
     try:
         load_checkpoint(staging)
         os.replace(staging, dest)

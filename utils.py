@@ -191,6 +191,10 @@ def load_checkpoint(path):
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         return load_file(str(path))
+    if zipfile.is_zipfile(path) and any("/code/__torch__/" in name for name in zipfile.ZipFile(path).namelist()):
+        # torch.load would warn and hand it to torch.jit.load, which runs its code
+        raise UserError(f"{path} is a TorchScript program: torch.jit.load runs it. predict.py --weights takes "
+                        "a checkpoint, or an .onnx or .pt2 program")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a file that is no checkpoint raises anything from KeyError to RuntimeError
@@ -200,9 +204,6 @@ def load_checkpoint(path):
                 f"{path} holds pickled Python objects besides tensors ({found.group(1)}), and loading it "
                 "could run code, so it is refused. If you trust the file, re-save only its weights: "
                 "torch.save(torch.load(f, weights_only=False)['model'], 'clean.pth')") from None
-        if zipfile.is_zipfile(path) and any("/code/__torch__/" in name for name in zipfile.ZipFile(path).namelist()):
-            raise UserError(f"{path} is a TorchScript program: torch.jit.load runs it. predict.py --weights takes "
-                            "a checkpoint, or an .onnx or .pt2 program") from None
         raise UserError(f"{path} is not a PyTorch checkpoint (torch.load: {type(err).__name__})") from None
 
 

@@ -136,6 +136,10 @@ def test_official_weights_are_fetched_checked_and_named(served, tmp_path):
     assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["swin_tiny_patch4_window7_224.pth"]
     with pytest.raises(UserError, match="no official weights"):
         fetch_official_weights("swin_micro_patch4_window4_128", tmp_path / "weights", base_url=url)
+    # not there: the message names where a file fetched by other means goes, not the staging file
+    want = tmp_path / "weights" / "swin_base_patch4_window7_224.pth"
+    with pytest.raises(UserError, match=f"put it at {want}$"):
+        fetch_official_weights("swin_base_patch4_window7_224", tmp_path / "weights", base_url=url)
 
 
 def sample_archive(folder: Path, work: Path, photos: Path) -> str:
