@@ -251,7 +251,8 @@ def resume_config(parser, cfg, argv) -> tuple:
     if cfg.eval_only:
         return cfg, checkpoint
     given = explicit_flags(parser, argv)
-    saved = {k: v for k, v in checkpoint["config"].items() if k not in given and hasattr(cfg, k)}
+    # the loader's worker count follows the machine the run goes on on (it does not change the results)
+    saved = {k: v for k, v in checkpoint["config"].items() if k not in given and k != "workers" and hasattr(cfg, k)}
     cfg = argparse.Namespace(**{**vars(cfg), **saved, "resume": cfg.resume})
     cfg.data_path, cfg.output = Path(cfg.data_path), Path(cfg.output)
     return cfg, checkpoint

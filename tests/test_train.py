@@ -236,6 +236,16 @@ def test_the_tutorials_flags_as_it_types_them():
     assert utils.select_device("CPU") == torch.device("cpu")
 
 
+def test_a_resumed_run_keeps_its_settings_but_not_the_old_machines_worker_count(tmp_path):
+    torch.save({"class_names": ["a", "b"], "epoch": 1,
+                "config": {"lr": 0.003, "epochs": 9, "workers": 15, "data_path": "photos", "output": "runs"}},
+               tmp_path / "last.pth")
+    parser = train.build_parser()
+    for argv, lr in ((["--resume", str(tmp_path)], 0.003), (["--resume", str(tmp_path), "--lr", "0.01"], 0.01)):
+        cfg, checkpoint = train.resume_config(parser, utils.parse_config(parser, argv), argv)
+        assert (cfg.lr, cfg.epochs, cfg.workers, checkpoint["epoch"]) == (lr, 9, None, 1)  # None: this machine's
+
+
 def test_defaults_are_the_tutorials():
     cfg = utils.parse_config(train.build_parser(), ["--data-path", "flower_photos", "--num-classes", "5"])
     assert (cfg.model, cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay) == \
