@@ -311,11 +311,14 @@ class StopSignal:
 
     def __init__(self):
         self.requested = None
+        self._pid = os.getpid()
         self._previous = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
+        if os.getpid() != self._pid:  # a loader worker forked with this handler, before it set its own
+            return
         if self.requested is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
