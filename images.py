@@ -213,8 +213,9 @@ def read_class_root(root: Path, check: bool = True):
                         f"folder per class, or a split: {root}/train/<class>/ and {root}/val/<class>/")
     if len(folders) == 1:  # often an archive extracted into a folder of its own name
         nested = any(path.is_dir() and not path.name.startswith(".") for path in folders[0].iterdir())
+        hint = f"; the class folders seem to be in it: use {folders[0]}" if nested else ""
         raise UserError(f"{root} holds one class folder, {folders[0].name!r}: a classifier needs two or more, one "
-                        "folder per class" + (f"; the class folders seem to be in it: use {folders[0]}" if nested else ""))
+                        f"folder per class{hint}")
     images, skipped = [], []
     for folder in folders:
         good, bad = read_class_folder(folder, check)

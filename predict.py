@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="*", help="image files, folders (searched recursively) or glob patterns")
     g = p.add_argument_group("model")
     g.add_argument("--weights", type=Path, metavar="FILE", help="a train.py checkpoint or run folder, a plain "
-                   "state dict with --model, or an .onnx or .pt2 that --export wrote (default: the newest runs/*/best.pth)")
+                   "state dict with --model, or an .onnx or .pt2 that --export wrote (default: the newest "
+                   "runs/*/best.pth)")
     g.add_argument("--model", metavar="NAME", help="the variant of a plain state dict (a train.py checkpoint "
                    "names its own)")
     g.add_argument("--num-classes", type=POSITIVE_INT, metavar="N", help="checked against the weights' classifier "

@@ -71,7 +71,8 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
     for (precision, recall, support), name in zip(engine.per_class_metrics(result["confusion"]), classes):
         lines.append(f"{name:<{width}}  {precision:9.3f}  {recall:6.3f}  {support:6d}")
     lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
-    lines += [f"{name:<{width}}  " + " ".join(f"{int(v):5d}" for v in row) for name, row in zip(classes, result["confusion"])]
+    lines += [f"{name:<{width}}  " + " ".join(f"{int(v):5d}" for v in row)
+              for name, row in zip(classes, result["confusion"])]
     text = "\n".join(lines)
     (folder / "report.txt").write_text(text + "\n")
     return text

@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--warmup-epochs", type=NON_NEGATIVE, default=1.0, help="linear warmup, then cosine (default: 1)")
     g.add_argument("--warmup-lr", type=NON_NEGATIVE, default=1e-7, help="lr at the start of warmup (default: 1e-7)")
     g.add_argument("--min-lr", type=NON_NEGATIVE, default=1e-6, help="lr at the end of the cosine (default: 1e-6)")
-    g.add_argument("--layer-decay", type=ranged(float, 0, 1, low_open=True), default=1.0, help="layer-wise lr decay, 1 = off (default: 1)")
+    g.add_argument("--layer-decay", type=ranged(float, 0, 1, low_open=True), default=1.0,
+                   help="layer-wise lr decay, 1 = off (default: 1)")
     g.add_argument("--label-smoothing", type=FRACTION, default=0.1, help="default: 0.1")
     g.add_argument("--mixup", type=NON_NEGATIVE, default=0.0, help="mixup alpha, 0 = off (default: 0)")
     g.add_argument("--cutmix", type=NON_NEGATIVE, default=0.0, help="cutmix alpha, 0 = off (default: 0)")
@@ -160,7 +161,8 @@ def main(argv=None) -> None:
     net = model
     distributed = torch.distributed.is_initialized()
     if distributed:  # every parameter that trains gets a gradient: no search for unused ones
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(model,
+                                                        device_ids=[local_rank] if device.type == "cuda" else None)
     if cfg.compile and not cfg.eval_only:
         net = engine.compile_model(net, model, img_size, device)
 
@@ -287,7 +289,8 @@ def build_model(cfg, num_classes: int, checkpoint, main_process: bool):
         model.load_state_dict(checkpoint["model"])
         return model
     variant = resolve_variant(cfg.model)
-    overrides = {k: getattr(cfg, k) for k in ("img_size", "drop_path_rate", "window_size") if getattr(cfg, k) is not None}
+    overrides = {k: getattr(cfg, k) for k in ("img_size", "drop_path_rate", "window_size")
+                 if getattr(cfg, k) is not None}
     model = create_model(variant, num_classes=num_classes, grad_checkpointing=cfg.grad_checkpointing, **overrides)
     weights = cfg.weights or Path("weights") / f"{variant}.pth"
     if cfg.weights == "none":
@@ -408,7 +411,8 @@ def run_epochs(state, cfg, train_loader, sampler, val_loader, classes, stop, on_
                            run_name=".")
     if main_process and val is not None:  # best.pth's evaluation, unless it was made before a resume
         result, checkpoint = best or (val, f"{run_dir / 'last.pth'} (epoch {state.epoch})")
-        report.write_evaluation(run_dir, result, classes, checkpoint, state.model.variant, "val", run_dir / "metrics.csv")
+        report.write_evaluation(run_dir, result, classes, checkpoint, state.model.variant, "val",
+                                run_dir / "metrics.csv")
         print(f"what {checkpoint} gets wrong, to open in a browser: {run_dir / 'report.html'}")
 
 

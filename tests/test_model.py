@@ -323,7 +323,8 @@ def test_names_and_aliases():
     assert model.resolve_variant("swin_base_patch4_window7_224.ms_in22k") == "swin_base_patch4_window7_224_in22k"
     with pytest.raises(UserError, match="swin_tiny_patch4_window7_224.*Valid models: .*swinv2_large"):
         create_model("swin_tiny_patch4_window7")
-    with pytest.raises(UserError, match="Did you mean swin_tiny_patch4_window7_224, swin_tiny_patch4_window7_224_in22k"):
+    with pytest.raises(UserError,
+                       match="Did you mean swin_tiny_patch4_window7_224, swin_tiny_patch4_window7_224_in22k"):
         create_model("swin_tiny")  # a short form lists the variants it begins
 
 
