@@ -1,0 +1,74 @@
+"""What a training run tells its user as it goes: the line per epoch, TensorBoard's scalars and pictures,
+metrics.csv, and warnings about its data (files left out, imbalanced classes)."""
+import csv
+import sys
+from pathlib import Path
+
+import torch
+
+import engine
+import plots
+from data import IMAGENET_MEAN, IMAGENET_STD
+from images import class_imbalance
+
+
+def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, classes: list, improved: bool) -> None:
+    epoch, lr = state.epoch, state.optimizer.param_groups[0]["lr"]
+    throughput = train["images"] / max(train["seconds"], 1e-9)
+    wait_share = train["data_seconds"] / max(train["seconds"], 1e-9)
+    scalars = {"loss/train": train["loss"], "loss/val": val["loss"], "acc1/train": train["acc1"],
+               "acc5/train": train["acc5"], "acc1/val": val["acc1"], "balanced_acc/val": val["balanced_acc"],
+               "acc5/val": val["acc5"], "lr": lr, "time/epoch_seconds": train["seconds"],
+               "throughput/images_per_second": throughput, "data/wait_share": wait_share,
+               "data/failed_images": len(train["failed"]) + len(val["failed"])}
+    if ema_val is not None:
+        scalars["acc1/val_ema"] = ema_val["acc1"]
+    if torch.cuda.is_available():
+        scalars["memory/gpu_max_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    for key, value in scalars.items():
+        writer.add_scalar(key, value, epoch)
+    for (_, recall, _), name in zip(engine.per_class_metrics(val["confusion"]), classes):
+        writer.add_scalar(f"class_recall/{name}", recall, epoch)
+    writer.add_image("confusion_matrix/val", plots.to_chw(plots.confusion_matrix_image(
+        val["confusion"], classes, f"validation, epoch {epoch}")), epoch)
+    writer.flush()
+    new_file = not (run_dir / "metrics.csv").exists()
+    with open(run_dir / "metrics.csv", "a", newline="") as f:
+        row = {"epoch": epoch, "step": state.step, **{k.replace("/", "_"): round(v, 6) for k, v in scalars.items()}}
+        out = csv.DictWriter(f, fieldnames=list(row))
+        if new_file:
+            out.writeheader()
+        out.writerow(row)
+    for path in train["failed"] + val["failed"]:
+        print(f"warning: skipped an image that failed to load: {path}", file=sys.stderr)
+    ema = f"  ema top-1 {ema_val['acc1']:.4f}" if ema_val is not None else ""
+    print(f"epoch {epoch:3d}  train loss {train['loss']:.4f} top-1 {train['acc1']:.4f}  "
+          f"val loss {val['loss']:.4f} top-1 {val['acc1']:.4f} balanced {val['balanced_acc']:.4f} "
+          f"top-5 {val['acc5']:.4f}{ema}  "
+          f"lr {lr:.2e}  {train['seconds']:.0f}s {throughput:.1f} img/s ({wait_share:.0%} waiting for data)"
+          f"{'  * best' if improved else ''}", flush=True)
+
+
+def warn_unreadable(skipped: list, shown: int = 10) -> None:
+    """Files that do not decode are left out of the run, and the user is told which and why."""
+    for path, reason in skipped[:shown]:
+        print(f"warning: left out {path}: {reason}", file=sys.stderr)
+    if len(skipped) > shown:
+        print(f"warning: and {len(skipped) - shown} more files that do not decode (split_data.py lists them all "
+              "in split_report.txt)", file=sys.stderr)
+
+
+def warn_if_imbalanced(classes: list, counts: list, balance: str) -> None:
+    imbalance = class_imbalance(classes, counts)
+    if imbalance:
+        hint = f"--balance {balance} compensates" if balance != "off" else \
+            "--balance sampler or --balance loss compensates (now off)"
+        print(f"warning: in the training images, {imbalance}; {hint}", file=sys.stderr)
+
+
+def log_training_images(writer, loader, normalize, classes: list) -> None:
+    """A grid of augmented training images with their labels, to check the input pipeline by eye."""
+    images, labels, _, _ = next(iter(loader))
+    if len(labels):
+        grid = plots.image_grid(normalize(images[:32]), [classes[i] for i in labels[:32]], IMAGENET_MEAN, IMAGENET_STD)
+        writer.add_image("train/augmented_images", plots.to_chw(grid), 0)
