@@ -45,10 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--download", action="store_true", help="download and extract flower_photos first")
     parser.add_argument("--url", default=FLOWER_PHOTOS_URL, help="where --download fetches the archive")
     parser.add_argument("--sha256", default=FLOWER_PHOTOS_SHA256, help="the archive's expected SHA-256")
-    args = parser.parse_args(argv)
-    if args.max_size is not None and args.max_size < 1:
-        parser.error(f"--max-size must be a positive number of pixels, not {args.max_size}")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:

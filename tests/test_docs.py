@@ -1,0 +1,57 @@
+"""The commands that README.md and the scripts' docstrings show parse as they are written, with
+the scripts' own parsers: a flag renamed or removed fails here, not in a user's terminal."""
+import ast
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+import predict
+import split_data
+import train
+import utils
+
+ROOT = Path(__file__).resolve().parents[1]
+PARSE = {
+    "train.py": lambda args: utils.parse_config(train.build_parser(), args),
+    "predict.py": lambda args: predict.build_parser().parse_args(args),
+    "split_data.py": lambda args: split_data.parse_args(args),
+}
+
+
+def documented_commands() -> list:
+    """(where, script, arguments) of every `python <script>` or `torchrun ... <script>` line."""
+    found = []
+    texts = {"README.md": (ROOT / "README.md").read_text()}
+    texts.update({f"{path.name} docstring": ast.get_docstring(ast.parse(path.read_text())) or ""
+                  for path in sorted(ROOT.glob("*.py"))})
+    for source, text in texts.items():
+        text = text.replace("\\\n", " ")  # continued lines, as a shell joins them
+        for number, line in enumerate(text.splitlines(), 1):
+            for command in line.split("&&"):
+                command = command.strip().removeprefix("$ ")
+                if not re.match(r"(python3? |torchrun )", command):
+                    continue
+                words = shlex.split(command, comments=True)
+                words = words[:next((i for i, w in enumerate(words) if w in (">", "<", "|", "2>")), len(words))]
+                scripts = [i for i, word in enumerate(words) if word in PARSE]
+                if scripts:
+                    found.append((f"{source} line {number}", words[scripts[0]], words[scripts[0] + 1:]))
+    return found
+
+
+COMMANDS = documented_commands()
+
+
+def test_the_docs_show_commands_of_every_script():
+    assert {script for _, script, _ in COMMANDS} == set(PARSE) and len(COMMANDS) > 40
+
+
+@pytest.mark.parametrize("where, script, args", COMMANDS, ids=[f"{w} {s}" for w, s, _ in COMMANDS])
+def test_documented_command_parses(where, script, args, monkeypatch):
+    monkeypatch.chdir(ROOT)  # --config configs/... as from the clone's root
+    try:
+        PARSE[script](args)
+    except SystemExit as stop:
+        pytest.fail(f"{where}: python {script} {' '.join(args)} does not parse (exit {stop.code})")
