@@ -1,11 +1,15 @@
-"""The commands that README.md and the scripts' docstrings show parse as they are written, with
-the scripts' own parsers: a flag renamed or removed fails here, not in a user's terminal."""
+"""The commands that README.md, the scripts' docstrings and bench/gpu_session.sh show parse as they
+are written, with the scripts' and benchmarks' own parsers: a flag renamed or removed fails here,
+not in a user's terminal (or in a GPU session's few minutes)."""
 import ast
+import importlib
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import predict
 import split_data
@@ -18,6 +22,17 @@ PARSE = {
     "predict.py": lambda args: predict.build_parser().parse_args(args),
     "split_data.py": lambda args: split_data.parse_args(args),
 }
+BENCHMARKS = sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "bench").glob("bench_*.py"))
+
+
+def parse_benchmark(script: str, args: list, monkeypatch) -> None:
+    """A benchmark's parse_args() on `args`, its device left unresolved (a GPU command parses on a CPU)."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    module = importlib.import_module(Path(script).stem)
+    monkeypatch.setattr(module, "select_device", lambda name, *rest: torch.device("cpu" if name == "auto" else name),
+                        raising=False)
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    module.parse_args()
 
 
 def documented_commands() -> list:
@@ -25,7 +40,7 @@ def documented_commands() -> list:
     found = []
     texts = {"README.md": (ROOT / "README.md").read_text()}
     texts.update({f"{path.name} docstring": ast.get_docstring(ast.parse(path.read_text())) or ""
-                  for path in sorted(ROOT.glob("*.py"))})
+                  for path in sorted([*ROOT.glob("*.py"), *(ROOT / "bench").glob("*.py")])})
     for source, text in texts.items():
         text = text.replace("\\\n", " ")  # continued lines, as a shell joins them
         for number, line in enumerate(text.splitlines(), 1):
@@ -35,9 +50,13 @@ def documented_commands() -> list:
                     continue
                 words = shlex.split(command, comments=True)
                 words = words[:next((i for i, w in enumerate(words) if w in (">", "<", "|", "2>")), len(words))]
-                scripts = [i for i, word in enumerate(words) if word in PARSE]
+                scripts = [i for i, word in enumerate(words) if word in PARSE or word in BENCHMARKS]
                 if scripts:
                     found.append((f"{source} line {number}", words[scripts[0]], words[scripts[0] + 1:]))
+    # the GPU session's parts: `part NAME SECONDS python3 bench/...`, some inside bash -c "... && ..."
+    session = (ROOT / "bench" / "gpu_session.sh").read_text().replace("\\\n", " ")
+    for match in re.finditer(r"python3 (bench/bench_\w+\.py)([^;&\"]*)", session):
+        found.append(("gpu_session.sh", match.group(1), shlex.split(match.group(2))))
     return found
 
 
@@ -45,13 +64,13 @@ COMMANDS = documented_commands()
 
 
 def test_the_docs_show_commands_of_every_script():
-    assert {script for _, script, _ in COMMANDS} == set(PARSE) and len(COMMANDS) > 40
+    assert {script for _, script, _ in COMMANDS} == set(PARSE) | set(BENCHMARKS) and len(COMMANDS) > 60
 
 
 @pytest.mark.parametrize("where, script, args", COMMANDS, ids=[f"{w} {s}" for w, s, _ in COMMANDS])
 def test_documented_command_parses(where, script, args, monkeypatch):
     monkeypatch.chdir(ROOT)  # --config configs/... as from the clone's root
     try:
-        PARSE[script](args)
+        PARSE[script](args) if script in PARSE else parse_benchmark(script, args, monkeypatch)
     except SystemExit as stop:
         pytest.fail(f"{where}: python {script} {' '.join(args)} does not parse (exit {stop.code})")
