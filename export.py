@@ -108,7 +108,8 @@ class Deployable(torch.nn.Module):
     def __init__(self, net, clf):
         super().__init__()
         self.net, self.class_names, self.img_size = net, list(clf.class_names), int(clf.model.img_size)
-        self.preprocess = Preprocess(self.img_size, clf.crop_pct, clf.mean, clf.std)
+        device = next(net.parameters()).device
+        self.preprocess = Preprocess(self.img_size, clf.crop_pct, clf.mean, clf.std).to(device)
         self.requires_grad_(False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -307,8 +308,8 @@ class Pt2Classifier(ExportedClassifier):
         try:
             self.program = torch.export.load(path, extra_files=extra).module()
         except Exception as error:
-            raise UserError(f"{path} does not load as a torch.export program ({type(error).__name__}); export "
-                            "it again with predict.py --export") from None
+            raise UserError(f"{path} does not load as a torch.export program ({type(error).__name__}: "
+                            f"{str(error).splitlines()[0] if str(error) else ''})") from None
         super().__init__(path, json.loads(extra["classifier.json"] or "{}"))
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the checkpoint's names; for a plain state dict, the class indices)")
     g.add_argument("--img-size", type=POSITIVE_INT, help="input size (default: the checkpoint's, else the variant's)")
     g.add_argument("--tta", action="store_true", help="average with the mirrored image (default: off)")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
+    g.add_argument("--device", type=str, default="auto",
+                   help="auto, cpu, cuda, cuda:N or a GPU index N (default: auto)")
     g.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="mixed precision; auto = "
                    "bf16 or fp16 on a GPU, off on a CPU, where bf16 pays on CPUs with AMX (default: auto)")
     g.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="default: 32")
@@ -179,7 +180,7 @@ def classify(model, paths: list[str], transform, normalize, device, args):
     workers = args.workers if args.workers is not None else 0 if device.type == "cpu" else default_workers(device)
     loader = build_loader(ImageDataset([(p, 0) for p in paths], transform), args.batch_size, train=False,
                           num_workers=0 if few else workers)
-    amp = amp_dtype(args.amp, device)
+    amp = None if isinstance(model, ExportedClassifier) else amp_dtype(args.amp, device)  # a program is fp32
     bar = tqdm(total=len(paths), desc="classifying", unit="img", file=sys.stderr, leave=False,
                disable=True if few or not args.progress else None)
     for start, (images, _, loaded, _) in zip(range(0, len(paths), args.batch_size), loader):

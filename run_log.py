@@ -54,8 +54,8 @@ def warn_unreadable(skipped: list, shown: int = 10) -> None:
     for path, reason in skipped[:shown]:
         print(f"warning: left out {path}: {reason}", file=sys.stderr)
     if len(skipped) > shown:
-        print(f"warning: and {len(skipped) - shown} more files that do not decode (split_data.py lists them all "
-              "in split_report.txt)", file=sys.stderr)
+        print(f"warning: and {len(skipped) - shown} more files that do not decode (python split_data.py "
+              "--data-path <folder> lists every one in split_report.txt)", file=sys.stderr)
 
 
 def warn_if_imbalanced(classes: list, counts: list, balance: str) -> None:

@@ -91,12 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ema-decay", type=FRACTION, default=0.9998, help="default: 0.9998")
     g.add_argument("--seed", type=COUNT, default=0, help="default: 0")
     g = p.add_argument_group("run")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
+    g.add_argument("--device", type=str, default="auto",
+                   help="auto, cpu, cuda, cuda:N or a GPU index N (default: auto)")
     g.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
                    help="mixed precision; auto = bf16 where the GPU has it, else fp16 with loss scaling; off on "
                         "a CPU; off on a GPU runs TF32 matmuls (default: auto)")
     g.add_argument("--output", type=Path, default=Path("runs"), help="default: runs")
-    g.add_argument("--name", help="run folder name (default: <model>-<date>-<time>)")
+    g.add_argument("--name", type=str, help="run folder name (default: <model>-<date>-<time>)")
     g.add_argument("--resume", type=Path, help="a checkpoint, or a run folder (uses its last.pth)")
     g.add_argument("--save-every-steps", type=COUNT, default=0, help="also save last.pth every N steps (default: off)")
     g.add_argument("--stop-after-epochs", type=COUNT, default=0,
@@ -285,7 +286,7 @@ def build_model(cfg, num_classes: int, checkpoint, main_process: bool):
         overrides = dict(checkpoint["model_overrides"], grad_checkpointing=cfg.grad_checkpointing)
         model = create_model(checkpoint["variant"], **overrides)
         model.load_state_dict(checkpoint["model"])
-        return model
+        return freeze_all_but_the_head(model) if cfg.freeze_layers else model
     variant = resolve_variant(cfg.model)
     overrides = {k: getattr(cfg, k) for k in ("img_size", "drop_path_rate", "window_size")
                  if getattr(cfg, k) is not None}
@@ -302,9 +303,13 @@ def build_model(cfg, num_classes: int, checkpoint, main_process: bool):
         hint = "--download-weights fetches the official ones" if variant in OFFICIAL_WEIGHTS else "none exist"
         print(f"notice: no pretrained weights (no --weights, no {weights}): training {variant} from scratch; "
               f"{hint} (weights/README.md)")
-    if cfg.freeze_layers:
-        for name, param in model.named_parameters():
-            param.requires_grad = name.startswith("head.")
+    return freeze_all_but_the_head(model) if cfg.freeze_layers else model
+
+
+def freeze_all_but_the_head(model):
+    """--freeze-layers: only the classifier trains (and gets optimizer state, which a resume must match)."""
+    for name, param in model.named_parameters():
+        param.requires_grad = name.startswith("head.")
     return model
 
 

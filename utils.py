@@ -104,6 +104,8 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
         action = actions[key]
         if action.nargs == 0 and not isinstance(value, bool):  # a switch: --ema, --no-ema
             raise UserError(f"{path}: {key}: {value!r} is not true or false")
+        if isinstance(value, bool) and action.choices is not None:  # YAML 1.1 reads amp: off as False
+            value = {False: "off", True: "on"}[value]
         # Every value is converted as the flag's text would be: YAML reads 1e-4 as a string (YAML 1.1
         # wants a dot), and 2.5 given for a count must fail here, not as a TypeError in range().
         if value is not None and action.type is not None:
@@ -191,10 +193,9 @@ def load_checkpoint(path):
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         return load_file(str(path))
-    if zipfile.is_zipfile(path) and any("/code/__torch__/" in name for name in zipfile.ZipFile(path).namelist()):
-        # torch.load would warn and hand it to torch.jit.load, which runs its code
-        raise UserError(f"{path} is a TorchScript program: torch.jit.load runs it. predict.py --weights takes "
-                        "a checkpoint, or an .onnx or .pt2 program")
+    if is_torchscript(path):  # torch.load would warn and hand it to torch.jit.load, which runs its code
+        raise UserError(f"{path} is a TorchScript program, not a checkpoint: torch.jit.load runs it. Give a "
+                        "checkpoint or state dict (predict.py also runs .onnx and .pt2 programs)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a file that is no checkpoint raises anything from KeyError to RuntimeError
@@ -205,6 +206,13 @@ def load_checkpoint(path):
                 "could run code, so it is refused. If you trust the file, re-save only its weights: "
                 "torch.save(torch.load(f, weights_only=False)['model'], 'clean.pth')") from None
         raise UserError(f"{path} is not a PyTorch checkpoint (torch.load: {type(err).__name__})") from None
+
+
+def is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/__torch__/" in name for name in archive.namelist())
 
 
 def all_finite(state_dict: dict) -> bool:
@@ -267,9 +275,16 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
                         f"(torch {torch.__version__}). Use --device cpu, or install a CUDA build of torch.")
     if name == "cuda":
         name = f"cuda:{local_rank}"
-    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
-        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to "
-                        f"cuda:{torch.cuda.device_count() - 1}")
+    if name.startswith("cuda:"):
+        index = int(name[5:])
+        if index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to "
+                            f"cuda:{torch.cuda.device_count() - 1}")
+        if "LOCAL_RANK" in os.environ and index != local_rank:
+            raise UserError(f"--device {name} under torchrun: each process takes the GPU of its LOCAL_RANK; "
+                            "use --device cuda (or CUDA_VISIBLE_DEVICES to choose the GPUs)")
+        # the current device: where RNG states, memory figures and bf16 support are read without an index
+        torch.cuda.set_device(index)
     return torch.device(name)
 
 

@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from test_train import ROOT
 
 
@@ -17,6 +19,17 @@ def test_bench_train_compares_the_step_with_timm_and_the_loop_with_its_loader():
     assert "swin_micro_patch4_window4_128 at 64 px, batch 8, amp off, eager" in out
     for line in ("bare / timm", "e2e 320x240 / bare", "e2e 500x375 / bare", "waiting for data"):
         assert line in out, line
+
+
+@pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")  # torchvision 0.29 points to TorchCodec
+def test_bench_data_gpu_decoding_code_runs_on_the_cpu():
+    """--gpu-decode's batched decode, crop and resize, run on the CPU here: the same code as on a GPU."""
+    import argparse
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_data
+    samples = [(str(path), 0) for path in sorted((ROOT / "samples" / "flowers").glob("*/*.jpg"))]
+    args = argparse.Namespace(images=32, batch_size=8, img_size=64, rounds=1)
+    assert bench_data.gpu_decode_rate(args, samples, device="cpu") > 0
 
 
 def test_bench_attention_times_each_kind():

@@ -342,7 +342,7 @@ def test_pt2_export_gives_the_checkpoint_logits(trained, checkpoint, photos, tmp
 
 def test_a_torchscript_program_to_weights_says_how_to_run_it(trained, photos, tmp_path, capsys, monkeypatch):
     run_predict(capsys, monkeypatch, trained, "--export", tmp_path / "flowers.pt")
-    with pytest.raises(UserError, match=r"flowers\.pt is a TorchScript program: torch\.jit\.load runs it"):
+    with pytest.raises(UserError, match=r"flowers\.pt is a TorchScript program, not a checkpoint: torch\.jit\.load"):
         run_predict(capsys, monkeypatch, trained, photos[0], "--weights", tmp_path / "flowers.pt")
 
 

@@ -184,6 +184,10 @@ def test_config_precedence_and_unknown_keys(tmp_path):
     config.write_text("recipe: fancy\n")
     with pytest.raises(UserError, match="recipe"):
         utils.parse_config(train.build_parser(), ["--config", str(config)])
+    # what YAML reads as other types: off as False, a GPU index or a run name as a number
+    config.write_text("amp: off\nbalance: off\ndevice: 0\nname: 2024\n")
+    cfg = utils.parse_config(train.build_parser(), ["--config", str(config)])
+    assert (cfg.amp, cfg.balance, cfg.device, cfg.name) == ("off", "off", "0", "2024")
 
 
 @pytest.mark.parametrize("flag, value, message", [
@@ -348,6 +352,11 @@ def test_freeze_layers_trains_only_the_head(flowers, tmp_path):
     after = torch.load(tmp_path / "b" / "last.pth", weights_only=True)["model"]
     changed = {k for k in first if not torch.equal(first[k], after[k])}
     assert changed == {"head.weight", "head.bias"}
+    # resumed, it freezes again: its optimizer holds the head's state only, as the checkpoint's does
+    run_train("--resume", tmp_path / "b", "--epochs", "2")
+    resumed = torch.load(tmp_path / "b" / "last.pth", weights_only=True)
+    assert resumed["epoch"] == 2 and all(torch.equal(first[k], resumed["model"][k]) for k in first
+                                         if not k.startswith("head."))
 
 
 def test_weights_report_and_from_scratch_notice(flowers, tmp_path):
