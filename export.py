@@ -300,7 +300,7 @@ class OnnxClassifier(ExportedClassifier):
 
 
 class Pt2Classifier(ExportedClassifier):
-    """A .pt2 (torch.export) run on the CPU: its graph holds the device it was traced on."""
+    """A .pt2 (torch.export) run where it was exported, the CPU or a GPU: its graph keeps that device."""
     kind = "torch.export"
 
     def __init__(self, path: Path):
@@ -311,6 +311,10 @@ class Pt2Classifier(ExportedClassifier):
             raise UserError(f"{path} does not load as a torch.export program ({type(error).__name__}: "
                             f"{str(error).splitlines()[0] if str(error) else ''})") from None
         super().__init__(path, json.loads(extra["classifier.json"] or "{}"))
+        self.device = next(self.program.parameters()).device
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"{path} was exported on a GPU and runs on one only; on this machine, export it "
+                            "on the CPU (predict.py --export FILE.pt2 --device cpu)")
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self.program(images.cpu())
+        return self.program(images.to(self.device))

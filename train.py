@@ -17,6 +17,7 @@ browser) with misclassified.csv.
 """
 import argparse
 import math
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -119,9 +120,10 @@ def main(argv=None) -> None:
     cfg = parse_config(parser, argv)
     cfg, checkpoint = resume_config(parser, cfg, sys.argv[1:] if argv is None else argv)
     if checkpoint is not None and not cfg.eval_only and checkpoint["epoch"] >= cfg.epochs:
-        # not an error: a job that resumes until done ends here
-        print(f"{cfg.resume} has finished its {cfg.epochs} epochs (best top-1 {checkpoint['best_acc']:.4f}): nothing "
-              f"to train. To train on, add --epochs N, N above {checkpoint['epoch']}.")
+        # not an error: a job that resumes until done ends here (said once, under torchrun too)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"{cfg.resume} has finished its {cfg.epochs} epochs (best top-1 {checkpoint['best_acc']:.4f}): "
+                  f"nothing to train. To train on, add --epochs N, N above {checkpoint['epoch']}.")
         return
     rank, world_size, local_rank = init_distributed()
     main_process = rank == 0
