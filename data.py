@@ -19,7 +19,6 @@ bench/bench_data.py measures this against torchvision's ImageFolder.
 import math
 import os
 import random
-import signal
 from functools import partial
 
 import numpy as np
@@ -278,14 +277,6 @@ def default_workers(device: torch.device, processes: int = 1) -> int:
     return max(1, cores // per_machine - 1)
 
 
-def leave_stopping_to_the_main_process(worker_id: int) -> None:
-    """Ctrl-C in a terminal, and a job scheduler's SIGTERM, reach every process of the job, the loader's
-    workers too. The training process alone decides (it finishes the step, saves, and then ends its
-    workers): a worker that took the signal would print the notice again, or die and fail the step."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
 def build_loader(dataset, batch_size: int, train: bool, num_workers: int, sampler=None,
                  drop_last: bool | None = None, generator: torch.Generator | None = None) -> DataLoader:
     """Batches of (images, labels, paths, failed_paths); shuffled in training unless a sampler is given.
@@ -299,5 +290,4 @@ def build_loader(dataset, batch_size: int, train: bool, num_workers: int, sample
     return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
                       num_workers=num_workers, collate_fn=collate_skipping_failures,
                       pin_memory=torch.cuda.is_available(), drop_last=drop_last,
-                      persistent_workers=num_workers > 0, generator=generator,
-                      worker_init_fn=leave_stopping_to_the_main_process)
+                      persistent_workers=num_workers > 0, generator=generator)

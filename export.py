@@ -24,9 +24,11 @@ programs take one input type, uint8 (what image decoders give); the TorchScript 
 import contextlib
 import importlib
 import json
+import logging
 import math
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -299,22 +301,36 @@ class OnnxClassifier(ExportedClassifier):
         return torch.from_numpy(self.session.run(None, {"images": images.cpu().numpy()})[0])
 
 
+def exported_on_gpu(path: Path) -> bool:
+    """Whether a .pt2's tensors were saved from a GPU, read from its archive's tensor descriptions."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(b'"type": "cuda"' in archive.read(name) for name in archive.namelist()
+                   if name.endswith("_config.json"))
+
+
 class Pt2Classifier(ExportedClassifier):
     """A .pt2 (torch.export) run where it was exported, the CPU or a GPU: its graph keeps that device."""
     kind = "torch.export"
 
     def __init__(self, path: Path):
+        if exported_on_gpu(path) and not torch.cuda.is_available():  # loading would try to put it there
+            raise UserError(f"{path} was exported on a GPU and runs on one only; on this machine, export it "
+                            "on the CPU (predict.py --export FILE.pt2 --device cpu)")
         extra = {"classifier.json": ""}
+        quiet = logging.getLogger("torch.export")  # its own account of a failure: many lines, said below in one
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
         try:
             self.program = torch.export.load(path, extra_files=extra).module()
         except Exception as error:
             raise UserError(f"{path} does not load as a torch.export program ({type(error).__name__}: "
                             f"{str(error).splitlines()[0] if str(error) else ''})") from None
+        finally:
+            quiet.setLevel(level)
         super().__init__(path, json.loads(extra["classifier.json"] or "{}"))
         self.device = next(self.program.parameters()).device
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise UserError(f"{path} was exported on a GPU and runs on one only; on this machine, export it "
-                            "on the CPU (predict.py --export FILE.pt2 --device cpu)")
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self.program(images.to(self.device))

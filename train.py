@@ -244,18 +244,17 @@ def main(argv=None) -> None:
 
 def resume_config(parser, cfg, argv) -> tuple:
     """(config, checkpoint) of --resume, or (cfg, None) without it. A resumed run continues with the
-    settings it saved, except the flags typed now; --eval-only keeps the flags as typed."""
+    settings it saved, except the flags typed now; --eval-only takes only its data and split from them."""
     if not cfg.resume:
         return cfg, None
     path = cfg.resume / "last.pth" if cfg.resume.is_dir() else cfg.resume
     checkpoint = load_checkpoint(path)
     if not isinstance(checkpoint, dict) or "class_names" not in checkpoint:
         raise UserError(f"{path} is not a checkpoint of train.py; to start from its weights use --weights")
-    if cfg.eval_only:
-        return cfg, checkpoint
     given = explicit_flags(parser, argv)
     # the loader's worker count follows the machine the run goes on on (it does not change the results)
-    saved = {k: v for k, v in checkpoint["config"].items() if k not in given and k != "workers" and hasattr(cfg, k)}
+    kept = ("data_path", "val_ratio") if cfg.eval_only else [k for k in checkpoint["config"] if k != "workers"]
+    saved = {k: v for k, v in checkpoint["config"].items() if k in kept and k not in given and hasattr(cfg, k)}
     cfg = argparse.Namespace(**{**vars(cfg), **saved, "resume": cfg.resume})
     cfg.data_path, cfg.output = Path(cfg.data_path), Path(cfg.output)
     return cfg, checkpoint

@@ -322,7 +322,12 @@ def init_distributed():
 
 class StopSignal:
     """Turns the first Ctrl-C or SIGTERM into a request to stop after the current step; a second
-    Ctrl-C stops at once."""
+    Ctrl-C stops at once.
+
+    A terminal's Ctrl-C and a scheduler's SIGTERM reach every process of the job, the loader's
+    workers too, which are forked with this handler: there it does nothing, so that the training
+    process alone decides (it finishes the step, saves, then ends its workers). A worker that died of
+    the signal would fail the step; one that took it as its own would print the notice again."""
 
     def __init__(self):
         self.requested = None
@@ -332,7 +337,7 @@ class StopSignal:
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
-        if os.getpid() != self._pid:  # a loader worker forked with this handler, before it set its own
+        if os.getpid() != self._pid:  # a loader worker, forked with this handler
             return
         if self.requested is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt

@@ -340,6 +340,22 @@ def test_pt2_export_gives_the_checkpoint_logits(trained, checkpoint, photos, tmp
     assert_same(result_entries(json_lines(got)), result_entries(json_lines(want)), last_digit=1e-6)
 
 
+def test_a_pt2_exported_on_a_gpu_says_so_where_there_is_none(trained, photos, tmp_path, capsys, monkeypatch):
+    """The archive's tensor descriptions name the device; rewritten to cuda, as a GPU export writes them."""
+    import re
+    import zipfile
+    run_predict(capsys, monkeypatch, trained, "--export", tmp_path / "cpu.pt2")
+    with zipfile.ZipFile(tmp_path / "cpu.pt2") as source, zipfile.ZipFile(tmp_path / "gpu.pt2", "w") as target:
+        for member in source.infolist():
+            data = source.read(member.filename)
+            if member.filename.endswith("_config.json"):
+                data = re.sub(rb'"device": \{"type": "cpu"[^}]*\}', b'"device": {"type": "cuda", "index": 0}', data)
+            target.writestr(member, data)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match=r"gpu\.pt2 was exported on a GPU and runs on one only"):
+        run_predict(capsys, monkeypatch, trained, photos[0], "--weights", tmp_path / "gpu.pt2")
+
+
 def test_a_torchscript_program_to_weights_says_how_to_run_it(trained, photos, tmp_path, capsys, monkeypatch):
     run_predict(capsys, monkeypatch, trained, "--export", tmp_path / "flowers.pt")
     with pytest.raises(UserError, match=r"flowers\.pt is a TorchScript program, not a checkpoint: torch\.jit\.load"):

@@ -373,8 +373,8 @@ def test_eval_only_reports_and_lists_mistakes(flowers, tmp_path):
     trained = run_train("--data-path", flowers, *FAST, "--epochs", "2", "--output", tmp_path, "--name", "e")
     assert f"gets wrong, to open in a browser: {tmp_path / 'e' / 'report.html'}" in trained.stdout
     assert (tmp_path / "e" / "misclassified.csv").is_file()
-    out = run_train("--data-path", flowers, "--eval-only", "--resume", tmp_path / "e" / "best.pth",
-                    "--workers", "0", "--no-progress")
+    # the run's own data and split, as saved in its checkpoint: no --data-path to type again
+    out = run_train("--eval-only", "--resume", tmp_path / "e" / "best.pth", "--workers", "0", "--no-progress")
     assert "top-1" in out.stdout and "precision" in out.stdout and "daisy" in out.stdout
     folder = tmp_path / "e" / "eval_val"
     rows = list(csv.DictReader(open(folder / "misclassified.csv")))
