@@ -25,6 +25,7 @@ import contextlib
 import importlib
 import json
 import logging
+import logging.handlers
 import math
 import sys
 import warnings
@@ -319,16 +320,19 @@ class Pt2Classifier(ExportedClassifier):
             raise UserError(f"{path} was exported on a GPU and runs on one only; on this machine, export it "
                             "on the CPU (predict.py --export FILE.pt2 --device cpu)")
         extra = {"classifier.json": ""}
-        quiet = logging.getLogger("torch.export")  # its own account of a failure: many lines, said below in one
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)
+        # torch.export logs the cause of a failure with its traceback and raises a general error: the
+        # cause is kept from the log and said in the one line below, the traceback left out
+        logger, told = logging.getLogger("torch.export"), logging.handlers.BufferingHandler(100)
+        handlers, logger.handlers = logger.handlers, [told]
         try:
             self.program = torch.export.load(path, extra_files=extra).module()
         except Exception as error:
-            raise UserError(f"{path} does not load as a torch.export program ({type(error).__name__}: "
-                            f"{str(error).splitlines()[0] if str(error) else ''})") from None
+            causes = [record.exc_info[1] for record in told.buffer if record.exc_info] or [error]
+            cause = str(causes[-1]).strip().split(". ")[0]
+            raise UserError(f"{path} does not load as a torch.export program ({type(causes[-1]).__name__}: "
+                            f"{cause})") from None
         finally:
-            quiet.setLevel(level)
+            logger.handlers = handlers
         super().__init__(path, json.loads(extra["classifier.json"] or "{}"))
         self.device = next(self.program.parameters()).device
 

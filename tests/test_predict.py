@@ -356,6 +356,15 @@ def test_a_pt2_exported_on_a_gpu_says_so_where_there_is_none(trained, photos, tm
         run_predict(capsys, monkeypatch, trained, photos[0], "--weights", tmp_path / "gpu.pt2")
 
 
+def test_a_broken_pt2_is_one_line_with_its_cause(photos, tmp_path):
+    """torch.export logs a failed load as a traceback on stderr: in a fresh process, as a user runs it."""
+    (tmp_path / "broken.pt2").write_bytes(b"PK\x03\x04 not a whole archive")
+    done = subprocess.run([sys.executable, "predict.py", photos[0], "--weights", tmp_path / "broken.pt2"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "broken.pt2 does not load as a torch.export program (RuntimeError: " in done.stderr
+
+
 def test_a_torchscript_program_to_weights_says_how_to_run_it(trained, photos, tmp_path, capsys, monkeypatch):
     run_predict(capsys, monkeypatch, trained, "--export", tmp_path / "flowers.pt")
     with pytest.raises(UserError, match=r"flowers\.pt is a TorchScript program, not a checkpoint: torch\.jit\.load"):
