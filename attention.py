@@ -20,10 +20,11 @@ ATTENTION_KINDS = ("plain", "sdpa", "flex")
 
 # The kind None picks, per device and case, from bench/bench_attention.py's figures. On a CPU: the
 # fused kernel wherever no gradient is needed, plain in training, where the fused backward with a
-# bias that needs a gradient takes a slower path. On CUDA: sdpa, the usual choice there, until the
-# benchmark has run on a GPU (none was available yet).
+# bias that needs a gradient takes a slower path. On CUDA (an H200, swin_tiny, bf16, batch 128,
+# eager, whole model): sdpa in training (2026 img/s, plain 1833, flex about half), plain for
+# inference (6079 img/s, sdpa 5213: expanding the bias to every window costs more than it saves).
 CHOSEN_ATTENTION = {("cpu", "training"): "plain", ("cpu", "inference"): "sdpa",
-                    ("cuda", "training"): "sdpa", ("cuda", "inference"): "sdpa"}
+                    ("cuda", "training"): "sdpa", ("cuda", "inference"): "plain"}
 
 
 def choose_attention(x: torch.Tensor, dropout: float) -> str:

@@ -286,7 +286,8 @@ class WindowAttention(nn.Module):
         else:
             q = q * self.scale
         bias = self.position_bias(layout)  # (heads, N, N)
-        mask = layout.masks[shifted]  # (num_windows, N, N) or None
+        # an int index: torch.compile (torch 2.11) breaks the graph on a list indexed by a bool
+        mask = layout.masks[int(shifted)]  # (num_windows, N, N) or None
         dropout = self.attn_drop if self.training else 0.0
         x = window_attention(q, k, v, bias, mask, dropout, choose_attention(x, dropout))  # (B_, heads, N, d)
         x = x.transpose(1, 2).reshape(b_, n, c)  # (B_, N, C)

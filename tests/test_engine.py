@@ -121,13 +121,16 @@ def test_per_class_metrics():
 
 def test_compiled_training_compiles_once(monkeypatch):
     """The layouts are built before tracing (no recompile for them), and evaluating the bare model
-    eagerly between epochs leaves the compiled one alone. Dynamo's eager backend: the guards, no codegen."""
+    eagerly between epochs leaves the compiled one alone. Dynamo's eager backend: the guards, no codegen.
+    With stochastic depth, each block's own rate: a graph break before drop_path_add made it a frame
+    of its own, recompiled for every rate until Dynamo gave up (a list indexed by a bool, under torch
+    2.11 on the GPU machine)."""
     from torch._dynamo.utils import counters
     compile_ = torch.compile
     monkeypatch.setattr(torch, "compile", lambda module: compile_(module, backend="eager"))
     torch._dynamo.reset()
     counters.clear()
-    net = micro()
+    net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.2)
     compiled = engine.compile_model(net, net, 64, torch.device("cpu"))
     for epoch in range(3):
         compiled.train()
@@ -136,7 +139,7 @@ def test_compiled_training_compiles_once(monkeypatch):
         net.eval()
         with torch.no_grad():
             net(torch.randn(3, 3, 64, 64))  # evaluation, with a smaller last batch
-    assert counters["stats"]["unique_graphs"] == 1
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
     torch._dynamo.reset()
 
 
