@@ -33,7 +33,8 @@ run_part() {
     case $1 in
     # bare vs timm eager, e2e at both photo sizes: the first target
     train_eager) part train_eager 110 python3 bench/bench_train.py --device cuda --rounds 4 --e2e-batches 30 ;;
-    tests) part tests 230 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py ;;
+    # 8 of its 9 tests took about 300 s on an H200 (230 s, then 70 s for two); the torchrun one was not reached
+    tests) part tests 360 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py ;;
     # which kernel per case: what attention.CHOSEN_ATTENTION should say on CUDA
     attention) part attention 100 python3 bench/bench_attention.py --device cuda --no-compile --repeats 10 ;;
     train_compiled) part train_compiled 190 python3 bench/bench_train.py --device cuda --compile --rounds 4 \
