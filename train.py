@@ -377,6 +377,7 @@ def save_run_checkpoint(path: Path, state: engine.TrainState, cfg, meta: dict, w
 def run_epochs(state, cfg, train_loader, sampler, val_loader, classes, stop, on_step, save, writer,
                run_dir: Path, main_process: bool) -> None:
     val, first_epoch, best = None, state.epoch, None
+    normalize = build_normalize()  # evaluation's: no erasing; its constants made once per device
     for epoch in range(state.epoch, cfg.epochs):
         if state.batches_done == 0:  # each epoch's randomness from (seed, epoch): resuming is exact
             seed_everything(cfg.seed * 1000 + epoch)
@@ -386,7 +387,6 @@ def run_epochs(state, cfg, train_loader, sampler, val_loader, classes, stop, on_
             save("last.pth")
             return
         state.epoch, state.batches_done = epoch + 1, 0
-        normalize = build_normalize()
         val = engine.evaluate(state.model, val_loader, normalize, len(classes), state.device, state.amp,
                               cfg.progress and main_process)
         ema_val = None
