@@ -278,16 +278,21 @@ def default_workers(device: torch.device, processes: int = 1) -> int:
 
 
 def build_loader(dataset, batch_size: int, train: bool, num_workers: int, sampler=None,
-                 drop_last: bool | None = None, generator: torch.Generator | None = None) -> DataLoader:
-    """Batches of (images, labels, paths, failed_paths); shuffled in training unless a sampler is given.
+                 drop_last: bool | None = None, generator: torch.Generator | None = None,
+                 batch_sampler=None) -> DataLoader:
+    """Batches of (images, labels, paths, failed_paths); shuffled in training unless a sampler is given,
+    or made by a `batch_sampler` (train.py's engine.EpochBatches), which then replaces the batch size,
+    sampler and drop_last.
 
     `generator` seeds the worker processes; without one, starting the workers draws from (and so
     shifts) the global random stream that dropout and mixup use.
     """
+    common = dict(num_workers=num_workers, collate_fn=collate_skipping_failures, pin_memory=torch.cuda.is_available(),
+                  persistent_workers=num_workers > 0, generator=generator)
+    if batch_sampler is not None:
+        return DataLoader(dataset, batch_sampler=batch_sampler, **common)
     if drop_last is None:
         # full batches in training, as the official Swin loader has, unless the data cannot fill one
         drop_last = train and len(sampler if sampler is not None else dataset) >= batch_size
     return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-                      num_workers=num_workers, collate_fn=collate_skipping_failures,
-                      pin_memory=torch.cuda.is_available(), drop_last=drop_last,
-                      persistent_workers=num_workers > 0, generator=generator)
+                      drop_last=drop_last, **common)

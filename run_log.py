@@ -66,9 +66,9 @@ def warn_if_imbalanced(classes: list, counts: list, balance: str) -> None:
         print(f"warning: in the training images, {imbalance}; {hint}", file=sys.stderr)
 
 
-def log_training_images(writer, loader, normalize, classes: list) -> None:
-    """A grid of augmented training images with their labels, to check the input pipeline by eye."""
-    images, labels, _, _ = next(iter(loader))
+def log_training_images(writer, batch, normalize, classes: list) -> None:
+    """A grid of a batch of augmented training images with their labels, to check the input pipeline by eye."""
+    images, labels, _, _ = batch
     if len(labels):
         grid = plots.image_grid(normalize(images[:32]), [classes[i] for i in labels[:32]], IMAGENET_MEAN, IMAGENET_STD)
         writer.add_image("train/augmented_images", plots.to_chw(grid), 0)

@@ -16,6 +16,7 @@ config.yaml, metrics.csv, and at the end report.html (what the model got wrong: 
 browser) with misclassified.csv.
 """
 import argparse
+import itertools
 import math
 import os
 import sys
@@ -173,7 +174,7 @@ def main(argv=None) -> None:
             raise UserError("--eval-only runs in one process: start it with python, not torchrun")
         return evaluate_checkpoint(cfg, model, splits, eval_transform, checkpoint, device, amp, main_process)
 
-    train_loader, sampler = build_train_loader(cfg, splits.train, img_size, rank, world_size)
+    train_loader, epoch_batches = build_train_loader(cfg, splits.train, img_size, rank, world_size)
     val_loader = eval_loader(splits.val, eval_transform, cfg, rank, world_size)
     state = build_train_state(cfg, model, net, device, amp, math.ceil(len(train_loader) / cfg.accum_steps),
                               splits.counts("train"))
@@ -182,6 +183,8 @@ def main(argv=None) -> None:
         run_dir = (cfg.resume if cfg.resume.is_dir() else cfg.resume.parent)
     else:
         run_dir = cfg.output / (cfg.name or f"{model.variant}-{datetime.now():%Y%m%d-%H%M%S}")
+    epoch_batches.start(state.epoch, state.batches_done)
+    batches = iter(train_loader)  # one iterator for the whole run: its workers never wait for an epoch to start
 
     writer = None
     if main_process:
@@ -199,7 +202,9 @@ def main(argv=None) -> None:
               f"{', compiled (the first step takes a minute or so)' if cfg.compile else ''}")
         run_log.warn_if_imbalanced(classes, splits.counts("train"), cfg.balance)
         if state.epoch == 0 and state.batches_done == 0:
-            run_log.log_training_images(writer, train_loader, state.normalize, classes)
+            first = next(batches)
+            run_log.log_training_images(writer, first, state.normalize, classes)
+            batches = itertools.chain([first], batches)
 
     meta = {"variant": model.variant, "model_overrides": plain(model.overrides), "img_size": img_size,
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "crop_pct": 0.875, "class_names": classes}
@@ -216,7 +221,7 @@ def main(argv=None) -> None:
 
     stop = StopSignal()
     try:
-        run_epochs(state, cfg, train_loader, sampler, val_loader, classes, stop, on_step, save, writer, run_dir,
+        run_epochs(state, cfg, batches, len(train_loader), val_loader, classes, stop, on_step, save, writer, run_dir,
                    main_process)
     except engine.TrainingDiverged as err:
         raise UserError(f"training stopped: {err}. Nothing was saved from this epoch; last.pth holds the "
@@ -315,16 +320,16 @@ def freeze_all_but_the_head(model):
 
 
 def build_train_loader(cfg, samples: list, img_size: int, rank: int = 0, world_size: int = 1):
-    """(loader, sampler) of the training images: each epoch a fresh shuffle (or class-balanced draw) from
-    (seed, epoch), this rank's share of it, uint8 crops made by cfg.workers processes."""
+    """(loader, its engine.EpochBatches) of the training images: each epoch a fresh shuffle (or class-balanced
+    draw) from (seed, epoch), this rank's share of it, uint8 crops made by cfg.workers processes; one
+    iterator of the loader runs through every epoch."""
     train_set = engine.SeededDataset(ImageDataset(samples, build_transform(img_size, train=True, recipe=cfg.recipe)))
     sampler = (engine.BalancedSampler([label for _, label in samples], cfg.seed, rank, world_size)
                if cfg.balance == "sampler" else engine.EpochSampler(len(train_set), cfg.seed, rank, world_size))
-    loader = build_loader(train_set, cfg.batch_size, train=True, num_workers=cfg.workers, sampler=sampler,
+    epoch_batches = engine.EpochBatches(sampler, cfg.batch_size)
+    loader = build_loader(train_set, cfg.batch_size, train=True, num_workers=cfg.workers, batch_sampler=epoch_batches,
                           generator=torch.Generator().manual_seed(cfg.seed))
-    if len(loader) == 0:
-        raise UserError(f"{len(train_set)} training images cannot fill a batch of {cfg.batch_size}; lower --batch-size")
-    return loader, sampler
+    return loader, epoch_batches
 
 
 def build_train_state(cfg, model, net, device, amp, steps_per_epoch: int, class_counts: list) -> engine.TrainState:
@@ -374,15 +379,17 @@ def save_run_checkpoint(path: Path, state: engine.TrainState, cfg, meta: dict, w
     }, path)
 
 
-def run_epochs(state, cfg, train_loader, sampler, val_loader, classes, stop, on_step, save, writer,
+def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop, on_step, save, writer,
                run_dir: Path, main_process: bool) -> None:
+    """The epochs left: train on the next epoch_length batches of the loader's endless iterator (fewer
+    in an epoch resumed midway), evaluate, log, save; stop on a signal or --stop-after-epochs."""
     val, first_epoch, best = None, state.epoch, None
     normalize = build_normalize()  # evaluation's: no erasing; its constants made once per device
     for epoch in range(state.epoch, cfg.epochs):
         if state.batches_done == 0:  # each epoch's randomness from (seed, epoch): resuming is exact
             seed_everything(cfg.seed * 1000 + epoch)
-        sampler.set_epoch(epoch, skip=state.batches_done * cfg.batch_size)
-        train = engine.train_one_epoch(state, train_loader, cfg, stop, on_step, cfg.progress and main_process)
+        this_epoch = engine.Take(batches, epoch_length - state.batches_done)
+        train = engine.train_one_epoch(state, this_epoch, cfg, stop, on_step, cfg.progress and main_process)
         if train["interrupted"]:
             save("last.pth")
             return

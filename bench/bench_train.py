@@ -14,9 +14,12 @@ Three ways of training, each round in turn, so that all see the same machine:
   on the device;
 - timm: the same step, the same weights, with timm's model of the same variant;
 - e2e: train.py's loop (engine.train_one_epoch) and loader (train.build_train_loader, default
-  workers) over folders of JPEGs, one epoch of --e2e-batches batches per round. Without --data-path
-  the folders are made from the bundled photos at flower_photos' size (320x240) and ImageNet's
-  (500x375), JPEG quality 90.
+  workers) over folders of JPEGs, in epochs of --e2e-batches batches. Each round starts the loader
+  afresh, lets its workers find their stride for twice their number of batches, untimed, then times
+  --e2e-batches, across an epoch's end as train.py's loader runs (one iterator for all epochs): the
+  rate a long run keeps, neither the cold start nor batches made ahead while the other ways ran.
+  Without --data-path the folders are made from the bundled photos at flower_photos' size (320x240)
+  and ImageNet's (500x375), JPEG quality 90.
 The figures are medians over rounds of images per second, the ratios medians of per-round ratios;
 "waiting" is the share of an e2e epoch spent waiting for the loader.
 """
@@ -128,12 +131,16 @@ def step_round(state, cfg, batch, steps: int) -> float:
     return steps * len(labels) / (time.perf_counter() - start)
 
 
-def e2e_round(state, cfg, loader, sampler, epoch: int) -> tuple:
-    """(images per second, share spent waiting for data) over one epoch of train.py's loop."""
-    sampler.set_epoch(epoch)
+def e2e_round(state, cfg, loader, epoch_batches, epoch: int) -> tuple:
+    """(images per second, share spent waiting for data) over len(loader) batches of train.py's loop,
+    once the freshly started loader is in its stride."""
+    epoch_batches.start(epoch)
+    batches = iter(loader)
+    # untimed: the first batches, made by all workers at once; the timed ones then cross the epoch's end
+    engine.train_one_epoch(state, engine.Take(batches, 2 * max(cfg.workers, 1)), cfg, show_progress=False)
     state.batches_done = 0
     synchronize(state.device)
-    result = engine.train_one_epoch(state, loader, cfg, show_progress=False)
+    result = engine.train_one_epoch(state, engine.Take(batches, len(loader)), cfg, show_progress=False)
     synchronize(state.device)
     seconds = result["seconds"]
     return result["images"] / seconds, result["data_seconds"] / seconds
@@ -196,8 +203,8 @@ def compare_speed(args, device, amp):
     start = time.perf_counter()
     for name, state in states.items():  # warm-up: compile, allocator, cuDNN/cuBLAS choices
         step_round(state, cfg, batch, 3)
-    for epoch, (loader, sampler) in enumerate(loaders.values()):  # and start the loaders' workers
-        e2e_round(states["bare"], cfg, loader, sampler, epoch)
+    for epoch, (loader, epoch_batches) in enumerate(loaders.values()):  # and start the loaders' workers
+        e2e_round(states["bare"], cfg, loader, epoch_batches, epoch)
     print(f"warm-up (compiling, when compiled): {time.perf_counter() - start:.0f} s", flush=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -213,8 +220,8 @@ def compare_speed(args, device, amp):
             speeds[name].append(step_round(states[name], cfg, batch, args.steps))
             if device.type == "cuda":
                 peaks[name] = torch.cuda.max_memory_allocated() / 2**30
-        for name, (loader, sampler) in loaders.items():
-            speed, wait = e2e_round(states["bare"], cfg, loader, sampler, round_ + 10)
+        for name, (loader, epoch_batches) in loaders.items():
+            speed, wait = e2e_round(states["bare"], cfg, loader, epoch_batches, round_ + 10)
             speeds[name].append(speed)
             waits[name].append(wait)
         print(f"round {round_ + 1}: " + ", ".join(
