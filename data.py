@@ -19,6 +19,7 @@ bench/bench_data.py measures this against torchvision's ImageFolder.
 import math
 import os
 import random
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -133,6 +134,148 @@ class Normalize:
         return x if eraser is None else eraser(x)
 
 
+# --- Decoding on the device (train.py --decode device) ---
+
+@dataclass
+class JpegCrop:
+    """What a worker hands over for the device to decode: a JPEG's bytes and the crop to make of it,
+    (left, top, width, height) on the upright image, its EXIF orientation, whether to mirror it, and
+    the output's size and interpolation."""
+    data: torch.Tensor  # the file's bytes, uint8
+    box: tuple
+    orientation: int
+    flip: bool
+    size: int
+    interpolation: str
+
+
+class ReadForDevice:
+    """Opened image -> a JpegCrop: the training crop chosen as DecodeCrop chooses it (the same random
+    draws: the same box and flip for the same seed), nothing decoded. What the device cannot decode
+    (not a JPEG, CMYK, progressive) the worker decodes itself, a uint8 crop as build_transform's."""
+
+    def __init__(self, size: int, interpolation: str = "bilinear"):
+        self.size, self.interpolation = size, interpolation
+        self.on_cpu = DecodeCrop(size, random_resized_box, interpolation)
+
+    def __call__(self, image: Image.Image):
+        if image.format != "JPEG" or image.mode not in ("RGB", "L") or image.info.get("progressive"):
+            return random_horizontal_flip(self.on_cpu(image))
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        width, height = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
+        box = random_resized_box(width, height)
+        flip = bool(torch.rand(1) < 0.5)
+        image.fp.seek(0)
+        return JpegCrop(torch.frombuffer(bytearray(image.fp.read()), dtype=torch.uint8), box, orientation, flip,
+                        self.size, self.interpolation)
+
+
+@dataclass
+class EncodedBatch:
+    """A training batch that the device decodes (nvJPEG on a GPU, batched): collated in a worker, its
+    JPEGs' bytes one after another in one tensor (one block of shared memory to hand over, not one per
+    image), with each one's crop; and the images the worker decoded itself, stacked."""
+    data: torch.Tensor  # uint8, every JPEG's bytes
+    ends: list  # where each JPEG's bytes end in data
+    crops: list  # per image of the batch: (box, orientation, flip) for a JPEG, None for one decoded already
+    decoded: torch.Tensor  # (images decoded in the worker, 3, size, size) uint8
+    size: int
+    interpolation: str
+
+    @classmethod
+    def collate(cls, items: list) -> "EncodedBatch":
+        """Items of ReadForDevice, at least one of them a JpegCrop, as one batch."""
+        jpegs = [item for item in items if isinstance(item, JpegCrop)]
+        decoded = [item for item in items if not isinstance(item, JpegCrop)]
+        size, interpolation = jpegs[0].size, jpegs[0].interpolation
+        return cls(torch.cat([j.data for j in jpegs]),
+                   torch.tensor([len(j.data) for j in jpegs], dtype=torch.long).cumsum(0).tolist(),
+                   [(i.box, i.orientation, i.flip) if isinstance(i, JpegCrop) else None for i in items],
+                   torch.stack(decoded) if decoded else torch.empty(0, 3, size, size, dtype=torch.uint8),
+                   size, interpolation)
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def decode(self, device) -> tuple:
+        """(uint8 (B', 3, size, size) on the device, whether each image decoded): the JPEGs decoded in one
+        batch, each then made upright, cropped, resized (antialiased) and mirrored as its worker chose.
+
+        On a GPU this runs on a stream of its own, which the training stream then waits for: the decoding
+        overlaps the previous step's kernels, and it must not share their stream, since nvJPEG's
+        hardware decoder writes its output before the work already queued on its stream has run, into
+        memory that work may still read (pytorch/vision#9606, meta-pytorch/torchcodec#1634). Its own
+        stream is drained first, and memory freed on the training stream never goes to another stream.
+        """
+        device = torch.device(device)
+        if device.type != "cuda":
+            return self.decode_here(device)
+        if device not in DECODE_STREAMS:
+            DECODE_STREAMS[device] = torch.cuda.Stream(device)
+        stream, training = DECODE_STREAMS[device], torch.cuda.current_stream(device)
+        stream.synchronize()
+        with torch.cuda.stream(stream):
+            images, kept = self.decode_here(device)
+        training.wait_stream(stream)
+        images.record_stream(training)  # made on the decoding stream, used and freed on the training one
+        return images, kept
+
+    def decode_here(self, device) -> tuple:
+        files = list(torch.tensor_split(self.data, self.ends[:-1]))
+        pixels = decode_jpegs(files, device)
+        pixels, worker_decoded = iter(pixels), iter(self.decoded.to(device, non_blocking=True))
+        images, kept = [], []
+        for crop in self.crops:
+            image = next(worker_decoded) if crop is None else next(pixels)
+            if image is not None and crop is not None:
+                image = self.crop_resize(image, *crop)
+            if image is not None:
+                images.append(image)
+            kept.append(image is not None)
+        empty = torch.empty(0, 3, self.size, self.size, dtype=torch.uint8, device=device)
+        return (torch.stack(images) if images else empty), kept
+
+    def crop_resize(self, image: torch.Tensor, box: tuple, orientation: int, flip: bool) -> torch.Tensor:
+        image = UPRIGHT[orientation](image)  # (3, H, W) as the photo is seen
+        left, top, width, height = box
+        crop = image[None, :, top:top + height, left:left + width].float()
+        # float: the GPU's antialiased resize has no uint8 kernel; rounded back to the uint8 of the workers' path
+        resized = F.interpolate(crop, size=(self.size, self.size), mode=self.interpolation, antialias=True,
+                                align_corners=False)[0]
+        resized = resized.round_().clamp_(0, 255).to(torch.uint8)
+        return resized.flip(-1) if flip else resized
+
+
+DECODE_STREAMS = {}  # device -> the CUDA stream that EncodedBatch.decode runs on
+
+UPRIGHT = {  # EXIF orientation -> what makes a decoded (3, H, W) image upright, as PIL's exif_transpose
+    1: lambda x: x, 2: lambda x: x.flip(-1), 3: lambda x: x.flip(-1, -2), 4: lambda x: x.flip(-2),
+    5: lambda x: x.transpose(-1, -2), 6: lambda x: torch.rot90(x, -1, (-2, -1)),
+    7: lambda x: x.flip(-1, -2).transpose(-1, -2), 8: lambda x: torch.rot90(x, 1, (-2, -1))}
+
+
+def decode_jpegs(files: list, device) -> list:
+    """JPEG bytes -> RGB uint8 (3, H, W) tensors on the device, batched (nvJPEG on a GPU); None for a file
+    that does not decode. torchvision's decode_jpeg, deprecated in torchvision 0.29 in favour of
+    TorchCodec, which the GPU machines here do not have; it stays until TorchCodec's can replace it."""
+    import warnings
+    from torchvision.io import ImageReadMode, decode_jpeg
+    if not files:
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            return list(decode_jpeg(files, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError:  # the batch has a broken file: decode one by one to find it
+            images = []
+            for data in files:
+                try:
+                    images.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+                except RuntimeError:
+                    images.append(None)
+            return images
+
+
 def build_normalize(train: bool = False, recipe: str = "tutorial", mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Normalize:
     """The batch half of build_transform's pipeline: normalisation, and for the official recipe in
     training random erasing 0.25 (in pixel mode, one box at most, as the official config has it)."""
@@ -162,9 +305,11 @@ def pil_to_uint8(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
 
 
-def build_transform(img_size: int, train: bool, recipe: str = "tutorial", crop_pct: float = 0.875):
+def build_transform(img_size: int, train: bool, recipe: str = "tutorial", crop_pct: float = 0.875,
+                    decode: str = "workers"):
     """Opened image -> uint8 (3, img_size, img_size) tensor; build_normalize's Normalize, on the
-    batch, makes the model's input of it.
+    batch, makes the model's input of it. With decode="device" (training, tutorial recipe), a JpegCrop
+    instead: the crop and flip chosen, the JPEG left for the device to decode (EncodedBatch).
 
     tutorial: RandomResizedCrop + horizontal flip, bilinear; eval resizes to img_size / crop_pct
         (256 for 224, the tutorial's int(224 * 1.143)) and center-crops.
@@ -177,6 +322,11 @@ def build_transform(img_size: int, train: bool, recipe: str = "tutorial", crop_p
     interpolation = "bilinear" if recipe == "tutorial" else "bicubic"
     if not train:
         return Compose([DecodeCrop(img_size, partial(center_box, size=img_size, crop_pct=crop_pct), interpolation)])
+    if decode == "device":
+        if recipe != "tutorial":
+            raise UserError(f"--decode device works with --recipe tutorial (crop and flip): the {recipe} recipe's "
+                            "RandAugment runs on decoded images, in the workers. Use --decode workers.")
+        return ReadForDevice(img_size, interpolation)
     if recipe == "tutorial":
         return Compose([DecodeCrop(img_size, random_resized_box, interpolation), random_horizontal_flip])
     # imported here: timm and torchvision take seconds to import, and only this recipe needs them
@@ -262,8 +412,20 @@ def collate_skipping_failures(batch):
     if not loaded:
         return torch.empty(0), torch.empty(0, dtype=torch.long), [], failed
     images, labels, paths = zip(*loaded)
+    if any(isinstance(image, JpegCrop) for image in images):  # --decode device
+        return EncodedBatch.collate(list(images)), torch.tensor(labels), list(paths), failed
     # default_collate stacks straight into shared memory inside a worker: no copy on the way out
     return default_collate(list(images)), torch.tensor(labels), list(paths), failed
+
+
+def to_device(images, labels: torch.Tensor, paths: list, device) -> tuple:
+    """A loader's batch on the device: (uint8 images, labels, paths of images that failed to decode there).
+    A batch of tensors is copied without blocking (it comes pinned); an EncodedBatch is decoded there."""
+    if not isinstance(images, EncodedBatch):
+        return images.to(device, non_blocking=True), labels.to(device, non_blocking=True), []
+    images, kept = images.decode(device)
+    failed = [path for path, ok in zip(paths, kept) if not ok]
+    return images, labels[torch.tensor(kept, dtype=torch.bool)].to(device, non_blocking=True), failed
 
 
 def default_workers(device: torch.device, processes: int = 1) -> int:

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from data import to_device
 from utils import autocast
 
 
@@ -291,14 +292,13 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
     last_batch = state.batches_done + len(batches)
     bar = tqdm(batches, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", disable=not show_progress,
                dynamic_ncols=True, leave=False)
-    for images, labels, _, failed_paths in timed_batches(bar, waits):
-        failed += failed_paths
+    for images, labels, paths, failed_paths in timed_batches(bar, waits):
         state.batches_done += 1
         step_now = state.batches_done % cfg.accum_steps == 0 or state.batches_done == last_batch
+        images, labels, failed_here = to_device(images, labels, paths, state.device)
+        failed += failed_paths + failed_here
         if len(labels) == 0:
             continue
-        images = images.to(state.device, non_blocking=True)
-        labels = labels.to(state.device, non_blocking=True)
         result = train_step(state, images, labels, cfg, step_now)
         if result is None:  # a non-finite loss under fp16 scaling: skipped
             continue

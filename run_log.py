@@ -8,7 +8,7 @@ import torch
 
 import engine
 import plots
-from data import IMAGENET_MEAN, IMAGENET_STD
+from data import IMAGENET_MEAN, IMAGENET_STD, to_device
 from images import class_imbalance
 
 
@@ -68,7 +68,7 @@ def warn_if_imbalanced(classes: list, counts: list, balance: str) -> None:
 
 def log_training_images(writer, batch, normalize, classes: list) -> None:
     """A grid of a batch of augmented training images with their labels, to check the input pipeline by eye."""
-    images, labels, _, _ = batch
+    images, labels, _ = to_device(*batch[:3], "cpu")  # --decode device: decoded here for the picture
     if len(labels):
         grid = plots.image_grid(normalize(images[:32]), [classes[i] for i in labels[:32]], IMAGENET_MEAN, IMAGENET_STD)
         writer.add_image("train/augmented_images", plots.to_chw(grid), 0)

@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="imbalanced classes: 'sampler' draws every class equally often in each epoch, 'loss' "
                         "weights the loss by inverse class frequency (default: off)")
     g.add_argument("--batch-size", type=POSITIVE_INT, default=8, help="per process (default: 8)")
+    g.add_argument("--decode", default="workers", choices=["workers", "device"],
+                   help="where training JPEGs are decoded: in the loader's worker processes, or batched on the "
+                        "training device (nvJPEG on a GPU: for when the CPU cores cannot keep up; the workers then "
+                        "only read files and choose crops; tutorial recipe) (default: workers)")
     g.add_argument("--workers", type=COUNT,
                    help="data loading processes per training process (default: with a GPU, the CPU cores per "
                         "GPU process, less one for the process itself; on a CPU, the core count, at most 8)")
@@ -323,7 +327,8 @@ def build_train_loader(cfg, samples: list, img_size: int, rank: int = 0, world_s
     """(loader, its engine.EpochBatches) of the training images: each epoch a fresh shuffle (or class-balanced
     draw) from (seed, epoch), this rank's share of it, uint8 crops made by cfg.workers processes; one
     iterator of the loader runs through every epoch."""
-    train_set = engine.SeededDataset(ImageDataset(samples, build_transform(img_size, train=True, recipe=cfg.recipe)))
+    transform = build_transform(img_size, train=True, recipe=cfg.recipe, decode=cfg.decode)
+    train_set = engine.SeededDataset(ImageDataset(samples, transform))
     sampler = (engine.BalancedSampler([label for _, label in samples], cfg.seed, rank, world_size)
                if cfg.balance == "sampler" else engine.EpochSampler(len(train_set), cfg.seed, rank, world_size))
     epoch_batches = engine.EpochBatches(sampler, cfg.batch_size)

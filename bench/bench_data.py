@@ -24,14 +24,14 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import torchvision
 from PIL import Image
 from torch.utils.data import DataLoader, RandomSampler
 from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules sit at its root
 from common import alternating_rounds, print_header  # noqa: E402  (bench/ is on the path)
-from data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_transform  # noqa: E402
+from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_transform,  # noqa: E402
+                  collate_skipping_failures)
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "flowers"  # the bundled photos
 
@@ -47,8 +47,8 @@ def parse_args():
     parser.add_argument("--images", type=int, default=640, help="images per round")
     parser.add_argument("--upscale", type=int, default=1, help="benchmark a copy enlarged this many times")
     parser.add_argument("--gpu-decode", action="store_true",
-                        help="also time batched JPEG decoding on the GPU (torchvision.io.decode_jpeg, nvJPEG) with "
-                             "a random crop resized there, from bytes already in memory: what GPU decoding could add")
+                        help="also time the GPU's side of train.py --decode device (batched nvJPEG decoding, crop, "
+                             "resize) on batches read beforehand: what it adds to each training step")
     return parser.parse_args()
 
 
@@ -78,28 +78,23 @@ def main():
                                      args.rounds)  # the warm-up pass starts the workers and fills the file cache
         print(f"ratio data.py / ImageFolder: {medians['data.py'] / medians['torchvision ImageFolder']:.2f}x")
         if args.gpu_decode:
-            print(f"GPU decode (nvJPEG, batches of {args.batch_size}, crop and resize on the GPU): "
-                  f"{gpu_decode_rate(args, reference.samples):.0f} images/s")
+            device = "cuda" if torch.cuda.is_available() else "cpu"  # without a GPU: the same code, as a check
+            print(f"train.py --decode device, the device's side ({device}: batched decoding of {args.batch_size}, "
+                  f"crop, resize): {gpu_decode_rate(args, reference.samples, device):.0f} images/s")
 
 
 def gpu_decode_rate(args, samples, device: str = "cuda") -> float:
-    """Images per second of torchvision's batched GPU decoding plus a random resized crop per image
-    (device "cpu" runs the same code on the CPU, to check it where there is no GPU)."""
-    from torchvision.io import decode_jpeg
-    from data import random_resized_box
-    blobs = [torchvision.io.read_file(path) for path, _ in samples if path.lower().endswith((".jpg", ".jpeg"))]
-    batches = [(blobs * (args.images // len(blobs) + 1))[i:i + args.batch_size]
+    """Images per second of the device's side of train.py --decode device (EncodedBatch.decode: batched
+    JPEG decoding, then each image cropped, resized and mirrored) on batches that the workers' side
+    (ReadForDevice, collated) made beforehand; device "cpu" runs the same code, to check it without a GPU."""
+    read = ImageDataset(samples, build_transform(args.img_size, train=True, decode="device"))
+    items = [read[i % len(read)] for i in range(args.images)]
+    batches = [collate_skipping_failures(items[i:i + args.batch_size])[0]
                for i in range(0, args.images, args.batch_size)]
 
     def one_pass():
         for batch in batches:
-            crops = []
-            for image in decode_jpeg(batch, device=device):
-                left, top, width, height = random_resized_box(image.shape[2], image.shape[1])
-                crop = image[None, :, top:top + height, left:left + width].float()
-                crops.append(torch.nn.functional.interpolate(crop, size=(args.img_size, args.img_size),
-                                                             mode="bilinear", antialias=True))
-            torch.cat(crops)
+            batch.decode(device)
         if device == "cuda":
             torch.cuda.synchronize()
 
@@ -108,7 +103,7 @@ def gpu_decode_rate(args, samples, device: str = "cuda") -> float:
     for _ in range(args.rounds):
         start = time.perf_counter()
         one_pass()
-        rates.append(len(batches) * args.batch_size / (time.perf_counter() - start))
+        rates.append(len(items) / (time.perf_counter() - start))
     return statistics.median(rates)
 
 

@@ -64,6 +64,9 @@ def parse_args():
     p.add_argument("--data-path", type=Path, nargs="*", help="folders of class folders of JPEGs for e2e (default: "
                    "made from the bundled photos at 320x240 and 500x375)")
     p.add_argument("--workers", type=int, help="loader workers (default: train.py's)")
+    p.add_argument("--decode", nargs="+", choices=["workers", "device"],
+                   help="e2e with train.py's --decode: JPEGs decoded by the loader's workers, or batched on the device "
+                        "(default: both on a GPU, workers on a CPU)")
     p.add_argument("--rounds", type=int, default=5, help="default: 5")
     p.add_argument("--steps", type=int, default=10, help="steps per round of bare and timm (default: 10)")
     p.add_argument("--e2e-batches", type=int, default=40, help="batches per e2e epoch (default: 40)")
@@ -76,6 +79,7 @@ def parse_args():
     gpu = args.device.type == "cuda"
     args.model = args.model or ("swin_tiny_patch4_window7_224" if gpu else "swin_micro_patch4_window4_128")
     args.batch_size = args.batch_size or (128 if gpu else 16)
+    args.decode = args.decode or (["workers", "device"] if gpu else ["workers"])
     return args
 
 
@@ -195,7 +199,10 @@ def compare_speed(args, device, amp):
         folders = args.data_path or photo_folders(Path(scratch.name), PHOTO_SIZES)
         for folder in folders:
             samples = e2e_samples(folder, args.e2e_batches * args.batch_size)
-            loaders[f"e2e {describe(folder)}"] = train.build_train_loader(cfg, samples, img_size)
+            for decode in args.decode:
+                name = f"e2e {describe(folder)}" + (", decoded on the device" if decode == "device" else "")
+                loaders[name] = train.build_train_loader(argparse.Namespace(**{**vars(cfg), "decode": decode}),
+                                                         samples, img_size)
     print(f"# {args.model} at {img_size} px, batch {args.batch_size}, amp {amp or 'off'}, "
           f"{'compiled' if args.compile else 'eager'}, attention {args.attention or 'chosen per case'}, "
           f"{cfg.workers} loader workers{', EMA' if args.ema else ''}", flush=True)
@@ -231,7 +238,7 @@ def compare_speed(args, device, amp):
     for name, values in speeds.items():
         peak = f"  peak {peaks[name]:.2f} GiB" if name in peaks else ""
         wait = f"  waiting for data {statistics.median(waits[name]):.0%}" if name in waits else ""
-        print(f"{name:24s} {statistics.median(values):9.1f} img/s{peak}{wait}")
+        print(f"{name:44s} {statistics.median(values):9.1f} img/s{peak}{wait}")
     if "timm" in speeds:
         print(f"bare / timm {ratio(speeds['bare'], speeds['timm']):.2f}")
     for name in loaders:

@@ -19,11 +19,13 @@ def test_bench_train_compares_the_step_with_timm_and_the_loop_with_its_loader():
     assert "swin_micro_patch4_window4_128 at 64 px, batch 8, amp off, eager" in out
     for line in ("bare / timm", "e2e 320x240 / bare", "e2e 500x375 / bare", "waiting for data"):
         assert line in out, line
+    out = run_bench("bench/bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "8", "--rounds",
+                    "1", "--steps", "1", "--e2e-batches", "2", "--workers", "1", "--no-timm", "--decode", "device")
+    assert "e2e 320x240, decoded on the device / bare" in out
 
 
-@pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")  # torchvision 0.29 points to TorchCodec
 def test_bench_data_gpu_decoding_code_runs_on_the_cpu():
-    """--gpu-decode's batched decode, crop and resize, run on the CPU here: the same code as on a GPU."""
+    """--gpu-decode's batched decode, crop and resize (train.py --decode device), run on the CPU here."""
     import argparse
     sys.path.insert(0, str(ROOT / "bench"))
     import bench_data

@@ -11,6 +11,7 @@ import attention
 import engine
 import train
 from model import create_model
+from test_data import check_device_decoding
 from test_engine import training_losses
 from test_model import attention_run
 from test_train import FAST, ROOT, metrics
@@ -79,18 +80,24 @@ def test_compiled_model_agrees_with_eager():
         assert relative_error(p.grad, want_grads[name]) < 1e-2, name
 
 
+def test_jpegs_decoded_on_the_gpu_give_the_workers_crops(tmp_path):
+    """--decode device with nvJPEG: every kind of file, the same crops as the workers make."""
+    check_device_decoding(tmp_path, "cuda")
+
+
 def test_train_resume_and_predict_on_the_gpu(flowers, tmp_path):
-    """train.py --compile on a GPU; the run is resumed without compiling, and predict.py classifies
-    with the result."""
+    """train.py --compile on a GPU; the run is resumed without compiling and with the JPEGs decoded on
+    the GPU, and predict.py classifies with the result."""
     args = ["--data-path", flowers, *FAST, *GPU, "--compile", "--epochs", "2", "--output", tmp_path, "--name", "gpu"]
     first = subprocess.run([sys.executable, "train.py", *map(str, args), "--stop-after-epochs", "1"], cwd=ROOT,
                            capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "on cuda:0" in first.stdout and "amp torch.bfloat16" in first.stdout and "compiled" in first.stdout
-    second = subprocess.run([sys.executable, "train.py", "--resume", tmp_path / "gpu", "--no-compile"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
+    second = subprocess.run([sys.executable, "train.py", "--resume", tmp_path / "gpu", "--no-compile", "--decode",
+                             "device", "--workers", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert len(metrics(tmp_path / "gpu")) == 2
+    rows = metrics(tmp_path / "gpu")
+    assert len(rows) == 2 and rows[1]["data_failed_images"] == "0"
     ckpt = torch.load(tmp_path / "gpu" / "best.pth", weights_only=True)
     assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model"])
     photo = sorted(flowers.glob("tulips/*.jpg"))[0]

@@ -9,8 +9,10 @@ import pytest
 import torch
 from PIL import Image, JpegImagePlugin
 
-from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, Normalize, build_loader, build_mixup, build_normalize,
-                  build_transform, collate_skipping_failures, default_workers, load_rgb, load_splits, pil_to_uint8)
+from data import (IMAGENET_MEAN, IMAGENET_STD, EncodedBatch, ImageDataset, Normalize, build_loader, build_mixup,
+                  build_normalize, build_transform, collate_skipping_failures, default_workers, load_rgb, load_splits,
+                  pil_to_uint8, to_device)
+from engine import SeededDataset
 from image_factory import write_class_tree, write_image, write_sideways_jpeg
 from utils import UserError
 
@@ -135,6 +137,7 @@ def test_transforms_can_be_sent_to_worker_processes():
     for recipe in ("tutorial", "official"):
         for train in (True, False):
             pickle.dumps(build_transform(224, train, recipe))
+    pickle.dumps(build_transform(224, True, decode="device"))
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
@@ -153,6 +156,48 @@ def test_a_file_broken_after_listing_is_skipped_and_named(tmp_path, num_workers)
     images, labels, paths, failed = batches[0]
     assert images.shape == (3, 3, 32, 32) and labels.tolist() == [0, 0, 0] and failed == [removed]
     assert len(paths) == 3 and removed not in paths
+
+
+def test_decoding_on_the_device_makes_the_workers_crops(tmp_path):
+    """--decode device: for the same seed, the same crop and flip as the workers' path, from every kind of
+    file: JPEGs (one sideways, one grey) decoded on the device (here the CPU, with the same code; test_cuda.py
+    runs it on a GPU), and what the device cannot decode (PNG, CMYK, progressive) decoded by the worker,
+    in one batch."""
+    check_device_decoding(tmp_path, "cpu")
+
+
+def check_device_decoding(tmp_path, device):
+    files = [write_large_jpeg(tmp_path / "big.jpg", (800, 600)), write_sideways_jpeg(tmp_path / "phone.jpg", (300, 200)),
+             write_image(tmp_path / "grey.jpg", (120, 90), mode="L", quality=95),
+             write_image(tmp_path / "a.png", (120, 90)), write_image(tmp_path / "cmyk.jpg", (120, 90), mode="CMYK"),
+             write_image(tmp_path / "prog.jpg", (120, 90), quality=95, progressive=True)]
+    samples = [(str(path), i) for i, path in enumerate(files)]
+    keys = [(i, 100 + i) for i in range(len(files))]
+    on_workers = SeededDataset(ImageDataset(samples, build_transform(64, train=True)))
+    on_device = SeededDataset(ImageDataset(samples, build_transform(64, train=True, decode="device")))
+    expected = collate_skipping_failures([on_workers[key] for key in keys])
+    batch = collate_skipping_failures([on_device[key] for key in keys])
+    assert isinstance(batch[0], EncodedBatch) and [c is not None for c in batch[0].crops] == [True] * 3 + [False] * 3
+    images, labels, failed = to_device(*batch[:3], device)
+    assert images.dtype == torch.uint8 and labels.tolist() == list(range(6)) and failed == []
+    assert images.device.type == labels.device.type == device
+    difference = (images.cpu().float() - expected[0].float()).abs().mean((1, 2, 3))
+    assert difference.max() < 2, difference  # grey levels: another decoder and resize, the same crops
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_jpeg_that_fails_on_the_device_is_left_out_and_named(tmp_path, num_workers):
+    """A file broken after listing whose header still reads fails only when the device decodes it."""
+    good = [write_image(tmp_path / f"{i}.jpg", (64, 48), seed=i, quality=95) for i in range(3)]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(good[0].read_bytes()[:700])
+    samples = [(str(good[0]), 0), (str(broken), 1), (str(good[1]), 2), (str(good[2]), 3)]
+    loader = build_loader(ImageDataset(samples, build_transform(32, train=True, decode="device")), batch_size=4,
+                          train=False, num_workers=num_workers)
+    images, labels, paths, failed = next(iter(loader))
+    assert failed == []  # the worker read only the header
+    images, labels, failed = to_device(images, labels, paths, "cpu")
+    assert images.shape == (3, 3, 32, 32) and labels.tolist() == [0, 2, 3] and failed == [str(broken)]
 
 
 def test_a_bug_in_a_transform_is_not_taken_for_a_broken_file(tmp_path):

@@ -293,6 +293,7 @@ def test_files_that_do_not_decode_are_left_out_and_named(tmp_path):
     (["--device", "cuda"], "CUDA"),
     (["--num-classes", "3"], "--num-classes 3 was given, but .* has 5 class folders: daisy, dandelion"),
     (["--val-ratio", "0"], "gives no validation images, which choose best.pth: use --val-ratio above 0"),
+    (["--decode", "device", "--recipe", "official"], "--decode device works with --recipe tutorial"),
 ])
 def test_user_errors_are_one_line_without_traceback(flowers, tmp_path, args, message):
     if torch.cuda.is_available() and "cuda" in args:
@@ -304,6 +305,17 @@ def test_user_errors_are_one_line_without_traceback(flowers, tmp_path, args, mes
     assert result.stderr.startswith("error: ")
     import re
     assert re.search(message, result.stderr), result.stderr
+
+
+def test_decoding_on_the_device_trains_as_decoding_in_the_workers(flowers, tmp_path):
+    """--decode device on the CPU (the code nvJPEG runs on a GPU, but for the decoder itself): the same crops,
+    so the same training within the decoders' grey level or so."""
+    common = ["--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--workers", "2"]
+    run_train(*common, "--name", "workers")
+    run_train(*common, "--name", "device", "--decode", "device")
+    (on_workers,), (on_device,) = metrics(tmp_path / "workers"), metrics(tmp_path / "device")
+    assert abs(float(on_workers["loss_train"]) - float(on_device["loss_train"])) < 0.01
+    assert on_device["data_failed_images"] == "0"
 
 
 def test_folder_without_images_is_an_error(tmp_path):
