@@ -7,6 +7,7 @@ and the largest batch that fits.
     python bench/bench_train.py --device cuda --compile
     python bench/bench_train.py --device cuda --data-path flower_photos imagenet/train
     python bench/bench_train.py --device cuda --memory --model swin_base_patch4_window7_224
+    python bench/bench_train.py --device cuda --profile     # the operators that take the time, bare and timm
 
 Three ways of training, each round in turn, so that all see the same machine:
 - bare: train.py's training step (engine.train_step: normalise the uint8 batch, autocast, loss with
@@ -74,6 +75,9 @@ def parse_args():
     p.add_argument("--no-e2e", action="store_true", help="skip the loader")
     p.add_argument("--memory", action="store_true", help="instead: peak memory and speed with and without "
                    "--grad-checkpointing, and the largest batch that fits (a GPU)")
+    p.add_argument("--profile", type=int, nargs="?", const=20, default=0, metavar="N",
+                   help="instead: the N operators (default 20) that take the most time in --steps steps of bare and "
+                        "of timm (torch.profiler)")
     args = p.parse_args()
     args.device = select_device(args.device)
     gpu = args.device.type == "cuda"
@@ -181,11 +185,11 @@ def describe(folder: Path) -> str:
 
 # --- Speed ---
 
-def compare_speed(args, device, amp):
+def step_states(args, cfg, device, amp) -> tuple:
+    """({"timm": ..., "bare": ...} training states with the same weights, a batch on the device, img_size)."""
     torch.manual_seed(0)
     ours = swin.create_model(args.model, num_classes=5, **({"img_size": args.img_size} if args.img_size else {}))
     img_size = ours.img_size
-    cfg = train_config(args)
     states = {}
     if not args.no_timm:
         reference = timm_twin(ours)
@@ -193,6 +197,12 @@ def compare_speed(args, device, amp):
     states["bare"] = build_state(args, cfg, ours, device, amp, img_size)
     batch = (torch.randint(0, 256, (args.batch_size, 3, img_size, img_size), dtype=torch.uint8, device=device),
              torch.randint(0, 5, (args.batch_size,), device=device))
+    return states, batch, img_size
+
+
+def compare_speed(args, device, amp):
+    cfg = train_config(args)
+    states, batch, img_size = step_states(args, cfg, device, amp)
     loaders = {}
     scratch = tempfile.TemporaryDirectory()
     if not args.no_e2e:
@@ -313,6 +323,24 @@ def largest_batch(args, cfg, device, amp, checkpointing: bool, peak_at_batch: fl
     return best
 
 
+# --- Where the time goes ---
+
+def profile_steps(args, device, amp):
+    """The operators that take the time in a few steps of bare's and of timm's training step (torch.profiler):
+    what to make faster, on the machine that counts."""
+    from torch.profiler import ProfilerActivity, profile
+    cfg = train_config(args)
+    states, batch, _ = step_states(args, cfg, device, amp)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"  # kernels, not callers
+    for name, state in states.items():
+        step_round(state, cfg, batch, 3)  # warm-up
+        with profile(activities=activities) as prof:
+            step_round(state, cfg, batch, args.steps)
+        print(f"== {name}: {args.steps} steps, the {args.profile} operators that take the most time", flush=True)
+        print(prof.key_averages().table(sort_by=sort, row_limit=args.profile, max_name_column_width=60), flush=True)
+
+
 def main():
     args = parse_args()
     device = args.device
@@ -323,6 +351,8 @@ def main():
     print_header(device)
     if args.memory:
         compare_memory(args, device, amp)
+    elif args.profile:
+        profile_steps(args, device, amp)
     else:
         compare_speed(args, device, amp)
 

@@ -35,6 +35,8 @@ run_part() {
     train_eager) part train_eager 170 python3 bench/bench_train.py --device cuda --rounds 4 --e2e-batches 30 ;;
     # 8 of its 9 tests took about 300 s on an H200 (230 s, then 70 s for two); the torchrun one was not reached
     tests) part tests 360 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py ;;
+    # the kernels that take the step's time, ours and timm's: what to make faster
+    profile) part profile 90 python3 bench/bench_train.py --device cuda --profile 25 --steps 5 ;;
     # which kernel per case: what attention.CHOSEN_ATTENTION should say on CUDA
     attention) part attention 100 python3 bench/bench_attention.py --device cuda --no-compile --repeats 10 ;;
     train_compiled) part train_compiled 250 python3 bench/bench_train.py --device cuda --compile --rounds 4 \
@@ -43,14 +45,14 @@ run_part() {
         python3 bench/bench_train.py --device cuda --memory --steps 4 --model swin_base_patch4_window7_224" ;;
     data) part data 40 python3 bench/bench_data.py --workers 15 --batch-size 128 --images 2560 --rounds 2 \
         --upscale 3 --gpu-decode ;;
-    *) echo "unknown part $1: train_eager tests attention train_compiled memory data" >&2; return 2 ;;
+    *) echo "unknown part $1: train_eager tests profile attention train_compiled memory data" >&2; return 2 ;;
     esac
 }
 
 { nvidia-smi -L; nproc; python3 -c "import torch, torchvision, timm; print(torch.__version__, torchvision.__version__, timm.__version__)"; } \
     >"$out/env.log" 2>&1
 cat "$out/env.log"
-for name in "${@:-train_eager tests attention train_compiled memory data}"; do
+for name in "${@:-train_eager tests profile attention train_compiled memory data}"; do
     for one in $name; do
         run_part "$one"
     done

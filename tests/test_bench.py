@@ -22,6 +22,9 @@ def test_bench_train_compares_the_step_with_timm_and_the_loop_with_its_loader():
     out = run_bench("bench/bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "8", "--rounds",
                     "1", "--steps", "1", "--e2e-batches", "2", "--workers", "1", "--no-timm", "--decode", "device")
     assert "e2e 320x240, decoded on the device / bare" in out
+    out = run_bench("bench/bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "4", "--steps", "1",
+                    "--profile", "5")
+    assert "== timm: 1 steps, the 5 operators" in out and "== bare" in out and "aten::mm" in out
 
 
 def test_bench_data_gpu_decoding_code_runs_on_the_cpu():
