@@ -281,9 +281,10 @@ class TrainState:
 
 
 def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, show_progress: bool = True) -> dict:
-    """One epoch: the batches of a loader, or the rest of this epoch's from its endless iterator (Take). Returns loss, top-1 and top-5 (on the unmixed labels), images, seconds,
-    the seconds spent waiting for the loader, the paths of images that failed to load, and whether a
-    stop signal ended it early."""
+    """One epoch: a loader's batches, or this epoch's (the rest of it, after a resume) from the endless
+    iterator of train.py's loader (Take). Returns loss, top-1 and top-5 (on the unmixed labels), images,
+    seconds, the seconds spent waiting for the loader, the paths of images that failed to load (in the
+    workers or, with --decode device, on the device), and whether a stop signal ended it early."""
     state.net.train()
     # loss, top-1 and top-5 hits, summed on the device: read back only to refresh the progress bar,
     # so the CPU can queue the next batch while the GPU finishes this one's backward pass

@@ -167,7 +167,8 @@ def test_decoding_on_the_device_makes_the_workers_crops(tmp_path):
 
 
 def check_device_decoding(tmp_path, device):
-    files = [write_large_jpeg(tmp_path / "big.jpg", (800, 600)), write_sideways_jpeg(tmp_path / "phone.jpg", (300, 200)),
+    files = [write_large_jpeg(tmp_path / "big.jpg", (800, 600)),
+             write_sideways_jpeg(tmp_path / "phone.jpg", (300, 200)),
              write_image(tmp_path / "grey.jpg", (120, 90), mode="L", quality=95),
              write_image(tmp_path / "a.png", (120, 90)), write_image(tmp_path / "cmyk.jpg", (120, 90), mode="CMYK"),
              write_image(tmp_path / "prog.jpg", (120, 90), quality=95, progressive=True)]
