@@ -151,15 +151,16 @@ class JpegCrop:
 
 class ReadForDevice:
     """Opened image -> a JpegCrop: the training crop chosen as DecodeCrop chooses it (the same random
-    draws: the same box and flip for the same seed), nothing decoded. What the device cannot decode
-    (not a JPEG, CMYK, progressive) the worker decodes itself, a uint8 crop as build_transform's."""
+    draws: the same box and flip for the same seed), nothing decoded. Other files than baseline colour
+    JPEGs (other formats; grey, CMYK or progressive JPEGs, which nvJPEG's batched decoder may not
+    take) the worker decodes itself: a uint8 crop as build_transform's."""
 
     def __init__(self, size: int, interpolation: str = "bilinear"):
         self.size, self.interpolation = size, interpolation
         self.on_cpu = DecodeCrop(size, random_resized_box, interpolation)
 
     def __call__(self, image: Image.Image):
-        if image.format != "JPEG" or image.mode not in ("RGB", "L") or image.info.get("progressive"):
+        if image.format != "JPEG" or image.mode != "RGB" or image.info.get("progressive"):
             return random_horizontal_flip(self.on_cpu(image))
         orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
         width, height = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
@@ -255,9 +256,11 @@ UPRIGHT = {  # EXIF orientation -> what makes a decoded (3, H, W) image upright,
 
 
 def decode_jpegs(files: list, device) -> list:
-    """JPEG bytes -> RGB uint8 (3, H, W) tensors on the device, batched (nvJPEG on a GPU); None for a file
-    that does not decode. torchvision's decode_jpeg, deprecated in torchvision 0.29 in favour of
-    TorchCodec, which the GPU machines here do not have; it stays until TorchCodec's can replace it."""
+    """JPEG bytes -> RGB uint8 (3, H, W) tensors on the device, batched (nvJPEG on a GPU). When the batch
+    fails, one by one: a file the device does not decode is decoded on the CPU (libjpeg) and moved, so
+    that no photo the workers would have kept is lost; None for one that decodes nowhere.
+    torchvision's decode_jpeg, deprecated in torchvision 0.29 in favour of TorchCodec, which the GPU
+    machines here do not have; it stays until TorchCodec's can replace it."""
     import warnings
     from torchvision.io import ImageReadMode, decode_jpeg
     if not files:
@@ -267,13 +270,18 @@ def decode_jpegs(files: list, device) -> list:
         try:
             return list(decode_jpeg(files, mode=ImageReadMode.RGB, device=device))
         except RuntimeError:  # the batch has a broken file: decode one by one to find it
-            images = []
-            for data in files:
-                try:
-                    images.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
-                except RuntimeError:
-                    images.append(None)
-            return images
+            return [decode_one(data, device) for data in files]
+
+
+def decode_one(data: torch.Tensor, device):
+    """One JPEG's bytes -> RGB uint8 (3, H, W) on the device, decoded there or else on the CPU; or None."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+    for where in (device, "cpu"):
+        try:
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=where).to(device)
+        except RuntimeError:
+            pass
+    return None
 
 
 def build_normalize(train: bool = False, recipe: str = "tutorial", mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Normalize:

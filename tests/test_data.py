@@ -160,8 +160,8 @@ def test_a_file_broken_after_listing_is_skipped_and_named(tmp_path, num_workers)
 
 def test_decoding_on_the_device_makes_the_workers_crops(tmp_path):
     """--decode device: for the same seed, the same crop and flip as the workers' path, from every kind of
-    file: JPEGs (one sideways, one grey) decoded on the device (here the CPU, with the same code; test_cuda.py
-    runs it on a GPU), and what the device cannot decode (PNG, CMYK, progressive) decoded by the worker,
+    file: colour JPEGs (one sideways) decoded on the device (here the CPU, with the same code; test_cuda.py
+    runs it on a GPU), and what nvJPEG may not take (PNG, grey, CMYK, progressive) decoded by the worker,
     in one batch."""
     check_device_decoding(tmp_path, "cpu")
 
@@ -178,7 +178,7 @@ def check_device_decoding(tmp_path, device):
     on_device = SeededDataset(ImageDataset(samples, build_transform(64, train=True, decode="device")))
     expected = collate_skipping_failures([on_workers[key] for key in keys])
     batch = collate_skipping_failures([on_device[key] for key in keys])
-    assert isinstance(batch[0], EncodedBatch) and [c is not None for c in batch[0].crops] == [True] * 3 + [False] * 3
+    assert isinstance(batch[0], EncodedBatch) and [c is not None for c in batch[0].crops] == [True] * 2 + [False] * 4
     images, labels, failed = to_device(*batch[:3], device)
     assert images.dtype == torch.uint8 and labels.tolist() == list(range(6)) and failed == []
     assert images.device.type == labels.device.type == device
@@ -199,6 +199,24 @@ def test_a_jpeg_that_fails_on_the_device_is_left_out_and_named(tmp_path, num_wor
     assert failed == []  # the worker read only the header
     images, labels, failed = to_device(images, labels, paths, "cpu")
     assert images.shape == (3, 3, 32, 32) and labels.tolist() == [0, 2, 3] and failed == [str(broken)]
+
+
+def test_a_jpeg_the_device_cannot_decode_is_decoded_on_the_cpu(tmp_path, monkeypatch):
+    """nvJPEG takes fewer JPEGs than libjpeg: a file it refuses (here, a device that refuses all) is
+    decoded on the CPU and moved, not lost; only one that decodes nowhere is."""
+    import torchvision.io
+    from data import decode_jpegs
+    real = torchvision.io.decode_jpeg
+
+    def cpu_only(data, mode, device):
+        if str(device) != "cpu":
+            raise RuntimeError("this device decodes nothing")
+        return real(data, mode=mode)
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", cpu_only)
+    good = write_image(tmp_path / "good.jpg", (64, 48), quality=95).read_bytes()
+    files = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in (good, good[:700])]
+    decoded, broken = decode_jpegs(files, "meta")
+    assert decoded.device.type == "meta" and decoded.shape == (3, 48, 64) and broken is None
 
 
 def test_a_bug_in_a_transform_is_not_taken_for_a_broken_file(tmp_path):
