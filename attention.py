@@ -39,12 +39,13 @@ def choose_attention(x: torch.Tensor, dropout: float) -> str:
     return "sdpa" if kind == "flex" and dropout > 0 else kind
 
 
-def window_attention(q, k, v, bias, mask, dropout: float, kind: str) -> torch.Tensor:
-    """softmax(q k^T + bias + mask) v for every window: q, k, v (B_, heads, N, d), B_ = batch x windows
-    with the window index fastest; bias (heads, N, N); mask (num_windows, N, N) or None."""
+def window_attention(q, k, v, bias, mask, dropout: float, kind: str, scale: float = 1.0) -> torch.Tensor:
+    """softmax(scale q k^T + bias + mask) v for every window: q, k, v (B_, heads, N, d), B_ = batch x windows
+    with the window index fastest; bias (heads, N, N); mask (num_windows, N, N) or None. The fused
+    kernels apply the scale inside, sparing a pass over q forward and backward."""
     b_, heads, n, _ = q.shape
     if kind == "flex":
-        return flex_window_attention(q, k, v, bias, mask)
+        return flex_window_attention(q, k, v, bias, mask, scale)
     if mask is not None:
         bias = bias + mask.unsqueeze(1)  # (num_windows, heads, N, N)
     nw = 1 if mask is None else mask.shape[0]
@@ -53,8 +54,8 @@ def window_attention(q, k, v, bias, mask, dropout: float, kind: str) -> torch.Te
         # kernel (a 3-D one falls back to the slow path)
         bias = bias.to(q.dtype)
         bias = bias.expand(b_ // nw, nw, heads, n, n).reshape(b_, heads, n, n) if nw > 1 else bias[None]
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=1.0)
-    attn = q @ k.transpose(-2, -1)  # (B_, heads, N, N)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=scale)
+    attn = (q * scale if scale != 1.0 else q) @ k.transpose(-2, -1)  # (B_, heads, N, N); q is smaller than attn
     attn = (attn.view(-1, nw, heads, n, n) + bias).softmax(-1)
     return F.dropout(attn, dropout, dropout > 0).view(b_, heads, n, n) @ v
 
@@ -62,7 +63,7 @@ def window_attention(q, k, v, bias, mask, dropout: float, kind: str) -> torch.Te
 _compiled_flex = None
 
 
-def flex_window_attention(q, k, v, bias, mask) -> torch.Tensor:
+def flex_window_attention(q, k, v, bias, mask, scale: float = 1.0) -> torch.Tensor:
     """FlexAttention: bias and mask are read by index inside one generated kernel, so nothing of size
     (B_, heads, N, N) is written, and the bias's gradient is summed there too."""
     from torch.nn.attention.flex_attention import flex_attention
@@ -84,4 +85,4 @@ def flex_window_attention(q, k, v, bias, mask) -> torch.Tensor:
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
             _compiled_flex = torch.compile(flex_attention, dynamic=False)
         attend = _compiled_flex
-    return attend(q, k, v, score_mod=score_mod, scale=1.0)
+    return attend(q, k, v, score_mod=score_mod, scale=scale)

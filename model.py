@@ -283,13 +283,12 @@ class WindowAttention(nn.Module):
             temperature = torch.clamp(self.logit_scale, max=MAX_LOGIT_SCALE).exp()  # (heads, 1, 1)
             q = scaled_normalize(q, temperature)
             k = scaled_normalize(k, torch.ones_like(temperature))
-        else:
-            q = q * self.scale
         bias = self.position_bias(layout)  # (heads, N, N)
         # an int index: torch.compile (torch 2.11) breaks the graph on a list indexed by a bool
         mask = layout.masks[int(shifted)]  # (num_windows, N, N) or None
         dropout = self.attn_drop if self.training else 0.0
-        x = window_attention(q, k, v, bias, mask, dropout, choose_attention(x, dropout))  # (B_, heads, N, d)
+        scale = 1.0 if self.v2 else self.scale  # V2's temperature is in q already
+        x = window_attention(q, k, v, bias, mask, dropout, choose_attention(x, dropout), scale)  # (B_, heads, N, d)
         x = x.transpose(1, 2).reshape(b_, n, c)  # (B_, N, C)
         return self.proj_drop(self.proj(x))
 
