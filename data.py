@@ -151,9 +151,11 @@ class JpegCrop:
 
 class ReadForDevice:
     """Opened image -> a JpegCrop: the training crop chosen as DecodeCrop chooses it (the same random
-    draws: the same box and flip for the same seed), nothing decoded. Other files than baseline colour
+    draws: the same box and flip for the same seed), nothing decoded. The worker decodes, as
+    build_transform's pipeline does, what is better decoded there: other files than baseline colour
     JPEGs (other formats; grey, CMYK or progressive JPEGs, which nvJPEG's batched decoder may not
-    take) the worker decodes itself: a uint8 crop as build_transform's."""
+    take), and crops of large photos, which it decodes at a reduced DCT scale (draft_reduction) for a
+    fraction of a full decode's work, where the device would decode every pixel into its memory."""
 
     def __init__(self, size: int, interpolation: str = "bilinear"):
         self.size, self.interpolation = size, interpolation
@@ -165,6 +167,8 @@ class ReadForDevice:
         orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
         width, height = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
         box = random_resized_box(width, height)
+        if draft_reduction(box[2], box[3], self.size) > 1:
+            return random_horizontal_flip(DecodeCrop(self.size, lambda w, h: box, self.interpolation)(image))
         flip = bool(torch.rand(1) < 0.5)
         image.fp.seek(0)
         return JpegCrop(torch.frombuffer(bytearray(image.fp.read()), dtype=torch.uint8), box, orientation, flip,

@@ -161,26 +161,28 @@ def test_a_file_broken_after_listing_is_skipped_and_named(tmp_path, num_workers)
 def test_decoding_on_the_device_makes_the_workers_crops(tmp_path):
     """--decode device: for the same seed, the same crop and flip as the workers' path, from every kind of
     file: colour JPEGs (one sideways) decoded on the device (here the CPU, with the same code; test_cuda.py
-    runs it on a GPU), and what nvJPEG may not take (PNG, grey, CMYK, progressive) decoded by the worker,
-    in one batch."""
+    runs it on a GPU); a large photo, and what nvJPEG may not take (PNG, grey, CMYK, progressive), decoded
+    by the worker; all in one batch."""
     check_device_decoding(tmp_path, "cpu")
 
 
 def check_device_decoding(tmp_path, device):
-    files = [write_large_jpeg(tmp_path / "big.jpg", (800, 600)),
-             write_sideways_jpeg(tmp_path / "phone.jpg", (300, 200)),
+    files = [write_large_jpeg(tmp_path / "big.jpg", (2400, 1800)),  # any crop >= 2 x 96 px a side: drafted
+             write_large_jpeg(tmp_path / "photo.jpg", (240, 180)),  # every crop < 2 x 96 px a side
+             write_sideways_jpeg(tmp_path / "phone.jpg", (300, 180)),
              write_image(tmp_path / "grey.jpg", (120, 90), mode="L", quality=95),
              write_image(tmp_path / "a.png", (120, 90)), write_image(tmp_path / "cmyk.jpg", (120, 90), mode="CMYK"),
              write_image(tmp_path / "prog.jpg", (120, 90), quality=95, progressive=True)]
     samples = [(str(path), i) for i, path in enumerate(files)]
     keys = [(i, 100 + i) for i in range(len(files))]
-    on_workers = SeededDataset(ImageDataset(samples, build_transform(64, train=True)))
-    on_device = SeededDataset(ImageDataset(samples, build_transform(64, train=True, decode="device")))
+    on_workers = SeededDataset(ImageDataset(samples, build_transform(96, train=True)))
+    on_device = SeededDataset(ImageDataset(samples, build_transform(96, train=True, decode="device")))
     expected = collate_skipping_failures([on_workers[key] for key in keys])
     batch = collate_skipping_failures([on_device[key] for key in keys])
-    assert isinstance(batch[0], EncodedBatch) and [c is not None for c in batch[0].crops] == [True] * 2 + [False] * 4
+    on_the_device = [crop is not None for crop in batch[0].crops]
+    assert isinstance(batch[0], EncodedBatch) and on_the_device == [False, True, True, False, False, False, False]
     images, labels, failed = to_device(*batch[:3], device)
-    assert images.dtype == torch.uint8 and labels.tolist() == list(range(6)) and failed == []
+    assert images.dtype == torch.uint8 and labels.tolist() == list(range(7)) and failed == []
     assert images.device.type == labels.device.type == device
     difference = (images.cpu().float() - expected[0].float()).abs().mean((1, 2, 3))
     assert difference.max() < 2, difference  # grey levels: another decoder and resize, the same crops
