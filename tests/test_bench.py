@@ -37,6 +37,14 @@ def test_bench_data_gpu_decoding_code_runs_on_the_cpu():
     assert bench_data.gpu_decode_rate(args, samples, device="cpu") > 0
 
 
+def test_bench_traffic_counts_the_same_matmuls_in_both_models():
+    out = run_bench("bench/bench_traffic.py", "--model", "swin_micro_patch4_window4_128", "--img-size", "64",
+                    "--batch-size", "2", "--top", "5")
+    flops = [line.split(" and ")[1] for line in out.splitlines() if line.startswith(("ours:", "timm:"))]
+    assert len(flops) == 2 and flops[0] == flops[1] and "GFLOP of matmuls per image" in flops[0]
+    assert "bytes moved, timm / ours" in out and out.count("\n") >= 5 + 6
+
+
 def test_bench_attention_times_each_kind():
     out = run_bench("bench/bench_attention.py", "--device", "cpu", "--repeats", "1", "--no-compile")
     assert "fastest:" in out and out.count("stage 1 regular") == 2  # plain and sdpa (FlexAttention: GPUs)

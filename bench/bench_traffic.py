@@ -1,0 +1,118 @@
+"""What a training step moves through memory, operator by operator: model.py against timm's Swin.
+
+    python bench/bench_traffic.py                                   # swin_tiny at 224
+    python bench/bench_traffic.py --model swinv2_tiny_patch4_window8_256 --top 20
+
+On a GPU a Swin training step is mostly not matmul work: swin_tiny does about 27 GFLOP an image in
+its matmuls, a few milliseconds of a batch of 128 at an H100's bf16 peak, against a step of about
+60 ms measured eager on an H200. The rest goes to operators that read and write whole activations
+(casts, copies, normalisation, softmax, GELU, adds, gathers) and to launching them. This counts, for
+one forward and backward pass under bf16 autocast, every operator's calls, the bytes of its inputs
+and outputs (views, which move nothing, left out) and the matmuls' FLOPs: a device-independent
+account of what a memory-bound step moves, and of where the two models differ. It runs on the CPU,
+so that a machine without a GPU can read it: CPU autocast stands in for CUDA's, and both models take
+the plain attention path (matmul, softmax, matmul), which is timm's and which a fused kernel's math
+would be counted as on a CPU anyway. Figures are per image of a --batch-size batch; bytes a kernel
+finds in a cache are counted as moved. `bench_train.py --profile` gives the GPU's own times.
+"""
+import argparse
+import collections
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench_train import timm_twin  # noqa: E402  (bench/ is on the path)
+from common import print_header  # noqa: E402
+import attention  # noqa: E402
+import model as swin  # noqa: E402
+
+# operators that return a view of their input, or allocate without writing: no traffic
+NO_TRAFFIC = {"view", "_unsafe_view", "t", "transpose", "permute", "expand", "unsqueeze", "squeeze", "select",
+              "slice", "unbind", "split", "split_with_sizes", "as_strided", "alias", "detach", "diagonal",
+              "unflatten", "lift_fresh", "empty", "empty_like", "new_empty", "empty_strided"}
+
+
+class OperatorTraffic(TorchDispatchMode):
+    """Calls, bytes read and written, and matmul FLOPs per operator, for what runs inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls, self.bytes, self.flops = collections.Counter(), collections.Counter(), collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.__name__.split(".")[0]
+        if name in NO_TRAFFIC:
+            return out
+        tensors = [t for t in tensors_in((args, kwargs, out))]
+        self.calls[name] += 1
+        self.bytes[name] += sum(t.numel() * t.element_size() for t in tensors)
+        if name in ("mm", "bmm", "addmm", "baddbmm"):
+            a, b = args[-2:]  # (..., m, k) @ (..., k, n): 2 m k n multiply-adds' FLOPs per matrix
+            self.flops[name] += 2 * a.numel() * b.shape[-1]
+        return out
+
+
+def tensors_in(value):
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from tensors_in(item)
+    elif isinstance(value, dict):
+        yield from tensors_in(list(value.values()))
+
+
+def count_step(net, batch_size: int, img_size: int) -> OperatorTraffic:
+    """One training forward and backward pass (label-smoothed loss, bf16 autocast) under the counter."""
+    x = torch.randn(batch_size, 3, img_size, img_size)
+    y = torch.randint(0, net.num_classes, (batch_size,))
+    counter = OperatorTraffic()
+    with counter:
+        with torch.autocast("cpu", torch.bfloat16):
+            logits = net(x)
+        F.cross_entropy(logits.float(), y, label_smoothing=0.1).backward()
+    return counter
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="swin_tiny_patch4_window7_224", help="default: swin_tiny_patch4_window7_224")
+    p.add_argument("--img-size", type=int, help="default: the variant's")
+    p.add_argument("--batch-size", type=int, default=8, help="default: 8 (figures are per image)")
+    p.add_argument("--top", type=int, default=15, help="operators listed, by ours and timm's bytes (default: 15)")
+    return p.parse_args()
+
+
+def main():
+    args = parse_args()
+    print_header()
+    torch.manual_seed(0)
+    ours = swin.create_model(args.model, num_classes=5, **({"img_size": args.img_size} if args.img_size else {}))
+    counts = {"ours": None, "timm": None}
+    attention.ATTENTION = "plain"
+    for name, net in (("ours", ours), ("timm", timm_twin(ours))):
+        counts[name] = count_step(net.train(), args.batch_size, ours.img_size)
+    n = args.batch_size
+    print(f"# {args.model} at {ours.img_size} px, batch {n}, bf16 autocast, forward + backward, plain attention; "
+          "per image")
+    print(f"{'operator':32s} {'ours calls':>10s} {'ours MB':>9s} {'timm calls':>10s} {'timm MB':>9s}")
+    both = counts["ours"].bytes + counts["timm"].bytes
+    for op, _ in both.most_common(args.top):
+        print(f"{op:32s} {counts['ours'].calls[op]:10d} {counts['ours'].bytes[op] / n / 1e6:9.1f} "
+              f"{counts['timm'].calls[op]:10d} {counts['timm'].bytes[op] / n / 1e6:9.1f}")
+    for name, count in counts.items():
+        print(f"{name}: {sum(count.calls.values())} operator calls a step, "
+              f"{sum(count.bytes.values()) / n / 1e6:.0f} MB moved and "
+              f"{sum(count.flops.values()) / n / 1e9:.1f} GFLOP of matmuls per image")
+    ratio = sum(counts["timm"].bytes.values()) / sum(counts["ours"].bytes.values())
+    print(f"bytes moved, timm / ours: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
