@@ -23,6 +23,7 @@ ATTENTION_KINDS = ("plain", "sdpa", "flex")
 # bias that needs a gradient takes a slower path. On CUDA (an H200, swin_tiny, bf16, batch 128,
 # eager, whole model): sdpa in training (2026 img/s, plain 1833, flex about half), plain for
 # inference (6079 img/s, sdpa 5213: expanding the bias to every window costs more than it saves).
+# Those CUDA figures predate the plain path's bf16 scores, which halve what it moves: to re-measure.
 CHOSEN_ATTENTION = {("cpu", "training"): "plain", ("cpu", "inference"): "sdpa",
                     ("cuda", "training"): "sdpa", ("cuda", "inference"): "plain"}
 
@@ -56,7 +57,12 @@ def window_attention(q, k, v, bias, mask, dropout: float, kind: str, scale: floa
         bias = bias.expand(b_ // nw, nw, heads, n, n).reshape(b_, heads, n, n) if nw > 1 else bias[None]
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=scale)
     attn = (q * scale if scale != 1.0 else q) @ k.transpose(-2, -1)  # (B_, heads, N, N); q is smaller than attn
-    attn = (attn.view(-1, nw, heads, n, n) + bias).softmax(-1)
+    # In attn's own type: under autocast, bf16 or fp16, which softmax computes in float32 inside and
+    # writes back, as fused attention kernels do. Left to autocast, the float32 bias would make the
+    # sum float32, softmax would write float32, and the second matmul would cast it back: 24 bytes
+    # moved per score forward and 32 backward, where this moves 12 and 12 (bench/bench_traffic.py).
+    with torch.autocast(q.device.type, enabled=False):
+        attn = (attn.view(-1, nw, heads, n, n) + bias.to(attn.dtype)).softmax(-1)
     return F.dropout(attn, dropout, dropout > 0).view(b_, heads, n, n) @ v
 
 

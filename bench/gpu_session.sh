@@ -45,14 +45,14 @@ run_part() {
         python3 bench/bench_train.py --device cuda --memory --steps 4 --model swin_base_patch4_window7_224" ;;
     data) part data 40 python3 bench/bench_data.py --workers 15 --batch-size 128 --images 2560 --rounds 2 \
         --upscale 3 --gpu-decode ;;
-    *) echo "unknown part $1: train_eager tests profile attention train_compiled memory data" >&2; return 2 ;;
+    *) echo "unknown part $1: train_eager attention tests profile train_compiled memory data" >&2; return 2 ;;
     esac
 }
 
 { nvidia-smi -L; nproc; python3 -c "import torch, torchvision, timm; print(torch.__version__, torchvision.__version__, timm.__version__)"; } \
     >"$out/env.log" 2>&1
 cat "$out/env.log"
-for name in "${@:-train_eager tests profile attention train_compiled memory data}"; do
+for name in "${@:-train_eager attention tests profile train_compiled memory data}"; do
     for one in $name; do
         run_part "$one"
     done
