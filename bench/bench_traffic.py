@@ -10,9 +10,10 @@ its matmuls, a few milliseconds of a batch of 128 at an H100's bf16 peak, agains
 one forward and backward pass under bf16 autocast, every operator's calls, the bytes of its inputs
 and outputs (views, which move nothing, left out) and the matmuls' FLOPs: a device-independent
 account of what a memory-bound step moves, and of where the two models differ. It runs on the CPU,
-so that a machine without a GPU can read it: CPU autocast stands in for CUDA's, and both models take
-the plain attention path (matmul, softmax, matmul), which is timm's and which a fused kernel's math
-would be counted as on a CPU anyway. Figures are per image of a --batch-size batch; bytes a kernel
+so that a machine without a GPU can read it: CPU autocast stands in for CUDA's, with CUDA's rule for
+LayerNorm applied (float32, where CPU autocast leaves it in bf16), and both models take the plain
+attention path (matmul, softmax, matmul), which is timm's and which a fused kernel's math would be
+counted as on a CPU anyway. Figures are per image of a --batch-size batch; bytes a kernel
 finds in a cache are counted as moved. `bench_train.py --profile` gives the GPU's own times.
 """
 import argparse
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +60,17 @@ class OperatorTraffic(TorchDispatchMode):
         return out
 
 
+class CudaLayerNorm(TorchFunctionMode):
+    """CUDA's autocast runs layer_norm in float32 (its output, and so the residual stream it starts, in
+    float32); CPU autocast leaves it in bf16. This applies CUDA's rule, so that the count is the GPU's."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is F.layer_norm and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return func(args[0].float(), *args[1:], **(kwargs or {}))
+        return func(*args, **(kwargs or {}))
+
+
 def tensors_in(value):
     if isinstance(value, torch.Tensor):
         yield value
@@ -73,7 +86,7 @@ def count_step(net, batch_size: int, img_size: int) -> OperatorTraffic:
     x = torch.randn(batch_size, 3, img_size, img_size)
     y = torch.randint(0, net.num_classes, (batch_size,))
     counter = OperatorTraffic()
-    with counter:
+    with counter, CudaLayerNorm():
         with torch.autocast("cpu", torch.bfloat16):
             logits = net(x)
         F.cross_entropy(logits.float(), y, label_smoothing=0.1).backward()
