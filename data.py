@@ -19,6 +19,7 @@ bench/bench_data.py measures this against torchvision's ImageFolder.
 import math
 import os
 import random
+import warnings
 from dataclasses import dataclass
 from functools import partial
 
@@ -85,9 +86,13 @@ class DecodeCrop:
         self.size, self.choose_box, self.interpolation, self.to_tensor = size, choose_box, interpolation, to_tensor
 
     def __call__(self, image: Image.Image):
-        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-        width, height = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
-        left, top, box_w, box_h = self.choose_box(width, height)
+        _, width, height = upright_size(image)
+        return self.decode(image, self.choose_box(width, height), width, height)
+
+    def decode(self, image: Image.Image, box: tuple, width: int, height: int):
+        """The crop `box` (left, top, width, height) of the image seen upright, `width` x `height`
+        (upright_size), decoded and resized."""
+        left, top, box_w, box_h = box
         reduction = draft_reduction(box_w, box_h, self.size)
         if reduction > 1:  # a no-op for formats other than JPEG and for decoded images
             image.draft(None, (image.width // reduction, image.height // reduction))
@@ -105,6 +110,13 @@ class DecodeCrop:
         resized = F.interpolate(pixels, size=(self.size, self.size), mode=self.interpolation,
                                 antialias=True, align_corners=False)
         return resized[0]  # (3, size, size) uint8
+
+
+def upright_size(image: Image.Image) -> tuple:
+    """(EXIF orientation, width, height as the photo is seen), from the header alone."""
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    width, height = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
+    return orientation, width, height
 
 
 class Normalize:
@@ -164,11 +176,10 @@ class ReadForDevice:
     def __call__(self, image: Image.Image):
         if image.format != "JPEG" or image.mode != "RGB" or image.info.get("progressive"):
             return random_horizontal_flip(self.on_cpu(image))
-        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-        width, height = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
+        orientation, width, height = upright_size(image)
         box = random_resized_box(width, height)
         if draft_reduction(box[2], box[3], self.size) > 1:
-            return random_horizontal_flip(DecodeCrop(self.size, lambda w, h: box, self.interpolation)(image))
+            return random_horizontal_flip(self.on_cpu.decode(image, box, width, height))
         flip = bool(torch.rand(1) < 0.5)
         image.fp.seek(0)
         return JpegCrop(torch.frombuffer(bytearray(image.fp.read()), dtype=torch.uint8), box, orientation, flip,
@@ -265,7 +276,6 @@ def decode_jpegs(files: list, device) -> list:
     that no photo the workers would have kept is lost; None for one that decodes nowhere.
     torchvision's decode_jpeg, deprecated in torchvision 0.29 in favour of TorchCodec, which the GPU
     machines here do not have; it stays until TorchCodec's can replace it."""
-    import warnings
     from torchvision.io import ImageReadMode, decode_jpeg
     if not files:
         return []
