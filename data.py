@@ -16,6 +16,7 @@ resolution; the crop is resized on uint8 tensors by PyTorch's vectorised antiali
 stays uint8 until the batch is on its device (a GPU, where normalising it costs nothing).
 bench/bench_data.py measures this against torchvision's ImageFolder.
 """
+import itertools
 import math
 import os
 import random
@@ -205,7 +206,7 @@ class EncodedBatch:
         decoded = [item for item in items if not isinstance(item, JpegCrop)]
         size, interpolation = jpegs[0].size, jpegs[0].interpolation
         return cls(torch.cat([j.data for j in jpegs]),
-                   torch.tensor([len(j.data) for j in jpegs], dtype=torch.long).cumsum(0).tolist(),
+                   list(itertools.accumulate(len(j.data) for j in jpegs)),
                    [(i.box, i.orientation, i.flip) if isinstance(i, JpegCrop) else None for i in items],
                    torch.stack(decoded) if decoded else torch.empty(0, 3, size, size, dtype=torch.uint8),
                    size, interpolation)
