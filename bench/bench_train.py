@@ -217,12 +217,17 @@ def compare_speed(args, device, amp):
           f"{'compiled' if args.compile else 'eager'}, attention {args.attention or 'chosen per case'}, "
           f"{cfg.workers} loader workers{', EMA' if args.ema else ''}", flush=True)
 
-    start = time.perf_counter()
-    for name, state in states.items():  # warm-up: compile, allocator, cuDNN/cuBLAS choices
+    warm_up = {}  # seconds: compiling, when compiled; the allocator's and cuDNN/cuBLAS's first choices
+    for name, state in states.items():
+        start = time.perf_counter()
         step_round(state, cfg, batch, 3)
+        warm_up[name] = time.perf_counter() - start
+    start = time.perf_counter()
     for epoch, (loader, epoch_batches) in enumerate(loaders.values()):  # and start the loaders' workers
         e2e_round(states["bare"], cfg, loader, epoch_batches, epoch)
-    print(f"warm-up (compiling, when compiled): {time.perf_counter() - start:.0f} s", flush=True)
+    warm_up["loaders"] = time.perf_counter() - start
+    print(f"warm-up{' (compiling)' if args.compile else ''}: "
+          + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in warm_up.items()), flush=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 

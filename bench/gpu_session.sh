@@ -33,8 +33,9 @@ run_part() {
     case $1 in
     # bare vs timm eager, e2e at both photo sizes, decoded by the workers and on the GPU: the first targets
     train_eager) part train_eager 170 python3 bench/bench_train.py --device cuda --rounds 4 --e2e-batches 30 ;;
-    # 8 of its 9 tests took about 300 s on an H200 (230 s, then 70 s for two); the torchrun one was not reached
-    tests) part tests 360 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py ;;
+    # the GPU's correctness, new GPU code first in line to fail. 8 of its 9 tests took about 300 s on an H200
+    # with train.py compiled twice (once since); the target is 5 minutes. -v names each test as it ends.
+    tests) part tests 300 python3 -m pytest -v -p no:cacheprovider --durations=0 tests/test_cuda.py ;;
     # the kernels that take the step's time, ours and timm's: what to make faster
     profile) part profile 90 python3 bench/bench_train.py --device cuda --profile 25 --steps 5 ;;
     # which kernel per case: what attention.CHOSEN_ATTENTION should say on CUDA
@@ -45,14 +46,14 @@ run_part() {
         python3 bench/bench_train.py --device cuda --memory --steps 4 --model swin_base_patch4_window7_224" ;;
     data) part data 40 python3 bench/bench_data.py --workers 15 --batch-size 128 --images 2560 --rounds 2 \
         --upscale 3 --gpu-decode ;;
-    *) echo "unknown part $1: train_eager attention tests profile train_compiled memory data" >&2; return 2 ;;
+    *) echo "unknown part $1: train_eager tests attention profile train_compiled memory data" >&2; return 2 ;;
     esac
 }
 
 { nvidia-smi -L; nproc; python3 -c "import torch, torchvision, timm; print(torch.__version__, torchvision.__version__, timm.__version__)"; } \
     >"$out/env.log" 2>&1
 cat "$out/env.log"
-for name in "${@:-train_eager attention tests profile train_compiled memory data}"; do
+for name in "${@:-train_eager tests attention profile train_compiled memory data}"; do
     for one in $name; do
         run_part "$one"
     done

@@ -86,14 +86,15 @@ def test_jpegs_decoded_on_the_gpu_give_the_workers_crops(tmp_path):
 
 
 def test_train_resume_and_predict_on_the_gpu(flowers, tmp_path):
-    """train.py --compile on a GPU; the run is resumed without compiling and with the JPEGs decoded on
-    the GPU, and predict.py classifies with the result."""
-    args = ["--data-path", flowers, *FAST, *GPU, "--compile", "--epochs", "2", "--output", tmp_path, "--name", "gpu"]
+    """train.py on a GPU, resumed with the JPEGs decoded on the GPU, and predict.py classifies with the
+    result. Eager: train.py's compiled path on the GPU is the torchrun test's (one compile, not two, keeps
+    this file within 5 minutes); compiling, then resuming without, is test_train's on the CPU."""
+    args = ["--data-path", flowers, *FAST, *GPU, "--epochs", "2", "--output", tmp_path, "--name", "gpu"]
     first = subprocess.run([sys.executable, "train.py", *map(str, args), "--stop-after-epochs", "1"], cwd=ROOT,
                            capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "on cuda:0" in first.stdout and "amp torch.bfloat16" in first.stdout and "compiled" in first.stdout
-    second = subprocess.run([sys.executable, "train.py", "--resume", tmp_path / "gpu", "--no-compile", "--decode",
+    assert "on cuda:0" in first.stdout and "amp torch.bfloat16" in first.stdout
+    second = subprocess.run([sys.executable, "train.py", "--resume", tmp_path / "gpu", "--decode",
                              "device", "--workers", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     rows = metrics(tmp_path / "gpu")
