@@ -20,6 +20,7 @@ import itertools
 import math
 import os
 import random
+import signal
 import warnings
 from dataclasses import dataclass
 from functools import partial
@@ -462,6 +463,15 @@ def default_workers(device: torch.device, processes: int = 1) -> int:
     return max(1, cores // per_machine - 1)
 
 
+def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """A loader worker ignores Ctrl-C and SIGTERM. A terminal, `timeout`, SLURM and `docker stop` signal
+    the whole process group, and the training process alone decides what follows: it finishes its
+    step, saves, then ends its workers (utils.StopSignal). PyTorch's own SIGTERM handler in a worker
+    ends it with the signal, which fails the step; a worker whose process has gone exits by itself."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def build_loader(dataset, batch_size: int, train: bool, num_workers: int, sampler=None,
                  drop_last: bool | None = None, generator: torch.Generator | None = None,
                  batch_sampler=None) -> DataLoader:
@@ -473,7 +483,8 @@ def build_loader(dataset, batch_size: int, train: bool, num_workers: int, sample
     shifts) the global random stream that dropout and mixup use.
     """
     common = dict(num_workers=num_workers, collate_fn=collate_skipping_failures, pin_memory=torch.cuda.is_available(),
-                  persistent_workers=num_workers > 0, generator=generator)
+                  persistent_workers=num_workers > 0, generator=generator,
+                  worker_init_fn=leave_stop_signals_to_the_main_process)
     if batch_sampler is not None:
         return DataLoader(dataset, batch_sampler=batch_sampler, **common)
     if drop_last is None:

@@ -325,9 +325,9 @@ class StopSignal:
     Ctrl-C stops at once.
 
     A terminal's Ctrl-C and a scheduler's SIGTERM reach every process of the job, the loader's
-    workers too, which are forked with this handler: there it does nothing, so that the training
-    process alone decides (it finishes the step, saves, then ends its workers). A worker that died of
-    the signal would fail the step; one that took it as its own would print the notice again."""
+    workers too, which ignore them (data.leave_stop_signals_to_the_main_process), so that the training
+    process alone decides: it finishes the step, saves, then ends its workers. A process forked with
+    this handler installed takes no notice either (it would print the notice again)."""
 
     def __init__(self):
         self.requested = None

@@ -119,10 +119,13 @@ def test_stop_signal_saves_last_and_resume_finishes(flowers, tmp_path, sig, stat
     assert torch.load(last, weights_only=True)["epoch"] == saved["epoch"] + 1
 
 
-def test_ctrl_c_in_a_terminal_reaches_the_workers_too_and_one_stop_follows(flowers, tmp_path, capsys):
-    """A terminal's Ctrl-C signals the whole process group, loader workers included: the workers leave
-    the stop to the training process, which says so once, saves and exits; a second Ctrl-C that
-    nothing handles is one line and status 130, not a traceback."""
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_to_the_process_group_reaches_the_workers_too_and_one_stop_follows(signum, status, flowers,
+                                                                                    tmp_path, capsys):
+    """A terminal's Ctrl-C signals the whole process group, loader workers included, and so do `timeout`,
+    SLURM and `docker stop` with SIGTERM: the workers leave the stop to the training process, which
+    says so once, saves and exits; a second Ctrl-C that nothing handles is one line and status 130,
+    not a traceback."""
     args = [sys.executable, "train.py", "--data-path", str(flowers), *FAST, "--workers", "2", "--epochs", "50",
             "--save-every-steps", "1", "--output", str(tmp_path), "--name", "group"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -133,10 +136,10 @@ def test_ctrl_c_in_a_terminal_reaches_the_workers_too_and_one_stop_follows(flowe
         time.sleep(0.2)
     assert last.exists(), proc.communicate()
     time.sleep(1)  # the workers are running
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, signum)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "python train.py --resume" in out, err
-    assert err.count("SIGINT received") == 1 and "Traceback" not in err, err
+    assert proc.returncode == status and "python train.py --resume" in out, err
+    assert err.count(f"{signum.name} received") == 1 and "Traceback" not in err, err
 
     def interrupted():
         raise KeyboardInterrupt
