@@ -94,6 +94,16 @@ def matching_variants(info: dict) -> list:
     return [name for name, cfg in VARIANTS.items() if all(cfg[k] == info[k] for k in keys)]
 
 
+def check_is_swin(state: dict, source) -> None:
+    """Weights of another network, or a file of no weights, are one clear error, not a model that
+    loads nothing and trains from scratch."""
+    if not any(key.startswith(("patch_embed.", "layers.")) for key in state):
+        held = (f"its tensors are named {', '.join(list(state)[:3])}{', ...' if len(state) > 3 else ''}" if state
+                else "it holds no tensors")
+        raise UserError(f"{source} holds no Swin weights ({held}): give an official, timm or train.py checkpoint "
+                        f"of a Swin model")
+
+
 def check_same_architecture(state: dict, model: nn.Module) -> None:
     """A checkpoint of another variant is one clear error, not a wall of size mismatches."""
     want, have = describe_architecture(model.state_dict()), describe_architecture(state)
@@ -124,6 +134,7 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
     prints a short report of them when verbose.
     """
     state = to_official_layout(unwrap_state_dict(weights if isinstance(weights, dict) else load_checkpoint(weights)))
+    check_is_swin(state, "these weights" if isinstance(weights, dict) else weights)
     check_same_architecture(state, model)
     own = model.state_dict()
     resized, skipped = [], []
@@ -160,8 +171,7 @@ def model_from_state_dict(ckpt, path, variant: str, overrides: dict) -> nn.Modul
     """A classifier from weights that do not say what they are (the tutorial's weights/model-9.pth,
     official or timm files, given to predict.py with --model): `variant` with the file's class count."""
     state = to_official_layout(unwrap_state_dict(ckpt))
-    if not state:
-        raise UserError(f"{path} holds no tensors: it is no model's weights")
+    check_is_swin(state, path)
     if variant is None:
         like = matching_variants(describe_architecture(state))[:3]
         raise UserError(f"{path} is not a checkpoint of train.py, so it does not say which model it is: "

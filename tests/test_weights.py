@@ -6,7 +6,7 @@ import torch
 import weights
 from model import create_model
 from utils import UserError
-from weights import load_weights
+from weights import load_weights, model_from_state_dict
 
 
 def micro_state(**kw):
@@ -71,6 +71,20 @@ def test_bad_files_are_clear_errors(tmp_path):
     junk.write_bytes(b"\xff\xd8\xff\xe0 not a checkpoint at all")
     with pytest.raises(UserError, match="not a PyTorch checkpoint"):
         load_weights(net, junk)
+
+
+def test_weights_of_another_network_are_refused_not_loaded_as_nothing(tmp_path):
+    """A file of some other network's tensors fits no key: an error, not a run trained from scratch
+    (train.py --weights) nor a list of Swin variants to try (predict.py --weights)."""
+    other = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(8, 3, 7, 7), "fc.weight": torch.zeros(5, 8)}, other)
+    with pytest.raises(UserError, match=r"resnet\.pth holds no Swin weights \(its tensors are named conv1\.weight"):
+        load_weights(create_model("swin_micro_patch4_window4_128"), other)
+    for variant in (None, "swin_micro_patch4_window4_128"):
+        with pytest.raises(UserError, match="holds no Swin weights"):
+            model_from_state_dict(torch.load(other), other, variant, {})
+    with pytest.raises(UserError, match=r"holds no Swin weights \(it holds no tensors\)"):
+        model_from_state_dict({"epoch": 3}, "empty.pth", None, {})
 
 
 def test_another_variant_is_named_not_a_size_mismatch():
