@@ -65,12 +65,14 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
     write_misclassified_csv(folder / "misclassified.csv", result["wrong"], classes)
     plots.confusion_matrix_image(result["confusion"], classes, f"{split} split").save(folder / "confusion_matrix.png")
     width = max(len(c) for c in classes + ["class"])
-    lines = [f"{split}: {result['images']} images  top-1 {result['acc1']:.4f}  top-5 {result['acc5']:.4f}  "
+    lines = [f"{variant} from {checkpoint}",
+             f"{split}: {result['images']} images  top-1 {result['acc1']:.4f}  top-5 {result['acc5']:.4f}  "
              f"balanced accuracy {result['balanced_acc']:.4f}  loss {result['loss']:.4f}", "",
              f"{'class':<{width}}  precision  recall  images"]
     for (precision, recall, support), name in zip(engine.per_class_metrics(result["confusion"]), classes):
         lines.append(f"{name:<{width}}  {precision:9.3f}  {recall:6.3f}  {support:6d}")
-    lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
+    lines += ["", "confusion matrix (rows: true class, columns: predicted)",
+              f"{'':<{width}}  " + " ".join(f"{name[:5]:>5}" for name in classes)]
     lines += [f"{name:<{width}}  " + " ".join(f"{int(v):5d}" for v in row)
               for name, row in zip(classes, result["confusion"])]
     text = "\n".join(lines)

@@ -124,6 +124,8 @@ def main(argv=None) -> None:
     parser = build_parser()
     cfg = parse_config(parser, argv)
     cfg, checkpoint = resume_config(parser, cfg, sys.argv[1:] if argv is None else argv)
+    if cfg.eval_only and checkpoint is None and cfg.weights in (None, "none"):
+        raise UserError("--eval-only needs a checkpoint: --resume runs/<name>/best.pth (or --weights FILE)")
     if checkpoint is not None and not cfg.eval_only and checkpoint["epoch"] >= cfg.epochs:
         # not an error: a job that resumes until done ends here (said once, under torchrun too)
         if os.environ.get("RANK", "0") == "0":
@@ -254,11 +256,14 @@ def main(argv=None) -> None:
 def resume_config(parser, cfg, argv) -> tuple:
     """(config, checkpoint) of --resume, or (cfg, None) without it. A resumed run continues with the
     settings it saved, except the flags typed now; --eval-only takes only its data and split from them."""
+    if cfg.eval_only and not cfg.resume and isinstance(cfg.weights, Path) and cfg.weights.is_file() \
+            and is_run_checkpoint(load_checkpoint(cfg.weights)):
+        cfg.resume, cfg.weights = cfg.weights, None  # train.py's checkpoint knows its model, classes and data
     if not cfg.resume:
         return cfg, None
-    path = cfg.resume / "last.pth" if cfg.resume.is_dir() else cfg.resume
+    path = resumed_file(cfg)
     checkpoint = load_checkpoint(path)
-    if not isinstance(checkpoint, dict) or "class_names" not in checkpoint:
+    if not is_run_checkpoint(checkpoint):
         raise UserError(f"{path} is not a checkpoint of train.py; to start from its weights use --weights")
     given = explicit_flags(parser, argv)
     # the loader's worker count follows the machine the run goes on on (it does not change the results)
@@ -267,6 +272,16 @@ def resume_config(parser, cfg, argv) -> tuple:
     cfg = argparse.Namespace(**{**vars(cfg), **saved, "resume": cfg.resume})
     cfg.data_path, cfg.output = Path(cfg.data_path), Path(cfg.output)
     return cfg, checkpoint
+
+
+def resumed_file(cfg) -> Path:
+    """The checkpoint --resume names: a run folder means its last.pth, or for --eval-only its best.pth."""
+    return cfg.resume / ("best.pth" if cfg.eval_only else "last.pth") if cfg.resume.is_dir() else cfg.resume
+
+
+def is_run_checkpoint(checkpoint) -> bool:
+    """train.py's checkpoints carry their classes, model and config; other weights files do not."""
+    return isinstance(checkpoint, dict) and "class_names" in checkpoint
 
 
 def fetch_tutorial_photos(data_path: Path, main_process: bool, world_size: int) -> None:
@@ -435,17 +450,22 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
 def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp, main_process: bool) -> None:
     """--eval-only: top-1/top-5, per-class precision and recall, confusion matrix (text and
     picture), and the misclassified files (the tutorial's extra scripts, folded in)."""
-    if checkpoint is None and cfg.weights in (None, "none"):
-        raise UserError("--eval-only needs a checkpoint: --resume runs/<name>/best.pth (or --weights FILE)")
     samples = splits.test if cfg.split == "test" else splits.val
     if not samples:
-        raise UserError(f"{cfg.data_path} has no {cfg.split} split")
+        how = ("split_data.py --test-ratio 0.1 writes train/, val/ and test/ folders" if cfg.split == "test" else
+               "use --val-ratio above 0, or put images in val/<class>/")
+        raise UserError(f"{cfg.data_path} has no {cfg.split} split: {how}")
     result = engine.evaluate(model, eval_loader(samples, transform, cfg, 0, 1), build_normalize(), len(splits.classes),
                              device, amp, cfg.progress)
     if not main_process:
         return
-    out = (cfg.resume.parent if cfg.resume and cfg.resume.is_file() else cfg.resume or cfg.output) / f"eval_{cfg.split}"
-    print(report.write_evaluation(out, result, splits.classes, str(cfg.resume or cfg.weights), model.variant, cfg.split,
+    if checkpoint is not None:
+        source = f"{resumed_file(cfg)} (epoch {checkpoint['epoch']})"
+        out = resumed_file(cfg).parent / f"eval_{cfg.split}"
+    else:  # weights from elsewhere: a run folder of their own
+        source = str(cfg.weights)
+        out = cfg.output / (cfg.name or f"eval-{cfg.weights.stem}") / f"eval_{cfg.split}"
+    print(report.write_evaluation(out, result, splits.classes, source, model.variant, cfg.split,
                                   out.parent / "metrics.csv"))
     print(f"\n{len(result['wrong'])} misclassified files: {out / 'misclassified.csv'}; picture: "
           f"{out / 'confusion_matrix.png'}; open in a browser: {out / 'report.html'}")
