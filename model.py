@@ -30,7 +30,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 
 from attention import choose_attention, window_attention
-from utils import UserError
+from utils import UserError, run_cli
 
 # Masked attention logits. The official -100 leaves exp() results in the denormal range, which
 # x86 CPUs compute many times slower (bench/bench_model.py --flush-denormal shows what that
@@ -679,4 +679,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -29,16 +29,22 @@ class UserError(Exception):
 
 
 def run_cli(main) -> None:
-    """Run a script's `main()`, turning a UserError into one line on stderr and exit status 2, and a
-    Ctrl-C that was not handled (train.py's second one) into one line and status 130."""
+    """Run a script's `main()`, turning a UserError into one line on stderr and exit status 2, a
+    Ctrl-C that was not handled (train.py's second one) into one line and status 130, and a reader
+    of stdout that has gone (`| head`) into a quiet stop, as other command-line tools make it."""
     try:
         main()
+        sys.stdout.flush()  # a closed pipe raises here, not at exit
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("\nstopped at once by Ctrl-C", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:
+        # stdout to /dev/null, so that flushing it at exit raises nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(128 + signal.SIGPIPE)
 
 
 # --- Config: defaults < YAML file < command-line flags, one set of names everywhere ---

@@ -234,6 +234,16 @@ def test_no_checkpoint_says_what_to_do(photos, tmp_path):
     assert "python train.py" in result.stderr and "--weights" in result.stderr
 
 
+def test_a_reader_that_stops_early_is_no_traceback(trained, photos):
+    """`predict.py ... | head -1`: the reader has gone before the results are printed (its end of the
+    pipe is closed here at once): a quiet stop with status 141, as a shell tool killed by SIGPIPE."""
+    proc = subprocess.Popen([sys.executable, ROOT / "predict.py", *photos[:3]], cwd=trained,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 141 and "Traceback" not in err and "Error" not in err, err
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_export_gives_the_checkpoint_logits(trained, checkpoint, photos, tmp_path, capsys, monkeypatch):
     code, _, _ = run_predict(capsys, monkeypatch, trained, "--export", tmp_path / "flowers.pt")
