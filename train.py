@@ -149,7 +149,7 @@ def main(argv=None) -> None:
     classes = splits.classes
     if main_process:
         run_log.warn_unreadable(splits.skipped)
-    check_validation_images(splits, cfg)
+    check_splits(splits, cfg, parser.get_default("val_ratio"), main_process)
     if checkpoint is not None and checkpoint["class_names"] != classes:
         raise UserError(f"the checkpoint was trained on classes {checkpoint['class_names']}, but "
                         f"{cfg.data_path} has {classes}")
@@ -297,8 +297,12 @@ def fetch_tutorial_photos(data_path: Path, main_process: bool, world_size: int) 
         torch.distributed.barrier()  # the other processes wait for the photos
 
 
-def check_validation_images(splits, cfg) -> None:
-    """A run needs images to validate on: they choose best.pth (load_splits has checked the classes)."""
+def check_splits(splits, cfg, default_val_ratio: float, main_process: bool) -> None:
+    """A run needs images to validate on: they choose best.pth (load_splits has checked the classes).
+    A --val-ratio that a split root leaves unused is said, not silently dropped."""
+    if main_process and cfg.val_ratio != default_val_ratio and (cfg.data_path / "train").is_dir():
+        print(f"notice: --val-ratio {cfg.val_ratio} is not used: {cfg.data_path} has its own train/ and val/ "
+              "folders (split_data.py --val-ratio makes another split)")
     if not splits.val and not cfg.eval_only:
         raise UserError(f"{cfg.data_path} gives no validation images, which choose best.pth: use --val-ratio above 0 "
                         f"(default 0.2) for a folder of class folders, or put images in val/<class>/")
@@ -382,7 +386,8 @@ def restore(state: engine.TrainState, checkpoint: dict) -> None:
     for key in ("epoch", "step", "batches_done", "best_acc"):
         setattr(state, key, checkpoint[key])
     set_rng_state(checkpoint["rng"])
-    print(f"resumed at epoch {state.epoch + 1}, step {state.step} (best top-1 so far {state.best_acc:.4f})")
+    best = f"best top-1 so far {state.best_acc:.4f}" if state.best_acc >= 0 else "not validated yet"
+    print(f"resumed at epoch {state.epoch + 1}, step {state.step} ({best})")
 
 
 def save_run_checkpoint(path: Path, state: engine.TrainState, cfg, meta: dict, weights=None) -> None:

@@ -98,7 +98,7 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise UserError(f"{path} is not valid YAML: {err}") from None
+        raise UserError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None  # one line
     if not isinstance(values, dict):
         raise UserError(f"{path} must hold a mapping of config keys to values")
     actions = config_keys(parser)

@@ -13,6 +13,7 @@ import torch
 
 import train
 import utils
+from images import DataSplits
 from utils import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,6 +117,7 @@ def test_stop_signal_saves_last_and_resume_finishes(flowers, tmp_path, sig, stat
     # finish the run, shortened to one more epoch than it had reached
     done = run_train("--resume", tmp_path / "int", "--epochs", str(saved["epoch"] + 1))
     assert "resumed at epoch" in done.stdout
+    assert ("(not validated yet)" in done.stdout) == (saved["epoch"] == 0), done.stdout  # no best top-1 of -1
     assert torch.load(last, weights_only=True)["epoch"] == saved["epoch"] + 1
 
 
@@ -187,6 +189,10 @@ def test_config_precedence_and_unknown_keys(tmp_path):
     config.write_text("recipe: fancy\n")
     with pytest.raises(UserError, match="recipe"):
         utils.parse_config(train.build_parser(), ["--config", str(config)])
+    config.write_text("epochs: [3\nlr: 1e-3\n")
+    with pytest.raises(UserError, match=r"c\.yaml is not valid YAML: .*line 2") as err:
+        utils.parse_config(train.build_parser(), ["--config", str(config)])
+    assert "\n" not in str(err.value)
     # what YAML reads as other types: off as False, a GPU index or a run name as a number
     config.write_text("amp: off\nbalance: off\ndevice: 0\nname: 2024\n")
     cfg = utils.parse_config(train.build_parser(), ["--config", str(config)])
@@ -319,6 +325,16 @@ def test_decoding_on_the_device_trains_as_decoding_in_the_workers(flowers, tmp_p
     (on_workers,), (on_device,) = metrics(tmp_path / "workers"), metrics(tmp_path / "device")
     assert abs(float(on_workers["loss_train"]) - float(on_device["loss_train"])) < 0.01
     assert on_device["data_failed_images"] == "0"
+
+
+def test_a_val_ratio_that_a_split_root_leaves_unused_is_said(tmp_path, capsys):
+    (tmp_path / "train").mkdir()
+    parser = train.build_parser()
+    splits = DataSplits(tmp_path, ["a", "b"], [("x.jpg", 0)], [("y.jpg", 1)])
+    for ratio, said in ((0.3, True), (parser.get_default("val_ratio"), False)):
+        cfg = parser.parse_args(["--data-path", str(tmp_path), "--val-ratio", str(ratio)])
+        train.check_splits(splits, cfg, parser.get_default("val_ratio"), main_process=True)
+        assert ("notice: --val-ratio 0.3 is not used" in capsys.readouterr().out) == said
 
 
 def test_folder_without_images_is_an_error(tmp_path):
