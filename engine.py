@@ -278,6 +278,7 @@ class TrainState:
     batches_done: int = 0  # batches of the current epoch done (a mid-epoch checkpoint)
     best_acc: float = -1.0
     skipped_steps: int = 0  # fp16 steps skipped for a non-finite loss, in a row
+    stopping: bool = False  # a stop that every process has agreed on: taken at the next optimizer step
 
 
 def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, show_progress: bool = True) -> dict:
@@ -298,24 +299,21 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
         step_now = state.batches_done % cfg.accum_steps == 0 or state.batches_done == last_batch
         images, labels, failed_here = to_device(images, labels, paths, state.device)
         failed += failed_paths + failed_here
-        if len(labels) == 0:
-            continue
-        result = train_step(state, images, labels, cfg, step_now)
-        if result is None:  # a non-finite loss under fp16 scaling: skipped
-            continue
-        logits, loss, labels = result
-        with torch.no_grad():
-            hits = logits.topk(min(5, logits.shape[-1]), dim=-1).indices == labels[:, None]
-            sums += torch.stack([loss.detach() * len(labels), hits[:, 0].sum(), hits.any(-1).sum()]).double()
-        seen += len(labels)
-        if state.batches_done % 10 == 0 or state.batches_done == last_batch:
-            loss_sum, correct, _ = sums.tolist()
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
-                            lr=f"{state.optimizer.param_groups[0]['lr']:.2e}",
-                            img_s=f"{seen / (time.perf_counter() - start):.1f}")
-        if step_now and on_step is not None:
-            on_step(state, loss.detach())
-        if step_now and stop is not None and stop_agreed(stop, state.device):
+        result = train_step(state, images, labels, cfg, step_now, stop)
+        if result is not None:  # None: a batch skipped (no image loaded, or a non-finite loss under fp16)
+            logits, loss, labels = result
+            with torch.no_grad():
+                hits = logits.topk(min(5, logits.shape[-1]), dim=-1).indices == labels[:, None]
+                sums += torch.stack([loss.detach() * len(labels), hits[:, 0].sum(), hits.any(-1).sum()]).double()
+            seen += len(labels)
+            if state.batches_done % 10 == 0 or state.batches_done == last_batch:
+                loss_sum, correct, _ = sums.tolist()
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
+                                lr=f"{state.optimizer.param_groups[0]['lr']:.2e}",
+                                img_s=f"{seen / (time.perf_counter() - start):.1f}")
+            if step_now and on_step is not None:
+                on_step(state, loss.detach())
+        if step_now and state.stopping:
             interrupted = True
             break
     bar.close()
@@ -339,10 +337,14 @@ def timed_batches(loader, waits: dict):
         yield batch
 
 
-def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, cfg, step_now: bool = True):
+def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, cfg, step_now: bool = True,
+               stop=None):
     """One batch already on the device: normalise (uint8 from the loader), mix, forward, loss,
     backward, and with step_now the optimizer step. Returns (logits, loss, labels), labels as many as
-    the logits' rows (mixup may drop one image), or None when a non-finite loss was skipped."""
+    the logits' rows (mixup may drop one image), or None for a skipped batch (see agree_on_batch)."""
+    if len(labels) == 0:  # every file of the batch failed to load
+        agree_on_batch(state, None, stop)
+        return None
     if state.normalize is not None:
         images = state.normalize(images)
     targets = labels
@@ -356,7 +358,10 @@ def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, cf
         with autocast(state.device, state.amp):
             logits = state.net(images)
         loss = loss_fn(logits.float(), targets, smoothing, class_weights=state.class_weights)
-        if not torch.isfinite(loss):  # the one read-back per step: NaN must not reach the weights
+        empty, non_finite = agree_on_batch(state, loss, stop)
+        if empty:
+            return None
+        if non_finite:  # NaN must not reach the weights
             skip_non_finite(state, loss)
             return None
         state.scaler.scale(loss / cfg.accum_steps).backward()
@@ -365,11 +370,32 @@ def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, cf
     return logits, loss, labels
 
 
+def agree_on_batch(state: TrainState, loss: torch.Tensor | None, stop=None) -> tuple[bool, bool]:
+    """(empty, non_finite): whether a process has no image in this batch (all its files failed) or a
+    loss that is not finite, in which case every process skips the batch; and a stop requested on any
+    process, recorded in state.stopping. Under DDP the processes decide together, in one all-reduce of
+    three flags after the forward pass: one that skipped a batch or stopped alone would leave the others
+    waiting in backward's gradient all-reduce for it. Reading the loss's finiteness here is the one
+    read-back of a step, and it comes before the backward pass is queued, not after the optimizer's."""
+    flags = [loss is None, loss is not None and not torch.isfinite(loss).item(),
+             stop is not None and stop.requested is not None]
+    if dist.is_available() and dist.is_initialized():
+        shared = torch.tensor(flags, dtype=torch.float32, device=state.device)
+        dist.all_reduce(shared, op=dist.ReduceOp.MAX)
+        flags = [value > 0 for value in shared.tolist()]
+    empty, non_finite, stopping = flags
+    if stopping and stop.requested is None:
+        stop.requested = "a stop on another process"
+    state.stopping = state.stopping or stopping
+    return empty, non_finite and not empty
+
+
 def skip_non_finite(state: TrainState, loss: torch.Tensor) -> None:
     """Under fp16 scaling a non-finite loss skips the step and lowers the scale; otherwise, or
     when it keeps happening, the run stops (before any NaN reaches the weights)."""
     if not state.scaler.is_enabled():
-        raise TrainingDiverged(f"the loss became {loss.item()} at epoch {state.epoch + 1}, step {state.step}")
+        became = loss.item() if not torch.isfinite(loss) else "non-finite on another process"
+        raise TrainingDiverged(f"the loss became {became} at epoch {state.epoch + 1}, step {state.step}")
     state.skipped_steps += 1
     if state.skipped_steps > 25:
         raise TrainingDiverged(f"{state.skipped_steps} steps in a row had a non-finite loss "
@@ -426,8 +452,8 @@ def optimizer_step(state: TrainState, cfg) -> None:
 
 
 def stop_agreed(stop, device) -> bool:
-    """Whether any process was asked to stop: all stop at the same step, or the others would wait
-    forever for its gradients."""
+    """Whether any process was asked to stop, between epochs (within one: agree_on_batch): all stop
+    together, or the others would wait forever in the next epoch's first all-reduce."""
     requested = stop.requested is not None
     if dist.is_available() and dist.is_initialized():
         flag = torch.tensor(float(requested), device=device)

@@ -223,6 +223,54 @@ def test_mixed_precision_steps_track_fp32_on_the_cpu(amp):
     assert ((weights - fp32_weights).norm() / fp32_weights.norm()).item() < 0.02
 
 
+def agreement_process(rank: int, init_file: str) -> None:
+    """One of two DDP processes (gloo, CPU) that meet, in turn, a batch with no image on process 1, a
+    non-finite fp16 loss on process 0, and a stop requested on process 1."""
+    import datetime
+    import torch.distributed as dist
+    import train
+    from utils import StopSignal
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))  # a process left waiting fails, not hangs
+    torch.manual_seed(0)
+    model = micro()
+    net = torch.nn.parallel.DistributedDataParallel(model)
+    cfg = train.build_parser().parse_args(["--warmup-epochs", "0", "--epochs", "1"])
+    state = train.build_train_state(cfg, model, net, torch.device("cpu"), torch.float16, 10, [1] * 5)
+    images, labels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), torch.tensor([0, 1])
+    nothing = (images[:0], labels[:0])
+    scale = state.scaler.get_scale()
+
+    # every file of process 1's batch failed: both skip it, nothing is stepped
+    assert engine.train_step(state, *(nothing if rank == 1 else (images, labels)), cfg) is None
+    assert state.step == 0 and state.skipped_steps == 0 and state.scaler.get_scale() == scale
+    # process 0's loss overflows: both skip the step and halve their loss scales alike
+    real_loss = engine.loss_fn
+    engine.loss_fn = lambda *a, **k: real_loss(*a, **k) * (float("inf") if rank == 0 else 1)
+    assert engine.train_step(state, images, labels, cfg) is None
+    engine.loss_fn = real_loss
+    assert state.step == 0 and state.skipped_steps == 1 and state.scaler.get_scale() == scale / 2
+    # a stop requested on process 1: this step is taken by both, and both are stopping
+    stop = StopSignal()
+    stop.restore()  # the flag, not the handlers
+    stop.requested = "SIGTERM" if rank == 1 else None
+    assert engine.train_step(state, images, labels, cfg, stop=stop) is not None
+    assert state.step == 1 and state.stopping and stop.requested == ("SIGTERM" if rank == 1 else
+                                                                    "a stop on another process")
+    weights = torch.cat([p.detach().flatten() for p in model.parameters()])
+    spread = torch.stack([weights.sum(), -weights.sum()])
+    dist.all_reduce(spread, op=dist.ReduceOp.MAX)
+    assert spread.sum().item() == 0  # the same weights on both
+    dist.destroy_process_group()
+
+
+def test_ddp_processes_skip_and_stop_together(tmp_path):
+    """Under DDP a process that skipped a batch or stopped alone would leave the others waiting for
+    its gradients (or, worse, averaging them with another step's): they decide together."""
+    torch.multiprocessing.start_processes(agreement_process, args=(str(tmp_path / "init"),), nprocs=2,
+                                          start_method="spawn")
+
+
 def test_a_non_finite_loss_is_skipped_under_fp16_and_stops_the_run_otherwise(monkeypatch):
     """fp16 loss scaling skips a step whose loss overflowed, halving the scale, and stops after 25 in a
     row; without scaling the first non-finite loss stops the run. Either way the weights stay finite."""
