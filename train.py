@@ -380,7 +380,8 @@ def eval_loader(samples, transform, cfg, rank: int, world_size: int):
 def restore(state: engine.TrainState, checkpoint: dict) -> None:
     state.optimizer.load_state_dict(checkpoint["optimizer"])
     state.scheduler.load_state_dict(checkpoint["scheduler"])
-    state.scaler.load_state_dict(checkpoint["scaler"])
+    if checkpoint["scaler"]:  # empty from a run without fp16 scaling: a resumed fp16 run starts its own scale
+        state.scaler.load_state_dict(checkpoint["scaler"])
     if state.ema is not None and checkpoint.get("ema") is not None:
         state.ema.module.load_state_dict(checkpoint["ema"])
     for key in ("epoch", "step", "batches_done", "best_acc"):

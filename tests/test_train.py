@@ -14,6 +14,7 @@ import torch
 import train
 import utils
 from images import DataSplits
+from model import create_model
 from utils import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +97,21 @@ def test_resume_is_bit_identical(flowers, tmp_path):
     again = run_train("--resume", tmp_path / "split")
     assert "has finished its 4 epochs" in again.stdout and "--epochs N, N above 4" in again.stdout
     assert (tmp_path / "split" / "last.pth").stat().st_mtime_ns == saved_at
+
+
+def test_a_run_without_loss_scaling_resumes_with_fp16():
+    """A checkpoint from a bf16, fp32 or CPU run holds an empty scaler state; resumed with fp16 (--amp
+    fp16, or an older GPU), the run starts its own loss scale instead of failing to load it."""
+    cfg = train.build_parser().parse_args(["--warmup-epochs", "0", "--epochs", "2"])
+    net = create_model("swin_micro_patch4_window4_128", num_classes=5)
+    before = train.build_train_state(cfg, net, net, torch.device("cpu"), torch.bfloat16, 10, [1] * 5)
+    checkpoint = {"optimizer": before.optimizer.state_dict(), "scheduler": before.scheduler.state_dict(),
+                  "scaler": before.scaler.state_dict(), "epoch": 1, "step": 10, "batches_done": 0, "best_acc": 0.5,
+                  "rng": utils.rng_state()}
+    assert checkpoint["scaler"] == {}
+    after = train.build_train_state(cfg, net, net, torch.device("cpu"), torch.float16, 10, [1] * 5)
+    train.restore(after, checkpoint)
+    assert after.step == 10 and after.scaler.is_enabled() and after.scaler.get_scale() == 2.0 ** 16
 
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
