@@ -215,6 +215,13 @@ class EncodedBatch:
     def __len__(self) -> int:
         return len(self.crops)
 
+    def pin_memory(self) -> "EncodedBatch":
+        """What the loader's pinning thread calls (pin_memory=True on a GPU machine): the images decoded
+        already are copied to the GPU without blocking. The JPEG bytes stay where they are: nvJPEG reads
+        them on the CPU."""
+        self.decoded = self.decoded.pin_memory()
+        return self
+
     def decode(self, device) -> tuple:
         """(uint8 (B', 3, size, size) on the device, whether each image decoded): the JPEGs decoded in one
         batch, each then made upright, cropped, resized (antialiased) and mirrored as its worker chose.
@@ -449,7 +456,9 @@ def to_device(images, labels: torch.Tensor, paths: list, device) -> tuple:
         return images.to(device, non_blocking=True), labels.to(device, non_blocking=True), []
     images, kept = images.decode(device)
     failed = [path for path, ok in zip(paths, kept) if not ok]
-    return images, labels[torch.tensor(kept, dtype=torch.bool)].to(device, non_blocking=True), failed
+    if failed:  # indexed on the CPU: a boolean index on the GPU would wait for it
+        labels = labels[torch.tensor(kept, dtype=torch.bool)]
+    return images, labels.to(device, non_blocking=True), failed
 
 
 def default_workers(device: torch.device, processes: int = 1) -> int:

@@ -230,7 +230,7 @@ class SeededDataset(torch.utils.data.Dataset):
             saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
         random.seed(seed)
         np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # the CPU's only: torch.manual_seed would reseed the GPU's too
         try:
             return self.dataset[index]
         finally:

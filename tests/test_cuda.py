@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import attention
+import data
 import engine
 import train
 from model import create_model
@@ -83,6 +84,14 @@ def test_compiled_model_agrees_with_eager():
 def test_jpegs_decoded_on_the_gpu_give_the_workers_crops(tmp_path):
     """--decode device with nvJPEG: every kind of file, the same crops as the workers make."""
     check_device_decoding(tmp_path, "cuda")
+
+
+def test_a_batch_for_the_gpu_decoder_is_pinned_by_the_loader():
+    """The loader's pinning thread calls an EncodedBatch's pin_memory (it passes other objects as they are)."""
+    batch = data.EncodedBatch(torch.zeros(10, dtype=torch.uint8), [10], [None], torch.zeros(1, 3, 8, 8,
+                              dtype=torch.uint8), 8, "bilinear")
+    pinned = torch.utils.data._utils.pin_memory.pin_memory(batch)
+    assert isinstance(pinned, data.EncodedBatch) and pinned.decoded.is_pinned()
 
 
 def test_train_resume_and_predict_on_the_gpu(flowers, tmp_path):
