@@ -94,6 +94,13 @@ def test_a_batch_for_the_gpu_decoder_is_pinned_by_the_loader():
     assert isinstance(pinned, data.EncodedBatch) and pinned.decoded.is_pinned()
 
 
+def test_items_drawn_in_the_training_process_leave_the_gpu_generator_alone():
+    """--workers 0: each item seeds its augmentation, which must not reseed dropout's generator on the GPU."""
+    before = torch.cuda.get_rng_state()
+    assert engine.SeededDataset(["item"])[(0, 123)] == "item"
+    assert torch.equal(torch.cuda.get_rng_state(), before)
+
+
 def test_train_resume_and_predict_on_the_gpu(flowers, tmp_path):
     """train.py on a GPU, resumed with the JPEGs decoded on the GPU, and predict.py classifies with the
     result. Eager: train.py's compiled path on the GPU is the torchrun test's (one compile, not two, keeps
