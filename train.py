@@ -35,7 +35,7 @@ from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build
 from model import NO_PRETRAINED_WEIGHTS, create_model, resolve_variant
 from utils import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UserError, amp_dtype, all_finite,
                    explicit_flags, init_distributed, load_checkpoint, parse_config, plain, ranged, rng_state, run_cli,
-                   save_checkpoint, seed_everything, select_device, set_rng_state, StopSignal, write_yaml, yes_no)
+                   save_checkpoint, seed_everything, set_rng_state, StopSignal, write_yaml, yes_no)
 from weights import load_weights
 
 
@@ -132,9 +132,8 @@ def main(argv=None) -> None:
             print(f"{cfg.resume} has finished its {cfg.epochs} epochs (best top-1 {checkpoint['best_acc']:.4f}): "
                   f"nothing to train. To train on, add --epochs N, N above {checkpoint['epoch']}.")
         return
-    rank, world_size, local_rank = init_distributed()
+    rank, world_size, local_rank, device = init_distributed(cfg.device)
     main_process = rank == 0
-    device = select_device(cfg.device, local_rank)
     amp = amp_dtype(cfg.amp, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one input size: the fastest patch-embedding kernel, found once

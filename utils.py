@@ -309,19 +309,17 @@ def autocast(device: torch.device, dtype):
     return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
-def init_distributed():
-    """(rank, world_size, local_rank) from torchrun's environment; under torchrun, even with one
-    process, starts the process group: NCCL on GPUs, gloo on CPUs."""
+def init_distributed(device_name: str) -> tuple:
+    """(rank, world_size, local_rank, device): torchrun's environment and this process's --device.
+    Under torchrun, even with one process, starts the process group on the device's backend: NCCL for
+    GPUs, gloo for a CPU (--device cpu on a GPU machine too: NCCL cannot reduce CPU tensors)."""
     import torch
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:  # plain python: one process, no group
-        return 0, 1, 0
-    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(local_rank)
-    torch.distributed.init_process_group(backend)
-    return rank, world_size, local_rank
+    device = select_device(device_name, local_rank)  # under torchrun, cuda means this process's GPU
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:  # plain python: one process, no group
+        return 0, 1, 0, device
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), local_rank, device
 
 
 # --- Stopping cleanly ---

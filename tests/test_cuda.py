@@ -136,6 +136,18 @@ def test_torchrun_on_one_gpu_uses_nccl_and_compiles(flowers, tmp_path):
     assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model"])
 
 
+def test_the_process_group_backend_follows_the_device(monkeypatch):
+    """torchrun ... --device cpu on a GPU machine: gloo, which reduces CPU tensors; on the GPU, NCCL."""
+    import utils
+    started = []
+    monkeypatch.setattr(torch.distributed, "init_process_group", started.append)
+    for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    assert utils.init_distributed("cpu")[3] == torch.device("cpu")
+    assert utils.init_distributed("cuda")[3] == torch.device("cuda:0")
+    assert started == ["gloo", "nccl"]
+
+
 def test_fused_adamw_on_cuda():
     net = create_model("swin_micro_patch4_window4_128", num_classes=5).cuda()
     cfg = train.build_parser().parse_args([])
