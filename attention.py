@@ -51,9 +51,10 @@ def window_attention(q, k, v, bias, mask, dropout: float, kind: str, scale: floa
         bias = bias + mask.unsqueeze(1)  # (num_windows, heads, N, N)
     nw = 1 if mask is None else mask.shape[0]
     if kind == "sdpa":
-        # cast before expanding: one copy, in the narrower type; a 4-D mask keeps the CPU's flash
-        # kernel (a 3-D one falls back to the slow path)
-        bias = bias.to(q.dtype)
+        # cast before expanding: one copy, in the compute type (v's: V2's normalised q comes out in
+        # float32 under autocast, which would then cast a float32 copy once more); a 4-D mask keeps
+        # the CPU's flash kernel (a 3-D one falls back to the slow path)
+        bias = bias.to(v.dtype)
         bias = bias.expand(b_ // nw, nw, heads, n, n).reshape(b_, heads, n, n) if nw > 1 else bias[None]
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=scale)
     attn = (q * scale if scale != 1.0 else q) @ k.transpose(-2, -1)  # (B_, heads, N, N); q is smaller than attn
