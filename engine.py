@@ -326,7 +326,9 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
 
 def timed_batches(loader, waits: dict):
     """The loader's batches, adding the time spent waiting for each to waits["seconds"]: the share of
-    an epoch that the model waited for data (TensorBoard's data/wait_share)."""
+    an epoch that the training process waited for data (TensorBoard's data/wait_share). On a GPU the
+    backward pass queued before the wait may still be running through part of it, so this bounds the
+    GPU's idle time from above; images/s against the bare step (bench/bench_train.py) is the measure."""
     batches = iter(loader)
     while True:
         begin = time.perf_counter()

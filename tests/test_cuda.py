@@ -25,6 +25,44 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return ((got.float() - want.float()).norm() / want.float().norm().clamp_min(1e-12)).item()
 
 
+def test_fused_adamw_on_cuda():
+    net = create_model("swin_micro_patch4_window4_128", num_classes=5).cuda()
+    cfg = train.build_parser().parse_args([])
+    assert engine.build_optimizer(net, cfg).defaults["fused"]
+    assert not engine.build_optimizer(net.cpu(), cfg).defaults["fused"]
+    # the measured choice is looked up by CUDA's device type and by whether a gradient is wanted
+    x = torch.zeros(1, device="cuda")
+    assert attention.choose_attention(x, 0.0) == attention.CHOSEN_ATTENTION[("cuda", "inference")]
+    assert attention.choose_attention(x.requires_grad_(), 0.0) == attention.CHOSEN_ATTENTION[("cuda", "training")]
+
+
+def test_the_process_group_backend_follows_the_device(monkeypatch):
+    """torchrun ... --device cpu on a GPU machine: gloo, which reduces CPU tensors; on the GPU, NCCL."""
+    import utils
+    started = []
+    monkeypatch.setattr(torch.distributed, "init_process_group", started.append)
+    for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    assert utils.init_distributed("cpu")[3] == torch.device("cpu")
+    assert utils.init_distributed("cuda")[3] == torch.device("cuda:0")
+    assert started == ["gloo", "nccl"]
+
+
+def test_a_batch_for_the_gpu_decoder_is_pinned_by_the_loader():
+    """The loader's pinning thread calls an EncodedBatch's pin_memory (it passes other objects as they are)."""
+    batch = data.EncodedBatch(torch.zeros(10, dtype=torch.uint8), [10], [None], torch.zeros(1, 3, 8, 8,
+                              dtype=torch.uint8), 8, "bilinear")
+    pinned = torch.utils.data._utils.pin_memory.pin_memory(batch)
+    assert isinstance(pinned, data.EncodedBatch) and pinned.decoded.is_pinned()
+
+
+def test_items_drawn_in_the_training_process_leave_the_gpu_generator_alone():
+    """--workers 0: each item seeds its augmentation, which must not reseed dropout's generator on the GPU."""
+    before = torch.cuda.get_rng_state()
+    assert engine.SeededDataset(["item"])[(0, 123)] == "item"
+    assert torch.equal(torch.cuda.get_rng_state(), before)
+
+
 def test_bf16_and_fp16_steps_are_finite_and_track_fp32():
     fp32_losses, fp32_weights, _ = training_losses(None, "cuda")
     for amp in (torch.bfloat16, torch.float16):
@@ -64,6 +102,11 @@ def test_cuda_attention_agrees_with_plain_forward_and_backward(kind, version):
         assert error <= max(3 * base_parameter[name], 0.05), (name, error, base_parameter[name])
 
 
+def test_jpegs_decoded_on_the_gpu_give_the_workers_crops(tmp_path):
+    """--decode device with nvJPEG: every kind of file, the same crops as the workers make."""
+    check_device_decoding(tmp_path, "cuda")
+
+
 def test_compiled_model_agrees_with_eager():
     torch.manual_seed(0)
     net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.0).cuda()
@@ -81,24 +124,16 @@ def test_compiled_model_agrees_with_eager():
         assert relative_error(p.grad, want_grads[name]) < 1e-2, name
 
 
-def test_jpegs_decoded_on_the_gpu_give_the_workers_crops(tmp_path):
-    """--decode device with nvJPEG: every kind of file, the same crops as the workers make."""
-    check_device_decoding(tmp_path, "cuda")
-
-
-def test_a_batch_for_the_gpu_decoder_is_pinned_by_the_loader():
-    """The loader's pinning thread calls an EncodedBatch's pin_memory (it passes other objects as they are)."""
-    batch = data.EncodedBatch(torch.zeros(10, dtype=torch.uint8), [10], [None], torch.zeros(1, 3, 8, 8,
-                              dtype=torch.uint8), 8, "bilinear")
-    pinned = torch.utils.data._utils.pin_memory.pin_memory(batch)
-    assert isinstance(pinned, data.EncodedBatch) and pinned.decoded.is_pinned()
-
-
-def test_items_drawn_in_the_training_process_leave_the_gpu_generator_alone():
-    """--workers 0: each item seeds its augmentation, which must not reseed dropout's generator on the GPU."""
-    before = torch.cuda.get_rng_state()
-    assert engine.SeededDataset(["item"])[(0, 123)] == "item"
-    assert torch.equal(torch.cuda.get_rng_state(), before)
+def test_torchrun_on_one_gpu_uses_nccl_and_compiles(flowers, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29531",
+         "train.py", "--data-path", str(flowers), *FAST, *GPU, "--epochs", "1", "--compile", "--output",
+         str(tmp_path), "--name", "ddp"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "x1 (DDP, nccl)" in result.stdout and "compiled" in result.stdout
+    ckpt = torch.load(tmp_path / "ddp" / "last.pth", weights_only=True)
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model"])
 
 
 def test_train_resume_and_predict_on_the_gpu(flowers, tmp_path):
@@ -122,38 +157,3 @@ def test_train_resume_and_predict_on_the_gpu(flowers, tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "on cuda" in done.stderr and "1. " in done.stdout
-
-
-def test_torchrun_on_one_gpu_uses_nccl_and_compiles(flowers, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29531",
-         "train.py", "--data-path", str(flowers), *FAST, *GPU, "--epochs", "1", "--compile", "--output",
-         str(tmp_path), "--name", "ddp"], cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "x1 (DDP, nccl)" in result.stdout and "compiled" in result.stdout
-    ckpt = torch.load(tmp_path / "ddp" / "last.pth", weights_only=True)
-    assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model"])
-
-
-def test_the_process_group_backend_follows_the_device(monkeypatch):
-    """torchrun ... --device cpu on a GPU machine: gloo, which reduces CPU tensors; on the GPU, NCCL."""
-    import utils
-    started = []
-    monkeypatch.setattr(torch.distributed, "init_process_group", started.append)
-    for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
-        monkeypatch.setenv(name, value)
-    assert utils.init_distributed("cpu")[3] == torch.device("cpu")
-    assert utils.init_distributed("cuda")[3] == torch.device("cuda:0")
-    assert started == ["gloo", "nccl"]
-
-
-def test_fused_adamw_on_cuda():
-    net = create_model("swin_micro_patch4_window4_128", num_classes=5).cuda()
-    cfg = train.build_parser().parse_args([])
-    assert engine.build_optimizer(net, cfg).defaults["fused"]
-    assert not engine.build_optimizer(net.cpu(), cfg).defaults["fused"]
-    # the measured choice is looked up by CUDA's device type and by whether a gradient is wanted
-    x = torch.zeros(1, device="cuda")
-    assert attention.choose_attention(x, 0.0) == attention.CHOSEN_ATTENTION[("cuda", "inference")]
-    assert attention.choose_attention(x.requires_grad_(), 0.0) == attention.CHOSEN_ATTENTION[("cuda", "training")]
