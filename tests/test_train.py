@@ -390,9 +390,7 @@ def test_non_finite_loss_stops_without_writing_nan(flowers, tmp_path, monkeypatc
 
 
 def test_freeze_layers_trains_only_the_head(flowers, tmp_path):
-    run_train("--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "a",
-              "--weights", "none")
-    first = torch.load(tmp_path / "a" / "last.pth", weights_only=True)["model"]
+    first = create_model("swin_micro_patch4_window4_128", num_classes=5).state_dict()
     torch.save(first, tmp_path / "start.pth")
     run_train("--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "b",
               "--weights", tmp_path / "start.pth", "--freeze-layers")
@@ -416,7 +414,7 @@ def test_weights_report_and_from_scratch_notice(flowers, tmp_path):
     assert "loaded" in loaded.stdout and "skipped (2): head.weight" in loaded.stdout
 
 
-def test_eval_only_reports_and_lists_mistakes(flowers, tmp_path):
+def test_eval_only_reports_and_lists_mistakes(flowers, tmp_path, capsys):
     trained = run_train("--data-path", flowers, *FAST, "--epochs", "2", "--output", tmp_path, "--name", "e")
     assert f"gets wrong, to open in a browser: {tmp_path / 'e' / 'report.html'}" in trained.stdout
     assert (tmp_path / "e" / "misclassified.csv").is_file()
@@ -440,10 +438,12 @@ def test_eval_only_reports_and_lists_mistakes(flowers, tmp_path):
     assert page.count('<img class="picture"') == 4  # the confusion matrix and three training curves
     # the run folder means its best.pth here, and train.py's checkpoint given as --weights is taken as
     # --resume: its own model, classes and data, and the report in its run folder
+    capsys.readouterr()
     for given in (["--resume", tmp_path / "e"], ["--weights", tmp_path / "e" / "best.pth"]):
-        again = run_train("--eval-only", *given, "--workers", "0", "--no-progress")
-        assert again.stdout.startswith(f"swin_micro_patch4_window4_128 from {tmp_path / 'e' / 'best.pth'} (epoch ")
-        assert f"top-1 {top1:.4f}" in again.stdout and f"open in a browser: {folder / 'report.html'}" in again.stdout
+        train.main(["--eval-only", *map(str, given), "--workers", "0", "--no-progress"])
+        again = capsys.readouterr().out
+        assert again.startswith(f"swin_micro_patch4_window4_128 from {tmp_path / 'e' / 'best.pth'} (epoch ")
+        assert f"top-1 {top1:.4f}" in again and f"open in a browser: {folder / 'report.html'}" in again
 
 
 def test_two_processes_with_torchrun(flowers, tmp_path):
