@@ -15,13 +15,12 @@ def run_bench(*args) -> str:
 
 def test_bench_train_compares_the_step_with_timm_and_the_loop_with_its_loader():
     out = run_bench("bench/bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "8", "--rounds",
-                    "1", "--steps", "1", "--e2e-batches", "2", "--workers", "0")
+                    "1", "--steps", "1", "--e2e-batches", "2", "--workers", "1", "--decode", "workers", "device")
     assert "swin_micro_patch4_window4_128 at 64 px, batch 8, amp off, eager" in out
-    for line in ("bare / timm", "e2e 320x240 / bare", "e2e 500x375 / bare", "waiting for data"):
+    assert "warm-up: timm " in out and ", bare " in out and ", loaders " in out
+    for line in ("bare / timm", "e2e 320x240 / bare", "e2e 500x375 / bare", "waiting for data",
+                 "e2e 320x240, decoded on the device / bare", "e2e 500x375, decoded on the device / bare"):
         assert line in out, line
-    out = run_bench("bench/bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "8", "--rounds",
-                    "1", "--steps", "1", "--e2e-batches", "2", "--workers", "1", "--no-timm", "--decode", "device")
-    assert "e2e 320x240, decoded on the device / bare" in out
     out = run_bench("bench/bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "4", "--steps", "1",
                     "--profile", "5")
     assert "== timm: 1 steps, the 5 operators" in out and "== bare" in out and "aten::mm" in out
