@@ -297,9 +297,12 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
     for images, labels, paths, failed_paths in timed_batches(bar, waits):
         state.batches_done += 1
         step_now = state.batches_done % cfg.accum_steps == 0 or state.batches_done == last_batch
+        # the epoch's last step may gather fewer batches: each then weighs more, as timm's train.py has it
+        window = cfg.accum_steps if state.batches_done <= last_batch - last_batch % cfg.accum_steps \
+            else last_batch % cfg.accum_steps
         images, labels, failed_here = to_device(images, labels, paths, state.device)
         failed += failed_paths + failed_here
-        result = train_step(state, images, labels, cfg, step_now, stop)
+        result = train_step(state, images, labels, cfg, step_now, stop, window)
         if result is not None:  # None: a batch skipped (no image loaded, or a non-finite loss under fp16)
             logits, loss, labels = result
             with torch.no_grad():
@@ -340,10 +343,11 @@ def timed_batches(loader, waits: dict):
 
 
 def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, cfg, step_now: bool = True,
-               stop=None):
+               stop=None, window: int = None):
     """One batch already on the device: normalise (uint8 from the loader), mix, forward, loss,
-    backward, and with step_now the optimizer step. Returns (logits, loss, labels), labels as many as
-    the logits' rows (mixup may drop one image), or None for a skipped batch (see agree_on_batch)."""
+    backward, and with step_now the optimizer step. `window` is the number of batches whose gradients
+    this optimizer step averages (default --accum-steps). Returns (logits, loss, labels), labels as many
+    as the logits' rows (mixup may drop one image), or None for a skipped batch (see agree_on_batch)."""
     if len(labels) == 0:  # every file of the batch failed to load
         agree_on_batch(state, None, stop)
         return None
@@ -366,7 +370,7 @@ def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, cf
         if non_finite:  # NaN must not reach the weights
             skip_non_finite(state, loss)
             return None
-        state.scaler.scale(loss / cfg.accum_steps).backward()
+        state.scaler.scale(loss / (window or cfg.accum_steps)).backward()
     if step_now:
         optimizer_step(state, cfg)
     return logits, loss, labels

@@ -223,6 +223,35 @@ def test_mixed_precision_steps_track_fp32_on_the_cpu(amp):
     assert ((weights - fp32_weights).norm() / fp32_weights.norm()).item() < 0.02
 
 
+def test_accumulated_steps_average_their_batches_the_epochs_shorter_last_one_too(monkeypatch):
+    """--accum-steps 2 over an epoch of 3 batches: the first step averages two batches' gradients, the
+    last one takes its single batch at full weight (not halved)."""
+    import train
+    cfg = train.build_parser().parse_args(["--accum-steps", "2", "--warmup-epochs", "0", "--epochs", "1"])
+    torch.manual_seed(0)
+    net = micro()
+    state = train.build_train_state(cfg, net, net, torch.device("cpu"), None, 2, [1] * 5)
+    generator = torch.Generator().manual_seed(1)
+    batches = [(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=generator),
+                torch.randint(0, 5, (2,), generator=generator), ["a", "b"], []) for _ in range(3)]
+
+    def gradients():
+        return torch.cat([p.grad.flatten() for p in net.parameters()]).clone()
+
+    alone = []
+    for images, labels, _, _ in batches:  # each batch's own gradient, at the same weights
+        net.zero_grad()
+        engine.loss_fn(net(state.normalize(images)).float(), labels, cfg.label_smoothing).backward()
+        alone.append(gradients())
+    net.zero_grad()
+    stepped = []
+    monkeypatch.setattr(engine, "optimizer_step", lambda state, cfg: stepped.append(gradients()) or net.zero_grad())
+    engine.train_one_epoch(state, batches, cfg, show_progress=False)
+    assert len(stepped) == 2
+    assert torch.allclose(stepped[0], (alone[0] + alone[1]) / 2, atol=1e-6)
+    assert torch.allclose(stepped[1], alone[2], atol=1e-6)
+
+
 def agreement_process(rank: int, init_file: str) -> None:
     """One of two DDP processes (gloo, CPU) that meet, in turn, a batch with no image on process 1, a
     non-finite fp16 loss on process 0, and a stop requested on process 1."""
