@@ -76,6 +76,12 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, fused=fused or None)
 
 
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The schedule's lr now, as shown and logged: the head's, the largest (layer decay scales the
+    lower layers' down from it)."""
+    return max(group["lr"] for group in optimizer.param_groups)
+
+
 def lr_factor(step: int, total_steps: int, warmup_steps: int, warmup_ratio: float, min_ratio: float) -> float:
     """Linear warmup from warmup_ratio to 1, then cosine down to min_ratio (of each group's lr)."""
     if step < warmup_steps:
@@ -312,7 +318,7 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
             if state.batches_done % 10 == 0 or state.batches_done == last_batch:
                 loss_sum, correct, _ = sums.tolist()
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
-                                lr=f"{state.optimizer.param_groups[0]['lr']:.2e}",
+                                lr=f"{current_lr(state.optimizer):.2e}",
                                 img_s=f"{seen / (time.perf_counter() - start):.1f}")
             if step_now and on_step is not None:
                 on_step(state, loss.detach())

@@ -13,7 +13,7 @@ from images import class_imbalance
 
 
 def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, classes: list, improved: bool) -> None:
-    epoch, lr = state.epoch, state.optimizer.param_groups[0]["lr"]
+    epoch, lr = state.epoch, engine.current_lr(state.optimizer)
     throughput = train["images"] / max(train["seconds"], 1e-9)
     wait_share = train["data_seconds"] / max(train["seconds"], 1e-9)
     scalars = {"loss/train": train["loss"], "loss/val": val["loss"], "acc1/train": train["acc1"],

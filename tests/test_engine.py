@@ -35,6 +35,9 @@ def test_layer_decay_scales_early_layers_least():
     assert head == 1.0 and embed < first_block < last_block < head
     assert first_block == 0.5 ** 5  # 5 blocks in all: the first is 5 steps below the head
     assert len({scale[id(p)] for p in net.parameters()}) == 7  # embed, 5 blocks, head
+    # the lr shown and logged is the head's, the schedule's own, not the patch embedding's
+    cfg = argparse.Namespace(weight_decay=0.05, layer_decay=0.5, lr=1e-3)
+    assert engine.current_lr(engine.build_optimizer(net, cfg)) == 1e-3
 
 
 def test_warmup_then_cosine_per_step():
