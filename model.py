@@ -560,9 +560,14 @@ _DROP_PATH = {"micro": 0.0, "tiny": 0.2, "small": 0.3, "base": 0.5, "large": 0.2
 IN22K_CLASSES = 21841
 
 
-def _variant(size, window, img, version=1, classes=1000, pretrained_windows=(0, 0, 0, 0), drop_path=None):
+def _variant(size, window, img, version=1, classes=1000, pretrained_windows=None, drop_path=None):
+    if pretrained_windows is None and version == 2:
+        # the windows a V2 variant's weights were trained with, each stage's clamped to its map at the
+        # variant's image size: at another window or image size, the position-bias MLP is still fed
+        # offsets on the scale it learned them (V2 Sec. 3.3); at its own, the same as its own windows
+        pretrained_windows = tuple(min(window, img // 4 // 2 ** i) for i in range(4))
     return dict(SIZES[size], window_size=window, img_size=img, version=version, num_classes=classes,
-                pretrained_window_sizes=pretrained_windows,
+                pretrained_window_sizes=pretrained_windows or (0, 0, 0, 0),
                 drop_path_rate=_DROP_PATH[size] if drop_path is None else drop_path)
 
 

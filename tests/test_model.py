@@ -63,6 +63,20 @@ def test_official_weights_give_reference_logits(name):
     assert (got - expected).abs().max().item() <= 1e-4
 
 
+def test_a_v2_model_moved_to_a_larger_window_keeps_its_pretrained_window():
+    """swinv2_tiny's window-8 weights at 320 px with window 10, as the official fine-tuning configs set it
+    (PRETRAINED_WINDOW_SIZES): the position-bias MLP reads offsets on its window-8 scale, so the logits are
+    those of timm's model built with pretrained_window_sizes (8, 8, 8, 8), not with the new window's."""
+    reference = perturbed_timm("swinv2_tiny_window8_256", 1000, img_size=320, window_size=10,
+                               pretrained_window_sizes=(8, 8, 8, 8))
+    ours = create_model("swinv2_tiny_patch4_window8_256", img_size=320, window_size=10).eval()
+    report = load_weights(ours, official_layout(reference), verbose=False)
+    assert report["missing"] == [] and report["unexpected"] == []
+    x = torch.randn(1, 3, 320, 320, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert (ours(x) - reference(x)).abs().max().item() <= 1e-4
+
+
 @pytest.mark.parametrize("name", ["swin_tiny_patch4_window7_224", "swinv2_tiny_patch4_window8_256"])
 def test_timm_layout_and_training_mode_match(name, tmp_path):
     reference = perturbed_timm(TIMM_NAME[name], 1000, drop_path_rate=0.0)
