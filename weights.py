@@ -137,7 +137,7 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
     check_is_swin(state, "these weights" if isinstance(weights, dict) else weights)
     check_same_architecture(state, model)
     own = model.state_dict()
-    resized, skipped = [], []
+    resized, skipped, replaced = [], [], set()
     for key, value in list(state.items()):
         if key not in own or value.shape == own[key].shape:
             continue
@@ -146,13 +146,16 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
             resized.append(f"{key} {tuple(value.shape)} -> {tuple(own[key].shape)}")
         elif key.startswith("head."):
             del state[key]
+            replaced.add(key)
             skipped.append(f"{key} {tuple(value.shape)} (model has {tuple(own[key].shape)}: new classifier)")
         else:
             raise UserError(f"cannot load {key}: checkpoint shape {tuple(value.shape)}, model {tuple(own[key].shape)}")
     result = model.load_state_dict(state, strict=False)
     unexpected = [k for k in result.unexpected_keys if not (k.startswith("head.") and isinstance(model.head, nn.Identity))]
     skipped += [f"{k} (model has no classifier)" for k in result.unexpected_keys if k not in unexpected]
-    report = {"missing": result.missing_keys, "unexpected": unexpected, "resized": resized, "skipped": skipped}
+    # the new classifier's keys are said once, as skipped: missing is for what the file lacks
+    missing = [k for k in result.missing_keys if k not in replaced]
+    report = {"missing": missing, "unexpected": unexpected, "resized": resized, "skipped": skipped}
     if verbose:
         print(format_load_report(report, len(state)))
     return report
