@@ -156,7 +156,9 @@ def main(argv=None) -> None:
         raise UserError(f"--num-classes {cfg.num_classes} was given, but {cfg.data_path} has {len(classes)} "
                         f"class folders: {', '.join(classes)}. Drop --num-classes or fix the folders.")
 
-    if cfg.download_weights and cfg.weights is None and checkpoint is None:
+    # the official file's own name counts as no name: a config that names it (configs/finetune_*) downloads too
+    if cfg.download_weights and checkpoint is None and \
+            cfg.weights in (None, Path("weights") / f"{resolve_variant(cfg.model)}.pth"):
         if main_process:
             fetch_official_weights(resolve_variant(cfg.model))
         if world_size > 1:
@@ -324,6 +326,9 @@ def build_model(cfg, num_classes: int, checkpoint, main_process: bool):
         if main_process:
             print(f"training {variant} from scratch (--weights none)")
     elif cfg.weights is not None or weights.is_file():
+        if not weights.is_file() and weights == Path("weights") / f"{variant}.pth" and variant in OFFICIAL_WEIGHTS:
+            raise UserError(f"weights not found: {weights}. --download-weights fetches them (weights/README.md "
+                            "says from where)")
         if main_process:
             print(f"weights from {weights}:")
         load_weights(model, weights, verbose=main_process)

@@ -470,8 +470,13 @@ def test_download_weights_then_train_from_them(flowers, tmp_path, served, monkey
     monkeypatch.setitem(download.OFFICIAL_WEIGHTS, "swin_micro_patch4_window4_128", "micro.pth")
     monkeypatch.setattr(download, "OFFICIAL_WEIGHTS_URL", url)
     monkeypatch.chdir(tmp_path)  # weights/ is looked for where train.py runs
+    # a config's weights: line that names the official file (configs/finetune_*.yaml) downloads it too
+    named = ["--weights", "weights/swin_micro_patch4_window4_128.pth"]
+    with pytest.raises(UserError, match=r"weights not found: weights/swin_micro_patch4_window4_128\.pth\. "
+                                        "--download-weights fetches them"):
+        train.main(["--data-path", str(flowers), *FAST, "--epochs", "1", "--output", str(tmp_path), *named])
     train.main(["--data-path", str(flowers), *FAST, "--epochs", "1", "--output", str(tmp_path),
-                "--name", "dl", "--download-weights"])
+                "--name", "dl", *named, "--download-weights"])
     out = capsys.readouterr().out
     assert (tmp_path / "weights" / "swin_micro_patch4_window4_128.pth").is_file()
     assert "downloading the official weights" in out and "skipped (2): head.weight" in out
