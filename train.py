@@ -148,7 +148,8 @@ def main(argv=None) -> None:
     classes = splits.classes
     if main_process:
         run_log.warn_unreadable(splits.skipped)
-    check_splits(splits, cfg, parser.get_default("val_ratio"), main_process)
+    # a resumed run's saved --val-ratio was noticed when it started
+    check_splits(splits, cfg, parser.get_default("val_ratio"), main_process and checkpoint is None)
     if checkpoint is not None and checkpoint["class_names"] != classes:
         raise UserError(f"the checkpoint was trained on classes {checkpoint['class_names']}, but "
                         f"{cfg.data_path} has {classes}")
@@ -298,10 +299,10 @@ def fetch_tutorial_photos(data_path: Path, main_process: bool, world_size: int) 
         torch.distributed.barrier()  # the other processes wait for the photos
 
 
-def check_splits(splits, cfg, default_val_ratio: float, main_process: bool) -> None:
+def check_splits(splits, cfg, default_val_ratio: float, notify: bool) -> None:
     """A run needs images to validate on: they choose best.pth (load_splits has checked the classes).
     A --val-ratio that a split root leaves unused is said, not silently dropped."""
-    if main_process and cfg.val_ratio != default_val_ratio and (cfg.data_path / "train").is_dir():
+    if notify and cfg.val_ratio != default_val_ratio and (cfg.data_path / "train").is_dir():
         print(f"notice: --val-ratio {cfg.val_ratio} is not used: {cfg.data_path} has its own train/ and val/ "
               "folders (split_data.py --val-ratio makes another split)")
     if not splits.val and not cfg.eval_only:

@@ -349,7 +349,7 @@ def test_a_val_ratio_that_a_split_root_leaves_unused_is_said(tmp_path, capsys):
     splits = DataSplits(tmp_path, ["a", "b"], [("x.jpg", 0)], [("y.jpg", 1)])
     for ratio, said in ((0.3, True), (parser.get_default("val_ratio"), False)):
         cfg = parser.parse_args(["--data-path", str(tmp_path), "--val-ratio", str(ratio)])
-        train.check_splits(splits, cfg, parser.get_default("val_ratio"), main_process=True)
+        train.check_splits(splits, cfg, parser.get_default("val_ratio"), notify=True)
         assert ("notice: --val-ratio 0.3 is not used" in capsys.readouterr().out) == said
 
 
