@@ -384,11 +384,16 @@ def posterize(image: Image.Image, bits_to_keep: int, **kwargs) -> Image.Image:
     return auto_augment.posterize(image, bits_to_keep, **kwargs)
 
 
-def build_mixup(mixup_alpha: float, cutmix_alpha: float, label_smoothing: float, num_classes: int):
+def build_mixup(mixup_alpha: float, cutmix_alpha: float, label_smoothing: float, num_classes: int,
+                batch_size: int = None):
     """timm's Mixup/CutMix as the official Swin recipe sets it (per batch, switch probability 0.5),
-    or None when both alphas are 0."""
+    or None when both alphas are 0. It mixes images in pairs: an odd --batch-size is an error (it
+    would lose an image from every batch)."""
     if mixup_alpha <= 0 and cutmix_alpha <= 0:
         return None
+    if batch_size is not None and batch_size % 2:
+        raise UserError(f"--batch-size {batch_size} is odd, and mixup and cutmix mix the images of a batch in "
+                        f"pairs: use an even batch size, such as {batch_size + 1}")
     return EvenBatchMixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
                           label_smoothing=label_smoothing, num_classes=num_classes)
 

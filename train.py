@@ -209,6 +209,9 @@ def main(argv=None) -> None:
               f"amp {amp or 'off'}, {cfg.workers} loader workers"
               f"{', compiled (the first step takes a minute or so)' if cfg.compile else ''}")
         run_log.warn_if_imbalanced(classes, splits.counts("train"), cfg.balance)
+        if cfg.warmup_epochs >= cfg.epochs and state.epoch == 0:
+            print(f"notice: --warmup-epochs {cfg.warmup_epochs:g} spans the whole run of {cfg.epochs} epoch(s): the lr "
+                  "rises to --lr and never decays; lower --warmup-epochs for a cosine decay")
         if state.epoch == 0 and state.batches_done == 0:
             first = next(batches)
             run_log.log_training_images(writer, first, state.normalize, classes)
@@ -337,6 +340,9 @@ def build_model(cfg, num_classes: int, checkpoint, main_process: bool):
         hint = "--download-weights fetches the official ones" if variant in OFFICIAL_WEIGHTS else "none exist"
         print(f"notice: no pretrained weights (no --weights, no {weights}): training {variant} from scratch; "
               f"{hint} (weights/README.md)")
+    from_scratch = cfg.weights == "none" or (cfg.weights is None and not weights.is_file())
+    if main_process and cfg.freeze_layers and from_scratch:
+        print("notice: --freeze-layers with no pretrained weights trains a classifier on random features")
     return freeze_all_but_the_head(model) if cfg.freeze_layers else model
 
 
@@ -371,7 +377,7 @@ def build_train_state(cfg, model, net, device, amp, steps_per_epoch: int, class_
         scaler=torch.amp.GradScaler(device.type, enabled=amp == torch.float16), device=device, amp=amp,
         normalize=build_normalize(train=True, recipe=cfg.recipe),
         ema=engine.ModelEma(model, cfg.ema_decay) if cfg.ema else None,
-        mixup=build_mixup(cfg.mixup, cfg.cutmix, cfg.label_smoothing, len(class_counts)),
+        mixup=build_mixup(cfg.mixup, cfg.cutmix, cfg.label_smoothing, len(class_counts), cfg.batch_size),
         class_weights=engine.inverse_frequency_weights(class_counts).to(device) if cfg.balance == "loss" else None)
 
 

@@ -242,7 +242,10 @@ def test_training_batches_are_full_unless_the_data_cannot_fill_one():
 
 
 def test_mixup_is_off_at_zero_and_copes_with_an_odd_batch():
+    """A batch made odd by a file that failed gives up one image; an odd --batch-size is an error."""
     assert build_mixup(0.0, 0.0, 0.1, num_classes=5) is None
+    with pytest.raises(UserError, match="--batch-size 7 is odd, and mixup and cutmix mix the images of a batch"):
+        build_mixup(0.8, 1.0, 0.1, num_classes=5, batch_size=7)
     mixup = build_mixup(0.8, 1.0, 0.1, num_classes=5)
     images, targets = mixup(torch.randn(5, 3, 16, 16), torch.tensor([0, 1, 2, 3, 4]))
     assert images.shape == (4, 3, 16, 16) and targets.shape == (4, 5)

@@ -405,13 +405,19 @@ def test_freeze_layers_trains_only_the_head(flowers, tmp_path):
 
 
 def test_weights_report_and_from_scratch_notice(flowers, tmp_path):
-    fresh = run_train("--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "x")
+    """Where the weights come from is said, and so are settings that defeat themselves: freezing a random
+    backbone, a warmup as long as the run."""
+    fresh = run_train("--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "x",
+                      "--freeze-layers")
     assert "notice: no pretrained weights" in fresh.stdout
+    assert "notice: --freeze-layers with no pretrained weights trains a classifier on random features" in fresh.stdout
+    assert "notice: --warmup-epochs 1 spans the whole run of 1 epoch(s)" in fresh.stdout
     import model
     torch.save({"model": model.create_model("swin_micro_patch4_window4_128").state_dict()}, tmp_path / "w.pth")
-    loaded = run_train("--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "y",
-                       "--weights", tmp_path / "w.pth")
+    loaded = run_train("--data-path", flowers, *FAST, "--epochs", "2", "--output", tmp_path, "--name", "y",
+                       "--weights", tmp_path / "w.pth", "--freeze-layers")
     assert "loaded" in loaded.stdout and "skipped (2): head.weight" in loaded.stdout
+    assert "--freeze-layers with" not in loaded.stdout and "--warmup-epochs" not in loaded.stdout
 
 
 def test_eval_only_reports_and_lists_mistakes(flowers, tmp_path, capsys):
