@@ -129,7 +129,8 @@ def main(argv=None) -> None:
     if checkpoint is not None and not cfg.eval_only and checkpoint["epoch"] >= cfg.epochs:
         # not an error: a job that resumes until done ends here (said once, under torchrun too)
         if os.environ.get("RANK", "0") == "0":
-            print(f"{cfg.resume} has finished its {cfg.epochs} epochs (best top-1 {checkpoint['best_acc']:.4f}): "
+            print(f"{cfg.resume} has finished its {cfg.epochs} epochs (best {best_metric(cfg)[1]} "
+                  f"{checkpoint['best_acc']:.4f}): "
                   f"nothing to train. To train on, add --epochs N, N above {checkpoint['epoch']}.")
         return
     rank, world_size, local_rank, device = init_distributed(cfg.device)
@@ -187,7 +188,7 @@ def main(argv=None) -> None:
     state = build_train_state(cfg, model, net, device, amp, math.ceil(len(train_loader) / cfg.accum_steps),
                               splits.counts("train"))
     if checkpoint is not None:
-        restore(state, checkpoint)
+        restore(state, checkpoint, best_metric(cfg)[1])
         run_dir = (cfg.resume if cfg.resume.is_dir() else cfg.resume.parent)
     else:
         run_dir = cfg.output / (cfg.name or f"{model.variant}-{datetime.now():%Y%m%d-%H%M%S}")
@@ -388,7 +389,13 @@ def eval_loader(samples, transform, cfg, rank: int, world_size: int):
                         sampler=shard, generator=torch.Generator())
 
 
-def restore(state: engine.TrainState, checkpoint: dict) -> None:
+def best_metric(cfg) -> tuple:
+    """(key, name) of the validation figure that chooses best.pth: top-1, or under --balance the
+    balanced accuracy (mean per-class recall), which is what balancing the classes is for."""
+    return ("balanced_acc", "balanced accuracy") if cfg.balance != "off" else ("acc1", "top-1")
+
+
+def restore(state: engine.TrainState, checkpoint: dict, best_name: str = "top-1") -> None:
     state.optimizer.load_state_dict(checkpoint["optimizer"])
     state.scheduler.load_state_dict(checkpoint["scheduler"])
     if checkpoint["scaler"]:  # empty from a run without fp16 scaling: a resumed fp16 run starts its own scale
@@ -398,7 +405,7 @@ def restore(state: engine.TrainState, checkpoint: dict) -> None:
     for key in ("epoch", "step", "batches_done", "best_acc"):
         setattr(state, key, checkpoint[key])
     set_rng_state(checkpoint["rng"])
-    best = f"best top-1 so far {state.best_acc:.4f}" if state.best_acc >= 0 else "not validated yet"
+    best = f"best {best_name} so far {state.best_acc:.4f}" if state.best_acc >= 0 else "not validated yet"
     print(f"resumed at epoch {state.epoch + 1}, step {state.step} ({best})")
 
 
@@ -421,6 +428,7 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
     """The epochs left: train on the next epoch_length batches of the loader's endless iterator (fewer
     in an epoch resumed midway), evaluate, log, save; stop on a signal or --stop-after-epochs."""
     val, first_epoch, best = None, state.epoch, None
+    metric = best_metric(cfg)[0]
     normalize = build_normalize()  # evaluation's: no erasing; its constants made once per device
     for epoch in range(state.epoch, cfg.epochs):
         if state.batches_done == 0:  # each epoch's randomness from (seed, epoch): resuming is exact
@@ -437,9 +445,9 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
         if state.ema is not None:
             ema_val = engine.evaluate(state.ema.module, val_loader, normalize, len(classes), state.device, state.amp,
                                       False)
-        best_weights, acc, chosen = state.model.state_dict(), val["acc1"], (val, "")
-        if ema_val is not None and ema_val["acc1"] > acc:
-            best_weights, acc, chosen = state.ema.module.state_dict(), ema_val["acc1"], (ema_val, ", EMA weights")
+        best_weights, acc, chosen = state.model.state_dict(), val[metric], (val, "")
+        if ema_val is not None and ema_val[metric] > acc:
+            best_weights, acc, chosen = state.ema.module.state_dict(), ema_val[metric], (ema_val, ", EMA weights")
         improved = acc > state.best_acc
         state.best_acc = max(state.best_acc, acc)
         if main_process:
@@ -455,7 +463,7 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
             return
     if writer is not None and val is not None:
         writer.add_hparams({k: v for k, v in plain(vars(cfg)).items() if isinstance(v, (int, float, str, bool))},
-                           {"hparam/best_acc1": state.best_acc, "hparam/last_val_loss": val["loss"]},
+                           {f"hparam/best_{metric}": state.best_acc, "hparam/last_val_loss": val["loss"]},
                            run_name=".")
     if main_process and val is not None:  # best.pth's evaluation, unless it was made before a resume
         result, checkpoint = best or (val, f"{run_dir / 'last.pth'} (epoch {state.epoch})")

@@ -118,4 +118,7 @@ def test_train_balances_and_logs_balanced_accuracy(tmp_path, capsys, balance):
     assert "imbalanced: the largest, cats (16 images), has 4.0x" in err and f"--balance {balance} compensates" in err
     rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
     assert 0 <= float(rows[0]["balanced_acc_val"]) <= 1
-    assert torch.load(tmp_path / "run" / "last.pth", weights_only=True)["config"]["balance"] == balance
+    last = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
+    assert last["config"]["balance"] == balance
+    # balancing is for the small classes: best.pth is chosen by the balanced accuracy, not top-1
+    assert last["best_acc"] == float(rows[0]["balanced_acc_val"]) != float(rows[0]["acc1_val"])
