@@ -396,7 +396,7 @@ def agree_on_batch(state: TrainState, loss: torch.Tensor | None, stop=None) -> t
         dist.all_reduce(shared, op=dist.ReduceOp.MAX)
         flags = [value > 0 for value in shared.tolist()]
     empty, non_finite, stopping = flags
-    if stopping and stop.requested is None:
+    if stopping and stop is not None and stop.requested is None:
         stop.requested = "a stop on another process"
     state.stopping = state.stopping or stopping
     return empty, non_finite and not empty

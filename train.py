@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data loading processes per training process (default: with a GPU, the CPU cores per "
                         "GPU process, less one for the process itself; on a CPU, the core count, at most 8)")
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="swin_tiny_patch4_window7_224", help="any variant of model.py (default: swin_tiny_patch4_window7_224)")
+    g.add_argument("--model", default="swin_tiny_patch4_window7_224",
+                   help="any variant of model.py (default: swin_tiny_patch4_window7_224)")
     g.add_argument("--weights", type=weights_path,
                    help="pretrained weights; 'none' (or '', as in the tutorial) trains from scratch "
                         "(default: weights/<model>.pth if present)")
