@@ -282,8 +282,12 @@ def resume_config(parser, cfg, argv) -> tuple:
 
 
 def resumed_file(cfg) -> Path:
-    """The checkpoint --resume names: a run folder means its last.pth, or for --eval-only its best.pth."""
-    return cfg.resume / ("best.pth" if cfg.eval_only else "last.pth") if cfg.resume.is_dir() else cfg.resume
+    """The checkpoint --resume names: a run folder means its last.pth, or for --eval-only its best.pth
+    (its last.pth while it has none: a run stopped before its first validation)."""
+    if not cfg.resume.is_dir():
+        return cfg.resume
+    best = cfg.resume / "best.pth"
+    return best if cfg.eval_only and best.is_file() else cfg.resume / "last.pth"
 
 
 def is_run_checkpoint(checkpoint) -> bool:
