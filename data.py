@@ -16,8 +16,10 @@ resolution; the crop is resized on uint8 tensors by PyTorch's vectorised antiali
 stays uint8 until the batch is on its device (a GPU, where normalising it costs nothing).
 bench/bench_data.py measures this against torchvision's ImageFolder.
 """
+import atexit
 import itertools
 import math
+import multiprocessing
 import os
 import random
 import signal
@@ -484,6 +486,14 @@ def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
     ends it with the signal, which fails the step; a worker whose process has gone exits by itself."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
+
+
+@atexit.register  # registered after multiprocessing's own exit handler, so it runs before it
+def kill_remaining_workers() -> None:
+    """A process that ends on an error, with its loader's workers still up, would wait for ever at exit:
+    multiprocessing ends them with SIGTERM, which they ignore, then waits for them. They are killed first."""
+    for child in multiprocessing.active_children():
+        child.kill()
 
 
 def build_loader(dataset, batch_size: int, train: bool, num_workers: int, sampler=None,

@@ -166,6 +166,27 @@ def test_a_signal_to_the_process_group_reaches_the_workers_too_and_one_stop_foll
     assert exit_info.value.code == 130 and capsys.readouterr().err.strip() == "stopped at once by Ctrl-C"
 
 
+CRASH = """
+import sys
+sys.path.insert(0, {root!r})
+import engine, train
+def crash(*args, **kwargs):
+    raise RuntimeError("a bug in the step")
+engine.train_step = crash
+train.main({args!r})
+"""
+
+
+def test_a_crash_with_loader_workers_up_ends_the_process(tmp_path):
+    """The workers ignore SIGTERM (they leave stopping to the training process): a process that ends on an
+    error must still end them, not wait for them for ever at exit."""
+    args = ["--data-path", str(ROOT / "samples" / "flowers"), *FAST, "--workers", "2", "--epochs", "1",
+            "--output", str(tmp_path), "--no-progress"]
+    script = CRASH.format(root=str(ROOT), args=args)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "a bug in the step" in result.stderr
+
+
 WRITER = """
 import sys, torch
 sys.path.insert(0, {root!r})
