@@ -354,9 +354,13 @@ def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, cf
     backward, and with step_now the optimizer step. `window` is the number of batches whose gradients
     this optimizer step averages (default --accum-steps). Returns (logits, loss, labels), labels as many
     as the logits' rows (mixup may drop one image), or None for a skipped batch (see agree_on_batch)."""
-    if len(labels) == 0:  # every file of the batch failed to load
-        agree_on_batch(state, None, stop)
-        return None
+    empty = len(labels) == 0
+    if empty:
+        # every file of the batch failed to load: two blank images stand in, so that this process's forward
+        # pass, in which DDP may talk to the other processes, keeps in step with theirs; all then skip it
+        size = state.model.img_size
+        images = torch.zeros(2, 3, size, size, dtype=torch.uint8, device=state.device)
+        labels = torch.zeros(2, dtype=torch.long, device=state.device)
     if state.normalize is not None:
         images = state.normalize(images)
     targets = labels
@@ -370,7 +374,7 @@ def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, cf
         with autocast(state.device, state.amp):
             logits = state.net(images)
         loss = loss_fn(logits.float(), targets, smoothing, class_weights=state.class_weights)
-        empty, non_finite = agree_on_batch(state, loss, stop)
+        empty, non_finite = agree_on_batch(state, loss, stop, empty)
         if empty:
             return None
         if non_finite:  # NaN must not reach the weights
@@ -382,20 +386,20 @@ def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, cf
     return logits, loss, labels
 
 
-def agree_on_batch(state: TrainState, loss: torch.Tensor | None, stop=None) -> tuple[bool, bool]:
-    """(empty, non_finite): whether a process has no image in this batch (all its files failed) or a
+def agree_on_batch(state: TrainState, loss: torch.Tensor, stop=None, empty: bool = False) -> tuple[bool, bool]:
+    """(empty, non_finite): whether a process had no image in this batch (all its files failed) or a
     loss that is not finite, in which case every process skips the batch; and a stop requested on any
     process, recorded in state.stopping. Under DDP the processes decide together, in one all-reduce of
-    three flags after the forward pass: one that skipped a batch or stopped alone would leave the others
-    waiting in backward's gradient all-reduce for it. Reading the loss's finiteness here is the one
-    read-back of a step, and it comes before the backward pass is queued, not after the optimizer's."""
-    flags = [loss is None, loss is not None and not torch.isfinite(loss).item(),
-             stop is not None and stop.requested is not None]
+    three flags after each batch's forward pass: one that skipped a batch or stopped alone would leave
+    the others waiting in backward's gradient all-reduce for it. The flags are read back once per batch,
+    before its backward pass is queued."""
+    flags = loss.new_zeros(3, dtype=torch.float32)  # on the loss's device: NCCL reduces GPU tensors
+    flags[0] = float(empty)
+    flags[1] = torch.isfinite(loss).logical_not().float()
+    flags[2] = float(stop is not None and stop.requested is not None)
     if dist.is_available() and dist.is_initialized():
-        shared = torch.tensor(flags, dtype=torch.float32, device=state.device)
-        dist.all_reduce(shared, op=dist.ReduceOp.MAX)
-        flags = [value > 0 for value in shared.tolist()]
-    empty, non_finite, stopping = flags
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    empty, non_finite, stopping = (value > 0 for value in flags.tolist())
     if stopping and stop is not None and stop.requested is None:
         stop.requested = "a stop on another process"
     state.stopping = state.stopping or stopping

@@ -271,23 +271,25 @@ def agreement_process(rank: int, init_file: str) -> None:
     state = train.build_train_state(cfg, model, net, torch.device("cpu"), torch.float16, 10, [1] * 5)
     images, labels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), torch.tensor([0, 1])
     nothing = (images[:0], labels[:0])
-    scale = state.scaler.get_scale()
 
+    # a first step, after which DDP's forward pass talks to the other processes (it rebuilds its buckets)
+    assert engine.train_step(state, images, labels, cfg) is not None and state.step == 1
+    scale = state.scaler.get_scale()
     # every file of process 1's batch failed: both skip it, nothing is stepped
     assert engine.train_step(state, *(nothing if rank == 1 else (images, labels)), cfg) is None
-    assert state.step == 0 and state.skipped_steps == 0 and state.scaler.get_scale() == scale
+    assert state.step == 1 and state.skipped_steps == 0 and state.scaler.get_scale() == scale
     # process 0's loss overflows: both skip the step and halve their loss scales alike
     real_loss = engine.loss_fn
     engine.loss_fn = lambda *a, **k: real_loss(*a, **k) * (float("inf") if rank == 0 else 1)
     assert engine.train_step(state, images, labels, cfg) is None
     engine.loss_fn = real_loss
-    assert state.step == 0 and state.skipped_steps == 1 and state.scaler.get_scale() == scale / 2
+    assert state.step == 1 and state.skipped_steps == 1 and state.scaler.get_scale() == scale / 2
     # a stop requested on process 1: this step is taken by both, and both are stopping
     stop = StopSignal()
     stop.restore()  # the flag, not the handlers
     stop.requested = "SIGTERM" if rank == 1 else None
     assert engine.train_step(state, images, labels, cfg, stop=stop) is not None
-    assert state.step == 1 and state.stopping and stop.requested == ("SIGTERM" if rank == 1 else
+    assert state.step == 2 and state.stopping and stop.requested == ("SIGTERM" if rank == 1 else
                                                                     "a stop on another process")
     weights = torch.cat([p.detach().flatten() for p in model.parameters()])
     spread = torch.stack([weights.sum(), -weights.sum()])
