@@ -656,7 +656,17 @@ def create_model(name: str, num_classes: int = None, **overrides) -> SwinTransfo
     model = SwinTransformer(**{**VARIANTS[variant], **overrides})
     model.variant = variant  # plain data a checkpoint stores to rebuild the model
     model.overrides = dict(overrides)
+    if VARIANTS[variant]["version"] == 2:  # stored, so that a change of the variants' default cannot change it
+        model.overrides.setdefault("pretrained_window_sizes", VARIANTS[variant]["pretrained_window_sizes"])
     return model
+
+
+def create_model_from_checkpoint(checkpoint: dict, **overrides) -> SwinTransformer:
+    """The network a train.py checkpoint holds (its variant and overrides), before its weights are
+    loaded. V2 checkpoints that predate the variants' pretrained windows (they hold none) normalised
+    each stage's position-bias offsets by its own window, which (0, 0, 0, 0) keeps."""
+    return create_model(checkpoint["variant"], **{"pretrained_window_sizes": (0, 0, 0, 0),
+                                                  **checkpoint["model_overrides"], **overrides})
 
 
 def _variant_function(name: str):

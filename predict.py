@@ -31,7 +31,7 @@ from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, Normalize, build_lo
                   load_rgb)
 from export import ExportedClassifier, choose_exporter, load_program
 from images import image_problem, list_images, read_class_indices
-from model import create_model, resolve_variant
+from model import create_model_from_checkpoint, resolve_variant
 from weights import model_from_state_dict
 from utils import COUNT, POSITIVE_INT, UserError, amp_dtype, autocast, load_checkpoint, run_cli, select_device
 
@@ -144,7 +144,7 @@ def load_classifier(args) -> Classifier:
                             f"{model.img_size} px; drop --img-size (the program resizes any image itself)")
         names, mean, std, crop_pct = model.class_names, model.mean, model.std, model.crop_pct
     elif isinstance(ckpt, dict) and "variant" in ckpt and "model" in ckpt:  # train.py's: it describes itself
-        model = create_model(ckpt["variant"], **{**ckpt["model_overrides"], **size})
+        model = create_model_from_checkpoint(ckpt, **size)
         model.load_state_dict(ckpt["model"])
         names, mean, std, crop_pct = ckpt["class_names"], ckpt["mean"], ckpt["std"], ckpt["crop_pct"]
     else:

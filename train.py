@@ -32,7 +32,7 @@ import run_log
 from download import OFFICIAL_WEIGHTS, fetch_flower_photos, fetch_official_weights
 from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_mixup, build_normalize,
                   build_transform, default_workers, load_splits, write_class_indices)
-from model import NO_PRETRAINED_WEIGHTS, create_model, resolve_variant
+from model import NO_PRETRAINED_WEIGHTS, create_model, create_model_from_checkpoint, resolve_variant
 from utils import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UserError, amp_dtype, all_finite,
                    explicit_flags, init_distributed, load_checkpoint, parse_config, plain, ranged, rng_state, run_cli,
                    save_checkpoint, seed_everything, set_rng_state, StopSignal, write_yaml, yes_no)
@@ -323,8 +323,7 @@ def build_model(cfg, num_classes: int, checkpoint, main_process: bool):
     """The variant with the run's overrides, and its starting weights: a resumed checkpoint,
     --weights, weights/<variant>.pth, or none (from scratch)."""
     if checkpoint is not None:
-        overrides = dict(checkpoint["model_overrides"], grad_checkpointing=cfg.grad_checkpointing)
-        model = create_model(checkpoint["variant"], **overrides)
+        model = create_model_from_checkpoint(checkpoint, grad_checkpointing=cfg.grad_checkpointing)
         model.load_state_dict(checkpoint["model"])
         return freeze_all_but_the_head(model) if cfg.freeze_layers else model
     variant = resolve_variant(cfg.model)

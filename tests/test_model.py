@@ -77,6 +77,18 @@ def test_a_v2_model_moved_to_a_larger_window_keeps_its_pretrained_window():
         assert (ours(x) - reference(x)).abs().max().item() <= 1e-4
 
 
+def test_a_v2_checkpoint_is_rebuilt_with_the_pretrained_windows_it_was_trained_with():
+    """A checkpoint stores the windows (so a change of the variants' defaults cannot change a trained
+    model); one that holds none predates them and normalised by each stage's own window."""
+    made = create_model("swinv2_tiny_patch4_window8_256", num_classes=5, img_size=128)
+    assert made.overrides["pretrained_window_sizes"] == (8, 8, 8, 8)
+    now = model.create_model_from_checkpoint({"variant": made.variant, "model_overrides": made.overrides})
+    old = model.create_model_from_checkpoint({"variant": made.variant, "model_overrides": {"num_classes": 5,
+                                                                                         "img_size": 128}})
+    assert [stage.pretrained_window_size for stage in now.layers] == [8, 8, 8, 8]
+    assert [stage.pretrained_window_size for stage in old.layers] == [0, 0, 0, 0]
+
+
 @pytest.mark.parametrize("name", ["swin_tiny_patch4_window7_224", "swinv2_tiny_patch4_window8_256"])
 def test_timm_layout_and_training_mode_match(name, tmp_path):
     reference = perturbed_timm(TIMM_NAME[name], 1000, drop_path_rate=0.0)
