@@ -130,8 +130,8 @@ def main(argv=None) -> None:
     if checkpoint is not None and not cfg.eval_only and checkpoint["epoch"] >= cfg.epochs:
         # not an error: a job that resumes until done ends here (said once, under torchrun too)
         if os.environ.get("RANK", "0") == "0":
-            print(f"{cfg.resume} has finished its {cfg.epochs} epochs (best {best_metric(cfg)[1]} "
-                  f"{checkpoint['best_acc']:.4f}): "
+            name = "balanced accuracy" if checkpoint.get("best_metric") == "balanced_acc" else "top-1"
+            print(f"{cfg.resume} has finished its {cfg.epochs} epochs (best {name} {checkpoint['best_acc']:.4f}): "
                   f"nothing to train. To train on, add --epochs N, N above {checkpoint['epoch']}.")
         return
     rank, world_size, local_rank, device = init_distributed(cfg.device)
@@ -189,7 +189,7 @@ def main(argv=None) -> None:
     state = build_train_state(cfg, model, net, device, amp, math.ceil(len(train_loader) / cfg.accum_steps),
                               splits.counts("train"))
     if checkpoint is not None:
-        restore(state, checkpoint, best_metric(cfg)[1])
+        restore(state, checkpoint, *best_metric(cfg))
         run_dir = (cfg.resume if cfg.resume.is_dir() else cfg.resume.parent)
     else:
         run_dir = cfg.output / (cfg.name or f"{model.variant}-{datetime.now():%Y%m%d-%H%M%S}")
@@ -211,7 +211,7 @@ def main(argv=None) -> None:
               f"amp {amp or 'off'}, {cfg.workers} loader workers"
               f"{', compiled (the first step takes a minute or so)' if cfg.compile else ''}")
         run_log.warn_if_imbalanced(classes, splits.counts("train"), cfg.balance)
-        if cfg.warmup_epochs >= cfg.epochs and state.epoch == 0:
+        if cfg.warmup_epochs >= cfg.epochs and state.epoch == 0 and state.batches_done == 0:  # said once
             print(f"notice: --warmup-epochs {cfg.warmup_epochs:g} spans the whole run of {cfg.epochs} epoch(s): the lr "
                   "rises to --lr and never decays; lower --warmup-epochs for a cosine decay")
         if state.epoch == 0 and state.batches_done == 0:
@@ -399,7 +399,7 @@ def best_metric(cfg) -> tuple:
     return ("balanced_acc", "balanced accuracy") if cfg.balance != "off" else ("acc1", "top-1")
 
 
-def restore(state: engine.TrainState, checkpoint: dict, best_name: str = "top-1") -> None:
+def restore(state: engine.TrainState, checkpoint: dict, metric: str = "acc1", metric_name: str = "top-1") -> None:
     state.optimizer.load_state_dict(checkpoint["optimizer"])
     state.scheduler.load_state_dict(checkpoint["scheduler"])
     if checkpoint["scaler"]:  # empty from a run without fp16 scaling: a resumed fp16 run starts its own scale
@@ -408,8 +408,10 @@ def restore(state: engine.TrainState, checkpoint: dict, best_name: str = "top-1"
         state.ema.module.load_state_dict(checkpoint["ema"])
     for key in ("epoch", "step", "batches_done", "best_acc"):
         setattr(state, key, checkpoint[key])
+    if checkpoint.get("best_metric", "acc1") != metric:  # --balance changed: the best so far is of another figure
+        state.best_acc = -1.0
     set_rng_state(checkpoint["rng"])
-    best = f"best {best_name} so far {state.best_acc:.4f}" if state.best_acc >= 0 else "not validated yet"
+    best = f"best {metric_name} so far {state.best_acc:.4f}" if state.best_acc >= 0 else "not validated yet"
     print(f"resumed at epoch {state.epoch + 1}, step {state.step} ({best})")
 
 
@@ -422,7 +424,8 @@ def save_run_checkpoint(path: Path, state: engine.TrainState, cfg, meta: dict, w
         **meta, "model": weights, "ema": state.ema.module.state_dict() if state.ema else None,
         "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
         "scaler": state.scaler.state_dict(), "epoch": state.epoch, "step": state.step,
-        "batches_done": state.batches_done, "best_acc": state.best_acc, "config": plain(vars(cfg)),
+        "batches_done": state.batches_done, "best_acc": state.best_acc, "best_metric": best_metric(cfg)[0],
+        "config": plain(vars(cfg)),
         "rng": rng_state(),
     }, path)
 

@@ -121,4 +121,6 @@ def test_train_balances_and_logs_balanced_accuracy(tmp_path, capsys, balance):
     last = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
     assert last["config"]["balance"] == balance
     # balancing is for the small classes: best.pth is chosen by the balanced accuracy, not top-1
-    assert last["best_acc"] == float(rows[0]["balanced_acc_val"]) != float(rows[0]["acc1_val"])
+    assert last["best_metric"] == "balanced_acc"
+    assert last["best_acc"] == pytest.approx(float(rows[0]["balanced_acc_val"]), abs=1e-6)
+    assert last["best_acc"] != pytest.approx(float(rows[0]["acc1_val"]), abs=1e-6)  # this data tells them apart

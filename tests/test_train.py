@@ -112,6 +112,10 @@ def test_a_run_without_loss_scaling_resumes_with_fp16():
     after = train.build_train_state(cfg, net, net, torch.device("cpu"), torch.float16, 10, [1] * 5)
     train.restore(after, checkpoint)
     assert after.step == 10 and after.scaler.is_enabled() and after.scaler.get_scale() == 2.0 ** 16
+    assert after.best_acc == 0.5
+    # resumed with --balance, best.pth is chosen by another figure: the top-1 so far is no bar to it
+    train.restore(after, checkpoint, "balanced_acc", "balanced accuracy")
+    assert after.best_acc == -1.0
 
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
