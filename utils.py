@@ -42,9 +42,22 @@ def run_cli(main) -> None:
         print("\nstopped at once by Ctrl-C", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:
+        if not stdout_reader_gone():  # another pipe (a worker's, a subprocess's): a real error
+            raise
         # stdout to /dev/null, so that flushing it at exit raises nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(128 + signal.SIGPIPE)
+
+
+def stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end has closed (poll reports an error on it)."""
+    import select
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or stdout is no file
+        return False
 
 
 # --- Config: defaults < YAML file < command-line flags, one set of names everywhere ---

@@ -242,6 +242,13 @@ def test_a_reader_that_stops_early_is_no_traceback(trained, photos):
     proc.stdout.close()
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 141 and "Traceback" not in err and "Error" not in err, err
+    # another pipe that breaks (a worker's, a subprocess's) is a real error, not a reader gone
+
+    def broken_elsewhere():
+        raise BrokenPipeError("a worker's pipe")
+    import utils
+    with pytest.raises(BrokenPipeError, match="a worker's pipe"):
+        utils.run_cli(broken_elsewhere)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
