@@ -119,7 +119,7 @@ def test_a_run_without_loss_scaling_resumes_with_fp16():
 
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_stop_signal_saves_last_and_resume_finishes(flowers, tmp_path, sig, status):
+def test_stop_signal_saves_last_and_resume_finishes(flowers, tmp_path, sig, status, capsys):
     args = [sys.executable, "train.py", "--data-path", str(flowers), *FAST, "--epochs", "50",
             "--save-every-steps", "1", "--output", str(tmp_path), "--name", "int"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -134,6 +134,9 @@ def test_stop_signal_saves_last_and_resume_finishes(flowers, tmp_path, sig, stat
     assert "python train.py --resume" in out and "Traceback" not in err
     saved = torch.load(last, weights_only=True)
     assert saved["step"] >= 1 and saved["epoch"] < 50
+    if not (tmp_path / "int" / "best.pth").exists():  # stopped before its first validation
+        train.main(["--eval-only", "--resume", str(tmp_path / "int"), "--workers", "0", "--no-progress"])
+        assert capsys.readouterr().out.startswith(f"swin_micro_patch4_window4_128 from {last} (epoch 0)")
     # finish the run, shortened to one more epoch than it had reached
     done = run_train("--resume", tmp_path / "int", "--epochs", str(saved["epoch"] + 1))
     assert "resumed at epoch" in done.stdout
