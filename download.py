@@ -170,6 +170,11 @@ def fetch_flower_photos(data_path: Path, url: str | None = None, sha256: str | N
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def official_weights_file(variant: str, folder="weights") -> Path:
+    """Where a variant's official weights are looked for and downloaded to: weights/<variant>.pth."""
+    return Path(folder) / f"{variant}.pth"
+
+
 def fetch_official_weights(variant: str, folder="weights", base_url: str | None = None) -> Path:
     """weights/<variant>.pth, downloaded from the official release unless it is there already.
 
@@ -178,7 +183,7 @@ def fetch_official_weights(variant: str, folder="weights", base_url: str | None 
     """
     from utils import load_checkpoint  # here: it imports torch, which split_data.py does without
 
-    dest = Path(folder) / f"{variant}.pth"
+    dest = official_weights_file(variant, folder)
     if dest.is_file():
         return dest
     if variant not in OFFICIAL_WEIGHTS:

@@ -561,13 +561,13 @@ IN22K_CLASSES = 21841
 
 
 def _variant(size, window, img, version=1, classes=1000, pretrained_windows=None, drop_path=None):
-    if pretrained_windows is None and version == 2:
-        # the windows a V2 variant's weights were trained with, each stage's clamped to its map at the
-        # variant's image size: at another window or image size, the position-bias MLP is still fed
-        # offsets on the scale it learned them (V2 Sec. 3.3); at its own, the same as its own windows
-        pretrained_windows = tuple(min(window, img // 4 // 2 ** i) for i in range(4))
+    if pretrained_windows is None:
+        # V2: the windows its weights were trained with, each stage's clamped to its map at the variant's
+        # image size: at another window or image size, the position-bias MLP is still fed offsets on the
+        # scale it learned them (V2 Sec. 3.3); at its own, the same as its own windows. V1 has no use for them.
+        pretrained_windows = tuple(min(window, img // 4 // 2 ** i) for i in range(4)) if version == 2 else (0,) * 4
     return dict(SIZES[size], window_size=window, img_size=img, version=version, num_classes=classes,
-                pretrained_window_sizes=pretrained_windows or (0, 0, 0, 0),
+                pretrained_window_sizes=pretrained_windows,
                 drop_path_rate=_DROP_PATH[size] if drop_path is None else drop_path)
 
 
@@ -659,14 +659,6 @@ def create_model(name: str, num_classes: int = None, **overrides) -> SwinTransfo
     if VARIANTS[variant]["version"] == 2:  # stored, so that a change of the variants' default cannot change it
         model.overrides.setdefault("pretrained_window_sizes", VARIANTS[variant]["pretrained_window_sizes"])
     return model
-
-
-def create_model_from_checkpoint(checkpoint: dict, **overrides) -> SwinTransformer:
-    """The network a train.py checkpoint holds (its variant and overrides), before its weights are
-    loaded. V2 checkpoints that predate the variants' pretrained windows (they hold none) normalised
-    each stage's position-bias offsets by its own window, which (0, 0, 0, 0) keeps."""
-    return create_model(checkpoint["variant"], **{"pretrained_window_sizes": (0, 0, 0, 0),
-                                                  **checkpoint["model_overrides"], **overrides})
 
 
 def _variant_function(name: str):

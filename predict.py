@@ -31,8 +31,8 @@ from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, Normalize, build_lo
                   load_rgb)
 from export import ExportedClassifier, choose_exporter, load_program
 from images import image_problem, list_images, read_class_indices
-from model import create_model_from_checkpoint, resolve_variant
-from weights import model_from_state_dict
+from model import resolve_variant
+from weights import create_model_from_checkpoint, model_from_state_dict
 from utils import COUNT, POSITIVE_INT, UserError, amp_dtype, autocast, load_checkpoint, run_cli, select_device
 
 

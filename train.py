@@ -29,14 +29,14 @@ from torch.utils.tensorboard import SummaryWriter
 import engine
 import report
 import run_log
-from download import OFFICIAL_WEIGHTS, fetch_flower_photos, fetch_official_weights
+from download import OFFICIAL_WEIGHTS, fetch_flower_photos, fetch_official_weights, official_weights_file
 from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_mixup, build_normalize,
                   build_transform, default_workers, load_splits, write_class_indices)
-from model import NO_PRETRAINED_WEIGHTS, create_model, create_model_from_checkpoint, resolve_variant
+from model import NO_PRETRAINED_WEIGHTS, create_model, resolve_variant
 from utils import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UserError, amp_dtype, all_finite,
                    explicit_flags, init_distributed, load_checkpoint, parse_config, plain, ranged, rng_state, run_cli,
                    save_checkpoint, seed_everything, set_rng_state, StopSignal, write_yaml, yes_no)
-from weights import load_weights
+from weights import create_model_from_checkpoint, load_weights
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,7 +130,7 @@ def main(argv=None) -> None:
     if checkpoint is not None and not cfg.eval_only and checkpoint["epoch"] >= cfg.epochs:
         # not an error: a job that resumes until done ends here (said once, under torchrun too)
         if os.environ.get("RANK", "0") == "0":
-            name = "balanced accuracy" if checkpoint.get("best_metric") == "balanced_acc" else "top-1"
+            name = METRIC_NAMES[checkpoint.get("best_metric", "acc1")]
             print(f"{cfg.resume} has finished its {cfg.epochs} epochs (best {name} {checkpoint['best_acc']:.4f}): "
                   f"nothing to train. To train on, add --epochs N, N above {checkpoint['epoch']}.")
         return
@@ -161,7 +161,7 @@ def main(argv=None) -> None:
 
     # the official file's own name counts as no name: a config that names it (configs/finetune_*) downloads too
     if cfg.download_weights and checkpoint is None and \
-            cfg.weights in (None, Path("weights") / f"{resolve_variant(cfg.model)}.pth"):
+            cfg.weights in (None, official_weights_file(resolve_variant(cfg.model))):
         if main_process:
             fetch_official_weights(resolve_variant(cfg.model))
         if world_size > 1:
@@ -189,7 +189,7 @@ def main(argv=None) -> None:
     state = build_train_state(cfg, model, net, device, amp, math.ceil(len(train_loader) / cfg.accum_steps),
                               splits.counts("train"))
     if checkpoint is not None:
-        restore(state, checkpoint, *best_metric(cfg))
+        restore(state, checkpoint, best_metric(cfg))
         run_dir = (cfg.resume if cfg.resume.is_dir() else cfg.resume.parent)
     else:
         run_dir = cfg.output / (cfg.name or f"{model.variant}-{datetime.now():%Y%m%d-%H%M%S}")
@@ -263,15 +263,18 @@ def main(argv=None) -> None:
 def resume_config(parser, cfg, argv) -> tuple:
     """(config, checkpoint) of --resume, or (cfg, None) without it. A resumed run continues with the
     settings it saved, except the flags typed now; --eval-only takes only its data and split from them."""
-    if cfg.eval_only and not cfg.resume and isinstance(cfg.weights, Path) and cfg.weights.is_file() \
-            and is_run_checkpoint(load_checkpoint(cfg.weights)):
+    if cfg.eval_only and not cfg.resume and isinstance(cfg.weights, Path) and cfg.weights.is_file():
+        checkpoint = load_checkpoint(cfg.weights)
+        if not is_run_checkpoint(checkpoint):  # other weights: evaluated as --weights
+            return cfg, None
         cfg.resume, cfg.weights = cfg.weights, None  # train.py's checkpoint knows its model, classes and data
-    if not cfg.resume:
+    elif not cfg.resume:
         return cfg, None
-    path = resumed_file(cfg)
-    checkpoint = load_checkpoint(path)
-    if not is_run_checkpoint(checkpoint):
-        raise UserError(f"{path} is not a checkpoint of train.py; to start from its weights use --weights")
+    else:
+        path = resumed_file(cfg)
+        checkpoint = load_checkpoint(path)
+        if not is_run_checkpoint(checkpoint):
+            raise UserError(f"{path} is not a checkpoint of train.py; to start from its weights use --weights")
     given = explicit_flags(parser, argv)
     # the loader's worker count follows the machine the run goes on on (it does not change the results)
     kept = ("data_path", "val_ratio") if cfg.eval_only else [k for k in checkpoint["config"] if k != "workers"]
@@ -330,12 +333,12 @@ def build_model(cfg, num_classes: int, checkpoint, main_process: bool):
     overrides = {k: getattr(cfg, k) for k in ("img_size", "drop_path_rate", "window_size")
                  if getattr(cfg, k) is not None}
     model = create_model(variant, num_classes=num_classes, grad_checkpointing=cfg.grad_checkpointing, **overrides)
-    weights = cfg.weights or Path("weights") / f"{variant}.pth"
+    weights = cfg.weights or official_weights_file(variant)
     if cfg.weights == "none":
         if main_process:
             print(f"training {variant} from scratch (--weights none)")
     elif cfg.weights is not None or weights.is_file():
-        if not weights.is_file() and weights == Path("weights") / f"{variant}.pth" and variant in OFFICIAL_WEIGHTS:
+        if not weights.is_file() and weights == official_weights_file(variant) and variant in OFFICIAL_WEIGHTS:
             raise UserError(f"weights not found: {weights}. --download-weights fetches them (weights/README.md "
                             "says from where)")
         if main_process:
@@ -393,13 +396,16 @@ def eval_loader(samples, transform, cfg, rank: int, world_size: int):
                         sampler=shard, generator=torch.Generator())
 
 
-def best_metric(cfg) -> tuple:
-    """(key, name) of the validation figure that chooses best.pth: top-1, or under --balance the
-    balanced accuracy (mean per-class recall), which is what balancing the classes is for."""
-    return ("balanced_acc", "balanced accuracy") if cfg.balance != "off" else ("acc1", "top-1")
+METRIC_NAMES = {"acc1": "top-1", "balanced_acc": "balanced accuracy"}
 
 
-def restore(state: engine.TrainState, checkpoint: dict, metric: str = "acc1", metric_name: str = "top-1") -> None:
+def best_metric(cfg) -> str:
+    """The validation figure that chooses best.pth: top-1, or under --balance the balanced accuracy
+    (mean per-class recall), which is what balancing the classes is for."""
+    return "balanced_acc" if cfg.balance != "off" else "acc1"
+
+
+def restore(state: engine.TrainState, checkpoint: dict, metric: str = "acc1") -> None:
     state.optimizer.load_state_dict(checkpoint["optimizer"])
     state.scheduler.load_state_dict(checkpoint["scheduler"])
     if checkpoint["scaler"]:  # empty from a run without fp16 scaling: a resumed fp16 run starts its own scale
@@ -411,7 +417,7 @@ def restore(state: engine.TrainState, checkpoint: dict, metric: str = "acc1", me
     if checkpoint.get("best_metric", "acc1") != metric:  # --balance changed: the best so far is of another figure
         state.best_acc = -1.0
     set_rng_state(checkpoint["rng"])
-    best = f"best {metric_name} so far {state.best_acc:.4f}" if state.best_acc >= 0 else "not validated yet"
+    best = f"best {METRIC_NAMES[metric]} so far {state.best_acc:.4f}" if state.best_acc >= 0 else "not validated yet"
     print(f"resumed at epoch {state.epoch + 1}, step {state.step} ({best})")
 
 
@@ -424,7 +430,7 @@ def save_run_checkpoint(path: Path, state: engine.TrainState, cfg, meta: dict, w
         **meta, "model": weights, "ema": state.ema.module.state_dict() if state.ema else None,
         "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
         "scaler": state.scaler.state_dict(), "epoch": state.epoch, "step": state.step,
-        "batches_done": state.batches_done, "best_acc": state.best_acc, "best_metric": best_metric(cfg)[0],
+        "batches_done": state.batches_done, "best_acc": state.best_acc, "best_metric": best_metric(cfg),
         "config": plain(vars(cfg)),
         "rng": rng_state(),
     }, path)
@@ -435,7 +441,7 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
     """The epochs left: train on the next epoch_length batches of the loader's endless iterator (fewer
     in an epoch resumed midway), evaluate, log, save; stop on a signal or --stop-after-epochs."""
     val, first_epoch, best = None, state.epoch, None
-    metric = best_metric(cfg)[0]
+    metric = best_metric(cfg)
     normalize = build_normalize()  # evaluation's: no erasing; its constants made once per device
     for epoch in range(state.epoch, cfg.epochs):
         if state.batches_done == 0:  # each epoch's randomness from (seed, epoch): resuming is exact

@@ -10,7 +10,8 @@ Checkpoints are found inside their wrappers ({'model': ...}, DDP's `module.`, to
 architecture (another variant is one clear error naming it), and adapted where the official loader
 adapts them: V1 position-bias tables resized to another window, the classifier dropped for another
 class count. Buffers the model rebuilds from its geometry are never loaded. model_from_state_dict
-builds the classifier that a bare file of weights holds, given its variant.
+builds the classifier that a bare file of weights holds, given its variant; create_model_from_checkpoint
+the network that a train.py checkpoint describes.
 """
 import re
 
@@ -168,6 +169,14 @@ def format_load_report(report: dict, num_loaded: int) -> str:
             shown = report[kind][:6] + ([f"... {len(report[kind]) - 6} more"] if len(report[kind]) > 6 else [])
             lines.append(f"  {kind} ({len(report[kind])}): " + "; ".join(shown))
     return "\n".join(lines)
+
+
+def create_model_from_checkpoint(checkpoint: dict, **overrides) -> nn.Module:
+    """The network a train.py checkpoint holds (its variant and overrides), before its weights are
+    loaded. V2 checkpoints that predate the variants' pretrained windows (they hold none) normalised
+    each stage's position-bias offsets by its own window, which (0, 0, 0, 0) keeps."""
+    return create_model(checkpoint["variant"], **{"pretrained_window_sizes": (0, 0, 0, 0),
+                                                  **checkpoint["model_overrides"], **overrides})
 
 
 def model_from_state_dict(ckpt, path, variant: str, overrides: dict) -> nn.Module:

@@ -12,7 +12,7 @@ import attention
 import model
 from model import SwinBlock, StageLayout, create_model
 from utils import UserError
-from weights import load_weights
+from weights import create_model_from_checkpoint, load_weights
 
 # Every variant with official weights, and timm's name for the same network.
 TIMM_NAME = {
@@ -82,8 +82,8 @@ def test_a_v2_checkpoint_is_rebuilt_with_the_pretrained_windows_it_was_trained_w
     model); one that holds none predates them and normalised by each stage's own window."""
     made = create_model("swinv2_tiny_patch4_window8_256", num_classes=5, img_size=128)
     assert made.overrides["pretrained_window_sizes"] == (8, 8, 8, 8)
-    now = model.create_model_from_checkpoint({"variant": made.variant, "model_overrides": made.overrides})
-    old = model.create_model_from_checkpoint({"variant": made.variant, "model_overrides": {"num_classes": 5,
+    now = create_model_from_checkpoint({"variant": made.variant, "model_overrides": made.overrides})
+    old = create_model_from_checkpoint({"variant": made.variant, "model_overrides": {"num_classes": 5,
                                                                                          "img_size": 128}})
     assert [stage.pretrained_window_size for stage in now.layers] == [8, 8, 8, 8]
     assert [stage.pretrained_window_size for stage in old.layers] == [0, 0, 0, 0]

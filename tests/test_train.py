@@ -114,7 +114,7 @@ def test_a_run_without_loss_scaling_resumes_with_fp16():
     assert after.step == 10 and after.scaler.is_enabled() and after.scaler.get_scale() == 2.0 ** 16
     assert after.best_acc == 0.5
     # resumed with --balance, best.pth is chosen by another figure: the top-1 so far is no bar to it
-    train.restore(after, checkpoint, "balanced_acc", "balanced accuracy")
+    train.restore(after, checkpoint, "balanced_acc")
     assert after.best_acc == -1.0
 
 
