@@ -4,8 +4,9 @@
 #     OUT=gpu-logs bash bench/gpu_session.sh                        # every part that fits in BUDGET
 #     OUT=gpu-logs BUDGET=500 bash bench/gpu_session.sh train_compiled memory data   # the named parts
 # Logs go to $OUT (default gpu-logs), one per part. BUDGET (default 540) is the seconds the whole
-# script may take: a part whose time limit would overrun it is skipped and says so, so a call under a
-# device time limit returns with the figures it could take rather than none. A lent machine gives
+# script may take: a part runs for what is left of it when that is less than its own limit, and is
+# skipped when under 45 s are left, so a call under a device time limit returns with the figures it
+# could take rather than none. A lent machine gives
 # 10 minutes a call and 15 a session, start included: the first call runs the first parts, a second
 # call names the rest. The figures in README.md's GPU section come from these logs.
 set -u
@@ -15,15 +16,15 @@ budget=${BUDGET:-540}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 
-part() {  # part NAME SECONDS COMMAND...: run, log to $out/NAME.log, note its time and status
-    local name=$1 limit=$2 start=$SECONDS
+part() {  # part NAME SECONDS COMMAND...: run for at most SECONDS (less if BUDGET runs out), log to $out/NAME.log
+    local name=$1 limit=$2 start=$SECONDS left=$((budget - SECONDS))
     shift 2
-    if ((SECONDS + limit > budget)); then
-        echo "=== $name: skipped, $((budget - SECONDS)) s left of BUDGET=$budget and it may take $limit s" \
-            | tee -a "$out/skipped.log"
+    if ((left < 45)); then  # too little for any part to say something
+        echo "=== $name: skipped, $left s left of BUDGET=$budget" | tee -a "$out/skipped.log"
         return
     fi
-    echo "=== $name: $*" | tee -a "$out/$name.log"
+    ((limit > left)) && limit=$left  # a part cut short still leaves what it printed: the benchmarks print as they go
+    echo "=== $name (at most $limit s): $*" | tee -a "$out/$name.log"
     timeout "$limit" "$@" >>"$out/$name.log" 2>&1
     echo "=== $name: status $?, $((SECONDS - start)) s" | tee -a "$out/$name.log"
     tail -n 14 "$out/$name.log"
