@@ -17,15 +17,21 @@ from utils import UserError
 # A kind here forces it everywhere (tests, benchmarks); None lets choose_attention pick per call.
 ATTENTION = None
 ATTENTION_KINDS = ("plain", "sdpa", "flex")
+# sdpa runs at most this many windows at once: CUDA's memory-efficient kernel takes 65535 along the
+# batch, and past that its backward with a bias fails (torch 2.11 on an H200: swin_tiny at batch
+# 2097, 134208 windows in stage 1, "size of tensor a (134208) must match ... b (65535)";
+# pytorch/pytorch#142228).
+SDPA_MAX_WINDOWS = 65535
 
 # The kind None picks, per device and case, from bench/bench_attention.py's figures. On a CPU: the
 # fused kernel wherever no gradient is needed, plain in training, where the fused backward with a
 # bias that needs a gradient takes a slower path. On CUDA (an H200, swin_tiny, bf16, batch 128,
-# eager, whole model): sdpa in training (2026 img/s, plain 1833, flex about half), plain for
-# inference (6079 img/s, sdpa 5213: expanding the bias to every window costs more than it saves).
-# Those CUDA figures predate the plain path's bf16 scores, which halve what it moves: to re-measure.
+# eager, whole model, 2026-11-28): plain in training (2401 img/s, sdpa 2329) and for inference (6468,
+# sdpa 5354): with its scores in bf16 the plain path moves less than sdpa, whose bias is expanded to
+# every window and whose bias gradient is that size too. FlexAttention is faster alone for inference
+# but was not timed in the whole model; in training it took twice as long alone.
 CHOSEN_ATTENTION = {("cpu", "training"): "plain", ("cpu", "inference"): "sdpa",
-                    ("cuda", "training"): "sdpa", ("cuda", "inference"): "plain"}
+                    ("cuda", "training"): "plain", ("cuda", "inference"): "plain"}
 
 
 def choose_attention(x: torch.Tensor, dropout: float) -> str:
@@ -56,7 +62,11 @@ def window_attention(q, k, v, bias, mask, dropout: float, kind: str, scale: floa
         # the CPU's flash kernel (a 3-D one falls back to the slow path)
         bias = bias.to(v.dtype)
         bias = bias.expand(b_ // nw, nw, heads, n, n).reshape(b_, heads, n, n) if nw > 1 else bias[None]
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=scale)
+        step = SDPA_MAX_WINDOWS // nw * nw  # whole images' windows, so that each chunk's bias lines up
+        out = [F.scaled_dot_product_attention(q[i:i + step], k[i:i + step], v[i:i + step],
+                                              attn_mask=bias[i:i + step] if nw > 1 else bias, dropout_p=dropout,
+                                              scale=scale) for i in range(0, b_, step)]
+        return out[0] if len(out) == 1 else torch.cat(out)
     attn = (q * scale if scale != 1.0 else q) @ k.transpose(-2, -1)  # (B_, heads, N, N); q is smaller than attn
     # In attn's own type: under autocast, bf16 or fp16, which softmax computes in float32 inside and
     # writes back, as fused attention kernels do. Left to autocast, the float32 bias would make the

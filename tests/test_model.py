@@ -372,3 +372,17 @@ def test_v2_blocks_start_as_the_identity():
     assert torch.equal(layer(x), x)
     v1 = model.SwinLayer(dim=16, depth=2, num_heads=2, window_size=4, version=1)
     assert not torch.equal(v1(x), x)
+
+
+def test_sdpa_runs_many_windows_in_chunks(monkeypatch):
+    """More windows than CUDA's kernel takes at once (attention.SDPA_MAX_WINDOWS) go in chunks of
+    whole images' windows, with the plain path's outputs and gradients."""
+    out_a, grads_a = attention_run("plain", 1)
+    sdpa, sizes = F.scaled_dot_product_attention, []
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda q, *a, **kw: sizes.append(len(q)) or sdpa(q, *a, **kw))
+    monkeypatch.setattr(attention, "SDPA_MAX_WINDOWS", 30)
+    out_b, grads_b = attention_run("sdpa", 1)
+    assert sizes[:2] == [25, 25] and max(sizes) <= 30  # stage 1: 2 images of 25 windows (padded: masked), one each
+    assert torch.allclose(out_a, out_b, atol=1e-5)
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], atol=1e-5, rtol=1e-4), name
