@@ -76,9 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--window-size", type=POSITIVE_INT, help="default: the variant's")
     g.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=False,
                    help="recompute activations in the backward pass: far less memory (default: off)")
-    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction,
                    help="torch.compile the model for training: a minute or so of compiling first, then faster "
-                        "steps; pays on long runs (default: off)")
+                        "steps (default: on a GPU for runs of 350,000 training images or more, where that pays)")
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=POSITIVE_INT, default=10, help="default: 10")
     g.add_argument("--lr", type=POSITIVE, default=1e-4, help="AdamW learning rate (default: 1e-4)")
@@ -175,6 +175,8 @@ def main(argv=None) -> None:
     if distributed:  # every parameter that trains gets a gradient: no search for unused ones
         net = torch.nn.parallel.DistributedDataParallel(model,
                                                         device_ids=[local_rank] if device.type == "cuda" else None)
+    if cfg.compile is None:
+        cfg.compile = engine.compile_pays(device, cfg.epochs * len(splits.train) // world_size)
     if cfg.compile and not cfg.eval_only:
         net = engine.compile_model(net, model, img_size, device)
 

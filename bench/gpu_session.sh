@@ -6,9 +6,9 @@
 # Logs go to $OUT (default gpu-logs), one per part. BUDGET (default 540) is the seconds the whole
 # script may take: a part runs for what is left of it when that is less than its own limit, and is
 # skipped when under 45 s are left, so a call under a device time limit returns with the figures it
-# could take rather than none. A lent machine gives
-# 10 minutes a call and 15 a session, start included: the first call runs the first parts, a second
-# call names the rest. The figures in README.md's GPU section come from these logs.
+# could take rather than none. A lent machine gives 10 minutes a call and 15 a session, start
+# included (a minute or two) and held only 30 s between calls: the first call runs the first parts,
+# a second, sent at once, names the rest. The figures in README.md's GPU section come from these logs.
 set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu-logs}
@@ -34,27 +34,30 @@ run_part() {
     case $1 in
     # bare vs timm eager, e2e at both photo sizes, decoded by the workers and on the GPU: the first targets
     train_eager) part train_eager 170 python3 bench/bench_train.py --device cuda --rounds 4 --e2e-batches 30 ;;
-    # the GPU's correctness, new GPU code first in line to fail. 8 of its 9 tests took about 300 s on an H200
-    # with train.py compiled twice (once since); the target is 5 minutes. -v names each test as it ends.
+    # peak memory with and without activation checkpointing, the largest batch: swin_tiny, then swin_base
+    memory) part memory 150 bash -c "python3 bench/bench_train.py --device cuda --memory --steps 4 && \
+        python3 bench/bench_train.py --device cuda --memory --steps 4 --model swin_base_patch4_window7_224" ;;
+    # which kernel per case: what attention.CHOSEN_ATTENTION should say on CUDA (100 s reached the whole
+    # model's plain and sdpa rows, not FlexAttention's)
+    attention) part attention 140 python3 bench/bench_attention.py --device cuda --no-compile --repeats 10 ;;
+    # the GPU's correctness: 13 tests in 212 s on an H200 (2026-11-28); the target is 5 minutes. -v names
+    # each test as it ends
     tests) part tests 300 python3 -m pytest -v -p no:cacheprovider --durations=0 tests/test_cuda.py ;;
-    # the kernels that take the step's time, ours and timm's: what to make faster
-    profile) part profile 90 python3 bench/bench_train.py --device cuda --profile 25 --steps 5 ;;
-    # which kernel per case: what attention.CHOSEN_ATTENTION should say on CUDA
-    attention) part attention 100 python3 bench/bench_attention.py --device cuda --no-compile --repeats 10 ;;
+    # bare vs timm compiled, e2e compiled: 214 s, two compiles of about a minute each
     train_compiled) part train_compiled 250 python3 bench/bench_train.py --device cuda --compile --rounds 4 \
         --e2e-batches 30 ;;
-    memory) part memory 110 bash -c "python3 bench/bench_train.py --device cuda --memory --steps 4 && \
-        python3 bench/bench_train.py --device cuda --memory --steps 4 --model swin_base_patch4_window7_224" ;;
+    # the kernels that take the step's time, ours and timm's: what to make faster
+    profile) part profile 90 python3 bench/bench_train.py --device cuda --profile 25 --steps 5 ;;
     data) part data 40 python3 bench/bench_data.py --workers 15 --batch-size 128 --images 2560 --rounds 2 \
         --upscale 3 --gpu-decode ;;
-    *) echo "unknown part $1: train_eager tests attention profile train_compiled memory data" >&2; return 2 ;;
+    *) echo "unknown part $1: train_eager memory attention tests train_compiled profile data" >&2; return 2 ;;
     esac
 }
 
 { nvidia-smi -L; nproc; python3 -c "import torch, torchvision, timm; print(torch.__version__, torchvision.__version__, timm.__version__)"; } \
     >"$out/env.log" 2>&1
 cat "$out/env.log"
-for name in "${@:-train_eager tests attention profile train_compiled memory data}"; do
+for name in "${@:-train_eager memory attention tests train_compiled profile data}"; do
     for one in $name; do
         run_part "$one"
     done

@@ -175,6 +175,15 @@ def test_per_class_metrics():
     assert (p0, r0, n0) == (1.0, 0.75, 4) and (p1, r1, n1) == (0.8, 1.0, 4)
 
 
+def test_compile_by_default_only_where_it_pays():
+    """train.py without --compile or --no-compile: compiled on a GPU from COMPILE_PAYS_FROM training images
+    per process (ImageNet's epoch), eager for a tutorial run (flower_photos, 10 epochs) and on a CPU."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert engine.compile_pays(cuda, 1_281_167) and engine.compile_pays(cuda, engine.COMPILE_PAYS_FROM)
+    assert not engine.compile_pays(cuda, 10 * 3_303) and not engine.compile_pays(cuda, engine.COMPILE_PAYS_FROM - 1)
+    assert not engine.compile_pays(cpu, 10**9)
+
+
 def test_compiled_training_compiles_once(monkeypatch):
     """The layouts are built before tracing (no recompile for them), and evaluating the bare model
     eagerly between epochs leaves the compiled one alone. Dynamo's eager backend: the guards, no codegen.
