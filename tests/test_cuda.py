@@ -102,6 +102,26 @@ def test_cuda_attention_agrees_with_plain_forward_and_backward(kind, version):
         assert error <= max(3 * base_parameter[name], 0.05), (name, error, base_parameter[name])
 
 
+def test_sdpa_takes_more_windows_than_the_cuda_kernel_does_at_once():
+    """Past 65535 windows CUDA's sdpa fails in backward with a bias (swin_tiny's stage 1 at batch 2097, on
+    the H200): window_attention runs it in chunks. In bf16, within twice the plain path's own bf16 error
+    against the plain path in fp32, outputs and gradients."""
+    torch.manual_seed(0)
+    b_, nw, heads, n, d = 1100 * 64, 64, 3, 49, 32
+    inputs = [torch.randn(b_, heads, n, d, device="cuda") for _ in range(3)] + [torch.randn(heads, n, n, device="cuda")]
+    mask = torch.zeros(nw, n, n, device="cuda").masked_fill(torch.rand(nw, n, n, device="cuda") < 0.2, -100.0)
+
+    def run(kind, dtype):
+        *qkv, bias = [x.to(dtype if x.dim() == 4 else torch.float32).requires_grad_() for x in inputs]
+        out = attention.window_attention(*qkv, bias, mask, 0.0, kind, scale=d ** -0.5)
+        return [out, *torch.autograd.grad(out.float().square().mean(), [*qkv, bias])]
+
+    reference = run("plain", torch.float32)
+    plain = [relative_error(got, want) for got, want in zip(run("plain", torch.bfloat16), reference)]
+    sdpa = [relative_error(got, want) for got, want in zip(run("sdpa", torch.bfloat16), reference)]
+    assert all(s <= max(2 * p, 1e-2) for s, p in zip(sdpa, plain)), (sdpa, plain)
+
+
 def test_jpegs_decoded_on_the_gpu_give_the_workers_crops(tmp_path):
     """--decode device with nvJPEG: every kind of file, the same crops as the workers make."""
     check_device_decoding(tmp_path, "cuda")
