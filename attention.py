@@ -17,8 +17,8 @@ from utils import UserError
 # A kind here forces it everywhere (tests, benchmarks); None lets choose_attention pick per call.
 ATTENTION = None
 ATTENTION_KINDS = ("plain", "sdpa", "flex")
-# sdpa runs at most this many windows at once: CUDA's memory-efficient kernel takes 65535 along the
-# batch, and past that its backward with a bias fails (torch 2.11 on an H200: swin_tiny at batch
+# sdpa runs at most this many windows at once in training: CUDA's memory-efficient kernel takes 65535
+# along the batch, and past that its backward with a bias fails (torch 2.11 on an H200: swin_tiny at batch
 # 2097, 134208 windows in stage 1, "size of tensor a (134208) must match ... b (65535)";
 # pytorch/pytorch#142228).
 SDPA_MAX_WINDOWS = 65535
@@ -62,11 +62,14 @@ def window_attention(q, k, v, bias, mask, dropout: float, kind: str, scale: floa
         # the CPU's flash kernel (a 3-D one falls back to the slow path)
         bias = bias.to(v.dtype)
         bias = bias.expand(b_ // nw, nw, heads, n, n).reshape(b_, heads, n, n) if nw > 1 else bias[None]
-        step = SDPA_MAX_WINDOWS // nw * nw  # whole images' windows, so that each chunk's bias lines up
-        out = [F.scaled_dot_product_attention(q[i:i + step], k[i:i + step], v[i:i + step],
-                                              attn_mask=bias[i:i + step] if nw > 1 else bias, dropout_p=dropout,
-                                              scale=scale) for i in range(0, b_, step)]
-        return out[0] if len(out) == 1 else torch.cat(out)
+        # the size test after the gradient's: an exported program (no gradient) keeps its batch dynamic
+        if torch.is_grad_enabled() and q.requires_grad and b_ > SDPA_MAX_WINDOWS:
+            step = SDPA_MAX_WINDOWS // nw * nw  # whole images' windows, so that each chunk's bias lines up
+            return torch.cat([F.scaled_dot_product_attention(q[i:i + step], k[i:i + step], v[i:i + step],
+                                                             attn_mask=bias[i:i + step] if nw > 1 else bias,
+                                                             dropout_p=dropout, scale=scale)
+                              for i in range(0, b_, step)])
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=scale)
     attn = (q * scale if scale != 1.0 else q) @ k.transpose(-2, -1)  # (B_, heads, N, N); q is smaller than attn
     # In attn's own type: under autocast, bf16 or fp16, which softmax computes in float32 inside and
     # writes back, as fused attention kernels do. Left to autocast, the float32 bias would make the
