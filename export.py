@@ -19,7 +19,9 @@
     labels = program.class_names
 
 The deployer needs no mean, std, crop or resize rules: they travel in the file. ONNX and torch.export
-programs take one input type, uint8 (what image decoders give); the TorchScript one also [0, 1] floats.
+programs take one input type: uint8 (what image decoders give), or with --export-input float32
+floats in [0, 1] (what a pipeline that has already converted its images holds); the TorchScript
+one takes both.
 """
 import contextlib
 import importlib
@@ -39,6 +41,7 @@ from model import create_model
 from utils import UserError
 
 ONNX_OPSET = 18  # the first with an antialiased Resize, the resize predict.py does
+INPUT_TYPES = ("uint8", "float32")  # what an ONNX or torch.export program takes: 0-255, or 0-1
 INSTALL = "pip install -r requirements-export.txt"
 
 
@@ -123,11 +126,17 @@ class Deployable(torch.nn.Module):
         return self.forward(images).softmax(-1)
 
 
-def describe(clf) -> dict:
+def describe(clf, input_type: str) -> dict:
     """What a program carries beside its graph: ONNX metadata_props, the .pt2's classifier.json."""
+    pixels = "uint8 RGB, 0-255" if input_type == "uint8" else "float32 RGB, 0-1"
     return {"class_names": list(clf.class_names), "variant": clf.model.variant, "img_size": int(clf.model.img_size),
-            "crop_pct": clf.crop_pct, "mean": list(clf.mean), "std": list(clf.std),
-            "input": "(B, 3, H, W) uint8 RGB, any H x W: center-cropped and resized inside"}
+            "crop_pct": clf.crop_pct, "mean": list(clf.mean), "std": list(clf.std), "input_type": input_type,
+            "input": f"(B, 3, H, W) {pixels}, any H x W: center-cropped and resized inside"}
+
+
+def as_input(images: torch.Tensor, input_type: str) -> torch.Tensor:
+    """uint8 images as a program of this input type takes them."""
+    return images.float() / 255 if input_type == "float32" else images
 
 
 # --- The formats ---
@@ -159,41 +168,43 @@ def require(module: str, what: str):
         raise UserError(f"{what} needs {module}, which is not installed: {INSTALL}") from None
 
 
-def export_onnx(clf, path: Path, device) -> str:
+def export_onnx(clf, path: Path, device, input_type: str = "uint8") -> str:
     """ONNX (opset ONNX_OPSET, standard operators only) through torch.export; dynamic batch and image size."""
     ort = onnx_packages(path)
-    program = torch_export(clf, device)
+    program = torch_export(clf, device, input_type)
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):  # its progress lines: not results
         warnings.simplefilter("ignore")
         onnx_program = torch.onnx.export(program, input_names=["images"], output_names=["logits"],
                                          opset_version=ONNX_OPSET, dynamo=True, verbose=False)
     onnx_program.model.metadata_props.update({key: value if isinstance(value, str) else json.dumps(value)
-                                              for key, value in describe(clf).items()})
+                                              for key, value in describe(clf, input_type).items()})
     proto = onnx_program.model_proto.SerializeToString()
     session = ort.InferenceSession(proto, providers=["CPUExecutionProvider"])
-    check_program(lambda x: torch.from_numpy(session.run(None, {"images": x.cpu().numpy()})[0]), clf, device)
+    check_program(lambda x: torch.from_numpy(session.run(None, {"images": x.cpu().numpy()})[0]), clf, device,
+                  input_type)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(proto)
     return f"ONNX opset {ONNX_OPSET}; run with onnxruntime.InferenceSession, or predict.py --weights {path}"
 
 
-def export_pt2(clf, path: Path, device) -> str:
+def export_pt2(clf, path: Path, device, input_type: str = "uint8") -> str:
     """A torch.export program; the class names and the rest of describe() in its extra file classifier.json."""
-    program = torch_export(clf, device)
-    check_program(program.module(), clf, device)
+    program = torch_export(clf, device, input_type)
+    check_program(program.module(), clf, device, input_type)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(program, path, extra_files={"classifier.json": json.dumps(describe(clf))})
+    torch.export.save(program, path, extra_files={"classifier.json": json.dumps(describe(clf, input_type))})
     return "torch.export; load with torch.export.load(..., extra_files={'classifier.json': ''}).module()"
 
 
-def torch_export(clf, device) -> torch.export.ExportedProgram:
-    """The Deployable around clf.model, traced with a symbolic batch size, height and width.
+def torch_export(clf, device, input_type: str) -> torch.export.ExportedProgram:
+    """The Deployable around clf.model, traced with a symbolic batch size, height and width, for inputs
+    of `input_type` (the type is fixed in the program: Preprocess's test of it is decided while tracing).
 
     The model runs once at img_size first, so that its window layouts are cached and enter the
     program as constants, rather than as the operations that build them (which it would also trace).
     """
     size = clf.model.img_size
-    example = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, device=device)
+    example = as_input(torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, device=device), input_type)
     dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -202,8 +213,9 @@ def torch_export(clf, device) -> torch.export.ExportedProgram:
         return torch.export.export(Deployable(clf.model, clf).eval(), (example,), dynamic_shapes=(dims,))
 
 
-def export_torchscript(clf, path: Path, device) -> str:
-    """Trace the model, script the preprocessing around it, check the result, save it.
+def export_torchscript(clf, path: Path, device, input_type: str = "uint8") -> str:
+    """Trace the model, script the preprocessing around it, check the result, save it. The program takes
+    either input type (the script tests it at run time); it is checked on `input_type`.
 
     While tracing, the input's sizes are traced values, so the row numbers of the gathers are
     recorded as operations on the batch size (checked below at another batch size), but which
@@ -217,22 +229,22 @@ def export_torchscript(clf, path: Path, device) -> str:
         warnings.simplefilter("ignore")  # torch.jit's deprecation notice; tracer notes on the layout's numbers
         program = torch.jit.script(Deployable(torch.jit.trace(fresh, torch.randn(2, 3, size, size, device=device),
                                                               check_trace=False), clf))
-        check_program(program, clf, device)
+        check_program(program, clf, device, input_type)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.jit.save(program, str(path))
     return "TorchScript; load with torch.jit.load"
 
 
-def check_program(run, clf, device) -> None:
-    """The program against the model on uint8 images at img_size, at another batch size than the trace's,
-    and against Deployable run eagerly on images of another size; a RuntimeError, nothing saved, if they differ."""
+def check_program(run, clf, device, input_type: str) -> None:
+    """The program against the model on images at img_size, at another batch size than the trace's, and
+    against Deployable run eagerly on images of another size; a RuntimeError, nothing saved, if they differ."""
     size = clf.model.img_size
     images = torch.randint(0, 256, (3, 3, size, size), dtype=torch.uint8, device=device)
     other = torch.randint(0, 256, (1, 3, size + 45, 2 * size - 3), dtype=torch.uint8, device=device)
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (clf.mean, clf.std))
     with torch.no_grad():
         for x, want in ((images, clf.model((images / 255 - mean) / std)), (other, Deployable(clf.model, clf)(other))):
-            got = run(x).to(device)
+            got = run(as_input(x, input_type)).to(device)
             if not torch.allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, want.abs().max().item())):
                 raise RuntimeError(f"the exported program is off the model by {(got - want).abs().max():.3g} on "
                                    f"{x.shape[-2]} x {x.shape[-1]} images; not saved")
@@ -243,8 +255,9 @@ def check_program(run, clf, device) -> None:
 class ExportedClassifier:
     """A program that --export wrote, called like the model on uint8 images of img_size.
 
-    `variant`, `img_size`, `class_names`, `crop_pct`, `mean` and `std` come from what it carries
-    (describe()), so that predict.py crops a photo as it does for the checkpoint. It runs on the CPU
+    `variant`, `img_size`, `class_names`, `crop_pct`, `mean`, `std` and `input_type` come from what it
+    carries (describe()), so that predict.py crops a photo as it does for the checkpoint and hands the
+    program the type it takes (uint8 in programs written before input_type was). It runs on the CPU
     unless `to(device)` finds a way onto the GPU; `device` says where it runs.
     """
     kind = "program"
@@ -259,6 +272,7 @@ class ExportedClassifier:
         self.variant, self.img_size, self.crop_pct = info["variant"], int(info["img_size"]), float(info["crop_pct"])
         self.mean, self.std = (tuple(json.loads(v) if isinstance(v, str) else v) for v in (info["mean"], info["std"]))
         self.num_classes = len(self.class_names)
+        self.input_type = info.get("input_type", "uint8")
 
     def to(self, device):
         return self
@@ -299,7 +313,8 @@ class OnnxClassifier(ExportedClassifier):
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) uint8 -> (B, classes) float32 logits on the CPU."""
-        return torch.from_numpy(self.session.run(None, {"images": images.cpu().numpy()})[0])
+        images = as_input(images, self.input_type).cpu().numpy()
+        return torch.from_numpy(self.session.run(None, {"images": images})[0])
 
 
 def exported_on_gpu(path: Path) -> bool:
@@ -337,4 +352,4 @@ class Pt2Classifier(ExportedClassifier):
         self.device = next(self.program.parameters()).device
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self.program(images.to(self.device))
+        return self.program(as_input(images.to(self.device), self.input_type))

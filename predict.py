@@ -29,7 +29,7 @@ from tqdm import tqdm
 import plots
 from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, Normalize, build_loader, build_transform, default_workers,
                   load_rgb)
-from export import ExportedClassifier, choose_exporter, load_program
+from export import INPUT_TYPES, ExportedClassifier, choose_exporter, load_program
 from images import image_problem, list_images, read_class_indices
 from model import resolve_variant
 from weights import create_model_from_checkpoint, model_from_state_dict
@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--export", type=Path, metavar="FILE", help="write the model with its preprocessing, in the "
                    "format of the suffix: .onnx (ONNX), .pt2 (torch.export), .pt (TorchScript); images of any "
                    "size in, logits out (see export.py; default: none)")
+    g.add_argument("--export-input", choices=INPUT_TYPES, default="uint8",
+                   help="what an .onnx or .pt2 program takes: uint8 0-255, or float32 0-1 (the .pt takes both; "
+                        "default: uint8)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
     return p
 
@@ -99,7 +102,7 @@ def main(argv=None) -> None:
     print(f"{clf.source}: {clf.model.variant}, {len(clf.class_names)} classes, {clf.model.img_size} px, "
           f"on {device}" + (f" ({clf.model.kind})" if program else ""), file=sys.stderr)
     if export is not None:
-        note = export(clf, args.export, device)
+        note = export(clf, args.export, device, args.export_input)
         print(f"wrote {args.export} ({note})", file=sys.stderr)
     k, width = min(args.topk, len(clf.class_names)), max(len(name) for name in clf.class_names)
     transform = build_transform(clf.model.img_size, train=False, crop_pct=clf.crop_pct)

@@ -16,6 +16,7 @@ from PIL import Image
 
 import predict
 from data import Normalize, build_transform
+from export import load_program
 from image_factory import write_broken_files
 from images import write_class_indices
 from model import create_model
@@ -354,6 +355,37 @@ def test_pt2_export_gives_the_checkpoint_logits(trained, checkpoint, photos, tmp
     _, want, _ = run_predict(capsys, monkeypatch, trained, *chosen, "--json")
     _, got, err = run_predict(capsys, monkeypatch, trained, *chosen, "--json", "--weights", tmp_path / "flowers.pt2")
     assert "flowers.pt2: swin_micro_patch4_window4_128, 5 classes, 64 px, on cpu (torch.export)" in err
+    assert_same(result_entries(json_lines(got)), result_entries(json_lines(want)), last_digit=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".pt2"])
+def test_programs_for_float_input(suffix, trained, checkpoint, photos, tmp_path, capsys, monkeypatch, request):
+    """--export-input float32: the program takes [0, 1] floats (and not uint8), says so, and predict.py
+    hands it floats, printing what it prints for the checkpoint."""
+    if suffix == ".onnx":
+        request.getfixturevalue("export_packages")
+    path = tmp_path / f"flowers{suffix}"
+    code, _, _ = run_predict(capsys, monkeypatch, trained, "--export", path, "--export-input", "float32")
+    assert code == 0
+    program = load_program(path)
+    assert program.input_type == "float32"
+    decode_crop = build_transform(64, train=False).transforms[0]
+    with Image.open(photos[10]) as image:
+        crop = decode_crop(image)[None]
+    model = create_model(checkpoint["variant"], **checkpoint["model_overrides"]).eval()
+    model.load_state_dict(checkpoint["model"])
+    with torch.no_grad():
+        want = model(Normalize(checkpoint["mean"], checkpoint["std"])(crop[0])[None])
+    if suffix == ".onnx":
+        run = lambda x: torch.from_numpy(program.session.run(None, {"images": x.numpy()})[0])  # noqa: E731
+    else:
+        run = program.program
+    torch.testing.assert_close(run(crop.float() / 255), want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(Exception):  # its input type is fixed: uint8 is refused, not misread
+        run(crop)
+    chosen = [photos[0], photos[50], photos[99]]
+    _, want, _ = run_predict(capsys, monkeypatch, trained, *chosen, "--json")
+    _, got, _ = run_predict(capsys, monkeypatch, trained, *chosen, "--json", "--weights", path)
     assert_same(result_entries(json_lines(got)), result_entries(json_lines(want)), last_digit=1e-6)
 
 
