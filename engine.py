@@ -260,7 +260,7 @@ def compile_pays(device: torch.device, images_per_process: int) -> bool:
     return device.type == "cuda" and images_per_process >= COMPILE_PAYS_FROM
 
 
-def compile_model(net: nn.Module, model: nn.Module, img_size: int, device) -> nn.Module:
+def compile_model(net: nn.Module, model: nn.Module, img_size: int, device, fallback: bool = False) -> nn.Module:
     """torch.compile(net), `net` being the model or its DDP wrapper, for training. Checkpoints are
     saved from the bare `model`, so they hold no `_orig_mod.` keys and resume with or without compiling.
 
@@ -268,13 +268,33 @@ def compile_model(net: nn.Module, model: nn.Module, img_size: int, device) -> nn
     traced graph they would change the model's state and cost a second compile. Training batches are
     full (the loader drops a smaller last one), so one graph serves every epoch. Evaluation runs the
     bare model eagerly: compiling it would cost more than it saves on a validation set of this tool's
-    size, and its smaller last batch would compile once more.
+    size, and its smaller last batch would compile once more. With `fallback` (compiling that nobody
+    asked for), a graph that cannot be compiled runs eagerly instead (inductor_or_eager).
     """
     training = model.training
     with torch.no_grad():
         model.eval()(torch.zeros(1, 3, img_size, img_size, device=device))
     model.train(training)
-    return torch.compile(net)
+    return torch.compile(net, backend=inductor_or_eager) if fallback else torch.compile(net)
+
+
+def inductor_or_eager(graph, example_inputs):
+    """torch.compile's own backend, Inductor, or where it fails the graph as it is, eager, said once.
+    Inductor's GPU kernels need Triton and a C compiler for their launchers, which slim Docker images
+    lack: a run compiled by default there trains as it would have without compiling, not stopping."""
+    global _compile_failed
+    try:
+        return torch._dynamo.lookup_backend("inductor")(graph, example_inputs)
+    except Exception as error:  # whatever the compiler raises: eager is always there to fall back on
+        if not _compile_failed:
+            cause = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            print(f"notice: torch.compile failed ({cause}); training without it (--no-compile skips trying)",
+                  flush=True)
+        _compile_failed = True
+        return graph.forward
+
+
+_compile_failed = False
 
 
 @dataclass

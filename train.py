@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recompute activations in the backward pass: far less memory (default: off)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction,
                    help="torch.compile the model for training: a minute or so of compiling first, then faster "
-                        "steps (default: on a GPU for runs of 350,000 training images or more, where that pays)")
+                        "steps (default: on a GPU for runs of 350,000 training images or more, where that pays, "
+                        "eager if it fails)")
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=POSITIVE_INT, default=10, help="default: 10")
     g.add_argument("--lr", type=POSITIVE, default=1e-4, help="AdamW learning rate (default: 1e-4)")
@@ -175,10 +176,12 @@ def main(argv=None) -> None:
     if distributed:  # every parameter that trains gets a gradient: no search for unused ones
         net = torch.nn.parallel.DistributedDataParallel(model,
                                                         device_ids=[local_rank] if device.type == "cuda" else None)
-    if cfg.compile is None:
-        cfg.compile = engine.compile_pays(device, cfg.epochs * len(splits.train) // world_size)
-    if cfg.compile and not cfg.eval_only:
-        net = engine.compile_model(net, model, img_size, device)
+    # neither --compile nor --no-compile (None, saved so, decided again on resuming): where it pays, and
+    # eagerly if it fails
+    images_per_process = cfg.epochs * len(splits.train) // world_size
+    compiled = cfg.compile if cfg.compile is not None else engine.compile_pays(device, images_per_process)
+    if compiled and not cfg.eval_only:
+        net = engine.compile_model(net, model, img_size, device, fallback=cfg.compile is None)
 
     eval_transform = build_transform(img_size, train=False, crop_pct=0.875)
     if cfg.eval_only:
@@ -211,7 +214,9 @@ def main(argv=None) -> None:
               f"{len(classes)} classes, {model.variant} at {img_size} px on {device}"
               f"{f' x{world_size} (DDP, {torch.distributed.get_backend()})' if distributed else ''}, "
               f"amp {amp or 'off'}, {cfg.workers} loader workers"
-              f"{', compiled (the first step takes a minute or so)' if cfg.compile else ''}")
+              f"{', compiled (the first step takes a minute or so)' if compiled else ''}")
+        if compiled and cfg.compile is None:
+            print(f"compiling by default: {images_per_process:,} images to train pay for it (--no-compile skips it)")
         run_log.warn_if_imbalanced(classes, splits.counts("train"), cfg.balance)
         if cfg.warmup_epochs >= cfg.epochs and state.epoch == 0 and state.batches_done == 0:  # said once
             print(f"notice: --warmup-epochs {cfg.warmup_epochs:g} spans the whole run of {cfg.epochs} epoch(s): the lr "

@@ -208,6 +208,32 @@ def test_compiled_training_compiles_once(monkeypatch):
     torch._dynamo.reset()
 
 
+def test_compiling_by_default_falls_back_to_eager_where_it_fails(monkeypatch, capsys):
+    """Where Inductor cannot compile (Triton's launchers need a C compiler, which slim Docker images
+    lack), train.py's default compiling trains eagerly, said in one line once (--compile, asked for,
+    compiles with Inductor itself and fails as it fails)."""
+    def no_c_compiler(graph, example_inputs):
+        raise RuntimeError("Failed to find C compiler. Please specify via CC environment variable.")
+    monkeypatch.setattr(torch._dynamo, "lookup_backend", lambda name: no_c_compiler)
+    monkeypatch.setattr(engine, "_compile_failed", False)
+    torch._dynamo.reset()
+    try:
+        torch.manual_seed(0)
+        net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.0)
+        x = torch.randn(2, 3, 64, 64)
+        want = net(x)
+        compiled = engine.compile_model(net, net, 64, torch.device("cpu"), fallback=True)
+        for _ in range(2):
+            got = compiled(x)
+            got.sum().backward()
+            torch.testing.assert_close(got, want)
+        out = capsys.readouterr().out
+        assert out.count("notice: torch.compile failed") == 1 and "Failed to find C compiler" in out
+        assert "--no-compile" in out and len(out.strip().splitlines()) == 1
+    finally:
+        torch._dynamo.reset()
+
+
 def training_losses(amp, device: str = "cpu", steps: int = 8, size: int = 96):
     """Losses, final weights and state of train.py's step on one fixed batch, from the same start
     (tests/test_cuda.py runs it on the GPU)."""

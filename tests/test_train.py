@@ -327,7 +327,7 @@ def test_resolved_config_is_saved(flowers, tmp_path):
     import yaml
     saved = yaml.safe_load((tmp_path / "cfg" / "config.yaml").read_text())
     assert saved["epochs"] == 1 and saved["model"] == "swin_micro_patch4_window4_128" and saved["lr"] == 1e-3
-    assert saved["compile"] is False  # decided, as it ran: a resumed run keeps it (on a CPU: never by default)
+    assert saved["compile"] is None  # neither flag: decided by the run's length at each start (a CPU: eager)
 
 
 def test_files_that_do_not_decode_are_left_out_and_named(tmp_path):
