@@ -25,6 +25,7 @@ The figures are medians over rounds of images per second, the ratios medians of 
 "waiting" is the share of an e2e epoch spent waiting for the loader.
 """
 import argparse
+import copy
 import gc
 import statistics
 import sys
@@ -59,8 +60,8 @@ def parse_args():
     p.add_argument("--img-size", type=int, help="default: the variant's")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="as train.py's")
     p.add_argument("--compile", action="store_true", help="torch.compile both models (default: eager)")
-    p.add_argument("--attention", choices=attention.ATTENTION_KINDS,
-                   help="force ours to one kind (default: its choice)")
+    p.add_argument("--attention", nargs="+", choices=attention.ATTENTION_KINDS,
+                   help="force ours to a kind; several: a bare row each, side by side (default: its choice per case)")
     p.add_argument("--ema", action="store_true", help="keep an EMA of the weights, as train.py --ema")
     p.add_argument("--data-path", type=Path, nargs="*", help="folders of class folders of JPEGs for e2e (default: "
                    "made from the bundled photos at 320x240 and 500x375)")
@@ -185,8 +186,16 @@ def describe(folder: Path) -> str:
 
 # --- Speed ---
 
+def attention_kinds(args) -> dict:
+    """The bare states' names and the attention each forces: "bare" alone, unless several kinds are named."""
+    if args.attention and len(args.attention) > 1:
+        return {f"bare {kind}": kind for kind in args.attention}
+    return {"bare": args.attention[0] if args.attention else None}
+
+
 def step_states(args, cfg, device, amp) -> tuple:
-    """({"timm": ..., "bare": ...} training states with the same weights, a batch on the device, img_size)."""
+    """({"timm": ..., "bare": ...} training states with the same weights, a batch on the device, img_size).
+    With several --attention kinds, a bare state each, "bare plain", "bare sdpa"...: attention_kinds."""
     torch.manual_seed(0)
     ours = swin.create_model(args.model, num_classes=5, **({"img_size": args.img_size} if args.img_size else {}))
     img_size = ours.img_size
@@ -194,7 +203,8 @@ def step_states(args, cfg, device, amp) -> tuple:
     if not args.no_timm:
         reference = timm_twin(ours)
         states["timm"] = build_state(args, cfg, reference, device, amp, img_size, ours=False)
-    states["bare"] = build_state(args, cfg, ours, device, amp, img_size)
+    for name, kind in attention_kinds(args).items():
+        states[name] = build_state(args, cfg, copy.deepcopy(ours), device, amp, img_size)
     batch = (torch.randint(0, 256, (args.batch_size, 3, img_size, img_size), dtype=torch.uint8, device=device),
              torch.randint(0, 5, (args.batch_size,), device=device))
     return states, batch, img_size
@@ -203,6 +213,12 @@ def step_states(args, cfg, device, amp) -> tuple:
 def compare_speed(args, device, amp):
     cfg = train_config(args)
     states, batch, img_size = step_states(args, cfg, device, amp)
+    kinds = attention_kinds(args)
+    bare = next(iter(kinds))  # the loop's model, and the step the loop is compared with
+
+    def step(name, steps):
+        attention.ATTENTION = kinds.get(name, attention.ATTENTION)
+        return step_round(states[name], cfg, batch, steps)
     loaders = {}
     scratch = tempfile.TemporaryDirectory()
     if not args.no_e2e:
@@ -214,17 +230,18 @@ def compare_speed(args, device, amp):
                 loaders[name] = train.build_train_loader(argparse.Namespace(**{**vars(cfg), "decode": decode}),
                                                          samples, img_size)
     print(f"# {args.model} at {img_size} px, batch {args.batch_size}, amp {amp or 'off'}, "
-          f"{'compiled' if args.compile else 'eager'}, attention {args.attention or 'chosen per case'}, "
+          f"{'compiled' if args.compile else 'eager'}, attention {' / '.join(args.attention or ['chosen per case'])}, "
           f"{cfg.workers} loader workers{', EMA' if args.ema else ''}", flush=True)
 
     warm_up = {}  # seconds: compiling, when compiled; the allocator's and cuDNN/cuBLAS's first choices
-    for name, state in states.items():
+    for name in states:
         start = time.perf_counter()
-        step_round(state, cfg, batch, 3)
+        step(name, 3)
         warm_up[name] = time.perf_counter() - start
+    attention.ATTENTION = kinds[bare]
     start = time.perf_counter()
     for epoch, (loader, epoch_batches) in enumerate(loaders.values()):  # and start the loaders' workers
-        e2e_round(states["bare"], cfg, loader, epoch_batches, epoch)
+        e2e_round(states[bare], cfg, loader, epoch_batches, epoch)
     warm_up["loaders"] = time.perf_counter() - start
     print(f"warm-up{' (compiling)' if args.compile else ''}: "
           + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in warm_up.items()), flush=True)
@@ -239,11 +256,12 @@ def compare_speed(args, device, amp):
         for name in order:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            speeds[name].append(step_round(states[name], cfg, batch, args.steps))
+            speeds[name].append(step(name, args.steps))
             if device.type == "cuda":
                 peaks[name] = torch.cuda.max_memory_allocated() / 2**30
+        attention.ATTENTION = kinds[bare]
         for name, (loader, epoch_batches) in loaders.items():
-            speed, wait = e2e_round(states["bare"], cfg, loader, epoch_batches, round_ + 10)
+            speed, wait = e2e_round(states[bare], cfg, loader, epoch_batches, round_ + 10)
             speeds[name].append(speed)
             waits[name].append(wait)
         print(f"round {round_ + 1}: " + ", ".join(
@@ -254,10 +272,10 @@ def compare_speed(args, device, amp):
         peak = f"  peak {peaks[name]:.2f} GiB" if name in peaks else ""
         wait = f"  waiting for data {statistics.median(waits[name]):.0%}" if name in waits else ""
         print(f"{name:44s} {statistics.median(values):9.1f} img/s{peak}{wait}")
-    if "timm" in speeds:
-        print(f"bare / timm {ratio(speeds['bare'], speeds['timm']):.2f}")
+    for name in kinds if "timm" in speeds else ():
+        print(f"{name} / timm {ratio(speeds[name], speeds['timm']):.2f}")
     for name in loaders:
-        print(f"{name} / bare {ratio(speeds[name], speeds['bare']):.2f}")
+        print(f"{name} / {bare} {ratio(speeds[name], speeds[bare]):.2f}")
     scratch.cleanup()
 
 
@@ -336,9 +354,11 @@ def profile_steps(args, device, amp):
     from torch.profiler import ProfilerActivity, profile
     cfg = train_config(args)
     states, batch, _ = step_states(args, cfg, device, amp)
+    kinds = attention_kinds(args)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"  # kernels, not callers
     for name, state in states.items():
+        attention.ATTENTION = kinds.get(name, attention.ATTENTION)
         step_round(state, cfg, batch, 3)  # warm-up
         with profile(activities=activities) as prof:
             step_round(state, cfg, batch, args.steps)
@@ -352,7 +372,7 @@ def main():
     amp = amp_dtype(args.amp, device)
     if device.type == "cuda" and amp is None:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as train.py
-    attention.ATTENTION = args.attention
+    attention.ATTENTION = args.attention[0] if args.attention else None  # --memory's, --profile's, e2e's
     print_header(device)
     if args.memory:
         compare_memory(args, device, amp)

@@ -32,8 +32,10 @@ part() {  # part NAME SECONDS COMMAND...: run for at most SECONDS (less if BUDGE
 
 run_part() {
     case $1 in
-    # bare vs timm eager, e2e at both photo sizes, decoded by the workers and on the GPU: the first targets
-    train_eager) part train_eager 170 python3 bench/bench_train.py --device cuda --rounds 4 --e2e-batches 30 ;;
+    # bare vs timm eager, each attention kind CUDA might choose for training side by side, e2e at both photo
+    # sizes, decoded by the workers and on the GPU: the first targets (118 s on the H200 with one bare row)
+    train_eager) part train_eager 170 python3 bench/bench_train.py --device cuda --rounds 4 --e2e-batches 30 \
+        --attention plain sdpa ;;
     # peak memory with and without activation checkpointing, the largest batch: swin_tiny, then swin_base
     memory) part memory 150 bash -c "python3 bench/bench_train.py --device cuda --memory --steps 4 && \
         python3 bench/bench_train.py --device cuda --memory --steps 4 --model swin_base_patch4_window7_224" ;;
