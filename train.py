@@ -176,9 +176,10 @@ def main(argv=None) -> None:
     if distributed:  # every parameter that trains gets a gradient: no search for unused ones
         net = torch.nn.parallel.DistributedDataParallel(model,
                                                         device_ids=[local_rank] if device.type == "cuda" else None)
-    # neither --compile nor --no-compile (None, saved so, decided again on resuming): where it pays, and
-    # eagerly if it fails
-    images_per_process = cfg.epochs * len(splits.train) // world_size
+    # neither --compile nor --no-compile (None, saved so, decided again on resuming, for the epochs left):
+    # where it pays, and eagerly if it fails
+    epochs_left = cfg.epochs - (checkpoint["epoch"] if checkpoint is not None else 0)
+    images_per_process = epochs_left * len(splits.train) // world_size
     compiled = cfg.compile if cfg.compile is not None else engine.compile_pays(device, images_per_process)
     if compiled and not cfg.eval_only:
         net = engine.compile_model(net, model, img_size, device, fallback=cfg.compile is None)
