@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import to_device
-from utils import autocast
+from utils import all_finite, autocast, rng_state, set_rng_state
 
 
 class TrainingDiverged(RuntimeError):
@@ -317,6 +317,32 @@ class TrainState:
     best_acc: float = -1.0
     skipped_steps: int = 0  # fp16 steps skipped for a non-finite loss, in a row
     stopping: bool = False  # a stop that every process has agreed on: taken at the next optimizer step
+
+    def checkpoint(self, weights: dict = None) -> dict:
+        """What changes, as a run's checkpoint holds it beside its meta and config: plain data (it loads
+        with weights_only=True), from the bare model, or `weights` (best.pth's), never NaN ones."""
+        weights = weights if weights is not None else self.model.state_dict()
+        if not all_finite(weights):
+            raise TrainingDiverged("the weights are no longer finite numbers; not saving them")
+        return {"model": weights, "ema": self.ema.module.state_dict() if self.ema else None,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
+                "batches_done": self.batches_done, "best_acc": self.best_acc, "rng": rng_state()}
+
+    def resume_from(self, checkpoint: dict, metric: str = "acc1") -> None:
+        """Go on where `checkpoint` stopped (its model weights are loaded with the model). Its best so far
+        counts if it is of `metric`, the figure that now chooses best.pth (--balance may have changed it)."""
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if checkpoint["scaler"]:  # empty from a run without fp16 scaling: a resumed fp16 run starts its own scale
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        if self.ema is not None and checkpoint.get("ema") is not None:
+            self.ema.module.load_state_dict(checkpoint["ema"])
+        for key in ("epoch", "step", "batches_done", "best_acc"):
+            setattr(self, key, checkpoint[key])
+        if checkpoint.get("best_metric", "acc1") != metric:
+            self.best_acc = -1.0
+        set_rng_state(checkpoint["rng"])
 
 
 def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, show_progress: bool = True) -> dict:

@@ -33,9 +33,9 @@ from download import OFFICIAL_WEIGHTS, fetch_flower_photos, fetch_official_weigh
 from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_mixup, build_normalize,
                   build_transform, default_workers, load_splits, write_class_indices)
 from model import NO_PRETRAINED_WEIGHTS, create_model, resolve_variant
-from utils import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UserError, amp_dtype, all_finite,
-                   explicit_flags, init_distributed, load_checkpoint, parse_config, plain, ranged, rng_state, run_cli,
-                   save_checkpoint, seed_everything, set_rng_state, StopSignal, write_yaml, yes_no)
+from utils import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UserError, amp_dtype, explicit_flags,
+                   init_distributed, load_checkpoint, parse_config, plain, ranged, run_cli, save_checkpoint,
+                   seed_everything, StopSignal, write_yaml, yes_no)
 from weights import create_model_from_checkpoint, load_weights
 
 
@@ -195,7 +195,11 @@ def main(argv=None) -> None:
     state = build_train_state(cfg, model, net, device, amp, math.ceil(len(train_loader) / cfg.accum_steps),
                               splits.counts("train"))
     if checkpoint is not None:
-        restore(state, checkpoint, best_metric(cfg))
+        state.resume_from(checkpoint, best_metric(cfg))
+        if main_process:
+            best = f"best {METRIC_NAMES[best_metric(cfg)]} so far {state.best_acc:.4f}" if state.best_acc >= 0 \
+                else "not validated yet"
+            print(f"resumed at epoch {state.epoch + 1}, step {state.step} ({best})")
         run_dir = (cfg.resume if cfg.resume.is_dir() else cfg.resume.parent)
     else:
         run_dir = cfg.output / (cfg.name or f"{model.variant}-{datetime.now():%Y%m%d-%H%M%S}")
@@ -232,7 +236,8 @@ def main(argv=None) -> None:
 
     def save(name: str, weights=None) -> None:
         if main_process:
-            save_run_checkpoint(run_dir / name, state, cfg, meta, weights)
+            save_checkpoint({**meta, **state.checkpoint(weights), "best_metric": best_metric(cfg),
+                             "config": plain(vars(cfg))}, run_dir / name)
 
     def on_step(state: engine.TrainState, loss: torch.Tensor) -> None:
         if writer is not None and state.step % 10 == 0:  # .item() waits for the GPU: not every step
@@ -411,37 +416,6 @@ def best_metric(cfg) -> str:
     """The validation figure that chooses best.pth: top-1, or under --balance the balanced accuracy
     (mean per-class recall), which is what balancing the classes is for."""
     return "balanced_acc" if cfg.balance != "off" else "acc1"
-
-
-def restore(state: engine.TrainState, checkpoint: dict, metric: str = "acc1") -> None:
-    state.optimizer.load_state_dict(checkpoint["optimizer"])
-    state.scheduler.load_state_dict(checkpoint["scheduler"])
-    if checkpoint["scaler"]:  # empty from a run without fp16 scaling: a resumed fp16 run starts its own scale
-        state.scaler.load_state_dict(checkpoint["scaler"])
-    if state.ema is not None and checkpoint.get("ema") is not None:
-        state.ema.module.load_state_dict(checkpoint["ema"])
-    for key in ("epoch", "step", "batches_done", "best_acc"):
-        setattr(state, key, checkpoint[key])
-    if checkpoint.get("best_metric", "acc1") != metric:  # --balance changed: the best so far is of another figure
-        state.best_acc = -1.0
-    set_rng_state(checkpoint["rng"])
-    best = f"best {METRIC_NAMES[metric]} so far {state.best_acc:.4f}" if state.best_acc >= 0 else "not validated yet"
-    print(f"resumed at epoch {state.epoch + 1}, step {state.step} ({best})")
-
-
-def save_run_checkpoint(path: Path, state: engine.TrainState, cfg, meta: dict, weights=None) -> None:
-    """Plain data only (loads with weights_only=True), from the bare model; never NaN weights."""
-    weights = weights if weights is not None else state.model.state_dict()
-    if not all_finite(weights):
-        raise engine.TrainingDiverged("the weights are no longer finite numbers; not saving them")
-    save_checkpoint({
-        **meta, "model": weights, "ema": state.ema.module.state_dict() if state.ema else None,
-        "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
-        "scaler": state.scaler.state_dict(), "epoch": state.epoch, "step": state.step,
-        "batches_done": state.batches_done, "best_acc": state.best_acc, "best_metric": best_metric(cfg),
-        "config": plain(vars(cfg)),
-        "rng": rng_state(),
-    }, path)
 
 
 def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop, on_step, save, writer,

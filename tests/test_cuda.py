@@ -177,3 +177,29 @@ def test_train_resume_and_predict_on_the_gpu(flowers, tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "on cuda" in done.stderr and "1. " in done.stdout
+
+
+def check_exports_on(device: str, tmp_path) -> None:
+    """predict.py --export on `device`: each format traced there and checked against the model before it is
+    written (export.check_program raises where the logits differ); the .pt2 then runs there, as predict.py
+    loads it, with the model's logits."""
+    from pathlib import Path
+    from export import export_onnx, export_pt2, export_torchscript, load_program
+    from predict import Classifier
+    torch.manual_seed(0)
+    model = create_model("swin_micro_patch4_window4_128", num_classes=5, img_size=64).eval().to(device)
+    clf = Classifier(model, list("abcde"), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 0.875, Path("ckpt.pth"))
+    for name, export in (("m.pt2", export_pt2), ("m.pt", export_torchscript), ("m.onnx", export_onnx)):
+        export(clf, tmp_path / name, torch.device(device))
+        assert (tmp_path / name).is_file(), name
+    program = load_program(tmp_path / "m.pt2")
+    assert program.device.type == torch.device(device).type
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (clf.mean, clf.std))
+    with torch.no_grad():
+        want = model((images.to(device) / 255 - mean) / std)
+    assert relative_error(program(images), want) < 1e-4
+
+
+def test_exports_made_on_the_gpu_give_the_model_logits(tmp_path, export_packages):
+    check_exports_on("cuda", tmp_path)

@@ -110,11 +110,11 @@ def test_a_run_without_loss_scaling_resumes_with_fp16():
                   "rng": utils.rng_state()}
     assert checkpoint["scaler"] == {}
     after = train.build_train_state(cfg, net, net, torch.device("cpu"), torch.float16, 10, [1] * 5)
-    train.restore(after, checkpoint)
+    after.resume_from(checkpoint)
     assert after.step == 10 and after.scaler.is_enabled() and after.scaler.get_scale() == 2.0 ** 16
     assert after.best_acc == 0.5
     # resumed with --balance, best.pth is chosen by another figure: the top-1 so far is no bar to it
-    train.restore(after, checkpoint, "balanced_acc")
+    after.resume_from(checkpoint, "balanced_acc")
     assert after.best_acc == -1.0
 
 
