@@ -2,7 +2,6 @@
 import subprocess
 import sys
 
-
 from test_train import ROOT
 
 
