@@ -60,6 +60,8 @@ def parse_args():
     p.add_argument("--img-size", type=int, help="default: the variant's")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="as train.py's")
     p.add_argument("--compile", action="store_true", help="torch.compile both models (default: eager)")
+    p.add_argument("--cudagraphs", action="store_true", help="with --compile: Inductor replays each compiled graph "
+                   "as a CUDA graph (torch.compile's reduce-overhead mode), for both models")
     p.add_argument("--attention", nargs="+", choices=attention.ATTENTION_KINDS,
                    help="force ours to a kind; several: a bare row each, side by side (default: its choice per case)")
     p.add_argument("--ema", action="store_true", help="keep an EMA of the weights, as train.py --ema")
@@ -85,6 +87,8 @@ def parse_args():
     args.model = args.model or ("swin_tiny_patch4_window7_224" if gpu else "swin_micro_patch4_window4_128")
     args.batch_size = args.batch_size or (128 if gpu else 16)
     args.decode = args.decode or (["workers", "device"] if gpu else ["workers"])
+    if args.cudagraphs and not (args.compile and gpu):
+        p.error("--cudagraphs needs --compile and a GPU")
     return args
 
 
@@ -230,7 +234,8 @@ def compare_speed(args, device, amp):
                 loaders[name] = train.build_train_loader(argparse.Namespace(**{**vars(cfg), "decode": decode}),
                                                          samples, img_size)
     print(f"# {args.model} at {img_size} px, batch {args.batch_size}, amp {amp or 'off'}, "
-          f"{'compiled' if args.compile else 'eager'}, attention {' / '.join(args.attention or ['chosen per case'])}, "
+          f"{'compiled' if args.compile else 'eager'}{' with CUDA graphs' if args.cudagraphs else ''}, "
+          f"attention {' / '.join(args.attention or ['chosen per case'])}, "
           f"{cfg.workers} loader workers{', EMA' if args.ema else ''}", flush=True)
 
     warm_up = {}  # seconds: compiling, when compiled; the allocator's and cuDNN/cuBLAS's first choices
@@ -373,6 +378,9 @@ def main():
     if device.type == "cuda" and amp is None:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as train.py
     attention.ATTENTION = args.attention[0] if args.attention else None  # --memory's, --profile's, e2e's
+    if args.cudagraphs:  # what mode="reduce-overhead" sets, here for both models and every compile
+        import torch._inductor.config
+        torch._inductor.config.triton.cudagraphs = True
     print_header(device)
     if args.memory:
         compare_memory(args, device, amp)

@@ -48,18 +48,21 @@ run_part() {
     # bare vs timm compiled, e2e compiled: 214 s, two compiles of about a minute each
     train_compiled) part train_compiled 250 python3 bench/bench_train.py --device cuda --compile --rounds 4 \
         --e2e-batches 30 ;;
+    # compiled with CUDA graphs (reduce-overhead), workers decoding: toward the 4,000 img/s target
+    train_cudagraphs) part train_cudagraphs 250 python3 bench/bench_train.py --device cuda --compile --cudagraphs \
+        --rounds 3 --e2e-batches 30 --decode workers ;;
     # the kernels that take the step's time, ours and timm's: what to make faster
     profile) part profile 90 python3 bench/bench_train.py --device cuda --profile 25 --steps 5 ;;
     data) part data 40 python3 bench/bench_data.py --workers 15 --batch-size 128 --images 2560 --rounds 2 \
         --upscale 3 --gpu-decode ;;
-    *) echo "unknown part $1: train_eager memory attention tests train_compiled profile data" >&2; return 2 ;;
+    *) echo "unknown part $1: train_eager memory attention tests train_compiled train_cudagraphs profile data" >&2; return 2 ;;
     esac
 }
 
 { nvidia-smi -L; nproc; python3 -c "import torch, torchvision, timm; print(torch.__version__, torchvision.__version__, timm.__version__)"; } \
     >"$out/env.log" 2>&1
 cat "$out/env.log"
-for name in "${@:-train_eager memory attention tests train_compiled profile data}"; do
+for name in "${@:-train_eager memory attention tests train_compiled train_cudagraphs profile data}"; do
     for one in $name; do
         run_part "$one"
     done
