@@ -54,6 +54,10 @@ def test_learns_on_real_photos(flowers, tmp_path):
     assert ckpt["variant"] == "swin_micro_patch4_window4_128" and ckpt["img_size"] == 64
     assert ckpt["model_overrides"]["num_classes"] == 5
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in ckpt["model"])
+    import yaml
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())  # the resolved config, flags and defaults
+    assert saved["epochs"] == 12 and saved["model"] == "swin_micro_patch4_window4_128" and saved["lr"] == 1e-3
+    assert saved["compile"] is None  # neither flag: decided by the run's length at each start (a CPU: eager)
 
 
 def test_tensorboard_holds_scalars_and_pictures(flowers, tmp_path):
@@ -320,14 +324,6 @@ def test_the_demo_config_trains_on_the_bundled_sample_with_no_other_flag(tmp_pat
     result = run_train("--config", "configs/cpu_demo.yaml", "--epochs", "1", "--output", tmp_path, "--name", "demo")
     assert "80 training and 20 validation images, 5 classes, swin_micro_patch4_window4_128" in result.stdout
     assert (tmp_path / "demo" / "best.pth").is_file()
-
-
-def test_resolved_config_is_saved(flowers, tmp_path):
-    run_train("--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "cfg")
-    import yaml
-    saved = yaml.safe_load((tmp_path / "cfg" / "config.yaml").read_text())
-    assert saved["epochs"] == 1 and saved["model"] == "swin_micro_patch4_window4_128" and saved["lr"] == 1e-3
-    assert saved["compile"] is None  # neither flag: decided by the run's length at each start (a CPU: eager)
 
 
 def test_files_that_do_not_decode_are_left_out_and_named(tmp_path):
