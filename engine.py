@@ -1,5 +1,6 @@
 """The training engine behind train.py: optimizer groups, learning-rate schedule, weight EMA,
-the samplers (shuffled, or class-balanced), one epoch of training, and evaluation with its metrics.
+the samplers (shuffled, or class-balanced), compiling, the training state and its checkpoint, one
+step and one epoch of training, and evaluation with its metrics.
 
 The recipe is the official Swin one (Liu et al. 2021, Sec. 4.1 and the repo's configs): AdamW
 without weight decay on norms, biases and position-bias parameters; linear warmup then cosine,
@@ -118,6 +119,8 @@ class ModelEma:
             self._pairs = ([ema[k] for k in floats], [current[k] for k in floats])
         torch._foreach_lerp_(*self._pairs, 1 - decay)
 
+
+# --- The order of training: samplers, exact to resume ---
 
 class EpochSampler(torch.utils.data.Sampler):
     """A fresh shuffle each epoch, drawn from (seed, epoch) alone; this rank's share of it; from a

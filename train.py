@@ -347,10 +347,11 @@ def build_model(cfg, num_classes: int, checkpoint, main_process: bool):
                  if getattr(cfg, k) is not None}
     model = create_model(variant, num_classes=num_classes, grad_checkpointing=cfg.grad_checkpointing, **overrides)
     weights = cfg.weights or official_weights_file(variant)
+    from_scratch = cfg.weights == "none" or (cfg.weights is None and not weights.is_file())
     if cfg.weights == "none":
         if main_process:
             print(f"training {variant} from scratch (--weights none)")
-    elif cfg.weights is not None or weights.is_file():
+    elif not from_scratch:
         if not weights.is_file() and weights == official_weights_file(variant) and variant in OFFICIAL_WEIGHTS:
             raise UserError(f"weights not found: {weights}. --download-weights fetches them (weights/README.md "
                             "says from where)")
@@ -361,7 +362,6 @@ def build_model(cfg, num_classes: int, checkpoint, main_process: bool):
         hint = "--download-weights fetches the official ones" if variant in OFFICIAL_WEIGHTS else "none exist"
         print(f"notice: no pretrained weights (no --weights, no {weights}): training {variant} from scratch; "
               f"{hint} (weights/README.md)")
-    from_scratch = cfg.weights == "none" or (cfg.weights is None and not weights.is_file())
     if main_process and cfg.freeze_layers and from_scratch:
         print("notice: --freeze-layers with no pretrained weights trains a classifier on random features")
     return freeze_all_but_the_head(model) if cfg.freeze_layers else model
@@ -480,8 +480,8 @@ def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp, 
     if not main_process:
         return
     if checkpoint is not None:
-        source = f"{resumed_file(cfg)} (epoch {checkpoint['epoch']})"
-        out = resumed_file(cfg).parent / f"eval_{cfg.split}"
+        path = resumed_file(cfg)
+        source, out = f"{path} (epoch {checkpoint['epoch']})", path.parent / f"eval_{cfg.split}"
     else:  # weights from elsewhere: a run folder of their own
         source = str(cfg.weights)
         out = cfg.output / (cfg.name or f"eval-{cfg.weights.stem}") / f"eval_{cfg.split}"

@@ -198,8 +198,9 @@ def attention_kinds(args) -> dict:
 
 
 def step_states(args, cfg, device, amp) -> tuple:
-    """({"timm": ..., "bare": ...} training states with the same weights, a batch on the device, img_size).
-    With several --attention kinds, a bare state each, "bare plain", "bare sdpa"...: attention_kinds."""
+    """({"timm": ..., "bare": ...} training states with the same weights, {bare state: the attention kind
+    it forces}, a batch on the device, img_size). With several --attention kinds, a bare state each,
+    "bare plain", "bare sdpa"... (attention_kinds)."""
     torch.manual_seed(0)
     ours = swin.create_model(args.model, num_classes=5, **({"img_size": args.img_size} if args.img_size else {}))
     img_size = ours.img_size
@@ -207,17 +208,17 @@ def step_states(args, cfg, device, amp) -> tuple:
     if not args.no_timm:
         reference = timm_twin(ours)
         states["timm"] = build_state(args, cfg, reference, device, amp, img_size, ours=False)
-    for name, kind in attention_kinds(args).items():
+    kinds = attention_kinds(args)
+    for name in kinds:
         states[name] = build_state(args, cfg, copy.deepcopy(ours), device, amp, img_size)
     batch = (torch.randint(0, 256, (args.batch_size, 3, img_size, img_size), dtype=torch.uint8, device=device),
              torch.randint(0, 5, (args.batch_size,), device=device))
-    return states, batch, img_size
+    return states, kinds, batch, img_size
 
 
 def compare_speed(args, device, amp):
     cfg = train_config(args)
-    states, batch, img_size = step_states(args, cfg, device, amp)
-    kinds = attention_kinds(args)
+    states, kinds, batch, img_size = step_states(args, cfg, device, amp)
     bare = next(iter(kinds))  # the loop's model, and the step the loop is compared with
 
     def step(name, steps):
@@ -358,8 +359,7 @@ def profile_steps(args, device, amp):
     what to make faster, on the machine that counts."""
     from torch.profiler import ProfilerActivity, profile
     cfg = train_config(args)
-    states, batch, _ = step_states(args, cfg, device, amp)
-    kinds = attention_kinds(args)
+    states, kinds, batch, _ = step_states(args, cfg, device, amp)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"  # kernels, not callers
     for name, state in states.items():
