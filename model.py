@@ -228,6 +228,31 @@ def drop_path_add(x: torch.Tensor, y: torch.Tensor, rate: float, training: bool)
 
 # --- Building blocks ---
 
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm that can keep the autocast type (`keep_autocast_type`): an input already in it is
+    normalised in one kernel, float32 inside, and written in it.
+
+    CUDA autocast runs layer_norm in float32: a cast up, the norm, and for the linear that follows a
+    cast down, five times the bytes of the norm alone. Where the output feeds a linear (V1's
+    pre-norms) it is cast down anyway. Patch embedding's norm starts the residual stream: kept in
+    bf16, stage 1's stream is what V1's is from stage 2 on in any AMP training (patch merging ends
+    with a linear, which writes bf16), and what CPU autocast, whose layer_norm stays in bf16, gives
+    everywhere. The affine parameters are cast as autocast casts a linear's weight: CUDA's kernel
+    takes one type for all.
+    """
+
+    def __init__(self, dim: int, keep_autocast_type: bool = False):
+        super().__init__(dim)
+        self.keep_autocast_type = keep_autocast_type
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        device = x.device.type
+        if self.keep_autocast_type and torch.is_autocast_enabled(device) and x.dtype == torch.get_autocast_dtype(device):
+            with torch.autocast(device, enabled=False):
+                return F.layer_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
+        return super().forward(x)
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside each window, with a relative position bias.
 
@@ -317,9 +342,9 @@ class SwinBlock(nn.Module):
         super().__init__()
         self.v2 = v2
         self.drop_path = drop_path
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = LayerNorm(dim, keep_autocast_type=not v2)
         self.attn = WindowAttention(dim, num_heads, window_size, qkv_bias, attn_drop, drop, v2)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = LayerNorm(dim, keep_autocast_type=not v2)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
     def forward(self, x: torch.Tensor, layout: StageLayout, shifted: bool) -> torch.Tensor:
@@ -344,7 +369,7 @@ class PatchMerging(nn.Module):
         super().__init__()
         self.v2 = v2
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
-        self.norm = nn.LayerNorm(2 * dim if v2 else 4 * dim)
+        self.norm = LayerNorm(2 * dim if v2 else 4 * dim, keep_autocast_type=not v2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), 2C); an odd side is zero-padded."""
@@ -472,7 +497,7 @@ class PatchEmbed(nn.Module):
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-        self.norm = nn.LayerNorm(embed_dim)
+        self.norm = LayerNorm(embed_dim, keep_autocast_type=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, H/4, W/4, C); sides not divisible by the patch are zero-padded."""

@@ -2,6 +2,7 @@
 activation checkpointing, a stage as a layer."""
 import math
 import re
+import sys
 
 import pytest
 import timm
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 import attention
 import model
 from model import SwinBlock, StageLayout, create_model
+from conftest import ROOT
 from utils import UserError
 from weights import create_model_from_checkpoint, load_weights
 
@@ -317,6 +319,42 @@ def test_custom_gradients_are_exact():
     index = torch.randperm(12)
     inverse = torch.empty_like(index).scatter_(0, index, torch.arange(12))
     assert torch.autograd.gradcheck(model._GatherTokens.apply, (rows, index, inverse))
+
+
+def test_layer_norm_keeps_the_autocast_type():
+    """Under CUDA's autocast rule for layer_norm (float32; applied here on the CPU, whose own rule
+    differs), a norm that keeps the autocast type takes a bf16 input in one kernel and writes bf16,
+    the float32 norm rounded once, forward and backward; a float32 input, or a norm without the
+    switch, gets autocast's float32 norm."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_traffic import CudaLayerNorm
+    torch.manual_seed(0)
+    norm = model.LayerNorm(24, keep_autocast_type=True)
+    with torch.no_grad():
+        norm.weight.normal_(1.0, 0.3)
+        norm.bias.normal_(0.0, 0.3)
+    plain = torch.nn.LayerNorm(24)
+    plain.load_state_dict(norm.state_dict())
+    x = (torch.randn(6, 24) * 3 + 1).bfloat16().requires_grad_()
+    grad = torch.randn(6, 24)
+
+    def run(net, inp):
+        net.zero_grad()
+        with CudaLayerNorm(), torch.autocast("cpu", torch.bfloat16):
+            out = net(inp)
+        out.backward(grad.to(out.dtype))
+        return out, inp.grad, net.weight.grad, net.bias.grad
+
+    out, dx, dw, db = run(norm, x)
+    x_ref = x.detach().float().requires_grad_()
+    ref, dx_ref, dw_ref, db_ref = run(plain, x_ref)
+    assert out.dtype == torch.bfloat16 and ref.dtype == torch.float32
+    assert torch.allclose(out.float(), ref, atol=0.05, rtol=0.02)
+    assert dx.dtype == torch.bfloat16 and torch.allclose(dx.float(), dx_ref, atol=0.05, rtol=0.02)
+    assert torch.allclose(dw, dw_ref, atol=0.1, rtol=0.02) and torch.allclose(db, db_ref, atol=0.1, rtol=0.02)
+    assert run(norm, x_ref)[0].dtype == torch.float32  # float32 in: autocast's rule
+    norm.keep_autocast_type = False
+    assert run(norm, x)[0].dtype == torch.float32
 
 
 def test_swin_layer_in_another_network():
