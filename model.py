@@ -14,12 +14,8 @@ https://arxiv.org/abs/2111.09883
     load_weights(model, "weights/swinv2_tiny_patch4_window8_256.pth")  # official, timm or ours
 
 Parameter names are the official Microsoft ones, so official checkpoints load as they are.
-Any input size runs: a feature map is padded to whole windows and the padding is masked out
-of attention; a side no longer than the window gets one unshifted window over all of it.
-
-Speed: tokens stay in window order through a whole block (every op but attention acts per
-token), so moving between the regular and the shifted windows is one gather per block,
-where a roll, a partition, a reverse and a roll back would each copy the feature map.
+Any input size runs. Where each token sits in the regular and shifted windows (cyclic shift,
+masks, padding) is windows.py's: a stage builds a StageLayout per feature-map size.
 """
 import difflib
 import math
@@ -31,161 +27,9 @@ import torch.utils.checkpoint
 
 from attention import choose_attention, window_attention
 from utils import UserError, run_cli
+from windows import StageLayout, gather_tokens
 
-# Masked attention logits. The official -100 leaves exp() results in the denormal range, which
-# x86 CPUs compute many times slower (bench/bench_model.py --flush-denormal shows what that
-# costs timm); at -1e4 they underflow to exactly 0, and being finite a fully masked row still
-# cannot give NaN.
-MASKED = -1e4
 MAX_LOGIT_SCALE = math.log(1.0 / 0.01)  # V2 Sec. 3.2: the attention temperature is capped at 100
-
-
-# --- Window layout: built once per feature-map size, shared by every block of a stage ---
-
-def window_geometry(height: int, width: int, window_size: int):
-    """Window, shift and padded size for a height x width map, per side.
-
-    A side no longer than the window gets a single window spanning it and no shift: the
-    official code does this when the map is no larger than the window (the last stage).
-    """
-    window = (min(height, window_size), min(width, window_size))
-    shift = tuple(0 if side <= window_size else window_size // 2 for side in (height, width))
-    padded = tuple(math.ceil(side / w) * w for side, w in zip((height, width), window))
-    return window, shift, padded
-
-
-def relative_index(window, table_window) -> torch.Tensor:
-    """Index into a (2*Th-1) x (2*Tw-1) table of relative offsets for every token pair of a window.
-
-    (N, N) with N = window area; Th, Tw = table_window, at least as large as window.
-    """
-    ys, xs = torch.meshgrid(torch.arange(window[0]), torch.arange(window[1]), indexing="ij")
-    ys, xs = ys.flatten(), xs.flatten()
-    dy = ys[:, None] - ys[None, :] + table_window[0] - 1  # (N, N), from 0
-    dx = xs[:, None] - xs[None, :] + table_window[1] - 1
-    return dy * (2 * table_window[1] - 1) + dx
-
-
-def log_spaced_coords(window, pretrained_window) -> torch.Tensor:
-    """V2 Sec. 3.3: relative offsets, normalised to [-8, 8] and log-spaced, ((2Wh-1)*(2Ww-1), 2).
-
-    Offsets are divided by the pre-training window (less one) when given, so a model moved to
-    larger windows sees the offsets it was trained on plus new, larger ones.
-    """
-    dy = torch.arange(-(window[0] - 1), window[0], dtype=torch.float32)
-    dx = torch.arange(-(window[1] - 1), window[1], dtype=torch.float32)
-    table = torch.stack(torch.meshgrid(dy, dx, indexing="ij"), dim=-1)  # (2Wh-1, 2Ww-1, 2)
-    norm = pretrained_window if pretrained_window[0] > 0 else window
-    table = table / torch.tensor([max(norm[0] - 1, 1), max(norm[1] - 1, 1)]) * 8
-    table = torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
-    return table.reshape(-1, 2)
-
-
-def region_labels(size: int, window: int, shift: int) -> torch.Tensor:
-    """Label the three bands the cyclic shift makes along one side (official slicing)."""
-    labels = torch.zeros(size, dtype=torch.long)
-    if shift:
-        labels[size - window:size - shift] = 1
-        labels[size - shift:] = 2
-    return labels
-
-
-class StageLayout:
-    """Where each token of an H x W map sits in the regular and in the shifted windows.
-
-    Tokens are listed window by window (each window row-major) over the padded map, the
-    "canvas". `order[s]` gives, for block kind s (0 regular, 1 shifted), the canvas index of
-    each listed token; `masks[s]` is (num_windows, N, N), MASKED between tokens of different
-    shift regions and towards padding, or None when nothing is masked.
-    """
-
-    def __init__(self, height, width, window_size, v2, pretrained_window_size, device):
-        self.window, shift, self.padded = window_geometry(height, width, window_size)
-        wh, ww = self.window
-        hp, wp = self.padded
-        self.area = wh * ww
-        self.num_windows = (hp // wh) * (wp // ww)
-        rows = torch.arange(hp).view(hp // wh, wh, 1, 1)
-        cols = torch.arange(wp).view(1, 1, wp // ww, ww)
-
-        def window_order(t):  # (hp//wh, wh, wp//ww, ww) -> window by window, (num_windows * N,)
-            return t.permute(0, 2, 1, 3).reshape(-1)
-
-        # What is masked and which moves change nothing follow from the geometry, in plain ints: decided
-        # from the index tensors' values, they would be data-dependent branches that torch.export cannot
-        # trace when a layout is built inside an exported program.
-        padded = self.padded != (height, width)
-        orders, masks = [], []
-        for sh, sw in ((0, 0), shift):
-            # cyclic shift (V1 Sec. 3.2): shifted[r, c] = canvas[(r + sh) % hp, (c + sw) % wp]
-            src_r, src_c = (rows + sh) % hp, (cols + sw) % wp
-            orders.append(window_order(src_r * wp + src_c))
-            if not (padded or sh or sw):  # one region and no padding: nothing to mask
-                masks.append(None)
-                continue
-            region = window_order(region_labels(hp, wh, sh).view(-1, wh, 1, 1) * 3
-                                  + region_labels(wp, ww, sw).view(1, 1, -1, ww))
-            padding = window_order((src_r >= height) | (src_c >= width))
-            region = region.view(self.num_windows, self.area)
-            blocked = (region[:, :, None] != region[:, None, :]) | padding.view(self.num_windows, 1, self.area)
-            masks.append(blocked.float().mul(MASKED).to(device))
-        self.masks = masks
-
-        # Index lists for one gather each: canvas -> regular windows, regular <-> shifted,
-        # windows -> canvas. None where the move changes nothing: the window order is the row-major
-        # order when windows are one row high or one spans the width, and the shift is a move when
-        # it is not zero.
-        inverse = [torch.empty_like(o).scatter_(0, o, torch.arange(o.numel())) for o in orders]
-        to_shifted, to_regular = inverse[0][orders[1]], inverse[1][orders[0]]
-        row_major = wh == 1 or ww == wp
-        unshifted = shift == (0, 0)
-        moves = {
-            "enter": (orders[0], inverse[0], row_major),
-            "to_shifted": (to_shifted, to_regular, unshifted),
-            "to_regular": (to_regular, to_shifted, unshifted),
-            "leave_regular": (inverse[0], orders[0], row_major),
-            "leave_shifted": (inverse[1], orders[1], row_major and unshifted),
-        }
-        self.moves = {name: None if identity else (index.to(device), inv.to(device))
-                      for name, (index, inv, identity) in moves.items()}
-
-        table_window = self.window if v2 else (window_size, window_size)
-        self.rel_index = relative_index(self.window, table_window).view(-1).to(device)
-        if v2:
-            pretrained = (pretrained_window_size, pretrained_window_size)
-            self.rel_coords = log_spaced_coords(self.window, pretrained).to(device)
-
-
-class _GatherTokens(torch.autograd.Function):
-    """Rows of a (B*L, C) tensor by index; the gradient is one more gather, by the inverse
-    permutation (autograd's would be a fill of zeros and a scatter)."""
-
-    @staticmethod
-    def forward(ctx, x, index, inverse):
-        ctx.save_for_backward(inverse)
-        return x.index_select(0, index)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (inverse,) = ctx.saved_tensors
-        return grad.index_select(0, inverse), None, None
-
-
-def gather_tokens(x: torch.Tensor, layout: "StageLayout", move: str) -> torch.Tensor:
-    """(B, L, C) -> (B, L, C), tokens reordered by one of the layout's moves."""
-    if layout.moves[move] is None:
-        return x
-    b, length, c = x.shape
-    # Gathering whole rows of the flattened batch is faster than index_select on dim 1, which
-    # parallelises worse. The row numbers are made per call (a (B, L) add, small beside the gather),
-    # not cached per batch size, so that the batch size stays a symbol in an exported program.
-    index, inverse = layout.moves[move]
-    offsets = torch.arange(0, b * length, length, device=x.device).view(b, 1)  # (B, 1): each sample's first row
-    x = x.reshape(b * length, c)
-    if torch.is_grad_enabled() and x.requires_grad:
-        rows, inverse_rows = (offsets + index).view(-1), (offsets + inverse).view(-1)
-        return _GatherTokens.apply(x, rows, inverse_rows).view(b, length, c)
-    return x.index_select(0, (offsets + index).view(-1)).view(b, length, c)  # plain ops: standard in exports
 
 
 class _ScaledNormalize(torch.autograd.Function):

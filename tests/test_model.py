@@ -11,10 +11,12 @@ import torch.nn.functional as F
 
 import attention
 import model
-from model import SwinBlock, StageLayout, create_model
+import windows
 from conftest import ROOT
+from model import SwinBlock, create_model
 from utils import UserError
 from weights import create_model_from_checkpoint, load_weights
+from windows import StageLayout
 
 # Every variant with official weights, and timm's name for the same network.
 TIMM_NAME = {
@@ -117,7 +119,7 @@ def brute_force_attention(block: SwinBlock, x: torch.Tensor, window_size: int, s
     attn = block.attn
     b, h, w, c = x.shape
     heads, d = attn.num_heads, c // attn.num_heads
-    window, shift, _ = model.window_geometry(h, w, window_size)
+    window, shift, _ = windows.window_geometry(h, w, window_size)
     rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     rows, cols = rows.flatten(), cols.flatten()
 
@@ -155,11 +157,11 @@ def windowed_attention(block: SwinBlock, x: torch.Tensor, window_size: int, shif
     b, h, w, c = x.shape
     layout = StageLayout(h, w, window_size, block.v2, pretrained_window_size, x.device)
     hp, wp = layout.padded
-    tokens = model.gather_tokens(F.pad(x, (0, 0, 0, wp - w, 0, hp - h)).reshape(b, hp * wp, c), layout, "enter")
+    tokens = windows.gather_tokens(F.pad(x, (0, 0, 0, wp - w, 0, hp - h)).reshape(b, hp * wp, c), layout, "enter")
     if shifted:
-        tokens = model.gather_tokens(tokens, layout, "to_shifted")
+        tokens = windows.gather_tokens(tokens, layout, "to_shifted")
     out = block.attn(tokens.view(-1, layout.area, c), layout, shifted).view(b, hp * wp, c)
-    out = model.gather_tokens(out, layout, "leave_shifted" if shifted else "leave_regular")
+    out = windows.gather_tokens(out, layout, "leave_shifted" if shifted else "leave_regular")
     return out.view(b, hp, wp, c)[:, :h, :w]
 
 
@@ -188,12 +190,12 @@ def test_window_attention_matches_brute_force(v2, shifted, size):
 
 def test_window_geometry_follows_official_rule():
     # a map no larger than the window: one window over all of it, no shift
-    assert model.window_geometry(7, 7, 7) == ((7, 7), (0, 0), (7, 7))
-    assert model.window_geometry(5, 3, 7) == ((5, 3), (0, 0), (5, 3))
+    assert windows.window_geometry(7, 7, 7) == ((7, 7), (0, 0), (7, 7))
+    assert windows.window_geometry(5, 3, 7) == ((5, 3), (0, 0), (5, 3))
     # larger maps: full windows, shift of half a window, padded up to whole windows
-    assert model.window_geometry(56, 56, 7) == ((7, 7), (3, 3), (56, 56))
-    assert model.window_geometry(9, 23, 7) == ((7, 7), (3, 3), (14, 28))
-    assert model.window_geometry(6, 20, 8) == ((6, 8), (0, 4), (6, 24))
+    assert windows.window_geometry(56, 56, 7) == ((7, 7), (3, 3), (56, 56))
+    assert windows.window_geometry(9, 23, 7) == ((7, 7), (3, 3), (14, 28))
+    assert windows.window_geometry(6, 20, 8) == ((6, 8), (0, 4), (6, 24))
 
 
 # --- Any input size, gradients, checkpointing ---
@@ -318,7 +320,7 @@ def test_custom_gradients_are_exact():
     rows = torch.randn(12, 3, dtype=torch.double, requires_grad=True)
     index = torch.randperm(12)
     inverse = torch.empty_like(index).scatter_(0, index, torch.arange(12))
-    assert torch.autograd.gradcheck(model._GatherTokens.apply, (rows, index, inverse))
+    assert torch.autograd.gradcheck(windows._GatherTokens.apply, (rows, index, inverse))
 
 
 def test_layer_norm_keeps_the_autocast_type():
