@@ -62,6 +62,33 @@ def scaled_normalize(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (x.norm(dim=-1, keepdim=True).clamp_min(1e-12).reciprocal() * scale)
 
 
+class _SplitHeads(torch.autograd.Function):
+    """(B_, N, 3C) -> q, k, v, each (B_, heads, N, d), contiguous, in one copy; their gradients are written
+    straight back into (B_, N, 3C). Left to autograd (permuted views that each matmul copies), the
+    backward stacks the three gradients and copies the stack once more."""
+
+    @staticmethod
+    def forward(ctx, qkv, heads):
+        b_, n, c3 = qkv.shape
+        return qkv.view(b_, n, 3, heads, c3 // (3 * heads)).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
+
+    @staticmethod
+    def backward(ctx, dq, dk, dv):
+        b_, heads, n, d = dq.shape
+        grad = dq.new_empty(b_, n, 3, heads, d)
+        for i, g in enumerate((dq, dk, dv)):
+            grad[:, :, i].copy_(g.transpose(1, 2))
+        return grad.view(b_, n, 3 * heads * d), None
+
+
+def split_heads(qkv: torch.Tensor, heads: int):
+    """(B_, N, 3C) -> q, k, v, each (B_, heads, N, d)."""
+    if torch.is_grad_enabled() and qkv.requires_grad:
+        return _SplitHeads.apply(qkv, heads)
+    b_, n, c3 = qkv.shape
+    return qkv.view(b_, n, 3, heads, c3 // (3 * heads)).permute(2, 0, 3, 1, 4).unbind(0)  # views: plain in exports
+
+
 def drop_path_add(x: torch.Tensor, y: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
     """x + y, with y dropped for a random subset of samples (stochastic depth)."""
     if rate == 0.0 or not training:
@@ -146,7 +173,7 @@ class WindowAttention(nn.Module):
             qkv = F.linear(x, self.qkv.weight, torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias)))
         else:
             qkv = self.qkv(x)
-        q, k, v = qkv.view(b_, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)  # (B_, heads, N, d)
+        q, k, v = split_heads(qkv, heads)  # (B_, heads, N, d)
         if self.v2:
             # cosine similarity times a per-head temperature, folded into q
             temperature = torch.clamp(self.logit_scale, max=MAX_LOGIT_SCALE).exp()  # (heads, 1, 1)

@@ -51,7 +51,8 @@ class OperatorTraffic(TorchDispatchMode):
         name = func.__name__.split(".")[0]
         if name in NO_TRAFFIC:
             return out
-        tensors = [t for t in tensors_in((args, kwargs, out))]
+        # copy_ writes its destination without reading it: its source in, the destination out
+        tensors = [args[1], out] if name == "copy_" else list(tensors_in((args, kwargs, out)))
         self.calls[name] += 1
         self.bytes[name] += sum(t.numel() * t.element_size() for t in tensors)
         if name in ("mm", "bmm", "addmm", "baddbmm"):

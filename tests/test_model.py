@@ -344,6 +344,9 @@ def test_custom_gradients_are_exact():
     index = torch.randperm(12)
     inverse = torch.empty_like(index).scatter_(0, index, torch.arange(12))
     assert torch.autograd.gradcheck(windows._GatherTokens.apply, (rows, index, inverse))
+    qkv = torch.randn(4, 5, 3 * 2 * 3, dtype=torch.double, requires_grad=True)  # 2 heads of 3 channels
+    assert torch.autograd.gradcheck(lambda t: model._SplitHeads.apply(t, 2), (qkv,))
+    assert all(torch.equal(a, b) for a, b in zip(model._SplitHeads.apply(qkv, 2), model.split_heads(qkv.detach(), 2)))
 
 
 def test_layer_norm_keeps_the_autocast_type():
