@@ -500,7 +500,7 @@ def build_loader(dataset, batch_size: int, train: bool, num_workers: int, sample
                  drop_last: bool | None = None, generator: torch.Generator | None = None,
                  batch_sampler=None) -> DataLoader:
     """Batches of (images, labels, paths, failed_paths); shuffled in training unless a sampler is given,
-    or made by a `batch_sampler` (train.py's engine.EpochBatches), which then replaces the batch size,
+    or made by a `batch_sampler` (loaders.EpochBatches), which then replaces the batch size,
     sampler and drop_last.
 
     `generator` seeds the worker processes; without one, starting the workers draws from (and so

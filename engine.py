@@ -1,6 +1,6 @@
 """The training engine behind train.py: optimizer groups, learning-rate schedule, weight EMA,
-the samplers (shuffled, or class-balanced), compiling, the training state and its checkpoint, one
-step and one epoch of training, and evaluation with its metrics.
+compiling, the training state and its checkpoint, one step and one epoch of training, and
+evaluation with its metrics. Which images each step gets, in what order, is loaders.py's.
 
 The recipe is the official Swin one (Liu et al. 2021, Sec. 4.1 and the repo's configs): AdamW
 without weight decay on norms, biases and position-bias parameters; linear warmup then cosine,
@@ -8,14 +8,10 @@ stepped per optimizer step; label smoothing, mixup/cutmix, gradient clipping at 
 stochastic depth; plus layer-wise lr decay for fine-tuning and an EMA of the weights.
 """
 import copy
-import itertools
 import math
-import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-
-import numpy as np
 
 import torch
 import torch.distributed as dist
@@ -118,135 +114,6 @@ class ModelEma:
             floats = [k for k, v in ema.items() if v.is_floating_point()]
             self._pairs = ([ema[k] for k in floats], [current[k] for k in floats])
         torch._foreach_lerp_(*self._pairs, 1 - decay)
-
-
-# --- The order of training: samplers, exact to resume ---
-
-class EpochSampler(torch.utils.data.Sampler):
-    """A fresh shuffle each epoch, drawn from (seed, epoch) alone; this rank's share of it; from a
-    given sample on (mid-epoch resume). Yields (index, sample_seed) for SeededDataset."""
-
-    def __init__(self, num_samples: int, seed: int, rank: int = 0, world_size: int = 1):
-        self.num_samples, self.seed, self.rank, self.world_size = num_samples, seed, rank, world_size
-        self.epoch, self.skip = 0, 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
-
-    def epoch_draws(self, seed: int) -> list:
-        """The whole epoch's (index, sample_seed) pairs, for all ranks together."""
-        order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(seed))
-        return [(i, (seed + i) % 2**63) for i in order.tolist()]
-
-    def __iter__(self):
-        draws = self.epoch_draws((self.seed * 1_000_003 + self.epoch) * 10_000_019)
-        per_rank = math.ceil(self.num_samples / self.world_size)
-        draws = (draws * math.ceil(per_rank * self.world_size / self.num_samples))[:per_rank * self.world_size]
-        return iter(draws[self.rank::self.world_size][self.skip:])
-
-    def __len__(self):
-        return math.ceil(self.num_samples / self.world_size) - self.skip
-
-
-class BalancedSampler(EpochSampler):
-    """EpochSampler for imbalanced classes (--balance sampler): an epoch of the same length, drawn
-    so that every class comes up equally often (the remainder of the division going to classes
-    drawn at random). Within a class, images are taken in a shuffled order, reshuffled each time
-    the class runs out: a small class repeats its images, a large one shows a different subset
-    each epoch. Each draw gets its own augmentation seed, so a repeated image is augmented anew.
-    Deterministic per (seed, epoch), sharded and resumable exactly as EpochSampler."""
-
-    def __init__(self, labels: list[int], seed: int, rank: int = 0, world_size: int = 1):
-        super().__init__(len(labels), seed, rank, world_size)
-        labels = torch.as_tensor(labels)
-        self.by_class = [(labels == c).nonzero().flatten() for c in labels.unique().tolist()]
-
-    def epoch_draws(self, seed: int) -> list:
-        generator = torch.Generator().manual_seed(seed)
-        classes = len(self.by_class)
-        quotas = torch.full((classes,), self.num_samples // classes)
-        quotas[torch.randperm(classes, generator=generator)[:self.num_samples % classes]] += 1
-        picks = []
-        for members, quota in zip(self.by_class, quotas.tolist()):
-            cycles = [members[torch.randperm(len(members), generator=generator)]
-                      for _ in range(math.ceil(quota / len(members)))]
-            picks.append(torch.cat(cycles)[:quota])
-        order = torch.cat(picks)[torch.randperm(self.num_samples, generator=generator)]
-        return [(i, (seed + position) % 2**63) for position, i in enumerate(order.tolist())]
-
-
-class EpochBatches(torch.utils.data.Sampler):
-    """The training loader's batch sampler: batches of an EpochSampler's draws, epoch after epoch, without end.
-
-    One loader iterator then serves the whole run, and its workers go on to the next epoch's images
-    while this epoch's last batches train and while the model is evaluated. With an iterator per epoch
-    they stood idle at each epoch's end and all started at once at the next one's: on an H200 with 15
-    workers and epochs of 30 batches, a sixth of the time went waiting for data. Batches are full (the
-    official loader drops a smaller last one) unless the data cannot fill one. len() is one whole
-    epoch's batches; start() sets where the next iterator begins (epoch, batches done: a resume).
-    """
-
-    def __init__(self, sampler: EpochSampler, batch_size: int):
-        self.sampler, self.batch_size = sampler, batch_size
-        self.per_rank = math.ceil(sampler.num_samples / sampler.world_size)
-        self.drop_last = self.per_rank >= batch_size
-        self.epoch, self.batches_done = 0, 0
-
-    def start(self, epoch: int, batches_done: int = 0) -> None:
-        self.epoch, self.batches_done = epoch, batches_done
-
-    def __len__(self) -> int:
-        return self.per_rank // self.batch_size if self.drop_last else math.ceil(self.per_rank / self.batch_size)
-
-    def __iter__(self):
-        epoch, skip = self.epoch, self.batches_done
-        while True:
-            self.sampler.set_epoch(epoch, skip=skip * self.batch_size)
-            draws = list(self.sampler)
-            for begin in range(0, len(draws), self.batch_size):
-                if begin + self.batch_size <= len(draws) or not self.drop_last:
-                    yield draws[begin:begin + self.batch_size]
-            epoch, skip = epoch + 1, 0
-
-
-class Take:
-    """The next `count` items of an iterator, with a len(): one epoch of an EpochBatches loader's stream."""
-
-    def __init__(self, iterator, count: int):
-        self.iterator, self.count = iterator, count
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __iter__(self):
-        return itertools.islice(self.iterator, self.count)
-
-
-class SeededDataset(torch.utils.data.Dataset):
-    """Draws each sample's augmentation from its own seed, so the same (seed, epoch, index) gives
-    the same image whatever the worker count, worker reuse or a resume in between."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        index, seed = key
-        in_main_process = torch.utils.data.get_worker_info() is None
-        if in_main_process:  # leave the main process's generators (dropout, mixup) as they were
-            saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.default_generator.manual_seed(seed)  # the CPU's only: torch.manual_seed would reseed the GPU's too
-        try:
-            return self.dataset[index]
-        finally:
-            if in_main_process:
-                random.setstate(saved[0])
-                np.random.set_state(saved[1])
-                torch.set_rng_state(saved[2])
 
 
 # --- Training ---

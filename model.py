@@ -118,7 +118,8 @@ class LayerNorm(nn.LayerNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         device = x.device.type
-        if self.keep_autocast_type and torch.is_autocast_enabled(device) and x.dtype == torch.get_autocast_dtype(device):
+        autocast_type = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        if self.keep_autocast_type and x.dtype == autocast_type:
             with torch.autocast(device, enabled=False):
                 return F.layer_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
         return super().forward(x)

@@ -30,8 +30,9 @@ import engine
 import report
 import run_log
 from download import OFFICIAL_WEIGHTS, fetch_flower_photos, fetch_official_weights, official_weights_file
-from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_mixup, build_normalize,
-                  build_transform, default_workers, load_splits, write_class_indices)
+from data import (IMAGENET_MEAN, IMAGENET_STD, build_mixup, build_normalize, build_transform, default_workers,
+                  load_splits, write_class_indices)
+from loaders import Take, build_train_loader, eval_loader
 from model import NO_PRETRAINED_WEIGHTS, create_model, resolve_variant
 from utils import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UserError, amp_dtype, explicit_flags,
                    init_distributed, load_checkpoint, parse_config, plain, ranged, run_cli, save_checkpoint,
@@ -374,20 +375,6 @@ def freeze_all_but_the_head(model):
     return model
 
 
-def build_train_loader(cfg, samples: list, img_size: int, rank: int = 0, world_size: int = 1):
-    """(loader, its engine.EpochBatches) of the training images: each epoch a fresh shuffle (or class-balanced
-    draw) from (seed, epoch), this rank's share of it, uint8 crops made by cfg.workers processes; one
-    iterator of the loader runs through every epoch."""
-    transform = build_transform(img_size, train=True, recipe=cfg.recipe, decode=cfg.decode)
-    train_set = engine.SeededDataset(ImageDataset(samples, transform))
-    sampler = (engine.BalancedSampler([label for _, label in samples], cfg.seed, rank, world_size)
-               if cfg.balance == "sampler" else engine.EpochSampler(len(train_set), cfg.seed, rank, world_size))
-    epoch_batches = engine.EpochBatches(sampler, cfg.batch_size)
-    loader = build_loader(train_set, cfg.batch_size, train=True, num_workers=cfg.workers, batch_sampler=epoch_batches,
-                          generator=torch.Generator().manual_seed(cfg.seed))
-    return loader, epoch_batches
-
-
 def build_train_state(cfg, model, net, device, amp, steps_per_epoch: int, class_counts: list) -> engine.TrainState:
     """What a training step uses: the optimizer and schedule of the recipe, loss scaling for fp16,
     normalisation (and erasing) of the uint8 batch on the device, EMA, mixup, class weights."""
@@ -400,13 +387,6 @@ def build_train_state(cfg, model, net, device, amp, steps_per_epoch: int, class_
         ema=engine.ModelEma(model, cfg.ema_decay) if cfg.ema else None,
         mixup=build_mixup(cfg.mixup, cfg.cutmix, cfg.label_smoothing, len(class_counts), cfg.batch_size),
         class_weights=engine.inverse_frequency_weights(class_counts).to(device) if cfg.balance == "loss" else None)
-
-
-def eval_loader(samples, transform, cfg, rank: int, world_size: int):
-    """Every sample exactly once over all ranks (no padding), in order."""
-    shard = list(range(rank, len(samples), world_size))
-    return build_loader(ImageDataset(samples, transform), cfg.batch_size, train=False, num_workers=cfg.workers,
-                        sampler=shard, generator=torch.Generator())
 
 
 METRIC_NAMES = {"acc1": "top-1", "balanced_acc": "balanced accuracy"}
@@ -428,7 +408,7 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
     for epoch in range(state.epoch, cfg.epochs):
         if state.batches_done == 0:  # each epoch's randomness from (seed, epoch): resuming is exact
             seed_everything(cfg.seed * 1000 + epoch)
-        this_epoch = engine.Take(batches, epoch_length - state.batches_done)
+        this_epoch = Take(batches, epoch_length - state.batches_done)
         train = engine.train_one_epoch(state, this_epoch, cfg, stop, on_step, cfg.progress and main_process)
         if train["interrupted"]:
             save("last.pth")

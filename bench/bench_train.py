@@ -14,7 +14,7 @@ Three ways of training, each round in turn, so that all see the same machine:
   label smoothing, backward, gradient clipping, AdamW, schedule; EMA with --ema) on batches already
   on the device;
 - timm: the same step, the same weights, with timm's model of the same variant;
-- e2e: train.py's loop (engine.train_one_epoch) and loader (train.build_train_loader, default
+- e2e: train.py's loop (engine.train_one_epoch) and loader (loaders.build_train_loader, default
   workers) over folders of JPEGs, in epochs of --e2e-batches batches. Each round starts the loader
   afresh, lets its workers find their stride for twice their number of batches, untimed, then times
   --e2e-batches, across an epoch's end as train.py's loader runs (one iterator for all epochs): the
@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 from common import print_header  # noqa: E402  (bench/ is on the path)
 import engine  # noqa: E402
 import attention  # noqa: E402
+import loaders  # noqa: E402
 import model as swin  # noqa: E402
 import train  # noqa: E402
 from data import default_workers, load_splits  # noqa: E402
@@ -150,10 +151,10 @@ def e2e_round(state, cfg, loader, epoch_batches, epoch: int) -> tuple:
     epoch_batches.start(epoch)
     batches = iter(loader)
     # untimed: the first batches, made by all workers at once; the timed ones then cross the epoch's end
-    engine.train_one_epoch(state, engine.Take(batches, 2 * max(cfg.workers, 1)), cfg, show_progress=False)
+    engine.train_one_epoch(state, loaders.Take(batches, 2 * max(cfg.workers, 1)), cfg, show_progress=False)
     state.batches_done = 0
     synchronize(state.device)
-    result = engine.train_one_epoch(state, engine.Take(batches, len(loader)), cfg, show_progress=False)
+    result = engine.train_one_epoch(state, loaders.Take(batches, len(loader)), cfg, show_progress=False)
     synchronize(state.device)
     seconds = result["seconds"]
     return result["images"] / seconds, result["data_seconds"] / seconds
@@ -224,7 +225,7 @@ def compare_speed(args, device, amp):
     def step(name, steps):
         attention.ATTENTION = kinds.get(name, attention.ATTENTION)
         return step_round(states[name], cfg, batch, steps)
-    loaders = {}
+    e2e_loaders = {}
     scratch = tempfile.TemporaryDirectory()
     if not args.no_e2e:
         folders = args.data_path or photo_folders(Path(scratch.name), PHOTO_SIZES)
@@ -232,8 +233,8 @@ def compare_speed(args, device, amp):
             samples = e2e_samples(folder, args.e2e_batches * args.batch_size)
             for decode in args.decode:
                 name = f"e2e {describe(folder)}" + (", decoded on the device" if decode == "device" else "")
-                loaders[name] = train.build_train_loader(argparse.Namespace(**{**vars(cfg), "decode": decode}),
-                                                         samples, img_size)
+                e2e_loaders[name] = loaders.build_train_loader(argparse.Namespace(**{**vars(cfg), "decode": decode}),
+                                                             samples, img_size)
     print(f"# {args.model} at {img_size} px, batch {args.batch_size}, amp {amp or 'off'}, "
           f"{'compiled' if args.compile else 'eager'}{' with CUDA graphs' if args.cudagraphs else ''}, "
           f"attention {' / '.join(args.attention or ['chosen per case'])}, "
@@ -246,7 +247,7 @@ def compare_speed(args, device, amp):
         warm_up[name] = time.perf_counter() - start
     attention.ATTENTION = kinds[bare]
     start = time.perf_counter()
-    for epoch, (loader, epoch_batches) in enumerate(loaders.values()):  # and start the loaders' workers
+    for epoch, (loader, epoch_batches) in enumerate(e2e_loaders.values()):  # and start the loaders' workers
         e2e_round(states[bare], cfg, loader, epoch_batches, epoch)
     warm_up["loaders"] = time.perf_counter() - start
     print(f"warm-up{' (compiling)' if args.compile else ''}: "
@@ -254,8 +255,8 @@ def compare_speed(args, device, amp):
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
-    speeds = {name: [] for name in list(states) + list(loaders)}
-    waits = {name: [] for name in loaders}
+    speeds = {name: [] for name in list(states) + list(e2e_loaders)}
+    waits = {name: [] for name in e2e_loaders}
     peaks = {}
     for round_ in range(args.rounds):
         order = list(states) if round_ % 2 == 0 else list(states)[::-1]
@@ -266,7 +267,7 @@ def compare_speed(args, device, amp):
             if device.type == "cuda":
                 peaks[name] = torch.cuda.max_memory_allocated() / 2**30
         attention.ATTENTION = kinds[bare]
-        for name, (loader, epoch_batches) in loaders.items():
+        for name, (loader, epoch_batches) in e2e_loaders.items():
             speed, wait = e2e_round(states[bare], cfg, loader, epoch_batches, round_ + 10)
             speeds[name].append(speed)
             waits[name].append(wait)
@@ -280,7 +281,7 @@ def compare_speed(args, device, amp):
         print(f"{name:44s} {statistics.median(values):9.1f} img/s{peak}{wait}")
     for name in kinds if "timm" in speeds else ():
         print(f"{name} / timm {ratio(speeds[name], speeds['timm']):.2f}")
-    for name in loaders:
+    for name in e2e_loaders:
         print(f"{name} / {bare} {ratio(speeds[name], speeds[bare]):.2f}")
     scratch.cleanup()
 

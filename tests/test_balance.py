@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from timm.data.mixup import mixup_target
 
 import engine
+import loaders
 import split_data
 import train
 from image_factory import write_class_tree
@@ -22,7 +23,7 @@ def draws(sampler) -> list:
 
 
 def test_balanced_sampler_draws_every_class_equally_often():
-    sampler = engine.BalancedSampler(LABELS, seed=5)
+    sampler = loaders.BalancedSampler(LABELS, seed=5)
     epoch = draws(sampler)
     assert len(epoch) == len(sampler) == 40  # an epoch as long as EpochSampler's
     per_class = Counter(LABELS[i] for i, _ in epoch)
@@ -33,22 +34,22 @@ def test_balanced_sampler_draws_every_class_equally_often():
 
 
 def test_balanced_sampler_is_deterministic_per_seed_and_epoch_and_resumes_exactly():
-    first = draws(engine.BalancedSampler(LABELS, seed=5))
-    assert first == draws(engine.BalancedSampler(LABELS, seed=5))
-    assert first != draws(engine.BalancedSampler(LABELS, seed=6))
-    later = engine.BalancedSampler(LABELS, seed=5)
+    first = draws(loaders.BalancedSampler(LABELS, seed=5))
+    assert first == draws(loaders.BalancedSampler(LABELS, seed=5))
+    assert first != draws(loaders.BalancedSampler(LABELS, seed=6))
+    later = loaders.BalancedSampler(LABELS, seed=5)
     later.set_epoch(1)
     assert draws(later) != first  # a new draw every epoch
-    full = engine.BalancedSampler(LABELS, seed=5)
+    full = loaders.BalancedSampler(LABELS, seed=5)
     full.set_epoch(3)
-    rest = engine.BalancedSampler(LABELS, seed=5)
+    rest = loaders.BalancedSampler(LABELS, seed=5)
     rest.set_epoch(3, skip=16)
     assert draws(rest) == draws(full)[16:] and len(rest) == 24  # a mid-epoch resume: the rest, same seeds
 
 
 def test_balanced_sampler_is_sharded_like_epoch_sampler():
-    whole = draws(engine.BalancedSampler(LABELS, seed=2))
-    shards = [engine.BalancedSampler(LABELS, seed=2, rank=r, world_size=3) for r in range(3)]
+    whole = draws(loaders.BalancedSampler(LABELS, seed=2))
+    shards = [loaders.BalancedSampler(LABELS, seed=2, rank=r, world_size=3) for r in range(3)]
     parts = [draws(s) for s in shards]
     assert [len(p) for p in parts] == [len(s) for s in shards] == [14, 14, 14]  # 40 padded to 42
     assert sorted(p for part in parts for p in part) == sorted(whole + whole[:2])  # the epoch, split between ranks

@@ -10,6 +10,7 @@ import torch
 import attention
 import data
 import engine
+import loaders
 import train
 from model import create_model
 from test_data import check_device_decoding
@@ -59,7 +60,7 @@ def test_a_batch_for_the_gpu_decoder_is_pinned_by_the_loader():
 def test_items_drawn_in_the_training_process_leave_the_gpu_generator_alone():
     """--workers 0: each item seeds its augmentation, which must not reseed dropout's generator on the GPU."""
     before = torch.cuda.get_rng_state()
-    assert engine.SeededDataset(["item"])[(0, 123)] == "item"
+    assert loaders.SeededDataset(["item"])[(0, 123)] == "item"
     assert torch.equal(torch.cuda.get_rng_state(), before)
 
 

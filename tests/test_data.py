@@ -12,7 +12,7 @@ from PIL import Image, JpegImagePlugin
 from data import (IMAGENET_MEAN, IMAGENET_STD, EncodedBatch, ImageDataset, Normalize, build_loader, build_mixup,
                   build_normalize, build_transform, collate_skipping_failures, default_workers, load_rgb, load_splits,
                   pil_to_uint8, to_device)
-from engine import SeededDataset
+from loaders import SeededDataset
 from image_factory import write_class_tree, write_image, write_sideways_jpeg
 from utils import UserError
 

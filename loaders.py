@@ -1,0 +1,167 @@
+"""The loaders behind train.py: which images each step gets, in what order, and their randomness.
+
+The order of training is exact to resume: each epoch's shuffle (or class-balanced draw) comes from
+(seed, epoch) alone and each sample's augmentation from a seed of its own, so a run stopped and
+resumed, with any worker count, sees the same images augmented the same way as one that ran
+straight through. Under DDP each rank takes its share of the same draw; evaluation sees every
+image exactly once over all ranks. One loader iterator serves the whole run (EpochBatches), so
+its workers never wait for an epoch to start.
+"""
+import itertools
+import math
+import random
+
+import numpy as np
+import torch
+
+from data import ImageDataset, build_loader, build_transform
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A fresh shuffle each epoch, drawn from (seed, epoch) alone; this rank's share of it; from a
+    given sample on (mid-epoch resume). Yields (index, sample_seed) for SeededDataset."""
+
+    def __init__(self, num_samples: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.num_samples, self.seed, self.rank, self.world_size = num_samples, seed, rank, world_size
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def epoch_draws(self, seed: int) -> list:
+        """The whole epoch's (index, sample_seed) pairs, for all ranks together."""
+        order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(seed))
+        return [(i, (seed + i) % 2**63) for i in order.tolist()]
+
+    def __iter__(self):
+        draws = self.epoch_draws((self.seed * 1_000_003 + self.epoch) * 10_000_019)
+        per_rank = math.ceil(self.num_samples / self.world_size)
+        draws = (draws * math.ceil(per_rank * self.world_size / self.num_samples))[:per_rank * self.world_size]
+        return iter(draws[self.rank::self.world_size][self.skip:])
+
+    def __len__(self):
+        return math.ceil(self.num_samples / self.world_size) - self.skip
+
+
+class BalancedSampler(EpochSampler):
+    """EpochSampler for imbalanced classes (--balance sampler): an epoch of the same length, drawn
+    so that every class comes up equally often (the remainder of the division going to classes
+    drawn at random). Within a class, images are taken in a shuffled order, reshuffled each time
+    the class runs out: a small class repeats its images, a large one shows a different subset
+    each epoch. Each draw gets its own augmentation seed, so a repeated image is augmented anew.
+    Deterministic per (seed, epoch), sharded and resumable exactly as EpochSampler."""
+
+    def __init__(self, labels: list[int], seed: int, rank: int = 0, world_size: int = 1):
+        super().__init__(len(labels), seed, rank, world_size)
+        labels = torch.as_tensor(labels)
+        self.by_class = [(labels == c).nonzero().flatten() for c in labels.unique().tolist()]
+
+    def epoch_draws(self, seed: int) -> list:
+        generator = torch.Generator().manual_seed(seed)
+        classes = len(self.by_class)
+        quotas = torch.full((classes,), self.num_samples // classes)
+        quotas[torch.randperm(classes, generator=generator)[:self.num_samples % classes]] += 1
+        picks = []
+        for members, quota in zip(self.by_class, quotas.tolist()):
+            cycles = [members[torch.randperm(len(members), generator=generator)]
+                      for _ in range(math.ceil(quota / len(members)))]
+            picks.append(torch.cat(cycles)[:quota])
+        order = torch.cat(picks)[torch.randperm(self.num_samples, generator=generator)]
+        return [(i, (seed + position) % 2**63) for position, i in enumerate(order.tolist())]
+
+
+class EpochBatches(torch.utils.data.Sampler):
+    """The training loader's batch sampler: batches of an EpochSampler's draws, epoch after epoch, without end.
+
+    One loader iterator then serves the whole run, and its workers go on to the next epoch's images
+    while this epoch's last batches train and while the model is evaluated. With an iterator per epoch
+    they stood idle at each epoch's end and all started at once at the next one's: on an H200 with 15
+    workers and epochs of 30 batches, a sixth of the time went waiting for data. Batches are full (the
+    official loader drops a smaller last one) unless the data cannot fill one. len() is one whole
+    epoch's batches; start() sets where the next iterator begins (epoch, batches done: a resume).
+    """
+
+    def __init__(self, sampler: EpochSampler, batch_size: int):
+        self.sampler, self.batch_size = sampler, batch_size
+        self.per_rank = math.ceil(sampler.num_samples / sampler.world_size)
+        self.drop_last = self.per_rank >= batch_size
+        self.epoch, self.batches_done = 0, 0
+
+    def start(self, epoch: int, batches_done: int = 0) -> None:
+        self.epoch, self.batches_done = epoch, batches_done
+
+    def __len__(self) -> int:
+        return self.per_rank // self.batch_size if self.drop_last else math.ceil(self.per_rank / self.batch_size)
+
+    def __iter__(self):
+        epoch, skip = self.epoch, self.batches_done
+        while True:
+            self.sampler.set_epoch(epoch, skip=skip * self.batch_size)
+            draws = list(self.sampler)
+            for begin in range(0, len(draws), self.batch_size):
+                if begin + self.batch_size <= len(draws) or not self.drop_last:
+                    yield draws[begin:begin + self.batch_size]
+            epoch, skip = epoch + 1, 0
+
+
+class Take:
+    """The next `count` items of an iterator, with a len(): one epoch of an EpochBatches loader's stream."""
+
+    def __init__(self, iterator, count: int):
+        self.iterator, self.count = iterator, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        return itertools.islice(self.iterator, self.count)
+
+
+class SeededDataset(torch.utils.data.Dataset):
+    """Draws each sample's augmentation from its own seed, so the same (seed, epoch, index) gives
+    the same image whatever the worker count, worker reuse or a resume in between."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = key
+        in_main_process = torch.utils.data.get_worker_info() is None
+        if in_main_process:  # leave the main process's generators (dropout, mixup) as they were
+            saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.default_generator.manual_seed(seed)  # the CPU's only: torch.manual_seed would reseed the GPU's too
+        try:
+            return self.dataset[index]
+        finally:
+            if in_main_process:
+                random.setstate(saved[0])
+                np.random.set_state(saved[1])
+                torch.set_rng_state(saved[2])
+
+
+# --- The loaders ---
+
+def build_train_loader(cfg, samples: list, img_size: int, rank: int = 0, world_size: int = 1):
+    """(loader, its EpochBatches) of the training images: each epoch a fresh shuffle (or class-balanced
+    draw) from (seed, epoch), this rank's share of it, uint8 crops made by cfg.workers processes; one
+    iterator of the loader runs through every epoch."""
+    transform = build_transform(img_size, train=True, recipe=cfg.recipe, decode=cfg.decode)
+    train_set = SeededDataset(ImageDataset(samples, transform))
+    sampler = (BalancedSampler([label for _, label in samples], cfg.seed, rank, world_size)
+               if cfg.balance == "sampler" else EpochSampler(len(train_set), cfg.seed, rank, world_size))
+    epoch_batches = EpochBatches(sampler, cfg.batch_size)
+    loader = build_loader(train_set, cfg.batch_size, train=True, num_workers=cfg.workers, batch_sampler=epoch_batches,
+                          generator=torch.Generator().manual_seed(cfg.seed))
+    return loader, epoch_batches
+
+
+def eval_loader(samples, transform, cfg, rank: int, world_size: int):
+    """Every sample exactly once over all ranks (no padding), in order."""
+    shard = list(range(rank, len(samples), world_size))
+    return build_loader(ImageDataset(samples, transform), cfg.batch_size, train=False, num_workers=cfg.workers,
+                        sampler=shard, generator=torch.Generator())
