@@ -94,7 +94,9 @@ def drop_path_add(x: torch.Tensor, y: torch.Tensor, rate: float, training: bool)
     if rate == 0.0 or not training:
         return x + y
     keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1 - rate).div_(1 - rate)
-    return torch.addcmul(x, y, keep)
+    # addcmul takes a bf16 y into a float32 x as it is (V2's stream); autocast would first copy y to float32
+    with torch.autocast(x.device.type, enabled=False):
+        return torch.addcmul(x, y, keep)
 
 
 # --- Building blocks ---
@@ -103,13 +105,14 @@ class LayerNorm(nn.LayerNorm):
     """nn.LayerNorm that can keep the autocast type (`keep_autocast_type`): an input already in it is
     normalised in one kernel, float32 inside, and written in it.
 
-    CUDA autocast runs layer_norm in float32: a cast up, the norm, and for the linear that follows a
-    cast down, five times the bytes of the norm alone. Where the output feeds a linear (V1's
-    pre-norms) it is cast down anyway. Patch embedding's norm starts the residual stream: kept in
-    bf16, stage 1's stream is what V1's is from stage 2 on in any AMP training (patch merging ends
-    with a linear, which writes bf16), and what CPU autocast, whose layer_norm stays in bf16, gives
-    everywhere. The affine parameters are cast as autocast casts a linear's weight: CUDA's kernel
-    takes one type for all.
+    CUDA autocast runs layer_norm in float32: for a bf16 input a cast up, the norm and, where a linear
+    follows, a cast down, five times the bytes of the norm alone. Kept where that changes nothing that
+    matters: V1's pre-norms feed a linear, which casts to bf16 anyway; V2's post-norms give a residual
+    branch its output, which in V1 is a linear's, in bf16, too (the stream it is added to keeps its
+    type); V1's patch-embedding norm starts the residual stream, which in V1 is bf16 from stage 2 on in
+    any AMP training (patch merging ends with a linear), and so is bf16 in stage 1 too. V2's stream
+    stays float32, as the official V2 trains it: its patch-embedding and merging norms follow autocast.
+    The affine parameters are cast as autocast casts a linear's weight: CUDA's kernel takes one type.
     """
 
     def __init__(self, dim: int, keep_autocast_type: bool = False):
@@ -214,9 +217,9 @@ class SwinBlock(nn.Module):
         super().__init__()
         self.v2 = v2
         self.drop_path = drop_path
-        self.norm1 = LayerNorm(dim, keep_autocast_type=not v2)
+        self.norm1 = LayerNorm(dim, keep_autocast_type=True)
         self.attn = WindowAttention(dim, num_heads, window_size, qkv_bias, attn_drop, drop, v2)
-        self.norm2 = LayerNorm(dim, keep_autocast_type=not v2)
+        self.norm2 = LayerNorm(dim, keep_autocast_type=True)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
     def forward(self, x: torch.Tensor, layout: StageLayout, shifted: bool) -> torch.Tensor:
@@ -365,11 +368,11 @@ class SwinLayer(nn.Module):
 class PatchEmbed(nn.Module):
     """Patch partition and linear embedding as one strided convolution, then LayerNorm."""
 
-    def __init__(self, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 96):
+    def __init__(self, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 96, v2: bool = False):
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-        self.norm = LayerNorm(embed_dim, keep_autocast_type=True)
+        self.norm = LayerNorm(embed_dim, keep_autocast_type=not v2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, H/4, W/4, C); sides not divisible by the patch are zero-padded."""
@@ -410,7 +413,7 @@ class SwinTransformer(nn.Module):
         self.version = version
         num_stages = len(depths)
         self.num_features = embed_dim * 2 ** (num_stages - 1)
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, v2=version == 2)
         self.pos_drop = nn.Dropout(drop_rate)
         num_blocks = sum(depths)  # deeper blocks drop more, linearly up to drop_path_rate
         rates = [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]

@@ -146,12 +146,12 @@ def test_compiling_by_default_falls_back_to_eager_where_it_fails(monkeypatch, ca
         torch._dynamo.reset()
 
 
-def training_losses(amp, device: str = "cpu", steps: int = 8, size: int = 96):
+def training_losses(amp, device: str = "cpu", steps: int = 8, size: int = 96, version: int = 1):
     """Losses, final weights and state of train.py's step on one fixed batch, from the same start
     (tests/test_cuda.py runs it on the GPU)."""
     import train
     torch.manual_seed(0)
-    net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.0).to(device)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.0, version=version).to(device)
     cfg = train.build_parser().parse_args(["--lr", "1e-3", "--warmup-epochs", "0", "--epochs", "1"])
     state = train.build_train_state(cfg, net, net, torch.device(device), amp, steps, [1] * 5)
     generator = torch.Generator().manual_seed(1)
@@ -161,11 +161,12 @@ def training_losses(amp, device: str = "cpu", steps: int = 8, size: int = 96):
     return losses, torch.cat([p.detach().flatten() for p in net.parameters()]), state
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("amp", [torch.bfloat16, torch.float16])
-def test_mixed_precision_steps_track_fp32_on_the_cpu(amp):
+def test_mixed_precision_steps_track_fp32_on_the_cpu(amp, version):
     """The GPU's step (autocast; for fp16 a GradScaler) is device-independent code: run here, where CI runs."""
-    fp32_losses, fp32_weights, _ = training_losses(None, steps=5, size=64)
-    losses, weights, state = training_losses(amp, steps=5, size=64)
+    fp32_losses, fp32_weights, _ = training_losses(None, steps=5, size=64, version=version)
+    losses, weights, state = training_losses(amp, steps=5, size=64, version=version)
     assert state.scaler.is_enabled() == (amp == torch.float16)  # loss scaling for fp16 only
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0] * 0.8, losses
     assert abs(losses[0] - fp32_losses[0]) < 0.01 * fp32_losses[0], (losses, fp32_losses)

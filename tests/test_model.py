@@ -385,6 +385,25 @@ def test_layer_norm_keeps_the_autocast_type():
     assert run(norm, x)[0].dtype == torch.float32
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_residual_stream_types_under_cuda_autocast(version):
+    """Under CUDA's autocast rules (applied on the CPU), V1's residual stream is bf16 in every stage (from
+    stage 2 on it is in any AMP training), V2's float32 in every stage, as the official V2 trains; every
+    block hands on the type it was given."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_traffic import CudaLayerNorm
+    net = create_model("swin_micro_patch4_window4_128", num_classes=3, version=version).train()
+    seen = []
+    for stage in net.layers:
+        for block in stage.blocks:
+            block.register_forward_hook(lambda module, args, out: seen.append((args[0].dtype, out.dtype)))
+    with CudaLayerNorm(), torch.autocast("cpu", torch.bfloat16):
+        net(torch.randn(2, 3, 64, 64)).float().sum().backward()
+    stream = torch.bfloat16 if version == 1 else torch.float32
+    assert len(seen) == sum(len(stage.blocks) for stage in net.layers)
+    assert seen == [(stream, stream)] * len(seen)
+
+
 def test_swin_layer_in_another_network():
     layer = model.SwinLayer(dim=32, depth=2, num_heads=2, window_size=8, version=2)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), layer, torch.nn.Conv2d(32, 5, 1))
