@@ -58,7 +58,7 @@ def window_attention(q, k, v, bias, mask, dropout: float, kind: str, scale: floa
     nw = 1 if mask is None else mask.shape[0]
     if kind == "sdpa":
         # cast before expanding: one copy, in the compute type (v's: V2's normalised q comes out in
-        # float32 under autocast, which would then cast a float32 copy once more); a 4-D mask keeps
+        # float32 under autocast without a gradient, which would then cast a float32 copy once more); a 4-D mask keeps
         # the CPU's flash kernel (a 3-D one falls back to the slow path)
         bias = bias.to(v.dtype)
         bias = bias.expand(b_ // nw, nw, heads, n, n).reshape(b_, heads, n, n) if nw > 1 else bias[None]
@@ -88,7 +88,7 @@ def flex_window_attention(q, k, v, bias, mask, scale: float = 1.0) -> torch.Tens
     (B_, heads, N, N) is written, and the bias's gradient is summed there too."""
     from torch.nn.attention.flex_attention import flex_attention
     global _compiled_flex
-    q, k = q.to(v.dtype), k.to(v.dtype)  # V2's normalised q, k come out in float32 under autocast
+    q, k = q.to(v.dtype), k.to(v.dtype)  # V2's normalised q, k: float32 under autocast without a gradient
     if mask is None:
         def score_mod(score, b, h, i, j):
             return score + bias[h, i, j]

@@ -36,14 +36,16 @@ class _ScaledNormalize(torch.autograd.Function):
     """scale * x / ||x|| over the last dim (V2's cosine attention with its temperature).
 
     The backward is four passes over x, where autograd's chain of norm, clamp, divide and
-    multiply takes about ten; it is the V2 attention's largest cost after the matmuls.
+    multiply takes about ten; it is the V2 attention's largest cost after the matmuls. The result
+    is in x's type, computed in float32 and rounded once: under autocast the norm is float32, and
+    a float32 result would only be cast to bf16 by the matmul that takes it.
     """
 
     @staticmethod
     def forward(ctx, x, scale):
         inv_norm = x.norm(dim=-1, keepdim=True).clamp_min(1e-12).reciprocal()  # like F.normalize
         ctx.save_for_backward(x, inv_norm, scale)
-        return x * (inv_norm * scale)
+        return torch.mul(x, inv_norm * scale, out=torch.empty_like(x))
 
     @staticmethod
     def backward(ctx, grad):

@@ -349,6 +349,18 @@ def test_custom_gradients_are_exact():
     assert all(torch.equal(a, b) for a, b in zip(model._SplitHeads.apply(qkv, 2), model.split_heads(qkv.detach(), 2)))
 
 
+def test_v2_normalised_q_and_k_come_out_in_their_own_type_rounded_once():
+    """Under autocast V2's cosine-attention normalisation computes in float32 and writes q's type (bf16):
+    the float32 result rounded once, what the matmul that takes it would have cast it to."""
+    x = torch.randn(2, 3, 5, 8).bfloat16().requires_grad_()
+    scale = torch.rand(3, 1, 1) + 1
+    with torch.autocast("cpu", torch.bfloat16):
+        out = model.scaled_normalize(x, scale)
+        factor = x.detach().norm(dim=-1, keepdim=True).reciprocal() * scale  # float32 (the norm: as autocast runs it)
+    assert factor.dtype == torch.float32
+    assert out.dtype == torch.bfloat16 and torch.equal(out, (x.detach().float() * factor).bfloat16())
+
+
 def test_layer_norm_keeps_the_autocast_type():
     """Under CUDA's autocast rule for layer_norm (float32; applied here on the CPU, whose own rule
     differs), a norm that keeps the autocast type takes a bf16 input in one kernel and writes bf16,
