@@ -48,12 +48,21 @@ def official_layout(reference) -> dict:
     return {"model": official}
 
 
-# Large variants are base ones made wider: their logits would add 40 s of CPU and nothing the base ones
-# do not check (test_large_variants_are_base_ones_made_wider)
-LARGE = sorted(name for name in TIMM_NAME if "_large_" in name)
+def checked_through(name: str):
+    """(the variant whose logits check this one's code, the settings in which they differ), or (None, None).
+    A large variant is its base one made wider; an in22k one is its 1k one with a 21841-class head. Their
+    own logits would add some 50 s of CPU and nothing the other's do not check."""
+    if "_large_" in name:
+        return name.replace("_large_", "_base_"), {"embed_dim", "num_heads", "drop_path_rate"}
+    if name.endswith("_in22k"):
+        return name[:-len("_in22k")], {"num_classes"}
+    return None, None
 
 
-@pytest.mark.parametrize("name", sorted(set(TIMM_NAME) - set(LARGE)))
+DERIVED = sorted(name for name in TIMM_NAME if checked_through(name)[0])
+
+
+@pytest.mark.parametrize("name", sorted(set(TIMM_NAME) - set(DERIVED)))
 def test_official_weights_give_reference_logits(name):
     num_classes = model.VARIANTS[name]["num_classes"]
     reference = perturbed_timm(TIMM_NAME[name], num_classes)
@@ -72,16 +81,17 @@ def test_official_weights_give_reference_logits(name):
     assert (got - expected).abs().max().item() <= 1e-4
 
 
-@pytest.mark.parametrize("name", LARGE)
-def test_large_variants_are_base_ones_made_wider(name):
-    """A large variant is its base one, whose logits are checked against timm's above, with wider layers
-    and heads of the same size (32 channels): the same code runs on tensors of other widths. Its
-    official checkpoint, made from timm's same variant on the meta device, loads tensor for tensor."""
-    base = name.replace("_large_", "_base_")
-    width = {"embed_dim", "num_heads", "drop_path_rate"}
-    assert {k: v for k, v in model.VARIANTS[name].items() if k not in width} == \
-        {k: v for k, v in model.VARIANTS[base].items() if k not in width}
-    for size in (model.VARIANTS[name], model.VARIANTS[base]):
+@pytest.mark.parametrize("name", DERIVED)
+def test_derived_variants_are_the_checked_ones_in_another_width_or_head(name):
+    """Large variants are base ones made wider, with heads of the same size (32 channels), and in22k ones are
+    1k ones with a 21841-class head, both checked against timm's logits above: the same code runs on
+    tensors of other sizes. Each one's official checkpoint, made from timm's same variant on the meta
+    device, loads tensor for tensor."""
+    other, differ = checked_through(name)
+    assert other in TIMM_NAME
+    assert {k: v for k, v in model.VARIANTS[name].items() if k not in differ} == \
+        {k: v for k, v in model.VARIANTS[other].items() if k not in differ}
+    for size in (model.VARIANTS[name], model.VARIANTS[other]):
         assert [size["embed_dim"] * 2 ** i // heads for i, heads in enumerate(size["num_heads"])] == [32] * 4
     with torch.device("meta"):
         reference = timm.create_model(TIMM_NAME[name], num_classes=model.VARIANTS[name]["num_classes"])
