@@ -58,8 +58,8 @@ def window_attention(q, k, v, bias, mask, dropout: float, kind: str, scale: floa
     nw = 1 if mask is None else mask.shape[0]
     if kind == "sdpa":
         # cast before expanding: one copy, in the compute type (v's: V2's normalised q comes out in
-        # float32 under autocast without a gradient, which would then cast a float32 copy once more); a 4-D mask keeps
-        # the CPU's flash kernel (a 3-D one falls back to the slow path)
+        # float32 under autocast without a gradient, which would then cast a float32 copy once more);
+        # a 4-D mask keeps the CPU's flash kernel (a 3-D one falls back to the slow path)
         bias = bias.to(v.dtype)
         bias = bias.expand(b_ // nw, nw, heads, n, n).reshape(b_, heads, n, n) if nw > 1 else bias[None]
         # the size test after the gradient's: an exported program (no gradient) keeps its batch dynamic

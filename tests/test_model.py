@@ -371,13 +371,19 @@ def test_v2_normalised_q_and_k_come_out_in_their_own_type_rounded_once():
     assert out.dtype == torch.bfloat16 and torch.equal(out, (x.detach().float() * factor).bfloat16())
 
 
+def cuda_layer_norm_rule():
+    """CUDA autocast's float32 rule for layer_norm, applied on the CPU (bench_traffic.py's, whose count it makes
+    the GPU's): CPU autocast's own rule leaves layer_norm in bf16."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_traffic import CudaLayerNorm
+    return CudaLayerNorm()
+
+
 def test_layer_norm_keeps_the_autocast_type():
     """Under CUDA's autocast rule for layer_norm (float32; applied here on the CPU, whose own rule
     differs), a norm that keeps the autocast type takes a bf16 input in one kernel and writes bf16,
     the float32 norm rounded once, forward and backward; a float32 input, or a norm without the
     switch, gets autocast's float32 norm."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from bench_traffic import CudaLayerNorm
     torch.manual_seed(0)
     norm = model.LayerNorm(24, keep_autocast_type=True)
     with torch.no_grad():
@@ -390,7 +396,7 @@ def test_layer_norm_keeps_the_autocast_type():
 
     def run(net, inp):
         net.zero_grad()
-        with CudaLayerNorm(), torch.autocast("cpu", torch.bfloat16):
+        with cuda_layer_norm_rule(), torch.autocast("cpu", torch.bfloat16):
             out = net(inp)
         out.backward(grad.to(out.dtype))
         return out, inp.grad, net.weight.grad, net.bias.grad
@@ -412,14 +418,12 @@ def test_residual_stream_types_under_cuda_autocast(version):
     """Under CUDA's autocast rules (applied on the CPU), V1's residual stream is bf16 in every stage (from
     stage 2 on it is in any AMP training), V2's float32 in every stage, as the official V2 trains; every
     block hands on the type it was given."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from bench_traffic import CudaLayerNorm
     net = create_model("swin_micro_patch4_window4_128", num_classes=3, version=version).train()
     seen = []
     for stage in net.layers:
         for block in stage.blocks:
             block.register_forward_hook(lambda module, args, out: seen.append((args[0].dtype, out.dtype)))
-    with CudaLayerNorm(), torch.autocast("cpu", torch.bfloat16):
+    with cuda_layer_norm_rule(), torch.autocast("cpu", torch.bfloat16):
         net(torch.randn(2, 3, 64, 64)).float().sum().backward()
     stream = torch.bfloat16 if version == 1 else torch.float32
     assert len(seen) == sum(len(stage.blocks) for stage in net.layers)
