@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
+import kernels
 from attention import choose_attention, window_attention
 from utils import UserError, run_cli
 from windows import StageLayout, gather_tokens
@@ -124,7 +125,11 @@ class LayerNorm(nn.LayerNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         device = x.device.type
         autocast_type = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
-        if self.keep_autocast_type and x.dtype == autocast_type:
+        keep = self.keep_autocast_type and x.dtype == autocast_type
+        if kernels.fused_layer_norm_applies(x):  # CUDA training, when chosen: CUDA autocast's output types
+            out_dtype = x.dtype if keep or autocast_type is None else torch.float32
+            return kernels.layer_norm(x, self.weight, self.bias, self.eps, out_dtype)
+        if keep:
             with torch.autocast(device, enabled=False):
                 return F.layer_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
         return super().forward(x)
@@ -426,7 +431,7 @@ class SwinTransformer(nn.Module):
                 v2=version == 2, pretrained_window_size=pretrained_window_sizes[i],
                 downsample=i < num_stages - 1)
             for i in range(num_stages))
-        self.norm = nn.LayerNorm(self.num_features)
+        self.norm = LayerNorm(self.num_features)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         init_weights(self)
         self.set_grad_checkpointing(grad_checkpointing)

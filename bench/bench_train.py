@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 from common import print_header  # noqa: E402  (bench/ is on the path)
 import engine  # noqa: E402
 import attention  # noqa: E402
+import kernels  # noqa: E402
 import loaders  # noqa: E402
 import model as swin  # noqa: E402
 import train  # noqa: E402
@@ -65,6 +66,9 @@ def parse_args():
                    "as a CUDA graph (torch.compile's reduce-overhead mode), for both models")
     p.add_argument("--attention", nargs="+", choices=attention.ATTENTION_KINDS,
                    help="force ours to a kind; several: a bare row each, side by side (default: its choice per case)")
+    p.add_argument("--layer-norm", nargs="+", choices=kernels.LAYER_NORM_KINDS,
+                   help="ours' LayerNorm in training (kernels.py); several: a bare row each, with each --attention "
+                        f"(default: {kernels.LAYER_NORM})")
     p.add_argument("--ema", action="store_true", help="keep an EMA of the weights, as train.py --ema")
     p.add_argument("--data-path", type=Path, nargs="*", help="folders of class folders of JPEGs for e2e (default: "
                    "made from the bundled photos at 320x240 and 500x375)")
@@ -88,6 +92,8 @@ def parse_args():
     args.model = args.model or ("swin_tiny_patch4_window7_224" if gpu else "swin_micro_patch4_window4_128")
     args.batch_size = args.batch_size or (128 if gpu else 16)
     args.decode = args.decode or (["workers", "device"] if gpu else ["workers"])
+    if "triton" in (args.layer_norm or []) and not (gpu or kernels.INTERPRET):
+        p.error("--layer-norm triton: kernels.py's LayerNorm runs on CUDA (on a CPU under TRITON_INTERPRET=1 only)")
     if args.cudagraphs and not (args.compile and gpu):
         p.error("--cudagraphs needs --compile and a GPU")
     return args
@@ -191,17 +197,27 @@ def describe(folder: Path) -> str:
 
 # --- Speed ---
 
-def attention_kinds(args) -> dict:
-    """The bare states' names and the attention each forces: "bare" alone, unless several kinds are named."""
-    if args.attention and len(args.attention) > 1:
-        return {f"bare {kind}": kind for kind in args.attention}
-    return {"bare": args.attention[0] if args.attention else None}
+def bare_variants(args) -> dict:
+    """The bare states' names and the (attention kind, LayerNorm kind) each uses: "bare" alone, unless
+    several kinds are named: then "bare plain", "bare sdpa", "bare plain, triton LN"..., every pair."""
+    attentions = args.attention or [None]
+    norms = args.layer_norm or [kernels.LAYER_NORM]
+    if len(attentions) == len(norms) == 1:
+        return {"bare": (attentions[0], norms[0])}
+    return {"bare " + ", ".join([a] * (len(attentions) > 1) + [f"{n} LN"] * (len(norms) > 1)): (a, n)
+            for a in attentions for n in norms}
+
+
+def use(variant) -> None:
+    """Ours with this (attention kind, LayerNorm kind) from now on; None (timm's) leaves them as they are."""
+    if variant is not None:
+        attention.ATTENTION, kernels.LAYER_NORM = variant
 
 
 def step_states(args, cfg, device, amp) -> tuple:
-    """({"timm": ..., "bare": ...} training states with the same weights, {bare state: the attention kind
-    it forces}, a batch on the device, img_size). With several --attention kinds, a bare state each,
-    "bare plain", "bare sdpa"... (attention_kinds)."""
+    """({"timm": ..., "bare": ...} training states with the same weights, {bare state: its (attention,
+    LayerNorm) kinds}, a batch on the device, img_size). With several kinds named, a bare state each
+    (bare_variants)."""
     torch.manual_seed(0)
     ours = swin.create_model(args.model, num_classes=5, **({"img_size": args.img_size} if args.img_size else {}))
     img_size = ours.img_size
@@ -209,7 +225,7 @@ def step_states(args, cfg, device, amp) -> tuple:
     if not args.no_timm:
         reference = timm_twin(ours)
         states["timm"] = build_state(args, cfg, reference, device, amp, img_size, ours=False)
-    kinds = attention_kinds(args)
+    kinds = bare_variants(args)
     for name in kinds:
         states[name] = build_state(args, cfg, copy.deepcopy(ours), device, amp, img_size)
     batch = (torch.randint(0, 256, (args.batch_size, 3, img_size, img_size), dtype=torch.uint8, device=device),
@@ -223,7 +239,7 @@ def compare_speed(args, device, amp):
     bare = next(iter(kinds))  # the loop's model, and the step the loop is compared with
 
     def step(name, steps):
-        attention.ATTENTION = kinds.get(name, attention.ATTENTION)
+        use(kinds.get(name))
         return step_round(states[name], cfg, batch, steps)
     e2e_loaders = {}
     scratch = tempfile.TemporaryDirectory()
@@ -238,6 +254,7 @@ def compare_speed(args, device, amp):
     print(f"# {args.model} at {img_size} px, batch {args.batch_size}, amp {amp or 'off'}, "
           f"{'compiled' if args.compile else 'eager'}{' with CUDA graphs' if args.cudagraphs else ''}, "
           f"attention {' / '.join(args.attention or ['chosen per case'])}, "
+          f"LayerNorm {' / '.join(args.layer_norm or [kernels.LAYER_NORM])}, "
           f"{cfg.workers} loader workers{', EMA' if args.ema else ''}", flush=True)
 
     warm_up = {}  # seconds: compiling, when compiled; the allocator's and cuDNN/cuBLAS's first choices
@@ -245,7 +262,7 @@ def compare_speed(args, device, amp):
         start = time.perf_counter()
         step(name, 3)
         warm_up[name] = time.perf_counter() - start
-    attention.ATTENTION = kinds[bare]
+    use(kinds[bare])
     start = time.perf_counter()
     for epoch, (loader, epoch_batches) in enumerate(e2e_loaders.values()):  # and start the loaders' workers
         e2e_round(states[bare], cfg, loader, epoch_batches, epoch)
@@ -266,7 +283,7 @@ def compare_speed(args, device, amp):
             speeds[name].append(step(name, args.steps))
             if device.type == "cuda":
                 peaks[name] = torch.cuda.max_memory_allocated() / 2**30
-        attention.ATTENTION = kinds[bare]
+        use(kinds[bare])
         for name, (loader, epoch_batches) in e2e_loaders.items():
             speed, wait = e2e_round(states[bare], cfg, loader, epoch_batches, round_ + 10)
             speeds[name].append(speed)
@@ -364,7 +381,7 @@ def profile_steps(args, device, amp):
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"  # kernels, not callers
     for name, state in states.items():
-        attention.ATTENTION = kinds.get(name, attention.ATTENTION)
+        use(kinds.get(name))
         step_round(state, cfg, batch, 3)  # warm-up
         with profile(activities=activities) as prof:
             step_round(state, cfg, batch, args.steps)
@@ -378,7 +395,7 @@ def main():
     amp = amp_dtype(args.amp, device)
     if device.type == "cuda" and amp is None:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as train.py
-    attention.ATTENTION = args.attention[0] if args.attention else None  # --memory's, --profile's, e2e's
+    use(next(iter(bare_variants(args).values())))  # --memory's, --profile's, e2e's: the first kinds named
     if args.cudagraphs:  # what mode="reduce-overhead" sets, here for both models and every compile
         import torch._inductor.config
         torch._inductor.config.triton.cudagraphs = True

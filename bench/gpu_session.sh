@@ -32,10 +32,11 @@ part() {  # part NAME SECONDS COMMAND...: run for at most SECONDS (less if BUDGE
 
 run_part() {
     case $1 in
-    # bare vs timm eager, each attention kind CUDA might choose for training side by side, e2e at both photo
-    # sizes, decoded by the workers and on the GPU: the first targets (118 s on the H200 with one bare row)
+    # bare vs timm eager, CUDA's training attention with each LayerNorm (kernels.py's Triton one or not) side
+    # by side, e2e at both photo sizes, decoded by the workers and on the GPU: the first targets (118 s on the
+    # H200 with one bare row)
     train_eager) part train_eager 170 python3 bench/bench_train.py --device cuda --rounds 4 --e2e-batches 30 \
-        --attention plain sdpa ;;
+        --attention plain --layer-norm torch triton ;;
     # peak memory with and without activation checkpointing, the largest batch: swin_tiny, then swin_base
     memory) part memory 150 bash -c "python3 bench/bench_train.py --device cuda --memory --steps 4 && \
         python3 bench/bench_train.py --device cuda --memory --steps 4 --model swin_base_patch4_window7_224" ;;
@@ -52,7 +53,7 @@ run_part() {
     train_cudagraphs) part train_cudagraphs 250 python3 bench/bench_train.py --device cuda --compile --cudagraphs \
         --rounds 3 --e2e-batches 30 --decode workers ;;
     # the kernels that take the step's time, ours and timm's: what to make faster
-    profile) part profile 90 python3 bench/bench_train.py --device cuda --profile 25 --steps 5 ;;
+    profile) part profile 90 python3 bench/bench_train.py --device cuda --profile 25 --steps 5 --layer-norm torch triton ;;
     data) part data 40 python3 bench/bench_data.py --workers 15 --batch-size 128 --images 2560 --rounds 2 \
         --upscale 3 --gpu-decode ;;
     *) echo "unknown part $1: train_eager memory attention tests train_compiled train_cudagraphs profile data" >&2; return 2 ;;

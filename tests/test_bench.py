@@ -1,12 +1,14 @@
 """The GPU benchmarks also run on a CPU, with the small variant, so they stay correct where no GPU is."""
+import os
 import subprocess
 import sys
 
 from test_train import ROOT
 
 
-def run_bench(*args) -> str:
-    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+def run_bench(*args, env=None) -> str:
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -24,6 +26,13 @@ def test_bench_train_compares_the_step_with_timm_and_the_loop_with_its_loader():
     out = run_bench("bench/bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "4", "--steps", "1",
                     "--profile", "5")
     assert "== timm: 1 steps, the 5 operators" in out and "== bare" in out and "aten::mm" in out
+
+
+def test_bench_train_gives_a_bare_row_per_layer_norm_kind():
+    """--layer-norm torch triton, as a GPU session runs it; here Triton's interpreter runs the kernels."""
+    out = run_bench("bench/bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "4", "--rounds",
+                    "1", "--steps", "1", "--no-e2e", "--layer-norm", "torch", "triton", env={"TRITON_INTERPRET": "1"})
+    assert "LayerNorm torch / triton" in out and "bare torch LN / timm" in out and "bare triton LN / timm" in out
 
 
 def test_bench_data_gpu_decoding_code_runs_on_the_cpu():

@@ -10,8 +10,10 @@ import torch
 import attention
 import data
 import engine
+import kernels
 import loaders
 import train
+from interpreted_kernels import check_layer_norm
 from model import create_model
 from test_data import check_device_decoding
 from test_engine import training_losses
@@ -79,6 +81,25 @@ def test_bf16_and_fp16_steps_are_finite_and_track_fp32(version):
         assert abs(losses[-1] - fp32_losses[-1]) < 0.15 * fp32_losses[0], (amp, losses, fp32_losses)
         if amp == torch.bfloat16:
             assert relative_error(weights, fp32_weights) < 0.02
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_triton_layer_norm_matches_torch_on_the_gpu(version, monkeypatch):
+    """kernels.py compiled for the GPU: against float64 at swin_tiny's narrowest and widest rows and CUDA
+    autocast's types; then train.py's bf16 step with every LayerNorm through it tracks F.layer_norm's."""
+    for rows, width in ((3136, 96), (49, 1536)):
+        for dtype, out_dtype in ((torch.float32,) * 2, (torch.bfloat16,) * 2, (torch.bfloat16, torch.float32)):
+            check_layer_norm(rows, width, dtype, out_dtype, "cuda")
+    want_losses, want_weights, _ = training_losses(torch.bfloat16, "cuda", version=version)
+    calls = []
+    real = kernels.layer_norm
+    monkeypatch.setattr(kernels, "layer_norm", lambda *args: calls.append(1) or real(*args))
+    monkeypatch.setattr(kernels, "LAYER_NORM", "triton")
+    losses, weights, _ = training_losses(torch.bfloat16, "cuda", version=version)
+    assert calls
+    # both in bf16, each LayerNorm rounded a little differently (float32 affine parameters here)
+    assert all(abs(a - b) < 0.02 * want_losses[0] for a, b in zip(losses, want_losses)), (losses, want_losses)
+    assert relative_error(weights, want_weights) < 0.01
 
 
 def errors(run, reference) -> tuple:
