@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import to_device
+from data import build_mixup, build_normalize, to_device
 from utils import all_finite, autocast, rng_state, set_rng_state
 
 
@@ -213,6 +213,20 @@ class TrainState:
         if checkpoint.get("best_metric", "acc1") != metric:
             self.best_acc = -1.0
         set_rng_state(checkpoint["rng"])
+
+
+def build_train_state(cfg, model, net, device, amp, steps_per_epoch: int, class_counts: list) -> TrainState:
+    """What a training step uses: the optimizer and schedule of the recipe, loss scaling for fp16,
+    normalisation (and erasing) of the uint8 batch on the device, EMA, mixup, class weights."""
+    optimizer = build_optimizer(model, cfg)
+    return TrainState(
+        model=model, net=net, optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, cfg, steps_per_epoch),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp == torch.float16), device=device, amp=amp,
+        normalize=build_normalize(train=True, recipe=cfg.recipe),
+        ema=ModelEma(model, cfg.ema_decay) if cfg.ema else None,
+        mixup=build_mixup(cfg.mixup, cfg.cutmix, cfg.label_smoothing, len(class_counts), cfg.batch_size),
+        class_weights=inverse_frequency_weights(class_counts).to(device) if cfg.balance == "loss" else None)
 
 
 def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, show_progress: bool = True) -> dict:

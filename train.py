@@ -29,15 +29,15 @@ from torch.utils.tensorboard import SummaryWriter
 import engine
 import report
 import run_log
-from download import OFFICIAL_WEIGHTS, fetch_flower_photos, fetch_official_weights, official_weights_file
-from data import (IMAGENET_MEAN, IMAGENET_STD, build_mixup, build_normalize, build_transform, default_workers,
+from download import fetch_flower_photos, fetch_official_weights, official_weights_file
+from data import (IMAGENET_MEAN, IMAGENET_STD, build_normalize, build_transform, default_workers,
                   load_splits, write_class_indices)
 from loaders import Take, build_train_loader, eval_loader
-from model import NO_PRETRAINED_WEIGHTS, create_model, resolve_variant
+from model import NO_PRETRAINED_WEIGHTS, resolve_variant
 from utils import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UserError, amp_dtype, explicit_flags,
                    init_distributed, load_checkpoint, parse_config, plain, ranged, run_cli, save_checkpoint,
                    seed_everything, StopSignal, write_yaml, yes_no)
-from weights import create_model_from_checkpoint, load_weights
+from weights import model_for_run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,7 +169,7 @@ def main(argv=None) -> None:
         if world_size > 1:
             torch.distributed.barrier()  # the other processes wait for the file
     seed_everything(cfg.seed)  # the same initial weights on every rank and every run
-    model = build_model(cfg, len(classes), checkpoint, main_process)
+    model = model_for_run(cfg, len(classes), checkpoint, main_process)
     img_size = model.img_size
     model.to(device)
     net = model
@@ -193,7 +193,7 @@ def main(argv=None) -> None:
 
     train_loader, epoch_batches = build_train_loader(cfg, splits.train, img_size, rank, world_size)
     val_loader = eval_loader(splits.val, eval_transform, cfg, rank, world_size)
-    state = build_train_state(cfg, model, net, device, amp, math.ceil(len(train_loader) / cfg.accum_steps),
+    state = engine.build_train_state(cfg, model, net, device, amp, math.ceil(len(train_loader) / cfg.accum_steps),
                               splits.counts("train"))
     if checkpoint is not None:
         state.resume_from(checkpoint, best_metric(cfg))
@@ -334,59 +334,6 @@ def check_splits(splits, cfg, default_val_ratio: float, notify: bool) -> None:
     if not splits.val and not cfg.eval_only:
         raise UserError(f"{cfg.data_path} gives no validation images, which choose best.pth: use --val-ratio above 0 "
                         f"(default 0.2) for a folder of class folders, or put images in val/<class>/")
-
-
-def build_model(cfg, num_classes: int, checkpoint, main_process: bool):
-    """The variant with the run's overrides, and its starting weights: a resumed checkpoint,
-    --weights, weights/<variant>.pth, or none (from scratch)."""
-    if checkpoint is not None:
-        model = create_model_from_checkpoint(checkpoint, grad_checkpointing=cfg.grad_checkpointing)
-        model.load_state_dict(checkpoint["model"])
-        return freeze_all_but_the_head(model) if cfg.freeze_layers else model
-    variant = resolve_variant(cfg.model)
-    overrides = {k: getattr(cfg, k) for k in ("img_size", "drop_path_rate", "window_size")
-                 if getattr(cfg, k) is not None}
-    model = create_model(variant, num_classes=num_classes, grad_checkpointing=cfg.grad_checkpointing, **overrides)
-    weights = cfg.weights or official_weights_file(variant)
-    from_scratch = cfg.weights == "none" or (cfg.weights is None and not weights.is_file())
-    if cfg.weights == "none":
-        if main_process:
-            print(f"training {variant} from scratch (--weights none)")
-    elif not from_scratch:
-        if not weights.is_file() and weights == official_weights_file(variant) and variant in OFFICIAL_WEIGHTS:
-            raise UserError(f"weights not found: {weights}. --download-weights fetches them (weights/README.md "
-                            "says from where)")
-        if main_process:
-            print(f"weights from {weights}:")
-        load_weights(model, weights, verbose=main_process)
-    elif main_process:
-        hint = "--download-weights fetches the official ones" if variant in OFFICIAL_WEIGHTS else "none exist"
-        print(f"notice: no pretrained weights (no --weights, no {weights}): training {variant} from scratch; "
-              f"{hint} (weights/README.md)")
-    if main_process and cfg.freeze_layers and from_scratch:
-        print("notice: --freeze-layers with no pretrained weights trains a classifier on random features")
-    return freeze_all_but_the_head(model) if cfg.freeze_layers else model
-
-
-def freeze_all_but_the_head(model):
-    """--freeze-layers: only the classifier trains (and gets optimizer state, which a resume must match)."""
-    for name, param in model.named_parameters():
-        param.requires_grad = name.startswith("head.")
-    return model
-
-
-def build_train_state(cfg, model, net, device, amp, steps_per_epoch: int, class_counts: list) -> engine.TrainState:
-    """What a training step uses: the optimizer and schedule of the recipe, loss scaling for fp16,
-    normalisation (and erasing) of the uint8 batch on the device, EMA, mixup, class weights."""
-    optimizer = engine.build_optimizer(model, cfg)
-    return engine.TrainState(
-        model=model, net=net, optimizer=optimizer,
-        scheduler=engine.build_scheduler(optimizer, cfg, steps_per_epoch),
-        scaler=torch.amp.GradScaler(device.type, enabled=amp == torch.float16), device=device, amp=amp,
-        normalize=build_normalize(train=True, recipe=cfg.recipe),
-        ema=engine.ModelEma(model, cfg.ema_decay) if cfg.ema else None,
-        mixup=build_mixup(cfg.mixup, cfg.cutmix, cfg.label_smoothing, len(class_counts), cfg.batch_size),
-        class_weights=engine.inverse_frequency_weights(class_counts).to(device) if cfg.balance == "loss" else None)
 
 
 METRIC_NAMES = {"acc1": "top-1", "balanced_acc": "balanced accuracy"}

@@ -11,7 +11,7 @@ architecture (another variant is one clear error naming it), and adapted where t
 adapts them: V1 position-bias tables resized to another window, the classifier dropped for another
 class count. Buffers the model rebuilds from its geometry are never loaded. model_from_state_dict
 builds the classifier that a bare file of weights holds, given its variant; create_model_from_checkpoint
-the network that a train.py checkpoint describes.
+the network that a train.py checkpoint describes; model_for_run the one a train.py run starts from.
 """
 import re
 
@@ -19,7 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model import SIZES, VARIANTS, create_model
+from download import OFFICIAL_WEIGHTS, official_weights_file
+from model import SIZES, VARIANTS, create_model, resolve_variant
 from utils import UserError, load_checkpoint
 
 # Rebuilt by the model from its geometry, so never loaded (official files carry them).
@@ -195,4 +196,43 @@ def model_from_state_dict(ckpt, path, variant: str, overrides: dict) -> nn.Modul
     if report["missing"] or report["unexpected"]:
         raise UserError(f"{path} does not fit {model.variant}: missing {report['missing'][:3]}, "
                         f"unexpected {report['unexpected'][:3]}")
+    return model
+
+
+def model_for_run(cfg, num_classes: int, checkpoint, main_process: bool) -> nn.Module:
+    """train.py's model: the variant with the run's overrides (cfg: train.py's settings), and its starting
+    weights: a resumed checkpoint, --weights, weights/<variant>.pth, or none (from scratch)."""
+    if checkpoint is not None:
+        model = create_model_from_checkpoint(checkpoint, grad_checkpointing=cfg.grad_checkpointing)
+        model.load_state_dict(checkpoint["model"])
+        return freeze_all_but_the_head(model) if cfg.freeze_layers else model
+    variant = resolve_variant(cfg.model)
+    overrides = {k: getattr(cfg, k) for k in ("img_size", "drop_path_rate", "window_size")
+                 if getattr(cfg, k) is not None}
+    model = create_model(variant, num_classes=num_classes, grad_checkpointing=cfg.grad_checkpointing, **overrides)
+    weights = cfg.weights or official_weights_file(variant)
+    from_scratch = cfg.weights == "none" or (cfg.weights is None and not weights.is_file())
+    if cfg.weights == "none":
+        if main_process:
+            print(f"training {variant} from scratch (--weights none)")
+    elif not from_scratch:
+        if not weights.is_file() and weights == official_weights_file(variant) and variant in OFFICIAL_WEIGHTS:
+            raise UserError(f"weights not found: {weights}. --download-weights fetches them (weights/README.md "
+                            "says from where)")
+        if main_process:
+            print(f"weights from {weights}:")
+        load_weights(model, weights, verbose=main_process)
+    elif main_process:
+        hint = "--download-weights fetches the official ones" if variant in OFFICIAL_WEIGHTS else "none exist"
+        print(f"notice: no pretrained weights (no --weights, no {weights}): training {variant} from scratch; "
+              f"{hint} (weights/README.md)")
+    if main_process and cfg.freeze_layers and from_scratch:
+        print("notice: --freeze-layers with no pretrained weights trains a classifier on random features")
+    return freeze_all_but_the_head(model) if cfg.freeze_layers else model
+
+
+def freeze_all_but_the_head(model):
+    """--freeze-layers: only the classifier trains (and gets optimizer state, which a resume must match)."""
+    for name, param in model.named_parameters():
+        param.requires_grad = name.startswith("head.")
     return model

@@ -132,7 +132,7 @@ def build_state(args, cfg, module, device, amp, img_size: int, ours: bool = True
     net = module
     if args.compile:
         net = engine.compile_model(module, module, img_size, device) if ours else torch.compile(module)
-    return train.build_train_state(cfg, module, net, device, amp, 1000, [1] * 5)
+    return engine.build_train_state(cfg, module, net, device, amp, 1000, [1] * 5)
 
 
 def synchronize(device):

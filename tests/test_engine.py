@@ -153,7 +153,7 @@ def training_losses(amp, device: str = "cpu", steps: int = 8, size: int = 96, ve
     torch.manual_seed(0)
     net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.0, version=version).to(device)
     cfg = train.build_parser().parse_args(["--lr", "1e-3", "--warmup-epochs", "0", "--epochs", "1"])
-    state = train.build_train_state(cfg, net, net, torch.device(device), amp, steps, [1] * 5)
+    state = engine.build_train_state(cfg, net, net, torch.device(device), amp, steps, [1] * 5)
     generator = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (16, 3, size, size), dtype=torch.uint8, generator=generator).to(device)
     labels = torch.randint(0, 5, (16,), generator=generator).to(device)
@@ -181,7 +181,7 @@ def test_accumulated_steps_average_their_batches_the_epochs_shorter_last_one_too
     cfg = train.build_parser().parse_args(["--accum-steps", "2", "--warmup-epochs", "0", "--epochs", "1"])
     torch.manual_seed(0)
     net = micro()
-    state = train.build_train_state(cfg, net, net, torch.device("cpu"), None, 2, [1] * 5)
+    state = engine.build_train_state(cfg, net, net, torch.device("cpu"), None, 2, [1] * 5)
     generator = torch.Generator().manual_seed(1)
     batches = [(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=generator),
                 torch.randint(0, 5, (2,), generator=generator), ["a", "b"], []) for _ in range(3)]
@@ -216,7 +216,7 @@ def agreement_process(rank: int, init_file: str) -> None:
     model = micro()
     net = torch.nn.parallel.DistributedDataParallel(model)
     cfg = train.build_parser().parse_args(["--warmup-epochs", "0", "--epochs", "1"])
-    state = train.build_train_state(cfg, model, net, torch.device("cpu"), torch.float16, 10, [1] * 5)
+    state = engine.build_train_state(cfg, model, net, torch.device("cpu"), torch.float16, 10, [1] * 5)
     images, labels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), torch.tensor([0, 1])
     nothing = (images[:0], labels[:0])
 
@@ -263,7 +263,7 @@ def test_a_non_finite_loss_is_skipped_under_fp16_and_stops_the_run_otherwise(mon
     cfg = train.build_parser().parse_args(["--warmup-epochs", "0", "--epochs", "1"])
     images, labels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), torch.tensor([0, 1])
     net = micro()
-    state = train.build_train_state(cfg, net, net, torch.device("cpu"), torch.float16, 10, [1] * 5)
+    state = engine.build_train_state(cfg, net, net, torch.device("cpu"), torch.float16, 10, [1] * 5)
     before, scale = [p.detach().clone() for p in net.parameters()], state.scaler.get_scale()
     assert engine.train_step(state, images, labels, cfg) is None
     assert state.skipped_steps == 1 and state.step == 0 and state.scaler.get_scale() == scale / 2
@@ -274,7 +274,7 @@ def test_a_non_finite_loss_is_skipped_under_fp16_and_stops_the_run_otherwise(mon
     with pytest.raises(engine.TrainingDiverged, match="26 steps in a row"):
         for _ in range(26):
             engine.train_step(state, images, labels, cfg)
-    full = train.build_train_state(cfg, net, net, torch.device("cpu"), None, 10, [1] * 5)
+    full = engine.build_train_state(cfg, net, net, torch.device("cpu"), None, 10, [1] * 5)
     with pytest.raises(engine.TrainingDiverged, match="the loss became inf"):
         engine.train_step(full, images, labels, cfg)
     assert all(torch.isfinite(p).all() for p in net.parameters())

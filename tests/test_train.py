@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import engine
 import train
 import utils
 from images import DataSplits
@@ -108,12 +109,12 @@ def test_a_run_without_loss_scaling_resumes_with_fp16():
     fp16, or an older GPU), the run starts its own loss scale instead of failing to load it."""
     cfg = train.build_parser().parse_args(["--warmup-epochs", "0", "--epochs", "2"])
     net = create_model("swin_micro_patch4_window4_128", num_classes=5)
-    before = train.build_train_state(cfg, net, net, torch.device("cpu"), torch.bfloat16, 10, [1] * 5)
+    before = engine.build_train_state(cfg, net, net, torch.device("cpu"), torch.bfloat16, 10, [1] * 5)
     checkpoint = {"optimizer": before.optimizer.state_dict(), "scheduler": before.scheduler.state_dict(),
                   "scaler": before.scaler.state_dict(), "epoch": 1, "step": 10, "batches_done": 0, "best_acc": 0.5,
                   "rng": utils.rng_state()}
     assert checkpoint["scaler"] == {}
-    after = train.build_train_state(cfg, net, net, torch.device("cpu"), torch.float16, 10, [1] * 5)
+    after = engine.build_train_state(cfg, net, net, torch.device("cpu"), torch.float16, 10, [1] * 5)
     after.resume_from(checkpoint)
     assert after.step == 10 and after.scaler.is_enabled() and after.scaler.get_scale() == 2.0 ** 16
     assert after.best_acc == 0.5
