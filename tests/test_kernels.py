@@ -39,7 +39,9 @@ def test_the_kernels_under_the_interpreter():
 def test_the_kernels_compile_for_the_gpus_users_train_on(arch):
     """Triton compiles both kernels to machine code for a GPU that is not here: what the interpreter does not
     check (types, layouts, the backend's limits), for each pair of types CUDA autocast gives, in the narrowest
-    block and the widest (swin_base's 4 x 512 channels before the last merging, 2 rows a block)."""
+    block and the widest (swin_base's 4 x 512 channels before the last merging, 2 rows a block). Specialised
+    as Triton specialises a launch with PyTorch's tensors (16-byte aligned, widths a multiple of 16), the
+    rows move in 16-byte vectors, not element by element (what the bandwidth needs)."""
     triton = pytest.importorskip("triton")
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -54,7 +56,11 @@ def test_the_kernels_compile_for_the_gpus_users_train_on(arch):
                     "PARTIAL_DW": "*fp32", "PARTIAL_DB": "*fp32", **sizes, "rows_per_program": "i32",
                     "BLOCK_M": "constexpr", "BLOCK_N": "constexpr"}
         for kernel, signature in ((kernels_.forward, forward), (kernels_.backward, backward)):
-            binary = triton.compile(ASTSource(kernel, signature, constexprs=blocks),
-                                    target=GPUTarget("cuda", arch, 32),
-                                    options={"num_warps": warps})
+            aligned = {(i,): [["tt.divisibility", 16]] for i, (name, kind) in enumerate(signature.items())
+                       if kind.startswith("*") or name in ("N", "rows_per_program")}
+            binary = triton.compile(ASTSource(kernel, signature, constexprs=blocks, attrs=aligned),
+                                    target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
             assert binary.asm["cubin"], (kernel, x, y, block_n)
+            ptx = binary.asm["ptx"]
+            assert "ld.global.v4.b32" in ptx and "st.global.v4.b32" in ptx, (kernel, x, y, block_n)
+            assert "ld.global.b16" not in ptx and "st.global.b16" not in ptx, (kernel, x, y, block_n)
