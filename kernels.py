@@ -1,4 +1,4 @@
-"""LayerNorm for CUDA training as one Triton kernel each way, where PyTorch's own moves more than it needs.
+"""LayerNorm for CUDA training as one Triton kernel each way, where PyTorch's own takes longer than its bytes need.
 
 The H200 profile (README, Training on a GPU) had LayerNorm forward and backward at 18% of an eager
 swin_tiny step's kernel time, the forward 4.9 ms a step where the bytes of its 29 calls need about
@@ -11,8 +11,10 @@ read once each way, and the sums come out the same on every run (no atomics).
 LAYER_NORM picks: "torch" (F.layer_norm) or "triton" (these kernels). They serve model.LayerNorm in
 training on CUDA only: a tensor that needs a gradient, outside torch.compile (which fuses LayerNorm
 itself); inference and exports take F.layer_norm. Until bench/bench_train.py --layer-norm torch triton
-has timed both on a GPU, "torch" is the default. The tests run the kernels on the CPU through Triton's
-interpreter (TRITON_INTERPRET=1, read when triton is imported: tests/test_kernels.py runs a subprocess).
+has timed both on a GPU, "torch" is the default (made the default, it must give way to F.layer_norm
+where Triton cannot build its launcher, which takes a C compiler, as engine.inductor_or_eager does for
+torch.compile). The tests run the kernels on the CPU through Triton's interpreter (TRITON_INTERPRET=1,
+read when triton is imported: tests/test_kernels.py runs a subprocess).
 """
 from __future__ import annotations
 
