@@ -33,7 +33,8 @@ from export import INPUT_TYPES, ExportedClassifier, choose_exporter, load_progra
 from images import image_problem, list_images, read_class_indices
 from model import resolve_variant
 from weights import create_model_from_checkpoint, model_from_state_dict
-from utils import COUNT, POSITIVE_INT, UserError, amp_dtype, autocast, load_checkpoint, run_cli, select_device
+from utils import (COUNT, POSITIVE_INT, UserError, amp_dtype, autocast, load_checkpoint, reuse_freed_cpu_memory,
+                   run_cli, select_device)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +94,8 @@ def main(argv=None) -> None:
     export = choose_exporter(args.export) if args.export is not None else None
     paths = list_images(args.images)  # before loading the model: a mistyped path fails at once
     device = select_device(args.device)
+    if device.type == "cpu":
+        reuse_freed_cpu_memory()
     clf = load_classifier(args)
     program = isinstance(clf.model, ExportedClassifier)
     if program and export is not None:

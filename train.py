@@ -35,8 +35,8 @@ from data import (IMAGENET_MEAN, IMAGENET_STD, build_normalize, build_transform,
 from loaders import Take, build_train_loader, eval_loader
 from model import NO_PRETRAINED_WEIGHTS, resolve_variant
 from utils import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UserError, amp_dtype, explicit_flags,
-                   init_distributed, load_checkpoint, parse_config, plain, ranged, run_cli, save_checkpoint,
-                   seed_everything, StopSignal, write_yaml, yes_no)
+                   init_distributed, load_checkpoint, parse_config, plain, ranged, reuse_freed_cpu_memory, run_cli,
+                   save_checkpoint, seed_everything, StopSignal, write_yaml, yes_no)
 from weights import model_for_run
 
 
@@ -143,6 +143,8 @@ def main(argv=None) -> None:
         torch.backends.cudnn.benchmark = True  # one input size: the fastest patch-embedding kernel, found once
         if amp is None:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # fp32 on tensor cores
+    elif device.type == "cpu":
+        reuse_freed_cpu_memory()
     if cfg.workers is None:
         cfg.workers = default_workers(device, world_size)
 

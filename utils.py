@@ -307,6 +307,27 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
+def reuse_freed_cpu_memory() -> None:
+    """Big CPU tensors from the heap and back to it, where the next step takes them again (Linux, glibc).
+
+    glibc's malloc maps every block past its mmap threshold (32 MB at most) fresh from the system and
+    unmaps it when freed, so each large activation of every step is faulted in and zeroed again page by
+    page: swin_tiny training at batch 16 took some 16,000 page faults an image on the 2-core EPYC. With
+    maps off and the heap kept, those vanish once the heap has grown to a step's needs (a few steps):
+    training 1.12x (micro, batch 32) and 1.18x (swin_tiny, batch 16), inference at batch 32 1.4x; the
+    peak memory a tenth more at most (the demo: 1.04 GB against 0.95), held until the process ends.
+    PyTorch's tuning guide says jemalloc or tcmalloc through LD_PRELOAD for this; here nothing is
+    installed. Elsewhere (macOS, Windows, musl) it does nothing."""
+    import ctypes
+    import platform
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_max = -1, -4  # malloc.h's mallopt parameters
+    libc.mallopt(m_mmap_max, 0)
+    libc.mallopt(m_trim_threshold, 2**31 - 1)
+
+
 def amp_dtype(mode: str, device: torch.device):
     """None (full precision), torch.bfloat16 or torch.float16 for --amp auto|bf16|fp16|off."""
     import torch

@@ -38,6 +38,7 @@ from images import list_images  # noqa: E402
 from common import alternating_rounds, print_header  # noqa: E402
 from data import IMAGENET_MEAN, IMAGENET_STD, Normalize, build_transform  # noqa: E402
 from export import OnnxClassifier, export_onnx  # noqa: E402
+from utils import reuse_freed_cpu_memory  # noqa: E402
 from model import create_model  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "flowers"  # the bundled photos
@@ -69,6 +70,7 @@ def parse_args():
 def main():
     args = parse_args()
     print_header()
+    reuse_freed_cpu_memory()  # as predict.py does on a CPU (the tutorial's loop, one image at a time, gains nothing)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         folder = scratch / "photos"

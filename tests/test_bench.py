@@ -56,3 +56,11 @@ def test_bench_traffic_counts_the_same_matmuls_in_both_models():
 def test_bench_attention_times_each_kind():
     out = run_bench("bench/bench_attention.py", "--device", "cpu", "--repeats", "1", "--no-compile")
     assert "fastest:" in out and out.count("stage 1 regular") == 2  # plain and sdpa (FlexAttention: GPUs)
+
+
+def test_bench_heap_compares_glibc_as_it_comes_with_the_heap_reused():
+    out = run_bench("bench/bench_heap.py", "--model", "swin_micro_patch4_window4_128", "--train-batch", "4",
+                    "--infer-batch", "4", "--steps", "1", "--rounds", "1")
+    for line in ("train default", "train reuse", "infer default", "infer reuse", "train, reuse / default: ",
+                 "infer, reuse / default: ", "page faults an image"):
+        assert line in out, line
