@@ -10,6 +10,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the scripts are modules at the project root
 
+import utils  # noqa: E402
+
+utils.reuse_freed_cpu_memory()  # as train.py and predict.py run on a CPU, and the tests train in-process too
+
 SAMPLE = ROOT / "samples" / "flowers"
 
 
