@@ -116,6 +116,8 @@ class LayerNorm(nn.LayerNorm):
     any AMP training (patch merging ends with a linear), and so is bf16 in stage 1 too. V2's stream
     stays float32, as the official V2 trains it: its patch-embedding and merging norms follow autocast.
     The affine parameters are cast as autocast casts a linear's weight: CUDA's kernel takes one type.
+    With kernels.LAYER_NORM = "triton", CUDA training goes to kernels.py's kernels instead, with the same
+    output types and the affine parameters read in float32.
     """
 
     def __init__(self, dim: int, keep_autocast_type: bool = False):

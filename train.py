@@ -196,7 +196,7 @@ def main(argv=None) -> None:
     train_loader, epoch_batches = build_train_loader(cfg, splits.train, img_size, rank, world_size)
     val_loader = eval_loader(splits.val, eval_transform, cfg, rank, world_size)
     state = engine.build_train_state(cfg, model, net, device, amp, math.ceil(len(train_loader) / cfg.accum_steps),
-                              splits.counts("train"))
+                                     splits.counts("train"))
     if checkpoint is not None:
         state.resume_from(checkpoint, best_metric(cfg))
         if main_process:

@@ -314,8 +314,8 @@ def reuse_freed_cpu_memory() -> None:
     unmaps it when freed, so each large activation of every step is faulted in and zeroed again page by
     page: swin_tiny training at batch 16 took some 16,000 page faults an image on the 2-core EPYC. With
     maps off and the heap kept, those vanish once the heap has grown to a step's needs (a few steps):
-    training 1.12x (micro, batch 32) and 1.18x (swin_tiny, batch 16), inference at batch 32 1.4x; the
-    peak memory a tenth more at most (the demo: 1.04 GB against 0.95), held until the process ends.
+    swin_tiny trains 1.18x as fast (batch 16) and infers 1.46x (batch 32, predict.py's), at 1.02x and
+    1.15x the peak memory (bench/bench_heap.py), which the process holds until it ends.
     PyTorch's tuning guide says jemalloc or tcmalloc through LD_PRELOAD for this; here nothing is
     installed. Elsewhere (macOS, Windows, musl) it does nothing."""
     import ctypes

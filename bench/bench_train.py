@@ -225,21 +225,21 @@ def step_states(args, cfg, device, amp) -> tuple:
     if not args.no_timm:
         reference = timm_twin(ours)
         states["timm"] = build_state(args, cfg, reference, device, amp, img_size, ours=False)
-    kinds = bare_variants(args)
-    for name in kinds:
+    variants = bare_variants(args)
+    for name in variants:
         states[name] = build_state(args, cfg, copy.deepcopy(ours), device, amp, img_size)
     batch = (torch.randint(0, 256, (args.batch_size, 3, img_size, img_size), dtype=torch.uint8, device=device),
              torch.randint(0, 5, (args.batch_size,), device=device))
-    return states, kinds, batch, img_size
+    return states, variants, batch, img_size
 
 
 def compare_speed(args, device, amp):
     cfg = train_config(args)
-    states, kinds, batch, img_size = step_states(args, cfg, device, amp)
-    bare = next(iter(kinds))  # the loop's model, and the step the loop is compared with
+    states, variants, batch, img_size = step_states(args, cfg, device, amp)
+    bare = next(iter(variants))  # the loop's model, and the step the loop is compared with
 
     def step(name, steps):
-        use(kinds.get(name))
+        use(variants.get(name))
         return step_round(states[name], cfg, batch, steps)
     e2e_loaders = {}
     scratch = tempfile.TemporaryDirectory()
@@ -262,7 +262,7 @@ def compare_speed(args, device, amp):
         start = time.perf_counter()
         step(name, 3)
         warm_up[name] = time.perf_counter() - start
-    use(kinds[bare])
+    use(variants[bare])
     start = time.perf_counter()
     for epoch, (loader, epoch_batches) in enumerate(e2e_loaders.values()):  # and start the loaders' workers
         e2e_round(states[bare], cfg, loader, epoch_batches, epoch)
@@ -283,7 +283,7 @@ def compare_speed(args, device, amp):
             speeds[name].append(step(name, args.steps))
             if device.type == "cuda":
                 peaks[name] = torch.cuda.max_memory_allocated() / 2**30
-        use(kinds[bare])
+        use(variants[bare])
         for name, (loader, epoch_batches) in e2e_loaders.items():
             speed, wait = e2e_round(states[bare], cfg, loader, epoch_batches, round_ + 10)
             speeds[name].append(speed)
@@ -296,7 +296,7 @@ def compare_speed(args, device, amp):
         peak = f"  peak {peaks[name]:.2f} GiB" if name in peaks else ""
         wait = f"  waiting for data {statistics.median(waits[name]):.0%}" if name in waits else ""
         print(f"{name:44s} {statistics.median(values):9.1f} img/s{peak}{wait}")
-    for name in kinds if "timm" in speeds else ():
+    for name in variants if "timm" in speeds else ():
         print(f"{name} / timm {ratio(speeds[name], speeds['timm']):.2f}")
     for name in e2e_loaders:
         print(f"{name} / {bare} {ratio(speeds[name], speeds[bare]):.2f}")
@@ -377,11 +377,11 @@ def profile_steps(args, device, amp):
     what to make faster, on the machine that counts."""
     from torch.profiler import ProfilerActivity, profile
     cfg = train_config(args)
-    states, kinds, batch, _ = step_states(args, cfg, device, amp)
+    states, variants, batch, _ = step_states(args, cfg, device, amp)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"  # kernels, not callers
     for name, state in states.items():
-        use(kinds.get(name))
+        use(variants.get(name))
         step_round(state, cfg, batch, 3)  # warm-up
         with profile(activities=activities) as prof:
             step_round(state, cfg, batch, args.steps)
