@@ -33,7 +33,7 @@ triton = tl = None  # imported on first use (compiled()): every script imports m
 def fused_layer_norm_applies(x: torch.Tensor) -> bool:
     """Whether this LayerNorm call goes to the Triton kernels."""
     return (LAYER_NORM == "triton" and x.requires_grad and torch.is_grad_enabled() and (x.is_cuda or INTERPRET)
-            and not torch.compiler.is_compiling() and compiled() is not None)
+            and x.numel() > 0 and not torch.compiler.is_compiling() and compiled() is not None)
 
 
 @functools.lru_cache(maxsize=None)

@@ -20,6 +20,7 @@ def test_the_kernels_serve_cuda_training_only(monkeypatch):
     monkeypatch.setattr(kernels, "INTERPRET", True)
     assert kernels.fused_layer_norm_applies(x) == (kernels.triton is not None)
     assert not kernels.fused_layer_norm_applies(x.detach())  # no gradient wanted: inference, exports
+    assert not kernels.fused_layer_norm_applies(torch.zeros(0, 8, requires_grad=True))  # no rows: no launch
     with torch.no_grad():
         assert not kernels.fused_layer_norm_applies(x)
     monkeypatch.setattr(kernels, "LAYER_NORM", "torch")
