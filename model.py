@@ -65,6 +65,12 @@ def scaled_normalize(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (x.norm(dim=-1, keepdim=True).clamp_min(1e-12).reciprocal() * scale)
 
 
+def _heads_view(qkv: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B_, N, 3C) -> (3, B_, heads, N, d), a view."""
+    b_, n, c3 = qkv.shape
+    return qkv.view(b_, n, 3, heads, c3 // (3 * heads)).permute(2, 0, 3, 1, 4)
+
+
 class _SplitHeads(torch.autograd.Function):
     """(B_, N, 3C) -> q, k, v, each (B_, heads, N, d), contiguous, in one copy; their gradients are written
     straight back into (B_, N, 3C). Left to autograd (permuted views that each matmul copies), the
@@ -72,8 +78,7 @@ class _SplitHeads(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, qkv, heads):
-        b_, n, c3 = qkv.shape
-        return qkv.view(b_, n, 3, heads, c3 // (3 * heads)).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
+        return _heads_view(qkv, heads).contiguous().unbind(0)
 
     @staticmethod
     def backward(ctx, dq, dk, dv):
@@ -88,8 +93,7 @@ def split_heads(qkv: torch.Tensor, heads: int):
     """(B_, N, 3C) -> q, k, v, each (B_, heads, N, d)."""
     if torch.is_grad_enabled() and qkv.requires_grad:
         return _SplitHeads.apply(qkv, heads)
-    b_, n, c3 = qkv.shape
-    return qkv.view(b_, n, 3, heads, c3 // (3 * heads)).permute(2, 0, 3, 1, 4).unbind(0)  # views: plain in exports
+    return _heads_view(qkv, heads).unbind(0)  # views: plain in exports
 
 
 def drop_path_add(x: torch.Tensor, y: torch.Tensor, rate: float, training: bool) -> torch.Tensor:

@@ -46,6 +46,14 @@ def check_layer_norm(rows: int, width: int, dtype, out_dtype, device: str) -> No
     assert relative_error(grads[1], want_grads[1]) < 1e-5 and relative_error(grads[2], want_grads[2]) < 1e-5
 
 
+def count_kernel_calls(monkeypatch) -> list:
+    """A list that grows by one entry (the input's shape) per call of kernels.layer_norm (test_cuda.py's too)."""
+    calls = []
+    real = kernels.layer_norm
+    monkeypatch.setattr(kernels, "layer_norm", lambda *args: calls.append(args[0].shape) or real(*args))
+    return calls
+
+
 @pytest.mark.parametrize("version", [1, 2])
 def test_a_training_step_with_the_kernels_matches_torch(version, monkeypatch):
     """Every LayerNorm of a V1 or V2 model through the kernels, in training only: the loss and every
@@ -62,9 +70,7 @@ def test_a_training_step_with_the_kernels_matches_torch(version, monkeypatch):
         loss.backward()
         return loss, {name: p.grad.clone() for name, p in net.named_parameters()}
 
-    calls = []
-    real = kernels.layer_norm
-    monkeypatch.setattr(kernels, "layer_norm", lambda *args: calls.append(args[0].shape) or real(*args))
+    calls = count_kernel_calls(monkeypatch)
     want_loss, want = gradients("torch")
     assert not calls
     loss, got = gradients("triton")

@@ -13,7 +13,7 @@ import engine
 import kernels
 import loaders
 import train
-from interpreted_kernels import check_layer_norm
+from interpreted_kernels import check_layer_norm, count_kernel_calls
 from model import create_model
 from test_data import check_device_decoding
 from test_engine import training_losses
@@ -91,9 +91,7 @@ def test_triton_layer_norm_matches_torch_on_the_gpu(version, monkeypatch):
         for dtype, out_dtype in ((torch.float32,) * 2, (torch.bfloat16,) * 2, (torch.bfloat16, torch.float32)):
             check_layer_norm(rows, width, dtype, out_dtype, "cuda")
     want_losses, want_weights, _ = training_losses(torch.bfloat16, "cuda", version=version)
-    calls = []
-    real = kernels.layer_norm
-    monkeypatch.setattr(kernels, "layer_norm", lambda *args: calls.append(1) or real(*args))
+    calls = count_kernel_calls(monkeypatch)
     monkeypatch.setattr(kernels, "LAYER_NORM", "triton")
     losses, weights, _ = training_losses(torch.bfloat16, "cuda", version=version)
     assert calls
