@@ -20,21 +20,17 @@ import argparse
 import csv
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 import plots
-from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, Normalize, build_loader, build_transform, default_workers,
-                  load_rgb)
-from export import INPUT_TYPES, ExportedClassifier, choose_exporter, load_program
-from images import image_problem, list_images, read_class_indices
-from model import resolve_variant
-from weights import create_model_from_checkpoint, model_from_state_dict
-from utils import (COUNT, POSITIVE_INT, UserError, amp_dtype, autocast, load_checkpoint, reuse_freed_cpu_memory,
-                   run_cli, select_device)
+from data import ImageDataset, Normalize, build_loader, build_transform, default_workers, load_rgb
+from export import INPUT_TYPES, ExportedClassifier, choose_exporter
+from images import image_problem, list_images
+from utils import COUNT, POSITIVE_INT, UserError, amp_dtype, autocast, reuse_freed_cpu_memory, run_cli, select_device
+from weights import load_classifier
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,16 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@dataclass
-class Classifier:
-    model: torch.nn.Module
-    class_names: list
-    mean: tuple
-    std: tuple
-    crop_pct: float
-    source: Path
-
-
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     if not args.images and args.export is None:
@@ -96,7 +82,7 @@ def main(argv=None) -> None:
     device = select_device(args.device)
     if device.type == "cpu":
         reuse_freed_cpu_memory()
-    clf = load_classifier(args)
+    clf = load_classifier(args.weights, args.model, args.num_classes, args.class_indices, args.img_size)
     program = isinstance(clf.model, ExportedClassifier)
     if program and export is not None:
         raise UserError(f"--export needs a checkpoint to export from, not the program {clf.source}")
@@ -134,49 +120,6 @@ def main(argv=None) -> None:
               if failed else "") + (f"; results in {args.output}" if args.output else ""), file=sys.stderr)
     if failed:
         sys.exit(1)
-
-
-def load_classifier(args) -> Classifier:
-    """The model, class names and preprocessing of a train.py checkpoint, of an .onnx or .pt2 that --export
-    wrote, or of a plain state dict and the flags that describe it."""
-    path = args.weights or newest_run_checkpoint()
-    path = path / "best.pth" if path.is_dir() else path
-    ckpt = None if path.suffix.lower() in (".onnx", ".pt2") else load_checkpoint(path)
-    size = {"img_size": args.img_size} if args.img_size else {}
-    if ckpt is None:  # what --export wrote: the program carries its names and preprocessing, as a checkpoint does
-        model = load_program(path)
-        if args.img_size and args.img_size != model.img_size:
-            raise UserError(f"--img-size {args.img_size} was given, but {path} was exported for "
-                            f"{model.img_size} px; drop --img-size (the program resizes any image itself)")
-        names, mean, std, crop_pct = model.class_names, model.mean, model.std, model.crop_pct
-    elif isinstance(ckpt, dict) and "variant" in ckpt and "model" in ckpt:  # train.py's: it describes itself
-        model = create_model_from_checkpoint(ckpt, **size)
-        model.load_state_dict(ckpt["model"])
-        names, mean, std, crop_pct = ckpt["class_names"], ckpt["mean"], ckpt["std"], ckpt["crop_pct"]
-    else:
-        model = model_from_state_dict(ckpt, path, args.model, size)
-        names, mean, std, crop_pct = None, IMAGENET_MEAN, IMAGENET_STD, 0.875
-    if args.model and resolve_variant(args.model) != model.variant:
-        raise UserError(f"--model {args.model} was given, but {path} holds a {model.variant}; drop --model")
-    if args.num_classes is not None and args.num_classes != model.num_classes:
-        raise UserError(f"--num-classes {args.num_classes} was given, but the classifier in {path} has "
-                        f"{model.num_classes} outputs: it was trained for {model.num_classes} classes")
-    if args.class_indices is not None:
-        names = read_class_indices(args.class_indices)
-        if len(names) != model.num_classes:
-            raise UserError(f"{args.class_indices} names {len(names)} classes, but the classifier in {path} "
-                            f"has {model.num_classes} outputs; use the class_indices.json of its training run")
-    names = names or [str(i) for i in range(model.num_classes)]  # no names known: the indices
-    return Classifier(model, names, tuple(mean), tuple(std), crop_pct, path)
-
-
-def newest_run_checkpoint() -> Path:
-    found = sorted(Path("runs").glob("*/best.pth"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise UserError(f"no checkpoint to predict with: no runs/*/best.pth in {Path.cwd()}. Train one "
-                        "(python train.py --data-path flower_photos) or pass one with --weights FILE (a plain "
-                        "state dict also needs --model NAME --num-classes N)")
-    return found[-1]
 
 
 def classify(model, paths: list[str], transform, normalize, device, args):

@@ -11,15 +11,21 @@ architecture (another variant is one clear error naming it), and adapted where t
 adapts them: V1 position-bias tables resized to another window, the classifier dropped for another
 class count. Buffers the model rebuilds from its geometry are never loaded. model_from_state_dict
 builds the classifier that a bare file of weights holds, given its variant; create_model_from_checkpoint
-the network that a train.py checkpoint describes; model_for_run the one a train.py run starts from.
+the network that a train.py checkpoint describes; model_for_run the one a train.py run starts from;
+load_classifier what predict.py classifies with, from any of these or from an exported program.
 """
 import re
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from data import IMAGENET_MEAN, IMAGENET_STD
 from download import OFFICIAL_WEIGHTS, official_weights_file
+from export import load_program
+from images import read_class_indices
 from model import SIZES, VARIANTS, create_model, resolve_variant
 from utils import UserError, load_checkpoint
 
@@ -236,3 +242,61 @@ def freeze_all_but_the_head(model):
     for name, param in model.named_parameters():
         param.requires_grad = name.startswith("head.")
     return model
+
+
+# --- What predict.py classifies with ---
+
+@dataclass
+class Classifier:
+    """A model, or a program that predict.py --export wrote, with its class names and preprocessing."""
+    model: nn.Module
+    class_names: list
+    mean: tuple
+    std: tuple
+    crop_pct: float
+    source: Path
+
+
+def load_classifier(weights: Path | None, variant: str | None = None, num_classes: int | None = None,
+                    class_indices: Path | None = None, img_size: int | None = None) -> Classifier:
+    """predict.py's classifier (its flags --weights, --model, --num-classes, --class-indices, --img-size): a
+    train.py checkpoint or run folder (default: the newest run's best.pth), an .onnx or .pt2 that --export
+    wrote, or a plain state dict of `variant`; the flags given are checked against what the file holds."""
+    path = weights or newest_run_checkpoint()
+    path = path / "best.pth" if path.is_dir() else path
+    ckpt = None if path.suffix.lower() in (".onnx", ".pt2") else load_checkpoint(path)
+    size = {"img_size": img_size} if img_size else {}
+    if ckpt is None:  # what --export wrote: the program carries its names and preprocessing, as a checkpoint does
+        model = load_program(path)
+        if img_size and img_size != model.img_size:
+            raise UserError(f"--img-size {img_size} was given, but {path} was exported for "
+                            f"{model.img_size} px; drop --img-size (the program resizes any image itself)")
+        names, mean, std, crop_pct = model.class_names, model.mean, model.std, model.crop_pct
+    elif isinstance(ckpt, dict) and "variant" in ckpt and "model" in ckpt:  # train.py's: it describes itself
+        model = create_model_from_checkpoint(ckpt, **size)
+        model.load_state_dict(ckpt["model"])
+        names, mean, std, crop_pct = ckpt["class_names"], ckpt["mean"], ckpt["std"], ckpt["crop_pct"]
+    else:
+        model = model_from_state_dict(ckpt, path, variant, size)
+        names, mean, std, crop_pct = None, IMAGENET_MEAN, IMAGENET_STD, 0.875
+    if variant and resolve_variant(variant) != model.variant:
+        raise UserError(f"--model {variant} was given, but {path} holds a {model.variant}; drop --model")
+    if num_classes is not None and num_classes != model.num_classes:
+        raise UserError(f"--num-classes {num_classes} was given, but the classifier in {path} has "
+                        f"{model.num_classes} outputs: it was trained for {model.num_classes} classes")
+    if class_indices is not None:
+        names = read_class_indices(class_indices)
+        if len(names) != model.num_classes:
+            raise UserError(f"{class_indices} names {len(names)} classes, but the classifier in {path} "
+                            f"has {model.num_classes} outputs; use the class_indices.json of its training run")
+    names = names or [str(i) for i in range(model.num_classes)]  # no names known: the indices
+    return Classifier(model, names, tuple(mean), tuple(std), crop_pct, path)
+
+
+def newest_run_checkpoint() -> Path:
+    found = sorted(Path("runs").glob("*/best.pth"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise UserError(f"no checkpoint to predict with: no runs/*/best.pth in {Path.cwd()}. Train one "
+                        "(python train.py --data-path flower_photos) or pass one with --weights FILE (a plain "
+                        "state dict also needs --model NAME --num-classes N)")
+    return found[-1]

@@ -39,6 +39,7 @@ from common import alternating_rounds, print_header  # noqa: E402
 from data import IMAGENET_MEAN, IMAGENET_STD, Normalize, build_transform  # noqa: E402
 from export import OnnxClassifier, export_onnx  # noqa: E402
 from utils import reuse_freed_cpu_memory  # noqa: E402
+from weights import load_classifier  # noqa: E402
 from model import create_model  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "flowers"  # the bundled photos
@@ -85,7 +86,7 @@ def main():
         cli += [f"--{flag.replace('_', '-')}={value}" for flag, value in vars(args).items()
                 if flag in ("batch_size", "workers", "amp") and value is not None]
         options = predict.build_parser().parse_args([str(folder), "--no-progress", *cli])
-        clf = predict.load_classifier(options)
+        clf = load_classifier(options.weights, img_size=options.img_size)
         model, size = clf.model.eval(), clf.model.img_size
         count = len(list_images([str(folder)]))
         print(f"{count} photos ({len(sources)} from {args.folder}, x{args.copies}); {model.variant} at {size} px, "
