@@ -64,3 +64,9 @@ def test_bench_heap_compares_glibc_as_it_comes_with_the_heap_reused():
     for line in ("train default", "train reuse", "infer default", "infer reuse", "train, reuse / default: ",
                  "infer, reuse / default: ", "page faults an image"):
         assert line in out, line
+
+
+def test_bench_predict_times_predict_py_against_the_tutorial_loop():
+    out = run_bench("bench/bench_predict.py", "--copies", "1", "--rounds", "1", "--img-size", "64")
+    assert "100 photos (100 from " in out and "swin_micro_patch4_window4_128 at 64 px, random weights" in out
+    assert "round 1: tutorial loop " in out and "ratio predict.py / tutorial loop: " in out
