@@ -40,6 +40,7 @@ from utils import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CROP_PCT = 0.875  # evaluation keeps the central 87.5% of the shorter side (the official recipe's)
 RECIPES = ("tutorial", "official")
 
 
@@ -338,7 +339,7 @@ def pil_to_uint8(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
 
 
-def build_transform(img_size: int, train: bool, recipe: str = "tutorial", crop_pct: float = 0.875,
+def build_transform(img_size: int, train: bool, recipe: str = "tutorial", crop_pct: float = CROP_PCT,
                     decode: str = "workers"):
     """Opened image -> uint8 (3, img_size, img_size) tensor; build_normalize's Normalize, on the
     batch, makes the model's input of it. With decode="device" (training, tutorial recipe), a JpegCrop

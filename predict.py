@@ -29,7 +29,7 @@ import plots
 from data import ImageDataset, Normalize, build_loader, build_transform, default_workers, load_rgb
 from export import INPUT_TYPES, ExportedClassifier, choose_exporter
 from images import image_problem, list_images
-from utils import COUNT, POSITIVE_INT, UserError, amp_dtype, autocast, reuse_freed_cpu_memory, run_cli, select_device
+from utils import COUNT, POSITIVE_INT, UserError, amp_dtype, autocast, run_cli, select_device, tune_for
 from weights import load_classifier
 
 
@@ -80,8 +80,7 @@ def main(argv=None) -> None:
     export = choose_exporter(args.export) if args.export is not None else None
     paths = list_images(args.images)  # before loading the model: a mistyped path fails at once
     device = select_device(args.device)
-    if device.type == "cpu":
-        reuse_freed_cpu_memory()
+    tune_for(device)  # fp32 stays fp32: an export is checked against the model at 1e-4
     clf = load_classifier(args.weights, args.model, args.num_classes, args.class_indices, args.img_size)
     program = isinstance(clf.model, ExportedClassifier)
     if program and export is not None:

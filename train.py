@@ -30,14 +30,13 @@ import engine
 import report
 import run_log
 from download import fetch_flower_photos, fetch_official_weights, official_weights_file
-from data import (IMAGENET_MEAN, IMAGENET_STD, build_normalize, build_transform, default_workers,
-                  load_splits, write_class_indices)
+from data import build_normalize, build_transform, default_workers, load_splits, write_class_indices
 from loaders import Take, build_train_loader, eval_loader
 from model import NO_PRETRAINED_WEIGHTS, resolve_variant
 from utils import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UserError, amp_dtype, explicit_flags,
-                   init_distributed, load_checkpoint, parse_config, plain, ranged, reuse_freed_cpu_memory, run_cli,
-                   save_checkpoint, seed_everything, StopSignal, write_yaml, yes_no)
-from weights import model_for_run
+                   init_distributed, load_checkpoint, parse_config, plain, ranged, run_cli,
+                   save_checkpoint, seed_everything, StopSignal, tune_for, write_yaml, yes_no)
+from weights import describe_for_checkpoint, model_for_run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,12 +138,7 @@ def main(argv=None) -> None:
     rank, world_size, local_rank, device = init_distributed(cfg.device)
     main_process = rank == 0
     amp = amp_dtype(cfg.amp, device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # one input size: the fastest patch-embedding kernel, found once
-        if amp is None:
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # fp32 on tensor cores
-    elif device.type == "cpu":
-        reuse_freed_cpu_memory()
+    tune_for(device, tf32=amp is None)
     if cfg.workers is None:
         cfg.workers = default_workers(device, world_size)
 
@@ -187,7 +181,7 @@ def main(argv=None) -> None:
     if compiled and not cfg.eval_only:
         net = engine.compile_model(net, model, img_size, device, fallback=cfg.compile is None)
 
-    eval_transform = build_transform(img_size, train=False, crop_pct=0.875)
+    eval_transform = build_transform(img_size, train=False)
     if cfg.eval_only:
         if distributed:
             raise UserError("--eval-only runs in one process: start it with python, not torchrun")
@@ -234,8 +228,7 @@ def main(argv=None) -> None:
             run_log.log_training_images(writer, first, state.normalize, classes)
             batches = itertools.chain([first], batches)
 
-    meta = {"variant": model.variant, "model_overrides": plain(model.overrides), "img_size": img_size,
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "crop_pct": 0.875, "class_names": classes}
+    meta = describe_for_checkpoint(model, classes)
 
     def save(name: str, weights=None) -> None:
         if main_process:

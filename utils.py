@@ -328,6 +328,19 @@ def reuse_freed_cpu_memory() -> None:
     libc.mallopt(m_trim_threshold, 2**31 - 1)
 
 
+def tune_for(device, tf32: bool = False) -> None:
+    """What train.py, predict.py and the benchmarks set for `device` before they run (process-wide): on a
+    GPU, cuDNN's search for the fastest kernel of each input size (one size here: one search) and, with
+    `tf32` (training in fp32), TF32 matmuls on the tensor cores; on a CPU, reuse_freed_cpu_memory."""
+    import torch
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        if tf32:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    elif device.type == "cpu":
+        reuse_freed_cpu_memory()
+
+
 def amp_dtype(mode: str, device: torch.device):
     """None (full precision), torch.bfloat16 or torch.float16 for --amp auto|bf16|fp16|off."""
     import torch

@@ -22,12 +22,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data import IMAGENET_MEAN, IMAGENET_STD
+from data import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 from download import OFFICIAL_WEIGHTS, official_weights_file
 from export import load_program
 from images import read_class_indices
 from model import SIZES, VARIANTS, create_model, resolve_variant
-from utils import UserError, load_checkpoint
+from utils import UserError, load_checkpoint, plain
 
 # Rebuilt by the model from its geometry, so never loaded (official files carry them).
 _BUFFERS = ("relative_position_index", "relative_coords_table", "attn_mask", "k_bias")
@@ -178,6 +178,14 @@ def format_load_report(report: dict, num_loaded: int) -> str:
     return "\n".join(lines)
 
 
+def describe_for_checkpoint(model: nn.Module, class_names: list) -> dict:
+    """What a train.py checkpoint holds beside the weights, so that it rebuilds its network
+    (create_model_from_checkpoint) and predict.py preprocesses and names as the run did."""
+    return {"variant": model.variant, "model_overrides": plain(model.overrides), "img_size": model.img_size,
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "crop_pct": CROP_PCT,
+            "class_names": list(class_names)}
+
+
 def create_model_from_checkpoint(checkpoint: dict, **overrides) -> nn.Module:
     """The network a train.py checkpoint holds (its variant and overrides), before its weights are
     loaded. V2 checkpoints that predate the variants' pretrained windows (they hold none) normalised
@@ -278,7 +286,7 @@ def load_classifier(weights: Path | None, variant: str | None = None, num_classe
         names, mean, std, crop_pct = ckpt["class_names"], ckpt["mean"], ckpt["std"], ckpt["crop_pct"]
     else:
         model = model_from_state_dict(ckpt, path, variant, size)
-        names, mean, std, crop_pct = None, IMAGENET_MEAN, IMAGENET_STD, 0.875
+        names, mean, std, crop_pct = None, IMAGENET_MEAN, IMAGENET_STD, CROP_PCT
     if variant and resolve_variant(variant) != model.variant:
         raise UserError(f"--model {variant} was given, but {path} holds a {model.variant}; drop --model")
     if num_classes is not None and num_classes != model.num_classes:

@@ -39,7 +39,7 @@ from common import alternating_rounds, print_header  # noqa: E402
 from data import IMAGENET_MEAN, IMAGENET_STD, Normalize, build_transform  # noqa: E402
 from export import OnnxClassifier, export_onnx  # noqa: E402
 from utils import reuse_freed_cpu_memory  # noqa: E402
-from weights import load_classifier  # noqa: E402
+from weights import describe_for_checkpoint, load_classifier  # noqa: E402
 from model import create_model  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "flowers"  # the bundled photos
@@ -129,10 +129,8 @@ def main():
 def random_checkpoint(variant: str, img_size, path: Path) -> Path:
     """A train.py-style checkpoint of a randomly initialised model."""
     model = create_model(variant, num_classes=5, **({"img_size": img_size} if img_size else {}))
-    torch.save({"variant": model.variant, "model_overrides": model.overrides, "img_size": model.img_size,
-                "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "crop_pct": 0.875,
-                "class_names": ["daisy", "dandelion", "roses", "sunflowers", "tulips"], "model": model.state_dict()},
-               path)
+    classes = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+    torch.save({**describe_for_checkpoint(model, classes), "model": model.state_dict()}, path)
     return path
 
 

@@ -46,7 +46,7 @@ import loaders  # noqa: E402
 import model as swin  # noqa: E402
 import train  # noqa: E402
 from data import default_workers, load_splits  # noqa: E402
-from utils import amp_dtype, reuse_freed_cpu_memory, select_device  # noqa: E402
+from utils import amp_dtype, select_device, tune_for  # noqa: E402
 from weights import load_weights  # noqa: E402
 
 SAMPLE = ROOT / "samples" / "flowers"
@@ -393,10 +393,7 @@ def main():
     args = parse_args()
     device = args.device
     amp = amp_dtype(args.amp, device)
-    if device.type == "cuda" and amp is None:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as train.py
-    if device.type == "cpu":
-        reuse_freed_cpu_memory()  # as train.py
+    tune_for(device, tf32=amp is None)  # as train.py
     use(next(iter(bare_variants(args).values())))  # --memory's, --profile's, e2e's: the first kinds named
     if args.cudagraphs:  # what mode="reduce-overhead" sets, here for both models and every compile
         import torch._inductor.config

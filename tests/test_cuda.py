@@ -208,7 +208,7 @@ def check_exports_on(device: str, tmp_path) -> None:
     loads it, with the model's logits."""
     from pathlib import Path
     from export import export_onnx, export_pt2, export_torchscript, load_program
-    from predict import Classifier
+    from weights import Classifier
     torch.manual_seed(0)
     model = create_model("swin_micro_patch4_window4_128", num_classes=5, img_size=64).eval().to(device)
     clf = Classifier(model, list("abcde"), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 0.875, Path("ckpt.pth"))

@@ -11,7 +11,7 @@ from PIL import Image
 from data import Normalize, build_transform
 from export import ONNX_OPSET, Deployable, export_onnx, export_pt2
 from model import create_model
-from predict import Classifier
+from weights import Classifier
 
 SIZE = 64
 CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
