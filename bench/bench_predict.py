@@ -39,8 +39,8 @@ from common import alternating_rounds, print_header  # noqa: E402
 from data import IMAGENET_MEAN, IMAGENET_STD, Normalize, build_transform  # noqa: E402
 from export import OnnxClassifier, export_onnx  # noqa: E402
 from utils import reuse_freed_cpu_memory  # noqa: E402
-from weights import describe_for_checkpoint, load_classifier  # noqa: E402
 from model import create_model  # noqa: E402
+from weights import describe_for_checkpoint, load_classifier  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "flowers"  # the bundled photos
 

@@ -388,6 +388,24 @@ def test_user_errors_are_one_line_without_traceback(flowers, tmp_path, capsys, a
     assert re.search(message, err), err
 
 
+def test_loader_workers_started_afresh_train_as_forked_ones(flowers, tmp_path, capsys):
+    """Loader workers that start a fresh interpreter (spawn: macOS and Windows; forkserver: Linux from
+    Python 3.14) get the dataset, its transforms and their seeds by pickling, not by a copy of the
+    training process: the run works and gives the forked workers' results."""
+    import multiprocessing
+    common = ["--data-path", flowers, *FAST, "--workers", "2", "--epochs", "1", "--output", tmp_path]
+    before = multiprocessing.get_start_method(allow_none=True)
+    losses = {}
+    try:
+        for method in ("fork", "spawn"):
+            multiprocessing.set_start_method(method, force=True)
+            train_here(capsys, *common, "--name", method)
+            losses[method] = metrics(tmp_path / method)[0]["loss_train"]
+    finally:
+        multiprocessing.set_start_method(before, force=True)
+    assert losses["spawn"] == losses["fork"]
+
+
 def test_decoding_on_the_device_trains_as_decoding_in_the_workers(flowers, tmp_path):
     """--decode device on the CPU (the code nvJPEG runs on a GPU, but for the decoder itself): the same crops,
     so the same training within the decoders' grey level or so."""
