@@ -39,6 +39,38 @@ def test_layer_decay_scales_early_layers_least():
     assert engine.current_lr(engine.build_optimizer(net, cfg)) == 1e-3
 
 
+def test_adamw_is_fused_on_the_cpu_and_steps_as_the_default_loop_does():
+    """One kernel for all parameters on a CPU too, with the recipe's groups (layer-wise lr, no decay on
+    norms and biases) stepped as PyTorch's default per-parameter loop steps them."""
+    cfg = argparse.Namespace(weight_decay=0.05, layer_decay=0.5, lr=1e-2)
+    nets = [micro(), micro()]
+    nets[1].load_state_dict(nets[0].state_dict())
+    fused = engine.build_optimizer(nets[0], cfg)
+    assert fused.defaults["fused"]
+    params = dict(nets[1].named_parameters())
+    loop = torch.optim.AdamW([{"params": [params[n] for n in names], "lr": g["lr"], "weight_decay": g["weight_decay"]}
+                              for g, names in zip(fused.param_groups, groups_by_name(nets[0], fused))],
+                             betas=(0.9, 0.999), eps=1e-8, foreach=False)
+    assert not any(g["fused"] for g in loop.param_groups) and len(loop.param_groups) > 2
+    start = nets[0].head.weight.detach().clone()
+    torch.manual_seed(0)
+    for _ in range(3):
+        for (_, a), (_, b) in zip(nets[0].named_parameters(), nets[1].named_parameters()):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        fused.step()
+        loop.step()
+    for (name, a), (_, b) in zip(nets[0].named_parameters(), nets[1].named_parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    assert (nets[0].head.weight - start).abs().mean() > 1e-3  # Adam moves each weight by about lr a step
+
+
+def groups_by_name(net, optimizer) -> list:
+    """The parameter names of each of the optimizer's groups."""
+    name = {id(p): n for n, p in net.named_parameters()}
+    return [[name[id(p)] for p in group["params"]] for group in optimizer.param_groups]
+
+
 def test_warmup_then_cosine_per_step():
     steps = [engine.lr_factor(s, total_steps=100, warmup_steps=10, warmup_ratio=0.01, min_ratio=0.001)
              for s in range(101)]
