@@ -183,7 +183,9 @@ def write_yaml(path, data: dict) -> None:
 
 def save_checkpoint(obj: dict, path) -> None:
     """Write to a temporary file, sync it, then rename over `path`: a kill at any moment leaves
-    either the previous file or the new one, never a torn one."""
+    either the previous file or the new one, never a torn one. A write that fails (a full disk, a
+    quota) is a UserError that says so, the previous file still in place."""
+    import shutil
     import torch
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -193,6 +195,12 @@ def save_checkpoint(obj: dict, path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch.save's writer reports a failed write as a RuntimeError
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else "the write failed"
+        free = shutil.disk_usage(path.parent).free / 2**30
+        kept = f"the {path.name} that was there is kept" if path.exists() else "nothing was written"
+        raise UserError(f"could not save {path}: {reason} ({free:.1f} GB free on its disk); {kept}. Make room, "
+                        "then resume: python train.py --resume " + str(path.parent)) from None
     finally:
         tmp.unlink(missing_ok=True)
     if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable

@@ -131,6 +131,26 @@ def test_a_run_without_loss_scaling_resumes_with_fp16():
     assert after.best_acc == -1.0
 
 
+def test_a_checkpoint_that_cannot_be_written_stops_the_run_in_one_line_and_keeps_the_last(flowers, tmp_path, capsys):
+    """A full disk, here a limit on file size, which fails a write as a full disk does: the resumed run stops
+    with one line that says so, and the last.pth that was there stays whole, with no temporary file left."""
+    import resource
+    train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "full")
+    last = tmp_path / "full" / "last.pth"
+    limit = last.stat().st_size // 2  # the other files a run writes stay far smaller
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it fails instead of killing the process
+
+    result = run_train("--resume", tmp_path / "full", "--epochs", "2", check=False, preexec_fn=limited)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"error: could not save {tmp_path / 'full'}/") and result.stderr.count("\n") == 1
+    assert "GB free on its disk); the " in result.stderr and f"--resume {tmp_path / 'full'}" in result.stderr
+    assert utils.load_checkpoint(last)["epoch"] == 1
+    assert not list((tmp_path / "full").glob(".*.tmp"))
+
+
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_stop_signal_saves_last_and_resume_finishes(flowers, tmp_path, sig, status, capsys):
     args = [sys.executable, "train.py", "--data-path", str(flowers), *FAST, "--epochs", "50",
