@@ -77,6 +77,9 @@ def main(argv=None) -> None:
         raise UserError("name the images to classify: files, folders or glob patterns (or --export FILE)")
     if args.output is not None and args.output.suffix.lower() not in (".json", ".csv"):
         raise UserError(f"--output {args.output}: the name must end in .json or .csv")
+    for folder in (args.output.parent if args.output else None, args.save_vis):
+        if folder is not None:  # made now: one that cannot be made fails before the classifying, not after
+            folder.mkdir(parents=True, exist_ok=True)
     export = choose_exporter(args.export) if args.export is not None else None
     paths = list_images(args.images)  # before loading the model: a mistyped path fails at once
     device = select_device(args.device)

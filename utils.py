@@ -29,9 +29,10 @@ class UserError(Exception):
 
 
 def run_cli(main) -> None:
-    """Run a script's `main()`, turning a UserError into one line on stderr and exit status 2, a
-    Ctrl-C that was not handled (train.py's second one) into one line and status 130, and a reader
-    of stdout that has gone (`| head`) into a quiet stop, as other command-line tools make it."""
+    """Run a script's `main()`, turning a UserError, or an OSError about a path (a folder that cannot be
+    made, a file that cannot be written), into one line on stderr and exit status 2, a Ctrl-C that was
+    not handled (train.py's second one) into one line and status 130, and a reader of stdout that has
+    gone (`| head`) into a quiet stop, as other command-line tools make it."""
     try:
         main()
         sys.stdout.flush()  # a closed pipe raises here, not at exit
@@ -47,6 +48,12 @@ def run_cli(main) -> None:
         # stdout to /dev/null, so that flushing it at exit raises nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(128 + signal.SIGPIPE)
+    except OSError as err:
+        if err.filename is None:  # not about a file or folder: kept with its traceback
+            raise
+        # a folder that cannot be made, a file that cannot be written: the path and why, as a shell tool says it
+        print(f"error: {err.filename}: {err.strerror}", file=sys.stderr)
+        sys.exit(2)
 
 
 def stdout_reader_gone() -> bool:

@@ -226,6 +226,19 @@ def test_user_errors(args, message, trained, checkpoint, photos, tmp_path, capsy
         run_predict(capsys, monkeypatch, tmp_path, *args.format(**fill).split())
 
 
+def test_an_output_folder_that_cannot_be_made_fails_before_anything_is_classified(trained, photos, tmp_path,
+                                                                                    capsys, monkeypatch):
+    from utils import run_cli
+    monkeypatch.chdir(trained)
+    (tmp_path / "a_file").write_text("")
+    for flag, target in (("--output", tmp_path / "a_file" / "p.csv"), ("--save-vis", tmp_path / "a_file" / "vis")):
+        with pytest.raises(SystemExit) as exited:
+            run_cli(lambda: predict.main([str(photos[0]), flag, str(target)]))
+        out, err = capsys.readouterr()
+        assert exited.value.code == 2 and out == ""  # stopped before the model was loaded
+        assert err.startswith(f"error: {tmp_path / 'a_file'}") and err.count("\n") == 1, err  # the path and why
+
+
 def test_no_checkpoint_says_what_to_do(photos, tmp_path):
     """Through run_cli, as a user sees it: one line, status 2, no traceback."""
     result = subprocess.run([sys.executable, ROOT / "predict.py", photos[0]], cwd=tmp_path, capture_output=True,

@@ -392,6 +392,7 @@ def test_files_that_do_not_decode_are_left_out_and_named(tmp_path):
     (["--num-classes", "3"], "--num-classes 3 was given, but .* has 5 class folders: daisy, dandelion"),
     (["--val-ratio", "0"], "gives no validation images, which choose best.pth: use --val-ratio above 0"),
     (["--decode", "device", "--recipe", "official"], "--decode device works with --recipe tutorial"),
+    (["--output", "/dev/null/runs"], "^error: /dev/null/runs/.*: Not a directory"),  # the run folder in it
 ])
 def test_user_errors_are_one_line_without_traceback(flowers, tmp_path, capsys, args, message):
     """In this process, through run_cli as the script runs main (another exception than its exit would
