@@ -492,7 +492,9 @@ def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
 @atexit.register  # registered after multiprocessing's own exit handler, so it runs before it
 def kill_remaining_workers() -> None:
     """A process that ends on an error, with its loader's workers still up, would wait for ever at exit:
-    multiprocessing ends them with SIGTERM, which they ignore, then waits for them. They are killed first."""
+    multiprocessing ends them with SIGTERM, which they ignore, then waits for them. They are killed first,
+    once PyTorch's SIGCHLD handler, which would report each of them dying as an error, is gone."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     for child in multiprocessing.active_children():
         child.kill()
 

@@ -252,6 +252,13 @@ def main(argv=None) -> None:
         raise UserError(f"out of GPU memory at --batch-size {cfg.batch_size}, {img_size} px: try --batch-size "
                         f"{max(1, cfg.batch_size // 2)} --accum-steps {cfg.accum_steps * 2}, or --grad-checkpointing") \
             from None
+    except RuntimeError as err:
+        if not str(err).startswith("DataLoader worker (pid"):  # PyTorch's words for a worker process that died
+            raise
+        raise UserError(f"{str(err).strip()} A data loading process died, most often killed by the system for want "
+                        f"of memory; the steps since {run_dir / 'last.pth'} was saved are lost. Try fewer --workers "
+                        f"(now {cfg.workers}) or a smaller --batch-size, then: python train.py --resume {run_dir}") \
+            from None
     finally:
         stop.restore()
         if writer is not None:

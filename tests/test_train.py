@@ -227,6 +227,27 @@ def test_a_crash_with_loader_workers_up_ends_the_process(tmp_path):
     assert result.returncode == 1 and "a bug in the step" in result.stderr
 
 
+def test_a_loader_worker_killed_stops_the_run_in_one_line_that_says_how_to_go_on(flowers, tmp_path):
+    """The system's out-of-memory killer ends a loader worker: one line that says what happened, what to
+    change and how to resume; no traceback, none either from the other workers ended at exit."""
+    proc = subprocess.Popen([sys.executable, "train.py", "--data-path", str(flowers), *FAST, "--workers", "2",
+                             "--epochs", "50", "--output", str(tmp_path), "--name", "oom"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "oom" / "last.pth"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert last.exists(), proc.communicate()
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    workers = [pid for pid in children if "train.py" in Path(f"/proc/{pid}/cmdline").read_text()]
+    os.kill(int(workers[0]), signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith("error: DataLoader worker (pid ") and "A data loading process died" in err
+    assert "--workers (now 2)" in err and f"python train.py --resume {tmp_path / 'oom'}" in err
+    assert utils.load_checkpoint(last)["epoch"] >= 1
+
+
 WRITER = """
 import sys, torch
 sys.path.insert(0, {root!r})
