@@ -35,8 +35,8 @@ from loaders import Take, build_train_loader, eval_loader
 from model import NO_PRETRAINED_WEIGHTS, resolve_variant
 from utils import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UserError, amp_dtype, explicit_flags,
                    init_distributed, load_checkpoint, parse_config, plain, ranged, run_cli,
-                   save_checkpoint, seed_everything, StopSignal, tune_for, write_yaml, yes_no)
-from weights import describe_for_checkpoint, model_for_run
+                   save_checkpoint, seed_everything, StopSignal, tune_for, weights_path, write_yaml, yes_no)
+from weights import describe_for_checkpoint, is_run_checkpoint, model_for_run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,11 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--split", default="val", choices=["val", "test"], help="for --eval-only (default: val)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
     return p
-
-
-def weights_path(text: str):
-    """--weights: a file, or 'none' for training from scratch (the tutorial's empty string too)."""
-    return "none" if text.strip().lower() in ("", "none") else Path(text)
 
 
 def main(argv=None) -> None:
@@ -307,11 +302,6 @@ def resumed_file(cfg) -> Path:
         return cfg.resume
     best = cfg.resume / "best.pth"
     return best if cfg.eval_only and best.is_file() else cfg.resume / "last.pth"
-
-
-def is_run_checkpoint(checkpoint) -> bool:
-    """train.py's checkpoints carry their classes, model and config; other weights files do not."""
-    return isinstance(checkpoint, dict) and "class_names" in checkpoint
 
 
 def fetch_tutorial_photos(data_path: Path, main_process: bool, world_size: int) -> None:

@@ -98,6 +98,11 @@ def yes_no(text) -> bool:
     raise argparse.ArgumentTypeError(f"must be true or false, not {text}")
 
 
+def weights_path(text: str):
+    """--weights: a file, or 'none' for training from scratch (the tutorial's empty string too)."""
+    return "none" if text.strip().lower() in ("", "none") else Path(text)
+
+
 POSITIVE_INT = ranged(int, 1)
 COUNT = ranged(int, 0)  # 0 meaning none or off
 POSITIVE = ranged(float, 0, low_open=True)

@@ -186,6 +186,12 @@ def describe_for_checkpoint(model: nn.Module, class_names: list) -> dict:
             "class_names": list(class_names)}
 
 
+def is_run_checkpoint(checkpoint) -> bool:
+    """train.py's checkpoints carry their model, classes and config (describe_for_checkpoint); other weights
+    files do not."""
+    return isinstance(checkpoint, dict) and all(key in checkpoint for key in ("class_names", "variant", "model"))
+
+
 def create_model_from_checkpoint(checkpoint: dict, **overrides) -> nn.Module:
     """The network a train.py checkpoint holds (its variant and overrides), before its weights are
     loaded. V2 checkpoints that predate the variants' pretrained windows (they hold none) normalised
@@ -280,7 +286,7 @@ def load_classifier(weights: Path | None, variant: str | None = None, num_classe
             raise UserError(f"--img-size {img_size} was given, but {path} was exported for "
                             f"{model.img_size} px; drop --img-size (the program resizes any image itself)")
         names, mean, std, crop_pct = model.class_names, model.mean, model.std, model.crop_pct
-    elif isinstance(ckpt, dict) and "variant" in ckpt and "model" in ckpt:  # train.py's: it describes itself
+    elif is_run_checkpoint(ckpt):  # train.py's: it describes itself
         model = create_model_from_checkpoint(ckpt, **size)
         model.load_state_dict(ckpt["model"])
         names, mean, std, crop_pct = ckpt["class_names"], ckpt["mean"], ckpt["std"], ckpt["crop_pct"]

@@ -367,7 +367,7 @@ def test_cpu_runs_take_big_tensors_from_the_heap_again():
 
 
 def test_a_resumed_run_keeps_its_settings_but_not_the_old_machines_worker_count(tmp_path):
-    torch.save({"class_names": ["a", "b"], "epoch": 1,
+    torch.save({"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, "epoch": 1,
                 "config": {"lr": 0.003, "epochs": 9, "workers": 15, "data_path": "photos", "output": "runs"}},
                tmp_path / "last.pth")
     parser = train.build_parser()
