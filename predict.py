@@ -14,7 +14,8 @@
     python predict.py photos/ --weights flowers.onnx    # the same results through ONNX Runtime (or a .pt2)
 
 Results go to stdout; the checkpoint used, unreadable files and progress to stderr. Exit status 1
-when an image could not be read (the others are still classified), 2 for a usage error.
+when an image could not be read (the others are still classified), 2 for a usage error, 130 after
+Ctrl-C (the images classified until then are still written to --output).
 """
 import argparse
 import csv
@@ -98,28 +99,34 @@ def main(argv=None) -> None:
     k, width = min(args.topk, len(clf.class_names)), max(len(name) for name in clf.class_names)
     transform = build_transform(clf.model.img_size, train=False, crop_pct=clf.crop_pct)
     normalize = None if program else Normalize(clf.mean, clf.std)  # a program normalises: it takes the uint8 crop
-    results, failed, card_names = [], [], set()
-    for path, probs in classify(clf.model, paths, transform, normalize, device, args) if paths else ():
-        if probs is None:
-            failed.append(path)
-            print(f"warning: {path}: {image_problem(Path(path)) or 'could not be read'}", file=sys.stderr)
-            continue
-        top = probs.topk(k)
-        result = {"path": path, "topk": [{"label": clf.class_names[i], "index": i, "prob": round(p, 6)}
-                                         for p, i in zip(top.values.tolist(), top.indices.tolist())]}
-        results.append(result)
-        if args.json:
-            print(json.dumps(result), flush=True)
-        elif args.output is None:
-            print(path, *(f"  {r}. {e['label']:<{width}}  {e['prob']:7.2%}" for r, e in enumerate(result["topk"], 1)),
-                  sep="\n")
-        if args.save_vis is not None:
-            save_card(result, args.save_vis, card_names)
+    results, failed, card_names, stopped = [], [], set(), False
+    try:
+        for path, probs in classify(clf.model, paths, transform, normalize, device, args) if paths else ():
+            if probs is None:
+                failed.append(path)
+                print(f"warning: {path}: {image_problem(Path(path)) or 'could not be read'}", file=sys.stderr)
+                continue
+            top = probs.topk(k)
+            result = {"path": path, "topk": [{"label": clf.class_names[i], "index": i, "prob": round(p, 6)}
+                                             for p, i in zip(top.values.tolist(), top.indices.tolist())]}
+            results.append(result)
+            if args.json:
+                print(json.dumps(result), flush=True)
+            elif args.output is None:
+                print(path, *(f"  {r}. {e['label']:<{width}}  {e['prob']:7.2%}"
+                              for r, e in enumerate(result["topk"], 1)), sep="\n")
+            if args.save_vis is not None:
+                save_card(result, args.save_vis, card_names)
+    except KeyboardInterrupt:  # Ctrl-C: what was classified until then is still written and counted
+        stopped = True
     if args.output is not None:
         write_results(results, args.output, k)
     if paths:
         print(f"classified {len(results)} of {len(paths)} images" + (f"; {len(failed)} could not be read"
-              if failed else "") + (f"; results in {args.output}" if args.output else ""), file=sys.stderr)
+              if failed else "") + (f"; results in {args.output}" if args.output else "") +
+              ("; stopped by Ctrl-C" if stopped else ""), file=sys.stderr)
+    if stopped:
+        sys.exit(130)
     if failed:
         sys.exit(1)
 

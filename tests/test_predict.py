@@ -162,6 +162,21 @@ def test_output_files_hold_the_json_results(trained, photos, tmp_path, capsys, m
         (r["topk"][0]["label"], r["topk"][1]["prob"]) for r in json_lines(out)]
 
 
+def test_ctrl_c_still_writes_what_was_classified(trained, photos, tmp_path, capsys, monkeypatch):
+    real = predict.classify
+
+    def interrupted(*args, **kwargs):  # Ctrl-C after the second image
+        for n, result in enumerate(real(*args, **kwargs)):
+            if n == 2:
+                raise KeyboardInterrupt
+            yield result
+    monkeypatch.setattr(predict, "classify", interrupted)
+    code, _, err = run_predict(capsys, monkeypatch, trained, *photos[:4], "--output", tmp_path / "p.csv")
+    assert code == 130 and "classified 2 of 4 images; results in " in err and err.endswith("; stopped by Ctrl-C\n")
+    with open(tmp_path / "p.csv") as f:
+        assert [row["path"] for row in csv.DictReader(f)] == [str(p) for p in photos[:2]]
+
+
 def test_glob_and_tta_and_img_size(trained, checkpoint, flowers, capsys, monkeypatch):
     pattern = str(flowers / "roses" / "1*.jpg")
     _, out, _ = run_predict(capsys, monkeypatch, trained, pattern, "--json", "--tta", "--img-size", "96")
