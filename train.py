@@ -250,10 +250,10 @@ def main(argv=None) -> None:
     except RuntimeError as err:
         if not str(err).startswith("DataLoader worker (pid"):  # PyTorch's words for a worker process that died
             raise
-        raise UserError(f"{str(err).strip()} A data loading process died, most often killed by the system for want "
-                        f"of memory; the steps since {run_dir / 'last.pth'} was saved are lost. Try fewer --workers "
-                        f"(now {cfg.workers}) or a smaller --batch-size, then: python train.py --resume {run_dir}") \
-            from None
+        raise UserError(f"{str(err).strip().rstrip('.')}. A data loading process died, most often killed by the "
+                        f"system for want of memory; the steps since {run_dir / 'last.pth'} was saved are lost. "
+                        f"Try fewer --workers (now {cfg.workers}) or a smaller --batch-size, then: python train.py "
+                        f"--resume {run_dir}") from None
     finally:
         stop.restore()
         if writer is not None:

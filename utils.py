@@ -207,7 +207,9 @@ def save_checkpoint(obj: dict, path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:  # torch.save's writer reports a failed write as a RuntimeError
+    except (OSError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and "inline_container" not in str(err):  # not torch.save's file writer
+            raise
         reason = err.strerror if isinstance(err, OSError) and err.strerror else "the write failed"
         free = shutil.disk_usage(path.parent).free / 2**30
         kept = f"the {path.name} that was there is kept" if path.exists() else "nothing was written"
