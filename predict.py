@@ -30,7 +30,8 @@ import plots
 from data import ImageDataset, Normalize, build_loader, build_transform, default_workers, load_rgb
 from export import INPUT_TYPES, ExportedClassifier, choose_exporter
 from images import image_problem, list_images
-from utils import COUNT, POSITIVE_INT, UserError, amp_dtype, autocast, run_cli, select_device, tune_for
+from config import COUNT, POSITIVE_INT
+from utils import UserError, amp_dtype, autocast, run_cli, select_device, tune_for
 from weights import load_classifier
 
 

@@ -19,10 +19,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 import plots
+from config import COUNT, FRACTION, POSITIVE_INT
 from download import FLOWER_PHOTOS_SHA256, FLOWER_PHOTOS_URL, fetch_flower_photos
 from images import (SPLITS, class_imbalance, place_image, prepare_out, read_class_root, split_by_class,
                     write_class_indices)
-from utils import COUNT, FRACTION, POSITIVE_INT, UserError, run_cli
+from utils import UserError, run_cli
 
 REPORT, CHART, CLASS_INDICES = "split_report.txt", "class_distribution.png", "class_indices.json"
 

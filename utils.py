@@ -1,14 +1,11 @@
-"""Shared helpers for the scripts: errors meant for people, configs, checkpoint files, devices,
-mixed precision, seeds, distributed runs and stop signals.
+"""Shared helpers for the scripts: errors meant for people, checkpoint files, devices, mixed
+precision, seeds, distributed runs and stop signals (configs and flags: config.py).
 
 torch is imported inside the functions that use it, so that split_data.py, which needs none of
 them, starts in a fraction of a second.
 """
 from __future__ import annotations  # annotations name torch types without importing torch
 
-import argparse
-import difflib
-import math
 import os
 import random
 import re
@@ -18,7 +15,6 @@ import zipfile
 from contextlib import nullcontext
 from pathlib import Path
 
-import yaml
 
 
 class UserError(Exception):
@@ -65,130 +61,6 @@ def stdout_reader_gone() -> bool:
         return any(events & select.POLLERR for _, events in poll.poll(0))
     except (AttributeError, OSError, ValueError):  # no poll (Windows), or stdout is no file
         return False
-
-
-# --- Config: defaults < YAML file < command-line flags, one set of names everywhere ---
-
-def ranged(kind, low=None, high=None, *, low_open: bool = False, high_open: bool = False):
-    """An argparse type: a number of `kind` (int or float) within bounds. Checked where the text is
-    parsed, so a flag and a YAML value out of range both give one clear error instead of a traceback
-    deep in the optimizer or the loader."""
-    limits = [f"{'>' if low_open else '>='} {low}" if low is not None else "",
-              f"{'<' if high_open else '<='} {high}" if high is not None else ""]
-
-    def parse(text):
-        value = kind(text)  # ValueError: argparse says "invalid int value: 'x'"
-        if not math.isfinite(value) or \
-                (low is not None and (value <= low if low_open else value < low)) or \
-                (high is not None and (value >= high if high_open else value > high)):
-            raise argparse.ArgumentTypeError(f"must be {' and '.join(filter(None, limits))}, not {text}")
-        return value
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def yes_no(text) -> bool:
-    """A switch given a value, as the tutorial gives one (`--freeze-layers False`, where its type=bool
-    read any word, "False" too, as True): true/false, yes/no, on/off, 1/0."""
-    value = str(text).strip().lower()
-    if value in ("true", "yes", "on", "1"):
-        return True
-    if value in ("false", "no", "off", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"must be true or false, not {text}")
-
-
-def weights_path(text: str):
-    """--weights: a file, or 'none' for training from scratch (the tutorial's empty string too)."""
-    return "none" if text.strip().lower() in ("", "none") else Path(text)
-
-
-POSITIVE_INT = ranged(int, 1)
-COUNT = ranged(int, 0)  # 0 meaning none or off
-POSITIVE = ranged(float, 0, low_open=True)
-NON_NEGATIVE = ranged(float, 0)
-FRACTION = ranged(float, 0, 1, high_open=True)
-
-
-def config_keys(parser: argparse.ArgumentParser) -> dict:
-    """The config keys a parser knows (its argument names, with underscores) and their actions."""
-    return {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
-
-
-def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
-    """Read a YAML config of overrides; every key must be one of the parser's, every value valid."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise UserError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None  # one line
-    if not isinstance(values, dict):
-        raise UserError(f"{path} must hold a mapping of config keys to values")
-    actions = config_keys(parser)
-    for key, value in list(values.items()):
-        if key not in actions:
-            near = difflib.get_close_matches(str(key).replace("-", "_"), list(actions), n=1, cutoff=0.5)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise UserError(f"unknown config key {key!r} in {path}{hint} Valid keys: {', '.join(sorted(actions))}")
-        action = actions[key]
-        if action.nargs == 0 and not isinstance(value, bool):  # a switch: --ema, --no-ema
-            raise UserError(f"{path}: {key}: {value!r} is not true or false")
-        if isinstance(value, bool) and action.choices is not None:  # YAML 1.1 reads amp: off as False
-            value = {False: "off", True: "on"}[value]
-        # Every value is converted as the flag's text would be: YAML reads 1e-4 as a string (YAML 1.1
-        # wants a dot), and 2.5 given for a count must fail here, not as a TypeError in range().
-        if value is not None and action.type is not None:
-            try:
-                value = action.type(str(value))
-            except argparse.ArgumentTypeError as err:
-                raise UserError(f"{path}: {key}: {err}") from None
-            except (TypeError, ValueError):
-                raise UserError(f"{path}: {key}: {value!r} is not a valid value") from None
-        if action.choices is not None and value not in action.choices and value is not None:
-            raise UserError(f"{path}: {key}: {value!r} is not one of {list(action.choices)}")
-        values[key] = value
-    return values
-
-
-def parse_config(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    """Parse flags over the YAML file named by --config over the parser's defaults."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    known, _ = pre.parse_known_args(argv)
-    if known.config:
-        parser.set_defaults(**read_yaml_config(known.config, parser))
-    return parser.parse_args(argv)
-
-
-def explicit_flags(parser: argparse.ArgumentParser, argv) -> set:
-    """The config keys typed on the command line (for a resumed run, they win over its saved config)."""
-    unset = object()
-    saved = {a.dest: a.default for a in parser._actions}
-    try:
-        for action in parser._actions:
-            action.default = unset
-        given = vars(parser.parse_args(argv))
-    finally:
-        for action in parser._actions:
-            action.default = saved[action.dest]
-    return {key for key, value in given.items() if value is not unset}
-
-
-def plain(value):
-    """A config value as plain data (YAML, checkpoints): paths become strings, tuples lists."""
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    return value
-
-
-def write_yaml(path, data: dict) -> None:
-    Path(path).write_text(yaml.safe_dump(plain(data), sort_keys=False))
 
 
 # --- Checkpoint files: plain data, written atomically, read without unpickling code ---

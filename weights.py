@@ -27,7 +27,8 @@ from download import OFFICIAL_WEIGHTS, official_weights_file
 from export import load_program
 from images import read_class_indices
 from model import SIZES, VARIANTS, create_model, resolve_variant
-from utils import UserError, load_checkpoint, plain
+from config import plain
+from utils import UserError, load_checkpoint
 
 # Rebuilt by the model from its geometry, so never loaded (official files carry them).
 _BUFFERS = ("relative_position_index", "relative_coords_table", "attn_mask", "k_bias")

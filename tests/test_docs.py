@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+import config
 import predict
 import split_data
 import train
-import utils
 
 ROOT = Path(__file__).resolve().parents[1]
 PARSE = {
-    "train.py": lambda args: utils.parse_config(train.build_parser(), args),
+    "train.py": lambda args: config.parse_config(train.build_parser(), args),
     "predict.py": lambda args: predict.build_parser().parse_args(args),
     "split_data.py": lambda args: split_data.parse_args(args),
 }

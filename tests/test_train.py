@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import config
 import engine
 import train
 import utils
@@ -275,25 +276,25 @@ def test_sigkill_while_writing_leaves_a_loadable_checkpoint(tmp_path):
 
 
 def test_config_precedence_and_unknown_keys(tmp_path):
-    config = tmp_path / "c.yaml"
-    config.write_text("epochs: 3\nlr: 1e-3\nmodel: swin_micro_patch4_window4_128\n")
-    cfg = utils.parse_config(train.build_parser(), ["--config", str(config), "--epochs", "5"])
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("epochs: 3\nlr: 1e-3\nmodel: swin_micro_patch4_window4_128\n")
+    cfg = config.parse_config(train.build_parser(), ["--config", str(yaml_file), "--epochs", "5"])
     assert cfg.epochs == 5  # flag over YAML
     assert cfg.lr == 1e-3 and isinstance(cfg.lr, float)  # YAML over default (and "1e-3" is a number)
     assert cfg.model == "swin_micro_patch4_window4_128" and cfg.batch_size == 8  # default
-    config.write_text("epoch: 3\n")
+    yaml_file.write_text("epoch: 3\n")
     with pytest.raises(UserError, match="unknown config key 'epoch'.*did you mean 'epochs'"):
-        utils.parse_config(train.build_parser(), ["--config", str(config)])
-    config.write_text("recipe: fancy\n")
+        config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
+    yaml_file.write_text("recipe: fancy\n")
     with pytest.raises(UserError, match="recipe"):
-        utils.parse_config(train.build_parser(), ["--config", str(config)])
-    config.write_text("epochs: [3\nlr: 1e-3\n")
+        config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
+    yaml_file.write_text("epochs: [3\nlr: 1e-3\n")
     with pytest.raises(UserError, match=r"c\.yaml is not valid YAML: .*line 2") as err:
-        utils.parse_config(train.build_parser(), ["--config", str(config)])
+        config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
     assert "\n" not in str(err.value)
     # what YAML reads as other types: off as False, a GPU index or a run name as a number
-    config.write_text("amp: off\nbalance: off\ndevice: 0\nname: 2024\n")
-    cfg = utils.parse_config(train.build_parser(), ["--config", str(config)])
+    yaml_file.write_text("amp: off\nbalance: off\ndevice: 0\nname: 2024\n")
+    cfg = config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
     assert (cfg.amp, cfg.balance, cfg.device, cfg.name) == ("off", "off", "0", "2024")
 
 
@@ -312,28 +313,28 @@ def test_values_out_of_range_are_one_clear_error(tmp_path, capsys, flag, value, 
     """As a flag: argparse's usage and one line, status 2. In a YAML config: one line naming the file
     and key. Either way before anything runs, not a traceback from the optimizer or the loader."""
     with pytest.raises(SystemExit) as exit_info:
-        utils.parse_config(train.build_parser(), [flag, value])
+        config.parse_config(train.build_parser(), [flag, value])
     assert exit_info.value.code == 2
     assert f"argument {flag}: {message}" in capsys.readouterr().err
-    config = tmp_path / "c.yaml"
-    config.write_text(f"{flag[2:].replace('-', '_')}: {value}\n")
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text(f"{flag[2:].replace('-', '_')}: {value}\n")
     with pytest.raises(UserError, match=f"c.yaml: {flag[2:].replace('-', '_')}: "):
-        utils.parse_config(train.build_parser(), ["--config", str(config)])
-    config.write_text("ema: 3\n")
+        config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
+    yaml_file.write_text("ema: 3\n")
     with pytest.raises(UserError, match="ema: 3 is not true or false"):
-        utils.parse_config(train.build_parser(), ["--config", str(config)])
+        config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
 
 
 def test_the_tutorials_flags_as_it_types_them():
     """The tutorial's train.py spells --num_classes with an underscore, takes --freeze-layers with a
     value (its type=bool read "False" as True), '' for no weights and --device cuda:0 or a GPU index."""
-    cfg = utils.parse_config(train.build_parser(), ["--num_classes", "5", "--freeze-layers", "False", "--weights", ""])
+    cfg = config.parse_config(train.build_parser(), ["--num_classes", "5", "--freeze-layers", "False", "--weights", ""])
     assert (cfg.num_classes, cfg.freeze_layers, cfg.weights) == (5, False, "none")
-    assert utils.parse_config(train.build_parser(), ["--freeze-layers", "True"]).freeze_layers is True
-    assert utils.parse_config(train.build_parser(), ["--freeze-layers"]).freeze_layers is True
-    assert utils.parse_config(train.build_parser(), []).freeze_layers is False
+    assert config.parse_config(train.build_parser(), ["--freeze-layers", "True"]).freeze_layers is True
+    assert config.parse_config(train.build_parser(), ["--freeze-layers"]).freeze_layers is True
+    assert config.parse_config(train.build_parser(), []).freeze_layers is False
     with pytest.raises(SystemExit):
-        utils.parse_config(train.build_parser(), ["--freeze-layers", "maybe"])
+        config.parse_config(train.build_parser(), ["--freeze-layers", "maybe"])
     for device in ("0", "cuda:0"):  # both name the first GPU
         if torch.cuda.is_available():
             assert utils.select_device(device) == torch.device("cuda:0")
@@ -372,12 +373,12 @@ def test_a_resumed_run_keeps_its_settings_but_not_the_old_machines_worker_count(
                tmp_path / "last.pth")
     parser = train.build_parser()
     for argv, lr in ((["--resume", str(tmp_path)], 0.003), (["--resume", str(tmp_path), "--lr", "0.01"], 0.01)):
-        cfg, checkpoint = train.resume_config(parser, utils.parse_config(parser, argv), argv)
+        cfg, checkpoint = train.resume_config(parser, config.parse_config(parser, argv), argv)
         assert (cfg.lr, cfg.epochs, cfg.workers, checkpoint["epoch"]) == (lr, 9, None, 1)  # None: this machine's
 
 
 def test_defaults_are_the_tutorials():
-    cfg = utils.parse_config(train.build_parser(), ["--data-path", "flower_photos", "--num-classes", "5"])
+    cfg = config.parse_config(train.build_parser(), ["--data-path", "flower_photos", "--num-classes", "5"])
     assert (cfg.model, cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay) == \
         ("swin_tiny_patch4_window7_224", 10, 8, 1e-4, 0.05)
     assert cfg.img_size is None  # the variant's own: 224 for swin_tiny
@@ -385,7 +386,7 @@ def test_defaults_are_the_tutorials():
 
 def test_configs_folder_is_valid():
     for path in sorted((ROOT / "configs").glob("*.yaml")):
-        cfg = utils.parse_config(train.build_parser(), ["--config", str(path)])
+        cfg = config.parse_config(train.build_parser(), ["--config", str(path)])
         assert cfg.model, path
 
 
