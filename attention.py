@@ -5,9 +5,10 @@
 `plain` (matmul, softmax, matmul) is the reference the others are tested against; `sdpa` is
 F.scaled_dot_product_attention with the bias and mask expanded to every window; `flex` is
 FlexAttention, CUDA's generated kernel that reads bias and mask by index. model.py's
-WindowAttention computes q, k, v, the position bias and the shift mask, and calls window_attention.
-bench/bench_attention.py times the three; tests/test_model.py and tests/test_cuda.py hold them to
-`plain`.
+WindowAttention computes q, k, v (split_heads), V2's normalised q and k (scaled_normalize), the
+position bias and the shift mask, and calls window_attention. bench/bench_attention.py times the
+three; tests/test_model.py and tests/test_cuda.py hold them to `plain`. split_heads and
+scaled_normalize have backward passes of their own, leaner than autograd's.
 """
 import torch
 import torch.nn.functional as F
@@ -106,3 +107,68 @@ def flex_window_attention(q, k, v, bias, mask, scale: float = 1.0) -> torch.Tens
             _compiled_flex = torch.compile(flex_attention, dynamic=False)
         attend = _compiled_flex
     return attend(q, k, v, score_mod=score_mod, scale=scale)
+
+
+# --- Into the heads, and V2's cosine attention: leaner backward passes than autograd's ---
+
+class _ScaledNormalize(torch.autograd.Function):
+    """scale * x / ||x|| over the last dim (V2's cosine attention with its temperature).
+
+    The backward is four passes over x, where autograd's chain of norm, clamp, divide and
+    multiply takes about ten; it is the V2 attention's largest cost after the matmuls. The result
+    is in x's type, computed in float32 and rounded once: under autocast the norm is float32, and
+    a float32 result would only be cast to bf16 by the matmul that takes it.
+    """
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        inv_norm = x.norm(dim=-1, keepdim=True).clamp_min(1e-12).reciprocal()  # like F.normalize
+        ctx.save_for_backward(x, inv_norm, scale)
+        return torch.mul(x, inv_norm * scale, out=torch.empty_like(x))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, inv_norm, scale = ctx.saved_tensors
+        y = x * inv_norm
+        dot = (y * grad).sum(-1, keepdim=True)
+        # d(scale * y)/dx = scale / ||x|| * (I - y y^T)
+        grad_x = torch.addcmul(grad, y, dot, value=-1).mul_(inv_norm * scale)
+        grad_scale = dot.sum_to_size(scale.shape) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_scale
+
+
+def scaled_normalize(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
+        return _ScaledNormalize.apply(x, scale)
+    return x * (x.norm(dim=-1, keepdim=True).clamp_min(1e-12).reciprocal() * scale)
+
+
+def _heads_view(qkv: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B_, N, 3C) -> (3, B_, heads, N, d), a view."""
+    b_, n, c3 = qkv.shape
+    return qkv.view(b_, n, 3, heads, c3 // (3 * heads)).permute(2, 0, 3, 1, 4)
+
+
+class _SplitHeads(torch.autograd.Function):
+    """(B_, N, 3C) -> q, k, v, each (B_, heads, N, d), contiguous, in one copy; their gradients are written
+    straight back into (B_, N, 3C). Left to autograd (permuted views that each matmul copies), the
+    backward stacks the three gradients and copies the stack once more."""
+
+    @staticmethod
+    def forward(ctx, qkv, heads):
+        return _heads_view(qkv, heads).contiguous().unbind(0)
+
+    @staticmethod
+    def backward(ctx, dq, dk, dv):
+        b_, heads, n, d = dq.shape
+        grad = dq.new_empty(b_, n, 3, heads, d)
+        for i, g in enumerate((dq, dk, dv)):
+            grad[:, :, i].copy_(g.transpose(1, 2))
+        return grad.view(b_, n, 3 * heads * d), None
+
+
+def split_heads(qkv: torch.Tensor, heads: int):
+    """(B_, N, 3C) -> q, k, v, each (B_, heads, N, d)."""
+    if torch.is_grad_enabled() and qkv.requires_grad:
+        return _SplitHeads.apply(qkv, heads)
+    return _heads_view(qkv, heads).unbind(0)  # views: plain in exports

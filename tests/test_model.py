@@ -349,14 +349,14 @@ def test_attention_choice():
 def test_custom_gradients_are_exact():
     x = torch.randn(2, 3, 5, 4, dtype=torch.double, requires_grad=True)
     scale = torch.rand(3, 1, 1, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(model._ScaledNormalize.apply, (x, scale))
+    assert torch.autograd.gradcheck(attention._ScaledNormalize.apply, (x, scale))
     rows = torch.randn(12, 3, dtype=torch.double, requires_grad=True)
     index = torch.randperm(12)
     inverse = torch.empty_like(index).scatter_(0, index, torch.arange(12))
     assert torch.autograd.gradcheck(windows._GatherTokens.apply, (rows, index, inverse))
     qkv = torch.randn(4, 5, 3 * 2 * 3, dtype=torch.double, requires_grad=True)  # 2 heads of 3 channels
-    assert torch.autograd.gradcheck(lambda t: model._SplitHeads.apply(t, 2), (qkv,))
-    assert all(torch.equal(a, b) for a, b in zip(model._SplitHeads.apply(qkv, 2), model.split_heads(qkv.detach(), 2)))
+    assert torch.autograd.gradcheck(lambda t: attention._SplitHeads.apply(t, 2), (qkv,))
+    assert all(torch.equal(a, b) for a, b in zip(attention._SplitHeads.apply(qkv, 2), attention.split_heads(qkv.detach(), 2)))
 
 
 def test_v2_normalised_q_and_k_come_out_in_their_own_type_rounded_once():
@@ -365,7 +365,7 @@ def test_v2_normalised_q_and_k_come_out_in_their_own_type_rounded_once():
     x = torch.randn(2, 3, 5, 8).bfloat16().requires_grad_()
     scale = torch.rand(3, 1, 1) + 1
     with torch.autocast("cpu", torch.bfloat16):
-        out = model.scaled_normalize(x, scale)
+        out = attention.scaled_normalize(x, scale)
         factor = x.detach().norm(dim=-1, keepdim=True).reciprocal() * scale  # float32 (the norm: as autocast runs it)
     assert factor.dtype == torch.float32
     assert out.dtype == torch.bfloat16 and torch.equal(out, (x.detach().float() * factor).bfloat16())
