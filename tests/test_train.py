@@ -37,7 +37,10 @@ def train_here(capsys, *args) -> str:
     """train.main in this process, without a process's start-up cost, for runs with no loader processes
     and no signals to take: what it printed on stdout (a UserError fails the test)."""
     capsys.readouterr()
-    train.main([str(a) for a in args])
+    try:
+        train.main([str(a) for a in args])
+    except SystemExit as stopped:  # --stop-after-epochs ends the process, with status 0
+        assert stopped.code == 0, capsys.readouterr()
     return capsys.readouterr().out
 
 
@@ -93,11 +96,11 @@ def test_resume_is_bit_identical(flowers, tmp_path, capsys):
     the workers and random erasing, like mixup, on the batch in the training process."""
     common = ["--data-path", flowers, *FAST, "--workers", "2", "--epochs", "2", "--output", tmp_path,
               "--mixup", "0.2", "--drop-path-rate", "0.1", "--recipe", "official"]
-    run_train(*common, "--name", "straight")
-    run_train(*common, "--name", "split", "--stop-after-epochs", "1")
+    train_here(capsys, *common, "--name", "straight")
+    train_here(capsys, *common, "--name", "split", "--stop-after-epochs", "1")
     first_half = torch.load(tmp_path / "split" / "last.pth", weights_only=True)
     assert first_half["epoch"] == 1
-    out = run_train("--resume", tmp_path / "split")
+    out = run_train("--resume", tmp_path / "split")  # a process of its own: all it knows is in last.pth
     assert "resumed at epoch 2" in out.stdout
     straight = torch.load(tmp_path / "straight" / "last.pth", weights_only=True)
     resumed = torch.load(tmp_path / "split" / "last.pth", weights_only=True)
@@ -449,12 +452,12 @@ def test_loader_workers_started_afresh_train_as_forked_ones(flowers, tmp_path, c
     assert losses["spawn"] == losses["fork"]
 
 
-def test_decoding_on_the_device_trains_as_decoding_in_the_workers(flowers, tmp_path):
+def test_decoding_on_the_device_trains_as_decoding_in_the_workers(flowers, tmp_path, capsys):
     """--decode device on the CPU (the code nvJPEG runs on a GPU, but for the decoder itself): the same crops,
     so the same training within the decoders' grey level or so."""
     common = ["--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--workers", "2"]
-    run_train(*common, "--name", "workers")
-    run_train(*common, "--name", "device", "--decode", "device")
+    train_here(capsys, *common, "--name", "workers")
+    train_here(capsys, *common, "--name", "device", "--decode", "device")
     (on_workers,), (on_device,) = metrics(tmp_path / "workers"), metrics(tmp_path / "device")
     assert abs(float(on_workers["loss_train"]) - float(on_device["loss_train"])) < 0.01
     assert on_device["data_failed_images"] == "0"
