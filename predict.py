@@ -27,10 +27,10 @@ import torch
 from tqdm import tqdm
 
 import plots
+from config import COUNT, POSITIVE_INT
 from data import ImageDataset, Normalize, build_loader, build_transform, default_workers, load_rgb
 from export import INPUT_TYPES, ExportedClassifier, choose_exporter
 from images import image_problem, list_images
-from config import COUNT, POSITIVE_INT
 from utils import UserError, amp_dtype, autocast, run_cli, select_device, tune_for
 from weights import load_classifier
 
