@@ -34,8 +34,10 @@ def run_train(*args, check=True, **kwargs):
 
 
 def train_here(capsys, *args) -> str:
-    """train.main in this process, without a process's start-up cost, for runs with no loader processes
-    and no signals to take: what it printed on stdout (a UserError fails the test)."""
+    """train.main in this process, without a process's start-up cost, for runs that take no signals (their
+    loader workers start from this process and end with the run): what it printed on stdout (a UserError
+    fails the test). Where the claim is about a process of its own (resuming from last.pth alone, a
+    kill, a signal, the demo command), the tests run train.py as a user does: run_train."""
     capsys.readouterr()
     try:
         train.main([str(a) for a in args])
