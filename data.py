@@ -489,6 +489,25 @@ def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+def dead_loader_worker(err: Exception) -> str | None:
+    """PyTorch's words for a loader worker that has died (the out-of-memory killer, most often), when `err`
+    is what that did to the training process: PyTorch's RuntimeError, or whatever the broken pipe to the
+    worker raised first (an EOFError while a batch came through it), which PyTorch's record of its workers
+    then confirms. None for any other error. Once one is found the process is ending, so PyTorch's SIGCHLD
+    handler goes: it would raise again, from whatever runs next, as the other workers are ended."""
+    words = str(err) if isinstance(err, RuntimeError) and str(err).startswith("DataLoader worker (pid") else None
+    if words is None:
+        try:
+            torch.utils.data._utils.signal_handling._error_if_any_worker_fails()
+        except RuntimeError as found:
+            words = str(found)
+        except AttributeError:  # a PyTorch without that record: only its own words are known
+            pass
+    if words is not None and hasattr(signal, "SIGCHLD"):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    return words
+
+
 @atexit.register  # registered after multiprocessing's own exit handler, so it runs before it
 def kill_remaining_workers() -> None:
     """A process that ends on an error, with its loader's workers still up, would wait for ever at exit:

@@ -32,7 +32,8 @@ import run_log
 from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, explicit_flags, parse_config, plain, ranged,
                     weights_path, write_yaml, yes_no)
 from download import fetch_flower_photos, fetch_official_weights, official_weights_file
-from data import build_normalize, build_transform, default_workers, load_splits, write_class_indices
+from data import (build_normalize, build_transform, dead_loader_worker, default_workers, load_splits,
+                  write_class_indices)
 from loaders import Take, build_train_loader, eval_loader
 from model import NO_PRETRAINED_WEIGHTS, resolve_variant
 from utils import (UserError, amp_dtype, init_distributed, load_checkpoint, run_cli, save_checkpoint, seed_everything,
@@ -248,10 +249,10 @@ def main(argv=None) -> None:
         raise UserError(f"out of GPU memory at --batch-size {cfg.batch_size}, {img_size} px: try --batch-size "
                         f"{max(1, cfg.batch_size // 2)} --accum-steps {cfg.accum_steps * 2}, or --grad-checkpointing") \
             from None
-    except RuntimeError as err:
-        if not str(err).startswith("DataLoader worker (pid"):  # PyTorch's words for a worker process that died
+    except Exception as err:
+        if (died := dead_loader_worker(err)) is None:
             raise
-        raise UserError(f"{str(err).strip().rstrip('.')}. A data loading process died, most often killed by the "
+        raise UserError(f"{died.strip().rstrip('.')}. A data loading process died, most often killed by the "
                         f"system for want of memory; the steps since {run_dir / 'last.pth'} was saved are lost. "
                         f"Try fewer --workers (now {cfg.workers}) or a smaller --batch-size, then: python train.py "
                         f"--resume {run_dir}") from None
