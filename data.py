@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import random
 import signal
+import time
 import warnings
 from dataclasses import dataclass
 from functools import partial
@@ -496,13 +497,18 @@ def dead_loader_worker(err: Exception) -> str | None:
     then confirms. None for any other error. Once one is found the process is ending, so PyTorch's SIGCHLD
     handler goes: it would raise again, from whatever runs next, as the other workers are ended."""
     words = str(err) if isinstance(err, RuntimeError) and str(err).startswith("DataLoader worker (pid") else None
-    if words is None:
+    # a broken pipe can come before the worker's death is on record: a second or so is given for it
+    tries = 40 if isinstance(err, (EOFError, ConnectionError)) else 1
+    while words is None and tries > 0:
         try:
             torch.utils.data._utils.signal_handling._error_if_any_worker_fails()
         except RuntimeError as found:
             words = str(found)
         except AttributeError:  # a PyTorch without that record: only its own words are known
-            pass
+            break
+        tries -= 1
+        if words is None and tries:
+            time.sleep(0.05)
     if words is not None and hasattr(signal, "SIGCHLD"):
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     return words

@@ -250,3 +250,35 @@ def test_mixup_is_off_at_zero_and_copes_with_an_odd_batch():
     images, targets = mixup(torch.randn(5, 3, 16, 16), torch.tensor([0, 1, 2, 3, 4]))
     assert images.shape == (4, 3, 16, 16) and targets.shape == (4, 5)
     assert torch.allclose(targets.sum(1), torch.ones(4))
+
+
+def test_a_dead_loader_worker_is_found_from_what_its_death_broke_first(monkeypatch):
+    """PyTorch's RuntimeError names the worker; a pipe that broke first (EOFError, a reset connection) is
+    confirmed by PyTorch's record of its workers, given a moment to show the death; other errors are not
+    a worker's death. Once one is found, PyTorch's SIGCHLD handler is gone (it would raise again)."""
+    import signal
+    from torch.utils.data._utils import signal_handling
+    import data
+    checks = {"n": 0}
+
+    def record(dead_after: int):
+        def check():
+            checks["n"] += 1
+            if checks["n"] > dead_after:
+                raise RuntimeError("DataLoader worker (pid 7) is killed by signal: Killed. ")
+        return check
+
+    handler = signal.getsignal(signal.SIGCHLD)
+    try:
+        monkeypatch.setattr(signal_handling, "_error_if_any_worker_fails", record(dead_after=10**9))
+        assert data.dead_loader_worker(ValueError("a bug")) is None  # nothing on record: not a death
+        assert data.dead_loader_worker(RuntimeError("a bug")) is None
+        signal.signal(signal.SIGCHLD, lambda *args: None)
+        checks["n"] = 0
+        monkeypatch.setattr(signal_handling, "_error_if_any_worker_fails", record(dead_after=3))
+        assert data.dead_loader_worker(ConnectionResetError(104, "reset")).startswith("DataLoader worker (pid 7)")
+        assert checks["n"] == 4 and signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL
+        assert data.dead_loader_worker(RuntimeError("DataLoader worker (pid(s) 9) exited unexpectedly")) == \
+            "DataLoader worker (pid(s) 9) exited unexpectedly"
+    finally:
+        signal.signal(signal.SIGCHLD, handler)
