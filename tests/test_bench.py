@@ -3,7 +3,7 @@ import os
 import subprocess
 import sys
 
-from test_train import ROOT
+from runs import ROOT
 
 
 def run_bench(*args, env=None) -> str:

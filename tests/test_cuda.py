@@ -18,7 +18,7 @@ from model import create_model
 from test_data import check_device_decoding
 from test_engine import training_losses
 from test_model import attention_run
-from test_train import FAST, ROOT, metrics
+from runs import FAST, ROOT, metrics
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 GPU = ["--device", "cuda"]

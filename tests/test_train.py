@@ -1,11 +1,10 @@
-"""train.py on a CPU: the small variant on the real test photos, resume, signals, kills,
-TensorBoard, configs and the errors a user can cause."""
+"""train.py on a CPU: the small variant on the real test photos, what a run writes (TensorBoard,
+checkpoints, the report), resume, weights, loaders and the errors a user can cause. How a stopped run
+ends: test_stops.py; configs and flags: test_config.py."""
 import csv
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,38 +16,8 @@ import train
 import utils
 from images import DataSplits
 from model import create_model
+from runs import FAST, ROOT, metrics, run_train, train_here
 from utils import UserError
-
-ROOT = Path(__file__).resolve().parents[1]
-# Small and fast: the demo variant at 64 px, no worker processes unless a test wants them.
-FAST = ["--model", "swin_micro_patch4_window4_128", "--img-size", "64", "--batch-size", "16", "--workers", "0",
-        "--lr", "1e-3", "--warmup-epochs", "1", "--no-progress"]
-
-
-def run_train(*args, check=True, **kwargs):
-    result = subprocess.run([sys.executable, "train.py", *map(str, args)], cwd=ROOT, capture_output=True,
-                            text=True, **kwargs)
-    if check and result.returncode != 0:
-        raise AssertionError(f"train.py failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def train_here(capsys, *args) -> str:
-    """train.main in this process, without a process's start-up cost, for runs that take no signals (their
-    loader workers start from this process and end with the run): what it printed on stdout (a UserError
-    fails the test). Where the claim is about a process of its own (resuming from last.pth alone, a
-    kill, a signal, the demo command), the tests run train.py as a user does: run_train."""
-    capsys.readouterr()
-    try:
-        train.main([str(a) for a in args])
-    except SystemExit as stopped:  # --stop-after-epochs ends the process, with status 0
-        assert stopped.code == 0, capsys.readouterr()
-    return capsys.readouterr().out
-
-
-def metrics(run_dir: Path) -> list:
-    with open(run_dir / "metrics.csv") as f:
-        return list(csv.DictReader(f))
 
 
 def test_learns_on_real_photos(flowers, tmp_path, capsys):
@@ -137,223 +106,6 @@ def test_a_run_without_loss_scaling_resumes_with_fp16():
     assert after.best_acc == -1.0
 
 
-def test_a_checkpoint_that_cannot_be_written_stops_the_run_in_one_line_and_keeps_the_last(flowers, tmp_path, capsys):
-    """A full disk, here a limit on file size, which fails a write as a full disk does: the resumed run stops
-    with one line that says so, and the last.pth that was there stays whole, with no temporary file left."""
-    import resource
-    train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "full")
-    last = tmp_path / "full" / "last.pth"
-    limit = last.stat().st_size // 2  # the other files a run writes stay far smaller
-
-    def limited():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it fails instead of killing the process
-
-    result = run_train("--resume", tmp_path / "full", "--epochs", "2", check=False, preexec_fn=limited)
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.startswith(f"error: could not save {tmp_path / 'full'}/") and result.stderr.count("\n") == 1
-    assert "GB free on its disk); the " in result.stderr and f"--resume {tmp_path / 'full'}" in result.stderr
-    assert utils.load_checkpoint(last)["epoch"] == 1
-    assert not list((tmp_path / "full").glob(".*.tmp"))
-
-
-@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_stop_signal_saves_last_and_resume_finishes(flowers, tmp_path, sig, status, capsys):
-    args = [sys.executable, "train.py", "--data-path", str(flowers), *FAST, "--epochs", "50",
-            "--save-every-steps", "1", "--output", str(tmp_path), "--name", "int"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    last = tmp_path / "int" / "last.pth"
-    deadline = time.time() + 120
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert last.exists(), proc.communicate()
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == status, err
-    assert "python train.py --resume" in out and "Traceback" not in err
-    saved = torch.load(last, weights_only=True)
-    assert saved["step"] >= 1 and saved["epoch"] < 50
-    if not (tmp_path / "int" / "best.pth").exists():  # stopped before its first validation
-        train.main(["--eval-only", "--resume", str(tmp_path / "int"), "--workers", "0", "--no-progress"])
-        assert capsys.readouterr().out.startswith(f"swin_micro_patch4_window4_128 from {last} (epoch 0)")
-    # finish the run, shortened to one more epoch than it had reached
-    done = train_here(capsys, "--resume", tmp_path / "int", "--epochs", saved["epoch"] + 1)
-    assert "resumed at epoch" in done
-    assert ("(not validated yet)" in done) == (saved["epoch"] == 0), done  # no best top-1 of -1
-    assert torch.load(last, weights_only=True)["epoch"] == saved["epoch"] + 1
-
-
-@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_to_the_process_group_reaches_the_workers_too_and_one_stop_follows(signum, status, flowers,
-                                                                                    tmp_path, capsys):
-    """A terminal's Ctrl-C signals the whole process group, loader workers included, and so do `timeout`,
-    SLURM and `docker stop` with SIGTERM: the workers leave the stop to the training process, which
-    says so once, saves and exits; a second Ctrl-C that nothing handles is one line and status 130,
-    not a traceback."""
-    args = [sys.executable, "train.py", "--data-path", str(flowers), *FAST, "--workers", "2", "--epochs", "50",
-            "--save-every-steps", "1", "--output", str(tmp_path), "--name", "group"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    last = tmp_path / "group" / "last.pth"
-    deadline = time.time() + 120
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert last.exists(), proc.communicate()
-    time.sleep(1)  # the workers are running
-    os.killpg(proc.pid, signum)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == status and "python train.py --resume" in out, err
-    assert err.count(f"{signum.name} received") == 1 and "Traceback" not in err, err
-
-    def interrupted():
-        raise KeyboardInterrupt
-    with pytest.raises(SystemExit) as exit_info:
-        utils.run_cli(interrupted)
-    assert exit_info.value.code == 130 and capsys.readouterr().err.strip() == "stopped at once by Ctrl-C"
-
-
-CRASH = """
-import sys
-sys.path.insert(0, {root!r})
-import engine, train
-def crash(*args, **kwargs):
-    raise RuntimeError("a bug in the step")
-engine.train_step = crash
-train.main({args!r})
-"""
-
-
-def test_a_crash_with_loader_workers_up_ends_the_process(tmp_path):
-    """The workers ignore SIGTERM (they leave stopping to the training process): a process that ends on an
-    error must still end them, not wait for them for ever at exit."""
-    args = ["--data-path", str(ROOT / "samples" / "flowers"), *FAST, "--workers", "2", "--epochs", "1",
-            "--output", str(tmp_path), "--no-progress"]
-    script = CRASH.format(root=str(ROOT), args=args)
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1 and "a bug in the step" in result.stderr
-
-
-def test_a_loader_worker_killed_stops_the_run_in_one_line_that_says_how_to_go_on(flowers, tmp_path):
-    """The system's out-of-memory killer ends a loader worker: one line that says what happened, what to
-    change and how to resume; no traceback, none either from the other workers ended at exit."""
-    proc = subprocess.Popen([sys.executable, "train.py", "--data-path", str(flowers), *FAST, "--workers", "2",
-                             "--epochs", "50", "--output", str(tmp_path), "--name", "oom"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    last = tmp_path / "oom" / "last.pth"
-    deadline = time.time() + 120
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert last.exists(), proc.communicate()
-    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-    workers = [pid for pid in children if "train.py" in Path(f"/proc/{pid}/cmdline").read_text()]
-    os.kill(int(workers[0]), signal.SIGKILL)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and "Traceback" not in err and err.count("\n") == 1, err
-    # PyTorch says "is killed by signal: Killed." or "(pid(s) N) exited unexpectedly", as the death is found
-    assert err.startswith("error: DataLoader worker (pid") and ". A data loading process died" in err
-    assert "--workers (now 2)" in err and f"python train.py --resume {tmp_path / 'oom'}" in err
-    assert utils.load_checkpoint(last)["epoch"] >= 1
-
-
-WRITER = """
-import sys, torch
-sys.path.insert(0, {root!r})
-from utils import save_checkpoint
-i = 0
-while True:
-    i += 1
-    save_checkpoint({{"i": i, "w": torch.full((4_000_000,), float(i))}}, {path!r})
-"""
-
-
-def test_sigkill_while_writing_leaves_a_loadable_checkpoint(tmp_path):
-    path = tmp_path / "last.pth"
-    script = WRITER.format(root=str(ROOT), path=str(path))
-    for delay in (0.35, 0.6, 0.9):
-        proc = subprocess.Popen([sys.executable, "-c", script])
-        deadline = time.time() + 60
-        while not path.exists() and time.time() < deadline:
-            time.sleep(0.01)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        ckpt = utils.load_checkpoint(path)  # raises if torn
-        assert torch.equal(ckpt["w"], torch.full((4_000_000,), float(ckpt["i"])))
-
-
-def test_config_precedence_and_unknown_keys(tmp_path):
-    yaml_file = tmp_path / "c.yaml"
-    yaml_file.write_text("epochs: 3\nlr: 1e-3\nmodel: swin_micro_patch4_window4_128\n")
-    cfg = config.parse_config(train.build_parser(), ["--config", str(yaml_file), "--epochs", "5"])
-    assert cfg.epochs == 5  # flag over YAML
-    assert cfg.lr == 1e-3 and isinstance(cfg.lr, float)  # YAML over default (and "1e-3" is a number)
-    assert cfg.model == "swin_micro_patch4_window4_128" and cfg.batch_size == 8  # default
-    yaml_file.write_text("epoch: 3\n")
-    with pytest.raises(UserError, match="unknown config key 'epoch'.*did you mean 'epochs'"):
-        config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
-    yaml_file.write_text("recipe: fancy\n")
-    with pytest.raises(UserError, match="recipe"):
-        config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
-    yaml_file.write_text("epochs: [3\nlr: 1e-3\n")
-    with pytest.raises(UserError, match=r"c\.yaml is not valid YAML: .*line 2") as err:
-        config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
-    assert "\n" not in str(err.value)
-    # what YAML reads as other types: off as False, a GPU index or a run name as a number
-    yaml_file.write_text("amp: off\nbalance: off\ndevice: 0\nname: 2024\n")
-    cfg = config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
-    assert (cfg.amp, cfg.balance, cfg.device, cfg.name) == ("off", "off", "0", "2024")
-
-
-@pytest.mark.parametrize("flag, value, message", [
-    ("--batch-size", "0", "must be >= 1, not 0"),
-    ("--epochs", "-1", "must be >= 1"),
-    ("--workers", "-1", "must be >= 0"),
-    ("--lr", "-0.001", "must be > 0"),
-    ("--lr", "nan", "must be > 0"),
-    ("--label-smoothing", "1.5", "must be >= 0 and < 1"),
-    ("--drop-path-rate", "1", "must be >= 0 and < 1"),
-    ("--layer-decay", "0", "must be > 0 and <= 1"),
-    ("--accum-steps", "2.5", "invalid int value"),
-])
-def test_values_out_of_range_are_one_clear_error(tmp_path, capsys, flag, value, message):
-    """As a flag: argparse's usage and one line, status 2. In a YAML config: one line naming the file
-    and key. Either way before anything runs, not a traceback from the optimizer or the loader."""
-    with pytest.raises(SystemExit) as exit_info:
-        config.parse_config(train.build_parser(), [flag, value])
-    assert exit_info.value.code == 2
-    assert f"argument {flag}: {message}" in capsys.readouterr().err
-    yaml_file = tmp_path / "c.yaml"
-    yaml_file.write_text(f"{flag[2:].replace('-', '_')}: {value}\n")
-    with pytest.raises(UserError, match=f"c.yaml: {flag[2:].replace('-', '_')}: "):
-        config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
-    yaml_file.write_text("ema: 3\n")
-    with pytest.raises(UserError, match="ema: 3 is not true or false"):
-        config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
-
-
-def test_the_tutorials_flags_as_it_types_them():
-    """The tutorial's train.py spells --num_classes with an underscore, takes --freeze-layers with a
-    value (its type=bool read "False" as True), '' for no weights and --device cuda:0 or a GPU index."""
-    cfg = config.parse_config(train.build_parser(), ["--num_classes", "5", "--freeze-layers", "False", "--weights", ""])
-    assert (cfg.num_classes, cfg.freeze_layers, cfg.weights) == (5, False, "none")
-    assert config.parse_config(train.build_parser(), ["--freeze-layers", "True"]).freeze_layers is True
-    assert config.parse_config(train.build_parser(), ["--freeze-layers"]).freeze_layers is True
-    assert config.parse_config(train.build_parser(), []).freeze_layers is False
-    with pytest.raises(SystemExit):
-        config.parse_config(train.build_parser(), ["--freeze-layers", "maybe"])
-    for device in ("0", "cuda:0"):  # both name the first GPU
-        if torch.cuda.is_available():
-            assert utils.select_device(device) == torch.device("cuda:0")
-        else:
-            with pytest.raises(UserError, match="no CUDA GPU"):
-                utils.select_device(device)
-    with pytest.raises(UserError, match="torchrun --nproc_per_node"):
-        utils.select_device("0,1")
-    with pytest.raises(UserError, match="'gpu' is not a device"):
-        utils.select_device("gpu")
-    assert utils.select_device("CPU") == torch.device("cpu")
-
-
 @pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc's malloc only")
 def test_cpu_runs_take_big_tensors_from_the_heap_again():
     """utils.reuse_freed_cpu_memory (train.py and predict.py on a CPU): a 64 MB tensor made and freed step
@@ -381,19 +133,6 @@ def test_a_resumed_run_keeps_its_settings_but_not_the_old_machines_worker_count(
     for argv, lr in ((["--resume", str(tmp_path)], 0.003), (["--resume", str(tmp_path), "--lr", "0.01"], 0.01)):
         cfg, checkpoint = train.resume_config(parser, config.parse_config(parser, argv), argv)
         assert (cfg.lr, cfg.epochs, cfg.workers, checkpoint["epoch"]) == (lr, 9, None, 1)  # None: this machine's
-
-
-def test_defaults_are_the_tutorials():
-    cfg = config.parse_config(train.build_parser(), ["--data-path", "flower_photos", "--num-classes", "5"])
-    assert (cfg.model, cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay) == \
-        ("swin_tiny_patch4_window7_224", 10, 8, 1e-4, 0.05)
-    assert cfg.img_size is None  # the variant's own: 224 for swin_tiny
-
-
-def test_configs_folder_is_valid():
-    for path in sorted((ROOT / "configs").glob("*.yaml")):
-        cfg = config.parse_config(train.build_parser(), ["--config", str(path)])
-        assert cfg.model, path
 
 
 def test_the_demo_config_trains_on_the_bundled_sample_with_no_other_flag(tmp_path):
@@ -483,33 +222,6 @@ def test_folder_without_images_is_an_error(tmp_path):
     result = run_train("--data-path", tmp_path / "data", *FAST, "--output", tmp_path, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "cats" in result.stderr or "dogs" in result.stderr
-
-
-def test_out_of_memory_suggests_what_to_do(flowers, tmp_path, monkeypatch):
-    def out_of_memory(*args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-    import engine
-    monkeypatch.setattr(engine, "train_one_epoch", out_of_memory)
-    with pytest.raises(UserError, match="--batch-size 8 --accum-steps 2.*--grad-checkpointing"):
-        train.main(["--data-path", str(flowers), *FAST, "--epochs", "1", "--output", str(tmp_path)])
-
-
-def test_non_finite_loss_stops_without_writing_nan(flowers, tmp_path, monkeypatch):
-    import engine
-    real_loss = engine.loss_fn
-    calls = {"n": 0}
-
-    def poisoned(logits, targets, smoothing, **kwargs):
-        calls["n"] += 1
-        loss = real_loss(logits, targets, smoothing, **kwargs)
-        return loss * float("nan") if calls["n"] > 7 else loss  # epoch 1 has 6 batches
-
-    monkeypatch.setattr(engine, "loss_fn", poisoned)
-    with pytest.raises(UserError, match="loss became nan"):
-        train.main(["--data-path", str(flowers), *FAST, "--epochs", "3", "--output", str(tmp_path),
-                    "--name", "nan"])
-    saved = torch.load(tmp_path / "nan" / "last.pth", weights_only=True)
-    assert saved["epoch"] == 1 and utils.all_finite(saved["model"])
 
 
 def test_freeze_layers_trains_only_the_head(flowers, tmp_path, capsys):

@@ -1,0 +1,96 @@
+"""config.py through train.py's parser: defaults < YAML < flags, values checked where they are read, and
+the tutorial's flags as it types them."""
+import pytest
+import torch
+
+import config
+import train
+import utils
+from runs import ROOT
+from utils import UserError
+
+
+def test_config_precedence_and_unknown_keys(tmp_path):
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("epochs: 3\nlr: 1e-3\nmodel: swin_micro_patch4_window4_128\n")
+    cfg = config.parse_config(train.build_parser(), ["--config", str(yaml_file), "--epochs", "5"])
+    assert cfg.epochs == 5  # flag over YAML
+    assert cfg.lr == 1e-3 and isinstance(cfg.lr, float)  # YAML over default (and "1e-3" is a number)
+    assert cfg.model == "swin_micro_patch4_window4_128" and cfg.batch_size == 8  # default
+    yaml_file.write_text("epoch: 3\n")
+    with pytest.raises(UserError, match="unknown config key 'epoch'.*did you mean 'epochs'"):
+        config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
+    yaml_file.write_text("recipe: fancy\n")
+    with pytest.raises(UserError, match="recipe"):
+        config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
+    yaml_file.write_text("epochs: [3\nlr: 1e-3\n")
+    with pytest.raises(UserError, match=r"c\.yaml is not valid YAML: .*line 2") as err:
+        config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
+    assert "\n" not in str(err.value)
+    # what YAML reads as other types: off as False, a GPU index or a run name as a number
+    yaml_file.write_text("amp: off\nbalance: off\ndevice: 0\nname: 2024\n")
+    cfg = config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
+    assert (cfg.amp, cfg.balance, cfg.device, cfg.name) == ("off", "off", "0", "2024")
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--batch-size", "0", "must be >= 1, not 0"),
+    ("--epochs", "-1", "must be >= 1"),
+    ("--workers", "-1", "must be >= 0"),
+    ("--lr", "-0.001", "must be > 0"),
+    ("--lr", "nan", "must be > 0"),
+    ("--label-smoothing", "1.5", "must be >= 0 and < 1"),
+    ("--drop-path-rate", "1", "must be >= 0 and < 1"),
+    ("--layer-decay", "0", "must be > 0 and <= 1"),
+    ("--accum-steps", "2.5", "invalid int value"),
+])
+def test_values_out_of_range_are_one_clear_error(tmp_path, capsys, flag, value, message):
+    """As a flag: argparse's usage and one line, status 2. In a YAML config: one line naming the file
+    and key. Either way before anything runs, not a traceback from the optimizer or the loader."""
+    with pytest.raises(SystemExit) as exit_info:
+        config.parse_config(train.build_parser(), [flag, value])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: {message}" in capsys.readouterr().err
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text(f"{flag[2:].replace('-', '_')}: {value}\n")
+    with pytest.raises(UserError, match=f"c.yaml: {flag[2:].replace('-', '_')}: "):
+        config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
+    yaml_file.write_text("ema: 3\n")
+    with pytest.raises(UserError, match="ema: 3 is not true or false"):
+        config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
+
+
+def test_the_tutorials_flags_as_it_types_them():
+    """The tutorial's train.py spells --num_classes with an underscore, takes --freeze-layers with a
+    value (its type=bool read "False" as True), '' for no weights and --device cuda:0 or a GPU index."""
+    cfg = config.parse_config(train.build_parser(), ["--num_classes", "5", "--freeze-layers", "False", "--weights", ""])
+    assert (cfg.num_classes, cfg.freeze_layers, cfg.weights) == (5, False, "none")
+    assert config.parse_config(train.build_parser(), ["--freeze-layers", "True"]).freeze_layers is True
+    assert config.parse_config(train.build_parser(), ["--freeze-layers"]).freeze_layers is True
+    assert config.parse_config(train.build_parser(), []).freeze_layers is False
+    with pytest.raises(SystemExit):
+        config.parse_config(train.build_parser(), ["--freeze-layers", "maybe"])
+    for device in ("0", "cuda:0"):  # both name the first GPU
+        if torch.cuda.is_available():
+            assert utils.select_device(device) == torch.device("cuda:0")
+        else:
+            with pytest.raises(UserError, match="no CUDA GPU"):
+                utils.select_device(device)
+    with pytest.raises(UserError, match="torchrun --nproc_per_node"):
+        utils.select_device("0,1")
+    with pytest.raises(UserError, match="'gpu' is not a device"):
+        utils.select_device("gpu")
+    assert utils.select_device("CPU") == torch.device("cpu")
+
+
+def test_defaults_are_the_tutorials():
+    cfg = config.parse_config(train.build_parser(), ["--data-path", "flower_photos", "--num-classes", "5"])
+    assert (cfg.model, cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay) == \
+        ("swin_tiny_patch4_window7_224", 10, 8, 1e-4, 0.05)
+    assert cfg.img_size is None  # the variant's own: 224 for swin_tiny
+
+
+def test_configs_folder_is_valid():
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        cfg = config.parse_config(train.build_parser(), ["--config", str(path)])
+        assert cfg.model, path

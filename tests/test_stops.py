@@ -1,0 +1,188 @@
+"""How a train.py run ends when something stops it: Ctrl-C and SIGTERM (to it or its process group), a
+kill while it writes, a crash, a loader worker killed, a full disk, a loss that is no longer finite, out
+of GPU memory. Each saves what can be saved, says in one line what happened and how to go on, and
+leaves no traceback and no process behind."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import engine
+import train
+import utils
+from runs import FAST, ROOT, run_train, train_here
+from utils import UserError
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_the_run_in_one_line_and_keeps_the_last(flowers, tmp_path, capsys):
+    """A full disk, here a limit on file size, which fails a write as a full disk does: the resumed run stops
+    with one line that says so, and the last.pth that was there stays whole, with no temporary file left."""
+    import resource
+    train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "full")
+    last = tmp_path / "full" / "last.pth"
+    limit = last.stat().st_size // 2  # the other files a run writes stay far smaller
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it fails instead of killing the process
+
+    result = run_train("--resume", tmp_path / "full", "--epochs", "2", check=False, preexec_fn=limited)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"error: could not save {tmp_path / 'full'}/") and result.stderr.count("\n") == 1
+    assert "GB free on its disk); the " in result.stderr and f"--resume {tmp_path / 'full'}" in result.stderr
+    assert utils.load_checkpoint(last)["epoch"] == 1
+    assert not list((tmp_path / "full").glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_stop_signal_saves_last_and_resume_finishes(flowers, tmp_path, sig, status, capsys):
+    args = [sys.executable, "train.py", "--data-path", str(flowers), *FAST, "--epochs", "50",
+            "--save-every-steps", "1", "--output", str(tmp_path), "--name", "int"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "int" / "last.pth"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert last.exists(), proc.communicate()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == status, err
+    assert "python train.py --resume" in out and "Traceback" not in err
+    saved = torch.load(last, weights_only=True)
+    assert saved["step"] >= 1 and saved["epoch"] < 50
+    if not (tmp_path / "int" / "best.pth").exists():  # stopped before its first validation
+        train.main(["--eval-only", "--resume", str(tmp_path / "int"), "--workers", "0", "--no-progress"])
+        assert capsys.readouterr().out.startswith(f"swin_micro_patch4_window4_128 from {last} (epoch 0)")
+    # finish the run, shortened to one more epoch than it had reached
+    done = train_here(capsys, "--resume", tmp_path / "int", "--epochs", saved["epoch"] + 1)
+    assert "resumed at epoch" in done
+    assert ("(not validated yet)" in done) == (saved["epoch"] == 0), done  # no best top-1 of -1
+    assert torch.load(last, weights_only=True)["epoch"] == saved["epoch"] + 1
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_to_the_process_group_reaches_the_workers_too_and_one_stop_follows(signum, status, flowers,
+                                                                                    tmp_path, capsys):
+    """A terminal's Ctrl-C signals the whole process group, loader workers included, and so do `timeout`,
+    SLURM and `docker stop` with SIGTERM: the workers leave the stop to the training process, which
+    says so once, saves and exits; a second Ctrl-C that nothing handles is one line and status 130,
+    not a traceback."""
+    args = [sys.executable, "train.py", "--data-path", str(flowers), *FAST, "--workers", "2", "--epochs", "50",
+            "--save-every-steps", "1", "--output", str(tmp_path), "--name", "group"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    last = tmp_path / "group" / "last.pth"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert last.exists(), proc.communicate()
+    time.sleep(1)  # the workers are running
+    os.killpg(proc.pid, signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == status and "python train.py --resume" in out, err
+    assert err.count(f"{signum.name} received") == 1 and "Traceback" not in err, err
+
+    def interrupted():
+        raise KeyboardInterrupt
+    with pytest.raises(SystemExit) as exit_info:
+        utils.run_cli(interrupted)
+    assert exit_info.value.code == 130 and capsys.readouterr().err.strip() == "stopped at once by Ctrl-C"
+
+
+CRASH = """
+import sys
+sys.path.insert(0, {root!r})
+import engine, train
+def crash(*args, **kwargs):
+    raise RuntimeError("a bug in the step")
+engine.train_step = crash
+train.main({args!r})
+"""
+
+
+def test_a_crash_with_loader_workers_up_ends_the_process(tmp_path):
+    """The workers ignore SIGTERM (they leave stopping to the training process): a process that ends on an
+    error must still end them, not wait for them for ever at exit."""
+    args = ["--data-path", str(ROOT / "samples" / "flowers"), *FAST, "--workers", "2", "--epochs", "1",
+            "--output", str(tmp_path), "--no-progress"]
+    script = CRASH.format(root=str(ROOT), args=args)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "a bug in the step" in result.stderr
+
+
+def test_a_loader_worker_killed_stops_the_run_in_one_line_that_says_how_to_go_on(flowers, tmp_path):
+    """The system's out-of-memory killer ends a loader worker: one line that says what happened, what to
+    change and how to resume; no traceback, none either from the other workers ended at exit."""
+    proc = subprocess.Popen([sys.executable, "train.py", "--data-path", str(flowers), *FAST, "--workers", "2",
+                             "--epochs", "50", "--output", str(tmp_path), "--name", "oom"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "oom" / "last.pth"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert last.exists(), proc.communicate()
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    workers = [pid for pid in children if "train.py" in Path(f"/proc/{pid}/cmdline").read_text()]
+    os.kill(int(workers[0]), signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in err and err.count("\n") == 1, err
+    # PyTorch says "is killed by signal: Killed." or "(pid(s) N) exited unexpectedly", as the death is found
+    assert err.startswith("error: DataLoader worker (pid") and ". A data loading process died" in err
+    assert "--workers (now 2)" in err and f"python train.py --resume {tmp_path / 'oom'}" in err
+    assert utils.load_checkpoint(last)["epoch"] >= 1
+
+
+WRITER = """
+import sys, torch
+sys.path.insert(0, {root!r})
+from utils import save_checkpoint
+i = 0
+while True:
+    i += 1
+    save_checkpoint({{"i": i, "w": torch.full((4_000_000,), float(i))}}, {path!r})
+"""
+
+
+def test_sigkill_while_writing_leaves_a_loadable_checkpoint(tmp_path):
+    path = tmp_path / "last.pth"
+    script = WRITER.format(root=str(ROOT), path=str(path))
+    for delay in (0.35, 0.6, 0.9):
+        proc = subprocess.Popen([sys.executable, "-c", script])
+        deadline = time.time() + 60
+        while not path.exists() and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        ckpt = utils.load_checkpoint(path)  # raises if torn
+        assert torch.equal(ckpt["w"], torch.full((4_000_000,), float(ckpt["i"])))
+
+
+def test_out_of_memory_suggests_what_to_do(flowers, tmp_path, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(engine, "train_one_epoch", out_of_memory)
+    with pytest.raises(UserError, match="--batch-size 8 --accum-steps 2.*--grad-checkpointing"):
+        train.main(["--data-path", str(flowers), *FAST, "--epochs", "1", "--output", str(tmp_path)])
+
+
+def test_non_finite_loss_stops_without_writing_nan(flowers, tmp_path, monkeypatch):
+    real_loss = engine.loss_fn
+    calls = {"n": 0}
+
+    def poisoned(logits, targets, smoothing, **kwargs):
+        calls["n"] += 1
+        loss = real_loss(logits, targets, smoothing, **kwargs)
+        return loss * float("nan") if calls["n"] > 7 else loss  # epoch 1 has 6 batches
+
+    monkeypatch.setattr(engine, "loss_fn", poisoned)
+    with pytest.raises(UserError, match="loss became nan"):
+        train.main(["--data-path", str(flowers), *FAST, "--epochs", "3", "--output", str(tmp_path),
+                    "--name", "nan"])
+    saved = torch.load(tmp_path / "nan" / "last.pth", weights_only=True)
+    assert saved["epoch"] == 1 and utils.all_finite(saved["model"])
