@@ -496,22 +496,26 @@ def dead_loader_worker(err: Exception) -> str | None:
     worker raised first (an EOFError while a batch came through it), which PyTorch's record of its workers
     then confirms. None for any other error. Once one is found the process is ending, so PyTorch's SIGCHLD
     handler goes: it would raise again, from whatever runs next, as the other workers are ended."""
-    words = str(err) if isinstance(err, RuntimeError) and str(err).startswith("DataLoader worker (pid") else None
-    # a broken pipe can come before the worker's death is on record: a second or so is given for it
-    tries = 40 if isinstance(err, (EOFError, ConnectionError)) else 1
-    while words is None and tries > 0:
-        try:
-            torch.utils.data._utils.signal_handling._error_if_any_worker_fails()
-        except RuntimeError as found:
-            words = str(found)
-        except AttributeError:  # a PyTorch without that record: only its own words are known
-            break
-        tries -= 1
-        if words is None and tries:
+    if isinstance(err, RuntimeError) and str(err).startswith("DataLoader worker (pid"):
+        words = str(err)
+    else:  # a broken pipe can come before the worker's death is on record: two seconds are given for it
+        deadline = time.monotonic() + (2.0 if isinstance(err, (EOFError, ConnectionError)) else 0.0)
+        while (words := recorded_worker_death()) is None and time.monotonic() < deadline:
             time.sleep(0.05)
     if words is not None and hasattr(signal, "SIGCHLD"):
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     return words
+
+
+def recorded_worker_death() -> str | None:
+    """PyTorch's words for a loader worker of this process on record as dead, if any."""
+    try:
+        torch.utils.data._utils.signal_handling._error_if_any_worker_fails()
+    except RuntimeError as found:
+        return str(found)
+    except AttributeError:  # a PyTorch without that record: only its own words are known
+        pass
+    return None
 
 
 @atexit.register  # registered after multiprocessing's own exit handler, so it runs before it

@@ -31,9 +31,9 @@ import report
 import run_log
 from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, explicit_flags, parse_config, plain, ranged,
                     weights_path, write_yaml, yes_no)
-from download import fetch_flower_photos, fetch_official_weights, official_weights_file
 from data import (build_normalize, build_transform, dead_loader_worker, default_workers, load_splits,
                   write_class_indices)
+from download import fetch_flower_photos, fetch_official_weights, official_weights_file
 from loaders import Take, build_train_loader, eval_loader
 from model import NO_PRETRAINED_WEIGHTS, resolve_variant
 from utils import (UserError, amp_dtype, init_distributed, load_checkpoint, run_cli, save_checkpoint, seed_everything,

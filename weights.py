@@ -22,12 +22,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from config import plain
 from data import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 from download import OFFICIAL_WEIGHTS, official_weights_file
 from export import load_program
 from images import read_class_indices
 from model import SIZES, VARIANTS, create_model, resolve_variant
-from config import plain
 from utils import UserError, load_checkpoint
 
 # Rebuilt by the model from its geometry, so never loaded (official files carry them).

@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import print_header  # noqa: E402  (bench/ is on the path)
 import model  # noqa: E402
-from utils import reuse_freed_cpu_memory  # noqa: E402
+from utils import tune_for  # noqa: E402
 from weights import load_weights  # noqa: E402
 
 TIMM_NAMES = {
@@ -161,8 +161,7 @@ def main():
     if args.memory:
         compare_memory(args)
     else:
-        if torch.device(args.device).type == "cpu":
-            reuse_freed_cpu_memory()  # as train.py and predict.py run on a CPU
+        tune_for(torch.device(args.device))  # as train.py and predict.py set the device up
         compare_speed(args)
 
 

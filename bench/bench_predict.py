@@ -38,7 +38,7 @@ from images import list_images  # noqa: E402
 from common import alternating_rounds, print_header  # noqa: E402
 from data import IMAGENET_MEAN, IMAGENET_STD, Normalize, build_transform  # noqa: E402
 from export import OnnxClassifier, export_onnx  # noqa: E402
-from utils import reuse_freed_cpu_memory  # noqa: E402
+from utils import tune_for  # noqa: E402
 from model import create_model  # noqa: E402
 from weights import describe_for_checkpoint, load_classifier  # noqa: E402
 
@@ -71,7 +71,7 @@ def parse_args():
 def main():
     args = parse_args()
     print_header()
-    reuse_freed_cpu_memory()  # as predict.py does on a CPU (the tutorial's loop, one image at a time, gains nothing)
+    tune_for(torch.device("cpu"))  # as predict.py does (the tutorial's loop, one image at a time, gains nothing)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         folder = scratch / "photos"
