@@ -1,5 +1,5 @@
 """What a training run tells its user as it goes: the line per epoch, TensorBoard's scalars and pictures,
-metrics.csv, and warnings about its data (files left out, imbalanced classes)."""
+metrics.csv, and notices about its settings and warnings about its data (files left out, imbalanced classes)."""
 import csv
 import sys
 from pathlib import Path
@@ -10,6 +10,7 @@ import engine
 import plots
 from data import IMAGENET_MEAN, IMAGENET_STD, to_device
 from images import class_imbalance
+from model import NO_PRETRAINED_WEIGHTS
 
 
 def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, classes: list, improved: bool) -> None:
@@ -56,6 +57,18 @@ def warn_unreadable(skipped: list, shown: int = 10) -> None:
     if len(skipped) > shown:
         print(f"warning: and {len(skipped) - shown} more files that do not decode (python split_data.py "
               "--data-path <folder> lists every one in split_report.txt)", file=sys.stderr)
+
+
+def notice_settings(cfg, variant: str, device, compiled: bool, images_per_process: int, fresh: bool) -> None:
+    """Settings that work but may not be what the user meant, or that cost time up front; said as the run starts."""
+    if device.type == "cpu" and variant not in NO_PRETRAINED_WEIGHTS:
+        print(f"notice: training {variant} on the CPU is slow (swin_tiny: a few images/s); "
+              "configs/cpu_demo.yaml trains a small variant in minutes")
+    if compiled and cfg.compile is None:
+        print(f"compiling by default: {images_per_process:,} images to train pay for it (--no-compile skips it)")
+    if cfg.warmup_epochs >= cfg.epochs and fresh:  # said once, not again on resuming
+        print(f"notice: --warmup-epochs {cfg.warmup_epochs:g} spans the whole run of {cfg.epochs} epoch(s): the lr "
+              "rises to --lr and never decays; lower --warmup-epochs for a cosine decay")
 
 
 def warn_if_imbalanced(classes: list, counts: list, balance: str) -> None:

@@ -35,7 +35,7 @@ from data import (build_normalize, build_transform, dead_loader_worker, default_
                   write_class_indices)
 from download import fetch_flower_photos, fetch_official_weights, official_weights_file
 from loaders import Take, build_train_loader, eval_loader
-from model import NO_PRETRAINED_WEIGHTS, resolve_variant
+from model import resolve_variant
 from utils import (UserError, amp_dtype, init_distributed, load_checkpoint, run_cli, save_checkpoint, seed_everything,
                    StopSignal, tune_for)
 from weights import describe_for_checkpoint, is_run_checkpoint, model_for_run
@@ -206,21 +206,15 @@ def main(argv=None) -> None:
         write_yaml(run_dir / "config.yaml", vars(cfg))
         write_class_indices(run_dir / "class_indices.json", classes)
         writer = SummaryWriter(run_dir)
-        if device.type == "cpu" and model.variant not in NO_PRETRAINED_WEIGHTS:
-            print(f"notice: training {model.variant} on the CPU is slow (swin_tiny: a few images/s); "
-                  "configs/cpu_demo.yaml trains a small variant in minutes")
         print(f"run folder {run_dir}: {len(splits.train)} training and {len(splits.val)} validation images, "
               f"{len(classes)} classes, {model.variant} at {img_size} px on {device}"
               f"{f' x{world_size} (DDP, {torch.distributed.get_backend()})' if distributed else ''}, "
               f"amp {amp or 'off'}, {cfg.workers} loader workers"
               f"{', compiled (the first step takes a minute or so)' if compiled else ''}")
-        if compiled and cfg.compile is None:
-            print(f"compiling by default: {images_per_process:,} images to train pay for it (--no-compile skips it)")
+        fresh = state.epoch == 0 and state.batches_done == 0
+        run_log.notice_settings(cfg, model.variant, device, compiled, images_per_process, fresh)
         run_log.warn_if_imbalanced(classes, splits.counts("train"), cfg.balance)
-        if cfg.warmup_epochs >= cfg.epochs and state.epoch == 0 and state.batches_done == 0:  # said once
-            print(f"notice: --warmup-epochs {cfg.warmup_epochs:g} spans the whole run of {cfg.epochs} epoch(s): the lr "
-                  "rises to --lr and never decays; lower --warmup-epochs for a cosine decay")
-        if state.epoch == 0 and state.batches_done == 0:
+        if fresh:
             first = next(batches)
             run_log.log_training_images(writer, first, state.normalize, classes)
             batches = itertools.chain([first], batches)
