@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--export-input", choices=INPUT_TYPES, default="uint8",
                    help="what an .onnx or .pt2 program takes: uint8 0-255, or float32 0-1 (the .pt takes both; "
                         "default: uint8)")
+    g.add_argument("--export-int8", action="store_true", help="an .onnx with int8 weights: a quarter of the size "
+                   "and faster on a CPU, probabilities within 0.05 of the checkpoint's (default: fp32)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
     return p
 
@@ -77,12 +79,14 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     if not args.images and args.export is None:
         raise UserError("name the images to classify: files, folders or glob patterns (or --export FILE)")
+    if args.export_int8 and args.export is None:
+        raise UserError("--export-int8 goes with --export FILE.onnx")
     if args.output is not None and args.output.suffix.lower() not in (".json", ".csv"):
         raise UserError(f"--output {args.output}: the name must end in .json or .csv")
     for folder in (args.output.parent if args.output else None, args.save_vis):
         if folder is not None:  # made now: one that cannot be made fails before the classifying, not after
             folder.mkdir(parents=True, exist_ok=True)
-    export = choose_exporter(args.export) if args.export is not None else None
+    export = choose_exporter(args.export, args.export_int8) if args.export is not None else None
     paths = list_images(args.images)  # before loading the model: a mistyped path fails at once
     device = select_device(args.device)
     tune_for(device)  # fp32 stays fp32: an export is checked against the model at 1e-4

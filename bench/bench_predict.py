@@ -47,7 +47,7 @@ SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "flowers"  # the bund
 
 def images_per_second(run) -> float:
     start = time.perf_counter()
-    done = run()
+    done = len(run())
     return done / (time.perf_counter() - start)
 
 
@@ -93,37 +93,42 @@ def main():
               f"{'random weights' if args.weights is None else args.weights}; predict.py: batch "
               f"{options.batch_size}, {options.workers or 0} workers, amp {options.amp}")
 
-        def ours(model=model, normalize=True):
+        def ours(model=model, normalize=True) -> list:
+            """The class probabilities of each photo read."""
             paths = list_images([str(folder)])
             transform = build_transform(size, train=False, crop_pct=clf.crop_pct)
             normalizer = Normalize(clf.mean, clf.std) if normalize else None  # an .onnx takes the uint8 crop
-            return sum(probs is not None for _, probs in
-                       predict.classify(model, paths, transform, normalizer, torch.device("cpu"), options))
+            return [probs for _, probs in
+                    predict.classify(model, paths, transform, normalizer, torch.device("cpu"), options)
+                    if probs is not None]
 
         tutorial_transform = transforms.Compose([
             transforms.Resize(int(size * 1.143)), transforms.CenterCrop(size), transforms.ToTensor(),
             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
-        def tutorial():
-            done = 0
+        def tutorial() -> list:
+            probs = []
             for path in sorted(folder.glob("*/*/*")):
                 image = tutorial_transform(Image.open(path).convert("RGB"))
                 with torch.no_grad():
-                    torch.softmax(model(image.unsqueeze(0)).squeeze(0), dim=0)
-                done += 1
-            return done
+                    probs.append(torch.softmax(model(image.unsqueeze(0)).squeeze(0), dim=0))
+            return probs
 
         pipelines = {"tutorial loop": tutorial, "predict.py": ours}
-        if args.onnx:
-            export_onnx(clf, scratch / "model.onnx", torch.device("cpu"))
-            program = OnnxClassifier(scratch / "model.onnx")
-            pipelines["predict.py .onnx"] = partial(ours, program, normalize=False)
+        programs = {"predict.py .onnx": False, "predict.py int8 .onnx": True} if args.onnx else {}
+        for name, int8 in programs.items():
+            export_onnx(clf, scratch / f"{name}.onnx", torch.device("cpu"), int8=int8)
+            pipelines[name] = partial(ours, OnnxClassifier(scratch / f"{name}.onnx"), normalize=False)
         medians = alternating_rounds({name: partial(images_per_second, run) for name, run in pipelines.items()},
                                      args.rounds, digits=1)  # the warm-up pass builds layouts and thread pools
+        want = torch.stack(pipelines["predict.py"]())
+        off = {name: torch.stack(pipelines[name]()) - want for name in programs}  # photos x classes
     print(f"ratio predict.py / tutorial loop: {medians['predict.py'] / medians['tutorial loop']:.2f}x")
-    if args.onnx:
-        onnx_ratio = medians["predict.py .onnx"] / medians["predict.py"]
-        print(f"ratio predict.py .onnx / predict.py checkpoint: {onnx_ratio:.2f}x")
+    for name, diff in off.items():
+        same = ((diff + want).argmax(1) == want.argmax(1)).sum()
+        print(f"ratio {name} / predict.py checkpoint: {medians[name] / medians['predict.py']:.2f}x; the same top "
+              f"class as the checkpoint for {same} of {len(want)} photos, probabilities within "
+              f"{diff.abs().max():.2g} of its ({diff.abs().mean():.2g} on average)")
 
 
 def random_checkpoint(variant: str, img_size, path: Path) -> Path:

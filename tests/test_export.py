@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from data import Normalize, build_transform
-from export import ONNX_OPSET, Deployable, export_onnx, export_pt2
+from export import INT8_TOLERANCE, ONNX_OPSET, Deployable, check_program, export_onnx, export_pt2
 from model import create_model
 from weights import Classifier
 
@@ -72,13 +72,50 @@ def test_onnx_program_gives_the_model_logits(clf, crops, onnx_file, export_packa
 
     proto = onnx.load(onnx_file)
     assert [(o.domain, o.version >= 17) for o in proto.opset_import] == [("", True)]
+    nodes = onnx_nodes(proto)
+    assert {node.domain for node in nodes} == {""} and not proto.functions  # standard operators only
+    assert ONNX_OPSET >= 17 and {"Resize", "If", "MatMul", "Softmax"} <= {node.op_type for node in nodes}
+
+
+def onnx_nodes(proto) -> list:
+    """Every node of an ONNX model, with those of the branches of its If nodes."""
+    import onnx
     nodes, graphs = [], [proto.graph]
-    while graphs:  # with the branches of If nodes
+    while graphs:
         graph = graphs.pop()
         nodes += graph.node
         graphs += [a.g for node in graph.node for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
-    assert {node.domain for node in nodes} == {""} and not proto.functions  # standard operators only
-    assert ONNX_OPSET >= 17 and {"Resize", "If", "MatMul", "Softmax"} <= {node.op_type for node in nodes}
+    return nodes
+
+
+def test_int8_onnx_program_is_close_to_the_model(clf, crops, onnx_file, export_packages, tmp_path):
+    """--export-int8: int8 weights in standard operators, a fraction of the size, probabilities near the model's."""
+    onnx, _, ort = export_packages
+    path = tmp_path / "int8.onnx"
+    export_onnx(clf, path, torch.device("cpu"), int8=True)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(None, {"images": crops.numpy()})[0]).softmax(-1)
+    want = model_logits(clf, crops).softmax(-1)
+    off = (got - want).abs().max().item()
+    assert 1e-5 < off < INT8_TOLERANCE  # quantized: near the model, not equal to it
+    assert session.get_modelmeta().custom_metadata_map["weights"] == "int8"
+    proto = onnx.load(path)
+    assert [(o.domain, o.version >= 17) for o in proto.opset_import] == [("", True)]
+    ops = {node.op_type for node in onnx_nodes(proto)}
+    assert {node.domain for node in onnx_nodes(proto)} == {""} and {"MatMulInteger", "DynamicQuantizeLinear"} <= ops
+    assert path.stat().st_size < 0.4 * onnx_file.stat().st_size
+
+
+def test_int8_check_refuses_a_program_off_the_model(clf):
+    """The int8 check is looser than the fp32 one, and still refuses probabilities off by more than its tolerance."""
+    reference = Deployable(clf.model, clf)
+    nudged = lambda x: reference(x) + 0.01 * torch.arange(5.0)  # noqa: E731  probabilities off by about 0.005
+    check_program(nudged, clf, torch.device("cpu"), "uint8", int8=True)
+    with pytest.raises(RuntimeError, match="logits are off the model's by 0.04"):
+        check_program(nudged, clf, torch.device("cpu"), "uint8")
+    favoured = lambda x: reference(x) + torch.tensor([0.5, 0, 0, 0, 0])  # noqa: E731  about 0.1 to daisy
+    with pytest.raises(RuntimeError, match=r"probabilities are off the model's by 0\.\d+ on 64 x 64 images; not saved"):
+        check_program(favoured, clf, torch.device("cpu"), "uint8", int8=True)
 
 
 def test_pt2_program_gives_the_model_logits(clf, crops, pt2_file):
