@@ -88,6 +88,17 @@ def onnx_nodes(proto) -> list:
     return nodes
 
 
+def test_onnx_runtime_runs_the_gelu_as_one_kernel(onnx_file, export_packages, tmp_path):
+    """The exported GELU is in the order of operators that ONNX Runtime fuses when it loads a program."""
+    onnx, _, ort = export_packages
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "as_loaded.onnx")  # the graph ONNX Runtime runs
+    ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+    exported = {node.op_type for node in onnx_nodes(onnx.load(onnx_file))}
+    loaded = [node.op_type for node in onnx_nodes(onnx.load(tmp_path / "as_loaded.onnx"))]
+    assert "Erf" in exported and "Erf" not in loaded and loaded.count("BiasGelu") == 5  # swin_micro: 5 blocks
+
+
 def test_int8_onnx_program_is_close_to_the_model(clf, crops, onnx_file, export_packages, tmp_path):
     """--export-int8: int8 weights in standard operators, a fraction of the size, probabilities near the model's."""
     onnx, _, ort = export_packages
