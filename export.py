@@ -207,7 +207,7 @@ def gelu_as_onnx_runtime_fuses_it() -> dict:
     """The model's GELU (the exact one, with erf) in ONNX as x * (1 + erf(x / sqrt 2)) * 0.5: ONNX Runtime
     recognises that order of the five operators when it loads a program and runs them as one kernel (with
     the linear's bias: BiasGelu); the exporter's own order, 0.5 * (1 + erf(...)) before the product with x,
-    it runs as five passes over the MLP's widest activations (README, Prediction: int8)."""
+    it runs as five passes over the MLP's widest activations (README, Prediction: GELU)."""
     from onnxscript import opset18 as op
 
     def gelu(x, approximate: str = "none"):  # traced by the exporter: the ONNX nodes these calls make
@@ -218,8 +218,8 @@ def gelu_as_onnx_runtime_fuses_it() -> dict:
 def int8_program(proto: bytes, path: Path) -> bytes:
     """The program with the weights of its matrix products and convolution in int8, quantized per tensor,
     and their inputs quantized as they arrive (ONNX Runtime's dynamic quantization; DynamicQuantizeLinear,
-    MatMulInteger and ConvInteger are standard operators). On a CPU about 1.4x faster and a quarter of the
-    size; per-channel scales measured no closer to the checkpoint (README, Prediction: int8)."""
+    MatMulInteger and ConvInteger are standard operators). On a CPU some 1.4x faster than the fp32 program,
+    a quarter of its size; per-channel scales measured no closer to the checkpoint (README, Prediction: int8)."""
     quantization = require("onnxruntime.quantization", f"--export {path} --export-int8")
     with tempfile.TemporaryDirectory() as scratch:  # its API reads and writes files
         fp32, quantized = Path(scratch) / "fp32.onnx", Path(scratch) / "int8.onnx"
