@@ -438,7 +438,8 @@ def evaluate(model: nn.Module, loader, normalize, num_classes: int, device, amp,
              desc: str = "eval") -> dict:
     """Loss, top-1, top-5, balanced accuracy and the confusion matrix (rows: true class), summed
     exactly over ranks; also, from all ranks, every misclassified image as (path, true label, its
-    top-3 labels, their probabilities), the first of them the prediction."""
+    top-3 labels, their probabilities), the first of them the prediction. `normalize` makes the model's
+    input of the loader's uint8 batches; None for a program that --export wrote, which takes them as they are."""
     model.eval()
     k = min(5, num_classes)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -449,7 +450,8 @@ def evaluate(model: nn.Module, loader, normalize, num_classes: int, device, amp,
         failed += failed_paths
         if len(labels) == 0:
             continue
-        images, labels = normalize(images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        images = images if normalize is None else normalize(images)
         with autocast(device, amp):
             logits = model(images).float()
         loss_sum += F.cross_entropy(logits, labels, reduction="sum")

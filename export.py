@@ -332,6 +332,11 @@ class ExportedClassifier:
         return self
 
 
+def is_program(path) -> bool:
+    """Whether a --weights value names a program that --export writes and that runs as it is (.onnx, .pt2)."""
+    return isinstance(path, Path) and path.suffix.lower() in (".onnx", ".pt2")
+
+
 def load_program(path: Path) -> ExportedClassifier:
     """The .onnx or .pt2 at `path`, ready for predict.py (an .onnx without onnxruntime says what to install)."""
     runner = OnnxClassifier if path.suffix.lower() == ".onnx" else Pt2Classifier

@@ -34,6 +34,7 @@ from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, expli
 from data import (build_normalize, build_transform, dead_loader_worker, default_workers, load_splits,
                   write_class_indices)
 from download import fetch_flower_photos, fetch_official_weights, official_weights_file
+from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_train_loader, eval_loader
 from model import resolve_variant
 from utils import (UserError, amp_dtype, init_distributed, load_checkpoint, run_cli, save_checkpoint, seed_everything,
@@ -113,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stop-after-epochs", type=COUNT, default=0,
                    help="stop after N epochs in this process, to resume later, e.g. within a job time limit "
                         "(default: off)")
-    g.add_argument("--eval-only", action="store_true", help="evaluate a checkpoint (--resume or --weights) and stop")
+    g.add_argument("--eval-only", action="store_true", help="evaluate a checkpoint (--resume or --weights), or an "
+                   ".onnx or .pt2 that predict.py --export wrote (--weights), and stop")
     g.add_argument("--split", default="val", choices=["val", "test"], help="for --eval-only (default: val)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
     return p
@@ -133,6 +135,8 @@ def main(argv=None) -> None:
                   f"nothing to train. To train on, add --epochs N, N above {checkpoint['epoch']}.")
         return
     rank, world_size, local_rank, device = init_distributed(cfg.device)
+    if cfg.eval_only and world_size > 1:
+        raise UserError("--eval-only runs in one process: start it with python, not torchrun")
     main_process = rank == 0
     amp = amp_dtype(cfg.amp, device)
     tune_for(device, tf32=amp is None)
@@ -153,6 +157,14 @@ def main(argv=None) -> None:
     if cfg.num_classes is not None and cfg.num_classes != len(classes):
         raise UserError(f"--num-classes {cfg.num_classes} was given, but {cfg.data_path} has {len(classes)} "
                         f"class folders: {', '.join(classes)}. Drop --num-classes or fix the folders.")
+
+    if cfg.eval_only and is_program(cfg.weights):  # what predict.py --export wrote: evaluated as it ships
+        program = load_program(cfg.weights).to(device)
+        if program.class_names != classes:
+            raise UserError(f"{cfg.weights} was exported for classes {program.class_names}, but {cfg.data_path} "
+                            f"has {classes}")
+        transform = build_transform(program.img_size, train=False, crop_pct=program.crop_pct)
+        return evaluate_checkpoint(cfg, program, splits, transform, None, program.device, None, main_process)
 
     # the official file's own name counts as no name: a config that names it (configs/finetune_*) downloads too
     if cfg.download_weights and checkpoint is None and \
@@ -180,8 +192,6 @@ def main(argv=None) -> None:
 
     eval_transform = build_transform(img_size, train=False)
     if cfg.eval_only:
-        if distributed:
-            raise UserError("--eval-only runs in one process: start it with python, not torchrun")
         return evaluate_checkpoint(cfg, model, splits, eval_transform, checkpoint, device, amp, main_process)
 
     train_loader, epoch_batches = build_train_loader(cfg, splits.train, img_size, rank, world_size)
@@ -270,7 +280,8 @@ def main(argv=None) -> None:
 def resume_config(parser, cfg, argv) -> tuple:
     """(config, checkpoint) of --resume, or (cfg, None) without it. A resumed run continues with the
     settings it saved, except the flags typed now; --eval-only takes only its data and split from them."""
-    if cfg.eval_only and not cfg.resume and isinstance(cfg.weights, Path) and cfg.weights.is_file():
+    if cfg.eval_only and not cfg.resume and isinstance(cfg.weights, Path) and cfg.weights.is_file() and \
+            not is_program(cfg.weights):
         checkpoint = load_checkpoint(cfg.weights)
         if not is_run_checkpoint(checkpoint):  # other weights: evaluated as --weights
             return cfg, None
@@ -384,13 +395,15 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
 
 def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp, main_process: bool) -> None:
     """--eval-only: top-1/top-5, per-class precision and recall, confusion matrix (text and
-    picture), and the misclassified files (the tutorial's extra scripts, folded in)."""
+    picture), and the misclassified files (the tutorial's extra scripts, folded in); of a checkpoint,
+    or of a program that predict.py --export wrote (`model` then an export.ExportedClassifier)."""
     samples = splits.test if cfg.split == "test" else splits.val
     if not samples:
         how = ("split_data.py --test-ratio 0.1 writes train/, val/ and test/ folders" if cfg.split == "test" else
                "use --val-ratio above 0, or put images in val/<class>/")
         raise UserError(f"{cfg.data_path} has no {cfg.split} split: {how}")
-    result = engine.evaluate(model, eval_loader(samples, transform, cfg, 0, 1), build_normalize(), len(splits.classes),
+    normalize = None if isinstance(model, ExportedClassifier) else build_normalize()  # a program normalises
+    result = engine.evaluate(model, eval_loader(samples, transform, cfg, 0, 1), normalize, len(splits.classes),
                              device, amp, cfg.progress)
     if not main_process:
         return

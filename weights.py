@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from config import plain
 from data import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 from download import OFFICIAL_WEIGHTS, official_weights_file
-from export import load_program
+from export import is_program, load_program
 from images import read_class_indices
 from model import SIZES, VARIANTS, create_model, resolve_variant
 from utils import UserError, load_checkpoint
@@ -232,6 +232,10 @@ def model_for_run(cfg, num_classes: int, checkpoint, main_process: bool) -> nn.M
                  if getattr(cfg, k) is not None}
     model = create_model(variant, num_classes=num_classes, grad_checkpointing=cfg.grad_checkpointing, **overrides)
     weights = cfg.weights or official_weights_file(variant)
+    if is_program(weights):
+        raise UserError(f"{weights} is a program that predict.py --export wrote: predict.py runs it and train.py "
+                        "--eval-only evaluates it, but its weights do not train; start from the checkpoint it was "
+                        "exported from")
     from_scratch = cfg.weights == "none" or (cfg.weights is None and not weights.is_file())
     if cfg.weights == "none":
         if main_process:
@@ -279,7 +283,7 @@ def load_classifier(weights: Path | None, variant: str | None = None, num_classe
     wrote, or a plain state dict of `variant`; the flags given are checked against what the file holds."""
     path = weights or newest_run_checkpoint()
     path = path / "best.pth" if path.is_dir() else path
-    ckpt = None if path.suffix.lower() in (".onnx", ".pt2") else load_checkpoint(path)
+    ckpt = None if is_program(path) else load_checkpoint(path)
     size = {"img_size": img_size} if img_size else {}
     if ckpt is None:  # what --export wrote: the program carries its names and preprocessing, as a checkpoint does
         model = load_program(path)

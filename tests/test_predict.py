@@ -15,11 +15,13 @@ import torch
 from PIL import Image
 
 import predict
+import train
 from data import Normalize, build_transform
 from export import load_program
 from image_factory import write_broken_files
 from images import write_class_indices
 from model import create_model
+from runs import train_here
 from utils import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -344,11 +346,19 @@ def assert_same(got: list, want: list, last_digit: float) -> None:
     assert [row[3] for row in got] == pytest.approx([row[3] for row in want], abs=last_digit * 1.01)
 
 
-def test_onnx_weights_print_what_the_checkpoint_prints(trained, photos, export_packages, tmp_path, capsys,
+@pytest.fixture(scope="session")
+def onnx_program(trained, export_packages, tmp_path_factory) -> Path:
+    """The trained checkpoint as predict.py --export writes it to an .onnx."""
+    path = tmp_path_factory.mktemp("onnx") / "flowers.onnx"
+    result = subprocess.run([sys.executable, str(ROOT / "predict.py"), "--export", path], cwd=trained,
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and f"wrote {path} (ONNX opset" in result.stderr, result.stderr
+    return path
+
+
+def test_onnx_weights_print_what_the_checkpoint_prints(trained, photos, onnx_program, tmp_path, capsys,
                                                        monkeypatch):
-    code, _, err = run_predict(capsys, monkeypatch, trained, "--export", tmp_path / "flowers.onnx")
-    assert code == 0 and f"wrote {tmp_path / 'flowers.onnx'} (ONNX opset" in err
-    chosen, onnx = [photos[0], photos[33], photos[66], photos[99]], ["--weights", tmp_path / "flowers.onnx"]
+    chosen, onnx = [photos[0], photos[33], photos[66], photos[99]], ["--weights", onnx_program]
     _, want, _ = run_predict(capsys, monkeypatch, trained, *chosen)
     _, got, err = run_predict(capsys, monkeypatch, trained, *chosen, *onnx)
     assert "flowers.onnx: swin_micro_patch4_window4_128, 5 classes, 64 px, on cpu (ONNX Runtime)" in err
@@ -362,6 +372,32 @@ def test_onnx_weights_print_what_the_checkpoint_prints(trained, photos, export_p
         want, got = (result_entries(csv_results(f) if f.suffix == ".csv" else json.loads(f.read_text()))
                      for f in (tmp_path / f"want_{name}", tmp_path / name))
         assert_same(got, want, last_digit=1e-6)
+
+
+def test_eval_only_evaluates_a_program_as_it_evaluates_its_checkpoint(trained, flowers, onnx_program, tmp_path,
+                                                                       capsys):
+    """train.py --eval-only --weights flowers.onnx: the validation split through the program, in the report that
+    the checkpoint gets; training from a program, or evaluating it on other classes, is one clear error."""
+    train_here(capsys, "--eval-only", "--resume", trained / "runs" / "r", "--workers", "0", "--no-progress")
+    out = train_here(capsys, "--eval-only", "--weights", onnx_program, "--data-path", flowers, "--workers", "0",
+                     "--no-progress", "--output", tmp_path)
+    folders = tmp_path / "eval-flowers" / "eval_val", trained / "runs" / "r" / "eval_val"
+    assert f"open in a browser: {folders[0] / 'report.html'}" in out and (folders[0] / "report.html").is_file()
+    got, want = ((folder / "report.txt").read_text().split("\n") for folder in folders)
+    assert got[0] == f"swin_micro_patch4_window4_128 from {onnx_program}" and got[1].startswith("val: 20 images")
+    assert got[1].split("loss")[0] == want[1].split("loss")[0] and got[2:] == want[2:]  # figures, classes, confusion
+    mistakes = [list(csv.DictReader(open(folder / "misclassified.csv"))) for folder in folders]
+    assert [r["path"] for r in mistakes[0]] == [r["path"] for r in mistakes[1]]
+    assert [float(r["probability"]) for r in mistakes[0]] == pytest.approx(
+        [float(r["probability"]) for r in mistakes[1]], abs=1e-5)
+    with pytest.raises(UserError, match=r"flowers\.onnx is a program that predict\.py --export wrote: predict\.py "
+                       r"runs it and train\.py --eval-only evaluates it, but its weights do not train"):
+        train.main(["--weights", str(onnx_program), "--data-path", str(flowers), "--epochs", "1", "--workers", "0"])
+    for name in ("daisy", "roses"):
+        shutil.copytree(flowers / name, tmp_path / "two" / name)
+    with pytest.raises(UserError, match=r"flowers\.onnx was exported for classes \['daisy', 'dandelion', 'roses', "
+                       r"'sunflowers', 'tulips'\], but .*two has \['daisy', 'roses'\]"):
+        train.main(["--eval-only", "--weights", str(onnx_program), "--data-path", str(tmp_path / "two")])
 
 
 def test_int8_onnx_classifies_as_the_checkpoint_does(trained, photos, export_packages, tmp_path, capsys,
