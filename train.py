@@ -142,6 +142,8 @@ def main(argv=None) -> None:
     tune_for(device, tf32=amp is None)
     if cfg.workers is None:
         cfg.workers = default_workers(device, world_size)
+    # what predict.py --export wrote is evaluated as it ships, a model of its own with its own names
+    program = load_program(cfg.weights).to(device) if cfg.eval_only and is_program(cfg.weights) else None
 
     if not cfg.data_path.exists() and cfg.data_path.name == "flower_photos":
         fetch_tutorial_photos(cfg.data_path, main_process, world_size)
@@ -151,18 +153,15 @@ def main(argv=None) -> None:
         run_log.warn_unreadable(splits.skipped)
     # a resumed run's saved --val-ratio was noticed when it started
     check_splits(splits, cfg, parser.get_default("val_ratio"), main_process and checkpoint is None)
-    if checkpoint is not None and checkpoint["class_names"] != classes:
-        raise UserError(f"the checkpoint was trained on classes {checkpoint['class_names']}, but "
-                        f"{cfg.data_path} has {classes}")
+    trained_on = checkpoint["class_names"] if checkpoint is not None else program.class_names if program else classes
+    if trained_on != classes:
+        raise UserError(f"{cfg.resume or cfg.weights} was trained on classes {trained_on}, but {cfg.data_path} has "
+                        f"{classes}")
     if cfg.num_classes is not None and cfg.num_classes != len(classes):
         raise UserError(f"--num-classes {cfg.num_classes} was given, but {cfg.data_path} has {len(classes)} "
                         f"class folders: {', '.join(classes)}. Drop --num-classes or fix the folders.")
 
-    if cfg.eval_only and is_program(cfg.weights):  # what predict.py --export wrote: evaluated as it ships
-        program = load_program(cfg.weights).to(device)
-        if program.class_names != classes:
-            raise UserError(f"{cfg.weights} was exported for classes {program.class_names}, but {cfg.data_path} "
-                            f"has {classes}")
+    if program is not None:
         transform = build_transform(program.img_size, train=False, crop_pct=program.crop_pct)
         return evaluate_checkpoint(cfg, program, splits, transform, None, program.device, None, main_process)
 

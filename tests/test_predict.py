@@ -395,9 +395,10 @@ def test_eval_only_evaluates_a_program_as_it_evaluates_its_checkpoint(trained, f
         train.main(["--weights", str(onnx_program), "--data-path", str(flowers), "--epochs", "1", "--workers", "0"])
     for name in ("daisy", "roses"):
         shutil.copytree(flowers / name, tmp_path / "two" / name)
-    with pytest.raises(UserError, match=r"flowers\.onnx was exported for classes \['daisy', 'dandelion', 'roses', "
-                       r"'sunflowers', 'tulips'\], but .*two has \['daisy', 'roses'\]"):
-        train.main(["--eval-only", "--weights", str(onnx_program), "--data-path", str(tmp_path / "two")])
+    for weights in (["--weights", onnx_program], ["--resume", trained / "runs" / "r"]):  # a program, a checkpoint
+        with pytest.raises(UserError, match=rf"{re.escape(str(weights[1]))} was trained on classes \['daisy', "
+                           r"'dandelion', 'roses', 'sunflowers', 'tulips'\], but .*two has \['daisy', 'roses'\]$"):
+            train.main(["--eval-only", *map(str, weights), "--data-path", str(tmp_path / "two")])
 
 
 def test_int8_onnx_classifies_as_the_checkpoint_does(trained, photos, export_packages, tmp_path, capsys,
