@@ -121,14 +121,14 @@ def main():
             pipelines[name] = partial(ours, OnnxClassifier(scratch / f"{name}.onnx"), normalize=False)
         medians = alternating_rounds({name: partial(images_per_second, run) for name, run in pipelines.items()},
                                      args.rounds, digits=1)  # the warm-up pass builds layouts and thread pools
-        want = torch.stack(pipelines["predict.py"]())
-        off = {name: torch.stack(pipelines[name]()) - want for name in programs}  # photos x classes
+        want = torch.stack(pipelines["predict.py"]())  # photos x classes
+        got = {name: torch.stack(pipelines[name]()) for name in programs}
     print(f"ratio predict.py / tutorial loop: {medians['predict.py'] / medians['tutorial loop']:.2f}x")
-    for name, diff in off.items():
-        same = ((diff + want).argmax(1) == want.argmax(1)).sum()
+    for name, probs in got.items():
+        same, off = (probs.argmax(1) == want.argmax(1)).sum(), (probs - want).abs()
         print(f"ratio {name} / predict.py checkpoint: {medians[name] / medians['predict.py']:.2f}x; the same top "
               f"class as the checkpoint for {same} of {len(want)} photos, probabilities within "
-              f"{diff.abs().max():.2g} of its ({diff.abs().mean():.2g} on average)")
+              f"{off.max():.2g} of its ({off.mean():.2g} on average)")
 
 
 def random_checkpoint(variant: str, img_size, path: Path) -> Path:
