@@ -143,7 +143,8 @@ def main(argv=None) -> None:
     if cfg.workers is None:
         cfg.workers = default_workers(device, world_size)
     # what predict.py --export wrote is evaluated as it ships, a model of its own with its own names
-    program = load_program(cfg.weights).to(device) if cfg.eval_only and is_program(cfg.weights) else None
+    evaluate_program = cfg.eval_only and checkpoint is None and is_program(cfg.weights)  # --resume comes first
+    program = load_program(cfg.weights).to(device) if evaluate_program else None
 
     if not cfg.data_path.exists() and cfg.data_path.name == "flower_photos":
         fetch_tutorial_photos(cfg.data_path, main_process, world_size)
