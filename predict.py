@@ -29,7 +29,7 @@ from tqdm import tqdm
 import plots
 from config import COUNT, POSITIVE_INT
 from data import ImageDataset, Normalize, build_loader, build_transform, default_workers, load_rgb
-from export import INPUT_TYPES, ExportedClassifier, choose_exporter
+from export import INPUT_TYPES, INT8_TOLERANCE, ExportedClassifier, choose_exporter
 from images import image_problem, list_images
 from utils import UserError, amp_dtype, autocast, run_cli, select_device, tune_for
 from weights import load_classifier
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what an .onnx or .pt2 program takes: uint8 0-255, or float32 0-1 (the .pt takes both; "
                         "default: uint8)")
     g.add_argument("--export-int8", action="store_true", help="an .onnx with int8 weights: a quarter of the size "
-                   "and faster on a CPU, probabilities within 0.05 of the checkpoint's (default: fp32)")
+                   f"and faster on a CPU, probabilities within {INT8_TOLERANCE} of the checkpoint's (default: fp32)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
     return p
 
