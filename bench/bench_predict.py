@@ -14,7 +14,8 @@ the file list to class probabilities with the same model in eval mode:
   predict.py: list_images + classify (decoding at reduced JPEG scale, batches, loader processes,
             inference mode), with its default --batch-size and --workers unless given here;
   predict.py .onnx (--onnx): the same with `--weights model.onnx`, the checkpoint exported by
-            `predict.py --export model.onnx` into the temporary folder (not timed), run by ONNX Runtime.
+            `predict.py --export model.onnx` into the temporary folder (not timed), run by ONNX Runtime;
+            and its int8 program, as `--export-int8` quantizes it.
 Without --weights the model has random weights (written as a train.py checkpoint): speed does not
 depend on them. The pipelines alternate for --rounds rounds after one warm-up pass each; the
 figures are medians of images per second.
@@ -37,7 +38,7 @@ import predict  # noqa: E402
 from images import list_images  # noqa: E402
 from common import alternating_rounds, print_header  # noqa: E402
 from data import IMAGENET_MEAN, IMAGENET_STD, Normalize, build_transform  # noqa: E402
-from export import OnnxClassifier, export_onnx  # noqa: E402
+from export import OnnxClassifier, export_onnx, int8_program  # noqa: E402
 from utils import tune_for  # noqa: E402
 from model import create_model  # noqa: E402
 from weights import describe_for_checkpoint, load_classifier  # noqa: E402
@@ -115,10 +116,14 @@ def main():
             return probs
 
         pipelines = {"tutorial loop": tutorial, "predict.py": ours}
-        programs = {"predict.py .onnx": False, "predict.py int8 .onnx": True} if args.onnx else {}
-        for name, int8 in programs.items():
-            export_onnx(clf, scratch / f"{name}.onnx", torch.device("cpu"), int8=int8)
-            pipelines[name] = partial(ours, OnnxClassifier(scratch / f"{name}.onnx"), normalize=False)
+        programs = {}
+        if args.onnx:  # exported once: the int8 program quantizes the fp32 one, as --export-int8 does
+            fp32, int8 = scratch / "fp32.onnx", scratch / "int8.onnx"
+            export_onnx(clf, fp32, torch.device("cpu"))
+            int8.write_bytes(int8_program(fp32.read_bytes(), int8))
+            programs = {"predict.py .onnx": fp32, "predict.py int8 .onnx": int8}
+        for name, path in programs.items():
+            pipelines[name] = partial(ours, OnnxClassifier(path), normalize=False)
         medians = alternating_rounds({name: partial(images_per_second, run) for name, run in pipelines.items()},
                                      args.rounds, digits=1)  # the warm-up pass builds layouts and thread pools
         want = torch.stack(pipelines["predict.py"]())  # photos x classes
