@@ -1,23 +1,25 @@
-"""Window attention, three ways to compute the same thing, and the choice among them per device and case.
+"""Window attention, four ways to compute the same thing, and the choice among them per device and case.
 
     softmax(q k^T + bias + mask) v, for every window of a batch at once
 
 `plain` (matmul, softmax, matmul) is the reference the others are tested against; `sdpa` is
 F.scaled_dot_product_attention with the bias and mask expanded to every window; `flex` is
-FlexAttention, CUDA's generated kernel that reads bias and mask by index. model.py's
+FlexAttention, CUDA's generated kernel that reads bias and mask by index; `triton` is kernels.py's
+kernel of our own, a window and head per program, for windows of up to 64 tokens on CUDA. model.py's
 WindowAttention computes q, k, v (split_heads), V2's normalised q and k (scaled_normalize), the
 position bias and the shift mask, and calls window_attention. bench/bench_attention.py times the
-three; tests/test_model.py and tests/test_cuda.py hold them to `plain`. split_heads and
+four; tests/test_model.py and tests/test_cuda.py hold them to `plain`. split_heads and
 scaled_normalize have backward passes of their own, leaner than autograd's.
 """
 import torch
 import torch.nn.functional as F
 
+import kernels
 from utils import UserError
 
 # A kind here forces it everywhere (tests, benchmarks); None lets choose_attention pick per call.
 ATTENTION = None
-ATTENTION_KINDS = ("plain", "sdpa", "flex")
+ATTENTION_KINDS = ("plain", "sdpa", "flex", "triton")
 # sdpa runs at most this many windows at once in training: CUDA's memory-efficient kernel takes 65535
 # along the batch, and past that its backward with a bias fails (torch 2.11 on an H200: swin_tiny at batch
 # 2097, 134208 windows in stage 1, "size of tensor a (134208) must match ... b (65535)";
@@ -30,20 +32,24 @@ SDPA_MAX_WINDOWS = 65535
 # eager, whole model, 2026-11-28): plain in training (2401 img/s, sdpa 2329) and for inference (6468,
 # sdpa 5354): with its scores in bf16 the plain path moves less than sdpa, whose bias is expanded to
 # every window and whose bias gradient is that size too. FlexAttention is faster alone for inference
-# but was not timed in the whole model; in training it took twice as long alone.
+# but was not timed in the whole model; in training it took twice as long alone. kernels.py's `triton`
+# is not yet timed on a GPU.
 CHOSEN_ATTENTION = {("cpu", "training"): "plain", ("cpu", "inference"): "sdpa",
                     ("cuda", "training"): "plain", ("cuda", "inference"): "plain"}
 
 
 def choose_attention(x: torch.Tensor, dropout: float) -> str:
     """ATTENTION when set, else the measured choice for this device and case. FlexAttention has no
-    dropout: with attention dropout it gives way to sdpa."""
+    dropout: with attention dropout it gives way to sdpa; kernels.py's has none either, and gives way to
+    plain there and wherever it does not run (kernels.fused_attention_applies)."""
     kind = ATTENTION
     if kind is None:
         case = "training" if torch.is_grad_enabled() and x.requires_grad else "inference"
         kind = CHOSEN_ATTENTION.get((x.device.type, case), "sdpa")
     if kind not in ATTENTION_KINDS:
         raise UserError(f"unknown attention {kind!r}: choose one of {', '.join(ATTENTION_KINDS)}")
+    if kind == "triton" and (dropout > 0 or not kernels.fused_attention_applies(x)):
+        return "plain"
     return "sdpa" if kind == "flex" and dropout > 0 else kind
 
 
@@ -54,6 +60,8 @@ def window_attention(q, k, v, bias, mask, dropout: float, kind: str, scale: floa
     b_, heads, n, _ = q.shape
     if kind == "flex":
         return flex_window_attention(q, k, v, bias, mask, scale)
+    if kind == "triton":
+        return kernels.window_attention(q, k, v, bias, mask, scale)
     if mask is not None:
         bias = bias + mask.unsqueeze(1)  # (num_windows, heads, N, N)
     nw = 1 if mask is None else mask.shape[0]

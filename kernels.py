@@ -13,8 +13,14 @@ training on CUDA only: a tensor that needs a gradient, outside torch.compile (wh
 itself); inference and exports take F.layer_norm. Until bench/bench_train.py --layer-norm torch triton
 has timed both on a GPU, "torch" is the default (made the default, it must give way to F.layer_norm
 where Triton cannot build its launcher, which takes a C compiler, as engine.inductor_or_eager does for
-torch.compile). The tests run the kernels on the CPU through Triton's interpreter (TRITON_INTERPRET=1,
-read when triton is imported: tests/test_kernels.py runs a subprocess).
+torch.compile).
+
+The attention kernels serve attention.window_attention's kind "triton" (attention.py chooses among the
+kinds); not the choice anywhere until a GPU has timed them (bench/bench_attention.py, bench/bench_train.py
+--attention plain triton).
+
+The tests run the kernels on the CPU through Triton's interpreter (TRITON_INTERPRET=1, read when triton is
+imported: tests/test_kernels.py runs a subprocess), and compile them to machine code for sm_75 to sm_90.
 """
 from __future__ import annotations
 
@@ -46,7 +52,11 @@ def compiled():
         import triton.language as tl
     except ImportError:
         return None
-    return SimpleNamespace(forward=triton.jit(_forward_kernel), backward=triton.jit(_backward_kernel))
+    global _attention_scores
+    _attention_scores = triton.jit(_attention_scores)  # called inside the attention kernels: a JIT function too
+    return SimpleNamespace(forward=triton.jit(_forward_kernel), backward=triton.jit(_backward_kernel),
+                           attention_forward=triton.jit(_attention_forward_kernel),
+                           attention_backward=triton.jit(_attention_backward_kernel))
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
@@ -161,3 +171,140 @@ def _backward_kernel(DY, X, W, MEAN, RSTD, DX, PARTIAL_DW, PARTIAL_DB, M, N, row
         db += tl.sum(dy, axis=0)
     tl.store(PARTIAL_DW + program * N + cols, dw, mask=col_ok)
     tl.store(PARTIAL_DB + program * N + cols, db, mask=col_ok)
+
+
+# --- Window attention: softmax(scale q k^T + bias + mask) v, one window and head per program ---
+#
+# Swin's windows are small (49 tokens at window 7, 64 at 8): a window's scores fit in one program's
+# registers whole, so forward reads q, k, v, the bias and mask and writes the output and each row's
+# log-sum-exp, and nothing of size (windows, heads, N, N) is written either way; backward recomputes the
+# scores. The bias is shared by every window: backward sums its gradient per program over a run of windows,
+# once more across programs (the same sums on every run).
+
+# Windows of up to 8 x 8 tokens (Swin's 7 and V2's 8): compiled for sm_90, backward then holds its five
+# 64 x 64 float32 blocks in 255 registers a thread at 8 warps (ptxas -v: 20 bytes spilled); at 128 tokens it
+# spills kilobytes a thread, and larger windows (12, 16, 24) take the plain path.
+MAX_WINDOW_TOKENS = 64
+
+
+def fused_attention_applies(x: torch.Tensor) -> bool:
+    """Whether window attention over x (B_, N, C) can run in the Triton kernel: CUDA (or the interpreter),
+    windows of at most MAX_WINDOW_TOKENS, outside torch.compile and torch.export, Triton present."""
+    return ((x.is_cuda or INTERPRET) and x.shape[1] <= MAX_WINDOW_TOKENS and x.numel() > 0
+            and not torch.compiler.is_compiling() and compiled() is not None)
+
+
+def window_attention(q, k, v, bias, mask, scale: float) -> torch.Tensor:
+    """q, k, v (B_, heads, N, d), B_ = batch x windows with the window index fastest; bias (heads, N, N);
+    mask (windows, N, N) or None. Computed in v's type (q and k are cast to it), float32 inside."""
+    return _WindowAttention.apply(q.to(v.dtype).contiguous(), k.to(v.dtype).contiguous(), v.contiguous(),
+                                  bias.contiguous(), None if mask is None else mask.contiguous(), scale)
+
+
+def _attention_blocks(n: int, d: int) -> dict:
+    """A window's tokens in one block, its channels in another: powers of two, 16 at least (tl.dot's least);
+    float32 products in TF32 where PyTorch's matmuls run so (train.py --amp off on a GPU), else exact."""
+    return {"BLOCK_N": max(16, 1 << (n - 1).bit_length()), "BLOCK_D": max(16, 1 << (d - 1).bit_length()),
+            "PRECISION": "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"}
+
+
+class _WindowAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, bias, mask, scale):
+        b_, heads, n, d = q.shape
+        out = torch.empty_like(v)
+        lse = torch.empty((b_, heads, n), dtype=torch.float32, device=q.device)  # for backward's probabilities
+        windows = 1 if mask is None else mask.shape[0]
+        compiled().attention_forward[(b_ * heads,)](
+            q, k, v, bias, bias if mask is None else mask, out, lse, n, d, heads, windows, scale,
+            HAS_MASK=mask is not None, **_attention_blocks(n, d), num_warps=4)  # 144 registers at sm_90
+        ctx.save_for_backward(q, k, v, bias, mask, out, lse)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, bias, mask, out, lse = ctx.saved_tensors
+        b_, heads, n, d = q.shape
+        grad = grad.contiguous()
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        windows = 1 if mask is None else mask.shape[0]
+        # windows per program: 16 at least, so that writing and summing the partial bias gradients adds some 5%
+        # to the bytes the kernel moves; more where that still gives some 16 programs an SM (a short tail)
+        per_program = max(16, _cdiv(b_ * heads, 4 * _programs_for_sums(q.device)))
+        groups = _cdiv(b_, per_program)
+        partial_dbias = torch.empty((groups, heads, n, n), dtype=torch.float32, device=q.device)
+        compiled().attention_backward[(heads, groups)](
+            q, k, v, bias, bias if mask is None else mask, out, grad, lse, dq, dk, dv, partial_dbias,
+            n, d, heads, windows, b_, per_program, ctx.scale,
+            HAS_MASK=mask is not None, **_attention_blocks(n, d), num_warps=8)  # fewer spill at sm_90
+        return dq, dk, dv, partial_dbias.sum(0).to(bias.dtype), None, None
+
+
+def _attention_scores(q, k, BIAS, MASK, head, window, N, scale, HAS_MASK: tl.constexpr, BLOCK_N: tl.constexpr,
+                      PRECISION: tl.constexpr):
+    """(BLOCK_N, BLOCK_N) float32: scale q k^T + bias + mask, -inf in the columns past N."""
+    rows = tl.arange(0, BLOCK_N)
+    ok = (rows[:, None] < N) & (rows[None, :] < N)
+    pairs = rows[:, None] * N + rows[None, :]
+    scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+    scores += tl.load(BIAS + head * N * N + pairs, mask=ok, other=0.0).to(tl.float32)
+    if HAS_MASK:
+        scores += tl.load(MASK + window * N * N + pairs, mask=ok, other=0.0).to(tl.float32)
+    return tl.where(rows[None, :] < N, scores, float("-inf"))
+
+
+def _attention_forward_kernel(Q, K, V, BIAS, MASK, OUT, LSE, N, D, HEADS, WINDOWS, scale,
+                              HAS_MASK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                              PRECISION: tl.constexpr):
+    program = tl.program_id(0).to(tl.int64)  # (window of the batch) x HEADS + head; int64: B_ N d may pass 2**31
+    head, window = program % HEADS, program // HEADS % WINDOWS
+    rows, cols = tl.arange(0, BLOCK_N), tl.arange(0, BLOCK_D)
+    ok = (rows[:, None] < N) & (cols[None, :] < D)
+    offsets = program * N * D + rows[:, None] * D + cols[None, :]
+    q = tl.load(Q + offsets, mask=ok, other=0.0)
+    k = tl.load(K + offsets, mask=ok, other=0.0)
+    v = tl.load(V + offsets, mask=ok, other=0.0)
+    scores = _attention_scores(q, k, BIAS, MASK, head, window, N, scale, HAS_MASK, BLOCK_N, PRECISION)
+    top = tl.max(scores, axis=1)
+    p = tl.exp(scores - top[:, None])
+    total = tl.sum(p, axis=1)
+    out = tl.dot((p / total[:, None]).to(v.dtype), v, input_precision=PRECISION)
+    tl.store(OUT + offsets, out.to(OUT.dtype.element_ty), mask=ok)
+    tl.store(LSE + program * N + rows, top + tl.log(total), mask=rows < N)
+
+
+def _attention_backward_kernel(Q, K, V, BIAS, MASK, OUT, DOUT, LSE, DQ, DK, DV, PARTIAL_DBIAS, N, D, HEADS, WINDOWS,
+                               BATCH_WINDOWS, per_program, scale,
+                               HAS_MASK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                               PRECISION: tl.constexpr):
+    head, group = tl.program_id(0), tl.program_id(1)
+    rows, cols = tl.arange(0, BLOCK_N), tl.arange(0, BLOCK_D)
+    ok = (rows[:, None] < N) & (cols[None, :] < D)
+    dbias = tl.zeros((BLOCK_N, BLOCK_N), dtype=tl.float32)
+    first = group.to(tl.int64) * per_program
+    for b in range(first, tl.minimum(first + per_program, BATCH_WINDOWS)):  # this program's windows
+        program = b * HEADS + head
+        offsets = program * N * D + rows[:, None] * D + cols[None, :]
+        q = tl.load(Q + offsets, mask=ok, other=0.0)
+        k = tl.load(K + offsets, mask=ok, other=0.0)
+        v = tl.load(V + offsets, mask=ok, other=0.0)
+        dout = tl.load(DOUT + offsets, mask=ok, other=0.0)
+        out = tl.load(OUT + offsets, mask=ok, other=0.0)
+        lse = tl.load(LSE + program * N + rows, mask=rows < N, other=0.0)
+        scores = _attention_scores(q, k, BIAS, MASK, head, b % WINDOWS, N, scale, HAS_MASK, BLOCK_N, PRECISION)
+        p = tl.exp(scores - lse[:, None])  # the forward's probabilities; 0 in the columns past N
+        dv = tl.dot(tl.trans(p.to(v.dtype)), dout, input_precision=PRECISION)
+        dp = tl.dot(dout, tl.trans(v), input_precision=PRECISION)
+        # the softmax's backward: ds = p (dp - sum_j p dp), where sum_j p dp = dout . out, row by row
+        delta = tl.sum(dout.to(tl.float32) * out.to(tl.float32), axis=1)
+        ds = p * (dp - delta[:, None])  # the gradient of the scores, hence of bias + mask; zero past N
+        dq = tl.dot(ds.to(q.dtype), k, input_precision=PRECISION) * scale
+        dk = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION) * scale
+        tl.store(DQ + offsets, dq.to(DQ.dtype.element_ty), mask=ok)
+        tl.store(DK + offsets, dk.to(DK.dtype.element_ty), mask=ok)
+        tl.store(DV + offsets, dv.to(DV.dtype.element_ty), mask=ok)
+        dbias += ds
+    pairs = rows[:, None] * N + rows[None, :]
+    tl.store(PARTIAL_DBIAS + (group * HEADS + head) * N * N + pairs, dbias,
+             mask=(rows[:, None] < N) & (rows[None, :] < N))

@@ -1,16 +1,17 @@
 """Which window-attention kernel is fastest, per case: the plain path, F.scaled_dot_product_attention
-(bias and mask expanded to every window) and FlexAttention, eager and compiled, training and inference.
+(bias and mask expanded to every window), FlexAttention and kernels.py's Triton kernel, eager and compiled,
+training and inference.
 
     python bench/bench_attention.py --device cuda                     # swin_tiny's four stages, batch 128, bf16
     python bench/bench_attention.py --device cuda --no-compile        # eager only (no compile time)
     python bench/bench_attention.py                                   # a CPU: plain and sdpa, micro sizes
 
-Two levels, both under autocast:
+Two levels, both under autocast, the whole model first (what attention.CHOSEN_ATTENTION is chosen by):
+- the whole model with attention.ATTENTION set to each kind, eager: images/s of a training step
+  (forward, backward) and of inference;
 - the attention alone (attention.window_attention) at the shapes of each stage, regular and shifted
   windows: forward (inference) and forward + backward (training), in milliseconds, eager and, with
-  torch.compile of the function, compiled (FlexAttention always runs compiled);
-- the whole model with attention.ATTENTION set to each kind, eager: images/s of a training step
-  (forward, backward) and of inference.
+  torch.compile of the function, compiled (FlexAttention always runs compiled).
 Times are medians of --repeats runs after warm-up, synchronised.
 """
 import argparse
@@ -38,7 +39,8 @@ def parse_args():
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="also time the compiled attention (default: on)")
     p.add_argument("--kinds", nargs="+", choices=attention.ATTENTION_KINDS,
-                   help="default: all three on a GPU; plain and sdpa on a CPU (FlexAttention has no CPU backward)")
+                   help="default: all four on a GPU; plain and sdpa on a CPU (FlexAttention has no CPU backward, "
+                        "kernels.py's runs on CUDA)")
     args = p.parse_args()
     args.device = select_device(args.device)
     gpu = args.device.type == "cuda"
@@ -160,8 +162,8 @@ def main():
     print_header(args.device)
     print(f"# {args.model}, batch {args.batch_size}, "
           f"{'bf16 autocast' if dtype else 'fp32'}; chosen now: {attention.CHOSEN_ATTENTION}", flush=True)
-    time_kernels(args, net, dtype)
     time_model(args, net, dtype)
+    time_kernels(args, net, dtype)
 
 
 if __name__ == "__main__":

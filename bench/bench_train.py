@@ -92,8 +92,9 @@ def parse_args():
     args.model = args.model or ("swin_tiny_patch4_window7_224" if gpu else "swin_micro_patch4_window4_128")
     args.batch_size = args.batch_size or (128 if gpu else 16)
     args.decode = args.decode or (["workers", "device"] if gpu else ["workers"])
-    if "triton" in (args.layer_norm or []) and not (gpu or kernels.INTERPRET):
-        p.error("--layer-norm triton: kernels.py's LayerNorm runs on CUDA (on a CPU under TRITON_INTERPRET=1 only)")
+    for flag, kinds in (("--layer-norm", args.layer_norm), ("--attention", args.attention)):
+        if "triton" in (kinds or []) and not (gpu or kernels.INTERPRET):
+            p.error(f"{flag} triton: kernels.py's kernels run on CUDA (on a CPU under TRITON_INTERPRET=1 only)")
     if args.cudagraphs and not (args.compile and gpu):
         p.error("--cudagraphs needs --compile and a GPU")
     return args

@@ -32,19 +32,19 @@ part() {  # part NAME SECONDS COMMAND...: run for at most SECONDS (less if BUDGE
 
 run_part() {
     case $1 in
-    # bare vs timm eager, CUDA's training attention with each LayerNorm (kernels.py's Triton one or not) side
-    # by side, e2e at both photo sizes, decoded by the workers and on the GPU: the first targets (118 s on the
-    # H200 with one bare row)
-    train_eager) part train_eager 170 python3 bench/bench_train.py --device cuda --rounds 4 --e2e-batches 30 \
-        --attention plain --layer-norm torch triton ;;
+    # bare vs timm eager, a bare row for each pair of attention (plain, CUDA's choice, or kernels.py's) and
+    # LayerNorm (PyTorch's or kernels.py's), e2e at both photo sizes, decoded by the workers and on the GPU: the
+    # first targets (118 s on the H200 with one bare row)
+    train_eager) part train_eager 200 python3 bench/bench_train.py --device cuda --rounds 4 --e2e-batches 30 \
+        --attention plain triton --layer-norm torch triton ;;
     # peak memory with and without activation checkpointing, the largest batch: swin_tiny, then swin_base
     memory) part memory 150 bash -c "python3 bench/bench_train.py --device cuda --memory --steps 4 && \
         python3 bench/bench_train.py --device cuda --memory --steps 4 --model swin_base_patch4_window7_224" ;;
     # which kernel per case: what attention.CHOSEN_ATTENTION should say on CUDA (100 s reached the whole
     # model's plain and sdpa rows, not FlexAttention's)
     attention) part attention 140 python3 bench/bench_attention.py --device cuda --no-compile --repeats 10 ;;
-    # the GPU's correctness, second: kernels.py's LayerNorm becomes the default only once it passes here and
-    # wins in train_eager. 13 tests in 212 s on an H200 (2026-11-28); the target is 5 minutes. -v names each
+    # the GPU's correctness, second: kernels.py's LayerNorm and attention become defaults only once they pass
+    # here and win in train_eager. 13 tests in 212 s on an H200 (2026-11-28); the target is 5 minutes. -v names each
     # test as it ends
     tests) part tests 300 python3 -m pytest -v -p no:cacheprovider --durations=0 tests/test_cuda.py ;;
     # bare vs timm compiled, e2e compiled: 214 s, two compiles of about a minute each

@@ -5,10 +5,33 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import attention
 import kernels
 from model import create_model
 
 pytestmark = pytest.mark.skipif(not kernels.INTERPRET, reason="run by test_kernels.py, with TRITON_INTERPRET=1")
+
+
+def convert_bf16_in_interpreted_dots() -> None:
+    """Triton's interpreter keeps bf16 as its uint16 bits and multiplies those bits in tl.dot (3.8:
+    triton-lang/triton#11584, "not supported yet"); a GPU multiplies the values. Here the interpreter
+    converts a bf16 operand first, as its own casts do, so that the attention kernels' bf16 products
+    are checked for what a GPU computes."""
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime import interpreter
+    create_dot = interpreter.InterpreterBuilder.create_dot
+
+    def value(x):
+        if x.dtype.scalar != tl.bfloat16:
+            return x
+        return interpreter.TensorHandle(
+            interpreter._convert_float(x.data, tl.bfloat16, tl.float32, None).view(np.float32), tl.float32)
+    interpreter.InterpreterBuilder.create_dot = lambda self, a, b, *rest: create_dot(self, value(a), value(b), *rest)
+
+
+if kernels.INTERPRET:
+    convert_bf16_in_interpreted_dots()
 
 
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -54,32 +77,111 @@ def count_kernel_calls(monkeypatch) -> list:
     return calls
 
 
+def micro_model(version: int) -> tuple:
+    """(a V1 or V2 micro model at 64 px, a batch of 2 for it): windows of 16 tokens and of 4, shifted and not."""
+    torch.manual_seed(0)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=5, img_size=64, version=version,
+                       drop_path_rate=0.0)
+    with torch.no_grad():  # off the init, where every V2 block is the identity (its post-norms are zero)
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return net, torch.randn(2, 3, 64, 64)
+
+
+def training_step(net, x) -> tuple:
+    """The loss of a training step on x and every parameter's gradient."""
+    net.zero_grad()
+    loss = net(x).logsumexp(1).mean()
+    loss.backward()
+    return loss.item(), {name: p.grad.clone() for name, p in net.named_parameters()}
+
+
+def assert_same_step(got: tuple, want: tuple) -> None:
+    assert abs(got[0] - want[0]) < 1e-5
+    for name in want[1]:
+        assert relative_error(got[1][name], want[1][name]) < 1e-4, name
+
+
 @pytest.mark.parametrize("version", [1, 2])
 def test_a_training_step_with_the_kernels_matches_torch(version, monkeypatch):
     """Every LayerNorm of a V1 or V2 model through the kernels, in training only: the loss and every
     gradient as with F.layer_norm."""
-    torch.manual_seed(0)
-    net = create_model("swin_micro_patch4_window4_128", num_classes=5, img_size=64, version=version,
-                       drop_path_rate=0.0)
-    x = torch.randn(2, 3, 64, 64)
-
-    def gradients(kind):
-        monkeypatch.setattr(kernels, "LAYER_NORM", kind)
-        net.zero_grad()
-        loss = net(x).logsumexp(1).mean()
-        loss.backward()
-        return loss, {name: p.grad.clone() for name, p in net.named_parameters()}
-
+    net, x = micro_model(version)
     calls = count_kernel_calls(monkeypatch)
-    want_loss, want = gradients("torch")
+    want = training_step(net, x)
     assert not calls
-    loss, got = gradients("triton")
+    monkeypatch.setattr(kernels, "LAYER_NORM", "triton")
+    got = training_step(net, x)
     blocks = sum(len(stage.blocks) for stage in net.layers)
     norms = sum(isinstance(m, torch.nn.LayerNorm) for m in net.modules())
     assert len(calls) == norms == 2 * blocks + 3 + 1 + 1  # the blocks' two, 3 mergings, patch embedding, the last
-    assert abs(loss.item() - want_loss.item()) < 1e-5
-    for name in want:
-        assert relative_error(got[name], want[name]) < 1e-4, name
+    assert_same_step(got, want)
     with torch.no_grad():  # inference, and so every export, keeps F.layer_norm
         net(x)
     assert len(calls) == norms
+
+
+@pytest.mark.parametrize("images, windows, heads, tokens, dtype, masked", [
+    # swin_tiny's 7 x 7 windows, shifted: 64 tokens a block, 15 past the window; 20 windows, so that backward's
+    # programs sum the bias gradient over 16 windows and over 4
+    (5, 4, 3, 49, torch.float32, True),
+    (9, 4, 2, 16, torch.float32, False),  # 4 x 4 windows, regular: no mask, the block just full; 36 windows
+    (2, 2, 2, 64, torch.bfloat16, True),  # V2's 8 x 8 windows in bf16, as CUDA autocast trains
+    (1, 1, 1, 4, torch.bfloat16, False),  # a 2 x 2 window (the micro variant's last stage at 64 px)
+])
+def test_window_attention_matches_float64_both_ways(images, windows, heads, tokens, dtype, masked):
+    check_window_attention(images, windows, heads, tokens, dtype, masked, "cpu")
+
+
+def check_window_attention(images: int, windows: int, heads: int, tokens: int, dtype, masked: bool,
+                           device: str) -> None:
+    """kernels.window_attention against the plain path in float64, output and the gradients of q, k, v and
+    the bias; in bf16 within twice what the plain path itself is off in bf16 (test_cuda.py's too)."""
+    torch.manual_seed(0)
+    d = 32
+    q, k, v = [torch.randn(images * windows, heads, tokens, d, device=device) for _ in range(3)]
+    bias = torch.randn(heads, tokens, tokens, device=device)
+    mask = None
+    if masked:  # the shift mask's -100 where two tokens come from different parts of the map
+        mask = torch.zeros(windows, tokens, tokens, device=device)
+        mask.masked_fill_(torch.rand(windows, tokens, tokens, device=device) < 0.3, -100.0)
+    grad = torch.randn(q.shape, device=device)
+
+    def run(fn, dtype):
+        inputs = [t.to(dtype).requires_grad_() for t in (q, k, v)] + [bias.clone().requires_grad_()]
+        out = fn(*inputs, d ** -0.5)
+        return [out, *torch.autograd.grad(out, inputs, grad.to(out.dtype))]
+
+    def plain(q, k, v, bias, scale):
+        return attention.window_attention(q, k, v, bias, None if mask is None else mask.to(q.dtype), 0.0, "plain",
+                                          scale)
+
+    def fused(q, k, v, bias, scale):
+        return kernels.window_attention(q, k, v, bias, mask, scale)
+
+    want = run(plain, torch.float64)
+    got = run(fused, dtype)
+    assert [t.dtype for t in got] == [dtype] * 4 + [torch.float32]
+    errors = [relative_error(a, b) for a, b in zip(got, want)]
+    if dtype == torch.float32:
+        assert max(errors) < 1e-5, errors
+    else:
+        plain_errors = [relative_error(a, b) for a, b in zip(run(plain, dtype), want)]
+        assert all(e <= max(2 * p, 1e-2) for e, p in zip(errors, plain_errors)), (errors, plain_errors)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_training_step_with_the_attention_kernel_matches_plain(version, monkeypatch):
+    """Every window attention of a V1 or V2 model through the kernel in training: the loss and every
+    gradient as with the plain path."""
+    net, x = micro_model(version)
+    calls = []
+    real = kernels.window_attention
+    monkeypatch.setattr(kernels, "window_attention", lambda q, *rest: calls.append(q.shape) or real(q, *rest))
+    monkeypatch.setattr(attention, "ATTENTION", "plain")
+    want = training_step(net, x)
+    assert not calls
+    monkeypatch.setattr(attention, "ATTENTION", "triton")
+    got = training_step(net, x)
+    assert len(calls) == sum(len(stage.blocks) for stage in net.layers)
+    assert_same_step(got, want)

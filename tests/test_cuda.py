@@ -13,7 +13,7 @@ import engine
 import kernels
 import loaders
 import train
-from interpreted_kernels import check_layer_norm, count_kernel_calls
+from interpreted_kernels import check_layer_norm, check_window_attention, count_kernel_calls
 from model import create_model
 from test_data import check_device_decoding
 from test_engine import training_losses
@@ -108,7 +108,7 @@ def errors(run, reference) -> tuple:
 
 
 @pytest.mark.parametrize("version", [1, 2])
-@pytest.mark.parametrize("kind", ["sdpa", "flex"])
+@pytest.mark.parametrize("kind", ["sdpa", "flex", "triton"])
 def test_cuda_attention_agrees_with_plain_forward_and_backward(kind, version):
     """Each CUDA kernel against the plain path, shifted windows and padding included (72 px: maps of
     18, 9, 5 and 3 tokens), outputs and every gradient. In fp32 they agree to rounding; under bf16
@@ -122,6 +122,20 @@ def test_cuda_attention_agrees_with_plain_forward_and_backward(kind, version):
     assert out <= max(2 * base_out, 1e-2) and grads <= max(2 * base_grads, 2e-2), (out, base_out, grads, base_grads)
     for name, error in per_parameter.items():
         assert error <= max(3 * base_parameter[name], 0.05), (name, error, base_parameter[name])
+
+
+def test_triton_attention_matches_float64_at_swin_shapes():
+    """kernels.py's attention compiled for the GPU, against float64: swin_tiny's stage 1 at batch 128 (8192
+    windows of 49 tokens, 3 heads, shifted: backward's programs each sum the bias gradient over a run of
+    windows) and V2's 8 x 8 windows, in float32 (exact products: TF32 off) and bf16."""
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        for dtype in (torch.float32, torch.bfloat16):
+            check_window_attention(128, 64, 3, 49, dtype, True, "cuda")
+            check_window_attention(16, 16, 6, 64, dtype, False, "cuda")
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 def test_sdpa_takes_more_windows_than_the_cuda_kernel_does_at_once():

@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+import attention
 import kernels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,18 +34,30 @@ def test_the_kernels_under_the_interpreter():
                              "tests/interpreted_kernels.py"], cwd=ROOT, capture_output=True, text=True,
                             env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=600)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
-    assert "6 passed" in result.stdout, result.stdout[-2000:]
+    assert "12 passed" in result.stdout, result.stdout[-2000:]
 
 
-def test_the_kernels_compile_for_the_gpus_users_train_on():
-    """Triton compiles both kernels to machine code for a GPU that is not here: what the interpreter does not
-    check (types, layouts, the backend's limits), for each pair of types CUDA autocast gives, in the narrowest
-    block and the widest (swin_base's 4 x 512 channels before the last merging, 2 rows a block). Specialised
-    as Triton specialises a launch with PyTorch's tensors (16-byte aligned, widths a multiple of 16), the
-    rows move in 16-byte vectors, not element by element (what the bandwidth needs)."""
+def compile_for_gpu(kernel, signature: dict, constexprs: dict, arch: int, warps: int, aligned_ints=()) -> dict:
+    """Triton's machine code for a GPU that is not here (its "ptx" and "cubin"), specialised as Triton
+    specialises a launch with PyTorch's tensors: pointers 16-byte aligned, and the named ints multiples of 16."""
     triton = pytest.importorskip("triton")
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+    signature = {**signature, **{name: "constexpr" for name in constexprs}}
+    aligned = {(i,): [["tt.divisibility", 16]] for i, (name, kind) in enumerate(signature.items())
+               if kind.startswith("*") or name in aligned_ints}
+    binary = triton.compile(ASTSource(kernel, signature, constexprs=constexprs, attrs=aligned),
+                            target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
+    assert binary.asm["cubin"]
+    return binary.asm
+
+
+def test_the_kernels_compile_for_the_gpus_users_train_on():
+    """Triton compiles both LayerNorm kernels to machine code for a GPU that is not here: what the interpreter
+    does not check (types, layouts, the backend's limits), for each pair of types CUDA autocast gives, in the
+    narrowest block and the widest (swin_base's 4 x 512 channels before the last merging, 2 rows a block).
+    The rows move in 16-byte vectors, not element by element (what the bandwidth needs)."""
+    pytest.importorskip("triton")
     kernels_ = kernels.compiled()
     # the H100's and H200's (sm_90) and the A100's (sm_80), which train in bf16; the T4's (sm_75): fp16
     for arch, x, y, width in ((90, "bf16", "bf16", 128), (90, "bf16", "fp32", 2048), (80, "fp32", "fp32", 128),
@@ -53,16 +66,42 @@ def test_the_kernels_compile_for_the_gpus_users_train_on():
         blocks = {"BLOCK_M": block_m, "BLOCK_N": block_n}
         sizes = {"M": "i32", "N": "i32"}
         forward = {"X": f"*{x}", "W": "*fp32", "B": "*fp32", "Y": f"*{y}", "MEAN": "*fp32", "RSTD": "*fp32",
-                   **sizes, "eps": "fp32", "BLOCK_M": "constexpr", "BLOCK_N": "constexpr"}
+                   **sizes, "eps": "fp32"}
         backward = {"DY": f"*{y}", "X": f"*{x}", "W": "*fp32", "MEAN": "*fp32", "RSTD": "*fp32", "DX": f"*{x}",
-                    "PARTIAL_DW": "*fp32", "PARTIAL_DB": "*fp32", **sizes, "rows_per_program": "i32",
-                    "BLOCK_M": "constexpr", "BLOCK_N": "constexpr"}
+                    "PARTIAL_DW": "*fp32", "PARTIAL_DB": "*fp32", **sizes, "rows_per_program": "i32"}
         for kernel, signature in ((kernels_.forward, forward), (kernels_.backward, backward)):
-            aligned = {(i,): [["tt.divisibility", 16]] for i, (name, kind) in enumerate(signature.items())
-                       if kind.startswith("*") or name in ("N", "rows_per_program")}
-            binary = triton.compile(ASTSource(kernel, signature, constexprs=blocks, attrs=aligned),
-                                    target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
-            assert binary.asm["cubin"], (kernel, x, y, block_n)
-            ptx = binary.asm["ptx"]
+            ptx = compile_for_gpu(kernel, signature, blocks, arch, warps, ("N", "rows_per_program"))["ptx"]
             assert "ld.global.v4.b32" in ptx and "st.global.v4.b32" in ptx, (kernel, x, y, block_n)
             assert "ld.global.b16" not in ptx and "st.global.b16" not in ptx, (kernel, x, y, block_n)
+
+
+def test_the_attention_kernels_compile_for_the_gpus_users_train_on():
+    """Both window attention kernels compile for the H100's and the A100's architecture, in bf16 (autocast)
+    and float32, with and without the shift mask, at the window sizes they take (7 x 7 and 8 x 8 tokens in
+    blocks of 64, 4 x 4 in 16), and their products of blocks run on the tensor cores (mma instructions)."""
+    pytest.importorskip("triton")
+    kernels_ = kernels.compiled()
+    sizes = {"N": "i32", "D": "i32", "HEADS": "i32", "WINDOWS": "i32"}
+    for arch, dtype, tokens, masked in ((90, "bf16", 49, True), (90, "bf16", 64, False), (80, "bf16", 16, True),
+                                        (80, "fp32", 49, True)):
+        io = {name: f"*{dtype}" for name in ("Q", "K", "V")}
+        forward = {**io, "BIAS": "*fp32", "MASK": "*fp32", "OUT": f"*{dtype}", "LSE": "*fp32", **sizes, "scale": "fp32"}
+        backward = {**io, "BIAS": "*fp32", "MASK": "*fp32", "OUT": f"*{dtype}", "DOUT": f"*{dtype}", "LSE": "*fp32",
+                    "DQ": f"*{dtype}", "DK": f"*{dtype}", "DV": f"*{dtype}", "PARTIAL_DBIAS": "*fp32", **sizes,
+                    "BATCH_WINDOWS": "i32", "per_program": "i32", "scale": "fp32"}
+        # float32 as train.py --amp off runs it on a GPU: TF32 products (tune_for)
+        constexprs = {"HAS_MASK": masked, **kernels._attention_blocks(tokens, 32), "PRECISION": "tf32"}
+        for kernel, signature, warps in ((kernels_.attention_forward, forward, 4),
+                                         (kernels_.attention_backward, backward, 8)):
+            ptx = compile_for_gpu(kernel, signature, constexprs, arch, warps, ("D",))["ptx"]
+            assert "mma" in ptx, (kernel, arch, dtype, tokens)
+
+
+def test_attention_gives_way_to_plain_where_the_kernel_does_not_run(monkeypatch):
+    x = torch.zeros(8, 49, 96, requires_grad=True)  # (windows, tokens, channels)
+    monkeypatch.setattr(attention, "ATTENTION", "triton")
+    assert attention.choose_attention(x, 0.0) == "plain"  # a CPU tensor, not interpreted
+    monkeypatch.setattr(kernels, "INTERPRET", True)
+    assert attention.choose_attention(x, 0.0) == ("triton" if kernels.compiled() is not None else "plain")
+    assert attention.choose_attention(x, 0.1) == "plain"  # attention dropout: the kernel has none
+    assert attention.choose_attention(torch.zeros(2, 144, 96), 0.0) == "plain"  # 12 x 12 windows: too many tokens
