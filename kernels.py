@@ -25,8 +25,10 @@ imported: tests/test_kernels.py runs a subprocess), and compile them to machine 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 from types import SimpleNamespace
+from typing import Optional
 
 import torch
 
@@ -34,6 +36,7 @@ LAYER_NORM = "torch"
 LAYER_NORM_KINDS = ("torch", "triton")
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # kernels run on CPU tensors, in numpy: for tests
 triton = tl = None  # imported on first use (compiled()): every script imports model.py, and Triton costs 160 ms
+HAS_TRITON = importlib.util.find_spec("triton") is not None  # without importing it; a constant to torch.compile
 
 
 def fused_layer_norm_applies(x: torch.Tensor) -> bool:
@@ -189,16 +192,18 @@ MAX_WINDOW_TOKENS = 64
 
 def fused_attention_applies(x: torch.Tensor) -> bool:
     """Whether window attention over x (B_, N, C) can run in the Triton kernel: CUDA (or the interpreter),
-    windows of at most MAX_WINDOW_TOKENS, outside torch.compile and torch.export, Triton present."""
+    windows of at most MAX_WINDOW_TOKENS, Triton present, and not for torch.export (a program must not need
+    this module's operators)."""
     return ((x.is_cuda or INTERPRET) and x.shape[1] <= MAX_WINDOW_TOKENS and x.numel() > 0
-            and not torch.compiler.is_compiling() and compiled() is not None)
+            and not torch.compiler.is_exporting() and HAS_TRITON)
 
 
 def window_attention(q, k, v, bias, mask, scale: float) -> torch.Tensor:
     """q, k, v (B_, heads, N, d), B_ = batch x windows with the window index fastest; bias (heads, N, N);
     mask (windows, N, N) or None. Computed in v's type (q and k are cast to it), float32 inside."""
-    return _WindowAttention.apply(q.to(v.dtype).contiguous(), k.to(v.dtype).contiguous(), v.contiguous(),
-                                  bias.contiguous(), None if mask is None else mask.contiguous(), scale)
+    out, _ = torch.ops.swin.window_attention(q.to(v.dtype).contiguous(), k.to(v.dtype).contiguous(), v.contiguous(),
+                                             bias.contiguous(), None if mask is None else mask.contiguous(), scale)
+    return out
 
 
 def _attention_blocks(n: int, d: int) -> dict:
@@ -208,37 +213,57 @@ def _attention_blocks(n: int, d: int) -> dict:
             "PRECISION": "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"}
 
 
-class _WindowAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, bias, mask, scale):
-        b_, heads, n, d = q.shape
-        out = torch.empty_like(v)
-        lse = torch.empty((b_, heads, n), dtype=torch.float32, device=q.device)  # for backward's probabilities
-        windows = 1 if mask is None else mask.shape[0]
-        compiled().attention_forward[(b_ * heads,)](
-            q, k, v, bias, bias if mask is None else mask, out, lse, n, d, heads, windows, scale,
-            HAS_MASK=mask is not None, **_attention_blocks(n, d), num_warps=4)  # 144 registers at sm_90
-        ctx.save_for_backward(q, k, v, bias, mask, out, lse)
-        ctx.scale = scale
-        return out
+# Operators of their own (torch.library.triton_op), not an autograd.Function: torch.compile then traces
+# through them to the kernels and launches those from its own code, without breaking the graph.
 
-    @staticmethod
-    def backward(ctx, grad):
-        q, k, v, bias, mask, out, lse = ctx.saved_tensors
-        b_, heads, n, d = q.shape
-        grad = grad.contiguous()
-        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        windows = 1 if mask is None else mask.shape[0]
-        # windows per program: 16 at least, so that writing and summing the partial bias gradients adds some 5%
-        # to the bytes the kernel moves; more where that still gives some 16 programs an SM (a short tail)
-        per_program = max(16, _cdiv(b_ * heads, 4 * _programs_for_sums(q.device)))
-        groups = _cdiv(b_, per_program)
-        partial_dbias = torch.empty((groups, heads, n, n), dtype=torch.float32, device=q.device)
-        compiled().attention_backward[(heads, groups)](
-            q, k, v, bias, bias if mask is None else mask, out, grad, lse, dq, dk, dv, partial_dbias,
-            n, d, heads, windows, b_, per_program, ctx.scale,
-            HAS_MASK=mask is not None, **_attention_blocks(n, d), num_warps=8)  # fewer spill at sm_90
-        return dq, dk, dv, partial_dbias.sum(0).to(bias.dtype), None, None
+@torch.library.triton_op("swin::window_attention", mutates_args=())
+def _attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
+                       mask: Optional[torch.Tensor], scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(output, each row's log-sum-exp: backward's probabilities)."""
+    b_, heads, n, d = q.shape
+    out = torch.empty_like(v)
+    lse = torch.empty((b_, heads, n), dtype=torch.float32, device=q.device)
+    windows = 1 if mask is None else mask.shape[0]
+    torch.library.wrap_triton(compiled().attention_forward)[(b_ * heads,)](
+        q, k, v, bias, bias if mask is None else mask, out, lse, n, d, heads, windows, scale,
+        HAS_MASK=mask is not None, **_attention_blocks(n, d), num_warps=4)  # 144 registers at sm_90
+    return out, lse
+
+
+@torch.library.triton_op("swin::window_attention_backward", mutates_args=())
+def _attention_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
+                        mask: Optional[torch.Tensor], out: torch.Tensor, grad: torch.Tensor, lse: torch.Tensor,
+                        scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The gradients of q, k, v and the bias."""
+    b_, heads, n, d = q.shape
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    windows = 1 if mask is None else mask.shape[0]
+    # windows per program: 16 at least, so that writing and summing the partial bias gradients adds some 5%
+    # to the bytes the kernel moves; more where that still gives some 16 programs an SM (a short tail)
+    per_program = max(16, _cdiv(b_ * heads, 4 * _programs_for_sums(q.device)))
+    groups = _cdiv(b_, per_program)
+    partial_dbias = torch.empty((groups, heads, n, n), dtype=torch.float32, device=q.device)
+    torch.library.wrap_triton(compiled().attention_backward)[(heads, groups)](
+        q, k, v, bias, bias if mask is None else mask, out, grad, lse, dq, dk, dv, partial_dbias,
+        n, d, heads, windows, b_, per_program, scale,
+        HAS_MASK=mask is not None, **_attention_blocks(n, d), num_warps=8)  # fewer spill at sm_90
+    return dq, dk, dv, partial_dbias.sum(0).to(bias.dtype)
+
+
+def _save_for_backward(ctx, inputs, output) -> None:
+    q, k, v, bias, mask, scale = inputs
+    ctx.save_for_backward(q, k, v, bias, mask, *output)
+    ctx.scale = scale
+
+
+def _backward(ctx, grad, _):
+    q, k, v, bias, mask, out, lse = ctx.saved_tensors
+    dq, dk, dv, dbias = torch.ops.swin.window_attention_backward(q, k, v, bias, mask, out, grad.contiguous(), lse,
+                                                                  ctx.scale)
+    return dq, dk, dv, dbias, None, None
+
+
+torch.library.register_autograd("swin::window_attention", _backward, setup_context=_save_for_backward)
 
 
 def _attention_scores(q, k, BIAS, MASK, head, window, N, scale, HAS_MASK: tl.constexpr, BLOCK_N: tl.constexpr,

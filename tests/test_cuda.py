@@ -163,7 +163,9 @@ def test_jpegs_decoded_on_the_gpu_give_the_workers_crops(tmp_path):
     check_device_decoding(tmp_path, "cuda")
 
 
-def test_compiled_model_agrees_with_eager():
+@pytest.mark.parametrize("kind", [None, "triton"])  # CUDA's choice of attention; kernels.py's, launched by Inductor
+def test_compiled_model_agrees_with_eager(kind, monkeypatch):
+    monkeypatch.setattr(attention, "ATTENTION", kind)
     torch.manual_seed(0)
     net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.0).cuda()
     x = torch.randn(8, 3, 96, 96, device="cuda")

@@ -105,3 +105,39 @@ def test_attention_gives_way_to_plain_where_the_kernel_does_not_run(monkeypatch)
     assert attention.choose_attention(x, 0.0) == ("triton" if kernels.compiled() is not None else "plain")
     assert attention.choose_attention(x, 0.1) == "plain"  # attention dropout: the kernel has none
     assert attention.choose_attention(torch.zeros(2, 144, 96), 0.0) == "plain"  # 12 x 12 windows: too many tokens
+
+
+def test_the_attention_kernel_stays_in_torch_compiles_graph(monkeypatch):
+    """With the attention kernel, torch.compile captures a V1 model in one graph holding an operator per block
+    (swin.window_attention: Inductor launches the kernel from its own code), and a training step traces through
+    the operator's backward. Traced only, with CPU tensors standing in for CUDA ones: the kernels are not run
+    (tests/test_cuda.py runs the compiled step on a GPU)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from interpreted_kernels import micro_model
+    pytest.importorskip("triton")
+    monkeypatch.setattr(kernels, "INTERPRET", True)  # CPU tensors go to the kernel; Triton itself not interpreting
+    monkeypatch.setattr(attention, "ATTENTION", "triton")
+    net, x = micro_model(1)
+    blocks = sum(len(stage.blocks) for stage in net.layers)
+    graphs = []
+
+    def capture(gm, example_inputs):  # a torch.compile backend that keeps the graph and runs nothing
+        graphs.append(gm)
+        outputs = gm.graph.find_nodes(op="output")[0].args[0]
+        return lambda *args: [torch.zeros_like(node.meta["example_value"]) for node in outputs]
+    torch._dynamo.reset()
+    torch.compile(net, backend=capture, fullgraph=True)(x)  # fullgraph: a graph break is an error
+    torch._dynamo.reset()
+    calls = [node for node in graphs[0].graph.nodes if node.target is torch.ops.swin.window_attention]
+    assert len(graphs) == 1 and len(calls) == blocks
+
+    net, x = micro_model(1)  # afresh: the compile's tracing left its fake window layouts in the model
+    names, params = zip(*net.named_parameters())
+
+    def step(x, *params):
+        out = torch.func.functional_call(net, dict(zip(names, params)), (x,))
+        return torch.autograd.grad(out.logsumexp(1).mean(), params)
+    traced = make_fx(step, tracing_mode="fake")(x, *params)
+    targets = [node.target for node in traced.graph.nodes]
+    assert targets.count(torch.ops.swin.window_attention.default) == blocks
+    assert targets.count(torch.ops.swin.window_attention_backward.default) == blocks
