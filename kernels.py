@@ -185,8 +185,9 @@ def _backward_kernel(DY, X, W, MEAN, RSTD, DX, PARTIAL_DW, PARTIAL_DB, M, N, row
 # once more across programs (the same sums on every run).
 
 # Windows of up to 8 x 8 tokens (Swin's 7 and V2's 8): compiled for sm_90, backward then holds its five
-# 64 x 64 float32 blocks in 255 registers a thread at 8 warps (ptxas -v: 20 bytes spilled); at 128 tokens it
-# spills kilobytes a thread, and larger windows (12, 16, 24) take the plain path.
+# 64 x 64 float32 blocks in registers at 8 warps, 20 bytes a thread spilled (ptxas -v; tests/test_kernels.py
+# holds it under 256); at 128 tokens it spills kilobytes a thread, and larger windows (12, 16, 24) take the
+# plain path.
 MAX_WINDOW_TOKENS = 64
 
 
@@ -226,7 +227,7 @@ def _attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: 
     windows = 1 if mask is None else mask.shape[0]
     torch.library.wrap_triton(compiled().attention_forward)[(b_ * heads,)](
         q, k, v, bias, bias if mask is None else mask, out, lse, n, d, heads, windows, scale,
-        HAS_MASK=mask is not None, **_attention_blocks(n, d), num_warps=4)  # 144 registers at sm_90
+        HAS_MASK=mask is not None, **_attention_blocks(n, d), num_warps=4)  # no spills at sm_90
     return out, lse
 
 
@@ -246,7 +247,7 @@ def _attention_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias:
     torch.library.wrap_triton(compiled().attention_backward)[(heads, groups)](
         q, k, v, bias, bias if mask is None else mask, out, grad, lse, dq, dk, dv, partial_dbias,
         n, d, heads, windows, b_, per_program, scale,
-        HAS_MASK=mask is not None, **_attention_blocks(n, d), num_warps=8)  # fewer spill at sm_90
+        HAS_MASK=mask is not None, **_attention_blocks(n, d), num_warps=8)  # at 4, some 500 bytes spilled
     return dq, dk, dv, partial_dbias.sum(0).to(bias.dtype)
 
 

@@ -237,7 +237,6 @@ def step_states(args, cfg, device, amp) -> tuple:
 def compare_speed(args, device, amp):
     cfg = train_config(args)
     states, variants, batch, img_size = step_states(args, cfg, device, amp)
-    bare = next(iter(variants))  # the loop's model, and the step the loop is compared with
 
     def step(name, steps):
         use(variants.get(name))
@@ -271,7 +270,7 @@ def compare_speed(args, device, amp):
         warm_up[name] = time.perf_counter() - start
     if not variants:
         raise SystemExit("every bare variant failed: nothing to compare")
-    bare = next(iter(variants))
+    bare = next(iter(variants))  # the loop's model, and the step the loop is compared with
     use(variants[bare])
     start = time.perf_counter()
     for epoch, (loader, epoch_batches) in enumerate(e2e_loaders.values()):  # and start the loaders' workers

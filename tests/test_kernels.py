@@ -2,8 +2,10 @@
 CPU (tests/interpreted_kernels.py, in a process of its own: TRITON_INTERPRET is read when triton is
 imported). tests/test_cuda.py runs them compiled on a GPU."""
 import os
+import re
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -91,10 +93,24 @@ def test_the_attention_kernels_compile_for_the_gpus_users_train_on():
                     "BATCH_WINDOWS": "i32", "per_program": "i32", "scale": "fp32"}
         # float32 as train.py --amp off runs it on a GPU: TF32 products (tune_for)
         constexprs = {"HAS_MASK": masked, **kernels._attention_blocks(tokens, 32), "PRECISION": "tf32"}
-        for kernel, signature, warps in ((kernels_.attention_forward, forward, 4),
-                                         (kernels_.attention_backward, backward, 8)):
+        for kernel, signature, warps, most in ((kernels_.attention_forward, forward, 4, 0),
+                                               (kernels_.attention_backward, backward, 8, 256)):
             ptx = compile_for_gpu(kernel, signature, constexprs, arch, warps, ("D",))["ptx"]
             assert "mma" in ptx, (kernel, arch, dtype, tokens)
+            if arch == 90:  # the window's blocks stay in registers: none spilled forward, a few bytes backward
+                assert spilled_bytes(ptx, arch) <= most, (kernel, dtype, tokens)
+
+
+def spilled_bytes(ptx: str, arch: int) -> int:
+    """The bytes a thread spills to memory, by the ptxas that Triton ships (ptxas -v)."""
+    from triton.backends.nvidia.compiler import get_ptxas
+    with tempfile.TemporaryDirectory() as scratch:
+        source = os.path.join(scratch, "kernel.ptx")
+        with open(source, "w") as f:
+            f.write(ptx)
+        done = subprocess.run([get_ptxas(arch).path, "-v", f"--gpu-name=sm_{arch}a", source, "-o", os.devnull],
+                              capture_output=True, text=True, check=True)
+    return int(re.search(r"(\d+) bytes spill stores", done.stderr).group(1))
 
 
 def test_attention_gives_way_to_plain_where_the_kernel_does_not_run(monkeypatch):
