@@ -11,6 +11,8 @@ position bias and the shift mask, and calls window_attention. bench/bench_attent
 four; tests/test_model.py and tests/test_cuda.py hold them to `plain`. split_heads and
 scaled_normalize have backward passes of their own, leaner than autograd's.
 """
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -36,6 +38,17 @@ SDPA_MAX_WINDOWS = 65535
 # is not yet timed on a GPU.
 CHOSEN_ATTENTION = {("cpu", "training"): "plain", ("cpu", "inference"): "sdpa",
                     ("cuda", "training"): "plain", ("cuda", "inference"): "plain"}
+
+
+@contextlib.contextmanager
+def forced(kind: str):
+    """ATTENTION set to kind for a while (an export's trace), then as it was."""
+    global ATTENTION
+    saved, ATTENTION = ATTENTION, kind
+    try:
+        yield
+    finally:
+        ATTENTION = saved
 
 
 def choose_attention(x: torch.Tensor, dropout: float) -> str:

@@ -39,10 +39,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+import attention
 from model import create_model
 from utils import UserError
 
 ONNX_OPSET = 18  # the first with an antialiased Resize, the resize predict.py does
+# the attention path an .onnx is traced with: ONNX Runtime runs the plain path, its bias added by broadcasting,
+# 2 to 6% faster than sdpa's, whose bias the program expands to every window first (bench/bench_onnx.py)
+ONNX_ATTENTION = "plain"
 INPUT_TYPES = ("uint8", "float32")  # what an ONNX or torch.export program takes: 0-255, or 0-1
 INSTALL = "pip install -r requirements-export.txt"
 # how far an int8 program's probabilities may be from the checkpoint's; measured: within 0.012 on photos
@@ -178,7 +182,8 @@ def export_onnx(clf, path: Path, device, input_type: str = "uint8", int8: bool =
     """ONNX (opset ONNX_OPSET, standard operators only) through torch.export; dynamic batch and image size.
     With int8, the checked program's weights are then quantized (int8_program) and checked again, looser."""
     ort = onnx_packages(path)
-    program = torch_export(clf, device, input_type)
+    with attention.forced(ONNX_ATTENTION):
+        program = torch_export(clf, device, input_type)
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):  # its progress lines: not results
         warnings.simplefilter("ignore")
         onnx_program = torch.onnx.export(program, input_names=["images"], output_names=["logits"],

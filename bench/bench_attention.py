@@ -144,15 +144,13 @@ def time_model(args, net, dtype):
 
     print(f"whole model, eager, img/s: {'kind':6s} {'training':>10s} {'inference':>10s}")
     for kind in args.kinds:
-        attention.ATTENTION = kind
         try:
-            speeds = [args.batch_size / median_ms(fn, args.device, max(3, args.repeats // 4)) * 1e3
-                      for fn in (training, inference)]
+            with attention.forced(kind):
+                speeds = [args.batch_size / median_ms(fn, args.device, max(3, args.repeats // 4)) * 1e3
+                          for fn in (training, inference)]
             print(f"{'':27s}{kind:6s} {speeds[0]:10.0f} {speeds[1]:10.0f}", flush=True)
         except Exception as error:
             print(f"  {kind}: {type(error).__name__}: {str(error)[:200]}")
-        finally:
-            attention.ATTENTION = None
 
 
 def main():

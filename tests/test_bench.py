@@ -77,3 +77,18 @@ def test_bench_predict_times_predict_py_against_the_tutorial_loop_and_the_onnx_p
     off = dict(re.findall(r"ratio predict\.py (.*)\.onnx / predict\.py checkpoint: [\d.]+x; the same top class as "
                           r"the checkpoint for \d+ of 100 photos, probabilities within ([\d.e-]+) of its", out))
     assert float(off[""]) < 1e-5 and 1e-5 < float(off["int8 "]) < 0.05, out  # fp32: equal; int8: near
+
+
+def test_bench_onnx_times_the_programs_of_an_attention_path(export_packages, monkeypatch, capsys):
+    """sdpa, the path export.ONNX_ATTENTION switches from: one export, fp32 and int8 (in this process, which
+    has its imports already; bench_predict's test runs the default path)."""
+    import export
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_onnx
+    monkeypatch.setattr(export, "ONNX_ATTENTION", export.ONNX_ATTENTION)  # as it was, after
+    monkeypatch.setattr(sys, "argv", ["bench_onnx.py", "--model", "swin_micro_patch4_window4_128", "--img-size", "64",
+                                      "--batch-size", "2", "--attention", "sdpa", "--rounds", "1"])
+    bench_onnx.main()
+    out = capsys.readouterr().out
+    assert "swin_micro_patch4_window4_128 at 64 px, random weights, batch 2" in out
+    assert "round 1: sdpa fp32 " in out and "sdpa int8: " in out and "x sdpa fp32; logits within" in out

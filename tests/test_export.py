@@ -8,6 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
+import attention
+import export
 from data import Normalize, build_transform
 from export import INT8_TOLERANCE, ONNX_OPSET, Deployable, check_program, export_onnx, export_pt2, int8_program
 from model import create_model
@@ -86,6 +88,24 @@ def onnx_nodes(proto) -> list:
         nodes += graph.node
         graphs += [a.g for node in graph.node for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
     return nodes
+
+
+def test_onnx_exports_trace_the_plain_attention_path(clf, export_packages, monkeypatch, tmp_path):
+    """The trace an .onnx comes from takes the plain attention path (export.ONNX_ATTENTION), which ONNX
+    Runtime runs faster than sdpa's (README, bench/bench_onnx.py), whatever a CPU's inference would choose;
+    and the choice is as it was after."""
+    chosen = []
+
+    class Traced(Exception):  # enough: the export stops there
+        pass
+
+    def trace(*args):
+        chosen.append(attention.choose_attention(torch.zeros(8, 16, 32), 0.0))  # inference on a CPU
+        raise Traced
+    monkeypatch.setattr(export, "torch_export", trace)
+    with pytest.raises(Traced):
+        export_onnx(clf, tmp_path / "model.onnx", torch.device("cpu"))
+    assert chosen == ["plain"] and attention.choose_attention(torch.zeros(8, 16, 32), 0.0) == "sdpa"
 
 
 def test_onnx_runtime_runs_the_gelu_as_one_kernel(onnx_file, export_packages, tmp_path):

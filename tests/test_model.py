@@ -213,11 +213,8 @@ def test_window_attention_matches_brute_force(v2, shifted, size):
     with torch.no_grad():
         expected = brute_force_attention(block, x, window_size, shifted, pretrained)
         for kind in attention.ATTENTION_KINDS:  # FlexAttention runs its reference path on a CPU, forward only
-            attention.ATTENTION = kind
-            try:
+            with attention.forced(kind):
                 got = windowed_attention(block, x, window_size, shifted, pretrained)
-            finally:
-                attention.ATTENTION = None
             assert (got - expected).abs().max().item() < 1e-5, kind
 
 
@@ -310,13 +307,9 @@ def attention_run(kind: str, version: int, device="cpu", dtype=None, size=72):
             p.add_(torch.randn_like(p) * 0.02)
     net.to(device)
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(3)).to(device)
-    attention.ATTENTION = kind
-    try:
-        with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None):
-            out = net(x).float()
-        out.square().sum().backward()
-    finally:
-        attention.ATTENTION = None
+    with attention.forced(kind), torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None):
+        out = net(x).float()
+    out.square().sum().backward()
     return out, {n: p.grad.float() for n, p in net.named_parameters()}
 
 
@@ -335,15 +328,12 @@ def test_attention_choice():
     x = torch.zeros(2, 3)
     assert attention.choose_attention(x, 0.0) == "sdpa"  # no gradient: inference
     assert attention.choose_attention(x.requires_grad_(), 0.0) == "plain"  # training on a CPU
-    attention.ATTENTION = "flex"
-    try:
+    with attention.forced("flex"):
         assert attention.choose_attention(x, 0.0) == "flex"
         assert attention.choose_attention(x, 0.1) == "sdpa"  # FlexAttention has no dropout
-        attention.ATTENTION = "fast"
-        with pytest.raises(UserError, match="unknown attention 'fast'"):
-            attention.choose_attention(x, 0.0)
-    finally:
-        attention.ATTENTION = None
+    with attention.forced("fast"), pytest.raises(UserError, match="unknown attention 'fast'"):
+        attention.choose_attention(x, 0.0)
+    assert attention.ATTENTION is None  # as it was
 
 
 def test_custom_gradients_are_exact():
