@@ -214,24 +214,30 @@ def _attention_blocks(n: int, d: int) -> dict:
             "PRECISION": "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"}
 
 
-# Operators of their own (torch.library.triton_op), not an autograd.Function: torch.compile then traces
-# through them to the kernels and launches those from its own code, without breaking the graph.
+# Operators of their own (torch.library.custom_op), not an autograd.Function: torch.compile keeps each call
+# in its one graph (FakeTensor shapes from the register_fake functions) without tracing into the kernels.
+# torch.library.triton_op would let Inductor launch them from its own code, but defining one imports
+# Inductor, some 2 s added to every script's start.
 
-@torch.library.triton_op("swin::window_attention", mutates_args=())
+@torch.library.custom_op("swin::window_attention", mutates_args=())
 def _attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
                        mask: Optional[torch.Tensor], scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(output, each row's log-sum-exp: backward's probabilities)."""
     b_, heads, n, d = q.shape
-    out = torch.empty_like(v)
-    lse = torch.empty((b_, heads, n), dtype=torch.float32, device=q.device)
+    out, lse = _attention_forward_fake(q, k, v, bias, mask, scale)  # allocated as the fake function shapes them
     windows = 1 if mask is None else mask.shape[0]
-    torch.library.wrap_triton(compiled().attention_forward)[(b_ * heads,)](
+    compiled().attention_forward[(b_ * heads,)](
         q, k, v, bias, bias if mask is None else mask, out, lse, n, d, heads, windows, scale,
         HAS_MASK=mask is not None, **_attention_blocks(n, d), num_warps=4)  # no spills at sm_90
     return out, lse
 
 
-@torch.library.triton_op("swin::window_attention_backward", mutates_args=())
+@_attention_forward.register_fake
+def _attention_forward_fake(q, k, v, bias, mask, scale) -> tuple:
+    return torch.empty_like(v), q.new_empty(q.shape[:3], dtype=torch.float32)
+
+
+@torch.library.custom_op("swin::window_attention_backward", mutates_args=())
 def _attention_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
                         mask: Optional[torch.Tensor], out: torch.Tensor, grad: torch.Tensor, lse: torch.Tensor,
                         scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -244,11 +250,16 @@ def _attention_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias:
     per_program = max(16, _cdiv(b_ * heads, 4 * _programs_for_sums(q.device)))
     groups = _cdiv(b_, per_program)
     partial_dbias = torch.empty((groups, heads, n, n), dtype=torch.float32, device=q.device)
-    torch.library.wrap_triton(compiled().attention_backward)[(heads, groups)](
+    compiled().attention_backward[(heads, groups)](
         q, k, v, bias, bias if mask is None else mask, out, grad, lse, dq, dk, dv, partial_dbias,
         n, d, heads, windows, b_, per_program, scale,
         HAS_MASK=mask is not None, **_attention_blocks(n, d), num_warps=8)  # at 4, some 500 bytes spilled
     return dq, dk, dv, partial_dbias.sum(0).to(bias.dtype)
+
+
+@_attention_backward.register_fake
+def _(q, k, v, bias, mask, out, grad, lse, scale) -> tuple:
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(bias)
 
 
 def _save_for_backward(ctx, inputs, output) -> None:
@@ -264,7 +275,7 @@ def _backward(ctx, grad, _):
     return dq, dk, dv, dbias, None, None
 
 
-torch.library.register_autograd("swin::window_attention", _backward, setup_context=_save_for_backward)
+_attention_forward.register_autograd(_backward, setup_context=_save_for_backward)
 
 
 def _attention_scores(q, k, BIAS, MASK, head, window, N, scale, HAS_MASK: tl.constexpr, BLOCK_N: tl.constexpr,

@@ -37,6 +37,7 @@ def parse_args():
     p.add_argument("--steps", type=int, default=4, help="timed training steps and inference batches a round "
                    "(default: 4)")
     p.add_argument("--rounds", type=int, default=3, help="default: 3")
+    p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="default: both")
     p.add_argument("--way", choices=WAYS, help=argparse.SUPPRESS)  # one measurement, in its own process
     p.add_argument("--task", choices=TASKS, help=argparse.SUPPRESS)
     return p.parse_args()
@@ -86,7 +87,7 @@ def main():
     print_header()
     print(f"# {args.model}: training at batch {args.train_batch}, inference at batch {args.infer_batch}, fp32; "
           f"{args.steps} steps a round", flush=True)
-    runs = [(task, way) for task in TASKS for way in WAYS]
+    runs = [(task, way) for task in args.tasks for way in WAYS]
     results = {run: [] for run in runs}
     for round_ in range(args.rounds):
         for task, way in runs if round_ % 2 == 0 else runs[::-1]:
@@ -99,7 +100,7 @@ def main():
         median = {key: statistics.median(r[key] for r in results[task, way]) for key in results[task, way][0]}
         print(f"{task} {way:8s} {median['img/s']:6.1f} img/s, {median['faults']:6.0f} page faults an image, "
               f"peak {median['peak MB']:.0f} MB")
-    for task in TASKS:
+    for task in args.tasks:
         pairs = list(zip(results[task, "reuse"], results[task, "default"]))
         print(f"{task}, reuse / default: {statistics.median(r['img/s'] / d['img/s'] for r, d in pairs):.2f}x the "
               f"speed, {statistics.median(r['peak MB'] / d['peak MB'] for r, d in pairs):.2f}x the peak memory")

@@ -47,7 +47,7 @@ run_part() {
     # here and win in train_eager. 13 tests in 212 s on an H200 (2026-11-28); the target is 5 minutes. -v names each
     # test as it ends
     tests) part tests 300 python3 -m pytest -v -p no:cacheprovider --durations=0 tests/test_cuda.py ;;
-    # bare vs timm compiled, ours with plain attention and with kernels.py's (which Inductor launches), e2e
+    # bare vs timm compiled, ours with plain attention and with kernels.py's (its operators in the graph), e2e
     # compiled: 214 s with one bare row, compiles of about a minute each
     train_compiled) part train_compiled 300 python3 bench/bench_train.py --device cuda --compile --rounds 4 \
         --e2e-batches 30 --attention plain triton ;;

@@ -163,7 +163,7 @@ def test_jpegs_decoded_on_the_gpu_give_the_workers_crops(tmp_path):
     check_device_decoding(tmp_path, "cuda")
 
 
-@pytest.mark.parametrize("kind", [None, "triton"])  # CUDA's choice of attention; kernels.py's, launched by Inductor
+@pytest.mark.parametrize("kind", [None, "triton"])  # CUDA's choice of attention; kernels.py's operators in the graph
 def test_compiled_model_agrees_with_eager(kind, monkeypatch):
     monkeypatch.setattr(attention, "ATTENTION", kind)
     torch.manual_seed(0)

@@ -125,8 +125,7 @@ def test_attention_gives_way_to_plain_where_the_kernel_does_not_run(monkeypatch)
 
 def test_the_attention_kernel_stays_in_torch_compiles_graph(monkeypatch):
     """With the attention kernel, torch.compile captures a V1 model in one graph holding an operator per block
-    (swin.window_attention: Inductor launches the kernel from its own code), and a training step traces through
-    the operator's backward. Traced only, with CPU tensors standing in for CUDA ones: the kernels are not run
+    (swin.window_attention), and a training step traces through the operator's backward. Traced only, with CPU tensors standing in for CUDA ones: the kernels are not run
     (tests/test_cuda.py runs the compiled step on a GPU)."""
     from torch.fx.experimental.proxy_tensor import make_fx
     from interpreted_kernels import micro_model
