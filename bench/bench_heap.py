@@ -85,8 +85,9 @@ def main():
         print(json.dumps(measure(args)))
         return
     print_header()
-    print(f"# {args.model}: training at batch {args.train_batch}, inference at batch {args.infer_batch}, fp32; "
-          f"{args.steps} steps a round", flush=True)
+    batches = {"train": f"training at batch {args.train_batch}", "infer": f"inference at batch {args.infer_batch}"}
+    print(f"# {args.model}: {', '.join(batches[task] for task in args.tasks)}, fp32; {args.steps} steps a round",
+          flush=True)
     runs = [(task, way) for task in args.tasks for way in WAYS]
     results = {run: [] for run in runs}
     for round_ in range(args.rounds):
