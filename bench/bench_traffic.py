@@ -100,6 +100,9 @@ def parse_args():
     p.add_argument("--img-size", type=int, help="default: the variant's")
     p.add_argument("--batch-size", type=int, default=8, help="default: 8 (figures are per image)")
     p.add_argument("--top", type=int, default=15, help="operators listed, by ours and timm's bytes (default: 15)")
+    p.add_argument("--attention", choices=["plain", "triton"], default="plain",
+                   help="ours' attention path: plain, or kernels.py's kernels, counted as their operators' inputs and "
+                        "outputs (on a CPU under TRITON_INTERPRET=1, which runs them slowly) (default: plain)")
     return p.parse_args()
 
 
@@ -109,12 +112,12 @@ def main():
     torch.manual_seed(0)
     ours = swin.create_model(args.model, num_classes=5, **({"img_size": args.img_size} if args.img_size else {}))
     counts = {"ours": None, "timm": None}
-    attention.ATTENTION = "plain"
     for name, net in (("ours", ours), ("timm", timm_twin(ours))):
-        counts[name] = count_step(net.train(), args.batch_size, ours.img_size)
+        with attention.forced(args.attention if name == "ours" else "plain"):
+            counts[name] = count_step(net.train(), args.batch_size, ours.img_size)
     n = args.batch_size
-    print(f"# {args.model} at {ours.img_size} px, batch {n}, bf16 autocast, forward + backward, plain attention; "
-          "per image")
+    print(f"# {args.model} at {ours.img_size} px, batch {n}, bf16 autocast, forward + backward, {args.attention} "
+          "attention (timm's plain); per image")
     print(f"{'operator':32s} {'ours calls':>10s} {'ours MB':>9s} {'timm calls':>10s} {'timm MB':>9s}")
     both = counts["ours"].bytes + counts["timm"].bytes
     for op, _ in both.most_common(args.top):

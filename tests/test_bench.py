@@ -54,6 +54,12 @@ def test_bench_traffic_counts_the_same_matmuls_in_both_models():
     flops = [line.split(" and ")[1] for line in out.splitlines() if line.startswith(("ours:", "timm:"))]
     assert len(flops) == 2 and flops[0] == flops[1] and "GFLOP of matmuls per image" in flops[0]
     assert "bytes moved, timm / ours" in out and out.count("\n") >= 5 + 6
+    # kernels.py's attention (Triton's interpreter runs it here): one operator each way per block, no bmm of ours
+    out = run_bench("bench/bench_traffic.py", "--model", "swin_micro_patch4_window4_128", "--img-size", "64",
+                    "--batch-size", "2", "--top", "40", "--attention", "triton", env={"TRITON_INTERPRET": "1"})
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("window", "bmm"))}
+    assert rows["window_attention"][0] == rows["window_attention_backward"][0] == "5"  # ours: calls, MB
+    assert rows["bmm"][:2] == ["0", "0.0"] and rows["bmm"][2] != "0"  # timm's bmm, plain
 
 
 def test_bench_attention_times_each_kind():
