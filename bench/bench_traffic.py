@@ -12,8 +12,8 @@ and outputs (views, which move nothing, left out) and the matmuls' FLOPs: a devi
 account of what a memory-bound step moves, and of where the two models differ. It runs on the CPU,
 so that a machine without a GPU can read it: CPU autocast stands in for CUDA's, with CUDA's rule for
 LayerNorm applied (float32, where CPU autocast leaves it in bf16), and both models take the plain
-attention path (matmul, softmax, matmul), which is timm's and which a fused kernel's math would be
-counted as on a CPU anyway. Figures are per image of a --batch-size batch; bytes a kernel
+attention path (matmul, softmax, matmul), which is timm's; or ours kernels.py's fused kernels
+(--attention triton, run by Triton's interpreter), counted as their operators' inputs and outputs. Figures are per image of a --batch-size batch; bytes a kernel
 finds in a cache are counted as moved. `bench_train.py --profile` gives the GPU's own times.
 """
 import argparse
@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from bench_train import timm_twin  # noqa: E402  (bench/ is on the path)
 from common import print_header  # noqa: E402
 import attention  # noqa: E402
+import kernels  # noqa: E402
 import model as swin  # noqa: E402
 
 # operators that return a view of their input, or allocate without writing: no traffic
@@ -103,7 +104,10 @@ def parse_args():
     p.add_argument("--attention", choices=["plain", "triton"], default="plain",
                    help="ours' attention path: plain, or kernels.py's kernels, counted as their operators' inputs and "
                         "outputs (on a CPU under TRITON_INTERPRET=1, which runs them slowly) (default: plain)")
-    return p.parse_args()
+    args = p.parse_args()
+    if args.attention == "triton" and not kernels.INTERPRET:
+        p.error("--attention triton: kernels.py's kernels run on a CPU under TRITON_INTERPRET=1 only")
+    return args
 
 
 def main():

@@ -118,15 +118,16 @@ def test_attention_gives_way_to_plain_where_the_kernel_does_not_run(monkeypatch)
     monkeypatch.setattr(attention, "ATTENTION", "triton")
     assert attention.choose_attention(x, 0.0) == "plain"  # a CPU tensor, not interpreted
     monkeypatch.setattr(kernels, "INTERPRET", True)
-    assert attention.choose_attention(x, 0.0) == ("triton" if kernels.compiled() is not None else "plain")
+    assert attention.choose_attention(x, 0.0) == ("triton" if kernels.HAS_TRITON else "plain")
     assert attention.choose_attention(x, 0.1) == "plain"  # attention dropout: the kernel has none
     assert attention.choose_attention(torch.zeros(2, 144, 96), 0.0) == "plain"  # 12 x 12 windows: too many tokens
 
 
 def test_the_attention_kernel_stays_in_torch_compiles_graph(monkeypatch):
     """With the attention kernel, torch.compile captures a V1 model in one graph holding an operator per block
-    (swin.window_attention), and a training step traces through the operator's backward. Traced only, with CPU tensors standing in for CUDA ones: the kernels are not run
-    (tests/test_cuda.py runs the compiled step on a GPU)."""
+    (swin.window_attention), and a training step traces through the operator's backward. Traced only, with
+    CPU tensors standing in for CUDA ones: the kernels are not run (tests/test_cuda.py runs the compiled step
+    on a GPU)."""
     from torch.fx.experimental.proxy_tensor import make_fx
     from interpreted_kernels import micro_model
     pytest.importorskip("triton")
