@@ -32,7 +32,7 @@ part() {  # part NAME SECONDS COMMAND...: run for at most SECONDS (less if BUDGE
 
 run_part() {
     case $1 in
-    # bare vs timm eager, a bare row for each pair of attention (plain, CUDA's choice, or kernels.py's) and
+    # bare vs timm eager, a bare row for each pair of attention (plain, CUDA's choice now; kernels.py's) and
     # LayerNorm (PyTorch's or kernels.py's), e2e at both photo sizes, decoded by the workers and on the GPU: the
     # first targets (118 s on the H200 with one bare row)
     train_eager) part train_eager 200 python3 bench/bench_train.py --device cuda --rounds 4 --e2e-batches 30 \
