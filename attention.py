@@ -30,14 +30,14 @@ SDPA_MAX_WINDOWS = 65535
 
 # The kind None picks, per device and case, from bench/bench_attention.py's figures. On a CPU: the
 # fused kernel wherever no gradient is needed, plain in training, where the fused backward with a
-# bias that needs a gradient takes a slower path. On CUDA (an H200, swin_tiny, bf16, batch 128,
-# eager, whole model, 2026-11-28): plain in training (2401 img/s, sdpa 2329) and for inference (6468,
-# sdpa 5354): with its scores in bf16 the plain path moves less than sdpa, whose bias is expanded to
-# every window and whose bias gradient is that size too. FlexAttention is faster alone for inference
-# but was not timed in the whole model; in training it took twice as long alone. kernels.py's `triton`
-# is not yet timed on a GPU.
+# bias that needs a gradient takes a slower path. On CUDA (an H200, swin_tiny, bf16, batch 128, eager,
+# whole model, 2026-11-28, img/s): for inference kernels.py's triton (8518; plain 7613, sdpa 6081, flex
+# 4321; alone at stage 1's shape 0.56 ms against plain's 0.78); in training plain (2886; triton 2574,
+# sdpa 2566, flex 1925), where triton's lead alone (1.65 ms against 2.42) did not hold in the whole
+# step: bench_train.py gave it 2646 against plain's 2543 eager, 3649 against 3774 compiled. triton is
+# taken only outside torch.compile (compiled inference is untimed) and where kernels.attention_runs.
 CHOSEN_ATTENTION = {("cpu", "training"): "plain", ("cpu", "inference"): "sdpa",
-                    ("cuda", "training"): "plain", ("cuda", "inference"): "plain"}
+                    ("cuda", "training"): "plain", ("cuda", "inference"): "triton"}
 
 
 @contextlib.contextmanager
@@ -54,14 +54,16 @@ def forced(kind: str):
 def choose_attention(x: torch.Tensor, dropout: float) -> str:
     """ATTENTION when set, else the measured choice for this device and case. FlexAttention has no
     dropout: with attention dropout it gives way to sdpa; kernels.py's has none either, and gives way to
-    plain there and wherever it does not run (kernels.fused_attention_applies)."""
-    kind = ATTENTION
-    if kind is None:
+    plain there and wherever it does not run (kernels.fused_attention_applies); chosen rather than forced,
+    also under torch.compile and where it failed to build (kernels.attention_runs)."""
+    kind, chosen = ATTENTION, ATTENTION is None
+    if chosen:
         case = "training" if torch.is_grad_enabled() and x.requires_grad else "inference"
         kind = CHOSEN_ATTENTION.get((x.device.type, case), "sdpa")
     if kind not in ATTENTION_KINDS:
         raise UserError(f"unknown attention {kind!r}: choose one of {', '.join(ATTENTION_KINDS)}")
-    if kind == "triton" and (dropout > 0 or not kernels.fused_attention_applies(x)):
+    if kind == "triton" and (dropout > 0 or not kernels.fused_attention_applies(x) or chosen and (
+            torch.compiler.is_compiling() or not kernels.attention_runs(x.device))):
         return "plain"
     return "sdpa" if kind == "flex" and dropout > 0 else kind
 

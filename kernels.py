@@ -1,4 +1,4 @@
-"""LayerNorm for CUDA training as one Triton kernel each way, where PyTorch's own takes longer than its bytes need.
+"""Triton kernels of our own: LayerNorm for CUDA training, and window attention, one kernel each way.
 
 The H200 profile (README, Training on a GPU) had LayerNorm forward and backward at 18% of an eager
 swin_tiny step's kernel time, the forward 4.9 ms a step where the bytes of its 29 calls need about
@@ -10,14 +10,14 @@ read once each way, and the sums come out the same on every run (no atomics).
 
 LAYER_NORM picks: "torch" (F.layer_norm) or "triton" (these kernels). They serve model.LayerNorm in
 training on CUDA only: a tensor that needs a gradient, outside torch.compile (which fuses LayerNorm
-itself); inference and exports take F.layer_norm. Until bench/bench_train.py --layer-norm torch triton
-has timed both on a GPU, "torch" is the default (made the default, it must give way to F.layer_norm
-where Triton cannot build its launcher, which takes a C compiler, as engine.inductor_or_eager does for
-torch.compile).
+itself); inference and exports take F.layer_norm. "torch" stays the default: on the H200 the kernels cut
+the eager step's kernel time by 12% (38 ms a step against 43, bench_train.py --profile), but that step is
+held by the CPU launching its kernels (50 ms a step), and its speed moved within the noise (2583 img/s
+against 2543, bench_train.py --layer-norm torch triton; 2026-11-28).
 
-The attention kernels serve attention.window_attention's kind "triton" (attention.py chooses among the
-kinds); not the choice anywhere until a GPU has timed them (bench/bench_attention.py, bench/bench_train.py
---attention plain triton).
+The attention kernels serve attention.window_attention's kind "triton": CUDA's choice for inference
+outside torch.compile (attention.CHOSEN_ATTENTION has the figures), where attention_runs finds that they
+build and run; in training, where two timings of the whole step disagreed, plain stays the choice.
 
 The tests run the kernels on the CPU through Triton's interpreter (TRITON_INTERPRET=1, read when triton is
 imported: tests/test_kernels.py runs a subprocess), and compile them to machine code for sm_75 to sm_90.
@@ -193,10 +193,27 @@ MAX_WINDOW_TOKENS = 64
 
 def fused_attention_applies(x: torch.Tensor) -> bool:
     """Whether window attention over x (B_, N, C) can run in the Triton kernel: CUDA (or the interpreter),
-    windows of at most MAX_WINDOW_TOKENS, Triton present, and not for torch.export (a program must not need
-    this module's operators)."""
+    windows of at most MAX_WINDOW_TOKENS, Triton present, and not for torch.export or TorchScript's trace (a
+    program must not need this module's operators)."""
     return ((x.is_cuda or INTERPRET) and x.shape[1] <= MAX_WINDOW_TOKENS and x.numel() > 0
-            and not torch.compiler.is_exporting() and HAS_TRITON)
+            and not torch.compiler.is_exporting() and not torch.jit.is_tracing() and HAS_TRITON)
+
+
+@functools.lru_cache(maxsize=None)
+def attention_runs(device: torch.device) -> bool:
+    """Whether the attention kernel builds and runs on this device, tried once on a tiny input: Triton
+    compiles a launcher with a C compiler and Python's headers, which slim Docker images lack, and
+    GPUs before Ampere are untested. Where it does not, one line says so and attention.py takes plain."""
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
+        return False  # its machine code is checked for sm_80 and sm_90 (tests/test_kernels.py) and run on sm_90
+    try:
+        q = torch.zeros(1, 1, 16, 16, device=device)
+        window_attention(q, q, q, q[0], None, 1.0)
+        return True
+    except Exception as error:  # whatever Triton raises: the plain path is always there
+        cause = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        print(f"notice: kernels.py's attention does not run here ({cause}); plain attention instead", flush=True)
+        return False
 
 
 def window_attention(q, k, v, bias, mask, scale: float) -> torch.Tensor:

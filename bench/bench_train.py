@@ -72,7 +72,8 @@ def parse_args():
     p.add_argument("--ema", action="store_true", help="keep an EMA of the weights, as train.py --ema")
     p.add_argument("--data-path", type=Path, nargs="*", help="folders of class folders of JPEGs for e2e (default: "
                    "made from the bundled photos at 320x240 and 500x375)")
-    p.add_argument("--workers", type=int, help="loader workers (default: train.py's)")
+    p.add_argument("--workers", type=int, nargs="+",
+                   help="loader workers; several: an e2e row per count, at the first photo size (default: train.py's)")
     p.add_argument("--decode", nargs="+", choices=["workers", "device"],
                    help="e2e with train.py's --decode: JPEGs decoded by the loader's workers, or batched on the device "
                         "(default: both on a GPU, workers on a CPU)")
@@ -107,7 +108,7 @@ def train_config(args):
     (build_state's schedule has 1000 steps an epoch: the lr stays in its warm-up, whatever it is)."""
     flags = ["--model", args.model, "--batch-size", str(args.batch_size), "--amp", args.amp]
     cfg = train.build_parser().parse_args(flags + (["--ema"] if args.ema else []))
-    cfg.workers = args.workers if args.workers is not None else default_workers(args.device)
+    cfg.workers = args.workers[0] if args.workers else default_workers(args.device)
     return cfg
 
 
@@ -158,7 +159,7 @@ def e2e_round(state, cfg, loader, epoch_batches, epoch: int) -> tuple:
     epoch_batches.start(epoch)
     batches = iter(loader)
     # untimed: the first batches, made by all workers at once; the timed ones then cross the epoch's end
-    engine.train_one_epoch(state, loaders.Take(batches, 2 * max(cfg.workers, 1)), cfg, show_progress=False)
+    engine.train_one_epoch(state, loaders.Take(batches, 2 * max(loader.num_workers, 1)), cfg, show_progress=False)
     state.batches_done = 0
     synchronize(state.device)
     result = engine.train_one_epoch(state, loaders.Take(batches, len(loader)), cfg, show_progress=False)
@@ -245,17 +246,22 @@ def compare_speed(args, device, amp):
     scratch = tempfile.TemporaryDirectory()
     if not args.no_e2e:
         folders = args.data_path or photo_folders(Path(scratch.name), PHOTO_SIZES)
-        for folder in folders:
+        for i, folder in enumerate(folders):
             samples = e2e_samples(folder, args.e2e_batches * args.batch_size)
-            for decode in args.decode:
-                name = f"e2e {describe(folder)}" + (", decoded on the device" if decode == "device" else "")
-                e2e_loaders[name] = loaders.build_train_loader(argparse.Namespace(**{**vars(cfg), "decode": decode}),
-                                                             samples, img_size)
+            rows = [(decode, cfg.workers) for decode in args.decode]  # the first --workers count
+            if i == 0 and args.workers:  # the others: does a busy CPU slow the process that launches the GPU's work?
+                rows += [("workers", n) for n in args.workers[1:]]
+            for decode, workers in rows:
+                name = f"e2e {describe(folder)}" + (", decoded on the device" if decode == "device" else "") \
+                    + (f", {workers} worker{'s' * (workers != 1)}" if args.workers and len(args.workers) > 1 else "")
+                settings = argparse.Namespace(**{**vars(cfg), "decode": decode, "workers": workers})
+                e2e_loaders[name] = loaders.build_train_loader(settings, samples, img_size)
     print(f"# {args.model} at {img_size} px, batch {args.batch_size}, amp {amp or 'off'}, "
           f"{'compiled' if args.compile else 'eager'}{' with CUDA graphs' if args.cudagraphs else ''}, "
           f"attention {' / '.join(args.attention or ['chosen per case'])}, "
           f"LayerNorm {' / '.join(args.layer_norm or [kernels.LAYER_NORM])}, "
-          f"{cfg.workers} loader workers{', EMA' if args.ema else ''}", flush=True)
+          f"{' / '.join(map(str, args.workers or [cfg.workers]))} loader workers{', EMA' if args.ema else ''}",
+          flush=True)
 
     warm_up = {}  # seconds: compiling, when compiled; the allocator's and cuDNN/cuBLAS's first choices
     for name in list(states):

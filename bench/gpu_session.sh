@@ -15,6 +15,7 @@ out=${OUT:-gpu-logs}
 budget=${BUDGET:-540}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
+all="tests train_cudagraphs workers profile_compiled train_eager train_compiled attention memory profile data"
 
 part() {  # part NAME SECONDS COMMAND...: run for at most SECONDS (less if BUDGET runs out), log to $out/NAME.log
     local name=$1 limit=$2 start=$SECONDS left=$((budget - SECONDS))
@@ -32,40 +33,47 @@ part() {  # part NAME SECONDS COMMAND...: run for at most SECONDS (less if BUDGE
 
 run_part() {
     case $1 in
-    # bare vs timm eager, a bare row for each pair of attention (plain, CUDA's choice now; kernels.py's) and
-    # LayerNorm (PyTorch's or kernels.py's), e2e at both photo sizes, decoded by the workers and on the GPU: the
-    # first targets (118 s on the H200 with one bare row)
-    train_eager) part train_eager 200 python3 bench/bench_train.py --device cuda --rounds 4 --e2e-batches 30 \
-        --attention plain triton --layer-norm torch triton ;;
-    # peak memory with and without activation checkpointing, the largest batch: swin_tiny, then swin_base
-    memory) part memory 150 bash -c "python3 bench/bench_train.py --device cuda --memory --steps 4 && \
-        python3 bench/bench_train.py --device cuda --memory --steps 4 --model swin_base_patch4_window7_224" ;;
-    # which kernel per case: what attention.CHOSEN_ATTENTION should say on CUDA (100 s reached the whole
-    # model's plain and sdpa rows, not FlexAttention's)
-    attention) part attention 140 python3 bench/bench_attention.py --device cuda --no-compile --repeats 10 ;;
-    # the GPU's correctness, second: kernels.py's LayerNorm and attention become defaults only once they pass
-    # here and win in train_eager. 13 tests in 212 s on an H200 (2026-11-28); the target is 5 minutes. -v names each
-    # test as it ends
+    # the GPU's correctness first: CUDA's choice of attention for inference (kernels.py's) changed since the last
+    # run on a GPU. 22 tests in 257 s on an H200 (2026-11-28); the target is 5 minutes. -v names each test as it ends
     tests) part tests 300 python3 -m pytest -v -p no:cacheprovider --durations=0 tests/test_cuda.py ;;
-    # bare vs timm compiled, ours with plain attention and with kernels.py's (its operators in the graph), e2e
-    # compiled: 214 s with one bare row, compiles of about a minute each
-    train_compiled) part train_compiled 300 python3 bench/bench_train.py --device cuda --compile --rounds 4 \
-        --e2e-batches 30 --attention plain triton ;;
-    # compiled with CUDA graphs (reduce-overhead), workers decoding: toward the 4,000 img/s target
+    # compiled with CUDA graphs (reduce-overhead), workers decoding: never run yet. The launches leave the CPU,
+    # which held the eager step at batch 128; toward the 4,000 img/s target
     train_cudagraphs) part train_cudagraphs 250 python3 bench/bench_train.py --device cuda --compile --cudagraphs \
         --rounds 3 --e2e-batches 30 --decode workers ;;
-    # the kernels that take the step's time, ours and timm's: what to make faster
+    # e2e compiled with 15, 11 and 7 workers: the loop waited 1% for data yet ran at 0.86x the bare step; do 15
+    # busy workers on 16 cores slow the process that launches the GPU's work? (one compile, about 50 s)
+    workers) part workers 150 python3 bench/bench_train.py --device cuda --compile --no-timm --workers 15 11 7 \
+        --decode workers --rounds 3 --e2e-batches 30 ;;
+    # the compiled steps' kernels, ours and timm's: what ours still moves that timm's compiled graph does not
+    # (two compiles, about 2 minutes)
+    profile_compiled) part profile_compiled 200 python3 bench/bench_train.py --device cuda --compile --profile 30 \
+        --steps 5 ;;
+    # bare vs timm eager, a bare row for each pair of attention (plain, CUDA's training choice; kernels.py's) and
+    # LayerNorm (PyTorch's or kernels.py's), e2e at both photo sizes, decoded by the workers and on the GPU: 119 s
+    train_eager) part train_eager 200 python3 bench/bench_train.py --device cuda --rounds 4 --e2e-batches 30 \
+        --attention plain triton --layer-norm torch triton ;;
+    # bare vs timm compiled, ours with plain attention and with kernels.py's (its operators in the graph), e2e
+    # compiled: 219 s, compiles of about a minute each
+    train_compiled) part train_compiled 300 python3 bench/bench_train.py --device cuda --compile --rounds 4 \
+        --e2e-batches 30 --attention plain triton ;;
+    # which kernel per case: what attention.CHOSEN_ATTENTION says on CUDA (72 s reached the whole model's rows
+    # and stage 1's)
+    attention) part attention 140 python3 bench/bench_attention.py --device cuda --no-compile --repeats 10 ;;
+    # peak memory with and without activation checkpointing, the largest batch: swin_tiny, then swin_base (48 s)
+    memory) part memory 150 bash -c "python3 bench/bench_train.py --device cuda --memory --steps 4 && \
+        python3 bench/bench_train.py --device cuda --memory --steps 4 --model swin_base_patch4_window7_224" ;;
+    # the eager steps' kernels, ours (PyTorch's LayerNorm, kernels.py's) and timm's (34 s)
     profile) part profile 90 python3 bench/bench_train.py --device cuda --profile 25 --steps 5 --layer-norm torch triton ;;
     data) part data 40 python3 bench/bench_data.py --workers 15 --batch-size 128 --images 2560 --rounds 2 \
         --upscale 3 --gpu-decode ;;
-    *) echo "unknown part $1: train_eager tests memory train_compiled attention profile train_cudagraphs data" >&2; return 2 ;;
+    *) echo "unknown part $1: $all" >&2; return 2 ;;
     esac
 }
 
 { nvidia-smi -L; nproc; python3 -c "import torch, torchvision, timm; print(torch.__version__, torchvision.__version__, timm.__version__)"; } \
     >"$out/env.log" 2>&1
 cat "$out/env.log"
-for name in "${@:-train_eager tests memory train_compiled attention profile train_cudagraphs data}"; do
+for name in "${@:-$all}"; do
     for one in $name; do
         run_part "$one"
     done

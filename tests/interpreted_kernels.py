@@ -185,3 +185,22 @@ def test_a_training_step_with_the_attention_kernel_matches_plain(version, monkey
     got = training_step(net, x)
     assert len(calls) == sum(len(stage.blocks) for stage in net.layers)
     assert_same_step(got, want)
+
+
+def test_inference_takes_the_kernel_where_it_is_chosen_and_runs(monkeypatch, capsys):
+    """CUDA's choice for inference, played here: chosen (not forced), the kernel is tried once, runs, and then
+    serves every window attention of the model, which gives the plain path's logits."""
+    monkeypatch.setitem(attention.CHOSEN_ATTENTION, ("cpu", "inference"), "triton")
+    kernels.attention_runs.cache_clear()
+    net, x = micro_model(1)
+    net.eval()
+    with torch.no_grad(), attention.forced("plain"):
+        want = net(x)
+    calls = []
+    real = kernels.window_attention
+    monkeypatch.setattr(kernels, "window_attention", lambda q, *rest: calls.append(q.shape) or real(q, *rest))
+    with torch.no_grad():
+        got = net(x)
+    assert kernels.attention_runs(x.device) and "notice" not in capsys.readouterr().out
+    assert len(calls) == 1 + sum(len(stage.blocks) for stage in net.layers)  # the try, then every block
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

@@ -36,7 +36,7 @@ def test_the_kernels_under_the_interpreter():
                              "tests/interpreted_kernels.py"], cwd=ROOT, capture_output=True, text=True,
                             env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=600)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
-    assert "12 passed" in result.stdout, result.stdout[-2000:]
+    assert "13 passed" in result.stdout, result.stdout[-2000:]
 
 
 def compile_for_gpu(kernel, signature: dict, constexprs: dict, arch: int, warps: int, aligned_ints=()) -> dict:
@@ -121,6 +121,31 @@ def test_attention_gives_way_to_plain_where_the_kernel_does_not_run(monkeypatch)
     assert attention.choose_attention(x, 0.0) == ("triton" if kernels.HAS_TRITON else "plain")
     assert attention.choose_attention(x, 0.1) == "plain"  # attention dropout: the kernel has none
     assert attention.choose_attention(torch.zeros(2, 144, 96), 0.0) == "plain"  # 12 x 12 windows: too many tokens
+    traced = []  # predict.py --export x.pt traces the model: the program must not need kernels.py's operators
+    torch.jit.trace(lambda x: traced.append(attention.choose_attention(x, 0.0)) or x, x.detach(), check_trace=False)
+    assert traced == ["plain"]
+
+
+def test_chosen_attention_takes_the_kernel_only_where_it_ran(monkeypatch, capsys):
+    """CUDA's choice for inference, played on the CPU: `triton` chosen (not forced) gives way to plain under
+    torch.compile, and where the kernel fails to build or run, with one line saying so. Here it fails:
+    the interpreter is claimed but Triton was imported without it, so it looks for a GPU."""
+    pytest.importorskip("triton")
+    x = torch.zeros(8, 49, 96)
+    monkeypatch.setitem(attention.CHOSEN_ATTENTION, ("cpu", "inference"), "triton")
+    monkeypatch.setattr(kernels, "INTERPRET", True)
+    kernels.attention_runs.cache_clear()
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert attention.choose_attention(x, 0.0) == "plain" and kernels.attention_runs.cache_info().currsize == 0
+    monkeypatch.undo()
+    monkeypatch.setitem(attention.CHOSEN_ATTENTION, ("cpu", "inference"), "triton")
+    monkeypatch.setattr(kernels, "INTERPRET", True)
+    try:
+        assert [attention.choose_attention(x, 0.0) for _ in range(3)] == ["plain"] * 3
+        notice = capsys.readouterr().out
+        assert notice.count("notice: kernels.py's attention does not run here") == 1, notice  # said once
+    finally:
+        kernels.attention_runs.cache_clear()
 
 
 def test_the_attention_kernel_stays_in_torch_compiles_graph(monkeypatch):
