@@ -8,7 +8,7 @@ training and inference.
 
 Two levels, both under autocast, the whole model first (what attention.CHOSEN_ATTENTION is chosen by):
 - the whole model with attention.ATTENTION set to each kind, eager: images/s of a training step
-  (forward, backward) and of inference;
+  (forward, backward) and of inference, the kinds in turn over 3 rounds;
 - the attention alone (attention.window_attention) at the shapes of each stage, regular and shifted
   windows: forward (inference) and forward + backward (training), in milliseconds, eager and, with
   torch.compile of the function, compiled (FlexAttention always runs compiled).
@@ -142,15 +142,26 @@ def time_model(args, net, dtype):
         with torch.no_grad(), autocast:
             net(x)
 
-    print(f"whole model, eager, img/s: {'kind':6s} {'training':>10s} {'inference':>10s}")
+    # kinds in turn, round after round (reversed every other round), so that all see the same machine: one
+    # kind's rounds spread by 10% or more on a shared GPU machine, more than some differences between kinds
+    rounds, speeds, failed = 3, {kind: ([], []) for kind in args.kinds}, set()
+    for round_ in range(rounds):
+        for kind in args.kinds if round_ % 2 == 0 else args.kinds[::-1]:
+            if kind in failed:
+                continue
+            try:
+                with attention.forced(kind):
+                    for column, fn in zip(speeds[kind], (training, inference)):
+                        column.append(args.batch_size / median_ms(fn, args.device, max(3, args.repeats // 4)) * 1e3)
+            except Exception as error:
+                print(f"  {kind}: {type(error).__name__}: {str(error)[:200]}")
+                failed.add(kind)
+    print(f"whole model, eager, img/s, medians of {rounds} rounds:")
+    print(f"{'':27s}{'kind':6s} {'training':>10s} {'inference':>10s}")
     for kind in args.kinds:
-        try:
-            with attention.forced(kind):
-                speeds = [args.batch_size / median_ms(fn, args.device, max(3, args.repeats // 4)) * 1e3
-                          for fn in (training, inference)]
-            print(f"{'':27s}{kind:6s} {speeds[0]:10.0f} {speeds[1]:10.0f}", flush=True)
-        except Exception as error:
-            print(f"  {kind}: {type(error).__name__}: {str(error)[:200]}")
+        if kind not in failed:
+            print(f"{'':27s}{kind:6s} {statistics.median(speeds[kind][0]):10.0f} "
+                  f"{statistics.median(speeds[kind][1]):10.0f}", flush=True)
 
 
 def main():
