@@ -29,17 +29,17 @@ from torch.utils.tensorboard import SummaryWriter
 import engine
 import report
 import run_log
-from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, explicit_flags, parse_config, plain, ranged,
-                    weights_path, write_yaml, yes_no)
+from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, parse_config, plain, ranged, weights_path,
+                    write_yaml, yes_no)
 from data import (build_normalize, build_transform, dead_loader_worker, default_workers, load_splits,
                   write_class_indices)
 from download import fetch_flower_photos, fetch_official_weights, official_weights_file
 from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_train_loader, eval_loader
 from model import resolve_variant
-from utils import (UserError, amp_dtype, init_distributed, load_checkpoint, run_cli, save_checkpoint, seed_everything,
-                   StopSignal, tune_for)
-from weights import describe_for_checkpoint, is_run_checkpoint, model_for_run
+from utils import (UserError, amp_dtype, init_distributed, run_cli, save_checkpoint, seed_everything, StopSignal,
+                   tune_for)
+from weights import describe_for_checkpoint, model_for_run, resume_config, resumed_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -275,40 +275,6 @@ def main(argv=None) -> None:
             print(f"stopped by {stop.requested} {where}, step {state.step}; {run_dir / 'last.pth'} saved. "
                   f"To go on:\n    {resume}")
         sys.exit({"SIGINT": 130, "SIGTERM": 143}.get(stop.requested, 0))
-
-
-def resume_config(parser, cfg, argv) -> tuple:
-    """(config, checkpoint) of --resume, or (cfg, None) without it. A resumed run continues with the
-    settings it saved, except the flags typed now; --eval-only takes only its data and split from them."""
-    if cfg.eval_only and not cfg.resume and isinstance(cfg.weights, Path) and cfg.weights.is_file() and \
-            not is_program(cfg.weights):
-        checkpoint = load_checkpoint(cfg.weights)
-        if not is_run_checkpoint(checkpoint):  # other weights: evaluated as --weights
-            return cfg, None
-        cfg.resume, cfg.weights = cfg.weights, None  # train.py's checkpoint knows its model, classes and data
-    elif not cfg.resume:
-        return cfg, None
-    else:
-        path = resumed_file(cfg)
-        checkpoint = load_checkpoint(path)
-        if not is_run_checkpoint(checkpoint):
-            raise UserError(f"{path} is not a checkpoint of train.py; to start from its weights use --weights")
-    given = explicit_flags(parser, argv)
-    # the loader's worker count follows the machine the run goes on on (it does not change the results)
-    kept = ("data_path", "val_ratio") if cfg.eval_only else [k for k in checkpoint["config"] if k != "workers"]
-    saved = {k: v for k, v in checkpoint["config"].items() if k in kept and k not in given and hasattr(cfg, k)}
-    cfg = argparse.Namespace(**{**vars(cfg), **saved, "resume": cfg.resume})
-    cfg.data_path, cfg.output = Path(cfg.data_path), Path(cfg.output)
-    return cfg, checkpoint
-
-
-def resumed_file(cfg) -> Path:
-    """The checkpoint --resume names: a run folder means its last.pth, or for --eval-only its best.pth
-    (its last.pth while it has none: a run stopped before its first validation)."""
-    if not cfg.resume.is_dir():
-        return cfg.resume
-    best = cfg.resume / "best.pth"
-    return best if cfg.eval_only and best.is_file() else cfg.resume / "last.pth"
 
 
 def fetch_tutorial_photos(data_path: Path, main_process: bool, world_size: int) -> None:

@@ -11,9 +11,11 @@ architecture (another variant is one clear error naming it), and adapted where t
 adapts them: V1 position-bias tables resized to another window, the classifier dropped for another
 class count. Buffers the model rebuilds from its geometry are never loaded. model_from_state_dict
 builds the classifier that a bare file of weights holds, given its variant; create_model_from_checkpoint
-the network that a train.py checkpoint describes; model_for_run the one a train.py run starts from;
+the network that a train.py checkpoint describes; model_for_run the one a train.py run starts from,
+resume_config the checkpoint and settings a resumed run goes on with;
 load_classifier what predict.py classifies with, from any of these or from an exported program.
 """
+import argparse
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from config import plain
+from config import explicit_flags, plain
 from data import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 from download import OFFICIAL_WEIGHTS, official_weights_file
 from export import is_program, load_program
@@ -254,6 +256,40 @@ def model_for_run(cfg, num_classes: int, checkpoint, main_process: bool) -> nn.M
     if main_process and cfg.freeze_layers and from_scratch:
         print("notice: --freeze-layers with no pretrained weights trains a classifier on random features")
     return freeze_all_but_the_head(model) if cfg.freeze_layers else model
+
+
+def resume_config(parser, cfg, argv) -> tuple:
+    """(config, checkpoint) of --resume, or (cfg, None) without it. A resumed run continues with the
+    settings it saved, except the flags typed now; --eval-only takes only its data and split from them."""
+    if cfg.eval_only and not cfg.resume and isinstance(cfg.weights, Path) and cfg.weights.is_file() and \
+            not is_program(cfg.weights):
+        checkpoint = load_checkpoint(cfg.weights)
+        if not is_run_checkpoint(checkpoint):  # other weights: evaluated as --weights
+            return cfg, None
+        cfg.resume, cfg.weights = cfg.weights, None  # train.py's checkpoint knows its model, classes and data
+    elif not cfg.resume:
+        return cfg, None
+    else:
+        path = resumed_file(cfg)
+        checkpoint = load_checkpoint(path)
+        if not is_run_checkpoint(checkpoint):
+            raise UserError(f"{path} is not a checkpoint of train.py; to start from its weights use --weights")
+    given = explicit_flags(parser, argv)
+    # the loader's worker count follows the machine the run goes on on (it does not change the results)
+    kept = ("data_path", "val_ratio") if cfg.eval_only else [k for k in checkpoint["config"] if k != "workers"]
+    saved = {k: v for k, v in checkpoint["config"].items() if k in kept and k not in given and hasattr(cfg, k)}
+    cfg = argparse.Namespace(**{**vars(cfg), **saved, "resume": cfg.resume})
+    cfg.data_path, cfg.output = Path(cfg.data_path), Path(cfg.output)
+    return cfg, checkpoint
+
+
+def resumed_file(cfg) -> Path:
+    """The checkpoint --resume names: a run folder means its last.pth, or for --eval-only its best.pth
+    (its last.pth while it has none: a run stopped before its first validation)."""
+    if not cfg.resume.is_dir():
+        return cfg.resume
+    best = cfg.resume / "best.pth"
+    return best if cfg.eval_only and best.is_file() else cfg.resume / "last.pth"
 
 
 def freeze_all_but_the_head(model):

@@ -14,6 +14,7 @@ import config
 import engine
 import train
 import utils
+import weights
 from images import DataSplits
 from model import create_model
 from runs import FAST, ROOT, metrics, run_train, train_here
@@ -131,7 +132,7 @@ def test_a_resumed_run_keeps_its_settings_but_not_the_old_machines_worker_count(
                tmp_path / "last.pth")
     parser = train.build_parser()
     for argv, lr in ((["--resume", str(tmp_path)], 0.003), (["--resume", str(tmp_path), "--lr", "0.01"], 0.01)):
-        cfg, checkpoint = train.resume_config(parser, config.parse_config(parser, argv), argv)
+        cfg, checkpoint = weights.resume_config(parser, config.parse_config(parser, argv), argv)
         assert (cfg.lr, cfg.epochs, cfg.workers, checkpoint["epoch"]) == (lr, 9, None, 1)  # None: this machine's
 
 
