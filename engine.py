@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import build_mixup, build_normalize, to_device
-from utils import all_finite, autocast, rng_state, set_rng_state
+from utils import all_finite, autocast, first_line, rng_state, set_rng_state
 
 
 class TrainingDiverged(RuntimeError):
@@ -159,9 +159,8 @@ def inductor_or_eager(graph, example_inputs):
         return torch._dynamo.lookup_backend("inductor")(graph, example_inputs)
     except Exception as error:  # whatever the compiler raises: eager is always there to fall back on
         if not _compile_failed:
-            cause = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            print(f"notice: torch.compile failed ({cause}); training without it (--no-compile skips trying)",
-                  flush=True)
+            print(f"notice: torch.compile failed ({first_line(error)}); training without it "
+                  "(--no-compile skips trying)", flush=True)
         _compile_failed = True
         return graph.forward
 

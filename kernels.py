@@ -32,6 +32,8 @@ from typing import Optional
 
 import torch
 
+from utils import first_line
+
 LAYER_NORM = "torch"
 LAYER_NORM_KINDS = ("torch", "triton")
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # kernels run on CPU tensors, in numpy: for tests
@@ -211,8 +213,8 @@ def attention_runs(device: torch.device) -> bool:
         window_attention(q, q, q, q[0], None, 1.0)
         return True
     except Exception as error:  # whatever Triton raises: the plain path is always there
-        cause = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        print(f"notice: kernels.py's attention does not run here ({cause}); plain attention instead", flush=True)
+        print(f"notice: kernels.py's attention does not run here ({first_line(error)}); plain attention instead",
+              flush=True)
         return False
 
 

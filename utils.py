@@ -24,6 +24,11 @@ class UserError(Exception):
     """
 
 
+def first_line(error: BaseException) -> str:
+    """An error's message, its first line (a compiler's can run to pages), or its type where it has none."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def run_cli(main) -> None:
     """Run a script's `main()`, turning a UserError, or an OSError about a path (a folder that cannot be
     made, a file that cannot be written), into one line on stderr and exit status 2, a Ctrl-C that was
