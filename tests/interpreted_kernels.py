@@ -69,11 +69,12 @@ def check_layer_norm(rows: int, width: int, dtype, out_dtype, device: str) -> No
     assert relative_error(grads[1], want_grads[1]) < 1e-5 and relative_error(grads[2], want_grads[2]) < 1e-5
 
 
-def count_kernel_calls(monkeypatch) -> list:
-    """A list that grows by one entry (the input's shape) per call of kernels.layer_norm (test_cuda.py's too)."""
+def count_kernel_calls(monkeypatch, name: str = "layer_norm") -> list:
+    """A list that grows by one entry (the first input's shape) per call of kernels.layer_norm, or of the
+    kernels.py function named (test_cuda.py's too)."""
     calls = []
-    real = kernels.layer_norm
-    monkeypatch.setattr(kernels, "layer_norm", lambda *args: calls.append(args[0].shape) or real(*args))
+    real = getattr(kernels, name)
+    monkeypatch.setattr(kernels, name, lambda *args: calls.append(args[0].shape) or real(*args))
     return calls
 
 
@@ -175,9 +176,7 @@ def test_a_training_step_with_the_attention_kernel_matches_plain(version, monkey
     """Every window attention of a V1 or V2 model through the kernel in training: the loss and every
     gradient as with the plain path."""
     net, x = micro_model(version)
-    calls = []
-    real = kernels.window_attention
-    monkeypatch.setattr(kernels, "window_attention", lambda q, *rest: calls.append(q.shape) or real(q, *rest))
+    calls = count_kernel_calls(monkeypatch, "window_attention")
     monkeypatch.setattr(attention, "ATTENTION", "plain")
     want = training_step(net, x)
     assert not calls
@@ -196,9 +195,7 @@ def test_inference_takes_the_kernel_where_it_is_chosen_and_runs(monkeypatch, cap
     net.eval()
     with torch.no_grad(), attention.forced("plain"):
         want = net(x)
-    calls = []
-    real = kernels.window_attention
-    monkeypatch.setattr(kernels, "window_attention", lambda q, *rest: calls.append(q.shape) or real(q, *rest))
+    calls = count_kernel_calls(monkeypatch, "window_attention")
     with torch.no_grad():
         got = net(x)
     assert kernels.attention_runs(x.device) and "notice" not in capsys.readouterr().out
