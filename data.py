@@ -494,12 +494,16 @@ def dead_loader_worker(err: Exception) -> str | None:
     """PyTorch's words for a loader worker that has died (the out-of-memory killer, most often), when `err`
     is what that did to the training process: PyTorch's RuntimeError, or whatever the broken pipe to the
     worker raised first (an EOFError while a batch came through it), which PyTorch's record of its workers
-    then confirms. None for any other error. Once one is found the process is ending, so PyTorch's SIGCHLD
-    handler goes: it would raise again, from whatever runs next, as the other workers are ended."""
+    then confirms. None for any other error. Once one is found, or waited for, the process is ending, so
+    PyTorch's SIGCHLD handler goes: it raises from whatever runs when a worker ends, which would be this
+    wait, or what ends the other workers."""
+    broken_pipe = isinstance(err, (EOFError, ConnectionError))
     if isinstance(err, RuntimeError) and str(err).startswith("DataLoader worker (pid"):
         words = str(err)
     else:  # a broken pipe can come before the worker's death is on record: two seconds are given for it
-        deadline = time.monotonic() + (2.0 if isinstance(err, (EOFError, ConnectionError)) else 0.0)
+        if broken_pipe and hasattr(signal, "SIGCHLD"):
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        deadline = time.monotonic() + (2.0 if broken_pipe else 0.0)
         while (words := recorded_worker_death()) is None and time.monotonic() < deadline:
             time.sleep(0.05)
     if words is not None and hasattr(signal, "SIGCHLD"):

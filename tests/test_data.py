@@ -282,3 +282,30 @@ def test_a_dead_loader_worker_is_found_from_what_its_death_broke_first(monkeypat
             "DataLoader worker (pid(s) 9) exited unexpectedly"
     finally:
         signal.signal(signal.SIGCHLD, handler)
+
+
+def test_a_worker_death_that_comes_during_the_wait_for_it_is_not_a_second_error(monkeypatch):
+    """PyTorch's SIGCHLD handler raises its RuntimeError from whatever runs when a worker dies: after a
+    broken pipe that is dead_loader_worker's own wait for the death's record, and it must not turn the
+    run's one-line error into a traceback (seen once in test_stops' worker kill)."""
+    import signal
+    import subprocess
+    from torch.utils.data._utils import signal_handling
+    import data
+    checks = {"n": 0}
+
+    def check():  # the death on record from the sixth look, some 250 ms in
+        checks["n"] += 1
+        if checks["n"] > 5:
+            raise RuntimeError("DataLoader worker (pid 7) is killed by signal: Killed. ")
+
+    def raising_handler(*args):  # what PyTorch's handler does when a worker has died
+        raise RuntimeError("DataLoader worker (pid 7) is killed by signal: Killed. ")
+    monkeypatch.setattr(signal_handling, "_error_if_any_worker_fails", check)
+    handler = signal.signal(signal.SIGCHLD, raising_handler)
+    child = subprocess.Popen(["sleep", "0.1"])  # its end signals SIGCHLD during the wait
+    try:
+        assert data.dead_loader_worker(ConnectionResetError(104, "reset")).startswith("DataLoader worker (pid 7)")
+    finally:
+        child.wait()
+        signal.signal(signal.SIGCHLD, handler)
