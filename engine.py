@@ -132,9 +132,12 @@ def compile_pays(device: torch.device, images_per_process: int) -> bool:
     return device.type == "cuda" and images_per_process >= COMPILE_PAYS_FROM
 
 
-def compile_model(net: nn.Module, model: nn.Module, img_size: int, device, fallback: bool = False) -> nn.Module:
+def compile_model(net: nn.Module, model: nn.Module, img_size: int, device, fallback: bool = False,
+                  cuda_graphs: bool = False) -> nn.Module:
     """torch.compile(net), `net` being the model or its DDP wrapper, for training. Checkpoints are
     saved from the bare `model`, so they hold no `_orig_mod.` keys and resume with or without compiling.
+    With `cuda_graphs`, Inductor replays each compiled graph as a CUDA graph (what torch.compile's
+    mode="reduce-overhead" sets, here for whichever backend compiles).
 
     The model's window layouts are built first, by one small eager forward pass: built inside the
     traced graph they would change the model's state and cost a second compile. Training batches are
@@ -147,6 +150,9 @@ def compile_model(net: nn.Module, model: nn.Module, img_size: int, device, fallb
     with torch.no_grad():
         model.eval()(torch.zeros(1, 3, img_size, img_size, device=device))
     model.train(training)
+    if cuda_graphs:
+        from torch._inductor import config as inductor_config
+        inductor_config.triton.cudagraphs = True
     return torch.compile(net, backend=inductor_or_eager) if fallback else torch.compile(net)
 
 
@@ -166,6 +172,55 @@ def inductor_or_eager(graph, example_inputs):
 
 
 _compile_failed = False
+
+
+class CudaGraphed(nn.Module):
+    """The model, whose training forward and backward passes each run as one CUDA graph (train.py
+    --cuda-graphs, eager): a launch each, where eagerly Python launches the step's kernels one by one,
+    about 1,500 of them for swin_tiny, and a fast GPU waits on it (an H200 at batch 128: 43 ms of
+    kernels in a 50 ms step, bench_train.py --profile).
+
+    Captured (torch.cuda.make_graphed_callables) at the first training batch, for its shape: training
+    batches are all full (the loader drops a smaller last one). Any other shape (an empty batch's
+    stand-ins), evaluation and passes without a gradient run the model as it is. A capture that fails
+    is said once, and training goes on without graphs. The graphs hand gradients over in buffers that
+    they overwrite on their next replay: TrainState.keep_grads gives the parameters gradient tensors of
+    their own.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.graphed = None  # (a module that replays the graphs, the batch shape they were captured for)
+        self.failed = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.failed or not (self.model.training and torch.is_grad_enabled()):
+            return self.model(x)
+        device = x.device.type
+        # the capture, and so its replays, without autocast's weight cache (make_graphed_callables
+        # refuses it: cached casts would outlive the graph's memory)
+        with torch.autocast(device, torch.get_autocast_dtype(device), enabled=torch.is_autocast_enabled(device),
+                            cache_enabled=False):
+            if self.graphed is None:
+                self.graphed = self.capture(x)
+            if self.graphed is None or x.shape != self.graphed[1]:
+                return self.model(x)
+            return self.graphed[0](x)
+
+    def capture(self, x: torch.Tensor):
+        # a module of its own: make_graphed_callables replaces the forward of the module it is given, and the
+        # model's own stays for evaluation and other shapes
+        holder = nn.Module()
+        holder.model = self.model
+        holder.forward = self.model.forward
+        try:
+            return torch.cuda.make_graphed_callables(holder, (x.detach().clone(),), allow_unused_input=True), x.shape
+        except Exception as error:  # whatever capturing raises: the model runs as it is
+            print(f"notice: capturing the training step as CUDA graphs failed ({first_line(error)}); training "
+                  "without them", flush=True)
+            self.failed = True
+            return None
 
 
 @dataclass
@@ -188,6 +243,10 @@ class TrainState:
     best_acc: float = -1.0
     skipped_steps: int = 0  # fp16 steps skipped for a non-finite loss, in a row
     stopping: bool = False  # a stop that every process has agreed on: taken at the next optimizer step
+    # gradients zeroed, not freed, after each step (--cuda-graphs): a CUDA graph's backward hands them over in
+    # buffers it overwrites on its next replay, which the parameters would otherwise take as their .grad, and a
+    # second backward before the step (--accum-steps) would overwrite the first's (pytorch/pytorch#181723)
+    keep_grads: bool = False
 
     def checkpoint(self, weights: dict = None) -> dict:
         """What changes, as a run's checkpoint holds it beside its meta and config: plain data (it loads
@@ -220,14 +279,20 @@ def build_train_state(cfg, model, net, device, amp, steps_per_epoch: int, class_
     """What a training step uses: the optimizer and schedule of the recipe, loss scaling for fp16,
     normalisation (and erasing) of the uint8 batch on the device, EMA, mixup, class weights."""
     optimizer = build_optimizer(model, cfg)
-    return TrainState(
+    state = TrainState(
         model=model, net=net, optimizer=optimizer,
         scheduler=build_scheduler(optimizer, cfg, steps_per_epoch),
         scaler=torch.amp.GradScaler(device.type, enabled=amp == torch.float16), device=device, amp=amp,
         normalize=build_normalize(train=True, recipe=cfg.recipe),
         ema=ModelEma(model, cfg.ema_decay) if cfg.ema else None,
         mixup=build_mixup(cfg.mixup, cfg.cutmix, cfg.label_smoothing, len(class_counts), cfg.batch_size),
-        class_weights=inverse_frequency_weights(class_counts).to(device) if cfg.balance == "loss" else None)
+        class_weights=inverse_frequency_weights(class_counts).to(device) if cfg.balance == "loss" else None,
+        keep_grads=cfg.cuda_graphs)
+    if state.keep_grads:  # gradient tensors of the parameters' own from the start (after EMA's copy, which needs none)
+        for param in model.parameters():
+            if param.requires_grad and param.grad is None:
+                param.grad = torch.zeros_like(param)
+    return state
 
 
 def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, show_progress: bool = True) -> dict:
@@ -359,7 +424,7 @@ def skip_non_finite(state: TrainState, loss: torch.Tensor) -> None:
     if state.skipped_steps > 25:
         raise TrainingDiverged(f"{state.skipped_steps} steps in a row had a non-finite loss "
                                f"(epoch {state.epoch + 1}, step {state.step})")
-    state.optimizer.zero_grad(set_to_none=True)
+    state.optimizer.zero_grad(set_to_none=not state.keep_grads)
     lower = state.scaler.get_scale() / 2
     state.scaler.scale(loss)  # the scaler makes its scale tensor at its first scale(): this may be the first step
     state.scaler.update(lower)
@@ -402,7 +467,7 @@ def optimizer_step(state: TrainState, cfg) -> None:
         torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.clip_grad)
     state.scaler.step(state.optimizer)
     state.scaler.update()
-    state.optimizer.zero_grad(set_to_none=True)
+    state.optimizer.zero_grad(set_to_none=not state.keep_grads)
     state.scheduler.step()
     state.step += 1
     state.skipped_steps = 0

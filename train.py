@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the model for training: a minute or so of compiling first, then faster "
                         "steps (default: on a GPU for runs of 350,000 training images or more, where that pays, "
                         "eager if it fails)")
+    g.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=False,
+                   help="replay each training step's forward and backward passes as CUDA graphs, so that the GPU "
+                        "does not wait for Python to launch its kernels; with --compile, torch.compile's "
+                        "reduce-overhead mode (default: off)")
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=POSITIVE_INT, default=10, help="default: 10")
     g.add_argument("--lr", type=POSITIVE, default=1e-4, help="AdamW learning rate (default: 1e-4)")
@@ -138,6 +142,9 @@ def main(argv=None) -> None:
     if cfg.eval_only and world_size > 1:
         raise UserError("--eval-only runs in one process: start it with python, not torchrun")
     main_process = rank == 0
+    if cfg.cuda_graphs and device.type != "cuda":
+        raise UserError(f"--cuda-graphs needs a CUDA GPU, and this run is on {device}: run without it "
+                        "(--no-cuda-graphs where a config or a resumed run sets it)")
     amp = amp_dtype(cfg.amp, device)
     tune_for(device, tf32=amp is None)
     if cfg.workers is None:
@@ -177,18 +184,18 @@ def main(argv=None) -> None:
     model = model_for_run(cfg, len(classes), checkpoint, main_process)
     img_size = model.img_size
     model.to(device)
-    net = model
-    distributed = torch.distributed.is_initialized()
-    if distributed:  # every parameter that trains gets a gradient: no search for unused ones
-        net = torch.nn.parallel.DistributedDataParallel(model,
-                                                        device_ids=[local_rank] if device.type == "cuda" else None)
     # neither --compile nor --no-compile (None, saved so, decided again on resuming, for the epochs left):
     # where it pays, and eagerly if it fails
     epochs_left = cfg.epochs - (checkpoint["epoch"] if checkpoint is not None else 0)
     images_per_process = epochs_left * len(splits.train) // world_size
     compiled = cfg.compile if cfg.compile is not None else engine.compile_pays(device, images_per_process)
+    net = engine.CudaGraphed(model) if cfg.cuda_graphs and not compiled else model  # captured inside DDP's wrapper
+    distributed = torch.distributed.is_initialized()
+    if distributed:  # every parameter that trains gets a gradient: no search for unused ones
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if device.type == "cuda" else None)
     if compiled and not cfg.eval_only:
-        net = engine.compile_model(net, model, img_size, device, fallback=cfg.compile is None)
+        net = engine.compile_model(net, model, img_size, device, fallback=cfg.compile is None,
+                                   cuda_graphs=cfg.cuda_graphs)
 
     eval_transform = build_transform(img_size, train=False)
     if cfg.eval_only:
@@ -220,7 +227,8 @@ def main(argv=None) -> None:
               f"{len(classes)} classes, {model.variant} at {img_size} px on {device}"
               f"{f' x{world_size} (DDP, {torch.distributed.get_backend()})' if distributed else ''}, "
               f"amp {amp or 'off'}, {cfg.workers} loader workers"
-              f"{', compiled (the first step takes a minute or so)' if compiled else ''}")
+              f"{', compiled (the first step takes a minute or so)' if compiled else ''}"
+              f"{', CUDA graphs' if cfg.cuda_graphs else ''}")
         fresh = state.epoch == 0 and state.batches_done == 0
         run_log.notice_settings(cfg, model.variant, device, compiled, images_per_process, fresh)
         run_log.warn_if_imbalanced(classes, splits.counts("train"), cfg.balance)

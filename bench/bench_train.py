@@ -62,8 +62,8 @@ def parse_args():
     p.add_argument("--img-size", type=int, help="default: the variant's")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="as train.py's")
     p.add_argument("--compile", action="store_true", help="torch.compile both models (default: eager)")
-    p.add_argument("--cudagraphs", action="store_true", help="with --compile: Inductor replays each compiled graph "
-                   "as a CUDA graph (torch.compile's reduce-overhead mode), for both models")
+    p.add_argument("--cuda-graphs", action="store_true", help="as train.py's, for both models: eager, each model's "
+                   "forward and backward replayed as CUDA graphs; with --compile, torch.compile's reduce-overhead mode")
     p.add_argument("--attention", nargs="+", choices=attention.ATTENTION_KINDS,
                    help="force ours to a kind; several: a bare row each, side by side (default: its choice per case)")
     p.add_argument("--layer-norm", nargs="+", choices=kernels.LAYER_NORM_KINDS,
@@ -96,8 +96,8 @@ def parse_args():
     for flag, kinds in (("--layer-norm", args.layer_norm), ("--attention", args.attention)):
         if "triton" in (kinds or []) and not (gpu or kernels.INTERPRET):
             p.error(f"{flag} triton: kernels.py's kernels run on CUDA (on a CPU under TRITON_INTERPRET=1 only)")
-    if args.cudagraphs and not (args.compile and gpu):
-        p.error("--cudagraphs needs --compile and a GPU")
+    if args.cuda_graphs and not gpu:
+        p.error("--cuda-graphs needs a GPU")
     return args
 
 
@@ -107,7 +107,7 @@ def train_config(args):
     """train.py's own settings for this run: its parser's defaults and the flags of this benchmark
     (build_state's schedule has 1000 steps an epoch: the lr stays in its warm-up, whatever it is)."""
     flags = ["--model", args.model, "--batch-size", str(args.batch_size), "--amp", args.amp]
-    cfg = train.build_parser().parse_args(flags + (["--ema"] if args.ema else []))
+    cfg = train.build_parser().parse_args(flags + ["--ema"] * args.ema + ["--cuda-graphs"] * args.cuda_graphs)
     cfg.workers = args.workers[0] if args.workers else default_workers(args.device)
     return cfg
 
@@ -129,11 +129,14 @@ def timm_twin(ours):
 
 
 def build_state(args, cfg, module, device, amp, img_size: int, ours: bool = True):
-    """A TrainState as train.py builds it (5 classes), compiled as train.py compiles it."""
+    """A TrainState as train.py builds it (5 classes), compiled or graphed as train.py does it."""
     module.to(device)
     net = module
     if args.compile:
-        net = engine.compile_model(module, module, img_size, device) if ours else torch.compile(module)
+        net = engine.compile_model(module, module, img_size, device, cuda_graphs=args.cuda_graphs) if ours \
+            else torch.compile(module)
+    elif args.cuda_graphs:
+        net = engine.CudaGraphed(module)
     return engine.build_train_state(cfg, module, net, device, amp, 1000, [1] * 5)
 
 
@@ -257,7 +260,7 @@ def compare_speed(args, device, amp):
                 settings = argparse.Namespace(**{**vars(cfg), "decode": decode, "workers": workers})
                 e2e_loaders[name] = loaders.build_train_loader(settings, samples, img_size)
     print(f"# {args.model} at {img_size} px, batch {args.batch_size}, amp {amp or 'off'}, "
-          f"{'compiled' if args.compile else 'eager'}{' with CUDA graphs' if args.cudagraphs else ''}, "
+          f"{'compiled' if args.compile else 'eager'}{' with CUDA graphs' if args.cuda_graphs else ''}, "
           f"attention {' / '.join(args.attention or ['chosen per case'])}, "
           f"LayerNorm {' / '.join(args.layer_norm or [kernels.LAYER_NORM])}, "
           f"{' / '.join(map(str, args.workers or [cfg.workers]))} loader workers{', EMA' if args.ema else ''}",
@@ -410,7 +413,7 @@ def main():
     amp = amp_dtype(args.amp, device)
     tune_for(device, tf32=amp is None)  # as train.py
     use(next(iter(bare_variants(args).values())))  # --memory's, --profile's, e2e's: the first kinds named
-    if args.cudagraphs:  # what mode="reduce-overhead" sets, here for both models and every compile
+    if args.cuda_graphs and args.compile:  # what mode="reduce-overhead" sets, for timm's compile too
         import torch._inductor.config
         torch._inductor.config.triton.cudagraphs = True
     print_header(device)

@@ -1,4 +1,4 @@
-"""The GPU path: mixed precision, the CUDA attention kernels, torch.compile, and train.py, resume,
+"""The GPU path: mixed precision, the CUDA attention kernels, torch.compile, CUDA graphs, and train.py, resume,
 torchrun and predict.py on a GPU. Skipped where CUDA is absent (CI has none); a few minutes on one GPU."""
 import os
 import subprocess
@@ -183,16 +183,30 @@ def test_compiled_model_agrees_with_eager(kind, monkeypatch):
         assert relative_error(p.grad, want_grads[name]) < 1e-2, name
 
 
-def test_torchrun_on_one_gpu_uses_nccl_and_compiles(flowers, tmp_path):
+@pytest.mark.parametrize("version", [1, 2])
+def test_cuda_graphs_step_as_eager_does(version, capsys):
+    """--cuda-graphs: the forward and backward passes are captured (no notice) and replay train.py's eager
+    step: the same losses and weights, within bf16's rounding."""
+    want, want_weights, _ = training_losses(torch.bfloat16, "cuda", version=version)
+    capsys.readouterr()
+    losses, weights, state = training_losses(torch.bfloat16, "cuda", version=version, cuda_graphs=True)
+    assert "notice" not in capsys.readouterr().out and state.net.graphed is not None
+    assert max(abs(a - b) for a, b in zip(losses, want)) < 0.01 * want[0], (losses, want)
+    assert relative_error(weights, want_weights) < 0.01
+
+
+@pytest.mark.parametrize("flag, said", [("--compile", "compiled"), ("--cuda-graphs", "CUDA graphs")])
+def test_torchrun_on_one_gpu_uses_nccl_and_compiles_or_graphs(flowers, tmp_path, flag, said):
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29531",
-         "train.py", "--data-path", str(flowers), *FAST, *GPU, "--epochs", "1", "--compile", "--output",
+         "train.py", "--data-path", str(flowers), *FAST, *GPU, "--epochs", "1", flag, "--output",
          str(tmp_path), "--name", "ddp"], cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "x1 (DDP, nccl)" in result.stdout and "compiled" in result.stdout
+    assert "x1 (DDP, nccl)" in result.stdout and said in result.stdout
+    assert "notice: torch.compile failed" not in result.stdout and "as CUDA graphs failed" not in result.stdout
     ckpt = torch.load(tmp_path / "ddp" / "last.pth", weights_only=True)
-    assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model"])
+    assert not any(k.startswith(("_orig_mod.", "module.", "model.")) for k in ckpt["model"])  # the bare model's
 
 
 def test_train_resume_and_predict_on_the_gpu(flowers, tmp_path):

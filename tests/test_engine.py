@@ -178,14 +178,17 @@ def test_compiling_by_default_falls_back_to_eager_where_it_fails(monkeypatch, ca
         torch._dynamo.reset()
 
 
-def training_losses(amp, device: str = "cpu", steps: int = 8, size: int = 96, version: int = 1):
+def training_losses(amp, device: str = "cpu", steps: int = 8, size: int = 96, version: int = 1,
+                    cuda_graphs: bool = False):
     """Losses, final weights and state of train.py's step on one fixed batch, from the same start
     (tests/test_cuda.py runs it on the GPU)."""
     import train
     torch.manual_seed(0)
     net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.0, version=version).to(device)
-    cfg = train.build_parser().parse_args(["--lr", "1e-3", "--warmup-epochs", "0", "--epochs", "1"])
-    state = engine.build_train_state(cfg, net, net, torch.device(device), amp, steps, [1] * 5)
+    cfg = train.build_parser().parse_args(["--lr", "1e-3", "--warmup-epochs", "0", "--epochs", "1"]
+                                          + ["--cuda-graphs"] * cuda_graphs)
+    runner = engine.CudaGraphed(net) if cuda_graphs else net
+    state = engine.build_train_state(cfg, net, runner, torch.device(device), amp, steps, [1] * 5)
     generator = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (16, 3, size, size), dtype=torch.uint8, generator=generator).to(device)
     labels = torch.randint(0, 5, (16,), generator=generator).to(device)
@@ -233,6 +236,67 @@ def test_accumulated_steps_average_their_batches_the_epochs_shorter_last_one_too
     assert len(stepped) == 2
     assert torch.allclose(stepped[0], (alone[0] + alone[1]) / 2, atol=1e-6)
     assert torch.allclose(stepped[1], alone[2], atol=1e-6)
+
+
+def test_cuda_graphs_that_cannot_be_captured_train_as_without_them(capsys):
+    """On a CPU capturing fails (make_graphed_callables needs CUDA): said once, and the steps are the
+    eager ones, with the gradients zeroed rather than freed."""
+    want, want_weights, _ = training_losses(None, steps=3, size=64)
+    capsys.readouterr()
+    losses, weights, state = training_losses(None, steps=3, size=64, cuda_graphs=True)
+    out = capsys.readouterr().out
+    assert out.count("notice: capturing the training step as CUDA graphs failed") == 1, out
+    assert losses == want and torch.equal(weights, want_weights)
+    assert state.keep_grads and all(p.grad is not None and not p.grad.any() for p in state.model.parameters())
+
+
+def graphs_stand_in(module, sample_args, allow_unused_input=False):
+    """torch.cuda.make_graphed_callables as its graphs hand gradients over, on a CPU: the module's pass as
+    one autograd node whose backward writes the parameters' gradients into the same buffers every time
+    and returns them, as a replayed graph does."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    buffers = [torch.zeros_like(p) for p in params]
+
+    class Replay(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, *weights):
+            with torch.enable_grad():
+                ctx.out = module.forward(x)
+            return ctx.out.detach()
+
+        @staticmethod
+        def backward(ctx, grad):
+            for buffer, g in zip(buffers, torch.autograd.grad(ctx.out, params, grad)):
+                buffer.copy_(g)
+            return (None, *(buffer.detach() for buffer in buffers))
+    return lambda x: Replay.apply(x, *params)
+
+
+def test_cuda_graphs_steps_take_every_accumulated_batch(monkeypatch):
+    """--cuda-graphs --accum-steps 2: the step averages both batches' gradients, though the graphs hand
+    each batch's over in the same buffers (which, taken as the parameters' .grad, the second batch's
+    backward would overwrite: pytorch/pytorch#181723)."""
+    import copy
+    import train
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", graphs_stand_in)
+    cfg = train.build_parser().parse_args(["--accum-steps", "2", "--warmup-epochs", "0", "--epochs", "1",
+                                           "--cuda-graphs"])
+    torch.manual_seed(0)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.0)
+    reference = copy.deepcopy(net)
+    state = engine.build_train_state(cfg, net, engine.CudaGraphed(net), torch.device("cpu"), None, 1, [1] * 5)
+    generator = torch.Generator().manual_seed(1)
+    batches = [(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=generator),
+                torch.randint(0, 5, (2,), generator=generator), ["a", "b"], []) for _ in range(2)]
+    for images, labels, _, _ in batches:  # the two batches' gradients, summed as autograd sums them
+        engine.loss_fn(reference(state.normalize(images)).float(), labels, cfg.label_smoothing).backward()
+    want = torch.cat([p.grad.flatten() for p in reference.parameters()]) / 2
+    stepped = []
+    monkeypatch.setattr(engine, "optimizer_step", lambda state, cfg: stepped.append(
+        torch.cat([p.grad.flatten() for p in net.parameters()]).clone()))
+    engine.train_one_epoch(state, batches, cfg, show_progress=False)
+    assert state.net.graphed is not None  # the stand-in was captured and replayed
+    assert len(stepped) == 1 and torch.allclose(stepped[0], want, atol=1e-6)
 
 
 def agreement_process(rank: int, init_file: str) -> None:

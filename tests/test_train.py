@@ -157,6 +157,7 @@ def test_files_that_do_not_decode_are_left_out_and_named(tmp_path):
     (["--data-path", "no/such/folder"], "no/such/folder"),
     (["--model", "swin_tiny_patch4_window9"], "unknown model"),
     (["--device", "cuda"], "CUDA"),
+    (["--cuda-graphs"], "--cuda-graphs needs a CUDA GPU, and this run is on cpu: run without it"),
     (["--num-classes", "3"], "--num-classes 3 was given, but .* has 5 class folders: daisy, dandelion"),
     (["--val-ratio", "0"], "gives no validation images, which choose best.pth: use --val-ratio above 0"),
     (["--decode", "device", "--recipe", "official"], "--decode device works with --recipe tutorial"),
@@ -165,7 +166,7 @@ def test_files_that_do_not_decode_are_left_out_and_named(tmp_path):
 def test_user_errors_are_one_line_without_traceback(flowers, tmp_path, capsys, args, message):
     """In this process, through run_cli as the script runs main (another exception than its exit would
     fail the test); test_folder_without_images_is_an_error runs one such error in a process of its own."""
-    if torch.cuda.is_available() and "cuda" in args:
+    if torch.cuda.is_available() and ("cuda" in args or "--cuda-graphs" in args):
         pytest.skip("this machine has a GPU")
     base = ["--data-path", str(flowers), *FAST, "--epochs", "1", "--output", str(tmp_path)]
     with pytest.raises(SystemExit) as exited:
