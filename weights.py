@@ -162,7 +162,8 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
         else:
             raise UserError(f"cannot load {key}: checkpoint shape {tuple(value.shape)}, model {tuple(own[key].shape)}")
     result = model.load_state_dict(state, strict=False)
-    unexpected = [k for k in result.unexpected_keys if not (k.startswith("head.") and isinstance(model.head, nn.Identity))]
+    headless = isinstance(model.head, nn.Identity)
+    unexpected = [k for k in result.unexpected_keys if not (k.startswith("head.") and headless)]
     skipped += [f"{k} (model has no classifier)" for k in result.unexpected_keys if k not in unexpected]
     # the new classifier's keys are said once, as skipped: missing is for what the file lacks
     missing = [k for k in result.missing_keys if k not in replaced]

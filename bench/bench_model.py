@@ -91,7 +91,7 @@ def compare_speed(args):
         for train in (True, False):
             reference.train(train)
             ours.train(train)
-            fns = {"timm": step_function(reference, x, train, autocast), "ours": step_function(ours, x, train, autocast)}
+            fns = {name: step_function(net, x, train, autocast) for name, net in (("timm", reference), ("ours", ours))}
             for fn in fns.values():  # warm up: allocator, layouts, kernels
                 fn()
                 fn()

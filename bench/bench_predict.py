@@ -1,7 +1,7 @@
 """Prediction throughput: predict.py's pipeline against the tutorial's one-image-at-a-time loop, same model;
 with --onnx also predict.py running the model exported to ONNX (ONNX Runtime) against the checkpoint.
 
-    python bench/bench_predict.py                                  # the bundled sample x3 = 300 photos, swin_micro, 128 px
+    python bench/bench_predict.py                          # the bundled sample x3 = 300 photos, swin_micro, 128 px
     python bench/bench_predict.py --model swin_tiny_patch4_window7_224 --copies 1
     python bench/bench_predict.py --model swin_tiny_patch4_window7_224 --copies 1 --onnx
     python bench/bench_predict.py flower_photos --copies 1 --weights runs/<name>/best.pth

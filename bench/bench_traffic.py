@@ -14,7 +14,8 @@ so that a machine without a GPU can read it: CPU autocast stands in for CUDA's, 
 LayerNorm applied (float32, where CPU autocast leaves it in bf16), and both models take the plain
 attention path (matmul, softmax, matmul), which is timm's; or ours kernels.py's fused kernels
 (--attention triton, run by Triton's interpreter), counted as their operators' inputs and outputs.
-Figures are per image of a --batch-size batch; bytes a kernel finds in a cache are counted as moved. `bench_train.py --profile` gives the GPU's own times.
+Figures are per image of a --batch-size batch; bytes a kernel finds in a cache are counted as moved.
+`bench_train.py --profile` gives the GPU's own times.
 """
 import argparse
 import collections

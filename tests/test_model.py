@@ -346,7 +346,8 @@ def test_custom_gradients_are_exact():
     assert torch.autograd.gradcheck(windows._GatherTokens.apply, (rows, index, inverse))
     qkv = torch.randn(4, 5, 3 * 2 * 3, dtype=torch.double, requires_grad=True)  # 2 heads of 3 channels
     assert torch.autograd.gradcheck(lambda t: attention._SplitHeads.apply(t, 2), (qkv,))
-    assert all(torch.equal(a, b) for a, b in zip(attention._SplitHeads.apply(qkv, 2), attention.split_heads(qkv.detach(), 2)))
+    split = attention.split_heads(qkv.detach(), 2)
+    assert all(torch.equal(a, b) for a, b in zip(attention._SplitHeads.apply(qkv, 2), split))
 
 
 def test_v2_normalised_q_and_k_come_out_in_their_own_type_rounded_once():
@@ -480,7 +481,8 @@ def test_sdpa_runs_many_windows_in_chunks(monkeypatch):
     whole images' windows, with the plain path's outputs and gradients."""
     out_a, grads_a = attention_run("plain", 1)
     sdpa, sizes = F.scaled_dot_product_attention, []
-    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda q, *a, **kw: sizes.append(len(q)) or sdpa(q, *a, **kw))
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda q, *a, **kw: sizes.append(len(q)) or sdpa(q, *a, **kw))
     monkeypatch.setattr(attention, "SDPA_MAX_WINDOWS", 30)
     out_b, grads_b = attention_run("sdpa", 1)
     assert sizes[:2] == [25, 25] and max(sizes) <= 30  # stage 1: 2 images of 25 windows (padded: masked), one each
