@@ -176,11 +176,12 @@ _compile_failed = False
 
 class CudaGraphed(nn.Module):
     """The model, whose training forward and backward passes each run as one CUDA graph (train.py
-    --cuda-graphs, eager): a launch each, where eagerly Python launches the step's kernels one by one,
-    about 1,500 of them for swin_tiny, and a fast GPU waits on it (an H200 at batch 128: 43 ms of
-    kernels in a 50 ms step, bench_train.py --profile).
+    --cuda-graphs, eager): a launch each, where eagerly Python launches the passes' operators one by one,
+    some 1,300 for swin_tiny (counted on a CPU), and a fast GPU waits on it (an H200 at batch 128: 43 ms
+    of kernels in a 50 ms step, bench_train.py --profile).
 
-    Captured (torch.cuda.make_graphed_callables) at the first training batch, for its shape: training
+    For CUDA tensors (train.py --cuda-graphs refuses other devices). Captured
+    (torch.cuda.make_graphed_callables) at the first training batch, for its shape: training
     batches are all full (the loader drops a smaller last one). Any other shape (an empty batch's
     stand-ins), evaluation and passes without a gradient run the model as it is. A capture that fails
     is said once, and training goes on without graphs. The graphs hand gradients over in buffers that

@@ -414,8 +414,8 @@ def main():
     tune_for(device, tf32=amp is None)  # as train.py
     use(next(iter(bare_variants(args).values())))  # --memory's, --profile's, e2e's: the first kinds named
     if args.cuda_graphs and args.compile:  # what mode="reduce-overhead" sets, for timm's compile too
-        import torch._inductor.config
-        torch._inductor.config.triton.cudagraphs = True
+        from torch._inductor import config as inductor_config
+        inductor_config.triton.cudagraphs = True
     print_header(device)
     if args.memory:
         compare_memory(args, device, amp)
