@@ -195,7 +195,8 @@ def test_cuda_graphs_step_as_eager_does(version, capsys):
     assert relative_error(weights, want_weights) < 0.01
 
 
-@pytest.mark.parametrize("flag, said", [("--compile", "compiled"), ("--cuda-graphs", "CUDA graphs")])
+@pytest.mark.parametrize("flag, said", [("--compile", "compiled"), ("--cuda-graphs", "CUDA graphs")],
+                         ids=["compiled", "graphed"])
 def test_torchrun_on_one_gpu_uses_nccl_and_compiles_or_graphs(flowers, tmp_path, flag, said):
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29531",
