@@ -178,11 +178,13 @@ def require(module: str, what: str):
         raise UserError(f"{what} needs {module}, which is not installed: {INSTALL}") from None
 
 
-def export_onnx(clf, path: Path, device, input_type: str = "uint8", int8: bool = False) -> str:
+def export_onnx(clf, path: Path, device, input_type: str = "uint8", int8: bool = False,
+                attention_kind: str = ONNX_ATTENTION) -> str:
     """ONNX (opset ONNX_OPSET, standard operators only) through torch.export; dynamic batch and image size.
-    With int8, the checked program's weights are then quantized (int8_program) and checked again, looser."""
+    With int8, the checked program's weights are then quantized (int8_program) and checked again, looser.
+    The model is traced with `attention_kind` (bench/bench_onnx.py times the programs of each)."""
     ort = onnx_packages(path)
-    with attention.forced(ONNX_ATTENTION):
+    with attention.forced(attention_kind):
         program = torch_export(clf, device, input_type)
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):  # its progress lines: not results
         warnings.simplefilter("ignore")

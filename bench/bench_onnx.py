@@ -3,9 +3,9 @@
     python bench/bench_onnx.py                                         # swin_tiny, batch 32, 224 px
     python bench/bench_onnx.py --model swinv2_tiny_patch4_window8_256 --batch-size 8
 
-Exports one randomly initialised model once per attention path (export.export_onnx with
-export.ONNX_ATTENTION set to each: `plain`, its default, adds the bias by broadcasting; `sdpa` expands it
-to every window first), quantizes each to int8 as --export-int8 does, and times
+Exports one randomly initialised model once per attention path (export.export_onnx's attention_kind:
+`plain`, its default, export.ONNX_ATTENTION, adds the bias by broadcasting; `sdpa` expands it to every
+window first), quantizes each to int8 as --export-int8 does, and times
 ONNX Runtime's session.run (CPU, its default threads) on one batch of random uint8 images, the
 programs alternating round after round. No decoding and no predict.py around it (bench_predict.py
 times the whole pipeline). Figures are images per second, medians of the rounds; the programs' logits
@@ -52,8 +52,7 @@ def main():
     with tempfile.TemporaryDirectory() as scratch:
         for kind in args.attention:
             fp32, int8 = Path(scratch) / f"{kind}.onnx", Path(scratch) / f"{kind}_int8.onnx"
-            export.ONNX_ATTENTION = kind
-            export.export_onnx(clf, fp32, torch.device("cpu"))
+            export.export_onnx(clf, fp32, torch.device("cpu"), attention_kind=kind)
             int8.write_bytes(export.int8_program(fp32.read_bytes(), int8))
             for name, path in ((f"{kind} fp32", fp32), (f"{kind} int8", int8)):
                 sessions[name] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -91,10 +91,8 @@ def test_bench_predict_times_predict_py_against_the_tutorial_loop_and_the_onnx_p
 def test_bench_onnx_times_the_programs_of_an_attention_path(export_packages, monkeypatch, capsys):
     """sdpa, the path export.ONNX_ATTENTION switches from: one export, fp32 and int8 (in this process, which
     has its imports already; bench_predict's test runs the default path)."""
-    import export
     sys.path.insert(0, str(ROOT / "bench"))
     import bench_onnx
-    monkeypatch.setattr(export, "ONNX_ATTENTION", export.ONNX_ATTENTION)  # as it was, after
     monkeypatch.setattr(sys, "argv", ["bench_onnx.py", "--model", "swin_micro_patch4_window4_128", "--img-size", "64",
                                       "--batch-size", "2", "--attention", "sdpa", "--rounds", "1"])
     bench_onnx.main()
