@@ -5,6 +5,7 @@ and the largest batch that fits.
     python bench/bench_train.py                      # a CPU: the micro variant, batch 16 (a check that it runs)
     python bench/bench_train.py --device cuda        # swin_tiny, 224 px, batch 128, bf16, eager
     python bench/bench_train.py --device cuda --compile
+    python bench/bench_train.py --device cuda --cuda-graphs   # both models' passes replayed as CUDA graphs
     python bench/bench_train.py --device cuda --data-path flower_photos imagenet/train
     python bench/bench_train.py --device cuda --memory --model swin_base_patch4_window7_224
     python bench/bench_train.py --device cuda --profile     # the operators that take the time, bare and timm
