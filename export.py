@@ -1,6 +1,7 @@
 """Export a trained classifier for deployment, its preprocessing inside: ONNX, torch.export or TorchScript.
 
     python predict.py --export flowers.onnx --weights runs/<name>/best.pth   # ONNX Runtime, TensorRT, OpenVINO
+    python predict.py --export flowers.onnx --export-int8                    # int8 weights, for CPUs (or --export-fp16)
     python predict.py --export flowers.pt2                                   # a torch.export program
     python predict.py --export flowers.pt                                    # TorchScript (deprecated by PyTorch)
     python predict.py photos/ --weights flowers.onnx                         # predict.py runs an .onnx or .pt2 too
@@ -49,8 +50,9 @@ ONNX_OPSET = 18  # the first with an antialiased Resize, the resize predict.py d
 ONNX_ATTENTION = "plain"
 INPUT_TYPES = ("uint8", "float32")  # what an ONNX or torch.export program takes: 0-255, or 0-1
 INSTALL = "pip install -r requirements-export.txt"
-# how far an int8 program's probabilities may be from the checkpoint's; measured: within 0.012 on photos
-INT8_TOLERANCE = 0.05
+# how far the probabilities of a program with int8 or fp16 weights may be from the checkpoint's; measured on
+# photos: int8 within 0.012, fp16 within 0.0018 (README, Prediction: int8 and fp16)
+TOLERANCES = {"int8": 0.05, "fp16": 0.01}
 
 
 # --- The program: preprocessing and model, one module for every format ---
@@ -149,18 +151,19 @@ def as_input(images: torch.Tensor, input_type: str) -> torch.Tensor:
 
 # --- The formats ---
 
-def choose_exporter(path: Path, int8: bool = False):
-    """The export function for the file name's suffix; a UserError for another suffix or a missing package."""
+def choose_exporter(path: Path, weights: str = "fp32"):
+    """The export function for the file name's suffix and the program's weights (fp32, or an .onnx's int8 or
+    fp16); a UserError for another suffix or a missing package."""
     exporters = {".onnx": export_onnx, ".pt2": export_pt2, ".pt": export_torchscript}
     suffix = path.suffix.lower()
     if suffix not in exporters:
         raise UserError(f"--export {path}: the name must end in .onnx (ONNX), .pt2 (torch.export) or .pt "
                         "(TorchScript)")
-    if int8 and suffix != ".onnx":
-        raise UserError(f"--export-int8 quantizes ONNX programs only: name the file {path.with_suffix('.onnx')}")
+    if weights != "fp32" and suffix != ".onnx":
+        raise UserError(f"--export-{weights} is for ONNX programs only: name the file {path.with_suffix('.onnx')}")
     if suffix == ".onnx":  # before the model is loaded: a missing package fails at once
         onnx_packages(path)
-    return functools.partial(export_onnx, int8=True) if int8 else exporters[suffix]
+    return functools.partial(export_onnx, weights=weights) if weights != "fp32" else exporters[suffix]
 
 
 def onnx_packages(path: Path):
@@ -178,11 +181,12 @@ def require(module: str, what: str):
         raise UserError(f"{what} needs {module}, which is not installed: {INSTALL}") from None
 
 
-def export_onnx(clf, path: Path, device, input_type: str = "uint8", int8: bool = False,
+def export_onnx(clf, path: Path, device, input_type: str = "uint8", weights: str = "fp32",
                 attention_kind: str = ONNX_ATTENTION) -> str:
     """ONNX (opset ONNX_OPSET, standard operators only) through torch.export; dynamic batch and image size.
-    With int8, the checked program's weights are then quantized (int8_program) and checked again, looser.
-    The model is traced with `attention_kind` (bench/bench_onnx.py times the programs of each)."""
+    With int8 or fp16 `weights`, the checked program is then converted (int8_program, fp16_program) and
+    checked again, its probabilities within TOLERANCES of the model's. The model is traced with
+    `attention_kind` (bench/bench_onnx.py times the programs of each)."""
     ort = onnx_packages(path)
     with attention.forced(attention_kind):
         program = torch_export(clf, device, input_type)
@@ -191,23 +195,32 @@ def export_onnx(clf, path: Path, device, input_type: str = "uint8", int8: bool =
         onnx_program = torch.onnx.export(program, input_names=["images"], output_names=["logits"],
                                          opset_version=ONNX_OPSET, dynamo=True, verbose=False,
                                          custom_translation_table=gelu_as_onnx_runtime_fuses_it())
-    info = describe(clf, input_type) | ({"weights": "int8"} if int8 else {})
+    info = describe(clf, input_type) | ({"weights": weights} if weights != "fp32" else {})
     onnx_program.model.metadata_props.update({key: value if isinstance(value, str) else json.dumps(value)
                                               for key, value in info.items()})
     proto = onnx_program.model_proto.SerializeToString()
 
-    def check(program: bytes, quantized: bool) -> None:
-        session = ort.InferenceSession(program, providers=["CPUExecutionProvider"])
+    def check(program: bytes, tolerance: float = None) -> None:
+        session = ort.InferenceSession(program, quiet_session(ort), providers=["CPUExecutionProvider"])
         check_program(lambda x: torch.from_numpy(session.run(None, {"images": x.cpu().numpy()})[0]), clf, device,
-                      input_type, quantized)
-    check(proto, quantized=False)
-    if int8:
-        proto = int8_program(proto, path)
-        check(proto, quantized=True)
+                      input_type, tolerance)
+    check(proto)
+    if weights != "fp32":
+        proto = {"int8": int8_program, "fp16": fp16_program}[weights](proto, path)
+        check(proto, TOLERANCES[weights])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(proto)
-    weights = f" with int8 weights, probabilities within {INT8_TOLERANCE} of the checkpoint's" if int8 else ""
-    return f"ONNX opset {ONNX_OPSET}{weights}; run with onnxruntime.InferenceSession, or predict.py --weights {path}"
+    said = f" with {weights} weights, probabilities within {TOLERANCES[weights]} of the checkpoint's" \
+        if weights != "fp32" else ""
+    return f"ONNX opset {ONNX_OPSET}{said}; run with onnxruntime.InferenceSession, or predict.py --weights {path}"
+
+
+def quiet_session(ort):
+    """ONNX Runtime's session options, its warnings left out: an fp16 program loads with one for every
+    constant it cannot fold ahead on a CPU, which says nothing about the results."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors
+    return options
 
 
 def gelu_as_onnx_runtime_fuses_it() -> dict:
@@ -237,6 +250,18 @@ def int8_program(proto: bytes, path: Path) -> bytes:
         finally:
             logging.disable(logging.NOTSET)
         return quantized.read_bytes()
+
+
+def fp16_program(proto: bytes, path: Path) -> bytes:
+    """The program in fp16: its weights and its arithmetic, input and output types kept (uint8 or float32 in,
+    float32 logits out). Half the size, for GPUs (ONNX Runtime's CUDA provider, TensorRT); a CPU runs it
+    slower than the fp32 program (README, Prediction: int8 and fp16)."""
+    onnx = require("onnx", f"--export {path} --export-fp16")
+    float16 = require("onnxruntime.transformers.float16", f"--export {path} --export-fp16")
+    with warnings.catch_warnings():  # its notes on values it clamps to fp16's range: the check below decides
+        warnings.simplefilter("ignore")
+        model = float16.convert_float_to_float16(onnx.load_from_string(proto), keep_io_types=True)
+    return model.SerializeToString()
 
 
 def export_pt2(clf, path: Path, device, input_type: str = "uint8") -> str:
@@ -287,10 +312,11 @@ def export_torchscript(clf, path: Path, device, input_type: str = "uint8") -> st
     return "TorchScript; load with torch.jit.load"
 
 
-def check_program(run, clf, device, input_type: str, int8: bool = False) -> None:
+def check_program(run, clf, device, input_type: str, tolerance: float = None) -> None:
     """The program against the model on images at img_size, at another batch size than the trace's, and
     against Deployable run eagerly on images of another size; a RuntimeError, nothing saved, if they differ:
-    logits by more than 1e-4 of their scale, or for an int8 program, probabilities by more than INT8_TOLERANCE."""
+    logits by more than 1e-4 of their scale, or with a `tolerance` (an int8 or fp16 program), probabilities by
+    more than it."""
     size = clf.model.img_size
     images = torch.randint(0, 256, (3, 3, size, size), dtype=torch.uint8, device=device)
     other = torch.randint(0, 256, (1, 3, size + 45, 2 * size - 3), dtype=torch.uint8, device=device)
@@ -298,14 +324,14 @@ def check_program(run, clf, device, input_type: str, int8: bool = False) -> None
     with torch.no_grad():
         for x, want in ((images, clf.model((images / 255 - mean) / std)), (other, Deployable(clf.model, clf)(other))):
             got = run(as_input(x, input_type)).to(device)
-            if int8:
+            if tolerance is not None:
                 got, want = got.softmax(-1), want.softmax(-1)
-            close = (got - want).abs().max() <= INT8_TOLERANCE if int8 else \
+            close = (got - want).abs().max() <= tolerance if tolerance is not None else \
                 torch.allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, want.abs().max().item()))
             if not close:
-                raise RuntimeError(f"the exported program's {'probabilities' if int8 else 'logits'} are off the "
-                                   f"model's by {(got - want).abs().max():.3g} on {x.shape[-2]} x {x.shape[-1]} "
-                                   "images; not saved")
+                what = "logits" if tolerance is None else "probabilities"
+                raise RuntimeError(f"the exported program's {what} are off the model's by "
+                                   f"{(got - want).abs().max():.3g} on {x.shape[-2]} x {x.shape[-1]} images; not saved")
 
 
 # --- Running a program in predict.py ---
@@ -361,20 +387,22 @@ class OnnxClassifier(ExportedClassifier):
     def __init__(self, path: Path):
         self.ort = require("onnxruntime", f"--weights {path}")
         try:
-            self.session = self.ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.session = self.ort.InferenceSession(str(path), quiet_session(self.ort),
+                                                     providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own exception types
             raise UserError(f"{path} does not load in ONNX Runtime ({error}); export it again with "
                             "predict.py --export") from None
         info = self.session.get_modelmeta().custom_metadata_map
         super().__init__(path, info)
-        if info.get("weights") == "int8":
-            self.kind = "ONNX Runtime, int8 weights"
+        if info.get("weights") in TOLERANCES:
+            self.kind = f"ONNX Runtime, {info['weights']} weights"
 
     def to(self, device):
         if device.type == "cuda" and "CUDAExecutionProvider" in self.ort.get_available_providers():
             self.device = device
             cuda = ("CUDAExecutionProvider", {"device_id": device.index or 0})
-            self.session = self.ort.InferenceSession(str(self.path), providers=[cuda, "CPUExecutionProvider"])
+            self.session = self.ort.InferenceSession(str(self.path), quiet_session(self.ort),
+                                                     providers=[cuda, "CPUExecutionProvider"])
         return self
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ from tqdm import tqdm
 import plots
 from config import COUNT, POSITIVE_INT
 from data import ImageDataset, Normalize, build_loader, build_transform, default_workers, load_rgb
-from export import INPUT_TYPES, INT8_TOLERANCE, ExportedClassifier, choose_exporter
+from export import INPUT_TYPES, TOLERANCES, ExportedClassifier, choose_exporter
 from images import image_problem, list_images
 from utils import UserError, amp_dtype, autocast, run_cli, select_device, tune_for
 from weights import load_classifier
@@ -70,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what an .onnx or .pt2 program takes: uint8 0-255, or float32 0-1 (the .pt takes both; "
                         "default: uint8)")
     g.add_argument("--export-int8", action="store_true", help="an .onnx with int8 weights: a quarter of the size "
-                   f"and faster on a CPU, probabilities within {INT8_TOLERANCE} of the checkpoint's (default: fp32)")
+                   f"and faster on a CPU, probabilities within {TOLERANCES['int8']} of the checkpoint's "
+                   "(default: fp32)")
+    g.add_argument("--export-fp16", action="store_true", help="an .onnx in fp16: half the size, for GPUs (a CPU runs "
+                   f"it slower), probabilities within {TOLERANCES['fp16']} of the checkpoint's (default: fp32)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
     return p
 
@@ -79,14 +82,17 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     if not args.images and args.export is None:
         raise UserError("name the images to classify: files, folders or glob patterns (or --export FILE)")
-    if args.export_int8 and args.export is None:
-        raise UserError("--export-int8 goes with --export FILE.onnx")
+    weights = "int8" if args.export_int8 else "fp16" if args.export_fp16 else "fp32"
+    if args.export_int8 and args.export_fp16:
+        raise UserError("--export-int8 and --export-fp16: choose one")
+    if weights != "fp32" and args.export is None:
+        raise UserError(f"--export-{weights} goes with --export FILE.onnx")
     if args.output is not None and args.output.suffix.lower() not in (".json", ".csv"):
         raise UserError(f"--output {args.output}: the name must end in .json or .csv")
     for folder in (args.output.parent if args.output else None, args.save_vis):
         if folder is not None:  # made now: one that cannot be made fails before the classifying, not after
             folder.mkdir(parents=True, exist_ok=True)
-    export = choose_exporter(args.export, args.export_int8) if args.export is not None else None
+    export = choose_exporter(args.export, weights) if args.export is not None else None
     paths = list_images(args.images)  # before loading the model: a mistyped path fails at once
     device = select_device(args.device)
     tune_for(device)  # fp32 stays fp32: an export is checked against the model at 1e-4

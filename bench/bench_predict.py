@@ -15,7 +15,7 @@ the file list to class probabilities with the same model in eval mode:
             inference mode), with its default --batch-size and --workers unless given here;
   predict.py .onnx (--onnx): the same with `--weights model.onnx`, the checkpoint exported by
             `predict.py --export model.onnx` into the temporary folder (not timed), run by ONNX Runtime;
-            and its int8 program, as `--export-int8` quantizes it.
+            and its int8 and fp16 programs, as `--export-int8` and `--export-fp16` convert it.
 Without --weights the model has random weights (written as a train.py checkpoint): speed does not
 depend on them. The pipelines alternate for --rounds rounds after one warm-up pass each; the
 figures are medians of images per second.
@@ -38,7 +38,7 @@ import predict  # noqa: E402
 from images import list_images  # noqa: E402
 from common import alternating_rounds, print_header  # noqa: E402
 from data import IMAGENET_MEAN, IMAGENET_STD, Normalize, build_transform  # noqa: E402
-from export import OnnxClassifier, export_onnx, int8_program  # noqa: E402
+from export import OnnxClassifier, export_onnx, fp16_program, int8_program  # noqa: E402
 from utils import tune_for  # noqa: E402
 from model import create_model  # noqa: E402
 from weights import describe_for_checkpoint, load_classifier  # noqa: E402
@@ -117,11 +117,12 @@ def main():
 
         pipelines = {"tutorial loop": tutorial, "predict.py": ours}
         programs = {}
-        if args.onnx:  # exported once: the int8 program quantizes the fp32 one, as --export-int8 does
-            fp32, int8 = scratch / "fp32.onnx", scratch / "int8.onnx"
+        if args.onnx:  # exported once: the int8 and fp16 programs convert the fp32 one, as --export-int8 does
+            fp32, int8, fp16 = scratch / "fp32.onnx", scratch / "int8.onnx", scratch / "fp16.onnx"
             export_onnx(clf, fp32, torch.device("cpu"))
             int8.write_bytes(int8_program(fp32.read_bytes(), int8))
-            programs = {"predict.py .onnx": fp32, "predict.py int8 .onnx": int8}
+            fp16.write_bytes(fp16_program(fp32.read_bytes(), fp16))
+            programs = {"predict.py .onnx": fp32, "predict.py int8 .onnx": int8, "predict.py fp16 .onnx": fp16}
         for name, path in programs.items():
             pipelines[name] = partial(ours, OnnxClassifier(path), normalize=False)
         medians = alternating_rounds({name: partial(images_per_second, run) for name, run in pipelines.items()},

@@ -11,7 +11,8 @@ from PIL import Image
 import attention
 import export
 from data import Normalize, build_transform
-from export import INT8_TOLERANCE, ONNX_OPSET, Deployable, check_program, export_onnx, export_pt2, int8_program
+from export import (ONNX_OPSET, TOLERANCES, Deployable, check_program, export_onnx, export_pt2, fp16_program,
+                    int8_program)
 from model import create_model
 from weights import Classifier
 
@@ -129,7 +130,7 @@ def test_int8_onnx_program_is_close_to_the_model(clf, crops, onnx_file, export_p
     got = torch.from_numpy(session.run(None, {"images": crops.numpy()})[0]).softmax(-1)
     want = model_logits(clf, crops).softmax(-1)
     off = (got - want).abs().max().item()
-    assert 1e-5 < off < INT8_TOLERANCE  # quantized: near the model, not equal to it
+    assert 1e-5 < off < TOLERANCES["int8"]  # quantized: near the model, not equal to it
     proto = onnx.load(path)
     assert [(o.domain, o.version >= 17) for o in proto.opset_import] == [("", True)]
     ops = {node.op_type for node in onnx_nodes(proto)}
@@ -137,16 +138,36 @@ def test_int8_onnx_program_is_close_to_the_model(clf, crops, onnx_file, export_p
     assert path.stat().st_size < 0.4 * onnx_file.stat().st_size
 
 
+def test_fp16_onnx_program_is_close_to_the_model(clf, crops, onnx_file, export_packages, tmp_path, capfd):
+    """--export-fp16's conversion (export_onnx's last step; tests/test_predict.py runs the whole of it): fp16
+    weights, the input and output types kept, half the size, probabilities within fp16's rounding of the
+    model's; loaded as predict.py loads it, without ONNX Runtime's warnings about constants it cannot fold."""
+    onnx, _, ort = export_packages
+    path = tmp_path / "fp16.onnx"
+    path.write_bytes(fp16_program(onnx_file.read_bytes(), path))
+    capfd.readouterr()
+    program = export.OnnxClassifier(path)
+    assert program.session.get_inputs()[0].type == "tensor(uint8)" and "onnxruntime" not in capfd.readouterr().err
+    logits = program(crops)
+    assert logits.dtype == torch.float32
+    got, want = logits.softmax(-1), model_logits(clf, crops).softmax(-1)
+    assert 1e-7 < (got - want).abs().max().item() < TOLERANCES["fp16"] / 10  # rounded: near the model, not equal
+    proto = onnx.load(path)
+    floats = {onnx.helper.tensor_dtype_to_np_dtype(t.data_type) for t in proto.graph.initializer if t.dims}
+    assert np.dtype(np.float16) in floats and np.dtype(np.float32) not in floats  # every weight
+    assert path.stat().st_size < 0.6 * onnx_file.stat().st_size
+
+
 def test_int8_check_refuses_a_program_off_the_model(clf):
     """The int8 check is looser than the fp32 one, and still refuses probabilities off by more than its tolerance."""
     reference = Deployable(clf.model, clf)
     nudged = lambda x: reference(x) + 0.01 * torch.arange(5.0)  # noqa: E731  probabilities off by about 0.005
-    check_program(nudged, clf, torch.device("cpu"), "uint8", int8=True)
+    check_program(nudged, clf, torch.device("cpu"), "uint8", TOLERANCES["int8"])
     with pytest.raises(RuntimeError, match="logits are off the model's by 0.04"):
         check_program(nudged, clf, torch.device("cpu"), "uint8")
     favoured = lambda x: reference(x) + torch.tensor([0.5, 0, 0, 0, 0])  # noqa: E731  about 0.1 to daisy
     with pytest.raises(RuntimeError, match=r"probabilities are off the model's by 0\.\d+ on 64 x 64 images; not saved"):
-        check_program(favoured, clf, torch.device("cpu"), "uint8", int8=True)
+        check_program(favoured, clf, torch.device("cpu"), "uint8", TOLERANCES["int8"])
 
 
 def test_pt2_program_gives_the_model_logits(clf, crops, pt2_file):

@@ -404,18 +404,20 @@ def test_eval_only_evaluates_a_program_as_it_evaluates_its_checkpoint(trained, f
             train.main(["--eval-only", *map(str, weights), "--data-path", str(tmp_path / "two")])
 
 
-def test_int8_onnx_classifies_as_the_checkpoint_does(trained, photos, export_packages, tmp_path, capsys,
-                                                     monkeypatch):
-    code, _, err = run_predict(capsys, monkeypatch, trained, "--export", tmp_path / "f8.onnx", "--export-int8")
-    assert code == 0 and "(ONNX opset 18 with int8 weights, probabilities within 0.05 of the checkpoint's;" in err
+@pytest.mark.parametrize("weights, tolerance", [("int8", 0.05), ("fp16", 0.01)])
+def test_int8_and_fp16_onnx_classify_as_the_checkpoint_does(weights, tolerance, trained, photos, export_packages,
+                                                            tmp_path, capsys, monkeypatch):
+    code, _, err = run_predict(capsys, monkeypatch, trained, "--export", tmp_path / "f.onnx", f"--export-{weights}")
+    assert code == 0 and f"(ONNX opset 18 with {weights} weights, probabilities within {tolerance} of the " \
+        "checkpoint's;" in err
     chosen = [photos[0], photos[33], photos[66], photos[99]]
     _, want, _ = run_predict(capsys, monkeypatch, trained, *chosen, "--json")
-    _, got, err = run_predict(capsys, monkeypatch, trained, *chosen, "--json", "--weights", tmp_path / "f8.onnx")
-    assert "f8.onnx: swin_micro_patch4_window4_128, 5 classes, 64 px, on cpu (ONNX Runtime, int8 weights)" in err
+    _, got, err = run_predict(capsys, monkeypatch, trained, *chosen, "--json", "--weights", tmp_path / "f.onnx")
+    assert f"f.onnx: swin_micro_patch4_window4_128, 5 classes, 64 px, on cpu (ONNX Runtime, {weights} weights)" in err
     got, want = ([{e["label"]: e["prob"] for e in r["topk"]} for r in json_lines(out)] for out in (got, want))
     assert len(got) == len(want) == 4
-    for got_probs, want_probs in zip(got, want):  # near the checkpoint's, not equal: quantized
-        assert got_probs == pytest.approx(want_probs, abs=0.05) and got_probs != want_probs
+    for got_probs, want_probs in zip(got, want):  # near the checkpoint's, not equal: rounded
+        assert got_probs == pytest.approx(want_probs, abs=tolerance) and got_probs != want_probs
 
 
 def test_pt2_export_gives_the_checkpoint_logits(trained, checkpoint, photos, tmp_path, capsys, monkeypatch):
@@ -518,7 +520,11 @@ def test_export_suffix_picks_the_format(tmp_path, capsys, monkeypatch):
     with pytest.raises(UserError, match=r"--export flowers\.pth: the name must end in \.onnx \(ONNX\), \.pt2 "
                        r"\(torch\.export\) or \.pt \(TorchScript\)"):
         run_predict(capsys, monkeypatch, tmp_path, "--export", "flowers.pth")
-    with pytest.raises(UserError, match=r"--export-int8 quantizes ONNX programs only: name the file flowers\.onnx"):
-        run_predict(capsys, monkeypatch, tmp_path, "--export", "flowers.pt2", "--export-int8")
-    with pytest.raises(UserError, match=r"--export-int8 goes with --export FILE\.onnx"):
-        run_predict(capsys, monkeypatch, tmp_path, "img.jpg", "--export-int8")
+    for weights in ("int8", "fp16"):
+        with pytest.raises(UserError, match=rf"--export-{weights} is for ONNX programs only: name the file "
+                           r"flowers\.onnx"):
+            run_predict(capsys, monkeypatch, tmp_path, "--export", "flowers.pt2", f"--export-{weights}")
+        with pytest.raises(UserError, match=rf"--export-{weights} goes with --export FILE\.onnx"):
+            run_predict(capsys, monkeypatch, tmp_path, "img.jpg", f"--export-{weights}")
+    with pytest.raises(UserError, match=r"--export-int8 and --export-fp16: choose one"):
+        run_predict(capsys, monkeypatch, tmp_path, "--export", "f.onnx", "--export-int8", "--export-fp16")
