@@ -303,6 +303,25 @@ def test_cuda_graphs_steps_take_every_accumulated_batch(monkeypatch):
     assert len(stepped) == 1 and torch.allclose(stepped[0], want, atol=1e-6)
 
 
+def test_the_flags_are_read_after_the_backward_pass_and_a_batch_without_images_adds_nothing(monkeypatch):
+    """A step waits for the device once, reading its flags when the backward pass is already queued (on a GPU
+    the forward pass is then no longer a point where the GPU runs dry); a batch whose files all failed has
+    had its backward pass too, with a zeroed loss: the gradients of the step's window stay as they were."""
+    import train
+    cfg = train.build_parser().parse_args(["--accum-steps", "2", "--warmup-epochs", "0", "--epochs", "1"])
+    net = micro()
+    state = engine.build_train_state(cfg, net, net, torch.device("cpu"), None, 10, [1] * 5)
+    seen, read_flags = [], engine.read_flags
+    monkeypatch.setattr(engine, "read_flags", lambda state, flags, stop=None: seen.append(
+        [p.grad is not None for p in net.parameters()]) or read_flags(state, flags, stop))
+    images, labels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), torch.tensor([0, 1])
+    assert engine.train_step(state, images, labels, cfg, step_now=False) is not None
+    assert len(seen) == 1 and all(seen[0])  # the gradients were there when the flags were read
+    grads = [p.grad.clone() for p in net.parameters()]
+    assert engine.train_step(state, images[:0], labels[:0], cfg, step_now=True) is None and state.step == 0
+    assert all(torch.equal(a, p.grad) for a, p in zip(grads, net.parameters()))
+
+
 def agreement_process(rank: int, init_file: str) -> None:
     """One of two DDP processes (gloo, CPU) that meet, in turn, a batch with no image on process 1, a
     non-finite fp16 loss on process 0, and a stop requested on process 1."""
