@@ -16,7 +16,7 @@ budget=${BUDGET:-540}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 new_tests="cuda_graphs or graphed or fused_adamw or predict_on_the_gpu"
-all="tests_new train_graphs_eager train_graphs_compiled workers profile_compiled tests_rest train_eager train_compiled
+all="tests_new train_eager train_graphs_eager train_graphs_compiled workers profile_compiled tests_rest train_compiled
      attention memory profile data"
 
 part() {  # part NAME SECONDS COMMAND...: run for at most SECONDS (less if BUDGET runs out), log to $out/NAME.log
@@ -58,7 +58,8 @@ run_part() {
     profile_compiled) part profile_compiled 200 python3 bench/bench_train.py --device cuda --compile --profile 30 \
         --steps 5 ;;
     # bare vs timm eager, a bare row for each pair of attention (plain, CUDA's training choice; kernels.py's) and
-    # LayerNorm (PyTorch's or kernels.py's), e2e at both photo sizes, decoded by the workers and on the GPU: 119 s
+    # LayerNorm (PyTorch's or kernels.py's), e2e at both photo sizes, decoded by the workers and on the GPU: 119 s.
+    # Early: the default path, not measured since the step's flags are read after its backward pass is queued
     train_eager) part train_eager 200 python3 bench/bench_train.py --device cuda --rounds 4 --e2e-batches 30 \
         --attention plain triton --layer-norm torch triton ;;
     # bare vs timm compiled, ours with plain attention and with kernels.py's (its operators in the graph), e2e
