@@ -177,8 +177,8 @@ _compile_failed = False
 class CudaGraphed(nn.Module):
     """The model, whose training forward and backward passes each run as one CUDA graph (train.py
     --cuda-graphs, eager): a launch each, where eagerly Python launches the passes' operators one by one,
-    some 1,300 for swin_tiny (counted on a CPU), and a fast GPU waits on it (an H200 at batch 128: 43 ms
-    of kernels in a 50 ms step, bench_train.py --profile).
+    1,314 calls a step for swin_tiny (bench/bench_traffic.py), and a fast GPU waits on it (an H200 at
+    batch 128: 43 ms of kernels in a 50 ms step, bench_train.py --profile).
 
     For CUDA tensors (train.py --cuda-graphs refuses other devices). Captured
     (torch.cuda.make_graphed_callables) at the first training batch, for its shape: training
@@ -248,6 +248,9 @@ class TrainState:
     # buffers it overwrites on its next replay, which the parameters would otherwise take as their .grad, and a
     # second backward before the step (--accum-steps) would overwrite the first's (pytorch/pytorch#181723)
     keep_grads: bool = False
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=not self.keep_grads)
 
     def checkpoint(self, weights: dict = None) -> dict:
         """What changes, as a run's checkpoint holds it beside its meta and config: plain data (it loads
@@ -438,7 +441,7 @@ def skip_non_finite(state: TrainState, loss: torch.Tensor) -> None:
     if state.skipped_steps > 25:
         raise TrainingDiverged(f"{state.skipped_steps} steps in a row had a non-finite loss "
                                f"(epoch {state.epoch + 1}, step {state.step})")
-    state.optimizer.zero_grad(set_to_none=not state.keep_grads)
+    state.zero_grad()
     lower = state.scaler.get_scale() / 2
     state.scaler.scale(loss)  # the scaler makes its scale tensor at its first scale(): this may be the first step
     state.scaler.update(lower)
@@ -481,7 +484,7 @@ def optimizer_step(state: TrainState, cfg) -> None:
         torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.clip_grad)
     state.scaler.step(state.optimizer)
     state.scaler.update()
-    state.optimizer.zero_grad(set_to_none=not state.keep_grads)
+    state.zero_grad()
     state.scheduler.step()
     state.step += 1
     state.skipped_steps = 0

@@ -189,7 +189,8 @@ def main(argv=None) -> None:
     epochs_left = cfg.epochs - (checkpoint["epoch"] if checkpoint is not None else 0)
     images_per_process = epochs_left * len(splits.train) // world_size
     compiled = cfg.compile if cfg.compile is not None else engine.compile_pays(device, images_per_process)
-    net = engine.CudaGraphed(model) if cfg.cuda_graphs and not compiled else model  # captured inside DDP's wrapper
+    # inside DDP's wrapper: the graphs hold the model's passes, DDP's gradient all-reduce stays outside them
+    net = engine.CudaGraphed(model) if cfg.cuda_graphs and not compiled else model
     distributed = torch.distributed.is_initialized()
     if distributed:  # every parameter that trains gets a gradient: no search for unused ones
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if device.type == "cuda" else None)

@@ -15,7 +15,8 @@ the file list to class probabilities with the same model in eval mode:
             inference mode), with its default --batch-size and --workers unless given here;
   predict.py .onnx (--onnx): the same with `--weights model.onnx`, the checkpoint exported by
             `predict.py --export model.onnx` into the temporary folder (not timed), run by ONNX Runtime;
-            and its int8 and fp16 programs, as `--export-int8` and `--export-fp16` convert it.
+            and its int8 and fp16 programs, as `--export-int8` and `--export-fp16` convert it; each program's
+            file size is printed beside its ratio.
 Without --weights the model has random weights (written as a train.py checkpoint): speed does not
 depend on them. The pipelines alternate for --rounds rounds after one warm-up pass each; the
 figures are medians of images per second.
@@ -129,12 +130,13 @@ def main():
                                      args.rounds, digits=1)  # the warm-up pass builds layouts and thread pools
         want = torch.stack(pipelines["predict.py"]())  # photos x classes
         got = {name: torch.stack(pipelines[name]()) for name in programs}
+        sizes = {name: path.stat().st_size / 1e6 for name, path in programs.items()}
     print(f"ratio predict.py / tutorial loop: {medians['predict.py'] / medians['tutorial loop']:.2f}x")
     for name, probs in got.items():
         same, off = (probs.argmax(1) == want.argmax(1)).sum(), (probs - want).abs()
         print(f"ratio {name} / predict.py checkpoint: {medians[name] / medians['predict.py']:.2f}x; the same top "
               f"class as the checkpoint for {same} of {len(want)} photos, probabilities within "
-              f"{off.max():.2g} of its ({off.mean():.2g} on average)")
+              f"{off.max():.2g} of its ({off.mean():.2g} on average); {sizes[name]:.1f} MB")
 
 
 def random_checkpoint(variant: str, img_size, path: Path) -> Path:

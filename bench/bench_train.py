@@ -129,13 +129,12 @@ def timm_twin(ours):
     return reference
 
 
-def build_state(args, cfg, module, device, amp, img_size: int, ours: bool = True):
+def build_state(args, cfg, module, device, amp, img_size: int):
     """A TrainState as train.py builds it (5 classes), compiled or graphed as train.py does it."""
     module.to(device)
     net = module
     if args.compile:
-        net = engine.compile_model(module, module, img_size, device, cuda_graphs=args.cuda_graphs) if ours \
-            else torch.compile(module)
+        net = engine.compile_model(module, module, img_size, device, cuda_graphs=args.cuda_graphs)
     elif args.cuda_graphs:
         net = engine.CudaGraphed(module)
     return engine.build_train_state(cfg, module, net, device, amp, 1000, [1] * 5)
@@ -230,7 +229,7 @@ def step_states(args, cfg, device, amp) -> tuple:
     states = {}
     if not args.no_timm:
         reference = timm_twin(ours)
-        states["timm"] = build_state(args, cfg, reference, device, amp, img_size, ours=False)
+        states["timm"] = build_state(args, cfg, reference, device, amp, img_size)
     variants = bare_variants(args)
     for name in variants:
         states[name] = build_state(args, cfg, copy.deepcopy(ours), device, amp, img_size)
@@ -414,9 +413,6 @@ def main():
     amp = amp_dtype(args.amp, device)
     tune_for(device, tf32=amp is None)  # as train.py
     use(next(iter(bare_variants(args).values())))  # --memory's, --profile's, e2e's: the first kinds named
-    if args.cuda_graphs and args.compile:  # what mode="reduce-overhead" sets, for timm's compile too
-        from torch._inductor import config as inductor_config
-        inductor_config.triton.cudagraphs = True
     print_header(device)
     if args.memory:
         compare_memory(args, device, amp)

@@ -92,13 +92,14 @@ def test_bench_predict_times_predict_py_against_the_tutorial_loop_and_the_onnx_p
 
 
 def test_bench_onnx_times_the_programs_of_an_attention_path(export_packages, monkeypatch, capsys):
-    """sdpa, the path export.ONNX_ATTENTION switches from: one export, fp32 and int8 (in this process, which
-    has its imports already; bench_predict's test runs the default path)."""
+    """sdpa, the path export.ONNX_ATTENTION switches from: one export, fp32, int8 and int8 calibrated on photos
+    (in this process, which has its imports already; bench_predict's test runs the default path)."""
     sys.path.insert(0, str(ROOT / "bench"))
     import bench_onnx
     monkeypatch.setattr(sys, "argv", ["bench_onnx.py", "--model", "swin_micro_patch4_window4_128", "--img-size", "64",
-                                      "--batch-size", "2", "--attention", "sdpa", "--rounds", "1"])
+                                      "--batch-size", "2", "--attention", "sdpa", "--rounds", "1", "--static-int8"])
     bench_onnx.main()
     out = capsys.readouterr().out
     assert "swin_micro_patch4_window4_128 at 64 px, random weights, batch 2" in out
     assert "round 1: sdpa fp32 " in out and "sdpa int8: " in out and "x sdpa fp32; logits within" in out
+    assert "sdpa int8 static: " in out
