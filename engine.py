@@ -305,9 +305,9 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
     seconds, the seconds spent waiting for the loader, the paths of images that failed to load (in the
     workers or, with --decode device, on the device), and whether a stop signal ended it early."""
     state.net.train()
-    # loss, top-1 and top-5 hits, summed on the device: read back only to refresh the progress bar,
-    # so the CPU can queue the next batch while the GPU finishes this one's backward pass
-    sums, seen, failed = torch.zeros(3, dtype=torch.float64, device=state.device), 0, []
+    # loss, top-1 and top-5 hits, summed on the device; the progress bar shows them ten batches late, from a
+    # copy made then (HostCopy): read at once they would make the CPU wait for the GPU to finish the step
+    sums, seen, failed, shown = torch.zeros(3, dtype=torch.float64, device=state.device), 0, [], None
     start, interrupted, waits = time.perf_counter(), False, {"seconds": 0.0}
     last_batch = state.batches_done + len(batches)
     bar = tqdm(batches, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", disable=not show_progress,
@@ -327,11 +327,13 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
                 hits = logits.topk(min(5, logits.shape[-1]), dim=-1).indices == labels[:, None]
                 sums += torch.stack([loss.detach() * len(labels), hits[:, 0].sum(), hits.any(-1).sum()]).double()
             seen += len(labels)
-            if state.batches_done % 10 == 0 or state.batches_done == last_batch:
-                loss_sum, correct, _ = sums.tolist()
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
-                                lr=f"{current_lr(state.optimizer):.2e}",
-                                img_s=f"{seen / (time.perf_counter() - start):.1f}")
+            if show_progress and state.batches_done % 10 == 0:
+                if shown is not None:
+                    (loss_sum, correct, _), images_then = shown[0].read(), shown[1]
+                    bar.set_postfix(loss=f"{loss_sum / images_then:.4f}", acc=f"{correct / images_then:.3f}",
+                                    lr=f"{current_lr(state.optimizer):.2e}",
+                                    img_s=f"{seen / (time.perf_counter() - start):.1f}")
+                shown = HostCopy(sums), seen
             if step_now and on_step is not None:
                 on_step(state, loss.detach())
         if step_now and state.stopping:
@@ -387,11 +389,12 @@ def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, cf
             logits = state.net(images)
         loss = loss_fn(logits.float(), targets, smoothing, class_weights=state.class_weights)
         flags = batch_flags(loss, stop, empty)
+        on_host = HostCopy(flags)  # queued before the backward pass, so reading it waits for the forward pass only
         # a batch that a process had no image for adds nothing on any process: the flag zeroes the loss on the
         # device, so that the flags are read once the backward pass is queued, not before (see batch_flags)
         kept = torch.where(flags[0] > 0, 0.0, loss)
         state.scaler.scale(kept / (window or cfg.accum_steps)).backward()
-    empty, non_finite = read_flags(state, flags, stop)
+    empty, non_finite = read_flags(state, on_host, stop)
     if non_finite:  # NaN must not reach the weights: its gradients go, with the others of the step's window
         skip_non_finite(state, loss)
         return None
@@ -408,10 +411,13 @@ def batch_flags(loss: torch.Tensor, stop=None, empty: bool = False) -> torch.Ten
     processes decide together, in one all-reduce after each forward pass: one that skipped a batch or
     stopped alone would leave the others waiting in backward's gradient all-reduce for it.
 
-    They are read (read_flags) once the backward pass is queued: read at once, the CPU would wait for the
-    forward pass and the GPU then for the CPU to launch the backward pass's first kernels, the small ones
-    of the last stages, faster run than launched (an H200 eager at batch 128 ran 43 ms of kernels in a
-    50 ms step with the read there)."""
+    They are read (read_flags) once the backward pass is queued, from a copy queued before it (HostCopy):
+    read at once, the CPU would wait for the forward pass and the GPU then for the CPU to launch the
+    backward pass's first kernels, the small ones of the last stages, faster run than launched (an H200
+    eager at batch 128 ran 43 ms of kernels in a 50 ms step with the read there); read by a plain copy
+    after the backward pass, the CPU would wait for the whole of it, and the GPU then for the optimizer
+    step and the next batch to be launched. So the GPU has the backward pass to run while the CPU waits
+    and then queues the rest of the step and the start of the next."""
     flags = loss.new_zeros(3, dtype=torch.float32)
     flags[0] = float(empty)
     flags[1] = torch.isfinite(loss).logical_not().float()
@@ -421,10 +427,31 @@ def batch_flags(loss: torch.Tensor, stop=None, empty: bool = False) -> torch.Ten
     return flags
 
 
-def read_flags(state: TrainState, flags: torch.Tensor, stop=None) -> tuple[bool, bool]:
+class HostCopy:
+    """A device tensor's values on their way to the host: the copy is queued now, behind the work that makes
+    them and ahead of what is queued later, so read() waits for that work only, where .tolist() would wait
+    for everything queued before it. On a CPU the values are there at once."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.ready = None
+        if tensor.device.type == "cuda":  # into pinned memory, which the copy fills without the CPU waiting
+            self.values = tensor.detach().to("cpu", non_blocking=True)
+            self.ready = torch.cuda.Event()
+            self.ready.record()
+        else:
+            self.values = tensor.detach()
+
+    def read(self):
+        """The values as .tolist() gives them: a list, or a number for a 0-d tensor."""
+        if self.ready is not None:
+            self.ready.synchronize()
+        return self.values.tolist()
+
+
+def read_flags(state: TrainState, flags: HostCopy, stop=None) -> tuple[bool, bool]:
     """(empty, non_finite) from batch_flags' flags, the step's one wait for the device; a stop requested on
     any process is recorded in state.stopping."""
-    empty, non_finite, stopping = (value > 0 for value in flags.tolist())
+    empty, non_finite, stopping = (value > 0 for value in flags.read())
     if stopping and stop is not None and stop.requested is None:
         stop.requested = "a stop on another process"
     state.stopping = state.stopping or stopping

@@ -13,6 +13,26 @@ from images import class_imbalance
 from model import NO_PRETRAINED_WEIGHTS
 
 
+class StepLoss:
+    """TensorBoard's loss/train_step, every 10th optimizer step: the loss is copied to the host as its step is
+    taken (engine.HostCopy) and written at the next step or the run's end, the copy done by then; .item()
+    at once would make the CPU wait for the GPU to finish the step."""
+
+    def __init__(self, writer):
+        self.writer, self.pending = writer, None
+
+    def add(self, step: int, loss: torch.Tensor) -> None:
+        self.write()
+        if self.writer is not None and step % 10 == 0:
+            self.pending = step, engine.HostCopy(loss)
+
+    def write(self) -> None:
+        if self.pending is not None:
+            step, loss = self.pending
+            self.writer.add_scalar("loss/train_step", loss.read(), step)
+            self.pending = None
+
+
 def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, classes: list, improved: bool) -> None:
     epoch, lr = state.epoch, engine.current_lr(state.optimizer)
     throughput = train["images"] / max(train["seconds"], 1e-9)

@@ -245,9 +245,10 @@ def main(argv=None) -> None:
             save_checkpoint({**meta, **state.checkpoint(weights), "best_metric": best_metric(cfg),
                              "config": plain(vars(cfg))}, run_dir / name)
 
+    step_loss = run_log.StepLoss(writer)
+
     def on_step(state: engine.TrainState, loss: torch.Tensor) -> None:
-        if writer is not None and state.step % 10 == 0:  # .item() waits for the GPU: not every step
-            writer.add_scalar("loss/train_step", loss.item(), state.step)
+        step_loss.add(state.step, loss)
         if cfg.save_every_steps and state.step % cfg.save_every_steps == 0:
             save("last.pth")
 
@@ -255,6 +256,7 @@ def main(argv=None) -> None:
     try:
         run_epochs(state, cfg, batches, len(train_loader), val_loader, classes, stop, on_step, save, writer, run_dir,
                    main_process)
+        step_loss.write()
     except engine.TrainingDiverged as err:
         raise UserError(f"training stopped: {err}. Nothing was saved from this epoch; last.pth holds the "
                         f"last good epoch. Try a lower --lr, --clip-grad, or --amp off.") from None
