@@ -239,15 +239,8 @@ class EncodedBatch:
         device = torch.device(device)
         if device.type != "cuda":
             return self.decode_here(device)
-        if device not in DECODE_STREAMS:
-            DECODE_STREAMS[device] = torch.cuda.Stream(device)
-        stream, training = DECODE_STREAMS[device], torch.cuda.current_stream(device)
-        stream.synchronize()
-        with torch.cuda.stream(stream):
-            images, kept = self.decode_here(device)
-        training.wait_stream(stream)
-        images.record_stream(training)  # made on the decoding stream, used and freed on the training one
-        return images, kept
+        side_stream(device).synchronize()
+        return on_side_stream(device, lambda: self.decode_here(device))
 
     def decode_here(self, device) -> tuple:
         files = list(torch.tensor_split(self.data, self.ends[:-1]))
@@ -275,7 +268,29 @@ class EncodedBatch:
         return resized.flip(-1) if flip else resized
 
 
-DECODE_STREAMS = {}  # device -> the CUDA stream that EncodedBatch.decode runs on
+SIDE_STREAMS = {}  # device -> the CUDA stream that batches are copied to it and decoded on (on_side_stream)
+
+
+def side_stream(device: torch.device) -> torch.cuda.Stream:
+    if device not in SIDE_STREAMS:
+        SIDE_STREAMS[device] = torch.cuda.Stream(device)
+    return SIDE_STREAMS[device]
+
+
+def on_side_stream(device: torch.device, work) -> tuple:
+    """work() -> (tensor on the device, ...) run on the device's side stream, which the training stream then
+    waits for: a batch's copy or decoding overlaps the previous step's kernels where, on the training
+    stream, it would wait behind them and they then for it. The tensors are made on the side stream and
+    used and freed on the training one (record_stream), so their memory is not given to the side stream
+    again before the training stream is done with them."""
+    stream, training = side_stream(device), torch.cuda.current_stream(device)
+    with torch.cuda.stream(stream):
+        made = work()
+    training.wait_stream(stream)
+    for value in made:
+        if isinstance(value, torch.Tensor):
+            value.record_stream(training)
+    return made
 
 UPRIGHT = {  # EXIF orientation -> what makes a decoded (3, H, W) image upright, as PIL's exif_transpose
     1: lambda x: x, 2: lambda x: x.flip(-1), 3: lambda x: x.flip(-1, -2), 4: lambda x: x.flip(-2),
@@ -460,9 +475,12 @@ def collate_skipping_failures(batch):
 
 def to_device(images, labels: torch.Tensor, paths: list, device) -> tuple:
     """A loader's batch on the device: (uint8 images, labels, paths of images that failed to decode there).
-    A batch of tensors is copied without blocking (it comes pinned); an EncodedBatch is decoded there."""
+    A batch of tensors is copied without blocking (it comes pinned), on a GPU on its side stream
+    (on_side_stream); an EncodedBatch is decoded there."""
     if not isinstance(images, EncodedBatch):
-        return images.to(device, non_blocking=True), labels.to(device, non_blocking=True), []
+        def copy():
+            return images.to(device, non_blocking=True), labels.to(device, non_blocking=True), []
+        return on_side_stream(torch.device(device), copy) if torch.device(device).type == "cuda" else copy()
     images, kept = images.decode(device)
     failed = [path for path, ok in zip(paths, kept) if not ok]
     if failed:  # indexed on the CPU: a boolean index on the GPU would wait for it

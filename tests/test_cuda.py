@@ -195,6 +195,20 @@ def test_cuda_graphs_step_as_eager_does(version, capsys):
     assert relative_error(weights, want_weights) < 0.01
 
 
+def test_batches_copied_on_the_side_stream_arrive_whole():
+    """data.to_device copies a pinned batch on a side stream that the training stream waits for, while the
+    training stream is still busy; the memory of a batch it still uses is not written by the next copy."""
+    sources = [torch.randint(0, 256, (64, 3, 128, 128), dtype=torch.uint8).pin_memory() for _ in range(6)]
+    labels = torch.arange(64).pin_memory()
+    busy, sums = torch.randn(4096, 4096, device="cuda"), []
+    for source in sources:
+        busy = busy @ busy / 64  # the training stream stays behind: each copy runs ahead of its use
+        images, got_labels, _ = data.to_device(source, labels, [""] * 64, torch.device("cuda"))
+        sums.append(images.double().sum() + got_labels.sum())
+        del images, got_labels  # freed on the training stream with its sum still queued
+    assert [total.item() for total in sums] == [source.double().sum().item() + 2016 for source in sources]
+
+
 def test_the_training_loop_waits_for_the_gpu_only_at_the_epochs_end():
     """Per batch, train.py's loop waits for the GPU only for its flags, by an event (engine.HostCopy) that lets
     the GPU run the queued backward pass meanwhile; the progress bar's figures come the same way. CUDA's sync
