@@ -37,7 +37,7 @@ from download import fetch_flower_photos, fetch_official_weights, official_weigh
 from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_train_loader, eval_loader
 from model import resolve_variant
-from utils import (UserError, amp_dtype, init_distributed, run_cli, save_checkpoint, seed_everything, StopSignal,
+from utils import (CheckpointWriter, UserError, amp_dtype, init_distributed, run_cli, seed_everything, StopSignal,
                    tune_for)
 from weights import describe_for_checkpoint, model_for_run, resume_config, resumed_file
 
@@ -240,15 +240,18 @@ def main(argv=None) -> None:
 
     meta = describe_for_checkpoint(model, classes)
 
+    writer_thread = CheckpointWriter()  # checkpoints are written while training goes on
+
     def save(name: str, weights=None) -> None:
         if main_process:
-            save_checkpoint({**meta, **state.checkpoint(weights), "best_metric": best_metric(cfg),
-                             "config": plain(vars(cfg))}, run_dir / name)
+            writer_thread.save({**meta, **state.checkpoint(weights), "best_metric": best_metric(cfg),
+                                "config": plain(vars(cfg))}, run_dir / name)
 
     step_loss = run_log.StepLoss(writer)
 
     def on_step(state: engine.TrainState, loss: torch.Tensor) -> None:
         step_loss.add(state.step, loss)
+        writer_thread.check()  # a checkpoint that could not be written stops the run at once
         if cfg.save_every_steps and state.step % cfg.save_every_steps == 0:
             save("last.pth")
 
@@ -272,9 +275,12 @@ def main(argv=None) -> None:
                         f"Try fewer --workers (now {cfg.workers}) or a smaller --batch-size, then: python train.py "
                         f"--resume {run_dir}") from None
     finally:
-        stop.restore()
-        if writer is not None:
-            writer.close()
+        try:
+            writer_thread.close()  # the last checkpoints written before anything is said or the process ends
+        finally:
+            stop.restore()
+            if writer is not None:
+                writer.close()
     if distributed:  # the processes close the group together, once rank 0 has written the report
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()

@@ -17,7 +17,7 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 new_tests="cuda_graphs or graphed or fused_adamw or predict_on_the_gpu or waits_for_the_gpu or side_stream"
 all="tests_new train_eager train_compiled train_graphs_eager train_graphs_compiled workers profile_compiled tests_rest
-     attention memory profile data"
+     attention memory profile data checkpoint"
 
 part() {  # part NAME SECONDS COMMAND...: run for at most SECONDS (less if BUDGET runs out), log to $out/NAME.log
     local name=$1 limit=$2 start=$SECONDS left=$((budget - SECONDS))
@@ -77,6 +77,8 @@ run_part() {
     profile) part profile 90 python3 bench/bench_train.py --device cuda --profile 25 --steps 5 --layer-norm torch triton ;;
     data) part data 40 python3 bench/bench_data.py --workers 15 --batch-size 128 --images 2560 --rounds 2 \
         --upscale 3 --gpu-decode ;;
+    # how long a checkpoint's save holds up training, written beside it or in the loop, on the machine's disk
+    checkpoint) part checkpoint 60 python3 bench/bench_checkpoint.py --device cuda --folder . ;;
     *) echo "unknown part $1: $all" >&2; return 2 ;;
     esac
 }

@@ -103,3 +103,11 @@ def test_bench_onnx_times_the_programs_of_an_attention_path(export_packages, mon
     assert "swin_micro_patch4_window4_128 at 64 px, random weights, batch 2" in out
     assert "round 1: sdpa fp32 " in out and "sdpa int8: " in out and "x sdpa fp32; logits within" in out
     assert "sdpa int8 static: " in out
+
+
+def test_bench_checkpoint_times_a_save_beside_training_and_in_the_loop():
+    out = run_bench("bench/bench_checkpoint.py", "--model", "swin_micro_patch4_window4_128", "--rounds", "2")
+    for line in ("round 2: in the loop ", "training held by a save, in the loop: ",
+                 "training held by a save, CheckpointWriter: ", "CheckpointWriter's write done after ",
+                 "held, in the loop / CheckpointWriter: "):
+        assert line in out, out

@@ -163,6 +163,35 @@ def test_sigkill_while_writing_leaves_a_loadable_checkpoint(tmp_path):
         assert torch.equal(ckpt["w"], torch.full((4_000_000,), float(ckpt["i"])))
 
 
+def test_checkpoints_are_written_beside_training_as_they_were_when_saved(tmp_path, monkeypatch):
+    """utils.CheckpointWriter, train.py's: what it writes is the checkpoint as it was at save(), whatever the
+    steps after change in place; writes keep their order; one that failed is raised, as its UserError, by
+    the next check() (train.py's, at every step) or close()."""
+    weights = torch.zeros(1000)
+    writer = utils.CheckpointWriter()
+    writer.save({"w": weights, "step": [1]}, tmp_path / "best.pth")
+    weights += 1  # the next step, in place
+    writer.save({"w": weights, "step": [1]}, tmp_path / "last.pth")
+    writer.save({"w": weights, "step": [2]}, tmp_path / "last.pth")
+    writer.close()
+    assert torch.equal(utils.load_checkpoint(tmp_path / "best.pth")["w"], torch.zeros(1000))
+    last = utils.load_checkpoint(tmp_path / "last.pth")
+    assert last["step"] == [2] and torch.equal(last["w"], torch.ones(1000))
+
+    def full_disk(obj, path):
+        raise UserError(f"could not save {path}: No space left on device")
+    monkeypatch.setattr(utils, "save_checkpoint", full_disk)
+    writer = utils.CheckpointWriter()
+    writer.save({"w": weights}, tmp_path / "last.pth")
+    writer.writes[0].exception()  # waits for the write
+    with pytest.raises(UserError, match="could not save .*last.pth: No space left"):
+        writer.check()
+    writer.save({"w": weights}, tmp_path / "last.pth")
+    with pytest.raises(UserError, match="No space left"):
+        writer.close()
+    assert torch.equal(utils.load_checkpoint(tmp_path / "last.pth")["w"], torch.ones(1000))  # the last one written
+
+
 def test_out_of_memory_suggests_what_to_do(flowers, tmp_path, monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
