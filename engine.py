@@ -430,16 +430,16 @@ def batch_flags(loss: torch.Tensor, stop=None, empty: bool = False) -> torch.Ten
 class HostCopy:
     """A device tensor's values on their way to the host: the copy is queued now, behind the work that makes
     them and ahead of what is queued later, so read() waits for that work only, where .tolist() would wait
-    for everything queued before it. On a CPU the values are there at once."""
+    for everything queued before it. The values are those of the tensor when the copy was made, whatever
+    changes it in place after (the progress bar's sums); elsewhere than on CUDA the copy is made at once."""
 
     def __init__(self, tensor: torch.Tensor):
-        self.ready = None
-        if tensor.device.type == "cuda":  # into pinned memory, which the copy fills without the CPU waiting
-            self.values = tensor.detach().to("cpu", non_blocking=True)
-            self.ready = torch.cuda.Event()
+        cuda = tensor.device.type == "cuda"
+        # on CUDA into pinned memory, which the copy fills without the CPU waiting
+        self.values = tensor.detach().to("cpu", non_blocking=cuda, copy=True)
+        self.ready = torch.cuda.Event() if cuda else None
+        if cuda:
             self.ready.record()
-        else:
-            self.values = tensor.detach()
 
     def read(self):
         """The values as .tolist() gives them: a list, or a number for a 0-d tensor."""

@@ -240,18 +240,18 @@ def main(argv=None) -> None:
 
     meta = describe_for_checkpoint(model, classes)
 
-    writer_thread = CheckpointWriter()  # checkpoints are written while training goes on
+    checkpoints = CheckpointWriter()  # written while training goes on
 
     def save(name: str, weights=None) -> None:
         if main_process:
-            writer_thread.save({**meta, **state.checkpoint(weights), "best_metric": best_metric(cfg),
-                                "config": plain(vars(cfg))}, run_dir / name)
+            checkpoints.save({**meta, **state.checkpoint(weights), "best_metric": best_metric(cfg),
+                              "config": plain(vars(cfg))}, run_dir / name)
 
     step_loss = run_log.StepLoss(writer)
 
     def on_step(state: engine.TrainState, loss: torch.Tensor) -> None:
         step_loss.add(state.step, loss)
-        writer_thread.check()  # a checkpoint that could not be written stops the run at once
+        checkpoints.check()  # a checkpoint that could not be written stops the run at once
         if cfg.save_every_steps and state.step % cfg.save_every_steps == 0:
             save("last.pth")
 
@@ -276,7 +276,7 @@ def main(argv=None) -> None:
                         f"--resume {run_dir}") from None
     finally:
         try:
-            writer_thread.close()  # the last checkpoints written before anything is said or the process ends
+            checkpoints.close()  # the last ones written before anything is said or the process ends
         finally:
             stop.restore()
             if writer is not None:

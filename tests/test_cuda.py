@@ -195,6 +195,18 @@ def test_cuda_graphs_step_as_eager_does(version, capsys):
     assert relative_error(weights, want_weights) < 0.01
 
 
+def test_a_host_copy_on_the_gpu_holds_the_values_of_its_time():
+    """engine.HostCopy's copy is queued behind the work that made the values and ahead of what changes them."""
+    sums = torch.zeros(3, dtype=torch.float64, device="cuda")
+    busy = torch.randn(4096, 4096, device="cuda")
+    for _ in range(4):
+        busy = busy @ busy / 64  # the GPU is still at work when the copy is queued
+    sums += 1  # queued behind that work, as the copy is
+    copy = engine.HostCopy(sums)
+    sums += 1
+    assert copy.values.is_pinned() and copy.read() == [1.0, 1.0, 1.0] and sums.tolist() == [2.0, 2.0, 2.0]
+
+
 def test_batches_copied_on_the_side_stream_arrive_whole():
     """data.to_device copies a pinned batch on a side stream that the training stream waits for, while the
     training stream is still busy; the memory of a batch it still uses is not written by the next copy."""

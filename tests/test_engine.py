@@ -303,6 +303,14 @@ def test_cuda_graphs_steps_take_every_accumulated_batch(monkeypatch):
     assert len(stepped) == 1 and torch.allclose(stepped[0], want, atol=1e-6)
 
 
+def test_a_host_copy_holds_the_values_of_its_time():
+    """engine.HostCopy, which the progress bar's sums take before the next batches add to them in place."""
+    sums = torch.zeros(3, dtype=torch.float64)
+    copy = engine.HostCopy(sums)
+    sums += 1
+    assert copy.read() == [0.0, 0.0, 0.0] and engine.HostCopy(torch.tensor(2.5)).read() == 2.5
+
+
 def test_the_flags_are_read_after_the_backward_pass_and_a_batch_without_images_adds_nothing(monkeypatch):
     """A step waits for the device once, reading its flags when the backward pass is already queued (on a GPU
     the forward pass is then no longer a point where the GPU runs dry); a batch whose files all failed has
