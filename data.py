@@ -514,7 +514,9 @@ def dead_loader_worker(err: Exception) -> str | None:
     worker raised first (an EOFError while a batch came through it), which PyTorch's record of its workers
     then confirms. None for any other error. Once one is found, or waited for, the process is ending, so
     PyTorch's SIGCHLD handler goes: it raises from whatever runs when a worker ends, which would be this
-    wait, or what ends the other workers."""
+    wait, or what ends the other workers. Once one is found, the other workers are killed at once (the run
+    is ending; they hold nothing to save): left up while the process waits for its checkpoints, one
+    whose hand-over of a batch the dying worker's error broke off would print the traceback of it."""
     broken_pipe = isinstance(err, (EOFError, ConnectionError))
     if isinstance(err, RuntimeError) and str(err).startswith("DataLoader worker (pid"):
         words = str(err)
@@ -524,8 +526,8 @@ def dead_loader_worker(err: Exception) -> str | None:
         deadline = time.monotonic() + (2.0 if broken_pipe else 0.0)
         while (words := recorded_worker_death()) is None and time.monotonic() < deadline:
             time.sleep(0.05)
-    if words is not None and hasattr(signal, "SIGCHLD"):
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    if words is not None:
+        kill_remaining_workers()
     return words
 
 
@@ -545,7 +547,8 @@ def kill_remaining_workers() -> None:
     """A process that ends on an error, with its loader's workers still up, would wait for ever at exit:
     multiprocessing ends them with SIGTERM, which they ignore, then waits for them. They are killed first,
     once PyTorch's SIGCHLD handler, which would report each of them dying as an error, is gone."""
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    if hasattr(signal, "SIGCHLD"):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     for child in multiprocessing.active_children():
         child.kill()
 

@@ -255,11 +255,13 @@ def test_mixup_is_off_at_zero_and_copes_with_an_odd_batch():
 def test_a_dead_loader_worker_is_found_from_what_its_death_broke_first(monkeypatch):
     """PyTorch's RuntimeError names the worker; a pipe that broke first (EOFError, a reset connection) is
     confirmed by PyTorch's record of its workers, given a moment to show the death; other errors are not
-    a worker's death. Once one is found, PyTorch's SIGCHLD handler is gone (it would raise again)."""
+    a worker's death. Once one is found, PyTorch's SIGCHLD handler is gone (it would raise again) and the
+    other workers are killed (here a stand-in: this process's children are other tests')."""
     import signal
     from torch.utils.data._utils import signal_handling
     import data
-    checks = {"n": 0}
+    checks, killed = {"n": 0}, []
+    monkeypatch.setattr(data, "kill_remaining_workers", lambda: killed.append(True))
 
     def record(dead_after: int):
         def check():
@@ -272,12 +274,12 @@ def test_a_dead_loader_worker_is_found_from_what_its_death_broke_first(monkeypat
     try:
         monkeypatch.setattr(signal_handling, "_error_if_any_worker_fails", record(dead_after=10**9))
         assert data.dead_loader_worker(ValueError("a bug")) is None  # nothing on record: not a death
-        assert data.dead_loader_worker(RuntimeError("a bug")) is None
+        assert data.dead_loader_worker(RuntimeError("a bug")) is None and not killed
         signal.signal(signal.SIGCHLD, lambda *args: None)
         checks["n"] = 0
         monkeypatch.setattr(signal_handling, "_error_if_any_worker_fails", record(dead_after=3))
         assert data.dead_loader_worker(ConnectionResetError(104, "reset")).startswith("DataLoader worker (pid 7)")
-        assert checks["n"] == 4 and signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL
+        assert checks["n"] == 4 and signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL and killed == [True]
         assert data.dead_loader_worker(RuntimeError("DataLoader worker (pid(s) 9) exited unexpectedly")) == \
             "DataLoader worker (pid(s) 9) exited unexpectedly"
     finally:
@@ -302,6 +304,7 @@ def test_a_worker_death_that_comes_during_the_wait_for_it_is_not_a_second_error(
     def raising_handler(*args):  # what PyTorch's handler does when a worker has died
         raise RuntimeError("DataLoader worker (pid 7) is killed by signal: Killed. ")
     monkeypatch.setattr(signal_handling, "_error_if_any_worker_fails", check)
+    monkeypatch.setattr(data, "kill_remaining_workers", lambda: None)  # this process's children are other tests'
     handler = signal.signal(signal.SIGCHLD, raising_handler)
     child = subprocess.Popen(["sleep", "0.1"])  # its end signals SIGCHLD during the wait
     try:
