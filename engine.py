@@ -553,21 +553,24 @@ def evaluate(model: nn.Module, loader, normalize, num_classes: int, device, amp,
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
     top_k = torch.zeros((), dtype=torch.float64, device=device)
-    wrong, failed = [], []
+    # everything stays on the device until the end: a read per batch would make the CPU wait for the GPU
+    # (so the confusion matrix is counted by index_put_, not bincount, which reads back the largest index)
+    outcomes, kept_paths, failed = [], [], []
     for images, labels, paths, failed_paths in tqdm(loader, desc=desc, disable=not show_progress, leave=False):
         failed += failed_paths
         if len(labels) == 0:
             continue
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        images, labels, _ = to_device(images, labels, paths, device)
         images = images if normalize is None else normalize(images)
         with autocast(device, amp):
             logits = model(images).float()
         loss_sum += F.cross_entropy(logits, labels, reduction="sum")
         predictions = logits.argmax(-1)
-        confusion += torch.bincount(labels * num_classes + predictions, minlength=num_classes ** 2).view(
-            num_classes, num_classes)
+        confusion.index_put_((labels, predictions), torch.ones_like(labels, dtype=confusion.dtype), accumulate=True)
         top_k += (logits.topk(k, dim=-1).indices == labels[:, None]).any(-1).sum()
-        wrong += top_mistakes(logits, labels, predictions, paths)
+        outcomes.append((labels, predictions, *logits.softmax(-1).topk(min(3, num_classes), dim=-1)))
+        kept_paths += paths
+    wrong = misclassified(outcomes, kept_paths)
     sums = reduce_sums(torch.cat([loss_sum.view(1), top_k.view(1), confusion.flatten()]))
     confusion = sums[2:].view(num_classes, num_classes).long().cpu()
     count = max(int(confusion.sum()), 1)
@@ -580,15 +583,14 @@ def evaluate(model: nn.Module, loader, normalize, num_classes: int, device, amp,
             "confusion": confusion, "wrong": wrong, "failed": failed, "images": int(confusion.sum())}
 
 
-def top_mistakes(logits: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor, paths: list) -> list:
-    """(path, true label, top-3 labels, their probabilities) of the misclassified images of a batch;
-    the softmax is taken over those rows only."""
-    rows = (predictions != labels).nonzero().flatten()
-    if len(rows) == 0:
+def misclassified(outcomes: list, paths: list) -> list:
+    """(path, true label, top-3 labels, their probabilities) of each misclassified image, from evaluate's
+    (labels, predictions, top-3 probabilities, top-3 labels) of each batch, read back once."""
+    if not outcomes:
         return []
-    probs, top = logits[rows].softmax(-1).topk(min(3, logits.shape[-1]), dim=-1)
-    return [(paths[i], label, top_labels, top_probs) for i, label, top_labels, top_probs
-            in zip(rows.tolist(), labels[rows].tolist(), top.tolist(), probs.tolist())]
+    labels, predictions, probs, top = (torch.cat(parts).tolist() for parts in zip(*outcomes))
+    return [(path, label, top_labels, top_probs) for path, label, prediction, top_labels, top_probs
+            in zip(paths, labels, predictions, top, probs) if prediction != label]
 
 
 def per_class_metrics(confusion: torch.Tensor) -> list:

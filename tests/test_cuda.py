@@ -223,29 +223,35 @@ def test_batches_copied_on_the_side_stream_arrive_whole():
 
 def test_the_training_loop_waits_for_the_gpu_only_at_the_epochs_end():
     """Per batch, train.py's loop waits for the GPU only for its flags, by an event (engine.HostCopy) that lets
-    the GPU run the queued backward pass meanwhile; the progress bar's figures come the same way. CUDA's sync
-    debug mode counts the other waits (.item(), .tolist(), blocking copies): an epoch of 23 batches makes as
-    many as one of 3, those of the epoch's end (and some: the count itself is checked)."""
+    the GPU run the queued backward pass meanwhile; the progress bar's figures come the same way, and
+    evaluation reads nothing back before its end. CUDA's sync debug mode counts the other waits (.item(),
+    .tolist(), blocking copies): an epoch of 23 batches makes as many as one of 3, an evaluation of 6 as
+    one of 2, those of their ends (and some: the count itself is checked)."""
     import warnings
     torch.manual_seed(0)
     net = create_model("swin_micro_patch4_window4_128", num_classes=5).cuda()
     cfg = train.build_parser().parse_args(["--ema", "--warmup-epochs", "0", "--epochs", "1"])
     state = engine.build_train_state(cfg, net, net, torch.device("cuda"), torch.bfloat16, 30, [1] * 5)
     batches = [(torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8).pin_memory(),
-                torch.randint(0, 5, (8,)).pin_memory(), [""] * 8, []) for _ in range(23)]
+                torch.randint(0, 5, (8,)).pin_memory(), [f"{i}.jpg" for i in range(8)], []) for _ in range(23)]
+    evaluation = (data.build_normalize(), 5, torch.device("cuda"), torch.bfloat16)
     engine.train_one_epoch(state, batches[:2], cfg)  # cuDNN's search and CUDA's lazy starts, once
+    engine.evaluate(net, batches[:1], *evaluation)  # and inference's attention kernel tried once
 
-    def waits(epoch) -> int:
+    def waits(run, *args) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
             try:
-                engine.train_one_epoch(state, epoch, cfg, show_progress=True)
+                run(*args)
             finally:
                 torch.cuda.set_sync_debug_mode("default")
         return sum("synchronizing" in str(warning.message) for warning in caught)
 
-    assert waits(batches[:3]) == waits(batches) > 0
+    assert waits(engine.train_one_epoch, state, batches[:3], cfg) == waits(engine.train_one_epoch, state, batches,
+                                                                           cfg) > 0
+    assert waits(engine.evaluate, net, batches[:2], *evaluation) == waits(engine.evaluate, net, batches[:6],
+                                                                          *evaluation) > 0
 
 
 @pytest.mark.parametrize("flag, said", [("--compile", "compiled"), ("--cuda-graphs", "CUDA graphs")],
