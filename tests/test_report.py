@@ -198,7 +198,8 @@ def test_evaluate_collects_the_top3_of_each_mistake_only():
     logits = torch.tensor([[4.0, 1.0, 0.0, 0.0], [0.0, 3.0, 2.0, 1.0], [0.0, 0.0, 0.0, 5.0]])
     loader = [(logits, torch.tensor([0, 2, 3]), ["a.jpg", "b.jpg", "c.jpg"], []),
               (logits[:0], torch.tensor([], dtype=torch.long), [], ["broken.jpg"]),  # every file of a batch failed
-              (torch.tensor([[0.0, 1.0, 2.0, 5.0], [4.0, 1.0, 0.0, 0.0]]), torch.tensor([1, 0]), ["d.jpg", "e.jpg"], [])]
+              (torch.tensor([[0.0, 1.0, 2.0, 5.0], [4.0, 1.0, 0.0, 0.0]]), torch.tensor([1, 0]),
+               ["d.jpg", "e.jpg"], [])]
     result = engine.evaluate(Fixed(), loader, lambda x: x, 4, torch.device("cpu"), None, show_progress=False)
     assert [(path, label, top) for path, label, top, _ in result["wrong"]] == [("b.jpg", 2, [1, 2, 3]),
                                                                               ("d.jpg", 1, [3, 2, 1])]
