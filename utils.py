@@ -107,9 +107,9 @@ class CheckpointWriter:
     for swin_tiny with its optimizer state, half a second or more with the sync; an epoch of the tutorial's
     flower_photos on a GPU trains in a second or two: bench/bench_checkpoint.py). save() copies the
     checkpoint's tensors to the host first, since the live ones change at the next step, then returns;
-    writes run one at a time, in order, each as save_checkpoint makes it (whole or not at all). A write that failed is raised, as save_checkpoint's
-    UserError, by the next save(), check() or close(); close() waits for the writes, so a run that ends,
-    stops or fails leaves its checkpoints written."""
+    writes run one at a time, in order, each as save_checkpoint makes it (whole or not at all). A write
+    that failed is raised, as save_checkpoint's UserError, by the next save(), check() or close(); close()
+    waits for the writes, so a run that ends, stops or fails leaves its checkpoints written."""
 
     def __init__(self):
         from concurrent.futures import ThreadPoolExecutor
