@@ -305,8 +305,8 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
     seconds, the seconds spent waiting for the loader, the paths of images that failed to load (in the
     workers or, with --decode device, on the device), and whether a stop signal ended it early."""
     state.net.train()
-    # loss, top-1 and top-5 hits, summed on the device; the progress bar shows them ten batches late, from a
-    # copy made then (HostCopy): read at once they would make the CPU wait for the GPU to finish the step
+    # loss, top-1 and top-5 hits, summed on the device; the progress bar shows them from a copy (HostCopy) once it
+    # has arrived, on a GPU a batch late: read at once they would make the CPU wait for the GPU to finish the step
     sums, seen, failed, shown = torch.zeros(3, dtype=torch.float64, device=state.device), 0, [], None
     start, interrupted, waits = time.perf_counter(), False, {"seconds": 0.0}
     last_batch = state.batches_done + len(batches)
@@ -327,13 +327,15 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
                 hits = logits.topk(min(5, logits.shape[-1]), dim=-1).indices == labels[:, None]
                 sums += torch.stack([loss.detach() * len(labels), hits[:, 0].sum(), hits.any(-1).sum()]).double()
             seen += len(labels)
-            if show_progress and state.batches_done % 10 == 0:
-                if shown is not None:
+            if show_progress:
+                if shown is None:
+                    shown = HostCopy(sums), seen
+                if shown[0].arrived():  # on a CPU at once; on a GPU once the step it follows has run
                     (loss_sum, correct, _), images_then = shown[0].read(), shown[1]
                     bar.set_postfix(loss=f"{loss_sum / images_then:.4f}", acc=f"{correct / images_then:.3f}",
                                     lr=f"{current_lr(state.optimizer):.2e}",
-                                    img_s=f"{seen / (time.perf_counter() - start):.1f}")
-                shown = HostCopy(sums), seen
+                                    img_s=f"{seen / (time.perf_counter() - start):.1f}", refresh=False)
+                    shown = None
             if step_now and on_step is not None:
                 on_step(state, loss.detach())
         if step_now and state.stopping:
@@ -440,6 +442,10 @@ class HostCopy:
         self.ready = torch.cuda.Event() if cuda else None
         if cuda:
             self.ready.record()
+
+    def arrived(self) -> bool:
+        """Whether read() would return at once."""
+        return self.ready is None or self.ready.query()
 
     def read(self):
         """The values as .tolist() gives them: a list, or a number for a 0-d tensor."""

@@ -311,6 +311,28 @@ def test_a_host_copy_holds_the_values_of_its_time():
     assert copy.read() == [0.0, 0.0, 0.0] and engine.HostCopy(torch.tensor(2.5)).read() == 2.5
 
 
+def test_the_progress_bar_shows_the_epochs_figures_in_a_short_epoch_too(monkeypatch):
+    """The bar's loss and top-1 come from copies read once they have arrived (at once on a CPU): in an epoch of
+    3 batches, as the demo's 5, the bar shows them, and its last figures are the epoch's."""
+    import train
+    from tqdm import tqdm
+    shown = []
+
+    class Bar(tqdm):
+        def set_postfix(self, **figures):
+            shown.append(figures)
+    monkeypatch.setattr(engine, "tqdm", Bar)
+    cfg = train.build_parser().parse_args(["--warmup-epochs", "0", "--epochs", "1"])
+    net = micro()
+    state = engine.build_train_state(cfg, net, net, torch.device("cpu"), None, 3, [1] * 5)
+    generator = torch.Generator().manual_seed(1)
+    batches = [(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=generator),
+                torch.randint(0, 5, (4,), generator=generator), ["a", "b", "c", "d"], []) for _ in range(3)]
+    result = engine.train_one_epoch(state, batches, cfg, show_progress=True)
+    assert len(shown) == 3 and float(shown[-1]["loss"]) == pytest.approx(result["loss"], abs=1e-4)
+    assert float(shown[-1]["acc"]) == pytest.approx(result["acc1"], abs=1e-3)
+
+
 def test_the_flags_are_read_after_the_backward_pass_and_a_batch_without_images_adds_nothing(monkeypatch):
     """A step waits for the device once, reading its flags when the backward pass is already queued (on a GPU
     the forward pass is then no longer a point where the GPU runs dry); a batch whose files all failed has
