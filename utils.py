@@ -108,39 +108,45 @@ class CheckpointWriter:
     flower_photos on a GPU trains in a second or two: bench/bench_checkpoint.py). save() copies the
     checkpoint's tensors to the host first, since the live ones change at the next step, then returns;
     writes run one at a time, in order, each as save_checkpoint makes it (whole or not at all); a write
-    not yet started when a newer checkpoint comes for the same file is dropped, so that saves faster
-    than the disk (--save-every-steps 1) keep at most two snapshots of a file in memory. A write that
-    failed is raised, as save_checkpoint's UserError, by the next save(), check() or close(); close()
-    waits for the writes, so a run that ends, stops or fails leaves its checkpoints written."""
+    that has not started takes the newest checkpoint of its file, so that saves faster than the disk
+    (--save-every-steps 1) hold at most two snapshots of a file in memory, the one being written and
+    the newest. A write that failed is raised, as save_checkpoint's UserError, by the next save(),
+    check() or close(); close() waits for the writes, so a run that ends, stops or fails leaves its
+    checkpoints written."""
 
     def __init__(self):
+        import threading
         from concurrent.futures import ThreadPoolExecutor
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
-        self.writes = []  # (future, path) of the writes not yet checked, in order
+        self.writes = []  # futures of the writes not yet checked, in order
+        self.newest = {}  # path -> the newest snapshot for it, until its write starts
+        self.lock = threading.Lock()
 
     def save(self, obj: dict, path) -> None:
         self.check()
-        for write, target in self.writes:
-            if target == path:
-                write.cancel()  # succeeds only if it has not started: the newer one replaces it
-        self.writes.append((self.thread.submit(save_checkpoint, host_copy(obj), path), path))
+        snapshot = host_copy(obj)
+        with self.lock:
+            queued = path in self.newest
+            self.newest[path] = snapshot
+        if not queued:
+            self.writes.append(self.thread.submit(self.write, path))
+
+    def write(self, path) -> None:
+        with self.lock:
+            snapshot = self.newest.pop(path)
+        save_checkpoint(snapshot, path)
 
     def check(self) -> None:
         """Raise the error of a write that has failed; forget those that are done."""
-        while self.writes and self.writes[0][0].done():
-            self.finish(self.writes.pop(0)[0])
+        while self.writes and self.writes[0].done():
+            self.writes.pop(0).result()
 
     def close(self) -> None:
         try:
             while self.writes:
-                self.finish(self.writes.pop(0)[0])
+                self.writes.pop(0).result()
         finally:
             self.thread.shutdown()
-
-    @staticmethod
-    def finish(write) -> None:
-        if not write.cancelled():
-            write.result()
 
 
 def host_copy(value):

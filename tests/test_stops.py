@@ -166,8 +166,8 @@ def test_sigkill_while_writing_leaves_a_loadable_checkpoint(tmp_path):
 def test_checkpoints_are_written_beside_training_as_they_were_when_saved(tmp_path, monkeypatch):
     """utils.CheckpointWriter, train.py's: what it writes is the checkpoint as it was at save(), whatever the
     steps after change in place; writes keep their order; one that failed is raised, as its UserError, by
-    the next check() (train.py's, at every step) or close(); saves faster than the disk drop the writes
-    of a file that a newer one replaces before they start."""
+    the next check() (train.py's, at every step) or close(); with saves faster than the disk, a write takes
+    the newest checkpoint of its file when it starts."""
     weights = torch.zeros(1000)
     writer = utils.CheckpointWriter()
     writer.save({"w": weights, "step": [1]}, tmp_path / "best.pth")
@@ -184,7 +184,7 @@ def test_checkpoints_are_written_beside_training_as_they_were_when_saved(tmp_pat
     monkeypatch.setattr(utils, "save_checkpoint", full_disk)
     writer = utils.CheckpointWriter()
     writer.save({"w": weights}, tmp_path / "last.pth")
-    writer.writes[0][0].exception()  # waits for the write
+    writer.writes[0].exception()  # waits for the write
     with pytest.raises(UserError, match="could not save .*last.pth: No space left"):
         writer.check()
     writer.save({"w": weights}, tmp_path / "last.pth")
@@ -199,7 +199,7 @@ def test_checkpoints_are_written_beside_training_as_they_were_when_saved(tmp_pat
         written.append(obj["step"])
     monkeypatch.setattr(utils, "save_checkpoint", slow_disk)
     writer = utils.CheckpointWriter()
-    for step in range(1, 6):  # saves faster than the disk: a newer one replaces a write not yet started
+    for step in range(1, 6):  # saves faster than the disk: a write not yet started takes the newest
         writer.save({"step": step}, tmp_path / "last.pth")
     writer.close()
     assert written[-1] == 5 and len(written) <= 2, written
