@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
+import compiling
 import engine
 import report
 import run_log
@@ -188,14 +189,14 @@ def main(argv=None) -> None:
     # where it pays, and eagerly if it fails
     epochs_left = cfg.epochs - (checkpoint["epoch"] if checkpoint is not None else 0)
     images_per_process = epochs_left * len(splits.train) // world_size
-    compiled = cfg.compile if cfg.compile is not None else engine.compile_pays(device, images_per_process)
+    compiled = cfg.compile if cfg.compile is not None else compiling.compile_pays(device, images_per_process)
     # inside DDP's wrapper: the graphs hold the model's passes, DDP's gradient all-reduce stays outside them
-    net = engine.CudaGraphed(model) if cfg.cuda_graphs and not compiled else model
+    net = compiling.CudaGraphed(model) if cfg.cuda_graphs and not compiled else model
     distributed = torch.distributed.is_initialized()
     if distributed:  # every parameter that trains gets a gradient: no search for unused ones
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if device.type == "cuda" else None)
     if compiled and not cfg.eval_only:
-        net = engine.compile_model(net, model, img_size, device, fallback=cfg.compile is None,
+        net = compiling.compile_model(net, model, img_size, device, fallback=cfg.compile is None,
                                    cuda_graphs=cfg.cuda_graphs)
 
     eval_transform = build_transform(img_size, train=False)

@@ -40,6 +40,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from common import print_header  # noqa: E402  (bench/ is on the path)
+import compiling  # noqa: E402
 import engine  # noqa: E402
 import attention  # noqa: E402
 import kernels  # noqa: E402
@@ -134,9 +135,9 @@ def build_state(args, cfg, module, device, amp, img_size: int):
     module.to(device)
     net = module
     if args.compile:
-        net = engine.compile_model(module, module, img_size, device, cuda_graphs=args.cuda_graphs)
+        net = compiling.compile_model(module, module, img_size, device, cuda_graphs=args.cuda_graphs)
     elif args.cuda_graphs:
-        net = engine.CudaGraphed(module)
+        net = compiling.CudaGraphed(module)
     return engine.build_train_state(cfg, module, net, device, amp, 1000, [1] * 5)
 
 

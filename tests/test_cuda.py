@@ -9,6 +9,7 @@ import torch
 
 import attention
 import data
+import compiling
 import engine
 import kernels
 import loaders
@@ -175,7 +176,7 @@ def test_compiled_model_agrees_with_eager(kind, monkeypatch):
     want_grads = {n: p.grad.clone() for n, p in net.named_parameters()}
     net.zero_grad()
     torch._dynamo.reset()
-    compiled = engine.compile_model(net, net, 96, torch.device("cuda"))
+    compiled = compiling.compile_model(net, net, 96, torch.device("cuda"))
     got = compiled(x)
     got.square().sum().backward()
     assert relative_error(got, want) < 1e-3

@@ -4,6 +4,7 @@ import argparse
 import pytest
 import torch
 
+import compiling
 import engine
 from model import create_model
 
@@ -123,9 +124,10 @@ def test_compile_by_default_only_where_it_pays():
     """train.py without --compile or --no-compile: compiled on a GPU from COMPILE_PAYS_FROM training images
     per process (ImageNet's epoch), eager for a tutorial run (flower_photos, 10 epochs) and on a CPU."""
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert engine.compile_pays(cuda, 1_281_167) and engine.compile_pays(cuda, engine.COMPILE_PAYS_FROM)
-    assert not engine.compile_pays(cuda, 10 * 3_303) and not engine.compile_pays(cuda, engine.COMPILE_PAYS_FROM - 1)
-    assert not engine.compile_pays(cpu, 10**9)
+    pays, threshold = compiling.compile_pays, compiling.COMPILE_PAYS_FROM
+    assert pays(cuda, 1_281_167) and pays(cuda, threshold)
+    assert not pays(cuda, 10 * 3_303) and not pays(cuda, threshold - 1)
+    assert not compiling.compile_pays(cpu, 10**9)
 
 
 def test_compiled_training_compiles_once(monkeypatch):
@@ -140,7 +142,7 @@ def test_compiled_training_compiles_once(monkeypatch):
     torch._dynamo.reset()
     counters.clear()
     net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.2)
-    compiled = engine.compile_model(net, net, 64, torch.device("cpu"))
+    compiled = compiling.compile_model(net, net, 64, torch.device("cpu"))
     for epoch in range(3):
         compiled.train()
         for _ in range(2):
@@ -159,14 +161,14 @@ def test_compiling_by_default_falls_back_to_eager_where_it_fails(monkeypatch, ca
     def no_c_compiler(graph, example_inputs):
         raise RuntimeError("Failed to find C compiler. Please specify via CC environment variable.")
     monkeypatch.setattr(torch._dynamo, "lookup_backend", lambda name: no_c_compiler)
-    monkeypatch.setattr(engine, "_compile_failed", False)
+    monkeypatch.setattr(compiling, "_compile_failed", False)
     torch._dynamo.reset()
     try:
         torch.manual_seed(0)
         net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.0)
         x = torch.randn(2, 3, 64, 64)
         want = net(x)
-        compiled = engine.compile_model(net, net, 64, torch.device("cpu"), fallback=True)
+        compiled = compiling.compile_model(net, net, 64, torch.device("cpu"), fallback=True)
         for _ in range(2):
             got = compiled(x)
             got.sum().backward()
@@ -187,7 +189,7 @@ def training_losses(amp, device: str = "cpu", steps: int = 8, size: int = 96, ve
     net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.0, version=version).to(device)
     cfg = train.build_parser().parse_args(["--lr", "1e-3", "--warmup-epochs", "0", "--epochs", "1"]
                                           + ["--cuda-graphs"] * cuda_graphs)
-    runner = engine.CudaGraphed(net) if cuda_graphs else net
+    runner = compiling.CudaGraphed(net) if cuda_graphs else net
     state = engine.build_train_state(cfg, net, runner, torch.device(device), amp, steps, [1] * 5)
     generator = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (16, 3, size, size), dtype=torch.uint8, generator=generator).to(device)
@@ -288,7 +290,7 @@ def test_cuda_graphs_steps_take_every_accumulated_batch(monkeypatch):
     torch.manual_seed(0)
     net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.0)
     reference = copy.deepcopy(net)
-    state = engine.build_train_state(cfg, net, engine.CudaGraphed(net), torch.device("cpu"), None, 1, [1] * 5)
+    state = engine.build_train_state(cfg, net, compiling.CudaGraphed(net), torch.device("cpu"), None, 1, [1] * 5)
     generator = torch.Generator().manual_seed(1)
     batches = [(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=generator),
                 torch.randint(0, 5, (2,), generator=generator), ["a", "b"], []) for _ in range(2)]

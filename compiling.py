@@ -1,0 +1,111 @@
+"""How train.py runs the model faster on a GPU, apart from the model itself: torch.compile (when it pays
+by default, and eager training where Inductor cannot compile) and the training passes replayed as CUDA
+graphs. Both wrap the model the training step calls (engine.TrainState.net); checkpoints come from the
+bare model, so they are the same either way."""
+import torch
+import torch.nn as nn
+
+from utils import first_line
+
+# train.py compiles by default (on CUDA) a run that trains at least this many images per process: there
+# compiling's minute pays. On an H200, swin_tiny, bf16, batch 128: 56 s to compile, then train.py's loop
+# at 3055 img/s against 2047 eager, 161 us saved an image: even after 350,000 (bench/bench_train.py,
+# README: GPU figures). A slower GPU saves more per image, so pays sooner.
+COMPILE_PAYS_FROM = 350_000
+
+
+def compile_pays(device: torch.device, images_per_process: int) -> bool:
+    """train.py's --compile when neither it nor --no-compile is given: on a GPU, for a long enough run."""
+    return device.type == "cuda" and images_per_process >= COMPILE_PAYS_FROM
+
+
+def compile_model(net: nn.Module, model: nn.Module, img_size: int, device, fallback: bool = False,
+                  cuda_graphs: bool = False) -> nn.Module:
+    """torch.compile(net), `net` being the model or its DDP wrapper, for training. Checkpoints are
+    saved from the bare `model`, so they hold no `_orig_mod.` keys and resume with or without compiling.
+    With `cuda_graphs`, Inductor replays each compiled graph as a CUDA graph (what torch.compile's
+    mode="reduce-overhead" sets, here for whichever backend compiles).
+
+    The model's window layouts are built first, by one small eager forward pass: built inside the
+    traced graph they would change the model's state and cost a second compile. Training batches are
+    full (the loader drops a smaller last one), so one graph serves every epoch. Evaluation runs the
+    bare model eagerly: compiling it would cost more than it saves on a validation set of this tool's
+    size, and its smaller last batch would compile once more. With `fallback` (compiling that nobody
+    asked for), a graph that cannot be compiled runs eagerly instead (inductor_or_eager).
+    """
+    training = model.training
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, img_size, img_size, device=device))
+    model.train(training)
+    if cuda_graphs:
+        from torch._inductor import config as inductor_config
+        inductor_config.triton.cudagraphs = True
+    return torch.compile(net, backend=inductor_or_eager) if fallback else torch.compile(net)
+
+
+def inductor_or_eager(graph, example_inputs):
+    """torch.compile's own backend, Inductor, or where it fails the graph as it is, eager, said once.
+    Inductor's GPU kernels need Triton and a C compiler for their launchers, which slim Docker images
+    lack: a run compiled by default there trains as it would have without compiling, not stopping."""
+    global _compile_failed
+    try:
+        return torch._dynamo.lookup_backend("inductor")(graph, example_inputs)
+    except Exception as error:  # whatever the compiler raises: eager is always there to fall back on
+        if not _compile_failed:
+            print(f"notice: torch.compile failed ({first_line(error)}); training without it "
+                  "(--no-compile skips trying)", flush=True)
+        _compile_failed = True
+        return graph.forward
+
+
+_compile_failed = False
+
+
+class CudaGraphed(nn.Module):
+    """The model, whose training forward and backward passes each run as one CUDA graph (train.py
+    --cuda-graphs, eager): a launch each, where eagerly Python launches the passes' operators one by one,
+    1,131 calls a step for swin_tiny (bench/bench_traffic.py), and a fast GPU waits on it (an H200 at
+    batch 128: 43 ms of kernels in a 50 ms step, bench_train.py --profile).
+
+    For CUDA tensors (train.py --cuda-graphs refuses other devices). Captured
+    (torch.cuda.make_graphed_callables) at the first training batch, for its shape: training
+    batches are all full (the loader drops a smaller last one). Any other shape (an empty batch's
+    stand-ins), evaluation and passes without a gradient run the model as it is. A capture that fails
+    is said once, and training goes on without graphs. The graphs hand gradients over in buffers that
+    they overwrite on their next replay: TrainState.keep_grads gives the parameters gradient tensors of
+    their own.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.graphed = None  # (a module that replays the graphs, the batch shape they were captured for)
+        self.failed = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.failed or not (self.model.training and torch.is_grad_enabled()):
+            return self.model(x)
+        device = x.device.type
+        # the capture, and so its replays, without autocast's weight cache (make_graphed_callables
+        # refuses it: cached casts would outlive the graph's memory)
+        with torch.autocast(device, torch.get_autocast_dtype(device), enabled=torch.is_autocast_enabled(device),
+                            cache_enabled=False):
+            if self.graphed is None:
+                self.graphed = self.capture(x)
+            if self.graphed is None or x.shape != self.graphed[1]:
+                return self.model(x)
+            return self.graphed[0](x)
+
+    def capture(self, x: torch.Tensor):
+        # a module of its own: make_graphed_callables replaces the forward of the module it is given, and the
+        # model's own stays for evaluation and other shapes
+        holder = nn.Module()
+        holder.model = self.model
+        holder.forward = self.model.forward
+        try:
+            return torch.cuda.make_graphed_callables(holder, (x.detach().clone(),), allow_unused_input=True), x.shape
+        except Exception as error:  # whatever capturing raises: the model runs as it is
+            print(f"notice: capturing the training step as CUDA graphs failed ({first_line(error)}); training "
+                  "without them", flush=True)
+            self.failed = True
+            return None
