@@ -243,8 +243,10 @@ def main(argv=None) -> None:
 
     checkpoints = CheckpointWriter()  # written while training goes on
 
-    def save(name: str, weights=None) -> None:
-        if main_process:
+    def save(name: str, weights=None, copy_of: str = None) -> None:
+        if main_process and copy_of:
+            checkpoints.copy(run_dir / copy_of, run_dir / name)
+        elif main_process:
             checkpoints.save({**meta, **state.checkpoint(weights), "best_metric": best_metric(cfg),
                               "config": plain(vars(cfg))}, run_dir / name)
 
@@ -350,17 +352,17 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
         if state.ema is not None:
             ema_val = engine.evaluate(state.ema.module, val_loader, normalize, len(classes), state.device, state.amp,
                                       False)
-        best_weights, acc, chosen = state.model.state_dict(), val[metric], (val, "")
-        if ema_val is not None and ema_val[metric] > acc:
-            best_weights, acc, chosen = state.ema.module.state_dict(), ema_val[metric], (ema_val, ", EMA weights")
+        ema_best = ema_val is not None and ema_val[metric] > val[metric]
+        acc, chosen = (ema_val[metric], (ema_val, ", EMA weights")) if ema_best else (val[metric], (val, ""))
         improved = acc > state.best_acc
         state.best_acc = max(state.best_acc, acc)
         if main_process:
             run_log.log_epoch(writer, run_dir, state, train, val, ema_val, classes, improved)
-        if improved:
-            save("best.pth", best_weights)
+        if improved:  # best.pth first: a kill before last.pth is written leaves the epoch to train again
+            save("best.pth", state.ema.module.state_dict() if ema_best else None)
             best = (chosen[0], f"{run_dir / 'best.pth'} (epoch {state.epoch}{chosen[1]})")
-        save("last.pth")
+        # the model's best weights are last.pth's checkpoint too: one snapshot and write, and a second name
+        save("last.pth", copy_of="best.pth" if improved and not ema_best else None)
         if engine.stop_agreed(stop, state.device):
             return
         if cfg.stop_after_epochs and epoch + 1 - first_epoch >= cfg.stop_after_epochs and state.epoch < cfg.epochs:

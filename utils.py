@@ -94,8 +94,13 @@ def save_checkpoint(obj: dict, path) -> None:
                         "then resume: python train.py --resume " + str(path.parent)) from None
     finally:
         tmp.unlink(missing_ok=True)
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        fd = os.open(path.parent, os.O_DIRECTORY)
+    sync_folder(path.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """Make the renames in `folder` durable."""
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(folder, os.O_DIRECTORY)
         try:
             os.fsync(fd)
         finally:
@@ -110,31 +115,44 @@ class CheckpointWriter:
     writes run one at a time, in order, each as save_checkpoint makes it (whole or not at all); a write
     that has not started takes the newest checkpoint of its file, so that saves faster than the disk
     (--save-every-steps 1) hold at most two snapshots of a file in memory, the one being written and
-    the newest. A write that failed is raised, as save_checkpoint's UserError, by the next save(),
-    check() or close(); close() waits for the writes, so a run that ends, stops or fails leaves its
-    checkpoints written."""
+    the newest. copy() gives a file what another one holds once written (best.pth what last.pth holds,
+    when the best weights are the last ones) without a second snapshot or write. A write that failed is
+    raised, as save_checkpoint's UserError, by the next save(), copy(), check() or close(); close() waits
+    for the writes, so a run that ends, stops or fails leaves its checkpoints written."""
 
     def __init__(self):
         import threading
         from concurrent.futures import ThreadPoolExecutor
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
         self.writes = []  # futures of the writes not yet checked, in order
-        self.newest = {}  # path -> the newest snapshot for it, until its write starts
+        self.newest = {}  # path -> [the newest snapshot for it], until its write starts
         self.lock = threading.Lock()
 
     def save(self, obj: dict, path) -> None:
         self.check()
         snapshot = host_copy(obj)
         with self.lock:
-            queued = path in self.newest
-            self.newest[path] = snapshot
-        if not queued:
-            self.writes.append(self.thread.submit(self.write, path))
+            if path in self.newest:
+                self.newest[path][0] = snapshot
+                return
+            self.newest[path] = box = [snapshot]
+        self.writes.append(self.thread.submit(self.write, path, box))
 
-    def write(self, path) -> None:
+    def write(self, path, box: list) -> None:
         with self.lock:
-            snapshot = self.newest.pop(path)
+            snapshot = box.pop()
+            if self.newest.get(path) is box:
+                del self.newest[path]
         save_checkpoint(snapshot, path)
+
+    def copy(self, source, path) -> None:
+        """`path` as `source` is once the writes queued so far are done. Writes of either file queued before
+        no longer take later saves, which queue writes of their own, after the copy."""
+        self.check()
+        with self.lock:
+            self.newest.pop(source, None)
+            self.newest.pop(path, None)
+        self.writes.append(self.thread.submit(link_checkpoint, source, path))
 
     def check(self) -> None:
         """Raise the error of a write that has failed; forget those that are done."""
@@ -147,6 +165,29 @@ class CheckpointWriter:
                 self.writes.pop(0).result()
         finally:
             self.thread.shutdown()
+
+
+def link_checkpoint(source, path) -> None:
+    """`path` becomes a second name of the file `source` (a hard link: nothing is written; a copy where the
+    file system has none), put in place by a rename, as save_checkpoint does. Saving `source` later
+    writes a new file under its name, so `path` keeps what it holds now."""
+    import shutil
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:  # no hard links here (some network and FAT file systems)
+            shutil.copyfile(source, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        raise UserError(f"could not save {path} as a copy of {source}: {err.strerror or err}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    sync_folder(path.parent)
 
 
 def host_copy(value):

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -203,6 +204,53 @@ def test_checkpoints_are_written_beside_training_as_they_were_when_saved(tmp_pat
         writer.save({"step": step}, tmp_path / "last.pth")
     writer.close()
     assert written[-1] == 5 and len(written) <= 2, written
+
+
+def test_a_copy_is_the_file_as_written_before_it_and_later_saves_come_after(tmp_path, monkeypatch):
+    """CheckpointWriter.copy, train.py's last.pth when the best weights are the last ones: a second name for
+    best.pth's file (a hard link; a copy where links fail), put in place after the writes queued before
+    it, unchanged by the saves after it, which no write queued before it takes."""
+    best, last = tmp_path / "best.pth", tmp_path / "last.pth"
+    step = {}
+
+    def steps():
+        return [utils.load_checkpoint(path)["step"] for path in (best, last)]
+
+    writer = utils.CheckpointWriter()
+    writer.save({"step": 1}, best)
+    writer.copy(best, last)
+    writer.close()
+    assert steps() == [1, 1] and os.path.samefile(best, last)
+    writer = utils.CheckpointWriter()
+    writer.save({"step": 2}, best)  # a new file under the name: the other keeps the old one
+    writer.close()
+    assert steps() == [2, 1]
+
+    save, release = utils.save_checkpoint, threading.Event()
+
+    def held_disk(obj, path):  # each write waits until the test has queued the rest
+        release.wait(10)
+        save(obj, path)
+    monkeypatch.setattr(utils, "save_checkpoint", held_disk)
+    for queued_before, after, want in ((best, 4, [4, 3]), (last, 5, [4, 5])):
+        release.clear()
+        writer = utils.CheckpointWriter()
+        writer.save({"step": 0}, tmp_path / "other.pth")  # held: what follows is queued, not started
+        writer.save({"step": 3}, queued_before)
+        writer.copy(best, last)
+        writer.save({"step": after}, queued_before)  # not into the write queued before the copy: after it
+        release.set()
+        writer.close()
+        assert steps() == want, queued_before.name
+
+    monkeypatch.setattr(utils, "save_checkpoint", save)
+    monkeypatch.setattr(os, "link", lambda *args: (_ for _ in ()).throw(PermissionError(1, "Operation not permitted")))
+    writer = utils.CheckpointWriter()
+    writer.save({"step": 5}, best)
+    writer.copy(best, last)  # no hard links here: a copy of the file
+    writer.close()
+    assert steps() == [5, 5] and not os.path.samefile(best, last)
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_out_of_memory_suggests_what_to_do(flowers, tmp_path, monkeypatch):

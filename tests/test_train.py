@@ -39,6 +39,10 @@ def test_learns_on_real_photos(flowers, tmp_path, capsys):
     assert ckpt["variant"] == "swin_micro_patch4_window4_128" and ckpt["img_size"] == 64
     assert ckpt["model_overrides"]["num_classes"] == 5
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in ckpt["model"])
+    accs = [float(r["acc1_val"]) for r in rows]
+    assert ckpt["epoch"] == accs.index(max(accs)) + 1  # the first epoch with the best top-1
+    # the best epoch's last.pth is best.pth's file (a second name), until last.pth is written again
+    assert os.path.samefile(run_dir / "best.pth", run_dir / "last.pth") == (ckpt["epoch"] == 12)
     import yaml
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())  # the resolved config, flags and defaults
     assert saved["epochs"] == 12 and saved["model"] == "swin_micro_patch4_window4_128" and saved["lr"] == 1e-3
