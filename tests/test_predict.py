@@ -348,15 +348,23 @@ def assert_same(got: list, want: list, last_digit: float) -> None:
     assert [row[3] for row in got] == pytest.approx([row[3] for row in want], abs=last_digit * 1.01)
 
 
-@pytest.fixture(scope="session")
-def onnx_program(trained, export_packages, tmp_path_factory) -> Path:
-    """The trained checkpoint as predict.py --export writes it to an .onnx (in this process: no start-up)."""
-    path = tmp_path_factory.mktemp("onnx") / "flowers.onnx"
+def exported(trained, path: Path, said: str) -> Path:
+    """The trained checkpoint as predict.py --export writes it to `path` (in this process: no start-up)."""
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(io.StringIO()) as err:
         patch.chdir(trained)
         predict.main(["--export", str(path)])
-    assert f"wrote {path} (ONNX opset" in err.getvalue(), err.getvalue()
+    assert f"wrote {path} ({said}" in err.getvalue(), err.getvalue()
     return path
+
+
+@pytest.fixture(scope="session")
+def onnx_program(trained, export_packages, tmp_path_factory) -> Path:
+    return exported(trained, tmp_path_factory.mktemp("onnx") / "flowers.onnx", "ONNX opset")
+
+
+@pytest.fixture(scope="session")
+def pt2_program(trained, tmp_path_factory) -> Path:
+    return exported(trained, tmp_path_factory.mktemp("pt2") / "flowers.pt2", "torch.export;")
 
 
 def test_onnx_weights_print_what_the_checkpoint_prints(trained, photos, onnx_program, tmp_path, capsys,
@@ -420,11 +428,9 @@ def test_int8_and_fp16_onnx_classify_as_the_checkpoint_does(weights, tolerance, 
         assert got_probs == pytest.approx(want_probs, abs=tolerance) and got_probs != want_probs
 
 
-def test_pt2_export_gives_the_checkpoint_logits(trained, checkpoint, photos, tmp_path, capsys, monkeypatch):
-    code, _, err = run_predict(capsys, monkeypatch, trained, "--export", tmp_path / "flowers.pt2")
-    assert code == 0 and "(torch.export;" in err
+def test_pt2_export_gives_the_checkpoint_logits(trained, checkpoint, photos, pt2_program, capsys, monkeypatch):
     extra = {"classifier.json": ""}
-    program = torch.export.load(tmp_path / "flowers.pt2", extra_files=extra).module()
+    program = torch.export.load(pt2_program, extra_files=extra).module()
     assert json.loads(extra["classifier.json"])["class_names"] == CLASSES
     decode_crop = build_transform(64, train=False).transforms[0]
     normalize = Normalize(checkpoint["mean"], checkpoint["std"])
@@ -437,7 +443,7 @@ def test_pt2_export_gives_the_checkpoint_logits(trained, checkpoint, photos, tmp
     # predict.py runs the program as it runs the checkpoint, and prints the same
     chosen = [photos[0], photos[50], photos[99]]
     _, want, _ = run_predict(capsys, monkeypatch, trained, *chosen, "--json")
-    _, got, err = run_predict(capsys, monkeypatch, trained, *chosen, "--json", "--weights", tmp_path / "flowers.pt2")
+    _, got, err = run_predict(capsys, monkeypatch, trained, *chosen, "--json", "--weights", pt2_program)
     assert "flowers.pt2: swin_micro_patch4_window4_128, 5 classes, 64 px, on cpu (torch.export)" in err
     assert_same(result_entries(json_lines(got)), result_entries(json_lines(want)), last_digit=1e-6)
 
@@ -473,12 +479,12 @@ def test_programs_for_float_input(suffix, trained, checkpoint, photos, tmp_path,
     assert_same(result_entries(json_lines(got)), result_entries(json_lines(want)), last_digit=1e-6)
 
 
-def test_a_pt2_exported_on_a_gpu_says_so_where_there_is_none(trained, photos, tmp_path, capsys, monkeypatch):
+def test_a_pt2_exported_on_a_gpu_says_so_where_there_is_none(trained, photos, pt2_program, tmp_path, capsys,
+                                                             monkeypatch):
     """The archive's tensor descriptions name the device; rewritten to cuda, as a GPU export writes them."""
     import re
     import zipfile
-    run_predict(capsys, monkeypatch, trained, "--export", tmp_path / "cpu.pt2")
-    with zipfile.ZipFile(tmp_path / "cpu.pt2") as source, zipfile.ZipFile(tmp_path / "gpu.pt2", "w") as target:
+    with zipfile.ZipFile(pt2_program) as source, zipfile.ZipFile(tmp_path / "gpu.pt2", "w") as target:
         for member in source.infolist():
             data = source.read(member.filename)
             if member.filename.endswith("_config.json"):
