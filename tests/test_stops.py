@@ -211,7 +211,6 @@ def test_a_copy_is_the_file_as_written_before_it_and_later_saves_come_after(tmp_
     best.pth's file (a hard link; a copy where links fail), put in place after the writes queued before
     it, unchanged by the saves after it, which no write queued before it takes."""
     best, last = tmp_path / "best.pth", tmp_path / "last.pth"
-    step = {}
 
     def steps():
         return [utils.load_checkpoint(path)["step"] for path in (best, last)]
