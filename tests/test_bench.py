@@ -1,21 +1,46 @@
 """The GPU benchmarks also run on a CPU, with the small variant, so they stay correct where no GPU is."""
+import importlib
 import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
+
+import attention
+import kernels
 from runs import ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+@pytest.fixture
+def bench(monkeypatch, capsys):
+    """bench(script, *args): what the script prints, run in this process, which has its imports already (a
+    process of its own would spend seconds on them). The kinds of attention and LayerNorm it sets are
+    put back after the test."""
+    monkeypatch.setattr(attention, "ATTENTION", attention.ATTENTION)
+    monkeypatch.setattr(kernels, "LAYER_NORM", kernels.LAYER_NORM)
+
+    def run(script: str, *args) -> str:
+        monkeypatch.setattr(sys, "argv", [script, *map(str, args)])
+        capsys.readouterr()
+        importlib.import_module(Path(script).stem).main()
+        return capsys.readouterr().out
+    return run
 
 
 def run_bench(*args, env=None) -> str:
+    """In a process of its own: a script that must start one (under TRITON_INTERPRET=1, read at import)."""
     done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, **(env or {})})
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
 
-def test_bench_train_compares_the_step_with_timm_and_the_loop_with_its_loader():
-    out = run_bench("bench/bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "8", "--rounds",
+def test_bench_train_compares_the_step_with_timm_and_the_loop_with_its_loader(bench):
+    out = bench("bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "8", "--rounds",
                     "1", "--steps", "1", "--e2e-batches", "2", "--workers", "1", "2", "--decode", "workers", "device",
                     "--attention", "plain", "sdpa", "flex")
     assert "swin_micro_patch4_window4_128 at 64 px, batch 8, amp off, eager, attention plain / sdpa / flex" in out
@@ -29,8 +54,8 @@ def test_bench_train_compares_the_step_with_timm_and_the_loop_with_its_loader():
                  "e2e 320x240, 2 workers / bare plain"):  # a further --workers count: a row at the first size
         assert line in out, line
     assert "500x375, 2 workers" not in out
-    out = run_bench("bench/bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "4", "--steps", "1",
-                    "--profile", "5")
+    out = bench("bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "4", "--steps", "1",
+                "--profile", "5")
     assert "== timm: 1 steps, the 5 operators" in out and "== bare" in out and "aten::mm" in out
 
 
@@ -44,16 +69,15 @@ def test_bench_train_gives_a_bare_row_per_layer_norm_kind():
 def test_bench_data_gpu_decoding_code_runs_on_the_cpu():
     """--gpu-decode's batched decode, crop and resize (train.py --decode device), run on the CPU here."""
     import argparse
-    sys.path.insert(0, str(ROOT / "bench"))
     import bench_data
     samples = [(str(path), 0) for path in sorted((ROOT / "samples" / "flowers").glob("*/*.jpg"))]
     args = argparse.Namespace(images=32, batch_size=8, img_size=64, rounds=1)
     assert bench_data.gpu_decode_rate(args, samples, device="cpu") > 0
 
 
-def test_bench_traffic_counts_the_same_matmuls_in_both_models():
-    out = run_bench("bench/bench_traffic.py", "--model", "swin_micro_patch4_window4_128", "--img-size", "64",
-                    "--batch-size", "2", "--top", "5")
+def test_bench_traffic_counts_the_same_matmuls_in_both_models(bench):
+    out = bench("bench_traffic.py", "--model", "swin_micro_patch4_window4_128", "--img-size", "64", "--batch-size",
+                "2", "--top", "5")
     flops = [line.split(" and ")[1] for line in out.splitlines() if line.startswith(("ours:", "timm:"))]
     assert len(flops) == 2 and flops[0] == flops[1] and "GFLOP of matmuls per image" in flops[0]
     assert "bytes moved, timm / ours" in out and out.count("\n") >= 5 + 6
@@ -65,8 +89,8 @@ def test_bench_traffic_counts_the_same_matmuls_in_both_models():
     assert rows["bmm"][:2] == ["0", "0.0"] and rows["bmm"][2] != "0"  # timm's bmm, plain
 
 
-def test_bench_attention_times_each_kind():
-    out = run_bench("bench/bench_attention.py", "--device", "cpu", "--repeats", "1", "--no-compile")
+def test_bench_attention_times_each_kind(bench):
+    out = bench("bench_attention.py", "--device", "cpu", "--repeats", "1", "--no-compile")
     assert "fastest:" in out and out.count("stage 1 regular") == 2  # plain and sdpa (FlexAttention: GPUs)
 
 
@@ -78,10 +102,10 @@ def test_bench_heap_compares_glibc_as_it_comes_with_the_heap_reused():
     assert "infer" not in out.split("\n", 1)[1]  # past the command
 
 
-def test_bench_predict_times_predict_py_against_the_tutorial_loop_and_the_onnx_programs(export_packages):
+def test_bench_predict_times_predict_py_against_the_tutorial_loop_and_the_onnx_programs(export_packages, bench):
     # one class folder of the bundled sample, 20 photos: the programs' exports are the test's time
-    out = run_bench("bench/bench_predict.py", ROOT / "samples" / "flowers" / "daisy", "--copies", "1", "--rounds", "1",
-                    "--img-size", "64", "--onnx")
+    out = bench("bench_predict.py", ROOT / "samples" / "flowers" / "daisy", "--copies", "1", "--rounds", "1",
+                "--img-size", "64", "--onnx")
     assert "20 photos (20 from " in out and "swin_micro_patch4_window4_128 at 64 px, random weights" in out
     assert "round 1: tutorial loop " in out and "ratio predict.py / tutorial loop: " in out
     assert "predict.py .onnx " in out and "predict.py int8 .onnx " in out and "predict.py fp16 .onnx " in out
@@ -91,22 +115,18 @@ def test_bench_predict_times_predict_py_against_the_tutorial_loop_and_the_onnx_p
     assert 1e-7 < float(off["fp16 "]) < 0.01, out  # fp16: nearer
 
 
-def test_bench_onnx_times_the_programs_of_an_attention_path(export_packages, monkeypatch, capsys):
+def test_bench_onnx_times_the_programs_of_an_attention_path(export_packages, bench):
     """sdpa, the path export.ONNX_ATTENTION switches from: one export, fp32, int8 and int8 calibrated on photos
-    (in this process, which has its imports already; bench_predict's test runs the default path)."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    import bench_onnx
-    monkeypatch.setattr(sys, "argv", ["bench_onnx.py", "--model", "swin_micro_patch4_window4_128", "--img-size", "64",
-                                      "--batch-size", "2", "--attention", "sdpa", "--rounds", "1", "--static-int8"])
-    bench_onnx.main()
-    out = capsys.readouterr().out
+    (bench_predict's test runs the default path)."""
+    out = bench("bench_onnx.py", "--model", "swin_micro_patch4_window4_128", "--img-size", "64", "--batch-size", "2",
+                "--attention", "sdpa", "--rounds", "1", "--static-int8")
     assert "swin_micro_patch4_window4_128 at 64 px, random weights, batch 2" in out
     assert "round 1: sdpa fp32 " in out and "sdpa int8: " in out and "x sdpa fp32; logits within" in out
     assert "sdpa int8 static: " in out
 
 
-def test_bench_checkpoint_times_a_save_beside_training_and_in_the_loop():
-    out = run_bench("bench/bench_checkpoint.py", "--model", "swin_micro_patch4_window4_128", "--rounds", "2")
+def test_bench_checkpoint_times_a_save_beside_training_and_in_the_loop(bench):
+    out = bench("bench_checkpoint.py", "--model", "swin_micro_patch4_window4_128", "--rounds", "2")
     for line in ("round 2: in the loop ", "training held by a save, in the loop: ",
                  "training held by a save, CheckpointWriter: ", "CheckpointWriter's write done after ",
                  "held, in the loop / CheckpointWriter: "):
