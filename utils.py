@@ -115,7 +115,7 @@ class CheckpointWriter:
     writes run one at a time, in order, each as save_checkpoint makes it (whole or not at all); a write
     that has not started takes the newest checkpoint of its file, so that saves faster than the disk
     (--save-every-steps 1) hold at most two snapshots of a file in memory, the one being written and
-    the newest. copy() gives a file what another one holds once written (best.pth what last.pth holds,
+    the newest. copy() gives a file what another one holds once written (last.pth what best.pth holds,
     when the best weights are the last ones) without a second snapshot or write. A write that failed is
     raised, as save_checkpoint's UserError, by the next save(), copy(), check() or close(); close() waits
     for the writes, so a run that ends, stops or fails leaves its checkpoints written."""
