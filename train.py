@@ -244,9 +244,11 @@ def main(argv=None) -> None:
     checkpoints = CheckpointWriter()  # written while training goes on
 
     def save(name: str, weights=None, copy_of: str = None) -> None:
-        if main_process and copy_of:
+        if not main_process:
+            return
+        if copy_of:
             checkpoints.copy(run_dir / copy_of, run_dir / name)
-        elif main_process:
+        else:
             checkpoints.save({**meta, **state.checkpoint(weights), "best_metric": best_metric(cfg),
                               "config": plain(vars(cfg))}, run_dir / name)
 

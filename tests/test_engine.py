@@ -127,7 +127,7 @@ def test_compile_by_default_only_where_it_pays():
     pays, threshold = compiling.compile_pays, compiling.COMPILE_PAYS_FROM
     assert pays(cuda, 1_281_167) and pays(cuda, threshold)
     assert not pays(cuda, 10 * 3_303) and not pays(cuda, threshold - 1)
-    assert not compiling.compile_pays(cpu, 10**9)
+    assert not pays(cpu, 10**9)
 
 
 def test_compiled_training_compiles_once(monkeypatch):
