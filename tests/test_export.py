@@ -19,6 +19,7 @@ from weights import Classifier
 SIZE = 64
 CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 MEAN, STD = (0.5, 0.45, 0.4), (0.2, 0.25, 0.3)
+pytestmark = pytest.mark.xdist_group("export")  # its exports made once (tests/test_predict.py says why)
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["v1", "v2"])
