@@ -1,5 +1,8 @@
 """Shared test fixtures. Tests run on the CPU and use small models and small images."""
+import contextlib
+import io
 import os
+import subprocess
 import sys
 import threading
 from functools import partial
@@ -19,6 +22,7 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     os.environ.setdefault("OMP_NUM_THREADS",
                           str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
+import predict  # noqa: E402
 import utils  # noqa: E402
 
 utils.reuse_freed_cpu_memory()  # as train.py and predict.py run on a CPU, and the tests train in-process too
@@ -61,6 +65,42 @@ def served(tmp_path):
     yield folder, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+# --- A trained run and the programs predict.py --export writes from it: tests/test_predict.py checks them
+# against the run's checkpoint, tests/test_export.py as its V1 model (a training run takes some 10 s here,
+# an ONNX export some 20 s, a .pt2 10 s). Both files are one xdist group, "programs", so that under
+# `pytest -n auto --dist loadgroup` these are made once, in the one process that runs both files.
+
+@pytest.fixture(scope="session")
+def trained(flowers, tmp_path_factory) -> Path:
+    """A folder holding runs/r/best.pth: one epoch of the small variant at 64 px."""
+    root = tmp_path_factory.mktemp("predict")
+    result = subprocess.run(
+        [sys.executable, "train.py", "--data-path", flowers, "--model", "swin_micro_patch4_window4_128",
+         "--img-size", "64", "--epochs", "1", "--batch-size", "16", "--workers", "0", "--no-progress",
+         "--output", root / "runs", "--name", "r"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+def exported(trained, path: Path, said: str) -> Path:
+    """The trained checkpoint as predict.py --export writes it to `path` (in this process: no start-up)."""
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(io.StringIO()) as err:
+        patch.chdir(trained)
+        predict.main(["--export", str(path)])
+    assert f"wrote {path} ({said}" in err.getvalue(), err.getvalue()
+    return path
+
+
+@pytest.fixture(scope="session")
+def onnx_program(trained, export_packages, tmp_path_factory) -> Path:
+    return exported(trained, tmp_path_factory.mktemp("onnx") / "flowers.onnx", "ONNX opset")
+
+
+@pytest.fixture(scope="session")
+def pt2_program(trained, tmp_path_factory) -> Path:
+    return exported(trained, tmp_path_factory.mktemp("pt2") / "flowers.pt2", "torch.export;")
 
 
 @pytest.fixture(scope="session")

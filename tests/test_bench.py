@@ -32,7 +32,7 @@ def bench(monkeypatch, capsys):
 
 
 def run_bench(*args, env=None) -> str:
-    """In a process of its own: a script that must start one (under TRITON_INTERPRET=1, read at import)."""
+    """In a process of its own: a script run under TRITON_INTERPRET=1, which triton reads when imported."""
     done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, **(env or {})})
     assert done.returncode == 0, done.stderr[-3000:]
@@ -94,9 +94,9 @@ def test_bench_attention_times_each_kind(bench):
     assert "fastest:" in out and out.count("stage 1 regular") == 2  # plain and sdpa (FlexAttention: GPUs)
 
 
-def test_bench_heap_compares_glibc_as_it_comes_with_the_heap_reused():
-    out = run_bench("bench/bench_heap.py", "--model", "swin_micro_patch4_window4_128", "--train-batch", "4",
-                    "--steps", "1", "--rounds", "1", "--tasks", "train")  # a process for each way: one task here
+def test_bench_heap_compares_glibc_as_it_comes_with_the_heap_reused(bench):
+    out = bench("bench_heap.py", "--model", "swin_micro_patch4_window4_128", "--train-batch", "4", "--steps", "1",
+                "--rounds", "1", "--tasks", "train")  # a process for each way: one task here
     for line in ("train default", "train reuse", "train, reuse / default: ", "page faults an image"):
         assert line in out, line
     assert "infer" not in out.split("\n", 1)[1]  # past the command

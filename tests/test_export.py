@@ -1,5 +1,6 @@
-"""export.py: ONNX and torch.export programs against the model they come from, a small V1 and V2
-model at 64 px; and the model's own torch.export, which its stage layouts once blocked."""
+"""export.py: ONNX and torch.export programs against the model they come from, a small V1 (the trained run
+of conftest.py, whose programs predict.py --export wrote) and V2 model at 64 px; and the model's own
+torch.export, which its stage layouts once blocked."""
 import json
 from pathlib import Path
 
@@ -14,18 +15,29 @@ from data import Normalize, build_transform
 from export import (ONNX_OPSET, TOLERANCES, Deployable, check_program, export_onnx, export_pt2, fp16_program,
                     int8_program)
 from model import create_model
-from weights import Classifier
+from weights import Classifier, load_classifier
 
 SIZE = 64
 CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 MEAN, STD = (0.5, 0.45, 0.4), (0.2, 0.25, 0.3)
-pytestmark = pytest.mark.xdist_group("export")  # its exports made once (tests/test_predict.py says why)
+pytestmark = pytest.mark.xdist_group("programs")  # conftest.py says why
 
 
-@pytest.fixture(scope="module", params=[1, 2], ids=["v1", "v2"])
-def clf(request) -> Classifier:
-    torch.manual_seed(request.param)
-    model = create_model("swin_micro_patch4_window4_128", num_classes=5, img_size=SIZE, version=request.param).eval()
+@pytest.fixture(scope="module", params=["v1", "v2"])
+def version(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def clf(version, request) -> Classifier:
+    """V1: the trained run whose programs tests/test_predict.py checks (conftest.py); V2: a random model with
+    another mean and std."""
+    if version == "v1":
+        clf = load_classifier(request.getfixturevalue("trained") / "runs" / "r")
+        clf.model.eval()
+        return clf
+    torch.manual_seed(2)
+    model = create_model("swin_micro_patch4_window4_128", num_classes=5, img_size=SIZE, version=2).eval()
     with torch.no_grad():  # off the init, where every V2 block is the identity (its post-norms are zero)
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -44,21 +56,25 @@ def crops(flowers) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def onnx_file(clf, export_packages, tmp_path_factory) -> Path:
+def onnx_file(version, clf, export_packages, request, tmp_path_factory) -> Path:
+    if version == "v1":
+        return request.getfixturevalue("onnx_program")  # predict.py --export wrote it from clf's checkpoint
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     export_onnx(clf, path, torch.device("cpu"))
     return path
 
 
 @pytest.fixture(scope="module")
-def pt2_file(clf, tmp_path_factory) -> Path:
+def pt2_file(version, clf, request, tmp_path_factory) -> Path:
+    if version == "v1":
+        return request.getfixturevalue("pt2_program")
     path = tmp_path_factory.mktemp("pt2") / "model.pt2"
     export_pt2(clf, path, torch.device("cpu"))
     return path
 
 
 def model_logits(clf, images: torch.Tensor) -> torch.Tensor:
-    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    mean, std = torch.tensor(clf.mean).view(1, 3, 1, 1), torch.tensor(clf.std).view(1, 3, 1, 1)
     with torch.no_grad():
         return clf.model((images / 255 - mean) / std)
 
@@ -177,14 +193,14 @@ def test_pt2_program_gives_the_model_logits(clf, crops, pt2_file):
     for batch in (crops[:1], crops):
         torch.testing.assert_close(program(batch), model_logits(clf, batch), rtol=1e-4, atol=1e-4)
     info = json.loads(extra["classifier.json"])
-    assert info["class_names"] == CLASSES and info["img_size"] == SIZE and info["mean"] == list(MEAN)
+    assert info["class_names"] == CLASSES and info["img_size"] == SIZE and info["mean"] == list(clf.mean)
 
 
 def test_programs_crop_and_resize_any_size(clf, flowers, onnx_file, pt2_file, export_packages, tmp_path):
     """Whole photos of other sizes, cropped and resized inside the programs as predict.py does it."""
     session = export_packages[2].InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     program = torch.export.load(pt2_file).module()
-    transform, normalize = build_transform(SIZE, train=False), Normalize(MEAN, STD)
+    transform, normalize = build_transform(SIZE, train=False), Normalize(clf.mean, clf.std)
     photos = [sorted(flowers.glob("*/*.jpg"))[i] for i in (7, 55)]
     for photo in photos:  # as PNG: predict.py decodes a JPEG at a reduced scale, which pixels fed to a program skip
         Image.open(photo).save(tmp_path / "photo.png")

@@ -1,8 +1,6 @@
 """predict.py on a CPU: a checkpoint of the small variant trained briefly on the real test photos,
 then every way of naming images, weights and outputs, checked against the model run by hand."""
-import contextlib
 import csv
-import io
 import json
 import os
 import re
@@ -28,21 +26,7 @@ from utils import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
-# one process for the file under pytest -n auto --dist loadgroup: its session fixtures (a training run, two
-# exports; 10-20 s each) are made once, not again in each process its tests go to
-pytestmark = pytest.mark.xdist_group("predict")
-
-
-@pytest.fixture(scope="session")
-def trained(flowers, tmp_path_factory) -> Path:
-    """A folder holding runs/r/best.pth: one epoch of the small variant at 64 px (about 20 s)."""
-    root = tmp_path_factory.mktemp("predict")
-    result = subprocess.run(
-        [sys.executable, "train.py", "--data-path", flowers, "--model", "swin_micro_patch4_window4_128",
-         "--img-size", "64", "--epochs", "1", "--batch-size", "16", "--workers", "0", "--no-progress",
-         "--output", root / "runs", "--name", "r"], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return root
+pytestmark = pytest.mark.xdist_group("programs")  # conftest.py says why
 
 
 @pytest.fixture(scope="session")
@@ -349,25 +333,6 @@ def assert_same(got: list, want: list, last_digit: float) -> None:
     """Equal, but for a probability's last printed digit: ONNX Runtime and PyTorch add up fp32 in other orders."""
     assert len(got) == len(want) > 4 and [row[:3] for row in got] == [row[:3] for row in want]
     assert [row[3] for row in got] == pytest.approx([row[3] for row in want], abs=last_digit * 1.01)
-
-
-def exported(trained, path: Path, said: str) -> Path:
-    """The trained checkpoint as predict.py --export writes it to `path` (in this process: no start-up)."""
-    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(io.StringIO()) as err:
-        patch.chdir(trained)
-        predict.main(["--export", str(path)])
-    assert f"wrote {path} ({said}" in err.getvalue(), err.getvalue()
-    return path
-
-
-@pytest.fixture(scope="session")
-def onnx_program(trained, export_packages, tmp_path_factory) -> Path:
-    return exported(trained, tmp_path_factory.mktemp("onnx") / "flowers.onnx", "ONNX opset")
-
-
-@pytest.fixture(scope="session")
-def pt2_program(trained, tmp_path_factory) -> Path:
-    return exported(trained, tmp_path_factory.mktemp("pt2") / "flowers.pt2", "torch.export;")
 
 
 def test_onnx_weights_print_what_the_checkpoint_prints(trained, photos, onnx_program, tmp_path, capsys,
