@@ -2,7 +2,6 @@
 import contextlib
 import io
 import os
-import subprocess
 import sys
 import threading
 from functools import partial
@@ -23,6 +22,7 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
                           str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 import predict  # noqa: E402
+import train  # noqa: E402
 import utils  # noqa: E402
 
 utils.reuse_freed_cpu_memory()  # as train.py and predict.py run on a CPU, and the tests train in-process too
@@ -76,11 +76,10 @@ def served(tmp_path):
 def trained(flowers, tmp_path_factory) -> Path:
     """A folder holding runs/r/best.pth: one epoch of the small variant at 64 px."""
     root = tmp_path_factory.mktemp("predict")
-    result = subprocess.run(
-        [sys.executable, "train.py", "--data-path", flowers, "--model", "swin_micro_patch4_window4_128",
-         "--img-size", "64", "--epochs", "1", "--batch-size", "16", "--workers", "0", "--no-progress",
-         "--output", root / "runs", "--name", "r"], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    with contextlib.redirect_stdout(io.StringIO()):  # in this process: no start-up
+        train.main([str(a) for a in ["--data-path", flowers, "--model", "swin_micro_patch4_window4_128",
+                                     "--img-size", "64", "--epochs", "1", "--batch-size", "16", "--workers", "0",
+                                     "--no-progress", "--output", root / "runs", "--name", "r"]])
     return root
 
 
