@@ -71,18 +71,26 @@ def stdout_reader_gone() -> bool:
 # --- Checkpoint files: plain data, written atomically, read without unpickling code ---
 
 def save_checkpoint(obj: dict, path) -> None:
-    """Write to a temporary file, sync it, then rename over `path`: a kill at any moment leaves
-    either the previous file or the new one, never a torn one. A write that fails (a full disk, a
-    quota) is a UserError that says so, the previous file still in place."""
-    import shutil
+    """Write `obj` to a temporary file, sync it, then rename it over `path` (put_in_place)."""
     import torch
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+    put_in_place(Path(path), write)
+
+
+def put_in_place(path: Path, fill) -> None:
+    """fill(tmp) makes a temporary file beside `path`, which a rename then puts in its place, made durable:
+    a kill at any moment leaves either the previous file or the new one, never a torn one. A write that
+    fails (a full disk, a quota) is a UserError that says so, the previous file still in place."""
+    import shutil
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)  # one a killed process left: a hard link cannot be made over it
+    try:
+        fill(tmp)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as err:
         if isinstance(err, RuntimeError) and "inline_container" not in str(err):  # not torch.save's file writer
@@ -169,25 +177,18 @@ class CheckpointWriter:
 
 def link_checkpoint(source, path) -> None:
     """`path` becomes a second name of the file `source` (a hard link: nothing is written; a copy where the
-    file system has none), put in place by a rename, as save_checkpoint does. Saving `source` later
-    writes a new file under its name, so `path` keeps what it holds now."""
+    file system has none), put in place as save_checkpoint puts a file. Saving `source` later writes a new
+    file under its name, so `path` keeps what it holds now."""
     import shutil
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
+
+    def link(tmp: Path) -> None:
         try:
             os.link(source, tmp)
         except OSError:  # no hard links here (some network and FAT file systems)
             shutil.copyfile(source, tmp)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        raise UserError(f"could not save {path} as a copy of {source}: {err.strerror or err}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    sync_folder(path.parent)
+    put_in_place(Path(path), link)
 
 
 def host_copy(value):
