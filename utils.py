@@ -14,7 +14,10 @@ import sys
 import zipfile
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:  # for the annotations only: torch is imported where it is used
+    import torch
 
 
 class UserError(Exception):
