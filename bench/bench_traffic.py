@@ -2,6 +2,7 @@
 
     python bench/bench_traffic.py                                   # swin_tiny at 224
     python bench/bench_traffic.py --model swinv2_tiny_patch4_window8_256 --top 20
+    python bench/bench_traffic.py --compiled                        # the step compiled, as Inductor counts it
 
 On a GPU a Swin training step is mostly not matmul work: swin_tiny does about 27 GFLOP an image in
 its matmuls, a few milliseconds of a batch of 128 at an H100's bf16 peak, against a step of about
@@ -16,9 +17,15 @@ attention path (matmul, softmax, matmul), which is timm's; or ours kernels.py's 
 (--attention triton, run by Triton's interpreter), counted as their operators' inputs and outputs.
 Figures are per image of a --batch-size batch; bytes a kernel finds in a cache are counted as moved.
 `bench_train.py --profile` gives the GPU's own times.
+
+With --compiled, the same step under torch.compile instead, as Inductor counts it: the bytes its
+kernels read and write (its own metric, made when a graph is compiled, after fusion) and the kernels it
+generates, on its CPU backend (its fusions follow the same scheduler as on a GPU, not the same code).
+Some minutes a model on 2 cores.
 """
 import argparse
 import collections
+import logging
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -85,11 +92,14 @@ def tensors_in(value):
         yield from tensors_in(list(value.values()))
 
 
+def random_batch(net, batch_size: int, img_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(batch_size, 3, img_size, img_size), torch.randint(0, net.num_classes, (batch_size,))
+
+
 def count_step(net, batch_size: int, img_size: int) -> OperatorTraffic:
     """One training forward and backward pass (label-smoothed loss, bf16 autocast) under the counter, after
     one uncounted: what a first pass does once (ours builds its window layouts) is not a step's."""
-    x = torch.randn(batch_size, 3, img_size, img_size)
-    y = torch.randint(0, net.num_classes, (batch_size,))
+    x, y = random_batch(net, batch_size, img_size)
     counter = OperatorTraffic()
     for counted in (nullcontext(), counter):
         with counted, CudaLayerNorm():
@@ -98,6 +108,39 @@ def count_step(net, batch_size: int, img_size: int) -> OperatorTraffic:
             F.cross_entropy(logits.float(), y, label_smoothing=0.1).backward()
         net.zero_grad(set_to_none=True)  # as the optimizer step leaves them: the next backward pass makes new ones
     return counter
+
+
+def count_compiled(net, batch_size: int, img_size: int) -> tuple[int, int]:
+    """(bytes, kernels) of count_step's pass with the model compiled, as Inductor counts them when it compiles
+    the forward and backward graphs (torch._inductor.metrics, kept only while its metrics log is on: turned
+    on here with its records dropped, a dict of every fused node per graph)."""
+    from torch._functorch import config as autograd_config
+    from torch._inductor import config as inductor_config, metrics
+    x, y = random_batch(net, batch_size, img_size)
+    with torch.no_grad():
+        net(x)  # ours builds its window layouts eagerly, as compiling.compile_model has it
+    compiled = torch.compile(net)
+    log = logging.getLogger("torch._inductor.compile_fx.__inductor_metrics")
+    level, propagate, drop = log.level, log.propagate, logging.NullHandler()
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.addHandler(drop)
+    metrics.reset()
+    # Inductor counts when it compiles: not from its caches of graphs compiled before (a second run)
+    no_caches = (inductor_config.patch(fx_graph_cache=False, fx_graph_remote_cache=False),
+                 autograd_config.patch(enable_autograd_cache=False))
+    try:  # Dynamo traces through CudaLayerNorm: the graphs hold CUDA's float32 layer_norm
+        with no_caches[0], no_caches[1], CudaLayerNorm():
+            with torch.autocast("cpu", torch.bfloat16):
+                logits = compiled(x)
+            F.cross_entropy(logits.float(), y, label_smoothing=0.1).backward()
+    finally:
+        log.setLevel(level)
+        log.propagate = propagate
+        log.removeHandler(drop)
+    if metrics.num_bytes_accessed == 0:  # say so rather than print 0
+        raise RuntimeError("Inductor counted no bytes: has torch._inductor.compile_fx's metrics log moved?")
+    return metrics.num_bytes_accessed, metrics.generated_kernel_count
 
 
 def parse_args():
@@ -109,7 +152,11 @@ def parse_args():
     p.add_argument("--attention", choices=["plain", "triton"], default="plain",
                    help="ours' attention path: plain, or kernels.py's kernels, counted as their operators' inputs and "
                         "outputs (on a CPU under TRITON_INTERPRET=1, which runs them slowly) (default: plain)")
+    p.add_argument("--compiled", action="store_true",
+                   help="count the step under torch.compile, as Inductor does (CPU backend, plain attention)")
     args = p.parse_args()
+    if args.compiled and args.attention != "plain":
+        p.error("--compiled counts the plain attention path")
     if args.attention == "triton" and not kernels.INTERPRET:
         p.error("--attention triton: kernels.py's kernels run on a CPU under TRITON_INTERPRET=1 only")
     return args
@@ -120,11 +167,21 @@ def main():
     print_header()
     torch.manual_seed(0)
     ours = swin.create_model(args.model, num_classes=5, **({"img_size": args.img_size} if args.img_size else {}))
+    n = args.batch_size
+    if args.compiled:
+        print(f"# {args.model} at {ours.img_size} px, batch {n}, bf16 autocast, forward + backward, compiled "
+              "(Inductor's CPU backend), plain attention; per image")
+        moved = {}
+        for name, net in (("ours", ours), ("timm", timm_twin(ours))):
+            with attention.forced("plain"):
+                moved[name], kernels_made = count_compiled(net.train(), n, ours.img_size)
+            print(f"{name}: {kernels_made} kernels generated, {moved[name] / n / 1e6:.0f} MB moved per image")
+        print(f"bytes moved, timm / ours: {moved['timm'] / moved['ours']:.2f}")
+        return
     counts = {"ours": None, "timm": None}
     for name, net in (("ours", ours), ("timm", timm_twin(ours))):
         with attention.forced(args.attention if name == "ours" else "plain"):
             counts[name] = count_step(net.train(), args.batch_size, ours.img_size)
-    n = args.batch_size
     print(f"# {args.model} at {ours.img_size} px, batch {n}, bf16 autocast, forward + backward, {args.attention} "
           "attention (timm's plain); per image")
     print(f"{'operator':32s} {'ours calls':>10s} {'ours MB':>9s} {'timm calls':>10s} {'timm MB':>9s}")

@@ -89,6 +89,22 @@ def test_bench_traffic_counts_the_same_matmuls_in_both_models(bench):
     assert rows["bmm"][:2] == ["0", "0.0"] and rows["bmm"][2] != "0"  # timm's bmm, plain
 
 
+def test_bench_traffic_compiled_reads_inductors_own_count():
+    """--compiled's count_compiled, on a network small enough to compile in seconds (swin_tiny takes minutes a
+    model): Inductor's count is read from its metrics, its log is left as it was."""
+    import logging
+    import bench_traffic
+    import torch
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 4, 4), torch.nn.LayerNorm([8, 4, 4]), torch.nn.Flatten(),
+                              torch.nn.Linear(128, 5))
+    net.num_classes = 5
+    log = logging.getLogger("torch._inductor.compile_fx.__inductor_metrics")
+    level = log.level
+    moved, kernels_made = bench_traffic.count_compiled(net, 2, 16)
+    assert moved >= 2 * 3 * 16 * 16 * 4 and kernels_made > 0  # the step reads its float32 input at least once
+    assert log.level == level and not log.handlers
+
+
 def test_bench_attention_times_each_kind(bench):
     out = bench("bench_attention.py", "--device", "cpu", "--repeats", "1", "--no-compile")
     assert "fastest:" in out and out.count("stage 1 regular") == 2  # plain and sdpa (FlexAttention: GPUs)
