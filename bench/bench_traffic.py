@@ -126,11 +126,10 @@ def count_compiled(net, batch_size: int, img_size: int) -> tuple[int, int]:
     log.propagate = False
     log.addHandler(drop)
     metrics.reset()
-    # Inductor counts when it compiles: not from its caches of graphs compiled before (a second run)
-    no_caches = (inductor_config.patch(fx_graph_cache=False, fx_graph_remote_cache=False),
-                 autograd_config.patch(enable_autograd_cache=False))
-    try:  # Dynamo traces through CudaLayerNorm: the graphs hold CUDA's float32 layer_norm
-        with no_caches[0], no_caches[1], CudaLayerNorm():
+    try:  # Inductor counts when it compiles, not when a graph comes from its caches (a second run)
+        with inductor_config.patch(fx_graph_cache=False, fx_graph_remote_cache=False), \
+                autograd_config.patch(enable_autograd_cache=False), \
+                CudaLayerNorm():  # which Dynamo traces through: the graphs hold CUDA's float32 layer_norm
             with torch.autocast("cpu", torch.bfloat16):
                 logits = compiled(x)
             F.cross_entropy(logits.float(), y, label_smoothing=0.1).backward()
