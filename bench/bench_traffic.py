@@ -96,6 +96,13 @@ def random_batch(net, batch_size: int, img_size: int) -> tuple[torch.Tensor, tor
     return torch.randn(batch_size, 3, img_size, img_size), torch.randint(0, net.num_classes, (batch_size,))
 
 
+def training_pass(net, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Forward under bf16 autocast, label-smoothed loss, backward."""
+    with torch.autocast("cpu", torch.bfloat16):
+        logits = net(x)
+    F.cross_entropy(logits.float(), y, label_smoothing=0.1).backward()
+
+
 def count_step(net, batch_size: int, img_size: int) -> OperatorTraffic:
     """One training forward and backward pass (label-smoothed loss, bf16 autocast) under the counter, after
     one uncounted: what a first pass does once (ours builds its window layouts) is not a step's."""
@@ -103,19 +110,19 @@ def count_step(net, batch_size: int, img_size: int) -> OperatorTraffic:
     counter = OperatorTraffic()
     for counted in (nullcontext(), counter):
         with counted, CudaLayerNorm():
-            with torch.autocast("cpu", torch.bfloat16):
-                logits = net(x)
-            F.cross_entropy(logits.float(), y, label_smoothing=0.1).backward()
+            training_pass(net, x, y)
         net.zero_grad(set_to_none=True)  # as the optimizer step leaves them: the next backward pass makes new ones
     return counter
 
 
-def count_compiled(net, batch_size: int, img_size: int) -> tuple[int, int]:
-    """(bytes, kernels) of count_step's pass with the model compiled, as Inductor counts them when it compiles
-    the forward and backward graphs (torch._inductor.metrics, kept only while its metrics log is on: turned
-    on here with its records dropped, a dict of every fused node per graph)."""
+def count_compiled(net, batch_size: int, img_size: int) -> tuple[int, int, int]:
+    """(bytes, bytes of library calls, kernels) of count_step's pass with the model compiled, as Inductor counts
+    them when it compiles the forward and backward graphs (torch._inductor.metrics, kept only while its metrics
+    log is on: turned on here with its records dropped, a dict of every fused node per graph). Library calls
+    are the kernels Inductor does not generate: matmuls and convolutions."""
     from torch._functorch import config as autograd_config
     from torch._inductor import config as inductor_config, metrics
+    from torch._inductor.scheduler import ExternKernelSchedulerNode
     x, y = random_batch(net, batch_size, img_size)
     with torch.no_grad():
         net(x)  # ours builds its window layouts eagerly, as compiling.compile_model has it
@@ -130,16 +137,16 @@ def count_compiled(net, batch_size: int, img_size: int) -> tuple[int, int]:
         with inductor_config.patch(fx_graph_cache=False, fx_graph_remote_cache=False), \
                 autograd_config.patch(enable_autograd_cache=False), \
                 CudaLayerNorm():  # which Dynamo traces through: the graphs hold CUDA's float32 layer_norm
-            with torch.autocast("cpu", torch.bfloat16):
-                logits = compiled(x)
-            F.cross_entropy(logits.float(), y, label_smoothing=0.1).backward()
+            training_pass(compiled, x, y)
     finally:
         log.setLevel(level)
         log.propagate = propagate
         log.removeHandler(drop)
     if metrics.num_bytes_accessed == 0:  # say so rather than print 0
         raise RuntimeError("Inductor counted no bytes: has torch._inductor.compile_fx's metrics log moved?")
-    return metrics.num_bytes_accessed, metrics.generated_kernel_count
+    library = sum(elements * 4 for node, elements in metrics.nodes_num_elem  # Inductor's count: bytes // 4
+                  if isinstance(node, ExternKernelSchedulerNode))
+    return metrics.num_bytes_accessed, library, metrics.generated_kernel_count
 
 
 def parse_args():
@@ -173,8 +180,9 @@ def main():
         moved = {}
         for name, net in (("ours", ours), ("timm", timm_twin(ours))):
             with attention.forced("plain"):
-                moved[name], kernels_made = count_compiled(net.train(), n, ours.img_size)
-            print(f"{name}: {kernels_made} kernels generated, {moved[name] / n / 1e6:.0f} MB moved per image")
+                moved[name], library, kernels_made = count_compiled(net.train(), n, ours.img_size)
+            print(f"{name}: {kernels_made} kernels generated, {moved[name] / n / 1e6:.0f} MB moved per image, "
+                  f"{library / n / 1e6:.0f} of them by library calls (matmuls, convolutions)")
         print(f"bytes moved, timm / ours: {moved['timm'] / moved['ours']:.2f}")
         return
     counts = {"ours": None, "timm": None}
