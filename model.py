@@ -17,6 +17,7 @@ Parameter names are the official Microsoft ones, so official checkpoints load as
 Any input size runs. Where each token sits in the regular and shifted windows (cyclic shift,
 masks, padding) is windows.py's: a stage builds a StageLayout per feature-map size.
 """
+import contextlib
 import difflib
 import math
 
@@ -41,6 +42,63 @@ def drop_path_add(x: torch.Tensor, y: torch.Tensor, rate: float, training: bool)
     # addcmul takes a bf16 y into a float32 x as it is (V2's stream); autocast would first copy y to float32
     with torch.autocast(x.device.type, enabled=False):
         return torch.addcmul(x, y, keep)
+
+
+# --- Weights cast once a stage under autocast ---
+
+# Under autocast each linear casts its weight and bias to bf16 (fp16) as it runs, as do the LayerNorms that keep
+# autocast's type, and the backward pass casts their gradients back: two kernel launches a parameter a step, 306 of
+# a swin_tiny training step's 1131 operator calls, each a few microseconds of the CPU's time that a fast GPU,
+# waiting on its launches, spends idle (README: Training on a GPU). A stage instead casts those parameters in one
+# kernel as it starts, and their gradients in one; the values are those autocast makes, so the results are the same
+# to the bit (tests/test_model.py). Per stage, not per model: under DDP a stage's gradients are ready, and sent,
+# while the backward pass goes on to the stage before.
+CAST_ONCE = True
+
+
+class _CastOnce(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, dtype, *params):
+        return tuple(_copies(params, dtype))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return (None, *_copies(grads, torch.float32))
+
+
+def _copies(tensors, dtype) -> list:
+    """Copies of `tensors` in `dtype`: views of one new buffer, written by one multi-tensor kernel."""
+    sizes = [t.numel() for t in tensors]
+    buffer = torch.empty(sum(sizes), dtype=dtype, device=tensors[0].device)
+    copies = [part.view(t.shape) for part, t in zip(buffer.split(sizes), tensors)]
+    torch._foreach_copy_(copies, [t.contiguous() for t in tensors])  # the one-kernel path wants like strides
+    return copies
+
+
+def cast_at_every_use(m: nn.Module) -> bool:
+    """Whether autocast casts the module's parameters to its type each time it runs: a linear's, and a LayerNorm's
+    that keeps autocast's type (kernels.py's LayerNorm reads them in float32)."""
+    return isinstance(m, nn.Linear) or (isinstance(m, LayerNorm) and m.keep_autocast_type
+                                        and kernels.LAYER_NORM == "torch")
+
+
+@contextlib.contextmanager
+def weights_cast(module: nn.Module, dtype: torch.dtype):
+    """Within it, the module's parameters that autocast casts at every use are held cast to `dtype`, by one
+    kernel (autocast then leaves them as they are); gradients reach the parameters through the cast."""
+    slots = [(m, name, p) for m in module.modules() if cast_at_every_use(m)
+             for name, p in m._parameters.items() if p is not None and p.dtype == torch.float32]
+    if not slots:
+        yield
+        return
+    casts = _CastOnce.apply(dtype, *(p for _, _, p in slots))
+    try:
+        for (m, name, _), cast in zip(slots, casts):
+            m._parameters[name] = cast  # the dict itself: nn.Module's setattr refuses a tensor for a parameter
+        yield
+    finally:
+        for m, name, p in slots:
+            m._parameters[name] = p
 
 
 # --- Building blocks ---
@@ -248,6 +306,14 @@ class SwinStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) -> (B, H, W, C), or (B, ceil(H/2), ceil(W/2), 2C) with merging."""
+        device = x.device.type
+        # eager under autocast: compiled graphs fuse the casts themselves, and exports run without autocast
+        if CAST_ONCE and torch.is_autocast_enabled(device) and not torch.compiler.is_compiling():
+            with weights_cast(self, torch.get_autocast_dtype(device)):
+                return self.run_blocks(x)
+        return self.run_blocks(x)
+
+    def run_blocks(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
         layout = self.layout(h, w, x.device)
         hp, wp = layout.padded

@@ -128,6 +128,7 @@ class StageLayout:
         }
         self.moves = {name: None if identity else (index.to(device), inv.to(device))
                       for name, (index, inv, identity) in moves.items()}
+        self.training_rows = {}  # (move, batch size) -> its rows and inverse rows in eager training (gather_tokens)
 
         table_window = self.window if v2 else (window_size, window_size)
         self.rel_index = relative_index(self.window, table_window).view(-1).to(device)
@@ -156,13 +157,31 @@ def gather_tokens(x: torch.Tensor, layout: "StageLayout", move: str) -> torch.Te
     if layout.moves[move] is None:
         return x
     b, length, c = x.shape
-    # Gathering whole rows of the flattened batch is faster than index_select on dim 1, which
-    # parallelises worse. The row numbers are made per call (a (B, L) add, small beside the gather),
-    # not cached per batch size, so that the batch size stays a symbol in an exported program.
-    index, inverse = layout.moves[move]
-    offsets = torch.arange(0, b * length, length, device=x.device).view(b, 1)  # (B, 1): each sample's first row
     x = x.reshape(b * length, c)
     if torch.is_grad_enabled() and x.requires_grad:
-        rows, inverse_rows = (offsets + index).view(-1), (offsets + inverse).view(-1)
-        return _GatherTokens.apply(x, rows, inverse_rows).view(b, length, c)
-    return x.index_select(0, (offsets + index).view(-1)).view(b, length, c)  # plain ops: standard in exports
+        return _GatherTokens.apply(x, *training_rows(layout, move, b)).view(b, length, c)
+    index = layout.moves[move][0]  # plain ops, standard in exports:
+    return x.index_select(0, (first_rows(b, index) + index).view(-1)).view(b, length, c)
+
+
+# Gathering whole rows of the flattened batch is faster than index_select on dim 1, which parallelises worse. The
+# rows are made per call (an arange and an add, small beside the gather), so that the batch size stays a symbol in
+# an exported program and a compiled graph fuses them; eager training keeps them for its batch size instead, 39
+# kernel launches of a swin_tiny step.
+def first_rows(b: int, index: torch.Tensor) -> torch.Tensor:
+    """(B, 1): each sample's first row in the flattened batch."""
+    return torch.arange(0, b * index.numel(), index.numel(), device=index.device).view(b, 1)
+
+
+def training_rows(layout: "StageLayout", move: str, b: int) -> tuple:
+    """The move's index and inverse as rows of the flattened (B * L, C) batch: kept in eager training, for a few
+    batch sizes (training's batches are all full), and never dropped: a CUDA graph of the step reads them."""
+    keep = not torch.compiler.is_compiling()  # a compiled graph makes its own, fused
+    if keep and (move, b) in layout.training_rows:
+        return layout.training_rows[(move, b)]
+    index, inverse = layout.moves[move]
+    offsets = first_rows(b, index)
+    rows = (offsets + index).view(-1), (offsets + inverse).view(-1)
+    if keep and len(layout.training_rows) < 4 * len(layout.moves):
+        layout.training_rows[(move, b)] = rows
+    return rows

@@ -6,6 +6,7 @@ and the largest batch that fits.
     python bench/bench_train.py --device cuda        # swin_tiny, 224 px, batch 128, bf16, eager
     python bench/bench_train.py --device cuda --compile
     python bench/bench_train.py --device cuda --cuda-graphs   # both models' passes replayed as CUDA graphs
+    python bench/bench_train.py --device cuda --cast-once on off   # ours' weights cast once a stage, or by autocast
     python bench/bench_train.py --device cuda --data-path flower_photos imagenet/train
     python bench/bench_train.py --device cuda --memory --model swin_base_patch4_window7_224
     python bench/bench_train.py --device cuda --profile     # the operators that take the time, bare and timm
@@ -71,6 +72,9 @@ def parse_args():
     p.add_argument("--layer-norm", nargs="+", choices=kernels.LAYER_NORM_KINDS,
                    help="ours' LayerNorm in training (kernels.py); several: a bare row each, with each --attention "
                         f"(default: {kernels.LAYER_NORM})")
+    p.add_argument("--cast-once", nargs="+", choices=["on", "off"],
+                   help="ours' stages cast their weights under autocast in one kernel (model.CAST_ONCE), or leave each "
+                        "to autocast; both: a bare row each, with each --attention and --layer-norm (default: on)")
     p.add_argument("--ema", action="store_true", help="keep an EMA of the weights, as train.py --ema")
     p.add_argument("--data-path", type=Path, nargs="*", help="folders of class folders of JPEGs for e2e (default: "
                    "made from the bundled photos at 320x240 and 500x375)")
@@ -204,25 +208,27 @@ def describe(folder: Path) -> str:
 # --- Speed ---
 
 def bare_variants(args) -> dict:
-    """The bare states' names and the (attention kind, LayerNorm kind) each uses: "bare" alone, unless
-    several kinds are named: then "bare plain", "bare sdpa", "bare plain, triton LN"..., every pair."""
+    """The bare states' names and the (attention kind, LayerNorm kind, weights cast once) each uses: "bare" alone,
+    unless several are named: then "bare plain", "bare sdpa", "bare plain, triton LN"..., every combination."""
     attentions = args.attention or [None]
     norms = args.layer_norm or [kernels.LAYER_NORM]
-    if len(attentions) == len(norms) == 1:
-        return {"bare": (attentions[0], norms[0])}
-    return {"bare " + ", ".join([a] * (len(attentions) > 1) + [f"{n} LN"] * (len(norms) > 1)): (a, n)
-            for a in attentions for n in norms}
+    casts = args.cast_once or ["on" if swin.CAST_ONCE else "off"]
+    if len(attentions) == len(norms) == len(casts) == 1:
+        return {"bare": (attentions[0], norms[0], casts[0] == "on")}
+    return {"bare " + ", ".join([a] * (len(attentions) > 1) + [f"{n} LN"] * (len(norms) > 1)
+                                + [f"cast once {c}"] * (len(casts) > 1)): (a, n, c == "on")
+            for a in attentions for n in norms for c in casts}
 
 
 def use(variant) -> None:
-    """Ours with this (attention kind, LayerNorm kind) from now on; None (timm's) leaves them as they are."""
+    """Ours with this (attention kind, LayerNorm kind, cast once) from now on; None (timm's) leaves them as they are."""
     if variant is not None:
-        attention.ATTENTION, kernels.LAYER_NORM = variant
+        attention.ATTENTION, kernels.LAYER_NORM, swin.CAST_ONCE = variant
 
 
 def step_states(args, cfg, device, amp) -> tuple:
     """({"timm": ..., "bare": ...} training states with the same weights, {bare state: its (attention,
-    LayerNorm) kinds}, a batch on the device, img_size). With several kinds named, a bare state each
+    LayerNorm, cast once) settings}, a batch on the device, img_size). With several kinds named, a bare state each
     (bare_variants)."""
     torch.manual_seed(0)
     ours = swin.create_model(args.model, num_classes=5, **({"img_size": args.img_size} if args.img_size else {}))
@@ -264,6 +270,7 @@ def compare_speed(args, device, amp):
           f"{'compiled' if args.compile else 'eager'}{' with CUDA graphs' if args.cuda_graphs else ''}, "
           f"attention {' / '.join(args.attention or ['chosen per case'])}, "
           f"LayerNorm {' / '.join(args.layer_norm or [kernels.LAYER_NORM])}, "
+          f"weights cast once {' / '.join(args.cast_once or ['on' if swin.CAST_ONCE else 'off'])}, "
           f"{' / '.join(map(str, args.workers or [cfg.workers]))} loader workers{', EMA' if args.ema else ''}",
           flush=True)
 

@@ -58,12 +58,12 @@ run_part() {
     profile_compiled) part profile_compiled 200 python3 bench/bench_train.py --device cuda --compile --profile 30 \
         --steps 5 ;;
     # the default path first, bare vs timm eager and e2e at both photo sizes, decoded by the workers, not measured
-    # since the step reads its flags from a copy queued before the backward pass and batches are copied on a side
-    # stream; with a bare row for each pair of attention (plain, CUDA's training choice; kernels.py's) and
-    # LayerNorm (PyTorch's or kernels.py's): kernels.py's cut kernel time that a step waiting on its launches
-    # hid (about 100 s)
+    # since the step reads its flags from a copy queued before the backward pass, batches are copied on a side
+    # stream and the stages cast their weights once (a swin_tiny step's operator calls 1131 -> 792); with a bare
+    # row for each pair of attention (plain, CUDA's training choice; kernels.py's) and weights cast once or by
+    # autocast: kernels.py's cut kernel time that a step waiting on its launches hid (about 100 s)
     train_eager) part train_eager 160 python3 bench/bench_train.py --device cuda --rounds 4 --e2e-batches 30 \
-        --decode workers --attention plain triton --layer-norm torch triton ;;
+        --decode workers --attention plain triton --cast-once on off ;;
     # the same compiled (compiles of about a minute each: timm's, ours, the loop's): the e2e targets
     train_compiled) part train_compiled 250 python3 bench/bench_train.py --device cuda --compile --rounds 4 \
         --e2e-batches 30 --decode workers ;;

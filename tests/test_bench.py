@@ -59,11 +59,16 @@ def test_bench_train_compares_the_step_with_timm_and_the_loop_with_its_loader(be
     assert "== timm: 1 steps, the 5 operators" in out and "== bare" in out and "aten::mm" in out
 
 
-def test_bench_train_gives_a_bare_row_per_layer_norm_kind():
-    """--layer-norm torch triton, as a GPU session runs it; here Triton's interpreter runs the kernels."""
+def test_bench_train_gives_a_bare_row_per_layer_norm_kind_and_weights_cast():
+    """--layer-norm torch triton --cast-once on off, as a GPU session runs them; here Triton's interpreter runs the
+    kernels."""
     out = run_bench("bench/bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "4", "--rounds",
-                    "1", "--steps", "1", "--no-e2e", "--layer-norm", "torch", "triton", env={"TRITON_INTERPRET": "1"})
-    assert "LayerNorm torch / triton" in out and "bare torch LN / timm" in out and "bare triton LN / timm" in out
+                    "1", "--steps", "1", "--no-e2e", "--amp", "bf16", "--layer-norm", "torch", "triton",
+                    "--cast-once", "on", "off", env={"TRITON_INTERPRET": "1"})
+    assert "LayerNorm torch / triton, weights cast once on / off" in out
+    for row in ("bare torch LN, cast once on / timm", "bare torch LN, cast once off / timm",
+                "bare triton LN, cast once on / timm", "bare triton LN, cast once off / timm"):
+        assert row in out, row
 
 
 def test_bench_data_gpu_decoding_code_runs_on_the_cpu():

@@ -297,6 +297,70 @@ def test_activation_checkpointing_same_outputs_and_gradients(version):
         assert torch.allclose(grads_plain[name], grads_ckpt[name], atol=1e-6), name
 
 
+@pytest.mark.parametrize("version, checkpointing", [(1, False), (1, True), (2, False)])
+def test_stages_cast_their_weights_once_with_autocasts_results_to_the_bit(version, checkpointing, monkeypatch):
+    """Under autocast each stage casts the parameters that autocast casts at every use in one kernel, and their
+    gradients in one (model.CAST_ONCE): two launches a stage each way where there were two a parameter, and the
+    outputs and gradients are autocast's own, to the bit; the parameters are themselves again afterwards."""
+    torch.manual_seed(0)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=4, version=version, drop_path_rate=0.3,
+                       grad_checkpointing=checkpointing).train()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    before = dict(net.named_parameters())
+    cast = sum(p.numel() > 0 for stage in net.layers for m in stage.modules() if model.cast_at_every_use(m)
+               for p in m.parameters())
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        net(x)  # the window layouts, built once, outside the counts
+
+    def run(cast_once):
+        monkeypatch.setattr(model, "CAST_ONCE", cast_once)
+        torch.manual_seed(1)  # the same drop-path draws in both runs
+        calls = traffic().OperatorTraffic()
+        with calls, cuda_layer_norm_rule(), torch.autocast("cpu", torch.bfloat16):
+            out = net(x)
+            out.float().square().sum().backward()
+        grads = {n: p.grad for n, p in net.named_parameters()}
+        net.zero_grad(set_to_none=True)
+        return out, grads, calls.calls
+
+    out_autocast, grads_autocast, calls_autocast = run(False)
+    out, grads, calls = run(True)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, out_autocast)
+    assert all(torch.equal(grads[name], grads_autocast[name]) for name in grads)
+    if checkpointing:  # the blocks' recomputation casts each weight again, as autocast does
+        assert calls["_to_copy"] < calls_autocast["_to_copy"]
+    else:
+        assert calls_autocast["_to_copy"] - calls["_to_copy"] == 2 * cast and cast > 20
+    assert calls["_foreach_copy_"] == 2 * len(net.layers) and calls_autocast["_foreach_copy_"] == 0
+    assert all(p is before[name] and isinstance(p, torch.nn.Parameter) for name, p in net.named_parameters())
+
+
+def test_eager_training_keeps_its_rows_of_the_window_gathers():
+    """A pass with a gradient makes each window gather's rows once per batch size (an arange and two adds each, 39
+    launches of a swin_tiny step); a pass without one, as exports trace it, makes them each time and keeps none."""
+    torch.manual_seed(0)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=4).eval()  # no drop path: outputs to compare
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        expected = net(x)
+    layouts = [layout for stage in net.layers for layout in stage._layouts.values()]
+    assert not any(layout.training_rows for layout in layouts)
+    net(x[:2]).sum().backward()
+    kept = {key for layout in layouts for key in layout.training_rows}
+    assert kept and all(b == 2 for _, b in kept)
+    for makes_rows in (True, False):  # a second batch size: rows of its own, then kept too
+        calls = traffic().OperatorTraffic()
+        with calls:
+            out = net(x)
+            out.sum().backward()
+        assert torch.allclose(out, expected, atol=1e-6)
+        assert (calls.calls["arange"] > 0) == makes_rows
+    assert {b for layout in layouts for _, b in layout.training_rows} == {2, 3}
+
+
 def attention_run(kind: str, version: int, device="cpu", dtype=None, size=72):
     """Logits and parameter gradients of the micro variant with window attention computed by `kind`
     (under autocast to `dtype` when given); the same weights and input for every kind."""
@@ -362,12 +426,17 @@ def test_v2_normalised_q_and_k_come_out_in_their_own_type_rounded_once():
     assert out.dtype == torch.bfloat16 and torch.equal(out, (x.detach().float() * factor).bfloat16())
 
 
+def traffic():
+    """bench/bench_traffic.py: its operator counter, and CUDA autocast's rule for layer_norm on the CPU."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_traffic
+    return bench_traffic
+
+
 def cuda_layer_norm_rule():
     """CUDA autocast's float32 rule for layer_norm, applied on the CPU (bench_traffic.py's, whose count it makes
     the GPU's): CPU autocast's own rule leaves layer_norm in bf16."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from bench_traffic import CudaLayerNorm
-    return CudaLayerNorm()
+    return traffic().CudaLayerNorm()
 
 
 def test_layer_norm_keeps_the_autocast_type():
