@@ -15,7 +15,7 @@ out=${OUT:-gpu-logs}
 budget=${BUDGET:-540}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-new_tests="cuda_graphs or graphed or fused_adamw or predict_on_the_gpu or waits_for_the_gpu or side_stream or host_copy"
+new_tests="cuda_graphs or graphed or fused_adamw or predict_on_the_gpu or waits_for_the_gpu or side_stream or host_copy or weights_once"
 all="tests_new train_eager train_compiled train_graphs_eager train_graphs_compiled workers profile_compiled tests_rest
      attention memory profile data checkpoint"
 
@@ -36,7 +36,8 @@ part() {  # part NAME SECONDS COMMAND...: run for at most SECONDS (less if BUDGE
 run_part() {
     case $1 in
     # the GPU's correctness first, what is new since the last run on a GPU (2026-11-28: 22 of 22 passed in 257 s):
-    # --cuda-graphs, the loop's waits for the GPU, and CUDA's choice of attention for inference (kernels.py's). About
+    # --cuda-graphs, the loop's waits for the GPU, the stages' weights cast once, and CUDA's choice of attention for
+    # inference (kernels.py's). About
     # 80 s; the rest of tests/test_cuda.py (some 200 s) is tests_rest. -v names each test as it ends
     tests_new) part tests_new 150 python3 -m pytest -v -p no:cacheprovider --durations=0 tests/test_cuda.py \
         -k "$new_tests" ;;

@@ -18,7 +18,7 @@ from interpreted_kernels import check_layer_norm, check_window_attention, count_
 from model import create_model
 from test_data import check_device_decoding
 from test_engine import training_losses
-from test_model import attention_run
+from test_model import attention_run, check_weights_cast_once
 from runs import FAST, ROOT, metrics
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
@@ -82,6 +82,13 @@ def test_bf16_and_fp16_steps_are_finite_and_track_fp32(version):
         assert abs(losses[-1] - fp32_losses[-1]) < 0.15 * fp32_losses[0], (amp, losses, fp32_losses)
         if amp == torch.bfloat16:
             assert relative_error(weights, fp32_weights) < 0.02
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("version", [1, 2])
+def test_stages_cast_their_weights_once_on_the_gpu(version, dtype, monkeypatch):
+    """model.CAST_ONCE under CUDA's autocast: one cast kernel a stage each way, autocast's results to the bit."""
+    check_weights_cast_once(version, False, "cuda", dtype, monkeypatch)
 
 
 @pytest.mark.parametrize("version", [1, 2])

@@ -1,5 +1,6 @@
 """model.py: faithful to the official models (timm follows the official code), any input size,
 activation checkpointing, a stage as a layer."""
+import contextlib
 import math
 import re
 import sys
@@ -301,25 +302,31 @@ def test_activation_checkpointing_same_outputs_and_gradients(version):
 def test_stages_cast_their_weights_once_with_autocasts_results_to_the_bit(version, checkpointing, monkeypatch):
     """Under autocast each stage casts the parameters that autocast casts at every use in one kernel, and their
     gradients in one (model.CAST_ONCE): two launches a stage each way where there were two a parameter, and the
-    outputs and gradients are autocast's own, to the bit; the parameters are themselves again afterwards."""
+    outputs and gradients are autocast's own, to the bit; the parameters are themselves again afterwards.
+    On the CPU under CUDA's rule for layer_norm; tests/test_cuda.py runs it under CUDA's autocast."""
+    check_weights_cast_once(version, checkpointing, "cpu", torch.bfloat16, monkeypatch)
+
+
+def check_weights_cast_once(version: int, checkpointing: bool, device: str, dtype, monkeypatch) -> None:
     torch.manual_seed(0)
     net = create_model("swin_micro_patch4_window4_128", num_classes=4, version=version, drop_path_rate=0.3,
-                       grad_checkpointing=checkpointing).train()
+                       grad_checkpointing=checkpointing).train().to(device)
     with torch.no_grad():
         for p in net.parameters():
             p.add_(torch.randn_like(p) * 0.02)
     before = dict(net.named_parameters())
     cast = sum(p.numel() > 0 for stage in net.layers for m in stage.modules() if model.cast_at_every_use(m)
                for p in m.parameters())
-    x = torch.randn(2, 3, 64, 96)
+    x = torch.randn(2, 3, 64, 96, device=device)
     with torch.no_grad():
         net(x)  # the window layouts, built once, outside the counts
+    autocast_rule = cuda_layer_norm_rule() if device == "cpu" else contextlib.nullcontext()
 
     def run(cast_once):
         monkeypatch.setattr(model, "CAST_ONCE", cast_once)
         torch.manual_seed(1)  # the same drop-path draws in both runs
         calls = traffic().OperatorTraffic()
-        with calls, cuda_layer_norm_rule(), torch.autocast("cpu", torch.bfloat16):
+        with calls, autocast_rule, torch.autocast(device, dtype):
             out = net(x)
             out.float().square().sum().backward()
         grads = {n: p.grad for n, p in net.named_parameters()}
@@ -328,7 +335,7 @@ def test_stages_cast_their_weights_once_with_autocasts_results_to_the_bit(versio
 
     out_autocast, grads_autocast, calls_autocast = run(False)
     out, grads, calls = run(True)
-    assert out.dtype == torch.bfloat16 and torch.equal(out, out_autocast)
+    assert out.dtype == dtype and torch.equal(out, out_autocast)
     assert all(torch.equal(grads[name], grads_autocast[name]) for name in grads)
     if checkpointing:  # the blocks' recomputation casts each weight again, as autocast does
         assert calls["_to_copy"] < calls_autocast["_to_copy"]
