@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import random
 import signal
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -499,13 +500,26 @@ def default_workers(device: torch.device, processes: int = 1) -> int:
     return max(1, cores // per_machine - 1)
 
 
-def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+def start_loader_worker(worker_id: int) -> None:
     """A loader worker ignores Ctrl-C and SIGTERM. A terminal, `timeout`, SLURM and `docker stop` signal
     the whole process group, and the training process alone decides what follows: it finishes its
     step, saves, then ends its workers (utils.StopSignal). PyTorch's own SIGTERM handler in a worker
-    ends it with the signal, which fails the step; a worker whose process has gone exits by itself."""
+    ends it with the signal, which fails the step; a worker whose process has gone exits by itself.
+    And it says nothing of a hand-over of a batch that the training process broke off: when another worker
+    dies, the training process may drop, mid-handshake, its fetch of this worker's batch (the shared memory's
+    file, which multiprocessing's resource sharer hands over), and the sharer's thread would print the
+    traceback of that connection in the moment before the worker is ended (dead_loader_worker)."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
+    sys.excepthook = quiet_on_broken_connections(sys.excepthook)
+
+
+def quiet_on_broken_connections(hook):
+    """sys.excepthook `hook`, saying nothing of a connection that the other end broke off."""
+    def excepthook(kind, value, traceback):
+        if not issubclass(kind, (EOFError, ConnectionError, multiprocessing.AuthenticationError)):
+            hook(kind, value, traceback)
+    return excepthook
 
 
 def dead_loader_worker(err: Exception) -> str | None:
@@ -565,7 +579,7 @@ def build_loader(dataset, batch_size: int, train: bool, num_workers: int, sample
     """
     common = dict(num_workers=num_workers, collate_fn=collate_skipping_failures, pin_memory=torch.cuda.is_available(),
                   persistent_workers=num_workers > 0, generator=generator,
-                  worker_init_fn=leave_stop_signals_to_the_main_process)
+                  worker_init_fn=start_loader_worker)
     if batch_sampler is not None:
         return DataLoader(dataset, batch_sampler=batch_sampler, **common)
     if drop_last is None:
