@@ -308,7 +308,7 @@ class SwinStage(nn.Module):
         """(B, H, W, C) -> (B, H, W, C), or (B, ceil(H/2), ceil(W/2), 2C) with merging."""
         device = x.device.type
         # eager under autocast: compiled graphs fuse the casts themselves, and exports run without autocast
-        if CAST_ONCE and torch.is_autocast_enabled(device) and not torch.compiler.is_compiling():
+        if CAST_ONCE and not torch.compiler.is_compiling() and torch.is_autocast_enabled(device):
             with weights_cast(self, torch.get_autocast_dtype(device)):
                 return self.run_blocks(x)
         return self.run_blocks(x)

@@ -368,6 +368,32 @@ def test_eager_training_keeps_its_rows_of_the_window_gathers():
     assert {b for layout in layouts for _, b in layout.training_rows} == {2, 3}
 
 
+def test_a_compiled_training_pass_is_one_graph_that_casts_and_gathers_as_inductor_likes():
+    """Under torch.compile the weights are left to autocast's casts and the gathers' rows made in the graph, both
+    of which Inductor fuses, and nothing is kept in the model: one graph (a graph break is an error here), with
+    autocast on, from a model whose window layouts were built eagerly first, as compiling.compile_model does."""
+    torch.manual_seed(0)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=3).train()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        net(x)
+    graphs = []
+
+    def capture(gm, example_inputs):  # a torch.compile backend that keeps the graph and runs nothing
+        graphs.append(gm)
+        outputs = gm.graph.find_nodes(op="output")[0].args[0]
+        return lambda *args: [torch.zeros_like(node.meta["example_value"]) for node in outputs]
+    torch._dynamo.reset()
+    try:
+        with torch.autocast("cpu", torch.bfloat16):
+            torch.compile(net, backend=capture, fullgraph=True)(x)
+    finally:
+        torch._dynamo.reset()
+    assert len(graphs) == 1
+    assert not any(node.target is torch._foreach_copy_ for node in graphs[0].graph.nodes)
+    assert not any(layout.training_rows for stage in net.layers for layout in stage._layouts.values())
+
+
 def attention_run(kind: str, version: int, device="cpu", dtype=None, size=72):
     """Logits and parameter gradients of the micro variant with window attention computed by `kind`
     (under autocast to `dtype` when given); the same weights and input for every kind."""
