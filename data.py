@@ -17,6 +17,7 @@ stays uint8 until the batch is on its device (a GPU, where normalising it costs 
 bench/bench_data.py measures this against torchvision's ImageFolder.
 """
 import atexit
+import collections
 import itertools
 import math
 import multiprocessing
@@ -471,7 +472,32 @@ def collate_skipping_failures(batch):
     if any(isinstance(image, JpegCrop) for image in images):  # --decode device
         return EncodedBatch.collate(list(images)), torch.tensor(labels), list(paths), failed
     # default_collate stacks straight into shared memory inside a worker: no copy on the way out
-    return default_collate(list(images)), torch.tensor(labels), list(paths), failed
+    stacked = default_collate(list(images))
+    if _held is not None:
+        _held.append(stacked)
+    return stacked, torch.tensor(labels), list(paths), failed
+
+
+# A training batch is shared memory that the worker fills and the training process maps. Whichever process lets go
+# of it last has the kernel free its pages, some 5 ms a batch of 128 at 224 px on the 2-core EPYC (bench_data.py):
+# CPU time of the training process, which on a GPU has the step's work to launch. So a training loader's worker
+# keeps its last HELD_BATCHES batches (start_loader_worker): a batch waits at most two more of its worker's in the
+# loader's queue (prefetch_factor), so by the third the training process is done with it, and the worker frees it.
+# That is one batch a worker more in shared memory, kept only where /dev/shm has room (batches_to_hold).
+HELD_BATCHES = 3
+_held = None  # in a worker of a training loader: its last HELD_BATCHES batches
+
+
+def batches_to_hold(workers: int, batch_bytes: int) -> int:
+    """HELD_BATCHES where /dev/shm has room for twice what this machine's loaders then keep there (each worker's
+    queued, made and held batches, for every training process of the machine); else 0."""
+    try:
+        shm = os.statvfs("/dev/shm")
+    except OSError:  # no /dev/shm (not Linux): PyTorch shares memory otherwise; nothing to weigh
+        return 0
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    kept = processes * workers * (2 + 1 + HELD_BATCHES) * batch_bytes
+    return HELD_BATCHES if shm.f_bavail * shm.f_frsize >= 2 * kept else 0
 
 
 def to_device(images, labels: torch.Tensor, paths: list, device) -> tuple:
@@ -500,8 +526,8 @@ def default_workers(device: torch.device, processes: int = 1) -> int:
     return max(1, cores // per_machine - 1)
 
 
-def start_loader_worker(worker_id: int) -> None:
-    """A loader worker ignores Ctrl-C and SIGTERM. A terminal, `timeout`, SLURM and `docker stop` signal
+def start_loader_worker(worker_id: int, held_batches: int = 0) -> None:
+    """A loader worker keeps its last `held_batches` batches (HELD_BATCHES, above). It ignores Ctrl-C and SIGTERM. A terminal, `timeout`, SLURM and `docker stop` signal
     the whole process group, and the training process alone decides what follows: it finishes its
     step, saves, then ends its workers (utils.StopSignal). PyTorch's own SIGTERM handler in a worker
     ends it with the signal, which fails the step; a worker whose process has gone exits by itself.
@@ -509,6 +535,8 @@ def start_loader_worker(worker_id: int) -> None:
     dies, the training process may drop, mid-handshake, its fetch of this worker's batch (the shared memory's
     file, which multiprocessing's resource sharer hands over), and the sharer's thread would print the
     traceback of that connection in the moment before the worker is ended (dead_loader_worker)."""
+    global _held
+    _held = collections.deque(maxlen=held_batches) if held_batches else None
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     sys.excepthook = quiet_on_broken_connections(sys.excepthook)
@@ -569,17 +597,17 @@ def kill_remaining_workers() -> None:
 
 def build_loader(dataset, batch_size: int, train: bool, num_workers: int, sampler=None,
                  drop_last: bool | None = None, generator: torch.Generator | None = None,
-                 batch_sampler=None) -> DataLoader:
+                 batch_sampler=None, held_batches: int = 0) -> DataLoader:
     """Batches of (images, labels, paths, failed_paths); shuffled in training unless a sampler is given,
     or made by a `batch_sampler` (loaders.EpochBatches), which then replaces the batch size,
-    sampler and drop_last.
+    sampler and drop_last. Each worker keeps its last `held_batches` batches (HELD_BATCHES).
 
     `generator` seeds the worker processes; without one, starting the workers draws from (and so
     shifts) the global random stream that dropout and mixup use.
     """
     common = dict(num_workers=num_workers, collate_fn=collate_skipping_failures, pin_memory=torch.cuda.is_available(),
                   persistent_workers=num_workers > 0, generator=generator,
-                  worker_init_fn=start_loader_worker)
+                  worker_init_fn=partial(start_loader_worker, held_batches=held_batches))
     if batch_sampler is not None:
         return DataLoader(dataset, batch_sampler=batch_sampler, **common)
     if drop_last is None:

@@ -14,7 +14,7 @@ import random
 import numpy as np
 import torch
 
-from data import ImageDataset, build_loader, build_transform
+from data import ImageDataset, batches_to_hold, build_loader, build_transform
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -155,8 +155,9 @@ def build_train_loader(cfg, samples: list, img_size: int, rank: int = 0, world_s
     sampler = (BalancedSampler([label for _, label in samples], cfg.seed, rank, world_size)
                if cfg.balance == "sampler" else EpochSampler(len(train_set), cfg.seed, rank, world_size))
     epoch_batches = EpochBatches(sampler, cfg.batch_size)
+    held = batches_to_hold(cfg.workers, cfg.batch_size * 3 * img_size ** 2) if cfg.decode == "workers" else 0
     loader = build_loader(train_set, cfg.batch_size, train=True, num_workers=cfg.workers, batch_sampler=epoch_batches,
-                          generator=torch.Generator().manual_seed(cfg.seed))
+                          generator=torch.Generator().manual_seed(cfg.seed), held_batches=held)
     return loader, epoch_batches
 
 

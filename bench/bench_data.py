@@ -30,8 +30,8 @@ from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules sit at its root
 from common import alternating_rounds, print_header  # noqa: E402  (bench/ is on the path)
-from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_transform,  # noqa: E402
-                  collate_skipping_failures)
+from data import (HELD_BATCHES, IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader,  # noqa: E402
+                  build_transform, collate_skipping_failures)
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "flowers"  # the bundled photos
 
@@ -77,6 +77,13 @@ def main():
         medians = alternating_rounds({name: partial(images_per_second, loader) for name, loader in loaders.items()},
                                      args.rounds)  # the warm-up pass starts the workers and fills the file cache
         print(f"ratio data.py / ImageFolder: {medians['data.py'] / medians['torchvision ImageFolder']:.2f}x")
+        for held in (0, HELD_BATCHES):  # train.py's loader keeps HELD_BATCHES where /dev/shm has room
+            loader = build_loader(ours, args.batch_size, train=True, num_workers=args.workers, held_batches=held,
+                                  sampler=RandomSampler(ours, num_samples=args.images))
+            total, freeing = hand_over_cpu(loader, args.images // args.batch_size)
+            print(f"data.py, workers keeping their last {held} batches: each batch costs the training process "
+                  f"{total:.1f} ms of CPU, taken from the workers and freed"
+                  + (f" ({freeing:.1f} ms of it freeing)" if freeing is not None else ""))
         if args.gpu_decode:
             device = "cuda" if torch.cuda.is_available() else "cpu"  # without a GPU: the same code, as a check
             print(f"train.py --decode device, the device's side ({device}: batched decoding of {args.batch_size}, "
@@ -105,6 +112,28 @@ def gpu_decode_rate(args, samples, device: str = "cuda") -> float:
         one_pass()
         rates.append(len(items) / (time.perf_counter() - start))
     return statistics.median(rates)
+
+
+def hand_over_cpu(loader, batches: int) -> tuple:
+    """Per batch, the CPU time (ms) of the training process's own threads (the main one; on a GPU machine also
+    the loader's pinning thread) in taking a batch from the workers and freeing it: the worker's collated batch
+    is shared memory, which the training process, its last holder, unmaps, and the kernel then frees its
+    pages, while that process has the GPU's work to launch. Counted over a round of the loader with its
+    workers' queues full (a pause first), so that it is not time spent waiting. Also the part of it that
+    freeing takes, in the main thread, where the main thread is the last holder (no pinning thread)."""
+    batch_iter = iter(loader)
+    next(batch_iter)
+    time.sleep(2.0)  # the workers fill their queues: what follows takes ready batches
+    start, freeing, count = time.process_time(), [], 0
+    for batch in batch_iter:
+        freed_at = time.thread_time()
+        del batch
+        freeing.append(time.thread_time() - freed_at)
+        count += 1
+        if count == batches:
+            break
+    total = (time.process_time() - start) / max(count, 1) * 1e3
+    return total, None if loader.pin_memory else statistics.median(freeing) * 1e3
 
 
 def images_per_second(loader) -> float:

@@ -150,7 +150,7 @@ def test_a_loader_worker_says_nothing_of_a_hand_over_broken_off():
         hook(kind, kind(), None)
     assert seen == [ValueError]
     loader = data.build_loader([0], batch_size=1, train=False, num_workers=1)
-    assert loader.worker_init_fn is data.start_loader_worker
+    assert loader.worker_init_fn.func is data.start_loader_worker
 
 
 WRITER = """
