@@ -527,9 +527,10 @@ def default_workers(device: torch.device, processes: int = 1) -> int:
 
 
 def start_loader_worker(worker_id: int, held_batches: int = 0) -> None:
-    """A loader worker keeps its last `held_batches` batches (HELD_BATCHES, above). It ignores Ctrl-C and SIGTERM. A terminal, `timeout`, SLURM and `docker stop` signal
-    the whole process group, and the training process alone decides what follows: it finishes its
-    step, saves, then ends its workers (utils.StopSignal). PyTorch's own SIGTERM handler in a worker
+    """A loader worker keeps its last `held_batches` batches (HELD_BATCHES, above). It ignores Ctrl-C and
+    SIGTERM. A terminal, `timeout`, SLURM and `docker stop` signal the whole process group, and the
+    training process alone decides what follows: it finishes its step, saves, then ends its workers
+    (utils.StopSignal). PyTorch's own SIGTERM handler in a worker
     ends it with the signal, which fails the step; a worker whose process has gone exits by itself.
     And it says nothing of a hand-over of a batch that the training process broke off: when another worker
     dies, the training process may drop, mid-handshake, its fetch of this worker's batch (the shared memory's
