@@ -64,7 +64,7 @@ _compile_failed = False
 class CudaGraphed(nn.Module):
     """The model, whose training forward and backward passes each run as one CUDA graph (train.py
     --cuda-graphs, eager): a launch each, where eagerly Python launches the passes' operators one by one,
-    794 calls a step for swin_tiny (bench/bench_traffic.py), and a fast GPU waits on it (an H200 at
+    772 calls a step for swin_tiny (bench/bench_traffic.py), and a fast GPU waits on it (an H200 at
     batch 128, at 1,131 calls: 43 ms of kernels in a 50 ms step, bench_train.py --profile).
 
     For CUDA tensors (train.py --cuda-graphs refuses other devices). Captured

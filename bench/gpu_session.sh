@@ -60,7 +60,7 @@ run_part() {
         --steps 5 ;;
     # the default path first, bare vs timm eager and e2e at both photo sizes, decoded by the workers, not measured
     # since the step reads its flags from a copy queued before the backward pass, batches are copied on a side
-    # stream and the stages cast their weights once (a swin_tiny step's operator calls 1131 -> 792); with a bare
+    # stream and the stages cast their weights once (a swin_tiny step's operator calls 1131 -> 772); with a bare
     # row for each pair of attention (plain, CUDA's training choice; kernels.py's) and weights cast once or by
     # autocast: kernels.py's cut kernel time that a step waiting on its launches hid (about 100 s)
     train_eager) part train_eager 160 python3 bench/bench_train.py --device cuda --rounds 4 --e2e-batches 30 \

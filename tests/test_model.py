@@ -277,6 +277,19 @@ def test_gradients_reach_every_parameter(version):
         assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
 
+def test_drop_path_keeps_a_sample_whole_scaled_up_or_drops_its_branch():
+    """Stochastic depth: each sample's branch is dropped with the rate, or kept and scaled by 1 / (1 - rate), so
+    that the sum is the same on average; a bf16 branch joins a float32 stream as it is (V2's); off in eval."""
+    torch.manual_seed(0)
+    x, y = torch.randn(4000, 3, 2), torch.randn(4000, 3, 2).bfloat16()
+    out = model.drop_path_add(x, y, 0.25, training=True)
+    kept = (out - x).abs().sum((1, 2)) > 0
+    assert out.dtype == torch.float32
+    assert torch.allclose(out[kept], x[kept] + y[kept].float() / 0.75, atol=1e-6) and torch.equal(out[~kept], x[~kept])
+    assert 0.72 < kept.float().mean().item() < 0.78  # 3000 of 4000 expected, within 4 standard deviations
+    assert torch.equal(model.drop_path_add(x, y, 0.25, training=False), x + y)
+
+
 @pytest.mark.parametrize("version", [1, 2])
 def test_activation_checkpointing_same_outputs_and_gradients(version):
     def run(checkpointing):
