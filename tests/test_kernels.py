@@ -12,6 +12,7 @@ import torch
 
 import attention
 import kernels
+from test_model import compiled_graphs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -160,15 +161,7 @@ def test_the_attention_kernel_stays_in_torch_compiles_graph(monkeypatch):
     monkeypatch.setattr(attention, "ATTENTION", "triton")
     net, x = micro_model(1)
     blocks = sum(len(stage.blocks) for stage in net.layers)
-    graphs = []
-
-    def capture(gm, example_inputs):  # a torch.compile backend that keeps the graph and runs nothing
-        graphs.append(gm)
-        outputs = gm.graph.find_nodes(op="output")[0].args[0]
-        return lambda *args: [torch.zeros_like(node.meta["example_value"]) for node in outputs]
-    torch._dynamo.reset()
-    torch.compile(net, backend=capture, fullgraph=True)(x)  # fullgraph: a graph break is an error
-    torch._dynamo.reset()
+    graphs = compiled_graphs(net, x)
     calls = [node for node in graphs[0].graph.nodes if node.target is torch.ops.swin.window_attention]
     assert len(graphs) == 1 and len(calls) == blocks
 

@@ -381,6 +381,23 @@ def test_eager_training_keeps_its_rows_of_the_window_gathers():
     assert {b for layout in layouts for _, b in layout.training_rows} == {2, 3}
 
 
+def compiled_graphs(net, x) -> list:
+    """The graphs torch.compile captures of net(x), fullgraph (a graph break is an error), by a backend that keeps
+    them and runs nothing (it returns zeros shaped as the outputs)."""
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        outputs = gm.graph.find_nodes(op="output")[0].args[0]
+        return lambda *args: [torch.zeros_like(node.meta["example_value"]) for node in outputs]
+    torch._dynamo.reset()
+    try:
+        torch.compile(net, backend=capture, fullgraph=True)(x)
+    finally:
+        torch._dynamo.reset()
+    return graphs
+
+
 def test_a_compiled_training_pass_is_one_graph_that_casts_and_gathers_as_inductor_likes():
     """Under torch.compile the weights are left to autocast's casts and the gathers' rows made in the graph, both
     of which Inductor fuses, and nothing is kept in the model: one graph (a graph break is an error here), with
@@ -390,18 +407,8 @@ def test_a_compiled_training_pass_is_one_graph_that_casts_and_gathers_as_inducto
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         net(x)
-    graphs = []
-
-    def capture(gm, example_inputs):  # a torch.compile backend that keeps the graph and runs nothing
-        graphs.append(gm)
-        outputs = gm.graph.find_nodes(op="output")[0].args[0]
-        return lambda *args: [torch.zeros_like(node.meta["example_value"]) for node in outputs]
-    torch._dynamo.reset()
-    try:
-        with torch.autocast("cpu", torch.bfloat16):
-            torch.compile(net, backend=capture, fullgraph=True)(x)
-    finally:
-        torch._dynamo.reset()
+    with torch.autocast("cpu", torch.bfloat16):
+        graphs = compiled_graphs(net, x)
     assert len(graphs) == 1
     assert not any(node.target is torch._foreach_copy_ for node in graphs[0].graph.nodes)
     assert not any(layout.training_rows for stage in net.layers for layout in stage._layouts.values())
