@@ -16,16 +16,9 @@ resolution; the crop is resized on uint8 tensors by PyTorch's vectorised antiali
 stays uint8 until the batch is on its device (a GPU, where normalising it costs nothing).
 bench/bench_data.py measures this against torchvision's ImageFolder.
 """
-import atexit
-import collections
 import itertools
 import math
-import multiprocessing
-import os
 import random
-import signal
-import sys
-import time
 import warnings
 from dataclasses import dataclass
 from functools import partial
@@ -40,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from images import (IMAGE_EXTENSIONS, DataSplits, load_rgb, load_splits, read_class_indices,  # noqa: F401
                     upright_rgb, write_class_indices)
 from utils import UserError
+import workers
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -473,31 +467,8 @@ def collate_skipping_failures(batch):
         return EncodedBatch.collate(list(images)), torch.tensor(labels), list(paths), failed
     # default_collate stacks straight into shared memory inside a worker: no copy on the way out
     stacked = default_collate(list(images))
-    if _held is not None:
-        _held.append(stacked)
+    workers.hold(stacked)
     return stacked, torch.tensor(labels), list(paths), failed
-
-
-# A training batch is shared memory that the worker fills and the training process maps. Whichever process lets go
-# of it last has the kernel free its pages, some 5 ms a batch of 128 at 224 px on the 2-core EPYC (bench_data.py):
-# CPU time of the training process, which on a GPU has the step's work to launch. So a training loader's worker
-# keeps its last HELD_BATCHES batches (start_loader_worker): a batch waits at most two more of its worker's in the
-# loader's queue (prefetch_factor), so by the third the training process is done with it, and the worker frees it.
-# That is one batch a worker more in shared memory, kept only where /dev/shm has room (batches_to_hold).
-HELD_BATCHES = 3
-_held = None  # in a worker of a training loader: its last HELD_BATCHES batches
-
-
-def batches_to_hold(workers: int, batch_bytes: int) -> int:
-    """HELD_BATCHES where /dev/shm has room for twice what this machine's loaders then keep there (each worker's
-    queued, made and held batches, for every training process of the machine); else 0."""
-    try:
-        shm = os.statvfs("/dev/shm")
-    except OSError:  # no /dev/shm (not Linux): PyTorch shares memory otherwise; nothing to weigh
-        return 0
-    processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    kept = processes * workers * (2 + 1 + HELD_BATCHES) * batch_bytes
-    return HELD_BATCHES if shm.f_bavail * shm.f_frsize >= 2 * kept else 0
 
 
 def to_device(images, labels: torch.Tensor, paths: list, device) -> tuple:
@@ -515,100 +486,19 @@ def to_device(images, labels: torch.Tensor, paths: list, device) -> tuple:
     return images, labels.to(device, non_blocking=True), failed
 
 
-def default_workers(device: torch.device, processes: int = 1) -> int:
-    """Loader workers per training process. With GPUs: the CPU cores this process may use, shared
-    among the GPU processes of this machine, less one core for the process itself (it launches the GPU
-    work). On a CPU the model needs the cores too: their count, at most 8."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if device.type != "cuda":
-        return min(8, cores)
-    per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", min(processes, max(torch.cuda.device_count(), 1))))
-    return max(1, cores // per_machine - 1)
-
-
-def start_loader_worker(worker_id: int, held_batches: int = 0) -> None:
-    """A loader worker keeps its last `held_batches` batches (HELD_BATCHES, above). It ignores Ctrl-C and
-    SIGTERM. A terminal, `timeout`, SLURM and `docker stop` signal the whole process group, and the
-    training process alone decides what follows: it finishes its step, saves, then ends its workers
-    (utils.StopSignal). PyTorch's own SIGTERM handler in a worker
-    ends it with the signal, which fails the step; a worker whose process has gone exits by itself.
-    And it says nothing of a hand-over of a batch that the training process broke off: when another worker
-    dies, the training process may drop, mid-handshake, its fetch of this worker's batch (the shared memory's
-    file, which multiprocessing's resource sharer hands over), and the sharer's thread would print the
-    traceback of that connection in the moment before the worker is ended (dead_loader_worker)."""
-    global _held
-    _held = collections.deque(maxlen=held_batches) if held_batches else None
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    sys.excepthook = quiet_on_broken_connections(sys.excepthook)
-
-
-def quiet_on_broken_connections(hook):
-    """sys.excepthook `hook`, saying nothing of a connection that the other end broke off."""
-    def excepthook(kind, value, traceback):
-        if not issubclass(kind, (EOFError, ConnectionError, multiprocessing.AuthenticationError)):
-            hook(kind, value, traceback)
-    return excepthook
-
-
-def dead_loader_worker(err: Exception) -> str | None:
-    """PyTorch's words for a loader worker that has died (the out-of-memory killer, most often), when `err`
-    is what that did to the training process: PyTorch's RuntimeError, or whatever the broken pipe to the
-    worker raised first (an EOFError while a batch came through it), which PyTorch's record of its workers
-    then confirms. None for any other error. Once one is found, or waited for, the process is ending, so
-    PyTorch's SIGCHLD handler goes: it raises from whatever runs when a worker ends, which would be this
-    wait, or what ends the other workers. Once one is found, the other workers are killed at once (the run
-    is ending; they hold nothing to save): left up while the process waits for its checkpoints, one
-    whose hand-over of a batch the dying worker's error broke off would print the traceback of it."""
-    broken_pipe = isinstance(err, (EOFError, ConnectionError))
-    if isinstance(err, RuntimeError) and str(err).startswith("DataLoader worker (pid"):
-        words = str(err)
-    else:  # a broken pipe can come before the worker's death is on record: two seconds are given for it
-        if broken_pipe and hasattr(signal, "SIGCHLD"):
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        deadline = time.monotonic() + (2.0 if broken_pipe else 0.0)
-        while (words := recorded_worker_death()) is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-    if words is not None:
-        kill_remaining_workers()
-    return words
-
-
-def recorded_worker_death() -> str | None:
-    """PyTorch's words for a loader worker of this process on record as dead, if any."""
-    try:
-        torch.utils.data._utils.signal_handling._error_if_any_worker_fails()
-    except RuntimeError as found:
-        return str(found)
-    except AttributeError:  # a PyTorch without that record: only its own words are known
-        pass
-    return None
-
-
-@atexit.register  # registered after multiprocessing's own exit handler, so it runs before it
-def kill_remaining_workers() -> None:
-    """A process that ends on an error, with its loader's workers still up, would wait for ever at exit:
-    multiprocessing ends them with SIGTERM, which they ignore, then waits for them. They are killed first,
-    once PyTorch's SIGCHLD handler, which would report each of them dying as an error, is gone."""
-    if hasattr(signal, "SIGCHLD"):
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    for child in multiprocessing.active_children():
-        child.kill()
-
-
 def build_loader(dataset, batch_size: int, train: bool, num_workers: int, sampler=None,
                  drop_last: bool | None = None, generator: torch.Generator | None = None,
                  batch_sampler=None, held_batches: int = 0) -> DataLoader:
     """Batches of (images, labels, paths, failed_paths); shuffled in training unless a sampler is given,
     or made by a `batch_sampler` (loaders.EpochBatches), which then replaces the batch size,
-    sampler and drop_last. Each worker keeps its last `held_batches` batches (HELD_BATCHES).
+    sampler and drop_last. Each worker keeps its last `held_batches` batches (workers.HELD_BATCHES).
 
     `generator` seeds the worker processes; without one, starting the workers draws from (and so
     shifts) the global random stream that dropout and mixup use.
     """
     common = dict(num_workers=num_workers, collate_fn=collate_skipping_failures, pin_memory=torch.cuda.is_available(),
                   persistent_workers=num_workers > 0, generator=generator,
-                  worker_init_fn=partial(start_loader_worker, held_batches=held_batches))
+                  worker_init_fn=partial(workers.start_loader_worker, held_batches=held_batches))
     if batch_sampler is not None:
         return DataLoader(dataset, batch_sampler=batch_sampler, **common)
     if drop_last is None:

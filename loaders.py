@@ -14,7 +14,8 @@ import random
 import numpy as np
 import torch
 
-from data import ImageDataset, batches_to_hold, build_loader, build_transform
+from data import ImageDataset, build_loader, build_transform
+from workers import batches_to_hold
 
 
 class EpochSampler(torch.utils.data.Sampler):

@@ -32,8 +32,7 @@ import report
 import run_log
 from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, parse_config, plain, ranged, weights_path,
                     write_yaml, yes_no)
-from data import (build_normalize, build_transform, dead_loader_worker, default_workers, load_splits,
-                  write_class_indices)
+from data import build_normalize, build_transform, load_splits, write_class_indices
 from download import fetch_flower_photos, fetch_official_weights, official_weights_file
 from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_train_loader, eval_loader
@@ -41,6 +40,7 @@ from model import resolve_variant
 from utils import (CheckpointWriter, UserError, amp_dtype, init_distributed, run_cli, seed_everything, StopSignal,
                    tune_for)
 from weights import describe_for_checkpoint, model_for_run, resume_config, resumed_file
+from workers import dead_loader_worker, default_workers
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -380,7 +380,7 @@ class StopSignal:
     Ctrl-C stops at once.
 
     A terminal's Ctrl-C and a scheduler's SIGTERM reach every process of the job, the loader's
-    workers too, which ignore them (data.start_loader_worker), so that the training
+    workers too, which ignore them (workers.start_loader_worker), so that the training
     process alone decides: it finishes the step, saves, then ends its workers. A process forked with
     this handler installed takes no notice either (it would print the notice again)."""
 

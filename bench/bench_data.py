@@ -30,8 +30,9 @@ from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules sit at its root
 from common import alternating_rounds, print_header  # noqa: E402  (bench/ is on the path)
-from data import (HELD_BATCHES, IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader,  # noqa: E402
-                  build_transform, collate_skipping_failures)
+from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_transform,  # noqa: E402
+                  collate_skipping_failures)
+from workers import HELD_BATCHES  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "flowers"  # the bundled photos
 

@@ -48,9 +48,10 @@ import kernels  # noqa: E402
 import loaders  # noqa: E402
 import model as swin  # noqa: E402
 import train  # noqa: E402
-from data import default_workers, load_splits  # noqa: E402
+from data import load_splits  # noqa: E402
 from utils import amp_dtype, select_device, tune_for  # noqa: E402
 from weights import load_weights  # noqa: E402
+from workers import default_workers  # noqa: E402
 
 SAMPLE = ROOT / "samples" / "flowers"
 PHOTO_SIZES = ((320, 240), (500, 375))  # flower_photos' typical size, ImageNet's

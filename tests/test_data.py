@@ -1,5 +1,4 @@
 """data.py: transforms, datasets, loaders, mixup."""
-import os
 import pickle
 import random
 from pathlib import Path
@@ -10,7 +9,7 @@ import torch
 from PIL import Image, JpegImagePlugin
 
 from data import (IMAGENET_MEAN, IMAGENET_STD, EncodedBatch, ImageDataset, Normalize, build_loader, build_mixup,
-                  build_normalize, build_transform, collate_skipping_failures, default_workers, load_rgb, load_splits,
+                  build_normalize, build_transform, collate_skipping_failures, load_rgb, load_splits,
                   pil_to_uint8, to_device)
 from loaders import SeededDataset
 from image_factory import write_class_tree, write_image, write_sideways_jpeg
@@ -65,16 +64,6 @@ def test_official_random_erasing_runs_on_the_batch_as_seeded():
     random.seed(0)
     assert torch.equal(build_normalize(train=True, recipe="official")(pixels), erased)
     assert torch.equal(build_normalize(train=False, recipe="official")(pixels), plain)  # evaluation: none
-
-
-def test_default_workers_follow_the_cores_per_gpu_process(monkeypatch):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
-    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    assert default_workers(torch.device("cpu")) == 8
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert default_workers(torch.device("cuda")) == 15  # one core left for the training process
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun, 4 GPUs on this machine
-    assert default_workers(torch.device("cuda", 2), processes=8) == 3
 
 
 def test_every_mode_gives_three_channels(tmp_path):
@@ -234,29 +223,6 @@ def test_a_batch_whose_every_image_failed_is_empty():
     assert (images.numel(), len(labels), paths, failed) == (0, 0, [], ["a.jpg", "b.jpg"])
 
 
-def test_a_training_loaders_worker_keeps_its_last_batches_where_shared_memory_has_room(monkeypatch):
-    """A worker keeps its last HELD_BATCHES stacked batches, so that it, not the training process, frees their
-    shared memory (bench_data.py: 7.2 ms of the training process's CPU a batch of 128 at 224 px, 1.6 held);
-    kept only where /dev/shm has room for twice what the loaders of this machine then keep there."""
-    import collections
-    import os
-    import data
-    monkeypatch.setattr(data, "_held", collections.deque(maxlen=2))  # as start_loader_worker leaves a worker
-    made = [collate_skipping_failures([(torch.full((3, 2, 2), i, dtype=torch.uint8), 0, "a.jpg")])[0]
-            for i in range(3)]
-    assert [id(t) for t in data._held] == [id(t) for t in made[1:]]
-    gib = 2 ** 30
-    batch = 128 * 3 * 224 ** 2  # 19 MB: 15 workers keep 6 each, 1.7 GB, twice that 3.5 GB
-    for free, processes, want in ((64 * gib, 1, data.HELD_BATCHES), (3 * gib, 1, 0), (8 * gib, 4, 0)):
-        monkeypatch.setattr(os, "statvfs", lambda path: os.statvfs_result((4096, 4096, 0, 0, free // 4096,
-                                                                          0, 0, 0, 0, 255)))
-        monkeypatch.setenv("LOCAL_WORLD_SIZE", str(processes))
-        assert data.batches_to_hold(15, batch) == want, (free, processes)
-    loader = build_loader(ImageDataset([("a.jpg", 0)], None), 1, train=True, num_workers=1, held_batches=3)
-    assert loader.worker_init_fn.func is data.start_loader_worker and loader.worker_init_fn.keywords == \
-        {"held_batches": 3}
-
-
 def test_training_batches_are_full_unless_the_data_cannot_fill_one():
     samples = [(f"{i}.jpg", 0) for i in range(10)]
     assert build_loader(ImageDataset(samples, None), 4, train=True, num_workers=0).drop_last
@@ -273,65 +239,3 @@ def test_mixup_is_off_at_zero_and_copes_with_an_odd_batch():
     images, targets = mixup(torch.randn(5, 3, 16, 16), torch.tensor([0, 1, 2, 3, 4]))
     assert images.shape == (4, 3, 16, 16) and targets.shape == (4, 5)
     assert torch.allclose(targets.sum(1), torch.ones(4))
-
-
-def test_a_dead_loader_worker_is_found_from_what_its_death_broke_first(monkeypatch):
-    """PyTorch's RuntimeError names the worker; a pipe that broke first (EOFError, a reset connection) is
-    confirmed by PyTorch's record of its workers, given a moment to show the death; other errors are not
-    a worker's death. Once one is found, PyTorch's SIGCHLD handler is gone (it would raise again) and the
-    other workers are killed (here a stand-in: this process's children are other tests')."""
-    import signal
-    from torch.utils.data._utils import signal_handling
-    import data
-    checks, killed = {"n": 0}, []
-    monkeypatch.setattr(data, "kill_remaining_workers", lambda: killed.append(True))
-
-    def record(dead_after: int):
-        def check():
-            checks["n"] += 1
-            if checks["n"] > dead_after:
-                raise RuntimeError("DataLoader worker (pid 7) is killed by signal: Killed. ")
-        return check
-
-    handler = signal.getsignal(signal.SIGCHLD)
-    try:
-        monkeypatch.setattr(signal_handling, "_error_if_any_worker_fails", record(dead_after=10**9))
-        assert data.dead_loader_worker(ValueError("a bug")) is None  # nothing on record: not a death
-        assert data.dead_loader_worker(RuntimeError("a bug")) is None and not killed
-        signal.signal(signal.SIGCHLD, lambda *args: None)
-        checks["n"] = 0
-        monkeypatch.setattr(signal_handling, "_error_if_any_worker_fails", record(dead_after=3))
-        assert data.dead_loader_worker(ConnectionResetError(104, "reset")).startswith("DataLoader worker (pid 7)")
-        assert checks["n"] == 4 and signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL and killed == [True]
-        assert data.dead_loader_worker(RuntimeError("DataLoader worker (pid(s) 9) exited unexpectedly")) == \
-            "DataLoader worker (pid(s) 9) exited unexpectedly"
-    finally:
-        signal.signal(signal.SIGCHLD, handler)
-
-
-def test_a_worker_death_that_comes_during_the_wait_for_it_is_not_a_second_error(monkeypatch):
-    """PyTorch's SIGCHLD handler raises its RuntimeError from whatever runs when a worker dies: after a
-    broken pipe that is dead_loader_worker's own wait for the death's record, and it must not turn the
-    run's one-line error into a traceback (seen once in test_stops' worker kill)."""
-    import signal
-    import subprocess
-    from torch.utils.data._utils import signal_handling
-    import data
-    checks = {"n": 0}
-
-    def check():  # the death on record from the sixth look, some 250 ms in
-        checks["n"] += 1
-        if checks["n"] > 5:
-            raise RuntimeError("DataLoader worker (pid 7) is killed by signal: Killed. ")
-
-    def raising_handler(*args):  # what PyTorch's handler does when a worker has died
-        raise RuntimeError("DataLoader worker (pid 7) is killed by signal: Killed. ")
-    monkeypatch.setattr(signal_handling, "_error_if_any_worker_fails", check)
-    monkeypatch.setattr(data, "kill_remaining_workers", lambda: None)  # this process's children are other tests'
-    handler = signal.signal(signal.SIGCHLD, raising_handler)
-    child = subprocess.Popen(["sleep", "0.1"])  # its end signals SIGCHLD during the wait
-    try:
-        assert data.dead_loader_worker(ConnectionResetError(104, "reset")).startswith("DataLoader worker (pid 7)")
-    finally:
-        child.wait()
-        signal.signal(signal.SIGCHLD, handler)
