@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import build_mixup, build_normalize, to_device
-from utils import all_finite, autocast, rng_state, set_rng_state
+from precision import autocast
+from utils import all_finite, rng_state, set_rng_state
 
 
 class TrainingDiverged(RuntimeError):

@@ -17,7 +17,6 @@ Parameter names are the official Microsoft ones, so official checkpoints load as
 Any input size runs. Where each token sits in the regular and shifted windows (cyclic shift,
 masks, padding) is windows.py's: a stage builds a StageLayout per feature-map size.
 """
-import contextlib
 import difflib
 import math
 
@@ -28,6 +27,7 @@ import torch.utils.checkpoint
 
 import kernels
 from attention import choose_attention, scaled_normalize, split_heads, window_attention
+from precision import casts_weights_once, weights_cast
 from utils import UserError, run_cli
 from windows import StageLayout, gather_tokens
 
@@ -43,63 +43,6 @@ def drop_path_add(x: torch.Tensor, y: torch.Tensor, rate: float, training: bool)
     # and scales the kept ones as it adds them: no launch of a division of its own
     with torch.autocast(x.device.type, enabled=False):
         return torch.addcmul(x, y, keep, value=1 / (1 - rate))
-
-
-# --- Weights cast once a stage under autocast ---
-
-# Under autocast each linear casts its weight and bias to bf16 (fp16) as it runs, as do the LayerNorms that keep
-# autocast's type, and the backward pass casts their gradients back: two kernel launches a parameter a step, 306 of
-# a swin_tiny training step's 1131 operator calls, each a few microseconds of the CPU's time that a fast GPU,
-# waiting on its launches, spends idle (README: Training on a GPU). A stage instead casts those parameters in one
-# kernel as it starts, and their gradients in one; the values are those autocast makes, so the results are the same
-# to the bit (tests/test_model.py). Per stage, not per model: under DDP a stage's gradients are ready, and sent,
-# while the backward pass goes on to the stage before.
-CAST_ONCE = True
-
-
-class _CastOnce(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, dtype, *params):
-        return tuple(_copies(params, dtype))
-
-    @staticmethod
-    def backward(ctx, *grads):
-        return (None, *_copies(grads, torch.float32))
-
-
-def _copies(tensors, dtype) -> list:
-    """Copies of `tensors` in `dtype`: views of one new buffer, written by one multi-tensor kernel. The views
-    are made in C++ (what DDP's buckets use): a Python call each would cost more than the casts saved."""
-    buffer = torch.empty(sum(t.numel() for t in tensors), dtype=dtype, device=tensors[0].device)
-    copies = torch._utils._unflatten_dense_tensors(buffer, tensors)
-    torch._foreach_copy_(copies, list(tensors))
-    return copies
-
-
-def cast_at_every_use(m: nn.Module) -> bool:
-    """Whether autocast casts the module's parameters to its type each time it runs: a linear's, and a LayerNorm's
-    that keeps autocast's type (kernels.py's LayerNorm reads them in float32)."""
-    return isinstance(m, nn.Linear) or (isinstance(m, LayerNorm) and m.keep_autocast_type
-                                        and kernels.LAYER_NORM == "torch")
-
-
-@contextlib.contextmanager
-def weights_cast(module: nn.Module, dtype: torch.dtype):
-    """Within it, the module's parameters that autocast casts at every use are held cast to `dtype`, by one
-    kernel (autocast then leaves them as they are); gradients reach the parameters through the cast."""
-    slots = [(m, name, p) for m in module.modules() if cast_at_every_use(m)
-             for name, p in m._parameters.items() if p is not None and p.dtype == torch.float32]
-    if not slots:
-        yield
-        return
-    casts = _CastOnce.apply(dtype, *(p for _, _, p in slots))
-    try:
-        for (m, name, _), cast in zip(slots, casts):
-            m._parameters[name] = cast  # the dict itself: nn.Module's setattr refuses a tensor for a parameter
-        yield
-    finally:
-        for m, name, p in slots:
-            m._parameters[name] = p
 
 
 # --- Building blocks ---
@@ -123,6 +66,10 @@ class LayerNorm(nn.LayerNorm):
     def __init__(self, dim: int, keep_autocast_type: bool = False):
         super().__init__(dim)
         self.keep_autocast_type = keep_autocast_type
+
+    @property
+    def casts_weights_at_every_use(self) -> bool:  # for precision.weights_cast; kernels.py's reads them in float32
+        return self.keep_autocast_type and kernels.LAYER_NORM == "torch"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         device = x.device.type
@@ -308,8 +255,7 @@ class SwinStage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) -> (B, H, W, C), or (B, ceil(H/2), ceil(W/2), 2C) with merging."""
         device = x.device.type
-        # eager under autocast: compiled graphs fuse the casts themselves, and exports run without autocast
-        if CAST_ONCE and not torch.compiler.is_compiling() and torch.is_autocast_enabled(device):
+        if casts_weights_once(device):
             with weights_cast(self, torch.get_autocast_dtype(device)):
                 return self.run_blocks(x)
         return self.run_blocks(x)

@@ -31,7 +31,8 @@ from config import COUNT, POSITIVE_INT
 from data import ImageDataset, Normalize, build_loader, build_transform, load_rgb
 from export import INPUT_TYPES, TOLERANCES, ExportedClassifier, choose_exporter
 from images import image_problem, list_images
-from utils import UserError, amp_dtype, autocast, run_cli, select_device, tune_for
+from precision import amp_dtype, autocast
+from utils import UserError, run_cli, select_device, tune_for
 from weights import load_classifier
 from workers import default_workers
 

@@ -37,8 +37,8 @@ from download import fetch_flower_photos, fetch_official_weights, official_weigh
 from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_train_loader, eval_loader
 from model import resolve_variant
-from utils import (CheckpointWriter, UserError, amp_dtype, init_distributed, run_cli, seed_everything, StopSignal,
-                   tune_for)
+from precision import amp_dtype
+from utils import CheckpointWriter, UserError, init_distributed, run_cli, seed_everything, StopSignal, tune_for
 from weights import describe_for_checkpoint, model_for_run, resume_config, resumed_file
 from workers import dead_loader_worker, default_workers
 

@@ -1,5 +1,5 @@
-"""Shared helpers for the scripts: errors meant for people, checkpoint files, devices, mixed
-precision, seeds, distributed runs and stop signals (configs and flags: config.py).
+"""Shared helpers for the scripts: errors meant for people, checkpoint files, devices, seeds,
+distributed runs and stop signals (configs and flags: config.py; mixed precision: precision.py).
 
 torch is imported inside the functions that use it, so that split_data.py, which needs none of
 them, starts in a fraction of a second.
@@ -12,7 +12,6 @@ import re
 import signal
 import sys
 import zipfile
-from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -343,21 +342,6 @@ def tune_for(device, tf32: bool = False) -> None:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     elif device.type == "cpu":
         reuse_freed_cpu_memory()
-
-
-def amp_dtype(mode: str, device: torch.device):
-    """None (full precision), torch.bfloat16 or torch.float16 for --amp auto|bf16|fp16|off."""
-    import torch
-    if mode == "off" or (mode == "auto" and device.type != "cuda"):
-        return None
-    if mode == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
-
-
-def autocast(device: torch.device, dtype):
-    import torch
-    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def init_distributed(device_name: str) -> tuple:

@@ -49,7 +49,9 @@ import loaders  # noqa: E402
 import model as swin  # noqa: E402
 import train  # noqa: E402
 from data import load_splits  # noqa: E402
-from utils import amp_dtype, select_device, tune_for  # noqa: E402
+import precision  # noqa: E402
+from precision import amp_dtype  # noqa: E402
+from utils import select_device, tune_for  # noqa: E402
 from weights import load_weights  # noqa: E402
 from workers import default_workers  # noqa: E402
 
@@ -74,8 +76,9 @@ def parse_args():
                    help="ours' LayerNorm in training (kernels.py); several: a bare row each, with each --attention "
                         f"(default: {kernels.LAYER_NORM})")
     p.add_argument("--cast-once", nargs="+", choices=["on", "off"],
-                   help="ours' stages cast their weights under autocast in one kernel (model.CAST_ONCE), or leave each "
-                        "to autocast; both: a bare row each, with each --attention and --layer-norm (default: on)")
+                   help="ours' stages cast their weights under autocast in one kernel (precision.CAST_ONCE), or "
+                        "leave each to autocast; both: a bare row each, with each --attention and --layer-norm "
+                        "(default: on)")
     p.add_argument("--ema", action="store_true", help="keep an EMA of the weights, as train.py --ema")
     p.add_argument("--data-path", type=Path, nargs="*", help="folders of class folders of JPEGs for e2e (default: "
                    "made from the bundled photos at 320x240 and 500x375)")
@@ -213,7 +216,7 @@ def bare_variants(args) -> dict:
     unless several are named: then "bare plain", "bare sdpa", "bare plain, triton LN"..., every combination."""
     attentions = args.attention or [None]
     norms = args.layer_norm or [kernels.LAYER_NORM]
-    casts = args.cast_once or ["on" if swin.CAST_ONCE else "off"]
+    casts = args.cast_once or ["on" if precision.CAST_ONCE else "off"]
     if len(attentions) == len(norms) == len(casts) == 1:
         return {"bare": (attentions[0], norms[0], casts[0] == "on")}
     return {"bare " + ", ".join([a] * (len(attentions) > 1) + [f"{n} LN"] * (len(norms) > 1)
@@ -224,7 +227,7 @@ def bare_variants(args) -> dict:
 def use(variant) -> None:
     """Ours with this (attention kind, LayerNorm kind, cast once) from now on; None (timm's) leaves them as they are."""
     if variant is not None:
-        attention.ATTENTION, kernels.LAYER_NORM, swin.CAST_ONCE = variant
+        attention.ATTENTION, kernels.LAYER_NORM, precision.CAST_ONCE = variant
 
 
 def step_states(args, cfg, device, amp) -> tuple:
@@ -271,7 +274,7 @@ def compare_speed(args, device, amp):
           f"{'compiled' if args.compile else 'eager'}{' with CUDA graphs' if args.cuda_graphs else ''}, "
           f"attention {' / '.join(args.attention or ['chosen per case'])}, "
           f"LayerNorm {' / '.join(args.layer_norm or [kernels.LAYER_NORM])}, "
-          f"weights cast once {' / '.join(args.cast_once or ['on' if swin.CAST_ONCE else 'off'])}, "
+          f"weights cast once {' / '.join(args.cast_once or ['on' if precision.CAST_ONCE else 'off'])}, "
           f"{' / '.join(map(str, args.workers or [cfg.workers]))} loader workers{', EMA' if args.ema else ''}",
           flush=True)
 

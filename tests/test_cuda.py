@@ -87,7 +87,7 @@ def test_bf16_and_fp16_steps_are_finite_and_track_fp32(version):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("version", [1, 2])
 def test_stages_cast_their_weights_once_on_the_gpu(version, dtype, monkeypatch):
-    """model.CAST_ONCE under CUDA's autocast: one cast kernel a stage each way, autocast's results to the bit."""
+    """precision.CAST_ONCE under CUDA's autocast: one cast kernel a stage each way, autocast's results to the bit."""
     check_weights_cast_once(version, False, "cuda", dtype, monkeypatch)
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 import attention
 import model
+import precision
 import windows
 from conftest import ROOT
 from model import SwinBlock, create_model
@@ -314,7 +315,7 @@ def test_activation_checkpointing_same_outputs_and_gradients(version):
 @pytest.mark.parametrize("version, checkpointing", [(1, False), (1, True), (2, False)])
 def test_stages_cast_their_weights_once_with_autocasts_results_to_the_bit(version, checkpointing, monkeypatch):
     """Under autocast each stage casts the parameters that autocast casts at every use in one kernel, and their
-    gradients in one (model.CAST_ONCE): two launches a stage each way where there were two a parameter, and the
+    gradients in one (precision.CAST_ONCE): two launches a stage each way where there were two a parameter, and the
     outputs and gradients are autocast's own, to the bit; the parameters are themselves again afterwards.
     On the CPU under CUDA's rule for layer_norm; tests/test_cuda.py runs it under CUDA's autocast."""
     check_weights_cast_once(version, checkpointing, "cpu", torch.bfloat16, monkeypatch)
@@ -328,7 +329,7 @@ def check_weights_cast_once(version: int, checkpointing: bool, device: str, dtyp
         for p in net.parameters():
             p.add_(torch.randn_like(p) * 0.02)
     before = dict(net.named_parameters())
-    cast = sum(p.numel() > 0 for stage in net.layers for m in stage.modules() if model.cast_at_every_use(m)
+    cast = sum(p.numel() > 0 for stage in net.layers for m in stage.modules() if precision.cast_at_every_use(m)
                for p in m.parameters())
     x = torch.randn(2, 3, 64, 96, device=device)
     with torch.no_grad():
@@ -336,7 +337,7 @@ def check_weights_cast_once(version: int, checkpointing: bool, device: str, dtyp
     autocast_rule = cuda_layer_norm_rule() if device == "cpu" else contextlib.nullcontext()
 
     def run(cast_once):
-        monkeypatch.setattr(model, "CAST_ONCE", cast_once)
+        monkeypatch.setattr(precision, "CAST_ONCE", cast_once)
         torch.manual_seed(1)  # the same drop-path draws in both runs
         calls = traffic().OperatorTraffic()
         with calls, autocast_rule, torch.autocast(device, dtype):

@@ -1,0 +1,86 @@
+"""Mixed precision: the autocast type a run uses, its context, and weights cast once a stage under it.
+
+    from precision import amp_dtype, autocast
+    amp = amp_dtype("auto", device)          # bf16 on a GPU that has it, else fp16; None on a CPU
+    with autocast(device, amp):
+        loss = criterion(model(images), targets)
+"""
+import contextlib
+
+import torch
+import torch.nn as nn
+
+
+def amp_dtype(mode: str, device: torch.device):
+    """None (full precision), torch.bfloat16 or torch.float16 for --amp auto|bf16|fp16|off."""
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+
+def autocast(device: torch.device, dtype):
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+# --- Weights cast once a stage under autocast ---
+
+# Under autocast each linear casts its weight and bias to bf16 (fp16) as it runs, as do the LayerNorms that keep
+# autocast's type, and the backward pass casts their gradients back: two kernel launches a parameter a step, 306 of
+# a swin_tiny training step's 1131 operator calls, each a few microseconds of the CPU's time that a fast GPU,
+# waiting on its launches, spends idle (README: Training on a GPU). A stage instead casts those parameters in one
+# kernel as it starts, and their gradients in one; the values are those autocast makes, so the results are the same
+# to the bit (tests/test_model.py). Per stage, not per model: under DDP a stage's gradients are ready, and sent,
+# while the backward pass goes on to the stage before.
+CAST_ONCE = True
+
+
+class _CastOnce(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, dtype, *params):
+        return tuple(_copies(params, dtype))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return (None, *_copies(grads, torch.float32))
+
+
+def _copies(tensors, dtype) -> list:
+    """Copies of `tensors` in `dtype`: views of one new buffer, written by one multi-tensor kernel. The views
+    are made in C++ (what DDP's buckets use): a Python call each would cost more than the casts saved."""
+    buffer = torch.empty(sum(t.numel() for t in tensors), dtype=dtype, device=tensors[0].device)
+    copies = torch._utils._unflatten_dense_tensors(buffer, tensors)
+    torch._foreach_copy_(copies, list(tensors))
+    return copies
+
+
+def cast_at_every_use(m: nn.Module) -> bool:
+    """Whether autocast casts the module's parameters to its type each time it runs: a linear's, and those of a
+    module that says so (model.LayerNorm, where it keeps autocast's type)."""
+    return isinstance(m, nn.Linear) or (isinstance(m, nn.LayerNorm) and getattr(m, "casts_weights_at_every_use", False))
+
+
+def casts_weights_once(device_type: str) -> bool:
+    """Whether a stage casts its weights once here: eager under autocast. Compiled graphs fuse the casts
+    themselves, and exports run without autocast."""
+    return CAST_ONCE and not torch.compiler.is_compiling() and torch.is_autocast_enabled(device_type)
+
+
+@contextlib.contextmanager
+def weights_cast(module: nn.Module, dtype: torch.dtype):
+    """Within it, the module's parameters that autocast casts at every use are held cast to `dtype`, by one
+    kernel (autocast then leaves them as they are); gradients reach the parameters through the cast."""
+    slots = [(m, name, p) for m in module.modules() if cast_at_every_use(m)
+             for name, p in m._parameters.items() if p is not None and p.dtype == torch.float32]
+    if not slots:
+        yield
+        return
+    casts = _CastOnce.apply(dtype, *(p for _, _, p in slots))
+    try:
+        for (m, name, _), cast in zip(slots, casts):
+            m._parameters[name] = cast  # the dict itself: nn.Module's setattr refuses a tensor for a parameter
+        yield
+    finally:
+        for m, name, p in slots:
+            m._parameters[name] = p
