@@ -491,14 +491,15 @@ def build_loader(dataset, batch_size: int, train: bool, num_workers: int, sample
                  batch_sampler=None, held_batches: int = 0) -> DataLoader:
     """Batches of (images, labels, paths, failed_paths); shuffled in training unless a sampler is given,
     or made by a `batch_sampler` (loaders.EpochBatches), which then replaces the batch size,
-    sampler and drop_last. Each worker keeps its last `held_batches` batches (workers.HELD_BATCHES).
+    sampler and drop_last. Each worker keeps its last `held_batches` batches (workers.HELD_BATCHES), and runs
+    at a lower priority than the training process (workers.NICE).
 
     `generator` seeds the worker processes; without one, starting the workers draws from (and so
     shifts) the global random stream that dropout and mixup use.
     """
     common = dict(num_workers=num_workers, collate_fn=collate_skipping_failures, pin_memory=torch.cuda.is_available(),
                   persistent_workers=num_workers > 0, generator=generator,
-                  worker_init_fn=partial(workers.start_loader_worker, held_batches=held_batches))
+                  worker_init_fn=partial(workers.start_loader_worker, held_batches=held_batches, nice=workers.NICE))
     if batch_sampler is not None:
         return DataLoader(dataset, batch_sampler=batch_sampler, **common)
     if drop_last is None:

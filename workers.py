@@ -58,8 +58,17 @@ def default_workers(device: torch.device, processes: int = 1) -> int:
     return max(1, cores // per_machine - 1)
 
 
-def start_loader_worker(worker_id: int, held_batches: int = 0) -> None:
-    """A loader worker keeps its last `held_batches` batches (HELD_BATCHES, above). It ignores Ctrl-C and
+# The process that launches a GPU's work needs a core the moment it has something to launch; the workers, whose
+# batches wait in the loader's queue anyway, do not. With a worker per core but one (default_workers) and the
+# pinning thread beside the training process, the cores are one short, and the kernel's scheduler would give the
+# training process its share only: the GPU waits while a worker decodes. So workers run at a lower priority
+# (a nice value of NICE): the training process goes first, and they take every cycle it leaves.
+NICE = 10
+
+
+def start_loader_worker(worker_id: int, held_batches: int = 0, nice: int = 0) -> None:
+    """A loader worker lowers its priority by `nice` (NICE, above), and keeps its last `held_batches` batches
+    (HELD_BATCHES, above). It ignores Ctrl-C and
     SIGTERM. A terminal, `timeout`, SLURM and `docker stop` signal the whole process group, and the
     training process alone decides what follows: it finishes its step, saves, then ends its workers
     (utils.StopSignal). PyTorch's own SIGTERM handler in a worker
@@ -70,6 +79,8 @@ def start_loader_worker(worker_id: int, held_batches: int = 0) -> None:
     traceback of that connection in the moment before the worker is ended (dead_loader_worker)."""
     global _held
     _held = collections.deque(maxlen=held_batches) if held_batches else None
+    if nice:
+        os.nice(nice)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     sys.excepthook = quiet_on_broken_connections(sys.excepthook)

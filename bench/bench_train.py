@@ -8,6 +8,7 @@ and the largest batch that fits.
     python bench/bench_train.py --device cuda --cuda-graphs   # both models' passes replayed as CUDA graphs
     python bench/bench_train.py --device cuda --cast-once on off   # ours' weights cast once a stage, or by autocast
     python bench/bench_train.py --device cuda --data-path flower_photos imagenet/train
+    python bench/bench_train.py --device cuda --compile --workers 15 11 --worker-nice 10 0   # e2e rows each
     python bench/bench_train.py --device cuda --memory --model swin_base_patch4_window7_224
     python bench/bench_train.py --device cuda --profile     # the operators that take the time, bare and timm
 
@@ -53,6 +54,7 @@ import precision  # noqa: E402
 from precision import amp_dtype  # noqa: E402
 from utils import select_device, tune_for  # noqa: E402
 from weights import load_weights  # noqa: E402
+import workers  # noqa: E402
 from workers import default_workers  # noqa: E402
 
 SAMPLE = ROOT / "samples" / "flowers"
@@ -84,6 +86,9 @@ def parse_args():
                    "made from the bundled photos at 320x240 and 500x375)")
     p.add_argument("--workers", type=int, nargs="+",
                    help="loader workers; several: an e2e row per count, at the first photo size (default: train.py's)")
+    p.add_argument("--worker-nice", type=int, nargs="+",
+                   help="the workers' nice value (workers.NICE); several: an e2e row per value, at the first photo "
+                        f"size (default: {workers.NICE})")
     p.add_argument("--decode", nargs="+", choices=["workers", "device"],
                    help="e2e with train.py's --decode: JPEGs decoded by the loader's workers, or batched on the device "
                         "(default: both on a GPU, workers on a CPU)")
@@ -262,20 +267,28 @@ def compare_speed(args, device, amp):
         folders = args.data_path or photo_folders(Path(scratch.name), PHOTO_SIZES)
         for i, folder in enumerate(folders):
             samples = e2e_samples(folder, args.e2e_batches * args.batch_size)
-            rows = [(decode, cfg.workers) for decode in args.decode]  # the first --workers count
-            if i == 0 and args.workers:  # the others: does a busy CPU slow the process that launches the GPU's work?
-                rows += [("workers", n) for n in args.workers[1:]]
-            for decode, workers in rows:
+            nice = args.worker_nice[0] if args.worker_nice else workers.NICE
+            rows = [(decode, cfg.workers, nice) for decode in args.decode]  # the first --workers count and nice value
+            if i == 0:  # the others: does a busy CPU slow the process that launches the GPU's work?
+                rows += [("workers", n, nice) for n in (args.workers or [])[1:]]
+                rows += [("workers", cfg.workers, n) for n in (args.worker_nice or [])[1:]]
+            for decode, count, nice in rows:
                 name = f"e2e {describe(folder)}" + (", decoded on the device" if decode == "device" else "") \
-                    + (f", {workers} worker{'s' * (workers != 1)}" if args.workers and len(args.workers) > 1 else "")
-                settings = argparse.Namespace(**{**vars(cfg), "decode": decode, "workers": workers})
-                e2e_loaders[name] = loaders.build_train_loader(settings, samples, img_size)
+                    + (f", {count} worker{'s' * (count != 1)}" if args.workers and len(args.workers) > 1 else "") \
+                    + (f", nice {nice}" if args.worker_nice and len(args.worker_nice) > 1 else "")
+                settings = argparse.Namespace(**{**vars(cfg), "decode": decode, "workers": count})
+                saved, workers.NICE = workers.NICE, nice  # read as the loader is made
+                try:
+                    e2e_loaders[name] = loaders.build_train_loader(settings, samples, img_size)
+                finally:
+                    workers.NICE = saved
     print(f"# {args.model} at {img_size} px, batch {args.batch_size}, amp {amp or 'off'}, "
           f"{'compiled' if args.compile else 'eager'}{' with CUDA graphs' if args.cuda_graphs else ''}, "
           f"attention {' / '.join(args.attention or ['chosen per case'])}, "
           f"LayerNorm {' / '.join(args.layer_norm or [kernels.LAYER_NORM])}, "
           f"weights cast once {' / '.join(args.cast_once or ['on' if precision.CAST_ONCE else 'off'])}, "
-          f"{' / '.join(map(str, args.workers or [cfg.workers]))} loader workers{', EMA' if args.ema else ''}",
+          f"{' / '.join(map(str, args.workers or [cfg.workers]))} loader workers at nice "
+          f"{' / '.join(map(str, args.worker_nice or [workers.NICE]))}{', EMA' if args.ema else ''}",
           flush=True)
 
     warm_up = {}  # seconds: compiling, when compiled; the allocator's and cuDNN/cuBLAS's first choices

@@ -42,18 +42,19 @@ def run_bench(*args, env=None) -> str:
 def test_bench_train_compares_the_step_with_timm_and_the_loop_with_its_loader(bench):
     out = bench("bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "8", "--rounds",
                     "1", "--steps", "1", "--e2e-batches", "2", "--workers", "1", "2", "--decode", "workers", "device",
-                    "--attention", "plain", "sdpa", "flex")
+                    "--attention", "plain", "sdpa", "flex", "--worker-nice", "10", "0")
     assert "swin_micro_patch4_window4_128 at 64 px, batch 8, amp off, eager, attention plain / sdpa / flex" in out
     assert "warm-up: timm " in out and ", bare plain " in out and ", bare sdpa " in out and ", loaders " in out
     # a way that fails (FlexAttention has no backward on a CPU) is left out, said so, and the others still run
     assert "bare flex: left out, it failed: NotImplementedError" in out and "bare flex /" not in out
-    for line in ("bare plain / timm", "bare sdpa / timm", "e2e 320x240, 1 worker / bare plain",
-                 "e2e 500x375, 1 worker / bare plain", "waiting for data",
-                 "e2e 320x240, decoded on the device, 1 worker / bare plain",
-                 "e2e 500x375, decoded on the device, 1 worker / bare plain",
-                 "e2e 320x240, 2 workers / bare plain"):  # a further --workers count: a row at the first size
+    for line in ("bare plain / timm", "bare sdpa / timm", "e2e 320x240, 1 worker, nice 10 / bare plain",
+                 "e2e 500x375, 1 worker, nice 10 / bare plain", "waiting for data",
+                 "e2e 320x240, decoded on the device, 1 worker, nice 10 / bare plain",
+                 "e2e 500x375, decoded on the device, 1 worker, nice 10 / bare plain",
+                 "e2e 320x240, 2 workers, nice 10 / bare plain",  # a further --workers count: a row at the first size
+                 "e2e 320x240, 1 worker, nice 0 / bare plain"):  # and a further --worker-nice value
         assert line in out, line
-    assert "500x375, 2 workers" not in out
+    assert "500x375, 2 workers" not in out and "500x375, 1 worker, nice 0" not in out
     out = bench("bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "4", "--steps", "1",
                 "--profile", "5")
     assert "== timm: 1 steps, the 5 operators" in out and "== bare" in out and "aten::mm" in out

@@ -39,7 +39,26 @@ def test_a_training_loaders_worker_keeps_its_last_batches_where_shared_memory_ha
         assert workers.batches_to_hold(15, batch) == want, (free, processes)
     loader = build_loader(ImageDataset([("a.jpg", 0)], None), 1, train=True, num_workers=1, held_batches=3)
     assert loader.worker_init_fn.func is workers.start_loader_worker and loader.worker_init_fn.keywords == \
-        {"held_batches": 3}
+        {"held_batches": 3, "nice": workers.NICE}
+
+
+class Priorities(torch.utils.data.Dataset):
+    """Items that tell the priority (nice value) of the process that made them."""
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        return torch.tensor(os.getpriority(os.PRIO_PROCESS, 0)), 0, f"{index}.jpg"
+
+
+def test_loader_workers_run_below_the_training_process():
+    """The training process, which launches the GPU's work, goes first when the cores are short; the workers
+    take what it leaves (workers.NICE)."""
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    images, *_ = next(iter(build_loader(Priorities(), 2, train=False, num_workers=1)))
+    assert workers.NICE > 0 and images.tolist() == [min(19, mine + workers.NICE)] * 2
+    assert os.getpriority(os.PRIO_PROCESS, 0) == mine
 
 
 def test_a_dead_loader_worker_is_found_from_what_its_death_broke_first(monkeypatch):
