@@ -23,10 +23,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import print_header  # noqa: E402  (bench/ is on the path)
+from common import gpu_or_small, print_header  # noqa: E402  (bench/ is on the path)
 import attention  # noqa: E402
 import model as swin  # noqa: E402
-from utils import select_device  # noqa: E402
 
 
 def parse_args():
@@ -42,10 +41,7 @@ def parse_args():
                    help="default: all four on a GPU; plain and sdpa on a CPU (FlexAttention has no CPU backward, "
                         "kernels.py's runs on CUDA)")
     args = p.parse_args()
-    args.device = select_device(args.device)
-    gpu = args.device.type == "cuda"
-    args.model = args.model or ("swin_tiny_patch4_window7_224" if gpu else "swin_micro_patch4_window4_128")
-    args.batch_size = args.batch_size or (128 if gpu else 8)
+    gpu = gpu_or_small(args, cpu_batch_size=8)
     args.kinds = args.kinds or (list(attention.ATTENTION_KINDS) if gpu else ["plain", "sdpa"])
     return args
 

@@ -41,7 +41,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from common import print_header  # noqa: E402  (bench/ is on the path)
+from common import gpu_or_small, print_header  # noqa: E402  (bench/ is on the path)
 import compiling  # noqa: E402
 import engine  # noqa: E402
 import attention  # noqa: E402
@@ -52,7 +52,7 @@ import train  # noqa: E402
 from data import load_splits  # noqa: E402
 import precision  # noqa: E402
 from precision import amp_dtype  # noqa: E402
-from utils import select_device, tune_for  # noqa: E402
+from utils import tune_for  # noqa: E402
 from weights import load_weights  # noqa: E402
 import workers  # noqa: E402
 from workers import default_workers  # noqa: E402
@@ -103,10 +103,7 @@ def parse_args():
                    help="instead: the N operators (default 20) that take the most time in --steps steps of bare and "
                         "of timm (torch.profiler)")
     args = p.parse_args()
-    args.device = select_device(args.device)
-    gpu = args.device.type == "cuda"
-    args.model = args.model or ("swin_tiny_patch4_window7_224" if gpu else "swin_micro_patch4_window4_128")
-    args.batch_size = args.batch_size or (128 if gpu else 16)
+    gpu = gpu_or_small(args, cpu_batch_size=16)
     args.decode = args.decode or (["workers", "device"] if gpu else ["workers"])
     for flag, kinds in (("--layer-norm", args.layer_norm), ("--attention", args.attention)):
         if "triton" in (kinds or []) and not (gpu or kernels.INTERPRET):

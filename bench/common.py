@@ -26,6 +26,18 @@ def machine(device=None) -> str:
             f"{features.version('libjpeg_turbo') or 'no'})")
 
 
+def gpu_or_small(args, cpu_batch_size: int) -> bool:
+    """--device resolved and, where not given, --model and --batch-size: swin_tiny at batch 128 on a GPU, the
+    micro variant at `cpu_batch_size` on a CPU (there the figures only check that the benchmark runs). Whether
+    it is a GPU."""
+    from utils import select_device
+    args.device = select_device(args.device)
+    gpu = args.device.type == "cuda"
+    args.model = args.model or ("swin_tiny_patch4_window7_224" if gpu else "swin_micro_patch4_window4_128")
+    args.batch_size = args.batch_size or (128 if gpu else cpu_batch_size)
+    return gpu
+
+
 def print_header(device=None) -> None:
     print(f"$ python {' '.join(sys.argv)}")
     print(f"# {machine(device)}", flush=True)
