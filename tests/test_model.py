@@ -371,6 +371,31 @@ def check_weights_cast_once(version: int, checkpointing: bool, device: str, dtyp
     assert all(p is before[name] and isinstance(p, torch.nn.Parameter) for name, p in net.named_parameters())
 
 
+def test_a_linear_put_in_after_the_first_cast_is_left_to_autocast(monkeypatch):
+    """A stage lists its linears and LayerNorms at its first cast (precision.weights_cast); one put in later (a
+    fine-tuning adapter, say) is cast by autocast as it runs: the same outputs and gradients, and the module it
+    replaced keeps its parameters."""
+    torch.manual_seed(0)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=4).train()
+    x = torch.randn(2, 3, 64, 64)
+
+    def run(cast_once):
+        monkeypatch.setattr(precision, "CAST_ONCE", cast_once)
+        with cuda_layer_norm_rule(), torch.autocast("cpu", torch.bfloat16):
+            out = net(x)
+        out.float().sum().backward()
+        grads = {n: p.grad for n, p in net.named_parameters()}
+        net.zero_grad(set_to_none=True)
+        return out, grads
+    run(True)
+    mlp = net.layers[1].blocks[0].mlp
+    replaced, mlp.fc1 = mlp.fc1, torch.nn.Linear(mlp.fc1.in_features, mlp.fc1.out_features)
+    (out, grads), (want, want_grads) = run(True), run(False)
+    assert torch.equal(out, want) and grads.keys() == want_grads.keys()
+    assert all(torch.equal(grads[name], want_grads[name]) for name in grads)
+    assert all(isinstance(p, torch.nn.Parameter) and p.dtype == torch.float32 for p in replaced.parameters())
+
+
 def test_eager_training_keeps_its_rows_of_the_window_gathers():
     """A pass with a gradient makes each window gather's rows once per batch size (an arange and two adds each, 39
     launches of a swin_tiny step); a pass without one, as exports trace it, makes them each time and keeps none."""
