@@ -15,6 +15,7 @@ import config
 import predict
 import split_data
 import train
+import utils
 
 ROOT = Path(__file__).resolve().parents[1]
 PARSE = {
@@ -29,8 +30,11 @@ def parse_benchmark(script: str, args: list, monkeypatch) -> None:
     """A benchmark's parse_args() on `args`, its device left unresolved (a GPU command parses on a CPU)."""
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     module = importlib.import_module(Path(script).stem)
-    monkeypatch.setattr(module, "select_device", lambda name, *rest: torch.device("cpu" if name == "auto" else name),
-                        raising=False)
+
+    def unresolved(name, *rest):
+        return torch.device("cpu" if name == "auto" else name)
+    monkeypatch.setattr(module, "select_device", unresolved, raising=False)
+    monkeypatch.setattr(utils, "select_device", unresolved)  # common.gpu_or_small's, imported as it runs
     monkeypatch.setattr(sys, "argv", [script, *args])
     module.parse_args()
 
