@@ -79,7 +79,7 @@ def start_loader_worker(worker_id: int, held_batches: int = 0, nice: int = 0) ->
     traceback of that connection in the moment before the worker is ended (dead_loader_worker)."""
     global _held
     _held = collections.deque(maxlen=held_batches) if held_batches else None
-    if nice:
+    if nice and hasattr(os, "nice"):  # not on Windows
         os.nice(nice)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
