@@ -1,4 +1,5 @@
-"""Loader worker processes: what each keeps, how it stops, and how the training process tells that one died.
+"""Loader worker processes: how many, their priority, what each keeps, how they stop, and how the training
+process tells that one died.
 
     from workers import default_workers, dead_loader_worker
     cfg.workers = default_workers(device)         # the cores per GPU process, less one
