@@ -251,6 +251,30 @@ def step_states(args, cfg, device, amp) -> tuple:
     return states, variants, batch, img_size
 
 
+def e2e_loaders_of(args, cfg, img_size: int, folders: list) -> dict:
+    """name -> (loader, its EpochBatches), train.py's, for each e2e row: each folder with each --decode, at the first
+    --workers count and --worker-nice value; the first folder also with each further count and value."""
+    made = {}
+    nice = args.worker_nice[0] if args.worker_nice else workers.NICE
+    for i, folder in enumerate(folders):
+        samples = e2e_samples(folder, args.e2e_batches * args.batch_size)
+        rows = [(decode, cfg.workers, nice) for decode in args.decode]
+        if i == 0:  # does a busy CPU slow the process that launches the GPU's work?
+            rows += [("workers", n, nice) for n in (args.workers or [])[1:]]
+            rows += [("workers", cfg.workers, n) for n in (args.worker_nice or [])[1:]]
+        for decode, count, row_nice in rows:
+            name = f"e2e {describe(folder)}" + (", decoded on the device" if decode == "device" else "") \
+                + (f", {count} worker{'s' * (count != 1)}" if args.workers and len(args.workers) > 1 else "") \
+                + (f", nice {row_nice}" if args.worker_nice and len(args.worker_nice) > 1 else "")
+            settings = argparse.Namespace(**{**vars(cfg), "decode": decode, "workers": count})
+            saved, workers.NICE = workers.NICE, row_nice  # read as the loader is made
+            try:
+                made[name] = loaders.build_train_loader(settings, samples, img_size)
+            finally:
+                workers.NICE = saved
+    return made
+
+
 def compare_speed(args, device, amp):
     cfg = train_config(args)
     states, variants, batch, img_size = step_states(args, cfg, device, amp)
@@ -258,27 +282,9 @@ def compare_speed(args, device, amp):
     def step(name, steps):
         use(variants.get(name))
         return step_round(states[name], cfg, batch, steps)
-    e2e_loaders = {}
     scratch = tempfile.TemporaryDirectory()
-    if not args.no_e2e:
-        folders = args.data_path or photo_folders(Path(scratch.name), PHOTO_SIZES)
-        for i, folder in enumerate(folders):
-            samples = e2e_samples(folder, args.e2e_batches * args.batch_size)
-            nice = args.worker_nice[0] if args.worker_nice else workers.NICE
-            rows = [(decode, cfg.workers, nice) for decode in args.decode]  # the first --workers count and nice value
-            if i == 0:  # the others: does a busy CPU slow the process that launches the GPU's work?
-                rows += [("workers", n, nice) for n in (args.workers or [])[1:]]
-                rows += [("workers", cfg.workers, n) for n in (args.worker_nice or [])[1:]]
-            for decode, count, nice in rows:
-                name = f"e2e {describe(folder)}" + (", decoded on the device" if decode == "device" else "") \
-                    + (f", {count} worker{'s' * (count != 1)}" if args.workers and len(args.workers) > 1 else "") \
-                    + (f", nice {nice}" if args.worker_nice and len(args.worker_nice) > 1 else "")
-                settings = argparse.Namespace(**{**vars(cfg), "decode": decode, "workers": count})
-                saved, workers.NICE = workers.NICE, nice  # read as the loader is made
-                try:
-                    e2e_loaders[name] = loaders.build_train_loader(settings, samples, img_size)
-                finally:
-                    workers.NICE = saved
+    e2e_loaders = {} if args.no_e2e else \
+        e2e_loaders_of(args, cfg, img_size, args.data_path or photo_folders(Path(scratch.name), PHOTO_SIZES))
     print(f"# {args.model} at {img_size} px, batch {args.batch_size}, amp {amp or 'off'}, "
           f"{'compiled' if args.compile else 'eager'}{' with CUDA graphs' if args.cuda_graphs else ''}, "
           f"attention {' / '.join(args.attention or ['chosen per case'])}, "
