@@ -408,6 +408,13 @@ class SwinTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x).mean(dim=(1, 2)))
 
+    def forward_with_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B, classes), class activation maps (B, H/32, W/32, classes)): the head applied at each
+        location of the final feature map (CAM, Zhou et al., CVPR 2016). The head is linear and follows a mean
+        over locations, so each logit is its map's mean: the maps say where in the image a class was seen."""
+        maps = self.head(self.forward_features(x))
+        return maps.mean(dim=(1, 2)), maps
+
 
 # --- Variants: the official names; sizes from the papers (V1 Sec. 3.3, V2 Sec. 4.1) ---
 

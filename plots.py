@@ -1,5 +1,5 @@
-"""Pictures a person looks at: confusion matrices, grids of training images, prediction cards,
-training curves, thumbnails.
+"""Pictures a person looks at: confusion matrices, grids of training images, prediction cards (with where the
+model saw its class), training curves, thumbnails.
 
 Drawn with PIL alone (no plotting library to install); TensorBoard and report.html show them.
 """
@@ -121,18 +121,32 @@ def to_chw(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB")).transpose(2, 0, 1).copy()
 
 
+def heat_overlay(pixels, heat) -> Image.Image:
+    """`pixels`, an (H, W, 3) RGB image (an array or PIL's), tinted red where `heat` (an (h, w) array over the same
+    view, any scale) is high: its positive part, scaled to its maximum, stretched smoothly over the image."""
+    pixels = np.asarray(pixels, dtype=np.float32)
+    heat = np.maximum(np.asarray(heat, dtype=np.float32), 0)
+    heat = heat / heat.max() if heat.max() > 0 else heat
+    alpha = np.asarray(Image.fromarray(heat).resize(pixels.shape[1::-1], Image.BILINEAR))[..., None] * 0.6
+    return Image.fromarray((pixels * (1 - alpha) + np.array([220, 30, 30]) * alpha).round().astype(np.uint8))
+
+
 def prediction_card(image: Image.Image, labels: list[str], probs: list[float], title: str = "",
-                    photo_size: int = 320) -> Image.Image:
-    """A photo with its top-k classes beside it as a bar chart, the highest first and in blue.
+                    photo_size: int = 320, seen: Image.Image | None = None) -> Image.Image:
+    """A photo with its top-k classes beside it as a bar chart, the highest first and in blue; between them,
+    `seen` (the model's input with where it saw its top class, heat_overlay) when given.
 
     Bars are on an absolute 0-100% scale, so a hesitant prediction looks hesitant.
     """
     small, title_font = font(13), font(15)
     photo = image.convert("RGB")
     photo.thumbnail((photo_size, photo_size))
+    if seen is not None:
+        seen = seen.resize((photo.height, photo.height), Image.BILINEAR)  # the model's square crop at the same height
+    extra = seen.width + 10 if seen is not None else 0
     label_width = int(max(small.getlength(label) for label in labels)) + 12
     row, bar_max, top = 26, 200, 34
-    width = 10 + photo.width + 20 + label_width + bar_max + 60
+    width = 10 + photo.width + extra + 20 + label_width + bar_max + 60
     height = max(photo.height, row * len(labels)) + top + 10
     while title_font.getlength(title) > width - 20:  # a long path: keep its end, the file name
         title = "..." + title[4:]
@@ -140,7 +154,9 @@ def prediction_card(image: Image.Image, labels: list[str], probs: list[float], t
     draw = ImageDraw.Draw(card)
     draw.text((10, 8), title, fill="black", font=title_font)
     card.paste(photo, (10, top))
-    x0 = 10 + photo.width + 20 + label_width
+    if seen is not None:
+        card.paste(seen, (10 + photo.width + 10, top))
+    x0 = 10 + photo.width + extra + 20 + label_width
     for j, (label, prob) in enumerate(zip(labels, probs)):
         y = top + j * row
         draw.text((x0 - 8, y + row / 2), label, fill="black", font=small, anchor="rm")

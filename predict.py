@@ -5,6 +5,7 @@
     python predict.py photos/ --json > preds.jsonl      # one JSON object per image, nothing else on stdout
     python predict.py photos/ --output preds.csv        # or preds.json
     python predict.py photos/ --save-vis vis/           # each photo beside a bar chart of its top-k
+    python predict.py photos/ --save-vis vis/ --cam     # and where it saw its top class (class activation map)
     python predict.py tulip.jpg --weights runs/<name> --tta --device cuda
     python predict.py tulip.jpg --weights weights/model-9.pth --model swin_tiny_patch4_window7_224 \\
         --num-classes 5 --class-indices class_indices.json        # the tutorial's files
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--output", type=Path, metavar="FILE", help="write the results to FILE.json or FILE.csv "
                    "instead of the table")
     g.add_argument("--save-vis", type=Path, metavar="DIR", help="write each photo with its top-k chart as a PNG")
+    g.add_argument("--cam", action="store_true", help="with --save-vis: each card also shows the crop the model saw, "
+                   "tinted where it saw its top class (its class activation map; a checkpoint's, not a program's)")
     g.add_argument("--export", type=Path, metavar="FILE", help="write the model with its preprocessing, in the "
                    "format of the suffix: .onnx (ONNX), .pt2 (torch.export), .pt (TorchScript); images of any "
                    "size in, logits out (see export.py; default: none)")
@@ -89,6 +92,8 @@ def main(argv=None) -> None:
         raise UserError("--export-int8 and --export-fp16: choose one")
     if weights != "fp32" and args.export is None:
         raise UserError(f"--export-{weights} goes with --export FILE.onnx")
+    if args.cam and args.save_vis is None:
+        raise UserError("--cam draws on the --save-vis cards: add --save-vis DIR")
     if args.output is not None and args.output.suffix.lower() not in (".json", ".csv"):
         raise UserError(f"--output {args.output}: the name must end in .json or .csv")
     for folder in (args.output.parent if args.output else None, args.save_vis):
@@ -100,8 +105,8 @@ def main(argv=None) -> None:
     tune_for(device)  # fp32 stays fp32: an export is checked against the model at 1e-4
     clf = load_classifier(args.weights, args.model, args.num_classes, args.class_indices, args.img_size)
     program = isinstance(clf.model, ExportedClassifier)
-    if program and export is not None:
-        raise UserError(f"--export needs a checkpoint to export from, not the program {clf.source}")
+    if program and (export is not None or args.cam):
+        raise UserError(f"--{'export' if export else 'cam'} needs a checkpoint, not the program {clf.source}")
     clf.model.to(device).eval()
     device = clf.model.device if program else device  # where a program runs: its runtime decides
     print(f"{clf.source}: {clf.model.variant}, {len(clf.class_names)} classes, {clf.model.img_size} px, "
@@ -114,7 +119,7 @@ def main(argv=None) -> None:
     normalize = None if program else Normalize(clf.mean, clf.std)  # a program normalises: it takes the uint8 crop
     results, failed, card_names, stopped = [], [], set(), False
     try:
-        for path, probs in classify(clf.model, paths, transform, normalize, device, args) if paths else ():
+        for path, probs, seen in classify(clf.model, paths, transform, normalize, device, args) if paths else ():
             if probs is None:
                 failed.append(path)
                 print(f"warning: {path}: {image_problem(Path(path)) or 'could not be read'}", file=sys.stderr)
@@ -129,7 +134,7 @@ def main(argv=None) -> None:
                 print(path, *(f"  {r}. {e['label']:<{width}}  {e['prob']:7.2%}"
                               for r, e in enumerate(result["topk"], 1)), sep="\n")
             if args.save_vis is not None:
-                save_card(result, args.save_vis, card_names)
+                save_card(result, args.save_vis, card_names, seen)
     except KeyboardInterrupt:  # Ctrl-C: what was classified until then is still written and counted
         stopped = True
     if args.output is not None:
@@ -145,28 +150,40 @@ def main(argv=None) -> None:
 
 
 def classify(model, paths: list[str], transform, normalize, device, args):
-    """(path, probabilities) for each image in order; (path, None) for one that cannot be read.
-    `transform` makes each image a uint8 crop; `normalize` (None for a program) the model's input of a batch."""
+    """(path, probabilities, seen) for each image in order; (path, None, None) for one that cannot be read.
+    `transform` makes each image a uint8 crop; `normalize` (None for a program) the model's input of a batch.
+    With --cam, `seen` is the crop tinted where the model saw its top class (plots.heat_overlay); else None."""
     few = len(paths) <= args.batch_size  # one batch: worker processes would cost more than they save
     workers = args.workers if args.workers is not None else 0 if device.type == "cpu" else default_workers(device)
     loader = build_loader(ImageDataset([(p, 0) for p in paths], transform), args.batch_size, train=False,
                           num_workers=0 if few else workers)
     amp = None if isinstance(model, ExportedClassifier) else amp_dtype(args.amp, device)  # a program is fp32
+
+    def run(x):  # (logits, class activation maps or None)
+        return model.forward_with_maps(x) if args.cam else (model(x), None)
     bar = tqdm(total=len(paths), desc="classifying", unit="img", file=sys.stderr, leave=False,
                disable=True if few or not args.progress else None)
     for start, (images, _, loaded, _) in zip(range(0, len(paths), args.batch_size), loader):
-        probs = {}
+        probs, seen = {}, {}
         if loaded:
             with torch.inference_mode(), autocast(device, amp):
-                images = images.to(device, non_blocking=True)
-                images = images if normalize is None else normalize(images)
-                out = model(images).float().softmax(-1)
+                x = images.to(device, non_blocking=True)
+                x = x if normalize is None else normalize(x)
+                out, maps = run(x)
+                out = out.float().softmax(-1)
                 if args.tta:  # the class does not change in a mirror; the model's errors partly do
-                    out = (out + model(images.flip(-1)).float().softmax(-1)) / 2
+                    mirrored, mirrored_maps = run(x.flip(-1))
+                    out = (out + mirrored.float().softmax(-1)) / 2
+                    maps = None if maps is None else (maps + mirrored_maps.flip(2)) / 2  # mirrored back
             probs = dict(zip(loaded, out.cpu()))
+            if maps is not None:  # each image's map of its top class: (B, H/32, W/32)
+                top = out.argmax(-1).cpu()
+                heat = maps.float().cpu()[torch.arange(len(top)), :, :, top].numpy()
+                seen = {path: plots.heat_overlay(crop.permute(1, 2, 0).numpy(), map_)
+                        for path, crop, map_ in zip(loaded, images, heat)}
         batch = paths[start:start + args.batch_size]  # the loader keeps the order and batches alike
         bar.update(len(batch))
-        yield from ((path, probs.get(path)) for path in batch)
+        yield from ((path, probs.get(path), seen.get(path)) for path in batch)
     bar.close()
 
 
@@ -182,7 +199,7 @@ def write_results(results: list, path: Path, k: int) -> None:
         rows.writerows([r["path"]] + [e[f] for e in r["topk"] for f in ("label", "index", "prob")] for r in results)
 
 
-def save_card(result: dict, folder: Path, used: set) -> None:
+def save_card(result: dict, folder: Path, used: set, seen=None) -> None:
     """DIR/<photo name>.png; a second photo of the same name gets _2, _3, ..."""
     folder.mkdir(parents=True, exist_ok=True)
     stem, n = Path(result["path"]).stem, 1
@@ -190,7 +207,7 @@ def save_card(result: dict, folder: Path, used: set) -> None:
         n += 1
     used.add(name)
     card = plots.prediction_card(load_rgb(result["path"]), [e["label"] for e in result["topk"]],
-                                 [e["prob"] for e in result["topk"]], title=result["path"])
+                                 [e["prob"] for e in result["topk"]], title=result["path"], seen=seen)
     card.save(folder / f"{name}.png")
 
 

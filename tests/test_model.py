@@ -371,6 +371,20 @@ def check_weights_cast_once(version: int, checkpointing: bool, device: str, dtyp
     assert all(p is before[name] and isinstance(p, torch.nn.Parameter) for name, p in net.named_parameters())
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_class_activation_maps_give_the_logits_as_their_means(version):
+    """forward_with_maps (predict.py --cam): the head at each place of the final feature map, (B, H/32, W/32,
+    classes), rows first; their means are forward()'s logits, so a map shares its logit among the places."""
+    torch.manual_seed(0)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=5, version=version).eval()
+    x = torch.randn(2, 3, 96, 64)  # 3 x 2 places in the last stage
+    with torch.no_grad():
+        logits, maps = net.forward_with_maps(x)
+        assert maps.shape == (2, 3, 2, 5)
+        torch.testing.assert_close(logits, net(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(maps[1, 2, 0], net.head(net.forward_features(x)[1, 2, 0]))
+
+
 def test_a_linear_put_in_after_the_first_cast_is_left_to_autocast(monkeypatch):
     """A stage lists its linears and LayerNorms at its first cast (precision.weights_cast); one put in later (a
     fine-tuning adapter, say) is cast by autocast as it runs: the same outputs and gradients, and the module it

@@ -14,12 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
+import plots
 import predict
 import train
 from data import Normalize, build_transform
 from export import load_program
 from image_factory import write_broken_files
-from images import write_class_indices
+from images import load_rgb, write_class_indices
 from model import create_model
 from runs import train_here
 from utils import UserError
@@ -213,6 +214,43 @@ def test_save_vis_writes_a_card_per_photo(trained, photos, tmp_path, capsys, mon
         assert card.format == "PNG" and card.width > photo.width + 200
         pixels = np.array(card.convert("RGB")).reshape(-1, 3)
         assert (pixels == (40, 90, 200)).all(1).sum() > 100  # the top class's bar
+
+
+def test_cam_cards_show_where_the_top_class_was_seen(trained, photos, tmp_path, capsys, monkeypatch):
+    """--save-vis --cam: between the photo and the chart, the model's square crop tinted where its top class's map is
+    high (the map's positive part, scaled to its maximum: some of the crop red, not all of it); --tta too."""
+    photo = load_rgb(photos[0])
+    photo.thumbnail((320, 320))  # as the card shows it; the crop beside it at the same height
+    w, h = photo.size
+    for flags in ((), ("--tta",)):
+        run_predict(capsys, monkeypatch, trained, photos[0], "--save-vis", tmp_path / "plain", *flags)
+        code, _, _ = run_predict(capsys, monkeypatch, trained, photos[0], "--save-vis", tmp_path / "cam", "--cam",
+                                 *flags)
+        assert code == 0
+        with Image.open(tmp_path / "plain" / f"{photos[0].stem}.png") as plain, \
+                Image.open(tmp_path / "cam" / f"{photos[0].stem}.png") as card:
+            assert card.size == (plain.width + h + 10, plain.height)
+            pixels = np.array(card.convert("RGB"), dtype=int)
+        seen, shown = pixels[34:34 + h, 20 + w:20 + w + h], pixels[34:34 + h, 10:10 + w]
+        red = (seen[..., 0] - seen[..., 1:].max(-1)) > 60
+        assert 0.02 < red.mean() < 0.9 and red.mean() > ((shown[..., 0] - shown[..., 1:].max(-1)) > 60).mean()
+
+
+def test_the_heat_lies_where_the_map_is_high():
+    """plots.heat_overlay: a map's rows are the image's rows, its columns the columns; the rest keeps its colour."""
+    gray = np.full((40, 60, 3), 128, dtype=np.uint8)  # 40 rows, 60 columns
+    heat = np.array([[0.0, 0.0, 5.0], [0.0, -3.0, 0.0]])  # hot at the top right; a negative value is no heat
+    tinted = np.array(plots.heat_overlay(gray, heat), dtype=int)
+    assert tinted.shape == (40, 60, 3)
+    assert tuple(tinted[2, 57]) == (183, 69, 69)  # the top right: the hottest, 0.6 of the way to red (220, 30, 30)
+    assert (tinted[37, 2] == 128).all() and (tinted[37, 30] == 128).all()  # the bottom left, and the cold cell
+
+
+def test_cam_needs_cards_and_a_checkpoint(trained, photos, pt2_program, tmp_path, capsys, monkeypatch):
+    with pytest.raises(UserError, match=r"--cam draws on the --save-vis cards: add --save-vis DIR"):
+        run_predict(capsys, monkeypatch, trained, photos[0], "--cam")
+    with pytest.raises(UserError, match=r"--cam needs a checkpoint, not the program .*\.pt2"):
+        run_predict(capsys, monkeypatch, trained, photos[0], "--weights", pt2_program, "--save-vis", tmp_path, "--cam")
 
 
 @pytest.mark.parametrize("args, message", [
