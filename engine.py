@@ -450,8 +450,10 @@ def evaluate(model: nn.Module, loader, normalize, num_classes: int, device, amp,
              desc: str = "eval") -> dict:
     """Loss, top-1, top-5, balanced accuracy and the confusion matrix (rows: true class), summed
     exactly over ranks; also, from all ranks, every misclassified image as (path, true label, its
-    top-3 labels, their probabilities), the first of them the prediction. `normalize` makes the model's
-    input of the loader's uint8 batches; None for a program that --export wrote, which takes them as they are."""
+    top-3 labels, their probabilities), the first of them the prediction, and ("maps", by path) where in the
+    image the model saw the class it chose (its class activation map, a list of rows: a model with
+    forward_with_maps). `normalize` makes the model's input of the loader's uint8 batches; None for a program
+    that --export wrote, which takes them as they are."""
     model.eval()
     k = min(5, num_classes)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -459,7 +461,8 @@ def evaluate(model: nn.Module, loader, normalize, num_classes: int, device, amp,
     top_k = torch.zeros((), dtype=torch.float64, device=device)
     # everything stays on the device until the end: a read per batch would make the CPU wait for the GPU
     # (so the confusion matrix is counted by index_put_, not bincount, which reads back the largest index)
-    outcomes, kept_paths, failed = [], [], []
+    outcomes, kept_paths, failed, heats = [], [], [], []
+    with_maps = hasattr(model, "forward_with_maps")  # the head at each place: what a mean made the logits of
     for images, labels, paths, failed_paths in tqdm(loader, desc=desc, disable=not show_progress, leave=False):
         failed += failed_paths
         if len(labels) == 0:
@@ -467,24 +470,31 @@ def evaluate(model: nn.Module, loader, normalize, num_classes: int, device, amp,
         images, labels, _ = to_device(images, labels, paths, device)
         images = images if normalize is None else normalize(images)
         with autocast(device, amp):
-            logits = model(images).float()
+            logits, maps = model.forward_with_maps(images) if with_maps else (model(images), None)
+            logits = logits.float()
         loss_sum += F.cross_entropy(logits, labels, reduction="sum")
         predictions = logits.argmax(-1)
+        if maps is not None:  # each image's map of its predicted class, (B, H/32, W/32)
+            heats.append(maps.float()[torch.arange(len(labels), device=maps.device), :, :, predictions])
         confusion.index_put_((labels, predictions), torch.ones_like(labels, dtype=confusion.dtype), accumulate=True)
         top_k += (logits.topk(k, dim=-1).indices == labels[:, None]).any(-1).sum()
         outcomes.append((labels, predictions, *logits.softmax(-1).topk(min(3, num_classes), dim=-1)))
         kept_paths += paths
     wrong = misclassified(outcomes, kept_paths)
+    wrong_paths = {mistake[0] for mistake in wrong}
+    maps = {path: heat.tolist() for path, heat in zip(kept_paths, torch.cat(heats).cpu() if heats else [])
+            if path in wrong_paths}
     sums = reduce_sums(torch.cat([loss_sum.view(1), top_k.view(1), confusion.flatten()]))
     confusion = sums[2:].view(num_classes, num_classes).long().cpu()
     count = max(int(confusion.sum()), 1)
     if dist.is_available() and dist.is_initialized():
         gathered = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, wrong)
-        wrong = [mistake for part in gathered for mistake in part]
+        dist.all_gather_object(gathered, (wrong, maps))
+        wrong = [mistake for part, _ in gathered for mistake in part]
+        maps = {path: heat for _, part in gathered for path, heat in part.items()}
     return {"loss": sums[0].item() / count, "acc1": confusion.trace().item() / count,
             "acc5": sums[1].item() / count, "balanced_acc": balanced_accuracy(confusion),
-            "confusion": confusion, "wrong": wrong, "failed": failed, "images": int(confusion.sum())}
+            "confusion": confusion, "wrong": wrong, "maps": maps, "failed": failed, "images": int(confusion.sum())}
 
 
 def misclassified(outcomes: list, paths: list) -> list:

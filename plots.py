@@ -131,6 +131,16 @@ def heat_overlay(pixels, heat) -> Image.Image:
     return Image.fromarray((pixels * (1 - alpha) + np.array([220, 30, 30]) * alpha).round().astype(np.uint8))
 
 
+def heat_on_crop(image: Image.Image, heat, crop_pct: float) -> Image.Image:
+    """`image` with heat_overlay over its central square of `crop_pct` of the shorter side: the crop that
+    evaluation shows the model."""
+    side = round(crop_pct * min(image.size))
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    image = image.copy()
+    image.paste(heat_overlay(image.crop((left, top, left + side, top + side)), heat), (left, top))
+    return image
+
+
 def prediction_card(image: Image.Image, labels: list[str], probs: list[float], title: str = "",
                     photo_size: int = 320, seen: Image.Image | None = None) -> Image.Image:
     """A photo with its top-k classes beside it as a bar chart, the highest first and in blue; between them,

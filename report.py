@@ -10,7 +10,8 @@ train.py writes it at the end of every training run (runs/<name>/report.html) an
 table (precision, recall, F1, images) that a click on a column sorts; the confusion matrix and the
 most frequent confusions; the training curves from metrics.csv; and a gallery of the misclassified
 photos as thumbnails, grouped by true class, the most confident mistakes first (the likeliest
-mislabelled photos), each with its top-3 predictions and a link to the original file.
+mislabelled photos), each with its top-3 predictions, a link to the original file, and a tint where the
+model saw the class it chose (the evaluation's class activation maps).
 
 The page is self-contained: pictures are embedded as data: URIs (PNG charts, small JPEG
 thumbnails), the style and the few lines of script are inline, nothing is fetched. At most
@@ -30,6 +31,7 @@ import torch
 
 import engine
 import plots
+from data import CROP_PCT
 
 MAX_SHOWN = 300  # thumbnails in the gallery, the most confident mistakes first
 THUMB_SIZE = 128  # px, the longer side
@@ -47,7 +49,7 @@ def write_report(path, result: dict, classes: list[str], checkpoint: str, varian
             class_table(result["confusion"], classes),
             confusion_section(result["confusion"], classes),
             curves_section(metrics),
-            gallery(result["wrong"], classes, max_shown, thumb_size, result.get("failed", []))]
+            gallery(result["wrong"], classes, max_shown, thumb_size, result.get("failed", []), result.get("maps", {}))]
     page = PAGE.format(title=escape(title), style=STYLE, body="\n".join(body), script=SCRIPT,
                        written=f"{datetime.now():%Y-%m-%d %H:%M}")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,13 +174,19 @@ def curves_section(metrics: list[dict]) -> str:
     return f'<section id="curves"><h2>Training curves</h2><div class="curves">{charts}</div></section>'
 
 
-def gallery(wrong: list, classes: list[str], max_shown: int, thumb_size: int, failed: list) -> str:
+def gallery(wrong: list, classes: list[str], max_shown: int, thumb_size: int, failed: list, maps: dict) -> str:
     """The `max_shown` most confident mistakes, grouped by true class in class order, each group most
-    confident first."""
+    confident first; each tinted where the model saw the class it chose, where `maps` has its map."""
     ranked = sorted(wrong, key=lambda mistake: (-mistake[3][0], mistake[0]))
     shown = ranked[:max_shown]
+
+    def picture(mistake):
+        image = plots.thumbnail(mistake[0], thumb_size)
+        heat = maps.get(mistake[0])
+        # evaluation's crop: the central CROP_PCT of the shorter side (train.py evaluates checkpoints so)
+        return image if image is None or heat is None else plots.heat_on_crop(image, heat, CROP_PCT)
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # decoding releases the GIL
-        thumbnails = dict(zip([m[0] for m in shown], pool.map(lambda m: plots.thumbnail(m[0], thumb_size), shown)))
+        thumbnails = dict(zip([m[0] for m in shown], pool.map(picture, shown)))
     per_class = [0] * len(classes)
     for _, label, _, _ in wrong:
         per_class[label] += 1
@@ -186,6 +194,9 @@ def gallery(wrong: list, classes: list[str], max_shown: int, thumb_size: int, fa
              f"{len(wrong):,} misclassified images, grouped by true class; in each group the most confident "
              "mistakes come first: a photo the model is sure about and still gets wrong is often mislabelled. "
              "A click on a photo opens the original file.")
+    if maps:
+        intro += (" Each photo is tinted red where, in the square the model was shown, it saw the class it chose "
+                  "(its class activation map): a tint on the background rather than the subject is worth a look.")
     if len(wrong) > len(shown):
         intro += (f" Shown: the {len(shown):,} most confident; the other {len(wrong) - len(shown):,} are listed "
                   "in misclassified.csv beside this page.")

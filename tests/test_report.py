@@ -15,6 +15,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -181,6 +182,31 @@ def test_a_large_set_shows_the_most_confident_mistakes_and_counts_the_rest(flowe
     assert "No metrics.csv" in page.by_id("curves").text()
 
 
+def test_a_mistake_with_a_map_is_tinted_where_the_model_saw_its_choice(flowers, tmp_path):
+    """evaluate's maps (by path: where the model saw the class it chose) tint the thumbnail's central square, the
+    crop evaluation shows the model; a mistake without one is shown as it is."""
+    result = fake_evaluation(flowers, [0.9, 0.8])
+    hot, plain = result["wrong"][0][0], result["wrong"][1][0]
+    result["maps"] = {hot: [[0.0, 0.0], [0.0, 4.0]]}  # the bottom right of the square
+    page = parse(report.write_report(tmp_path / "report.html", result, CLASSES, "best.pth", "swin_micro"))
+    assert "tinted red where, in the square the model was shown, it saw the class it chose" in page.text()
+    thumbs = {unquote(urlparse(f.find_all("a")[0].attrs["href"]).path): decoded(f.find_all("img")[0].attrs["src"])
+              for f in page.by_id("mistakes").find_all("figure")}
+
+    def redness(image, box):
+        pixels = torch.tensor(np.asarray(image.convert("RGB").crop(box)), dtype=torch.float).view(-1, 3)
+        return (pixels[:, 0] - pixels[:, 1:].mean(1)).mean().item()
+    for path, tinted in ((hot, True), (plain, False)):
+        thumb, original = thumbs[str(Path(path).resolve())], report.plots.thumbnail(path, report.THUMB_SIZE)
+        w, h = thumb.size
+        side = round(report.CROP_PCT * min(w, h))
+        corner = ((w + side) // 2 - 8, (h + side) // 2 - 8, (w + side) // 2 - 2, (h + side) // 2 - 2)
+        gain = redness(thumb, corner) - redness(original, corner)  # the square's bottom right, against the photo
+        assert (gain > 60) if tinted else (abs(gain) < 15), (path, gain)
+        far = (w - side) // 2 + 2, (h - side) // 2 + 2, (w - side) // 2 + 8, (h - side) // 2 + 8  # its top left
+        assert abs(redness(thumb, far) - redness(original, far)) < 15
+
+
 def test_misclassified_csv_gains_the_top3_probabilities(flowers, tmp_path):
     result = fake_evaluation(flowers, [0.5, 0.7])
     report.write_misclassified_csv(tmp_path / "m.csv", result["wrong"], CLASSES)
@@ -205,7 +231,19 @@ def test_evaluate_collects_the_top3_of_each_mistake_only():
                                                                               ("d.jpg", 1, [3, 2, 1])]
     assert result["wrong"][0][3] == pytest.approx(logits[1].softmax(-1)[[1, 2, 3]].tolist())
     assert result["confusion"].tolist() == [[2, 0, 0, 0], [0, 0, 0, 1], [0, 1, 0, 0], [0, 0, 0, 1]]
-    assert result["failed"] == ["broken.jpg"] and result["images"] == 5
+    assert result["failed"] == ["broken.jpg"] and result["images"] == 5 and result["maps"] == {}
+
+    class Mapped(Fixed):
+        """Class activation maps over 2 x 2 places whose means are the logits."""
+        def forward_with_maps(self, x):
+            maps = x[:, None, None, :] * torch.tensor([[0.2, 0.4], [0.6, 2.8]])[None, :, :, None]
+            return maps.mean(dim=(1, 2)), maps
+    mapped = engine.evaluate(Mapped(), loader, lambda x: x, 4, torch.device("cpu"), None, show_progress=False)
+    assert mapped["wrong"] == result["wrong"]  # the same logits
+    # each mistake's map of the class it chose: b.jpg's class 1 (logit 3), d.jpg's class 3 (logit 5)
+    assert mapped["maps"].keys() == {"b.jpg", "d.jpg"}
+    torch.testing.assert_close(torch.tensor(mapped["maps"]["b.jpg"]), torch.tensor([[0.6, 1.2], [1.8, 8.4]]))
+    torch.testing.assert_close(torch.tensor(mapped["maps"]["d.jpg"]), torch.tensor([[1.0, 2.0], [3.0, 14.0]]))
 
 
 # --- In a real browser ---
