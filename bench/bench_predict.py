@@ -100,7 +100,7 @@ def main():
             paths = list_images([str(folder)])
             transform = build_transform(size, train=False, crop_pct=clf.crop_pct)
             normalizer = Normalize(clf.mean, clf.std) if normalize else None  # an .onnx takes the uint8 crop
-            return [probs for _, probs in
+            return [probs for _, probs, _ in
                     predict.classify(model, paths, transform, normalizer, torch.device("cpu"), options)
                     if probs is not None]
 
