@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import build_mixup, build_normalize, to_device
+from model import maps_of
 from precision import autocast
 from utils import all_finite, rng_state, set_rng_state
 
@@ -475,7 +476,7 @@ def evaluate(model: nn.Module, loader, normalize, num_classes: int, device, amp,
         loss_sum += F.cross_entropy(logits, labels, reduction="sum")
         predictions = logits.argmax(-1)
         if maps is not None:  # each image's map of its predicted class, (B, H/32, W/32)
-            heats.append(maps.float()[torch.arange(len(labels), device=maps.device), :, :, predictions])
+            heats.append(maps_of(maps, predictions).float())
         confusion.index_put_((labels, predictions), torch.ones_like(labels, dtype=confusion.dtype), accumulate=True)
         top_k += (logits.topk(k, dim=-1).indices == labels[:, None]).any(-1).sum()
         outcomes.append((labels, predictions, *logits.softmax(-1).topk(min(3, num_classes), dim=-1)))

@@ -416,6 +416,12 @@ class SwinTransformer(nn.Module):
         return maps.mean(dim=(1, 2)), maps
 
 
+def maps_of(maps: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Each image's map of one class: forward_with_maps' (B, H/32, W/32, classes), and (B,) classes, -> (B, H/32,
+    W/32)."""
+    return maps[torch.arange(len(classes), device=maps.device), :, :, classes.to(maps.device)]
+
+
 # --- Variants: the official names; sizes from the papers (V1 Sec. 3.3, V2 Sec. 4.1) ---
 
 SIZES = {

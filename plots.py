@@ -69,18 +69,22 @@ def denormalize(images, mean, std) -> np.ndarray:
 
 def image_grid(images, captions: list, mean, std, columns: int = 8) -> Image.Image:
     """A grid of (augmented, normalised) images with a caption under each."""
-    pixels = denormalize(images, mean, std)
-    count, height, width = pixels.shape[:3]
-    columns = min(columns, count)
-    rows = (count + columns - 1) // columns
+    return picture_grid([Image.fromarray(pixels) for pixels in denormalize(images, mean, std)], captions, columns)
+
+
+def picture_grid(pictures: list, captions: list, columns: int = 8) -> Image.Image:
+    """A grid of pictures of one size with a caption under each."""
+    width, height = pictures[0].size
+    columns = min(columns, len(pictures))
+    rows = (len(pictures) + columns - 1) // columns
     caption_h = 18
     grid = Image.new("RGB", (columns * (width + 4) + 4, rows * (height + caption_h + 4) + 4), "white")
     draw = ImageDraw.Draw(grid)
-    for k in range(count):
+    for k, (picture, caption) in enumerate(zip(pictures, captions)):
         x = 4 + (k % columns) * (width + 4)
         y = 4 + (k // columns) * (height + caption_h + 4)
-        grid.paste(Image.fromarray(pixels[k]), (x, y))
-        draw.text((x + width / 2, y + height + 2), str(captions[k])[:24], fill="black", font=font(12), anchor="ma")
+        grid.paste(picture, (x, y))
+        draw.text((x + width / 2, y + height + 2), str(caption)[:24], fill="black", font=font(12), anchor="ma")
     return grid
 
 

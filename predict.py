@@ -32,6 +32,7 @@ from config import COUNT, POSITIVE_INT
 from data import ImageDataset, Normalize, build_loader, build_transform, load_rgb
 from export import INPUT_TYPES, TOLERANCES, ExportedClassifier, choose_exporter
 from images import image_problem, list_images
+from model import maps_of
 from precision import amp_dtype, autocast
 from utils import UserError, run_cli, select_device, tune_for
 from weights import load_classifier
@@ -177,8 +178,7 @@ def classify(model, paths: list[str], transform, normalize, device, args):
                     maps = None if maps is None else (maps + mirrored_maps.flip(2)) / 2  # mirrored back
             probs = dict(zip(loaded, out.cpu()))
             if maps is not None:  # each image's map of its top class: (B, H/32, W/32)
-                top = out.argmax(-1).cpu()
-                heat = maps.float().cpu()[torch.arange(len(top)), :, :, top].numpy()
+                heat = maps_of(maps, out.argmax(-1)).float().cpu().numpy()
                 seen = {path: plots.heat_overlay(crop.permute(1, 2, 0).numpy(), map_)
                         for path, crop, map_ in zip(loaded, images, heat)}
         batch = paths[start:start + args.batch_size]  # the loader keeps the order and batches alike

@@ -5,12 +5,14 @@ import sys
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 import engine
 import plots
 from data import IMAGENET_MEAN, IMAGENET_STD, to_device
 from images import class_imbalance
-from model import NO_PRETRAINED_WEIGHTS
+from model import NO_PRETRAINED_WEIGHTS, maps_of
+from precision import autocast
 
 
 class StepLoss:
@@ -97,6 +99,30 @@ def warn_if_imbalanced(classes: list, counts: list, balance: str) -> None:
         hint = f"--balance {balance} compensates" if balance != "off" else \
             "--balance sampler or --balance loss compensates (now off)"
         print(f"warning: in the training images, {imbalance}; {hint}", file=sys.stderr)
+
+
+def log_where_it_looks(writer, model, dataset, normalize, device, amp, classes: list, epoch: int,
+                       count: int = 8) -> None:
+    """TensorBoard's val/where_it_looks: the first validation photo of each class (at most `count`), the same every
+    epoch, each tinted where the model saw the class it chose (model.forward_with_maps), captioned with its true
+    class and that one."""
+    firsts = {}
+    for index, (_, label) in enumerate(dataset.samples):
+        firsts.setdefault(label, index)
+    crops = [(crop, label) for crop, label, _ in (dataset[i] for i in sorted(firsts.values())[:count])
+             if crop is not None]
+    if not crops:
+        return
+    images = torch.stack([crop for crop, _ in crops])
+    with torch.no_grad(), autocast(device, amp):
+        logits, maps = model.forward_with_maps(normalize(images.to(device)))
+    chosen = logits.float().argmax(-1)
+    heat = maps_of(maps, chosen).float().cpu()
+    side = max(160, images.shape[-1])  # room for the captions under small crops
+    pictures = [plots.heat_overlay(crop.permute(1, 2, 0).numpy(), h).resize((side, side), Image.BILINEAR)
+                for crop, h in zip(images, heat)]
+    captions = [f"{classes[label]} > {classes[k]}" for (_, label), k in zip(crops, chosen.tolist())]
+    writer.add_image("val/where_it_looks", plots.to_chw(plots.picture_grid(pictures, captions)), epoch)
 
 
 def log_training_images(writer, batch, normalize, classes: list) -> None:

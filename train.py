@@ -360,6 +360,8 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
         state.best_acc = max(state.best_acc, acc)
         if main_process:
             run_log.log_epoch(writer, run_dir, state, train, val, ema_val, classes, improved)
+            run_log.log_where_it_looks(writer, state.model, val_loader.dataset, normalize, state.device, state.amp,
+                                       classes, state.epoch)
         if improved:  # best.pth first: a kill before last.pth is written leaves the epoch to train again
             save("best.pth", state.ema.module.state_dict() if ema_best else None)
             best = (chosen[0], f"{run_dir / 'best.pth'} (epoch {state.epoch}{chosen[1]})")

@@ -63,9 +63,12 @@ def test_tensorboard_holds_scalars_and_pictures(flowers, tmp_path, capsys):
     steps = [e.step for e in events.Scalars("loss/train_step")]  # every 10th, written a step later
     assert steps and all(step % 10 == 0 for step in steps), steps
     images = set(events.Tags()["images"])
-    assert {"train/augmented_images", "confusion_matrix/val"} <= images
+    assert {"train/augmented_images", "confusion_matrix/val", "val/where_it_looks"} <= images
     grid = events.Images("train/augmented_images")[0]
     assert grid.width > 64 and grid.height > 64
+    # the first validation photo of each class (64 px crops, shown at 160), tinted where the model saw its choice
+    looks = events.Images("val/where_it_looks")
+    assert [e.step for e in looks] == [1, 2] and (looks[0].width, looks[0].height) == (5 * 164 + 4, 164 + 18 + 4)
 
 
 def test_resume_is_bit_identical(flowers, tmp_path, capsys):
