@@ -279,8 +279,9 @@ def test_torchrun_on_one_gpu_uses_nccl_and_compiles_or_graphs(flowers, tmp_path,
 
 def test_train_resume_and_predict_on_the_gpu(flowers, tmp_path):
     """train.py on a GPU, resumed with the JPEGs decoded on the GPU, and predict.py classifies with the
-    result. Eager: train.py's compiled path on the GPU is the torchrun test's (one compile, not two, keeps
-    this file within 5 minutes); compiling, then resuming without, is test_train's on the CPU."""
+    result, drawing its class activation map (--cam). Eager: train.py's compiled path on the GPU is the
+    torchrun test's (one compile, not two, keeps this file within 5 minutes); compiling, then resuming
+    without, is test_train's on the CPU."""
     args = ["--data-path", flowers, *FAST, *GPU, "--epochs", "2", "--output", tmp_path, "--name", "gpu"]
     first = subprocess.run([sys.executable, "train.py", *map(str, args), "--stop-after-epochs", "1"], cwd=ROOT,
                            capture_output=True, text=True, timeout=600)
@@ -294,10 +295,12 @@ def test_train_resume_and_predict_on_the_gpu(flowers, tmp_path):
     ckpt = torch.load(tmp_path / "gpu" / "best.pth", weights_only=True)
     assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model"])
     photo = sorted(flowers.glob("tulips/*.jpg"))[0]
-    done = subprocess.run([sys.executable, "predict.py", photo, "--weights", tmp_path / "gpu", "--device", "cuda"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "predict.py", photo, "--weights", tmp_path / "gpu", "--device", "cuda",
+                           "--save-vis", tmp_path / "vis", "--cam"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "on cuda" in done.stderr and "1. " in done.stdout
+    assert (tmp_path / "vis" / f"{photo.stem}.png").is_file()  # with the map of a bf16 pass on the GPU
 
 
 def check_exports_on(device: str, tmp_path) -> None:
