@@ -8,7 +8,7 @@ FlexAttention, CUDA's generated kernel that reads bias and mask by index; `trito
 kernel of our own, a window and head per program, for windows of up to 64 tokens on CUDA. model.py's
 WindowAttention computes q, k, v (split_heads), V2's normalised q and k (scaled_normalize), the
 position bias and the shift mask, and calls window_attention. bench/bench_attention.py times the
-four; tests/test_model.py and tests/test_cuda.py hold them to `plain`. split_heads and
+four; tests/test_attention.py and tests/test_cuda.py hold them to `plain`. split_heads and
 scaled_normalize have backward passes of their own, leaner than autograd's.
 """
 import contextlib

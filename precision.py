@@ -32,7 +32,7 @@ def autocast(device: torch.device, dtype):
 # a swin_tiny training step's 1131 operator calls, each a few microseconds of the CPU's time that a fast GPU,
 # waiting on its launches, spends idle (README: Training on a GPU). A stage instead casts those parameters in one
 # kernel as it starts, and their gradients in one; the values are those autocast makes, so the results are the same
-# to the bit (tests/test_model.py). Per stage, not per model: under DDP a stage's gradients are ready, and sent,
+# to the bit (tests/test_precision.py). Per stage, not per model: under DDP a stage's gradients are ready, and sent,
 # while the backward pass goes on to the stage before.
 CAST_ONCE = True
 

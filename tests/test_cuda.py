@@ -18,7 +18,8 @@ from interpreted_kernels import check_layer_norm, check_window_attention, count_
 from model import create_model
 from test_data import check_device_decoding
 from test_engine import training_losses
-from test_model import attention_run, check_weights_cast_once
+from test_attention import attention_run
+from test_precision import check_weights_cast_once
 from runs import FAST, ROOT, metrics
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")

@@ -1,9 +1,9 @@
-"""model.py: faithful to the official models (timm follows the official code), any input size,
-activation checkpointing, a stage as a layer."""
-import contextlib
+"""model.py: faithful to the official models (timm follows the official code), the window machinery against a
+brute-force definition, any input size, gradients, stochastic depth, activation checkpointing, class activation
+maps, the compiled and eager training passes' gathers, a stage as a layer, the variants' names. Attention kinds:
+test_attention.py; mixed precision: test_precision.py."""
 import math
 import re
-import sys
 
 import pytest
 import timm
@@ -12,10 +12,9 @@ import torch.nn.functional as F
 
 import attention
 import model
-import precision
 import windows
-from conftest import ROOT
 from model import SwinBlock, create_model
+from test_precision import traffic
 from utils import UserError
 from weights import create_model_from_checkpoint, load_weights
 from windows import StageLayout
@@ -312,65 +311,6 @@ def test_activation_checkpointing_same_outputs_and_gradients(version):
         assert torch.allclose(grads_plain[name], grads_ckpt[name], atol=1e-6), name
 
 
-@pytest.mark.parametrize("version, checkpointing", [(1, False), (1, True), (2, False)])
-def test_stages_cast_their_weights_once_with_autocasts_results_to_the_bit(version, checkpointing, monkeypatch):
-    """Under autocast each stage casts the parameters that autocast casts at every use in one kernel, and their
-    gradients in one (precision.CAST_ONCE): two launches a stage each way where there were two a parameter, and the
-    outputs and gradients are autocast's own, to the bit; the parameters are themselves again afterwards.
-    On the CPU under CUDA's rule for layer_norm; tests/test_cuda.py runs it under CUDA's autocast."""
-    check_weights_cast_once(version, checkpointing, "cpu", torch.bfloat16, monkeypatch)
-
-
-@contextlib.contextmanager
-def deterministic():
-    """PyTorch's deterministic kernels where it has them: sums in a fixed order, so that two runs can be equal to
-    the bit on a GPU too (a warning, not an error, for an operator that has none)."""
-    was = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(was[0], warn_only=was[1])
-
-
-def check_weights_cast_once(version: int, checkpointing: bool, device: str, dtype, monkeypatch) -> None:
-    torch.manual_seed(0)
-    net = create_model("swin_micro_patch4_window4_128", num_classes=4, version=version, drop_path_rate=0.3,
-                       grad_checkpointing=checkpointing).train().to(device)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    before = dict(net.named_parameters())
-    cast = sum(p.numel() > 0 for stage in net.layers for m in stage.modules() if precision.cast_at_every_use(m)
-               for p in m.parameters())
-    x = torch.randn(2, 3, 64, 96, device=device)
-    with torch.no_grad():
-        net(x)  # the window layouts, built once, outside the counts
-    autocast_rule = cuda_layer_norm_rule() if device == "cpu" else contextlib.nullcontext()
-
-    def run(cast_once):
-        monkeypatch.setattr(precision, "CAST_ONCE", cast_once)
-        torch.manual_seed(1)  # the same drop-path draws in both runs
-        calls = traffic().OperatorTraffic()
-        with calls, autocast_rule, torch.autocast(device, dtype), deterministic():
-            out = net(x)
-            out.float().square().sum().backward()
-        grads = {n: p.grad for n, p in net.named_parameters()}
-        net.zero_grad(set_to_none=True)
-        return out, grads, calls.calls
-
-    out_autocast, grads_autocast, calls_autocast = run(False)
-    out, grads, calls = run(True)
-    assert out.dtype == dtype and torch.equal(out, out_autocast)
-    assert all(torch.equal(grads[name], grads_autocast[name]) for name in grads)
-    if checkpointing:  # the blocks' recomputation casts each weight again, as autocast does
-        assert calls["_to_copy"] < calls_autocast["_to_copy"]
-    else:
-        assert calls_autocast["_to_copy"] - calls["_to_copy"] == 2 * cast and cast > 20
-    assert calls["_foreach_copy_"] == 2 * len(net.layers) and calls_autocast["_foreach_copy_"] == 0
-    assert all(p is before[name] and isinstance(p, torch.nn.Parameter) for name, p in net.named_parameters())
-
-
 @pytest.mark.parametrize("version", [1, 2])
 def test_class_activation_maps_give_the_logits_as_their_means(version):
     """forward_with_maps (predict.py --cam): the head at each place of the final feature map, (B, H/32, W/32,
@@ -383,31 +323,6 @@ def test_class_activation_maps_give_the_logits_as_their_means(version):
         assert maps.shape == (2, 3, 2, 5)
         torch.testing.assert_close(logits, net(x), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(maps[1, 2, 0], net.head(net.forward_features(x)[1, 2, 0]))
-
-
-def test_a_linear_put_in_after_the_first_cast_is_left_to_autocast(monkeypatch):
-    """A stage lists its linears and LayerNorms at its first cast (precision.weights_cast); one put in later (a
-    fine-tuning adapter, say) is cast by autocast as it runs: the same outputs and gradients, and the module it
-    replaced keeps its parameters."""
-    torch.manual_seed(0)
-    net = create_model("swin_micro_patch4_window4_128", num_classes=4).train()
-    x = torch.randn(2, 3, 64, 64)
-
-    def run(cast_once):
-        monkeypatch.setattr(precision, "CAST_ONCE", cast_once)
-        with cuda_layer_norm_rule(), torch.autocast("cpu", torch.bfloat16):
-            out = net(x)
-        out.float().sum().backward()
-        grads = {n: p.grad for n, p in net.named_parameters()}
-        net.zero_grad(set_to_none=True)
-        return out, grads
-    run(True)
-    mlp = net.layers[1].blocks[0].mlp
-    replaced, mlp.fc1 = mlp.fc1, torch.nn.Linear(mlp.fc1.in_features, mlp.fc1.out_features)
-    (out, grads), (want, want_grads) = run(True), run(False)
-    assert torch.equal(out, want) and grads.keys() == want_grads.keys()
-    assert all(torch.equal(grads[name], want_grads[name]) for name in grads)
-    assert all(isinstance(p, torch.nn.Parameter) and p.dtype == torch.float32 for p in replaced.parameters())
 
 
 def test_eager_training_keeps_its_rows_of_the_window_gathers():
@@ -466,135 +381,6 @@ def test_a_compiled_training_pass_is_one_graph_that_casts_and_gathers_as_inducto
     assert not any(layout.training_rows for stage in net.layers for layout in stage._layouts.values())
 
 
-def attention_run(kind: str, version: int, device="cpu", dtype=None, size=72):
-    """Logits and parameter gradients of the micro variant with window attention computed by `kind`
-    (under autocast to `dtype` when given); the same weights and input for every kind."""
-    torch.manual_seed(0)
-    net = create_model("swin_micro_patch4_window4_128", num_classes=3, version=version, drop_path_rate=0.0)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    net.to(device)
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(3)).to(device)
-    with attention.forced(kind), torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None):
-        out = net(x).float()
-    out.square().sum().backward()
-    return out, {n: p.grad.float() for n, p in net.named_parameters()}
-
-
-@pytest.mark.parametrize("version", [1, 2])
-def test_fused_and_plain_attention_agree_in_training(version):
-    """The fused path gives the plain path's outputs and gradients (FlexAttention has no backward on a
-    CPU: tests/test_cuda.py checks it on a GPU)."""
-    out_a, grads_a = attention_run("plain", version)
-    out_b, grads_b = attention_run("sdpa", version)
-    assert torch.allclose(out_a, out_b, atol=1e-5)
-    for name in grads_a:
-        assert torch.allclose(grads_a[name], grads_b[name], atol=1e-5, rtol=1e-4), name
-
-
-def test_attention_choice():
-    x = torch.zeros(2, 3)
-    assert attention.choose_attention(x, 0.0) == "sdpa"  # no gradient: inference
-    assert attention.choose_attention(x.requires_grad_(), 0.0) == "plain"  # training on a CPU
-    with attention.forced("flex"):
-        assert attention.choose_attention(x, 0.0) == "flex"
-        assert attention.choose_attention(x, 0.1) == "sdpa"  # FlexAttention has no dropout
-    with attention.forced("fast"), pytest.raises(UserError, match="unknown attention 'fast'"):
-        attention.choose_attention(x, 0.0)
-    assert attention.ATTENTION is None  # as it was
-
-
-def test_custom_gradients_are_exact():
-    x = torch.randn(2, 3, 5, 4, dtype=torch.double, requires_grad=True)
-    scale = torch.rand(3, 1, 1, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(attention._ScaledNormalize.apply, (x, scale))
-    rows = torch.randn(12, 3, dtype=torch.double, requires_grad=True)
-    index = torch.randperm(12)
-    inverse = torch.empty_like(index).scatter_(0, index, torch.arange(12))
-    assert torch.autograd.gradcheck(windows._GatherTokens.apply, (rows, index, inverse))
-    qkv = torch.randn(4, 5, 3 * 2 * 3, dtype=torch.double, requires_grad=True)  # 2 heads of 3 channels
-    assert torch.autograd.gradcheck(lambda t: attention._SplitHeads.apply(t, 2), (qkv,))
-    split = attention.split_heads(qkv.detach(), 2)
-    assert all(torch.equal(a, b) for a, b in zip(attention._SplitHeads.apply(qkv, 2), split))
-
-
-def test_v2_normalised_q_and_k_come_out_in_their_own_type_rounded_once():
-    """Under autocast V2's cosine-attention normalisation computes in float32 and writes q's type (bf16):
-    the float32 result rounded once, what the matmul that takes it would have cast it to."""
-    x = torch.randn(2, 3, 5, 8).bfloat16().requires_grad_()
-    scale = torch.rand(3, 1, 1) + 1
-    with torch.autocast("cpu", torch.bfloat16):
-        out = attention.scaled_normalize(x, scale)
-        factor = x.detach().norm(dim=-1, keepdim=True).reciprocal() * scale  # float32 (the norm: as autocast runs it)
-    assert factor.dtype == torch.float32
-    assert out.dtype == torch.bfloat16 and torch.equal(out, (x.detach().float() * factor).bfloat16())
-
-
-def traffic():
-    """bench/bench_traffic.py: its operator counter, and CUDA autocast's rule for layer_norm on the CPU."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    import bench_traffic
-    return bench_traffic
-
-
-def cuda_layer_norm_rule():
-    """CUDA autocast's float32 rule for layer_norm, applied on the CPU (bench_traffic.py's, whose count it makes
-    the GPU's): CPU autocast's own rule leaves layer_norm in bf16."""
-    return traffic().CudaLayerNorm()
-
-
-def test_layer_norm_keeps_the_autocast_type():
-    """Under CUDA's autocast rule for layer_norm (float32; applied here on the CPU, whose own rule
-    differs), a norm that keeps the autocast type takes a bf16 input in one kernel and writes bf16,
-    the float32 norm rounded once, forward and backward; a float32 input, or a norm without the
-    switch, gets autocast's float32 norm."""
-    torch.manual_seed(0)
-    norm = model.LayerNorm(24, keep_autocast_type=True)
-    with torch.no_grad():
-        norm.weight.normal_(1.0, 0.3)
-        norm.bias.normal_(0.0, 0.3)
-    plain = torch.nn.LayerNorm(24)
-    plain.load_state_dict(norm.state_dict())
-    x = (torch.randn(6, 24) * 3 + 1).bfloat16().requires_grad_()
-    grad = torch.randn(6, 24)
-
-    def run(net, inp):
-        net.zero_grad()
-        with cuda_layer_norm_rule(), torch.autocast("cpu", torch.bfloat16):
-            out = net(inp)
-        out.backward(grad.to(out.dtype))
-        return out, inp.grad, net.weight.grad, net.bias.grad
-
-    out, dx, dw, db = run(norm, x)
-    x_ref = x.detach().float().requires_grad_()
-    ref, dx_ref, dw_ref, db_ref = run(plain, x_ref)
-    assert out.dtype == torch.bfloat16 and ref.dtype == torch.float32
-    assert torch.allclose(out.float(), ref, atol=0.05, rtol=0.02)
-    assert dx.dtype == torch.bfloat16 and torch.allclose(dx.float(), dx_ref, atol=0.05, rtol=0.02)
-    assert torch.allclose(dw, dw_ref, atol=0.1, rtol=0.02) and torch.allclose(db, db_ref, atol=0.1, rtol=0.02)
-    assert run(norm, x_ref)[0].dtype == torch.float32  # float32 in: autocast's rule
-    norm.keep_autocast_type = False
-    assert run(norm, x)[0].dtype == torch.float32
-
-
-@pytest.mark.parametrize("version", [1, 2])
-def test_residual_stream_types_under_cuda_autocast(version):
-    """Under CUDA's autocast rules (applied on the CPU), V1's residual stream is bf16 in every stage (from
-    stage 2 on it is in any AMP training), V2's float32 in every stage, as the official V2 trains; every
-    block hands on the type it was given."""
-    net = create_model("swin_micro_patch4_window4_128", num_classes=3, version=version).train()
-    seen = []
-    for stage in net.layers:
-        for block in stage.blocks:
-            block.register_forward_hook(lambda module, args, out: seen.append((args[0].dtype, out.dtype)))
-    with cuda_layer_norm_rule(), torch.autocast("cpu", torch.bfloat16):
-        net(torch.randn(2, 3, 64, 64)).float().sum().backward()
-    stream = torch.bfloat16 if version == 1 else torch.float32
-    assert len(seen) == sum(len(stage.blocks) for stage in net.layers)
-    assert seen == [(stream, stream)] * len(seen)
-
-
 def test_swin_layer_in_another_network():
     layer = model.SwinLayer(dim=32, depth=2, num_heads=2, window_size=8, version=2)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), layer, torch.nn.Conv2d(32, 5, 1))
@@ -648,18 +434,3 @@ def test_v2_blocks_start_as_the_identity():
     assert torch.equal(layer(x), x)
     v1 = model.SwinLayer(dim=16, depth=2, num_heads=2, window_size=4, version=1)
     assert not torch.equal(v1(x), x)
-
-
-def test_sdpa_runs_many_windows_in_chunks(monkeypatch):
-    """More windows than CUDA's kernel takes at once (attention.SDPA_MAX_WINDOWS) go in chunks of
-    whole images' windows, with the plain path's outputs and gradients."""
-    out_a, grads_a = attention_run("plain", 1)
-    sdpa, sizes = F.scaled_dot_product_attention, []
-    monkeypatch.setattr(F, "scaled_dot_product_attention",
-                        lambda q, *a, **kw: sizes.append(len(q)) or sdpa(q, *a, **kw))
-    monkeypatch.setattr(attention, "SDPA_MAX_WINDOWS", 30)
-    out_b, grads_b = attention_run("sdpa", 1)
-    assert sizes[:2] == [25, 25] and max(sizes) <= 30  # stage 1: 2 images of 25 windows (padded: masked), one each
-    assert torch.allclose(out_a, out_b, atol=1e-5)
-    for name in grads_a:
-        assert torch.allclose(grads_a[name], grads_b[name], atol=1e-5, rtol=1e-4), name

@@ -1,0 +1,161 @@
+"""precision.py and mixed precision in the model: the weights cast once a stage, to the bit of autocast's
+results; model.LayerNorm's kept autocast type; the residual streams' types under CUDA's autocast rules (applied
+on the CPU; tests/test_cuda.py runs them under CUDA's own)."""
+import contextlib
+import sys
+
+import pytest
+import torch
+
+import model
+import precision
+from conftest import ROOT
+from model import create_model
+
+
+@pytest.mark.parametrize("version, checkpointing", [(1, False), (1, True), (2, False)])
+def test_stages_cast_their_weights_once_with_autocasts_results_to_the_bit(version, checkpointing, monkeypatch):
+    """Under autocast each stage casts the parameters that autocast casts at every use in one kernel, and their
+    gradients in one (precision.CAST_ONCE): two launches a stage each way where there were two a parameter, and the
+    outputs and gradients are autocast's own, to the bit; the parameters are themselves again afterwards.
+    On the CPU under CUDA's rule for layer_norm; tests/test_cuda.py runs it under CUDA's autocast."""
+    check_weights_cast_once(version, checkpointing, "cpu", torch.bfloat16, monkeypatch)
+
+
+@contextlib.contextmanager
+def deterministic():
+    """PyTorch's deterministic kernels where it has them: sums in a fixed order, so that two runs can be equal to
+    the bit on a GPU too (a warning, not an error, for an operator that has none)."""
+    was = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was[0], warn_only=was[1])
+
+
+def check_weights_cast_once(version: int, checkpointing: bool, device: str, dtype, monkeypatch) -> None:
+    torch.manual_seed(0)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=4, version=version, drop_path_rate=0.3,
+                       grad_checkpointing=checkpointing).train().to(device)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    before = dict(net.named_parameters())
+    cast = sum(p.numel() > 0 for stage in net.layers for m in stage.modules() if precision.cast_at_every_use(m)
+               for p in m.parameters())
+    x = torch.randn(2, 3, 64, 96, device=device)
+    with torch.no_grad():
+        net(x)  # the window layouts, built once, outside the counts
+    autocast_rule = cuda_layer_norm_rule() if device == "cpu" else contextlib.nullcontext()
+
+    def run(cast_once):
+        monkeypatch.setattr(precision, "CAST_ONCE", cast_once)
+        torch.manual_seed(1)  # the same drop-path draws in both runs
+        calls = traffic().OperatorTraffic()
+        with calls, autocast_rule, torch.autocast(device, dtype), deterministic():
+            out = net(x)
+            out.float().square().sum().backward()
+        grads = {n: p.grad for n, p in net.named_parameters()}
+        net.zero_grad(set_to_none=True)
+        return out, grads, calls.calls
+
+    out_autocast, grads_autocast, calls_autocast = run(False)
+    out, grads, calls = run(True)
+    assert out.dtype == dtype and torch.equal(out, out_autocast)
+    assert all(torch.equal(grads[name], grads_autocast[name]) for name in grads)
+    if checkpointing:  # the blocks' recomputation casts each weight again, as autocast does
+        assert calls["_to_copy"] < calls_autocast["_to_copy"]
+    else:
+        assert calls_autocast["_to_copy"] - calls["_to_copy"] == 2 * cast and cast > 20
+    assert calls["_foreach_copy_"] == 2 * len(net.layers) and calls_autocast["_foreach_copy_"] == 0
+    assert all(p is before[name] and isinstance(p, torch.nn.Parameter) for name, p in net.named_parameters())
+
+
+def test_a_linear_put_in_after_the_first_cast_is_left_to_autocast(monkeypatch):
+    """A stage lists its linears and LayerNorms at its first cast (precision.weights_cast); one put in later (a
+    fine-tuning adapter, say) is cast by autocast as it runs: the same outputs and gradients, and the module it
+    replaced keeps its parameters."""
+    torch.manual_seed(0)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=4).train()
+    x = torch.randn(2, 3, 64, 64)
+
+    def run(cast_once):
+        monkeypatch.setattr(precision, "CAST_ONCE", cast_once)
+        with cuda_layer_norm_rule(), torch.autocast("cpu", torch.bfloat16):
+            out = net(x)
+        out.float().sum().backward()
+        grads = {n: p.grad for n, p in net.named_parameters()}
+        net.zero_grad(set_to_none=True)
+        return out, grads
+    run(True)
+    mlp = net.layers[1].blocks[0].mlp
+    replaced, mlp.fc1 = mlp.fc1, torch.nn.Linear(mlp.fc1.in_features, mlp.fc1.out_features)
+    (out, grads), (want, want_grads) = run(True), run(False)
+    assert torch.equal(out, want) and grads.keys() == want_grads.keys()
+    assert all(torch.equal(grads[name], want_grads[name]) for name in grads)
+    assert all(isinstance(p, torch.nn.Parameter) and p.dtype == torch.float32 for p in replaced.parameters())
+
+
+def traffic():
+    """bench/bench_traffic.py: its operator counter, and CUDA autocast's rule for layer_norm on the CPU."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_traffic
+    return bench_traffic
+
+
+def cuda_layer_norm_rule():
+    """CUDA autocast's float32 rule for layer_norm, applied on the CPU (bench_traffic.py's, whose count it makes
+    the GPU's): CPU autocast's own rule leaves layer_norm in bf16."""
+    return traffic().CudaLayerNorm()
+
+
+def test_layer_norm_keeps_the_autocast_type():
+    """Under CUDA's autocast rule for layer_norm (float32; applied here on the CPU, whose own rule
+    differs), a norm that keeps the autocast type takes a bf16 input in one kernel and writes bf16,
+    the float32 norm rounded once, forward and backward; a float32 input, or a norm without the
+    switch, gets autocast's float32 norm."""
+    torch.manual_seed(0)
+    norm = model.LayerNorm(24, keep_autocast_type=True)
+    with torch.no_grad():
+        norm.weight.normal_(1.0, 0.3)
+        norm.bias.normal_(0.0, 0.3)
+    plain = torch.nn.LayerNorm(24)
+    plain.load_state_dict(norm.state_dict())
+    x = (torch.randn(6, 24) * 3 + 1).bfloat16().requires_grad_()
+    grad = torch.randn(6, 24)
+
+    def run(net, inp):
+        net.zero_grad()
+        with cuda_layer_norm_rule(), torch.autocast("cpu", torch.bfloat16):
+            out = net(inp)
+        out.backward(grad.to(out.dtype))
+        return out, inp.grad, net.weight.grad, net.bias.grad
+
+    out, dx, dw, db = run(norm, x)
+    x_ref = x.detach().float().requires_grad_()
+    ref, dx_ref, dw_ref, db_ref = run(plain, x_ref)
+    assert out.dtype == torch.bfloat16 and ref.dtype == torch.float32
+    assert torch.allclose(out.float(), ref, atol=0.05, rtol=0.02)
+    assert dx.dtype == torch.bfloat16 and torch.allclose(dx.float(), dx_ref, atol=0.05, rtol=0.02)
+    assert torch.allclose(dw, dw_ref, atol=0.1, rtol=0.02) and torch.allclose(db, db_ref, atol=0.1, rtol=0.02)
+    assert run(norm, x_ref)[0].dtype == torch.float32  # float32 in: autocast's rule
+    norm.keep_autocast_type = False
+    assert run(norm, x)[0].dtype == torch.float32
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_residual_stream_types_under_cuda_autocast(version):
+    """Under CUDA's autocast rules (applied on the CPU), V1's residual stream is bf16 in every stage (from
+    stage 2 on it is in any AMP training), V2's float32 in every stage, as the official V2 trains; every
+    block hands on the type it was given."""
+    net = create_model("swin_micro_patch4_window4_128", num_classes=3, version=version).train()
+    seen = []
+    for stage in net.layers:
+        for block in stage.blocks:
+            block.register_forward_hook(lambda module, args, out: seen.append((args[0].dtype, out.dtype)))
+    with cuda_layer_norm_rule(), torch.autocast("cpu", torch.bfloat16):
+        net(torch.randn(2, 3, 64, 64)).float().sum().backward()
+    stream = torch.bfloat16 if version == 1 else torch.float32
+    assert len(seen) == sum(len(stage.blocks) for stage in net.layers)
+    assert seen == [(stream, stream)] * len(seen)
