@@ -463,7 +463,7 @@ def evaluate(model: nn.Module, loader, normalize, num_classes: int, device, amp,
     # everything stays on the device until the end: a read per batch would make the CPU wait for the GPU
     # (so the confusion matrix is counted by index_put_, not bincount, which reads back the largest index)
     outcomes, kept_paths, failed, heats = [], [], [], []
-    with_maps = hasattr(model, "forward_with_maps")  # the head at each place: what a mean made the logits of
+    with_maps = hasattr(model, "forward_with_maps")  # a Swin's maps come with its logits; a program gives logits only
     for images, labels, paths, failed_paths in tqdm(loader, desc=desc, disable=not show_progress, leave=False):
         failed += failed_paths
         if len(labels) == 0:
