@@ -170,6 +170,16 @@ def fetch_flower_photos(data_path: Path, url: str | None = None, sha256: str | N
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def fetch_tutorial_photos(data_path: Path) -> None:
+    """train.py's: the tutorial's command names flower_photos before anything made it, so it is fetched as
+    `split_data.py --download` does; what went wrong says that, and where else to go."""
+    try:
+        fetch_flower_photos(data_path)
+    except UserError as err:
+        raise UserError(f"{data_path} is not here, so train.py tried to fetch the tutorial's photos: {err}. "
+                        "Or train on the bundled sample: python train.py --config configs/cpu_demo.yaml") from None
+
+
 def official_weights_file(variant: str, folder="weights") -> Path:
     """Where a variant's official weights are looked for and downloaded to: weights/<variant>.pth."""
     return Path(folder) / f"{variant}.pth"

@@ -178,6 +178,15 @@ class TrainState:
         set_rng_state(checkpoint["rng"])
 
 
+METRIC_NAMES = {"acc1": "top-1", "balanced_acc": "balanced accuracy"}
+
+
+def best_metric(cfg) -> str:
+    """The validation figure that chooses best.pth: top-1, or under --balance the balanced accuracy
+    (mean per-class recall), which is what balancing the classes is for."""
+    return "balanced_acc" if cfg.balance != "off" else "acc1"
+
+
 def build_train_state(cfg, model, net, device, amp, steps_per_epoch: int, class_counts: list) -> TrainState:
     """What a training step uses: the optimizer and schedule of the recipe, loss scaling for fp16,
     normalisation (and erasing) of the uint8 batch on the device, EMA, mixup, class weights."""

@@ -151,6 +151,35 @@ def as_input(images: torch.Tensor, input_type: str) -> torch.Tensor:
 
 # --- The formats ---
 
+def add_arguments(group) -> None:
+    """predict.py's --export flags, beside the exporters they choose (`chosen_exporter`)."""
+    group.add_argument("--export", type=Path, metavar="FILE", help="write the model with its preprocessing, in the "
+                       "format of the suffix: .onnx (ONNX), .pt2 (torch.export), .pt (TorchScript); images of any "
+                       "size in, logits out (see export.py; default: none)")
+    group.add_argument("--export-input", choices=INPUT_TYPES, default="uint8",
+                       help="what an .onnx or .pt2 program takes: uint8 0-255, or float32 0-1 (the .pt takes both; "
+                            "default: uint8)")
+    group.add_argument("--export-int8", action="store_true", help="an .onnx with int8 weights: a quarter of the "
+                       f"size and faster on a CPU, probabilities within {TOLERANCES['int8']} of the checkpoint's "
+                       "(default: fp32)")
+    group.add_argument("--export-fp16", action="store_true", help="an .onnx in fp16: half the size, for GPUs (a CPU "
+                       f"runs it slower), probabilities within {TOLERANCES['fp16']} of the checkpoint's "
+                       "(default: fp32)")
+
+
+def chosen_exporter(args):
+    """The export function that the flags of `add_arguments` ask for, None without --export; a UserError for
+    flags that do not go together, another suffix, or a missing package."""
+    if args.export_int8 and args.export_fp16:
+        raise UserError("--export-int8 and --export-fp16: choose one")
+    weights = "int8" if args.export_int8 else "fp16" if args.export_fp16 else "fp32"
+    if args.export is None:
+        if weights != "fp32":
+            raise UserError(f"--export-{weights} goes with --export FILE.onnx")
+        return None
+    return choose_exporter(args.export, weights)
+
+
 def choose_exporter(path: Path, weights: str = "fp32"):
     """The export function for the file name's suffix and the program's weights (fp32, or an .onnx's int8 or
     fp16); a UserError for another suffix or a missing package."""

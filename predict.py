@@ -30,7 +30,7 @@ from tqdm import tqdm
 import plots
 from config import COUNT, POSITIVE_INT
 from data import ImageDataset, Normalize, build_loader, build_transform, load_rgb
-from export import INPUT_TYPES, TOLERANCES, ExportedClassifier, choose_exporter
+from export import ExportedClassifier, add_arguments as add_export_arguments, chosen_exporter
 from images import image_problem, list_images
 from model import maps_of
 from precision import amp_dtype, autocast
@@ -69,17 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save-vis", type=Path, metavar="DIR", help="write each photo with its top-k chart as a PNG")
     g.add_argument("--cam", action="store_true", help="with --save-vis: each card also shows the crop the model saw, "
                    "tinted where it saw its top class (its class activation map; a checkpoint's, not a program's)")
-    g.add_argument("--export", type=Path, metavar="FILE", help="write the model with its preprocessing, in the "
-                   "format of the suffix: .onnx (ONNX), .pt2 (torch.export), .pt (TorchScript); images of any "
-                   "size in, logits out (see export.py; default: none)")
-    g.add_argument("--export-input", choices=INPUT_TYPES, default="uint8",
-                   help="what an .onnx or .pt2 program takes: uint8 0-255, or float32 0-1 (the .pt takes both; "
-                        "default: uint8)")
-    g.add_argument("--export-int8", action="store_true", help="an .onnx with int8 weights: a quarter of the size "
-                   f"and faster on a CPU, probabilities within {TOLERANCES['int8']} of the checkpoint's "
-                   "(default: fp32)")
-    g.add_argument("--export-fp16", action="store_true", help="an .onnx in fp16: half the size, for GPUs (a CPU runs "
-                   f"it slower), probabilities within {TOLERANCES['fp16']} of the checkpoint's (default: fp32)")
+    add_export_arguments(g)
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
     return p
 
@@ -88,11 +78,6 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     if not args.images and args.export is None:
         raise UserError("name the images to classify: files, folders or glob patterns (or --export FILE)")
-    weights = "int8" if args.export_int8 else "fp16" if args.export_fp16 else "fp32"
-    if args.export_int8 and args.export_fp16:
-        raise UserError("--export-int8 and --export-fp16: choose one")
-    if weights != "fp32" and args.export is None:
-        raise UserError(f"--export-{weights} goes with --export FILE.onnx")
     if args.cam and args.save_vis is None:
         raise UserError("--cam draws on the --save-vis cards: add --save-vis DIR")
     if args.output is not None and args.output.suffix.lower() not in (".json", ".csv"):
@@ -100,7 +85,7 @@ def main(argv=None) -> None:
     for folder in (args.output.parent if args.output else None, args.save_vis):
         if folder is not None:  # made now: one that cannot be made fails before the classifying, not after
             folder.mkdir(parents=True, exist_ok=True)
-    export = choose_exporter(args.export, weights) if args.export is not None else None
+    export = chosen_exporter(args)
     paths = list_images(args.images)  # before loading the model: a mistyped path fails at once
     device = select_device(args.device)
     tune_for(device)  # fp32 stays fp32: an export is checked against the model at 1e-4

@@ -33,7 +33,7 @@ import run_log
 from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, parse_config, plain, ranged, weights_path,
                     write_yaml, yes_no)
 from data import build_normalize, build_transform, load_splits, write_class_indices
-from download import fetch_flower_photos, fetch_official_weights, official_weights_file
+from download import fetch_official_weights, fetch_tutorial_photos, official_weights_file
 from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_train_loader, eval_loader
 from model import resolve_variant
@@ -135,7 +135,7 @@ def main(argv=None) -> None:
     if checkpoint is not None and not cfg.eval_only and checkpoint["epoch"] >= cfg.epochs:
         # not an error: a job that resumes until done ends here (said once, under torchrun too)
         if os.environ.get("RANK", "0") == "0":
-            name = METRIC_NAMES[checkpoint.get("best_metric", "acc1")]
+            name = engine.METRIC_NAMES[checkpoint.get("best_metric", "acc1")]
             print(f"{cfg.resume} has finished its {cfg.epochs} epochs (best {name} {checkpoint['best_acc']:.4f}): "
                   f"nothing to train. To train on, add --epochs N, N above {checkpoint['epoch']}.")
         return
@@ -154,8 +154,11 @@ def main(argv=None) -> None:
     evaluate_program = cfg.eval_only and checkpoint is None and is_program(cfg.weights)  # --resume comes first
     program = load_program(cfg.weights).to(device) if evaluate_program else None
 
-    if not cfg.data_path.exists() and cfg.data_path.name == "flower_photos":
-        fetch_tutorial_photos(cfg.data_path, main_process, world_size)
+    if not cfg.data_path.exists() and cfg.data_path.name == "flower_photos":  # the tutorial's command, as typed
+        if main_process:
+            fetch_tutorial_photos(cfg.data_path)
+        if world_size > 1:
+            torch.distributed.barrier()  # the other processes wait for the photos
     splits = load_splits(cfg.data_path, cfg.val_ratio, seed=0)
     classes = splits.classes
     if main_process:
@@ -208,9 +211,10 @@ def main(argv=None) -> None:
     state = engine.build_train_state(cfg, model, net, device, amp, math.ceil(len(train_loader) / cfg.accum_steps),
                                      splits.counts("train"))
     if checkpoint is not None:
-        state.resume_from(checkpoint, best_metric(cfg))
+        metric = engine.best_metric(cfg)
+        state.resume_from(checkpoint, metric)
         if main_process:
-            best = f"best {METRIC_NAMES[best_metric(cfg)]} so far {state.best_acc:.4f}" if state.best_acc >= 0 \
+            best = f"best {engine.METRIC_NAMES[metric]} so far {state.best_acc:.4f}" if state.best_acc >= 0 \
                 else "not validated yet"
             print(f"resumed at epoch {state.epoch + 1}, step {state.step} ({best})")
         run_dir = (cfg.resume if cfg.resume.is_dir() else cfg.resume.parent)
@@ -249,7 +253,7 @@ def main(argv=None) -> None:
         if copy_of:
             checkpoints.copy(run_dir / copy_of, run_dir / name)
         else:
-            checkpoints.save({**meta, **state.checkpoint(weights), "best_metric": best_metric(cfg),
+            checkpoints.save({**meta, **state.checkpoint(weights), "best_metric": engine.best_metric(cfg),
                               "config": plain(vars(cfg))}, run_dir / name)
 
     step_loss = run_log.StepLoss(writer)
@@ -299,19 +303,6 @@ def main(argv=None) -> None:
         sys.exit({"SIGINT": 130, "SIGTERM": 143}.get(stop.requested, 0))
 
 
-def fetch_tutorial_photos(data_path: Path, main_process: bool, world_size: int) -> None:
-    """The tutorial's command names flower_photos before anything made it: fetch it as
-    `split_data.py --download` does (checked archive, safe extraction). Other missing paths stay errors."""
-    if main_process:
-        try:
-            fetch_flower_photos(data_path)
-        except UserError as err:
-            raise UserError(f"{data_path} is not here, so train.py tried to fetch the tutorial's photos: {err}. "
-                            "Or train on the bundled sample: python train.py --config configs/cpu_demo.yaml") from None
-    if world_size > 1:
-        torch.distributed.barrier()  # the other processes wait for the photos
-
-
 def check_splits(splits, cfg, default_val_ratio: float, notify: bool) -> None:
     """A run needs images to validate on: they choose best.pth (load_splits has checked the classes).
     A --val-ratio that a split root leaves unused is said, not silently dropped."""
@@ -323,21 +314,12 @@ def check_splits(splits, cfg, default_val_ratio: float, notify: bool) -> None:
                         f"(default 0.2) for a folder of class folders, or put images in val/<class>/")
 
 
-METRIC_NAMES = {"acc1": "top-1", "balanced_acc": "balanced accuracy"}
-
-
-def best_metric(cfg) -> str:
-    """The validation figure that chooses best.pth: top-1, or under --balance the balanced accuracy
-    (mean per-class recall), which is what balancing the classes is for."""
-    return "balanced_acc" if cfg.balance != "off" else "acc1"
-
-
 def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop, on_step, save, writer,
                run_dir: Path, main_process: bool) -> None:
     """The epochs left: train on the next epoch_length batches of the loader's endless iterator (fewer
     in an epoch resumed midway), evaluate, log, save; stop on a signal or --stop-after-epochs."""
     val, first_epoch, best = None, state.epoch, None
-    metric = best_metric(cfg)
+    metric = engine.best_metric(cfg)
     normalize = build_normalize()  # evaluation's: no erasing; its constants made once per device
     for epoch in range(state.epoch, cfg.epochs):
         if state.batches_done == 0:  # each epoch's randomness from (seed, epoch): resuming is exact
