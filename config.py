@@ -87,8 +87,10 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
                 value = action.type(str(value))
             except argparse.ArgumentTypeError as err:
                 raise UserError(f"{path}: {key}: {err}") from None
-            except (TypeError, ValueError):
-                raise UserError(f"{path}: {key}: {value!r} is not a valid value") from None
+            except (TypeError, ValueError):  # argparse's words for the flag: "invalid int value: '2.5'"
+                kind = getattr(action.type, "__name__", "")
+                wanted = {"int": "a whole number", "float": "a number"}.get(kind, "a valid value")
+                raise UserError(f"{path}: {key}: {value!r} is not {wanted}") from None
         if action.choices is not None and value not in action.choices and value is not None:
             raise UserError(f"{path}: {key}: {value!r} is not one of {list(action.choices)}")
         values[key] = value

@@ -266,7 +266,8 @@ def load_splits(data_path, val_ratio: float = 0.2, seed: int = 0, check: bool = 
     """
     root = Path(data_path)
     if not root.is_dir():
-        raise UserError(f"data path not found: {root}. Give a folder of class folders (such as "
+        problem = "is a file, not a folder" if root.exists() else "not found"
+        raise UserError(f"data path {problem}: {root}. Give a folder of class folders (such as "
                         "samples/flowers, the bundled photos) or of split folders (such as data); the name "
                         "flower_photos downloads the tutorial's photos")
     if (root / "train").is_dir():

@@ -509,9 +509,13 @@ def resolve_variant(name: str) -> str:
     base = name.split(".")[0]  # timm pretrained tags: swin_tiny_patch4_window7_224.ms_in1k
     if base in VARIANTS or base in ALIASES:
         return resolve_variant(base)
-    # a short form (swin_tiny, swinv2_base) names the variants that begin with it; else near spellings
+    # a short form (swin_tiny, swinv2_base) names the variants that begin with it; else near spellings, of a
+    # whole name or of a short form (swin_tinyy: the swin_tiny variants)
+    shorts = {"_".join(v.split("_")[:2]) for v in VARIANTS}
+    near = difflib.get_close_matches(name.lower(), shorts, n=1)
     close = [v for v in VARIANTS if v.startswith(name.lower())][:4] or \
-        difflib.get_close_matches(name, list(VARIANTS) + list(ALIASES), n=3)
+        difflib.get_close_matches(name, list(VARIANTS) + list(ALIASES), n=3) or \
+        [v for v in VARIANTS if near and v.startswith(near[0] + "_")][:4]
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise UserError(f"unknown model {name!r}.{hint} Valid models: {', '.join(VARIANTS)}")
 

@@ -34,7 +34,7 @@ from export import ExportedClassifier, add_arguments as add_export_arguments, ch
 from images import image_problem, list_images
 from model import maps_of
 from precision import amp_dtype, autocast
-from utils import UserError, run_cli, select_device, tune_for
+from utils import UserError, check_writable, run_cli, select_device, tune_for
 from weights import load_classifier
 from workers import default_workers
 
@@ -82,9 +82,10 @@ def main(argv=None) -> None:
         raise UserError("--cam draws on the --save-vis cards: add --save-vis DIR")
     if args.output is not None and args.output.suffix.lower() not in (".json", ".csv"):
         raise UserError(f"--output {args.output}: the name must end in .json or .csv")
-    for folder in (args.output.parent if args.output else None, args.save_vis):
-        if folder is not None:  # made now: one that cannot be made fails before the classifying, not after
-            folder.mkdir(parents=True, exist_ok=True)
+    if args.output is not None:  # what cannot be written fails before the classifying, not after
+        check_writable(args.output)
+    if args.save_vis is not None:
+        args.save_vis.mkdir(parents=True, exist_ok=True)
     export = chosen_exporter(args)
     paths = list_images(args.images)  # before loading the model: a mistyped path fails at once
     device = select_device(args.device)
@@ -174,7 +175,6 @@ def classify(model, paths: list[str], transform, normalize, device, args):
 
 def write_results(results: list, path: Path, k: int) -> None:
     """A .json list of the --json objects, or a .csv row per image: path, then label, index, prob per rank."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".json":
         path.write_text(json.dumps(results, indent=1) + "\n")
         return

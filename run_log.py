@@ -1,7 +1,10 @@
-"""What a training run tells its user as it goes: the line per epoch, TensorBoard's scalars and pictures,
-metrics.csv, and notices about its settings and warnings about its data (files left out, imbalanced classes)."""
+"""A training run's folder and what the run tells its user as it goes: the line per epoch, TensorBoard's scalars
+and pictures, metrics.csv, and notices about its settings and warnings about its data (files left out, imbalanced
+classes)."""
 import csv
+import itertools
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -13,6 +16,39 @@ from data import IMAGENET_MEAN, IMAGENET_STD, to_device
 from images import class_imbalance
 from model import NO_PRETRAINED_WEIGHTS, maps_of
 from precision import autocast
+from utils import UserError, put_in_place
+
+
+RUN_FILES = ("last.pth", "best.pth", "metrics.csv")  # what a run folder holds once a run has trained in it
+
+
+def run_folder(cfg, checkpoint, variant: str) -> Path:
+    """Where a run writes: a resumed run's own folder; for a new run, --name's, which must not hold a run already
+    (the new run would write over it), or <variant>-<date>-<time> (make_run_folder makes it unique)."""
+    if checkpoint is not None:
+        return cfg.resume if cfg.resume.is_dir() else cfg.resume.parent
+    if cfg.name is None:
+        return cfg.output / f"{variant}-{datetime.now():%Y%m%d-%H%M%S}"
+    folder = cfg.output / cfg.name
+    if any((folder / name).exists() for name in RUN_FILES):
+        raise UserError(f"{folder} holds a run already: --resume {folder} goes on with it, another --name starts "
+                        "a new one")
+    return folder
+
+
+def make_run_folder(folder: Path, named: bool) -> Path:
+    """Make the folder run_folder chose. One named by the date and time that another run made in the same
+    second gets -2, -3, ... (mkdir is atomic: two runs starting together get a folder each)."""
+    if named:
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        try:
+            (unique := folder if n == 1 else folder.with_name(f"{folder.name}-{n}")).mkdir()
+            return unique
+        except FileExistsError:
+            continue
 
 
 class StepLoss:
@@ -55,13 +91,8 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
     writer.add_image("confusion_matrix/val", plots.to_chw(plots.confusion_matrix_image(
         val["confusion"], classes, f"validation, epoch {epoch}")), epoch)
     writer.flush()
-    new_file = not (run_dir / "metrics.csv").exists()
-    with open(run_dir / "metrics.csv", "a", newline="") as f:
-        row = {"epoch": epoch, "step": state.step, **{k.replace("/", "_"): round(v, 6) for k, v in scalars.items()}}
-        out = csv.DictWriter(f, fieldnames=list(row))
-        if new_file:
-            out.writeheader()
-        out.writerow(row)
+    row = {"epoch": epoch, "step": state.step, **{k.replace("/", "_"): round(v, 6) for k, v in scalars.items()}}
+    write_metrics_row(run_dir / "metrics.csv", row)
     for path in train["failed"] + val["failed"]:
         print(f"warning: skipped an image that failed to load: {path}", file=sys.stderr)
     ema = f"  ema top-1 {ema_val['acc1']:.4f}" if ema_val is not None else ""
@@ -70,6 +101,24 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
           f"top-5 {val['acc5']:.4f}{ema}  "
           f"lr {lr:.2e}  {train['seconds']:.0f}s {throughput:.1f} img/s ({wait_share:.0%} waiting for data)"
           f"{'  * best' if improved else ''}", flush=True)
+
+
+def write_metrics_row(path: Path, row: dict) -> None:
+    """metrics.csv with `row` as its last: one row per epoch, the epoch's latest training. Rows of the same epoch
+    or later go (a run killed after its row but before last.pth trains the epoch again on resuming), and a column
+    new since (EMA's, turned on when resuming) gets a header of its own: the file is written anew."""
+    rows = []
+    if path.exists():
+        with open(path, newline="") as f:
+            rows = [old for old in csv.DictReader(f) if int(old["epoch"]) < row["epoch"]]
+    columns = list(dict.fromkeys([*row, *(key for old in rows for key in old)]))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            out = csv.DictWriter(f, fieldnames=columns)
+            out.writeheader()
+            out.writerows([*rows, row])
+    put_in_place(path, write)
 
 
 def warn_unreadable(skipped: list, shown: int = 10) -> None:

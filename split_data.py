@@ -55,7 +55,8 @@ def main(argv=None) -> None:
     if args.download:
         fetch_flower_photos(source, args.url, args.sha256)
     if not source.is_dir():
-        raise UserError(f"data path not found: {source}. Give a folder of class folders with --data-path, "
+        problem = "is a file, not a folder" if source.exists() else "not found"
+        raise UserError(f"data path {problem}: {source}. Give a folder of class folders with --data-path, "
                         "or pass --download to fetch flower_photos")
     if (source / "train").is_dir() and (source / "val").is_dir():
         raise UserError(f"{source} is split already (it has train/ and val/): give the folder of class "

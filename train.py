@@ -20,7 +20,6 @@ import itertools
 import math
 import os
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -136,7 +135,9 @@ def main(argv=None) -> None:
         # not an error: a job that resumes until done ends here (said once, under torchrun too)
         if os.environ.get("RANK", "0") == "0":
             name = engine.METRIC_NAMES[checkpoint.get("best_metric", "acc1")]
-            print(f"{cfg.resume} has finished its {cfg.epochs} epochs (best {name} {checkpoint['best_acc']:.4f}): "
+            done = f"finished its {cfg.epochs} epochs" if checkpoint["epoch"] == cfg.epochs else \
+                f"trained {checkpoint['epoch']} epochs, more than --epochs {cfg.epochs}"
+            print(f"{cfg.resume} has {done} (best {name} {checkpoint['best_acc']:.4f}): "
                   f"nothing to train. To train on, add --epochs N, N above {checkpoint['epoch']}.")
         return
     rank, world_size, local_rank, device = init_distributed(cfg.device)
@@ -176,6 +177,7 @@ def main(argv=None) -> None:
     if program is not None:
         transform = build_transform(program.img_size, train=False, crop_pct=program.crop_pct)
         return evaluate_checkpoint(cfg, program, splits, transform, None, program.device, None, main_process)
+    run_dir = None if cfg.eval_only else run_log.run_folder(cfg, checkpoint, resolve_variant(cfg.model))
 
     # the official file's own name counts as no name: a config that names it (configs/finetune_*) downloads too
     if cfg.download_weights and checkpoint is None and \
@@ -217,15 +219,12 @@ def main(argv=None) -> None:
             best = f"best {engine.METRIC_NAMES[metric]} so far {state.best_acc:.4f}" if state.best_acc >= 0 \
                 else "not validated yet"
             print(f"resumed at epoch {state.epoch + 1}, step {state.step} ({best})")
-        run_dir = (cfg.resume if cfg.resume.is_dir() else cfg.resume.parent)
-    else:
-        run_dir = cfg.output / (cfg.name or f"{model.variant}-{datetime.now():%Y%m%d-%H%M%S}")
     epoch_batches.start(state.epoch, state.batches_done)
     batches = iter(train_loader)  # one iterator for the whole run: its workers never wait for an epoch to start
 
     writer = None
     if main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = run_log.make_run_folder(run_dir, named=checkpoint is not None or cfg.name is not None)
         write_yaml(run_dir / "config.yaml", vars(cfg))
         write_class_indices(run_dir / "class_indices.json", classes)
         writer = SummaryWriter(run_dir)

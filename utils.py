@@ -107,6 +107,19 @@ def put_in_place(path: Path, fill) -> None:
     sync_folder(path.parent)
 
 
+def check_writable(path: Path) -> None:
+    """Fail now, with the reason, for a file that could not be written later (a folder of that name, no
+    permission), before the work whose results it is to hold. Makes its folder; leaves no file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    existed = path.exists()
+    try:
+        open(path, "a").close()
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror or err}") from None
+    if not existed:
+        path.unlink()
+
+
 def sync_folder(folder: Path) -> None:
     """Make the renames in `folder` durable."""
     if hasattr(os, "O_DIRECTORY"):
@@ -206,8 +219,8 @@ def host_copy(value):
     return value
 
 
-def load_checkpoint(path):
-    """torch.load with weights_only=True, and errors a person can act on."""
+def load_checkpoint(path, mmap: bool = False):
+    """torch.load with weights_only=True, and errors a person can act on; `mmap` reads tensors only when used."""
     import torch
     path = Path(path)
     if not path.is_file():
@@ -219,7 +232,7 @@ def load_checkpoint(path):
         raise UserError(f"{path} is a TorchScript program, not a checkpoint: torch.jit.load runs it. Give a "
                         "checkpoint or state dict (predict.py also runs .onnx and .pt2 programs)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # a file that is no checkpoint raises anything from KeyError to RuntimeError
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         if found:

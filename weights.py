@@ -142,7 +142,7 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
     weights: a path (.pth, .pt, .bin, .safetensors) or a state dict. V1 position-bias tables
     are resized when the window differs; the classifier is dropped when the class count
     differs. Returns {'missing', 'unexpected', 'resized', 'skipped'} lists of keys, and
-    prints a short report of them when verbose.
+    prints a short report of them when verbose (and the file's name).
     """
     state = to_official_layout(unwrap_state_dict(weights if isinstance(weights, dict) else load_checkpoint(weights)))
     check_is_swin(state, "these weights" if isinstance(weights, dict) else weights)
@@ -168,8 +168,9 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
     # the new classifier's keys are said once, as skipped: missing is for what the file lacks
     missing = [k for k in result.missing_keys if k not in replaced]
     report = {"missing": missing, "unexpected": unexpected, "resized": resized, "skipped": skipped}
-    if verbose:
-        print(format_load_report(report, len(state)))
+    if verbose:  # said once loaded: a file that fails says only why
+        source = "" if isinstance(weights, dict) else f"weights from {weights}: "
+        print(source + format_load_report(report, len(state)))
     return report
 
 
@@ -247,8 +248,6 @@ def model_for_run(cfg, num_classes: int, checkpoint, main_process: bool) -> nn.M
         if not weights.is_file() and weights == official_weights_file(variant) and variant in OFFICIAL_WEIGHTS:
             raise UserError(f"weights not found: {weights}. --download-weights fetches them (weights/README.md "
                             "says from where)")
-        if main_process:
-            print(f"weights from {weights}:")
         load_weights(model, weights, verbose=main_process)
     elif main_process:
         hint = "--download-weights fetches the official ones" if variant in OFFICIAL_WEIGHTS else "none exist"
@@ -275,6 +274,8 @@ def resume_config(parser, cfg, argv) -> tuple:
         checkpoint = load_checkpoint(path)
         if not is_run_checkpoint(checkpoint):
             raise UserError(f"{path} is not a checkpoint of train.py; to start from its weights use --weights")
+        if not cfg.eval_only:
+            check_not_going_back(path, checkpoint)
     given = explicit_flags(parser, argv)
     # the loader's worker count follows the machine the run goes on on (it does not change the results)
     kept = ("data_path", "val_ratio") if cfg.eval_only else [k for k in checkpoint["config"] if k != "workers"]
@@ -285,12 +286,31 @@ def resume_config(parser, cfg, argv) -> tuple:
 
 
 def resumed_file(cfg) -> Path:
-    """The checkpoint --resume names: a run folder means its last.pth, or for --eval-only its best.pth
-    (its last.pth while it has none: a run stopped before its first validation)."""
+    """The checkpoint --resume names: a run folder means its last.pth, or for --eval-only its best.pth."""
     if not cfg.resume.is_dir():
         return cfg.resume
-    best = cfg.resume / "best.pth"
-    return best if cfg.eval_only and best.is_file() else cfg.resume / "last.pth"
+    return evaluated_file(cfg.resume) if cfg.eval_only else cfg.resume / "last.pth"
+
+
+def evaluated_file(run: Path) -> Path:
+    """What a run folder means to evaluate or predict with: its best.pth, or its last.pth while it has none
+    (a run stopped before its first validation)."""
+    best = run / "best.pth"
+    return best if best.is_file() or not (run / "last.pth").is_file() else run / "last.pth"
+
+
+def check_not_going_back(path: Path, checkpoint: dict) -> None:
+    """Training on from a checkpoint older than its run folder's last.pth (a best.pth, most often) would train
+    those epochs again over last.pth: refused, with the two ways on. --eval-only reads any checkpoint."""
+    last = path.parent / "last.pth"
+    if not last.is_file() or last.resolve() == path.resolve():
+        return
+    newer = load_checkpoint(last, mmap=True)["epoch"]  # mapped: only the epoch is read
+    if newer > checkpoint["epoch"]:
+        raise UserError(f"{path} is from epoch {checkpoint['epoch']}, but {last} has {newer} epochs: training on from "
+                        f"{path.name} would write over them. To go on from epoch {newer}: --resume {path.parent}. To "
+                        f"train again from epoch {checkpoint['epoch']}, set {last} aside first (mv {last} "
+                        f"{path.parent / f'last-epoch{newer}.pth'})")
 
 
 def freeze_all_but_the_head(model):
@@ -319,7 +339,7 @@ def load_classifier(weights: Path | None, variant: str | None = None, num_classe
     train.py checkpoint or run folder (default: the newest run's best.pth), an .onnx or .pt2 that --export
     wrote, or a plain state dict of `variant`; the flags given are checked against what the file holds."""
     path = weights or newest_run_checkpoint()
-    path = path / "best.pth" if path.is_dir() else path
+    path = evaluated_file(path) if path.is_dir() else path
     ckpt = None if is_program(path) else load_checkpoint(path)
     size = {"img_size": img_size} if img_size else {}
     if ckpt is None:  # what --export wrote: the program carries its names and preprocessing, as a checkpoint does

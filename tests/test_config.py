@@ -1,5 +1,7 @@
 """config.py through train.py's parser: defaults < YAML < flags, values checked where they are read, and
 the tutorial's flags as it types them."""
+import re
+
 import pytest
 import torch
 
@@ -43,6 +45,7 @@ def test_config_precedence_and_unknown_keys(tmp_path):
     ("--drop-path-rate", "1", "must be >= 0 and < 1"),
     ("--layer-decay", "0", "must be > 0 and <= 1"),
     ("--accum-steps", "2.5", "invalid int value"),
+    ("--lr", "abc", "invalid float value"),
 ])
 def test_values_out_of_range_are_one_clear_error(tmp_path, capsys, flag, value, message):
     """As a flag: argparse's usage and one line, status 2. In a YAML config: one line naming the file
@@ -53,7 +56,9 @@ def test_values_out_of_range_are_one_clear_error(tmp_path, capsys, flag, value, 
     assert f"argument {flag}: {message}" in capsys.readouterr().err
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text(f"{flag[2:].replace('-', '_')}: {value}\n")
-    with pytest.raises(UserError, match=f"c.yaml: {flag[2:].replace('-', '_')}: "):
+    key = flag[2:].replace('-', '_')
+    said = {"invalid int value": f"{value} is not a whole number", "invalid float value": f"'{value}' is not a number"}
+    with pytest.raises(UserError, match=re.escape(f"c.yaml: {key}: {said.get(message, '')}")):
         config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
     yaml_file.write_text("ema: 3\n")
     with pytest.raises(UserError, match="ema: 3 is not true or false"):

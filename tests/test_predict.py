@@ -102,6 +102,14 @@ def test_newest_run_is_used_with_what_it_carries(trained, checkpoint, photos, tm
     assert [want[e["index"]].item() for e in top] == pytest.approx([e["prob"] for e in top], abs=1e-5)
 
 
+def test_a_run_folder_stopped_before_its_first_validation_means_its_last_pth(checkpoint, photos, tmp_path, capsys,
+                                                                             monkeypatch):
+    (tmp_path / "stopped").mkdir()
+    torch.save(checkpoint, tmp_path / "stopped" / "last.pth")
+    _, out, err = run_predict(capsys, monkeypatch, tmp_path, photos[0], "--weights", "stopped", "--json")
+    assert err.startswith(f"{Path('stopped') / 'last.pth'}: swin_micro") and json_lines(out)[0]["path"] == str(photos[0])
+
+
 def test_folder_with_broken_files(trained, photos, tmp_path, capsys, monkeypatch):
     """Unreadable files are named on stderr, the photos are still classified, the exit status is 1."""
     good = []
@@ -275,12 +283,18 @@ def test_an_output_folder_that_cannot_be_made_fails_before_anything_is_classifie
     from utils import run_cli
     monkeypatch.chdir(trained)
     (tmp_path / "a_file").write_text("")
-    for flag, target in (("--output", tmp_path / "a_file" / "p.csv"), ("--save-vis", tmp_path / "a_file" / "vis")):
+    (tmp_path / "a_folder.csv").mkdir()
+    for flag, target, said in (("--output", tmp_path / "a_file" / "p.csv", tmp_path / "a_file"),
+                               ("--save-vis", tmp_path / "a_file" / "vis", tmp_path / "a_file"),
+                               ("--output", tmp_path / "a_folder.csv", f"cannot write {tmp_path / 'a_folder.csv'}")):
         with pytest.raises(SystemExit) as exited:
             run_cli(lambda: predict.main([str(photos[0]), flag, str(target)]))
         out, err = capsys.readouterr()
         assert exited.value.code == 2 and out == ""  # stopped before the model was loaded
-        assert err.startswith(f"error: {tmp_path / 'a_file'}") and err.count("\n") == 1, err  # the path and why
+        assert err.startswith(f"error: {said}") and err.count("\n") == 1, err  # the path and why
+    assert not (tmp_path / "p.csv").exists()
+    predict.main([str(photos[0]), "--output", str(tmp_path / "p.csv")])  # the check leaves no file of its own
+    assert len(list(csv.reader(open(tmp_path / "p.csv")))) == 2
 
 
 def test_no_checkpoint_says_what_to_do(photos, tmp_path):

@@ -81,6 +81,7 @@ def test_resume_is_bit_identical(flowers, tmp_path, capsys):
     train_here(capsys, *common, "--name", "split", "--stop-after-epochs", "1")
     first_half = torch.load(tmp_path / "split" / "last.pth", weights_only=True)
     assert first_half["epoch"] == 1
+    torch.save(first_half, tmp_path / "split" / "epoch1.pth")
     out = run_train("--resume", tmp_path / "split")  # a process of its own: all it knows is in last.pth
     assert "resumed at epoch 2" in out.stdout
     straight = torch.load(tmp_path / "straight" / "last.pth", weights_only=True)
@@ -94,7 +95,37 @@ def test_resume_is_bit_identical(flowers, tmp_path, capsys):
     saved_at = (tmp_path / "split" / "last.pth").stat().st_mtime_ns
     again = train_here(capsys, "--resume", tmp_path / "split")
     assert "has finished its 2 epochs" in again and "--epochs N, N above 2" in again
+    fewer = train_here(capsys, "--resume", tmp_path / "split", "--epochs", "1")
+    assert "has trained 2 epochs, more than --epochs 1 (best" in fewer and "--epochs N, N above 2" in fewer
+    # training on from an older checkpoint of the run would write over last.pth's epochs; a new run under the
+    # run's --name would write over the run: each refused, saying how to go on, the run untouched
+    with pytest.raises(UserError, match=rf"epoch1.pth is from epoch 1, but .*last.pth has 2 epochs: .* To go on "
+                                        rf"from epoch 2: --resume {tmp_path / 'split'}\. .*mv "):
+        train.main(["--resume", str(tmp_path / "split" / "epoch1.pth")])
+    with pytest.raises(UserError, match=rf"{tmp_path / 'split'} holds a run already: --resume"):
+        train.main([*map(str, common), "--name", "split"])
     assert (tmp_path / "split" / "last.pth").stat().st_mtime_ns == saved_at
+    assert len(metrics(tmp_path / "split")) == 2
+
+
+def test_metrics_csv_holds_an_epoch_once_its_latest_training(tmp_path):
+    """A run killed after an epoch's row but before its last.pth trains that epoch again on resuming: its row
+    replaces the old one and any later ones; a column new since (EMA's, turned on when resuming) gets a header."""
+    import run_log
+    path = tmp_path / "metrics.csv"
+    for epoch in (1, 2, 3):
+        run_log.write_metrics_row(path, {"epoch": epoch, "loss_train": epoch / 10})
+    run_log.write_metrics_row(path, {"epoch": 2, "loss_train": 0.25, "acc1_val_ema": 0.5})
+    assert metrics(tmp_path) == [{"epoch": "1", "loss_train": "0.1", "acc1_val_ema": ""},
+                                 {"epoch": "2", "loss_train": "0.25", "acc1_val_ema": "0.5"}]
+
+
+def test_runs_started_in_the_same_second_get_a_folder_each(tmp_path):
+    import run_log
+    stamped = tmp_path / "runs" / "swin_micro-20261129-101347"
+    made = [run_log.make_run_folder(stamped, named=False) for _ in range(3)]
+    assert [p.name for p in made] == [stamped.name, f"{stamped.name}-2", f"{stamped.name}-3"]
+    assert run_log.make_run_folder(stamped, named=True) == stamped  # --name's, or a resumed run's own
 
 
 def test_a_run_without_loss_scaling_resumes_with_fp16():
@@ -163,14 +194,17 @@ def test_files_that_do_not_decode_are_left_out_and_named(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--data-path", "no/such/folder"], "no/such/folder"),
+    (["--data-path", "no/such/folder"], "data path not found: no/such/folder"),
+    (["--data-path", ROOT / "README.md"], "data path is a file, not a folder: .*README.md"),
     (["--model", "swin_tiny_patch4_window9"], "unknown model"),
+    (["--model", "swin_tinyy"], "unknown model 'swin_tinyy'. Did you mean swin_tiny_patch4_window7_224, "),
+    (["--weights", "no/such.pth"], "^error: checkpoint not found: no/such.pth$"),
     (["--device", "cuda"], "CUDA"),
     (["--cuda-graphs"], "--cuda-graphs needs a CUDA GPU, and this run is on cpu: run without it"),
     (["--num-classes", "3"], "--num-classes 3 was given, but .* has 5 class folders: daisy, dandelion"),
     (["--val-ratio", "0"], "gives no validation images, which choose best.pth: use --val-ratio above 0"),
     (["--decode", "device", "--recipe", "official"], "--decode device works with --recipe tutorial"),
-    (["--output", "/dev/null/runs"], "^error: /dev/null/runs/.*: Not a directory"),  # the run folder in it
+    (["--output", "/dev/null/runs"], "^error: /dev/null/runs.*: Not a directory"),  # the run folder, or its folder
 ])
 def test_user_errors_are_one_line_without_traceback(flowers, tmp_path, capsys, args, message):
     """In this process, through run_cli as the script runs main (another exception than its exit would
@@ -179,12 +213,13 @@ def test_user_errors_are_one_line_without_traceback(flowers, tmp_path, capsys, a
         pytest.skip("this machine has a GPU")
     base = ["--data-path", str(flowers), *FAST, "--epochs", "1", "--output", str(tmp_path)]
     with pytest.raises(SystemExit) as exited:
-        utils.run_cli(lambda: train.main([*base, *args]))
+        utils.run_cli(lambda: train.main([*base, *map(str, args)]))
     assert exited.value.code == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "weights from" not in out  # said once the weights are loaded, not before an error
     import re
-    assert re.search(message, err), err
+    assert re.search(message, err, re.MULTILINE), err
 
 
 def test_loader_workers_started_afresh_train_as_forked_ones(flowers, tmp_path, capsys):
