@@ -27,7 +27,7 @@ def run_folder(cfg, checkpoint, variant: str) -> Path:
     (the new run would write over it), or <variant>-<date>-<time> (make_run_folder makes it unique)."""
     if checkpoint is not None:
         return cfg.resume if cfg.resume.is_dir() else cfg.resume.parent
-    if cfg.name is None:
+    if not cfg.name:
         return cfg.output / f"{variant}-{datetime.now():%Y%m%d-%H%M%S}"
     folder = cfg.output / cfg.name
     if any((folder / name).exists() for name in RUN_FILES):

@@ -224,7 +224,7 @@ def main(argv=None) -> None:
 
     writer = None
     if main_process:
-        run_dir = run_log.make_run_folder(run_dir, named=checkpoint is not None or cfg.name is not None)
+        run_dir = run_log.make_run_folder(run_dir, named=checkpoint is not None or bool(cfg.name))
         write_yaml(run_dir / "config.yaml", vars(cfg))
         write_class_indices(run_dir / "class_indices.json", classes)
         writer = SummaryWriter(run_dir)
