@@ -246,14 +246,14 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
                     shown = None
             if step_now and on_step is not None:
                 on_step(state, loss.detach())
-        if step_now and state.stopping:
+        if step_now and state.stopping and state.batches_done < last_batch:  # after the last: validated first
             interrupted = True
             break
     bar.close()
-    totals = reduce_sums(torch.cat([sums, torch.tensor([seen], dtype=torch.float64, device=state.device)]))
-    count = max(totals[3].item(), 1)
-    return {"loss": totals[0].item() / count, "acc1": totals[1].item() / count, "acc5": totals[2].item() / count,
-            "images": int(totals[3].item()), "seconds": time.perf_counter() - start,
+    totals = reduce_sums(torch.cat([sums, torch.tensor([seen], dtype=torch.float64, device=state.device)])).tolist()
+    # None, not 0, for an epoch with nothing trained: one resumed after its last batch (a kill while validating)
+    loss, acc1, acc5 = (total / totals[3] if totals[3] else None for total in totals[:3])
+    return {"loss": loss, "acc1": acc1, "acc5": acc5, "images": int(totals[3]), "seconds": time.perf_counter() - start,
             "data_seconds": waits["seconds"], "failed": failed, "interrupted": interrupted}
 
 

@@ -73,8 +73,9 @@ class StepLoss:
 
 def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, classes: list, improved: bool) -> None:
     epoch, lr = state.epoch, engine.current_lr(state.optimizer)
-    throughput = train["images"] / max(train["seconds"], 1e-9)
-    wait_share = train["data_seconds"] / max(train["seconds"], 1e-9)
+    trained = train["images"] > 0  # none in an epoch resumed after its last batch: its figures are left empty
+    throughput = train["images"] / max(train["seconds"], 1e-9) if trained else None
+    wait_share = train["data_seconds"] / max(train["seconds"], 1e-9) if trained else None
     scalars = {"loss/train": train["loss"], "loss/val": val["loss"], "acc1/train": train["acc1"],
                "acc5/train": train["acc5"], "acc1/val": val["acc1"], "balanced_acc/val": val["balanced_acc"],
                "acc5/val": val["acc5"], "lr": lr, "time/epoch_seconds": train["seconds"],
@@ -85,21 +86,25 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
     if torch.cuda.is_available():
         scalars["memory/gpu_max_gib"] = torch.cuda.max_memory_allocated() / 2**30
     for key, value in scalars.items():
-        writer.add_scalar(key, value, epoch)
+        if value is not None:
+            writer.add_scalar(key, value, epoch)
     for (_, recall, _), name in zip(engine.per_class_metrics(val["confusion"]), classes):
         writer.add_scalar(f"class_recall/{name}", recall, epoch)
     writer.add_image("confusion_matrix/val", plots.to_chw(plots.confusion_matrix_image(
         val["confusion"], classes, f"validation, epoch {epoch}")), epoch)
     writer.flush()
-    row = {"epoch": epoch, "step": state.step, **{k.replace("/", "_"): round(v, 6) for k, v in scalars.items()}}
+    row = {"epoch": epoch, "step": state.step,
+           **{k.replace("/", "_"): "" if v is None else round(v, 6) for k, v in scalars.items()}}
     write_metrics_row(run_dir / "metrics.csv", row)
     for path in train["failed"] + val["failed"]:
         print(f"warning: skipped an image that failed to load: {path}", file=sys.stderr)
     ema = f"  ema top-1 {ema_val['acc1']:.4f}" if ema_val is not None else ""
-    print(f"epoch {epoch:3d}  train loss {train['loss']:.4f} top-1 {train['acc1']:.4f}  "
-          f"val loss {val['loss']:.4f} top-1 {val['acc1']:.4f} balanced {val['balanced_acc']:.4f} "
-          f"top-5 {val['acc5']:.4f}{ema}  "
-          f"lr {lr:.2e}  {train['seconds']:.0f}s {throughput:.1f} img/s ({wait_share:.0%} waiting for data)"
+    figures = f"train loss {train['loss']:.4f} top-1 {train['acc1']:.4f}" if trained else \
+        "trained before the resume"
+    speed = f"{train['seconds']:.0f}s {throughput:.1f} img/s ({wait_share:.0%} waiting for data)" if trained \
+        else f"{train['seconds']:.0f}s"
+    print(f"epoch {epoch:3d}  {figures}  val loss {val['loss']:.4f} top-1 {val['acc1']:.4f} balanced "
+          f"{val['balanced_acc']:.4f} top-5 {val['acc5']:.4f}{ema}  lr {lr:.2e}  {speed}"
           f"{'  * best' if improved else ''}", flush=True)
 
 

@@ -429,3 +429,21 @@ def test_a_non_finite_loss_is_skipped_under_fp16_and_stops_the_run_otherwise(mon
     with pytest.raises(engine.TrainingDiverged, match="the loss became inf"):
         engine.train_step(full, images, labels, cfg)
     assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_a_stop_at_an_epochs_last_step_ends_the_epoch_and_an_empty_epoch_has_no_figures():
+    """A stop taken at the epoch's last step is no interruption: the epoch is validated and saved as a whole,
+    so that a resume does not start an epoch with no batches left. An epoch with none (a run killed while
+    validating, after a step's save at its last batch) reports no training figures, not zeros."""
+    import train
+    cfg = train.build_parser().parse_args(["--warmup-epochs", "0", "--epochs", "1"])
+    net = micro()
+    state = engine.build_train_state(cfg, net, net, torch.device("cpu"), None, 2, [1] * 5)
+    batches = [(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), torch.tensor([0, 1]), ["a", "b"], [])] * 2
+    state.stopping = True  # agreed before the epoch's first step: taken there, one batch short of its end
+    assert engine.train_one_epoch(state, batches, cfg, show_progress=False)["interrupted"]
+    assert state.batches_done == 1
+    result = engine.train_one_epoch(state, batches[1:], cfg, show_progress=False)  # the rest: its last step
+    assert not result["interrupted"] and state.batches_done == 2 and result["images"] == 2
+    empty = engine.train_one_epoch(state, [], cfg, show_progress=False)
+    assert empty["images"] == 0 and empty["loss"] is None and empty["acc1"] is None and not empty["interrupted"]

@@ -275,3 +275,28 @@ def test_non_finite_loss_stops_without_writing_nan(flowers, tmp_path, monkeypatc
                     "--name", "nan"])
     saved = torch.load(tmp_path / "nan" / "last.pth", weights_only=True)
     assert saved["epoch"] == 1 and utils.all_finite(saved["model"])
+
+
+def test_a_kill_while_validating_resumes_into_the_validation_and_logs_no_made_up_figures(flowers, tmp_path, capsys,
+                                                                                        monkeypatch):
+    """--save-every-steps saved last.pth at epoch 1's last batch; the run died while validating it. The resumed
+    run validates epoch 1 with no batch to train: its training figures are left empty, not written as zeros."""
+    from runs import metrics
+    real_evaluate = engine.evaluate
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed while validating")
+    monkeypatch.setattr(engine, "evaluate", killed)
+    args = ["--data-path", flowers, *FAST, "--epochs", "2", "--save-every-steps", "1", "--output", tmp_path,
+            "--name", "k"]
+    with pytest.raises(RuntimeError, match="killed while validating"):
+        train_here(capsys, *args)
+    saved = torch.load(tmp_path / "k" / "last.pth", weights_only=True)
+    assert saved["epoch"] == 0 and saved["batches_done"] == 5  # 80 training images in batches of 16
+    monkeypatch.setattr(engine, "evaluate", real_evaluate)
+    out = train_here(capsys, "--resume", tmp_path / "k")
+    assert "epoch   1  trained before the resume  val loss" in out, out
+    rows = metrics(tmp_path / "k")
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert rows[0]["loss_train"] == rows[0]["throughput_images_per_second"] == "" and rows[0]["acc1_val"] != ""
+    assert float(rows[1]["loss_train"]) > 0
