@@ -23,7 +23,7 @@ from tqdm import tqdm
 from data import build_mixup, build_normalize, to_device
 from model import maps_of
 from precision import autocast
-from utils import all_finite, rng_state, set_rng_state
+from utils import UserError, all_finite, rng_state, set_rng_state
 
 
 class TrainingDiverged(RuntimeError):
@@ -147,6 +147,9 @@ class TrainState:
     # buffers it overwrites on its next replay, which the parameters would otherwise take as their .grad, and a
     # second backward before the step (--accum-steps) would overwrite the first's (pytorch/pytorch#181723)
     keep_grads: bool = False
+    # how an epoch divides here: {"processes", "batches_per_epoch" (a process's), "steps_per_epoch"}; a checkpoint
+    # carries it, so that a run resumed in another number of processes or batches keeps its schedule
+    layout: dict = None
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=not self.keep_grads)
@@ -160,11 +163,14 @@ class TrainState:
         return {"model": weights, "ema": self.ema.module.state_dict() if self.ema else None,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
-                "batches_done": self.batches_done, "best_acc": self.best_acc, "rng": rng_state()}
+                "batches_done": self.batches_done, "best_acc": self.best_acc, "rng": rng_state(),
+                "layout": self.layout}
 
-    def resume_from(self, checkpoint: dict, metric: str = "acc1") -> None:
+    def resume_from(self, checkpoint: dict, metric: str = "acc1") -> bool:
         """Go on where `checkpoint` stopped (its model weights are loaded with the model). Its best so far
-        counts if it is of `metric`, the figure that now chooses best.pth (--balance may have changed it)."""
+        counts if it is of `metric`, the figure that now chooses best.pth (--balance may have changed it).
+        True when the epoch divides otherwise here (other processes, batch size or images): at an epoch's
+        end the schedule then goes on from the epochs done; midway it cannot, and that is a UserError."""
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         if checkpoint["scaler"]:  # empty from a run without fp16 scaling: a resumed fp16 run starts its own scale
@@ -176,6 +182,22 @@ class TrainState:
         if checkpoint.get("best_metric", "acc1") != metric:
             self.best_acc = -1.0
         set_rng_state(checkpoint["rng"])
+        was = checkpoint.get("layout") or self.layout  # a checkpoint from before layouts: taken as this one
+        if was == self.layout:
+            return False
+        if self.batches_done:
+            run = "python" if was["processes"] == 1 else f"torchrun --nproc_per_node {was['processes']}"
+            raise UserError(
+                f"the checkpoint stopped in epoch {self.epoch + 1}, after {self.batches_done} of its "
+                f"{was['batches_per_epoch']} batches in each of {was['processes']} process(es); here an epoch is "
+                f"{self.layout['batches_per_epoch']} batches in each of {self.layout['processes']}, so its place in "
+                f"the epoch does not carry over. Finish the epoch as it ran ({run} train.py --resume ... "
+                "--stop-after-epochs 1, with its --batch-size), then go on as you like: from an epoch's end the "
+                "schedule follows")
+        self.step = self.epoch * self.layout["steps_per_epoch"]  # the schedule's place: the epochs done
+        self.scheduler.last_epoch = self.step - 1
+        self.scheduler.step()  # the lrs of that step
+        return True
 
 
 METRIC_NAMES = {"acc1": "top-1", "balanced_acc": "balanced accuracy"}

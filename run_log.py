@@ -16,7 +16,7 @@ from data import IMAGENET_MEAN, IMAGENET_STD, to_device
 from images import class_imbalance
 from model import NO_PRETRAINED_WEIGHTS, maps_of
 from precision import autocast
-from utils import UserError, put_in_place
+from utils import UserError, put_in_place, resume_command
 
 
 RUN_FILES = ("last.pth", "best.pth", "metrics.csv")  # what a run folder holds once a run has trained in it
@@ -31,8 +31,8 @@ def run_folder(cfg, checkpoint, variant: str) -> Path:
         return cfg.output / f"{variant}-{datetime.now():%Y%m%d-%H%M%S}"
     folder = cfg.output / cfg.name
     if any((folder / name).exists() for name in RUN_FILES):
-        raise UserError(f"{folder} holds a run already: --resume {folder} goes on with it, another --name starts "
-                        "a new one")
+        raise UserError(f"{folder} holds a run already: {resume_command(folder)} goes on with it, another --name "
+                        "starts a new one")
     return folder
 
 

@@ -37,7 +37,8 @@ from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_train_loader, eval_loader
 from model import resolve_variant
 from precision import amp_dtype
-from utils import CheckpointWriter, UserError, init_distributed, run_cli, seed_everything, StopSignal, tune_for
+from utils import (CheckpointWriter, StopSignal, UserError, init_distributed, resume_command, run_cli, seed_everything,
+                   tune_for)
 from weights import describe_for_checkpoint, model_for_run, resume_config, resumed_file
 from workers import dead_loader_worker, default_workers
 
@@ -210,15 +211,18 @@ def main(argv=None) -> None:
 
     train_loader, epoch_batches = build_train_loader(cfg, splits.train, img_size, rank, world_size)
     val_loader = eval_loader(splits.val, eval_transform, cfg, rank, world_size)
-    state = engine.build_train_state(cfg, model, net, device, amp, math.ceil(len(train_loader) / cfg.accum_steps),
-                                     splits.counts("train"))
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.accum_steps)
+    state = engine.build_train_state(cfg, model, net, device, amp, steps_per_epoch, splits.counts("train"))
+    state.layout = {"processes": world_size, "batches_per_epoch": len(train_loader), "steps_per_epoch": steps_per_epoch}
     if checkpoint is not None:
         metric = engine.best_metric(cfg)
-        state.resume_from(checkpoint, metric)
+        relaid = state.resume_from(checkpoint, metric)
         if main_process:
             best = f"best {engine.METRIC_NAMES[metric]} so far {state.best_acc:.4f}" if state.best_acc >= 0 \
                 else "not validated yet"
-            print(f"resumed at epoch {state.epoch + 1}, step {state.step} ({best})")
+            print(f"resumed at epoch {state.epoch + 1}, step {state.step} ({best})" + (
+                f"; {steps_per_epoch} steps an epoch here, {checkpoint['layout']['steps_per_epoch']} before: the "
+                "schedule goes on from the epochs done" if relaid else ""))
     epoch_batches.start(state.epoch, state.batches_done)
     batches = iter(train_loader)  # one iterator for the whole run: its workers never wait for an epoch to start
 
@@ -280,8 +284,8 @@ def main(argv=None) -> None:
             raise
         raise UserError(f"{died.strip().rstrip('.')}. A data loading process died, most often killed by the "
                         f"system for want of memory; the steps since {run_dir / 'last.pth'} was saved are lost. "
-                        f"Try fewer --workers (now {cfg.workers}) or a smaller --batch-size, then: python train.py "
-                        f"--resume {run_dir}") from None
+                        f"Try fewer --workers (now {cfg.workers}) or a smaller --batch-size, then: "
+                        f"{resume_command(run_dir)}") from None
     finally:
         try:
             checkpoints.close()  # the last ones written before anything is said or the process ends
@@ -293,7 +297,7 @@ def main(argv=None) -> None:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     if stop.requested:
-        resume = f"python train.py --resume {run_dir}"
+        resume = resume_command(run_dir)
         if main_process:
             where = f"after epoch {state.epoch}" if state.batches_done == 0 else \
                 f"in epoch {state.epoch + 1} (batch {state.batches_done})"

@@ -9,6 +9,7 @@ from __future__ import annotations  # annotations name torch types without impor
 import os
 import random
 import re
+import shlex
 import signal
 import sys
 import zipfile
@@ -101,7 +102,7 @@ def put_in_place(path: Path, fill) -> None:
         free = shutil.disk_usage(path.parent).free / 2**30
         kept = f"the {path.name} that was there is kept" if path.exists() else "nothing was written"
         raise UserError(f"could not save {path}: {reason} ({free:.1f} GB free on its disk); {kept}. Make room, "
-                        "then resume: python train.py --resume " + str(path.parent)) from None
+                        "then resume: " + resume_command(path.parent)) from None
     finally:
         tmp.unlink(missing_ok=True)
     sync_folder(path.parent)
@@ -357,6 +358,18 @@ def tune_for(device, tf32: bool = False) -> None:
         reuse_freed_cpu_memory()
 
 
+def resume_command(run_dir) -> str:
+    """The command that goes on with a run, started as it was: python, or torchrun with as many processes (a run
+    stopped mid-epoch must go on so: its place in the epoch is counted in each process's batches); the folder
+    quoted for a shell."""
+    folder = shlex.quote(str(run_dir))
+    world, local = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    if world == 1:
+        return f"python train.py --resume {folder}"
+    nodes = f"--nnodes {world // local} --node_rank N --master_addr HOST " if world > local else ""
+    return f"torchrun {nodes}--nproc_per_node {local} train.py --resume {folder}"
+
+
 def init_distributed(device_name: str) -> tuple:
     """(rank, world_size, local_rank, device): torchrun's environment and this process's --device.
     Under torchrun, even with one process, starts the process group on the device's backend: NCCL for
@@ -394,8 +407,9 @@ class StopSignal:
         if self.requested is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
-        print(f"\n{self.requested} received: finishing this step, then saving last.pth "
-              "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+        if os.environ.get("RANK", "0") == "0":  # torchrun hands a signal to every process: said once
+            print(f"\n{self.requested} received: finishing this step, then saving last.pth "
+                  "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
     def restore(self):
         for sig, handler in self._previous.items():

@@ -30,7 +30,7 @@ from download import OFFICIAL_WEIGHTS, official_weights_file
 from export import is_program, load_program
 from images import read_class_indices
 from model import SIZES, VARIANTS, create_model, resolve_variant
-from utils import UserError, load_checkpoint
+from utils import UserError, load_checkpoint, resume_command
 
 # Rebuilt by the model from its geometry, so never loaded (official files carry them).
 _BUFFERS = ("relative_position_index", "relative_coords_table", "attn_mask", "k_bias")
@@ -308,7 +308,8 @@ def check_not_going_back(path: Path, checkpoint: dict) -> None:
     newer = load_checkpoint(last, mmap=True)["epoch"]  # mapped: only the epoch is read
     if newer > checkpoint["epoch"]:
         raise UserError(f"{path} is from epoch {checkpoint['epoch']}, but {last} has {newer} epochs: training on from "
-                        f"{path.name} would write over them. To go on from epoch {newer}: --resume {path.parent}. To "
+                        f"{path.name} would write over them. To go on from epoch {newer}: "
+                        f"{resume_command(path.parent)}. To "
                         f"train again from epoch {checkpoint['epoch']}, set {last} aside first (mv {last} "
                         f"{path.parent / f'last-epoch{newer}.pth'})")
 

@@ -447,3 +447,44 @@ def test_a_stop_at_an_epochs_last_step_ends_the_epoch_and_an_empty_epoch_has_no_
     assert not result["interrupted"] and state.batches_done == 2 and result["images"] == 2
     empty = engine.train_one_epoch(state, [], cfg, show_progress=False)
     assert empty["images"] == 0 and empty["loss"] is None and empty["acc1"] is None and not empty["interrupted"]
+
+
+def test_a_run_resumed_in_another_layout_keeps_its_schedule():
+    """Two processes took 5 steps an epoch; resumed in one, an epoch is 10 steps: from an epoch's end the
+    schedule goes on from the epochs done (half of 4 here), not from the step count; midway it is refused."""
+    import train
+    from utils import UserError
+    cfg = train.build_parser().parse_args(["--warmup-epochs", "0", "--epochs", "4", "--lr", "1e-3"])
+    cpu = torch.device("cpu")
+    two = engine.build_train_state(cfg, micro(), micro(), cpu, None, 5, [1] * 5)
+    two.layout = {"processes": 2, "batches_per_epoch": 5, "steps_per_epoch": 5}
+    for _ in range(10):  # two epochs
+        two.optimizer.step()
+        two.scheduler.step()
+    two.epoch, two.step = 2, 10
+
+    def resumed(layout, checkpoint):
+        state = engine.build_train_state(cfg, micro(), micro(), cpu, None, layout["steps_per_epoch"], [1] * 5)
+        state.layout = layout
+        return state, state.resume_from(checkpoint)
+    one, relaid = resumed({"processes": 1, "batches_per_epoch": 10, "steps_per_epoch": 10}, two.checkpoint())
+    assert relaid and one.step == 20 and one.scheduler.last_epoch == 20
+    assert engine.current_lr(one.optimizer) == pytest.approx(engine.current_lr(two.optimizer))  # both halfway
+    assert engine.current_lr(one.optimizer) == pytest.approx(1e-3 * engine.lr_factor(20, 40, 0, 1e-4, 1e-3))
+    same, relaid = resumed(dict(two.layout), two.checkpoint())
+    assert not relaid and same.step == 10
+    two.batches_done = 3
+    with pytest.raises(UserError, match=r"stopped in epoch 3, after 3 of its 5 batches in each of 2 process\(es\); "
+                                        r"here an epoch is 10 batches in each of 1.*torchrun --nproc_per_node 2"):
+        resumed({"processes": 1, "batches_per_epoch": 10, "steps_per_epoch": 10}, two.checkpoint())
+
+
+def test_the_resume_command_is_the_runs_own_quoted_for_a_shell(monkeypatch):
+    from utils import resume_command
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert resume_command("out dir/my run") == "python train.py --resume 'out dir/my run'"
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert resume_command("runs/a") == "torchrun --nproc_per_node 4 train.py --resume runs/a"
+    monkeypatch.setenv("WORLD_SIZE", "16")
+    assert resume_command("runs/a").startswith("torchrun --nnodes 4 --node_rank N --master_addr HOST --nproc_per_node 4")

@@ -300,3 +300,16 @@ def test_a_kill_while_validating_resumes_into_the_validation_and_logs_no_made_up
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert rows[0]["loss_train"] == rows[0]["throughput_images_per_second"] == "" and rows[0]["acc1_val"] != ""
     assert float(rows[1]["loss_train"]) > 0
+
+
+@pytest.mark.parametrize("rank, said", [("0", True), ("1", False)])
+def test_a_stop_is_said_by_the_first_process_only(rank, said, monkeypatch, capsys):
+    """torchrun hands Ctrl-C to every process of the run: one notice, not one a process."""
+    monkeypatch.setenv("RANK", rank)
+    stop = utils.StopSignal()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested == "SIGTERM"
+    finally:
+        stop.restore()
+    assert ("SIGTERM received: finishing this step" in capsys.readouterr().err) == said

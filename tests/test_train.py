@@ -100,12 +100,15 @@ def test_resume_is_bit_identical(flowers, tmp_path, capsys):
     # training on from an older checkpoint of the run would write over last.pth's epochs; a new run under the
     # run's --name would write over the run: each refused, saying how to go on, the run untouched
     with pytest.raises(UserError, match=rf"epoch1.pth is from epoch 1, but .*last.pth has 2 epochs: .* To go on "
-                                        rf"from epoch 2: --resume {tmp_path / 'split'}\. .*mv "):
+                                        rf"from epoch 2: python train.py --resume {tmp_path / 'split'}\. .*mv "):
         train.main(["--resume", str(tmp_path / "split" / "epoch1.pth")])
-    with pytest.raises(UserError, match=rf"{tmp_path / 'split'} holds a run already: --resume"):
+    with pytest.raises(UserError, match=rf"{tmp_path / 'split'} holds a run already: python train.py --resume"):
         train.main([*map(str, common), "--name", "split"])
     assert (tmp_path / "split" / "last.pth").stat().st_mtime_ns == saved_at
     assert len(metrics(tmp_path / "split")) == 2
+    # a batch size typed on resuming divides an epoch otherwise: the schedule goes on from the epochs done
+    relaid = train_here(capsys, "--resume", tmp_path / "split", "--epochs", "3", "--batch-size", "8")
+    assert "resumed at epoch 3, step 20 (best" in relaid and "10 steps an epoch here, 5 before" in relaid, relaid
 
 
 def test_metrics_csv_holds_an_epoch_once_its_latest_training(tmp_path):
