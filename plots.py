@@ -3,6 +3,7 @@ model saw its class), training curves, thumbnails.
 
 Drawn with PIL alone (no plotting library to install); TensorBoard and report.html show them.
 """
+import functools
 import math
 
 import numpy as np
@@ -10,10 +11,23 @@ from PIL import Image, ImageDraw, ImageFont
 
 from images import upright_rgb
 
+# Fonts that cover more than ASCII, the first a machine has (Pillow looks a name up in the system's font
+# folders): class names and paths such as "rosés" or "日本" drawn in Pillow's own font, which has ASCII only,
+# come out as boxes. CJK first (Linux's Noto, Windows' YaHei, macOS's Arial Unicode), then Latin, Greek and
+# Cyrillic (DejaVu on Linux, Arial on Windows), then Pillow's own.
+FONT_FILES = ("NotoSansCJK-Regular.ttc", "msyh.ttc", "Arial Unicode.ttf", "DejaVuSans.ttf", "arial.ttf",
+              "LiberationSans-Regular.ttf")
+
 SPLIT_COLORS = {"train": (31, 119, 180), "val": (230, 120, 20), "test": (44, 160, 44)}
 
 
+@functools.lru_cache(maxsize=None)
 def font(size: int = 13):
+    for name in FONT_FILES:
+        try:
+            return ImageFont.truetype(name, size)
+        except OSError:  # not on this machine
+            continue
     return ImageFont.load_default(size=size)
 
 
@@ -30,11 +44,12 @@ def confusion_matrix_image(confusion, classes: list, title: str = "confusion mat
     labels_fit = cell >= 14 and n <= 60
     margin = (max(text_width(c) for c in classes) + 14) if labels_fit else 10
     top = 70 + (margin if labels_fit else 0)
-    image = Image.new("RGB", (margin + cell * n + 20, top + cell * n + 40), "white")
+    legend = "rows: true class, columns: predicted; shade = share of the row"
+    width = max(margin + cell * n + 20, text_width(title, 16) + 20, text_width(legend, 12) + 20)  # a few classes too
+    image = Image.new("RGB", (width, top + cell * n + 40), "white")
     draw = ImageDraw.Draw(image)
     draw.text((10, 10), title, fill="black", font=font(16))
-    draw.text((10, 34), "rows: true class, columns: predicted; shade = share of the row", fill=(100, 100, 100),
-              font=font(12))
+    draw.text((10, 34), legend, fill=(100, 100, 100), font=font(12))
     shares = confusion.double() / confusion.sum(1, keepdim=True).clamp_min(1)
     for i in range(n):
         for j in range(n):
@@ -51,7 +66,7 @@ def confusion_matrix_image(confusion, classes: list, title: str = "confusion mat
     if labels_fit:
         for i, name in enumerate(classes):
             draw.text((margin - 6, top + i * cell + cell / 2), name, fill="black", font=font(), anchor="rm")
-            label = Image.new("RGBA", (text_width(name) + 4, 16), (255, 255, 255, 0))
+            label = Image.new("RGBA", (text_width(name) + 4, font().getbbox(name)[3] + 3), (255, 255, 255, 0))
             ImageDraw.Draw(label).text((0, 0), name, fill="black", font=font())
             label = label.rotate(90, expand=True)
             image.paste(label, (int(margin + i * cell + cell / 2 - 8), top - 6 - label.height), label)

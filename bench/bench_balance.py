@@ -37,19 +37,22 @@ SETTINGS = ("off", "sampler", "loss")
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, nargs="?", default=Path(os.path.relpath(ROOT / "samples" / "flowers")),
-                        help="class folders of photos")
+                        help="class folders of photos (default: samples/flowers)")
     parser.add_argument("--cut", help="the class to cut (default: the first in sorted order)")
-    parser.add_argument("--keep", type=float, default=0.25, help="share of its training photos the cut class keeps")
-    parser.add_argument("--val-ratio", type=float, default=0.3, help="share of each class for validation")
-    parser.add_argument("--model", default="swin_micro_patch4_window4_128")
-    parser.add_argument("--img-size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--keep", type=float, default=0.25,
+                        help="share of its training photos the cut class keeps (default: 0.25)")
+    parser.add_argument("--val-ratio", type=float, default=0.3,
+                        help="share of each class for validation (default: 0.3)")
+    parser.add_argument("--model", default="swin_micro_patch4_window4_128",
+                        help="the variant, trained from scratch (default: swin_micro_patch4_window4_128)")
+    parser.add_argument("--img-size", type=int, default=64, help="default: 64")
+    parser.add_argument("--epochs", type=int, default=30, help="default: 30")
+    parser.add_argument("--batch-size", type=int, default=16, help="default: 16")
+    parser.add_argument("--lr", type=float, default=1e-3, help="default: 1e-3")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run of each setting a seed "
+                        "(default: 0 1 2)")
     return parser.parse_args()
 
 

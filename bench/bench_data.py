@@ -38,18 +38,19 @@ SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "flowers"  # the bund
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("folder", type=Path, nargs="?", default=SAMPLE, help="class folders of photos")
-    parser.add_argument("--img-size", type=int, default=224)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes, for both")
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per pipeline, alternating")
-    parser.add_argument("--images", type=int, default=640, help="images per round")
-    parser.add_argument("--upscale", type=int, default=1, help="benchmark a copy enlarged this many times")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, nargs="?", default=SAMPLE,
+                        help="class folders of photos (default: samples/flowers)")
+    parser.add_argument("--img-size", type=int, default=224, help="default: 224")
+    parser.add_argument("--batch-size", type=int, default=32, help="default: 32")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes, for both (default: 2)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per pipeline, alternating (default: 5)")
+    parser.add_argument("--images", type=int, default=640, help="images per round (default: 640)")
+    parser.add_argument("--upscale", type=int, default=1,
+                        help="benchmark a copy enlarged this many times (default: 1, the photos as they are)")
     parser.add_argument("--gpu-decode", action="store_true",
                         help="also time the GPU's side of train.py --decode device (batched nvJPEG decoding, crop, "
-                             "resize) on batches read beforehand: what it adds to each training step")
+                             "resize) on batches read beforehand: what it adds to each training step (default: off)")
     return parser.parse_args()
 
 

@@ -54,19 +54,20 @@ def images_per_second(run) -> float:
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("folder", type=Path, nargs="?", default=SAMPLE, help="a folder of photos, any depth")
-    parser.add_argument("--copies", type=int, default=3, help="copies of the folder's photos to classify")
-    parser.add_argument("--model", default="swin_micro_patch4_window4_128")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, nargs="?", default=SAMPLE,
+                        help="a folder of photos, any depth (default: samples/flowers)")
+    parser.add_argument("--copies", type=int, default=3, help="copies of the folder's photos to classify (default: 3)")
+    parser.add_argument("--model", default="swin_micro_patch4_window4_128",
+                        help="default: swin_micro_patch4_window4_128")
     parser.add_argument("--img-size", type=int, help="default: the variant's")
     parser.add_argument("--weights", type=Path, help="a train.py checkpoint (default: random weights)")
     parser.add_argument("--batch-size", type=int, help="predict.py's (default: its default)")
     parser.add_argument("--workers", type=int, help="predict.py's (default: its default)")
     parser.add_argument("--amp", help="predict.py's --amp (default: its default, off on a CPU)")
-    parser.add_argument("--rounds", type=int, default=2, help="timed rounds per pipeline, alternating")
+    parser.add_argument("--rounds", type=int, default=2, help="timed rounds per pipeline, alternating (default: 2)")
     parser.add_argument("--onnx", action="store_true", help="also time predict.py with the model exported to "
-                        "ONNX (needs requirements-export.txt)")
+                        "ONNX (needs requirements-export.txt; default: off)")
     return parser.parse_args()
 
 

@@ -389,3 +389,34 @@ def test_the_report_in_headless_chromium(flowers, tmp_path):
         assert requested and all(url.startswith(("file:", "data:")) for url in requested), requested
     finally:
         browser.close()
+
+
+def test_the_confusion_matrix_of_two_classes_shows_its_whole_legend():
+    import plots
+    picture = np.asarray(plots.confusion_matrix_image(torch.tensor([[3, 1], [0, 4]]), ["a", "b"]).convert("L"))
+    legend = picture[34:50]  # the line under the title
+    inked = np.nonzero((legend < 200).any(0))[0]
+    assert inked.size and inked.max() < picture.shape[1] - 5  # white beyond its last letter: nothing cut off
+
+
+
+def a_wide_font_here() -> bool:
+    import plots
+    from PIL import ImageFont
+    for name in plots.FONT_FILES:
+        try:
+            ImageFont.truetype(name, 13)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+@pytest.mark.skipif(not a_wide_font_here() and os.environ.get("CI") != "true",
+                    reason="no font beyond ASCII here (Debian: apt-get install fonts-dejavu-core); .ci/run installs one")
+def test_class_names_beyond_ascii_are_drawn_as_letters_not_boxes():
+    import plots
+    face = plots.font(13)
+    box = bytes(face.getmask("\U0010ffff"))  # a code point no font draws: the box of a missing letter
+    for letter in "éüøñß":
+        assert bytes(face.getmask(letter)) != box, letter
