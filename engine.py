@@ -182,8 +182,8 @@ class TrainState:
         if checkpoint.get("best_metric", "acc1") != metric:
             self.best_acc = -1.0
         set_rng_state(checkpoint["rng"])
-        was = checkpoint.get("layout") or self.layout  # a checkpoint from before layouts: taken as this one
-        if was == self.layout:
+        was = checkpoint.get("layout")
+        if was is None or self.layout is None or was == self.layout:  # None: a checkpoint from before layouts
             return False
         if self.batches_done:
             run = "python" if was["processes"] == 1 else f"torchrun --nproc_per_node {was['processes']}"
