@@ -108,7 +108,8 @@ def parse_config(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespa
 
 
 def explicit_flags(parser: argparse.ArgumentParser, argv) -> set:
-    """The config keys typed on the command line (for a resumed run, they win over its saved config)."""
+    """The config keys typed on the command line, and those of a --config file named there (for a resumed run,
+    they win over its saved config)."""
     unset = object()
     saved = {a.dest: a.default for a in parser._actions}
     try:
@@ -118,7 +119,10 @@ def explicit_flags(parser: argparse.ArgumentParser, argv) -> set:
     finally:
         for action in parser._actions:
             action.default = saved[action.dest]
-    return {key for key, value in given.items() if value is not unset}
+    typed = {key for key, value in given.items() if value is not unset}
+    if given["config"] is not unset and given["config"]:
+        typed |= set(read_yaml_config(given["config"], parser))
+    return typed
 
 
 def plain(value):

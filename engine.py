@@ -142,13 +142,14 @@ class TrainState:
     batches_done: int = 0  # batches of the current epoch done (a mid-epoch checkpoint)
     best_acc: float = -1.0
     skipped_steps: int = 0  # fp16 steps skipped for a non-finite loss, in a row
+    window_batches: int = 0  # batches with images whose gradients the next optimizer step takes (--accum-steps)
     stopping: bool = False  # a stop that every process has agreed on: taken at the next optimizer step
     # gradients zeroed, not freed, after each step (--cuda-graphs): a CUDA graph's backward hands them over in
     # buffers it overwrites on its next replay, which the parameters would otherwise take as their .grad, and a
     # second backward before the step (--accum-steps) would overwrite the first's (pytorch/pytorch#181723)
     keep_grads: bool = False
-    # how an epoch divides here: {"processes", "batches_per_epoch" (a process's), "steps_per_epoch"}; a checkpoint
-    # carries it, so that a run resumed in another number of processes or batches keeps its schedule
+    # how an epoch divides here: {"processes", "images", "batch_size", "batches_per_epoch" (a process's),
+    # "steps_per_epoch"}; a checkpoint carries it, so that a run resumed in another layout keeps its schedule
     layout: dict = None
 
     def zero_grad(self) -> None:
@@ -167,12 +168,24 @@ class TrainState:
                 "layout": self.layout}
 
     def resume_from(self, checkpoint: dict, metric: str = "acc1") -> bool:
-        """Go on where `checkpoint` stopped (its model weights are loaded with the model). Its best so far
-        counts if it is of `metric`, the figure that now chooses best.pth (--balance may have changed it).
+        """Go on where `checkpoint` stopped (its model weights are loaded with the model), under this run's
+        settings: a --lr, --weight-decay or --min-lr typed on resuming counts from the next step. Its best so
+        far counts if it is of `metric`, the figure that now chooses best.pth (--balance may have changed it).
         True when the epoch divides otherwise here (other processes, batch size or images): at an epoch's
         end the schedule then goes on from the epochs done; midway it cannot, and that is a UserError."""
+        settings = [{key: group[key] for key in ("initial_lr", "weight_decay")}
+                    for group in self.optimizer.param_groups]
+        saved_groups = len(checkpoint["optimizer"]["param_groups"])
+        if saved_groups != len(settings):
+            raise UserError(f"the checkpoint's optimizer has {saved_groups} parameter groups and this run's "
+                            f"{len(settings)}: --freeze-layers or --layer-decay, typed on resuming, sorts the "
+                            "parameters otherwise, and the optimizer's state cannot go on. Resume without it, or "
+                            "start a new run from the checkpoint's weights (--weights FILE --name NEW)")
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        for group, own in zip(self.optimizer.param_groups, settings):
+            group.update(own)  # the moments are the checkpoint's; the lr and weight decay this run's
         self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.scheduler.base_lrs = [group["initial_lr"] for group in self.optimizer.param_groups]
         if checkpoint["scaler"]:  # empty from a run without fp16 scaling: a resumed fp16 run starts its own scale
             self.scaler.load_state_dict(checkpoint["scaler"])
         if self.ema is not None and checkpoint.get("ema") is not None:
@@ -182,22 +195,24 @@ class TrainState:
         if checkpoint.get("best_metric", "acc1") != metric:
             self.best_acc = -1.0
         set_rng_state(checkpoint["rng"])
-        was = checkpoint.get("layout")
-        if was is None or self.layout is None or was == self.layout:  # None: a checkpoint from before layouts
-            return False
-        if self.batches_done:
+        was = checkpoint.get("layout")  # None: a checkpoint from before layouts
+        relaid = was is not None and self.layout is not None and was != self.layout
+        if relaid and self.batches_done:
             run = "python" if was["processes"] == 1 else f"torchrun --nproc_per_node {was['processes']}"
+
+            def divided(layout: dict) -> str:
+                return (f"{layout['images']} training images in batches of {layout['batch_size']} in "
+                        f"{layout['processes']} process(es)")
             raise UserError(
-                f"the checkpoint stopped in epoch {self.epoch + 1}, after {self.batches_done} of its "
-                f"{was['batches_per_epoch']} batches in each of {was['processes']} process(es); here an epoch is "
-                f"{self.layout['batches_per_epoch']} batches in each of {self.layout['processes']}, so its place in "
-                f"the epoch does not carry over. Finish the epoch as it ran ({run} train.py --resume ... "
-                "--stop-after-epochs 1, with its --batch-size), then go on as you like: from an epoch's end the "
-                "schedule follows")
-        self.step = self.epoch * self.layout["steps_per_epoch"]  # the schedule's place: the epochs done
+                f"the checkpoint stopped in epoch {self.epoch + 1}, after {self.batches_done} batches of "
+                f"{divided(was)}; here it is {divided(self.layout)}, so its place in the epoch does not carry over. "
+                f"Finish the epoch as it ran ({run} train.py --resume ... --stop-after-epochs 1, with its "
+                "--batch-size and images), then go on as you like: from an epoch's end the schedule follows")
+        if relaid:
+            self.step = self.epoch * self.layout["steps_per_epoch"]  # the schedule's place: the epochs done
         self.scheduler.last_epoch = self.step - 1
-        self.scheduler.step()  # the lrs of that step
-        return True
+        self.scheduler.step()  # the lrs of this step, by this run's schedule
+        return relaid
 
 
 METRIC_NAMES = {"acc1": "top-1", "balanced_acc": "balanced accuracy"}
@@ -233,7 +248,8 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
     """One epoch: a loader's batches, or this epoch's (the rest of it, after a resume) from the endless
     iterator of train.py's loader (Take). Returns loss, top-1 and top-5 (on the unmixed labels), images,
     seconds, the seconds spent waiting for the loader, the paths of images that failed to load (in the
-    workers or, with --decode device, on the device), and whether a stop signal ended it early."""
+    workers or, with --decode device, on the device; in every process), and whether a stop signal ended it
+    early."""
     state.net.train()
     # loss, top-1 and top-5 hits, summed on the device; the progress bar shows them from a copy (HostCopy) once it
     # has arrived, on a GPU a batch late: read at once they would make the CPU wait for the GPU to finish the step
@@ -273,6 +289,7 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
             break
     bar.close()
     totals = reduce_sums(torch.cat([sums, torch.tensor([seen], dtype=torch.float64, device=state.device)])).tolist()
+    failed = [path for part in from_all_processes(failed) for path in part]  # said by the first process
     # None, not 0, for an epoch with nothing trained: one resumed after its last batch (a kill while validating)
     loss, acc1, acc5 = (total / totals[3] if totals[3] else None for total in totals[:3])
     return {"loss": loss, "acc1": acc1, "acc5": acc5, "images": int(totals[3]), "seconds": time.perf_counter() - start,
@@ -300,10 +317,11 @@ def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, cf
     backward, and with step_now the optimizer step. `window` is the number of batches whose gradients
     this optimizer step averages (default --accum-steps). Returns (logits, loss, labels), labels as many
     as the logits' rows (mixup may drop one image), or None for a skipped batch (see batch_flags)."""
-    empty = len(labels) == 0
+    empty = len(labels) < (2 if state.mixup is not None else 1)  # mixup pairs images: one alone cannot be mixed
     if empty:
-        # every file of the batch failed to load: two blank images stand in, so that this process's forward
-        # pass, in which DDP may talk to the other processes, keeps in step with theirs; all then skip it
+        # every file of the batch failed to load (or all but one, which mixup cannot pair): two blank images stand
+        # in, so that this process's forward pass, in which DDP may talk to the other processes, keeps in step
+        # with theirs; all then skip it
         size = state.model.img_size
         images = torch.zeros(2, 3, size, size, dtype=torch.uint8, device=state.device)
         labels = torch.zeros(2, dtype=torch.long, device=state.device)
@@ -330,11 +348,12 @@ def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, cf
     if non_finite:  # NaN must not reach the weights: its gradients go, with the others of the step's window
         skip_non_finite(state, loss)
         return None
-    if empty:
-        return None
-    if step_now:
-        optimizer_step(state, cfg)
-    return logits, loss, labels
+    state.window_batches += not empty
+    if step_now:  # a window's last batch without images still steps with the window's others' gradients
+        if state.window_batches:
+            optimizer_step(state, cfg)
+        state.window_batches = 0
+    return None if empty else (logits, loss, labels)
 
 
 def batch_flags(loss: torch.Tensor, stop=None, empty: bool = False) -> torch.Tensor:
@@ -405,6 +424,7 @@ def skip_non_finite(state: TrainState, loss: torch.Tensor) -> None:
         raise TrainingDiverged(f"{state.skipped_steps} steps in a row had a non-finite loss "
                                f"(epoch {state.epoch + 1}, step {state.step})")
     state.zero_grad()
+    state.window_batches = 0
     lower = state.scaler.get_scale() / 2
     state.scaler.scale(loss)  # the scaler makes its scale tensor at its first scale(): this may be the first step
     state.scaler.update(lower)
@@ -519,14 +539,22 @@ def evaluate(model: nn.Module, loader, normalize, num_classes: int, device, amp,
     sums = reduce_sums(torch.cat([loss_sum.view(1), top_k.view(1), confusion.flatten()]))
     confusion = sums[2:].view(num_classes, num_classes).long().cpu()
     count = max(int(confusion.sum()), 1)
-    if dist.is_available() and dist.is_initialized():
-        gathered = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, (wrong, maps))
-        wrong = [mistake for part, _ in gathered for mistake in part]
-        maps = {path: heat for _, part in gathered for path, heat in part.items()}
+    gathered = from_all_processes((wrong, maps, failed))
+    wrong = [mistake for part, _, _ in gathered for mistake in part]
+    maps = {path: heat for _, part, _ in gathered for path, heat in part.items()}
+    failed = [path for _, _, part in gathered for path in part]
     return {"loss": sums[0].item() / count, "acc1": confusion.trace().item() / count,
             "acc5": sums[1].item() / count, "balanced_acc": balanced_accuracy(confusion),
             "confusion": confusion, "wrong": wrong, "maps": maps, "failed": failed, "images": int(confusion.sum())}
+
+
+def from_all_processes(value) -> list:
+    """`value` from every process, in rank order: [value] without DDP."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def misclassified(outcomes: list, paths: list) -> list:

@@ -18,6 +18,12 @@ from data import ImageDataset, build_loader, build_transform
 from workers import batches_to_hold
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """An epoch's shuffle seed from --seed and the epoch, far apart for neighbouring seeds, within what a
+    torch.Generator takes (a signed 64-bit number) for any --seed."""
+    return (seed * 1_000_003 + epoch) * 10_000_019 % 2**63
+
+
 class EpochSampler(torch.utils.data.Sampler):
     """A fresh shuffle each epoch, drawn from (seed, epoch) alone; this rank's share of it; from a
     given sample on (mid-epoch resume). Yields (index, sample_seed) for SeededDataset."""
@@ -35,13 +41,13 @@ class EpochSampler(torch.utils.data.Sampler):
         return [(i, (seed + i) % 2**63) for i in order.tolist()]
 
     def __iter__(self):
-        draws = self.epoch_draws((self.seed * 1_000_003 + self.epoch) * 10_000_019)
+        draws = self.epoch_draws(epoch_seed(self.seed, self.epoch))
         per_rank = math.ceil(self.num_samples / self.world_size)
         draws = (draws * math.ceil(per_rank * self.world_size / self.num_samples))[:per_rank * self.world_size]
         return iter(draws[self.rank::self.world_size][self.skip:])
 
-    def __len__(self):
-        return math.ceil(self.num_samples / self.world_size) - self.skip
+    def __len__(self):  # a skip past this process's share (a resume after the epoch's last batch) leaves none
+        return max(0, math.ceil(self.num_samples / self.world_size) - self.skip)
 
 
 class BalancedSampler(EpochSampler):

@@ -213,7 +213,8 @@ def main(argv=None) -> None:
     val_loader = eval_loader(splits.val, eval_transform, cfg, rank, world_size)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.accum_steps)
     state = engine.build_train_state(cfg, model, net, device, amp, steps_per_epoch, splits.counts("train"))
-    state.layout = {"processes": world_size, "batches_per_epoch": len(train_loader), "steps_per_epoch": steps_per_epoch}
+    state.layout = {"processes": world_size, "images": len(splits.train), "batch_size": cfg.batch_size,
+                    "batches_per_epoch": len(train_loader), "steps_per_epoch": steps_per_epoch}
     if checkpoint is not None:
         metric = engine.best_metric(cfg)
         relaid = state.resume_from(checkpoint, metric)

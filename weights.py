@@ -48,8 +48,8 @@ def unwrap_state_dict(obj) -> dict:
     for key, value in obj.items():
         if not isinstance(value, torch.Tensor):
             continue
-        for prefix in ("module.", "_orig_mod."):  # saved from a DDP or torch.compile wrapper
-            key = key[len(prefix):] if key.startswith(prefix) else key
+        while key.startswith(("module.", "_orig_mod.")):  # DDP's and torch.compile's wrappers, nested either way
+            key = key.split(".", 1)[1]
         state[key] = value
     return state
 
@@ -305,13 +305,13 @@ def check_not_going_back(path: Path, checkpoint: dict) -> None:
     last = path.parent / "last.pth"
     if not last.is_file() or last.resolve() == path.resolve():
         return
-    newer = load_checkpoint(last, mmap=True)["epoch"]  # mapped: only the epoch is read
-    if newer > checkpoint["epoch"]:
-        raise UserError(f"{path} is from epoch {checkpoint['epoch']}, but {last} has {newer} epochs: training on from "
-                        f"{path.name} would write over them. To go on from epoch {newer}: "
-                        f"{resume_command(path.parent)}. To "
-                        f"train again from epoch {checkpoint['epoch']}, set {last} aside first (mv {last} "
-                        f"{path.parent / f'last-epoch{newer}.pth'})")
+    newer = load_checkpoint(last, mmap=True)  # mapped: only its counts are read
+    if (newer["epoch"], newer["batches_done"]) > (checkpoint["epoch"], checkpoint["batches_done"]):
+        done = f"{newer['epoch']} epochs" + (f" and {newer['batches_done']} batches" if newer["batches_done"] else "")
+        aside = path.parent / f"last-step{newer['step']}.pth"
+        raise UserError(f"{path} is from epoch {checkpoint['epoch']}, but {last} has {done}: training on from "
+                        f"{path.name} would write over them. To go on from there: {resume_command(path.parent)}. "
+                        f"To train again from epoch {checkpoint['epoch']}, set {last} aside first (mv {last} {aside})")
 
 
 def freeze_all_but_the_head(model):

@@ -99,3 +99,19 @@ def test_configs_folder_is_valid():
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         cfg = config.parse_config(train.build_parser(), ["--config", str(path)])
         assert cfg.model, path
+
+
+def test_a_config_named_on_resuming_counts_as_typed(tmp_path):
+    """A resumed run keeps its saved settings except those given now: flags, and a --config file's keys."""
+    import weights
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": {}, "variant": "swin_micro_patch4_window4_128", "class_names": ["a", "b"],
+                "epoch": 1, "batches_done": 0, "config": {"epochs": 10, "lr": 1e-4, "batch_size": 8}},
+               run / "last.pth")
+    (tmp_path / "longer.yaml").write_text("epochs: 40\n")
+    argv = ["--resume", str(run), "--config", str(tmp_path / "longer.yaml"), "--batch-size", "4"]
+    parser = train.build_parser()
+    cfg, _ = weights.resume_config(parser, config.parse_config(parser, argv), argv)
+    assert (cfg.epochs, cfg.batch_size, cfg.lr) == (40, 4, 1e-4)  # the file's, the flag's, the run's own
+    assert config.explicit_flags(train.build_parser(), ["--resume", str(run)]) == {"resume"}

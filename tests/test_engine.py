@@ -338,7 +338,8 @@ def test_the_progress_bar_shows_the_epochs_figures_in_a_short_epoch_too(monkeypa
 def test_the_flags_are_read_after_the_backward_pass_and_a_batch_without_images_adds_nothing(monkeypatch):
     """A step waits for the device once, reading its flags when the backward pass is already queued (on a GPU
     the forward pass is then no longer a point where the GPU runs dry); a batch whose files all failed has
-    had its backward pass too, with a zeroed loss: the gradients of the step's window stay as they were."""
+    had its backward pass too, with a zeroed loss: the gradients of the step's window stay as they were, and
+    as the window's last batch it still takes the step with them (not leaving them to the next window's)."""
     import train
     cfg = train.build_parser().parse_args(["--accum-steps", "2", "--warmup-epochs", "0", "--epochs", "1"])
     net = micro()
@@ -350,8 +351,14 @@ def test_the_flags_are_read_after_the_backward_pass_and_a_batch_without_images_a
     assert engine.train_step(state, images, labels, cfg, step_now=False) is not None
     assert len(seen) == 1 and all(seen[0])  # the gradients were there when the flags were read
     grads = [p.grad.clone() for p in net.parameters()]
-    assert engine.train_step(state, images[:0], labels[:0], cfg, step_now=True) is None and state.step == 0
-    assert all(torch.equal(a, p.grad) for a, p in zip(grads, net.parameters()))
+    stepped, optimizer_step = [], engine.optimizer_step
+    monkeypatch.setattr(engine, "optimizer_step", lambda state, cfg: stepped.append(
+        [p.grad.clone() for p in net.parameters()]) or optimizer_step(state, cfg))
+    assert engine.train_step(state, images[:0], labels[:0], cfg, step_now=True) is None and state.step == 1
+    assert len(stepped) == 1 and all(torch.equal(a, b) for a, b in zip(grads, stepped[0]))
+    assert all(p.grad is None for p in net.parameters())  # taken: nothing left over for the next window
+    # a window of nothing but a batch without images takes no step
+    assert engine.train_step(state, images[:0], labels[:0], cfg, step_now=True) is None and state.step == 1
 
 
 def agreement_process(rank: int, init_file: str) -> None:
@@ -457,7 +464,7 @@ def test_a_run_resumed_in_another_layout_keeps_its_schedule():
     cfg = train.build_parser().parse_args(["--warmup-epochs", "0", "--epochs", "4", "--lr", "1e-3"])
     cpu = torch.device("cpu")
     two = engine.build_train_state(cfg, micro(), micro(), cpu, None, 5, [1] * 5)
-    two.layout = {"processes": 2, "batches_per_epoch": 5, "steps_per_epoch": 5}
+    two.layout = {"processes": 2, "images": 20, "batch_size": 2, "batches_per_epoch": 5, "steps_per_epoch": 5}
     for _ in range(10):  # two epochs
         two.optimizer.step()
         two.scheduler.step()
@@ -467,16 +474,19 @@ def test_a_run_resumed_in_another_layout_keeps_its_schedule():
         state = engine.build_train_state(cfg, micro(), micro(), cpu, None, layout["steps_per_epoch"], [1] * 5)
         state.layout = layout
         return state, state.resume_from(checkpoint)
-    one, relaid = resumed({"processes": 1, "batches_per_epoch": 10, "steps_per_epoch": 10}, two.checkpoint())
+    alone = {"processes": 1, "images": 20, "batch_size": 2, "batches_per_epoch": 10, "steps_per_epoch": 10}
+    one, relaid = resumed(alone, two.checkpoint())
     assert relaid and one.step == 20 and one.scheduler.last_epoch == 20
     assert engine.current_lr(one.optimizer) == pytest.approx(engine.current_lr(two.optimizer))  # both halfway
     assert engine.current_lr(one.optimizer) == pytest.approx(1e-3 * engine.lr_factor(20, 40, 0, 1e-4, 1e-3))
     same, relaid = resumed(dict(two.layout), two.checkpoint())
     assert not relaid and same.step == 10
     two.batches_done = 3
-    with pytest.raises(UserError, match=r"stopped in epoch 3, after 3 of its 5 batches in each of 2 process\(es\); "
-                                        r"here an epoch is 10 batches in each of 1.*torchrun --nproc_per_node 2"):
-        resumed({"processes": 1, "batches_per_epoch": 10, "steps_per_epoch": 10}, two.checkpoint())
+    with pytest.raises(UserError, match=r"stopped in epoch 3, after 3 batches of 20 training images in batches of "
+                                        r"2 in 2 process\(es\); here it is 20 .* in 1 process.*torchrun --nproc_per_node 2"):
+        resumed(alone, two.checkpoint())
+    with pytest.raises(UserError, match=r"here it is 20 training images in batches of 3 in 2"):  # the batches alone
+        resumed(dict(two.layout, batch_size=3), two.checkpoint())
 
 
 def test_the_resume_command_is_the_runs_own_quoted_for_a_shell(monkeypatch):
@@ -488,3 +498,42 @@ def test_the_resume_command_is_the_runs_own_quoted_for_a_shell(monkeypatch):
     assert resume_command("runs/a") == "torchrun --nproc_per_node 4 train.py --resume runs/a"
     monkeypatch.setenv("WORLD_SIZE", "16")
     assert resume_command("runs/a").startswith("torchrun --nnodes 4 --node_rank N --master_addr HOST --nproc_per_node 4")
+
+
+def test_a_batch_left_with_one_image_is_skipped_under_mixup_not_taken_for_a_diverged_loss():
+    """Mixup pairs images: a batch that failed images left with one cannot be mixed, and its empty remainder's
+    loss would be NaN, stopping the run as if it had diverged. It is skipped as a batch without images is."""
+    import train
+    cfg = train.build_parser().parse_args(["--mixup", "0.2", "--warmup-epochs", "0", "--epochs", "1"])
+    net = micro()
+    state = engine.build_train_state(cfg, net, net, torch.device("cpu"), None, 10, [1] * 5)
+    one = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
+    assert engine.train_step(state, one, torch.tensor([3]), cfg) is None and state.step == 0
+    two = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    assert engine.train_step(state, two, torch.tensor([3, 1]), cfg) is not None and state.step == 1
+
+
+def test_an_lr_typed_on_resuming_counts_and_a_regrouping_is_refused():
+    """--lr and --weight-decay typed with --resume take over from the next step (the optimizer's moments go
+    on); --freeze-layers typed then sorts the parameters into other groups, which the optimizer's saved
+    state cannot follow: one line that says so, not a ValueError from deep in torch."""
+    import train
+    from utils import UserError
+    parse = train.build_parser().parse_args
+    cpu = torch.device("cpu")
+    before = engine.build_train_state(parse(["--warmup-epochs", "0", "--epochs", "2"]), micro(), micro(), cpu,
+                                      None, 10, [1] * 5)
+    for _ in range(5):
+        before.optimizer.step()
+        before.scheduler.step()
+    before.step = 5
+    cfg = parse(["--warmup-epochs", "0", "--epochs", "2", "--lr", "1e-3", "--weight-decay", "0.5"])
+    after = engine.build_train_state(cfg, micro(), micro(), cpu, None, 10, [1] * 5)
+    after.resume_from(before.checkpoint())
+    assert after.step == 5 and after.scheduler.last_epoch == 5
+    assert engine.current_lr(after.optimizer) == pytest.approx(1e-3 * engine.lr_factor(5, 20, 0, 1e-4, 1e-3))
+    assert {group["weight_decay"] for group in after.optimizer.param_groups} == {0.0, 0.5}
+    frozen = engine.build_train_state(cfg, micro(), micro(), cpu, None, 10, [1] * 5)
+    frozen.optimizer.param_groups.pop()  # as --freeze-layers or --layer-decay would group them otherwise
+    with pytest.raises(UserError, match=r"optimizer has \d+ parameter groups and this run's \d+: --freeze-layers"):
+        frozen.resume_from(before.checkpoint())

@@ -100,7 +100,7 @@ def test_resume_is_bit_identical(flowers, tmp_path, capsys):
     # training on from an older checkpoint of the run would write over last.pth's epochs; a new run under the
     # run's --name would write over the run: each refused, saying how to go on, the run untouched
     with pytest.raises(UserError, match=rf"epoch1.pth is from epoch 1, but .*last.pth has 2 epochs: .* To go on "
-                                        rf"from epoch 2: python train.py --resume {tmp_path / 'split'}\. .*mv "):
+                                        rf"from there: python train.py --resume {tmp_path / 'split'}\. .*mv "):
         train.main(["--resume", str(tmp_path / "split" / "epoch1.pth")])
     with pytest.raises(UserError, match=rf"{tmp_path / 'split'} holds a run already: python train.py --resume"):
         train.main([*map(str, common), "--name", "split"])
