@@ -106,9 +106,12 @@ class Preprocess(torch.nn.Module):
         top, left = (h * big - side + big) // (2 * big), (w * big - side + big) // (2 * big)
         bottom = _sym_max((h * big + side + big) // (2 * big), top + 1)
         right = _sym_max((w * big + side + big) // (2 * big), left + 1)
-        # index_select, not slicing: a slice of a symbolic size makes torch.export fix whether it is whole
-        x = x.index_select(2, torch.arange(top, bottom, device=x.device))
-        return self.resize(x.index_select(3, torch.arange(left, right, device=x.device)))
+        # index_select, not slicing: a slice of a symbolic size makes torch.export fix whether it is whole. At
+        # least 2 indices, the last repeated for a box 1 px across (a 1 x N image), which resizes as that one
+        # does: torch.export takes a symbolic size to be 2 or more and would fail such an image
+        rows = torch.arange(top, _sym_max(bottom, top + 2), device=x.device).clamp(max=bottom - 1)
+        columns = torch.arange(left, _sym_max(right, left + 2), device=x.device).clamp(max=right - 1)
+        return self.resize(x.index_select(2, rows).index_select(3, columns))
 
 
 class Deployable(torch.nn.Module):
@@ -343,15 +346,18 @@ def export_torchscript(clf, path: Path, device, input_type: str = "uint8") -> st
 
 def check_program(run, clf, device, input_type: str, tolerance: float = None) -> None:
     """The program against the model on images at img_size, at another batch size than the trace's, and
-    against Deployable run eagerly on images of another size; a RuntimeError, nothing saved, if they differ:
-    logits by more than 1e-4 of their scale, or with a `tolerance` (an int8 or fp16 program), probabilities by
-    more than it."""
+    against Deployable run eagerly on images of other sizes (one a single row of pixels); a RuntimeError,
+    nothing saved, if they differ: logits by more than 1e-4 of their scale, or with a `tolerance` (an int8 or
+    fp16 program), probabilities by more than it."""
     size = clf.model.img_size
     images = torch.randint(0, 256, (3, 3, size, size), dtype=torch.uint8, device=device)
     other = torch.randint(0, 256, (1, 3, size + 45, 2 * size - 3), dtype=torch.uint8, device=device)
+    thin = torch.randint(0, 256, (1, 3, 1, size + 7), dtype=torch.uint8, device=device)  # a box 1 px across
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (clf.mean, clf.std))
     with torch.no_grad():
-        for x, want in ((images, clf.model((images / 255 - mean) / std)), (other, Deployable(clf.model, clf)(other))):
+        deployable = Deployable(clf.model, clf)
+        for x, want in ((images, clf.model((images / 255 - mean) / std)), (other, deployable(other)),
+                        (thin, deployable(thin))):
             got = run(as_input(x, input_type)).to(device)
             if tolerance is not None:
                 got, want = got.softmax(-1), want.softmax(-1)

@@ -170,12 +170,12 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
     report = {"missing": missing, "unexpected": unexpected, "resized": resized, "skipped": skipped}
     if verbose:  # said once loaded: a file that fails says only why
         source = "" if isinstance(weights, dict) else f"weights from {weights}: "
-        print(source + format_load_report(report, len(state)))
+        print(source + format_load_report(report, len(state) - len(result.unexpected_keys)))
     return report
 
 
 def format_load_report(report: dict, num_loaded: int) -> str:
-    lines = [f"loaded {num_loaded - len(report['unexpected'])} tensors"]
+    lines = [f"loaded {num_loaded} tensors"]
     for kind in ("resized", "skipped", "missing", "unexpected"):
         if report[kind]:
             shown = report[kind][:6] + ([f"... {len(report[kind]) - 6} more"] if len(report[kind]) > 6 else [])

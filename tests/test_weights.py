@@ -100,3 +100,12 @@ def test_another_variant_is_named_not_a_size_mismatch():
     v2 = micro_state(version=2)
     with pytest.raises(UserError, match="version=2"):
         load_weights(create_model("swin_micro_patch4_window4_128"), v2)
+
+
+def test_the_load_report_counts_only_what_was_loaded(capsys):
+    """Into a model without a classifier (num_classes=0, a backbone), the checkpoint's head is skipped and
+    said so, and not counted as loaded."""
+    state = create_model("swin_micro_patch4_window4_128", num_classes=5).state_dict()
+    load_weights(create_model("swin_micro_patch4_window4_128", num_classes=0), dict(state))
+    said = capsys.readouterr().out
+    assert said.startswith(f"loaded {len(state) - 2} tensors") and "skipped (2): head.weight" in said, said
