@@ -120,8 +120,9 @@ def explicit_flags(parser: argparse.ArgumentParser, argv) -> set:
         for action in parser._actions:
             action.default = saved[action.dest]
     typed = {key for key, value in given.items() if value is not unset}
-    if given["config"] is not unset and given["config"]:
-        typed |= set(read_yaml_config(given["config"], parser))
+    named = given.get("config", unset)
+    if named is not unset and named:
+        typed |= set(read_yaml_config(named, parser))
     return typed
 
 
