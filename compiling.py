@@ -28,7 +28,8 @@ def compile_model(net: nn.Module, model: nn.Module, img_size: int, device, fallb
 
     The model's window layouts are built first, by one small eager forward pass: built inside the
     traced graph they would change the model's state and cost a second compile. Training batches are
-    full (the loader drops a smaller last one), so one graph serves every epoch. Evaluation runs the
+    full (the loader drops a smaller last one), so one graph serves every epoch; one that a failed file left
+    smaller runs eagerly (LargestBatchCompiled). Evaluation runs the
     bare model eagerly: compiling it would cost more than it saves on a validation set of this tool's
     size, and its smaller last batch would compile once more. With `fallback` (compiling that nobody
     asked for), a graph that cannot be compiled runs eagerly instead (inductor_or_eager).
@@ -40,7 +41,33 @@ def compile_model(net: nn.Module, model: nn.Module, img_size: int, device, fallb
     if cuda_graphs:
         from torch._inductor import config as inductor_config
         inductor_config.triton.cudagraphs = True
-    return torch.compile(net, backend=inductor_or_eager) if fallback else torch.compile(net)
+    return LargestBatchCompiled(torch.compile(net, backend=inductor_or_eager) if fallback else torch.compile(net))
+
+
+class LargestBatchCompiled(nn.Module):
+    """A compiled net that compiles for the largest batch it has seen and runs smaller ones eagerly. Training
+    batches are full, but one whose image failed to load is not: compiled for it, Dynamo would recompile
+    the graph with a symbolic batch size (another minute) and, checking its newest graph first, train every
+    later batch on that one instead of the graph made for their size. Eagerly, that batch costs a step's
+    time once."""
+
+    def __init__(self, compiled: nn.Module):
+        super().__init__()
+        self.compiled = compiled
+        self.largest = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(x) > self.largest:
+            self.largest = len(x)
+            return self.compiled(x)
+        with torch.compiler.set_stance("eager_on_recompile"):  # the graph for this size if there is one, else eager
+            return self.compiled(x)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:  # the compiled net's: DDP's no_sync
+            return getattr(self.compiled, name)
 
 
 def inductor_or_eager(graph, example_inputs):

@@ -154,6 +154,35 @@ def test_compiled_training_compiles_once(monkeypatch):
     torch._dynamo.reset()
 
 
+def test_a_smaller_training_batch_runs_eagerly_and_the_full_ones_stay_compiled(monkeypatch):
+    """A batch left smaller by a file that failed to load: compiled, it cost a graph for a symbolic batch
+    size, which Dynamo then ran for every later full batch too. Counted: the graphs made and their runs."""
+    runs = []
+
+    def counting(graph, example_inputs):
+        runs.append(0)
+        index = len(runs) - 1
+
+        def run(*args):
+            runs[index] += 1
+            return graph.forward(*args)
+        return run
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda module: compile_(module, backend=counting))
+    torch._dynamo.reset()
+    try:
+        net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.0)
+        compiled = compiling.compile_model(net, net, 64, torch.device("cpu"))
+        compiled.train()
+        for size in (4, 4, 3, 4, 4, 2, 4):
+            compiled(torch.randn(size, 3, 64, 64)).sum().backward()
+        assert runs == [5]  # one graph, run by the five full batches
+        # the net's attributes through the wrapper (DDP's no_sync, which engine.train_step looks for)
+        assert compiled.img_size == net.img_size and not hasattr(compiled, "no_sync")
+    finally:
+        torch._dynamo.reset()
+
+
 def test_compiling_by_default_falls_back_to_eager_where_it_fails(monkeypatch, capsys):
     """Where Inductor cannot compile (Triton's launchers need a C compiler, which slim Docker images
     lack), train.py's default compiling trains eagerly, said in one line once (--compile, asked for,
