@@ -50,8 +50,10 @@ def layer_id(name: str, depths) -> int:
 
 
 def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list:
-    """AdamW groups; with layer_decay < 1, a block's lr is scaled by layer_decay ** (its depth from
-    the top), so fine-tuning moves the pretrained early layers least."""
+    """AdamW groups: with and without weight decay; with layer_decay < 1 also by depth, a block's lr scaled
+    by layer_decay ** (its depth from the top), so fine-tuning moves the pretrained early layers least.
+    Only then by depth: each group costs the optimizer and the schedule host time every step (swin_tiny by
+    depth has 28), which a GPU waits on."""
     depths = [len(stage.blocks) for stage in model.layers]
     top = sum(depths) + 1
     groups = {}
@@ -59,7 +61,7 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
         if not param.requires_grad:
             continue
         decay = 0.0 if no_weight_decay(name, param) else weight_decay
-        depth = layer_id(name, depths)
+        depth = layer_id(name, depths) if layer_decay < 1 else top
         key = (depth, decay)
         if key not in groups:
             groups[key] = {"params": [], "weight_decay": decay, "lr_scale": layer_decay ** (top - depth)}
@@ -180,7 +182,9 @@ class TrainState:
             raise UserError(f"the checkpoint's optimizer has {saved_groups} parameter groups and this run's "
                             f"{len(settings)}: --freeze-layers or --layer-decay, typed on resuming, sorts the "
                             "parameters otherwise, and the optimizer's state cannot go on. Resume without it, or "
-                            "start a new run from the checkpoint's weights (--weights FILE --name NEW)")
+                            "start a new run from the checkpoint's weights (--weights FILE --name NEW). (Runs "
+                            "without --layer-decay before 2026-11-29 grouped by depth as well: resume those "
+                            "with the train.py that wrote them.)")
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         for group, own in zip(self.optimizer.param_groups, settings):
             group.update(own)  # the moments are the checkpoint's; the lr and weight decay this run's

@@ -22,6 +22,8 @@ def test_no_weight_decay_on_norms_biases_and_position_bias(version):
                   or "cpb_mlp" in name or "logit_scale" in name or name.endswith(("q_bias", "v_bias")))
         assert (id(p) in decayed) != exempt, name
     assert any("cpb_mlp.0.weight" in n for n, _ in net.named_parameters()) == (version == 2)
+    # without layer decay two groups, not one per depth: each costs host time every step
+    assert [g["lr_scale"] for g in engine.param_groups(net, 0.05)] == [1.0, 1.0]
 
 
 def test_layer_decay_scales_early_layers_least():
