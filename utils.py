@@ -209,15 +209,25 @@ def link_checkpoint(source, path) -> None:
 
 def host_copy(value):
     """`value` with each tensor in it copied to the host, in dicts, lists and tuples rebuilt: a snapshot that
-    the training steps after it do not change."""
+    the training steps after it do not change. From a GPU the copies are queued into pinned memory and waited
+    for once, where copies one by one would each wait (swin_tiny's checkpoint holds some 870 tensors)."""
     import torch
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {key: host_copy(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(host_copy(item) for item in value)
-    return value
+    gpus = set()
+
+    def copy(item):
+        if isinstance(item, torch.Tensor):
+            if item.is_cuda:
+                gpus.add(item.device)
+            return item.detach().to("cpu", copy=True, non_blocking=item.is_cuda)
+        if isinstance(item, dict):
+            return {key: copy(part) for key, part in item.items()}
+        if isinstance(item, (list, tuple)):
+            return type(item)(copy(part) for part in item)
+        return item
+    snapshot = copy(value)
+    for gpu in gpus:
+        torch.cuda.current_stream(gpu).synchronize()
+    return snapshot
 
 
 def load_checkpoint(path, mmap: bool = False):
@@ -252,7 +262,9 @@ def is_torchscript(path: Path) -> bool:
 
 
 def all_finite(state_dict: dict) -> bool:
-    return all(t.isfinite().all() for t in state_dict.values() if t.is_floating_point())
+    import torch
+    finite = [t.isfinite().all() for t in state_dict.values() if t.is_floating_point()]
+    return bool(torch.stack(finite).all()) if finite else True  # read once: on a GPU each read waits for it
 
 
 # --- Random state: seeds, and the generators' states as plain data for resuming ---

@@ -14,6 +14,7 @@ import engine
 import kernels
 import loaders
 import train
+import utils
 from interpreted_kernels import check_layer_norm, check_window_attention, count_kernel_calls
 from model import create_model
 from test_data import check_device_decoding
@@ -43,7 +44,6 @@ def test_fused_adamw_on_cuda():
 
 def test_the_process_group_backend_follows_the_device(monkeypatch):
     """torchrun ... --device cpu on a GPU machine: gloo, which reduces CPU tensors; on the GPU, NCCL."""
-    import utils
     started = []
     monkeypatch.setattr(torch.distributed, "init_process_group", started.append)
     for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
@@ -214,6 +214,20 @@ def test_a_host_copy_on_the_gpu_holds_the_values_of_its_time():
     copy = engine.HostCopy(sums)
     sums += 1
     assert copy.values.is_pinned() and copy.read() == [1.0, 1.0, 1.0] and sums.tolist() == [2.0, 2.0, 2.0]
+
+
+def test_a_checkpoints_snapshot_from_the_gpu_holds_the_values_of_its_time():
+    """utils.host_copy, the background checkpoint's snapshot: copies queued into pinned memory without a wait
+    each, complete when it returns, and unchanged by the training steps after it."""
+    busy = torch.randn(4096, 4096, device="cuda")
+    for _ in range(4):
+        busy = busy @ busy / 64
+    weights = {"a": torch.full((1000, 1000), 2.0, device="cuda"), "b": [torch.arange(5, device="cuda"), 3]}
+    snapshot = utils.host_copy(weights)
+    weights["a"] += 1
+    assert snapshot["a"].device.type == "cpu" and bool((snapshot["a"] == 2.0).all())
+    assert snapshot["b"][0].tolist() == list(range(5)) and snapshot["b"][1] == 3
+    assert utils.all_finite({"a": weights["a"]}) and not utils.all_finite({"a": busy * float("nan")})
 
 
 def test_batches_copied_on_the_side_stream_arrive_whole():

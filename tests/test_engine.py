@@ -344,6 +344,13 @@ def test_a_host_copy_holds_the_values_of_its_time():
     assert copy.read() == [0.0, 0.0, 0.0] and engine.HostCopy(torch.tensor(2.5)).read() == 2.5
 
 
+def test_weights_are_finite_only_if_every_float_tensor_is():
+    """utils.all_finite, checked before each checkpoint is saved: integer tensors are not looked at."""
+    import utils
+    assert utils.all_finite({}) and utils.all_finite({"w": torch.ones(3), "n": torch.arange(3)})
+    assert not utils.all_finite({"w": torch.ones(3), "v": torch.tensor([1.0, float("inf")])})
+
+
 def test_the_progress_bar_shows_the_epochs_figures_in_a_short_epoch_too(monkeypatch):
     """The bar's loss and top-1 come from copies read once they have arrived (at once on a CPU): in an epoch of
     3 batches, as the demo's 5, the bar shows them, and its last figures are the epoch's."""
