@@ -333,6 +333,8 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
         if train["interrupted"]:
             save("last.pth")
             return
+        if engine.stop_agreed(stop, state.device):  # at the epoch's last step: validated next, its training saved
+            save("last.pth")  # first, since validating may outlast a kill (torchrun's, after its --shutdown-timeout)
         state.epoch, state.batches_done = epoch + 1, 0
         val = engine.evaluate(state.model, val_loader, normalize, len(classes), state.device, state.amp,
                               cfg.progress and main_process)

@@ -399,7 +399,7 @@ def init_distributed(device_name: str) -> tuple:
 
 class StopSignal:
     """Turns the first Ctrl-C or SIGTERM into a request to stop after the current step; a second
-    Ctrl-C stops at once.
+    Ctrl-C stops at once, a second SIGTERM changes nothing.
 
     A terminal's Ctrl-C and a scheduler's SIGTERM reach every process of the job, the loader's
     workers too, which ignore them (workers.start_loader_worker), so that the training
@@ -416,8 +416,13 @@ class StopSignal:
     def _handle(self, signum, frame):
         if os.getpid() != self._pid:  # a loader worker, forked with this handler
             return
-        if self.requested is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        if self.requested is not None:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            # a SIGTERM after the first signal changes nothing: torchrun turns a second Ctrl-C into one (and
+            # ends the processes after its --shutdown-timeout), and SLURM's reaches both torchrun, which hands
+            # it on, and its processes
+            return
         self.requested = signal.Signals(signum).name
         if os.environ.get("RANK", "0") == "0":  # torchrun hands a signal to every process: said once
             print(f"\n{self.requested} received: finishing this step, then saving last.pth "

@@ -302,6 +302,42 @@ def test_a_kill_while_validating_resumes_into_the_validation_and_logs_no_made_up
     assert float(rows[1]["loss_train"]) > 0
 
 
+def test_a_stop_at_the_epochs_last_step_saves_its_training_before_validating(flowers, tmp_path, capsys, monkeypatch):
+    """Ctrl-C during an epoch's last step: the epoch is validated before the run stops, and validating may
+    outlast what a kill waits (torchrun's --shutdown-timeout, 30 s): last.pth holds the epoch's training
+    first, without --save-every-steps, and the run resumes into the validation."""
+    real_step = engine.train_step
+
+    def signalled_at_the_last_step(state, *args, **kwargs):
+        result = real_step(state, *args, **kwargs)
+        if state.batches_done == 5:  # 80 training images in batches of 16
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed while validating")
+    monkeypatch.setattr(engine, "train_step", signalled_at_the_last_step)
+    monkeypatch.setattr(engine, "evaluate", killed)
+    with pytest.raises(RuntimeError, match="killed while validating"):
+        train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "2", "--output", tmp_path, "--name", "s")
+    saved = torch.load(tmp_path / "s" / "last.pth", weights_only=True)
+    assert saved["epoch"] == 0 and saved["batches_done"] == 5
+
+
+def test_a_second_sigterm_keeps_the_first_stop_and_a_second_ctrl_c_stops_at_once(capsys):
+    """Under torchrun a second Ctrl-C reaches the processes as SIGTERM, and so does SLURM's signal, which
+    torchrun hands on after it reached them: the stop under way goes on, said once."""
+    stop = utils.StopSignal()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested == "SIGINT" and capsys.readouterr().err.count("received") == 1
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        stop.restore()
+
+
 @pytest.mark.parametrize("rank, said", [("0", True), ("1", False)])
 def test_a_stop_is_said_by_the_first_process_only(rank, said, monkeypatch, capsys):
     """torchrun hands Ctrl-C to every process of the run: one notice, not one a process."""
