@@ -11,6 +11,7 @@ stochastic depth; plus layer-wise lr decay for fine-tuning and an EMA of the wei
 import copy
 import math
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -356,6 +357,11 @@ def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, cf
     if step_now:  # a window's last batch without images still steps with the window's others' gradients
         if state.window_batches:
             optimizer_step(state, cfg)
+        else:  # a window without an image changes no weight, and the schedule goes on: it ends with the epochs
+            with warnings.catch_warnings():  # PyTorch's, when it is the run's first step, that it comes first
+                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+                state.scheduler.step()
+            state.step += 1
         state.window_batches = 0
     return None if empty else (logits, loss, labels)
 

@@ -395,8 +395,11 @@ def test_the_flags_are_read_after_the_backward_pass_and_a_batch_without_images_a
     assert engine.train_step(state, images[:0], labels[:0], cfg, step_now=True) is None and state.step == 1
     assert len(stepped) == 1 and all(torch.equal(a, b) for a, b in zip(grads, stepped[0]))
     assert all(p.grad is None for p in net.parameters())  # taken: nothing left over for the next window
-    # a window of nothing but a batch without images takes no step
-    assert engine.train_step(state, images[:0], labels[:0], cfg, step_now=True) is None and state.step == 1
+    # a window of nothing but a batch without images changes no weight, and the schedule goes on with the epoch
+    weights, lr = [p.detach().clone() for p in net.parameters()], engine.current_lr(state.optimizer)
+    assert engine.train_step(state, images[:0], labels[:0], cfg, step_now=True) is None and state.step == 2
+    assert len(stepped) == 1 and all(torch.equal(a, b) for a, b in zip(weights, net.parameters()))
+    assert engine.current_lr(state.optimizer) < lr
 
 
 def agreement_process(rank: int, init_file: str) -> None:
@@ -419,21 +422,23 @@ def agreement_process(rank: int, init_file: str) -> None:
     # a first step, after which DDP's forward pass talks to the other processes (it rebuilds its buckets)
     assert engine.train_step(state, images, labels, cfg) is not None and state.step == 1
     scale = state.scaler.get_scale()
-    # every file of process 1's batch failed: both skip it, nothing is stepped
+    # every file of process 1's batch failed: both skip it, nothing is stepped but the schedule
+    weights = [p.detach().clone() for p in model.parameters()]
     assert engine.train_step(state, *(nothing if rank == 1 else (images, labels)), cfg) is None
-    assert state.step == 1 and state.skipped_steps == 0 and state.scaler.get_scale() == scale
+    assert state.step == 2 and state.skipped_steps == 0 and state.scaler.get_scale() == scale
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters()))
     # process 0's loss overflows: both skip the step and halve their loss scales alike
     real_loss = engine.loss_fn
     engine.loss_fn = lambda *a, **k: real_loss(*a, **k) * (float("inf") if rank == 0 else 1)
     assert engine.train_step(state, images, labels, cfg) is None
     engine.loss_fn = real_loss
-    assert state.step == 1 and state.skipped_steps == 1 and state.scaler.get_scale() == scale / 2
+    assert state.step == 2 and state.skipped_steps == 1 and state.scaler.get_scale() == scale / 2
     # a stop requested on process 1: this step is taken by both, and both are stopping
     stop = StopSignal()
     stop.restore()  # the flag, not the handlers
     stop.requested = "SIGTERM" if rank == 1 else None
     assert engine.train_step(state, images, labels, cfg, stop=stop) is not None
-    assert state.step == 2 and state.stopping and stop.requested == ("SIGTERM" if rank == 1 else
+    assert state.step == 3 and state.stopping and stop.requested == ("SIGTERM" if rank == 1 else
                                                                     "a stop on another process")
     weights = torch.cat([p.detach().flatten() for p in model.parameters()])
     spread = torch.stack([weights.sum(), -weights.sum()])
@@ -546,9 +551,11 @@ def test_a_batch_left_with_one_image_is_skipped_under_mixup_not_taken_for_a_dive
     net = micro()
     state = engine.build_train_state(cfg, net, net, torch.device("cpu"), None, 10, [1] * 5)
     one = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
-    assert engine.train_step(state, one, torch.tensor([3]), cfg) is None and state.step == 0
+    weights = [p.detach().clone() for p in net.parameters()]
+    assert engine.train_step(state, one, torch.tensor([3]), cfg) is None and state.step == 1  # the schedule's
+    assert all(torch.equal(a, b) for a, b in zip(weights, net.parameters()))
     two = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
-    assert engine.train_step(state, two, torch.tensor([3, 1]), cfg) is not None and state.step == 1
+    assert engine.train_step(state, two, torch.tensor([3, 1]), cfg) is not None and state.step == 2
 
 
 def test_an_lr_typed_on_resuming_counts_and_a_regrouping_is_refused():
