@@ -232,7 +232,9 @@ def main(argv=None) -> None:
         run_dir = run_log.make_run_folder(run_dir, named=checkpoint is not None or bool(cfg.name))
         write_yaml(run_dir / "config.yaml", vars(cfg))
         write_class_indices(run_dir / "class_indices.json", classes)
-        writer = SummaryWriter(run_dir)
+        # resumed: what the run logged after its checkpoint (killed before the next one) is logged again from
+        # here, and TensorBoard drops the earlier points from this step on
+        writer = SummaryWriter(run_dir, purge_step=state.step if checkpoint is not None else None)
         print(f"run folder {run_dir}: {len(splits.train)} training and {len(splits.val)} validation images, "
               f"{len(classes)} classes, {model.variant} at {img_size} px on {device}"
               f"{f' x{world_size} (DDP, {torch.distributed.get_backend()})' if distributed else ''}, "

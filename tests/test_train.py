@@ -123,6 +123,23 @@ def test_metrics_csv_holds_an_epoch_once_its_latest_training(tmp_path):
                                  {"epoch": "2", "loss_train": "0.25", "acc1_val_ema": "0.5"}]
 
 
+def test_steps_logged_after_the_checkpoint_a_resume_starts_from_are_not_shown_twice(flowers, tmp_path, capsys):
+    """A run killed after logging steps that its last.pth does not hold logs them again on resuming:
+    TensorBoard shows each step once, the later run's."""
+    import shutil
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    run = tmp_path / "p"
+    train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "p")
+    shutil.copy(run / "last.pth", tmp_path / "epoch1.pth")  # step 5
+    train_here(capsys, "--resume", run, "--epochs", "2")  # logs the loss at step 10
+    (run / "last.pth").unlink()
+    shutil.copy(tmp_path / "epoch1.pth", run / "last.pth")  # as if killed before epoch 2's last.pth
+    train_here(capsys, "--resume", run, "--epochs", "2")
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss/train_step")] == [10]
+
+
 def test_runs_started_in_the_same_second_get_a_folder_each(tmp_path):
     import run_log
     stamped = tmp_path / "runs" / "swin_micro-20261129-101347"
