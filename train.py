@@ -37,8 +37,8 @@ from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_train_loader, eval_loader
 from model import resolve_variant
 from precision import amp_dtype
-from utils import (CheckpointWriter, StopSignal, UserError, init_distributed, resume_command, run_cli, seed_everything,
-                   tune_for)
+from utils import (CheckpointWriter, StopSignal, UserError, init_distributed, lost_another_process, resume_command,
+                   run_cli, seed_everything, tune_for)
 from weights import describe_for_checkpoint, model_for_run, resume_config, resumed_file
 from workers import dead_loader_worker, default_workers
 
@@ -283,12 +283,16 @@ def main(argv=None) -> None:
                         f"{max(1, cfg.batch_size // 2)} --accum-steps {cfg.accum_steps * 2}, or --grad-checkpointing") \
             from None
     except Exception as err:
-        if (died := dead_loader_worker(err)) is None:
-            raise
-        raise UserError(f"{died.strip().rstrip('.')}. A data loading process died, most often killed by the "
-                        f"system for want of memory; the steps since {run_dir / 'last.pth'} was saved are lost. "
-                        f"Try fewer --workers (now {cfg.workers}) or a smaller --batch-size, then: "
-                        f"{resume_command(run_dir)}") from None
+        if (died := dead_loader_worker(err)) is not None:
+            raise UserError(f"{died.strip().rstrip('.')}. A data loading process died, most often killed by the "
+                            f"system for want of memory; the steps since {run_dir / 'last.pth'} was saved are "
+                            f"lost. Try fewer --workers (now {cfg.workers}) or a smaller --batch-size, then: "
+                            f"{resume_command(run_dir)}") from None
+        if distributed and lost_another_process(err):
+            raise UserError(f"another process of this run ended (its own message says why) and the connection to "
+                            f"it broke; the steps since {run_dir / 'last.pth'} was saved are lost. To go on: "
+                            f"{resume_command(run_dir)}") from None
+        raise
     finally:
         try:
             checkpoints.close()  # the last ones written before anything is said or the process ends

@@ -382,6 +382,14 @@ def resume_command(run_dir) -> str:
     return f"torchrun {nodes}--nproc_per_node {local} train.py --resume {folder}"
 
 
+def lost_another_process(err: Exception) -> bool:
+    """Whether `err` is what a collective raises in a process of a torchrun run when another has died: gloo's
+    broken connection (a RuntimeError), NCCL's error (a DistBackendError)."""
+    import torch.distributed as dist
+    return isinstance(err, dist.DistError) or (isinstance(err, RuntimeError) and "gloo" in str(err) and any(
+        words in str(err) for words in ("by peer", "Connection closed", "Broken pipe", "Socket closed")))
+
+
 def init_distributed(device_name: str) -> tuple:
     """(rank, world_size, local_rank, device): torchrun's environment and this process's --device.
     Under torchrun, even with one process, starts the process group on the device's backend: NCCL for

@@ -324,6 +324,17 @@ def test_a_stop_at_the_epochs_last_step_saves_its_training_before_validating(flo
     assert saved["epoch"] == 0 and saved["batches_done"] == 5
 
 
+def test_a_process_that_died_under_torchrun_is_told_from_other_errors():
+    """What the others' next collective raises when a process of the run died (torchrun then also sends them
+    SIGTERM): one line that says so and how to resume, where the traceback of gloo's socket read was."""
+    gloo = RuntimeError("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error "
+                        "[127.0.0.1]:1232: Connection reset by peer. This is typically caused by a remote worker")
+    assert utils.lost_another_process(gloo)
+    assert utils.lost_another_process(torch.distributed.DistBackendError("NCCL error: remote process exited"))
+    assert not utils.lost_another_process(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert not utils.lost_another_process(ConnectionResetError("Connection reset by peer"))  # a loader worker's
+
+
 def test_a_second_sigterm_keeps_the_first_stop_and_a_second_ctrl_c_stops_at_once(capsys):
     """Under torchrun a second Ctrl-C reaches the processes as SIGTERM, and so does SLURM's signal, which
     torchrun hands on after it reached them: the stop under way goes on, said once."""
