@@ -64,7 +64,7 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise UserError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None  # one line
     if not isinstance(values, dict):
@@ -138,4 +138,4 @@ def plain(value):
 
 
 def write_yaml(path, data: dict) -> None:
-    Path(path).write_text(yaml.safe_dump(plain(data), sort_keys=False))
+    Path(path).write_text(yaml.safe_dump(plain(data), sort_keys=False), encoding="utf-8")

@@ -18,6 +18,7 @@ import struct
 import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -103,12 +104,20 @@ def image_problem(path: Path) -> str | None:
     return None
 
 
+@contextmanager
+def bombs_refused():
+    """Pillow warns about an image past Image.MAX_IMAGE_PIXELS (89 MP) and decodes it anyway (it raises past
+    twice that): here the warning is raised, so that such a file is refused as a possible decompression bomb
+    wherever it is opened (training, predict.py). Not thread-safe, as catch_warnings is not: around a pool of
+    threads, not within it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
 def check_images(paths: list[Path], desc: str = "checking images"):
     """Split `paths` into those that decode and (path, reason) for those that do not, in order."""
-    # Pillow warns about an image over MAX_IMAGE_PIXELS and decodes it anyway: here it is refused.
-    # The filter is set once, around the whole pool, because catch_warnings is not thread-safe.
-    with warnings.catch_warnings(), ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    with bombs_refused(), ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         problems = list(tqdm(pool.map(image_problem, paths), total=len(paths), desc=desc,
                              unit="img", leave=False, disable=None))
     good = [path for path, problem in zip(paths, problems) if problem is None]
@@ -134,14 +143,14 @@ def class_folders(root: Path) -> list[Path]:
 # --- Class indices: the tutorial's class_indices.json, {"0": "daisy", "1": "dandelion", ...} ---
 
 def write_class_indices(path, classes: list[str]) -> None:
-    Path(path).write_text(json.dumps({str(i): name for i, name in enumerate(classes)}, indent=4) + "\n")
+    Path(path).write_text(json.dumps({str(i): name for i, name in enumerate(classes)}, indent=4) + "\n", encoding="utf-8")
 
 
 def read_class_indices(path) -> list[str]:
     """The class names in label order, from a class_indices.json."""
     path = Path(path)
     try:
-        indices = json.loads(path.read_text())
+        indices = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise UserError(f"cannot read the class index file {path}: {error.strerror or error}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -349,7 +358,7 @@ def read_manifest(manifest: Path) -> dict:
     if not manifest.exists():
         return {"files": [], "dirs": []}
     try:
-        record = json.loads(manifest.read_text())
+        record = json.loads(manifest.read_text(encoding="utf-8"))
         paths = [PurePosixPath(p) for p in record["files"] + record["dirs"]]
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise UserError(f"{manifest} is not a manifest written by split_data.py ({error}): "

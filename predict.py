@@ -31,7 +31,7 @@ import plots
 from config import COUNT, POSITIVE_INT
 from data import ImageDataset, Normalize, build_loader, build_transform, load_rgb
 from export import ExportedClassifier, add_arguments as add_export_arguments, chosen_exporter
-from images import image_problem, list_images
+from images import bombs_refused, image_problem, list_images
 from model import maps_of
 from precision import amp_dtype, autocast
 from utils import UserError, check_writable, run_cli, select_device, tune_for
@@ -109,7 +109,9 @@ def main(argv=None) -> None:
         for path, probs, seen in classify(clf.model, paths, transform, normalize, device, args) if paths else ():
             if probs is None:
                 failed.append(path)
-                print(f"warning: {path}: {image_problem(Path(path)) or 'could not be read'}", file=sys.stderr)
+                with bombs_refused():
+                    problem = image_problem(Path(path)) or "could not be read"
+                print(f"warning: {path}: {problem}", file=sys.stderr)
                 continue
             top = probs.topk(k)
             result = {"path": path, "topk": [{"label": clf.class_names[i], "index": i, "prob": round(p, 6)}
@@ -176,9 +178,9 @@ def classify(model, paths: list[str], transform, normalize, device, args):
 def write_results(results: list, path: Path, k: int) -> None:
     """A .json list of the --json objects, or a .csv row per image: path, then label, index, prob per rank."""
     if path.suffix.lower() == ".json":
-        path.write_text(json.dumps(results, indent=1) + "\n")
+        path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
         return
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:  # a path's bytes as they are
         rows = csv.writer(f)
         rows.writerow(["path"] + [f"{field}_{r}" for r in range(1, k + 1) for field in ("label", "index", "prob")])
         rows.writerows([r["path"]] + [e[f] for e in r["topk"] for f in ("label", "index", "prob")] for r in results)

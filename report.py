@@ -32,6 +32,7 @@ import torch
 import engine
 import plots
 from data import CROP_PCT
+from utils import put_in_place
 
 MAX_SHOWN = 300  # thumbnails in the gallery, the most confident mistakes first
 THUMB_SIZE = 128  # px, the longer side
@@ -53,7 +54,10 @@ def write_report(path, result: dict, classes: list[str], checkpoint: str, varian
     page = PAGE.format(title=escape(title), style=STYLE, body="\n".join(body), script=SCRIPT,
                        written=f"{datetime.now():%Y-%m-%d %H:%M}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
+    # a file name whose bytes are not UTF-8 shows them as U+FFFD (its link, the bytes percent-encoded, opens it);
+    # the page replaced whole or not at all
+    page = page.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    put_in_place(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return path
 
 
@@ -78,14 +82,14 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
     lines += [f"{name:<{width}}  " + " ".join(f"{int(v):5d}" for v in row)
               for name, row in zip(classes, result["confusion"])]
     text = "\n".join(lines)
-    (folder / "report.txt").write_text(text + "\n")
+    (folder / "report.txt").write_text(text + "\n", encoding="utf-8", errors="surrogateescape")
     return text
 
 
 def write_misclassified_csv(path, wrong: list, classes: list[str]) -> None:
     """One row per misclassified image, by path: the true class, then the top-3 predictions with
     their probabilities (the first is the prediction)."""
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:  # a path's bytes as they are
         rows = csv.writer(f)
         rows.writerow(["path", "true", "predicted", "probability", "second", "second_probability",
                        "third", "third_probability"])
@@ -102,7 +106,7 @@ def read_metrics(path) -> list[dict]:
         except (TypeError, ValueError):
             return None
 
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         return [{key: number(value) for key, value in row.items() if key is not None} for row in csv.DictReader(f)]
 
 

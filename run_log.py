@@ -114,12 +114,12 @@ def write_metrics_row(path: Path, row: dict) -> None:
     new since (EMA's, turned on when resuming) gets a header of its own: the file is written anew."""
     rows = []
     if path.exists():
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
             rows = [old for old in csv.DictReader(f) if int(old["epoch"]) < row["epoch"]]
     columns = list(dict.fromkeys([*row, *(key for old in rows for key in old)]))
 
     def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
+        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:  # class names' columns
             out = csv.DictWriter(f, fieldnames=columns)
             out.writeheader()
             out.writerows([*rows, row])

@@ -80,7 +80,7 @@ def main(argv=None) -> None:
         for _, label in splits[split]:
             counts[split][label] += 1
     report = format_report(source, out, args, classes, counts, skipped)
-    (out / REPORT).write_text(report)
+    (out / REPORT).write_text(report, encoding="utf-8", errors="surrogateescape")
     title = f"Images per class: {source.name} split into {out.name}"
     plots.class_distribution_chart(classes, counts, title).save(out / CHART)
     print(report, end="")

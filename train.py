@@ -396,7 +396,7 @@ def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp, 
         source, out = f"{path} (epoch {checkpoint['epoch']})", path.parent / f"eval_{cfg.split}"
     else:  # weights from elsewhere: a run folder of their own
         source = str(cfg.weights)
-        out = cfg.output / (cfg.name or f"eval-{cfg.weights.stem}") / f"eval_{cfg.split}"
+        out = cfg.output / (cfg.name or f"eval-{cfg.weights.name}") / f"eval_{cfg.split}"  # flowers.onnx and .pt2 apart
     print(report.write_evaluation(out, result, splits.classes, source, model.variant, cfg.split,
                                   out.parent / "metrics.csv"))
     print(f"\n{len(result['wrong'])} misclassified files: {out / 'misclassified.csv'}; picture: "

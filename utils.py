@@ -36,7 +36,10 @@ def run_cli(main) -> None:
     """Run a script's `main()`, turning a UserError, or an OSError about a path (a folder that cannot be
     made, a file that cannot be written), into one line on stderr and exit status 2, a Ctrl-C that was
     not handled (train.py's second one) into one line and status 130, and a reader of stdout that has
-    gone (`| head`) into a quiet stop, as other command-line tools make it."""
+    gone (`| head`) into a quiet stop, as other command-line tools make it. A file name whose bytes are not
+    UTF-8 (old zips, Windows shares) is printed as those bytes, as ls prints it, not raised about."""
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
     try:
         main()
         sys.stdout.flush()  # a closed pipe raises here, not at exit

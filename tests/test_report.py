@@ -216,6 +216,24 @@ def test_misclassified_csv_gains_the_top3_probabilities(flowers, tmp_path):
     assert float(rows[1]["second_probability"]) == pytest.approx(0.18)
 
 
+def test_file_names_whose_bytes_are_not_utf8_are_written_not_raised_about(flowers, tmp_path):
+    """A photo named in Latin-1 (old zips, Windows shares): the report shows its name with U+FFFD and links to it,
+    misclassified.csv and report.txt keep its bytes, and the report of an earlier evaluation is replaced whole."""
+    import os
+    import shutil
+    photo = tmp_path / os.fsdecode(b"daisy_caf\xe9.jpg")
+    shutil.copy(sorted((flowers / "daisy").glob("*.jpg"))[0], photo)
+    result = fake_evaluation(flowers, [0.9])
+    result["wrong"][0] = (str(photo), *result["wrong"][0][1:])
+    out = tmp_path / "eval"
+    report.write_evaluation(out, result, CLASSES, "c.pth", "swin_micro_patch4_window4_128", "val")
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "daisy_caf\ufffd.jpg" in page and "daisy_caf%E9.jpg" in page
+    with open(out / "misclassified.csv", "rb") as f:
+        assert b"daisy_caf\xe9.jpg" in f.read()
+    assert not list(out.glob("*.tmp*"))
+
+
 def test_evaluate_collects_the_top3_of_each_mistake_only():
     class Fixed(torch.nn.Module):
         def forward(self, x):
