@@ -196,6 +196,10 @@ def main(argv=None) -> None:
     epochs_left = cfg.epochs - (checkpoint["epoch"] if checkpoint is not None else 0)
     images_per_process = epochs_left * len(splits.train) // world_size
     compiled = cfg.compile if cfg.compile is not None else compiling.compile_pays(device, images_per_process)
+    if cfg.cuda_graphs and cfg.grad_checkpointing and not compiled:
+        raise UserError("--cuda-graphs with --grad-checkpointing: the backward pass's graph would recompute the "
+                        "forward pass with drop-path masks of its own drawing, which nothing checks are the forward's; "
+                        "run one of them, or both with --compile (Inductor graphs the recomputation itself)")
     # inside DDP's wrapper: the graphs hold the model's passes, DDP's gradient all-reduce stays outside them
     net = compiling.CudaGraphed(model) if cfg.cuda_graphs and not compiled else model
     distributed = torch.distributed.is_initialized()

@@ -216,6 +216,27 @@ def test_a_host_copy_on_the_gpu_holds_the_values_of_its_time():
     assert copy.values.is_pinned() and copy.read() == [1.0, 1.0, 1.0] and sums.tolist() == [2.0, 2.0, 2.0]
 
 
+def test_cuda_graphs_draw_new_drop_path_masks_at_each_replay(capsys):
+    """Stochastic depth inside the captured forward pass (every real run has it: swin_tiny's 0.2): each replay
+    draws masks of its own, as eager steps do, not the capture's again."""
+    torch.manual_seed(0)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.5).cuda().train()
+    graphed, x, outs = compiling.CudaGraphed(net), torch.randn(4, 3, 64, 64, device="cuda"), []
+    for _ in range(3):
+        with torch.autocast("cuda", torch.bfloat16):
+            out = graphed(x)
+        out.float().sum().backward()
+        outs.append(out.detach().float().clone())
+    assert graphed.graphed is not None and "notice" not in capsys.readouterr().out
+    assert not torch.equal(outs[1], outs[2]) and all(out.isfinite().all() for out in outs)
+
+
+def test_cuda_graphs_with_grad_checkpointing_eagerly_is_refused(flowers, tmp_path):
+    with pytest.raises(train.UserError, match="--cuda-graphs with --grad-checkpointing"):
+        train.main(["--data-path", str(flowers), *FAST, *GPU, "--epochs", "1", "--cuda-graphs",
+                    "--grad-checkpointing", "--no-compile", "--output", str(tmp_path)])
+
+
 def test_a_checkpoints_snapshot_from_the_gpu_holds_the_values_of_its_time():
     """utils.host_copy, the background checkpoint's snapshot: copies queued into pinned memory without a wait
     each, complete when it returns, and unchanged by the training steps after it."""
