@@ -153,3 +153,12 @@ def test_bench_checkpoint_times_a_save_beside_training_and_in_the_loop(bench):
                  "training held by a save, CheckpointWriter: ", "CheckpointWriter's write done after ",
                  "held, in the loop / CheckpointWriter: "):
         assert line in out, out
+
+
+def test_the_official_code_check_says_what_it_needs(tmp_path):
+    """bench/check_official.py compares with the official repo's own model code, which only a checkout
+    has (README: Faithful to the official checkpoints): without one, one line that says so."""
+    result = subprocess.run([sys.executable, "bench/check_official.py", "--official", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "not a checkout of microsoft/Swin-Transformer" in result.stderr
+    assert "Traceback" not in result.stderr
