@@ -41,15 +41,18 @@ def compile_model(net: nn.Module, model: nn.Module, img_size: int, device, fallb
     if cuda_graphs:
         from torch._inductor import config as inductor_config
         inductor_config.triton.cudagraphs = True
-    return LargestBatchCompiled(torch.compile(net, backend=inductor_or_eager) if fallback else torch.compile(net))
+    # static shapes: each batch size that compiles gets a graph of its own, not one for any size (LargestBatchCompiled)
+    backend = {"backend": inductor_or_eager} if fallback else {}
+    return LargestBatchCompiled(torch.compile(net, dynamic=False, **backend))
 
 
 class LargestBatchCompiled(nn.Module):
-    """A compiled net that compiles for the largest batch it has seen and runs smaller ones eagerly. Training
-    batches are full, but one whose image failed to load is not: compiled for it, Dynamo would recompile
-    the graph with a symbolic batch size (another minute) and, checking its newest graph first, train every
-    later batch on that one instead of the graph made for their size. Eagerly, that batch costs a step's
-    time once."""
+    """A net compiled with static shapes that compiles only for a batch larger than any before, and runs
+    other sizes on their graph if they have one, else eagerly. Training batches are full, but one whose
+    image failed to load is not: compiled for it, Dynamo would recompile the graph with a symbolic batch size
+    (another minute) and, checking its newest graph first, train every later batch on that one instead of
+    the graph made for their size. Eagerly, that batch costs a step's time once; a run whose first batch is
+    the smaller one compiles again for the first full one."""
 
     def __init__(self, compiled: nn.Module):
         super().__init__()

@@ -30,8 +30,8 @@ from PIL import ExifTags, Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 # The file-level half of the data API, importable from here too, so that one import serves train.py.
-from images import (IMAGE_EXTENSIONS, DataSplits, bombs_refused, load_rgb, load_splits,  # noqa: F401
-                    read_class_indices, upright_rgb, write_class_indices)
+from images import (IMAGE_EXTENSIONS, DataSplits, load_rgb, load_splits, read_class_indices,  # noqa: F401
+                    upright_rgb, write_class_indices)
 from utils import UserError
 import workers
 
@@ -445,7 +445,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int):
         path, label = self.samples[index]
         try:
-            with bombs_refused(), Image.open(path) as image:
+            with Image.open(path) as image:
                 return self.transform(image), label, path
         except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning):
             return None, label, path  # changed or removed since it was listed: the batch goes on without it

@@ -178,14 +178,15 @@ class TrainState:
         end the schedule then goes on from the epochs done; midway it cannot, and that is a UserError."""
         settings = [{key: group[key] for key in ("initial_lr", "weight_decay")}
                     for group in self.optimizer.param_groups]
-        saved_groups = len(checkpoint["optimizer"]["param_groups"])
-        if saved_groups != len(settings):
-            raise UserError(f"the checkpoint's optimizer has {saved_groups} parameter groups and this run's "
-                            f"{len(settings)}: --freeze-layers or --layer-decay, typed on resuming, sorts the "
-                            "parameters otherwise, and the optimizer's state cannot go on. Resume without it, or "
-                            "start a new run from the checkpoint's weights (--weights FILE --name NEW). (Runs "
-                            "without --layer-decay before 2026-11-29 grouped by depth as well: resume those "
-                            "with the train.py that wrote them.)")
+        saved = [len(group["params"]) for group in checkpoint["optimizer"]["param_groups"]]
+        sizes = [len(group["params"]) for group in self.optimizer.param_groups]
+        if saved != sizes:
+            raise UserError(f"the checkpoint's optimizer holds {sum(saved)} tensors in {len(saved)} groups and "
+                            f"this run's {sum(sizes)} in {len(sizes)}: --freeze-layers or --layer-decay, typed on "
+                            "resuming, sorts the parameters otherwise, and the optimizer's state cannot go on. "
+                            "Resume without it, or start a new run from the checkpoint's weights (--weights FILE "
+                            "--name NEW). (Runs without --layer-decay before 2026-11-29 grouped by depth as well: "
+                            "resume those with the train.py that wrote them.)")
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         for group, own in zip(self.optimizer.param_groups, settings):
             group.update(own)  # the moments are the checkpoint's; the lr and weight decay this run's
@@ -202,7 +203,11 @@ class TrainState:
         set_rng_state(checkpoint["rng"])
         was = checkpoint.get("layout")  # None: a checkpoint from before layouts
         relaid = was is not None and self.layout is not None and was != self.layout
-        if relaid and self.batches_done:
+        # every batch of the epoch trained, not yet validated (a stop at its last step): the epoch's end here too
+        trained = relaid and self.batches_done == was["batches_per_epoch"]
+        if trained:
+            self.batches_done = self.layout["batches_per_epoch"]
+        if relaid and self.batches_done and not trained:
             run = "python" if was["processes"] == 1 else f"torchrun --nproc_per_node {was['processes']}"
 
             def divided(layout: dict) -> str:
@@ -213,8 +218,8 @@ class TrainState:
                 f"{divided(was)}; here it is {divided(self.layout)}, so its place in the epoch does not carry over. "
                 f"Finish the epoch as it ran ({run} train.py --resume ... --stop-after-epochs 1, with its "
                 "--batch-size and images), then go on as you like: from an epoch's end the schedule follows")
-        if relaid:
-            self.step = self.epoch * self.layout["steps_per_epoch"]  # the schedule's place: the epochs done
+        if relaid:  # the schedule's place: the epochs done
+            self.step = (self.epoch + trained) * self.layout["steps_per_epoch"]
         self.scheduler.last_epoch = self.step - 1
         self.scheduler.step()  # the lrs of this step, by this run's schedule
         return relaid

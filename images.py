@@ -18,7 +18,6 @@ import struct
 import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -104,20 +103,19 @@ def image_problem(path: Path) -> str | None:
     return None
 
 
-@contextmanager
-def bombs_refused():
+def refuse_decompression_bombs() -> None:
     """Pillow warns about an image past Image.MAX_IMAGE_PIXELS (89 MP) and decodes it anyway (it raises past
-    twice that): here the warning is raised, so that such a file is refused as a possible decompression bomb
-    wherever it is opened (training, predict.py). Not thread-safe, as catch_warnings is not: around a pool of
-    threads, not within it."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        yield
+    twice that): from here on in this process the warning is raised, so that such a file is refused, as one
+    line, wherever it is opened: when a folder is listed (check_images), by predict.py, in the loader's
+    workers. Set once for the process: catch_warnings around each image would make Pillow's once-only
+    warnings (a palette's transparency) print again for every image."""
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 
 def check_images(paths: list[Path], desc: str = "checking images"):
     """Split `paths` into those that decode and (path, reason) for those that do not, in order."""
-    with bombs_refused(), ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+    refuse_decompression_bombs()
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         problems = list(tqdm(pool.map(image_problem, paths), total=len(paths), desc=desc,
                              unit="img", leave=False, disable=None))
     good = [path for path, problem in zip(paths, problems) if problem is None]
@@ -136,14 +134,22 @@ def find_images(folder: Path) -> list[Path]:
 
 def class_folders(root: Path) -> list[Path]:
     """The class folders of `root`, sorted by name: the class order everywhere (labels, class_indices.json)."""
-    return sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                  key=lambda p: p.name)
+    folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    for folder in folders:
+        try:  # a class's name is text in checkpoints, TensorBoard's tags and ONNX metadata, which hold UTF-8 only
+            folder.name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(f"the class folder {str(folder)!r} has a name that is not UTF-8 (bytes of another "
+                            "system's encoding, from an old zip or a Windows share): rename it, since its name "
+                            "is the class's") from None
+    return folders
 
 
 # --- Class indices: the tutorial's class_indices.json, {"0": "daisy", "1": "dandelion", ...} ---
 
 def write_class_indices(path, classes: list[str]) -> None:
-    Path(path).write_text(json.dumps({str(i): name for i, name in enumerate(classes)}, indent=4) + "\n", encoding="utf-8")
+    indices = json.dumps({str(i): name for i, name in enumerate(classes)}, indent=4)
+    Path(path).write_text(indices + "\n", encoding="utf-8")
 
 
 def read_class_indices(path) -> list[str]:

@@ -31,7 +31,7 @@ import plots
 from config import COUNT, POSITIVE_INT
 from data import ImageDataset, Normalize, build_loader, build_transform, load_rgb
 from export import ExportedClassifier, add_arguments as add_export_arguments, chosen_exporter
-from images import bombs_refused, image_problem, list_images
+from images import image_problem, list_images, refuse_decompression_bombs
 from model import maps_of
 from precision import amp_dtype, autocast
 from utils import UserError, check_writable, run_cli, select_device, tune_for
@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
+    refuse_decompression_bombs()  # as training refuses them
     if not args.images and args.export is None:
         raise UserError("name the images to classify: files, folders or glob patterns (or --export FILE)")
     if args.cam and args.save_vis is None:
@@ -109,9 +110,7 @@ def main(argv=None) -> None:
         for path, probs, seen in classify(clf.model, paths, transform, normalize, device, args) if paths else ():
             if probs is None:
                 failed.append(path)
-                with bombs_refused():
-                    problem = image_problem(Path(path)) or "could not be read"
-                print(f"warning: {path}: {problem}", file=sys.stderr)
+                print(f"warning: {path}: {image_problem(Path(path)) or 'could not be read'}", file=sys.stderr)
                 continue
             top = probs.topk(k)
             result = {"path": path, "topk": [{"label": clf.class_names[i], "index": i, "prob": round(p, 6)}

@@ -196,7 +196,7 @@ def main(argv=None) -> None:
     epochs_left = cfg.epochs - (checkpoint["epoch"] if checkpoint is not None else 0)
     images_per_process = epochs_left * len(splits.train) // world_size
     compiled = cfg.compile if cfg.compile is not None else compiling.compile_pays(device, images_per_process)
-    if cfg.cuda_graphs and cfg.grad_checkpointing and not compiled:
+    if cfg.cuda_graphs and cfg.grad_checkpointing and not compiled and not cfg.eval_only:
         raise UserError("--cuda-graphs with --grad-checkpointing: the backward pass's graph would recompute the "
                         "forward pass with drop-path masks of its own drawing, which nothing checks are the forward's; "
                         "run one of them, or both with --compile (Inductor graphs the recomputation itself)")
@@ -236,9 +236,9 @@ def main(argv=None) -> None:
         run_dir = run_log.make_run_folder(run_dir, named=checkpoint is not None or bool(cfg.name))
         write_yaml(run_dir / "config.yaml", vars(cfg))
         write_class_indices(run_dir / "class_indices.json", classes)
-        # resumed: what the run logged after its checkpoint (killed before the next one) is logged again from
-        # here, and TensorBoard drops the earlier points from this step on
-        writer = SummaryWriter(run_dir, purge_step=state.step if checkpoint is not None else None)
+        # resumed: what the run logged after its checkpoint's step (killed before the next one) is logged again,
+        # and TensorBoard drops the earlier points from the next step on
+        writer = SummaryWriter(run_dir, purge_step=state.step + 1 if checkpoint is not None else None)
         print(f"run folder {run_dir}: {len(splits.train)} training and {len(splits.val)} validation images, "
               f"{len(classes)} classes, {model.variant} at {img_size} px on {device}"
               f"{f' x{world_size} (DDP, {torch.distributed.get_backend()})' if distributed else ''}, "

@@ -386,11 +386,12 @@ def resume_command(run_dir) -> str:
 
 
 def lost_another_process(err: Exception) -> bool:
-    """Whether `err` is what a collective raises in a process of a torchrun run when another has died: gloo's
-    broken connection (a RuntimeError), NCCL's error (a DistBackendError)."""
+    """Whether `err` is what a collective raises in a process of a torchrun run when another has died: a broken
+    connection, in gloo's words (a RuntimeError) or NCCL's (a DistBackendError), or a DistNetworkError."""
     import torch.distributed as dist
-    return isinstance(err, dist.DistError) or (isinstance(err, RuntimeError) and "gloo" in str(err) and any(
-        words in str(err) for words in ("by peer", "Connection closed", "Broken pipe", "Socket closed")))
+    said = ("by peer", "Connection closed", "Connection reset", "Broken pipe", "Socket closed", "remote process exited")
+    return isinstance(err, dist.DistNetworkError) or (
+        isinstance(err, RuntimeError) and any(words in str(err) for words in said))
 
 
 def init_distributed(device_name: str) -> tuple:

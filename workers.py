@@ -19,6 +19,8 @@ import time
 
 import torch
 
+from images import refuse_decompression_bombs
+
 
 # A training batch is shared memory that the worker fills and the training process maps. Whichever process lets go
 # of it last has the kernel free its pages, some 5 ms a batch of 128 at 224 px on the 2-core EPYC (bench_data.py):
@@ -85,6 +87,7 @@ def start_loader_worker(worker_id: int, held_batches: int = 0, nice: int = 0) ->
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     sys.excepthook = quiet_on_broken_connections(sys.excepthook)
+    refuse_decompression_bombs()  # a worker started afresh (spawn) has not inherited the filter
 
 
 def quiet_on_broken_connections(hook):

@@ -43,7 +43,8 @@ CASES = {
 def official_models(checkout: Path):
     """The official repo's models/swin_transformer.py and swin_transformer_v2.py, imported as they are."""
     if not (checkout / "models" / "swin_transformer_v2.py").is_file():
-        sys.exit(f"error: {checkout} is not a checkout of microsoft/Swin-Transformer (no models/swin_transformer_v2.py)")
+        sys.exit(f"error: {checkout} is not a checkout of microsoft/Swin-Transformer "
+                 "(no models/swin_transformer_v2.py)")
     sys.path.insert(0, str(checkout / "models"))
     import swin_transformer
     import swin_transformer_v2

@@ -140,7 +140,7 @@ def test_compiled_training_compiles_once(monkeypatch):
     2.11 on the GPU machine)."""
     from torch._dynamo.utils import counters
     compile_ = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda module: compile_(module, backend="eager"))
+    monkeypatch.setattr(torch, "compile", lambda module, **options: compile_(module, **{**options, "backend": "eager"}))
     torch._dynamo.reset()
     counters.clear()
     net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.2)
@@ -170,7 +170,8 @@ def test_a_smaller_training_batch_runs_eagerly_and_the_full_ones_stay_compiled(m
             return graph.forward(*args)
         return run
     compile_ = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda module: compile_(module, backend=counting))
+    monkeypatch.setattr(torch, "compile",
+                        lambda module, **options: compile_(module, **{**options, "backend": counting}))
     torch._dynamo.reset()
     try:
         net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.0)
@@ -179,6 +180,13 @@ def test_a_smaller_training_batch_runs_eagerly_and_the_full_ones_stay_compiled(m
         for size in (4, 4, 3, 4, 4, 2, 4):
             compiled(torch.randn(size, 3, 64, 64)).sum().backward()
         assert runs == [5]  # one graph, run by the five full batches
+        # a run (a resume) whose first batch is the smaller one: the full batches get a graph of their own
+        runs.clear()
+        torch._dynamo.reset()
+        compiled = compiling.compile_model(net, net, 64, torch.device("cpu"))
+        for size in (3, 4, 4, 3, 2, 4):
+            compiled(torch.randn(size, 3, 64, 64)).sum().backward()
+        assert runs == [2, 3]  # the first batch's graph, then the full batches' (2 eagerly)
         # the net's attributes through the wrapper (DDP's no_sync, which engine.train_step looks for)
         assert compiled.img_size == net.img_size and not hasattr(compiled, "no_sync")
     finally:
@@ -530,6 +538,10 @@ def test_a_run_resumed_in_another_layout_keeps_its_schedule():
         resumed(alone, two.checkpoint())
     with pytest.raises(UserError, match=r"here it is 20 training images in batches of 3 in 2"):  # the batches alone
         resumed(dict(two.layout, batch_size=3), two.checkpoint())
+    # stopped at the epoch's last step, saved before validating: an epoch's end in any layout
+    two.batches_done = 5
+    one, relaid = resumed(alone, two.checkpoint())
+    assert relaid and one.epoch == 2 and one.batches_done == 10 and one.step == 30
 
 
 def test_the_resume_command_is_the_runs_own_quoted_for_a_shell(monkeypatch):
@@ -578,7 +590,12 @@ def test_an_lr_typed_on_resuming_counts_and_a_regrouping_is_refused():
     assert after.step == 5 and after.scheduler.last_epoch == 5
     assert engine.current_lr(after.optimizer) == pytest.approx(1e-3 * engine.lr_factor(5, 20, 0, 1e-4, 1e-3))
     assert {group["weight_decay"] for group in after.optimizer.param_groups} == {0.0, 0.5}
-    frozen = engine.build_train_state(cfg, micro(), micro(), cpu, None, 10, [1] * 5)
-    frozen.optimizer.param_groups.pop()  # as --freeze-layers or --layer-decay would group them otherwise
-    with pytest.raises(UserError, match=r"optimizer has \d+ parameter groups and this run's \d+: --freeze-layers"):
+    import weights
+    net = micro()
+    weights.freeze_all_but_the_head(net)  # --freeze-layers: two groups still, of the head's tensors only
+    frozen = engine.build_train_state(cfg, net, net, cpu, None, 10, [1] * 5)
+    with pytest.raises(UserError, match=r"optimizer holds \d+ tensors in 2 groups and this run's 2 in 2: --freeze"):
         frozen.resume_from(before.checkpoint())
+    deeper = engine.build_train_state(parse(["--layer-decay", "0.9"]), micro(), micro(), cpu, None, 10, [1] * 5)
+    with pytest.raises(UserError, match=r"in 2 groups and this run's \d+ in \d+: --freeze-layers or --layer-decay"):
+        deeper.resume_from(before.checkpoint())

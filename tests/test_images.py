@@ -1,5 +1,6 @@
 """images.py: finding, checking and loading images, splits, class_indices.json."""
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -209,3 +210,12 @@ def test_placing_an_image_never_writes_through_an_existing_file_or_link(tmp_path
         with pytest.raises(UserError, match="exists already"):
             place_image(write_image(tmp_path / "other.jpg", seed=3), link, mode)
     assert source.read_bytes() == before
+
+
+def test_a_class_folder_named_in_another_encoding_is_refused_in_one_line(tmp_path):
+    """A class's name is text in checkpoints, TensorBoard's tags and ONNX metadata: a folder named in Latin-1
+    stopped training after its first epoch, in TensorBoard, before the epoch was saved."""
+    for name in ("daisy", os.fsdecode(b"rose_caf\xe9")):
+        write_image(tmp_path / name / "a.jpg")
+    with pytest.raises(UserError, match="has a name that is not UTF-8"):
+        load_splits(tmp_path)

@@ -332,6 +332,7 @@ def test_a_process_that_died_under_torchrun_is_told_from_other_errors():
     assert utils.lost_another_process(gloo)
     assert utils.lost_another_process(torch.distributed.DistBackendError("NCCL error: remote process exited"))
     assert not utils.lost_another_process(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert not utils.lost_another_process(torch.distributed.DistBackendError("NCCL error: invalid usage"))
     assert not utils.lost_another_process(ConnectionResetError("Connection reset by peer"))  # a loader worker's
 
 
