@@ -392,7 +392,8 @@ def test_compile_then_resume_without(flowers, tmp_path, monkeypatch):
     generation, which tests/test_cuda.py checks on a GPU). Checkpoints hold the bare model's keys, and the
     run resumes without compiling."""
     compile_, compiled = torch.compile, []
-    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or compile_(module, backend="eager"))
+    monkeypatch.setattr(torch, "compile", lambda module, **options: compiled.append(module) or
+                        compile_(module, **{**options, "backend": "eager"}))
     args = ["--data-path", str(flowers), *FAST, "--epochs", "2", "--output", str(tmp_path), "--name", "c"]
     with pytest.raises(SystemExit) as stopped:
         train.main(args + ["--compile", "--stop-after-epochs", "1"])
