@@ -276,6 +276,7 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
             else last_batch % cfg.accum_steps
         images, labels, failed_here = to_device(images, labels, paths, state.device)
         failed += failed_paths + failed_here
+        steps_before = state.step
         result = train_step(state, images, labels, cfg, step_now, stop, window)
         if result is not None:  # None: a batch skipped (no image loaded, or a non-finite loss under fp16)
             logits, loss, labels = result
@@ -292,8 +293,8 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
                                     lr=f"{current_lr(state.optimizer):.2e}",
                                     img_s=f"{seen / (time.perf_counter() - start):.1f}", refresh=False)
                     shown = None
-            if step_now and on_step is not None:
-                on_step(state, loss.detach())
+        if state.step > steps_before and on_step is not None:  # a step taken, if by a batch without images too
+            on_step(state, loss.detach() if result is not None else None)
         if step_now and state.stopping and state.batches_done < last_batch:  # after the last: validated first
             interrupted = True
             break

@@ -59,9 +59,10 @@ class StepLoss:
     def __init__(self, writer):
         self.writer, self.pending = writer, None
 
-    def add(self, step: int, loss: torch.Tensor) -> None:
+    def add(self, step: int, loss: torch.Tensor | None) -> None:
+        """None: a step whose window's last batch had no image (its loss is not the step's)."""
         self.write()
-        if self.writer is not None and step % 10 == 0:
+        if self.writer is not None and loss is not None and step % 10 == 0:
             self.pending = step, engine.HostCopy(loss)
 
     def write(self) -> None:

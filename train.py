@@ -268,7 +268,7 @@ def main(argv=None) -> None:
 
     step_loss = run_log.StepLoss(writer)
 
-    def on_step(state: engine.TrainState, loss: torch.Tensor) -> None:
+    def on_step(state: engine.TrainState, loss: torch.Tensor | None) -> None:
         step_loss.add(state.step, loss)
         checkpoints.check()  # a checkpoint that could not be written stops the run at once
         if cfg.save_every_steps and state.step % cfg.save_every_steps == 0:

@@ -410,6 +410,21 @@ def test_the_flags_are_read_after_the_backward_pass_and_a_batch_without_images_a
     assert engine.current_lr(state.optimizer) < lr
 
 
+def test_a_step_taken_by_a_batch_without_images_is_seen_by_on_step():
+    """train.py's on_step (the periodic --save-every-steps save, the per-step loss) follows the steps taken,
+    one whose batch had no image too (with no loss to log)."""
+    import train
+    cfg = train.build_parser().parse_args(["--warmup-epochs", "0", "--epochs", "1"])
+    net = micro()
+    state = engine.build_train_state(cfg, net, net, torch.device("cpu"), None, 10, [1] * 5)
+    images, labels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), torch.tensor([0, 1])
+    batches = [(images, labels, ["a", "b"], []), (images[:0], labels[:0], [], ["c", "d"])]
+    seen = []
+    engine.train_one_epoch(state, batches, cfg, on_step=lambda state, loss: seen.append((state.step, loss is None)),
+                           show_progress=False)
+    assert seen == [(1, False), (2, True)]
+
+
 def agreement_process(rank: int, init_file: str) -> None:
     """One of two DDP processes (gloo, CPU) that meet, in turn, a batch with no image on process 1, a
     non-finite fp16 loss on process 0, and a stop requested on process 1."""
