@@ -66,6 +66,44 @@ def test_official_random_erasing_runs_on_the_batch_as_seeded():
     assert torch.equal(build_normalize(train=False, recipe="official")(pixels), plain)  # evaluation: none
 
 
+def test_random_erasing_erases_the_boxes_timms_draws_for_the_same_seed():
+    """data.RandomErasing draws its boxes as timm's RandomErasing (pixel mode, one box) does, and erases the batch
+    at once where timm loops over its images: the same boxes for the same seed, noise in them (the noise's own
+    values differ), one image alone too."""
+    from timm.data.random_erasing import RandomErasing as TimmErasing
+    from data import RandomErasing
+    zeros = torch.zeros(64, 3, 40, 56)
+    random.seed(3)
+    ours = RandomErasing(0.5)(zeros.clone())
+    random.seed(3)
+    theirs = TimmErasing(0.5, mode="pixel", max_count=1, device="cpu")(zeros.clone())
+    erased = ours != 0
+    assert torch.equal(erased, theirs != 0) and 16 <= erased.flatten(1).any(1).sum() <= 48
+    assert 0.5 < ours[erased].std() < 1.5  # normal noise
+    random.seed(5)
+    batch_of_one = RandomErasing(1.0)(zeros[:1].clone())
+    random.seed(5)
+    one = RandomErasing(1.0)(zeros[0].clone())
+    assert (one != 0).any() and torch.equal(one != 0, batch_of_one[0] != 0)
+    # the operators it runs on the batch (on a GPU, launches the step waits on), against timm's some 10 an image
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.calls += 1
+            return func(*args, **(kwargs or {}))
+    counts = []
+    for eraser in (RandomErasing(0.25), TimmErasing(0.25, mode="pixel", max_count=1, device="cpu")):
+        random.seed(0)
+        Count.calls = 0
+        with Count():
+            eraser(zeros.clone())
+        counts.append(Count.calls)
+    assert counts[0] < 30 and counts[1] > 100, counts  # 25 and 119 for the 11 images it erases of 64
+
+
 def test_every_mode_gives_three_channels(tmp_path):
     transform = build_transform(32, train=True)
     for mode, name in [("L", "grey.jpg"), ("P", "palette.png"), ("RGBA", "alpha.png"), ("CMYK", "cmyk.jpg")]:
