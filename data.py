@@ -279,26 +279,28 @@ class EncodedBatch:
     def decode_here(self, device) -> tuple:
         files = list(torch.tensor_split(self.data, self.ends[:-1]))
         pixels = decode_jpegs(files, device)
+        resized = [self.crop_resize(image, *crop) for image, crop in zip(pixels, (c for c in self.crops if c))
+                   if image is not None]
+        # float: the GPU's antialiased resize has no uint8 kernel; rounded back to the uint8 of the workers' path,
+        # for the whole batch at once (three operators a batch, not three an image: launches on a GPU)
+        resized = iter(torch.stack(resized).round_().clamp_(0, 255).to(torch.uint8) if resized else [])
         pixels, worker_decoded = iter(pixels), iter(self.decoded.to(device, non_blocking=True))
         images, kept = [], []
         for crop in self.crops:
-            image = next(worker_decoded) if crop is None else next(pixels)
-            if image is not None and crop is not None:
-                image = self.crop_resize(image, *crop)
-            if image is not None:
-                images.append(image)
-            kept.append(image is not None)
+            ok = crop is None or next(pixels) is not None
+            if ok:
+                images.append(next(worker_decoded) if crop is None else next(resized))
+            kept.append(ok)
         empty = torch.empty(0, 3, self.size, self.size, dtype=torch.uint8, device=device)
         return (torch.stack(images) if images else empty), kept
 
     def crop_resize(self, image: torch.Tensor, box: tuple, orientation: int, flip: bool) -> torch.Tensor:
+        """A decoded JPEG's crop, resized, mirrored if chosen, in float (decode_here rounds the batch)."""
         image = UPRIGHT[orientation](image)  # (3, H, W) as the photo is seen
         left, top, width, height = box
         crop = image[None, :, top:top + height, left:left + width].float()
-        # float: the GPU's antialiased resize has no uint8 kernel; rounded back to the uint8 of the workers' path
         resized = F.interpolate(crop, size=(self.size, self.size), mode=self.interpolation, antialias=True,
                                 align_corners=False)[0]
-        resized = resized.round_().clamp_(0, 255).to(torch.uint8)
         return resized.flip(-1) if flip else resized
 
 
