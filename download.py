@@ -191,7 +191,7 @@ def fetch_official_weights(variant: str, folder="weights", base_url: str | None 
     The releases publish no checksums, so the file is checked by reading it as a checkpoint (with
     weights_only=True) before it takes the name; load_weights then checks it fits the model.
     """
-    from utils import load_checkpoint  # here: it imports torch, which split_data.py does without
+    from checkpoints import load_checkpoint  # here: it imports torch, which split_data.py does without
 
     dest = official_weights_file(variant, folder)
     if dest.is_file():

@@ -24,7 +24,8 @@ from tqdm import tqdm
 from data import build_mixup, build_normalize, to_device
 from model import maps_of
 from precision import autocast
-from utils import UserError, all_finite, rng_state, set_rng_state
+from checkpoints import all_finite
+from utils import UserError, rng_state, set_rng_state
 
 
 class TrainingDiverged(RuntimeError):

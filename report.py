@@ -32,7 +32,7 @@ import torch
 import engine
 import plots
 from data import CROP_PCT
-from utils import put_in_place
+from checkpoints import put_in_place
 
 MAX_SHOWN = 300  # thumbnails in the gallery, the most confident mistakes first
 THUMB_SIZE = 128  # px, the longer side

@@ -16,7 +16,8 @@ from data import IMAGENET_MEAN, IMAGENET_STD, to_device
 from images import class_imbalance
 from model import NO_PRETRAINED_WEIGHTS, maps_of
 from precision import autocast
-from utils import UserError, put_in_place, resume_command
+from checkpoints import put_in_place
+from utils import UserError, resume_command
 
 
 RUN_FILES = ("last.pth", "best.pth", "metrics.csv")  # what a run folder holds once a run has trained in it

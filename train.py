@@ -37,8 +37,9 @@ from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_train_loader, eval_loader
 from model import resolve_variant
 from precision import amp_dtype
-from utils import (CheckpointWriter, StopSignal, UserError, init_distributed, lost_another_process, resume_command,
-                   run_cli, seed_everything, tune_for)
+from checkpoints import CheckpointWriter
+from utils import (StopSignal, UserError, init_distributed, lost_another_process, resume_command, run_cli,
+                   seed_everything, tune_for)
 from weights import describe_for_checkpoint, model_for_run, resume_config, resumed_file
 from workers import dead_loader_worker, default_workers
 

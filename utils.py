@@ -1,5 +1,5 @@
-"""Shared helpers for the scripts: errors meant for people, checkpoint files, devices, seeds,
-distributed runs and stop signals (configs and flags: config.py; mixed precision: precision.py).
+"""Shared helpers for the scripts: errors meant for people, devices, seeds, distributed runs and stop
+signals (checkpoint files: checkpoints.py; configs and flags: config.py; mixed precision: precision.py).
 
 torch is imported inside the functions that use it, so that split_data.py, which needs none of
 them, starts in a fraction of a second.
@@ -12,7 +12,6 @@ import re
 import shlex
 import signal
 import sys
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,42 +73,7 @@ def stdout_reader_gone() -> bool:
         return False
 
 
-# --- Checkpoint files: plain data, written atomically, read without unpickling code ---
-
-def save_checkpoint(obj: dict, path) -> None:
-    """Write `obj` to a temporary file, sync it, then rename it over `path` (put_in_place)."""
-    import torch
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-    put_in_place(Path(path), write)
-
-
-def put_in_place(path: Path, fill) -> None:
-    """fill(tmp) makes a temporary file beside `path`, which a rename then puts in its place, made durable:
-    a kill at any moment leaves either the previous file or the new one, never a torn one. A write that
-    fails (a full disk, a quota) is a UserError that says so, the previous file still in place."""
-    import shutil
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)  # one a killed process left: a hard link cannot be made over it
-    try:
-        fill(tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:
-        if isinstance(err, RuntimeError) and "inline_container" not in str(err):  # not torch.save's file writer
-            raise
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else "the write failed"
-        free = shutil.disk_usage(path.parent).free / 2**30
-        kept = f"the {path.name} that was there is kept" if path.exists() else "nothing was written"
-        raise UserError(f"could not save {path}: {reason} ({free:.1f} GB free on its disk); {kept}. Make room, "
-                        "then resume: " + resume_command(path.parent)) from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    sync_folder(path.parent)
-
+# --- Files: one that a command will write, checked before its work ---
 
 def check_writable(path: Path) -> None:
     """Fail now, with the reason, for a file that could not be written later (a folder of that name, no
@@ -122,152 +86,6 @@ def check_writable(path: Path) -> None:
         raise UserError(f"cannot write {path}: {err.strerror or err}") from None
     if not existed:
         path.unlink()
-
-
-def sync_folder(folder: Path) -> None:
-    """Make the renames in `folder` durable."""
-    if hasattr(os, "O_DIRECTORY"):
-        fd = os.open(folder, os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-class CheckpointWriter:
-    """save_checkpoint on a thread of its own, so that training goes on while a checkpoint is written (330 MB
-    for swin_tiny with its optimizer state, half a second or more with the sync; an epoch of the tutorial's
-    flower_photos on a GPU trains in a second or two: bench/bench_checkpoint.py). save() copies the
-    checkpoint's tensors to the host first, since the live ones change at the next step, then returns;
-    writes run one at a time, in order, each as save_checkpoint makes it (whole or not at all); a write
-    that has not started takes the newest checkpoint of its file, so that saves faster than the disk
-    (--save-every-steps 1) hold at most two snapshots of a file in memory, the one being written and
-    the newest. copy() gives a file what another one holds once written (last.pth what best.pth holds,
-    when the best weights are the last ones) without a second snapshot or write. A write that failed is
-    raised, as save_checkpoint's UserError, by the next save(), copy(), check() or close(); close() waits
-    for the writes, so a run that ends, stops or fails leaves its checkpoints written."""
-
-    def __init__(self):
-        import threading
-        from concurrent.futures import ThreadPoolExecutor
-        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
-        self.writes = []  # futures of the writes not yet checked, in order
-        self.newest = {}  # path -> [the newest snapshot for it], until its write starts
-        self.lock = threading.Lock()
-
-    def save(self, obj: dict, path) -> None:
-        self.check()
-        snapshot = host_copy(obj)
-        with self.lock:
-            if path in self.newest:
-                self.newest[path][0] = snapshot
-                return
-            self.newest[path] = box = [snapshot]
-        self.writes.append(self.thread.submit(self.write, path, box))
-
-    def write(self, path, box: list) -> None:
-        with self.lock:
-            snapshot = box.pop()
-            if self.newest.get(path) is box:
-                del self.newest[path]
-        save_checkpoint(snapshot, path)
-
-    def copy(self, source, path) -> None:
-        """`path` as `source` is once the writes queued so far are done. Writes of either file queued before
-        no longer take later saves, which queue writes of their own, after the copy."""
-        self.check()
-        with self.lock:
-            self.newest.pop(source, None)
-            self.newest.pop(path, None)
-        self.writes.append(self.thread.submit(link_checkpoint, source, path))
-
-    def check(self) -> None:
-        """Raise the error of a write that has failed; forget those that are done."""
-        while self.writes and self.writes[0].done():
-            self.writes.pop(0).result()
-
-    def close(self) -> None:
-        try:
-            while self.writes:
-                self.writes.pop(0).result()
-        finally:
-            self.thread.shutdown()
-
-
-def link_checkpoint(source, path) -> None:
-    """`path` becomes a second name of the file `source` (a hard link: nothing is written; a copy where the
-    file system has none), put in place as save_checkpoint puts a file. Saving `source` later writes a new
-    file under its name, so `path` keeps what it holds now."""
-    import shutil
-
-    def link(tmp: Path) -> None:
-        try:
-            os.link(source, tmp)
-        except OSError:  # no hard links here (some network and FAT file systems)
-            shutil.copyfile(source, tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-    put_in_place(Path(path), link)
-
-
-def host_copy(value):
-    """`value` with each tensor in it copied to the host, in dicts, lists and tuples rebuilt: a snapshot that
-    the training steps after it do not change. From a GPU the copies are queued into pinned memory and waited
-    for once, where copies one by one would each wait (swin_tiny's checkpoint holds some 870 tensors)."""
-    import torch
-    gpus = set()
-
-    def copy(item):
-        if isinstance(item, torch.Tensor):
-            if item.is_cuda:
-                gpus.add(item.device)
-            return item.detach().to("cpu", copy=True, non_blocking=item.is_cuda)
-        if isinstance(item, dict):
-            return {key: copy(part) for key, part in item.items()}
-        if isinstance(item, (list, tuple)):
-            return type(item)(copy(part) for part in item)
-        return item
-    snapshot = copy(value)
-    for gpu in gpus:
-        torch.cuda.current_stream(gpu).synchronize()
-    return snapshot
-
-
-def load_checkpoint(path, mmap: bool = False):
-    """torch.load with weights_only=True, and errors a person can act on; `mmap` reads tensors only when used."""
-    import torch
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
-    if is_torchscript(path):  # torch.load would warn and hand it to torch.jit.load, which runs its code
-        raise UserError(f"{path} is a TorchScript program, not a checkpoint: torch.jit.load runs it. Give a "
-                        "checkpoint or state dict (predict.py also runs .onnx and .pt2 programs)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as err:  # a file that is no checkpoint raises anything from KeyError to RuntimeError
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if found:
-            raise UserError(
-                f"{path} holds pickled Python objects besides tensors ({found.group(1)}), and loading it "
-                "could run code, so it is refused. If you trust the file, re-save only its weights: "
-                "torch.save(torch.load(f, weights_only=False)['model'], 'clean.pth')") from None
-        raise UserError(f"{path} is not a PyTorch checkpoint (torch.load: {type(err).__name__})") from None
-
-
-def is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any("/code/__torch__/" in name for name in archive.namelist())
-
-
-def all_finite(state_dict: dict) -> bool:
-    import torch
-    finite = [t.isfinite().all() for t in state_dict.values() if t.is_floating_point()]
-    return bool(torch.stack(finite).all()) if finite else True  # read once: on a GPU each read waits for it
 
 
 # --- Random state: seeds, and the generators' states as plain data for resuming ---

@@ -30,7 +30,8 @@ from download import OFFICIAL_WEIGHTS, official_weights_file
 from export import is_program, load_program
 from images import read_class_indices
 from model import SIZES, VARIANTS, create_model, resolve_variant
-from utils import UserError, load_checkpoint, resume_command
+from checkpoints import load_checkpoint
+from utils import UserError, resume_command
 
 # Rebuilt by the model from its geometry, so never loaded (official files carry them).
 _BUFFERS = ("relative_position_index", "relative_coords_table", "attn_mask", "k_bias")

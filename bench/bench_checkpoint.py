@@ -1,6 +1,6 @@
 """How long saving a checkpoint holds up training: train.py's checkpoint (the model, its AdamW state, the
-schedule, the random states) written by utils.CheckpointWriter, as train.py writes it, against
-utils.save_checkpoint called in the loop, as train.py wrote it before: the loop then waited for the
+schedule, the random states) written by checkpoints.CheckpointWriter, as train.py writes it, against
+checkpoints.save_checkpoint called in the loop, as train.py wrote it before: the loop then waited for the
 whole write and its sync, now for the copy of the tensors to the host only, the write going on beside
 the next steps. Rounds alternate the two ways; each writes the same file, in a folder of its own.
 
@@ -21,7 +21,7 @@ from common import print_header  # noqa: E402  (bench/ is on the path)
 import engine  # noqa: E402
 import train  # noqa: E402
 from model import create_model  # noqa: E402
-from utils import CheckpointWriter, save_checkpoint  # noqa: E402
+from checkpoints import CheckpointWriter, save_checkpoint  # noqa: E402
 
 
 def parse_args():

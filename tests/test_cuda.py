@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import attention
-import data
+import checkpoints
 import compiling
+import data
 import engine
 import kernels
 import loaders
@@ -238,17 +239,17 @@ def test_cuda_graphs_with_grad_checkpointing_eagerly_is_refused(flowers, tmp_pat
 
 
 def test_a_checkpoints_snapshot_from_the_gpu_holds_the_values_of_its_time():
-    """utils.host_copy, the background checkpoint's snapshot: copies queued into pinned memory without a wait
+    """checkpoints.host_copy, the background checkpoint's snapshot: copies queued into pinned memory without a wait
     each, complete when it returns, and unchanged by the training steps after it."""
     busy = torch.randn(4096, 4096, device="cuda")
     for _ in range(4):
         busy = busy @ busy / 64
     weights = {"a": torch.full((1000, 1000), 2.0, device="cuda"), "b": [torch.arange(5, device="cuda"), 3]}
-    snapshot = utils.host_copy(weights)
+    snapshot = checkpoints.host_copy(weights)
     weights["a"] += 1
     assert snapshot["a"].device.type == "cpu" and bool((snapshot["a"] == 2.0).all())
     assert snapshot["b"][0].tolist() == list(range(5)) and snapshot["b"][1] == 3
-    assert utils.all_finite({"a": weights["a"]}) and not utils.all_finite({"a": busy * float("nan")})
+    assert checkpoints.all_finite({"a": weights["a"]}) and not checkpoints.all_finite({"a": busy * float("nan")})
 
 
 def test_batches_copied_on_the_side_stream_arrive_whole():

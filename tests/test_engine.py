@@ -353,10 +353,10 @@ def test_a_host_copy_holds_the_values_of_its_time():
 
 
 def test_weights_are_finite_only_if_every_float_tensor_is():
-    """utils.all_finite, checked before each checkpoint is saved: integer tensors are not looked at."""
-    import utils
-    assert utils.all_finite({}) and utils.all_finite({"w": torch.ones(3), "n": torch.arange(3)})
-    assert not utils.all_finite({"w": torch.ones(3), "v": torch.tensor([1.0, float("inf")])})
+    """checkpoints.all_finite, checked before each checkpoint is saved: integer tensors are not looked at."""
+    import checkpoints
+    assert checkpoints.all_finite({}) and checkpoints.all_finite({"w": torch.ones(3), "n": torch.arange(3)})
+    assert not checkpoints.all_finite({"w": torch.ones(3), "v": torch.tensor([1.0, float("inf")])})
 
 
 def test_the_progress_bar_shows_the_epochs_figures_in_a_short_epoch_too(monkeypatch):

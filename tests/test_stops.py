@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import checkpoints
 import engine
 import train
 import utils
@@ -36,7 +37,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_in_one_line_and_keeps
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.startswith(f"error: could not save {tmp_path / 'full'}/") and result.stderr.count("\n") == 1
     assert "GB free on its disk); the " in result.stderr and f"--resume {tmp_path / 'full'}" in result.stderr
-    assert utils.load_checkpoint(last)["epoch"] == 1
+    assert checkpoints.load_checkpoint(last)["epoch"] == 1
     assert not list((tmp_path / "full").glob(".*.tmp"))
 
 
@@ -135,13 +136,13 @@ def test_a_loader_worker_killed_stops_the_run_in_one_line_that_says_how_to_go_on
     # PyTorch says "is killed by signal: Killed." or "(pid(s) N) exited unexpectedly", as the death is found
     assert err.startswith("error: DataLoader worker (pid") and ". A data loading process died" in err
     assert "--workers (now 2)" in err and f"python train.py --resume {tmp_path / 'oom'}" in err
-    assert utils.load_checkpoint(last)["epoch"] >= 1
+    assert checkpoints.load_checkpoint(last)["epoch"] >= 1
 
 
 WRITER = """
 import sys, torch
 sys.path.insert(0, {root!r})
-from utils import save_checkpoint
+from checkpoints import save_checkpoint
 i = 0
 while True:
     i += 1
@@ -160,30 +161,30 @@ def test_sigkill_while_writing_leaves_a_loadable_checkpoint(tmp_path):
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        ckpt = utils.load_checkpoint(path)  # raises if torn
+        ckpt = checkpoints.load_checkpoint(path)  # raises if torn
         assert torch.equal(ckpt["w"], torch.full((4_000_000,), float(ckpt["i"])))
 
 
 def test_checkpoints_are_written_beside_training_as_they_were_when_saved(tmp_path, monkeypatch):
-    """utils.CheckpointWriter, train.py's: what it writes is the checkpoint as it was at save(), whatever the
+    """checkpoints.CheckpointWriter, train.py's: what it writes is the checkpoint as it was at save(), whatever the
     steps after change in place; writes keep their order; one that failed is raised, as its UserError, by
     the next check() (train.py's, at every step) or close(); with saves faster than the disk, a write takes
     the newest checkpoint of its file when it starts."""
     weights = torch.zeros(1000)
-    writer = utils.CheckpointWriter()
+    writer = checkpoints.CheckpointWriter()
     writer.save({"w": weights, "step": [1]}, tmp_path / "best.pth")
     weights += 1  # the next step, in place
     writer.save({"w": weights, "step": [1]}, tmp_path / "last.pth")
     writer.save({"w": weights, "step": [2]}, tmp_path / "last.pth")
     writer.close()
-    assert torch.equal(utils.load_checkpoint(tmp_path / "best.pth")["w"], torch.zeros(1000))
-    last = utils.load_checkpoint(tmp_path / "last.pth")
+    assert torch.equal(checkpoints.load_checkpoint(tmp_path / "best.pth")["w"], torch.zeros(1000))
+    last = checkpoints.load_checkpoint(tmp_path / "last.pth")
     assert last["step"] == [2] and torch.equal(last["w"], torch.ones(1000))
 
     def full_disk(obj, path):
         raise UserError(f"could not save {path}: No space left on device")
-    monkeypatch.setattr(utils, "save_checkpoint", full_disk)
-    writer = utils.CheckpointWriter()
+    monkeypatch.setattr(checkpoints, "save_checkpoint", full_disk)
+    writer = checkpoints.CheckpointWriter()
     writer.save({"w": weights}, tmp_path / "last.pth")
     writer.writes[0].exception()  # waits for the write
     with pytest.raises(UserError, match="could not save .*last.pth: No space left"):
@@ -191,15 +192,15 @@ def test_checkpoints_are_written_beside_training_as_they_were_when_saved(tmp_pat
     writer.save({"w": weights}, tmp_path / "last.pth")
     with pytest.raises(UserError, match="No space left"):
         writer.close()
-    assert torch.equal(utils.load_checkpoint(tmp_path / "last.pth")["w"], torch.ones(1000))  # the last one written
+    assert torch.equal(checkpoints.load_checkpoint(tmp_path / "last.pth")["w"], torch.ones(1000))  # the last one written
 
     written = []
 
     def slow_disk(obj, path):
         time.sleep(0.2)
         written.append(obj["step"])
-    monkeypatch.setattr(utils, "save_checkpoint", slow_disk)
-    writer = utils.CheckpointWriter()
+    monkeypatch.setattr(checkpoints, "save_checkpoint", slow_disk)
+    writer = checkpoints.CheckpointWriter()
     for step in range(1, 6):  # saves faster than the disk: a write not yet started takes the newest
         writer.save({"step": step}, tmp_path / "last.pth")
     writer.close()
@@ -213,27 +214,27 @@ def test_a_copy_is_the_file_as_written_before_it_and_later_saves_come_after(tmp_
     best, last = tmp_path / "best.pth", tmp_path / "last.pth"
 
     def steps():
-        return [utils.load_checkpoint(path)["step"] for path in (best, last)]
+        return [checkpoints.load_checkpoint(path)["step"] for path in (best, last)]
 
-    writer = utils.CheckpointWriter()
+    writer = checkpoints.CheckpointWriter()
     writer.save({"step": 1}, best)
     writer.copy(best, last)
     writer.close()
     assert steps() == [1, 1] and os.path.samefile(best, last)
-    writer = utils.CheckpointWriter()
+    writer = checkpoints.CheckpointWriter()
     writer.save({"step": 2}, best)  # a new file under the name: the other keeps the old one
     writer.close()
     assert steps() == [2, 1]
 
-    save, release = utils.save_checkpoint, threading.Event()
+    save, release = checkpoints.save_checkpoint, threading.Event()
 
     def held_disk(obj, path):  # each write waits until the test has queued the rest
         release.wait(10)
         save(obj, path)
-    monkeypatch.setattr(utils, "save_checkpoint", held_disk)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", held_disk)
     for queued_before, after, want in ((best, 4, [4, 3]), (last, 5, [4, 5])):
         release.clear()
-        writer = utils.CheckpointWriter()
+        writer = checkpoints.CheckpointWriter()
         writer.save({"step": 0}, tmp_path / "other.pth")  # held: what follows is queued, not started
         writer.save({"step": 3}, queued_before)
         writer.copy(best, last)
@@ -242,9 +243,9 @@ def test_a_copy_is_the_file_as_written_before_it_and_later_saves_come_after(tmp_
         writer.close()
         assert steps() == want, queued_before.name
 
-    monkeypatch.setattr(utils, "save_checkpoint", save)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save)
     monkeypatch.setattr(os, "link", lambda *args: (_ for _ in ()).throw(PermissionError(1, "Operation not permitted")))
-    writer = utils.CheckpointWriter()
+    writer = checkpoints.CheckpointWriter()
     writer.save({"step": 5}, best)
     writer.copy(best, last)  # no hard links here: a copy of the file
     writer.close()
@@ -274,7 +275,7 @@ def test_non_finite_loss_stops_without_writing_nan(flowers, tmp_path, monkeypatc
         train.main(["--data-path", str(flowers), *FAST, "--epochs", "3", "--output", str(tmp_path),
                     "--name", "nan"])
     saved = torch.load(tmp_path / "nan" / "last.pth", weights_only=True)
-    assert saved["epoch"] == 1 and utils.all_finite(saved["model"])
+    assert saved["epoch"] == 1 and checkpoints.all_finite(saved["model"])
 
 
 def test_a_kill_while_validating_resumes_into_the_validation_and_logs_no_made_up_figures(flowers, tmp_path, capsys,
