@@ -15,7 +15,7 @@ out=${OUT:-gpu-logs}
 budget=${BUDGET:-540}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-new_tests="cuda_graphs or graphed or fused_adamw or predict_on_the_gpu or waits_for_the_gpu or side_stream or host_copy or weights_once"
+new_tests="cuda_graphs or graphed or fused_adamw or predict_on_the_gpu or waits_for_the_gpu or side_stream or host_copy or weights_once or snapshot or compiled_model or decoded_on_the_gpu"
 all="tests_new train_eager train_compiled train_graphs_eager train_graphs_compiled workers profile_compiled tests_rest
      attention memory profile data checkpoint"
 
