@@ -82,7 +82,10 @@ def inductor_or_eager(graph, example_inputs):
         return torch._dynamo.lookup_backend("inductor")(graph, example_inputs)
     except Exception as error:  # whatever the compiler raises: eager is always there to fall back on
         if not _compile_failed:
-            print(f"notice: torch.compile failed ({first_line(error)}); training without it "
+            from torch._inductor import config as inductor_config
+            graphs = ", and without its CUDA graphs (--no-compile --cuda-graphs captures them eagerly)" \
+                if inductor_config.triton.cudagraphs else ""
+            print(f"notice: torch.compile failed ({first_line(error)}); training without it{graphs} "
                   "(--no-compile skips trying)", flush=True)
         _compile_failed = True
         return graph.forward

@@ -214,7 +214,14 @@ def test_compiling_by_default_falls_back_to_eager_where_it_fails(monkeypatch, ca
             torch.testing.assert_close(got, want)
         out = capsys.readouterr().out
         assert out.count("notice: torch.compile failed") == 1 and "Failed to find C compiler" in out
-        assert "--no-compile" in out and len(out.strip().splitlines()) == 1
+        assert "--no-compile" in out and len(out.strip().splitlines()) == 1 and "CUDA graphs" not in out
+        # with --cuda-graphs, which Inductor would have captured: the notice says they are lost too
+        from torch._inductor import config as inductor_config
+        monkeypatch.setattr(inductor_config.triton, "cudagraphs", True)
+        monkeypatch.setattr(compiling, "_compile_failed", False)
+        torch._dynamo.reset()
+        compiling.compile_model(net, net, 64, torch.device("cpu"), fallback=True)(x)
+        assert "without its CUDA graphs (--no-compile --cuda-graphs captures them eagerly)" in capsys.readouterr().out
     finally:
         torch._dynamo.reset()
 
