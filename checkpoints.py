@@ -169,7 +169,11 @@ def load_checkpoint(path, mmap: bool = False):
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # a file that is no checkpoint raises anything from KeyError to RuntimeError
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if found:
+        # a pickle (torch.save's zip, or a bare pickle, which opens with its protocol byte): a text file whose
+        # first letter is c reads as pickle's GLOBAL opcode too
+        with open(path, "rb") as file:
+            pickled = zipfile.is_zipfile(path) or file.read(1) == b"\x80"
+        if found and pickled:
             raise UserError(
                 f"{path} holds pickled Python objects besides tensors ({found.group(1)}), and loading it "
                 "could run code, so it is refused. If you trust the file, re-save only its weights: "

@@ -70,11 +70,12 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
     if not isinstance(values, dict):
         raise UserError(f"{path} must hold a mapping of config keys to values")
     actions = config_keys(parser)
+    values.pop("config", None)  # a run's own config.yaml records the --config it was given: fed back, it is this file
     for key, value in list(values.items()):
         if key not in actions:
             near = difflib.get_close_matches(str(key).replace("-", "_"), list(actions), n=1, cutoff=0.5)
             hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise UserError(f"unknown config key {key!r} in {path}{hint} Valid keys: {', '.join(sorted(actions))}")
+            raise UserError(f"unknown config key {key!r} in {path}{hint}. Valid keys: {', '.join(sorted(actions))}")
         action = actions[key]
         if action.nargs == 0 and not isinstance(value, bool):  # a switch: --ema, --no-ema
             raise UserError(f"{path}: {key}: {value!r} is not true or false")

@@ -278,6 +278,17 @@ def resume_config(parser, cfg, argv) -> tuple:
         if not cfg.eval_only:
             check_not_going_back(path, checkpoint)
     given = explicit_flags(parser, argv)
+    if not cfg.eval_only:  # the checkpoint's model is the one that goes on: another one typed is refused, not ignored
+        def same(key):
+            typed, saved = getattr(cfg, key), checkpoint["config"].get(key)
+            if key == "model" and typed and saved:  # a short form or an alias names the same variant
+                return resolve_variant(typed) == resolve_variant(saved)
+            return str(typed) == str(saved)
+        changed = [f"--{key.replace('_', '-')} {getattr(cfg, key)} (the run's: {checkpoint['config'].get(key)})"
+                   for key in ("model", "img_size", "window_size", "weights") if key in given and not same(key)]
+        if changed:
+            raise UserError(f"a resumed run goes on with its own model: {'; '.join(changed)}. To train another "
+                            "from its weights, start a new run: --weights <its best.pth> --name NEW")
     # the loader's worker count follows the machine the run goes on on (it does not change the results)
     kept = ("data_path", "val_ratio") if cfg.eval_only else [k for k in checkpoint["config"] if k != "workers"]
     saved = {k: v for k, v in checkpoint["config"].items() if k in kept and k not in given and hasattr(cfg, k)}

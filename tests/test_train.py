@@ -196,6 +196,30 @@ def test_a_resumed_run_keeps_its_settings_but_not_the_old_machines_worker_count(
         assert (cfg.lr, cfg.epochs, cfg.workers, checkpoint["epoch"]) == (lr, 9, None, 1)  # None: this machine's
 
 
+def test_a_resume_that_names_another_model_is_refused_not_ignored(tmp_path):
+    """The checkpoint's model goes on: another --model or --img-size typed with --resume was dropped in silence
+    (and written to config.yaml as if used). The same one typed again, or by its short name, goes on."""
+    torch.save({"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, "epoch": 1,
+                "config": {"model": "swin_micro_patch4_window4_128", "img_size": 64, "data_path": "photos",
+                           "output": "runs"}}, tmp_path / "last.pth")
+    parser = train.build_parser()
+    for typed in (["--model", "swin_tiny_patch4_window7_224"], ["--img-size", "96"]):
+        argv = ["--resume", str(tmp_path), *typed]
+        with pytest.raises(UserError, match=f"goes on with its own model: {typed[0]} {typed[1]} .the run's: "):
+            weights.resume_config(parser, config.parse_config(parser, argv), argv)
+    argv = ["--resume", str(tmp_path), "--model", "swin_micro_patch4_window4_128", "--img-size", "64"]
+    assert weights.resume_config(parser, config.parse_config(parser, argv), argv)[0].img_size == 64
+
+
+def test_a_runs_own_config_yaml_is_a_config_to_start_from(tmp_path):
+    """config.yaml, the resolved config a run writes, names the --config it was given: fed back, that key is
+    the file itself, not an unknown key."""
+    (tmp_path / "config.yaml").write_text("config: null\nepochs: 3\nmodel: swin_micro_patch4_window4_128\n")
+    parser = train.build_parser()
+    cfg = config.parse_config(parser, ["--config", str(tmp_path / "config.yaml")])
+    assert cfg.epochs == 3 and cfg.model == "swin_micro_patch4_window4_128"
+
+
 def test_the_demo_config_trains_on_the_bundled_sample_with_no_other_flag(tmp_path):
     result = run_train("--config", "configs/cpu_demo.yaml", "--epochs", "1", "--output", tmp_path, "--name", "demo")
     assert "80 training and 20 validation images, 5 classes, swin_micro_patch4_window4_128" in result.stdout

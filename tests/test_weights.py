@@ -62,6 +62,11 @@ def test_pickled_objects_refused(tmp_path):
     torch.save({"model": micro_state(), "config": Config()}, path)
     with pytest.raises(UserError, match="pickled Python objects"):
         load_weights(create_model("swin_micro_patch4_window4_128"), path)
+    # a text file whose first letter is c reads as pickle's GLOBAL opcode: not a checkpoint, not a pickle to trust
+    text = tmp_path / "config.yaml"
+    text.write_text("config: null\nmodel: swin_micro_patch4_window4_128\n")
+    with pytest.raises(UserError, match="is not a PyTorch checkpoint"):
+        load_weights(create_model("swin_micro_patch4_window4_128"), text)
 
 
 def test_bad_files_are_clear_errors(tmp_path):
