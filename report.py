@@ -1,7 +1,7 @@
 """The evaluation report: one HTML page a person opens in a browser to see what a model got wrong.
 
     import report
-    result = engine.evaluate(model, loader, build_normalize(), len(classes), device, amp)
+    result = evaluation.evaluate(model, loader, build_normalize(), len(classes), device, amp)
     report.write_report("runs/<name>/report.html", result, classes, checkpoint="runs/<name>/best.pth",
                         variant=model.variant, metrics_csv="runs/<name>/metrics.csv")
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-import engine
+import evaluation
 import plots
 from data import CROP_PCT
 from checkpoints import put_in_place
@@ -41,7 +41,7 @@ MAX_CONFUSION_PICTURE = 100  # classes; past that the picture is unreadable and 
 
 def write_report(path, result: dict, classes: list[str], checkpoint: str, variant: str, split: str = "val",
                  metrics_csv=None, max_shown: int = MAX_SHOWN, thumb_size: int = THUMB_SIZE) -> Path:
-    """Write the report of an `engine.evaluate` result to `path`; returns the path."""
+    """Write the report of an `evaluation.evaluate` result to `path`; returns the path."""
     path = Path(path)
     metrics = read_metrics(metrics_csv) if metrics_csv is not None and Path(metrics_csv).is_file() else []
     title = f"{variant} on {split}: {result['acc1']:.1%} top-1"
@@ -75,7 +75,7 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
              f"{split}: {result['images']} images  top-1 {result['acc1']:.4f}  top-5 {result['acc5']:.4f}  "
              f"balanced accuracy {result['balanced_acc']:.4f}  loss {result['loss']:.4f}", "",
              f"{'class':<{width}}  precision  recall  images"]
-    for (precision, recall, support), name in zip(engine.per_class_metrics(result["confusion"]), classes):
+    for (precision, recall, support), name in zip(evaluation.per_class_metrics(result["confusion"]), classes):
         lines.append(f"{name:<{width}}  {precision:9.3f}  {recall:6.3f}  {support:6d}")
     lines += ["", "confusion matrix (rows: true class, columns: predicted)",
               f"{'':<{width}}  " + " ".join(f"{name[:5]:>5}" for name in classes)]
@@ -129,7 +129,7 @@ def headline(result: dict, classes: list[str], checkpoint: str, variant: str, sp
 def class_table(confusion, classes: list[str]) -> str:
     """Precision, recall, F1, images and the class most often predicted instead, one row a class."""
     rows = []
-    for i, (name, (precision, recall, support)) in enumerate(zip(classes, engine.per_class_metrics(confusion))):
+    for i, (name, (precision, recall, support)) in enumerate(zip(classes, evaluation.per_class_metrics(confusion))):
         f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
         errors = confusion[i].clone()
         errors[i] = 0

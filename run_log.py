@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import engine
+import evaluation
 import plots
 from data import IMAGENET_MEAN, IMAGENET_STD, to_device
 from images import class_imbalance
@@ -90,7 +91,7 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
     for key, value in scalars.items():
         if value is not None:
             writer.add_scalar(key, value, epoch)
-    for (_, recall, _), name in zip(engine.per_class_metrics(val["confusion"]), classes):
+    for (_, recall, _), name in zip(evaluation.per_class_metrics(val["confusion"]), classes):
         writer.add_scalar(f"class_recall/{name}", recall, epoch)
     writer.add_image("confusion_matrix/val", plots.to_chw(plots.confusion_matrix_image(
         val["confusion"], classes, f"validation, epoch {epoch}")), epoch)

@@ -27,6 +27,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 import compiling
 import engine
+import evaluation
 import report
 import run_log
 from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, parse_config, plain, ranged, weights_path,
@@ -347,11 +348,11 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
         if engine.stop_agreed(stop, state.device):  # at the epoch's last step: validated next, its training saved
             save("last.pth")  # first, since validating may outlast a kill (torchrun's, after its --shutdown-timeout)
         state.epoch, state.batches_done = epoch + 1, 0
-        val = engine.evaluate(state.model, val_loader, normalize, len(classes), state.device, state.amp,
+        val = evaluation.evaluate(state.model, val_loader, normalize, len(classes), state.device, state.amp,
                               cfg.progress and main_process)
         ema_val = None
         if state.ema is not None:
-            ema_val = engine.evaluate(state.ema.module, val_loader, normalize, len(classes), state.device, state.amp,
+            ema_val = evaluation.evaluate(state.ema.module, val_loader, normalize, len(classes), state.device, state.amp,
                                       False)
         ema_best = ema_val is not None and ema_val[metric] > val[metric]
         acc, chosen = (ema_val[metric], (ema_val, ", EMA weights")) if ema_best else (val[metric], (val, ""))
@@ -392,7 +393,7 @@ def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp, 
                "use --val-ratio above 0, or put images in val/<class>/")
         raise UserError(f"{cfg.data_path} has no {cfg.split} split: {how}")
     normalize = None if isinstance(model, ExportedClassifier) else build_normalize()  # a program normalises
-    result = engine.evaluate(model, eval_loader(samples, transform, cfg, 0, 1), normalize, len(splits.classes),
+    result = evaluation.evaluate(model, eval_loader(samples, transform, cfg, 0, 1), normalize, len(splits.classes),
                              device, amp, cfg.progress)
     if not main_process:
         return

@@ -225,6 +225,24 @@ def init_distributed(device_name: str) -> tuple:
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), local_rank, device
 
 
+
+def reduce_sums(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor of counts over all processes, in place (as it is in a single process)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def from_all_processes(value) -> list:
+    """`value` from every process, in rank order: [value] in a single process."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
 # --- Stopping cleanly ---
 
 class StopSignal:

@@ -28,7 +28,7 @@ from common import print_header  # bench/ is on the path when this script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project's modules sit at its root
-import engine  # noqa: E402
+import evaluation  # noqa: E402
 from data import ImageDataset, build_loader, build_normalize, build_transform, load_splits  # noqa: E402
 from images import read_class_root, split_by_class  # noqa: E402
 from model import create_model  # noqa: E402
@@ -123,9 +123,9 @@ def evaluate(checkpoint: Path, data: Path, cut: str) -> tuple:
     splits = load_splits(data, check=False)
     loader = build_loader(ImageDataset(splits.val, build_transform(saved["img_size"], train=False)), 32,
                           train=False, num_workers=0)
-    result = engine.evaluate(model, loader, build_normalize(), len(splits.classes), torch.device("cpu"), None,
+    result = evaluation.evaluate(model, loader, build_normalize(), len(splits.classes), torch.device("cpu"), None,
                              show_progress=False)
-    recalls = [recall for _, recall, _ in engine.per_class_metrics(result["confusion"])]
+    recalls = [recall for _, recall, _ in evaluation.per_class_metrics(result["confusion"])]
     mine = recalls.pop(splits.classes.index(cut))
     return result["balanced_acc"], mine, statistics.mean(recalls)
 

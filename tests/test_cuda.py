@@ -12,6 +12,7 @@ import checkpoints
 import compiling
 import data
 import engine
+import evaluation
 import kernels
 import loaders
 import train
@@ -279,9 +280,9 @@ def test_the_training_loop_waits_for_the_gpu_only_at_the_epochs_end():
     state = engine.build_train_state(cfg, net, net, torch.device("cuda"), torch.bfloat16, 30, [1] * 5)
     batches = [(torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8).pin_memory(),
                 torch.randint(0, 5, (8,)).pin_memory(), [f"{i}.jpg" for i in range(8)], []) for _ in range(23)]
-    evaluation = (data.build_normalize(), 5, torch.device("cuda"), torch.bfloat16)
+    settings = (data.build_normalize(), 5, torch.device("cuda"), torch.bfloat16)
     engine.train_one_epoch(state, batches[:2], cfg)  # cuDNN's search and CUDA's lazy starts, once
-    engine.evaluate(net, batches[:1], *evaluation)  # and inference's attention kernel tried once
+    evaluation.evaluate(net, batches[:1], *settings)  # and inference's attention kernel tried once
 
     def waits(run, *args) -> int:
         with warnings.catch_warnings(record=True) as caught:
@@ -295,8 +296,8 @@ def test_the_training_loop_waits_for_the_gpu_only_at_the_epochs_end():
 
     assert waits(engine.train_one_epoch, state, batches[:3], cfg) == waits(engine.train_one_epoch, state, batches,
                                                                            cfg) > 0
-    assert waits(engine.evaluate, net, batches[:2], *evaluation) == waits(engine.evaluate, net, batches[:6],
-                                                                          *evaluation) > 0
+    assert waits(evaluation.evaluate, net, batches[:2], *settings) == waits(evaluation.evaluate, net, batches[:6],
+                                                                          *settings) > 0
 
 
 @pytest.mark.parametrize("flag, said", [("--compile", "compiled"), ("--cuda-graphs", "CUDA graphs")],

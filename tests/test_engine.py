@@ -6,6 +6,7 @@ import torch
 
 import compiling
 import engine
+import evaluation
 from model import create_model
 
 
@@ -118,7 +119,7 @@ def test_ema_follows_float_weights_and_leaves_integer_buffers():
 
 def test_per_class_metrics():
     confusion = torch.tensor([[3, 1], [0, 4]])
-    (p0, r0, n0), (p1, r1, n1) = engine.per_class_metrics(confusion)
+    (p0, r0, n0), (p1, r1, n1) = evaluation.per_class_metrics(confusion)
     assert (p0, r0, n0) == (1.0, 0.75, 4) and (p1, r1, n1) == (0.8, 1.0, 4)
 
 

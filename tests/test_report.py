@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-import engine
+import evaluation
 import report
 
 CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
@@ -42,7 +42,7 @@ def fake_evaluation(flowers: Path, probabilities: list) -> dict:
         confusion[label, label] += len(photos[name]) - int(confusion[label].sum())
     images = int(confusion.sum())
     return {"loss": 0.75, "acc1": confusion.trace().item() / images, "acc5": 0.98,
-            "balanced_acc": engine.balanced_accuracy(confusion), "confusion": confusion, "wrong": wrong,
+            "balanced_acc": evaluation.balanced_accuracy(confusion), "confusion": confusion, "wrong": wrong,
             "failed": [], "images": images}
 
 
@@ -133,7 +133,7 @@ def test_report_holds_the_figures_the_table_the_pictures_and_the_mistakes(flower
                                                           "most often taken for"]
     rows = [[td.text() for td in tr.find_all("td")] for tr in table.find_all("tbody")[0].find_all("tr")]
     assert [row[0] for row in rows] == CLASSES
-    for row, (precision, recall, support) in zip(rows, engine.per_class_metrics(result["confusion"])):
+    for row, (precision, recall, support) in zip(rows, evaluation.per_class_metrics(result["confusion"])):
         f1 = 2 * precision * recall / (precision + recall)
         assert row[1:6] == [f"{precision:.3f}", f"{recall:.3f}", f"{f1:.3f}", str(support),
                             str(support - round(recall * support))]
@@ -244,7 +244,7 @@ def test_evaluate_collects_the_top3_of_each_mistake_only():
               (logits[:0], torch.tensor([], dtype=torch.long), [], ["broken.jpg"]),  # every file of a batch failed
               (torch.tensor([[0.0, 1.0, 2.0, 5.0], [4.0, 1.0, 0.0, 0.0]]), torch.tensor([1, 0]),
                ["d.jpg", "e.jpg"], [])]
-    result = engine.evaluate(Fixed(), loader, lambda x: x, 4, torch.device("cpu"), None, show_progress=False)
+    result = evaluation.evaluate(Fixed(), loader, lambda x: x, 4, torch.device("cpu"), None, show_progress=False)
     assert [(path, label, top) for path, label, top, _ in result["wrong"]] == [("b.jpg", 2, [1, 2, 3]),
                                                                               ("d.jpg", 1, [3, 2, 1])]
     assert result["wrong"][0][3] == pytest.approx(logits[1].softmax(-1)[[1, 2, 3]].tolist())
@@ -256,7 +256,7 @@ def test_evaluate_collects_the_top3_of_each_mistake_only():
         def forward_with_maps(self, x):
             maps = x[:, None, None, :] * torch.tensor([[0.2, 0.4], [0.6, 2.8]])[None, :, :, None]
             return maps.mean(dim=(1, 2)), maps
-    mapped = engine.evaluate(Mapped(), loader, lambda x: x, 4, torch.device("cpu"), None, show_progress=False)
+    mapped = evaluation.evaluate(Mapped(), loader, lambda x: x, 4, torch.device("cpu"), None, show_progress=False)
     assert mapped["wrong"] == result["wrong"]  # the same logits
     # each mistake's map of the class it chose: b.jpg's class 1 (logit 3), d.jpg's class 3 (logit 5)
     assert mapped["maps"].keys() == {"b.jpg", "d.jpg"}
@@ -383,7 +383,7 @@ def test_the_report_in_headless_chromium(flowers, tmp_path):
 
         column = "Array.from(document.querySelectorAll('table.sortable tbody tr')).map(r => r.cells[0].textContent)"
         evaluate("document.querySelectorAll('table.sortable th')[2].click()")  # recall: highest first
-        recalls = {c: r for c, (_, r, _) in zip(CLASSES, engine.per_class_metrics(result["confusion"]))}
+        recalls = {c: r for c, (_, r, _) in zip(CLASSES, evaluation.per_class_metrics(result["confusion"]))}
         by_recall = evaluate(column)
         assert [recalls[c] for c in by_recall] == sorted(recalls.values(), reverse=True)
         evaluate("document.querySelectorAll('table.sortable th')[2].click()")  # again: lowest first

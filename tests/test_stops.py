@@ -15,6 +15,7 @@ import torch
 
 import checkpoints
 import engine
+import evaluation
 import train
 import utils
 from runs import FAST, ROOT, run_train, train_here
@@ -283,18 +284,18 @@ def test_a_kill_while_validating_resumes_into_the_validation_and_logs_no_made_up
     """--save-every-steps saved last.pth at epoch 1's last batch; the run died while validating it. The resumed
     run validates epoch 1 with no batch to train: its training figures are left empty, not written as zeros."""
     from runs import metrics
-    real_evaluate = engine.evaluate
+    real_evaluate = evaluation.evaluate
 
     def killed(*args, **kwargs):
         raise RuntimeError("killed while validating")
-    monkeypatch.setattr(engine, "evaluate", killed)
+    monkeypatch.setattr(evaluation, "evaluate", killed)
     args = ["--data-path", flowers, *FAST, "--epochs", "2", "--save-every-steps", "1", "--output", tmp_path,
             "--name", "k"]
     with pytest.raises(RuntimeError, match="killed while validating"):
         train_here(capsys, *args)
     saved = torch.load(tmp_path / "k" / "last.pth", weights_only=True)
     assert saved["epoch"] == 0 and saved["batches_done"] == 5  # 80 training images in batches of 16
-    monkeypatch.setattr(engine, "evaluate", real_evaluate)
+    monkeypatch.setattr(evaluation, "evaluate", real_evaluate)
     out = train_here(capsys, "--resume", tmp_path / "k")
     assert "epoch   1  trained before the resume  val loss" in out, out
     rows = metrics(tmp_path / "k")
@@ -318,7 +319,7 @@ def test_a_stop_at_the_epochs_last_step_saves_its_training_before_validating(flo
     def killed(*args, **kwargs):
         raise RuntimeError("killed while validating")
     monkeypatch.setattr(engine, "train_step", signalled_at_the_last_step)
-    monkeypatch.setattr(engine, "evaluate", killed)
+    monkeypatch.setattr(evaluation, "evaluate", killed)
     with pytest.raises(RuntimeError, match="killed while validating"):
         train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "2", "--output", tmp_path, "--name", "s")
     saved = torch.load(tmp_path / "s" / "last.pth", weights_only=True)

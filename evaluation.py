@@ -1,0 +1,93 @@
+"""Evaluation: loss, top-1, top-5, balanced accuracy and the confusion matrix of a model (or an exported
+program) over a loader, summed exactly over the processes of a torchrun run, and every mistake with its top-3
+predictions and class activation map (what report.py shows); per-class precision and recall.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from data import to_device
+from model import maps_of
+from precision import autocast
+from utils import from_all_processes, reduce_sums
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, normalize, num_classes: int, device, amp, show_progress: bool = True,
+             desc: str = "eval") -> dict:
+    """Loss, top-1, top-5, balanced accuracy and the confusion matrix (rows: true class), summed
+    exactly over ranks; also, from all ranks, every misclassified image as (path, true label, its
+    top-3 labels, their probabilities), the first of them the prediction, and ("maps", by path) where in the
+    image the model saw the class it chose (its class activation map, a list of rows: a model with
+    forward_with_maps). `normalize` makes the model's input of the loader's uint8 batches; None for a program
+    that --export wrote, which takes them as they are."""
+    model.eval()
+    k = min(5, num_classes)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
+    top_k = torch.zeros((), dtype=torch.float64, device=device)
+    # everything stays on the device until the end: a read per batch would make the CPU wait for the GPU
+    # (so the confusion matrix is counted by index_put_, not bincount, which reads back the largest index)
+    outcomes, kept_paths, failed, heats = [], [], [], []
+    with_maps = hasattr(model, "forward_with_maps")  # a Swin's maps come with its logits; a program gives logits only
+    for images, labels, paths, failed_paths in tqdm(loader, desc=desc, disable=not show_progress, leave=False):
+        failed += failed_paths
+        if len(labels) == 0:
+            continue
+        images, labels, _ = to_device(images, labels, paths, device)
+        images = images if normalize is None else normalize(images)
+        with autocast(device, amp):
+            logits, maps = model.forward_with_maps(images) if with_maps else (model(images), None)
+            logits = logits.float()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        predictions = logits.argmax(-1)
+        if maps is not None:  # each image's map of its predicted class, (B, H/32, W/32)
+            heats.append(maps_of(maps, predictions).float())
+        confusion.index_put_((labels, predictions), torch.ones_like(labels, dtype=confusion.dtype), accumulate=True)
+        top_k += (logits.topk(k, dim=-1).indices == labels[:, None]).any(-1).sum()
+        outcomes.append((labels, predictions, *logits.softmax(-1).topk(min(3, num_classes), dim=-1)))
+        kept_paths += paths
+    wrong = misclassified(outcomes, kept_paths)
+    wrong_paths = {mistake[0] for mistake in wrong}
+    maps = {path: heat.tolist() for path, heat in zip(kept_paths, torch.cat(heats).cpu() if heats else [])
+            if path in wrong_paths}
+    sums = reduce_sums(torch.cat([loss_sum.view(1), top_k.view(1), confusion.flatten()]))
+    confusion = sums[2:].view(num_classes, num_classes).long().cpu()
+    count = max(int(confusion.sum()), 1)
+    gathered = from_all_processes((wrong, maps, failed))
+    wrong = [mistake for part, _, _ in gathered for mistake in part]
+    maps = {path: heat for _, part, _ in gathered for path, heat in part.items()}
+    failed = [path for _, _, part in gathered for path in part]
+    return {"loss": sums[0].item() / count, "acc1": confusion.trace().item() / count,
+            "acc5": sums[1].item() / count, "balanced_acc": balanced_accuracy(confusion),
+            "confusion": confusion, "wrong": wrong, "maps": maps, "failed": failed, "images": int(confusion.sum())}
+
+
+def misclassified(outcomes: list, paths: list) -> list:
+    """(path, true label, top-3 labels, their probabilities) of each misclassified image, from evaluate's
+    (labels, predictions, top-3 probabilities, top-3 labels) of each batch, read back once."""
+    if not outcomes:
+        return []
+    labels, predictions, probs, top = (torch.cat(parts).tolist() for parts in zip(*outcomes))
+    return [(path, label, top_labels, top_probs) for path, label, prediction, top_labels, top_probs
+            in zip(paths, labels, predictions, top, probs) if prediction != label]
+
+
+def per_class_metrics(confusion: torch.Tensor) -> list:
+    """(precision, recall, support) per class from a confusion matrix (rows: true class)."""
+    tp = confusion.diag().double()
+    predicted, actual = confusion.sum(0).double(), confusion.sum(1).double()
+    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))
+    recall = torch.where(actual > 0, tp / actual.clamp_min(1), torch.zeros_like(tp))
+    return [(p.item(), r.item(), int(n)) for p, r, n in zip(precision, recall, actual)]
+
+
+def balanced_accuracy(confusion: torch.Tensor) -> float:
+    """The mean per-class recall over the classes that have images (sklearn's balanced_accuracy_score):
+    top-1 as if every class had as many images."""
+    actual = confusion.sum(1)
+    present = actual > 0
+    if not present.any():
+        return 0.0
+    return (confusion.diag()[present].double() / actual[present]).mean().item()
