@@ -75,12 +75,15 @@ def misclassified(outcomes: list, paths: list) -> list:
 
 
 def per_class_metrics(confusion: torch.Tensor) -> list:
-    """(precision, recall, support) per class from a confusion matrix (rows: true class)."""
-    tp = confusion.diag().double()
-    predicted, actual = confusion.sum(0).double(), confusion.sum(1).double()
-    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))
-    recall = torch.where(actual > 0, tp / actual.clamp_min(1), torch.zeros_like(tp))
-    return [(p.item(), r.item(), int(n)) for p, r, n in zip(precision, recall, actual)]
+    """(precision, recall, F1, support) per class from a confusion matrix (rows: true class). Precision is None
+    for a class never predicted, recall for one with no image in the split, F1 (2 TP / (2 TP + FP + FN)) for one
+    neither predicted nor present: there is nothing to measure, and 0 would read as a class always missed."""
+    metrics = []
+    for tp, predicted, actual in zip(confusion.diag().tolist(), confusion.sum(0).tolist(), confusion.sum(1).tolist()):
+        wrong = predicted + actual - 2 * tp  # false positives and false negatives
+        metrics.append((tp / predicted if predicted else None, tp / actual if actual else None,
+                        2 * tp / (2 * tp + wrong) if tp or wrong else None, int(actual)))
+    return metrics
 
 
 def balanced_accuracy(confusion: torch.Tensor) -> float:

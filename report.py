@@ -74,9 +74,11 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
     lines = [f"{variant} from {checkpoint}",
              f"{split}: {result['images']} images  top-1 {result['acc1']:.4f}  top-5 {result['acc5']:.4f}  "
              f"balanced accuracy {result['balanced_acc']:.4f}  loss {result['loss']:.4f}", "",
-             f"{'class':<{width}}  precision  recall  images"]
-    for (precision, recall, support), name in zip(evaluation.per_class_metrics(result["confusion"]), classes):
-        lines.append(f"{name:<{width}}  {precision:9.3f}  {recall:6.3f}  {support:6d}")
+             f"{'class':<{width}}  precision  recall     F1  images"]
+    for (precision, recall, f1, support), name in zip(evaluation.per_class_metrics(result["confusion"]), classes):
+        figures = "  ".join(f"{'n/a' if value is None else f'{value:.3f}':>{size}}"
+                            for value, size in ((precision, 9), (recall, 6), (f1, 5)))
+        lines.append(f"{name:<{width}}  {figures}  {support:6d}")
     lines += ["", "confusion matrix (rows: true class, columns: predicted)",
               f"{'':<{width}}  " + " ".join(f"{name[:5]:>5}" for name in classes)]
     lines += [f"{name:<{width}}  " + " ".join(f"{int(v):5d}" for v in row)
@@ -129,8 +131,7 @@ def headline(result: dict, classes: list[str], checkpoint: str, variant: str, sp
 def class_table(confusion, classes: list[str]) -> str:
     """Precision, recall, F1, images and the class most often predicted instead, one row a class."""
     rows = []
-    for i, (name, (precision, recall, support)) in enumerate(zip(classes, evaluation.per_class_metrics(confusion))):
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    for i, (name, (precision, recall, f1, support)) in enumerate(zip(classes, evaluation.per_class_metrics(confusion))):
         errors = confusion[i].clone()
         errors[i] = 0
         worst = int(errors.argmax())
@@ -148,6 +149,9 @@ def class_table(confusion, classes: list[str]) -> str:
 
 
 def number_cell(value: float) -> str:
+    """A figure, or n/a where there is none (sorted below every figure): see evaluation.per_class_metrics."""
+    if value is None:
+        return '<td data-value="-1" title="no image of the class, or no prediction of it, to measure">n/a</td>'
     return f'<td data-value="{value:.6f}">{value:.3f}</td>'
 
 

@@ -91,8 +91,9 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
     for key, value in scalars.items():
         if value is not None:
             writer.add_scalar(key, value, epoch)
-    for (_, recall, _), name in zip(evaluation.per_class_metrics(val["confusion"]), classes):
-        writer.add_scalar(f"class_recall/{name}", recall, epoch)
+    for (_, recall, _, _), name in zip(evaluation.per_class_metrics(val["confusion"]), classes):
+        if recall is not None:  # None: no validation image of the class
+            writer.add_scalar(f"class_recall/{name}", recall, epoch)
     writer.add_image("confusion_matrix/val", plots.to_chw(plots.confusion_matrix_image(
         val["confusion"], classes, f"validation, epoch {epoch}")), epoch)
     writer.flush()

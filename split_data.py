@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 import plots
-from config import COUNT, FRACTION, POSITIVE_INT
+from config import COUNT, FRACTION, POSITIVE_INT, ranged
 from download import FLOWER_PHOTOS_SHA256, FLOWER_PHOTOS_URL, fetch_flower_photos
 from images import (SPLITS, class_imbalance, place_image, prepare_out, read_class_root, split_by_class,
                     write_class_indices)
@@ -34,7 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-path", type=Path, default=Path("flower_photos"),
                         help="folder of class folders, <class>/<image>; only ever read")
     parser.add_argument("--out", type=Path, default=Path("data"), help="where the split folders go")
-    parser.add_argument("--val-ratio", type=FRACTION, default=0.1, help="share of each class for validation")
+    parser.add_argument("--val-ratio", type=ranged(float, 0, 1, low_open=True, high_open=True), default=0.1,
+                        help="share of each class for validation, above 0: train.py validates on val/ (default: 0.1)")
     parser.add_argument("--test-ratio", type=FRACTION, default=0.0, help="share of each class for a test split")
     parser.add_argument("--seed", type=COUNT, default=0, help="the same seed gives the same split")
     parser.add_argument("--mode", choices=("copy", "hardlink", "symlink"), default="copy",

@@ -133,7 +133,7 @@ def test_report_holds_the_figures_the_table_the_pictures_and_the_mistakes(flower
                                                           "most often taken for"]
     rows = [[td.text() for td in tr.find_all("td")] for tr in table.find_all("tbody")[0].find_all("tr")]
     assert [row[0] for row in rows] == CLASSES
-    for row, (precision, recall, support) in zip(rows, evaluation.per_class_metrics(result["confusion"])):
+    for row, (precision, recall, _, support) in zip(rows, evaluation.per_class_metrics(result["confusion"])):
         f1 = 2 * precision * recall / (precision + recall)
         assert row[1:6] == [f"{precision:.3f}", f"{recall:.3f}", f"{f1:.3f}", str(support),
                             str(support - round(recall * support))]
@@ -180,6 +180,25 @@ def test_a_large_set_shows_the_most_confident_mistakes_and_counts_the_rest(flowe
     assert len(mistakes.find_all("img")) == 5
     assert "(2 of 9 mistakes)" in mistakes.text()  # daisy: 8 of the 40, and the deleted one
     assert "No metrics.csv" in page.by_id("curves").text()
+
+
+def test_a_class_with_no_image_in_the_split_shows_no_recall_rather_than_zero(flowers, tmp_path):
+    """A small class may have no validation image: its recall is n/a in report.html and report.txt, sorted
+    below every figure, and balanced accuracy averages the other classes."""
+    result = fake_evaluation(flowers, [0.6, 0.7])  # daisy's first photo taken for dandelion, dandelion's for roses
+    result["confusion"][4] = 0  # no tulips in this split
+    result["balanced_acc"] = evaluation.balanced_accuracy(result["confusion"])
+    text = report.write_evaluation(tmp_path, result, CLASSES, "best.pth", "swin_micro", "val")
+    tulips = next(line for line in text.splitlines() if line.startswith("tulips"))
+    assert tulips.split() == ["tulips", "n/a", "n/a", "n/a", "0"]  # never predicted either
+    assert next(line for line in text.splitlines() if line.startswith("daisy")).split()[1:] == [
+        "1.000", "0.950", "0.974", "20"]
+    rows = {tr.find_all("td")[0].text(): tr.find_all("td")
+            for tr in parse(tmp_path / "report.html").find_all("table", "sortable")[0].find_all("tr")[1:]}
+    assert [td.text() for td in rows["tulips"][1:5]] == ["n/a", "n/a", "n/a", "0"]
+    assert float(rows["tulips"][2].attrs["data-value"]) < min(float(rows[c][2].attrs["data-value"])
+                                                              for c in CLASSES[:4])
+    assert result["balanced_acc"] == pytest.approx((0.95 + 0.95 + 1.0 + 1.0) / 4)
 
 
 def test_a_mistake_with_a_map_is_tinted_where_the_model_saw_its_choice(flowers, tmp_path):
@@ -383,7 +402,7 @@ def test_the_report_in_headless_chromium(flowers, tmp_path):
 
         column = "Array.from(document.querySelectorAll('table.sortable tbody tr')).map(r => r.cells[0].textContent)"
         evaluate("document.querySelectorAll('table.sortable th')[2].click()")  # recall: highest first
-        recalls = {c: r for c, (_, r, _) in zip(CLASSES, evaluation.per_class_metrics(result["confusion"]))}
+        recalls = {c: r for c, (_, r, _, _) in zip(CLASSES, evaluation.per_class_metrics(result["confusion"]))}
         by_recall = evaluate(column)
         assert [recalls[c] for c in by_recall] == sorted(recalls.values(), reverse=True)
         evaluate("document.querySelectorAll('table.sortable th')[2].click()")  # again: lowest first

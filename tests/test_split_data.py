@@ -118,13 +118,24 @@ def test_max_size_writes_smaller_upright_copies(tmp_path):
     source = make_photos(tmp_path / "photos")
     write_image(source / "owl" / "large.png", size=(400, 300))
     write_sideways_jpeg(source / "owl" / "sideways.jpg", size=(300, 150))
-    split_data.main(["--data-path", str(source), "--out", str(tmp_path / "out"), "--max-size", "120",
-                     "--val-ratio", "0.0"])
-    assert Image.open(tmp_path / "out" / "train" / "owl" / "large.png").size == (120, 90)
-    sideways = Image.open(tmp_path / "out" / "train" / "owl" / "sideways.jpg")
+    split_data.main(["--data-path", str(source), "--out", str(tmp_path / "out"), "--max-size", "120"])
+
+    def placed(name: str) -> Path:  # in train/ or val/, as the split drew it
+        return next((tmp_path / "out").glob(f"*/{name}"))
+    assert Image.open(placed("owl/large.png")).size == (120, 90)
+    sideways = Image.open(placed("owl/sideways.jpg"))
     assert sideways.size == (60, 120) and sideways.getpixel((30, 10))[0] > 200  # upright, red on top
-    small = tmp_path / "out" / "train" / "cat" / "cat_00.jpg"  # 48 px: not resized, copied as it is
+    small = placed("cat/cat_00.jpg")  # 48 px: not resized, copied as it is
     assert small.read_bytes() == (source / "cat" / "cat_00.jpg").read_bytes()
+
+
+def test_a_split_without_validation_images_is_refused_up_front(tmp_path, capsys):
+    """train.py validates on val/: --val-ratio 0 would write a split it refuses."""
+    source = make_photos(tmp_path / "photos")
+    with pytest.raises(SystemExit) as exit_:
+        split_data.main(["--data-path", str(source), "--out", str(tmp_path / "out"), "--val-ratio", "0"])
+    assert exit_.value.code == 2 and "--val-ratio: must be > 0 and < 1, not 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_refuses_an_out_it_did_not_make_unless_forced(tmp_path):
