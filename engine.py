@@ -82,8 +82,7 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
-    """The schedule's lr now, as shown and logged: the head's, the largest (layer decay scales the
-    lower layers' down from it)."""
+    """The lr the next step takes: the head's, the largest (layer decay scales the lower layers' down from it)."""
     return max(group["lr"] for group in optimizer.param_groups)
 
 
@@ -95,11 +94,15 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, warmup_ratio: floa
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer, cfg, steps_per_epoch: int):
+def lr_schedule(cfg, steps_per_epoch: int):
+    """The run's lr factor of each optimizer step (of --lr, and of each group's lr)."""
     total = cfg.epochs * steps_per_epoch
     warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total, warmup, cfg.warmup_lr / cfg.lr, cfg.min_lr / cfg.lr))
+    return lambda step: lr_factor(step, total, warmup, cfg.warmup_lr / cfg.lr, cfg.min_lr / cfg.lr)
+
+
+def build_scheduler(optimizer, cfg, steps_per_epoch: int):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg, steps_per_epoch))
 
 
 class ModelEma:
@@ -145,6 +148,7 @@ class TrainState:
     batches_done: int = 0  # batches of the current epoch done (a mid-epoch checkpoint)
     best_acc: float = -1.0
     skipped_steps: int = 0  # fp16 steps skipped for a non-finite loss, in a row
+    lr: float = None  # the lr of the latest optimizer step (the head's): what an epoch's line and TensorBoard show
     window_batches: int = 0  # batches with images whose gradients the next optimizer step takes (--accum-steps)
     stopping: bool = False  # a stop that every process has agreed on: taken at the next optimizer step
     # gradients zeroed, not freed, after each step (--cuda-graphs): a CUDA graph's backward hands them over in
@@ -364,6 +368,7 @@ def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, cf
         if state.window_batches:
             optimizer_step(state, cfg)
         else:  # a window without an image changes no weight, and the schedule goes on: it ends with the epochs
+            state.lr = current_lr(state.optimizer)
             with warnings.catch_warnings():  # PyTorch's, when it is the run's first step, that it comes first
                 warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
                 state.scheduler.step()
@@ -484,6 +489,7 @@ def optimizer_step(state: TrainState, cfg) -> None:
     state.scaler.step(state.optimizer)
     state.scaler.update()
     state.zero_grad()
+    state.lr = current_lr(state.optimizer)
     state.scheduler.step()
     state.step += 1
     state.skipped_steps = 0

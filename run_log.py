@@ -75,7 +75,8 @@ class StepLoss:
 
 
 def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, classes: list, improved: bool) -> None:
-    epoch, lr = state.epoch, engine.current_lr(state.optimizer)
+    # the lr the epoch's last step took (the next step's where none was taken since a resume)
+    epoch, lr = state.epoch, state.lr if state.lr is not None else engine.current_lr(state.optimizer)
     trained = train["images"] > 0  # none in an epoch resumed after its last batch: its figures are left empty
     throughput = train["images"] / max(train["seconds"], 1e-9) if trained else None
     wait_share = train["data_seconds"] / max(train["seconds"], 1e-9) if trained else None
@@ -98,7 +99,7 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
         val["confusion"], classes, f"validation, epoch {epoch}")), epoch)
     writer.flush()
     row = {"epoch": epoch, "step": state.step,
-           **{k.replace("/", "_"): "" if v is None else round(v, 6) for k, v in scalars.items()}}
+           **{k.replace("/", "_"): "" if v is None else f"{v:.6g}" for k, v in scalars.items()}}  # an lr of 1e-7 too
     write_metrics_row(run_dir / "metrics.csv", row)
     for path in train["failed"] + val["failed"]:
         print(f"warning: skipped an image that failed to load: {path}", file=sys.stderr)
@@ -139,7 +140,8 @@ def warn_unreadable(skipped: list, shown: int = 10) -> None:
               "--data-path <folder> lists every one in split_report.txt)", file=sys.stderr)
 
 
-def notice_settings(cfg, variant: str, device, compiled: bool, images_per_process: int, fresh: bool) -> None:
+def notice_settings(cfg, variant: str, device, compiled: bool, images_per_process: int, steps_per_epoch: int,
+                    fresh: bool) -> None:
     """Settings that work but may not be what the user meant, or that cost time up front; said as the run starts."""
     if device.type == "cpu" and variant not in NO_PRETRAINED_WEIGHTS:
         print(f"notice: training {variant} on the CPU is slow (swin_tiny: a few images/s); "
@@ -147,8 +149,11 @@ def notice_settings(cfg, variant: str, device, compiled: bool, images_per_proces
     if compiled and cfg.compile is None:
         print(f"compiling by default: {images_per_process:,} images to train pay for it (--no-compile skips it)")
     if cfg.warmup_epochs >= cfg.epochs and fresh:  # said once, not again on resuming
-        print(f"notice: --warmup-epochs {cfg.warmup_epochs:g} spans the whole run of {cfg.epochs} epoch(s): the lr "
-              "rises to --lr and never decays; lower --warmup-epochs for a cosine decay")
+        steps = cfg.epochs * steps_per_epoch
+        peak = cfg.lr * engine.lr_schedule(cfg, steps_per_epoch)(steps - 1)  # the last step's, short of --lr
+        print(f"notice: --warmup-epochs {cfg.warmup_epochs:g} spans the whole run of {cfg.epochs} epoch(s), "
+              f"{steps} step(s): the lr rises from --warmup-lr {cfg.warmup_lr:.1e} to {peak:.1e} at the last step "
+              f"(--lr {cfg.lr:.1e} is never reached) and never decays; lower --warmup-epochs for a cosine decay")
 
 
 def warn_if_imbalanced(classes: list, counts: list, balance: str) -> None:

@@ -248,7 +248,7 @@ def main(argv=None) -> None:
               f"{', compiled (the first step takes a minute or so)' if compiled else ''}"
               f"{', CUDA graphs' if cfg.cuda_graphs else ''}")
         fresh = state.epoch == 0 and state.batches_done == 0
-        run_log.notice_settings(cfg, model.variant, device, compiled, images_per_process, fresh)
+        run_log.notice_settings(cfg, model.variant, device, compiled, images_per_process, steps_per_epoch, fresh)
         run_log.warn_if_imbalanced(classes, splits.counts("train"), cfg.balance)
         if fresh:
             first = next(batches)
