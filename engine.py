@@ -149,7 +149,8 @@ class TrainState:
     best_acc: float = -1.0
     skipped_steps: int = 0  # fp16 steps skipped for a non-finite loss, in a row
     lr: float = None  # the lr of the latest optimizer step (the head's): what an epoch's line and TensorBoard show
-    window_batches: int = 0  # batches with images whose gradients the next optimizer step takes (--accum-steps)
+    window_batches: int = 0  # batches with images here whose gradients the next optimizer step takes (--accum-steps)
+    window_non_finite: bool = False  # a loss of the next step's window was not finite here: the step is skipped
     stopping: bool = False  # a stop that every process has agreed on: taken at the next optimizer step
     # gradients zeroed, not freed, after each step (--cuda-graphs): a CUDA graph's backward hands them over in
     # buffers it overwrites on its next replay, which the parameters would otherwise take as their .grad, and a
@@ -331,12 +332,13 @@ def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, cf
     """One batch already on the device: normalise (uint8 from the loader), mix, forward, loss,
     backward, and with step_now the optimizer step. `window` is the number of batches whose gradients
     this optimizer step averages (default --accum-steps). Returns (logits, loss, labels), labels as many
-    as the logits' rows (mixup may drop one image), or None for a skipped batch (see batch_flags)."""
+    as the logits' rows (mixup may drop one image), or None for a batch without images or with a non-finite
+    loss (and the window's later batches after one: its step is skipped; see batch_flags)."""
     empty = len(labels) < (2 if state.mixup is not None else 1)  # mixup pairs images: one alone cannot be mixed
     if empty:
         # every file of the batch failed to load (or all but one, which mixup cannot pair): two blank images stand
         # in, so that this process's forward pass, in which DDP may talk to the other processes, keeps in step
-        # with theirs; all then skip it
+        # with theirs; their loss is zeroed
         size = state.model.img_size
         images = torch.zeros(2, 3, size, size, dtype=torch.uint8, device=state.device)
         labels = torch.zeros(2, dtype=torch.long, device=state.device)
@@ -353,35 +355,36 @@ def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, cf
         with autocast(state.device, state.amp):
             logits = state.net(images)
         loss = loss_fn(logits.float(), targets, smoothing, class_weights=state.class_weights)
-        flags = batch_flags(loss, stop, empty)
+        flags = batch_flags(loss, stop, state.window_batches > 0 or not empty, state.window_non_finite, step_now)
         on_host = HostCopy(flags)  # queued before the backward pass, so reading it waits for the forward pass only
-        # a batch that a process had no image for adds nothing on any process: the flag zeroes the loss on the
-        # device, so that the flags are read once the backward pass is queued, not before (see batch_flags)
-        kept = torch.where(flags[0] > 0, 0.0, loss)
-        state.scaler.scale(kept / (window or cfg.accum_steps)).backward()
-    empty, non_finite = read_flags(state, on_host, stop)
-    if non_finite:  # NaN must not reach the weights: its gradients go, with the others of the step's window
-        skip_non_finite(state, loss)
-        return None
+        state.scaler.scale((loss * 0.0 if empty else loss) / (window or cfg.accum_steps)).backward()
+    images_in_window, non_finite = read_flags(state, on_host, stop)
     state.window_batches += not empty
-    if step_now:  # a window's last batch without images still steps with the window's others' gradients
-        if state.window_batches:
-            optimizer_step(state, cfg)
-        else:  # a window without an image changes no weight, and the schedule goes on: it ends with the epochs
-            state.lr = current_lr(state.optimizer)
-            with warnings.catch_warnings():  # PyTorch's, when it is the run's first step, that it comes first
-                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
-                state.scheduler.step()
-            state.step += 1
-        state.window_batches = 0
-    return None if empty else (logits, loss, labels)
+    state.window_non_finite = non_finite
+    if not step_now:  # the window's later batches and its step decide; a non-finite loss leaves the figures
+        return None if empty or non_finite else (logits, loss, labels)
+    if non_finite:  # NaN must not reach the weights: the step's gradients go, on every process
+        skip_non_finite(state, loss)
+    elif images_in_window:  # on any process: all take the step, the others' gradients averaged with zeros here
+        optimizer_step(state, cfg)
+    else:  # a window without an image changes no weight, and the schedule goes on: it ends with the epochs
+        state.lr = current_lr(state.optimizer)
+        with warnings.catch_warnings():  # PyTorch's, when it is the run's first step, that it comes first
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+            state.scheduler.step()
+        state.step += 1
+    state.window_batches, state.window_non_finite = 0, False
+    return None if empty or non_finite else (logits, loss, labels)
 
 
-def batch_flags(loss: torch.Tensor, stop=None, empty: bool = False) -> torch.Tensor:
-    """Three flags on the loss's device (NCCL reduces GPU tensors), each 1 if on any process: this process had
-    no image in the batch (all its files failed), its loss is not finite, a stop was requested. Under DDP the
-    processes decide together, in one all-reduce after each forward pass: one that skipped a batch or
-    stopped alone would leave the others waiting in backward's gradient all-reduce for it.
+def batch_flags(loss: torch.Tensor, stop=None, images: bool = True, non_finite_before: bool = False,
+                agree: bool = True) -> torch.Tensor:
+    """Three flags on the loss's device (NCCL reduces GPU tensors): the step's window of batches had an image
+    (`images`: not all of its files failed), its loss was not finite (this batch's, or one before in the window),
+    a stop was requested. With `agree`, on the batch that completes an optimizer step, each is 1 if on any
+    process: under DDP the processes decide together, in one all-reduce a step, whether to take it and whether to
+    stop, since one that skipped it or stopped alone would leave the others waiting in backward's gradient
+    all-reduce for it (the batches before, under no_sync, do not talk to the others).
 
     They are read (read_flags) once the backward pass is queued, from a copy queued before it (HostCopy):
     read at once, the CPU would wait for the forward pass and the GPU then for the CPU to launch the
@@ -391,10 +394,10 @@ def batch_flags(loss: torch.Tensor, stop=None, empty: bool = False) -> torch.Ten
     step and the next batch to be launched. So the GPU has the backward pass to run while the CPU waits
     and then queues the rest of the step and the start of the next."""
     flags = loss.new_zeros(3, dtype=torch.float32)
-    flags[0] = float(empty)
-    flags[1] = torch.isfinite(loss).logical_not().float()
+    flags[0] = float(images)
+    flags[1] = torch.isfinite(loss).logical_not().float().clamp_min(float(non_finite_before))
     flags[2] = float(stop is not None and stop.requested is not None)
-    if dist.is_available() and dist.is_initialized():
+    if agree and dist.is_available() and dist.is_initialized():
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
     return flags
 
@@ -425,27 +428,26 @@ class HostCopy:
 
 
 def read_flags(state: TrainState, flags: HostCopy, stop=None) -> tuple[bool, bool]:
-    """(empty, non_finite) from batch_flags' flags, the step's one wait for the device; a stop requested on
+    """(images, non_finite) from batch_flags' flags, the batch's one wait for the device; a stop requested on
     any process is recorded in state.stopping."""
-    empty, non_finite, stopping = (value > 0 for value in flags.read())
+    images, non_finite, stopping = (value > 0 for value in flags.read())
     if stopping and stop is not None and stop.requested is None:
         stop.requested = "a stop on another process"
     state.stopping = state.stopping or stopping
-    return empty, non_finite
+    return images, non_finite
 
 
 def skip_non_finite(state: TrainState, loss: torch.Tensor) -> None:
     """Under fp16 scaling a non-finite loss skips the step and lowers the scale; otherwise, or
     when it keeps happening, the run stops (before any NaN reaches the weights)."""
     if not state.scaler.is_enabled():
-        became = loss.item() if not torch.isfinite(loss) else "non-finite on another process"
+        became = loss.item() if not torch.isfinite(loss) else "non-finite in the step's window or on another process"
         raise TrainingDiverged(f"the loss became {became} at epoch {state.epoch + 1}, step {state.step}")
     state.skipped_steps += 1
     if state.skipped_steps > 25:
         raise TrainingDiverged(f"{state.skipped_steps} steps in a row had a non-finite loss "
                                f"(epoch {state.epoch + 1}, step {state.step})")
     state.zero_grad()
-    state.window_batches = 0
     lower = state.scaler.get_scale() / 2
     state.scaler.scale(loss)  # the scaler makes its scale tensor at its first scale(): this may be the first step
     state.scaler.update(lower)

@@ -277,8 +277,9 @@ def test_a_step_taken_by_a_batch_without_images_is_seen_by_on_step():
 
 
 def agreement_process(rank: int, init_file: str) -> None:
-    """One of two DDP processes (gloo, CPU) that meet, in turn, a batch with no image on process 1, a
-    non-finite fp16 loss on process 0, and a stop requested on process 1."""
+    """One of two DDP processes (gloo, CPU) that meet, in turn, batches with no image on one or both, a
+    non-finite fp16 loss on process 0, the same within a window of --accum-steps 2, and a stop requested on
+    process 1; they agree in one all-reduce a step."""
     import datetime
     import torch.distributed as dist
     import train
@@ -292,28 +293,48 @@ def agreement_process(rank: int, init_file: str) -> None:
     state = engine.build_train_state(cfg, model, net, torch.device("cpu"), torch.float16, 10, [1] * 5)
     images, labels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), torch.tensor([0, 1])
     nothing = (images[:0], labels[:0])
+    real_loss, real_all_reduce, reduced = engine.loss_fn, dist.all_reduce, []
+    dist.all_reduce = lambda *args, **kwargs: reduced.append(1) or real_all_reduce(*args, **kwargs)
+
+    def step(batch, step_now=True, overflow_on=None, stop=None):
+        engine.loss_fn = lambda *a, **k: real_loss(*a, **k) * (float("inf") if rank == overflow_on else 1)
+        try:
+            return engine.train_step(state, *batch, cfg, step_now=step_now, stop=stop)
+        finally:
+            engine.loss_fn = real_loss
 
     # a first step, after which DDP's forward pass talks to the other processes (it rebuilds its buckets)
-    assert engine.train_step(state, images, labels, cfg) is not None and state.step == 1
+    assert step((images, labels)) is not None and state.step == 1
     scale = state.scaler.get_scale()
-    # every file of process 1's batch failed: both skip it, nothing is stepped but the schedule
-    weights = [p.detach().clone() for p in model.parameters()]
-    assert engine.train_step(state, *(nothing if rank == 1 else (images, labels)), cfg) is None
+    # every file of process 1's batch failed: both take the step, with process 0's gradients
+    assert (step(nothing if rank == 1 else (images, labels)) is None) == (rank == 1)
     assert state.step == 2 and state.skipped_steps == 0 and state.scaler.get_scale() == scale
+    # every file of both processes' batches: nothing is stepped but the schedule
+    weights = [p.detach().clone() for p in model.parameters()]
+    assert step(nothing) is None and state.step == 3
     assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters()))
     # process 0's loss overflows: both skip the step and halve their loss scales alike
-    real_loss = engine.loss_fn
-    engine.loss_fn = lambda *a, **k: real_loss(*a, **k) * (float("inf") if rank == 0 else 1)
-    assert engine.train_step(state, images, labels, cfg) is None
-    engine.loss_fn = real_loss
-    assert state.step == 2 and state.skipped_steps == 1 and state.scaler.get_scale() == scale / 2
-    # a stop requested on process 1: this step is taken by both, and both are stopping
+    assert step((images, labels), overflow_on=0) is None
+    assert state.step == 3 and state.skipped_steps == 1 and state.scaler.get_scale() == scale / 2
+    # --accum-steps 2: process 0's loss overflows in the window's first batch; both skip its step, told once
+    reduced.clear()
+    assert (step((images, labels), step_now=False, overflow_on=0) is None) == (rank == 0)
+    assert state.step == 3 and state.skipped_steps == 1 and not reduced  # not yet: no all-reduce but the step's
+    assert step((images, labels)) is None  # a skipped step's batches leave the figures, on both
+    assert state.step == 3 and state.skipped_steps == 2 and state.scaler.get_scale() == scale / 4 and reduced == [1]
+    # a window with no image on process 1 but some on process 0: both take its step
+    assert step(nothing if rank == 1 else (images, labels), step_now=False) is None or rank == 0
+    assert step(nothing if rank == 1 else (images, labels)) is None or rank == 0
+    assert state.step == 4 and state.skipped_steps == 0
+    # a stop requested on process 1 within a window: taken at its step, by both
     stop = StopSignal()
     stop.restore()  # the flag, not the handlers
     stop.requested = "SIGTERM" if rank == 1 else None
-    assert engine.train_step(state, images, labels, cfg, stop=stop) is not None
-    assert state.step == 3 and state.stopping and stop.requested == ("SIGTERM" if rank == 1 else
+    assert step((images, labels), step_now=False, stop=stop) is not None and state.stopping == (rank == 1)
+    assert step((images, labels), stop=stop) is not None
+    assert state.step == 5 and state.stopping and stop.requested == ("SIGTERM" if rank == 1 else
                                                                     "a stop on another process")
+    dist.all_reduce = real_all_reduce
     weights = torch.cat([p.detach().flatten() for p in model.parameters()])
     spread = torch.stack([weights.sum(), -weights.sum()])
     dist.all_reduce(spread, op=dist.ReduceOp.MAX)
