@@ -349,11 +349,11 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
             save("last.pth")  # first, since validating may outlast a kill (torchrun's, after its --shutdown-timeout)
         state.epoch, state.batches_done = epoch + 1, 0
         val = evaluation.evaluate(state.model, val_loader, normalize, len(classes), state.device, state.amp,
-                              cfg.progress and main_process)
+                                  cfg.progress and main_process)
         ema_val = None
         if state.ema is not None:
-            ema_val = evaluation.evaluate(state.ema.module, val_loader, normalize, len(classes), state.device, state.amp,
-                                      False)
+            ema_val = evaluation.evaluate(state.ema.module, val_loader, normalize, len(classes), state.device,
+                                          state.amp, False)
         ema_best = ema_val is not None and ema_val[metric] > val[metric]
         acc, chosen = (ema_val[metric], (ema_val, ", EMA weights")) if ema_best else (val[metric], (val, ""))
         improved = acc > state.best_acc
@@ -394,7 +394,7 @@ def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp, 
         raise UserError(f"{cfg.data_path} has no {cfg.split} split: {how}")
     normalize = None if isinstance(model, ExportedClassifier) else build_normalize()  # a program normalises
     result = evaluation.evaluate(model, eval_loader(samples, transform, cfg, 0, 1), normalize, len(splits.classes),
-                             device, amp, cfg.progress)
+                                 device, amp, cfg.progress)
     if not main_process:
         return
     if checkpoint is not None:

@@ -124,7 +124,7 @@ def evaluate(checkpoint: Path, data: Path, cut: str) -> tuple:
     loader = build_loader(ImageDataset(splits.val, build_transform(saved["img_size"], train=False)), 32,
                           train=False, num_workers=0)
     result = evaluation.evaluate(model, loader, build_normalize(), len(splits.classes), torch.device("cpu"), None,
-                             show_progress=False)
+                                 show_progress=False)
     recalls = [recall for _, recall, _, _ in evaluation.per_class_metrics(result["confusion"])]
     mine = recalls.pop(splits.classes.index(cut))
     return result["balanced_acc"], mine, statistics.mean(recalls)
