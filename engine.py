@@ -223,9 +223,10 @@ class TrainState:
                 f"{divided(was)}; here it is {divided(self.layout)}, so its place in the epoch does not carry over. "
                 f"Finish the epoch as it ran ({run} train.py --resume ... --stop-after-epochs 1, with its "
                 "--batch-size and images), then go on as you like: from an epoch's end the schedule follows")
-        if relaid:  # the schedule's place: the epochs done
-            self.step = (self.epoch + trained) * self.layout["steps_per_epoch"]
-        self.scheduler.last_epoch = self.step - 1
+        # the schedule's place: the steps it took, or in another layout the epochs done; the step count (TensorBoard's
+        # steps, --save-every-steps) goes on as it was, so that no point logged before is overwritten
+        place = (self.epoch + trained) * self.layout["steps_per_epoch"] if relaid else self.scheduler.last_epoch
+        self.scheduler.last_epoch = place - 1
         self.scheduler.step()  # the lrs of this step, by this run's schedule
         return relaid
 

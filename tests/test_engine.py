@@ -414,7 +414,7 @@ def test_a_run_resumed_in_another_layout_keeps_its_schedule():
         return state, state.resume_from(checkpoint)
     alone = {"processes": 1, "images": 20, "batch_size": 2, "batches_per_epoch": 10, "steps_per_epoch": 10}
     one, relaid = resumed(alone, two.checkpoint())
-    assert relaid and one.step == 20 and one.scheduler.last_epoch == 20
+    assert relaid and one.scheduler.last_epoch == 20 and one.step == 10  # the steps taken still count on from 10
     assert engine.current_lr(one.optimizer) == pytest.approx(engine.current_lr(two.optimizer))  # both halfway
     assert engine.current_lr(one.optimizer) == pytest.approx(1e-3 * engine.lr_factor(20, 40, 0, 1e-4, 1e-3))
     same, relaid = resumed(dict(two.layout), two.checkpoint())
@@ -428,7 +428,10 @@ def test_a_run_resumed_in_another_layout_keeps_its_schedule():
     # stopped at the epoch's last step, saved before validating: an epoch's end in any layout
     two.batches_done = 5
     one, relaid = resumed(alone, two.checkpoint())
-    assert relaid and one.epoch == 2 and one.batches_done == 10 and one.step == 30
+    assert relaid and one.epoch == 2 and one.batches_done == 10 and one.scheduler.last_epoch == 30 and one.step == 10
+    # and in its own layout again, the schedule goes on from where it was, not from the step count
+    again, relaid = resumed(alone, one.checkpoint())
+    assert not relaid and again.scheduler.last_epoch == 30 and again.step == 10
 
 
 def test_the_resume_command_is_the_runs_own_quoted_for_a_shell(monkeypatch):

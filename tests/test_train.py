@@ -108,7 +108,9 @@ def test_resume_is_bit_identical(flowers, tmp_path, capsys):
     assert len(metrics(tmp_path / "split")) == 2
     # a batch size typed on resuming divides an epoch otherwise: the schedule goes on from the epochs done
     relaid = train_here(capsys, "--resume", tmp_path / "split", "--epochs", "3", "--batch-size", "8")
-    assert "resumed at epoch 3, step 20 (best" in relaid and "10 steps an epoch here, 5 before" in relaid, relaid
+    assert "resumed at epoch 3, step 10 (best" in relaid and "10 steps an epoch here, 5 before" in relaid, relaid
+    # the step count goes on as it was (TensorBoard's points of the steps before stay), 10 steps more
+    assert [row["step"] for row in metrics(tmp_path / "split")] == ["5", "10", "20"]
 
 
 def test_metrics_csv_holds_an_epoch_once_its_latest_training(tmp_path):
