@@ -258,17 +258,19 @@ def main(argv=None) -> None:
     meta = describe_for_checkpoint(model, classes)
 
     checkpoints = CheckpointWriter()  # written while training goes on
+    step_loss = run_log.StepLoss(writer)
 
     def save(name: str, weights=None, copy_of: str = None) -> None:
         if not main_process:
             return
+        if name == "last.pth":  # the points up to its step on disk: a resume from it drops those after only
+            step_loss.write()
+            writer.flush()
         if copy_of:
             checkpoints.copy(run_dir / copy_of, run_dir / name)
         else:
             checkpoints.save({**meta, **state.checkpoint(weights), "best_metric": engine.best_metric(cfg),
                               "config": plain(vars(cfg))}, run_dir / name)
-
-    step_loss = run_log.StepLoss(writer)
 
     def on_step(state: engine.TrainState, loss: torch.Tensor | None) -> None:
         step_loss.add(state.step, loss)

@@ -142,6 +142,28 @@ def test_steps_logged_after_the_checkpoint_a_resume_starts_from_are_not_shown_tw
     assert [e.step for e in events.Scalars("loss/train_step")] == [10]
 
 
+def test_a_kill_after_last_pth_loses_no_point_logged_up_to_its_step(flowers, tmp_path, capsys, monkeypatch):
+    """The loss of every 10th step is written a step late (engine.HostCopy); a kill right after an epoch's
+    last.pth, at step 10, must not lose that point, since the resume drops the points after step 10 only."""
+    import engine
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    real, calls = engine.stop_agreed, []
+
+    def killed_after_epoch_2s_save(stop, device):
+        calls.append(1)
+        if len(calls) == 4:  # after epoch 1's two and epoch 2's first: its last.pth is saved
+            raise RuntimeError("killed")
+        return real(stop, device)
+    monkeypatch.setattr(engine, "stop_agreed", killed_after_epoch_2s_save)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "3", "--output", tmp_path, "--name", "k")
+    monkeypatch.setattr(engine, "stop_agreed", real)
+    train_here(capsys, "--resume", tmp_path / "k")
+    events = EventAccumulator(str(tmp_path / "k"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss/train_step")] == [10]
+
+
 def test_runs_started_in_the_same_second_get_a_folder_each(tmp_path):
     import run_log
     stamped = tmp_path / "runs" / "swin_micro-20261129-101347"
