@@ -38,7 +38,7 @@ from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_train_loader, eval_loader
 from model import resolve_variant
 from precision import amp_dtype
-from checkpoints import CheckpointWriter
+from checkpoints import CheckpointWriter, load_checkpoint
 from utils import (StopSignal, UserError, init_distributed, lost_another_process, resume_command, run_cli,
                    seed_everything, tune_for)
 from weights import describe_for_checkpoint, model_for_run, resume_config, resumed_file
@@ -280,9 +280,19 @@ def main(argv=None) -> None:
 
     stop = StopSignal()
     try:
-        run_epochs(state, cfg, batches, len(train_loader), val_loader, classes, stop, on_step, save, writer, run_dir,
-                   main_process)
-        step_loss.write()
+        try:
+            run_epochs(state, cfg, batches, len(train_loader), val_loader, classes, stop, on_step, save, writer,
+                       run_dir, main_process)
+            step_loss.write()
+        finally:
+            try:
+                checkpoints.close()  # the last ones written before anything is said or the process ends
+            finally:
+                if writer is not None:
+                    writer.close()
+        if distributed:  # together, once rank 0 has written its files: a signal meanwhile (torchrun's) changes nothing
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
     except engine.TrainingDiverged as err:
         raise UserError(f"training stopped: {err}. Nothing was saved from this epoch; last.pth holds the "
                         f"last good epoch. Try a lower --lr, --clip-grad, or --amp off.") from None
@@ -296,22 +306,14 @@ def main(argv=None) -> None:
                             f"system for want of memory; the steps since {run_dir / 'last.pth'} was saved are "
                             f"lost. Try fewer --workers (now {cfg.workers}) or a smaller --batch-size, then: "
                             f"{resume_command(run_dir)}") from None
-        if distributed and lost_another_process(err):
+        if distributed and lost_another_process(err):  # torchrun's SIGTERM to the others may have come first
             raise UserError(f"another process of this run ended (its own message says why) and the connection to "
-                            f"it broke; the steps since {run_dir / 'last.pth'} was saved are lost. To go on: "
-                            f"{resume_command(run_dir)}") from None
+                            f"it broke{', before the stop could save' if stop.requested else ''}; the steps since "
+                            f"{run_dir / 'last.pth'} was saved are lost. To go on: {resume_command(run_dir)}") from None
         raise
     finally:
-        try:
-            checkpoints.close()  # the last ones written before anything is said or the process ends
-        finally:
-            stop.restore()
-            if writer is not None:
-                writer.close()
-    if distributed:  # the processes close the group together, once rank 0 has written the report
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-    if stop.requested:
+        stop.restore()
+    if stop.requested and state.epoch < cfg.epochs:  # one at the last epoch's end found the run finished
         resume = resume_command(run_dir)
         if main_process:
             where = f"after epoch {state.epoch}" if state.batches_done == 0 else \
@@ -369,20 +371,36 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
             best = (chosen[0], f"{run_dir / 'best.pth'} (epoch {state.epoch}{chosen[1]})")
         # the model's best weights are last.pth's checkpoint too: one snapshot and write, and a second name
         save("last.pth", copy_of="best.pth" if improved and not ema_best else None)
-        if engine.stop_agreed(stop, state.device):
+        if engine.stop_agreed(stop, state.device) and state.epoch < cfg.epochs:  # at the last: the run ends as done
             return
         if cfg.stop_after_epochs and epoch + 1 - first_epoch >= cfg.stop_after_epochs and state.epoch < cfg.epochs:
             stop.requested = f"--stop-after-epochs {cfg.stop_after_epochs}"
             return
+    if val is not None and best is None:  # best.pth from before a resume: the report is of it all the same
+        best = evaluate_saved_best(state, run_dir / "best.pth", val_loader, normalize, len(classes), main_process)
     if writer is not None and val is not None:
         writer.add_hparams({k: v for k, v in plain(vars(cfg)).items() if isinstance(v, (int, float, str, bool))},
                            {f"hparam/best_{metric}": state.best_acc, "hparam/last_val_loss": val["loss"]},
                            run_name=".")
-    if main_process and val is not None:  # best.pth's evaluation, unless it was made before a resume
-        result, checkpoint = best or (val, f"{run_dir / 'last.pth'} (epoch {state.epoch})")
+    if main_process and val is not None:
+        result, checkpoint = best
         report.write_evaluation(run_dir, result, classes, checkpoint, state.model.variant, "val",
                                 run_dir / "metrics.csv")
         print(f"what {checkpoint} gets wrong, to open in a browser: {run_dir / 'report.html'}")
+
+
+def evaluate_saved_best(state, path: Path, val_loader, normalize, num_classes: int, main_process: bool) -> tuple:
+    """(evaluation, description) of the weights in best.pth, as run_epochs keeps best's, for a run whose epochs
+    since its resume scored lower: read by the first process, which wrote it (another machine's may not see the
+    file), sent to the others, evaluated by all on their shares. The training is over: the model takes them."""
+    saved = load_checkpoint(path) if main_process else None
+    if main_process:
+        state.model.load_state_dict(saved["model"])
+    if torch.distributed.is_initialized():
+        for tensor in state.model.state_dict().values():
+            torch.distributed.broadcast(tensor, 0)
+    result = evaluation.evaluate(state.model, val_loader, normalize, num_classes, state.device, state.amp, False)
+    return result, f"{path} (epoch {saved['epoch']})" if main_process else None
 
 
 def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp, main_process: bool) -> None:

@@ -273,8 +273,10 @@ class StopSignal:
             return
         self.requested = signal.Signals(signum).name
         if os.environ.get("RANK", "0") == "0":  # torchrun hands a signal to every process: said once
-            print(f"\n{self.requested} received: finishing this step, then saving last.pth "
-                  "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+            again = " (a second Ctrl-C: torchrun kills the processes after its --shutdown-timeout, 30 s)" \
+                if "RANK" in os.environ else " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
+            print(f"\n{self.requested} received: finishing this step, then saving last.pth{again}", file=sys.stderr,
+                  flush=True)
 
     def restore(self):
         for sig, handler in self._previous.items():

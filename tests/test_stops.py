@@ -18,7 +18,7 @@ import engine
 import evaluation
 import train
 import utils
-from runs import FAST, ROOT, run_train, train_here
+from runs import FAST, ROOT, metrics, run_train, train_here
 from utils import UserError
 
 
@@ -326,6 +326,40 @@ def test_a_stop_at_the_epochs_last_step_saves_its_training_before_validating(flo
     assert saved["epoch"] == 0 and saved["batches_done"] == 5
 
 
+def test_a_stop_at_the_last_epochs_end_finishes_the_run_with_its_report(flowers, tmp_path, capsys, monkeypatch):
+    """Ctrl-C (or a scheduler's SIGTERM) during the last step or the last validation finds the run done: it writes
+    its report and ends as finished (status 0), rather than stopping with a resume that has nothing to do."""
+    real_step = engine.train_step
+
+    def signalled_at_the_last_step(state, *args, **kwargs):
+        result = real_step(state, *args, **kwargs)
+        if state.batches_done == 5:  # 80 training images in batches of 16
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+    monkeypatch.setattr(engine, "train_step", signalled_at_the_last_step)
+    out = train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "f")
+    assert "stopped by" not in out and f"open in a browser: {tmp_path / 'f' / 'report.html'}" in out
+    assert (tmp_path / "f" / "report.html").is_file()
+
+
+def test_a_resumed_run_whose_best_came_before_reports_on_best_pth(flowers, tmp_path, capsys, monkeypatch):
+    """The report at a run's end is of best.pth, also when best.pth was saved before a resume and the epochs since
+    scored lower: its weights are evaluated again, not last.pth's."""
+    train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "b")
+    real_evaluate, calls = evaluation.evaluate, []
+
+    def epoch_2_scored_lower(*args, **kwargs):
+        calls.append(1)
+        result = real_evaluate(*args, **kwargs)
+        return dict(result, acc1=-1.0) if len(calls) == 1 else result
+    monkeypatch.setattr(evaluation, "evaluate", epoch_2_scored_lower)
+    train_here(capsys, "--resume", tmp_path / "b", "--epochs", "2")
+    report_txt = (tmp_path / "b" / "report.txt").read_text()
+    assert report_txt.startswith(f"swin_micro_patch4_window4_128 from {tmp_path / 'b' / 'best.pth'} (epoch 1)")
+    epoch_1 = float(metrics(tmp_path / "b")[0]["acc1_val"])
+    assert f"top-1 {epoch_1:.4f}" in report_txt and len(calls) == 2
+
+
 def test_a_process_that_died_under_torchrun_is_told_from_other_errors():
     """What the others' next collective raises when a process of the run died (torchrun then also sends them
     SIGTERM): one line that says so and how to resume, where the traceback of gloo's socket read was."""
@@ -352,14 +386,24 @@ def test_a_second_sigterm_keeps_the_first_stop_and_a_second_ctrl_c_stops_at_once
         stop.restore()
 
 
-@pytest.mark.parametrize("rank, said", [("0", True), ("1", False)])
-def test_a_stop_is_said_by_the_first_process_only(rank, said, monkeypatch, capsys):
-    """torchrun hands Ctrl-C to every process of the run: one notice, not one a process."""
-    monkeypatch.setenv("RANK", rank)
+@pytest.mark.parametrize("rank, signum, said", [
+    ("0", signal.SIGTERM, "SIGTERM received: finishing this step, then saving last.pth (a second Ctrl-C: torchrun"),
+    ("1", signal.SIGTERM, ""),
+    (None, signal.SIGINT, "SIGINT received: finishing this step, then saving last.pth (Ctrl-C again to stop at once)"),
+    (None, signal.SIGTERM, "SIGTERM received: finishing this step, then saving last.pth\n")])
+def test_a_stop_is_said_by_the_first_process_only_with_what_a_second_would_do(rank, signum, said, monkeypatch,
+                                                                               capsys):
+    """torchrun hands Ctrl-C to every process of the run: one notice, not one a process; it turns a second into
+    SIGTERM, which changes nothing here, and kills the processes after its --shutdown-timeout."""
+    if rank is None:
+        monkeypatch.delenv("RANK", raising=False)
+    else:
+        monkeypatch.setenv("RANK", rank)
     stop = utils.StopSignal()
     try:
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert stop.requested == "SIGTERM"
+        os.kill(os.getpid(), signum)
+        assert stop.requested == signal.Signals(signum).name
     finally:
         stop.restore()
-    assert ("SIGTERM received: finishing this step" in capsys.readouterr().err) == said
+    err = capsys.readouterr().err
+    assert (said in err if said else "received" not in err), err
