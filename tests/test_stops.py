@@ -304,21 +304,23 @@ def test_a_kill_while_validating_resumes_into_the_validation_and_logs_no_made_up
     assert float(rows[1]["loss_train"]) > 0
 
 
+def ctrl_c_at_the_epochs_last_step(train_step):
+    """train_step, and a Ctrl-C as it ends the epoch's last step (80 training images in batches of 16: FAST's)."""
+    def signalled(state, *args, **kwargs):
+        result = train_step(state, *args, **kwargs)
+        if state.batches_done == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+    return signalled
+
+
 def test_a_stop_at_the_epochs_last_step_saves_its_training_before_validating(flowers, tmp_path, capsys, monkeypatch):
     """Ctrl-C during an epoch's last step: the epoch is validated before the run stops, and validating may
     outlast what a kill waits (torchrun's --shutdown-timeout, 30 s): last.pth holds the epoch's training
     first, without --save-every-steps, and the run resumes into the validation."""
-    real_step = engine.train_step
-
-    def signalled_at_the_last_step(state, *args, **kwargs):
-        result = real_step(state, *args, **kwargs)
-        if state.batches_done == 5:  # 80 training images in batches of 16
-            os.kill(os.getpid(), signal.SIGINT)
-        return result
-
     def killed(*args, **kwargs):
         raise RuntimeError("killed while validating")
-    monkeypatch.setattr(engine, "train_step", signalled_at_the_last_step)
+    monkeypatch.setattr(engine, "train_step", ctrl_c_at_the_epochs_last_step(engine.train_step))
     monkeypatch.setattr(evaluation, "evaluate", killed)
     with pytest.raises(RuntimeError, match="killed while validating"):
         train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "2", "--output", tmp_path, "--name", "s")
@@ -329,14 +331,7 @@ def test_a_stop_at_the_epochs_last_step_saves_its_training_before_validating(flo
 def test_a_stop_at_the_last_epochs_end_finishes_the_run_with_its_report(flowers, tmp_path, capsys, monkeypatch):
     """Ctrl-C (or a scheduler's SIGTERM) during the last step or the last validation finds the run done: it writes
     its report and ends as finished (status 0), rather than stopping with a resume that has nothing to do."""
-    real_step = engine.train_step
-
-    def signalled_at_the_last_step(state, *args, **kwargs):
-        result = real_step(state, *args, **kwargs)
-        if state.batches_done == 5:  # 80 training images in batches of 16
-            os.kill(os.getpid(), signal.SIGINT)
-        return result
-    monkeypatch.setattr(engine, "train_step", signalled_at_the_last_step)
+    monkeypatch.setattr(engine, "train_step", ctrl_c_at_the_epochs_last_step(engine.train_step))
     out = train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "f")
     assert "stopped by" not in out and f"open in a browser: {tmp_path / 'f' / 'report.html'}" in out
     assert (tmp_path / "f" / "report.html").is_file()
