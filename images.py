@@ -181,6 +181,7 @@ class DataSplits:
     val: list[tuple[str, int]]
     test: list[tuple[str, int]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    drawn: bool = False  # split here from class folders (a run records its validation files: run_log.record_split)
 
     def counts(self, split: str) -> list[int]:
         """Images per class in one split, in class order."""
@@ -273,11 +274,14 @@ def split_by_class(images: list[list[Path]], val_ratio: float, test_ratio: float
     return splits
 
 
-def load_splits(data_path, val_ratio: float = 0.2, seed: int = 0, check: bool = True) -> DataSplits:
+def load_splits(data_path, val_ratio: float = 0.2, seed: int = 0, check: bool = True,
+                val_files: set = None) -> DataSplits:
     """The samples under `data_path`: class folders (split here), or train/ val/ (test/) as split_data.py writes.
 
     `check=False` skips decoding every image up front (a split root written by split_data.py has
-    been checked already); a file that then fails is still skipped at training time.
+    been checked already); a file that then fails is still skipped at training time. `val_files`, paths
+    relative to `data_path`, is a split of class folders as a run drew it: those files that are still there
+    validate, every other image trains (files added since too), whatever a redraw would give now.
     """
     root = Path(data_path)
     if not root.is_dir():
@@ -288,8 +292,14 @@ def load_splits(data_path, val_ratio: float = 0.2, seed: int = 0, check: bool = 
     if (root / "train").is_dir():
         return load_split_root(root, check)
     classes, images, skipped = read_class_root(root, check)
-    splits = split_by_class(images, val_ratio, 0.0, seed)
-    return DataSplits(root, classes, splits["train"], splits["val"], [], skipped)
+    if val_files is None:
+        splits = split_by_class(images, val_ratio, 0.0, seed)
+    else:
+        splits = {"train": [], "val": []}
+        for label, paths in enumerate(images):
+            for path in paths:
+                splits["val" if path.relative_to(root).as_posix() in val_files else "train"].append((str(path), label))
+    return DataSplits(root, classes, splits["train"], splits["val"], [], skipped, drawn=True)
 
 
 def load_split_root(root: Path, check: bool = True) -> DataSplits:

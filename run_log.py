@@ -3,6 +3,7 @@ and pictures, metrics.csv, and notices about its settings and warnings about its
 classes)."""
 import csv
 import itertools
+import json
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from utils import UserError, resume_command
 
 
 RUN_FILES = ("last.pth", "best.pth", "metrics.csv")  # what a run folder holds once a run has trained in it
+SPLIT_FILE = "val_files.json"  # the validation files of a split drawn from class folders, as the run drew them
 
 
 def run_folder(cfg, checkpoint, variant: str) -> Path:
@@ -36,6 +38,28 @@ def run_folder(cfg, checkpoint, variant: str) -> Path:
         raise UserError(f"{folder} holds a run already: {resume_command(folder)} goes on with it, another --name "
                         "starts a new one")
     return folder
+
+
+def record_split(run_dir: Path, splits, val_ratio: float) -> None:
+    """A new run's validation files, when it drew them from class folders: its resume validates on the same
+    files (recorded_split), though a file that decoded then fails now, or the reverse, would move the
+    others in a split drawn again, and training on them would then count as validating."""
+    if splits.drawn:
+        val = sorted(Path(path).relative_to(splits.root).as_posix() for path, _ in splits.val)
+        record = {"data_path": str(splits.root.resolve()), "val_ratio": val_ratio, "val": val}
+        put_in_place(run_dir / SPLIT_FILE, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+
+
+def recorded_split(run_dir: Path, data_path: Path, val_ratio: float) -> set | None:
+    """The validation files record_split wrote for this data folder and --val-ratio; None where there are none
+    (a run from before 2026-11-29, another folder or ratio, a split root): the split is drawn again."""
+    path = run_dir / SPLIT_FILE
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if record["data_path"] != str(Path(data_path).resolve()) or record["val_ratio"] != val_ratio:
+        return None
+    return set(record["val"])
 
 
 def make_run_folder(folder: Path, named: bool) -> Path:

@@ -163,7 +163,10 @@ def main(argv=None) -> None:
             fetch_tutorial_photos(cfg.data_path)
         if world_size > 1:
             torch.distributed.barrier()  # the other processes wait for the photos
-    splits = load_splits(cfg.data_path, cfg.val_ratio, seed=0)
+    # a run resumed (or its checkpoint evaluated) validates on the files it drew at its start
+    recorded = None if checkpoint is None else run_log.recorded_split(resumed_file(cfg).parent, cfg.data_path,
+                                                                      cfg.val_ratio)
+    splits = load_splits(cfg.data_path, cfg.val_ratio, seed=0, val_files=recorded)
     classes = splits.classes
     if main_process:
         run_log.warn_unreadable(splits.skipped)
@@ -238,6 +241,8 @@ def main(argv=None) -> None:
         run_dir = run_log.make_run_folder(run_dir, named=checkpoint is not None or bool(cfg.name))
         write_yaml(run_dir / "config.yaml", vars(cfg))
         write_class_indices(run_dir / "class_indices.json", classes)
+        if recorded is None:  # the split drawn now is the one its resumes keep
+            run_log.record_split(run_dir, splits, cfg.val_ratio)
         # resumed: what the run logged after its checkpoint's step (killed before the next one) is logged again,
         # and TensorBoard drops the earlier points from the next step on
         writer = SummaryWriter(run_dir, purge_step=state.step + 1 if checkpoint is not None else None)

@@ -118,6 +118,25 @@ def test_splits_are_deterministic_and_disjoint(flowers):
     assert len({p for p, _ in first.train + first.val}) == 100
 
 
+def test_a_recorded_split_keeps_its_validation_files_whatever_changed_since(flowers, tmp_path):
+    """A run's split as it drew it (val_files): a photo that no longer decodes, or one added since, moves no other
+    file between training and validation, where drawing again would shift a class's whole split."""
+    data = tmp_path / "photos"
+    shutil.copytree(flowers, data)
+    first = load_splits(data)
+    val = {Path(path).relative_to(data).as_posix() for path, _ in first.val}
+    broken = next(Path(path) for path, label in first.train if label == 0)
+    broken.write_bytes(b"not a jpeg any more")
+    shutil.copy(data / "roses" / sorted(os.listdir(data / "roses"))[0], data / "roses" / "zz_new.jpg")
+    kept = load_splits(data, val_files=val)
+    assert {path for path, _ in kept.val} == {path for path, _ in first.val}
+    assert {path for path, _ in kept.train} == {path for path, _ in first.train} - {str(broken)} | {
+        str(data / "roses" / "zz_new.jpg")}
+    assert kept.drawn and [path for path, _ in kept.skipped] == [str(broken)]
+    drawn_again = load_splits(data)
+    assert {path for path, _ in drawn_again.val} != {path for path, _ in first.val}  # what the record prevents
+
+
 def test_every_class_gets_an_image_in_every_split_where_it_can():
     images = [[Path(f"c{c}/{i}.jpg") for i in range(n)] for c, n in enumerate((1, 2, 3, 40))]
     splits = split_by_class(images, val_ratio=0.1, test_ratio=0.1, seed=0)

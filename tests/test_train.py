@@ -113,6 +113,24 @@ def test_resume_is_bit_identical(flowers, tmp_path, capsys):
     assert [row["step"] for row in metrics(tmp_path / "split")] == ["5", "10", "20"]
 
 
+def test_a_resumed_run_validates_on_the_files_it_drew_at_its_start(flowers, tmp_path, capsys):
+    """A training photo that fails to decode on resuming would shift its class's split drawn again (4 of 19
+    validate, not 4 of 20), putting trained photos into validation: the run's val_files.json keeps the split."""
+    import json
+    import shutil
+    data = tmp_path / "photos"
+    shutil.copytree(flowers, data)
+    train_here(capsys, "--data-path", data, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "v")
+    val = json.loads((tmp_path / "v" / "val_files.json").read_text())["val"]
+    assert len(val) == 20 and all((data / name).is_file() for name in val)
+    (next(path for path in sorted((data / "daisy").iterdir()) if f"daisy/{path.name}" not in val)
+     .write_bytes(b"no longer a photo"))
+    resumed = train_here(capsys, "--resume", tmp_path / "v", "--epochs", "2")
+    assert "79 training and 20 validation images" in resumed
+    evaluated = train_here(capsys, "--eval-only", "--resume", tmp_path / "v", "--workers", "0", "--no-progress")
+    assert "val: 20 images" in evaluated
+
+
 def test_metrics_csv_holds_an_epoch_once_its_latest_training(tmp_path):
     """A run killed after an epoch's row but before its last.pth trains that epoch again on resuming: its row
     replaces the old one and any later ones; a column new since (EMA's, turned on when resuming) gets a header."""
