@@ -386,7 +386,7 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
     if writer is not None and val is not None:
         writer.add_hparams({k: v for k, v in plain(vars(cfg)).items() if isinstance(v, (int, float, str, bool))},
                            {f"hparam/best_{metric}": state.best_acc, "hparam/last_val_loss": val["loss"]},
-                           run_name=".")
+                           run_name=".", global_step=state.step)  # a run resumed to more epochs: a later point
     if main_process and val is not None:
         result, checkpoint = best
         report.write_evaluation(run_dir, result, classes, checkpoint, state.model.variant, "val",

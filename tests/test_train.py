@@ -60,6 +60,7 @@ def test_tensorboard_holds_scalars_and_pictures(flowers, tmp_path, capsys):
                 "time/epoch_seconds", "throughput/images_per_second", "loss/train_step", "class_recall/daisy"):
         assert tag in scalars, tag
     assert [e.step for e in events.Scalars("acc1/val")] == [1, 2]
+    assert [e.step for e in events.Scalars("hparam/best_acc1")] == [10]  # at the run's last step, 2 x 5
     steps = [e.step for e in events.Scalars("loss/train_step")]  # every 10th, written a step later
     assert steps and all(step % 10 == 0 for step in steps), steps
     images = set(events.Tags()["images"])
