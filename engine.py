@@ -151,6 +151,9 @@ class TrainState:
     lr: float = None  # the lr of the latest optimizer step (the head's): what an epoch's line and TensorBoard show
     window_batches: int = 0  # batches with images here whose gradients the next optimizer step takes (--accum-steps)
     window_non_finite: bool = False  # a loss of the next step's window was not finite here: the step is skipped
+    # the epoch's loss and top-1 and top-5 hits summed and its images, on the device, this process's: a mid-epoch
+    # checkpoint carries them (all processes' in one), so that a resumed epoch's figures are the whole epoch's
+    epoch_sums: torch.Tensor = None
     stopping: bool = False  # a stop that every process has agreed on: taken at the next optimizer step
     # gradients zeroed, not freed, after each step (--cuda-graphs): a CUDA graph's backward hands them over in
     # buffers it overwrites on its next replay, which the parameters would otherwise take as their .grad, and a
@@ -163,9 +166,10 @@ class TrainState:
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=not self.keep_grads)
 
-    def checkpoint(self, weights: dict = None) -> dict:
+    def checkpoint(self, weights: dict = None, epoch_sums: list = None) -> dict:
         """What changes, as a run's checkpoint holds it beside its meta and config: plain data (it loads
-        with weights_only=True), from the bare model, or `weights` (best.pth's), never NaN ones."""
+        with weights_only=True), from the bare model, or `weights` (best.pth's), never NaN ones; midway
+        through an epoch, its sums so far over every process (epoch_sums_everywhere)."""
         weights = weights if weights is not None else self.model.state_dict()
         if not all_finite(weights):
             raise TrainingDiverged("the weights are no longer finite numbers; not saving them")
@@ -173,7 +177,7 @@ class TrainState:
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
                 "batches_done": self.batches_done, "best_acc": self.best_acc, "rng": rng_state(),
-                "layout": self.layout}
+                "layout": self.layout, "epoch_sums": epoch_sums, "lr": self.lr}
 
     def resume_from(self, checkpoint: dict, metric: str = "acc1") -> bool:
         """Go on where `checkpoint` stopped (its model weights are loaded with the model), under this run's
@@ -203,6 +207,11 @@ class TrainState:
             self.ema.module.load_state_dict(checkpoint["ema"])
         for key in ("epoch", "step", "batches_done", "best_acc"):
             setattr(self, key, checkpoint[key])
+        self.lr = checkpoint.get("lr")
+        if checkpoint.get("epoch_sums") and self.batches_done:  # the first process carries them, the others add theirs
+            first = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+            self.epoch_sums = torch.tensor(checkpoint["epoch_sums"] if first else [0.0] * 4, dtype=torch.float64,
+                                           device=self.device)
         if checkpoint.get("best_metric", "acc1") != metric:
             self.best_acc = -1.0
         set_rng_state(checkpoint["rng"])
@@ -262,14 +271,18 @@ def build_train_state(cfg, model, net, device, amp, steps_per_epoch: int, class_
 
 def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, show_progress: bool = True) -> dict:
     """One epoch: a loader's batches, or this epoch's (the rest of it, after a resume) from the endless
-    iterator of train.py's loader (Take). Returns loss, top-1 and top-5 (on the unmixed labels), images,
+    iterator of train.py's loader (Take). Returns loss, top-1 and top-5 (on the unmixed labels, over the whole
+    epoch: a resumed one's carried sums too), the images trained and seconds taken here (its speed), the
     seconds, the seconds spent waiting for the loader, the paths of images that failed to load (in the
     workers or, with --decode device, on the device; in every process), and whether a stop signal ended it
     early."""
     state.net.train()
-    # loss, top-1 and top-5 hits, summed on the device; the progress bar shows them from a copy (HostCopy) once it
-    # has arrived, on a GPU a batch late: read at once they would make the CPU wait for the GPU to finish the step
-    sums, seen, failed, shown = torch.zeros(3, dtype=torch.float64, device=state.device), 0, [], None
+    # loss, top-1 and top-5 hits and images, summed on the device (from a resumed epoch's checkpoint, if any); the
+    # progress bar shows them from a copy (HostCopy) once it has arrived, on a GPU a batch late: read at once they
+    # would make the CPU wait for the GPU to finish the step
+    if state.batches_done == 0 or state.epoch_sums is None:
+        state.epoch_sums = torch.zeros(4, dtype=torch.float64, device=state.device)
+    sums, seen, failed, shown = state.epoch_sums, 0, [], None
     start, interrupted, waits = time.perf_counter(), False, {"seconds": 0.0}
     last_batch = state.batches_done + len(batches)
     bar = tqdm(batches, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", disable=not show_progress,
@@ -288,13 +301,13 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
             logits, loss, labels = result
             with torch.no_grad():
                 hits = logits.topk(min(5, logits.shape[-1]), dim=-1).indices == labels[:, None]
-                sums += torch.stack([loss.detach() * len(labels), hits[:, 0].sum(), hits.any(-1).sum()]).double()
+                sums[:3] += torch.stack([loss.detach() * len(labels), hits[:, 0].sum(), hits.any(-1).sum()]).double()
+                sums[3] += len(labels)
             seen += len(labels)
             if show_progress:
-                if shown is None:
-                    shown = HostCopy(sums), seen
-                if shown[0].arrived():  # on a CPU at once; on a GPU once the step it follows has run
-                    (loss_sum, correct, _), images_then = shown[0].read(), shown[1]
+                shown = shown or HostCopy(sums)
+                if shown.arrived():  # on a CPU at once; on a GPU once the step it follows has run
+                    loss_sum, correct, _, images_then = shown.read()
                     bar.set_postfix(loss=f"{loss_sum / images_then:.4f}", acc=f"{correct / images_then:.3f}",
                                     lr=f"{current_lr(state.optimizer):.2e}",
                                     img_s=f"{seen / (time.perf_counter() - start):.1f}", refresh=False)
@@ -307,10 +320,18 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
     bar.close()
     totals = reduce_sums(torch.cat([sums, torch.tensor([seen], dtype=torch.float64, device=state.device)])).tolist()
     failed = [path for part in from_all_processes(failed) for path in part]  # said by the first process
-    # None, not 0, for an epoch with nothing trained: one resumed after its last batch (a kill while validating)
+    # None, not 0, for an epoch with nothing trained (one resumed after its last batch from a checkpoint without sums)
     loss, acc1, acc5 = (total / totals[3] if totals[3] else None for total in totals[:3])
-    return {"loss": loss, "acc1": acc1, "acc5": acc5, "images": int(totals[3]), "seconds": time.perf_counter() - start,
+    return {"loss": loss, "acc1": acc1, "acc5": acc5, "images": int(totals[4]), "seconds": time.perf_counter() - start,
             "data_seconds": waits["seconds"], "failed": failed, "interrupted": interrupted}
+
+
+def epoch_sums_everywhere(state: TrainState) -> list | None:
+    """The epoch's sums so far over every process, for a checkpoint saved midway (None at an epoch's end). Under
+    DDP a collective: train.py's mid-epoch saves come at the same step on every process."""
+    if not state.batches_done or state.epoch_sums is None:
+        return None
+    return reduce_sums(state.epoch_sums.clone()).tolist()
 
 
 def timed_batches(loader, waits: dict):

@@ -19,7 +19,7 @@ from images import class_imbalance
 from model import NO_PRETRAINED_WEIGHTS, maps_of
 from precision import autocast
 from checkpoints import put_in_place
-from utils import UserError, resume_command
+from utils import UserError, from_first_process, resume_command
 
 
 RUN_FILES = ("last.pth", "best.pth", "metrics.csv")  # what a run folder holds once a run has trained in it
@@ -50,14 +50,20 @@ def record_split(run_dir: Path, splits, val_ratio: float) -> None:
         put_in_place(run_dir / SPLIT_FILE, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
 
 
-def recorded_split(run_dir: Path, data_path: Path, val_ratio: float) -> set | None:
+def recorded_split(run_dir: Path, data_path: Path, val_ratio: float, main_process: bool = True) -> set | None:
     """The validation files record_split wrote for this data folder and --val-ratio; None where there are none
-    (a run from before 2026-11-29, another folder or ratio, a split root): the split is drawn again."""
+    (a run from before 2026-11-29, a split root) or they are another folder's or ratio's, which is said: the split
+    is drawn again (and recorded). Under torchrun the first process reads them and sends them to the others
+    (another machine may not hold the file), so that all train on one split."""
     path = run_dir / SPLIT_FILE
-    if not path.is_file():
+    record = from_first_process(json.loads(path.read_text()) if main_process and path.is_file() else None)
+    if record is None:
         return None
-    record = json.loads(path.read_text())
-    if record["data_path"] != str(Path(data_path).resolve()) or record["val_ratio"] != val_ratio:
+    here = str(Path(data_path).resolve())
+    if record["data_path"] != here or record["val_ratio"] != val_ratio:
+        if main_process:
+            print(f"notice: the run drew its validation files from {record['data_path']} at --val-ratio "
+                  f"{record['val_ratio']:g}; from {here} at {val_ratio:g} they are drawn again")
         return None
     return set(record["val"])
 
@@ -101,7 +107,7 @@ class StepLoss:
 def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, classes: list, improved: bool) -> None:
     # the lr the epoch's last step took (the next step's where none was taken since a resume)
     epoch, lr = state.epoch, state.lr if state.lr is not None else engine.current_lr(state.optimizer)
-    trained = train["images"] > 0  # none in an epoch resumed after its last batch: its figures are left empty
+    trained = train["images"] > 0  # none in an epoch resumed after its last batch: its speed is left empty
     throughput = train["images"] / max(train["seconds"], 1e-9) if trained else None
     wait_share = train["data_seconds"] / max(train["seconds"], 1e-9) if trained else None
     scalars = {"loss/train": train["loss"], "loss/val": val["loss"], "acc1/train": train["acc1"],
@@ -128,7 +134,7 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
     for path in train["failed"] + val["failed"]:
         print(f"warning: skipped an image that failed to load: {path}", file=sys.stderr)
     ema = f"  ema top-1 {ema_val['acc1']:.4f}" if ema_val is not None else ""
-    figures = f"train loss {train['loss']:.4f} top-1 {train['acc1']:.4f}" if trained else \
+    figures = f"train loss {train['loss']:.4f} top-1 {train['acc1']:.4f}" if train["loss"] is not None else \
         "trained before the resume"
     speed = f"{train['seconds']:.0f}s {throughput:.1f} img/s ({wait_share:.0%} waiting for data)" if trained \
         else f"{train['seconds']:.0f}s"
@@ -155,8 +161,14 @@ def write_metrics_row(path: Path, row: dict) -> None:
     put_in_place(path, write)
 
 
-def warn_unreadable(skipped: list, shown: int = 10) -> None:
-    """Files that do not decode are left out of the run, and the user is told which and why."""
+def warn_unreadable(skipped: list, recorded: set = None, splits=None, shown: int = 10) -> None:
+    """Files that do not decode are left out of the run, and the user is told which and why; so are the recorded
+    validation files (recorded_split) that are no longer there (renamed, deleted)."""
+    if recorded:
+        found = {Path(path).relative_to(splits.root).as_posix() for path, _ in splits.val + splits.skipped}
+        if gone := len(recorded - found):
+            print(f"warning: {gone} of the run's {len(recorded)} validation files are no longer in {splits.root}: "
+                  f"it validates on the other {len(splits.val)}", file=sys.stderr)
     for path, reason in skipped[:shown]:
         print(f"warning: left out {path}: {reason}", file=sys.stderr)
     if len(skipped) > shown:

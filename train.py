@@ -39,8 +39,8 @@ from loaders import Take, build_train_loader, eval_loader
 from model import resolve_variant
 from precision import amp_dtype
 from checkpoints import CheckpointWriter, load_checkpoint
-from utils import (StopSignal, UserError, init_distributed, lost_another_process, resume_command, run_cli,
-                   seed_everything, tune_for)
+from utils import (StopSignal, UserError, from_first_process, init_distributed, lost_another_process, resume_command,
+                   run_cli, seed_everything, tune_for)
 from weights import describe_for_checkpoint, model_for_run, resume_config, resumed_file
 from workers import dead_loader_worker, default_workers
 
@@ -165,11 +165,11 @@ def main(argv=None) -> None:
             torch.distributed.barrier()  # the other processes wait for the photos
     # a run resumed (or its checkpoint evaluated) validates on the files it drew at its start
     recorded = None if checkpoint is None else run_log.recorded_split(resumed_file(cfg).parent, cfg.data_path,
-                                                                      cfg.val_ratio)
+                                                                      cfg.val_ratio, main_process)
     splits = load_splits(cfg.data_path, cfg.val_ratio, seed=0, val_files=recorded)
     classes = splits.classes
     if main_process:
-        run_log.warn_unreadable(splits.skipped)
+        run_log.warn_unreadable(splits.skipped, recorded, splits)
     # a resumed run's saved --val-ratio was noticed when it started
     check_splits(splits, cfg, parser.get_default("val_ratio"), main_process and checkpoint is None)
     trained_on = checkpoint["class_names"] if checkpoint is not None else program.class_names if program else classes
@@ -266,6 +266,7 @@ def main(argv=None) -> None:
     step_loss = run_log.StepLoss(writer)
 
     def save(name: str, weights=None, copy_of: str = None) -> None:
+        epoch_sums = engine.epoch_sums_everywhere(state)  # midway: from every process, before the first saves
         if not main_process:
             return
         if name == "last.pth":  # the points up to its step on disk: a resume from it drops those after only
@@ -274,7 +275,7 @@ def main(argv=None) -> None:
         if copy_of:
             checkpoints.copy(run_dir / copy_of, run_dir / name)
         else:
-            checkpoints.save({**meta, **state.checkpoint(weights), "best_metric": engine.best_metric(cfg),
+            checkpoints.save({**meta, **state.checkpoint(weights, epoch_sums), "best_metric": engine.best_metric(cfg),
                               "config": plain(vars(cfg))}, run_dir / name)
 
     def on_step(state: engine.TrainState, loss: torch.Tensor | None) -> None:
@@ -382,7 +383,8 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
             stop.requested = f"--stop-after-epochs {cfg.stop_after_epochs}"
             return
     if val is not None and best is None:  # best.pth from before a resume: the report is of it all the same
-        best = evaluate_saved_best(state, run_dir / "best.pth", val_loader, normalize, len(classes), main_process)
+        best = evaluate_saved_best(state, run_dir / "best.pth", val_loader, normalize, len(classes), main_process) \
+            or (val, f"{run_dir / 'last.pth'} (epoch {state.epoch}; no best.pth beside it)")
     if writer is not None and val is not None:
         writer.add_hparams({k: v for k, v in plain(vars(cfg)).items() if isinstance(v, (int, float, str, bool))},
                            {f"hparam/best_{metric}": state.best_acc, "hparam/last_val_loss": val["loss"]},
@@ -397,7 +399,10 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
 def evaluate_saved_best(state, path: Path, val_loader, normalize, num_classes: int, main_process: bool) -> tuple:
     """(evaluation, description) of the weights in best.pth, as run_epochs keeps best's, for a run whose epochs
     since its resume scored lower: read by the first process, which wrote it (another machine's may not see the
-    file), sent to the others, evaluated by all on their shares. The training is over: the model takes them."""
+    file), sent to the others, evaluated by all on their shares; None where it is not there. The training is
+    over: the model takes them."""
+    if not from_first_process(path.is_file()):  # resumed from a copy of last.pth alone, or best.pth deleted
+        return None
     saved = load_checkpoint(path) if main_process else None
     if main_process:
         state.model.load_state_dict(saved["model"])

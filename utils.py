@@ -234,6 +234,16 @@ def reduce_sums(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def from_first_process(value):
+    """The first process's `value`, in every process (a collective under torchrun; `value` as it is alone)."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, 0)
+    return box[0]
+
+
 def from_all_processes(value) -> list:
     """`value` from every process, in rank order: [value] in a single process."""
     import torch.distributed as dist

@@ -127,7 +127,8 @@ def evaluate(checkpoint: Path, data: Path, cut: str) -> tuple:
                                  show_progress=False)
     recalls = [recall for _, recall, _, _ in evaluation.per_class_metrics(result["confusion"])]
     mine = recalls.pop(splits.classes.index(cut))
-    return result["balanced_acc"], mine, statistics.mean(recalls)
+    others = [recall for recall in recalls if recall is not None]  # None: a class with no validation photo
+    return result["balanced_acc"], math.nan if mine is None else mine, statistics.mean(others) if others else math.nan
 
 
 if __name__ == "__main__":

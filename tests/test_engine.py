@@ -379,7 +379,8 @@ def test_a_non_finite_loss_is_skipped_under_fp16_and_stops_the_run_otherwise(mon
 def test_a_stop_at_an_epochs_last_step_ends_the_epoch_and_an_empty_epoch_has_no_figures():
     """A stop taken at the epoch's last step is no interruption: the epoch is validated and saved as a whole,
     so that a resume does not start an epoch with no batches left. An epoch with none (a run killed while
-    validating, after a step's save at its last batch) reports no training figures, not zeros."""
+    validating, after a step's save at its last batch) reports the figures its checkpoint carried, or none
+    (not zeros) from a checkpoint without them."""
     import train
     cfg = train.build_parser().parse_args(["--warmup-epochs", "0", "--epochs", "1"])
     net = micro()
@@ -390,6 +391,10 @@ def test_a_stop_at_an_epochs_last_step_ends_the_epoch_and_an_empty_epoch_has_no_
     assert state.batches_done == 1
     result = engine.train_one_epoch(state, batches[1:], cfg, show_progress=False)  # the rest: its last step
     assert not result["interrupted"] and state.batches_done == 2 and result["images"] == 2
+    assert result["loss"] is not None and state.epoch_sums[3].item() == 4  # both calls' batches: the whole epoch
+    empty = engine.train_one_epoch(state, [], cfg, show_progress=False)  # the same epoch: its sums, no speed
+    assert empty["images"] == 0 and empty["loss"] == result["loss"] and not empty["interrupted"]
+    state.epoch_sums = None  # as a checkpoint from before 2026-11-29 leaves it
     empty = engine.train_one_epoch(state, [], cfg, show_progress=False)
     assert empty["images"] == 0 and empty["loss"] is None and empty["acc1"] is None and not empty["interrupted"]
 

@@ -282,8 +282,8 @@ def test_non_finite_loss_stops_without_writing_nan(flowers, tmp_path, monkeypatc
 def test_a_kill_while_validating_resumes_into_the_validation_and_logs_no_made_up_figures(flowers, tmp_path, capsys,
                                                                                         monkeypatch):
     """--save-every-steps saved last.pth at epoch 1's last batch; the run died while validating it. The resumed
-    run validates epoch 1 with no batch to train: its training figures are left empty, not written as zeros."""
-    from runs import metrics
+    run validates epoch 1 with no batch to train: its training figures are the checkpoint's, as an uninterrupted
+    run's, and its speed is left empty, not written as zero."""
     real_evaluate = evaluation.evaluate
 
     def killed(*args, **kwargs):
@@ -297,18 +297,37 @@ def test_a_kill_while_validating_resumes_into_the_validation_and_logs_no_made_up
     assert saved["epoch"] == 0 and saved["batches_done"] == 5  # 80 training images in batches of 16
     monkeypatch.setattr(evaluation, "evaluate", real_evaluate)
     out = train_here(capsys, "--resume", tmp_path / "k")
-    assert "epoch   1  trained before the resume  val loss" in out, out
     rows = metrics(tmp_path / "k")
+    assert "epoch   1  train loss " in out and "trained before the resume" not in out, out
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert rows[0]["loss_train"] == rows[0]["throughput_images_per_second"] == "" and rows[0]["acc1_val"] != ""
-    assert float(rows[1]["loss_train"]) > 0
+    assert rows[0]["throughput_images_per_second"] == "" and rows[0]["acc1_val"] != ""
+    train_here(capsys, *args[:-1], "straight")
+    straight = metrics(tmp_path / "straight")
+    figures = [[r[key] for key in ("loss_train", "acc1_train", "lr")] for r in rows]
+    assert figures == [[r[key] for key in ("loss_train", "acc1_train", "lr")] for r in straight]
 
 
-def ctrl_c_at_the_epochs_last_step(train_step):
-    """train_step, and a Ctrl-C as it ends the epoch's last step (80 training images in batches of 16: FAST's)."""
+def test_an_epoch_resumed_midway_reports_the_whole_epochs_figures(flowers, tmp_path, capsys, monkeypatch):
+    """Stopped after some of epoch 1's batches and resumed, the epoch's training loss and top-1 are an uninterrupted
+    run's: the checkpoint carries the sums of the batches trained before the stop."""
+    args = ["--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path]
+    train_here(capsys, *args, "--name", "straight")
+    monkeypatch.setattr(engine, "train_step", ctrl_c_at_batch(engine.train_step, 2))
+    with pytest.raises(SystemExit) as stopped:
+        train.main([str(a) for a in [*args, "--name", "stopped"]])
+    assert stopped.value.code == 130 and 0 < torch.load(tmp_path / "stopped" / "last.pth")["batches_done"] < 5
+    monkeypatch.undo()
+    train_here(capsys, "--resume", tmp_path / "stopped")
+    straight, resumed = metrics(tmp_path / "straight")[0], metrics(tmp_path / "stopped")[0]
+    assert (resumed["loss_train"], resumed["acc1_train"]) == (straight["loss_train"], straight["acc1_train"])
+
+
+def ctrl_c_at_batch(train_step, batch: int = 5):
+    """train_step, and a Ctrl-C as it ends the epoch's batch `batch`, by default its last (80 training images in
+    batches of 16: FAST's)."""
     def signalled(state, *args, **kwargs):
         result = train_step(state, *args, **kwargs)
-        if state.batches_done == 5:
+        if state.batches_done == batch:
             os.kill(os.getpid(), signal.SIGINT)
         return result
     return signalled
@@ -320,7 +339,7 @@ def test_a_stop_at_the_epochs_last_step_saves_its_training_before_validating(flo
     first, without --save-every-steps, and the run resumes into the validation."""
     def killed(*args, **kwargs):
         raise RuntimeError("killed while validating")
-    monkeypatch.setattr(engine, "train_step", ctrl_c_at_the_epochs_last_step(engine.train_step))
+    monkeypatch.setattr(engine, "train_step", ctrl_c_at_batch(engine.train_step))
     monkeypatch.setattr(evaluation, "evaluate", killed)
     with pytest.raises(RuntimeError, match="killed while validating"):
         train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "2", "--output", tmp_path, "--name", "s")
@@ -331,7 +350,7 @@ def test_a_stop_at_the_epochs_last_step_saves_its_training_before_validating(flo
 def test_a_stop_at_the_last_epochs_end_finishes_the_run_with_its_report(flowers, tmp_path, capsys, monkeypatch):
     """Ctrl-C (or a scheduler's SIGTERM) during the last step or the last validation finds the run done: it writes
     its report and ends as finished (status 0), rather than stopping with a resume that has nothing to do."""
-    monkeypatch.setattr(engine, "train_step", ctrl_c_at_the_epochs_last_step(engine.train_step))
+    monkeypatch.setattr(engine, "train_step", ctrl_c_at_batch(engine.train_step))
     out = train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "f")
     assert "stopped by" not in out and f"open in a browser: {tmp_path / 'f' / 'report.html'}" in out
     assert (tmp_path / "f" / "report.html").is_file()
@@ -353,6 +372,20 @@ def test_a_resumed_run_whose_best_came_before_reports_on_best_pth(flowers, tmp_p
     assert report_txt.startswith(f"swin_micro_patch4_window4_128 from {tmp_path / 'b' / 'best.pth'} (epoch 1)")
     epoch_1 = float(metrics(tmp_path / "b")[0]["acc1_val"])
     assert f"top-1 {epoch_1:.4f}" in report_txt and len(calls) == 2
+
+
+def test_a_run_resumed_from_last_pth_alone_reports_on_it(flowers, tmp_path, capsys, monkeypatch):
+    """Resumed from a copy of last.pth with no best.pth beside it, a run whose epochs since scored lower still
+    writes its report, of the last epoch's weights, and says so, rather than failing at its very end."""
+    import shutil
+    train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "m")
+    (tmp_path / "backup").mkdir()
+    shutil.copy(tmp_path / "m" / "last.pth", tmp_path / "backup" / "last.pth")
+    real_evaluate = evaluation.evaluate
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: dict(real_evaluate(*a, **k), acc1=-1.0))
+    train_here(capsys, "--resume", tmp_path / "backup" / "last.pth", "--epochs", "2")
+    assert (tmp_path / "backup" / "report.txt").read_text().startswith(
+        f"swin_micro_patch4_window4_128 from {tmp_path / 'backup' / 'last.pth'} (epoch 2; no best.pth beside it)")
 
 
 def test_a_process_that_died_under_torchrun_is_told_from_other_errors():

@@ -128,8 +128,15 @@ def test_a_resumed_run_validates_on_the_files_it_drew_at_its_start(flowers, tmp_
      .write_bytes(b"no longer a photo"))
     resumed = train_here(capsys, "--resume", tmp_path / "v", "--epochs", "2")
     assert "79 training and 20 validation images" in resumed
-    evaluated = train_here(capsys, "--eval-only", "--resume", tmp_path / "v", "--workers", "0", "--no-progress")
-    assert "val: 20 images" in evaluated
+    # a validation photo renamed since is said to be gone; another --val-ratio draws the split again, said too
+    (data / val[0]).rename(data / val[0].replace(".jpg", "_renamed.jpg"))
+    evaluate = ["--eval-only", "--resume", tmp_path / "v", "--workers", "0", "--no-progress"]
+    train.main(list(map(str, evaluate)))
+    out, err = capsys.readouterr()
+    assert "val: 19 images" in out and f"1 of the run's 20 validation files are no longer in {data}" in err
+    again = train_here(capsys, *evaluate, "--val-ratio", "0.3")
+    assert "notice: the run drew its validation files from" in again and "from {} at 0.3 they are drawn again".format(
+        data.resolve()) in again
 
 
 def test_metrics_csv_holds_an_epoch_once_its_latest_training(tmp_path):
