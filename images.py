@@ -124,9 +124,16 @@ def check_images(paths: list[Path], desc: str = "checking images"):
 
 
 def find_images(folder: Path) -> list[Path]:
-    """Image files under `folder`, at any depth, in sorted order on every platform; hidden folders are left out."""
-    found = []
-    for directory, subdirs, files in os.walk(folder):
+    """Image files under `folder`, at any depth, in sorted order on every platform; hidden folders are left out.
+    Symlinked folders are followed (as a symlinked class folder is), each real folder once: a link to a folder
+    above it would otherwise be walked forever."""
+    found, seen = [], set()
+    for directory, subdirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:
+            subdirs[:] = []
+            continue
+        seen.add(real)
         subdirs[:] = sorted(name for name in subdirs if not name.startswith("."))
         found += [Path(directory, name) for name in sorted(files) if is_image_file(Path(name))]
     return found
@@ -408,8 +415,8 @@ def place_image(source: Path, target: Path, mode: str, max_size: int | None = No
     try:
         if mode == "copy":
             shutil.copy2(source, target)
-        elif mode == "hardlink":
-            os.link(source, target)
+        elif mode == "hardlink":  # to the file a symlink names: link() would copy a relative link, broken there
+            os.link(source.resolve(), target)
         else:
             target.symlink_to(source.resolve())
     except OSError as error:

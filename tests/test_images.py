@@ -52,6 +52,17 @@ def test_load_rgb_applies_exif_orientation(tmp_path):
     assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60
 
 
+def test_listing_follows_symlinked_folders_once(tmp_path):
+    """A symlinked folder inside a class folder (photos kept elsewhere) is listed as a symlinked class folder
+    is; a link back to a folder above is walked once, not forever."""
+    extra = [write_image(tmp_path / "elsewhere" / name) for name in ("x.jpg", "y.jpg")]
+    own = write_image(tmp_path / "c" / "a.jpg")
+    (tmp_path / "c" / "more").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "c" / "loop").symlink_to(tmp_path / "c")
+    found = find_images(tmp_path / "c")
+    assert found == [own, *(tmp_path / "c" / "more" / path.name for path in extra)]
+
+
 def test_load_rgb_raises_on_a_broken_file(tmp_path):
     for path in write_broken_files(tmp_path / "broken")[:4]:  # the bomb only warns outside a check
         with pytest.raises(OSError):

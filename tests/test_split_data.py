@@ -1,6 +1,7 @@
 """split_data.py: the tutorial's split, made deterministic, checked and safe for the source."""
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -103,7 +104,12 @@ def test_the_source_is_never_changed_in_any_mode(tmp_path):
 
 
 def test_modes_copy_hardlink_and_symlink(tmp_path):
+    """Each mode places the photo itself, also where the class folder holds a relative symlink to it (as a link
+    copied into the split, it would point nowhere, or at another file)."""
     source = make_photos(tmp_path / "photos")
+    (tmp_path / "extra").mkdir()
+    shutil.copy(source / "cat" / "cat_01.jpg", tmp_path / "extra" / "elsewhere.jpg")
+    (source / "cat" / "linked.jpg").symlink_to(Path("..", "..", "extra", "elsewhere.jpg"))
     for mode in ("copy", "hardlink", "symlink"):
         split_data.main(["--data-path", str(source), "--out", str(tmp_path / mode), "--mode", mode])
     original = source / "cat" / "cat_00.jpg"
@@ -112,6 +118,10 @@ def test_modes_copy_hardlink_and_symlink(tmp_path):
     assert not placed["copy"].is_symlink() and not placed["copy"].samefile(original)
     assert placed["hardlink"].stat().st_ino == original.stat().st_ino
     assert placed["symlink"].is_symlink() and placed["symlink"].resolve() == original.resolve()
+    for mode in ("copy", "hardlink", "symlink"):
+        linked = next((tmp_path / mode).glob("*/cat/linked.jpg"))
+        assert linked.samefile(tmp_path / "extra" / "elsewhere.jpg") or mode == "copy", mode
+        assert linked.read_bytes() == (tmp_path / "extra" / "elsewhere.jpg").read_bytes()
 
 
 def test_max_size_writes_smaller_upright_copies(tmp_path):
