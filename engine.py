@@ -309,7 +309,7 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
                 if shown.arrived():  # on a CPU at once; on a GPU once the step it follows has run
                     loss_sum, correct, _, images_then = shown.read()
                     bar.set_postfix(loss=f"{loss_sum / images_then:.4f}", acc=f"{correct / images_then:.3f}",
-                                    lr=f"{current_lr(state.optimizer):.2e}",
+                                    lr=f"{state.lr if state.lr is not None else current_lr(state.optimizer):.2e}",
                                     img_s=f"{seen / (time.perf_counter() - start):.1f}", refresh=False)
                     shown = None
         if state.step > steps_before and on_step is not None:  # a step taken, if by a batch without images too

@@ -103,18 +103,21 @@ def image_problem(path: Path) -> str | None:
     return None
 
 
-def refuse_decompression_bombs() -> None:
-    """Pillow warns about an image past Image.MAX_IMAGE_PIXELS (89 MP) and decodes it anyway (it raises past
-    twice that): from here on in this process the warning is raised, so that such a file is refused, as one
-    line, wherever it is opened: when a folder is listed (check_images), by predict.py, in the loader's
-    workers. Set once for the process: catch_warnings around each image would make Pillow's once-only
-    warnings (a palette's transparency) print again for every image."""
+def set_image_warnings() -> None:
+    """Pillow's warnings, for this process: Pillow warns about an image past Image.MAX_IMAGE_PIXELS (89 MP) and
+    decodes it anyway (it raises past twice that): from here on the warning is raised, so that such a file is
+    refused, as one line, wherever it is opened: when a folder is listed (check_images), by predict.py, in the
+    loader's workers. A photo whose EXIF block is cut short decodes as it is (no orientation can be read from
+    it): Pillow's warning about it, which names no file, is not shown. Set once for the process:
+    catch_warnings around each image would make Pillow's once-only warnings (a palette's transparency) print
+    again for every image."""
     warnings.simplefilter("error", Image.DecompressionBombWarning)
+    warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)
 
 
 def check_images(paths: list[Path], desc: str = "checking images"):
     """Split `paths` into those that decode and (path, reason) for those that do not, in order."""
-    refuse_decompression_bombs()
+    set_image_warnings()
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         problems = list(tqdm(pool.map(image_problem, paths), total=len(paths), desc=desc,
                              unit="img", leave=False, disable=None))

@@ -31,7 +31,7 @@ import plots
 from config import COUNT, POSITIVE_INT
 from data import ImageDataset, Normalize, build_loader, build_transform, load_rgb
 from export import ExportedClassifier, add_arguments as add_export_arguments, chosen_exporter
-from images import image_problem, list_images, refuse_decompression_bombs
+from images import image_problem, list_images, set_image_warnings
 from model import maps_of
 from precision import amp_dtype, autocast
 from utils import UserError, check_writable, run_cli, select_device, tune_for
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    refuse_decompression_bombs()  # as training refuses them
+    set_image_warnings()  # decompression bombs refused, as training refuses them
     if not args.images and args.export is None:
         raise UserError("name the images to classify: files, folders or glob patterns (or --export FILE)")
     if args.cam and args.save_vis is None:

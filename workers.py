@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from images import refuse_decompression_bombs
+from images import set_image_warnings
 
 
 # A training batch is shared memory that the worker fills and the training process maps. Whichever process lets go
@@ -87,7 +87,7 @@ def start_loader_worker(worker_id: int, held_batches: int = 0, nice: int = 0) ->
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     sys.excepthook = quiet_on_broken_connections(sys.excepthook)
-    refuse_decompression_bombs()  # a worker started afresh (spawn) has not inherited the filter
+    set_image_warnings()  # a worker started afresh (spawn) has not inherited the filters
 
 
 def quiet_on_broken_connections(hook):

@@ -11,7 +11,7 @@ from PIL import Image
 
 from image_factory import (png_bytes, write_broken_files, write_class_tree, write_ignored_files, write_image,
                            write_sideways_jpeg)
-from images import (IMAGE_EXTENSIONS, check_images, find_images, load_rgb, load_splits, place_image,
+from images import (IMAGE_EXTENSIONS, check_images, find_images, image_problem, load_rgb, load_splits, place_image,
                     read_class_indices, split_by_class, write_class_indices)
 from utils import UserError
 
@@ -61,6 +61,19 @@ def test_listing_follows_symlinked_folders_once(tmp_path):
     (tmp_path / "c" / "loop").symlink_to(tmp_path / "c")
     found = find_images(tmp_path / "c")
     assert found == [own, *(tmp_path / "c" / "more" / path.name for path in extra)]
+
+
+def test_a_photo_whose_exif_block_is_cut_short_decodes_without_a_warning_that_names_no_file(tmp_path):
+    import warnings
+    import images
+    exif = Image.Exif()
+    exif[0x0112] = 6  # an orientation, in a block cut short
+    Image.new("RGB", (64, 48), (200, 0, 0)).save(tmp_path / "cut.jpg", exif=exif.tobytes()[:20])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        images.set_image_warnings()
+        assert load_rgb(tmp_path / "cut.jpg").size == (64, 48) and image_problem(tmp_path / "cut.jpg") is None
+    assert not [warning for warning in caught if "EXIF" in str(warning.message)]
 
 
 def test_load_rgb_raises_on_a_broken_file(tmp_path):
