@@ -34,7 +34,7 @@ from export import ExportedClassifier, add_arguments as add_export_arguments, ch
 from images import image_problem, list_images, set_image_warnings
 from model import maps_of
 from precision import amp_dtype, autocast
-from utils import UserError, check_writable, run_cli, select_device, tune_for
+from utils import UserError, check_writable, padded, run_cli, select_device, text_width, tune_for
 from weights import load_classifier
 from workers import default_workers
 
@@ -102,7 +102,7 @@ def main(argv=None) -> None:
     if export is not None:
         note = export(clf, args.export, device, args.export_input)
         print(f"wrote {args.export} ({note})", file=sys.stderr)
-    k, width = min(args.topk, len(clf.class_names)), max(len(name) for name in clf.class_names)
+    k, width = min(args.topk, len(clf.class_names)), max(text_width(name) for name in clf.class_names)
     transform = build_transform(clf.model.img_size, train=False, crop_pct=clf.crop_pct)
     normalize = None if program else Normalize(clf.mean, clf.std)  # a program normalises: it takes the uint8 crop
     results, failed, card_names, stopped = [], [], set(), False
@@ -119,7 +119,7 @@ def main(argv=None) -> None:
             if args.json:
                 print(json.dumps(result), flush=True)
             elif args.output is None:
-                print(path, *(f"  {r}. {e['label']:<{width}}  {e['prob']:7.2%}"
+                print(path, *(f"  {r}. {padded(e['label'], width)}  {e['prob']:7.2%}"
                               for r, e in enumerate(result["topk"], 1)), sep="\n")
             if args.save_vis is not None:
                 save_card(result, args.save_vis, card_names, seen)

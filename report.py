@@ -33,6 +33,7 @@ import evaluation
 import plots
 from data import CROP_PCT
 from checkpoints import put_in_place
+from utils import clipped, padded, text_width
 
 MAX_SHOWN = 300  # thumbnails in the gallery, the most confident mistakes first
 THUMB_SIZE = 128  # px, the longer side
@@ -70,7 +71,7 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
     write_report(folder / "report.html", result, classes, checkpoint, variant, split, metrics_csv)
     write_misclassified_csv(folder / "misclassified.csv", result["wrong"], classes)
     plots.confusion_matrix_image(result["confusion"], classes, f"{split} split").save(folder / "confusion_matrix.png")
-    width = max(len(c) for c in classes + ["class"])
+    width = max(text_width(c) for c in classes + ["class"])
     lines = [f"{variant} from {checkpoint}",
              f"{split}: {result['images']} images  top-1 {result['acc1']:.4f}  top-5 {result['acc5']:.4f}  "
              f"balanced accuracy {result['balanced_acc']:.4f}  loss {result['loss']:.4f}", "",
@@ -78,10 +79,10 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
     for (precision, recall, f1, support), name in zip(evaluation.per_class_metrics(result["confusion"]), classes):
         figures = "  ".join(f"{'n/a' if value is None else f'{value:.3f}':>{size}}"
                             for value, size in ((precision, 9), (recall, 6), (f1, 5)))
-        lines.append(f"{name:<{width}}  {figures}  {support:6d}")
+        lines.append(f"{padded(name, width)}  {figures}  {support:6d}")
     lines += ["", "confusion matrix (rows: true class, columns: predicted)",
-              f"{'':<{width}}  " + " ".join(f"{name[:5]:>5}" for name in classes)]
-    lines += [f"{name:<{width}}  " + " ".join(f"{int(v):5d}" for v in row)
+              f"{'':<{width}}  " + " ".join(padded(clipped(name, 5), 5, right=True) for name in classes)]
+    lines += [f"{padded(name, width)}  " + " ".join(f"{int(v):5d}" for v in row)
               for name, row in zip(classes, result["confusion"])]
     text = "\n".join(lines)
     (folder / "report.txt").write_text(text + "\n", encoding="utf-8", errors="surrogateescape")

@@ -23,7 +23,7 @@ from config import COUNT, FRACTION, POSITIVE_INT, ranged
 from download import FLOWER_PHOTOS_SHA256, FLOWER_PHOTOS_URL, fetch_flower_photos
 from images import (SPLITS, class_imbalance, place_image, prepare_out, read_class_root, split_by_class,
                     write_class_indices)
-from utils import UserError, run_cli
+from utils import UserError, padded, run_cli, text_width
 
 REPORT, CHART, CLASS_INDICES = "split_report.txt", "class_distribution.png", "class_indices.json"
 
@@ -96,11 +96,11 @@ def format_report(source: Path, out: Path, args, classes: list[str], counts: dic
     skipped_per_class = [sum(Path(path).relative_to(source).parts[0] == name for path, _ in skipped)
                          for name in classes]
     columns = {**counts, "skipped": skipped_per_class}
-    width = max(len("class"), *map(len, classes))
+    width = max(len("class"), *map(text_width, classes))
     lines = [f"{source} -> {out}: seed {args.seed}, val {args.val_ratio:g}, test {args.test_ratio:g}, "
              f"mode {args.mode}" + (f", max size {args.max_size}" if args.max_size else ""),
              f"{'class':<{width}}" + "".join(f"{name:>9}" for name in columns)]
-    lines += [f"{name:<{width}}" + "".join(f"{column[i]:>9}" for column in columns.values())
+    lines += [padded(name, width) + "".join(f"{column[i]:>9}" for column in columns.values())
               for i, name in enumerate(classes)]
     lines.append(f"{'total':<{width}}" + "".join(f"{sum(column):>9}" for column in columns.values()))
     if skipped:

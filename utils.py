@@ -12,6 +12,7 @@ import re
 import shlex
 import signal
 import sys
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,26 @@ class UserError(Exception):
 
     Scripts print its message, without a traceback, and exit with status 2.
     """
+
+
+def text_width(text: str) -> int:
+    """The columns `text` takes in a terminal or a monospaced file: two for a wide character (CJK), none for a
+    combining mark, one for the rest, where len() counts characters."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def padded(text: str, width: int, right: bool = False) -> str:
+    """`text` filled with spaces to `width` columns (text_width): after it, or before it with `right`, as a
+    table's aligned columns need, class names in any script."""
+    fill = " " * max(0, width - text_width(text))
+    return fill + text if right else text + fill
+
+
+def clipped(text: str, width: int) -> str:
+    """The start of `text` that fits in `width` columns (text_width)."""
+    while text_width(text) > width:
+        text = text[:-1]
+    return text
 
 
 def first_line(error: BaseException) -> str:

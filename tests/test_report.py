@@ -201,6 +201,20 @@ def test_a_class_with_no_image_in_the_split_shows_no_recall_rather_than_zero(flo
     assert result["balanced_acc"] == pytest.approx((0.95 + 0.95 + 1.0 + 1.0) / 4)
 
 
+def test_report_txt_keeps_its_columns_in_line_for_class_names_in_any_script(flowers, tmp_path):
+    """A CJK letter takes two columns and a combining accent none: the table pads by the columns a name takes,
+    not by its characters, so the figures stay in line (as in split_data.py's table and predict.py's)."""
+    from utils import text_width
+    names = ["daisy", "日本の花", "rose\u0301s", "sunflowers", "tulips"]  # wide letters; é as e + a combining accent
+    text = report.write_evaluation(tmp_path, fake_evaluation(flowers, [0.6, 0.7]), names, "best.pth", "swin_micro",
+                                   "val")
+    lines = text.splitlines()
+    table = lines[lines.index(next(line for line in lines if line.startswith("class"))):][:6]
+    assert len({text_width(line) for line in table}) == 1, table
+    matrix = lines[-6:]
+    assert len({text_width(line) for line in matrix}) == 1, matrix
+
+
 def test_a_mistake_with_a_map_is_tinted_where_the_model_saw_its_choice(flowers, tmp_path):
     """evaluate's maps (by path: where the model saw the class it chose) tint the thumbnail's central square, the
     crop evaluation shows the model; a mistake without one is shown as it is."""
