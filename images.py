@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import struct
+import unicodedata
 import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -160,6 +161,13 @@ def class_folders(root: Path) -> list[Path]:
 def write_class_indices(path, classes: list[str]) -> None:
     indices = json.dumps({str(i): name for i, name in enumerate(classes)}, indent=4)
     Path(path).write_text(indices + "\n", encoding="utf-8")
+
+
+def same_names(names: list[str], others: list[str]) -> bool:
+    """Whether two lists of class names are the same, letter for letter: é written as one character or as e
+    and an accent (macOS file systems and some archives turn names into the second) counts as one letter."""
+    return [unicodedata.normalize("NFC", name) for name in names] == \
+        [unicodedata.normalize("NFC", name) for name in others]
 
 
 def read_class_indices(path) -> list[str]:
@@ -319,7 +327,7 @@ def load_split_root(root: Path, check: bool = True) -> DataSplits:
                         "(python split_data.py writes them)")
     classes, train_images, skipped = read_class_root(root / "train", check)
     indices_file = root / "class_indices.json"
-    if indices_file.exists() and read_class_indices(indices_file) != classes:
+    if indices_file.exists() and not same_names(read_class_indices(indices_file), classes):
         raise UserError(f"{indices_file} lists {read_class_indices(indices_file)} but the class "
                         f"folders of {root / 'train'} are {classes}: re-run split_data.py or delete it")
     splits = DataSplits(root, classes, [(str(p), label) for label, paths in enumerate(train_images)
@@ -327,13 +335,15 @@ def load_split_root(root: Path, check: bool = True) -> DataSplits:
     for name in ("val", "test"):
         if not (root / name).is_dir():
             continue
+        labels = {unicodedata.normalize("NFC", class_name): label for label, class_name in enumerate(classes)}
         for folder in class_folders(root / name):
-            if folder.name not in classes:
+            label = labels.get(unicodedata.normalize("NFC", folder.name))  # as same_names compares
+            if label is None:
                 raise UserError(f"{folder} is a class that {root / 'train'} does not have: "
                                 "every class needs training images")
             paths = find_images(folder)
             good, bad = check_images(paths, desc=f"checking {name}/{folder.name}") if check else (paths, [])
-            getattr(splits, name).extend((str(p), classes.index(folder.name)) for p in good)
+            getattr(splits, name).extend((str(p), label) for p in good)
             splits.skipped += bad
     return splits
 

@@ -202,6 +202,20 @@ def test_split_root_mistakes_are_explained(tmp_path):
         load_splits(tmp_path)
 
 
+def test_a_class_name_written_with_a_combining_accent_is_the_same_class(tmp_path):
+    """"rosés" as macOS file systems write it (e + a combining accent) in the folders, as one letter in
+    class_indices.json: the same class, whichever way each is written."""
+    decomposed, composed = "rose\u0301s", "ros\u00e9s"
+    write_class_tree(tmp_path / "train", {"cat": 2, decomposed: 2})
+    write_class_tree(tmp_path / "val", {"cat": 1, composed: 1})
+    write_class_indices(tmp_path / "class_indices.json", ["cat", composed])
+    splits = load_splits(tmp_path)
+    assert splits.classes == ["cat", decomposed] and splits.counts("val") == [1, 1]
+    write_class_indices(tmp_path / "class_indices.json", ["cat", "roses"])
+    with pytest.raises(UserError, match="lists"):  # another name is another class
+        load_splits(tmp_path)
+
+
 def test_data_path_mistakes_are_explained(tmp_path):
     with pytest.raises(UserError, match="not found"):
         load_splits(tmp_path / "missing")
