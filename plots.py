@@ -170,13 +170,17 @@ def prediction_card(image: Image.Image, labels: list[str], probs: list[float], t
     small, title_font = font(13), font(15)
     photo = image.convert("RGB")
     photo.thumbnail((photo_size, photo_size))
-    if seen is not None:
-        seen = seen.resize((photo.height, photo.height), Image.BILINEAR)  # the model's square crop at the same height
+    if max(photo.size) < photo_size // 2:  # an icon: enlarged, its pixels kept sharp, to be seen at all
+        scale = photo_size // 2 / max(photo.size)
+        photo = photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.NEAREST)
+    if seen is not None:  # the model's square crop at the photo's height, or half the card's size beside a strip
+        side = min(photo_size, max(photo.height, photo_size // 2))
+        seen = seen.resize((side, side), Image.BILINEAR)
     extra = seen.width + 10 if seen is not None else 0
     label_width = int(max(small.getlength(label) for label in labels)) + 12
     row, bar_max, top = 26, 200, 34
     width = 10 + photo.width + extra + 20 + label_width + bar_max + 60
-    height = max(photo.height, row * len(labels)) + top + 10
+    height = max(photo.height, seen.height if seen is not None else 0, row * len(labels)) + top + 10
     while title_font.getlength(title) > width - 20:  # a long path: keep its end, the file name
         title = "..." + title[4:]
     card = Image.new("RGB", (width, height), "white")

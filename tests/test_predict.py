@@ -258,6 +258,19 @@ def test_cam_cards_show_where_the_top_class_was_seen(trained, photos, tmp_path, 
         assert 0.02 < red.mean() < 0.9 and red.mean() > ((shown[..., 0] - shown[..., 1:].max(-1)) > 60).mean()
 
 
+def test_a_card_shows_an_icon_and_a_panorama_at_a_size_to_see():
+    """An 8 x 8 icon is enlarged on its card, and the model's crop beside a 4000 x 50 panorama (a strip a few
+    pixels high on the card) is shown at half the card's photo size, not at the strip's height."""
+    crop = Image.new("RGB", (64, 64), (200, 30, 30))
+    icon = plots.prediction_card(Image.new("RGB", (8, 8), (0, 128, 0)), ["a", "b"], [0.7, 0.3], seen=crop)
+    pixels = np.array(icon)
+    assert (pixels[34:34 + 160, 10:10 + 160] == (0, 128, 0)).all()  # the icon, 160 px a side
+    strip = plots.prediction_card(Image.new("RGB", (4000, 50), (0, 0, 128)), ["a", "b"], [0.7, 0.3], seen=crop)
+    pixels = np.array(strip)
+    assert (pixels[34:34 + 4, 10:10 + 320] == (0, 0, 128)).all()  # the strip, 320 x 4
+    assert (pixels[34:34 + 160, 340:340 + 160] == (200, 30, 30)).all() and strip.height >= 160 + 34
+
+
 def test_the_heat_lies_where_the_map_is_high():
     """plots.heat_overlay: a map's rows are the image's rows, its columns the columns; the rest keeps its colour."""
     gray = np.full((40, 60, 3), 128, dtype=np.uint8)  # 40 rows, 60 columns
