@@ -85,6 +85,8 @@ def main(argv=None) -> None:
         raise UserError(f"--output {args.output}: the name must end in .json or .csv")
     if args.output is not None:  # what cannot be written fails before the classifying, not after
         check_writable(args.output)
+    if args.save_vis is not None and args.save_vis.exists() and not args.save_vis.is_dir():
+        raise UserError(f"--save-vis {args.save_vis} is a file: name a folder for the cards (made if missing)")
     if args.save_vis is not None:
         args.save_vis.mkdir(parents=True, exist_ok=True)
     export = chosen_exporter(args)

@@ -296,6 +296,7 @@ def test_cam_needs_cards_and_a_checkpoint(trained, photos, pt2_program, tmp_path
     ("{photo} --weights {run} --class-indices four.json", "four.json names 4 classes, but the classifier in"),
     ("{photo} --weights {run} --model swin_tiny_patch4_window7_224", "but {run}/best.pth holds a swin_micro"),
     ("{photo} --weights {run} --output results.txt", "--output results.txt: the name must end in .json or .csv"),
+    ("{photo} --weights {run} --save-vis {photo}", "--save-vis {photo} is a file: name a folder for the cards"),
 ])
 def test_user_errors(args, message, trained, checkpoint, photos, tmp_path, capsys, monkeypatch):
     torch.save(checkpoint["model"], tmp_path / "plain.pth")
