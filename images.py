@@ -129,12 +129,13 @@ def check_images(paths: list[Path], desc: str = "checking images"):
 
 def find_images(folder: Path) -> list[Path]:
     """Image files under `folder`, at any depth, in sorted order on every platform; hidden folders are left out.
-    Symlinked folders are followed (as a symlinked class folder is), each real folder once: a link to a folder
-    above it would otherwise be walked forever."""
-    found, seen = [], set()
+    Symlinked folders are followed (as a symlinked class folder is), each real folder once, and none that holds
+    `folder` itself: a link to a folder above (the data folder, from a class folder) would bring in the other
+    classes' photos, or walk forever."""
+    found, seen, top = [], set(), os.path.realpath(folder)
     for directory, subdirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(directory)
-        if real in seen:
+        if real in seen or (real != top and os.path.commonpath([real, top]) == real):  # seen, or above `folder`
             subdirs[:] = []
             continue
         seen.add(real)
@@ -146,7 +147,13 @@ def find_images(folder: Path) -> list[Path]:
 def class_folders(root: Path) -> list[Path]:
     """The class folders of `root`, sorted by name: the class order everywhere (labels, class_indices.json)."""
     folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    written = {}
     for folder in folders:
+        other = written.setdefault(unicodedata.normalize("NFC", folder.name), folder.name)
+        if other != folder.name:  # one class to same_names, two folders here: their photos would be mixed up
+            raise UserError(f"{root} holds two class folders named {folder.name!r}, their letters written two ways "
+                            f"({ascii(other)} and {ascii(folder.name)}, é as one letter or as e and an accent): "
+                            "merge them into one")
         try:  # a class's name is text in checkpoints, TensorBoard's tags and ONNX metadata, which hold UTF-8 only
             folder.name.encode("utf-8")
         except UnicodeEncodeError:
@@ -168,6 +175,16 @@ def same_names(names: list[str], others: list[str]) -> bool:
     and an accent (macOS file systems and some archives turn names into the second) counts as one letter."""
     return [unicodedata.normalize("NFC", name) for name in names] == \
         [unicodedata.normalize("NFC", name) for name in others]
+
+
+def names_order_hint(names: list[str], others: list[str]) -> str:
+    """For an error about two lists of class names that differ: where they hold the same names in another order,
+    which a letter written two ways causes (sorted, e and an accent comes before é), what to look at."""
+    if sorted(unicodedata.normalize("NFC", name) for name in names) != \
+            sorted(unicodedata.normalize("NFC", name) for name in others):
+        return ""
+    return (f" (the same names in another order: letters written two ways, as one letter or as a letter and an "
+            f"accent, sort otherwise; {ascii(names)} against {ascii(others)})")
 
 
 def read_class_indices(path) -> list[str]:
@@ -328,8 +345,9 @@ def load_split_root(root: Path, check: bool = True) -> DataSplits:
     classes, train_images, skipped = read_class_root(root / "train", check)
     indices_file = root / "class_indices.json"
     if indices_file.exists() and not same_names(read_class_indices(indices_file), classes):
-        raise UserError(f"{indices_file} lists {read_class_indices(indices_file)} but the class "
-                        f"folders of {root / 'train'} are {classes}: re-run split_data.py or delete it")
+        listed = read_class_indices(indices_file)
+        raise UserError(f"{indices_file} lists {listed} but the class folders of {root / 'train'} are {classes}"
+                        f"{names_order_hint(listed, classes)}: re-run split_data.py or delete it")
     splits = DataSplits(root, classes, [(str(p), label) for label, paths in enumerate(train_images)
                                         for p in paths], [], [], skipped)
     for name in ("val", "test"):

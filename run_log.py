@@ -53,19 +53,24 @@ def record_split(run_dir: Path, splits, val_ratio: float) -> None:
 def recorded_split(run_dir: Path, data_path: Path, val_ratio: float, main_process: bool = True) -> set | None:
     """The validation files record_split wrote for this data folder and --val-ratio; None where there are none
     (a run from before 2026-11-29, a split root) or they are another folder's or ratio's, which is said: the split
-    is drawn again (and recorded). Under torchrun the first process reads them and sends them to the others
-    (another machine may not hold the file), so that all train on one split."""
-    path = run_dir / SPLIT_FILE
-    record = from_first_process(json.loads(path.read_text()) if main_process and path.is_file() else None)
-    if record is None:
+    is drawn again (and recorded). Under torchrun the first process decides and sends the files to the others
+    (another machine may not hold the file, or hold the data elsewhere), so that all train on one split."""
+    return from_first_process(read_recorded_split(run_dir / SPLIT_FILE, data_path, val_ratio) if main_process
+                              else None)
+
+
+def read_recorded_split(path: Path, data_path: Path, val_ratio: float) -> set | None:
+    try:
+        record = json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:  # cut short or edited: drawn again, as with none
+        print(f"notice: {path} is not the JSON a run writes: the validation files are drawn again")
         return None
     here = str(Path(data_path).resolve())
-    if record["data_path"] != here or record["val_ratio"] != val_ratio:
-        if main_process:
-            print(f"notice: the run drew its validation files from {record['data_path']} at --val-ratio "
-                  f"{record['val_ratio']:g}; from {here} at {val_ratio:g} they are drawn again")
+    if record is not None and (record["data_path"] != here or record["val_ratio"] != val_ratio):
+        print(f"notice: the run drew its validation files from {record['data_path']} at --val-ratio "
+              f"{record['val_ratio']:g}; from {here} at {val_ratio:g} they are drawn again")
         return None
-    return set(record["val"])
+    return set(record["val"]) if record is not None else None
 
 
 def make_run_folder(folder: Path, named: bool) -> Path:

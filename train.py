@@ -33,7 +33,7 @@ import run_log
 from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, parse_config, plain, ranged, weights_path,
                     write_yaml, yes_no)
 from data import build_normalize, build_transform
-from images import load_splits, same_names, write_class_indices
+from images import load_splits, names_order_hint, same_names, write_class_indices
 from download import fetch_official_weights, fetch_tutorial_photos, official_weights_file
 from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_train_loader, eval_loader
@@ -176,7 +176,7 @@ def main(argv=None) -> None:
     trained_on = checkpoint["class_names"] if checkpoint is not None else program.class_names if program else classes
     if not same_names(trained_on, classes):
         raise UserError(f"{cfg.resume or cfg.weights} was trained on classes {trained_on}, but {cfg.data_path} has "
-                        f"{classes}")
+                        f"{classes}{names_order_hint(trained_on, classes)}")
     if cfg.num_classes is not None and cfg.num_classes != len(classes):
         raise UserError(f"--num-classes {cfg.num_classes} was given, but {cfg.data_path} has {len(classes)} "
                         f"class folders: {', '.join(classes)}. Drop --num-classes or fix the folders.")

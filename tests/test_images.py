@@ -54,11 +54,14 @@ def test_load_rgb_applies_exif_orientation(tmp_path):
 
 def test_listing_follows_symlinked_folders_once(tmp_path):
     """A symlinked folder inside a class folder (photos kept elsewhere) is listed as a symlinked class folder
-    is; a link back to a folder above is walked once, not forever."""
+    is; a link back to the folder, or to one above it (the data folder, with the other classes' photos), is
+    not walked: it would list photos of other classes under this one, or walk forever."""
     extra = [write_image(tmp_path / "elsewhere" / name) for name in ("x.jpg", "y.jpg")]
     own = write_image(tmp_path / "c" / "a.jpg")
     (tmp_path / "c" / "more").symlink_to(tmp_path / "elsewhere")
     (tmp_path / "c" / "loop").symlink_to(tmp_path / "c")
+    (tmp_path / "c" / "up").symlink_to(tmp_path)
+    write_image(tmp_path / "d" / "another_class.jpg")
     found = find_images(tmp_path / "c")
     assert found == [own, *(tmp_path / "c" / "more" / path.name for path in extra)]
 
@@ -214,6 +217,19 @@ def test_a_class_name_written_with_a_combining_accent_is_the_same_class(tmp_path
     write_class_indices(tmp_path / "class_indices.json", ["cat", "roses"])
     with pytest.raises(UserError, match="lists"):  # another name is another class
         load_splits(tmp_path)
+
+
+def test_class_names_that_differ_only_in_how_a_letter_is_written(tmp_path):
+    """Two folders whose names are one class to same_names would mix their photos up: refused. A list whose
+    names sort otherwise for that reason gets an error that shows the difference, where printed they look alike."""
+    write_class_tree(tmp_path / "two", {"ros\u00e9s": 1, "rose\u0301s": 1, "tulips": 1})
+    with pytest.raises(UserError, match=r"two class folders named .*'rose\\u0301s' and 'ros\\xe9s'.*merge them"):
+        load_splits(tmp_path / "two")
+    write_class_tree(tmp_path / "split" / "train", {"e\u0301clair": 1, "fig": 1})
+    write_class_tree(tmp_path / "split" / "val", {"e\u0301clair": 1, "fig": 1})
+    write_class_indices(tmp_path / "split" / "class_indices.json", ["fig", "\u00e9clair"])
+    with pytest.raises(UserError, match=r"the same names in another order.*'\\xe9clair'\] against \['e\\u0301clair'"):
+        load_splits(tmp_path / "split")
 
 
 def test_data_path_mistakes_are_explained(tmp_path):

@@ -134,6 +134,11 @@ def test_a_resumed_run_validates_on_the_files_it_drew_at_its_start(flowers, tmp_
     train.main(list(map(str, evaluate)))
     out, err = capsys.readouterr()
     assert "val: 19 images" in out and f"1 of the run's 20 validation files are no longer in {data}" in err
+    (tmp_path / "v" / "val_files.json").write_text((tmp_path / "v" / "val_files.json").read_text()[:50])
+    cut_short = train_here(capsys, *evaluate)
+    assert "val_files.json is not the JSON a run writes: the validation files are drawn again" in cut_short
+    (tmp_path / "v" / "val_files.json").write_text(json.dumps({"data_path": str(data.resolve()), "val_ratio": 0.2,
+                                                                "val": val}))
     again = train_here(capsys, *evaluate, "--val-ratio", "0.3")
     assert "notice: the run drew its validation files from" in again and "from {} at 0.3 they are drawn again".format(
         data.resolve()) in again
