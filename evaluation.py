@@ -1,16 +1,21 @@
 """Evaluation: loss, top-1, top-5, balanced accuracy and the confusion matrix of a model (or an exported
 program) over a loader, summed exactly over the processes of a torchrun run, and every mistake with its top-3
-predictions and class activation map (what report.py shows); per-class precision and recall.
+predictions and class activation map (what report.py shows); of a saved checkpoint's weights; per-class
+precision and recall.
 """
+from pathlib import Path
+
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from checkpoints import load_checkpoint
 from data import to_device
 from model import maps_of
 from precision import autocast
-from utils import from_all_processes, reduce_sums
+from utils import from_all_processes, from_first_process, reduce_sums
 
 
 @torch.no_grad()
@@ -62,6 +67,24 @@ def evaluate(model: nn.Module, loader, normalize, num_classes: int, device, amp,
     return {"loss": sums[0].item() / count, "acc1": confusion.trace().item() / count,
             "acc5": sums[1].item() / count, "balanced_acc": balanced_accuracy(confusion),
             "confusion": confusion, "wrong": wrong, "maps": maps, "failed": failed, "images": int(confusion.sum())}
+
+
+def evaluate_saved(model: nn.Module, path, loader, normalize, num_classes: int, device, amp,
+                   main_process: bool = True) -> tuple | None:
+    """(evaluation, description) of the weights a checkpoint at `path` holds (train.py's best.pth, for a run whose
+    epochs since its resume scored lower), loaded into `model`; None where there is no such file. The first
+    process reads it (it wrote it; another machine may not see the file) and sends the weights to the others,
+    and all evaluate their shares."""
+    if not from_first_process(Path(path).is_file()):  # resumed from a copy of last.pth alone, or best.pth deleted
+        return None
+    saved = load_checkpoint(path) if main_process else None
+    if main_process:
+        model.load_state_dict(saved["model"])
+    if dist.is_available() and dist.is_initialized():
+        for tensor in model.state_dict().values():
+            dist.broadcast(tensor, 0)
+    result = evaluate(model, loader, normalize, num_classes, device, amp, False)
+    return result, f"{path} (epoch {saved['epoch']})" if main_process else None
 
 
 def misclassified(outcomes: list, paths: list) -> list:

@@ -39,8 +39,8 @@ from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_train_loader, eval_loader
 from model import resolve_variant
 from precision import amp_dtype
-from checkpoints import CheckpointWriter, load_checkpoint
-from utils import (StopSignal, UserError, from_first_process, init_distributed, lost_another_process, resume_command,
+from checkpoints import CheckpointWriter
+from utils import (StopSignal, UserError, init_distributed, lost_another_process, resume_command,
                    run_cli, seed_everything, tune_for)
 from weights import describe_for_checkpoint, model_for_run, resume_config, resumed_file
 from workers import dead_loader_worker, default_workers
@@ -384,7 +384,8 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
             stop.requested = f"--stop-after-epochs {cfg.stop_after_epochs}"
             return
     if val is not None and best is None:  # best.pth from before a resume: the report is of it all the same
-        best = evaluate_saved_best(state, run_dir / "best.pth", val_loader, normalize, len(classes), main_process) \
+        best = evaluation.evaluate_saved(state.model, run_dir / "best.pth", val_loader, normalize, len(classes),
+                                         state.device, state.amp, main_process) \
             or (val, f"{run_dir / 'last.pth'} (epoch {state.epoch}; no best.pth beside it)")
     if writer is not None and val is not None:
         writer.add_hparams({k: v for k, v in plain(vars(cfg)).items() if isinstance(v, (int, float, str, bool))},
@@ -395,23 +396,6 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
         report.write_evaluation(run_dir, result, classes, checkpoint, state.model.variant, "val",
                                 run_dir / "metrics.csv")
         print(f"what {checkpoint} gets wrong, to open in a browser: {run_dir / 'report.html'}")
-
-
-def evaluate_saved_best(state, path: Path, val_loader, normalize, num_classes: int, main_process: bool) -> tuple:
-    """(evaluation, description) of the weights in best.pth, as run_epochs keeps best's, for a run whose epochs
-    since its resume scored lower: read by the first process, which wrote it (another machine's may not see the
-    file), sent to the others, evaluated by all on their shares; None where it is not there. The training is
-    over: the model takes them."""
-    if not from_first_process(path.is_file()):  # resumed from a copy of last.pth alone, or best.pth deleted
-        return None
-    saved = load_checkpoint(path) if main_process else None
-    if main_process:
-        state.model.load_state_dict(saved["model"])
-    if torch.distributed.is_initialized():
-        for tensor in state.model.state_dict().values():
-            torch.distributed.broadcast(tensor, 0)
-    result = evaluation.evaluate(state.model, val_loader, normalize, num_classes, state.device, state.amp, False)
-    return result, f"{path} (epoch {saved['epoch']})" if main_process else None
 
 
 def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp, main_process: bool) -> None:
