@@ -60,17 +60,22 @@ def recorded_split(run_dir: Path, data_path: Path, val_ratio: float, main_proces
 
 
 def read_recorded_split(path: Path, data_path: Path, val_ratio: float) -> set | None:
+    """recorded_split's files, read here: None where there is no record, or one that is not a run's or not of
+    this folder and ratio (said)."""
+    if not path.is_file():
+        return None
     try:
-        record = json.loads(path.read_text()) if path.is_file() else None
-    except ValueError:  # cut short or edited: drawn again, as with none
+        record = json.loads(path.read_text())
+        drawn_from, ratio, val = record["data_path"], record["val_ratio"], set(record["val"])
+    except (ValueError, KeyError, TypeError):  # cut short or edited: drawn again, as with none
         print(f"notice: {path} is not the JSON a run writes: the validation files are drawn again")
         return None
     here = str(Path(data_path).resolve())
-    if record is not None and (record["data_path"] != here or record["val_ratio"] != val_ratio):
-        print(f"notice: the run drew its validation files from {record['data_path']} at --val-ratio "
-              f"{record['val_ratio']:g}; from {here} at {val_ratio:g} they are drawn again")
+    if drawn_from != here or ratio != val_ratio:
+        print(f"notice: the run drew its validation files from {drawn_from} at --val-ratio {ratio:g}; from {here} "
+              f"at {val_ratio:g} they are drawn again")
         return None
-    return set(record["val"]) if record is not None else None
+    return val
 
 
 def make_run_folder(folder: Path, named: bool) -> Path:
