@@ -390,11 +390,9 @@ def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, cf
     elif images_in_window:  # on any process: all take the step, the others' gradients averaged with zeros here
         optimizer_step(state, cfg)
     else:  # a window without an image changes no weight, and the schedule goes on: it ends with the epochs
-        state.lr = current_lr(state.optimizer)
         with warnings.catch_warnings():  # PyTorch's, when it is the run's first step, that it comes first
             warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
-            state.scheduler.step()
-        state.step += 1
+            advance_schedule(state)
     state.window_batches, state.window_non_finite = 0, False
     return None if empty or non_finite else (logits, loss, labels)
 
@@ -513,12 +511,18 @@ def optimizer_step(state: TrainState, cfg) -> None:
     state.scaler.step(state.optimizer)
     state.scaler.update()
     state.zero_grad()
-    state.lr = current_lr(state.optimizer)
-    state.scheduler.step()
-    state.step += 1
+    advance_schedule(state)
     state.skipped_steps = 0
     if state.ema is not None:
         state.ema.update(state.model, state.step - 1)
+
+
+def advance_schedule(state: TrainState) -> None:
+    """The step counted and the schedule moved on, the lr the step took kept (state.lr): after an optimizer step,
+    and after a window without images, which takes none."""
+    state.lr = current_lr(state.optimizer)
+    state.scheduler.step()
+    state.step += 1
 
 
 def stop_agreed(stop, device) -> bool:

@@ -149,7 +149,7 @@ def class_folders(root: Path) -> list[Path]:
     folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
     written = {}
     for folder in folders:
-        other = written.setdefault(unicodedata.normalize("NFC", folder.name), folder.name)
+        other = written.setdefault(letters(folder.name), folder.name)
         if other != folder.name:  # one class to same_names, two folders here: their photos would be mixed up
             raise UserError(f"{root} holds two class folders named {folder.name!r}, their letters written two ways "
                             f"({ascii(other)} and {ascii(folder.name)}, é as one letter or as e and an accent): "
@@ -170,18 +170,21 @@ def write_class_indices(path, classes: list[str]) -> None:
     Path(path).write_text(indices + "\n", encoding="utf-8")
 
 
+def letters(name: str) -> str:
+    """A class name as its letters: é written as one character or as e and an accent (macOS file systems and
+    some archives turn names into the second) is one letter. How class names are compared everywhere."""
+    return unicodedata.normalize("NFC", name)
+
+
 def same_names(names: list[str], others: list[str]) -> bool:
-    """Whether two lists of class names are the same, letter for letter: é written as one character or as e
-    and an accent (macOS file systems and some archives turn names into the second) counts as one letter."""
-    return [unicodedata.normalize("NFC", name) for name in names] == \
-        [unicodedata.normalize("NFC", name) for name in others]
+    """Whether two lists of class names are the same, letter for letter (letters)."""
+    return list(map(letters, names)) == list(map(letters, others))
 
 
 def names_order_hint(names: list[str], others: list[str]) -> str:
     """For an error about two lists of class names that differ: where they hold the same names in another order,
     which a letter written two ways causes (sorted, e and an accent comes before é), what to look at."""
-    if sorted(unicodedata.normalize("NFC", name) for name in names) != \
-            sorted(unicodedata.normalize("NFC", name) for name in others):
+    if sorted(map(letters, names)) != sorted(map(letters, others)):
         return ""
     return (f" (the same names in another order: letters written two ways, as one letter or as a letter and an "
             f"accent, sort otherwise; {ascii(names)} against {ascii(others)})")
@@ -353,9 +356,9 @@ def load_split_root(root: Path, check: bool = True) -> DataSplits:
     for name in ("val", "test"):
         if not (root / name).is_dir():
             continue
-        labels = {unicodedata.normalize("NFC", class_name): label for label, class_name in enumerate(classes)}
+        labels = {letters(class_name): label for label, class_name in enumerate(classes)}
         for folder in class_folders(root / name):
-            label = labels.get(unicodedata.normalize("NFC", folder.name))  # as same_names compares
+            label = labels.get(letters(folder.name))
             if label is None:
                 raise UserError(f"{folder} is a class that {root / 'train'} does not have: "
                                 "every class needs training images")

@@ -171,11 +171,12 @@ def write_metrics_row(path: Path, row: dict) -> None:
     put_in_place(path, write)
 
 
-def warn_unreadable(skipped: list, recorded: set = None, splits=None, shown: int = 10) -> None:
+def warn_unreadable(splits, recorded: set = None, shown: int = 10) -> None:
     """Files that do not decode are left out of the run, and the user is told which and why; so are the recorded
     validation files (recorded_split) that are no longer there (renamed, deleted)."""
+    skipped = splits.skipped
     if recorded:
-        found = {Path(path).relative_to(splits.root).as_posix() for path, _ in splits.val + splits.skipped}
+        found = {Path(path).relative_to(splits.root).as_posix() for path, _ in splits.val + skipped}
         if gone := len(recorded - found):
             print(f"warning: {gone} of the run's {len(recorded)} validation files are no longer in {splits.root}: "
                   f"it validates on the other {len(splits.val)}", file=sys.stderr)

@@ -170,7 +170,7 @@ def main(argv=None) -> None:
     splits = load_splits(cfg.data_path, cfg.val_ratio, seed=0, val_files=recorded)
     classes = splits.classes
     if main_process:
-        run_log.warn_unreadable(splits.skipped, recorded, splits)
+        run_log.warn_unreadable(splits, recorded)
     # a resumed run's saved --val-ratio was noticed when it started
     check_splits(splits, cfg, parser.get_default("val_ratio"), main_process and checkpoint is None)
     trained_on = checkpoint["class_names"] if checkpoint is not None else program.class_names if program else classes
