@@ -68,7 +68,6 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
     confusion_matrix.png and report.txt, whose text it returns (what --eval-only prints)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    write_report(folder / "report.html", result, classes, checkpoint, variant, split, metrics_csv)
     write_misclassified_csv(folder / "misclassified.csv", result["wrong"], classes)
     plots.confusion_matrix_image(result["confusion"], classes, f"{split} split").save(folder / "confusion_matrix.png")
     width = max(text_width(c) for c in classes + ["class"])
@@ -86,6 +85,8 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
               for name, row in zip(classes, result["confusion"])]
     text = "\n".join(lines)
     (folder / "report.txt").write_text(text + "\n", encoding="utf-8", errors="surrogateescape")
+    # last: a report.html in a run folder says the run's evaluation was written whole
+    write_report(folder / "report.html", result, classes, checkpoint, variant, split, metrics_csv)
     return text
 
 

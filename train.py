@@ -42,7 +42,7 @@ from precision import amp_dtype
 from checkpoints import CheckpointWriter
 from utils import (StopSignal, UserError, init_distributed, lost_another_process, resume_command,
                    run_cli, seed_everything, tune_for)
-from weights import describe_for_checkpoint, model_for_run, resume_config, resumed_file
+from weights import describe_for_checkpoint, evaluated_file, model_for_run, resume_config, resumed_file
 from workers import dead_loader_worker, default_workers
 
 
@@ -143,6 +143,9 @@ def main(argv=None) -> None:
                 f"trained {checkpoint['epoch']} epochs, more than --epochs {cfg.epochs}"
             print(f"{cfg.resume} has {done} (best {name} {checkpoint['best_acc']:.4f}): "
                   f"nothing to train. To train on, add --epochs N, N above {checkpoint['epoch']}.")
+            if not (report_file := resumed_file(cfg).parent / "report.html").exists():  # stopped while writing it
+                print(f"{report_file} was not written: python train.py --eval-only --resume "
+                      f"{evaluated_file(report_file.parent)} writes the report, in {report_file.parent / 'eval_val'}")
         return
     rank, world_size, local_rank, device = init_distributed(cfg.device)
     if cfg.eval_only and world_size > 1:

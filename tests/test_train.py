@@ -96,6 +96,11 @@ def test_resume_is_bit_identical(flowers, tmp_path, capsys):
     saved_at = (tmp_path / "split" / "last.pth").stat().st_mtime_ns
     again = train_here(capsys, "--resume", tmp_path / "split")
     assert "has finished its 2 epochs" in again and "--epochs N, N above 2" in again
+    assert "report.html was not written" not in again
+    (tmp_path / "split" / "report.html").unlink()  # as a kill while the report was written leaves the run
+    again = train_here(capsys, "--resume", tmp_path / "split")
+    assert f"report.html was not written: python train.py --eval-only --resume {tmp_path / 'split' / 'best.pth'}" \
+        in again
     fewer = train_here(capsys, "--resume", tmp_path / "split", "--epochs", "1")
     assert "has trained 2 epochs, more than --epochs 1 (best" in fewer and "--epochs N, N above 2" in fewer
     # training on from an older checkpoint of the run would write over last.pth's epochs; a new run under the
