@@ -66,7 +66,10 @@ def read_recorded_split(path: Path, data_path: Path, val_ratio: float) -> set | 
         return None
     try:
         record = json.loads(path.read_text())
-        drawn_from, ratio, val = record["data_path"], record["val_ratio"], set(record["val"])
+        drawn_from, ratio, val = record["data_path"], record["val_ratio"], record["val"]
+        if not (isinstance(drawn_from, str) and type(ratio) in (int, float) and isinstance(val, list)
+                and all(isinstance(name, str) for name in val)):
+            raise TypeError(f"{path} holds other types")
     except (ValueError, KeyError, TypeError):  # cut short or edited: drawn again, as with none
         print(f"notice: {path} is not the JSON a run writes: the validation files are drawn again")
         return None
@@ -75,7 +78,7 @@ def read_recorded_split(path: Path, data_path: Path, val_ratio: float) -> set | 
         print(f"notice: the run drew its validation files from {drawn_from} at --val-ratio {ratio:g}; from {here} "
               f"at {val_ratio:g} they are drawn again")
         return None
-    return val
+    return set(val)
 
 
 def make_run_folder(folder: Path, named: bool) -> Path:

@@ -149,6 +149,20 @@ def test_a_resumed_run_validates_on_the_files_it_drew_at_its_start(flowers, tmp_
         data.resolve()) in again
 
 
+@pytest.mark.parametrize("edit", [{"val_ratio": "0.2"}, {"val_ratio": None}, {"val": "abc"}, {"val": [1, 2]},
+                                  {"data_path": 3}])
+def test_a_split_record_edited_into_other_types_is_drawn_anew(tmp_path, capsys, edit):
+    """Read on the first process while the others wait: any record but a run's is said and drawn again."""
+    import json
+    import run_log
+    record = {"data_path": str(tmp_path.resolve()), "val_ratio": 0.2, "val": ["daisy/1.jpg"]}
+    (tmp_path / "val_files.json").write_text(json.dumps(record))
+    assert run_log.read_recorded_split(tmp_path / "val_files.json", tmp_path, 0.2) == {"daisy/1.jpg"}
+    (tmp_path / "val_files.json").write_text(json.dumps({**record, **edit}))
+    assert run_log.read_recorded_split(tmp_path / "val_files.json", tmp_path, 0.2) is None
+    assert "is not the JSON a run writes" in capsys.readouterr().out
+
+
 def test_metrics_csv_holds_an_epoch_once_its_latest_training(tmp_path):
     """A run killed after an epoch's row but before its last.pth trains that epoch again on resuming: its row
     replaces the old one and any later ones; a column new since (EMA's, turned on when resuming) gets a header."""
