@@ -24,7 +24,7 @@ from tqdm import tqdm
 from data import build_mixup, build_normalize, to_device
 from precision import autocast
 from checkpoints import all_finite
-from utils import UserError, from_all_processes, reduce_sums, rng_state, set_rng_state
+from utils import UserError, any_process, distributed, from_all_processes, reduce_sums, rng_state, set_rng_state
 
 
 class TrainingDiverged(RuntimeError):
@@ -138,9 +138,9 @@ class TrainState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     device: torch.device
+    normalize: object  # the loader's uint8 batch, on the device -> the model's input (data.Normalize)
     amp: torch.dtype = None  # autocast dtype, None for full precision
     ema: ModelEma = None
-    normalize: object = None  # the loader's uint8 batch, on the device -> the model's input (data.Normalize)
     mixup: object = None
     class_weights: torch.Tensor = None  # --balance loss: one weight per class, on the device
     epoch: int = 0  # epochs completed
@@ -209,7 +209,7 @@ class TrainState:
             setattr(self, key, checkpoint[key])
         self.lr = checkpoint.get("lr")
         if checkpoint.get("epoch_sums") and self.batches_done:  # the first process carries them, the others add theirs
-            first = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+            first = not distributed() or dist.get_rank() == 0
             self.epoch_sums = torch.tensor(checkpoint["epoch_sums"] if first else [0.0] * 4, dtype=torch.float64,
                                            device=self.device)
         if checkpoint.get("best_metric", "acc1") != metric:
@@ -364,8 +364,7 @@ def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, cf
         size = state.model.img_size
         images = torch.zeros(2, 3, size, size, dtype=torch.uint8, device=state.device)
         labels = torch.zeros(2, dtype=torch.long, device=state.device)
-    if state.normalize is not None:
-        images = state.normalize(images)
+    images = state.normalize(images)
     targets = labels
     if state.mixup is not None:
         images, targets = state.mixup(images, labels)
@@ -417,7 +416,7 @@ def batch_flags(loss: torch.Tensor, stop=None, images: bool = True, non_finite_b
     flags[0] = float(images)
     flags[1] = torch.isfinite(loss).logical_not().float().clamp_min(float(non_finite_before))
     flags[2] = float(stop is not None and stop.requested is not None)
-    if agree and dist.is_available() and dist.is_initialized():
+    if agree and distributed():
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
     return flags
 
@@ -528,11 +527,7 @@ def advance_schedule(state: TrainState) -> None:
 def stop_agreed(stop, device) -> bool:
     """Whether any process was asked to stop, between epochs (within one: batch_flags): all stop
     together, or the others would wait forever in the next epoch's first all-reduce."""
-    requested = stop.requested is not None
-    if dist.is_available() and dist.is_initialized():
-        flag = torch.tensor(float(requested), device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item() and not requested:
-            stop.requested = "a stop on another process"
-        requested = bool(flag.item())
-    return requested
+    agreed = any_process(stop.requested is not None, device)  # a signal from here on counts at the next check
+    if agreed and stop.requested is None:
+        stop.requested = "a stop on another process"
+    return agreed

@@ -15,7 +15,7 @@ from checkpoints import load_checkpoint
 from data import to_device
 from model import maps_of
 from precision import autocast
-from utils import from_all_processes, from_first_process, reduce_sums
+from utils import distributed, from_all_processes, from_first_process, reduce_sums
 
 
 @torch.no_grad()
@@ -80,7 +80,7 @@ def evaluate_saved(model: nn.Module, path, loader, normalize, num_classes: int, 
     saved = load_checkpoint(path) if main_process else None
     if main_process:
         model.load_state_dict(saved["model"])
-    if dist.is_available() and dist.is_initialized():
+    if distributed():
         for tensor in model.state_dict().values():
             dist.broadcast(tensor, 0)
     result = evaluate(model, loader, normalize, num_classes, device, amp, False)

@@ -11,7 +11,8 @@
 
 --data-path is a folder of class folders (split 80/20 in memory, seed 0) or a split root with
 train/ and val/ (and test/) as split_data.py writes it. Each run writes runs/<name>/: TensorBoard
-events, last.pth (every epoch), best.pth (best validation top-1), class_indices.json,
+events, last.pth (every epoch), best.pth (best validation top-1; balanced
+accuracy with --balance), class_indices.json,
 config.yaml, metrics.csv, and at the end report.html (what the model got wrong: open it in a
 browser) with misclassified.csv.
 """
@@ -40,8 +41,8 @@ from loaders import Take, build_train_loader, eval_loader
 from model import resolve_variant
 from precision import amp_dtype
 from checkpoints import CheckpointWriter
-from utils import (StopSignal, UserError, init_distributed, lost_another_process, resume_command,
-                   run_cli, seed_everything, tune_for)
+from utils import (StopSignal, UserError, from_first_process, init_distributed, lost_another_process,
+                   on_first_process, resume_command, run_cli, seed_everything, tune_for)
 from weights import describe_for_checkpoint, evaluated_file, model_for_run, resume_config, resumed_file
 from workers import dead_loader_worker, default_workers
 
@@ -162,11 +163,9 @@ def main(argv=None) -> None:
     evaluate_program = cfg.eval_only and checkpoint is None and is_program(cfg.weights)  # --resume comes first
     program = load_program(cfg.weights).to(device) if evaluate_program else None
 
-    if not cfg.data_path.exists() and cfg.data_path.name == "flower_photos":  # the tutorial's command, as typed
-        if main_process:
-            fetch_tutorial_photos(cfg.data_path)
-        if world_size > 1:
-            torch.distributed.barrier()  # the other processes wait for the photos
+    # the tutorial's command, as typed (the first process decides: another machine may see other folders)
+    if from_first_process(not cfg.data_path.exists() and cfg.data_path.name == "flower_photos"):
+        on_first_process(lambda: fetch_tutorial_photos(cfg.data_path))
     # a run resumed (or its checkpoint evaluated) validates on the files it drew at its start
     recorded = None if checkpoint is None else run_log.recorded_split(resumed_file(cfg).parent, cfg.data_path,
                                                                       cfg.val_ratio, main_process)
@@ -186,26 +185,25 @@ def main(argv=None) -> None:
 
     if program is not None:
         transform = build_transform(program.img_size, train=False, crop_pct=program.crop_pct)
-        return evaluate_checkpoint(cfg, program, splits, transform, None, program.device, None, main_process)
+        return evaluate_checkpoint(cfg, program, splits, transform, None, program.device, None)
     run_dir = None if cfg.eval_only else run_log.run_folder(cfg, checkpoint, resolve_variant(cfg.model))
 
     # the official file's own name counts as no name: a config that names it (configs/finetune_*) downloads too
     if cfg.download_weights and checkpoint is None and \
             cfg.weights in (None, official_weights_file(resolve_variant(cfg.model))):
-        if main_process:
-            fetch_official_weights(resolve_variant(cfg.model))
-        if world_size > 1:
-            torch.distributed.barrier()  # the other processes wait for the file
+        on_first_process(lambda: fetch_official_weights(resolve_variant(cfg.model)))
     seed_everything(cfg.seed)  # the same initial weights on every rank and every run
     model = model_for_run(cfg, len(classes), checkpoint, main_process)
     img_size = model.img_size
     model.to(device)
+    if cfg.eval_only:
+        return evaluate_checkpoint(cfg, model, splits, build_transform(img_size, train=False), checkpoint, device, amp)
     # neither --compile nor --no-compile (None, saved so, decided again on resuming, for the epochs left):
     # where it pays, and eagerly if it fails
     epochs_left = cfg.epochs - (checkpoint["epoch"] if checkpoint is not None else 0)
     images_per_process = epochs_left * len(splits.train) // world_size
     compiled = cfg.compile if cfg.compile is not None else compiling.compile_pays(device, images_per_process)
-    if cfg.cuda_graphs and cfg.grad_checkpointing and not compiled and not cfg.eval_only:
+    if cfg.cuda_graphs and cfg.grad_checkpointing and not compiled:
         raise UserError("--cuda-graphs with --grad-checkpointing: the backward pass's graph would recompute the "
                         "forward pass with drop-path masks of its own drawing, which nothing checks are the forward's; "
                         "run one of them, or both with --compile (Inductor graphs the recomputation itself)")
@@ -214,16 +212,12 @@ def main(argv=None) -> None:
     distributed = torch.distributed.is_initialized()
     if distributed:  # every parameter that trains gets a gradient: no search for unused ones
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if device.type == "cuda" else None)
-    if compiled and not cfg.eval_only:
+    if compiled:
         net = compiling.compile_model(net, model, img_size, device, fallback=cfg.compile is None,
                                    cuda_graphs=cfg.cuda_graphs)
 
-    eval_transform = build_transform(img_size, train=False)
-    if cfg.eval_only:
-        return evaluate_checkpoint(cfg, model, splits, eval_transform, checkpoint, device, amp, main_process)
-
     train_loader, epoch_batches = build_train_loader(cfg, splits.train, img_size, rank, world_size)
-    val_loader = eval_loader(splits.val, eval_transform, cfg, rank, world_size)
+    val_loader = eval_loader(splits.val, build_transform(img_size, train=False), cfg, rank, world_size)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.accum_steps)
     state = engine.build_train_state(cfg, model, net, device, amp, steps_per_epoch, splits.counts("train"))
     state.layout = {"processes": world_size, "images": len(splits.train), "batch_size": cfg.batch_size,
@@ -256,13 +250,10 @@ def main(argv=None) -> None:
               f"amp {amp or 'off'}, {cfg.workers} loader workers"
               f"{', compiled (the first step takes a minute or so)' if compiled else ''}"
               f"{', CUDA graphs' if cfg.cuda_graphs else ''}")
-        fresh = state.epoch == 0 and state.batches_done == 0
-        run_log.notice_settings(cfg, model.variant, device, compiled, images_per_process, steps_per_epoch, fresh)
+        run_log.notice_settings(cfg, model.variant, device, compiled, images_per_process, steps_per_epoch,
+                                fresh=state.epoch == 0 and state.batches_done == 0)
         run_log.warn_if_imbalanced(classes, splits.counts("train"), cfg.balance)
-        if fresh:
-            first = next(batches)
-            run_log.log_training_images(writer, first, state.normalize, classes)
-            batches = itertools.chain([first], batches)
+    run_dir = from_first_process(run_dir)  # the folder it made (a -2 where another run took the name), in messages
 
     meta = describe_for_checkpoint(model, classes)
 
@@ -351,6 +342,10 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
     val, first_epoch, best = None, state.epoch, None
     metric = engine.best_metric(cfg)
     normalize = build_normalize()  # evaluation's: no erasing; its constants made once per device
+    if writer is not None and state.epoch == 0 and state.batches_done == 0:  # a new run: its first batch, as trained
+        first = next(batches)
+        run_log.log_training_images(writer, first, state.normalize, classes)
+        batches = itertools.chain([first], batches)
     for epoch in range(state.epoch, cfg.epochs):
         if state.batches_done == 0:  # each epoch's randomness from (seed, epoch): resuming is exact
             seed_everything(cfg.seed * 1000 + epoch)
@@ -401,7 +396,7 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
         print(f"what {checkpoint} gets wrong, to open in a browser: {run_dir / 'report.html'}")
 
 
-def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp, main_process: bool) -> None:
+def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp) -> None:
     """--eval-only: top-1/top-5, per-class precision and recall, confusion matrix (text and
     picture), and the misclassified files (the tutorial's extra scripts, folded in); of a checkpoint,
     or of a program that predict.py --export wrote (`model` then an export.ExportedClassifier)."""
@@ -413,8 +408,8 @@ def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp, 
     normalize = None if isinstance(model, ExportedClassifier) else build_normalize()  # a program normalises
     result = evaluation.evaluate(model, eval_loader(samples, transform, cfg, 0, 1), normalize, len(splits.classes),
                                  device, amp, cfg.progress)
-    if not main_process:
-        return
+    if torch.distributed.is_initialized():  # torchrun with one process (more are refused)
+        torch.distributed.destroy_process_group()
     if checkpoint is not None:
         path = resumed_file(cfg)
         source, out = f"{path} (epoch {checkpoint['epoch']})", path.parent / f"eval_{cfg.split}"

@@ -246,11 +246,36 @@ def init_distributed(device_name: str) -> tuple:
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), local_rank, device
 
 
+def distributed() -> bool:
+    """Whether this process is one of a torchrun group (init_distributed started it)."""
+    import torch.distributed as dist
+    return dist.is_available() and dist.is_initialized()
+
+
+def on_first_process(action) -> None:
+    """action() in the first process while the others wait for it: a download that all then read."""
+    import torch.distributed as dist
+    if not distributed() or dist.get_rank() == 0:
+        action()
+    if distributed():
+        dist.barrier()
+
+
+def any_process(flag: bool, device) -> bool:
+    """Whether `flag` holds in any process (a collective under torchrun)."""
+    import torch
+    import torch.distributed as dist
+    if not distributed():
+        return flag
+    value = torch.tensor(float(flag), device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
 
 def reduce_sums(tensor: torch.Tensor) -> torch.Tensor:
     """Sum a tensor of counts over all processes, in place (as it is in a single process)."""
     import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
+    if distributed():
         dist.all_reduce(tensor)
     return tensor
 
@@ -258,7 +283,7 @@ def reduce_sums(tensor: torch.Tensor) -> torch.Tensor:
 def from_first_process(value):
     """The first process's `value`, in every process (a collective under torchrun; `value` as it is alone)."""
     import torch.distributed as dist
-    if not (dist.is_available() and dist.is_initialized()):
+    if not distributed():
         return value
     box = [value]
     dist.broadcast_object_list(box, 0)
@@ -268,7 +293,7 @@ def from_first_process(value):
 def from_all_processes(value) -> list:
     """`value` from every process, in rank order: [value] in a single process."""
     import torch.distributed as dist
-    if not (dist.is_available() and dist.is_initialized()):
+    if not distributed():
         return [value]
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, value)
