@@ -259,6 +259,9 @@ def model_for_run(cfg, num_classes: int, checkpoint, main_process: bool) -> nn.M
     return freeze_all_but_the_head(model) if cfg.freeze_layers else model
 
 
+PER_PROCESS = ("workers", "device", "stop_after_epochs", "progress")
+
+
 def resume_config(parser, cfg, argv) -> tuple:
     """(config, checkpoint) of --resume, or (cfg, None) without it. A resumed run continues with the
     settings it saved, except the flags typed now; --eval-only takes only its data and split from them."""
@@ -289,8 +292,9 @@ def resume_config(parser, cfg, argv) -> tuple:
         if changed:
             raise UserError(f"a resumed run goes on with its own model: {'; '.join(changed)}. To train another "
                             "from its weights, start a new run: --weights <its best.pth> --name NEW")
-    # the loader's worker count follows the machine the run goes on on (it does not change the results)
-    kept = ("data_path", "val_ratio") if cfg.eval_only else [k for k in checkpoint["config"] if k != "workers"]
+    # this process's own, unless typed: where it runs and with how many loader workers (the machine it goes on on),
+    # whether it stops after some epochs (a job's time limit), progress bars (a terminal or a log)
+    kept = ("data_path", "val_ratio") if cfg.eval_only else [k for k in checkpoint["config"] if k not in PER_PROCESS]
     saved = {k: v for k, v in checkpoint["config"].items() if k in kept and k not in given and hasattr(cfg, k)}
     cfg = argparse.Namespace(**{**vars(cfg), **saved, "resume": cfg.resume})
     cfg.data_path, cfg.output = Path(cfg.data_path), Path(cfg.output)

@@ -107,11 +107,18 @@ def test_a_config_named_on_resuming_counts_as_typed(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     torch.save({"model": {}, "variant": "swin_micro_patch4_window4_128", "class_names": ["a", "b"],
-                "epoch": 1, "batches_done": 0, "config": {"epochs": 10, "lr": 1e-4, "batch_size": 8}},
+                "epoch": 1, "batches_done": 0, "config": {"epochs": 10, "lr": 1e-4, "batch_size": 8, "workers": 3,
+                                                          "device": "cuda:1", "stop_after_epochs": 1,
+                                                          "progress": False}},
                run / "last.pth")
     (tmp_path / "longer.yaml").write_text("epochs: 40\n")
     argv = ["--resume", str(run), "--config", str(tmp_path / "longer.yaml"), "--batch-size", "4"]
     parser = train.build_parser()
     cfg, _ = weights.resume_config(parser, config.parse_config(parser, argv), argv)
     assert (cfg.epochs, cfg.batch_size, cfg.lr) == (40, 4, 1e-4)  # the file's, the flag's, the run's own
+    # the process's own settings, not the run's: the machine's device and workers, the job's time limit and log
+    assert (cfg.workers, cfg.device, cfg.stop_after_epochs, cfg.progress) == (None, "auto", 0, True)
+    cfg, _ = weights.resume_config(parser, config.parse_config(parser, argv + ["--stop-after-epochs", "2"]),
+                                   argv + ["--stop-after-epochs", "2"])
+    assert cfg.stop_after_epochs == 2
     assert config.explicit_flags(train.build_parser(), ["--resume", str(run)]) == {"resume"}

@@ -34,7 +34,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_in_one_line_and_keeps
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it fails instead of killing the process
 
-    result = run_train("--resume", tmp_path / "full", "--epochs", "2", check=False, preexec_fn=limited)
+    result = run_train("--resume", tmp_path / "full", "--epochs", "2", "--no-progress", check=False, preexec_fn=limited)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.startswith(f"error: could not save {tmp_path / 'full'}/") and result.stderr.count("\n") == 1
     assert "GB free on its disk); the " in result.stderr and f"--resume {tmp_path / 'full'}" in result.stderr
