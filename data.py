@@ -1,6 +1,7 @@
 """Transforms, datasets and loaders: from the lists of images that images.py makes to batches of tensors.
 
-    from data import load_splits, build_transform, build_normalize, ImageDataset, build_loader
+    from data import build_transform, build_normalize, ImageDataset, build_loader
+    from images import load_splits
     splits = load_splits("flower_photos")   # or a split root such as data/ (see images.py)
     train_set = ImageDataset(splits.train, build_transform(224, train=True))
     normalize = build_normalize(train=True)
@@ -29,9 +30,7 @@ import torch.nn.functional as F
 from PIL import ExifTags, Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-# The file-level half of the data API, importable from here too, so that one import serves train.py.
-from images import (IMAGE_EXTENSIONS, DataSplits, load_rgb, load_splits, read_class_indices,  # noqa: F401
-                    upright_rgb, write_class_indices)
+from images import upright_rgb
 from utils import UserError
 import workers
 
@@ -255,8 +254,8 @@ class EncodedBatch:
 
     def pin_memory(self) -> "EncodedBatch":
         """What the loader's pinning thread calls (pin_memory=True on a GPU machine): the images decoded
-        already are copied to the GPU without blocking. The JPEG bytes stay where they are: nvJPEG reads
-        them on the CPU."""
+        already are pinned, so that their copy to the GPU need not block. The JPEG bytes stay where they
+        are: nvJPEG reads them on the CPU."""
         self.decoded = self.decoded.pin_memory()
         return self
 

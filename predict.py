@@ -29,9 +29,9 @@ from tqdm import tqdm
 
 import plots
 from config import COUNT, POSITIVE_INT
-from data import ImageDataset, Normalize, build_loader, build_transform, load_rgb
+from data import ImageDataset, Normalize, build_loader, build_transform
 from export import ExportedClassifier, add_arguments as add_export_arguments, chosen_exporter
-from images import image_problem, list_images, set_image_warnings
+from images import image_problem, list_images, load_rgb, set_image_warnings
 from model import maps_of
 from precision import amp_dtype, autocast
 from utils import UserError, check_writable, padded, run_cli, select_device, text_width, tune_for

@@ -49,7 +49,7 @@ import kernels  # noqa: E402
 import loaders  # noqa: E402
 import model as swin  # noqa: E402
 import train  # noqa: E402
-from data import load_splits  # noqa: E402
+from images import load_splits  # noqa: E402
 import precision  # noqa: E402
 from precision import amp_dtype  # noqa: E402
 from utils import tune_for  # noqa: E402
