@@ -77,7 +77,8 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
             hint = f"; did you mean {near[0]!r}?" if near else ""
             raise UserError(f"unknown config key {key!r} in {path}{hint}. Valid keys: {', '.join(sorted(actions))}")
         action = actions[key]
-        if action.nargs == 0 and not isinstance(value, bool):  # a switch: --ema, --no-ema
+        # a switch: --ema, --no-ema; or None where that is its default (--compile's: decided by the run)
+        if action.nargs == 0 and not isinstance(value, bool) and not (value is None and action.default is None):
             raise UserError(f"{path}: {key}: {value!r} is not true or false")
         if isinstance(value, bool) and action.choices is not None:  # YAML 1.1 reads amp: off as False
             value = {False: "off", True: "on"}[value]

@@ -127,15 +127,23 @@ def check_images(paths: list[Path], desc: str = "checking images"):
     return good, skipped
 
 
-def find_images(folder: Path) -> list[Path]:
+def find_images(folder: Path, others: tuple = (), left_out: list = None) -> list[Path]:
     """Image files under `folder`, at any depth, in sorted order on every platform; hidden folders are left out.
     Symlinked folders are followed (as a symlinked class folder is), each real folder once, and none that holds
     `folder` itself: a link to a folder above (the data folder, from a class folder) would bring in the other
-    classes' photos, or walk forever."""
+    classes' photos, or walk forever. Nor one into `others`, the data folder's other class folders (real paths),
+    whose photos are those classes': each such link goes into `left_out` as (path, why)."""
     found, seen, top = [], set(), os.path.realpath(folder)
     for directory, subdirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(directory)
         if real in seen or (real != top and os.path.commonpath([real, top]) == real):  # seen, or above `folder`
+            subdirs[:] = []
+            continue
+        owner = next((other for other in others if real != top and os.path.commonpath([real, other]) == other), None)
+        if owner is not None:
+            if left_out is not None:
+                left_out.append((directory, f"a link into the class folder {Path(owner).name}: its photos are that "
+                                            "class's, not this one's"))
             subdirs[:] = []
             continue
         seen.add(real)
@@ -244,10 +252,13 @@ def class_imbalance(classes: list[str], counts: list[int], limit: float = IMBALA
             f"{ratio:.1f}x the images of the smallest, {classes[smallest]} ({counts[smallest]})")
 
 
-def read_class_folder(folder: Path, check: bool = True):
-    """The images of one class folder and the files skipped; a clear error if none is usable."""
-    paths = find_images(folder)
+def read_class_folder(folder: Path, check: bool = True, others: tuple = ()):
+    """The images of one class folder and the files skipped (links into `others`, the other class folders, too);
+    a clear error if none is usable."""
+    links = []
+    paths = find_images(folder, others, links)
     good, skipped = check_images(paths, desc=f"checking {folder.name}") if check else (paths, [])
+    skipped = links + skipped
     if not good:
         if not paths:
             raise UserError(f"class folder {folder} has no image files ({', '.join(IMAGE_EXTENSIONS)}): "
@@ -271,8 +282,9 @@ def read_class_root(root: Path, check: bool = True):
         raise UserError(f"{root} holds one class folder, {folders[0].name!r}: a classifier needs two or more, one "
                         f"folder per class{hint}")
     images, skipped = [], []
-    for folder in folders:
-        good, bad = read_class_folder(folder, check)
+    real = [os.path.realpath(folder) for folder in folders]
+    for folder, own in zip(folders, real):
+        good, bad = read_class_folder(folder, check, tuple(other for other in real if other != own))
         images.append(good)
         skipped += bad
     return [folder.name for folder in folders], images, skipped
@@ -327,7 +339,7 @@ def load_splits(data_path, val_ratio: float = 0.2, seed: int = 0, check: bool = 
         raise UserError(f"data path {problem}: {root}. Give a folder of class folders (such as "
                         "samples/flowers, the bundled photos) or of split folders (such as data); the name "
                         "flower_photos downloads the tutorial's photos")
-    if (root / "train").is_dir():
+    if is_split_root(root):
         return load_split_root(root, check)
     classes, images, skipped = read_class_root(root, check)
     if val_files is None:
@@ -340,11 +352,18 @@ def load_splits(data_path, val_ratio: float = 0.2, seed: int = 0, check: bool = 
     return DataSplits(root, classes, splits["train"], splits["val"], [], skipped, drawn=True)
 
 
+def is_split_root(root: Path) -> bool:
+    """Whether `root` holds split folders, train/<class>/... as split_data.py writes them, rather than class
+    folders: a train/ that holds photos itself is a class of that name (bus/, car/, train/)."""
+    train = root / "train"
+    return train.is_dir() and not any(is_image_file(path) for path in train.iterdir())
+
+
 def load_split_root(root: Path, check: bool = True) -> DataSplits:
     """train/<class>/ (required), val/<class>/ (required), test/<class>/ (optional) under `root`."""
     if not (root / "val").is_dir():
-        raise UserError(f"{root} has train/ but no val/: a split root needs both "
-                        "(python split_data.py writes them)")
+        raise UserError(f"{root} has train/ but no val/: a split root needs both (python split_data.py writes "
+                        "them); a class folder named train holds its photos itself, not in folders")
     classes, train_images, skipped = read_class_root(root / "train", check)
     indices_file = root / "class_indices.json"
     if indices_file.exists() and not same_names(read_class_indices(indices_file), classes):

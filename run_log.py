@@ -1,6 +1,6 @@
 """A training run's folder and what the run tells its user as it goes: the line per epoch, TensorBoard's scalars
-and pictures, metrics.csv, and notices about its settings and warnings about its data (files left out, imbalanced
-classes)."""
+and pictures, metrics.csv, notices about its settings and warnings about its data (files left out, imbalanced
+classes); and how it ends: its report, or what stopped it and the command that goes on."""
 import csv
 import itertools
 import json
@@ -14,15 +14,20 @@ from PIL import Image
 import engine
 import evaluation
 import plots
+import report
+from workers import dead_loader_worker
 from data import IMAGENET_MEAN, IMAGENET_STD, to_device
 from images import class_imbalance
 from model import NO_PRETRAINED_WEIGHTS, maps_of
 from precision import autocast
 from checkpoints import put_in_place
-from utils import UserError, from_first_process, resume_command
+from config import plain
+from utils import UserError, from_first_process, lost_another_process, resume_command
+from weights import evaluated_file
 
 
-RUN_FILES = ("last.pth", "best.pth", "metrics.csv")  # what a run folder holds once a run has trained in it
+# what a run folder holds once a run has saved an epoch: one stopped before its first is started again in it
+RUN_FILES = ("last.pth", "best.pth")
 SPLIT_FILE = "val_files.json"  # the validation files of a split drawn from class folders, as the run drew them
 
 
@@ -244,3 +249,56 @@ def log_training_images(writer, batch, normalize, classes: list) -> None:
     if len(labels):
         grid = plots.image_grid(normalize(images[:32]), [classes[i] for i in labels[:32]], IMAGENET_MEAN, IMAGENET_STD)
         writer.add_image("train/augmented_images", plots.to_chw(grid), 0)
+
+
+def say_finished(cfg, checkpoint: dict, run_dir: Path) -> None:
+    """What resuming a run that has trained its --epochs says: how it ended, how to train on, and the command
+    that writes its report where a stop while it was written left none."""
+    name = engine.METRIC_NAMES[checkpoint.get("best_metric", "acc1")]
+    done = f"finished its {cfg.epochs} epochs" if checkpoint["epoch"] == cfg.epochs else \
+        f"trained {checkpoint['epoch']} epochs, more than --epochs {cfg.epochs}"
+    print(f"{cfg.resume} has {done} (best {name} {checkpoint['best_acc']:.4f}): "
+          f"nothing to train. To train on, add --epochs N, N above {checkpoint['epoch']}.")
+    if not (run_dir / "report.html").exists():  # written last: stopped before (or while) the report was written
+        print(f"{run_dir / 'report.html'} was not written: python train.py --eval-only --resume "
+              f"{evaluated_file(run_dir)} writes the report, in {run_dir / 'eval_val'}")
+
+
+def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, distributed: bool) -> UserError | None:
+    """The one line that says what stopped training, what was kept and what to do, for the failures a user can
+    meet and act on; None for the others (a bug: its traceback)."""
+    if isinstance(err, engine.TrainingDiverged):
+        return UserError(f"training stopped: {err}. Nothing was saved from this epoch; last.pth holds the "
+                         f"last good epoch. Try a lower --lr, --clip-grad, or --amp off.")
+    if isinstance(err, torch.OutOfMemoryError):
+        return UserError(f"out of GPU memory at --batch-size {cfg.batch_size}, {img_size} px: try --batch-size "
+                         f"{max(1, cfg.batch_size // 2)} --accum-steps {cfg.accum_steps * 2}, or --grad-checkpointing")
+    if (died := dead_loader_worker(err)) is not None:
+        return UserError(f"{died.strip().rstrip('.')}. A data loading process died, most often killed by the "
+                         f"system for want of memory; the steps since {run_dir / 'last.pth'} was saved are "
+                         f"lost. Try fewer --workers (now {cfg.workers}) or a smaller --batch-size, then: "
+                         f"{resume_command(run_dir)}")
+    if distributed and lost_another_process(err):  # torchrun's SIGTERM to the others may have come first
+        return UserError(f"another process of this run ended (its own message says why) and the connection to "
+                         f"it broke{', before the stop could save' if stop.requested else ''}; the steps since "
+                         f"{run_dir / 'last.pth'} was saved are lost. To go on: {resume_command(run_dir)}")
+    return None
+
+
+def say_stopped(state, by: str, run_dir: Path) -> None:
+    """A run stopped before its last epoch: where, what was saved, and the command that goes on."""
+    where = f"after epoch {state.epoch}" if state.batches_done == 0 else \
+        f"in epoch {state.epoch + 1} (batch {state.batches_done})"
+    print(f"stopped by {by} {where}, step {state.step}; {run_dir / 'last.pth'} saved. "
+          f"To go on:\n    {resume_command(run_dir)}")
+
+
+def finish_run(writer, run_dir: Path, cfg, state, last_val: dict, best: tuple, classes: list) -> None:
+    """A run's end: its settings and figures in TensorBoard's HPARAMS tab, and the report of its best weights,
+    `best` = (evaluate's result, which checkpoint it is of)."""
+    settings = {k: v for k, v in plain(vars(cfg)).items() if isinstance(v, (int, float, str, bool))}
+    figures = {f"hparam/best_{engine.best_metric(cfg)}": state.best_acc, "hparam/last_val_loss": last_val["loss"]}
+    writer.add_hparams(settings, figures, run_name=".", global_step=state.step)  # resumed to more epochs: a later point
+    result, checkpoint = best
+    report.write_evaluation(run_dir, result, classes, checkpoint, state.model.variant, "val", run_dir / "metrics.csv")
+    print(f"what {checkpoint} gets wrong, to open in a browser: {run_dir / 'report.html'}")

@@ -21,7 +21,7 @@ from tqdm import tqdm
 import plots
 from config import COUNT, FRACTION, POSITIVE_INT, ranged
 from download import FLOWER_PHOTOS_SHA256, FLOWER_PHOTOS_URL, fetch_flower_photos
-from images import (SPLITS, class_imbalance, place_image, prepare_out, read_class_root, split_by_class,
+from images import (SPLITS, class_imbalance, is_split_root, place_image, prepare_out, read_class_root, split_by_class,
                     write_class_indices)
 from utils import UserError, padded, run_cli, text_width
 
@@ -59,7 +59,7 @@ def main(argv=None) -> None:
         problem = "is a file, not a folder" if source.exists() else "not found"
         raise UserError(f"data path {problem}: {source}. Give a folder of class folders with --data-path, "
                         "or pass --download to fetch flower_photos")
-    if (source / "train").is_dir() and (source / "val").is_dir():
+    if is_split_root(source) and (source / "val").is_dir():
         raise UserError(f"{source} is split already (it has train/ and val/): give the folder of class "
                         "folders it was made from; train.py reads a split folder as it is")
     if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:

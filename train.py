@@ -41,10 +41,10 @@ from loaders import Take, build_train_loader, eval_loader
 from model import resolve_variant
 from precision import amp_dtype
 from checkpoints import CheckpointWriter
-from utils import (StopSignal, UserError, from_first_process, init_distributed, lost_another_process,
-                   on_first_process, resume_command, run_cli, seed_everything, tune_for)
-from weights import describe_for_checkpoint, evaluated_file, model_for_run, resume_config, resumed_file
-from workers import dead_loader_worker, default_workers
+from utils import (StopSignal, UserError, from_first_process, init_distributed, on_first_process, run_cli,
+                   seed_everything, tune_for)
+from weights import describe_for_checkpoint, model_for_run, resume_config, resumed_file
+from workers import default_workers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,14 +139,7 @@ def main(argv=None) -> None:
     if checkpoint is not None and not cfg.eval_only and checkpoint["epoch"] >= cfg.epochs:
         # not an error: a job that resumes until done ends here (said once, under torchrun too)
         if os.environ.get("RANK", "0") == "0":
-            name = engine.METRIC_NAMES[checkpoint.get("best_metric", "acc1")]
-            done = f"finished its {cfg.epochs} epochs" if checkpoint["epoch"] == cfg.epochs else \
-                f"trained {checkpoint['epoch']} epochs, more than --epochs {cfg.epochs}"
-            print(f"{cfg.resume} has {done} (best {name} {checkpoint['best_acc']:.4f}): "
-                  f"nothing to train. To train on, add --epochs N, N above {checkpoint['epoch']}.")
-            if not (report_file := resumed_file(cfg).parent / "report.html").exists():  # stopped while writing it
-                print(f"{report_file} was not written: python train.py --eval-only --resume "
-                      f"{evaluated_file(report_file.parent)} writes the report, in {report_file.parent / 'eval_val'}")
+            run_log.say_finished(cfg, checkpoint, resumed_file(cfg).parent)
         return
     rank, world_size, local_rank, device = init_distributed(cfg.device)
     if cfg.eval_only and world_size > 1:
@@ -242,8 +235,9 @@ def main(argv=None) -> None:
         if recorded is None:  # the split drawn now is the one its resumes keep
             run_log.record_split(run_dir, splits, cfg.val_ratio)
         # resumed: what the run logged after its checkpoint's step (killed before the next one) is logged again,
-        # and TensorBoard drops the earlier points from the next step on
-        writer = SummaryWriter(run_dir, purge_step=state.step + 1 if checkpoint is not None else None)
+        # and TensorBoard drops the earlier points from the next step on; new: all of a run that stopped there
+        # before its first checkpoint
+        writer = SummaryWriter(run_dir, purge_step=state.step + 1 if checkpoint is not None else 0)
         print(f"run folder {run_dir}: {len(splits.train)} training and {len(splits.val)} validation images, "
               f"{len(classes)} classes, {model.variant} at {img_size} px on {device}"
               f"{f' x{world_size} (DDP, {torch.distributed.get_backend()})' if distributed else ''}, "
@@ -294,40 +288,22 @@ def main(argv=None) -> None:
         if distributed:  # together, once rank 0 has written its files: a signal meanwhile (torchrun's) changes nothing
             torch.distributed.barrier()
             torch.distributed.destroy_process_group()
-    except engine.TrainingDiverged as err:
-        raise UserError(f"training stopped: {err}. Nothing was saved from this epoch; last.pth holds the "
-                        f"last good epoch. Try a lower --lr, --clip-grad, or --amp off.") from None
-    except torch.OutOfMemoryError:
-        raise UserError(f"out of GPU memory at --batch-size {cfg.batch_size}, {img_size} px: try --batch-size "
-                        f"{max(1, cfg.batch_size // 2)} --accum-steps {cfg.accum_steps * 2}, or --grad-checkpointing") \
-            from None
     except Exception as err:
-        if (died := dead_loader_worker(err)) is not None:
-            raise UserError(f"{died.strip().rstrip('.')}. A data loading process died, most often killed by the "
-                            f"system for want of memory; the steps since {run_dir / 'last.pth'} was saved are "
-                            f"lost. Try fewer --workers (now {cfg.workers}) or a smaller --batch-size, then: "
-                            f"{resume_command(run_dir)}") from None
-        if distributed and lost_another_process(err):  # torchrun's SIGTERM to the others may have come first
-            raise UserError(f"another process of this run ended (its own message says why) and the connection to "
-                            f"it broke{', before the stop could save' if stop.requested else ''}; the steps since "
-                            f"{run_dir / 'last.pth'} was saved are lost. To go on: {resume_command(run_dir)}") from None
+        if (explained := run_log.failure_explained(err, cfg, run_dir, img_size, stop, distributed)) is not None:
+            raise explained from None
         raise
     finally:
         stop.restore()
     if stop.requested and state.epoch < cfg.epochs:  # one at the last epoch's end found the run finished
-        resume = resume_command(run_dir)
         if main_process:
-            where = f"after epoch {state.epoch}" if state.batches_done == 0 else \
-                f"in epoch {state.epoch + 1} (batch {state.batches_done})"
-            print(f"stopped by {stop.requested} {where}, step {state.step}; {run_dir / 'last.pth'} saved. "
-                  f"To go on:\n    {resume}")
+            run_log.say_stopped(state, stop.requested, run_dir)
         sys.exit({"SIGINT": 130, "SIGTERM": 143}.get(stop.requested, 0))
 
 
 def check_splits(splits, cfg, default_val_ratio: float, notify: bool) -> None:
     """A run needs images to validate on: they choose best.pth (load_splits has checked the classes).
     A --val-ratio that a split root leaves unused is said, not silently dropped."""
-    if notify and cfg.val_ratio != default_val_ratio and (cfg.data_path / "train").is_dir():
+    if notify and cfg.val_ratio != default_val_ratio and not splits.drawn:
         print(f"notice: --val-ratio {cfg.val_ratio} is not used: {cfg.data_path} has its own train/ and val/ "
               "folders (split_data.py --val-ratio makes another split)")
     if not splits.val and not cfg.eval_only:
@@ -385,15 +361,8 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
         best = evaluation.evaluate_saved(state.model, run_dir / "best.pth", val_loader, normalize, len(classes),
                                          state.device, state.amp, main_process) \
             or (val, f"{run_dir / 'last.pth'} (epoch {state.epoch}; no best.pth beside it)")
-    if writer is not None and val is not None:
-        writer.add_hparams({k: v for k, v in plain(vars(cfg)).items() if isinstance(v, (int, float, str, bool))},
-                           {f"hparam/best_{metric}": state.best_acc, "hparam/last_val_loss": val["loss"]},
-                           run_name=".", global_step=state.step)  # a run resumed to more epochs: a later point
     if main_process and val is not None:
-        result, checkpoint = best
-        report.write_evaluation(run_dir, result, classes, checkpoint, state.model.variant, "val",
-                                run_dir / "metrics.csv")
-        print(f"what {checkpoint} gets wrong, to open in a browser: {run_dir / 'report.html'}")
+        run_log.finish_run(writer, run_dir, cfg, state, val, best, classes)
 
 
 def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp) -> None:

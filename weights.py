@@ -17,6 +17,7 @@ load_classifier what predict.py classifies with, from any of these or from an ex
 """
 import argparse
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -275,6 +276,8 @@ def resume_config(parser, cfg, argv) -> tuple:
         return cfg, None
     else:
         path = resumed_file(cfg)
+        if cfg.resume.is_dir() and not path.is_file():
+            raise UserError(nothing_to_resume(cfg.resume))
         checkpoint = load_checkpoint(path)
         if not is_run_checkpoint(checkpoint):
             raise UserError(f"{path} is not a checkpoint of train.py; to start from its weights use --weights")
@@ -299,6 +302,18 @@ def resume_config(parser, cfg, argv) -> tuple:
     cfg = argparse.Namespace(**{**vars(cfg), **saved, "resume": cfg.resume})
     cfg.data_path, cfg.output = Path(cfg.data_path), Path(cfg.output)
     return cfg, checkpoint
+
+
+def nothing_to_resume(run: Path) -> str:
+    """What --resume of a run folder without last.pth says: a run killed while its first epoch was saved left
+    only its best.pth, or nothing, with its config.yaml, which starts it again in the same folder."""
+    if (run / "best.pth").is_file():
+        return f"{run} has no last.pth, only best.pth (stopped while saving): python train.py --resume " \
+               f"{shlex.quote(str(run / 'best.pth'))} goes on from it"
+    again = f"python train.py --config {shlex.quote(str(run / 'config.yaml'))} --output " \
+            f"{shlex.quote(str(run.parent))} --name {shlex.quote(run.name)}"
+    return f"{run} holds no checkpoint" + (f": the run stopped before its first epoch was saved. To start it again: "
+                                           f"{again}" if (run / "config.yaml").is_file() else "")
 
 
 def resumed_file(cfg) -> Path:

@@ -122,3 +122,13 @@ def test_a_config_named_on_resuming_counts_as_typed(tmp_path):
                                    argv + ["--stop-after-epochs", "2"])
     assert cfg.stop_after_epochs == 2
     assert config.explicit_flags(train.build_parser(), ["--resume", str(run)]) == {"resume"}
+
+
+@pytest.mark.parametrize("argv", [[], ["--compile", "--data-path", "photos", "--lr", "3e-4", "--amp", "off"]])
+def test_a_runs_own_config_yaml_given_as_config_makes_the_same_run(tmp_path, argv):
+    """runs/<name>/config.yaml holds every setting, defaults included (--compile's None): fed back as --config
+    (the command that starts again a run killed before its first checkpoint), it gives the same settings."""
+    cfg = config.parse_config(train.build_parser(), argv)
+    config.write_yaml(tmp_path / "config.yaml", vars(cfg))
+    again = config.parse_config(train.build_parser(), ["--config", str(tmp_path / "config.yaml")])
+    assert {**vars(again), "config": None} == vars(cfg)

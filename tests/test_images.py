@@ -66,6 +66,20 @@ def test_listing_follows_symlinked_folders_once(tmp_path):
     assert found == [own, *(tmp_path / "c" / "more" / path.name for path in extra)]
 
 
+def test_a_link_into_another_class_folder_is_left_out_and_said(tmp_path):
+    """daisy/more -> ../roses would give the roses photos a second label, perhaps one in training and one in
+    validation: left out, with why, where the files that do not decode are said."""
+    write_class_tree(tmp_path / "data", {"daisy": 3, "roses": 4})
+    (tmp_path / "data" / "daisy" / "more").symlink_to("../roses")
+    (tmp_path / "data" / "roses" / "deeper").mkdir()
+    (tmp_path / "data" / "daisy" / "some").symlink_to("../roses/deeper")
+    splits = load_splits(tmp_path / "data", val_ratio=0.0)
+    assert splits.counts("train") == [3, 4]
+    assert sorted(path for path, _ in splits.skipped) == [str(tmp_path / "data" / "daisy" / name)
+                                                         for name in ("more", "some")]
+    assert all("a link into the class folder roses" in why for _, why in splits.skipped)
+
+
 def test_a_photo_whose_exif_block_is_cut_short_decodes_without_a_warning_that_names_no_file(tmp_path):
     import warnings
     import images
@@ -194,6 +208,17 @@ def test_a_split_root_is_read_as_it_is(tmp_path):
     write_class_indices(tmp_path / "class_indices.json", ["dog", "cat"])
     with pytest.raises(UserError, match="class_indices.json"):
         load_splits(tmp_path)
+
+
+def test_a_class_named_train_is_a_class_not_a_split(tmp_path):
+    """bus/, car/, train/: a train/ holding photos itself is a class, for train.py as for split_data.py."""
+    import split_data
+    write_class_tree(tmp_path / "vehicles", {"bus": 5, "car": 5, "train": 5})
+    splits = load_splits(tmp_path / "vehicles")
+    assert splits.classes == ["bus", "car", "train"] and splits.drawn
+    assert len(splits.train) + len(splits.val) == 15
+    split_data.main(["--data-path", str(tmp_path / "vehicles"), "--out", str(tmp_path / "split")])
+    assert load_splits(tmp_path / "split").classes == ["bus", "car", "train"]  # train/train/ holds that class
 
 
 def test_split_root_mistakes_are_explained(tmp_path):

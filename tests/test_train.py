@@ -192,6 +192,32 @@ def test_steps_logged_after_the_checkpoint_a_resume_starts_from_are_not_shown_tw
     assert [e.step for e in events.Scalars("loss/train_step")] == [10]
 
 
+def test_a_run_killed_before_its_first_checkpoint_starts_again_in_its_folder(flowers, tmp_path, capsys):
+    """Killed after its first epoch line and metrics.csv row but before best.pth and last.pth: --resume says
+    there is nothing to resume and gives the command that starts the run again, which runs there, with
+    metrics.csv and TensorBoard holding the new run's epoch once; one killed between best.pth and last.pth
+    is pointed at best.pth."""
+    import shlex
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    run = tmp_path / "k"
+    train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "k")
+    (run / "best.pth").rename(tmp_path / "best.pth")
+    (run / "last.pth").unlink()
+    with pytest.raises(UserError, match="holds no checkpoint: the run stopped before its first epoch was saved") as err:
+        train.main(["--resume", str(run)])
+    command = shlex.split(str(err.value).split("To start it again: ")[1])
+    assert command[:2] == ["python", "train.py"]
+    train_here(capsys, *command[2:])
+    assert len(metrics(run)) == 1 and (run / "last.pth").is_file()
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("acc1/val")] == [1]  # the first run's point hidden (purge_step 0)
+    (run / "last.pth").unlink()
+    with pytest.raises(UserError, match=rf"no last.pth, only best.pth \(stopped while saving\): python train.py "
+                                        rf"--resume {run / 'best.pth'} goes on from it"):
+        train.main(["--resume", str(run)])
+
+
 def test_a_kill_after_last_pth_loses_no_point_logged_up_to_its_step(flowers, tmp_path, capsys, monkeypatch):
     """The loss of every 10th step is written a step late (engine.HostCopy); a kill right after an epoch's
     last.pth, at step 10, must not lose that point, since the resume drops the points after step 10 only."""
