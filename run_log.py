@@ -13,6 +13,7 @@ from PIL import Image
 
 import engine
 import evaluation
+import optim
 import plots
 import report
 from workers import dead_loader_worker
@@ -124,7 +125,7 @@ class StepLoss:
 
 def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, classes: list, improved: bool) -> None:
     # the lr the epoch's last step took (the next step's where none was taken since a resume)
-    epoch, lr = state.epoch, state.lr if state.lr is not None else engine.current_lr(state.optimizer)
+    epoch, lr = state.epoch, state.lr if state.lr is not None else optim.current_lr(state.optimizer)
     trained = train["images"] > 0  # none in an epoch resumed after its last batch: its speed is left empty
     throughput = train["images"] / max(train["seconds"], 1e-9) if trained else None
     wait_share = train["data_seconds"] / max(train["seconds"], 1e-9) if trained else None
@@ -205,7 +206,7 @@ def notice_settings(cfg, variant: str, device, compiled: bool, images_per_proces
         print(f"compiling by default: {images_per_process:,} images to train pay for it (--no-compile skips it)")
     if cfg.warmup_epochs >= cfg.epochs and fresh:  # said once, not again on resuming
         steps = cfg.epochs * steps_per_epoch
-        peak = cfg.lr * engine.lr_schedule(cfg, steps_per_epoch)(steps - 1)  # the last step's, short of --lr
+        peak = cfg.lr * optim.lr_schedule(cfg, steps_per_epoch)(steps - 1)  # the last step's, short of --lr
         print(f"notice: --warmup-epochs {cfg.warmup_epochs:g} spans the whole run of {cfg.epochs} epoch(s), "
               f"{steps} step(s): the lr rises from --warmup-lr {cfg.warmup_lr:.1e} to {peak:.1e} at the last step "
               f"(--lr {cfg.lr:.1e} is never reached) and never decays; lower --warmup-epochs for a cosine decay")

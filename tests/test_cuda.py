@@ -12,6 +12,7 @@ import checkpoints
 import compiling
 import data
 import engine
+import optim
 import evaluation
 import kernels
 import loaders
@@ -36,7 +37,7 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 def test_fused_adamw_on_cuda():
     net = create_model("swin_micro_patch4_window4_128", num_classes=5).cuda()
     cfg = train.build_parser().parse_args([])
-    assert engine.build_optimizer(net, cfg).defaults["fused"]
+    assert optim.build_optimizer(net, cfg).defaults["fused"]
     # the measured choice is looked up by CUDA's device type and by whether a gradient is wanted; kernels.py's
     # attention, CUDA's choice for inference, builds and runs on the GPU machines here (kernels.attention_runs)
     x = torch.zeros(8, 49, 96, device="cuda")  # (windows, tokens, channels)

@@ -6,6 +6,7 @@ import torch
 
 import compiling
 import engine
+import optim
 import evaluation
 from model import create_model
 
@@ -17,19 +18,19 @@ def micro(version=1):
 @pytest.mark.parametrize("version", [1, 2])
 def test_no_weight_decay_on_norms_biases_and_position_bias(version):
     net = micro(version)
-    decayed = {id(p) for g in engine.param_groups(net, 0.05) if g["weight_decay"] > 0 for p in g["params"]}
+    decayed = {id(p) for g in optim.param_groups(net, 0.05) if g["weight_decay"] > 0 for p in g["params"]}
     for name, p in net.named_parameters():
         exempt = (p.ndim <= 1 or "norm" in name or name.endswith(".bias") or "relative_position_bias_table" in name
                   or "cpb_mlp" in name or "logit_scale" in name or name.endswith(("q_bias", "v_bias")))
         assert (id(p) in decayed) != exempt, name
     assert any("cpb_mlp.0.weight" in n for n, _ in net.named_parameters()) == (version == 2)
     # without layer decay two groups, not one per depth: each costs host time every step
-    assert [g["lr_scale"] for g in engine.param_groups(net, 0.05)] == [1.0, 1.0]
+    assert [g["lr_scale"] for g in optim.param_groups(net, 0.05)] == [1.0, 1.0]
 
 
 def test_layer_decay_scales_early_layers_least():
     net = micro()
-    groups = engine.param_groups(net, 0.05, layer_decay=0.5)
+    groups = optim.param_groups(net, 0.05, layer_decay=0.5)
     scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
     embed = scale[id(net.patch_embed.proj.weight)]
     first_block = scale[id(net.layers[0].blocks[0].mlp.fc1.weight)]
@@ -40,7 +41,7 @@ def test_layer_decay_scales_early_layers_least():
     assert len({scale[id(p)] for p in net.parameters()}) == 7  # embed, 5 blocks, head
     # the lr shown and logged is the head's, the schedule's own, not the patch embedding's
     cfg = argparse.Namespace(weight_decay=0.05, layer_decay=0.5, lr=1e-3)
-    assert engine.current_lr(engine.build_optimizer(net, cfg)) == 1e-3
+    assert optim.current_lr(optim.build_optimizer(net, cfg)) == 1e-3
 
 
 def test_adamw_is_fused_on_the_cpu_and_steps_as_the_default_loop_does():
@@ -49,7 +50,7 @@ def test_adamw_is_fused_on_the_cpu_and_steps_as_the_default_loop_does():
     cfg = argparse.Namespace(weight_decay=0.05, layer_decay=0.5, lr=1e-2)
     nets = [micro(), micro()]
     nets[1].load_state_dict(nets[0].state_dict())
-    fused = engine.build_optimizer(nets[0], cfg)
+    fused = optim.build_optimizer(nets[0], cfg)
     assert fused.defaults["fused"]
     params = dict(nets[1].named_parameters())
     loop = torch.optim.AdamW([{"params": [params[n] for n in names], "lr": g["lr"], "weight_decay": g["weight_decay"]}
@@ -76,7 +77,7 @@ def groups_by_name(net, optimizer) -> list:
 
 
 def test_warmup_then_cosine_per_step():
-    steps = [engine.lr_factor(s, total_steps=100, warmup_steps=10, warmup_ratio=0.01, min_ratio=0.001)
+    steps = [optim.lr_factor(s, total_steps=100, warmup_steps=10, warmup_ratio=0.01, min_ratio=0.001)
              for s in range(101)]
     assert steps[0] == pytest.approx(0.01) and steps[10] == pytest.approx(1.0)
     assert all(a < b for a, b in zip(steps[:10], steps[1:11]))  # rising through warmup
@@ -89,8 +90,8 @@ def test_scheduler_is_stepped_per_optimizer_step():
     net = micro()
     cfg = argparse.Namespace(weight_decay=0.05, layer_decay=1.0, lr=1e-3, epochs=2, warmup_epochs=1,
                              warmup_lr=1e-6, min_lr=1e-5)
-    optimizer = engine.build_optimizer(net, cfg)
-    scheduler = engine.build_scheduler(optimizer, cfg, steps_per_epoch=4)
+    optimizer = optim.build_optimizer(net, cfg)
+    scheduler = optim.build_scheduler(optimizer, cfg, steps_per_epoch=4)
     lrs = []
     for _ in range(8):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -255,10 +256,10 @@ def test_the_flags_are_read_after_the_backward_pass_and_a_batch_without_images_a
     assert len(stepped) == 1 and all(torch.equal(a, b) for a, b in zip(grads, stepped[0]))
     assert all(p.grad is None for p in net.parameters())  # taken: nothing left over for the next window
     # a window of nothing but a batch without images changes no weight, and the schedule goes on with the epoch
-    weights, lr = [p.detach().clone() for p in net.parameters()], engine.current_lr(state.optimizer)
+    weights, lr = [p.detach().clone() for p in net.parameters()], optim.current_lr(state.optimizer)
     assert engine.train_step(state, images[:0], labels[:0], cfg, step_now=True) is None and state.step == 2
     assert len(stepped) == 1 and all(torch.equal(a, b) for a, b in zip(weights, net.parameters()))
-    assert engine.current_lr(state.optimizer) < lr
+    assert optim.current_lr(state.optimizer) < lr
 
 
 def test_a_step_taken_by_a_batch_without_images_is_seen_by_on_step():
@@ -420,8 +421,8 @@ def test_a_run_resumed_in_another_layout_keeps_its_schedule():
     alone = {"processes": 1, "images": 20, "batch_size": 2, "batches_per_epoch": 10, "steps_per_epoch": 10}
     one, relaid = resumed(alone, two.checkpoint())
     assert relaid and one.scheduler.last_epoch == 20 and one.step == 10  # the steps taken still count on from 10
-    assert engine.current_lr(one.optimizer) == pytest.approx(engine.current_lr(two.optimizer))  # both halfway
-    assert engine.current_lr(one.optimizer) == pytest.approx(1e-3 * engine.lr_factor(20, 40, 0, 1e-4, 1e-3))
+    assert optim.current_lr(one.optimizer) == pytest.approx(optim.current_lr(two.optimizer))  # both halfway
+    assert optim.current_lr(one.optimizer) == pytest.approx(1e-3 * optim.lr_factor(20, 40, 0, 1e-4, 1e-3))
     same, relaid = resumed(dict(two.layout), two.checkpoint())
     assert not relaid and same.step == 10
     two.batches_done = 3
@@ -483,7 +484,7 @@ def test_an_lr_typed_on_resuming_counts_and_a_regrouping_is_refused():
     after = engine.build_train_state(cfg, micro(), micro(), cpu, None, 10, [1] * 5)
     after.resume_from(before.checkpoint())
     assert after.step == 5 and after.scheduler.last_epoch == 5
-    assert engine.current_lr(after.optimizer) == pytest.approx(1e-3 * engine.lr_factor(5, 20, 0, 1e-4, 1e-3))
+    assert optim.current_lr(after.optimizer) == pytest.approx(1e-3 * optim.lr_factor(5, 20, 0, 1e-4, 1e-3))
     assert {group["weight_decay"] for group in after.optimizer.param_groups} == {0.0, 0.5}
     import weights
     net = micro()
