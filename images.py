@@ -231,10 +231,15 @@ class DataSplits:
 
     def counts(self, split: str) -> list[int]:
         """Images per class in one split, in class order."""
-        per_class = [0] * len(self.classes)
-        for _, label in getattr(self, split):
-            per_class[label] += 1
-        return per_class
+        return per_class_counts(getattr(self, split), len(self.classes))
+
+
+def per_class_counts(samples: list, num_classes: int) -> list[int]:
+    """Images per class of (path, label) pairs, in class order."""
+    counts = [0] * num_classes
+    for _, label in samples:
+        counts[label] += 1
+    return counts
 
 
 IMBALANCE_RATIO = 3.0  # largest class / smallest class above which the scripts warn

@@ -21,8 +21,8 @@ from tqdm import tqdm
 import plots
 from config import COUNT, FRACTION, POSITIVE_INT, ranged
 from download import FLOWER_PHOTOS_SHA256, FLOWER_PHOTOS_URL, fetch_flower_photos
-from images import (SPLITS, class_imbalance, is_split_root, place_image, prepare_out, read_class_root, split_by_class,
-                    write_class_indices)
+from images import (SPLITS, class_imbalance, is_split_root, per_class_counts, place_image, prepare_out, read_class_root,
+                    split_by_class, write_class_indices)
 from utils import UserError, padded, run_cli, text_width
 
 REPORT, CHART, CLASS_INDICES = "split_report.txt", "class_distribution.png", "class_indices.json"
@@ -76,10 +76,7 @@ def main(argv=None) -> None:
     write_class_indices(out / CLASS_INDICES, classes)
 
     shown = [split for split in SPLITS if splits[split] or split != "test"]
-    counts = {split: [0] * len(classes) for split in shown}
-    for split in shown:
-        for _, label in splits[split]:
-            counts[split][label] += 1
+    counts = {split: per_class_counts(splits[split], len(classes)) for split in shown}
     report = format_report(source, out, args, classes, counts, skipped)
     (out / REPORT).write_text(report, encoding="utf-8", errors="surrogateescape")
     title = f"Images per class: {source.name} split into {out.name}"
