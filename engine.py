@@ -105,12 +105,13 @@ class TrainState:
                 "batches_done": self.batches_done, "best_acc": self.best_acc, "rng": rng_state(),
                 "layout": self.layout, "epoch_sums": epoch_sums, "lr": self.lr}
 
-    def resume_from(self, checkpoint: dict, metric: str = "acc1") -> bool:
+    def resume_from(self, checkpoint: dict, metric: str = "acc1", folder: str = "runs/<name>") -> bool:
         """Go on where `checkpoint` stopped (its model weights are loaded with the model), under this run's
         settings: a --lr, --weight-decay or --min-lr typed on resuming counts from the next step. Its best so
         far counts if it is of `metric`, the figure that now chooses best.pth (--balance may have changed it).
         True when the epoch divides otherwise here (other processes, batch size or images): at an epoch's
-        end the schedule then goes on from the epochs done; midway it cannot, and that is a UserError."""
+        end the schedule then goes on from the epochs done; midway it cannot, and that is a UserError whose
+        command goes on with `folder` (quoted for a shell)."""
         settings = [{key: group[key] for key in ("initial_lr", "weight_decay")}
                     for group in self.optimizer.param_groups]
         saved = [len(group["params"]) for group in checkpoint["optimizer"]["param_groups"]]
@@ -156,7 +157,7 @@ class TrainState:
             raise UserError(
                 f"the checkpoint stopped in epoch {self.epoch + 1}, after {self.batches_done} batches of "
                 f"{divided(was)}; here it is {divided(self.layout)}, so its place in the epoch does not carry over. "
-                f"Finish the epoch as it ran ({run} train.py --resume ... --stop-after-epochs 1, with its "
+                f"Finish the epoch as it ran ({run} train.py --resume {folder} --stop-after-epochs 1, with its "
                 "--batch-size and images), then go on as you like: from an epoch's end the schedule follows")
         # the schedule's place: the steps it took, or in another layout the epochs done; the step count (TensorBoard's
         # steps, --save-every-steps) goes on as it was, so that no point logged before is overwritten

@@ -20,6 +20,7 @@ import argparse
 import itertools
 import math
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -217,7 +218,7 @@ def main(argv=None) -> None:
                     "batches_per_epoch": len(train_loader), "steps_per_epoch": steps_per_epoch}
     if checkpoint is not None:
         metric = engine.best_metric(cfg)
-        relaid = state.resume_from(checkpoint, metric)
+        relaid = state.resume_from(checkpoint, metric, shlex.quote(str(run_dir)))
         if main_process:
             best = f"best {engine.METRIC_NAMES[metric]} so far {state.best_acc:.4f}" if state.best_acc >= 0 \
                 else "not validated yet"

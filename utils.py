@@ -56,7 +56,8 @@ def run_cli(main) -> None:
     """Run a script's `main()`, turning a UserError, or an OSError about a path (a folder that cannot be
     made, a file that cannot be written), into one line on stderr and exit status 2, a Ctrl-C that was
     not handled (train.py's second one) into one line and status 130, and a reader of stdout that has
-    gone (`| head`) into a quiet stop, as other command-line tools make it. A file name whose bytes are not
+    gone (`| head`) into a quiet stop, as other command-line tools make it; under torchrun, the broken
+    connection to a process of the run that ended into one line too. A file name whose bytes are not
     UTF-8 (old zips, Windows shares) is printed as those bytes, as ls prints it, not raised about."""
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="surrogateescape")
@@ -64,7 +65,7 @@ def run_cli(main) -> None:
         main()
         sys.stdout.flush()  # a closed pipe raises here, not at exit
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        say_error(str(err))
         sys.exit(2)
     except KeyboardInterrupt:
         print("\nstopped at once by Ctrl-C", file=sys.stderr)
@@ -79,8 +80,20 @@ def run_cli(main) -> None:
         if err.filename is None:  # not about a file or folder: kept with its traceback
             raise
         # a folder that cannot be made, a file that cannot be written: the path and why, as a shell tool says it
-        print(f"error: {err.filename}: {err.strerror}", file=sys.stderr)
+        say_error(f"{err.filename}: {err.strerror}")
         sys.exit(2)
+    except Exception as err:
+        if not (distributed() and lost_another_process(err)):
+            raise
+        # train.py's training loop says what was saved; before it (another machine's process failed to start)
+        say_error("another process of this run ended (its own message says why) and the connection to it broke")
+        sys.exit(2)
+
+
+def say_error(message: str) -> None:
+    """One line on stderr, written at once: under torchrun the processes' lines do not run into each other."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
 
 
 def stdout_reader_gone() -> bool:

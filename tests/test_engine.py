@@ -417,7 +417,7 @@ def test_a_run_resumed_in_another_layout_keeps_its_schedule():
     def resumed(layout, checkpoint):
         state = engine.build_train_state(cfg, micro(), micro(), cpu, None, layout["steps_per_epoch"], [1] * 5)
         state.layout = layout
-        return state, state.resume_from(checkpoint)
+        return state, state.resume_from(checkpoint, folder="'runs/my run'")
     alone = {"processes": 1, "images": 20, "batch_size": 2, "batches_per_epoch": 10, "steps_per_epoch": 10}
     one, relaid = resumed(alone, two.checkpoint())
     assert relaid and one.scheduler.last_epoch == 20 and one.step == 10  # the steps taken still count on from 10
@@ -427,7 +427,8 @@ def test_a_run_resumed_in_another_layout_keeps_its_schedule():
     assert not relaid and same.step == 10
     two.batches_done = 3
     with pytest.raises(UserError, match=r"stopped in epoch 3, after 3 batches of 20 training images in batches of "
-                                        r"2 in 2 process\(es\); here it is 20 .* in 1 process.*torchrun --nproc_per_node 2"):
+                                        r"2 in 2 process\(es\); here it is 20 .* in 1 process.*torchrun --nproc_per_node 2 train.py "
+                                        r"--resume 'runs/my run' --stop-after-epochs 1"):
         resumed(alone, two.checkpoint())
     with pytest.raises(UserError, match=r"here it is 20 training images in batches of 3 in 2"):  # the batches alone
         resumed(dict(two.layout, batch_size=3), two.checkpoint())

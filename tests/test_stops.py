@@ -400,6 +400,30 @@ def test_a_process_that_died_under_torchrun_is_told_from_other_errors():
     assert not utils.lost_another_process(ConnectionResetError("Connection reset by peer"))  # a loader worker's
 
 
+def test_a_process_lost_before_training_began_is_one_line_too(monkeypatch, capsys):
+    """Another machine's process that failed at its start (its data folder missing there) breaks the connection
+    in this one's setup, before the training loop's own message: run_cli says it in one line, status 2; any
+    other error keeps its traceback."""
+    gloo = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer "
+                        "[127.0.0.1]:27058. This is typically caused by a remote worker crashing.")
+
+    def raises(err):
+        def main():
+            raise err
+        return main
+    monkeypatch.setattr(utils, "distributed", lambda: True)
+    with pytest.raises(SystemExit) as stopped:
+        utils.run_cli(raises(gloo))
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == ("error: another process of this run ended (its own message says why) and "
+                                       "the connection to it broke\n")
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        utils.run_cli(raises(RuntimeError("CUDA error: an illegal memory access was encountered")))
+    monkeypatch.setattr(utils, "distributed", lambda: False)  # not under torchrun: a bug, with its traceback
+    with pytest.raises(RuntimeError, match="Connection closed"):
+        utils.run_cli(raises(gloo))
+
+
 def test_a_second_sigterm_keeps_the_first_stop_and_a_second_ctrl_c_stops_at_once(capsys):
     """Under torchrun a second Ctrl-C reaches the processes as SIGTERM, and so does SLURM's signal, which
     torchrun hands on after it reached them: the stop under way goes on, said once."""
