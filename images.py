@@ -139,7 +139,9 @@ def find_images(folder: Path, others: tuple = (), left_out: list = None) -> list
         if real in seen or (real != top and os.path.commonpath([real, top]) == real):  # seen, or above `folder`
             subdirs[:] = []
             continue
-        owner = next((other for other in others if real != top and os.path.commonpath([real, other]) == other), None)
+        outside = real != top and os.path.commonpath([real, top]) != top  # reached through a link
+        owner = next((other for other in others if os.path.commonpath([real, other]) == other), None) \
+            if outside else None
         if owner is not None:
             if left_out is not None:
                 left_out.append((directory, f"a link into the class folder {Path(owner).name}: its photos are that "
@@ -220,7 +222,8 @@ def read_class_indices(path) -> list[str]:
 
 @dataclass
 class DataSplits:
-    """Samples are (path, label); labels index `classes`. `skipped` is (path, reason) for files that do not decode."""
+    """Samples are (path, label); labels index `classes`. `skipped` is (path, reason) for files that do not decode
+    (and links into another class folder)."""
     root: Path
     classes: list[str]
     train: list[tuple[str, int]]

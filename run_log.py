@@ -4,6 +4,7 @@ classes); and how it ends: its report, or what stopped it and the command that g
 import csv
 import itertools
 import json
+import shlex
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -192,7 +193,7 @@ def warn_unreadable(splits, recorded: set = None, shown: int = 10) -> None:
     for path, reason in skipped[:shown]:
         print(f"warning: left out {path}: {reason}", file=sys.stderr)
     if len(skipped) > shown:
-        print(f"warning: and {len(skipped) - shown} more files that do not decode (python split_data.py "
+        print(f"warning: and {len(skipped) - shown} more files left out (python split_data.py "
               "--data-path <folder> lists every one in split_report.txt)", file=sys.stderr)
 
 
@@ -260,9 +261,11 @@ def say_finished(cfg, checkpoint: dict, run_dir: Path) -> None:
         f"trained {checkpoint['epoch']} epochs, more than --epochs {cfg.epochs}"
     print(f"{cfg.resume} has {done} (best {name} {checkpoint['best_acc']:.4f}): "
           f"nothing to train. To train on, add --epochs N, N above {checkpoint['epoch']}.")
-    if not (run_dir / "report.html").exists():  # written last: stopped before (or while) the report was written
+    # report.html is written last: none in a run folder (config.yaml beside it), stopped before or while it was
+    if (run_dir / "config.yaml").is_file() and not any((run_dir / where / "report.html").is_file()
+                                                       for where in (".", "eval_val")):
         print(f"{run_dir / 'report.html'} was not written: python train.py --eval-only --resume "
-              f"{evaluated_file(run_dir)} writes the report, in {run_dir / 'eval_val'}")
+              f"{shlex.quote(str(evaluated_file(run_dir)))} writes the report, in {run_dir / 'eval_val'}")
 
 
 def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, distributed: bool) -> UserError | None:
@@ -290,8 +293,9 @@ def say_stopped(state, by: str, run_dir: Path) -> None:
     """A run stopped before its last epoch: where, what was saved, and the command that goes on."""
     where = f"after epoch {state.epoch}" if state.batches_done == 0 else \
         f"in epoch {state.epoch + 1} (batch {state.batches_done})"
+    again = f" {by}" if by.startswith("--stop-after-epochs") else ""  # a job's time limit: each resume stops too
     print(f"stopped by {by} {where}, step {state.step}; {run_dir / 'last.pth'} saved. "
-          f"To go on:\n    {resume_command(run_dir)}")
+          f"To go on:\n    {resume_command(run_dir)}{again}")
 
 
 def finish_run(writer, run_dir: Path, cfg, state, last_val: dict, best: tuple, classes: list) -> None:

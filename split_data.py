@@ -101,7 +101,7 @@ def format_report(source: Path, out: Path, args, classes: list[str], counts: dic
               for i, name in enumerate(classes)]
     lines.append(f"{'total':<{width}}" + "".join(f"{sum(column):>9}" for column in columns.values()))
     if skipped:
-        lines.append(f"skipped {len(skipped)} file(s) that do not decode:")
+        lines.append(f"skipped {len(skipped)} file(s), each with why:")
         lines += [f"  {path}: {reason}" for path, reason in skipped]
     return "\n".join(lines) + "\n"
 

@@ -229,12 +229,16 @@ def resume_command(run_dir) -> str:
     """The command that goes on with a run, started as it was: python, or torchrun with as many processes (a run
     stopped mid-epoch must go on so: its place in the epoch is counted in each process's batches); the folder
     quoted for a shell."""
-    folder = shlex.quote(str(run_dir))
+    return f"{launcher()} train.py --resume {shlex.quote(str(run_dir))}"
+
+
+def launcher() -> str:
+    """What starts train.py as this process was started: python, or torchrun with as many processes."""
     world, local = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     if world == 1:
-        return f"python train.py --resume {folder}"
+        return "python"
     nodes = f"--nnodes {world // local} --node_rank N --master_addr HOST " if world > local else ""
-    return f"torchrun {nodes}--nproc_per_node {local} train.py --resume {folder}"
+    return f"torchrun {nodes}--nproc_per_node {local}"
 
 
 def lost_another_process(err: Exception) -> bool:

@@ -32,7 +32,7 @@ from export import is_program, load_program
 from images import read_class_indices
 from model import SIZES, VARIANTS, create_model, resolve_variant
 from checkpoints import load_checkpoint
-from utils import UserError, resume_command
+from utils import UserError, launcher, resume_command
 
 # Rebuilt by the model from its geometry, so never loaded (official files carry them).
 _BUFFERS = ("relative_position_index", "relative_coords_table", "attn_mask", "k_bias")
@@ -310,7 +310,7 @@ def nothing_to_resume(run: Path) -> str:
     if (run / "best.pth").is_file():
         return f"{run} has no last.pth, only best.pth (stopped while saving): python train.py --resume " \
                f"{shlex.quote(str(run / 'best.pth'))} goes on from it"
-    again = f"python train.py --config {shlex.quote(str(run / 'config.yaml'))} --output " \
+    again = f"{launcher()} train.py --config {shlex.quote(str(run / 'config.yaml'))} --output " \
             f"{shlex.quote(str(run.parent))} --name {shlex.quote(run.name)}"
     return f"{run} holds no checkpoint" + (f": the run stopped before its first epoch was saved. To start it again: "
                                            f"{again}" if (run / "config.yaml").is_file() else "")

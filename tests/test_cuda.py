@@ -12,10 +12,10 @@ import checkpoints
 import compiling
 import data
 import engine
-import optim
 import evaluation
 import kernels
 import loaders
+import optim
 import train
 import utils
 from interpreted_kernels import check_layer_norm, check_window_attention, count_kernel_calls

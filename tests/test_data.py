@@ -9,8 +9,8 @@ import torch
 from PIL import Image, JpegImagePlugin
 
 from data import (IMAGENET_MEAN, IMAGENET_STD, EncodedBatch, ImageDataset, Normalize, build_loader, build_mixup,
-                  build_normalize, build_transform, collate_skipping_failures, load_rgb, load_splits,
-                  pil_to_uint8, to_device)
+                  build_normalize, build_transform, collate_skipping_failures, pil_to_uint8, to_device)
+from images import load_rgb, load_splits
 from loaders import SeededDataset
 from image_factory import write_class_tree, write_image, write_sideways_jpeg
 from utils import UserError

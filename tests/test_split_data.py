@@ -73,7 +73,7 @@ def test_broken_files_are_reported_exactly_and_left_out(tmp_path):
     broken = write_broken_files(source / "dog")
     split_data.main(["--data-path", str(source), "--out", str(tmp_path / "out")])
     report = (tmp_path / "out" / "split_report.txt").read_text()
-    assert "skipped 5 file(s) that do not decode:" in report
+    assert "skipped 5 file(s), each with why:" in report
     listed = [line.strip().split(": ")[0] for line in report.splitlines() if line.startswith("  ")]
     assert sorted(listed) == sorted(map(str, broken))
     assert re.search(r"^dog +4 +1 +5$", report, re.MULTILINE)  # train, val, skipped

@@ -163,6 +163,37 @@ def test_a_split_record_edited_into_other_types_is_drawn_anew(tmp_path, capsys, 
     assert "is not the JSON a run writes" in capsys.readouterr().out
 
 
+def test_what_a_finished_or_stopped_run_says_gives_commands_that_work(tmp_path, capsys, monkeypatch):
+    """The commands printed are quoted for a shell; a finished run's missing report is said until one is
+    written (by the --eval-only it names), and only of a run folder; a stop by --stop-after-epochs is
+    repeated in its resume command, as the job that resumes it has the same time limit."""
+    import shlex
+    import types
+    import run_log
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    run = tmp_path / "my run"
+    run.mkdir()
+    cfg = types.SimpleNamespace(epochs=2, resume=run)
+    finished = {"epoch": 2, "best_acc": 0.5}
+    run_log.say_finished(cfg, finished, run)
+    assert capsys.readouterr().out.count("\n") == 1  # not a run folder (no config.yaml): no word of a report
+    (run / "config.yaml").write_text("epochs: 2\n")
+    run_log.say_finished(cfg, finished, run)
+    said = capsys.readouterr().out.splitlines()[1]
+    command = shlex.split(said.split(" was not written: ")[1].split(" writes the report")[0])
+    assert command == ["python", "train.py", "--eval-only", "--resume", str(run / "best.pth")]
+    (run / "eval_val").mkdir()
+    (run / "eval_val" / "report.html").write_text("")
+    run_log.say_finished(cfg, finished, run)
+    assert "was not written" not in capsys.readouterr().out
+    state = types.SimpleNamespace(epoch=1, batches_done=0, step=5)
+    run_log.say_stopped(state, "--stop-after-epochs 1", run)
+    assert shlex.split(capsys.readouterr().out.splitlines()[1]) == \
+        ["python", "train.py", "--resume", str(run), "--stop-after-epochs", "1"]
+    run_log.say_stopped(state, "SIGINT", run)
+    assert shlex.split(capsys.readouterr().out.splitlines()[1]) == ["python", "train.py", "--resume", str(run)]
+
+
 def test_metrics_csv_holds_an_epoch_once_its_latest_training(tmp_path):
     """A run killed after an epoch's row but before its last.pth trains that epoch again on resuming: its row
     replaces the old one and any later ones; a column new since (EMA's, turned on when resuming) gets a header."""
