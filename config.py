@@ -74,8 +74,8 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
     for key, value in list(values.items()):
         if key not in actions:
             near = difflib.get_close_matches(str(key).replace("-", "_"), list(actions), n=1, cutoff=0.5)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise UserError(f"unknown config key {key!r} in {path}{hint}. Valid keys: {', '.join(sorted(actions))}")
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise UserError(f"unknown config key {key!r} in {path}{hint}; valid keys: {', '.join(sorted(actions))}")
         action = actions[key]
         # a switch: --ema, --no-ema; or None where that is its default (--compile's: decided by the run)
         if action.nargs == 0 and not isinstance(value, bool) and not (value is None and action.default is None):

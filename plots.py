@@ -205,6 +205,16 @@ def prediction_card(image: Image.Image, labels: list[str], probs: list[float], t
 LINE_COLORS = [(31, 119, 180), (230, 120, 20), (44, 160, 44), (150, 80, 190), (200, 40, 40)]
 
 
+def legend_names(series: dict) -> list[str]:
+    """The series' names, each that is drawn over an earlier one of the same points named with it ("val balanced
+    = val": balanced accuracy is top-1 on a balanced split), where its line alone would be hidden."""
+    names = []
+    for k, (name, points) in enumerate(series.items()):
+        same = next((earlier for earlier, before in list(series.items())[:k] if before == points), None)
+        names.append(name if same is None else f"{name} = {same}")
+    return names
+
+
 def line_chart(series: dict, title: str, value_format: str = "{:.2f}", width: int = 350,
                height: int = 260) -> Image.Image:
     """Lines of (epoch, value) points, one per named series, on shared axes with a legend.
@@ -229,7 +239,7 @@ def line_chart(series: dict, title: str, value_format: str = "{:.2f}", width: in
     draw = ImageDraw.Draw(image)
     draw.text((10, 8), title, fill="black", font=font(15))
     x = 10
-    for (name, _), color in zip(series.items(), LINE_COLORS * 4):  # the legend, in one row
+    for name, color in zip(legend_names(series), LINE_COLORS * 4):  # the legend, in one row
         draw.line((x, 38, x + 16, 38), fill=color, width=3)
         draw.text((x + 20, 38), name, fill="black", font=font(12), anchor="lm")
         x += 30 + text_width(name, 12)

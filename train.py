@@ -159,6 +159,9 @@ def main(argv=None) -> None:
 
     # the tutorial's command, as typed (the first process decides: another machine may see other folders)
     if from_first_process(not cfg.data_path.exists() and cfg.data_path.name == "flower_photos"):
+        if cfg.eval_only:  # an evaluation of images the user has: none fetched for it
+            raise UserError(f"--eval-only evaluates the images in --data-path, and {cfg.data_path} is not here: "
+                            "give --data-path DIR, a folder of class folders or split_data.py's folder")
         on_first_process(lambda: fetch_tutorial_photos(cfg.data_path))
     # a run resumed (or its checkpoint evaluated) validates on the files it drew at its start
     recorded = None if checkpoint is None else run_log.recorded_split(resumed_file(cfg).parent, cfg.data_path,
@@ -242,7 +245,7 @@ def main(argv=None) -> None:
         print(f"run folder {run_dir}: {len(splits.train)} training and {len(splits.val)} validation images, "
               f"{len(classes)} classes, {model.variant} at {img_size} px on {device}"
               f"{f' x{world_size} (DDP, {torch.distributed.get_backend()})' if distributed else ''}, "
-              f"amp {amp or 'off'}, {cfg.workers} loader workers"
+              f"amp {amp or 'off'}, {cfg.workers} loader worker{'s' if cfg.workers != 1 else ''}"
               f"{', compiled (the first step takes a minute or so)' if compiled else ''}"
               f"{', CUDA graphs' if cfg.cuda_graphs else ''}")
         run_log.notice_settings(cfg, model.variant, device, compiled, images_per_process, steps_per_epoch,

@@ -450,6 +450,20 @@ def test_the_confusion_matrix_of_two_classes_shows_its_whole_legend():
     assert inked.size and inked.max() < picture.shape[1] - 5  # white beyond its last letter: nothing cut off
 
 
+def test_a_curve_hidden_under_another_of_the_same_points_is_named_with_it():
+    """On a balanced validation split, balanced accuracy is top-1: its line covers top-1's, and the legend says
+    so rather than list a line that cannot be seen; the whole legend stays in the picture."""
+    import plots
+    rows = [{"epoch": e, "acc1_train": 0.5 + e / 10, "acc1_val": 0.4 + e / 10, "balanced_acc_val": 0.4 + e / 10,
+             "acc1_val_ema": 0.45, "loss_train": 1.0, "loss_val": 1.1, "lr": 1e-3} for e in (1, 2, 3)]
+    series = {"train": [(1, 0.6)], "val": [(1, 0.5)], "val balanced": [(1, 0.5)], "val EMA": [(1, 0.5)]}
+    assert plots.legend_names(series) == ["train", "val", "val balanced = val", "val EMA = val"]
+    assert plots.legend_names({"train": [(1, 0.6)], "val": [(1, 0.5)]}) == ["train", "val"]
+    picture = np.asarray(plots.training_curves(rows)[1].convert("L"))
+    inked = np.nonzero((picture[30:46] < 200).any(0))[0]
+    assert inked.size and inked.max() < picture.shape[1] - 5
+
+
 
 def a_wide_font_here() -> bool:
     import plots

@@ -480,6 +480,22 @@ def test_weights_report_and_from_scratch_notice(flowers, tmp_path, capsys):
     assert "--freeze-layers with" not in loaded and "--warmup-epochs" not in loaded
 
 
+def test_an_evaluation_without_its_images_fetches_none_and_a_file_is_no_output_folder(flowers, tmp_path,
+                                                                                    monkeypatch):
+    """--eval-only of weights without --data-path (flower_photos by default, not here): one line asking for the
+    images, not a 218 MB download; --output naming a file: one line, not mkdir's "File exists"."""
+    weights_file = tmp_path / "weights.pth"
+    torch.save(create_model("swin_micro_patch4_window4_128", num_classes=5).state_dict(), weights_file)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="--eval-only evaluates the images in --data-path, and flower_photos is not "
+                                        "here: give --data-path DIR"):
+        train.main(["--eval-only", "--weights", str(weights_file), "--model", "swin_micro_patch4_window4_128"])
+    assert not (tmp_path / "flower_photos.tgz").exists()
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(UserError, match="--output .*afile is a file, not a folder"):
+        train.main(["--data-path", str(flowers), *FAST, "--output", str(tmp_path / "afile")])
+
+
 def test_eval_only_reports_and_lists_mistakes(flowers, tmp_path, capsys):
     trained = train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "2", "--output", tmp_path, "--name", "e")
     assert f"gets wrong, to open in a browser: {tmp_path / 'e' / 'report.html'}" in trained
