@@ -251,9 +251,15 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_in_its_folder(flo
 
 def test_a_kill_after_last_pth_loses_no_point_logged_up_to_its_step(flowers, tmp_path, capsys, monkeypatch):
     """The loss of every 10th step is written a step late (engine.HostCopy); a kill right after an epoch's
-    last.pth, at step 10, must not lose that point, since the resume drops the points after step 10 only."""
+    last.pth, at step 10, must not lose that point, since the resume drops the points after step 10 only: it is
+    on disk before last.pth is written (SummaryWriter queues what it is given, and a killed process closes
+    nothing, which the writer's close made a no-op here stands for, the writer kept from the garbage collector,
+    which would flush its file)."""
     import engine
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+    unclosed = []
+    monkeypatch.setattr(SummaryWriter, "close", lambda self: unclosed.append(self))
     real, calls = engine.stop_agreed, []
 
     def killed_after_epoch_2s_save(stop, device):
@@ -265,6 +271,7 @@ def test_a_kill_after_last_pth_loses_no_point_logged_up_to_its_step(flowers, tmp
     with pytest.raises(RuntimeError, match="killed"):
         train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "3", "--output", tmp_path, "--name", "k")
     monkeypatch.setattr(engine, "stop_agreed", real)
+    monkeypatch.undo()
     train_here(capsys, "--resume", tmp_path / "k")
     events = EventAccumulator(str(tmp_path / "k"), size_guidance={"scalars": 0})
     events.Reload()
