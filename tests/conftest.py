@@ -44,6 +44,18 @@ def pytest_unconfigure(config):
         gc.freeze()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI (CI=true, as .ci/run sets it) a test may skip only for want of a GPU: any other skip (a package or
+    a browser that did not install) is a failure, not a pass that tested nothing."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("CI") == "true" and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if "no CUDA GPU" not in reason and "this machine has a GPU" not in reason:
+            report.outcome, report.longrepr = "failed", f"skipped in CI, where only the CUDA tests may: {reason}"
+
+
 @pytest.fixture(scope="session")
 def flowers() -> Path:
     """The bundled sample: 100 real photos, 20 in each of flower_photos' 5 classes."""

@@ -111,8 +111,15 @@ def test_split_data_warns_about_imbalanced_classes(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("balance", ["sampler", "loss"])
-def test_train_balances_and_logs_balanced_accuracy(tmp_path, capsys, balance):
+def test_train_balances_and_logs_balanced_accuracy(tmp_path, capsys, monkeypatch, balance):
     write_class_tree(tmp_path / "photos", {"cats": 20, "dogs": 5}, size=(64, 64))
+    real_loss, labels, weights = engine.loss_fn, Counter(), []
+
+    def loss_seen(logits, targets, smoothing, class_weights=None):  # what train.py's steps trained on
+        labels.update(targets.tolist())
+        weights.append(class_weights)
+        return real_loss(logits, targets, smoothing, class_weights=class_weights)
+    monkeypatch.setattr(engine, "loss_fn", loss_seen)
     train.main(["--data-path", str(tmp_path / "photos"), "--model", "swin_micro_patch4_window4_128",
                 "--img-size", "32", "--batch-size", "8", "--workers", "0", "--epochs", "1", "--no-progress",
                 "--balance", balance, "--output", str(tmp_path), "--name", "run"])
@@ -126,3 +133,11 @@ def test_train_balances_and_logs_balanced_accuracy(tmp_path, capsys, balance):
     assert last["best_metric"] == "balanced_acc"
     assert last["best_acc"] == pytest.approx(float(rows[0]["balanced_acc_val"]), abs=1e-6)
     assert last["best_acc"] != pytest.approx(float(rows[0]["acc1_val"]), abs=1e-6)  # this data tells them apart
+    # the balancing itself: 16 cats and 4 dogs train, two full batches of 8 an epoch; the sampler draws the dogs
+    # about as often as the cats (a shuffle draws some 3 of 16), the loss weights them by inverse frequency
+    assert sum(labels.values()) == 16 and len(weights) == 2
+    if balance == "sampler":
+        assert labels[1] >= 6 and all(w is None for w in weights)
+    else:
+        assert labels[1] <= 4
+        assert all(torch.allclose(w, engine.inverse_frequency_weights([16, 4])) for w in weights)

@@ -165,6 +165,7 @@ def test_mixed_precision_steps_track_fp32_on_the_cpu(amp, version):
     assert abs(losses[0] - fp32_losses[0]) < 0.01 * fp32_losses[0], (losses, fp32_losses)
     assert abs(losses[-1] - fp32_losses[-1]) < 0.1 * fp32_losses[0], (losses, fp32_losses)
     assert ((weights - fp32_weights).norm() / fp32_weights.norm()).item() < 0.02
+    assert not torch.equal(weights, fp32_weights)  # close, not the same: the step did run in `amp`
 
 
 def test_accumulated_steps_average_their_batches_the_epochs_shorter_last_one_too(monkeypatch):

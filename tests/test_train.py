@@ -422,12 +422,17 @@ def test_loader_workers_started_afresh_train_as_forked_ones(flowers, tmp_path, c
     assert losses["spawn"] == losses["fork"]
 
 
-def test_decoding_on_the_device_trains_as_decoding_in_the_workers(flowers, tmp_path, capsys):
+def test_decoding_on_the_device_trains_as_decoding_in_the_workers(flowers, tmp_path, capsys, monkeypatch):
     """--decode device on the CPU (the code nvJPEG runs on a GPU, but for the decoder itself): the same crops,
-    so the same training within the decoders' grey level or so."""
+    so the same training within the decoders' grey level or so; the training process decodes them."""
+    import data
+    real, decoded = data.decode_jpegs, []
+    monkeypatch.setattr(data, "decode_jpegs", lambda files, device: decoded.extend(files) or real(files, device))
     common = ["--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--workers", "2"]
     train_here(capsys, *common, "--name", "workers")
+    assert not decoded
     train_here(capsys, *common, "--name", "device", "--decode", "device")
+    assert len(decoded) >= 40  # most of the epoch's 80 (crops of small photos the workers decode whole)
     (on_workers,), (on_device,) = metrics(tmp_path / "workers"), metrics(tmp_path / "device")
     assert abs(float(on_workers["loss_train"]) - float(on_device["loss_train"])) < 0.01
     assert on_device["data_failed_images"] == "0"

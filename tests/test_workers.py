@@ -4,6 +4,7 @@ import multiprocessing
 import os
 import signal
 import subprocess
+import sys
 
 import torch
 from torch.utils.data._utils import signal_handling
@@ -117,7 +118,7 @@ def test_a_worker_death_that_comes_during_the_wait_for_it_is_not_a_second_error(
 
 
 
-def test_a_loader_worker_says_nothing_of_a_hand_over_broken_off():
+def test_a_loader_worker_says_nothing_of_a_hand_over_broken_off(monkeypatch):
     """When a worker dies, the training process may break off its fetch of another worker's batch mid-handshake,
     whose resource-sharer thread then prints that connection's traceback through sys.excepthook just before the
     worker is ended (the test above failed so, once, on 2026-11-29): a worker's hook drops those, and only those."""
@@ -128,3 +129,16 @@ def test_a_loader_worker_says_nothing_of_a_hand_over_broken_off():
     assert seen == [ValueError]
     loader = build_loader([0], batch_size=1, train=False, num_workers=1)
     assert loader.worker_init_fn.func is workers.start_loader_worker
+    # as a worker starts (here without lowering this process's priority): its hook in front of the one it had
+    seen.clear()
+    monkeypatch.setattr(sys, "excepthook", lambda kind, value, traceback: seen.append(kind))
+    monkeypatch.setattr(workers, "_held", None)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        workers.start_loader_worker(0)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    sys.excepthook(EOFError, EOFError(), None)
+    sys.excepthook(ValueError, ValueError(), None)
+    assert seen == [ValueError]
