@@ -387,6 +387,9 @@ def compare_memory(args, device, amp):
     results = {}
     for checkpointing in (False, True):
         results[checkpointing] = peak_and_speed(args, cfg, device, amp, args.batch_size, checkpointing)
+        if results[checkpointing] is None:
+            print(f"batch {args.batch_size}, grad checkpointing {'on ' if checkpointing else 'off'}: does not fit")
+            return
         peak, speed = results[checkpointing]
         print(f"batch {args.batch_size}, grad checkpointing {'on ' if checkpointing else 'off'}: "
               f"peak {peak:.2f} GiB, {speed:.0f} img/s", flush=True)

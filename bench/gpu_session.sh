@@ -38,8 +38,9 @@ run_part() {
     # the GPU's correctness first, what is new since the last run on a GPU (2026-11-28: 22 of 22 passed in 257 s):
     # --cuda-graphs, the loop's waits for the GPU, the stages' weights cast once, and CUDA's choice of attention for
     # inference (kernels.py's). About
-    # 80 s; the rest of tests/test_cuda.py (some 200 s) is tests_rest. -v names each test as it ends
-    tests_new) part tests_new 150 python3 -m pytest -v -p no:cacheprovider --durations=0 tests/test_cuda.py \
+    # 80 s once, more since the list grew (two compiles, a torchrun run, train/resume/predict): up to 240 s;
+    # the rest of tests/test_cuda.py (some 200 s) is tests_rest. -v names each test as it ends
+    tests_new) part tests_new 240 python3 -m pytest -v -p no:cacheprovider --durations=0 tests/test_cuda.py \
         -k "$new_tests" ;;
     tests_rest) part tests_rest 280 python3 -m pytest -v -p no:cacheprovider --durations=0 tests/test_cuda.py \
         -k "not ($new_tests)" ;;

@@ -62,8 +62,12 @@ def check_weights_cast_once(version: int, checkpointing: bool, device: str, dtyp
 
     out_autocast, grads_autocast, calls_autocast = run(False)
     out, grads, calls = run(True)
-    assert out.dtype == dtype and torch.equal(out, out_autocast)
-    assert all(torch.equal(grads[name], grads_autocast[name]) for name in grads)
+    # to the bit on a CPU; on a GPU the copies, views of one buffer, may start less aligned than autocast's own,
+    # and cuBLASLt may then choose another kernel, whose sums round otherwise in the last bit
+    def same(a, b):
+        return torch.equal(a, b) if device == "cpu" else ((a.float() - b.float()).norm() <= 1e-2 * b.float().norm())
+    assert out.dtype == dtype and same(out, out_autocast)
+    assert all(same(grads[name], grads_autocast[name]) for name in grads)
     if checkpointing:  # the blocks' recomputation casts each weight again, as autocast does
         assert calls["_to_copy"] < calls_autocast["_to_copy"]
     else:
