@@ -4,6 +4,7 @@ import re
 
 import pytest
 import torch
+import yaml
 
 import config
 import train
@@ -98,7 +99,7 @@ def test_defaults_are_the_tutorials():
 def test_configs_folder_is_valid():
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         cfg = config.parse_config(train.build_parser(), ["--config", str(path)])
-        assert cfg.model, path
+        assert cfg.model == yaml.safe_load(path.read_text())["model"], path  # the file's, not the default
 
 
 def test_a_config_named_on_resuming_counts_as_typed(tmp_path):

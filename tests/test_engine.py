@@ -325,8 +325,8 @@ def agreement_process(rank: int, init_file: str) -> None:
     assert step((images, labels)) is None  # a skipped step's batches leave the figures, on both
     assert state.step == 3 and state.skipped_steps == 2 and state.scaler.get_scale() == scale / 4 and reduced == [1]
     # a window with no image on process 1 but some on process 0: both take its step
-    assert step(nothing if rank == 1 else (images, labels), step_now=False) is None or rank == 0
-    assert step(nothing if rank == 1 else (images, labels)) is None or rank == 0
+    assert (step(nothing if rank == 1 else (images, labels), step_now=False) is None) == (rank == 1)
+    assert (step(nothing if rank == 1 else (images, labels)) is None) == (rank == 1)
     assert state.step == 4 and state.skipped_steps == 0
     # a stop requested on process 1 within a window: taken at its step, by both
     stop = StopSignal()
