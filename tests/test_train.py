@@ -278,6 +278,19 @@ def test_a_kill_after_last_pth_loses_no_point_logged_up_to_its_step(flowers, tmp
     assert [e.step for e in events.Scalars("loss/train_step")] == [10]
 
 
+def test_torchrun_on_a_cpu_starts_gloo_and_python_no_group(monkeypatch):
+    """torchrun ... --device cpu (a GPU machine too: NCCL cannot reduce CPU tensors): gloo; plain python: no
+    process group at all (tests/test_cuda.py checks NCCL for the GPU)."""
+    started = []
+    monkeypatch.setattr(torch.distributed, "init_process_group", started.append)
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert utils.init_distributed("cpu") == (0, 1, 0, torch.device("cpu")) and started == []
+    for name, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(name, value)
+    assert utils.init_distributed("cpu") == (1, 2, 1, torch.device("cpu")) and started == ["gloo"]
+
+
 def test_runs_started_in_the_same_second_get_a_folder_each(tmp_path):
     import run_log
     stamped = tmp_path / "runs" / "swin_micro-20261129-101347"
