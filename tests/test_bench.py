@@ -72,6 +72,24 @@ def test_bench_train_gives_a_bare_row_per_layer_norm_kind_and_weights_cast():
         assert row in out, row
 
 
+def test_each_bare_row_of_bench_train_runs_with_its_own_kinds(monkeypatch):
+    """The rows above are named by bare_variants; use() is what sets each one's LayerNorm, attention and casts
+    before it runs (the kernels' own agreement is test_kernels.py's)."""
+    import argparse
+    import bench_train
+    import precision
+    for module, name in ((attention, "ATTENTION"), (kernels, "LAYER_NORM"), (precision, "CAST_ONCE")):
+        monkeypatch.setattr(module, name, getattr(module, name))  # put back after
+    args = argparse.Namespace(attention=["plain", "sdpa"], layer_norm=["torch", "triton"], cast_once=["on", "off"])
+    variants = bench_train.bare_variants(args)
+    assert len(variants) == 8 and variants["bare sdpa, triton LN, cast once off"] == ("sdpa", "triton", False)
+    for kinds in variants.values():
+        bench_train.use(kinds)
+        assert (attention.ATTENTION, kernels.LAYER_NORM, precision.CAST_ONCE) == kinds
+    bench_train.use(None)  # timm's row: ours as it was
+    assert (attention.ATTENTION, kernels.LAYER_NORM, precision.CAST_ONCE) == kinds
+
+
 def test_bench_data_gpu_decoding_code_runs_on_the_cpu():
     """--gpu-decode's batched decode, crop and resize (train.py --decode device), run on the CPU here."""
     import argparse
