@@ -38,9 +38,8 @@ def compile_model(net: nn.Module, model: nn.Module, img_size: int, device, fallb
     with torch.no_grad():
         model.eval()(torch.zeros(1, 3, img_size, img_size, device=device))
     model.train(training)
-    if torch.cuda.is_available():  # Inductor's setting is the process's: set for this compile either way
-        from torch._inductor import config as inductor_config
-        inductor_config.triton.cudagraphs = cuda_graphs
+    from torch._inductor import config as inductor_config
+    inductor_config.triton.cudagraphs = cuda_graphs  # the process's setting: set for this compile either way
     # static shapes: each batch size that compiles gets a graph of its own, not one for any size (LargestBatchCompiled)
     backend = {"backend": inductor_or_eager} if fallback else {}
     return LargestBatchCompiled(torch.compile(net, dynamic=False, **backend))

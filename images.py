@@ -127,25 +127,28 @@ def check_images(paths: list[Path], desc: str = "checking images"):
     return good, skipped
 
 
-def find_images(folder: Path, others: tuple = (), left_out: list = None) -> list[Path]:
+def find_images(folder: Path, others: dict = None, left_out: list = None) -> list[Path]:
     """Image files under `folder`, at any depth, in sorted order on every platform; hidden folders are left out.
     Symlinked folders are followed (as a symlinked class folder is), each real folder once, and none that holds
     `folder` itself: a link to a folder above (the data folder, from a class folder) would bring in the other
-    classes' photos, or walk forever. Nor one into `others`, the data folder's other class folders (real paths),
-    whose photos are those classes': each such link goes into `left_out` as (path, why)."""
+    classes' photos, or walk forever. Nor one in `others`, the data folder's other class folders ({real path: name}),
+    whose photos are those classes' (linked into this one, or this one's subfolder linked as a class of its own):
+    each goes into `left_out` as (path, why)."""
     found, seen, top = [], set(), os.path.realpath(folder)
+    others = others or {}
+    inside = [other for other in others if other.startswith(top + os.sep)]  # almost always none
     for directory, subdirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(directory)
         if real in seen or (real != top and os.path.commonpath([real, top]) == real):  # seen, or above `folder`
             subdirs[:] = []
             continue
-        outside = real != top and os.path.commonpath([real, top]) != top  # reached through a link
-        owner = next((other for other in others if os.path.commonpath([real, other]) == other), None) \
-            if outside else None
+        # only a folder reached through a link can be in another class folder, or one that another class links to
+        candidates = others if os.path.commonpath([real, top]) != top else inside
+        owner = next((other for other in candidates if os.path.commonpath([real, other]) == other), None)
         if owner is not None:
             if left_out is not None:
-                left_out.append((directory, f"a link into the class folder {Path(owner).name}: its photos are that "
-                                            "class's, not this one's"))
+                left_out.append((directory, f"in the class folder {others[owner]} (through a link): its photos "
+                                            "are that class's, not this one's"))
             subdirs[:] = []
             continue
         seen.add(real)
@@ -260,7 +263,7 @@ def class_imbalance(classes: list[str], counts: list[int], limit: float = IMBALA
             f"{ratio:.1f}x the images of the smallest, {classes[smallest]} ({counts[smallest]})")
 
 
-def read_class_folder(folder: Path, check: bool = True, others: tuple = ()):
+def read_class_folder(folder: Path, check: bool = True, others: dict = None):
     """The images of one class folder and the files skipped (links into `others`, the other class folders, too);
     a clear error if none is usable."""
     links = []
@@ -290,9 +293,10 @@ def read_class_root(root: Path, check: bool = True):
         raise UserError(f"{root} holds one class folder, {folders[0].name!r}: a classifier needs two or more, one "
                         f"folder per class{hint}")
     images, skipped = [], []
-    real = [os.path.realpath(folder) for folder in folders]
-    for folder, own in zip(folders, real):
-        good, bad = read_class_folder(folder, check, tuple(other for other in real if other != own))
+    real = {os.path.realpath(folder): folder.name for folder in folders}
+    for folder in folders:
+        own = os.path.realpath(folder)
+        good, bad = read_class_folder(folder, check, {path: name for path, name in real.items() if path != own})
         images.append(good)
         skipped += bad
     return [folder.name for folder in folders], images, skipped

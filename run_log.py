@@ -38,9 +38,6 @@ def run_folder(cfg, checkpoint, variant: str) -> Path:
     (the new run would write over it), or <variant>-<date>-<time> (make_run_folder makes it unique)."""
     if checkpoint is not None:
         return cfg.resume if cfg.resume.is_dir() else cfg.resume.parent
-    if cfg.output.exists() and not cfg.output.is_dir():
-        raise UserError(f"--output {cfg.output} is a file, not a folder: give the folder that holds the runs "
-                        "(default: runs)")
     if not cfg.name:
         return cfg.output / f"{variant}-{datetime.now():%Y%m%d-%H%M%S}"
     folder = cfg.output / cfg.name
@@ -89,6 +86,13 @@ def read_recorded_split(path: Path, data_path: Path, val_ratio: float) -> set | 
               f"at {val_ratio:g} they are drawn again")
         return None
     return set(val)
+
+
+def check_output(output: Path) -> None:
+    """--output, the folder that holds the runs, must not be a file."""
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} is a file, not a folder: give the folder that holds the runs "
+                        "(default: runs)")
 
 
 def make_run_folder(folder: Path, named: bool) -> Path:

@@ -11,10 +11,9 @@
 
 --data-path is a folder of class folders (split 80/20 in memory, seed 0) or a split root with
 train/ and val/ (and test/) as split_data.py writes it. Each run writes runs/<name>/: TensorBoard
-events, last.pth (every epoch), best.pth (best validation top-1; balanced
-accuracy with --balance), class_indices.json,
-config.yaml, metrics.csv, and at the end report.html (what the model got wrong: open it in a
-browser) with misclassified.csv.
+events, last.pth (every epoch), best.pth (best validation top-1; balanced accuracy with --balance),
+class_indices.json, config.yaml, metrics.csv, and at the end report.html (what the model got wrong:
+open it in a browser) with misclassified.csv.
 """
 import argparse
 import itertools
@@ -137,6 +136,8 @@ def main(argv=None) -> None:
     cfg, checkpoint = resume_config(parser, cfg, sys.argv[1:] if argv is None else argv)
     if cfg.eval_only and checkpoint is None and cfg.weights in (None, "none"):
         raise UserError("--eval-only needs a checkpoint: --resume runs/<name>/best.pth (or --weights FILE)")
+    if checkpoint is None:  # where the run folder (or an evaluation's) will go: refused before any work
+        run_log.check_output(cfg.output)
     if checkpoint is not None and not cfg.eval_only and checkpoint["epoch"] >= cfg.epochs:
         # not an error: a job that resumes until done ends here (said once, under torchrun too)
         if os.environ.get("RANK", "0") == "0":

@@ -308,7 +308,7 @@ def nothing_to_resume(run: Path) -> str:
     """What --resume of a run folder without last.pth says: a run killed while its first epoch was saved left
     only its best.pth, or nothing, with its config.yaml, which starts it again in the same folder."""
     if (run / "best.pth").is_file():
-        return f"{run} has no last.pth, only best.pth (stopped while saving): python train.py --resume " \
+        return f"{run} has no last.pth, only best.pth (stopped while saving): {launcher()} train.py --resume " \
                f"{shlex.quote(str(run / 'best.pth'))} goes on from it"
     again = f"{launcher()} train.py --config {shlex.quote(str(run / 'config.yaml'))} --output " \
             f"{shlex.quote(str(run.parent))} --name {shlex.quote(run.name)}"

@@ -387,12 +387,14 @@ def compare_memory(args, device, amp):
     results = {}
     for checkpointing in (False, True):
         results[checkpointing] = peak_and_speed(args, cfg, device, amp, args.batch_size, checkpointing)
-        if results[checkpointing] is None:
+        if results[checkpointing] is None:  # without checkpointing: with it is the figure wanted then
             print(f"batch {args.batch_size}, grad checkpointing {'on ' if checkpointing else 'off'}: does not fit")
-            return
+            continue
         peak, speed = results[checkpointing]
         print(f"batch {args.batch_size}, grad checkpointing {'on ' if checkpointing else 'off'}: "
               f"peak {peak:.2f} GiB, {speed:.0f} img/s", flush=True)
+    if None in results.values():
+        return
     print(f"checkpointing: {1 - results[True][0] / results[False][0]:.0%} less memory, "
           f"{results[False][1] / results[True][1]:.2f}x the time per image")
     total = torch.cuda.get_device_properties(device).total_memory / 2**30

@@ -47,7 +47,8 @@ def pytest_unconfigure(config):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """In CI (CI=true, as .ci/run sets it) a test may skip only for want of a GPU: any other skip (a package or
-    a browser that did not install) is a failure, not a pass that tested nothing."""
+    a browser that did not install) is a failure, not a pass that tested nothing. (A module skipped whole as it
+    is collected is not a test's report: no test file skips so; an importorskip goes inside the test.)"""
     outcome = yield
     report = outcome.get_result()
     if report.skipped and os.environ.get("CI") == "true" and not hasattr(report, "wasxfail"):

@@ -103,11 +103,14 @@ def test_compiling_by_default_falls_back_to_eager_where_it_fails(monkeypatch, ca
         assert "--no-compile" in out and len(out.strip().splitlines()) == 1 and "CUDA graphs" not in out
         # with --cuda-graphs, which Inductor would have captured: the notice says they are lost too
         from torch._inductor import config as inductor_config
-        monkeypatch.setattr(inductor_config.triton, "cudagraphs", True)
+        monkeypatch.setattr(inductor_config.triton, "cudagraphs", inductor_config.triton.cudagraphs)  # put back
         monkeypatch.setattr(compiling, "_compile_failed", False)
         torch._dynamo.reset()
-        compiling.compile_model(net, net, 64, torch.device("cpu"), fallback=True)(x)
+        compiling.compile_model(net, net, 64, torch.device("cpu"), fallback=True, cuda_graphs=True)(x)
         assert "without its CUDA graphs (--no-compile --cuda-graphs captures them eagerly)" in capsys.readouterr().out
+        # Inductor's setting is the process's: a later compile without them does not inherit them
+        compiling.compile_model(net, net, 64, torch.device("cpu"), fallback=True)
+        assert inductor_config.triton.cudagraphs is False
     finally:
         torch._dynamo.reset()
 

@@ -77,7 +77,15 @@ def test_a_link_into_another_class_folder_is_left_out_and_said(tmp_path):
     assert splits.counts("train") == [3, 4]
     assert sorted(path for path, _ in splits.skipped) == [str(tmp_path / "data" / "daisy" / name)
                                                          for name in ("more", "some")]
-    assert all("a link into the class folder roses" in why for _, why in splits.skipped)
+    assert all("in the class folder roses (through a link)" in why for _, why in splits.skipped)
+    # a subfolder of one class linked as a class of its own: its photos are that class's alone
+    write_class_tree(tmp_path / "pets" / "cats", {"kittens": 2, "grown": 3})
+    write_class_tree(tmp_path / "pets", {"dogs": 3})
+    (tmp_path / "pets" / "kittens").symlink_to("cats/kittens")
+    pets = load_splits(tmp_path / "pets", val_ratio=0.0)
+    assert pets.classes == ["cats", "dogs", "kittens"] and pets.counts("train") == [3, 3, 2]
+    assert [why for _, why in pets.skipped] == ["in the class folder kittens (through a link): its photos are that "
+                                                "class's, not this one's"]
 
 
 def test_a_photo_whose_exif_block_is_cut_short_decodes_without_a_warning_that_names_no_file(tmp_path):

@@ -64,8 +64,9 @@ def check_weights_cast_once(version: int, checkpointing: bool, device: str, dtyp
     out, grads, calls = run(True)
     # to the bit on a CPU; on a GPU the copies, views of one buffer, may start less aligned than autocast's own,
     # and cuBLASLt may then choose another kernel, whose sums round otherwise in the last bit
-    def same(a, b):
-        return torch.equal(a, b) if device == "cpu" else ((a.float() - b.float()).norm() <= 1e-2 * b.float().norm())
+    def same(a, b):  # a few of the type's last bits, on a GPU
+        within = 2e-3 if dtype == torch.float16 else 1e-2
+        return torch.equal(a, b) if device == "cpu" else ((a.float() - b.float()).norm() <= within * b.float().norm())
     assert out.dtype == dtype and same(out, out_autocast)
     assert all(same(grads[name], grads_autocast[name]) for name in grads)
     if checkpointing:  # the blocks' recomputation casts each weight again, as autocast does
