@@ -320,7 +320,7 @@ def test_train_resume_and_predict_on_the_gpu(flowers, tmp_path):
     """train.py on a GPU, resumed with the JPEGs decoded on the GPU, and predict.py classifies with the
     result, drawing its class activation map (--cam). Eager: train.py's compiled path on the GPU is the
     torchrun test's (one compile, not two, keeps this file within 5 minutes); compiling, then resuming
-    without, is test_train's on the CPU."""
+    without, is test_resume's on the CPU."""
     args = ["--data-path", flowers, *FAST, *GPU, "--epochs", "2", "--output", tmp_path, "--name", "gpu"]
     first = subprocess.run([sys.executable, "train.py", *map(str, args), "--stop-after-epochs", "1"], cwd=ROOT,
                            capture_output=True, text=True, timeout=600)
