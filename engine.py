@@ -377,8 +377,8 @@ def read_flags(state: TrainState, flags: HostCopy, stop=None) -> tuple[bool, boo
     """(images, non_finite) from batch_flags' flags, the batch's one wait for the device; a stop requested on
     any process is recorded in state.stopping."""
     images, non_finite, stopping = (value > 0 for value in flags.read())
-    if stopping and stop is not None and stop.requested is None:
-        stop.requested = "a stop on another process"
+    if stop is not None:
+        stop.agreed(stopping)
     state.stopping = state.stopping or stopping
     return images, non_finite
 
@@ -454,7 +454,4 @@ def advance_schedule(state: TrainState) -> None:
 def stop_agreed(stop, device) -> bool:
     """Whether any process was asked to stop, between epochs (within one: batch_flags): all stop
     together, or the others would wait forever in the next epoch's first all-reduce."""
-    agreed = any_process(stop.requested is not None, device)  # a signal from here on counts at the next check
-    if agreed and stop.requested is None:
-        stop.requested = "a stop on another process"
-    return agreed
+    return stop.agreed(any_process(stop.requested is not None, device))  # a signal from now on: the next check

@@ -351,6 +351,13 @@ class StopSignal:
             print(f"\n{self.requested} received: finishing this step, then saving last.pth{again}", file=sys.stderr,
                   flush=True)
 
+    def agreed(self, anywhere: bool) -> bool:
+        """A stop that the processes agreed on (`anywhere`: requested on any), taken here too: said as another
+        process's where none was requested here."""
+        if anywhere and self.requested is None:
+            self.requested = "a stop on another process"
+        return anywhere
+
     def restore(self):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
