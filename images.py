@@ -139,11 +139,12 @@ def find_images(folder: Path, others: dict = None, left_out: list = None) -> lis
     inside = [other for other in others if other.startswith(top + os.sep)]  # almost always none
     for directory, subdirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(directory)
-        if real in seen or (real != top and os.path.commonpath([real, top]) == real):  # seen, or above `folder`
+        shared = os.path.commonpath([real, top])
+        if real in seen or (real != top and shared == real):  # seen, or above `folder`
             subdirs[:] = []
             continue
         # only a folder reached through a link can be in another class folder, or one that another class links to
-        candidates = others if os.path.commonpath([real, top]) != top else inside
+        candidates = others if shared != top else inside
         owner = next((other for other in candidates if os.path.commonpath([real, other]) == other), None)
         if owner is not None:
             if left_out is not None:
