@@ -6,12 +6,15 @@ them, starts in a fraction of a second.
 """
 from __future__ import annotations  # annotations name torch types without importing torch
 
+import json
 import os
 import random
 import re
 import shlex
 import signal
 import sys
+import time
+import traceback
 import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,12 +81,14 @@ def run_cli(main) -> None:
         sys.exit(128 + signal.SIGPIPE)
     except OSError as err:
         if err.filename is None:  # not about a file or folder: kept with its traceback
+            tell_torchrun(traceback.format_exc())
             raise
         # a folder that cannot be made, a file that cannot be written: the path and why, as a shell tool says it
         say_error(f"{err.filename}: {err.strerror}")
         sys.exit(2)
     except Exception as err:
         if not (distributed() and lost_another_process(err)):
+            tell_torchrun(traceback.format_exc())
             raise
         # train.py's training loop says what was saved; before it (another machine's process failed to start)
         say_error("another process of this run ended (its own message says why) and the connection to it broke")
@@ -94,6 +99,22 @@ def say_error(message: str) -> None:
     """One line on stderr, written at once: under torchrun the processes' lines do not run into each other."""
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
+    tell_torchrun(f"error: {message}")
+
+
+def tell_torchrun(why: str) -> None:
+    """Under torchrun, why this process fails, for its summary of the failed processes: it shows what each
+    process wrote to its error file (the path in TORCHELASTIC_ERROR_FILE, in the JSON torch's own
+    errors.record writes), and a link to its documentation where there is none."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    record = {"message": why.strip(), "extraInfo": {"py_callstack": why.strip(), "timestamp": str(int(time.time()))}}
+    try:
+        with open(path, "w") as f:
+            json.dump({"message": record}, f)
+    except OSError:  # the summary shows its link instead: nothing lost
+        pass
 
 
 def stdout_reader_gone() -> bool:

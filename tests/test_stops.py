@@ -424,6 +424,35 @@ def test_a_process_lost_before_training_began_is_one_line_too(monkeypatch, capsy
         utils.run_cli(raises(gloo))
 
 
+def test_torchrun_s_summary_of_a_failed_process_shows_its_error(monkeypatch, tmp_path, capsys):
+    """torchrun ends with a summary of the processes that failed: each one's error file (TORCHELASTIC_ERROR_FILE),
+    read by torch's own ProcessFailure, gives the line it printed, or a bug's traceback, not a documentation link."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    def raises(err):
+        def main():
+            raise err
+        return main
+
+    def summary(error_file):
+        failure = ProcessFailure(local_rank=0, pid=1, exitcode=2, error_file=str(error_file))
+        return ChildFailedError("train.py", {0: failure}).format_msg()
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(tmp_path / "0.json"))
+    with pytest.raises(SystemExit):
+        utils.run_cli(raises(UserError("checkpoint not found: runs/x/best.pth")))
+    assert capsys.readouterr().err == "error: checkpoint not found: runs/x/best.pth\n"
+    assert "traceback : error: checkpoint not found: runs/x/best.pth\n" in summary(tmp_path / "0.json")
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(tmp_path / "1.json"))
+    with pytest.raises(ZeroDivisionError):
+        utils.run_cli(raises(ZeroDivisionError("a bug")))
+    shown = summary(tmp_path / "1.json")
+    assert "Traceback (most recent call last)" in shown and "ZeroDivisionError: a bug" in shown
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(tmp_path / "no" / "such" / "folder.json"))
+    with pytest.raises(SystemExit):  # an error file that cannot be written: the line all the same
+        utils.run_cli(raises(UserError("bad path")))
+    assert capsys.readouterr().err == "error: bad path\n"
+
+
 def test_a_second_sigterm_keeps_the_first_stop_and_a_second_ctrl_c_stops_at_once(capsys):
     """Under torchrun a second Ctrl-C reaches the processes as SIGTERM, and so does SLURM's signal, which
     torchrun hands on after it reached them: the stop under way goes on, said once."""
