@@ -114,9 +114,14 @@ class DecodeCrop:
 
 
 def upright_size(image: Image.Image) -> tuple:
-    """(EXIF orientation, width, height as the photo is seen), from the header alone."""
+    """(EXIF orientation, width, height as the photo is seen), from the header alone. An orientation outside
+    EXIF's 1 to 8 (some editors write 0) is 1, as Pillow's exif_transpose takes it."""
     orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-    width, height = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
+    if orientation not in UPRIGHT:
+        orientation = 1
+    # a TIFF's size is given as seen already (Pillow turns it as it loads), its stored one in its tags
+    stored = (image.tag_v2[256], image.tag_v2[257]) if image.format == "TIFF" else image.size
+    width, height = stored[::-1] if orientation in (5, 6, 7, 8) else stored
     return orientation, width, height
 
 

@@ -25,15 +25,16 @@ def write_class_tree(root: Path, counts: dict, size=(48, 40)) -> list[Path]:
             for name, count in counts.items() for i in range(count)]
 
 
-def write_sideways_jpeg(path: Path, size=(40, 20)) -> Path:
+def write_sideways_photo(path: Path, size=(40, 20), orientation: int = 6) -> Path:
     """Stored as left half red, right half blue, with EXIF orientation 6: shown turned 90 degrees
-    clockwise, red on top. Phones save photos like this."""
+    clockwise, red on top. Phones save photos like this. A JPEG, or a TIFF for a .tiff path; another
+    `orientation` for the values some editors write (0, out of EXIF's range, means as stored)."""
     width, height = size
     image = Image.new("RGB", size, (255, 0, 0))
     image.paste((0, 0, 255), (width // 2, 0, width, height))
     exif = Image.Exif()
-    exif[0x0112] = 6
-    image.save(path, exif=exif, quality=95)
+    exif[0x0112] = orientation
+    image.save(path, exif=exif, **({} if path.suffix == ".tiff" else {"quality": 95}))
     return path
 
 

@@ -12,7 +12,7 @@ from data import (IMAGENET_MEAN, IMAGENET_STD, EncodedBatch, ImageDataset, Norma
                   build_normalize, build_transform, collate_skipping_failures, pil_to_uint8, to_device)
 from images import load_rgb, load_splits
 from loaders import SeededDataset
-from image_factory import write_class_tree, write_image, write_sideways_jpeg
+from image_factory import write_class_tree, write_image, write_sideways_photo
 from utils import UserError
 
 
@@ -138,11 +138,28 @@ def test_training_crops_never_go_below_the_output_resolution(tmp_path, monkeypat
 
 @pytest.mark.parametrize("train", [True, False])
 def test_exif_orientation_is_applied_before_cropping(tmp_path, monkeypatch, train):
-    path = write_sideways_jpeg(tmp_path / "phone.jpg", size=(1800, 900))  # shown 900 wide, red on top
+    path = write_sideways_photo(tmp_path / "phone.jpg", size=(1800, 900))  # shown 900 wide, red on top
     monkeypatch.setattr("data.random_resized_box", lambda w, h: (0, 450, 900, 900))  # the middle square
     tensor = Normalize()(build_transform(64, train=train)(Image.open(path)))
     red_minus_blue = tensor[0] - tensor[2]
     assert red_minus_blue[:20].mean() > 3 and red_minus_blue[-20:].mean() < -3
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_a_sideways_tiff_is_cropped_as_it_is_seen(flowers, tmp_path, monkeypatch, train):
+    """Pillow gives a TIFF's size as seen already, and turns it as it loads: the crop is the upright photo's,
+    not one chosen on the sides swapped twice and squeezed into the square."""
+    photo = Image.open(next((flowers / "daisy").iterdir())).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # seen turned 90 degrees clockwise
+    photo.save(tmp_path / "scan.tiff", exif=exif)
+    photo.transpose(Image.Transpose.ROTATE_270).save(tmp_path / "upright.png")
+    monkeypatch.setattr("data.random_resized_box", lambda w, h: (0, 0, min(w, h), min(w, h) // 2))
+    crops = []
+    for name in ("scan.tiff", "upright.png"):
+        random.seed(0), torch.manual_seed(0)  # the same flip
+        crops.append(build_transform(64, train=train)(Image.open(tmp_path / name)).float())
+    assert (crops[0] - crops[1]).abs().max() == 0
 
 
 def test_the_official_recipe_survives_posterize_with_zero_bits():
@@ -187,7 +204,7 @@ def test_a_file_broken_after_listing_is_skipped_and_named(tmp_path, num_workers)
 
 def test_decoding_on_the_device_makes_the_workers_crops(tmp_path):
     """--decode device: for the same seed, the same crop and flip as the workers' path, from every kind of
-    file: colour JPEGs (one sideways) decoded on the device (here the CPU, with the same code; test_cuda.py
+    file: colour JPEGs (one sideways, one with an orientation out of EXIF's range) decoded on the device (here the CPU, with the same code; test_cuda.py
     runs it on a GPU); a large photo, and what nvJPEG may not take (PNG, grey, CMYK, progressive), decoded
     by the worker; all in one batch."""
     check_device_decoding(tmp_path, "cpu")
@@ -196,7 +213,8 @@ def test_decoding_on_the_device_makes_the_workers_crops(tmp_path):
 def check_device_decoding(tmp_path, device):
     files = [write_large_jpeg(tmp_path / "big.jpg", (2400, 1800)),  # any crop >= 2 x 96 px a side: drafted
              write_large_jpeg(tmp_path / "photo.jpg", (240, 180)),  # every crop < 2 x 96 px a side
-             write_sideways_jpeg(tmp_path / "phone.jpg", (300, 180)),
+             write_sideways_photo(tmp_path / "phone.jpg", (300, 180)),
+             write_sideways_photo(tmp_path / "edited.jpg", (300, 180), orientation=0),  # out of EXIF's 1-8: as stored
              write_image(tmp_path / "grey.jpg", (120, 90), mode="L", quality=95),
              write_image(tmp_path / "a.png", (120, 90)), write_image(tmp_path / "cmyk.jpg", (120, 90), mode="CMYK"),
              write_image(tmp_path / "prog.jpg", (120, 90), quality=95, progressive=True)]
@@ -207,9 +225,9 @@ def check_device_decoding(tmp_path, device):
     expected = collate_skipping_failures([on_workers[key] for key in keys])
     batch = collate_skipping_failures([on_device[key] for key in keys])
     on_the_device = [crop is not None for crop in batch[0].crops]
-    assert isinstance(batch[0], EncodedBatch) and on_the_device == [False, True, True, False, False, False, False]
+    assert isinstance(batch[0], EncodedBatch) and on_the_device == [False, True, True, True, False, False, False, False]
     images, labels, failed = to_device(*batch[:3], device)
-    assert images.dtype == torch.uint8 and labels.tolist() == list(range(7)) and failed == []
+    assert images.dtype == torch.uint8 and labels.tolist() == list(range(8)) and failed == []
     assert images.device.type == labels.device.type == device
     difference = (images.cpu().float() - expected[0].float()).abs().mean((1, 2, 3))
     assert difference.max() < 2, difference  # grey levels: another decoder and resize, the same crops

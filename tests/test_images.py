@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from image_factory import (png_bytes, write_broken_files, write_class_tree, write_ignored_files, write_image,
-                           write_sideways_jpeg)
+                           write_sideways_photo)
 from images import (IMAGE_EXTENSIONS, check_images, find_images, image_problem, load_rgb, load_splits, place_image,
                     read_class_indices, split_by_class, write_class_indices)
 from utils import UserError
@@ -46,7 +46,7 @@ def test_transparent_pixels_become_white(tmp_path):
 
 
 def test_load_rgb_applies_exif_orientation(tmp_path):
-    image = load_rgb(write_sideways_jpeg(tmp_path / "phone.jpg"))
+    image = load_rgb(write_sideways_photo(tmp_path / "phone.jpg"))
     assert image.size == (20, 40)
     top, bottom = image.getpixel((10, 5)), image.getpixel((10, 35))
     assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60

@@ -12,7 +12,7 @@ from PIL import Image
 import plots
 import split_data
 from image_factory import (file_hashes, write_broken_files, write_class_tree, write_ignored_files, write_image,
-                           write_sideways_jpeg)
+                           write_sideways_photo)
 from utils import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def test_a_class_without_a_usable_image_is_named(tmp_path):
 def test_the_source_is_never_changed_in_any_mode(tmp_path):
     source = make_photos(tmp_path / "photos")
     write_broken_files(source / "owl")
-    write_sideways_jpeg(source / "owl" / "big_sideways.jpg", size=(300, 200))
+    write_sideways_photo(source / "owl" / "big_sideways.jpg", size=(300, 200))
     before = file_hashes(source)
     for mode in ("copy", "hardlink", "symlink"):
         split_data.main(["--data-path", str(source), "--out", str(tmp_path / mode), "--mode", mode])
@@ -127,7 +127,7 @@ def test_modes_copy_hardlink_and_symlink(tmp_path):
 def test_max_size_writes_smaller_upright_copies(tmp_path):
     source = make_photos(tmp_path / "photos")
     write_image(source / "owl" / "large.png", size=(400, 300))
-    write_sideways_jpeg(source / "owl" / "sideways.jpg", size=(300, 150))
+    write_sideways_photo(source / "owl" / "sideways.jpg", size=(300, 150))
     split_data.main(["--data-path", str(source), "--out", str(tmp_path / "out"), "--max-size", "120"])
 
     def placed(name: str) -> Path:  # in train/ or val/, as the split drew it
