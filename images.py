@@ -496,13 +496,13 @@ def list_images(patterns: list) -> list[str]:
     paths = []
     for pattern in patterns:
         path = Path(pattern)
-        if path.is_file():
+        if path.is_file() or path.is_symlink() and not path.is_dir():  # a broken link: its reading says why
             paths.append(str(path))
             continue
         if not path.is_dir() and not glob.has_magic(pattern):
             raise UserError(f"image not found: {pattern}")
         found = find_images(path) if path.is_dir() else [
-            p for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file()]
+            p for p in sorted(glob.glob(pattern, recursive=True)) if not Path(p).is_dir()]
         if not found:
             raise UserError(f"no images in {path} (at any depth)" if path.is_dir() else f"no file matches {pattern!r}")
         paths += map(str, found)

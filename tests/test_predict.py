@@ -132,6 +132,21 @@ def test_folder_with_broken_files(trained, photos, tmp_path, capsys, monkeypatch
     assert "bomb.png: too many pixels, a possible decompression bomb" in err and "Warning" not in err
 
 
+def test_links_that_lead_nowhere_are_named_whether_globbed_or_named(trained, photos, tmp_path, capsys, monkeypatch):
+    """A link to a removed file, or a link loop, is matched by a glob and may be named: it is read and said to be
+    unreadable, as in a folder given; neither passed over without a word nor said not to exist."""
+    shutil.copytree(trained / "runs", tmp_path / "runs")
+    (tmp_path / "in").mkdir()
+    shutil.copy(photos[0], tmp_path / "in" / "a.jpg")
+    (tmp_path / "in" / "gone.jpg").symlink_to(tmp_path / "removed.jpg")
+    (tmp_path / "in" / "loop.jpg").symlink_to("loop.jpg")
+    for named in (["in/*.jpg"], ["in/a.jpg", "in/gone.jpg", "in/loop.jpg"]):
+        code, out, err = run_predict(capsys, monkeypatch, tmp_path, *named, "--json")
+        assert code == 1 and [r["path"] for r in json_lines(out)] == ["in/a.jpg"], err
+        assert "warning: in/gone.jpg: " in err and "warning: in/loop.jpg: " in err
+        assert "classified 1 of 3 images; 2 could not be read" in err
+
+
 def test_json_lines_sum_to_one(trained, checkpoint, photos, capsys, monkeypatch):
     chosen = [photos[0], photos[30], photos[60]]
     code, out, _ = run_predict(capsys, monkeypatch, trained, *chosen, "--json", "--topk", "9")
