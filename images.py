@@ -48,9 +48,15 @@ def is_image_file(path: Path) -> bool:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode as 8-bit RGB: palette, grey, CMYK, 16-bit, with or without transparency."""
+    """Any Pillow mode as 8-bit RGB: palette, grey, CMYK, 16-bit, float, with or without transparency."""
     if image.mode == "RGB":
         return image
+    if image.mode == "F":
+        # 32-bit float grey (scientific TIFFs) is most often 0 to 1, which convert() would leave black
+        pixels = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        if pixels.max() <= 1.0:
+            pixels = pixels * 255
+        return Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
     if image.mode.startswith("I"):
         # 16- and 32-bit grey: convert() would clip every value above 255 to white; scale instead
         pixels = np.asarray(image).astype(np.int64)

@@ -39,6 +39,17 @@ def test_16_bit_grey_is_scaled_not_clipped(tmp_path):
     assert load_rgb(path).getpixel((0, 0)) == (127, 127, 127)  # convert("RGB") alone gives white
 
 
+def test_float_grey_from_0_to_1_is_scaled_and_from_0_to_255_kept(tmp_path):
+    """A 32-bit float TIFF, as scientific tools write one: most often 0 to 1, which convert("RGB") leaves black."""
+    for top, expected in ((1.0, 128), (255.0, 128)):
+        pixels = np.full((8, 8), top / 2 + (0.5 if top == 255 else 0), dtype=np.float32)
+        pixels[0, 0] = np.nan  # a hole in the data: black, not an error
+        Image.fromarray(pixels).save(tmp_path / "float.tif")
+        assert Image.open(tmp_path / "float.tif").mode == "F"
+        image = load_rgb(tmp_path / "float.tif")
+        assert image.getpixel((1, 1)) == (expected,) * 3 and image.getpixel((0, 0)) == (0, 0, 0)
+
+
 def test_transparent_pixels_become_white(tmp_path):
     path = tmp_path / "clear.png"
     Image.new("RGBA", (4, 4), (0, 0, 0, 0)).save(path)
