@@ -41,13 +41,16 @@ MAX_CONFUSION_PICTURE = 100  # classes; past that the picture is unreadable and 
 
 
 def write_report(path, result: dict, classes: list[str], checkpoint: str, variant: str, split: str = "val",
-                 metrics_csv=None, max_shown: int = MAX_SHOWN, thumb_size: int = THUMB_SIZE) -> Path:
-    """Write the report of an `evaluation.evaluate` result to `path`; returns the path."""
+                 metrics_csv=None, max_shown: int = MAX_SHOWN, thumb_size: int = THUMB_SIZE,
+                 left_out: list = ()) -> Path:
+    """Write the report of an `evaluation.evaluate` result to `path`; returns the path. `left_out`: (path, reason)
+    of the files in the data folder left out of the run (Splits.skipped: they do not decode, or link into another
+    class's folder), said under the figures."""
     path = Path(path)
     metrics = read_metrics(metrics_csv) if metrics_csv is not None and Path(metrics_csv).is_file() else []
     title = f"{variant} on {split}: {result['acc1']:.1%} top-1"
     body = [f"<h1>{escape(title)}</h1>",
-            headline(result, classes, checkpoint, variant, split),
+            headline(result, classes, checkpoint, variant, split, left_out),
             class_table(result["confusion"], classes),
             confusion_section(result["confusion"], classes),
             curves_section(metrics),
@@ -63,9 +66,10 @@ def write_report(path, result: dict, classes: list[str], checkpoint: str, varian
 
 
 def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, variant: str, split: str,
-                     metrics_csv=None) -> str:
+                     metrics_csv=None, left_out: list = ()) -> str:
     """Everything an evaluation leaves in `folder`: report.html, misclassified.csv (every mistake),
-    confusion_matrix.png and report.txt, whose text it returns (what --eval-only prints)."""
+    confusion_matrix.png and report.txt, whose text it returns (what --eval-only prints). `left_out`: as
+    write_report's; report.txt lists them all at its end."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_misclassified_csv(folder / "misclassified.csv", result["wrong"], classes)
@@ -84,9 +88,12 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
     lines += [f"{padded(name, width)}  " + " ".join(f"{int(v):5d}" for v in row)
               for name, row in zip(classes, result["confusion"])]
     text = "\n".join(lines)
-    (folder / "report.txt").write_text(text + "\n", encoding="utf-8", errors="surrogateescape")
+    if left_out:  # after the text printed: train.py has warned of them as it listed the folder
+        lines += ["", f"{len(left_out)} files in the data folder left out of the run:"]
+        lines += [f"{path}: {why}" for path, why in left_out]
+    (folder / "report.txt").write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogateescape")
     # last: a report.html in a run folder says the run's evaluation was written whole
-    write_report(folder / "report.html", result, classes, checkpoint, variant, split, metrics_csv)
+    write_report(folder / "report.html", result, classes, checkpoint, variant, split, metrics_csv, left_out=left_out)
     return text
 
 
@@ -116,7 +123,7 @@ def read_metrics(path) -> list[dict]:
 
 # --- Sections ---
 
-def headline(result: dict, classes: list[str], checkpoint: str, variant: str, split: str) -> str:
+def headline(result: dict, classes: list[str], checkpoint: str, variant: str, split: str, left_out: list) -> str:
     figures = [("top-1", f"{result['acc1']:.1%}"), ("top-5", f"{result['acc5']:.1%}"),
                ("balanced accuracy", f"{result['balanced_acc']:.1%}"), ("images", f"{result['images']:,}"),
                ("mistakes", f"{len(result['wrong']):,}"), ("classes", f"{len(classes):,}"),
@@ -125,9 +132,12 @@ def headline(result: dict, classes: list[str], checkpoint: str, variant: str, sp
                     for name, value in figures)
     about = " · ".join(f'{name} <b class="{name}">{escape(value)}</b>'
                        for name, value in (("variant", variant), ("checkpoint", checkpoint), ("split", split)))
+    unread = "" if not left_out else (
+        f'<p class="note">{len(left_out):,} files in the data folder were left out of the run, such as '
+        f'{escape(left_out[0][0])} ({escape(left_out[0][1])}); report.txt lists them all.</p>')
     return (f'<section id="summary"><p class="about">{about}</p><div class="cards">{cards}</div>'
             '<p class="note">Balanced accuracy is the mean of the per-class recalls: top-1 as if every '
-            'class had as many images.</p></section>')
+            f'class had as many images.</p>{unread}</section>')
 
 
 def class_table(confusion, classes: list[str]) -> str:

@@ -305,12 +305,13 @@ def say_stopped(state, by: str, run_dir: Path) -> None:
           f"To go on:\n    {resume_command(run_dir)}{again}")
 
 
-def finish_run(writer, run_dir: Path, cfg, state, last_val: dict, best: tuple, classes: list) -> None:
+def finish_run(writer, run_dir: Path, cfg, state, last_val: dict, best: tuple, splits) -> None:
     """A run's end: its settings and figures in TensorBoard's HPARAMS tab, and the report of its best weights,
     `best` = (evaluate's result, which checkpoint it is of)."""
     settings = {k: v for k, v in plain(vars(cfg)).items() if isinstance(v, (int, float, str, bool))}
     figures = {f"hparam/best_{engine.best_metric(cfg)}": state.best_acc, "hparam/last_val_loss": last_val["loss"]}
     writer.add_hparams(settings, figures, run_name=".", global_step=state.step)  # resumed to more epochs: a later point
     result, checkpoint = best
-    report.write_evaluation(run_dir, result, classes, checkpoint, state.model.variant, "val", run_dir / "metrics.csv")
+    report.write_evaluation(run_dir, result, splits.classes, checkpoint, state.model.variant, "val",
+                            run_dir / "metrics.csv", splits.skipped)
     print(f"what {checkpoint} gets wrong, to open in a browser: {run_dir / 'report.html'}")

@@ -281,7 +281,7 @@ def main(argv=None) -> None:
     stop = StopSignal()
     try:
         try:
-            run_epochs(state, cfg, batches, len(train_loader), val_loader, classes, stop, on_step, save, writer,
+            run_epochs(state, cfg, batches, len(train_loader), val_loader, splits, stop, on_step, save, writer,
                        run_dir, main_process)
             step_loss.write()
         finally:
@@ -316,11 +316,12 @@ def check_splits(splits, cfg, default_val_ratio: float, notify: bool) -> None:
                         f"(default 0.2) for a folder of class folders, or put images in val/<class>/")
 
 
-def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop, on_step, save, writer,
+def run_epochs(state, cfg, batches, epoch_length: int, val_loader, splits, stop, on_step, save, writer,
                run_dir: Path, main_process: bool) -> None:
     """The epochs left: train on the next epoch_length batches of the loader's endless iterator (fewer
-    in an epoch resumed midway), evaluate, log, save; stop on a signal or --stop-after-epochs."""
-    val, first_epoch, best = None, state.epoch, None
+    in an epoch resumed midway), evaluate, log, save; stop on a signal or --stop-after-epochs. `splits`: the
+    data's (images.Splits): its classes, and the files it left out, which the report names."""
+    val, first_epoch, best, classes = None, state.epoch, None, splits.classes
     metric = engine.best_metric(cfg)
     normalize = build_normalize()  # evaluation's: no erasing; its constants made once per device
     if writer is not None and state.epoch == 0 and state.batches_done == 0:  # a new run: its first batch, as trained
@@ -367,7 +368,7 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
                                          state.device, state.amp, main_process) \
             or (val, f"{run_dir / 'last.pth'} (epoch {state.epoch}; no best.pth beside it)")
     if main_process and val is not None:
-        run_log.finish_run(writer, run_dir, cfg, state, val, best, classes)
+        run_log.finish_run(writer, run_dir, cfg, state, val, best, splits)
 
 
 def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp) -> None:
@@ -391,7 +392,7 @@ def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp) 
         source = str(cfg.weights)
         out = cfg.output / (cfg.name or f"eval-{cfg.weights.name}") / f"eval_{cfg.split}"  # flowers.onnx and .pt2 apart
     print(report.write_evaluation(out, result, splits.classes, source, model.variant, cfg.split,
-                                  out.parent / "metrics.csv"))
+                                  out.parent / "metrics.csv", splits.skipped))
     print(f"\n{len(result['wrong'])} misclassified files: {out / 'misclassified.csv'}; picture: "
           f"{out / 'confusion_matrix.png'}; open in a browser: {out / 'report.html'}")
 

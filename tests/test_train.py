@@ -134,6 +134,10 @@ def test_files_that_do_not_decode_are_left_out_and_named(tmp_path):
     assert "10 training and 2 validation images, 2 classes" in result.stdout  # the 12 good ones
     left_out = [line for line in result.stderr.splitlines() if line.startswith("warning: left out ")]
     assert sorted(line.split()[3].rstrip(":") for line in left_out) == sorted(map(str, broken)), result.stderr
+    # the report says so too, for whoever reads it later: report.txt lists them all
+    listed = (tmp_path / "r" / "report.txt").read_text().split("5 files in the data folder left out of the run:\n")[1]
+    assert sorted(line.split(": ")[0] for line in listed.splitlines()) == sorted(map(str, broken))
+    assert "5 files in the data folder were left out of the run, such as " in (tmp_path / "r" / "report.html").read_text()
 
 
 @pytest.mark.parametrize("args, message", [
