@@ -61,6 +61,8 @@ def config_keys(parser: argparse.ArgumentParser) -> dict:
 def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
     """Read a YAML config of overrides; every key must be one of the parser's, every value valid."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"--config {path} is a folder: give a YAML file, such as configs/cpu_demo.yaml")
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
@@ -80,6 +82,9 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
         # a switch: --ema, --no-ema; or None where that is its default (--compile's: decided by the run)
         if action.nargs == 0 and not isinstance(value, bool) and not (value is None and action.default is None):
             raise UserError(f"{path}: {key}: {value!r} is not true or false")
+        if value is None and action.default is not None:  # `epochs:` left empty: no value, where one is needed
+            raise UserError(f"{path}: {key}: has no value: give one, or remove the line for its default "
+                            f"({plain(action.default)})")
         if isinstance(value, bool) and action.choices is not None:  # YAML 1.1 reads amp: off as False
             value = {False: "off", True: "on"}[value]
         # Every value is converted as the flag's text would be: YAML reads 1e-4 as a string (YAML 1.1
@@ -93,6 +98,8 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
                 kind = getattr(action.type, "__name__", "")
                 wanted = {"int": "a whole number", "float": "a number"}.get(kind, "a valid value")
                 raise UserError(f"{path}: {key}: {value!r} is not {wanted}") from None
+            if isinstance(value, Path):  # no shell has expanded a ~ in a file
+                value = value.expanduser()
         if action.choices is not None and value not in action.choices and value is not None:
             raise UserError(f"{path}: {key}: {value!r} is not one of {list(action.choices)}")
         values[key] = value

@@ -1,6 +1,7 @@
 """config.py through train.py's parser: defaults < YAML < flags, values checked where they are read, and
 the tutorial's flags as it types them."""
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,6 +35,20 @@ def test_config_precedence_and_unknown_keys(tmp_path):
     yaml_file.write_text("amp: off\nbalance: off\ndevice: 0\nname: 2024\n")
     cfg = config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
     assert (cfg.amp, cfg.balance, cfg.device, cfg.name) == ("off", "off", "0", "2024")
+    # a key left empty (or ~) has no value: refused where one is needed, null kept where it is the default
+    for line in ("epochs:", "data_path: ~", "amp:", "balance:"):
+        yaml_file.write_text(f"{line}\nnum_classes:\n")
+        with pytest.raises(UserError, match=rf"c\.yaml: {line.split(':')[0]}: has no value: give one, or remove the "
+                                            rf"line for its default \(\w+"):
+            config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
+    yaml_file.write_text("num_classes:\nimg_size: ~\ncompile: null\n")
+    cfg = config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
+    assert (cfg.num_classes, cfg.img_size, cfg.compile) == (None, None, None)
+    # a path in a file: no shell has expanded its ~
+    yaml_file.write_text("data_path: ~/photos\n")
+    assert config.parse_config(train.build_parser(), ["--config", str(yaml_file)]).data_path == Path.home() / "photos"
+    with pytest.raises(UserError, match=f"--config {tmp_path} is a folder: give a YAML file"):
+        config.parse_config(train.build_parser(), ["--config", str(tmp_path)])
 
 
 @pytest.mark.parametrize("flag, value, message", [
