@@ -5,6 +5,7 @@ it is read, flag or YAML alike; and configs written back as plain data (config.y
 import argparse
 import difflib
 import math
+import os
 from pathlib import Path
 
 import yaml
@@ -39,6 +40,13 @@ def yes_no(text) -> bool:
     if value in ("false", "no", "off", "0"):
         return False
     raise argparse.ArgumentTypeError(f"must be true or false, not {text}")
+
+
+def folder_name(text: str) -> str:
+    """--name: one folder inside --output, where a path would put the run beside others, or outside --output."""
+    if text in ("", ".", "..") or "/" in text or os.sep in text:
+        raise argparse.ArgumentTypeError(f"must be a folder name, not {text!r}: --output says where runs go")
+    return text
 
 
 def weights_path(text: str):

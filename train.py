@@ -31,8 +31,8 @@ import engine
 import evaluation
 import report
 import run_log
-from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, parse_config, plain, ranged, weights_path,
-                    write_yaml, yes_no)
+from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, folder_name, parse_config, plain, ranged,
+                    weights_path, write_yaml, yes_no)
 from data import build_normalize, build_transform
 from images import load_splits, names_order_hint, same_names, write_class_indices
 from download import fetch_official_weights, fetch_tutorial_photos, official_weights_file
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mixed precision; auto = bf16 where the GPU has it, else fp16 with loss scaling; off on "
                         "a CPU; off on a GPU runs TF32 matmuls (default: auto)")
     g.add_argument("--output", type=Path, default=Path("runs"), help="default: runs")
-    g.add_argument("--name", type=str, help="run folder name (default: <model>-<date>-<time>)")
+    g.add_argument("--name", type=folder_name, help="run folder name, in --output (default: <model>-<date>-<time>)")
     g.add_argument("--resume", type=Path, help="a checkpoint, or a run folder (uses its last.pth)")
     g.add_argument("--save-every-steps", type=COUNT, default=0, help="also save last.pth every N steps (default: off)")
     g.add_argument("--stop-after-epochs", type=COUNT, default=0,

@@ -295,6 +295,14 @@ def resume_config(parser, cfg, argv) -> tuple:
         if changed:
             raise UserError(f"a resumed run goes on with its own model: {'; '.join(changed)}. To train another "
                             "from its weights, start a new run: --weights <its best.pth> --name NEW")
+        run = cfg.resume if cfg.resume.is_dir() else cfg.resume.parent  # and in its own folder
+        elsewhere = [f"--{key} {shlex.quote(str(getattr(cfg, key)))}" for key, here in (
+            ("name", cfg.name == run.name), ("output", Path(cfg.output).resolve() == run.parent.resolve()))
+            if key in given and not here]
+        if elsewhere:
+            raise UserError(f"a resumed run goes on in its own folder, {run}, not in another: {' '.join(elsewhere)}. "
+                            f"To train a new run from its weights: --weights {shlex.quote(str(run / 'best.pth'))} "
+                            f"--name NEW")
     # this process's own, unless typed: where it runs and with how many loader workers (the machine it goes on on),
     # whether it stops after some epochs (a job's time limit), progress bars (a terminal or a log)
     kept = ("data_path", "val_ratio") if cfg.eval_only else [k for k in checkpoint["config"] if k not in PER_PROCESS]

@@ -62,6 +62,7 @@ def test_config_precedence_and_unknown_keys(tmp_path):
     ("--layer-decay", "0", "must be > 0 and <= 1"),
     ("--accum-steps", "2.5", "invalid int value"),
     ("--lr", "abc", "invalid float value"),
+    ("--name", "../runs2", "must be a folder name, not '../runs2': --output says where runs go"),
 ])
 def test_values_out_of_range_are_one_clear_error(tmp_path, capsys, flag, value, message):
     """As a flag: argparse's usage and one line, status 2. In a YAML config: one line naming the file

@@ -264,6 +264,25 @@ def test_a_resume_that_names_another_model_is_refused_not_ignored(tmp_path):
     assert weights.resume_config(parser, config.parse_config(parser, argv), argv)[0].img_size == 64
 
 
+def test_a_resume_that_names_another_folder_is_refused_not_ignored(tmp_path, monkeypatch):
+    """A resumed run goes on in its own folder: --name or --output typed to put it elsewhere was dropped in silence
+    (and written to its config.yaml as if used). Its own folder named again, however spelt, goes on."""
+    run = tmp_path / "runs" / "sig"
+    run.mkdir(parents=True)
+    torch.save({"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, "epoch": 1,
+                "config": {"name": "sig", "data_path": "photos", "output": "runs"}}, run / "last.pth")
+    monkeypatch.chdir(tmp_path)
+    parser = train.build_parser()
+    for typed in (["--name", "other"], ["--output", "elsewhere"], ["--name", "sig", "--output", "elsewhere"]):
+        argv = ["--resume", "runs/sig", *typed]
+        with pytest.raises(UserError, match=f"goes on in its own folder, runs/sig, not in another: {typed[-2]} "
+                                            f"{typed[-1]}. To train a new run from its weights: --weights "
+                                            "runs/sig/best.pth --name NEW$"):
+            weights.resume_config(parser, config.parse_config(parser, argv), argv)
+    argv = ["--resume", "runs/sig/last.pth", "--name", "sig", "--output", str(tmp_path / "runs")]
+    assert weights.resume_config(parser, config.parse_config(parser, argv), argv)[0].name == "sig"
+
+
 def test_compile_then_resume_without(flowers, tmp_path, monkeypatch):
     """--compile trains through torch.compile (here with dynamo's eager backend: the wiring, not the code
     generation, which tests/test_cuda.py checks on a GPU). Checkpoints hold the bare model's keys, and the
