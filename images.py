@@ -270,6 +270,18 @@ def class_imbalance(classes: list[str], counts: list[int], limit: float = IMBALA
             f"{ratio:.1f}x the images of the smallest, {classes[smallest]} ({counts[smallest]})")
 
 
+def without_validation(classes: list[str], val_counts: list[int]) -> str | None:
+    """A sentence naming the classes that have no validation image (one photo of a class, a val/ folder made
+    by hand without it), whose recall nothing measures; None when every class has one."""
+    missing = [name for name, count in zip(classes, val_counts) if count == 0]
+    if not missing:
+        return None
+    names = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    have = "has" if len(missing) == 1 else "have"
+    return (f"{len(missing)} of the {len(classes)} classes {have} no validation image ({names}): nothing measures "
+            "their recall, and balanced accuracy is the mean over the others")
+
+
 def read_class_folder(folder: Path, check: bool = True, others: dict = None):
     """The images of one class folder and the files skipped (links into `others`, the other class folders, too);
     a clear error if none is usable."""

@@ -22,7 +22,7 @@ import plots
 from config import COUNT, FRACTION, POSITIVE_INT, ranged
 from download import FLOWER_PHOTOS_SHA256, FLOWER_PHOTOS_URL, fetch_flower_photos
 from images import (SPLITS, class_imbalance, is_split_root, per_class_counts, place_image, prepare_out, read_class_root,
-                    split_by_class, write_class_indices)
+                    split_by_class, without_validation, write_class_indices)
 from utils import UserError, padded, run_cli, text_width
 
 REPORT, CHART, CLASS_INDICES = "split_report.txt", "class_distribution.png", "class_indices.json"
@@ -83,6 +83,8 @@ def main(argv=None) -> None:
     plots.class_distribution_chart(classes, counts, title).save(out / CHART)
     print(report, end="")
     print(f"wrote {out / CLASS_INDICES}, {out / REPORT} and {out / CHART}")
+    if args.val_ratio > 0 and (missing := without_validation(classes, counts["val"])):
+        print(f"warning: {missing}; a higher --val-ratio or more photos would give them some", file=sys.stderr)
     imbalance = class_imbalance(classes, [len(paths) for paths in images])
     if imbalance:
         print(f"warning: {imbalance}; train.py --balance sampler (or loss) compensates", file=sys.stderr)

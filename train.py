@@ -34,7 +34,7 @@ import run_log
 from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, folder_name, parse_config, plain, ranged,
                     weights_path, write_yaml, yes_no)
 from data import build_normalize, build_transform
-from images import load_splits, names_order_hint, same_names, write_class_indices
+from images import load_splits, names_order_hint, same_names, without_validation, write_class_indices
 from download import fetch_official_weights, fetch_tutorial_photos, official_weights_file
 from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_train_loader, eval_loader
@@ -306,11 +306,15 @@ def main(argv=None) -> None:
 
 
 def check_splits(splits, cfg, default_val_ratio: float, notify: bool) -> None:
-    """A run needs images to validate on: they choose best.pth (load_splits has checked the classes).
-    A --val-ratio that a split root leaves unused is said, not silently dropped."""
+    """A run needs images to validate on: they choose best.pth (load_splits has checked the classes), and a
+    class without any is said. A --val-ratio that a split root leaves unused is said, not silently dropped."""
     if notify and cfg.val_ratio != default_val_ratio and not splits.drawn:
         print(f"notice: --val-ratio {cfg.val_ratio} is not used: {cfg.data_path} has its own train/ and val/ "
               "folders (split_data.py --val-ratio makes another split)")
+    missing = without_validation(splits.classes, splits.counts("val")) if splits.val else None
+    if notify and missing and not cfg.eval_only:
+        more = "a higher --val-ratio or more photos" if splits.drawn else "photos in their val/<class>/ folders"
+        print(f"warning: {missing}; {more} would give them some", file=sys.stderr)
     if not splits.val and not cfg.eval_only:
         raise UserError(f"{cfg.data_path} gives no validation images, which choose best.pth: use --val-ratio above 0 "
                         f"(default 0.2) for a folder of class folders, or put images in val/<class>/")

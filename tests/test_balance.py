@@ -102,12 +102,15 @@ def test_imbalance_warning_names_the_classes_and_the_ratio():
     assert "a (31 images)" in message and "3.1x" in message and "b (10)" in message
 
 
-def test_split_data_warns_about_imbalanced_classes(tmp_path, capsys):
+def test_split_data_warns_about_imbalanced_classes_and_those_without_validation(tmp_path, capsys):
     write_class_tree(tmp_path / "photos", {"cats": 16, "dogs": 4})
     split_data.main(["--data-path", str(tmp_path / "photos"), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert "warning:" in err and "cats (16 images), has 4.0x the images of the smallest, dogs (4)" in err
     assert "--balance" in err
+    write_class_tree(tmp_path / "more", {"cats": 16, "dogs": 1})  # the one dog photo: none for validation
+    split_data.main(["--data-path", str(tmp_path / "more"), "--out", str(tmp_path / "out2")])
+    assert "warning: 1 of the 2 classes has no validation image (dogs): nothing measures" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("balance", ["sampler", "loss"])

@@ -213,6 +213,24 @@ def test_a_val_ratio_that_a_split_root_leaves_unused_is_said(tmp_path, capsys):
         assert ("notice: --val-ratio 0.3 is not used" in capsys.readouterr().out) == said
 
 
+def test_a_class_without_validation_images_is_said(tmp_path, capsys):
+    """One photo of a class (none drawn for validation), or a val/ folder made by hand without it: its recall is
+    never measured, and balanced accuracy leaves it out, which the user is told as the run starts."""
+    parser = train.build_parser()
+    cfg = parser.parse_args(["--data-path", str(tmp_path)])
+    for drawn, more in ((True, "a higher --val-ratio or more photos"), (False, "photos in their val/<class>/ folders")):
+        splits = DataSplits(tmp_path, ["a", "b", "c"], [("x.jpg", 0), ("z.jpg", 1), ("w.jpg", 2)], [("y.jpg", 0)],
+                            drawn=drawn)
+        train.check_splits(splits, cfg, parser.get_default("val_ratio"), notify=True)
+        assert capsys.readouterr().err == (
+            "warning: 2 of the 3 classes have no validation image (b, c): nothing measures their recall, and "
+            f"balanced accuracy is the mean over the others; {more} would give them some\n")
+    splits.val.append(("v.jpg", 1))
+    splits.val.append(("u.jpg", 2))
+    train.check_splits(splits, cfg, parser.get_default("val_ratio"), notify=True)
+    assert capsys.readouterr().err == ""
+
+
 def test_folder_without_images_is_an_error(tmp_path):
     (tmp_path / "data" / "cats").mkdir(parents=True)
     (tmp_path / "data" / "dogs").mkdir()
