@@ -299,13 +299,15 @@ def read_class_folder(folder: Path, check: bool = True, others: dict = None):
     return good, skipped
 
 
-def read_class_root(root: Path, check: bool = True):
-    """(classes, images per class, skipped) of a folder holding one folder per class."""
+def read_class_root(root: Path, check: bool = True, split_too: bool = True):
+    """(classes, images per class, skipped) of a folder holding one folder per class. `split_too`: the caller
+    takes a split folder as well (train.py; split_data.py makes one), which the error for no class folders names."""
     folders = class_folders(root)
     if not folders:
         loose = " It holds images but no folders." if any(map(is_image_file, root.iterdir())) else ""
+        split = f", or a split: {root}/train/<class>/ and {root}/val/<class>/" if split_too else ""
         raise UserError(f"no class folders in {root}.{loose} Expected {root}/<class>/<image>, one "
-                        f"folder per class, or a split: {root}/train/<class>/ and {root}/val/<class>/")
+                        f"folder per class{split}")
     if len(folders) == 1:  # often an archive extracted into a folder of its own name
         nested = any(path.is_dir() and not path.name.startswith(".") for path in folders[0].iterdir())
         hint = f"; the class folders seem to be in it: use {folders[0]}" if nested else ""

@@ -66,7 +66,7 @@ def main(argv=None) -> None:
         raise UserError(f"--out {out} is inside --data-path {source}: the split must go elsewhere, "
                         "because nothing is ever written under --data-path")
 
-    classes, images, skipped = read_class_root(source)
+    classes, images, skipped = read_class_root(source, split_too=False)
     splits = split_by_class(images, args.val_ratio, args.test_ratio, args.seed)
     plan = {f"{split}/{classes[label]}/{Path(path).relative_to(source / classes[label]).as_posix()}": Path(path)
             for split in SPLITS for path, label in splits[split]}

@@ -47,6 +47,14 @@ def test_a_user_mistake_is_one_line_and_exit_status_2(tmp_path):
     assert result.stderr.startswith("error: data path not found: nowhere") and "Traceback" not in result.stderr
 
 
+def test_a_folder_of_loose_images_is_asked_for_class_folders_not_for_a_split(tmp_path, capsys):
+    """split_data.py makes a split, and refuses one: its error names class folders alone (train.py's, a split too)."""
+    write_image(tmp_path / "loose" / "a.jpg")
+    with pytest.raises(UserError, match=r"no class folders in .*loose\. It holds images but no folders\. Expected "
+                                        r".*loose/<class>/<image>, one folder per class$"):
+        split_data.main(["--data-path", str(tmp_path / "loose"), "--out", str(tmp_path / "out")])
+
+
 def test_the_same_flags_give_the_same_split(flowers, tmp_path):
     for out, seed in (("a", "0"), ("b", "0"), ("c", "1")):
         split_data.main(["--data-path", str(flowers), "--out", str(tmp_path / out), "--seed", seed,
