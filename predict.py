@@ -81,6 +81,9 @@ def main(argv=None) -> None:
         raise UserError("name the images to classify: files, folders or glob patterns (or --export FILE)")
     if args.cam and args.save_vis is None:
         raise UserError("--cam draws on the --save-vis cards: add --save-vis DIR")
+    if args.output is not None and args.output.is_dir():
+        raise UserError(f"--output {args.output} is a folder: name the file to write, such as "
+                        f"{args.output / 'predictions.csv'} (or .json)")
     if args.output is not None and args.output.suffix.lower() not in (".json", ".csv"):
         raise UserError(f"--output {args.output}: the name must end in .json or .csv")
     if args.output is not None:  # what cannot be written fails before the classifying, not after

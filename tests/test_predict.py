@@ -329,7 +329,8 @@ def test_an_output_folder_that_cannot_be_made_fails_before_anything_is_classifie
     (tmp_path / "a_folder.csv").mkdir()
     for flag, target, said in (("--output", tmp_path / "a_file" / "p.csv", tmp_path / "a_file"),
                                ("--save-vis", tmp_path / "a_file" / "vis", tmp_path / "a_file"),
-                               ("--output", tmp_path / "a_folder.csv", f"cannot write {tmp_path / 'a_folder.csv'}")):
+                               ("--output", tmp_path / "a_folder.csv", f"--output {tmp_path / 'a_folder.csv'} is a "
+                                f"folder: name the file to write, such as {tmp_path / 'a_folder.csv' / 'predictions.csv'}")):
         with pytest.raises(SystemExit) as exited:
             run_cli(lambda: predict.main([str(photos[0]), flag, str(target)]))
         out, err = capsys.readouterr()
