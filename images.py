@@ -33,6 +33,7 @@ SPLITS = ("train", "val", "test")
 # What Pillow's decoders raise for a broken file: they have no common base class.
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
 MANIFEST = "split_manifest.json"
+BUNDLED_SAMPLE = Path(__file__).resolve().parent / "samples" / "flowers"  # 100 photos a fresh clone trains on
 
 
 class UnreadableImage(OSError):
@@ -369,9 +370,11 @@ def load_splits(data_path, val_ratio: float = 0.2, seed: int = 0, check: bool = 
     root = Path(data_path)
     if not root.is_dir():
         problem = "is a file, not a folder" if root.exists() else "not found"
-        raise UserError(f"data path {problem}: {root}. Give a folder of class folders (such as "
-                        "samples/flowers, the bundled photos) or of split folders (such as data); the name "
-                        "flower_photos downloads the tutorial's photos")
+        # a relative path is looked for from where the command runs, which a config's data_path may not expect
+        where = f" (looked for from {Path.cwd()})" if not root.exists() and not root.is_absolute() else ""
+        raise UserError(f"data path {problem}: {root}{where}. Give a folder of class folders (such as "
+                        f"{os.path.relpath(BUNDLED_SAMPLE)}, the bundled photos) or of split folders (such as data); "
+                        "the name flower_photos downloads the tutorial's photos")
     if is_split_root(root):
         return load_split_root(root, check)
     classes, images, skipped = read_class_root(root, check)

@@ -276,9 +276,16 @@ def test_class_names_that_differ_only_in_how_a_letter_is_written(tmp_path):
         load_splits(tmp_path / "split")
 
 
-def test_data_path_mistakes_are_explained(tmp_path):
+def test_data_path_mistakes_are_explained(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="not found"):
         load_splits(tmp_path / "missing")
+    # a relative path, as a config's data_path, run from elsewhere: where it was looked for, and the bundled
+    # photos as they are named from there
+    monkeypatch.chdir(tmp_path)
+    bundled = os.path.relpath(Path(__file__).resolve().parents[1] / "samples" / "flowers", tmp_path)
+    with pytest.raises(UserError, match=f"data path not found: samples/flowers \\(looked for from {tmp_path}\\)\\. "
+                                        f"Give a folder of class folders \\(such as {bundled}, the bundled photos\\)"):
+        load_splits("samples/flowers")
     write_image(tmp_path / "loose.jpg")
     with pytest.raises(UserError, match="no class folders.*holds images"):
         load_splits(tmp_path)
