@@ -105,13 +105,15 @@ class TrainState:
                 "batches_done": self.batches_done, "best_acc": self.best_acc, "rng": rng_state(),
                 "layout": self.layout, "epoch_sums": epoch_sums, "lr": self.lr}
 
-    def resume_from(self, checkpoint: dict, metric: str = "acc1", folder: str = "runs/<name>") -> bool:
+    def resume_from(self, checkpoint: dict, metric: str = "acc1", folder: str = "runs/<name>") -> str:
         """Go on where `checkpoint` stopped (its model weights are loaded with the model), under this run's
         settings: a --lr, --weight-decay or --min-lr typed on resuming counts from the next step. Its best so
         far counts if it is of `metric`, the figure that now chooses best.pth (--balance may have changed it).
-        True when the epoch divides otherwise here (other processes, batch size or images): at an epoch's
-        end the schedule then goes on from the epochs done; midway it cannot, and that is a UserError whose
-        command goes on with `folder` (quoted for a shell)."""
+        Returns "" in the layout it was saved in; where the epoch divides otherwise here (other processes, batch
+        size or images) the clause that says so: at an epoch's end the schedule goes on from the epochs done.
+        Midway, with only the images changed (removed, added or no longer decoding since the stop), the epoch
+        as it ran cannot be finished in any layout: it ends at the stop, and is validated; with other processes
+        or batches it is a UserError whose command, with `folder` (quoted for a shell), finishes it as it ran."""
         settings = [{key: group[key] for key in ("initial_lr", "weight_decay")}
                     for group in self.optimizer.param_groups]
         saved = [len(group["params"]) for group in checkpoint["optimizer"]["param_groups"]]
@@ -146,9 +148,16 @@ class TrainState:
         relaid = was is not None and self.layout is not None and was != self.layout
         # every batch of the epoch trained, not yet validated (a stop at its last step): the epoch's end here too
         trained = relaid and self.batches_done == was["batches_per_epoch"]
-        if trained:
+        images_only = relaid and all(was[key] == self.layout[key] for key in ("processes", "batch_size"))
+        cut = relaid and 0 < self.batches_done < was["batches_per_epoch"] and images_only
+        if cut:
+            cut = (f"the training images changed since the stop ({was['images']} then, {self.layout['images']} now: "
+                   f"files removed, added or no longer decoding), so epoch {self.epoch + 1} cannot go on as it ran: "
+                   f"it ends at the stop, after {self.batches_done} of its {was['batches_per_epoch']} batches, and is "
+                   "validated; the schedule goes on from the epochs done")
+        if trained or cut:
             self.batches_done = self.layout["batches_per_epoch"]
-        if relaid and self.batches_done and not trained:
+        if relaid and self.batches_done and not (trained or cut):
             run = "python" if was["processes"] == 1 else f"torchrun --nproc_per_node {was['processes']}"
 
             def divided(layout: dict) -> str:
@@ -161,10 +170,14 @@ class TrainState:
                 "--batch-size and images), then go on as you like: from an epoch's end the schedule follows")
         # the schedule's place: the steps it took, or in another layout the epochs done; the step count (TensorBoard's
         # steps, --save-every-steps) goes on as it was, so that no point logged before is overwritten
-        place = (self.epoch + trained) * self.layout["steps_per_epoch"] if relaid else self.scheduler.last_epoch
+        place = (self.epoch + bool(trained or cut)) * self.layout["steps_per_epoch"] if relaid else \
+            self.scheduler.last_epoch
         self.scheduler.last_epoch = place - 1
         self.scheduler.step()  # the lrs of this step, by this run's schedule
-        return relaid
+        if not relaid:
+            return ""
+        return cut or (f"{self.layout['steps_per_epoch']} steps an epoch here, {was['steps_per_epoch']} before: the "
+                       "schedule goes on from the epochs done")
 
 
 METRIC_NAMES = {"acc1": "top-1", "balanced_acc": "balanced accuracy"}

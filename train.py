@@ -226,9 +226,7 @@ def main(argv=None) -> None:
         if main_process:
             best = f"best {engine.METRIC_NAMES[metric]} so far {state.best_acc:.4f}" if state.best_acc >= 0 \
                 else "not validated yet"
-            print(f"resumed at epoch {state.epoch + 1}, step {state.step} ({best})" + (
-                f"; {steps_per_epoch} steps an epoch here, {checkpoint['layout']['steps_per_epoch']} before: the "
-                "schedule goes on from the epochs done" if relaid else ""))
+            print(f"resumed at epoch {state.epoch + 1}, step {state.step} ({best})" + (f"; {relaid}" if relaid else ""))
     epoch_batches.start(state.epoch, state.batches_done)
     batches = iter(train_loader)  # one iterator for the whole run: its workers never wait for an epoch to start
 

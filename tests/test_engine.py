@@ -433,6 +433,12 @@ def test_a_run_resumed_in_another_layout_keeps_its_schedule():
         resumed(alone, two.checkpoint())
     with pytest.raises(UserError, match=r"here it is 20 training images in batches of 3 in 2"):  # the batches alone
         resumed(dict(two.layout, batch_size=3), two.checkpoint())
+    # only the images changed midway (removed, or no longer decoding, since the stop): no layout finishes the epoch
+    # as it ran, so it ends at the stop, to be validated, and the schedule goes on from its end
+    cut, said = resumed(dict(two.layout, images=18), two.checkpoint())
+    assert said.startswith("the training images changed since the stop (20 then, 18 now: files removed, added or no "
+                           "longer decoding), so epoch 3 cannot go on as it ran: it ends at the stop, after 3 of its 5")
+    assert cut.epoch == 2 and cut.batches_done == 5 and cut.scheduler.last_epoch == 15 and cut.step == 10
     # stopped at the epoch's last step, saved before validating: an epoch's end in any layout
     two.batches_done = 5
     one, relaid = resumed(alone, two.checkpoint())

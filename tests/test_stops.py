@@ -322,6 +322,31 @@ def test_an_epoch_resumed_midway_reports_the_whole_epochs_figures(flowers, tmp_p
     assert (resumed["loss_train"], resumed["acc1_train"]) == (straight["loss_train"], straight["acc1_train"])
 
 
+def test_an_epoch_stopped_midway_ends_at_the_stop_where_its_images_changed_since(flowers, tmp_path, capsys,
+                                                                               monkeypatch):
+    """A training photo that no longer decodes on resuming (or one removed or added) changes the epoch's order: it
+    cannot go on as it ran, in any layout, so it ends at the stop, is validated, and the run goes on; the command the
+    refusal gave (the epoch finished as it ran) could not work."""
+    import json
+    import shutil
+    data = tmp_path / "photos"
+    shutil.copytree(flowers, data)
+    args = ["--data-path", data, *FAST, "--epochs", "2", "--output", tmp_path, "--name", "s"]
+    monkeypatch.setattr(engine, "train_step", ctrl_c_at_batch(engine.train_step, 2))
+    with pytest.raises(SystemExit):
+        train.main([str(a) for a in args])
+    monkeypatch.undo()
+    val = json.loads((tmp_path / "s" / "val_files.json").read_text())["val"]
+    next(p for p in sorted((data / "tulips").iterdir()) if f"tulips/{p.name}" not in val).write_bytes(b"broken")
+    out = train_here(capsys, "--resume", tmp_path / "s")
+    assert "resumed at epoch 1, step 3 (not validated yet); the training images changed since the stop (80 then, 79 " \
+           "now: files removed, added or no longer decoding), so epoch 1 cannot go on as it ran: it ends at the stop, " \
+           "after 3 of its 5 batches, and is validated" in out, out
+    rows = metrics(tmp_path / "s")
+    # epoch 1's 3 steps; epoch 2's 4, the full batches of 79 images in 16s
+    assert [r["epoch"] for r in rows] == ["1", "2"] and [r["step"] for r in rows] == ["3", "7"]
+
+
 def ctrl_c_at_batch(train_step, batch: int = 5):
     """train_step, and a Ctrl-C as it ends the epoch's batch `batch`, by default its last (80 training images in
     batches of 16: FAST's)."""
