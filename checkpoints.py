@@ -109,10 +109,14 @@ class CheckpointWriter:
         while self.writes and self.writes[0].done():
             self.writes.pop(0).result()
 
+    def wait(self) -> None:
+        """Until every write asked for is on disk; raises the error of one that failed."""
+        while self.writes:
+            self.writes.pop(0).result()
+
     def close(self) -> None:
         try:
-            while self.writes:
-                self.writes.pop(0).result()
+            self.wait()
         finally:
             self.thread.shutdown()
 

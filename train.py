@@ -279,9 +279,12 @@ def main(argv=None) -> None:
     stop = StopSignal()
     try:
         try:
-            run_epochs(state, cfg, batches, len(train_loader), val_loader, splits, stop, on_step, save, writer,
-                       run_dir, main_process)
+            ending = run_epochs(state, cfg, batches, len(train_loader), val_loader, splits.classes, stop, on_step,
+                                save, writer, run_dir, main_process)
             step_loss.write()
+            checkpoints.wait()  # the last epoch's checkpoints on disk before the report says the run is done
+            if main_process and ending is not None:
+                run_log.finish_run(writer, run_dir, cfg, state, *ending, splits)
         finally:
             try:
                 checkpoints.close()  # the last ones written before anything is said or the process ends
@@ -318,12 +321,13 @@ def check_splits(splits, cfg, default_val_ratio: float, notify: bool) -> None:
                         f"(default 0.2) for a folder of class folders, or put images in val/<class>/")
 
 
-def run_epochs(state, cfg, batches, epoch_length: int, val_loader, splits, stop, on_step, save, writer,
-               run_dir: Path, main_process: bool) -> None:
+def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop, on_step, save, writer,
+               run_dir: Path, main_process: bool) -> tuple | None:
     """The epochs left: train on the next epoch_length batches of the loader's endless iterator (fewer
-    in an epoch resumed midway), evaluate, log, save; stop on a signal or --stop-after-epochs. `splits`: the
-    data's (images.Splits): its classes, and the files it left out, which the report names."""
-    val, first_epoch, best, classes = None, state.epoch, None, splits.classes
+    in an epoch resumed midway), evaluate, log, save; stop on a signal or --stop-after-epochs. Returns, for
+    the report, the last validation and the best's (its result, which checkpoint) when the run has trained its
+    last epoch; None when it stopped before."""
+    val, first_epoch, best = None, state.epoch, None
     metric = engine.best_metric(cfg)
     normalize = build_normalize()  # evaluation's: no erasing; its constants made once per device
     if writer is not None and state.epoch == 0 and state.batches_done == 0:  # a new run: its first batch, as trained
@@ -369,8 +373,7 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, splits, stop,
         best = evaluation.evaluate_saved(state.model, run_dir / "best.pth", val_loader, normalize, len(classes),
                                          state.device, state.amp, main_process) \
             or (val, f"{run_dir / 'last.pth'} (epoch {state.epoch}; no best.pth beside it)")
-    if main_process and val is not None:
-        run_log.finish_run(writer, run_dir, cfg, state, val, best, splits)
+    return None if val is None else (val, best)
 
 
 def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp) -> None:

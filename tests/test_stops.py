@@ -372,6 +372,27 @@ def test_a_stop_at_the_epochs_last_step_saves_its_training_before_validating(flo
     assert saved["epoch"] == 0 and saved["batches_done"] == 5
 
 
+def test_the_report_that_ends_a_run_waits_for_its_last_checkpoints(flowers, tmp_path, capsys, monkeypatch):
+    """Checkpoints are written beside the training; the report, the hparams and the line that says the run is done
+    come once the last epoch's are on disk: a kill after that line (or while the report is written) finds the run
+    finished, not its last epoch to train or validate again."""
+    import report
+    save, seen = checkpoints.save_checkpoint, []
+
+    def slow_save(obj, path):
+        time.sleep(1.0)  # a large checkpoint on a slow disk
+        save(obj, path)
+    write_evaluation = report.write_evaluation
+
+    def reporting(folder, *args, **kwargs):
+        seen.append(torch.load(Path(folder) / "last.pth", weights_only=True)["epoch"])
+        return write_evaluation(folder, *args, **kwargs)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", slow_save)
+    monkeypatch.setattr(report, "write_evaluation", reporting)
+    train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "w")
+    assert seen == [1]
+
+
 def test_a_stop_at_the_last_epochs_end_finishes_the_run_with_its_report(flowers, tmp_path, capsys, monkeypatch):
     """Ctrl-C (or a scheduler's SIGTERM) during the last step or the last validation finds the run done: it writes
     its report and ends as finished (status 0), rather than stopping with a resume that has nothing to do."""
