@@ -3,6 +3,7 @@ beside the training (CheckpointWriter), as plain data that is read back without 
 (load_checkpoint). What a checkpoint holds: engine.TrainState.checkpoint and train.py; weights from
 elsewhere: weights.py.
 """
+import glob
 import os
 import re
 import shutil
@@ -27,12 +28,34 @@ def save_checkpoint(obj: dict, path) -> None:
     put_in_place(Path(path), write)
 
 
+def remove_left_behind(path: Path) -> None:
+    """The temporary files of `path` that processes killed while writing it left (a checkpoint's, as large as it):
+    those whose process is gone."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:-4]
+        if pid.isdigit() and not process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def process_alive(pid: int) -> bool:
+    if os.name == "nt":  # there os.kill(pid, 0) would send a Ctrl-C: taken as alive, its file kept
+        return True
+    try:
+        os.kill(pid, 0)  # no signal sent: whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
 def put_in_place(path: Path, fill) -> None:
     """fill(tmp) makes a temporary file beside `path`, which a rename then puts in its place, made durable:
     a kill at any moment leaves either the previous file or the new one, never a torn one. A write that
     fails (a full disk, a quota) is a UserError that says so, the previous file still in place."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)  # one a killed process left: a hard link cannot be made over it
+    remove_left_behind(path)
     try:
         fill(tmp)
         os.replace(tmp, path)

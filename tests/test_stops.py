@@ -254,6 +254,22 @@ def test_a_copy_is_the_file_as_written_before_it_and_later_saves_come_after(tmp_
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_a_temporary_file_a_killed_writer_left_goes_with_the_next_write(tmp_path):
+    """SIGKILL while a checkpoint is written leaves its temporary file, as large as the checkpoint: the next write of
+    that file removes those of processes that are gone (a kill per resume would otherwise pile them up), not one that
+    another live process is writing, nor another file's."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    left = tmp_path / f".last.pth.{gone.pid}.tmp"
+    writing = tmp_path / f".last.pth.{os.getppid()}.tmp"
+    other = tmp_path / f".best.pth.{gone.pid}.tmp"
+    for path in (left, writing, other):
+        path.write_bytes(b"half a checkpoint")
+    checkpoints.save_checkpoint({"step": 1}, tmp_path / "last.pth")
+    assert not left.exists() and writing.exists() and other.exists()
+    assert torch.load(tmp_path / "last.pth", weights_only=True) == {"step": 1}
+
+
 def test_out_of_memory_suggests_what_to_do(flowers, tmp_path, monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
