@@ -296,6 +296,12 @@ def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, d
     return None
 
 
+def say_stopped_at_once(run_dir: Path) -> None:
+    """A second Ctrl-C stops a run at once: what is lost, and the command that goes on."""
+    print(f"\nstopped at once by a second Ctrl-C: the steps since {run_dir / 'last.pth'} was saved are lost. "
+          f"To go on: {resume_command(run_dir)}", file=sys.stderr)
+
+
 def say_stopped(state, by: str, run_dir: Path) -> None:
     """A run stopped before its last epoch: where, what was saved, and the command that goes on."""
     where = f"after epoch {state.epoch}" if state.batches_done == 0 else \

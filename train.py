@@ -298,6 +298,10 @@ def main(argv=None) -> None:
         if (explained := run_log.failure_explained(err, cfg, run_dir, img_size, stop, distributed)) is not None:
             raise explained from None
         raise
+    except KeyboardInterrupt:  # a second Ctrl-C: at once, without the step's end or a save
+        if main_process:
+            run_log.say_stopped_at_once(run_dir)
+        sys.exit(130)
     finally:
         stop.restore()
     if stop.requested and state.epoch < cfg.epochs:  # one at the last epoch's end found the run finished

@@ -363,6 +363,21 @@ def test_an_epoch_stopped_midway_ends_at_the_stop_where_its_images_changed_since
     assert [r["epoch"] for r in rows] == ["1", "2"] and [r["step"] for r in rows] == ["3", "7"]
 
 
+def test_a_second_ctrl_c_stops_at_once_saying_what_is_lost_and_how_to_go_on(flowers, tmp_path, capsys, monkeypatch):
+    """The first Ctrl-C finishes the step and saves; a second one stops at once, from anywhere in the loop: one line
+    with the resume command, as every other stop has, status 130."""
+    def second_ctrl_c(state, *args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(engine, "train_step", second_ctrl_c)
+    with pytest.raises(SystemExit) as stopped:
+        train.main([str(a) for a in ["--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path,
+                                     "--name", "s"]])
+    run = tmp_path / "s"
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err.endswith(f"\nstopped at once by a second Ctrl-C: the steps since {run / 'last.pth'} "
+                                            f"was saved are lost. To go on: python train.py --resume {run}\n")
+
+
 def ctrl_c_at_batch(train_step, batch: int = 5):
     """train_step, and a Ctrl-C as it ends the epoch's batch `batch`, by default its last (80 training images in
     batches of 16: FAST's)."""
