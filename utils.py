@@ -58,15 +58,24 @@ def first_line(error: BaseException) -> str:
 def run_cli(main) -> None:
     """Run a script's `main()`, turning a UserError, or an OSError about a path (a folder that cannot be
     made, a file that cannot be written), into one line on stderr and exit status 2, a Ctrl-C that was
-    not handled (train.py's second one) into one line and status 130, and a reader of stdout that has
+    not handled (train.py's second one) into one line and status 130, a SIGTERM that nothing takes into one
+    line and status 143, and a reader of stdout that has
     gone (`| head`) into a quiet stop, as other command-line tools make it; under torchrun, the broken
     connection to a process of the run that ended into one line too. A file name whose bytes are not
     UTF-8 (old zips, Windows shares) is printed as those bytes, as ls prints it, not raised about."""
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="surrogateescape")
+    # a SIGTERM (a scheduler's, `timeout`'s) that train.py's training loop does not take (it finishes the step and
+    # saves): where its default would end the process without a word, as it checks the images before training.
+    # Not under torchrun, whose summary names the signal, and whose SIGTERM must end a process blocked in a
+    # collective or in joining the group at once, not when that call returns
+    previous = signal.signal(signal.SIGTERM, terminated) if "RANK" not in os.environ else None
     try:
         main()
         sys.stdout.flush()  # a closed pipe raises here, not at exit
+    except Terminated:
+        print("\nstopped by SIGTERM", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     except UserError as err:
         say_error(str(err))
         sys.exit(2)
@@ -93,6 +102,18 @@ def run_cli(main) -> None:
         # train.py's training loop says what was saved; before it (another machine's process failed to start)
         say_error("another process of this run ended (its own message says why) and the connection to it broke")
         sys.exit(2)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """A SIGTERM that ends a script at once (run_cli): a BaseException, as KeyboardInterrupt is, so that no
+    `except Exception` on its way takes it for an error to work around."""
+
+
+def terminated(signum, frame):
+    raise Terminated
 
 
 def say_error(message: str) -> None:

@@ -141,6 +141,23 @@ def test_check_reports_exactly_the_broken_files(tmp_path):
     assert "not an image" in reasons[str(folder / "saved_page.PNG")]
 
 
+def test_a_ctrl_c_while_the_images_are_checked_stops_at_once(tmp_path, monkeypatch):
+    """Checking a large folder takes minutes: a Ctrl-C (or run_cli's SIGTERM) drops the images not yet checked
+    (Executor.map cancels what it has not started) rather than waiting for all of them."""
+    import _thread
+    import threading
+    import time
+    import images
+    checked = []
+    monkeypatch.setattr(images, "image_problem", lambda path: time.sleep(0.05) or checked.append(path))
+    threading.Timer(0.3, _thread.interrupt_main).start()
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        check_images([tmp_path / f"{i}.jpg" for i in range(2000)])  # 100 s of checks in one thread, 12 s in 8
+    time.sleep(0.2)  # the checks under way end
+    assert time.perf_counter() - start < 2 and len(checked) < 200
+
+
 def test_a_bomb_over_twice_the_limit_is_reported_too(tmp_path):
     (tmp_path / "huge.png").write_bytes(png_bytes(20_000, 10_000))  # Pillow raises rather than warns
     _, skipped = check_images([tmp_path / "huge.png"])

@@ -530,6 +530,21 @@ def test_torchrun_s_summary_of_a_failed_process_shows_its_error(monkeypatch, tmp
     assert capsys.readouterr().err == "error: bad path\n"
 
 
+def test_a_sigterm_that_nothing_takes_is_one_line_and_status_143(capsys, monkeypatch):
+    """Outside train.py's training loop (which finishes its step and saves), as the images are checked before it:
+    a scheduler's SIGTERM ends the script at once, saying so, where its default ended it without a word."""
+    def main():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+    monkeypatch.delenv("RANK", raising=False)
+    before = signal.getsignal(signal.SIGTERM)
+    start = time.perf_counter()
+    with pytest.raises(SystemExit) as ended:
+        utils.run_cli(main)
+    assert ended.value.code == 143 and capsys.readouterr().err == "\nstopped by SIGTERM\n"
+    assert time.perf_counter() - start < 5 and signal.getsignal(signal.SIGTERM) is before
+
+
 def test_a_second_sigterm_keeps_the_first_stop_and_a_second_ctrl_c_stops_at_once(capsys):
     """Under torchrun a second Ctrl-C reaches the processes as SIGTERM, and so does SLURM's signal, which
     torchrun hands on after it reached them: the stop under way goes on, said once."""
