@@ -37,6 +37,7 @@ from utils import clipped, padded, text_width
 
 MAX_SHOWN = 300  # thumbnails in the gallery, the most confident mistakes first
 THUMB_SIZE = 128  # px, the longer side
+TOP_K = 5  # top-5 is shown for more classes than that: of as many or fewer it is 1, whatever the model
 MAX_CONFUSION_PICTURE = 100  # classes; past that the picture is unreadable and huge: the table says it all
 
 
@@ -76,8 +77,9 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
     plots.confusion_matrix_image(result["confusion"], classes, f"{split} split").save(folder / "confusion_matrix.png")
     width = max(text_width(c) for c in classes + ["class"])
     lines = [f"{variant} from {checkpoint}",
-             f"{split}: {result['images']} images  top-1 {result['acc1']:.4f}  top-5 {result['acc5']:.4f}  "
-             f"balanced accuracy {result['balanced_acc']:.4f}  loss {result['loss']:.4f}", "",
+             f"{split}: {result['images']} images  top-1 {result['acc1']:.4f}  "
+             + (f"top-5 {result['acc5']:.4f}  " if len(classes) > TOP_K else "")
+             + f"balanced accuracy {result['balanced_acc']:.4f}  loss {result['loss']:.4f}", "",
              f"{'class':<{width}}  precision  recall     F1  images"]
     for (precision, recall, f1, support), name in zip(evaluation.per_class_metrics(result["confusion"]), classes):
         figures = "  ".join(f"{'n/a' if value is None else f'{value:.3f}':>{size}}"
@@ -124,7 +126,8 @@ def read_metrics(path) -> list[dict]:
 # --- Sections ---
 
 def headline(result: dict, classes: list[str], checkpoint: str, variant: str, split: str, left_out: list) -> str:
-    figures = [("top-1", f"{result['acc1']:.1%}"), ("top-5", f"{result['acc5']:.1%}"),
+    top5 = [("top-5", f"{result['acc5']:.1%}")] if len(classes) > TOP_K else []
+    figures = [("top-1", f"{result['acc1']:.1%}"), *top5,
                ("balanced accuracy", f"{result['balanced_acc']:.1%}"), ("images", f"{result['images']:,}"),
                ("mistakes", f"{len(result['wrong']):,}"), ("classes", f"{len(classes):,}"),
                ("loss", f"{result['loss']:.4f}")]

@@ -165,8 +165,9 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
         "trained before the resume"
     speed = f"{train['seconds']:.0f}s {throughput:.1f} img/s ({wait_share:.0%} waiting for data)" if trained \
         else f"{train['seconds']:.0f}s"
+    top5 = f" top-5 {val['acc5']:.4f}" if len(classes) > report.TOP_K else ""  # of 5 classes or fewer: always 1
     print(f"epoch {epoch:3d}  {figures}  val loss {val['loss']:.4f} top-1 {val['acc1']:.4f} balanced "
-          f"{val['balanced_acc']:.4f} top-5 {val['acc5']:.4f}{ema}  lr {lr:.2e}  {speed}"
+          f"{val['balanced_acc']:.4f}{top5}{ema}  lr {lr:.2e}  {speed}"
           f"{'  * best' if improved else ''}", flush=True)
 
 
