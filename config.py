@@ -43,8 +43,11 @@ def yes_no(text) -> bool:
 
 
 def folder_name(text: str) -> str:
-    """--name: one folder inside --output, where a path would put the run beside others, or outside --output."""
-    if text in ("", ".", "..") or "/" in text or os.sep in text:
+    """--name: one folder inside --output, where a path would put the run beside others, or outside --output;
+    empty for the default name."""
+    if text == "":
+        return None
+    if text in (".", "..") or "/" in text or os.sep in text:
         raise argparse.ArgumentTypeError(f"must be a folder name, not {text!r}: --output says where runs go")
     return text
 
@@ -87,12 +90,12 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             raise UserError(f"unknown config key {key!r} in {path}{hint}; valid keys: {', '.join(sorted(actions))}")
         action = actions[key]
-        # a switch: --ema, --no-ema; or None where that is its default (--compile's: decided by the run)
-        if action.nargs == 0 and not isinstance(value, bool) and not (value is None and action.default is None):
-            raise UserError(f"{path}: {key}: {value!r} is not true or false")
         if value is None and action.default is not None:  # `epochs:` left empty: no value, where one is needed
             raise UserError(f"{path}: {key}: has no value: give one, or remove the line for its default "
                             f"({plain(action.default)})")
+        # a switch: --ema, --no-ema; or None where that is its default (--compile's: decided by the run)
+        if action.nargs == 0 and not isinstance(value, bool) and value is not None:
+            raise UserError(f"{path}: {key}: {value!r} is not true or false")
         if isinstance(value, bool) and action.choices is not None:  # YAML 1.1 reads amp: off as False
             value = {False: "off", True: "on"}[value]
         # Every value is converted as the flag's text would be: YAML reads 1e-4 as a string (YAML 1.1
@@ -116,17 +119,29 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
 
 def parse_config(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
     """Parse flags over the YAML file named by --config over the parser's defaults."""
+    if named := config_named(argv):
+        parser.set_defaults(**read_yaml_config(named, parser))
+    return parser.parse_args(argv)
+
+
+def config_named(argv) -> str | None:
+    """The file --config names on the command line, if any."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
-    known, _ = pre.parse_known_args(argv)
-    if known.config:
-        parser.set_defaults(**read_yaml_config(known.config, parser))
-    return parser.parse_args(argv)
+    return pre.parse_known_args(argv)[0].config
 
 
 def explicit_flags(parser: argparse.ArgumentParser, argv) -> set:
     """The config keys typed on the command line, and those of a --config file named there (for a resumed run,
     they win over its saved config)."""
+    typed = typed_flags(parser, argv)
+    if named := config_named(argv):
+        typed |= set(read_yaml_config(named, parser))
+    return typed
+
+
+def typed_flags(parser: argparse.ArgumentParser, argv) -> set:
+    """The config keys typed on the command line itself."""
     unset = object()
     saved = {a.dest: a.default for a in parser._actions}
     try:
@@ -136,11 +151,7 @@ def explicit_flags(parser: argparse.ArgumentParser, argv) -> set:
     finally:
         for action in parser._actions:
             action.default = saved[action.dest]
-    typed = {key for key, value in given.items() if value is not unset}
-    named = given.get("config", unset)
-    if named is not unset and named:
-        typed |= set(read_yaml_config(named, parser))
-    return typed
+    return {key for key, value in given.items() if value is not unset}
 
 
 def plain(value):

@@ -148,8 +148,9 @@ class TrainState:
         relaid = was is not None and self.layout is not None and was != self.layout
         # every batch of the epoch trained, not yet validated (a stop at its last step): the epoch's end here too
         trained = relaid and self.batches_done == was["batches_per_epoch"]
-        images_only = relaid and all(was[key] == self.layout[key] for key in ("processes", "batch_size"))
-        cut = relaid and 0 < self.batches_done < was["batches_per_epoch"] and images_only
+        images_only = relaid and was["images"] != self.layout["images"] and \
+            all(was[key] == self.layout[key] for key in ("processes", "batch_size"))
+        cut = images_only and 0 < self.batches_done < was["batches_per_epoch"]
         if cut:
             cut = (f"the training images changed since the stop ({was['images']} then, {self.layout['images']} now: "
                    f"files removed, added or no longer decoding), so epoch {self.epoch + 1} cannot go on as it ran: "

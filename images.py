@@ -278,9 +278,9 @@ def without_validation(classes: list[str], val_counts: list[int]) -> str | None:
     if not missing:
         return None
     names = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-    have = "has" if len(missing) == 1 else "have"
+    have, their = ("has", "its") if len(missing) == 1 else ("have", "their")
     return (f"{len(missing)} of the {len(classes)} classes {have} no validation image ({names}): nothing measures "
-            "their recall, and balanced accuracy is the mean over the others")
+            f"{their} recall, and balanced accuracy is the mean over the others")
 
 
 def read_class_folder(folder: Path, check: bool = True, others: dict = None):

@@ -34,7 +34,7 @@ from export import ExportedClassifier, add_arguments as add_export_arguments, ch
 from images import image_problem, list_images, load_rgb, set_image_warnings
 from model import maps_of
 from precision import amp_dtype, autocast
-from utils import UserError, check_writable, padded, run_cli, select_device, text_width, tune_for
+from utils import Terminated, UserError, check_writable, padded, run_cli, select_device, text_width, tune_for
 from weights import load_classifier
 from workers import default_workers
 
@@ -110,7 +110,7 @@ def main(argv=None) -> None:
     k, width = min(args.topk, len(clf.class_names)), max(text_width(name) for name in clf.class_names)
     transform = build_transform(clf.model.img_size, train=False, crop_pct=clf.crop_pct)
     normalize = None if program else Normalize(clf.mean, clf.std)  # a program normalises: it takes the uint8 crop
-    results, failed, card_names, stopped = [], [], set(), False
+    results, failed, card_names, stopped = [], [], set(), None
     try:
         for path, probs, seen in classify(clf.model, paths, transform, normalize, device, args) if paths else ():
             if probs is None:
@@ -128,16 +128,16 @@ def main(argv=None) -> None:
                               for r, e in enumerate(result["topk"], 1)), sep="\n")
             if args.save_vis is not None:
                 save_card(result, args.save_vis, card_names, seen)
-    except KeyboardInterrupt:  # Ctrl-C: what was classified until then is still written and counted
-        stopped = True
+    except (KeyboardInterrupt, Terminated) as stop:  # Ctrl-C, SIGTERM: what was classified is still written, counted
+        stopped = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
     if args.output is not None:
         write_results(results, args.output, k)
     if paths:
         print(f"classified {len(results)} of {len(paths)} images" + (f"; {len(failed)} could not be read"
               if failed else "") + (f"; results in {args.output}" if args.output else "") +
-              ("; stopped by Ctrl-C" if stopped else ""), file=sys.stderr)
+              (f"; stopped by {stopped}" if stopped else ""), file=sys.stderr)
     if stopped:
-        sys.exit(130)
+        sys.exit(143 if stopped == "SIGTERM" else 130)
     if failed:
         sys.exit(1)
 

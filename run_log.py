@@ -25,7 +25,7 @@ from precision import autocast
 from checkpoints import put_in_place
 from config import plain
 from utils import UserError, from_first_process, lost_another_process, resume_command
-from weights import evaluated_file
+from weights import evaluated_file, nothing_to_resume
 
 
 # what a run folder holds once a run has saved an epoch: one stopped before its first is started again in it
@@ -298,9 +298,11 @@ def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, d
 
 
 def say_stopped_at_once(run_dir: Path) -> None:
-    """A second Ctrl-C stops a run at once: what is lost, and the command that goes on."""
-    print(f"\nstopped at once by a second Ctrl-C: the steps since {run_dir / 'last.pth'} was saved are lost. "
-          f"To go on: {resume_command(run_dir)}", file=sys.stderr)
+    """A second Ctrl-C stops a run at once: what is lost, and the command that goes on (or starts it again, where
+    it had saved nothing yet: a first step that takes long, as a compiled one does)."""
+    how = f"the steps since {run_dir / 'last.pth'} was saved are lost. To go on: {resume_command(run_dir)}" \
+        if (run_dir / "last.pth").is_file() else nothing_to_resume(run_dir)
+    print(f"\nstopped at once by a second Ctrl-C: {how}", file=sys.stderr)
 
 
 def say_stopped(state, by: str, run_dir: Path) -> None:

@@ -318,7 +318,7 @@ def check_splits(splits, cfg, default_val_ratio: float, notify: bool) -> None:
               "folders (split_data.py --val-ratio makes another split)")
     missing = without_validation(splits.classes, splits.counts("val")) if splits.val else None
     if notify and missing and not cfg.eval_only:
-        more = "a higher --val-ratio or more photos" if splits.drawn else "photos in their val/<class>/ folders"
+        more = "2 photos or more of each" if splits.drawn else "photos in their val/<class>/ folders"
         print(f"warning: {missing}; {more} would give them some", file=sys.stderr)
     if not splits.val and not cfg.eval_only:
         raise UserError(f"{cfg.data_path} gives no validation images, which choose best.pth: use --val-ratio above 0 "

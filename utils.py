@@ -69,6 +69,8 @@ def run_cli(main) -> None:
     # saves): where its default would end the process without a word, as it checks the images before training.
     # Not under torchrun, whose summary names the signal, and whose SIGTERM must end a process blocked in a
     # collective or in joining the group at once, not when that call returns
+    global _CLI_PROCESS
+    _CLI_PROCESS = os.getpid()
     previous = signal.signal(signal.SIGTERM, terminated) if "RANK" not in os.environ else None
     try:
         main()
@@ -112,7 +114,14 @@ class Terminated(BaseException):
     `except Exception` on its way takes it for an error to work around."""
 
 
+_CLI_PROCESS = None  # the process run_cli runs in: a process forked from it ends as SIGTERM's default ends it
+
+
 def terminated(signum, frame):
+    if os.getpid() != _CLI_PROCESS:  # a loader worker, forked before it set its own handling
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise Terminated
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from config import explicit_flags, plain
+from config import explicit_flags, plain, typed_flags
 from data import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 from download import OFFICIAL_WEIGHTS, official_weights_file
 from export import is_program, load_program
@@ -295,13 +295,16 @@ def resume_config(parser, cfg, argv) -> tuple:
         if changed:
             raise UserError(f"a resumed run goes on with its own model: {'; '.join(changed)}. To train another "
                             "from its weights, start a new run: --weights <its best.pth> --name NEW")
-        run = cfg.resume if cfg.resume.is_dir() else cfg.resume.parent  # and in its own folder
+        # and in its own folder: a --name or --output typed (a config's, such as the run's own config.yaml, may
+        # hold another spelling of it, or none) that names another is refused
+        run = cfg.resume if cfg.resume.is_dir() else cfg.resume.parent
+        real = run.resolve()
         elsewhere = [f"--{key} {shlex.quote(str(getattr(cfg, key)))}" for key, here in (
-            ("name", cfg.name == run.name), ("output", Path(cfg.output).resolve() == run.parent.resolve()))
-            if key in given and not here]
+            ("name", lambda: cfg.name == real.name), ("output", lambda: Path(cfg.output).resolve() == real.parent))
+            if key in typed_flags(parser, argv) and getattr(cfg, key) is not None and not here()]
         if elsewhere:
             raise UserError(f"a resumed run goes on in its own folder, {run}, not in another: {' '.join(elsewhere)}. "
-                            f"To train a new run from its weights: --weights {shlex.quote(str(run / 'best.pth'))} "
+                            f"To train a new run from its weights: --weights {shlex.quote(str(evaluated_file(run)))} "
                             f"--name NEW")
     # this process's own, unless typed: where it runs and with how many loader workers (the machine it goes on on),
     # whether it stops after some epochs (a job's time limit), progress bars (a terminal or a log)

@@ -110,7 +110,7 @@ def test_split_data_warns_about_imbalanced_classes_and_those_without_validation(
     assert "--balance" in err
     write_class_tree(tmp_path / "more", {"cats": 16, "dogs": 1})  # the one dog photo: none for validation
     split_data.main(["--data-path", str(tmp_path / "more"), "--out", str(tmp_path / "out2")])
-    assert "warning: 1 of the 2 classes has no validation image (dogs): nothing measures" in capsys.readouterr().err
+    assert "warning: 1 of the 2 classes has no validation image (dogs): nothing measures its recall" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("balance", ["sampler", "loss"])

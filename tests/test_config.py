@@ -36,14 +36,14 @@ def test_config_precedence_and_unknown_keys(tmp_path):
     cfg = config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
     assert (cfg.amp, cfg.balance, cfg.device, cfg.name) == ("off", "off", "0", "2024")
     # a key left empty (or ~) has no value: refused where one is needed, null kept where it is the default
-    for line in ("epochs:", "data_path: ~", "amp:", "balance:"):
+    for line in ("epochs:", "data_path: ~", "amp:", "balance:", "ema:"):
         yaml_file.write_text(f"{line}\nnum_classes:\n")
         with pytest.raises(UserError, match=rf"c\.yaml: {line.split(':')[0]}: has no value: give one, or remove the "
                                             rf"line for its default \(\w+"):
             config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
-    yaml_file.write_text("num_classes:\nimg_size: ~\ncompile: null\n")
+    yaml_file.write_text("num_classes:\nimg_size: ~\ncompile: null\nname: ''\n")
     cfg = config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
-    assert (cfg.num_classes, cfg.img_size, cfg.compile) == (None, None, None)
+    assert (cfg.num_classes, cfg.img_size, cfg.compile, cfg.name) == (None, None, None, None)
     # a path in a file: no shell has expanded its ~
     yaml_file.write_text("data_path: ~/photos\n")
     assert config.parse_config(train.build_parser(), ["--config", str(yaml_file)]).data_path == Path.home() / "photos"

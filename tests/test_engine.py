@@ -439,6 +439,8 @@ def test_a_run_resumed_in_another_layout_keeps_its_schedule():
     assert said.startswith("the training images changed since the stop (20 then, 18 now: files removed, added or no "
                            "longer decoding), so epoch 3 cannot go on as it ran: it ends at the stop, after 3 of its 5")
     assert cut.epoch == 2 and cut.batches_done == 5 and cut.scheduler.last_epoch == 15 and cut.step == 10
+    with pytest.raises(UserError, match="Finish the epoch as it ran"):  # the same images, other steps: refused
+        resumed(dict(two.layout, steps_per_epoch=3), two.checkpoint())
     # stopped at the epoch's last step, saved before validating: an epoch's end in any layout
     two.batches_done = 5
     one, relaid = resumed(alone, two.checkpoint())

@@ -17,6 +17,7 @@ from PIL import Image
 import plots
 import predict
 import train
+import utils
 from data import Normalize, build_transform
 from export import load_program
 from image_factory import write_broken_files
@@ -191,17 +192,19 @@ def test_a_file_name_whose_bytes_are_not_utf8_is_printed_and_written_as_it_is(tr
     assert result.returncode == 0 and b"/caf\xe9.jpg," in (tmp_path / "p.csv").read_bytes(), result.stderr
 
 
-def test_ctrl_c_still_writes_what_was_classified(trained, photos, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("stop, said, status", [(KeyboardInterrupt, "Ctrl-C", 130), (utils.Terminated, "SIGTERM", 143)])
+def test_a_stop_still_writes_what_was_classified(stop, said, status, trained, photos, tmp_path, capsys, monkeypatch):
+    """Ctrl-C, or a SIGTERM (run_cli raises Terminated for it), after the second image: the two are written."""
     real = predict.classify
 
-    def interrupted(*args, **kwargs):  # Ctrl-C after the second image
+    def interrupted(*args, **kwargs):
         for n, result in enumerate(real(*args, **kwargs)):
             if n == 2:
-                raise KeyboardInterrupt
+                raise stop
             yield result
     monkeypatch.setattr(predict, "classify", interrupted)
     code, _, err = run_predict(capsys, monkeypatch, trained, *photos[:4], "--output", tmp_path / "p.csv")
-    assert code == 130 and "classified 2 of 4 images; results in " in err and err.endswith("; stopped by Ctrl-C\n")
+    assert code == status and "classified 2 of 4 images; results in " in err and err.endswith(f"; stopped by {said}\n")
     with open(tmp_path / "p.csv") as f:
         assert [row["path"] for row in csv.DictReader(f)] == [str(p) for p in photos[:2]]
 

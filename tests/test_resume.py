@@ -277,10 +277,17 @@ def test_a_resume_that_names_another_folder_is_refused_not_ignored(tmp_path, mon
         argv = ["--resume", "runs/sig", *typed]
         with pytest.raises(UserError, match=f"goes on in its own folder, runs/sig, not in another: {typed[-2]} "
                                             f"{typed[-1]}. To train a new run from its weights: --weights "
-                                            "runs/sig/best.pth --name NEW$"):
+                                            "runs/sig/last.pth --name NEW$"):  # no best.pth: not validated yet
             weights.resume_config(parser, config.parse_config(parser, argv), argv)
     argv = ["--resume", "runs/sig/last.pth", "--name", "sig", "--output", str(tmp_path / "runs")]
     assert weights.resume_config(parser, config.parse_config(parser, argv), argv)[0].name == "sig"
+    # its own folder however named: from inside it; its config.yaml given again (no name in it: the run was named by
+    # its date, and an output relative to where it started)
+    (run / "config.yaml").write_text("name:\noutput: somewhere/else\n")
+    monkeypatch.chdir(run)
+    for argv in (["--resume", ".", "--name", "sig"], ["--resume", "last.pth", "--output", ".."],
+                 ["--resume", ".", "--config", "config.yaml"]):
+        assert weights.resume_config(parser, config.parse_config(parser, argv), argv)[1]["epoch"] == 1
 
 
 def test_compile_then_resume_without(flowers, tmp_path, monkeypatch):

@@ -365,17 +365,28 @@ def test_an_epoch_stopped_midway_ends_at_the_stop_where_its_images_changed_since
 
 def test_a_second_ctrl_c_stops_at_once_saying_what_is_lost_and_how_to_go_on(flowers, tmp_path, capsys, monkeypatch):
     """The first Ctrl-C finishes the step and saves; a second one stops at once, from anywhere in the loop: one line
-    with the resume command, as every other stop has, status 130."""
-    def second_ctrl_c(state, *args, **kwargs):
-        raise KeyboardInterrupt
-    monkeypatch.setattr(engine, "train_step", second_ctrl_c)
-    with pytest.raises(SystemExit) as stopped:
-        train.main([str(a) for a in ["--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path,
-                                     "--name", "s"]])
-    run = tmp_path / "s"
-    assert stopped.value.code == 130
-    assert capsys.readouterr().err.endswith(f"\nstopped at once by a second Ctrl-C: the steps since {run / 'last.pth'} "
-                                            f"was saved are lost. To go on: python train.py --resume {run}\n")
+    with the resume command, as every other stop has, status 130; or, in a first step that takes long (a compiled
+    one) with nothing saved yet, the command that starts the run again."""
+    def second_ctrl_c_at(step):
+        def train_step(state, *args, **kwargs):
+            if state.step == step:
+                os.kill(os.getpid(), signal.SIGINT)  # the first: finish the step and save
+                os.kill(os.getpid(), signal.SIGINT)  # the second: at once
+            return real(state, *args, **kwargs)
+        return train_step
+    real = engine.train_step
+    for name, step, said in (("late", 3, "the steps since {run}/last.pth was saved are lost. To go on: python "
+                                         "train.py --resume {run}\n"),
+                             ("early", 0, "{run} holds no checkpoint: the run stopped before its first epoch was saved. "
+                                          "To start it again: python train.py --config {run}/config.yaml --output "
+                                          "{out} --name early\n")):
+        monkeypatch.setattr(engine, "train_step", second_ctrl_c_at(step))
+        with pytest.raises(SystemExit) as stopped:
+            train.main([str(a) for a in ["--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path,
+                                         "--name", name, "--save-every-steps", "2"]])
+        assert stopped.value.code == 130
+        assert capsys.readouterr().err.endswith("\nstopped at once by a second Ctrl-C: " +
+                                                said.format(run=tmp_path / name, out=tmp_path)), name
 
 
 def ctrl_c_at_batch(train_step, batch: int = 5):

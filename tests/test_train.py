@@ -218,7 +218,7 @@ def test_a_class_without_validation_images_is_said(tmp_path, capsys):
     never measured, and balanced accuracy leaves it out, which the user is told as the run starts."""
     parser = train.build_parser()
     cfg = parser.parse_args(["--data-path", str(tmp_path)])
-    for drawn, more in ((True, "a higher --val-ratio or more photos"), (False, "photos in their val/<class>/ folders")):
+    for drawn, more in ((True, "2 photos or more of each"), (False, "photos in their val/<class>/ folders")):
         splits = DataSplits(tmp_path, ["a", "b", "c"], [("x.jpg", 0), ("z.jpg", 1), ("w.jpg", 2)], [("y.jpg", 0)],
                             drawn=drawn)
         train.check_splits(splits, cfg, parser.get_default("val_ratio"), notify=True)
