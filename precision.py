@@ -21,6 +21,11 @@ def amp_dtype(mode: str, device: torch.device):
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
 
 
+def amp_name(dtype) -> str:
+    """How --amp names an autocast type: bf16, fp16, or off for none."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "off")
+
+
 def autocast(device: torch.device, dtype):
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 

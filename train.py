@@ -39,7 +39,7 @@ from download import fetch_official_weights, fetch_tutorial_photos, official_wei
 from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_train_loader, eval_loader
 from model import resolve_variant
-from precision import amp_dtype
+from precision import amp_dtype, amp_name
 from checkpoints import CheckpointWriter
 from utils import (StopSignal, UserError, from_first_process, init_distributed, on_first_process, run_cli,
                    seed_everything, tune_for)
@@ -244,7 +244,7 @@ def main(argv=None) -> None:
         print(f"run folder {run_dir}: {len(splits.train)} training and {len(splits.val)} validation images, "
               f"{len(classes)} classes, {model.variant} at {img_size} px on {device}"
               f"{f' x{world_size} (DDP, {torch.distributed.get_backend()})' if distributed else ''}, "
-              f"amp {amp or 'off'}, {cfg.workers} loader worker{'s' if cfg.workers != 1 else ''}"
+              f"amp {amp_name(amp)}, {cfg.workers} loader worker{'s' if cfg.workers != 1 else ''}"
               f"{', compiled (the first step takes a minute or so)' if compiled else ''}"
               f"{', CUDA graphs' if cfg.cuda_graphs else ''}")
         run_log.notice_settings(cfg, model.variant, device, compiled, images_per_process, steps_per_epoch,

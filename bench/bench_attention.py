@@ -86,6 +86,9 @@ def stage_inputs(net, batch: int, device, dtype):
 def time_kernels(args, net, dtype):
     autocast = torch.autocast(args.device.type, dtype=dtype, enabled=dtype is not None)
     modes = ["eager"] + (["compiled"] if args.compile else [])
+    # each row's attend() shares one code object, so one dynamo cache: an entry per stage, shift, kind and grad
+    # mode, past the default limit of 8, after which the rows labelled compiled would run eagerly
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
     totals = {}  # (mode, case, kind) -> ms over all blocks of the model
     columns = [f"{mode} {case}" for mode in modes for case in ("inference", "training")]
     print(f"{'attention alone, ms':46s}" + "".join(f"{column:>20s}" for column in columns))

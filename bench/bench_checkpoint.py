@@ -52,16 +52,21 @@ def main():
     written = []
     with tempfile.TemporaryDirectory(dir=args.folder) as folder:
         path = Path(folder) / "last.pth"
-        for round_ in range(args.rounds):
+        def in_the_loop():
             start = time.perf_counter()
             save_checkpoint(state.checkpoint(), path)
             held["in the loop"].append(time.perf_counter() - start)
+
+        def beside():
             writer = CheckpointWriter()
             start = time.perf_counter()
             writer.save(state.checkpoint(), path)
             held["CheckpointWriter"].append(time.perf_counter() - start)
             writer.close()
             written.append(time.perf_counter() - start)
+        for round_ in range(args.rounds):
+            for way in (in_the_loop, beside) if round_ % 2 == 0 else (beside, in_the_loop):  # neither always first
+                way()
             print(f"round {round_ + 1}: " + ", ".join(f"{way} {times[-1]:.3f} s" for way, times in held.items()),
                   flush=True)
         size = path.stat().st_size / 1e6

@@ -79,7 +79,12 @@ def main():
         medians = alternating_rounds({name: partial(images_per_second, loader) for name, loader in loaders.items()},
                                      args.rounds)  # the warm-up pass starts the workers and fills the file cache
         print(f"ratio data.py / ImageFolder: {medians['data.py'] / medians['torchvision ImageFolder']:.2f}x")
-        for held in (0, HELD_BATCHES):  # train.py's loader keeps HELD_BATCHES where /dev/shm has room
+        # the hand-over: from the workers' shared memory to the training process, one batch taken before timing
+        if args.workers == 0:
+            print("no hand-over with --workers 0: the training process decodes the batches itself")
+        elif args.images // args.batch_size < 2:
+            print("the hand-over needs 2 batches a round or more: raise --images")
+        for held in (0, HELD_BATCHES) if args.workers and args.images // args.batch_size >= 2 else ():
             loader = build_loader(ours, args.batch_size, train=True, num_workers=args.workers, held_batches=held,
                                   sampler=RandomSampler(ours, num_samples=args.images))
             total, freeing = hand_over_cpu(loader, args.images // args.batch_size)

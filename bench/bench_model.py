@@ -35,7 +35,8 @@ TIMM_NAMES = {
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(TIMM_NAMES), help="default: both tiny variants")
+    parser.add_argument("--models", nargs="+", default=list(TIMM_NAMES), choices=list(TIMM_NAMES),
+                        help="the variants that timm has too (default: both)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="bf16 = autocast (default: fp32)")
     parser.add_argument("--batch-size", type=int, default=8, help="default: 8")
@@ -145,9 +146,10 @@ def compare_memory(args):
                 env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}).stdout
             peaks[checkpointing] = int(out.split()[-1])
         saving = 1 - peaks[True] / peaks[False]
+        change = f"{saving:.0%} less" if saving >= 0 else f"{-saving:.0%} more: too small a batch for it to pay"
         print(f"{name:32s} training step, batch {args.memory_batch_size}: peak "
               f"{peaks[False] / 2**30:.2f} GiB, with activation checkpointing {peaks[True] / 2**30:.2f} GiB "
-              f"({saving:.0%} less)", flush=True)
+              f"({change})", flush=True)
 
 
 def main():
@@ -157,7 +159,8 @@ def main():
         memory_child(args.memory_child[0], args.memory_child[1] == "1", args.memory_batch_size, args.device)
         return
     print_header(args.device)
-    print(f"# {args.dtype}; batch {args.batch_size}; {args.rounds} rounds; pid {os.getpid()}")
+    print(f"# {args.dtype}; " + (f"batch {args.memory_batch_size}, peak memory" if args.memory else
+                                  f"batch {args.batch_size}; {args.rounds} rounds") + f"; pid {os.getpid()}")
     if args.memory:
         compare_memory(args)
     else:

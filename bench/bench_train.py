@@ -51,7 +51,7 @@ import model as swin  # noqa: E402
 import train  # noqa: E402
 from images import load_splits  # noqa: E402
 import precision  # noqa: E402
-from precision import amp_dtype  # noqa: E402
+from precision import amp_dtype, amp_name  # noqa: E402
 from utils import tune_for  # noqa: E402
 from weights import load_weights  # noqa: E402
 import workers  # noqa: E402
@@ -285,7 +285,7 @@ def compare_speed(args, device, amp):
     scratch = tempfile.TemporaryDirectory()
     e2e_loaders = {} if args.no_e2e else \
         e2e_loaders_of(args, cfg, img_size, args.data_path or photo_folders(Path(scratch.name), PHOTO_SIZES))
-    print(f"# {args.model} at {img_size} px, batch {args.batch_size}, amp {amp or 'off'}, "
+    print(f"# {args.model} at {img_size} px, batch {args.batch_size}, amp {amp_name(amp)}, "
           f"{'compiled' if args.compile else 'eager'}{' with CUDA graphs' if args.cuda_graphs else ''}, "
           f"attention {' / '.join(args.attention or ['chosen per case'])}, "
           f"LayerNorm {' / '.join(args.layer_norm or [kernels.LAYER_NORM])}, "
@@ -382,7 +382,7 @@ def compare_memory(args, device, amp):
     if device.type != "cuda":
         raise SystemExit("--memory measures GPU memory: run it with --device cuda")
     cfg = train_config(args)
-    print(f"# {args.model}, amp {amp or 'off'}, {'compiled' if args.compile else 'eager'}; train.py's step "
+    print(f"# {args.model}, amp {amp_name(amp)}, {'compiled' if args.compile else 'eager'}; train.py's step "
           "(AdamW states included)", flush=True)
     results = {}
     for checkpointing in (False, True):
