@@ -298,10 +298,10 @@ def resume_config(parser, cfg, argv) -> tuple:
         # and in its own folder: a --name or --output typed (a config's, such as the run's own config.yaml, may
         # hold another spelling of it, or none) that names another is refused
         run = cfg.resume if cfg.resume.is_dir() else cfg.resume.parent
-        real = run.resolve()
+        real, typed = run.resolve(), typed_flags(parser, argv)
         elsewhere = [f"--{key} {shlex.quote(str(getattr(cfg, key)))}" for key, here in (
             ("name", lambda: cfg.name == real.name), ("output", lambda: Path(cfg.output).resolve() == real.parent))
-            if key in typed_flags(parser, argv) and getattr(cfg, key) is not None and not here()]
+            if key in typed and getattr(cfg, key) is not None and not here()]
         if elsewhere:
             raise UserError(f"a resumed run goes on in its own folder, {run}, not in another: {' '.join(elsewhere)}. "
                             f"To train a new run from its weights: --weights {shlex.quote(str(evaluated_file(run)))} "
@@ -309,7 +309,9 @@ def resume_config(parser, cfg, argv) -> tuple:
     # this process's own, unless typed: where it runs and with how many loader workers (the machine it goes on on),
     # whether it stops after some epochs (a job's time limit), progress bars (a terminal or a log)
     kept = ("data_path", "val_ratio") if cfg.eval_only else [k for k in checkpoint["config"] if k not in PER_PROCESS]
-    saved = {k: v for k, v in checkpoint["config"].items() if k in kept and k not in given and hasattr(cfg, k)}
+    where = () if cfg.eval_only else ("name", "output")  # the run's own, however a config given again spells them
+    saved = {k: v for k, v in checkpoint["config"].items()
+             if k in kept and (k not in given or k in where) and hasattr(cfg, k)}
     cfg = argparse.Namespace(**{**vars(cfg), **saved, "resume": cfg.resume})
     cfg.data_path, cfg.output = Path(cfg.data_path), Path(cfg.output)
     return cfg, checkpoint

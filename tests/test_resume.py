@@ -1,6 +1,8 @@
 """A run that goes on: train.py --resume on a CPU, bit for bit as an uninterrupted run, with the settings, the
 validation files and the TensorBoard points of the run it continues, and what a finished, stopped or killed run
 says and keeps. How a run is stopped (signals, kills): test_stops.py; the rest of train.py: test_train.py."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -287,7 +289,8 @@ def test_a_resume_that_names_another_folder_is_refused_not_ignored(tmp_path, mon
     monkeypatch.chdir(run)
     for argv in (["--resume", ".", "--name", "sig"], ["--resume", "last.pth", "--output", ".."],
                  ["--resume", ".", "--config", "config.yaml"]):
-        assert weights.resume_config(parser, config.parse_config(parser, argv), argv)[1]["epoch"] == 1
+        cfg, checkpoint = weights.resume_config(parser, config.parse_config(parser, argv), argv)
+        assert checkpoint["epoch"] == 1 and (cfg.name, cfg.output) == ("sig", Path("runs"))  # as its config.yaml says
 
 
 def test_compile_then_resume_without(flowers, tmp_path, monkeypatch):
