@@ -71,7 +71,8 @@ def run_cli(main) -> None:
     # collective or in joining the group at once, not when that call returns
     global _CLI_PROCESS
     _CLI_PROCESS = os.getpid()
-    previous = signal.signal(signal.SIGTERM, terminated) if "RANK" not in os.environ else None
+    installed = "RANK" not in os.environ
+    previous = signal.signal(signal.SIGTERM, terminated) if installed else None
     try:
         main()
         sys.stdout.flush()  # a closed pipe raises here, not at exit
@@ -105,8 +106,8 @@ def run_cli(main) -> None:
         say_error("another process of this run ended (its own message says why) and the connection to it broke")
         sys.exit(2)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if installed:  # None: a handler not set from Python, as the default is where Python was embedded
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 class Terminated(BaseException):
