@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 import attention
+from checkpoints import put_in_place
 from model import create_model
 from utils import UserError
 
@@ -241,7 +242,7 @@ def export_onnx(clf, path: Path, device, input_type: str = "uint8", weights: str
         proto = {"int8": int8_program, "fp16": fp16_program}[weights](proto, path)
         check(proto, TOLERANCES[weights])
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(proto)
+    put_in_place(path, lambda tmp: tmp.write_bytes(proto))  # whole or not at all: a program over another stays good
     said = f" with {weights} weights, probabilities within {TOLERANCES[weights]} of the checkpoint's" \
         if weights != "fp32" else ""
     return f"ONNX opset {ONNX_OPSET}{said}; run with onnxruntime.InferenceSession, or predict.py --weights {path}"
@@ -301,7 +302,8 @@ def export_pt2(clf, path: Path, device, input_type: str = "uint8") -> str:
     program = torch_export(clf, device, input_type)
     check_program(program.module(), clf, device, input_type)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(program, path, extra_files={"classifier.json": json.dumps(describe(clf, input_type))})
+    extra = {"classifier.json": json.dumps(describe(clf, input_type))}
+    put_in_place(path, lambda tmp: torch.export.save(program, tmp, extra_files=extra))
     return "torch.export; load with torch.export.load(..., extra_files={'classifier.json': ''}).module()"
 
 
@@ -340,7 +342,7 @@ def export_torchscript(clf, path: Path, device, input_type: str = "uint8") -> st
                                                               check_trace=False), clf))
         check_program(program, clf, device, input_type)
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.jit.save(program, str(path))
+        put_in_place(path, lambda tmp: torch.jit.save(program, str(tmp)))
     return "TorchScript; load with torch.jit.load"
 
 

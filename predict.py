@@ -93,6 +93,8 @@ def main(argv=None) -> None:
     if args.save_vis is not None:
         args.save_vis.mkdir(parents=True, exist_ok=True)
     export = chosen_exporter(args)
+    if export is not None:  # as --output: before the model is loaded, traced and checked
+        check_writable(args.export)
     paths = list_images(args.images)  # before loading the model: a mistyped path fails at once
     device = select_device(args.device)
     tune_for(device)  # fp32 stays fp32: an export is checked against the model at 1e-4

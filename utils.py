@@ -164,6 +164,9 @@ def stdout_reader_gone() -> bool:
 def check_writable(path: Path) -> None:
     """Fail now, with the reason, for a file that could not be written later (a folder of that name, no
     permission), before the work whose results it is to hold. Makes its folder; leaves no file behind."""
+    above = next(folder for folder in path.parents if folder.exists() or folder == folder.parent)
+    if not above.is_dir():
+        raise UserError(f"cannot write {path}: {above} is a file, not a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     existed = path.exists()
     try:

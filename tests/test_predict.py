@@ -330,7 +330,12 @@ def test_an_output_folder_that_cannot_be_made_fails_before_anything_is_classifie
     monkeypatch.chdir(trained)
     (tmp_path / "a_file").write_text("")
     (tmp_path / "a_folder.csv").mkdir()
-    for flag, target, said in (("--output", tmp_path / "a_file" / "p.csv", tmp_path / "a_file"),
+    (tmp_path / "a_folder.onnx").mkdir()
+    for flag, target, said in (("--output", tmp_path / "a_file" / "p.csv", f"cannot write {tmp_path / 'a_file' / 'p.csv'}"
+                                                                       f": {tmp_path / 'a_file'} is a file, not a folder"),
+                               ("--export", tmp_path / "a_file" / "m.onnx", f"cannot write {tmp_path / 'a_file'}"),
+                               ("--export", tmp_path / "a_folder.onnx", f"cannot write {tmp_path / 'a_folder.onnx'}: "
+                                                                        "Is a directory"),
                                ("--save-vis", tmp_path / "a_file" / "vis", tmp_path / "a_file"),
                                ("--output", tmp_path / "a_folder.csv", f"--output {tmp_path / 'a_folder.csv'} is a "
                                 f"folder: name the file to write, such as {tmp_path / 'a_folder.csv' / 'predictions.csv'}")):
