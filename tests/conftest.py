@@ -22,6 +22,8 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     os.environ.setdefault("OMP_NUM_THREADS",
                           str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
+import torch  # noqa: E402
+
 import predict  # noqa: E402
 import train  # noqa: E402
 import utils  # noqa: E402
@@ -94,9 +96,9 @@ def served(tmp_path):
     server.server_close()
 
 
-# --- A trained run and the programs predict.py --export writes from it: tests/test_predict.py checks them
-# against the run's checkpoint, tests/test_export.py as its V1 model (a training run takes some 10 s here,
-# an ONNX export some 20 s, a .pt2 10 s). Both files are one xdist group, "programs", so that under
+# --- A trained run and the programs predict.py --export writes from it: tests/test_predict.py and
+# test_predict_programs.py check them against the run's checkpoint, tests/test_export.py as its V1 model (a training run takes some 10 s here,
+# an ONNX export some 20 s, a .pt2 10 s). The three files are one xdist group, "programs", so that under
 # `pytest -n auto --dist loadgroup` these are made once, in the one process that runs both files.
 
 @pytest.fixture(scope="session")
@@ -108,6 +110,16 @@ def trained(flowers, tmp_path_factory) -> Path:
                                      "--img-size", "64", "--epochs", "1", "--batch-size", "16", "--workers", "0",
                                      "--no-progress", "--output", root / "runs", "--name", "r"]])
     return root
+
+
+@pytest.fixture(scope="session")
+def checkpoint(trained) -> dict:
+    return torch.load(trained / "runs" / "r" / "best.pth", weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def photos(flowers) -> list:
+    return sorted(flowers.glob("*/*.jpg"))
 
 
 def exported(trained, path: Path, said: str) -> Path:

@@ -1,10 +1,13 @@
 """Running train.py in the tests: in a process of its own as a user does (run_train), or in the test's
-process (train_here), with the small settings most tests share (FAST)."""
+process (train_here), with the small settings most tests share (FAST); predict.py in the test's process
+(run_predict) and its --json lines (json_lines)."""
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import predict
 import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,3 +42,19 @@ def train_here(capsys, *args) -> str:
 def metrics(run_dir: Path) -> list:
     with open(run_dir / "metrics.csv") as f:
         return list(csv.DictReader(f))
+
+
+def run_predict(capsys, monkeypatch, cwd, *args):
+    """predict.main in this process (no start-up cost): (exit status, stdout, stderr)."""
+    monkeypatch.chdir(cwd)
+    code = 0
+    try:
+        predict.main([str(a) for a in args])
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def json_lines(out: str) -> list:
+    return [json.loads(line) for line in out.splitlines()]  # fails on anything but JSON on stdout

@@ -30,7 +30,7 @@ def version(request) -> str:
 
 @pytest.fixture(scope="module")
 def clf(version, request) -> Classifier:
-    """V1: the trained run whose programs tests/test_predict.py checks (conftest.py); V2: a random model with
+    """V1: the trained run whose programs tests/test_predict_programs.py checks (conftest.py); V2: a random model with
     another mean and std."""
     if version == "v1":
         clf = load_classifier(request.getfixturevalue("trained") / "runs" / "r")
@@ -138,7 +138,7 @@ def test_onnx_runtime_runs_the_gelu_as_one_kernel(onnx_file, export_packages, tm
 
 
 def test_int8_onnx_program_is_close_to_the_model(clf, crops, onnx_file, export_packages, tmp_path):
-    """--export-int8's quantization (export_onnx's last step; tests/test_predict.py runs the whole of it):
+    """--export-int8's quantization (export_onnx's last step; tests/test_predict_programs.py runs the whole of it):
     int8 weights in standard operators, a fraction of the size, probabilities near the model's."""
     onnx, _, ort = export_packages
     path = tmp_path / "int8.onnx"
@@ -156,7 +156,7 @@ def test_int8_onnx_program_is_close_to_the_model(clf, crops, onnx_file, export_p
 
 
 def test_fp16_onnx_program_is_close_to_the_model(clf, crops, onnx_file, export_packages, tmp_path, capfd):
-    """--export-fp16's conversion (export_onnx's last step; tests/test_predict.py runs the whole of it): fp16
+    """--export-fp16's conversion (export_onnx's last step; tests/test_predict_programs.py runs the whole of it): fp16
     weights, the input and output types kept, half the size, probabilities within fp16's rounding of the
     model's; loaded as predict.py loads it, without ONNX Runtime's warnings about constants it cannot fold."""
     onnx, _, ort = export_packages

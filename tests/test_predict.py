@@ -1,5 +1,6 @@
 """predict.py on a CPU: a checkpoint of the small variant trained briefly on the real test photos,
-then every way of naming images, weights and outputs, checked against the model run by hand."""
+then every way of naming images, weights and outputs, checked against the model run by hand. The programs
+it exports, and classifying with them: test_predict_programs.py."""
 import csv
 import json
 import os
@@ -16,29 +17,17 @@ from PIL import Image
 
 import plots
 import predict
-import train
 import utils
 from data import Normalize, build_transform
-from export import load_program
 from image_factory import write_broken_files
 from images import load_rgb, write_class_indices
 from model import create_model
-from runs import train_here
+from runs import json_lines, run_predict
 from utils import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 pytestmark = pytest.mark.xdist_group("programs")  # conftest.py says why
-
-
-@pytest.fixture(scope="session")
-def checkpoint(trained) -> dict:
-    return torch.load(trained / "runs" / "r" / "best.pth", weights_only=True)
-
-
-@pytest.fixture(scope="session")
-def photos(flowers) -> list:
-    return sorted(flowers.glob("*/*.jpg"))
 
 
 def expected_probs(checkpoint: dict, path, img_size=None, flip=False) -> torch.Tensor:
@@ -50,22 +39,6 @@ def expected_probs(checkpoint: dict, path, img_size=None, flip=False) -> torch.T
         x = Normalize(checkpoint["mean"], checkpoint["std"])(transform(image)[None])
         probs = model(x).softmax(-1)[0]
         return (probs + model(x.flip(-1)).softmax(-1)[0]) / 2 if flip else probs
-
-
-def run_predict(capsys, monkeypatch, cwd, *args):
-    """predict.main in this process (no start-up cost): (exit status, stdout, stderr)."""
-    monkeypatch.chdir(cwd)
-    code = 0
-    try:
-        predict.main([str(a) for a in args])
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def json_lines(out: str) -> list:
-    return [json.loads(line) for line in out.splitlines()]  # fails on anything but JSON on stdout
 
 
 def test_no_flags_finds_the_run_and_prints_named_topk(trained, checkpoint, photos):
@@ -373,239 +346,3 @@ def test_a_reader_that_stops_early_is_no_traceback(trained, photos):
     import utils
     with pytest.raises(BrokenPipeError, match="a worker's pipe"):
         utils.run_cli(broken_elsewhere)
-
-
-@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
-def test_export_gives_the_checkpoint_logits(trained, checkpoint, photos, tmp_path, capsys, monkeypatch):
-    code, _, _ = run_predict(capsys, monkeypatch, trained, "--export", tmp_path / "flowers.pt")
-    assert code == 0
-    program = torch.jit.load(tmp_path / "flowers.pt")
-    assert list(program.class_names) == CLASSES and program.img_size == 64
-    assert not any(n.kind() == "prim::PythonOp" for n in program.net.inlined_graph.nodes())  # standard ops only
-    model = create_model(checkpoint["variant"], **checkpoint["model_overrides"]).eval()
-    model.load_state_dict(checkpoint["model"])
-    transform = build_transform(64, train=False)
-    decode_crop, normalize = transform.transforms[0], Normalize(checkpoint["mean"], checkpoint["std"])
-    crops = []  # uint8 (3, 64, 64): what a deployer feeds
-    for photo in photos[:3]:  # 3 images: another batch size than the trace's 2
-        with Image.open(photo) as image:
-            crops.append(decode_crop(image))
-    crops = torch.stack(crops)
-    with torch.no_grad():
-        want = model(torch.stack([normalize(c) for c in crops]))
-    torch.testing.assert_close(program(crops), want, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(program(crops.float() / 255), want, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(program.probabilities(crops[:1]), want[:1].softmax(-1), rtol=1e-4, atol=1e-5)
-    # A whole photo of any size is cropped and resized inside the program as predict.py does it. As a
-    # PNG, since predict.py decodes a JPEG at a reduced scale where it can, which a program fed pixels cannot.
-    Image.open(photos[0]).save(tmp_path / "photo.png")
-    with Image.open(tmp_path / "photo.png") as image:
-        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)
-        assert pixels.shape[1:] != (64, 64)
-        with torch.no_grad():
-            want = model(normalize(transform(image)[None]))
-    torch.testing.assert_close(program(pixels[None]), want, rtol=0, atol=0.01)  # uint8 rounding in predict.py
-
-
-
-
-def table_entries(out: str) -> list:
-    """(path, label, rank, probability) for each line of the printed table."""
-    rows, path = [], None
-    for line in out.splitlines():
-        if not line.startswith(" "):
-            path = line
-            continue
-        rank, label, percent = line.split()
-        rows.append((path, label, rank, float(percent.rstrip("%")) / 100))
-    return rows
-
-
-def result_entries(results: list) -> list:
-    """(path, label, index, probability) for each entry of --json results."""
-    return [(r["path"], e["label"], e["index"], e["prob"]) for r in results for e in r["topk"]]
-
-
-def csv_results(path: Path) -> list:
-    with open(path) as f:
-        return [{"path": row["path"], "topk": [{"label": row[f"label_{r}"], "index": int(row[f"index_{r}"]),
-                                                "prob": float(row[f"prob_{r}"])} for r in range(1, 6)]}
-                for row in csv.DictReader(f)]
-
-
-def assert_same(got: list, want: list, last_digit: float) -> None:
-    """Equal, but for a probability's last printed digit: ONNX Runtime and PyTorch add up fp32 in other orders."""
-    assert len(got) == len(want) > 4 and [row[:3] for row in got] == [row[:3] for row in want]
-    assert [row[3] for row in got] == pytest.approx([row[3] for row in want], abs=last_digit * 1.01)
-
-
-def test_onnx_weights_print_what_the_checkpoint_prints(trained, photos, onnx_program, tmp_path, capsys,
-                                                       monkeypatch):
-    chosen, onnx = [photos[0], photos[33], photos[66], photos[99]], ["--weights", onnx_program]
-    _, want, _ = run_predict(capsys, monkeypatch, trained, *chosen)
-    _, got, err = run_predict(capsys, monkeypatch, trained, *chosen, *onnx)
-    assert "flowers.onnx: swin_micro_patch4_window4_128, 5 classes, 64 px, on cpu (ONNX Runtime)" in err
-    assert_same(table_entries(got), table_entries(want), last_digit=1e-4)  # percent with 2 decimals
-    _, want, _ = run_predict(capsys, monkeypatch, trained, *chosen, "--json")
-    _, got, _ = run_predict(capsys, monkeypatch, trained, *chosen, "--json", *onnx)
-    assert_same(result_entries(json_lines(got)), result_entries(json_lines(want)), last_digit=1e-6)
-    for name in ("p.json", "p.csv"):
-        run_predict(capsys, monkeypatch, trained, *chosen, "--output", tmp_path / f"want_{name}")
-        run_predict(capsys, monkeypatch, trained, *chosen, "--output", tmp_path / name, *onnx)
-        want, got = (result_entries(csv_results(f) if f.suffix == ".csv" else json.loads(f.read_text()))
-                     for f in (tmp_path / f"want_{name}", tmp_path / name))
-        assert_same(got, want, last_digit=1e-6)
-
-
-def test_eval_only_evaluates_a_program_as_it_evaluates_its_checkpoint(trained, flowers, onnx_program, tmp_path,
-                                                                       capsys):
-    """train.py --eval-only --weights flowers.onnx: the validation split through the program, in the report that
-    the checkpoint gets; training from a program, or evaluating it on other classes, is one clear error."""
-    train_here(capsys, "--eval-only", "--resume", trained / "runs" / "r", "--workers", "0", "--no-progress")
-    out = train_here(capsys, "--eval-only", "--weights", onnx_program, "--data-path", flowers, "--workers", "0",
-                     "--no-progress", "--output", tmp_path)
-    folders = tmp_path / "eval-flowers.onnx" / "eval_val", trained / "runs" / "r" / "eval_val"
-    assert f"open in a browser: {folders[0] / 'report.html'}" in out and (folders[0] / "report.html").is_file()
-    got, want = ((folder / "report.txt").read_text().split("\n") for folder in folders)
-    assert got[0] == f"swin_micro_patch4_window4_128 from {onnx_program}" and got[1].startswith("val: 20 images")
-    assert got[1].split("loss")[0] == want[1].split("loss")[0] and got[2:] == want[2:]  # figures, classes, confusion
-    mistakes = [list(csv.DictReader(open(folder / "misclassified.csv"))) for folder in folders]
-    assert [r["path"] for r in mistakes[0]] == [r["path"] for r in mistakes[1]]
-    assert [float(r["probability"]) for r in mistakes[0]] == pytest.approx(
-        [float(r["probability"]) for r in mistakes[1]], abs=1e-5)
-    with pytest.raises(UserError, match=r"flowers\.onnx is a program that predict\.py --export wrote: predict\.py "
-                       r"runs it and train\.py --eval-only evaluates it, but its weights do not train"):
-        train.main(["--weights", str(onnx_program), "--data-path", str(flowers), "--epochs", "1", "--workers", "0"])
-    for name in ("daisy", "roses"):
-        shutil.copytree(flowers / name, tmp_path / "two" / name)
-    for weights in (["--weights", onnx_program], ["--resume", trained / "runs" / "r"]):  # a program, a checkpoint
-        with pytest.raises(UserError, match=rf"{re.escape(str(weights[1]))} was trained on classes \['daisy', "
-                           r"'dandelion', 'roses', 'sunflowers', 'tulips'\], but .*two has \['daisy', 'roses'\]$"):
-            train.main(["--eval-only", *map(str, weights), "--data-path", str(tmp_path / "two")])
-
-
-@pytest.mark.parametrize("weights, tolerance, input_type", [("int8", 0.05, "float32"), ("fp16", 0.01, "uint8")])
-def test_int8_and_fp16_onnx_classify_as_the_checkpoint_does(weights, tolerance, input_type, trained, photos,
-                                                            export_packages, tmp_path, capsys, monkeypatch):
-    """The int8 program also takes [0, 1] floats (--export-input float32; an export is some 20 s here): it refuses
-    uint8 rather than misread it, and predict.py hands it floats. On the way, export_onnx checked the fp32
-    program's logits within 1e-4 of the checkpoint's, as it checks every export's."""
-    path = tmp_path / "f.onnx"
-    code, _, err = run_predict(capsys, monkeypatch, trained, "--export", path, f"--export-{weights}",
-                               "--export-input", input_type)
-    assert code == 0 and f"(ONNX opset 18 with {weights} weights, probabilities within {tolerance} of the " \
-        "checkpoint's;" in err
-    program = load_program(path)
-    assert program.input_type == input_type
-    if input_type == "float32":
-        with pytest.raises(Exception, match="Unexpected input data type"):  # ONNX Runtime's words
-            program.session.run(None, {"images": torch.zeros(1, 3, 64, 64, dtype=torch.uint8).numpy()})
-    chosen = [photos[0], photos[33], photos[66], photos[99]]
-    _, want, _ = run_predict(capsys, monkeypatch, trained, *chosen, "--json")
-    _, got, err = run_predict(capsys, monkeypatch, trained, *chosen, "--json", "--weights", path)
-    assert f"f.onnx: swin_micro_patch4_window4_128, 5 classes, 64 px, on cpu (ONNX Runtime, {weights} weights)" in err
-    got, want = ([{e["label"]: e["prob"] for e in r["topk"]} for r in json_lines(out)] for out in (got, want))
-    assert len(got) == len(want) == 4
-    for got_probs, want_probs in zip(got, want):  # near the checkpoint's, not equal: rounded
-        assert got_probs == pytest.approx(want_probs, abs=tolerance) and got_probs != want_probs
-
-
-def test_pt2_export_gives_the_checkpoint_logits(trained, checkpoint, photos, pt2_program, capsys, monkeypatch):
-    extra = {"classifier.json": ""}
-    program = torch.export.load(pt2_program, extra_files=extra).module()
-    assert json.loads(extra["classifier.json"])["class_names"] == CLASSES
-    decode_crop = build_transform(64, train=False).transforms[0]
-    normalize = Normalize(checkpoint["mean"], checkpoint["std"])
-    with Image.open(photos[10]) as image:
-        crop = decode_crop(image)
-    model = create_model(checkpoint["variant"], **checkpoint["model_overrides"]).eval()
-    model.load_state_dict(checkpoint["model"])
-    with torch.no_grad():
-        torch.testing.assert_close(program(crop[None]), model(normalize(crop)[None]), rtol=1e-4, atol=1e-4)
-    # predict.py runs the program as it runs the checkpoint, and prints the same
-    chosen = [photos[0], photos[50], photos[99]]
-    _, want, _ = run_predict(capsys, monkeypatch, trained, *chosen, "--json")
-    _, got, err = run_predict(capsys, monkeypatch, trained, *chosen, "--json", "--weights", pt2_program)
-    assert "flowers.pt2: swin_micro_patch4_window4_128, 5 classes, 64 px, on cpu (torch.export)" in err
-    assert_same(result_entries(json_lines(got)), result_entries(json_lines(want)), last_digit=1e-6)
-
-
-def test_a_program_for_float_input(trained, checkpoint, photos, tmp_path, capsys, monkeypatch):
-    """--export-input float32: the program takes [0, 1] floats (and not uint8), says so, and predict.py
-    hands it floats, printing what it prints for the checkpoint (the .onnx: the int8 test above)."""
-    path = tmp_path / "flowers.pt2"
-    code, _, _ = run_predict(capsys, monkeypatch, trained, "--export", path, "--export-input", "float32")
-    assert code == 0
-    program = load_program(path)
-    assert program.input_type == "float32"
-    decode_crop = build_transform(64, train=False).transforms[0]
-    with Image.open(photos[10]) as image:
-        crop = decode_crop(image)[None]
-    model = create_model(checkpoint["variant"], **checkpoint["model_overrides"]).eval()
-    model.load_state_dict(checkpoint["model"])
-    with torch.no_grad():
-        want = model(Normalize(checkpoint["mean"], checkpoint["std"])(crop[0])[None])
-    torch.testing.assert_close(program.program(crop.float() / 255), want, rtol=1e-4, atol=1e-4)
-    with pytest.raises(RuntimeError, match="(?i)dtype"):  # its input type is fixed: uint8 is refused, not misread
-        program.program(crop)
-    chosen = [photos[0], photos[50], photos[99]]
-    _, want, _ = run_predict(capsys, monkeypatch, trained, *chosen, "--json")
-    _, got, _ = run_predict(capsys, monkeypatch, trained, *chosen, "--json", "--weights", path)
-    assert_same(result_entries(json_lines(got)), result_entries(json_lines(want)), last_digit=1e-6)
-
-
-def test_a_pt2_exported_on_a_gpu_says_so_where_there_is_none(trained, photos, pt2_program, tmp_path, capsys,
-                                                             monkeypatch):
-    """The archive's tensor descriptions name the device; rewritten to cuda, as a GPU export writes them."""
-    import re
-    import zipfile
-    with zipfile.ZipFile(pt2_program) as source, zipfile.ZipFile(tmp_path / "gpu.pt2", "w") as target:
-        for member in source.infolist():
-            data = source.read(member.filename)
-            if member.filename.endswith("_config.json"):
-                data = re.sub(rb'"device": \{"type": "cpu"[^}]*\}', b'"device": {"type": "cuda", "index": 0}', data)
-            target.writestr(member, data)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(UserError, match=r"gpu\.pt2 was exported on a GPU and runs on one only"):
-        run_predict(capsys, monkeypatch, trained, photos[0], "--weights", tmp_path / "gpu.pt2")
-
-
-def test_a_broken_pt2_is_one_line_with_its_cause(photos, tmp_path):
-    """torch.export logs a failed load as a traceback on stderr: in a fresh process, as a user runs it."""
-    (tmp_path / "broken.pt2").write_bytes(b"PK\x03\x04 not a whole archive")
-    done = subprocess.run([sys.executable, "predict.py", photos[0], "--weights", tmp_path / "broken.pt2"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
-    assert "broken.pt2 does not load as a torch.export program (RuntimeError: " in done.stderr
-
-
-def test_a_torchscript_program_to_weights_says_how_to_run_it(trained, photos, tmp_path, capsys, monkeypatch):
-    run_predict(capsys, monkeypatch, trained, "--export", tmp_path / "flowers.pt")
-    with pytest.raises(UserError, match=r"flowers\.pt is a TorchScript program, not a checkpoint: torch\.jit\.load"):
-        run_predict(capsys, monkeypatch, trained, photos[0], "--weights", tmp_path / "flowers.pt")
-
-
-@pytest.mark.parametrize("args", ["--export x.onnx", "img.jpg --weights x.onnx"])
-def test_onnx_without_its_packages_says_what_to_install(args, tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed: importing it fails
-    monkeypatch.setitem(sys.modules, "onnx", None)
-    (tmp_path / "img.jpg").write_bytes(b"")
-    with pytest.raises(UserError) as error:
-        run_predict(capsys, monkeypatch, tmp_path, *args.split())
-    message = str(error.value)
-    assert "\n" not in message and "is not installed: pip install -r requirements-export.txt" in message
-    assert message.startswith(args.split()[-2] + " x.onnx needs onnx")
-
-
-def test_export_suffix_picks_the_format(tmp_path, capsys, monkeypatch):
-    with pytest.raises(UserError, match=r"--export flowers\.pth: the name must end in \.onnx \(ONNX\), \.pt2 "
-                       r"\(torch\.export\) or \.pt \(TorchScript\)"):
-        run_predict(capsys, monkeypatch, tmp_path, "--export", "flowers.pth")
-    for weights in ("int8", "fp16"):
-        with pytest.raises(UserError, match=rf"--export-{weights} is for ONNX programs only: name the file "
-                           r"flowers\.onnx"):
-            run_predict(capsys, monkeypatch, tmp_path, "--export", "flowers.pt2", f"--export-{weights}")
-        with pytest.raises(UserError, match=rf"--export-{weights} goes with --export FILE\.onnx"):
-            run_predict(capsys, monkeypatch, tmp_path, "img.jpg", f"--export-{weights}")
-    with pytest.raises(UserError, match=r"--export-int8 and --export-fp16: choose one"):
-        run_predict(capsys, monkeypatch, tmp_path, "--export", "f.onnx", "--export-int8", "--export-fp16")
