@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project's modules sit at its root
 import evaluation  # noqa: E402
 from data import ImageDataset, build_loader, build_normalize, build_transform  # noqa: E402
-from images import load_splits, read_class_root, split_by_class  # noqa: E402
+from images import BUNDLED_SAMPLE, load_splits, read_class_root, split_by_class  # noqa: E402
 from model import create_model  # noqa: E402
 
 SETTINGS = ("off", "sampler", "loss")
@@ -38,7 +38,7 @@ SETTINGS = ("off", "sampler", "loss")
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path, nargs="?", default=Path(os.path.relpath(ROOT / "samples" / "flowers")),
+    parser.add_argument("folder", type=Path, nargs="?", default=Path(os.path.relpath(BUNDLED_SAMPLE)),
                         help="class folders of photos (default: samples/flowers)")
     parser.add_argument("--cut", help="the class to cut (default: the first in sorted order)")
     parser.add_argument("--keep", type=float, default=0.25,

@@ -32,14 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's mo
 from common import alternating_rounds, print_header  # noqa: E402  (bench/ is on the path)
 from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_transform,  # noqa: E402
                   collate_skipping_failures)
+from images import BUNDLED_SAMPLE  # noqa: E402
 from workers import HELD_BATCHES  # noqa: E402
 
-SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "flowers"  # the bundled photos
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path, nargs="?", default=SAMPLE,
+    parser.add_argument("folder", type=Path, nargs="?", default=BUNDLED_SAMPLE,
                         help="class folders of photos (default: samples/flowers)")
     parser.add_argument("--img-size", type=int, default=224, help="default: 224")
     parser.add_argument("--batch-size", type=int, default=32, help="default: 32")

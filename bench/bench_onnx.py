@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from common import alternating_rounds, print_header  # noqa: E402  (bench/ is on the path)
 import export  # noqa: E402
 from data import build_transform  # noqa: E402
+from images import BUNDLED_SAMPLE  # noqa: E402
 from model import create_model  # noqa: E402
 from weights import Classifier  # noqa: E402
 
@@ -51,7 +52,7 @@ def static_int8(fp32: Path, path: Path, size: int) -> None:
     from onnxruntime import quantization
     crop = build_transform(size, train=False).transforms[0]
     photos = []
-    for photo in sorted((ROOT / "samples" / "flowers").glob("*/*.jpg"))[::3][:32]:
+    for photo in sorted(BUNDLED_SAMPLE.glob("*/*.jpg"))[::3][:32]:
         with Image.open(photo) as image:
             photos.append(crop(image).numpy())
     calibration = np.stack(photos)

@@ -36,7 +36,7 @@ from torchvision import transforms
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules sit at its root
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import predict  # noqa: E402
-from images import list_images  # noqa: E402
+from images import BUNDLED_SAMPLE, list_images  # noqa: E402
 from common import alternating_rounds, print_header  # noqa: E402
 from data import IMAGENET_MEAN, IMAGENET_STD, Normalize, build_transform  # noqa: E402
 from export import OnnxClassifier, export_onnx, fp16_program, int8_program  # noqa: E402
@@ -44,7 +44,6 @@ from utils import tune_for  # noqa: E402
 from model import create_model  # noqa: E402
 from weights import describe_for_checkpoint, load_classifier  # noqa: E402
 
-SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "flowers"  # the bundled photos
 
 
 def images_per_second(run) -> float:
@@ -55,7 +54,7 @@ def images_per_second(run) -> float:
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path, nargs="?", default=SAMPLE,
+    parser.add_argument("folder", type=Path, nargs="?", default=BUNDLED_SAMPLE,
                         help="a folder of photos, any depth (default: samples/flowers)")
     parser.add_argument("--copies", type=int, default=3, help="copies of the folder's photos to classify (default: 3)")
     parser.add_argument("--model", default="swin_micro_patch4_window4_128",

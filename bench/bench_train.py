@@ -49,7 +49,7 @@ import kernels  # noqa: E402
 import loaders  # noqa: E402
 import model as swin  # noqa: E402
 import train  # noqa: E402
-from images import load_splits  # noqa: E402
+from images import BUNDLED_SAMPLE, load_splits  # noqa: E402
 import precision  # noqa: E402
 from precision import amp_dtype, amp_name  # noqa: E402
 from utils import tune_for  # noqa: E402
@@ -57,7 +57,6 @@ from weights import load_weights  # noqa: E402
 import workers  # noqa: E402
 from workers import default_workers  # noqa: E402
 
-SAMPLE = ROOT / "samples" / "flowers"
 PHOTO_SIZES = ((320, 240), (500, 375))  # flower_photos' typical size, ImageNet's
 
 
@@ -189,7 +188,7 @@ def photo_folders(scratch: Path, sizes) -> list:
     folders = []
     for width, height in sizes:
         folder = scratch / f"{width}x{height}"
-        for path in sorted(SAMPLE.glob("*/*.jpg")):
+        for path in sorted(BUNDLED_SAMPLE.glob("*/*.jpg")):
             (folder / path.parent.name).mkdir(parents=True, exist_ok=True)
             with Image.open(path) as image:
                 image.convert("RGB").resize((width, height), Image.BICUBIC).save(

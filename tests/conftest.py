@@ -27,10 +27,10 @@ import torch  # noqa: E402
 import predict  # noqa: E402
 import train  # noqa: E402
 import utils  # noqa: E402
+from images import BUNDLED_SAMPLE  # noqa: E402
 
 utils.reuse_freed_cpu_memory()  # as train.py and predict.py run on a CPU, and the tests train in-process too
 
-SAMPLE = ROOT / "samples" / "flowers"
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -62,7 +62,7 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture(scope="session")
 def flowers() -> Path:
     """The bundled sample: 100 real photos, 20 in each of flower_photos' 5 classes."""
-    return SAMPLE
+    return BUNDLED_SAMPLE
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
