@@ -150,12 +150,12 @@ class TrainState:
         trained = relaid and self.batches_done == was["batches_per_epoch"]
         images_only = relaid and was["images"] != self.layout["images"] and \
             all(was[key] == self.layout[key] for key in ("processes", "batch_size"))
-        cut = images_only and 0 < self.batches_done < was["batches_per_epoch"]
-        if cut:
-            cut = (f"the training images changed since the stop ({was['images']} then, {self.layout['images']} now: "
-                   f"files removed, added or no longer decoding), so epoch {self.epoch + 1} cannot go on as it ran: "
-                   f"it ends at the stop, after {self.batches_done} of its {was['batches_per_epoch']} batches, and is "
-                   "validated; the schedule goes on from the epochs done")
+        # midway, only the images changed: the epoch ends at the stop (what is said of it, "" where it does not)
+        cut = (f"the training images changed since the stop ({was['images']} then, {self.layout['images']} now: "
+               f"files removed, added or no longer decoding), so epoch {self.epoch + 1} cannot go on as it ran: "
+               f"it ends at the stop, after {self.batches_done} of its {was['batches_per_epoch']} batches, and is "
+               "validated; the schedule goes on from the epochs done") \
+            if images_only and 0 < self.batches_done < was["batches_per_epoch"] else ""
         if trained or cut:
             self.batches_done = self.layout["batches_per_epoch"]
         if relaid and self.batches_done and not (trained or cut):
