@@ -221,17 +221,7 @@ def export_onnx(clf, path: Path, device, input_type: str = "uint8", weights: str
     checked again, its probabilities within TOLERANCES of the model's. The model is traced with
     `attention_kind` (bench/bench_onnx.py times the programs of each)."""
     ort = onnx_packages(path)
-    with attention.forced(attention_kind):
-        program = torch_export(clf, device, input_type)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):  # its progress lines: not results
-        warnings.simplefilter("ignore")
-        onnx_program = torch.onnx.export(program, input_names=["images"], output_names=["logits"],
-                                         opset_version=ONNX_OPSET, dynamo=True, verbose=False,
-                                         custom_translation_table=gelu_as_onnx_runtime_fuses_it())
-    info = describe(clf, input_type) | ({"weights": weights} if weights != "fp32" else {})
-    onnx_program.model.metadata_props.update({key: value if isinstance(value, str) else json.dumps(value)
-                                              for key, value in info.items()})
-    proto = onnx_program.model_proto.SerializeToString()
+    proto = traced_onnx(clf, device, input_type, attention_kind)
 
     def check(program: bytes, tolerance: float = None) -> None:
         session = ort.InferenceSession(program, quiet_session(ort), providers=["CPUExecutionProvider"])
@@ -241,11 +231,33 @@ def export_onnx(clf, path: Path, device, input_type: str = "uint8", weights: str
     if weights != "fp32":
         proto = {"int8": int8_program, "fp16": fp16_program}[weights](proto, path)
         check(proto, TOLERANCES[weights])
+    proto = with_metadata(proto, describe(clf, input_type) | ({"weights": weights} if weights != "fp32" else {}))
     path.parent.mkdir(parents=True, exist_ok=True)
     put_in_place(path, lambda tmp: tmp.write_bytes(proto))  # whole or not at all: a program over another stays good
     said = f" with {weights} weights, probabilities within {TOLERANCES[weights]} of the checkpoint's" \
         if weights != "fp32" else ""
     return f"ONNX opset {ONNX_OPSET}{said}; run with onnxruntime.InferenceSession, or predict.py --weights {path}"
+
+
+def traced_onnx(clf, device, input_type: str, attention_kind: str) -> bytes:
+    """The fp32 ONNX program of clf, without its metadata: torch.export's trace, then the ONNX exporter's."""
+    with attention.forced(attention_kind):
+        program = torch_export(clf, device, input_type)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):  # its progress lines: not results
+        warnings.simplefilter("ignore")
+        onnx_program = torch.onnx.export(program, input_names=["images"], output_names=["logits"],
+                                         opset_version=ONNX_OPSET, dynamo=True, verbose=False,
+                                         custom_translation_table=gelu_as_onnx_runtime_fuses_it())
+    return onnx_program.model_proto.SerializeToString()
+
+
+def with_metadata(proto: bytes, info: dict) -> bytes:
+    """The program with `info` as its metadata_props (what it had there replaced), values not text in JSON."""
+    import onnx  # onnx_packages found it
+    model = onnx.load_from_string(proto)
+    onnx.helper.set_model_props(model, {key: value if isinstance(value, str) else json.dumps(value)
+                                        for key, value in info.items()})
+    return model.SerializeToString()
 
 
 def quiet_session(ort):
