@@ -151,7 +151,8 @@ def test_output_files_hold_the_json_results(trained, photos, tmp_path, capsys, m
         (r["topk"][0]["label"], r["topk"][1]["prob"]) for r in json_lines(out)]
 
 
-def test_a_file_name_whose_bytes_are_not_utf8_is_printed_and_written_as_it_is(trained, photos, tmp_path):
+def test_a_file_name_whose_bytes_are_not_utf8_is_printed_and_written_as_it_is(trained, photos, tmp_path, capsys,
+                                                                              monkeypatch):
     """A photo named in Latin-1 (old zips, Windows shares), on a terminal that is strict UTF-8: the table and
     the CSV hold its name's bytes, as ls prints it, where printing it raised UnicodeEncodeError."""
     import shutil
@@ -160,9 +161,8 @@ def test_a_file_name_whose_bytes_are_not_utf8_is_printed_and_written_as_it_is(tr
     result = subprocess.run([sys.executable, ROOT / "predict.py", photo], cwd=trained, capture_output=True,
                             env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"})
     assert result.returncode == 0 and result.stdout.startswith(bytes(tmp_path) + b"/caf\xe9.jpg\n"), result.stderr
-    result = subprocess.run([sys.executable, ROOT / "predict.py", photo, "--output", tmp_path / "p.csv"],
-                            cwd=trained, capture_output=True, env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"})
-    assert result.returncode == 0 and b"/caf\xe9.jpg," in (tmp_path / "p.csv").read_bytes(), result.stderr
+    code, _, err = run_predict(capsys, monkeypatch, trained, photo, "--output", tmp_path / "p.csv")  # no terminal
+    assert code == 0 and b"/caf\xe9.jpg," in (tmp_path / "p.csv").read_bytes(), err
 
 
 @pytest.mark.parametrize("stop, said, status", [(KeyboardInterrupt, "Ctrl-C", 130), (utils.Terminated, "SIGTERM", 143)])
@@ -322,13 +322,15 @@ def test_an_output_folder_that_cannot_be_made_fails_before_anything_is_classifie
     assert len(list(csv.reader(open(tmp_path / "p.csv")))) == 2
 
 
-def test_no_checkpoint_says_what_to_do(photos, tmp_path):
+def test_no_checkpoint_says_what_to_do(photos, tmp_path, capsys, monkeypatch):
     """Through run_cli, as a user sees it: one line, status 2, no traceback."""
-    result = subprocess.run([sys.executable, ROOT / "predict.py", photos[0]], cwd=tmp_path, capture_output=True,
-                            text=True)
-    assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.startswith("error: no checkpoint to predict with") and result.stderr.count("\n") == 1
-    assert "python train.py" in result.stderr and "--weights" in result.stderr
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        utils.run_cli(lambda: predict.main([str(photos[0])]))
+    out, err = capsys.readouterr()
+    assert exited.value.code == 2 and out == ""
+    assert err.startswith("error: no checkpoint to predict with") and err.count("\n") == 1
+    assert "python train.py" in err and "--weights" in err
 
 
 def test_a_reader_that_stops_early_is_no_traceback(trained, photos):
