@@ -122,11 +122,11 @@ def photos(flowers) -> list:
     return sorted(flowers.glob("*/*.jpg"))
 
 
-def exported(trained, path: Path, said: str) -> Path:
+def exported(trained, path: Path, said: str, *flags) -> Path:
     """The trained checkpoint as predict.py --export writes it to `path` (in this process: no start-up)."""
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(io.StringIO()) as err:
         patch.chdir(trained)
-        predict.main(["--export", str(path)])
+        predict.main(["--export", str(path), *flags])
     assert f"wrote {path} ({said}" in err.getvalue(), err.getvalue()
     return path
 
@@ -138,7 +138,11 @@ def onnx_program(trained, export_packages, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def pt2_program(trained, tmp_path_factory) -> Path:
-    return exported(trained, tmp_path_factory.mktemp("pt2") / "flowers.pt2", "torch.export;")
+    """For [0, 1] float input (--export-input float32): the .onnx programs take uint8 (onnx_program, and the
+    V2 ones of test_export.py) or float32 (the int8 test of test_predict_programs.py), the .pt2 ones
+    float32 (this one) or uint8 (test_export.py's V2): each input type of each format, one export each."""
+    return exported(trained, tmp_path_factory.mktemp("pt2") / "flowers.pt2", "torch.export;",
+                    "--export-input", "float32")
 
 
 @pytest.fixture(scope="session")

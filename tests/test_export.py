@@ -12,8 +12,8 @@ from PIL import Image
 import attention
 import export
 from data import Normalize, build_transform
-from export import (ONNX_OPSET, TOLERANCES, Deployable, check_program, export_onnx, export_pt2, fp16_program,
-                    int8_program)
+from export import (ONNX_OPSET, TOLERANCES, Deployable, as_input, check_program, export_onnx, export_pt2,
+                    fp16_program, int8_program)
 from model import create_model
 from weights import Classifier, load_classifier
 
@@ -187,19 +187,23 @@ def test_int8_check_refuses_a_program_off_the_model(clf):
         check_program(favoured, clf, torch.device("cpu"), "uint8", TOLERANCES["int8"])
 
 
-def test_pt2_program_gives_the_model_logits(clf, crops, pt2_file):
+def test_pt2_program_gives_the_model_logits(version, clf, crops, pt2_file):
     extra = {"classifier.json": ""}
     program = torch.export.load(pt2_file, extra_files=extra).module()
-    for batch in (crops[:1], crops):
-        torch.testing.assert_close(program(batch), model_logits(clf, batch), rtol=1e-4, atol=1e-4)
     info = json.loads(extra["classifier.json"])
+    for batch in (crops[:1], crops):
+        torch.testing.assert_close(program(as_input(batch, info["input_type"])), model_logits(clf, batch), rtol=1e-4,
+                                   atol=1e-4)
     assert info["class_names"] == CLASSES and info["img_size"] == SIZE and info["mean"] == list(clf.mean)
+    assert info["input_type"] == {"v1": "float32", "v2": "uint8"}[version]  # v1: conftest.py's pt2_program
 
 
 def test_programs_crop_and_resize_any_size(clf, flowers, onnx_file, pt2_file, export_packages, tmp_path):
     """Whole photos of other sizes, cropped and resized inside the programs as predict.py does it."""
     session = export_packages[2].InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
-    program = torch.export.load(pt2_file).module()
+    extra = {"classifier.json": ""}
+    program = torch.export.load(pt2_file, extra_files=extra).module()
+    input_type = json.loads(extra["classifier.json"])["input_type"]
     transform, normalize = build_transform(SIZE, train=False), Normalize(clf.mean, clf.std)
     photos = [sorted(flowers.glob("*/*.jpg"))[i] for i in (7, 55)]
     for photo in photos:  # as PNG: predict.py decodes a JPEG at a reduced scale, which pixels fed to a program skip
@@ -212,8 +216,8 @@ def test_programs_crop_and_resize_any_size(clf, flowers, onnx_file, pt2_file, ex
         torch.testing.assert_close(reference, want, rtol=0, atol=0.01)  # predict.py rounds its resize to uint8
         torch.testing.assert_close(torch.from_numpy(session.run(None, {"images": pixels.numpy()})[0]), reference,
                                    rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(program(pixels.expand(2, -1, -1, -1)), reference.expand(2, -1), rtol=1e-4,
-                                   atol=1e-4)
+        torch.testing.assert_close(program(as_input(pixels.expand(2, -1, -1, -1), input_type)),
+                                   reference.expand(2, -1), rtol=1e-4, atol=1e-4)
 
 
 def test_model_exports_as_it_is():

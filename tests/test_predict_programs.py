@@ -168,9 +168,12 @@ def test_int8_and_fp16_onnx_classify_as_the_checkpoint_does(weights, tolerance, 
 
 
 def test_pt2_export_gives_the_checkpoint_logits(trained, checkpoint, photos, pt2_program, capsys, monkeypatch):
+    """pt2_program takes [0, 1] floats (--export-input float32: conftest.py): it says so, refuses uint8 rather than
+    misread it, and predict.py hands it floats, printing what it prints for the checkpoint."""
     extra = {"classifier.json": ""}
     program = torch.export.load(pt2_program, extra_files=extra).module()
     assert json.loads(extra["classifier.json"])["class_names"] == CLASSES
+    assert load_program(pt2_program).input_type == "float32"
     decode_crop = build_transform(64, train=False).transforms[0]
     normalize = Normalize(checkpoint["mean"], checkpoint["std"])
     with Image.open(photos[10]) as image:
@@ -178,36 +181,15 @@ def test_pt2_export_gives_the_checkpoint_logits(trained, checkpoint, photos, pt2
     model = create_model(checkpoint["variant"], **checkpoint["model_overrides"]).eval()
     model.load_state_dict(checkpoint["model"])
     with torch.no_grad():
-        torch.testing.assert_close(program(crop[None]), model(normalize(crop)[None]), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(program(crop[None].float() / 255), model(normalize(crop)[None]), rtol=1e-4,
+                                   atol=1e-4)
+    with pytest.raises(RuntimeError, match="(?i)dtype"):  # its input type is fixed: uint8 is refused, not misread
+        program(crop[None])
     # predict.py runs the program as it runs the checkpoint, and prints the same
     chosen = [photos[0], photos[50], photos[99]]
     _, want, _ = run_predict(capsys, monkeypatch, trained, *chosen, "--json")
     _, got, err = run_predict(capsys, monkeypatch, trained, *chosen, "--json", "--weights", pt2_program)
     assert "flowers.pt2: swin_micro_patch4_window4_128, 5 classes, 64 px, on cpu (torch.export)" in err
-    assert_same(result_entries(json_lines(got)), result_entries(json_lines(want)), last_digit=1e-6)
-
-
-def test_a_program_for_float_input(trained, checkpoint, photos, tmp_path, capsys, monkeypatch):
-    """--export-input float32: the program takes [0, 1] floats (and not uint8), says so, and predict.py
-    hands it floats, printing what it prints for the checkpoint (the .onnx: the int8 test above)."""
-    path = tmp_path / "flowers.pt2"
-    code, _, _ = run_predict(capsys, monkeypatch, trained, "--export", path, "--export-input", "float32")
-    assert code == 0
-    program = load_program(path)
-    assert program.input_type == "float32"
-    decode_crop = build_transform(64, train=False).transforms[0]
-    with Image.open(photos[10]) as image:
-        crop = decode_crop(image)[None]
-    model = create_model(checkpoint["variant"], **checkpoint["model_overrides"]).eval()
-    model.load_state_dict(checkpoint["model"])
-    with torch.no_grad():
-        want = model(Normalize(checkpoint["mean"], checkpoint["std"])(crop[0])[None])
-    torch.testing.assert_close(program.program(crop.float() / 255), want, rtol=1e-4, atol=1e-4)
-    with pytest.raises(RuntimeError, match="(?i)dtype"):  # its input type is fixed: uint8 is refused, not misread
-        program.program(crop)
-    chosen = [photos[0], photos[50], photos[99]]
-    _, want, _ = run_predict(capsys, monkeypatch, trained, *chosen, "--json")
-    _, got, _ = run_predict(capsys, monkeypatch, trained, *chosen, "--json", "--weights", path)
     assert_same(result_entries(json_lines(got)), result_entries(json_lines(want)), last_digit=1e-6)
 
 
