@@ -59,6 +59,27 @@ def pytest_runtest_makereport(item, call):
             report.outcome, report.longrepr = "failed", f"skipped in CI, where only the CUDA tests may: {reason}"
 
 
+@pytest.fixture
+def bench(monkeypatch, capsys):
+    """bench(script, *args): what bench/<script> prints, run in this process, which has its imports already (a
+    process of its own would spend seconds on them). The kinds of attention and LayerNorm it sets are put
+    back after the test."""
+    import importlib
+
+    import attention
+    import kernels
+    monkeypatch.setattr(attention, "ATTENTION", attention.ATTENTION)
+    monkeypatch.setattr(kernels, "LAYER_NORM", kernels.LAYER_NORM)
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+
+    def run(script: str, *args) -> str:
+        monkeypatch.setattr(sys, "argv", [script, *map(str, args)])
+        capsys.readouterr()
+        importlib.import_module(Path(script).stem).main()
+        return capsys.readouterr().out
+    return run
+
+
 @pytest.fixture(scope="session")
 def flowers() -> Path:
     """The bundled sample: 100 real photos, 20 in each of flower_photos' 5 classes."""

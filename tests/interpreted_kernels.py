@@ -1,6 +1,7 @@
-"""kernels.py's Triton kernels run on the CPU by Triton's interpreter: test_kernels.py runs this file in a
-pytest of its own with TRITON_INTERPRET=1 (read when triton is imported). Not collected on its own
-(no test_ prefix); tests/test_cuda.py runs the same kernels compiled on a GPU."""
+"""kernels.py's Triton kernels run on the CPU by Triton's interpreter, alone, in a model, and in the benchmarks'
+rows that use them: test_kernels.py runs this file in a pytest of its own with TRITON_INTERPRET=1 (read when
+triton is imported). Not collected on its own (no test_ prefix); tests/test_cuda.py runs the same kernels
+compiled on a GPU."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -201,3 +202,24 @@ def test_inference_takes_the_kernel_where_it_is_chosen_and_runs(monkeypatch, cap
     assert kernels.attention_runs(x.device) and "notice" not in capsys.readouterr().out
     assert len(calls) == 1 + sum(len(stage.blocks) for stage in net.layers)  # the try, then every block
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+# --- The benchmarks' rows that run the kernels (tests/test_bench.py runs the rest of each benchmark)
+
+def test_bench_train_gives_a_bare_row_per_layer_norm_kind_and_weights_cast(bench):
+    """--layer-norm torch triton --cast-once on off, as a GPU session runs them."""
+    out = bench("bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "4", "--rounds", "1",
+                "--steps", "1", "--no-e2e", "--layer-norm", "torch", "triton", "--cast-once", "on", "off")
+    assert "LayerNorm torch / triton, weights cast once on / off" in out
+    for row in ("bare torch LN, cast once on / timm", "bare torch LN, cast once off / timm",
+                "bare triton LN, cast once on / timm", "bare triton LN, cast once off / timm"):
+        assert row in out, row
+
+
+def test_bench_traffic_counts_one_attention_operator_each_way_a_block_with_the_kernel(bench):
+    """kernels.py's attention: one operator each way per block, no bmm of ours (timm's plain path has its bmm)."""
+    out = bench("bench_traffic.py", "--model", "swin_micro_patch4_window4_128", "--img-size", "64",
+                "--batch-size", "2", "--top", "40", "--attention", "triton")
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("window", "bmm"))}
+    assert rows["window_attention"][0] == rows["window_attention_backward"][0] == "5"  # ours: calls, MB
+    assert rows["bmm"][:2] == ["0", "0.0"] and rows["bmm"][2] != "0"  # timm's bmm, plain

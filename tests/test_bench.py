@@ -1,42 +1,13 @@
 """The GPU benchmarks also run on a CPU, with the small variant, so they stay correct where no GPU is."""
-import importlib
-import os
 import re
 import subprocess
 import sys
-from pathlib import Path
-
-import pytest
 
 import attention
 import kernels
 from runs import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
-
-
-@pytest.fixture
-def bench(monkeypatch, capsys):
-    """bench(script, *args): what the script prints, run in this process, which has its imports already (a
-    process of its own would spend seconds on them). The kinds of attention and LayerNorm it sets are
-    put back after the test."""
-    monkeypatch.setattr(attention, "ATTENTION", attention.ATTENTION)
-    monkeypatch.setattr(kernels, "LAYER_NORM", kernels.LAYER_NORM)
-
-    def run(script: str, *args) -> str:
-        monkeypatch.setattr(sys, "argv", [script, *map(str, args)])
-        capsys.readouterr()
-        importlib.import_module(Path(script).stem).main()
-        return capsys.readouterr().out
-    return run
-
-
-def run_bench(*args, env=None) -> str:
-    """In a process of its own: a script run under TRITON_INTERPRET=1, which triton reads when imported."""
-    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
 
 
 def test_bench_train_compares_the_step_with_timm_and_the_loop_with_its_loader(bench):
@@ -58,18 +29,6 @@ def test_bench_train_compares_the_step_with_timm_and_the_loop_with_its_loader(be
     out = bench("bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "4", "--steps", "1",
                 "--profile", "5")
     assert "== timm: 1 steps, the 5 operators" in out and "== bare" in out and "aten::mm" in out
-
-
-def test_bench_train_gives_a_bare_row_per_layer_norm_kind_and_weights_cast():
-    """--layer-norm torch triton --cast-once on off, as a GPU session runs them; here Triton's interpreter runs the
-    kernels."""
-    out = run_bench("bench/bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "4", "--rounds",
-                    "1", "--steps", "1", "--no-e2e", "--layer-norm", "torch", "triton",
-                    "--cast-once", "on", "off", env={"TRITON_INTERPRET": "1"})
-    assert "LayerNorm torch / triton, weights cast once on / off" in out
-    for row in ("bare torch LN, cast once on / timm", "bare torch LN, cast once off / timm",
-                "bare triton LN, cast once on / timm", "bare triton LN, cast once off / timm"):
-        assert row in out, row
 
 
 def test_each_bare_row_of_bench_train_runs_with_its_own_kinds(monkeypatch):
@@ -105,12 +64,6 @@ def test_bench_traffic_counts_the_same_matmuls_in_both_models(bench):
     flops = [line.split(" and ")[1] for line in out.splitlines() if line.startswith(("ours:", "timm:"))]
     assert len(flops) == 2 and flops[0] == flops[1] and "GFLOP of matmuls per image" in flops[0]
     assert "bytes moved, timm / ours" in out and out.count("\n") >= 5 + 6
-    # kernels.py's attention (Triton's interpreter runs it here): one operator each way per block, no bmm of ours
-    out = run_bench("bench/bench_traffic.py", "--model", "swin_micro_patch4_window4_128", "--img-size", "64",
-                    "--batch-size", "2", "--top", "40", "--attention", "triton", env={"TRITON_INTERPRET": "1"})
-    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("window", "bmm"))}
-    assert rows["window_attention"][0] == rows["window_attention_backward"][0] == "5"  # ours: calls, MB
-    assert rows["bmm"][:2] == ["0", "0.0"] and rows["bmm"][2] != "0"  # timm's bmm, plain
 
 
 def test_bench_traffic_compiled_reads_inductors_own_count():
