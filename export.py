@@ -315,7 +315,11 @@ def export_pt2(clf, path: Path, device, input_type: str = "uint8") -> str:
     check_program(program.module(), clf, device, input_type)
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = {"classifier.json": json.dumps(describe(clf, input_type))}
-    put_in_place(path, lambda tmp: torch.export.save(program, tmp, extra_files=extra))
+
+    def write(tmp: Path) -> None:  # through a file object: a path not ending in .pt2 (the temporary one) is warned about
+        with open(tmp, "wb") as file:
+            torch.export.save(program, file, extra_files=extra)
+    put_in_place(path, write)
     return "torch.export; load with torch.export.load(..., extra_files={'classifier.json': ''}).module()"
 
 
