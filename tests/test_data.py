@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, JpegImagePlugin
+from PIL import Image, ImageOps, JpegImagePlugin
 
 from data import (IMAGENET_MEAN, IMAGENET_STD, EncodedBatch, ImageDataset, Normalize, build_loader, build_mixup,
                   build_normalize, build_transform, collate_skipping_failures, pil_to_uint8, to_device)
@@ -160,6 +160,25 @@ def test_a_sideways_tiff_is_cropped_as_it_is_seen(flowers, tmp_path, monkeypatch
         random.seed(0), torch.manual_seed(0)  # the same flip
         crops.append(build_transform(64, train=train)(Image.open(tmp_path / name)).float())
     assert (crops[0] - crops[1]).abs().max() == 0
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_is_cropped_as_the_photo_is_seen(flowers, tmp_path, monkeypatch, orientation):
+    """Phones write 6 and 8 (turned), mirrored selfies 5 and 7 (turned and flipped), 2 to 4 flips: a photo is
+    cropped as Pillow's exif_transpose shows it, the crop of its upright copy (its sides swapped for 5 to 8)."""
+    photo = Image.open(next((flowers / "daisy").iterdir())).convert("RGB").resize((90, 60))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    photo.save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    with Image.open(tmp_path / "photo.jpg") as stored:
+        ImageOps.exif_transpose(stored).save(tmp_path / "upright.png")
+    monkeypatch.setattr("data.random_resized_box", lambda w, h: (0, 0, min(w, h), min(w, h) // 2))
+    for train in (True, False):
+        crops = []
+        for name in ("photo.jpg", "upright.png"):
+            random.seed(0), torch.manual_seed(0)  # the same flip
+            crops.append(build_transform(64, train=train)(Image.open(tmp_path / name)).float())
+        assert (crops[0] - crops[1]).abs().max() == 0, train
 
 
 def test_the_official_recipe_survives_posterize_with_zero_bits():

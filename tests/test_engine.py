@@ -197,6 +197,26 @@ def test_accumulated_steps_average_their_batches_the_epochs_shorter_last_one_too
     assert torch.allclose(stepped[1], alone[2], atol=1e-6)
 
 
+@pytest.mark.parametrize("clip, scale", [(1.0, 100.0), (1.0, 1e-4), (0.0, 100.0)])  # norms of some 120, 0.12, 120
+def test_gradients_are_clipped_by_their_global_norm(clip, scale, monkeypatch):
+    """--clip-grad C: the optimizer steps on the gradients scaled as one vector to a norm of at most C (their
+    direction kept, as the official recipe's clip_grad_norm_); 0 leaves them as they are."""
+    import train
+    cfg = train.build_parser().parse_args(["--clip-grad", str(clip), "--warmup-epochs", "0", "--epochs", "1"])
+    torch.manual_seed(0)
+    net = micro()
+    state = engine.build_train_state(cfg, net, net, torch.device("cpu"), None, 2, [1] * 5)
+    for p in net.parameters():
+        p.grad = torch.randn_like(p) * scale
+    before = torch.cat([p.grad.flatten() for p in net.parameters()]).clone()
+    stepped = []
+    monkeypatch.setattr(state.scaler, "step", lambda optimizer: stepped.append(
+        torch.cat([p.grad.flatten() for p in net.parameters()]).clone()))
+    engine.optimizer_step(state, cfg)
+    want = before * min(1.0, clip / before.norm().item()) if clip else before
+    torch.testing.assert_close(stepped[0], want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+
+
 def test_a_host_copy_holds_the_values_of_its_time():
     """engine.HostCopy, which the progress bar's sums take before the next batches add to them in place."""
     sums = torch.zeros(3, dtype=torch.float64)

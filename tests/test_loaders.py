@@ -25,6 +25,17 @@ def test_epoch_sampler_is_deterministic_sharded_and_resumable():
     assert list(rest) == list(full)[4:] and len(rest) == 6  # a mid-epoch resume sees the rest, with the same seeds
 
 
+def test_evaluation_shards_take_every_image_once_over_the_processes():
+    """Under DDP each process evaluates its share: together every image once, none twice (no padding), none
+    left out, whatever the count over the processes (10 over 3 here)."""
+    import argparse
+    samples = [(f"{i}.jpg", i % 2) for i in range(10)]
+    cfg = argparse.Namespace(batch_size=4, workers=0)
+    shards = [list(loaders.eval_loader(samples, None, cfg, rank, 3).sampler) for rank in range(3)]
+    assert sorted(i for shard in shards for i in shard) == list(range(10))
+    assert [len(shard) for shard in shards] == [4, 3, 3]
+
+
 def test_epoch_batches_run_epoch_after_epoch_from_any_start():
     def epoch_batches(epoch, size):
         sampler = loaders.EpochSampler(10, seed=3)
