@@ -39,6 +39,8 @@ def test_layer_decay_scales_early_layers_least():
     assert head == 1.0 and embed < first_block < last_block < head
     assert first_block == 0.5 ** 5  # 5 blocks in all: the first is 5 steps below the head
     assert len({scale[id(p)] for p in net.parameters()}) == 7  # embed, 5 blocks, head
+    for stage in net.layers[:3]:  # patch merging, at a stage's end (the official layout): its last block's scale
+        assert scale[id(stage.downsample.reduction.weight)] == scale[id(stage.blocks[-1].mlp.fc1.weight)]
     # the lr shown and logged is the head's, the schedule's own, not the patch embedding's
     cfg = argparse.Namespace(weight_decay=0.05, layer_decay=0.5, lr=1e-3)
     assert optim.current_lr(optim.build_optimizer(net, cfg)) == 1e-3
