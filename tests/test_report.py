@@ -300,6 +300,18 @@ def test_evaluate_collects_the_top3_of_each_mistake_only():
     torch.testing.assert_close(torch.tensor(mapped["maps"]["d.jpg"]), torch.tensor([[1.0, 2.0], [3.0, 14.0]]))
 
 
+def test_evaluate_counts_top5_as_the_label_among_the_five_highest():
+    """7 classes: labels ranked 1st, 4th and 5th are top-5 hits, one ranked 6th is not (top-1: the first only)."""
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    ranked = torch.tensor([[7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0]]).expand(4, -1)  # class 0 first ... class 6 last
+    loader = [(ranked, torch.tensor([0, 3, 4, 5]), ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], [])]
+    result = evaluation.evaluate(Fixed(), loader, lambda x: x, 7, torch.device("cpu"), None, show_progress=False)
+    assert result["acc1"] == 0.25 and result["acc5"] == 0.75
+
+
 # --- In a real browser ---
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
