@@ -32,6 +32,12 @@ def test_balanced_sampler_draws_every_class_equally_often():
     assert {i for i, _ in epoch} >= set(range(30, 40))  # every image of the small classes comes up
     assert set(Counter(i for i, _ in epoch if LABELS[i] == 2).values()) <= {3, 4}  # 4 images, 13-14 draws: cycled
     assert len({seed for _, seed in epoch}) == 40  # a repeated image is augmented anew each time
+    # the large class (30 images, 13-14 draws) shows a shuffled subset, another each epoch, not its first images
+    large = []
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        large.append({i for i, _ in draws(sampler) if LABELS[i] == 0})
+    assert large[0] != large[1] and all(taken != set(range(len(taken))) for taken in large)
 
 
 def test_balanced_sampler_is_deterministic_per_seed_and_epoch_and_resumes_exactly():

@@ -280,6 +280,15 @@ def test_a_class_name_written_with_a_combining_accent_is_the_same_class(tmp_path
         load_splits(tmp_path)
 
 
+def test_class_folders_are_in_code_point_order_as_torchvision_sorts_them(tmp_path):
+    """Capitals first, as torchvision's ImageFolder and the tutorial's sorted(os.listdir()) order them: a model
+    trained elsewhere on the same folders has the same class indices."""
+    import images
+    for name in ("b", "A", "Z", "_c"):  # no two alike but for case: a macOS disk would take them as one
+        (tmp_path / name).mkdir()
+    assert [folder.name for folder in images.class_folders(tmp_path)] == ["A", "Z", "_c", "b"]
+
+
 def test_class_names_that_differ_only_in_how_a_letter_is_written(tmp_path):
     """Two folders whose names are one class to same_names would mix their photos up: refused. A list whose
     names sort otherwise for that reason gets an error that shows the difference, where printed they look alike."""
