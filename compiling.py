@@ -34,6 +34,7 @@ def compile_model(net: nn.Module, model: nn.Module, img_size: int, device, fallb
     size, and its smaller last batch would compile once more. With `fallback` (compiling that nobody
     asked for), a graph that cannot be compiled runs eagerly instead (inductor_or_eager).
     """
+    quiet_cuda_home_probe()
     training = model.training
     with torch.no_grad():
         model.eval()(torch.zeros(1, 3, img_size, img_size, device=device))
@@ -43,6 +44,22 @@ def compile_model(net: nn.Module, model: nn.Module, img_size: int, device, fallb
     # static shapes: each batch size that compiles gets a graph of its own, not one for any size (LargestBatchCompiled)
     backend = {"backend": inductor_or_eager} if fallback else {}
     return LargestBatchCompiled(torch.compile(net, dynamic=False, **backend))
+
+
+def quiet_cuda_home_probe() -> None:
+    """Inductor builds its CPU code through torch.utils.cpp_extension, which, imported where a CUDA toolkit is
+    installed but no GPU is seen (a CUDA build of torch on a CPU machine, as pip installs it), logs "No CUDA
+    runtime is found, using CUDA_HOME=..." as it looks for one: nothing a CPU compile needs. Imported here
+    first, that one logger raised to errors for the while."""
+    import importlib
+    import logging
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        importlib.import_module("torch.utils.cpp_extension")
+    finally:
+        log.setLevel(level)
 
 
 class LargestBatchCompiled(nn.Module):

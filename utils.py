@@ -229,8 +229,10 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
         several = " (several GPUs: torchrun --nproc_per_node N train.py ...)" if "," in name else ""
         raise UserError(f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:N or a GPU index N{several}")
     if name.startswith("cuda") and not torch.cuda.is_available():
+        why = ("install a CUDA build of torch" if torch.version.cuda is None else  # a CPU build
+               "check that the GPU and its driver are seen here (nvidia-smi; CUDA_VISIBLE_DEVICES)")
         raise UserError(f"--device {name} was asked for, but this PyTorch sees no CUDA GPU "
-                        f"(torch {torch.__version__}). Use --device cpu, or install a CUDA build of torch.")
+                        f"(torch {torch.__version__}). Use --device cpu, or {why}.")
     if name == "cuda":
         name = f"cuda:{local_rank}"
     if name.startswith("cuda:"):

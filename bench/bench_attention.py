@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import gpu_or_small, print_header  # noqa: E402  (bench/ is on the path)
 import attention  # noqa: E402
+import compiling  # noqa: E402
 import model as swin  # noqa: E402
 
 
@@ -90,6 +91,7 @@ def time_kernels(args, net, dtype):
     # mode, past the default limit of 8, after which the rows labelled compiled would run eagerly
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
     totals = {}  # (mode, case, kind) -> ms over all blocks of the model
+    compiling.quiet_cuda_home_probe()
     columns = [f"{mode} {case}" for mode in modes for case in ("inference", "training")]
     print(f"{'attention alone, ms':46s}" + "".join(f"{column:>20s}" for column in columns))
     for name, q, k, v, bias, mask, count in stage_inputs(net, args.batch_size, args.device, dtype):

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from bench_train import timm_twin  # noqa: E402  (bench/ is on the path)
 from common import print_header  # noqa: E402
 import attention  # noqa: E402
+import compiling  # noqa: E402
 import kernels  # noqa: E402
 import model as swin  # noqa: E402
 
@@ -126,6 +127,7 @@ def count_compiled(net, batch_size: int, img_size: int) -> tuple[int, int, int]:
     x, y = random_batch(net, batch_size, img_size)
     with torch.no_grad():
         net(x)  # ours builds its window layouts eagerly, as compiling.compile_model has it
+    compiling.quiet_cuda_home_probe()
     compiled = torch.compile(net)
     log = logging.getLogger("torch._inductor.compile_fx.__inductor_metrics")
     level, propagate, drop = log.level, log.propagate, logging.NullHandler()

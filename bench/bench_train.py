@@ -30,6 +30,7 @@ The figures are medians over rounds of images per second, the ratios medians of 
 import argparse
 import copy
 import gc
+import os
 import statistics
 import sys
 import tempfile
@@ -426,6 +427,10 @@ def profile_steps(args, device, amp):
     """The operators that take the time in a few steps of bare's and of timm's training step (torch.profiler):
     what to make faster, on the machine that counts."""
     from torch.profiler import ProfilerActivity, profile
+    # the profiler's own library (kineto) writes its start and stop, and on a CUDA build without a GPU an ERROR
+    # line, straight to stderr, where the table is what counts; read when a profile starts (KINETO_LOG_LEVEL=0
+    # shows them again)
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     cfg = train_config(args)
     states, variants, batch, _ = step_states(args, cfg, device, amp)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])

@@ -6,7 +6,9 @@ import torch
 import compiling
 import engine
 from model import create_model
+from runs import ROOT
 from test_engine import training_losses
+
 
 def test_compile_by_default_only_where_it_pays():
     """train.py without --compile or --no-compile: compiled on a GPU from COMPILE_PAYS_FROM training images
@@ -16,6 +18,18 @@ def test_compile_by_default_only_where_it_pays():
     assert pays(cuda, 1_281_167) and pays(cuda, threshold)
     assert not pays(cuda, 10 * 3_303) and not pays(cuda, threshold - 1)
     assert not pays(cpu, 10**9)
+
+
+def test_compiling_on_a_cpu_says_nothing_of_cuda():
+    """A CUDA build of torch on a machine with a CUDA toolkit and no GPU (this one; CI's may have no toolkit, and
+    then nothing is said either way) logged "No CUDA runtime is found, using CUDA_HOME=..." as Inductor went to
+    build CPU code: compile_model imports that probe quietly first, and leaves its logger as it was."""
+    import subprocess
+    import sys
+    code = ("import logging, compiling; compiling.quiet_cuda_home_probe(); "
+            "print(logging.getLogger('torch.utils.cpp_extension').level)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout == "0\n" and "CUDA" not in done.stderr, done.stderr
 
 
 def test_compiled_training_compiles_once(monkeypatch):

@@ -105,6 +105,16 @@ def test_the_tutorials_flags_as_it_types_them():
     assert utils.select_device("CPU") == torch.device("cpu")
 
 
+@pytest.mark.parametrize("build, advice", [(None, "install a CUDA build of torch"),
+                                           ("13.0", r"check that the GPU and its driver are seen here \(nvidia-smi")])
+def test_no_gpu_seen_says_what_to_check_for_the_build_of_torch_installed(build, advice, monkeypatch):
+    """A CPU build of torch needs a CUDA one; a CUDA build that sees no GPU needs the GPU or its driver checked."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", build)
+    with pytest.raises(UserError, match=f"--device cuda was asked for, but this PyTorch sees no CUDA GPU .*{advice}"):
+        utils.select_device("cuda")
+
+
 def test_defaults_are_the_tutorials():
     cfg = config.parse_config(train.build_parser(), ["--data-path", "flower_photos", "--num-classes", "5"])
     assert (cfg.model, cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay) == \
