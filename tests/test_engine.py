@@ -219,6 +219,19 @@ def test_gradients_are_clipped_by_their_global_norm(clip, scale, monkeypatch):
     torch.testing.assert_close(stepped[0], want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
 
 
+def test_an_epochs_training_top5_counts_the_label_among_the_five_highest(monkeypatch):
+    """The epoch's training top-1 and top-5 (its line, metrics.csv): labels ranked 1st, 4th, 5th and 6th of 7."""
+    import train
+    cfg = train.build_parser().parse_args(["--warmup-epochs", "0", "--epochs", "1"])
+    net = micro()
+    state = engine.build_train_state(cfg, net, net, torch.device("cpu"), None, 1, [1] * 5)
+    ranked, labels = torch.tensor([[7.0, 6, 5, 4, 3, 2, 1]]).expand(4, -1), torch.tensor([0, 3, 4, 5])
+    monkeypatch.setattr(engine, "train_step", lambda state, images, labels_, *rest: (ranked, torch.tensor(1.0), labels))
+    batches = [(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), labels, ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], [])]
+    result = engine.train_one_epoch(state, batches, cfg, show_progress=False)
+    assert result["acc1"] == 0.25 and result["acc5"] == 0.75
+
+
 def test_a_host_copy_holds_the_values_of_its_time():
     """engine.HostCopy, which the progress bar's sums take before the next batches add to them in place."""
     sums = torch.zeros(3, dtype=torch.float64)
