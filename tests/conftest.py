@@ -160,9 +160,9 @@ def onnx_program(trained, export_packages, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def pt2_program(trained, tmp_path_factory) -> Path:
-    """For [0, 1] float input (--export-input float32): the .onnx programs take uint8 (onnx_program, and the
-    V2 ones of test_export.py) or float32 (the int8 test of test_predict_programs.py), the .pt2 ones
-    float32 (this one) or uint8 (test_export.py's V2): each input type of each format, one export each."""
+    """For [0, 1] float input (--export-input float32), so that the programs the tests check take each input type
+    in each format: the .onnx ones uint8 (onnx_program, test_export.py's V2) or float32 (the int8 test of
+    test_predict_programs.py), the .pt2 ones float32 (this one) or uint8 (test_export.py's V2)."""
     return exported(trained, tmp_path_factory.mktemp("pt2") / "flowers.pt2", "torch.export;",
                     "--export-input", "float32")
 
