@@ -131,10 +131,10 @@ def config_named(argv) -> str | None:
     return pre.parse_known_args(argv)[0].config
 
 
-def explicit_flags(parser: argparse.ArgumentParser, argv) -> set:
-    """The config keys typed on the command line, and those of a --config file named there (for a resumed run,
-    they win over its saved config)."""
-    typed = typed_flags(parser, argv)
+def explicit_flags(parser: argparse.ArgumentParser, argv, typed: set = None) -> set:
+    """The config keys typed on the command line (`typed`, where the caller has them already), and those of a
+    --config file named there (for a resumed run, they win over its saved config)."""
+    typed = typed_flags(parser, argv) if typed is None else set(typed)
     if named := config_named(argv):
         typed |= set(read_yaml_config(named, parser))
     return typed

@@ -283,13 +283,14 @@ def resume_config(parser, cfg, argv) -> tuple:
             raise UserError(f"{path} is not a checkpoint of train.py; to start from its weights use --weights")
         if not cfg.eval_only:
             check_not_going_back(path, checkpoint)
-    given = explicit_flags(parser, argv)
+    typed = typed_flags(parser, argv)
+    given = explicit_flags(parser, argv, typed)
     if not cfg.eval_only:  # the checkpoint's model is the one that goes on: another one typed is refused, not ignored
         def same(key):
-            typed, saved = getattr(cfg, key), checkpoint["config"].get(key)
-            if key == "model" and typed and saved:  # a short form or an alias names the same variant
-                return resolve_variant(typed) == resolve_variant(saved)
-            return str(typed) == str(saved)
+            asked, saved = getattr(cfg, key), checkpoint["config"].get(key)
+            if key == "model" and asked and saved:  # a short form or an alias names the same variant
+                return resolve_variant(asked) == resolve_variant(saved)
+            return str(asked) == str(saved)
         changed = [f"--{key.replace('_', '-')} {getattr(cfg, key)} (the run's: {checkpoint['config'].get(key)})"
                    for key in ("model", "img_size", "window_size", "weights") if key in given and not same(key)]
         if changed:
@@ -298,7 +299,7 @@ def resume_config(parser, cfg, argv) -> tuple:
         # and in its own folder: a --name or --output typed (a config's, such as the run's own config.yaml, may
         # hold another spelling of it, or none) that names another is refused
         run = cfg.resume if cfg.resume.is_dir() else cfg.resume.parent
-        real, typed = run.resolve(), typed_flags(parser, argv)
+        real = run.resolve()
         elsewhere = [f"--{key} {shlex.quote(str(getattr(cfg, key)))}" for key, here in (
             ("name", lambda: cfg.name == real.name), ("output", lambda: Path(cfg.output).resolve() == real.parent))
             if key in typed and getattr(cfg, key) is not None and not here()]
