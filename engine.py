@@ -174,7 +174,7 @@ class TrainState:
         place = (self.epoch + bool(trained or cut)) * self.layout["steps_per_epoch"] if relaid else \
             self.scheduler.last_epoch
         self.scheduler.last_epoch = place - 1
-        self.scheduler.step()  # the lrs of this step, by this run's schedule
+        step_schedule(self.scheduler)  # the lrs of this step, by this run's schedule
         if not relaid:
             return ""
         return cut or (f"{self.layout['steps_per_epoch']} steps an epoch here, {was['steps_per_epoch']} before: the "
@@ -330,9 +330,7 @@ def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor, cf
     elif images_in_window:  # on any process: all take the step, the others' gradients averaged with zeros here
         optimizer_step(state, cfg)
     else:  # a window without an image changes no weight, and the schedule goes on: it ends with the epochs
-        with warnings.catch_warnings():  # PyTorch's, when it is the run's first step, that it comes first
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
-            advance_schedule(state)
+        advance_schedule(state)
     state.window_batches, state.window_non_finite = 0, False
     return None if empty or non_finite else (logits, loss, labels)
 
@@ -461,8 +459,18 @@ def advance_schedule(state: TrainState) -> None:
     """The step counted and the schedule moved on, the lr the step took kept (state.lr): after an optimizer step,
     and after a window without images, which takes none."""
     state.lr = current_lr(state.optimizer)
-    state.scheduler.step()
+    step_schedule(state.scheduler)
     state.step += 1
+
+
+def step_schedule(scheduler) -> None:
+    """The schedule's next step, without PyTorch's warning when a schedule's first step comes before any of
+    the optimizer's (it takes that for the calls of PyTorch before 1.1 in the old order). Here it is by design:
+    fp16 loss scaling skips an overflowing first step (its gradients had an inf), a window without images takes
+    none, and a run stopped before its first step resumes with a schedule that has taken none either."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+        scheduler.step()
 
 
 def stop_agreed(stop, device) -> bool:

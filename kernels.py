@@ -196,9 +196,9 @@ MAX_WINDOW_TOKENS = 64
 def fused_attention_applies(x: torch.Tensor) -> bool:
     """Whether window attention over x (B_, N, C) can run in the Triton kernel: CUDA (or the interpreter),
     windows of at most MAX_WINDOW_TOKENS, Triton present, and not for torch.export or TorchScript's trace (a
-    program must not need this module's operators)."""
-    return ((x.is_cuda or INTERPRET) and x.shape[1] <= MAX_WINDOW_TOKENS and x.numel() > 0
-            and not torch.compiler.is_exporting() and not torch.jit.is_tracing() and HAS_TRITON)
+    program must not need this module's operators; asked first, since a trace records the shape tests as values)."""
+    return (not torch.compiler.is_exporting() and not torch.jit.is_tracing() and (x.is_cuda or INTERPRET)
+            and x.shape[1] <= MAX_WINDOW_TOKENS and x.numel() > 0 and HAS_TRITON)
 
 
 @functools.lru_cache(maxsize=None)

@@ -114,6 +114,7 @@ def spilled_bytes(ptx: str, arch: int) -> int:
     return int(re.search(r"(\d+) bytes spill stores", done.stderr).group(1))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:FutureWarning")
 def test_attention_gives_way_to_plain_where_the_kernel_does_not_run(monkeypatch):
     x = torch.zeros(8, 49, 96, requires_grad=True)  # (windows, tokens, channels)
     monkeypatch.setattr(attention, "ATTENTION", "triton")
