@@ -65,6 +65,13 @@ def main(argv=None) -> None:
     if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
         raise UserError(f"--out {out} is inside --data-path {source}: the split must go elsewhere, "
                         "because nothing is ever written under --data-path")
+    # and the reverse: photos in --out's train/ (val/, test/) are what a split there replaces, an earlier split's
+    # files removed before the new one is written (a re-split of data/train into data: its val/ photos went)
+    for split in SPLITS:
+        if (out / split).resolve() in (source.resolve(), *source.resolve().parents):
+            raise UserError(f"--data-path {source} is inside {out / split}, which a split into --out {out} "
+                            f"replaces: move the class folders out of {out / split} first (or split into "
+                            "another --out)")
 
     classes, images, skipped = read_class_root(source, split_too=False)
     splits = split_by_class(images, args.val_ratio, args.test_ratio, args.seed)

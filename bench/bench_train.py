@@ -289,10 +289,10 @@ def compare_speed(args, device, amp):
           f"{'compiled' if args.compile else 'eager'}{' with CUDA graphs' if args.cuda_graphs else ''}, "
           f"attention {' / '.join(args.attention or ['chosen per case'])}, "
           f"LayerNorm {' / '.join(args.layer_norm or [kernels.LAYER_NORM])}, "
-          f"weights cast once {' / '.join(args.cast_once or ['on' if precision.CAST_ONCE else 'off'])}, "
-          f"{' / '.join(map(str, args.workers or [cfg.workers]))} loader workers at nice "
-          f"{' / '.join(map(str, args.worker_nice or [workers.NICE]))}{', EMA' if args.ema else ''}",
-          flush=True)
+          f"weights cast once {' / '.join(args.cast_once or ['on' if precision.CAST_ONCE else 'off'])}"
+          + ("" if args.no_e2e else f", {' / '.join(map(str, args.workers or [cfg.workers]))} loader workers at nice "
+                                    f"{' / '.join(map(str, args.worker_nice or [workers.NICE]))}")
+          + (", EMA" if args.ema else ""), flush=True)
 
     warm_up = {}  # seconds: compiling, when compiled; the allocator's and cuDNN/cuBLAS's first choices
     for name in list(states):
@@ -338,10 +338,11 @@ def compare_speed(args, device, amp):
             f"{name} {values[-1]:.0f}" + (f" ({waits[name][-1]:.0%} waiting)" if name in waits else "")
             for name, values in speeds.items()) + " img/s", flush=True)
 
+    width = max(44, *map(len, speeds))
     for name, values in speeds.items():
         peak = f"  peak {peaks[name]:.2f} GiB" if name in peaks else ""
         wait = f"  waiting for data {statistics.median(waits[name]):.0%}" if name in waits else ""
-        print(f"{name:44s} {statistics.median(values):9.1f} img/s{peak}{wait}")
+        print(f"{name:{width}s} {statistics.median(values):9.1f} img/s{peak}{wait}")
     for name in variants if "timm" in speeds else ():
         print(f"{name} / timm {ratio(speeds[name], speeds['timm']):.2f}")
     for name in e2e_loaders:

@@ -26,6 +26,9 @@ def test_bench_train_compares_the_step_with_timm_and_the_loop_with_its_loader(be
                  "e2e 320x240, 1 worker, nice 0 / bare plain"):  # and a further --worker-nice value
         assert line in out, line
     assert "500x375, 2 workers" not in out and "500x375, 1 worker, nice 0" not in out
+    assert "1 / 2 loader workers at nice 10 / 0" in out
+    summary = [line for line in out.splitlines() if " img/s" in line and not line.startswith("round ")]
+    assert len(summary) == 9 and len({line.index(" img/s") for line in summary}) == 1  # one column, long names too
     out = bench("bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "4", "--steps", "1",
                 "--profile", "5")
     assert "== timm: 1 steps, the 5 operators" in out and "== bare" in out and "aten::mm" in out

@@ -220,6 +220,22 @@ def test_out_must_not_be_inside_the_source(tmp_path, monkeypatch):
     assert (tmp_path / "train" / "cat").is_dir()
 
 
+def test_the_source_must_not_be_inside_a_split_folder_of_out(tmp_path):
+    """A re-split of data/train into data (the photos it came from gone), or a Kaggle-style data/train of class
+    folders split into data: the split replaces data/train and data/val, so it would remove the photos it
+    reads. Refused before anything is removed; a source beside the split folders (data/raw) is fine."""
+    source = make_photos(tmp_path / "photos")
+    split_data.main(["--data-path", str(source), "--out", str(tmp_path / "data")])
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    for inside in ("data/train", "data/val", "data/train/cat"):
+        with pytest.raises(UserError, match=f"--data-path .* is inside .*{Path(inside).parts[1]}, which a split"):
+            split_data.main(["--data-path", str(tmp_path / inside), "--out", str(tmp_path / "data"), "--force"])
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()) == before
+    shutil.move(str(source), str(tmp_path / "data" / "raw"))
+    split_data.main(["--data-path", str(tmp_path / "data" / "raw"), "--out", str(tmp_path / "data")])
+    assert (tmp_path / "data" / "raw" / "cat").is_dir() and (tmp_path / "data" / "train" / "cat").is_dir()
+
+
 def test_the_chart_shows_each_split(tmp_path):
     source = make_photos(tmp_path / "photos")
     split_data.main(["--data-path", str(source), "--out", str(tmp_path / "out"), "--test-ratio", "0.2"])
