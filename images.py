@@ -513,9 +513,10 @@ def place_image(source: Path, target: Path, mode: str, max_size: int | None = No
         raise UserError(f"cannot {mode} {source} to {target}: {error}{hint}") from None
 
 
-def list_images(patterns: list) -> list[str]:
+def list_images(patterns: list, passed_over=None) -> list[str]:
     """The files named, the images under the folders named and the files glob patterns match, in
-    order and each once."""
+    order and each once (however its path is spelled). A folder or pattern passes over the files for
+    which `passed_over(path)` holds (predict.py's cards of an earlier run: no photos to classify)."""
     paths = []
     for pattern in patterns:
         path = Path(pattern)
@@ -528,5 +529,12 @@ def list_images(patterns: list) -> list[str]:
             p for p in sorted(glob.glob(pattern, recursive=True)) if not Path(p).is_dir()]
         if not found:
             raise UserError(f"no images in {path} (at any depth)" if path.is_dir() else f"no file matches {pattern!r}")
-        paths += map(str, found)
-    return list(dict.fromkeys(paths))
+        kept = [str(p) for p in found if passed_over is None or not passed_over(p)]
+        if not kept:
+            raise UserError(f"the images {'in' if path.is_dir() else 'matching'} {pattern} are all passed over: "
+                            "each is a card predict.py --save-vis wrote")
+        paths += kept
+    unique = {}  # by absolute path: photos/a.jpg and ./photos/a.jpg are one file
+    for path in paths:
+        unique.setdefault(os.path.abspath(path), path)
+    return list(unique.values())

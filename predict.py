@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 
 import torch
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from tqdm import tqdm
 
 import plots
@@ -95,7 +97,7 @@ def main(argv=None) -> None:
     export = chosen_exporter(args)
     if export is not None:  # as --output: before the model is loaded, traced and checked
         check_writable(args.export)
-    paths = list_images(args.images)  # before loading the model: a mistyped path fails at once
+    paths = list_images(args.images, is_card)  # before loading the model: a mistyped path fails at once
     device = select_device(args.device)
     tune_for(device)  # fp32 stays fp32: an export is checked against the model at 1e-4
     clf = load_classifier(args.weights, args.model, args.num_classes, args.class_indices, args.img_size)
@@ -192,16 +194,41 @@ def write_results(results: list, path: Path, k: int) -> None:
         rows.writerows([r["path"]] + [e[f] for e in r["topk"] for f in ("label", "index", "prob")] for r in results)
 
 
+CARD_MARK = ("Software", "predict.py --save-vis")  # a PNG text chunk: what tells a card from a user's own PNG
+
+
 def save_card(result: dict, folder: Path, used: set, seen=None) -> None:
-    """DIR/<photo name>.png; a second photo of the same name gets _2, _3, ..."""
+    """DIR/<photo name>.png; a second photo of the same name gets _2, _3, ..., and so does a photo whose
+    name a PNG that is not a card already holds there: an earlier run's card is written over, a file of
+    the user's (a photo, when DIR is the photos' folder) never."""
     folder.mkdir(parents=True, exist_ok=True)
     stem, n = Path(result["path"]).stem, 1
-    while (name := stem if n == 1 else f"{stem}_{n}") in used:
+    while (name := stem if n == 1 else f"{stem}_{n}") in used or not card_or_free(folder / f"{name}.png"):
         n += 1
     used.add(name)
     card = plots.prediction_card(load_rgb(result["path"]), [e["label"] for e in result["topk"]],
                                  [e["prob"] for e in result["topk"]], title=result["path"], seen=seen)
-    card.save(folder / f"{name}.png")
+    mark = PngInfo()
+    mark.add_text(*CARD_MARK)
+    card.save(folder / f"{name}.png", pnginfo=mark)
+
+
+def card_or_free(path: Path) -> bool:
+    """Whether nothing is at path, or a card predict.py wrote."""
+    return not path.exists() and not path.is_symlink() or is_card(path)
+
+
+def is_card(path) -> bool:
+    """Whether the file is a card of predict.py's (its text chunk says so): written over by a later run's card,
+    and passed over in the folders and patterns of images to classify."""
+    if Path(path).suffix.lower() != ".png":
+        return False
+    try:
+        with Image.open(path) as image:
+            # info: the text chunks before the pixels, where a card has its own (.text would decode the image)
+            return image.format == "PNG" and image.info.get(CARD_MARK[0]) == CARD_MARK[1]
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
 
 
 if __name__ == "__main__":

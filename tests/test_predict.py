@@ -229,6 +229,29 @@ def test_save_vis_writes_a_card_per_photo(trained, photos, tmp_path, capsys, mon
         assert (pixels == (40, 90, 200)).all(1).sum() > 100  # the top class's bar
 
 
+def test_save_vis_never_writes_over_the_users_pngs_nor_classifies_its_cards(trained, photos, tmp_path, capsys,
+                                                                             monkeypatch):
+    """Cards written beside the photos: a PNG photo of the same name is kept (the card takes _2), and run again,
+    the cards of the first run are written over, not classified as photos. A file named twice, spelled two
+    ways, is classified once."""
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    shutil.copy(photos[0], shots / "a.jpg")
+    with Image.open(photos[1]) as photo:
+        photo.save(shots / "a.png")
+    mine = (shots / "a.png").read_bytes()
+    for run in range(2):
+        code, out, err = run_predict(capsys, monkeypatch, trained, shots, shots / ".." / "shots" / "a.jpg",
+                                     "--save-vis", shots, "--json")
+        assert code == 0 and "classified 2 of 2 images" in err, err
+        assert sorted(r["path"] for r in json_lines(out)) == [str(shots / "a.jpg"), str(shots / "a.png")]
+        assert sorted(p.name for p in shots.iterdir()) == ["a.jpg", "a.png", "a_2.png", "a_3.png"]
+        assert (shots / "a.png").read_bytes() == mine
+        assert predict.is_card(shots / "a_2.png") and predict.is_card(shots / "a_3.png")
+    with pytest.raises(UserError, match=r"the images matching .*\*_\?\.png are all passed over: each is a card"):
+        run_predict(capsys, monkeypatch, trained, str(shots / "*_?.png"))
+
+
 def test_cam_cards_show_where_the_top_class_was_seen(trained, photos, tmp_path, capsys, monkeypatch):
     """--save-vis --cam: between the photo and the chart, the model's square crop tinted where its top class's map is
     high (the map's positive part, scaled to its maximum: some of the crop red, not all of it); --tta too."""
