@@ -96,7 +96,11 @@ def download(url: str, dest, sha256: str | None = None, wanted_at=None) -> str:
             raise UserError(f"{url} does not have the expected SHA-256 (expected {sha256.lower()}, got "
                             f"{digest.hexdigest()}), so it was not kept. If you trust this source, "
                             "pass its digest with --sha256")
+        os.chmod(partial, 0o666 & ~current_umask())  # mkstemp's file is the owner's alone; a download is not
         os.replace(partial, dest)
+    except ValueError as error:  # urllib's, for what is no URL (a local path)
+        raise UserError(f"cannot download {url}: {error}; an http:// or https:// address is needed. To use a "
+                        f"file you have, put it at {wanted_at or dest}") from None
     except (urllib.error.URLError, HTTPException, OSError) as error:
         reason = error.reason if type(error) is urllib.error.URLError else error  # HTTPError: keep the status
         raise UserError(f"could not download {url} to {dest}: {reason}. Check the network, "
@@ -133,8 +137,18 @@ def safe_extract(archive, dest) -> None:
             # the filter also drops set-uid bits and other permissions a download should not carry
             kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             tar.extractall(dest, members=members, **kwargs)
+    except tarfile.ReadError:  # its message lists each compression tried, a line each
+        raise UserError(f"cannot extract {archive}: it is no tar archive (.tar, .tgz, .tar.gz, .tar.bz2 or "
+                        ".tar.xz), or a damaged one") from None
     except (tarfile.TarError, EOFError, OSError) as error:
         raise UserError(f"cannot extract {archive}: {error}") from None
+
+
+def current_umask() -> int:
+    """The process's umask (the permissions its new files leave out), read by setting it and back."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def fetch_flower_photos(data_path: Path, url: str | None = None, sha256: str | None = None) -> None:
@@ -165,6 +179,8 @@ def fetch_flower_photos(data_path: Path, url: str | None = None, sha256: str | N
         safe_extract(archive, staging)
         entries = [entry for entry in staging.iterdir() if not entry.name.startswith(".")]
         top = entries[0] if len(entries) == 1 and entries[0].is_dir() else staging  # flower_photos/
+        if top == staging:  # mkdtemp's folder is the owner's alone; the data folder is not
+            os.chmod(staging, 0o777 & ~current_umask())
         top.rename(data_path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

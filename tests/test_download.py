@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import download as download_module
 import split_data
 from download import download, safe_extract
 from image_factory import write_class_tree
@@ -25,6 +26,7 @@ def test_download_keeps_a_file_only_when_whole_and_checked(served, tmp_path):
     dest = tmp_path / "got" / "blob.bin"
     assert download(f"{url}/blob.bin", dest, sha256=digest) == digest
     assert dest.read_bytes() == payload
+    assert dest.stat().st_mode & 0o777 == 0o666 & ~download_module.current_umask()  # not mkstemp's owner-only
     dest.unlink()
     with pytest.raises(UserError, match="does not have the expected SHA-256"):
         download(f"{url}/blob.bin", dest, sha256="0" * 64)
@@ -43,6 +45,10 @@ def test_download_failures_are_explained(served, tmp_path):
         port = unused.getsockname()[1]
     with pytest.raises(UserError, match="could not download"):
         download(f"http://127.0.0.1:{port}/x.tgz", tmp_path / "x.tgz")
+    for no_url in ("/somewhere/flower_photos.tgz", "flower_photos.tgz"):  # a file at hand, typed as --url
+        with pytest.raises(UserError, match=r"an http:// or https:// address is needed. To use a file you have, "
+                                            r"put it at .*x.tgz$"):
+            download(no_url, tmp_path / "x.tgz")
     assert leftovers(tmp_path) == []
 
 
@@ -87,9 +93,23 @@ def test_safe_extract_extracts_an_ordinary_archive(tmp_path):
     archive.write_bytes(tar_with(crafted("flower_photos/roses/a.txt"), b"rose"))
     safe_extract(archive, tmp_path / "dest")
     assert (tmp_path / "dest" / "flower_photos" / "roses" / "a.txt").read_bytes() == b"rose"
-    (tmp_path / "bad.tgz").write_bytes(b"not a tar archive")
-    with pytest.raises(UserError, match="cannot extract"):
-        safe_extract(tmp_path / "bad.tgz", tmp_path / "dest2")
+    (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 a zip, say")
+    with pytest.raises(UserError, match=r"^cannot extract .*bad.zip: it is no tar archive .*, or a damaged one$"):
+        safe_extract(tmp_path / "bad.zip", tmp_path / "dest2")  # one line, not one per compression tried
+
+
+def test_a_flat_archives_folder_is_readable_as_any_folder(served, tmp_path):
+    """An archive of class folders with no folder above them becomes data_path itself: the extraction's
+    folder, made by mkdtemp for its owner alone, gets the permissions of any folder made here."""
+    folder, url = served
+    write_class_tree(tmp_path / "made", {"daisy": 1, "roses": 1})
+    with tarfile.open(folder / "flat.tgz", "w:gz") as tar:
+        for name in ("daisy", "roses"):
+            tar.add(tmp_path / "made" / name, arcname=name)
+    digest = hashlib.sha256((folder / "flat.tgz").read_bytes()).hexdigest()
+    download_module.fetch_flower_photos(tmp_path / "photos", f"{url}/flat.tgz", digest)
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == ["daisy", "roses"]
+    assert (tmp_path / "photos").stat().st_mode & 0o777 == 0o777 & ~download_module.current_umask()
 
 
 def flower_archive(folder: Path, work: Path) -> str:
