@@ -24,7 +24,7 @@ from model import NO_PRETRAINED_WEIGHTS, maps_of
 from precision import autocast
 from checkpoints import put_in_place
 from config import plain
-from utils import UserError, from_first_process, lost_another_process, resume_command
+from utils import UserError, from_first_process, lost_another_process, out_of_memory, resume_command
 from weights import evaluated_file, nothing_to_resume
 
 
@@ -282,8 +282,9 @@ def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, d
     if isinstance(err, engine.TrainingDiverged):
         return UserError(f"training stopped: {err}. Nothing was saved from this epoch; last.pth holds the "
                          f"last good epoch. Try a lower --lr, --clip-grad, or --amp off.")
-    if isinstance(err, torch.OutOfMemoryError):
-        return UserError(f"out of GPU memory at --batch-size {cfg.batch_size}, {img_size} px: try --batch-size "
+    if out_of_memory(err):
+        where = "GPU memory" if isinstance(err, torch.OutOfMemoryError) else "memory"
+        return UserError(f"out of {where} at --batch-size {cfg.batch_size}, {img_size} px: try --batch-size "
                          f"{max(1, cfg.batch_size // 2)} --accum-steps {cfg.accum_steps * 2}, or --grad-checkpointing")
     if (died := dead_loader_worker(err)) is not None:
         return UserError(f"{died.strip().rstrip('.')}. A data loading process died, most often killed by the "

@@ -99,6 +99,9 @@ def run_cli(main) -> None:
         say_error(f"{err.filename}: {err.strerror}")
         sys.exit(2)
     except Exception as err:
+        if out_of_memory(err):  # where no script said more (train.py says it with the run's settings)
+            say_error(f"out of memory: {str(err).splitlines()[0]}. A smaller --batch-size or --img-size needs less")
+            sys.exit(2)
         if not (distributed() and lost_another_process(err)):
             tell_torchrun(traceback.format_exc())
             raise
@@ -296,6 +299,13 @@ def launcher() -> str:
         return "python"
     nodes = f"--nnodes {world // local} --node_rank N --master_addr HOST " if world > local else ""
     return f"torchrun {nodes}--nproc_per_node {local}"
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is torch's want of memory: a GPU's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    torch = sys.modules.get("torch")  # not imported here: split_data.py, which needs none, meets neither
+    return torch is not None and (isinstance(err, torch.OutOfMemoryError) or
+                                  isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
 
 
 def lost_another_process(err: Exception) -> bool:

@@ -356,6 +356,25 @@ def test_no_checkpoint_says_what_to_do(photos, tmp_path, capsys, monkeypatch):
     assert "python train.py" in err and "--weights" in err
 
 
+def test_out_of_memory_is_one_line_that_says_what_needs_less(trained, photos, capsys, monkeypatch):
+    """An --img-size far too large (the CPU allocator refuses 30 GB), or a GPU's want of memory: one line,
+    status 2, no traceback. Any other RuntimeError keeps its traceback: a bug to see."""
+    monkeypatch.chdir(trained)
+    for error in (RuntimeError("[enforce fail at alloc_cpu.cpp:119] data. DefaultCPUAllocator: can't allocate "
+                               "memory: you tried to allocate 30000000000 bytes. Error code 12"),
+                  torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")):
+        monkeypatch.setattr(predict, "load_classifier", lambda *args, error=error: (_ for _ in ()).throw(error))
+        with pytest.raises(SystemExit) as exited:
+            utils.run_cli(lambda: predict.main([str(photos[0]), "--img-size", "100000"]))
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and err.count("\n") == 1, err
+        assert err.startswith(f"error: out of memory: {str(error).splitlines()[0]}. A smaller --batch-size or "
+                              "--img-size needs less")
+    monkeypatch.setattr(predict, "load_classifier", lambda *args: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        utils.run_cli(lambda: predict.main([str(photos[0])]))
+
+
 def test_a_reader_that_stops_early_is_no_traceback(trained, photos):
     """`predict.py ... | head -1`: the reader has gone before the results are printed (its end of the
     pipe is closed here at once): a quiet stop with status 141, as a shell tool killed by SIGPIPE."""

@@ -272,11 +272,15 @@ def test_a_temporary_file_a_killed_writer_left_goes_with_the_next_write(tmp_path
     assert torch.load(tmp_path / "last.pth", weights_only=True) == {"step": 1}
 
 
-def test_out_of_memory_suggests_what_to_do(flowers, tmp_path, monkeypatch):
+@pytest.mark.parametrize("error, where", [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "GPU memory"),
+    (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9000000000 bytes"), "memory")])
+def test_out_of_memory_suggests_what_to_do(flowers, tmp_path, monkeypatch, error, where):
     def out_of_memory(*args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        raise error
     monkeypatch.setattr(engine, "train_one_epoch", out_of_memory)
-    with pytest.raises(UserError, match="--batch-size 8 --accum-steps 2.*--grad-checkpointing"):
+    with pytest.raises(UserError, match=f"^out of {where} at --batch-size 16, 64 px: try --batch-size 8 "
+                                        "--accum-steps 2, or --grad-checkpointing"):
         train.main(["--data-path", str(flowers), *FAST, "--epochs", "1", "--output", str(tmp_path)])
 
 
