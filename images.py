@@ -314,7 +314,10 @@ def read_class_root(root: Path, check: bool = True, split_too: bool = True):
         hint = f"; the class folders seem to be in it: use {folders[0]}" if nested else ""
         raise UserError(f"{root} holds one class folder, {folders[0].name!r}: a classifier needs two or more, one "
                         f"folder per class{hint}")
-    images, skipped = [], []
+    # an image beside the class folders has no class: said, not passed over in silence
+    skipped = [(str(path), "beside the class folders, in none: it has no class")
+               for path in sorted(root.iterdir()) if is_image_file(path) and path.is_file()]
+    images = []
     real = {os.path.realpath(folder): folder.name for folder in folders}
     for folder in folders:
         own = os.path.realpath(folder)

@@ -108,7 +108,8 @@ def format_report(source: Path, out: Path, args, classes: list[str], counts: dic
              f"{'class':<{width}}" + "".join(f"{name:>9}" for name in columns)]
     lines += [padded(name, width) + "".join(f"{column[i]:>9}" for column in columns.values())
               for i, name in enumerate(classes)]
-    lines.append(f"{'total':<{width}}" + "".join(f"{sum(column):>9}" for column in columns.values()))
+    totals = [*map(sum, counts.values()), len(skipped)]  # images beside the class folders are skipped in no class
+    lines.append(f"{'total':<{width}}" + "".join(f"{total:>9}" for total in totals))
     if skipped:
         lines.append(f"skipped {len(skipped)} file(s), each with why:")
         lines += [f"  {path}: {reason}" for path, reason in skipped]

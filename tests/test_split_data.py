@@ -79,12 +79,15 @@ def make_photos(root: Path) -> Path:
 def test_broken_files_are_reported_exactly_and_left_out(tmp_path):
     source = make_photos(tmp_path / "photos")
     broken = write_broken_files(source / "dog")
+    write_image(source / "loose.jpg")  # beside the class folders: in no class
     split_data.main(["--data-path", str(source), "--out", str(tmp_path / "out")])
     report = (tmp_path / "out" / "split_report.txt").read_text()
-    assert "skipped 5 file(s), each with why:" in report
+    assert "skipped 6 file(s), each with why:" in report
     listed = [line.strip().split(": ")[0] for line in report.splitlines() if line.startswith("  ")]
-    assert sorted(listed) == sorted(map(str, broken))
+    assert sorted(listed) == sorted(map(str, [*broken, source / "loose.jpg"]))
+    assert f"  {source / 'loose.jpg'}: beside the class folders, in none: it has no class" in report
     assert re.search(r"^dog +4 +1 +5$", report, re.MULTILINE)  # train, val, skipped
+    assert re.search(r"^total +11 +3 +6$", report, re.MULTILINE)
     files = split_files(tmp_path / "out")
     assert len(files["train"] + files["val"]) == 14
     assert not any(Path(f).name in {p.name for p in broken} | {"Thumbs.db", "readme.txt"}
