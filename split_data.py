@@ -62,6 +62,8 @@ def main(argv=None) -> None:
     if is_split_root(source) and (source / "val").is_dir():
         raise UserError(f"{source} is split already (it has train/ and val/): give the folder of class "
                         "folders it was made from; train.py reads a split folder as it is")
+    if out.exists() and not out.is_dir():  # before the images are checked, which takes minutes on a large folder
+        raise UserError(f"--out {out} is a file: name a folder for the split (made if missing)")
     if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
         raise UserError(f"--out {out} is inside --data-path {source}: the split must go elsewhere, "
                         "because nothing is ever written under --data-path")

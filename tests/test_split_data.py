@@ -223,6 +223,15 @@ def test_out_must_not_be_inside_the_source(tmp_path, monkeypatch):
     assert (tmp_path / "train" / "cat").is_dir()
 
 
+def test_an_out_that_is_a_file_is_refused_before_the_images_are_checked(tmp_path, monkeypatch):
+    source = make_photos(tmp_path / "photos")
+    (tmp_path / "afile.jpg").write_bytes(b"mine")
+    monkeypatch.setattr(split_data, "read_class_root", lambda *args, **kwargs: pytest.fail("checked the images"))
+    with pytest.raises(UserError, match=r"^--out .*afile.jpg is a file: name a folder for the split"):
+        split_data.main(["--data-path", str(source), "--out", str(tmp_path / "afile.jpg")])
+    assert (tmp_path / "afile.jpg").read_bytes() == b"mine"
+
+
 def test_the_source_must_not_be_inside_a_split_folder_of_out(tmp_path):
     """A re-split of data/train into data (the photos it came from gone), or a Kaggle-style data/train of class
     folders split into data: the split replaces data/train and data/val, so it would remove the photos it
