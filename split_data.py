@@ -88,7 +88,7 @@ def main(argv=None) -> None:
     counts = {split: per_class_counts(splits[split], len(classes)) for split in shown}
     report = format_report(source, out, args, classes, counts, skipped)
     (out / REPORT).write_text(report, encoding="utf-8", errors="surrogateescape")
-    title = f"Images per class: {source.name} split into {out.name}"
+    title = f"Images per class: {source.resolve().name} split into {out.resolve().name}"  # "." has no name
     plots.class_distribution_chart(classes, counts, title).save(out / CHART)
     print(report, end="")
     print(f"wrote {out / CLASS_INDICES}, {out / REPORT} and {out / CHART}")
