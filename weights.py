@@ -286,12 +286,19 @@ def resume_config(parser, cfg, argv) -> tuple:
     typed = typed_flags(parser, argv)
     given = explicit_flags(parser, argv, typed)
     if not cfg.eval_only:  # the checkpoint's model is the one that goes on: another one typed is refused, not ignored
+        def run_value(key):
+            saved = checkpoint["config"].get(key)
+            if saved is None and key in ("img_size", "window_size"):  # not typed then: the variant's, as built
+                return checkpoint.get("model_overrides", {}).get(key, VARIANTS[checkpoint["variant"]][key])
+            return saved
+
         def same(key):
-            asked, saved = getattr(cfg, key), checkpoint["config"].get(key)
+            asked, saved = getattr(cfg, key), run_value(key)
             if key == "model" and asked and saved:  # a short form or an alias names the same variant
                 return resolve_variant(asked) == resolve_variant(saved)
-            return str(asked) == str(saved)
-        changed = [f"--{key.replace('_', '-')} {getattr(cfg, key)} (the run's: {checkpoint['config'].get(key)})"
+            return str(asked) == str(saved) or key == "weights" and saved is None and str(asked) == "none"
+        changed = [f"--{key.replace('_', '-')} {getattr(cfg, key)} (the run's: "
+                   f"{'none given' if run_value(key) is None else run_value(key)})"
                    for key in ("model", "img_size", "window_size", "weights") if key in given and not same(key)]
         if changed:
             raise UserError(f"a resumed run goes on with its own model: {'; '.join(changed)}. To train another "

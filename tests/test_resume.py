@@ -264,6 +264,21 @@ def test_a_resume_that_names_another_model_is_refused_not_ignored(tmp_path):
             weights.resume_config(parser, config.parse_config(parser, argv), argv)
     argv = ["--resume", str(tmp_path), "--model", "swin_micro_patch4_window4_128", "--img-size", "64"]
     assert weights.resume_config(parser, config.parse_config(parser, argv), argv)[0].img_size == 64
+    # a run that took the variant's own sizes (none typed): those typed now are its, and go on; others are refused
+    # with the sizes the run has, not None
+    torch.save({"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, "epoch": 1,
+                "model_overrides": {"num_classes": 2}, "config": {"model": "swin_micro", "img_size": None,
+                                                                  "window_size": None, "weights": None,
+                                                                  "data_path": "photos", "output": "runs"}},
+               tmp_path / "last.pth")
+    for typed in (["--img-size", "128"], ["--window-size", "4"], ["--weights", "none"]):
+        argv = ["--resume", str(tmp_path), *typed]
+        weights.resume_config(parser, config.parse_config(parser, argv), argv)
+    for typed, theirs in ((["--img-size", "96"], "128"), (["--window-size", "7"], "4"),
+                          (["--weights", "w.pth"], "none given")):
+        argv = ["--resume", str(tmp_path), *typed]
+        with pytest.raises(UserError, match=f"{typed[0]} {typed[1]} .the run's: {theirs}.. To train another"):
+            weights.resume_config(parser, config.parse_config(parser, argv), argv)
 
 
 def test_a_resume_that_names_another_folder_is_refused_not_ignored(tmp_path, monkeypatch):
