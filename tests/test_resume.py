@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import config
 import engine
@@ -29,6 +30,8 @@ def test_resume_is_bit_identical(flowers, tmp_path, capsys):
     torch.save(first_half, tmp_path / "split" / "epoch1.pth")
     out = run_train("--resume", tmp_path / "split")  # a process of its own: all it knows is in last.pth
     assert "resumed at epoch 2" in out.stdout
+    # its config.yaml starts another run, not this one again: no --resume in it, nor this start's stop
+    assert not {"resume", "stop_after_epochs"} & set(yaml.safe_load((tmp_path / "split" / "config.yaml").read_text()))
     straight = torch.load(tmp_path / "straight" / "last.pth", weights_only=True)
     resumed = torch.load(tmp_path / "split" / "last.pth", weights_only=True)
     assert resumed["epoch"] == straight["epoch"] == 2
