@@ -4,6 +4,7 @@ classes); and how it ends: its report, or what stopped it and the command that g
 import csv
 import itertools
 import json
+import os
 import shlex
 import sys
 from datetime import datetime
@@ -35,16 +36,48 @@ SPLIT_FILE = "val_files.json"  # the validation files of a split drawn from clas
 
 def run_folder(cfg, checkpoint, variant: str) -> Path:
     """Where a run writes: a resumed run's own folder; for a new run, --name's, which must not hold a run already
-    (the new run would write over it), or <variant>-<date>-<time> (make_run_folder makes it unique)."""
+    (the new run would write over it), or <variant>-<date>-<time> (make_run_folder makes it unique). Neither
+    may be in use by a run going on now (lock_run_folder), which is said here, before the data is read."""
     if checkpoint is not None:
-        return cfg.resume if cfg.resume.is_dir() else cfg.resume.parent
+        folder = cfg.resume if cfg.resume.is_dir() else cfg.resume.parent
+        lock_run_folder(folder, "").close()
+        return folder
     if not cfg.name:
         return cfg.output / f"{variant}-{datetime.now():%Y%m%d-%H%M%S}"
     folder = cfg.output / cfg.name
+    if folder.is_dir():
+        lock_run_folder(folder, ", or start this one under another --name").close()
     if any((folder / name).exists() for name in RUN_FILES):
         raise UserError(f"{folder} holds a run already: {resume_command(folder)} goes on with it, another --name "
                         "starts a new one")
     return folder
+
+
+def lock_run_folder(folder: Path, or_else: str):
+    """The run folder's lock (an exclusive flock on its .lock file, which says the process holding it), for as long
+    as the returned file stays open; the kernel lets go when the process ends, however it ends. A second train.py
+    in a folder that a run is training in (two starts with one --name, two resumes of one run) is refused: the two
+    would write over each other's checkpoints and metrics. Where there are no such locks (Windows, some network
+    file systems), none is taken."""
+    try:
+        import fcntl
+    except ImportError:
+        return open(os.devnull)
+    lock = open(folder / ".lock", "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip()
+        lock.close()
+        raise UserError(f"{folder} is in use: a train.py run (process {holder or 'unknown'}) is training in it now, "
+                        f"and two would write over each other's checkpoints. Wait for it to end{or_else}") from None
+    except OSError:
+        return lock
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
 
 
 def record_split(run_dir: Path, splits, val_ratio: float) -> None:
@@ -95,17 +128,18 @@ def check_output(output: Path) -> None:
                         "(default: runs)")
 
 
-def make_run_folder(folder: Path, named: bool) -> Path:
-    """Make the folder run_folder chose. One named by the date and time that another run made in the same
-    second gets -2, -3, ... (mkdir is atomic: two runs starting together get a folder each)."""
+def make_run_folder(folder: Path, named: bool) -> tuple:
+    """Make the folder run_folder chose, and lock it (lock_run_folder): (folder, its lock, to close at the run's
+    end). One named by the date and time that another run made in the same second gets -2, -3, ... (mkdir is
+    atomic: two runs starting together get a folder each)."""
     if named:
         folder.mkdir(parents=True, exist_ok=True)
-        return folder
+        return folder, lock_run_folder(folder, ", or start this one under another --name")
     folder.parent.mkdir(parents=True, exist_ok=True)
     for n in itertools.count(1):
         try:
             (unique := folder if n == 1 else folder.with_name(f"{folder.name}-{n}")).mkdir()
-            return unique
+            return unique, lock_run_folder(unique, "")
         except FileExistsError:
             continue
 

@@ -230,9 +230,9 @@ def main(argv=None) -> None:
     epoch_batches.start(state.epoch, state.batches_done)
     batches = iter(train_loader)  # one iterator for the whole run: its workers never wait for an epoch to start
 
-    writer = None
+    writer = run_lock = None
     if main_process:
-        run_dir = run_log.make_run_folder(run_dir, named=checkpoint is not None or bool(cfg.name))
+        run_dir, run_lock = run_log.make_run_folder(run_dir, named=checkpoint is not None or bool(cfg.name))
         # the run's settings, a config to start another run from: not this start's --resume (fed back, it would
         # go on with this run) nor its --stop-after-epochs
         write_yaml(run_dir / "config.yaml", {key: value for key, value in vars(cfg).items()
@@ -307,6 +307,8 @@ def main(argv=None) -> None:
         sys.exit(130)
     finally:
         stop.restore()
+        if run_lock is not None:  # the folder free for the next start (in a process, the kernel lets go at exit)
+            run_lock.close()
     if stop.requested and state.epoch < cfg.epochs:  # one at the last epoch's end found the run finished
         if main_process:
             run_log.say_stopped(state, stop.requested, run_dir)

@@ -87,8 +87,35 @@ def test_runs_started_in_the_same_second_get_a_folder_each(tmp_path):
     import run_log
     stamped = tmp_path / "runs" / "swin_micro-20261129-101347"
     made = [run_log.make_run_folder(stamped, named=False) for _ in range(3)]
-    assert [p.name for p in made] == [stamped.name, f"{stamped.name}-2", f"{stamped.name}-3"]
-    assert run_log.make_run_folder(stamped, named=True) == stamped  # --name's, or a resumed run's own
+    assert [p.name for p, _ in made] == [stamped.name, f"{stamped.name}-2", f"{stamped.name}-3"]
+    for _, lock in made:
+        lock.close()
+    folder, lock = run_log.make_run_folder(stamped, named=True)  # --name's, or a resumed run's own
+    assert folder == stamped
+    lock.close()
+
+
+def test_a_folder_that_a_run_is_training_in_is_refused(flowers, tmp_path):
+    """Two starts with one --name, or two resumes of one run, at once: they wrote into one folder, each over the
+    other's checkpoints, metrics and config.yaml. The run holds its folder's lock while it trains; another start
+    there is refused, before its data is read (or, in a race, as it makes the folder), with nothing written."""
+    import argparse
+    import run_log
+    folder = tmp_path / "same"
+    folder.mkdir()
+    held = run_log.lock_run_folder(folder, "")  # as a run in another process holds it (flock: per open file)
+    in_use = rf"^{folder} is in use: a train.py run \(process {os.getpid()}\) is training in it now, and two "
+    with pytest.raises(UserError, match=in_use + "would .*Wait for it to end, or start this one under another --name$"):
+        train.main(["--data-path", str(flowers), *FAST, "--epochs", "1", "--output", str(tmp_path), "--name", "same"])
+    with pytest.raises(UserError, match=in_use + ".*Wait for it to end$"):  # a resume of it
+        run_log.run_folder(argparse.Namespace(resume=folder), {"epoch": 1}, "swin_micro_patch4_window4_128")
+    with pytest.raises(UserError, match=in_use):  # the race: free when checked, locked when made
+        run_log.make_run_folder(folder, named=True)
+    assert sorted(p.name for p in folder.iterdir()) == [".lock"]
+    held.close()
+    folder, lock = run_log.make_run_folder(folder, named=True)
+    assert (folder / ".lock").read_text() == f"{os.getpid()}\n"
+    lock.close()
 
 
 @pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc's malloc only")
