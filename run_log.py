@@ -34,18 +34,20 @@ RUN_FILES = ("last.pth", "best.pth")
 SPLIT_FILE = "val_files.json"  # the validation files of a split drawn from class folders, as the run drew them
 
 
-def run_folder(cfg, checkpoint, variant: str) -> Path:
+def run_folder(cfg, checkpoint, variant: str, main_process: bool = True) -> Path:
     """Where a run writes: a resumed run's own folder; for a new run, --name's, which must not hold a run already
     (the new run would write over it), or <variant>-<date>-<time> (make_run_folder makes it unique). Neither
-    may be in use by a run going on now (lock_run_folder), which is said here, before the data is read."""
+    may be in use by a run going on now (lock_run_folder), which the first process says here, before the model is
+    built (the others' first process may hold the lock already: it is theirs)."""
     if checkpoint is not None:
         folder = cfg.resume if cfg.resume.is_dir() else cfg.resume.parent
-        lock_run_folder(folder, "").close()
+        if main_process:
+            lock_run_folder(folder, "").close()
         return folder
     if not cfg.name:
         return cfg.output / f"{variant}-{datetime.now():%Y%m%d-%H%M%S}"
     folder = cfg.output / cfg.name
-    if folder.is_dir():
+    if main_process and folder.is_dir():
         lock_run_folder(folder, ", or start this one under another --name").close()
     if any((folder / name).exists() for name in RUN_FILES):
         raise UserError(f"{folder} holds a run already: {resume_command(folder)} goes on with it, another --name "

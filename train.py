@@ -184,7 +184,7 @@ def main(argv=None) -> None:
     if program is not None:
         transform = build_transform(program.img_size, train=False, crop_pct=program.crop_pct)
         return evaluate_checkpoint(cfg, program, splits, transform, None, program.device, None)
-    run_dir = None if cfg.eval_only else run_log.run_folder(cfg, checkpoint, resolve_variant(cfg.model))
+    run_dir = None if cfg.eval_only else run_log.run_folder(cfg, checkpoint, resolve_variant(cfg.model), main_process)
 
     # the official file's own name counts as no name: a config that names it (configs/finetune_*) downloads too
     if cfg.download_weights and checkpoint is None and \

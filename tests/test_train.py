@@ -98,7 +98,8 @@ def test_runs_started_in_the_same_second_get_a_folder_each(tmp_path):
 def test_a_folder_that_a_run_is_training_in_is_refused(flowers, tmp_path):
     """Two starts with one --name, or two resumes of one run, at once: they wrote into one folder, each over the
     other's checkpoints, metrics and config.yaml. The run holds its folder's lock while it trains; another start
-    there is refused, before its data is read (or, in a race, as it makes the folder), with nothing written."""
+    there is refused, before its model is built (or, in a race, as it makes the folder), with nothing written.
+    Under torchrun only the first process asks: the others' may hold it already."""
     import argparse
     import run_log
     folder = tmp_path / "same"
@@ -109,6 +110,7 @@ def test_a_folder_that_a_run_is_training_in_is_refused(flowers, tmp_path):
         train.main(["--data-path", str(flowers), *FAST, "--epochs", "1", "--output", str(tmp_path), "--name", "same"])
     with pytest.raises(UserError, match=in_use + ".*Wait for it to end$"):  # a resume of it
         run_log.run_folder(argparse.Namespace(resume=folder), {"epoch": 1}, "swin_micro_patch4_window4_128")
+    assert run_log.run_folder(argparse.Namespace(resume=folder), {"epoch": 1}, "", main_process=False) == folder
     with pytest.raises(UserError, match=in_use):  # the race: free when checked, locked when made
         run_log.make_run_folder(folder, named=True)
     assert sorted(p.name for p in folder.iterdir()) == [".lock"]
