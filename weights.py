@@ -278,7 +278,14 @@ def resume_config(parser, cfg, argv) -> tuple:
         path = resumed_file(cfg)
         if cfg.resume.is_dir() and not path.is_file():
             raise UserError(nothing_to_resume(cfg.resume))
-        checkpoint = load_checkpoint(path)
+        try:
+            checkpoint = load_checkpoint(path)
+        except UserError as err:  # damaged (a disk's fault, a copy cut short: train.py writes whole files only)
+            other = cfg.resume / "best.pth"
+            if not (cfg.resume.is_dir() and other.is_file() and other.resolve() != path.resolve()):
+                raise
+            raise UserError(f"{err}. To go on from the run's best epoch instead: {launcher()} train.py --resume "
+                            f"{shlex.quote(str(other))}") from None
         if not is_run_checkpoint(checkpoint):
             raise UserError(f"{path} is not a checkpoint of train.py; to start from its weights use --weights")
         if not cfg.eval_only:
@@ -357,7 +364,11 @@ def check_not_going_back(path: Path, checkpoint: dict) -> None:
     last = path.parent / "last.pth"
     if not last.is_file() or last.resolve() == path.resolve():
         return
-    newer = load_checkpoint(last, mmap=True)  # mapped: only its counts are read
+    try:
+        newer = load_checkpoint(last, mmap=True)  # mapped: only its counts are read
+    except UserError as err:  # nothing in it to lose: the run goes on from `path`, its next save replaces it
+        print(f"notice: {err}: going on from {path}; the next save writes a new {last.name}")
+        return
     if (newer["epoch"], newer["batches_done"]) > (checkpoint["epoch"], checkpoint["batches_done"]):
         done = f"{newer['epoch']} epochs" + (f" and {newer['batches_done']} batches" if newer["batches_done"] else "")
         aside = path.parent / f"last-step{newer['step']}.pth"

@@ -284,6 +284,26 @@ def test_a_resume_that_names_another_model_is_refused_not_ignored(tmp_path):
             weights.resume_config(parser, config.parse_config(parser, argv), argv)
 
 
+def test_a_damaged_last_pth_points_to_best_pth_and_does_not_block_it(tmp_path, capsys):
+    """A last.pth that no longer loads (a disk's fault, a copy cut short): resuming the folder says so and gives
+    the command that goes on from best.pth; that command goes on, the damaged file no bar to it."""
+    run = tmp_path / "c"
+    run.mkdir()
+    torch.save({"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, "epoch": 1,
+                "batches_done": 0, "config": {"data_path": "photos", "output": str(tmp_path), "name": "c"}},
+               run / "best.pth")
+    (run / "last.pth").write_bytes((run / "best.pth").read_bytes()[:1000])
+    parser = train.build_parser()
+    argv = ["--resume", str(run)]
+    with pytest.raises(UserError, match=rf"^{run / 'last.pth'} is not a PyTorch checkpoint .*\. To go on from the "
+                                        rf"run's best epoch instead: python train.py --resume {run / 'best.pth'}$"):
+        weights.resume_config(parser, config.parse_config(parser, argv), argv)
+    argv = ["--resume", str(run / "best.pth")]
+    cfg, checkpoint = weights.resume_config(parser, config.parse_config(parser, argv), argv)
+    assert checkpoint["epoch"] == 1 and cfg.resume == run / "best.pth"
+    assert f"notice: {run / 'last.pth'} is not a PyTorch checkpoint" in capsys.readouterr().out
+
+
 def test_a_resume_that_names_another_folder_is_refused_not_ignored(tmp_path, monkeypatch):
     """A resumed run goes on in its own folder: --name or --output typed to put it elsewhere was dropped in silence
     (and written to its config.yaml as if used). Its own folder named again, however spelt, goes on."""
