@@ -86,7 +86,11 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
     values.pop("config", None)  # a run's own config.yaml records the --config it was given: fed back, it is this file
     for key, value in list(values.items()):
         if key not in actions:
-            near = difflib.get_close_matches(str(key).replace("-", "_"), list(actions), n=1, cutoff=0.5)
+            words = str(key).replace("-", "_")
+            # a key it begins with (lr_rate: lr), or its initials (learning_rate: lr); else the nearest spelling
+            near = [known for known in actions if words.startswith(known + "_")
+                    or "_" in words and "".join(word[:1] for word in words.split("_")) == known] or \
+                difflib.get_close_matches(words, list(actions), n=1, cutoff=0.5)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             raise UserError(f"unknown config key {key!r} in {path}{hint}; valid keys: {', '.join(sorted(actions))}")
         action = actions[key]
@@ -98,6 +102,10 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
             raise UserError(f"{path}: {key}: {value!r} is not true or false")
         if isinstance(value, bool) and action.choices is not None:  # YAML 1.1 reads amp: off as False
             value = {False: "off", True: "on"}[value]
+        if isinstance(value, (list, dict)):  # no flag takes several values
+            raise UserError(f"{path}: {key}: {value!r} is not a single value")
+        if action.type is None and action.nargs != 0 and value is not None:  # a name: model: 5 is "5", not a number
+            value = str(value)
         # Every value is converted as the flag's text would be: YAML reads 1e-4 as a string (YAML 1.1
         # wants a dot), and 2.5 given for a count must fail here, not as a TypeError in range().
         if value is not None and action.type is not None:

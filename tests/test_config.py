@@ -24,6 +24,18 @@ def test_config_precedence_and_unknown_keys(tmp_path):
     yaml_file.write_text("epoch: 3\n")
     with pytest.raises(UserError, match="unknown config key 'epoch'.*did you mean 'epochs'"):
         config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
+    for typo, meant in (("lr_rate", "lr"), ("learning_rate", "lr"), ("batch-size", "batch_size"),
+                        ("batchsize", "batch_size")):
+        yaml_file.write_text(f"{typo}: 3\n")
+        with pytest.raises(UserError, match=f"unknown config key '{typo}'.*did you mean '{meant}'"):
+            config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
+    # a name is text, as typed after its flag (an unknown model then says so); no key takes a list
+    yaml_file.write_text("model: 5\n")
+    assert config.parse_config(train.build_parser(), ["--config", str(yaml_file)]).model == "5"
+    for value in ("[swin_micro_patch4_window4_128]", "{a: 1}"):
+        yaml_file.write_text(f"model: {value}\n")
+        with pytest.raises(UserError, match=r"c\.yaml: model: .* is not a single value"):
+            config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
     yaml_file.write_text("recipe: fancy\n")
     with pytest.raises(UserError, match="recipe"):
         config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
