@@ -43,7 +43,7 @@ from precision import amp_dtype, amp_name
 from checkpoints import CheckpointWriter
 from utils import (StopSignal, UserError, from_first_process, init_distributed, on_first_process, run_cli,
                    seed_everything, tune_for)
-from weights import describe_for_checkpoint, model_for_run, resume_config, resumed_file
+from weights import describe_for_checkpoint, evaluated_file, model_for_run, resume_config, resumed_file
 from workers import default_workers
 
 
@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default="swin_tiny_patch4_window7_224",
                    help="any variant of model.py (default: swin_tiny_patch4_window7_224)")
     g.add_argument("--weights", type=weights_path,
-                   help="pretrained weights; 'none' (or '', as in the tutorial) trains from scratch "
+                   help="pretrained weights (a file, or a run folder: its best.pth); 'none' (or '', as in the "
+                        "tutorial) trains from scratch "
                         "(default: weights/<model>.pth if present)")
     g.add_argument("--download-weights", action=argparse.BooleanOptionalAction, default=False,
                    help="fetch the official weights into weights/<model>.pth first if missing (default: off)")
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     parser = build_parser()
     cfg = parse_config(parser, argv)
+    if isinstance(cfg.weights, Path) and cfg.weights.is_dir():  # a run folder, as predict.py takes it: its best.pth
+        cfg.weights = evaluated_file(cfg.weights)
     cfg, checkpoint = resume_config(parser, cfg, sys.argv[1:] if argv is None else argv)
     if cfg.eval_only and checkpoint is None and cfg.weights in (None, "none"):
         raise UserError("--eval-only needs a checkpoint: --resume runs/<name>/best.pth (or --weights FILE)")

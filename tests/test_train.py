@@ -350,9 +350,10 @@ def test_eval_only_reports_and_lists_mistakes(flowers, tmp_path, capsys):
     page = (folder / "report.html").read_text()
     assert f"{top1:.1%}" in page and "best.pth" in page and page.count("<figure>") == len(rows)
     assert page.count('<img class="picture"') == 4  # the confusion matrix and three training curves
-    # the run folder means its best.pth here, and train.py's checkpoint given as --weights is taken as
-    # --resume: its own model, classes and data, and the report in its run folder
-    for given in (["--resume", tmp_path / "e"], ["--weights", tmp_path / "e" / "best.pth"]):
+    # the run folder means its best.pth here (as --resume, and as --weights, as predict.py takes it), and
+    # train.py's checkpoint given as --weights is taken as --resume: its own model, classes and data, and the
+    # report in its run folder
+    for given in (["--resume", tmp_path / "e"], ["--weights", tmp_path / "e" / "best.pth"], ["--weights", tmp_path / "e"]):
         again = train_here(capsys, "--eval-only", *given, "--workers", "0", "--no-progress")
         assert again.startswith(f"swin_micro_patch4_window4_128 from {tmp_path / 'e' / 'best.pth'} (epoch ")
         assert f"top-1 {top1:.4f}" in again and f"open in a browser: {folder / 'report.html'}" in again
