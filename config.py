@@ -133,10 +133,14 @@ def parse_config(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespa
 
 
 def config_named(argv) -> str | None:
-    """The file --config names on the command line, if any."""
+    """The file --config names on the command line, if any; one only (the first was passed over in silence)."""
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    return pre.parse_known_args(argv)[0].config
+    pre.add_argument("--config", action="append")
+    named = pre.parse_known_args(argv)[0].config or [None]
+    if len(named) > 1:
+        raise UserError(f"--config is given {len(named)} times ({', '.join(named)}): give one file, and flags for "
+                        "what should differ from it")
+    return named[0]
 
 
 def explicit_flags(parser: argparse.ArgumentParser, argv, typed: set = None) -> set:

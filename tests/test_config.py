@@ -61,6 +61,8 @@ def test_config_precedence_and_unknown_keys(tmp_path):
     assert config.parse_config(train.build_parser(), ["--config", str(yaml_file)]).data_path == Path.home() / "photos"
     with pytest.raises(UserError, match=f"--config {tmp_path} is a folder: give a YAML file"):
         config.parse_config(train.build_parser(), ["--config", str(tmp_path)])
+    with pytest.raises(UserError, match=r"--config is given 2 times \(configs/cpu_demo.yaml, .*c.yaml\): give one"):
+        config.parse_config(train.build_parser(), ["--config", "configs/cpu_demo.yaml", "--config", str(yaml_file)])
 
 
 @pytest.mark.parametrize("flag, value, message", [
