@@ -258,7 +258,8 @@ def main(argv=None) -> None:
         run_log.warn_if_imbalanced(classes, splits.counts("train"), cfg.balance)
     run_dir = from_first_process(run_dir)  # the folder it made (a -2 where another run took the name), in messages
 
-    meta = describe_for_checkpoint(model, classes)
+    # data_root: the data's absolute path, for a resume from another folder than the run started in
+    meta = {**describe_for_checkpoint(model, classes), "data_root": str(Path(cfg.data_path).resolve())}
 
     checkpoints = CheckpointWriter()  # written while training goes on
     step_loss = run_log.StepLoss(writer)

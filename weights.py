@@ -329,6 +329,9 @@ def resume_config(parser, cfg, argv) -> tuple:
              if k in kept and (k not in given or k in where) and hasattr(cfg, k)}
     cfg = argparse.Namespace(**{**vars(cfg), **saved, "resume": cfg.resume})
     cfg.data_path, cfg.output = Path(cfg.data_path), Path(cfg.output)
+    root = checkpoint.get("data_root")  # the run's data_path is relative to where it started: resumed elsewhere,
+    if "data_path" not in given and not cfg.data_path.exists() and root and Path(root).is_dir():  # its data is there
+        cfg.data_path = Path(root)
     return cfg, checkpoint
 
 

@@ -284,6 +284,22 @@ def test_a_resume_that_names_another_model_is_refused_not_ignored(tmp_path):
             weights.resume_config(parser, config.parse_config(parser, argv), argv)
 
 
+def test_a_run_resumed_from_another_folder_finds_its_data(tmp_path, monkeypatch):
+    """data_path is saved as typed, relative to where the run started: resumed from another folder, the run
+    takes the data where it was (the checkpoint's data_root); a --data-path typed still wins."""
+    (tmp_path / "project" / "photos").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    torch.save({"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, "epoch": 1,
+                "data_root": str(tmp_path / "project" / "photos"),
+                "config": {"data_path": "photos", "output": "runs", "name": "r"}}, tmp_path / "last.pth")
+    parser = train.build_parser()
+    for where, typed, found in (("project", [], Path("photos")), ("elsewhere", [], tmp_path / "project" / "photos"),
+                                ("elsewhere", ["--data-path", "photos"], Path("photos"))):
+        monkeypatch.chdir(tmp_path / where)
+        argv = ["--resume", str(tmp_path / "last.pth"), *typed]
+        assert weights.resume_config(parser, config.parse_config(parser, argv), argv)[0].data_path == found
+
+
 def test_a_damaged_last_pth_points_to_best_pth_and_does_not_block_it(tmp_path, capsys):
     """A last.pth that no longer loads (a disk's fault, a copy cut short): resuming the folder says so and gives
     the command that goes on from best.pth; that command goes on, the damaged file no bar to it."""
