@@ -227,8 +227,8 @@ def is_card(path) -> bool:
         with Image.open(path) as image:
             # info: the text chunks before the pixels, where a card has its own (.text would decode the image)
             return image.format == "PNG" and image.info.get(CARD_MARK[0]) == CARD_MARK[1]
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return False
+    except (OSError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning):  # a bomb: an error
+        return False  # here (set_image_warnings), and no card
 
 
 if __name__ == "__main__":
