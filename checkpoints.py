@@ -181,6 +181,42 @@ def host_copy(value):
     return snapshot
 
 
+NEW_RUN_ELSEWHERE = ", or start this one under another --name"  # lock_run_folder's advice to a new run
+
+
+def lock_run_folder(folder: Path, or_else: str = "", hold: bool = True):
+    """A run folder's lock: a flock on its .lock file, which names the process holding it. `hold`: taken
+    exclusively and kept for as long as the returned file stays open (the kernel lets go when the process ends,
+    however it ends); else a shared lock tried and let go at once, which fails only where a run holds it, so that
+    any process may ask without tripping over another that asks. A second train.py in a folder that a run is
+    training in (two starts with one --name, two resumes of one run) is refused: the two would write over each
+    other's checkpoints and metrics. Where there are no such locks (Windows, some network file systems), none."""
+    try:
+        import fcntl
+    except ImportError:
+        return open(os.devnull) if hold else None
+    lock = open(folder / ".lock", "a+")
+    try:
+        fcntl.flock(lock, (fcntl.LOCK_EX if hold else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip()
+        lock.close()
+        raise UserError(f"{folder} is in use: a train.py run (process {holder or 'unknown'}) is training in it now, "
+                        f"and two would write over each other's checkpoints. Wait for it to end{or_else}") from None
+    except OSError:  # no locks on this file system
+        pass
+    else:
+        if hold:
+            lock.truncate(0)
+            lock.write(f"{os.getpid()}\n")
+            lock.flush()
+    if hold:
+        return lock
+    lock.close()
+    return None
+
+
 def load_checkpoint(path, mmap: bool = False):
     """torch.load with weights_only=True, and errors a person can act on; `mmap` reads tensors only when used."""
     path = Path(path)

@@ -4,7 +4,6 @@ classes); and how it ends: its report, or what stopped it and the command that g
 import csv
 import itertools
 import json
-import os
 import shlex
 import sys
 from datetime import datetime
@@ -23,7 +22,7 @@ from data import IMAGENET_MEAN, IMAGENET_STD, to_device
 from images import class_imbalance
 from model import NO_PRETRAINED_WEIGHTS, maps_of
 from precision import autocast
-from checkpoints import put_in_place
+from checkpoints import NEW_RUN_ELSEWHERE, lock_run_folder, put_in_place
 from config import plain
 from utils import UserError, from_first_process, lost_another_process, out_of_memory, resume_command
 from weights import evaluated_file, nothing_to_resume
@@ -34,52 +33,24 @@ RUN_FILES = ("last.pth", "best.pth")
 SPLIT_FILE = "val_files.json"  # the validation files of a split drawn from class folders, as the run drew them
 
 
-def run_folder(cfg, checkpoint, variant: str, main_process: bool = True) -> Path:
+def run_folder(cfg, checkpoint, variant: str) -> Path:
     """Where a run writes: a resumed run's own folder; for a new run, --name's, which must not hold a run already
     (the new run would write over it), or <variant>-<date>-<time> (make_run_folder makes it unique). Neither
-    may be in use by a run going on now (lock_run_folder), which the first process says here, before the model is
-    built (the others' first process may hold the lock already: it is theirs)."""
+    may be in use by a run going on now (lock_run_folder), which is said here, before the model is built. Under
+    torchrun the first process decides (utils.decided_by_first_process): the others would find its own lock."""
     if checkpoint is not None:
         folder = cfg.resume if cfg.resume.is_dir() else cfg.resume.parent
-        if main_process:
-            lock_run_folder(folder, "").close()
+        lock_run_folder(folder, hold=False)
         return folder
     if not cfg.name:
         return cfg.output / f"{variant}-{datetime.now():%Y%m%d-%H%M%S}"
     folder = cfg.output / cfg.name
-    if main_process and folder.is_dir():
-        lock_run_folder(folder, ", or start this one under another --name").close()
+    if folder.is_dir():
+        lock_run_folder(folder, NEW_RUN_ELSEWHERE, hold=False)
     if any((folder / name).exists() for name in RUN_FILES):
         raise UserError(f"{folder} holds a run already: {resume_command(folder)} goes on with it, another --name "
                         "starts a new one")
     return folder
-
-
-def lock_run_folder(folder: Path, or_else: str):
-    """The run folder's lock (an exclusive flock on its .lock file, which says the process holding it), for as long
-    as the returned file stays open; the kernel lets go when the process ends, however it ends. A second train.py
-    in a folder that a run is training in (two starts with one --name, two resumes of one run) is refused: the two
-    would write over each other's checkpoints and metrics. Where there are no such locks (Windows, some network
-    file systems), none is taken."""
-    try:
-        import fcntl
-    except ImportError:
-        return open(os.devnull)
-    lock = open(folder / ".lock", "a+")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        holder = lock.read().strip()
-        lock.close()
-        raise UserError(f"{folder} is in use: a train.py run (process {holder or 'unknown'}) is training in it now, "
-                        f"and two would write over each other's checkpoints. Wait for it to end{or_else}") from None
-    except OSError:
-        return lock
-    lock.truncate(0)
-    lock.write(f"{os.getpid()}\n")
-    lock.flush()
-    return lock
 
 
 def record_split(run_dir: Path, splits, val_ratio: float) -> None:
@@ -130,18 +101,18 @@ def check_output(output: Path) -> None:
                         "(default: runs)")
 
 
-def make_run_folder(folder: Path, named: bool) -> tuple:
+def make_run_folder(folder: Path, named: bool, resumed: bool = False) -> tuple:
     """Make the folder run_folder chose, and lock it (lock_run_folder): (folder, its lock, to close at the run's
     end). One named by the date and time that another run made in the same second gets -2, -3, ... (mkdir is
     atomic: two runs starting together get a folder each)."""
     if named:
         folder.mkdir(parents=True, exist_ok=True)
-        return folder, lock_run_folder(folder, ", or start this one under another --name")
+        return folder, lock_run_folder(folder, "" if resumed else NEW_RUN_ELSEWHERE)
     folder.parent.mkdir(parents=True, exist_ok=True)
     for n in itertools.count(1):
         try:
             (unique := folder if n == 1 else folder.with_name(f"{folder.name}-{n}")).mkdir()
-            return unique, lock_run_folder(unique, "")
+            return unique, lock_run_folder(unique)
         except FileExistsError:
             continue
 

@@ -41,8 +41,8 @@ from loaders import Take, build_train_loader, eval_loader
 from model import resolve_variant
 from precision import amp_dtype, amp_name
 from checkpoints import CheckpointWriter
-from utils import (StopSignal, UserError, from_first_process, init_distributed, on_first_process, run_cli,
-                   seed_everything, tune_for)
+from utils import (StopSignal, UserError, decided_by_first_process, from_first_process, init_distributed,
+                   on_first_process, run_cli, seed_everything, tune_for)
 from weights import describe_for_checkpoint, evaluated_file, model_for_run, resume_config, resumed_file
 from workers import default_workers
 
@@ -187,7 +187,8 @@ def main(argv=None) -> None:
     if program is not None:
         transform = build_transform(program.img_size, train=False, crop_pct=program.crop_pct)
         return evaluate_checkpoint(cfg, program, splits, transform, None, program.device, None)
-    run_dir = None if cfg.eval_only else run_log.run_folder(cfg, checkpoint, resolve_variant(cfg.model), main_process)
+    run_dir = None if cfg.eval_only else \
+        decided_by_first_process(lambda: run_log.run_folder(cfg, checkpoint, resolve_variant(cfg.model)))
 
     # the official file's own name counts as no name: a config that names it (configs/finetune_*) downloads too
     if cfg.download_weights and checkpoint is None and \
@@ -235,7 +236,8 @@ def main(argv=None) -> None:
 
     writer = run_lock = None
     if main_process:
-        run_dir, run_lock = run_log.make_run_folder(run_dir, named=checkpoint is not None or bool(cfg.name))
+        run_dir, run_lock = run_log.make_run_folder(run_dir, named=checkpoint is not None or bool(cfg.name),
+                                                    resumed=checkpoint is not None)
         # the run's settings, a config to start another run from: not this start's --resume (fed back, it would
         # go on with this run) nor its --stop-after-epochs
         write_yaml(run_dir / "config.yaml", {key: value for key, value in vars(cfg).items()

@@ -374,6 +374,24 @@ def from_first_process(value):
     return box[0]
 
 
+def decided_by_first_process(decide):
+    """decide() in the first process, and what it returned, or the UserError it raised, in every process: a
+    check that the others must not make themselves (the first may hold already what they would find taken)."""
+    import torch.distributed as dist
+    if not distributed():
+        return decide()
+    outcome = None
+    if dist.get_rank() == 0:
+        try:
+            outcome = (True, decide())
+        except UserError as err:
+            outcome = (False, str(err))
+    done, value = from_first_process(outcome)
+    if not done:
+        raise UserError(value)
+    return value
+
+
 def from_all_processes(value) -> list:
     """`value` from every process, in rank order: [value] in a single process."""
     import torch.distributed as dist

@@ -31,7 +31,7 @@ from download import OFFICIAL_WEIGHTS, official_weights_file
 from export import is_program, load_program
 from images import read_class_indices
 from model import SIZES, VARIANTS, create_model, resolve_variant
-from checkpoints import load_checkpoint
+from checkpoints import load_checkpoint, lock_run_folder
 from utils import UserError, launcher, resume_command
 
 # Rebuilt by the model from its geometry, so never loaded (official files carry them).
@@ -277,6 +277,7 @@ def resume_config(parser, cfg, argv) -> tuple:
     else:
         path = resumed_file(cfg)
         if cfg.resume.is_dir() and not path.is_file():
+            lock_run_folder(cfg.resume, hold=False)  # a run in its first epoch has none yet: in use, not stopped
             raise UserError(nothing_to_resume(cfg.resume))
         try:
             checkpoint = load_checkpoint(path)

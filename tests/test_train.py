@@ -98,23 +98,30 @@ def test_runs_started_in_the_same_second_get_a_folder_each(tmp_path):
 def test_a_folder_that_a_run_is_training_in_is_refused(flowers, tmp_path):
     """Two starts with one --name, or two resumes of one run, at once: they wrote into one folder, each over the
     other's checkpoints, metrics and config.yaml. The run holds its folder's lock while it trains; another start
-    there is refused, before its model is built (or, in a race, as it makes the folder), with nothing written.
-    Under torchrun only the first process asks: the others' may hold it already."""
+    there is refused, before its model is built (or, in a race, as it makes the folder), with nothing written;
+    a resume of a run still in its first epoch (no last.pth yet) is told it is in use, not that it stopped.
+    Asking takes a shared lock, so that processes that ask at once do not refuse one another."""
     import argparse
+    import checkpoints
     import run_log
     folder = tmp_path / "same"
     folder.mkdir()
-    held = run_log.lock_run_folder(folder, "")  # as a run in another process holds it (flock: per open file)
+    held = checkpoints.lock_run_folder(folder)  # as a run in another process holds it (flock: per open file)
     in_use = rf"^{folder} is in use: a train.py run \(process {os.getpid()}\) is training in it now, and two "
-    with pytest.raises(UserError, match=in_use + "would .*Wait for it to end, or start this one under another --name$"):
+    elsewhere = in_use + "would .*Wait for it to end, or start this one under another --name$"
+    with pytest.raises(UserError, match=elsewhere):
         train.main(["--data-path", str(flowers), *FAST, "--epochs", "1", "--output", str(tmp_path), "--name", "same"])
     with pytest.raises(UserError, match=in_use + ".*Wait for it to end$"):  # a resume of it
         run_log.run_folder(argparse.Namespace(resume=folder), {"epoch": 1}, "swin_micro_patch4_window4_128")
-    assert run_log.run_folder(argparse.Namespace(resume=folder), {"epoch": 1}, "", main_process=False) == folder
-    with pytest.raises(UserError, match=in_use):  # the race: free when checked, locked when made
-        run_log.make_run_folder(folder, named=True)
+    with pytest.raises(UserError, match=in_use + ".*Wait for it to end$"):  # in its first epoch: no last.pth yet
+        train.main(["--resume", str(folder)])
+    for resumed, advice in ((False, elsewhere), (True, in_use + ".*Wait for it to end$")):  # the race: free when
+        with pytest.raises(UserError, match=advice):  # checked, locked when made
+            run_log.make_run_folder(folder, named=True, resumed=resumed)
     assert sorted(p.name for p in folder.iterdir()) == [".lock"]
     held.close()
+    asking = [checkpoints.lock_run_folder(folder, hold=False) for _ in range(2)]  # asked, let go: no bar
+    assert asking == [None, None]
     folder, lock = run_log.make_run_folder(folder, named=True)
     assert (folder / ".lock").read_text() == f"{os.getpid()}\n"
     lock.close()
@@ -373,6 +380,18 @@ def test_two_processes_with_torchrun(flowers, tmp_path):
     assert (tmp_path / "ddp" / "report.html").read_text().count("<figure>") == round((1 - float(best["acc1_val"])) * 20)
     ckpt = torch.load(tmp_path / "ddp" / "last.pth", weights_only=True)
     assert not any(k.startswith("module.") for k in ckpt["model"])
+    # its resume while a run trains in the folder (a lock held here): the first process decides, and every process
+    # says the same, torchrun's summary too (the others said the run had stopped, or went on to train)
+    import checkpoints
+    held = checkpoints.lock_run_folder(tmp_path / "ddp")
+    again = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "train.py", "--resume", str(tmp_path / "ddp"), "--epochs", "3"], cwd=ROOT, capture_output=True, text=True,
+        timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    held.close()
+    said = [line for line in again.stderr.splitlines() if line.startswith(f"error: {tmp_path / 'ddp'} is in use")]
+    assert again.returncode != 0 and len(said) == 2 and "holds" not in again.stderr, again.stderr
+    assert len(metrics(tmp_path / "ddp")) == 2
 
 
 def test_download_weights_then_train_from_them(flowers, tmp_path, served, monkeypatch, capsys):
