@@ -466,8 +466,9 @@ def advance_schedule(state: TrainState) -> None:
 def step_schedule(scheduler) -> None:
     """The schedule's next step, without PyTorch's warning when a schedule's first step comes before any of
     the optimizer's (it takes that for the calls of PyTorch before 1.1 in the old order). Here it is by design:
-    fp16 loss scaling skips an overflowing first step (its gradients had an inf), a window without images takes
-    none, and a run stopped before its first step resumes with a schedule that has taken none either."""
+    a first window without images takes no optimizer step, and a run stopped before its first step resumes with
+    a schedule that has taken none either. (fp16's skipped steps do not warn: GradScaler still calls a fused
+    AdamW's step, which skips the update itself.)"""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
         scheduler.step()
