@@ -24,8 +24,8 @@ def test_config_precedence_and_unknown_keys(tmp_path):
     yaml_file.write_text("epoch: 3\n")
     with pytest.raises(UserError, match="unknown config key 'epoch'.*did you mean 'epochs'"):
         config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
-    for typo, meant in (("lr_rate", "lr"), ("learning_rate", "lr"), ("batch-size", "batch_size"),
-                        ("batchsize", "batch_size")):
+    for typo, meant in (("lr_rate", "lr"), ("learning_rate", "lr"), ("balance_classes", "balance"),
+                        ("batch-size", "batch_size"), ("batchsize", "batch_size")):
         yaml_file.write_text(f"{typo}: 3\n")
         with pytest.raises(UserError, match=f"unknown config key '{typo}'.*did you mean '{meant}'"):
             config.parse_config(train.build_parser(), ["--config", str(yaml_file)])

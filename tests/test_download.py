@@ -49,6 +49,8 @@ def test_download_failures_are_explained(served, tmp_path):
         with pytest.raises(UserError, match=r"an http:// or https:// address is needed. To use a file you have, "
                                             r"put it at .*x.tgz$"):
             download(no_url, tmp_path / "x.tgz")
+    with pytest.raises(UserError, match=r"put it at .*wanted.tgz$"):  # where the caller wants it, not a staging name
+        download("flower_photos.tgz", tmp_path / "x.tgz.staged", wanted_at=tmp_path / "wanted.tgz")
     assert leftovers(tmp_path) == []
 
 

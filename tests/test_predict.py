@@ -360,8 +360,9 @@ def test_out_of_memory_is_one_line_that_says_what_needs_less(trained, photos, ca
     """An --img-size far too large (the CPU allocator refuses 30 GB), or a GPU's want of memory: one line,
     status 2, no traceback. Any other RuntimeError keeps its traceback: a bug to see."""
     monkeypatch.chdir(trained)
+    assert not utils.out_of_memory(ValueError("can't allocate memory"))  # torch's errors only
     for error in (RuntimeError("[enforce fail at alloc_cpu.cpp:119] data. DefaultCPUAllocator: can't allocate "
-                               "memory: you tried to allocate 30000000000 bytes. Error code 12"),
+                               "memory: you tried to allocate 30000000000 bytes. Error code 12\n(a second line)"),
                   torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")):
         monkeypatch.setattr(predict, "load_classifier", lambda *args, error=error: (_ for _ in ()).throw(error))
         with pytest.raises(SystemExit) as exited:

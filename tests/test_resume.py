@@ -35,6 +35,7 @@ def test_resume_is_bit_identical(flowers, tmp_path, capsys):
     straight = torch.load(tmp_path / "straight" / "last.pth", weights_only=True)
     resumed = torch.load(tmp_path / "split" / "last.pth", weights_only=True)
     assert resumed["epoch"] == straight["epoch"] == 2
+    assert resumed["data_root"] == str(Path(flowers).resolve())  # where a resume from elsewhere finds the data
     for key, value in straight["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
     assert [r["loss_train"] for r in metrics(tmp_path / "straight")] == \
@@ -318,6 +319,11 @@ def test_a_damaged_last_pth_points_to_best_pth_and_does_not_block_it(tmp_path, c
     cfg, checkpoint = weights.resume_config(parser, config.parse_config(parser, argv), argv)
     assert checkpoint["epoch"] == 1 and cfg.resume == run / "best.pth"
     assert f"notice: {run / 'last.pth'} is not a PyTorch checkpoint" in capsys.readouterr().out
+    # --eval-only of the folder reads its best.pth: damaged, it is said without a hint that names it again
+    (run / "best.pth").write_bytes((run / "best.pth").read_bytes()[:1000])
+    argv = ["--eval-only", "--resume", str(run)]
+    with pytest.raises(UserError, match=r"best.pth is not a PyTorch checkpoint \(torch.load: \w+\)$"):
+        weights.resume_config(parser, config.parse_config(parser, argv), argv)
 
 
 def test_a_resume_that_names_another_folder_is_refused_not_ignored(tmp_path, monkeypatch):

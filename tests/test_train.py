@@ -88,7 +88,10 @@ def test_runs_started_in_the_same_second_get_a_folder_each(tmp_path):
     stamped = tmp_path / "runs" / "swin_micro-20261129-101347"
     made = [run_log.make_run_folder(stamped, named=False) for _ in range(3)]
     assert [p.name for p, _ in made] == [stamped.name, f"{stamped.name}-2", f"{stamped.name}-3"]
-    for _, lock in made:
+    for folder, lock in made:  # each locked by this process, as its run trains in it
+        assert (folder / ".lock").read_text() == f"{os.getpid()}\n"
+        with pytest.raises(UserError, match="is in use"):
+            run_log.lock_run_folder(folder, hold=False)
         lock.close()
     folder, lock = run_log.make_run_folder(stamped, named=True)  # --name's, or a resumed run's own
     assert folder == stamped
@@ -109,8 +112,14 @@ def test_a_folder_that_a_run_is_training_in_is_refused(flowers, tmp_path):
     held = checkpoints.lock_run_folder(folder)  # as a run in another process holds it (flock: per open file)
     in_use = rf"^{folder} is in use: a train.py run \(process {os.getpid()}\) is training in it now, and two "
     elsewhere = in_use + "would .*Wait for it to end, or start this one under another --name$"
-    with pytest.raises(UserError, match=elsewhere):
-        train.main(["--data-path", str(flowers), *FAST, "--epochs", "1", "--output", str(tmp_path), "--name", "same"])
+    built = train.model_for_run
+    train.model_for_run = lambda *args, **kwargs: pytest.fail("the model was built")
+    try:
+        with pytest.raises(UserError, match=elsewhere):
+            train.main(["--data-path", str(flowers), *FAST, "--epochs", "1", "--output", str(tmp_path), "--name",
+                        "same"])
+    finally:
+        train.model_for_run = built
     with pytest.raises(UserError, match=in_use + ".*Wait for it to end$"):  # a resume of it
         run_log.run_folder(argparse.Namespace(resume=folder), {"epoch": 1}, "swin_micro_patch4_window4_128")
     with pytest.raises(UserError, match=in_use + ".*Wait for it to end$"):  # in its first epoch: no last.pth yet
