@@ -252,6 +252,17 @@ def test_save_vis_never_writes_over_the_users_pngs_nor_classifies_its_cards(trai
         run_predict(capsys, monkeypatch, trained, str(shots / "*_?.png"))
 
 
+def test_save_vis_writes_no_card_through_a_link(trained, photos, tmp_path, capsys, monkeypatch):
+    """A link where a card would go (even one to nothing) is the user's: the card takes another name, nothing is
+    written through the link."""
+    vis = tmp_path / "vis"
+    vis.mkdir()
+    (vis / f"{photos[0].stem}.png").symlink_to(tmp_path / "nowhere.png")
+    code, _, _ = run_predict(capsys, monkeypatch, trained, photos[0], "--save-vis", vis)
+    assert code == 0 and (vis / f"{photos[0].stem}.png").is_symlink() and not (tmp_path / "nowhere.png").exists()
+    assert predict.is_card(vis / f"{photos[0].stem}_2.png")
+
+
 def test_cam_cards_show_where_the_top_class_was_seen(trained, photos, tmp_path, capsys, monkeypatch):
     """--save-vis --cam: between the photo and the chart, the model's square crop tinted where its top class's map is
     high (the map's positive part, scaled to its maximum: some of the crop red, not all of it); --tta too."""
