@@ -32,7 +32,7 @@ from tqdm import tqdm
 import plots
 from config import COUNT, POSITIVE_INT
 from data import ImageDataset, Normalize, build_loader, build_transform
-from export import ExportedClassifier, add_arguments as add_export_arguments, chosen_exporter
+from export import ExportedClassifier, add_arguments as add_export_arguments, chosen_exporter, is_program
 from images import image_problem, list_images, load_rgb, set_image_warnings
 from model import maps_of
 from precision import amp_dtype, autocast
@@ -90,6 +90,9 @@ def main(argv=None) -> None:
         raise UserError(f"--output {args.output}: the name must end in .json or .csv")
     if args.output is not None:  # what cannot be written fails before the classifying, not after
         check_writable(args.output)
+    if is_program(args.weights) and (args.export is not None or args.cam):  # before any folder is made
+        raise UserError(f"--{'export' if args.export is not None else 'cam'} needs a checkpoint, not the program "
+                        f"{args.weights}")
     if args.save_vis is not None and args.save_vis.exists() and not args.save_vis.is_dir():
         raise UserError(f"--save-vis {args.save_vis} is a file: name a folder for the cards (made if missing)")
     if args.save_vis is not None:
@@ -102,8 +105,6 @@ def main(argv=None) -> None:
     tune_for(device)  # fp32 stays fp32: an export is checked against the model at 1e-4
     clf = load_classifier(args.weights, args.model, args.num_classes, args.class_indices, args.img_size)
     program = isinstance(clf.model, ExportedClassifier)
-    if program and (export is not None or args.cam):
-        raise UserError(f"--{'export' if export else 'cam'} needs a checkpoint, not the program {clf.source}")
     clf.model.to(device).eval()
     device = clf.model.device if program else device  # where a program runs: its runtime decides
     print(f"{clf.source}: {clf.model.variant}, {len(clf.class_names)} classes, {clf.model.img_size} px, "

@@ -310,7 +310,9 @@ def test_cam_needs_cards_and_a_checkpoint(trained, photos, pt2_program, tmp_path
     with pytest.raises(UserError, match=r"--cam draws on the --save-vis cards: add --save-vis DIR"):
         run_predict(capsys, monkeypatch, trained, photos[0], "--cam")
     with pytest.raises(UserError, match=r"--cam needs a checkpoint, not the program .*\.pt2"):
-        run_predict(capsys, monkeypatch, trained, photos[0], "--weights", pt2_program, "--save-vis", tmp_path, "--cam")
+        run_predict(capsys, monkeypatch, trained, photos[0], "--weights", pt2_program, "--save-vis",
+                    tmp_path / "cards", "--cam")
+    assert not (tmp_path / "cards").exists()  # refused before the folder is made
 
 
 @pytest.mark.parametrize("args, message", [
