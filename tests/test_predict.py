@@ -313,6 +313,8 @@ def test_cam_needs_cards_and_a_checkpoint(trained, photos, pt2_program, tmp_path
         run_predict(capsys, monkeypatch, trained, photos[0], "--weights", pt2_program, "--save-vis",
                     tmp_path / "cards", "--cam")
     assert not (tmp_path / "cards").exists()  # refused before the folder is made
+    with pytest.raises(UserError, match=r"--export needs a checkpoint, not the program .*\.pt2"):
+        run_predict(capsys, monkeypatch, trained, "--weights", pt2_program, "--export", tmp_path / "again.onnx")
 
 
 @pytest.mark.parametrize("args, message", [
