@@ -375,8 +375,9 @@ def from_first_process(value):
 
 
 def decided_by_first_process(decide):
-    """decide() in the first process, and what it returned, or the UserError it raised, in every process: a
-    check that the others must not make themselves (the first may hold already what they would find taken)."""
+    """decide() in the first process, and what it returned, or what it raised (a UserError, in the others), in
+    every process: a check that the others must not make themselves (the first may hold already what they would
+    find taken)."""
     import torch.distributed as dist
     if not distributed():
         return decide()
@@ -384,8 +385,9 @@ def decided_by_first_process(decide):
     if dist.get_rank() == 0:
         try:
             outcome = (True, decide())
-        except UserError as err:
-            outcome = (False, str(err))
+        except Exception as err:  # the others told first, or they would wait for the first process until timeout
+            from_first_process((False, str(err)))
+            raise
     done, value = from_first_process(outcome)
     if not done:
         raise UserError(value)
