@@ -166,7 +166,7 @@ def class_table(confusion, classes: list[str]) -> str:
 def number_cell(value: float) -> str:
     """A figure, or n/a where there is none (sorted below every figure): see evaluation.per_class_metrics."""
     if value is None:
-        return '<td data-value="-1" title="no image of the class, or no prediction of it, to measure">n/a</td>'
+        return '<td data-value="" title="no image of the class, or no prediction of it, to measure">n/a</td>'
     return f'<td data-value="{value:.6f}">{value:.3f}</td>'
 
 
@@ -318,7 +318,8 @@ figure li.truth { color: #1a7f37; font-weight: bold; }
 .file, .missing { color: #777; }
 """
 
-# Sorting the per-class table: numbers by their data-value, names as text; a second click reverses.
+# Sorting the per-class table: numbers by their data-value, names as a person orders them (case and accents aside,
+# class 9 before class 10); a second click reverses; n/a (an empty data-value) stays below the figures either way.
 SCRIPT = """
 document.querySelectorAll("table.sortable th").forEach((header, column) => {
   header.addEventListener("click", () => {
@@ -326,9 +327,11 @@ document.querySelectorAll("table.sortable th").forEach((header, column) => {
     const descending = header.getAttribute("aria-sort") ? header.getAttribute("aria-sort") === "ascending" : numeric;
     table.querySelectorAll("th").forEach(h => h.removeAttribute("aria-sort"));
     header.setAttribute("aria-sort", descending ? "descending" : "ascending");
-    const key = row => numeric ? Number(row.cells[column].dataset.value) : row.cells[column].textContent.toLowerCase();
-    const rows = Array.from(table.tBodies[0].rows).sort((a, b) => (key(a) > key(b)) - (key(a) < key(b)));
-    table.tBodies[0].append(...(descending ? rows.reverse() : rows));
+    const cell = row => row.cells[column], none = row => numeric && cell(row).dataset.value === "";
+    const order = numeric ? (a, b) => Number(cell(a).dataset.value) - Number(cell(b).dataset.value)
+      : (a, b) => cell(a).textContent.localeCompare(cell(b).textContent, undefined, {numeric: true, sensitivity: "base"});
+    const rows = Array.from(table.tBodies[0].rows), sorted = rows.filter(row => !none(row)).sort(order);
+    table.tBodies[0].append(...(descending ? sorted.reverse() : sorted), ...rows.filter(none));
   });
 });
 """
