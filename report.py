@@ -43,15 +43,15 @@ MAX_CONFUSION_PICTURE = 100  # classes; past that the picture is unreadable and 
 
 def write_report(path, result: dict, classes: list[str], checkpoint: str, variant: str, split: str = "val",
                  metrics_csv=None, max_shown: int = MAX_SHOWN, thumb_size: int = THUMB_SIZE,
-                 left_out: list = ()) -> Path:
+                 left_out: list = (), data: str = None) -> Path:
     """Write the report of an `evaluation.evaluate` result to `path`; returns the path. `left_out`: (path, reason)
     of the files in the data folder left out of the run (Splits.skipped: they do not decode, or link into another
-    class's folder), said under the figures."""
+    class's folder), said under the figures; `data`: the folder evaluated, named in the headline."""
     path = Path(path)
     metrics = read_metrics(metrics_csv) if metrics_csv is not None and Path(metrics_csv).is_file() else []
     title = f"{variant} on {split}: {result['acc1']:.1%} top-1"
     body = [f"<h1>{escape(title)}</h1>",
-            headline(result, classes, checkpoint, variant, split, left_out),
+            headline(result, classes, checkpoint, variant, split, left_out, data),
             class_table(result["confusion"], classes),
             confusion_section(result["confusion"], classes),
             curves_section(metrics),
@@ -67,16 +67,16 @@ def write_report(path, result: dict, classes: list[str], checkpoint: str, varian
 
 
 def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, variant: str, split: str,
-                     metrics_csv=None, left_out: list = ()) -> str:
+                     metrics_csv=None, left_out: list = (), data: str = None) -> str:
     """Everything an evaluation leaves in `folder`: report.html, misclassified.csv (every mistake),
-    confusion_matrix.png and report.txt, whose text it returns (what --eval-only prints). `left_out`: as
-    write_report's; report.txt lists them all at its end."""
+    confusion_matrix.png and report.txt, whose text it returns (what --eval-only prints). `left_out` and
+    `data`: as write_report's; report.txt lists the files left out at its end."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_misclassified_csv(folder / "misclassified.csv", result["wrong"], classes)
     plots.confusion_matrix_image(result["confusion"], classes, f"{split} split").save(folder / "confusion_matrix.png")
     width = max(text_width(c) for c in classes + ["class"])
-    lines = [f"{variant} from {checkpoint}",
+    lines = [f"{variant} from {checkpoint}" + (f", on {data}" if data else ""),
              f"{split}: {result['images']} images  top-1 {result['acc1']:.4f}  "
              + (f"top-5 {result['acc5']:.4f}  " if len(classes) > TOP_K else "")
              + f"balanced accuracy {result['balanced_acc']:.4f}  loss {result['loss']:.4f}", "",
@@ -95,7 +95,8 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
         lines += [f"{path}: {why}" for path, why in left_out]
     (folder / "report.txt").write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogateescape")
     # last: a report.html in a run folder says the run's evaluation was written whole
-    write_report(folder / "report.html", result, classes, checkpoint, variant, split, metrics_csv, left_out=left_out)
+    write_report(folder / "report.html", result, classes, checkpoint, variant, split, metrics_csv, left_out=left_out,
+                 data=data)
     return text
 
 
@@ -125,7 +126,8 @@ def read_metrics(path) -> list[dict]:
 
 # --- Sections ---
 
-def headline(result: dict, classes: list[str], checkpoint: str, variant: str, split: str, left_out: list) -> str:
+def headline(result: dict, classes: list[str], checkpoint: str, variant: str, split: str, left_out: list,
+             data: str = None) -> str:
     top5 = [("top-5", f"{result['acc5']:.1%}")] if len(classes) > TOP_K else []
     figures = [("top-1", f"{result['acc1']:.1%}"), *top5,
                ("balanced accuracy", f"{result['balanced_acc']:.1%}"), ("images", f"{result['images']:,}"),
@@ -134,7 +136,8 @@ def headline(result: dict, classes: list[str], checkpoint: str, variant: str, sp
     cards = "".join(f'<div class="card"><span>{escape(name)}</span><b>{escape(value)}</b></div>'
                     for name, value in figures)
     about = " · ".join(f'{name} <b class="{name}">{escape(value)}</b>'
-                       for name, value in (("variant", variant), ("checkpoint", checkpoint), ("split", split)))
+                       for name, value in (("variant", variant), ("checkpoint", checkpoint), ("data", data),
+                                           ("split", split)) if value)
     unread = "" if not left_out else (
         f'<p class="note">{len(left_out):,} files in the data folder were left out of the run, such as '
         f'{escape(left_out[0][0])} ({escape(left_out[0][1])}); report.txt lists them all.</p>')

@@ -330,5 +330,5 @@ def finish_run(writer, run_dir: Path, cfg, state, last_val: dict, best: tuple, s
     writer.add_hparams(settings, figures, run_name=".", global_step=state.step)  # resumed to more epochs: a later point
     result, checkpoint = best
     report.write_evaluation(run_dir, result, splits.classes, checkpoint, state.model.variant, "val",
-                            run_dir / "metrics.csv", splits.skipped)
+                            run_dir / "metrics.csv", splits.skipped, str(splits.root))
     print(f"what {checkpoint} gets wrong, to open in a browser: {run_dir / 'report.html'}")

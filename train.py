@@ -408,11 +408,11 @@ def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp) 
     if checkpoint is not None:
         path = resumed_file(cfg)
         source, out = f"{path} (epoch {checkpoint['epoch']})", path.parent / f"eval_{cfg.split}"
-    else:  # weights from elsewhere: a run folder of their own
-        source = str(cfg.weights)
+    else:  # weights from elsewhere: a run folder of their own; a program's kind said (an int8 one's figures are its)
+        source = f"{cfg.weights} ({model.kind})" if isinstance(model, ExportedClassifier) else str(cfg.weights)
         out = cfg.output / (cfg.name or f"eval-{cfg.weights.name}") / f"eval_{cfg.split}"  # flowers.onnx and .pt2 apart
     print(report.write_evaluation(out, result, splits.classes, source, model.variant, cfg.split,
-                                  out.parent / "metrics.csv", splits.skipped))
+                                  out.parent / "metrics.csv", splits.skipped, str(splits.root)))
     print(f"\n{len(result['wrong'])} misclassified files: {out / 'misclassified.csv'}; picture: "
           f"{out / 'confusion_matrix.png'}; open in a browser: {out / 'report.html'}")
 
