@@ -33,12 +33,13 @@ import evaluation
 import plots
 from data import CROP_PCT
 from checkpoints import put_in_place
-from utils import clipped, padded, text_width
+from utils import padded, text_width
 
 MAX_SHOWN = 300  # thumbnails in the gallery, the most confident mistakes first
 THUMB_SIZE = 128  # px, the longer side
 TOP_K = 5  # top-5 is shown for more classes than that: of as many or fewer it is 1, whatever the model
 MAX_CONFUSION_PICTURE = 100  # classes; past that the picture is unreadable and huge: the table says it all
+MAX_CONFUSION_TEXT = 30  # classes; past that report.txt's matrix is lines too wide to read (the page's list says more)
 
 
 def write_report(path, result: dict, classes: list[str], checkpoint: str, variant: str, split: str = "val",
@@ -74,7 +75,11 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_misclassified_csv(folder / "misclassified.csv", result["wrong"], classes)
-    plots.confusion_matrix_image(result["confusion"], classes, f"{split} split").save(folder / "confusion_matrix.png")
+    picture = folder / "confusion_matrix.png"
+    if len(classes) <= MAX_CONFUSION_PICTURE:
+        plots.confusion_matrix_image(result["confusion"], classes, f"{split} split").save(picture)
+    else:  # 1000 classes drew 14030 x 14110 px, more than Pillow opens: none, and none of an earlier evaluation
+        picture.unlink(missing_ok=True)
     width = max(text_width(c) for c in classes + ["class"])
     lines = [f"{variant} from {checkpoint}" + (f", on {data}" if data else ""),
              f"{split}: {result['images']} images  top-1 {result['acc1']:.4f}  "
@@ -85,10 +90,15 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
         figures = "  ".join(f"{'n/a' if value is None else f'{value:.3f}':>{size}}"
                             for value, size in ((precision, 9), (recall, 6), (f1, 5)))
         lines.append(f"{padded(name, width)}  {figures}  {support:6d}")
-    lines += ["", "confusion matrix (rows: true class, columns: predicted)",
-              f"{'':<{width}}  " + " ".join(padded(clipped(name, 5), 5, right=True) for name in classes)]
-    lines += [f"{padded(name, width)}  " + " ".join(f"{int(v):5d}" for v in row)
-              for name, row in zip(classes, result["confusion"])]
+    if len(classes) <= MAX_CONFUSION_TEXT:  # columns numbered as the rows: names cut to 5 letters were alike
+        digits = len(str(len(classes) - 1))
+        lines += ["", "confusion matrix (rows: true class, columns: predicted, numbered as the rows)",
+                  f"{'':<{width + digits + 2}}  " + " ".join(f"{j:5d}" for j in range(len(classes)))]
+        lines += [f"{i:>{digits}d}  {padded(name, width)}  " + " ".join(f"{int(v):5d}" for v in row)
+                  for i, (name, row) in enumerate(zip(classes, result["confusion"]))]
+    else:
+        lines += ["", f"confusion matrix: left out for {len(classes)} classes (report.html lists the most frequent "
+                      "confusions, misclassified.csv every mistake)"]
     text = "\n".join(lines)
     if left_out:  # after the text printed: train.py has warned of them as it listed the folder
         lines += ["", f"{len(left_out)} files in the data folder left out of the run:"]

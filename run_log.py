@@ -159,8 +159,9 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
     for (_, recall, _, _), name in zip(evaluation.per_class_metrics(val["confusion"]), classes):
         if recall is not None:  # None: no validation image of the class
             writer.add_scalar(f"class_recall/{name}", recall, epoch)
-    writer.add_image("confusion_matrix/val", plots.to_chw(plots.confusion_matrix_image(
-        val["confusion"], classes, f"validation, epoch {epoch}")), epoch)
+    if len(classes) <= report.MAX_CONFUSION_PICTURE:  # past it, a picture too large to read, drawn every epoch
+        writer.add_image("confusion_matrix/val", plots.to_chw(plots.confusion_matrix_image(
+            val["confusion"], classes, f"validation, epoch {epoch}")), epoch)
     writer.flush()
     row = {"epoch": epoch, "step": state.step,
            **{k.replace("/", "_"): "" if v is None else f"{v:.6g}" for k, v in scalars.items()}}  # an lr of 1e-7 too

@@ -36,18 +36,10 @@ def text_width(text: str) -> int:
     return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
-def padded(text: str, width: int, right: bool = False) -> str:
-    """`text` filled with spaces to `width` columns (text_width): after it, or before it with `right`, as a
-    table's aligned columns need, class names in any script."""
-    fill = " " * max(0, width - text_width(text))
-    return fill + text if right else text + fill
-
-
-def clipped(text: str, width: int) -> str:
-    """The start of `text` that fits in `width` columns (text_width)."""
-    while text_width(text) > width:
-        text = text[:-1]
-    return text
+def padded(text: str, width: int) -> str:
+    """`text` filled with spaces after it to `width` columns (text_width), as a table's aligned columns need,
+    class names in any script."""
+    return text + " " * max(0, width - text_width(text))
 
 
 def first_line(error: BaseException) -> str:

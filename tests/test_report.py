@@ -185,6 +185,27 @@ def test_a_large_set_shows_the_most_confident_mistakes_and_counts_the_rest(flowe
     assert "No metrics.csv" in page.by_id("curves").text()
 
 
+def test_many_classes_leave_out_the_pictures_and_text_matrix_that_no_one_could_read(tmp_path):
+    """report.txt's matrix numbers its columns (names cut to 5 letters were alike: class_01, class_02); past 30
+    classes it is left out, past 100 the picture too (1000 classes drew 198 megapixels, more than Pillow
+    opens), and an earlier evaluation's picture goes with it."""
+    for n, matrix, picture in ((12, True, True), (31, False, True), (101, False, False)):
+        classes = [f"class_{k:02d}" for k in range(n)]
+        confusion = torch.eye(n, dtype=torch.long) * 3
+        confusion[0, 1] = 1
+        result = {"loss": 0.5, "acc1": 0.99, "acc5": 1.0, "balanced_acc": 0.99, "confusion": confusion, "wrong": [],
+                  "failed": [], "images": int(confusion.sum())}
+        text = report.write_evaluation(tmp_path, result, classes, "best.pth", "swin_micro", "val", data="photos")
+        assert text.splitlines()[0] == "swin_micro from best.pth, on photos"
+        assert ("numbered as the rows" in text) == matrix and (f"left out for {n} classes" in text) == (not matrix)
+        if matrix:
+            lines = text.splitlines()
+            header = lines[lines.index(next(line for line in lines if "numbered as the rows" in line)) + 1]
+            assert header.split() == [str(k) for k in range(n)]
+            assert f" 0  class_00  {3:5d}{1:6d}" in text and f"11  class_11  " in text
+        assert (tmp_path / "confusion_matrix.png").is_file() == picture
+
+
 def test_a_class_with_no_image_in_the_split_shows_no_recall_rather_than_zero(flowers, tmp_path):
     """A small class may have no validation image: its recall is n/a in report.html and report.txt, sorted
     below every figure, and balanced accuracy averages the other classes."""
