@@ -271,15 +271,15 @@ def class_imbalance(classes: list[str], counts: list[int], limit: float = IMBALA
             f"{ratio:.1f}x the images of the smallest, {classes[smallest]} ({counts[smallest]})")
 
 
-def without_validation(classes: list[str], val_counts: list[int]) -> str | None:
-    """A sentence naming the classes that have no validation image (one photo of a class, a val/ folder made
-    by hand without it), whose recall nothing measures; None when every class has one."""
+def without_validation(classes: list[str], val_counts: list[int], split: str = "validation") -> str | None:
+    """A sentence naming the classes that have no image in the validation split (or `split`: one photo of a
+    class, a val/ folder made by hand without it), whose recall nothing measures; None when every class has one."""
     missing = [name for name, count in zip(classes, val_counts) if count == 0]
     if not missing:
         return None
     names = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
     have, their = ("has", "its") if len(missing) == 1 else ("have", "their")
-    return (f"{len(missing)} of the {len(classes)} classes {have} no validation image ({names}): nothing measures "
+    return (f"{len(missing)} of the {len(classes)} classes {have} no {split} image ({names}): nothing measures "
             f"{their} recall, and balanced accuracy is the mean over the others")
 
 

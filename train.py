@@ -400,6 +400,9 @@ def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp) 
         how = ("split_data.py --test-ratio 0.1 writes train/, val/ and test/ folders" if cfg.split == "test" else
                "use --val-ratio above 0, or put images in val/<class>/")
         raise UserError(f"{cfg.data_path} has no {cfg.split} split: {how}")
+    split_name = "validation" if cfg.split == "val" else cfg.split
+    if missing := without_validation(splits.classes, splits.counts(cfg.split), split_name):  # the page's n/a, said
+        print(f"warning: {missing}", file=sys.stderr)
     normalize = None if isinstance(model, ExportedClassifier) else build_normalize()  # a program normalises
     result = evaluation.evaluate(model, eval_loader(samples, transform, cfg, 0, 1), normalize, len(splits.classes),
                                  device, amp, cfg.progress)

@@ -3,6 +3,7 @@ checkpoints, the report), weights, loaders and the errors a user can cause. A ru
 test_resume.py; how a stopped run ends: test_stops.py; configs and flags: test_config.py."""
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -373,6 +374,16 @@ def test_eval_only_reports_and_lists_mistakes(flowers, tmp_path, capsys):
         again = train_here(capsys, "--eval-only", *given, "--workers", "0", "--no-progress")
         assert again.startswith(f"swin_micro_patch4_window4_128 from {tmp_path / 'e' / 'best.pth'} (epoch ")
         assert f"top-1 {top1:.4f}" in again and f"open in a browser: {folder / 'report.html'}" in again
+    # on a split whose val/ lacks a class: said, as training says it (the page shows its recall as n/a)
+    split = tmp_path / "split"
+    for name in sorted(p.name for p in Path(flowers).iterdir()):
+        for part in ("train", "val")[:1 if name == "tulips" else 2]:
+            (split / part / name).mkdir(parents=True)
+            shutil.copy(next(Path(flowers, name).glob("*.jpg")), split / part / name)
+    capsys.readouterr()
+    train.main(["--eval-only", "--resume", str(tmp_path / "e"), "--data-path", str(split), "--workers", "0",
+                "--no-progress"])
+    assert "warning: 1 of the 5 classes has no validation image (tulips)" in capsys.readouterr().err
 
 
 def test_two_processes_with_torchrun(flowers, tmp_path):
