@@ -202,7 +202,7 @@ def test_many_classes_leave_out_the_pictures_and_text_matrix_that_no_one_could_r
             lines = text.splitlines()
             header = lines[lines.index(next(line for line in lines if "numbered as the rows" in line)) + 1]
             assert header.split() == [str(k) for k in range(n)]
-            assert f" 0  class_00  {3:5d}{1:6d}" in text and f"11  class_11  " in text
+            assert f" 0  class_00  {3:5d}{1:6d}" in text and "11  class_11  " in text
         assert (tmp_path / "confusion_matrix.png").is_file() == picture
 
 
