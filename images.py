@@ -139,8 +139,8 @@ def find_images(folder: Path, others: dict = None, left_out: list = None) -> lis
     Symlinked folders are followed (as a symlinked class folder is), each real folder once, and none that holds
     `folder` itself: a link to a folder above (the data folder, from a class folder) would bring in the other
     classes' photos, or walk forever. Nor one in `others`, the data folder's other class folders ({real path: name}),
-    whose photos are those classes' (linked into this one, or this one's subfolder linked as a class of its own):
-    each goes into `left_out` as (path, why)."""
+    whose photos are those classes' (linked into this one, or this one's subfolder linked as a class of its own),
+    nor a file linked from one: each goes into `left_out` as (path, why)."""
     found, seen, top = [], set(), os.path.realpath(folder)
     others = others or {}
     inside = [other for other in others if other.startswith(top + os.sep)]  # almost always none
@@ -161,7 +161,19 @@ def find_images(folder: Path, others: dict = None, left_out: list = None) -> lis
             continue
         seen.add(real)
         subdirs[:] = sorted(name for name in subdirs if not name.startswith("."))
-        found += [Path(directory, name) for name in sorted(files) if is_image_file(Path(name))]
+        for name in sorted(files):
+            path = Path(directory, name)
+            if not is_image_file(path):
+                continue
+            # a file linked from another class folder: that class's photo, as a linked folder's are
+            linked = others and os.path.islink(path) and next(
+                (other for other in others if os.path.commonpath([os.path.realpath(path), other]) == other), None)
+            if linked:
+                if left_out is not None:
+                    left_out.append((str(path), f"in the class folder {others[linked]} (through a link): it is that "
+                                                "class's photo, not this one's"))
+                continue
+            found.append(path)
     return found
 
 

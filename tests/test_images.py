@@ -84,10 +84,13 @@ def test_a_link_into_another_class_folder_is_left_out_and_said(tmp_path):
     (tmp_path / "data" / "daisy" / "more").symlink_to("../roses")
     (tmp_path / "data" / "roses" / "deeper").mkdir()
     (tmp_path / "data" / "daisy" / "some").symlink_to("../roses/deeper")
+    rose = sorted((tmp_path / "data" / "roses").glob("*.jpg"))[0]
+    (tmp_path / "data" / "daisy" / "one.jpg").symlink_to(rose)  # a file too
+    (tmp_path / "data" / "daisy" / "mine.jpg").symlink_to(tmp_path / "data" / "daisy" / "more" / rose.name)
     splits = load_splits(tmp_path / "data", val_ratio=0.0)
     assert splits.counts("train") == [3, 4]
     assert sorted(path for path, _ in splits.skipped) == [str(tmp_path / "data" / "daisy" / name)
-                                                         for name in ("more", "some")]
+                                                         for name in ("mine.jpg", "more", "one.jpg", "some")]
     assert all("in the class folder roses (through a link)" in why for _, why in splits.skipped)
     # a subfolder of one class linked as a class of its own: its photos are that class's alone
     write_class_tree(tmp_path / "pets" / "cats", {"kittens": 2, "grown": 3})
