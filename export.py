@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 import attention
-from checkpoints import put_in_place
+from checkpoints import is_torchscript, put_in_place
 from model import create_model
 from utils import UserError
 
@@ -180,8 +180,22 @@ def chosen_exporter(args):
     if args.export is None:
         if weights != "fp32":
             raise UserError(f"--export-{weights} goes with --export FILE.onnx")
+        if args.export_input != "uint8":
+            raise UserError(f"--export-input {args.export_input} goes with --export FILE")
         return None
     return choose_exporter(args.export, weights)
+
+
+def check_target(path: Path, source: Path) -> None:
+    """A program must not take the place of the checkpoint it is made from, nor of a .pt that is no TorchScript
+    program (a common name for checkpoints): refused, both kept. An earlier program there is replaced."""
+    if not path.exists():
+        return
+    if path.resolve() == Path(source).resolve():
+        raise UserError(f"--export {path} is the checkpoint the program is made from: name another file")
+    if path.suffix.lower() == ".pt" and not is_torchscript(path):
+        raise UserError(f"--export {path}: the file there is no TorchScript program (a checkpoint?), and is kept: "
+                        "name another file, or move it away first")
 
 
 def choose_exporter(path: Path, weights: str = "fp32"):

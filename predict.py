@@ -32,7 +32,8 @@ from tqdm import tqdm
 import plots
 from config import COUNT, POSITIVE_INT
 from data import ImageDataset, Normalize, build_loader, build_transform
-from export import ExportedClassifier, add_arguments as add_export_arguments, chosen_exporter, is_program
+from export import (ExportedClassifier, add_arguments as add_export_arguments, check_target as check_export_target,
+                    chosen_exporter, is_program)
 from images import image_problem, list_images, load_rgb, set_image_warnings
 from model import maps_of
 from precision import amp_dtype, autocast
@@ -110,6 +111,7 @@ def main(argv=None) -> None:
     print(f"{clf.source}: {clf.model.variant}, {len(clf.class_names)} classes, {clf.model.img_size} px, "
           f"on {device}" + (f" ({clf.model.kind})" if program else ""), file=sys.stderr)
     if export is not None:
+        check_export_target(args.export, clf.source)
         note = export(clf, args.export, device, args.export_input)
         print(f"wrote {args.export} ({note})", file=sys.stderr)
     k, width = min(args.topk, len(clf.class_names)), max(text_width(name) for name in clf.class_names)

@@ -326,13 +326,21 @@ def test_cam_needs_cards_and_a_checkpoint(trained, photos, pt2_program, tmp_path
     ("{photo} --weights {run} --model swin_tiny_patch4_window7_224", "but {run}/best.pth holds a swin_micro"),
     ("{photo} --weights {run} --output results.txt", "--output results.txt: the name must end in .json or .csv"),
     ("{photo} --weights {run} --save-vis {photo}", "--save-vis {photo} is a file: name a folder for the cards"),
+    ("{photo} --weights {run} --export-input float32", "--export-input float32 goes with --export FILE"),
+    # the checkpoint it is made from, or another that a .pt names (a common name for checkpoints), is kept
+    ("--weights plain.pt --model swin_micro_patch4_window4_128 --num-classes 5 --export plain.pt",
+     "--export plain.pt is the checkpoint the program is made from: name another file"),
+    ("--weights {run} --export plain.pt", "--export plain.pt: the file there is no TorchScript program (a checkpoint?)"),
 ])
 def test_user_errors(args, message, trained, checkpoint, photos, tmp_path, capsys, monkeypatch):
     torch.save(checkpoint["model"], tmp_path / "plain.pth")
+    torch.save(checkpoint["model"], tmp_path / "plain.pt")
+    kept = (tmp_path / "plain.pt").read_bytes()
     write_class_indices(tmp_path / "four.json", CLASSES[:4])
     fill = {"photo": photos[0], "run": trained / "runs" / "r"}
     with pytest.raises(UserError, match=re.escape(message.format(**fill))):
         run_predict(capsys, monkeypatch, tmp_path, *args.format(**fill).split())
+    assert (tmp_path / "plain.pt").read_bytes() == kept
 
 
 def test_an_output_folder_that_cannot_be_made_fails_before_anything_is_classified(trained, photos, tmp_path,
