@@ -49,10 +49,11 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def put_in_place(path: Path, fill) -> None:
+def put_in_place(path: Path, fill, then: str = None) -> None:
     """fill(tmp) makes a temporary file beside `path`, which a rename then puts in its place, made durable:
     a kill at any moment leaves either the previous file or the new one, never a torn one. A write that
-    fails (a full disk, a quota) is a UserError that says so, the previous file still in place."""
+    fails (a full disk, a quota) is a UserError that says so, the previous file still in place, and what to do
+    once there is room: `then`, or for a run's files the command that resumes it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)  # one a killed process left: a hard link cannot be made over it
     remove_left_behind(path)
@@ -66,7 +67,7 @@ def put_in_place(path: Path, fill) -> None:
         free = shutil.disk_usage(path.parent).free / 2**30
         kept = f"the {path.name} that was there is kept" if path.exists() else "nothing was written"
         raise UserError(f"could not save {path}: {reason} ({free:.1f} GB free on its disk); {kept}. Make room, "
-                        "then resume: " + resume_command(path.parent)) from None
+                        f"then {then or 'resume: ' + resume_command(path.parent)}") from None
     finally:
         tmp.unlink(missing_ok=True)
     sync_folder(path.parent)

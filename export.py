@@ -27,6 +27,7 @@ one takes both.
 import contextlib
 import functools
 import importlib
+import io
 import json
 import logging
 import logging.handlers
@@ -186,6 +187,9 @@ def chosen_exporter(args):
     return choose_exporter(args.export, weights)
 
 
+EXPORT_AGAIN = "export again"  # what a write that failed for want of room says to do once there is room
+
+
 def check_target(path: Path, source: Path) -> None:
     """A program must not take the place of the checkpoint it is made from, nor of a .pt that is no TorchScript
     program (a common name for checkpoints): refused, both kept. An earlier program there is replaced."""
@@ -247,7 +251,8 @@ def export_onnx(clf, path: Path, device, input_type: str = "uint8", weights: str
         check(proto, TOLERANCES[weights])
     proto = with_metadata(proto, describe(clf, input_type) | ({"weights": weights} if weights != "fp32" else {}))
     path.parent.mkdir(parents=True, exist_ok=True)
-    put_in_place(path, lambda tmp: tmp.write_bytes(proto))  # whole or not at all: a program over another stays good
+    # whole or not at all: a program over another stays good
+    put_in_place(path, lambda tmp: tmp.write_bytes(proto), EXPORT_AGAIN)
     said = f" with {weights} weights, probabilities within {TOLERANCES[weights]} of the checkpoint's" \
         if weights != "fp32" else ""
     return f"ONNX opset {ONNX_OPSET}{said}; run with onnxruntime.InferenceSession, or predict.py --weights {path}"
@@ -329,11 +334,9 @@ def export_pt2(clf, path: Path, device, input_type: str = "uint8") -> str:
     check_program(program.module(), clf, device, input_type)
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = {"classifier.json": json.dumps(describe(clf, input_type))}
-
-    def write(tmp: Path) -> None:  # through a file object: a path not ending in .pt2 (the temporary one) is warned about
-        with open(tmp, "wb") as file:
-            torch.export.save(program, file, extra_files=extra)
-    put_in_place(path, write)
+    made = io.BytesIO()  # written from Python: torch's C++ writer aborts the process on a full disk
+    torch.export.save(program, made, extra_files=extra)
+    put_in_place(path, lambda tmp: tmp.write_bytes(made.getvalue()), EXPORT_AGAIN)
     return "torch.export; load with torch.export.load(..., extra_files={'classifier.json': ''}).module()"
 
 
@@ -372,7 +375,9 @@ def export_torchscript(clf, path: Path, device, input_type: str = "uint8") -> st
                                                               check_trace=False), clf))
         check_program(program, clf, device, input_type)
         path.parent.mkdir(parents=True, exist_ok=True)
-        put_in_place(path, lambda tmp: torch.jit.save(program, str(tmp)))
+        made = io.BytesIO()  # written from Python: torch's C++ writer aborts the process on a full disk
+        torch.jit.save(program, made)
+        put_in_place(path, lambda tmp: tmp.write_bytes(made.getvalue()), EXPORT_AGAIN)
     return "TorchScript; load with torch.jit.load"
 
 

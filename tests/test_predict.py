@@ -399,6 +399,30 @@ def test_out_of_memory_is_one_line_that_says_what_needs_less(trained, photos, ca
         utils.run_cli(lambda: predict.main([str(photos[0])]))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.save` is deprecated:FutureWarning")
+def test_an_export_that_finds_no_room_is_one_line_and_keeps_the_program_there(trained, tmp_path):
+    """A full disk (here a limit on file size, which fails a write as a full disk does): torch's own writer
+    aborted the process with a C++ trace and left its temporary file; the program is written from Python, so
+    it is one line that says to export again, the earlier program kept, nothing left beside it."""
+    import resource
+    import signal
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it fails instead of killing the process
+
+    torch.jit.save(torch.jit.script(torch.nn.Identity()), str(tmp_path / "model.pt"))  # an earlier program
+    before = (tmp_path / "model.pt").read_bytes()
+    done = subprocess.run([sys.executable, ROOT / "predict.py", "--weights", trained / "runs" / "r", "--export",
+                           tmp_path / "model.pt"], capture_output=True, text=True, preexec_fn=limited, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and lines[-1].startswith(f"error: could not save {tmp_path / 'model.pt'}: "), done.stderr
+    assert lines[-1].endswith("the model.pt that was there is kept. Make room, then export again")
+    assert "Traceback" not in done.stderr and "terminate called" not in done.stderr
+    assert (tmp_path / "model.pt").read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
 def test_a_reader_that_stops_early_is_no_traceback(trained, photos):
     """`predict.py ... | head -1`: the reader has gone before the results are printed (its end of the
     pipe is closed here at once): a quiet stop with status 141, as a shell tool killed by SIGPIPE."""
