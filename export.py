@@ -32,6 +32,7 @@ import json
 import logging
 import logging.handlers
 import math
+import re
 import sys
 import tempfile
 import warnings
@@ -267,7 +268,23 @@ def traced_onnx(clf, device, input_type: str, attention_kind: str) -> bytes:
         onnx_program = torch.onnx.export(program, input_names=["images"], output_names=["logits"],
                                          opset_version=ONNX_OPSET, dynamo=True, verbose=False,
                                          custom_translation_table=gelu_as_onnx_runtime_fuses_it())
-    return onnx_program.model_proto.SerializeToString()
+    model = onnx_program.model_proto
+    name_sizes(model, ("batch", None, "height", "width"))
+    return model.SerializeToString()
+
+
+def name_sizes(model, names: tuple) -> None:
+    """The input's free sizes named, wherever the graph gives them (the exporter numbers them, s34, s14): what
+    deployers' shape profiles (TensorRT's, Triton's) and a reader of the graph go by."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    named = {dim.dim_param: name for dim, name in zip(dims, names) if name and dim.dim_param}
+    if not named:
+        return
+    symbol = re.compile("|".join(rf"\b{re.escape(s)}\b" for s in named))  # also inside expressions: 64*s34
+    for value in (*model.graph.input, *model.graph.output, *model.graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_param = symbol.sub(lambda found: named[found.group(0)], dim.dim_param)
 
 
 def with_metadata(proto: bytes, info: dict) -> bytes:

@@ -92,6 +92,9 @@ def test_onnx_program_gives_the_model_logits(clf, crops, onnx_file, export_packa
 
     proto = onnx.load(onnx_file)
     assert [(o.domain, o.version >= 17) for o in proto.opset_import] == [("", True)]
+    sizes = [[d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+             for value in (proto.graph.input[0], proto.graph.output[0])]
+    assert sizes == [["batch", 3, "height", "width"], ["batch", len(CLASSES)]]  # named for shape profiles
     nodes = onnx_nodes(proto)
     assert {node.domain for node in nodes} == {""} and not proto.functions  # standard operators only
     assert ONNX_OPSET >= 17 and {"Resize", "If", "MatMul", "Softmax"} <= {node.op_type for node in nodes}
