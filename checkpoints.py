@@ -196,7 +196,10 @@ def lock_run_folder(folder: Path, or_else: str = "", hold: bool = True):
         import fcntl
     except ImportError:
         return open(os.devnull) if hold else None
-    lock = open(folder / ".lock", "a+")
+    path = folder / ".lock"
+    if not hold and not path.exists():  # never locked: no run trains here (asking writes nothing: a folder may be
+        return None  # read-only to this user)
+    lock = open(path, "a+" if hold else "r")
     try:
         fcntl.flock(lock, (fcntl.LOCK_EX if hold else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -132,6 +132,8 @@ def test_a_folder_that_a_run_is_training_in_is_refused(flowers, tmp_path):
     held.close()
     asking = [checkpoints.lock_run_folder(folder, hold=False) for _ in range(2)]  # asked, let go: no bar
     assert asking == [None, None]
+    (tmp_path / "never").mkdir()  # asking writes nothing (a folder may be read-only to the one who asks)
+    assert checkpoints.lock_run_folder(tmp_path / "never", hold=False) is None and not any((tmp_path / "never").iterdir())
     folder, lock = run_log.make_run_folder(folder, named=True)
     assert (folder / ".lock").read_text() == f"{os.getpid()}\n"
     lock.close()
