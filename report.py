@@ -342,7 +342,8 @@ document.querySelectorAll("table.sortable th").forEach((header, column) => {
     header.setAttribute("aria-sort", descending ? "descending" : "ascending");
     const cell = row => row.cells[column], none = row => numeric && cell(row).dataset.value === "";
     const order = numeric ? (a, b) => Number(cell(a).dataset.value) - Number(cell(b).dataset.value)
-      : (a, b) => cell(a).textContent.localeCompare(cell(b).textContent, undefined, {numeric: true, sensitivity: "base"});
+      : (a, b) => cell(a).textContent.localeCompare(cell(b).textContent, undefined,
+                                                    {numeric: true, sensitivity: "base"});
     const rows = Array.from(table.tBodies[0].rows), sorted = rows.filter(row => !none(row)).sort(order);
     table.tBodies[0].append(...(descending ? sorted.reverse() : sorted), ...rows.filter(none));
   });

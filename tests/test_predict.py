@@ -330,7 +330,8 @@ def test_cam_needs_cards_and_a_checkpoint(trained, photos, pt2_program, tmp_path
     # the checkpoint it is made from, or another that a .pt names (a common name for checkpoints), is kept
     ("--weights plain.pt --model swin_micro_patch4_window4_128 --num-classes 5 --export plain.pt",
      "--export plain.pt is the checkpoint the program is made from: name another file"),
-    ("--weights {run} --export plain.pt", "--export plain.pt: the file there is no TorchScript program (a checkpoint?)"),
+    ("--weights {run} --export plain.pt",
+     "--export plain.pt: the file there is no TorchScript program (a checkpoint?)"),
 ])
 def test_user_errors(args, message, trained, checkpoint, photos, tmp_path, capsys, monkeypatch):
     torch.save(checkpoint["model"], tmp_path / "plain.pth")
@@ -417,7 +418,8 @@ def test_an_export_that_finds_no_room_is_one_line_and_keeps_the_program_there(tr
     done = subprocess.run([sys.executable, ROOT / "predict.py", "--weights", trained / "runs" / "r", "--export",
                            tmp_path / "model.pt"], capture_output=True, text=True, preexec_fn=limited, timeout=300)
     lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2 and lines[-1].startswith(f"error: could not save {tmp_path / 'model.pt'}: "), done.stderr
+    assert done.returncode == 2, done.stderr
+    assert lines[-1].startswith(f"error: could not save {tmp_path / 'model.pt'}: "), done.stderr
     assert lines[-1].endswith("the model.pt that was there is kept. Make room, then export again")
     assert "Traceback" not in done.stderr and "terminate called" not in done.stderr
     assert (tmp_path / "model.pt").read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]

@@ -133,7 +133,8 @@ def test_a_folder_that_a_run_is_training_in_is_refused(flowers, tmp_path):
     asking = [checkpoints.lock_run_folder(folder, hold=False) for _ in range(2)]  # asked, let go: no bar
     assert asking == [None, None]
     (tmp_path / "never").mkdir()  # asking writes nothing (a folder may be read-only to the one who asks)
-    assert checkpoints.lock_run_folder(tmp_path / "never", hold=False) is None and not any((tmp_path / "never").iterdir())
+    assert checkpoints.lock_run_folder(tmp_path / "never", hold=False) is None
+    assert not any((tmp_path / "never").iterdir())
     folder, lock = run_log.make_run_folder(folder, named=True)
     assert (folder / ".lock").read_text() == f"{os.getpid()}\n"
     lock.close()
@@ -372,7 +373,8 @@ def test_eval_only_reports_and_lists_mistakes(flowers, tmp_path, capsys):
     # the run folder means its best.pth here (as --resume, and as --weights, as predict.py takes it), and
     # train.py's checkpoint given as --weights is taken as --resume: its own model, classes and data, and the
     # report in its run folder
-    for given in (["--resume", tmp_path / "e"], ["--weights", tmp_path / "e" / "best.pth"], ["--weights", tmp_path / "e"]):
+    for given in (["--resume", tmp_path / "e"], ["--weights", tmp_path / "e" / "best.pth"],
+                  ["--weights", tmp_path / "e"]):
         again = train_here(capsys, "--eval-only", *given, "--workers", "0", "--no-progress")
         assert again.startswith(f"swin_micro_patch4_window4_128 from {tmp_path / 'e' / 'best.pth'} (epoch ")
         assert f"top-1 {top1:.4f}" in again and f"open in a browser: {folder / 'report.html'}" in again
