@@ -182,9 +182,6 @@ def host_copy(value):
     return snapshot
 
 
-NEW_RUN_ELSEWHERE = ", or start this one under another --name"  # lock_run_folder's advice to a new run
-
-
 def lock_run_folder(folder: Path, or_else: str = "", hold: bool = True):
     """A run folder's lock: a flock on its .lock file, which names the process holding it. `hold`: taken
     exclusively and kept for as long as the returned file stays open (the kernel lets go when the process ends,

@@ -469,6 +469,9 @@ def step_schedule(scheduler) -> None:
     a first window without images takes no optimizer step, and a run stopped before its first step resumes with
     a schedule that has taken none either. (fp16's skipped steps do not warn: GradScaler still calls a fused
     AdamW's step, which skips the update itself.)"""
+    if scheduler._step_count != 1:  # PyTorch checks the order at a schedule's first step only: not every step's cost
+        scheduler.step()
+        return
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
         scheduler.step()

@@ -22,7 +22,7 @@ from data import IMAGENET_MEAN, IMAGENET_STD, to_device
 from images import class_imbalance
 from model import NO_PRETRAINED_WEIGHTS, maps_of
 from precision import autocast
-from checkpoints import NEW_RUN_ELSEWHERE, lock_run_folder, put_in_place
+from checkpoints import lock_run_folder, put_in_place
 from config import plain
 from utils import UserError, from_first_process, lost_another_process, out_of_memory, resume_command
 from weights import evaluated_file, nothing_to_resume
@@ -30,6 +30,7 @@ from weights import evaluated_file, nothing_to_resume
 
 # what a run folder holds once a run has saved an epoch: one stopped before its first is started again in it
 RUN_FILES = ("last.pth", "best.pth")
+NEW_RUN_ELSEWHERE = ", or start this one under another --name"  # a new run refused a folder in use: the way on
 SPLIT_FILE = "val_files.json"  # the validation files of a split drawn from class folders, as the run drew them
 
 
