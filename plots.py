@@ -215,23 +215,30 @@ def legend_names(series: dict) -> list[str]:
     return names
 
 
-def line_chart(series: dict, title: str, value_format: str = "{:.2f}", width: int = 350,
-               height: int = 260) -> Image.Image:
-    """Lines of (epoch, value) points, one per named series, on shared axes with a legend.
-
-    The y axis spans the values (not from 0), so that a small late improvement stays visible.
-    """
-    series = {name: points for name, points in series.items() if points}
-    values = [y for points in series.values() for _, y in points]
-    epochs = [x for points in series.values() for x, _ in points]
+def axis_ticks(values: list[float], most: float | None = None) -> list[float]:
+    """Evenly spaced round values from just below the smallest of `values` to just above the largest: a y axis
+    that spans the values (not from 0), so that a small late improvement stays visible. It stops at 0 for values
+    that are never negative (losses, accuracies, learning rates) and at `most`, the largest value the quantity
+    can take (1 for an accuracy), however near to it they come."""
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
     spread = (high - low) or abs(high) * 0.2 or 1.0
     step = nice_step(spread / 4)
     low = math.floor((low - spread * 0.02) / step) * step
     if min(values, default=0) >= 0:
-        low = max(low, 0.0)  # losses, accuracies and learning rates are never negative
+        low = max(low, 0.0)
     high = math.ceil((high + spread * 0.02) / step) * step
-    ticks = [low + step * k for k in range(round((high - low) / step) + 1)]
+    if most is not None and max(values, default=most) <= most:
+        high = min(high, math.ceil(most / step) * step)
+    return [low + step * k for k in range(round((high - low) / step) + 1)]
+
+
+def line_chart(series: dict, title: str, value_format: str = "{:.2f}", width: int = 350,
+               height: int = 260, most: float | None = None) -> Image.Image:
+    """Lines of (epoch, value) points, one per named series, on shared axes (`axis_ticks`) with a legend."""
+    series = {name: points for name, points in series.items() if points}
+    epochs = [x for points in series.values() for x, _ in points]
+    ticks = axis_ticks([y for points in series.values() for _, y in points], most)
+    low, high = ticks[0], ticks[-1]
     first, last = (min(epochs), max(epochs)) if epochs else (0, 1)
     left = max(text_width(value_format.format(t), 12) for t in ticks) + 16
     top, right, bottom = 52, width - 14, height - 42
@@ -283,7 +290,7 @@ def training_curves(rows: list[dict]) -> list[Image.Image]:
 
     return [line_chart(series(("loss_train", "train"), ("loss_val", "val")), "loss"),
             line_chart(series(("acc1_train", "train"), ("acc1_val", "val"), ("balanced_acc_val", "val balanced"),
-                              ("acc1_val_ema", "val EMA")), "top-1 accuracy", "{:.0%}"),
+                              ("acc1_val_ema", "val EMA")), "top-1 accuracy", "{:.0%}", most=1.0),
             line_chart(series(("lr", "lr")), "learning rate (end of epoch)", "{:.1e}")]
 
 

@@ -511,6 +511,15 @@ def test_a_curve_hidden_under_another_of_the_same_points_is_named_with_it():
     assert inked.size and inked.max() < picture.shape[1] - 5
 
 
+def test_the_accuracy_axis_stops_at_100_percent():
+    """A run that reaches 100% top-1 would otherwise get an axis to 120%: a height no accuracy can have."""
+    import plots
+    assert plots.axis_ticks([0.3, 1.0])[-1] > 1.0  # what the rounding alone gives
+    assert plots.axis_ticks([0.3, 1.0], most=1.0) == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert plots.axis_ticks([0.3, 1.0], most=1.0)[-1] == 1.0
+    assert plots.axis_ticks([2.0, 3.0], most=1.0)[-1] > 3.0  # values past `most`: shown, not cut off
+
+
 
 def a_wide_font_here() -> bool:
     import plots
