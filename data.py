@@ -27,10 +27,10 @@ from functools import partial
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import ExifTags, Image
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from images import upright_rgb
+from images import orientation as exif_orientation, upright_rgb
 from utils import UserError
 import workers
 
@@ -114,11 +114,8 @@ class DecodeCrop:
 
 
 def upright_size(image: Image.Image) -> tuple:
-    """(EXIF orientation, width, height as the photo is seen), from the header alone. An orientation outside
-    EXIF's 1 to 8 (some editors write 0) is 1, as Pillow's exif_transpose takes it."""
-    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-    if orientation not in UPRIGHT:
-        orientation = 1
+    """(EXIF orientation, width, height as the photo is seen), from the header alone (images.orientation)."""
+    orientation = exif_orientation(image)
     # a TIFF's size is given as seen already (Pillow turns it as it loads), its stored one in its tags
     stored = (image.tag_v2[256], image.tag_v2[257]) if image.format == "TIFF" else image.size
     width, height = stored[::-1] if orientation in (5, 6, 7, 8) else stored

@@ -23,12 +23,25 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm import tqdm
 
 from utils import UserError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# .jfif and .jpe: JPEGs as some browsers and Windows save them; .avif: where this Pillow reads it (11.3 on)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff") + tuple(
+    suffix for suffix in (".avif",) if Image.registered_extensions().get(suffix))
+# Photos in a format Pillow does not read: each is left out of a folder with a word on what to do, not passed over
+# without one as a text file is
+UNREAD_PHOTOS = dict.fromkeys((".heic", ".heif"), "an iPhone's HEIC photo, which Pillow does not read: convert it to "
+                              "JPEG (macOS: sips -s format jpeg, or the phone's Settings > Camera > Formats)")
+UNREAD_PHOTOS.update(dict.fromkeys((".cr2", ".cr3", ".nef", ".arw", ".dng", ".orf", ".raf", ".rw2"),
+                                   "a camera's raw file, which Pillow does not read: export it as JPEG"))
+UNREAD_PHOTOS.update({".avif": "an AVIF photo, which this Pillow does not read (11.3 and newer do): pip install "
+                               "-U pillow, or convert it to JPEG"} if ".avif" not in IMAGE_EXTENSIONS else {})
+# Folders that systems write beside the photos, of thumbnails and deleted files: never a class's photos
+SYSTEM_FOLDERS = {"@eaDir": "a Synology NAS's thumbnails", "#recycle": "a NAS's recycle bin",
+                  "$RECYCLE.BIN": "Windows' recycle bin", "__MACOSX": "macOS's archive metadata"}
 SPLITS = ("train", "val", "test")
 # What Pillow's decoders raise for a broken file: they have no common base class.
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
@@ -71,14 +84,33 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+# EXIF orientation -> the turn that makes the stored pixels upright (none for 1)
+TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+         5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+         8: Image.Transpose.ROTATE_90}
+
+
+def orientation(image: Image.Image) -> int:
+    """The EXIF orientation of an opened image, 1 to 8, from its header: 1 where it has none, one outside 1 to 8
+    (some editors write 0), or an EXIF block that does not parse (phones and editors write some that Pillow cannot
+    read, a text where a number belongs: the photo is good all the same, and as stored is the best guess)."""
+    try:
+        value = image.getexif().get(0x0112, 1)  # 0x0112: Orientation
+        return value if value in TURNS else 1
+    except Exception:  # what Pillow's EXIF parser raises has no common base: TypeError, struct.error, ZeroDivision...
+        return 1
+
+
 def upright_rgb(image: Image.Image) -> Image.Image:
     """`image` (opened or decoded) as RGB, turned as its EXIF orientation says (phones store it sideways).
 
-    Decodes an opened image; raises UnreadableImage if that fails.
+    Decodes an opened image; raises UnreadableImage if that fails. Not Pillow's exif_transpose, which also
+    rewrites the EXIF block without the orientation, and raises on many that it reads (Pillow issues 4665, 8605).
     """
     try:
-        ImageOps.exif_transpose(image, in_place=True)
-        return to_rgb(image)
+        image.load()  # first: Pillow turns a TIFF as it loads it (and then drops its orientation)
+        turn = TURNS.get(orientation(image))
+        return to_rgb(image if turn is None else image.transpose(turn))
     except DECODE_ERRORS as error:
         raise UnreadableImage(f"{type(error).__name__}: {error}") from error
 
@@ -136,6 +168,8 @@ def check_images(paths: list[Path], desc: str = "checking images"):
 
 def find_images(folder: Path, others: dict = None, left_out: list = None) -> list[Path]:
     """Image files under `folder`, at any depth, in sorted order on every platform; hidden folders are left out.
+    A NAS's thumbnail folders and recycle bins (SYSTEM_FOLDERS) are left out too, and so are photos in a format
+    Pillow does not read (UNREAD_PHOTOS) and files that are not files (a pipe), each in `left_out` with why.
     Symlinked folders are followed (as a symlinked class folder is), each real folder once, and none that holds
     `folder` itself: a link to a folder above (the data folder, from a class folder) would bring in the other
     classes' photos, or walk forever. Nor one in `others`, the data folder's other class folders ({real path: name}),
@@ -160,10 +194,18 @@ def find_images(folder: Path, others: dict = None, left_out: list = None) -> lis
             subdirs[:] = []
             continue
         seen.add(real)
-        subdirs[:] = sorted(name for name in subdirs if not name.startswith("."))
+        for name in (name for name in subdirs if name in SYSTEM_FOLDERS and left_out is not None):
+            left_out.append((os.path.join(directory, name), f"{SYSTEM_FOLDERS[name]}, not photos of the class"))
+        subdirs[:] = sorted(name for name in subdirs if not name.startswith(".") and name not in SYSTEM_FOLDERS)
         for name in sorted(files):
             path = Path(directory, name)
             if not is_image_file(path):
+                if left_out is not None and path.suffix.lower() in UNREAD_PHOTOS and not name.startswith("."):
+                    left_out.append((str(path), UNREAD_PHOTOS[path.suffix.lower()]))
+                continue
+            if not path.is_file() and path.exists():  # a pipe (opening it would wait forever), a socket, a device
+                if left_out is not None:
+                    left_out.append((str(path), "not a file of its own (a pipe, a socket or a device)"))
                 continue
             # a file linked from another class folder: that class's photo, as a linked folder's are
             linked = others and os.path.islink(path) and next(
@@ -179,7 +221,8 @@ def find_images(folder: Path, others: dict = None, left_out: list = None) -> lis
 
 def class_folders(root: Path) -> list[Path]:
     """The class folders of `root`, sorted by name: the class order everywhere (labels, class_indices.json)."""
-    folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                      and p.name not in SYSTEM_FOLDERS), key=lambda p: p.name)  # __MACOSX: a zip made on a Mac
     written = {}
     for folder in folders:
         other = written.setdefault(letters(folder.name), folder.name)
@@ -193,6 +236,9 @@ def class_folders(root: Path) -> list[Path]:
             raise UserError(f"the class folder {str(folder)!r} has a name that is not UTF-8 (bytes of another "
                             "system's encoding, from an old zip or a Windows share): rename it, since its name "
                             "is the class's") from None
+        if any(unicodedata.category(letter) == "Cc" for letter in folder.name):
+            raise UserError(f"the class folder {str(folder)!r} has a line break or another control character in its "
+                            "name: rename it, since its name is the class's, written in charts and CSV files")
     return folders
 
 

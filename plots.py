@@ -5,6 +5,7 @@ Drawn with PIL alone (no plotting library to install); TensorBoard and report.ht
 """
 import functools
 import math
+import unicodedata
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -33,6 +34,12 @@ def font(size: int = 13):
 
 def text_width(text: str, size: int = 13) -> int:
     return int(font(size).getlength(text))
+
+
+def one_line(text: str) -> str:
+    """`text` with its control characters (a line break in a file's name) as "?": a line's width, which layouts
+    here measure, is not defined for text that runs over lines."""
+    return "".join("?" if unicodedata.category(letter) == "Cc" else letter for letter in text)
 
 
 def confusion_matrix_image(confusion, classes: list, title: str = "confusion matrix") -> Image.Image:
@@ -109,7 +116,7 @@ def class_distribution_chart(classes: list[str], counts: dict, title: str) -> Im
     Each panel is scaled to its own largest class, so that a class that is rare in val stands out
     as it does in train; the numbers give the counts.
     """
-    small, title_font = font(13), font(16)
+    small, title_font, title = font(13), font(16), one_line(title)  # a data folder's path
     row = max(2, min(22, 1400 // len(classes)))
     names_fit = row >= 12  # past ~100 classes the rows get too thin to label: the report has the numbers
     label_width = int(max(small.getlength(name) for name in classes)) + 16 if names_fit else 8
@@ -167,7 +174,8 @@ def prediction_card(image: Image.Image, labels: list[str], probs: list[float], t
 
     Bars are on an absolute 0-100% scale, so a hesitant prediction looks hesitant.
     """
-    small, title_font = font(13), font(15)
+    small, title_font, title = font(13), font(15), one_line(title)  # a photo's path
+    labels = list(map(one_line, labels))  # class names, as a class_indices.json may give any text
     photo = image.convert("RGB")
     photo.thumbnail((photo_size, photo_size))
     if max(photo.size) < photo_size // 2:  # an icon: enlarged, its pixels kept sharp, to be seen at all

@@ -117,7 +117,7 @@ def main(argv=None) -> None:
     k, width = min(args.topk, len(clf.class_names)), max(text_width(name) for name in clf.class_names)
     transform = build_transform(clf.model.img_size, train=False, crop_pct=clf.crop_pct)
     normalize = None if program else Normalize(clf.mean, clf.std)  # a program normalises: it takes the uint8 crop
-    results, failed, card_names, stopped = [], [], set(), None
+    results, failed, card_names, stopped, cardless = [], [], set(), None, 0
     try:
         for path, probs, seen in classify(clf.model, paths, transform, normalize, device, args) if paths else ():
             if probs is None:
@@ -133,19 +133,20 @@ def main(argv=None) -> None:
             elif args.output is None:
                 print(path, *(f"  {r}. {padded(e['label'], width)}  {e['prob']:7.2%}"
                               for r, e in enumerate(result["topk"], 1)), sep="\n")
-            if args.save_vis is not None:
-                save_card(result, args.save_vis, card_names, seen)
+            if args.save_vis is not None and not save_card(result, args.save_vis, card_names, seen):
+                cardless += 1
     except (KeyboardInterrupt, Terminated) as stop:  # Ctrl-C, SIGTERM: what was classified is still written, counted
         stopped = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
-    if args.output is not None:
-        write_results(results, args.output, k)
+    finally:  # and after an error (a full disk for the cards), before it is said
+        if args.output is not None:
+            write_results(results, args.output, k)
     if paths:
         print(f"classified {len(results)} of {len(paths)} images" + (f"; {len(failed)} could not be read"
               if failed else "") + (f"; results in {args.output}" if args.output else "") +
               (f"; stopped by {stopped}" if stopped else ""), file=sys.stderr)
     if stopped:
         sys.exit(143 if stopped == "SIGTERM" else 130)
-    if failed:
+    if failed or cardless:
         sys.exit(1)
 
 
@@ -200,20 +201,27 @@ def write_results(results: list, path: Path, k: int) -> None:
 CARD_MARK = ("Software", "predict.py --save-vis")  # a PNG text chunk: what tells a card from a user's own PNG
 
 
-def save_card(result: dict, folder: Path, used: set, seen=None) -> None:
+def save_card(result: dict, folder: Path, used: set, seen=None) -> bool:
     """DIR/<photo name>.png; a second photo of the same name gets _2, _3, ..., and so does a photo whose
     name a PNG that is not a card already holds there: an earlier run's card is written over, a file of
-    the user's (a photo, when DIR is the photos' folder) never."""
+    the user's (a photo, when DIR is the photos' folder) never. False, said, where the photo no longer
+    reads (removed or changed since it was classified)."""
+    try:
+        photo = load_rgb(result["path"])
+    except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        print(f"warning: no card for {result['path']}: it no longer reads ({error})", file=sys.stderr)
+        return False
     folder.mkdir(parents=True, exist_ok=True)
     stem, n = Path(result["path"]).stem, 1
     while (name := stem if n == 1 else f"{stem}_{n}") in used or not card_or_free(folder / f"{name}.png"):
         n += 1
     used.add(name)
-    card = plots.prediction_card(load_rgb(result["path"]), [e["label"] for e in result["topk"]],
+    card = plots.prediction_card(photo, [e["label"] for e in result["topk"]],
                                  [e["prob"] for e in result["topk"]], title=result["path"], seen=seen)
     mark = PngInfo()
     mark.add_text(*CARD_MARK)
     card.save(folder / f"{name}.png", pnginfo=mark)
+    return True
 
 
 def card_or_free(path: Path) -> bool:

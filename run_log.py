@@ -19,7 +19,7 @@ import plots
 import report
 from workers import dead_loader_worker
 from data import IMAGENET_MEAN, IMAGENET_STD, to_device
-from images import class_imbalance
+from images import class_imbalance, image_problem
 from model import NO_PRETRAINED_WEIGHTS, maps_of
 from precision import autocast
 from checkpoints import lock_run_folder, put_in_place
@@ -32,6 +32,7 @@ from weights import evaluated_file, nothing_to_resume
 RUN_FILES = ("last.pth", "best.pth")
 NEW_RUN_ELSEWHERE = ", or start this one under another --name"  # a new run refused a folder in use: the way on
 SPLIT_FILE = "val_files.json"  # the validation files of a split drawn from class folders, as the run drew them
+FILES_NAMED = 10  # files a warning names one by one; the others are counted
 
 
 def run_folder(cfg, checkpoint, variant: str) -> Path:
@@ -167,8 +168,13 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
     row = {"epoch": epoch, "step": state.step,
            **{k.replace("/", "_"): "" if v is None else f"{v:.6g}" for k, v in scalars.items()}}  # an lr of 1e-7 too
     write_metrics_row(run_dir / "metrics.csv", row)
-    for path in train["failed"] + val["failed"]:
-        print(f"warning: skipped an image that failed to load: {path}", file=sys.stderr)
+    failed = train["failed"] + val["failed"]
+    for path in failed[:FILES_NAMED]:  # why, as it is now: a file changed or removed since it was listed
+        print(f"warning: skipped an image that failed to load: {path}: {image_problem(Path(path)) or 'it reads now'}",
+              file=sys.stderr)
+    if len(failed) > FILES_NAMED:
+        print(f"warning: and {len(failed) - FILES_NAMED} more images that failed to load in epoch {epoch}",
+              file=sys.stderr)
     ema = f"  ema top-1 {ema_val['acc1']:.4f}" if ema_val is not None else ""
     figures = f"train loss {train['loss']:.4f} top-1 {train['acc1']:.4f}" if train["loss"] is not None else \
         "trained before the resume"
@@ -198,7 +204,7 @@ def write_metrics_row(path: Path, row: dict) -> None:
     put_in_place(path, write)
 
 
-def warn_unreadable(splits, recorded: set = None, shown: int = 10) -> None:
+def warn_unreadable(splits, recorded: set = None) -> None:
     """Files that do not decode are left out of the run, and the user is told which and why; so are the recorded
     validation files (recorded_split) that are no longer there (renamed, deleted)."""
     skipped = splits.skipped
@@ -207,10 +213,10 @@ def warn_unreadable(splits, recorded: set = None, shown: int = 10) -> None:
         if gone := len(recorded - found):
             print(f"warning: {gone} of the run's {len(recorded)} validation files are no longer in {splits.root}: "
                   f"it validates on the other {len(splits.val)}", file=sys.stderr)
-    for path, reason in skipped[:shown]:
+    for path, reason in skipped[:FILES_NAMED]:
         print(f"warning: left out {path}: {reason}", file=sys.stderr)
-    if len(skipped) > shown:
-        print(f"warning: and {len(skipped) - shown} more files left out (python split_data.py "
+    if len(skipped) > FILES_NAMED:
+        print(f"warning: and {len(skipped) - FILES_NAMED} more files left out (python split_data.py "
               "--data-path <folder> lists every one in split_report.txt)", file=sys.stderr)
 
 
@@ -283,6 +289,24 @@ def say_finished(cfg, checkpoint: dict, run_dir: Path) -> None:
                                                        for where in (".", "eval_val")):
         print(f"{run_dir / 'report.html'} was not written: python train.py --eval-only --resume "
               f"{shlex.quote(str(evaluated_file(run_dir)))} writes the report, in {run_dir / 'eval_val'}")
+
+
+def check_some_loaded(result: dict, what: str, data_path, run_dir: Path, save=None) -> None:
+    """Stop a run (UserError) at an epoch's training or validation none of whose images loaded, its data folder
+    moved, unmounted or made unreadable since the run began: going on would train on nothing and score 0%, and
+    finish as a run does. `save`, given, saves the epoch's training first (validation found them gone)."""
+    if result["images"] or not result["failed"]:
+        return
+    if save is not None:
+        save("last.pth")
+    first = result["failed"][0]
+    kept = (f"this epoch's training is saved in {run_dir / 'last.pth'}" if save is not None else
+            f"{run_dir / 'last.pth'} holds the run as of its last save" if (run_dir / "last.pth").is_file() else "")
+    again = f"{kept}; once the photos are back: {resume_command(run_dir)}" if kept else \
+        "nothing was saved; start again once the photos are back"
+    raise UserError(f"none of this epoch's {len(result['failed'])} {what} images loaded (the first, {first}: "
+                    f"{image_problem(Path(first)) or 'it reads now'}): has {data_path} moved, been unmounted or "
+                    f"become unreadable? {again}")
 
 
 def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, distributed: bool) -> UserError | None:

@@ -25,15 +25,21 @@ def write_class_tree(root: Path, counts: dict, size=(48, 40)) -> list[Path]:
             for name, count in counts.items() for i in range(count)]
 
 
-def write_sideways_photo(path: Path, size=(40, 20), orientation: int = 6) -> Path:
+def write_sideways_photo(path: Path, size=(40, 20), orientation: int = 6, unwritable_exif: bool = False) -> Path:
     """Stored as left half red, right half blue, with EXIF orientation 6: shown turned 90 degrees
     clockwise, red on top. Phones save photos like this. A JPEG, or a TIFF for a .tiff path; another
-    `orientation` for the values some editors write (0, out of EXIF's range, means as stored)."""
+    `orientation` for the values some editors write (0, out of EXIF's range, means as stored).
+    `unwritable_exif`: the EXIF block also gives XResolution as text, which Pillow reads and cannot write back."""
     width, height = size
     image = Image.new("RGB", size, (255, 0, 0))
     image.paste((0, 0, 255), (width // 2, 0, width, height))
     exif = Image.Exif()
     exif[0x0112] = orientation
+    if unwritable_exif:  # a little-endian TIFF header and one IFD: Orientation (SHORT), XResolution (ASCII "72")
+        entries = [struct.pack("<HHI", 0x0112, 3, 1) + struct.pack("<H", orientation) + b"\0\0",
+                   struct.pack("<HHI", 282, 2, 3) + b"72\0\0"]
+        exif = (b"Exif\0\0II*\0" + struct.pack("<I", 8) + struct.pack("<H", len(entries)) + b"".join(entries)
+                + b"\0\0\0\0")
     image.save(path, exif=exif, **({} if path.suffix == ".tiff" else {"quality": 95}))
     return path
 

@@ -137,8 +137,10 @@ def test_training_crops_never_go_below_the_output_resolution(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("train", [True, False])
-def test_exif_orientation_is_applied_before_cropping(tmp_path, monkeypatch, train):
-    path = write_sideways_photo(tmp_path / "phone.jpg", size=(1800, 900))  # shown 900 wide, red on top
+@pytest.mark.parametrize("unwritable_exif", [False, True])  # an EXIF block Pillow reads and cannot write back
+def test_exif_orientation_is_applied_before_cropping(tmp_path, monkeypatch, train, unwritable_exif):
+    path = write_sideways_photo(tmp_path / "phone.jpg", size=(1800, 900),  # shown 900 wide, red on top
+                                unwritable_exif=unwritable_exif)
     monkeypatch.setattr("data.random_resized_box", lambda w, h: (0, 450, 900, 900))  # the middle square
     tensor = Normalize()(build_transform(64, train=train)(Image.open(path)))
     red_minus_blue = tensor[0] - tensor[2]

@@ -122,11 +122,55 @@ def test_load_rgb_raises_on_a_broken_file(tmp_path):
 
 
 def test_listing_ignores_non_images_and_reads_any_case(tmp_path):
-    good = [write_image(tmp_path / "c" / name) for name in ("a.JPG", "b.jpeg", "c.Png", "d.bmp", "e.tif")]
+    good = [write_image(tmp_path / "c" / name, format="JPEG" if name.endswith(("jfif", "jpe")) else None)
+            for name in ("a.JPG", "b.jpeg", "c.Png", "d.bmp", "e.tif", "f.jfif", "g.jpe")]  # .jfif: a browser's JPEG
     write_ignored_files(tmp_path / "c")
     write_image(tmp_path / "c" / ".ipynb_checkpoints" / "a-checkpoint.jpg")
     assert find_images(tmp_path / "c") == good
-    assert {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"} == set(IMAGE_EXTENSIONS)
+    assert {".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"} <= set(IMAGE_EXTENSIONS)
+    assert check_images(good)[1] == []
+
+
+def test_what_is_left_out_of_a_class_folder_is_said_with_what_to_do(tmp_path):
+    """A NAS's thumbnails (of photos in the folder: in another split they would leak the photo into it), a
+    recycle bin, iPhone and camera-raw photos that Pillow does not read, a pipe (opening it would wait forever):
+    left out, each with why; a folder of a zip made on a Mac is no class."""
+    own = write_image(tmp_path / "data" / "c" / "a.jpg")
+    write_image(tmp_path / "data" / "c" / "@eaDir" / "a.jpg" / "SYNOPHOTO_THUMB_M.jpg")
+    write_image(tmp_path / "data" / "c" / "#recycle" / "old.jpg")
+    (tmp_path / "data" / "c" / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
+    (tmp_path / "data" / "c" / "DSC_0001.NEF").write_bytes(b"MM\0*")
+    os.mkfifo(tmp_path / "data" / "c" / "pipe.jpg")
+    left_out = []
+    assert find_images(tmp_path / "data" / "c", left_out=left_out) == [own]
+    why = {Path(path).name: reason for path, reason in left_out}
+    assert set(why) == {"@eaDir", "#recycle", "IMG_0001.HEIC", "DSC_0001.NEF", "pipe.jpg"}
+    assert "Synology" in why["@eaDir"] and "convert it to JPEG" in why["IMG_0001.HEIC"]
+    assert "export it as JPEG" in why["DSC_0001.NEF"] and "pipe" in why["pipe.jpg"]
+    write_image(tmp_path / "data" / "d" / "b.jpg")
+    write_image(tmp_path / "data" / "__MACOSX" / "c" / "._a.jpg")
+    splits = load_splits(tmp_path / "data", val_ratio=0.0)
+    assert splits.classes == ["c", "d"] and len(splits.skipped) == 5
+
+
+def test_a_class_folder_with_a_line_break_in_its_name_is_refused(tmp_path):
+    """Its name is the class's, drawn in charts (whose text cannot hold a line break) and written in CSV files."""
+    write_class_tree(tmp_path / "data", {"roses": 2, "red\nroses": 2})
+    with pytest.raises(UserError, match="line break or another control character"):
+        load_splits(tmp_path / "data")
+
+
+def test_a_photo_whose_exif_pillow_cannot_rewrite_is_kept_and_turned_upright(tmp_path):
+    """Phones and editors write EXIF blocks that Pillow reads but cannot write back (here a resolution given as
+    text): its exif_transpose raised on them, which stopped a run or dropped a good photo as broken."""
+    path = write_sideways_photo(tmp_path / "phone.jpg", unwritable_exif=True)
+    from PIL import ImageOps
+    with Image.open(path) as opened, pytest.raises(TypeError):  # what made such a photo fail before
+        ImageOps.exif_transpose(opened)
+    assert image_problem(path) is None
+    image = load_rgb(path)
+    top, bottom = image.getpixel((10, 5)), image.getpixel((10, 35))
+    assert image.size == (20, 40) and top[0] > 200 and bottom[2] > 200
 
 
 def test_check_reports_exactly_the_broken_files(tmp_path):

@@ -252,6 +252,29 @@ def test_save_vis_never_writes_over_the_users_pngs_nor_classifies_its_cards(trai
         run_predict(capsys, monkeypatch, trained, str(shots / "*_?.png"))
 
 
+def test_a_photo_gone_before_its_card_is_said_and_the_results_are_written(trained, photos, tmp_path, capsys,
+                                                                         monkeypatch):
+    """A photo removed between its classification and its card (a sync client's, another job's): a warning, the
+    other cards, every result in --output, exit status 1; and a line break in a photo's name is drawn as "?"."""
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    gone, odd = shutil.copy(photos[0], folder / "gone.jpg"), shutil.copy(photos[1], folder / "new\nline.jpg")
+    classified = predict.classify
+
+    def removing_one(*args):
+        for item in classified(*args):
+            if item[0] == str(gone):
+                os.remove(gone)
+            yield item
+    monkeypatch.setattr(predict, "classify", removing_one)
+    code, _, err = run_predict(capsys, monkeypatch, trained, folder, "--save-vis", tmp_path / "vis",
+                               "--output", tmp_path / "out.csv")
+    assert code == 1 and f"warning: no card for {gone}: it no longer reads" in err, err
+    assert [p.name for p in (tmp_path / "vis").iterdir()] == ["new\nline.png"]
+    with open(tmp_path / "out.csv", newline="") as f:
+        assert sorted(row["path"] for row in csv.DictReader(f)) == [str(gone), str(odd)]
+
+
 def test_save_vis_writes_no_card_through_a_link(trained, photos, tmp_path, capsys, monkeypatch):
     """A link where a card would go (even one to nothing) is the user's: the card takes another name, nothing is
     written through the link."""

@@ -193,6 +193,37 @@ def test_files_that_do_not_decode_are_left_out_and_named(tmp_path, capsys):
     assert "5 files in the data folder were left out of the run, such as " in (tmp_path / "r" / "report.html").read_text()
 
 
+@pytest.mark.parametrize("gone_in", ["training", "validation"])
+def test_a_data_folder_gone_midway_stops_the_run_with_what_was_kept(tmp_path, capsys, monkeypatch, gone_in):
+    """The photos removed (a drive unmounted) in the second epoch: a run that went on would train on nothing,
+    score 0% and finish as done. It stops with one line: what happened, what is saved, how to go on; gone in
+    validation, that epoch's training is saved first."""
+    import engine
+    from image_factory import write_class_tree
+    write_class_tree(tmp_path / "photos", {"cats": 6, "dogs": 6})
+    trained = engine.train_one_epoch
+
+    def losing_the_photos(state, *args, **kwargs):
+        if state.epoch == 1 and gone_in == "training":
+            shutil.rmtree(tmp_path / "photos")
+        result = trained(state, *args, **kwargs)
+        if state.epoch == 1 and gone_in == "validation":
+            shutil.rmtree(tmp_path / "photos")
+        return result
+    monkeypatch.setattr(engine, "train_one_epoch", losing_the_photos)
+    kept = (r"this epoch's training is saved in .*r/last.pth" if gone_in == "validation" else
+            r".*r/last.pth holds the run as of its last save")
+    with pytest.raises(UserError, match=rf"^none of this epoch's \d+ {gone_in} images loaded \(the first, "
+                                        rf".*photos/.*: cannot be read .*No such file.*\): has .*photos moved, been "
+                                        rf"unmounted or become unreadable\? {kept}; once the photos are back: "
+                                        rf"python train.py --resume .*r$"):
+        train.main([str(a) for a in ["--data-path", tmp_path / "photos", *FAST, "--batch-size", "4", "--epochs", "3",
+                                     "--output", tmp_path, "--name", "r"]])
+    saved = torch.load(tmp_path / "r" / "last.pth", weights_only=True)
+    assert saved["epoch"] == (2 if gone_in == "validation" else 1)
+    assert len(metrics(tmp_path / "r")) == 1 and not (tmp_path / "r" / "report.html").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--data-path", "no/such/folder"], "data path not found: no/such/folder"),
     (["--data-path", ROOT / "README.md"], "data path is a file, not a folder: .*README.md"),
