@@ -32,6 +32,7 @@ import torch
 import evaluation
 import plots
 from data import CROP_PCT
+from images import image_problem
 from checkpoints import put_in_place
 from utils import padded, text_width
 
@@ -103,6 +104,9 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
     if left_out:  # after the text printed: train.py has warned of them as it listed the folder
         lines += ["", f"{len(left_out)} files in the data folder left out of the run:"]
         lines += [f"{path}: {why}" for path, why in left_out]
+    if result.get("failed"):  # listed, they failed as they were evaluated: changed or removed since (why: as now)
+        lines += ["", f"{len(result['failed'])} images failed to load as they were evaluated, and were not:"]
+        lines += [f"{path}: {image_problem(Path(path)) or 'it reads now'}" for path in result["failed"]]
     (folder / "report.txt").write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogateescape")
     # last: a report.html in a run folder says the run's evaluation was written whole
     write_report(folder / "report.html", result, classes, checkpoint, variant, split, metrics_csv, left_out=left_out,
@@ -237,7 +241,8 @@ def gallery(wrong: list, classes: list[str], max_shown: int, thumb_size: int, fa
         intro += (f" Shown: the {len(shown):,} most confident; the other {len(wrong) - len(shown):,} are listed "
                   "in misclassified.csv beside this page.")
     if failed:
-        intro += f" {len(failed)} images failed to load and were not evaluated."
+        intro += (f" {len(failed)} images failed to load and were not evaluated, such as {failed[0]}: report.txt "
+                  "lists them all, with why.")
     groups, links = [], []
     for label, name in enumerate(classes):
         mistakes = [m for m in shown if m[1] == label]

@@ -272,6 +272,21 @@ def test_misclassified_csv_gains_the_top3_probabilities(flowers, tmp_path):
     assert float(rows[1]["second_probability"]) == pytest.approx(0.18)
 
 
+def test_images_that_failed_as_they_were_evaluated_are_named_with_why(flowers, tmp_path):
+    """Removed or changed after they were listed: the page names one and the count, report.txt all, each with
+    why, as the file is now."""
+    result = fake_evaluation(flowers, [0.9])
+    result["failed"] = [str(tmp_path / "gone.jpg"), str(tmp_path / "empty.jpg")]
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    report.write_evaluation(tmp_path / "eval", result, CLASSES, "c.pth", "swin_micro_patch4_window4_128", "val")
+    text = (tmp_path / "eval" / "report.txt").read_text()
+    listed = text.split("2 images failed to load as they were evaluated, and were not:\n")[1].splitlines()
+    assert listed[0].startswith(f"{tmp_path / 'gone.jpg'}: cannot be read (") and "No such file" in listed[0]
+    assert listed[1] == f"{tmp_path / 'empty.jpg'}: empty file"
+    page = (tmp_path / "eval" / "report.html").read_text()
+    assert f"2 images failed to load and were not evaluated, such as {tmp_path / 'gone.jpg'}: report.txt" in page
+
+
 def test_file_names_whose_bytes_are_not_utf8_are_written_not_raised_about(flowers, tmp_path):
     """A photo named in Latin-1 (old zips, Windows shares): the report shows its name with U+FFFD and links to it,
     misclassified.csv and report.txt keep its bytes, and the report of an earlier evaluation is replaced whole."""
