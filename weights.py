@@ -138,26 +138,61 @@ def resize_position_bias_table(table: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(grid, size=(size, size), mode="bicubic", align_corners=False).reshape(-1, size * size).T
 
 
+def small_map_windows(model: nn.Module) -> dict:
+    """{stage: side} for the V1 stages whose feature map at the model's image size is smaller than its window
+    (the last, at an image size under the variant's). The official code gives such a stage a window of the map's
+    side and a table of position biases for it, which its loader resizes a checkpoint's table to; this model keeps
+    the window's table at every stage (any input size runs) and uses its centre there."""
+    if getattr(model, "version", None) != 1 or not getattr(model, "img_size", None):
+        return {}
+    sides = {i: model.img_size // model.patch_embed.patch_size // 2 ** i for i in range(len(model.layers))}
+    return {i: side for i, side in sides.items() if side < model.layers[i].window_size}
+
+
+def fitted_position_bias_table(table: torch.Tensor, size: int, used: int | None) -> torch.Tensor:
+    """A checkpoint's V1 table made the model's, (size^2, heads), as the official loader makes it: resized
+    (bicubic) where the window differs; for a stage that uses only a used x used window (small_map_windows),
+    the centre it reads resized from the checkpoint's on its own, to (2 * used - 1)^2, as the official code
+    builds that stage's table."""
+    fitted = table if table.shape[0] == size * size else resize_position_bias_table(table, size)
+    if used is None:
+        return fitted
+    span, heads = 2 * used - 1, table.shape[1]
+    start = (size - span) // 2
+    grid = fitted.T.reshape(heads, size, size).clone()
+    grid[:, start:start + span, start:start + span] = resize_position_bias_table(table, span).T.reshape(
+        heads, span, span)
+    return grid.reshape(heads, size * size).T
+
+
 def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
     """Load official Microsoft, timm or this project's weights into model.
 
     weights: a path (.pth, .pt, .bin, .safetensors) or a state dict. V1 position-bias tables
-    are resized when the window differs; the classifier is dropped when the class count
-    differs. Returns {'missing', 'unexpected', 'resized', 'skipped'} lists of keys, and
-    prints a short report of them when verbose (and the file's name).
+    are resized when the window differs, and official or timm ones fitted as the official loader
+    fits them to a stage whose map is smaller than its window (fitted_position_bias_table); the
+    classifier is dropped when the class count differs. Returns {'missing', 'unexpected', 'resized',
+    'skipped'} lists of keys, and prints a short report of them when verbose (and the file's name).
     """
-    state = to_official_layout(unwrap_state_dict(weights if isinstance(weights, dict) else load_checkpoint(weights)))
+    raw = weights if isinstance(weights, dict) else load_checkpoint(weights)
+    state = to_official_layout(unwrap_state_dict(raw))
     check_is_swin(state, "these weights" if isinstance(weights, dict) else weights)
     check_same_architecture(state, model)
     own = model.state_dict()
+    # a train.py checkpoint's tables were trained as this model reads them: fitted only to another window
+    small = {} if is_run_checkpoint(raw) else small_map_windows(model)
     resized, skipped, replaced = [], [], set()
     for key, value in list(state.items()):
+        if key.endswith("relative_position_bias_table") and key in own:
+            used = small.get(int(key.split(".")[1]))
+            if value.shape != own[key].shape or used is not None:
+                state[key] = fitted_position_bias_table(value, int(own[key].shape[0] ** 0.5), used)
+                resized.append(f"{key} {tuple(value.shape)} -> {tuple(own[key].shape)}" +
+                               (f" (its centre for a {used} x {used} window)" if used is not None else ""))
+            continue
         if key not in own or value.shape == own[key].shape:
             continue
-        if key.endswith("relative_position_bias_table"):
-            state[key] = resize_position_bias_table(value, int(own[key].shape[0] ** 0.5))
-            resized.append(f"{key} {tuple(value.shape)} -> {tuple(own[key].shape)}")
-        elif key.startswith("head."):
+        if key.startswith("head."):
             del state[key]
             replaced.add(key)
             skipped.append(f"{key} {tuple(value.shape)} (model has {tuple(own[key].shape)}: new classifier)")

@@ -101,6 +101,33 @@ def test_derived_variants_are_the_checked_ones_in_another_width_or_head(name):
     assert report == {"missing": [], "unexpected": [], "resized": [], "skipped": []}
 
 
+def test_a_v1_checkpoint_at_a_size_whose_last_map_is_smaller_than_the_window_gives_the_official_logits():
+    """Window-12 weights (of a 384 px model) at 192 px: the last stage's map is 6 x 6. The official code (and timm)
+    give that stage a 6 x 6 window with an 11 x 11 table, which the loader resizes the checkpoint's 23 x 23 to;
+    ours keeps the 23 x 23 table and reads its centre, which the loader fills with that same resize."""
+    source = perturbed_timm("swin_tiny_patch4_window7_224", 1000, img_size=384, window_size=12)
+    with torch.no_grad():  # position biases of a trained model's size, not the init's 0.02
+        for name, table in source.named_parameters():
+            if name.endswith("relative_position_bias_table"):
+                table.normal_(0, 2, generator=torch.Generator().manual_seed(len(name)))
+    reference = timm.create_model("swin_tiny_patch4_window7_224", num_classes=1000, img_size=192,
+                                  window_size=12).eval()
+    state = source.state_dict()
+    for name, table in reference.state_dict().items():  # the official loader's resize (utils.load_pretrained)
+        if name.endswith("relative_position_bias_table") and table.shape != state[name].shape:
+            side, heads = int(table.shape[0] ** 0.5), table.shape[1]
+            grid = state[name].T.reshape(1, heads, 23, 23)
+            state[name] = F.interpolate(grid, size=(side, side), mode="bicubic").view(heads, -1).T
+    reference.load_state_dict(state)
+    assert reference.layers[3].blocks[0].attn.relative_position_bias_table.shape == (11 * 11, 3 * 8)
+    ours = create_model("swin_tiny_patch4_window7_224", img_size=192, window_size=12).eval()
+    report = load_weights(ours, official_layout(source), verbose=False)
+    assert len(report["resized"]) == 2 and all("for a 6 x 6 window" in line for line in report["resized"])
+    x = torch.randn(1, 3, 192, 192, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert (ours(x) - reference(x)).abs().max().item() <= 1e-4
+
+
 def test_a_v2_model_moved_to_a_larger_window_keeps_its_pretrained_window():
     """swinv2_tiny's window-8 weights at 320 px with window 10, as the official fine-tuning configs set it
     (PRETRAINED_WINDOW_SIZES): the position-bias MLP reads offsets on its window-8 scale, so the logits are
