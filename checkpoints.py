@@ -225,7 +225,10 @@ def load_checkpoint(path, mmap: bool = False):
         raise UserError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as err:  # SafetensorError, or an OSError: no common base
+            raise UserError(f"{path} is not a safetensors file of tensors ({err})") from None
     if is_torchscript(path):  # torch.load would warn and hand it to torch.jit.load, which runs its code
         raise UserError(f"{path} is a TorchScript program, not a checkpoint: torch.jit.load runs it. Give a "
                         "checkpoint or state dict (predict.py also runs .onnx and .pt2 programs)")

@@ -119,7 +119,8 @@ class WindowAttention(nn.Module):
     def position_bias(self, layout: StageLayout) -> torch.Tensor:
         """(heads, N, N) bias for the layout's window."""
         if self.v2:
-            table = 16 * torch.sigmoid(self.cpb_mlp(layout.rel_coords))  # (T, heads)
+            coords = layout.rel_coords.to(self.cpb_mlp[0].weight.dtype)  # a model cast to bf16 as a whole too
+            table = 16 * torch.sigmoid(self.cpb_mlp(coords))  # (T, heads)
         else:
             table = self.relative_position_bias_table
         n = layout.area
@@ -256,7 +257,10 @@ class SwinStage(nn.Module):
         """(B, H, W, C) -> (B, H, W, C), or (B, ceil(H/2), ceil(W/2), 2C) with merging."""
         device = x.device.type
         if casts_weights_once(device):
-            with weights_cast(self, torch.get_autocast_dtype(device)):
+            dtype = torch.get_autocast_dtype(device)
+            if not self.v2:  # V1's stream is in the autocast type from the patch embedding on (LayerNorm), as its
+                x = x.to(dtype)  # norms, their weights held cast, need it: a stage used as a layer's input too
+            with weights_cast(self, dtype):
                 return self.run_blocks(x)
         return self.run_blocks(x)
 
@@ -494,6 +498,7 @@ def _aliases():
                 aliases[name + "_22k"] = name
         else:
             aliases[name + "_22kto1k"] = name
+            aliases[name + "_22kto1k_finetune"] = name  # the official files of release v1.0.8
     return aliases
 
 

@@ -38,10 +38,10 @@ from utils import UserError, launcher, resume_command
 _BUFFERS = ("relative_position_index", "relative_coords_table", "attn_mask", "k_bias")
 
 
-def unwrap_state_dict(obj) -> dict:
+def unwrap_state_dict(obj, source="these weights") -> dict:
     """Find the model's tensors in a checkpoint: {'model': ...}, {'state_dict': ...} or bare."""
     if not isinstance(obj, dict):
-        raise UserError(f"expected a state dict or a checkpoint dict, got {type(obj).__name__}")
+        raise UserError(f"{source} holds a {type(obj).__name__}, not a state dict or a checkpoint dict of them")
     for key in ("model", "state_dict", "model_state_dict"):
         if isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -110,7 +110,7 @@ def matching_variants(info: dict) -> list:
 def check_is_swin(state: dict, source) -> None:
     """Weights of another network, or a file of no weights, are one clear error, not a model that
     loads nothing and trains from scratch."""
-    if not any(key.startswith(("patch_embed.", "layers.")) for key in state):
+    if not any(re.match(r"layers\.\d+\.blocks\.\d+\.", key) for key in state):  # not a ViT's patch_embed alone
         held = (f"its tensors are named {', '.join(list(state)[:3])}{', ...' if len(state) > 3 else ''}" if state
                 else "it holds no tensors")
         raise UserError(f"{source} holds no Swin weights ({held}): give an official, timm or train.py checkpoint "
@@ -175,8 +175,9 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
     'skipped'} lists of keys, and prints a short report of them when verbose (and the file's name).
     """
     raw = weights if isinstance(weights, dict) else load_checkpoint(weights)
-    state = to_official_layout(unwrap_state_dict(raw))
-    check_is_swin(state, "these weights" if isinstance(weights, dict) else weights)
+    source = "these weights" if isinstance(weights, dict) else weights
+    state = to_official_layout(unwrap_state_dict(raw, source))
+    check_is_swin(state, source)
     check_same_architecture(state, model)
     own = model.state_dict()
     # a train.py checkpoint's tables were trained as this model reads them: fitted only to another window
@@ -198,6 +199,11 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
             skipped.append(f"{key} {tuple(value.shape)} (model has {tuple(own[key].shape)}: new classifier)")
         else:
             raise UserError(f"cannot load {key}: checkpoint shape {tuple(value.shape)}, model {tuple(own[key].shape)}")
+    lacking = [key for key in own if key not in state and not key.startswith("head.")]
+    if lacking:  # a Swin of another naming (timm's swinv2_cr) fits a few keys: not a model that loads those alone
+        raise UserError(f"{source}: {len(lacking)} of the model's {len(own)} tensors are not there "
+                        f"({', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''}): give an official, timm (swin_transformer, "
+                        f"swin_transformer_v2) or train.py checkpoint of {getattr(model, 'variant', 'this model')}")
     result = model.load_state_dict(state, strict=False)
     headless = isinstance(model.head, nn.Identity)
     unexpected = [k for k in result.unexpected_keys if not (k.startswith("head.") and headless)]
@@ -245,7 +251,7 @@ def create_model_from_checkpoint(checkpoint: dict, **overrides) -> nn.Module:
 def model_from_state_dict(ckpt, path, variant: str, overrides: dict) -> nn.Module:
     """A classifier from weights that do not say what they are (the tutorial's weights/model-9.pth,
     official or timm files, given to predict.py with --model): `variant` with the file's class count."""
-    state = to_official_layout(unwrap_state_dict(ckpt))
+    state = to_official_layout(unwrap_state_dict(ckpt, path))
     check_is_swin(state, path)
     if variant is None:
         like = matching_variants(describe_architecture(state))[:3]

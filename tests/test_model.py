@@ -438,11 +438,30 @@ def test_names_and_aliases():
     assert model.resolve_variant("swin_base_patch4_window7_224_22k") == "swin_base_patch4_window7_224_in22k"
     assert model.resolve_variant("swinv2_large_patch4_window12_192_22k") == "swinv2_large_patch4_window12_192"
     assert model.resolve_variant("swin_base_patch4_window7_224.ms_in22k") == "swin_base_patch4_window7_224_in22k"
+    assert model.resolve_variant("swin_tiny_patch4_window7_224_22kto1k_finetune") == "swin_tiny_patch4_window7_224"
     with pytest.raises(UserError, match="swin_tiny_patch4_window7_224.*Valid models: .*swinv2_large"):
         create_model("swin_tiny_patch4_window7")
     with pytest.raises(UserError,
                        match="Did you mean swin_tiny_patch4_window7_224, swin_tiny_patch4_window7_224_in22k"):
         create_model("swin_tiny")  # a short form lists the variants it begins
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_stage_as_a_layer_under_autocast_and_a_model_cast_to_bf16_run(version):
+    """A float32 input into a V1 stage under CPU autocast (its norms hold their weights cast: the full model's
+    stream is bf16 there already), and a model cast to bf16 as a whole (V2's position-bias MLP reads float32
+    offsets): each ran into a dtype error."""
+    layer = model.SwinLayer(dim=16, depth=2, num_heads=2, window_size=4, version=version)
+    x = torch.randn(1, 16, 9, 14, requires_grad=True)
+    with torch.autocast("cpu", torch.bfloat16):
+        out = layer(x)
+    out.float().sum().backward()
+    assert out.shape == x.shape and torch.isfinite(x.grad).all()
+    net = create_model("swin_micro_patch4_window4_128", img_size=64, version=version).eval()
+    with torch.no_grad():
+        expected = net(torch.ones(1, 3, 64, 64))
+        got = net.to(torch.bfloat16)(torch.ones(1, 3, 64, 64, dtype=torch.bfloat16))
+    assert got.dtype == torch.bfloat16 and (got.float() - expected).abs().max() < 0.1 * expected.abs().max()
 
 
 def test_overrides():

@@ -77,6 +77,31 @@ def test_bad_files_are_clear_errors(tmp_path):
     junk.write_bytes(b"\xff\xd8\xff\xe0 not a checkpoint at all")
     with pytest.raises(UserError, match="not a PyTorch checkpoint"):
         load_weights(net, junk)
+    cut = tmp_path / "cut.safetensors"  # a download cut short, or a text file with that suffix
+    cut.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\"")
+    with pytest.raises(UserError, match=r"cut\.safetensors is not a safetensors file of tensors \("):
+        load_weights(net, cut)
+    bare = tmp_path / "tensor.pth"
+    torch.save(torch.zeros(3), bare)
+    with pytest.raises(UserError, match=r"tensor\.pth holds a Tensor, not a state dict"):
+        load_weights(net, bare)
+
+
+def test_weights_that_fit_only_a_few_keys_are_refused_not_loaded_as_those(tmp_path):
+    """A ViT's (patch_embed.proj too) is no Swin; a Swin of another naming (timm's swinv2_cr) fits a few of the
+    model's keys: loading those alone would train, in effect, from scratch."""
+    with pytest.raises(UserError, match=r"holds no Swin weights \(its tensors are named patch_embed\.proj"):
+        load_weights(create_model("swin_micro_patch4_window4_128"),
+                     {"patch_embed.proj.weight": torch.zeros(32, 3, 4, 4), "blocks.0.attn.qkv.weight": torch.zeros(1)})
+    state = micro_state()
+    partial = {k: v for k, v in state.items() if not k.startswith(("patch_embed.", "norm."))}  # a backbone's part
+    with pytest.raises(UserError, match=rf"^these weights: 6 of the model's {len(state)} tensors are not there \(patch_embed\.proj\.weight, "
+                                        r"patch_embed\.proj\.bias, patch_embed\.norm\.weight, \.\.\.\): give an "
+                                        r"official, .* checkpoint of swin_micro_patch4_window4_128$"):
+        load_weights(create_model("swin_micro_patch4_window4_128"), partial)
+    headless = {k: v for k, v in state.items() if not k.startswith("head.")}  # a backbone's: a new classifier
+    assert load_weights(create_model("swin_micro_patch4_window4_128"), headless, verbose=False)["missing"] == [
+        "head.weight", "head.bias"]
 
 
 def test_weights_of_another_network_are_refused_not_loaded_as_nothing(tmp_path):
