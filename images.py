@@ -557,11 +557,15 @@ def place_image(source: Path, target: Path, mode: str, max_size: int | None = No
         raise UserError(f"{target} exists already: split_data.py writes only new files")
     target.parent.mkdir(parents=True, exist_ok=True)
     if max_size is not None:
-        with Image.open(source) as image:
-            if max(image.size) > max_size:
-                image.thumbnail((max_size, max_size), Image.LANCZOS)  # decodes a JPEG at a reduced scale
-                upright_rgb(image).save(target, quality=90)
-                return
+        try:
+            with Image.open(source) as image:
+                if max(image.size) > max_size:
+                    image.thumbnail((max_size, max_size), Image.LANCZOS)  # decodes a JPEG at a reduced scale
+                    upright_rgb(image).save(target, quality=90)
+                    return
+        except DECODE_ERRORS as error:  # it decoded when listed: changed since
+            target.unlink(missing_ok=True)
+            raise UserError(f"{source} no longer decodes ({error}), changed since it was checked: run again") from None
     try:
         if mode == "copy":
             shutil.copy2(source, target)

@@ -409,6 +409,15 @@ def test_placing_an_image_never_writes_through_an_existing_file_or_link(tmp_path
     assert source.read_bytes() == before
 
 
+def test_a_photo_cut_short_after_it_was_checked_is_one_line_when_it_is_resized(tmp_path):
+    """split_data.py --max-size: checked when listed, truncated (a sync still writing it) before its copy."""
+    whole = write_image(tmp_path / "whole.jpg", (400, 300), quality=95).read_bytes()
+    (tmp_path / "photo.jpg").write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(UserError, match=r"photo\.jpg no longer decodes \(.*\), changed since it was checked: run again"):
+        place_image(tmp_path / "photo.jpg", tmp_path / "out" / "photo.jpg", "copy", max_size=100)
+    assert not (tmp_path / "out" / "photo.jpg").exists()
+
+
 def test_a_class_folder_named_in_another_encoding_is_refused_in_one_line(tmp_path):
     """A class's name is text in checkpoints, TensorBoard's tags and ONNX metadata: a folder named in Latin-1
     stopped training after its first epoch, in TensorBoard, before the epoch was saved."""
