@@ -589,7 +589,8 @@ def list_images(patterns: list, passed_over=None) -> list[str]:
             paths.append(str(path))
             continue
         if not path.is_dir() and not glob.has_magic(pattern):
-            raise UserError(f"image not found: {pattern}")
+            raise UserError(f"{pattern} is not a file of its own (a pipe, a socket or a device)" if path.exists()
+                            else f"image not found: {pattern}")
         found = find_images(path) if path.is_dir() else [
             p for p in sorted(glob.glob(pattern, recursive=True)) if not Path(p).is_dir()]
         if not found:

@@ -342,6 +342,7 @@ def test_cam_needs_cards_and_a_checkpoint(trained, photos, pt2_program, tmp_path
 
 @pytest.mark.parametrize("args, message", [
     ("nowhere.jpg --weights {run}", "image not found: nowhere.jpg"),
+    ("/dev/null --weights {run}", "/dev/null is not a file of its own (a pipe, a socket or a device)"),
     ("{photo} --weights plain.pth", "add --model NAME (swin_micro_patch4_window4_128) and --num-classes N"),
     ("{photo} --weights plain.pth --model swin_micro_patch4_window4_128 --num-classes 4",
      "--num-classes 4 was given, but the classifier in plain.pth has 5 outputs"),
