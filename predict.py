@@ -21,9 +21,14 @@ Ctrl-C (the images classified until then are still written to --output).
 import argparse
 import csv
 import json
+import signal
 import sys
 from pathlib import Path
 
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    # a Ctrl-C in the second or more that torch takes to import ends the process as a shell command ends, not with
+    # the import's traceback; run_cli takes Ctrl-C from then on
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo

@@ -321,22 +321,27 @@ def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, d
                          f"{max(1, cfg.batch_size // 2)} --accum-steps {cfg.accum_steps * 2}, or --grad-checkpointing")
     if (died := dead_loader_worker(err)) is not None:
         return UserError(f"{died.strip().rstrip('.')}. A data loading process died, most often killed by the "
-                         f"system for want of memory; the steps since {run_dir / 'last.pth'} was saved are "
-                         f"lost. Try fewer --workers (now {cfg.workers}) or a smaller --batch-size, then: "
-                         f"{resume_command(run_dir)}")
+                         f"system for want of memory; " + lost_since_saved(
+                             run_dir, f"Try fewer --workers (now {cfg.workers}) or a smaller --batch-size. "))
     if distributed and lost_another_process(err):  # torchrun's SIGTERM to the others may have come first
         return UserError(f"another process of this run ended (its own message says why) and the connection to "
-                         f"it broke{', before the stop could save' if stop.requested else ''}; the steps since "
-                         f"{run_dir / 'last.pth'} was saved are lost. To go on: {resume_command(run_dir)}")
+                         f"it broke{', before the stop could save' if stop.requested else ''}; "
+                         f"{lost_since_saved(run_dir)}")
     return None
+
+
+def lost_since_saved(run_dir: Path, advice: str = "") -> str:
+    """What a run that ended at once has lost, `advice`, and the command that goes on (or starts it again, where
+    it had saved nothing yet)."""
+    if (run_dir / "last.pth").is_file():
+        return f"the steps since {run_dir / 'last.pth'} was saved are lost. {advice}To go on: {resume_command(run_dir)}"
+    return advice + nothing_to_resume(run_dir)
 
 
 def say_stopped_at_once(run_dir: Path) -> None:
     """A second Ctrl-C stops a run at once: what is lost, and the command that goes on (or starts it again, where
     it had saved nothing yet: a first step that takes long, as a compiled one does)."""
-    how = f"the steps since {run_dir / 'last.pth'} was saved are lost. To go on: {resume_command(run_dir)}" \
-        if (run_dir / "last.pth").is_file() else nothing_to_resume(run_dir)
-    print(f"\nstopped at once by a second Ctrl-C: {how}", file=sys.stderr)
+    print(f"\nstopped at once by a second Ctrl-C: {lost_since_saved(run_dir)}", file=sys.stderr)
 
 
 def say_stopped(state, by: str, run_dir: Path) -> None:

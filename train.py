@@ -20,9 +20,14 @@ import itertools
 import math
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    # a Ctrl-C in the second or more that torch takes to import ends the process as a shell command ends, not with
+    # the import's traceback; run_cli takes Ctrl-C from then on
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
@@ -41,10 +46,10 @@ from loaders import Take, build_train_loader, eval_loader
 from model import resolve_variant
 from precision import amp_dtype, amp_name
 from checkpoints import CheckpointWriter
-from utils import (StopSignal, UserError, decided_by_first_process, from_first_process, init_distributed,
-                   on_first_process, run_cli, seed_everything, tune_for)
+from utils import (StopSignal, UserError, decided_by_first_process, from_first_process, held_signals,
+                   init_distributed, on_first_process, run_cli, seed_everything, tune_for)
 from weights import describe_for_checkpoint, evaluated_file, model_for_run, resume_config, resumed_file
-from workers import default_workers
+from workers import default_workers, stop_workers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,7 +237,9 @@ def main(argv=None) -> None:
                 else "not validated yet"
             print(f"resumed at epoch {state.epoch + 1}, step {state.step} ({best})" + (f"; {relaid}" if relaid else ""))
     epoch_batches.start(state.epoch, state.batches_done)
-    batches = iter(train_loader)  # one iterator for the whole run: its workers never wait for an epoch to start
+    with held_signals():  # a signal while workers fork would reach one before it ignores it, or be lost
+        batches = iter(train_loader)  # one iterator for the whole run: its workers never wait for an epoch to start
+        iter(val_loader)  # its workers (persistent) started here too, not at the first validation
 
     writer = run_lock = None
     if main_process:
@@ -312,13 +319,14 @@ def main(argv=None) -> None:
             run_log.say_stopped_at_once(run_dir)
         sys.exit(130)
     finally:
+        stop_workers(batches, val_loader)  # now, not as the process exits: a Ctrl-C then would print PyTorch's cleanup
         stop.restore()
         if run_lock is not None:  # the folder free for the next start (in a process, the kernel lets go at exit)
             run_lock.close()
     if stop.requested and state.epoch < cfg.epochs:  # one at the last epoch's end found the run finished
         if main_process:
             run_log.say_stopped(state, stop.requested, run_dir)
-        sys.exit({"SIGINT": 130, "SIGTERM": 143}.get(stop.requested, 0))
+        sys.exit(stop.exit_status())
 
 
 def check_splits(splits, cfg, default_val_ratio: float, notify: bool) -> None:

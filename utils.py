@@ -12,6 +12,7 @@ import random
 import re
 import shlex
 import signal
+import stat
 import sys
 import time
 import traceback
@@ -63,6 +64,8 @@ def run_cli(main) -> None:
     # collective or in joining the group at once, not when that call returns
     global _CLI_PROCESS
     _CLI_PROCESS = os.getpid()
+    if signal.getsignal(signal.SIGINT) is signal.SIG_DFL:  # as a script set it while it imported torch
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     installed = "RANK" not in os.environ
     previous = signal.signal(signal.SIGTERM, terminated) if installed else None
     try:
@@ -397,9 +400,17 @@ def from_all_processes(value) -> list:
 
 # --- Stopping cleanly ---
 
+# The signals that stop a run after its step, saved (StopSignal): Ctrl-C, a scheduler's SIGTERM (`timeout`, `docker
+# stop`, SLURM at a job's end), a closed terminal's SIGHUP, and SIGUSR1, which SLURM sends ahead of the time limit
+# when asked (--signal=USR1@120). One that the process was started ignoring stays ignored: nohup's SIGHUP, a
+# background job's SIGINT.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1")
+                     if hasattr(signal, name))  # Windows has the first two
+
+
 class StopSignal:
-    """Turns the first Ctrl-C or SIGTERM into a request to stop after the current step; a second
-    Ctrl-C stops at once, a second SIGTERM changes nothing.
+    """Turns the first stop signal (STOP_SIGNALS) into a request to stop after the current step; a second
+    Ctrl-C stops at once, a second of the others changes nothing.
 
     A terminal's Ctrl-C and a scheduler's SIGTERM reach every process of the job, the loader's
     workers too, which ignore them (workers.start_loader_worker), so that the training
@@ -410,12 +421,15 @@ class StopSignal:
         self.requested = None
         self._pid = os.getpid()
         self._previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
+        for sig in STOP_SIGNALS:
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
         if os.getpid() != self._pid:  # a loader worker, forked with this handler
             return
+        if signum == getattr(signal, "SIGHUP", None):  # the terminal has gone: a line written to it would fail
+            quiet_closed_terminal()
         if self.requested is not None:
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
@@ -437,6 +451,51 @@ class StopSignal:
             self.requested = "a stop on another process"
         return anywhere
 
+    def exit_status(self) -> int:
+        """The status a shell gives a process that a signal ended, 128 + its number (130 for Ctrl-C), for a stop by
+        one; 0 for another (--stop-after-epochs, a stop on another process)."""
+        return 128 + signal.Signals[self.requested] if self.requested in signal.Signals.__members__ else 0
+
     def restore(self):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def quiet_closed_terminal() -> None:
+    """stdout and stderr that are a terminal, which a SIGHUP says has gone, to /dev/null: a line written to it would
+    raise (EIO) wherever it came; a file or a pipe they go to is kept. (isatty() is False once it has hung up.)"""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):  # what they hold unwritten goes there too, when they are flushed
+        try:
+            if stat.S_ISCHR(os.fstat(stream.fileno()).st_mode):
+                os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):  # a stream without a file descriptor (a test's capture)
+            pass
+    os.close(devnull)
+
+
+class held_signals:
+    """The stop signals held back while loader workers are forked, then raised: one then would reach a worker
+    before it ignores them (start_loader_worker), or the training process inside fork's hooks, where Python drops
+    the exception it raises. They stay blocked in a forked worker until it ignores them."""
+
+    def __enter__(self):
+        self._pid, self._caught, self._previous = os.getpid(), [], {}
+        for sig in STOP_SIGNALS:
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                self._previous[sig] = signal.signal(sig, self._hold)
+        if hasattr(signal, "pthread_sigmask"):  # not on Windows, which does not fork
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        return self
+
+    def _hold(self, signum, frame):
+        if os.getpid() == self._pid:
+            self._caught.append(signum)
+
+    def __exit__(self, *exc):
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one sent meanwhile arrives here: held
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        if self._caught:
+            signal.raise_signal(self._caught[0])

@@ -20,6 +20,7 @@ import time
 import torch
 
 from images import set_image_warnings
+from utils import STOP_SIGNALS
 
 
 # A training batch is shared memory that the worker fills and the training process maps. Whichever process lets go
@@ -71,8 +72,8 @@ NICE = 10
 
 def start_loader_worker(worker_id: int, held_batches: int = 0, nice: int = 0) -> None:
     """A loader worker lowers its priority by `nice` (NICE, above), and keeps its last `held_batches` batches
-    (HELD_BATCHES, above). It ignores Ctrl-C and
-    SIGTERM. A terminal, `timeout`, SLURM and `docker stop` signal the whole process group, and the
+    (HELD_BATCHES, above). It ignores Ctrl-C,
+    SIGTERM and the other stop signals (utils.STOP_SIGNALS). A terminal, `timeout`, SLURM and `docker stop` signal the whole process group, and the
     training process alone decides what follows: it finishes its step, saves, then ends its workers
     (utils.StopSignal). PyTorch's own SIGTERM handler in a worker
     ends it with the signal, which fails the step; a worker whose process has gone exits by itself.
@@ -84,10 +85,23 @@ def start_loader_worker(worker_id: int, held_batches: int = 0, nice: int = 0) ->
     _held = collections.deque(maxlen=held_batches) if held_batches else None
     if nice and hasattr(os, "nice"):  # not on Windows
         os.nice(nice)
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # blocked while the training process forked its workers (held_signals)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     sys.excepthook = quiet_on_broken_connections(sys.excepthook)
     set_image_warnings()  # a worker started afresh (spawn) has not inherited the filters
+
+
+def stop_workers(*loaders) -> None:
+    """End the worker processes of `loaders` (DataLoaders, or their iterators) now: a run ends them before it
+    gives up its signal handling, since PyTorch's cleanup, when the loaders are collected as the process exits,
+    prints its traceback for a Ctrl-C meanwhile. `_iterator`, `_shutdown_workers`: PyTorch's own names for a
+    loader's persistent iterator and its cleanup (which may be called twice), looked up, not relied on."""
+    for loader in loaders:
+        shut_down = getattr(getattr(loader, "_iterator", loader), "_shutdown_workers", None)
+        if shut_down is not None:
+            shut_down()
 
 
 def quiet_on_broken_connections(hook):

@@ -16,6 +16,7 @@ import torch
 import checkpoints
 import engine
 import evaluation
+import run_log
 import train
 import utils
 from runs import FAST, ROOT, metrics, run_train, train_here
@@ -70,7 +71,7 @@ def test_stop_signal_saves_last_and_resume_finishes(flowers, tmp_path, capsys):
     assert torch.load(last, weights_only=True)["epoch"] == saved["epoch"] + 1
 
 
-@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_a_signal_to_the_process_group_reaches_the_workers_too_and_one_stop_follows(signum, status, flowers,
                                                                                     tmp_path, capsys):
     """A terminal's Ctrl-C signals the whole process group, loader workers included, and so do `timeout`,
@@ -580,7 +581,9 @@ def test_a_second_sigterm_keeps_the_first_stop_and_a_second_ctrl_c_stops_at_once
     ("0", signal.SIGTERM, "SIGTERM received: finishing this step, then saving last.pth (a second Ctrl-C: torchrun"),
     ("1", signal.SIGTERM, ""),
     (None, signal.SIGINT, "SIGINT received: finishing this step, then saving last.pth (Ctrl-C again to stop at once)"),
-    (None, signal.SIGTERM, "SIGTERM received: finishing this step, then saving last.pth\n")])
+    (None, signal.SIGTERM, "SIGTERM received: finishing this step, then saving last.pth\n"),
+    (None, signal.SIGHUP, "SIGHUP received: finishing this step, then saving last.pth\n"),  # a closed terminal
+    (None, signal.SIGUSR1, "SIGUSR1 received: finishing this step, then saving last.pth\n")])  # SLURM's warning
 def test_a_stop_is_said_by_the_first_process_only_with_what_a_second_would_do(rank, signum, said, monkeypatch,
                                                                                capsys):
     """torchrun hands Ctrl-C to every process of the run: one notice, not one a process; it turns a second into
@@ -597,3 +600,73 @@ def test_a_stop_is_said_by_the_first_process_only_with_what_a_second_would_do(ra
         stop.restore()
     err = capsys.readouterr().err
     assert (said in err if said else "received" not in err), err
+
+
+def test_a_signal_the_process_was_started_ignoring_stays_ignored_and_each_stop_has_its_status():
+    """nohup's SIGHUP: a run started under it goes on when the terminal closes. The status of a stop by a signal
+    is a shell's for a process that the signal ended."""
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        stop = utils.StopSignal()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN and callable(signal.getsignal(signal.SIGTERM))
+        stop.restore()
+    finally:
+        signal.signal(signal.SIGHUP, before)
+    statuses = {}
+    for requested in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "--stop-after-epochs 2", "a stop on another process"):
+        stop.requested = requested
+        statuses[requested] = stop.exit_status()
+    assert list(statuses.values()) == [130, 143, 129, 138, 0, 0]
+
+
+def test_signals_while_loader_workers_start_are_held_then_raised_once_they_have():
+    """A stop signal while the workers fork would reach one before it ignores it, or the training process inside
+    fork's hooks, where Python drops what the handler raises: held, it arrives once they are up."""
+    seen = []
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        with utils.held_signals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            assert seen == []
+        assert seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_a_runs_loader_workers_have_ended_before_it_gives_up_its_signal_handling(flowers, tmp_path, capsys,
+                                                                                monkeypatch):
+    """Left to the loaders' collection as the process exits, after the run's handlers are gone, a Ctrl-C in that
+    second or two printed PyTorch's cleanup traceback (after a finished run's last line, or a stop's)."""
+    import multiprocessing
+    alive = []
+    restore = utils.StopSignal.restore
+
+    def noting_the_workers(stop):
+        alive.append(multiprocessing.active_children())
+        restore(stop)
+    monkeypatch.setattr(utils.StopSignal, "restore", noting_the_workers)
+    train_here(capsys, "--data-path", flowers, *FAST, "--workers", "2", "--epochs", "1", "--output", tmp_path,
+               "--name", "w")
+    assert alive == [[]]
+
+
+def test_a_ctrl_c_while_torch_imports_ends_the_script_as_a_shell_command_ends():
+    """No traceback of the import it broke into: the process ends by the signal, status 130 in a shell."""
+    proc = subprocess.Popen([sys.executable, "predict.py", "--help"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # torch and torchvision take a few seconds to import on these machines
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGINT and "Traceback" not in err, (proc.returncode, err)
+
+
+def test_what_a_run_that_ended_at_once_lost_names_a_command_that_works(tmp_path):
+    """Before its first save there is no last.pth to resume from: the command that starts it again."""
+    run = tmp_path / "r"
+    run.mkdir()
+    assert "holds no checkpoint" in run_log.lost_since_saved(run, "Try fewer --workers. ")
+    (run / "last.pth").write_bytes(b"")
+    assert run_log.lost_since_saved(run, "Try fewer --workers. ") == (
+        f"the steps since {run / 'last.pth'} was saved are lost. Try fewer --workers. To go on: python train.py "
+        f"--resume {run}")
