@@ -56,11 +56,24 @@ def unwrap_state_dict(obj, source="these weights") -> dict:
     return state
 
 
-def to_official_layout(state: dict) -> dict:
+def is_timm_layout(state: dict) -> bool:
     """timm puts patch merging at the start of the next stage and names the classifier head.fc."""
-    timm_layout = "head.fc.weight" in state or (
+    return "head.fc.weight" in state or (
         not any(k.startswith("layers.0.downsample.") for k in state)
         and any(re.match(r"layers\.\d+\.downsample\.", k) for k in state))
+
+
+def from_the_official_code(state: dict) -> bool:
+    """Whether a state dict comes from the official code (it keeps the index buffers) or timm's (its layout), both
+    of which give a V1 stage whose map is smaller than the window a window of the map's side (small_map_windows),
+    not from this project's, whose stages read the centre of the window's table there (its own runs' state dicts,
+    which train.py's checkpoints and the tutorial's torch.save of one hold)."""
+    return is_timm_layout(state) or any(key.endswith("relative_position_index") for key in state)
+
+
+def to_official_layout(state: dict) -> dict:
+    """The official names: timm's (is_timm_layout) renamed; the buffers that the model rebuilds left out."""
+    timm_layout = is_timm_layout(state)
     out = {}
     for key, value in state.items():
         if key.endswith(_BUFFERS):
@@ -169,19 +182,18 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
     """Load official Microsoft, timm or this project's weights into model.
 
     weights: a path (.pth, .pt, .bin, .safetensors) or a state dict. V1 position-bias tables
-    are resized when the window differs, and official or timm ones fitted as the official loader
-    fits them to a stage whose map is smaller than its window (fitted_position_bias_table); the
+    are resized when the window differs, and official or timm ones (from_the_official_code) fitted as the
+    official loader fits them to a stage whose map is smaller than its window (fitted_position_bias_table); the
     classifier is dropped when the class count differs. Returns {'missing', 'unexpected', 'resized',
     'skipped'} lists of keys, and prints a short report of them when verbose (and the file's name).
     """
-    raw = weights if isinstance(weights, dict) else load_checkpoint(weights)
     source = "these weights" if isinstance(weights, dict) else weights
-    state = to_official_layout(unwrap_state_dict(raw, source))
+    unwrapped = unwrap_state_dict(weights if isinstance(weights, dict) else load_checkpoint(weights), source)
+    state = to_official_layout(unwrapped)
     check_is_swin(state, source)
     check_same_architecture(state, model)
     own = model.state_dict()
-    # a train.py checkpoint's tables were trained as this model reads them: fitted only to another window
-    small = {} if is_run_checkpoint(raw) else small_map_windows(model)
+    small = small_map_windows(model) if from_the_official_code(unwrapped) else {}
     resized, skipped, replaced = [], [], set()
     for key, value in list(state.items()):
         if key.endswith("relative_position_bias_table") and key in own:

@@ -25,6 +25,18 @@ def test_position_bias_table_resized_for_another_window():
     assert torch.allclose(same, micro_state()["layers.0.blocks.0.attn.relative_position_bias_table"], atol=1e-6)
 
 
+def test_this_projects_weights_load_as_they_are_where_a_stage_reads_its_tables_centre():
+    """At 64 px the micro variant's last map is 2 x 2, under its window of 4: the official code's and timm's weights
+    are fitted there as their loaders fit them (test_model.py), this project's own (no index buffers, the official
+    layout), trained as the model reads them, load as they are."""
+    state = micro_state()
+    net = create_model("swin_micro_patch4_window4_128", img_size=64)
+    assert load_weights(net, dict(state), verbose=False)["resized"] == []
+    assert all(torch.equal(value, state[key]) for key, value in net.state_dict().items())
+    official = {**state, "layers.3.blocks.0.attn.relative_position_index": torch.zeros(16, 16, dtype=torch.long)}
+    assert len(load_weights(net, official, verbose=False)["resized"]) == 1
+
+
 def test_classifier_dropped_when_class_count_differs(capsys):
     state = micro_state(num_classes=1000)
     net = create_model("swin_micro_patch4_window4_128", num_classes=5)
