@@ -227,7 +227,9 @@ def load_checkpoint(path, mmap: bool = False):
         from safetensors.torch import load_file
         try:
             return load_file(str(path))
-        except Exception as err:  # SafetensorError, or an OSError: no common base
+        except OSError:  # a file it cannot read (no permission): said as the file system says it (run_cli)
+            raise
+        except Exception as err:  # safetensors' own errors (SafetensorError) have no common base with others
             raise UserError(f"{path} is not a safetensors file of tensors ({err})") from None
     if is_torchscript(path):  # torch.load would warn and hand it to torch.jit.load, which runs its code
         raise UserError(f"{path} is a TorchScript program, not a checkpoint: torch.jit.load runs it. Give a "

@@ -214,16 +214,16 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
     """One epoch: a loader's batches, or this epoch's (the rest of it, after a resume) from the endless
     iterator of train.py's loader (Take). Returns loss, top-1 and top-5 (on the unmixed labels, over the whole
     epoch: a resumed one's carried sums too), the images trained and seconds taken here (its speed), the
-    seconds, the seconds spent waiting for the loader, the paths of images that failed to load (in the
-    workers or, with --decode device, on the device; in every process), and whether a stop signal ended it
-    early."""
+    seconds, the seconds spent waiting for the loader, the images loaded (trained on or not), the paths of
+    images that failed to load (in the workers or, with --decode device, on the device; in every process), and
+    whether a stop signal ended it early."""
     state.net.train()
     # loss, top-1 and top-5 hits and images, summed on the device (from a resumed epoch's checkpoint, if any); the
     # progress bar shows them from a copy (HostCopy) once it has arrived, on a GPU a batch late: read at once they
     # would make the CPU wait for the GPU to finish the step
     if state.batches_done == 0 or state.epoch_sums is None:
         state.epoch_sums = torch.zeros(4, dtype=torch.float64, device=state.device)
-    sums, seen, failed, shown = state.epoch_sums, 0, [], None
+    sums, seen, loaded, failed, shown = state.epoch_sums, 0, 0, [], None
     start, interrupted, waits = time.perf_counter(), False, {"seconds": 0.0}
     last_batch = state.batches_done + len(batches)
     bar = tqdm(batches, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", disable=not show_progress,
@@ -236,6 +236,7 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
             else last_batch % cfg.accum_steps
         images, labels, failed_here = to_device(images, labels, paths, state.device)
         failed += failed_paths + failed_here
+        loaded += len(labels)  # trained on or not (a non-finite loss's batch is not)
         steps_before = state.step
         result = train_step(state, images, labels, cfg, step_now, stop, window)
         if result is not None:  # None: a batch skipped (no image loaded, or a non-finite loss under fp16)
@@ -259,11 +260,13 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
             interrupted = True
             break
     bar.close()
-    totals = reduce_sums(torch.cat([sums, torch.tensor([seen], dtype=torch.float64, device=state.device)])).tolist()
+    totals = reduce_sums(torch.cat([sums, torch.tensor([seen, loaded], dtype=torch.float64, device=state.device)]
+                                   )).tolist()
     failed = [path for part in from_all_processes(failed) for path in part]  # said by the first process
     # None, not 0, for an epoch with nothing trained (one resumed after its last batch from a checkpoint without sums)
     loss, acc1, acc5 = (total / totals[3] if totals[3] else None for total in totals[:3])
-    return {"loss": loss, "acc1": acc1, "acc5": acc5, "images": int(totals[4]), "seconds": time.perf_counter() - start,
+    return {"loss": loss, "acc1": acc1, "acc5": acc5, "images": int(totals[4]), "loaded": int(totals[5]),
+            "seconds": time.perf_counter() - start,
             "data_seconds": waits["seconds"], "failed": failed, "interrupted": interrupted}
 
 

@@ -556,16 +556,18 @@ def place_image(source: Path, target: Path, mode: str, max_size: int | None = No
     if target.exists() or target.is_symlink():  # writing through a link could change the source
         raise UserError(f"{target} exists already: split_data.py writes only new files")
     target.parent.mkdir(parents=True, exist_ok=True)
+    smaller = None
     if max_size is not None:
         try:
             with Image.open(source) as image:
                 if max(image.size) > max_size:
                     image.thumbnail((max_size, max_size), Image.LANCZOS)  # decodes a JPEG at a reduced scale
-                    upright_rgb(image).save(target, quality=90)
-                    return
+                    smaller = upright_rgb(image)
         except DECODE_ERRORS as error:  # it decoded when listed: changed since
-            target.unlink(missing_ok=True)
             raise UserError(f"{source} no longer decodes ({error}), changed since it was checked: run again") from None
+        if smaller is not None:
+            smaller.save(target, quality=90)  # a full disk: said with the target's name (run_cli)
+            return
     try:
         if mode == "copy":
             shutil.copy2(source, target)
@@ -585,14 +587,14 @@ def list_images(patterns: list, passed_over=None) -> list[str]:
     paths = []
     for pattern in patterns:
         path = Path(pattern)
-        if path.is_file() or path.is_symlink() and not path.is_dir():  # a broken link: its reading says why
+        if path.is_file() or path.is_symlink() and not path.exists():  # a broken link: its reading says why
             paths.append(str(path))
             continue
         if not path.is_dir() and not glob.has_magic(pattern):
             raise UserError(f"{pattern} is not a file of its own (a pipe, a socket or a device)" if path.exists()
                             else f"image not found: {pattern}")
-        found = find_images(path) if path.is_dir() else [
-            p for p in sorted(glob.glob(pattern, recursive=True)) if not Path(p).is_dir()]
+        found = find_images(path) if path.is_dir() else [  # files: not a folder, nor a pipe that opens forever
+            p for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file() or not Path(p).exists()]
         if not found:
             raise UserError(f"no images in {path} (at any depth)" if path.is_dir() else f"no file matches {pattern!r}")
         kept = [str(p) for p in found if passed_over is None or not passed_over(p)]

@@ -105,7 +105,7 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
         lines += ["", f"{len(left_out)} files in the data folder left out of the run:"]
         lines += [f"{path}: {why}" for path, why in left_out]
     if result.get("failed"):  # listed, they failed as they were evaluated: changed or removed since (why: as now)
-        lines += ["", f"{len(result['failed'])} images failed to load as they were evaluated, and were not:"]
+        lines += ["", f"{len(result['failed'])} images could not be read when they were evaluated, and were left out:"]
         lines += [f"{path}: {image_problem(Path(path)) or 'it reads now'}" for path in result["failed"]]
     (folder / "report.txt").write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogateescape")
     # last: a report.html in a run folder says the run's evaluation was written whole

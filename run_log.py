@@ -295,7 +295,7 @@ def check_some_loaded(result: dict, what: str, data_path, run_dir: Path, save=No
     """Stop a run (UserError) at an epoch's training or validation none of whose images loaded, its data folder
     moved, unmounted or made unreadable since the run began: going on would train on nothing and score 0%, and
     finish as a run does. `save`, given, saves the epoch's training first (validation found them gone)."""
-    if result["images"] or not result["failed"]:
+    if result.get("loaded", result["images"]) or not result["failed"]:  # evaluation's images: all it loaded
         return
     if save is not None:
         save("last.pth")
@@ -322,7 +322,7 @@ def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, d
     if (died := dead_loader_worker(err)) is not None:
         return UserError(f"{died.strip().rstrip('.')}. A data loading process died, most often killed by the "
                          f"system for want of memory; " + lost_since_saved(
-                             run_dir, f"Try fewer --workers (now {cfg.workers}) or a smaller --batch-size. "))
+                             run_dir, f"Try fewer --workers (now {cfg.workers}) or a smaller --batch-size; "))
     if distributed and lost_another_process(err):  # torchrun's SIGTERM to the others may have come first
         return UserError(f"another process of this run ended (its own message says why) and the connection to "
                          f"it broke{', before the stop could save' if stop.requested else ''}; "
@@ -331,11 +331,12 @@ def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, d
 
 
 def lost_since_saved(run_dir: Path, advice: str = "") -> str:
-    """What a run that ended at once has lost, `advice`, and the command that goes on (or starts it again, where
-    it had saved nothing yet)."""
+    """What a run that ended at once has lost, `advice` (a sentence's start, ending in "; "), and the command that
+    goes on (or starts it again, where it had saved nothing yet)."""
     if (run_dir / "last.pth").is_file():
-        return f"the steps since {run_dir / 'last.pth'} was saved are lost. {advice}To go on: {resume_command(run_dir)}"
-    return advice + nothing_to_resume(run_dir)
+        then = f"{advice}to go on" if advice else "To go on"
+        return f"the steps since {run_dir / 'last.pth'} was saved are lost. {then}: {resume_command(run_dir)}"
+    return advice[:1].lower() + advice[1:] + nothing_to_resume(run_dir)
 
 
 def say_stopped_at_once(run_dir: Path) -> None:

@@ -158,8 +158,12 @@ def small_map_windows(model: nn.Module) -> dict:
     the window's table at every stage (any input size runs) and uses its centre there."""
     if getattr(model, "version", None) != 1 or not getattr(model, "img_size", None):
         return {}
-    sides = {i: model.img_size // model.patch_embed.patch_size // 2 ** i for i in range(len(model.layers))}
-    return {i: side for i, side in sides.items() if side < model.layers[i].window_size}
+    side, small = -(-model.img_size // model.patch_embed.patch_size), {}  # sides round up: padded, then merged
+    for i, stage in enumerate(model.layers):
+        if side < stage.window_size:
+            small[i] = side
+        side = -(-side // 2)
+    return small
 
 
 def fitted_position_bias_table(table: torch.Tensor, size: int, used: int | None) -> torch.Tensor:
@@ -263,7 +267,8 @@ def create_model_from_checkpoint(checkpoint: dict, **overrides) -> nn.Module:
 def model_from_state_dict(ckpt, path, variant: str, overrides: dict) -> nn.Module:
     """A classifier from weights that do not say what they are (the tutorial's weights/model-9.pth,
     official or timm files, given to predict.py with --model): `variant` with the file's class count."""
-    state = to_official_layout(unwrap_state_dict(ckpt, path))
+    unwrapped = unwrap_state_dict(ckpt, path)
+    state = to_official_layout(unwrapped)
     check_is_swin(state, path)
     if variant is None:
         like = matching_variants(describe_architecture(state))[:3]
@@ -272,7 +277,7 @@ def model_from_state_dict(ckpt, path, variant: str, overrides: dict) -> nn.Modul
     if "head.weight" not in state:
         raise UserError(f"{path} holds no classifier (head.weight): it cannot name classes")
     model = create_model(variant, num_classes=state["head.weight"].shape[0], **overrides)
-    report = load_weights(model, state, verbose=False)  # raises for another architecture, naming it
+    report = load_weights(model, unwrapped, verbose=False)  # raises for another architecture, naming it
     if report["missing"] or report["unexpected"]:
         raise UserError(f"{path} does not fit {model.variant}: missing {report['missing'][:3]}, "
                         f"unexpected {report['unexpected'][:3]}")

@@ -11,8 +11,8 @@ from PIL import Image
 
 from image_factory import (png_bytes, write_broken_files, write_class_tree, write_ignored_files, write_image,
                            write_sideways_photo)
-from images import (IMAGE_EXTENSIONS, check_images, find_images, image_problem, load_rgb, load_splits, place_image,
-                    read_class_indices, split_by_class, write_class_indices)
+from images import (IMAGE_EXTENSIONS, check_images, find_images, image_problem, list_images, load_rgb, load_splits,
+                    place_image, read_class_indices, split_by_class, write_class_indices)
 from utils import UserError
 
 
@@ -409,13 +409,31 @@ def test_placing_an_image_never_writes_through_an_existing_file_or_link(tmp_path
     assert source.read_bytes() == before
 
 
-def test_a_photo_cut_short_after_it_was_checked_is_one_line_when_it_is_resized(tmp_path):
+def test_a_photo_cut_short_after_it_was_checked_is_one_line_when_it_is_resized(tmp_path, monkeypatch):
     """split_data.py --max-size: checked when listed, truncated (a sync still writing it) before its copy."""
     whole = write_image(tmp_path / "whole.jpg", (400, 300), quality=95).read_bytes()
     (tmp_path / "photo.jpg").write_bytes(whole[:len(whole) // 2])
     with pytest.raises(UserError, match=r"photo\.jpg no longer decodes \(.*\), changed since it was checked: run again"):
         place_image(tmp_path / "photo.jpg", tmp_path / "out" / "photo.jpg", "copy", max_size=100)
     assert not (tmp_path / "out" / "photo.jpg").exists()
+    def full(image, target, **kwargs):  # the copy's own failure is its own: said by run_cli with its name
+        raise OSError(28, "No space left on device", str(target))
+    whole = write_image(tmp_path / "whole.jpg", (400, 300))
+    monkeypatch.setattr(Image.Image, "save", full)
+    with pytest.raises(OSError, match="No space left") as error:
+        place_image(whole, tmp_path / "out" / "whole.jpg", "copy", 100)
+    assert error.value.filename == str(tmp_path / "out" / "whole.jpg")
+
+
+def test_a_pipe_matched_or_linked_is_never_opened_as_a_photo(tmp_path):
+    """Opening a pipe waits for a writer, forever: a glob passes over one, and one named (or linked) is refused."""
+    photo = write_image(tmp_path / "a.jpg")
+    os.mkfifo(tmp_path / "p.jpg")
+    (tmp_path / "link.jpg").symlink_to(tmp_path / "p.jpg")
+    assert list_images([str(tmp_path / "*.jpg")]) == [str(photo)]
+    for name in ("p.jpg", "link.jpg"):
+        with pytest.raises(UserError, match=f"{name} is not a file of its own"):
+            list_images([str(tmp_path / name)])
 
 
 def test_a_class_folder_named_in_another_encoding_is_refused_in_one_line(tmp_path):

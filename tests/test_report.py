@@ -280,7 +280,7 @@ def test_images_that_failed_as_they_were_evaluated_are_named_with_why(flowers, t
     (tmp_path / "empty.jpg").write_bytes(b"")
     report.write_evaluation(tmp_path / "eval", result, CLASSES, "c.pth", "swin_micro_patch4_window4_128", "val")
     text = (tmp_path / "eval" / "report.txt").read_text()
-    listed = text.split("2 images failed to load as they were evaluated, and were not:\n")[1].splitlines()
+    listed = text.split("2 images could not be read when they were evaluated, and were left out:\n")[1].splitlines()
     assert listed[0].startswith(f"{tmp_path / 'gone.jpg'}: cannot be read (") and "No such file" in listed[0]
     assert listed[1] == f"{tmp_path / 'empty.jpg'}: empty file"
     page = (tmp_path / "eval" / "report.html").read_text()

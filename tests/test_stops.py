@@ -653,9 +653,12 @@ def test_a_runs_loader_workers_have_ended_before_it_gives_up_its_signal_handling
 
 def test_a_ctrl_c_while_torch_imports_ends_the_script_as_a_shell_command_ends():
     """No traceback of the import it broke into: the process ends by the signal, status 130 in a shell."""
-    proc = subprocess.Popen([sys.executable, "predict.py", "--help"], cwd=ROOT, stdout=subprocess.PIPE,
+    started = ("import runpy, sys; sys.argv = ['predict.py', '--help']; print('starting', file=sys.stderr, "
+               "flush=True); runpy.run_path('predict.py', run_name='__main__')")  # predict.py, said as it starts
+    proc = subprocess.Popen([sys.executable, "-c", started], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)  # torch and torchvision take a few seconds to import on these machines
+    assert proc.stderr.readline() == "starting\n"
+    time.sleep(0.3)  # into the imports: torch, torchvision and timm take a second or more on any machine
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGINT and "Traceback" not in err, (proc.returncode, err)
@@ -665,8 +668,10 @@ def test_what_a_run_that_ended_at_once_lost_names_a_command_that_works(tmp_path)
     """Before its first save there is no last.pth to resume from: the command that starts it again."""
     run = tmp_path / "r"
     run.mkdir()
-    assert "holds no checkpoint" in run_log.lost_since_saved(run, "Try fewer --workers. ")
+    assert run_log.lost_since_saved(run, "Try fewer --workers; ").startswith(f"try fewer --workers; {run} holds no "
+                                                                           "checkpoint")
     (run / "last.pth").write_bytes(b"")
-    assert run_log.lost_since_saved(run, "Try fewer --workers. ") == (
-        f"the steps since {run / 'last.pth'} was saved are lost. Try fewer --workers. To go on: python train.py "
+    assert run_log.lost_since_saved(run, "Try fewer --workers; ") == (
+        f"the steps since {run / 'last.pth'} was saved are lost. Try fewer --workers; to go on: python train.py "
         f"--resume {run}")
+    assert run_log.lost_since_saved(run).endswith(f"are lost. To go on: python train.py --resume {run}")

@@ -35,6 +35,19 @@ def test_this_projects_weights_load_as_they_are_where_a_stage_reads_its_tables_c
     assert all(torch.equal(value, state[key]) for key, value in net.state_dict().items())
     official = {**state, "layers.3.blocks.0.attn.relative_position_index": torch.zeros(16, 16, dtype=torch.long)}
     assert len(load_weights(net, official, verbose=False)["resized"]) == 1
+    fitted = net.layers[3].blocks[0].attn.relative_position_bias_table.detach().clone()
+    from_predict = model_from_state_dict({"model": official}, "official.pth", "swin_micro_patch4_window4_128",
+                                         {"img_size": 64})  # predict.py --weights official.pth --model ...
+    assert torch.equal(from_predict.layers[3].blocks[0].attn.relative_position_bias_table, fitted)
+
+
+def test_the_maps_whose_side_is_under_the_window_are_found_as_the_model_pads_and_merges():
+    """Sides round up (the patch embedding pads, merging pads an odd side): at 208 px swin_tiny's last map is 7 x 7,
+    its window's size, not 6 x 6."""
+    with torch.device("meta"):
+        sides = {size: weights.small_map_windows(create_model("swin_tiny_patch4_window7_224", img_size=size))
+                 for size in (224, 208, 192, 176)}
+    assert sides == {224: {}, 208: {}, 192: {3: 6}, 176: {3: 6}}
 
 
 def test_classifier_dropped_when_class_count_differs(capsys):
