@@ -46,8 +46,9 @@ from loaders import Take, build_train_loader, eval_loader
 from model import resolve_variant
 from precision import amp_dtype, amp_name
 from checkpoints import CheckpointWriter
-from utils import (StopSignal, UserError, decided_by_first_process, from_first_process, held_signals,
-                   init_distributed, on_first_process, run_cli, seed_everything, tune_for)
+from stopping import StopSignal, held_signals
+from utils import (UserError, decided_by_first_process, from_first_process, init_distributed, on_first_process,
+                   run_cli, seed_everything, tune_for)
 from weights import describe_for_checkpoint, evaluated_file, model_for_run, resume_config, resumed_file
 from workers import default_workers, stop_workers
 

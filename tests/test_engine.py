@@ -320,7 +320,7 @@ def agreement_process(rank: int, init_file: str) -> None:
     import datetime
     import torch.distributed as dist
     import train
-    from utils import StopSignal
+    from stopping import StopSignal
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2,
                             timeout=datetime.timedelta(seconds=60))  # a process left waiting fails, not hangs
     torch.manual_seed(0)

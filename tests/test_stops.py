@@ -17,6 +17,7 @@ import checkpoints
 import engine
 import evaluation
 import run_log
+import stopping
 import train
 import utils
 from runs import FAST, ROOT, metrics, run_train, train_here
@@ -566,7 +567,7 @@ def test_a_sigterm_that_nothing_takes_is_one_line_and_status_143(capsys, monkeyp
 def test_a_second_sigterm_keeps_the_first_stop_and_a_second_ctrl_c_stops_at_once(capsys):
     """Under torchrun a second Ctrl-C reaches the processes as SIGTERM, and so does SLURM's signal, which
     torchrun hands on after it reached them: the stop under way goes on, said once."""
-    stop = utils.StopSignal()
+    stop = stopping.StopSignal()
     try:
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGTERM)
@@ -592,7 +593,7 @@ def test_a_stop_is_said_by_the_first_process_only_with_what_a_second_would_do(ra
         monkeypatch.delenv("RANK", raising=False)
     else:
         monkeypatch.setenv("RANK", rank)
-    stop = utils.StopSignal()
+    stop = stopping.StopSignal()
     try:
         os.kill(os.getpid(), signum)
         assert stop.requested == signal.Signals(signum).name
@@ -607,7 +608,7 @@ def test_a_signal_the_process_was_started_ignoring_stays_ignored_and_each_stop_h
     is a shell's for a process that the signal ended."""
     before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        stop = utils.StopSignal()
+        stop = stopping.StopSignal()
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN and callable(signal.getsignal(signal.SIGTERM))
         stop.restore()
     finally:
@@ -625,7 +626,7 @@ def test_signals_while_loader_workers_start_are_held_then_raised_once_they_have(
     seen = []
     before = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
     try:
-        with utils.held_signals():
+        with stopping.held_signals():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.05)
             assert seen == []
@@ -640,12 +641,12 @@ def test_a_runs_loader_workers_have_ended_before_it_gives_up_its_signal_handling
     second or two printed PyTorch's cleanup traceback (after a finished run's last line, or a stop's)."""
     import multiprocessing
     alive = []
-    restore = utils.StopSignal.restore
+    restore = stopping.StopSignal.restore
 
     def noting_the_workers(stop):
         alive.append(multiprocessing.active_children())
         restore(stop)
-    monkeypatch.setattr(utils.StopSignal, "restore", noting_the_workers)
+    monkeypatch.setattr(stopping.StopSignal, "restore", noting_the_workers)
     train_here(capsys, "--data-path", flowers, *FAST, "--workers", "2", "--epochs", "1", "--output", tmp_path,
                "--name", "w")
     assert alive == [[]]

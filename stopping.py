@@ -1,0 +1,108 @@
+"""Stopping a training run on a signal, after its step and saved: which signals (STOP_SIGNALS), the handler
+that turns the first into a request (StopSignal), and the signals held back while loader workers start
+(held_signals). A script's SIGTERM before training, and its Ctrl-C, are run_cli's (utils.py).
+"""
+import os
+import signal
+import stat
+import sys
+
+# The signals that stop a run after its step, saved (StopSignal): Ctrl-C, a scheduler's SIGTERM (`timeout`, `docker
+# stop`, SLURM at a job's end), a closed terminal's SIGHUP, and SIGUSR1, which SLURM sends ahead of the time limit
+# when asked (--signal=USR1@120). One that the process was started ignoring stays ignored: nohup's SIGHUP, a
+# background job's SIGINT.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1")
+                     if hasattr(signal, name))  # Windows has the first two
+
+
+class StopSignal:
+    """Turns the first stop signal (STOP_SIGNALS) into a request to stop after the current step; a second
+    Ctrl-C stops at once, a second of the others changes nothing.
+
+    A terminal's Ctrl-C and a scheduler's SIGTERM reach every process of the job, the loader's
+    workers too, which ignore them (workers.start_loader_worker), so that the training
+    process alone decides: it finishes the step, saves, then ends its workers. A process forked with
+    this handler installed takes no notice either (it would print the notice again)."""
+
+    def __init__(self):
+        self.requested = None
+        self._pid = os.getpid()
+        self._previous = {}
+        for sig in STOP_SIGNALS:
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if os.getpid() != self._pid:  # a loader worker, forked with this handler
+            return
+        if signum == getattr(signal, "SIGHUP", None):  # the terminal has gone: a line written to it would fail
+            quiet_closed_terminal()
+        if self.requested is not None:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            # a SIGTERM after the first signal changes nothing: torchrun turns a second Ctrl-C into one (and
+            # ends the processes after its --shutdown-timeout), and SLURM's reaches both torchrun, which hands
+            # it on, and its processes
+            return
+        self.requested = signal.Signals(signum).name
+        if os.environ.get("RANK", "0") == "0":  # torchrun hands a signal to every process: said once
+            again = " (a second Ctrl-C: torchrun kills the processes after its --shutdown-timeout, 30 s)" \
+                if "RANK" in os.environ else " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
+            print(f"\n{self.requested} received: finishing this step, then saving last.pth{again}", file=sys.stderr,
+                  flush=True)
+
+    def agreed(self, anywhere: bool) -> bool:
+        """A stop that the processes agreed on (`anywhere`: requested on any), taken here too: said as another
+        process's where none was requested here."""
+        if anywhere and self.requested is None:
+            self.requested = "a stop on another process"
+        return anywhere
+
+    def exit_status(self) -> int:
+        """The status a shell gives a process that a signal ended, 128 + its number (130 for Ctrl-C), for a stop by
+        one; 0 for another (--stop-after-epochs, a stop on another process)."""
+        return 128 + signal.Signals[self.requested] if self.requested in signal.Signals.__members__ else 0
+
+    def restore(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def quiet_closed_terminal() -> None:
+    """stdout and stderr that are a terminal, which a SIGHUP says has gone, to /dev/null: a line written to it would
+    raise (EIO) wherever it came; a file or a pipe they go to is kept. (isatty() is False once it has hung up.)"""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):  # what they hold unwritten goes there too, when they are flushed
+        try:
+            if stat.S_ISCHR(os.fstat(stream.fileno()).st_mode):
+                os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):  # a stream without a file descriptor (a test's capture)
+            pass
+    os.close(devnull)
+
+
+class held_signals:
+    """The stop signals held back while loader workers are forked, then raised: one then would reach a worker
+    before it ignores them (start_loader_worker), or the training process inside fork's hooks, where Python drops
+    the exception it raises. They stay blocked in a forked worker until it ignores them."""
+
+    def __enter__(self):
+        self._pid, self._caught, self._previous = os.getpid(), [], {}
+        for sig in STOP_SIGNALS:
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                self._previous[sig] = signal.signal(sig, self._hold)
+        if hasattr(signal, "pthread_sigmask"):  # not on Windows, which does not fork
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        return self
+
+    def _hold(self, signum, frame):
+        if os.getpid() == self._pid:
+            self._caught.append(signum)
+
+    def __exit__(self, *exc):
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one sent meanwhile arrives here: held
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        if self._caught:
+            signal.raise_signal(self._caught[0])
