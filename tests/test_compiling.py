@@ -102,7 +102,9 @@ def test_compiling_by_default_falls_back_to_eager_where_it_fails(monkeypatch, ca
     monkeypatch.setattr(torch._dynamo, "lookup_backend", lambda name: no_c_compiler)
     monkeypatch.setattr(compiling, "_compile_failed", False)
     torch._dynamo.reset()
-    try:
+    from torch._inductor import config as inductor_config
+    cudagraphs = inductor_config.triton.cudagraphs  # put back by hand: pytest 9.2's monkeypatch, undoing a setattr
+    try:  # on a config of torch's, deleted the setting, and later compiles in the process failed
         torch.manual_seed(0)
         net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.0)
         x = torch.randn(2, 3, 64, 64)
@@ -116,8 +118,6 @@ def test_compiling_by_default_falls_back_to_eager_where_it_fails(monkeypatch, ca
         assert out.count("notice: torch.compile failed") == 1 and "Failed to find C compiler" in out
         assert "--no-compile" in out and len(out.strip().splitlines()) == 1 and "CUDA graphs" not in out
         # with --cuda-graphs, which Inductor would have captured: the notice says they are lost too
-        from torch._inductor import config as inductor_config
-        monkeypatch.setattr(inductor_config.triton, "cudagraphs", inductor_config.triton.cudagraphs)  # put back
         monkeypatch.setattr(compiling, "_compile_failed", False)
         torch._dynamo.reset()
         compiling.compile_model(net, net, 64, torch.device("cpu"), fallback=True, cuda_graphs=True)(x)
@@ -126,6 +126,7 @@ def test_compiling_by_default_falls_back_to_eager_where_it_fails(monkeypatch, ca
         compiling.compile_model(net, net, 64, torch.device("cpu"), fallback=True)
         assert inductor_config.triton.cudagraphs is False
     finally:
+        inductor_config.triton.cudagraphs = cudagraphs
         torch._dynamo.reset()
 
 
