@@ -161,7 +161,8 @@ class _ScaledNormalize(torch.autograd.Function):
 
 
 def scaled_normalize(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
+    # not in torch.export, which traces the Function's forward with gradients on, where its out= is refused
+    if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad) and not torch.compiler.is_exporting():
         return _ScaledNormalize.apply(x, scale)
     return x * (x.norm(dim=-1, keepdim=True).clamp_min(1e-12).reciprocal() * scale)
 

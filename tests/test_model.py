@@ -464,6 +464,17 @@ def test_a_stage_as_a_layer_under_autocast_and_a_model_cast_to_bf16_run(version)
     assert got.dtype == torch.bfloat16 and (got.float() - expected).abs().max() < 0.1 * expected.abs().max()
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_stage_as_a_layer_exports_with_torch_export_as_a_user_calls_it(version):
+    """torch.export.export(net, args), gradients on as they are by default: V2's cosine attention took its own
+    autograd Function, whose forward writes with out=, which the export refused."""
+    layer = model.SwinLayer(dim=16, depth=2, num_heads=2, window_size=4, version=version).eval()
+    x = torch.randn(1, 16, 9, 14)
+    program = torch.export.export(layer, (x,))
+    with torch.no_grad():
+        assert (program.module()(x) - layer(x)).abs().max() < 1e-5
+
+
 def test_overrides():
     with torch.device("meta"):
         net = create_model("swinv2_tiny_patch4_window8_256", num_classes=7, img_size=384, window_size=12,
