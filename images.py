@@ -350,7 +350,8 @@ def read_class_folder(folder: Path, check: bool = True, others: dict = None):
     skipped = links + skipped
     if not good:
         if not paths:
-            raise UserError(f"class folder {folder} has no image files ({', '.join(IMAGE_EXTENSIONS)}): "
+            left = f"; left out: {Path(links[0][0]).name}, {links[0][1]}" if links else ""  # HEIC photos, say
+            raise UserError(f"class folder {folder} has no image files ({', '.join(IMAGE_EXTENSIONS)}){left}: "
                             "add images or remove the folder")
         reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in skipped[:3])
         raise UserError(f"class folder {folder} has no usable image: all {len(paths)} fail to decode "

@@ -151,6 +151,11 @@ def test_what_is_left_out_of_a_class_folder_is_said_with_what_to_do(tmp_path):
     write_image(tmp_path / "data" / "__MACOSX" / "c" / "._a.jpg")
     splits = load_splits(tmp_path / "data", val_ratio=0.0)
     assert splits.classes == ["c", "d"] and len(splits.skipped) == 5
+    (tmp_path / "data" / "e").mkdir()
+    (tmp_path / "data" / "e" / "IMG_0002.heic").write_bytes(b"\0\0\0\x18ftypheic")
+    with pytest.raises(UserError, match=r"e has no image files \(.*\); left out: IMG_0002\.heic, an iPhone's HEIC "
+                                        r"photo, .*convert it to JPEG.*: add images or remove the folder$"):
+        load_splits(tmp_path / "data")
 
 
 def test_a_class_folder_with_a_line_break_in_its_name_is_refused(tmp_path):
