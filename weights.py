@@ -218,8 +218,9 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
     lacking = [key for key in own if key not in state and not key.startswith("head.")]
     if lacking:  # a Swin of another naming (timm's swinv2_cr) fits a few keys: not a model that loads those alone
         raise UserError(f"{source}: {len(lacking)} of the model's {len(own)} tensors are not there "
-                        f"({', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''}): give an official, timm (swin_transformer, "
-                        f"swin_transformer_v2) or train.py checkpoint of {getattr(model, 'variant', 'this model')}")
+                        f"({', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''}): give an official, timm "
+                        f"(swin_transformer, swin_transformer_v2) or train.py checkpoint of "
+                        f"{getattr(model, 'variant', 'this model')}")
     result = model.load_state_dict(state, strict=False)
     headless = isinstance(model.head, nn.Identity)
     unexpected = [k for k in result.unexpected_keys if not (k.startswith("head.") and headless)]

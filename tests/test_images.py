@@ -418,7 +418,8 @@ def test_a_photo_cut_short_after_it_was_checked_is_one_line_when_it_is_resized(t
     """split_data.py --max-size: checked when listed, truncated (a sync still writing it) before its copy."""
     whole = write_image(tmp_path / "whole.jpg", (400, 300), quality=95).read_bytes()
     (tmp_path / "photo.jpg").write_bytes(whole[:len(whole) // 2])
-    with pytest.raises(UserError, match=r"photo\.jpg no longer decodes \(.*\), changed since it was checked: run again"):
+    with pytest.raises(UserError, match=r"photo\.jpg no longer decodes \(.*\), changed since it was checked: "
+                                        r"run again"):
         place_image(tmp_path / "photo.jpg", tmp_path / "out" / "photo.jpg", "copy", max_size=100)
     assert not (tmp_path / "out" / "photo.jpg").exists()
     def full(image, target, **kwargs):  # the copy's own failure is its own: said by run_cli with its name

@@ -120,9 +120,10 @@ def test_weights_that_fit_only_a_few_keys_are_refused_not_loaded_as_those(tmp_pa
                      {"patch_embed.proj.weight": torch.zeros(32, 3, 4, 4), "blocks.0.attn.qkv.weight": torch.zeros(1)})
     state = micro_state()
     partial = {k: v for k, v in state.items() if not k.startswith(("patch_embed.", "norm."))}  # a backbone's part
-    with pytest.raises(UserError, match=rf"^these weights: 6 of the model's {len(state)} tensors are not there \(patch_embed\.proj\.weight, "
-                                        r"patch_embed\.proj\.bias, patch_embed\.norm\.weight, \.\.\.\): give an "
-                                        r"official, .* checkpoint of swin_micro_patch4_window4_128$"):
+    with pytest.raises(UserError, match=rf"^these weights: 6 of the model's {len(state)} tensors are not there "
+                                        r"\(patch_embed\.proj\.weight, patch_embed\.proj\.bias, "
+                                        r"patch_embed\.norm\.weight, \.\.\.\): give an official, .* checkpoint of "
+                                        r"swin_micro_patch4_window4_128$"):
         load_weights(create_model("swin_micro_patch4_window4_128"), partial)
     headless = {k: v for k, v in state.items() if not k.startswith("head.")}  # a backbone's: a new classifier
     assert load_weights(create_model("swin_micro_patch4_window4_128"), headless, verbose=False)["missing"] == [
