@@ -42,6 +42,7 @@ from export import (ExportedClassifier, add_arguments as add_export_arguments, c
 from images import image_problem, list_images, load_rgb, set_image_warnings
 from model import maps_of
 from precision import amp_dtype, autocast
+from stopping import held_signals
 from utils import Terminated, UserError, check_writable, padded, run_cli, select_device, text_width, tune_for
 from weights import load_classifier
 from workers import default_workers
@@ -169,7 +170,9 @@ def classify(model, paths: list[str], transform, normalize, device, args):
         return model.forward_with_maps(x) if args.cam else (model(x), None)
     bar = tqdm(total=len(paths), desc="classifying", unit="img", file=sys.stderr, leave=False,
                disable=True if few or not args.progress else None)
-    for start, (images, _, loaded, _) in zip(range(0, len(paths), args.batch_size), loader):
+    with held_signals():  # a Ctrl-C while the workers fork: taken once they ignore it (stopping.held_signals)
+        batches = iter(loader)
+    for start, (images, _, loaded, _) in zip(range(0, len(paths), args.batch_size), batches):
         probs, seen = {}, {}
         if loaded:
             with torch.inference_mode(), autocast(device, amp):
