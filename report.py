@@ -252,10 +252,11 @@ def gallery(wrong: list, classes: list[str], max_shown: int, thumb_size: int, fa
         links.append(f'<a href="#wrong-{label}">{escape(name)} ({count})</a>')
         figures = "".join(mistake_figure(m, classes, thumbnails[m[0]]) for m in mistakes)
         noun = "mistake" if per_class[label] == 1 else "mistakes"
-        groups.append(f'<h3 id="wrong-{label}">{escape(name)} <small>({count} {noun})</small></h3>'
-                      f'<div class="gallery">{figures}</div>')
+        groups.append(f'<div class="group"><h3 id="wrong-{label}">{escape(name)} <small>({count} {noun})</small></h3>'
+                      f'<div class="gallery">{figures}</div></div>')
     nav = f'<p class="groups">{" · ".join(links)}</p>' if links else ""
-    return f'<section id="mistakes"><h2>Misclassified photos</h2><p>{escape(intro)}</p>{nav}{"".join(groups)}</section>'
+    return (f'<section id="mistakes"><h2>Misclassified photos</h2><p>{escape(intro)}</p>{nav}'
+            f'<div class="groups-flow">{"".join(groups)}</div></section>')
 
 
 def mistake_figure(mistake, classes: list[str], image) -> str:
@@ -326,7 +327,12 @@ img.picture { max-width: 100%; height: auto; border: 1px solid #e2e2e6; backgrou
 .curves { display: flex; flex-wrap: wrap; gap: 8px; }
 .curves img.picture { flex: 0 1 auto; min-width: 0; }
 .groups { line-height: 1.8; }
-.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 10px; }
+/* groups side by side, each as wide as its photos (a class with one mistake takes one photo's width, not a row),
+   a large one the whole width, its photos wrapping */
+.groups-flow { display: flex; flex-wrap: wrap; gap: 0 28px; align-items: flex-start; }
+.group { flex: 0 1 auto; max-width: 100%; min-width: 0; }
+.gallery { display: flex; flex-wrap: wrap; gap: 10px; }
+.gallery figure { width: 150px; box-sizing: border-box; }
 figure { margin: 0; background: #fff; border: 1px solid #e2e2e6; border-radius: 6px; padding: 6px;
          font-size: 0.85em; overflow-wrap: anywhere; }
 figure img { display: block; margin: 0 auto 4px; max-width: 100%; height: auto; }

@@ -463,6 +463,10 @@ def test_the_report_in_headless_chromium(flowers, tmp_path):
             browser.call("Emulation.setDeviceMetricsOverride",
                          {"width": width, "height": 800, "deviceScaleFactor": 1, "mobile": False}, session)
             assert evaluate("document.documentElement.scrollWidth <= window.innerWidth"), width
+            # the mistakes' groups side by side where they fit (2, 2, 1, 1 and 1 photos), not a row each
+            tops = evaluate("Array.from(document.querySelectorAll('#mistakes h3'))"
+                            ".map(h => Math.round(h.getBoundingClientRect().top))")
+            assert len(tops) == 5 and tops[0] == tops[1] and len(set(tops)) <= 3, (width, tops)
 
         column = "Array.from(document.querySelectorAll('table.sortable tbody tr')).map(r => r.cells[0].textContent)"
         evaluate("document.querySelectorAll('table.sortable th')[2].click()")  # recall: highest first
