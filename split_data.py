@@ -21,8 +21,9 @@ from tqdm import tqdm
 import plots
 from config import COUNT, FRACTION, POSITIVE_INT, ranged
 from download import FLOWER_PHOTOS_SHA256, FLOWER_PHOTOS_URL, fetch_flower_photos
-from images import (SPLITS, class_imbalance, is_split_root, per_class_counts, place_image, prepare_out, read_class_root,
-                    split_by_class, without_validation, write_class_indices)
+from images import (SPLITS, class_imbalance, is_split_root, per_class_counts, read_class_root, split_by_class,
+                    without_validation, write_class_indices)
+from split_folders import place_image, prepare_out
 from utils import UserError, padded, run_cli, text_width
 
 REPORT, CHART, CLASS_INDICES = "split_report.txt", "class_distribution.png", "class_indices.json"

@@ -12,7 +12,7 @@ from PIL import Image
 from image_factory import (png_bytes, write_broken_files, write_class_tree, write_ignored_files, write_image,
                            write_sideways_photo)
 from images import (IMAGE_EXTENSIONS, check_images, find_images, image_problem, list_images, load_rgb, load_splits,
-                    place_image, read_class_indices, split_by_class, write_class_indices)
+                    read_class_indices, split_by_class, write_class_indices)
 from utils import UserError
 
 
@@ -400,35 +400,6 @@ def test_a_malformed_class_index_file_is_explained(tmp_path, text):
     path.write_text(text)
     with pytest.raises(UserError, match="class_indices.json"):
         read_class_indices(path)
-
-
-def test_placing_an_image_never_writes_through_an_existing_file_or_link(tmp_path):
-    source = write_image(tmp_path / "source.jpg")
-    before = source.read_bytes()
-    link = tmp_path / "out" / "source.jpg"
-    link.parent.mkdir()
-    link.symlink_to(source)  # as a symlink split leaves it: a copy onto it would rewrite the source
-    for mode in ("copy", "hardlink", "symlink"):
-        with pytest.raises(UserError, match="exists already"):
-            place_image(write_image(tmp_path / "other.jpg", seed=3), link, mode)
-    assert source.read_bytes() == before
-
-
-def test_a_photo_cut_short_after_it_was_checked_is_one_line_when_it_is_resized(tmp_path, monkeypatch):
-    """split_data.py --max-size: checked when listed, truncated (a sync still writing it) before its copy."""
-    whole = write_image(tmp_path / "whole.jpg", (400, 300), quality=95).read_bytes()
-    (tmp_path / "photo.jpg").write_bytes(whole[:len(whole) // 2])
-    with pytest.raises(UserError, match=r"photo\.jpg no longer decodes \(.*\), changed since it was checked: "
-                                        r"run again"):
-        place_image(tmp_path / "photo.jpg", tmp_path / "out" / "photo.jpg", "copy", max_size=100)
-    assert not (tmp_path / "out" / "photo.jpg").exists()
-    def full(image, target, **kwargs):  # the copy's own failure is its own: said by run_cli with its name
-        raise OSError(28, "No space left on device", str(target))
-    whole = write_image(tmp_path / "whole.jpg", (400, 300))
-    monkeypatch.setattr(Image.Image, "save", full)
-    with pytest.raises(OSError, match="No space left") as error:
-        place_image(whole, tmp_path / "out" / "whole.jpg", "copy", 100)
-    assert error.value.filename == str(tmp_path / "out" / "whole.jpg")
 
 
 def test_a_pipe_matched_or_linked_is_never_opened_as_a_photo(tmp_path):

@@ -1,0 +1,107 @@
+"""Writing a split as folders (split_data.py): an --out made ready by removing what an earlier split wrote there,
+as its manifest lists it, and nothing else; each image copied, linked or made smaller into its place, never
+written through an existing file or link."""
+import json
+import os
+import shutil
+from pathlib import Path, PurePosixPath
+
+from PIL import Image
+
+from images import DECODE_ERRORS, SPLITS, upright_rgb
+from utils import UserError
+
+MANIFEST = "split_manifest.json"
+
+
+def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> None:
+    """Make `out` ready for the files `planned` (relative paths): remove what an earlier split wrote
+    there, listed in its manifest, and nothing else.
+
+    Refuses an `out` holding files the manifest does not list (anything under `source` aside),
+    unless `force`, and never overwrites such a file. Writes the new manifest before any image,
+    so that the next run can clean up after an interrupted one.
+    """
+    manifest = out / MANIFEST
+    earlier = read_manifest(manifest)
+    existing = {path.relative_to(out).as_posix() for path in walk_files(out, skip=source)} - {MANIFEST}
+    foreign = sorted(existing - set(earlier["files"]))
+    if foreign and not force:
+        raise UserError(f"{out} is not empty: it holds {len(foreign)} file(s) split_data.py did not write, "
+                        f"such as {out / foreign[0]}. Choose another --out, or pass --force to write the "
+                        "split beside them (they are kept)")
+    clashes = sorted(set(planned) & set(foreign))
+    if clashes:
+        raise UserError(f"{out / clashes[0]} was not written by split_data.py and the split would "
+                        "overwrite it: move it away or choose another --out")
+    in_splits = [path for path in foreign if path.split("/")[0] in SPLITS]
+    if in_splits:
+        print(f"note: {len(in_splits)} file(s) under {out}/train, val or test were not written by "
+              f"split_data.py (such as {in_splits[0]}); they are kept, and training will read them")
+    removed = sorted(set(earlier["files"]) & existing)
+    for path in removed:
+        (out / path).unlink()
+    for folder in sorted(earlier["dirs"], key=lambda d: -d.count("/")):  # deepest first
+        if (out / folder).is_dir() and not any((out / folder).iterdir()):
+            (out / folder).rmdir()
+    if removed:
+        print(f"removed the {len(removed)} files of the earlier split in {out}")
+    folders = {parent.as_posix() for path in planned for parent in PurePosixPath(path).parents} - {"."}
+    out.mkdir(parents=True, exist_ok=True)
+    new_folders = sorted(folder for folder in folders if not (out / folder).exists())
+    manifest.write_text(json.dumps({"written_by": "split_data.py", "files": planned,
+                                    "dirs": new_folders}, indent=1) + "\n")
+
+
+def read_manifest(manifest: Path) -> dict:
+    """The files and folders an earlier split wrote, as relative paths; none if there was no split."""
+    if not manifest.exists():
+        return {"files": [], "dirs": []}
+    try:
+        record = json.loads(manifest.read_text(encoding="utf-8"))
+        paths = [PurePosixPath(p) for p in record["files"] + record["dirs"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise UserError(f"{manifest} is not a manifest written by split_data.py ({error}): "
+                        "move it away, or choose another --out") from None
+    # a manifest is trusted to name files inside its folder only: never a way to delete anything else
+    if any(p.is_absolute() or ".." in p.parts for p in paths):
+        raise UserError(f"{manifest} names files outside {manifest.parent}: move it away, or choose another --out")
+    return record
+
+
+def walk_files(folder: Path, skip: Path):
+    """Every file (and link) under `folder`, except under `skip`."""
+    skip = skip.resolve()
+    for directory, subdirs, files in os.walk(folder):
+        subdirs[:] = [name for name in subdirs if Path(directory, name).resolve() != skip]
+        yield from (Path(directory, name) for name in files)
+
+
+def place_image(source: Path, target: Path, mode: str, max_size: int | None = None) -> None:
+    """Copy (mode "copy") or link ("hardlink", "symlink") `source` to `target`; with `max_size`,
+    an image larger than that a side becomes a smaller upright RGB copy instead."""
+    if target.exists() or target.is_symlink():  # writing through a link could change the source
+        raise UserError(f"{target} exists already: split_data.py writes only new files")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    smaller = None
+    if max_size is not None:
+        try:
+            with Image.open(source) as image:
+                if max(image.size) > max_size:
+                    image.thumbnail((max_size, max_size), Image.LANCZOS)  # decodes a JPEG at a reduced scale
+                    smaller = upright_rgb(image)
+        except DECODE_ERRORS as error:  # it decoded when listed: changed since
+            raise UserError(f"{source} no longer decodes ({error}), changed since it was checked: run again") from None
+        if smaller is not None:
+            smaller.save(target, quality=90)  # a full disk: said with the target's name (run_cli)
+            return
+    try:
+        if mode == "copy":
+            shutil.copy2(source, target)
+        elif mode == "hardlink":  # to the file a symlink names: link() would copy a relative link, broken there
+            os.link(source.resolve(), target)
+        else:
+            target.symlink_to(source.resolve())
+    except OSError as error:
+        hint = ". Hard links need one filesystem: use --mode copy or --mode symlink" if mode == "hardlink" else ""
+        raise UserError(f"cannot {mode} {source} to {target}: {error}{hint}") from None

@@ -1,0 +1,145 @@
+"""checkpoints.py: checkpoint files written whole (a SIGKILL mid-write leaves the last one loadable, and its
+temporary file goes with the next write), and written beside training as they were when saved."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+
+import checkpoints
+from runs import ROOT
+from utils import UserError
+
+
+WRITER = """
+import sys, torch
+sys.path.insert(0, {root!r})
+from checkpoints import save_checkpoint
+i = 0
+while True:
+    i += 1
+    save_checkpoint({{"i": i, "w": torch.full((4_000_000,), float(i))}}, {path!r})
+"""
+
+
+def test_sigkill_while_writing_leaves_a_loadable_checkpoint(tmp_path):
+    path = tmp_path / "last.pth"
+    script = WRITER.format(root=str(ROOT), path=str(path))
+    for delay in (0.35, 0.6, 0.9):
+        proc = subprocess.Popen([sys.executable, "-c", script])
+        deadline = time.time() + 60
+        while not path.exists() and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        ckpt = checkpoints.load_checkpoint(path)  # raises if torn
+        assert torch.equal(ckpt["w"], torch.full((4_000_000,), float(ckpt["i"])))
+
+
+def test_checkpoints_are_written_beside_training_as_they_were_when_saved(tmp_path, monkeypatch):
+    """checkpoints.CheckpointWriter, train.py's: what it writes is the checkpoint as it was at save(), whatever the
+    steps after change in place; writes keep their order; one that failed is raised, as its UserError, by
+    the next check() (train.py's, at every step) or close(); with saves faster than the disk, a write takes
+    the newest checkpoint of its file when it starts."""
+    weights = torch.zeros(1000)
+    writer = checkpoints.CheckpointWriter()
+    writer.save({"w": weights, "step": [1]}, tmp_path / "best.pth")
+    weights += 1  # the next step, in place
+    writer.save({"w": weights, "step": [1]}, tmp_path / "last.pth")
+    writer.save({"w": weights, "step": [2]}, tmp_path / "last.pth")
+    writer.close()
+    assert torch.equal(checkpoints.load_checkpoint(tmp_path / "best.pth")["w"], torch.zeros(1000))
+    last = checkpoints.load_checkpoint(tmp_path / "last.pth")
+    assert last["step"] == [2] and torch.equal(last["w"], torch.ones(1000))
+
+    def full_disk(obj, path):
+        raise UserError(f"could not save {path}: No space left on device")
+    monkeypatch.setattr(checkpoints, "save_checkpoint", full_disk)
+    writer = checkpoints.CheckpointWriter()
+    writer.save({"w": weights}, tmp_path / "last.pth")
+    writer.writes[0].exception()  # waits for the write
+    with pytest.raises(UserError, match="could not save .*last.pth: No space left"):
+        writer.check()
+    writer.save({"w": weights}, tmp_path / "last.pth")
+    with pytest.raises(UserError, match="No space left"):
+        writer.close()
+    assert torch.equal(checkpoints.load_checkpoint(tmp_path / "last.pth")["w"], torch.ones(1000))  # the last one written
+
+    written = []
+
+    def slow_disk(obj, path):
+        time.sleep(0.2)
+        written.append(obj["step"])
+    monkeypatch.setattr(checkpoints, "save_checkpoint", slow_disk)
+    writer = checkpoints.CheckpointWriter()
+    for step in range(1, 6):  # saves faster than the disk: a write not yet started takes the newest
+        writer.save({"step": step}, tmp_path / "last.pth")
+    writer.close()
+    assert written[-1] == 5 and len(written) <= 2, written
+
+
+def test_a_copy_is_the_file_as_written_before_it_and_later_saves_come_after(tmp_path, monkeypatch):
+    """CheckpointWriter.copy, train.py's last.pth when the best weights are the last ones: a second name for
+    best.pth's file (a hard link; a copy where links fail), put in place after the writes queued before
+    it, unchanged by the saves after it, which no write queued before it takes."""
+    best, last = tmp_path / "best.pth", tmp_path / "last.pth"
+
+    def steps():
+        return [checkpoints.load_checkpoint(path)["step"] for path in (best, last)]
+
+    writer = checkpoints.CheckpointWriter()
+    writer.save({"step": 1}, best)
+    writer.copy(best, last)
+    writer.close()
+    assert steps() == [1, 1] and os.path.samefile(best, last)
+    writer = checkpoints.CheckpointWriter()
+    writer.save({"step": 2}, best)  # a new file under the name: the other keeps the old one
+    writer.close()
+    assert steps() == [2, 1]
+
+    save, release = checkpoints.save_checkpoint, threading.Event()
+
+    def held_disk(obj, path):  # each write waits until the test has queued the rest
+        release.wait(10)
+        save(obj, path)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", held_disk)
+    for queued_before, after, want in ((best, 4, [4, 3]), (last, 5, [4, 5])):
+        release.clear()
+        writer = checkpoints.CheckpointWriter()
+        writer.save({"step": 0}, tmp_path / "other.pth")  # held: what follows is queued, not started
+        writer.save({"step": 3}, queued_before)
+        writer.copy(best, last)
+        writer.save({"step": after}, queued_before)  # not into the write queued before the copy: after it
+        release.set()
+        writer.close()
+        assert steps() == want, queued_before.name
+
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save)
+    monkeypatch.setattr(os, "link", lambda *args: (_ for _ in ()).throw(PermissionError(1, "Operation not permitted")))
+    writer = checkpoints.CheckpointWriter()
+    writer.save({"step": 5}, best)
+    writer.copy(best, last)  # no hard links here: a copy of the file
+    writer.close()
+    assert steps() == [5, 5] and not os.path.samefile(best, last)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_temporary_file_a_killed_writer_left_goes_with_the_next_write(tmp_path):
+    """SIGKILL while a checkpoint is written leaves its temporary file, as large as the checkpoint: the next write of
+    that file removes those of processes that are gone (a kill per resume would otherwise pile them up), not one that
+    another live process is writing, nor another file's."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    left = tmp_path / f".last.pth.{gone.pid}.tmp"
+    writing = tmp_path / f".last.pth.{os.getppid()}.tmp"
+    other = tmp_path / f".best.pth.{gone.pid}.tmp"
+    for path in (left, writing, other):
+        path.write_bytes(b"half a checkpoint")
+    checkpoints.save_checkpoint({"step": 1}, tmp_path / "last.pth")
+    assert not left.exists() and writing.exists() and other.exists()
+    assert torch.load(tmp_path / "last.pth", weights_only=True) == {"step": 1}
