@@ -141,6 +141,12 @@ def image_problem(path: Path) -> str | None:
     return None
 
 
+def why_it_failed(path) -> str:
+    """Why an image that failed to load during a run fails now (image_problem), or that it reads now: a file
+    changed, removed or put back since."""
+    return image_problem(Path(path)) or "it reads now"
+
+
 def set_image_warnings() -> None:
     """Pillow's warnings, for this process: Pillow warns about an image past Image.MAX_IMAGE_PIXELS (89 MP) and
     decodes it anyway (it raises past twice that): from here on the warning is raised, so that such a file is

@@ -21,14 +21,13 @@ Ctrl-C (the images classified until then are still written to --output).
 import argparse
 import csv
 import json
-import signal
 import sys
 from pathlib import Path
 
-if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-    # a Ctrl-C in the second or more that torch takes to import ends the process as a shell command ends, not with
-    # the import's traceback; run_cli takes Ctrl-C from then on
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# stopping.py imports the standard library's modules only: set before torch's import, which takes seconds
+from stopping import ctrl_c_ends_quietly, held_signals
+if __name__ == "__main__":
+    ctrl_c_ends_quietly()
 import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
@@ -42,7 +41,6 @@ from export import (ExportedClassifier, add_arguments as add_export_arguments, c
 from images import image_problem, list_images, load_rgb, set_image_warnings
 from model import maps_of
 from precision import amp_dtype, autocast
-from stopping import held_signals
 from utils import Terminated, UserError, check_writable, padded, run_cli, select_device, text_width, tune_for
 from weights import load_classifier
 from workers import default_workers

@@ -32,7 +32,7 @@ import torch
 import evaluation
 import plots
 from data import CROP_PCT
-from images import image_problem
+from images import why_it_failed
 from checkpoints import put_in_place
 from utils import padded, text_width
 
@@ -106,7 +106,7 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
         lines += [f"{path}: {why}" for path, why in left_out]
     if result.get("failed"):  # listed, they failed as they were evaluated: changed or removed since (why: as now)
         lines += ["", f"{len(result['failed'])} images could not be read when they were evaluated, and were left out:"]
-        lines += [f"{path}: {image_problem(Path(path)) or 'it reads now'}" for path in result["failed"]]
+        lines += [f"{path}: {why_it_failed(path)}" for path in result["failed"]]
     (folder / "report.txt").write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogateescape")
     # last: a report.html in a run folder says the run's evaluation was written whole
     write_report(folder / "report.html", result, classes, checkpoint, variant, split, metrics_csv, left_out=left_out,

@@ -19,7 +19,7 @@ import plots
 import report
 from workers import dead_loader_worker
 from data import IMAGENET_MEAN, IMAGENET_STD, to_device
-from images import class_imbalance, image_problem
+from images import class_imbalance, why_it_failed
 from model import NO_PRETRAINED_WEIGHTS, maps_of
 from precision import autocast
 from checkpoints import lock_run_folder, put_in_place
@@ -170,7 +170,7 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
     write_metrics_row(run_dir / "metrics.csv", row)
     failed = train["failed"] + val["failed"]
     for path in failed[:FILES_NAMED]:  # why, as it is now: a file changed or removed since it was listed
-        print(f"warning: skipped an image that failed to load: {path}: {image_problem(Path(path)) or 'it reads now'}",
+        print(f"warning: skipped an image that failed to load: {path}: {why_it_failed(path)}",
               file=sys.stderr)
     if len(failed) > FILES_NAMED:
         print(f"warning: and {len(failed) - FILES_NAMED} more images that failed to load in epoch {epoch}",
@@ -305,7 +305,7 @@ def check_some_loaded(result: dict, what: str, data_path, run_dir: Path, save=No
     again = f"{kept}; once the photos are back: {resume_command(run_dir)}" if kept else \
         "nothing was saved; start again once the photos are back"
     raise UserError(f"none of this epoch's {len(result['failed'])} {what} images loaded (the first, {first}: "
-                    f"{image_problem(Path(first)) or 'it reads now'}): has {data_path} moved, been unmounted or "
+                    f"{why_it_failed(first)}): has {data_path} moved, been unmounted or "
                     f"become unreadable? {again}")
 
 

@@ -15,6 +15,24 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
                      if hasattr(signal, name))  # Windows has the first two
 
 
+def ctrl_c_ends_quietly() -> None:
+    """For a script as it starts: a Ctrl-C in the second or more that torch takes to import ends it as a shell
+    command ends, not with the import's traceback; run_cli takes Ctrl-C from then on. Where it is ignored (a
+    background job), it stays ignored."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def take_stop_signals(handler) -> dict:
+    """The stop signals to `handler`, but for those the process was started ignoring: {signal: its handler before}."""
+    return {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
+
+
+def give_back(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
 class StopSignal:
     """Turns the first stop signal (STOP_SIGNALS) into a request to stop after the current step; a second
     Ctrl-C stops at once, a second of the others changes nothing.
@@ -27,10 +45,7 @@ class StopSignal:
     def __init__(self):
         self.requested = None
         self._pid = os.getpid()
-        self._previous = {}
-        for sig in STOP_SIGNALS:
-            if signal.getsignal(sig) is not signal.SIG_IGN:
-                self._previous[sig] = signal.signal(sig, self._handle)
+        self._previous = take_stop_signals(self._handle)
 
     def _handle(self, signum, frame):
         if os.getpid() != self._pid:  # a loader worker, forked with this handler
@@ -64,8 +79,7 @@ class StopSignal:
         return 128 + signal.Signals[self.requested] if self.requested in signal.Signals.__members__ else 0
 
     def restore(self):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        give_back(self._previous)
 
 
 def quiet_closed_terminal() -> None:
@@ -87,10 +101,8 @@ class held_signals:
     the exception it raises. They stay blocked in a forked worker until it ignores them."""
 
     def __enter__(self):
-        self._pid, self._caught, self._previous = os.getpid(), [], {}
-        for sig in STOP_SIGNALS:
-            if signal.getsignal(sig) is not signal.SIG_IGN:
-                self._previous[sig] = signal.signal(sig, self._hold)
+        self._pid, self._caught = os.getpid(), []
+        self._previous = take_stop_signals(self._hold)
         if hasattr(signal, "pthread_sigmask"):  # not on Windows, which does not fork
             signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         return self
@@ -102,7 +114,6 @@ class held_signals:
     def __exit__(self, *exc):
         if hasattr(signal, "pthread_sigmask"):
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one sent meanwhile arrives here: held
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        give_back(self._previous)
         if self._caught:
             signal.raise_signal(self._caught[0])

@@ -20,14 +20,13 @@ import itertools
 import math
 import os
 import shlex
-import signal
 import sys
 from pathlib import Path
 
-if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-    # a Ctrl-C in the second or more that torch takes to import ends the process as a shell command ends, not with
-    # the import's traceback; run_cli takes Ctrl-C from then on
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# stopping.py imports the standard library's modules only: set before torch's import, which takes seconds
+from stopping import StopSignal, ctrl_c_ends_quietly, held_signals
+if __name__ == "__main__":
+    ctrl_c_ends_quietly()
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
@@ -46,7 +45,6 @@ from loaders import Take, build_train_loader, eval_loader
 from model import resolve_variant
 from precision import amp_dtype, amp_name
 from checkpoints import CheckpointWriter
-from stopping import StopSignal, held_signals
 from utils import (UserError, decided_by_first_process, from_first_process, init_distributed, on_first_process,
                    run_cli, seed_everything, tune_for)
 from weights import describe_for_checkpoint, evaluated_file, model_for_run, resume_config, resumed_file
