@@ -8,10 +8,11 @@ import stat
 import sys
 
 # The signals that stop a run after its step, saved (StopSignal): Ctrl-C, a scheduler's SIGTERM (`timeout`, `docker
-# stop`, SLURM at a job's end), a closed terminal's SIGHUP, and SIGUSR1, which SLURM sends ahead of the time limit
-# when asked (--signal=USR1@120). One that the process was started ignoring stays ignored: nohup's SIGHUP, a
-# background job's SIGINT.
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1")
+# stop`, SLURM at a job's end), a closed terminal's SIGHUP, and SIGUSR1 or SIGUSR2, which SLURM sends ahead of the
+# time limit when asked (--signal=USR1@120; clusters' templates use either). One that the process was started
+# ignoring stays ignored: nohup's SIGHUP, a background job's SIGINT. SIGQUIT (Ctrl-\) is left as the way to end a
+# run at once, without saving, should saving itself hang.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
                      if hasattr(signal, name))  # Windows has the first two
 
 

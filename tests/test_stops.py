@@ -453,7 +453,8 @@ def test_a_second_sigterm_keeps_the_first_stop_and_a_second_ctrl_c_stops_at_once
     (None, signal.SIGINT, "SIGINT received: finishing this step, then saving last.pth (Ctrl-C again to stop at once)"),
     (None, signal.SIGTERM, "SIGTERM received: finishing this step, then saving last.pth\n"),
     (None, signal.SIGHUP, "SIGHUP received: finishing this step, then saving last.pth\n"),  # a closed terminal
-    (None, signal.SIGUSR1, "SIGUSR1 received: finishing this step, then saving last.pth\n")])  # SLURM's warning
+    (None, signal.SIGUSR1, "SIGUSR1 received: finishing this step, then saving last.pth\n"),  # SLURM's warning
+    (None, signal.SIGUSR2, "SIGUSR2 received: finishing this step, then saving last.pth\n")])
 def test_a_stop_is_said_by_the_first_process_only_with_what_a_second_would_do(rank, signum, said, monkeypatch,
                                                                                capsys):
     """torchrun hands Ctrl-C to every process of the run: one notice, not one a process; it turns a second into
@@ -483,10 +484,11 @@ def test_a_signal_the_process_was_started_ignoring_stays_ignored_and_each_stop_h
     finally:
         signal.signal(signal.SIGHUP, before)
     statuses = {}
-    for requested in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "--stop-after-epochs 2", "a stop on another process"):
+    for requested in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2", "--stop-after-epochs 2",
+                      "a stop on another process"):
         stop.requested = requested
         statuses[requested] = stop.exit_status()
-    assert list(statuses.values()) == [130, 143, 129, 138, 0, 0]
+    assert list(statuses.values()) == [130, 143, 129, 138, 140, 0, 0]
 
 
 def test_signals_while_loader_workers_start_are_held_then_raised_once_they_have():
