@@ -32,7 +32,7 @@ def font(size: int = 13):
     return ImageFont.load_default(size=size)
 
 
-def text_width(text: str, size: int = 13) -> int:
+def pixel_width(text: str, size: int = 13) -> int:
     return int(font(size).getlength(text))
 
 
@@ -49,10 +49,10 @@ def confusion_matrix_image(confusion, classes: list, title: str = "confusion mat
     cell = max(14, min(56, 900 // max(n, 1)))
     show_text = cell >= 26
     labels_fit = cell >= 14 and n <= 60
-    margin = (max(text_width(c) for c in classes) + 14) if labels_fit else 10
+    margin = (max(pixel_width(c) for c in classes) + 14) if labels_fit else 10
     top = 70 + (margin if labels_fit else 0)
     legend = "rows: true class, columns: predicted; shade = share of the row"
-    width = max(margin + cell * n + 20, text_width(title, 16) + 20, text_width(legend, 12) + 20)  # a few classes too
+    width = max(margin + cell * n + 20, pixel_width(title, 16) + 20, pixel_width(legend, 12) + 20)  # a few classes too
     image = Image.new("RGB", (width, top + cell * n + 40), "white")
     draw = ImageDraw.Draw(image)
     draw.text((10, 10), title, fill="black", font=font(16))
@@ -73,7 +73,7 @@ def confusion_matrix_image(confusion, classes: list, title: str = "confusion mat
     if labels_fit:
         for i, name in enumerate(classes):
             draw.text((margin - 6, top + i * cell + cell / 2), name, fill="black", font=font(), anchor="rm")
-            label = Image.new("RGBA", (text_width(name) + 4, font().getbbox(name)[3] + 3), (255, 255, 255, 0))
+            label = Image.new("RGBA", (pixel_width(name) + 4, font().getbbox(name)[3] + 3), (255, 255, 255, 0))
             ImageDraw.Draw(label).text((0, 0), name, fill="black", font=font())
             label = label.rotate(90, expand=True)
             image.paste(label, (int(margin + i * cell + cell / 2 - 8), top - 6 - label.height), label)
@@ -248,7 +248,7 @@ def line_chart(series: dict, title: str, value_format: str = "{:.2f}", width: in
     ticks = axis_ticks([y for points in series.values() for _, y in points], most)
     low, high = ticks[0], ticks[-1]
     first, last = (min(epochs), max(epochs)) if epochs else (0, 1)
-    left = max(text_width(value_format.format(t), 12) for t in ticks) + 16
+    left = max(pixel_width(value_format.format(t), 12) for t in ticks) + 16
     top, right, bottom = 52, width - 14, height - 42
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
@@ -257,7 +257,7 @@ def line_chart(series: dict, title: str, value_format: str = "{:.2f}", width: in
     for name, color in zip(legend_names(series), LINE_COLORS * 4):  # the legend, in one row
         draw.line((x, 38, x + 16, 38), fill=color, width=3)
         draw.text((x + 20, 38), name, fill="black", font=font(12), anchor="lm")
-        x += 30 + text_width(name, 12)
+        x += 30 + pixel_width(name, 12)
 
     def to_pixel(epoch, value):
         return (left + (right - left) * ((epoch - first) / (last - first) if last > first else 0.5),

@@ -45,8 +45,8 @@ from loaders import Take, build_train_loader, eval_loader
 from model import resolve_variant
 from precision import amp_dtype, amp_name
 from checkpoints import CheckpointWriter
-from utils import (UserError, decided_by_first_process, from_first_process, init_distributed, on_first_process,
-                   run_cli, seed_everything, tune_for)
+from utils import (UserError, decided_by_first_process, distributed, from_first_process, init_distributed,
+                   on_first_process, run_cli, seed_everything, tune_for)
 from weights import describe_for_checkpoint, evaluated_file, model_for_run, resume_config, resumed_file
 from workers import default_workers, stop_workers
 
@@ -188,22 +188,18 @@ def main(argv=None) -> None:
         raise UserError(f"--num-classes {cfg.num_classes} was given, but {cfg.data_path} has {len(classes)} "
                         f"class folders: {', '.join(classes)}. Drop --num-classes or fix the folders.")
 
-    if program is not None:
-        transform = build_transform(program.img_size, train=False, crop_pct=program.crop_pct)
-        return evaluate_checkpoint(cfg, program, splits, transform, None, program.device, None)
-    run_dir = None if cfg.eval_only else \
-        decided_by_first_process(lambda: run_log.run_folder(cfg, checkpoint, resolve_variant(cfg.model)))
-
     # the official file's own name counts as no name: a config that names it (configs/finetune_*) downloads too
     if cfg.download_weights and checkpoint is None and \
             cfg.weights in (None, official_weights_file(resolve_variant(cfg.model))):
         on_first_process(lambda: fetch_official_weights(resolve_variant(cfg.model)))
+    if cfg.eval_only:
+        return evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp)
+
+    run_dir = decided_by_first_process(lambda: run_log.run_folder(cfg, checkpoint, resolve_variant(cfg.model)))
     seed_everything(cfg.seed)  # the same initial weights on every rank and every run
     model = model_for_run(cfg, len(classes), checkpoint, main_process)
     img_size = model.img_size
     model.to(device)
-    if cfg.eval_only:
-        return evaluate_checkpoint(cfg, model, splits, build_transform(img_size, train=False), checkpoint, device, amp)
     # neither --compile nor --no-compile (None, saved so, decided again on resuming, for the epochs left):
     # where it pays, and eagerly if it fails
     epochs_left = cfg.epochs - (checkpoint["epoch"] if checkpoint is not None else 0)
@@ -215,8 +211,7 @@ def main(argv=None) -> None:
                         "run one of them, or both with --compile (Inductor graphs the recomputation itself)")
     # inside DDP's wrapper: the graphs hold the model's passes, DDP's gradient all-reduce stays outside them
     net = compiling.CudaGraphed(model) if cfg.cuda_graphs and not compiled else model
-    distributed = torch.distributed.is_initialized()
-    if distributed:  # every parameter that trains gets a gradient: no search for unused ones
+    if distributed():  # every parameter that trains gets a gradient: no search for unused ones
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if device.type == "cuda" else None)
     if compiled:
         net = compiling.compile_model(net, model, img_size, device, fallback=cfg.compile is None,
@@ -257,13 +252,14 @@ def main(argv=None) -> None:
         writer = SummaryWriter(run_dir, purge_step=state.step + 1 if checkpoint is not None else 0)
         print(f"run folder {run_dir}: {len(splits.train)} training and {len(splits.val)} validation images, "
               f"{len(classes)} classes, {model.variant} at {img_size} px on {device}"
-              f"{f' x{world_size} (DDP, {torch.distributed.get_backend()})' if distributed else ''}, "
+              f"{f' x{world_size} (DDP, {torch.distributed.get_backend()})' if distributed() else ''}, "
               f"amp {amp_name(amp)}, {cfg.workers} loader worker{'s' if cfg.workers != 1 else ''}"
               f"{', compiled (the first step takes a minute or so)' if compiled else ''}"
               f"{', CUDA graphs' if cfg.cuda_graphs else ''}")
         run_log.notice_settings(cfg, model.variant, device, compiled, images_per_process, steps_per_epoch,
                                 fresh=state.epoch == 0 and state.batches_done == 0)
         run_log.warn_if_imbalanced(classes, splits.counts("train"), cfg.balance)
+        run_log.notice_large_photos(splits, img_size, cfg.data_path)
     run_dir = from_first_process(run_dir)  # the folder it made (a -2 where another run took the name), in messages
 
     # data_root: the data's absolute path, for a resume from another folder than the run started in
@@ -306,11 +302,11 @@ def main(argv=None) -> None:
             finally:
                 if writer is not None:
                     writer.close()
-        if distributed:  # together, once rank 0 has written its files: a signal meanwhile (torchrun's) changes nothing
+        if distributed():  # together, once rank 0 has written its files: a signal then (torchrun's) changes nothing
             torch.distributed.barrier()
             torch.distributed.destroy_process_group()
     except Exception as err:
-        if (explained := run_log.failure_explained(err, cfg, run_dir, img_size, stop, distributed)) is not None:
+        if (explained := run_log.failure_explained(err, cfg, run_dir, img_size, stop, distributed())) is not None:
             raise explained from None
         raise
     except KeyboardInterrupt:  # a second Ctrl-C: at once, without the step's end or a save
@@ -400,10 +396,18 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
     return None if val is None else (val, best)
 
 
-def evaluate_checkpoint(cfg, model, splits, transform, checkpoint, device, amp) -> None:
+def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp) -> None:
     """--eval-only: top-1/top-5, per-class precision and recall, confusion matrix (text and
     picture), and the misclassified files (the tutorial's extra scripts, folded in); of a checkpoint,
-    or of a program that predict.py --export wrote (`model` then an export.ExportedClassifier)."""
+    or of a program that predict.py --export wrote (an export.ExportedClassifier, evaluated as it ships: on its own
+    device, with its own crop)."""
+    if program is not None:
+        model, transform = program, build_transform(program.img_size, train=False, crop_pct=program.crop_pct)
+        device, amp = program.device, None
+    else:
+        seed_everything(cfg.seed)
+        model = model_for_run(cfg, len(splits.classes), checkpoint, True).to(device)
+        transform = build_transform(model.img_size, train=False)
     samples = splits.test if cfg.split == "test" else splits.val
     if not samples:
         how = ("split_data.py --test-ratio 0.1 writes train/, val/ and test/ folders" if cfg.split == "test" else

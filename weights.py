@@ -344,8 +344,7 @@ def resume_config(parser, cfg, argv) -> tuple:
             other = cfg.resume / "best.pth"
             if not (cfg.resume.is_dir() and other.is_file() and other.resolve() != path.resolve()):
                 raise
-            raise UserError(f"{err}. To go on from the run's best epoch instead: {launcher()} train.py --resume "
-                            f"{shlex.quote(str(other))}") from None
+            raise UserError(f"{err}. To go on from the run's best epoch instead: {resume_command(other)}") from None
         if not is_run_checkpoint(checkpoint):
             raise UserError(f"{path} is not a checkpoint of train.py; to start from its weights use --weights")
         if not cfg.eval_only:
@@ -399,8 +398,8 @@ def nothing_to_resume(run: Path) -> str:
     """What --resume of a run folder without last.pth says: a run killed while its first epoch was saved left
     only its best.pth, or nothing, with its config.yaml, which starts it again in the same folder."""
     if (run / "best.pth").is_file():
-        return f"{run} has no last.pth, only best.pth (stopped while saving): {launcher()} train.py --resume " \
-               f"{shlex.quote(str(run / 'best.pth'))} goes on from it"
+        return f"{run} has no last.pth, only best.pth (stopped while saving): {resume_command(run / 'best.pth')} " \
+               "goes on from it"
     again = f"{launcher()} train.py --config {shlex.quote(str(run / 'config.yaml'))} --output " \
             f"{shlex.quote(str(run.parent))} --name {shlex.quote(run.name)}"
     return f"{run} holds no checkpoint" + (f": the run stopped before its first epoch was saved. To start it again: "
