@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from images import orientation as exif_orientation, upright_rgb
+from images import open_image, orientation as exif_orientation, upright_rgb
 from utils import UserError
 import workers
 
@@ -486,9 +486,9 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int):
         path, label = self.samples[index]
         try:
-            with Image.open(path) as image:
+            with open_image(path) as image:
                 return self.transform(image), label, path
-        except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        except (OSError, Image.DecompressionBombError):
             return None, label, path  # changed or removed since it was listed: the batch goes on without it
 
 

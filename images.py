@@ -47,9 +47,21 @@ DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.
 BUNDLED_SAMPLE = Path(__file__).resolve().parent / "samples" / "flowers"  # 100 photos a fresh clone trains on
 
 
+# Pillow refuses an image past 89.5 MP as it opens it, from its header: a decompression bomb, a small file that
+# decodes to gigabytes. A phone's 108 or 200 MP JPEG is none: read at a reduced DCT scale, as every reader here reads
+# a large photo (1/8: 1.7 or 3.1 MP), it takes some 10 MB. So the limit is kept on what is decoded
+# (set_image_checks hands it over from Pillow): open_image refuses what cannot be read smaller (a PNG; a progressive
+# JPEG, whose coefficients libjpeg holds whole at any scale), and upright_rgb what a caller would decode past it.
+MAX_PIXELS = 89_478_485  # Pillow's Image.MAX_IMAGE_PIXELS
+
+
 class UnreadableImage(OSError):
     """An image file that opened but does not decode. An OSError, as Pillow's own open errors are,
     so one `except OSError` catches a broken file while a bug in a transform still raises."""
+
+
+class TooManyPixels(Image.DecompressionBombError):
+    """An image that would be decoded past MAX_PIXELS; its message is the reason, said as it is."""
 
 
 # --- Images ---
@@ -105,6 +117,9 @@ def upright_rgb(image: Image.Image) -> Image.Image:
     Decodes an opened image; raises UnreadableImage if that fails. Not Pillow's exif_transpose, which also
     rewrites the EXIF block without the orientation, and raises on many that it reads (Pillow issues 4665, 8605).
     """
+    if image.width * image.height > MAX_PIXELS:  # the size it decodes at: after draft(), a JPEG's reduced one
+        raise TooManyPixels(f"{image.width}x{image.height} pixels decoded whole, past {MAX_PIXELS / 1e6:.1f} MP (a "
+                            "guard against decompression bombs): make a smaller copy")
     try:
         image.load()  # first: Pillow turns a TIFF as it loads it (and then drops its orientation)
         turn = TURNS.get(orientation(image))
@@ -113,10 +128,27 @@ def upright_rgb(image: Image.Image) -> Image.Image:
         raise UnreadableImage(f"{type(error).__name__}: {error}") from error
 
 
-def load_rgb(path) -> Image.Image:
-    """The image file at `path` as upright 8-bit RGB; raises OSError (or Pillow's
-    DecompressionBombError) if it does not decode."""
-    with Image.open(path) as image:
+def open_image(path) -> Image.Image:
+    """Image.open, refusing (TooManyPixels) an image past MAX_PIXELS that cannot be decoded at a reduced scale: what
+    is not a baseline JPEG (MPO: a phone's JPEG with a second picture)."""
+    image = Image.open(path)
+    if image.width * image.height > MAX_PIXELS and (image.format not in ("JPEG", "MPO") or
+                                                    image.info.get("progressive")):
+        kind = "a progressive JPEG" if image.format in ("JPEG", "MPO") else f"a {image.format or 'file'}"
+        said = (f"{image.width}x{image.height} pixels ({image.width * image.height / 1e6:.0f} MP), {kind}: past the "
+                f"{MAX_PIXELS / 1e6:.1f} MP decoded whole (a guard against decompression bombs), and only a baseline "
+                "JPEG is read smaller: make a smaller copy")
+        image.close()
+        raise TooManyPixels(said)
+    return image
+
+
+def load_rgb(path, size: int | None = None) -> Image.Image:
+    """The image file at `path` as upright 8-bit RGB, a JPEG decoded at the smallest DCT scale that leaves it `size`
+    px a side or more; raises OSError (or Pillow's DecompressionBombError) if it does not decode."""
+    with open_image(path) as image:
+        if size is not None:
+            image.draft("RGB", (size, size))
         return upright_rgb(image)
 
 
@@ -125,12 +157,14 @@ def image_problem(path: Path) -> str | None:
     try:
         if path.stat().st_size == 0:
             return "empty file"
-        with Image.open(path) as image:
+        with open_image(path) as image:
             # At 1/8 scale a JPEG decoder still reads every compressed byte, so a truncated
             # file still fails, in a fraction of the time of a full decode.
             image.draft(None, (max(1, image.width // 8), max(1, image.height // 8)))
             upright_rgb(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+    except TooManyPixels as error:
+        return str(error)
+    except Image.DecompressionBombError as error:  # Pillow's own, in a process without set_image_checks
         return f"too many pixels, a possible decompression bomb ({error})"
     except Image.UnidentifiedImageError:
         return "not an image (Pillow cannot identify it)"
@@ -147,21 +181,20 @@ def why_it_failed(path) -> str:
     return image_problem(Path(path)) or "it reads now"
 
 
-def set_image_warnings() -> None:
-    """Pillow's warnings, for this process: Pillow warns about an image past Image.MAX_IMAGE_PIXELS (89 MP) and
-    decodes it anyway (it raises past twice that): from here on the warning is raised, so that such a file is
-    refused, as one line, wherever it is opened: when a folder is listed (check_images), by predict.py, in the
-    loader's workers. A photo whose EXIF block is cut short decodes as it is (no orientation can be read from
-    it): Pillow's warning about it, which names no file, is not shown. Set once for the process:
-    catch_warnings around each image would make Pillow's once-only warnings (a palette's transparency) print
-    again for every image."""
-    warnings.simplefilter("error", Image.DecompressionBombWarning)
+def set_image_checks() -> None:
+    """Pillow's checks, for this process: its limit on pixels handed over to open_image and upright_rgb (MAX_PIXELS),
+    which keep it on what is decoded, wherever a file is opened: when a folder is listed (check_images), by
+    predict.py, in the loader's workers. A photo whose EXIF block is cut short decodes as it is (no orientation can be
+    read from it): Pillow's warning about it, which names no file, is not shown. Set once for the process: the
+    listing's threads read them, and catch_warnings around each image would make Pillow's once-only warnings (a
+    palette's transparency) print again for every image."""
+    Image.MAX_IMAGE_PIXELS = None
     warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)
 
 
 def check_images(paths: list[Path], desc: str = "checking images"):
     """Split `paths` into those that decode and (path, reason) for those that do not, in order."""
-    set_image_warnings()
+    set_image_checks()
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         problems = list(tqdm(pool.map(image_problem, paths), total=len(paths), desc=desc,
                              unit="img", leave=False, disable=None))

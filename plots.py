@@ -10,7 +10,7 @@ import unicodedata
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from images import upright_rgb
+from images import load_rgb
 
 # Fonts that cover more than ASCII, the first a machine has (Pillow looks a name up in the system's font
 # folders): class names and paths such as "rosés" or "日本" drawn in Pillow's own font, which has ASCII only,
@@ -306,10 +306,8 @@ def thumbnail(path, size: int = 128) -> Image.Image | None:
     """The image file at `path`, upright RGB, at most `size` px a side (a JPEG decoded at the
     smallest DCT scale that still gives that); None if it no longer opens or decodes."""
     try:
-        with Image.open(path) as image:
-            image.draft("RGB", (size, size))
-            image = upright_rgb(image)
-            image.thumbnail((size, size))
-            return image
+        image = load_rgb(path, size)
+        image.thumbnail((size, size))
+        return image
     except (OSError, Image.DecompressionBombError):
         return None

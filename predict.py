@@ -38,7 +38,7 @@ from config import COUNT, POSITIVE_INT
 from data import ImageDataset, Normalize, build_loader, build_transform
 from export import (ExportedClassifier, add_arguments as add_export_arguments, check_target as check_export_target,
                     chosen_exporter, is_program)
-from images import image_problem, list_images, load_rgb, set_image_warnings
+from images import image_problem, list_images, load_rgb, set_image_checks
 from model import maps_of
 from precision import amp_dtype, autocast
 from utils import Terminated, UserError, check_writable, padded, run_cli, select_device, text_width, tune_for
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    set_image_warnings()  # decompression bombs refused, as training refuses them
+    set_image_checks()  # decompression bombs refused, as training refuses them
     if not args.images and args.export is None:
         raise UserError("name the images to classify: files, folders or glob patterns (or --export FILE)")
     if args.cam and args.save_vis is None:
@@ -213,8 +213,8 @@ def save_card(result: dict, folder: Path, used: set, seen=None) -> bool:
     the user's (a photo, when DIR is the photos' folder) never. False, said, where the photo no longer
     reads (removed or changed since it was classified)."""
     try:
-        photo = load_rgb(result["path"])
-    except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        photo = load_rgb(result["path"], size=640)  # a JPEG decoded no larger than twice the card shows it
+    except (OSError, Image.DecompressionBombError) as error:
         print(f"warning: no card for {result['path']}: it no longer reads ({error})", file=sys.stderr)
         return False
     folder.mkdir(parents=True, exist_ok=True)
@@ -244,8 +244,8 @@ def is_card(path) -> bool:
         with Image.open(path) as image:
             # info: the text chunks before the pixels, where a card has its own (.text would decode the image)
             return image.format == "PNG" and image.info.get(CARD_MARK[0]) == CARD_MARK[1]
-    except (OSError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning):  # a bomb: an error
-        return False  # here (set_image_warnings), and no card
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ classes); and how it ends: its report, or what stopped it and the command that g
 import csv
 import itertools
 import json
+import random
 import shlex
 import sys
 from datetime import datetime
@@ -242,6 +243,31 @@ def warn_if_imbalanced(classes: list, counts: list, balance: str) -> None:
         hint = f"--balance {balance} compensates" if balance != "off" else \
             "--balance sampler or --balance loss compensates (now off)"
         print(f"warning: in the training images, {imbalance}; {hint}", file=sys.stderr)
+
+
+def notice_large_photos(splits, img_size: int, data_path) -> None:
+    """Photos of many megapixels (a phone's 12) cost their decoding every epoch, most of what loading an image costs
+    even at a reduced DCT scale (libjpeg still reads every byte): said with the command that makes smaller copies
+    once. Judged on the median of a few, from their headers."""
+    sample = random.Random(0).sample([path for path, _ in splits.train], min(32, len(splits.train)))
+    sizes = []
+    for path in sample:
+        try:
+            with Image.open(path) as image:
+                sizes.append(image.size)
+        except (OSError, Image.DecompressionBombError):  # changed since listed: the loader says so
+            pass
+    if not sizes:
+        return
+    width, height = sorted(sizes, key=lambda size: size[0] * size[1])[(len(sizes) - 1) // 2]  # half are larger
+    smaller = max(512, -(-2 * img_size // 64) * 64)  # twice the crop, as ImageNet's photos are to 224
+    if width * height > 16 * smaller * smaller:
+        how = (f"python split_data.py --data-path {shlex.quote(str(data_path))} --max-size {smaller}, then "
+               "--data-path data" if splits.drawn else f"split_data.py --max-size {smaller} writes them from a "
+               "folder of class folders")
+        print(f"notice: the training photos are large, some {width}x{height} ({width * height / 1e6:.0f} MP, the "
+              f"median of {len(sizes)}): decoding them is most of each epoch's loading; smaller copies, made once, "
+              f"load many times faster: {how}")
 
 
 def log_where_it_looks(writer, model, dataset, normalize, device, amp, classes: list, epoch: int,

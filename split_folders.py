@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-from images import DECODE_ERRORS, SPLITS, upright_rgb
+from images import DECODE_ERRORS, SPLITS, open_image, upright_rgb
 from utils import UserError
 
 MANIFEST = "split_manifest.json"
@@ -86,14 +86,21 @@ def place_image(source: Path, target: Path, mode: str, max_size: int | None = No
     smaller = None
     if max_size is not None:
         try:
-            with Image.open(source) as image:
+            with open_image(source) as image:
                 if max(image.size) > max_size:
-                    image.thumbnail((max_size, max_size), Image.LANCZOS)  # decodes a JPEG at a reduced scale
+                    image.draft("RGB", (max_size, max_size))  # a JPEG decoded at a reduced scale, no smaller
                     smaller = upright_rgb(image)
-        except DECODE_ERRORS as error:  # it decoded when listed: changed since
+                    smaller.thumbnail((max_size, max_size), Image.LANCZOS)
+        except (*DECODE_ERRORS, Image.DecompressionBombError) as error:  # it decoded when listed: changed since
             raise UserError(f"{source} no longer decodes ({error}), changed since it was checked: run again") from None
         if smaller is not None:
-            smaller.save(target, quality=90)  # a full disk: said with the target's name (run_cli)
+            # quality: JPEG's and WebP's setting; a TIFF with it (its compression not JPEG) is refused by Pillow
+            lossy = target.suffix.lower() in (".jpg", ".jpeg", ".jfif", ".jpe", ".webp")
+            try:
+                smaller.save(target, **({"quality": 90} if lossy else {}))
+            except (ValueError, KeyError) as error:  # a format Pillow reads and does not write (a full disk: run_cli)
+                raise UserError(f"cannot write a smaller copy of {source} as {target.name} ({error}): convert it to "
+                                "JPEG or PNG first, or leave out --max-size") from None
             return
     try:
         if mode == "copy":

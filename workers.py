@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from images import set_image_warnings
+from images import set_image_checks
 from stopping import STOP_SIGNALS
 
 
@@ -90,7 +90,7 @@ def start_loader_worker(worker_id: int, held_batches: int = 0, nice: int = 0) ->
     if hasattr(signal, "pthread_sigmask"):  # blocked while the training process forked its workers (held_signals)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     sys.excepthook = quiet_on_broken_connections(sys.excepthook)
-    set_image_warnings()  # a worker started afresh (spawn) has not inherited the filters
+    set_image_checks()  # a worker started afresh (spawn) has not inherited them
 
 
 def stop_workers(*loaders) -> None:

@@ -110,7 +110,7 @@ def test_a_photo_whose_exif_block_is_cut_short_decodes_without_a_warning_that_na
     Image.new("RGB", (64, 48), (200, 0, 0)).save(tmp_path / "cut.jpg", exif=exif.tobytes()[:20])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        images.set_image_warnings()
+        images.set_image_checks()
         assert load_rgb(tmp_path / "cut.jpg").size == (64, 48) and image_problem(tmp_path / "cut.jpg") is None
     assert not [warning for warning in caught if "EXIF" in str(warning.message)]
 
@@ -208,6 +208,34 @@ def test_a_ctrl_c_while_the_images_are_checked_stops_at_once(tmp_path, monkeypat
         check_images([tmp_path / f"{i}.jpg" for i in range(2000)])  # 100 s of checks in one thread, 12 s in 8
     time.sleep(0.2)  # the checks under way end
     assert time.perf_counter() - start < 2 and len(checked) < 200
+
+
+def test_a_photo_past_the_pixel_limit_is_read_smaller_when_it_can_and_refused_when_it_cannot(tmp_path, monkeypatch):
+    """A phone's 108 or 200 MP JPEG, past Pillow's 89.5 MP, is no decompression bomb: read at a reduced DCT scale,
+    as every reader here reads a large photo, it is small. The limit is kept on what is decoded: a PNG, or a
+    progressive JPEG (libjpeg holds its coefficients whole at any scale), past it is refused, as one line, and
+    so is a full decode of the JPEG. (Here at a limit of 20,000 pixels, for files that are quick to write.)"""
+    import images
+    import split_folders
+    from data import ImageDataset, build_transform
+    monkeypatch.setattr(images, "MAX_PIXELS", 20_000)
+    images.set_image_checks()
+    phone = write_image(tmp_path / "phone.jpg", (640, 480), quality=90)  # 307,200 pixels; 80 x 60 at 1/8
+    progressive = write_image(tmp_path / "progressive.jpg", (640, 480), progressive=True)
+    png = write_image(tmp_path / "screen.png", (640, 480))
+    assert image_problem(phone) is None
+    assert image_problem(progressive) == ("640x480 pixels (0 MP), a progressive JPEG: past the 0.0 MP decoded whole "
+                                          "(a guard against decompression bombs), and only a baseline JPEG is read "
+                                          "smaller: make a smaller copy")
+    assert image_problem(png).startswith("640x480 pixels (0 MP), a PNG: past")
+    image, label, _ = ImageDataset([(str(phone), 3)], build_transform(32, train=False))[0]
+    assert image.shape == (3, 32, 32) and label == 3
+    assert load_rgb(phone, 64).size == (160, 120)  # 1/4: the largest reduction that keeps 64 px a side
+    with pytest.raises(images.TooManyPixels, match=r"^640x480 pixels decoded whole, past 0\.0 MP"):
+        load_rgb(phone)
+    assert ImageDataset([(str(png), 0)], build_transform(32, train=False))[0][0] is None
+    split_folders.place_image(phone, tmp_path / "out" / "phone.jpg", "copy", max_size=100)
+    assert Image.open(tmp_path / "out" / "phone.jpg").size == (100, 75)
 
 
 def test_a_bomb_over_twice_the_limit_is_reported_too(tmp_path):

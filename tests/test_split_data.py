@@ -139,12 +139,13 @@ def test_modes_copy_hardlink_and_symlink(tmp_path):
 def test_max_size_writes_smaller_upright_copies(tmp_path):
     source = make_photos(tmp_path / "photos")
     write_image(source / "owl" / "large.png", size=(400, 300))
+    write_image(source / "owl" / "scan.tif", size=(400, 300), compression="tiff_lzw")  # quality= is JPEG's only
     write_sideways_photo(source / "owl" / "sideways.jpg", size=(300, 150))
     split_data.main(["--data-path", str(source), "--out", str(tmp_path / "out"), "--max-size", "120"])
 
     def placed(name: str) -> Path:  # in train/ or val/, as the split drew it
         return next((tmp_path / "out").glob(f"*/{name}"))
-    assert Image.open(placed("owl/large.png")).size == (120, 90)
+    assert Image.open(placed("owl/large.png")).size == Image.open(placed("owl/scan.tif")).size == (120, 90)
     sideways = Image.open(placed("owl/sideways.jpg"))
     assert sideways.size == (60, 120) and sideways.getpixel((30, 10))[0] > 200  # upright, red on top
     small = placed("cat/cat_00.jpg")  # 48 px: not resized, copied as it is

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import config
+import run_log
 import train
 import utils
 from images import DataSplits
@@ -296,6 +297,24 @@ def test_a_val_ratio_that_a_split_root_leaves_unused_is_said(tmp_path, capsys):
         cfg = parser.parse_args(["--data-path", str(tmp_path), "--val-ratio", str(ratio)])
         train.check_splits(splits, cfg, parser.get_default("val_ratio"), notify=True)
         assert ("notice: --val-ratio 0.3 is not used" in capsys.readouterr().out) == said
+
+
+def test_large_photos_are_said_with_the_command_that_makes_smaller_copies(tmp_path, capsys):
+    """A phone's 12 MP photos cost their decoding every epoch: said at the start, judged on a median. (Headers only:
+    the sizes are all that is read.)"""
+    from image_factory import png_bytes
+    for name, (width, height) in {"a.png": (4000, 3000), "b.png": (4032, 3024), "c.png": (640, 480)}.items():
+        (tmp_path / name).write_bytes(png_bytes(width, height))
+    photos = [(str(tmp_path / name), 0) for name in ("a.png", "b.png", "c.png")]
+    run_log.notice_large_photos(DataSplits(tmp_path, ["x"], photos, [], [], [], drawn=True), 224, Path("my photos"))
+    assert capsys.readouterr().out == (
+        "notice: the training photos are large, some 4000x3000 (12 MP, the median of 3): decoding them is most of "
+        "each epoch's loading; smaller copies, made once, load many times faster: python split_data.py --data-path "
+        "'my photos' --max-size 512, then --data-path data\n")
+    run_log.notice_large_photos(DataSplits(tmp_path, ["x"], photos[:2], [], [], [], drawn=False), 384, tmp_path)
+    assert "split_data.py --max-size 768 writes them from a folder of class folders" in capsys.readouterr().out
+    run_log.notice_large_photos(DataSplits(tmp_path, ["x"], photos[::2], [], [], [], drawn=True), 224, tmp_path)
+    assert capsys.readouterr().out == ""  # the median of two is the smaller: 640x480
 
 
 def test_a_class_without_validation_images_is_said(tmp_path, capsys):
