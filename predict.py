@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 # stopping.py imports the standard library's modules only: set before torch's import, which takes seconds
-from stopping import ctrl_c_ends_quietly, held_signals
+from stopping import Terminated, ctrl_c_ends_quietly, held_signals
 if __name__ == "__main__":
     ctrl_c_ends_quietly()
 import torch
@@ -41,7 +41,7 @@ from export import (ExportedClassifier, add_arguments as add_export_arguments, c
 from images import image_problem, list_images, load_rgb, set_image_checks
 from model import maps_of
 from precision import amp_dtype, autocast
-from utils import Terminated, UserError, check_writable, padded, run_cli, select_device, text_width, tune_for
+from utils import UserError, check_writable, padded, run_cli, select_device, text_width, tune_for
 from weights import load_classifier
 from workers import default_workers
 

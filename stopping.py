@@ -1,6 +1,6 @@
 """Stopping a training run on a signal, after its step and saved: which signals (STOP_SIGNALS), the handler
 that turns the first into a request (StopSignal), and the signals held back while loader workers start
-(held_signals). A script's SIGTERM before training, and its Ctrl-C, are run_cli's (utils.py).
+(held_signals); a script's SIGTERM before training, and its Ctrl-C (ScriptSignals, which run_cli sets).
 """
 import os
 import signal
@@ -22,6 +22,38 @@ def ctrl_c_ends_quietly() -> None:
     background job), it stays ignored."""
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class Terminated(BaseException):
+    """A SIGTERM that ends a script at once (ScriptSignals): a BaseException, as KeyboardInterrupt is, so that no
+    `except Exception` on its way takes it for an error to work around."""
+
+
+class ScriptSignals:
+    """A script's signals while run_cli runs its main(): Ctrl-C raises KeyboardInterrupt again (ctrl_c_ends_quietly
+    had it end the process while torch imported), and a SIGTERM (a scheduler's, `timeout`'s) raises Terminated, which
+    run_cli says in one line, where its default would end the process without a word, as train.py checks the images
+    before training (its training loop takes it in StopSignal: it finishes the step and saves). SIGTERM is left to
+    its default under torchrun, whose summary names the signal, and whose SIGTERM must end a process blocked in a
+    collective or in joining the group at once, not when that call returns."""
+
+    def __init__(self):
+        self._pid = os.getpid()
+        if signal.getsignal(signal.SIGINT) is signal.SIG_DFL:  # as a script set it while it imported torch
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        self._installed = "RANK" not in os.environ
+        self._previous = signal.signal(signal.SIGTERM, self._terminated) if self._installed else None
+
+    def _terminated(self, signum, frame):
+        if os.getpid() != self._pid:  # a loader worker, forked before it set its own handling
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated
+
+    def restore(self):
+        if self._installed:  # None: a handler not set from Python, as the default is where Python was embedded
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
 
 
 def take_stop_signals(handler) -> dict:

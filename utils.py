@@ -1,5 +1,5 @@
-"""Shared helpers for the scripts: errors meant for people, devices, seeds and distributed runs (stopping a run
-on a signal: stopping.py; checkpoint files: checkpoints.py; configs and flags: config.py; mixed precision:
+"""Shared helpers for the scripts: errors meant for people, devices, seeds and distributed runs (signals:
+stopping.py; checkpoint files: checkpoints.py; configs and flags: config.py; mixed precision:
 precision.py).
 
 torch is imported inside the functions that use it, so that split_data.py, which needs none of
@@ -19,6 +19,8 @@ import traceback
 import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from stopping import ScriptSignals, Terminated
 
 if TYPE_CHECKING:  # for the annotations only: torch is imported where it is used
     import torch
@@ -58,16 +60,7 @@ def run_cli(main) -> None:
     UTF-8 (old zips, Windows shares) is printed as those bytes, as ls prints it, not raised about."""
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="surrogateescape")
-    # a SIGTERM (a scheduler's, `timeout`'s) that train.py's training loop does not take (it finishes the step and
-    # saves): where its default would end the process without a word, as it checks the images before training.
-    # Not under torchrun, whose summary names the signal, and whose SIGTERM must end a process blocked in a
-    # collective or in joining the group at once, not when that call returns
-    global _CLI_PROCESS
-    _CLI_PROCESS = os.getpid()
-    if signal.getsignal(signal.SIGINT) is signal.SIG_DFL:  # as a script set it while it imported torch
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    installed = "RANK" not in os.environ
-    previous = signal.signal(signal.SIGTERM, terminated) if installed else None
+    script_signals = ScriptSignals()
     try:
         main()
         sys.stdout.flush()  # a closed pipe raises here, not at exit
@@ -104,24 +97,7 @@ def run_cli(main) -> None:
         say_error("another process of this run ended (its own message says why) and the connection to it broke")
         sys.exit(2)
     finally:
-        if installed:  # None: a handler not set from Python, as the default is where Python was embedded
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-
-
-class Terminated(BaseException):
-    """A SIGTERM that ends a script at once (run_cli): a BaseException, as KeyboardInterrupt is, so that no
-    `except Exception` on its way takes it for an error to work around."""
-
-
-_CLI_PROCESS = None  # the process run_cli runs in: a process forked from it ends as SIGTERM's default ends it
-
-
-def terminated(signum, frame):
-    if os.getpid() != _CLI_PROCESS:  # a loader worker, forked before it set its own handling
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        return
-    raise Terminated
+        script_signals.restore()
 
 
 def say_error(message: str) -> None:

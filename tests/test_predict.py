@@ -17,6 +17,7 @@ from PIL import Image
 
 import plots
 import predict
+import stopping
 import utils
 from data import Normalize, build_transform
 from image_factory import write_broken_files
@@ -166,7 +167,7 @@ def test_a_file_name_whose_bytes_are_not_utf8_is_printed_and_written_as_it_is(tr
     assert code == 0 and b"/caf\xe9.jpg," in (tmp_path / "p.csv").read_bytes(), err
 
 
-@pytest.mark.parametrize("stop, said, status", [(KeyboardInterrupt, "Ctrl-C", 130), (utils.Terminated, "SIGTERM", 143)])
+@pytest.mark.parametrize("stop, said, status", [(KeyboardInterrupt, "Ctrl-C", 130), (stopping.Terminated, "SIGTERM", 143)])
 def test_a_stop_still_writes_what_was_classified(stop, said, status, trained, photos, tmp_path, capsys, monkeypatch):
     """Ctrl-C, or a SIGTERM (run_cli raises Terminated for it), after the second image: the two are written."""
     real = predict.classify
