@@ -1,15 +1,11 @@
-"""Transforms, datasets and loaders: from the lists of images that images.py makes to batches of tensors.
+"""Transforms and batches: an opened image to its uint8 crop (build_transform), a batch on its device, normalised
+(to_device, build_normalize), mixup and cutmix, and JPEGs decoded on a GPU (--decode device). The datasets and
+loaders that run them are loaders.py's.
 
-    from data import build_transform, build_normalize, ImageDataset, build_loader
-    from images import load_splits
-    splits = load_splits("flower_photos")   # or a split root such as data/ (see images.py)
-    train_set = ImageDataset(splits.train, build_transform(224, train=True))
+    from data import build_transform, build_normalize
+    transform = build_transform(224, train=True)   # opened image -> (3, 224, 224) uint8
     normalize = build_normalize(train=True)
-    for images, labels, paths, failed_paths in build_loader(train_set, 32, train=True, num_workers=2):
-        x = normalize(images.to("cuda", non_blocking=True))   # uint8 from the workers, float32 here
-
-A file that breaks during training (changed or removed after it was listed) is dropped from its
-batch and named in `failed_paths`, so the epoch goes on and the count survives worker processes.
+    x = normalize(images.to("cuda", non_blocking=True))   # uint8 from the workers, float32 here
 
 Speed: the crop is chosen from the image header before anything is decoded, so a JPEG is decoded
 at the smallest DCT scale (1/2, 1/4, 1/8) that still leaves the crop at least the output
@@ -28,11 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, default_collate
 
-from images import open_image, orientation as exif_orientation, upright_rgb
+from images import orientation as exif_orientation, upright_rgb
 from utils import UserError
-import workers
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -467,50 +461,7 @@ class EvenBatchMixup:
         return self.mixup(images, labels)
 
 
-# --- Datasets and loaders ---
-
-class ImageDataset(Dataset):
-    """(path, label) samples through `transform`; item: (tensor, label, path), or (None, label, path) if it fails.
-
-    `transform` receives the image opened but not yet decoded, so that build_transform's
-    pipelines can decode at a reduced scale; a plain torchvision pipeline should begin with
-    `upright_rgb`.
-    """
-
-    def __init__(self, samples: list[tuple[str, int]], transform):
-        self.samples, self.transform = samples, transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        path, label = self.samples[index]
-        try:
-            with open_image(path) as image:
-                return self.transform(image), label, path
-        except (OSError, Image.DecompressionBombError):
-            return None, label, path  # changed or removed since it was listed: the batch goes on without it
-
-
-def collate_skipping_failures(batch):
-    """(images, labels, paths, failed_paths): the samples that loaded, stacked, with their paths,
-    and the paths of those that did not.
-
-    The failed paths travel with the batch, so they reach the training loop from worker processes.
-    A batch whose every image failed has no images: `len(labels) == 0`.
-    """
-    loaded = [(image, label, path) for image, label, path in batch if image is not None]
-    failed = [path for image, _, path in batch if image is None]
-    if not loaded:
-        return torch.empty(0), torch.empty(0, dtype=torch.long), [], failed
-    images, labels, paths = zip(*loaded)
-    if any(isinstance(image, JpegCrop) for image in images):  # --decode device
-        return EncodedBatch.collate(list(images)), torch.tensor(labels), list(paths), failed
-    # default_collate stacks straight into shared memory inside a worker: no copy on the way out
-    stacked = default_collate(list(images))
-    workers.hold(stacked)
-    return stacked, torch.tensor(labels), list(paths), failed
-
+# --- Batches on the device ---
 
 def to_device(images, labels: torch.Tensor, paths: list, device) -> tuple:
     """A loader's batch on the device: (uint8 images, labels, paths of images that failed to decode there).
@@ -525,26 +476,3 @@ def to_device(images, labels: torch.Tensor, paths: list, device) -> tuple:
     if failed:  # indexed on the CPU: a boolean index on the GPU would wait for it
         labels = labels[torch.tensor(kept, dtype=torch.bool)]
     return images, labels.to(device, non_blocking=True), failed
-
-
-def build_loader(dataset, batch_size: int, train: bool, num_workers: int, sampler=None,
-                 drop_last: bool | None = None, generator: torch.Generator | None = None,
-                 batch_sampler=None, held_batches: int = 0) -> DataLoader:
-    """Batches of (images, labels, paths, failed_paths); shuffled in training unless a sampler is given,
-    or made by a `batch_sampler` (loaders.EpochBatches), which then replaces the batch size,
-    sampler and drop_last. Each worker keeps its last `held_batches` batches (workers.HELD_BATCHES), and runs
-    at a lower priority than the training process (workers.NICE).
-
-    `generator` seeds the worker processes; without one, starting the workers draws from (and so
-    shifts) the global random stream that dropout and mixup use.
-    """
-    common = dict(num_workers=num_workers, collate_fn=collate_skipping_failures, pin_memory=torch.cuda.is_available(),
-                  persistent_workers=num_workers > 0, generator=generator,
-                  worker_init_fn=partial(workers.start_loader_worker, held_batches=held_batches, nice=workers.NICE))
-    if batch_sampler is not None:
-        return DataLoader(dataset, batch_sampler=batch_sampler, **common)
-    if drop_last is None:
-        # full batches in training, as the official Swin loader has, unless the data cannot fill one
-        drop_last = train and len(sampler if sampler is not None else dataset) >= batch_size
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-                      drop_last=drop_last, **common)

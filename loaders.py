@@ -1,4 +1,13 @@
-"""The loaders behind train.py: which images each step gets, in what order, and their randomness.
+"""The datasets and loaders behind train.py and predict.py: which images each step gets, in what order, and their
+randomness; batches of (images, labels, paths, failed_paths).
+
+    from loaders import ImageDataset, build_loader
+    train_set = ImageDataset(splits.train, build_transform(224, train=True))   # splits: images.load_splits
+    for images, labels, paths, failed_paths in build_loader(train_set, 32, train=True, num_workers=2):
+        ...
+
+A file that breaks during training (changed or removed after it was listed) is dropped from its
+batch and named in `failed_paths`, so the epoch goes on and the count survives worker processes.
 
 The order of training is exact to resume: each epoch's shuffle (or class-balanced draw) comes from
 (seed, epoch) alone and each sample's augmentation from a seed of its own, so a run stopped and
@@ -10,12 +19,84 @@ its workers never wait for an epoch to start.
 import itertools
 import math
 import random
+from functools import partial
 
 import numpy as np
 import torch
 
-from data import ImageDataset, build_loader, build_transform
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+import workers
+from data import EncodedBatch, JpegCrop, build_transform
+from images import open_image
 from workers import batches_to_hold
+
+
+class ImageDataset(Dataset):
+    """(path, label) samples through `transform`; item: (tensor, label, path), or (None, label, path) if it fails.
+
+    `transform` receives the image opened but not yet decoded, so that build_transform's
+    pipelines can decode at a reduced scale; a plain torchvision pipeline should begin with
+    `upright_rgb`.
+    """
+
+    def __init__(self, samples: list[tuple[str, int]], transform):
+        self.samples, self.transform = samples, transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        try:
+            with open_image(path) as image:
+                return self.transform(image), label, path
+        except (OSError, Image.DecompressionBombError):
+            return None, label, path  # changed or removed since it was listed: the batch goes on without it
+
+
+def collate_skipping_failures(batch):
+    """(images, labels, paths, failed_paths): the samples that loaded, stacked, with their paths,
+    and the paths of those that did not.
+
+    The failed paths travel with the batch, so they reach the training loop from worker processes.
+    A batch whose every image failed has no images: `len(labels) == 0`.
+    """
+    loaded = [(image, label, path) for image, label, path in batch if image is not None]
+    failed = [path for image, _, path in batch if image is None]
+    if not loaded:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), [], failed
+    images, labels, paths = zip(*loaded)
+    if any(isinstance(image, JpegCrop) for image in images):  # --decode device
+        return EncodedBatch.collate(list(images)), torch.tensor(labels), list(paths), failed
+    # default_collate stacks straight into shared memory inside a worker: no copy on the way out
+    stacked = default_collate(list(images))
+    workers.hold(stacked)
+    return stacked, torch.tensor(labels), list(paths), failed
+
+
+def build_loader(dataset, batch_size: int, train: bool, num_workers: int, sampler=None,
+                 drop_last: bool | None = None, generator: torch.Generator | None = None,
+                 batch_sampler=None, held_batches: int = 0) -> DataLoader:
+    """Batches of (images, labels, paths, failed_paths); shuffled in training unless a sampler is given,
+    or made by a `batch_sampler` (loaders.EpochBatches), which then replaces the batch size,
+    sampler and drop_last. Each worker keeps its last `held_batches` batches (workers.HELD_BATCHES), and runs
+    at a lower priority than the training process (workers.NICE).
+
+    `generator` seeds the worker processes; without one, starting the workers draws from (and so
+    shifts) the global random stream that dropout and mixup use.
+    """
+    common = dict(num_workers=num_workers, collate_fn=collate_skipping_failures, pin_memory=torch.cuda.is_available(),
+                  persistent_workers=num_workers > 0, generator=generator,
+                  worker_init_fn=partial(workers.start_loader_worker, held_batches=held_batches, nice=workers.NICE))
+    if batch_sampler is not None:
+        return DataLoader(dataset, batch_sampler=batch_sampler, **common)
+    if drop_last is None:
+        # full batches in training, as the official Swin loader has, unless the data cannot fill one
+        drop_last = train and len(sampler if sampler is not None else dataset) >= batch_size
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+                      drop_last=drop_last, **common)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -168,7 +249,7 @@ def build_train_loader(cfg, samples: list, img_size: int, rank: int = 0, world_s
     return loader, epoch_batches
 
 
-def eval_loader(samples, transform, cfg, rank: int, world_size: int):
+def build_eval_loader(samples, transform, cfg, rank: int, world_size: int):
     """Every sample exactly once over all ranks (no padding), in order."""
     shard = list(range(rank, len(samples), world_size))
     return build_loader(ImageDataset(samples, transform), cfg.batch_size, train=False, num_workers=cfg.workers,

@@ -35,10 +35,11 @@ from tqdm import tqdm
 
 import plots
 from config import COUNT, POSITIVE_INT
-from data import ImageDataset, Normalize, build_loader, build_transform
+from data import Normalize, build_transform
 from export import (ExportedClassifier, add_arguments as add_export_arguments, check_target as check_export_target,
                     chosen_exporter, is_program)
 from images import image_problem, list_images, load_rgb, set_image_checks
+from loaders import ImageDataset, build_loader
 from model import maps_of
 from precision import amp_dtype, autocast
 from utils import UserError, check_writable, padded, run_cli, select_device, text_width, tune_for

@@ -41,7 +41,7 @@ from data import build_normalize, build_transform
 from images import load_splits, names_order_hint, same_names, without_validation, write_class_indices
 from download import fetch_official_weights, fetch_tutorial_photos, official_weights_file
 from export import ExportedClassifier, is_program, load_program
-from loaders import Take, build_train_loader, eval_loader
+from loaders import Take, build_eval_loader, build_train_loader
 from model import resolve_variant
 from precision import amp_dtype, amp_name
 from checkpoints import CheckpointWriter
@@ -218,7 +218,7 @@ def main(argv=None) -> None:
                                    cuda_graphs=cfg.cuda_graphs)
 
     train_loader, epoch_batches = build_train_loader(cfg, splits.train, img_size, rank, world_size)
-    val_loader = eval_loader(splits.val, build_transform(img_size, train=False), cfg, rank, world_size)
+    val_loader = build_eval_loader(splits.val, build_transform(img_size, train=False), cfg, rank, world_size)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.accum_steps)
     state = engine.build_train_state(cfg, model, net, device, amp, steps_per_epoch, splits.counts("train"))
     state.layout = {"processes": world_size, "images": len(splits.train), "batch_size": cfg.batch_size,
@@ -417,7 +417,7 @@ def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp) -> None:
     if missing := without_validation(splits.classes, splits.counts(cfg.split), split_name):  # the page's n/a, said
         print(f"warning: {missing}", file=sys.stderr)
     normalize = None if isinstance(model, ExportedClassifier) else build_normalize()  # a program normalises
-    result = evaluation.evaluate(model, eval_loader(samples, transform, cfg, 0, 1), normalize, len(splits.classes),
+    result = evaluation.evaluate(model, build_eval_loader(samples, transform, cfg, 0, 1), normalize, len(splits.classes),
                                  device, amp, cfg.progress)
     if torch.distributed.is_initialized():  # torchrun with one process (more are refused)
         torch.distributed.destroy_process_group()

@@ -6,7 +6,7 @@ process tells that one died.
     except (RuntimeError, EOFError, ConnectionError) as err:
         if (died := dead_loader_worker(err)) is not None: ...   # the out-of-memory killer: one line, not a traceback
 
-data.build_loader starts each worker with start_loader_worker; collate_skipping_failures hands each stacked
+loaders.build_loader starts each worker with start_loader_worker; collate_skipping_failures hands each stacked
 batch to `hold`.
 """
 import atexit

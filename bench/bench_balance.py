@@ -29,7 +29,8 @@ from common import print_header  # bench/ is on the path when this script runs
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project's modules sit at its root
 import evaluation  # noqa: E402
-from data import ImageDataset, build_loader, build_normalize, build_transform  # noqa: E402
+from data import build_normalize, build_transform  # noqa: E402
+from loaders import ImageDataset, build_loader  # noqa: E402
 from images import BUNDLED_SAMPLE, load_splits, read_class_root, split_by_class  # noqa: E402
 from model import create_model  # noqa: E402
 

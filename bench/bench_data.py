@@ -30,8 +30,8 @@ from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules sit at its root
 from common import alternating_rounds, print_header  # noqa: E402  (bench/ is on the path)
-from data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_loader, build_transform,  # noqa: E402
-                  collate_skipping_failures)
+from data import IMAGENET_MEAN, IMAGENET_STD, build_transform  # noqa: E402
+from loaders import ImageDataset, build_loader, collate_skipping_failures  # noqa: E402
 from images import BUNDLED_SAMPLE  # noqa: E402
 from workers import HELD_BATCHES  # noqa: E402
 

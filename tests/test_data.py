@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image, ImageOps, JpegImagePlugin
 
-from data import (IMAGENET_MEAN, IMAGENET_STD, EncodedBatch, ImageDataset, Normalize, build_loader, build_mixup,
-                  build_normalize, build_transform, collate_skipping_failures, pil_to_uint8, to_device)
+from data import (IMAGENET_MEAN, IMAGENET_STD, EncodedBatch, Normalize, build_mixup, build_normalize, build_transform,
+                  pil_to_uint8, to_device)
+from loaders import ImageDataset, SeededDataset, build_loader, collate_skipping_failures
 from images import load_rgb, load_splits
-from loaders import SeededDataset
 from image_factory import write_class_tree, write_image, write_sideways_photo
 from utils import UserError
 

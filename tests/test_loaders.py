@@ -4,7 +4,7 @@ import time
 import torch
 
 import loaders
-from data import build_loader
+from loaders import build_loader
 
 
 def test_epoch_sampler_is_deterministic_sharded_and_resumable():
@@ -31,7 +31,7 @@ def test_evaluation_shards_take_every_image_once_over_the_processes():
     import argparse
     samples = [(f"{i}.jpg", i % 2) for i in range(10)]
     cfg = argparse.Namespace(batch_size=4, workers=0)
-    shards = [list(loaders.eval_loader(samples, None, cfg, rank, 3).sampler) for rank in range(3)]
+    shards = [list(loaders.build_eval_loader(samples, None, cfg, rank, 3).sampler) for rank in range(3)]
     assert sorted(i for shard in shards for i in shard) == list(range(10))
     assert [len(shard) for shard in shards] == [4, 3, 3]
 

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data._utils import signal_handling
 
 import workers
-from data import ImageDataset, build_loader, collate_skipping_failures
+from loaders import ImageDataset, build_loader, collate_skipping_failures
 
 
 def test_default_workers_follow_the_cores_per_gpu_process(monkeypatch):
