@@ -4,6 +4,7 @@
     python bench/bench_data.py --upscale 4         # the same, 4x larger JPEGs
     python bench/bench_data.py flower_photos --workers 8 --rounds 7
     python bench/bench_data.py --upscale 3 --workers 15 --batch-size 128 --gpu-decode   # and nvJPEG on a GPU
+    python bench/bench_data.py --upscale 21 --max-size 512   # phone-sized photos, and split_data.py's smaller copies
 
 Both pipelines decode a JPEG and take a RandomResizedCrop to --img-size with a horizontal flip, in
 a DataLoader with the same workers, batch size and sampler, over the same files. ImageFolder's
@@ -13,7 +14,9 @@ two alternate for --rounds rounds of --images images each (warm file cache, pers
 one warm-up pass each first); the figures are medians of decoded and augmented images per second,
 counted from the start of each round to its last batch.
 --upscale K benchmarks a copy of the folder enlarged K times (Lanczos, JPEG quality 90), made
-before any timing, since the test photos are far smaller than most users' photos.
+before any timing, since the test photos are far smaller than most users' photos. --max-size N times
+a third loader, ours over the copies that split_data.py --max-size N would write of those photos, in
+the same rounds: what making smaller copies once saves every epoch.
 """
 import argparse
 import statistics
@@ -32,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's mo
 from common import alternating_rounds, print_header  # noqa: E402  (bench/ is on the path)
 from data import IMAGENET_MEAN, IMAGENET_STD, build_transform  # noqa: E402
 from loaders import ImageDataset, build_loader, collate_skipping_failures  # noqa: E402
+from split_folders import place_image  # noqa: E402
 from images import BUNDLED_SAMPLE  # noqa: E402
 from workers import HELD_BATCHES  # noqa: E402
 
@@ -48,6 +52,8 @@ def parse_args():
     parser.add_argument("--images", type=int, default=640, help="images per round (default: 640)")
     parser.add_argument("--upscale", type=int, default=1,
                         help="benchmark a copy enlarged this many times (default: 1, the photos as they are)")
+    parser.add_argument("--max-size", type=int, default=None,
+                        help="also time ours over split_data.py --max-size copies of the photos (default: off)")
     parser.add_argument("--gpu-decode", action="store_true",
                         help="also time the GPU's side of train.py --decode device (batched nvJPEG decoding, crop, "
                              "resize) on batches read beforehand: what it adds to each training step (default: off)")
@@ -74,11 +80,20 @@ def main():
             "data.py": build_loader(ours, args.batch_size, train=True, num_workers=args.workers,
                                     sampler=RandomSampler(ours, num_samples=args.images)),
         }
+        if args.max_size:
+            copies = ImageDataset(smaller_copies(reference.samples, folder, args.max_size, Path(scratch) / "smaller"),
+                                  build_transform(args.img_size, train=True))
+            loaders[f"data.py, --max-size {args.max_size}"] = build_loader(
+                copies, args.batch_size, train=True, num_workers=args.workers,
+                sampler=RandomSampler(copies, num_samples=args.images))
         print(f"{args.img_size} px, batch {args.batch_size}, {args.workers} workers, "
               f"{args.rounds} rounds x {args.images} images, alternating")
         medians = alternating_rounds({name: partial(images_per_second, loader) for name, loader in loaders.items()},
                                      args.rounds)  # the warm-up pass starts the workers and fills the file cache
         print(f"ratio data.py / ImageFolder: {medians['data.py'] / medians['torchvision ImageFolder']:.2f}x")
+        if args.max_size:
+            print(f"ratio data.py over --max-size {args.max_size} copies / over the photos: "
+                  f"{medians[f'data.py, --max-size {args.max_size}'] / medians['data.py']:.2f}x")
         # the hand-over: from the workers' shared memory to the training process, one batch taken before timing
         if args.workers == 0:
             print("no hand-over with --workers 0: the training process decodes the batches itself")
@@ -157,6 +172,16 @@ def upscaled_copy(folder: Path, factor: int, scratch: Path) -> Path:
         (scratch / path.parent.name).mkdir(exist_ok=True)
         large.save(scratch / path.parent.name / path.name, quality=90)
     return scratch
+
+
+def smaller_copies(samples: list, folder: Path, max_size: int, scratch: Path) -> list:
+    """The samples as split_data.py --max-size writes them (split_folders.place_image), in `scratch`."""
+    copied = []
+    for path, label in samples:
+        target = scratch / Path(path).relative_to(folder)
+        place_image(Path(path), target, "copy", max_size)
+        copied.append((str(target), label))
+    return copied
 
 
 if __name__ == "__main__":
