@@ -20,7 +20,7 @@ import plots
 import report
 from workers import dead_loader_worker
 from data import IMAGENET_MEAN, IMAGENET_STD, to_device
-from images import class_imbalance, why_it_failed
+from images import class_imbalance, is_split_root, why_it_failed
 from model import NO_PRETRAINED_WEIGHTS, maps_of
 from precision import autocast
 from checkpoints import lock_run_folder, put_in_place
@@ -90,6 +90,8 @@ def read_recorded_split(path: Path, data_path: Path, val_ratio: float) -> set | 
         print(f"notice: {path} is not the JSON a run writes: the validation files are drawn again")
         return None
     here = str(Path(data_path).resolve())
+    if Path(data_path).is_dir() and is_split_root(Path(data_path)):  # its val/ folder, used as it is: nothing drawn
+        return None
     if drawn_from != here or ratio != val_ratio:
         print(f"notice: the run drew its validation files from {drawn_from} at --val-ratio {ratio:g}; from {here} "
               f"at {val_ratio:g} they are drawn again")

@@ -240,9 +240,10 @@ def main(argv=None) -> None:
         run_dir, run_lock = run_log.make_run_folder(run_dir, named=checkpoint is not None or bool(cfg.name),
                                                     resumed=checkpoint is not None)
         # the run's settings, a config to start another run from: not this start's --resume (fed back, it would
-        # go on with this run) nor its --stop-after-epochs
+        # go on with this run), its --name (it would name this run's folder, which is refused) nor its
+        # --stop-after-epochs
         write_yaml(run_dir / "config.yaml", {key: value for key, value in vars(cfg).items()
-                                             if key not in ("resume", "stop_after_epochs")})
+                                             if key not in ("resume", "name", "stop_after_epochs")})
         write_class_indices(run_dir / "class_indices.json", classes)
         if recorded is None:  # the split drawn now is the one its resumes keep
             run_log.record_split(run_dir, splits, cfg.val_ratio)

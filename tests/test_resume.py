@@ -30,8 +30,10 @@ def test_resume_is_bit_identical(flowers, tmp_path, capsys):
     torch.save(first_half, tmp_path / "split" / "epoch1.pth")
     out = run_train("--resume", tmp_path / "split")  # a process of its own: all it knows is in last.pth
     assert "resumed at epoch 2" in out.stdout
-    # its config.yaml starts another run, not this one again: no --resume in it, nor this start's stop
-    assert not {"resume", "stop_after_epochs"} & set(yaml.safe_load((tmp_path / "split" / "config.yaml").read_text()))
+    # its config.yaml starts another run, not this one again: no --resume in it, no --name (its folder's, refused
+    # as another run's), nor this start's stop
+    assert not {"resume", "name", "stop_after_epochs"} & set(yaml.safe_load((tmp_path / "split" / "config.yaml")
+                                                                           .read_text()))
     straight = torch.load(tmp_path / "straight" / "last.pth", weights_only=True)
     resumed = torch.load(tmp_path / "split" / "last.pth", weights_only=True)
     assert resumed["epoch"] == straight["epoch"] == 2
@@ -109,6 +111,11 @@ def test_a_split_record_edited_into_other_types_is_drawn_anew(tmp_path, capsys, 
     (tmp_path / "val_files.json").write_text(json.dumps({**record, **edit}))
     assert run_log.read_recorded_split(tmp_path / "val_files.json", tmp_path, 0.2) is None
     assert "is not the JSON a run writes" in capsys.readouterr().out
+    (tmp_path / "split" / "train" / "daisy").mkdir(parents=True)  # split folders: their val/ is used as it is,
+    (tmp_path / "split" / "val" / "daisy").mkdir(parents=True)  # nothing drawn, nothing said of drawing
+    (tmp_path / "val_files.json").write_text(json.dumps(record))
+    assert run_log.read_recorded_split(tmp_path / "val_files.json", tmp_path / "split", 0.2) is None
+    assert capsys.readouterr().out == ""
 
 
 def test_what_a_finished_or_stopped_run_says_gives_commands_that_work(tmp_path, capsys, monkeypatch):
