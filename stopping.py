@@ -39,6 +39,7 @@ class ScriptSignals:
 
     def __init__(self):
         self._pid = os.getpid()
+        shield_resource_tracker()
         if signal.getsignal(signal.SIGINT) is signal.SIG_DFL:  # as a script set it while it imported torch
             signal.signal(signal.SIGINT, signal.default_int_handler)
         self._installed = "RANK" not in os.environ
@@ -54,6 +55,24 @@ class ScriptSignals:
     def restore(self):
         if self._installed:  # None: a handler not set from Python, as the default is where Python was embedded
             signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
+
+
+def shield_resource_tracker() -> None:
+    """multiprocessing's resource tracker, started now with the stop signals blocked, where processes start afresh
+    (spawn; forkserver, Linux's default from Python 3.14): it starts with the first lock made (tqdm's, at the first
+    progress bar) and ignores only SIGINT and SIGTERM, so that a SIGHUP or SIGUSR1 sent to the process group killed
+    it, and the run, stopped and saved all the same, ended with a traceback for each lock it held. It keeps the mask
+    it starts with. Under fork (Linux's default before 3.14) no lock needs it."""
+    import multiprocessing
+    method = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
+    if method == "fork" or not hasattr(signal, "pthread_sigmask"):  # Windows has neither the tracker nor the mask
+        return
+    from multiprocessing import resource_tracker
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def take_stop_signals(handler) -> dict:

@@ -100,6 +100,33 @@ def test_a_signal_to_the_process_group_reaches_the_workers_too_and_one_stop_foll
     assert exit_info.value.code == 130 and capsys.readouterr().err.strip() == "stopped at once by Ctrl-C"
 
 
+TRACKER = """
+import multiprocessing, os, signal, sys, time
+sys.path.insert(0, {root!r})
+multiprocessing.set_start_method({method!r})
+import stopping
+from multiprocessing import resource_tracker
+stopping.ScriptSignals()
+lock = multiprocessing.Lock()  # as tqdm's first progress bar makes one: the tracker is up
+pid = resource_tracker._resource_tracker._pid
+os.kill(pid, signal.SIGHUP)
+os.kill(pid, signal.SIGUSR1)
+time.sleep(0.5)
+print(os.waitpid(pid, os.WNOHANG) == (0, 0))  # still running
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forkserver and the signal mask: Linux")
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_the_resource_tracker_of_workers_started_afresh_outlives_a_signal_to_the_group(method):
+    """Where workers start afresh (forkserver: Linux's default from Python 3.14), multiprocessing's resource tracker
+    ignores only SIGINT and SIGTERM: a SIGHUP or SIGUSR1 to the process group killed it, and a stopped run ended
+    with a traceback for each lock. A script starts it with the stop signals blocked."""
+    out = subprocess.run([sys.executable, "-c", TRACKER.format(root=str(ROOT), method=method)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.strip() == "True" and out.returncode == 0, out.stderr
+
+
 CRASH = """
 import sys
 sys.path.insert(0, {root!r})
