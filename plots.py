@@ -32,6 +32,18 @@ def font(size: int = 13):
     return ImageFont.load_default(size=size)
 
 
+def letters_missing(text: str) -> str:
+    """The letters of `text` that font() has none of, each once: drawn, each is its missing-letter box."""
+    face = font(13)
+
+    def drawn(letter: str):
+        mask = face.getmask(letter)
+        return mask.size, bytes(mask)
+    box = drawn("\U0010ffff")  # a code point no font draws
+    return "".join(dict.fromkeys(c for c in text if not c.isspace() and unicodedata.category(c) not in ("Cc", "Cf")
+                                 and drawn(c) == box))  # not a control or format character, which draws nothing
+
+
 def pixel_width(text: str, size: int = 13) -> int:
     return int(font(size).getlength(text))
 

@@ -247,6 +247,17 @@ def warn_if_imbalanced(classes: list, counts: list, balance: str) -> None:
         print(f"warning: in the training images, {imbalance}; {hint}", file=sys.stderr)
 
 
+def notice_letters_missing(classes: list) -> None:
+    """Class names in a script the machine's fonts lack (CJK, where only DejaVu is installed): the pictures would draw
+    boxes for them, said once as the run starts with what to install."""
+    missing = plots.letters_missing("".join(classes))
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        print(f"notice: the fonts here have no letters for {shown} in the class names: the pictures (confusion "
+              "matrix, report, TensorBoard) draw boxes for them; a font with them fixes that (Debian: apt-get "
+              "install fonts-noto-cjk for Chinese, Japanese and Korean)")
+
+
 def notice_large_photos(splits, img_size: int, data_path) -> None:
     """Photos of many megapixels (a phone's 12) cost their decoding every epoch, most of what loading an image costs
     even at a reduced DCT scale (libjpeg still reads every byte): said with the command that makes smaller copies

@@ -261,6 +261,7 @@ def main(argv=None) -> None:
                                 fresh=state.epoch == 0 and state.batches_done == 0)
         run_log.warn_if_imbalanced(classes, splits.counts("train"), cfg.balance)
         run_log.notice_large_photos(splits, img_size, cfg.data_path)
+        run_log.notice_letters_missing(classes)
     run_dir = from_first_process(run_dir)  # the folder it made (a -2 where another run took the name), in messages
 
     # data_root: the data's absolute path, for a resume from another folder than the run started in

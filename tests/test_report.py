@@ -554,6 +554,22 @@ def a_wide_font_here() -> bool:
 
 @pytest.mark.skipif(not a_wide_font_here() and os.environ.get("CI") != "true",
                     reason="no font beyond ASCII here (Debian: apt-get install fonts-dejavu-core); .ci/run installs one")
+def test_letters_no_font_here_draws_are_said_as_a_run_starts(capsys):
+    """Class names in a script the fonts here lack would be boxes in every picture: said once, with what to install.
+    (U+10FFFF: a code point no font draws, where CJK letters depend on the machine.)"""
+    import plots
+    import run_log
+    assert plots.letters_missing("rosés Ärzte \u03b1\u03b2 \u0436") == ""  # Latin, Greek, Cyrillic: DejaVu's
+    assert plots.letters_missing("a\U0010ffffb\U0010ffff\n") == "\U0010ffff"
+    run_log.notice_letters_missing(["daisy", "rosés"])
+    assert capsys.readouterr().out == ""
+    run_log.notice_letters_missing(["daisy", "x\U0010ffff"])
+    assert capsys.readouterr().out.startswith("notice: the fonts here have no letters for \U0010ffff in the class "
+                                              "names: the pictures (confusion matrix, report, TensorBoard) draw boxes")
+
+
+@pytest.mark.skipif(not a_wide_font_here() and os.environ.get("CI") != "true",
+                    reason="no font beyond ASCII here (Debian: apt-get install fonts-dejavu-core); .ci/run installs one")
 def test_class_names_beyond_ascii_are_drawn_as_letters_not_boxes():
     import plots
     face = plots.font(13)
