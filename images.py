@@ -9,6 +9,7 @@ into train/val/test, class_indices.json (writing a split as folders: split_folde
 Every image is decoded when listed; what does not decode is skipped and reported, never a crash.
 Nothing here needs torch, so split_data.py need not load it; data.py turns these lists into batches.
 """
+import errno
 import glob
 import json
 import os
@@ -171,6 +172,9 @@ def image_problem(path: Path) -> str | None:
     except UnreadableImage as error:
         return f"does not decode ({error})"
     except OSError as error:
+        if path.is_symlink() and not path.exists():  # readlink: where it leads, as ls -l shows it
+            return f"a link to {os.readlink(path)}, which does not exist" if error.errno == errno.ENOENT else \
+                f"a link that leads nowhere: {error.strerror}"  # ELOOP: a loop of links
         return f"cannot be read ({error})"
     return None
 
