@@ -83,3 +83,18 @@ def test_documented_command_parses(where, script, args, monkeypatch):
         if stop.code == 0:  # --help
             return
         pytest.fail(f"{where}: python {script} {' '.join(args)} does not parse (exit {stop.code})")
+
+
+def test_every_link_within_the_readme_leads_to_a_heading_or_an_anchor():
+    """README is long: a link to a section ([Speed](#speed)) or a paragraph (<a id="gelu">) must land there, as
+    GitHub makes a heading's anchor (lower case, punctuation but - and _ dropped, spaces as -, a repeat numbered)."""
+    import re
+    text = (ROOT / "README.md").read_text()
+    targets, seen = set(), {}
+    for heading in re.findall(r"^#+ (.+)$", text, flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        targets.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+        seen[slug] = seen.get(slug, 0) + 1
+    targets |= set(re.findall(r'<a id="([^"]+)"></a>', text))
+    links = set(re.findall(r"\]\(#([^)]+)\)", text))
+    assert links and not links - targets, sorted(links - targets)
