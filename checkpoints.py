@@ -182,42 +182,6 @@ def host_copy(value):
     return snapshot
 
 
-def lock_run_folder(folder: Path, or_else: str = "", hold: bool = True):
-    """A run folder's lock: a flock on its .lock file, which names the process holding it. `hold`: taken
-    exclusively and kept for as long as the returned file stays open (the kernel lets go when the process ends,
-    however it ends); else a shared lock tried and let go at once, which fails only where a run holds it, so that
-    any process may ask without tripping over another that asks. A second train.py in a folder that a run is
-    training in (two starts with one --name, two resumes of one run) is refused: the two would write over each
-    other's checkpoints and metrics. Where there are no such locks (Windows, some network file systems), none."""
-    try:
-        import fcntl
-    except ImportError:
-        return open(os.devnull) if hold else None
-    path = folder / ".lock"
-    if not hold and not path.exists():  # never locked: no run trains here (asking writes nothing: a folder may be
-        return None  # read-only to this user)
-    lock = open(path, "a+" if hold else "r")
-    try:
-        fcntl.flock(lock, (fcntl.LOCK_EX if hold else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        holder = lock.read().strip()
-        lock.close()
-        raise UserError(f"{folder} is in use: a train.py run (process {holder or 'unknown'}) is training in it now, "
-                        f"and two would write over each other's checkpoints. Wait for it to end{or_else}") from None
-    except OSError:  # no locks on this file system
-        pass
-    else:
-        if hold:
-            lock.truncate(0)
-            lock.write(f"{os.getpid()}\n")
-            lock.flush()
-    if hold:
-        return lock
-    lock.close()
-    return None
-
-
 def load_checkpoint(path, mmap: bool = False):
     """torch.load with weights_only=True, and errors a person can act on; `mmap` reads tensors only when used."""
     path = Path(path)
@@ -248,6 +212,12 @@ def load_checkpoint(path, mmap: bool = False):
                 "could run code, so it is refused. If you trust the file, re-save only its weights: "
                 "torch.save(torch.load(f, weights_only=False)['model'], 'clean.pth')") from None
         raise UserError(f"{path} is not a PyTorch checkpoint (torch.load: {type(err).__name__})") from None
+
+
+def is_run_checkpoint(checkpoint) -> bool:
+    """train.py's checkpoints carry their model, classes and config (describe_for_checkpoint); other weights
+    files do not."""
+    return isinstance(checkpoint, dict) and all(key in checkpoint for key in ("class_names", "variant", "model"))
 
 
 def is_torchscript(path: Path) -> bool:

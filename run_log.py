@@ -1,13 +1,10 @@
-"""A training run's folder and what the run tells its user as it goes: the line per epoch, TensorBoard's scalars
+"""What a training run tells its user as it goes (its folder: runs.py): the line per epoch, TensorBoard's scalars
 and pictures, metrics.csv, notices about its settings and warnings about its data (files left out, imbalanced
 classes); and how it ends: its report, or what stopped it and the command that goes on."""
 import csv
-import itertools
-import json
 import random
 import shlex
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -20,106 +17,16 @@ import plots
 import report
 from workers import dead_loader_worker
 from data import IMAGENET_MEAN, IMAGENET_STD, to_device
-from images import class_imbalance, is_split_root, why_it_failed
+from images import class_imbalance, why_it_failed
 from model import NO_PRETRAINED_WEIGHTS, maps_of
 from precision import autocast
-from checkpoints import lock_run_folder, put_in_place
+from checkpoints import put_in_place
 from config import plain
-from utils import UserError, from_first_process, lost_another_process, out_of_memory, resume_command
-from weights import evaluated_file, nothing_to_resume
+from utils import UserError, lost_another_process, out_of_memory, resume_command
+from runs import evaluated_file, nothing_to_resume
 
 
-# what a run folder holds once a run has saved an epoch: one stopped before its first is started again in it
-RUN_FILES = ("last.pth", "best.pth")
-NEW_RUN_ELSEWHERE = ", or start this one under another --name"  # a new run refused a folder in use: the way on
-SPLIT_FILE = "val_files.json"  # the validation files of a split drawn from class folders, as the run drew them
 FILES_NAMED = 10  # files a warning names one by one; the others are counted
-
-
-def run_folder(cfg, checkpoint, variant: str) -> Path:
-    """Where a run writes: a resumed run's own folder; for a new run, --name's, which must not hold a run already
-    (the new run would write over it), or <variant>-<date>-<time> (make_run_folder makes it unique). Neither
-    may be in use by a run going on now (lock_run_folder), which is said here, before the model is built. Under
-    torchrun the first process decides (utils.decided_by_first_process): the others would find its own lock."""
-    if checkpoint is not None:
-        folder = cfg.resume if cfg.resume.is_dir() else cfg.resume.parent
-        lock_run_folder(folder, hold=False)
-        return folder
-    if not cfg.name:
-        return cfg.output / f"{variant}-{datetime.now():%Y%m%d-%H%M%S}"
-    folder = cfg.output / cfg.name
-    if folder.is_dir():
-        lock_run_folder(folder, NEW_RUN_ELSEWHERE, hold=False)
-    if any((folder / name).exists() for name in RUN_FILES):
-        raise UserError(f"{folder} holds a run already: {resume_command(folder)} goes on with it, another --name "
-                        "starts a new one")
-    return folder
-
-
-def record_split(run_dir: Path, splits, val_ratio: float) -> None:
-    """A new run's validation files, when it drew them from class folders: its resume validates on the same
-    files (recorded_split), though a file that decoded then fails now, or the reverse, would move the
-    others in a split drawn again, and training on them would then count as validating."""
-    if splits.drawn:
-        val = sorted(Path(path).relative_to(splits.root).as_posix() for path, _ in splits.val)
-        record = {"data_path": str(splits.root.resolve()), "val_ratio": val_ratio, "val": val}
-        put_in_place(run_dir / SPLIT_FILE, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
-
-
-def recorded_split(run_dir: Path, data_path: Path, val_ratio: float, main_process: bool = True) -> set | None:
-    """The validation files record_split wrote for this data folder and --val-ratio; None where there are none
-    (a run from before 2026-11-29, a split root) or they are another folder's or ratio's, which is said: the split
-    is drawn again (and recorded). Under torchrun the first process decides and sends the files to the others
-    (another machine may not hold the file, or hold the data elsewhere), so that all train on one split."""
-    return from_first_process(read_recorded_split(run_dir / SPLIT_FILE, data_path, val_ratio) if main_process
-                              else None)
-
-
-def read_recorded_split(path: Path, data_path: Path, val_ratio: float) -> set | None:
-    """recorded_split's files, read here: None where there is no record, or one that is not a run's or not of
-    this folder and ratio (said)."""
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-        drawn_from, ratio, val = record["data_path"], record["val_ratio"], record["val"]
-        if not (isinstance(drawn_from, str) and type(ratio) in (int, float) and isinstance(val, list)
-                and all(isinstance(name, str) for name in val)):
-            raise TypeError(f"{path} holds other types")
-    except (ValueError, KeyError, TypeError):  # cut short or edited: drawn again, as with none
-        print(f"notice: {path} is not the JSON a run writes: the validation files are drawn again")
-        return None
-    here = str(Path(data_path).resolve())
-    if Path(data_path).is_dir() and is_split_root(Path(data_path)):  # its val/ folder, used as it is: nothing drawn
-        return None
-    if drawn_from != here or ratio != val_ratio:
-        print(f"notice: the run drew its validation files from {drawn_from} at --val-ratio {ratio:g}; from {here} "
-              f"at {val_ratio:g} they are drawn again")
-        return None
-    return set(val)
-
-
-def check_output(output: Path) -> None:
-    """--output, the folder that holds the runs, must not be a file."""
-    if output.exists() and not output.is_dir():
-        raise UserError(f"--output {output} is a file, not a folder: give the folder that holds the runs "
-                        "(default: runs)")
-
-
-def make_run_folder(folder: Path, named: bool, resumed: bool = False) -> tuple:
-    """Make the folder run_folder chose, and lock it (lock_run_folder): (folder, its lock, to close at the run's
-    end). One named by the date and time that another run made in the same second gets -2, -3, ... (mkdir is
-    atomic: two runs starting together get a folder each)."""
-    if named:
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder, lock_run_folder(folder, "" if resumed else NEW_RUN_ELSEWHERE)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    for n in itertools.count(1):
-        try:
-            (unique := folder if n == 1 else folder.with_name(f"{folder.name}-{n}")).mkdir()
-            return unique, lock_run_folder(unique)
-        except FileExistsError:
-            continue
 
 
 class StepLoss:

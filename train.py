@@ -35,6 +35,7 @@ import engine
 import evaluation
 import report
 import run_log
+import runs
 from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, folder_name, parse_config, plain, ranged,
                     weights_path, write_yaml, yes_no)
 from data import build_normalize, build_transform
@@ -47,7 +48,8 @@ from precision import amp_dtype, amp_name
 from checkpoints import CheckpointWriter
 from utils import (UserError, decided_by_first_process, distributed, from_first_process, init_distributed,
                    on_first_process, run_cli, seed_everything, tune_for)
-from weights import describe_for_checkpoint, evaluated_file, model_for_run, resume_config, resumed_file
+from runs import evaluated_file, resume_config, resumed_file
+from weights import describe_for_checkpoint, model_for_run
 from workers import default_workers, stop_workers
 
 
@@ -144,7 +146,7 @@ def main(argv=None) -> None:
     if cfg.eval_only and checkpoint is None and cfg.weights in (None, "none"):
         raise UserError("--eval-only needs a checkpoint: --resume runs/<name>/best.pth (or --weights FILE)")
     if checkpoint is None:  # where the run folder (or an evaluation's) will go: refused before any work
-        run_log.check_output(cfg.output)
+        runs.check_output(cfg.output)
     if checkpoint is not None and not cfg.eval_only and checkpoint["epoch"] >= cfg.epochs:
         # not an error: a job that resumes until done ends here (said once, under torchrun too)
         if os.environ.get("RANK", "0") == "0":
@@ -172,7 +174,7 @@ def main(argv=None) -> None:
                             "give --data-path DIR, a folder of class folders or split_data.py's folder")
         on_first_process(lambda: fetch_tutorial_photos(cfg.data_path))
     # a run resumed (or its checkpoint evaluated) validates on the files it drew at its start
-    recorded = None if checkpoint is None else run_log.recorded_split(resumed_file(cfg).parent, cfg.data_path,
+    recorded = None if checkpoint is None else runs.recorded_split(resumed_file(cfg).parent, cfg.data_path,
                                                                       cfg.val_ratio, main_process)
     splits = load_splits(cfg.data_path, cfg.val_ratio, seed=0, val_files=recorded)
     classes = splits.classes
@@ -195,7 +197,7 @@ def main(argv=None) -> None:
     if cfg.eval_only:
         return evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp)
 
-    run_dir = decided_by_first_process(lambda: run_log.run_folder(cfg, checkpoint, resolve_variant(cfg.model)))
+    run_dir = decided_by_first_process(lambda: runs.run_folder(cfg, checkpoint, resolve_variant(cfg.model)))
     seed_everything(cfg.seed)  # the same initial weights on every rank and every run
     model = model_for_run(cfg, len(classes), checkpoint, main_process)
     img_size = model.img_size
@@ -237,7 +239,7 @@ def main(argv=None) -> None:
 
     writer = run_lock = None
     if main_process:
-        run_dir, run_lock = run_log.make_run_folder(run_dir, named=checkpoint is not None or bool(cfg.name),
+        run_dir, run_lock = runs.make_run_folder(run_dir, named=checkpoint is not None or bool(cfg.name),
                                                     resumed=checkpoint is not None)
         # the run's settings, a config to start another run from: not this start's --resume (fed back, it would
         # go on with this run), its --name (it would name this run's folder, which is refused) nor its
@@ -246,7 +248,7 @@ def main(argv=None) -> None:
                                              if key not in ("resume", "name", "stop_after_epochs")})
         write_class_indices(run_dir / "class_indices.json", classes)
         if recorded is None:  # the split drawn now is the one its resumes keep
-            run_log.record_split(run_dir, splits, cfg.val_ratio)
+            runs.record_split(run_dir, splits, cfg.val_ratio)
         # resumed: what the run logged after its checkpoint's step (killed before the next one) is logged again,
         # and TensorBoard drops the earlier points from the next step on; new: all of a run that stopped there
         # before its first checkpoint

@@ -11,13 +11,10 @@ architecture (another variant is one clear error naming it), and adapted where t
 adapts them: V1 position-bias tables resized to another window, the classifier dropped for another
 class count. Buffers the model rebuilds from its geometry are never loaded. model_from_state_dict
 builds the classifier that a bare file of weights holds, given its variant; create_model_from_checkpoint
-the network that a train.py checkpoint describes; model_for_run the one a train.py run starts from,
-resume_config the checkpoint and settings a resumed run goes on with;
+the network that a train.py checkpoint describes; model_for_run the one a train.py run starts from;
 load_classifier what predict.py classifies with, from any of these or from an exported program.
 """
-import argparse
 import re
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,14 +22,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from config import explicit_flags, plain, typed_flags
+from config import plain
 from data import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 from download import OFFICIAL_WEIGHTS, official_weights_file
 from export import is_program, load_program
 from images import read_class_indices
 from model import SIZES, VARIANTS, create_model, resolve_variant
-from checkpoints import load_checkpoint, lock_run_folder
-from utils import UserError, launcher, resume_command
+from checkpoints import is_run_checkpoint, load_checkpoint
+from runs import evaluated_file, newest_run_checkpoint
+from utils import UserError
 
 # Rebuilt by the model from its geometry, so never loaded (official files carry them).
 _BUFFERS = ("relative_position_index", "relative_coords_table", "attn_mask", "k_bias")
@@ -251,12 +249,6 @@ def describe_for_checkpoint(model: nn.Module, class_names: list) -> dict:
             "class_names": list(class_names)}
 
 
-def is_run_checkpoint(checkpoint) -> bool:
-    """train.py's checkpoints carry their model, classes and config (describe_for_checkpoint); other weights
-    files do not."""
-    return isinstance(checkpoint, dict) and all(key in checkpoint for key in ("class_names", "variant", "model"))
-
-
 def create_model_from_checkpoint(checkpoint: dict, **overrides) -> nn.Module:
     """The network a train.py checkpoint holds (its variant and overrides), before its weights are
     loaded. V2 checkpoints that predate the variants' pretrained windows (they hold none) normalised
@@ -319,126 +311,6 @@ def model_for_run(cfg, num_classes: int, checkpoint, main_process: bool) -> nn.M
     return freeze_all_but_the_head(model) if cfg.freeze_layers else model
 
 
-PER_PROCESS = ("workers", "device", "stop_after_epochs", "progress")
-
-
-def resume_config(parser, cfg, argv) -> tuple:
-    """(config, checkpoint) of --resume, or (cfg, None) without it. A resumed run continues with the
-    settings it saved, except the flags typed now; --eval-only takes only its data and split from them."""
-    if cfg.eval_only and not cfg.resume and isinstance(cfg.weights, Path) and cfg.weights.is_file() and \
-            not is_program(cfg.weights):
-        checkpoint = load_checkpoint(cfg.weights)
-        if not is_run_checkpoint(checkpoint):  # other weights: evaluated as --weights
-            return cfg, None
-        cfg.resume, cfg.weights = cfg.weights, None  # train.py's checkpoint knows its model, classes and data
-    elif not cfg.resume:
-        return cfg, None
-    else:
-        path = resumed_file(cfg)
-        if cfg.resume.is_dir() and not path.is_file():
-            lock_run_folder(cfg.resume, hold=False)  # a run in its first epoch has none yet: in use, not stopped
-            raise UserError(nothing_to_resume(cfg.resume))
-        try:
-            checkpoint = load_checkpoint(path)
-        except UserError as err:  # damaged (a disk's fault, a copy cut short: train.py writes whole files only)
-            other = cfg.resume / "best.pth"
-            if not (cfg.resume.is_dir() and other.is_file() and other.resolve() != path.resolve()):
-                raise
-            raise UserError(f"{err}. To go on from the run's best epoch instead: {resume_command(other)}") from None
-        if not is_run_checkpoint(checkpoint):
-            raise UserError(f"{path} is not a checkpoint of train.py; to start from its weights use --weights")
-        if not cfg.eval_only:
-            check_not_going_back(path, checkpoint)
-    typed = typed_flags(parser, argv)
-    given = explicit_flags(parser, argv, typed)
-    if not cfg.eval_only:  # the checkpoint's model is the one that goes on: another one typed is refused, not ignored
-        def run_value(key):
-            saved = checkpoint["config"].get(key)
-            if saved is None and key in ("img_size", "window_size"):  # not typed then: the variant's, as built
-                return checkpoint.get("model_overrides", {}).get(key, VARIANTS[checkpoint["variant"]][key])
-            return saved
-
-        def same(key):
-            asked, saved = getattr(cfg, key), run_value(key)
-            if key == "model" and asked and saved:  # a short form or an alias names the same variant
-                return resolve_variant(asked) == resolve_variant(saved)
-            return str(asked) == str(saved) or key == "weights" and saved is None and str(asked) == "none"
-        changed = [f"--{key.replace('_', '-')} {getattr(cfg, key)} (the run's: "
-                   f"{'none given' if run_value(key) is None else run_value(key)})"
-                   for key in ("model", "img_size", "window_size", "weights") if key in given and not same(key)]
-        if changed:
-            raise UserError(f"a resumed run goes on with its own model: {'; '.join(changed)}. To train another "
-                            "from its weights, start a new run: --weights <its best.pth> --name NEW")
-        # and in its own folder: a --name or --output typed (a config's, such as the run's own config.yaml, may
-        # hold another spelling of it, or none) that names another is refused
-        run = cfg.resume if cfg.resume.is_dir() else cfg.resume.parent
-        real = run.resolve()
-        elsewhere = [f"--{key} {shlex.quote(str(getattr(cfg, key)))}" for key, here in (
-            ("name", lambda: cfg.name == real.name), ("output", lambda: Path(cfg.output).resolve() == real.parent))
-            if key in typed and getattr(cfg, key) is not None and not here()]
-        if elsewhere:
-            raise UserError(f"a resumed run goes on in its own folder, {run}, not in another: {' '.join(elsewhere)}. "
-                            f"To train a new run from its weights: --weights {shlex.quote(str(evaluated_file(run)))} "
-                            f"--name NEW")
-    # this process's own, unless typed: where it runs and with how many loader workers (the machine it goes on on),
-    # whether it stops after some epochs (a job's time limit), progress bars (a terminal or a log)
-    kept = ("data_path", "val_ratio") if cfg.eval_only else [k for k in checkpoint["config"] if k not in PER_PROCESS]
-    where = () if cfg.eval_only else ("name", "output")  # the run's own, however a config given again spells them
-    saved = {k: v for k, v in checkpoint["config"].items()
-             if k in kept and (k not in given or k in where) and hasattr(cfg, k)}
-    cfg = argparse.Namespace(**{**vars(cfg), **saved, "resume": cfg.resume})
-    cfg.data_path, cfg.output = Path(cfg.data_path), Path(cfg.output)
-    root = checkpoint.get("data_root")  # the run's data_path is relative to where it started: resumed elsewhere,
-    if "data_path" not in given and not cfg.data_path.exists() and root and Path(root).is_dir():  # its data is there
-        cfg.data_path = Path(root)
-    return cfg, checkpoint
-
-
-def nothing_to_resume(run: Path) -> str:
-    """What --resume of a run folder without last.pth says: a run killed while its first epoch was saved left
-    only its best.pth, or nothing, with its config.yaml, which starts it again in the same folder."""
-    if (run / "best.pth").is_file():
-        return f"{run} has no last.pth, only best.pth (stopped while saving): {resume_command(run / 'best.pth')} " \
-               "goes on from it"
-    again = f"{launcher()} train.py --config {shlex.quote(str(run / 'config.yaml'))} --output " \
-            f"{shlex.quote(str(run.parent))} --name {shlex.quote(run.name)}"
-    return f"{run} holds no checkpoint" + (f": the run stopped before its first epoch was saved. To start it again: "
-                                           f"{again}" if (run / "config.yaml").is_file() else "")
-
-
-def resumed_file(cfg) -> Path:
-    """The checkpoint --resume names: a run folder means its last.pth, or for --eval-only its best.pth."""
-    if not cfg.resume.is_dir():
-        return cfg.resume
-    return evaluated_file(cfg.resume) if cfg.eval_only else cfg.resume / "last.pth"
-
-
-def evaluated_file(run: Path) -> Path:
-    """What a run folder means to evaluate or predict with: its best.pth, or its last.pth while it has none
-    (a run stopped before its first validation)."""
-    best = run / "best.pth"
-    return best if best.is_file() or not (run / "last.pth").is_file() else run / "last.pth"
-
-
-def check_not_going_back(path: Path, checkpoint: dict) -> None:
-    """Training on from a checkpoint older than its run folder's last.pth (a best.pth, most often) would train
-    those epochs again over last.pth: refused, with the two ways on. --eval-only reads any checkpoint."""
-    last = path.parent / "last.pth"
-    if not last.is_file() or last.resolve() == path.resolve():
-        return
-    try:
-        newer = load_checkpoint(last, mmap=True)  # mapped: only its counts are read
-    except UserError as err:  # nothing in it to lose: the run goes on from `path`, its next save replaces it
-        print(f"notice: {err}: going on from {path}; the next save writes a new {last.name}")
-        return
-    if (newer["epoch"], newer["batches_done"]) > (checkpoint["epoch"], checkpoint["batches_done"]):
-        done = f"{newer['epoch']} epochs" + (f" and {newer['batches_done']} batches" if newer["batches_done"] else "")
-        aside = path.parent / f"last-step{newer['step']}.pth"
-        raise UserError(f"{path} is from epoch {checkpoint['epoch']}, but {last} has {done}: training on from "
-                        f"{path.name} would write over them. To go on from there: {resume_command(path.parent)}. "
-                        f"To train again from epoch {checkpoint['epoch']}, set {last} aside first (mv {last} {aside})")
-
-
 def freeze_all_but_the_head(model):
     """--freeze-layers: only the classifier trains (and gets optimizer state, which a resume must match)."""
     for name, param in model.named_parameters():
@@ -495,10 +367,3 @@ def load_classifier(weights: Path | None, variant: str | None = None, num_classe
     return Classifier(model, names, tuple(mean), tuple(std), crop_pct, path)
 
 
-def newest_run_checkpoint() -> Path:
-    found = sorted(Path("runs").glob("*/best.pth"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise UserError(f"no checkpoint to predict with: no runs/*/best.pth in {Path.cwd()}. Train one "
-                        "(python train.py --data-path flower_photos) or pass one with --weights FILE (a plain "
-                        "state dict also needs --model NAME --num-classes N)")
-    return found[-1]

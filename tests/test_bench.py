@@ -5,7 +5,7 @@ import sys
 
 import attention
 import kernels
-from runs import ROOT
+from script_runs import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
 

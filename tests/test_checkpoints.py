@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import checkpoints
-from runs import ROOT
+from script_runs import ROOT
 from utils import UserError
 
 

@@ -6,7 +6,7 @@ import torch
 import compiling
 import engine
 from model import create_model
-from runs import ROOT
+from script_runs import ROOT
 from test_engine import training_losses
 
 

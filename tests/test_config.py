@@ -8,9 +8,10 @@ import torch
 import yaml
 
 import config
+import runs
 import train
 import utils
-from runs import ROOT
+from script_runs import ROOT
 from utils import UserError
 
 
@@ -144,7 +145,6 @@ def test_configs_folder_is_valid():
 
 def test_a_config_named_on_resuming_counts_as_typed(tmp_path):
     """A resumed run keeps its saved settings except those given now: flags, and a --config file's keys."""
-    import weights
     run = tmp_path / "run"
     run.mkdir()
     torch.save({"model": {}, "variant": "swin_micro_patch4_window4_128", "class_names": ["a", "b"],
@@ -155,11 +155,11 @@ def test_a_config_named_on_resuming_counts_as_typed(tmp_path):
     (tmp_path / "longer.yaml").write_text("epochs: 40\n")
     argv = ["--resume", str(run), "--config", str(tmp_path / "longer.yaml"), "--batch-size", "4"]
     parser = train.build_parser()
-    cfg, _ = weights.resume_config(parser, config.parse_config(parser, argv), argv)
+    cfg, _ = runs.resume_config(parser, config.parse_config(parser, argv), argv)
     assert (cfg.epochs, cfg.batch_size, cfg.lr) == (40, 4, 1e-4)  # the file's, the flag's, the run's own
     # the process's own settings, not the run's: the machine's device and workers, the job's time limit and log
     assert (cfg.workers, cfg.device, cfg.stop_after_epochs, cfg.progress) == (None, "auto", 0, True)
-    cfg, _ = weights.resume_config(parser, config.parse_config(parser, argv + ["--stop-after-epochs", "2"]),
+    cfg, _ = runs.resume_config(parser, config.parse_config(parser, argv + ["--stop-after-epochs", "2"]),
                                    argv + ["--stop-after-epochs", "2"])
     assert cfg.stop_after_epochs == 2
     assert config.explicit_flags(train.build_parser(), ["--resume", str(run)]) == {"resume"}

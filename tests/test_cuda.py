@@ -24,7 +24,7 @@ from test_data import check_device_decoding
 from test_engine import training_losses
 from test_attention import attention_run
 from test_precision import check_weights_cast_once
-from runs import FAST, ROOT, metrics
+from script_runs import FAST, ROOT, metrics
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 GPU = ["--device", "cuda"]

@@ -23,7 +23,7 @@ from data import Normalize, build_transform
 from image_factory import write_broken_files
 from images import load_rgb, write_class_indices
 from model import create_model
-from runs import json_lines, run_predict
+from script_runs import json_lines, run_predict
 from utils import UserError
 
 ROOT = Path(__file__).resolve().parents[1]

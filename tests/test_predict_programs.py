@@ -20,7 +20,7 @@ import train
 from data import Normalize, build_transform
 from export import load_program
 from model import create_model
-from runs import ROOT, json_lines, run_predict, train_here
+from script_runs import ROOT, json_lines, run_predict, train_here
 from utils import UserError
 
 CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]

@@ -11,9 +11,9 @@ import config
 import engine
 import train
 import utils
-import weights
+import runs
 from model import create_model
-from runs import FAST, metrics, run_train, train_here
+from script_runs import FAST, metrics, run_train, train_here
 from utils import UserError
 
 
@@ -104,17 +104,16 @@ def test_a_resumed_run_validates_on_the_files_it_drew_at_its_start(flowers, tmp_
 def test_a_split_record_edited_into_other_types_is_drawn_anew(tmp_path, capsys, edit):
     """Read on the first process while the others wait: any record but a run's is said and drawn again."""
     import json
-    import run_log
     record = {"data_path": str(tmp_path.resolve()), "val_ratio": 0.2, "val": ["daisy/1.jpg"]}
     (tmp_path / "val_files.json").write_text(json.dumps(record))
-    assert run_log.read_recorded_split(tmp_path / "val_files.json", tmp_path, 0.2) == {"daisy/1.jpg"}
+    assert runs.read_recorded_split(tmp_path / "val_files.json", tmp_path, 0.2) == {"daisy/1.jpg"}
     (tmp_path / "val_files.json").write_text(json.dumps({**record, **edit}))
-    assert run_log.read_recorded_split(tmp_path / "val_files.json", tmp_path, 0.2) is None
+    assert runs.read_recorded_split(tmp_path / "val_files.json", tmp_path, 0.2) is None
     assert "is not the JSON a run writes" in capsys.readouterr().out
     (tmp_path / "split" / "train" / "daisy").mkdir(parents=True)  # split folders: their val/ is used as it is,
     (tmp_path / "split" / "val" / "daisy").mkdir(parents=True)  # nothing drawn, nothing said of drawing
     (tmp_path / "val_files.json").write_text(json.dumps(record))
-    assert run_log.read_recorded_split(tmp_path / "val_files.json", tmp_path / "split", 0.2) is None
+    assert runs.read_recorded_split(tmp_path / "val_files.json", tmp_path / "split", 0.2) is None
     assert capsys.readouterr().out == ""
 
 
@@ -258,7 +257,7 @@ def test_a_resumed_run_keeps_its_settings_but_not_the_old_machines_worker_count(
                tmp_path / "last.pth")
     parser = train.build_parser()
     for argv, lr in ((["--resume", str(tmp_path)], 0.003), (["--resume", str(tmp_path), "--lr", "0.01"], 0.01)):
-        cfg, checkpoint = weights.resume_config(parser, config.parse_config(parser, argv), argv)
+        cfg, checkpoint = runs.resume_config(parser, config.parse_config(parser, argv), argv)
         assert (cfg.lr, cfg.epochs, cfg.workers, checkpoint["epoch"]) == (lr, 9, None, 1)  # None: this machine's
 
 
@@ -272,9 +271,9 @@ def test_a_resume_that_names_another_model_is_refused_not_ignored(tmp_path):
     for typed in (["--model", "swin_tiny_patch4_window7_224"], ["--img-size", "96"]):
         argv = ["--resume", str(tmp_path), *typed]
         with pytest.raises(UserError, match=f"goes on with its own model: {typed[0]} {typed[1]} .the run's: "):
-            weights.resume_config(parser, config.parse_config(parser, argv), argv)
+            runs.resume_config(parser, config.parse_config(parser, argv), argv)
     argv = ["--resume", str(tmp_path), "--model", "swin_micro_patch4_window4_128", "--img-size", "64"]
-    assert weights.resume_config(parser, config.parse_config(parser, argv), argv)[0].img_size == 64
+    assert runs.resume_config(parser, config.parse_config(parser, argv), argv)[0].img_size == 64
     # a run that took the variant's own sizes (none typed): those typed now are its, and go on; others are refused
     # with the sizes the run has, not None
     torch.save({"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, "epoch": 1,
@@ -284,12 +283,12 @@ def test_a_resume_that_names_another_model_is_refused_not_ignored(tmp_path):
                tmp_path / "last.pth")
     for typed in (["--img-size", "128"], ["--window-size", "4"], ["--weights", "none"]):
         argv = ["--resume", str(tmp_path), *typed]
-        weights.resume_config(parser, config.parse_config(parser, argv), argv)
+        runs.resume_config(parser, config.parse_config(parser, argv), argv)
     for typed, theirs in ((["--img-size", "96"], "128"), (["--window-size", "7"], "4"),
                           (["--weights", "w.pth"], "none given")):
         argv = ["--resume", str(tmp_path), *typed]
         with pytest.raises(UserError, match=f"{typed[0]} {typed[1]} .the run's: {theirs}.. To train another"):
-            weights.resume_config(parser, config.parse_config(parser, argv), argv)
+            runs.resume_config(parser, config.parse_config(parser, argv), argv)
 
 
 def test_a_run_resumed_from_another_folder_finds_its_data(tmp_path, monkeypatch):
@@ -305,7 +304,7 @@ def test_a_run_resumed_from_another_folder_finds_its_data(tmp_path, monkeypatch)
                                 ("elsewhere", ["--data-path", "photos"], Path("photos"))):
         monkeypatch.chdir(tmp_path / where)
         argv = ["--resume", str(tmp_path / "last.pth"), *typed]
-        assert weights.resume_config(parser, config.parse_config(parser, argv), argv)[0].data_path == found
+        assert runs.resume_config(parser, config.parse_config(parser, argv), argv)[0].data_path == found
 
 
 def test_a_damaged_last_pth_points_to_best_pth_and_does_not_block_it(tmp_path, capsys):
@@ -321,16 +320,16 @@ def test_a_damaged_last_pth_points_to_best_pth_and_does_not_block_it(tmp_path, c
     argv = ["--resume", str(run)]
     with pytest.raises(UserError, match=rf"^{run / 'last.pth'} is not a PyTorch checkpoint .*\. To go on from the "
                                         rf"run's best epoch instead: python train.py --resume {run / 'best.pth'}$"):
-        weights.resume_config(parser, config.parse_config(parser, argv), argv)
+        runs.resume_config(parser, config.parse_config(parser, argv), argv)
     argv = ["--resume", str(run / "best.pth")]
-    cfg, checkpoint = weights.resume_config(parser, config.parse_config(parser, argv), argv)
+    cfg, checkpoint = runs.resume_config(parser, config.parse_config(parser, argv), argv)
     assert checkpoint["epoch"] == 1 and cfg.resume == run / "best.pth"
     assert f"notice: {run / 'last.pth'} is not a PyTorch checkpoint" in capsys.readouterr().out
     # --eval-only of the folder reads its best.pth: damaged, it is said without a hint that names it again
     (run / "best.pth").write_bytes((run / "best.pth").read_bytes()[:1000])
     argv = ["--eval-only", "--resume", str(run)]
     with pytest.raises(UserError, match=r"best.pth is not a PyTorch checkpoint \(torch.load: \w+\)$"):
-        weights.resume_config(parser, config.parse_config(parser, argv), argv)
+        runs.resume_config(parser, config.parse_config(parser, argv), argv)
 
 
 def test_a_resume_that_names_another_folder_is_refused_not_ignored(tmp_path, monkeypatch):
@@ -347,16 +346,16 @@ def test_a_resume_that_names_another_folder_is_refused_not_ignored(tmp_path, mon
         with pytest.raises(UserError, match=f"goes on in its own folder, runs/sig, not in another: {typed[-2]} "
                                             f"{typed[-1]}. To train a new run from its weights: --weights "
                                             "runs/sig/last.pth --name NEW$"):  # no best.pth: not validated yet
-            weights.resume_config(parser, config.parse_config(parser, argv), argv)
+            runs.resume_config(parser, config.parse_config(parser, argv), argv)
     argv = ["--resume", "runs/sig/last.pth", "--name", "sig", "--output", str(tmp_path / "runs")]
-    assert weights.resume_config(parser, config.parse_config(parser, argv), argv)[0].name == "sig"
+    assert runs.resume_config(parser, config.parse_config(parser, argv), argv)[0].name == "sig"
     # its own folder however named: from inside it; its config.yaml given again (no name in it: the run was named by
     # its date, and an output relative to where it started)
     (run / "config.yaml").write_text("name:\noutput: somewhere/else\n")
     monkeypatch.chdir(run)
     for argv in (["--resume", ".", "--name", "sig"], ["--resume", "last.pth", "--output", ".."],
                  ["--resume", ".", "--config", "config.yaml"]):
-        cfg, checkpoint = weights.resume_config(parser, config.parse_config(parser, argv), argv)
+        cfg, checkpoint = runs.resume_config(parser, config.parse_config(parser, argv), argv)
         assert checkpoint["epoch"] == 1 and (cfg.name, cfg.output) == ("sig", Path("runs"))  # as its config.yaml says
 
 

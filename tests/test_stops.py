@@ -19,7 +19,7 @@ import run_log
 import stopping
 import train
 import utils
-from runs import FAST, ROOT, metrics, run_train, train_here
+from script_runs import FAST, ROOT, metrics, run_train, train_here
 from utils import UserError
 
 

@@ -13,11 +13,12 @@ import torch
 
 import config
 import run_log
+import runs
 import train
 import utils
 from images import DataSplits
 from model import create_model
-from runs import FAST, ROOT, metrics, run_train, train_here
+from script_runs import FAST, ROOT, metrics, run_train, train_here
 from utils import UserError
 
 
@@ -86,16 +87,15 @@ def test_torchrun_on_a_cpu_starts_gloo_and_python_no_group(monkeypatch):
 
 
 def test_runs_started_in_the_same_second_get_a_folder_each(tmp_path):
-    import run_log
     stamped = tmp_path / "runs" / "swin_micro-20261129-101347"
-    made = [run_log.make_run_folder(stamped, named=False) for _ in range(3)]
+    made = [runs.make_run_folder(stamped, named=False) for _ in range(3)]
     assert [p.name for p, _ in made] == [stamped.name, f"{stamped.name}-2", f"{stamped.name}-3"]
     for folder, lock in made:  # each locked by this process, as its run trains in it
         assert (folder / ".lock").read_text() == f"{os.getpid()}\n"
         with pytest.raises(UserError, match="is in use"):
-            run_log.lock_run_folder(folder, hold=False)
+            runs.lock_run_folder(folder, hold=False)
         lock.close()
-    folder, lock = run_log.make_run_folder(stamped, named=True)  # --name's, or a resumed run's own
+    folder, lock = runs.make_run_folder(stamped, named=True)  # --name's, or a resumed run's own
     assert folder == stamped
     lock.close()
 
@@ -107,11 +107,9 @@ def test_a_folder_that_a_run_is_training_in_is_refused(flowers, tmp_path):
     a resume of a run still in its first epoch (no last.pth yet) is told it is in use, not that it stopped.
     Asking takes a shared lock, so that processes that ask at once do not refuse one another."""
     import argparse
-    import checkpoints
-    import run_log
     folder = tmp_path / "same"
     folder.mkdir()
-    held = checkpoints.lock_run_folder(folder)  # as a run in another process holds it (flock: per open file)
+    held = runs.lock_run_folder(folder)  # as a run in another process holds it (flock: per open file)
     in_use = rf"^{folder} is in use: a train.py run \(process {os.getpid()}\) is training in it now, and two "
     elsewhere = in_use + "would .*Wait for it to end, or start this one under another --name$"
     built = train.model_for_run
@@ -123,20 +121,20 @@ def test_a_folder_that_a_run_is_training_in_is_refused(flowers, tmp_path):
     finally:
         train.model_for_run = built
     with pytest.raises(UserError, match=in_use + ".*Wait for it to end$"):  # a resume of it
-        run_log.run_folder(argparse.Namespace(resume=folder), {"epoch": 1}, "swin_micro_patch4_window4_128")
+        runs.run_folder(argparse.Namespace(resume=folder), {"epoch": 1}, "swin_micro_patch4_window4_128")
     with pytest.raises(UserError, match=in_use + ".*Wait for it to end$"):  # in its first epoch: no last.pth yet
         train.main(["--resume", str(folder)])
     for resumed, advice in ((False, elsewhere), (True, in_use + ".*Wait for it to end$")):  # the race: free when
         with pytest.raises(UserError, match=advice):  # checked, locked when made
-            run_log.make_run_folder(folder, named=True, resumed=resumed)
+            runs.make_run_folder(folder, named=True, resumed=resumed)
     assert sorted(p.name for p in folder.iterdir()) == [".lock"]
     held.close()
-    asking = [checkpoints.lock_run_folder(folder, hold=False) for _ in range(2)]  # asked, let go: no bar
+    asking = [runs.lock_run_folder(folder, hold=False) for _ in range(2)]  # asked, let go: no bar
     assert asking == [None, None]
     (tmp_path / "never").mkdir()  # asking writes nothing (a folder may be read-only to the one who asks)
-    assert checkpoints.lock_run_folder(tmp_path / "never", hold=False) is None
+    assert runs.lock_run_folder(tmp_path / "never", hold=False) is None
     assert not any((tmp_path / "never").iterdir())
-    folder, lock = run_log.make_run_folder(folder, named=True)
+    folder, lock = runs.make_run_folder(folder, named=True)
     assert (folder / ".lock").read_text() == f"{os.getpid()}\n"
     lock.close()
 
@@ -456,8 +454,7 @@ def test_two_processes_with_torchrun(flowers, tmp_path):
     assert not any(k.startswith("module.") for k in ckpt["model"])
     # its resume while a run trains in the folder (a lock held here): the first process decides, and every process
     # says the same, torchrun's summary too (the others said the run had stopped, or went on to train)
-    import checkpoints
-    held = checkpoints.lock_run_folder(tmp_path / "ddp")
+    held = runs.lock_run_folder(tmp_path / "ddp")
     again = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
          "train.py", "--resume", str(tmp_path / "ddp"), "--epochs", "3"], cwd=ROOT, capture_output=True, text=True,

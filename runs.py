@@ -1,0 +1,288 @@
+"""A training run's folder: where a run writes (run_folder, make_run_folder), its lock (lock_run_folder), the
+validation files a run drew from class folders (record_split), and going on with a run: the checkpoint --resume
+names and the settings the run goes on with (resume_config), what a run folder means to evaluate or predict with
+(evaluated_file, newest_run_checkpoint).
+"""
+import argparse
+import itertools
+import json
+import os
+import shlex
+from datetime import datetime
+from pathlib import Path
+
+from checkpoints import is_run_checkpoint, load_checkpoint, put_in_place
+from config import explicit_flags, typed_flags
+from export import is_program
+from images import is_split_root
+from model import VARIANTS, resolve_variant
+from utils import UserError, from_first_process, launcher, resume_command
+
+
+# what a run folder holds once a run has saved an epoch: one stopped before its first is started again in it
+RUN_FILES = ("last.pth", "best.pth")
+NEW_RUN_ELSEWHERE = ", or start this one under another --name"  # a new run refused a folder in use: the way on
+SPLIT_FILE = "val_files.json"  # the validation files of a split drawn from class folders, as the run drew them
+
+
+def run_folder(cfg, checkpoint, variant: str) -> Path:
+    """Where a run writes: a resumed run's own folder; for a new run, --name's, which must not hold a run already
+    (the new run would write over it), or <variant>-<date>-<time> (make_run_folder makes it unique). Neither
+    may be in use by a run going on now (lock_run_folder), which is said here, before the model is built. Under
+    torchrun the first process decides (utils.decided_by_first_process): the others would find its own lock."""
+    if checkpoint is not None:
+        folder = cfg.resume if cfg.resume.is_dir() else cfg.resume.parent
+        lock_run_folder(folder, hold=False)
+        return folder
+    if not cfg.name:
+        return cfg.output / f"{variant}-{datetime.now():%Y%m%d-%H%M%S}"
+    folder = cfg.output / cfg.name
+    if folder.is_dir():
+        lock_run_folder(folder, NEW_RUN_ELSEWHERE, hold=False)
+    if any((folder / name).exists() for name in RUN_FILES):
+        raise UserError(f"{folder} holds a run already: {resume_command(folder)} goes on with it, another --name "
+                        "starts a new one")
+    return folder
+
+
+
+def check_output(output: Path) -> None:
+    """--output, the folder that holds the runs, must not be a file."""
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} is a file, not a folder: give the folder that holds the runs "
+                        "(default: runs)")
+
+
+
+def make_run_folder(folder: Path, named: bool, resumed: bool = False) -> tuple:
+    """Make the folder run_folder chose, and lock it (lock_run_folder): (folder, its lock, to close at the run's
+    end). One named by the date and time that another run made in the same second gets -2, -3, ... (mkdir is
+    atomic: two runs starting together get a folder each)."""
+    if named:
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder, lock_run_folder(folder, "" if resumed else NEW_RUN_ELSEWHERE)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        try:
+            (unique := folder if n == 1 else folder.with_name(f"{folder.name}-{n}")).mkdir()
+            return unique, lock_run_folder(unique)
+        except FileExistsError:
+            continue
+
+
+
+def record_split(run_dir: Path, splits, val_ratio: float) -> None:
+    """A new run's validation files, when it drew them from class folders: its resume validates on the same
+    files (recorded_split), though a file that decoded then fails now, or the reverse, would move the
+    others in a split drawn again, and training on them would then count as validating."""
+    if splits.drawn:
+        val = sorted(Path(path).relative_to(splits.root).as_posix() for path, _ in splits.val)
+        record = {"data_path": str(splits.root.resolve()), "val_ratio": val_ratio, "val": val}
+        put_in_place(run_dir / SPLIT_FILE, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+
+
+
+def recorded_split(run_dir: Path, data_path: Path, val_ratio: float, main_process: bool = True) -> set | None:
+    """The validation files record_split wrote for this data folder and --val-ratio; None where there are none
+    (a run from before 2026-11-29, a split root) or they are another folder's or ratio's, which is said: the split
+    is drawn again (and recorded). Under torchrun the first process decides and sends the files to the others
+    (another machine may not hold the file, or hold the data elsewhere), so that all train on one split."""
+    return from_first_process(read_recorded_split(run_dir / SPLIT_FILE, data_path, val_ratio) if main_process
+                              else None)
+
+
+
+def read_recorded_split(path: Path, data_path: Path, val_ratio: float) -> set | None:
+    """recorded_split's files, read here: None where there is no record, or one that is not a run's or not of
+    this folder and ratio (said)."""
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        drawn_from, ratio, val = record["data_path"], record["val_ratio"], record["val"]
+        if not (isinstance(drawn_from, str) and type(ratio) in (int, float) and isinstance(val, list)
+                and all(isinstance(name, str) for name in val)):
+            raise TypeError(f"{path} holds other types")
+    except (ValueError, KeyError, TypeError):  # cut short or edited: drawn again, as with none
+        print(f"notice: {path} is not the JSON a run writes: the validation files are drawn again")
+        return None
+    here = str(Path(data_path).resolve())
+    if Path(data_path).is_dir() and is_split_root(Path(data_path)):  # its val/ folder, used as it is: nothing drawn
+        return None
+    if drawn_from != here or ratio != val_ratio:
+        print(f"notice: the run drew its validation files from {drawn_from} at --val-ratio {ratio:g}; from {here} "
+              f"at {val_ratio:g} they are drawn again")
+        return None
+    return set(val)
+
+
+
+def lock_run_folder(folder: Path, or_else: str = "", hold: bool = True):
+    """A run folder's lock: a flock on its .lock file, which names the process holding it. `hold`: taken
+    exclusively and kept for as long as the returned file stays open (the kernel lets go when the process ends,
+    however it ends); else a shared lock tried and let go at once, which fails only where a run holds it, so that
+    any process may ask without tripping over another that asks. A second train.py in a folder that a run is
+    training in (two starts with one --name, two resumes of one run) is refused: the two would write over each
+    other's checkpoints and metrics. Where there are no such locks (Windows, some network file systems), none."""
+    try:
+        import fcntl
+    except ImportError:
+        return open(os.devnull) if hold else None
+    path = folder / ".lock"
+    if not hold and not path.exists():  # never locked: no run trains here (asking writes nothing: a folder may be
+        return None  # read-only to this user)
+    lock = open(path, "a+" if hold else "r")
+    try:
+        fcntl.flock(lock, (fcntl.LOCK_EX if hold else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip()
+        lock.close()
+        raise UserError(f"{folder} is in use: a train.py run (process {holder or 'unknown'}) is training in it now, "
+                        f"and two would write over each other's checkpoints. Wait for it to end{or_else}") from None
+    except OSError:  # no locks on this file system
+        pass
+    else:
+        if hold:
+            lock.truncate(0)
+            lock.write(f"{os.getpid()}\n")
+            lock.flush()
+    if hold:
+        return lock
+    lock.close()
+    return None
+
+
+
+PER_PROCESS = ("workers", "device", "stop_after_epochs", "progress")
+
+
+def resume_config(parser, cfg, argv) -> tuple:
+    """(config, checkpoint) of --resume, or (cfg, None) without it. A resumed run continues with the
+    settings it saved, except the flags typed now; --eval-only takes only its data and split from them."""
+    if cfg.eval_only and not cfg.resume and isinstance(cfg.weights, Path) and cfg.weights.is_file() and \
+            not is_program(cfg.weights):
+        checkpoint = load_checkpoint(cfg.weights)
+        if not is_run_checkpoint(checkpoint):  # other weights: evaluated as --weights
+            return cfg, None
+        cfg.resume, cfg.weights = cfg.weights, None  # train.py's checkpoint knows its model, classes and data
+    elif not cfg.resume:
+        return cfg, None
+    else:
+        path = resumed_file(cfg)
+        if cfg.resume.is_dir() and not path.is_file():
+            lock_run_folder(cfg.resume, hold=False)  # a run in its first epoch has none yet: in use, not stopped
+            raise UserError(nothing_to_resume(cfg.resume))
+        try:
+            checkpoint = load_checkpoint(path)
+        except UserError as err:  # damaged (a disk's fault, a copy cut short: train.py writes whole files only)
+            other = cfg.resume / "best.pth"
+            if not (cfg.resume.is_dir() and other.is_file() and other.resolve() != path.resolve()):
+                raise
+            raise UserError(f"{err}. To go on from the run's best epoch instead: {resume_command(other)}") from None
+        if not is_run_checkpoint(checkpoint):
+            raise UserError(f"{path} is not a checkpoint of train.py; to start from its weights use --weights")
+        if not cfg.eval_only:
+            check_not_going_back(path, checkpoint)
+    typed = typed_flags(parser, argv)
+    given = explicit_flags(parser, argv, typed)
+    if not cfg.eval_only:  # the checkpoint's model is the one that goes on: another one typed is refused, not ignored
+        def run_value(key):
+            saved = checkpoint["config"].get(key)
+            if saved is None and key in ("img_size", "window_size"):  # not typed then: the variant's, as built
+                return checkpoint.get("model_overrides", {}).get(key, VARIANTS[checkpoint["variant"]][key])
+            return saved
+
+        def same(key):
+            asked, saved = getattr(cfg, key), run_value(key)
+            if key == "model" and asked and saved:  # a short form or an alias names the same variant
+                return resolve_variant(asked) == resolve_variant(saved)
+            return str(asked) == str(saved) or key == "weights" and saved is None and str(asked) == "none"
+        changed = [f"--{key.replace('_', '-')} {getattr(cfg, key)} (the run's: "
+                   f"{'none given' if run_value(key) is None else run_value(key)})"
+                   for key in ("model", "img_size", "window_size", "weights") if key in given and not same(key)]
+        if changed:
+            raise UserError(f"a resumed run goes on with its own model: {'; '.join(changed)}. To train another "
+                            "from its weights, start a new run: --weights <its best.pth> --name NEW")
+        # and in its own folder: a --name or --output typed (a config's, such as the run's own config.yaml, may
+        # hold another spelling of it, or none) that names another is refused
+        run = cfg.resume if cfg.resume.is_dir() else cfg.resume.parent
+        real = run.resolve()
+        elsewhere = [f"--{key} {shlex.quote(str(getattr(cfg, key)))}" for key, here in (
+            ("name", lambda: cfg.name == real.name), ("output", lambda: Path(cfg.output).resolve() == real.parent))
+            if key in typed and getattr(cfg, key) is not None and not here()]
+        if elsewhere:
+            raise UserError(f"a resumed run goes on in its own folder, {run}, not in another: {' '.join(elsewhere)}. "
+                            f"To train a new run from its weights: --weights {shlex.quote(str(evaluated_file(run)))} "
+                            f"--name NEW")
+    # this process's own, unless typed: where it runs and with how many loader workers (the machine it goes on on),
+    # whether it stops after some epochs (a job's time limit), progress bars (a terminal or a log)
+    kept = ("data_path", "val_ratio") if cfg.eval_only else [k for k in checkpoint["config"] if k not in PER_PROCESS]
+    where = () if cfg.eval_only else ("name", "output")  # the run's own, however a config given again spells them
+    saved = {k: v for k, v in checkpoint["config"].items()
+             if k in kept and (k not in given or k in where) and hasattr(cfg, k)}
+    cfg = argparse.Namespace(**{**vars(cfg), **saved, "resume": cfg.resume})
+    cfg.data_path, cfg.output = Path(cfg.data_path), Path(cfg.output)
+    root = checkpoint.get("data_root")  # the run's data_path is relative to where it started: resumed elsewhere,
+    if "data_path" not in given and not cfg.data_path.exists() and root and Path(root).is_dir():  # its data is there
+        cfg.data_path = Path(root)
+    return cfg, checkpoint
+
+
+
+def nothing_to_resume(run: Path) -> str:
+    """What --resume of a run folder without last.pth says: a run killed while its first epoch was saved left
+    only its best.pth, or nothing, with its config.yaml, which starts it again in the same folder."""
+    if (run / "best.pth").is_file():
+        return f"{run} has no last.pth, only best.pth (stopped while saving): {resume_command(run / 'best.pth')} " \
+               "goes on from it"
+    again = f"{launcher()} train.py --config {shlex.quote(str(run / 'config.yaml'))} --output " \
+            f"{shlex.quote(str(run.parent))} --name {shlex.quote(run.name)}"
+    return f"{run} holds no checkpoint" + (f": the run stopped before its first epoch was saved. To start it again: "
+                                           f"{again}" if (run / "config.yaml").is_file() else "")
+
+
+
+def resumed_file(cfg) -> Path:
+    """The checkpoint --resume names: a run folder means its last.pth, or for --eval-only its best.pth."""
+    if not cfg.resume.is_dir():
+        return cfg.resume
+    return evaluated_file(cfg.resume) if cfg.eval_only else cfg.resume / "last.pth"
+
+
+
+def evaluated_file(run: Path) -> Path:
+    """What a run folder means to evaluate or predict with: its best.pth, or its last.pth while it has none
+    (a run stopped before its first validation)."""
+    best = run / "best.pth"
+    return best if best.is_file() or not (run / "last.pth").is_file() else run / "last.pth"
+
+
+
+def check_not_going_back(path: Path, checkpoint: dict) -> None:
+    """Training on from a checkpoint older than its run folder's last.pth (a best.pth, most often) would train
+    those epochs again over last.pth: refused, with the two ways on. --eval-only reads any checkpoint."""
+    last = path.parent / "last.pth"
+    if not last.is_file() or last.resolve() == path.resolve():
+        return
+    try:
+        newer = load_checkpoint(last, mmap=True)  # mapped: only its counts are read
+    except UserError as err:  # nothing in it to lose: the run goes on from `path`, its next save replaces it
+        print(f"notice: {err}: going on from {path}; the next save writes a new {last.name}")
+        return
+    if (newer["epoch"], newer["batches_done"]) > (checkpoint["epoch"], checkpoint["batches_done"]):
+        done = f"{newer['epoch']} epochs" + (f" and {newer['batches_done']} batches" if newer["batches_done"] else "")
+        aside = path.parent / f"last-step{newer['step']}.pth"
+        raise UserError(f"{path} is from epoch {checkpoint['epoch']}, but {last} has {done}: training on from "
+                        f"{path.name} would write over them. To go on from there: {resume_command(path.parent)}. "
+                        f"To train again from epoch {checkpoint['epoch']}, set {last} aside first (mv {last} {aside})")
+
+
+
+def newest_run_checkpoint() -> Path:
+    found = sorted(Path("runs").glob("*/best.pth"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise UserError(f"no checkpoint to predict with: no runs/*/best.pth in {Path.cwd()}. Train one "
+                        "(python train.py --data-path flower_photos) or pass one with --weights FILE (a plain "
+                        "state dict also needs --model NAME --num-classes N)")
+    return found[-1]
