@@ -425,9 +425,11 @@ def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp) -> None:
                                  device, amp, cfg.progress)
     if torch.distributed.is_initialized():  # torchrun with one process (more are refused)
         torch.distributed.destroy_process_group()
-    if checkpoint is not None:
-        path = resumed_file(cfg)
-        source, out = f"{path} (epoch {checkpoint['epoch']})", path.parent / f"eval_{cfg.split}"
+    if checkpoint is not None:  # in the run's folder: eval_val/ of its own data, eval_val-<folder>/ of another's,
+        path = resumed_file(cfg)  # which a later evaluation of its own does not write over
+        own = Path(cfg.data_path).resolve() == Path(checkpoint.get("data_root", cfg.data_path)).resolve()
+        out = path.parent / (f"eval_{cfg.split}" if own else f"eval_{cfg.split}-{Path(cfg.data_path).resolve().name}")
+        source = f"{path} (epoch {checkpoint['epoch']})"
     else:  # weights from elsewhere: a run folder of their own; a program's kind said (an int8 one's figures are its)
         source = f"{cfg.weights} ({model.kind})" if isinstance(model, ExportedClassifier) else str(cfg.weights)
         out = cfg.output / (cfg.name or f"eval-{cfg.weights.name}") / f"eval_{cfg.split}"  # flowers.onnx and .pt2 apart

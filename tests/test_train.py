@@ -435,7 +435,11 @@ def test_eval_only_reports_and_lists_mistakes(flowers, tmp_path, capsys):
     capsys.readouterr()
     train.main(["--eval-only", "--resume", str(tmp_path / "e"), "--data-path", str(split), "--workers", "0",
                 "--no-progress"])
-    assert "warning: 1 of the 5 classes has no validation image (tulips)" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "warning: 1 of the 5 classes has no validation image (tulips)" in err
+    # another folder's evaluation in a folder of its own: the run's own evaluation is kept
+    assert f"open in a browser: {tmp_path / 'e' / 'eval_val-split' / 'report.html'}" in out
+    assert f"top-1 {top1:.4f}" in (folder / "report.txt").read_text()
 
 
 def test_two_processes_with_torchrun(flowers, tmp_path):
