@@ -122,7 +122,8 @@ def main(argv=None) -> None:
     k, width = min(args.topk, len(clf.class_names)), max(text_width(name) for name in clf.class_names)
     transform = build_transform(clf.model.img_size, train=False, crop_pct=clf.crop_pct)
     normalize = None if program else Normalize(clf.mean, clf.std)  # a program normalises: it takes the uint8 crop
-    results, failed, card_names, stopped, cardless = [], [], set(), None, 0
+    # the results are kept for --output alone, written at the end: printed, a million images' would be gigabytes
+    results, classified, failed, card_names, stopped, cardless = [], 0, [], set(), None, 0
     try:
         for path, probs, seen in classify(clf.model, paths, transform, normalize, device, args) if paths else ():
             if probs is None:
@@ -132,7 +133,9 @@ def main(argv=None) -> None:
             top = probs.topk(k)
             result = {"path": path, "topk": [{"label": clf.class_names[i], "index": i, "prob": round(p, 6)}
                                              for p, i in zip(top.values.tolist(), top.indices.tolist())]}
-            results.append(result)
+            classified += 1
+            if args.output is not None:
+                results.append(result)
             if args.json:
                 print(json.dumps(result), flush=True)
             elif args.output is None:
@@ -146,7 +149,7 @@ def main(argv=None) -> None:
         if args.output is not None:
             write_results(results, args.output, k)
     if paths:
-        print(f"classified {len(results)} of {len(paths)} images" + (f"; {len(failed)} could not be read"
+        print(f"classified {classified} of {len(paths)} images" + (f"; {len(failed)} could not be read"
               if failed else "") + (f"; results in {args.output}" if args.output else "") +
               (f"; stopped by {stopped}" if stopped else ""), file=sys.stderr)
     if stopped:
