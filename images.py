@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 from tqdm import tqdm
 
 from utils import UserError
@@ -48,12 +48,14 @@ DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.
 BUNDLED_SAMPLE = Path(__file__).resolve().parent / "samples" / "flowers"  # 100 photos a fresh clone trains on
 
 
-# Pillow refuses an image past 89.5 MP as it opens it, from its header: a decompression bomb, a small file that
-# decodes to gigabytes. A phone's 108 or 200 MP JPEG is none: read at a reduced DCT scale, as every reader here reads
-# a large photo (1/8: 1.7 or 3.1 MP), it takes some 10 MB. So the limit is kept on what is decoded
-# (set_image_checks hands it over from Pillow): open_image refuses what cannot be read smaller (a PNG; a progressive
-# JPEG, whose coefficients libjpeg holds whole at any scale), and upright_rgb what a caller would decode past it.
-MAX_PIXELS = 89_478_485  # Pillow's Image.MAX_IMAGE_PIXELS
+# Pillow refuses an image past 89.5 MP as it opens it, from its header (set_image_checks: its warning, up to twice
+# that, raised too): a decompression bomb, a small file that decodes to gigabytes. A phone's 108 or 200 MP JPEG is
+# none: read at a reduced DCT scale, as every reader here reads a large photo (1/8: 1.7 or 3.1 MP), it takes some
+# 10 MB. So open_image opens a baseline JPEG past the limit all the same, through Pillow's JPEG reader alone, and
+# upright_rgb keeps the limit on what it decodes; anything else past it (a PNG; a progressive JPEG, whose
+# coefficients libjpeg holds whole at any scale) stays refused, and Pillow's readers keep their own checks (an ICO's
+# icons) as they are.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
 class UnreadableImage(OSError):
@@ -130,9 +132,15 @@ def upright_rgb(image: Image.Image) -> Image.Image:
 
 
 def open_image(path) -> Image.Image:
-    """Image.open, refusing (TooManyPixels) an image past MAX_PIXELS that cannot be decoded at a reduced scale: what
-    is not a baseline JPEG (MPO: a phone's JPEG with a second picture)."""
-    image = Image.open(path)
+    """Image.open, and a baseline JPEG past MAX_PIXELS too (MPO: a phone's JPEG with a second picture), which is
+    decoded at a reduced scale; anything else past it is refused (TooManyPixels)."""
+    try:
+        image = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as bomb:
+        with open(path, "rb") as file:
+            if file.read(3) != b"\xff\xd8\xff":  # not a JPEG: Pillow's refusal stands
+                raise TooManyPixels(f"too many pixels, a possible decompression bomb ({bomb})") from None
+        image = JpegImagePlugin.jpeg_factory(os.fspath(path))  # Image.open, without its check on the header
     if image.width * image.height > MAX_PIXELS and (image.format not in ("JPEG", "MPO") or
                                                     image.info.get("progressive")):
         kind = "a progressive JPEG" if image.format in ("JPEG", "MPO") else f"a {image.format or 'file'}"
@@ -146,7 +154,7 @@ def open_image(path) -> Image.Image:
 
 def load_rgb(path, size: int | None = None) -> Image.Image:
     """The image file at `path` as upright 8-bit RGB, a JPEG decoded at the smallest DCT scale that leaves it `size`
-    px a side or more; raises OSError (or Pillow's DecompressionBombError) if it does not decode."""
+    px a side or more; raises OSError (or Pillow's DecompressionBombError, or its warning) if it does not decode."""
     with open_image(path) as image:
         if size is not None:
             image.draft("RGB", (size, size))
@@ -165,7 +173,7 @@ def image_problem(path: Path) -> str | None:
             upright_rgb(image)
     except TooManyPixels as error:
         return str(error)
-    except Image.DecompressionBombError as error:  # Pillow's own, in a process without set_image_checks
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:  # Pillow's own: an icon's
         return f"too many pixels, a possible decompression bomb ({error})"
     except Image.UnidentifiedImageError:
         return "not an image (Pillow cannot identify it)"
@@ -186,13 +194,14 @@ def why_it_failed(path) -> str:
 
 
 def set_image_checks() -> None:
-    """Pillow's checks, for this process: its limit on pixels handed over to open_image and upright_rgb (MAX_PIXELS),
-    which keep it on what is decoded, wherever a file is opened: when a folder is listed (check_images), by
+    """Pillow's warnings, for this process: Pillow warns about an image past Image.MAX_IMAGE_PIXELS (89.5 MP) and
+    decodes it anyway (it raises past twice that): from here on the warning is raised, so that such a file is
+    refused (but a baseline JPEG, open_image), wherever it is opened: when a folder is listed (check_images), by
     predict.py, in the loader's workers. A photo whose EXIF block is cut short decodes as it is (no orientation can be
     read from it): Pillow's warning about it, which names no file, is not shown. Set once for the process: the
     listing's threads read them, and catch_warnings around each image would make Pillow's once-only warnings (a
     palette's transparency) print again for every image."""
-    Image.MAX_IMAGE_PIXELS = None
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
     warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)
 
 
@@ -340,7 +349,7 @@ class DataSplits:
     val: list[tuple[str, int]]
     test: list[tuple[str, int]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    drawn: bool = False  # split here from class folders (a run records its validation files: run_log.record_split)
+    drawn: bool = False  # split here from class folders (a run records its validation files: runs.record_split)
 
     def counts(self, split: str) -> list[int]:
         """Images per class in one split, in class order."""

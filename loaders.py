@@ -52,7 +52,7 @@ class ImageDataset(Dataset):
         try:
             with open_image(path) as image:
                 return self.transform(image), label, path
-        except (OSError, Image.DecompressionBombError):
+        except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning):
             return None, label, path  # changed or removed since it was listed: the batch goes on without it
 
 

@@ -35,6 +35,8 @@ def font(size: int = 13):
 def letters_missing(text: str) -> str:
     """The letters of `text` that font() has none of, each once: drawn, each is its missing-letter box."""
     face = font(13)
+    if not isinstance(face, ImageFont.FreeTypeFont):  # a Pillow without FreeType: its bitmap font, ASCII alone
+        return "".join(dict.fromkeys(c for c in text if not c.isascii()))
 
     def drawn(letter: str):
         mask = face.getmask(letter)
@@ -321,5 +323,5 @@ def thumbnail(path, size: int = 128) -> Image.Image | None:
         image = load_rgb(path, size)
         image.thumbnail((size, size))
         return image
-    except (OSError, Image.DecompressionBombError):
+    except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning):
         return None

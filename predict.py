@@ -218,7 +218,7 @@ def save_card(result: dict, folder: Path, used: set, seen=None) -> bool:
     reads (removed or changed since it was classified)."""
     try:
         photo = load_rgb(result["path"], size=640)  # a JPEG decoded no larger than twice the card shows it
-    except (OSError, Image.DecompressionBombError) as error:
+    except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         print(f"warning: no card for {result['path']}: it no longer reads ({error})", file=sys.stderr)
         return False
     folder.mkdir(parents=True, exist_ok=True)
@@ -248,7 +248,7 @@ def is_card(path) -> bool:
         with Image.open(path) as image:
             # info: the text chunks before the pixels, where a card has its own (.text would decode the image)
             return image.format == "PNG" and image.info.get(CARD_MARK[0]) == CARD_MARK[1]
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except (OSError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning):  # a bomb: an error
         return False
 
 

@@ -17,7 +17,7 @@ import plots
 import report
 from workers import dead_loader_worker
 from data import IMAGENET_MEAN, IMAGENET_STD, to_device
-from images import class_imbalance, why_it_failed
+from images import class_imbalance, open_image, why_it_failed
 from model import NO_PRETRAINED_WEIGHTS, maps_of
 from precision import autocast
 from checkpoints import put_in_place
@@ -165,7 +165,7 @@ def notice_letters_missing(classes: list) -> None:
               "install fonts-noto-cjk for Chinese, Japanese and Korean)")
 
 
-def notice_large_photos(splits, img_size: int, data_path) -> None:
+def notice_large_photos(splits, img_size: int, data_path, val_ratio: float) -> None:
     """Photos of many megapixels (a phone's 12) cost their decoding every epoch, most of what loading an image costs
     even at a reduced DCT scale (libjpeg still reads every byte): said with the command that makes smaller copies
     once. Judged on the median of a few, from their headers."""
@@ -173,16 +173,17 @@ def notice_large_photos(splits, img_size: int, data_path) -> None:
     sizes = []
     for path in sample:
         try:
-            with Image.open(path) as image:
+            with open_image(path) as image:  # a phone's 200 MP JPEG too, past Pillow's limit
                 sizes.append(image.size)
-        except (OSError, Image.DecompressionBombError):  # changed since listed: the loader says so
+        except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning):  # changed since listed
             pass
     if not sizes:
         return
     width, height = sorted(sizes, key=lambda size: size[0] * size[1])[(len(sizes) - 1) // 2]  # half are larger
     smaller = max(512, -(-2 * img_size // 64) * 64)  # twice the crop, as ImageNet's photos are to 224
     if width * height > 16 * smaller * smaller:
-        how = (f"python split_data.py --data-path {shlex.quote(str(data_path))} --max-size {smaller}, then "
+        how = (f"python split_data.py --data-path {shlex.quote(str(data_path))} --max-size {smaller} --val-ratio "
+               f"{val_ratio:g}, then "
                "--data-path data" if splits.drawn else f"split_data.py --max-size {smaller} writes them from a "
                "folder of class folders")
         print(f"notice: the training photos are large, some {width}x{height} ({width * height / 1e6:.0f} MP, the "

@@ -45,13 +45,11 @@ def run_folder(cfg, checkpoint, variant: str) -> Path:
     return folder
 
 
-
 def check_output(output: Path) -> None:
     """--output, the folder that holds the runs, must not be a file."""
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output} is a file, not a folder: give the folder that holds the runs "
                         "(default: runs)")
-
 
 
 def make_run_folder(folder: Path, named: bool, resumed: bool = False) -> tuple:
@@ -70,7 +68,6 @@ def make_run_folder(folder: Path, named: bool, resumed: bool = False) -> tuple:
             continue
 
 
-
 def record_split(run_dir: Path, splits, val_ratio: float) -> None:
     """A new run's validation files, when it drew them from class folders: its resume validates on the same
     files (recorded_split), though a file that decoded then fails now, or the reverse, would move the
@@ -81,7 +78,6 @@ def record_split(run_dir: Path, splits, val_ratio: float) -> None:
         put_in_place(run_dir / SPLIT_FILE, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
 
 
-
 def recorded_split(run_dir: Path, data_path: Path, val_ratio: float, main_process: bool = True) -> set | None:
     """The validation files record_split wrote for this data folder and --val-ratio; None where there are none
     (a run from before 2026-11-29, a split root) or they are another folder's or ratio's, which is said: the split
@@ -89,7 +85,6 @@ def recorded_split(run_dir: Path, data_path: Path, val_ratio: float, main_proces
     (another machine may not hold the file, or hold the data elsewhere), so that all train on one split."""
     return from_first_process(read_recorded_split(run_dir / SPLIT_FILE, data_path, val_ratio) if main_process
                               else None)
-
 
 
 def read_recorded_split(path: Path, data_path: Path, val_ratio: float) -> set | None:
@@ -114,7 +109,6 @@ def read_recorded_split(path: Path, data_path: Path, val_ratio: float) -> set | 
               f"at {val_ratio:g} they are drawn again")
         return None
     return set(val)
-
 
 
 def lock_run_folder(folder: Path, or_else: str = "", hold: bool = True):
@@ -151,7 +145,6 @@ def lock_run_folder(folder: Path, or_else: str = "", hold: bool = True):
         return lock
     lock.close()
     return None
-
 
 
 PER_PROCESS = ("workers", "device", "stop_after_epochs", "progress")
@@ -229,7 +222,6 @@ def resume_config(parser, cfg, argv) -> tuple:
     return cfg, checkpoint
 
 
-
 def nothing_to_resume(run: Path) -> str:
     """What --resume of a run folder without last.pth says: a run killed while its first epoch was saved left
     only its best.pth, or nothing, with its config.yaml, which starts it again in the same folder."""
@@ -242,7 +234,6 @@ def nothing_to_resume(run: Path) -> str:
                                            f"{again}" if (run / "config.yaml").is_file() else "")
 
 
-
 def resumed_file(cfg) -> Path:
     """The checkpoint --resume names: a run folder means its last.pth, or for --eval-only its best.pth."""
     if not cfg.resume.is_dir():
@@ -250,13 +241,11 @@ def resumed_file(cfg) -> Path:
     return evaluated_file(cfg.resume) if cfg.eval_only else cfg.resume / "last.pth"
 
 
-
 def evaluated_file(run: Path) -> Path:
     """What a run folder means to evaluate or predict with: its best.pth, or its last.pth while it has none
     (a run stopped before its first validation)."""
     best = run / "best.pth"
     return best if best.is_file() or not (run / "last.pth").is_file() else run / "last.pth"
-
 
 
 def check_not_going_back(path: Path, checkpoint: dict) -> None:
@@ -276,7 +265,6 @@ def check_not_going_back(path: Path, checkpoint: dict) -> None:
         raise UserError(f"{path} is from epoch {checkpoint['epoch']}, but {last} has {done}: training on from "
                         f"{path.name} would write over them. To go on from there: {resume_command(path.parent)}. "
                         f"To train again from epoch {checkpoint['epoch']}, set {last} aside first (mv {last} {aside})")
-
 
 
 def newest_run_checkpoint() -> Path:

@@ -2,13 +2,14 @@
 as its manifest lists it, and nothing else; each image copied, linked or made smaller into its place, never
 written through an existing file or link."""
 import json
+import math
 import os
 import shutil
 from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-from images import DECODE_ERRORS, SPLITS, open_image, upright_rgb
+from images import DECODE_ERRORS, SPLITS, TooManyPixels, open_image, upright_rgb
 from utils import UserError
 
 MANIFEST = "split_manifest.json"
@@ -87,15 +88,18 @@ def place_image(source: Path, target: Path, mode: str, max_size: int | None = No
     if max_size is not None:
         try:
             with open_image(source) as image:
-                if max(image.size) > max_size:
-                    image.draft("RGB", (max_size, max_size))  # a JPEG decoded at a reduced scale, no smaller
+                if max(image.size) > max_size:  # a JPEG decoded at a reduced scale, its copy's size or more
+                    scale = max_size / max(image.size)
+                    image.draft("RGB", (math.ceil(image.width * scale), math.ceil(image.height * scale)))
                     smaller = upright_rgb(image)
                     smaller.thumbnail((max_size, max_size), Image.LANCZOS)
-        except (*DECODE_ERRORS, Image.DecompressionBombError) as error:  # it decoded when listed: changed since
+        except TooManyPixels as error:  # a JPEG past the limit, read at a reduced scale no smaller than max_size
+            raise UserError(f"{source}: {error}; at a smaller --max-size it is read at a smaller scale") from None
+        except (*DECODE_ERRORS, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise UserError(f"{source} no longer decodes ({error}), changed since it was checked: run again") from None
         if smaller is not None:
             # quality: JPEG's and WebP's setting; a TIFF with it (its compression not JPEG) is refused by Pillow
-            lossy = target.suffix.lower() in (".jpg", ".jpeg", ".jfif", ".jpe", ".webp")
+            lossy = target.suffix.lower() in (".jpg", ".jpeg", ".jfif", ".jpe", ".webp", ".avif")
             try:
                 smaller.save(target, **({"quality": 90} if lossy else {}))
             except (ValueError, KeyError) as error:  # a format Pillow reads and does not write (a full disk: run_cli)

@@ -262,7 +262,8 @@ def main(argv=None) -> None:
         run_log.notice_settings(cfg, model.variant, device, compiled, images_per_process, steps_per_epoch,
                                 fresh=state.epoch == 0 and state.batches_done == 0)
         run_log.warn_if_imbalanced(classes, splits.counts("train"), cfg.balance)
-        run_log.notice_large_photos(splits, img_size, cfg.data_path)
+        if checkpoint is None:  # said as a run starts, not again as it goes on
+            run_log.notice_large_photos(splits, img_size, cfg.data_path, cfg.val_ratio)
         run_log.notice_letters_missing(classes)
     run_dir = from_first_process(run_dir)  # the folder it made (a -2 where another run took the name), in messages
 
@@ -421,8 +422,8 @@ def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp) -> None:
     if missing := without_validation(splits.classes, splits.counts(cfg.split), split_name):  # the page's n/a, said
         print(f"warning: {missing}", file=sys.stderr)
     normalize = None if isinstance(model, ExportedClassifier) else build_normalize()  # a program normalises
-    result = evaluation.evaluate(model, build_eval_loader(samples, transform, cfg, 0, 1), normalize, len(splits.classes),
-                                 device, amp, cfg.progress)
+    loader = build_eval_loader(samples, transform, cfg, 0, 1)
+    result = evaluation.evaluate(model, loader, normalize, len(splits.classes), device, amp, cfg.progress)
     if torch.distributed.is_initialized():  # torchrun with one process (more are refused)
         torch.distributed.destroy_process_group()
     if checkpoint is not None:  # in the run's folder: eval_val/ of its own data, eval_val-<folder>/ of another's,

@@ -240,6 +240,37 @@ def test_a_photo_past_the_pixel_limit_is_read_smaller_when_it_can_and_refused_wh
     assert Image.open(tmp_path / "out" / "phone.jpg").size == (100, 75)
 
 
+def test_a_phones_200_megapixel_jpeg_opens_past_pillows_limit_and_nothing_else_does(tmp_path):
+    """At Pillow's own limit (89.5 MP, its warning raised past it, its error past twice that): a baseline JPEG of a
+    phone's 200 MP opens (its header patched to that size: the file stays small), a progressive one does not, and
+    neither does a PNG, nor an icon whose embedded PNG is past it (Pillow's readers keep their own checks)."""
+    import io
+    import struct
+    import images
+    images.set_image_checks()
+
+    def jpeg_claiming(width: int, height: int, progressive: bool = False) -> bytes:
+        out = io.BytesIO()
+        Image.new("RGB", (64, 48), (200, 0, 0)).save(out, "JPEG", quality=90, progressive=progressive)
+        data = bytearray(out.getvalue())
+        at = data.find(b"\xff\xc2" if progressive else b"\xff\xc0")  # the frame header: height, then width
+        data[at + 5:at + 9] = struct.pack(">HH", height, width)
+        return bytes(data)
+    (tmp_path / "phone.jpg").write_bytes(jpeg_claiming(16320, 12240))
+    (tmp_path / "progressive.jpg").write_bytes(jpeg_claiming(16320, 12240, progressive=True))
+    (tmp_path / "screen.png").write_bytes(png_bytes(20_000, 10_000))
+    png = png_bytes(10_000, 10_000)  # an .ico of one icon, that PNG
+    (tmp_path / "icon.png").write_bytes(struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32,
+                                                                                   len(png), 22) + png)
+    with images.open_image(tmp_path / "phone.jpg") as image:
+        assert (image.format, image.size) == ("JPEG", (16320, 12240))
+    assert "pixels" not in (image_problem(tmp_path / "phone.jpg") or "")  # what it holds decodes, at 1/8
+    assert image_problem(tmp_path / "progressive.jpg").startswith("16320x12240 pixels (200 MP), a progressive JPEG: "
+                                                                   "past the 89.5 MP decoded whole")
+    for bomb in ("screen.png", "icon.png"):
+        assert image_problem(tmp_path / bomb).startswith("too many pixels, a possible decompression bomb"), bomb
+
+
 def test_a_bomb_over_twice_the_limit_is_reported_too(tmp_path):
     (tmp_path / "huge.png").write_bytes(png_bytes(20_000, 10_000))  # Pillow raises rather than warns
     _, skipped = check_images([tmp_path / "huge.png"])

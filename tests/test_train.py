@@ -304,14 +304,15 @@ def test_large_photos_are_said_with_the_command_that_makes_smaller_copies(tmp_pa
     for name, (width, height) in {"a.png": (4000, 3000), "b.png": (4032, 3024), "c.png": (640, 480)}.items():
         (tmp_path / name).write_bytes(png_bytes(width, height))
     photos = [(str(tmp_path / name), 0) for name in ("a.png", "b.png", "c.png")]
-    run_log.notice_large_photos(DataSplits(tmp_path, ["x"], photos, [], [], [], drawn=True), 224, Path("my photos"))
+    run_log.notice_large_photos(DataSplits(tmp_path, ["x"], photos, [], [], [], drawn=True), 224, Path("my photos"),
+                                0.2)
     assert capsys.readouterr().out == (
         "notice: the training photos are large, some 4000x3000 (12 MP, the median of 3): decoding them is most of "
         "each epoch's loading; smaller copies, made once, load many times faster: python split_data.py --data-path "
-        "'my photos' --max-size 512, then --data-path data\n")
-    run_log.notice_large_photos(DataSplits(tmp_path, ["x"], photos[:2], [], [], [], drawn=False), 384, tmp_path)
+        "'my photos' --max-size 512 --val-ratio 0.2, then --data-path data\n")
+    run_log.notice_large_photos(DataSplits(tmp_path, ["x"], photos[:2], [], [], [], drawn=False), 384, tmp_path, 0.2)
     assert "split_data.py --max-size 768 writes them from a folder of class folders" in capsys.readouterr().out
-    run_log.notice_large_photos(DataSplits(tmp_path, ["x"], photos[::2], [], [], [], drawn=True), 224, tmp_path)
+    run_log.notice_large_photos(DataSplits(tmp_path, ["x"], photos[::2], [], [], [], drawn=True), 224, tmp_path, 0.2)
     assert capsys.readouterr().out == ""  # the median of two is the smaller: 640x480
 
 
