@@ -176,6 +176,16 @@ def test_the_demo_config_trains_on_the_bundled_sample_with_no_other_flag(tmp_pat
     assert (tmp_path / "demo" / "best.pth").is_file()
 
 
+@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_config_trains_with_its_recipe(config, flowers, tmp_path, capsys):
+    """Each config's recipe (augmentation, mixup, EMA, layer decay, schedule) runs an epoch, on the small variant at
+    64 px without its weights: a setting that parses but does not train is found here, not by its user."""
+    out = train_here(capsys, "--config", ROOT / "configs" / config, "--model", "swin_micro_patch4_window4_128",
+                     "--img-size", "64", "--batch-size", "8", "--epochs", "1", "--weights", "none", "--data-path",
+                     flowers, "--workers", "0", "--no-progress", "--output", tmp_path, "--name", "r")
+    assert "epoch   1  train loss" in out and (tmp_path / "r" / "best.pth").is_file(), out
+
+
 def test_files_that_do_not_decode_are_left_out_and_named(tmp_path, capsys):
     from image_factory import write_broken_files, write_class_tree
     write_class_tree(tmp_path / "photos", {"cats": 6, "dogs": 6})
