@@ -148,6 +148,17 @@ def test_a_crash_with_loader_workers_up_ends_the_process(tmp_path):
     assert result.returncode == 1 and "a bug in the step" in result.stderr
 
 
+def loader_workers(pid: int) -> list:
+    """The loader workers under a process: its children (fork) or its forkserver's (Python 3.14's default on Linux),
+    the processes with none of their own, not multiprocessing's resource tracker."""
+    found = []
+    for child in map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split()):
+        if b"resource_tracker" in Path(f"/proc/{child}/cmdline").read_bytes():
+            continue
+        found += loader_workers(child) or [child]
+    return found
+
+
 def test_a_loader_worker_killed_stops_the_run_in_one_line_that_says_how_to_go_on(flowers, tmp_path):
     """The system's out-of-memory killer ends a loader worker: one line that says what happened, what to
     change and how to resume; no traceback, none either from the other workers ended at exit."""
@@ -159,9 +170,7 @@ def test_a_loader_worker_killed_stops_the_run_in_one_line_that_says_how_to_go_on
     while not last.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
     assert last.exists(), proc.communicate()
-    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-    workers = [pid for pid in children if "train.py" in Path(f"/proc/{pid}/cmdline").read_text()]
-    os.kill(int(workers[0]), signal.SIGKILL)
+    os.kill(loader_workers(proc.pid)[0], signal.SIGKILL)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "Traceback" not in err and err.count("\n") == 1, err
     # PyTorch says "is killed by signal: Killed." or "(pid(s) N) exited unexpectedly", as the death is found
