@@ -176,7 +176,8 @@ def image_problem(path: Path) -> str | None:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:  # Pillow's own: an icon's
         return f"too many pixels, a possible decompression bomb ({error})"
     except Image.UnidentifiedImageError:
-        return "not an image (Pillow cannot identify it)"
+        held = what_it_holds(path)
+        return f"not an image: {held}" if held else "not an image (Pillow cannot identify it)"
     except UnreadableImage as error:
         return f"does not decode ({error})"
     except OSError as error:
@@ -185,6 +186,22 @@ def image_problem(path: Path) -> str | None:
                 f"a link that leads nowhere: {error.strerror}"  # ELOOP: a loop of links
         return f"cannot be read ({error})"
     return None
+
+
+def what_it_holds(path: Path) -> str:
+    """What a file that is no image holds, where its first bytes say: an HTML page (a download that got an error page,
+    saved under the photo's name), text; else ""."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(512)
+    except OSError:
+        return ""
+    if head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
+        return "an HTML page (a download that got an error page?)"
+    try:
+        return "text" if head and b"\0" not in head and head.decode("utf-8", errors="strict") else ""
+    except UnicodeDecodeError:  # cut in a character at byte 512, or binary
+        return ""
 
 
 def why_it_failed(path) -> str:

@@ -190,7 +190,8 @@ def test_check_reports_exactly_the_broken_files(tmp_path):
     assert reasons[str(folder / "empty.jpg")] == "empty file"
     assert "truncated" in reasons[str(folder / "truncated.jpg")]
     assert "decompression bomb" in reasons[str(folder / "bomb.png")]
-    assert "not an image" in reasons[str(folder / "saved_page.PNG")]
+    assert reasons[str(folder / "saved_page.PNG")] == "not an image: an HTML page (a download that got an error page?)"
+    assert reasons[str(folder / "notes_really.jpg")] == "not an image: text"
 
 
 def test_a_ctrl_c_while_the_images_are_checked_stops_at_once(tmp_path, monkeypatch):
