@@ -136,13 +136,20 @@ def dead_loader_worker(err: Exception) -> str | None:
 
 
 def recorded_worker_death() -> str | None:
-    """PyTorch's words for a loader worker of this process on record as dead, if any."""
+    """PyTorch's words for a loader worker of this process on record as dead, if any. PyTorch keeps that record from
+    SIGCHLD, which a worker started by a forkserver (Python 3.14's default on Linux) sends to the forkserver, its
+    parent, not to this process: a worker that multiprocessing knows has ended on a signal is said in the same
+    words."""
     try:
         torch.utils.data._utils.signal_handling._error_if_any_worker_fails()
     except RuntimeError as found:
         return str(found)
     except AttributeError:  # a PyTorch without that record: only its own words are known
         pass
+    # the processes this one started, the loaders' workers alone here; exitcode asks the forkserver how they ended
+    for process in list(getattr(multiprocessing.process, "_children", ())):
+        if process.exitcode is not None and process.exitcode < 0:
+            return f"DataLoader worker (pid {process.pid}) is killed by signal: {signal.strsignal(-process.exitcode)}."
     return None
 
 

@@ -103,7 +103,7 @@ def test_a_signal_to_the_process_group_reaches_the_workers_too_and_one_stop_foll
 TRACKER = """
 import multiprocessing, os, signal, sys, time
 sys.path.insert(0, {root!r})
-multiprocessing.set_start_method({method!r})
+multiprocessing.set_start_method({method!r}, force=True)
 import stopping
 from multiprocessing import resource_tracker
 stopping.ScriptSignals()
