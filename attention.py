@@ -86,8 +86,9 @@ def window_attention(q, k, v, bias, mask, dropout: float, kind: str, scale: floa
         # a 4-D mask keeps the CPU's flash kernel (a 3-D one falls back to the slow path)
         bias = bias.to(v.dtype)
         bias = bias.expand(b_ // nw, nw, heads, n, n).reshape(b_, heads, n, n) if nw > 1 else bias[None]
-        # the size test after the gradient's: an exported program (no gradient) keeps its batch dynamic
-        if torch.is_grad_enabled() and q.requires_grad and b_ > SDPA_MAX_WINDOWS:
+        # the size test after the gradient's and the export's: an exported program (which has no backward pass, even
+        # traced with gradients on) keeps its batch and size dynamic, rather than refusing over 65535 windows
+        if torch.is_grad_enabled() and q.requires_grad and not torch.compiler.is_exporting() and b_ > SDPA_MAX_WINDOWS:
             step = SDPA_MAX_WINDOWS // nw * nw  # whole images' windows, so that each chunk's bias lines up
             return torch.cat([F.scaled_dot_product_attention(q[i:i + step], k[i:i + step], v[i:i + step],
                                                              attn_mask=bias[i:i + step] if nw > 1 else bias,

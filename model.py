@@ -29,7 +29,7 @@ import kernels
 from attention import choose_attention, scaled_normalize, split_heads, window_attention
 from precision import casts_weights_once, weights_cast
 from utils import UserError, run_cli
-from windows import StageLayout, gather_tokens
+from windows import StageLayout, gather_tokens, is_symbolic
 
 MAX_LOGIT_SCALE = math.log(1.0 / 0.01)  # V2 Sec. 3.2: the attention temperature is capped at 100
 
@@ -245,6 +245,8 @@ class SwinStage(nn.Module):
         self._layouts = {}
 
     def layout(self, height: int, width: int, device) -> StageLayout:
+        if is_symbolic(height, width):  # traced for any size (windows.py): built in the graph, kept by no cache
+            return StageLayout(height, width, self.window_size, self.v2, self.pretrained_window_size, device)
         key = (height, width, device)
         if key not in self._layouts:
             if len(self._layouts) >= 16:  # many sizes seen (prediction at native sizes): start over
@@ -268,7 +270,7 @@ class SwinStage(nn.Module):
         b, h, w, c = x.shape
         layout = self.layout(h, w, x.device)
         hp, wp = layout.padded
-        if (hp, wp) != (h, w):
+        if layout.symbolic or (hp, wp) != (h, w):  # symbolic: padded or not is not known, and a pad of 0 is one
             x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
         x = gather_tokens(x.reshape(b, hp * wp, c), layout, "enter")
         for i, block in enumerate(self.blocks):
@@ -281,7 +283,10 @@ class SwinStage(nn.Module):
                 x = block(x, layout, shifted)
         last_shifted = len(self.blocks) % 2 == 0 and len(self.blocks) > 0
         x = gather_tokens(x, layout, "leave_shifted" if last_shifted else "leave_regular")
-        x = x.view(b, hp, wp, c)[:, :h, :w]
+        if layout.symbolic:  # a slice would fix whether the map is padded; the crop's gather holds for any size
+            x = x.index_select(1, layout.crop).view(b, h, w, c)
+        else:
+            x = x.view(b, hp, wp, c)[:, :h, :w]
         return x if self.downsample is None else self.downsample(x)
 
 
@@ -309,6 +314,8 @@ class SwinLayer(nn.Module):
 
     E.g. in a detector's neck, as the Swin V2 integration into YOLOv5 does:
         nn.Sequential(nn.Conv2d(256, 192, 1), SwinLayer(192, depth=2, num_heads=6, window_size=8))
+    It exports (torch.export, ONNX) with a symbolic height and width where each side of its map is larger than
+    the window (a Dim's min): the window layout is then built inside the program (windows.py).
     """
 
     def __init__(

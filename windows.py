@@ -10,6 +10,13 @@ moving between the regular and the shifted windows is one gather per block (`gat
 a roll, a partition, a reverse and a roll back would each copy the feature map. Any size runs: a map
 is padded to whole windows and the padding is masked out of attention; a side no longer than the
 window gets one unshifted window over all of it.
+
+A layout is built from the sizes as Python ints and cached per size, its shortcuts (no mask, no move) decided
+from them. Traced with symbolic sizes (torch.export with a dynamic height or width; torch.compile with them fails
+elsewhere first), the same code builds it from SymInts as operations of the traced graph, for every size at once:
+nothing there may branch on a size's value, so the shortcuts are not taken (a mask of zeros, a gather that moves
+nothing where they would apply; `StageLayout.symbolic`). Only the window and shift stay ints: a side of a symbolic
+size must be larger than the window (torch.export says so, asking for a Dim with min=window_size + 1).
 """
 import math
 
@@ -22,15 +29,23 @@ import torch
 MASKED = -1e4
 
 
+def is_symbolic(*sizes) -> bool:
+    """Whether any of the sizes is a symbol of a trace (torch.export's dynamic dims), not a number."""
+    return any(isinstance(size, torch.SymInt) for size in sizes)
+
+
 def window_geometry(height: int, width: int, window_size: int):
     """Window, shift and padded size for a height x width map, per side.
 
     A side no longer than the window gets a single window spanning it and no shift: the
     official code does this when the map is no larger than the window (the last stage).
+    Symbolic sizes give the same formulas: the comparisons with the window are decided by their
+    range, and the padded sides are integer ceilings, which keep the symbolic formulas in integers.
     """
-    window = (min(height, window_size), min(width, window_size))
+    # `if`, not min(): a symbolic side's test is then decided (by its range), where min would stay a formula
+    window = tuple(side if side <= window_size else window_size for side in (height, width))
     shift = tuple(0 if side <= window_size else window_size // 2 for side in (height, width))
-    padded = tuple(math.ceil(side / w) * w for side, w in zip((height, width), window))
+    padded = tuple((side + w - 1) // w * w for side, w in zip((height, width), window))
     return window, shift, padded
 
 
@@ -62,12 +77,20 @@ def log_spaced_coords(window, pretrained_window) -> torch.Tensor:
 
 
 def region_labels(size: int, window: int, shift: int) -> torch.Tensor:
-    """Label the three bands the cyclic shift makes along one side (official slicing)."""
-    labels = torch.zeros(size, dtype=torch.long)
-    if shift:
-        labels[size - window:size - shift] = 1
-        labels[size - shift:] = 2
-    return labels
+    """Label the three bands the cyclic shift makes along one side: the official slicing's
+    [0, size - window) 0, [size - window, size - shift) 1, [size - shift, size) 2, by comparisons,
+    which a symbolic size traces."""
+    index = torch.arange(size)
+    if not shift:
+        return torch.zeros_like(index)
+    return (index >= size - window).long() + (index >= size - shift).long()
+
+
+def cyclic(index: torch.Tensor, shift: int, size: int) -> torch.Tensor:
+    """(index + shift) % size, for indices and a shift in [0, size): by a comparison, as the ONNX exporter
+    (torch 2.14) cannot take a remainder by a symbolic size."""
+    moved = index + shift
+    return moved - (moved >= size).long() * size
 
 
 class StageLayout:
@@ -76,7 +99,9 @@ class StageLayout:
     Tokens are listed window by window (each window row-major) over the padded map, the
     "canvas". `order[s]` gives, for block kind s (0 regular, 1 shifted), the canvas index of
     each listed token; `masks[s]` is (num_windows, N, N), MASKED between tokens of different
-    shift regions and towards padding, or None when nothing is masked.
+    shift regions and towards padding, or None when nothing is masked. With symbolic sizes
+    (`symbolic`), every mask and move is there, and `crop` lists the canvas index of each token of
+    the map, row-major: a slice of the canvas would fix whether it is padded.
     """
 
     def __init__(self, height, width, window_size, v2, pretrained_window_size, device):
@@ -93,12 +118,15 @@ class StageLayout:
 
         # What is masked and which moves change nothing follow from the geometry, in plain ints: decided
         # from the index tensors' values, they would be data-dependent branches that torch.export cannot
-        # trace when a layout is built inside an exported program.
-        padded = self.padded != (height, width)
+        # trace when a layout is built inside an exported program. With symbolic sizes even the geometry's
+        # tests would fix the sizes (padded or not, one window across or more): the layout then masks the
+        # padding (a mask of zeros where there is none) and makes every move.
+        self.symbolic = is_symbolic(height, width)
+        padded = self.symbolic or self.padded != (height, width)
         orders, masks = [], []
         for sh, sw in ((0, 0), shift):
             # cyclic shift (V1 Sec. 3.2): shifted[r, c] = canvas[(r + sh) % hp, (c + sw) % wp]
-            src_r, src_c = (rows + sh) % hp, (cols + sw) % wp
+            src_r, src_c = cyclic(rows, sh, hp), cyclic(cols, sw, wp)
             orders.append(window_order(src_r * wp + src_c))
             if not (padded or sh or sw):  # one region and no padding: nothing to mask
                 masks.append(None)
@@ -117,7 +145,7 @@ class StageLayout:
         # it is not zero.
         inverse = [torch.empty_like(o).scatter_(0, o, torch.arange(o.numel())) for o in orders]
         to_shifted, to_regular = inverse[0][orders[1]], inverse[1][orders[0]]
-        row_major = wh == 1 or ww == wp
+        row_major = wh == 1 or (not self.symbolic and ww == wp)
         unshifted = shift == (0, 0)
         moves = {
             "enter": (orders[0], inverse[0], row_major),
@@ -128,6 +156,9 @@ class StageLayout:
         }
         self.moves = {name: None if identity else (index.to(device), inv.to(device))
                       for name, (index, inv, identity) in moves.items()}
+        self.crop = None
+        if self.symbolic:
+            self.crop = (torch.arange(height).view(-1, 1) * wp + torch.arange(width)).view(-1).to(device)
         self.training_rows = {}  # (move, batch size) -> its rows and inverse rows in eager training (gather_tokens)
 
         table_window = self.window if v2 else (window_size, window_size)
@@ -170,7 +201,10 @@ def gather_tokens(x: torch.Tensor, layout: "StageLayout", move: str) -> torch.Te
 # kernel launches of a swin_tiny step.
 def first_rows(b: int, index: torch.Tensor) -> torch.Tensor:
     """(B, 1): each sample's first row in the flattened batch."""
-    return torch.arange(0, b * index.numel(), index.numel(), device=index.device).view(b, 1)
+    n = index.numel()
+    if is_symbolic(n):  # arange's length would be ceil(b * n / n), which torch.export does not know to be b
+        return (torch.arange(b, device=index.device) * n).view(b, 1)
+    return torch.arange(0, b * n, n, device=index.device).view(b, 1)
 
 
 def training_rows(layout: "StageLayout", move: str, b: int) -> tuple:

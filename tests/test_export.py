@@ -1,7 +1,10 @@
 """export.py: ONNX and torch.export programs against the model they come from, a small V1 (the trained run
 of conftest.py, whose programs predict.py --export wrote) and V2 model at 64 px; and the model's own
 torch.export, which its stage layouts once blocked."""
+import contextlib
+import io
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ import export
 from data import Normalize, build_transform
 from export import (ONNX_OPSET, TOLERANCES, Deployable, as_input, check_program, export_onnx, export_pt2,
                     fp16_program, int8_program)
-from model import create_model
+from model import SwinLayer, create_model
 from weights import Classifier, load_classifier
 
 SIZE = 64
@@ -238,3 +241,34 @@ def test_model_exports_as_it_is():
         fresh.load_state_dict(model.state_dict())
         torch.testing.assert_close(model(other), fresh(other), rtol=0, atol=0)  # the export left the model as it was
 
+
+
+@pytest.mark.parametrize("layer_version", [1, 2])
+def test_a_swin_layer_exports_to_onnx_with_a_dynamic_height_and_width(layer_version, export_packages):
+    """A backbone with a SwinLayer (README: A stage as a layer) to ONNX as a user exports one, torch.onnx.export with
+    dynamo=True and a symbolic batch, height and width: ONNX Runtime gives its outputs at other sizes, feature maps
+    not whole windows among them. A feature map's side must be larger than the window (windows.py), hence the
+    Dims' min."""
+    _, _, ort = export_packages
+    torch.manual_seed(0)
+    window, stride = 8, 16
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, stride, stride=stride),
+                              SwinLayer(16, depth=2, num_heads=2, window_size=window, version=layer_version),
+                              torch.nn.Conv2d(16, 5, 1)).eval()
+    with torch.no_grad():  # off the init, where every V2 block is the identity
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height", min=stride * (window + 1)),
+            3: torch.export.Dim("width", min=stride * (window + 1))}
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(net, (torch.randn(2, 3, 480, 640),), dynamo=True, opset_version=ONNX_OPSET,
+                                    input_names=["images"], dynamic_shapes=(dims,))
+    session = ort.InferenceSession(program.model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    for size in [(600, 800), (150, 150), (300, 470), (1000, 333)]:  # maps 37 x 50, 9 x 9, 18 x 29, 62 x 20
+        for batch in (1, 3):
+            images = torch.randn(batch, 3, *size)
+            with torch.no_grad():
+                want = net(images)
+            got = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

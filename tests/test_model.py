@@ -475,6 +475,35 @@ def test_a_stage_as_a_layer_exports_with_torch_export_as_a_user_calls_it(version
         assert (program.module()(x) - layer(x)).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_stage_as_a_layer_exports_with_a_dynamic_height_and_width(version):
+    """torch.export with a symbolic batch, height and width, gradients on as a user calls it: the window layout is
+    built inside the program (windows.py), which gives the layer's outputs at other sizes, padded to whole windows
+    or not, and at batch 1; nothing of the trace is left in the layer's cache. A symbolic side must be larger than
+    the window, and torch.export says so where the Dim does not."""
+    torch.manual_seed(0)
+    layer = model.SwinLayer(dim=16, depth=2, num_heads=2, window_size=4, version=version).eval()
+    with torch.no_grad():  # off the init, where every V2 block is the identity
+        for p in layer.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    x = torch.randn(2, 16, 9, 14)
+    dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height", min=5), 3: torch.export.Dim("width", min=5)}
+    program = torch.export.export(layer, (x,), dynamic_shapes=(dims,)).module()
+    assert not layer.stage._layouts
+    with torch.no_grad():
+        for size in [(8, 8), (5, 13), (16, 12), (25, 19), (33, 7)]:
+            for batch in (1, 3):
+                y = torch.randn(batch, 16, *size)
+                assert (program(y) - layer(y)).abs().max() < 1e-5, (size, batch)
+    # the program's checks of its input's size, on sizes alone: over 65535 windows passes (V2's first block took
+    # sdpa's chunking test for training, CUDA's limit, as a bound on the program's size); a side of the window fails
+    program._guards_fn(torch.empty(1, 16, 1100, 1100, device="meta"))
+    with pytest.raises(AssertionError, match="Guard failed"):
+        program._guards_fn(torch.empty(1, 16, 4, 9, device="meta"))
+    with pytest.raises(torch._dynamo.exc.UserError, match=r"Dim\('height', min=5\)"):
+        torch.export.export(layer, (x,), dynamic_shapes=({2: torch.export.Dim("height")},))
+
+
 def test_overrides():
     with torch.device("meta"):
         net = create_model("swinv2_tiny_patch4_window8_256", num_classes=7, img_size=384, window_size=12,
