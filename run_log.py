@@ -238,8 +238,17 @@ def say_finished(cfg, checkpoint: dict, run_dir: Path) -> None:
               f"{shlex.quote(str(evaluated_file(run_dir)))} writes the report, in {run_dir / 'eval_val'}")
 
 
-def check_some_loaded(result: dict, what: str, data_path, run_dir: Path, save=None) -> None:
-    """Stop a run (UserError) at an epoch's training or validation none of whose images loaded, its data folder
+class DataGone(Exception):
+    """An epoch none of whose images loaded (check_some_loaded), said by failure_explained: once the checkpoints
+    being written are on disk, what they hold is known."""
+
+    def __init__(self, said: str, saved_now: bool):
+        super().__init__(said)
+        self.saved_now = saved_now  # the epoch's training, saved as validation found the images gone
+
+
+def check_some_loaded(result: dict, what: str, data_path, save=None) -> None:
+    """Stop a run (DataGone) at an epoch's training or validation none of whose images loaded, its data folder
     moved, unmounted or made unreadable since the run began: going on would train on nothing and score 0%, and
     finish as a run does. `save`, given, saves the epoch's training first (validation found them gone)."""
     if result.get("loaded", result["images"]) or not result["failed"]:  # evaluation's images: all it loaded
@@ -247,18 +256,19 @@ def check_some_loaded(result: dict, what: str, data_path, run_dir: Path, save=No
     if save is not None:
         save("last.pth")
     first = result["failed"][0]
-    kept = (f"this epoch's training is saved in {run_dir / 'last.pth'}" if save is not None else
-            f"{run_dir / 'last.pth'} holds the run as of its last save" if (run_dir / "last.pth").is_file() else "")
-    again = f"{kept}; once the photos are back: {resume_command(run_dir)}" if kept else \
-        "nothing was saved; start again once the photos are back"
-    raise UserError(f"none of this epoch's {len(result['failed'])} {what} images loaded (the first, {first}: "
-                    f"{why_it_failed(first)}): has {data_path} moved, been unmounted or "
-                    f"become unreadable? {again}")
+    raise DataGone(f"none of this epoch's {len(result['failed'])} {what} images loaded (the first, {first}: "
+                   f"{why_it_failed(first)}): has {data_path} moved, been unmounted or become unreadable?",
+                   saved_now=save is not None)
 
 
 def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, distributed: bool) -> UserError | None:
     """The one line that says what stopped training, what was kept and what to do, for the failures a user can
     meet and act on; None for the others (a bug: its traceback)."""
+    if isinstance(err, DataGone):
+        kept = (f"this epoch's training is saved in {run_dir / 'last.pth'}" if err.saved_now else
+                f"{run_dir / 'last.pth'} holds the run as of its last save" if (run_dir / "last.pth").is_file() else "")
+        return UserError(f"{err} {kept}; once the photos are back: {resume_command(run_dir)}" if kept else
+                         f"{err} nothing was saved; start again once the photos are back")
     if isinstance(err, engine.TrainingDiverged):
         return UserError(f"training stopped: {err}. Nothing was saved from this epoch; last.pth holds the "
                          f"last good epoch. Try a lower --lr, --clip-grad, or --amp off.")

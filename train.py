@@ -365,13 +365,13 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
         if train["interrupted"]:
             save("last.pth")
             return
-        run_log.check_some_loaded(train, "training", cfg.data_path, run_dir)
+        run_log.check_some_loaded(train, "training", cfg.data_path)
         if engine.stop_agreed(stop, state.device):  # at the epoch's last step: validated next, its training saved
             save("last.pth")  # first, since validating may outlast a kill (torchrun's, after its --shutdown-timeout)
         state.epoch, state.batches_done = epoch + 1, 0
         val = evaluation.evaluate(state.model, val_loader, normalize, len(classes), state.device, state.amp,
                                   cfg.progress and main_process)
-        run_log.check_some_loaded(val, "validation", cfg.data_path, run_dir, save)
+        run_log.check_some_loaded(val, "validation", cfg.data_path, save)
         ema_val = None
         if state.ema is not None:
             ema_val = evaluation.evaluate(state.ema.module, val_loader, normalize, len(classes), state.device,
