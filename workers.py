@@ -128,18 +128,18 @@ def dead_loader_worker(err: Exception) -> str | None:
         if broken_pipe and hasattr(signal, "SIGCHLD"):
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         deadline = time.monotonic() + (2.0 if broken_pipe else 0.0)
-        while (words := recorded_worker_death()) is None and time.monotonic() < deadline:
+        while (words := recorded_worker_death(broken_pipe)) is None and time.monotonic() < deadline:
             time.sleep(0.05)
     if words is not None:
         kill_remaining_workers()
     return words
 
 
-def recorded_worker_death() -> str | None:
+def recorded_worker_death(broken_pipe: bool = False) -> str | None:
     """PyTorch's words for a loader worker of this process on record as dead, if any. PyTorch keeps that record from
     SIGCHLD, which a worker started by a forkserver (Python 3.14's default on Linux) sends to the forkserver, its
-    parent, not to this process: a worker that multiprocessing knows has ended on a signal is said in the same
-    words."""
+    parent, not to this process: where the error was the `broken_pipe` to a worker, a worker that multiprocessing
+    knows has ended on a signal is said in the same words."""
     try:
         torch.utils.data._utils.signal_handling._error_if_any_worker_fails()
     except RuntimeError as found:
@@ -147,7 +147,7 @@ def recorded_worker_death() -> str | None:
     except AttributeError:  # a PyTorch without that record: only its own words are known
         pass
     # the processes this one started, the loaders' workers alone here; exitcode asks the forkserver how they ended
-    for process in list(getattr(multiprocessing.process, "_children", ())):
+    for process in list(getattr(multiprocessing.process, "_children", ())) if broken_pipe else ():
         if process.exitcode is not None and process.exitcode < 0:
             return f"DataLoader worker (pid {process.pid}) is killed by signal: {signal.strsignal(-process.exitcode)}."
     return None
