@@ -140,7 +140,10 @@ def open_image(path) -> Image.Image:
         with open(path, "rb") as file:
             if file.read(3) != b"\xff\xd8\xff":  # not a JPEG: Pillow's refusal stands
                 raise TooManyPixels(f"too many pixels, a possible decompression bomb ({bomb})") from None
-        image = JpegImagePlugin.jpeg_factory(os.fspath(path))  # Image.open, without its check on the header
+        try:
+            image = JpegImagePlugin.jpeg_factory(os.fspath(path))  # Image.open, without its check on the header
+        except SyntaxError as error:  # what Image.open says as UnidentifiedImageError (changed since it read it)
+            raise Image.UnidentifiedImageError(f"cannot identify image file {os.fspath(path)!r}") from error
     if image.width * image.height > MAX_PIXELS and (image.format not in ("JPEG", "MPO") or
                                                     image.info.get("progressive")):
         kind = "a progressive JPEG" if image.format in ("JPEG", "MPO") else f"a {image.format or 'file'}"
