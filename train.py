@@ -175,7 +175,7 @@ def main(argv=None) -> None:
         on_first_process(lambda: fetch_tutorial_photos(cfg.data_path))
     # a run resumed (or its checkpoint evaluated) validates on the files it drew at its start
     recorded = None if checkpoint is None else runs.recorded_split(resumed_file(cfg).parent, cfg.data_path,
-                                                                      cfg.val_ratio, main_process)
+                                                                   cfg.val_ratio, main_process)
     splits = load_splits(cfg.data_path, cfg.val_ratio, seed=0, val_files=recorded)
     classes = splits.classes
     if main_process:
@@ -240,7 +240,7 @@ def main(argv=None) -> None:
     writer = run_lock = None
     if main_process:
         run_dir, run_lock = runs.make_run_folder(run_dir, named=checkpoint is not None or bool(cfg.name),
-                                                    resumed=checkpoint is not None)
+                                                 resumed=checkpoint is not None)
         # the run's settings, a config to start another run from: not this start's --resume (fed back, it would
         # go on with this run), its --name (it would name this run's folder, which is refused) nor its
         # --stop-after-epochs
