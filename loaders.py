@@ -23,7 +23,6 @@ from functools import partial
 
 import numpy as np
 import torch
-
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
