@@ -56,6 +56,10 @@ BUNDLED_SAMPLE = Path(__file__).resolve().parent / "samples" / "flowers"  # 100 
 # coefficients libjpeg holds whole at any scale) stays refused, and Pillow's readers keep their own checks (an ICO's
 # icons) as they are.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# What opening a file past the limit raises: Pillow's error, its warning as an error (set_image_checks), ours
+TOO_LARGE = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+# What opening and decoding an image that cannot be used raises, where the file is read once it was listed
+UNREADABLE = (OSError, *TOO_LARGE)
 
 
 class UnreadableImage(OSError):
@@ -136,7 +140,7 @@ def open_image(path) -> Image.Image:
     decoded at a reduced scale; anything else past it is refused (TooManyPixels)."""
     try:
         image = Image.open(path)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as bomb:
+    except TOO_LARGE as bomb:
         with open(path, "rb") as file:
             if file.read(3) != b"\xff\xd8\xff":  # not a JPEG: Pillow's refusal stands
                 raise TooManyPixels(f"too many pixels, a possible decompression bomb ({bomb})") from None
@@ -176,7 +180,7 @@ def image_problem(path: Path) -> str | None:
             upright_rgb(image)
     except TooManyPixels as error:
         return str(error)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:  # Pillow's own: an icon's
+    except TOO_LARGE as error:  # Pillow's own: an icon's
         return f"too many pixels, a possible decompression bomb ({error})"
     except Image.UnidentifiedImageError:
         held = what_it_holds(path)

@@ -23,12 +23,11 @@ from functools import partial
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 import workers
 from data import EncodedBatch, JpegCrop, build_transform
-from images import open_image
+from images import UNREADABLE, open_image
 from workers import batches_to_hold
 
 
@@ -51,7 +50,7 @@ class ImageDataset(Dataset):
         try:
             with open_image(path) as image:
                 return self.transform(image), label, path
-        except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        except UNREADABLE:
             return None, label, path  # changed or removed since it was listed: the batch goes on without it
 
 

@@ -10,7 +10,7 @@ import unicodedata
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from images import load_rgb
+from images import UNREADABLE, load_rgb
 
 # Fonts that cover more than ASCII, the first a machine has (Pillow looks a name up in the system's font
 # folders): class names and paths such as "rosés" or "日本" drawn in Pillow's own font, which has ASCII only,
@@ -323,5 +323,5 @@ def thumbnail(path, size: int = 128) -> Image.Image | None:
         image = load_rgb(path, size)
         image.thumbnail((size, size))
         return image
-    except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except UNREADABLE:
         return None

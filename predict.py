@@ -38,7 +38,7 @@ from config import COUNT, POSITIVE_INT
 from data import Normalize, build_transform
 from export import (ExportedClassifier, add_arguments as add_export_arguments, check_target as check_export_target,
                     chosen_exporter, is_program)
-from images import image_problem, list_images, load_rgb, set_image_checks
+from images import UNREADABLE, image_problem, list_images, load_rgb, set_image_checks
 from loaders import ImageDataset, build_loader
 from model import maps_of
 from precision import amp_dtype, autocast
@@ -218,7 +218,7 @@ def save_card(result: dict, folder: Path, used: set, seen=None) -> bool:
     reads (removed or changed since it was classified)."""
     try:
         photo = load_rgb(result["path"], size=640)  # a JPEG decoded no larger than twice the card shows it
-    except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+    except UNREADABLE as error:
         print(f"warning: no card for {result['path']}: it no longer reads ({error})", file=sys.stderr)
         return False
     folder.mkdir(parents=True, exist_ok=True)
@@ -248,7 +248,7 @@ def is_card(path) -> bool:
         with Image.open(path) as image:
             # info: the text chunks before the pixels, where a card has its own (.text would decode the image)
             return image.format == "PNG" and image.info.get(CARD_MARK[0]) == CARD_MARK[1]
-    except (OSError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning):  # a bomb: an error
+    except (*UNREADABLE, ValueError):
         return False
 
 

@@ -17,7 +17,7 @@ import plots
 import report
 from workers import dead_loader_worker
 from data import IMAGENET_MEAN, IMAGENET_STD, to_device
-from images import class_imbalance, open_image, why_it_failed
+from images import UNREADABLE, class_imbalance, open_image, why_it_failed
 from model import NO_PRETRAINED_WEIGHTS, maps_of
 from precision import autocast
 from checkpoints import put_in_place
@@ -175,7 +175,7 @@ def notice_large_photos(splits, img_size: int, data_path, val_ratio: float) -> N
         try:
             with open_image(path) as image:  # a phone's 200 MP JPEG too, past Pillow's limit
                 sizes.append(image.size)
-        except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning):  # changed since listed
+        except UNREADABLE:  # changed since listed
             pass
     if not sizes:
         return

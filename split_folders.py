@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-from images import DECODE_ERRORS, SPLITS, TooManyPixels, open_image, upright_rgb
+from images import DECODE_ERRORS, SPLITS, TOO_LARGE, TooManyPixels, open_image, upright_rgb
 from utils import UserError
 
 MANIFEST = "split_manifest.json"
@@ -95,7 +95,7 @@ def place_image(source: Path, target: Path, mode: str, max_size: int | None = No
                     smaller.thumbnail((max_size, max_size), Image.LANCZOS)
         except TooManyPixels as error:  # a JPEG past the limit, read at a reduced scale no smaller than max_size
             raise UserError(f"{source}: {error}; at a smaller --max-size it is read at a smaller scale") from None
-        except (*DECODE_ERRORS, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        except (*DECODE_ERRORS, *TOO_LARGE) as error:
             raise UserError(f"{source} no longer decodes ({error}), changed since it was checked: run again") from None
         if smaller is not None:
             # quality: JPEG's and WebP's setting; a TIFF with it (its compression not JPEG) is refused by Pillow
