@@ -10,7 +10,7 @@ from utils import first_line
 # train.py compiles by default (on CUDA) a run that trains at least this many images per process: there
 # compiling's minute pays. On an H200, swin_tiny, bf16, batch 128: 56 s to compile, then train.py's loop
 # at 3055 img/s against 2047 eager, 161 us saved an image: even after 350,000 (bench/bench_train.py,
-# README: GPU figures). A slower GPU saves more per image, so pays sooner.
+# docs/gpu.md: GPU figures). A slower GPU saves more per image, so pays sooner.
 COMPILE_PAYS_FROM = 350_000
 
 

@@ -54,7 +54,7 @@ ONNX_ATTENTION = "plain"
 INPUT_TYPES = ("uint8", "float32")  # what an ONNX or torch.export program takes: 0-255, or 0-1
 INSTALL = "pip install -r requirements-export.txt"
 # how far the probabilities of a program with int8 or fp16 weights may be from the checkpoint's; measured on
-# photos: int8 within 0.012, fp16 within 0.0018 (README, Prediction: int8 and fp16)
+# photos: int8 within 0.012, fp16 within 0.0018 (docs/prediction.md: int8 and fp16)
 TOLERANCES = {"int8": 0.05, "fp16": 0.01}
 
 
@@ -308,7 +308,7 @@ def gelu_as_onnx_runtime_fuses_it() -> dict:
     """The model's GELU (the exact one, with erf) in ONNX as x * (1 + erf(x / sqrt 2)) * 0.5: ONNX Runtime
     recognises that order of the five operators when it loads a program and runs them as one kernel (with
     the linear's bias: BiasGelu); the exporter's own order, 0.5 * (1 + erf(...)) before the product with x,
-    it runs as five passes over the MLP's widest activations (README, Prediction: GELU)."""
+    it runs as five passes over the MLP's widest activations (docs/prediction.md: GELU)."""
     from onnxscript import opset18 as op
 
     def gelu(x, approximate: str = "none"):  # traced by the exporter: the ONNX nodes these calls make
@@ -320,7 +320,7 @@ def int8_program(proto: bytes, path: Path) -> bytes:
     """The program with the weights of its matrix products in int8, quantized per tensor, and their inputs
     quantized as they arrive (ONNX Runtime's dynamic quantization; DynamicQuantizeLinear and MatMulInteger are
     standard operators). On a CPU some 1.4x faster than the fp32 program, a quarter of its size; per-channel
-    scales measured no closer to the checkpoint (README, Prediction: int8). The patch embedding's convolution, a
+    scales measured no closer to the checkpoint (docs/prediction.md: int8). The patch embedding's convolution, a
     hundredth of the work, stays fp32: ONNX Runtime before 1.32 (the last for Python 3.10 is 1.23) has no CPU
     kernel for the ConvInteger it would become."""
     onnx = require("onnx", f"--export {path} --export-int8")
@@ -344,7 +344,7 @@ def int8_program(proto: bytes, path: Path) -> bytes:
 def fp16_program(proto: bytes, path: Path) -> bytes:
     """The program in fp16: its weights and its arithmetic, input and output types kept (uint8 or float32 in,
     float32 logits out). Half the size, for GPUs (ONNX Runtime's CUDA provider, TensorRT); a CPU runs it
-    slower than the fp32 program (README, Prediction: int8 and fp16)."""
+    slower than the fp32 program (docs/prediction.md: int8 and fp16)."""
     onnx = require("onnx", f"--export {path} --export-fp16")
     float16 = require("onnxruntime.transformers.float16", f"--export {path} --export-fp16")
     with warnings.catch_warnings():  # its notes on values it clamps to fp16's range: the check below decides

@@ -1,6 +1,6 @@
 """Triton kernels of our own: LayerNorm for CUDA training, and window attention, one kernel each way.
 
-The H200 profile (README, Training on a GPU) had LayerNorm forward and backward at 18% of an eager
+The H200 profile (docs/gpu.md) had LayerNorm forward and backward at 18% of an eager
 swin_tiny step's kernel time, the forward 4.9 ms a step where the bytes of its 29 calls need about
 0.9 ms at the card's bandwidth. Swin's rows are many and short: 401,408 rows of 96 channels
 in stage 1 at batch 128, 1536 channels at most. Here a program normalises a block of rows at a time,

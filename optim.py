@@ -51,7 +51,7 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     for group in groups:
         group["lr"] = cfg.lr * group["lr_scale"]
     # fused: one kernel for all parameters, where the default launches several per parameter: on a GPU,
-    # and on a CPU too (the demo variant's step 9.2 -> 2.7 ms on the 2-core EPYC: README, Optimizer)
+    # and on a CPU too (the demo variant's step 9.2 -> 2.7 ms on the 2-core EPYC: docs/gpu.md, Optimizer)
     devices = {p.device.type for group in groups for p in group["params"]}
     fused = devices in ({"cuda"}, {"cpu"})
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, fused=fused or None)

@@ -35,7 +35,7 @@ def autocast(device: torch.device, dtype):
 # Under autocast each linear casts its weight and bias to bf16 (fp16) as it runs, as do the LayerNorms that keep
 # autocast's type, and the backward pass casts their gradients back: two kernel launches a parameter a step, 306 of
 # a swin_tiny training step's 1131 operator calls, each a few microseconds of the CPU's time that a fast GPU,
-# waiting on its launches, spends idle (README: Training on a GPU). A stage instead casts those parameters in one
+# waiting on its launches, spends idle (docs/gpu.md). A stage instead casts those parameters in one
 # kernel as it starts, and their gradients in one; the values are those autocast makes, so the results are the same
 # to the bit (tests/test_precision.py). Per stage, not per model: under DDP a stage's gradients are ready, and sent,
 # while the backward pass goes on to the stage before.

@@ -12,7 +12,7 @@ programs alternating round after round. No decoding and no predict.py around it 
 times the whole pipeline). Figures are images per second, medians of the rounds; the programs' logits
 are compared with the first one's. With --static-int8 a third program of each path has its matrix
 products' inputs quantized with scales calibrated beforehand on 32 bundled photos (ONNX Runtime's static
-quantization), the way --export-int8 does not go (README, Prediction: int8).
+quantization), the way --export-int8 does not go (docs/prediction.md: int8).
 """
 import argparse
 import logging

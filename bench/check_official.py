@@ -8,7 +8,7 @@ fp32. No download: the weights are random, the code is the official one.
     git clone https://github.com/microsoft/Swin-Transformer ../Swin-Transformer
     python bench/check_official.py --official ../Swin-Transformer
 
-Prints each variant's largest logit difference and exits 1 if one is above --tolerance (README: Faithful to
+Prints each variant's largest logit difference and exits 1 if one is above --tolerance (docs/models.md: Faithful to
 the official checkpoints). The weights are moved well off their initial values first (norms, biases,
 position-bias tables and MLPs, V2's logit scales), so that no block passes its input through unchanged, as
 V2's zero-initialised post-norms would, and every position counts: with V2's pretrained window sizes left

@@ -8,7 +8,7 @@
 # skipped when under 45 s are left, so a call under a device time limit returns with the figures it
 # could take rather than none. A lent machine gives 10 minutes a call and 15 a session, start
 # included (a minute or two) and held only 30 s between calls: the first call runs the first parts,
-# a second, sent at once, names the rest. The figures in README.md's GPU section come from these logs.
+# a second, sent at once, names the rest. The figures in docs/gpu.md come from these logs.
 set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu-logs}

@@ -131,7 +131,7 @@ def test_bench_checkpoint_times_a_save_beside_training_and_in_the_loop(bench):
 
 def test_the_official_code_check_says_what_it_needs(tmp_path):
     """bench/check_official.py compares with the official repo's own model code, which only a checkout
-    has (README: Faithful to the official checkpoints): without one, one line that says so."""
+    has (docs/models.md: Faithful to the official checkpoints): without one, one line that says so."""
     result = subprocess.run([sys.executable, "bench/check_official.py", "--official", str(tmp_path)], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 1 and "not a checkout of microsoft/Swin-Transformer" in result.stderr

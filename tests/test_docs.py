@@ -1,6 +1,7 @@
-"""The commands that README.md (its command lines and inline commands), the scripts' docstrings and
-bench/gpu_session.sh show parse as they are written, with the scripts' and benchmarks' own parsers:
-a flag renamed or removed fails here, not in a user's terminal (or in a GPU session's few minutes)."""
+"""The commands that README.md and docs/*.md (their command lines and inline commands), the scripts' docstrings
+and bench/gpu_session.sh show parse as they are written, with the scripts' and benchmarks' own parsers: a flag
+renamed or removed fails here, not in a user's terminal (or in a GPU session's few minutes). And every link
+between those pages lands on a file, and on a heading or an anchor of it."""
 import ast
 import importlib
 import re
@@ -18,6 +19,7 @@ import train
 import utils
 
 ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PARSE = {
     "train.py": lambda args: config.parse_config(train.build_parser(), args),
     "predict.py": lambda args: predict.build_parser().parse_args(args),
@@ -42,7 +44,7 @@ def parse_benchmark(script: str, args: list, monkeypatch) -> None:
 def documented_commands() -> list:
     """(where, script, arguments) of every `python <script>` or `torchrun ... <script>` line."""
     found = []
-    texts = {"README.md": (ROOT / "README.md").read_text()}
+    texts = {page.relative_to(ROOT).as_posix(): page.read_text() for page in PAGES}
     texts.update({f"{path.name} docstring": ast.get_docstring(ast.parse(path.read_text())) or ""
                   for path in sorted([*ROOT.glob("*.py"), *(ROOT / "bench").glob("*.py")])})
     for source, text in texts.items():
@@ -85,16 +87,34 @@ def test_documented_command_parses(where, script, args, monkeypatch):
         pytest.fail(f"{where}: python {script} {' '.join(args)} does not parse (exit {stop.code})")
 
 
-def test_every_link_within_the_readme_leads_to_a_heading_or_an_anchor():
-    """README is long: a link to a section ([Speed](#speed)) or a paragraph (<a id="gelu">) must land there, as
-    GitHub makes a heading's anchor (lower case, punctuation but - and _ dropped, spaces as -, a repeat numbered)."""
-    import re
-    text = (ROOT / "README.md").read_text()
-    targets, seen = set(), {}
-    for heading in re.findall(r"^#+ (.+)$", text, flags=re.M):
-        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-        targets.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
-        seen[slug] = seen.get(slug, 0) + 1
-    targets |= set(re.findall(r'<a id="([^"]+)"></a>', text))
-    links = set(re.findall(r"\]\(#([^)]+)\)", text))
-    assert links and not links - targets, sorted(links - targets)
+def anchors(text: str) -> set:
+    """The places a link can name in a page: its headings, as GitHub makes their anchors (lower case, punctuation
+    but - and _ dropped, spaces as -, a repeat numbered; not a `#` line inside a code block), and its
+    <a id="..."> anchors."""
+    targets, seen, in_code = set(), {}, False
+    for line in text.splitlines():
+        in_code ^= line.startswith("```")
+        if (heading := re.match(r"#+ (.+)$", line)) and not in_code:
+            slug = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-")
+            targets.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+            seen[slug] = seen.get(slug, 0) + 1
+    return targets | set(re.findall(r'<a id="([^"]+)"></a>', text))
+
+
+def test_every_link_between_the_pages_lands():
+    """The README is the guide and docs/ the full account, linked both ways: a link to a section
+    ([Speed](#speed), [GPU](docs/gpu.md#training-on-a-gpu)) or a paragraph (<a id="gelu">) must land there,
+    and a link to a file (samples/CREDITS.md) must find it."""
+    broken, count = [], 0
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+:", target):  # https:, mailto:
+                continue
+            count += 1
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and anchor not in anchors(linked.read_text()):
+                broken.append(f"{page.name}: {target} (no such heading or anchor)")
+    assert count > 50 and not broken, broken

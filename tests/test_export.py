@@ -116,7 +116,7 @@ def onnx_nodes(proto) -> list:
 
 def test_onnx_exports_trace_the_plain_attention_path(clf, export_packages, monkeypatch, tmp_path):
     """The trace an .onnx comes from takes the plain attention path (export.ONNX_ATTENTION), which ONNX
-    Runtime runs faster than sdpa's (README, bench/bench_onnx.py), whatever a CPU's inference would choose;
+    Runtime runs faster than sdpa's (docs/prediction.md, bench/bench_onnx.py), whatever a CPU's inference would choose;
     and the choice is as it was after."""
     chosen = []
 
