@@ -207,6 +207,9 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
                "check that the GPU and its driver are seen here (nvidia-smi; CUDA_VISIBLE_DEVICES)")
         raise UserError(f"--device {name} was asked for, but this PyTorch sees no CUDA GPU "
                         f"(torch {torch.__version__}). Use --device cpu, or {why}.")
+    if name == "mps" and not torch.backends.mps.is_available():  # Apple's GPUs, asked for by name only (untested here)
+        raise UserError("--device mps was asked for, but this PyTorch sees no Apple GPU (MPS: macOS 12.3 or newer on "
+                        "Apple silicon, a PyTorch built for it). Use --device cpu, or auto.")
     if name == "cuda":
         name = f"cuda:{local_rank}"
     if name.startswith("cuda:"):

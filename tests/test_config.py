@@ -130,6 +130,15 @@ def test_no_gpu_seen_says_what_to_check_for_the_build_of_torch_installed(build, 
         utils.select_device("cuda")
 
 
+
+def test_an_apple_gpu_asked_for_where_there_is_none_is_one_line(monkeypatch):
+    """--device mps on a machine without one (every Linux machine) was a RuntimeError's traceback from the model's .to()."""
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(UserError, match="--device mps was asked for, but this PyTorch sees no Apple GPU"):
+        utils.select_device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert utils.select_device("MPS") == torch.device("mps")
+
 def test_defaults_are_the_tutorials():
     cfg = config.parse_config(train.build_parser(), ["--data-path", "flower_photos", "--num-classes", "5"])
     assert (cfg.model, cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay) == \
