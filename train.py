@@ -1,7 +1,7 @@
 """Train a Swin Transformer classifier on a folder of photos, one subfolder per class.
 
     python train.py --data-path flower_photos --num-classes 5        # the tutorial's command
-    python train.py --config configs/finetune_swin_tiny.yaml --data-path data
+    python train.py --config configs/finetune_swin_tiny.yaml --data-path data --download-weights
     python train.py --model swinv2_tiny_patch4_window8_256 --weights weights/swinv2_tiny_patch4_window8_256.pth
     python train.py --resume runs/<name>                             # after a stop, Ctrl-C or a crash
     python train.py --eval-only --resume runs/<name>/best.pth --split test
