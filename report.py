@@ -134,8 +134,9 @@ def read_metrics(path) -> list[dict]:
         except (TypeError, ValueError):
             return None
 
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        return [{key: number(value) for key, value in row.items() if key is not None} for row in csv.DictReader(f)]
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:  # -sig: as a spreadsheet saves it
+        rows = [{key: number(value) for key, value in row.items() if key is not None} for row in csv.DictReader(f)]
+    return [row for row in rows if row.get("epoch") is not None]  # a row without its epoch has no place on a curve
 
 
 # --- Sections ---

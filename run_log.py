@@ -99,11 +99,18 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
 def write_metrics_row(path: Path, row: dict) -> None:
     """metrics.csv with `row` as its last: one row per epoch, the epoch's latest training. Rows of the same epoch
     or later go (a run killed after its row but before last.pth trains the epoch again on resuming), and a column
-    new since (EMA's, turned on when resuming) gets a header of its own: the file is written anew."""
+    new since (EMA's, turned on when resuming) gets a header of its own: the file is written anew. A file that a
+    spreadsheet saved again (a byte-order mark, which utf-8-sig reads past; a row edited) keeps its rows of earlier
+    epochs; one it rewrote past reading (another separator) is kept aside as metrics.csv.bak, not trained over."""
     rows = []
     if path.exists():
-        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-            rows = [old for old in csv.DictReader(f) if int(old["epoch"]) < row["epoch"]]
+        with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+            table = csv.DictReader(f)
+            rows = [old for old in table if (old.get("epoch") or "").isdigit() and int(old["epoch"]) < row["epoch"]]
+        if "epoch" not in (table.fieldnames or []):
+            path.replace(path.with_name(path.name + ".bak"))
+            print(f"warning: {path} has no epoch column (saved again by another program?): kept as "
+                  f"{path.name}.bak, and a new one written", file=sys.stderr)
     columns = list(dict.fromkeys([*row, *(key for old in rows for key in old)]))
 
     def write(tmp: Path) -> None:

@@ -576,3 +576,14 @@ def test_class_names_beyond_ascii_are_drawn_as_letters_not_boxes():
     box = bytes(face.getmask("\U0010ffff"))  # a code point no font draws: the box of a missing letter
     for letter in "éüøñß":
         assert bytes(face.getmask(letter)) != box, letter
+
+
+def test_metrics_saved_again_by_a_spreadsheet_still_draw_their_curves(tmp_path):
+    """metrics.csv with a byte-order mark (a spreadsheet's "CSV UTF-8") and a row without its epoch: the other rows'
+    curves, where the mark hid the epoch column (KeyError) and the row without one failed the sort (TypeError)."""
+    import plots
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,loss_train,lr\n,0.5,1e-3\n1,0.4,1e-3\n2,0.3,5e-4\n", encoding="utf-8-sig")
+    rows = report.read_metrics(path)
+    assert [(row["epoch"], row["loss_train"]) for row in rows] == [(1, 0.4), (2, 0.3)]
+    assert len(plots.training_curves(rows)) == 3

@@ -160,6 +160,23 @@ def test_metrics_csv_holds_an_epoch_once_its_latest_training(tmp_path):
                                  {"epoch": "2", "loss_train": "0.25", "acc1_val_ema": "0.5"}]
 
 
+
+def test_metrics_csv_saved_again_by_a_spreadsheet_does_not_stop_the_run(tmp_path, capsys):
+    """A metrics.csv opened and saved by a spreadsheet (a byte-order mark, an edited row) keeps its earlier rows;
+    one saved with another separator is kept aside as .bak and a new one written. Either raised after the epoch had
+    trained, before its checkpoint: the epoch lost, and every later resume stopped the same way."""
+    import run_log
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,loss_train\n1,0.1\n,0.5\n2,0.2\n", encoding="utf-8-sig")
+    run_log.write_metrics_row(path, {"epoch": 3, "loss_train": 0.3})
+    assert metrics(tmp_path) == [{"epoch": "1", "loss_train": "0.1"}, {"epoch": "2", "loss_train": "0.2"},
+                                 {"epoch": "3", "loss_train": "0.3"}]
+    path.write_text("epoch;loss_train\n1;0.1\n", encoding="utf-8")
+    run_log.write_metrics_row(path, {"epoch": 2, "loss_train": 0.2})
+    assert metrics(tmp_path) == [{"epoch": "2", "loss_train": "0.2"}]
+    assert (tmp_path / "metrics.csv.bak").read_text() == "epoch;loss_train\n1;0.1\n"
+    assert "metrics.csv has no epoch column" in capsys.readouterr().err
+
 def test_steps_logged_after_the_checkpoint_a_resume_starts_from_are_not_shown_twice(flowers, tmp_path, capsys):
     """A run killed after logging steps that its last.pth does not hold logs them again on resuming:
     TensorBoard shows each step once, the later run's."""
