@@ -45,11 +45,19 @@ def run_folder(cfg, checkpoint, variant: str) -> Path:
     return folder
 
 
-def check_output(output: Path) -> None:
-    """--output, the folder that holds the runs, must not be a file."""
+def check_output(output: Path, data_path: Path) -> None:
+    """--output, the folder that holds the runs, must be a folder, and not one that training reads as classes: a
+    folder of class folders (`cd photos; python train.py --data-path .` put runs/ in it, a class of its own from the
+    next run on, its pictures that class's photos, and the first run no longer resumed), or a split root's splits."""
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output} is a file, not a folder: give the folder that holds the runs "
                         "(default: runs)")
+    data, out = data_path.resolve(), output.resolve()
+    read = [data / split for split in ("train", "val", "test")] if is_split_root(data) else [data]
+    if any(out == folder or folder in out.parents for folder in read):
+        raise UserError(f"--output {output} is inside --data-path {data_path}, whose folders are read as classes: "
+                        f"the runs would become a class of their own. Give --output a folder outside it, such as "
+                        f"--output {shlex.quote(str(data.parent / 'runs'))}")
 
 
 def make_run_folder(folder: Path, named: bool, resumed: bool = False) -> tuple:

@@ -146,7 +146,7 @@ def main(argv=None) -> None:
     if cfg.eval_only and checkpoint is None and cfg.weights in (None, "none"):
         raise UserError("--eval-only needs a checkpoint: --resume runs/<name>/best.pth (or --weights FILE)")
     if checkpoint is None:  # where the run folder (or an evaluation's) will go: refused before any work
-        runs.check_output(cfg.output)
+        runs.check_output(cfg.output, cfg.data_path)
     if checkpoint is not None and not cfg.eval_only and checkpoint["epoch"] >= cfg.epochs:
         # not an error: a job that resumes until done ends here (said once, under torchrun too)
         if os.environ.get("RANK", "0") == "0":

@@ -407,6 +407,28 @@ def test_an_evaluation_without_its_images_fetches_none_and_a_file_is_no_output_f
         train.main(["--data-path", str(flowers), *FAST, "--output", str(tmp_path / "afile")])
 
 
+
+def test_runs_are_not_written_where_training_reads_classes(tmp_path, monkeypatch):
+    """`cd photos; python train.py --data-path .` put runs/ among the class folders: from the next run on a class of
+    its own (its pictures that class's photos), and the first run no longer resumed (other classes). Refused before
+    any work, with a folder outside; a split root's own folder holds runs/ beside train/ and val/, read by no one."""
+    photos = tmp_path / "photos"
+    for name in ("daisy", "roses"):
+        (photos / name).mkdir(parents=True)
+        for i in range(3):
+            shutil.copy(next((ROOT / "samples" / "flowers" / name).glob("*.jpg")), photos / name / f"{i}.jpg")
+    monkeypatch.chdir(photos)
+    with pytest.raises(UserError, match=r"^--output runs is inside --data-path \., whose folders are read as classes: "
+                                        rf"the runs would become a class of their own\. .*--output {tmp_path}/runs$"):
+        train.main(["--data-path", ".", *FAST])
+    assert not (photos / "runs").exists()
+    split = tmp_path / "split"
+    for part in ("train", "val"):
+        shutil.copytree(photos, split / part)
+    with pytest.raises(UserError, match="--output .*train/runs is inside --data-path"):
+        runs.check_output(split / "train" / "runs", split)
+    runs.check_output(split / "runs", split)  # beside the splits: fine
+
 def test_eval_only_reports_and_lists_mistakes(flowers, tmp_path, capsys):
     trained = train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "2", "--output", tmp_path, "--name", "e")
     assert f"gets wrong, to open in a browser: {tmp_path / 'e' / 'report.html'}" in trained
