@@ -77,7 +77,8 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        # bytes: YAML reads UTF-8, and UTF-16 by its byte-order mark (Windows Notepad's "Unicode"); not text, an error
+        values = yaml.safe_load(path.read_bytes()) or {}
     except yaml.YAMLError as err:
         raise UserError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None  # one line
     if not isinstance(values, dict):

@@ -61,7 +61,7 @@ def read_manifest(manifest: Path) -> dict:
     try:
         record = json.loads(manifest.read_text(encoding="utf-8"))
         paths = [PurePosixPath(p) for p in record["files"] + record["dirs"]]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
         raise UserError(f"{manifest} is not a manifest written by split_data.py ({error}): "
                         "move it away, or choose another --out") from None
     # a manifest is trusted to name files inside its folder only: never a way to delete anything else

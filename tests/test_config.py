@@ -44,6 +44,13 @@ def test_config_precedence_and_unknown_keys(tmp_path):
     with pytest.raises(UserError, match=r"c\.yaml is not valid YAML: .*line 2") as err:
         config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
     assert "\n" not in str(err.value)
+    # Windows Notepad's "Unicode" (UTF-16 with its byte-order mark) is read; a file that is no text (a checkpoint
+    # given by mistake) is one line, not a UnicodeDecodeError's traceback
+    yaml_file.write_text("epochs: 3\n", encoding="utf-16")
+    assert config.parse_config(train.build_parser(), ["--config", str(yaml_file)]).epochs == 3
+    yaml_file.write_bytes(b"PK\x03\x04\xff\xfe\x00archive/data.pkl")
+    with pytest.raises(UserError, match=r"c\.yaml is not valid YAML: unacceptable character"):
+        config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
     # what YAML reads as other types: off as False, a GPU index or a run name as a number
     yaml_file.write_text("amp: off\nbalance: off\ndevice: 0\nname: 2024\n")
     cfg = config.parse_config(train.build_parser(), ["--config", str(yaml_file)])

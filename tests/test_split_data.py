@@ -206,6 +206,9 @@ def test_a_manifest_naming_files_outside_out_is_refused(tmp_path):
     with pytest.raises(UserError, match="outside"):
         split_data.main(["--data-path", str(source), "--out", str(out)])
     assert (tmp_path / "precious.txt").read_text() == "keep"
+    (out / "split_manifest.json").write_bytes(b"\xff\xfe{}")  # not UTF-8: one line, not a traceback
+    with pytest.raises(UserError, match="is not a manifest written by split_data.py .*utf-8"):
+        split_data.main(["--data-path", str(source), "--out", str(out)])
 
 
 def test_a_split_folder_is_not_split_again(tmp_path):
