@@ -220,6 +220,11 @@ def is_run_checkpoint(checkpoint) -> bool:
     return isinstance(checkpoint, dict) and all(key in checkpoint for key in ("class_names", "variant", "model"))
 
 
+# what a run's checkpoint holds beside its model for the run to go on (TrainState.checkpoint): one made smaller by hand
+# (its optimizer state dropped, the usual cut) still classifies, and starts a new run, but cannot resume one
+TRAINING_STATE = ("config", "optimizer", "scheduler", "scaler", "epoch", "step", "batches_done", "best_acc", "rng")
+
+
 def is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False

@@ -11,7 +11,7 @@ import shlex
 from datetime import datetime
 from pathlib import Path
 
-from checkpoints import is_run_checkpoint, load_checkpoint, put_in_place
+from checkpoints import TRAINING_STATE, is_run_checkpoint, load_checkpoint, put_in_place
 from config import explicit_flags, typed_flags
 from export import is_program
 from images import is_split_root
@@ -183,6 +183,12 @@ def resume_config(parser, cfg, argv) -> tuple:
             raise UserError(f"{err}. To go on from the run's best epoch instead: {resume_command(other)}") from None
         if not is_run_checkpoint(checkpoint):
             raise UserError(f"{path} is not a checkpoint of train.py; to start from its weights use --weights")
+        if cfg.eval_only:  # its model and classes are what an evaluation needs: a config cut from it is none
+            checkpoint.setdefault("config", {})
+        elif missing := [key for key in TRAINING_STATE if key not in checkpoint]:
+            raise UserError(f"{path} holds a model but not its training state ({', '.join(missing)} cut from it), so "
+                            f"its run cannot go on from it; to train on from its weights, start a new run: --weights "
+                            f"{shlex.quote(str(path))} --name NEW")
         if not cfg.eval_only:
             check_not_going_back(path, checkpoint)
     typed = typed_flags(parser, argv)
@@ -214,7 +220,8 @@ def resume_config(parser, cfg, argv) -> tuple:
             if key in typed and getattr(cfg, key) is not None and not here()]
         if elsewhere:
             raise UserError(f"a resumed run goes on in its own folder, {run}, not in another: {' '.join(elsewhere)}. "
-                            f"To train a new run from its weights: --weights {shlex.quote(str(evaluated_file(run)))} "
+                            f"To train a new run from its weights: --weights "
+                            f"{shlex.quote(str(cfg.resume if cfg.resume.is_file() else evaluated_file(run)))} "
                             f"--name NEW")
     # this process's own, unless typed: where it runs and with how many loader workers (the machine it goes on on),
     # whether it stops after some epochs (a job's time limit), progress bars (a terminal or a log)

@@ -430,7 +430,7 @@ def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp) -> None:
         path = resumed_file(cfg)  # which a later evaluation of its own does not write over
         own = Path(cfg.data_path).resolve() == Path(checkpoint.get("data_root", cfg.data_path)).resolve()
         out = path.parent / (f"eval_{cfg.split}" if own else f"eval_{cfg.split}-{Path(cfg.data_path).resolve().name}")
-        source = f"{path} (epoch {checkpoint['epoch']})"
+        source = f"{path} (epoch {checkpoint.get('epoch', '?')})"
     else:  # weights from elsewhere: a run folder of their own; a program's kind said (an int8 one's figures are its)
         source = f"{cfg.weights} ({model.kind})" if isinstance(model, ExportedClassifier) else str(cfg.weights)
         out = cfg.output / (cfg.name or f"eval-{cfg.weights.name}") / f"eval_{cfg.split}"  # flowers.onnx and .pt2 apart

@@ -254,7 +254,7 @@ def create_model_from_checkpoint(checkpoint: dict, **overrides) -> nn.Module:
     loaded. V2 checkpoints that predate the variants' pretrained windows (they hold none) normalised
     each stage's position-bias offsets by its own window, which (0, 0, 0, 0) keeps."""
     return create_model(checkpoint["variant"], **{"pretrained_window_sizes": (0, 0, 0, 0),
-                                                  **checkpoint["model_overrides"], **overrides})
+                                                  **checkpoint.get("model_overrides", {}), **overrides})
 
 
 def model_from_state_dict(ckpt, path, variant: str, overrides: dict) -> nn.Module:

@@ -163,7 +163,8 @@ def test_a_config_named_on_resuming_counts_as_typed(tmp_path):
     """A resumed run keeps its saved settings except those given now: flags, and a --config file's keys."""
     run = tmp_path / "run"
     run.mkdir()
-    torch.save({"model": {}, "variant": "swin_micro_patch4_window4_128", "class_names": ["a", "b"],
+    torch.save({"model": {}, "variant": "swin_micro_patch4_window4_128", "class_names": ["a", "b"], "optimizer": {},
+                "scheduler": {}, "scaler": {}, "step": 5, "best_acc": 0.5, "rng": {},
                 "epoch": 1, "batches_done": 0, "config": {"epochs": 10, "lr": 1e-4, "batch_size": 8, "workers": 3,
                                                           "device": "cuda:1", "stop_after_epochs": 1,
                                                           "progress": False}},

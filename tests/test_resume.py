@@ -17,6 +17,11 @@ from script_runs import FAST, metrics, run_train, train_here
 from utils import UserError
 
 
+# the training state beside the model that a checkpoint needs to be resumed (checkpoints.TRAINING_STATE), for the tests
+# of what resume_config decides from the rest: values never read there
+STATE = {"optimizer": {}, "scheduler": {}, "scaler": {}, "step": 0, "batches_done": 0, "best_acc": -1.0, "rng": {}}
+
+
 def test_resume_is_bit_identical(flowers, tmp_path, capsys):
     """2 epochs in one run == 1 epoch, stop, resume for 1 more; with worker processes, so the
     augmentation randomness must not depend on them, and the official recipe, whose RandAugment runs in
@@ -269,7 +274,7 @@ def test_a_run_without_loss_scaling_resumes_with_fp16():
 
 
 def test_a_resumed_run_keeps_its_settings_but_not_the_old_machines_worker_count(tmp_path):
-    torch.save({"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, "epoch": 1,
+    torch.save({"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, **STATE, "epoch": 1,
                 "config": {"lr": 0.003, "epochs": 9, "workers": 15, "data_path": "photos", "output": "runs"}},
                tmp_path / "last.pth")
     parser = train.build_parser()
@@ -281,7 +286,7 @@ def test_a_resumed_run_keeps_its_settings_but_not_the_old_machines_worker_count(
 def test_a_resume_that_names_another_model_is_refused_not_ignored(tmp_path):
     """The checkpoint's model goes on: another --model or --img-size typed with --resume was dropped in silence
     (and written to config.yaml as if used). The same one typed again, or by its short name, goes on."""
-    torch.save({"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, "epoch": 1,
+    torch.save({"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, **STATE, "epoch": 1,
                 "config": {"model": "swin_micro_patch4_window4_128", "img_size": 64, "data_path": "photos",
                            "output": "runs"}}, tmp_path / "last.pth")
     parser = train.build_parser()
@@ -293,7 +298,7 @@ def test_a_resume_that_names_another_model_is_refused_not_ignored(tmp_path):
     assert runs.resume_config(parser, config.parse_config(parser, argv), argv)[0].img_size == 64
     # a run that took the variant's own sizes (none typed): those typed now are its, and go on; others are refused
     # with the sizes the run has, not None
-    torch.save({"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, "epoch": 1,
+    torch.save({"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, **STATE, "epoch": 1,
                 "model_overrides": {"num_classes": 2}, "config": {"model": "swin_micro", "img_size": None,
                                                                   "window_size": None, "weights": None,
                                                                   "data_path": "photos", "output": "runs"}},
@@ -313,7 +318,7 @@ def test_a_run_resumed_from_another_folder_finds_its_data(tmp_path, monkeypatch)
     takes the data where it was (the checkpoint's data_root); a --data-path typed still wins."""
     (tmp_path / "project" / "photos").mkdir(parents=True)
     (tmp_path / "elsewhere").mkdir()
-    torch.save({"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, "epoch": 1,
+    torch.save({"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, **STATE, "epoch": 1,
                 "data_root": str(tmp_path / "project" / "photos"),
                 "config": {"data_path": "photos", "output": "runs", "name": "r"}}, tmp_path / "last.pth")
     parser = train.build_parser()
@@ -329,7 +334,7 @@ def test_a_damaged_last_pth_points_to_best_pth_and_does_not_block_it(tmp_path, c
     the command that goes on from best.pth; that command goes on, the damaged file no bar to it."""
     run = tmp_path / "c"
     run.mkdir()
-    torch.save({"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, "epoch": 1,
+    torch.save({"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, **STATE, "epoch": 1,
                 "batches_done": 0, "config": {"data_path": "photos", "output": str(tmp_path), "name": "c"}},
                run / "best.pth")
     (run / "last.pth").write_bytes((run / "best.pth").read_bytes()[:1000])
@@ -349,12 +354,34 @@ def test_a_damaged_last_pth_points_to_best_pth_and_does_not_block_it(tmp_path, c
         runs.resume_config(parser, config.parse_config(parser, argv), argv)
 
 
+
+def test_a_checkpoint_cut_to_its_model_is_evaluated_but_not_resumed(tmp_path):
+    """A checkpoint made smaller by hand (its optimizer state dropped, or all but the model and its classes): a
+    resume is one line that names what is missing and how to train on from its weights, where it was a KeyError's
+    traceback from deep in the resume; --eval-only evaluates it."""
+    run = tmp_path / "r"
+    run.mkdir()
+    full = {"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, **STATE, "epoch": 1,
+            "config": {"data_path": "photos", "output": str(tmp_path), "name": "r"}}
+    parser = train.build_parser()
+    for cut in (["optimizer"], ["config", "optimizer", "scheduler", "scaler", "epoch", "step", "batches_done",
+                                "best_acc", "rng"]):
+        torch.save({key: value for key, value in full.items() if key not in cut}, run / "slim.pth")
+        argv = ["--resume", str(run / "slim.pth")]
+        with pytest.raises(UserError, match=rf"slim.pth holds a model but not its training state \({', '.join(cut)} "
+                                            rf"cut from it\), so its run cannot go on from it; to train on from its "
+                                            rf"weights, start a new run: --weights {run / 'slim.pth'} --name NEW$"):
+            runs.resume_config(parser, config.parse_config(parser, argv), argv)
+        argv = ["--eval-only", "--resume", str(run / "slim.pth")]
+        cfg, checkpoint = runs.resume_config(parser, config.parse_config(parser, argv), argv)
+        assert checkpoint["class_names"] == ["a", "b"] and cfg.resume == run / "slim.pth"
+
 def test_a_resume_that_names_another_folder_is_refused_not_ignored(tmp_path, monkeypatch):
     """A resumed run goes on in its own folder: --name or --output typed to put it elsewhere was dropped in silence
     (and written to its config.yaml as if used). Its own folder named again, however spelt, goes on."""
     run = tmp_path / "runs" / "sig"
     run.mkdir(parents=True)
-    torch.save({"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, "epoch": 1,
+    torch.save({"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, **STATE, "epoch": 1,
                 "config": {"name": "sig", "data_path": "photos", "output": "runs"}}, run / "last.pth")
     monkeypatch.chdir(tmp_path)
     parser = train.build_parser()
@@ -364,6 +391,11 @@ def test_a_resume_that_names_another_folder_is_refused_not_ignored(tmp_path, mon
                                             f"{typed[-1]}. To train a new run from its weights: --weights "
                                             "runs/sig/last.pth --name NEW$"):  # no best.pth: not validated yet
             runs.resume_config(parser, config.parse_config(parser, argv), argv)
+    # a copy of its checkpoint elsewhere: the new run starts from that very file
+    (tmp_path / "copy.pth").write_bytes((run / "last.pth").read_bytes())
+    argv = ["--resume", "copy.pth", "--output", "elsewhere"]
+    with pytest.raises(UserError, match="To train a new run from its weights: --weights copy.pth --name NEW$"):
+        runs.resume_config(parser, config.parse_config(parser, argv), argv)
     argv = ["--resume", "runs/sig/last.pth", "--name", "sig", "--output", str(tmp_path / "runs")]
     assert runs.resume_config(parser, config.parse_config(parser, argv), argv)[0].name == "sig"
     # its own folder however named: from inside it; its config.yaml given again (no name in it: the run was named by
