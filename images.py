@@ -14,6 +14,7 @@ import glob
 import json
 import os
 import random
+import shlex
 import struct
 import unicodedata
 import warnings
@@ -240,6 +241,19 @@ def check_images(paths: list[Path], desc: str = "checking images"):
     return good, skipped
 
 
+CANNOT_BE_READ = "cannot be read"  # how find_images says a folder it could not list, which read_class_folder names
+
+
+def readable_folder(folder: Path) -> None:
+    """A folder given to read that cannot be listed: one line that names it and says so, where a path inside it
+    (its train/) failed with the bare system error, or no image in it was found."""
+    try:
+        os.scandir(folder).close()
+    except PermissionError as error:
+        raise UserError(f"{folder} {CANNOT_BE_READ} ({error.strerror}): give this user read access to it "
+                        f"(chmod -R u+rX {shlex.quote(str(folder))})") from None
+
+
 def find_images(folder: Path, others: dict = None, left_out: list = None) -> list[Path]:
     """Image files under `folder`, at any depth, in sorted order on every platform; hidden folders are left out.
     A NAS's thumbnail folders and recycle bins (SYSTEM_FOLDERS) are left out too, and so are photos in a format
@@ -248,11 +262,16 @@ def find_images(folder: Path, others: dict = None, left_out: list = None) -> lis
     `folder` itself: a link to a folder above (the data folder, from a class folder) would bring in the other
     classes' photos, or walk forever. Nor one in `others`, the data folder's other class folders ({real path: name}),
     whose photos are those classes' (linked into this one, or this one's subfolder linked as a class of its own),
-    nor a file linked from one: each goes into `left_out` as (path, why)."""
+    nor a file linked from one: each goes into `left_out` as (path, why). So does a folder that cannot be listed
+    (its permissions), which os.walk would pass over in silence, with all its photos."""
     found, seen, top = [], set(), os.path.realpath(folder)
     others = others or {}
     inside = [other for other in others if other.startswith(top + os.sep)]  # almost always none
-    for directory, subdirs, files in os.walk(folder, followlinks=True):
+
+    def unreadable(error: OSError) -> None:
+        if left_out is not None:
+            left_out.append((error.filename, f"{CANNOT_BE_READ} ({error.strerror}): a folder, its photos left out"))
+    for directory, subdirs, files in os.walk(folder, onerror=unreadable, followlinks=True):
         real = os.path.realpath(directory)
         shared = os.path.commonpath([real, top])
         if real in seen or (real != top and shared == real):  # seen, or above `folder`
@@ -423,6 +442,8 @@ def read_class_folder(folder: Path, check: bool = True, others: dict = None):
     good, skipped = check_images(paths, desc=f"checking {folder.name}") if check else (paths, [])
     skipped = links + skipped
     if not good:
+        if not paths and links and links[0][0] == str(folder):  # not listed at all: its photos are there, unseen
+            readable_folder(folder)
         if not paths:
             left = f"; left out: {Path(links[0][0]).name}, {links[0][1]}" if links else ""  # HEIC photos, say
             raise UserError(f"class folder {folder} has no image files ({', '.join(IMAGE_EXTENSIONS)}){left}: "
@@ -511,6 +532,7 @@ def load_splits(data_path, val_ratio: float = 0.2, seed: int = 0, check: bool = 
         raise UserError(f"data path {problem}: {root}{where}. Give a folder of class folders (such as "
                         f"{os.path.relpath(BUNDLED_SAMPLE)}, the bundled photos) or of split folders (such as data); "
                         "the name flower_photos downloads the tutorial's photos")
+    readable_folder(root)
     if is_split_root(root):
         return load_split_root(root, check)
     classes, images, skipped = read_class_root(root, check)
@@ -562,10 +584,11 @@ def load_split_root(root: Path, check: bool = True) -> DataSplits:
 
 # --- Images named on a command line (predict.py) ---
 
-def list_images(patterns: list, passed_over=None) -> list[str]:
+def list_images(patterns: list, passed_over=None, left_out: list = None) -> list[str]:
     """The files named, the images under the folders named and the files glob patterns match, in
     order and each once (however its path is spelled). A folder or pattern passes over the files for
-    which `passed_over(path)` holds (predict.py's cards of an earlier run: no photos to classify)."""
+    which `passed_over(path)` holds (predict.py's cards of an earlier run: no photos to classify). Folders inside
+    them that cannot be read go into `left_out`, (path, why), as find_images says them."""
     paths = []
     for pattern in patterns:
         path = Path(pattern)
@@ -575,10 +598,18 @@ def list_images(patterns: list, passed_over=None) -> list[str]:
         if not path.is_dir() and not glob.has_magic(pattern):
             raise UserError(f"{pattern} is not a file of its own (a pipe, a socket or a device)" if path.exists()
                             else f"image not found: {pattern}")
-        found = find_images(path) if path.is_dir() else [  # files: not a folder, nor a pipe that opens forever
-            p for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file() or not Path(p).exists()]
+        unread = []  # folders in it that cannot be read
+        if path.is_dir():
+            readable_folder(path)
+            found = find_images(path, left_out=unread)
+        else:  # the files a pattern matches: not a folder, nor a pipe that opens forever
+            found = [p for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file() or not Path(p).exists()]
         if not found:
-            raise UserError(f"no images in {path} (at any depth)" if path.is_dir() else f"no file matches {pattern!r}")
+            unseen = f"; {unread[0][0]} {unread[0][1]}" if unread else ""
+            raise UserError(f"no images in {path} (at any depth){unseen}" if path.is_dir() else
+                            f"no file matches {pattern!r}")
+        if left_out is not None:
+            left_out += unread
         kept = [str(p) for p in found if passed_over is None or not passed_over(p)]
         if not kept:
             raise UserError(f"the images {'in' if path.is_dir() else 'matching'} {pattern} are all passed over: "

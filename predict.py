@@ -106,7 +106,10 @@ def main(argv=None) -> None:
     export = chosen_exporter(args)
     if export is not None:  # as --output: before the model is loaded, traced and checked
         check_writable(args.export)
-    paths = list_images(args.images, is_card)  # before loading the model: a mistyped path fails at once
+    unlisted = []  # folders that cannot be read: said, and counted as images that could not be read
+    paths = list_images(args.images, is_card, unlisted)  # before loading the model: a mistyped path fails at once
+    for folder, why in unlisted:
+        print(f"warning: {folder}: {why}", file=sys.stderr)
     device = select_device(args.device)
     tune_for(device)  # fp32 stays fp32: an export is checked against the model at 1e-4
     clf = load_classifier(args.weights, args.model, args.num_classes, args.class_indices, args.img_size)
@@ -150,11 +153,12 @@ def main(argv=None) -> None:
             write_results(results, args.output, k)
     if paths:
         print(f"classified {classified} of {len(paths)} images" + (f"; {len(failed)} could not be read"
-              if failed else "") + (f"; results in {args.output}" if args.output else "") +
+              if failed else "") + (f"; {len(unlisted)} folder{'s' * (len(unlisted) > 1)} could not be read" if unlisted else "") +
+              (f"; results in {args.output}" if args.output else "") +
               (f"; stopped by {stopped}" if stopped else ""), file=sys.stderr)
     if stopped:
         sys.exit(143 if stopped == "SIGTERM" else 130)
-    if failed or cardless:
+    if failed or cardless or unlisted:
         sys.exit(1)
 
 

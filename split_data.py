@@ -21,8 +21,8 @@ from tqdm import tqdm
 import plots
 from config import COUNT, FRACTION, POSITIVE_INT, ranged
 from download import FLOWER_PHOTOS_SHA256, FLOWER_PHOTOS_URL, fetch_flower_photos
-from images import (SPLITS, class_imbalance, is_split_root, per_class_counts, read_class_root, split_by_class,
-                    without_validation, write_class_indices)
+from images import (SPLITS, class_imbalance, is_split_root, per_class_counts, read_class_root, readable_folder,
+                    split_by_class, without_validation, write_class_indices)
 from split_folders import place_image, prepare_out
 from utils import UserError, padded, run_cli, text_width
 
@@ -60,6 +60,7 @@ def main(argv=None) -> None:
         problem = "is a file, not a folder" if source.exists() else "not found"
         raise UserError(f"data path {problem}: {source}. Give a folder of class folders with --data-path, "
                         "or pass --download to fetch flower_photos")
+    readable_folder(source)
     if is_split_root(source) and (source / "val").is_dir():
         raise UserError(f"{source} is split already (it has train/ and val/): give the folder of class "
                         "folders it was made from; train.py reads a split folder as it is")

@@ -178,3 +178,18 @@ def export_packages():
         if os.environ.get("CI") == "true":
             raise
         pytest.skip(f"{error.name} is not installed: pip install -r requirements-export.txt")
+
+
+@pytest.fixture
+def unreadable(monkeypatch):
+    """Folders made unreadable (as chmod 000 makes them for a user), whoever runs the tests (root reads anything):
+    listing them (os.scandir, which os.walk and readable_folder call) fails with EACCES."""
+    import errno
+    blocked, scandir = set(), os.scandir
+
+    def guarded(path="."):
+        if os.path.realpath(path) in blocked:
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return scandir(path)
+    monkeypatch.setattr(os, "scandir", guarded)
+    return lambda folder: blocked.add(os.path.realpath(folder))

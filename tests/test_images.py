@@ -158,6 +158,35 @@ def test_what_is_left_out_of_a_class_folder_is_said_with_what_to_do(tmp_path):
         load_splits(tmp_path / "data")
 
 
+
+def test_a_folder_that_cannot_be_read_is_said_not_passed_over(tmp_path, unreadable):
+    """os.walk passes over a folder it cannot list in silence: its photos left out of training and of a split with
+    no word, a class folder said to hold no images, the data folder refused with its train/ named instead."""
+    for name in ("c", "d"):
+        for i in range(2):
+            write_image(tmp_path / "data" / name / f"{i}.jpg")
+    write_image(tmp_path / "data" / "c" / "more" / "x.jpg")
+    unreadable(tmp_path / "data" / "c" / "more")
+    splits = load_splits(tmp_path / "data", val_ratio=0.5)
+    assert splits.skipped == [(str(tmp_path / "data" / "c" / "more"),
+                               "cannot be read (Permission denied): a folder, its photos left out")]
+    left_out = []
+    assert len(list_images([str(tmp_path / "data")], left_out=left_out)) == 4 and len(left_out) == 1
+    unreadable(tmp_path / "data" / "d")
+    with pytest.raises(UserError, match=r"data/d cannot be read \(Permission denied\): give this user read access "
+                                        r"to it \(chmod -R u\+rX .*data/d\)$"):
+        load_splits(tmp_path / "data")
+    write_image(tmp_path / "only" / "sub" / "y.jpg")  # predict.py's folder whose photos are all in one it cannot read
+    unreadable(tmp_path / "only" / "sub")
+    with pytest.raises(UserError, match=r"^no images in .*only \(at any depth\); .*only/sub cannot be read "
+                                        r"\(Permission denied\): a folder, its photos left out$"):
+        list_images([str(tmp_path / "only")])
+    unreadable(tmp_path / "data")
+    with pytest.raises(UserError, match=r"data cannot be read \(Permission denied\)"):
+        load_splits(tmp_path / "data")
+    with pytest.raises(UserError, match=r"data cannot be read \(Permission denied\)"):
+        list_images([str(tmp_path / "data")])
+
 def test_a_class_folder_with_a_line_break_in_its_name_is_refused(tmp_path):
     """Its name is the class's, drawn in charts (whose text cannot hold a line break) and written in CSV files."""
     write_class_tree(tmp_path / "data", {"roses": 2, "red\nroses": 2})

@@ -107,6 +107,21 @@ def test_folder_with_broken_files(trained, photos, tmp_path, capsys, monkeypatch
     assert "bomb.png: too many pixels, a possible decompression bomb" in err and "Warning" not in err
 
 
+
+def test_a_folder_that_cannot_be_read_is_named_and_counted(trained, photos, tmp_path, capsys, monkeypatch,
+                                                           unreadable):
+    """A subfolder that cannot be listed (its permissions) was passed over in silence, its photos never classified
+    and the exit status 0: it is a warning, counted in the summary, and the status is 1."""
+    shutil.copytree(trained / "runs", tmp_path / "runs")
+    for folder, photo in (("in", photos[0]), ("in/locked", photos[1])):
+        (tmp_path / folder).mkdir()
+        shutil.copy(photo, tmp_path / folder / photo.name)
+    unreadable(tmp_path / "in" / "locked")
+    code, out, err = run_predict(capsys, monkeypatch, tmp_path, "in", "--json")
+    assert code == 1 and [r["path"] for r in json_lines(out)] == [f"in/{photos[0].name}"], err
+    assert "warning: in/locked: cannot be read (Permission denied): a folder, its photos left out" in err
+    assert "classified 1 of 1 images; 1 folder could not be read" in err
+
 def test_links_that_lead_nowhere_are_named_whether_globbed_or_named(trained, photos, tmp_path, capsys, monkeypatch):
     """A link to a removed file, or a link loop, is matched by a glob and may be named: it is read and said to be
     unreadable, as in a folder given; neither passed over without a word nor said not to exist."""
