@@ -153,8 +153,8 @@ def main(argv=None) -> None:
             write_results(results, args.output, k)
     if paths:
         print(f"classified {classified} of {len(paths)} images" + (f"; {len(failed)} could not be read"
-              if failed else "") + (f"; {len(unlisted)} folder{'s' * (len(unlisted) > 1)} could not be read" if unlisted else "") +
-              (f"; results in {args.output}" if args.output else "") +
+              if failed else "") + (f"; {len(unlisted)} folder{'s' * (len(unlisted) > 1)} could not be read"
+                                    if unlisted else "") + (f"; results in {args.output}" if args.output else "") +
               (f"; stopped by {stopped}" if stopped else ""), file=sys.stderr)
     if stopped:
         sys.exit(143 if stopped == "SIGTERM" else 130)
