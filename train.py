@@ -46,8 +46,8 @@ from loaders import Take, build_eval_loader, build_train_loader
 from model import resolve_variant
 from precision import amp_dtype, amp_name
 from checkpoints import CheckpointWriter
-from utils import (UserError, decided_by_first_process, distributed, from_first_process, init_distributed,
-                   on_first_process, run_cli, seed_everything, tune_for)
+from utils import (UserError, check_writable, decided_by_first_process, distributed, from_first_process,
+                   init_distributed, on_first_process, run_cli, seed_everything, tune_for)
 from runs import evaluated_file, resume_config, resumed_file
 from weights import describe_for_checkpoint, model_for_run
 from workers import default_workers, stop_workers
@@ -421,11 +421,6 @@ def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp) -> None:
     split_name = "validation" if cfg.split == "val" else cfg.split
     if missing := without_validation(splits.classes, splits.counts(cfg.split), split_name):  # the page's n/a, said
         print(f"warning: {missing}", file=sys.stderr)
-    normalize = None if isinstance(model, ExportedClassifier) else build_normalize()  # a program normalises
-    loader = build_eval_loader(samples, transform, cfg, 0, 1)
-    result = evaluation.evaluate(model, loader, normalize, len(splits.classes), device, amp, cfg.progress)
-    if torch.distributed.is_initialized():  # torchrun with one process (more are refused)
-        torch.distributed.destroy_process_group()
     if checkpoint is not None:  # in the run's folder: eval_val/ of its own data, eval_val-<folder>/ of another's,
         path = resumed_file(cfg)  # which a later evaluation of its own does not write over
         own = Path(cfg.data_path).resolve() == Path(checkpoint.get("data_root", cfg.data_path)).resolve()
@@ -434,6 +429,12 @@ def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp) -> None:
     else:  # weights from elsewhere: a run folder of their own; a program's kind said (an int8 one's figures are its)
         source = f"{cfg.weights} ({model.kind})" if isinstance(model, ExportedClassifier) else str(cfg.weights)
         out = cfg.output / (cfg.name or f"eval-{cfg.weights.name}") / f"eval_{cfg.split}"  # flowers.onnx and .pt2 apart
+    check_writable(out / "report.txt")  # a folder that cannot be written (a read-only run) fails before the work
+    normalize = None if isinstance(model, ExportedClassifier) else build_normalize()  # a program normalises
+    loader = build_eval_loader(samples, transform, cfg, 0, 1)
+    result = evaluation.evaluate(model, loader, normalize, len(splits.classes), device, amp, cfg.progress)
+    if torch.distributed.is_initialized():  # torchrun with one process (more are refused)
+        torch.distributed.destroy_process_group()
     print(report.write_evaluation(out, result, splits.classes, source, model.variant, cfg.split,
                                   out.parent / "metrics.csv", splits.skipped, str(splits.root)))
     print(f"\n{len(result['wrong'])} misclassified files: {out / 'misclassified.csv'}; picture: "

@@ -429,7 +429,7 @@ def test_runs_are_not_written_where_training_reads_classes(tmp_path, monkeypatch
         runs.check_output(split / "train" / "runs", split)
     runs.check_output(split / "runs", split)  # beside the splits: fine
 
-def test_eval_only_reports_and_lists_mistakes(flowers, tmp_path, capsys):
+def test_eval_only_reports_and_lists_mistakes(flowers, tmp_path, capsys, monkeypatch):
     trained = train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "2", "--output", tmp_path, "--name", "e")
     assert f"gets wrong, to open in a browser: {tmp_path / 'e' / 'report.html'}" in trained
     assert (tmp_path / "e" / "misclassified.csv").is_file()
@@ -473,6 +473,15 @@ def test_eval_only_reports_and_lists_mistakes(flowers, tmp_path, capsys):
     # another folder's evaluation in a folder of its own: the run's own evaluation is kept
     assert f"open in a browser: {tmp_path / 'e' / 'eval_val-split' / 'report.html'}" in out
     assert f"top-1 {top1:.4f}" in (folder / "report.txt").read_text()
+    # where its report cannot be written (here a file in the way; a read-only run folder alike): said before the
+    # evaluation, not after it, its work lost
+    shutil.copytree(split, tmp_path / "other")
+    (tmp_path / "e" / "eval_val-other").write_text("")
+    evaluated = []
+    monkeypatch.setattr(train.evaluation, "evaluate", lambda *args, **kwargs: evaluated.append(1))
+    with pytest.raises(UserError, match=r"cannot write .*e/eval_val-other/report.txt: .*eval_val-other is a file"):
+        train.main(["--eval-only", "--resume", str(tmp_path / "e"), "--data-path", str(tmp_path / "other")])
+    assert not evaluated
 
 
 def test_two_processes_with_torchrun(flowers, tmp_path):
