@@ -205,7 +205,11 @@ def load_checkpoint(path, mmap: bool = False):
         # a pickle (torch.save's zip, or a bare pickle, which opens with its protocol byte): a text file whose
         # first letter is c reads as pickle's GLOBAL opcode too
         with open(path, "rb") as file:
-            pickled = zipfile.is_zipfile(path) or file.read(1) == b"\x80"
+            start = file.read(4)
+        pickled = zipfile.is_zipfile(path) or start[:1] == b"\x80"
+        if start == b"PK\x03\x04" and not zipfile.is_zipfile(path):  # torch.save's zip without its end: cut short
+            raise UserError(f"{path} is cut short or damaged (torch.load: {type(err).__name__}): a copy or download "
+                            "that did not finish? Copy or download it again") from None
         if found and pickled:
             raise UserError(
                 f"{path} holds pickled Python objects besides tensors ({found.group(1)}), and loading it "

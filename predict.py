@@ -22,6 +22,7 @@ import argparse
 import csv
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 # stopping.py imports the standard library's modules only: set before torch's import, which takes seconds
@@ -103,6 +104,10 @@ def main(argv=None) -> None:
         raise UserError(f"--save-vis {args.save_vis} is a file: name a folder for the cards (made if missing)")
     if args.save_vis is not None:
         args.save_vis.mkdir(parents=True, exist_ok=True)
+        try:  # a folder it cannot write into (read-only) fails now, not after the first batch is classified
+            tempfile.TemporaryFile(dir=args.save_vis).close()
+        except OSError as err:
+            raise UserError(f"cannot write the cards into --save-vis {args.save_vis}: {err.strerror}") from None
     export = chosen_exporter(args)
     if export is not None:  # as --output: before the model is loaded, traced and checked
         check_writable(args.export)

@@ -405,6 +405,16 @@ def test_an_output_folder_that_cannot_be_made_fails_before_anything_is_classifie
         out, err = capsys.readouterr()
         assert exited.value.code == 2 and out == ""  # stopped before the model was loaded
         assert err.startswith(f"error: {said}") and err.count("\n") == 1, err  # the path and why
+    # a --save-vis folder that cannot be written into (read-only: as root, a file system's refusal stands in)
+    def refused(dir=None):
+        raise PermissionError(13, "Permission denied", dir)
+    with monkeypatch.context() as patched:
+        patched.setattr(predict.tempfile, "TemporaryFile", refused)
+        with pytest.raises(SystemExit) as exited:
+            run_cli(lambda: predict.main([str(photos[0]), "--save-vis", str(tmp_path / "vis")]))
+    out, err = capsys.readouterr()
+    assert exited.value.code == 2 and out == "" and err == \
+        f"error: cannot write the cards into --save-vis {tmp_path / 'vis'}: Permission denied\n"
     assert not (tmp_path / "p.csv").exists()
     predict.main([str(photos[0]), "--output", str(tmp_path / "p.csv")])  # the check leaves no file of its own
     assert len(list(csv.reader(open(tmp_path / "p.csv")))) == 2

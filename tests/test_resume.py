@@ -340,17 +340,18 @@ def test_a_damaged_last_pth_points_to_best_pth_and_does_not_block_it(tmp_path, c
     (run / "last.pth").write_bytes((run / "best.pth").read_bytes()[:1000])
     parser = train.build_parser()
     argv = ["--resume", str(run)]
-    with pytest.raises(UserError, match=rf"^{run / 'last.pth'} is not a PyTorch checkpoint .*\. To go on from the "
+    with pytest.raises(UserError, match=rf"^{run / 'last.pth'} is cut short or damaged .*\. To go on from the "
                                         rf"run's best epoch instead: python train.py --resume {run / 'best.pth'}$"):
         runs.resume_config(parser, config.parse_config(parser, argv), argv)
     argv = ["--resume", str(run / "best.pth")]
     cfg, checkpoint = runs.resume_config(parser, config.parse_config(parser, argv), argv)
     assert checkpoint["epoch"] == 1 and cfg.resume == run / "best.pth"
-    assert f"notice: {run / 'last.pth'} is not a PyTorch checkpoint" in capsys.readouterr().out
+    assert f"notice: {run / 'last.pth'} is cut short or damaged" in capsys.readouterr().out
     # --eval-only of the folder reads its best.pth: damaged, it is said without a hint that names it again
     (run / "best.pth").write_bytes((run / "best.pth").read_bytes()[:1000])
     argv = ["--eval-only", "--resume", str(run)]
-    with pytest.raises(UserError, match=r"best.pth is not a PyTorch checkpoint \(torch.load: \w+\)$"):
+    with pytest.raises(UserError, match=r"best.pth is cut short or damaged \(torch.load: \w+\): a copy or download "
+                                        r"that did not finish\? Copy or download it again$"):
         runs.resume_config(parser, config.parse_config(parser, argv), argv)
 
 
