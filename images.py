@@ -606,8 +606,12 @@ def list_images(patterns: list, passed_over=None, left_out: list = None) -> list
             found = [p for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file() or not Path(p).exists()]
         if not found:
             unseen = f"; {unread[0][0]} {unread[0][1]}" if unread else ""
-            raise UserError(f"no images in {path} (at any depth){unseen}" if path.is_dir() else
-                            f"no file matches {pattern!r}")
+            if path.is_dir():
+                raise UserError(f"no images in {path} (at any depth){unseen}")
+            folders = [p for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_dir()]  # photos/*
+            hint = f": it matches folders only ({', '.join(folders[:3])}{', ...' * (len(folders) > 3)}): give a " \
+                   f"folder (all its images) or files, such as '{Path(pattern).parent / '**' / '*.jpg'}'"
+            raise UserError(f"no file matches {pattern!r}{hint if folders else ''}")
         if left_out is not None:
             left_out += unread
         kept = [str(p) for p in found if passed_over is None or not passed_over(p)]

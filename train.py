@@ -173,6 +173,9 @@ def main(argv=None) -> None:
             raise UserError(f"--eval-only evaluates the images in --data-path, and {cfg.data_path} is not here: "
                             "give --data-path DIR, a folder of class folders or split_data.py's folder")
         on_first_process(lambda: fetch_tutorial_photos(cfg.data_path))
+    if checkpoint is not None and not cfg.data_path.exists():  # its own photos: not the sample
+        raise UserError(f"data path not found: {cfg.data_path}. A resumed (or evaluated) run reads the photos it was "
+                        "trained on: give where they are now with --data-path DIR")
     # a run resumed (or its checkpoint evaluated) validates on the files it drew at its start
     recorded = None if checkpoint is None else runs.recorded_split(resumed_file(cfg).parent, cfg.data_path,
                                                                    cfg.val_ratio, main_process)

@@ -514,6 +514,19 @@ def test_a_pipe_matched_or_linked_is_never_opened_as_a_photo(tmp_path):
             list_images([str(tmp_path / name)])
 
 
+
+def test_a_pattern_that_matches_folders_only_says_so(tmp_path):
+    """predict.py 'photos/*' over class folders matches folders, no file: said, with what names their images."""
+    for name in ("a", "b"):
+        write_image(tmp_path / "photos" / name / "x.jpg")
+    with pytest.raises(UserError, match=r"^no file matches '.*photos/\*': it matches folders only \(.*photos/a, "
+                                        r".*photos/b\): give a folder \(all its images\) or files, such as "
+                                        r"'.*photos/\*\*/\*\.jpg'$"):
+        list_images([str(tmp_path / "photos" / "*")])
+    assert len(list_images([str(tmp_path / "photos" / "**" / "*.jpg")])) == 2
+    with pytest.raises(UserError, match=r"^no file matches '.*nothing\*'$"):
+        list_images([str(tmp_path / "nothing*")])
+
 def test_a_class_folder_named_in_another_encoding_is_refused_in_one_line(tmp_path):
     """A class's name is text in checkpoints, TensorBoard's tags and ONNX metadata: a folder named in Latin-1
     stopped training after its first epoch, in TensorBoard, before the epoch was saved."""

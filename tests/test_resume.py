@@ -329,6 +329,22 @@ def test_a_run_resumed_from_another_folder_finds_its_data(tmp_path, monkeypatch)
         assert runs.resume_config(parser, config.parse_config(parser, argv), argv)[0].data_path == found
 
 
+
+def test_a_run_whose_photos_moved_says_to_give_their_new_place(flowers, tmp_path, capsys):
+    """The photos a run trained on, moved since: its resume said "data path not found" and offered the bundled
+    sample, whose classes are not the run's; it says the run reads its own photos and how to give their place."""
+    import shutil
+    shutil.copytree(flowers, tmp_path / "photos")
+    train_here(capsys, "--data-path", tmp_path / "photos", *FAST, "--epochs", "1", "--output", tmp_path, "--name", "m")
+    (tmp_path / "photos").rename(tmp_path / "moved")
+    for flags in ([], ["--eval-only"]):
+        with pytest.raises(UserError, match=rf"^data path not found: {tmp_path / 'photos'}\. A resumed \(or "
+                                            r"evaluated\) run reads the photos it was trained on: give where they "
+                                            r"are now with --data-path DIR$"):
+            train.main(["--resume", str(tmp_path / "m"), "--epochs", "2", *flags])
+    resumed = train_here(capsys, "--resume", tmp_path / "m", "--epochs", "2", "--data-path", tmp_path / "moved")
+    assert "epoch   2" in resumed
+
 def test_a_damaged_last_pth_points_to_best_pth_and_does_not_block_it(tmp_path, capsys):
     """A last.pth that no longer loads (a disk's fault, a copy cut short): resuming the folder says so and gives
     the command that goes on from best.pth; that command goes on, the damaged file no bar to it."""
