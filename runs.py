@@ -37,6 +37,8 @@ def run_folder(cfg, checkpoint, variant: str) -> Path:
     if not cfg.name:
         return cfg.output / f"{variant}-{datetime.now():%Y%m%d-%H%M%S}"
     folder = cfg.output / cfg.name
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--name {cfg.name}: {folder} is a file, not a run folder: choose another --name")
     if folder.is_dir():
         lock_run_folder(folder, NEW_RUN_ELSEWHERE, hold=False)
     if any((folder / name).exists() for name in RUN_FILES):

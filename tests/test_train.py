@@ -394,7 +394,7 @@ def test_weights_report_and_from_scratch_notice(flowers, tmp_path, capsys):
 def test_an_evaluation_without_its_images_fetches_none_and_a_file_is_no_output_folder(flowers, tmp_path,
                                                                                     monkeypatch):
     """--eval-only of weights without --data-path (flower_photos by default, not here): one line asking for the
-    images, not a 218 MB download; --output naming a file: one line, not mkdir's "File exists"."""
+    images, not a 218 MB download; --output or --name naming a file: one line, not mkdir's "File exists"."""
     weights_file = tmp_path / "weights.pth"
     torch.save(create_model("swin_micro_patch4_window4_128", num_classes=5).state_dict(), weights_file)
     monkeypatch.chdir(tmp_path)
@@ -405,6 +405,8 @@ def test_an_evaluation_without_its_images_fetches_none_and_a_file_is_no_output_f
     (tmp_path / "afile").write_text("")
     with pytest.raises(UserError, match="--output .*afile is a file, not a folder"):
         train.main(["--data-path", str(flowers), *FAST, "--output", str(tmp_path / "afile")])
+    with pytest.raises(UserError, match="^--name afile: .*afile is a file, not a run folder: choose another --name$"):
+        train.main(["--data-path", str(flowers), *FAST, "--output", str(tmp_path), "--name", "afile"])
 
 
 
