@@ -52,6 +52,14 @@ def folder_name(text: str) -> str:
     return text
 
 
+def folder_path(text: str) -> Path:
+    """A folder to read or write (--data-path, --out): an empty one, as an unset shell variable gives it ("$DATA"),
+    is refused, where Path("") would quietly mean the folder the command runs in."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty (an unset shell variable?): name the folder")
+    return Path(text)
+
+
 def weights_path(text: str):
     """--weights: a file, or 'none' for training from scratch (the tutorial's empty string too)."""
     return "none" if text.strip().lower() in ("", "none") else Path(text)

@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 import plots
-from config import COUNT, FRACTION, POSITIVE_INT, ranged
+from config import COUNT, FRACTION, POSITIVE_INT, folder_path, ranged
 from download import FLOWER_PHOTOS_SHA256, FLOWER_PHOTOS_URL, fetch_flower_photos
 from images import (SPLITS, class_imbalance, is_split_root, per_class_counts, read_class_root, readable_folder,
                     split_by_class, without_validation, write_class_indices)
@@ -32,9 +32,9 @@ REPORT, CHART, CLASS_INDICES = "split_report.txt", "class_distribution.png", "cl
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data-path", type=Path, default=Path("flower_photos"),
+    parser.add_argument("--data-path", type=folder_path, default=Path("flower_photos"),
                         help="folder of class folders, <class>/<image>; only ever read")
-    parser.add_argument("--out", type=Path, default=Path("data"), help="where the split folders go")
+    parser.add_argument("--out", type=folder_path, default=Path("data"), help="where the split folders go")
     parser.add_argument("--val-ratio", type=ranged(float, 0, 1, low_open=True, high_open=True), default=0.1,
                         help="share of each class for validation, above 0: train.py validates on val/")
     parser.add_argument("--test-ratio", type=FRACTION, default=0.0, help="share of each class for a test split")

@@ -36,8 +36,8 @@ import evaluation
 import report
 import run_log
 import runs
-from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, folder_name, parse_config, plain, ranged,
-                    weights_path, write_yaml, yes_no)
+from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, folder_name, folder_path, parse_config,
+                    plain, ranged, weights_path, write_yaml, yes_no)
 from data import build_normalize, build_transform
 from images import load_splits, names_order_hint, same_names, without_validation, write_class_indices
 from download import fetch_official_weights, fetch_tutorial_photos, official_weights_file
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML file of overrides (keys as below, with underscores)")
     g = p.add_argument_group("data")
-    g.add_argument("--data-path", type=Path, default=Path("flower_photos"), help="default: flower_photos")
+    g.add_argument("--data-path", type=folder_path, default=Path("flower_photos"), help="default: flower_photos")
     g.add_argument("--val-ratio", type=FRACTION, default=0.2, help="for a folder of class folders (default: 0.2)")
     g.add_argument("--num-classes", "--num_classes", type=POSITIVE_INT,  # the tutorial's spelling too
                    help="checked against the class folders (default: their count)")

@@ -146,6 +146,17 @@ def test_an_apple_gpu_asked_for_where_there_is_none_is_one_line(monkeypatch):
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
     assert utils.select_device("MPS") == torch.device("mps")
 
+
+def test_an_empty_folder_path_is_refused_not_taken_for_here(capsys):
+    """--data-path "$DATA" with DATA unset: Path("") is the folder the command runs in, which trained on whatever
+    class folders were there, or wrote a split into it. Refused, as flag or config key."""
+    import split_data
+    for parse, flag in ((lambda args: config.parse_config(train.build_parser(), args), "--data-path"),
+                        (split_data.parse_args, "--data-path"), (split_data.parse_args, "--out")):
+        with pytest.raises(SystemExit):
+            parse([flag, ""])
+        assert f"argument {flag}: is empty (an unset shell variable?): name the folder" in capsys.readouterr().err
+
 def test_defaults_are_the_tutorials():
     cfg = config.parse_config(train.build_parser(), ["--data-path", "flower_photos", "--num-classes", "5"])
     assert (cfg.model, cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay) == \
