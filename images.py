@@ -483,10 +483,12 @@ def read_class_root(root: Path, check: bool = True, split_too: bool = True):
 
 def split_counts(total: int, val_ratio: float, test_ratio: float) -> tuple[int, int]:
     """(val, test) images for a class of `total`: the tutorial's int(total * ratio), but at least
-    one each where the class has enough, and always at least one training image."""
-    n_val, n_test = int(total * val_ratio), int(total * test_ratio)
-    if val_ratio > 0 and n_val == 0 and total - n_test >= 2:
+    one each where the class has enough, and always at least one training image. Validation's count first, whatever
+    the test split asks (which took a class of two's only held-out image for test at --test-ratio 0.5)."""
+    n_val = int(total * val_ratio)
+    if val_ratio > 0 and n_val == 0 and total >= 2:
         n_val = 1
+    n_test = min(int(total * test_ratio), total - n_val - 1)
     if test_ratio > 0 and n_test == 0 and total - n_val >= 2:
         n_test = 1
     return n_val, n_test

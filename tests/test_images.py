@@ -12,7 +12,7 @@ from PIL import Image
 from image_factory import (png_bytes, write_broken_files, write_class_tree, write_ignored_files, write_image,
                            write_sideways_photo)
 from images import (IMAGE_EXTENSIONS, check_images, find_images, image_problem, list_images, load_rgb, load_splits,
-                    read_class_indices, split_by_class, write_class_indices)
+                    read_class_indices, split_by_class, split_counts, write_class_indices)
 from utils import UserError
 
 
@@ -374,8 +374,10 @@ def test_every_class_gets_an_image_in_every_split_where_it_can():
     assert per_class == {"train": [1, 1, 1, 32], "val": [0, 1, 1, 4], "test": [0, 0, 1, 4]}
     paths = [path for name in splits for path, _ in splits[name]]
     assert len(paths) == len(set(paths)) == 46
-    # a test split is drawn after validation, so asking for one leaves val as it was
-    assert split_by_class(images, 0.1, 0.0, 0)["val"] == splits["val"]
+    # a test split is drawn after validation, so asking for one leaves val as it was, however large it asks to be
+    for test_ratio in (0.1, 0.5, 0.8):
+        assert split_by_class(images, 0.1, test_ratio, 0)["val"] == split_by_class(images, 0.1, 0.0, 0)["val"]
+    assert split_counts(2, 0.1, 0.5) == (1, 0) and split_counts(10, 0.1, 0.8) == (1, 8)
 
 
 @pytest.mark.parametrize("val_ratio, test_ratio", [(1.0, 0.0), (-0.1, 0.0), (0.5, 0.5)])
