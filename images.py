@@ -44,6 +44,7 @@ UNREAD_PHOTOS.update({".avif": "an AVIF photo, which this Pillow does not read (
 SYSTEM_FOLDERS = {"@eaDir": "a Synology NAS's thumbnails", "#recycle": "a NAS's recycle bin",
                   "$RECYCLE.BIN": "Windows' recycle bin", "__MACOSX": "macOS's archive metadata"}
 SPLITS = ("train", "val", "test")
+SPLIT_MANIFEST = "split_manifest.json"  # what split_data.py wrote into a split root, and whether it finished
 # What Pillow's decoders raise for a broken file: they have no common base class.
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
 BUNDLED_SAMPLE = Path(__file__).resolve().parent / "samples" / "flowers"  # 100 photos a fresh clone trains on
@@ -555,8 +556,20 @@ def is_split_root(root: Path) -> bool:
     return train.is_dir() and not any(is_image_file(path) for path in train.iterdir())
 
 
+def unfinished_split(root: Path) -> bool:
+    """Whether `root` is a split that split_data.py began and did not finish (stopped while it wrote the images: some
+    missing, one cut short), by its manifest; a manifest from before it recorded that counts as finished."""
+    try:
+        return json.loads((root / SPLIT_MANIFEST).read_text(encoding="utf-8")).get("complete") is False
+    except (OSError, ValueError, AttributeError):  # none (split by hand), or not split_data.py's
+        return False
+
+
 def load_split_root(root: Path, check: bool = True) -> DataSplits:
     """train/<class>/ (required), val/<class>/ (required), test/<class>/ (optional) under `root`."""
+    if unfinished_split(root):
+        raise UserError(f"{root} is a split that split_data.py did not finish (stopped while writing it): run the "
+                        "same split_data.py command again, which clears what it wrote and writes it whole")
     if not (root / "val").is_dir():
         raise UserError(f"{root} has train/ but no val/: a split root needs both (python split_data.py writes "
                         "them); a class folder named train holds its photos itself, not in folders")

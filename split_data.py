@@ -13,6 +13,7 @@ and split_manifest.json, the list of what it wrote: a later run removes those fi
 Nothing under --data-path is ever moved, changed or deleted. train.py reads --out as its --data-path.
 """
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from config import COUNT, FRACTION, POSITIVE_INT, folder_path, ranged
 from download import FLOWER_PHOTOS_SHA256, FLOWER_PHOTOS_URL, fetch_flower_photos
 from images import (SPLITS, class_imbalance, is_split_root, per_class_counts, read_class_root, readable_folder,
                     split_by_class, without_validation, write_class_indices)
-from split_folders import place_image, prepare_out
+from split_folders import finish_split, place_image, prepare_out
 from utils import UserError, padded, run_cli, text_width
 
 REPORT, CHART, CLASS_INDICES = "split_report.txt", "class_distribution.png", "class_indices.json"
@@ -77,6 +78,11 @@ def main(argv=None) -> None:
                             f"replaces: move the class folders out of {out / split} first (or split into "
                             "another --out)")
 
+    if args.mode == "hardlink":  # known before the earlier split is cleared, not at the first link
+        above = next(folder for folder in [out, *out.resolve().parents] if folder.exists())
+        if os.stat(above).st_dev != os.stat(source).st_dev:
+            raise UserError(f"--mode hardlink needs --out on the file system of --data-path {source}, and {out} is on "
+                            "another: use --mode copy or --mode symlink, or an --out beside the photos")
     classes, images, skipped = read_class_root(source, split_too=False)
     splits = split_by_class(images, args.val_ratio, args.test_ratio, args.seed)
     plan = {f"{split}/{classes[label]}/{Path(path).relative_to(source / classes[label]).as_posix()}": Path(path)
@@ -93,6 +99,7 @@ def main(argv=None) -> None:
     title = f"Images per class: {source.resolve().name} split into {out.resolve().name}"  # "." has no name
     plots.class_distribution_chart(classes, counts, title).save(out / CHART)
     print(report, end="")
+    finish_split(out)  # last: a split stopped before this is refused by train.py, and cleared by a run again
     print(f"wrote {out / CLASS_INDICES}, {out / REPORT} and {out / CHART}")
     if args.val_ratio > 0 and (missing := without_validation(classes, counts["val"])):
         print(f"warning: {missing}; 2 photos or more of each would give them some", file=sys.stderr)

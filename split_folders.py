@@ -9,10 +9,10 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-from images import DECODE_ERRORS, SPLITS, TOO_LARGE, TooManyPixels, open_image, upright_rgb
+from images import DECODE_ERRORS, SPLIT_MANIFEST as MANIFEST, SPLITS, TOO_LARGE, TooManyPixels, open_image, upright_rgb
 from utils import UserError
 
-MANIFEST = "split_manifest.json"
+MANIFEST_TMP = f".{MANIFEST}.tmp"
 
 
 def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> None:
@@ -20,12 +20,13 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
     there, listed in its manifest, and nothing else.
 
     Refuses an `out` holding files the manifest does not list (anything under `source` aside),
-    unless `force`, and never overwrites such a file. Writes the new manifest before any image,
-    so that the next run can clean up after an interrupted one.
+    unless `force`, and never overwrites such a file. Writes the new manifest before any image, marked
+    incomplete until finish_split marks it done, so that the next run can clean up after an interrupted one, and
+    train.py refuses the half-written split meanwhile (images.unfinished_split).
     """
     manifest = out / MANIFEST
     earlier = read_manifest(manifest)
-    existing = {path.relative_to(out).as_posix() for path in walk_files(out, skip=source)} - {MANIFEST}
+    existing = {path.relative_to(out).as_posix() for path in walk_files(out, skip=source)} - {MANIFEST, MANIFEST_TMP}
     foreign = sorted(existing - set(earlier["files"]))
     if foreign and not force:
         raise UserError(f"{out} is not empty: it holds {len(foreign)} file(s) split_data.py did not write, "
@@ -50,8 +51,20 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
     folders = {parent.as_posix() for path in planned for parent in PurePosixPath(path).parents} - {"."}
     out.mkdir(parents=True, exist_ok=True)
     new_folders = sorted(folder for folder in folders if not (out / folder).exists())
-    manifest.write_text(json.dumps({"written_by": "split_data.py", "files": planned,
-                                    "dirs": new_folders}, indent=1) + "\n")
+    write_manifest(manifest, {"written_by": "split_data.py", "complete": False, "files": planned, "dirs": new_folders})
+
+
+def finish_split(out: Path) -> None:
+    """Mark the split in `out` complete, once every file it plans is written: until then train.py refuses it."""
+    write_manifest(out / MANIFEST, {**read_manifest(out / MANIFEST), "complete": True})
+
+
+def write_manifest(path: Path, record: dict) -> None:
+    """Whole or not at all (a kill while it was written left an empty manifest, and an --out no run could clear):
+    written beside it and renamed; the next run writes over one left behind, no file of the user's."""
+    tmp = path.with_name(MANIFEST_TMP)
+    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def read_manifest(manifest: Path) -> dict:

@@ -187,6 +187,54 @@ def test_a_new_split_replaces_the_earlier_one_entirely(tmp_path):
     assert not (out / "test").exists()
 
 
+
+def test_a_split_stopped_while_written_is_refused_by_training_until_written_again(tmp_path, monkeypatch):
+    """Stopped halfway (Ctrl-C, a kill), a split held some images, one perhaps cut short, and train.py trained on
+    it without a word. Its manifest says it is not finished until its last file is written: train.py refuses it,
+    and the same command again clears it and writes it whole."""
+    import images
+    source = make_photos(tmp_path / "photos")
+    out = tmp_path / "out"
+    placed = []
+
+    def stopped_after_four(image, target, mode, max_size=None):
+        if len(placed) == 4:
+            raise KeyboardInterrupt
+        placed.append(target)
+        place_image(image, target, mode, max_size)
+    with monkeypatch.context() as patched:
+        patched.setattr(split_data, "place_image", stopped_after_four)
+        with pytest.raises(KeyboardInterrupt):
+            split_data.main(["--data-path", str(source), "--out", str(out), "--val-ratio", "0.3"])
+    assert json.loads((out / "split_manifest.json").read_text())["complete"] is False
+    with pytest.raises(UserError, match=r"out is a split that split_data.py did not finish \(stopped while writing "
+                                        r"it\): run the same split_data.py command again"):
+        images.load_splits(out)
+    split_data.main(["--data-path", str(source), "--out", str(out), "--val-ratio", "0.3"])
+    assert json.loads((out / "split_manifest.json").read_text())["complete"] is True
+    assert len(images.load_splits(out).train) > 4
+    assert not list(out.glob(".*.tmp"))  # the manifest was written whole, its temporary file renamed
+
+
+def test_hardlinks_across_file_systems_are_refused_before_the_earlier_split_is_cleared(tmp_path, monkeypatch):
+    """--mode hardlink into another file system failed at the first link, after the earlier split was removed."""
+    source = make_photos(tmp_path / "photos")
+    out = tmp_path / "out"
+    split_data.main(["--data-path", str(source), "--out", str(out)])
+    before = split_files(out)
+    real_stat = split_data.os.stat
+
+    class OtherDevice:  # --out on another file system than the photos
+        @staticmethod
+        def stat(path):
+            found = real_stat(path)
+            return type("Stat", (), {"st_dev": found.st_dev + (Path(path).resolve() == out.resolve())})
+    monkeypatch.setattr(split_data, "os", OtherDevice)
+    with pytest.raises(UserError, match=r"--mode hardlink needs --out on the file system of --data-path .*: use "
+                                        r"--mode copy or --mode symlink"):
+        split_data.main(["--data-path", str(source), "--out", str(out), "--mode", "hardlink"])
+    assert split_files(out) == before
+
 def test_will_not_overwrite_a_file_it_did_not_write(tmp_path):
     source = make_photos(tmp_path / "photos")
     out = tmp_path / "out"
