@@ -5,11 +5,13 @@ checked or absent, and an extraction that cannot write outside its folder.
     fetch_flower_photos(Path("flower_photos"))   # flower_photos.tgz beside it, then flower_photos/<class>/
     fetch_official_weights("swin_tiny_patch4_window7_224")   # weights/swin_tiny_patch4_window7_224.pth
 """
+import glob
 import hashlib
 import os
 import shutil
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from http.client import HTTPException
@@ -163,7 +165,14 @@ def fetch_flower_photos(data_path: Path, url: str | None = None, sha256: str | N
     if data_path.exists():
         print(f"{data_path} already exists: not downloading")
         return
-    archive = data_path.parent / (Path(urlsplit(url).path).name or "download.tgz")
+    try:
+        name = Path(urlsplit(url).path).name
+    except ValueError as error:  # "http://[::1": urllib's, before any connection
+        raise UserError(f"--url {url} is not a valid address: {error}") from None
+    # the archive beside the data folder, under its own name: never the data folder's own (a URL ending in
+    # /flower_photos), nor . or ..
+    archive = data_path.parent / (name if name not in ("", ".", "..", data_path.name) else f"{data_path.name}.tgz")
+    remove_left_behind(data_path.parent, archive)
     if archive.exists():
         actual = sha256_of(archive)
         if actual != sha256:
@@ -176,14 +185,34 @@ def fetch_flower_photos(data_path: Path, url: str | None = None, sha256: str | N
     # extracted beside the target and renamed at the end: an interrupted run leaves no half data_path
     staging = Path(tempfile.mkdtemp(prefix=".extracting-", dir=data_path.parent))
     try:
-        safe_extract(archive, staging)
+        try:
+            safe_extract(archive, staging)
+        except UserError as err:  # kept, its digest right, it would fail the same way at every run
+            raise UserError(f"{err}. Remove {archive} to download it again") from None
         entries = [entry for entry in staging.iterdir() if not entry.name.startswith(".")]
+        if not any(entry.is_dir() for entry in entries):  # an empty archive, or loose files: no class folders
+            raise UserError(f"{archive} holds no folders, so no class folders for {data_path}: it is not the "
+                            f"archive meant; remove it and check --url")
         top = entries[0] if len(entries) == 1 and entries[0].is_dir() else staging  # flower_photos/
         if top == staging:  # mkdtemp's folder is the owner's alone; the data folder is not
             os.chmod(staging, 0o777 & ~current_umask())
         top.rename(data_path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_left_behind(folder: Path, archive: Path) -> None:
+    """What a download or extraction killed outright (SIGKILL, a power cut) left beside the data folder: the
+    archive's partial download (.<name>.*.part) and half-extracted folders (.extracting-*), as large as the data.
+    Runs that were only stopped remove their own; these are old, from no process still writing them."""
+    stale = time.time() - 3600  # an hour untouched: not another download going on now
+    for left in [*folder.glob(f".{glob.escape(archive.name)}.*.part"), *folder.glob(".extracting-*")]:
+        if left.stat().st_mtime >= stale:
+            continue
+        if left.is_dir():
+            shutil.rmtree(left, ignore_errors=True)
+        else:
+            left.unlink(missing_ok=True)
 
 
 def fetch_tutorial_photos(data_path: Path) -> None:

@@ -114,6 +114,41 @@ def test_a_flat_archives_folder_is_readable_as_any_folder(served, tmp_path):
     assert (tmp_path / "photos").stat().st_mode & 0o777 == 0o777 & ~download_module.current_umask()
 
 
+
+def test_what_a_download_cannot_use_is_said_with_how_to_go_on(served, tmp_path):
+    """An address that is no address (a traceback, from urllib); an archive whose digest is right but that holds
+    no folders (its empty data folder was then trusted by every run after) or does not extract (kept, and failing
+    the same way at every run: said to remove it); a URL named as the data folder (the archive was written where
+    the folder goes); what a killed download or extraction left beside it (an hour old) is removed."""
+    import os
+    import time
+    folder, url = served
+    with pytest.raises(UserError, match=r"^--url http://\[::1 is not a valid address: "):
+        download_module.fetch_flower_photos(tmp_path / "a" / "flower_photos", "http://[::1", "00" * 32)
+    with tarfile.open(folder / "empty.tgz", "w:gz"):
+        pass
+    digest = hashlib.sha256((folder / "empty.tgz").read_bytes()).hexdigest()
+    with pytest.raises(UserError, match=r"empty.tgz holds no folders, so no class folders for .*flower_photos: it "
+                                        r"is not the archive meant; remove it and check --url$"):
+        download_module.fetch_flower_photos(tmp_path / "b" / "flower_photos", f"{url}/empty.tgz", digest)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["empty.tgz"]  # no data folder left to trust
+    (folder / "broken.tgz").write_bytes(b"not an archive")
+    digest = hashlib.sha256(b"not an archive").hexdigest()
+    with pytest.raises(UserError, match=r"cannot extract .*broken.tgz: .*\. Remove .*broken.tgz to download it "
+                                        r"again$"):
+        download_module.fetch_flower_photos(tmp_path / "c" / "flower_photos", f"{url}/broken.tgz", digest)
+    digest = flower_archive(folder, tmp_path / "made")
+    (folder / "flower_photos.tgz").rename(folder / "flower_photos")
+    place = tmp_path / "d"
+    place.mkdir()
+    (place / ".flower_photos.tgz.abc123.part").write_bytes(b"x" * 100)
+    (place / ".extracting-xyz").mkdir()
+    for left in place.iterdir():
+        os.utime(left, (time.time() - 7200,) * 2)
+    download_module.fetch_flower_photos(place / "flower_photos", f"{url}/flower_photos", digest)
+    assert sorted(p.name for p in place.iterdir()) == ["flower_photos", "flower_photos.tgz"]
+    assert sorted(p.name for p in (place / "flower_photos").iterdir()) == ["LICENSE.txt", "daisy", "tulips"]
+
 def flower_archive(folder: Path, work: Path) -> str:
     """flower_photos.tgz laid out like the real one (class folders and LICENSE.txt); returns its SHA-256."""
     write_class_tree(work / "flower_photos", {"daisy": 4, "tulips": 3})
