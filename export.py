@@ -192,15 +192,34 @@ EXPORT_AGAIN = "export again"  # what a write that failed for want of room says 
 
 
 def check_target(path: Path, source: Path) -> None:
-    """A program must not take the place of the checkpoint it is made from, nor of a .pt that is no TorchScript
-    program (a common name for checkpoints): refused, both kept. An earlier program there is replaced."""
+    """A program must not take the place of the checkpoint it is made from, nor of any file that is no program of
+    --export's kind for that name (a checkpoint named .pt or .pt2, notes.onnx): refused, both kept. An earlier
+    program there is replaced."""
     if not path.exists():
         return
     if path.resolve() == Path(source).resolve():
         raise UserError(f"--export {path} is the checkpoint the program is made from: name another file")
-    if path.suffix.lower() == ".pt" and not is_torchscript(path):
-        raise UserError(f"--export {path}: the file there is no TorchScript program (a checkpoint?), and is kept: "
-                        "name another file, or move it away first")
+    if not exported_program(path):
+        kind = {".pt": "TorchScript", ".pt2": "torch.export", ".onnx": "ONNX"}[path.suffix.lower()]
+        raise UserError(f"--export {path}: the file there is no {kind} program that --export wrote (a checkpoint?), "
+                        "and is kept: name another file, or move it away first")
+
+
+def exported_program(path: Path) -> bool:
+    """Whether the file at `path` is a program --export wrote, of its suffix's kind: one a new export may replace."""
+    suffix = path.suffix.lower()
+    if suffix == ".pt":
+        return is_torchscript(path)
+    if suffix == ".pt2":  # torch.export's archive, with the extra file this project puts in it
+        with contextlib.suppress(zipfile.BadZipFile, OSError), zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/extra/classifier.json") for name in archive.namelist())
+        return False
+    onnx = require("onnx", f"--export {path}")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # onnx's parse errors have no common base: anything that does not parse is no program
+        return False
+    return any(prop.key == "class_names" for prop in model.metadata_props)
 
 
 def choose_exporter(path: Path, weights: str = "fp32"):

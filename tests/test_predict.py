@@ -372,17 +372,22 @@ def test_cam_needs_cards_and_a_checkpoint(trained, photos, pt2_program, tmp_path
     ("--weights plain.pt --model swin_micro_patch4_window4_128 --num-classes 5 --export plain.pt",
      "--export plain.pt is the checkpoint the program is made from: name another file"),
     ("--weights {run} --export plain.pt",
-     "--export plain.pt: the file there is no TorchScript program (a checkpoint?)"),
+     "--export plain.pt: the file there is no TorchScript program that --export wrote (a checkpoint?)"),
+    ("--weights {run} --export plain.pt2",  # a checkpoint named .pt2, or notes named .onnx: kept too
+     "--export plain.pt2: the file there is no torch.export program that --export wrote (a checkpoint?)"),
+    ("--weights {run} --export notes.onnx", "--export notes.onnx: the file there is no ONNX program that --export"),
 ])
 def test_user_errors(args, message, trained, checkpoint, photos, tmp_path, capsys, monkeypatch):
     torch.save(checkpoint["model"], tmp_path / "plain.pth")
     torch.save(checkpoint["model"], tmp_path / "plain.pt")
-    kept = (tmp_path / "plain.pt").read_bytes()
+    torch.save(checkpoint["model"], tmp_path / "plain.pt2")
+    (tmp_path / "notes.onnx").write_text("my notes")
+    kept = [(tmp_path / name).read_bytes() for name in ("plain.pt", "plain.pt2", "notes.onnx")]
     write_class_indices(tmp_path / "four.json", CLASSES[:4])
     fill = {"photo": photos[0], "run": trained / "runs" / "r"}
     with pytest.raises(UserError, match=re.escape(message.format(**fill))):
         run_predict(capsys, monkeypatch, tmp_path, *args.format(**fill).split())
-    assert (tmp_path / "plain.pt").read_bytes() == kept
+    assert [(tmp_path / name).read_bytes() for name in ("plain.pt", "plain.pt2", "notes.onnx")] == kept
 
 
 def test_an_output_folder_that_cannot_be_made_fails_before_anything_is_classified(trained, photos, tmp_path,

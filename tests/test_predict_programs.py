@@ -251,3 +251,15 @@ def test_export_suffix_picks_the_format(tmp_path, capsys, monkeypatch):
             run_predict(capsys, monkeypatch, tmp_path, "img.jpg", f"--export-{weights}")
     with pytest.raises(UserError, match=r"--export-int8 and --export-fp16: choose one"):
         run_predict(capsys, monkeypatch, tmp_path, "--export", "f.onnx", "--export-int8", "--export-fp16")
+
+
+def test_an_earlier_program_is_one_an_export_may_replace(trained, onnx_program, pt2_program, tmp_path):
+    """--export replaces a program it wrote before (of the name's kind) and refuses any other file there: the
+    earlier .onnx and .pt2 pass, the same bytes under the other suffix do not."""
+    source = trained / "runs" / "r" / "best.pth"
+    for program in (onnx_program, pt2_program):
+        assert export.exported_program(program)
+        export.check_target(program, source)
+    for program, other in ((onnx_program, ".pt2"), (pt2_program, ".onnx")):
+        shutil.copy(program, tmp_path / f"swapped{other}")
+        assert not export.exported_program(tmp_path / f"swapped{other}")
