@@ -21,6 +21,7 @@ Ctrl-C (the images classified until then are still written to --output).
 import argparse
 import csv
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -232,6 +233,8 @@ def save_card(result: dict, folder: Path, used: set, seen=None) -> bool:
         return False
     folder.mkdir(parents=True, exist_ok=True)
     stem, n = Path(result["path"]).stem, 1
+    while len(os.fsencode(stem)) > 240:  # room for _N.png in a file name's 255 bytes (a long name's _2 was past it)
+        stem = stem[:-1]
     while (name := stem if n == 1 else f"{stem}_{n}") in used or not card_or_free(folder / f"{name}.png"):
         n += 1
     used.add(name)
@@ -239,7 +242,12 @@ def save_card(result: dict, folder: Path, used: set, seen=None) -> bool:
                                  [e["prob"] for e in result["topk"]], title=result["path"], seen=seen)
     mark = PngInfo()
     mark.add_text(*CARD_MARK)
-    card.save(folder / f"{name}.png", pnginfo=mark)
+    tmp = folder / f".{name}.{os.getpid()}.tmp"  # whole or not at all: a card cut short by Ctrl-C passed for one
+    try:
+        card.save(tmp, format="PNG", pnginfo=mark)
+        os.replace(tmp, folder / f"{name}.png")
+    finally:
+        tmp.unlink(missing_ok=True)
     return True
 
 

@@ -246,6 +246,33 @@ def test_save_vis_writes_a_card_per_photo(trained, photos, tmp_path, capsys, mon
         assert (pixels == (40, 90, 200)).all(1).sum() > 100  # the top class's bar
 
 
+
+def test_cards_of_long_names_fit_and_a_card_cut_short_is_none(trained, photos, tmp_path, capsys, monkeypatch):
+    """Two photos of one 251-letter name: the second card's _2 made a name past 255 bytes, which stopped the run;
+    names are cut to fit. A card whose writing Ctrl-C broke off was left cut short, and passed for a card later:
+    a card is written whole or not at all."""
+    long = "n" * 247 + ".jpg"
+    for folder, photo in (("a", photos[0]), ("b", photos[1])):
+        (tmp_path / folder).mkdir()
+        shutil.copy(photo, tmp_path / folder / long)
+    code, _, err = run_predict(capsys, monkeypatch, trained, tmp_path / "a", tmp_path / "b", "--save-vis",
+                               tmp_path / "vis")
+    assert code == 0 and "classified 2 of 2 images" in err, err
+    assert sorted(p.name for p in (tmp_path / "vis").iterdir()) == ["n" * 240 + ".png", "n" * 240 + "_2.png"]
+    drawn = plots.prediction_card
+
+    def broken_off(*args, **kwargs):
+        card = drawn(*args, **kwargs)
+
+        def save(path, **options):
+            Path(path).write_bytes(b"\x89PNG\r\n")  # the first bytes, then Ctrl-C
+            raise KeyboardInterrupt
+        card.save = save
+        return card
+    monkeypatch.setattr(predict.plots, "prediction_card", broken_off)
+    code, _, _ = run_predict(capsys, monkeypatch, trained, photos[2], "--save-vis", tmp_path / "cut")
+    assert code == 130 and list((tmp_path / "cut").iterdir()) == []
+
 def test_save_vis_never_writes_over_the_users_pngs_nor_classifies_its_cards(trained, photos, tmp_path, capsys,
                                                                              monkeypatch):
     """Cards written beside the photos: a PNG photo of the same name is kept (the card takes _2), and run again,
