@@ -378,6 +378,9 @@ def read_class_indices(path) -> list[str]:
             or not all(isinstance(name, str) and name for name in names) or len(set(names)) != len(names)):
         raise UserError(f"{path} should map \"0\", \"1\", ... to distinct class names, like "
                         f'{{"0": "daisy", "1": "dandelion"}}; found {json.dumps(indices)[:200]}')
+    if odd := next((name for name in names if any(unicodedata.category(c) == "Cc" for c in name)), None):
+        raise UserError(f"{path} names a class {odd!r}, with a line break, tab or another control character: a "
+                        "class name is one line of text, as the class folders' names are")
     return [indices[str(i)] for i in range(len(names))]
 
 
@@ -590,10 +593,11 @@ def load_split_root(root: Path, check: bool = True) -> DataSplits:
             if label is None:
                 raise UserError(f"{folder} is a class that {root / 'train'} does not have: "
                                 "every class needs training images")
-            paths = find_images(folder)
+            left_out = []  # as in train/: an iPhone's .heic, a NAS's thumbnails, a folder that cannot be read, said
+            paths = find_images(folder, left_out=left_out)
             good, bad = check_images(paths, desc=f"checking {name}/{folder.name}") if check else (paths, [])
             getattr(splits, name).extend((str(p), label) for p in good)
-            splits.skipped += bad
+            splits.skipped += left_out + bad
     return splits
 
 

@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import tempfile
+import unicodedata
 from pathlib import Path
 
 # stopping.py imports the standard library's modules only: set before torch's import, which takes seconds
@@ -235,9 +236,13 @@ def save_card(result: dict, folder: Path, used: set, seen=None) -> bool:
     stem, n = Path(result["path"]).stem, 1
     while len(os.fsencode(stem)) > 240:  # room for _N.png in a file name's 255 bytes (a long name's _2 was past it)
         stem = stem[:-1]
-    while (name := stem if n == 1 else f"{stem}_{n}") in used or not card_or_free(folder / f"{name}.png"):
+    while True:  # names compared as a case-blind file system (macOS's, Windows') does: A.jpg's card is not a.jpg's
+        name = stem if n == 1 else f"{stem}_{n}"
+        key = unicodedata.normalize("NFC", name).casefold()
+        if key not in used and card_or_free(folder / f"{name}.png"):
+            break
         n += 1
-    used.add(name)
+    used.add(key)
     card = plots.prediction_card(photo, [e["label"] for e in result["topk"]],
                                  [e["prob"] for e in result["topk"]], title=result["path"], seen=seen)
     mark = PngInfo()

@@ -35,8 +35,10 @@ class UserError(Exception):
 
 def text_width(text: str) -> int:
     """The columns `text` takes in a terminal or a monospaced file: two for a wide character (CJK), none for a
-    combining mark, one for the rest, where len() counts characters."""
-    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    combining mark or a format character (a right-to-left mark, a zero-width joiner), one for the rest, where len()
+    counts characters."""
+    return sum(0 if unicodedata.combining(c) or unicodedata.category(c) in ("Me", "Cf") else
+               2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def padded(text: str, width: int) -> str:

@@ -391,11 +391,13 @@ def test_a_split_root_is_read_as_it_is(tmp_path):
     write_class_tree(tmp_path / "val", {"cat": 1, "dog": 1})
     write_class_tree(tmp_path / "test", {"dog": 1})
     write_broken_files(tmp_path / "val" / "cat")
+    (tmp_path / "val" / "dog" / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic")  # said, as in train/
     write_class_indices(tmp_path / "class_indices.json", ["cat", "dog"])
     splits = load_splits(tmp_path)
     assert splits.classes == ["cat", "dog"]
     assert (splits.counts("train"), splits.counts("val"), splits.counts("test")) == ([3, 2], [1, 1], [0, 1])
-    assert len(splits.skipped) == 5
+    assert len(splits.skipped) == 6 and "convert it to JPEG" in dict(splits.skipped)[
+        str(tmp_path / "val" / "dog" / "IMG_0001.HEIC")]
     write_class_indices(tmp_path / "class_indices.json", ["dog", "cat"])
     with pytest.raises(UserError, match="class_indices.json"):
         load_splits(tmp_path)
@@ -497,7 +499,8 @@ def test_class_indices_have_the_tutorial_format(tmp_path):
 
 
 @pytest.mark.parametrize("text", ['{"0": "a", "1": ', '["a", "b"]', '{"0": "a", "2": "b"}',
-                                  '{"0": "a", "1": "a"}', '{}', '{"0": 5}'])
+                                  '{"0": "a", "1": "a"}', '{}', '{"0": 5}',
+                                  '{"0": "a\\nb", "1": "c"}', '{"0": "a", "1": "tab\\tx"}'])  # not one line
 def test_a_malformed_class_index_file_is_explained(tmp_path, text):
     path = tmp_path / "class_indices.json"
     path.write_text(text)

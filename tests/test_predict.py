@@ -273,6 +273,19 @@ def test_cards_of_long_names_fit_and_a_card_cut_short_is_none(trained, photos, t
     code, _, _ = run_predict(capsys, monkeypatch, trained, photos[2], "--save-vis", tmp_path / "cut")
     assert code == 130 and list((tmp_path / "cut").iterdir()) == []
 
+
+def test_cards_of_names_one_on_a_case_blind_file_system_do_not_write_over_each_other(trained, photos, tmp_path,
+                                                                                     capsys, monkeypatch):
+    """A.jpg and a.jpg (or café written two ways) in two folders are one card name on macOS's and Windows' file
+    systems: the second card wrote over the first there. Names are compared as those compare them."""
+    for folder, name, photo in (("x", "A.jpg", photos[0]), ("y", "a.jpg", photos[1]),
+                                ("z", "cafe\u0301.jpg", photos[2]), ("w", "caf\u00e9.jpg", photos[3])):
+        (tmp_path / folder).mkdir()
+        shutil.copy(photo, tmp_path / folder / name)
+    run_predict(capsys, monkeypatch, trained, *(tmp_path / f for f in "xyzw"), "--save-vis", tmp_path / "vis")
+    assert sorted(p.name for p in (tmp_path / "vis").iterdir()) == \
+        sorted(["A.png", "a_2.png", "cafe\u0301.png", "caf\u00e9_2.png"])
+
 def test_save_vis_never_writes_over_the_users_pngs_nor_classifies_its_cards(trained, photos, tmp_path, capsys,
                                                                              monkeypatch):
     """Cards written beside the photos: a PNG photo of the same name is kept (the card takes _2), and run again,

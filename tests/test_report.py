@@ -228,7 +228,8 @@ def test_report_txt_keeps_its_columns_in_line_for_class_names_in_any_script(flow
     """A CJK letter takes two columns and a combining accent none: the table pads by the columns a name takes,
     not by its characters, so the figures stay in line (as in split_data.py's table and predict.py's)."""
     from utils import text_width
-    names = ["daisy", "日本の花", "rose\u0301s", "sunflowers", "tulips"]  # wide letters; é as e + a combining accent
+    # wide letters; é as e and a combining accent; a right-to-left mark and a zero-width joiner, which take none
+    names = ["daisy", "日本の花", "rose\u0301s", "sun\u200dflowers", "\u202etulips"]
     text = report.write_evaluation(tmp_path, fake_evaluation(flowers, [0.6, 0.7]), names, "best.pth", "swin_micro",
                                    "val")
     lines = text.splitlines()
