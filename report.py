@@ -150,12 +150,12 @@ def headline(result: dict, classes: list[str], checkpoint: str, variant: str, sp
                ("loss", f"{result['loss']:.4f}")]
     cards = "".join(f'<div class="card"><span>{escape(name)}</span><b>{escape(value)}</b></div>'
                     for name, value in figures)
-    about = " · ".join(f'{name} <b class="{name}">{escape(value)}</b>'
+    about = " · ".join(f'{name} <b class="{name}">{isolated(value)}</b>'
                        for name, value in (("variant", variant), ("checkpoint", checkpoint), ("data", data),
                                            ("split", split)) if value)
     unread = "" if not left_out else (
         f'<p class="note">{len(left_out):,} files in the data folder were left out of the run, such as '
-        f'{escape(left_out[0][0])} ({escape(left_out[0][1])}); report.txt lists them all.</p>')
+        f'{isolated(left_out[0][0])} ({escape(left_out[0][1])}); report.txt lists them all.</p>')
     return (f'<section id="summary"><p class="about">{about}</p><div class="cards">{cards}</div>'
             '<p class="note">Balanced accuracy is the mean of the per-class recalls: top-1 as if every '
             f'class had as many images.</p>{unread}</section>')
@@ -168,10 +168,10 @@ def class_table(confusion, classes: list[str]) -> str:
         errors = confusion[i].clone()
         errors[i] = 0
         worst = int(errors.argmax())
-        instead = f"{classes[worst]} ({int(errors[worst])})" if errors[worst] > 0 else ""
-        rows.append(f'<tr><td>{escape(name)}</td>{number_cell(precision)}{number_cell(recall)}{number_cell(f1)}'
+        instead = f"{isolated(classes[worst])} ({int(errors[worst])})" if errors[worst] > 0 else ""
+        rows.append(f'<tr><td>{isolated(name)}</td>{number_cell(precision)}{number_cell(recall)}{number_cell(f1)}'
                     f'<td data-value="{support}">{support}</td><td data-value="{int(errors.sum())}">'
-                    f'{int(errors.sum())}</td><td>{escape(instead)}</td></tr>')
+                    f'{int(errors.sum())}</td><td>{instead}</td></tr>')
     header = "".join(f'<th data-type="{kind}" title="sort by {name}">{name}</th>' for name, kind in (
         ("class", "text"), ("precision", "number"), ("recall", "number"), ("F1", "number"),
         ("images", "number"), ("mistakes", "number"), ("most often taken for", "text")))
@@ -194,8 +194,8 @@ def confusion_section(confusion, classes: list[str]) -> str:
     errors.fill_diagonal_(0)
     counts, cells = torch.sort(errors.flatten(), descending=True, stable=True)  # ties in class order
     top = [(count, cell // n, cell % n) for count, cell in zip(counts[:10].tolist(), cells[:10].tolist()) if count]
-    items = "".join(f"<li>{escape(classes[i])} taken for {escape(classes[j])}: {count} "
-                    f"({count / max(int(confusion[i].sum()), 1):.0%} of {escape(classes[i])})</li>"
+    items = "".join(f"<li>{isolated(classes[i])} taken for {isolated(classes[j])}: {count} "
+                    f"({count / max(int(confusion[i].sum()), 1):.0%} of {isolated(classes[i])})</li>"
                     for count, i, j in top)
     listing = f"<div><p>Most frequent confusions:</p><ol>{items}</ol></div>" if items else "<p>No confusions.</p>"
     if n > MAX_CONFUSION_PICTURE:
@@ -250,10 +250,10 @@ def gallery(wrong: list, classes: list[str], max_shown: int, thumb_size: int, fa
         if not mistakes:
             continue
         count = f"{len(mistakes)} of {per_class[label]}" if len(mistakes) < per_class[label] else str(per_class[label])
-        links.append(f'<a href="#wrong-{label}">{escape(name)} ({count})</a>')
+        links.append(f'<a href="#wrong-{label}">{isolated(name)} ({count})</a>')
         figures = "".join(mistake_figure(m, classes, thumbnails[m[0]]) for m in mistakes)
         noun = "mistake" if per_class[label] == 1 else "mistakes"
-        groups.append(f'<div class="group"><h3 id="wrong-{label}">{escape(name)} <small>({count} {noun})</small></h3>'
+        groups.append(f'<div class="group"><h3 id="wrong-{label}">{isolated(name)} <small>({count} {noun})</small></h3>'
                       f'<div class="gallery">{figures}</div></div>')
     nav = f'<p class="groups">{" · ".join(links)}</p>' if links else ""
     return (f'<section id="mistakes"><h2>Misclassified photos</h2><p>{escape(intro)}</p>{nav}'
@@ -262,7 +262,7 @@ def gallery(wrong: list, classes: list[str], max_shown: int, thumb_size: int, fa
 
 def mistake_figure(mistake, classes: list[str], image) -> str:
     file, label, top_labels, top_probs = mistake
-    ranked = "".join(f'<li{" class=truth" if k == label else ""}>{escape(classes[k])} {p:.1%}</li>'
+    ranked = "".join(f'<li{" class=truth" if k == label else ""}>{isolated(classes[k])} {p:.1%}</li>'
                      for k, p in zip(top_labels, top_probs))
     if image is None:
         picture = '<span class="missing">the file no longer opens</span>'
@@ -270,8 +270,8 @@ def mistake_figure(mistake, classes: list[str], image) -> str:
         picture = (f'<img src="{data_uri(image, "JPEG")}" width="{image.width}" height="{image.height}" '
                    f'alt="{escape(classes[label])} photo taken for {escape(classes[top_labels[0]])}">')
     return (f'<figure><a href="{escape(Path(file).resolve().as_uri())}" title="{escape(str(file))}">{picture}</a>'
-            f'<figcaption>true: <b>{escape(classes[label])}</b><ol>{ranked}</ol>'
-            f'<span class="file">{escape(Path(file).name)}</span></figcaption></figure>')
+            f'<figcaption>true: <b>{isolated(classes[label])}</b><ol>{ranked}</ol>'
+            f'<span class="file">{isolated(Path(file).name)}</span></figcaption></figure>')
 
 
 # --- Page ---
@@ -284,6 +284,12 @@ def data_uri(image, kind: str) -> str:
 
 def escape(text: str) -> str:
     return html.escape(str(text), quote=True)
+
+
+def isolated(text: str) -> str:
+    """A name (a class's, a file's) in running text, its direction its own: a right-to-left mark in one reversed the
+    text after it ("café taken for evil" read backwards)."""
+    return f"<bdi>{escape(text)}</bdi>"
 
 
 PAGE = """<!doctype html>
@@ -310,7 +316,7 @@ body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
 main { max-width: 1120px; margin: 0 auto; padding: 12px 20px 40px; }
 h1 { font-size: 1.45em; margin: 0.4em 0 0.6em; overflow-wrap: anywhere; }
 h2 { font-size: 1.2em; margin: 1.6em 0 0.5em; border-bottom: 1px solid #ddd; }
-h3 { font-size: 1.05em; margin: 1.2em 0 0.4em; }
+h3 { font-size: 1.05em; margin: 1.2em 0 0.4em; overflow-wrap: anywhere; }
 .note { color: #666; font-size: 0.9em; }
 .about { overflow-wrap: anywhere; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(130px, 1fr)); gap: 8px; }
@@ -324,10 +330,11 @@ th { background: #eef0f3; cursor: pointer; user-select: none; position: sticky; 
 th[aria-sort="ascending"]::after { content: " \\25B2"; }
 th[aria-sort="descending"]::after { content: " \\25BC"; }
 img.picture { max-width: 100%; height: auto; border: 1px solid #e2e2e6; background: #fff; }
-.side { display: flex; flex-wrap: wrap; gap: 8px 28px; align-items: flex-start; }
+.side { display: flex; flex-wrap: wrap; gap: 8px 28px; align-items: flex-start; overflow-wrap: anywhere; }
+.side > div { min-width: 0; }
 .curves { display: flex; flex-wrap: wrap; gap: 8px; }
 .curves img.picture { flex: 0 1 auto; min-width: 0; }
-.groups { line-height: 1.8; }
+.groups { line-height: 1.8; overflow-wrap: anywhere; }
 /* groups side by side, each as wide as its photos (a class with one mistake takes one photo's width, not a row),
    a large one the whole width, its photos wrapping */
 .groups-flow { display: flex; flex-wrap: wrap; gap: 0 28px; align-items: flex-start; }

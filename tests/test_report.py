@@ -483,13 +483,22 @@ def test_the_report_in_headless_chromium(flowers, tmp_path):
         result["wrong"] = [w for w in result["wrong"] if w[1] != 4]
         other = report.write_report(tmp_path / "na.html", result, CLASSES, str(tmp_path / "best.pth"),
                                     "swin_micro_patch4_window4_128", "val", None)
-        for page in (other, path):  # there, and back to the report the rest of this test looks at
+        # names a person may give: 200 letters (the page no wider for it), a right-to-left mark (its direction kept
+        # to the name: it reversed the text after it)
+        odd = ["L" * 200, "\u202eevil", *CLASSES[2:]]
+        named = report.write_report(tmp_path / "odd.html", result, odd, str(tmp_path / "best.pth"),
+                                    "swin_micro_patch4_window4_128", "val", None)
+        for page in (other, named, path):  # there, and back to the report the rest of this test looks at
             browser.events = [e for e in browser.events if e.get("method") != "Page.loadEventFired"]
             browser.call("Page.navigate", {"url": page.as_uri()}, session)
             browser.wait_for("Page.loadEventFired")
             for _ in range(2 if page == other else 0):
                 evaluate("document.querySelectorAll('table.sortable th')[2].click()")
                 assert evaluate(column)[-1] == "tulips"
+            if page == named:
+                assert evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+                isolated = evaluate("Array.from(document.querySelectorAll('bdi')).map(b => b.textContent)")
+                assert isolated.count("\u202eevil") >= 2 and isolated.count("L" * 200) >= 2
 
         browser.call("Emulation.setDeviceMetricsOverride",
                      {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False}, session)
