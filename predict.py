@@ -45,7 +45,7 @@ from images import UNREADABLE, image_problem, list_images, load_rgb, set_image_c
 from loaders import ImageDataset, build_loader
 from model import maps_of
 from precision import amp_dtype, autocast
-from utils import UserError, check_writable, padded, run_cli, select_device, text_width, tune_for
+from utils import UserError, check_writable, padded, printable, run_cli, select_device, text_width, tune_for
 from weights import load_classifier
 from workers import default_workers
 
@@ -138,7 +138,8 @@ def main(argv=None) -> None:
         for path, probs, seen in classify(clf.model, paths, transform, normalize, device, args) if paths else ():
             if probs is None:
                 failed.append(path)
-                print(f"warning: {path}: {image_problem(Path(path)) or 'could not be read'}", file=sys.stderr)
+                why = image_problem(Path(path)) or "could not be read"
+                print(f"warning: {printable(path)}: {why}", file=sys.stderr)
                 continue
             top = probs.topk(k)
             result = {"path": path, "topk": [{"label": clf.class_names[i], "index": i, "prob": round(p, 6)}
@@ -149,7 +150,7 @@ def main(argv=None) -> None:
             if args.json:
                 print(json.dumps(result), flush=True)
             elif args.output is None:
-                print(path, *(f"  {r}. {padded(e['label'], width)}  {e['prob']:7.2%}"
+                print(printable(path), *(f"  {r}. {padded(e['label'], width)}  {e['prob']:7.2%}"
                               for r, e in enumerate(result["topk"], 1)), sep="\n")
             if args.save_vis is not None and not save_card(result, args.save_vis, card_names, seen):
                 cardless += 1

@@ -34,7 +34,7 @@ import plots
 from data import CROP_PCT
 from images import why_it_failed
 from checkpoints import put_in_place
-from utils import padded, text_width
+from utils import padded, printable, text_width
 
 MAX_SHOWN = 300  # thumbnails in the gallery, the most confident mistakes first
 THUMB_SIZE = 128  # px, the longer side
@@ -103,10 +103,10 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
     text = "\n".join(lines)
     if left_out:  # after the text printed: train.py has warned of them as it listed the folder
         lines += ["", f"{len(left_out)} files in the data folder left out of the run:"]
-        lines += [f"{path}: {why}" for path, why in left_out]
+        lines += [f"{printable(path)}: {why}" for path, why in left_out]
     if result.get("failed"):  # listed, they failed as they were evaluated: changed or removed since (why: as now)
         lines += ["", f"{len(result['failed'])} images could not be read when they were evaluated, and were left out:"]
-        lines += [f"{path}: {why_it_failed(path)}" for path in result["failed"]]
+        lines += [f"{printable(path)}: {why_it_failed(path)}" for path in result["failed"]]
     (folder / "report.txt").write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogateescape")
     # last: a report.html in a run folder says the run's evaluation was written whole
     write_report(folder / "report.html", result, classes, checkpoint, variant, split, metrics_csv, left_out=left_out,

@@ -22,7 +22,7 @@ from model import NO_PRETRAINED_WEIGHTS, maps_of
 from precision import autocast
 from checkpoints import put_in_place
 from config import plain
-from utils import UserError, lost_another_process, out_of_memory, resume_command
+from utils import UserError, lost_another_process, out_of_memory, printable, resume_command
 from runs import evaluated_file, nothing_to_resume
 
 
@@ -131,7 +131,7 @@ def warn_unreadable(splits, recorded: set = None) -> None:
             print(f"warning: {gone} of the run's {len(recorded)} validation files are no longer in {splits.root}: "
                   f"it validates on the other {len(splits.val)}", file=sys.stderr)
     for path, reason in skipped[:FILES_NAMED]:
-        print(f"warning: left out {path}: {reason}", file=sys.stderr)
+        print(f"warning: left out {printable(path)}: {reason}", file=sys.stderr)
     if len(skipped) > FILES_NAMED:
         print(f"warning: and {len(skipped) - FILES_NAMED} more files left out (python split_data.py "
               "--data-path <folder> lists every one in split_report.txt)", file=sys.stderr)

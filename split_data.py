@@ -25,7 +25,7 @@ from download import FLOWER_PHOTOS_SHA256, FLOWER_PHOTOS_URL, fetch_flower_photo
 from images import (SPLITS, class_imbalance, is_split_root, per_class_counts, read_class_root, readable_folder,
                     split_by_class, without_validation, write_class_indices)
 from split_folders import finish_split, place_image, prepare_out
-from utils import UserError, padded, run_cli, text_width
+from utils import UserError, padded, printable, run_cli, text_width
 
 REPORT, CHART, CLASS_INDICES = "split_report.txt", "class_distribution.png", "class_indices.json"
 
@@ -123,7 +123,7 @@ def format_report(source: Path, out: Path, args, classes: list[str], counts: dic
     lines.append(f"{'total':<{width}}" + "".join(f"{total:>9}" for total in totals))
     if skipped:
         lines.append(f"skipped {len(skipped)} file(s), each with why:")
-        lines += [f"  {path}: {reason}" for path, reason in skipped]
+        lines += [f"  {printable(path)}: {reason}" for path, reason in skipped]
     return "\n".join(lines) + "\n"
 
 

@@ -41,6 +41,13 @@ def text_width(text: str) -> int:
                2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
+def printable(text: str) -> str:
+    """A file's name on one line of text (a warning, a listing, a table): its control characters (a line break, a
+    tab) written as Python writes them, \\n and \\t, where they split the entry over two lines."""
+    escapes = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+    return "".join(escapes.get(c, f"\\x{ord(c):02x}") if unicodedata.category(c) == "Cc" else c for c in str(text))
+
+
 def padded(text: str, width: int) -> str:
     """`text` filled with spaces after it to `width` columns (text_width), as a table's aligned columns need,
     class names in any script."""

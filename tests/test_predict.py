@@ -122,6 +122,19 @@ def test_a_folder_that_cannot_be_read_is_named_and_counted(trained, photos, tmp_
     assert "warning: in/locked: cannot be read (Permission denied): a folder, its photos left out" in err
     assert "classified 1 of 1 images; 1 folder could not be read" in err
 
+
+def test_a_line_break_in_a_photos_name_stays_on_its_line(trained, photos, tmp_path, capsys, monkeypatch):
+    """A file name with a line break printed raw looked like two entries, in the table and in a warning: written
+    as \\n, as Python writes it (--json and --output keep the name as it is)."""
+    (tmp_path / "in").mkdir()
+    shutil.copy(photos[0], tmp_path / "in" / "a\nb.jpg")
+    (tmp_path / "in" / "c\td.jpg").write_text("not a photo")
+    code, out, err = run_predict(capsys, monkeypatch, trained, tmp_path / "in")
+    assert code == 1 and out.splitlines()[0] == f"{tmp_path / 'in'}/a\\nb.jpg", out
+    assert f"warning: {tmp_path / 'in'}/c\\td.jpg: not an image" in err, err
+    _, out, _ = run_predict(capsys, monkeypatch, trained, tmp_path / "in", "--json")
+    assert json_lines(out)[0]["path"] == str(tmp_path / "in" / "a\nb.jpg")
+
 def test_links_that_lead_nowhere_are_named_whether_globbed_or_named(trained, photos, tmp_path, capsys, monkeypatch):
     """A link to a removed file, or a link loop, is matched by a glob and may be named: it is read and said to be
     unreadable, as in a folder given; neither passed over without a word nor said not to exist."""

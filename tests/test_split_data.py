@@ -95,6 +95,15 @@ def test_broken_files_are_reported_exactly_and_left_out(tmp_path):
                    for f in files["train"] + files["val"])
 
 
+
+def test_a_skipped_file_with_a_line_break_in_its_name_is_one_line_of_the_report(tmp_path):
+    """split_report.txt lists each skipped file on a line: one whose name holds a line break split over two."""
+    source = make_photos(tmp_path / "photos")
+    (source / "cat" / "bad\nname.jpg").write_text("not a photo")
+    split_data.main(["--data-path", str(source), "--out", str(tmp_path / "out")])
+    lines = (tmp_path / "out" / "split_report.txt").read_text().splitlines()
+    assert any(line.endswith("cat/bad\\nname.jpg: not an image: text") for line in lines), lines
+
 def test_a_class_without_a_usable_image_is_named(tmp_path):
     source = make_photos(tmp_path / "photos")
     write_broken_files(source / "empty_class")
