@@ -46,6 +46,9 @@ def letters_missing(text: str) -> str:
                                  and drawn(c) == box))  # not a control or format character, which draws nothing
 
 
+LABEL_WIDTH = 240  # px: the most a class's name takes as a label in a picture (shortened)
+
+
 def pixel_width(text: str, size: int = 13) -> int:
     return int(font(size).getlength(text))
 
@@ -56,9 +59,21 @@ def one_line(text: str) -> str:
     return "".join("?" if unicodedata.category(letter) == "Cc" else letter for letter in text)
 
 
+def shortened(name: str, most: int = LABEL_WIDTH, size: int = 13) -> str:
+    """A class's name as a picture's label: at most `most` px wide, cut with "…" past it (a 200-letter name made the
+    confusion matrix 1764 px wide for its labels, its grid a corner of it); the full name is in the tables."""
+    name = one_line(name)
+    if pixel_width(name, size) <= most:
+        return name
+    while name and pixel_width(name + "…", size) > most:
+        name = name[:-1]
+    return name + "…"
+
+
 def confusion_matrix_image(confusion, classes: list, title: str = "confusion matrix") -> Image.Image:
     """Rows are the true classes, columns the predicted ones; each cell shows its count, shaded by
     the share of its row, so a class's errors stand out whatever its size."""
+    classes = [shortened(name) for name in classes]
     n = len(classes)
     cell = max(14, min(56, 900 // max(n, 1)))
     show_text = cell >= 26
@@ -131,6 +146,7 @@ def class_distribution_chart(classes: list[str], counts: dict, title: str) -> Im
     as it does in train; the numbers give the counts.
     """
     small, title_font, title = font(13), font(16), one_line(title)  # a data folder's path
+    classes = [shortened(name) for name in classes]
     row = max(2, min(22, 1400 // len(classes)))
     names_fit = row >= 12  # past ~100 classes the rows get too thin to label: the report has the numbers
     label_width = int(max(small.getlength(name) for name in classes)) + 16 if names_fit else 8

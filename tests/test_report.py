@@ -597,3 +597,15 @@ def test_metrics_saved_again_by_a_spreadsheet_still_draw_their_curves(tmp_path):
     rows = report.read_metrics(path)
     assert [(row["epoch"], row["loss_train"]) for row in rows] == [(1, 0.4), (2, 0.3)]
     assert len(plots.training_curves(rows)) == 3
+
+
+def test_a_long_class_name_is_shortened_in_the_pictures_not_the_tables():
+    """A 200-letter class name made the confusion matrix 1764 px wide for its labels (the grid a corner of it) and
+    the class chart as wide: labels end in "…" at plots.LABEL_WIDTH; the table and report.txt keep the name."""
+    import plots
+    names = ["L" * 200, "b"]
+    matrix = plots.confusion_matrix_image(torch.tensor([[3, 1], [0, 4]]), names)
+    chart = plots.class_distribution_chart(names, {"train": [3, 4], "val": [1, 1]}, "images per class")
+    assert matrix.width < 2 * plots.LABEL_WIDTH + 200 and chart.width < plots.LABEL_WIDTH + 2 * 300 + 40
+    assert plots.shortened("L" * 200).endswith("…") and plots.pixel_width(plots.shortened("L" * 200)) <= \
+        plots.LABEL_WIDTH and plots.shortened("daisy") == "daisy"
