@@ -205,7 +205,7 @@ def prediction_card(image: Image.Image, labels: list[str], probs: list[float], t
     Bars are on an absolute 0-100% scale, so a hesitant prediction looks hesitant.
     """
     small, title_font, title = font(13), font(15), one_line(title)  # a photo's path
-    labels = list(map(one_line, labels))  # class names, as a class_indices.json may give any text
+    labels = list(map(shortened, labels))  # class names, as a class_indices.json may give any text, at most 240 px
     photo = image.convert("RGB")
     photo.thumbnail((photo_size, photo_size))
     if max(photo.size) < photo_size // 2:  # an icon: enlarged, its pixels kept sharp, to be seen at all
