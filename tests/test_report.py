@@ -609,3 +609,13 @@ def test_a_long_class_name_is_shortened_in_the_pictures_not_the_tables():
     assert matrix.width < 2 * plots.LABEL_WIDTH + 200 and chart.width < plots.LABEL_WIDTH + 2 * 300 + 40
     assert plots.shortened("L" * 200).endswith("…") and plots.pixel_width(plots.shortened("L" * 200)) <= \
         plots.LABEL_WIDTH and plots.shortened("daisy") == "daisy"
+
+
+def test_close_values_get_ticks_that_read_apart():
+    """A train and a val loss within 0.01 of each other: every tick of the loss chart read 1.65."""
+    import plots
+    assert plots.tick_labels([1.648, 1.650, 1.652], "{:.2f}") == ["1.648", "1.650", "1.652"]
+    assert plots.tick_labels([0.5, 1.0], "{:.2f}") == ["0.50", "1.00"]
+    assert plots.tick_labels([0.501, 0.502], "{:.0%}") == ["50.1%", "50.2%"]
+    chart = plots.line_chart({"train": [(1, 1.6485), (2, 1.6501)], "val": [(1, 1.6490), (2, 1.6510)]}, "loss")
+    assert chart.width == 350
