@@ -121,7 +121,7 @@ def test_eval_only_evaluates_a_program_as_it_evaluates_its_checkpoint(trained, f
     got, want = ((folder / "report.txt").read_text().split("\n") for folder in folders)
     # the program's kind and the data evaluated named (an int8 program's figures are told from the fp32 one's)
     assert got[0] == f"swin_micro_patch4_window4_128 from {onnx_program} (ONNX Runtime), on {flowers}"
-    assert got[1].startswith("val: 20 images") and f"data <b class=\"data\">{flowers}</b>" in \
+    assert got[1].startswith("val: 20 images") and f"data <b class=\"data\"><bdi>{flowers}</bdi></b>" in \
         (folders[0] / "report.html").read_text()
     assert got[1].split("loss")[0] == want[1].split("loss")[0] and got[2:] == want[2:]  # figures, classes, confusion
     mistakes = [list(csv.DictReader(open(folder / "misclassified.csv"))) for folder in folders]
