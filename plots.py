@@ -125,18 +125,23 @@ def image_grid(images, captions: list, mean, std, columns: int = 8) -> Image.Ima
 
 
 def picture_grid(pictures: list, captions: list, columns: int = 8) -> Image.Image:
-    """A grid of pictures of one size with a caption under each."""
+    """A grid of pictures of one size with a caption under each: a line of text, or a list of lines (a true class
+    and the class chosen), each shortened to the picture's width (cut at 24 letters, a long true class hid the
+    chosen one, and on 64 px crops the captions ran into each other)."""
     width, height = pictures[0].size
     columns = min(columns, len(pictures))
     rows = (len(pictures) + columns - 1) // columns
-    caption_h = 18
+    captions = [[caption] if isinstance(caption, str) else list(caption) for caption in captions]
+    caption_h = 4 + 14 * max(map(len, captions))
     grid = Image.new("RGB", (columns * (width + 4) + 4, rows * (height + caption_h + 4) + 4), "white")
     draw = ImageDraw.Draw(grid)
-    for k, (picture, caption) in enumerate(zip(pictures, captions)):
+    for k, (picture, lines) in enumerate(zip(pictures, captions)):
         x = 4 + (k % columns) * (width + 4)
         y = 4 + (k // columns) * (height + caption_h + 4)
         grid.paste(picture, (x, y))
-        draw.text((x + width / 2, y + height + 2), str(caption)[:24], fill="black", font=font(12), anchor="ma")
+        for n, line in enumerate(lines):
+            draw.text((x + width / 2, y + height + 2 + 14 * n), shortened(line, width, 12), fill="black",
+                      font=font(12), anchor="ma")
     return grid
 
 

@@ -218,7 +218,7 @@ def log_where_it_looks(writer, model, dataset, normalize, device, amp, classes: 
     side = max(160, images.shape[-1])  # room for the captions under small crops
     pictures = [plots.heat_overlay(crop.permute(1, 2, 0).numpy(), h).resize((side, side), Image.BILINEAR)
                 for crop, h in zip(images, heat)]
-    captions = [f"{classes[label]} > {classes[k]}" for (_, label), k in zip(crops, chosen.tolist())]
+    captions = [(f"{classes[label]} >", classes[k]) for (_, label), k in zip(crops, chosen.tolist())]
     writer.add_image("val/where_it_looks", plots.to_chw(plots.picture_grid(pictures, captions)), epoch)
 
 

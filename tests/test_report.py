@@ -619,3 +619,17 @@ def test_close_values_get_ticks_that_read_apart():
     assert plots.tick_labels([0.501, 0.502], "{:.0%}") == ["50.1%", "50.2%"]
     chart = plots.line_chart({"train": [(1, 1.6485), (2, 1.6501)], "val": [(1, 1.6490), (2, 1.6510)]}, "loss")
     assert chart.width == 350
+
+
+def test_picture_captions_keep_to_their_picture():
+    """TensorBoard's grids cut a caption at 24 letters (a long true class hid the class chosen) and let a caption run
+    into its neighbour's under 64 px crops: each line is shortened to its picture's width, true and chosen a line each."""
+    import plots
+    from PIL import Image
+    tile = Image.new("RGB", (64, 64), "white")
+    grid = plots.picture_grid([tile, tile], [("L" * 200 + " >", "b"), "c"])
+    assert grid.size == (2 * (64 + 4) + 4, 64 + 4 + 2 * 14 + 4 + 4)
+    text = np.asarray(grid.convert("L"))[64 + 4:, :]  # the captions
+    assert (text[:, 4 + 64: 4 + 64 + 4] >= 200).all()  # nothing written across the gap between the pictures
+    inked = np.nonzero((text[:, 4: 4 + 64] < 200).any(0))[0]
+    assert inked.size and inked.max() - inked.min() > 48  # the long line fills its picture's width, ending in …

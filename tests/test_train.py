@@ -70,7 +70,7 @@ def test_tensorboard_holds_scalars_and_pictures(flowers, tmp_path, capsys):
     assert grid.width > 64 and grid.height > 64
     # the first validation photo of each class (64 px crops, shown at 160), tinted where the model saw its choice
     looks = events.Images("val/where_it_looks")
-    assert [e.step for e in looks] == [1, 2] and (looks[0].width, looks[0].height) == (5 * 164 + 4, 164 + 18 + 4)
+    assert [e.step for e in looks] == [1, 2] and (looks[0].width, looks[0].height) == (5 * 164 + 4, 164 + 32 + 4)
 
 
 def test_torchrun_on_a_cpu_starts_gloo_and_python_no_group(monkeypatch):
