@@ -623,7 +623,8 @@ def test_close_values_get_ticks_that_read_apart():
 
 def test_picture_captions_keep_to_their_picture():
     """TensorBoard's grids cut a caption at 24 letters (a long true class hid the class chosen) and let a caption run
-    into its neighbour's under 64 px crops: each line is shortened to its picture's width, true and chosen a line each."""
+    into its neighbour's under 64 px crops: each line is shortened to its picture's width, true and chosen a line
+    each."""
     import plots
     from PIL import Image
     tile = Image.new("RGB", (64, 64), "white")
