@@ -207,12 +207,16 @@ def remove_left_behind(folder: Path, archive: Path) -> None:
     Runs that were only stopped remove their own; these are old, from no process still writing them."""
     stale = time.time() - 3600  # an hour untouched: not another download going on now
     for left in [*folder.glob(f".{glob.escape(archive.name)}.*.part"), *folder.glob(".extracting-*")]:
-        if left.stat().st_mtime >= stale:
+        try:  # another job's, removed meanwhile, or another user's (a shared /tmp): left as it is
+            status = left.lstat()
+            if status.st_mtime >= stale or hasattr(os, "getuid") and status.st_uid != os.getuid():
+                continue
+            if left.is_dir() and not left.is_symlink():
+                shutil.rmtree(left)
+            else:
+                left.unlink()
+        except OSError:
             continue
-        if left.is_dir():
-            shutil.rmtree(left, ignore_errors=True)
-        else:
-            left.unlink(missing_ok=True)
 
 
 def fetch_tutorial_photos(data_path: Path) -> None:

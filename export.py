@@ -212,7 +212,8 @@ def exported_program(path: Path) -> bool:
         return is_torchscript(path)
     if suffix == ".pt2":  # torch.export's archive, with the extra file this project puts in it
         with contextlib.suppress(zipfile.BadZipFile, OSError), zipfile.ZipFile(path) as archive:
-            return any(name.endswith("/extra/classifier.json") for name in archive.namelist())
+            names = archive.namelist()  # torch 2.7 keeps extra files in extra_files/, later ones in <archive>/extra/
+            return "extra_files/classifier.json" in names or any(n.endswith("/extra/classifier.json") for n in names)
         return False
     onnx = require("onnx", f"--export {path}")
     try:

@@ -492,7 +492,7 @@ def split_counts(total: int, val_ratio: float, test_ratio: float) -> tuple[int, 
     n_val = int(total * val_ratio)
     if val_ratio > 0 and n_val == 0 and total >= 2:
         n_val = 1
-    n_test = min(int(total * test_ratio), total - n_val - 1)
+    n_test = max(0, min(int(total * test_ratio), total - n_val - 1))
     if test_ratio > 0 and n_test == 0 and total - n_val >= 2:
         n_test = 1
     return n_val, n_test
@@ -617,12 +617,13 @@ def list_images(patterns: list, passed_over=None, left_out: list = None) -> list
         if not path.is_dir() and not glob.has_magic(pattern):
             raise UserError(f"{pattern} is not a file of its own (a pipe, a socket or a device)" if path.exists()
                             else f"image not found: {pattern}")
-        unread = []  # folders in it that cannot be read
+        unread = []  # what find_images leaves out: of it, the folders that cannot be read
         if path.is_dir():
             readable_folder(path)
             found = find_images(path, left_out=unread)
         else:  # the files a pattern matches: not a folder, nor a pipe that opens forever
             found = [p for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file() or not Path(p).exists()]
+        unread = [entry for entry in unread if entry[1].startswith(CANNOT_BE_READ)]  # not a NAS's thumbnails, a .heic
         if not found:
             unseen = f"; {unread[0][0]} {unread[0][1]}" if unread else ""
             if path.is_dir():

@@ -248,7 +248,10 @@ def save_card(result: dict, folder: Path, used: set, seen=None) -> bool:
                                  [e["prob"] for e in result["topk"]], title=result["path"], seen=seen)
     mark = PngInfo()
     mark.add_text(*CARD_MARK)
-    tmp = folder / f".{name}.{os.getpid()}.tmp"  # whole or not at all: a card cut short by Ctrl-C passed for one
+    # whole or not at all, a card cut short by Ctrl-C passed for one; a short name beside it, whatever its own length
+    handle, tmp = tempfile.mkstemp(prefix=".card-", suffix=".tmp", dir=folder)
+    os.close(handle)
+    tmp = Path(tmp)
     try:
         card.save(tmp, format="PNG", pnginfo=mark)
         os.replace(tmp, folder / f"{name}.png")

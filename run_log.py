@@ -106,8 +106,9 @@ def write_metrics_row(path: Path, row: dict) -> None:
     if path.exists():
         with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
             table = csv.DictReader(f)
-            rows = [old for old in table if (old.get("epoch") or "").isdigit() and int(old["epoch"]) < row["epoch"]]
-        if "epoch" not in (table.fieldnames or []):
+            header = table.fieldnames or []  # read here: an empty file's header is read from the file, while open
+            rows = [old for old in table if (old.get("epoch") or "").isdecimal() and int(old["epoch"]) < row["epoch"]]
+        if header and "epoch" not in header:
             path.replace(path.with_name(path.name + ".bak"))
             print(f"warning: {path} has no epoch column (saved again by another program?): kept as "
                   f"{path.name}.bak, and a new one written", file=sys.stderr)
@@ -218,7 +219,7 @@ def log_where_it_looks(writer, model, dataset, normalize, device, amp, classes: 
     side = max(160, images.shape[-1])  # room for the captions under small crops
     pictures = [plots.heat_overlay(crop.permute(1, 2, 0).numpy(), h).resize((side, side), Image.BILINEAR)
                 for crop, h in zip(images, heat)]
-    captions = [(f"{classes[label]} >", classes[k]) for (_, label), k in zip(crops, chosen.tolist())]
+    captions = [(classes[label], f"> {classes[k]}") for (_, label), k in zip(crops, chosen.tolist())]
     writer.add_image("val/where_it_looks", plots.to_chw(plots.picture_grid(pictures, captions)), epoch)
 
 

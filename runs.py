@@ -185,14 +185,14 @@ def resume_config(parser, cfg, argv) -> tuple:
             raise UserError(f"{err}. To go on from the run's best epoch instead: {resume_command(other)}") from None
         if not is_run_checkpoint(checkpoint):
             raise UserError(f"{path} is not a checkpoint of train.py; to start from its weights use --weights")
-        if cfg.eval_only:  # its model and classes are what an evaluation needs: a config cut from it is none
-            checkpoint.setdefault("config", {})
-        elif missing := [key for key in TRAINING_STATE if key not in checkpoint]:
+        if not cfg.eval_only and (missing := [key for key in TRAINING_STATE if key not in checkpoint]):
             raise UserError(f"{path} holds a model but not its training state ({', '.join(missing)} cut from it), so "
                             f"its run cannot go on from it; to train on from its weights, start a new run: --weights "
                             f"{shlex.quote(str(path))} --name NEW")
         if not cfg.eval_only:
             check_not_going_back(path, checkpoint)
+    if cfg.eval_only:  # its model and classes are what an evaluation needs (--resume or --weights): a config cut
+        checkpoint.setdefault("config", {})  # from it is none
     typed = typed_flags(parser, argv)
     given = explicit_flags(parser, argv, typed)
     if not cfg.eval_only:  # the checkpoint's model is the one that goes on: another one typed is refused, not ignored

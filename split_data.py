@@ -98,8 +98,10 @@ def main(argv=None) -> None:
     (out / REPORT).write_text(report, encoding="utf-8", errors="surrogateescape")
     title = f"Images per class: {source.resolve().name} split into {out.resolve().name}"  # "." has no name
     plots.class_distribution_chart(classes, counts, title).save(out / CHART)
+    # every file written: a split stopped before this is refused by train.py and cleared by a run again (and not
+    # after the printing, where a reader gone from the pipe, | head, stops the script)
+    finish_split(out)
     print(report, end="")
-    finish_split(out)  # last: a split stopped before this is refused by train.py, and cleared by a run again
     print(f"wrote {out / CLASS_INDICES}, {out / REPORT} and {out / CHART}")
     if args.val_ratio > 0 and (missing := without_validation(classes, counts["val"])):
         print(f"warning: {missing}; 2 photos or more of each would give them some", file=sys.stderr)

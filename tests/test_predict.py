@@ -121,6 +121,12 @@ def test_a_folder_that_cannot_be_read_is_named_and_counted(trained, photos, tmp_
     assert code == 1 and [r["path"] for r in json_lines(out)] == [f"in/{photos[0].name}"], err
     assert "warning: in/locked: cannot be read (Permission denied): a folder, its photos left out" in err
     assert "classified 1 of 1 images; 1 folder could not be read" in err
+    # what is left out by design (a NAS's thumbnails, an iPhone's .heic) is no folder that could not be read
+    (tmp_path / "nas" / "@eaDir").mkdir(parents=True)
+    shutil.copy(photos[2], tmp_path / "nas" / photos[2].name)
+    (tmp_path / "nas" / "IMG_1.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
+    code, _, err = run_predict(capsys, monkeypatch, tmp_path, "nas", "--json")
+    assert code == 0 and "classified 1 of 1 images\n" in err and "could not be read" not in err, err
 
 
 def test_a_line_break_in_a_photos_name_stays_on_its_line(trained, photos, tmp_path, capsys, monkeypatch):

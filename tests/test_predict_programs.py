@@ -263,3 +263,15 @@ def test_an_earlier_program_is_one_an_export_may_replace(trained, onnx_program, 
     for program, other in ((onnx_program, ".pt2"), (pt2_program, ".onnx")):
         shutil.copy(program, tmp_path / f"swapped{other}")
         assert not export.exported_program(tmp_path / f"swapped{other}")
+
+
+def test_a_pt2_of_torch_2_7s_layout_is_a_program_too(tmp_path):
+    """torch 2.7 (requirements.txt's lowest) keeps a .pt2's extra files in extra_files/ at the archive's top, later
+    versions in <archive>/extra/: a program written by either may be replaced by a new export, other zips not."""
+    import zipfile
+    for names, ours in ((["extra_files/classifier.json", "archive/models/m.json"], True),
+                        (["archive/extra/classifier.json"], True), (["archive/data.pkl"], False)):
+        with zipfile.ZipFile(tmp_path / "p.pt2", "w") as archive:
+            for name in names:
+                archive.writestr(name, "{}")
+        assert export.exported_program(tmp_path / "p.pt2") is ours, names

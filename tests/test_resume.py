@@ -181,6 +181,9 @@ def test_metrics_csv_saved_again_by_a_spreadsheet_does_not_stop_the_run(tmp_path
     assert metrics(tmp_path) == [{"epoch": "2", "loss_train": "0.2"}]
     assert (tmp_path / "metrics.csv.bak").read_text() == "epoch;loss_train\n1;0.1\n"
     assert "metrics.csv has no epoch column" in capsys.readouterr().err
+    path.write_text("")  # emptied: written anew (reading its header after closing it raised)
+    run_log.write_metrics_row(path, {"epoch": 3, "loss_train": 0.3})
+    assert metrics(tmp_path) == [{"epoch": "3", "loss_train": "0.3"}]
 
 def test_steps_logged_after_the_checkpoint_a_resume_starts_from_are_not_shown_twice(flowers, tmp_path, capsys):
     """A run killed after logging steps that its last.pth does not hold logs them again on resuming:
@@ -389,9 +392,10 @@ def test_a_checkpoint_cut_to_its_model_is_evaluated_but_not_resumed(tmp_path):
                                             rf"cut from it\), so its run cannot go on from it; to train on from its "
                                             rf"weights, start a new run: --weights {run / 'slim.pth'} --name NEW$"):
             runs.resume_config(parser, config.parse_config(parser, argv), argv)
-        argv = ["--eval-only", "--resume", str(run / "slim.pth")]
-        cfg, checkpoint = runs.resume_config(parser, config.parse_config(parser, argv), argv)
-        assert checkpoint["class_names"] == ["a", "b"] and cfg.resume == run / "slim.pth"
+        for flag in ("--resume", "--weights"):  # train.py's checkpoint as --weights is taken as --resume
+            argv = ["--eval-only", flag, str(run / "slim.pth")]
+            cfg, checkpoint = runs.resume_config(parser, config.parse_config(parser, argv), argv)
+            assert checkpoint["class_names"] == ["a", "b"] and cfg.resume == run / "slim.pth"
 
 def test_a_resume_that_names_another_folder_is_refused_not_ignored(tmp_path, monkeypatch):
     """A resumed run goes on in its own folder: --name or --output typed to put it elsewhere was dropped in silence

@@ -223,6 +223,13 @@ def test_a_split_stopped_while_written_is_refused_by_training_until_written_agai
     assert json.loads((out / "split_manifest.json").read_text())["complete"] is True
     assert len(images.load_splits(out).train) > 4
     assert not list(out.glob(".*.tmp"))  # the manifest was written whole, its temporary file renamed
+    # the report's reader gone (| head) as it prints: every file is written, and the split is finished
+    def reader_gone(*args, **kwargs):
+        raise BrokenPipeError
+    monkeypatch.setattr(split_data, "print", reader_gone, raising=False)
+    with pytest.raises(BrokenPipeError):
+        split_data.main(["--data-path", str(source), "--out", str(out), "--val-ratio", "0.3", "--seed", "1"])
+    assert json.loads((out / "split_manifest.json").read_text())["complete"] is True
 
 
 def test_hardlinks_across_file_systems_are_refused_before_the_earlier_split_is_cleared(tmp_path, monkeypatch):
