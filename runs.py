@@ -55,8 +55,11 @@ def check_output(output: Path, data_path: Path) -> None:
         raise UserError(f"--output {output} is a file, not a folder: give the folder that holds the runs "
                         "(default: runs)")
     data, out = data_path.resolve(), output.resolve()
-    read = [data / split for split in ("train", "val", "test")] if is_split_root(data) else [data]
-    if any(out == folder or folder in out.parents for folder in read):
+    splits = [(data / split).resolve() for split in ("train", "val", "test")]
+    read_as_classes = splits if is_split_root(data) else [data]
+    # inside one of them, and not in a hidden folder there (.runs: training passes hidden folders over)
+    if any(out == folder or folder in out.parents and not out.relative_to(folder).parts[0].startswith(".")
+           for folder in read_as_classes):
         raise UserError(f"--output {output} is inside --data-path {data_path}, whose folders are read as classes: "
                         f"the runs would become a class of their own. Give --output a folder outside it, such as "
                         f"--output {shlex.quote(str(data.parent / 'runs'))}")

@@ -79,8 +79,8 @@ def main(argv=None) -> None:
                             "another --out)")
 
     if args.mode == "hardlink":  # known before the earlier split is cleared, not at the first link
-        above = next(folder for folder in [out, *out.resolve().parents] if folder.exists())
-        if os.stat(above).st_dev != os.stat(source).st_dev:
+        nearest_existing = next(folder for folder in [out, *out.resolve().parents] if folder.exists())
+        if os.stat(nearest_existing).st_dev != os.stat(source).st_dev:
             raise UserError(f"--mode hardlink needs --out on the file system of --data-path {source}, and {out} is on "
                             "another: use --mode copy or --mode symlink, or an --out beside the photos")
     classes, images, skipped = read_class_root(source, split_too=False)

@@ -430,6 +430,7 @@ def test_runs_are_not_written_where_training_reads_classes(tmp_path, monkeypatch
     with pytest.raises(UserError, match="--output .*train/runs is inside --data-path"):
         runs.check_output(split / "train" / "runs", split)
     runs.check_output(split / "runs", split)  # beside the splits: fine
+    runs.check_output(photos / ".runs", photos)  # a hidden folder, which training passes over: fine too
 
 def test_eval_only_reports_and_lists_mistakes(flowers, tmp_path, capsys, monkeypatch):
     trained = train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "2", "--output", tmp_path, "--name", "e")
