@@ -45,7 +45,9 @@ def printable(text: str) -> str:
     """A file's name on one line of text (a warning, a listing, a table): its control characters (a line break, a
     tab) written as Python writes them, \\n and \\t, where they split the entry over two lines."""
     escapes = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
-    return "".join(escapes.get(c, f"\\x{ord(c):02x}") if unicodedata.category(c) == "Cc" else c for c in str(text))
+    breaking = ("Cc", "Zl", "Zp")  # controls, and Unicode's line and paragraph separators, which break lines too
+    return "".join(escapes.get(c, f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
+                   if unicodedata.category(c) in breaking else c for c in str(text))
 
 
 def padded(text: str, width: int) -> str:

@@ -140,6 +140,8 @@ def test_a_line_break_in_a_photos_name_stays_on_its_line(trained, photos, tmp_pa
     assert f"warning: {tmp_path / 'in'}/c\\td.jpg: not an image" in err, err
     _, out, _ = run_predict(capsys, monkeypatch, trained, tmp_path / "in", "--json")
     assert json_lines(out)[0]["path"] == str(tmp_path / "in" / "a\nb.jpg")
+    from utils import printable
+    assert printable("a\u2028b\x01c") == "a\\u2028b\\x01c"  # Unicode's line separator breaks a line too
 
 def test_links_that_lead_nowhere_are_named_whether_globbed_or_named(trained, photos, tmp_path, capsys, monkeypatch):
     """A link to a removed file, or a link loop, is matched by a glob and may be named: it is read and said to be
