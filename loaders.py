@@ -2,7 +2,7 @@
 randomness; batches of (images, labels, paths, failed_paths).
 
     from loaders import ImageDataset, build_loader
-    train_set = ImageDataset(splits.train, build_transform(224, train=True))   # splits: images.load_splits
+    train_set = ImageDataset(splits.train, build_transform(224, train=True))   # splits: splits.load_splits
     for images, labels, paths, failed_paths in build_loader(train_set, 32, train=True, num_workers=2):
         ...
 

@@ -17,7 +17,8 @@ import plots
 import report
 from workers import dead_loader_worker
 from data import IMAGENET_MEAN, IMAGENET_STD, to_device
-from images import UNREADABLE, class_imbalance, open_image, why_it_failed
+from images import UNREADABLE, open_image, why_it_failed
+from splits import class_imbalance
 from model import NO_PRETRAINED_WEIGHTS, maps_of
 from precision import autocast
 from checkpoints import put_in_place

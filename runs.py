@@ -14,7 +14,7 @@ from pathlib import Path
 from checkpoints import TRAINING_STATE, is_run_checkpoint, load_checkpoint, put_in_place
 from config import explicit_flags, typed_flags
 from export import is_program
-from images import is_split_root
+from splits import is_split_root
 from model import VARIANTS, resolve_variant
 from utils import UserError, from_first_process, launcher, resume_command
 

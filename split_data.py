@@ -22,8 +22,8 @@ from tqdm import tqdm
 import plots
 from config import COUNT, FRACTION, POSITIVE_INT, folder_path, ranged
 from download import FLOWER_PHOTOS_SHA256, FLOWER_PHOTOS_URL, fetch_flower_photos
-from images import (SPLITS, class_imbalance, is_split_root, per_class_counts, read_class_root, readable_folder,
-                    split_by_class, without_validation, write_class_indices)
+from images import read_class_root, readable_folder, write_class_indices
+from splits import SPLITS, class_imbalance, is_split_root, per_class_counts, split_by_class, without_validation
 from split_folders import finish_split, place_image, prepare_out
 from utils import UserError, padded, printable, run_cli, text_width
 

@@ -9,7 +9,8 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-from images import DECODE_ERRORS, SPLIT_MANIFEST as MANIFEST, SPLITS, TOO_LARGE, TooManyPixels, open_image, upright_rgb
+from images import DECODE_ERRORS, TOO_LARGE, TooManyPixels, open_image, upright_rgb
+from splits import SPLIT_MANIFEST as MANIFEST, SPLITS
 from utils import UserError
 
 MANIFEST_TMP = f".{MANIFEST}.tmp"
@@ -22,7 +23,7 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
     Refuses an `out` holding files the manifest does not list (anything under `source` aside),
     unless `force`, and never overwrites such a file. Writes the new manifest before any image, marked
     incomplete until finish_split marks it done, so that the next run can clean up after an interrupted one, and
-    train.py refuses the half-written split meanwhile (images.unfinished_split).
+    train.py refuses the half-written split meanwhile (splits.unfinished_split).
     """
     manifest = out / MANIFEST
     earlier = read_manifest(manifest)

@@ -39,7 +39,8 @@ import runs
 from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, folder_name, folder_path, parse_config,
                     plain, ranged, weights_path, write_yaml, yes_no)
 from data import build_normalize, build_transform
-from images import load_splits, names_order_hint, same_names, without_validation, write_class_indices
+from images import names_order_hint, same_names, write_class_indices
+from splits import load_splits, without_validation
 from download import fetch_official_weights, fetch_tutorial_photos, official_weights_file
 from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_eval_loader, build_train_loader

@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))  # the project's modules sit at its root
 import evaluation  # noqa: E402
 from data import build_normalize, build_transform  # noqa: E402
 from loaders import ImageDataset, build_loader  # noqa: E402
-from images import BUNDLED_SAMPLE, load_splits, read_class_root, split_by_class  # noqa: E402
+from images import BUNDLED_SAMPLE, read_class_root  # noqa: E402
+from splits import load_splits, split_by_class  # noqa: E402
 from model import create_model  # noqa: E402
 
 SETTINGS = ("off", "sampler", "loss")

@@ -50,7 +50,8 @@ import kernels  # noqa: E402
 import loaders  # noqa: E402
 import model as swin  # noqa: E402
 import train  # noqa: E402
-from images import BUNDLED_SAMPLE, load_splits  # noqa: E402
+from images import BUNDLED_SAMPLE  # noqa: E402
+from splits import load_splits  # noqa: E402
 import precision  # noqa: E402
 from precision import amp_dtype, amp_name  # noqa: E402
 from utils import tune_for  # noqa: E402

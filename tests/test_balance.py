@@ -14,7 +14,7 @@ import loaders
 import split_data
 import train
 from image_factory import write_class_tree
-from images import class_imbalance
+from splits import class_imbalance
 
 LABELS = [0] * 30 + [1] * 6 + [2] * 4  # 40 images, the largest class 7.5x the smallest
 

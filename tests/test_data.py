@@ -11,7 +11,8 @@ from PIL import Image, ImageOps, JpegImagePlugin
 from data import (IMAGENET_MEAN, IMAGENET_STD, EncodedBatch, Normalize, build_mixup, build_normalize, build_transform,
                   pil_to_uint8, to_device)
 from loaders import ImageDataset, SeededDataset, build_loader, collate_skipping_failures
-from images import load_rgb, load_splits
+from images import load_rgb
+from splits import load_splits
 from image_factory import write_class_tree, write_image, write_sideways_photo
 from utils import UserError
 

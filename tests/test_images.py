@@ -11,8 +11,9 @@ from PIL import Image
 
 from image_factory import (png_bytes, write_broken_files, write_class_tree, write_ignored_files, write_image,
                            write_sideways_photo)
-from images import (IMAGE_EXTENSIONS, check_images, find_images, image_problem, list_images, load_rgb, load_splits,
-                    read_class_indices, split_by_class, split_counts, write_class_indices)
+from images import (IMAGE_EXTENSIONS, check_images, find_images, image_problem, list_images, load_rgb,
+                    read_class_indices, write_class_indices)
+from splits import load_splits, split_by_class, split_counts
 from utils import UserError
 
 

@@ -201,7 +201,7 @@ def test_a_split_stopped_while_written_is_refused_by_training_until_written_agai
     """Stopped halfway (Ctrl-C, a kill), a split held some images, one perhaps cut short, and train.py trained on
     it without a word. Its manifest says it is not finished until its last file is written: train.py refuses it,
     and the same command again clears it and writes it whole."""
-    import images
+    import splits
     source = make_photos(tmp_path / "photos")
     out = tmp_path / "out"
     placed = []
@@ -218,10 +218,10 @@ def test_a_split_stopped_while_written_is_refused_by_training_until_written_agai
     assert json.loads((out / "split_manifest.json").read_text())["complete"] is False
     with pytest.raises(UserError, match=r"out is a split that split_data.py did not finish \(stopped while writing "
                                         r"it\): run the same split_data.py command again"):
-        images.load_splits(out)
+        splits.load_splits(out)
     split_data.main(["--data-path", str(source), "--out", str(out), "--val-ratio", "0.3"])
     assert json.loads((out / "split_manifest.json").read_text())["complete"] is True
-    assert len(images.load_splits(out).train) > 4
+    assert len(splits.load_splits(out).train) > 4
     assert not list(out.glob(".*.tmp"))  # the manifest was written whole, its temporary file renamed
     # the report's reader gone (| head) as it prints: every file is written, and the split is finished
     def reader_gone(*args, **kwargs):

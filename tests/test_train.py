@@ -16,7 +16,7 @@ import run_log
 import runs
 import train
 import utils
-from images import DataSplits
+from splits import DataSplits
 from model import create_model
 from script_runs import FAST, ROOT, metrics, run_train, train_here
 from utils import UserError

@@ -1,0 +1,188 @@
+"""Splits: a data folder's images as train/val (/test) samples, drawn here from class folders (stratified,
+seeded, as the tutorial's read_split_data draws them) or read from split folders as split_data.py writes them; the
+counts per class, and the warnings they give (imbalanced classes, classes without validation images).
+
+    from splits import load_splits
+    splits = load_splits("flower_photos")   # class folders: split 80/20 here, seed 0, stratified
+    splits = load_splits("data")            # or split folders: data/train, data/val (, data/test)
+"""
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from images import (BUNDLED_SAMPLE, check_images, class_folders, find_images, is_image_file, letters,
+                    names_order_hint, read_class_indices, read_class_root, readable_folder, same_names)
+from utils import UserError
+
+SPLITS = ("train", "val", "test")
+SPLIT_MANIFEST = "split_manifest.json"  # what split_data.py wrote into a split root, and whether it finished
+
+
+@dataclass
+class DataSplits:
+    """Samples are (path, label); labels index `classes`. `skipped` is (path, reason) for files that do not decode
+    (and links into another class folder)."""
+    root: Path
+    classes: list[str]
+    train: list[tuple[str, int]]
+    val: list[tuple[str, int]]
+    test: list[tuple[str, int]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    drawn: bool = False  # split here from class folders (a run records its validation files: runs.record_split)
+
+    def counts(self, split: str) -> list[int]:
+        """Images per class in one split, in class order."""
+        return per_class_counts(getattr(self, split), len(self.classes))
+
+
+def per_class_counts(samples: list, num_classes: int) -> list[int]:
+    """Images per class of (path, label) pairs, in class order."""
+    counts = [0] * num_classes
+    for _, label in samples:
+        counts[label] += 1
+    return counts
+
+
+IMBALANCE_RATIO = 3.0  # largest class / smallest class above which the scripts warn
+
+
+def class_imbalance(classes: list[str], counts: list[int], limit: float = IMBALANCE_RATIO) -> str | None:
+    """A sentence naming the largest and smallest classes with their ratio, when the largest has
+    more than `limit` times the images of the smallest; None when the classes are balanced enough."""
+    largest = max(range(len(counts)), key=counts.__getitem__)
+    smallest = min(range(len(counts)), key=counts.__getitem__)
+    if counts[largest] <= limit * counts[smallest]:
+        return None
+    ratio = counts[largest] / max(counts[smallest], 1)
+    return (f"the classes are imbalanced: the largest, {classes[largest]} ({counts[largest]} images), has "
+            f"{ratio:.1f}x the images of the smallest, {classes[smallest]} ({counts[smallest]})")
+
+
+def without_validation(classes: list[str], val_counts: list[int], split: str = "validation") -> str | None:
+    """A sentence naming the classes that have no image in the validation split (or `split`: one photo of a
+    class, a val/ folder made by hand without it), whose recall nothing measures; None when every class has one."""
+    missing = [name for name, count in zip(classes, val_counts) if count == 0]
+    if not missing:
+        return None
+    names = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    have, their = ("has", "its") if len(missing) == 1 else ("have", "their")
+    return (f"{len(missing)} of the {len(classes)} classes {have} no {split} image ({names}): nothing measures "
+            f"{their} recall, and balanced accuracy is the mean over the others")
+
+
+def split_counts(total: int, val_ratio: float, test_ratio: float) -> tuple[int, int]:
+    """(val, test) images for a class of `total`: the tutorial's int(total * ratio), but at least
+    one each where the class has enough, and always at least one training image. Validation's count first, whatever
+    the test split asks (which took a class of two's only held-out image for test at --test-ratio 0.5)."""
+    n_val = int(total * val_ratio)
+    if val_ratio > 0 and n_val == 0 and total >= 2:
+        n_val = 1
+    n_test = max(0, min(int(total * test_ratio), total - n_val - 1))
+    if test_ratio > 0 and n_test == 0 and total - n_val >= 2:
+        n_test = 1
+    return n_val, n_test
+
+
+def split_by_class(images: list[list[Path]], val_ratio: float, test_ratio: float = 0.0, seed: int = 0):
+    """{"train", "val", "test"} -> (path, label) samples, stratified, each image in exactly one split.
+
+    Validation is drawn as the tutorial's read_split_data draws it (one generator seeded once,
+    classes in sorted order, random.sample over the sorted list), so on the same files seed 0 and
+    20% give its very split; test images are drawn afterwards, so asking for them leaves val as it was.
+    """
+    if not (0 <= val_ratio < 1 and 0 <= test_ratio < 1 and val_ratio + test_ratio < 1):
+        raise UserError(f"val ratio {val_ratio} and test ratio {test_ratio} must each be in [0, 1) "
+                        "and leave some images for training")
+    rng = random.Random(seed)
+    counts = [split_counts(len(paths), val_ratio, test_ratio) for paths in images]
+    val = [set(rng.sample(paths, n_val)) for paths, (n_val, _) in zip(images, counts)]
+    test = [set(rng.sample([p for p in paths if p not in chosen], n_test))
+            for paths, chosen, (_, n_test) in zip(images, val, counts)]
+    splits = {name: [] for name in SPLITS}
+    for label, paths in enumerate(images):
+        for path in paths:
+            name = "val" if path in val[label] else "test" if path in test[label] else "train"
+            splits[name].append((str(path), label))
+    return splits
+
+
+def load_splits(data_path, val_ratio: float = 0.2, seed: int = 0, check: bool = True,
+                val_files: set = None) -> DataSplits:
+    """The samples under `data_path`: class folders (split here), or train/ val/ (test/) as split_data.py writes.
+
+    `check=False` skips decoding every image up front (a split root written by split_data.py has
+    been checked already); a file that then fails is still skipped at training time. `val_files`, paths
+    relative to `data_path`, is a split of class folders as a run drew it: those files that are still there
+    validate, every other image trains (files added since too), whatever a redraw would give now.
+    """
+    root = Path(data_path)
+    if not root.is_dir():
+        problem = "is a file, not a folder" if root.exists() else "not found"
+        # a relative path is looked for from where the command runs, which a config's data_path may not expect
+        where = f" (looked for from {Path.cwd()})" if not root.exists() and not root.is_absolute() else ""
+        raise UserError(f"data path {problem}: {root}{where}. Give a folder of class folders (such as "
+                        f"{os.path.relpath(BUNDLED_SAMPLE)}, the bundled photos) or of split folders (such as data); "
+                        "the name flower_photos downloads the tutorial's photos")
+    readable_folder(root)
+    if is_split_root(root):
+        return load_split_root(root, check)
+    classes, images, skipped = read_class_root(root, check)
+    if val_files is None:
+        splits = split_by_class(images, val_ratio, 0.0, seed)
+    else:
+        splits = {"train": [], "val": []}
+        for label, paths in enumerate(images):
+            for path in paths:
+                splits["val" if path.relative_to(root).as_posix() in val_files else "train"].append((str(path), label))
+    return DataSplits(root, classes, splits["train"], splits["val"], [], skipped, drawn=True)
+
+
+def is_split_root(root: Path) -> bool:
+    """Whether `root` holds split folders, train/<class>/... as split_data.py writes them, rather than class
+    folders: a train/ that holds photos itself is a class of that name (bus/, car/, train/)."""
+    train = root / "train"
+    return train.is_dir() and not any(is_image_file(path) for path in train.iterdir())
+
+
+def unfinished_split(root: Path) -> bool:
+    """Whether `root` is a split that split_data.py began and did not finish (stopped while it wrote the images: some
+    missing, one cut short), by its manifest; a manifest from before it recorded that counts as finished."""
+    try:
+        return json.loads((root / SPLIT_MANIFEST).read_text(encoding="utf-8")).get("complete") is False
+    except (OSError, ValueError, AttributeError):  # none (split by hand), or not split_data.py's
+        return False
+
+
+def load_split_root(root: Path, check: bool = True) -> DataSplits:
+    """train/<class>/ (required), val/<class>/ (required), test/<class>/ (optional) under `root`."""
+    if unfinished_split(root):
+        raise UserError(f"{root} is a split that split_data.py did not finish (stopped while writing it): run the "
+                        "same split_data.py command again, which clears what it wrote and writes it whole")
+    if not (root / "val").is_dir():
+        raise UserError(f"{root} has train/ but no val/: a split root needs both (python split_data.py writes "
+                        "them); a class folder named train holds its photos itself, not in folders")
+    classes, train_images, skipped = read_class_root(root / "train", check)
+    indices_file = root / "class_indices.json"
+    if indices_file.exists() and not same_names(read_class_indices(indices_file), classes):
+        listed = read_class_indices(indices_file)
+        raise UserError(f"{indices_file} lists {listed} but the class folders of {root / 'train'} are {classes}"
+                        f"{names_order_hint(listed, classes)}: re-run split_data.py or delete it")
+    splits = DataSplits(root, classes, [(str(p), label) for label, paths in enumerate(train_images)
+                                        for p in paths], [], [], skipped)
+    for name in ("val", "test"):
+        if not (root / name).is_dir():
+            continue
+        labels = {letters(class_name): label for label, class_name in enumerate(classes)}
+        for folder in class_folders(root / name):
+            label = labels.get(letters(folder.name))
+            if label is None:
+                raise UserError(f"{folder} is a class that {root / 'train'} does not have: "
+                                "every class needs training images")
+            left_out = []  # as in train/: an iPhone's .heic, a NAS's thumbnails, a folder that cannot be read, said
+            paths = find_images(folder, left_out=left_out)
+            good, bad = check_images(paths, desc=f"checking {name}/{folder.name}") if check else (paths, [])
+            getattr(splits, name).extend((str(p), label) for p in good)
+            splits.skipped += left_out + bad
+    return splits
