@@ -1,7 +1,6 @@
-"""images.py: finding, checking and loading images, splits, class_indices.json."""
+"""images.py: finding, checking and loading images, class folders, class_indices.json."""
 import json
 import os
-import random
 import shutil
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from image_factory import (png_bytes, write_broken_files, write_class_tree, writ
                            write_sideways_photo)
 from images import (IMAGE_EXTENSIONS, check_images, find_images, image_problem, list_images, load_rgb,
                     read_class_indices, write_class_indices)
-from splits import load_splits, split_by_class, split_counts
+from splits import load_splits
 from utils import UserError
 
 
@@ -157,7 +156,6 @@ def test_what_is_left_out_of_a_class_folder_is_said_with_what_to_do(tmp_path):
     with pytest.raises(UserError, match=r"e has no image files \(.*\); left out: IMG_0002\.heic, an iPhone's HEIC "
                                         r"photo, .*convert it to JPEG.*: add images or remove the folder$"):
         load_splits(tmp_path / "data")
-
 
 
 def test_a_folder_that_cannot_be_read_is_said_not_passed_over(tmp_path, unreadable):
@@ -318,112 +316,6 @@ def test_a_bomb_over_twice_the_limit_is_reported_too(tmp_path):
     assert "decompression bomb" in skipped[0][1]
 
 
-def tutorial_val_paths(root: Path, val_rate: float) -> set:
-    """The validation images of the tutorial's utils.read_split_data, by its own steps."""
-    state = random.getstate()
-    random.seed(0)
-    val = set()
-    for cla in sorted(p.name for p in root.iterdir() if p.is_dir()):
-        images = sorted(str(root / cla / i) for i in (p.name for p in (root / cla).iterdir())
-                        if Path(i).suffix in [".jpg", ".JPG", ".png", ".PNG"])
-        val.update(random.sample(images, k=int(len(images) * val_rate)))
-    random.setstate(state)
-    return val
-
-
-def test_class_folders_are_split_like_the_tutorial(flowers):
-    splits = load_splits(flowers)
-    assert splits.classes == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
-    assert (len(splits.train), len(splits.val), splits.test, splits.skipped) == (80, 20, [], [])
-    assert splits.counts("val") == [4] * 5 and splits.counts("train") == [16] * 5
-    assert {path for path, _ in splits.val} == tutorial_val_paths(flowers, 0.2)
-    for path, label in splits.train + splits.val:
-        assert Path(path).parent.name == splits.classes[label]
-
-
-def test_splits_are_deterministic_and_disjoint(flowers):
-    first, again, other = load_splits(flowers), load_splits(flowers), load_splits(flowers, seed=1)
-    assert (first.train, first.val) == (again.train, again.val)
-    assert first.val != other.val
-    assert not {p for p, _ in first.train} & {p for p, _ in first.val}
-    assert len({p for p, _ in first.train + first.val}) == 100
-
-
-def test_a_recorded_split_keeps_its_validation_files_whatever_changed_since(flowers, tmp_path):
-    """A run's split as it drew it (val_files): a photo that no longer decodes, or one added since, moves no other
-    file between training and validation, where drawing again would shift a class's whole split."""
-    data = tmp_path / "photos"
-    shutil.copytree(flowers, data)
-    first = load_splits(data)
-    val = {Path(path).relative_to(data).as_posix() for path, _ in first.val}
-    broken = next(Path(path) for path, label in first.train if label == 0)
-    broken.write_bytes(b"not a jpeg any more")
-    shutil.copy(data / "roses" / sorted(os.listdir(data / "roses"))[0], data / "roses" / "zz_new.jpg")
-    kept = load_splits(data, val_files=val)
-    assert {path for path, _ in kept.val} == {path for path, _ in first.val}
-    assert {path for path, _ in kept.train} == {path for path, _ in first.train} - {str(broken)} | {
-        str(data / "roses" / "zz_new.jpg")}
-    assert kept.drawn and [path for path, _ in kept.skipped] == [str(broken)]
-    drawn_again = load_splits(data)
-    assert {path for path, _ in drawn_again.val} != {path for path, _ in first.val}  # what the record prevents
-
-
-def test_every_class_gets_an_image_in_every_split_where_it_can():
-    images = [[Path(f"c{c}/{i}.jpg") for i in range(n)] for c, n in enumerate((1, 2, 3, 40))]
-    splits = split_by_class(images, val_ratio=0.1, test_ratio=0.1, seed=0)
-    per_class = {name: [sum(label == c for _, label in splits[name]) for c in range(4)] for name in splits}
-    assert per_class == {"train": [1, 1, 1, 32], "val": [0, 1, 1, 4], "test": [0, 0, 1, 4]}
-    paths = [path for name in splits for path, _ in splits[name]]
-    assert len(paths) == len(set(paths)) == 46
-    # a test split is drawn after validation, so asking for one leaves val as it was, however large it asks to be
-    for test_ratio in (0.1, 0.5, 0.8):
-        assert split_by_class(images, 0.1, test_ratio, 0)["val"] == split_by_class(images, 0.1, 0.0, 0)["val"]
-    assert split_counts(2, 0.1, 0.5) == (1, 0) and split_counts(10, 0.1, 0.8) == (1, 8)
-
-
-@pytest.mark.parametrize("val_ratio, test_ratio", [(1.0, 0.0), (-0.1, 0.0), (0.5, 0.5)])
-def test_impossible_ratios_are_refused(val_ratio, test_ratio):
-    with pytest.raises(UserError, match="ratio"):
-        split_by_class([[Path("a.jpg"), Path("b.jpg")]], val_ratio, test_ratio)
-
-
-def test_a_split_root_is_read_as_it_is(tmp_path):
-    write_class_tree(tmp_path / "train", {"cat": 3, "dog": 2})
-    write_class_tree(tmp_path / "val", {"cat": 1, "dog": 1})
-    write_class_tree(tmp_path / "test", {"dog": 1})
-    write_broken_files(tmp_path / "val" / "cat")
-    (tmp_path / "val" / "dog" / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic")  # said, as in train/
-    write_class_indices(tmp_path / "class_indices.json", ["cat", "dog"])
-    splits = load_splits(tmp_path)
-    assert splits.classes == ["cat", "dog"]
-    assert (splits.counts("train"), splits.counts("val"), splits.counts("test")) == ([3, 2], [1, 1], [0, 1])
-    assert len(splits.skipped) == 6 and "convert it to JPEG" in dict(splits.skipped)[
-        str(tmp_path / "val" / "dog" / "IMG_0001.HEIC")]
-    write_class_indices(tmp_path / "class_indices.json", ["dog", "cat"])
-    with pytest.raises(UserError, match="class_indices.json"):
-        load_splits(tmp_path)
-
-
-def test_a_class_named_train_is_a_class_not_a_split(tmp_path):
-    """bus/, car/, train/: a train/ holding photos itself is a class, for train.py as for split_data.py."""
-    import split_data
-    write_class_tree(tmp_path / "vehicles", {"bus": 5, "car": 5, "train": 5})
-    splits = load_splits(tmp_path / "vehicles")
-    assert splits.classes == ["bus", "car", "train"] and splits.drawn
-    assert len(splits.train) + len(splits.val) == 15
-    split_data.main(["--data-path", str(tmp_path / "vehicles"), "--out", str(tmp_path / "split")])
-    assert load_splits(tmp_path / "split").classes == ["bus", "car", "train"]  # train/train/ holds that class
-
-
-def test_split_root_mistakes_are_explained(tmp_path):
-    write_class_tree(tmp_path / "train", {"cat": 2, "dog": 1})
-    with pytest.raises(UserError, match="no val/"):
-        load_splits(tmp_path)
-    write_class_tree(tmp_path / "val", {"cat": 1, "owl": 1})
-    with pytest.raises(UserError, match="owl"):
-        load_splits(tmp_path)
-
-
 def test_a_class_name_written_with_a_combining_accent_is_the_same_class(tmp_path):
     """"rosés" as macOS file systems write it (e + a combining accent) in the folders, as one letter in
     class_indices.json: the same class, whichever way each is written."""
@@ -518,7 +410,6 @@ def test_a_pipe_matched_or_linked_is_never_opened_as_a_photo(tmp_path):
     for name in ("p.jpg", "link.jpg"):
         with pytest.raises(UserError, match=f"{name} is not a file of its own"):
             list_images([str(tmp_path / name)])
-
 
 
 def test_a_pattern_that_matches_folders_only_says_so(tmp_path):
