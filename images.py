@@ -251,7 +251,7 @@ def readable_folder(folder: Path) -> None:
                         f"(chmod -R u+rX {shlex.quote(str(folder))})") from None
 
 
-def find_images(folder: Path, others: dict = None, left_out: list = None) -> list[Path]:
+def find_images(folder: Path, others: dict = None, left_out: list = None, unlisted: list = None) -> list[Path]:
     """Image files under `folder`, at any depth, in sorted order on every platform; hidden folders are left out.
     A NAS's thumbnail folders and recycle bins (SYSTEM_FOLDERS) are left out too, and so are photos in a format
     Pillow does not read (UNREAD_PHOTOS) and files that are not files (a pipe), each in `left_out` with why.
@@ -260,14 +260,16 @@ def find_images(folder: Path, others: dict = None, left_out: list = None) -> lis
     classes' photos, or walk forever. Nor one in `others`, the data folder's other class folders ({real path: name}),
     whose photos are those classes' (linked into this one, or this one's subfolder linked as a class of its own),
     nor a file linked from one: each goes into `left_out` as (path, why). So does a folder that cannot be listed
-    (its permissions), which os.walk would pass over in silence, with all its photos."""
+    (its permissions), which os.walk would pass over in silence, with all its photos; into `unlisted` instead where
+    the caller keeps those apart (predict.py, which has no use for the rest)."""
     found, seen, top = [], set(), os.path.realpath(folder)
     others = others or {}
     inside = [other for other in others if other.startswith(top + os.sep)]  # almost always none
 
     def unreadable(error: OSError) -> None:
-        if left_out is not None:
-            left_out.append((error.filename, f"{CANNOT_BE_READ} ({error.strerror}): a folder, its photos left out"))
+        said = unlisted if unlisted is not None else left_out
+        if said is not None:
+            said.append((error.filename, f"{CANNOT_BE_READ} ({error.strerror}): a folder, its photos left out"))
     for directory, subdirs, files in os.walk(folder, onerror=unreadable, followlinks=True):
         real = os.path.realpath(directory)
         shared = os.path.commonpath([real, top])
@@ -445,13 +447,12 @@ def list_images(patterns: list, passed_over=None, left_out: list = None) -> list
         if not path.is_dir() and not glob.has_magic(pattern):
             raise UserError(f"{pattern} is not a file of its own (a pipe, a socket or a device)" if path.exists()
                             else f"image not found: {pattern}")
-        unread = []  # what find_images leaves out: of it, the folders that cannot be read
+        unread = []  # the folders in it that cannot be read
         if path.is_dir():
             readable_folder(path)
-            found = find_images(path, left_out=unread)
+            found = find_images(path, unlisted=unread)
         else:  # the files a pattern matches: not a folder, nor a pipe that opens forever
             found = [p for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file() or not Path(p).exists()]
-        unread = [entry for entry in unread if entry[1].startswith(CANNOT_BE_READ)]  # not a NAS's thumbnails, a .heic
         if not found:
             unseen = f"; {unread[0][0]} {unread[0][1]}" if unread else ""
             if path.is_dir():
