@@ -21,10 +21,7 @@ Ctrl-C (the images classified until then are still written to --output).
 import argparse
 import csv
 import json
-import os
 import sys
-import tempfile
-import unicodedata
 from pathlib import Path
 
 # stopping.py imports the standard library's modules only: set before torch's import, which takes seconds
@@ -32,16 +29,15 @@ from stopping import Terminated, ctrl_c_ends_quietly, held_signals
 if __name__ == "__main__":
     ctrl_c_ends_quietly()
 import torch
-from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 from tqdm import tqdm
 
+import cards
 import plots
 from config import COUNT, POSITIVE_INT
 from data import Normalize, build_transform
 from export import (ExportedClassifier, add_arguments as add_export_arguments, check_target as check_export_target,
                     chosen_exporter, is_program)
-from images import UNREADABLE, image_problem, list_images, load_rgb, set_image_checks
+from images import image_problem, list_images, set_image_checks
 from loaders import ImageDataset, build_loader
 from model import maps_of
 from precision import amp_dtype, autocast
@@ -102,19 +98,13 @@ def main(argv=None) -> None:
     if is_program(args.weights) and (args.export is not None or args.cam):  # before any folder is made
         raise UserError(f"--{'export' if args.export is not None else 'cam'} needs a checkpoint, not the program "
                         f"{args.weights}")
-    if args.save_vis is not None and args.save_vis.exists() and not args.save_vis.is_dir():
-        raise UserError(f"--save-vis {args.save_vis} is a file: name a folder for the cards (made if missing)")
     if args.save_vis is not None:
-        args.save_vis.mkdir(parents=True, exist_ok=True)
-        try:  # a folder it cannot write into (read-only) fails now, not after the first batch is classified
-            tempfile.TemporaryFile(dir=args.save_vis).close()
-        except OSError as err:
-            raise UserError(f"cannot write the cards into --save-vis {args.save_vis}: {err.strerror}") from None
+        cards.check_folder(args.save_vis)
     export = chosen_exporter(args)
     if export is not None:  # as --output: before the model is loaded, traced and checked
         check_writable(args.export)
     unlisted = []  # folders that cannot be read: said, and counted as images that could not be read
-    paths = list_images(args.images, is_card, unlisted)  # before loading the model: a mistyped path fails at once
+    paths = list_images(args.images, cards.is_card, unlisted)  # before loading the model: a mistyped path fails at once
     for folder, why in unlisted:
         print(f"warning: {folder}: {why}", file=sys.stderr)
     device = select_device(args.device)
@@ -152,7 +142,7 @@ def main(argv=None) -> None:
             elif args.output is None:
                 print(printable(path), *(f"  {r}. {padded(e['label'], width)}  {e['prob']:7.2%}"
                               for r, e in enumerate(result["topk"], 1)), sep="\n")
-            if args.save_vis is not None and not save_card(result, args.save_vis, card_names, seen):
+            if args.save_vis is not None and not cards.save_card(result, args.save_vis, card_names, seen):
                 cardless += 1
     except (KeyboardInterrupt, Terminated) as stop:  # Ctrl-C, SIGTERM: what was classified is still written, counted
         stopped = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
@@ -218,64 +208,6 @@ def write_results(results: list, path: Path, k: int) -> None:
         rows = csv.writer(f)
         rows.writerow(["path"] + [f"{field}_{r}" for r in range(1, k + 1) for field in ("label", "index", "prob")])
         rows.writerows([r["path"]] + [e[f] for e in r["topk"] for f in ("label", "index", "prob")] for r in results)
-
-
-CARD_MARK = ("Software", "predict.py --save-vis")  # a PNG text chunk: what tells a card from a user's own PNG
-
-
-def save_card(result: dict, folder: Path, used: set, seen=None) -> bool:
-    """DIR/<photo name>.png; a second photo of the same name gets _2, _3, ..., and so does a photo whose
-    name a PNG that is not a card already holds there: an earlier run's card is written over, a file of
-    the user's (a photo, when DIR is the photos' folder) never. False, said, where the photo no longer
-    reads (removed or changed since it was classified)."""
-    try:
-        photo = load_rgb(result["path"], size=640)  # a JPEG decoded no larger than twice the card shows it
-    except UNREADABLE as error:
-        print(f"warning: no card for {result['path']}: it no longer reads ({error})", file=sys.stderr)
-        return False
-    folder.mkdir(parents=True, exist_ok=True)
-    stem, n = Path(result["path"]).stem, 1
-    while len(os.fsencode(stem)) > 240:  # room for _N.png in a file name's 255 bytes (a long name's _2 was past it)
-        stem = stem[:-1]
-    while True:  # names compared as a case-blind file system (macOS's, Windows') does: A.jpg's card is not a.jpg's
-        name = stem if n == 1 else f"{stem}_{n}"
-        key = unicodedata.normalize("NFC", name).casefold()
-        if key not in used and card_or_free(folder / f"{name}.png"):
-            break
-        n += 1
-    used.add(key)
-    card = plots.prediction_card(photo, [e["label"] for e in result["topk"]],
-                                 [e["prob"] for e in result["topk"]], title=result["path"], seen=seen)
-    mark = PngInfo()
-    mark.add_text(*CARD_MARK)
-    # whole or not at all, a card cut short by Ctrl-C passed for one; a short name beside it, whatever its own length
-    handle, tmp = tempfile.mkstemp(prefix=".card-", suffix=".tmp", dir=folder)
-    os.close(handle)
-    tmp = Path(tmp)
-    try:
-        card.save(tmp, format="PNG", pnginfo=mark)
-        os.replace(tmp, folder / f"{name}.png")
-    finally:
-        tmp.unlink(missing_ok=True)
-    return True
-
-
-def card_or_free(path: Path) -> bool:
-    """Whether nothing is at path, or a card predict.py wrote."""
-    return not path.exists() and not path.is_symlink() or is_card(path)
-
-
-def is_card(path) -> bool:
-    """Whether the file is a card of predict.py's (its text chunk says so): written over by a later run's card,
-    and passed over in the folders and patterns of images to classify."""
-    if Path(path).suffix.lower() != ".png":
-        return False
-    try:
-        with Image.open(path) as image:
-            # info: the text chunks before the pixels, where a card has its own (.text would decode the image)
-            return image.format == "PNG" and image.info.get(CARD_MARK[0]) == CARD_MARK[1]
-    except (*UNREADABLE, ValueError):
-        return False
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+import cards
 import plots
 import predict
 import stopping
@@ -290,7 +291,7 @@ def test_cards_of_long_names_fit_and_a_card_cut_short_is_none(trained, photos, t
             raise KeyboardInterrupt
         card.save = save
         return card
-    monkeypatch.setattr(predict.plots, "prediction_card", broken_off)
+    monkeypatch.setattr(cards.plots, "prediction_card", broken_off)
     code, _, _ = run_predict(capsys, monkeypatch, trained, photos[2], "--save-vis", tmp_path / "cut")
     assert code == 130 and list((tmp_path / "cut").iterdir()) == []
 
@@ -325,7 +326,7 @@ def test_save_vis_never_writes_over_the_users_pngs_nor_classifies_its_cards(trai
         assert sorted(r["path"] for r in json_lines(out)) == [str(shots / "a.jpg"), str(shots / "a.png")]
         assert sorted(p.name for p in shots.iterdir()) == ["a.jpg", "a.png", "a_2.png", "a_3.png"]
         assert (shots / "a.png").read_bytes() == mine
-        assert predict.is_card(shots / "a_2.png") and predict.is_card(shots / "a_3.png")
+        assert cards.is_card(shots / "a_2.png") and cards.is_card(shots / "a_3.png")
     with pytest.raises(UserError, match=r"the images matching .*\*_\?\.png are all passed over: each is a card"):
         run_predict(capsys, monkeypatch, trained, str(shots / "*_?.png"))
 
@@ -361,7 +362,7 @@ def test_save_vis_writes_no_card_through_a_link(trained, photos, tmp_path, capsy
     (vis / f"{photos[0].stem}.png").symlink_to(tmp_path / "nowhere.png")
     code, _, _ = run_predict(capsys, monkeypatch, trained, photos[0], "--save-vis", vis)
     assert code == 0 and (vis / f"{photos[0].stem}.png").is_symlink() and not (tmp_path / "nowhere.png").exists()
-    assert predict.is_card(vis / f"{photos[0].stem}_2.png")
+    assert cards.is_card(vis / f"{photos[0].stem}_2.png")
 
 
 def test_cam_cards_show_where_the_top_class_was_seen(trained, photos, tmp_path, capsys, monkeypatch):
@@ -475,7 +476,7 @@ def test_an_output_folder_that_cannot_be_made_fails_before_anything_is_classifie
     def refused(dir=None):
         raise PermissionError(13, "Permission denied", dir)
     with monkeypatch.context() as patched:
-        patched.setattr(predict.tempfile, "TemporaryFile", refused)
+        patched.setattr(cards.tempfile, "TemporaryFile", refused)
         with pytest.raises(SystemExit) as exited:
             run_cli(lambda: predict.main([str(photos[0]), "--save-vis", str(tmp_path / "vis")]))
     out, err = capsys.readouterr()
