@@ -20,10 +20,10 @@ from data import IMAGENET_MEAN, IMAGENET_STD, to_device
 from images import UNREADABLE, open_image, why_it_failed
 from splits import class_imbalance
 from model import NO_PRETRAINED_WEIGHTS, maps_of
-from precision import autocast
+from precision import amp_name, autocast
 from checkpoints import put_in_place
 from config import plain
-from utils import UserError, lost_another_process, out_of_memory, printable, resume_command
+from utils import UserError, distributed, lost_another_process, out_of_memory, printable, resume_command
 from runs import evaluated_file, nothing_to_resume
 
 
@@ -137,6 +137,25 @@ def warn_unreadable(splits, recorded: set = None) -> None:
     if len(skipped) > FILES_NAMED:
         print(f"warning: and {len(skipped) - FILES_NAMED} more files left out (python split_data.py "
               "--data-path <folder> lists every one in split_report.txt)", file=sys.stderr)
+
+
+def say_started(run_dir: Path, cfg, splits, model, state, world_size: int, compiled: bool, images_per_process: int,
+                resumed: bool) -> None:
+    """The run's first line (where it writes, on what and how), then the notices about its settings and the warnings
+    about its data."""
+    device, classes = state.device, splits.classes
+    print(f"run folder {run_dir}: {len(splits.train)} training and {len(splits.val)} validation images, "
+          f"{len(classes)} classes, {model.variant} at {model.img_size} px on {device}"
+          f"{f' x{world_size} (DDP, {torch.distributed.get_backend()})' if distributed() else ''}, "
+          f"amp {amp_name(state.amp)}, {cfg.workers} loader worker{'s' if cfg.workers != 1 else ''}"
+          f"{', compiled (the first step takes a minute or so)' if compiled else ''}"
+          f"{', CUDA graphs' if cfg.cuda_graphs else ''}")
+    notice_settings(cfg, model.variant, device, compiled, images_per_process, state.layout["steps_per_epoch"],
+                    fresh=state.epoch == 0 and state.batches_done == 0)
+    warn_if_imbalanced(classes, splits.counts("train"), cfg.balance)
+    if not resumed:  # said as a run starts, not again as it goes on
+        notice_large_photos(splits, model.img_size, cfg.data_path, cfg.val_ratio)
+    notice_letters_missing(classes)
 
 
 def notice_settings(cfg, variant: str, device, compiled: bool, images_per_process: int, steps_per_epoch: int,

@@ -12,8 +12,9 @@ from datetime import datetime
 from pathlib import Path
 
 from checkpoints import TRAINING_STATE, is_run_checkpoint, load_checkpoint, put_in_place
-from config import explicit_flags, typed_flags
+from config import explicit_flags, typed_flags, write_yaml
 from export import is_program
+from images import write_class_indices
 from splits import is_split_root
 from model import VARIANTS, resolve_variant
 from utils import UserError, from_first_process, launcher, resume_command
@@ -79,6 +80,18 @@ def make_run_folder(folder: Path, named: bool, resumed: bool = False) -> tuple:
             return unique, lock_run_folder(unique)
         except FileExistsError:
             continue
+
+
+def write_settings(run_dir: Path, cfg, classes: list, splits=None) -> None:
+    """config.yaml, the run's settings as a config to start another run from: not this start's --resume (fed back,
+    it would go on with this run), its --name (it would name this run's folder, which is refused) nor its
+    --stop-after-epochs; class_indices.json; and, given `splits` (a run's start), the validation files drawn now,
+    which its resumes keep."""
+    write_yaml(run_dir / "config.yaml", {key: value for key, value in vars(cfg).items()
+                                         if key not in ("resume", "name", "stop_after_epochs")})
+    write_class_indices(run_dir / "class_indices.json", classes)
+    if splits is not None:
+        record_split(run_dir, splits, cfg.val_ratio)
 
 
 def record_split(run_dir: Path, splits, val_ratio: float) -> None:

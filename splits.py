@@ -9,6 +9,7 @@ counts per class, and the warnings they give (imbalanced classes, classes withou
 import json
 import os
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -186,3 +187,18 @@ def load_split_root(root: Path, check: bool = True) -> DataSplits:
             getattr(splits, name).extend((str(p), label) for p in good)
             splits.skipped += left_out + bad
     return splits
+
+
+def check_validation(splits, cfg, default_val_ratio: float, notify: bool) -> None:
+    """A run needs images to validate on: they choose best.pth (load_splits has checked the classes), and a
+    class without any is said. A --val-ratio that a split root leaves unused is said, not silently dropped."""
+    if notify and cfg.val_ratio != default_val_ratio and not splits.drawn:
+        print(f"notice: --val-ratio {cfg.val_ratio} is not used: {cfg.data_path} has its own train/ and val/ "
+              "folders (split_data.py --val-ratio makes another split)")
+    missing = without_validation(splits.classes, splits.counts("val")) if splits.val else None
+    if notify and missing and not cfg.eval_only:
+        more = "2 photos or more of each" if splits.drawn else "photos in their val/<class>/ folders"
+        print(f"warning: {missing}; {more} would give them some", file=sys.stderr)
+    if not splits.val and not cfg.eval_only:
+        raise UserError(f"{cfg.data_path} gives no validation images, which choose best.pth: use --val-ratio above 0 "
+                        f"(default 0.2) for a folder of class folders, or put images in val/<class>/")

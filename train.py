@@ -37,15 +37,15 @@ import report
 import run_log
 import runs
 from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, folder_name, folder_path, parse_config,
-                    plain, ranged, weights_path, write_yaml, yes_no)
+                    plain, ranged, weights_path, yes_no)
 from data import build_normalize, build_transform
-from images import names_order_hint, same_names, write_class_indices
-from splits import load_splits, without_validation
+from images import names_order_hint, same_names
+from splits import check_validation, load_splits, without_validation
 from download import fetch_official_weights, fetch_tutorial_photos, official_weights_file
 from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_eval_loader, build_train_loader
 from model import resolve_variant
-from precision import amp_dtype, amp_name
+from precision import amp_dtype
 from checkpoints import CheckpointWriter
 from utils import (UserError, check_writable, decided_by_first_process, distributed, from_first_process,
                    init_distributed, on_first_process, run_cli, seed_everything, tune_for)
@@ -185,7 +185,7 @@ def main(argv=None) -> None:
     if main_process:
         run_log.warn_unreadable(splits, recorded)
     # a resumed run's saved --val-ratio was noticed when it started
-    check_splits(splits, cfg, parser.get_default("val_ratio"), main_process and checkpoint is None)
+    check_validation(splits, cfg, parser.get_default("val_ratio"), main_process and checkpoint is None)
     trained_on = checkpoint["class_names"] if checkpoint is not None else program.class_names if program else classes
     if not same_names(trained_on, classes):
         raise UserError(f"{cfg.resume or cfg.weights} was trained on classes {trained_on}, but {cfg.data_path} has "
@@ -245,30 +245,13 @@ def main(argv=None) -> None:
     if main_process:
         run_dir, run_lock = runs.make_run_folder(run_dir, named=checkpoint is not None or bool(cfg.name),
                                                  resumed=checkpoint is not None)
-        # the run's settings, a config to start another run from: not this start's --resume (fed back, it would
-        # go on with this run), its --name (it would name this run's folder, which is refused) nor its
-        # --stop-after-epochs
-        write_yaml(run_dir / "config.yaml", {key: value for key, value in vars(cfg).items()
-                                             if key not in ("resume", "name", "stop_after_epochs")})
-        write_class_indices(run_dir / "class_indices.json", classes)
-        if recorded is None:  # the split drawn now is the one its resumes keep
-            runs.record_split(run_dir, splits, cfg.val_ratio)
+        runs.write_settings(run_dir, cfg, classes, splits if recorded is None else None)
         # resumed: what the run logged after its checkpoint's step (killed before the next one) is logged again,
         # and TensorBoard drops the earlier points from the next step on; new: all of a run that stopped there
         # before its first checkpoint
         writer = SummaryWriter(run_dir, purge_step=state.step + 1 if checkpoint is not None else 0)
-        print(f"run folder {run_dir}: {len(splits.train)} training and {len(splits.val)} validation images, "
-              f"{len(classes)} classes, {model.variant} at {img_size} px on {device}"
-              f"{f' x{world_size} (DDP, {torch.distributed.get_backend()})' if distributed() else ''}, "
-              f"amp {amp_name(amp)}, {cfg.workers} loader worker{'s' if cfg.workers != 1 else ''}"
-              f"{', compiled (the first step takes a minute or so)' if compiled else ''}"
-              f"{', CUDA graphs' if cfg.cuda_graphs else ''}")
-        run_log.notice_settings(cfg, model.variant, device, compiled, images_per_process, steps_per_epoch,
-                                fresh=state.epoch == 0 and state.batches_done == 0)
-        run_log.warn_if_imbalanced(classes, splits.counts("train"), cfg.balance)
-        if checkpoint is None:  # said as a run starts, not again as it goes on
-            run_log.notice_large_photos(splits, img_size, cfg.data_path, cfg.val_ratio)
-        run_log.notice_letters_missing(classes)
+        run_log.say_started(run_dir, cfg, splits, model, state, world_size, compiled, images_per_process,
+                            resumed=checkpoint is not None)
     run_dir = from_first_process(run_dir)  # the folder it made (a -2 where another run took the name), in messages
 
     # data_root: the data's absolute path, for a resume from another folder than the run started in
@@ -331,21 +314,6 @@ def main(argv=None) -> None:
         if main_process:
             run_log.say_stopped(state, stop.requested, run_dir)
         sys.exit(stop.exit_status())
-
-
-def check_splits(splits, cfg, default_val_ratio: float, notify: bool) -> None:
-    """A run needs images to validate on: they choose best.pth (load_splits has checked the classes), and a
-    class without any is said. A --val-ratio that a split root leaves unused is said, not silently dropped."""
-    if notify and cfg.val_ratio != default_val_ratio and not splits.drawn:
-        print(f"notice: --val-ratio {cfg.val_ratio} is not used: {cfg.data_path} has its own train/ and val/ "
-              "folders (split_data.py --val-ratio makes another split)")
-    missing = without_validation(splits.classes, splits.counts("val")) if splits.val else None
-    if notify and missing and not cfg.eval_only:
-        more = "2 photos or more of each" if splits.drawn else "photos in their val/<class>/ folders"
-        print(f"warning: {missing}; {more} would give them some", file=sys.stderr)
-    if not splits.val and not cfg.eval_only:
-        raise UserError(f"{cfg.data_path} gives no validation images, which choose best.pth: use --val-ratio above 0 "
-                        f"(default 0.2) for a folder of class folders, or put images in val/<class>/")
 
 
 def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop, on_step, save, writer,

@@ -9,7 +9,8 @@ import pytest
 
 from image_factory import write_broken_files, write_class_tree
 from images import write_class_indices
-from splits import load_splits, split_by_class, split_counts
+import train
+from splits import DataSplits, check_validation, load_splits, split_by_class, split_counts
 from utils import UserError
 
 
@@ -117,3 +118,31 @@ def test_split_root_mistakes_are_explained(tmp_path):
     write_class_tree(tmp_path / "val", {"cat": 1, "owl": 1})
     with pytest.raises(UserError, match="owl"):
         load_splits(tmp_path)
+
+
+def test_a_val_ratio_that_a_split_root_leaves_unused_is_said(tmp_path, capsys):
+    (tmp_path / "train").mkdir()
+    parser = train.build_parser()
+    splits = DataSplits(tmp_path, ["a", "b"], [("x.jpg", 0)], [("y.jpg", 1)])
+    for ratio, said in ((0.3, True), (parser.get_default("val_ratio"), False)):
+        cfg = parser.parse_args(["--data-path", str(tmp_path), "--val-ratio", str(ratio)])
+        check_validation(splits, cfg, parser.get_default("val_ratio"), notify=True)
+        assert ("notice: --val-ratio 0.3 is not used" in capsys.readouterr().out) == said
+
+
+def test_a_class_without_validation_images_is_said(tmp_path, capsys):
+    """One photo of a class (none drawn for validation), or a val/ folder made by hand without it: its recall is
+    never measured, and balanced accuracy leaves it out, which the user is told as the run starts."""
+    parser = train.build_parser()
+    cfg = parser.parse_args(["--data-path", str(tmp_path)])
+    for drawn, more in ((True, "2 photos or more of each"), (False, "photos in their val/<class>/ folders")):
+        splits = DataSplits(tmp_path, ["a", "b", "c"], [("x.jpg", 0), ("z.jpg", 1), ("w.jpg", 2)], [("y.jpg", 0)],
+                            drawn=drawn)
+        check_validation(splits, cfg, parser.get_default("val_ratio"), notify=True)
+        assert capsys.readouterr().err == (
+            "warning: 2 of the 3 classes have no validation image (b, c): nothing measures their recall, and "
+            f"balanced accuracy is the mean over the others; {more} would give them some\n")
+    splits.val.append(("v.jpg", 1))
+    splits.val.append(("u.jpg", 2))
+    check_validation(splits, cfg, parser.get_default("val_ratio"), notify=True)
+    assert capsys.readouterr().err == ""

@@ -297,16 +297,6 @@ def test_decoding_on_the_device_trains_as_decoding_in_the_workers(flowers, tmp_p
     assert on_device["data_failed_images"] == "0"
 
 
-def test_a_val_ratio_that_a_split_root_leaves_unused_is_said(tmp_path, capsys):
-    (tmp_path / "train").mkdir()
-    parser = train.build_parser()
-    splits = DataSplits(tmp_path, ["a", "b"], [("x.jpg", 0)], [("y.jpg", 1)])
-    for ratio, said in ((0.3, True), (parser.get_default("val_ratio"), False)):
-        cfg = parser.parse_args(["--data-path", str(tmp_path), "--val-ratio", str(ratio)])
-        train.check_splits(splits, cfg, parser.get_default("val_ratio"), notify=True)
-        assert ("notice: --val-ratio 0.3 is not used" in capsys.readouterr().out) == said
-
-
 def test_large_photos_are_said_with_the_command_that_makes_smaller_copies(tmp_path, capsys):
     """A phone's 12 MP photos cost their decoding every epoch: said at the start, judged on a median. (Headers only:
     the sizes are all that is read.)"""
@@ -324,24 +314,6 @@ def test_large_photos_are_said_with_the_command_that_makes_smaller_copies(tmp_pa
     assert "split_data.py --max-size 768 writes them from a folder of class folders" in capsys.readouterr().out
     run_log.notice_large_photos(DataSplits(tmp_path, ["x"], photos[::2], [], [], [], drawn=True), 224, tmp_path, 0.2)
     assert capsys.readouterr().out == ""  # the median of two is the smaller: 640x480
-
-
-def test_a_class_without_validation_images_is_said(tmp_path, capsys):
-    """One photo of a class (none drawn for validation), or a val/ folder made by hand without it: its recall is
-    never measured, and balanced accuracy leaves it out, which the user is told as the run starts."""
-    parser = train.build_parser()
-    cfg = parser.parse_args(["--data-path", str(tmp_path)])
-    for drawn, more in ((True, "2 photos or more of each"), (False, "photos in their val/<class>/ folders")):
-        splits = DataSplits(tmp_path, ["a", "b", "c"], [("x.jpg", 0), ("z.jpg", 1), ("w.jpg", 2)], [("y.jpg", 0)],
-                            drawn=drawn)
-        train.check_splits(splits, cfg, parser.get_default("val_ratio"), notify=True)
-        assert capsys.readouterr().err == (
-            "warning: 2 of the 3 classes have no validation image (b, c): nothing measures their recall, and "
-            f"balanced accuracy is the mean over the others; {more} would give them some\n")
-    splits.val.append(("v.jpg", 1))
-    splits.val.append(("u.jpg", 2))
-    train.check_splits(splits, cfg, parser.get_default("val_ratio"), notify=True)
-    assert capsys.readouterr().err == ""
 
 
 def test_folder_without_images_is_an_error(tmp_path, capsys):
