@@ -2,6 +2,7 @@
 that turns the first into a request (StopSignal), and the signals held back while loader workers start
 (held_signals); a script's SIGTERM before training, and its Ctrl-C (ScriptSignals, which run_cli sets).
 """
+import errno
 import os
 import signal
 import stat
@@ -145,6 +146,56 @@ def quiet_closed_terminal() -> None:
         except (OSError, ValueError):  # a stream without a file descriptor (a test's capture)
             pass
     os.close(devnull)
+
+
+class OutlivedReader:
+    """A stream (stdout or stderr) whose writes outlive its reader: where that pipe's reader has gone (EPIPE) or the
+    terminal has (EIO), the stream goes on to /dev/null instead of raising wherever a line was written. For
+    train.py, whose output is often piped (`| tee train.log`): a Ctrl-C or a SIGTERM to the process group ends tee
+    first, and the stop's own notice then raised from inside the signal handler, so that the run ended without
+    finishing its step or saving. Files, TensorBoard and metrics.csv keep the run's record; its lines go nowhere."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as err:
+            self._lost(err)
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as err:
+            self._lost(err)
+
+    def _lost(self, err: OSError) -> None:
+        if err.errno not in (errno.EPIPE, errno.EIO):  # a full disk under a redirected file: an error to see
+            raise err
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())  # what the stream holds unwritten goes there at its next flush
+        os.close(devnull)
+        try:
+            self._stream.flush()
+        except OSError:  # Python's own buffer, told of the failure, may raise once more
+            pass
+
+    def __getattr__(self, name):  # fileno, isatty, encoding, reconfigure, ...
+        return getattr(self._stream, name)
+
+
+def outlive_readers() -> None:
+    """stdout and stderr from now on as OutlivedReader streams (once: a test may run main() again)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if not isinstance(stream, OutlivedReader) and hasattr(stream, "fileno"):
+            try:
+                stream.fileno()
+            except (OSError, ValueError):  # a test's capture without a file descriptor: nothing to redirect
+                continue
+            setattr(sys, name, OutlivedReader(stream))
 
 
 class held_signals:

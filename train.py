@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 # stopping.py imports the standard library's modules only: set before torch's import, which takes seconds
-from stopping import StopSignal, ctrl_c_ends_quietly, held_signals
+from stopping import StopSignal, ctrl_c_ends_quietly, held_signals, outlive_readers
 if __name__ == "__main__":
     ctrl_c_ends_quietly()
 import torch
@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
+    outlive_readers()  # piped output (| tee) whose reader has gone: a stop still finishes its step and saves
     parser = build_parser()
     cfg = parse_config(parser, argv)
     if isinstance(cfg.weights, Path) and cfg.weights.is_dir():  # a run folder, as predict.py takes it: its best.pth

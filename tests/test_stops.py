@@ -71,6 +71,29 @@ def test_stop_signal_saves_last_and_resume_finishes(flowers, tmp_path, capsys):
     assert torch.load(last, weights_only=True)["epoch"] == saved["epoch"] + 1
 
 
+def test_a_stop_saves_though_the_output_s_reader_has_gone(flowers, tmp_path):
+    """`train.py 2>&1 | tee log` and a Ctrl-C to the process group: tee ends first, and the stop's own notice raised
+    from inside the signal handler (a broken pipe), so that the run ended at once, status 141, its steps since the
+    last save lost. Its output now goes nowhere, and the stop finishes its step and saves."""
+    args = [sys.executable, "train.py", "--data-path", str(flowers), *FAST, "--workers", "0", "--epochs", "50",
+            "--output", str(tmp_path), "--name", "piped"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    for line in proc.stdout:  # as tee reads it
+        if line.startswith("epoch   1"):
+            break
+    last = tmp_path / "piped" / "last.pth"
+    deadline = time.time() + 60
+    while not last.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    before = torch.load(last, weights_only=True)["step"]
+    time.sleep(1)  # into the second epoch
+    proc.stdout.close()  # the reader has gone
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    assert torch.load(last, weights_only=True)["step"] > before  # saved at the stop
+
+
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_a_signal_to_the_process_group_reaches_the_workers_too_and_one_stop_follows(signum, status, flowers,
                                                                                     tmp_path, capsys):
