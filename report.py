@@ -75,10 +75,12 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
     `data`: as write_report's; report.txt lists the files left out at its end."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    write_misclassified_csv(folder / "misclassified.csv", result["wrong"], classes)
+    # each file whole or not at all (put_in_place): a second Ctrl-C as a run writes its report left a torn picture
+    put_in_place(folder / "misclassified.csv", lambda tmp: write_misclassified_csv(tmp, result["wrong"], classes))
     picture = folder / "confusion_matrix.png"
     if len(classes) <= MAX_CONFUSION_PICTURE:
-        plots.confusion_matrix_image(result["confusion"], classes, f"{split} split").save(picture)
+        drawn = plots.confusion_matrix_image(result["confusion"], classes, f"{split} split")
+        put_in_place(picture, lambda tmp: drawn.save(tmp, format="PNG"))
     else:  # 1000 classes drew 14030 x 14110 px, more than Pillow opens: none, and none of an earlier evaluation
         picture.unlink(missing_ok=True)
     width = max(text_width(c) for c in classes + ["class"])
@@ -107,7 +109,8 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
     if result.get("failed"):  # listed, they failed as they were evaluated: changed or removed since (why: as now)
         lines += ["", f"{len(result['failed'])} images could not be read when they were evaluated, and were left out:"]
         lines += [f"{printable(path)}: {why_it_failed(path)}" for path in result["failed"]]
-    (folder / "report.txt").write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogateescape")
+    put_in_place(folder / "report.txt",
+                 lambda tmp: tmp.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogateescape"))
     # last: a report.html in a run folder says the run's evaluation was written whole
     write_report(folder / "report.html", result, classes, checkpoint, variant, split, metrics_csv, left_out=left_out,
                  data=data)

@@ -324,9 +324,15 @@ def lost_since_saved(run_dir: Path, advice: str = "") -> str:
     return advice[:1].lower() + advice[1:] + nothing_to_resume(run_dir)
 
 
-def say_stopped_at_once(run_dir: Path) -> None:
+def say_stopped_at_once(run_dir: Path, trained: bool = False) -> None:
     """A second Ctrl-C stops a run at once: what is lost, and the command that goes on (or starts it again, where
-    it had saved nothing yet: a first step that takes long, as a compiled one does)."""
+    it had saved nothing yet: a first step that takes long, as a compiled one does). `trained`: the run had trained
+    and saved its last epoch, and was writing its report, which the command given writes."""
+    if trained:
+        print(f"\nstopped at once by a second Ctrl-C as the report was written: the training is done and saved in "
+              f"{run_dir}; python train.py --eval-only --resume {shlex.quote(str(evaluated_file(run_dir)))} writes "
+              f"the report, in {run_dir / 'eval_val'}", file=sys.stderr)
+        return
     print(f"\nstopped at once by a second Ctrl-C: {lost_since_saved(run_dir)}", file=sys.stderr)
 
 

@@ -87,9 +87,9 @@ def write_settings(run_dir: Path, cfg, classes: list, splits=None) -> None:
     it would go on with this run), its --name (it would name this run's folder, which is refused) nor its
     --stop-after-epochs; class_indices.json; and, given `splits` (a run's start), the validation files drawn now,
     which its resumes keep."""
-    write_yaml(run_dir / "config.yaml", {key: value for key, value in vars(cfg).items()
-                                         if key not in ("resume", "name", "stop_after_epochs")})
-    write_class_indices(run_dir / "class_indices.json", classes)
+    settings = {key: value for key, value in vars(cfg).items() if key not in ("resume", "name", "stop_after_epochs")}
+    put_in_place(run_dir / "config.yaml", lambda tmp: write_yaml(tmp, settings))  # rewritten at each resume: whole
+    put_in_place(run_dir / "class_indices.json", lambda tmp: write_class_indices(tmp, classes))
     if splits is not None:
         record_split(run_dir, splits, cfg.val_ratio)
 

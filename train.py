@@ -280,13 +280,14 @@ def main(argv=None) -> None:
         if cfg.save_every_steps and state.step % cfg.save_every_steps == 0:
             save("last.pth")
 
-    stop = StopSignal()
+    stop, trained = StopSignal(), False
     try:
         try:
             ending = run_epochs(state, cfg, batches, len(train_loader), val_loader, splits.classes, stop, on_step,
                                 save, writer, run_dir, main_process)
             step_loss.write()
             checkpoints.wait()  # the last epoch's checkpoints on disk before the report says the run is done
+            trained = ending is not None
             if main_process and ending is not None:
                 run_log.finish_run(writer, run_dir, cfg, state, *ending, splits)
         finally:
@@ -304,7 +305,7 @@ def main(argv=None) -> None:
         raise
     except KeyboardInterrupt:  # a second Ctrl-C: at once, without the step's end or a save
         if main_process:
-            run_log.say_stopped_at_once(run_dir)
+            run_log.say_stopped_at_once(run_dir, trained)
         sys.exit(130)
     finally:
         stop_workers(batches, val_loader)  # now, not as the process exits: a Ctrl-C then would print PyTorch's cleanup

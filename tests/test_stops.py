@@ -325,6 +325,37 @@ def test_a_second_ctrl_c_stops_at_once_saying_what_is_lost_and_how_to_go_on(flow
                                                 said.format(run=tmp_path / name, out=tmp_path)), name
 
 
+def test_a_second_ctrl_c_as_the_report_is_written_leaves_no_torn_file_and_says_the_training_is_done(
+        flowers, tmp_path, capsys, monkeypatch):
+    """Two Ctrl-Cs as a run's report is written: the training is done and saved, which the line says (not that steps
+    were lost), with the command that writes the report; and the picture being written is not left torn."""
+    import plots
+    drawn = plots.confusion_matrix_image
+
+    def interrupted_while_saved(*args, **kwargs):
+        picture = drawn(*args, **kwargs)
+        real_save = picture.save
+
+        def save(path, *save_args, **save_kwargs):
+            real_save(path, *save_args, **save_kwargs)
+            with open(path, "r+b") as written:  # half written when the second Ctrl-C comes
+                written.truncate(40)
+            raise KeyboardInterrupt
+        picture.save = save
+        return picture
+    monkeypatch.setattr(plots, "confusion_matrix_image", interrupted_while_saved)
+    run = tmp_path / "r"
+    with pytest.raises(SystemExit) as stopped:
+        train.main([str(a) for a in ["--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path,
+                                     "--name", "r"]])
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err.endswith(
+        f"\nstopped at once by a second Ctrl-C as the report was written: the training is done and saved in {run}; "
+        f"python train.py --eval-only --resume {run / 'best.pth'} writes the report, in {run / 'eval_val'}\n")
+    assert torch.load(run / "last.pth", weights_only=True)["epoch"] == 1
+    assert not (run / "confusion_matrix.png").exists() and not list(run.glob(".*.tmp"))
+
+
 def ctrl_c_at_batch(train_step, batch: int = 5):
     """train_step, and a Ctrl-C as it ends the epoch's batch `batch`, by default its last (80 training images in
     batches of 16: FAST's)."""
