@@ -146,7 +146,7 @@ class _ScaledNormalize(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, scale):
-        inv_norm = x.norm(dim=-1, keepdim=True).clamp_min(1e-12).reciprocal()  # like F.normalize
+        inv_norm = inverse_norm(x)
         ctx.save_for_backward(x, inv_norm, scale)
         return torch.mul(x, inv_norm * scale, out=torch.empty_like(x))
 
@@ -165,7 +165,16 @@ def scaled_normalize(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     # not in torch.export, which traces the Function's forward with gradients on, where its out= is refused
     if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad) and not torch.compiler.is_exporting():
         return _ScaledNormalize.apply(x, scale)
-    return x * (x.norm(dim=-1, keepdim=True).clamp_min(1e-12).reciprocal() * scale)
+    return (x * (inverse_norm(x) * scale)).to(x.dtype)
+
+
+def inverse_norm(x: torch.Tensor) -> torch.Tensor:
+    """1 / ||x|| over the last dim, clamped as F.normalize clamps it, in float32 at least whatever x's type (as
+    CUDA's autocast computes a norm; CPU's computed it in bf16): in float16 (a model cast with .half()) the clamp's
+    1e-12 is 0, and a key of zeros (V2's keys have no bias: padding, or a zero pixel after a ReLU) made inf * 0 =
+    NaN, every output NaN."""
+    dtype = torch.promote_types(x.dtype, torch.float32)  # float64 stays float64 (gradcheck's)
+    return torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=dtype).clamp_min(1e-12).reciprocal()
 
 
 def _heads_view(qkv: torch.Tensor, heads: int) -> torch.Tensor:

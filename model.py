@@ -17,6 +17,7 @@ Parameter names are the official Microsoft ones, so official checkpoints load as
 Any input size runs. Where each token sits in the regular and shifted windows (cyclic shift,
 masks, padding) is windows.py's: a stage builds a StageLayout per feature-map size.
 """
+import contextlib
 import difflib
 import math
 
@@ -251,8 +252,11 @@ class SwinStage(nn.Module):
         if key not in self._layouts:
             if len(self._layouts) >= 16:  # many sizes seen (prediction at native sizes): start over
                 self._layouts.clear()
-            self._layouts[key] = StageLayout(
-                height, width, self.window_size, self.v2, self.pretrained_window_size, device)
+            # ordinary tensors under inference_mode too: a layout built in a prediction (or a validation that uses
+            # it, as Lightning's does) is the one a later training step takes, which cannot save inference tensors
+            with contextlib.nullcontext() if torch.compiler.is_compiling() else torch.inference_mode(False):
+                self._layouts[key] = StageLayout(
+                    height, width, self.window_size, self.v2, self.pretrained_window_size, device)
         return self._layouts[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -330,13 +334,24 @@ class SwinLayer(nn.Module):
         grad_checkpointing: bool = False,
     ):
         super().__init__()
+        if version not in (1, 2) or dim % num_heads or window_size < 1 or depth < 1:  # said now, not at a forward
+            raise ValueError(f"SwinLayer(dim={dim}, depth={depth}, num_heads={num_heads}, window_size={window_size}, "
+                             f"version={version!r}): version is 1 or 2, dim a multiple of num_heads, window_size and "
+                             "depth 1 or more")
+        self.dim = dim
         self.stage = SwinStage(dim, depth, num_heads, window_size, mlp_ratio,
                                drop_path=drop_path_rate, v2=version == 2)
         self.stage.grad_checkpointing = grad_checkpointing
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stage(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        """(B, dim, H, W) -> (B, dim, H, W), laid out channels-last in memory (as the stage's tokens are)."""
+        if x.dim() != 4 or x.shape[1] != self.dim:
+            raise ValueError(f"SwinLayer({self.dim}, ...) takes (B, {self.dim}, H, W), channels first; got "
+                             f"{tuple(x.shape)}")
+        # the stage's tokens contiguous: a permuted view reached V2's blocks as it was where no padding or window
+        # order copied it, and their view into windows failed for a batch of two or more
+        return self.stage(x.permute(0, 2, 3, 1).contiguous()).permute(0, 3, 1, 2)
 
 
 class PatchEmbed(nn.Module):

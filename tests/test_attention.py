@@ -64,13 +64,14 @@ def test_custom_gradients_are_exact():
 
 
 def test_v2_normalised_q_and_k_come_out_in_their_own_type_rounded_once():
-    """Under autocast V2's cosine-attention normalisation computes in float32 and writes q's type (bf16):
-    the float32 result rounded once, what the matmul that takes it would have cast it to."""
+    """Under autocast V2's cosine-attention normalisation computes in float32 (the norm too, which CPU's autocast
+    left in bf16) and writes q's type (bf16): the float32 result rounded once, what the matmul that takes it would
+    have cast it to."""
     x = torch.randn(2, 3, 5, 8).bfloat16().requires_grad_()
     scale = torch.rand(3, 1, 1) + 1
     with torch.autocast("cpu", torch.bfloat16):
         out = attention.scaled_normalize(x, scale)
-        factor = x.detach().norm(dim=-1, keepdim=True).reciprocal() * scale  # float32 (the norm: as autocast runs it)
+        factor = x.detach().float().norm(dim=-1, keepdim=True).reciprocal() * scale  # the norm in float32
     assert factor.dtype == torch.float32
     assert out.dtype == torch.bfloat16 and torch.equal(out, (x.detach().float() * factor).bfloat16())
 

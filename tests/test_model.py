@@ -420,6 +420,59 @@ def test_swin_layer_in_another_network():
     assert all(p.grad is not None for p in layer.parameters())
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_stage_as_a_layer_takes_any_batch_at_sizes_of_whole_windows(version):
+    """A channels-first map whose tokens need no padding nor reordering (16 x 8 at window 8, 1 x 16) reached V2's
+    blocks as the permuted view it was, whose view into windows failed for a batch of two or more; each image's
+    output is its own, whatever the batch."""
+    layer = model.SwinLayer(dim=16, depth=2, num_heads=2, window_size=8, version=version).eval()
+    with torch.no_grad():  # off the init, where every V2 block is the identity
+        for p in layer.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        for size in [(16, 8), (1, 16), (8, 8), (24, 3)]:
+            x = torch.randn(3, 16, *size)
+            out = layer(x)
+            assert out.shape == x.shape and (out[1:2] - layer(x[1:2])).abs().max() < 1e-5, size
+
+
+def test_a_model_run_under_inference_mode_trains_after():
+    """A forward under torch.inference_mode (a prediction, Lightning's validation check) cached its window layouts
+    as inference tensors, which a later training step cannot save for its backward pass."""
+    for net in (model.SwinLayer(dim=16, depth=2, num_heads=2, window_size=4, version=1),
+                create_model("swin_micro_patch4_window4_128", img_size=64, version=2)):
+        x = torch.randn(2, 16, 9, 14) if isinstance(net, model.SwinLayer) else torch.randn(2, 3, 64, 64)
+        with torch.inference_mode():
+            net.eval()(x)
+        net.train()(x).sum().backward()
+        assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+
+
+def test_v2_in_float16_gives_no_nan_for_keys_of_zeros():
+    """A V2 model cast with .half(): the cosine attention's norm clamped at 1e-12, which is 0 in float16, so that a
+    key of zeros (padding, a zero pixel after a ReLU: V2's keys have no bias) made inf * 0, every output NaN. The
+    norm is float32, as autocast computes it."""
+    torch.manual_seed(0)
+    layer = model.SwinLayer(dim=32, depth=2, num_heads=4, window_size=8, version=2).eval()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    x = torch.randn(1, 32, 16, 16).relu()
+    x[..., 3, 5] = 0
+    with torch.no_grad():
+        for y in (x, x[..., :9, :14]):  # a zero pixel; a padded map
+            expected, got = layer(y), layer.half()(y.half()).float()
+            layer.float()
+            assert torch.isfinite(got).all() and (got - expected).abs().max() < 0.02 * expected.abs().max()
+
+
+def test_a_stage_as_a_layer_says_what_it_takes():
+    for bad in (dict(dim=30, num_heads=4), dict(dim=16, version=3), dict(dim=16, window_size=0)):
+        with pytest.raises(ValueError, match="version is 1 or 2, dim a multiple of num_heads"):
+            model.SwinLayer(**bad)
+    with pytest.raises(ValueError, match=r"takes \(B, 16, H, W\), channels first; got \(1, 9, 9, 32\)"):
+        model.SwinLayer(16)(torch.randn(1, 9, 9, 32))
+
+
 # --- Names ---
 
 def test_names_and_aliases():
