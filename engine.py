@@ -88,6 +88,9 @@ class TrainState:
     # how an epoch divides here: {"processes", "images", "batch_size", "batches_per_epoch" (a process's),
     # "steps_per_epoch"}; a checkpoint carries it, so that a run resumed in another layout keeps its schedule
     layout: dict = None
+    # what orders an epoch's images: {"seed", "sampler": "shuffled" or "balanced" (--balance sampler)}; a checkpoint
+    # carries it, so that an epoch resumed midway with another is refused (the rest would draw other images)
+    order: dict = None
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=not self.keep_grads)
@@ -103,7 +106,7 @@ class TrainState:
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
                 "batches_done": self.batches_done, "best_acc": self.best_acc, "rng": rng_state(),
-                "layout": self.layout, "epoch_sums": epoch_sums, "lr": self.lr}
+                "layout": self.layout, "order": self.order, "epoch_sums": epoch_sums, "lr": self.lr}
 
     def resume_from(self, checkpoint: dict, metric: str = "acc1", folder: str = "runs/<name>") -> str:
         """Go on where `checkpoint` stopped (its model weights are loaded with the model), under this run's
@@ -161,14 +164,27 @@ class TrainState:
         if relaid and self.batches_done and not (trained or cut):
             run = "python" if was["processes"] == 1 else f"torchrun --nproc_per_node {was['processes']}"
 
-            def divided(layout: dict) -> str:
+            def divided(layout: dict) -> str:  # the optimizer steps too: --accum-steps changes them alone
                 return (f"{layout['images']} training images in batches of {layout['batch_size']} in "
-                        f"{layout['processes']} process(es)")
+                        f"{layout['processes']} process(es), {layout['steps_per_epoch']} optimizer steps an epoch")
             raise UserError(
                 f"the checkpoint stopped in epoch {self.epoch + 1}, after {self.batches_done} batches of "
                 f"{divided(was)}; here it is {divided(self.layout)}, so its place in the epoch does not carry over. "
                 f"Finish the epoch as it ran ({run} train.py --resume {folder} --stop-after-epochs 1, with its "
-                "--batch-size and images), then go on as you like: from an epoch's end the schedule follows")
+                "--batch-size, --accum-steps and images), then go on as you like: from an epoch's end the schedule "
+                "follows")
+        ordered = checkpoint.get("order")  # None: a checkpoint from before 2026-11-30
+        per_epoch = (was or self.layout or {}).get("batches_per_epoch", self.batches_done + 1)
+        midway = 0 < self.batches_done < per_epoch and not (trained or cut)
+        if midway and None not in (ordered, self.order) and ordered != self.order:
+            def drawn(order: dict) -> str:
+                return f"--seed {order['seed']}" + (", --balance sampler" if order["sampler"] == "balanced" else "")
+            run = "python" if was is None or was["processes"] == 1 else f"torchrun --nproc_per_node {was['processes']}"
+            raise UserError(
+                f"the checkpoint stopped in epoch {self.epoch + 1}, after {self.batches_done} batches of an epoch "
+                f"drawn with {drawn(ordered)}; here it is {drawn(self.order)}, whose epoch draws other images: the "
+                f"rest of this one would train on some twice and others never. Finish the epoch as it ran ({run} "
+                f"train.py --resume {folder} --stop-after-epochs 1, without the change), then go on as you like")
         # the schedule's place: the steps it took, or in another layout the epochs done; the step count (TensorBoard's
         # steps, --save-every-steps) goes on as it was, so that no point logged before is overwritten
         place = (self.epoch + bool(trained or cut)) * self.layout["steps_per_epoch"] if relaid else \

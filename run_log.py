@@ -158,6 +158,16 @@ def say_started(run_dir: Path, cfg, splits, model, state, world_size: int, compi
     notice_letters_missing(classes)
 
 
+def say_resumed(state, saved_metric: str, cfg, relaid: str) -> None:
+    """Where a resumed run goes on, and its best so far: none where the figure that chooses best.pth is another
+    than the checkpoint's (--balance typed on resuming), which is said rather than "not validated yet"."""
+    metric = engine.best_metric(cfg)
+    best = f"best {engine.METRIC_NAMES[metric]} so far {state.best_acc:.4f}" if state.best_acc >= 0 else \
+        "not validated yet" if saved_metric == metric else \
+        f"best {engine.METRIC_NAMES[metric]} not measured yet: --balance {cfg.balance} chooses best.pth by it now"
+    print(f"resumed at epoch {state.epoch + 1}, step {state.step} ({best})" + (f"; {relaid}" if relaid else ""))
+
+
 def notice_settings(cfg, variant: str, device, compiled: bool, images_per_process: int, steps_per_epoch: int,
                     fresh: bool) -> None:
     """Settings that work but may not be what the user meant, or that cost time up front; said as the run starts."""

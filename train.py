@@ -230,13 +230,12 @@ def main(argv=None) -> None:
     state = engine.build_train_state(cfg, model, net, device, amp, steps_per_epoch, splits.counts("train"))
     state.layout = {"processes": world_size, "images": len(splits.train), "batch_size": cfg.batch_size,
                     "batches_per_epoch": len(train_loader), "steps_per_epoch": steps_per_epoch}
+    state.order = {"seed": cfg.seed, "sampler": "balanced" if cfg.balance == "sampler" else "shuffled"}
     if checkpoint is not None:
         metric = engine.best_metric(cfg)
         relaid = state.resume_from(checkpoint, metric, shlex.quote(str(run_dir)))
         if main_process:
-            best = f"best {engine.METRIC_NAMES[metric]} so far {state.best_acc:.4f}" if state.best_acc >= 0 \
-                else "not validated yet"
-            print(f"resumed at epoch {state.epoch + 1}, step {state.step} ({best})" + (f"; {relaid}" if relaid else ""))
+            run_log.say_resumed(state, checkpoint.get("best_metric", "acc1"), cfg, relaid)
     epoch_batches.start(state.epoch, state.batches_done)
     with held_signals():  # a signal while workers fork would reach one before it ignores it, or be lost
         batches = iter(train_loader)  # one iterator for the whole run: its workers never wait for an epoch to start

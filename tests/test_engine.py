@@ -483,7 +483,7 @@ def test_a_run_resumed_in_another_layout_keeps_its_schedule():
     assert not relaid and same.step == 10
     two.batches_done = 3
     with pytest.raises(UserError, match=r"stopped in epoch 3, after 3 batches of 20 training images in batches of "
-                                        r"2 in 2 process\(es\); here it is 20 .* in 1 process.*torchrun --nproc_per_node 2 train.py "
+                                        r"2 in 2 process\(es\), 5 optimizer steps an epoch; here it is 20 .* in 1 process.*torchrun --nproc_per_node 2 train.py "
                                         r"--resume 'runs/my run' --stop-after-epochs 1"):
         resumed(alone, two.checkpoint())
     with pytest.raises(UserError, match=r"here it is 20 training images in batches of 3 in 2"):  # the batches alone
@@ -494,10 +494,26 @@ def test_a_run_resumed_in_another_layout_keeps_its_schedule():
     assert said.startswith("the training images changed since the stop (20 then, 18 now: files removed, added or no "
                            "longer decoding), so epoch 3 cannot go on as it ran: it ends at the stop, after 3 of its 5")
     assert cut.epoch == 2 and cut.batches_done == 5 and cut.scheduler.last_epoch == 15 and cut.step == 10
-    with pytest.raises(UserError, match="Finish the epoch as it ran"):  # the same images, other steps: refused
-        resumed(dict(two.layout, steps_per_epoch=3), two.checkpoint())
-    # stopped at the epoch's last step, saved before validating: an epoch's end in any layout
+    with pytest.raises(UserError, match=r"here it is 20 .* 3 optimizer steps an epoch.*Finish the epoch as it ran"):
+        resumed(dict(two.layout, steps_per_epoch=3), two.checkpoint())  # the same images, other steps (--accum-steps)
+    # the same layout, another order midway (--seed, --balance sampler): refused; at an epoch's end it is the next's
+    two.order = {"seed": 0, "sampler": "shuffled"}
+
+    def reordered(order, checkpoint):
+        state = engine.build_train_state(cfg, micro(), micro(), cpu, None, 5, [1] * 5)
+        state.layout, state.order = dict(two.layout), order
+        return state.resume_from(checkpoint, folder="runs/a")
+    for order, said in (({"seed": 1, "sampler": "shuffled"}, "--seed 1,"),
+                        ({"seed": 0, "sampler": "balanced"}, "--seed 0, --balance sampler,")):
+        with pytest.raises(UserError, match=rf"after 3 batches of an epoch drawn with --seed 0; here it is {said} "
+                                            r"whose epoch draws other images.*torchrun --nproc_per_node 2 train.py "
+                                            r"--resume runs/a --stop-after-epochs 1, without the change"):
+            reordered(order, two.checkpoint())
+    assert reordered(dict(two.order), two.checkpoint()) == ""
+    assert reordered({"seed": 1, "sampler": "shuffled"}, {**two.checkpoint(), "order": None}) == ""  # before orders
+    # stopped at the epoch's last step, saved before validating: an epoch's end in any layout (and any order)
     two.batches_done = 5
+    assert reordered({"seed": 1, "sampler": "balanced"}, two.checkpoint()) == ""
     one, relaid = resumed(alone, two.checkpoint())
     assert relaid and one.epoch == 2 and one.batches_done == 10 and one.scheduler.last_epoch == 30 and one.step == 10
     # and in its own layout again, the schedule goes on from where it was, not from the step count

@@ -257,7 +257,7 @@ def test_a_kill_after_last_pth_loses_no_point_logged_up_to_its_step(flowers, tmp
     assert [e.step for e in events.Scalars("loss/train_step")] == [10]
 
 
-def test_a_run_without_loss_scaling_resumes_with_fp16():
+def test_a_run_without_loss_scaling_resumes_with_fp16(capsys):
     """A checkpoint from a bf16, fp32 or CPU run holds an empty scaler state; resumed with fp16 (--amp
     fp16, or an older GPU), the run starts its own loss scale instead of failing to load it."""
     cfg = train.build_parser().parse_args(["--warmup-epochs", "0", "--epochs", "2"])
@@ -274,6 +274,10 @@ def test_a_run_without_loss_scaling_resumes_with_fp16():
     # resumed with --balance, best.pth is chosen by another figure: the top-1 so far is no bar to it
     after.resume_from(checkpoint, "balanced_acc")
     assert after.best_acc == -1.0
+    import run_log
+    run_log.say_resumed(after, "acc1", train.build_parser().parse_args(["--balance", "sampler"]), "")
+    assert capsys.readouterr().out == ("resumed at epoch 2, step 10 (best balanced accuracy not measured yet: "
+                                       "--balance sampler chooses best.pth by it now)\n")  # not "not validated yet"
 
 
 def test_a_resumed_run_keeps_its_settings_but_not_the_old_machines_worker_count(tmp_path):
