@@ -21,6 +21,7 @@ Ctrl-C (the images classified until then are still written to --output).
 import argparse
 import csv
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def main(argv=None) -> None:
             if args.save_vis is not None and not cards.save_card(result, args.save_vis, card_names, seen):
                 cardless += 1
     except (KeyboardInterrupt, Terminated) as stop:  # Ctrl-C, SIGTERM: what was classified is still written, counted
-        stopped = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
+        stopped = stop.name if isinstance(stop, Terminated) else "Ctrl-C"
     finally:  # and after an error (a full disk for the cards), before it is said
         if args.output is not None:
             write_results(results, args.output, k)
@@ -155,7 +156,7 @@ def main(argv=None) -> None:
                                     if unlisted else "") + (f"; results in {args.output}" if args.output else "") +
               (f"; stopped by {stopped}" if stopped else ""), file=sys.stderr)
     if stopped:
-        sys.exit(143 if stopped == "SIGTERM" else 130)
+        sys.exit(130 if stopped == "Ctrl-C" else 128 + signal.Signals[stopped])
     if failed or cardless or unlisted:
         sys.exit(1)
 

@@ -26,36 +26,46 @@ def ctrl_c_ends_quietly() -> None:
 
 
 class Terminated(BaseException):
-    """A SIGTERM that ends a script at once (ScriptSignals): a BaseException, as KeyboardInterrupt is, so that no
-    `except Exception` on its way takes it for an error to work around."""
+    """A SIGTERM (or SIGHUP, SIGUSR1, SIGUSR2) that ends a script at once (ScriptSignals): a BaseException, as
+    KeyboardInterrupt is, so that no `except Exception` on its way takes it for an error to work around."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        self.signum, self.name = int(signum), signal.Signals(signum).name
+        super().__init__(self.name)
 
 
 class ScriptSignals:
     """A script's signals while run_cli runs its main(): Ctrl-C raises KeyboardInterrupt again (ctrl_c_ends_quietly
-    had it end the process while torch imported), and a SIGTERM (a scheduler's, `timeout`'s) raises Terminated, which
-    run_cli says in one line, where its default would end the process without a word, as train.py checks the images
-    before training (its training loop takes it in StopSignal: it finishes the step and saves). SIGTERM is left to
-    its default under torchrun, whose summary names the signal, and whose SIGTERM must end a process blocked in a
-    collective or in joining the group at once, not when that call returns."""
+    had it end the process while torch imported), and the other stop signals (a scheduler's SIGTERM, `timeout`'s; a
+    closed terminal's SIGHUP; SLURM's SIGUSR1 ahead of a time limit) raise Terminated, which run_cli says in one line,
+    where their default would end the process without a word, as train.py checks the images before training (its
+    training loop takes them in StopSignal: it finishes the step and saves). One the process was started ignoring
+    stays ignored (nohup's SIGHUP). They are left to their defaults under torchrun, whose summary names the signal,
+    and whose SIGTERM must end a process blocked in a collective or in joining the group at once, not when that call
+    returns."""
 
     def __init__(self):
         self._pid = os.getpid()
         shield_resource_tracker()
         if signal.getsignal(signal.SIGINT) is signal.SIG_DFL:  # as a script set it while it imported torch
             signal.signal(signal.SIGINT, signal.default_int_handler)
-        self._installed = "RANK" not in os.environ
-        self._previous = signal.signal(signal.SIGTERM, self._terminated) if self._installed else None
+        self._previous = {}
+        if "RANK" not in os.environ:
+            self._previous = {sig: signal.signal(sig, self._terminated) for sig in STOP_SIGNALS
+                              if sig != signal.SIGINT and signal.getsignal(sig) is not signal.SIG_IGN}
 
     def _terminated(self, signum, frame):
         if os.getpid() != self._pid:  # a loader worker, forked before it set its own handling
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        raise Terminated
+        if signum == getattr(signal, "SIGHUP", None):  # the terminal has gone: the line said would fail there
+            quiet_closed_terminal()
+        raise Terminated(signum)
 
     def restore(self):
-        if self._installed:  # None: a handler not set from Python, as the default is where Python was embedded
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
+        for sig, handler in self._previous.items():  # None: a handler not set from Python (Python embedded)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def shield_resource_tracker() -> None:

@@ -75,9 +75,9 @@ def run_cli(main) -> None:
     try:
         main()
         sys.stdout.flush()  # a closed pipe raises here, not at exit
-    except Terminated:
-        print("\nstopped by SIGTERM", file=sys.stderr)
-        sys.exit(128 + signal.SIGTERM)
+    except Terminated as stop:
+        print(f"\nstopped by {stop.name}", file=sys.stderr)
+        sys.exit(128 + stop.signum)
     except UserError as err:
         say_error(str(err))
         sys.exit(2)

@@ -508,19 +508,21 @@ def test_torchrun_s_summary_of_a_failed_process_shows_its_error(monkeypatch, tmp
     assert capsys.readouterr().err == "error: bad path\n"
 
 
-def test_a_sigterm_that_nothing_takes_is_one_line_and_status_143(capsys, monkeypatch):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP])
+def test_a_stop_signal_that_nothing_takes_is_one_line_and_its_status(signum, capsys, monkeypatch):
     """Outside train.py's training loop (which finishes its step and saves), as the images are checked before it:
-    a scheduler's SIGTERM ends the script at once, saying so, where its default ended it without a word."""
+    a scheduler's SIGTERM (or SLURM's SIGUSR1 ahead of a time limit, a closed terminal's SIGHUP) ends the script at
+    once, saying so, where its default ended it without a word."""
     def main():
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
         time.sleep(10)
     monkeypatch.delenv("RANK", raising=False)
-    before = signal.getsignal(signal.SIGTERM)
+    before = signal.getsignal(signum)
     start = time.perf_counter()
     with pytest.raises(SystemExit) as ended:
         utils.run_cli(main)
-    assert ended.value.code == 143 and capsys.readouterr().err == "\nstopped by SIGTERM\n"
-    assert time.perf_counter() - start < 5 and signal.getsignal(signal.SIGTERM) is before
+    assert ended.value.code == 128 + signum and capsys.readouterr().err == f"\nstopped by {signum.name}\n"
+    assert time.perf_counter() - start < 5 and signal.getsignal(signum) is before
 
 
 def test_a_second_sigterm_keeps_the_first_stop_and_a_second_ctrl_c_stops_at_once(capsys):
