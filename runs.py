@@ -278,6 +278,11 @@ def evaluated_file(run: Path) -> Path:
     """What a run folder means to evaluate or predict with: its best.pth, or its last.pth while it has none
     (a run stopped before its first validation)."""
     best = run / "best.pth"
+    if not best.is_file() and not (run / "last.pth").is_file():
+        inside = sorted(run.glob("*/best.pth"), key=lambda p: p.stat().st_mtime)  # runs/ for runs/<name>
+        if inside:
+            raise UserError(f"{run} is not a run folder but holds runs: name one, such as the newest, "
+                            f"{shlex.quote(str(inside[-1].parent))}")
     return best if best.is_file() or not (run / "last.pth").is_file() else run / "last.pth"
 
 

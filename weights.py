@@ -289,7 +289,7 @@ def model_for_run(cfg, num_classes: int, checkpoint, main_process: bool) -> nn.M
                  if getattr(cfg, k) is not None}
     model = create_model(variant, num_classes=num_classes, grad_checkpointing=cfg.grad_checkpointing, **overrides)
     weights = cfg.weights or official_weights_file(variant)
-    if is_program(weights):
+    if is_program(weights) and Path(weights).exists():  # a mistyped one is not found, as a checkpoint is
         raise UserError(f"{weights} is a program that predict.py --export wrote: predict.py runs it and train.py "
                         "--eval-only evaluates it, but its weights do not train; start from the checkpoint it was "
                         "exported from")

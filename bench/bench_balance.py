@@ -134,4 +134,5 @@ def evaluate(checkpoint: Path, data: Path, cut: str) -> tuple:
 
 
 if __name__ == "__main__":
-    main()
+    from utils import run_cli  # a user's mistake (--device cuda without a GPU) in one line
+    run_cli(main)

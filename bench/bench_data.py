@@ -185,4 +185,5 @@ def smaller_copies(samples: list, folder: Path, max_size: int, scratch: Path) ->
 
 
 if __name__ == "__main__":
-    main()
+    from utils import run_cli  # a user's mistake (--device cuda without a GPU) in one line
+    run_cli(main)

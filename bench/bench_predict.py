@@ -148,4 +148,5 @@ def random_checkpoint(variant: str, img_size, path: Path) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    from utils import run_cli  # a user's mistake (--device cuda without a GPU) in one line
+    run_cli(main)

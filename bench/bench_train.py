@@ -462,4 +462,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from utils import run_cli  # a user's mistake (--device cuda without a GPU) in one line
+    run_cli(main)

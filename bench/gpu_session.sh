@@ -11,6 +11,11 @@
 # a second, sent at once, names the rest. The figures in docs/gpu.md come from these logs.
 set -u
 cd "$(dirname "$0")/.."
+if ! python3 -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then  # not part after part failing
+    echo "error: gpu_session.sh takes the GPU figures, and PyTorch sees no CUDA GPU here (nvidia-smi;" \
+         "CUDA_VISIBLE_DEVICES)" >&2
+    exit 2
+fi
 out=${OUT:-gpu-logs}
 budget=${BUDGET:-540}
 mkdir -p "$out"

@@ -84,6 +84,11 @@ def test_a_run_folder_stopped_before_its_first_validation_means_its_last_pth(che
     torch.save(checkpoint, tmp_path / "stopped" / "last.pth")
     _, out, err = run_predict(capsys, monkeypatch, tmp_path, photos[0], "--weights", "stopped", "--json")
     assert err.startswith(f"{Path('stopped') / 'last.pth'}: swin_micro") and json_lines(out)[0]["path"] == str(photos[0])
+    # the folder that holds runs, given for one: said, with the newest run named
+    with pytest.raises(UserError, match=rf"^{tmp_path} is not a run folder but holds runs: name one, such as the "
+                                        rf"newest, {tmp_path / 'stopped'}$"):
+        (tmp_path / "stopped" / "last.pth").rename(tmp_path / "stopped" / "best.pth")
+        run_predict(capsys, monkeypatch, tmp_path, photos[0], "--weights", tmp_path)
 
 
 def test_folder_with_broken_files(trained, photos, tmp_path, capsys, monkeypatch):

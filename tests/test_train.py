@@ -239,6 +239,7 @@ def test_a_data_folder_gone_midway_stops_the_run_with_what_was_kept(tmp_path, ca
     (["--model", "swin_tiny_patch4_window9"], "unknown model"),
     (["--model", "swin_tinyy"], "unknown model 'swin_tinyy'. Did you mean swin_tiny_patch4_window7_224, "),
     (["--weights", "no/such.pth"], "^error: checkpoint not found: no/such.pth$"),
+    (["--weights", "no/such.onnx"], "^error: checkpoint not found: no/such.onnx$"),  # not "is a program"
     (["--device", "cuda"], "CUDA"),
     (["--cuda-graphs"], "--cuda-graphs needs a CUDA GPU, and this run is on cpu: run without it"),
     (["--num-classes", "3"], "--num-classes 3 was given, but .* has 5 class folders: daisy, dandelion"),
