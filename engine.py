@@ -229,8 +229,8 @@ def build_train_state(cfg, model, net, device, amp, steps_per_epoch: int, class_
 def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, show_progress: bool = True) -> dict:
     """One epoch: a loader's batches, or this epoch's (the rest of it, after a resume) from the endless
     iterator of train.py's loader (Take). Returns loss, top-1 and top-5 (on the unmixed labels, over the whole
-    epoch: a resumed one's carried sums too), the images trained and seconds taken here (its speed), the
-    seconds, the seconds spent waiting for the loader, the images loaded (trained on or not), the paths of
+    epoch: a resumed one's carried sums too), the images trained and seconds taken here (its speed; "whole":
+    whether here is the whole epoch, not the part after a resume), the seconds spent waiting for the loader, the images loaded (trained on or not), the paths of
     images that failed to load (in the workers or, with --decode device, on the device; in every process), and
     whether a stop signal ended it early."""
     state.net.train()
@@ -241,7 +241,7 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
         state.epoch_sums = torch.zeros(4, dtype=torch.float64, device=state.device)
     sums, seen, loaded, failed, shown = state.epoch_sums, 0, 0, [], None
     start, interrupted, waits = time.perf_counter(), False, {"seconds": 0.0}
-    last_batch = state.batches_done + len(batches)
+    whole, last_batch = state.batches_done == 0, state.batches_done + len(batches)
     bar = tqdm(batches, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", disable=not show_progress,
                dynamic_ncols=True, leave=False)
     for images, labels, paths, failed_paths in timed_batches(bar, waits):
@@ -282,7 +282,7 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
     # None, not 0, for an epoch with nothing trained (one resumed after its last batch from a checkpoint without sums)
     loss, acc1, acc5 = (total / totals[3] if totals[3] else None for total in totals[:3])
     return {"loss": loss, "acc1": acc1, "acc5": acc5, "images": int(totals[4]), "loaded": int(totals[5]),
-            "seconds": time.perf_counter() - start,
+            "seconds": time.perf_counter() - start, "whole": whole,
             "data_seconds": waits["seconds"], "failed": failed, "interrupted": interrupted}
 
 

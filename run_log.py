@@ -31,18 +31,25 @@ FILES_NAMED = 10  # files a warning names one by one; the others are counted
 
 
 class StepLoss:
-    """TensorBoard's loss/train_step, every 10th optimizer step: the loss is copied to the host as its step is
-    taken (engine.HostCopy) and written at the next step or the run's end, the copy done by then; .item()
-    at once would make the CPU wait for the GPU to finish the step."""
+    """TensorBoard's loss/train_step, every 10th optimizer step: the mean of the losses of the steps since the last
+    point (each step's loss: with --accum-steps its last batch's), summed on the device, copied to the host at the
+    10th (engine.HostCopy) and written at the next step or the run's end, the copy done by then; .item() at once
+    would make the CPU wait for the GPU to finish the step."""
 
     def __init__(self, writer):
-        self.writer, self.pending = writer, None
+        self.writer, self.pending, self.sum, self.count = writer, None, None, 0
 
     def add(self, step: int, loss: torch.Tensor | None) -> None:
         """None: a step whose window's last batch had no image (its loss is not the step's)."""
         self.write()
-        if self.writer is not None and loss is not None and step % 10 == 0:
-            self.pending = step, engine.HostCopy(loss)
+        if self.writer is None:
+            return
+        if loss is not None:
+            self.sum = loss.float() if self.sum is None else self.sum + loss.float()
+            self.count += 1
+        if step % 10 == 0 and self.count:
+            self.pending = step, engine.HostCopy(self.sum / self.count)
+            self.sum, self.count = None, 0
 
     def write(self) -> None:
         if self.pending is not None:
@@ -59,11 +66,14 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
     wait_share = train["data_seconds"] / max(train["seconds"], 1e-9) if trained else None
     scalars = {"loss/train": train["loss"], "loss/val": val["loss"], "acc1/train": train["acc1"],
                "acc5/train": train["acc5"], "acc1/val": val["acc1"], "balanced_acc/val": val["balanced_acc"],
-               "acc5/val": val["acc5"], "lr": lr, "time/epoch_seconds": train["seconds"],
+               "acc5/val": val["acc5"], "lr": lr,
+               # the epoch's time where this process ran it all: not one resumed midway, nor one with nothing to train
+               "time/epoch_seconds": train["seconds"] if trained and train.get("whole", True) else None,
                "throughput/images_per_second": throughput, "data/wait_share": wait_share,
                "data/failed_images": len(train["failed"]) + len(val["failed"])}
-    if ema_val is not None:
-        scalars["acc1/val_ema"] = ema_val["acc1"]
+    if ema_val is not None:  # each figure that may choose best.pth (balanced accuracy under --balance)
+        scalars.update({"acc1/val_ema": ema_val["acc1"], "balanced_acc/val_ema": ema_val["balanced_acc"],
+                        "loss/val_ema": ema_val["loss"]})
     if torch.cuda.is_available():
         scalars["memory/gpu_max_gib"] = torch.cuda.max_memory_allocated() / 2**30
     for key, value in scalars.items():
@@ -89,7 +99,8 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
     ema = f"  ema top-1 {ema_val['acc1']:.4f}" if ema_val is not None else ""
     figures = f"train loss {train['loss']:.4f} top-1 {train['acc1']:.4f}" if train["loss"] is not None else \
         "trained before the resume"
-    speed = f"{train['seconds']:.0f}s {throughput:.1f} img/s ({wait_share:.0%} waiting for data)" if trained \
+    since = "" if train.get("whole", True) else " since the resume"
+    speed = f"{train['seconds']:.0f}s{since} {throughput:.1f} img/s ({wait_share:.0%} waiting for data)" if trained \
         else f"{train['seconds']:.0f}s"
     top5 = f" top-5 {val['acc5']:.4f}" if len(classes) > report.TOP_K else ""  # of 5 classes or fewer: always 1
     print(f"epoch {epoch:3d}  {figures}  val loss {val['loss']:.4f} top-1 {val['acc1']:.4f} balanced "
@@ -355,12 +366,33 @@ def say_stopped(state, by: str, run_dir: Path) -> None:
           f"To go on:\n    {resume_command(run_dir)}{again}")
 
 
+def write_hparams(writer, run_dir: Path, cfg, state, last_val: dict) -> None:
+    """TensorBoard's HPARAMS tab, which takes its columns from one run's record: every run writes the same settings
+    (None as "", a list as text) and the same figures, the best top-1 and balanced accuracy over its epochs (the
+    model's or the EMA's, from metrics.csv; `best_metric` says which chose best.pth) and the last validation loss.
+    In runs/<name>/hparams/, written anew at each end: a run resumed to more epochs showed its first end's settings
+    beside its last end's figures."""
+    settings = {k: "" if v is None else v if isinstance(v, (int, float, str, bool)) else str(v)
+                for k, v in plain(vars(cfg)).items()}
+    settings["best_metric"] = engine.best_metric(cfg)
+    try:
+        rows = report.read_metrics(run_dir / "metrics.csv")
+    except (OSError, UnicodeError, csv.Error):  # a file edited past reading: the figure that chose best.pth alone
+        rows = []
+    best = {metric: max([row.get(key) for row in rows for key in (f"{metric}_val", f"{metric}_val_ema")
+                         if row.get(key) is not None], default=-1.0) for metric in ("acc1", "balanced_acc")}
+    best[engine.best_metric(cfg)] = max(best[engine.best_metric(cfg)], state.best_acc)
+    figures = {"hparam/best_acc1": best["acc1"], "hparam/best_balanced_acc": best["balanced_acc"],
+               "hparam/last_val_loss": last_val["loss"]}
+    for old in (run_dir / "hparams").glob("events.out.tfevents.*"):
+        old.unlink()
+    writer.add_hparams(settings, figures, run_name="hparams", global_step=state.step)
+
+
 def finish_run(writer, run_dir: Path, cfg, state, last_val: dict, best: tuple, splits) -> None:
     """A run's end: its settings and figures in TensorBoard's HPARAMS tab, and the report of its best weights,
     `best` = (evaluate's result, which checkpoint it is of)."""
-    settings = {k: v for k, v in plain(vars(cfg)).items() if isinstance(v, (int, float, str, bool))}
-    figures = {f"hparam/best_{engine.best_metric(cfg)}": state.best_acc, "hparam/last_val_loss": last_val["loss"]}
-    writer.add_hparams(settings, figures, run_name=".", global_step=state.step)  # resumed to more epochs: a later point
+    write_hparams(writer, run_dir, cfg, state, last_val)
     result, checkpoint = best
     report.write_evaluation(run_dir, result, splits.classes, checkpoint, state.model.variant, "val",
                             run_dir / "metrics.csv", splits.skipped, str(splits.root))

@@ -576,3 +576,23 @@ def test_an_lr_typed_on_resuming_counts_and_a_regrouping_is_refused():
     deeper = engine.build_train_state(parse(["--layer-decay", "0.9"]), micro(), micro(), cpu, None, 10, [1] * 5)
     with pytest.raises(UserError, match=r"in 2 groups and this run's \d+ in \d+: --freeze-layers or --layer-decay"):
         deeper.resume_from(before.checkpoint())
+
+
+def test_the_per_step_loss_is_the_mean_of_the_steps_since_the_last_point():
+    """loss/train_step every 10th step: the mean of the ten steps' losses, not the tenth step's alone; a step with
+    no loss (no image in its last batch) is left out of the mean."""
+    import run_log
+
+    class Writer:
+        def __init__(self):
+            self.points = []
+
+        def add_scalar(self, tag, value, step):
+            self.points.append((tag, value, step))
+    writer = Writer()
+    losses = run_log.StepLoss(writer)
+    for step in range(1, 21):
+        losses.add(step, None if step == 15 else torch.tensor(float(step)))
+    losses.write()
+    assert writer.points == [("loss/train_step", pytest.approx(5.5), 10),
+                             ("loss/train_step", pytest.approx((sum(range(11, 21)) - 15) / 9), 20)]

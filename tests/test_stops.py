@@ -261,7 +261,8 @@ def test_a_kill_while_validating_resumes_into_the_validation_and_logs_no_made_up
 
 def test_an_epoch_resumed_midway_reports_the_whole_epochs_figures(flowers, tmp_path, capsys, monkeypatch):
     """Stopped after some of epoch 1's batches and resumed, the epoch's training loss and top-1 are an uninterrupted
-    run's: the checkpoint carries the sums of the batches trained before the stop."""
+    run's: the checkpoint carries the sums of the batches trained before the stop. Its time is not: left empty
+    (the part since the resume made a dip on the curve), the speed of that part said as such."""
     args = ["--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path]
     train_here(capsys, *args, "--name", "straight")
     monkeypatch.setattr(engine, "train_step", ctrl_c_at_batch(engine.train_step, 2))
@@ -269,9 +270,11 @@ def test_an_epoch_resumed_midway_reports_the_whole_epochs_figures(flowers, tmp_p
         train.main([str(a) for a in [*args, "--name", "stopped"]])
     assert stopped.value.code == 130 and 0 < torch.load(tmp_path / "stopped" / "last.pth")["batches_done"] < 5
     monkeypatch.undo()
-    train_here(capsys, "--resume", tmp_path / "stopped")
+    said = train_here(capsys, "--resume", tmp_path / "stopped")
     straight, resumed = metrics(tmp_path / "straight")[0], metrics(tmp_path / "stopped")[0]
     assert (resumed["loss_train"], resumed["acc1_train"]) == (straight["loss_train"], straight["acc1_train"])
+    assert float(straight["time_epoch_seconds"]) > 0 and resumed["time_epoch_seconds"] == ""
+    assert "s since the resume " in said and float(resumed["throughput_images_per_second"]) > 0
 
 
 def test_an_epoch_stopped_midway_ends_at_the_stop_where_its_images_changed_since(flowers, tmp_path, capsys,

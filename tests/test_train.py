@@ -61,7 +61,15 @@ def test_tensorboard_holds_scalars_and_pictures(flowers, tmp_path, capsys):
                 "time/epoch_seconds", "throughput/images_per_second", "loss/train_step", "class_recall/daisy"):
         assert tag in scalars, tag
     assert [e.step for e in events.Scalars("acc1/val")] == [1, 2]
-    assert [e.step for e in events.Scalars("hparam/best_acc1")] == [10]  # at the run's last step, 2 x 5
+    for tag in ("balanced_acc/val_ema", "loss/val_ema"):  # each that may choose best.pth
+        assert tag in scalars, tag
+    # HPARAMS: the same figures and settings in every run (the tab takes its columns from one), in a folder of their
+    # own written anew at each end, at the run's last step (2 x 5)
+    hparams = EventAccumulator(str(tmp_path / "tb" / "hparams"), size_guidance={"scalars": 0})
+    hparams.Reload()
+    best = max(float(row[key]) for row in metrics(tmp_path / "tb") for key in ("acc1_val", "acc1_val_ema"))
+    assert [(e.step, e.value) for e in hparams.Scalars("hparam/best_acc1")] == [(10, pytest.approx(best, abs=1e-5))]
+    assert {"hparam/best_balanced_acc", "hparam/last_val_loss"} <= set(hparams.Tags()["scalars"])
     steps = [e.step for e in events.Scalars("loss/train_step")]  # every 10th, written a step later
     assert steps and all(step % 10 == 0 for step in steps), steps
     images = set(events.Tags()["images"])
