@@ -163,6 +163,7 @@ def say_started(run_dir: Path, cfg, splits, model, state, world_size: int, compi
           f"{', CUDA graphs' if cfg.cuda_graphs else ''}")
     notice_settings(cfg, model.variant, device, compiled, images_per_process, state.layout["steps_per_epoch"],
                     fresh=state.epoch == 0 and state.batches_done == 0)
+    notice_left_out(len(splits.train), state.layout["batches_per_epoch"], cfg.batch_size, world_size)
     warn_if_imbalanced(classes, splits.counts("train"), cfg.balance)
     if not resumed:  # said as a run starts, not again as it goes on
         notice_large_photos(splits, model.img_size, cfg.data_path, cfg.val_ratio)
@@ -177,6 +178,16 @@ def say_resumed(state, saved_metric: str, cfg, relaid: str) -> None:
         "not validated yet" if saved_metric == metric else \
         f"best {engine.METRIC_NAMES[metric]} not measured yet: --balance {cfg.balance} chooses best.pth by it now"
     print(f"resumed at epoch {state.epoch + 1}, step {state.step} ({best})" + (f"; {relaid}" if relaid else ""))
+
+
+def notice_left_out(images: int, batches_per_epoch: int, batch_size: int, processes: int) -> None:
+    """An epoch trains whole batches only, in every process (loaders.EpochBatches): on a small folder, under
+    torchrun, that can leave out a large share of it each epoch (others each epoch, as the shuffles differ)."""
+    trained = min(images, batches_per_epoch * batch_size * processes)
+    if trained < 0.9 * images:
+        across = f"{processes} processes x " if processes > 1 else ""
+        print(f"notice: an epoch trains {trained} of the {images} training images, in {across}whole batches of "
+              f"{batch_size} (each epoch leaves out others); a smaller --batch-size trains more of them")
 
 
 def notice_settings(cfg, variant: str, device, compiled: bool, images_per_process: int, steps_per_epoch: int,
@@ -330,8 +341,8 @@ def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, d
                          f"system for want of memory; " + lost_since_saved(
                              run_dir, f"Try fewer --workers (now {cfg.workers}) or a smaller --batch-size; "))
     if distributed and lost_another_process(err):  # torchrun's SIGTERM to the others may have come first
-        return UserError(f"another process of this run ended (its own message says why) and the connection to "
-                         f"it broke{', before the stop could save' if stop.requested else ''}; "
+        return UserError(f"another process of this run ended (its own message, or torchrun's summary, says why) and "
+                         f"the connection to it broke{', before the stop could save' if stop.requested else ''}; "
                          f"{lost_since_saved(run_dir)}")
     return None
 

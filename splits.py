@@ -38,6 +38,27 @@ class DataSplits:
         return per_class_counts(getattr(self, split), len(self.classes))
 
 
+def check_same_everywhere(splits: DataSplits) -> None:
+    """Under torchrun each process lists its own --data-path (another machine's copy): the same classes and files
+    everywhere, or a UserError that names the processes that differ. A copy out of date trained without a word on
+    another split (a photo validated by one process, trained on by another), or on labels that disagree (a class
+    folder renamed shifts the indices), or failed later in DDP's own traceback (a class more)."""
+    from utils import distributed, from_all_processes
+    if not distributed():
+        return
+    import hashlib
+    import socket
+    listing = [splits.classes, *(sorted(Path(path).relative_to(splits.root).as_posix() for path, _ in part)
+                                 for part in (splits.train, splits.val))]
+    digest = hashlib.sha256(json.dumps(listing).encode("utf-8", "surrogateescape")).hexdigest()
+    seen = from_all_processes((digest, socket.gethostname(), len(splits.classes), len(splits.train), len(splits.val)))
+    if len({entry[0] for entry in seen}) > 1:
+        each = "; ".join(f"process {rank} on {host}: {classes} classes, {train} training and {val} validation images"
+                         for rank, (_, host, classes, train, val) in enumerate(seen))
+        raise UserError(f"the processes of this run see different data in {splits.root} ({each}, or the same counts "
+                        "of other files or class names): each machine needs the same copy of it")
+
+
 def per_class_counts(samples: list, num_classes: int) -> list[int]:
     """Images per class of (path, label) pairs, in class order."""
     counts = [0] * num_classes

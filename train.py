@@ -40,7 +40,7 @@ from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, folde
                     plain, ranged, weights_path, yes_no)
 from data import build_normalize, build_transform
 from images import names_order_hint, same_names
-from splits import check_validation, load_splits, without_validation
+from splits import check_same_everywhere, check_validation, load_splits, without_validation
 from download import fetch_official_weights, fetch_tutorial_photos, official_weights_file
 from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_eval_loader, build_train_loader
@@ -154,9 +154,11 @@ def main(argv=None) -> None:
         if os.environ.get("RANK", "0") == "0":
             run_log.say_finished(cfg, checkpoint, resumed_file(cfg).parent)
         return
-    rank, world_size, local_rank, device = init_distributed(cfg.device)
-    if cfg.eval_only and world_size > 1:
+    if cfg.eval_only and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # said once, before the processes meet
+        if os.environ.get("RANK", "0") != "0":
+            sys.exit(2)
         raise UserError("--eval-only runs in one process: start it with python, not torchrun")
+    rank, world_size, local_rank, device = init_distributed(cfg.device)
     main_process = rank == 0
     if cfg.cuda_graphs and device.type != "cuda":
         raise UserError(f"--cuda-graphs needs a CUDA GPU, and this run is on {device}: run without it "
@@ -182,6 +184,7 @@ def main(argv=None) -> None:
     recorded = None if checkpoint is None else runs.recorded_split(resumed_file(cfg).parent, cfg.data_path,
                                                                    cfg.val_ratio, main_process)
     splits = load_splits(cfg.data_path, cfg.val_ratio, seed=0, val_files=recorded)
+    check_same_everywhere(splits)  # under torchrun: another machine's copy of the data, the same
     classes = splits.classes
     if main_process:
         run_log.warn_unreadable(splits, recorded)

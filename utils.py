@@ -105,7 +105,8 @@ def run_cli(main) -> None:
             tell_torchrun(traceback.format_exc())
             raise
         # train.py's training loop says what was saved; before it (another machine's process failed to start)
-        say_error("another process of this run ended (its own message says why) and the connection to it broke")
+        say_error("another process of this run ended (its own message, or torchrun's summary, says why) and the "
+                  "connection to it broke")
         sys.exit(2)
     finally:
         script_signals.restore()

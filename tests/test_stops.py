@@ -473,8 +473,8 @@ def test_a_process_lost_before_training_began_is_one_line_too(monkeypatch, capsy
     with pytest.raises(SystemExit) as stopped:
         utils.run_cli(raises(gloo))
     assert stopped.value.code == 2
-    assert capsys.readouterr().err == ("error: another process of this run ended (its own message says why) and "
-                                       "the connection to it broke\n")
+    assert capsys.readouterr().err == ("error: another process of this run ended (its own message, or torchrun's "
+                                       "summary, says why) and the connection to it broke\n")
     with pytest.raises(RuntimeError, match="illegal memory access"):
         utils.run_cli(raises(RuntimeError("CUDA error: an illegal memory access was encountered")))
     monkeypatch.setattr(utils, "distributed", lambda: False)  # not under torchrun: a bug, with its traceback

@@ -513,3 +513,29 @@ def test_download_weights_then_train_from_them(flowers, tmp_path, served, monkey
     out = capsys.readouterr().out
     assert (tmp_path / "weights" / "swin_micro_patch4_window4_128.pth").is_file()
     assert "downloading the official weights" in out and "skipped (2): head.weight" in out
+
+
+def test_an_epoch_that_leaves_out_many_images_says_so(capsys):
+    """Whole batches only, in every process: 80 images in 2 processes' batches of 16 train 64 an epoch."""
+    run_log.notice_left_out(80, 2, 16, 2)
+    assert capsys.readouterr().out == ("notice: an epoch trains 64 of the 80 training images, in 2 processes x whole "
+                                       "batches of 16 (each epoch leaves out others); a smaller --batch-size trains "
+                                       "more of them\n")
+    run_log.notice_left_out(80, 5, 16, 1)  # the demo: all of them
+    run_log.notice_left_out(85, 21, 4, 1)  # 84 of 85
+    assert capsys.readouterr().out == ""
+
+
+def test_eval_only_under_torchrun_is_refused_once(flowers, tmp_path, monkeypatch, capsys):
+    """--eval-only runs in one process: under torchrun the first process says so, the others end without a word
+    (each said it, before they joined the group)."""
+    args = ["--eval-only", "--weights", str(tmp_path / "model.pth"), "--data-path", str(flowers), "--output",
+            str(tmp_path)]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(SystemExit) as ended:
+        train.main(args)
+    assert ended.value.code == 2 and capsys.readouterr() == ("", "")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(UserError, match="^--eval-only runs in one process: start it with python, not torchrun$"):
+        train.main(args)
