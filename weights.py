@@ -15,6 +15,7 @@ the network that a train.py checkpoint describes; model_for_run the one a train.
 load_classifier what predict.py classifies with, from any of these or from an exported program.
 """
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,12 @@ def unwrap_state_dict(obj, source="these weights") -> dict:
         while key.startswith(("module.", "_orig_mod.")):  # DDP's and torch.compile's wrappers, nested either way
             key = key.split(".", 1)[1]
         state[key] = value
+    nested = [key for key, value in obj.items()
+              if isinstance(value, dict) and any(isinstance(v, torch.Tensor) for v in value.values())]
+    if not state and nested:  # {'net': ...}, {'model_ema': ...}: said, where "it holds no tensors" was not so
+        raise UserError(f"{source} holds its tensors under {', '.join(repr(k) for k in nested[:4])}, not a key "
+                        f"weights are looked for under ('model', 'state_dict', 'model_state_dict'): save the ones to "
+                        f"use alone, torch.save(checkpoint[{nested[0]!r}], 'weights.pth'), and give that file")
     return state
 
 
@@ -274,6 +281,10 @@ def model_from_state_dict(ckpt, path, variant: str, overrides: dict) -> nn.Modul
     if report["missing"] or report["unexpected"]:
         raise UserError(f"{path} does not fit {model.variant}: missing {report['missing'][:3]}, "
                         f"unexpected {report['unexpected'][:3]}")
+    if report["resized"]:  # another window (another --model of the same size) or image size: not silently
+        print(f"notice: {path} was made for another window or image size than {model.variant} at "
+              f"{model.img_size} px: {len(report['resized'])} position tables resized ({report['resized'][0]}...); "
+              f"the --model it was made as classifies as it was trained", file=sys.stderr)
     return model
 
 
@@ -301,7 +312,12 @@ def model_for_run(cfg, num_classes: int, checkpoint, main_process: bool) -> nn.M
         if not weights.is_file() and weights == official_weights_file(variant) and variant in OFFICIAL_WEIGHTS:
             raise UserError(f"weights not found: {weights}. --download-weights fetches them (weights/README.md "
                             "says from where)")
-        load_weights(model, weights, verbose=main_process)
+        report = load_weights(model, weights, verbose=main_process)
+        untrained = [key for key in report["missing"] + report["skipped"] if key.startswith("head.")]
+        if cfg.eval_only and untrained:  # its score would be a random classifier's
+            raise UserError(f"--eval-only: {weights} holds no classifier of these {num_classes} classes "
+                            f"({untrained[0]}), so it would be evaluated with a random one. Evaluate a checkpoint "
+                            "trained on them (--resume runs/<name>/best.pth)")
     elif main_process:
         hint = "--download-weights fetches the official ones" if variant in OFFICIAL_WEIGHTS else "none exist"
         print(f"notice: no pretrained weights (no --weights, no {weights}): training {variant} from scratch; "

@@ -539,3 +539,14 @@ def test_eval_only_under_torchrun_is_refused_once(flowers, tmp_path, monkeypatch
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(UserError, match="^--eval-only runs in one process: start it with python, not torchrun$"):
         train.main(args)
+
+
+def test_eval_only_of_weights_without_these_classes_classifier_is_refused(flowers, tmp_path):
+    """--eval-only --weights of a file whose classifier is another's (1000 ImageNet classes) or none: it would
+    score a random classifier, report and all."""
+    other = tmp_path / "imagenet.pth"
+    torch.save(create_model("swin_micro_patch4_window4_128").state_dict(), other)
+    with pytest.raises(UserError, match=rf"^--eval-only: {other} holds no classifier of these 5 classes \(head\."
+                                        r"weight .*Evaluate a checkpoint trained on them"):
+        train.main(["--eval-only", "--weights", str(other), "--data-path", str(flowers), "--model",
+                    "swin_micro_patch4_window4_128", "--output", str(tmp_path), "--no-progress", "--workers", "0"])

@@ -110,6 +110,21 @@ def test_bad_files_are_clear_errors(tmp_path):
     torch.save(torch.zeros(3), bare)
     with pytest.raises(UserError, match=r"tensor\.pth holds a Tensor, not a state dict"):
         load_weights(net, bare)
+    # weights under a key not looked for (another trainer's 'net', an EMA's): said where they are, not "no tensors"
+    nested = tmp_path / "nested.pth"
+    torch.save({"net": micro_state(), "epoch": 3}, nested)
+    with pytest.raises(UserError, match=r"nested\.pth holds its tensors under 'net', not a key weights are looked "
+                                        r"for under .*torch.save\(checkpoint\['net'\], 'weights.pth'\)"):
+        load_weights(net, nested)
+    # bytes changed inside a whole file (a disk's fault): its checksum says so, where torch.load loaded them as weights
+    whole = tmp_path / "whole.pth"
+    torch.save({"model": micro_state()}, whole)
+    data = bytearray(whole.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 1000] = bytes(1000)
+    whole.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"whole\.pth is cut short or damaged \(.* fails its checksum\)"):
+        load_weights(net, whole)
 
 
 def test_weights_that_fit_only_a_few_keys_are_refused_not_loaded_as_those(tmp_path):
@@ -165,3 +180,16 @@ def test_the_load_report_counts_only_what_was_loaded(capsys):
     load_weights(create_model("swin_micro_patch4_window4_128", num_classes=0), dict(state))
     said = capsys.readouterr().out
     assert said.startswith(f"loaded {len(state) - 2} tensors") and "skipped (2): head.weight" in said, said
+
+
+def test_weights_made_for_another_window_are_said_by_predict(tmp_path, capsys):
+    """A plain state dict of another window given with --model: its tables are resized to fit, and predict.py says
+    so (it ran as another model without a word)."""
+    other = micro_state(window_size=8)
+    model = model_from_state_dict(other, tmp_path / "w8.pth", "swin_micro_patch4_window4_128", {})
+    assert model.layers[0].window_size == 4
+    err = capsys.readouterr().err
+    assert err.startswith(f"notice: {tmp_path / 'w8.pth'} was made for another window or image size than "
+                          "swin_micro_patch4_window4_128 at 128 px: ") and "position tables resized" in err
+    model_from_state_dict(micro_state(), tmp_path / "w4.pth", "swin_micro_patch4_window4_128", {})
+    assert capsys.readouterr().err == ""
