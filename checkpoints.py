@@ -226,12 +226,20 @@ def load_checkpoint(path, mmap: bool = False):
 
 def damaged_member(path: Path) -> str | None:
     """The first file inside a torch.save zip whose bytes fail its CRC (a second read of the file: 0.1 s for
-    swin_tiny's weights); None for a whole one, or for a file that is not a whole zip (torch.load says what)."""
+    swin_tiny's weights), or whose header no longer reads; None for a whole one, one saved without checksums
+    (torch.utils.serialization.config.save.compute_crc32 = False writes 0 for each), or a file that is not a zip
+    whose directory reads (torch.load says what it is)."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError):
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, ValueError):
         return None
+    with archive:
+        if all(info.CRC == 0 for info in archive.infolist() if info.file_size):
+            return None
+        try:
+            return archive.testzip()
+        except Exception as err:  # a name or header changed (UnicodeDecodeError, BadZipFile, zlib.error ...)
+            return f"a file in it ({type(err).__name__})"
 
 
 def is_run_checkpoint(checkpoint) -> bool:
@@ -248,8 +256,11 @@ TRAINING_STATE = ("config", "optimizer", "scheduler", "scaler", "epoch", "step",
 def is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
-    with zipfile.ZipFile(path) as archive:
-        return any("/code/__torch__/" in name for name in archive.namelist())
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/__torch__/" in name for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):  # a damaged directory: torch.load says so
+        return False
 
 
 def all_finite(state_dict: dict) -> bool:

@@ -41,6 +41,9 @@ THUMB_SIZE = 128  # px, the longer side
 TOP_K = 5  # top-5 is shown for more classes than that: of as many or fewer it is 1, whatever the model
 MAX_CONFUSION_PICTURE = 100  # classes; past that the picture is unreadable and huge: the table says it all
 MAX_CONFUSION_TEXT = 30  # classes; past that report.txt's matrix is lines too wide to read (the page's list says more)
+# what a report that could not be written says to do once there is room: evaluate again (a resume of a finished run
+# trains nothing and writes none)
+WRITE_AGAIN = "write the report again: python train.py --eval-only --resume <run>/best.pth"
 
 
 def write_report(path, result: dict, classes: list[str], checkpoint: str, variant: str, split: str = "val",
@@ -64,7 +67,7 @@ def write_report(path, result: dict, classes: list[str], checkpoint: str, varian
     # a file name whose bytes are not UTF-8 shows them as U+FFFD (its link, the bytes percent-encoded, opens it);
     # the page replaced whole or not at all
     page = page.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    put_in_place(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    put_in_place(path, lambda tmp: tmp.write_text(page, encoding="utf-8"), then=WRITE_AGAIN)
     return path
 
 
@@ -76,11 +79,12 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     # each file whole or not at all (put_in_place): a second Ctrl-C as a run writes its report left a torn picture
-    put_in_place(folder / "misclassified.csv", lambda tmp: write_misclassified_csv(tmp, result["wrong"], classes))
+    put_in_place(folder / "misclassified.csv", lambda tmp: write_misclassified_csv(tmp, result["wrong"], classes),
+                 then=WRITE_AGAIN)
     picture = folder / "confusion_matrix.png"
     if len(classes) <= MAX_CONFUSION_PICTURE:
         drawn = plots.confusion_matrix_image(result["confusion"], classes, f"{split} split")
-        put_in_place(picture, lambda tmp: drawn.save(tmp, format="PNG"))
+        put_in_place(picture, lambda tmp: drawn.save(tmp, format="PNG"), then=WRITE_AGAIN)
     else:  # 1000 classes drew 14030 x 14110 px, more than Pillow opens: none, and none of an earlier evaluation
         picture.unlink(missing_ok=True)
     width = max(text_width(c) for c in classes + ["class"])
@@ -110,7 +114,8 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
         lines += ["", f"{len(result['failed'])} images could not be read when they were evaluated, and were left out:"]
         lines += [f"{printable(path)}: {why_it_failed(path)}" for path in result["failed"]]
     put_in_place(folder / "report.txt",
-                 lambda tmp: tmp.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogateescape"))
+                 lambda tmp: tmp.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogateescape"),
+                 then=WRITE_AGAIN)
     # last: a report.html in a run folder says the run's evaluation was written whole
     write_report(folder / "report.html", result, classes, checkpoint, variant, split, metrics_csv, left_out=left_out,
                  data=data)

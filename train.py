@@ -21,6 +21,7 @@ import math
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 # stopping.py imports the standard library's modules only: set before torch's import, which takes seconds
@@ -156,6 +157,7 @@ def main(argv=None) -> None:
         return
     if cfg.eval_only and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # said once, before the processes meet
         if os.environ.get("RANK", "0") != "0":
+            time.sleep(1)  # the first process's line said before torchrun ends it with the others
             sys.exit(2)
         raise UserError("--eval-only runs in one process: start it with python, not torchrun")
     rank, world_size, local_rank, device = init_distributed(cfg.device)

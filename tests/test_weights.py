@@ -125,6 +125,23 @@ def test_bad_files_are_clear_errors(tmp_path):
     whole.write_bytes(bytes(data))
     with pytest.raises(UserError, match=r"whole\.pth is cut short or damaged \(.* fails its checksum\)"):
         load_weights(net, whole)
+    # a changed byte in a file's name (its header no longer decodes), or in the zip's directory: the same line
+    torch.save({"model": micro_state()}, whole)
+    data = bytearray(whole.read_bytes())
+    data[30] = 0xFF  # the first letter of the first file's name
+    whole.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"whole\.pth is cut short or damaged"):
+        load_weights(net, whole)
+    # saved without checksums (PyTorch's compute_crc32 = False writes 0 for each): loaded, not refused
+    from torch.utils.serialization import config
+    unchecked = tmp_path / "unchecked.pth"
+    saved_with = config.save.compute_crc32
+    config.save.compute_crc32 = False
+    try:
+        torch.save({"model": micro_state()}, unchecked)
+    finally:
+        config.save.compute_crc32 = saved_with
+    assert load_weights(net, unchecked, verbose=False)["missing"] == []
 
 
 def test_weights_that_fit_only_a_few_keys_are_refused_not_loaded_as_those(tmp_path):
