@@ -259,10 +259,11 @@ def find_images(folder: Path, others: dict = None, left_out: list = None, unlist
     `folder` itself: a link to a folder above (the data folder, from a class folder) would bring in the other
     classes' photos, or walk forever. Nor one in `others`, the data folder's other class folders ({real path: name}),
     whose photos are those classes' (linked into this one, or this one's subfolder linked as a class of its own),
-    nor a file linked from one: each goes into `left_out` as (path, why). So does a folder that cannot be listed
+    nor a file linked from one, nor a second name (a link) of a file found already, which would be counted twice and
+    could land in two splits: each goes into `left_out` as (path, why). So does a folder that cannot be listed
     (its permissions), which os.walk would pass over in silence, with all its photos; into `unlisted` instead where
     the caller keeps those apart (predict.py, which has no use for the rest)."""
-    found, seen, top = [], set(), os.path.realpath(folder)
+    found, seen, seen_files, top = [], set(), {}, os.path.realpath(folder)
     others = others or {}
     inside = [other for other in others if other.startswith(top + os.sep)]  # almost always none
 
@@ -307,6 +308,18 @@ def find_images(folder: Path, others: dict = None, left_out: list = None, unlist
                     left_out.append((str(path), f"in the class folder {others[linked]} (through a link): it is that "
                                                 "class's photo, not this one's"))
                 continue
+            # a second name of a photo listed here already (a link to it in its own folder): resolved for links only,
+            # a file's real path otherwise its folder's and its name (no more calls per file on a large folder)
+            link = os.path.islink(path)
+            same = os.path.realpath(path) if link else os.path.join(real, name)
+            if same in seen_files:  # the file's own name kept, the link's left out
+                kept = seen_files[same]
+                if not link and os.path.islink(found[kept]):
+                    path, found[kept] = found[kept], path
+                if left_out is not None:
+                    left_out.append((str(path), f"the same file as {found[kept]} (a link): counted once"))
+                continue
+            seen_files[same] = len(found)
             found.append(path)
     return found
 
@@ -421,8 +434,16 @@ def read_class_root(root: Path, check: bool = True, split_too: bool = True):
     # an image beside the class folders has no class: said, not passed over in silence
     skipped = [(str(path), "beside the class folders, in none: it has no class")
                for path in sorted(root.iterdir()) if is_image_file(path) and path.is_file()]
-    images = []
-    real = {os.path.realpath(folder): folder.name for folder in folders}
+    images, real, top = [], {}, os.path.realpath(root)
+    for folder in folders:  # two names for one folder (a link to a class folder, or to one above the data)
+        own = os.path.realpath(folder)
+        if own == top or top.startswith(own + os.sep):
+            raise UserError(f"the class folder {folder} is a link to {own}, which holds the data folder: its photos "
+                            "would be every class's (and others around it); remove the link")
+        if own in real:
+            raise UserError(f"the class folders {real[own]!r} and {folder.name!r} in {root} are one folder (a link): "
+                            "its photos would carry two labels; remove one")
+        real[own] = folder.name
     for folder in folders:
         own = os.path.realpath(folder)
         good, bad = read_class_folder(folder, check, {path: name for path, name in real.items() if path != own})

@@ -102,6 +102,26 @@ def test_a_link_into_another_class_folder_is_left_out_and_said(tmp_path):
                                                 "class's, not this one's"]
 
 
+def test_a_photo_or_a_class_folder_under_two_names_is_counted_once_or_refused(tmp_path):
+    """A link to a photo in its own folder counted it twice (it could land in training and validation both); a class
+    folder linked as another class (Daisy_alias -> daisy) gave its photos two labels; one linked to a folder above
+    the data brought in everything around it as one class. Found on 2026-11-30."""
+    write_class_tree(tmp_path / "data", {"daisy": 3, "roses": 4})
+    rose = sorted((tmp_path / "data" / "roses").glob("*.jpg"))[0]
+    (tmp_path / "data" / "roses" / "dup.jpg").symlink_to(rose.name)
+    splits = load_splits(tmp_path / "data", val_ratio=0.0)
+    assert splits.counts("train") == [3, 4]
+    assert splits.skipped == [(str(tmp_path / "data" / "roses" / "dup.jpg"),
+                               f"the same file as {rose} (a link): counted once")]
+    (tmp_path / "data" / "Daisy_alias").symlink_to("daisy")
+    with pytest.raises(UserError, match=r"the class folders 'Daisy_alias' and 'daisy' in .* are one folder \(a link\)"):
+        load_splits(tmp_path / "data", val_ratio=0.0)
+    (tmp_path / "data" / "Daisy_alias").unlink()
+    (tmp_path / "data" / "up").symlink_to("..")
+    with pytest.raises(UserError, match=r"class folder .*up is a link to .*, which holds the data folder"):
+        load_splits(tmp_path / "data", val_ratio=0.0)
+
+
 def test_a_photo_whose_exif_block_is_cut_short_decodes_without_a_warning_that_names_no_file(tmp_path):
     import warnings
     import images
