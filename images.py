@@ -181,6 +181,8 @@ def image_problem(path: Path) -> str | None:
     except TOO_LARGE as error:  # Pillow's own: an icon's
         return f"too many pixels, a possible decompression bomb ({error})"
     except Image.UnidentifiedImageError:
+        if path.suffix.lower() in UNREAD_PHOTOS:  # a photo in a format Pillow does not read: what to do with it
+            return UNREAD_PHOTOS[path.suffix.lower()]
         held = what_it_holds(path)
         return f"not an image: {held}" if held else "not an image (Pillow cannot identify it)"
     except UnreadableImage as error:
@@ -454,11 +456,12 @@ def read_class_root(root: Path, check: bool = True, split_too: bool = True):
 
 # --- Images named on a command line (predict.py) ---
 
-def list_images(patterns: list, passed_over=None, left_out: list = None) -> list[str]:
+def list_images(patterns: list, passed_over=None, left_out: list = None, passed: list = None) -> list[str]:
     """The files named, the images under the folders named and the files glob patterns match, in
     order and each once (however its path is spelled). A folder or pattern passes over the files for
     which `passed_over(path)` holds (predict.py's cards of an earlier run: no photos to classify). Folders inside
-    them that cannot be read go into `left_out`, (path, why), as find_images says them."""
+    them that cannot be read go into `left_out`, (path, why), as find_images says them; the files find_images
+    leaves out of a folder (an iPhone's HEIC photo, a second name of a photo) into `passed`, (path, why)."""
     paths = []
     for pattern in patterns:
         path = Path(pattern)
@@ -471,7 +474,10 @@ def list_images(patterns: list, passed_over=None, left_out: list = None) -> list
         unread = []  # the folders in it that cannot be read
         if path.is_dir():
             readable_folder(path)
-            found = find_images(path, unlisted=unread)
+            skipped = []
+            found = find_images(path, left_out=skipped, unlisted=unread)
+            if passed is not None:  # a NAS's thumbnail folders and the like go unsaid: no photos of the user's
+                passed += [(where, why) for where, why in skipped if Path(where).name not in SYSTEM_FOLDERS]
         else:  # the files a pattern matches: not a folder, nor a pipe that opens forever
             found = [p for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file() or not Path(p).exists()]
         if not found:

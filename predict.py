@@ -104,10 +104,10 @@ def main(argv=None) -> None:
     export = chosen_exporter(args)
     if export is not None:  # as --output: before the model is loaded, traced and checked
         check_writable(args.export)
-    unlisted = []  # folders that cannot be read: said, and counted as images that could not be read
-    paths = list_images(args.images, cards.is_card, unlisted)  # before loading the model: a mistyped path fails at once
-    for folder, why in unlisted:
-        print(f"warning: {folder}: {why}", file=sys.stderr)
+    unlisted, passed = [], []  # folders that cannot be read (counted as images that could not be read); files passed
+    paths = list_images(args.images, cards.is_card, unlisted, passed)  # before the model: a mistyped path fails at once
+    for folder, why in unlisted + passed:  # over in a folder (a HEIC photo, a second name of one): each said
+        print(f"warning: {printable(folder)}: {why}", file=sys.stderr)
     device = select_device(args.device)
     tune_for(device)  # fp32 stays fp32: an export is checked against the model at 1e-4
     clf = load_classifier(args.weights, args.model, args.num_classes, args.class_indices, args.img_size)

@@ -563,3 +563,20 @@ def test_a_reader_that_stops_early_is_no_traceback(trained, photos):
     import utils
     with pytest.raises(BrokenPipeError, match="a worker's pipe"):
         utils.run_cli(broken_elsewhere)
+
+
+def test_files_a_folder_passes_over_are_said(trained, photos, tmp_path, capsys, monkeypatch):
+    """An iPhone's HEIC photo in a folder was passed over without a word (named alone, it was "not an image"), and
+    a link to a photo beside it classified it twice: each is said, with what to do."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(photos[0], folder / "a.jpg")
+    (folder / "b.jpg").symlink_to("a.jpg")
+    (folder / "iphone.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(16))
+    shutil.copytree(trained / "runs", tmp_path / "runs")
+    code, out, err = run_predict(capsys, monkeypatch, tmp_path, "in", "--json")
+    assert [line["path"] for line in json_lines(out)] == [str(Path("in") / "a.jpg")]
+    assert f"warning: {Path('in') / 'b.jpg'}: the same file as {Path('in') / 'a.jpg'} (a link): counted once" in err
+    assert f"warning: {Path('in') / 'iphone.heic'}: an iPhone's HEIC photo, which Pillow does not read" in err
+    code, _, err = run_predict(capsys, monkeypatch, tmp_path, "in/iphone.heic")
+    assert code == 1 and "in/iphone.heic: an iPhone's HEIC photo, which Pillow does not read: convert it" in err
