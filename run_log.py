@@ -220,9 +220,11 @@ def notice_letters_missing(classes: list) -> None:
     missing = plots.letters_missing("".join(classes))
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        emoji = any(0x1F000 <= ord(letter) < 0x1FB00 or 0x2600 <= ord(letter) < 0x27C0 for letter in missing)
+        package = "fonts-noto-color-emoji for emoji" if emoji else "fonts-noto-cjk for Chinese, Japanese and Korean"
         print(f"notice: the fonts here have no letters for {shown} in the class names: the pictures (confusion "
-              "matrix, report, TensorBoard) draw boxes for them; a font with them fixes that (Debian: apt-get "
-              "install fonts-noto-cjk for Chinese, Japanese and Korean)")
+              f"matrix, report, TensorBoard) draw boxes for them; a font with them fixes that (Debian: apt-get "
+              f"install {package})")
 
 
 def notice_large_photos(splits, img_size: int, data_path, val_ratio: float) -> None:

@@ -51,7 +51,7 @@ def a_wide_font_here() -> bool:
 
 @pytest.mark.skipif(not a_wide_font_here() and os.environ.get("CI") != "true",
                     reason="no font beyond ASCII here (Debian: apt-get install fonts-dejavu-core); .ci/run installs one")
-def test_letters_no_font_here_draws_are_said_as_a_run_starts(capsys):
+def test_letters_no_font_here_draws_are_said_as_a_run_starts(capsys, monkeypatch):
     """Class names in a script the fonts here lack would be boxes in every picture: said once, with what to install.
     (U+10FFFF: a code point no font draws, where CJK letters depend on the machine.)"""
     import run_log
@@ -62,6 +62,9 @@ def test_letters_no_font_here_draws_are_said_as_a_run_starts(capsys):
     run_log.notice_letters_missing(["daisy", "x\U0010ffff"])
     assert capsys.readouterr().out.startswith("notice: the fonts here have no letters for \U0010ffff in the class "
                                               "names: the pictures (confusion matrix, report, TensorBoard) draw boxes")
+    monkeypatch.setattr(plots, "letters_missing", lambda text: "\U0001f339")  # an emoji: another font to install
+    run_log.notice_letters_missing(["daisy", "rose \U0001f339"])
+    assert capsys.readouterr().out.endswith("apt-get install fonts-noto-color-emoji for emoji)\n")
 
 
 @pytest.mark.skipif(not a_wide_font_here() and os.environ.get("CI") != "true",
