@@ -201,8 +201,7 @@ def load_checkpoint(path, mmap: bool = False):
     if not mmap:  # torch.load checks no checksum: bytes changed inside a whole file loaded as other weights
         damaged = damaged_member(path)
         if damaged:
-            raise UserError(f"{path} is cut short or damaged ({damaged} fails its checksum): a copy or download "
-                            "that did not finish, or a disk's fault? Copy or download it again")
+            raise cut_short(path, f"{damaged} fails its checksum", disk=True)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # a file that is no checkpoint raises anything from KeyError to RuntimeError
@@ -213,8 +212,7 @@ def load_checkpoint(path, mmap: bool = False):
             start = file.read(4)
         pickled = zipfile.is_zipfile(path) or start[:1] == b"\x80"
         if start == b"PK\x03\x04" and not zipfile.is_zipfile(path):  # torch.save's zip without its end: cut short
-            raise UserError(f"{path} is cut short or damaged (torch.load: {type(err).__name__}): a copy or download "
-                            "that did not finish? Copy or download it again") from None
+            raise cut_short(path, f"torch.load: {type(err).__name__}") from None
         if found and pickled:
             raise UserError(
                 f"{path} holds pickled Python objects besides tensors ({found.group(1)}), and loading it "
@@ -222,6 +220,13 @@ def load_checkpoint(path, mmap: bool = False):
                 "torch.save(torch.load(f, weights_only=False)['model'], 'clean.pth') (or the key that holds its "
                 "weights, such as 'state_dict')") from None
         raise UserError(f"{path} is not a PyTorch checkpoint (torch.load: {type(err).__name__})") from None
+
+
+def cut_short(path: Path, why: str, disk: bool = False) -> UserError:
+    """A checkpoint file that is not whole: `disk`, where its bytes changed rather than ended early."""
+    also = ", or a disk's fault" if disk else ""
+    return UserError(f"{path} is cut short or damaged ({why}): a copy or download that did not finish{also}? Copy or "
+                     "download it again")
 
 
 def damaged_member(path: Path) -> str | None:

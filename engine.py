@@ -161,16 +161,17 @@ class TrainState:
             if images_only and 0 < self.batches_done < was["batches_per_epoch"] else ""
         if trained or cut:
             self.batches_done = self.layout["batches_per_epoch"]
+        processes = (was or {}).get("processes", 1)
+        finish = (f"{'python' if processes == 1 else f'torchrun --nproc_per_node {processes}'} train.py --resume "
+                  f"{folder} --stop-after-epochs 1")  # the command that finishes the epoch as it ran
         if relaid and self.batches_done and not (trained or cut):
-            run = "python" if was["processes"] == 1 else f"torchrun --nproc_per_node {was['processes']}"
-
             def divided(layout: dict) -> str:  # the optimizer steps too: --accum-steps changes them alone
                 return (f"{layout['images']} training images in batches of {layout['batch_size']} in "
                         f"{layout['processes']} process(es), {layout['steps_per_epoch']} optimizer steps an epoch")
             raise UserError(
                 f"the checkpoint stopped in epoch {self.epoch + 1}, after {self.batches_done} batches of "
                 f"{divided(was)}; here it is {divided(self.layout)}, so its place in the epoch does not carry over. "
-                f"Finish the epoch as it ran ({run} train.py --resume {folder} --stop-after-epochs 1, with its "
+                f"Finish the epoch as it ran ({finish}, with its "
                 "--batch-size, --accum-steps and images), then go on as you like: from an epoch's end the schedule "
                 "follows")
         ordered = checkpoint.get("order")  # None: a checkpoint from before 2026-11-30
@@ -179,12 +180,11 @@ class TrainState:
         if midway and None not in (ordered, self.order) and ordered != self.order:
             def drawn(order: dict) -> str:
                 return f"--seed {order['seed']}" + (", --balance sampler" if order["sampler"] == "balanced" else "")
-            run = "python" if was is None or was["processes"] == 1 else f"torchrun --nproc_per_node {was['processes']}"
             raise UserError(
                 f"the checkpoint stopped in epoch {self.epoch + 1}, after {self.batches_done} batches of an epoch "
                 f"drawn with {drawn(ordered)}; here it is {drawn(self.order)}, whose epoch draws other images: the "
-                f"rest of this one would train on some twice and others never. Finish the epoch as it ran ({run} "
-                f"train.py --resume {folder} --stop-after-epochs 1, without the change), then go on as you like")
+                f"rest of this one would train on some twice and others never. Finish the epoch as it ran "
+                f"({finish}, without the change), then go on as you like")
         # the schedule's place: the steps it took, or in another layout the epochs done; the step count (TensorBoard's
         # steps, --save-every-steps) goes on as it was, so that no point logged before is overwritten
         place = (self.epoch + bool(trained or cut)) * self.layout["steps_per_epoch"] if relaid else \
@@ -230,9 +230,9 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
     """One epoch: a loader's batches, or this epoch's (the rest of it, after a resume) from the endless
     iterator of train.py's loader (Take). Returns loss, top-1 and top-5 (on the unmixed labels, over the whole
     epoch: a resumed one's carried sums too), the images trained and seconds taken here (its speed; "whole":
-    whether here is the whole epoch, not the part after a resume), the seconds spent waiting for the loader, the images loaded (trained on or not), the paths of
-    images that failed to load (in the workers or, with --decode device, on the device; in every process), and
-    whether a stop signal ended it early."""
+    whether here is the whole epoch, not the part after a resume), the seconds spent waiting for the loader, the
+    images loaded (trained on or not), the paths of images that failed to load (in the workers or, with --decode
+    device, on the device; in every process), and whether a stop signal ended it early."""
     state.net.train()
     # loss, top-1 and top-5 hits and images, summed on the device (from a resumed epoch's checkpoint, if any); the
     # progress bar shows them from a copy (HostCopy) once it has arrived, on a GPU a batch late: read at once they

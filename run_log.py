@@ -23,7 +23,7 @@ from model import NO_PRETRAINED_WEIGHTS, maps_of
 from precision import amp_name, autocast
 from checkpoints import put_in_place
 from config import plain
-from utils import UserError, distributed, lost_another_process, out_of_memory, printable, resume_command
+from utils import ANOTHER_ENDED, UserError, distributed, lost_another_process, out_of_memory, printable, resume_command
 from runs import evaluated_file, nothing_to_resume
 
 
@@ -285,6 +285,12 @@ def log_training_images(writer, batch, normalize, classes: list) -> None:
         writer.add_image("train/augmented_images", plots.to_chw(grid), 0)
 
 
+def report_command(run_dir: Path) -> str:
+    """The command that writes the report a finished run's end left unwritten, and where it goes."""
+    return (f"python train.py --eval-only --resume {shlex.quote(str(evaluated_file(run_dir)))} writes the report, "
+            f"in {run_dir / 'eval_val'}")
+
+
 def say_finished(cfg, checkpoint: dict, run_dir: Path) -> None:
     """What resuming a run that has trained its --epochs says: how it ended, how to train on, and the command
     that writes its report where a stop while it was written left none."""
@@ -296,8 +302,7 @@ def say_finished(cfg, checkpoint: dict, run_dir: Path) -> None:
     # report.html is written last: none in a run folder (config.yaml beside it), stopped before or while it was
     if (run_dir / "config.yaml").is_file() and not any((run_dir / where / "report.html").is_file()
                                                        for where in (".", "eval_val")):
-        print(f"{run_dir / 'report.html'} was not written: python train.py --eval-only --resume "
-              f"{shlex.quote(str(evaluated_file(run_dir)))} writes the report, in {run_dir / 'eval_val'}")
+        print(f"{run_dir / 'report.html'} was not written: {report_command(run_dir)}")
 
 
 class DataGone(Exception):
@@ -343,8 +348,7 @@ def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, d
                          f"system for want of memory; " + lost_since_saved(
                              run_dir, f"Try fewer --workers (now {cfg.workers}) or a smaller --batch-size; "))
     if distributed and lost_another_process(err):  # torchrun's SIGTERM to the others may have come first
-        return UserError(f"another process of this run ended (its own message, or torchrun's summary, says why) and "
-                         f"the connection to it broke{', before the stop could save' if stop.requested else ''}; "
+        return UserError(f"{ANOTHER_ENDED}{', before the stop could save' if stop.requested else ''}; "
                          f"{lost_since_saved(run_dir)}")
     return None
 
@@ -364,8 +368,7 @@ def say_stopped_at_once(run_dir: Path, trained: bool = False) -> None:
     and saved its last epoch, and was writing its report, which the command given writes."""
     if trained:
         print(f"\nstopped at once by a second Ctrl-C as the report was written: the training is done and saved in "
-              f"{run_dir}; python train.py --eval-only --resume {shlex.quote(str(evaluated_file(run_dir)))} writes "
-              f"the report, in {run_dir / 'eval_val'}", file=sys.stderr)
+              f"{run_dir}; {report_command(run_dir)}", file=sys.stderr)
         return
     print(f"\nstopped at once by a second Ctrl-C: {lost_since_saved(run_dir)}", file=sys.stderr)
 

@@ -279,10 +279,10 @@ def evaluated_file(run: Path) -> Path:
     (a run stopped before its first validation)."""
     best = run / "best.pth"
     if not best.is_file() and not (run / "last.pth").is_file():
-        inside = sorted(run.glob("*/best.pth"), key=lambda p: p.stat().st_mtime)  # runs/ for runs/<name>
-        if inside:
+        newest = newest_best(run)  # runs/ for runs/<name>
+        if newest is not None:
             raise UserError(f"{run} is not a run folder but holds runs: name one, such as the newest, "
-                            f"{shlex.quote(str(inside[-1].parent))}")
+                            f"{shlex.quote(str(newest.parent))}")
     return best if best.is_file() or not (run / "last.pth").is_file() else run / "last.pth"
 
 
@@ -306,9 +306,15 @@ def check_not_going_back(path: Path, checkpoint: dict) -> None:
 
 
 def newest_run_checkpoint() -> Path:
-    found = sorted(Path("runs").glob("*/best.pth"), key=lambda p: p.stat().st_mtime)
-    if not found:
+    newest = newest_best(Path("runs"))
+    if newest is None:
         raise UserError(f"no checkpoint to predict with: no runs/*/best.pth in {Path.cwd()}. Train one "
                         "(python train.py --data-path flower_photos) or pass one with --weights FILE (a plain "
                         "state dict also needs --model NAME --num-classes N)")
-    return found[-1]
+    return newest
+
+
+def newest_best(folder: Path) -> Path | None:
+    """The best.pth of the run folder in `folder` written last; None where none holds one."""
+    found = sorted(folder.glob("*/best.pth"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None

@@ -148,13 +148,18 @@ class StopSignal:
 def quiet_closed_terminal() -> None:
     """stdout and stderr that are a terminal, which a SIGHUP says has gone, to /dev/null: a line written to it would
     raise (EIO) wherever it came; a file or a pipe they go to is kept. (isatty() is False once it has hung up.)"""
-    devnull = os.open(os.devnull, os.O_WRONLY)
     for stream in (sys.stdout, sys.stderr):  # what they hold unwritten goes there too, when they are flushed
         try:
             if stat.S_ISCHR(os.fstat(stream.fileno()).st_mode):
-                os.dup2(devnull, stream.fileno())
+                to_devnull(stream.fileno())
         except (OSError, ValueError):  # a stream without a file descriptor (a test's capture)
             pass
+
+
+def to_devnull(fd: int) -> None:
+    """The file descriptor `fd` to /dev/null from now on."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
     os.close(devnull)
 
 
@@ -184,9 +189,7 @@ class OutlivedReader:
     def _lost(self, err: OSError) -> None:
         if err.errno not in (errno.EPIPE, errno.EIO):  # a full disk under a redirected file: an error to see
             raise err
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, self._stream.fileno())  # what the stream holds unwritten goes there at its next flush
-        os.close(devnull)
+        to_devnull(self._stream.fileno())  # what the stream holds unwritten goes there at its next flush
         try:
             self._stream.flush()
         except OSError:  # Python's own buffer, told of the failure, may raise once more

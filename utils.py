@@ -20,7 +20,7 @@ import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stopping import ScriptSignals, Terminated
+from stopping import ScriptSignals, Terminated, to_devnull
 
 if TYPE_CHECKING:  # for the annotations only: torch is imported where it is used
     import torch
@@ -88,7 +88,7 @@ def run_cli(main) -> None:
         if not stdout_reader_gone():  # another pipe (a worker's, a subprocess's): a real error
             raise
         # stdout to /dev/null, so that flushing it at exit raises nothing more
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        to_devnull(sys.stdout.fileno())
         sys.exit(128 + signal.SIGPIPE)
     except OSError as err:
         if err.filename is None:  # not about a file or folder: kept with its traceback
@@ -105,8 +105,7 @@ def run_cli(main) -> None:
             tell_torchrun(traceback.format_exc())
             raise
         # train.py's training loop says what was saved; before it (another machine's process failed to start)
-        say_error("another process of this run ended (its own message, or torchrun's summary, says why) and the "
-                  "connection to it broke")
+        say_error(ANOTHER_ENDED)
         sys.exit(2)
     finally:
         script_signals.restore()
@@ -292,6 +291,11 @@ def out_of_memory(err: BaseException) -> bool:
     torch = sys.modules.get("torch")  # not imported here: split_data.py, which needs none, meets neither
     return torch is not None and (isinstance(err, torch.OutOfMemoryError) or
                                   isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
+
+
+# what a process says when another of its run has ended under torchrun (run_cli, run_log.failure_explained)
+ANOTHER_ENDED = "another process of this run ended (its own message, or torchrun's summary, says why) and the " \
+                "connection to it broke"
 
 
 def lost_another_process(err: Exception) -> bool:
