@@ -1,9 +1,7 @@
-"""Checkpoints, and the other files a run writes, on disk: each written whole or not at all (put_in_place),
-beside the training (CheckpointWriter), as plain data that is read back without unpickling code
-(load_checkpoint). What a checkpoint holds: engine.TrainState.checkpoint and train.py; weights from
-elsewhere: weights.py.
+"""Checkpoints on disk: each written whole or not at all (files.put_in_place), beside the training
+(CheckpointWriter), as plain data that is read back without unpickling code (load_checkpoint). What a checkpoint
+holds: engine.TrainState.checkpoint and train.py; weights from elsewhere: weights.py.
 """
-import glob
 import os
 import re
 import shutil
@@ -14,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from utils import UserError, resume_command
+from files import put_in_place
+from utils import UserError
 
 
 def save_checkpoint(obj: dict, path) -> None:
@@ -26,61 +25,6 @@ def save_checkpoint(obj: dict, path) -> None:
             f.flush()
             os.fsync(f.fileno())
     put_in_place(Path(path), write)
-
-
-def remove_left_behind(path: Path) -> None:
-    """The temporary files of `path` that processes killed while writing it left (a checkpoint's, as large as it):
-    those whose process is gone."""
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:-4]
-        if pid.isdigit() and not process_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
-def process_alive(pid: int) -> bool:
-    if os.name == "nt":  # there os.kill(pid, 0) would send a Ctrl-C: taken as alive, its file kept
-        return True
-    try:
-        os.kill(pid, 0)  # no signal sent: whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        return True
-    return True
-
-
-def put_in_place(path: Path, fill, then: str = None) -> None:
-    """fill(tmp) makes a temporary file beside `path`, which a rename then puts in its place, made durable:
-    a kill at any moment leaves either the previous file or the new one, never a torn one. A write that
-    fails (a full disk, a quota) is a UserError that says so, the previous file still in place, and what to do
-    once there is room: `then`, or for a run's files the command that resumes it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)  # one a killed process left: a hard link cannot be made over it
-    remove_left_behind(path)
-    try:
-        fill(tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:
-        if isinstance(err, RuntimeError) and "inline_container" not in str(err):  # not torch.save's file writer
-            raise
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else "the write failed"
-        free = shutil.disk_usage(path.parent).free / 2**30
-        kept = f"the {path.name} that was there is kept" if path.exists() else "nothing was written"
-        raise UserError(f"could not save {path}: {reason} ({free:.1f} GB free on its disk); {kept}. Make room, "
-                        f"then {then or 'resume: ' + resume_command(path.parent)}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    sync_folder(path.parent)
-
-
-def sync_folder(folder: Path) -> None:
-    """Make the renames in `folder` durable."""
-    if hasattr(os, "O_DIRECTORY"):
-        fd = os.open(folder, os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 class CheckpointWriter:

@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 
 import attention
-from checkpoints import is_torchscript, put_in_place
+from checkpoints import is_torchscript
+from files import put_in_place
 from model import create_model
 from utils import UserError
 

@@ -33,7 +33,7 @@ import evaluation
 import plots
 from data import CROP_PCT
 from images import why_it_failed
-from checkpoints import put_in_place
+from files import put_in_place
 from utils import padded, printable, text_width
 
 MAX_SHOWN = 300  # thumbnails in the gallery, the most confident mistakes first

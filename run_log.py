@@ -21,7 +21,7 @@ from images import UNREADABLE, open_image, why_it_failed
 from splits import class_imbalance
 from model import NO_PRETRAINED_WEIGHTS, maps_of
 from precision import amp_name, autocast
-from checkpoints import put_in_place
+from files import put_in_place
 from config import plain
 from utils import ANOTHER_ENDED, UserError, distributed, lost_another_process, out_of_memory, printable, resume_command
 from runs import evaluated_file, nothing_to_resume

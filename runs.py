@@ -11,7 +11,8 @@ import shlex
 from datetime import datetime
 from pathlib import Path
 
-from checkpoints import TRAINING_STATE, is_run_checkpoint, load_checkpoint, put_in_place
+from checkpoints import TRAINING_STATE, is_run_checkpoint, load_checkpoint
+from files import put_in_place
 from config import explicit_flags, typed_flags, write_yaml
 from export import is_program
 from images import write_class_indices

@@ -9,11 +9,10 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
+from files import put_in_place, remove_left_behind
 from images import DECODE_ERRORS, TOO_LARGE, TooManyPixels, open_image, upright_rgb
 from splits import SPLIT_MANIFEST as MANIFEST, SPLITS
 from utils import UserError
-
-MANIFEST_TMP = f".{MANIFEST}.tmp"
 
 
 def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> None:
@@ -27,7 +26,8 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
     """
     manifest = out / MANIFEST
     earlier = read_manifest(manifest)
-    existing = {path.relative_to(out).as_posix() for path in walk_files(out, skip=source)} - {MANIFEST, MANIFEST_TMP}
+    remove_left_behind(manifest)  # a killed split's half-written manifest: not a file of the user's
+    existing = {path.relative_to(out).as_posix() for path in walk_files(out, skip=source)} - {MANIFEST}
     foreign = sorted(existing - set(earlier["files"]))
     if foreign and not force:
         raise UserError(f"{out} is not empty: it holds {len(foreign)} file(s) split_data.py did not write, "
@@ -61,11 +61,9 @@ def finish_split(out: Path) -> None:
 
 
 def write_manifest(path: Path, record: dict) -> None:
-    """Whole or not at all (a kill while it was written left an empty manifest, and an --out no run could clear):
-    written beside it and renamed; the next run writes over one left behind, no file of the user's."""
-    tmp = path.with_name(MANIFEST_TMP)
-    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Whole or not at all: a kill while it was written left an empty manifest, and an --out no run could clear."""
+    put_in_place(path, lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8"),
+                 then="run split_data.py again")
 
 
 def read_manifest(manifest: Path) -> dict:

@@ -1,5 +1,5 @@
-"""checkpoints.py: checkpoint files written whole (a SIGKILL mid-write leaves the last one loadable, and its
-temporary file goes with the next write), and written beside training as they were when saved."""
+"""checkpoints.py and files.py: checkpoint files written whole (a SIGKILL mid-write leaves the last one loadable,
+and its temporary file goes with the next write), and written beside training as they were when saved."""
 import os
 import signal
 import subprocess

@@ -232,6 +232,36 @@ def test_a_split_stopped_while_written_is_refused_by_training_until_written_agai
     assert json.loads((out / "split_manifest.json").read_text())["complete"] is True
 
 
+
+def test_the_manifest_a_killed_split_left_half_written_is_not_taken_for_a_file_of_the_users(tmp_path, monkeypatch):
+    """The manifest is written beside itself and renamed (files.put_in_place): the temporary file of a split killed
+    as it wrote it is cleared by the next run, not refused as something split_data.py did not write; a full disk
+    as it writes it is one line that keeps the manifest there was."""
+    import errno
+    source = make_photos(tmp_path / "photos")
+    out = tmp_path / "out"
+    split_data.main(["--data-path", str(source), "--out", str(out)])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    left = out / f".split_manifest.json.{gone.pid}.tmp"
+    left.write_text("{")
+    split_data.main(["--data-path", str(source), "--out", str(out), "--seed", "1"])
+    assert not left.exists()
+    before = (out / "split_manifest.json").read_text()
+    real_write_text = Path.write_text
+
+    def full_disk(path, *args, **kwargs):
+        if path.name.startswith(".split_manifest.json."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_text(path, *args, **kwargs)
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(UserError, match=r"could not save .*split_manifest.json: No space left on device .*the "
+                                        r"split_manifest.json that was there is kept. Make room, then run "
+                                        r"split_data.py again"):
+        split_data.main(["--data-path", str(source), "--out", str(out), "--seed", "2"])
+    assert (out / "split_manifest.json").read_text() == before
+    assert not list(out.glob(".*.tmp"))
+
 def test_hardlinks_across_file_systems_are_refused_before_the_earlier_split_is_cleared(tmp_path, monkeypatch):
     """--mode hardlink into another file system failed at the first link, after the earlier split was removed."""
     source = make_photos(tmp_path / "photos")
