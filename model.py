@@ -30,7 +30,7 @@ import kernels
 from attention import choose_attention, scaled_normalize, split_heads, window_attention
 from precision import casts_weights_once, weights_cast
 from utils import UserError, run_cli
-from windows import StageLayout, gather_tokens, is_symbolic
+from windows import StageLayout, gather_tokens, is_symbolic, window_geometry
 
 MAX_LOGIT_SCALE = math.log(1.0 / 0.01)  # V2 Sec. 3.2: the attention temperature is capped at 100
 
@@ -417,6 +417,24 @@ class SwinTransformer(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         init_weights(self)
         self.set_grad_checkpointing(grad_checkpointing)
+
+    def offset_windows(self) -> tuple:
+        """V2: each stage's window on whose scale its position-bias MLP is fed offsets (V2 Sec. 3.3): its pretrained
+        window, or where it has none its own, as its map at the model's image size clamps it."""
+        side, windows = -(-self.img_size // self.patch_embed.patch_size), []  # sides round up: padded, then merged
+        for stage in self.layers:
+            windows.append(stage.pretrained_window_size or window_geometry(side, side, stage.window_size)[0][0])
+            side = -(-side // 2)
+        return tuple(windows)
+
+    def set_pretrained_window_sizes(self, windows) -> None:
+        """V2: the windows whose offsets the position-bias MLP learned (weights.load_weights sets a file's), kept in
+        the overrides a checkpoint rebuilds the model from."""
+        for stage, window in zip(self.layers, windows):
+            stage.pretrained_window_size = window
+            stage._layouts.clear()  # built with the old scale
+        if hasattr(self, "overrides"):
+            self.overrides["pretrained_window_sizes"] = tuple(windows)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block's activations in the backward pass (V2 Sec. 3.5): same results,

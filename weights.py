@@ -32,6 +32,7 @@ from model import SIZES, VARIANTS, create_model, resolve_variant
 from checkpoints import is_run_checkpoint, load_checkpoint
 from runs import evaluated_file, newest_run_checkpoint
 from utils import UserError
+from windows import log_spaced_coords
 
 # Rebuilt by the model from its geometry, so never loaded (official files carry them).
 _BUFFERS = ("relative_position_index", "relative_coords_table", "attn_mask", "k_bias")
@@ -187,6 +188,27 @@ def fitted_position_bias_table(table: torch.Tensor, size: int, used: int | None)
     return grid.reshape(heads, size * size).T
 
 
+def learned_offset_windows(obj, state: dict) -> tuple | None:
+    """The windows on whose scale a V2 file's position-bias MLP learned its offsets (SwinTransformer.offset_windows):
+    read off the coordinate tables that the official code keeps in its files, or rebuilt from a train.py checkpoint's
+    settings; None where a file does not say (timm's and bare state dicts keep no tables)."""
+    if is_run_checkpoint(obj):
+        with torch.device("meta"):
+            return create_model_from_checkpoint(obj).offset_windows()
+    windows = []
+    while f"layers.{len(windows)}.blocks.0.attn.relative_coords_table" in state:
+        table = state[f"layers.{len(windows)}.blocks.0.attn.relative_coords_table"].float()  # (1, 2W-1, 2W-1, 2)
+        side = (table.shape[1] + 1) // 2
+        if side < 2:
+            return None
+        # its largest offset, side - 1, was scaled to 8 * (side - 1) / (window - 1), then log-spaced
+        window = round(8 * (side - 1) / (2 ** (3 * float(table[..., 0].max())) - 1) + 1)
+        if not torch.allclose(log_spaced_coords((side, side), (window, window)).view(table.shape), table, atol=1e-4):
+            return None  # a table not made as the official code makes it: the variant's windows stay
+        windows.append(window)
+    return tuple(windows) or None
+
+
 def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
     """Load official Microsoft, timm or this project's weights into model.
 
@@ -197,7 +219,8 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
     'skipped'} lists of keys, and prints a short report of them when verbose (and the file's name).
     """
     source = "these weights" if isinstance(weights, dict) else weights
-    unwrapped = unwrap_state_dict(weights if isinstance(weights, dict) else load_checkpoint(weights), source)
+    loaded = weights if isinstance(weights, dict) else load_checkpoint(weights)
+    unwrapped = unwrap_state_dict(loaded, source)
     state = to_official_layout(unwrapped)
     check_is_swin(state, source)
     check_same_architecture(state, model)
@@ -227,6 +250,12 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
                         f"(swin_transformer, swin_transformer_v2) or train.py checkpoint of "
                         f"{getattr(model, 'variant', 'this model')}")
     result = model.load_state_dict(state, strict=False)
+    learned = learned_offset_windows(loaded, unwrapped) if getattr(model, "version", None) == 2 else None
+    if learned is not None and len(learned) == len(model.layers) and learned != model.offset_windows():
+        # as the official fine-tuning configs set PRETRAINED_WINDOW_SIZES: the MLP fed offsets on the scale it learned
+        resized.append(f"position-bias offsets on the scale of the file's windows {learned}, not "
+                       f"{getattr(model, 'variant', 'the model')}'s {model.offset_windows()}")
+        model.set_pretrained_window_sizes(learned)
     headless = isinstance(model.head, nn.Identity)
     unexpected = [k for k in result.unexpected_keys if not (k.startswith("head.") and headless)]
     skipped += [f"{k} (model has no classifier)" for k in result.unexpected_keys if k not in unexpected]
@@ -282,8 +311,10 @@ def model_from_state_dict(ckpt, path, variant: str, overrides: dict) -> nn.Modul
         raise UserError(f"{path} does not fit {model.variant}: missing {report['missing'][:3]}, "
                         f"unexpected {report['unexpected'][:3]}")
     if report["resized"]:  # another window (another --model of the same size) or image size: not silently
+        adapted = report["resized"]
+        more = f", and {len(adapted) - 1} more" if len(adapted) > 1 else ""
         print(f"notice: {path} was made for another window or image size than {model.variant} at "
-              f"{model.img_size} px: {len(report['resized'])} position tables resized ({report['resized'][0]}...); "
+              f"{model.img_size} px: its position biases were adapted ({adapted[0]}{more}); "
               f"the --model it was made as classifies as it was trained", file=sys.stderr)
     return model
 

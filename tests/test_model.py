@@ -142,6 +142,36 @@ def test_a_v2_model_moved_to_a_larger_window_keeps_its_pretrained_window():
         assert (ours(x) - reference(x)).abs().max().item() <= 1e-4
 
 
+
+def test_a_v2_file_of_another_window_brings_the_scale_its_position_mlp_learned():
+    """swinv2_tiny's window-16 weights given to the window-8 variant: the file's coordinate tables (the official
+    code keeps them) say its MLP learned offsets on the window-16 scale, so the model feeds them so, as the official
+    model built with pretrained_window_sizes (16, 16, 16, 8) does, and says so; a train.py checkpoint says it by its
+    settings, and the windows taken are kept in the overrides a checkpoint rebuilds the model from. The file
+    of the variant's own window changes nothing."""
+    file = perturbed_timm("swinv2_tiny_window16_256", 1000)
+    reference = timm.create_model("swinv2_tiny_window8_256", pretrained_window_sizes=(16, 16, 16, 8)).eval()
+    reference.load_state_dict(file.state_dict())
+    ours = create_model("swinv2_tiny_patch4_window8_256").eval()
+    report = load_weights(ours, official_layout(file), verbose=False)
+    assert report["resized"] == ["position-bias offsets on the scale of the file's windows (16, 16, 16, 8), not "
+                                 "swinv2_tiny_patch4_window8_256's (8, 8, 8, 8)"]
+    x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert (ours(x) - reference(x)).abs().max().item() <= 1e-4
+    assert create_model_from_checkpoint({"variant": ours.variant, "model_overrides": ours.overrides}).offset_windows() \
+        == (16, 16, 16, 8)
+    trained = create_model("swinv2_tiny_patch4_window16_256", num_classes=5, img_size=128)  # windows (16, 16, 8, 4)
+    checkpoint = {"variant": trained.variant, "model_overrides": trained.overrides, "class_names": list("abcde"),
+                  "model": trained.state_dict()}
+    fine_tuned = create_model("swinv2_tiny_patch4_window8_256", num_classes=5)
+    load_weights(fine_tuned, checkpoint, verbose=False)
+    assert fine_tuned.offset_windows() == (16, 16, 16, 8) == trained.offset_windows()
+    same = create_model("swinv2_tiny_patch4_window8_256")
+    assert load_weights(same, official_layout(perturbed_timm("swinv2_tiny_window8_256", 1000)),
+                        verbose=False)["resized"] == []
+    assert same.offset_windows() == (8, 8, 8, 8)
+
 def test_a_v2_checkpoint_is_rebuilt_with_the_pretrained_windows_it_was_trained_with():
     """A checkpoint stores the windows (so a change of the variants' defaults cannot change a trained
     model); one that holds none predates them and normalised by each stage's own window."""

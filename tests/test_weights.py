@@ -207,6 +207,6 @@ def test_weights_made_for_another_window_are_said_by_predict(tmp_path, capsys):
     assert model.layers[0].window_size == 4
     err = capsys.readouterr().err
     assert err.startswith(f"notice: {tmp_path / 'w8.pth'} was made for another window or image size than "
-                          "swin_micro_patch4_window4_128 at 128 px: ") and "position tables resized" in err
+                          "swin_micro_patch4_window4_128 at 128 px: ") and "its position biases were adapted (" in err
     model_from_state_dict(micro_state(), tmp_path / "w4.pth", "swin_micro_patch4_window4_128", {})
     assert capsys.readouterr().err == ""
