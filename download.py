@@ -5,6 +5,7 @@ checked or absent, and an extraction that cannot write outside its folder.
     fetch_flower_photos(Path("flower_photos"))   # flower_photos.tgz beside it, then flower_photos/<class>/
     fetch_official_weights("swin_tiny_patch4_window7_224")   # weights/swin_tiny_patch4_window7_224.pth
 """
+import errno
 import glob
 import hashlib
 import os
@@ -29,6 +30,8 @@ FLOWER_PHOTOS_URL = "https://storage.googleapis.com/download.tensorflow.org/exam
 # script and the Yocto recipe for TensorFlow pin the same value. Not recomputed here: the machine this
 # was written on has no internet. `--sha256` overrides it.
 FLOWER_PHOTOS_SHA256 = "4c54ace7911aaffe13a365c34f650e71dd5bf1be0a58b464e5a7183e3e595d9c"
+# the disk's refusals (full, over quota, read-only, not ours), not the network's nor the archive's
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 CHUNK = 1 << 20
 
 # The official Microsoft releases (github.com/microsoft/Swin-Transformer), by variant; for the 1k
@@ -79,8 +82,12 @@ def download(url: str, dest, sha256: str | None = None, wanted_at=None) -> str:
     message tells the user to put a file fetched by other means.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    except OSError as error:  # a read-only or someone else's folder: said of it, not of a hidden temporary name
+        raise UserError(f"cannot write {dest.name} into {dest.parent.resolve()}: {error.strerror}. Run from a folder "
+                        "you can write to, or give a --data-path there") from None
     partial = Path(partial)
     digest = hashlib.sha256()
     try:
@@ -103,8 +110,15 @@ def download(url: str, dest, sha256: str | None = None, wanted_at=None) -> str:
     except ValueError as error:  # urllib's, for what is no URL (a local path)
         raise UserError(f"cannot download {url}: {error}; an http:// or https:// address is needed. To use a "
                         f"file you have, put it at {wanted_at or dest}") from None
+    except urllib.error.HTTPError as error:  # the server answered: the network is fine, the address is not
+        raise UserError(f"could not download {url}: the server answered {error.code} {error.reason} (the address is "
+                        "wrong, has moved, or the server failed): try again later, or fetch the file by other means "
+                        f"and put it at {wanted_at or dest}") from None
     except (urllib.error.URLError, HTTPException, OSError) as error:
-        reason = error.reason if type(error) is urllib.error.URLError else error  # HTTPError: keep the status
+        if isinstance(error, OSError) and error.errno in DISK_ERRORS:
+            raise UserError(f"could not write {dest}: {error.strerror}. Free some space in {dest.parent.resolve()} "
+                            "(or make it writable), or download to another folder") from None
+        reason = error.reason if isinstance(error, urllib.error.URLError) else error
         raise UserError(f"could not download {url} to {dest}: {reason}. Check the network, "
                         f"or fetch the file by other means and put it at {wanted_at or dest}") from None
     finally:
@@ -142,8 +156,16 @@ def safe_extract(archive, dest) -> None:
     except tarfile.ReadError:  # its message lists each compression tried, a line each
         raise UserError(f"cannot extract {archive}: it is no tar archive (.tar, .tgz, .tar.gz, .tar.bz2 or "
                         ".tar.xz), or a damaged one") from None
-    except (tarfile.TarError, EOFError, OSError) as error:
+    except OSError as error:
+        if error.errno in DISK_ERRORS:
+            raise DiskError(error.strerror) from None
         raise UserError(f"cannot extract {archive}: {error}") from None
+    except (tarfile.TarError, EOFError) as error:
+        raise UserError(f"cannot extract {archive}: {error}") from None
+
+
+class DiskError(UserError):
+    """An extraction that the disk, not the archive, stopped (full, read-only): the archive is fine."""
 
 
 def current_umask() -> int:
@@ -157,11 +179,13 @@ def fetch_flower_photos(data_path: Path, url: str | None = None, sha256: str | N
     """Make `data_path` the extracted archive's folder of class folders, keeping the archive beside it.
 
     url and sha256 default to the tutorial's archive and its digest (read when called, so that tests
-    can point them at a local server). Nothing to do if `data_path` exists. An archive already beside
+    can point them at a local server). Nothing to do if `data_path` exists, unless empty. An archive already beside
     it is used if its digest matches.
     """
     url, sha256 = url or FLOWER_PHOTOS_URL, (sha256 or FLOWER_PHOTOS_SHA256).lower()
     data_path = Path(data_path)
+    if data_path.is_dir() and not any(data_path.iterdir()):  # made by hand, or left by a tool: nothing to keep
+        data_path.rmdir()
     if data_path.exists():
         print(f"{data_path} already exists: not downloading")
         return
@@ -183,10 +207,16 @@ def fetch_flower_photos(data_path: Path, url: str | None = None, sha256: str | N
         print(f"downloading {url} to {archive} (SHA-256 checked), then extracting it to {data_path}")
         download(url, archive, sha256)
     # extracted beside the target and renamed at the end: an interrupted run leaves no half data_path
-    staging = Path(tempfile.mkdtemp(prefix=".extracting-", dir=data_path.parent))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".extracting-", dir=data_path.parent))
+    except OSError as error:
+        raise UserError(f"cannot extract {archive} into {data_path.parent.resolve()}: {error.strerror}") from None
     try:
         try:
             safe_extract(archive, staging)
+        except DiskError as err:  # the archive is whole and checked: keep it, and say what to free
+            raise UserError(f"cannot extract {archive} into {data_path.parent.resolve()}: {err}. {archive} is whole "
+                            "and kept: free some space (or make the folder writable) and run again") from None
         except UserError as err:  # kept, its digest right, it would fail the same way at every run
             raise UserError(f"{err}. Remove {archive} to download it again") from None
         entries = [entry for entry in staging.iterdir() if not entry.name.startswith(".")]

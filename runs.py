@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import shlex
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -99,10 +100,11 @@ def record_split(run_dir: Path, splits, val_ratio: float) -> None:
     """A new run's validation files, when it drew them from class folders: its resume validates on the same
     files (recorded_split), though a file that decoded then fails now, or the reverse, would move the
     others in a split drawn again, and training on them would then count as validating."""
-    if splits.drawn:
-        val = sorted(Path(path).relative_to(splits.root).as_posix() for path, _ in splits.val)
-        record = {"data_path": str(splits.root.resolve()), "val_ratio": val_ratio, "val": val}
-        put_in_place(run_dir / SPLIT_FILE, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+    val = sorted(Path(path).relative_to(splits.root).as_posix() for path, _ in splits.val)
+    record = {"data_path": str(splits.root.resolve()), "val_ratio": val_ratio, "val": val}
+    if not splits.drawn:  # split_data.py's folders, used as they are: kept to see a re-split under a resumed run
+        record["split_root"] = True
+    put_in_place(run_dir / SPLIT_FILE, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
 
 
 def recorded_split(run_dir: Path, data_path: Path, val_ratio: float, main_process: bool = True) -> set | None:
@@ -129,7 +131,7 @@ def read_recorded_split(path: Path, data_path: Path, val_ratio: float) -> set | 
         print(f"notice: {path} is not the JSON a run writes: the validation files are drawn again")
         return None
     here = str(Path(data_path).resolve())
-    if Path(data_path).is_dir() and is_split_root(Path(data_path)):  # its val/ folder, used as it is: nothing drawn
+    if Path(data_path).is_dir() and is_split_root(Path(data_path)) or record.get("split_root"):  # nothing drawn
         return None
     if drawn_from != here or ratio != val_ratio:
         print(f"notice: the run drew its validation files from {drawn_from} at --val-ratio {ratio:g}; from {here} "
@@ -319,3 +321,25 @@ def newest_best(folder: Path) -> Path | None:
     """The best.pth of the run folder in `folder` written last; None where none holds one."""
     found = sorted(folder.glob("*/best.pth"), key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
+
+
+def check_split_root_unchanged(run_dir: Path, splits) -> None:
+    """A resumed run on split folders: a val/ that now holds images it did not hold at the run's start (split_data.py
+    run again, at another --val-ratio or --seed) validates on photos the run trained on, and best.pth is chosen on
+    another set; said, with what to do."""
+    path = run_dir / SPLIT_FILE
+    if splits.drawn or not path.is_file():
+        return
+    try:
+        record = json.loads(path.read_text())
+        if not record.get("split_root") or record["data_path"] != str(splits.root.resolve()):
+            return
+        before = set(record["val"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return
+    now = {Path(p).relative_to(splits.root).as_posix() for p, _ in splits.val}
+    if now != before:
+        print(f"warning: {splits.root}/val is not what this run validated on at its start: {len(now - before)} of its "
+              f"{len(now)} images are new to it (trained on, if the folder was split again), {len(before - now)} gone. "
+              "Its validation figures and best.pth no longer compare: split it again as it was (split_data.py with "
+              "the run's --val-ratio and --seed), or start a new run", file=sys.stderr)

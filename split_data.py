@@ -49,7 +49,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--download", action="store_true", help="download and extract flower_photos first")
     parser.add_argument("--url", default=FLOWER_PHOTOS_URL, help="where --download fetches the archive")
     parser.add_argument("--sha256", default=FLOWER_PHOTOS_SHA256, help="the archive's expected SHA-256")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.val_ratio + args.test_ratio >= 1:  # before any download or the check of every image
+        parser.error(f"--val-ratio {args.val_ratio:g} and --test-ratio {args.test_ratio:g} add up to 1 or more: "
+                     "they must leave images for training")
+    return args
 
 
 def main(argv=None) -> None:
@@ -59,12 +63,16 @@ def main(argv=None) -> None:
         fetch_flower_photos(source, args.url, args.sha256)
     if not source.is_dir():
         problem = "is a file, not a folder" if source.exists() else "not found"
-        raise UserError(f"data path {problem}: {source}. Give a folder of class folders with --data-path, "
-                        "or pass --download to fetch flower_photos")
+        fetch = ("pass --download to fetch it" if source.name == "flower_photos" else
+                 "--download fetches the tutorial's flower_photos into it")
+        raise UserError(f"data path {problem}: {source}. Give a folder of class folders with --data-path, or {fetch}")
     readable_folder(source)
-    if is_split_root(source) and (source / "val").is_dir():
-        raise UserError(f"{source} is split already (it has train/ and val/): give the folder of class "
-                        "folders it was made from; train.py reads a split folder as it is")
+    if is_split_root(source):  # split already; a Kaggle or Roboflow download (test/, valid/) too: its folders would
+        beside = ", ".join(sorted(p.name + "/" for p in source.iterdir()  # become classes named train, test, valid
+                                  if p.is_dir() and p.name != "train" and not p.name.startswith(".")))
+        raise UserError(f"{source} is split already (it has train/<class>/ folders, and {beside or 'no other'}): "
+                        "train.py reads a folder with train/ and val/ as it is (a valid/ renamed val/ is one); to "
+                        f"split its training photos, give --data-path {source / 'train'} and another --out")
     if out.exists() and not out.is_dir():  # before the images are checked, which takes minutes on a large folder
         raise UserError(f"--out {out} is a file: name a folder for the split (made if missing)")
     if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:

@@ -10,9 +10,17 @@ from pathlib import Path, PurePosixPath
 from PIL import Image
 
 from files import put_in_place, remove_left_behind
-from images import DECODE_ERRORS, TOO_LARGE, TooManyPixels, open_image, upright_rgb
+from images import DECODE_ERRORS, TOO_LARGE, TooManyPixels, is_image_file, open_image, upright_rgb
 from splits import SPLIT_MANIFEST as MANIFEST, SPLITS
 from utils import UserError
+
+# what a file browser leaves in a folder it showed (Finder, Explorer): not the user's files, read by no training
+BROWSER_FILES = {".DS_Store", "Thumbs.db", "desktop.ini", "ehthumbs.db"}
+
+
+def browser_file(name: str) -> bool:
+    name = PurePosixPath(name).name
+    return name in BROWSER_FILES or name.startswith("._")
 
 
 def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> None:
@@ -28,7 +36,7 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
     earlier = read_manifest(manifest)
     remove_left_behind(manifest)  # a killed split's half-written manifest: not a file of the user's
     existing = {path.relative_to(out).as_posix() for path in walk_files(out, skip=source)} - {MANIFEST}
-    foreign = sorted(existing - set(earlier["files"]))
+    foreign = sorted(path for path in existing - set(earlier["files"]) if not browser_file(path))  # kept, no refusal
     if foreign and not force:
         raise UserError(f"{out} is not empty: it holds {len(foreign)} file(s) split_data.py did not write, "
                         f"such as {out / foreign[0]}. Choose another --out, or pass --force to write the "
@@ -37,7 +45,7 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
     if clashes:
         raise UserError(f"{out / clashes[0]} was not written by split_data.py and the split would "
                         "overwrite it: move it away or choose another --out")
-    in_splits = [path for path in foreign if path.split("/")[0] in SPLITS]
+    in_splits = [path for path in foreign if path.split("/")[0] in SPLITS and is_image_file(Path(path))]
     if in_splits:
         print(f"note: {len(in_splits)} file(s) under {out}/train, val or test were not written by "
               f"split_data.py (such as {in_splits[0]}); they are kept, and training will read them")
@@ -45,7 +53,10 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
     for path in removed:
         (out / path).unlink()
     for folder in sorted(earlier["dirs"], key=lambda d: -d.count("/")):  # deepest first
-        if (out / folder).is_dir() and not any((out / folder).iterdir()):
+        left = list((out / folder).iterdir()) if (out / folder).is_dir() else None
+        if left is not None and all(entry.is_file() and browser_file(entry.name) for entry in left):
+            for entry in left:  # a .DS_Store kept a removed class's folder in val/, which training then refused
+                entry.unlink()
             (out / folder).rmdir()
     if removed:
         print(f"removed the {len(removed)} files of the earlier split in {out}")

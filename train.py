@@ -187,6 +187,8 @@ def main(argv=None) -> None:
                                                                    cfg.val_ratio, main_process)
     splits = load_splits(cfg.data_path, cfg.val_ratio, seed=0, val_files=recorded)
     check_same_everywhere(splits)  # under torchrun: another machine's copy of the data, the same
+    if checkpoint is not None and main_process:
+        runs.check_split_root_unchanged(resumed_file(cfg).parent, splits)
     classes = splits.classes
     if main_process:
         run_log.warn_unreadable(splits, recorded)

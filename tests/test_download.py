@@ -54,6 +54,40 @@ def test_download_failures_are_explained(served, tmp_path):
     assert leftovers(tmp_path) == []
 
 
+
+def test_what_the_disk_refuses_is_said_as_the_disks(served, tmp_path, monkeypatch):
+    """A server's 404 is not the network's fault; a full disk, or a folder that cannot be written, is not the
+    network's nor the archive's: said so, with what to do, and a whole archive is kept (deleting it cost another
+    218 MiB download)."""
+    import errno
+    import tempfile
+    folder, url = served
+    with pytest.raises(UserError, match=r"could not download .*/missing.tgz: the server answered 404 [^(]* \(the "
+                                        r"address is wrong, has moved, or the server failed\)"):
+        download(f"{url}/missing.tgz", tmp_path / "missing.tgz")
+    digest = flower_archive(folder, tmp_path / "made")
+
+    def refused(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+    with monkeypatch.context() as patched:
+        patched.setattr(tempfile, "mkstemp", refused)
+        with pytest.raises(UserError, match=r"^cannot write flower_photos.tgz into .*ro: Read-only file system. Run "
+                                            r"from a folder you can write to"):
+            download_module.fetch_flower_photos(tmp_path / "ro" / "flower_photos", f"{url}/flower_photos.tgz", digest)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with monkeypatch.context() as patched:
+        patched.setattr(tarfile.TarFile, "extractall", full)
+        with pytest.raises(UserError, match=r"cannot extract .*flower_photos.tgz into .*full: No space left on device. "
+                                            r".*flower_photos.tgz is whole and kept: free some space"):
+            download_module.fetch_flower_photos(tmp_path / "full" / "flower_photos", f"{url}/flower_photos.tgz",
+                                                digest)
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["flower_photos.tgz"]
+    (tmp_path / "full" / "flower_photos").mkdir()  # an empty folder (made by hand, by a tool): fetched into
+    download_module.fetch_flower_photos(tmp_path / "full" / "flower_photos", f"{url}/flower_photos.tgz", digest)
+    assert sorted(p.name for p in (tmp_path / "full" / "flower_photos").iterdir()) == ["LICENSE.txt", "daisy", "tulips"]
+
 def tar_with(member: tarfile.TarInfo, data: bytes = b"") -> bytes:
     """A .tar.gz holding one harmless file and then `member`."""
     buffer = io.BytesIO()

@@ -104,6 +104,24 @@ def test_a_resumed_run_validates_on_the_files_it_drew_at_its_start(flowers, tmp_
         data.resolve()) in again
 
 
+def test_a_run_on_split_folders_split_again_under_it_says_it_validates_on_photos_it_trained_on(flowers, tmp_path,
+                                                                                                capsys):
+    """split_data.py run again at another --val-ratio between a run's start and its resume: its val/ then holds
+    photos the run trained on, and best.pth is chosen on another set; the run goes on, and says so."""
+    import split_data
+    split = ["--data-path", str(flowers), "--out", str(tmp_path / "data")]
+    split_data.main(split)
+    train_here(capsys, "--data-path", tmp_path / "data", *FAST, "--epochs", "1", "--output", tmp_path, "--name", "r")
+    evaluate = ["--resume", str(tmp_path / "r"), "--eval-only", "--workers", "0", "--no-progress"]
+    train.main(evaluate)
+    assert "is not what this run validated on" not in capsys.readouterr().err
+    split_data.main([*split, "--val-ratio", "0.1", "--seed", "3"])
+    train.main(evaluate)
+    err = capsys.readouterr().err
+    assert f"warning: {tmp_path / 'data'}/val is not what this run validated on at its start: " in err
+    assert "split it again as it was (split_data.py with the run's --val-ratio and --seed), or start a new run" in err
+
+
 @pytest.mark.parametrize("edit", [{"val_ratio": "0.2"}, {"val_ratio": None}, {"val": "abc"}, {"val": [1, 2]},
                                   {"data_path": 3}])
 def test_a_split_record_edited_into_other_types_is_drawn_anew(tmp_path, capsys, edit):

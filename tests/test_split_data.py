@@ -46,6 +46,16 @@ def test_a_user_mistake_is_one_line_and_exit_status_2(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.startswith("error: data path not found: nowhere") and "Traceback" not in result.stderr
+    # --download would fetch flower photos into a mistyped folder of one's own photos: said as what it does
+    assert "--download fetches the tutorial's flower_photos into it" in result.stderr
+
+
+def test_ratios_that_leave_no_training_images_are_refused_before_anything_is_fetched(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        split_data.main(["--download", "--url", "http://127.0.0.1:9/never.tgz", "--data-path",
+                         str(tmp_path / "flower_photos"), "--val-ratio", "0.5", "--test-ratio", "0.5"])
+    assert "--val-ratio 0.5 and --test-ratio 0.5 add up to 1 or more" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_folder_of_loose_images_is_asked_for_class_folders_not_for_a_split(tmp_path, capsys):
@@ -185,6 +195,22 @@ def test_refuses_an_out_it_did_not_make_unless_forced(tmp_path):
     assert (out / "train" / "cat" / "mine.jpg").read_bytes() == b"someone's file"
 
 
+def test_what_a_file_browser_leaves_in_a_split_refuses_nothing_and_keeps_no_removed_class(tmp_path):
+    """Finder's .DS_Store (Explorer's Thumbs.db) in a split that a file browser showed: not a file of the user's to
+    refuse a new split for, nor said to be read by training; and a class gone from the photos leaves no folder
+    holding one, which training refused as a class that train/ lacks."""
+    source = make_photos(tmp_path / "photos")
+    out = tmp_path / "out"
+    split_data.main(["--data-path", str(source), "--out", str(out)])
+    for folder in (out, out / "val" / "owl", out / "train" / "owl"):
+        (folder / ".DS_Store").write_bytes(b"\0")
+    (out / "train" / "Thumbs.db").write_bytes(b"\0")
+    shutil.rmtree(source / "owl")
+    split_data.main(["--data-path", str(source), "--out", str(out), "--seed", "1"])
+    assert not (out / "val" / "owl").exists() and not (out / "train" / "owl").exists()
+    assert (out / ".DS_Store").exists()  # in --out itself, which an earlier split did not make: left alone
+
+
 def test_a_new_split_replaces_the_earlier_one_entirely(tmp_path):
     source = make_photos(tmp_path / "photos")
     out = tmp_path / "out"
@@ -310,6 +336,13 @@ def test_a_split_folder_is_not_split_again(tmp_path):
     split_data.main(["--data-path", str(source), "--out", str(tmp_path / "out")])
     with pytest.raises(UserError, match="split already"):
         split_data.main(["--data-path", str(tmp_path / "out"), "--out", str(tmp_path / "again")])
+    # a Kaggle or Roboflow download: train/ and test/ (valid/) of class folders, which were read as three classes
+    kaggle = tmp_path / "kaggle"
+    shutil.copytree(tmp_path / "out" / "train", kaggle / "train")
+    shutil.copytree(tmp_path / "out" / "val", kaggle / "test")
+    with pytest.raises(UserError, match=r"kaggle is split already \(it has train/<class>/ folders, and test/\): "
+                                        r".*give --data-path .*kaggle/train and another --out$"):
+        split_data.main(["--data-path", str(kaggle), "--out", str(tmp_path / "again")])
 
 
 def test_out_must_not_be_inside_the_source(tmp_path, monkeypatch):
