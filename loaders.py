@@ -141,18 +141,30 @@ class BalancedSampler(EpochSampler):
         super().__init__(len(labels), seed, rank, world_size)
         labels = torch.as_tensor(labels)
         self.by_class = [(labels == c).nonzero().flatten() for c in labels.unique().tolist()]
+        # the draws that are trained, over all ranks (EpochBatches sets it: the whole batches' share); the classes are
+        # balanced within them, and again within the rest, which a loader dropping its last batch leaves out
+        self.trained = self.num_samples
 
     def epoch_draws(self, seed: int) -> list:
         generator = torch.Generator().manual_seed(seed)
         classes = len(self.by_class)
-        quotas = torch.full((classes,), self.num_samples // classes)
-        quotas[torch.randperm(classes, generator=generator)[:self.num_samples % classes]] += 1
-        picks = []
-        for members, quota in zip(self.by_class, quotas.tolist()):
+        trained = min(self.trained, self.num_samples)
+
+        def quotas(count: int) -> list:
+            share = torch.full((classes,), count // classes)
+            share[torch.randperm(classes, generator=generator)[:count % classes]] += 1
+            return share.tolist()
+
+        head, tail = [], []
+        for members, first, rest in zip(self.by_class, quotas(trained), quotas(self.num_samples - trained)):
             cycles = [members[torch.randperm(len(members), generator=generator)]
-                      for _ in range(math.ceil(quota / len(members)))]
-            picks.append(torch.cat(cycles)[:quota])
-        order = torch.cat(picks)[torch.randperm(self.num_samples, generator=generator)]
+                      for _ in range(math.ceil((first + rest) / len(members)))]
+            picks = torch.cat(cycles)
+            head.append(picks[:first])
+            tail.append(picks[first:first + rest])
+        # rank r takes positions r, r + world_size, ...: the first `trained` positions are every rank's whole batches
+        order = torch.cat([torch.cat(head)[torch.randperm(trained, generator=generator)],
+                           torch.cat(tail)[torch.randperm(self.num_samples - trained, generator=generator)]])
         return [(i, (seed + position) % 2**63) for position, i in enumerate(order.tolist())]
 
 
@@ -172,6 +184,8 @@ class EpochBatches(torch.utils.data.Sampler):
         self.per_rank = math.ceil(sampler.num_samples / sampler.world_size)
         self.drop_last = self.per_rank >= batch_size
         self.epoch, self.batches_done = 0, 0
+        if isinstance(sampler, BalancedSampler):  # its classes balanced over the draws that whole batches train
+            sampler.trained = len(self) * batch_size * sampler.world_size if self.drop_last else sampler.num_samples
 
     def start(self, epoch: int, batches_done: int = 0) -> None:
         self.epoch, self.batches_done = epoch, batches_done

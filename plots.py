@@ -279,9 +279,18 @@ def axis_ticks(values: list[float], most: float | None = None) -> list[float]:
 def tick_labels(ticks: list, value_format: str) -> list[str]:
     """Each tick's text, with as many more decimals as it takes to tell them apart: a train and a val loss within
     0.01 of each other had every tick read 1.65."""
+    def exact(label: str, tick: float) -> bool:  # the label reads as the tick's value, not a rounding of it
+        percent = label.endswith("%")
+        try:
+            value = float(label.rstrip("%")) / (100 if percent else 1)
+        except ValueError:
+            return True
+        return math.isclose(value, tick, rel_tol=1e-9, abs_tol=1e-12)
+
     for _ in range(6):
         labels = [value_format.format(tick) for tick in ticks]
-        if len(set(labels)) == len(labels):
+        # distinct, and each the tick's own value: a step of 2.5% labelled 0%, 2%, 5%, 8% (2.5% and 7.5% rounded)
+        if len(set(labels)) == len(labels) and all(exact(label, tick) for label, tick in zip(labels, ticks)):
             break
         value_format = re.sub(r"\.(\d+)", lambda digits: f".{int(digits.group(1)) + 1}", value_format, count=1)
     return labels

@@ -78,8 +78,9 @@ def class_imbalance(classes: list[str], counts: list[int], limit: float = IMBALA
     if counts[largest] <= limit * counts[smallest]:
         return None
     ratio = counts[largest] / max(counts[smallest], 1)
+    shown = f"{ratio:.1f}" if float(f"{ratio:.1f}") > limit else f"{ratio:.3g}"  # past the limit, not "3.0x"
     return (f"the classes are imbalanced: the largest, {classes[largest]} ({counts[largest]} images), has "
-            f"{ratio:.1f}x the images of the smallest, {classes[smallest]} ({counts[smallest]})")
+            f"{shown}x the images of the smallest, {classes[smallest]} ({counts[smallest]})")
 
 
 def without_validation(classes: list[str], val_counts: list[int], split: str = "validation") -> str | None:

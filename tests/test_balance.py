@@ -1,6 +1,7 @@
 """Imbalanced classes: the balanced sampler, the class-weighted loss, balanced accuracy, the
 warnings of split_data.py and train.py, and --balance end to end."""
 import csv
+import itertools
 from collections import Counter
 
 import pytest
@@ -38,6 +39,23 @@ def test_balanced_sampler_draws_every_class_equally_often():
         sampler.set_epoch(epoch)
         large.append({i for i, _ in draws(sampler) if LABELS[i] == 0})
     assert large[0] != large[1] and all(taken != set(range(len(taken))) for taken in large)
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_the_batches_an_epoch_trains_hold_every_class_equally_often(world_size):
+    """The loader drops each rank's last partial batch: the classes are balanced within the whole batches, not over
+    the epoch before the drop, which on a small folder left the smallest class 9 to 16 of 64 draws trained."""
+    labels = [0] * 40 + [1] * 40 + [2] * 5  # 85 images: batches of 8 leave a partial batch on every rank
+    for seed in range(20):
+        trained = Counter()
+        for rank in range(world_size):
+            sampler = loaders.BalancedSampler(labels, seed=seed, rank=rank, world_size=world_size)
+            batches = loaders.EpochBatches(sampler, batch_size=8)
+            batches.start(epoch=seed % 3)
+            epoch = itertools.islice(iter(batches), len(batches))  # the loader's stream runs on into the next epochs
+            trained.update(labels[i] for batch in epoch for i, _ in batch)
+        assert sum(trained.values()) == len(batches) * 8 * world_size < 85 + world_size
+        assert max(trained.values()) - min(trained.values()) <= 1, (seed, trained)
 
 
 def test_balanced_sampler_is_deterministic_per_seed_and_epoch_and_resumes_exactly():
@@ -106,6 +124,7 @@ def test_imbalance_warning_names_the_classes_and_the_ratio():
     assert class_imbalance(["a", "b", "c"], [30, 10, 12]) is None  # 3x is still fine
     message = class_imbalance(["a", "b", "c"], [31, 10, 12])
     assert "a (31 images)" in message and "3.1x" in message and "b (10)" in message
+    assert "3.05x the images" in class_imbalance(["a", "b"], [61, 20])  # past the limit, not "3.0x" of "more than 3x"
 
 
 def test_split_data_warns_about_imbalanced_classes_and_those_without_validation(tmp_path, capsys):

@@ -92,6 +92,9 @@ def test_close_values_get_ticks_that_read_apart():
     assert plots.tick_labels([1.648, 1.650, 1.652], "{:.2f}") == ["1.648", "1.650", "1.652"]
     assert plots.tick_labels([0.5, 1.0], "{:.2f}") == ["0.50", "1.00"]
     assert plots.tick_labels([0.501, 0.502], "{:.0%}") == ["50.1%", "50.2%"]
+    # a step of 2.5%: each label its tick's value, not 2% and 8% for 2.5% and 7.5%
+    assert plots.tick_labels([0, 0.025, 0.05, 0.075, 0.1], "{:.0%}") == ["0.0%", "2.5%", "5.0%", "7.5%", "10.0%"]
+    assert plots.tick_labels([1.4, 1.425, 1.45], "{:.2f}") == ["1.400", "1.425", "1.450"]
     chart = plots.line_chart({"train": [(1, 1.6485), (2, 1.6501)], "val": [(1, 1.6490), (2, 1.6510)]}, "loss")
     assert chart.width == 350
 
