@@ -209,6 +209,8 @@ def resume_config(parser, cfg, argv) -> tuple:
                             f"its run cannot go on from it; to train on from its weights, start a new run: --weights "
                             f"{shlex.quote(str(path))} --name NEW")
         if not cfg.eval_only:
+            if not cfg.resume.is_dir():  # a folder named is the run's folder, as the user says
+                check_not_in_run_folder(path, checkpoint)
             check_not_going_back(path, checkpoint)
     if cfg.eval_only:  # its model and classes are what an evaluation needs (--resume or --weights): a config cut
         checkpoint.setdefault("config", {})  # from it is none
@@ -223,6 +225,8 @@ def resume_config(parser, cfg, argv) -> tuple:
 
         def same(key):
             asked, saved = getattr(cfg, key), run_value(key)
+            if asked is None and key in ("img_size", "window_size"):  # `img_size: null` (a config.yaml): the
+                return True  # variant's, as the run was built; nothing asked of the model
             if key == "model" and asked and saved:  # a short form or an alias names the same variant
                 return resolve_variant(asked) == resolve_variant(saved)
             return str(asked) == str(saved) or key == "weights" and saved is None and str(asked) == "none"
@@ -287,6 +291,35 @@ def evaluated_file(run: Path) -> Path:
             raise UserError(f"{run} is not a run folder but holds runs: name one, such as the newest, "
                             f"{shlex.quote(str(newest.parent))}")
     return best if best.is_file() or not (run / "last.pth").is_file() else run / "last.pth"
+
+
+def model_of_weights(cfg, parser, argv) -> None:
+    """--weights naming a train.py checkpoint, with no --model typed or in --config: the checkpoint's variant (the
+    default swin_tiny would refuse a swin_micro run's weights)."""
+    if not (isinstance(cfg.weights, Path) and cfg.weights.is_file()) or is_program(cfg.weights) or \
+            "model" in explicit_flags(parser, argv):
+        return
+    saved = load_checkpoint(cfg.weights, mmap=True)
+    if is_run_checkpoint(saved) and resolve_variant(cfg.model) != saved["variant"]:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"notice: --weights {cfg.weights} is a {saved['variant']} run's: training that model "
+                  f"(--model NAME for another)")
+        cfg.model = saved["variant"]
+
+
+def check_not_in_run_folder(path: Path, checkpoint: dict) -> None:
+    """A run goes on in the folder of its checkpoint, writing last.pth, best.pth and its report there: a checkpoint
+    copied elsewhere (a folder of another name without the run's config.yaml) would take that folder's best.pth,
+    another run's or a file of the user's, for its own, report on it, and write over it."""
+    others = [path.parent / name for name in RUN_FILES if (path.parent / name).is_file()
+              and (path.parent / name).resolve() != path.resolve()]
+    own_name = checkpoint.get("config", {}).get("name") == path.parent.name
+    if others and not own_name and not (path.parent / "config.yaml").is_file():
+        raise UserError(f"{path} is in a folder that holds a {others[0].name} but no run config.yaml, and a resumed "
+                        "run writes its last.pth, best.pth and report beside its checkpoint. Put it in a folder of its "
+                        "own first: "
+                        f"mkdir runs/NAME && cp {shlex.quote(str(path))} runs/NAME/last.pth, then "
+                        f"{resume_command(Path('runs/NAME'))}")
 
 
 def check_not_going_back(path: Path, checkpoint: dict) -> None:

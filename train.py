@@ -146,6 +146,11 @@ def main(argv=None) -> None:
     if isinstance(cfg.weights, Path) and cfg.weights.is_dir():  # a run folder, as predict.py takes it: its best.pth
         cfg.weights = evaluated_file(cfg.weights)
     cfg, checkpoint = resume_config(parser, cfg, sys.argv[1:] if argv is None else argv)
+    if checkpoint is None:  # a new run from a run's weights: its model, as predict.py takes it, unless --model is given
+        runs.model_of_weights(cfg, parser, sys.argv[1:] if argv is None else argv)
+    if not cfg.eval_only and cfg.min_lr > cfg.lr:  # the cosine would climb from --lr to --min-lr, not decay
+        raise UserError(f"--min-lr {cfg.min_lr:g} is above --lr {cfg.lr:g}: the schedule would raise the lr over the "
+                        f"run instead of lowering it. Give a --min-lr below --lr (such as {cfg.lr / 100:g})")
     if cfg.eval_only and checkpoint is None and cfg.weights in (None, "none"):
         raise UserError("--eval-only needs a checkpoint: --resume runs/<name>/best.pth (or --weights FILE)")
     if checkpoint is None:  # where the run folder (or an evaluation's) will go: refused before any work

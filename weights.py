@@ -323,7 +323,9 @@ def model_for_run(cfg, num_classes: int, checkpoint, main_process: bool) -> nn.M
     """train.py's model: the variant with the run's overrides (cfg: train.py's settings), and its starting
     weights: a resumed checkpoint, --weights, weights/<variant>.pth, or none (from scratch)."""
     if checkpoint is not None:
-        model = create_model_from_checkpoint(checkpoint, grad_checkpointing=cfg.grad_checkpointing)
+        # drop path changes no weight: the run's own rate, or one typed on resuming (its config.yaml records it)
+        rate = {} if cfg.drop_path_rate is None else {"drop_path_rate": cfg.drop_path_rate}
+        model = create_model_from_checkpoint(checkpoint, grad_checkpointing=cfg.grad_checkpointing, **rate)
         model.load_state_dict(checkpoint["model"])
         return freeze_all_but_the_head(model) if cfg.freeze_layers else model
     variant = resolve_variant(cfg.model)

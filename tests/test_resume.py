@@ -419,6 +419,34 @@ def test_a_checkpoint_cut_to_its_model_is_evaluated_but_not_resumed(tmp_path):
             cfg, checkpoint = runs.resume_config(parser, config.parse_config(parser, argv), argv)
             assert checkpoint["class_names"] == ["a", "b"] and cfg.resume == run / "slim.pth"
 
+def test_what_a_user_types_to_go_on_from_a_run_does_what_it_says(flowers, tmp_path, capsys, monkeypatch):
+    """The run's own config.yaml given with --resume (its img_size: null was refused as another model), a drop path
+    rate typed on resuming (ignored, though config.yaml then recorded it), a checkpoint copied beside another run's
+    best.pth (the run took that folder and that best.pth for its own), --weights of a run's best.pth with no --model
+    (swin_tiny was built, and refused the swin_micro weights), a --min-lr above --lr (the lr rose over the run)."""
+    import shutil
+    fast = [flag for flag in FAST if flag not in ("--model", "swin_micro_patch4_window4_128")]
+    train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "2", "--stop-after-epochs", "1",
+               "--drop-path-rate", "0.3", "--output", tmp_path, "--name", "r")
+    run = tmp_path / "r"
+    elsewhere = tmp_path / "ck"
+    elsewhere.mkdir()
+    shutil.copy(run / "last.pth", elsewhere / "mine.pth")
+    shutil.copy(run / "last.pth", elsewhere / "best.pth")
+    with pytest.raises(UserError, match=r"mine.pth is in a folder that holds a best.pth but no run config.yaml, .* "
+                                        r"mkdir runs/NAME && cp .*mine.pth runs/NAME/last.pth, then "):
+        train.main(["--resume", str(elsewhere / "mine.pth")])
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["best.pth", "mine.pth"]
+    train_here(capsys, "--resume", run, "--config", run / "config.yaml", "--drop-path-rate", "0.1")
+    last = torch.load(run / "last.pth", weights_only=True)
+    assert last["epoch"] == 2 and last["model_overrides"]["drop_path_rate"] == 0.1
+    said = train_here(capsys, "--data-path", flowers, *fast, "--epochs", "1", "--weights", run / "best.pth",
+                      "--output", tmp_path, "--name", "new")
+    assert f"notice: --weights {run / 'best.pth'} is a swin_micro_patch4_window4_128 run's: training that model" in said
+    assert torch.load(tmp_path / "new" / "last.pth", weights_only=True)["variant"] == "swin_micro_patch4_window4_128"
+    with pytest.raises(UserError, match=r"--min-lr 1e-06 is above --lr 5e-07: the schedule would raise the lr"):
+        train.main(["--data-path", str(flowers), *FAST, "--lr", "5e-7", "--output", str(tmp_path)])
+
 def test_a_resume_that_names_another_folder_is_refused_not_ignored(tmp_path, monkeypatch):
     """A resumed run goes on in its own folder: --name or --output typed to put it elsewhere was dropped in silence
     (and written to its config.yaml as if used). Its own folder named again, however spelt, goes on."""
