@@ -38,7 +38,7 @@ from config import COUNT, POSITIVE_INT
 from data import Normalize, build_transform
 from export import (ExportedClassifier, add_arguments as add_export_arguments, check_target as check_export_target,
                     chosen_exporter, is_program)
-from images import image_problem, list_images, set_image_checks
+from images import UNREAD_PHOTOS, image_problem, list_images, set_image_checks
 from loaders import ImageDataset, build_loader
 from model import maps_of
 from precision import amp_dtype, autocast
@@ -108,6 +108,7 @@ def main(argv=None) -> None:
     paths = list_images(args.images, cards.is_card, unlisted, passed)  # before the model: a mistyped path fails at once
     for folder, why in unlisted + passed:  # over in a folder (a HEIC photo, a second name of one): each said
         print(f"warning: {printable(folder)}: {why}", file=sys.stderr)
+    unread = [path for path, _ in passed if Path(path).suffix.lower() in UNREAD_PHOTOS]  # failed, as if named
     device = select_device(args.device)
     tune_for(device)  # fp32 stays fp32: an export is checked against the model at 1e-4
     clf = load_classifier(args.weights, args.model, args.num_classes, args.class_indices, args.img_size)
@@ -153,11 +154,13 @@ def main(argv=None) -> None:
     if paths:
         print(f"classified {classified} of {len(paths)} images" + (f"; {len(failed)} could not be read"
               if failed else "") + (f"; {len(unlisted)} folder{'s' * (len(unlisted) > 1)} could not be read"
-                                    if unlisted else "") + (f"; results in {args.output}" if args.output else "") +
+                                    if unlisted else "") +
+              (f"; {len(unread)} photo{'s' * (len(unread) > 1)} in a format it does not read" if unread else "") +
+              (f"; results in {args.output}" if args.output else "") +
               (f"; stopped by {stopped}" if stopped else ""), file=sys.stderr)
     if stopped:
         sys.exit(130 if stopped == "Ctrl-C" else 128 + signal.Signals[stopped])
-    if failed or cardless or unlisted:
+    if failed or cardless or unlisted or unread:
         sys.exit(1)
 
 

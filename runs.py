@@ -343,6 +343,11 @@ def check_not_going_back(path: Path, checkpoint: dict) -> None:
 
 def newest_run_checkpoint() -> Path:
     newest = newest_best(Path("runs"))
+    started = [] if newest else sorted(Path("runs").glob("*/last.pth"), key=lambda p: p.stat().st_mtime)
+    if started:  # a run stopped before its first validation: named, not "train one"
+        raise UserError(f"no checkpoint to predict with: no runs/*/best.pth in {Path.cwd()}, but {started[-1].parent} "
+                        "holds a last.pth (stopped before its first validation): pass --weights "
+                        f"{shlex.quote(str(started[-1].parent))}, or train on until it writes a best.pth")
     if newest is None:
         raise UserError(f"no checkpoint to predict with: no runs/*/best.pth in {Path.cwd()}. Train one "
                         "(python train.py --data-path flower_photos) or pass one with --weights FILE (a plain "

@@ -69,8 +69,9 @@ def run_cli(main) -> None:
     gone (`| head`) into a quiet stop, as other command-line tools make it; under torchrun, the broken
     connection to a process of the run that ended into one line too. A file name whose bytes are not
     UTF-8 (old zips, Windows shares) is printed as those bytes, as ls prints it, not raised about."""
-    if hasattr(sys.stdout, "reconfigure"):
-        sys.stdout.reconfigure(errors="surrogateescape")
+    for stream in (sys.stdout, sys.stderr):  # warnings name files too
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     script_signals = ScriptSignals()
     try:
         main()

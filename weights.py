@@ -27,7 +27,7 @@ from config import plain
 from data import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 from download import OFFICIAL_WEIGHTS, official_weights_file
 from export import is_program, load_program
-from images import read_class_indices
+from images import letters, read_class_indices, same_names
 from model import SIZES, VARIANTS, create_model, resolve_variant
 from checkpoints import is_run_checkpoint, load_checkpoint
 from runs import evaluated_file, newest_run_checkpoint
@@ -408,10 +408,14 @@ def load_classifier(weights: Path | None, variant: str | None = None, num_classe
         raise UserError(f"--num-classes {num_classes} was given, but the classifier in {path} has "
                         f"{model.num_classes} outputs: it was trained for {model.num_classes} classes")
     if class_indices is not None:
-        names = read_class_indices(class_indices)
+        carried, names = names, read_class_indices(class_indices)
         if len(names) != model.num_classes:
             raise UserError(f"{class_indices} names {len(names)} classes, but the classifier in {path} "
                             f"has {model.num_classes} outputs; use the class_indices.json of its training run")
+        if carried and not same_names(names, carried) and sorted(map(letters, names)) == sorted(map(letters, carried)):
+            raise UserError(f"{class_indices} names the classes of {path} in another order ({', '.join(names)}; "
+                            f"its own: {', '.join(carried)}), so every output would get another class's name: drop "
+                            "--class-indices (the file carries its names) or give its run's class_indices.json")
     names = names or [str(i) for i in range(model.num_classes)]  # no names known: the indices
     return Classifier(model, names, tuple(mean), tuple(std), crop_pct, path)
 

@@ -132,7 +132,8 @@ def test_a_folder_that_cannot_be_read_is_named_and_counted(trained, photos, tmp_
     shutil.copy(photos[2], tmp_path / "nas" / photos[2].name)
     (tmp_path / "nas" / "IMG_1.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
     code, _, err = run_predict(capsys, monkeypatch, tmp_path, "nas", "--json")
-    assert code == 0 and "classified 1 of 1 images\n" in err and "could not be read" not in err, err
+    assert "classified 1 of 1 images; 1 photo in a format it does not read\n" in err and "could not be read" not in err
+    assert code == 1  # as for the HEIC photo named alone: a pipeline that checks the status sees a photo unclassified
 
 
 def test_a_line_break_in_a_photos_name_stays_on_its_line(trained, photos, tmp_path, capsys, monkeypatch):
@@ -207,6 +208,12 @@ def test_a_file_name_whose_bytes_are_not_utf8_is_printed_and_written_as_it_is(tr
     assert result.returncode == 0 and result.stdout.startswith(bytes(tmp_path) + b"/caf\xe9.jpg\n"), result.stderr
     code, _, err = run_predict(capsys, monkeypatch, trained, photo, "--output", tmp_path / "p.csv")  # no terminal
     assert code == 0 and b"/caf\xe9.jpg," in (tmp_path / "p.csv").read_bytes(), err
+    (tmp_path / "mixed").mkdir()  # a warning names such a file by its bytes too, not as \udcff
+    (tmp_path / "mixed" / os.fsdecode(b"bad\xff.jpg")).write_text("not a photo")
+    shutil.copy(photos[0], tmp_path / "mixed" / "ok.jpg")
+    result = subprocess.run([sys.executable, ROOT / "predict.py", tmp_path / "mixed"], cwd=trained,
+                            capture_output=True, env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"})
+    assert b"/bad\xff.jpg: " in result.stderr and b"udcff" not in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("stop, said, status", [(KeyboardInterrupt, "Ctrl-C", 130), (stopping.Terminated, "SIGTERM", 143)])
@@ -431,6 +438,9 @@ def test_cam_needs_cards_and_a_checkpoint(trained, photos, pt2_program, tmp_path
     ("{photo} --weights plain.pth --model swin_micro_patch4_window4_128 --num-classes 4",
      "--num-classes 4 was given, but the classifier in plain.pth has 5 outputs"),
     ("{photo} --weights {run} --class-indices four.json", "four.json names 4 classes, but the classifier in"),
+    # the same classes in another order: every output would be named as another class, without a word
+    ("{photo} --weights {run} --class-indices shuffled.json", "shuffled.json names the classes of {run}/best.pth in "
+     "another order (tulips, daisy, dandelion, roses, sunflowers; its own: daisy, dandelion, roses, sunflowers, tulips)"),
     ("{photo} --weights {run} --model swin_tiny_patch4_window7_224", "but {run}/best.pth holds a swin_micro"),
     ("{photo} --weights {run} --output results.txt", "--output results.txt: the name must end in .json or .csv"),
     ("{photo} --weights {run} --save-vis {photo}", "--save-vis {photo} is a file: name a folder for the cards"),
@@ -451,6 +461,7 @@ def test_user_errors(args, message, trained, checkpoint, photos, tmp_path, capsy
     (tmp_path / "notes.onnx").write_text("my notes")
     kept = [(tmp_path / name).read_bytes() for name in ("plain.pt", "plain.pt2", "notes.onnx")]
     write_class_indices(tmp_path / "four.json", CLASSES[:4])
+    write_class_indices(tmp_path / "shuffled.json", CLASSES[-1:] + CLASSES[:-1])
     fill = {"photo": photos[0], "run": trained / "runs" / "r"}
     with pytest.raises(UserError, match=re.escape(message.format(**fill))):
         run_predict(capsys, monkeypatch, tmp_path, *args.format(**fill).split())
@@ -501,6 +512,12 @@ def test_no_checkpoint_says_what_to_do(photos, tmp_path, capsys, monkeypatch):
     assert exited.value.code == 2 and out == ""
     assert err.startswith("error: no checkpoint to predict with") and err.count("\n") == 1
     assert "python train.py" in err and "--weights" in err
+    (tmp_path / "runs" / "stopped").mkdir(parents=True)  # stopped before its first validation: named, not "train one"
+    (tmp_path / "runs" / "stopped" / "last.pth").write_bytes(b"")
+    with pytest.raises(SystemExit):
+        utils.run_cli(lambda: predict.main([str(photos[0])]))
+    assert "but runs/stopped holds a last.pth (stopped before its first validation): pass --weights runs/stopped" \
+        in capsys.readouterr().err
 
 
 def test_out_of_memory_is_one_line_that_says_what_needs_less(trained, photos, capsys, monkeypatch):
@@ -575,7 +592,7 @@ def test_files_a_folder_passes_over_are_said(trained, photos, tmp_path, capsys, 
     (folder / "iphone.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(16))
     shutil.copytree(trained / "runs", tmp_path / "runs")
     code, out, err = run_predict(capsys, monkeypatch, tmp_path, "in", "--json")
-    assert [line["path"] for line in json_lines(out)] == [str(Path("in") / "a.jpg")]
+    assert [line["path"] for line in json_lines(out)] == [str(Path("in") / "a.jpg")] and code == 1
     assert f"warning: {Path('in') / 'b.jpg'}: the same file as {Path('in') / 'a.jpg'} (a link): counted once" in err
     assert f"warning: {Path('in') / 'iphone.heic'}: an iPhone's HEIC photo, which Pillow does not read" in err
     code, _, err = run_predict(capsys, monkeypatch, tmp_path, "in/iphone.heic")
