@@ -475,8 +475,11 @@ SIZES = {
     "base": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
     "large": dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
 }
-# drop_path_rate: the official configs' value for training each size.
+# drop_path_rate: the official configs' value for training each size from scratch on ImageNet-1k; the ImageNet-22k
+# pre-training and 22k->1k fine-tuning configs (configs/swin/*_22k.yaml, *_22kto1k_finetune.yaml) set their own,
+# which the 22k variants take, and the 1k ones whose official weights are 22k->1k fine-tuned (download.py).
 _DROP_PATH = {"micro": 0.0, "tiny": 0.2, "small": 0.3, "base": 0.5, "large": 0.2}
+_DROP_PATH_22K = {"tiny": 0.1, "small": 0.2, "base": 0.2, "large": 0.2}
 IN22K_CLASSES = 21841
 
 
@@ -488,7 +491,8 @@ def _variant(size, window, img, version=1, classes=1000, pretrained_windows=None
         pretrained_windows = tuple(min(window, img // 4 // 2 ** i) for i in range(4)) if version == 2 else (0,) * 4
     return dict(SIZES[size], window_size=window, img_size=img, version=version, num_classes=classes,
                 pretrained_window_sizes=pretrained_windows,
-                drop_path_rate=_DROP_PATH[size] if drop_path is None else drop_path)
+                drop_path_rate=drop_path if drop_path is not None else
+                (_DROP_PATH_22K if classes == IN22K_CLASSES else _DROP_PATH)[size])
 
 
 VARIANTS = {
@@ -496,8 +500,8 @@ VARIANTS = {
     "swin_micro_patch4_window4_128": _variant("micro", 4, 128),
     "swin_tiny_patch4_window7_224": _variant("tiny", 7, 224),
     "swin_small_patch4_window7_224": _variant("small", 7, 224),
-    "swin_base_patch4_window7_224": _variant("base", 7, 224),
-    "swin_base_patch4_window12_384": _variant("base", 12, 384),
+    "swin_base_patch4_window7_224": _variant("base", 7, 224, drop_path=_DROP_PATH_22K["base"]),
+    "swin_base_patch4_window12_384": _variant("base", 12, 384, drop_path=_DROP_PATH_22K["base"]),
     "swin_large_patch4_window7_224": _variant("large", 7, 224),
     "swin_large_patch4_window12_384": _variant("large", 12, 384),
     "swin_tiny_patch4_window7_224_in22k": _variant("tiny", 7, 224, classes=IN22K_CLASSES),
@@ -512,7 +516,7 @@ VARIANTS = {
     "swinv2_small_patch4_window16_256": _variant("small", 16, 256, 2),
     "swinv2_base_patch4_window8_256": _variant("base", 8, 256, 2),
     "swinv2_base_patch4_window16_256": _variant("base", 16, 256, 2),
-    "swinv2_base_patch4_window12_192": _variant("base", 12, 192, 2, IN22K_CLASSES, drop_path=0.2),
+    "swinv2_base_patch4_window12_192": _variant("base", 12, 192, 2, IN22K_CLASSES),
     "swinv2_large_patch4_window12_192": _variant("large", 12, 192, 2, IN22K_CLASSES),
     # fine-tuned from the 192 px, window 12 models: the last stage was pre-trained at window 6
     "swinv2_base_patch4_window12to16_192to256": _variant("base", 16, 256, 2, 1000, (12, 12, 12, 6), 0.2),

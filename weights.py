@@ -198,6 +198,8 @@ def learned_offset_windows(obj, state: dict) -> tuple | None:
     windows = []
     while f"layers.{len(windows)}.blocks.0.attn.relative_coords_table" in state:
         table = state[f"layers.{len(windows)}.blocks.0.attn.relative_coords_table"].float()  # (1, 2W-1, 2W-1, 2)
+        if table.is_meta:  # a state dict of shapes only (a model built on the meta device): no values to read
+            return None
         side = (table.shape[1] + 1) // 2
         if side < 2:
             return None
@@ -256,6 +258,10 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
         resized.append(f"position-bias offsets on the scale of the file's windows {learned}, not "
                        f"{getattr(model, 'variant', 'the model')}'s {model.offset_windows()}")
         model.set_pretrained_window_sizes(learned)
+    if replaced:  # the official loader (utils.load_pretrained) starts a classifier of another class count at zero
+        with torch.no_grad():
+            model.head.weight.zero_()
+            model.head.bias.zero_()
     headless = isinstance(model.head, nn.Identity)
     unexpected = [k for k in result.unexpected_keys if not (k.startswith("head.") and headless)]
     skipped += [f"{k} (model has no classifier)" for k in result.unexpected_keys if k not in unexpected]

@@ -56,7 +56,7 @@ def checked_through(name: str):
     if "_large_" in name:
         return name.replace("_large_", "_base_"), {"embed_dim", "num_heads", "drop_path_rate"}
     if name.endswith("_in22k"):
-        return name[:-len("_in22k")], {"num_classes"}
+        return name[:-len("_in22k")], {"num_classes", "drop_path_rate"}
     return None, None
 
 
@@ -597,6 +597,16 @@ def test_overrides():
     with pytest.raises(UserError, match="unknown model option"):
         create_model("swin_tiny_patch4_window7_224", window=8)
 
+
+
+def test_each_variant_trains_at_the_drop_path_rate_of_the_official_config_of_its_weights():
+    """The 1k configs from scratch (0.2 tiny, 0.3 small, 0.5 base); the 22k ones, and swin_base's 22k->1k
+    fine-tuning, whose weights the 1k swin_base variants load (configs/swin/*_22k.yaml, *_22kto1k_finetune.yaml)."""
+    rates = {name: cfg["drop_path_rate"] for name, cfg in model.VARIANTS.items()}
+    sizes = ("tiny", "small", "base", "large")
+    assert [rates[f"swin_{size}_patch4_window7_224"] for size in sizes] == [0.2, 0.3, 0.2, 0.2]
+    assert [rates[f"swin_{size}_patch4_window7_224_in22k"] for size in sizes] == [0.1, 0.2, 0.2, 0.2]
+    assert rates["swin_base_patch4_window12_384"] == 0.2 and rates["swinv2_base_patch4_window8_256"] == 0.5
 
 def test_v2_blocks_start_as_the_identity():
     """V2's init zeroes the post-norms (official _init_respostnorm): a fresh stage passes its input through."""

@@ -210,3 +210,10 @@ def test_weights_made_for_another_window_are_said_by_predict(tmp_path, capsys):
                           "swin_micro_patch4_window4_128 at 128 px: ") and "its position biases were adapted (" in err
     model_from_state_dict(micro_state(), tmp_path / "w4.pth", "swin_micro_patch4_window4_128", {})
     assert capsys.readouterr().err == ""
+
+
+def test_a_new_classifier_starts_at_zero_as_the_official_loader_starts_it():
+    state = micro_state(num_classes=1000)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=5)
+    load_weights(net, state, verbose=False)
+    assert not net.head.weight.any() and not net.head.bias.any()
