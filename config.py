@@ -73,8 +73,9 @@ FRACTION = ranged(float, 0, 1, high_open=True)
 
 
 def config_keys(parser: argparse.ArgumentParser) -> dict:
-    """The config keys a parser knows (its argument names, with underscores) and their actions."""
-    return {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+    """The config keys a parser knows (its argument names, with underscores) and their actions: a key's first
+    (--freeze-layers BOOL, not the --no-freeze-layers beside it)."""
+    return {a.dest: a for a in reversed(parser._actions) if a.dest not in ("help", "config")}
 
 
 def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:

@@ -19,7 +19,7 @@ from export import is_program
 from images import write_class_indices
 from splits import is_split_root
 from model import VARIANTS, resolve_variant
-from utils import UserError, from_first_process, launcher, resume_command
+from utils import UserError, from_first_process, launched_first, launcher, resume_command
 
 
 # what a run folder holds once a run has saved an epoch: one stopped before its first is started again in it
@@ -248,6 +248,11 @@ def resume_config(parser, cfg, argv) -> tuple:
                             f"To train a new run from its weights: --weights "
                             f"{shlex.quote(str(cfg.resume if cfg.resume.is_file() else evaluated_file(run)))} "
                             f"--name NEW")
+    ignored = [f"--{key.replace('_', '-')} {getattr(cfg, key)}" for key in ("model", "img_size", "window_size")
+               if cfg.eval_only and key in typed]
+    if ignored and launched_first():
+        print(f"notice: --eval-only evaluates {cfg.resume} as it was trained ({checkpoint['variant']} at "
+              f"{checkpoint.get('img_size')} px): {', '.join(ignored)} not used")
     # this process's own, unless typed: where it runs and with how many loader workers (the machine it goes on on),
     # whether it stops after some epochs (a job's time limit), progress bars (a terminal or a log)
     kept = ("data_path", "val_ratio") if cfg.eval_only else [k for k in checkpoint["config"] if k not in PER_PROCESS]
@@ -301,7 +306,7 @@ def model_of_weights(cfg, parser, argv) -> None:
         return
     saved = load_checkpoint(cfg.weights, mmap=True)
     if is_run_checkpoint(saved) and resolve_variant(cfg.model) != saved["variant"]:
-        if os.environ.get("RANK", "0") == "0":
+        if launched_first():
             print(f"notice: --weights {cfg.weights} is a {saved['variant']} run's: training that model "
                   f"(--model NAME for another)")
         cfg.model = saved["variant"]

@@ -49,7 +49,7 @@ from model import resolve_variant
 from precision import amp_dtype
 from checkpoints import CheckpointWriter
 from utils import (UserError, check_writable, decided_by_first_process, distributed, from_first_process,
-                   init_distributed, on_first_process, run_cli, seed_everything, tune_for)
+                   init_distributed, launched_first, on_first_process, run_cli, seed_everything, tune_for)
 from runs import evaluated_file, resume_config, resumed_file
 from weights import describe_for_checkpoint, model_for_run
 from workers import default_workers, stop_workers
@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fetch the official weights into weights/<model>.pth first if missing (default: off)")
     g.add_argument("--freeze-layers", type=yes_no, nargs="?", const=True, default=False, metavar="BOOL",
                    help="train the classifier only; also as the tutorial types it, --freeze-layers True|False "
-                        "(default: off)")
+                        "(default: off; --no-freeze-layers to turn off a config's)")
+    g.add_argument("--no-freeze-layers", dest="freeze_layers", action="store_false", help=argparse.SUPPRESS)
     g.add_argument("--drop-path-rate", type=FRACTION, help="stochastic depth (default: the variant's)")
     g.add_argument("--window-size", type=POSITIVE_INT, help="default: the variant's")
     g.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=False,
@@ -148,6 +149,9 @@ def main(argv=None) -> None:
     cfg, checkpoint = resume_config(parser, cfg, sys.argv[1:] if argv is None else argv)
     if checkpoint is None:  # a new run from a run's weights: its model, as predict.py takes it, unless --model is given
         runs.model_of_weights(cfg, parser, sys.argv[1:] if argv is None else argv)
+    if not cfg.eval_only and cfg.split != "val":  # passed over in silence: training validates on val
+        raise UserError(f"--split {cfg.split} is for --eval-only (training validates on val): add --eval-only to "
+                        f"evaluate a checkpoint on the {cfg.split} split")
     if not cfg.eval_only and cfg.min_lr > cfg.lr:  # the cosine would climb from --lr to --min-lr, not decay
         raise UserError(f"--min-lr {cfg.min_lr:g} is above --lr {cfg.lr:g}: the schedule would raise the lr over the "
                         f"run instead of lowering it. Give a --min-lr below --lr (such as {cfg.lr / 100:g})")
@@ -157,11 +161,11 @@ def main(argv=None) -> None:
         runs.check_output(cfg.output, cfg.data_path)
     if checkpoint is not None and not cfg.eval_only and checkpoint["epoch"] >= cfg.epochs:
         # not an error: a job that resumes until done ends here (said once, under torchrun too)
-        if os.environ.get("RANK", "0") == "0":
+        if launched_first():
             run_log.say_finished(cfg, checkpoint, resumed_file(cfg).parent)
         return
     if cfg.eval_only and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # said once, before the processes meet
-        if os.environ.get("RANK", "0") != "0":
+        if not launched_first():
             time.sleep(1)  # the first process's line said before torchrun ends it with the others
             sys.exit(2)
         raise UserError("--eval-only runs in one process: start it with python, not torchrun")

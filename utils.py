@@ -321,6 +321,12 @@ def init_distributed(device_name: str) -> tuple:
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), local_rank, device
 
 
+def launched_first() -> bool:
+    """Whether this is the first process torchrun started (or no torchrun started it): known before the process group
+    is joined, from the RANK torchrun sets."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def distributed() -> bool:
     """Whether this process is one of a torchrun group (init_distributed started it)."""
     import torch.distributed as dist

@@ -111,6 +111,7 @@ def test_the_tutorials_flags_as_it_types_them():
     assert (cfg.num_classes, cfg.freeze_layers, cfg.weights) == (5, False, "none")
     assert config.parse_config(train.build_parser(), ["--freeze-layers", "True"]).freeze_layers is True
     assert config.parse_config(train.build_parser(), ["--freeze-layers"]).freeze_layers is True
+    assert config.parse_config(train.build_parser(), ["--no-freeze-layers"]).freeze_layers is False  # as --no-ema
     assert config.parse_config(train.build_parser(), []).freeze_layers is False
     with pytest.raises(SystemExit):
         config.parse_config(train.build_parser(), ["--freeze-layers", "maybe"])

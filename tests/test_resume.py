@@ -446,6 +446,13 @@ def test_what_a_user_types_to_go_on_from_a_run_does_what_it_says(flowers, tmp_pa
     assert torch.load(tmp_path / "new" / "last.pth", weights_only=True)["variant"] == "swin_micro_patch4_window4_128"
     with pytest.raises(UserError, match=r"--min-lr 1e-06 is above --lr 5e-07: the schedule would raise the lr"):
         train.main(["--data-path", str(flowers), *FAST, "--lr", "5e-7", "--output", str(tmp_path)])
+    with pytest.raises(UserError, match=r"^--split test is for --eval-only \(training validates on val\)"):
+        train.main(["--data-path", str(flowers), *FAST, "--split", "test", "--output", str(tmp_path)])
+    # flags of another model given to an evaluation of a run's checkpoint, which is evaluated as it was trained
+    said = train_here(capsys, "--eval-only", "--resume", run / "best.pth", "--img-size", "32", "--workers", "0",
+                      "--no-progress")
+    assert f"notice: --eval-only evaluates {run / 'best.pth'} as it was trained (swin_micro_patch4_window4_128 at " \
+           "64 px): --img-size 32 not used" in said
 
 def test_a_resume_that_names_another_folder_is_refused_not_ignored(tmp_path, monkeypatch):
     """A resumed run goes on in its own folder: --name or --output typed to put it elsewhere was dropped in silence
