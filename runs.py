@@ -16,7 +16,7 @@ from checkpoints import TRAINING_STATE, is_run_checkpoint, load_checkpoint
 from files import put_in_place
 from config import explicit_flags, typed_flags, write_yaml
 from export import is_program
-from images import write_class_indices
+from images import is_image_file, write_class_indices
 from splits import is_split_root
 from model import VARIANTS, resolve_variant
 from utils import UserError, from_first_process, launched_first, launcher, resume_command
@@ -386,3 +386,22 @@ def check_split_root_unchanged(run_dir: Path, splits) -> None:
               f"{len(now)} images are new to it (trained on, if the folder was split again), {len(before - now)} gone. "
               "Its validation figures and best.pth no longer compare: split it again as it was (split_data.py with "
               "the run's --val-ratio and --seed), or start a new run", file=sys.stderr)
+
+
+def photos_trained_on(run_dir: Path, samples: list) -> tuple | None:
+    """--eval-only of a run's checkpoint on another data folder (a copy of its own, a superset): (how many of
+    `samples` are photos the run trained on, the folder it trained from), told by class folder, name and size against
+    the files val_files.json records, where that folder is still there; None where it cannot be told."""
+    try:
+        record = json.loads((run_dir / SPLIT_FILE).read_text())
+        root, val = Path(record["data_path"]), set(record["val"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    trained_root = root / "train" if record.get("split_root") else root
+    if not trained_root.is_dir():
+        return None
+    trained = {(path.parent.name, path.name, path.stat().st_size) for path in trained_root.rglob("*")
+               if is_image_file(path) and path.is_file() and path.relative_to(root).as_posix() not in val}
+    seen = sum((Path(path).parent.name, Path(path).name, Path(path).stat().st_size) in trained
+               for path, _ in samples if Path(path).is_file())
+    return (seen, root) if seen else None

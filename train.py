@@ -415,6 +415,10 @@ def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp) -> None:
         own = Path(cfg.data_path).resolve() == Path(checkpoint.get("data_root", cfg.data_path)).resolve()
         out = path.parent / (f"eval_{cfg.split}" if own else f"eval_{cfg.split}-{Path(cfg.data_path).resolve().name}")
         source = f"{path} (epoch {checkpoint.get('epoch', '?')})"
+        if not own and (trained := runs.photos_trained_on(path.parent, samples)):  # a copy of its data, a superset
+            print(f"warning: {trained[0]} of the {len(samples)} images evaluated are photos the run trained on (the "
+                  f"same class folder, name and size in {trained[1]}): its figures count them. Evaluate on photos it "
+                  "did not train on", file=sys.stderr)
     else:  # weights from elsewhere: a run folder of their own; a program's kind said (an int8 one's figures are its)
         source = f"{cfg.weights} ({model.kind})" if isinstance(model, ExportedClassifier) else str(cfg.weights)
         out = cfg.output / (cfg.name or f"eval-{cfg.weights.name}") / f"eval_{cfg.split}"  # flowers.onnx and .pt2 apart

@@ -1,6 +1,7 @@
 """A run that goes on: train.py --resume on a CPU, bit for bit as an uninterrupted run, with the settings, the
 validation files and the TensorBoard points of the run it continues, and what a finished, stopped or killed run
 says and keeps. How a run is stopped (signals, kills): test_stops.py; the rest of train.py: test_train.py."""
+import re
 from pathlib import Path
 
 import pytest
@@ -453,6 +454,16 @@ def test_what_a_user_types_to_go_on_from_a_run_does_what_it_says(flowers, tmp_pa
                       "--no-progress")
     assert f"notice: --eval-only evaluates {run / 'best.pth'} as it was trained (swin_micro_patch4_window4_128 at " \
            "64 px): --img-size 32 not used" in said
+    # evaluated on a copy of its photos, drawn afresh there (at another ratio: a copy drawn at its own gives the same
+    # files): photos it trained on are counted, and said
+    shutil.copytree(flowers, tmp_path / "copy")
+    train.main(["--eval-only", "--resume", str(run / "best.pth"), "--data-path", str(tmp_path / "copy"),
+                "--val-ratio", "0.3", "--workers", "0", "--no-progress"])
+    warned = re.search(r"warning: (\d+) of the 30 images evaluated are photos the run trained on \(the same class "
+                       r"folder, name and size in (.*)\): its figures count them", capsys.readouterr().err)
+    assert warned and int(warned[1]) > 0 and warned[2] == str(flowers.resolve())
+    train.main(["--eval-only", "--resume", str(run / "best.pth"), "--workers", "0", "--no-progress"])
+    assert "photos the run trained on" not in capsys.readouterr().err  # its own folder: its own validation files
 
 def test_a_resume_that_names_another_folder_is_refused_not_ignored(tmp_path, monkeypatch):
     """A resumed run goes on in its own folder: --name or --output typed to put it elsewhere was dropped in silence
