@@ -1,13 +1,12 @@
-"""Image files and the folders that hold them: finding, checking and loading images, splitting them
-class folders, class_indices.json (splitting them into train/val/test: splits.py; writing a split as folders:
-split_folders.py).
+"""Image files and the folders that hold them: finding, checking and loading images, class folders,
+class_indices.json (splitting them into train/val/test: splits.py; writing a split as folders: split_folders.py).
 
     from images import load_rgb, read_class_root
     classes, images, skipped = read_class_root("flower_photos")   # every image checked; what fails, with why
     image = load_rgb(images[0][0])          # upright 8-bit RGB, whatever the file's mode
 
 Every image is decoded when listed; what does not decode is skipped and reported, never a crash.
-Nothing here needs torch, so split_data.py need not load it; data.py turns these lists into batches.
+Nothing here needs torch, so split_data.py need not load it; loaders.py turns these lists into batches.
 """
 import errno
 import glob

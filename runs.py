@@ -1,7 +1,9 @@
-"""A training run's folder: where a run writes (run_folder, make_run_folder), its lock (lock_run_folder), the
-validation files a run drew from class folders (record_split), and going on with a run: the checkpoint --resume
-names and the settings the run goes on with (resume_config), what a run folder means to evaluate or predict with
-(evaluated_file, newest_run_checkpoint).
+"""A training run's folder: where a run writes (check_output, run_folder, make_run_folder), its lock
+(lock_run_folder), its settings (write_settings), the validation files it drew (record_split; a resume on split
+folders split again: check_split_root_unchanged), and going on with a run: the checkpoint --resume names and the
+settings the run goes on with (resume_config), the model a run's checkpoint given as --weights builds
+(model_of_weights), what a run folder means to evaluate or predict with (evaluated_file, newest_run_checkpoint), and
+which photos an evaluation elsewhere shares with its training (photos_trained_on).
 """
 import argparse
 import itertools

@@ -149,14 +149,7 @@ def main(argv=None) -> None:
     cfg, checkpoint = resume_config(parser, cfg, sys.argv[1:] if argv is None else argv)
     if checkpoint is None:  # a new run from a run's weights: its model, as predict.py takes it, unless --model is given
         runs.model_of_weights(cfg, parser, sys.argv[1:] if argv is None else argv)
-    if not cfg.eval_only and cfg.split != "val":  # passed over in silence: training validates on val
-        raise UserError(f"--split {cfg.split} is for --eval-only (training validates on val): add --eval-only to "
-                        f"evaluate a checkpoint on the {cfg.split} split")
-    if not cfg.eval_only and cfg.min_lr > cfg.lr:  # the cosine would climb from --lr to --min-lr, not decay
-        raise UserError(f"--min-lr {cfg.min_lr:g} is above --lr {cfg.lr:g}: the schedule would raise the lr over the "
-                        f"run instead of lowering it. Give a --min-lr below --lr (such as {cfg.lr / 100:g})")
-    if cfg.eval_only and checkpoint is None and cfg.weights in (None, "none"):
-        raise UserError("--eval-only needs a checkpoint: --resume runs/<name>/best.pth (or --weights FILE)")
+    check_flags(cfg, checkpoint)
     if checkpoint is None:  # where the run folder (or an evaluation's) will go: refused before any work
         runs.check_output(cfg.output, cfg.data_path)
     if checkpoint is not None and not cfg.eval_only and checkpoint["epoch"] >= cfg.epochs:
@@ -182,34 +175,8 @@ def main(argv=None) -> None:
     evaluate_program = cfg.eval_only and checkpoint is None and is_program(cfg.weights)  # --resume comes first
     program = load_program(cfg.weights).to(device) if evaluate_program else None
 
-    # the tutorial's command, as typed (the first process decides: another machine may see other folders)
-    if from_first_process(not cfg.data_path.exists() and cfg.data_path.name == "flower_photos"):
-        if cfg.eval_only:  # an evaluation of images the user has: none fetched for it
-            raise UserError(f"--eval-only evaluates the images in --data-path, and {cfg.data_path} is not here: "
-                            "give --data-path DIR, a folder of class folders or split_data.py's folder")
-        on_first_process(lambda: fetch_tutorial_photos(cfg.data_path))
-    if checkpoint is not None and not cfg.data_path.exists():  # its own photos: not the sample
-        raise UserError(f"data path not found: {cfg.data_path}. A resumed (or evaluated) run reads the photos it was "
-                        "trained on: give where they are now with --data-path DIR")
-    # a run resumed (or its checkpoint evaluated) validates on the files it drew at its start
-    recorded = None if checkpoint is None else runs.recorded_split(resumed_file(cfg).parent, cfg.data_path,
-                                                                   cfg.val_ratio, main_process)
-    splits = load_splits(cfg.data_path, cfg.val_ratio, seed=0, val_files=recorded)
-    check_same_everywhere(splits)  # under torchrun: another machine's copy of the data, the same
-    if checkpoint is not None and main_process:
-        runs.check_split_root_unchanged(resumed_file(cfg).parent, splits)
+    splits, recorded = load_data(cfg, checkpoint, program, parser.get_default("val_ratio"), main_process)
     classes = splits.classes
-    if main_process:
-        run_log.warn_unreadable(splits, recorded)
-    # a resumed run's saved --val-ratio was noticed when it started
-    check_validation(splits, cfg, parser.get_default("val_ratio"), main_process and checkpoint is None)
-    trained_on = checkpoint["class_names"] if checkpoint is not None else program.class_names if program else classes
-    if not same_names(trained_on, classes):
-        raise UserError(f"{cfg.resume or cfg.weights} was trained on classes {trained_on}, but {cfg.data_path} has "
-                        f"{classes}{names_order_hint(trained_on, classes)}")
-    if cfg.num_classes is not None and cfg.num_classes != len(classes):
-        raise UserError(f"--num-classes {cfg.num_classes} was given, but {cfg.data_path} has {len(classes)} "
-                        f"class folders: {', '.join(classes)}. Drop --num-classes or fix the folders.")
 
     # the official file's own name counts as no name: a config that names it (configs/finetune_*) downloads too
     if cfg.download_weights and checkpoint is None and \
@@ -331,6 +298,54 @@ def main(argv=None) -> None:
         if main_process:
             run_log.say_stopped(state, stop.requested, run_dir)
         sys.exit(stop.exit_status())
+
+
+def check_flags(cfg, checkpoint) -> None:
+    """What the settings ask that cannot be done, refused before any work: flags that would do nothing in silence,
+    or the opposite of what they say."""
+    if not cfg.eval_only and cfg.split != "val":  # passed over in silence: training validates on val
+        raise UserError(f"--split {cfg.split} is for --eval-only (training validates on val): add --eval-only to "
+                        f"evaluate a checkpoint on the {cfg.split} split")
+    if not cfg.eval_only and cfg.min_lr > cfg.lr:  # the cosine would climb from --lr to --min-lr, not decay
+        raise UserError(f"--min-lr {cfg.min_lr:g} is above --lr {cfg.lr:g}: the schedule would raise the lr over the "
+                        f"run instead of lowering it. Give a --min-lr below --lr (such as {cfg.lr / 100:g})")
+    if cfg.eval_only and checkpoint is None and cfg.weights in (None, "none"):
+        raise UserError("--eval-only needs a checkpoint: --resume runs/<name>/best.pth (or --weights FILE)")
+
+
+def load_data(cfg, checkpoint, program, default_val_ratio: float, main_process: bool):
+    """(the run's splits, the validation files it recorded at its start or None): the tutorial's flower_photos
+    fetched where it names them, the files a resumed or evaluated run drew kept, checked against the classes it was
+    trained on and --num-classes."""
+    # the tutorial's command, as typed (the first process decides: another machine may see other folders)
+    if from_first_process(not cfg.data_path.exists() and cfg.data_path.name == "flower_photos"):
+        if cfg.eval_only:  # an evaluation of images the user has: none fetched for it
+            raise UserError(f"--eval-only evaluates the images in --data-path, and {cfg.data_path} is not here: "
+                            "give --data-path DIR, a folder of class folders or split_data.py's folder")
+        on_first_process(lambda: fetch_tutorial_photos(cfg.data_path))
+    if checkpoint is not None and not cfg.data_path.exists():  # its own photos: not the sample
+        raise UserError(f"data path not found: {cfg.data_path}. A resumed (or evaluated) run reads the photos it was "
+                        "trained on: give where they are now with --data-path DIR")
+    # a run resumed (or its checkpoint evaluated) validates on the files it drew at its start
+    recorded = None if checkpoint is None else runs.recorded_split(resumed_file(cfg).parent, cfg.data_path,
+                                                                   cfg.val_ratio, main_process)
+    splits = load_splits(cfg.data_path, cfg.val_ratio, seed=0, val_files=recorded)
+    check_same_everywhere(splits)  # under torchrun: another machine's copy of the data, the same
+    if checkpoint is not None and main_process:
+        runs.check_split_root_unchanged(resumed_file(cfg).parent, splits)
+    if main_process:
+        run_log.warn_unreadable(splits, recorded)
+    # a resumed run's saved --val-ratio was noticed when it started
+    check_validation(splits, cfg, default_val_ratio, main_process and checkpoint is None)
+    classes = splits.classes
+    trained_on = checkpoint["class_names"] if checkpoint is not None else program.class_names if program else classes
+    if not same_names(trained_on, classes):
+        raise UserError(f"{cfg.resume or cfg.weights} was trained on classes {trained_on}, but {cfg.data_path} has "
+                        f"{classes}{names_order_hint(trained_on, classes)}")
+    if cfg.num_classes is not None and cfg.num_classes != len(classes):
+        raise UserError(f"--num-classes {cfg.num_classes} was given, but {cfg.data_path} has {len(classes)} "
+                        f"class folders: {', '.join(classes)}. Drop --num-classes or fix the folders.")
+    return splits, recorded
 
 
 def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop, on_step, save, writer,

@@ -1,5 +1,6 @@
-"""Shared helpers for the scripts: errors meant for people, devices, seeds and distributed runs (signals:
-stopping.py; checkpoint files: checkpoints.py; configs and flags: config.py; mixed precision:
+"""Shared helpers for the scripts: errors meant for people (run_cli), text as a terminal shows it (printable,
+text_width, padded), writable paths, devices, seeds and their states, distributed runs and the command that resumes
+one (signals: stopping.py; files written whole: files.py; configs and flags: config.py; mixed precision:
 precision.py).
 
 torch is imported inside the functions that use it, so that split_data.py, which needs none of
@@ -201,7 +202,7 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"][0])
 
 
-# --- Devices, mixed precision, distributed runs ---
+# --- Devices, distributed runs ---
 
 def select_device(name: str, local_rank: int = 0) -> torch.device:
     """--device: auto, cpu, cuda (this process's GPU under torchrun), cuda:N, or N, the tutorial's GPU index."""
