@@ -85,7 +85,7 @@ def window_attention(q, k, v, bias, mask, dropout: float, kind: str, scale: floa
         # float32 under autocast without a gradient, which would then cast a float32 copy once more);
         # a 4-D mask keeps the CPU's flash kernel (a 3-D one falls back to the slow path)
         bias = bias.to(v.dtype)
-        bias = bias.expand(b_ // nw, nw, heads, n, n).reshape(b_, heads, n, n) if nw > 1 else bias[None]
+        bias = bias.expand(b_ // nw, nw, heads, n, n).reshape(b_, heads, n, n) if nw > 1 else bias.view(1, heads, n, n)
         # the size test after the gradient's and the export's: an exported program (which has no backward pass, even
         # traced with gradients on) keeps its batch and size dynamic, rather than refusing over 65535 windows
         if torch.is_grad_enabled() and q.requires_grad and not torch.compiler.is_exporting() and b_ > SDPA_MAX_WINDOWS:

@@ -243,11 +243,13 @@ class SwinStage(nn.Module):
             for i in range(depth))
         self.downsample = PatchMerging(dim, v2) if downsample else None
         self.grad_checkpointing = False
+        self.tutorial_shift = False  # SwinTransformer's tutorial_shift
         self._layouts = {}
 
     def layout(self, height: int, width: int, device) -> StageLayout:
         if is_symbolic(height, width):  # traced for any size (windows.py): built in the graph, kept by no cache
-            return StageLayout(height, width, self.window_size, self.v2, self.pretrained_window_size, device)
+            return StageLayout(height, width, self.window_size, self.v2, self.pretrained_window_size, device,
+                               self.tutorial_shift)
         key = (height, width, device)
         if key not in self._layouts:
             if len(self._layouts) >= 16:  # many sizes seen (prediction at native sizes): start over
@@ -256,7 +258,7 @@ class SwinStage(nn.Module):
             # it, as Lightning's does) is the one a later training step takes, which cannot save inference tensors
             with contextlib.nullcontext() if torch.compiler.is_compiling() else torch.inference_mode(False):
                 self._layouts[key] = StageLayout(
-                    height, width, self.window_size, self.v2, self.pretrained_window_size, device)
+                    height, width, self.window_size, self.v2, self.pretrained_window_size, device, self.tutorial_shift)
         return self._layouts[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -372,6 +374,16 @@ class PatchEmbed(nn.Module):
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 
+# Buffers that the official code, the tutorial's and timm's keep (timm's k_bias) and this model rebuilds from its
+# sizes: never loaded, so that the tutorial's model.load_state_dict(torch.load(...)) works strictly too.
+REBUILT_BUFFERS = ("relative_position_index", "relative_coords_table", "attn_mask", "k_bias")
+
+
+def _drop_rebuilt_buffers(state_dict, prefix, *args):
+    for key in [k for k in state_dict if k.startswith(prefix) and k.endswith(REBUILT_BUFFERS)]:
+        del state_dict[key]
+
+
 class SwinTransformer(nn.Module):
     """Swin V1 (version=1) or V2 (version=2) classifier; see the variants below for sizes."""
 
@@ -393,6 +405,7 @@ class SwinTransformer(nn.Module):
         version: int = 1,
         pretrained_window_sizes=(0, 0, 0, 0),
         grad_checkpointing: bool = False,
+        tutorial_shift: bool = False,
     ):
         super().__init__()
         if version not in (1, 2):
@@ -417,6 +430,9 @@ class SwinTransformer(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         init_weights(self)
         self.set_grad_checkpointing(grad_checkpointing)
+        if tutorial_shift:
+            self.set_tutorial_shift()
+        self._register_load_state_dict_pre_hook(_drop_rebuilt_buffers)
 
     def offset_windows(self) -> tuple:
         """V2: each stage's window on whose scale its position-bias MLP is fed offsets (V2 Sec. 3.3): its pretrained
@@ -435,6 +451,26 @@ class SwinTransformer(nn.Module):
             stage._layouts.clear()  # built with the old scale
         if hasattr(self, "overrides"):
             self.overrides["pretrained_window_sizes"] = tuple(windows)
+
+    def set_tutorial_shift(self) -> None:
+        """Shift a stage whose map is as large as its window (224 px's last), as the tutorial's code does and the
+        official code does not: the weights that code trained (weights.load_weights sets it for them) expect it. Kept
+        in the overrides a checkpoint rebuilds the model from."""
+        for stage in self.layers:
+            stage.tutorial_shift = True
+            stage._layouts.clear()  # built without the shift
+        if hasattr(self, "overrides"):
+            self.overrides["tutorial_shift"] = True
+
+    def shifted_by_the_tutorial(self) -> bool:
+        """Whether a stage's map at the model's image size is as large as its window: there the tutorial's code
+        shifts and the official code does not (set_tutorial_shift)."""
+        side = -(-self.img_size // self.patch_embed.patch_size)
+        for stage in self.layers:
+            if side == stage.window_size:
+                return True
+            side = -(-side // 2)
+        return False
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block's activations in the backward pass (V2 Sec. 3.5): same results,

@@ -355,6 +355,11 @@ def newest_run_checkpoint() -> Path:
         raise UserError(f"no checkpoint to predict with: no runs/*/best.pth in {Path.cwd()}, but {started[-1].parent} "
                         "holds a last.pth (stopped before its first validation): pass --weights "
                         f"{shlex.quote(str(started[-1].parent))}, or train on until it writes a best.pth")
+    tutorial = sorted(Path("weights").glob("model-*.pth"), key=lambda p: p.stat().st_mtime)
+    if newest is None and tutorial:  # the tutorial's train.py saves weights/model-<epoch>.pth
+        raise UserError(f"no checkpoint to predict with: no runs/*/best.pth in {Path.cwd()}, but {tutorial[-1]} "
+                        f"looks like the tutorial's: pass it with --weights {shlex.quote(str(tutorial[-1]))} "
+                        "--model NAME (the tutorial trains swin_tiny_patch4_window7_224)")
     if newest is None:
         raise UserError(f"no checkpoint to predict with: no runs/*/best.pth in {Path.cwd()}. Train one "
                         "(python train.py --data-path flower_photos) or pass one with --weights FILE (a plain "

@@ -120,7 +120,11 @@ def split_by_class(images: list[list[Path]], val_ratio: float, test_ratio: float
                         "and leave some images for training")
     rng = random.Random(seed)
     counts = [split_counts(len(paths), val_ratio, test_ratio) for paths in images]
-    val = [set(rng.sample(paths, n_val)) for paths, (n_val, _) in zip(images, counts)]
+    # the tutorial's draws first (int(n * ratio) a class), then the one image the at-least-one rule adds to a
+    # small class, so that the other classes keep the tutorial's very picks
+    val = [set(rng.sample(paths, int(len(paths) * val_ratio))) for paths in images]
+    val = [chosen | set(rng.sample(sorted(set(paths) - chosen), n_val - len(chosen))) if n_val > len(chosen) else chosen
+           for paths, chosen, (n_val, _) in zip(images, val, counts)]
     test = [set(rng.sample([p for p in paths if p not in chosen], n_test))
             for paths, chosen, (_, n_test) in zip(images, val, counts)]
     splits = {name: [] for name in SPLITS}

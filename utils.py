@@ -400,3 +400,15 @@ def from_all_processes(value) -> list:
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+def read_split_data(root: str, val_rate: float = 0.2):
+    """The tutorial's utils.read_split_data, for scripts written against it: (train paths, train labels, val paths,
+    val labels) of a folder of class folders, split as train.py splits it (the tutorial's picks), and
+    ./class_indices.json written as the tutorial writes it. train.py itself uses splits.load_splits."""
+    from images import write_class_indices
+    from splits import load_splits
+    splits = load_splits(root, val_rate, 0)
+    write_class_indices(Path("class_indices.json"), splits.classes)
+    train, val = splits.train, splits.val
+    return [p for p, _ in train], [c for _, c in train], [p for p, _ in val], [c for _, c in val]

@@ -28,14 +28,12 @@ from data import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 from download import OFFICIAL_WEIGHTS, official_weights_file
 from export import is_program, load_program
 from images import letters, read_class_indices, same_names
-from model import SIZES, VARIANTS, create_model, resolve_variant
+from model import REBUILT_BUFFERS, SIZES, VARIANTS, create_model, resolve_variant
 from checkpoints import is_run_checkpoint, load_checkpoint
 from runs import evaluated_file, newest_run_checkpoint
 from utils import UserError
 from windows import log_spaced_coords
 
-# Rebuilt by the model from its geometry, so never loaded (official files carry them).
-_BUFFERS = ("relative_position_index", "relative_coords_table", "attn_mask", "k_bias")
 
 
 def unwrap_state_dict(obj, source="these weights") -> dict:
@@ -77,12 +75,21 @@ def from_the_official_code(state: dict) -> bool:
     return is_timm_layout(state) or any(key.endswith("relative_position_index") for key in state)
 
 
+def from_the_tutorials_code(state: dict) -> bool:
+    """Whether a V1 state dict was saved by the tutorial's model.py: it keeps the index buffers as the official code
+    does, but not the shift masks (which it builds in each forward pass), and it shifts a stage whose map is as
+    large as its window, where the official code does not (SwinTransformer.set_tutorial_shift)."""
+    return (any(key.endswith("relative_position_index") for key in state) and not is_timm_layout(state)
+            and not any(key.endswith("attn_mask") for key in state) and "layers.0.blocks.0.attn.cpb_mlp.0.weight"
+            not in state)
+
+
 def to_official_layout(state: dict) -> dict:
     """The official names: timm's (is_timm_layout) renamed; the buffers that the model rebuilds left out."""
     timm_layout = is_timm_layout(state)
     out = {}
     for key, value in state.items():
-        if key.endswith(_BUFFERS):
+        if key.endswith(REBUILT_BUFFERS):
             continue
         if timm_layout:
             key = re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m.group(1)) - 1}.downsample.", key)
@@ -258,6 +265,12 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
         resized.append(f"position-bias offsets on the scale of the file's windows {learned}, not "
                        f"{getattr(model, 'variant', 'the model')}'s {model.offset_windows()}")
         model.set_pretrained_window_sizes(learned)
+    tutorials = getattr(model, "version", None) == 1 and from_the_tutorials_code(unwrapped)
+    if tutorials and not model.layers[0].tutorial_shift:
+        model.set_tutorial_shift()  # as that code ran: its weights trained so
+        if model.shifted_by_the_tutorial():
+            resized.append("windows shifted as the tutorial's code shifts them, in a stage whose map is as large as "
+                           "its window (the official code does not): its weights were trained so")
     if replaced:  # the official loader (utils.load_pretrained) starts a classifier of another class count at zero
         with torch.no_grad():
             model.head.weight.zero_()
@@ -339,6 +352,11 @@ def model_for_run(cfg, num_classes: int, checkpoint, main_process: bool) -> nn.M
                  if getattr(cfg, k) is not None}
     model = create_model(variant, num_classes=num_classes, grad_checkpointing=cfg.grad_checkpointing, **overrides)
     weights = cfg.weights or official_weights_file(variant)
+    tutorial_place = Path(f"{variant}.pth")  # the tutorial's train.py default: ./swin_tiny_patch4_window7_224.pth
+    if cfg.weights is None and not weights.is_file() and tutorial_place.is_file():
+        if main_process:
+            print(f"using {tutorial_place}, where the tutorial keeps it (weights/README.md: {weights})")
+        weights = tutorial_place
     if is_program(weights) and Path(weights).exists():  # a mistyped one is not found, as a checkpoint is
         raise UserError(f"{weights} is a program that predict.py --export wrote: predict.py runs it and train.py "
                         "--eval-only evaluates it, but its weights do not train; start from the checkpoint it was "
@@ -422,6 +440,13 @@ def load_classifier(weights: Path | None, variant: str | None = None, num_classe
             raise UserError(f"{class_indices} names the classes of {path} in another order ({', '.join(names)}; "
                             f"its own: {', '.join(carried)}), so every output would get another class's name: drop "
                             "--class-indices (the file carries its names) or give its run's class_indices.json")
+    tutorial_names = Path("class_indices.json")  # the tutorial's predict.py reads ./class_indices.json
+    if names is None and class_indices is None and tutorial_names.is_file():
+        names = read_class_indices(tutorial_names)
+        if len(names) != model.num_classes:
+            raise UserError(f"{tutorial_names} names {len(names)} classes, but the classifier in {path} has "
+                            f"{model.num_classes} outputs; give its run's with --class-indices FILE")
+        print(f"class names from {tutorial_names}", file=sys.stderr)
     names = names or [str(i) for i in range(model.num_classes)]  # no names known: the indices
     return Classifier(model, names, tuple(mean), tuple(std), crop_pct, path)
 

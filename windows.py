@@ -34,17 +34,20 @@ def is_symbolic(*sizes) -> bool:
     return any(isinstance(size, torch.SymInt) for size in sizes)
 
 
-def window_geometry(height: int, width: int, window_size: int):
+def window_geometry(height: int, width: int, window_size: int, tutorial_shift: bool = False):
     """Window, shift and padded size for a height x width map, per side.
 
     A side no longer than the window gets a single window spanning it and no shift: the
-    official code does this when the map is no larger than the window (the last stage).
+    official code does this when the map is no larger than the window (the last stage). With
+    `tutorial_shift`, a side as long as the window is shifted all the same, as the tutorial's code shifts it
+    (224 px's last stage, 7 x 7 with window 7): the weights that code trained expect it.
     Symbolic sizes give the same formulas: the comparisons with the window are decided by their
     range, and the padded sides are integer ceilings, which keep the symbolic formulas in integers.
     """
     # `if`, not min(): a symbolic side's test is then decided (by its range), where min would stay a formula
-    window = tuple(side if side <= window_size else window_size for side in (height, width))
-    shift = tuple(0 if side <= window_size else window_size // 2 for side in (height, width))
+    one = (lambda side: side < window_size) if tutorial_shift else (lambda side: side <= window_size)
+    window = tuple(side if one(side) else window_size for side in (height, width))
+    shift = tuple(0 if one(side) else window_size // 2 for side in (height, width))
     padded = tuple((side + w - 1) // w * w for side, w in zip((height, width), window))
     return window, shift, padded
 
@@ -104,8 +107,8 @@ class StageLayout:
     the map, row-major: a slice of the canvas would fix whether it is padded.
     """
 
-    def __init__(self, height, width, window_size, v2, pretrained_window_size, device):
-        self.window, shift, self.padded = window_geometry(height, width, window_size)
+    def __init__(self, height, width, window_size, v2, pretrained_window_size, device, tutorial_shift=False):
+        self.window, shift, self.padded = window_geometry(height, width, window_size, tutorial_shift)
         wh, ww = self.window
         hp, wp = self.padded
         self.area = wh * ww

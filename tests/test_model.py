@@ -201,7 +201,7 @@ def test_timm_layout_and_training_mode_match(name, tmp_path):
 # --- The window machinery against a brute-force definition of (shifted) window attention ---
 
 def brute_force_attention(block: SwinBlock, x: torch.Tensor, window_size: int, shifted: bool,
-                          pretrained_window_size: int = 0) -> torch.Tensor:
+                          pretrained_window_size: int = 0, tutorial_shift: bool = False) -> torch.Tensor:
     """Attention over the whole H x W map, each token limited to the tokens of its own window.
 
     Windows by definition, not by rolling: the regular grid, or for shifted blocks the grid moved
@@ -210,7 +210,7 @@ def brute_force_attention(block: SwinBlock, x: torch.Tensor, window_size: int, s
     attn = block.attn
     b, h, w, c = x.shape
     heads, d = attn.num_heads, c // attn.num_heads
-    window, shift, _ = windows.window_geometry(h, w, window_size)
+    window, shift, _ = windows.window_geometry(h, w, window_size, tutorial_shift)
     rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     rows, cols = rows.flatten(), cols.flatten()
 
@@ -243,10 +243,10 @@ def brute_force_attention(block: SwinBlock, x: torch.Tensor, window_size: int, s
 
 
 def windowed_attention(block: SwinBlock, x: torch.Tensor, window_size: int, shifted: bool,
-                       pretrained_window_size: int = 0) -> torch.Tensor:
+                       pretrained_window_size: int = 0, tutorial_shift: bool = False) -> torch.Tensor:
     """The model's path: pad, gather into windows, attend, gather back, crop."""
     b, h, w, c = x.shape
-    layout = StageLayout(h, w, window_size, block.v2, pretrained_window_size, x.device)
+    layout = StageLayout(h, w, window_size, block.v2, pretrained_window_size, x.device, tutorial_shift)
     hp, wp = layout.padded
     tokens = windows.gather_tokens(F.pad(x, (0, 0, 0, wp - w, 0, hp - h)).reshape(b, hp * wp, c), layout, "enter")
     if shifted:
@@ -278,9 +278,26 @@ def test_window_attention_matches_brute_force(v2, shifted, size):
             assert (got - expected).abs().max().item() < 1e-5, kind
 
 
+@pytest.mark.parametrize("size", [(7, 7), (7, 30)])
+def test_a_map_as_large_as_its_window_shifted_as_the_tutorial_shifts_it_matches_brute_force(size):
+    """The tutorial's code shifts a 7 x 7 map with window 7 (224 px's last stage), the official code does not: with
+    tutorial_shift, the shifted windows by definition, cut at the border, as for a larger map."""
+    torch.manual_seed(0)
+    block = SwinBlock(dim=16, num_heads=2, window_size=7).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        x = torch.randn(2, *size, 16)
+        expected = brute_force_attention(block, x, 7, True, tutorial_shift=True)
+        assert (windowed_attention(block, x, 7, True, tutorial_shift=True) - expected).abs().max().item() < 1e-5
+        assert (windowed_attention(block, x, 7, True) - expected).abs().max().item() > 1e-3  # the official rule differs
+
+
 def test_window_geometry_follows_official_rule():
     # a map no larger than the window: one window over all of it, no shift
     assert windows.window_geometry(7, 7, 7) == ((7, 7), (0, 0), (7, 7))
+    assert windows.window_geometry(7, 7, 7, tutorial_shift=True) == ((7, 7), (3, 3), (7, 7))  # the tutorial's rule
+    assert windows.window_geometry(5, 3, 7, tutorial_shift=True) == ((5, 3), (0, 0), (5, 3))
     assert windows.window_geometry(5, 3, 7) == ((5, 3), (0, 0), (5, 3))
     # larger maps: full windows, shift of half a window, padded up to whole windows
     assert windows.window_geometry(56, 56, 7) == ((7, 7), (3, 3), (56, 56))

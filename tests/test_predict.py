@@ -597,3 +597,19 @@ def test_files_a_folder_passes_over_are_said(trained, photos, tmp_path, capsys, 
     assert f"warning: {Path('in') / 'iphone.heic'}: an iPhone's HEIC photo, which Pillow does not read" in err
     code, _, err = run_predict(capsys, monkeypatch, tmp_path, "in/iphone.heic")
     assert code == 1 and "in/iphone.heic: an iPhone's HEIC photo, which Pillow does not read: convert it" in err
+
+
+def test_the_tutorials_files_in_the_working_folder_are_used_as_its_predict_py_uses_them(checkpoint, photos, tmp_path,
+                                                                                          capsys, monkeypatch):
+    """The tutorial's train.py saves weights/model-<epoch>.pth, a plain state dict, and its predict.py names the
+    classes from ./class_indices.json: with no run of this project the message names that file, and given, its classes
+    come from that class_indices.json (they were printed as 0, 1, 2...)."""
+    (tmp_path / "weights").mkdir()
+    torch.save(checkpoint["model"], tmp_path / "weights" / "model-9.pth")
+    write_class_indices(tmp_path / "class_indices.json", CLASSES)
+    with pytest.raises(UserError, match=r"but weights/model-9.pth looks like the tutorial's: pass it with --weights "
+                                        r"weights/model-9.pth --model NAME"):
+        run_predict(capsys, monkeypatch, tmp_path, photos[0])
+    code, out, err = run_predict(capsys, monkeypatch, tmp_path, photos[0], "--weights", "weights/model-9.pth",
+                                 "--model", "swin_micro_patch4_window4_128", "--img-size", "64", "--json")
+    assert code == 0 and json_lines(out)[0]["topk"][0]["label"] in CLASSES and "class names from class_indices.json" in err

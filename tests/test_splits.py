@@ -27,7 +27,7 @@ def tutorial_val_paths(root: Path, val_rate: float) -> set:
     return val
 
 
-def test_class_folders_are_split_like_the_tutorial(flowers):
+def test_class_folders_are_split_like_the_tutorial(flowers, tmp_path):
     splits = load_splits(flowers)
     assert splits.classes == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
     assert (len(splits.train), len(splits.val), splits.test, splits.skipped) == (80, 20, [], [])
@@ -35,6 +35,29 @@ def test_class_folders_are_split_like_the_tutorial(flowers):
     assert {path for path, _ in splits.val} == tutorial_val_paths(flowers, 0.2)
     for path, label in splits.train + splits.val:
         assert Path(path).parent.name == splits.classes[label]
+
+    # a class of 3 photos gets one validation image the tutorial's int(3 * 0.2) would not: drawn after the
+    # tutorial's draws, so that every other class keeps the tutorial's very picks
+    mixed = tmp_path / "flowers"
+    shutil.copytree(flowers, mixed)
+    os.mkdir(mixed / "iris")
+    for photo in sorted((mixed / "daisy").iterdir())[:3]:
+        shutil.copy(photo, mixed / "iris" / photo.name)
+    val = {path for path, _ in load_splits(mixed).val}
+    assert tutorial_val_paths(mixed, 0.2) < val and len(val - tutorial_val_paths(mixed, 0.2)) == 1
+    assert sum(Path(path).parent.name == "iris" for path in val) == 1
+
+
+def test_the_tutorials_read_split_data_works_as_it_did(flowers, tmp_path, monkeypatch):
+    """Scripts written against the tutorial's utils.py (its confusion-matrix script) import read_split_data: its
+    four lists, the split train.py makes, and ./class_indices.json written as the tutorial writes it."""
+    import json
+    from utils import read_split_data
+    monkeypatch.chdir(tmp_path)
+    train_paths, train_labels, val_paths, val_labels = read_split_data(str(flowers))
+    assert (len(train_paths), len(train_labels), len(val_paths), len(val_labels)) == (80, 80, 20, 20)
+    assert set(map(str, val_paths)) == tutorial_val_paths(flowers, 0.2)
+    assert json.loads((tmp_path / "class_indices.json").read_text())["4"] == "tulips"
 
 
 def test_splits_are_deterministic_and_disjoint(flowers):

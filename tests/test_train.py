@@ -550,3 +550,13 @@ def test_eval_only_of_weights_without_these_classes_classifier_is_refused(flower
                                         r"weight .*Evaluate a checkpoint trained on them"):
         train.main(["--eval-only", "--weights", str(other), "--data-path", str(flowers), "--model",
                     "swin_micro_patch4_window4_128", "--output", str(tmp_path), "--no-progress", "--workers", "0"])
+
+
+def test_the_pretrained_file_where_the_tutorial_keeps_it_is_found(flowers, tmp_path, capsys, monkeypatch):
+    """The tutorial's train.py reads ./swin_tiny_patch4_window7_224.pth: a file there, with none in weights/, was
+    passed over and the run trained from scratch."""
+    monkeypatch.chdir(tmp_path)
+    torch.save(create_model("swin_micro_patch4_window4_128").state_dict(), "swin_micro_patch4_window4_128.pth")
+    said = train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path / "runs")
+    assert "using swin_micro_patch4_window4_128.pth, where the tutorial keeps it" in said
+    assert "from scratch" not in said

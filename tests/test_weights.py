@@ -33,7 +33,8 @@ def test_this_projects_weights_load_as_they_are_where_a_stage_reads_its_tables_c
     net = create_model("swin_micro_patch4_window4_128", img_size=64)
     assert load_weights(net, dict(state), verbose=False)["resized"] == []
     assert all(torch.equal(value, state[key]) for key, value in net.state_dict().items())
-    official = {**state, "layers.3.blocks.0.attn.relative_position_index": torch.zeros(16, 16, dtype=torch.long)}
+    official = {**state, "layers.3.blocks.0.attn.relative_position_index": torch.zeros(16, 16, dtype=torch.long),
+                "layers.0.blocks.1.attn_mask": torch.zeros(16, 16, 16)}  # the official code keeps its shift masks
     assert len(load_weights(net, official, verbose=False)["resized"]) == 1
     fitted = net.layers[3].blocks[0].attn.relative_position_bias_table.detach().clone()
     from_predict = model_from_state_dict({"model": official}, "official.pth", "swin_micro_patch4_window4_128",
@@ -217,3 +218,24 @@ def test_a_new_classifier_starts_at_zero_as_the_official_loader_starts_it():
     net = create_model("swin_micro_patch4_window4_128", num_classes=5)
     load_weights(net, state, verbose=False)
     assert not net.head.weight.any() and not net.head.bias.any()
+
+
+def test_the_tutorials_own_weights_run_as_its_code_ran_them(tmp_path):
+    """A state dict the tutorial's model.py saved (its index buffers, no shift masks: it builds those in each
+    forward pass) was trained shifting a stage whose map is as large as its window, where the official code does
+    not (micro at 64 px: a 4 x 4 map, window 4): the model shifts there too, says so, and a checkpoint keeps it;
+    its strict load_state_dict, the tutorial's own, takes the file too."""
+    state = micro_state()
+    tutorials = {**state, **{f"layers.{i}.blocks.{j}.attn.relative_position_index": torch.zeros(16, 16, dtype=torch.long)
+                             for i in range(4) for j in range(2)}}
+    net = create_model("swin_micro_patch4_window4_128", img_size=64).eval()
+    report = load_weights(net, dict(tutorials), verbose=False)
+    assert report["resized"][-1].startswith("windows shifted as the tutorial's code shifts them")
+    assert net.overrides["tutorial_shift"] is True and net.layers[2].tutorial_shift
+    official = create_model("swin_micro_patch4_window4_128", img_size=64).eval()
+    official.load_state_dict(tutorials)  # the tutorial's strict load: its buffers left out, not refused
+    rebuilt = weights.create_model_from_checkpoint({"variant": net.variant, "model_overrides": net.overrides}).eval()
+    rebuilt.load_state_dict(net.state_dict())
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), net(x)) and (official(x) - net(x)).abs().max() > 1e-4
