@@ -135,11 +135,13 @@ def time_model(args, net, dtype):
     autocast = torch.autocast(args.device.type, dtype=dtype, enabled=dtype is not None)
 
     def training():
+        net.train()
         with autocast:
             out = net(x)
         out.float().logsumexp(-1).mean().backward()
 
-    def inference():
+    def inference():  # as predict.py runs it: in eval mode
+        net.eval()
         with torch.no_grad(), autocast:
             net(x)
 

@@ -37,6 +37,7 @@ from data import IMAGENET_MEAN, IMAGENET_STD, build_transform  # noqa: E402
 from loaders import ImageDataset, build_loader, collate_skipping_failures  # noqa: E402
 from split_folders import place_image  # noqa: E402
 from images import BUNDLED_SAMPLE  # noqa: E402
+import workers  # noqa: E402
 from workers import HELD_BATCHES  # noqa: E402
 
 
@@ -76,7 +77,11 @@ def main():
         loaders = {
             "torchvision ImageFolder": DataLoader(
                 reference, args.batch_size, sampler=RandomSampler(reference, num_samples=args.images),
-                num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0),
+                num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0,
+                # as build_loader's: the same worker priority (workers.NICE) and pinning, or a loaded machine
+                # starves ours' workers alone (nice 10) and the ratio measures the load
+                pin_memory=torch.cuda.is_available(),
+                worker_init_fn=partial(workers.start_loader_worker, nice=workers.NICE)),
             "data.py": build_loader(ours, args.batch_size, train=True, num_workers=args.workers,
                                     sampler=RandomSampler(ours, num_samples=args.images)),
         }

@@ -118,7 +118,7 @@ def current_rss_bytes() -> int:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
 
 
-def memory_child(name: str, checkpointing: bool, batch_size: int, device: str) -> None:
+def memory_child(name: str, checkpointing: bool, batch_size: int, device: str, dtype: str = "fp32") -> None:
     """One training step in a fresh process; prints the peak memory it added (bytes)."""
     net = model.create_model(name, grad_checkpointing=checkpointing).to(device).train()
     x = torch.randn(batch_size, 3, net.img_size, net.img_size, device=device)
@@ -128,7 +128,9 @@ def memory_child(name: str, checkpointing: bool, batch_size: int, device: str) -
     else:
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark to the current RSS
         base = current_rss_bytes()
-    net(x).float().logsumexp(-1).mean().backward()
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bf16"):
+        loss = net(x).float().logsumexp(-1).mean()
+    loss.backward()
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else peak_rss_bytes()
     print(peak - base)
 
@@ -138,7 +140,8 @@ def compare_memory(args):
         peaks = {}
         for checkpointing in (False, True):
             out = subprocess.run(
-                [sys.executable, __file__, "--device", args.device, "--memory-batch-size", str(args.memory_batch_size),
+                [sys.executable, __file__, "--device", args.device, "--dtype", args.dtype,
+                 "--memory-batch-size", str(args.memory_batch_size),
                  "--memory-child", name, str(int(checkpointing))],
                 check=True, capture_output=True, text=True,
                 # a fixed mmap threshold makes glibc return every large freed block at once, so
@@ -156,7 +159,8 @@ def main():
     args = parse_args()
     torch.set_flush_denormal(args.flush_denormal)
     if args.memory_child:
-        memory_child(args.memory_child[0], args.memory_child[1] == "1", args.memory_batch_size, args.device)
+        memory_child(args.memory_child[0], args.memory_child[1] == "1", args.memory_batch_size, args.device,
+                     args.dtype)
         return
     print_header(args.device)
     print(f"# {args.dtype}; " + (f"batch {args.memory_batch_size}, peak memory" if args.memory else

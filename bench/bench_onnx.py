@@ -107,7 +107,7 @@ def main():
     for name, session in sessions.items():
         off = np.abs(session.run(None, {"images": images})[0] - want).max()
         print(f"{name}: {medians[name] / medians[first]:.2f}x {first}; logits within {off:.2g} of its")
-    for precision in ("fp32", "int8") if len(args.attention) == 2 else ():
+    for precision in ("fp32", "int8") if set(args.attention) == {"plain", "sdpa"} else ():
         print(f"{precision}: plain / sdpa {medians[f'plain {precision}'] / medians[f'sdpa {precision}']:.3f}")
 
 

@@ -111,6 +111,9 @@ def parse_args():
             p.error(f"{flag} triton: kernels.py's kernels run on CUDA (on a CPU under TRITON_INTERPRET=1 only)")
     if args.cuda_graphs and not gpu:
         p.error("--cuda-graphs needs a GPU")
+    if args.memory and args.batch_size <= 8:  # the largest batch is extrapolated from batch 8's peak to this one's
+        p.error(f"--memory needs a --batch-size above 8 (given {args.batch_size}): the largest batch that fits is "
+                "extrapolated from the peaks at 8 and at it")
     return args
 
 
@@ -339,9 +342,12 @@ def compare_speed(args, device, amp):
             f"{name} {values[-1]:.0f}" + (f" ({waits[name][-1]:.0%} waiting)" if name in waits else "")
             for name, values in speeds.items()) + " img/s", flush=True)
 
+    if peaks:  # all the rows' states stay on the GPU, built before the rounds: not one step's own peak
+        print("# process peak: with every row's weights, gradients and optimizer state resident; --memory measures "
+              "one step alone")
     width = max(44, *map(len, speeds))
     for name, values in speeds.items():
-        peak = f"  peak {peaks[name]:.2f} GiB" if name in peaks else ""
+        peak = f"  process peak {peaks[name]:.2f} GiB" if name in peaks else ""
         wait = f"  waiting for data {statistics.median(waits[name]):.0%}" if name in waits else ""
         print(f"{name:{width}s} {statistics.median(values):9.1f} img/s{peak}{wait}")
     for name in variants if "timm" in speeds else ():

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import print_header  # noqa: E402  (bench/ is on the path)
 from download import OFFICIAL_WEIGHTS  # noqa: E402
 from model import VARIANTS, create_model  # noqa: E402
 from weights import load_weights  # noqa: E402
@@ -142,6 +143,7 @@ def main(argv=None) -> None:
     parser.add_argument("--tolerance", type=float, default=1e-4, help="largest logit difference that passes")
     parser.add_argument("--variants", nargs="+", choices=list(CASES), default=list(CASES))
     args = parser.parse_args(argv)
+    print_header()
     differ = check_configs(args.official.resolve())
     for line in differ:
         print("config:", line)
