@@ -434,14 +434,18 @@ class SwinTransformer(nn.Module):
             self.set_tutorial_shift()
         self._register_load_state_dict_pre_hook(_drop_rebuilt_buffers)
 
+    def map_sides(self) -> list:
+        """Each stage's feature map side at the model's image size: rounded up, as maps are padded, then merged."""
+        sides = [-(-self.img_size // self.patch_embed.patch_size)]
+        while len(sides) < len(self.layers):
+            sides.append(-(-sides[-1] // 2))
+        return sides
+
     def offset_windows(self) -> tuple:
         """V2: each stage's window on whose scale its position-bias MLP is fed offsets (V2 Sec. 3.3): its pretrained
         window, or where it has none its own, as its map at the model's image size clamps it."""
-        side, windows = -(-self.img_size // self.patch_embed.patch_size), []  # sides round up: padded, then merged
-        for stage in self.layers:
-            windows.append(stage.pretrained_window_size or window_geometry(side, side, stage.window_size)[0][0])
-            side = -(-side // 2)
-        return tuple(windows)
+        return tuple(stage.pretrained_window_size or window_geometry(side, side, stage.window_size)[0][0]
+                     for stage, side in zip(self.layers, self.map_sides()))
 
     def set_pretrained_window_sizes(self, windows) -> None:
         """V2: the windows whose offsets the position-bias MLP learned (weights.load_weights sets a file's), kept in
@@ -465,12 +469,7 @@ class SwinTransformer(nn.Module):
     def shifted_by_the_tutorial(self) -> bool:
         """Whether a stage's map at the model's image size is as large as its window: there the tutorial's code
         shifts and the official code does not (set_tutorial_shift)."""
-        side = -(-self.img_size // self.patch_embed.patch_size)
-        for stage in self.layers:
-            if side == stage.window_size:
-                return True
-            side = -(-side // 2)
-        return False
+        return any(side == stage.window_size for stage, side in zip(self.layers, self.map_sides()))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block's activations in the backward pass (V2 Sec. 3.5): same results,

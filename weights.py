@@ -171,12 +171,7 @@ def small_map_windows(model: nn.Module) -> dict:
     the window's table at every stage (any input size runs) and uses its centre there."""
     if getattr(model, "version", None) != 1 or not getattr(model, "img_size", None):
         return {}
-    side, small = -(-model.img_size // model.patch_embed.patch_size), {}  # sides round up: padded, then merged
-    for i, stage in enumerate(model.layers):
-        if side < stage.window_size:
-            small[i] = side
-        side = -(-side // 2)
-    return small
+    return {i: side for i, (stage, side) in enumerate(zip(model.layers, model.map_sides())) if side < stage.window_size}
 
 
 def fitted_position_bias_table(table: torch.Tensor, size: int, used: int | None) -> torch.Tensor:
