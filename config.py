@@ -165,14 +165,14 @@ def explicit_flags(parser: argparse.ArgumentParser, argv, typed: set = None) -> 
 def typed_flags(parser: argparse.ArgumentParser, argv) -> set:
     """The config keys typed on the command line itself."""
     unset = object()
-    saved = {a.dest: a.default for a in parser._actions}
+    saved = [(action, action.default) for action in parser._actions]  # per action: two may share a key
     try:
         for action in parser._actions:
             action.default = unset
         given = vars(parser.parse_args(argv))
     finally:
-        for action in parser._actions:
-            action.default = saved[action.dest]
+        for action, default in saved:
+            action.default = default
     return {key for key, value in given.items() if value is not unset}
 
 

@@ -152,7 +152,8 @@ class BalancedSampler(EpochSampler):
 
         def quotas(count: int) -> list:
             share = torch.full((classes,), count // classes)
-            share[torch.randperm(classes, generator=generator)[:count % classes]] += 1
+            if count:  # none left over (no batch dropped): the draws as before the split into trained and the rest
+                share[torch.randperm(classes, generator=generator)[:count % classes]] += 1
             return share.tolist()
 
         head, tail = [], []

@@ -620,7 +620,9 @@ def create_model(name: str, num_classes: int = None, **overrides) -> SwinTransfo
     model = SwinTransformer(**{**VARIANTS[variant], **overrides})
     model.variant = variant  # plain data a checkpoint stores to rebuild the model
     model.overrides = dict(overrides)
-    if VARIANTS[variant]["version"] == 2:  # stored, so that a change of the variants' default cannot change it
+    # stored, so that a change of the variants' defaults cannot change a checkpoint's model (drop path rates did)
+    model.overrides.setdefault("drop_path_rate", VARIANTS[variant]["drop_path_rate"])
+    if VARIANTS[variant]["version"] == 2:
         model.overrides.setdefault("pretrained_window_sizes", VARIANTS[variant]["pretrained_window_sizes"])
     return model
 

@@ -301,17 +301,24 @@ def evaluated_file(run: Path) -> Path:
 
 
 def model_of_weights(cfg, parser, argv) -> None:
-    """--weights naming a train.py checkpoint, with no --model typed or in --config: the checkpoint's variant (the
-    default swin_tiny would refuse a swin_micro run's weights)."""
-    if not (isinstance(cfg.weights, Path) and cfg.weights.is_file()) or is_program(cfg.weights) or \
-            "model" in explicit_flags(parser, argv):
+    """--weights naming a train.py checkpoint, with no --model typed or in --config: the checkpoint's model, its
+    variant (the default swin_tiny would refuse a swin_micro run's weights) and the image and window sizes it was
+    built with where none is given (a 384 px run's went on at 224 without a word)."""
+    given = explicit_flags(parser, argv)
+    if not (isinstance(cfg.weights, Path) and cfg.weights.is_file()) or is_program(cfg.weights) or "model" in given:
         return
     saved = load_checkpoint(cfg.weights, mmap=True)
-    if is_run_checkpoint(saved) and resolve_variant(cfg.model) != saved["variant"]:
-        if launched_first():
-            print(f"notice: --weights {cfg.weights} is a {saved['variant']} run's: training that model "
-                  f"(--model NAME for another)")
-        cfg.model = saved["variant"]
+    if not is_run_checkpoint(saved):
+        return
+    taken = {"model": saved["variant"]} if resolve_variant(cfg.model) != saved["variant"] else {}
+    taken.update({key: value for key in ("img_size", "window_size")
+                  if (value := saved.get("model_overrides", {}).get(key)) is not None and key not in given})
+    if taken and launched_first():
+        flags = ", ".join(f"--{key.replace('_', '-')} {value}" for key, value in taken.items())
+        print(f"notice: --weights {cfg.weights} is a {saved['variant']} run's: training that model ({flags}; "
+              "--model NAME for another)")
+    for key, value in taken.items():
+        setattr(cfg, key, value)
 
 
 def check_not_in_run_folder(path: Path, checkpoint: dict) -> None:

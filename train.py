@@ -318,7 +318,8 @@ def load_data(cfg, checkpoint, program, default_val_ratio: float, main_process: 
     fetched where it names them, the files a resumed or evaluated run drew kept, checked against the classes it was
     trained on and --num-classes."""
     # the tutorial's command, as typed (the first process decides: another machine may see other folders)
-    if from_first_process(not cfg.data_path.exists() and cfg.data_path.name == "flower_photos"):
+    missing = not cfg.data_path.exists() or cfg.data_path.is_dir() and not any(cfg.data_path.iterdir())  # or empty
+    if from_first_process(missing and cfg.data_path.name == "flower_photos"):
         if cfg.eval_only:  # an evaluation of images the user has: none fetched for it
             raise UserError(f"--eval-only evaluates the images in --data-path, and {cfg.data_path} is not here: "
                             "give --data-path DIR, a folder of class folders or split_data.py's folder")

@@ -219,8 +219,10 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
     weights: a path (.pth, .pt, .bin, .safetensors) or a state dict. V1 position-bias tables
     are resized when the window differs, and official or timm ones (from_the_official_code) fitted as the
     official loader fits them to a stage whose map is smaller than its window (fitted_position_bias_table); the
-    classifier is dropped when the class count differs. Returns {'missing', 'unexpected', 'resized',
-    'skipped'} lists of keys, and prints a short report of them when verbose (and the file's name).
+    classifier is dropped when the class count differs (the new one starts at zero); a V2 file's offset scale and
+    the tutorial's shift (its own files, and runs trained from them) are taken from the file. Returns {'missing',
+    'unexpected', 'resized', 'skipped', 'notes'} lists, and prints a short report of them when verbose (and the
+    file's name).
     """
     source = "these weights" if isinstance(weights, dict) else weights
     loaded = weights if isinstance(weights, dict) else load_checkpoint(weights)
@@ -260,12 +262,15 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
         resized.append(f"position-bias offsets on the scale of the file's windows {learned}, not "
                        f"{getattr(model, 'variant', 'the model')}'s {model.offset_windows()}")
         model.set_pretrained_window_sizes(learned)
-    tutorials = getattr(model, "version", None) == 1 and from_the_tutorials_code(unwrapped)
-    if tutorials and not model.layers[0].tutorial_shift:
-        model.set_tutorial_shift()  # as that code ran: its weights trained so
+    notes = []
+    # the tutorial's own file, or a run's checkpoint trained from one: as that code ran, its weights trained so
+    tutorials = from_the_tutorials_code(unwrapped) or is_run_checkpoint(loaded) and \
+        loaded.get("model_overrides", {}).get("tutorial_shift")
+    if getattr(model, "version", None) == 1 and tutorials and not model.layers[0].tutorial_shift:
+        model.set_tutorial_shift()
         if model.shifted_by_the_tutorial():
-            resized.append("windows shifted as the tutorial's code shifts them, in a stage whose map is as large as "
-                           "its window (the official code does not): its weights were trained so")
+            notes.append("windows shifted as the tutorial's code shifts them, in a stage whose map is as large as "
+                         "its window (the official code does not): its weights were trained so")
     if replaced:  # the official loader (utils.load_pretrained) starts a classifier of another class count at zero
         with torch.no_grad():
             model.head.weight.zero_()
@@ -275,7 +280,7 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
     skipped += [f"{k} (model has no classifier)" for k in result.unexpected_keys if k not in unexpected]
     # the new classifier's keys are said once, as skipped: missing is for what the file lacks
     missing = [k for k in result.missing_keys if k not in replaced]
-    report = {"missing": missing, "unexpected": unexpected, "resized": resized, "skipped": skipped}
+    report = {"missing": missing, "unexpected": unexpected, "resized": resized, "skipped": skipped, "notes": notes}
     if verbose:  # said once loaded: a file that fails says only why
         source = "" if isinstance(weights, dict) else f"weights from {weights}: "
         print(source + format_load_report(report, len(state) - len(result.unexpected_keys)))
@@ -284,8 +289,8 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
 
 def format_load_report(report: dict, num_loaded: int) -> str:
     lines = [f"loaded {num_loaded} tensors"]
-    for kind in ("resized", "skipped", "missing", "unexpected"):
-        if report[kind]:
+    for kind in ("resized", "skipped", "missing", "unexpected", "notes"):
+        if report.get(kind):
             shown = report[kind][:6] + ([f"... {len(report[kind]) - 6} more"] if len(report[kind]) > 6 else [])
             lines.append(f"  {kind} ({len(report[kind])}): " + "; ".join(shown))
     return "\n".join(lines)
@@ -299,11 +304,21 @@ def describe_for_checkpoint(model: nn.Module, class_names: list) -> dict:
             "class_names": list(class_names)}
 
 
+# The variants' drop path rates before 2026-11-30, when they became their official configs' (model.py): a checkpoint
+# from before then that holds no rate of its own goes on at the rate it was trained with.
+_DROP_PATH_BEFORE = {"swin_base_patch4_window7_224": 0.5, "swin_base_patch4_window12_384": 0.5,
+                     "swin_tiny_patch4_window7_224_in22k": 0.2, "swin_small_patch4_window7_224_in22k": 0.3,
+                     "swin_base_patch4_window7_224_in22k": 0.5, "swin_base_patch4_window12_384_in22k": 0.5}
+
+
 def create_model_from_checkpoint(checkpoint: dict, **overrides) -> nn.Module:
     """The network a train.py checkpoint holds (its variant and overrides), before its weights are
     loaded. V2 checkpoints that predate the variants' pretrained windows (they hold none) normalised
-    each stage's position-bias offsets by its own window, which (0, 0, 0, 0) keeps."""
-    return create_model(checkpoint["variant"], **{"pretrained_window_sizes": (0, 0, 0, 0),
+    each stage's position-bias offsets by its own window, which (0, 0, 0, 0) keeps; those that predate the
+    drop path rates of the official configs keep the rate they trained with."""
+    earlier = {"drop_path_rate": _DROP_PATH_BEFORE[checkpoint["variant"]]} \
+        if checkpoint["variant"] in _DROP_PATH_BEFORE else {}
+    return create_model(checkpoint["variant"], **{"pretrained_window_sizes": (0, 0, 0, 0), **earlier,
                                                   **checkpoint.get("model_overrides", {}), **overrides})
 
 
@@ -438,10 +453,12 @@ def load_classifier(weights: Path | None, variant: str | None = None, num_classe
     tutorial_names = Path("class_indices.json")  # the tutorial's predict.py reads ./class_indices.json
     if names is None and class_indices is None and tutorial_names.is_file():
         names = read_class_indices(tutorial_names)
-        if len(names) != model.num_classes:
-            raise UserError(f"{tutorial_names} names {len(names)} classes, but the classifier in {path} has "
-                            f"{model.num_classes} outputs; give its run's with --class-indices FILE")
-        print(f"class names from {tutorial_names}", file=sys.stderr)
+        if len(names) == model.num_classes:
+            print(f"class names from {tutorial_names}", file=sys.stderr)
+        else:  # another model's (official ImageNet weights beside the tutorial's 5 classes): not this one's
+            print(f"notice: {tutorial_names} here names {len(names)} classes and {path} has {model.num_classes} "
+                  "outputs: not its names (--class-indices FILE gives them)", file=sys.stderr)
+            names = None
     names = names or [str(i) for i in range(model.num_classes)]  # no names known: the indices
     return Classifier(model, names, tuple(mean), tuple(std), crop_pct, path)
 

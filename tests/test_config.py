@@ -112,6 +112,9 @@ def test_the_tutorials_flags_as_it_types_them():
     assert config.parse_config(train.build_parser(), ["--freeze-layers", "True"]).freeze_layers is True
     assert config.parse_config(train.build_parser(), ["--freeze-layers"]).freeze_layers is True
     assert config.parse_config(train.build_parser(), ["--no-freeze-layers"]).freeze_layers is False  # as --no-ema
+    parser = train.build_parser()  # asking which flags were typed leaves each of the two actions' defaults as it was
+    config.typed_flags(parser, ["--no-freeze-layers"])
+    assert parser.parse_args([]).freeze_layers is False
     assert config.parse_config(train.build_parser(), []).freeze_layers is False
     with pytest.raises(SystemExit):
         config.parse_config(train.build_parser(), ["--freeze-layers", "maybe"])

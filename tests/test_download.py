@@ -256,7 +256,7 @@ def test_the_tutorials_command_fetches_flower_photos_then_trains(served, tmp_pat
     monkeypatch.setattr(download, "FLOWER_PHOTOS_URL", f"{url}/flower_photos.tgz")
     monkeypatch.setattr(download, "FLOWER_PHOTOS_SHA256", digest)
     project = tmp_path / "project"
-    project.mkdir()
+    (project / "flower_photos").mkdir(parents=True)  # empty (made by hand, or left by a tool): fetched into
     monkeypatch.chdir(project)
     train.main(["--data-path", "flower_photos", "--num-classes", "2", *TINY_RUN, "--name", "run"])
     out = capsys.readouterr().out

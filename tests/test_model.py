@@ -290,7 +290,8 @@ def test_a_map_as_large_as_its_window_shifted_as_the_tutorial_shifts_it_matches_
             p.add_(torch.randn_like(p) * 0.1)
         x = torch.randn(2, *size, 16)
         expected = brute_force_attention(block, x, 7, True, tutorial_shift=True)
-        for kind in attention.ATTENTION_KINDS:  # a shift mask over a single window: new to every path
+        for kind in attention.ATTENTION_KINDS:  # a shift mask over a single window, new to every path (the fused
+            # kernel, forced on a CPU, gives way to plain: its one-window mask is unchecked without a GPU)
             with attention.forced(kind):
                 got = windowed_attention(block, x, 7, True, tutorial_shift=True)
             assert (got - expected).abs().max().item() < 1e-5, kind
@@ -628,6 +629,12 @@ def test_each_variant_trains_at_the_drop_path_rate_of_the_official_config_of_its
     assert [rates[f"swin_{size}_patch4_window7_224"] for size in sizes] == [0.2, 0.3, 0.2, 0.2]
     assert [rates[f"swin_{size}_patch4_window7_224_in22k"] for size in sizes] == [0.1, 0.2, 0.2, 0.2]
     assert rates["swin_base_patch4_window12_384"] == 0.2 and rates["swinv2_base_patch4_window8_256"] == 0.5
+    # a checkpoint keeps its rate: stored from now on; one from before, which holds none, at the rate it trained with
+    with torch.device("meta"):
+        assert create_model("swin_base_patch4_window7_224").overrides["drop_path_rate"] == 0.2
+        earlier = create_model_from_checkpoint({"variant": "swin_base_patch4_window7_224",
+                                                "model_overrides": {"num_classes": 5}})
+    assert earlier.overrides["drop_path_rate"] == 0.5
 
 def test_v2_blocks_start_as_the_identity():
     """V2's init zeroes the post-norms (official _init_respostnorm): a fresh stage passes its input through."""

@@ -613,3 +613,9 @@ def test_the_tutorials_files_in_the_working_folder_are_used_as_its_predict_py_us
     code, out, err = run_predict(capsys, monkeypatch, tmp_path, photos[0], "--weights", "weights/model-9.pth",
                                  "--model", "swin_micro_patch4_window4_128", "--img-size", "64", "--json")
     assert code == 0 and json_lines(out)[0]["topk"][0]["label"] in CLASSES and "class names from class_indices.json" in err
+    # official ImageNet weights given beside the tutorial's 5 names: not theirs, passed over, the indices named
+    write_class_indices(tmp_path / "class_indices.json", CLASSES[:4])
+    code, out, err = run_predict(capsys, monkeypatch, tmp_path, photos[0], "--weights", "weights/model-9.pth",
+                                 "--model", "swin_micro_patch4_window4_128", "--img-size", "64", "--json")
+    assert code == 0 and json_lines(out)[0]["topk"][0]["label"] in list("01234")
+    assert "notice: class_indices.json here names 4 classes and weights/model-9.pth has 5 outputs: not its names" in err
