@@ -305,12 +305,13 @@ def model_of_weights(cfg, parser, argv) -> None:
     variant (the default swin_tiny would refuse a swin_micro run's weights) and the image and window sizes it was
     built with where none is given (a 384 px run's went on at 224 without a word)."""
     given = explicit_flags(parser, argv)
-    if not (isinstance(cfg.weights, Path) and cfg.weights.is_file()) or is_program(cfg.weights) or "model" in given:
+    if not (isinstance(cfg.weights, Path) and cfg.weights.is_file()) or is_program(cfg.weights):
         return
     saved = load_checkpoint(cfg.weights, mmap=True)
-    if not is_run_checkpoint(saved):
+    other = resolve_variant(cfg.model) != saved.get("variant")
+    if not is_run_checkpoint(saved) or other and "model" in given:  # another model asked for: its own sizes
         return
-    taken = {"model": saved["variant"]} if resolve_variant(cfg.model) != saved["variant"] else {}
+    taken = {"model": saved["variant"]} if other else {}
     taken.update({key: value for key in ("img_size", "window_size")
                   if (value := saved.get("model_overrides", {}).get(key)) is not None and key not in given})
     if taken and launched_first():

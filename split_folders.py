@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-from files import put_in_place
+from files import put_in_place, remove_left_behind
 from images import DECODE_ERRORS, TOO_LARGE, TooManyPixels, is_image_file, open_image, upright_rgb
 from splits import SPLIT_MANIFEST as MANIFEST, SPLITS
 from utils import UserError
@@ -34,8 +34,12 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
     """
     manifest = out / MANIFEST
     earlier = read_manifest(manifest)
-    for left in out.glob(f".{MANIFEST}*.tmp"):  # a killed split's half-written manifest (on Windows too, where
-        left.unlink()  # whose process it was is not told): no file of the user's, and no split writes here now
+    # a killed split's half-written manifest: no file of the user's. Its process is told by the name (files.py),
+    # but not on Windows, nor for a split killed before 2026-11-30 (a name without one)
+    (out / f".{MANIFEST}.tmp").unlink(missing_ok=True)
+    for left in out.glob(f".{MANIFEST}.*.tmp") if os.name == "nt" else ():
+        left.unlink()
+    remove_left_behind(manifest)
     existing = {path.relative_to(out).as_posix() for path in walk_files(out, skip=source)} - {MANIFEST}
     foreign = sorted(path for path in existing - set(earlier["files"]) if not browser_file(path))  # kept, no refusal
     if foreign and not force:

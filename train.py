@@ -318,11 +318,12 @@ def load_data(cfg, checkpoint, program, default_val_ratio: float, main_process: 
     fetched where it names them, the files a resumed or evaluated run drew kept, checked against the classes it was
     trained on and --num-classes."""
     # the tutorial's command, as typed (the first process decides: another machine may see other folders)
-    missing = not cfg.data_path.exists() or cfg.data_path.is_dir() and not any(cfg.data_path.iterdir())  # or empty
-    if from_first_process(missing and cfg.data_path.name == "flower_photos"):
+    path = cfg.data_path
+    if from_first_process(launched_first() and path.name == "flower_photos" and  # missing, or an empty folder
+                          (not path.exists() or path.is_dir() and not any(path.iterdir()))):
         if cfg.eval_only:  # an evaluation of images the user has: none fetched for it
-            raise UserError(f"--eval-only evaluates the images in --data-path, and {cfg.data_path} is not here: "
-                            "give --data-path DIR, a folder of class folders or split_data.py's folder")
+            raise UserError(f"--eval-only evaluates the images in --data-path, and {cfg.data_path} is not here (or "
+                            "empty): give --data-path DIR, a folder of class folders or split_data.py's folder")
         on_first_process(lambda: fetch_tutorial_photos(cfg.data_path))
     if checkpoint is not None and not cfg.data_path.exists():  # its own photos: not the sample
         raise UserError(f"data path not found: {cfg.data_path}. A resumed (or evaluated) run reads the photos it was "

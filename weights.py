@@ -305,7 +305,9 @@ def describe_for_checkpoint(model: nn.Module, class_names: list) -> dict:
 
 
 # The variants' drop path rates before 2026-11-30, when they became their official configs' (model.py): a checkpoint
-# from before then that holds no rate of its own goes on at the rate it was trained with.
+# from before then that holds no rate of its own goes on at the rate it was trained with. (Checkpoints written that
+# day between the two changes, 12:10 to 12:52 UTC, trained at the new rates and go on at these: none left this
+# project's machines.)
 _DROP_PATH_BEFORE = {"swin_base_patch4_window7_224": 0.5, "swin_base_patch4_window12_384": 0.5,
                      "swin_tiny_patch4_window7_224_in22k": 0.2, "swin_small_patch4_window7_224_in22k": 0.3,
                      "swin_base_patch4_window7_224_in22k": 0.5, "swin_base_patch4_window12_384_in22k": 0.5}

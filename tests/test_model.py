@@ -73,7 +73,7 @@ def test_official_weights_give_reference_logits(name):
         ours = create_model(name).eval()
     ours.to_empty(device="cpu")
     report = load_weights(ours, checkpoint, verbose=False)
-    assert report == {"missing": [], "unexpected": [], "resized": [], "skipped": []}
+    assert report == {"missing": [], "unexpected": [], "resized": [], "skipped": [], "notes": []}
     size = ours.img_size
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -98,7 +98,7 @@ def test_derived_variants_are_the_checked_ones_in_another_width_or_head(name):
         reference = timm.create_model(TIMM_NAME[name], num_classes=model.VARIANTS[name]["num_classes"])
         ours = create_model(name)
     report = load_weights(ours, official_layout(reference), verbose=False)
-    assert report == {"missing": [], "unexpected": [], "resized": [], "skipped": []}
+    assert report == {"missing": [], "unexpected": [], "resized": [], "skipped": [], "notes": []}
 
 
 def test_a_v1_checkpoint_at_a_size_whose_last_map_is_smaller_than_the_window_gives_the_official_logits():

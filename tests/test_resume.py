@@ -445,6 +445,12 @@ def test_what_a_user_types_to_go_on_from_a_run_does_what_it_says(flowers, tmp_pa
                       "--output", tmp_path, "--name", "new")
     assert f"notice: --weights {run / 'best.pth'} is a swin_micro_patch4_window4_128 run's: training that model" in said
     assert torch.load(tmp_path / "new" / "last.pth", weights_only=True)["variant"] == "swin_micro_patch4_window4_128"
+    # its own variant named, the image size not: the run's size taken all the same (it trained on at 128 in silence)
+    said = train_here(capsys, "--data-path", flowers, *[f for f in fast if f not in ("--img-size", "64")], "--epochs",
+                      "1", "--weights", run / "best.pth", "--model", "swin_micro_patch4_window4_128", "--output", tmp_path,
+                      "--name", "same")
+    assert "(--img-size 64; --model NAME for another)" in said
+    assert torch.load(tmp_path / "same" / "last.pth", weights_only=True)["img_size"] == 64
     with pytest.raises(UserError, match=r"--min-lr 1e-06 is above --lr 5e-07: the schedule would raise the lr"):
         train.main(["--data-path", str(flowers), *FAST, "--lr", "5e-7", "--output", str(tmp_path)])
     with pytest.raises(UserError, match=r"^--split test is for --eval-only \(training validates on val\)"):

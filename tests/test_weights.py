@@ -68,7 +68,7 @@ def test_own_checkpoint_with_wrappers(tmp_path):
     torch.save({"model": state, "epoch": 3, "variant": "swin_micro_patch4_window4_128"}, path)
     net = create_model("swin_micro_patch4_window4_128", num_classes=5)
     report = load_weights(net, path, verbose=False)
-    assert report == {"missing": [], "unexpected": [], "resized": [], "skipped": []}
+    assert report == {"missing": [], "unexpected": [], "resized": [], "skipped": [], "notes": []}
 
 
 def test_safetensors_file(tmp_path):
