@@ -469,7 +469,8 @@ class SwinTransformer(nn.Module):
     def shifted_by_the_tutorial(self) -> bool:
         """Whether a stage's map at the model's image size is as large as its window: there the tutorial's code
         shifts and the official code does not (set_tutorial_shift)."""
-        return any(side == stage.window_size for stage, side in zip(self.layers, self.map_sides()))
+        return any(side == stage.window_size and len(stage.blocks) > 1  # a stage of one block shifts none
+                   for stage, side in zip(self.layers, self.map_sides()))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block's activations in the backward pass (V2 Sec. 3.5): same results,

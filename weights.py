@@ -231,7 +231,9 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
     check_is_swin(state, source)
     check_same_architecture(state, model)
     own = model.state_dict()
-    small = small_map_windows(model) if from_the_official_code(unwrapped) else {}
+    # the official loader's refit of a small map's table; the tutorial's code pads the map and reads its whole table
+    small = small_map_windows(model) if from_the_official_code(unwrapped) and not from_the_tutorials_code(unwrapped) \
+        else {}
     resized, skipped, replaced = [], [], set()
     for key, value in list(state.items()):
         if key.endswith("relative_position_bias_table") and key in own:
