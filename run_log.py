@@ -19,7 +19,8 @@ from workers import dead_loader_worker
 from data import IMAGENET_MEAN, IMAGENET_STD, to_device
 from images import UNREADABLE, open_image, why_it_failed
 from splits import class_imbalance
-from model import NO_PRETRAINED_WEIGHTS, maps_of
+from model import maps_of
+from variants import NO_PRETRAINED_WEIGHTS
 from precision import amp_name, autocast
 from files import put_in_place
 from config import plain

@@ -20,7 +20,7 @@ from config import explicit_flags, typed_flags, write_yaml
 from export import is_program
 from images import is_image_file, write_class_indices
 from splits import is_split_root
-from model import VARIANTS, resolve_variant
+from variants import VARIANTS, resolve_variant
 from utils import UserError, from_first_process, launched_first, launcher, resume_command
 
 

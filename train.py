@@ -45,7 +45,7 @@ from splits import check_same_everywhere, check_validation, load_splits, without
 from download import fetch_official_weights, fetch_tutorial_photos, official_weights_file
 from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_eval_loader, build_train_loader
-from model import resolve_variant
+from variants import resolve_variant
 from precision import amp_dtype
 from checkpoints import CheckpointWriter
 from utils import (UserError, check_writable, decided_by_first_process, distributed, from_first_process,

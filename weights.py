@@ -28,7 +28,8 @@ from data import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 from download import OFFICIAL_WEIGHTS, official_weights_file
 from export import is_program, load_program
 from images import letters, read_class_indices, same_names
-from model import REBUILT_BUFFERS, SIZES, VARIANTS, create_model, resolve_variant
+from model import REBUILT_BUFFERS, create_model
+from variants import DROP_PATH_BEFORE, SIZES, VARIANTS, resolve_variant
 from checkpoints import is_run_checkpoint, load_checkpoint
 from runs import evaluated_file, newest_run_checkpoint
 from utils import UserError
@@ -306,22 +307,13 @@ def describe_for_checkpoint(model: nn.Module, class_names: list) -> dict:
             "class_names": list(class_names)}
 
 
-# The variants' drop path rates before 2026-11-30, when they became their official configs' (model.py): a checkpoint
-# from before then that holds no rate of its own goes on at the rate it was trained with. (Checkpoints written that
-# day between the two changes, 12:10 to 12:52 UTC, trained at the new rates and go on at these: none left this
-# project's machines.)
-_DROP_PATH_BEFORE = {"swin_base_patch4_window7_224": 0.5, "swin_base_patch4_window12_384": 0.5,
-                     "swin_tiny_patch4_window7_224_in22k": 0.2, "swin_small_patch4_window7_224_in22k": 0.3,
-                     "swin_base_patch4_window7_224_in22k": 0.5, "swin_base_patch4_window12_384_in22k": 0.5}
-
-
 def create_model_from_checkpoint(checkpoint: dict, **overrides) -> nn.Module:
     """The network a train.py checkpoint holds (its variant and overrides), before its weights are
     loaded. V2 checkpoints that predate the variants' pretrained windows (they hold none) normalised
     each stage's position-bias offsets by its own window, which (0, 0, 0, 0) keeps; those that predate the
     drop path rates of the official configs keep the rate they trained with."""
-    earlier = {"drop_path_rate": _DROP_PATH_BEFORE[checkpoint["variant"]]} \
-        if checkpoint["variant"] in _DROP_PATH_BEFORE else {}
+    earlier = {"drop_path_rate": DROP_PATH_BEFORE[checkpoint["variant"]]} \
+        if checkpoint["variant"] in DROP_PATH_BEFORE else {}
     return create_model(checkpoint["variant"], **{"pretrained_window_sizes": (0, 0, 0, 0), **earlier,
                                                   **checkpoint.get("model_overrides", {}), **overrides})
 

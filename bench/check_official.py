@@ -25,7 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import print_header  # noqa: E402  (bench/ is on the path)
 from download import OFFICIAL_WEIGHTS  # noqa: E402
-from model import VARIANTS, create_model  # noqa: E402
+from model import create_model  # noqa: E402
+from variants import VARIANTS  # noqa: E402
 from weights import load_weights  # noqa: E402
 
 TINY = {"embed_dim": 96, "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 24]}
