@@ -1,8 +1,7 @@
-"""model.py: faithful to the official models (timm follows the official code), the window machinery against a
-brute-force definition, any input size, gradients, stochastic depth, activation checkpointing, class activation
-maps, the compiled and eager training passes' gathers, a stage as a layer, the variants' names. Attention kinds:
-test_attention.py; mixed precision: test_precision.py."""
-import math
+"""model.py: faithful to the official models (timm follows the official code), any input size, gradients,
+stochastic depth, activation checkpointing, class activation maps, the compiled and eager training passes' gathers,
+a stage as a layer. The window machinery: test_windows.py; the variants' names and settings: test_variants.py;
+attention kinds: test_attention.py; mixed precision: test_precision.py."""
 import re
 
 import pytest
@@ -10,14 +9,10 @@ import timm
 import torch
 import torch.nn.functional as F
 
-import attention
 import model
-import windows
-from model import SwinBlock, create_model
+from model import create_model
 from test_precision import traffic
-from utils import UserError
 from weights import create_model_from_checkpoint, load_weights
-from windows import StageLayout
 
 # Every variant with official weights, and timm's name for the same network.
 TIMM_NAME = {
@@ -198,118 +193,6 @@ def test_timm_layout_and_training_mode_match(name, tmp_path):
         assert (ours(x) - reference(x)).abs().max().item() <= 1e-4
 
 
-# --- The window machinery against a brute-force definition of (shifted) window attention ---
-
-def brute_force_attention(block: SwinBlock, x: torch.Tensor, window_size: int, shifted: bool,
-                          pretrained_window_size: int = 0, tutorial_shift: bool = False) -> torch.Tensor:
-    """Attention over the whole H x W map, each token limited to the tokens of its own window.
-
-    Windows by definition, not by rolling: the regular grid, or for shifted blocks the grid moved
-    by the shift (windows start at rows 0, s, s + M, s + 2M, ...), cut off at the border.
-    """
-    attn = block.attn
-    b, h, w, c = x.shape
-    heads, d = attn.num_heads, c // attn.num_heads
-    window, shift, _ = windows.window_geometry(h, w, window_size, tutorial_shift)
-    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    rows, cols = rows.flatten(), cols.flatten()
-
-    def window_id(pos, size, s):
-        return (pos - s) // size + 1 if (shifted and s) else pos // size
-
-    same = ((window_id(rows, window[0], shift[0])[:, None] == window_id(rows, window[0], shift[0])[None])
-            & (window_id(cols, window[1], shift[1])[:, None] == window_id(cols, window[1], shift[1])[None]))
-    dy, dx = rows[:, None] - rows[None], cols[:, None] - cols[None]
-    if block.v2:
-        norm = [pretrained_window_size] * 2 if pretrained_window_size else window
-        coords = torch.stack([dy / max(norm[0] - 1, 1), dx / max(norm[1] - 1, 1)], -1).float() * 8
-        coords = torch.sign(coords) * torch.log2(coords.abs() + 1) / math.log2(8)
-        bias = 16 * torch.sigmoid(attn.cpb_mlp(coords))  # (L, L, heads)
-        qkv = F.linear(x, attn.qkv.weight, torch.cat([attn.q_bias, torch.zeros_like(attn.v_bias), attn.v_bias]))
-    else:
-        index = (dy.clamp(-window_size + 1, window_size - 1) + window_size - 1) * (2 * window_size - 1) \
-            + dx.clamp(-window_size + 1, window_size - 1) + window_size - 1
-        bias = attn.relative_position_bias_table[index]
-        qkv = attn.qkv(x)
-    q, k, v = qkv.reshape(b, h * w, 3, heads, d).permute(2, 0, 3, 1, 4)
-    if block.v2:
-        logits = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
-        logits = logits * attn.logit_scale.clamp(max=math.log(100)).exp()
-    else:
-        logits = (q * d ** -0.5) @ k.transpose(-2, -1)
-    logits = (logits + bias.permute(2, 0, 1)).masked_fill(~same, float("-inf"))
-    out = (logits.softmax(-1) @ v).transpose(1, 2).reshape(b, h * w, c)
-    return attn.proj(out).view(b, h, w, c)
-
-
-def windowed_attention(block: SwinBlock, x: torch.Tensor, window_size: int, shifted: bool,
-                       pretrained_window_size: int = 0, tutorial_shift: bool = False) -> torch.Tensor:
-    """The model's path: pad, gather into windows, attend, gather back, crop."""
-    b, h, w, c = x.shape
-    layout = StageLayout(h, w, window_size, block.v2, pretrained_window_size, x.device, tutorial_shift)
-    hp, wp = layout.padded
-    tokens = windows.gather_tokens(F.pad(x, (0, 0, 0, wp - w, 0, hp - h)).reshape(b, hp * wp, c), layout, "enter")
-    if shifted:
-        tokens = windows.gather_tokens(tokens, layout, "to_shifted")
-    out = block.attn(tokens.view(-1, layout.area, c), layout, shifted).view(b, hp * wp, c)
-    out = windows.gather_tokens(out, layout, "leave_shifted" if shifted else "leave_regular")
-    return out.view(b, hp, wp, c)[:, :h, :w]
-
-
-@pytest.mark.parametrize("v2", [False, True])
-@pytest.mark.parametrize("shifted", [False, True])
-@pytest.mark.parametrize("size", [(14, 14), (9, 23), (5, 3), (7, 30), (1, 1), (16, 11)])
-@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")  # its reference path: meant
-def test_window_attention_matches_brute_force(v2, shifted, size):
-    torch.manual_seed(0)
-    window_size, pretrained = 7, (6 if v2 and size == (16, 11) else 0)
-    block = SwinBlock(dim=16, num_heads=2, window_size=window_size, v2=v2).eval()
-    with torch.no_grad():
-        for p in block.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-        if v2:  # one head's temperature past V2's cap of 100, which a trained model's can reach
-            block.attn.logit_scale[0].fill_(math.log(1000))
-    x = torch.randn(2, *size, 16)
-    with torch.no_grad():
-        expected = brute_force_attention(block, x, window_size, shifted, pretrained)
-        for kind in attention.ATTENTION_KINDS:  # FlexAttention runs its reference path on a CPU, forward only
-            with attention.forced(kind):
-                got = windowed_attention(block, x, window_size, shifted, pretrained)
-            assert (got - expected).abs().max().item() < 1e-5, kind
-
-
-@pytest.mark.parametrize("size", [(7, 7), (7, 30)])
-@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")  # its reference path: meant
-def test_a_map_as_large_as_its_window_shifted_as_the_tutorial_shifts_it_matches_brute_force(size):
-    """The tutorial's code shifts a 7 x 7 map with window 7 (224 px's last stage), the official code does not: with
-    tutorial_shift, the shifted windows by definition, cut at the border, as for a larger map."""
-    torch.manual_seed(0)
-    block = SwinBlock(dim=16, num_heads=2, window_size=7).eval()
-    with torch.no_grad():
-        for p in block.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-        x = torch.randn(2, *size, 16)
-        expected = brute_force_attention(block, x, 7, True, tutorial_shift=True)
-        for kind in attention.ATTENTION_KINDS:  # a shift mask over a single window, new to every path (the fused
-            # kernel, forced on a CPU, gives way to plain: its one-window mask is unchecked without a GPU)
-            with attention.forced(kind):
-                got = windowed_attention(block, x, 7, True, tutorial_shift=True)
-            assert (got - expected).abs().max().item() < 1e-5, kind
-        assert (windowed_attention(block, x, 7, True) - expected).abs().max().item() > 1e-3  # the official rule differs
-
-
-def test_window_geometry_follows_official_rule():
-    # a map no larger than the window: one window over all of it, no shift
-    assert windows.window_geometry(7, 7, 7) == ((7, 7), (0, 0), (7, 7))
-    assert windows.window_geometry(7, 7, 7, tutorial_shift=True) == ((7, 7), (3, 3), (7, 7))  # the tutorial's rule
-    assert windows.window_geometry(5, 3, 7, tutorial_shift=True) == ((5, 3), (0, 0), (5, 3))
-    assert windows.window_geometry(5, 3, 7) == ((5, 3), (0, 0), (5, 3))
-    # larger maps: full windows, shift of half a window, padded up to whole windows
-    assert windows.window_geometry(56, 56, 7) == ((7, 7), (3, 3), (56, 56))
-    assert windows.window_geometry(9, 23, 7) == ((7, 7), (3, 3), (14, 28))
-    assert windows.window_geometry(6, 20, 8) == ((6, 8), (0, 4), (6, 24))
-
-
 # --- Any input size, gradients, checkpointing ---
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -320,29 +203,6 @@ def test_any_input_size(version, size):
         out = net(torch.randn(1, 3, *size))
     assert out.shape == (1, 3) and torch.isfinite(out).all()
 
-
-@pytest.mark.parametrize("v2", [False, True])
-@pytest.mark.parametrize("size", [(6, 9), (12, 12), (3, 10)])
-def test_stage_matches_block_by_block_reference(v2, size):
-    """A whole stage (tokens kept in window order across blocks, padding carried along and
-    masked) equals its blocks applied one by one on the unpadded map, plus the merging."""
-    torch.manual_seed(0)
-    stage = model.SwinStage(dim=16, depth=4, num_heads=2, window_size=4, v2=v2, downsample=True).eval()
-    with torch.no_grad():
-        for p in stage.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-        x = torch.randn(2, *size, 16)
-        expected = x
-        for i, block in enumerate(stage.blocks):
-            shifted = i % 2 == 1
-            if v2:
-                expected = expected + block.norm1(brute_force_attention(block, expected, 4, shifted))
-                expected = expected + block.norm2(block.mlp(expected))
-            else:
-                expected = expected + brute_force_attention(block, block.norm1(expected), 4, shifted)
-                expected = expected + block.mlp(block.norm2(expected))
-        expected = stage.downsample(expected)
-        assert (stage(x) - expected).abs().max().item() < 1e-4
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -525,31 +385,6 @@ def test_a_stage_as_a_layer_says_what_it_takes():
         model.SwinLayer(16)(torch.randn(1, 9, 9, 32))
 
 
-# --- Names ---
-
-def test_names_and_aliases():
-    from model import swin_base_patch4_window12_384 as tutorial_create_model
-    assert tutorial_create_model.__name__ == "swin_base_patch4_window12_384"
-    with torch.device("meta"):  # no memory or time spent on weights
-        net = tutorial_create_model(num_classes=5)
-        assert net.variant == "swin_base_patch4_window12_384" and net.head.out_features == 5
-        assert create_model("swin_base_patch4_window7_224_in22k").head.out_features == 21841
-        assert create_model("swinv2_base_patch4_window12_192").head.out_features == 21841
-        for name in model.VARIANTS:
-            create_model(name)
-    assert model.resolve_variant("swinv2_tiny_window8_256") == "swinv2_tiny_patch4_window8_256"
-    assert model.resolve_variant("swinv2_base_window12to24_192to384.ms_in22k_ft_in1k") == \
-        "swinv2_base_patch4_window12to24_192to384"
-    assert model.resolve_variant("swin_base_patch4_window7_224_22k") == "swin_base_patch4_window7_224_in22k"
-    assert model.resolve_variant("swinv2_large_patch4_window12_192_22k") == "swinv2_large_patch4_window12_192"
-    assert model.resolve_variant("swin_base_patch4_window7_224.ms_in22k") == "swin_base_patch4_window7_224_in22k"
-    assert model.resolve_variant("swin_tiny_patch4_window7_224_22kto1k_finetune") == "swin_tiny_patch4_window7_224"
-    with pytest.raises(UserError, match="swin_tiny_patch4_window7_224.*Valid models: .*swinv2_large"):
-        create_model("swin_tiny_patch4_window7")
-    with pytest.raises(UserError,
-                       match="Did you mean swin_tiny_patch4_window7_224, swin_tiny_patch4_window7_224_in22k"):
-        create_model("swin_tiny")  # a short form lists the variants it begins
-
 
 @pytest.mark.parametrize("version", [1, 2])
 def test_a_stage_as_a_layer_under_autocast_and_a_model_cast_to_bf16_run(version):
@@ -609,37 +444,3 @@ def test_a_stage_as_a_layer_exports_with_a_dynamic_height_and_width(version):
         torch.export.export(layer, (x,), dynamic_shapes=({2: torch.export.Dim("height")},))
 
 
-def test_overrides():
-    with torch.device("meta"):
-        net = create_model("swinv2_tiny_patch4_window8_256", num_classes=7, img_size=384, window_size=12,
-                           drop_path_rate=0.0, pretrained_window_sizes=(8, 8, 8, 8))
-    assert net.img_size == 384 and net.layers[0].window_size == 12 and net.layers[3].pretrained_window_size == 8
-    assert net.overrides == {"num_classes": 7, "img_size": 384, "window_size": 12, "drop_path_rate": 0.0,
-                             "pretrained_window_sizes": (8, 8, 8, 8)}
-    with pytest.raises(UserError, match="unknown model option"):
-        create_model("swin_tiny_patch4_window7_224", window=8)
-
-
-
-def test_each_variant_trains_at_the_drop_path_rate_of_the_official_config_of_its_weights():
-    """The 1k configs from scratch (0.2 tiny, 0.3 small, 0.5 base); the 22k ones, and swin_base's 22k->1k
-    fine-tuning, whose weights the 1k swin_base variants load (configs/swin/*_22k.yaml, *_22kto1k_finetune.yaml)."""
-    rates = {name: cfg["drop_path_rate"] for name, cfg in model.VARIANTS.items()}
-    sizes = ("tiny", "small", "base", "large")
-    assert [rates[f"swin_{size}_patch4_window7_224"] for size in sizes] == [0.2, 0.3, 0.2, 0.2]
-    assert [rates[f"swin_{size}_patch4_window7_224_in22k"] for size in sizes] == [0.1, 0.2, 0.2, 0.2]
-    assert rates["swin_base_patch4_window12_384"] == 0.2 and rates["swinv2_base_patch4_window8_256"] == 0.5
-    # a checkpoint keeps its rate: stored from now on; one from before, which holds none, at the rate it trained with
-    with torch.device("meta"):
-        assert create_model("swin_base_patch4_window7_224").overrides["drop_path_rate"] == 0.2
-        earlier = create_model_from_checkpoint({"variant": "swin_base_patch4_window7_224",
-                                                "model_overrides": {"num_classes": 5}})
-    assert earlier.overrides["drop_path_rate"] == 0.5
-
-def test_v2_blocks_start_as_the_identity():
-    """V2's init zeroes the post-norms (official _init_respostnorm): a fresh stage passes its input through."""
-    layer = model.SwinLayer(dim=16, depth=2, num_heads=2, window_size=4, version=2)
-    x = torch.randn(2, 16, 9, 13)
-    assert torch.equal(layer(x), x)
-    v1 = model.SwinLayer(dim=16, depth=2, num_heads=2, window_size=4, version=1)
-    assert not torch.equal(v1(x), x)
