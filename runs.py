@@ -118,9 +118,9 @@ def recorded_split(run_dir: Path, data_path: Path, val_ratio: float, main_proces
                               else None)
 
 
-def read_recorded_split(path: Path, data_path: Path, val_ratio: float) -> set | None:
-    """recorded_split's files, read here: None where there is no record, or one that is not a run's or not of
-    this folder and ratio (said)."""
+def read_split_record(path: Path, say: bool = False) -> dict | None:
+    """val_files.json as record_split wrote it; None where there is none, or one cut short or edited (said, with
+    `say`: its files are then drawn again, as with none)."""
     if not path.is_file():
         return None
     try:
@@ -129,9 +129,20 @@ def read_recorded_split(path: Path, data_path: Path, val_ratio: float) -> set | 
         if not (isinstance(drawn_from, str) and type(ratio) in (int, float) and isinstance(val, list)
                 and all(isinstance(name, str) for name in val)):
             raise TypeError(f"{path} holds other types")
-    except (ValueError, KeyError, TypeError):  # cut short or edited: drawn again, as with none
-        print(f"notice: {path} is not the JSON a run writes: the validation files are drawn again")
+    except (ValueError, KeyError, TypeError):
+        if say:
+            print(f"notice: {path} is not the JSON a run writes: the validation files are drawn again")
         return None
+    return record
+
+
+def read_recorded_split(path: Path, data_path: Path, val_ratio: float) -> set | None:
+    """recorded_split's files, read here: None where there is no record, or one that is not a run's or not of
+    this folder and ratio (said)."""
+    record = read_split_record(path, say=True)
+    if record is None:
+        return None
+    drawn_from, ratio, val = record["data_path"], record["val_ratio"], record["val"]
     here = str(Path(data_path).resolve())
     if Path(data_path).is_dir() and is_split_root(Path(data_path)) or record.get("split_root"):  # nothing drawn
         return None
@@ -363,8 +374,8 @@ def newest_run_checkpoint() -> Path:
         raise UserError(f"no checkpoint to predict with: no runs/*/best.pth in {Path.cwd()}, but {started[-1].parent} "
                         "holds a last.pth (stopped before its first validation): pass --weights "
                         f"{shlex.quote(str(started[-1].parent))}, or train on until it writes a best.pth")
-    tutorial = sorted(Path("weights").glob("model-*.pth"), key=lambda p: p.stat().st_mtime)
-    if newest is None and tutorial:  # the tutorial's train.py saves weights/model-<epoch>.pth
+    tutorial = [] if newest else sorted(Path("weights").glob("model-*.pth"), key=lambda p: p.stat().st_mtime)
+    if tutorial:  # the tutorial's train.py saves weights/model-<epoch>.pth
         raise UserError(f"no checkpoint to predict with: no runs/*/best.pth in {Path.cwd()}, but {tutorial[-1]} "
                         f"looks like the tutorial's: pass it with --weights {shlex.quote(str(tutorial[-1]))} "
                         "--model NAME (the tutorial trains swin_tiny_patch4_window7_224)")
@@ -385,16 +396,10 @@ def check_split_root_unchanged(run_dir: Path, splits) -> None:
     """A resumed run on split folders: a val/ that now holds images it did not hold at the run's start (split_data.py
     run again, at another --val-ratio or --seed) validates on photos the run trained on, and best.pth is chosen on
     another set; said, with what to do."""
-    path = run_dir / SPLIT_FILE
-    if splits.drawn or not path.is_file():
+    record = None if splits.drawn else read_split_record(run_dir / SPLIT_FILE)
+    if record is None or not record.get("split_root") or record["data_path"] != str(splits.root.resolve()):
         return
-    try:
-        record = json.loads(path.read_text())
-        if not record.get("split_root") or record["data_path"] != str(splits.root.resolve()):
-            return
-        before = set(record["val"])
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return
+    before = set(record["val"])
     now = {Path(p).relative_to(splits.root).as_posix() for p, _ in splits.val}
     if now != before:
         print(f"warning: {splits.root}/val is not what this run validated on at its start: {len(now - before)} of its "
@@ -407,11 +412,10 @@ def photos_trained_on(run_dir: Path, samples: list) -> tuple | None:
     """--eval-only of a run's checkpoint on another data folder (a copy of its own, a superset): (how many of
     `samples` are photos the run trained on, the folder it trained from), told by class folder, name and size against
     the files val_files.json records, where that folder is still there; None where it cannot be told."""
-    try:
-        record = json.loads((run_dir / SPLIT_FILE).read_text())
-        root, val = Path(record["data_path"]), set(record["val"])
-    except (OSError, ValueError, KeyError, TypeError):
+    record = read_split_record(run_dir / SPLIT_FILE)
+    if record is None:
         return None
+    root, val = Path(record["data_path"]), set(record["val"])
     trained_root = root / "train" if record.get("split_root") else root
     if not trained_root.is_dir():
         return None

@@ -72,8 +72,10 @@ def from_the_official_code(state: dict) -> bool:
     """Whether a state dict comes from the official code (it keeps the index buffers) or timm's (its layout), both
     of which give a V1 stage whose map is smaller than the window a window of the map's side (small_map_windows),
     not from this project's, whose stages read the centre of the window's table there (its own runs' state dicts,
-    which train.py's checkpoints and the tutorial's torch.save of one hold)."""
-    return is_timm_layout(state) or any(key.endswith("relative_position_index") for key in state)
+    which train.py's checkpoints and the tutorial's torch.save of one hold), nor from the tutorial's code, which
+    pads such a map and reads the whole table (from_the_tutorials_code)."""
+    return is_timm_layout(state) or any(key.endswith("relative_position_index") for key in state) and \
+        not from_the_tutorials_code(state)
 
 
 def from_the_tutorials_code(state: dict) -> bool:
@@ -232,9 +234,7 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
     check_is_swin(state, source)
     check_same_architecture(state, model)
     own = model.state_dict()
-    # the official loader's refit of a small map's table; the tutorial's code pads the map and reads its whole table
-    small = small_map_windows(model) if from_the_official_code(unwrapped) and not from_the_tutorials_code(unwrapped) \
-        else {}
+    small = small_map_windows(model) if from_the_official_code(unwrapped) else {}
     resized, skipped, replaced = [], [], set()
     for key, value in list(state.items()):
         if key.endswith("relative_position_bias_table") and key in own:
