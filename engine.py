@@ -9,6 +9,7 @@ stepped per optimizer step; label smoothing, mixup/cutmix, gradient clipping at 
 stochastic depth; plus layer-wise lr decay for fine-tuning and an EMA of the weights.
 """
 import copy
+import os
 import time
 import warnings
 from contextlib import nullcontext
@@ -24,7 +25,8 @@ from data import build_mixup, build_normalize, to_device
 from optim import build_optimizer, build_scheduler, current_lr
 from precision import autocast
 from checkpoints import all_finite
-from utils import UserError, any_process, distributed, from_all_processes, reduce_sums, rng_state, set_rng_state
+from utils import (UserError, any_process, distributed, from_all_processes, launcher, reduce_sums, rng_state,
+                   set_rng_state)
 
 
 class TrainingDiverged(RuntimeError):
@@ -106,7 +108,8 @@ class TrainState:
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
                 "batches_done": self.batches_done, "best_acc": self.best_acc, "rng": rng_state(),
-                "layout": self.layout, "order": self.order, "epoch_sums": epoch_sums, "lr": self.lr}
+                "layout": self.layout, "order": self.order, "epoch_sums": epoch_sums, "lr": self.lr,
+                "processes_per_node": int(os.environ.get("LOCAL_WORLD_SIZE", 1))}
 
     def resume_from(self, checkpoint: dict, metric: str = "acc1", folder: str = "runs/<name>") -> str:
         """Go on where `checkpoint` stopped (its model weights are loaded with the model), under this run's
@@ -161,9 +164,11 @@ class TrainState:
             if images_only and 0 < self.batches_done < was["batches_per_epoch"] else ""
         if trained or cut:
             self.batches_done = self.layout["batches_per_epoch"]
+        # the command that finishes the epoch as it ran: on as many machines (checkpoints before 2026-11-30 did not
+        # say how many: one)
         processes = (was or {}).get("processes", 1)
-        finish = (f"{'python' if processes == 1 else f'torchrun --nproc_per_node {processes}'} train.py --resume "
-                  f"{folder} --stop-after-epochs 1")  # the command that finishes the epoch as it ran
+        finish = (f"{launcher(processes, checkpoint.get('processes_per_node', processes))} train.py --resume {folder} "
+                  "--stop-after-epochs 1")
         if relaid and self.batches_done and not (trained or cut):
             def divided(layout: dict) -> str:  # the optimizer steps too: --accum-steps changes them alone
                 return (f"{layout['images']} training images in batches of {layout['batch_size']} in "

@@ -279,9 +279,12 @@ def resume_command(run_dir) -> str:
     return f"{launcher()} train.py --resume {shlex.quote(str(run_dir))}"
 
 
-def launcher() -> str:
-    """What starts train.py as this process was started: python, or torchrun with as many processes."""
-    world, local = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+def launcher(world: int | None = None, local: int | None = None) -> str:
+    """What starts train.py as this process was started (or with `world` processes, `local` on each machine): python,
+    or torchrun with as many processes, on as many machines."""
+    if world is None:
+        world, local = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    local = world if local is None else local
     if world == 1:
         return "python"
     nodes = f"--nnodes {world // local} --node_rank N --master_addr HOST " if world > local else ""

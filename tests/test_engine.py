@@ -456,11 +456,12 @@ def test_a_stop_at_an_epochs_last_step_ends_the_epoch_and_an_empty_epoch_has_no_
     assert empty["images"] == 0 and empty["loss"] is None and empty["acc1"] is None and not empty["interrupted"]
 
 
-def test_a_run_resumed_in_another_layout_keeps_its_schedule():
+def test_a_run_resumed_in_another_layout_keeps_its_schedule(monkeypatch):
     """Two processes took 5 steps an epoch; resumed in one, an epoch is 10 steps: from an epoch's end the
     schedule goes on from the epochs done (half of 4 here), not from the step count; midway it is refused."""
     import train
     from utils import UserError
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # the checkpoints below, as torchrun's two processes write them
     cfg = train.build_parser().parse_args(["--warmup-epochs", "0", "--epochs", "4", "--lr", "1e-3"])
     cpu = torch.device("cpu")
     two = engine.build_train_state(cfg, micro(), micro(), cpu, None, 5, [1] * 5)
@@ -486,6 +487,11 @@ def test_a_run_resumed_in_another_layout_keeps_its_schedule():
                                         r"2 in 2 process\(es\), 5 optimizer steps an epoch; here it is 20 .* in 1 process.*torchrun --nproc_per_node 2 train.py "
                                         r"--resume 'runs/my run' --stop-after-epochs 1"):
         resumed(alone, two.checkpoint())
+    with pytest.raises(UserError, match=r"torchrun --nnodes 2 --node_rank N --master_addr HOST --nproc_per_node 1 "
+                                        r"train.py --resume 'runs/my run' --stop-after-epochs 1"):
+        resumed(alone, {**two.checkpoint(), "processes_per_node": 1})  # on two machines: finished on two
+    with pytest.raises(UserError, match=r"torchrun --nproc_per_node 2 train.py"):  # a checkpoint that does not say
+        resumed(alone, {key: value for key, value in two.checkpoint().items() if key != "processes_per_node"})
     with pytest.raises(UserError, match=r"here it is 20 training images in batches of 3 in 2"):  # the batches alone
         resumed(dict(two.layout, batch_size=3), two.checkpoint())
     # only the images changed midway (removed, or no longer decoding, since the stop): no layout finishes the epoch
