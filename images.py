@@ -327,7 +327,20 @@ def find_images(folder: Path, others: dict = None, left_out: list = None, unlist
 
 def class_folders(root: Path) -> list[Path]:
     """The class folders of `root`, sorted by name: the class order everywhere (labels, class_indices.json)."""
-    folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+    entries = list(root.iterdir())
+    # a link that leads nowhere (a class folder on a drive not mounted now, or a loop of links) is no folder to
+    # is_dir(): passed over, its class would be missing from the run without a word, every later label shifted
+    for path in sorted(p for p in entries if p.is_symlink() and not p.exists() and not p.name.startswith(".")
+                       and not is_image_file(p)):
+        try:
+            os.stat(path)
+            loop = False
+        except OSError as error:
+            loop = error.errno == errno.ELOOP
+        why = ("a loop of links: remove the link" if loop else
+               "which does not exist: mount or restore it, or remove the link")
+        raise UserError(f"the class folder {path} is a link to {os.readlink(path)}, {why}")
+    folders = sorted((p for p in entries if p.is_dir() and not p.name.startswith(".")
                       and p.name not in SYSTEM_FOLDERS), key=lambda p: p.name)  # __MACOSX: a zip made on a Mac
     written = {}
     for folder in folders:
@@ -371,6 +384,8 @@ def names_order_hint(names: list[str], others: list[str]) -> str:
     which a letter written two ways causes (sorted, e and an accent comes before é), what to look at."""
     if sorted(map(letters, names)) != sorted(map(letters, others)):
         return ""
+    if sorted(names) == sorted(others):  # written alike: only their order differs (a file edited, another tool's)
+        return " (the same names in another order: each label would be another class's)"
     return (f" (the same names in another order: letters written two ways, as one letter or as a letter and an "
             f"accent, sort otherwise; {ascii(names)} against {ascii(others)})")
 

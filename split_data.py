@@ -88,13 +88,20 @@ def main(argv=None) -> None:
 
     if args.mode == "hardlink":  # known before the earlier split is cleared, not at the first link
         nearest_existing = next(folder for folder in [out, *out.resolve().parents] if folder.exists())
-        if os.stat(nearest_existing).st_dev != os.stat(source).st_dev:
+        out_device = os.stat(nearest_existing).st_dev
+        if out_device != os.stat(source).st_dev:
             raise UserError(f"--mode hardlink needs --out on the file system of --data-path {source}, and {out} is on "
                             "another: use --mode copy or --mode symlink, or an --out beside the photos")
     classes, images, skipped = read_class_root(source, split_too=False)
     splits = split_by_class(images, args.val_ratio, args.test_ratio, args.seed)
     plan = {f"{split}/{classes[label]}/{Path(path).relative_to(source / classes[label]).as_posix()}": Path(path)
             for split in SPLITS for path, label in splits[split]}
+    if args.mode == "hardlink":  # and each photo's (os.stat follows links): a class folder linked from another disk
+        elsewhere = next((path for path in plan.values() if os.stat(path).st_dev != out_device), None)
+        if elsewhere is not None:
+            raise UserError(f"--mode hardlink needs every photo on the file system of --out {out}, and {elsewhere} "
+                            f"(at {elsewhere.resolve()}) is on another: use --mode copy or --mode "
+                            "symlink")
     prepare_out(out, source, [*plan, CLASS_INDICES, REPORT, CHART], args.force)
     for target, image in tqdm(plan.items(), desc=f"writing {out}", unit="img", disable=None):
         place_image(image, out / target, args.mode, args.max_size)

@@ -15,7 +15,7 @@ from splits import SPLIT_MANIFEST as MANIFEST, SPLITS
 from utils import UserError
 
 # what a file browser leaves in a folder it showed (Finder, Explorer): not the user's files, read by no training
-BROWSER_FILES = {".DS_Store", "Thumbs.db", "desktop.ini", "ehthumbs.db"}
+BROWSER_FILES = {".DS_Store", "Thumbs.db", "desktop.ini", "ehthumbs.db", ".directory"}  # .directory: KDE's Dolphin
 
 
 def browser_file(name: str) -> bool:

@@ -168,9 +168,17 @@ def load_splits(data_path, val_ratio: float = 0.2, seed: int = 0, check: bool = 
 
 def is_split_root(root: Path) -> bool:
     """Whether `root` holds split folders, train/<class>/... as split_data.py writes them, rather than class
-    folders: a train/ that holds photos itself is a class of that name (bus/, car/, train/)."""
+    folders: a train/ that holds photos itself is a class of that name (bus/, car/, train/), unless it holds class
+    folders too, with a val/ beside it (split folders, a photo dropped into train/ by hand: left out, said)."""
     train = root / "train"
-    return train.is_dir() and not any(is_image_file(path) for path in train.iterdir())
+    if not train.is_dir():
+        return False
+    entries = list(train.iterdir())
+    if not any(is_image_file(path) for path in entries):
+        return True
+    # photos in train/ itself beside class folders, with a val/ beside it: split folders with a stray photo (dropped
+    # into data/train by hand), which as class folders would train two classes, "train" and "val"
+    return (root / "val").is_dir() and any(path.is_dir() and not path.name.startswith(".") for path in entries)
 
 
 def unfinished_split(root: Path) -> bool:
@@ -202,11 +210,15 @@ def load_split_root(root: Path, check: bool = True) -> DataSplits:
         if not (root / name).is_dir():
             continue
         labels = {letters(class_name): label for label, class_name in enumerate(classes)}
+        splits.skipped += [(str(path), "beside the class folders, in none: it has no class")  # as in train/
+                           for path in sorted((root / name).iterdir()) if is_image_file(path) and path.is_file()]
         for folder in class_folders(root / name):
             label = labels.get(letters(folder.name))
             if label is None:
-                raise UserError(f"{folder} is a class that {root / 'train'} does not have: "
-                                "every class needs training images")
+                why = (": every class needs training images" if find_images(folder) else
+                       ", and holds no photo (a folder an earlier split left, kept by another program's file): "
+                       "remove it")
+                raise UserError(f"{folder} is a class that {root / 'train'} does not have{why}")
             left_out = []  # as in train/: an iPhone's .heic, a NAS's thumbnails, a folder that cannot be read, said
             paths = find_images(folder, left_out=left_out)
             good, bad = check_images(paths, desc=f"checking {name}/{folder.name}") if check else (paths, [])

@@ -205,6 +205,7 @@ def test_what_a_file_browser_leaves_in_a_split_refuses_nothing_and_keeps_no_remo
     for folder in (out, out / "val" / "owl", out / "train" / "owl"):
         (folder / ".DS_Store").write_bytes(b"\0")
     (out / "train" / "Thumbs.db").write_bytes(b"\0")
+    (out / "val" / "owl" / ".directory").write_text("[Dolphin]\nViewMode=1\n")  # KDE's file browser
     shutil.rmtree(source / "owl")
     split_data.main(["--data-path", str(source), "--out", str(out), "--seed", "1"])
     assert not (out / "val" / "owl").exists() and not (out / "train" / "owl").exists()
@@ -307,6 +308,29 @@ def test_hardlinks_across_file_systems_are_refused_before_the_earlier_split_is_c
                                         r"--mode copy or --mode symlink"):
         split_data.main(["--data-path", str(source), "--out", str(out), "--mode", "hardlink"])
     assert split_files(out) == before
+
+def test_hardlinks_from_a_class_folder_linked_from_another_file_system_are_refused_first(tmp_path, monkeypatch):
+    """A class folder linked from another disk passed the check on --data-path's own file system, and the split
+    failed at its first photo, the earlier split removed and the new one half-written."""
+    source = make_photos(tmp_path / "photos")
+    shutil.move(source / "dog", tmp_path / "elsewhere")
+    (source / "dog").symlink_to(tmp_path / "elsewhere")
+    out = tmp_path / "out"
+    split_data.main(["--data-path", str(source), "--out", str(out)])
+    before = split_files(out)
+    real_stat = split_data.os.stat
+
+    class OtherDevice:  # the linked class folder on another file system
+        @staticmethod
+        def stat(path):
+            found = real_stat(path)
+            return type("Stat", (), {"st_dev": found.st_dev + ((tmp_path / "elsewhere") in Path(path).resolve().parents)})
+    monkeypatch.setattr(split_data, "os", OtherDevice)
+    with pytest.raises(UserError, match=r"--mode hardlink needs every photo on the file system of --out .*dog.* "
+                                        r"\(at .*elsewhere.*\) is on another"):
+        split_data.main(["--data-path", str(source), "--out", str(out), "--mode", "hardlink"])
+    assert split_files(out) == before
+
 
 def test_will_not_overwrite_a_file_it_did_not_write(tmp_path):
     source = make_photos(tmp_path / "photos")

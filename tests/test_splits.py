@@ -141,6 +141,43 @@ def test_split_root_mistakes_are_explained(tmp_path):
     write_class_tree(tmp_path / "val", {"cat": 1, "owl": 1})
     with pytest.raises(UserError, match="owl"):
         load_splits(tmp_path)
+    shutil.rmtree(tmp_path / "val" / "owl")
+    (tmp_path / "val" / "owl").mkdir()  # only a file of another program's in it: it is no class, and says so
+    (tmp_path / "val" / "owl" / "notes.txt").write_text("")
+    with pytest.raises(UserError, match="owl is a class that .* does not have, and holds no photo"):
+        load_splits(tmp_path)
+
+
+def test_a_stray_photo_in_train_leaves_the_folder_a_split(tmp_path):
+    """A photo dropped into data/train/ beside its class folders made train.py read data/ as class folders: a
+    classifier of two classes, "train" and "val". A photo beside the class folders of val/ or test/ was passed over
+    without a word; each is left out and said, as one beside the class folders of train/ is."""
+    import split_data
+    write_class_tree(tmp_path / "train", {"cat": 3, "dog": 3})
+    write_class_tree(tmp_path / "val", {"cat": 1, "dog": 1})
+    shutil.copy(tmp_path / "train" / "cat" / "cat_00.jpg", tmp_path / "train" / "stray.jpg")
+    shutil.copy(tmp_path / "val" / "cat" / "cat_00.jpg", tmp_path / "val" / "loose.jpg")
+    splits = load_splits(tmp_path)
+    assert splits.classes == ["cat", "dog"] and not splits.drawn
+    assert (len(splits.train), len(splits.val)) == (6, 2)
+    assert sorted(Path(path).name for path, _ in splits.skipped) == ["loose.jpg", "stray.jpg"]
+    with pytest.raises(UserError, match="is split already"):
+        split_data.main(["--data-path", str(tmp_path), "--out", str(tmp_path.parent / "again")])
+
+
+@pytest.mark.parametrize("link", ["nowhere", "loop"])
+def test_a_class_folder_linked_to_nothing_is_an_error_not_a_class_less(tmp_path, link):
+    """A class folder linked from a drive not mounted now, or a loop of links, is no folder to is_dir(): the run
+    trained on the other classes without a word, every later label shifted."""
+    write_class_tree(tmp_path / "data", {"cat": 3, "dog": 3})
+    if link == "nowhere":
+        (tmp_path / "data" / "bird").symlink_to(tmp_path / "unmounted" / "bird")
+    else:
+        (tmp_path / "data" / "bird").symlink_to("owl")
+        (tmp_path / "data" / "owl").symlink_to("bird")
+    said = "which does not exist: mount or restore it" if link == "nowhere" else "a loop of links"
+    with pytest.raises(UserError, match=f"the class folder .*bird is a link to .*, {said}"):
+        load_splits(tmp_path / "data")
 
 
 def test_a_val_ratio_that_a_split_root_leaves_unused_is_said(tmp_path, capsys):
