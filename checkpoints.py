@@ -3,6 +3,7 @@
 holds: engine.TrainState.checkpoint and train.py; weights from elsewhere: weights.py.
 """
 import os
+import pickletools
 import re
 import shutil
 import threading
@@ -157,6 +158,12 @@ def load_checkpoint(path, mmap: bool = False):
         pickled = zipfile.is_zipfile(path) or start[:1] == b"\x80"
         if start == b"PK\x03\x04" and not zipfile.is_zipfile(path):  # torch.save's zip without its end: cut short
             raise cut_short(path, f"torch.load: {type(err).__name__}") from None
+        if found and pickled and whole_object(path):  # torch.save(model): a module, not a dict that holds weights
+            raise UserError(
+                f"{path} holds a whole pickled model ({found.group(1)}), not its weights, and loading it could run "
+                "code, so it is refused. If you trust the file, re-save only its weights, where the code of its "
+                "class can be imported: torch.save(torch.load(f, weights_only=False).state_dict(), 'clean.pth')") \
+                from None
         if found and pickled:
             raise UserError(
                 f"{path} holds pickled Python objects besides tensors ({found.group(1)}), and loading it "
@@ -164,6 +171,19 @@ def load_checkpoint(path, mmap: bool = False):
                 "torch.save(torch.load(f, weights_only=False)['model'], 'clean.pth') (or the key that holds its "
                 "weights, such as 'state_dict')") from None
         raise UserError(f"{path} is not a PyTorch checkpoint (torch.load: {type(err).__name__})") from None
+
+
+def whole_object(path: Path) -> bool:
+    """Whether a torch.save file holds an object of a class at its top (torch.save(model)) rather than a dict or a
+    list: its pickle's first operation after the protocol names a class, read without unpickling anything."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickle = next((n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")), None)
+            ops = pickletools.genops(archive.read(pickle)) if pickle else iter(())
+            first = next((op.name for op, _, _ in ops if op.name not in ("PROTO", "FRAME")), None)
+    except Exception:  # a damaged archive or pickle: not known to be a model, the general advice stands
+        return False
+    return first in ("GLOBAL", "STACK_GLOBAL", "SHORT_BINUNICODE", "BINUNICODE", "UNICODE")
 
 
 def cut_short(path: Path, why: str, disk: bool = False) -> UserError:

@@ -270,7 +270,12 @@ def export_onnx(clf, path: Path, device, input_type: str = "uint8", weights: str
     check(proto)
     if weights != "fp32":
         proto = {"int8": int8_program, "fp16": fp16_program}[weights](proto, path)
-        check(proto, TOLERANCES[weights])
+        try:
+            check(proto, TOLERANCES[weights])
+        except ProgramOffTheModel as off:  # not a fault: this model's results move that much with such weights
+            raise UserError(f"--export-{weights}: {off}, past the {TOLERANCES[weights]} allowed: {weights} weights "
+                            f"change this model's results too much. Export it in fp32 (drop --export-{weights})") \
+                from None
     proto = with_metadata(proto, describe(clf, input_type) | ({"weights": weights} if weights != "fp32" else {}))
     path.parent.mkdir(parents=True, exist_ok=True)
     # whole or not at all: a program over another stays good
@@ -427,6 +432,10 @@ def export_torchscript(clf, path: Path, device, input_type: str = "uint8") -> st
     return "TorchScript; load with torch.jit.load"
 
 
+class ProgramOffTheModel(RuntimeError):
+    """check_program's refusal: the program's results are not the model's."""
+
+
 def check_program(run, clf, device, input_type: str, tolerance: float = None) -> None:
     """The program against the model on images at img_size, at another batch size than the trace's, and
     against Deployable run eagerly on images of other sizes (one a single row of pixels); a RuntimeError,
@@ -448,8 +457,9 @@ def check_program(run, clf, device, input_type: str, tolerance: float = None) ->
                 torch.allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, want.abs().max().item()))
             if not close:
                 what = "logits" if tolerance is None else "probabilities"
-                raise RuntimeError(f"the exported program's {what} are off the model's by "
-                                   f"{(got - want).abs().max():.3g} on {x.shape[-2]} x {x.shape[-1]} images; not saved")
+                raise ProgramOffTheModel(f"the exported program's {what} are off the model's by "
+                                         f"{(got - want).abs().max():.3g} on {x.shape[-2]} x {x.shape[-1]} images; "
+                                         "not saved")
 
 
 # --- Running a program in predict.py ---

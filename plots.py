@@ -47,6 +47,19 @@ def letters_missing(text: str) -> str:
                                  and drawn(c) == box))  # not a control or format character, which draws nothing
 
 
+def letters_missing_notice(classes: list, pictures: str) -> str:
+    """A notice of the letters of the class names that font() lacks (CJK, where only DejaVu is installed), which
+    `pictures` would draw as boxes, with what to install; "" where it has them all."""
+    missing = letters_missing("".join(classes))
+    if not missing:
+        return ""
+    shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+    emoji = any(0x1F000 <= ord(letter) < 0x1FB00 or 0x2600 <= ord(letter) < 0x27C0 for letter in missing)
+    package = "fonts-noto-color-emoji for emoji" if emoji else "fonts-noto-cjk for Chinese, Japanese and Korean"
+    return (f"notice: the fonts here have no letters for {shown} in the class names: {pictures} draw boxes for "
+            f"them; a font with them fixes that (Debian: apt-get install {package})")
+
+
 LABEL_WIDTH = 240  # px: the most a class's name takes as a label in a picture (shortened)
 
 

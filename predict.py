@@ -117,6 +117,8 @@ def main(argv=None) -> None:
     device = clf.model.device if program else device  # where a program runs: its runtime decides
     print(f"{clf.source}: {clf.model.variant}, {len(clf.class_names)} classes, {clf.model.img_size} px, "
           f"on {device}" + (f" ({clf.model.kind})" if program else ""), file=sys.stderr)
+    if args.save_vis is not None and (notice := plots.letters_missing_notice(clf.class_names, "the cards")):
+        print(notice, file=sys.stderr)  # a machine the model is shipped to may lack the fonts of the one it trained on
     if export is not None:
         check_export_target(args.export, clf.source)
         note = export(clf, args.export, device, args.export_input)

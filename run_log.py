@@ -218,14 +218,9 @@ def warn_if_imbalanced(classes: list, counts: list, balance: str) -> None:
 def notice_letters_missing(classes: list) -> None:
     """Class names in a script the machine's fonts lack (CJK, where only DejaVu is installed): the pictures would draw
     boxes for them, said once as the run starts with what to install."""
-    missing = plots.letters_missing("".join(classes))
-    if missing:
-        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-        emoji = any(0x1F000 <= ord(letter) < 0x1FB00 or 0x2600 <= ord(letter) < 0x27C0 for letter in missing)
-        package = "fonts-noto-color-emoji for emoji" if emoji else "fonts-noto-cjk for Chinese, Japanese and Korean"
-        print(f"notice: the fonts here have no letters for {shown} in the class names: the pictures (confusion "
-              f"matrix, report, TensorBoard) draw boxes for them; a font with them fixes that (Debian: apt-get "
-              f"install {package})")
+    notice = plots.letters_missing_notice(classes, "the pictures (confusion matrix, report, TensorBoard)")
+    if notice:
+        print(notice)
 
 
 def notice_large_photos(splits, img_size: int, data_path, val_ratio: float) -> None:

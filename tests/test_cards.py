@@ -181,3 +181,12 @@ def test_cam_needs_cards_and_a_checkpoint(trained, photos, pt2_program, tmp_path
     assert not (tmp_path / "cards").exists()  # refused before the folder is made
     with pytest.raises(UserError, match=r"--export needs a checkpoint, not the program .*\.pt2"):
         run_predict(capsys, monkeypatch, trained, "--weights", pt2_program, "--export", tmp_path / "again.onnx")
+
+
+def test_cards_say_class_names_the_fonts_here_lack(trained, photos, tmp_path, capsys, monkeypatch):
+    """A machine a model is shipped to may lack the fonts of the one it trained on (CJK class names): --save-vis says
+    that its cards draw boxes for those letters, on stderr (stdout holds the results)."""
+    monkeypatch.setattr(plots, "letters_missing", lambda text: "\u5411")
+    code, out, err = run_predict(capsys, monkeypatch, trained, photos[0], "--save-vis", tmp_path / "vis")
+    assert code == 0 and "notice: the fonts here have no letters for \u5411 in the class names: the cards draw " \
+        "boxes for them" in err and "notice" not in out

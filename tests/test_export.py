@@ -18,6 +18,7 @@ from data import Normalize, build_transform
 from export import (ONNX_OPSET, TOLERANCES, Deployable, as_input, check_program, export_onnx, export_pt2,
                     fp16_program, int8_program)
 from model import SwinLayer, create_model
+from utils import UserError
 from weights import Classifier, load_classifier
 
 SIZE = 64
@@ -191,6 +192,18 @@ def test_int8_check_refuses_a_program_off_the_model(clf):
     favoured = lambda x: reference(x) + torch.tensor([0.5, 0, 0, 0, 0])  # noqa: E731  about 0.1 to daisy
     with pytest.raises(RuntimeError, match=r"probabilities are off the model's by 0\.\d+ on 64 x 64 images; not saved"):
         check_program(favoured, clf, torch.device("cpu"), "uint8", TOLERANCES["int8"])
+
+
+def test_export_of_a_program_off_the_model_is_one_line(clf, onnx_file, export_packages, monkeypatch, tmp_path):
+    """A model whose int8 program moves its probabilities past the tolerance (no fault: how this model quantizes) is
+    one line that says to export in fp32, not a traceback; nothing is written."""
+    monkeypatch.setattr(export, "traced_onnx", lambda *args: onnx_file.read_bytes())  # the trace, made before
+    monkeypatch.setitem(TOLERANCES, "int8", 1e-9)
+    path = tmp_path / "int8.onnx"
+    with pytest.raises(UserError, match=r"^--export-int8: the exported program's probabilities are off the model's "
+                                        r"by .*past the 1e-09 allowed.*drop --export-int8\)$"):
+        export_onnx(clf, path, torch.device("cpu"), weights="int8")
+    assert not path.exists()
 
 
 def test_pt2_program_gives_the_model_logits(version, clf, crops, pt2_file):

@@ -86,8 +86,13 @@ class Config:  # stands for the yacs config object some training scripts pickle 
 def test_pickled_objects_refused(tmp_path):
     path = tmp_path / "ckpt_with_config.pth"
     torch.save({"model": micro_state(), "config": Config()}, path)
-    with pytest.raises(UserError, match="pickled Python objects"):
+    with pytest.raises(UserError, match=r"pickled Python objects .*\['model'\]"):
         load_weights(create_model("swin_micro_patch4_window4_128"), path)
+    # torch.save(model), the whole module: its state_dict() to save, not a key of a dict it is not
+    whole = tmp_path / "whole_model.pth"
+    torch.save(create_model("swin_micro_patch4_window4_128"), whole)
+    with pytest.raises(UserError, match=r"a whole pickled model \(model\.SwinTransformer\).*\.state_dict\(\)"):
+        load_weights(create_model("swin_micro_patch4_window4_128"), whole)
     # a text file whose first letter is c reads as pickle's GLOBAL opcode: not a checkpoint, not a pickle to trust
     text = tmp_path / "config.yaml"
     text.write_text("config: null\nmodel: swin_micro_patch4_window4_128\n")
