@@ -129,8 +129,9 @@ class TrainState:
                             f"this run's {sum(sizes)} in {len(sizes)}: --freeze-layers or --layer-decay, typed on "
                             "resuming, sorts the parameters otherwise, and the optimizer's state cannot go on. "
                             "Resume without it, or start a new run from the checkpoint's weights (--weights FILE "
-                            "--name NEW). (Runs without --layer-decay before 2026-11-29 grouped by depth as well: "
-                            "resume those with the train.py that wrote them.)")
+                            "--name NEW). (Runs without --layer-decay before 2026-11-29 grouped by depth as well, and "
+                            "runs at --weight-decay 0 before 2026-11-30 in fewer groups: resume those with the "
+                            "train.py that wrote them.)")
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         for group, own in zip(self.optimizer.param_groups, settings):
             group.update(own)  # the moments are the checkpoint's; the lr and weight decay this run's

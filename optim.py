@@ -37,11 +37,14 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        decay = 0.0 if no_weight_decay(name, param) else weight_decay
+        exempt = no_weight_decay(name, param)
         depth = layer_id(name, depths) if layer_decay < 1 else top
-        key = (depth, decay)
+        # by exemption, not by the decay's value: --weight-decay 0 keeps the groups, so that a run resumed with
+        # another --weight-decay (0 or from 0) finds the optimizer state's groups as they were saved
+        key = (depth, exempt)
         if key not in groups:
-            groups[key] = {"params": [], "weight_decay": decay, "lr_scale": layer_decay ** (top - depth)}
+            groups[key] = {"params": [], "weight_decay": 0.0 if exempt else weight_decay,
+                           "lr_scale": layer_decay ** (top - depth)}
         groups[key]["params"].append(param)
     return list(groups.values())
 

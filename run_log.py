@@ -2,9 +2,12 @@
 and pictures, metrics.csv, notices about its settings and warnings about its data (files left out, imbalanced
 classes); and how it ends: its report, or what stopped it and the command that goes on."""
 import csv
+import errno
 import random
 import shlex
+import shutil
 import sys
+import threading
 from pathlib import Path
 
 import torch
@@ -332,6 +335,11 @@ def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, d
                 f"{run_dir / 'last.pth'} holds the run as of its last save" if (run_dir / "last.pth").is_file() else "")
         return UserError(f"{err} {kept}; once the photos are back: {resume_command(run_dir)}" if kept else
                          f"{err} nothing was saved; start again once the photos are back")
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        # a full disk (a quota) met first by TensorBoard's writer, whose error names no file
+        free = shutil.disk_usage(run_dir).free / 2**30 if run_dir.is_dir() else 0.0
+        return UserError(f"could not write to {run_dir}: {err.strerror} ({free:.1f} GB free on its disk); "
+                         + lost_since_saved(run_dir, "Make room, then "))
     if isinstance(err, engine.TrainingDiverged):
         return UserError(f"training stopped: {err}. Nothing was saved from this epoch; last.pth holds the "
                          f"last good epoch. Try a lower --lr, --clip-grad, or --amp off.")
@@ -409,3 +417,29 @@ def finish_run(writer, run_dir: Path, cfg, state, last_val: dict, best: tuple, s
     report.write_evaluation(run_dir, result, splits.classes, checkpoint, state.model.variant, "val",
                             run_dir / "metrics.csv", splits.skipped, str(splits.root))
     print(f"what {checkpoint} gets wrong, to open in a browser: {run_dir / 'report.html'}")
+
+
+def close_writer(writer) -> None:
+    """TensorBoard's files closed as a run ends; where an error is ending it (a full disk), that error is said, not
+    the writer's failure to flush its last events for the same reason."""
+    stopping_error = sys.exc_info()[1]  # called in a finally: the error on its way out, if one is
+    try:
+        writer.close()
+    except OSError:
+        if stopping_error is None:
+            raise
+
+
+def quiet_event_writer_failures() -> None:
+    """TensorBoard's writer thread prints the traceback of a write that failed (a full disk) as it ends; the
+    training process meets the same error at its next flush, and says it in one line (failure_explained)."""
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+    previous = threading.excepthook
+    if getattr(previous, "quiets_event_writer", False):  # set by an earlier run in this process
+        return
+
+    def hook(args):
+        if not (isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError)):
+            previous(args)
+    hook.quiets_event_writer = True
+    threading.excepthook = hook

@@ -232,6 +232,7 @@ def main(argv=None) -> None:
         # resumed: what the run logged after its checkpoint's step (killed before the next one) is logged again,
         # and TensorBoard drops the earlier points from the next step on; new: all of a run that stopped there
         # before its first checkpoint
+        run_log.quiet_event_writer_failures()
         writer = SummaryWriter(run_dir, purge_step=state.step + 1 if checkpoint is not None else 0)
         run_log.say_started(run_dir, cfg, splits, model, state, world_size, compiled, images_per_process,
                             resumed=checkpoint is not None)
@@ -277,7 +278,7 @@ def main(argv=None) -> None:
                 checkpoints.close()  # the last ones written before anything is said or the process ends
             finally:
                 if writer is not None:
-                    writer.close()
+                    run_log.close_writer(writer)
         if distributed():  # together, once rank 0 has written its files: a signal then (torchrun's) changes nothing
             torch.distributed.barrier()
             torch.distributed.destroy_process_group()
@@ -374,10 +375,11 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
         run_log.check_some_loaded(train, "training", cfg.data_path)
         if engine.stop_agreed(stop, state.device):  # at the epoch's last step: validated next, its training saved
             save("last.pth")  # first, since validating may outlast a kill (torchrun's, after its --shutdown-timeout)
-        state.epoch, state.batches_done = epoch + 1, 0
         val = evaluation.evaluate(state.model, val_loader, normalize, len(classes), state.device, state.amp,
                                   cfg.progress and main_process)
+        # saved as trained, not validated (its sums kept): the resume validates it, its metrics.csv row not lost
         run_log.check_some_loaded(val, "validation", cfg.data_path, save)
+        state.epoch, state.batches_done = epoch + 1, 0
         ema_val = None
         if state.ema is not None:
             ema_val = evaluation.evaluate(state.ema.module, val_loader, normalize, len(classes), state.device,

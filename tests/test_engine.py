@@ -573,6 +573,13 @@ def test_an_lr_typed_on_resuming_counts_and_a_regrouping_is_refused():
     assert after.step == 5 and after.scheduler.last_epoch == 5
     assert optim.current_lr(after.optimizer) == pytest.approx(1e-3 * optim.lr_factor(5, 20, 0, 1e-4, 1e-3))
     assert {group["weight_decay"] for group in after.optimizer.param_groups} == {0.0, 0.5}
+    # --weight-decay 0 too (its groups as any other value's), and from 0 back to a decay
+    zero = engine.build_train_state(parse(["--warmup-epochs", "0", "--epochs", "2", "--weight-decay", "0"]), micro(),
+                                    micro(), cpu, None, 10, [1] * 5)
+    zero.resume_from(before.checkpoint())
+    assert {group["weight_decay"] for group in zero.optimizer.param_groups} == {0.0}
+    after.resume_from(zero.checkpoint())
+    assert {group["weight_decay"] for group in after.optimizer.param_groups} == {0.0, 0.5}
     import weights
     net = micro()
     weights.freeze_all_but_the_head(net)  # --freeze-layers: two groups still, of the head's tensors only

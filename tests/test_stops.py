@@ -512,3 +512,25 @@ def test_what_a_run_that_ended_at_once_lost_names_a_command_that_works(tmp_path)
         f"the steps since {run / 'last.pth'} was saved are lost. Try fewer --workers; to go on: python train.py "
         f"--resume {run}")
     assert run_log.lost_since_saved(run).endswith(f"are lost. To go on: python train.py --resume {run}")
+
+
+def test_a_full_disk_that_tensorboard_meets_first_is_one_line_that_says_how_to_go_on(flowers, tmp_path, capsys,
+                                                                                      monkeypatch):
+    """A disk filled by something else: TensorBoard's small writes meet it before the next checkpoint does, in its
+    writer thread, whose error names no file. One line, as a checkpoint's failed write says it; no traceback (the
+    thread's, or the flush's in the training process)."""
+    import errno
+    from tensorboard.summary.writer import record_writer
+    written = record_writer.RecordWriter.write
+
+    def full_after_the_first_epoch(self, data):
+        if (tmp_path / "r" / "last.pth").exists():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return written(self, data)
+    monkeypatch.setattr(record_writer.RecordWriter, "write", full_after_the_first_epoch)
+    with pytest.raises(UserError, match=r"^could not write to .*r: No space left on device \(.* GB free on its "
+                                        r"disk\); the steps since .*last.pth was saved are lost. Make room, then to go "
+                                        r"on: python train.py --resume .*r$"):
+        train.main([str(a) for a in ["--data-path", flowers, *FAST, "--epochs", "3", "--output", tmp_path,
+                                     "--name", "r"]])
+    assert "Traceback" not in capsys.readouterr().err

@@ -222,10 +222,10 @@ def test_a_data_folder_gone_midway_stops_the_run_with_what_was_kept(tmp_path, ca
 
     def losing_the_photos(state, *args, **kwargs):
         if state.epoch == 1 and gone_in == "training":
-            shutil.rmtree(tmp_path / "photos")
+            (tmp_path / "photos").rename(tmp_path / "away")
         result = trained(state, *args, **kwargs)
         if state.epoch == 1 and gone_in == "validation":
-            shutil.rmtree(tmp_path / "photos")
+            (tmp_path / "photos").rename(tmp_path / "away")
         return result
     monkeypatch.setattr(engine, "train_one_epoch", losing_the_photos)
     kept = (r"this epoch's training is saved in .*r/last.pth" if gone_in == "validation" else
@@ -237,8 +237,14 @@ def test_a_data_folder_gone_midway_stops_the_run_with_what_was_kept(tmp_path, ca
         train.main([str(a) for a in ["--data-path", tmp_path / "photos", *FAST, "--batch-size", "4", "--epochs", "3",
                                      "--output", tmp_path, "--name", "r"]])
     saved = torch.load(tmp_path / "r" / "last.pth", weights_only=True)
-    assert saved["epoch"] == (2 if gone_in == "validation" else 1)
+    assert saved["epoch"] == 1  # gone in validation: epoch 2 saved as trained, not validated
+    assert saved["batches_done"] == (saved["layout"]["batches_per_epoch"] if gone_in == "validation" else 0)
     assert len(metrics(tmp_path / "r")) == 1 and not (tmp_path / "r" / "report.html").exists()
+    # the photos back, the resume validates epoch 2 (a row of its own) and goes on: no epoch left out
+    monkeypatch.setattr(engine, "train_one_epoch", trained)
+    (tmp_path / "away").rename(tmp_path / "photos")
+    train_here(capsys, "--resume", tmp_path / "r")
+    assert [row["epoch"] for row in metrics(tmp_path / "r")] == ["1", "2", "3"]
 
 
 @pytest.mark.parametrize("args, message", [
