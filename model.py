@@ -19,6 +19,7 @@ masks, padding) is windows.py's: a stage builds a StageLayout per feature-map si
 """
 import contextlib
 import math
+import numbers
 
 import torch
 import torch.nn as nn
@@ -411,6 +412,9 @@ class SwinTransformer(nn.Module):
         super().__init__()
         if version not in (1, 2):
             raise UserError(f"version must be 1 or 2, got {version}")
+        if isinstance(img_size, bool) or not isinstance(img_size, numbers.Integral) or img_size < 1:
+            raise UserError(f"img_size is the side of a square image in pixels, an int, got {img_size!r} (any input "
+                            "size runs, non-square too: img_size is the size the model is meant for)")
         self.img_size = img_size  # the size the model is meant for; any size runs
         self.num_classes = num_classes
         self.version = version

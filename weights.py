@@ -140,6 +140,14 @@ def check_is_swin(state: dict, source) -> None:
     """Weights of another network, or a file of no weights, are one clear error, not a model that
     loads nothing and trains from scratch."""
     if not any(re.match(r"layers\.\d+\.blocks\.\d+\.", key) for key in state):  # not a ViT's patch_embed alone
+        # a Swin inside another module (Lightning's `model.`, a detector's `backbone.`): said, not "no Swin weights"
+        inside = sorted({m.group(1) for key in state
+                         if (m := re.match(r"(.+?\.)layers\.\d+\.blocks\.\d+\.(?:attn|norm1|mlp)\.", key))})
+        if inside:
+            raise UserError(f"{source} holds Swin weights under the prefix {inside[0]!r}, not as a Swin model's own "
+                            f"names: save them without it (state being its dict of tensors), torch.save("
+                            f"{{k[{len(inside[0])}:]: v for k, v in state.items() if k.startswith({inside[0]!r})}}, "
+                            "'weights.pth'), and give that file")
         held = (f"its tensors are named {', '.join(list(state)[:3])}{', ...' if len(state) > 3 else ''}" if state
                 else "it holds no tensors")
         raise UserError(f"{source} holds no Swin weights ({held}): give an official, timm or train.py checkpoint "

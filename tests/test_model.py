@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import model
 from model import create_model
 from test_precision import traffic
+from utils import UserError
 from weights import create_model_from_checkpoint, load_weights
 
 # Every variant with official weights, and timm's name for the same network.
@@ -203,6 +204,12 @@ def test_any_input_size(version, size):
         out = net(torch.randn(1, 3, *size))
     assert out.shape == (1, 3) and torch.isfinite(out).all()
 
+
+
+def test_img_size_is_one_side_said_at_once_not_a_type_error_in_load_weights():
+    """A (height, width) img_size ran, then load_weights of a timm or official V1 file failed in map_sides."""
+    with pytest.raises(UserError, match=r"img_size is the side of a square image in pixels, an int, got \(224, 160\)"):
+        create_model("swin_tiny_patch4_window7_224", img_size=(224, 160))
 
 
 @pytest.mark.parametrize("version", [1, 2])

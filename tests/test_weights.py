@@ -168,6 +168,14 @@ def test_weights_that_fit_only_a_few_keys_are_refused_not_loaded_as_those(tmp_pa
         "head.weight", "head.bias"]
 
 
+def test_swin_weights_under_a_prefix_are_named_not_called_no_swin_weights():
+    """A Swin inside another module (a LightningModule's `self.model`, a detector's backbone) saves its weights
+    under that prefix: the error names the prefix, where it said the file held no Swin weights."""
+    state = {"state_dict": {"model." + k: v for k, v in micro_state().items()}, "epoch": 3}
+    with pytest.raises(UserError, match=r"holds Swin weights under the prefix 'model\.'"):
+        load_weights(create_model("swin_micro_patch4_window4_128"), state)
+
+
 def test_weights_of_another_network_are_refused_not_loaded_as_nothing(tmp_path):
     """A file of some other network's tensors fits no key: an error, not a run trained from scratch
     (train.py --weights) nor a list of Swin variants to try (predict.py --weights)."""
