@@ -196,8 +196,10 @@ def load_split_root(root: Path, check: bool = True) -> DataSplits:
         raise UserError(f"{root} is a split that split_data.py did not finish (stopped while writing it): run the "
                         "same split_data.py command again, which clears what it wrote and writes it whole")
     if not (root / "val").is_dir():
-        raise UserError(f"{root} has train/ but no val/: a split root needs both (python split_data.py writes "
-                        "them); a class folder named train holds its photos itself, not in folders")
+        other = next((name for name in ("valid", "validation") if (root / name).is_dir()), None)  # Roboflow's, Kaggle's
+        hint = f": rename {other}/ to val/" if other else \
+            " (python split_data.py writes them); a class folder named train holds its photos itself, not in folders"
+        raise UserError(f"{root} has train/ but no val/: a split root needs both{hint}")
     classes, train_images, skipped = read_class_root(root / "train", check)
     indices_file = root / "class_indices.json"
     if indices_file.exists() and not same_names(read_class_indices(indices_file), classes):

@@ -138,6 +138,10 @@ def test_split_root_mistakes_are_explained(tmp_path):
     write_class_tree(tmp_path / "train", {"cat": 2, "dog": 1})
     with pytest.raises(UserError, match="no val/"):
         load_splits(tmp_path)
+    (tmp_path / "valid").mkdir()  # Roboflow's name for it
+    with pytest.raises(UserError, match="no val/: a split root needs both: rename valid/ to val/"):
+        load_splits(tmp_path)
+    (tmp_path / "valid").rmdir()
     write_class_tree(tmp_path / "val", {"cat": 1, "owl": 1})
     with pytest.raises(UserError, match="owl"):
         load_splits(tmp_path)
