@@ -224,16 +224,19 @@ def main(argv=None) -> None:
         batches = iter(train_loader)  # one iterator for the whole run: its workers never wait for an epoch to start
         iter(val_loader)  # its workers (persistent) started here too, not at the first validation
 
-    writer = run_lock = None
+    writer = step_writer = run_lock = None
     if main_process:
         run_dir, run_lock = runs.make_run_folder(run_dir, named=checkpoint is not None or bool(cfg.name),
                                                  resumed=checkpoint is not None)
         runs.write_settings(run_dir, cfg, classes, splits if recorded is None else None)
-        # resumed: what the run logged after its checkpoint's step (killed before the next one) is logged again,
-        # and TensorBoard drops the earlier points from the next step on; new: all of a run that stopped there
-        # before its first checkpoint
+        # resumed: what the run logged after its checkpoint (killed before the next one) is logged again, and
+        # TensorBoard drops the earlier points from there on; new: all of a run that stopped there before its first
+        # checkpoint. TensorBoard purges by one step number a folder: the per-epoch figures, numbered by epoch, in
+        # the run folder; the loss of every 10th step, numbered by step, in steps/ (one purge of both left an
+        # epoch logged before a kill shown twice)
         run_log.quiet_event_writer_failures()
-        writer = SummaryWriter(run_dir, purge_step=state.step + 1 if checkpoint is not None else 0)
+        writer = SummaryWriter(run_dir, purge_step=state.epoch + 1 if checkpoint is not None else 0)
+        step_writer = SummaryWriter(run_dir / "steps", purge_step=state.step + 1 if checkpoint is not None else 0)
         run_log.say_started(run_dir, cfg, splits, model, state, world_size, compiled, images_per_process,
                             resumed=checkpoint is not None)
     run_dir = from_first_process(run_dir)  # the folder it made (a -2 where another run took the name), in messages
@@ -242,7 +245,7 @@ def main(argv=None) -> None:
     meta = {**describe_for_checkpoint(model, classes), "data_root": str(Path(cfg.data_path).resolve())}
 
     checkpoints = CheckpointWriter()  # written while training goes on
-    step_loss = run_log.StepLoss(writer)
+    step_loss = run_log.StepLoss(step_writer)
 
     def save(name: str, weights=None, copy_of: str = None) -> None:
         epoch_sums = engine.epoch_sums_everywhere(state)  # midway: from every process, before the first saves
@@ -250,6 +253,7 @@ def main(argv=None) -> None:
             return
         if name == "last.pth":  # the points up to its step on disk: a resume from it drops those after only
             step_loss.write()
+            step_writer.flush()
             writer.flush()
         if copy_of:
             checkpoints.copy(run_dir / copy_of, run_dir / name)
@@ -278,7 +282,10 @@ def main(argv=None) -> None:
                 checkpoints.close()  # the last ones written before anything is said or the process ends
             finally:
                 if writer is not None:
-                    run_log.close_writer(writer)
+                    try:
+                        run_log.close_writer(step_writer)
+                    finally:
+                        run_log.close_writer(writer)
         if distributed():  # together, once rank 0 has written its files: a signal then (torchrun's) changes nothing
             torch.distributed.barrier()
             torch.distributed.destroy_process_group()

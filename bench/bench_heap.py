@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import print_header  # noqa: E402  (bench/ is on the path)
 import model as swin  # noqa: E402
-from utils import reuse_freed_cpu_memory  # noqa: E402
+from utils import UserError, reuse_freed_cpu_memory  # noqa: E402
 
 WAYS = ("default", "reuse")
 TASKS = ("train", "infer")
@@ -93,7 +93,11 @@ def main():
     for round_ in range(args.rounds):
         for task, way in runs if round_ % 2 == 0 else runs[::-1]:
             done = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--task", task, "--way", way],
-                                  capture_output=True, text=True, check=True)
+                                  capture_output=True, text=True)
+            if done.returncode:  # the child's own line (an unknown --model), not CalledProcessError's traceback
+                said = done.stderr.strip().splitlines()
+                raise UserError(said[-1].removeprefix("error: ") if said else
+                                f"the {task} {way} measurement ended with status {done.returncode}")
             results[task, way].append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"round {round_ + 1}: " + ", ".join(f"{task} {way} {results[task, way][-1]['img/s']:.1f}"
                                                   for task, way in runs) + " img/s", flush=True)

@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import print_header  # noqa: E402  (bench/ is on the path)
 import model  # noqa: E402
-from utils import tune_for  # noqa: E402
+from utils import select_device, tune_for  # noqa: E402
 from weights import load_weights  # noqa: E402
 
 TIMM_NAMES = {
@@ -157,6 +157,8 @@ def compare_memory(args):
 
 def main():
     args = parse_args()
+    select_device(args.device)  # checked: --device cuda without a GPU is one line, not CUDA's traceback (kept as typed:
+    # the timing compares it with "cuda")
     torch.set_flush_denormal(args.flush_denormal)
     if args.memory_child:
         memory_child(args.memory_child[0], args.memory_child[1] == "1", args.memory_batch_size, args.device,

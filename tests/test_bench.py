@@ -136,3 +136,16 @@ def test_the_official_code_check_says_what_it_needs(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 1 and "not a checkout of microsoft/Swin-Transformer" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_benchmarks_say_a_users_mistake_in_one_line():
+    """An unknown --model in bench_heap.py (said by its measuring process) and --device cuda without a GPU in
+    bench_model.py: one line, status 2, no traceback."""
+    import torch
+    cases = [["bench/bench_heap.py", "--model", "nope", "--rounds", "1", "--tasks", "train"]]
+    if not torch.cuda.is_available():
+        cases.append(["bench/bench_model.py", "--device", "cuda"])
+    for case in cases:
+        result = subprocess.run([sys.executable, *case], cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, (case, result.stderr)
+        assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: "), result.stderr

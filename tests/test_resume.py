@@ -216,9 +216,13 @@ def test_steps_logged_after_the_checkpoint_a_resume_starts_from_are_not_shown_tw
     (run / "last.pth").unlink()
     shutil.copy(tmp_path / "epoch1.pth", run / "last.pth")  # as if killed before epoch 2's last.pth
     train_here(capsys, "--resume", run, "--epochs", "2")
-    events = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    events = EventAccumulator(str(run / "steps"), size_guidance={"scalars": 0})
     events.Reload()
     assert [e.step for e in events.Scalars("loss/train_step")] == [10]
+    epochs = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0})  # numbered by epoch: once too
+    epochs.Reload()
+    assert [e.step for e in epochs.Scalars("acc1/val")] == [1, 2]
+    assert [e.step for e in epochs.Images("confusion_matrix/val")] == [1, 2]
 
 
 def test_a_run_killed_before_its_first_checkpoint_starts_again_in_its_folder(flowers, tmp_path, capsys):
@@ -271,7 +275,7 @@ def test_a_kill_after_last_pth_loses_no_point_logged_up_to_its_step(flowers, tmp
     monkeypatch.setattr(engine, "stop_agreed", real)
     monkeypatch.undo()
     train_here(capsys, "--resume", tmp_path / "k")
-    events = EventAccumulator(str(tmp_path / "k"), size_guidance={"scalars": 0})
+    events = EventAccumulator(str(tmp_path / "k" / "steps"), size_guidance={"scalars": 0})
     events.Reload()
     assert [e.step for e in events.Scalars("loss/train_step")] == [10]
 
