@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import gpu_or_small, print_header  # noqa: E402  (bench/ is on the path)
+from config import POSITIVE_INT  # noqa: E402
 import attention  # noqa: E402
 import compiling  # noqa: E402
 import model as swin  # noqa: E402
@@ -34,7 +35,7 @@ def parse_args():
     p.add_argument("--model", help="default: swin_tiny_patch4_window7_224 on a GPU, swin_micro_patch4_window4_128 "
                                    "on a CPU")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, help="default: 128 on a GPU, 8 on a CPU")
+    p.add_argument("--batch-size", type=POSITIVE_INT, help="default: 128 on a GPU, 8 on a CPU")
     p.add_argument("--repeats", type=int, default=20, help="default: 20")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="also time the compiled attention (default: on)")

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from common import print_header  # bench/ is on the path when this script runs
+from config import POSITIVE_INT  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project's modules sit at its root
@@ -51,7 +52,7 @@ def parse_args():
                         help="the variant, trained from scratch (default: swin_micro_patch4_window4_128)")
     parser.add_argument("--img-size", type=int, default=64, help="default: 64")
     parser.add_argument("--epochs", type=int, default=30, help="default: 30")
-    parser.add_argument("--batch-size", type=int, default=16, help="default: 16")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=16, help="default: 16")
     parser.add_argument("--lr", type=float, default=1e-3, help="default: 1e-3")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run of each setting a seed "
                         "(default: 0 1 2)")

@@ -18,6 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import print_header  # noqa: E402  (bench/ is on the path)
+from config import POSITIVE_INT  # noqa: E402
 import engine  # noqa: E402
 import train  # noqa: E402
 from model import create_model  # noqa: E402
@@ -29,7 +30,7 @@ def parse_args():
     p.add_argument("--model", default="swin_tiny_patch4_window7_224")
     p.add_argument("--device", default="cpu")
     p.add_argument("--folder", type=Path, help="where to write (default: a temporary folder)")
-    p.add_argument("--rounds", type=int, default=5, help="default: 5")
+    p.add_argument("--rounds", type=POSITIVE_INT, default=5, help="default: 5")
     return p.parse_args()
 
 

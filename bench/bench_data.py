@@ -33,6 +33,7 @@ from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules sit at its root
 from common import alternating_rounds, print_header  # noqa: E402  (bench/ is on the path)
+from config import POSITIVE_INT  # noqa: E402
 from data import IMAGENET_MEAN, IMAGENET_STD, build_transform  # noqa: E402
 from loaders import ImageDataset, build_loader, collate_skipping_failures  # noqa: E402
 from split_folders import place_image  # noqa: E402
@@ -47,10 +48,10 @@ def parse_args():
     parser.add_argument("folder", type=Path, nargs="?", default=BUNDLED_SAMPLE,
                         help="class folders of photos (default: samples/flowers)")
     parser.add_argument("--img-size", type=int, default=224, help="default: 224")
-    parser.add_argument("--batch-size", type=int, default=32, help="default: 32")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="default: 32")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes, for both (default: 2)")
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per pipeline, alternating (default: 5)")
-    parser.add_argument("--images", type=int, default=640, help="images per round (default: 640)")
+    parser.add_argument("--rounds", type=POSITIVE_INT, default=5, help="timed rounds per pipeline, alternating (default: 5)")
+    parser.add_argument("--images", type=POSITIVE_INT, default=640, help="images per round (default: 640)")
     parser.add_argument("--upscale", type=int, default=1,
                         help="benchmark a copy enlarged this many times (default: 1, the photos as they are)")
     parser.add_argument("--max-size", type=int, default=None,

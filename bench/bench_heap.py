@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import print_header  # noqa: E402  (bench/ is on the path)
+from config import POSITIVE_INT  # noqa: E402
 import model as swin  # noqa: E402
 from utils import UserError, reuse_freed_cpu_memory  # noqa: E402
 
@@ -34,9 +35,9 @@ def parse_args():
     p.add_argument("--model", default="swin_tiny_patch4_window7_224")
     p.add_argument("--train-batch", type=int, default=16, help="default: 16")
     p.add_argument("--infer-batch", type=int, default=32, help="default: 32, predict.py's")
-    p.add_argument("--steps", type=int, default=4, help="timed training steps and inference batches a round "
+    p.add_argument("--steps", type=POSITIVE_INT, default=4, help="timed training steps and inference batches a round "
                    "(default: 4)")
-    p.add_argument("--rounds", type=int, default=3, help="default: 3")
+    p.add_argument("--rounds", type=POSITIVE_INT, default=3, help="default: 3")
     p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="default: both")
     p.add_argument("--way", choices=WAYS, help=argparse.SUPPRESS)  # one measurement, in its own process
     p.add_argument("--task", choices=TASKS, help=argparse.SUPPRESS)

@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import print_header  # noqa: E402  (bench/ is on the path)
+from config import POSITIVE_INT  # noqa: E402
 import model  # noqa: E402
 from utils import select_device, tune_for  # noqa: E402
 from weights import load_weights  # noqa: E402
@@ -39,8 +40,8 @@ def parse_args():
                         help="the variants that timm has too (default: both)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="bf16 = autocast (default: fp32)")
-    parser.add_argument("--batch-size", type=int, default=8, help="default: 8")
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds per model and mode (default: 7)")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=8, help="default: 8")
+    parser.add_argument("--rounds", type=POSITIVE_INT, default=7, help="timed rounds per model and mode (default: 7)")
     parser.add_argument("--memory", action="store_true", help="measure peak memory with/without checkpointing")
     parser.add_argument("--memory-batch-size", type=int, default=32, help="default: 32")
     parser.add_argument("--flush-denormal", action="store_true",

@@ -28,6 +28,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from common import alternating_rounds, print_header  # noqa: E402  (bench/ is on the path)
+from config import POSITIVE_INT  # noqa: E402
 import export  # noqa: E402
 from data import build_transform  # noqa: E402
 from images import BUNDLED_SAMPLE  # noqa: E402
@@ -39,9 +40,9 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="swin_tiny_patch4_window7_224")
     p.add_argument("--img-size", type=int, help="default: the variant's")
-    p.add_argument("--batch-size", type=int, default=32, help="default: 32, predict.py's")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="default: 32, predict.py's")
     p.add_argument("--attention", nargs="+", choices=["plain", "sdpa"], default=["plain", "sdpa"])
-    p.add_argument("--rounds", type=int, default=5, help="default: 5")
+    p.add_argument("--rounds", type=POSITIVE_INT, default=5, help="default: 5")
     p.add_argument("--static-int8", action="store_true", help="also an int8 program calibrated on bundled photos")
     return p.parse_args()
 

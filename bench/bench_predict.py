@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import predict  # noqa: E402
 from images import BUNDLED_SAMPLE, list_images  # noqa: E402
 from common import alternating_rounds, print_header  # noqa: E402
+from config import POSITIVE_INT  # noqa: E402
 from data import IMAGENET_MEAN, IMAGENET_STD, Normalize, build_transform  # noqa: E402
 from export import OnnxClassifier, export_onnx, fp16_program, int8_program  # noqa: E402
 from utils import tune_for  # noqa: E402
@@ -61,10 +62,10 @@ def parse_args():
                         help="default: swin_micro_patch4_window4_128")
     parser.add_argument("--img-size", type=int, help="default: the variant's")
     parser.add_argument("--weights", type=Path, help="a train.py checkpoint (default: random weights)")
-    parser.add_argument("--batch-size", type=int, help="predict.py's (default: its default)")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, help="predict.py's (default: its default)")
     parser.add_argument("--workers", type=int, help="predict.py's (default: its default)")
     parser.add_argument("--amp", help="predict.py's --amp (default: its default, off on a CPU)")
-    parser.add_argument("--rounds", type=int, default=2, help="timed rounds per pipeline, alternating (default: 2)")
+    parser.add_argument("--rounds", type=POSITIVE_INT, default=2, help="timed rounds per pipeline, alternating (default: 2)")
     parser.add_argument("--onnx", action="store_true", help="also time predict.py with the model exported to "
                         "ONNX (needs requirements-export.txt; default: off)")
     return parser.parse_args()

@@ -43,6 +43,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from common import gpu_or_small, print_header  # noqa: E402  (bench/ is on the path)
+from config import POSITIVE_INT  # noqa: E402
 import compiling  # noqa: E402
 import engine  # noqa: E402
 import attention  # noqa: E402
@@ -67,7 +68,7 @@ def parse_args():
     p.add_argument("--model", help="default: swin_tiny_patch4_window7_224 on a GPU, swin_micro_patch4_window4_128 "
                                    "on a CPU")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
-    p.add_argument("--batch-size", type=int, help="default: 128 on a GPU, 16 on a CPU")
+    p.add_argument("--batch-size", type=POSITIVE_INT, help="default: 128 on a GPU, 16 on a CPU")
     p.add_argument("--img-size", type=int, help="default: the variant's")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="as train.py's")
     p.add_argument("--compile", action="store_true", help="torch.compile both models (default: eager)")
@@ -93,8 +94,8 @@ def parse_args():
     p.add_argument("--decode", nargs="+", choices=["workers", "device"],
                    help="e2e with train.py's --decode: JPEGs decoded by the loader's workers, or batched on the device "
                         "(default: both on a GPU, workers on a CPU)")
-    p.add_argument("--rounds", type=int, default=5, help="default: 5")
-    p.add_argument("--steps", type=int, default=10, help="steps per round of bare and timm (default: 10)")
+    p.add_argument("--rounds", type=POSITIVE_INT, default=5, help="default: 5")
+    p.add_argument("--steps", type=POSITIVE_INT, default=10, help="steps per round of bare and timm (default: 10)")
     p.add_argument("--e2e-batches", type=int, default=40, help="batches per e2e epoch (default: 40)")
     p.add_argument("--no-timm", action="store_true", help="skip timm (a variant timm lacks, or to save time)")
     p.add_argument("--no-e2e", action="store_true", help="skip the loader")
