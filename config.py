@@ -61,8 +61,9 @@ def folder_path(text: str) -> Path:
 
 
 def weights_path(text: str):
-    """--weights: a file, or 'none' for training from scratch (the tutorial's empty string too)."""
-    return "none" if text.strip().lower() in ("", "none") else Path(text)
+    """--weights: a file, or 'none' for training from scratch (the tutorial's empty string too, and a config's
+    `weights: false`, or no, or off)."""
+    return "none" if text.strip().lower() in ("", "none", "false", "no", "off") else Path(text)
 
 
 POSITIVE_INT = ranged(int, 1)
@@ -87,7 +88,7 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
         raise UserError(f"config file not found: {path}")
     try:
         # bytes: YAML reads UTF-8, and UTF-16 by its byte-order mark (Windows Notepad's "Unicode"); not text, an error
-        values = yaml.safe_load(path.read_bytes()) or {}
+        values, texts = load_yaml(path.read_bytes())
     except yaml.YAMLError as err:
         raise UserError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None  # one line
     if not isinstance(values, dict):
@@ -107,15 +108,19 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
         if value is None and action.default is not None:  # `epochs:` left empty: no value, where one is needed
             raise UserError(f"{path}: {key}: has no value: give one, or remove the line for its default "
                             f"({plain(action.default)})")
-        # a switch: --ema, --no-ema; or None where that is its default (--compile's: decided by the run)
+        # a switch: --ema, --no-ema; or None where that is its default (--compile's: decided by the run); quoted
+        # ('true', "no") as yes_no reads it, not "'true' is not true or false"
+        if action.nargs == 0 and isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no",
+                                                                                      "on", "off"):
+            value = yes_no(value)
         if action.nargs == 0 and not isinstance(value, bool) and value is not None:
             raise UserError(f"{path}: {key}: {value!r} is not true or false")
         if isinstance(value, bool) and action.choices is not None:  # YAML 1.1 reads amp: off as False
             value = {False: "off", True: "on"}[value]
         if isinstance(value, (list, dict)):  # no flag takes several values
             raise UserError(f"{path}: {key}: {value!r} is not a single value")
-        if action.type is None and action.nargs != 0 and value is not None:  # a name: model: 5 is "5", not a number
-            value = str(value)
+        if is_text(action) and value is not None and not isinstance(value, str) and key in texts:
+            value = texts[key]  # a name or a path as typed: name: 1.10 is "1.10", not 1.1; output: 0755 not 493
         # Every value is converted as the flag's text would be: YAML reads 1e-4 as a string (YAML 1.1
         # wants a dot), and 2.5 given for a count must fail here, not as a TypeError in range().
         if value is not None and action.type is not None:
@@ -133,6 +138,29 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
             raise UserError(f"{path}: {key}: {value!r} is not one of {list(action.choices)}")
         values[key] = value
     return values
+
+
+def load_yaml(data: bytes) -> tuple:
+    """(the YAML's values, or {} for an empty file; the text of each top-level plain scalar, by key)."""
+    loader = yaml.SafeLoader(data)
+    try:
+        node = loader.get_single_node()
+        values = loader.construct_document(node) if node is not None else {}
+    finally:
+        loader.dispose()
+    texts = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and isinstance(value, yaml.ScalarNode) and value.style is None:
+                texts[key.value] = value.value
+    return values or {}, texts
+
+
+def is_text(action) -> bool:
+    """Whether a key's value is a name or a path (model, name, device, data_path, weights), not a number or a
+    switch: the text YAML 1.1 would read as a number, a date or a boolean is kept as typed."""
+    return action.nargs != 0 and action.choices is None and \
+        getattr(action.type, "__name__", "") not in ("int", "float", "yes_no")
 
 
 def parse_config(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:

@@ -9,6 +9,8 @@ import errno
 import glob
 import hashlib
 import os
+import shlex
+import socket
 import shutil
 import tarfile
 import tempfile
@@ -33,6 +35,8 @@ FLOWER_PHOTOS_SHA256 = "4c54ace7911aaffe13a365c34f650e71dd5bf1be0a58b464e5a7183e
 # the disk's refusals (full, over quota, read-only, not ours), not the network's nor the archive's
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 CHUNK = 1 << 20
+ARCHIVE_SUFFIXES = (".tgz", ".tar", ".gz", ".bz2", ".xz", ".tbz", ".tbz2", ".txz")  # what tarfile.open reads
+SHA256_FLAG = "pass its digest with --sha256"  # split_data.py's; train.py has no such flag
 
 # The official Microsoft releases (github.com/microsoft/Swin-Transformer), by variant; for the 1k
 # variants of Swin-B and Swin-L the official ImageNet-1k weights are the 22k-pretrained ones.
@@ -73,13 +77,14 @@ def sha256_of(path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, dest, sha256: str | None = None, wanted_at=None) -> str:
+def download(url: str, dest, sha256: str | None = None, wanted_at=None,
+             trust=SHA256_FLAG) -> str:
     """Download `url` to `dest` with a progress bar; returns the file's SHA-256.
 
     The bytes go to a temporary file beside `dest`, renamed to `dest` only once complete and,
     when `sha256` is given, matching it; on any failure the temporary file is deleted, so `dest`
     is either a whole, checked file or absent. `wanted_at` (default `dest`) is where an error
-    message tells the user to put a file fetched by other means.
+    message tells the user to put a file fetched by other means; `trust`, how this script takes another digest.
     """
     dest = Path(dest)
     try:
@@ -93,8 +98,9 @@ def download(url: str, dest, sha256: str | None = None, wanted_at=None) -> str:
     try:
         with os.fdopen(handle, "wb") as file, urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, desc=f"downloading {dest.name}", unit="B", unit_scale=True) as bar:
-                while chunk := response.read(CHUNK):
+            with tqdm(total=total, desc=f"downloading {Path(wanted_at or dest).name}", unit="B",
+                      unit_scale=True) as bar:
+                while chunk := response.read1(CHUNK):  # what has come: the bar moves on a slow link too
                     file.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
@@ -103,8 +109,7 @@ def download(url: str, dest, sha256: str | None = None, wanted_at=None) -> str:
             raise UserError(f"the download of {url} stopped after {received:,} of {total:,} bytes: try again")
         if sha256 is not None and digest.hexdigest() != sha256.lower():
             raise UserError(f"{url} does not have the expected SHA-256 (expected {sha256.lower()}, got "
-                            f"{digest.hexdigest()}), so it was not kept. If you trust this source, "
-                            "pass its digest with --sha256")
+                            f"{digest.hexdigest()}), so it was not kept. If you trust this source, {trust}")
         os.chmod(partial, 0o666 & ~current_umask())  # mkstemp's file is the owner's alone; a download is not
         os.replace(partial, dest)
     except ValueError as error:  # urllib's, for what is no URL (a local path)
@@ -175,7 +180,8 @@ def current_umask() -> int:
     return mask
 
 
-def fetch_flower_photos(data_path: Path, url: str | None = None, sha256: str | None = None) -> None:
+def fetch_flower_photos(data_path: Path, url: str | None = None, sha256: str | None = None,
+                        trust: str = SHA256_FLAG) -> None:
     """Make `data_path` the extracted archive's folder of class folders, keeping the archive beside it.
 
     url and sha256 default to the tutorial's archive and its digest (read when called, so that tests
@@ -193,9 +199,9 @@ def fetch_flower_photos(data_path: Path, url: str | None = None, sha256: str | N
         name = Path(urlsplit(url).path).name
     except ValueError as error:  # "http://[::1": urllib's, before any connection
         raise UserError(f"--url {url} is not a valid address: {error}") from None
-    # the archive beside the data folder, under its own name: never the data folder's own (a URL ending in
-    # /flower_photos), nor . or ..
-    archive = data_path.parent / (name if name not in ("", ".", "..", data_path.name) else f"{data_path.name}.tgz")
+    # the archive beside the data folder, under its own name where that is an archive's: never the data folder's own
+    # (a URL ending in /flower_photos), nor another folder's (/data: split_data.py's --out), nor . or ..
+    archive = data_path.parent / (name if name.lower().endswith(ARCHIVE_SUFFIXES) else f"{data_path.name}.tgz")
     remove_left_behind(data_path.parent, archive)
     if archive.exists():
         actual = sha256_of(archive)
@@ -205,7 +211,7 @@ def fetch_flower_photos(data_path: Path, url: str | None = None, sha256: str | N
         print(f"using {archive}, already downloaded (SHA-256 {actual})")
     else:
         print(f"downloading {url} to {archive} (SHA-256 checked), then extracting it to {data_path}")
-        download(url, archive, sha256)
+        download(url, archive, sha256, trust=trust)
     # extracted beside the target and renamed at the end: an interrupted run leaves no half data_path
     try:
         staging = Path(tempfile.mkdtemp(prefix=".extracting-", dir=data_path.parent))
@@ -253,7 +259,8 @@ def fetch_tutorial_photos(data_path: Path) -> None:
     """train.py's: the tutorial's command names flower_photos before anything made it, so it is fetched as
     `split_data.py --download` does; what went wrong says that, and where else to go."""
     try:
-        fetch_flower_photos(data_path)
+        fetch_flower_photos(data_path, trust=f"fetch it with python split_data.py --download --data-path "
+                                              f"{shlex.quote(str(data_path))} --sha256 <its digest>, then train")
     except UserError as err:
         raise UserError(f"{data_path} is not here, so train.py tried to fetch the tutorial's photos: {err}. "
                         "Or train on the bundled sample: python train.py --config configs/cpu_demo.yaml") from None
@@ -278,11 +285,16 @@ def fetch_official_weights(variant: str, folder="weights", base_url: str | None 
     if variant not in OFFICIAL_WEIGHTS:
         raise UserError(f"{variant} has no official weights to download; train it from scratch or pass --weights")
     url = (base_url or OFFICIAL_WEIGHTS_URL).rstrip("/") + "/" + OFFICIAL_WEIGHTS[variant]
-    staging = dest.with_name(f".{dest.name}.download")
+    # a name of its own: machines that share the folder each fetch and check a whole file, renamed into place
+    staging = dest.with_name(f".{dest.name}.{socket.gethostname()}-{os.getpid()}.download")
     print(f"downloading the official weights of {variant} from {url}")
     download(url, staging, wanted_at=dest)  # checked as a checkpoint before it takes the name
     try:
-        load_checkpoint(staging)
+        try:
+            load_checkpoint(staging)
+        except UserError as err:  # said of the download, not of the staging file, which is gone when this is read
+            raise UserError(f"{str(err).replace(str(staging), f'what {url} sent', 1)}; it was not kept: try again "
+                            f"later, or fetch the file by other means and put it at {dest}") from None
         os.replace(staging, dest)
     finally:
         staging.unlink(missing_ok=True)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from checkpoints import TRAINING_STATE, is_run_checkpoint, load_checkpoint
 from files import put_in_place
-from config import explicit_flags, typed_flags, write_yaml
+from config import config_named, explicit_flags, read_yaml_config, typed_flags, write_yaml
+from download import official_weights_file
 from export import is_program
 from images import is_image_file, write_class_indices
 from splits import is_split_root
@@ -309,6 +310,26 @@ def evaluated_file(run: Path) -> Path:
             raise UserError(f"{run} is not a run folder but holds runs: name one, such as the newest, "
                             f"{shlex.quote(str(newest.parent))}")
     return best if best.is_file() or not (run / "last.pth").is_file() else run / "last.pth"
+
+
+def weights_of_typed_model(cfg, parser, argv) -> None:
+    """A config that names its own model's official weights (configs/finetune_*.yaml) with another --model typed:
+    that model's (weights/<model>.pth, which --download-weights fetches), not the config's model's, which it cannot
+    load (the run stopped on an architecture error, and --download-weights fetched nothing)."""
+    named, typed = config_named(argv), typed_flags(parser, argv)
+    if cfg.resume or not named or "model" not in typed or "weights" in typed:
+        return
+    values = read_yaml_config(named, parser)
+    try:
+        its_own = "model" in values and values.get("weights") == official_weights_file(resolve_variant(values["model"]))
+        other = its_own and resolve_variant(cfg.model) != resolve_variant(values["model"])
+    except UserError:  # an unknown model: said where it is built
+        return
+    if other:
+        if launched_first():
+            print(f"notice: {named} names the weights of its model, {values['weights']}; for --model {cfg.model}: "
+                  f"{official_weights_file(resolve_variant(cfg.model))} (--weights FILE for others)")
+        cfg.weights = None
 
 
 def model_of_weights(cfg, parser, argv) -> None:

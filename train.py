@@ -49,7 +49,8 @@ from variants import resolve_variant
 from precision import amp_dtype
 from checkpoints import CheckpointWriter
 from utils import (UserError, check_writable, decided_by_first_process, distributed, from_first_process,
-                   init_distributed, launched_first, on_first_process, run_cli, seed_everything, tune_for)
+                   init_distributed, launched_first, on_each_machine, on_first_process, run_cli, seed_everything,
+                   tune_for)
 from runs import evaluated_file, resume_config, resumed_file
 from weights import describe_for_checkpoint, model_for_run
 from workers import default_workers, stop_workers
@@ -126,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
                    help="mixed precision; auto = bf16 where the GPU has it, else fp16 with loss scaling; off on "
                         "a CPU; off on a GPU runs TF32 matmuls (default: auto)")
-    g.add_argument("--output", type=Path, default=Path("runs"), help="default: runs")
+    g.add_argument("--output", type=folder_path, default=Path("runs"), help="default: runs")
     g.add_argument("--name", type=folder_name, help="run folder name, in --output (default: <model>-<date>-<time>)")
     g.add_argument("--resume", type=Path, help="a checkpoint, or a run folder (uses its last.pth)")
     g.add_argument("--save-every-steps", type=COUNT, default=0, help="also save last.pth every N steps (default: off)")
@@ -144,6 +145,7 @@ def main(argv=None) -> None:
     outlive_readers()  # piped output (| tee) whose reader has gone: a stop still finishes its step and saves
     parser = build_parser()
     cfg = parse_config(parser, argv)
+    runs.weights_of_typed_model(cfg, parser, sys.argv[1:] if argv is None else argv)
     if isinstance(cfg.weights, Path) and cfg.weights.is_dir():  # a run folder, as predict.py takes it: its best.pth
         cfg.weights = evaluated_file(cfg.weights)
     cfg, checkpoint = resume_config(parser, cfg, sys.argv[1:] if argv is None else argv)
@@ -169,6 +171,7 @@ def main(argv=None) -> None:
                         "(--no-cuda-graphs where a config or a resumed run sets it)")
     amp = amp_dtype(cfg.amp, device)
     tune_for(device, tf32=amp is None)
+    workers_asked = cfg.workers  # config.yaml keeps None, this machine's count decided again where it is reused
     if cfg.workers is None:
         cfg.workers = default_workers(device, world_size)
     # what predict.py --export wrote is evaluated as it ships, a model of its own with its own names
@@ -181,7 +184,7 @@ def main(argv=None) -> None:
     # the official file's own name counts as no name: a config that names it (configs/finetune_*) downloads too
     if cfg.download_weights and checkpoint is None and \
             cfg.weights in (None, official_weights_file(resolve_variant(cfg.model))):
-        on_first_process(lambda: fetch_official_weights(resolve_variant(cfg.model)))
+        on_each_machine(lambda: fetch_official_weights(resolve_variant(cfg.model)))  # its own weights/ may be local
     if cfg.eval_only:
         return evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp)
 
@@ -228,7 +231,8 @@ def main(argv=None) -> None:
     if main_process:
         run_dir, run_lock = runs.make_run_folder(run_dir, named=checkpoint is not None or bool(cfg.name),
                                                  resumed=checkpoint is not None)
-        runs.write_settings(run_dir, cfg, classes, splits if recorded is None else None)
+        runs.write_settings(run_dir, argparse.Namespace(**{**vars(cfg), "workers": workers_asked}), classes,
+                            splits if recorded is None else None)
         # resumed: what the run logged after its checkpoint (killed before the next one) is logged again, and
         # TensorBoard drops the earlier points from there on; new: all of a run that stopped there before its first
         # checkpoint. TensorBoard purges by one step number a folder: the per-epoch figures, numbered by epoch, in

@@ -346,6 +346,16 @@ def on_first_process(action) -> None:
         dist.barrier()
 
 
+def on_each_machine(action) -> None:
+    """action() in each machine's first process (LOCAL_RANK 0) while the others wait: a download to a disk that
+    the other machines may not see (on a shared one, each writes a whole file and renames it into place)."""
+    import torch.distributed as dist
+    if not distributed() or int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        action()
+    if distributed():
+        dist.barrier()
+
+
 def any_process(flag: bool, device) -> bool:
     """Whether `flag` holds in any process (a collective under torchrun)."""
     import torch

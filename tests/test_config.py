@@ -157,6 +157,7 @@ def test_an_empty_folder_path_is_refused_not_taken_for_here(capsys):
     class folders were there, or wrote a split into it. Refused, as flag or config key."""
     import split_data
     for parse, flag in ((lambda args: config.parse_config(train.build_parser(), args), "--data-path"),
+                        (lambda args: config.parse_config(train.build_parser(), args), "--output"),
                         (split_data.parse_args, "--data-path"), (split_data.parse_args, "--out")):
         with pytest.raises(SystemExit):
             parse([flag, ""])
@@ -206,3 +207,31 @@ def test_a_runs_own_config_yaml_given_as_config_makes_the_same_run(tmp_path, arg
     config.write_yaml(tmp_path / "config.yaml", vars(cfg))
     again = config.parse_config(train.build_parser(), ["--config", str(tmp_path / "config.yaml")])
     assert {**vars(again), "config": None} == vars(cfg)
+
+
+def test_a_name_or_path_that_yaml_reads_as_a_number_is_kept_as_typed(tmp_path):
+    """YAML 1.1 reads 1.10 as 1.1, 0755 as octal 493, 12:30 as 750 and no as false: a run name, a folder or a GPU
+    index is the text typed, as its flag takes it; `weights: false` (or no) is from scratch, as `none` is."""
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("name: 1.10\ndata_path: 2024.10\noutput: 0755\ndevice: '0'\nmodel: 12:30\nweights: no\n")
+    cfg = config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
+    assert (cfg.name, cfg.data_path, cfg.output, cfg.device, cfg.model, cfg.weights) == \
+        ("1.10", Path("2024.10"), Path("0755"), "0", "12:30", "none")
+    yaml_file.write_text("epochs: 10\nlr: 1e-4\n")  # numbers stay numbers
+    cfg = config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
+    assert (cfg.epochs, cfg.lr) == (10, 1e-4)
+
+
+def test_another_model_typed_over_a_finetune_config_takes_its_own_weights():
+    """configs/finetune_swin_tiny.yaml names weights/swin_tiny_patch4_window7_224.pth: with --model
+    swin_small_patch4_window7_224 typed, those were loaded into Swin-S (an architecture error) and --download-weights
+    fetched nothing; the typed model's own file is used. --weights typed, or the config's own model, keep theirs."""
+    tiny = str(ROOT / "configs" / "finetune_swin_tiny.yaml")
+    for argv, weights in (([], Path("weights/swin_tiny_patch4_window7_224.pth")),
+                          (["--model", "swin_small_patch4_window7_224"], None),
+                          (["--model", "swin_tiny"], Path("weights/swin_tiny_patch4_window7_224.pth")),
+                          (["--model", "swin_small_patch4_window7_224", "--weights", "w.pth"], Path("w.pth"))):
+        parser = train.build_parser()
+        cfg = config.parse_config(parser, ["--config", tiny, *argv])
+        runs.weights_of_typed_model(cfg, parser, ["--config", tiny, *argv])
+        assert cfg.weights == weights, argv

@@ -295,3 +295,35 @@ def test_any_other_missing_path_stays_an_error(tmp_path, monkeypatch):
     for missing in ("flower_foto", "photos/flowers"):
         with pytest.raises(UserError, match=f"data path not found: .*{missing}. .*samples/flowers"):
             train.main(["--data-path", str(tmp_path / missing), *TINY_RUN])
+
+
+def test_what_a_download_cannot_use_is_said_of_the_download_with_a_way_on_in_this_script(served, tmp_path,
+                                                                                          monkeypatch):
+    """Weights that do not load are said of the address that sent them (the staging file the message named was
+    gone by then); train.py, which has no --sha256, says how to take another digest of flower_photos.tgz."""
+    import download
+    from download import fetch_official_weights
+    folder, url = served
+    (folder / "v1.0.0").mkdir()
+    (folder / "v1.0.0" / "swin_small_patch4_window7_224.pth").write_text("<html>rate limited</html>")
+    with pytest.raises(UserError, match=r"^what http://.*/swin_small_patch4_window7_224.pth sent is not a PyTorch "
+                                        r"checkpoint .*put it at .*weights/swin_small_patch4_window7_224.pth$") as err:
+        fetch_official_weights("swin_small_patch4_window7_224", tmp_path / "weights", base_url=url)
+    assert ".download" not in str(err.value)
+    flower_archive(folder, tmp_path / "made")
+    monkeypatch.setattr(download, "FLOWER_PHOTOS_URL", f"{url}/flower_photos.tgz")
+    with pytest.raises(UserError, match=r"If you trust this source, fetch it with python split_data.py --download "
+                                        r"--data-path .*flower_photos --sha256 <its digest>, then train") as err:
+        download.fetch_tutorial_photos(tmp_path / "flower_photos")
+    assert "pass its digest with --sha256" not in str(err.value)
+
+
+def test_an_address_not_named_as_an_archive_is_kept_as_the_data_folders_archive(served, tmp_path):
+    """A URL ending in /data was written as the file data, where split_data.py's --out goes (then "--out data is
+    a file"), or, with data/ there, read as the archive ("data: Is a directory")."""
+    folder, url = served
+    digest = flower_archive(folder, tmp_path / "made")
+    (folder / "flower_photos.tgz").rename(folder / "data")
+    (tmp_path / "project" / "data").mkdir(parents=True)
+    download_module.fetch_flower_photos(tmp_path / "project" / "flower_photos", f"{url}/data", digest)
+    assert sorted(p.name for p in (tmp_path / "project").iterdir()) == ["data", "flower_photos", "flower_photos.tgz"]
