@@ -386,9 +386,9 @@ def from_first_process(value):
 
 
 def decided_by_first_process(decide):
-    """decide() in the first process, and what it returned, or what it raised (a UserError, in the others), in
-    every process: a check that the others must not make themselves (the first may hold already what they would
-    find taken)."""
+    """decide() in the first process, and what it returned in every process; what it raised, the others say in
+    their line (status 2) before it ends the run: a check that the others must not make themselves (the first may
+    hold already what they would find taken)."""
     import torch.distributed as dist
     if not distributed():
         return decide()
@@ -398,10 +398,13 @@ def decided_by_first_process(decide):
             outcome = (True, decide())
         except Exception as err:  # the others told first, or they would wait for the first process until timeout
             from_first_process((False, str(err)))
+            dist.barrier()  # and have said it: once this process ends, torchrun stops them, said or not
             raise
     done, value = from_first_process(outcome)
     if not done:
-        raise UserError(value)
+        say_error(value)
+        dist.barrier()
+        sys.exit(2)
     return value
 
 
