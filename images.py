@@ -296,6 +296,10 @@ def find_images(folder: Path, others: dict = None, left_out: list = None, unlist
             if not is_image_file(path):
                 if left_out is not None and path.suffix.lower() in UNREAD_PHOTOS and not name.startswith("."):
                     left_out.append((str(path), UNREAD_PHOTOS[path.suffix.lower()]))
+                elif left_out is not None and not name.startswith(".") and path.is_symlink() and not path.exists():
+                    # a linked folder on a drive not mounted now (os.walk lists it as a file): its photos missing
+                    left_out.append((str(path), f"a link to {os.readlink(path)}, which cannot be reached (a drive "
+                                                "not mounted, a loop of links): the photos there are left out"))
                 continue
             if not path.is_file() and path.exists():  # a pipe (opening it would wait forever), a socket, a device
                 if left_out is not None:

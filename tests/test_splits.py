@@ -182,6 +182,13 @@ def test_a_class_folder_linked_to_nothing_is_an_error_not_a_class_less(tmp_path,
     said = "which does not exist: mount or restore it" if link == "nowhere" else "a loop of links"
     with pytest.raises(UserError, match=f"the class folder .*bird is a link to .*, {said}"):
         load_splits(tmp_path / "data")
+    # inside a class folder, such a link is left out and said with the files left out, its photos with it
+    (tmp_path / "data" / "bird").unlink()
+    (tmp_path / "data" / "owl").unlink(missing_ok=True)
+    (tmp_path / "data" / "dog" / "more").symlink_to(tmp_path / "unmounted" / "dogs")
+    splits = load_splits(tmp_path / "data")
+    assert [(Path(path).name, why.split(",")[1]) for path, why in splits.skipped] == \
+        [("more", " which cannot be reached (a drive not mounted")]
 
 
 def test_a_val_ratio_that_a_split_root_leaves_unused_is_said(tmp_path, capsys):
