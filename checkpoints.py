@@ -180,10 +180,14 @@ def whole_object(path: Path) -> bool:
         with zipfile.ZipFile(path) as archive:
             pickle = next((n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")), None)
             ops = pickletools.genops(archive.read(pickle)) if pickle else iter(())
-            first = next((op.name for op, _, _ in ops if op.name not in ("PROTO", "FRAME")), None)
+            first, arg = next(((op.name, arg) for op, arg, _ in ops if op.name not in ("PROTO", "FRAME")),
+                              (None, None))
     except Exception:  # a damaged archive or pickle: not known to be a model, the general advice stands
         return False
-    return first in ("GLOBAL", "STACK_GLOBAL", "SHORT_BINUNICODE", "BINUNICODE", "UNICODE")
+    # a class named at the top, but not a state_dict's own OrderedDict (model.state_dict() with a non-tensor in it)
+    if first == "GLOBAL":
+        return arg != "collections OrderedDict"
+    return first in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE") and arg != "collections"
 
 
 def cut_short(path: Path, why: str, disk: bool = False) -> UserError:

@@ -124,6 +124,13 @@ class TrainState:
                     for group in self.optimizer.param_groups]
         saved = [len(group["params"]) for group in checkpoint["optimizer"]["param_groups"]]
         sizes = [len(group["params"]) for group in self.optimizer.param_groups]
+        # the same tensors in half the groups, none decayed: by depth alone, as runs at 0 were grouped
+        if len(sizes) == 2 * len(saved) and sum(saved) == sum(sizes) and \
+                all(group["weight_decay"] == 0 for group in checkpoint["optimizer"]["param_groups"]):
+            raise UserError(f"the checkpoint's optimizer holds its tensors in {len(saved)} groups and this run's in "
+                            f"{len(sizes)}: a run at --weight-decay 0 before 2026-11-30 grouped its parameters in "
+                            "fewer, and its optimizer state cannot go on here. Resume it with the train.py that wrote "
+                            "it, or start a new run from its weights (--weights FILE --name NEW)")
         if saved != sizes:
             raise UserError(f"the checkpoint's optimizer holds {sum(saved)} tensors in {len(saved)} groups and "
                             f"this run's {sum(sizes)} in {len(sizes)}: --freeze-layers or --layer-decay, typed on "

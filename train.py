@@ -239,8 +239,13 @@ def main(argv=None) -> None:
         # the run folder; the loss of every 10th step, numbered by step, in steps/ (one purge of both left an
         # epoch logged before a kill shown twice)
         run_log.quiet_event_writer_failures()
-        writer = SummaryWriter(run_dir, purge_step=state.epoch + 1 if checkpoint is not None else 0)
-        step_writer = SummaryWriter(run_dir / "steps", purge_step=state.step + 1 if checkpoint is not None else 0)
+        if checkpoint is not None and not (run_dir / "steps").is_dir() and any(run_dir.glob("events.out.tfevents.*")):
+            # a run begun before steps/ (2026-11-30) logged both in its folder: purged by epoch, its earlier
+            # per-step loss (steps 10, 20, ...) would be dropped from the epoch on; one writer, by step, as it ran
+            writer = step_writer = SummaryWriter(run_dir, purge_step=state.step + 1)
+        else:
+            writer = SummaryWriter(run_dir, purge_step=state.epoch + 1 if checkpoint is not None else 0)
+            step_writer = SummaryWriter(run_dir / "steps", purge_step=state.step + 1 if checkpoint is not None else 0)
         run_log.say_started(run_dir, cfg, splits, model, state, world_size, compiled, images_per_process,
                             resumed=checkpoint is not None)
     run_dir = from_first_process(run_dir)  # the folder it made (a -2 where another run took the name), in messages

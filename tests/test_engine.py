@@ -580,6 +580,12 @@ def test_an_lr_typed_on_resuming_counts_and_a_regrouping_is_refused():
     assert {group["weight_decay"] for group in zero.optimizer.param_groups} == {0.0}
     after.resume_from(zero.checkpoint())
     assert {group["weight_decay"] for group in after.optimizer.param_groups} == {0.0, 0.5}
+    # a run at 0 from before then, its parameters in one group: said so, not blamed on flags not typed
+    old = zero.checkpoint()
+    groups = old["optimizer"]["param_groups"]
+    old["optimizer"]["param_groups"] = [{**groups[0], "params": [i for group in groups for i in group["params"]]}]
+    with pytest.raises(UserError, match=r"a run at --weight-decay 0 before 2026-11-30 grouped its parameters in fewer"):
+        after.resume_from(old)
     import weights
     net = micro()
     weights.freeze_all_but_the_head(net)  # --freeze-layers: two groups still, of the head's tensors only

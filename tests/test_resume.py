@@ -523,3 +523,23 @@ def test_compile_then_resume_without(flowers, tmp_path, monkeypatch):
     train.main(["--resume", str(tmp_path / "c"), "--no-compile"])
     assert len(compiled) == 1 and len(metrics(tmp_path / "c")) == 2
     torch._dynamo.reset()
+
+
+def test_a_run_begun_before_steps_keeps_its_step_loss_on_resuming(tmp_path, capsys, flowers):
+    """A run begun before the per-step loss had its own steps/ folder logged it in the run folder; resumed, its
+    folder is purged by step as it ran, not by epoch, which would drop its loss points from the epoch's number on
+    (all of them, past the first epochs)."""
+    import shutil
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+    train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "3", "--stop-after-epochs", "2", "--output",
+               tmp_path, "--name", "old")
+    run = tmp_path / "old"
+    shutil.rmtree(run / "steps")  # the layout of before: the per-step loss in the run folder
+    with SummaryWriter(run) as writer:
+        writer.add_scalar("loss/train_step", 1.5, 10)
+    train_here(capsys, "--resume", run)
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss/train_step")] == [10]
+    assert [e.step for e in events.Scalars("loss/val")] == [1, 2, 3]

@@ -93,6 +93,13 @@ def test_pickled_objects_refused(tmp_path):
     torch.save(create_model("swin_micro_patch4_window4_128"), whole)
     with pytest.raises(UserError, match=r"a whole pickled model \(model\.SwinTransformer\).*\.state_dict\(\)"):
         load_weights(create_model("swin_micro_patch4_window4_128"), whole)
+    # a state_dict (an OrderedDict at the top) with an object in it is no whole model: .state_dict() would fail on it
+    ordered = tmp_path / "state_dict_with_config.pth"
+    state = create_model("swin_micro_patch4_window4_128").state_dict()
+    state["config"] = Config()
+    torch.save(state, ordered)
+    with pytest.raises(UserError, match=r"pickled Python objects besides tensors"):
+        load_weights(create_model("swin_micro_patch4_window4_128"), ordered)
     # a text file whose first letter is c reads as pickle's GLOBAL opcode: not a checkpoint, not a pickle to trust
     text = tmp_path / "config.yaml"
     text.write_text("config: null\nmodel: swin_micro_patch4_window4_128\n")
