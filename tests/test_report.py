@@ -527,3 +527,21 @@ def test_metrics_saved_again_by_a_spreadsheet_still_draw_their_curves(tmp_path):
     rows = report.read_metrics(path)
     assert [(row["epoch"], row["loss_train"]) for row in rows] == [(1, 0.4), (2, 0.3)]
     assert len(plots.training_curves(rows)) == 3
+
+
+def test_per_class_metrics():
+    confusion = torch.tensor([[3, 1], [0, 4]])
+    assert evaluation.per_class_metrics(confusion) == [(1.0, 0.75, 6 / 7, 4), (0.8, 1.0, 8 / 9, 4)]
+
+
+def test_per_class_metrics_leave_undefined_figures_out():
+    """A class with no image in the split has no recall (not 0: it was never missed), one never predicted no
+    precision, one neither present nor predicted no F1; balanced accuracy averages the recalls there are."""
+    confusion = torch.tensor([[2, 0, 2], [0, 0, 0], [0, 0, 4]])  # class 1: none; class 0: some taken for 2
+    assert evaluation.per_class_metrics(confusion) == [(1.0, 0.5, 2 / 3, 4), (None, None, None, 0),
+                                                       (4 / 6, 1.0, 0.8, 4)]
+    never_predicted = torch.tensor([[0, 3], [0, 5]])
+    assert evaluation.per_class_metrics(never_predicted)[0] == (None, 0.0, 0.0, 3)
+    present_not_predicted = torch.tensor([[0, 0], [2, 5]])  # class 0 absent but predicted twice
+    assert evaluation.per_class_metrics(present_not_predicted)[0] == (0.0, None, 0.0, 0)
+    assert evaluation.balanced_accuracy(confusion) == pytest.approx((0.5 + 1.0) / 2)
