@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import torch
+from torch.utils.tensorboard import SummaryWriter
 from PIL import Image
 
 import engine
@@ -419,15 +420,33 @@ def finish_run(writer, run_dir: Path, cfg, state, last_val: dict, best: tuple, s
     print(f"what {checkpoint} gets wrong, to open in a browser: {run_dir / 'report.html'}")
 
 
-def close_writer(writer) -> None:
+def open_writers(run_dir: Path, state, resumed: bool) -> tuple:
+    """TensorBoard's writers: (the per-epoch figures', numbered by epoch, in the run folder; the per-step loss's,
+    numbered by step, in steps/). Resumed, what the run logged after its checkpoint (killed before the next one) is
+    logged again, and TensorBoard drops the earlier points from there on; new, all of a run that stopped there before
+    its first checkpoint. TensorBoard purges by one step number a folder, hence two (one purge of both left an epoch
+    logged before a kill shown twice)."""
+    quiet_event_writer_failures()
+    if resumed and not (run_dir / "steps").is_dir() and any(run_dir.glob("events.out.tfevents.*")):
+        # a run begun before steps/ (2026-11-30) logged both in its folder: purged by epoch, its earlier per-step
+        # loss (steps 10, 20, ...) would be dropped from the epoch on; one writer, by step, as it ran
+        writer = SummaryWriter(run_dir, purge_step=state.step + 1)
+        return writer, writer
+    return (SummaryWriter(run_dir, purge_step=state.epoch + 1 if resumed else 0),
+            SummaryWriter(run_dir / "steps", purge_step=state.step + 1 if resumed else 0))
+
+
+def close_writers(*writers) -> None:
     """TensorBoard's files closed as a run ends; where an error is ending it (a full disk), that error is said, not
-    the writer's failure to flush its last events for the same reason."""
-    stopping_error = sys.exc_info()[1]  # called in a finally: the error on its way out, if one is
-    try:
-        writer.close()
-    except OSError:
-        if stopping_error is None:
-            raise
+    the writers' failure to flush their last events for the same reason."""
+    stopping_error, failed = sys.exc_info()[1], None  # called in a finally: the error on its way out, if one is
+    for writer in writers:  # each closed, whatever another's close raised
+        try:
+            writer.close()
+        except OSError as err:
+            failed = failed or err
+    if failed is not None and stopping_error is None:
+        raise failed
 
 
 def quiet_event_writer_failures() -> None:

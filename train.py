@@ -29,7 +29,6 @@ from stopping import StopSignal, ctrl_c_ends_quietly, held_signals, outlive_read
 if __name__ == "__main__":
     ctrl_c_ends_quietly()
 import torch
-from torch.utils.tensorboard import SummaryWriter
 
 import compiling
 import engine
@@ -49,8 +48,7 @@ from variants import resolve_variant
 from precision import amp_dtype
 from checkpoints import CheckpointWriter
 from utils import (UserError, check_writable, decided_by_first_process, distributed, from_first_process,
-                   init_distributed, launched_first, on_each_machine, on_first_process, run_cli, seed_everything,
-                   tune_for)
+                   init_distributed, launched_first, on_first_process, run_cli, seed_everything, tune_for)
 from runs import evaluated_file, resume_config, resumed_file
 from weights import describe_for_checkpoint, model_for_run
 from workers import default_workers, stop_workers
@@ -184,7 +182,8 @@ def main(argv=None) -> None:
     # the official file's own name counts as no name: a config that names it (configs/finetune_*) downloads too
     if cfg.download_weights and checkpoint is None and \
             cfg.weights in (None, official_weights_file(resolve_variant(cfg.model))):
-        on_each_machine(lambda: fetch_official_weights(resolve_variant(cfg.model)))  # its own weights/ may be local
+        # each machine's weights/ may be its own disk
+        on_first_process(lambda: fetch_official_weights(resolve_variant(cfg.model)), each_machine=True)
     if cfg.eval_only:
         return evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp)
 
@@ -233,19 +232,7 @@ def main(argv=None) -> None:
                                                  resumed=checkpoint is not None)
         runs.write_settings(run_dir, argparse.Namespace(**{**vars(cfg), "workers": workers_asked}), classes,
                             splits if recorded is None else None)
-        # resumed: what the run logged after its checkpoint (killed before the next one) is logged again, and
-        # TensorBoard drops the earlier points from there on; new: all of a run that stopped there before its first
-        # checkpoint. TensorBoard purges by one step number a folder: the per-epoch figures, numbered by epoch, in
-        # the run folder; the loss of every 10th step, numbered by step, in steps/ (one purge of both left an
-        # epoch logged before a kill shown twice)
-        run_log.quiet_event_writer_failures()
-        if checkpoint is not None and not (run_dir / "steps").is_dir() and any(run_dir.glob("events.out.tfevents.*")):
-            # a run begun before steps/ (2026-11-30) logged both in its folder: purged by epoch, its earlier
-            # per-step loss (steps 10, 20, ...) would be dropped from the epoch on; one writer, by step, as it ran
-            writer = step_writer = SummaryWriter(run_dir, purge_step=state.step + 1)
-        else:
-            writer = SummaryWriter(run_dir, purge_step=state.epoch + 1 if checkpoint is not None else 0)
-            step_writer = SummaryWriter(run_dir / "steps", purge_step=state.step + 1 if checkpoint is not None else 0)
+        writer, step_writer = run_log.open_writers(run_dir, state, resumed=checkpoint is not None)
         run_log.say_started(run_dir, cfg, splits, model, state, world_size, compiled, images_per_process,
                             resumed=checkpoint is not None)
     run_dir = from_first_process(run_dir)  # the folder it made (a -2 where another run took the name), in messages
@@ -291,10 +278,7 @@ def main(argv=None) -> None:
                 checkpoints.close()  # the last ones written before anything is said or the process ends
             finally:
                 if writer is not None:
-                    try:
-                        run_log.close_writer(step_writer)
-                    finally:
-                        run_log.close_writer(writer)
+                    run_log.close_writers(writer, step_writer)
         if distributed():  # together, once rank 0 has written its files: a signal then (torchrun's) changes nothing
             torch.distributed.barrier()
             torch.distributed.destroy_process_group()

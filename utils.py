@@ -337,20 +337,12 @@ def distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def on_first_process(action) -> None:
-    """action() in the first process while the others wait for it: a download that all then read."""
+def on_first_process(action, each_machine: bool = False) -> None:
+    """action() in the first process while the others wait for it: a download that all then read; with
+    `each_machine`, in each machine's first process (LOCAL_RANK 0), for a disk the other machines may not see (on a
+    shared one, each writes a whole file and renames it into place)."""
     import torch.distributed as dist
-    if not distributed() or dist.get_rank() == 0:
-        action()
-    if distributed():
-        dist.barrier()
-
-
-def on_each_machine(action) -> None:
-    """action() in each machine's first process (LOCAL_RANK 0) while the others wait: a download to a disk that
-    the other machines may not see (on a shared one, each writes a whole file and renames it into place)."""
-    import torch.distributed as dist
-    if not distributed() or int(os.environ.get("LOCAL_RANK", "0")) == 0:
+    if not distributed() or (int(os.environ.get("LOCAL_RANK", "0")) if each_machine else dist.get_rank()) == 0:
         action()
     if distributed():
         dist.barrier()
