@@ -31,13 +31,16 @@ def ranged(kind, low=None, high=None, *, low_open: bool = False, high_open: bool
     return parse
 
 
+TRUE_WORDS, FALSE_WORDS = ("true", "yes", "on"), ("false", "no", "off")  # a switch's value in words, any case
+
+
 def yes_no(text) -> bool:
     """A switch given a value, as the tutorial gives one (`--freeze-layers False`, where its type=bool
     read any word, "False" too, as True): true/false, yes/no, on/off, 1/0."""
     value = str(text).strip().lower()
-    if value in ("true", "yes", "on", "1"):
+    if value in (*TRUE_WORDS, "1"):
         return True
-    if value in ("false", "no", "off", "0"):
+    if value in (*FALSE_WORDS, "0"):
         return False
     raise argparse.ArgumentTypeError(f"must be true or false, not {text}")
 
@@ -63,7 +66,7 @@ def folder_path(text: str) -> Path:
 def weights_path(text: str):
     """--weights: a file, or 'none' for training from scratch (the tutorial's empty string too, and a config's
     `weights: false`, or no, or off)."""
-    return "none" if text.strip().lower() in ("", "none", "false", "no", "off") else Path(text)
+    return "none" if text.strip().lower() in ("", "none", *FALSE_WORDS) else Path(text)
 
 
 POSITIVE_INT = ranged(int, 1)
@@ -110,8 +113,7 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
                             f"({plain(action.default)})")
         # a switch: --ema, --no-ema; or None where that is its default (--compile's: decided by the run); quoted
         # ('true', "no") as yes_no reads it, not "'true' is not true or false"
-        if action.nargs == 0 and isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no",
-                                                                                      "on", "off"):
+        if action.nargs == 0 and isinstance(value, str) and value.strip().lower() in (*TRUE_WORDS, *FALSE_WORDS):
             value = yes_no(value)
         if action.nargs == 0 and not isinstance(value, bool) and value is not None:
             raise UserError(f"{path}: {key}: {value!r} is not true or false")
