@@ -36,7 +36,6 @@ from utils import UserError
 from windows import log_spaced_coords
 
 
-
 def unwrap_state_dict(obj, source="these weights") -> dict:
     """Find the model's tensors in a checkpoint: {'model': ...}, {'state_dict': ...} or bare."""
     if not isinstance(obj, dict):
