@@ -202,7 +202,7 @@ def fetch_flower_photos(data_path: Path, url: str | None = None, sha256: str | N
     # the archive beside the data folder, under its own name where that is an archive's: never the data folder's own
     # (a URL ending in /flower_photos), nor another folder's (/data: split_data.py's --out), nor . or ..
     archive = data_path.parent / (name if name.lower().endswith(ARCHIVE_SUFFIXES) else f"{data_path.name}.tgz")
-    remove_left_behind(data_path.parent, archive)
+    remove_left_behind(data_path.parent, [f".{glob.escape(archive.name)}.*.part", ".extracting-*"])
     if archive.exists():
         actual = sha256_of(archive)
         if actual != sha256:
@@ -237,12 +237,12 @@ def fetch_flower_photos(data_path: Path, url: str | None = None, sha256: str | N
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def remove_left_behind(folder: Path, archive: Path) -> None:
-    """What a download or extraction killed outright (SIGKILL, a power cut) left beside the data folder: the
-    archive's partial download (.<name>.*.part) and half-extracted folders (.extracting-*), as large as the data.
+def remove_left_behind(folder: Path, patterns: list[str]) -> None:
+    """What a download or extraction killed outright (SIGKILL, a power cut) left in folder, hidden: partial
+    downloads (.<name>.*.part) and half-extracted folders (.extracting-*), as large as the data or the weights.
     Runs that were only stopped remove their own; these are old, from no process still writing them."""
     stale = time.time() - 3600  # an hour untouched: not another download going on now
-    for left in [*folder.glob(f".{glob.escape(archive.name)}.*.part"), *folder.glob(".extracting-*")]:
+    for left in [left for pattern in patterns for left in folder.glob(pattern)]:
         try:  # another job's, removed meanwhile, or another user's (a shared /tmp): left as it is
             status = left.lstat()
             if status.st_mtime >= stale or hasattr(os, "getuid") and status.st_uid != os.getuid():
@@ -287,6 +287,8 @@ def fetch_official_weights(variant: str, folder="weights", base_url: str | None 
     url = (base_url or OFFICIAL_WEIGHTS_URL).rstrip("/") + "/" + OFFICIAL_WEIGHTS[variant]
     # a name of its own: machines that share the folder each fetch and check a whole file, renamed into place
     staging = dest.with_name(f".{dest.name}.{socket.gethostname()}-{os.getpid()}.download")
+    # a download killed outright left its file (.part) or its whole, unchecked one (.download): hundreds of MB
+    remove_left_behind(dest.parent, [f".{glob.escape(dest.name)}.*.download", f".{glob.escape(dest.name)}.*.part"])
     print(f"downloading the official weights of {variant} from {url}")
     download(url, staging, wanted_at=dest)  # checked as a checkpoint before it takes the name
     try:

@@ -1,8 +1,10 @@
 """download.py and split_data.py --download, against an HTTP server on 127.0.0.1 that the tests start."""
 import hashlib
 import io
+import os
 import socket
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -154,8 +156,6 @@ def test_what_a_download_cannot_use_is_said_with_how_to_go_on(served, tmp_path):
     no folders (its empty data folder was then trusted by every run after) or does not extract (kept, and failing
     the same way at every run: said to remove it); a URL named as the data folder (the archive was written where
     the folder goes); what a killed download or extraction left beside it (an hour old) is removed."""
-    import os
-    import time
     folder, url = served
     with pytest.raises(UserError, match=r"^--url http://\[::1 is not a valid address: "):
         download_module.fetch_flower_photos(tmp_path / "a" / "flower_photos", "http://[::1", "00" * 32)
@@ -215,8 +215,19 @@ def test_official_weights_are_fetched_checked_and_named(served, tmp_path):
     folder, url = served
     (folder / "v1.0.0").mkdir()
     torch.save({"model": {"head.weight": torch.ones(2, 3)}}, folder / "v1.0.0" / "swin_tiny_patch4_window7_224.pth")
+    # what downloads killed outright (kill -9) left, hidden: removed when old, kept while another may be writing
+    (tmp_path / "weights").mkdir()
+    old = [".swin_tiny_patch4_window7_224.pth.host-1.download",
+           ".swin_tiny_patch4_window7_224.pth.host-2.download.x1.part"]
+    for name in [*old, ".swin_tiny_patch4_window7_224.pth.host-3.download.x2.part"]:
+        (tmp_path / "weights" / name).write_bytes(b"x" * 100)
+    for name in old:
+        os.utime(tmp_path / "weights" / name, (time.time() - 7200,) * 2)
     got = fetch_official_weights("swin_tiny_patch4_window7_224", tmp_path / "weights", base_url=url)
     assert got == tmp_path / "weights" / "swin_tiny_patch4_window7_224.pth"
+    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == [
+        ".swin_tiny_patch4_window7_224.pth.host-3.download.x2.part", "swin_tiny_patch4_window7_224.pth"]
+    (tmp_path / "weights" / ".swin_tiny_patch4_window7_224.pth.host-3.download.x2.part").unlink()
     assert torch.load(got, weights_only=True)["model"]["head.weight"].sum() == 6
     (folder / "v1.0.0" / "swin_tiny_patch4_window7_224.pth").unlink()
     assert fetch_official_weights("swin_tiny_patch4_window7_224", tmp_path / "weights", base_url=url) == got
