@@ -42,7 +42,6 @@ import workers  # noqa: E402
 from workers import HELD_BATCHES  # noqa: E402
 
 
-
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, nargs="?", default=BUNDLED_SAMPLE,

@@ -46,7 +46,6 @@ from model import create_model  # noqa: E402
 from weights import describe_for_checkpoint, load_classifier  # noqa: E402
 
 
-
 def images_per_second(run) -> float:
     start = time.perf_counter()
     done = len(run())

@@ -32,7 +32,6 @@ from images import BUNDLED_SAMPLE  # noqa: E402
 utils.reuse_freed_cpu_memory()  # as train.py and predict.py run on a CPU, and the tests train in-process too
 
 
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_unconfigure(config):
     """Under `pytest -n auto`, a worker still busy 5 s after the controller has ended the session is sent a

@@ -32,7 +32,6 @@ def test_save_vis_writes_a_card_per_photo(trained, photos, tmp_path, capsys, mon
         assert (pixels == (40, 90, 200)).all(1).sum() > 100  # the top class's bar
 
 
-
 def test_cards_of_long_names_fit_and_a_card_cut_short_is_none(trained, photos, tmp_path, capsys, monkeypatch):
     """Two photos of one 251-letter name: the second card's _2 made a name past 255 bytes, which stopped the run;
     names are cut to fit. A card whose writing Ctrl-C broke off was left cut short, and passed for a card later:

@@ -141,7 +141,6 @@ def test_no_gpu_seen_says_what_to_check_for_the_build_of_torch_installed(build, 
         utils.select_device("cuda")
 
 
-
 def test_an_apple_gpu_asked_for_where_there_is_none_is_one_line(monkeypatch):
     """--device mps on a machine without one (every Linux machine) was a RuntimeError's traceback from the model's
     .to()."""

@@ -56,7 +56,6 @@ def test_download_failures_are_explained(served, tmp_path):
     assert leftovers(tmp_path) == []
 
 
-
 def test_what_the_disk_refuses_is_said_as_the_disks(served, tmp_path, monkeypatch):
     """A server's 404 is not the network's fault; a full disk, or a folder that cannot be written, is not the
     network's nor the archive's: said so, with what to do, and a whole archive is kept (deleting it cost another
@@ -148,7 +147,6 @@ def test_a_flat_archives_folder_is_readable_as_any_folder(served, tmp_path):
     download_module.fetch_flower_photos(tmp_path / "photos", f"{url}/flat.tgz", digest)
     assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == ["daisy", "roses"]
     assert (tmp_path / "photos").stat().st_mode & 0o777 == 0o777 & ~download_module.current_umask()
-
 
 
 def test_what_a_download_cannot_use_is_said_with_how_to_go_on(served, tmp_path):

@@ -255,7 +255,6 @@ def test_model_exports_as_it_is():
         torch.testing.assert_close(model(other), fresh(other), rtol=0, atol=0)  # the export left the model as it was
 
 
-
 @pytest.mark.parametrize("layer_version", [1, 2])
 def test_a_swin_layer_exports_to_onnx_with_a_dynamic_height_and_width(layer_version, export_packages):
     """A backbone with a SwinLayer (README: A stage as a layer) to ONNX as a user exports one, torch.onnx.export with

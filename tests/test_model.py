@@ -138,7 +138,6 @@ def test_a_v2_model_moved_to_a_larger_window_keeps_its_pretrained_window():
         assert (ours(x) - reference(x)).abs().max().item() <= 1e-4
 
 
-
 def test_a_v2_file_of_another_window_brings_the_scale_its_position_mlp_learned():
     """swinv2_tiny's window-16 weights given to the window-8 variant: the file's coordinate tables (the official
     code keeps them) say its MLP learned offsets on the window-16 scale, so the model feeds them so, as the official
@@ -203,7 +202,6 @@ def test_any_input_size(version, size):
     with torch.no_grad():
         out = net(torch.randn(1, 3, *size))
     assert out.shape == (1, 3) and torch.isfinite(out).all()
-
 
 
 def test_img_size_is_one_side_said_at_once_not_a_type_error_in_load_weights():
@@ -390,7 +388,6 @@ def test_a_stage_as_a_layer_says_what_it_takes():
             model.SwinLayer(**bad)
     with pytest.raises(ValueError, match=r"takes \(B, 16, H, W\), channels first; got \(1, 9, 9, 32\)"):
         model.SwinLayer(16)(torch.randn(1, 9, 9, 32))
-
 
 
 @pytest.mark.parametrize("version", [1, 2])

@@ -37,7 +37,6 @@ def test_the_accuracy_axis_stops_at_100_percent():
     assert plots.axis_ticks([2.0, 3.0], most=1.0)[-1] > 3.0  # values past `most`: shown, not cut off
 
 
-
 def a_wide_font_here() -> bool:
     from PIL import ImageFont
     for name in plots.FONT_FILES:

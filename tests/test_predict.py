@@ -111,7 +111,6 @@ def test_folder_with_broken_files(trained, photos, tmp_path, capsys, monkeypatch
     assert "bomb.png: too many pixels, a possible decompression bomb" in err and "Warning" not in err
 
 
-
 def test_a_folder_that_cannot_be_read_is_named_and_counted(trained, photos, tmp_path, capsys, monkeypatch,
                                                            unreadable):
     """A subfolder that cannot be listed (its permissions) was passed over in silence, its photos never classified

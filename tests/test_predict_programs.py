@@ -59,8 +59,6 @@ def test_export_gives_the_checkpoint_logits(trained, checkpoint, photos, tmp_pat
     torch.testing.assert_close(program(pixels[None]), want, rtol=0, atol=0.01)  # uint8 rounding in predict.py
 
 
-
-
 def table_entries(out: str) -> list:
     """(path, label, rank, probability) for each line of the printed table."""
     rows, path = [], None

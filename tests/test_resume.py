@@ -184,7 +184,6 @@ def test_metrics_csv_holds_an_epoch_once_its_latest_training(tmp_path):
                                  {"epoch": "2", "loss_train": "0.25", "acc1_val_ema": "0.5"}]
 
 
-
 def test_metrics_csv_saved_again_by_a_spreadsheet_does_not_stop_the_run(tmp_path, capsys):
     """A metrics.csv opened and saved by a spreadsheet (a byte-order mark, an edited row) keeps its earlier rows;
     one saved with another separator is kept aside as .bak and a new one written. Either raised after the epoch had
@@ -359,7 +358,6 @@ def test_a_run_resumed_from_another_folder_finds_its_data(tmp_path, monkeypatch)
         assert runs.resume_config(parser, config.parse_config(parser, argv), argv)[0].data_path == found
 
 
-
 def test_a_run_whose_photos_moved_says_to_give_their_new_place(flowers, tmp_path, capsys):
     """The photos a run trained on, moved since: its resume said "data path not found" and offered the bundled
     sample, whose classes are not the run's; it says the run reads its own photos and how to give their place."""
@@ -399,7 +397,6 @@ def test_a_damaged_last_pth_points_to_best_pth_and_does_not_block_it(tmp_path, c
     with pytest.raises(UserError, match=r"best.pth is cut short or damaged \(torch.load: \w+\): a copy or download "
                                         r"that did not finish\? Copy or download it again$"):
         runs.resume_config(parser, config.parse_config(parser, argv), argv)
-
 
 
 def test_a_checkpoint_cut_to_its_model_is_evaluated_but_not_resumed(tmp_path):

@@ -105,7 +105,6 @@ def test_broken_files_are_reported_exactly_and_left_out(tmp_path):
                    for f in files["train"] + files["val"])
 
 
-
 def test_a_skipped_file_with_a_line_break_in_its_name_is_one_line_of_the_report(tmp_path):
     """split_report.txt lists each skipped file on a line: one whose name holds a line break split over two."""
     source = make_photos(tmp_path / "photos")
@@ -223,7 +222,6 @@ def test_a_new_split_replaces_the_earlier_one_entirely(tmp_path):
     assert not (out / "test").exists()
 
 
-
 def test_a_split_stopped_while_written_is_refused_by_training_until_written_again(tmp_path, monkeypatch):
     """Stopped halfway (Ctrl-C, a kill), a split held some images, one perhaps cut short, and train.py trained on
     it without a word. Its manifest says it is not finished until its last file is written: train.py refuses it,
@@ -257,7 +255,6 @@ def test_a_split_stopped_while_written_is_refused_by_training_until_written_agai
     with pytest.raises(BrokenPipeError):
         split_data.main(["--data-path", str(source), "--out", str(out), "--val-ratio", "0.3", "--seed", "1"])
     assert json.loads((out / "split_manifest.json").read_text())["complete"] is True
-
 
 
 def test_the_manifest_a_killed_split_left_half_written_is_not_taken_for_a_file_of_the_users(tmp_path, monkeypatch):

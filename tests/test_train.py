@@ -397,7 +397,6 @@ def test_an_evaluation_without_its_images_fetches_none_and_a_file_is_no_output_f
         train.main(["--data-path", str(flowers), *FAST, "--output", str(tmp_path), "--name", "afile"])
 
 
-
 def test_runs_are_not_written_where_training_reads_classes(tmp_path, monkeypatch):
     """`cd photos; python train.py --data-path .` put runs/ among the class folders: from the next run on a class of
     its own (its pictures that class's photos), and the first run no longer resumed (other classes). Refused before

@@ -117,7 +117,6 @@ def test_a_worker_death_that_comes_during_the_wait_for_it_is_not_a_second_error(
         signal.signal(signal.SIGCHLD, handler)
 
 
-
 def test_a_loader_worker_says_nothing_of_a_hand_over_broken_off(monkeypatch):
     """When a worker dies, the training process may break off its fetch of another worker's batch mid-handshake,
     whose resource-sharer thread then prints that connection's traceback through sys.excepthook just before the
