@@ -25,7 +25,7 @@ from data import build_mixup, build_normalize, to_device
 from optim import build_optimizer, build_scheduler, current_lr
 from precision import autocast
 from checkpoints import all_finite
-from utils import (UserError, any_process, distributed, from_all_processes, launcher, reduce_sums, rng_state,
+from utils import (UserError, any_process, distributed, from_all_processes, reduce_sums, resume_command, rng_state,
                    set_rng_state)
 
 
@@ -111,7 +111,7 @@ class TrainState:
                 "layout": self.layout, "order": self.order, "epoch_sums": epoch_sums, "lr": self.lr,
                 "processes_per_node": int(os.environ.get("LOCAL_WORLD_SIZE", 1))}
 
-    def resume_from(self, checkpoint: dict, metric: str = "acc1", folder: str = "runs/<name>") -> str:
+    def resume_from(self, checkpoint: dict, metric: str = "acc1", folder="runs/NAME") -> str:
         """Go on where `checkpoint` stopped (its model weights are loaded with the model), under this run's
         settings: a --lr, --weight-decay or --min-lr typed on resuming counts from the next step. Its best so
         far counts if it is of `metric`, the figure that now chooses best.pth (--balance may have changed it).
@@ -119,7 +119,7 @@ class TrainState:
         size or images) the clause that says so: at an epoch's end the schedule goes on from the epochs done.
         Midway, with only the images changed (removed, added or no longer decoding since the stop), the epoch
         as it ran cannot be finished in any layout: it ends at the stop, and is validated; with other processes
-        or batches it is a UserError whose command, with `folder` (quoted for a shell), finishes it as it ran."""
+        or batches it is a UserError whose command, with the run's `folder`, finishes it as it ran."""
         settings = [{key: group[key] for key in ("initial_lr", "weight_decay")}
                     for group in self.optimizer.param_groups]
         saved = [len(group["params"]) for group in checkpoint["optimizer"]["param_groups"]]
@@ -175,8 +175,8 @@ class TrainState:
         # the command that finishes the epoch as it ran: on as many machines (checkpoints before 2026-11-30 did not
         # say how many: one)
         processes = (was or {}).get("processes", 1)
-        finish = (f"{launcher(processes, checkpoint.get('processes_per_node', processes))} train.py --resume {folder} "
-                  "--stop-after-epochs 1")
+        per_node = checkpoint.get("processes_per_node", processes)
+        finish = f"{resume_command(folder, processes, per_node)} --stop-after-epochs 1"
         if relaid and self.batches_done and not (trained or cut):
             def divided(layout: dict) -> str:  # the optimizer steps too: --accum-steps changes them alone
                 return (f"{layout['images']} training images in batches of {layout['batch_size']} in "

@@ -19,7 +19,6 @@ import argparse
 import itertools
 import math
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -218,7 +217,7 @@ def main(argv=None) -> None:
     state.order = {"seed": cfg.seed, "sampler": "balanced" if cfg.balance == "sampler" else "shuffled"}
     if checkpoint is not None:
         metric = engine.best_metric(cfg)
-        relaid = state.resume_from(checkpoint, metric, shlex.quote(str(run_dir)))
+        relaid = state.resume_from(checkpoint, metric, run_dir)
         if main_process:
             run_log.say_resumed(state, checkpoint.get("best_metric", "acc1"), cfg, relaid)
     epoch_batches.start(state.epoch, state.batches_done)

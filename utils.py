@@ -272,11 +272,11 @@ def tune_for(device, tf32: bool = False) -> None:
         reuse_freed_cpu_memory()
 
 
-def resume_command(run_dir) -> str:
-    """The command that goes on with a run, started as it was: python, or torchrun with as many processes (a run
-    stopped mid-epoch must go on so: its place in the epoch is counted in each process's batches); the folder
-    quoted for a shell."""
-    return f"{launcher()} train.py --resume {shlex.quote(str(run_dir))}"
+def resume_command(run_dir, world: int | None = None, local: int | None = None) -> str:
+    """The command that goes on with a run, started as it was (or as launcher's world and local say): python, or
+    torchrun with as many processes (a run stopped mid-epoch must go on so: its place in the epoch is counted in each
+    process's batches); the folder quoted for a shell."""
+    return f"{launcher(world, local)} train.py --resume {shlex.quote(str(run_dir))}"
 
 
 def launcher(world: int | None = None, local: int | None = None) -> str:

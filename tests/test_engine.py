@@ -366,7 +366,7 @@ def test_a_run_resumed_in_another_layout_keeps_its_schedule(monkeypatch):
     def resumed(layout, checkpoint):
         state = engine.build_train_state(cfg, micro(), micro(), cpu, None, layout["steps_per_epoch"], [1] * 5)
         state.layout = layout
-        return state, state.resume_from(checkpoint, folder="'runs/my run'")
+        return state, state.resume_from(checkpoint, folder="runs/my run")
     alone = {"processes": 1, "images": 20, "batch_size": 2, "batches_per_epoch": 10, "steps_per_epoch": 10}
     one, relaid = resumed(alone, two.checkpoint())
     assert relaid and one.scheduler.last_epoch == 20 and one.step == 10  # the steps taken still count on from 10
