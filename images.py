@@ -187,11 +187,22 @@ def image_problem(path: Path) -> str | None:
     except UnreadableImage as error:
         return f"does not decode ({error})"
     except OSError as error:
-        if path.is_symlink() and not path.exists():  # readlink: where it leads, as ls -l shows it
-            return f"a link to {os.readlink(path)}, which does not exist" if error.errno == errno.ENOENT else \
-                f"a link that leads nowhere: {error.strerror}"  # ELOOP: a loop of links
+        if path.is_symlink() and not path.exists():
+            return link_to_nowhere(path)
         return f"cannot be read ({error})"
     return None
+
+
+def link_to_nowhere(path: Path) -> str:
+    """What a link that leads nowhere is, said the one way for a photo, a class folder or a folder in one: where it
+    leads (readlink, as ls -l shows it), and why that is nowhere."""
+    try:
+        os.stat(path)
+        why = "which cannot be reached"
+    except OSError as error:
+        why = {errno.ENOENT: "which does not exist", errno.ELOOP: "a loop of links"}.get(
+            error.errno, f"which cannot be reached ({error.strerror})")
+    return f"a link to {os.readlink(path)}, {why}"
 
 
 def what_it_holds(path: Path) -> str:
@@ -298,8 +309,7 @@ def find_images(folder: Path, others: dict = None, left_out: list = None, unlist
                     left_out.append((str(path), UNREAD_PHOTOS[path.suffix.lower()]))
                 elif left_out is not None and not name.startswith(".") and path.is_symlink() and not path.exists():
                     # a linked folder on a drive not mounted now (os.walk lists it as a file): its photos missing
-                    left_out.append((str(path), f"a link to {os.readlink(path)}, which cannot be reached (a drive "
-                                                "not mounted, a loop of links): the photos there are left out"))
+                    left_out.append((str(path), f"{link_to_nowhere(path)}: the photos there are left out"))
                 continue
             if not path.is_file() and path.exists():  # a pipe (opening it would wait forever), a socket, a device
                 if left_out is not None:
@@ -336,14 +346,8 @@ def class_folders(root: Path) -> list[Path]:
     # is_dir(): passed over, its class would be missing from the run without a word, every later label shifted
     for path in sorted(p for p in entries if p.is_symlink() and not p.exists() and not p.name.startswith(".")
                        and not is_image_file(p)):
-        try:
-            os.stat(path)
-            loop = False
-        except OSError as error:
-            loop = error.errno == errno.ELOOP
-        why = ("a loop of links: remove the link" if loop else
-               "which does not exist: mount or restore it, or remove the link")
-        raise UserError(f"the class folder {path} is a link to {os.readlink(path)}, {why}")
+        raise UserError(f"the class folder {path} is {link_to_nowhere(path)}: mount or restore where it leads (a drive "
+                        "not mounted now), or remove the link")
     folders = sorted((p for p in entries if p.is_dir() and not p.name.startswith(".")
                       and p.name not in SYSTEM_FOLDERS), key=lambda p: p.name)  # __MACOSX: a zip made on a Mac
     written = {}
