@@ -108,7 +108,7 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
                       "confusions, misclassified.csv every mistake)"]
     text = "\n".join(lines)
     if left_out:  # after the text printed: train.py has warned of them as it listed the folder
-        lines += ["", f"{len(left_out)} files in the data folder left out of the run:"]
+        lines += ["", f"{len(left_out)} file{'s' * (len(left_out) > 1)} in the data folder left out of the run:"]
         lines += [f"{printable(path)}: {why}" for path, why in left_out]
     if result.get("failed"):  # listed, they failed as they were evaluated: changed or removed since (why: as now)
         lines += ["", f"{len(result['failed'])} images could not be read when they were evaluated, and were left out:"]
@@ -161,9 +161,12 @@ def headline(result: dict, classes: list[str], checkpoint: str, variant: str, sp
     about = " · ".join(f'{name} <b class="{name}">{isolated(value)}</b>'
                        for name, value in (("variant", variant), ("checkpoint", checkpoint), ("data", data),
                                            ("split", split)) if value)
-    unread = "" if not left_out else (
-        f'<p class="note">{len(left_out):,} files in the data folder were left out of the run, such as '
-        f'{isolated(left_out[0][0])} ({escape(left_out[0][1])}); report.txt lists them all.</p>')
+    unread = ""
+    if left_out:
+        first = f'{isolated(left_out[0][0])} ({escape(left_out[0][1])})'
+        unread = (f'<p class="note">1 file in the data folder was left out of the run: {first}.</p>'
+                  if len(left_out) == 1 else f'<p class="note">{len(left_out):,} files in the data folder were left '
+                                             f'out of the run, such as {first}; report.txt lists them all.</p>')
     return (f'<section id="summary"><p class="about">{about}</p><div class="cards">{cards}</div>'
             '<p class="note">Balanced accuracy is the mean of the per-class recalls: top-1 as if every '
             f'class had as many images.</p>{unread}</section>')

@@ -184,7 +184,7 @@ def main(argv=None) -> None:
         # each machine's weights/ may be its own disk
         on_first_process(lambda: fetch_official_weights(resolve_variant(cfg.model)), each_machine=True)
     if cfg.eval_only:
-        return evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp)
+        return evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp, recorded)
 
     run_dir = decided_by_first_process(lambda: runs.run_folder(cfg, checkpoint, resolve_variant(cfg.model)))
     seed_everything(cfg.seed)  # the same initial weights on every rank and every run
@@ -408,7 +408,7 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
     return None if val is None else (val, best)
 
 
-def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp) -> None:
+def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp, recorded: set = None) -> None:
     """--eval-only: top-1/top-5, per-class precision and recall, confusion matrix (text and
     picture), and the misclassified files (the tutorial's extra scripts, folded in); of a checkpoint,
     or of a program that predict.py --export wrote (an export.ExportedClassifier, evaluated as it ships: on its own
@@ -432,8 +432,11 @@ def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp) -> None:
         path = resumed_file(cfg)  # which a later evaluation of its own does not write over
         own = Path(cfg.data_path).resolve() == Path(checkpoint.get("data_root", cfg.data_path)).resolve()
         out = path.parent / (f"eval_{cfg.split}" if own else f"eval_{cfg.split}-{Path(cfg.data_path).resolve().name}")
-        source = f"{path} (epoch {checkpoint.get('epoch', '?')})"
-        if not own and (trained := runs.photos_trained_on(path.parent, samples)):  # a copy of its data, a superset
+        epoch, batches = checkpoint.get("epoch", "?"), checkpoint.get("batches_done")  # a stop's last.pth: midway
+        source = f"{path} (in epoch {epoch + 1}, batch {batches})" if batches else f"{path} (epoch {epoch})"
+        # a copy of its data, a superset; or its own class folders drawn again (another --val-ratio)
+        if (not own or splits.drawn and recorded is None) and \
+                (trained := runs.photos_trained_on(path.parent, samples)):
             print(f"warning: {trained[0]} of the {len(samples)} images evaluated are photos the run trained on (the "
                   f"same class folder, name and size in {trained[1]}): its figures count them. Evaluate on photos it "
                   "did not train on", file=sys.stderr)

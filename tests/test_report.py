@@ -7,6 +7,7 @@ import fcntl
 import io
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -286,6 +287,16 @@ def test_images_that_failed_as_they_were_evaluated_are_named_with_why(flowers, t
     assert listed[1] == f"{tmp_path / 'empty.jpg'}: empty file"
     page = (tmp_path / "eval" / "report.html").read_text()
     assert f"2 images failed to load and were not evaluated, such as {tmp_path / 'gone.jpg'}: report.txt" in page
+
+
+def test_one_file_left_out_of_the_run_is_said_as_one(flowers, tmp_path):
+    report.write_evaluation(tmp_path / "eval", fake_evaluation(flowers, [0.9]), CLASSES, "c.pth", "swin_micro", "val",
+                            left_out=[("photos/daisy/x.jpg", "empty file")])
+    assert "\n1 file in the data folder left out of the run:\nphotos/daisy/x.jpg: empty file" in \
+        (tmp_path / "eval" / "report.txt").read_text()
+    page = (tmp_path / "eval" / "report.html").read_text()
+    assert re.search(r"1 file in the data folder was left out of the run: <[^>]+>photos/daisy/x.jpg</[^>]+> "
+                     r"\(empty file\)\.</p>", page)
 
 
 def test_file_names_whose_bytes_are_not_utf8_are_written_not_raised_about(flowers, tmp_path):

@@ -471,6 +471,12 @@ def test_what_a_user_types_to_go_on_from_a_run_does_what_it_says(flowers, tmp_pa
     assert warned and int(warned[1]) > 0 and warned[2] == str(flowers.resolve())
     train.main(["--eval-only", "--resume", str(run / "best.pth"), "--workers", "0", "--no-progress"])
     assert "photos the run trained on" not in capsys.readouterr().err  # its own folder: its own validation files
+    # its own folder at another ratio: drawn again there, photos it trained on among them, said as for a copy
+    train.main(["--eval-only", "--resume", str(run / "best.pth"), "--val-ratio", "0.3", "--workers", "0",
+                "--no-progress"])
+    warned = re.search(r"warning: (\d+) of the 30 images evaluated are photos the run trained on",
+                       capsys.readouterr().err)
+    assert warned and int(warned[1]) > 0
 
 def test_a_resume_that_names_another_folder_is_refused_not_ignored(tmp_path, monkeypatch):
     """A resumed run goes on in its own folder: --name or --output typed to put it elsewhere was dropped in silence

@@ -63,7 +63,9 @@ def test_stop_signal_saves_last_and_resume_finishes(flowers, tmp_path, capsys):
     assert saved["step"] >= 1 and saved["epoch"] < 50
     if not (tmp_path / "int" / "best.pth").exists():  # stopped before its first validation
         train.main(["--eval-only", "--resume", str(tmp_path / "int"), "--workers", "0", "--no-progress"])
-        assert capsys.readouterr().out.startswith(f"swin_micro_patch4_window4_128 from {last} (epoch 0)")
+        # saved midway: named by where in the run its weights are, not as the epoch before (epoch 0)
+        assert capsys.readouterr().out.startswith(
+            f"swin_micro_patch4_window4_128 from {last} (in epoch 1, batch {saved['batches_done']})")
     # finish the run, shortened to one more epoch than it had reached
     done = train_here(capsys, "--resume", tmp_path / "int", "--epochs", saved["epoch"] + 1)
     assert "resumed at epoch" in done
