@@ -145,6 +145,8 @@ def open_image(path) -> Image.Image:
             image = JpegImagePlugin.jpeg_factory(os.fspath(path))  # Image.open, without its check on the header
         except SyntaxError as error:  # what Image.open says as UnidentifiedImageError (changed since it read it)
             raise Image.UnidentifiedImageError(f"cannot identify image file {os.fspath(path)!r}") from error
+    except (ValueError, EOFError, zlib.error) as error:  # a broken header (a PNG's IHDR cut short, a PPM's size)
+        raise UnreadableImage(f"{type(error).__name__}: {error}") from error
     if image.width * image.height > MAX_PIXELS and (image.format not in ("JPEG", "MPO") or
                                                     image.info.get("progressive")):
         kind = "a progressive JPEG" if image.format in ("JPEG", "MPO") else f"a {image.format or 'file'}"
@@ -402,7 +404,7 @@ def read_class_indices(path) -> list[str]:
     """The class names in label order, from a class_indices.json."""
     path = Path(path)
     try:
-        indices = json.loads(path.read_text(encoding="utf-8"))
+        indices = json.loads(path.read_text(encoding="utf-8-sig"))  # Notepad and PowerShell 5 begin UTF-8 with a BOM
     except OSError as error:
         raise UserError(f"cannot read the class index file {path}: {error.strerror or error}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:

@@ -134,6 +134,8 @@ def main(argv=None) -> None:
                 failed.append(path)
                 why = image_problem(Path(path)) or "could not be read"
                 print(f"warning: {printable(path)}: {why}", file=sys.stderr)
+                if args.output is not None:  # a row of its own: the file says which images it lacks results for
+                    results.append({"path": path, "topk": [], "error": why})
                 continue
             top = probs.topk(k)
             result = {"path": path, "topk": [{"label": clf.class_names[i], "index": i, "prob": round(p, 6)}
@@ -151,8 +153,9 @@ def main(argv=None) -> None:
     except (KeyboardInterrupt, Terminated) as stop:  # Ctrl-C, SIGTERM: what was classified is still written, counted
         stopped = stop.name if isinstance(stop, Terminated) else "Ctrl-C"
     finally:  # and after an error (a full disk for the cards), before it is said
-        if args.output is not None:
-            write_results(results, args.output, k)
+        if args.output is not None:  # and the photos a folder held in a format it does not read, each with why
+            write_results(results + [{"path": path, "topk": [], "error": why} for path, why in passed
+                                     if path in unread], args.output, k)
     if paths:
         print(f"classified {classified} of {len(paths)} images" + (f"; {len(failed)} could not be read"
               if failed else "") + (f"; {len(unlisted)} folder{'s' * (len(unlisted) > 1)} could not be read"
@@ -206,14 +209,17 @@ def classify(model, paths: list[str], transform, normalize, device, args):
 
 
 def write_results(results: list, path: Path, k: int) -> None:
-    """A .json list of the --json objects, or a .csv row per image: path, then label, index, prob per rank."""
+    """A .json list of the --json objects, or a .csv row per image: path, then label, index, prob per rank, then
+    error. An image that could not be read is there too, with no top-k and why in `error` (empty for the others)."""
     if path.suffix.lower() == ".json":
         path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
         return
     with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:  # a path's bytes as they are
         rows = csv.writer(f)
-        rows.writerow(["path"] + [f"{field}_{r}" for r in range(1, k + 1) for field in ("label", "index", "prob")])
-        rows.writerows([r["path"]] + [e[f] for e in r["topk"] for f in ("label", "index", "prob")] for r in results)
+        rows.writerow(["path"] + [f"{field}_{r}" for r in range(1, k + 1) for field in ("label", "index", "prob")]
+                      + ["error"])
+        rows.writerows([r["path"]] + ([e[f] for e in r["topk"] for f in ("label", "index", "prob")] or [""] * 3 * k)
+                       + [r.get("error", "")] for r in results)
 
 
 if __name__ == "__main__":

@@ -242,6 +242,20 @@ def test_check_reports_exactly_the_broken_files(tmp_path):
     assert reasons[str(folder / "notes_really.jpg")] == "not an image: text"
 
 
+def test_a_file_whose_header_pillow_refuses_with_a_value_error_is_reported_not_raised(tmp_path):
+    """Pillow's readers raise ValueError for some broken headers (a PNG whose IHDR chunk says 5 bytes, one bit
+    flipped; a PPM whose size is not a number), which Image.open lets through: a skipped file, not a traceback."""
+    png = bytearray(png_bytes(16, 16))
+    png[8:12] = (5).to_bytes(4, "big")  # IHDR's length: 13 -> 5
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "bad_ihdr.png").write_bytes(bytes(png))
+    (tmp_path / "c" / "bad_size.ppm").write_bytes(b"P6\n16 1x6\n255\n" + bytes(16 * 16 * 3))
+    for path in (tmp_path / "c" / "bad_ihdr.png", tmp_path / "c" / "bad_size.ppm"):
+        assert image_problem(path).startswith("does not decode (ValueError: "), image_problem(path)
+        with pytest.raises(OSError):
+            load_rgb(path)
+
+
 # a Ctrl-C that lands in a garbage collector's callback is dropped there, which pytest reports: it is sent again
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_ctrl_c_while_the_images_are_checked_stops_at_once(tmp_path, monkeypatch):
@@ -414,6 +428,8 @@ def test_class_indices_have_the_tutorial_format(tmp_path):
     write_class_indices(path, ["daisy", "dandelion", "roses"])
     assert json.loads(path.read_text()) == {"0": "daisy", "1": "dandelion", "2": "roses"}
     assert path.read_text().startswith('{\n    "0": "daisy",')  # the tutorial's indent=4
+    assert read_class_indices(path) == ["daisy", "dandelion", "roses"]
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # edited in Windows' Notepad: a UTF-8 BOM first
     assert read_class_indices(path) == ["daisy", "dandelion", "roses"]
 
 

@@ -109,6 +109,26 @@ def test_folder_with_broken_files(trained, photos, tmp_path, capsys, monkeypatch
         assert f"warning: {Path('in') / path.relative_to(tmp_path / 'in')}: " in err
     assert f"classified {len(good)} of {len(good) + len(broken)} images; {len(broken)} could not be read" in err
     assert "bomb.png: too many pixels, a possible decompression bomb" in err and "Warning" not in err
+    # --output: a row for every image, those that could not be read with why (a file of results that left them
+    # out said nothing of them, where stderr had scrolled away), and the photos in a format it does not read
+    (tmp_path / "in" / "IMG_1.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
+    for name in ("p.csv", "p.json"):
+        code, _, err = run_predict(capsys, monkeypatch, tmp_path, "in", "--topk", "2", "--output", tmp_path / name)
+        assert code == 1, err
+        if name == "p.csv":
+            with open(tmp_path / name, newline="") as f:
+                rows = list(csv.DictReader(f))
+            assert list(rows[0])[-1] == "error"
+            failed = {row["path"]: row["error"] for row in rows if row["error"]}
+            assert all(row["label_1"] == "" for row in rows if row["error"])
+        else:
+            rows = json.loads((tmp_path / name).read_text())
+            failed = {r["path"]: r["error"] for r in rows if "error" in r}
+            assert all(r["topk"] == [] for r in rows if "error" in r)
+        assert sorted(r["path"] for r in rows if r["path"] not in failed) == sorted(good)
+        assert failed[str(Path("in") / "sub0" / "empty.jpg")] == "empty file"
+        assert failed[str(Path("in") / "IMG_1.HEIC")].startswith("an iPhone's HEIC photo")
+        assert len(failed) == len(broken) + 1
 
 
 def test_a_folder_that_cannot_be_read_is_named_and_counted(trained, photos, tmp_path, capsys, monkeypatch,
@@ -188,7 +208,8 @@ def test_output_files_hold_the_json_results(trained, photos, tmp_path, capsys, m
     with open(tmp_path / "p.csv") as f:
         rows = list(csv.DictReader(f))
     assert [row["path"] for row in rows] == chosen
-    assert list(rows[0]) == ["path", "label_1", "index_1", "prob_1", "label_2", "index_2", "prob_2"]
+    assert list(rows[0]) == ["path", "label_1", "index_1", "prob_1", "label_2", "index_2", "prob_2", "error"]
+    assert all(row["error"] == "" for row in rows)
     assert [(r["label_1"], float(r["prob_2"])) for r in rows] == [
         (r["topk"][0]["label"], r["topk"][1]["prob"]) for r in json_lines(out)]
 
