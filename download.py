@@ -271,6 +271,12 @@ def official_weights_file(variant: str, folder="weights") -> Path:
     return Path(folder) / f"{variant}.pth"
 
 
+def tutorial_weights_file(variant: str) -> Path:
+    """Where the tutorial's train.py reads a variant's official weights, ./<variant>.pth: used when weights/ has
+    none."""
+    return Path(f"{variant}.pth")
+
+
 def fetch_official_weights(variant: str, folder="weights", base_url: str | None = None) -> Path:
     """weights/<variant>.pth, downloaded from the official release unless it is there already.
 

@@ -28,7 +28,8 @@ from variants import NO_PRETRAINED_WEIGHTS
 from precision import amp_name, autocast
 from files import put_in_place
 from config import plain
-from utils import ANOTHER_ENDED, UserError, distributed, lost_another_process, out_of_memory, printable, resume_command
+from utils import (ANOTHER_ENDED, UserError, distributed, lost_another_process, out_of_memory, printable,
+                   resume_command, train_script)
 from runs import evaluated_file, nothing_to_resume
 
 
@@ -287,8 +288,8 @@ def log_training_images(writer, batch, normalize, classes: list) -> None:
 
 def report_command(run_dir: Path) -> str:
     """The command that writes the report a finished run's end left unwritten, and where it goes."""
-    return (f"python train.py --eval-only --resume {shlex.quote(str(evaluated_file(run_dir)))} writes the report, "
-            f"in {run_dir / 'eval_val'}")
+    return (f"python {train_script()} --eval-only --resume {shlex.quote(str(evaluated_file(run_dir)))} writes the "
+            f"report, in {run_dir / 'eval_val'}")
 
 
 def say_finished(cfg, checkpoint: dict, run_dir: Path) -> None:

@@ -22,7 +22,7 @@ from export import is_program
 from images import is_image_file, write_class_indices
 from splits import is_split_root
 from variants import VARIANTS, resolve_variant
-from utils import UserError, from_first_process, launched_first, launcher, resume_command
+from utils import UserError, from_first_process, launched_first, launcher, resume_command, train_script
 
 
 # what a run folder holds once a run has saved an epoch: one stopped before its first is started again in it
@@ -287,7 +287,7 @@ def nothing_to_resume(run: Path) -> str:
     if (run / "best.pth").is_file():
         return f"{run} has no last.pth, only best.pth (stopped while saving): {resume_command(run / 'best.pth')} " \
                "goes on from it"
-    again = f"{launcher()} train.py --config {shlex.quote(str(run / 'config.yaml'))} --output " \
+    again = f"{launcher()} {train_script()} --config {shlex.quote(str(run / 'config.yaml'))} --output " \
             f"{shlex.quote(str(run.parent))} --name {shlex.quote(run.name)}"
     return f"{run} holds no checkpoint" + (f": the run stopped before its first epoch was saved. To start it again: "
                                            f"{again}" if (run / "config.yaml").is_file() else "")
@@ -309,6 +309,12 @@ def evaluated_file(run: Path) -> Path:
         if newest is not None:
             raise UserError(f"{run} is not a run folder but holds runs: name one, such as the newest, "
                             f"{shlex.quote(str(newest.parent))}")
+        tutorial = sorted(run.glob("model-*.pth"), key=lambda p: p.stat().st_mtime)
+        if tutorial:  # the tutorial's train.py saves weights/model-<epoch>.pth
+            names = ", ".join(p.name for p in tutorial[-3:]) + (" ..." if len(tutorial) > 3 else "")
+            raise UserError(f"{run} is not a run folder: it holds the tutorial's {names}: name the file, --weights "
+                            f"{shlex.quote(str(tutorial[-1]))} --model NAME (the tutorial trains "
+                            "swin_tiny_patch4_window7_224)")
     return best if best.is_file() or not (run / "last.pth").is_file() else run / "last.pth"
 
 

@@ -42,6 +42,15 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
     remove_left_behind(manifest)
     existing = {path.relative_to(out).as_posix() for path in walk_files(out, skip=source)} - {MANIFEST}
     foreign = sorted(path for path in existing - set(earlier["files"]) if not browser_file(path))  # kept, no refusal
+    in_splits = [path for path in foreign if path.split("/")[0] in SPLITS and is_image_file(Path(path))]
+    split_folders = sorted({path.split("/")[0] for path in in_splits})
+    # another tool's split, train/ and val/ as the tutorial's split_data.py leaves them in flower_data/
+    if len(split_folders) > 1 and not force:
+        folders = " and ".join(f"{out / name}/" for name in split_folders)
+        raise UserError(f"{out} holds a split that split_data.py did not write: {len(in_splits)} image(s) in "
+                        f"{folders} (such as {out / in_splits[0]}). Move those folders away (or delete them, if they "
+                        f"are copies of the photos in {source}), or choose another --out; --force would keep them, "
+                        "and training would read them beside the new split")
     if foreign and not force:
         raise UserError(f"{out} is not empty: it holds {len(foreign)} file(s) split_data.py did not write, "
                         f"such as {out / foreign[0]}. Choose another --out, or pass --force to write the "
@@ -50,7 +59,6 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
     if clashes:
         raise UserError(f"{out / clashes[0]} was not written by split_data.py and the split would "
                         "overwrite it: move it away or choose another --out")
-    in_splits = [path for path in foreign if path.split("/")[0] in SPLITS and is_image_file(Path(path))]
     if in_splits:
         print(f"note: {len(in_splits)} file(s) under {out}/train, val or test were not written by "
               f"split_data.py (such as {in_splits[0]}); they are kept, and training will read them")

@@ -40,7 +40,7 @@ from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, folde
 from data import build_normalize, build_transform
 from images import names_order_hint, same_names
 from splits import check_same_everywhere, check_validation, load_splits, without_validation
-from download import fetch_official_weights, fetch_tutorial_photos, official_weights_file
+from download import fetch_official_weights, fetch_tutorial_photos, official_weights_file, tutorial_weights_file
 from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_eval_loader, build_train_loader
 from variants import resolve_variant
@@ -178,11 +178,13 @@ def main(argv=None) -> None:
     splits, recorded = load_data(cfg, checkpoint, program, parser.get_default("val_ratio"), main_process)
     classes = splits.classes
 
-    # the official file's own name counts as no name: a config that names it (configs/finetune_*) downloads too
-    if cfg.download_weights and checkpoint is None and \
-            cfg.weights in (None, official_weights_file(resolve_variant(cfg.model))):
+    # the official file's own name counts as no name: a config that names it (configs/finetune_*) downloads too;
+    # none where the tutorial keeps the file (./<variant>.pth), which the run then uses
+    variant = resolve_variant(cfg.model)
+    if cfg.download_weights and checkpoint is None and cfg.weights in (None, official_weights_file(variant)) and \
+            not tutorial_weights_file(variant).is_file():
         # each machine's weights/ may be its own disk
-        on_first_process(lambda: fetch_official_weights(resolve_variant(cfg.model)), each_machine=True)
+        on_first_process(lambda: fetch_official_weights(variant), each_machine=True)
     if cfg.eval_only:
         return evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp, recorded)
 

@@ -276,7 +276,13 @@ def resume_command(run_dir, world: int | None = None, local: int | None = None) 
     """The command that goes on with a run, started as it was (or as launcher's world and local say): python, or
     torchrun with as many processes (a run stopped mid-epoch must go on so: its place in the epoch is counted in each
     process's batches); the folder quoted for a shell."""
-    return f"{launcher(world, local)} train.py --resume {shlex.quote(str(run_dir))}"
+    return f"{launcher(world, local)} {train_script()} --resume {shlex.quote(str(run_dir))}"
+
+
+def train_script() -> str:
+    """train.py as it was typed, quoted for a shell: a command said to a user who started python ../swin/train.py
+    from another folder works there."""
+    return shlex.quote(sys.argv[0] if Path(sys.argv[0]).name == "train.py" else "train.py")
 
 
 def launcher(world: int | None = None, local: int | None = None) -> str:

@@ -194,6 +194,22 @@ def test_refuses_an_out_it_did_not_make_unless_forced(tmp_path):
     assert (out / "train" / "cat" / "mine.jpg").read_bytes() == b"someone's file"
 
 
+def test_another_tools_split_in_out_is_named_so_not_offered_force(tmp_path):
+    """The tutorial's own split_data.py leaves flower_data/train and flower_data/val beside flower_photos: the
+    documented --data-path flower_data/flower_photos --out flower_data was refused with advice to --force, which then
+    refused too (the new split would write over its files), or, had it not, would have trained on both splits."""
+    source = make_photos(tmp_path / "flower_data" / "flower_photos")
+    out = tmp_path / "flower_data"
+    for split, name in (("train", "a.jpg"), ("val", "b.jpg")):
+        (out / split / "cat").mkdir(parents=True)
+        (out / split / "cat" / name).write_bytes(b"the tutorial's copy")
+    with pytest.raises(UserError, match=r"holds a split that split_data.py did not write: 2 image\(s\) in .*train/ and "
+                                        r".*val/ .*Move those folders away"):
+        split_data.main(["--data-path", str(source), "--out", str(out)])
+    shutil.rmtree(out / "train"), shutil.rmtree(out / "val")
+    split_data.main(["--data-path", str(source), "--out", str(out)])
+
+
 def test_what_a_file_browser_leaves_in_a_split_refuses_nothing_and_keeps_no_removed_class(tmp_path):
     """Finder's .DS_Store (Explorer's Thumbs.db) in a split that a file browser showed: not a file of the user's to
     refuse a new split for, nor said to be read by training; and a class gone from the photos leaves no folder

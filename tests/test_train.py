@@ -566,3 +566,17 @@ def test_the_pretrained_file_where_the_tutorial_keeps_it_is_found(flowers, tmp_p
     said = train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path / "runs")
     assert "using swin_micro_patch4_window4_128.pth, where the tutorial keeps it" in said
     assert "from scratch" not in said
+
+
+@pytest.mark.parametrize("flags", [["--download-weights"], ["--weights", "weights/swin_micro_patch4_window4_128.pth"]],
+                         ids=["download-weights", "config-names-weights"])
+def test_the_tutorials_pretrained_file_is_found_by_download_weights_and_a_finetune_config(
+        flowers, tmp_path, capsys, monkeypatch, flags):
+    """README's `--download-weights` command and configs/finetune_*.yaml (weights: weights/<variant>.pth) with the
+    file where the tutorial keeps it: the first fetched it again (offline: an error), the second said not found."""
+    import download
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(download, "download", lambda *a, **k: pytest.fail("downloaded a file that is here"))
+    torch.save(create_model("swin_micro_patch4_window4_128").state_dict(), "swin_micro_patch4_window4_128.pth")
+    said = train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path / "runs", *flags)
+    assert "using swin_micro_patch4_window4_128.pth, where the tutorial keeps it" in said
