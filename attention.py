@@ -163,7 +163,8 @@ class _ScaledNormalize(torch.autograd.Function):
 
 def scaled_normalize(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     # not in torch.export, which traces the Function's forward with gradients on, where its out= is refused
-    if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad) and not torch.compiler.is_exporting():
+    if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad) and not torch.compiler.is_exporting() \
+            and not torch._C._are_functorch_transforms_active():  # torch.func (grad, vmap) takes plain ops
         return _ScaledNormalize.apply(x, scale)
     return (x * (inverse_norm(x) * scale)).to(x.dtype)
 
@@ -203,6 +204,6 @@ class _SplitHeads(torch.autograd.Function):
 
 def split_heads(qkv: torch.Tensor, heads: int):
     """(B_, N, 3C) -> q, k, v, each (B_, heads, N, d)."""
-    if torch.is_grad_enabled() and qkv.requires_grad:
+    if torch.is_grad_enabled() and qkv.requires_grad and not torch._C._are_functorch_transforms_active():
         return _SplitHeads.apply(qkv, heads)
     return _heads_view(qkv, heads).unbind(0)  # views: plain in exports

@@ -349,7 +349,8 @@ class SwinLayer(nn.Module):
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, dim, H, W) -> (B, dim, H, W), laid out channels-last in memory (as the stage's tokens are)."""
+        """(B, dim, H, W) -> (B, dim, H, W), laid out channels-last in memory (as the stage's tokens are), or at a
+        size that is not whole windows a crop of the padded map in that layout."""
         if x.dim() != 4 or x.shape[1] != self.dim:
             raise ValueError(f"SwinLayer({self.dim}, ...) takes (B, {self.dim}, H, W), channels first; got "
                              f"{tuple(x.shape)}")
@@ -415,10 +416,17 @@ class SwinTransformer(nn.Module):
         if isinstance(img_size, bool) or not isinstance(img_size, numbers.Integral) or img_size < 1:
             raise UserError(f"img_size is the side of a square image in pixels, an int, got {img_size!r} (any input "
                             "size runs, non-square too: img_size is the size the model is meant for)")
+        num_stages = len(depths)
+        if len(num_heads) != num_stages or window_size < 1 or patch_size < 1 or any(
+                embed_dim * 2 ** i % heads for i, heads in enumerate(num_heads)):  # said now, not at a forward
+            raise UserError(f"depths {tuple(depths)}, num_heads {tuple(num_heads)}, embed_dim {embed_dim}, window_size "
+                            f"{window_size}, patch_size {patch_size}: a stage's width (embed_dim, doubled each stage) "
+                            "is a multiple of its heads, num_heads has a value per stage, the window and patch 1 or more")
+        # a value per stage: the default's four, or a variant's, for a model of another number of stages
+        pretrained_window_sizes = (tuple(pretrained_window_sizes) + (0,) * num_stages)[:num_stages]
         self.img_size = img_size  # the size the model is meant for; any size runs
         self.num_classes = num_classes
         self.version = version
-        num_stages = len(depths)
         self.num_features = embed_dim * 2 ** (num_stages - 1)
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, v2=version == 2)
         self.pos_drop = nn.Dropout(drop_rate)

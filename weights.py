@@ -14,6 +14,7 @@ builds the classifier that a bare file of weights holds, given its variant; crea
 the network that a train.py checkpoint describes; model_for_run the one a train.py run starts from;
 load_classifier what predict.py classifies with, from any of these or from an exported program.
 """
+import math
 import re
 import sys
 from dataclasses import dataclass
@@ -213,7 +214,7 @@ def learned_offset_windows(obj, state: dict) -> tuple | None:
         if table.is_meta:  # a state dict of shapes only (a model built on the meta device): no values to read
             return None
         side = (table.shape[1] + 1) // 2
-        if side < 2:
+        if side < 2 or table.shape[1] != table.shape[2]:  # not square: not the official code's, the variant's stay
             return None
         # its largest offset, side - 1, was scaled to 8 * (side - 1) / (window - 1), then log-spaced
         window = round(8 * (side - 1) / (2 ** (3 * float(table[..., 0].max())) - 1) + 1)
@@ -245,6 +246,11 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
     resized, skipped, replaced = [], [], set()
     for key, value in list(state.items()):
         if key.endswith("relative_position_bias_table") and key in own:
+            if math.isqrt(value.shape[0]) ** 2 != value.shape[0]:  # timm's, built at a non-square img_size
+                raise UserError(f"{source}: {key} holds {value.shape[0]} position biases, the table of a window that "
+                                "is not square (timm's model built at a non-square img_size, where a stage's map is "
+                                "narrower than its window on one side): this model's windows are square; give "
+                                "weights of a model built at a square image size")
             used = small.get(int(key.split(".")[1]))
             if value.shape != own[key].shape or used is not None:
                 state[key] = fitted_position_bias_table(value, int(own[key].shape[0] ** 0.5), used)

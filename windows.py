@@ -192,7 +192,7 @@ def gather_tokens(x: torch.Tensor, layout: "StageLayout", move: str) -> torch.Te
         return x
     b, length, c = x.shape
     x = x.reshape(b * length, c)
-    if torch.is_grad_enabled() and x.requires_grad:
+    if torch.is_grad_enabled() and x.requires_grad and not torch._C._are_functorch_transforms_active():
         return _GatherTokens.apply(x, *training_rows(layout, move, b)).view(b, length, c)
     index = layout.moves[move][0]  # plain ops, standard in exports:
     return x.index_select(0, (first_rows(b, index) + index).view(-1)).view(b, length, c)

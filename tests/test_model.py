@@ -448,3 +448,39 @@ def test_a_stage_as_a_layer_exports_with_a_dynamic_height_and_width(version):
         torch.export.export(layer, (x,), dynamic_shapes=({2: torch.export.Dim("height")},))
 
 
+
+
+def test_a_model_of_other_sizes_is_checked_as_built_and_takes_any_number_of_stages():
+    """create_model takes any SwinTransformer argument: heads that do not divide a stage's width were a reshape's
+    RuntimeError at the first forward, a window of 0 a ZeroDivisionError, and five stages an IndexError in the
+    default pretrained_window_sizes (four values)."""
+    for bad in (dict(num_heads=(3, 3, 3, 3)), dict(window_size=0), dict(num_heads=(1, 2, 4))):
+        with pytest.raises(UserError, match="a multiple of its heads"):
+            create_model("swin_micro_patch4_window4_128", num_classes=3, **bad)
+    for version in (1, 2):
+        net = create_model("swin_micro_patch4_window4_128", num_classes=3, version=version, depths=(1, 1, 1, 1, 1),
+                           num_heads=(1, 2, 4, 8, 8)).eval()
+        with torch.no_grad():
+            assert net(torch.randn(1, 3, 64, 64)).shape == (1, 3)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_torch_func_transforms_give_autograds_gradients(version):
+    """torch.func.grad and vmap (per-sample gradients) refused the model's own autograd Functions (token gathers,
+    heads, V2's normalisation: no setup_context); under them the plain ops run, with the same gradients."""
+    from torch.func import functional_call, grad, vmap
+    torch.manual_seed(0)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=3, version=version, drop_path_rate=0.0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    params = {k: p.detach() for k, p in net.named_parameters()}
+    x = torch.randn(2, 3, 40, 36)
+
+    def loss(p, images):
+        return functional_call(net, p, (images,)).square().sum()
+
+    per_sample = vmap(grad(lambda p, image: loss(p, image[None])), in_dims=(None, 0))(params, x)
+    loss(dict(net.named_parameters()), x[1:]).backward()
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(per_sample[name][1], p.grad, rtol=1e-4, atol=1e-5)

@@ -266,3 +266,18 @@ def test_the_tutorials_own_weights_run_as_its_code_ran_them(tmp_path):
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(rebuilt(x), net(x)) and (official(x) - net(x)).abs().max() > 1e-4
+
+
+def test_timm_weights_of_a_non_square_image_size_are_a_clear_error_or_load():
+    """timm clamps each side of a window to its stage's map: at a non-square img_size a V1 table of a non-square
+    window (here 3 x 5 offsets, 15 rows), which reshaped as a square was a RuntimeError's traceback; V2 keeps no
+    table in its files, but the official layout of one (with its buffers) held a non-square coordinate table."""
+    import timm
+    micro = dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), window_size=4, img_size=(64, 96))
+    v1 = timm.create_model("swin_tiny_patch4_window7_224", num_classes=5, **micro).state_dict()
+    with pytest.raises(UserError, match="15 position biases, the table of a window that is not square"):
+        load_weights(create_model("swin_micro_patch4_window4_128", num_classes=5), v1, verbose=False)
+    timm_v2 = timm.create_model("swinv2_tiny_window8_256", num_classes=5, **micro)
+    v2 = {**dict(timm_v2.named_buffers()), **timm_v2.state_dict()}  # relative_coords_table (1, 3, 5, 2) at stage 4
+    ours = create_model("swin_micro_patch4_window4_128", num_classes=5, version=2)
+    assert load_weights(ours, v2, verbose=False)["missing"] == []
