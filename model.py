@@ -419,9 +419,10 @@ class SwinTransformer(nn.Module):
         num_stages = len(depths)
         if len(num_heads) != num_stages or window_size < 1 or patch_size < 1 or any(
                 embed_dim * 2 ** i % heads for i, heads in enumerate(num_heads)):  # said now, not at a forward
-            raise UserError(f"depths {tuple(depths)}, num_heads {tuple(num_heads)}, embed_dim {embed_dim}, window_size "
-                            f"{window_size}, patch_size {patch_size}: a stage's width (embed_dim, doubled each stage) "
-                            "is a multiple of its heads, num_heads has a value per stage, the window and patch 1 or more")
+            raise UserError(f"depths {tuple(depths)}, num_heads {tuple(num_heads)}, embed_dim {embed_dim}, "
+                            f"window_size {window_size}, patch_size {patch_size}: a stage's width (embed_dim, doubled "
+                            "each stage) is a multiple of its heads, num_heads has a value per stage, the window and "
+                            "patch 1 or more")
         # a value per stage: the default's four, or a variant's, for a model of another number of stages
         pretrained_window_sizes = (tuple(pretrained_window_sizes) + (0,) * num_stages)[:num_stages]
         self.img_size = img_size  # the size the model is meant for; any size runs
