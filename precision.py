@@ -69,8 +69,9 @@ def cast_at_every_use(m: nn.Module) -> bool:
 
 def casts_weights_once(device_type: str) -> bool:
     """Whether a stage casts its weights once here: eager under autocast. Compiled graphs fuse the casts
-    themselves, and exports run without autocast."""
-    return CAST_ONCE and not torch.compiler.is_compiling() and torch.is_autocast_enabled(device_type)
+    themselves, exports run without autocast, and torch.func (grad, vmap) takes autocast's own casts."""
+    return CAST_ONCE and not torch.compiler.is_compiling() and torch.is_autocast_enabled(device_type) and \
+        not torch._C._are_functorch_transforms_active()
 
 
 # module -> its linears and LayerNorms, listed at its first cast: walking a stage's tree at every step cost 440 us of
