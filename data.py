@@ -404,9 +404,7 @@ def build_transform(img_size: int, train: bool, recipe: str = "tutorial", crop_p
     if not train:
         return Compose([DecodeCrop(img_size, partial(center_box, size=img_size, crop_pct=crop_pct), interpolation)])
     if decode == "device":
-        if recipe != "tutorial":
-            raise UserError(f"--decode device works with --recipe tutorial (crop and flip): the {recipe} recipe's "
-                            "RandAugment runs on decoded images, in the workers. Use --decode workers.")
+        check_decode(decode, recipe)
         return ReadForDevice(img_size, interpolation)
     if recipe == "tutorial":
         return Compose([DecodeCrop(img_size, random_resized_box, interpolation), random_horizontal_flip])
@@ -434,6 +432,20 @@ def posterize(image: Image.Image, bits_to_keep: int, **kwargs) -> Image.Image:
     return auto_augment.posterize(image, bits_to_keep, **kwargs)
 
 
+def check_mixup_batch(mixup_alpha: float, cutmix_alpha: float, batch_size: int) -> None:
+    """Mixup and cutmix pair the images of a batch: an odd --batch-size would lose an image from every batch."""
+    if (mixup_alpha > 0 or cutmix_alpha > 0) and batch_size % 2:
+        raise UserError(f"--batch-size {batch_size} is odd, and mixup and cutmix mix the images of a batch in "
+                        f"pairs: use an even batch size, such as {batch_size + 1}")
+
+
+def check_decode(decode: str, recipe: str) -> None:
+    """--decode device decodes and crops on the device, which the tutorial recipe's crop and flip alone allow."""
+    if decode == "device" and recipe != "tutorial":
+        raise UserError(f"--decode device works with --recipe tutorial (crop and flip): the {recipe} recipe's "
+                        "RandAugment runs on decoded images, in the workers. Use --decode workers.")
+
+
 def build_mixup(mixup_alpha: float, cutmix_alpha: float, label_smoothing: float, num_classes: int,
                 batch_size: int = None):
     """timm's Mixup/CutMix as the official Swin recipe sets it (per batch, switch probability 0.5),
@@ -441,9 +453,8 @@ def build_mixup(mixup_alpha: float, cutmix_alpha: float, label_smoothing: float,
     would lose an image from every batch)."""
     if mixup_alpha <= 0 and cutmix_alpha <= 0:
         return None
-    if batch_size is not None and batch_size % 2:
-        raise UserError(f"--batch-size {batch_size} is odd, and mixup and cutmix mix the images of a batch in "
-                        f"pairs: use an even batch size, such as {batch_size + 1}")
+    if batch_size is not None:
+        check_mixup_batch(mixup_alpha, cutmix_alpha, batch_size)
     return EvenBatchMixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
                           label_smoothing=label_smoothing, num_classes=num_classes)
 

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--img-size", type=POSITIVE_INT, help="input size (default: the checkpoint's, else the variant's)")
     g.add_argument("--tta", action="store_true", help="average with the mirrored image (default: off)")
     g.add_argument("--device", type=str, default="auto",
-                   help="auto, cpu, cuda, cuda:N or a GPU index N (default: auto)")
+                   help="auto, cpu, cuda, cuda:N, a GPU index N or mps (default: auto)")
     g.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="mixed precision; auto = "
                    "bf16 or fp16 on a GPU, off on a CPU, where bf16 pays on CPUs with AMX (default: auto)")
     g.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="default: 32")

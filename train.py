@@ -37,7 +37,7 @@ import run_log
 import runs
 from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, folder_name, folder_path, parse_config,
                     plain, ranged, weights_path, yes_no)
-from data import build_normalize, build_transform
+from data import build_normalize, build_transform, check_decode, check_mixup_batch
 from images import names_order_hint, same_names
 from splits import check_same_everywhere, check_validation, load_splits, without_validation
 from download import fetch_official_weights, fetch_tutorial_photos, official_weights_file, tutorial_weights_file
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=COUNT, default=0, help="default: 0")
     g = p.add_argument_group("run")
     g.add_argument("--device", type=str, default="auto",
-                   help="auto, cpu, cuda, cuda:N or a GPU index N (default: auto)")
+                   help="auto, cpu, cuda, cuda:N, a GPU index N or mps (default: auto)")
     g.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
                    help="mixed precision; auto = bf16 where the GPU has it, else fp16 with loss scaling; off on "
                         "a CPU; off on a GPU runs TF32 matmuls (default: auto)")
@@ -311,6 +311,14 @@ def check_flags(cfg, checkpoint) -> None:
     if not cfg.eval_only and cfg.min_lr > cfg.lr:  # the cosine would climb from --lr to --min-lr, not decay
         raise UserError(f"--min-lr {cfg.min_lr:g} is above --lr {cfg.lr:g}: the schedule would raise the lr over the "
                         f"run instead of lowering it. Give a --min-lr below --lr (such as {cfg.lr / 100:g})")
+    # the warmup would lower the lr to --lr, not raise it to it (its notice said "rises"); past it, nothing to refuse
+    if not cfg.eval_only and cfg.warmup_lr > cfg.lr and (checkpoint or {}).get("epoch", 0) < cfg.warmup_epochs:
+        raise UserError(f"--warmup-lr {cfg.warmup_lr:g} is above --lr {cfg.lr:g}: the warmup would lower the lr to "
+                        f"--lr instead of raising it. Give a --warmup-lr below --lr (such as {cfg.lr / 1000:g}), or "
+                        "--warmup-epochs 0 for none")
+    if not cfg.eval_only:  # said before the data is read or fetched, weights downloaded or the model built
+        check_mixup_batch(cfg.mixup, cfg.cutmix, cfg.batch_size)
+        check_decode(cfg.decode, cfg.recipe)
     if cfg.eval_only and checkpoint is None and cfg.weights in (None, "none"):
         raise UserError("--eval-only needs a checkpoint: --resume runs/<name>/best.pth (or --weights FILE)")
 

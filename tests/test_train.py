@@ -279,6 +279,24 @@ def test_user_errors_are_one_line_without_traceback(flowers, tmp_path, capsys, a
     assert re.search(message, err, re.MULTILINE), err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--mixup", "0.8", "--batch-size", "7"], r"^--batch-size 7 is odd, and mixup and cutmix mix the images"),
+    (["--cutmix", "1.0", "--batch-size", "3"], r"^--batch-size 3 is odd"),
+    (["--decode", "device", "--recipe", "official"], r"^--decode device works with --recipe tutorial"),
+    (["--warmup-lr", "1e-3"], r"^--warmup-lr 0.001 is above --lr 0.0001: the warmup would lower the lr"),
+])
+def test_flags_that_cannot_train_together_are_refused_before_any_photo_is_fetched(tmp_path, monkeypatch, args,
+                                                                                   message):
+    """Said as the run starts, as --min-lr above --lr is: not after flower_photos (218 MB, the default --data-path)
+    was fetched, the official weights downloaded and the model built (an odd batch with mixup and --decode device
+    with the official recipe were found by the loader and the mixup; a --warmup-lr above --lr trained, its notice
+    saying the lr "rises" as it fell)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train, "fetch_tutorial_photos", lambda *_: pytest.fail("the photos fetched first"))
+    with pytest.raises(UserError, match=message):
+        train.main(args)
+
+
 def test_loader_workers_started_afresh_train_as_forked_ones(flowers, tmp_path, capsys):
     """Loader workers that start a fresh interpreter (spawn: macOS and Windows; forkserver: Linux from
     Python 3.14) get the dataset, its transforms and their seeds by pickling, not by a copy of the
