@@ -29,7 +29,7 @@ from precision import amp_name, autocast
 from files import put_in_place
 from config import plain
 from utils import (ANOTHER_ENDED, UserError, distributed, lost_another_process, out_of_memory, printable,
-                   resume_command, train_script)
+                   resume_command, tell_torchrun, train_script)
 from runs import evaluated_file, nothing_to_resume
 
 
@@ -42,8 +42,16 @@ class StepLoss:
     10th (engine.HostCopy) and written at the next step or the run's end, the copy done by then; .item() at once
     would make the CPU wait for the GPU to finish the step."""
 
-    def __init__(self, writer):
+    def __init__(self, writer, carried: list | None = None):
+        """carried: the steps since the last point that a checkpoint saved ([sum, count], see partial), so that
+        a resumed run's first point is the mean of its 10 steps, as an uninterrupted run's."""
         self.writer, self.pending, self.sum, self.count = writer, None, None, 0
+        if carried and carried[1]:
+            self.sum, self.count = torch.tensor(float(carried[0])), int(carried[1])
+
+    def partial(self) -> list:
+        """[sum, count] of the losses since the last point, for a checkpoint (plain data)."""
+        return [0.0 if self.sum is None else float(self.sum), self.count]
 
     def add(self, step: int, loss: torch.Tensor | None) -> None:
         """None: a step whose window's last batch had no image (its loss is not the step's)."""
@@ -379,13 +387,18 @@ def say_stopped_at_once(run_dir: Path, trained: bool = False) -> None:
     print(f"\nstopped at once by a second Ctrl-C: {lost_since_saved(run_dir)}", file=sys.stderr)
 
 
-def say_stopped(state, by: str, run_dir: Path) -> None:
-    """A run stopped before its last epoch: where, what was saved, and the command that goes on."""
+def say_stopped(state, by: str, run_dir: Path, main_process: bool = True) -> None:
+    """A run stopped before its last epoch: where, what was saved, and the command that goes on; said by the first
+    process, and by every process to torchrun's summary, which lists a process that a signal stopped (its status
+    128 + the signal's number) as failed, with a link to its documentation where it has no line of it."""
     where = f"after epoch {state.epoch}" if state.batches_done == 0 else \
         f"in epoch {state.epoch + 1} (batch {state.batches_done})"
     again = f" {by}" if by.startswith("--stop-after-epochs") else ""  # a job's time limit: each resume stops too
-    print(f"stopped by {by} {where}, step {state.step}; {run_dir / 'last.pth'} saved. "
-          f"To go on:\n    {resume_command(run_dir)}{again}")
+    said = (f"stopped by {by} {where}, step {state.step}; {run_dir / 'last.pth'} saved. "
+            f"To go on:\n    {resume_command(run_dir)}{again}")
+    if main_process:
+        print(said)
+    tell_torchrun(said)
 
 
 def write_hparams(writer, run_dir: Path, cfg, state, last_val: dict) -> None:

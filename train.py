@@ -242,7 +242,7 @@ def main(argv=None) -> None:
     meta = {**describe_for_checkpoint(model, classes), "data_root": str(Path(cfg.data_path).resolve())}
 
     checkpoints = CheckpointWriter()  # written while training goes on
-    step_loss = run_log.StepLoss(step_writer)
+    step_loss = run_log.StepLoss(step_writer, checkpoint.get("step_loss") if checkpoint is not None else None)
 
     def save(name: str, weights=None, copy_of: str = None) -> None:
         epoch_sums = engine.epoch_sums_everywhere(state)  # midway: from every process, before the first saves
@@ -256,7 +256,7 @@ def main(argv=None) -> None:
             checkpoints.copy(run_dir / copy_of, run_dir / name)
         else:
             checkpoints.save({**meta, **state.checkpoint(weights, epoch_sums), "best_metric": engine.best_metric(cfg),
-                              "config": plain(vars(cfg))}, run_dir / name)
+                              "config": plain(vars(cfg)), "step_loss": step_loss.partial()}, run_dir / name)
 
     def on_step(state: engine.TrainState, loss: torch.Tensor | None) -> None:
         step_loss.add(state.step, loss)
@@ -297,8 +297,7 @@ def main(argv=None) -> None:
         if run_lock is not None:  # the folder free for the next start (in a process, the kernel lets go at exit)
             run_lock.close()
     if stop.requested and state.epoch < cfg.epochs:  # one at the last epoch's end found the run finished
-        if main_process:
-            run_log.say_stopped(state, stop.requested, run_dir)
+        run_log.say_stopped(state, stop.requested, run_dir, main_process)
         sys.exit(stop.exit_status())
 
 

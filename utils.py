@@ -214,7 +214,8 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
         name = f"cuda:{name}"
     if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
         several = " (several GPUs: torchrun --nproc_per_node N train.py ...)" if "," in name else ""
-        raise UserError(f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:N, a GPU index N or mps (Apple){several}")
+        raise UserError(f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:N, a GPU index N or mps "
+                        f"(Apple){several}")
     if name.startswith("cuda") and not torch.cuda.is_available():
         why = ("install a CUDA build of torch" if torch.version.cuda is None else  # a CPU build
                "check that the GPU and its driver are seen here (nvidia-smi; CUDA_VISIBLE_DEVICES)")

@@ -518,3 +518,31 @@ def test_the_per_step_loss_is_the_mean_of_the_steps_since_the_last_point():
     losses.write()
     assert writer.points == [("loss/train_step", pytest.approx(5.5), 10),
                              ("loss/train_step", pytest.approx((sum(range(11, 21)) - 15) / 9), 20)]
+
+
+def test_the_per_step_loss_goes_on_across_a_resume():
+    """A checkpoint saved between two points carries the steps since the last one (StepLoss.partial): the resumed
+    run's first point is the mean of its ten steps, as the uninterrupted run's, not of the steps since the resume."""
+    import run_log
+
+    class Writer:
+        def __init__(self):
+            self.points = []
+
+        def add_scalar(self, tag, value, step):
+            self.points.append((tag, value, step))
+    whole, before, after = Writer(), Writer(), Writer()
+    losses = run_log.StepLoss(whole)
+    for step in range(1, 21):
+        losses.add(step, torch.tensor(float(step)))
+    losses.write()
+    stopped = run_log.StepLoss(before)
+    for step in range(1, 18):
+        stopped.add(step, torch.tensor(float(step)))
+    stopped.write()
+    resumed = run_log.StepLoss(after, stopped.partial())  # saved at step 17: steps 11 to 17
+    for step in range(18, 21):
+        resumed.add(step, torch.tensor(float(step)))
+    resumed.write()
+    assert before.points + after.points == whole.points
+    assert run_log.StepLoss(after, [0.0, 0]).partial() == [0.0, 0]  # a save on a point: nothing carried

@@ -1,6 +1,7 @@
 """A run that goes on: train.py --resume on a CPU, bit for bit as an uninterrupted run, with the settings, the
 validation files and the TensorBoard points of the run it continues, and what a finished, stopped or killed run
 says and keeps. How a run is stopped (signals, kills): test_stops.py; the rest of train.py: test_train.py."""
+import json
 import re
 from pathlib import Path
 
@@ -170,6 +171,11 @@ def test_what_a_finished_or_stopped_run_says_gives_commands_that_work(tmp_path, 
         ["python", "train.py", "--resume", str(run), "--stop-after-epochs", "1"]
     run_log.say_stopped(state, "SIGINT", run)
     assert shlex.split(capsys.readouterr().out.splitlines()[1]) == ["python", "train.py", "--resume", str(run)]
+    # under torchrun every process writes it to its error file: torchrun's summary lists a process a signal stopped
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(tmp_path / "error.json"))
+    run_log.say_stopped(state, "SIGUSR1", run, main_process=False)
+    assert capsys.readouterr().out == ""
+    assert json.loads((tmp_path / "error.json").read_text())["message"]["message"].startswith("stopped by SIGUSR1")
 
 
 def test_metrics_csv_holds_an_epoch_once_its_latest_training(tmp_path):
