@@ -262,8 +262,11 @@ def fetch_tutorial_photos(data_path: Path) -> None:
         fetch_flower_photos(data_path, trust=f"fetch it with python split_data.py --download --data-path "
                                               f"{shlex.quote(str(data_path))} --sha256 <its digest>, then train")
     except UserError as err:
+        root = Path(__file__).resolve().parent  # the demo's config names samples/flowers from the project's folder
+        here = "" if Path.cwd().resolve() == root else f"cd {shlex.quote(str(root))} && "
         raise UserError(f"{data_path} is not here, so train.py tried to fetch the tutorial's photos: {err}. "
-                        "Or train on the bundled sample: python train.py --config configs/cpu_demo.yaml") from None
+                        f"Or train on the bundled sample: {here}python train.py --config configs/cpu_demo.yaml"
+                        ) from None
 
 
 def official_weights_file(variant: str, folder="weights") -> Path:

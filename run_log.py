@@ -160,8 +160,8 @@ def warn_unreadable(splits, recorded: set = None) -> None:
     for path, reason in skipped[:FILES_NAMED]:
         print(f"warning: left out {printable(path)}: {reason}", file=sys.stderr)
     if len(skipped) > FILES_NAMED:
-        print(f"warning: and {len(skipped) - FILES_NAMED} more files left out (python split_data.py "
-              "--data-path <folder> lists every one in split_report.txt)", file=sys.stderr)
+        print(f"warning: and {len(skipped) - FILES_NAMED} more files left out (the report.txt this run writes "
+              "lists every one)", file=sys.stderr)
 
 
 def say_started(run_dir: Path, cfg, splits, model, state, world_size: int, compiled: bool, images_per_process: int,

@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 
 from common import print_header  # bench/ is on the path when this script runs
-from config import POSITIVE_INT  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project's modules sit at its root
+from config import POSITIVE_INT  # noqa: E402
 import evaluation  # noqa: E402
 from data import build_normalize, build_transform  # noqa: E402
 from loaders import ImageDataset, build_loader  # noqa: E402

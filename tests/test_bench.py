@@ -149,3 +149,20 @@ def test_benchmarks_say_a_users_mistake_in_one_line():
         result = subprocess.run([sys.executable, *case], cwd=ROOT, capture_output=True, text=True)
         assert result.returncode == 2 and "Traceback" not in result.stderr, (case, result.stderr)
         assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: "), result.stderr
+
+
+def test_each_benchmark_imports_the_projects_modules_after_putting_its_root_on_the_path():
+    """`python bench/<script>.py` puts bench/ on the path, not the project's root: a project module imported
+    before the script's sys.path.insert is a ModuleNotFoundError as typed (bench_balance.py's config was),
+    which the in-process `bench` fixture, whose path has the root, cannot see."""
+    import ast
+    project = {p.stem for p in ROOT.glob("*.py")}
+    for script in sorted((ROOT / "bench").glob("*.py")):
+        inserted = False
+        for node in ast.parse(script.read_text()).body:
+            if "sys.path.insert" in ast.unparse(node):
+                inserted = True
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            early = [n for n in names if n.split(".")[0] in project and not inserted]
+            assert not early, f"{script.name}:{node.lineno} imports {early} before the project's root is on the path"

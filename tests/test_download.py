@@ -2,6 +2,7 @@
 import hashlib
 import io
 import os
+import shlex
 import socket
 import tarfile
 import time
@@ -325,6 +326,12 @@ def test_what_a_download_cannot_use_is_said_of_the_download_with_a_way_on_in_thi
                                         r"--data-path .*flower_photos --sha256 <its digest>, then train") as err:
         download.fetch_tutorial_photos(tmp_path / "flower_photos")
     assert "pass its digest with --sha256" not in str(err.value)
+    # the demo's command, from another folder, goes where its config and samples/flowers are
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError) as err:
+        download.fetch_tutorial_photos(tmp_path / "flower_photos")
+    root = shlex.quote(str(Path(download.__file__).resolve().parent))
+    assert str(err.value).endswith(f"bundled sample: cd {root} && python train.py --config configs/cpu_demo.yaml")
 
 
 def test_an_address_not_named_as_an_archive_is_kept_as_the_data_folders_archive(served, tmp_path):
