@@ -25,10 +25,13 @@ import signal
 import sys
 from pathlib import Path
 
-# stopping.py imports the standard library's modules only: set before torch's import, which takes seconds
+# stopping.py and utils.py import the standard library's modules only: set before torch's import, which takes
+# seconds, and loads OpenMP, which reads its settings then
 from stopping import Terminated, ctrl_c_ends_quietly, held_signals
+from utils import threads_sleep_while_waiting
 if __name__ == "__main__":
     ctrl_c_ends_quietly()
+    threads_sleep_while_waiting()
 import torch
 from tqdm import tqdm
 

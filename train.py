@@ -23,10 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-# stopping.py imports the standard library's modules only: set before torch's import, which takes seconds
+# stopping.py and utils.py import the standard library's modules only: set before torch's import, which takes
+# seconds, and loads OpenMP, which reads its settings then
 from stopping import StopSignal, ctrl_c_ends_quietly, held_signals, outlive_readers
+from utils import threads_sleep_while_waiting
 if __name__ == "__main__":
     ctrl_c_ends_quietly()
+    threads_sleep_while_waiting()
 import torch
 
 import compiling

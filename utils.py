@@ -260,6 +260,17 @@ def reuse_freed_cpu_memory() -> None:
     libc.mallopt(m_trim_threshold, 2**31 - 1)
 
 
+def threads_sleep_while_waiting() -> None:
+    """For train.py and predict.py as they start, before torch is imported (OpenMP reads its settings as torch
+    loads it): torch's threads sleep while they wait for each other, where by default each spins for some 3 ms.
+    Beside another process at work on the same cores (a second run, a notebook, the tests) a spinning thread holds
+    the core that the thread it waits for needs, at every one of a step's thousands of parallel operations: the
+    demo trained at 5 to 46 img/s beside a 2-thread torch process on the 2-core Xeon, 61 with threads that sleep;
+    alone, as fast either way (bench/bench_threads.py). OMP_WAIT_POLICY or GOMP_SPINCOUNT set by the user are kept."""
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
 def tune_for(device, tf32: bool = False) -> None:
     """What train.py, predict.py and the benchmarks set for `device` before they run (process-wide): on a
     GPU, cuDNN's search for the fastest kernel of each input size (one size here: one search) and, with
