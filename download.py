@@ -296,8 +296,10 @@ def fetch_official_weights(variant: str, folder="weights", base_url: str | None 
     url = (base_url or OFFICIAL_WEIGHTS_URL).rstrip("/") + "/" + OFFICIAL_WEIGHTS[variant]
     # a name of its own: machines that share the folder each fetch and check a whole file, renamed into place
     staging = dest.with_name(f".{dest.name}.{socket.gethostname()}-{os.getpid()}.download")
-    # a download killed outright left its file (.part) or its whole, unchecked one (.download): hundreds of MB
-    remove_left_behind(dest.parent, [f".{glob.escape(dest.name)}.*.download", f".{glob.escape(dest.name)}.*.part"])
+    # a download killed outright left its file (download's .part of the staging name: ..<name>.*.download.*.part)
+    # or its whole, unchecked one (.download): hundreds of MB
+    name = glob.escape(dest.name)
+    remove_left_behind(dest.parent, [f".{name}.*.download", f"..{name}.*.download.*.part"])
     print(f"downloading the official weights of {variant} from {url}")
     download(url, staging, wanted_at=dest)  # checked as a checkpoint before it takes the name
     try:

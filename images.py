@@ -348,8 +348,9 @@ def class_folders(root: Path) -> list[Path]:
     # is_dir(): passed over, its class would be missing from the run without a word, every later label shifted
     for path in sorted(p for p in entries if p.is_symlink() and not p.exists() and not p.name.startswith(".")
                        and not is_image_file(p)):
-        raise UserError(f"the class folder {path} is {link_to_nowhere(path)}: mount or restore where it leads (a drive "
-                        "not mounted now), or remove the link")
+        where = link_to_nowhere(path)
+        raise UserError(f"the class folder {path} is {where}: " + ("remove the link" if where.endswith("loop of links")
+                        else "mount or restore where it leads (a drive not mounted now), or remove the link"))
     folders = sorted((p for p in entries if p.is_dir() and not p.name.startswith(".")
                       and p.name not in SYSTEM_FOLDERS), key=lambda p: p.name)  # __MACOSX: a zip made on a Mac
     written = {}

@@ -417,8 +417,8 @@ class SwinTransformer(nn.Module):
             raise UserError(f"img_size is the side of a square image in pixels, an int, got {img_size!r} (any input "
                             "size runs, non-square too: img_size is the size the model is meant for)")
         num_stages = len(depths)
-        if len(num_heads) != num_stages or window_size < 1 or patch_size < 1 or any(
-                embed_dim * 2 ** i % heads for i, heads in enumerate(num_heads)):  # said now, not at a forward
+        if len(num_heads) != num_stages or window_size < 1 or patch_size < 1 or any(  # said now, not at a forward
+                heads < 1 or embed_dim * 2 ** i % heads for i, heads in enumerate(num_heads)):
             raise UserError(f"depths {tuple(depths)}, num_heads {tuple(num_heads)}, embed_dim {embed_dim}, "
                             f"window_size {window_size}, patch_size {patch_size}: a stage's width (embed_dim, doubled "
                             "each stage) is a multiple of its heads, num_heads has a value per stage, the window and "

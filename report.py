@@ -111,7 +111,9 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
         lines += ["", f"{len(left_out)} file{'s' * (len(left_out) > 1)} in the data folder left out of the run:"]
         lines += [f"{printable(path)}: {why}" for path, why in left_out]
     if result.get("failed"):  # listed, they failed as they were evaluated: changed or removed since (why: as now)
-        lines += ["", f"{len(result['failed'])} images could not be read when they were evaluated, and were left out:"]
+        failed = len(result["failed"])
+        lines += ["", "1 image could not be read when it was evaluated, and was left out:" if failed == 1 else
+                  f"{failed} images could not be read when they were evaluated, and were left out:"]
         lines += [f"{printable(path)}: {why_it_failed(path)}" for path in result["failed"]]
     put_in_place(folder / "report.txt",
                  lambda tmp: tmp.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogateescape"),

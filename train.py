@@ -183,8 +183,9 @@ def main(argv=None) -> None:
 
     # the official file's own name counts as no name: a config that names it (configs/finetune_*) downloads too;
     # none where the tutorial keeps the file (./<variant>.pth), which the run then uses
-    variant = resolve_variant(cfg.model)
-    if cfg.download_weights and checkpoint is None and cfg.weights in (None, official_weights_file(variant)) and \
+    # the variant resolved only for a download: an --eval-only's --model, said not used, may be no variant's name
+    if cfg.download_weights and checkpoint is None and \
+            cfg.weights in (None, official_weights_file(variant := resolve_variant(cfg.model))) and \
             not tutorial_weights_file(variant).is_file():
         # each machine's weights/ may be its own disk
         on_first_process(lambda: fetch_official_weights(variant), each_machine=True)

@@ -217,16 +217,16 @@ def test_official_weights_are_fetched_checked_and_named(served, tmp_path):
     # what downloads killed outright (kill -9) left, hidden: removed when old, kept while another may be writing
     (tmp_path / "weights").mkdir()
     old = [".swin_tiny_patch4_window7_224.pth.host-1.download",
-           ".swin_tiny_patch4_window7_224.pth.host-2.download.x1.part"]
-    for name in [*old, ".swin_tiny_patch4_window7_224.pth.host-3.download.x2.part"]:
+           "..swin_tiny_patch4_window7_224.pth.host-2.download.x1.part"]
+    for name in [*old, "..swin_tiny_patch4_window7_224.pth.host-3.download.x2.part"]:
         (tmp_path / "weights" / name).write_bytes(b"x" * 100)
     for name in old:
         os.utime(tmp_path / "weights" / name, (time.time() - 7200,) * 2)
     got = fetch_official_weights("swin_tiny_patch4_window7_224", tmp_path / "weights", base_url=url)
     assert got == tmp_path / "weights" / "swin_tiny_patch4_window7_224.pth"
     assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == [
-        ".swin_tiny_patch4_window7_224.pth.host-3.download.x2.part", "swin_tiny_patch4_window7_224.pth"]
-    (tmp_path / "weights" / ".swin_tiny_patch4_window7_224.pth.host-3.download.x2.part").unlink()
+        "..swin_tiny_patch4_window7_224.pth.host-3.download.x2.part", "swin_tiny_patch4_window7_224.pth"]
+    (tmp_path / "weights" / "..swin_tiny_patch4_window7_224.pth.host-3.download.x2.part").unlink()
     assert torch.load(got, weights_only=True)["model"]["head.weight"].sum() == 6
     (folder / "v1.0.0" / "swin_tiny_patch4_window7_224.pth").unlink()
     assert fetch_official_weights("swin_tiny_patch4_window7_224", tmp_path / "weights", base_url=url) == got

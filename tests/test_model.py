@@ -448,8 +448,6 @@ def test_a_stage_as_a_layer_exports_with_a_dynamic_height_and_width(version):
         torch.export.export(layer, (x,), dynamic_shapes=({2: torch.export.Dim("height")},))
 
 
-
-
 def test_a_model_of_other_sizes_is_checked_as_built_and_takes_any_number_of_stages():
     """create_model takes any SwinTransformer argument: heads that do not divide a stage's width were a reshape's
     RuntimeError at the first forward, a window of 0 a ZeroDivisionError, and five stages an IndexError in the

@@ -467,6 +467,10 @@ def test_what_a_user_types_to_go_on_from_a_run_does_what_it_says(flowers, tmp_pa
                       "--no-progress")
     assert f"notice: --eval-only evaluates {run / 'best.pth'} as it was trained (swin_micro_patch4_window4_128 at " \
            "64 px): --img-size 32 not used" in said
+    # a --model said not used is not resolved either (a misspelling was "unknown model" after the notice)
+    said = train_here(capsys, "--eval-only", "--resume", run / "best.pth", "--model", "swin_tinyy", "--workers", "0",
+                      "--no-progress")
+    assert "--model swin_tinyy not used" in said
     # evaluated on a copy of its photos, drawn afresh there (at another ratio: a copy drawn at its own gives the same
     # files): photos it trained on are counted, and said
     shutil.copytree(flowers, tmp_path / "copy")
@@ -483,6 +487,7 @@ def test_what_a_user_types_to_go_on_from_a_run_does_what_it_says(flowers, tmp_pa
     warned = re.search(r"warning: (\d+) of the 30 images evaluated are photos the run trained on",
                        capsys.readouterr().err)
     assert warned and int(warned[1]) > 0
+
 
 def test_a_resume_that_names_another_folder_is_refused_not_ignored(tmp_path, monkeypatch):
     """A resumed run goes on in its own folder: --name or --output typed to put it elsewhere was dropped in silence
