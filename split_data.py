@@ -102,6 +102,13 @@ def main(argv=None) -> None:
             raise UserError(f"--mode hardlink needs every photo on the file system of --out {out}, and {elsewhere} "
                             f"(at {elsewhere.resolve()}) is on another: use --mode copy or --mode "
                             "symlink")
+        # and each photo Linux lets this user link (fs.protected_hardlinks: own it, or may read and write it):
+        # a shared folder of another user's photos failed at the first link, after the earlier split was removed
+        protected = hardlinks_protected() and next((path for path in plan.values() if not may_hardlink(path)), None)
+        if protected:
+            raise UserError(f"--mode hardlink cannot link {protected}: it belongs to another user and this one may "
+                            "not write it, and Linux (fs.protected_hardlinks) allows hard links to such files to "
+                            "their owner only: use --mode copy or --mode symlink")
     prepare_out(out, source, [*plan, CLASS_INDICES, REPORT, CHART], args.force)
     for target, image in tqdm(plan.items(), desc=f"writing {out}", unit="img", disable=None):
         place_image(image, out / target, args.mode, args.max_size)
@@ -123,6 +130,21 @@ def main(argv=None) -> None:
     imbalance = class_imbalance(classes, [len(paths) for paths in images])
     if imbalance:
         print(f"warning: {imbalance}; train.py --balance sampler (or loss) compensates", file=sys.stderr)
+
+
+def hardlinks_protected() -> bool:
+    """Whether Linux's fs.protected_hardlinks is on (its default): hard links to a file only for its owner, or one
+    who may read and write it. Elsewhere, no."""
+    try:
+        return Path("/proc/sys/fs/protected_hardlinks").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def may_hardlink(path: Path) -> bool:
+    """Whether this user may hard-link the file at `path` where hardlinks_protected(): its owner, or one who may read
+    and write it (root may link any)."""
+    return os.stat(path).st_uid == os.geteuid() or os.access(path, os.R_OK | os.W_OK)
 
 
 def format_report(source: Path, out: Path, args, classes: list[str], counts: dict, skipped: list) -> str:

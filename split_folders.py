@@ -1,6 +1,7 @@
 """Writing a split as folders (split_data.py): an --out made ready by removing what an earlier split wrote there,
 as its manifest lists it, and nothing else; each image copied, linked or made smaller into its place, never
 written through an existing file or link."""
+import errno
 import json
 import math
 import os
@@ -55,6 +56,16 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
         raise UserError(f"{out} is not empty: it holds {len(foreign)} file(s) split_data.py did not write, "
                         f"such as {out / foreign[0]}. Choose another --out, or pass --force to write the "
                         "split beside them (they are kept)")
+    # a class folder the split does not have (a class removed from the photos, kept by --force): train.py refused
+    # the split, class_indices.json not listing it, and said to run split_data.py again, which kept it again
+    classes = {path.split("/")[1] for path in planned if path.split("/")[0] in SPLITS}
+    extra = sorted({"/".join(path.split("/")[:2]) for path in in_splits if path.count("/") >= 2
+                    and path.split("/")[1] not in classes})
+    if extra:
+        raise UserError(f"{out / extra[0]}/ holds images split_data.py did not write, of a class that {source} does "
+                        "not have: train.py would refuse the split (its class_indices.json lists the classes of "
+                        f"{source} only). Move {', '.join(str(out / folder) + '/' for folder in extra)} away, or "
+                        "choose another --out")
     clashes = sorted(set(planned) & set(foreign))
     if clashes:
         raise UserError(f"{out / clashes[0]} was not written by split_data.py and the split would "
@@ -150,5 +161,6 @@ def place_image(source: Path, target: Path, mode: str, max_size: int | None = No
         else:
             target.symlink_to(source.resolve())
     except OSError as error:
-        hint = ". Hard links need one filesystem: use --mode copy or --mode symlink" if mode == "hardlink" else ""
+        hint = (". Hard links need one filesystem: use --mode copy or --mode symlink"
+                if mode == "hardlink" and error.errno == errno.EXDEV else "")
         raise UserError(f"cannot {mode} {source} to {target}: {error}{hint}") from None

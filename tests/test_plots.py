@@ -86,6 +86,15 @@ def test_a_long_class_name_is_shortened_in_the_pictures_not_the_tables():
         plots.LABEL_WIDTH and plots.shortened("daisy") == "daisy"
 
 
+def test_the_class_chart_of_a_thousand_classes_is_drawn():
+    """Past 280 classes (ImageNet's 1000 folders) a row was thinner than its bar's margins, and split_data.py stopped
+    with Pillow's "y1 must be greater than or equal to y0" after every image was written, the split left unfinished."""
+    for n in (281, 350, 1000):
+        counts = list(range(1, n + 1))
+        chart = plots.class_distribution_chart([f"c{i}" for i in range(n)], {"train": counts, "val": counts}, "t")
+        assert chart.height > n * 2
+
+
 def test_close_values_get_ticks_that_read_apart():
     """A train and a val loss within 0.01 of each other: every tick of the loss chart read 1.65."""
     assert plots.tick_labels([1.648, 1.650, 1.652], "{:.2f}") == ["1.648", "1.650", "1.652"]

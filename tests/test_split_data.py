@@ -454,3 +454,34 @@ def test_a_photo_cut_short_after_it_was_checked_is_one_line_when_it_is_resized(t
     with pytest.raises(OSError, match="No space left") as error:
         place_image(whole, tmp_path / "out" / "whole.jpg", "copy", 100)
     assert error.value.filename == str(tmp_path / "out" / "whole.jpg")
+
+
+def test_hardlinks_to_another_users_photos_are_refused_before_the_earlier_split_is_cleared(tmp_path, monkeypatch):
+    """Linux's fs.protected_hardlinks refuses a link to a file of another user's that this one may not write: the
+    split failed at its first photo (said as a matter of file systems), after the earlier split was removed."""
+    source = make_photos(tmp_path / "photos")
+    out = tmp_path / "out"
+    split_data.main(["--data-path", str(source), "--out", str(out)])
+    before = split_files(out)
+    monkeypatch.setattr(split_data, "hardlinks_protected", lambda: True)
+    monkeypatch.setattr(split_data, "may_hardlink", lambda path: "dog" not in Path(path).parts)
+    with pytest.raises(UserError, match=r"--mode hardlink cannot link .*dog.*: it belongs to another user .* use "
+                                        r"--mode copy or --mode symlink"):
+        split_data.main(["--data-path", str(source), "--out", str(out), "--mode", "hardlink"])
+    assert split_files(out) == before
+    assert split_data.may_hardlink(next(source.rglob("*.jpg")))  # one's own photos, always
+
+
+def test_images_kept_by_force_in_a_class_folder_the_split_lacks_are_refused(tmp_path):
+    """train.py refused such a split (class_indices.json lists the photos' classes only) and said to run split_data.py
+    again, which kept the folder again."""
+    source = make_photos(tmp_path / "photos")
+    out = tmp_path / "out"
+    split_data.main(["--data-path", str(source), "--out", str(out)])
+    before = split_files(out)
+    (out / "train" / "bird").mkdir()
+    shutil.copy(next(source.rglob("*.jpg")), out / "train" / "bird" / "mine.jpg")
+    with pytest.raises(UserError, match=r"train/bird/ holds images split_data.py did not write, of a class that "):
+        split_data.main(["--data-path", str(source), "--out", str(out), "--force"])
+    after = split_files(out)
+    assert after["train"] == sorted([*before["train"], "bird/mine.jpg"]) and after["val"] == before["val"]
