@@ -127,6 +127,8 @@ def main(argv=None) -> None:
     print(f"wrote {out / CLASS_INDICES}, {out / REPORT} and {out / CHART}")
     if args.val_ratio > 0 and (missing := without_validation(classes, counts["val"])):
         print(f"warning: {missing}; 2 photos or more of each would give them some", file=sys.stderr)
+    if args.test_ratio > 0 and (missing := without_validation(classes, counts["test"], "test")):
+        print(f"warning: {missing}; 3 photos or more of each would give them some", file=sys.stderr)
     imbalance = class_imbalance(classes, [len(paths) for paths in images])
     if imbalance:
         print(f"warning: {imbalance}; train.py --balance sampler (or loss) compensates", file=sys.stderr)

@@ -169,3 +169,8 @@ def test_train_balances_and_logs_balanced_accuracy(tmp_path, capsys, monkeypatch
     else:
         assert labels[1] <= 4
         assert all(torch.allclose(w, engine.inverse_frequency_weights([16, 4])) for w in weights)
+    # the test split too, asked for: a class of two photos gives its held-out one to validation, none to test
+    write_class_tree(tmp_path / "few", {"cats": 16, "dogs": 2})
+    split_data.main(["--data-path", str(tmp_path / "few"), "--out", str(tmp_path / "out3"), "--test-ratio", "0.2"])
+    assert "warning: 1 of the 2 classes has no test image (dogs): nothing measures its recall, and balanced accuracy " \
+           "is the mean over the others; 3 photos or more of each would give them some" in capsys.readouterr().err
