@@ -148,7 +148,8 @@ def describe(clf, input_type: str) -> dict:
     pixels = "uint8 RGB, 0-255" if input_type == "uint8" else "float32 RGB, 0-1"
     return {"class_names": list(clf.class_names), "variant": clf.model.variant, "img_size": int(clf.model.img_size),
             "crop_pct": clf.crop_pct, "mean": list(clf.mean), "std": list(clf.std), "input_type": input_type,
-            "input": f"(B, 3, H, W) {pixels}, any H x W: center-cropped and resized inside"}
+            "input": f"(B, 3, H, W) {pixels}, any H x W: center-cropped and resized inside"} | \
+        ({"val_ratio": clf.val_ratio} if getattr(clf, "val_ratio", None) is not None else {})
 
 
 def as_input(images: torch.Tensor, input_type: str) -> torch.Tensor:
@@ -485,6 +486,7 @@ class ExportedClassifier:
         self.mean, self.std = (tuple(json.loads(v) if isinstance(v, str) else v) for v in (info["mean"], info["std"]))
         self.num_classes = len(self.class_names)
         self.input_type = info.get("input_type", "uint8")
+        self.val_ratio = float(info["val_ratio"]) if "val_ratio" in info else None  # the run's, for --eval-only
 
     def to(self, device):
         return self

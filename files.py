@@ -19,6 +19,8 @@ def put_in_place(path: Path, fill, then: str = None) -> None:
     remove_left_behind(path)
     try:
         fill(tmp)
+        if path.exists():  # the file it replaces keeps its permissions (a model chmod 600 stays the owner's alone)
+            shutil.copymode(path, tmp)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as err:
         if isinstance(err, RuntimeError) and "inline_container" not in str(err):  # not torch.save's file writer

@@ -38,11 +38,11 @@ import evaluation
 import report
 import run_log
 import runs
-from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, folder_name, folder_path, parse_config,
-                    plain, ranged, weights_path, yes_no)
+from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, explicit_flags, folder_name, folder_path,
+                    parse_config, plain, ranged, weights_path, yes_no)
 from data import build_normalize, build_transform, check_decode, check_mixup_batch
 from images import names_order_hint, same_names
-from splits import check_same_everywhere, check_validation, load_splits, without_validation
+from splits import check_same_everywhere, check_validation, is_split_root, load_splits, without_validation
 from download import fetch_official_weights, fetch_tutorial_photos, official_weights_file, tutorial_weights_file
 from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_eval_loader, build_train_loader
@@ -177,6 +177,13 @@ def main(argv=None) -> None:
     # what predict.py --export wrote is evaluated as it ships, a model of its own with its own names
     evaluate_program = cfg.eval_only and checkpoint is None and is_program(cfg.weights)  # --resume comes first
     program = load_program(cfg.weights).to(device) if evaluate_program else None
+    if program is not None and program.val_ratio is not None and cfg.val_ratio != program.val_ratio and \
+            "val_ratio" not in explicit_flags(parser, sys.argv[1:] if argv is None else argv) and \
+            not is_split_root(cfg.data_path):  # split folders: their own val/, no ratio
+        # its run's validation files, as --eval-only --resume takes them: another ratio would count training photos
+        print(f"notice: {cfg.weights} was trained at --val-ratio {program.val_ratio:g}: its validation files are "
+              "drawn so (--val-ratio sets another)")
+        cfg.val_ratio = program.val_ratio
 
     splits, recorded = load_data(cfg, checkpoint, program, parser.get_default("val_ratio"), main_process)
     classes = splits.classes

@@ -422,6 +422,7 @@ class Classifier:
     std: tuple
     crop_pct: float
     source: Path
+    val_ratio: float | None = None  # the training run's --val-ratio, which an export carries for --eval-only
 
 
 def load_classifier(weights: Path | None, variant: str | None = None, num_classes: int | None = None,
@@ -439,13 +440,16 @@ def load_classifier(weights: Path | None, variant: str | None = None, num_classe
             raise UserError(f"--img-size {img_size} was given, but {path} was exported for "
                             f"{model.img_size} px; drop --img-size (the program resizes any image itself)")
         names, mean, std, crop_pct = model.class_names, model.mean, model.std, model.crop_pct
+        val_ratio = model.val_ratio
     elif is_run_checkpoint(ckpt):  # train.py's: it describes itself
         model = create_model_from_checkpoint(ckpt, **size)
         model.load_state_dict(ckpt["model"])
         names, mean, std, crop_pct = ckpt["class_names"], ckpt["mean"], ckpt["std"], ckpt["crop_pct"]
+        val_ratio = (ckpt.get("config") or {}).get("val_ratio")
     else:
         model = model_from_state_dict(ckpt, path, variant, size)
         names, mean, std, crop_pct = None, IMAGENET_MEAN, IMAGENET_STD, CROP_PCT
+        val_ratio = None
     if variant and resolve_variant(variant) != model.variant:
         raise UserError(f"--model {variant} was given, but {path} holds a {model.variant}; drop --model")
     if num_classes is not None and num_classes != model.num_classes:
@@ -470,6 +474,6 @@ def load_classifier(weights: Path | None, variant: str | None = None, num_classe
                   "outputs: not its names (--class-indices FILE gives them)", file=sys.stderr)
             names = None
     names = names or [str(i) for i in range(model.num_classes)]  # no names known: the indices
-    return Classifier(model, names, tuple(mean), tuple(std), crop_pct, path)
+    return Classifier(model, names, tuple(mean), tuple(std), crop_pct, path, val_ratio)
 
 

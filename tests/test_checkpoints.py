@@ -143,3 +143,15 @@ def test_a_temporary_file_a_killed_writer_left_goes_with_the_next_write(tmp_path
     checkpoints.save_checkpoint({"step": 1}, tmp_path / "last.pth")
     assert not left.exists() and writing.exists() and other.exists()
     assert torch.load(tmp_path / "last.pth", weights_only=True) == {"step": 1}
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
+def test_a_file_written_over_keeps_its_permissions(tmp_path):
+    """files.put_in_place writes beside the file and renames over it: the new file takes the old one's mode, so
+    a checkpoint or exported program made private (chmod 600) is not world-readable after it is written again."""
+    from files import put_in_place
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"old")
+    path.chmod(0o600)
+    put_in_place(path, lambda tmp: tmp.write_bytes(b"new"))
+    assert path.read_bytes() == b"new" and path.stat().st_mode & 0o777 == 0o600

@@ -273,3 +273,21 @@ def test_a_pt2_of_torch_2_7s_layout_is_a_program_too(tmp_path):
             for name in names:
                 archive.writestr(name, "{}")
         assert export.exported_program(tmp_path / "p.pt2") is ours, names
+
+
+def test_a_program_is_evaluated_on_its_runs_validation_files(trained, flowers, pt2_program, tmp_path, capsys):
+    """A run trained at another --val-ratio: --eval-only of its program draws the split that run drew, as
+    --eval-only --resume does (at the default 0.2 it would count photos the run trained on), unless --val-ratio
+    is given."""
+    assert load_program(pt2_program).val_ratio == 0.2  # the trained run's, carried in classifier.json
+    extra = {"classifier.json": ""}
+    program = torch.export.load(str(pt2_program), extra_files=extra)
+    info = json.loads(extra["classifier.json"]) | {"val_ratio": 0.3}
+    moved = tmp_path / "flowers.pt2"
+    torch.export.save(program, str(moved), extra_files={"classifier.json": json.dumps(info)})
+    out = train_here(capsys, "--eval-only", "--weights", moved, "--data-path", flowers, "--workers", "0",
+                     "--no-progress", "--output", tmp_path)
+    assert "was trained at --val-ratio 0.3" in out and "val: 30 images" in out
+    out = train_here(capsys, "--eval-only", "--weights", moved, "--data-path", flowers, "--workers", "0",
+                     "--no-progress", "--output", tmp_path, "--val-ratio", "0.2")
+    assert "val: 20 images" in out
