@@ -274,6 +274,12 @@ def official_weights_file(variant: str, folder="weights") -> Path:
     return Path(folder) / f"{variant}.pth"
 
 
+def names_official_file(weights, variant: str) -> bool:
+    """Whether --weights names no file or the official file's own (configs/finetune_*.yaml name it): the run's
+    official weights then, from weights/ or the tutorial's place, fetched by --download-weights."""
+    return weights in (None, official_weights_file(variant))
+
+
 def tutorial_weights_file(variant: str) -> Path:
     """Where the tutorial's train.py reads a variant's official weights, ./<variant>.pth: used when weights/ has
     none."""

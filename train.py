@@ -43,7 +43,7 @@ from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, expli
 from data import build_normalize, build_transform, check_decode, check_mixup_batch
 from images import names_order_hint, same_names
 from splits import check_same_everywhere, check_validation, is_split_root, load_splits, without_validation
-from download import fetch_official_weights, fetch_tutorial_photos, official_weights_file, tutorial_weights_file
+from download import fetch_official_weights, fetch_tutorial_photos, names_official_file, tutorial_weights_file
 from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_eval_loader, build_train_loader
 from variants import resolve_variant
@@ -188,11 +188,10 @@ def main(argv=None) -> None:
     splits, recorded = load_data(cfg, checkpoint, program, parser.get_default("val_ratio"), main_process)
     classes = splits.classes
 
-    # the official file's own name counts as no name: a config that names it (configs/finetune_*) downloads too;
-    # none where the tutorial keeps the file (./<variant>.pth), which the run then uses
-    # the variant resolved only for a download: an --eval-only's --model, said not used, may be no variant's name
+    # none where the tutorial keeps the file (./<variant>.pth), which the run then uses; the variant resolved only
+    # for a download: an --eval-only's --model, said not used, may be no variant's name
     if cfg.download_weights and checkpoint is None and \
-            cfg.weights in (None, official_weights_file(variant := resolve_variant(cfg.model))) and \
+            names_official_file(cfg.weights, variant := resolve_variant(cfg.model)) and \
             not tutorial_weights_file(variant).is_file():
         # each machine's weights/ may be its own disk
         on_first_process(lambda: fetch_official_weights(variant), each_machine=True)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from config import plain
 from data import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
-from download import OFFICIAL_WEIGHTS, official_weights_file, tutorial_weights_file
+from download import OFFICIAL_WEIGHTS, names_official_file, official_weights_file, tutorial_weights_file
 from export import is_program, load_program
 from images import letters, read_class_indices, same_names
 from model import REBUILT_BUFFERS, create_model
@@ -372,8 +372,7 @@ def model_for_run(cfg, num_classes: int, checkpoint, main_process: bool) -> nn.M
     model = create_model(variant, num_classes=num_classes, grad_checkpointing=cfg.grad_checkpointing, **overrides)
     weights = cfg.weights or official_weights_file(variant)
     tutorial_place = tutorial_weights_file(variant)
-    # no --weights, or the official file's own name (configs/finetune_*.yaml name it): the tutorial's place too
-    if cfg.weights in (None, official_weights_file(variant)) and not weights.is_file() and tutorial_place.is_file():
+    if names_official_file(cfg.weights, variant) and not weights.is_file() and tutorial_place.is_file():
         if main_process:
             print(f"using {tutorial_place}, where the tutorial keeps it (weights/README.md: {weights})")
         weights = tutorial_place
