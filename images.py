@@ -26,8 +26,10 @@ from tqdm import tqdm
 
 from utils import UserError
 
-# .jfif and .jpe: JPEGs as some browsers and Windows save them; .avif: where this Pillow reads it (11.3 on)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff") + tuple(
+# .jfif and .jpe: JPEGs as some browsers and Windows save them; .ppm/.pgm/.pbm/.pnm: Netpbm, which torchvision's
+# ImageFolder reads (.ppm, .pgm) and scientific tools write; .avif: where this Pillow reads it (11.3 on)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
+                    ".pgm", ".pbm", ".pnm") + tuple(
     suffix for suffix in (".avif",) if Image.registered_extensions().get(suffix))
 # Photos in a format Pillow does not read: each is left out of a folder with a word on what to do, not passed over
 # without one as a text file is
@@ -241,12 +243,23 @@ def set_image_checks() -> None:
     warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)
 
 
+def in_threads(function, items: list, wrap=iter) -> list:
+    """[function(item) for item in items], on up to 8 threads (decoding releases the GIL), the results passed
+    through wrap (a progress bar). A Ctrl-C drops the items not yet begun wherever it lands: a pool's `with`
+    waits for every item queued where one lands before the first result is awaited (in the progress bar's
+    setup), and the checks of a large folder take minutes."""
+    pool = ThreadPoolExecutor(min(8, os.cpu_count() or 1))
+    try:
+        return list(wrap(pool.map(function, items)))
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
 def check_images(paths: list[Path], desc: str = "checking images"):
     """Split `paths` into those that decode and (path, reason) for those that do not, in order."""
     set_image_checks()
-    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        problems = list(tqdm(pool.map(image_problem, paths), total=len(paths), desc=desc,
-                             unit="img", leave=False, disable=None))
+    problems = in_threads(image_problem, paths, lambda results: tqdm(results, total=len(paths), desc=desc,
+                                                                     unit="img", leave=False, disable=None))
     good = [path for path, problem in zip(paths, problems) if problem is None]
     skipped = [(str(path), problem) for path, problem in zip(paths, problems) if problem is not None]
     return good, skipped

@@ -22,8 +22,6 @@ import base64
 import csv
 import html
 import io
-import os
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -32,7 +30,7 @@ import torch
 import evaluation
 import plots
 from data import CROP_PCT
-from images import why_it_failed
+from images import in_threads, why_it_failed
 from files import put_in_place
 from utils import padded, printable, text_width
 
@@ -239,8 +237,7 @@ def gallery(wrong: list, classes: list[str], max_shown: int, thumb_size: int, fa
         heat = maps.get(mistake[0])
         # evaluation's crop: the central CROP_PCT of the shorter side (train.py evaluates checkpoints so)
         return image if image is None or heat is None else plots.heat_on_crop(image, heat, CROP_PCT)
-    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # decoding releases the GIL
-        thumbnails = dict(zip([m[0] for m in shown], pool.map(picture, shown)))
+    thumbnails = dict(zip([m[0] for m in shown], in_threads(picture, shown)))
     per_class = [0] * len(classes)
     for _, label, _, _ in wrong:
         per_class[label] += 1

@@ -143,7 +143,8 @@ def test_load_rgb_raises_on_a_broken_file(tmp_path):
 
 def test_listing_ignores_non_images_and_reads_any_case(tmp_path):
     good = [write_image(tmp_path / "c" / name, format="JPEG" if name.endswith(("jfif", "jpe")) else None)
-            for name in ("a.JPG", "b.jpeg", "c.Png", "d.bmp", "e.tif", "f.jfif", "g.jpe")]  # .jfif: a browser's JPEG
+            for name in ("a.JPG", "b.jpeg", "c.Png", "d.bmp", "e.tif", "f.jfif", "g.jpe", "h.ppm", "i.PGM")]
+    # .jfif: a browser's JPEG; .ppm and .pgm: Netpbm, which torchvision's ImageFolder lists too
     write_ignored_files(tmp_path / "c")
     write_image(tmp_path / "c" / ".ipynb_checkpoints" / "a-checkpoint.jpg")
     assert find_images(tmp_path / "c") == good
@@ -284,6 +285,22 @@ def test_a_ctrl_c_while_the_images_are_checked_stops_at_once(tmp_path, monkeypat
     # far from all of them, with room for a machine busy with other work (the timer late, the threads slow): a count,
     # not a time (a time bound failed once under a load of 6 on 2 cores, where the checks too ran late)
     assert len(checked) < 1000
+
+
+def test_a_ctrl_c_before_the_first_check_is_awaited_drops_the_checks_not_begun():
+    """One that lands in the progress bar's setup, after the checks are queued and before their results are awaited,
+    where a pool's `with` waited for every check queued (and made the test above fail now and then)."""
+    import time
+
+    from images import in_threads
+    done = []
+
+    def ctrl_c_in_setup(results):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        in_threads(lambda i: time.sleep(0.01) or done.append(i), list(range(2000)), ctrl_c_in_setup)
+    time.sleep(0.1)  # the checks under way end
+    assert len(done) < 200  # of 2000, 20 s of checks: each thread ends the one it began
 
 
 def test_a_photo_past_the_pixel_limit_is_read_smaller_when_it_can_and_refused_when_it_cannot(tmp_path, monkeypatch):
