@@ -149,7 +149,7 @@ def main(argv=None) -> None:
             if args.json:
                 print(json.dumps(result), flush=True)
             elif args.output is None:
-                print(printable(path), *(f"  {r}. {padded(e['label'], width)}  {e['prob']:7.2%}"
+                print(printable(path), *(f"  {r:>{len(str(k))}}. {padded(e['label'], width)}  {e['prob']:7.2%}"
                               for r, e in enumerate(result["topk"], 1)), sep="\n")
             if args.save_vis is not None and not cards.save_card(result, args.save_vis, card_names, seen):
                 cardless += 1

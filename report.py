@@ -242,18 +242,20 @@ def gallery(wrong: list, classes: list[str], max_shown: int, thumb_size: int, fa
     for _, label, _, _ in wrong:
         per_class[label] += 1
     intro = ("No image was misclassified." if not wrong else
-             f"{len(wrong):,} misclassified images, grouped by true class; in each group the most confident "
+             f"{len(wrong):,} misclassified image{'s' * (len(wrong) > 1)}, grouped by true class; in each group "
+             "the most confident "
              "mistakes come first: a photo the model is sure about and still gets wrong is often mislabelled. "
              "A click on a photo opens the original file.")
     if maps:
         intro += (" Each photo is tinted red where, in the square the model was shown, it saw the class it chose "
                   "(its class activation map): a tint on the background rather than the subject is worth a look.")
     if len(wrong) > len(shown):
-        intro += (f" Shown: the {len(shown):,} most confident; the other {len(wrong) - len(shown):,} are listed "
-                  "in misclassified.csv beside this page.")
+        intro += (f" Shown: the {len(shown):,} most confident; the other {len(wrong) - len(shown):,} "
+                  f"{'is' if len(wrong) - len(shown) == 1 else 'are'} listed in misclassified.csv beside this page.")
     if failed:
-        intro += (f" {len(failed)} images failed to load and were not evaluated, such as {failed[0]}: report.txt "
-                  "lists them all, with why.")
+        intro += (f" 1 image failed to load and was not evaluated, {failed[0]}: report.txt says why."
+                  if len(failed) == 1 else f" {len(failed)} images failed to load and were not evaluated, such as "
+                  f"{failed[0]}: report.txt lists them all, with why.")
     groups, links = [], []
     for label, name in enumerate(classes):
         mistakes = [m for m in shown if m[1] == label]

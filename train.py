@@ -470,7 +470,8 @@ def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp, recorded:
         torch.distributed.destroy_process_group()
     print(report.write_evaluation(out, result, splits.classes, source, model.variant, cfg.split,
                                   out.parent / "metrics.csv", splits.skipped, str(splits.root)))
-    print(f"\n{len(result['wrong'])} misclassified files: {out / 'misclassified.csv'}; picture: "
+    wrong = len(result["wrong"])
+    print(f"\n{wrong} misclassified file{'s' * (wrong != 1)}: {out / 'misclassified.csv'}; picture: "
           f"{out / 'confusion_matrix.png'}; open in a browser: {out / 'report.html'}")
 
 

@@ -463,6 +463,13 @@ def load_classifier(weights: Path | None, variant: str | None = None, num_classe
             raise UserError(f"{class_indices} names the classes of {path} in another order ({', '.join(names)}; "
                             f"its own: {', '.join(carried)}), so every output would get another class's name: drop "
                             "--class-indices (the file carries its names) or give its run's class_indices.json")
+        own = {letters(name): i for i, name in enumerate(carried or ())}
+        moved = [f"{name} at {i}, its at {own[letters(name)]}" for i, name in enumerate(names)
+                 if own.get(letters(name), i) != i]  # another run's file: classes it shares, at other outputs
+        if moved:
+            raise UserError(f"{class_indices} numbers classes of {path} otherwise ({'; '.join(moved)}), so outputs "
+                            "would get another class's name: drop --class-indices (the file carries its names) or "
+                            "give its run's class_indices.json")
     tutorial_names = Path("class_indices.json")  # the tutorial's predict.py reads ./class_indices.json
     if names is None and class_indices is None and tutorial_names.is_file():
         names = read_class_indices(tutorial_names)

@@ -295,6 +295,9 @@ def test_imagenet_checkpoint_gives_indices(photos, tmp_path, capsys, monkeypatch
     # the same classes in another order: every output would be named as another class, without a word
     ("{photo} --weights {run} --class-indices shuffled.json", "shuffled.json names the classes of {run}/best.pth in "
      "another order (tulips, daisy, dandelion, roses, sunflowers; its own: daisy, dandelion, roses, sunflowers, tulips)"),
+    # another run's file, a class of its own among them: the classes it shares would be named as others, silently
+    ("{photo} --weights {run} --class-indices other_run.json", "other_run.json numbers classes of {run}/best.pth "
+     "otherwise (daisy at 1, its at 0; dandelion at 2, its at 1; roses at 3, its at 2; sunflowers at 4, its at 3)"),
     ("{photo} --weights {run} --model swin_tiny_patch4_window7_224", "but {run}/best.pth holds a swin_micro"),
     ("{photo} --weights {run} --output results.txt", "--output results.txt: the name must end in .json or .csv"),
     ("{photo} --weights {run} --save-vis {photo}", "--save-vis {photo} is a file: name a folder for the cards"),
@@ -316,6 +319,7 @@ def test_user_errors(args, message, trained, checkpoint, photos, tmp_path, capsy
     kept = [(tmp_path / name).read_bytes() for name in ("plain.pt", "plain.pt2", "notes.onnx")]
     write_class_indices(tmp_path / "four.json", CLASSES[:4])
     write_class_indices(tmp_path / "shuffled.json", CLASSES[-1:] + CLASSES[:-1])
+    write_class_indices(tmp_path / "other_run.json", ["lilies"] + CLASSES[:-1])
     fill = {"photo": photos[0], "run": trained / "runs" / "r"}
     with pytest.raises(UserError, match=re.escape(message.format(**fill))):
         run_predict(capsys, monkeypatch, tmp_path, *args.format(**fill).split())

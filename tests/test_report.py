@@ -299,6 +299,15 @@ def test_one_file_left_out_of_the_run_is_said_as_one(flowers, tmp_path):
                      r"\(empty file\)\.</p>", page)
 
 
+def test_one_mistake_and_one_failed_image_are_said_as_one(flowers, tmp_path):
+    result = fake_evaluation(flowers, [0.9])
+    result["failed"] = [str(tmp_path / "gone.jpg")]
+    report.write_evaluation(tmp_path / "eval", result, CLASSES, "c.pth", "swin_micro_patch4_window4_128", "val")
+    page = (tmp_path / "eval" / "report.html").read_text()
+    assert "1 misclassified image, grouped by true class" in page
+    assert f"1 image failed to load and was not evaluated, {tmp_path / 'gone.jpg'}: report.txt says why." in page
+
+
 def test_file_names_whose_bytes_are_not_utf8_are_written_not_raised_about(flowers, tmp_path):
     """A photo named in Latin-1 (old zips, Windows shares): the report shows its name with U+FFFD and links to it,
     misclassified.csv and report.txt keep its bytes, and the report of an earlier evaluation is replaced whole."""
