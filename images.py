@@ -256,13 +256,28 @@ def in_threads(function, items: list, wrap=iter) -> list:
 
 
 def check_images(paths: list[Path], desc: str = "checking images"):
-    """Split `paths` into those that decode and (path, reason) for those that do not, in order."""
+    """Split `paths` into those that decode and (path, reason) for those that do not, in order; a card of
+    predict.py --save-vis (written into the data folder, `cd photos; predict.py . --save-vis vis`) is no photo of a
+    class: it was trained on, a class of its own or a second, labelled copy of its photo."""
     set_image_checks()
-    problems = in_threads(image_problem, paths, lambda results: tqdm(results, total=len(paths), desc=desc,
-                                                                     unit="img", leave=False, disable=None))
+    problems = in_threads(listed_problem, paths, lambda results: tqdm(results, total=len(paths), desc=desc,
+                                                                      unit="img", leave=False, disable=None))
     good = [path for path, problem in zip(paths, problems) if problem is None]
     skipped = [(str(path), problem) for path, problem in zip(paths, problems) if problem is not None]
     return good, skipped
+
+
+def listed_problem(path: Path) -> str | None:
+    """image_problem, or that the file is a card predict.py --save-vis wrote: a photo of a data folder's."""
+    problem = image_problem(path)
+    if problem is None and path.suffix.lower() == ".png":
+        from cards import is_card  # cards imports this module
+        if is_card(path):
+            return CARD_PROBLEM
+    return problem
+
+
+CARD_PROBLEM = "a card predict.py --save-vis wrote (a photo beside its predictions), not a photo: move it out"
 
 
 CANNOT_BE_READ = "cannot be read"  # how find_images says a folder it could not list, which read_class_folder names
@@ -451,6 +466,9 @@ def read_class_folder(folder: Path, check: bool = True, others: dict = None):
             left = f"; left out: {Path(links[0][0]).name}, {links[0][1]}" if links else ""  # HEIC photos, say
             raise UserError(f"class folder {folder} has no image files ({', '.join(IMAGE_EXTENSIONS)}){left}: "
                             "add images or remove the folder")
+        if all(why == CARD_PROBLEM for _, why in skipped):  # `cd photos; predict.py . --save-vis vis`
+            raise UserError(f"class folder {folder} holds no photo, only the cards predict.py --save-vis wrote: move it "
+                            f"out of {folder.parent}")
         reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in skipped[:3])
         raise UserError(f"class folder {folder} has no usable image: all {len(paths)} fail to decode "
                         f"({reasons}): replace them or remove the folder")

@@ -408,7 +408,7 @@ def newest_run_checkpoint() -> Path:
                         "--model NAME (the tutorial trains swin_tiny_patch4_window7_224)")
     if newest is None:
         raise UserError(f"no checkpoint to predict with: no runs/*/best.pth in {Path.cwd()}. Train one "
-                        "(python train.py --data-path flower_photos) or pass one with --weights FILE (a plain "
+                        f"(python {train_script()} --data-path flower_photos) or pass one with --weights FILE (a plain "
                         "state dict also needs --model NAME --num-classes N)")
     return newest
 

@@ -13,6 +13,7 @@ and split_manifest.json, the list of what it wrote: a later run removes those fi
 Nothing under --data-path is ever moved, changed or deleted. train.py reads --out as its --data-path.
 """
 import argparse
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -23,7 +24,8 @@ import plots
 from config import COUNT, FRACTION, POSITIVE_INT, folder_path, ranged
 from download import FLOWER_PHOTOS_SHA256, FLOWER_PHOTOS_URL, fetch_flower_photos
 from images import read_class_root, readable_folder, write_class_indices
-from splits import SPLITS, class_imbalance, is_split_root, per_class_counts, split_by_class, without_validation
+from splits import (SPLITS, class_imbalance, is_split_root, per_class_counts, split_by_class, split_counts,
+                    without_validation)
 from split_folders import finish_split, place_image, prepare_out
 from utils import UserError, padded, printable, run_cli, text_width
 
@@ -127,8 +129,11 @@ def main(argv=None) -> None:
     print(f"wrote {out / CLASS_INDICES}, {out / REPORT} and {out / CHART}")
     if args.val_ratio > 0 and (missing := without_validation(classes, counts["val"])):
         print(f"warning: {missing}; 2 photos or more of each would give them some", file=sys.stderr)
-    if args.test_ratio > 0 and (missing := without_validation(classes, counts["test"], "test")):
-        print(f"warning: {missing}; 3 photos or more of each would give them some", file=sys.stderr)
+    # per_class_counts, not counts["test"]: a test split that no class has an image for is not shown
+    if args.test_ratio > 0 and (missing := without_validation(classes, per_class_counts(splits["test"], len(classes)),
+                                                              "test")):
+        enough = next(n for n in itertools.count(3) if split_counts(n, args.val_ratio, args.test_ratio)[1])
+        print(f"warning: {missing}; {enough} photos or more of each would give them some", file=sys.stderr)
     imbalance = class_imbalance(classes, [len(paths) for paths in images])
     if imbalance:
         print(f"warning: {imbalance}; train.py --balance sampler (or loss) compensates", file=sys.stderr)

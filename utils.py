@@ -293,8 +293,10 @@ def resume_command(run_dir, world: int | None = None, local: int | None = None) 
 
 def train_script() -> str:
     """train.py as it was typed, quoted for a shell: a command said to a user who started python ../swin/train.py
-    from another folder works there."""
-    return shlex.quote(sys.argv[0] if Path(sys.argv[0]).name == "train.py" else "train.py")
+    from another folder works there (python ../swin/predict.py: its train.py beside it)."""
+    typed = Path(sys.argv[0])
+    return shlex.quote(str(typed.with_name("train.py")) if typed.name in ("train.py", "predict.py", "split_data.py")
+                       else "train.py")
 
 
 def launcher(world: int | None = None, local: int | None = None) -> str:

@@ -138,6 +138,19 @@ def test_split_data_warns_about_imbalanced_classes_and_those_without_validation(
     assert "warning: 1 of the 2 classes has no validation image (dogs): nothing measures its recall" in capsys.readouterr().err
 
 
+def test_split_data_warns_of_classes_without_a_test_image_whatever_the_split_holds(tmp_path, capsys):
+    # no class with a test image: the test split is empty (not in the table), the warning still said, no KeyError
+    write_class_tree(tmp_path / "pairs", {"cats": 2, "dogs": 2})
+    split_data.main(["--data-path", str(tmp_path / "pairs"), "--out", str(tmp_path / "out"), "--test-ratio", "0.1"])
+    assert "2 of the 2 classes have no test image (cats, dogs)" in capsys.readouterr().err
+    # the count it names is the one that gives a test image at these ratios: 3 photos at --val-ratio 0.7 give none
+    write_class_tree(tmp_path / "three", {"cats": 16, "dogs": 3})
+    split_data.main(["--data-path", str(tmp_path / "three"), "--out", str(tmp_path / "out2"), "--val-ratio", "0.7",
+                     "--test-ratio", "0.1"])
+    assert "no test image (dogs): nothing measures its recall, and balanced accuracy is the mean over the others; " \
+           "4 photos or more of each would give them some" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("balance", ["sampler", "loss"])
 def test_train_balances_and_logs_balanced_accuracy(tmp_path, capsys, monkeypatch, balance):
     write_class_tree(tmp_path / "photos", {"cats": 20, "dogs": 5}, size=(64, 64))

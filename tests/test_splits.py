@@ -219,6 +219,31 @@ def test_a_class_without_validation_images_is_said(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_cards_that_predict_wrote_into_the_data_folder_are_no_photos(tmp_path):
+    """`cd photos; predict.py . --save-vis vis` (or --save-vis roses/cards): the cards, each a photo beside its
+    predicted names, were a class of their own, or a second copy of a class's photos, trained and validated on."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+    from cards import CARD_MARK
+
+    def card(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mark = PngInfo()
+        mark.add_text(*CARD_MARK)
+        Image.new("RGB", (64, 32), (0, 90, 0)).save(path, pnginfo=mark)
+
+    write_class_tree(tmp_path / "photos", {"cats": 4, "dogs": 4})
+    card(tmp_path / "photos" / "cats" / "cards" / "cats_00.png")
+    Image.new("RGB", (64, 32)).save(tmp_path / "photos" / "dogs" / "own.png")  # a PNG of the user's: a photo
+    splits = load_splits(tmp_path / "photos", 0.25)
+    assert len(splits.train) + len(splits.val) == 9
+    assert [Path(path).name for path, _ in splits.skipped] == ["cats_00.png"]
+    assert "predict.py --save-vis" in splits.skipped[0][1]
+    card(tmp_path / "photos" / "vis" / "cats_00.png")
+    with pytest.raises(UserError, match="vis holds no photo, only the cards predict.py --save-vis wrote"):
+        load_splits(tmp_path / "photos")
+
+
 def test_processes_that_see_different_data_are_refused(tmp_path, monkeypatch):
     """Under torchrun each process lists its own --data-path (another machine's copy): one out of date trained on
     another split, or on labels shifted by a renamed class folder, without a word."""
