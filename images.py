@@ -467,8 +467,8 @@ def read_class_folder(folder: Path, check: bool = True, others: dict = None):
             raise UserError(f"class folder {folder} has no image files ({', '.join(IMAGE_EXTENSIONS)}){left}: "
                             "add images or remove the folder")
         if all(why == CARD_PROBLEM for _, why in skipped):  # `cd photos; predict.py . --save-vis vis`
-            raise UserError(f"class folder {folder} holds no photo, only the cards predict.py --save-vis wrote: move it "
-                            f"out of {folder.parent}")
+            raise UserError(f"class folder {folder} holds no photo, only the cards predict.py --save-vis wrote: move "
+                            f"it out of {folder.parent}")
         reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in skipped[:3])
         raise UserError(f"class folder {folder} has no usable image: all {len(paths)} fail to decode "
                         f"({reasons}): replace them or remove the folder")
