@@ -88,7 +88,10 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
     if path.is_dir():
         raise UserError(f"--config {path} is a folder: give a YAML file, such as configs/cpu_demo.yaml")
     if not path.is_file():
-        raise UserError(f"config file not found: {path}")
+        # configs/cpu_demo.yaml typed from another folder than the project's: the project's own file named
+        own = Path(__file__).resolve().parent / path
+        there = f"; the project's is {own}" if not path.is_absolute() and own.is_file() else ""
+        raise UserError(f"config file not found: {path} (looked for from {Path.cwd()}){there}")
     try:
         # bytes: YAML reads UTF-8, and UTF-16 by its byte-order mark (Windows Notepad's "Unicode"); not text, an error
         values, texts = load_yaml(path.read_bytes())

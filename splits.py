@@ -235,6 +235,12 @@ def check_validation(splits, cfg, default_val_ratio: float, notify: bool) -> Non
     if notify and cfg.val_ratio != default_val_ratio and not splits.drawn:
         print(f"notice: --val-ratio {cfg.val_ratio} is not used: {cfg.data_path} has its own train/ and val/ "
               "folders (split_data.py --val-ratio makes another split)")
+    data = Path(cfg.data_path)
+    if notify and splits.drawn and not cfg.eval_only and data.name == "train" and is_split_root(data.parent):
+        # split_data.py's train half, as a folder of class folders: a part of its photos drawn for validation
+        print(f"notice: {data} is the train/ of {data.parent}'s split folders: its val/ is not used, and "
+              f"{cfg.val_ratio:g} of these photos are drawn to validate on instead (--data-path {data.parent} trains "
+              "on train/ and validates on val/)")
     missing = without_validation(splits.classes, splits.counts("val")) if splits.val else None
     if notify and missing and not cfg.eval_only:
         more = "2 photos or more of each" if splits.drawn else "photos in their val/<class>/ folders"

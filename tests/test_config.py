@@ -15,7 +15,7 @@ from script_runs import ROOT
 from utils import UserError
 
 
-def test_config_precedence_and_unknown_keys(tmp_path):
+def test_config_precedence_and_unknown_keys(tmp_path, monkeypatch):
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("epochs: 3\nlr: 1e-3\nmodel: swin_micro_patch4_window4_128\n")
     cfg = config.parse_config(train.build_parser(), ["--config", str(yaml_file), "--epochs", "5"])
@@ -69,6 +69,14 @@ def test_config_precedence_and_unknown_keys(tmp_path):
     assert config.parse_config(train.build_parser(), ["--config", str(yaml_file)]).data_path == Path.home() / "photos"
     with pytest.raises(UserError, match=f"--config {tmp_path} is a folder: give a YAML file"):
         config.parse_config(train.build_parser(), ["--config", str(tmp_path)])
+    # the demo's config typed from another folder: the project's own file named
+    monkeypatch.chdir(tmp_path)
+    own = ROOT / "configs" / "cpu_demo.yaml"
+    with pytest.raises(UserError, match=re.escape(f"config file not found: configs/cpu_demo.yaml (looked for from "
+                                                  f"{tmp_path}); the project's is {own}")):
+        config.parse_config(train.build_parser(), ["--config", "configs/cpu_demo.yaml"])
+    with pytest.raises(UserError, match=r"config file not found: nothing.yaml \(looked for from .*\)$"):
+        config.parse_config(train.build_parser(), ["--config", "nothing.yaml"])
     with pytest.raises(UserError, match=r"--config is given 2 times \(configs/cpu_demo.yaml, .*c.yaml\): give one"):
         config.parse_config(train.build_parser(), ["--config", "configs/cpu_demo.yaml", "--config", str(yaml_file)])
 

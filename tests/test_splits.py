@@ -201,6 +201,19 @@ def test_a_val_ratio_that_a_split_root_leaves_unused_is_said(tmp_path, capsys):
         assert ("notice: --val-ratio 0.3 is not used" in capsys.readouterr().out) == said
 
 
+def test_the_train_half_of_split_folders_given_as_the_data_is_said(tmp_path, capsys):
+    """--data-path data/train trains on it as class folders, a part drawn to validate on: data/val, beside it,
+    unused."""
+    write_class_tree(tmp_path / "data" / "train", {"a": 3, "b": 3})
+    write_class_tree(tmp_path / "data" / "val", {"a": 1, "b": 1})
+    parser = train.build_parser()
+    for data, said in ((tmp_path / "data" / "train", True), (tmp_path / "data", False)):
+        cfg = parser.parse_args(["--data-path", str(data)])
+        check_validation(load_splits(data, cfg.val_ratio), cfg, parser.get_default("val_ratio"), notify=True)
+        assert (f"notice: {tmp_path / 'data' / 'train'} is the train/ of {tmp_path / 'data'}'s split folders: its "
+                f"val/ is not used, and 0.2 of these photos are drawn" in capsys.readouterr().out) == said
+
+
 def test_a_class_without_validation_images_is_said(tmp_path, capsys):
     """One photo of a class (none drawn for validation), or a val/ folder made by hand without it: its recall is
     never measured, and balanced accuracy leaves it out, which the user is told as the run starts."""
