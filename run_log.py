@@ -155,7 +155,7 @@ def warn_unreadable(splits, recorded: set = None) -> None:
     if recorded:
         found = {Path(path).relative_to(splits.root).as_posix() for path, _ in splits.val + skipped}
         if gone := len(recorded - found):
-            print(f"warning: {gone} of the run's {len(recorded)} validation files are no longer in {splits.root}: "
+            print(f"warning: {gone} of the run's {len(recorded)} validation files {'is' if gone == 1 else 'are'} no longer in {splits.root}: "
                   f"it validates on the other {len(splits.val)}", file=sys.stderr)
     for path, reason in skipped[:FILES_NAMED]:
         print(f"warning: left out {printable(path)}: {reason}", file=sys.stderr)

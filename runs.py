@@ -1,6 +1,6 @@
 """A training run's folder: where a run writes (check_output, run_folder, make_run_folder), its lock
-(lock_run_folder), its settings (write_settings), the validation files it drew (record_split; a resume on split
-folders split again: check_split_root_unchanged), and going on with a run: the checkpoint --resume names and the
+(lock_run_folder), its settings (write_settings), the validation files it drew (record_split; a resume that
+validates on other photos: check_validation_unchanged), and going on with a run: the checkpoint --resume names and the
 settings the run goes on with (resume_config), the model a run's checkpoint given as --weights builds
 (model_of_weights), what a run folder means to evaluate or predict with (evaluated_file, newest_run_checkpoint), and
 which photos an evaluation elsewhere shares with its training (photos_trained_on).
@@ -419,11 +419,20 @@ def newest_best(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def check_split_root_unchanged(run_dir: Path, splits) -> None:
-    """A resumed run on split folders: a val/ that now holds images it did not hold at the run's start (split_data.py
-    run again, at another --val-ratio or --seed) validates on photos the run trained on, and best.pth is chosen on
-    another set; said, with what to do."""
-    record = None if splits.drawn else read_split_record(run_dir / SPLIT_FILE)
+def check_validation_unchanged(run_dir: Path, splits, drawn_again: bool) -> None:
+    """A resumed run that validates on other photos than at its start validates on photos it trained on, and best.pth
+    is chosen on another set; said, with what to do. Split folders: a val/ that holds images it did not hold at the
+    run's start (split_data.py run again, at another --val-ratio or --seed). Class folders: the validation files
+    drawn again (`drawn_again`: resumed at another --val-ratio), where they were a notice until 2026-11-30."""
+    if splits.drawn:
+        if drawn_again and (trained := photos_trained_on(run_dir, splits.val)):
+            seen = trained[0]
+            photos = "is a photo" if seen == 1 else "are photos"
+            print(f"warning: {seen} of the {len(splits.val)} validation images {photos} the run trained on: its "
+                  "validation figures and best.pth no longer compare; resume with the run's --val-ratio to keep its "
+                  "split", file=sys.stderr)
+        return
+    record = read_split_record(run_dir / SPLIT_FILE)
     if record is None or not record.get("split_root") or record["data_path"] != str(splits.root.resolve()):
         return
     before = set(record["val"])

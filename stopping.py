@@ -106,12 +106,12 @@ class StopSignal:
     this handler installed takes no notice either (it would print the notice again)."""
 
     def __init__(self):
-        self.requested = None
+        self.requested, self.settled = None, False
         self._pid = os.getpid()
         self._previous = take_stop_signals(self._handle)
 
     def _handle(self, signum, frame):
-        if os.getpid() != self._pid:  # a loader worker, forked with this handler
+        if os.getpid() != self._pid or self.settled:  # a loader worker, forked with this handler; a run ending
             return
         if signum == getattr(signal, "SIGHUP", None):  # the terminal has gone: a line written to it would fail
             quiet_closed_terminal()
@@ -140,6 +140,12 @@ class StopSignal:
         """The status a shell gives a process that a signal ended, 128 + its number (130 for Ctrl-C), for a stop by
         one; 0 for another (--stop-after-epochs, a stop on another process)."""
         return 128 + signal.Signals[self.requested] if self.requested in signal.Signals.__members__ else 0
+
+    def settle(self):
+        """The run's checkpoints are on disk and it ends in moments (its workers ended, where it stopped and how to
+        go on said): a signal from now on changes nothing, where a second Ctrl-C said "stopped at once" without
+        the last.pth just saved or the command that resumes."""
+        self.settled = True
 
     def restore(self):
         give_back(self._previous)

@@ -302,13 +302,16 @@ def main(argv=None) -> None:
             run_log.say_stopped_at_once(run_dir, trained)
         sys.exit(130)
     finally:
+        stop.settle()  # its checkpoints on disk: a Ctrl-C as it ends changes nothing, not "stopped at once" unsaid
         stop_workers(batches, val_loader)  # now, not as the process exits: a Ctrl-C then would print PyTorch's cleanup
-        stop.restore()
         if run_lock is not None:  # the folder free for the next start (in a process, the kernel lets go at exit)
             run_lock.close()
-    if stop.requested and state.epoch < cfg.epochs:  # one at the last epoch's end found the run finished
-        run_log.say_stopped(state, stop.requested, run_dir, main_process)
-        sys.exit(stop.exit_status())
+    try:
+        if stop.requested and state.epoch < cfg.epochs:  # one at the last epoch's end found the run finished
+            run_log.say_stopped(state, stop.requested, run_dir, main_process)
+            sys.exit(stop.exit_status())
+    finally:
+        stop.restore()
 
 
 def check_flags(cfg, checkpoint) -> None:
@@ -353,7 +356,7 @@ def load_data(cfg, checkpoint, program, default_val_ratio: float, main_process: 
     splits = load_splits(cfg.data_path, cfg.val_ratio, seed=0, val_files=recorded)
     check_same_everywhere(splits)  # under torchrun: another machine's copy of the data, the same
     if checkpoint is not None and main_process:
-        runs.check_split_root_unchanged(resumed_file(cfg).parent, splits)
+        runs.check_validation_unchanged(resumed_file(cfg).parent, splits, recorded is None and not cfg.eval_only)
     if main_process:
         run_log.warn_unreadable(splits, recorded)
     # a resumed run's saved --val-ratio was noticed when it started

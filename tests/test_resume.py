@@ -95,7 +95,7 @@ def test_a_resumed_run_validates_on_the_files_it_drew_at_its_start(flowers, tmp_
     evaluate = ["--eval-only", "--resume", tmp_path / "v", "--workers", "0", "--no-progress"]
     train.main(list(map(str, evaluate)))
     out, err = capsys.readouterr()
-    assert "val: 19 images" in out and f"1 of the run's 20 validation files are no longer in {data}" in err
+    assert "val: 19 images" in out and f"1 of the run's 20 validation files is no longer in {data}" in err
     (tmp_path / "v" / "val_files.json").write_text((tmp_path / "v" / "val_files.json").read_text()[:50])
     cut_short = train_here(capsys, *evaluate)
     assert "val_files.json is not the JSON a run writes: the validation files are drawn again" in cut_short
@@ -104,6 +104,16 @@ def test_a_resumed_run_validates_on_the_files_it_drew_at_its_start(flowers, tmp_
     again = train_here(capsys, *evaluate, "--val-ratio", "0.3")
     assert "notice: the run drew its validation files from" in again and "from {} at 0.3 they are drawn again".format(
         data.resolve()) in again
+
+
+def test_a_run_resumed_at_another_val_ratio_says_it_validates_on_photos_it_trained_on(flowers, tmp_path, capsys):
+    """Its class folders drawn again at another --val-ratio: most of the new validation photos are ones the run
+    trained on, and best.pth is chosen on another set; said as for split folders split again, not as a notice."""
+    train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "q")
+    train.main(["--resume", str(tmp_path / "q"), "--epochs", "2", "--val-ratio", "0.3", "--workers", "0",
+                "--no-progress"])
+    err = capsys.readouterr().err
+    assert "validation images are photos the run trained on: its validation figures and best.pth no longer" in err
 
 
 def test_a_run_on_split_folders_split_again_under_it_says_it_validates_on_photos_it_trained_on(flowers, tmp_path,

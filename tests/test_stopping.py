@@ -73,6 +73,19 @@ def test_a_second_sigterm_keeps_the_first_stop_and_a_second_ctrl_c_stops_at_once
         stop.restore()
 
 
+def test_a_ctrl_c_once_the_run_has_saved_and_is_ending_changes_nothing(capsys):
+    """As it ends its workers after a stop, a second Ctrl-C said "stopped at once by Ctrl-C", without the last.pth
+    just saved or the command that resumes: once settled, the run's stop goes on as it was, said once."""
+    stop = stopping.StopSignal()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        stop.settle()
+        os.kill(os.getpid(), signal.SIGINT)  # no KeyboardInterrupt
+        assert stop.requested == "SIGINT" and capsys.readouterr().err.count("received") == 1
+    finally:
+        stop.restore()
+
+
 @pytest.mark.parametrize("rank, signum, said", [
     ("0", signal.SIGTERM, "SIGTERM received: finishing this step, then saving last.pth (a second Ctrl-C: torchrun"),
     ("1", signal.SIGTERM, ""),
