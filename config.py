@@ -140,7 +140,7 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
             if isinstance(value, Path):  # no shell has expanded a ~ in a file
                 value = value.expanduser()
         if action.choices is not None and value not in action.choices and value is not None:
-            raise UserError(f"{path}: {key}: {value!r} is not one of {list(action.choices)}")
+            raise UserError(f"{path}: {key}: {texts.get(key, value)!r} is not one of {list(action.choices)}")
         values[key] = value
     return values
 

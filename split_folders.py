@@ -11,7 +11,8 @@ from pathlib import Path, PurePosixPath
 from PIL import Image
 
 from files import put_in_place, remove_left_behind
-from images import DECODE_ERRORS, TOO_LARGE, TooManyPixels, is_image_file, open_image, upright_rgb
+from images import (DECODE_ERRORS, SYSTEM_FOLDERS, TOO_LARGE, TooManyPixels, is_image_file, open_image,
+                    upright_rgb)
 from splits import SPLIT_MANIFEST as MANIFEST, SPLITS
 from utils import UserError
 
@@ -66,6 +67,12 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
                         "not have: train.py would refuse the split (its class_indices.json lists the classes of "
                         f"{source} only). Move {', '.join(str(out / folder) + '/' for folder in extra)} away, or "
                         "choose another --out")
+    # and a folder of such a class with no image in it (empty, or holding other files), which the removal of the
+    # earlier split leaves: train.py refused it as a class without images, or one train/ lacks
+    if bare := sorted(lasting_folders(out, classes, earlier, existing)):
+        raise UserError(f"{out / bare[0]}/ is a class folder of a class that {source} does not have, and holds no "
+                        "image split_data.py wrote: train.py would refuse the split (a class without images). Remove "
+                        f"{', '.join(str(out / folder) + '/' for folder in bare)}, or choose another --out")
     clashes = sorted(set(planned) & set(foreign))
     if clashes:
         raise UserError(f"{out / clashes[0]} was not written by split_data.py and the split would "
@@ -88,6 +95,29 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
     out.mkdir(parents=True, exist_ok=True)
     new_folders = sorted(folder for folder in folders if not (out / folder).exists())
     write_manifest(manifest, {"written_by": "split_data.py", "complete": False, "files": planned, "dirs": new_folders})
+
+
+def lasting_folders(out: Path, classes: set, earlier: dict, existing: set) -> list[str]:
+    """The folders out/<split>/<name>, of names not in `classes`, that train.py reads as class folders and that the
+    removal of the earlier split (its files, then its folders that only a file browser's files keep) leaves."""
+    going = set(earlier["files"]) & existing
+    earlier_dirs = set(earlier["dirs"])
+    lasting = []
+    for split in SPLITS:
+        for folder in sorted((out / split).iterdir()) if (out / split).is_dir() else ():
+            if not folder.is_dir() or folder.name.startswith(".") or folder.name in SYSTEM_FOLDERS or \
+                    folder.name in classes:
+                continue
+            cleared = True
+            for directory, _, files in os.walk(folder):
+                relative = Path(directory).relative_to(out).as_posix()
+                if relative not in earlier_dirs or any(f"{relative}/{name}" not in going and not browser_file(name)
+                                                       for name in files):
+                    cleared = False
+                    break
+            if not cleared:
+                lasting.append(f"{split}/{folder.name}")
+    return lasting
 
 
 def finish_split(out: Path) -> None:

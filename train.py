@@ -144,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     outlive_readers()  # piped output (| tee) whose reader has gone: a stop still finishes its step and saves
     parser = build_parser()
+    default_val_ratio = parser.get_default("val_ratio")  # the parser's: parse_config makes a --config's its default
     cfg = parse_config(parser, argv)
     runs.weights_of_typed_model(cfg, parser, sys.argv[1:] if argv is None else argv)
     if isinstance(cfg.weights, Path) and cfg.weights.is_dir():  # a run folder, as predict.py takes it: its best.pth
@@ -185,7 +186,7 @@ def main(argv=None) -> None:
               "drawn so (--val-ratio sets another)")
         cfg.val_ratio = program.val_ratio
 
-    splits, recorded = load_data(cfg, checkpoint, program, parser.get_default("val_ratio"), main_process)
+    splits, recorded = load_data(cfg, checkpoint, program, default_val_ratio, main_process)
     classes = splits.classes
 
     # none where the tutorial keeps the file (./<variant>.pth), which the run then uses; the variant resolved only

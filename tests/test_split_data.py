@@ -485,3 +485,20 @@ def test_images_kept_by_force_in_a_class_folder_the_split_lacks_are_refused(tmp_
         split_data.main(["--data-path", str(source), "--out", str(out), "--force"])
     after = split_files(out)
     assert after["train"] == sorted([*before["train"], "bird/mine.jpg"]) and after["val"] == before["val"]
+
+
+def test_a_class_folder_without_images_the_split_lacks_is_refused(tmp_path):
+    """An empty train/bird/ (or one of other files) in --out: the split was written without a word, and train.py
+    refused it (a class folder with no image files; val/bird/ a class train/ does not have). A class removed from
+    the photos still has its folder cleared with the earlier split's files, a .DS_Store in it or not."""
+    source = make_photos(tmp_path / "photos")
+    out = tmp_path / "out"
+    (out / "train" / "bird").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"train/bird/ is a class folder of a class that .* holds no image"):
+        split_data.main(["--data-path", str(source), "--out", str(out)])
+    (out / "train" / "bird").rmdir()
+    split_data.main(["--data-path", str(source), "--out", str(out)])
+    (out / "val" / "owl" / ".DS_Store").write_bytes(b"")
+    shutil.rmtree(source / "owl")
+    split_data.main(["--data-path", str(source), "--out", str(out)])
+    assert not (out / "train" / "owl").exists() and not (out / "val" / "owl").exists()

@@ -214,6 +214,23 @@ def test_the_train_half_of_split_folders_given_as_the_data_is_said(tmp_path, cap
                 f"val/ is not used, and 0.2 of these photos are drawn" in capsys.readouterr().out) == said
 
 
+def test_a_configs_val_ratio_is_measured_against_the_parsers_default(tmp_path, monkeypatch):
+    """A --config's val_ratio became the parser's default, against which train.py compared it: a split root's
+    notice that the ratio is not used was never said of a config's (nor of a --val-ratio typed beside it)."""
+    config = tmp_path / "run.yaml"
+    config.write_text("val_ratio: 0.3\n")
+    seen = []
+
+    def stop(cfg, checkpoint, program, default_val_ratio, main_process):
+        seen.append(default_val_ratio)
+        raise SystemExit(0)
+    monkeypatch.setattr(train, "load_data", stop)
+    with pytest.raises(SystemExit):
+        train.main(["--config", str(config), "--data-path", str(tmp_path / "data"), "--output", str(tmp_path / "runs"),
+                    "--device", "cpu"])
+    assert seen == [train.build_parser().get_default("val_ratio")]
+
+
 def test_a_class_without_validation_images_is_said(tmp_path, capsys):
     """One photo of a class (none drawn for validation), or a val/ folder made by hand without it: its recall is
     never measured, and balanced accuracy leaves it out, which the user is told as the run starts."""
