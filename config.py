@@ -153,10 +153,16 @@ def load_yaml(data: bytes) -> tuple:
         values = loader.construct_document(node) if node is not None else {}
     finally:
         loader.dispose()
-    texts = {}
+    texts, lines = {}, {}
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode) and isinstance(value, yaml.ScalarNode) and value.style is None:
+            if not isinstance(key, yaml.ScalarNode):
+                continue
+            line = key.start_mark.line + 1
+            if key.value in lines:  # PyYAML keeps the last without a word, where YAML's spec says keys are unique
+                raise yaml.YAMLError(f"{key.value} is given twice, on lines {lines[key.value]} and {line}: keep one")
+            lines[key.value] = line
+            if isinstance(value, yaml.ScalarNode) and value.style is None:
                 texts[key.value] = value.value
     return values or {}, texts
 

@@ -55,6 +55,9 @@ def test_config_precedence_and_unknown_keys(tmp_path, monkeypatch):
     yaml_file.write_text("amp: off\nbalance: off\ndevice: 0\nname: 2024\n")
     cfg = config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
     assert (cfg.amp, cfg.balance, cfg.device, cfg.name) == ("off", "off", "0", "2024")
+    yaml_file.write_text("epochs: 3\nlr: 0.001\nepochs: 5\n")  # PyYAML took the last, without a word
+    with pytest.raises(UserError, match=r"c\.yaml is not valid YAML: epochs is given twice, on lines 1 and 3: keep one"):
+        config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
     yaml_file.write_text("balance: true\n")  # said as typed, not as the 'on' YAML's true was turned into
     with pytest.raises(UserError, match=r"balance: 'true' is not one of \['off', 'sampler', 'loss'\]"):
         config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
