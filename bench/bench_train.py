@@ -156,6 +156,13 @@ def build_state(args, cfg, module, device, amp, img_size: int):
     return engine.build_train_state(cfg, module, net, device, amp, 1000, [1] * 5)
 
 
+def graphed_as_asked(state) -> bool:
+    """False for a state built with --cuda-graphs, eager (compiling.CudaGraphed), whose capture failed or has not
+    happened: it trains eagerly, said by a notice only."""
+    net = state.net
+    return not isinstance(net, compiling.CudaGraphed) or (net.graphed is not None and not net.failed)
+
+
 def synchronize(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -310,6 +317,11 @@ def compare_speed(args, device, amp):
             variants.pop(name, None)
             continue
         warm_up[name] = time.perf_counter() - start
+        if not graphed_as_asked(states[name]):  # its rows would be eager figures under a CUDA graphs heading
+            print(f"{name}: left out, its CUDA graphs were not captured (it ran eagerly: the notice above)",
+                  flush=True)
+            del states[name]
+            variants.pop(name, None)
     if not variants:
         raise SystemExit("every bare variant failed: nothing to compare")
     bare = next(iter(variants))  # the loop's model, and the step the loop is compared with

@@ -84,8 +84,8 @@ run_part() {
     # the eager steps' kernels, ours (PyTorch's LayerNorm, kernels.py's) and timm's (34 s)
     profile) part profile 90 python3 bench/bench_train.py --device cuda --profile 25 --steps 5 --layer-norm torch triton ;;
     # the loader at 15 workers, the training process's CPU a batch with the workers keeping their batches or not
-    # (pinned there), and nvJPEG
-    data) part data 60 python3 bench/bench_data.py --workers 15 --batch-size 128 --images 2560 --rounds 2 \
+    # (pinned there), and nvJPEG, printed last (90 s: the hand-over rows, new since the 60 s it had, come first)
+    data) part data 90 python3 bench/bench_data.py --workers 15 --batch-size 128 --images 2560 --rounds 2 \
         --upscale 3 --gpu-decode ;;
     # how long a checkpoint's save holds up training, written beside it or in the loop, on the machine's disk
     checkpoint) part checkpoint 60 python3 bench/bench_checkpoint.py --device cuda --folder . ;;

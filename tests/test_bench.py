@@ -52,6 +52,23 @@ def test_each_bare_row_of_bench_train_runs_with_its_own_kinds(monkeypatch):
     assert (attention.ATTENTION, kernels.LAYER_NORM, precision.CAST_ONCE) == kinds
 
 
+def test_bench_train_leaves_out_a_row_whose_cuda_graphs_were_not_captured():
+    """--cuda-graphs: a model whose capture failed trains eagerly, said by a notice; its figures would read as the
+    graphed ones under the run's "eager with CUDA graphs" heading, so the row goes."""
+    import argparse
+    import bench_train
+    import compiling
+    import torch
+    graphed = compiling.CudaGraphed(torch.nn.Linear(2, 2))
+    state = argparse.Namespace(net=graphed)
+    assert not bench_train.graphed_as_asked(state)  # not captured
+    graphed.graphed = (graphed.model, torch.Size([1, 2]))
+    assert bench_train.graphed_as_asked(state)
+    graphed.failed = True
+    assert not bench_train.graphed_as_asked(state)
+    assert bench_train.graphed_as_asked(argparse.Namespace(net=torch.nn.Linear(2, 2)))  # not asked for graphs
+
+
 def test_bench_data_gpu_decoding_code_runs_on_the_cpu():
     """--gpu-decode's batched decode, crop and resize (train.py --decode device), run on the CPU here."""
     import argparse
