@@ -153,6 +153,8 @@ class _ScaledNormalize(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, inv_norm, scale = ctx.saved_tensors
+        if torch.is_grad_enabled():  # a backward that builds a graph (create_graph: a gradient penalty, a Hessian-
+            inv_norm = inverse_norm(x)  # vector product) differentiates 1 / ||x|| too, which the saved one hides
         y = x * inv_norm
         dot = (y * grad).sum(-1, keepdim=True)
         # d(scale * y)/dx = scale / ||x|| * (I - y y^T)

@@ -41,6 +41,8 @@ def drop_path_add(x: torch.Tensor, y: torch.Tensor, rate: float, training: bool)
     """x + y, with y dropped for a random subset of samples (stochastic depth)."""
     if rate == 0.0 or not training:
         return x + y
+    if rate >= 1.0:  # every sample's branch dropped (create_model's drop_path_rate=1: train.py refuses it)
+        return x
     keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1 - rate)  # (B, 1, ...): 0 or 1
     # addcmul takes a bf16 y into a float32 x as it is (V2's stream), where autocast would first copy y to float32,
     # and scales the kept ones as it adds them: no launch of a division of its own

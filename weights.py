@@ -157,6 +157,8 @@ def check_is_swin(state: dict, source) -> None:
 def check_same_architecture(state: dict, model: nn.Module) -> None:
     """A checkpoint of another variant is one clear error, not a wall of size mismatches."""
     want, have = describe_architecture(model.state_dict()), describe_architecture(state)
+    if "depths" not in want:  # not model.py's network: its names are not a Swin's
+        raise UserError(f"load_weights takes a Swin that model.py builds (create_model), not a {type(model).__name__}")
     differ = [k for k in ("version", "embed_dim", "depths", "num_heads") if k in have and have[k] != want[k]]
     if not differ:
         return
@@ -224,6 +226,18 @@ def learned_offset_windows(obj, state: dict) -> tuple | None:
     return tuple(windows) or None
 
 
+def inner_model(model: nn.Module) -> nn.Module:
+    """The model inside torch.compile's and (Distributed)DataParallel's wrappers, whose state dicts prefix its names
+    (_orig_mod., module.): load_weights fills the model they share."""
+    while True:
+        if isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        else:
+            return model
+
+
 def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
     """Load official Microsoft, timm or this project's weights into model.
 
@@ -235,6 +249,7 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
     'unexpected', 'resized', 'skipped', 'notes'} lists, and prints a short report of them when verbose (and the
     file's name).
     """
+    model = inner_model(model)
     source = "these weights" if isinstance(weights, dict) else weights
     loaded = weights if isinstance(weights, dict) else load_checkpoint(weights)
     unwrapped = unwrap_state_dict(loaded, source)

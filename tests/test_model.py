@@ -234,6 +234,8 @@ def test_drop_path_keeps_a_sample_whole_scaled_up_or_drops_its_branch():
     assert torch.allclose(out[kept], x[kept] + y[kept].float() / 0.75, atol=1e-6) and torch.equal(out[~kept], x[~kept])
     assert 0.72 < kept.float().mean().item() < 0.78  # 3000 of 4000 expected, within 4 standard deviations
     assert torch.equal(model.drop_path_add(x, y, 0.25, training=False), x + y)
+    # every branch dropped (drop_path_rate=1 through the Python API): the stream as it is, not a division by zero
+    assert torch.equal(model.drop_path_add(x, y, 1.0, training=True), x)
 
 
 @pytest.mark.parametrize("version", [1, 2])

@@ -71,6 +71,17 @@ def test_own_checkpoint_with_wrappers(tmp_path):
     assert report == {"missing": [], "unexpected": [], "resized": [], "skipped": [], "notes": []}
 
 
+def test_a_model_inside_torch_compile_or_data_parallel_is_the_one_loaded():
+    """A compiled model's state dict names its tensors _orig_mod.*, DataParallel's module.*: a KeyError traceback."""
+    state = micro_state(num_classes=3)
+    for wrap in (torch.compile, torch.nn.DataParallel):
+        net = create_model("swin_micro_patch4_window4_128", num_classes=3)
+        assert load_weights(wrap(net), dict(state), verbose=False)["missing"] == []
+        assert all(torch.equal(value, state[key]) for key, value in net.state_dict().items())
+    with pytest.raises(UserError, match="takes a Swin that model.py builds"):
+        load_weights(torch.nn.Sequential(create_model("swin_micro_patch4_window4_128")), dict(state), verbose=False)
+
+
 def test_safetensors_file(tmp_path):
     safetensors = pytest.importorskip("safetensors.torch")
     path = tmp_path / "model.safetensors"
