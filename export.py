@@ -33,6 +33,7 @@ import logging
 import logging.handlers
 import math
 import re
+import shlex
 import sys
 import tempfile
 import warnings
@@ -283,7 +284,8 @@ def export_onnx(clf, path: Path, device, input_type: str = "uint8", weights: str
     put_in_place(path, lambda tmp: tmp.write_bytes(proto), EXPORT_AGAIN)
     said = f" with {weights} weights, probabilities within {TOLERANCES[weights]} of the checkpoint's" \
         if weights != "fp32" else ""
-    return f"ONNX opset {ONNX_OPSET}{said}; run with onnxruntime.InferenceSession, or predict.py --weights {path}"
+    return f"ONNX opset {ONNX_OPSET}{said}; run with onnxruntime.InferenceSession, or predict.py --weights " \
+        f"{shlex.quote(str(path))}"
 
 
 def traced_onnx(clf, device, input_type: str, attention_kind: str) -> bytes:

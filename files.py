@@ -1,6 +1,7 @@
 """Files written whole or not at all: put_in_place writes beside a file and renames over it, the rename made durable.
 A checkpoint, a run's settings and report, an export and split_data.py's manifest are each written so. No torch
 here: split_data.py uses it too."""
+import errno
 import glob
 import os
 import shutil
@@ -26,8 +27,12 @@ def put_in_place(path: Path, fill, then: str = None) -> None:
         if isinstance(err, RuntimeError) and "inline_container" not in str(err):  # not torch.save's file writer
             raise
         reason = err.strerror if isinstance(err, OSError) and err.strerror else "the write failed"
-        free = shutil.disk_usage(path.parent).free / 2**30
         kept = f"the {path.name} that was there is kept" if path.exists() else "nothing was written"
+        if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # not a full disk
+            raise UserError(f"could not save {path}: {reason} (its folder {path.parent} takes no new file); {kept}. "
+                            f"Make the folder writable, then {then or 'resume: ' + resume_command(path.parent)}"
+                            ) from None
+        free = shutil.disk_usage(path.parent).free / 2**30
         raise UserError(f"could not save {path}: {reason} ({free:.1f} GB free on its disk); {kept}. Make room, "
                         f"then {then or 'resume: ' + resume_command(path.parent)}") from None
     finally:

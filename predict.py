@@ -106,7 +106,7 @@ def main(argv=None) -> None:
         cards.check_folder(args.save_vis)
     export = chosen_exporter(args)
     if export is not None:  # as --output: before the model is loaded, traced and checked
-        check_writable(args.export)
+        check_writable(args.export, beside=True)  # written beside and renamed: put_in_place
     unlisted, passed = [], []  # folders that cannot be read (counted as images that could not be read); files passed
     paths = list_images(args.images, cards.is_card, unlisted, passed)  # before the model: a mistyped path fails at once
     for folder, why in unlisted + passed:  # over in a folder (a HEIC photo, a second name of one): each said

@@ -466,7 +466,7 @@ def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp, recorded:
     else:  # weights from elsewhere: a run folder of their own; a program's kind said (an int8 one's figures are its)
         source = f"{cfg.weights} ({model.kind})" if isinstance(model, ExportedClassifier) else str(cfg.weights)
         out = cfg.output / (cfg.name or f"eval-{cfg.weights.name}") / f"eval_{cfg.split}"  # flowers.onnx and .pt2 apart
-    check_writable(out / "report.txt")  # a folder that cannot be written (a read-only run) fails before the work
+    check_writable(out / "report.txt", beside=True)  # a read-only folder fails before the work
     normalize = None if isinstance(model, ExportedClassifier) else build_normalize()  # a program normalises
     loader = build_eval_loader(samples, transform, cfg, 0, 1)
     result = evaluation.evaluate(model, loader, normalize, len(splits.classes), device, amp, cfg.progress)

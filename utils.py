@@ -148,18 +148,33 @@ def stdout_reader_gone() -> bool:
 
 # --- Files: one that a command will write, checked before its work ---
 
-def check_writable(path: Path) -> None:
+def check_writable(path: Path, beside: bool = False) -> None:
     """Fail now, with the reason, for a file that could not be written later (a folder of that name, no
-    permission), before the work whose results it is to hold. Makes its folder; leaves no file behind."""
+    permission), before the work whose results it is to hold. Makes its folder; leaves no file behind.
+    `beside`: the file is written beside itself and renamed into place (files.put_in_place), so its folder
+    must take a new file even where the file is there and writable (a read-only folder)."""
     above = next(folder for folder in path.parents if folder.exists() or folder == folder.parent)
     if not above.is_dir():
         raise UserError(f"cannot write {path}: {above} is a file, not a folder")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot write {path}: its folder {err.filename or path.parent} cannot be made "
+                        f"({err.strerror or err})") from None
     existed = path.exists()
     try:
         open(path, "a").close()
     except OSError as err:
         raise UserError(f"cannot write {path}: {err.strerror or err}") from None
+    if beside:
+        import tempfile
+        try:
+            fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        except OSError as err:
+            raise UserError(f"cannot write {path}: {err.strerror or err} (its folder {path.parent} takes no new "
+                            "file)") from None
+        os.close(fd)
+        os.unlink(probe)
     if not existed:
         path.unlink()
 

@@ -155,3 +155,42 @@ def test_a_file_written_over_keeps_its_permissions(tmp_path):
     path.chmod(0o600)
     put_in_place(path, lambda tmp: tmp.write_bytes(b"new"))
     assert path.read_bytes() == b"new" and path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_save_refused_by_permissions_says_so_rather_than_to_make_room(tmp_path):
+    """A folder that takes no new file (read-only, another user's) fails the write beside the file, which is not
+    a full disk: the line says what refused it and keeps the file that was there, without 'Make room'."""
+    import errno
+    from files import put_in_place
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"old")
+
+    def refused(tmp):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp))
+    with pytest.raises(UserError, match=r"^could not save .*model.onnx: Permission denied \(its folder .* takes no "
+                                        r"new file\); the model.onnx that was there is kept. Make the folder "
+                                        r"writable, then export again$"):
+        put_in_place(path, refused, "export again")
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_a_file_written_beside_itself_is_checked_against_its_folder_first(tmp_path, monkeypatch):
+    """predict.py --export over a program that is there and writable, in a folder that takes no new file: the
+    check before the model is loaded and traced refuses it (the export failed only once made, saying to make
+    room); a file written in place (--output) needs only the file."""
+    import errno
+    import tempfile
+    from utils import check_writable
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"old")
+    check_writable(path, beside=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+    def refused(**kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    check_writable(path)
+    with pytest.raises(UserError, match=r"^cannot write .*model.onnx: Permission denied \(its folder .* takes no "
+                                        r"new file\)$"):
+        check_writable(path, beside=True)
+    assert path.read_bytes() == b"old"
