@@ -202,7 +202,7 @@ def fetch_flower_photos(data_path: Path, url: str | None = None, sha256: str | N
     # the archive beside the data folder, under its own name where that is an archive's: never the data folder's own
     # (a URL ending in /flower_photos), nor another folder's (/data: split_data.py's --out), nor . or ..
     archive = data_path.parent / (name if name.lower().endswith(ARCHIVE_SUFFIXES) else f"{data_path.name}.tgz")
-    remove_left_behind(data_path.parent, [f".{glob.escape(archive.name)}.*.part", ".extracting-*"])
+    remove_stale_downloads(data_path.parent, [f".{glob.escape(archive.name)}.*.part", ".extracting-*"])
     if archive.exists():
         actual = sha256_of(archive)
         if actual != sha256:
@@ -237,7 +237,7 @@ def fetch_flower_photos(data_path: Path, url: str | None = None, sha256: str | N
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def remove_left_behind(folder: Path, patterns: list[str]) -> None:
+def remove_stale_downloads(folder: Path, patterns: list[str]) -> None:
     """What a download or extraction killed outright (SIGKILL, a power cut) left in folder, hidden: partial
     downloads (.<name>.*.part) and half-extracted folders (.extracting-*), as large as the data or the weights.
     Runs that were only stopped remove their own; these are old, from no process still writing them."""
@@ -305,7 +305,7 @@ def fetch_official_weights(variant: str, folder="weights", base_url: str | None 
     # a download killed outright left its file (download's .part of the staging name: ..<name>.*.download.*.part)
     # or its whole, unchecked one (.download): hundreds of MB
     name = glob.escape(dest.name)
-    remove_left_behind(dest.parent, [f".{name}.*.download", f"..{name}.*.download.*.part"])
+    remove_stale_downloads(dest.parent, [f".{name}.*.download", f"..{name}.*.download.*.part"])
     print(f"downloading the official weights of {variant} from {url}")
     download(url, staging, wanted_at=dest)  # checked as a checkpoint before it takes the name
     try:

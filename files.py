@@ -1,6 +1,7 @@
 """Files written whole or not at all: put_in_place writes beside a file and renames over it, the rename made durable.
 A checkpoint, a run's settings and report, an export and split_data.py's manifest are each written so. No torch
 here: split_data.py uses it too."""
+import contextlib
 import errno
 import glob
 import os
@@ -13,15 +14,19 @@ from utils import UserError, resume_command
 def put_in_place(path: Path, fill, then: str = None) -> None:
     """fill(tmp) makes a temporary file beside `path`, which a rename then puts in its place, made durable:
     a kill at any moment leaves either the previous file or the new one, never a torn one. A write that
-    fails (a full disk, a quota) is a UserError that says so, the previous file still in place, and what to do
-    once there is room: `then`, or for a run's files the command that resumes it."""
+    fails (a full disk, a quota; a folder that takes no new file) is a UserError that says so, the previous file
+    still in place, and what to do once there is room (or the folder is writable): `then`, or for a run's files the
+    command that resumes it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)  # one a killed process left: a hard link cannot be made over it
     remove_left_behind(path)
     try:
         fill(tmp)
-        if path.exists():  # the file it replaces keeps its permissions (a model chmod 600 stays the owner's alone)
-            shutil.copymode(path, tmp)
+        # the file it replaces keeps its permissions (a model chmod 600 stays the owner's alone); not through a
+        # hard link (link_checkpoint's best.pth), which would change its other name's (last.pth) too
+        if path.exists() and tmp.stat().st_nlink == 1:
+            with contextlib.suppress(OSError):  # a file system without modes (SMB, some FUSE): the file all the same
+                shutil.copymode(path, tmp)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as err:
         if isinstance(err, RuntimeError) and "inline_container" not in str(err):  # not torch.save's file writer

@@ -155,13 +155,13 @@ def warn_unreadable(splits, recorded: set = None) -> None:
     if recorded:
         found = {Path(path).relative_to(splits.root).as_posix() for path, _ in splits.val + skipped}
         if gone := len(recorded - found):
-            print(f"warning: {gone} of the run's {len(recorded)} validation files {'is' if gone == 1 else 'are'} no longer in {splits.root}: "
-                  f"it validates on the other {len(splits.val)}", file=sys.stderr)
+            print(f"warning: {gone} of the run's {len(recorded)} validation files {'is' if gone == 1 else 'are'} no "
+                  f"longer in {splits.root}: it validates on the other {len(splits.val)}", file=sys.stderr)
     for path, reason in skipped[:FILES_NAMED]:
         print(f"warning: left out {printable(path)}: {reason}", file=sys.stderr)
-    if len(skipped) > FILES_NAMED:
-        print(f"warning: and {len(skipped) - FILES_NAMED} more files left out (the report.txt this run writes "
-              "lists every one)", file=sys.stderr)
+    if (more := len(skipped) - FILES_NAMED) > 0:
+        print(f"warning: and {more} more file{'s' * (more > 1)} left out (the report.txt this run writes lists "
+              "every one)", file=sys.stderr)
 
 
 def say_started(run_dir: Path, cfg, splits, model, state, world_size: int, compiled: bool, images_per_process: int,

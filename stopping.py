@@ -150,6 +150,12 @@ class StopSignal:
     def restore(self):
         give_back(self._previous)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):  # the handlers given back however the run ends (in-process callers: tests, a notebook)
+        self.restore()
+
 
 def quiet_closed_terminal() -> None:
     """stdout and stderr that are a terminal, which a SIGHUP says has gone, to /dev/null: a line written to it would

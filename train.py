@@ -275,44 +275,42 @@ def main(argv=None) -> None:
         if cfg.save_every_steps and state.step % cfg.save_every_steps == 0:
             save("last.pth")
 
-    stop, trained = StopSignal(), False
-    try:
+    trained = False
+    with StopSignal() as stop:  # its handlers given back however the run ends (StopSignal.__exit__)
         try:
-            ending = run_epochs(state, cfg, batches, len(train_loader), val_loader, splits.classes, stop, on_step,
-                                save, writer, run_dir, main_process)
-            step_loss.write()
-            checkpoints.wait()  # the last epoch's checkpoints on disk before the report says the run is done
-            trained = ending is not None
-            if main_process and ending is not None:
-                run_log.finish_run(writer, run_dir, cfg, state, *ending, splits)
-        finally:
             try:
-                checkpoints.close()  # the last ones written before anything is said or the process ends
+                ending = run_epochs(state, cfg, batches, len(train_loader), val_loader, splits.classes, stop, on_step,
+                                    save, writer, run_dir, main_process)
+                step_loss.write()
+                checkpoints.wait()  # the last epoch's checkpoints on disk before the report says the run is done
+                trained = ending is not None
+                if main_process and ending is not None:
+                    run_log.finish_run(writer, run_dir, cfg, state, *ending, splits)
             finally:
-                if writer is not None:
-                    run_log.close_writers(writer, step_writer)
-        if distributed():  # together, once rank 0 has written its files: a signal then (torchrun's) changes nothing
-            torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
-    except Exception as err:
-        if (explained := run_log.failure_explained(err, cfg, run_dir, img_size, stop, distributed())) is not None:
-            raise explained from None
-        raise
-    except KeyboardInterrupt:  # a second Ctrl-C: at once, without the step's end or a save
-        if main_process:
-            run_log.say_stopped_at_once(run_dir, trained)
-        sys.exit(130)
-    finally:
-        stop.settle()  # its checkpoints on disk: a Ctrl-C as it ends changes nothing, not "stopped at once" unsaid
-        stop_workers(batches, val_loader)  # now, not as the process exits: a Ctrl-C then would print PyTorch's cleanup
-        if run_lock is not None:  # the folder free for the next start (in a process, the kernel lets go at exit)
-            run_lock.close()
-    try:
+                try:
+                    checkpoints.close()  # the last ones written before anything is said or the process ends
+                finally:
+                    if writer is not None:
+                        run_log.close_writers(writer, step_writer)
+            if distributed():  # together, once rank 0 has written its files: a signal then (torchrun's) changes nothing
+                torch.distributed.barrier()
+                torch.distributed.destroy_process_group()
+        except Exception as err:
+            if (explained := run_log.failure_explained(err, cfg, run_dir, img_size, stop, distributed())) is not None:
+                raise explained from None
+            raise
+        except KeyboardInterrupt:  # a second Ctrl-C: at once, without the step's end or a save
+            if main_process:
+                run_log.say_stopped_at_once(run_dir, trained)
+            sys.exit(130)
+        finally:
+            stop.settle()  # its checkpoints on disk: a Ctrl-C as it ends changes nothing, not "stopped at once" unsaid
+            stop_workers(batches, val_loader)  # now, not as the process exits: a Ctrl-C then printed PyTorch's cleanup
+            if run_lock is not None:  # the folder free for the next start (in a process, the kernel lets go at exit)
+                run_lock.close()
         if stop.requested and state.epoch < cfg.epochs:  # one at the last epoch's end found the run finished
             run_log.say_stopped(state, stop.requested, run_dir, main_process)
             sys.exit(stop.exit_status())
-    finally:
-        stop.restore()
 
 
 def check_flags(cfg, checkpoint) -> None:

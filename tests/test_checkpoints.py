@@ -155,6 +155,14 @@ def test_a_file_written_over_keeps_its_permissions(tmp_path):
     path.chmod(0o600)
     put_in_place(path, lambda tmp: tmp.write_bytes(b"new"))
     assert path.read_bytes() == b"new" and path.stat().st_mode & 0o777 == 0o600
+    # best.pth made a second name of last.pth: last.pth's mode is not changed to best.pth's
+    last, best = tmp_path / "last.pth", tmp_path / "best.pth"
+    last.write_bytes(b"last")
+    last.chmod(0o644)
+    best.write_bytes(b"best")
+    best.chmod(0o600)
+    checkpoints.link_checkpoint(last, best)
+    assert last.stat().st_mode & 0o777 == 0o644 and best.read_bytes() == b"last"
 
 
 def test_a_save_refused_by_permissions_says_so_rather_than_to_make_room(tmp_path):

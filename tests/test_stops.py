@@ -199,9 +199,12 @@ def test_non_finite_loss_stops_without_writing_nan(flowers, tmp_path, monkeypatc
         return loss * float("nan") if calls["n"] > 7 else loss  # epoch 1 has 6 batches
 
     monkeypatch.setattr(engine, "loss_fn", poisoned)
+    handlers = [signal.getsignal(sig) for sig in stopping.STOP_SIGNALS]
     with pytest.raises(UserError, match="loss became nan"):
         train.main(["--data-path", str(flowers), *FAST, "--epochs", "3", "--output", str(tmp_path),
                     "--name", "nan"])
+    # the signals given back: a run that failed left its settled handler, which swallowed every later Ctrl-C
+    assert [signal.getsignal(sig) for sig in stopping.STOP_SIGNALS] == handlers
     saved = torch.load(tmp_path / "nan" / "last.pth", weights_only=True)
     assert saved["epoch"] == 1 and checkpoints.all_finite(saved["model"])
 
