@@ -36,7 +36,7 @@ def parse_args():
                                    "on a CPU")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=POSITIVE_INT, help="default: 128 on a GPU, 8 on a CPU")
-    p.add_argument("--repeats", type=int, default=20, help="default: 20")
+    p.add_argument("--repeats", type=POSITIVE_INT, default=20, help="default: 20")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="also time the compiled attention (default: on)")
     p.add_argument("--kinds", nargs="+", choices=attention.ATTENTION_KINDS,

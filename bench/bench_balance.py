@@ -28,7 +28,7 @@ from common import print_header  # bench/ is on the path when this script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project's modules sit at its root
-from config import POSITIVE_INT  # noqa: E402
+from config import POSITIVE, POSITIVE_INT, ranged  # noqa: E402
 import evaluation  # noqa: E402
 from data import build_normalize, build_transform  # noqa: E402
 from loaders import ImageDataset, build_loader  # noqa: E402
@@ -44,16 +44,16 @@ def parse_args():
     parser.add_argument("folder", type=Path, nargs="?", default=Path(os.path.relpath(BUNDLED_SAMPLE)),
                         help="class folders of photos (default: samples/flowers)")
     parser.add_argument("--cut", help="the class to cut (default: the first in sorted order)")
-    parser.add_argument("--keep", type=float, default=0.25,
+    parser.add_argument("--keep", type=ranged(float, 0, 1, low_open=True), default=0.25,
                         help="share of its training photos the cut class keeps (default: 0.25)")
-    parser.add_argument("--val-ratio", type=float, default=0.3,
+    parser.add_argument("--val-ratio", type=ranged(float, 0, 1, low_open=True, high_open=True), default=0.3,
                         help="share of each class for validation (default: 0.3)")
     parser.add_argument("--model", default="swin_micro_patch4_window4_128",
                         help="the variant, trained from scratch (default: swin_micro_patch4_window4_128)")
-    parser.add_argument("--img-size", type=int, default=64, help="default: 64")
-    parser.add_argument("--epochs", type=int, default=30, help="default: 30")
+    parser.add_argument("--img-size", type=POSITIVE_INT, default=64, help="default: 64")
+    parser.add_argument("--epochs", type=POSITIVE_INT, default=30, help="default: 30")
     parser.add_argument("--batch-size", type=POSITIVE_INT, default=16, help="default: 16")
-    parser.add_argument("--lr", type=float, default=1e-3, help="default: 1e-3")
+    parser.add_argument("--lr", type=POSITIVE, default=1e-3, help="default: 1e-3")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run of each setting a seed "
                         "(default: 0 1 2)")
     return parser.parse_args()

@@ -28,15 +28,18 @@ from checkpoints import CheckpointWriter, save_checkpoint  # noqa: E402
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="swin_tiny_patch4_window7_224")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default: cpu)")
     p.add_argument("--folder", type=Path, help="where to write (default: a temporary folder)")
     p.add_argument("--rounds", type=POSITIVE_INT, default=5, help="default: 5")
-    return p.parse_args()
+    args = p.parse_args()
+    from utils import select_device
+    args.device = select_device(args.device)  # --device cuda without a GPU: one line, not CUDA's traceback
+    return args
 
 
 def trained_state(args) -> engine.TrainState:
     """train.py's training state after one step (AdamW's moments exist), 5 classes, tiny images."""
-    device = torch.device(args.device)
+    device = args.device
     model = create_model(args.model, num_classes=5, img_size=64).to(device)
     cfg = train.build_parser().parse_args(["--model", args.model])
     state = engine.build_train_state(cfg, model, model, device, None, 100, [1] * 5)

@@ -33,7 +33,7 @@ from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules sit at its root
 from common import alternating_rounds, print_header  # noqa: E402  (bench/ is on the path)
-from config import POSITIVE_INT  # noqa: E402
+from config import COUNT, POSITIVE_INT  # noqa: E402
 from data import IMAGENET_MEAN, IMAGENET_STD, build_transform  # noqa: E402
 from loaders import ImageDataset, build_loader, collate_skipping_failures  # noqa: E402
 from split_folders import place_image  # noqa: E402
@@ -46,14 +46,14 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, nargs="?", default=BUNDLED_SAMPLE,
                         help="class folders of photos (default: samples/flowers)")
-    parser.add_argument("--img-size", type=int, default=224, help="default: 224")
+    parser.add_argument("--img-size", type=POSITIVE_INT, default=224, help="default: 224")
     parser.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="default: 32")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes, for both (default: 2)")
+    parser.add_argument("--workers", type=COUNT, default=2, help="DataLoader worker processes, for both (default: 2)")
     parser.add_argument("--rounds", type=POSITIVE_INT, default=5, help="timed rounds per pipeline, alternating (default: 5)")
     parser.add_argument("--images", type=POSITIVE_INT, default=640, help="images per round (default: 640)")
-    parser.add_argument("--upscale", type=int, default=1,
+    parser.add_argument("--upscale", type=POSITIVE_INT, default=1,
                         help="benchmark a copy enlarged this many times (default: 1, the photos as they are)")
-    parser.add_argument("--max-size", type=int, default=None,
+    parser.add_argument("--max-size", type=POSITIVE_INT, default=None,
                         help="also time ours over split_data.py --max-size copies of the photos (default: off)")
     parser.add_argument("--gpu-decode", action="store_true",
                         help="also time the GPU's side of train.py --decode device (batched nvJPEG decoding, crop, "

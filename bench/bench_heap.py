@@ -33,8 +33,8 @@ TASKS = ("train", "infer")
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="swin_tiny_patch4_window7_224")
-    p.add_argument("--train-batch", type=int, default=16, help="default: 16")
-    p.add_argument("--infer-batch", type=int, default=32, help="default: 32, predict.py's")
+    p.add_argument("--train-batch", type=POSITIVE_INT, default=16, help="default: 16")
+    p.add_argument("--infer-batch", type=POSITIVE_INT, default=32, help="default: 32, predict.py's")
     p.add_argument("--steps", type=POSITIVE_INT, default=4, help="timed training steps and inference batches a round "
                    "(default: 4)")
     p.add_argument("--rounds", type=POSITIVE_INT, default=3, help="default: 3")

@@ -43,7 +43,7 @@ def parse_args():
     parser.add_argument("--batch-size", type=POSITIVE_INT, default=8, help="default: 8")
     parser.add_argument("--rounds", type=POSITIVE_INT, default=7, help="timed rounds per model and mode (default: 7)")
     parser.add_argument("--memory", action="store_true", help="measure peak memory with/without checkpointing")
-    parser.add_argument("--memory-batch-size", type=int, default=32, help="default: 32")
+    parser.add_argument("--memory-batch-size", type=POSITIVE_INT, default=32, help="default: 32")
     parser.add_argument("--flush-denormal", action="store_true",
                         help="treat denormal floats as 0 in the whole run: how much the official -100 mask "
                              "costs timm on an x86 CPU (our -1e4 mask makes none)")

@@ -39,7 +39,7 @@ from weights import Classifier  # noqa: E402
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="swin_tiny_patch4_window7_224")
-    p.add_argument("--img-size", type=int, help="default: the variant's")
+    p.add_argument("--img-size", type=POSITIVE_INT, help="default: the variant's")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="default: 32, predict.py's")
     p.add_argument("--attention", nargs="+", choices=["plain", "sdpa"], default=["plain", "sdpa"])
     p.add_argument("--rounds", type=POSITIVE_INT, default=5, help="default: 5")

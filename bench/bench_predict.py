@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import predict  # noqa: E402
 from images import BUNDLED_SAMPLE, list_images  # noqa: E402
 from common import alternating_rounds, print_header  # noqa: E402
-from config import POSITIVE_INT  # noqa: E402
+from config import COUNT, POSITIVE_INT  # noqa: E402
 from data import IMAGENET_MEAN, IMAGENET_STD, Normalize, build_transform  # noqa: E402
 from export import OnnxClassifier, export_onnx, fp16_program, int8_program  # noqa: E402
 from utils import tune_for  # noqa: E402
@@ -56,13 +56,14 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, nargs="?", default=BUNDLED_SAMPLE,
                         help="a folder of photos, any depth (default: samples/flowers)")
-    parser.add_argument("--copies", type=int, default=3, help="copies of the folder's photos to classify (default: 3)")
+    parser.add_argument("--copies", type=POSITIVE_INT, default=3,
+                        help="copies of the folder's photos to classify (default: 3)")
     parser.add_argument("--model", default="swin_micro_patch4_window4_128",
                         help="default: swin_micro_patch4_window4_128")
-    parser.add_argument("--img-size", type=int, help="default: the variant's")
+    parser.add_argument("--img-size", type=POSITIVE_INT, help="default: the variant's")
     parser.add_argument("--weights", type=Path, help="a train.py checkpoint (default: random weights)")
     parser.add_argument("--batch-size", type=POSITIVE_INT, help="predict.py's (default: its default)")
-    parser.add_argument("--workers", type=int, help="predict.py's (default: its default)")
+    parser.add_argument("--workers", type=COUNT, help="predict.py's (default: its default)")
     parser.add_argument("--amp", help="predict.py's --amp (default: its default, off on a CPU)")
     parser.add_argument("--rounds", type=POSITIVE_INT, default=2, help="timed rounds per pipeline, alternating (default: 2)")
     parser.add_argument("--onnx", action="store_true", help="also time predict.py with the model exported to "

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench_train import timm_twin  # noqa: E402  (bench/ is on the path)
 from common import print_header  # noqa: E402
-from config import POSITIVE_INT  # noqa: E402
+from config import COUNT, POSITIVE_INT  # noqa: E402
 import attention  # noqa: E402
 import compiling  # noqa: E402
 import kernels  # noqa: E402
@@ -155,9 +155,9 @@ def count_compiled(net, batch_size: int, img_size: int) -> tuple[int, int, int]:
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="swin_tiny_patch4_window7_224", help="default: swin_tiny_patch4_window7_224")
-    p.add_argument("--img-size", type=int, help="default: the variant's")
+    p.add_argument("--img-size", type=POSITIVE_INT, help="default: the variant's")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=8, help="default: 8 (figures are per image)")
-    p.add_argument("--top", type=int, default=15, help="operators listed, by ours and timm's bytes (default: 15)")
+    p.add_argument("--top", type=COUNT, default=15, help="operators listed, by ours and timm's bytes (default: 15)")
     p.add_argument("--attention", choices=["plain", "triton"], default="plain",
                    help="ours' attention path: plain, or kernels.py's kernels, counted as their operators' inputs and "
                         "outputs (on a CPU under TRITON_INTERPRET=1, which runs them slowly) (default: plain)")

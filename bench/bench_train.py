@@ -43,7 +43,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from common import gpu_or_small, print_header  # noqa: E402  (bench/ is on the path)
-from config import POSITIVE_INT  # noqa: E402
+from config import COUNT, POSITIVE_INT  # noqa: E402
 import compiling  # noqa: E402
 import engine  # noqa: E402
 import attention  # noqa: E402
@@ -69,7 +69,7 @@ def parse_args():
                                    "on a CPU")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
     p.add_argument("--batch-size", type=POSITIVE_INT, help="default: 128 on a GPU, 16 on a CPU")
-    p.add_argument("--img-size", type=int, help="default: the variant's")
+    p.add_argument("--img-size", type=POSITIVE_INT, help="default: the variant's")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="as train.py's")
     p.add_argument("--compile", action="store_true", help="torch.compile both models (default: eager)")
     p.add_argument("--cuda-graphs", action="store_true", help="as train.py's, for both models: eager, each model's "
@@ -86,7 +86,7 @@ def parse_args():
     p.add_argument("--ema", action="store_true", help="keep an EMA of the weights, as train.py --ema")
     p.add_argument("--data-path", type=Path, nargs="*", help="folders of class folders of JPEGs for e2e (default: "
                    "made from the bundled photos at 320x240 and 500x375)")
-    p.add_argument("--workers", type=int, nargs="+",
+    p.add_argument("--workers", type=COUNT, nargs="+",
                    help="loader workers; several: an e2e row per count, at the first photo size (default: train.py's)")
     p.add_argument("--worker-nice", type=int, nargs="+",
                    help="the workers' nice value (workers.NICE); several: an e2e row per value, at the first photo "
@@ -96,7 +96,7 @@ def parse_args():
                         "(default: both on a GPU, workers on a CPU)")
     p.add_argument("--rounds", type=POSITIVE_INT, default=5, help="default: 5")
     p.add_argument("--steps", type=POSITIVE_INT, default=10, help="steps per round of bare and timm (default: 10)")
-    p.add_argument("--e2e-batches", type=int, default=40, help="batches per e2e epoch (default: 40)")
+    p.add_argument("--e2e-batches", type=POSITIVE_INT, default=40, help="batches per e2e epoch (default: 40)")
     p.add_argument("--no-timm", action="store_true", help="skip timm (a variant timm lacks, or to save time)")
     p.add_argument("--no-e2e", action="store_true", help="skip the loader")
     p.add_argument("--memory", action="store_true", help="instead: peak memory and speed with and without "

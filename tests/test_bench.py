@@ -3,6 +3,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 import attention
 import kernels
 from script_runs import ROOT
@@ -157,11 +159,11 @@ def test_the_official_code_check_says_what_it_needs(tmp_path):
 
 def test_benchmarks_say_a_users_mistake_in_one_line():
     """An unknown --model in bench_heap.py (said by its measuring process) and --device cuda without a GPU in
-    bench_model.py: one line, status 2, no traceback."""
+    bench_model.py and bench_checkpoint.py: one line, status 2, no traceback."""
     import torch
     cases = [["bench/bench_heap.py", "--model", "nope", "--rounds", "1", "--tasks", "train"]]
     if not torch.cuda.is_available():
-        cases.append(["bench/bench_model.py", "--device", "cuda"])
+        cases += [["bench/bench_model.py", "--device", "cuda"], ["bench/bench_checkpoint.py", "--device", "cuda"]]
     for case in cases:
         result = subprocess.run([sys.executable, *case], cwd=ROOT, capture_output=True, text=True)
         assert result.returncode == 2 and "Traceback" not in result.stderr, (case, result.stderr)
@@ -183,3 +185,36 @@ def test_each_benchmark_imports_the_projects_modules_after_putting_its_root_on_t
                      else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
             early = [n for n in names if n.split(".")[0] in project and not inserted]
             assert not early, f"{script.name}:{node.lineno} imports {early} before the project's root is on the path"
+
+
+@pytest.mark.parametrize("script, flag, value", [
+    ("bench_attention", "--repeats", "0"), ("bench_balance", "--keep", "2"), ("bench_balance", "--epochs", "0"),
+    ("bench_data", "--img-size", "0"), ("bench_data", "--upscale", "0"), ("bench_data", "--workers", "-1"),
+    ("bench_heap", "--train-batch", "0"), ("bench_model", "--memory-batch-size", "0"),
+    ("bench_predict", "--copies", "0"), ("bench_traffic", "--img-size", "0"), ("bench_train", "--e2e-batches", "0"),
+    ("bench_train", "--img-size", "0")])
+def test_benchmarks_refuse_a_number_out_of_range_as_they_parse(script, flag, value, monkeypatch, capsys):
+    """A count of 0 ran to a ZeroDivisionError, a ValueError deep in a DataLoader or, --img-size 0, to figures at the
+    variant's size: argparse's one error instead."""
+    import importlib
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    monkeypatch.setattr(sys, "argv", [script, flag, value])
+    with pytest.raises(SystemExit) as stop:
+        importlib.import_module(script).parse_args()
+    assert stop.value.code == 2 and f"argument {flag}: must be" in capsys.readouterr().err
+
+
+def test_bench_data_times_both_loaders_and_the_smaller_copies(bench):
+    out = bench("bench_data.py", "--img-size", "32", "--images", "16", "--batch-size", "8", "--rounds", "1",
+                "--workers", "0", "--max-size", "96")
+    for line in ("100 images, median size ", "round 1: torchvision ImageFolder ", "median data.py, --max-size 96: ",
+                 "ratio data.py / ImageFolder: ", "ratio data.py over --max-size 96 copies / over the photos: ",
+                 "no hand-over with --workers 0"):
+        assert line in out, out
+
+
+def test_bench_model_compares_a_train_step_and_inference_with_timm(bench):
+    out = bench("bench_model.py", "--models", "swin_tiny_patch4_window7_224", "--batch-size", "1", "--rounds", "1")
+    rows = re.findall(r"swin_tiny_patch4_window7_224 +(train step|inference ) +timm +[\d.]+ img/s +ours +[\d.]+ img/s +"
+                      r"ratio [\d.]+", out)
+    assert rows == ["train step", "inference "], out
