@@ -37,7 +37,7 @@ from config import COUNT, POSITIVE_INT  # noqa: E402
 from data import IMAGENET_MEAN, IMAGENET_STD, build_transform  # noqa: E402
 from loaders import ImageDataset, build_loader, collate_skipping_failures  # noqa: E402
 from split_folders import place_image  # noqa: E402
-from images import BUNDLED_SAMPLE  # noqa: E402
+from images import BUNDLED_SAMPLE, is_image_file  # noqa: E402
 import workers  # noqa: E402
 from workers import HELD_BATCHES  # noqa: E402
 
@@ -171,11 +171,13 @@ def images_per_second(loader) -> float:
 
 
 def upscaled_copy(folder: Path, factor: int, scratch: Path) -> Path:
-    for path in sorted(folder.glob("*/*.jpg")):
+    """Each class folder's photos (any format train.py reads: a folder of .jpeg or .png too), `factor` times
+    larger, as JPEGs: photo-sized files from the bundled small ones."""
+    for path in sorted(path for path in folder.glob("*/*") if is_image_file(path)):
         with Image.open(path) as image:
             large = image.convert("RGB").resize((image.width * factor, image.height * factor), Image.LANCZOS)
         (scratch / path.parent.name).mkdir(exist_ok=True)
-        large.save(scratch / path.parent.name / path.name, quality=90)
+        large.save(scratch / path.parent.name / f"{path.stem}.jpg", quality=90)
     return scratch
 
 
