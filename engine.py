@@ -255,7 +255,8 @@ def train_one_epoch(state: TrainState, batches, cfg, stop=None, on_step=None, sh
     sums, seen, loaded, failed, shown = state.epoch_sums, 0, 0, [], None
     start, interrupted, waits = time.perf_counter(), False, {"seconds": 0.0}
     whole, last_batch = state.batches_done == 0, state.batches_done + len(batches)
-    bar = tqdm(batches, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", disable=not show_progress,
+    # on a terminal only, as predict.py's (disable=None): piped (| tee log, > file) its frames filled the log
+    bar = tqdm(batches, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", disable=None if show_progress else True,
                dynamic_ncols=True, leave=False)
     for images, labels, paths, failed_paths in timed_batches(bar, waits):
         state.batches_done += 1

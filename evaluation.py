@@ -36,7 +36,9 @@ def evaluate(model: nn.Module, loader, normalize, num_classes: int, device, amp,
     # (so the confusion matrix is counted by index_put_, not bincount, which reads back the largest index)
     outcomes, kept_paths, failed, heats = [], [], [], []
     with_maps = hasattr(model, "forward_with_maps")  # a Swin's maps come with its logits; a program gives logits only
-    for images, labels, paths, failed_paths in tqdm(loader, desc=desc, disable=not show_progress, leave=False):
+    # on a terminal only (disable=None), as predict.py's: piped (| tee log, > file) its frames filled the log
+    bar = tqdm(loader, desc=desc, disable=None if show_progress else True, leave=False)
+    for images, labels, paths, failed_paths in bar:
         failed += failed_paths
         if len(labels) == 0:
             continue
