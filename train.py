@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-only", action="store_true", help="evaluate a checkpoint (--resume or --weights), or an "
                    ".onnx or .pt2 that predict.py --export wrote (--weights), and stop")
     g.add_argument("--split", default="val", choices=["val", "test"], help="for --eval-only (default: val)")
-    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars (on a terminal: none in a file or pipe)")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="progress bars (on a terminal: none in a file or pipe)")
     return p
 
 
