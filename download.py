@@ -275,9 +275,11 @@ def official_weights_file(variant: str, folder="weights") -> Path:
 
 
 def names_official_file(weights, variant: str) -> bool:
-    """Whether --weights names no file or the official file's own (configs/finetune_*.yaml name it): the run's
-    official weights then, from weights/ or the tutorial's place, fetched by --download-weights."""
-    return weights in (None, official_weights_file(variant))
+    """Whether --weights names no file, the official file's own (configs/finetune_*.yaml name it) or the tutorial's
+    place for it (its --weights ./<variant>.pth): the run's official weights then, from weights/ or the tutorial's
+    place, fetched by --download-weights."""
+    return weights is None or weights != "none" and \
+        Path(weights) in (official_weights_file(variant), tutorial_weights_file(variant))
 
 
 def tutorial_weights_file(variant: str) -> Path:

@@ -526,6 +526,8 @@ def create_model(name: str, num_classes: int = None, **overrides) -> SwinTransfo
     pretrained_window_sizes, grad_checkpointing, ...
     """
     variant = resolve_variant(name)
+    if "use_checkpoint" in overrides:  # the tutorial's and the official code's name for it
+        overrides["grad_checkpointing"] = bool(overrides.pop("use_checkpoint"))
     if num_classes is not None:
         overrides["num_classes"] = num_classes
     unknown = set(overrides) - set(SwinTransformer.__init__.__code__.co_varnames)

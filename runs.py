@@ -309,7 +309,7 @@ def evaluated_file(run: Path) -> Path:
         if newest is not None:
             raise UserError(f"{run} is not a run folder but holds runs: name one, such as the newest, "
                             f"{shlex.quote(str(newest.parent))}")
-        tutorial = sorted(run.glob("model-*.pth"), key=lambda p: p.stat().st_mtime)
+        tutorial = tutorial_weights(run)
         if tutorial:  # the tutorial's train.py saves weights/model-<epoch>.pth
             names = ", ".join(p.name for p in tutorial[-3:]) + (" ..." if len(tutorial) > 3 else "")
             raise UserError(f"{run} is not a run folder: it holds the tutorial's {names}: name the file, --weights "
@@ -401,7 +401,7 @@ def newest_run_checkpoint() -> Path:
         raise UserError(f"no checkpoint to predict with: no runs/*/best.pth in {Path.cwd()}, but {started[-1].parent} "
                         "holds a last.pth (stopped before its first validation): pass --weights "
                         f"{shlex.quote(str(started[-1].parent))}, or train on until it writes a best.pth")
-    tutorial = [] if newest else sorted(Path("weights").glob("model-*.pth"), key=lambda p: p.stat().st_mtime)
+    tutorial = [] if newest else tutorial_weights(Path("weights"))
     if tutorial:  # the tutorial's train.py saves weights/model-<epoch>.pth
         raise UserError(f"no checkpoint to predict with: no runs/*/best.pth in {Path.cwd()}, but {tutorial[-1]} "
                         f"looks like the tutorial's: pass it with --weights {shlex.quote(str(tutorial[-1]))} "
@@ -411,6 +411,15 @@ def newest_run_checkpoint() -> Path:
                         f"(python {train_script()} --data-path flower_photos) or pass one with --weights FILE (a plain "
                         "state dict also needs --model NAME --num-classes N)")
     return newest
+
+
+def tutorial_weights(folder: Path) -> list:
+    """The tutorial's <folder>/model-<epoch>.pth, the newest last: by the time written, then (copies that share
+    one: an archive's, a checkout's) by epoch, not in the order the folder lists them."""
+    def written(path: Path) -> tuple:
+        epoch = path.stem.removeprefix("model-")
+        return path.stat().st_mtime, int(epoch) if epoch.isdigit() else -1
+    return sorted(folder.glob("model-*.pth"), key=written)
 
 
 def newest_best(folder: Path) -> Path | None:

@@ -387,10 +387,13 @@ def model_for_run(cfg, num_classes: int, checkpoint, main_process: bool) -> nn.M
     model = create_model(variant, num_classes=num_classes, grad_checkpointing=cfg.grad_checkpointing, **overrides)
     weights = cfg.weights or official_weights_file(variant)
     tutorial_place = tutorial_weights_file(variant)
-    if names_official_file(cfg.weights, variant) and not weights.is_file() and tutorial_place.is_file():
+    official = names_official_file(cfg.weights, variant)
+    if official and not weights.is_file() and tutorial_place.is_file():
         if main_process:
             print(f"using {tutorial_place}, where the tutorial keeps it (weights/README.md: {weights})")
         weights = tutorial_place
+    elif official and not weights.is_file() and official_weights_file(variant).is_file():
+        weights = official_weights_file(variant)  # the tutorial's --weights ./<variant>.pth, fetched into weights/
     if is_program(weights) and Path(weights).exists():  # a mistyped one is not found, as a checkpoint is
         raise UserError(f"{weights} is a program that predict.py --export wrote: predict.py runs it and train.py "
                         "--eval-only evaluates it, but its weights do not train; start from the checkpoint it was "
@@ -400,7 +403,7 @@ def model_for_run(cfg, num_classes: int, checkpoint, main_process: bool) -> nn.M
         if main_process:
             print(f"training {variant} from scratch (--weights none)")
     elif not from_scratch:
-        if not weights.is_file() and weights == official_weights_file(variant) and variant in OFFICIAL_WEIGHTS:
+        if not weights.is_file() and official and variant in OFFICIAL_WEIGHTS:
             raise UserError(f"weights not found: {weights}. --download-weights fetches them (weights/README.md "
                             "says from where)")
         report = load_weights(model, weights, verbose=main_process)

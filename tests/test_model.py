@@ -491,3 +491,12 @@ def test_torch_func_transforms_give_autograds_gradients(version):
         loss(dict(net.named_parameters()), x).backward()
     for name, p in net.named_parameters():
         assert (grads[name] - p.grad).norm() <= 5e-2 * p.grad.norm() + 1e-6, name  # bf16 rounds on other paths
+
+
+def test_the_tutorials_use_checkpoint_is_grad_checkpointing():
+    """The tutorial's model functions pass **kwargs to its SwinTransformer, whose use_checkpoint switched activation
+    checkpointing on: create_model(num_classes=5, use_checkpoint=True) was refused as an unknown option."""
+    from model import swin_micro_patch4_window4_128 as create_model
+    model = create_model(num_classes=5, use_checkpoint=True)
+    assert all(stage.grad_checkpointing for stage in model.layers)
+    assert model.overrides["grad_checkpointing"] is True and "use_checkpoint" not in model.overrides

@@ -482,3 +482,18 @@ def test_the_tutorials_files_in_the_working_folder_are_used_as_its_predict_py_us
                                         r"file, --weights weights/model-9.pth --model NAME"):
         run_predict(capsys, monkeypatch, tmp_path, photos[0], "--weights", "weights", "--model",
                     "swin_micro_patch4_window4_128")
+
+
+def test_the_tutorials_last_epoch_is_named_when_its_files_share_a_time(checkpoint, photos, tmp_path, capsys,
+                                                                       monkeypatch):
+    """weights/model-0.pth ... model-11.pth written at one time (an archive's or a checkout's): the message named the
+    file the folder listed last (model-7.pth), and listed them in that order, not the last epoch's."""
+    (tmp_path / "weights").mkdir()
+    for epoch in range(12):
+        torch.save(checkpoint["model"], tmp_path / "weights" / f"model-{epoch}.pth")
+        os.utime(tmp_path / "weights" / f"model-{epoch}.pth", (1_700_000_000, 1_700_000_000))
+    with pytest.raises(UserError, match=r"but weights/model-11.pth looks like the tutorial's"):
+        run_predict(capsys, monkeypatch, tmp_path, photos[0])
+    with pytest.raises(UserError, match=r"it holds the tutorial's model-9.pth, model-10.pth, model-11.pth \.\.\.: "
+                                        r"name the file, --weights weights/model-11.pth"):
+        run_predict(capsys, monkeypatch, tmp_path, photos[0], "--weights", "weights")

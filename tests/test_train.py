@@ -580,3 +580,21 @@ def test_the_tutorials_pretrained_file_is_found_by_download_weights_and_a_finetu
     torch.save(create_model("swin_micro_patch4_window4_128").state_dict(), "swin_micro_patch4_window4_128.pth")
     said = train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path / "runs", *flags)
     assert "using swin_micro_patch4_window4_128.pth, where the tutorial keeps it" in said
+
+
+def test_the_tutorials_weights_flag_as_typed_is_the_official_file(flowers, tmp_path, capsys, monkeypatch):
+    """The tutorial's --weights ./<variant>.pth, the file not there: --download-weights fetched nothing and the run
+    ended 'checkpoint not found'."""
+    import train as train_module
+    monkeypatch.chdir(tmp_path)
+    typed = ["--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path / "runs",
+             "--weights", "./swin_micro_patch4_window4_128.pth"]
+    with pytest.raises(UserError, match="not found: swin_micro_patch4_window4_128.pth"):
+        train_here(capsys, *typed)
+
+    def fetch(variant, *args, **kwargs):
+        Path("weights").mkdir(exist_ok=True)
+        torch.save(create_model(variant).state_dict(), f"weights/{variant}.pth")
+    monkeypatch.setattr(train_module, "fetch_official_weights", fetch)
+    said = train_here(capsys, *typed, "--download-weights")
+    assert "weights from weights/swin_micro_patch4_window4_128.pth: loaded" in said
