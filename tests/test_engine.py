@@ -17,6 +17,13 @@ def micro(version=1):
     return create_model("swin_micro_patch4_window4_128", num_classes=5, version=version)
 
 
+def uint8_batches(count: int) -> list:
+    """`count` batches of 4 noise images, 32 px, as the loader hands them over (uint8, labels, paths, failed)."""
+    generator = torch.Generator().manual_seed(1)
+    return [(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=generator),
+             torch.randint(0, 5, (4,), generator=generator), ["a", "b", "c", "d"], []) for _ in range(count)]
+
+
 def test_ema_follows_float_weights_and_leaves_integer_buffers():
     net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     ema = engine.ModelEma(net, decay=0.9)
@@ -157,24 +164,20 @@ def test_the_progress_bar_shows_the_epochs_figures_in_a_short_epoch_too(monkeypa
     cfg = train.build_parser().parse_args(["--warmup-epochs", "0", "--epochs", "1"])
     net = micro()
     state = engine.build_train_state(cfg, net, net, torch.device("cpu"), None, 3, [1] * 5)
-    generator = torch.Generator().manual_seed(1)
-    batches = [(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=generator),
-                torch.randint(0, 5, (4,), generator=generator), ["a", "b", "c", "d"], []) for _ in range(3)]
+    batches = uint8_batches(3)
     result = engine.train_one_epoch(state, batches, cfg, show_progress=True)
     assert len(shown) == 3 and float(shown[-1]["loss"]) == pytest.approx(result["loss"], abs=1e-4)
     assert float(shown[-1]["acc"]) == pytest.approx(result["acc1"], abs=1e-3)
 
 
 def test_the_progress_bars_are_drawn_on_a_terminal_only(capsys):
-    """Piped (| tee log, > file) the epoch's and evaluation's bars wrote their frames, carriage return by carriage return, into the log, as
-    predict.py's never did: on a terminal only, as tqdm's disable=None decides."""
+    """Piped (| tee log, > file) the epoch's and evaluation's bars wrote their frames, carriage return by carriage
+    return, into the log, as predict.py's never did: on a terminal only, as tqdm's disable=None decides."""
     import train
     cfg = train.build_parser().parse_args(["--warmup-epochs", "0", "--epochs", "1"])
     net = micro()
     state = engine.build_train_state(cfg, net, net, torch.device("cpu"), None, 2, [1] * 5)
-    generator = torch.Generator().manual_seed(1)
-    batches = [(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=generator),
-                torch.randint(0, 5, (4,), generator=generator), ["a", "b", "c", "d"], []) for _ in range(2)]
+    batches = uint8_batches(2)
     engine.train_one_epoch(state, batches, cfg, show_progress=True)
     evaluation.evaluate(net, batches, build_normalize(), 5, torch.device("cpu"), None, show_progress=True)
     assert capsys.readouterr().err == ""  # pytest's capture is no terminal
