@@ -100,24 +100,16 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
 def lasting_folders(out: Path, classes: set, earlier: dict, existing: set) -> list[str]:
     """The folders out/<split>/<name>, of names not in `classes`, that train.py reads as class folders and that the
     removal of the earlier split (its files, then its folders that only a file browser's files keep) leaves."""
-    going = set(earlier["files"]) & existing
-    earlier_dirs = set(earlier["dirs"])
-    lasting = []
-    for split in SPLITS:
-        for folder in sorted((out / split).iterdir()) if (out / split).is_dir() else ():
-            if not folder.is_dir() or folder.name.startswith(".") or folder.name in SYSTEM_FOLDERS or \
-                    folder.name in classes:
-                continue
-            cleared = True
-            for directory, _, files in os.walk(folder):
-                relative = Path(directory).relative_to(out).as_posix()
-                if relative not in earlier_dirs or any(f"{relative}/{name}" not in going and not browser_file(name)
-                                                       for name in files):
-                    cleared = False
-                    break
-            if not cleared:
-                lasting.append(f"{split}/{folder.name}")
-    return lasting
+    going, earlier_dirs = set(earlier["files"]) & existing, set(earlier["dirs"])
+
+    def cleared(folder: Path) -> bool:  # each folder in it the earlier split's, each file going or a browser's
+        return all((relative := Path(directory).relative_to(out).as_posix()) in earlier_dirs and
+                   all(f"{relative}/{name}" in going or browser_file(name) for name in files)
+                   for directory, _, files in os.walk(folder))
+    return [f"{split}/{folder.name}" for split in SPLITS if (out / split).is_dir()
+            for folder in sorted((out / split).iterdir())
+            if folder.is_dir() and not folder.name.startswith(".") and folder.name not in SYSTEM_FOLDERS
+            and folder.name not in classes and not cleared(folder)]
 
 
 def finish_split(out: Path) -> None:
