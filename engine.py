@@ -384,10 +384,11 @@ def batch_flags(loss: torch.Tensor, stop=None, images: bool = True, non_finite_b
     after the backward pass, the CPU would wait for the whole of it, and the GPU then for the optimizer
     step and the next batch to be launched. So the GPU has the backward pass to run while the CPU waits
     and then queues the rest of the step and the start of the next."""
-    flags = loss.new_zeros(3, dtype=torch.float32)
-    flags[0] = float(images)
-    flags[1] = torch.isfinite(loss).logical_not().float().clamp_min(float(non_finite_before))
-    flags[2] = float(stop is not None and stop.requested is not None)
+    # each flag made on the device and stacked: `flags[0] = 1.0` into a CUDA tensor copies the number from the host
+    # and waits for everything queued (the previous step) before it, twice a batch where HostCopy waits once
+    non_finite = torch.isfinite(loss).logical_not().float().clamp_min(float(non_finite_before))
+    stopping = float(stop is not None and stop.requested is not None)
+    flags = torch.stack([non_finite.new_full((), float(images)), non_finite, non_finite.new_full((), stopping)])
     if agree and distributed():
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
     return flags
