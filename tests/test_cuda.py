@@ -1,5 +1,6 @@
 """The GPU path: mixed precision, the CUDA attention kernels, torch.compile, CUDA graphs, and train.py, resume,
 torchrun and predict.py on a GPU. Skipped where CUDA is absent (CI has none); a few minutes on one GPU."""
+import math
 import os
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from test_data import check_device_decoding
 from test_engine import training_losses
 from test_attention import attention_run
 from test_precision import check_weights_cast_once
-from script_runs import FAST, ROOT, metrics
+from script_runs import FAST, ROOT, metrics, run_train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 GPU = ["--device", "cuda"]
@@ -238,6 +239,23 @@ def test_cuda_graphs_with_grad_checkpointing_eagerly_is_refused(flowers, tmp_pat
     with pytest.raises(train.UserError, match="--cuda-graphs with --grad-checkpointing"):
         train.main(["--data-path", str(flowers), *FAST, *GPU, "--epochs", "1", "--cuda-graphs",
                     "--grad-checkpointing", "--no-compile", "--output", str(tmp_path)])
+
+
+def test_train_py_with_cuda_graphs_trains_evaluates_and_resumes(flowers, tmp_path):
+    """train.py --cuda-graphs in one process, as a user runs it: captured at the first batch (no notice that it
+    failed), evaluated eagerly after each epoch, stopped, resumed with the graphs captured again; with --ema and
+    --accum-steps 2, whose gradients the graphs hand over in buffers they overwrite (TrainState.keep_grads). What
+    has to hold before --cuda-graphs can become the default on CUDA."""
+    args = ["--data-path", flowers, *FAST, *GPU, "--epochs", "2", "--cuda-graphs", "--no-compile", "--ema",
+            "--accum-steps", "2", "--output", tmp_path, "--name", "graphed"]
+    first = run_train(*args, "--stop-after-epochs", "1", timeout=600)
+    assert "CUDA graphs" in first.stdout and "graphs failed" not in first.stdout, first.stdout
+    second = run_train("--resume", tmp_path / "graphed", timeout=600)
+    assert "graphs failed" not in second.stdout, second.stdout
+    rows = metrics(tmp_path / "graphed")
+    assert len(rows) == 2 and all(math.isfinite(float(row["loss_train"])) for row in rows)
+    ckpt = torch.load(tmp_path / "graphed" / "last.pth", weights_only=True)
+    assert all(value.isfinite().all() for value in ckpt["model"].values() if value.is_floating_point())
 
 
 def test_a_checkpoints_snapshot_from_the_gpu_holds_the_values_of_its_time():
