@@ -13,7 +13,9 @@ training on CUDA only: a tensor that needs a gradient, outside torch.compile (wh
 itself); inference and exports take F.layer_norm. "torch" stays the default: on the H200 the kernels cut
 the eager step's kernel time by 12% (38 ms a step against 43, bench_train.py --profile), but that step is
 held by the CPU launching its kernels (50 ms a step), and its speed moved within the noise (2583 img/s
-against 2543, bench_train.py --layer-norm torch triton; 2026-11-28).
+against 2543, bench_train.py --layer-norm torch triton; 2026-11-28). With --cuda-graphs, where the launches
+cost nothing, it ran 1.10x (3181 against 2887, 2026-11-30): the default to be, once a build check like
+attention_runs guards it.
 
 The attention kernels serve attention.window_attention's kind "triton": CUDA's choice for inference
 outside torch.compile (attention.CHOSEN_ATTENTION has the figures), where attention_runs finds that they
