@@ -114,8 +114,8 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
     figures = f"train loss {train['loss']:.4f} top-1 {train['acc1']:.4f}" if train["loss"] is not None else \
         "trained before the resume"
     since = "" if train.get("whole", True) else " since the resume"
-    speed = f"{train['seconds']:.0f}s{since} {throughput:.1f} img/s ({wait_share:.0%} waiting for data)" if trained \
-        else f"{train['seconds']:.0f}s"
+    seconds = f"{train['seconds']:.{0 if train['seconds'] >= 10 else 1}f}s"  # a small run's epoch: 0.4s, not 0s
+    speed = f"{seconds}{since} {throughput:.1f} img/s ({wait_share:.0%} waiting for data)" if trained else seconds
     top5 = f" top-5 {val['acc5']:.4f}" if len(classes) > report.TOP_K else ""  # of 5 classes or fewer: always 1
     print(f"epoch {epoch:3d}  {figures}  val loss {val['loss']:.4f} top-1 {val['acc1']:.4f} balanced "
           f"{val['balanced_acc']:.4f}{top5}{ema}  lr {lr:.2e}  {speed}"
