@@ -566,3 +566,43 @@ def test_the_per_step_loss_goes_on_across_a_resume():
     resumed.write()
     assert before.points + after.points == whole.points
     assert run_log.StepLoss(after, [0.0, 0]).partial() == [0.0, 0]  # a save on a point: nothing carried
+
+
+def test_the_training_loop_waits_for_the_device_only_at_the_epochs_end(monkeypatch):
+    """tests/test_cuda.py's test of the waits, on a CPU (host_waits: a CPU spelled cpu:0 stands for the device):
+    train_one_epoch with EMA and mixup, and evaluate, wait for the device per run, not per batch. Found on the
+    H200 first: batch_flags' flags[0] = 1.0, a blocking copy of a host number, twice a batch (before 0c46edc)."""
+    import train
+    from host_waits import DEVICE, Reads, Waits
+    torch.manual_seed(0)
+    net = micro()
+    cfg = train.build_parser().parse_args(["--ema", "--mixup", "0.8", "--cutmix", "1.0", "--warmup-epochs", "0",
+                                           "--epochs", "1"])
+    state = engine.build_train_state(cfg, net, net, DEVICE, None, 30, [1] * 5)
+    waits = Waits([*net.state_dict().values(), *state.ema.module.state_dict().values()])  # and their aliases
+
+    class HostCopy(engine.HostCopy):  # on CUDA its copy is queued into pinned memory; read() waits for an event
+        def __init__(self, tensor):
+            waits.allowed += 1
+            try:
+                super().__init__(tensor)
+            finally:
+                waits.allowed -= 1
+    monkeypatch.setattr(engine, "HostCopy", HostCopy)
+    generator = torch.Generator().manual_seed(1)
+    batches = [(torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8, generator=generator),
+                torch.randint(0, 5, (8,), generator=generator), [f"{i}.jpg" for i in range(8)], [])
+               for _ in range(4)]
+    settings = (build_normalize(), 5, DEVICE, None)
+
+    def found(run, *args):
+        waits.found.clear()
+        with Reads(waits), waits:
+            run(*args)
+        return waits.found.copy()
+
+    found(engine.train_one_epoch, state, batches[:1], cfg)  # the optimizer's state made once
+    few, more = (found(engine.train_one_epoch, state, batches[:n], cfg) for n in (1, 4))
+    assert few == more and few, f"waits in every batch: {more - few}"
+    few, more = (found(evaluation.evaluate, net, batches[:n], *settings) for n in (1, 3))
+    assert few == more and few, f"waits in every batch: {more - few}"
