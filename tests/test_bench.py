@@ -32,8 +32,8 @@ def test_bench_train_compares_the_step_with_timm_and_the_loop_with_its_loader(be
     summary = [line for line in out.splitlines() if " img/s" in line and not line.startswith("round ")]
     assert len(summary) == 9 and len({line.index(" img/s") for line in summary}) == 1  # one column, long names too
     out = bench("bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "4", "--steps", "1",
-                "--profile", "5")
-    assert "== timm: 1 steps, the 5 operators" in out and "== bare" in out and "aten::mm" in out
+                "--profile", "20")  # 20: under load, a preempted operator can push aten::mm out of a top 5
+    assert "== timm: 1 steps, the 20 operators" in out and "== bare" in out and "aten::mm" in out
 
 
 def test_each_bare_row_of_bench_train_runs_with_its_own_kinds(monkeypatch):
