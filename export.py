@@ -91,7 +91,12 @@ class Preprocess(torch.nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+        if images.dtype == torch.uint8:
+            x = images.float() / 255
+        elif images.is_floating_point():
+            x = images.float()
+        else:  # int64/int32 pixels (torch.tensor of a list, an int array) would be read as floats in [0, 1]
+            raise TypeError("images must be uint8 (0-255) or float (0-1)")
         size = self.img_size
         at_size = (x.shape[-2] == size) & (x.shape[-1] == size)
         if torch.jit.is_scripting():

@@ -149,6 +149,10 @@ def open_image(path) -> Image.Image:
             raise Image.UnidentifiedImageError(f"cannot identify image file {os.fspath(path)!r}") from error
     except (ValueError, EOFError, zlib.error) as error:  # a broken header (a PNG's IHDR cut short, a PPM's size)
         raise UnreadableImage(f"{type(error).__name__}: {error}") from error
+    except OSError as error:  # a decoder's, not the file system's (no errno): a JPEG cut in its header, a WebP's
+        if error.errno is not None or isinstance(error, (Image.UnidentifiedImageError, UnreadableImage)):
+            raise
+        raise UnreadableImage(f"{type(error).__name__}: {error}") from error
     if image.width * image.height > MAX_PIXELS and (image.format not in ("JPEG", "MPO") or
                                                     image.info.get("progressive")):
         kind = "a progressive JPEG" if image.format in ("JPEG", "MPO") else f"a {image.format or 'file'}"

@@ -257,6 +257,17 @@ def test_a_file_whose_header_pillow_refuses_with_a_value_error_is_reported_not_r
             load_rgb(path)
 
 
+def test_a_jpeg_cut_in_its_header_does_not_decode_rather_than_cannot_be_read(tmp_path):
+    """Pillow raises a bare OSError (no errno) for a JPEG cut short within its header: a broken file, said as the
+    other broken files are, not "cannot be read", the words for the file system's errors (permissions, a file gone)."""
+    photo = write_image(tmp_path / "photo.jpg")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(photo.read_bytes()[:40])
+    assert image_problem(cut).startswith("does not decode (OSError: "), image_problem(cut)
+    with pytest.raises(OSError):
+        load_rgb(cut)
+
+
 # a Ctrl-C that lands in a garbage collector's callback is dropped there, which pytest reports: it is sent again
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_ctrl_c_while_the_images_are_checked_stops_at_once(tmp_path, monkeypatch):

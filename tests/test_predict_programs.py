@@ -47,6 +47,8 @@ def test_export_gives_the_checkpoint_logits(trained, checkpoint, photos, tmp_pat
         want = model(torch.stack([normalize(c) for c in crops]))
     torch.testing.assert_close(program(crops), want, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(program(crops.float() / 255), want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(torch.jit.Error, match=r"uint8 \(0-255\) or float \(0-1\)"):  # not misread as [0, 1] floats
+        program(crops.long())
     torch.testing.assert_close(program.probabilities(crops[:1]), want[:1].softmax(-1), rtol=1e-4, atol=1e-5)
     # A whole photo of any size is cropped and resized inside the program as predict.py does it. As a
     # PNG, since predict.py decodes a JPEG at a reduced scale where it can, which a program fed pixels cannot.
