@@ -64,6 +64,16 @@ def remove_left_behind(path: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def remove_all_left_behind(folder: Path) -> None:
+    """remove_left_behind for every file in `folder`: the temporary files of those that no later write of theirs
+    replaces (a report's picture, a kill as a finished run wrote it), whose process is gone."""
+    for tmp in folder.glob(".*.*.tmp"):
+        name, _, pid = tmp.name[1:-4].rpartition(".")
+        if name and pid.isdigit() and not process_alive(int(pid)):
+            with contextlib.suppress(OSError):  # a folder that takes no change (a copied run, read-only): kept
+                tmp.unlink(missing_ok=True)
+
+
 def process_alive(pid: int) -> bool:
     if os.name == "nt":  # there os.kill(pid, 0) would send a Ctrl-C: taken as alive, its file kept
         return True

@@ -39,6 +39,7 @@ import cards
 import plots
 from config import COUNT, POSITIVE_INT
 from data import Normalize, build_transform
+from files import put_in_place
 from export import (ExportedClassifier, add_arguments as add_export_arguments, check_target as check_export_target,
                     chosen_exporter, is_program)
 from images import UNREAD_PHOTOS, image_problem, list_images, set_image_checks
@@ -98,7 +99,7 @@ def main(argv=None) -> None:
     if args.output is not None and args.output.suffix.lower() not in (".json", ".csv"):
         raise UserError(f"--output {args.output}: the name must end in .json or .csv")
     if args.output is not None:  # what cannot be written fails before the classifying, not after
-        check_writable(args.output)
+        check_writable(args.output, beside=True)  # written beside and renamed: put_in_place
     if is_program(args.weights) and (args.export is not None or args.cam):  # before any folder is made
         raise UserError(f"--{'export' if args.export is not None else 'cam'} needs a checkpoint, not the program "
                         f"{args.weights}")
@@ -157,8 +158,12 @@ def main(argv=None) -> None:
         stopped = stop.name if isinstance(stop, Terminated) else "Ctrl-C"
     finally:  # and after an error (a full disk for the cards), before it is said
         if args.output is not None:  # and the photos a folder held in a format it does not read, each with why
-            write_results(results + [{"path": path, "topk": [], "error": why} for path, why in passed
-                                     if path in unread], args.output, k)
+            # a stop's file says which images it has no results for, as it says an unreadable one's
+            with held_signals():  # a Ctrl-C while it is written: taken once it is whole (a torn file read as all)
+                left = [{"path": path, "topk": [], "error": f"not classified: stopped by {stopped}"}
+                        for path in paths[len(results):]] if stopped else []  # one result each, in order
+                write_results(results + left + [{"path": path, "topk": [], "error": why} for path, why in passed
+                                                if path in unread], args.output, k)
     if paths:
         print(f"classified {classified} of {len(paths)} images" + (f"; {len(failed)} could not be read"
               if failed else "") + (f"; {len(unlisted)} folder{'s' * (len(unlisted) > 1)} could not be read"
@@ -213,16 +218,21 @@ def classify(model, paths: list[str], transform, normalize, device, args):
 
 def write_results(results: list, path: Path, k: int) -> None:
     """A .json list of the --json objects, or a .csv row per image: path, then label, index, prob per rank, then
-    error. An image that could not be read is there too, with no top-k and why in `error` (empty for the others)."""
+    error. An image that could not be read is there too, with no top-k and why in `error` (empty for the others).
+    Whole or not at all (put_in_place): a kill while it is written leaves the file that was there, not a torn one."""
     if path.suffix.lower() == ".json":
-        path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        put_in_place(path, lambda tmp: tmp.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8"),
+                     then="classify again")
         return
-    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:  # a path's bytes as they are
-        rows = csv.writer(f)
-        rows.writerow(["path"] + [f"{field}_{r}" for r in range(1, k + 1) for field in ("label", "index", "prob")]
-                      + ["error"])
-        rows.writerows([r["path"]] + ([e[f] for e in r["topk"] for f in ("label", "index", "prob")] or [""] * 3 * k)
-                       + [r.get("error", "")] for r in results)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:  # a path's bytes as they are
+            rows = csv.writer(f)
+            rows.writerow(["path"] + [f"{field}_{r}" for r in range(1, k + 1) for field in ("label", "index", "prob")]
+                          + ["error"])
+            rows.writerows([r["path"]] + ([e[f] for e in r["topk"] for f in ("label", "index", "prob")] or
+                                          [""] * 3 * k) + [r.get("error", "")] for r in results)
+    put_in_place(path, write, then="classify again")
 
 
 if __name__ == "__main__":

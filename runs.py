@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from checkpoints import TRAINING_STATE, is_run_checkpoint, load_checkpoint
-from files import put_in_place
+from files import put_in_place, remove_all_left_behind
 from config import config_named, explicit_flags, read_yaml_config, typed_flags, write_yaml
 from download import official_weights_file
 from export import is_program
@@ -77,7 +77,9 @@ def make_run_folder(folder: Path, named: bool, resumed: bool = False) -> tuple:
     atomic: two runs starting together get a folder each)."""
     if named:
         folder.mkdir(parents=True, exist_ok=True)
-        return folder, lock_run_folder(folder, "" if resumed else NEW_RUN_ELSEWHERE)
+        lock = lock_run_folder(folder, "" if resumed else NEW_RUN_ELSEWHERE)
+        remove_all_left_behind(folder)  # a killed run's, once it is this run's alone
+        return folder, lock
     folder.parent.mkdir(parents=True, exist_ok=True)
     for n in itertools.count(1):
         try:

@@ -81,6 +81,8 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
         print(f"note: {len(in_splits)} file(s) under {out}/train, val or test were not written by "
               f"split_data.py (such as {in_splits[0]}); they are kept, and training will read them")
     removed = sorted(set(earlier["files"]) & existing)
+    if removed and earlier.get("complete") is not False:  # a kill while they go leaves a split train.py refuses,
+        write_manifest(manifest, {**earlier, "complete": False})  # not one it takes whole with some photos gone
     for path in removed:
         (out / path).unlink()
     for folder in sorted(earlier["dirs"], key=lambda d: -d.count("/")):  # deepest first

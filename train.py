@@ -49,6 +49,7 @@ from loaders import Take, build_eval_loader, build_train_loader
 from variants import resolve_variant
 from precision import amp_dtype
 from checkpoints import CheckpointWriter
+from files import remove_all_left_behind
 from utils import (UserError, check_writable, decided_by_first_process, distributed, from_first_process,
                    init_distributed, launched_first, on_first_process, run_cli, seed_everything, tune_for)
 from runs import evaluated_file, resume_config, resumed_file
@@ -159,6 +160,8 @@ def main(argv=None) -> None:
     if checkpoint is not None and not cfg.eval_only and checkpoint["epoch"] >= cfg.epochs:
         # not an error: a job that resumes until done ends here (said once, under torchrun too)
         if launched_first():
+            if (resumed_file(cfg).parent / "config.yaml").is_file():  # a run folder: a kill as its report was
+                remove_all_left_behind(resumed_file(cfg).parent)  # written left their temporary files
             run_log.say_finished(cfg, checkpoint, resumed_file(cfg).parent)
         return
     if cfg.eval_only and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # said once, before the processes meet

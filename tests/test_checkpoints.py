@@ -202,3 +202,20 @@ def test_a_file_written_beside_itself_is_checked_against_its_folder_first(tmp_pa
                                         r"new file\)$"):
         check_writable(path, beside=True)
     assert path.read_bytes() == b"old"
+
+
+def test_the_temporary_files_of_killed_writers_are_cleared_from_a_folder_but_a_live_ones_are_kept(tmp_path):
+    """A kill as a finished run wrote its report left .confusion_matrix.png.<pid>.tmp, which no later write of that
+    file (the report then goes to eval_val/) cleared: a folder's own are cleared, those of a process alive kept."""
+    import os
+    import subprocess
+    from files import remove_all_left_behind
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmp_path / f".confusion_matrix.png.{gone.pid}.tmp"
+    alive = tmp_path / f".best.pth.{os.getpid()}.tmp"
+    mine = [tmp_path / ".lock", tmp_path / ".notes.tmp", tmp_path / "report.html"]
+    for path in [dead, alive, *mine]:
+        path.write_text("")
+    remove_all_left_behind(tmp_path)
+    assert sorted(tmp_path.iterdir()) == sorted([alive, *mine])

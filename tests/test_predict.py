@@ -247,8 +247,10 @@ def test_a_stop_still_writes_what_was_classified(stop, said, status, trained, ph
     monkeypatch.setattr(predict, "classify", interrupted)
     code, _, err = run_predict(capsys, monkeypatch, trained, *photos[:4], "--output", tmp_path / "p.csv")
     assert code == status and "classified 2 of 4 images; results in " in err and err.endswith(f"; stopped by {said}\n")
-    with open(tmp_path / "p.csv") as f:
-        assert [row["path"] for row in csv.DictReader(f)] == [str(p) for p in photos[:2]]
+    with open(tmp_path / "p.csv") as f:  # and the two it did not reach, said so: the file does not read as whole
+        rows = list(csv.DictReader(f))
+    assert [row["path"] for row in rows] == [str(p) for p in photos[:4]]
+    assert [row["error"] for row in rows] == ["", ""] + [f"not classified: stopped by {said}"] * 2
 
 
 def test_glob_and_tta_and_img_size(trained, checkpoint, flowers, capsys, monkeypatch):
@@ -497,3 +499,18 @@ def test_the_tutorials_last_epoch_is_named_when_its_files_share_a_time(checkpoin
     with pytest.raises(UserError, match=r"it holds the tutorial's model-9.pth, model-10.pth, model-11.pth \.\.\.: "
                                         r"name the file, --weights weights/model-11.pth"):
         run_predict(capsys, monkeypatch, tmp_path, photos[0], "--weights", "weights")
+
+
+def test_a_stop_while_the_output_is_written_leaves_the_file_that_was_there_not_a_torn_one(tmp_path):
+    """A Ctrl-C (or a kill) as --output is written: the file is whole or the one before it, never its first rows
+    alone, which would read as every result."""
+    class StopsHere:  # the writer meets it halfway, as a Ctrl-C lands
+        def __str__(self):
+            raise KeyboardInterrupt
+    out = tmp_path / "x.csv"
+    out.write_text("the results of an earlier run\n")
+    row = {"path": "a.jpg", "topk": [{"label": "daisy", "index": 0, "prob": 0.9}]}
+    with pytest.raises(KeyboardInterrupt):
+        predict.write_results([row] * 5000 + [{**row, "path": StopsHere()}], out, 1)
+    assert out.read_text() == "the results of an earlier run\n"
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]

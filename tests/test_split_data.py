@@ -273,6 +273,32 @@ def test_a_split_stopped_while_written_is_refused_by_training_until_written_agai
     assert json.loads((out / "split_manifest.json").read_text())["complete"] is True
 
 
+def test_a_split_stopped_while_the_earlier_one_is_cleared_is_refused_by_training(tmp_path, monkeypatch):
+    """Split again (another seed, ratio), and stopped as the earlier split's files were removed: its manifest said
+    finished, and train.py trained on the photos left without a word."""
+    import splits
+    import split_folders
+    source = make_photos(tmp_path / "photos")
+    out = tmp_path / "out"
+    split_data.main(["--data-path", str(source), "--out", str(out), "--val-ratio", "0.3"])
+    unlink, gone = Path.unlink, []
+
+    def stopped_after_two(path, *args, **kwargs):
+        if path.suffix != ".tmp":  # the manifest's temporary file aside: a photo of the earlier split
+            if len(gone) == 2:
+                raise KeyboardInterrupt
+            gone.append(path)
+        unlink(path, *args, **kwargs)
+    with monkeypatch.context() as patched:
+        patched.setattr(split_folders.Path, "unlink", stopped_after_two)
+        with pytest.raises(KeyboardInterrupt):
+            split_data.main(["--data-path", str(source), "--out", str(out), "--val-ratio", "0.3", "--seed", "1"])
+    with pytest.raises(UserError, match="did not finish"):
+        splits.load_splits(out)
+    split_data.main(["--data-path", str(source), "--out", str(out), "--val-ratio", "0.3", "--seed", "1"])
+    assert json.loads((out / "split_manifest.json").read_text())["complete"] is True
+
+
 def test_the_manifest_a_killed_split_left_half_written_is_not_taken_for_a_file_of_the_users(tmp_path, monkeypatch):
     """The manifest is written beside itself and renamed (files.put_in_place): the temporary file of a split killed
     as it wrote it is cleared by the next run, not refused as something split_data.py did not write; a full disk
