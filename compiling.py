@@ -110,6 +110,13 @@ def inductor_or_eager(graph, example_inputs):
 _compile_failed = False
 
 
+def without_weight_cache(device: str):
+    """The caller's autocast without its weight cache, for a capture and its replays: make_graphed_callables refuses
+    the cache (cached casts would outlive the graph's memory)."""
+    return torch.autocast(device, torch.get_autocast_dtype(device), enabled=torch.is_autocast_enabled(device),
+                          cache_enabled=False)
+
+
 class CudaGraphed(nn.Module):
     """The model, whose training forward and backward passes each run as one CUDA graph (train.py
     --cuda-graphs, eager): a launch each, where eagerly Python launches the passes' operators one by one,
@@ -117,8 +124,8 @@ class CudaGraphed(nn.Module):
     batch 128, at 1,131 calls: 43 ms of kernels in a 50 ms step, bench_train.py --profile).
 
     For CUDA tensors (train.py --cuda-graphs refuses other devices). Captured
-    (torch.cuda.make_graphed_callables) at the first training batch, for its shape: training
-    batches are all full (the loader drops a smaller last one). Any other shape (an empty batch's
+    (torch.cuda.make_graphed_callables) at the first training batch, for its shape (under torchrun, at a
+    batch of that shape before DDP wraps it: capture_ahead): training batches are all full (the loader drops a smaller last one). Any other shape (an empty batch's
     stand-ins), evaluation and passes without a gradient run the model as it is. A capture that fails
     is said once, and training goes on without graphs. The graphs hand gradients over in buffers that
     they overwrite on their next replay: TrainState.keep_grads gives the parameters gradient tensors of
@@ -134,16 +141,23 @@ class CudaGraphed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.failed or not (self.model.training and torch.is_grad_enabled()):
             return self.model(x)
-        device = x.device.type
-        # the capture, and so its replays, without autocast's weight cache (make_graphed_callables
-        # refuses it: cached casts would outlive the graph's memory)
-        with torch.autocast(device, torch.get_autocast_dtype(device), enabled=torch.is_autocast_enabled(device),
-                            cache_enabled=False):
+        with without_weight_cache(x.device.type):
             if self.graphed is None:
                 self.graphed = self.capture(x)
             if self.graphed is None or x.shape != self.graphed[1]:
                 return self.model(x)
             return self.graphed[0](x)
+
+    def capture_ahead(self, x: torch.Tensor) -> None:
+        """Capture now, for x's shape, under the caller's autocast: train.py under torchrun, before the
+        DistributedDataParallel wrapper exists. DDP keeps each parameter's gradient accumulator from its
+        construction, made on the stream of then (the default one); a capture's backward pass on a stream of its
+        own would make that stream wait on the capture, which CUDA refuses (under torchrun the H200's capture failed,
+        2026-11-30, where PyTorch warns of this very mismatch); captured first, the accumulators DDP takes are
+        those the capture made, or made after it, outside any capture."""
+        self.model.train()
+        with without_weight_cache(x.device.type):
+            self.graphed = self.capture(x)
 
     def capture(self, x: torch.Tensor):
         # a module of its own: make_graphed_callables replaces the forward of the module it is given, and the

@@ -47,7 +47,7 @@ from download import fetch_official_weights, fetch_tutorial_photos, names_offici
 from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_eval_loader, build_train_loader
 from variants import resolve_variant
-from precision import amp_dtype
+from precision import amp_dtype, autocast
 from checkpoints import CheckpointWriter
 from files import remove_all_left_behind
 from utils import (UserError, check_writable, decided_by_first_process, distributed, from_first_process,
@@ -220,6 +220,9 @@ def main(argv=None) -> None:
     # inside DDP's wrapper: the graphs hold the model's passes, DDP's gradient all-reduce stays outside them
     net = compiling.CudaGraphed(model) if cfg.cuda_graphs and not compiled else model
     if distributed():  # every parameter that trains gets a gradient: no search for unused ones
+        if isinstance(net, compiling.CudaGraphed):  # before DDP exists (CudaGraphed.capture_ahead): a batch's shape
+            with autocast(device, amp):
+                net.capture_ahead(torch.zeros(cfg.batch_size, 3, model.img_size, model.img_size, device=device))
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if device.type == "cuda" else None)
     if compiled:
         net = compiling.compile_model(net, model, img_size, device, fallback=cfg.compile is None,

@@ -42,7 +42,8 @@ run_part() {
     case $1 in
     # the GPU's correctness first, what is new since the last run on a GPU (2026-11-30: 16 of the 18 then new
     # passed in 109 s): the loop's waits for the GPU (two a batch then: engine.batch_flags), torchrun with
-    # --compile and with --cuda-graphs (whose capture failed under DDP: an xfail naming CUDA's error now), and
+    # --compile and with --cuda-graphs (whose capture failed under DDP, captured before DDP since; an xfail naming
+    # CUDA's error if it fails again), and
     # train.py with --cuda-graphs, resumed. About 60 s (a compile, two torchrun runs, two train.py runs); the rest
     # of tests/test_cuda.py (some 300 s: 17 not run since 2026-11-28) is tests_rest. -v names each test as it ends
     tests_new) part tests_new 240 python3 -m pytest -v -p no:cacheprovider --durations=0 tests/test_cuda.py \

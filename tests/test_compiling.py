@@ -193,3 +193,33 @@ def test_cuda_graphs_steps_take_every_accumulated_batch(monkeypatch):
     engine.train_one_epoch(state, batches, cfg, show_progress=False)
     assert state.net.graphed is not None  # the stand-in was captured and replayed
     assert len(stepped) == 1 and torch.allclose(stepped[0], want, atol=1e-6)
+
+
+def test_cuda_graphs_captured_before_ddp_give_its_gradients(monkeypatch, tmp_path):
+    """Under torchrun train.py captures the graphs before DistributedDataParallel wraps them
+    (CudaGraphed.capture_ahead: captured inside DDP, CUDA refused the capture on the H200): DDP's forward
+    then replays them, and its all-reduce hands on the gradients the replays give, as the eager step's. One
+    gloo process, the graphs' stand-in."""
+    import copy
+    import torch.distributed as dist
+    replays = []
+
+    def counted(module, sample_args, **kwargs):
+        replay = graphs_stand_in(module, sample_args, **kwargs)
+        return lambda x: replays.append(x.shape) or replay(x)
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", counted)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        net = create_model("swin_micro_patch4_window4_128", num_classes=5, drop_path_rate=0.0)
+        reference = copy.deepcopy(net)
+        graphed, x = compiling.CudaGraphed(net), torch.randn(2, 3, 32, 32)
+        graphed.capture_ahead(x)
+        assert graphed.graphed is not None and graphed.graphed[1] == x.shape and not graphed.failed
+        torch.nn.parallel.DistributedDataParallel(graphed)(x).sum().backward()
+        reference(x).sum().backward()
+        assert replays == [x.shape]  # DDP's forward ran the graphs
+        for (name, p), q in zip(net.named_parameters(), reference.parameters()):
+            assert torch.allclose(p.grad, q.grad, atol=1e-6), name
+    finally:
+        dist.destroy_process_group()

@@ -335,7 +335,7 @@ def test_torchrun_on_one_gpu_uses_nccl_and_compiles_or_graphs(flowers, tmp_path,
     assert not any(k.startswith(("_orig_mod.", "module.", "model.")) for k in ckpt["model"])  # the bare model's
     failed = [line for line in result.stdout.splitlines() if "torch.compile failed" in line or "graphs failed" in line]
     if failed and flag == "--cuda-graphs":  # the run trained on, eagerly, and said so: a known gap (docs/gpu.md)
-        pytest.xfail(f"under DDP the eager capture failed (H200, 2026-11-30): {failed[0]}")
+        pytest.xfail(f"under DDP the eager capture failed (as on the H200, 2026-11-30): {failed[0]}")
     assert not failed, failed[0]
 
 
