@@ -555,7 +555,7 @@ def list_images(patterns: list, passed_over=None, left_out: list = None, passed:
             raise UserError(f"the images {'in' if path.is_dir() else 'matching'} {pattern} are all passed over: "
                             "each is a card predict.py --save-vis wrote")
         paths += kept
-    unique = {}  # by absolute path: photos/a.jpg and ./photos/a.jpg are one file
-    for path in paths:
-        unique.setdefault(os.path.abspath(path), path)
+    unique = {}  # by the file itself: photos/a.jpg, ./photos/a.jpg and link/a.jpg through a linked folder are one
+    for path in paths:  # (a glob's ** follows linked folders, where find_images takes each real folder once)
+        unique.setdefault(os.path.realpath(path), path)
     return list(unique.values())

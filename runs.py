@@ -89,22 +89,28 @@ def make_run_folder(folder: Path, named: bool, resumed: bool = False) -> tuple:
             continue
 
 
-def write_settings(run_dir: Path, cfg, classes: list, splits=None) -> None:
+def write_settings(run_dir: Path, cfg, classes: list, splits=None, resumed: bool = False) -> None:
     """config.yaml, the run's settings as a config to start another run from: not this start's --resume (fed back,
     it would go on with this run), its --name (it would name this run's folder, which is refused) nor its
-    --stop-after-epochs; class_indices.json; and, given `splits` (a run's start), the validation files drawn now,
-    which its resumes keep."""
+    --stop-after-epochs; class_indices.json; and, given `splits` (a run's start, or a split drawn again), the
+    validation files drawn now, which its resumes keep."""
     settings = {key: value for key, value in vars(cfg).items() if key not in ("resume", "name", "stop_after_epochs")}
     put_in_place(run_dir / "config.yaml", lambda tmp: write_yaml(tmp, settings))  # rewritten at each resume: whole
     put_in_place(run_dir / "class_indices.json", lambda tmp: write_class_indices(tmp, classes))
     if splits is not None:
-        record_split(run_dir, splits, cfg.val_ratio)
+        record_split(run_dir, splits, cfg.val_ratio, resumed)
 
 
-def record_split(run_dir: Path, splits, val_ratio: float) -> None:
+def record_split(run_dir: Path, splits, val_ratio: float, resumed: bool = False) -> None:
     """A new run's validation files, when it drew them from class folders: its resume validates on the same
     files (recorded_split), though a file that decoded then fails now, or the reverse, would move the
-    others in a split drawn again, and training on them would then count as validating."""
+    others in a split drawn again, and training on them would then count as validating. Split folders' val/
+    is recorded at the run's start and kept by its resumes: a split_data.py run again into them is said at every
+    resume and --eval-only (check_validation_unchanged), not at the first resume alone."""
+    if resumed and not splits.drawn:
+        earlier = read_split_record(run_dir / SPLIT_FILE)
+        if earlier is not None and earlier.get("split_root") and earlier["data_path"] == str(splits.root.resolve()):
+            return
     val = sorted(Path(path).relative_to(splits.root).as_posix() for path, _ in splits.val)
     record = {"data_path": str(splits.root.resolve()), "val_ratio": val_ratio, "val": val}
     if not splits.drawn:  # split_data.py's folders, used as they are: kept to see a re-split under a resumed run

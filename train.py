@@ -250,7 +250,7 @@ def main(argv=None) -> None:
         run_dir, run_lock = runs.make_run_folder(run_dir, named=checkpoint is not None or bool(cfg.name),
                                                  resumed=checkpoint is not None)
         runs.write_settings(run_dir, argparse.Namespace(**{**vars(cfg), "workers": workers_asked}), classes,
-                            splits if recorded is None else None)
+                            splits if recorded is None else None, resumed=checkpoint is not None)
         writer, step_writer = run_log.open_writers(run_dir, state, resumed=checkpoint is not None)
         run_log.say_started(run_dir, cfg, splits, model, state, world_size, compiled, images_per_process,
                             resumed=checkpoint is not None)

@@ -482,6 +482,18 @@ def test_a_pipe_matched_or_linked_is_never_opened_as_a_photo(tmp_path):
             list_images([str(tmp_path / name)])
 
 
+def test_a_photo_reached_through_a_linked_folder_is_listed_once(tmp_path):
+    """A glob's ** follows a linked folder, and a folder may be named beside its link: each photo once, as the
+    folder alone gives it (predict.py "photos/**/*.jpg" classified every photo under photos/latest -> 2024 twice)."""
+    for name in ("x.jpg", "y.jpg"):
+        write_image(tmp_path / "photos" / "2024" / name)
+    (tmp_path / "photos" / "latest").symlink_to("2024")
+    once = list_images([str(tmp_path / "photos")])
+    assert len(once) == 2
+    assert list_images([str(tmp_path / "photos" / "**" / "*.jpg")]) == once
+    assert list_images([str(tmp_path / "photos"), str(tmp_path / "photos" / "latest")]) == once
+
+
 def test_a_pattern_that_matches_folders_only_says_so(tmp_path):
     """predict.py 'photos/*' over class folders matches folders, no file: said, with what names their images."""
     for name in ("a", "b"):

@@ -134,6 +134,22 @@ def test_a_run_on_split_folders_split_again_under_it_says_it_validates_on_photos
     assert "split it again as it was (split_data.py with the run's --val-ratio and --seed), or start a new run" in err
 
 
+def test_split_folders_split_again_are_said_at_every_resume_not_the_first_alone(flowers, tmp_path, capsys):
+    """A resume once warned of a re-split must not take the new val/ for the one the run started with: the next
+    resume and --eval-only say it again (val_files.json was rewritten at each resume, and they said nothing)."""
+    import split_data
+    split = ["--data-path", str(flowers), "--out", str(tmp_path / "data")]
+    split_data.main(split)
+    train_here(capsys, "--data-path", tmp_path / "data", *FAST, "--epochs", "1", "--output", tmp_path, "--name", "s")
+    split_data.main([*split, "--val-ratio", "0.1", "--seed", "3"])
+    said = "is not what this run validated on at its start"
+    for epochs in ("2", "3"):
+        train.main(["--resume", str(tmp_path / "s"), "--epochs", epochs, "--workers", "0", "--no-progress"])
+        assert said in capsys.readouterr().err
+    train.main(["--resume", str(tmp_path / "s"), "--eval-only", "--workers", "0", "--no-progress"])
+    assert said in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("edit", [{"val_ratio": "0.2"}, {"val_ratio": None}, {"val": "abc"}, {"val": [1, 2]},
                                   {"data_path": 3}])
 def test_a_split_record_edited_into_other_types_is_drawn_anew(tmp_path, capsys, edit):
