@@ -143,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def training_batch_size(cfg, epoch_batches) -> int:
+    """The images a training step's forward pass takes: a full batch, or where this process's share of the training
+    set is smaller than one, that share (loaders.EpochBatches), one image fewer where mixup pairs an odd count
+    (data.EvenBatchMixup). What CudaGraphed.capture_ahead captures for: another shape runs eagerly, unsaid."""
+    size = cfg.batch_size if epoch_batches.drop_last else epoch_batches.per_rank
+    return size - size % 2 if cfg.mixup > 0 or cfg.cutmix > 0 else size
+
+
 def main(argv=None) -> None:
     outlive_readers()  # piped output (| tee) whose reader has gone: a stop still finishes its step and saves
     parser = build_parser()
@@ -219,16 +227,17 @@ def main(argv=None) -> None:
                         "run one of them, or both with --compile (Inductor graphs the recomputation itself)")
     # inside DDP's wrapper: the graphs hold the model's passes, DDP's gradient all-reduce stays outside them
     net = compiling.CudaGraphed(model) if cfg.cuda_graphs and not compiled else model
+    train_loader, epoch_batches = build_train_loader(cfg, splits.train, img_size, rank, world_size)
     if distributed():  # every parameter that trains gets a gradient: no search for unused ones
         if isinstance(net, compiling.CudaGraphed):  # before DDP exists (CudaGraphed.capture_ahead): a batch's shape
             with autocast(device, amp):
-                net.capture_ahead(torch.zeros(cfg.batch_size, 3, model.img_size, model.img_size, device=device))
+                net.capture_ahead(torch.zeros(training_batch_size(cfg, epoch_batches), 3, img_size, img_size,
+                                              device=device))
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if device.type == "cuda" else None)
     if compiled:
         net = compiling.compile_model(net, model, img_size, device, fallback=cfg.compile is None,
                                    cuda_graphs=cfg.cuda_graphs)
 
-    train_loader, epoch_batches = build_train_loader(cfg, splits.train, img_size, rank, world_size)
     val_loader = build_eval_loader(splits.val, build_transform(img_size, train=False), cfg, rank, world_size)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.accum_steps)
     state = engine.build_train_state(cfg, model, net, device, amp, steps_per_epoch, splits.counts("train"))

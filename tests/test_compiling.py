@@ -223,3 +223,19 @@ def test_cuda_graphs_captured_before_ddp_give_its_gradients(monkeypatch, tmp_pat
             assert torch.allclose(p.grad, q.grad, atol=1e-6), name
     finally:
         dist.destroy_process_group()
+
+
+def test_graphs_captured_ahead_for_the_batches_the_step_takes():
+    """Under torchrun train.py captures the graphs before the first batch (CudaGraphed.capture_ahead), for the
+    shape training_batch_size gives: a process's share of the training set smaller than --batch-size is one batch
+    of that share (loaders.EpochBatches), and mixup drops an odd batch's last image. Captured for --batch-size
+    there, every batch would run eagerly, unsaid."""
+    import train
+    from loaders import build_train_loader
+    for images, processes, batch, mixup in ((80, 1, 128, "0"), (80, 2, 16, "0"), (85, 1, 128, "0.8"),
+                                            (85, 2, 128, "0"), (170, 2, 128, "0.8")):
+        cfg = train.build_parser().parse_args(["--batch-size", str(batch), "--mixup", mixup, "--workers", "0"])
+        samples = [(f"{i}.jpg", i % 5) for i in range(images)]
+        _, epoch_batches = build_train_loader(cfg, samples, 32, 0, processes)
+        first = len(next(iter(epoch_batches)))
+        assert train.training_batch_size(cfg, epoch_batches) == (first - first % 2 if mixup != "0" else first)
