@@ -332,6 +332,11 @@ def compare_speed(args, device, amp):
     warm_up["loaders"] = time.perf_counter() - start
     print(f"warm-up{' (compiling)' if args.compile else ''}: "
           + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in warm_up.items()), flush=True)
+    if args.compile and args.cuda_graphs:  # Inductor says a graph it runs without CUDA graphs in its log alone
+        from torch._dynamo.utils import counters
+        if skips := counters["inductor"]["cudagraph_skips"]:
+            print(f"# Inductor ran {skips} graph(s) without CUDA graphs (TORCH_LOGS=cudagraphs says why): rows "
+                  "said to be with CUDA graphs are in part without", flush=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
