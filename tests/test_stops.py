@@ -489,6 +489,25 @@ def test_torchrun_s_summary_of_a_failed_process_shows_its_error(monkeypatch, tmp
     assert capsys.readouterr().err == "error: bad path\n"
 
 
+def test_an_error_under_torchrun_closes_the_process_group_before_the_process_exits(tmp_path, capsys):
+    """A user's error met after the processes joined their group (a wrong --num-classes, an empty --data-path):
+    left open to the interpreter's exit, gloo's threads at times aborted the process after its line
+    (`terminate called without an active exception`, SIGABRT, which torchrun's summary gave as the cause)."""
+    import torch.distributed as dist
+
+    def fails():
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+        raise UserError("--num-classes 4 was given, but data has 5 class folders")
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            utils.run_cli(fails)
+        assert stopped.value.code == 2 and not dist.is_initialized()
+        assert capsys.readouterr().err == "error: --num-classes 4 was given, but data has 5 class folders\n"
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def test_a_runs_loader_workers_have_ended_before_it_gives_up_its_signal_handling(flowers, tmp_path, capsys,
                                                                                 monkeypatch):
     """Left to the loaders' collection as the process exits, after the run's handlers are gone, a Ctrl-C in that
