@@ -127,9 +127,9 @@ class CudaGraphed(nn.Module):
     (torch.cuda.make_graphed_callables) at the first training batch, for its shape (under torchrun, at a
     batch of that shape before DDP wraps it: capture_ahead, train.training_batch_size): training batches are
     all the same (the loader drops a smaller last one). Any other shape (an empty batch's stand-ins),
-    evaluation and passes without a gradient run the model as it is. A capture that fails is said once, and training goes on without graphs. The graphs hand gradients over in buffers that
-    they overwrite on their next replay: TrainState.keep_grads gives the parameters gradient tensors of
-    their own.
+    evaluation and passes without a gradient run the model as it is. A capture that fails is said once,
+    and training goes on without graphs. The graphs hand gradients over in buffers that they overwrite on
+    their next replay: TrainState.keep_grads gives the parameters gradient tensors of their own.
     """
 
     def __init__(self, model: nn.Module):
