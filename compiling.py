@@ -124,17 +124,21 @@ class CudaGraphed(nn.Module):
     batch 128, at 1,131 calls: 43 ms of kernels in a 50 ms step, bench_train.py --profile).
 
     For CUDA tensors (train.py --cuda-graphs refuses other devices). Captured
-    (torch.cuda.make_graphed_callables) at the first training batch, for its shape (under torchrun, at a
-    batch of that shape before DDP wraps it: capture_ahead, train.training_batch_size): training batches are
-    all the same (the loader drops a smaller last one). Any other shape (an empty batch's stand-ins),
-    evaluation and passes without a gradient run the model as it is. A capture that fails is said once,
-    and training goes on without graphs. The graphs hand gradients over in buffers that they overwrite on
-    their next replay: TrainState.keep_grads gives the parameters gradient tensors of their own.
+    (torch.cuda.make_graphed_callables) at the first training batch of train.training_batch_size's shape
+    (under torchrun, at a batch of that shape before DDP wraps it: capture_ahead): training batches are all
+    that size (the loader drops a smaller last one) but for one with an image that failed to load. Any other
+    shape (such a batch, an empty batch's stand-ins), evaluation and passes without a gradient run the model
+    as it is. A capture that fails is said once, and training goes on without graphs. The graphs hand
+    gradients over in buffers that they overwrite on their next replay: TrainState.keep_grads gives the
+    parameters gradient tensors of their own.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, batch: int | None = None):
         super().__init__()
         self.model = model
+        # the training batches' size (train.training_batch_size): a first batch short of it (an image that failed to
+        # load) is not the shape to capture for, which would leave every full batch after it eager
+        self.batch = batch
         self.graphed = None  # (a module that replays the graphs, the batch shape they were captured for)
         self.failed = False
 
@@ -142,7 +146,7 @@ class CudaGraphed(nn.Module):
         if self.failed or not (self.model.training and torch.is_grad_enabled()):
             return self.model(x)
         with without_weight_cache(x.device.type):
-            if self.graphed is None:
+            if self.graphed is None and (self.batch is None or len(x) == self.batch):
                 self.graphed = self.capture(x)
             if self.graphed is None or x.shape != self.graphed[1]:
                 return self.model(x)

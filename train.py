@@ -226,8 +226,9 @@ def main(argv=None) -> None:
                         "forward pass with drop-path masks of its own drawing, which nothing checks are the forward's; "
                         "run one of them, or both with --compile (Inductor graphs the recomputation itself)")
     # inside DDP's wrapper: the graphs hold the model's passes, DDP's gradient all-reduce stays outside them
-    net = compiling.CudaGraphed(model) if cfg.cuda_graphs and not compiled else model
     train_loader, epoch_batches = build_train_loader(cfg, splits.train, img_size, rank, world_size)
+    net = compiling.CudaGraphed(model, training_batch_size(cfg, epoch_batches)) if cfg.cuda_graphs and not compiled \
+        else model
     if distributed():  # every parameter that trains gets a gradient: no search for unused ones
         if isinstance(net, compiling.CudaGraphed):  # before DDP exists (CudaGraphed.capture_ahead): a batch's shape
             with autocast(device, amp):

@@ -239,3 +239,19 @@ def test_graphs_captured_ahead_for_the_batches_the_step_takes():
         _, epoch_batches = build_train_loader(cfg, samples, 32, 0, processes)
         first = len(next(iter(epoch_batches)))
         assert train.training_batch_size(cfg, epoch_batches) == (first - first % 2 if mixup != "0" else first)
+
+
+def test_cuda_graphs_are_captured_for_a_full_batch_not_a_short_first_one(monkeypatch):
+    """A first batch short of the training batches' size (an image that failed to load) runs eagerly and the graphs
+    are captured at the first full one: captured for the short one, every full batch after it ran eagerly, unsaid."""
+    replays = []
+
+    def counted(module, sample_args, **kwargs):
+        replay = graphs_stand_in(module, sample_args, **kwargs)
+        return lambda x: replays.append(len(x)) or replay(x)
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", counted)
+    torch.manual_seed(0)
+    graphed = compiling.CudaGraphed(create_model("swin_micro_patch4_window4_128", num_classes=5), batch=4)
+    for size in (3, 4, 4):
+        graphed(torch.randn(size, 3, 32, 32)).sum().backward()
+    assert graphed.graphed[1][0] == 4 and replays == [4, 4]
