@@ -124,7 +124,7 @@ class CudaGraphed(nn.Module):
     batch 128, at 1,131 calls: 43 ms of kernels in a 50 ms step, bench_train.py --profile).
 
     For CUDA tensors (train.py --cuda-graphs refuses other devices). Captured
-    (torch.cuda.make_graphed_callables) at the first training batch of train.training_batch_size's shape
+    (torch.cuda.make_graphed_callables) at the first training batch of loaders.training_batch_size's shape
     (under torchrun, at a batch of that shape before DDP wraps it: capture_ahead): training batches are all
     that size (the loader drops a smaller last one) but for one with an image that failed to load. Any other
     shape (such a batch, an empty batch's stand-ins), evaluation and passes without a gradient run the model
@@ -136,7 +136,7 @@ class CudaGraphed(nn.Module):
     def __init__(self, model: nn.Module, batch: int | None = None):
         super().__init__()
         self.model = model
-        # the training batches' size (train.training_batch_size): a first batch short of it (an image that failed to
+        # the training batches' size (loaders.training_batch_size): a first batch short of it (an image that failed to
         # load) is not the shape to capture for, which would leave every full batch after it eager
         self.batch = batch
         self.graphed = None  # (a module that replays the graphs, the batch shape they were captured for)

@@ -58,20 +58,22 @@ def sync_folder(folder: Path) -> None:
 def remove_left_behind(path: Path) -> None:
     """The temporary files of `path` that processes killed while writing it left (a checkpoint's, as large as it):
     those whose process is gone."""
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:-4]
-        if pid.isdigit() and not process_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
+    for tmp in left_by_the_dead(path.parent.glob(f".{glob.escape(path.name)}.*.tmp")):
+        tmp.unlink(missing_ok=True)
 
 
 def remove_all_left_behind(folder: Path) -> None:
     """remove_left_behind for every file in `folder`: the temporary files of those that no later write of theirs
     replaces (a report's picture, a kill as a finished run wrote it), whose process is gone."""
-    for tmp in folder.glob(".*.*.tmp"):
-        name, _, pid = tmp.name[1:-4].rpartition(".")
-        if name and pid.isdigit() and not process_alive(int(pid)):
-            with contextlib.suppress(OSError):  # a folder that takes no change (a copied run, read-only): kept
-                tmp.unlink(missing_ok=True)
+    for tmp in left_by_the_dead(folder.glob(".*.*.tmp")):
+        with contextlib.suppress(OSError):  # a folder that takes no change (a copied run, read-only): kept
+            tmp.unlink(missing_ok=True)
+
+
+def left_by_the_dead(temporaries) -> list[Path]:
+    """Those of put_in_place's temporary files (.<name>.<pid>.tmp) whose process is gone."""
+    return [tmp for tmp in temporaries
+            if (pid := tmp.name[:-len(".tmp")].rpartition(".")[2]).isdigit() and not process_alive(int(pid))]
 
 
 def process_alive(pid: int) -> bool:

@@ -267,3 +267,11 @@ def build_eval_loader(samples, transform, cfg, rank: int, world_size: int):
     shard = list(range(rank, len(samples), world_size))
     return build_loader(ImageDataset(samples, transform), cfg.batch_size, train=False, num_workers=cfg.workers,
                         sampler=shard, generator=torch.Generator())
+
+
+def training_batch_size(cfg, epoch_batches) -> int:
+    """The images a training step's forward pass takes: a full batch, or where this process's share of the training
+    set is smaller than one, that share (EpochBatches), one image fewer where mixup pairs an odd count
+    (data.EvenBatchMixup). What CudaGraphed.capture_ahead captures for: another shape runs eagerly, unsaid."""
+    size = cfg.batch_size if epoch_batches.drop_last else epoch_batches.per_rank
+    return size - size % 2 if cfg.mixup > 0 or cfg.cutmix > 0 else size

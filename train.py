@@ -45,7 +45,7 @@ from images import names_order_hint, same_names
 from splits import check_same_everywhere, check_validation, is_split_root, load_splits, without_validation
 from download import fetch_official_weights, fetch_tutorial_photos, names_official_file, tutorial_weights_file
 from export import ExportedClassifier, is_program, load_program
-from loaders import Take, build_eval_loader, build_train_loader
+from loaders import Take, build_eval_loader, build_train_loader, training_batch_size
 from variants import resolve_variant
 from precision import amp_dtype, autocast
 from checkpoints import CheckpointWriter
@@ -143,14 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def training_batch_size(cfg, epoch_batches) -> int:
-    """The images a training step's forward pass takes: a full batch, or where this process's share of the training
-    set is smaller than one, that share (loaders.EpochBatches), one image fewer where mixup pairs an odd count
-    (data.EvenBatchMixup). What CudaGraphed.capture_ahead captures for: another shape runs eagerly, unsaid."""
-    size = cfg.batch_size if epoch_batches.drop_last else epoch_batches.per_rank
-    return size - size % 2 if cfg.mixup > 0 or cfg.cutmix > 0 else size
-
-
 def main(argv=None) -> None:
     outlive_readers()  # piped output (| tee) whose reader has gone: a stop still finishes its step and saves
     parser = build_parser()
@@ -227,13 +219,12 @@ def main(argv=None) -> None:
                         "run one of them, or both with --compile (Inductor graphs the recomputation itself)")
     # inside DDP's wrapper: the graphs hold the model's passes, DDP's gradient all-reduce stays outside them
     train_loader, epoch_batches = build_train_loader(cfg, splits.train, img_size, rank, world_size)
-    net = compiling.CudaGraphed(model, training_batch_size(cfg, epoch_batches)) if cfg.cuda_graphs and not compiled \
-        else model
+    step_batch = training_batch_size(cfg, epoch_batches)
+    net = compiling.CudaGraphed(model, step_batch) if cfg.cuda_graphs and not compiled else model
     if distributed():  # every parameter that trains gets a gradient: no search for unused ones
         if isinstance(net, compiling.CudaGraphed):  # before DDP exists (CudaGraphed.capture_ahead): a batch's shape
             with autocast(device, amp):
-                net.capture_ahead(torch.zeros(training_batch_size(cfg, epoch_batches), 3, img_size, img_size,
-                                              device=device))
+                net.capture_ahead(torch.zeros(step_batch, 3, img_size, img_size, device=device))
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if device.type == "cuda" else None)
     if compiled:
         net = compiling.compile_model(net, model, img_size, device, fallback=cfg.compile is None,

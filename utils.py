@@ -15,6 +15,7 @@ import re
 import shlex
 import signal
 import sys
+import tempfile
 import time
 import traceback
 import unicodedata
@@ -184,7 +185,6 @@ def check_writable(path: Path, beside: bool = False) -> None:
     except OSError as err:
         raise UserError(f"cannot write {path}: {err.strerror or err}") from None
     if beside:
-        import tempfile
         try:
             fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
         except OSError as err:

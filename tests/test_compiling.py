@@ -231,14 +231,14 @@ def test_graphs_captured_ahead_for_the_batches_the_step_takes():
     of that share (loaders.EpochBatches), and mixup drops an odd batch's last image. Captured for --batch-size
     there, every batch would run eagerly, unsaid."""
     import train
-    from loaders import build_train_loader
+    from loaders import build_train_loader, training_batch_size
     for images, processes, batch, mixup in ((80, 1, 128, "0"), (80, 2, 16, "0"), (85, 1, 128, "0.8"),
                                             (85, 2, 128, "0"), (170, 2, 128, "0.8")):
         cfg = train.build_parser().parse_args(["--batch-size", str(batch), "--mixup", mixup, "--workers", "0"])
         samples = [(f"{i}.jpg", i % 5) for i in range(images)]
         _, epoch_batches = build_train_loader(cfg, samples, 32, 0, processes)
         first = len(next(iter(epoch_batches)))
-        assert train.training_batch_size(cfg, epoch_batches) == (first - first % 2 if mixup != "0" else first)
+        assert training_batch_size(cfg, epoch_batches) == (first - first % 2 if mixup != "0" else first)
 
 
 def test_cuda_graphs_are_captured_for_a_full_batch_not_a_short_first_one(monkeypatch):

@@ -1,7 +1,5 @@
 """engine.py: the recipe's pieces one by one."""
 
-import sys
-
 import pytest
 import torch
 
@@ -439,26 +437,6 @@ def test_a_run_resumed_in_another_layout_keeps_its_schedule(monkeypatch):
     # and in its own layout again, the schedule goes on from where it was, not from the step count
     again, relaid = resumed(alone, one.checkpoint())
     assert not relaid and again.scheduler.last_epoch == 30 and again.step == 10
-
-
-def test_the_resume_command_is_the_runs_own_quoted_for_a_shell(monkeypatch):
-    from utils import resume_command
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert resume_command("out dir/my run") == "python train.py --resume 'out dir/my run'"
-    monkeypatch.setenv("WORLD_SIZE", "4")
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    assert resume_command("runs/a") == "torchrun --nproc_per_node 4 train.py --resume runs/a"
-    monkeypatch.setenv("WORLD_SIZE", "16")
-    assert resume_command("runs/a").startswith("torchrun --nnodes 4 --node_rank N --master_addr HOST --nproc_per_node 4")
-
-
-def test_the_resume_command_names_train_py_as_it_was_typed(monkeypatch):
-    """Run from another folder (python "../my swin/train.py"), the command printed after a stop is one that works
-    there: `python train.py` was not found."""
-    from utils import resume_command
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    monkeypatch.setattr(sys, "argv", ["../my swin/train.py", "--data-path", "photos"])
-    assert resume_command("runs/a") == "python '../my swin/train.py' --resume runs/a"
 
 
 def test_a_batch_left_with_one_image_is_skipped_under_mixup_not_taken_for_a_diverged_loss():

@@ -2,6 +2,7 @@
 validation files and the TensorBoard points of the run it continues, and what a finished, stopped or killed run
 says and keeps. How a run is stopped (signals, kills): test_stops.py; the rest of train.py: test_train.py."""
 import json
+import sys
 import re
 from pathlib import Path
 
@@ -583,3 +584,23 @@ def test_a_run_begun_before_steps_keeps_its_step_loss_on_resuming(tmp_path, caps
     events.Reload()
     assert [e.step for e in events.Scalars("loss/train_step")] == [10]
     assert [e.step for e in events.Scalars("loss/val")] == [1, 2, 3]
+
+
+def test_the_resume_command_is_the_runs_own_quoted_for_a_shell(monkeypatch):
+    from utils import resume_command
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert resume_command("out dir/my run") == "python train.py --resume 'out dir/my run'"
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert resume_command("runs/a") == "torchrun --nproc_per_node 4 train.py --resume runs/a"
+    monkeypatch.setenv("WORLD_SIZE", "16")
+    assert resume_command("runs/a").startswith("torchrun --nnodes 4 --node_rank N --master_addr HOST --nproc_per_node 4")
+
+
+def test_the_resume_command_names_train_py_as_it_was_typed(monkeypatch):
+    """Run from another folder (python "../my swin/train.py"), the command printed after a stop is one that works
+    there: `python train.py` was not found."""
+    from utils import resume_command
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(sys, "argv", ["../my swin/train.py", "--data-path", "photos"])
+    assert resume_command("runs/a") == "python '../my swin/train.py' --resume runs/a"
