@@ -8,6 +8,7 @@ them, starts in a fraction of a second.
 """
 from __future__ import annotations  # annotations name torch types without importing torch
 
+import codecs
 import json
 import os
 import random
@@ -63,6 +64,21 @@ def first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
+def name_bytes(error: UnicodeError):
+    """The error handler of stdout and stderr (run_cli): a file name's bytes that are not UTF-8 (lone surrogates, as
+    os.fsdecode holds them) written as those bytes, as ls writes them; any other character the stream's encoding
+    lacks (a CJK name on a Windows code page, where a redirected stream is cp1252) escaped as \\u82b1, as Python's
+    stderr escapes it, where surrogateescape alone raised: a traceback in place of the line."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    text = error.object[error.start:error.end]
+    return b"".join(bytes([ord(c) - 0xDC00]) if 0xDC80 <= ord(c) <= 0xDCFF else
+                    c.encode("ascii", "backslashreplace") for c in text), error.end
+
+
+codecs.register_error("name_bytes", name_bytes)
+
+
 def run_cli(main) -> None:
     """Run a script's `main()`, turning a UserError, or an OSError about a path (a folder that cannot be
     made, a file that cannot be written), into one line on stderr and exit status 2, a Ctrl-C that was
@@ -73,7 +89,7 @@ def run_cli(main) -> None:
     UTF-8 (old zips, Windows shares) is printed as those bytes, as ls prints it, not raised about."""
     for stream in (sys.stdout, sys.stderr):  # warnings name files too
         if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="surrogateescape")
+            stream.reconfigure(errors="name_bytes")
     script_signals = ScriptSignals()
     try:
         main()

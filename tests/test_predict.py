@@ -234,6 +234,22 @@ def test_a_file_name_whose_bytes_are_not_utf8_is_printed_and_written_as_it_is(tr
     assert b"/bad\xff.jpg: " in result.stderr and b"udcff" not in result.stderr, result.stderr
 
 
+def test_a_name_the_streams_encoding_lacks_is_escaped_not_raised(trained, photos, tmp_path):
+    """A CJK photo name on a stream that is not UTF-8 (on Windows, stdout and stderr redirected to a file or a pipe
+    are the code page, cp1252): \\u82b1 in the table and the warnings, the other photos classified, where
+    surrogateescape alone raised UnicodeEncodeError at the first such line, a traceback and nothing classified."""
+    import shutil
+    (tmp_path / "cjk").mkdir()
+    (tmp_path / "cjk" / "a_\u82b1.jpg").write_text("not a photo")  # a warning on stderr first
+    shutil.copy(photos[0], tmp_path / "cjk" / "b_\u82b1.jpg")
+    shutil.copy(photos[0], tmp_path / "cjk" / os.fsdecode(b"c\xff.jpg"))  # and a name's bytes, as they are
+    result = subprocess.run([sys.executable, ROOT / "predict.py", tmp_path / "cjk"], cwd=trained,
+                            capture_output=True, env={**os.environ, "PYTHONIOENCODING": "cp1252"})
+    assert result.returncode == 1 and b"Traceback" not in result.stderr, result.stderr
+    assert b"/a_\\u82b1.jpg: not an image" in result.stderr, result.stderr
+    assert b"/b_\\u82b1.jpg\n" in result.stdout and b"/c\xff.jpg\n" in result.stdout, result.stdout
+
+
 @pytest.mark.parametrize("stop, said, status", [(KeyboardInterrupt, "Ctrl-C", 130), (stopping.Terminated, "SIGTERM", 143)])
 def test_a_stop_still_writes_what_was_classified(stop, said, status, trained, photos, tmp_path, capsys, monkeypatch):
     """Ctrl-C, or a SIGTERM (run_cli raises Terminated for it), after the second image: the two are written."""
