@@ -115,6 +115,8 @@ def record_split(run_dir: Path, splits, val_ratio: float, resumed: bool = False)
     record = {"data_path": str(splits.root.resolve()), "val_ratio": val_ratio, "val": val}
     if not splits.drawn:  # split_data.py's folders, used as they are: kept to see a re-split under a resumed run
         record["split_root"] = True
+        # and its test/ at the start (none, mostly): a test/ split later from train/ holds photos the run trained on
+        record["test"] = sorted(Path(path).relative_to(splits.root).as_posix() for path, _ in splits.test)
     put_in_place(run_dir / SPLIT_FILE, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
 
 
@@ -459,6 +461,22 @@ def check_validation_unchanged(run_dir: Path, splits, drawn_again: bool) -> None
               f"{len(now)} images are new to it (trained on, if the folder was split again), {len(before - now)} gone. "
               "Its validation figures and best.pth no longer compare: split it again as it was (split_data.py with "
               "the run's --val-ratio and --seed), or start a new run", file=sys.stderr)
+
+
+def check_test_unchanged(run_dir: Path, splits) -> None:
+    """--eval-only --split test of a run on its own split folders: a test/ with images it did not hold at the run's
+    start was split since (split_data.py --test-ratio, run again into the folder), from the train/ the run trained
+    on; said, with what to do. Runs that recorded no test/ (before 2026-12-01) are not checked."""
+    record = read_split_record(run_dir / SPLIT_FILE)
+    if record is None or not record.get("split_root") or not isinstance(record.get("test"), list) \
+            or record["data_path"] != str(splits.root.resolve()):
+        return
+    new = {Path(p).relative_to(splits.root).as_posix() for p, _ in splits.test} - set(record["test"])
+    if new:
+        print(f"warning: {len(new)} of the {len(splits.test)} images in {splits.root}/test were not there when this "
+              "run started: split since, they may be photos it trained on, and its test figures then count them. "
+              "A test split is drawn before training: split_data.py --test-ratio into a new --out, and train on it",
+              file=sys.stderr)
 
 
 def photos_trained_on(run_dir: Path, samples: list) -> tuple | None:

@@ -451,7 +451,9 @@ def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp, recorded:
         transform = build_transform(model.img_size, train=False)
     samples = splits.test if cfg.split == "test" else splits.val
     if not samples:
-        how = ("split_data.py --test-ratio 0.1 writes train/, val/ and test/ folders" if cfg.split == "test" else
+        how = ("draw one before training, into a new folder (split_data.py --test-ratio 0.1 --out DIR), and train "
+               "on it: split from this folder now, test/ would hold photos the model trained on" if cfg.split == "test"
+               else
                "use --val-ratio above 0, or put images in val/<class>/")
         raise UserError(f"{cfg.data_path} has no {cfg.split} split: {how}")
     split_name = "validation" if cfg.split == "val" else cfg.split
@@ -464,6 +466,8 @@ def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp, recorded:
         epoch, batches = checkpoint.get("epoch", "?"), checkpoint.get("batches_done")  # a stop's last.pth: midway
         source = f"{path} (in epoch {epoch + 1}, batch {batches})" if batches else f"{path} (epoch {epoch})"
         # a copy of its data, a superset; or its own class folders drawn again (another --val-ratio)
+        if own and cfg.split == "test":
+            runs.check_test_unchanged(path.parent, splits)
         if (not own or splits.drawn and recorded is None) and \
                 (trained := runs.photos_trained_on(path.parent, samples)):
             print(f"warning: {trained[0]} of the {len(samples)} images evaluated are photos the run trained on (the "

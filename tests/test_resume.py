@@ -135,6 +135,28 @@ def test_a_run_on_split_folders_split_again_under_it_says_it_validates_on_photos
     assert "split it again as it was (split_data.py with the run's --val-ratio and --seed), or start a new run" in err
 
 
+def test_a_test_split_drawn_after_training_is_said_to_hold_photos_it_trained_on(flowers, tmp_path, capsys):
+    """No test/ at the run's start: --split test refused with how to draw one before training (the message once
+    said to run split_data.py --test-ratio 0.1, which into the same folder moves training photos into test/); a
+    test/ split from its train/ since is evaluated, and said to hold photos the run may have trained on."""
+    import split_data
+    split = ["--data-path", str(flowers), "--out", str(tmp_path / "data")]
+    split_data.main(split)
+    train_here(capsys, "--data-path", tmp_path / "data", *FAST, "--epochs", "1", "--output", tmp_path, "--name", "t")
+    evaluate = ["--resume", str(tmp_path / "t" / "best.pth"), "--eval-only", "--split", "test", "--workers", "0",
+                "--no-progress"]
+    with pytest.raises(UserError, match="draw one before training, into a new folder"):
+        train.main(evaluate)
+    split_data.main([*split, "--test-ratio", "0.1"])  # val/ unchanged: test/ drawn from the run's train/
+    train.main(evaluate)
+    err = capsys.readouterr().err
+    assert f"warning: 10 of the 10 images in {tmp_path / 'data'}/test were not there when this run started" in err
+    # a test/ there from the start is the run's own: nothing said
+    train_here(capsys, "--data-path", tmp_path / "data", *FAST, "--epochs", "1", "--output", tmp_path, "--name", "u")
+    train.main([*evaluate[:1], str(tmp_path / "u" / "best.pth"), *evaluate[2:]])
+    assert "were not there when this run started" not in capsys.readouterr().err
+
+
 def test_split_folders_split_again_are_said_at_every_resume_not_the_first_alone(flowers, tmp_path, capsys):
     """A resume once warned of a re-split must not take the new val/ for the one the run started with: the next
     resume and --eval-only say it again (val_files.json was rewritten at each resume, and they said nothing)."""
