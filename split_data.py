@@ -27,6 +27,7 @@ from images import read_class_root, readable_folder, write_class_indices
 from splits import (SPLITS, class_imbalance, is_split_root, per_class_counts, split_by_class, split_counts,
                     without_validation)
 from split_folders import finish_split, place_image, prepare_out
+from stopping import Terminated
 from utils import UserError, padded, printable, run_cli, text_width
 
 REPORT, CHART, CLASS_INDICES = "split_report.txt", "class_distribution.png", "class_indices.json"
@@ -112,19 +113,23 @@ def main(argv=None) -> None:
                             "not write it, and Linux (fs.protected_hardlinks) allows hard links to such files to "
                             "their owner only: use --mode copy or --mode symlink")
     prepare_out(out, source, [*plan, CLASS_INDICES, REPORT, CHART], args.force)
-    for target, image in tqdm(plan.items(), desc=f"writing {out}", unit="img", disable=None):
-        place_image(image, out / target, args.mode, args.max_size)
-    write_class_indices(out / CLASS_INDICES, classes)
-
     shown = [split for split in SPLITS if splits[split] or split != "test"]
     counts = {split: per_class_counts(splits[split], len(classes)) for split in shown}
     report = format_report(source, out, args, classes, counts, skipped)
-    (out / REPORT).write_text(report, encoding="utf-8", errors="surrogateescape")
-    title = f"Images per class: {source.resolve().name} split into {out.resolve().name}"  # "." has no name
-    plots.class_distribution_chart(classes, counts, title).save(out / CHART)
-    # every file written: a split stopped before this is refused by train.py and cleared by a run again (and not
-    # after the printing, where a reader gone from the pipe, | head, stops the script)
-    finish_split(out)
+    try:
+        for target, image in tqdm(plan.items(), desc=f"writing {out}", unit="img", disable=None):
+            place_image(image, out / target, args.mode, args.max_size)
+        write_class_indices(out / CLASS_INDICES, classes)
+        (out / REPORT).write_text(report, encoding="utf-8", errors="surrogateescape")
+        title = f"Images per class: {source.resolve().name} split into {out.resolve().name}"  # "." has no name
+        plots.class_distribution_chart(classes, counts, title).save(out / CHART)
+        # every file written: a split stopped before this is refused by train.py and cleared by a run again (and
+        # not after the printing, where a reader gone from the pipe, | head, stops the script)
+        finish_split(out)
+    except (KeyboardInterrupt, Terminated):  # a stop: said with what to do, then as before
+        print(f"\n{out} is left unfinished (train.py refuses it): run the same command again to write it whole",
+              file=sys.stderr)
+        raise
     print(report, end="")
     print(f"wrote {out / CLASS_INDICES}, {out / REPORT} and {out / CHART}")
     if args.val_ratio > 0 and (missing := without_validation(classes, counts["val"])):

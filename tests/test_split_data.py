@@ -238,7 +238,7 @@ def test_a_new_split_replaces_the_earlier_one_entirely(tmp_path):
     assert not (out / "test").exists()
 
 
-def test_a_split_stopped_while_written_is_refused_by_training_until_written_again(tmp_path, monkeypatch):
+def test_a_split_stopped_while_written_is_refused_by_training_until_written_again(tmp_path, monkeypatch, capsys):
     """Stopped halfway (Ctrl-C, a kill), a split held some images, one perhaps cut short, and train.py trained on
     it without a word. Its manifest says it is not finished until its last file is written: train.py refuses it,
     and the same command again clears it and writes it whole."""
@@ -256,6 +256,8 @@ def test_a_split_stopped_while_written_is_refused_by_training_until_written_agai
         patched.setattr(split_data, "place_image", stopped_after_four)
         with pytest.raises(KeyboardInterrupt):
             split_data.main(["--data-path", str(source), "--out", str(out), "--val-ratio", "0.3"])
+    # the stop says what it leaves and what to do, not "stopped by SIGINT" alone
+    assert f"{out} is left unfinished (train.py refuses it): run the same command again" in capsys.readouterr().err
     assert json.loads((out / "split_manifest.json").read_text())["complete"] is False
     with pytest.raises(UserError, match=r"out is a split that split_data.py did not finish \(stopped while writing "
                                         r"it\): run the same split_data.py command again"):
