@@ -169,11 +169,14 @@ def say_started(run_dir: Path, cfg, splits, model, state, world_size: int, compi
     """The run's first line (where it writes, on what and how), then the notices about its settings and the warnings
     about its data."""
     device, classes = state.device, splits.classes
+    compiling = "" if not compiled else (", compiled (the first step takes a minute or so)" if device.type != "cpu" else
+                                         ", compiled (on a CPU, compiling the first steps takes minutes: drop "
+                                         "--compile for a short run)")
     print(f"run folder {run_dir}: {len(splits.train)} training and {len(splits.val)} validation images, "
           f"{len(classes)} classes, {model.variant} at {model.img_size} px on {device}"
           f"{f' x{world_size} (DDP, {torch.distributed.get_backend()})' if distributed() else ''}, "
           f"amp {amp_name(state.amp)}, {cfg.workers} loader worker{'s' if cfg.workers != 1 else ''}"
-          f"{', compiled (the first step takes a minute or so)' if compiled else ''}"
+          f"{compiling}"
           f"{', CUDA graphs' if cfg.cuda_graphs else ''}")
     notice_settings(cfg, model.variant, device, compiled, images_per_process, state.layout["steps_per_epoch"],
                     fresh=state.epoch == 0 and state.batches_done == 0)
