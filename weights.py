@@ -37,7 +37,7 @@ from utils import UserError
 from windows import log_spaced_coords
 
 
-def unwrap_state_dict(obj, source="these weights") -> dict:
+def unwrap_state_dict(obj, source="the state dict given") -> dict:
     """Find the model's tensors in a checkpoint: {'model': ...}, {'state_dict': ...} or bare."""
     if not isinstance(obj, dict):
         raise UserError(f"{source} holds a {type(obj).__name__}, not a state dict or a checkpoint dict of them")
@@ -154,7 +154,7 @@ def check_is_swin(state: dict, source) -> None:
                         f"of a Swin model")
 
 
-def check_same_architecture(state: dict, model: nn.Module) -> None:
+def check_same_architecture(state: dict, model: nn.Module, source="the state dict given") -> None:
     """A checkpoint of another variant is one clear error, not a wall of size mismatches."""
     want, have = describe_architecture(model.state_dict()), describe_architecture(state)
     if "depths" not in want:  # not model.py's network: its names are not a Swin's
@@ -164,10 +164,10 @@ def check_same_architecture(state: dict, model: nn.Module) -> None:
         return
     fields = ", ".join(f"{k}={have[k]} (model: {want[k]})" for k in differ)
     candidates = matching_variants(have)
-    hint = f" Build the model as one of: {', '.join(candidates)}." if candidates else ""
-    raise UserError(
-        f"these weights are for {_architecture_name(have)}, but the model is "
-        f"{getattr(model, 'variant', None) or _architecture_name(want)}: {fields}.{hint}")
+    hint = (f" Build the model as one of (--model in train.py and predict.py): {', '.join(candidates)}."
+            if candidates else "")
+    raise UserError(f"{source} holds weights for {_architecture_name(have)}, but the model is "
+                    f"{getattr(model, 'variant', None) or _architecture_name(want)}: {fields}.{hint}")
 
 
 def resize_position_bias_table(table: torch.Tensor, size: int) -> torch.Tensor:
@@ -250,12 +250,12 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
     file's name).
     """
     model = inner_model(model)
-    source = "these weights" if isinstance(weights, dict) else weights
+    source = "the state dict given" if isinstance(weights, dict) else weights
     loaded = weights if isinstance(weights, dict) else load_checkpoint(weights)
     unwrapped = unwrap_state_dict(loaded, source)
     state = to_official_layout(unwrapped)
     check_is_swin(state, source)
-    check_same_architecture(state, model)
+    check_same_architecture(state, model, source)
     own = model.state_dict()
     small = small_map_windows(model) if from_the_official_code(unwrapped) else {}
     resized, skipped, replaced = [], [], set()

@@ -176,7 +176,7 @@ def test_weights_that_fit_only_a_few_keys_are_refused_not_loaded_as_those(tmp_pa
                      {"patch_embed.proj.weight": torch.zeros(32, 3, 4, 4), "blocks.0.attn.qkv.weight": torch.zeros(1)})
     state = micro_state()
     partial = {k: v for k, v in state.items() if not k.startswith(("patch_embed.", "norm."))}  # a backbone's part
-    with pytest.raises(UserError, match=rf"^these weights: 6 of the model's {len(state)} tensors are not there "
+    with pytest.raises(UserError, match=rf"^the state dict given: 6 of the model's {len(state)} tensors are not there "
                                         r"\(patch_embed\.proj\.weight, patch_embed\.proj\.bias, "
                                         r"patch_embed\.norm\.weight, \.\.\.\): give an official, .* checkpoint of "
                                         r"swin_micro_patch4_window4_128$"):
@@ -220,6 +220,17 @@ def test_another_variant_is_named_not_a_size_mismatch():
     v2 = micro_state(version=2)
     with pytest.raises(UserError, match="version=2"):
         load_weights(create_model("swin_micro_patch4_window4_128"), v2)
+
+
+def test_another_variants_file_is_named_with_the_flag_that_picks_the_variant(tmp_path):
+    path = tmp_path / "micro.pth"
+    torch.save(micro_state(), path)
+    with torch.device("meta"):
+        tiny = create_model("swin_tiny_patch4_window7_224")
+    with pytest.raises(UserError) as err:  # train.py --weights, predict.py --weights: which file, and --model
+        load_weights(tiny, path)
+    assert str(path) in str(err.value) and "--model" in str(err.value)
+    assert "swin_micro_patch4_window4_128" in str(err.value)
 
 
 def test_the_load_report_counts_only_what_was_loaded(capsys):
