@@ -20,7 +20,6 @@ import itertools
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 # stopping.py and utils.py import the standard library's modules only: set before torch's import, which takes
@@ -50,15 +49,16 @@ from variants import resolve_variant
 from precision import amp_dtype, autocast
 from checkpoints import CheckpointWriter
 from files import remove_all_left_behind
-from utils import (UserError, check_writable, decided_by_first_process, distributed, from_first_process,
-                   init_distributed, launched_first, on_first_process, run_cli, seed_everything, tune_for)
+from utils import (ArgumentParser, UserError, check_writable, decided_by_first_process, distributed,
+                   from_first_process, init_distributed, launched_first, on_first_process, run_cli, seed_everything,
+                   tune_for)
 from runs import evaluated_file, resume_config, resumed_file
 from weights import describe_for_checkpoint, model_for_run
 from workers import default_workers, stop_workers
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML file of overrides (keys as below, with underscores)")
     g = p.add_argument_group("data")
     g.add_argument("--data-path", type=folder_path, default=Path("flower_photos"), help="default: flower_photos")
@@ -164,10 +164,7 @@ def main(argv=None) -> None:
                 remove_all_left_behind(resumed_file(cfg).parent)  # written left their temporary files
             run_log.say_finished(cfg, checkpoint, resumed_file(cfg).parent)
         return
-    if cfg.eval_only and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # said once, before the processes meet
-        if not launched_first():
-            time.sleep(1)  # the first process's line said before torchrun ends it with the others
-            sys.exit(2)
+    if cfg.eval_only and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # before the processes meet; said once
         raise UserError("--eval-only runs in one process: start it with python, not torchrun")
     rank, world_size, local_rank, device = init_distributed(cfg.device)
     main_process = rank == 0

@@ -8,7 +8,9 @@ them, starts in a fraction of a second.
 """
 from __future__ import annotations  # annotations name torch types without importing torch
 
+import argparse
 import codecs
+import hashlib
 import json
 import os
 import random
@@ -95,13 +97,13 @@ def run_cli(main) -> None:
         main()
         sys.stdout.flush()  # a closed pipe raises here, not at exit
     except Terminated as stop:
-        print(f"\nstopped by {stop.name}", file=sys.stderr)
+        say_once(f"stopped by {stop.name}")
         sys.exit(128 + stop.signum)
     except UserError as err:
         say_error(str(err))
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("\nstopped at once by Ctrl-C", file=sys.stderr)
+    except KeyboardInterrupt:  # under torchrun, which hands a Ctrl-C to every process: said once
+        say_once("stopped at once by Ctrl-C")
         sys.exit(130)
     except BrokenPipeError:
         if not stdout_reader_gone():  # another pipe (a worker's, a subprocess's): a real error
@@ -148,10 +150,56 @@ def leave_process_group() -> None:
 
 
 def say_error(message: str) -> None:
-    """One line on stderr, written at once: under torchrun the processes' lines do not run into each other."""
-    sys.stderr.write(f"error: {message}\n")
-    sys.stderr.flush()
+    """One line on stderr, written at once: under torchrun the processes' lines do not run into each other, and a
+    line that every process of a machine meets (a missing --data-path, a refused resume) is said once
+    (said_by_another_process); each process's error file, torchrun's summary, still gives it."""
+    if not said_by_another_process(f"error: {message}"):
+        sys.stderr.write(f"error: {message}\n")
+        sys.stderr.flush()
     tell_torchrun(f"error: {message}")
+
+
+def say_once(line: str) -> None:
+    """A stop's line on stderr, after a blank line (a progress bar's may be unfinished); under torchrun, where each
+    process meets the same signal, once on a machine's stderr."""
+    if not said_by_another_process(line):
+        print(f"\n{line}", file=sys.stderr)
+
+
+def said_by_another_process(line: str) -> bool:
+    """Under torchrun, whether another process of this machine has said `line` to the same stderr (a terminal, a
+    pipe, a log) already; if not, it is this process's to say, and the others' lines the same are not. The first
+    process to meet it claims it, by a file made exclusively in torchrun's folder of this attempt (the parent of
+    every process's error file, `<run>/attempt_<n>/<local rank>/error.json`), named by the line and the stream: the
+    others, which meet the same error at about the same time, say nothing. Where there is no such folder to write
+    (no torchrun, another launcher) or each process has a log of its own (torchrun --redirects), every process says
+    its lines."""
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not error_file or int(os.environ.get("LOCAL_WORLD_SIZE", "1")) < 2:
+        return False
+    try:
+        stream = os.fstat(sys.stderr.fileno())
+        key = hashlib.sha256(f"{stream.st_dev}:{stream.st_ino}:{line}".encode(errors="surrogateescape"))
+        os.close(os.open(Path(error_file).parent.parent / f"said-{key.hexdigest()[:20]}",
+                         os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return True
+    except (OSError, ValueError, AttributeError):  # a stderr without a descriptor (a test's), a folder not there
+        return False
+    return False
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's, whose refusal of a flag (its usage, `train.py: error: ...`, status 2) is said under torchrun as
+    run_cli says a UserError: once on a machine's stderr (said_by_another_process), and in each process's error file
+    for torchrun's summary, which otherwise showed a link to its documentation."""
+
+    def error(self, message):
+        line = f"{self.prog}: error: {message}"
+        tell_torchrun(line)
+        if said_by_another_process(line):
+            sys.exit(2)
+        super().error(message)
 
 
 def tell_torchrun(why: str) -> None:

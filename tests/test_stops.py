@@ -489,6 +489,55 @@ def test_torchrun_s_summary_of_a_failed_process_shows_its_error(monkeypatch, tmp
     assert capsys.readouterr().err == "error: bad path\n"
 
 
+def test_an_error_every_process_meets_under_torchrun_is_said_once(monkeypatch, tmp_path):
+    """torchrun's processes share its stderr: a line that each meets (a missing --data-path, a mistyped flag, a
+    Ctrl-C before training) was printed once per process. The first to meet it says it; the others end with the
+    same status, silent, and every process's error file (torchrun's summary) still gives it. A line of its own, or a
+    stream of its own (torchrun --redirects), is said."""
+    import json
+    attempt = tmp_path / "run" / "attempt_0"
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+
+    def process(local_rank, error, stream="stderr", status=2):
+        (attempt / str(local_rank)).mkdir(parents=True, exist_ok=True)
+        monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(attempt / str(local_rank) / "error.json"))
+        with open(tmp_path / stream, "a") as f:
+            monkeypatch.setattr(sys, "stderr", f)
+
+            def main():
+                if isinstance(error, list):  # a flag argparse refuses
+                    train.build_parser().parse_args(error)
+                raise error
+            with pytest.raises(SystemExit) as ended:
+                utils.run_cli(main)
+        assert ended.value.code == status
+        if status != 2:  # a stop: torchrun's summary names the signal
+            return None
+        return json.loads((attempt / str(local_rank) / "error.json").read_text())["message"]["message"]
+
+    for rank in (0, 1):
+        assert process(rank, UserError("data path not found: nowhere")) == "error: data path not found: nowhere"
+    assert (tmp_path / "stderr").read_text() == "error: data path not found: nowhere\n"
+    process(1, UserError("only here"))
+    process(0, UserError("data path not found: nowhere"), stream="rank0.log")
+    assert (tmp_path / "stderr").read_text() == "error: data path not found: nowhere\nerror: only here\n"
+    assert (tmp_path / "rank0.log").read_text() == "error: data path not found: nowhere\n"
+    for rank in (0, 1):
+        said = process(rank, ["--epochs", "0"], stream="flags")
+        assert said.endswith(": error: argument --epochs: must be >= 1, not 0")  # the program's name: argv[0]'s
+    assert (tmp_path / "flags").read_text().count("error: argument --epochs") == 1
+    for rank in (0, 1):  # torchrun hands a Ctrl-C to every process: one that stops them at once, said once
+        process(rank, KeyboardInterrupt(), stream="stops", status=130)
+    assert (tmp_path / "stops").read_text() == "\nstopped at once by Ctrl-C\n"
+    monkeypatch.delenv("TORCHELASTIC_ERROR_FILE")  # not under torchrun: each says its line
+    with open(tmp_path / "alone", "a") as f:
+        monkeypatch.setattr(sys, "stderr", f)
+        for _ in range(2):
+            with pytest.raises(SystemExit):
+                utils.run_cli(lambda: (_ for _ in ()).throw(UserError("data path not found: nowhere")))
+    assert (tmp_path / "alone").read_text().count("error:") == 2
+
+
 def test_an_error_under_torchrun_closes_the_process_group_before_the_process_exits(tmp_path, capsys):
     """A user's error met after the processes joined their group (a wrong --num-classes, an empty --data-path):
     left open to the interpreter's exit, gloo's threads at times aborted the process after its line
