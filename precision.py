@@ -16,8 +16,9 @@ def amp_dtype(mode: str, device: torch.device):
     """None (full precision), torch.bfloat16 or torch.float16 for --amp auto|bf16|fp16|off."""
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
         return None
-    if mode == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if mode == "auto":  # bf16 where the GPU computes in it (Ampere on); without including_emulation=False a T4 or
+        # V100 says yes too, as it can hold bf16 tensors, and trained in emulated bf16, without tensor cores
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
 
 

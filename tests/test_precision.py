@@ -164,3 +164,16 @@ def test_residual_stream_types_under_cuda_autocast(version):
     stream = torch.bfloat16 if version == 1 else torch.float32
     assert len(seen) == sum(len(stage.blocks) for stage in net.layers)
     assert seen == [(stream, stream)] * len(seen)
+
+
+@pytest.mark.parametrize("major, want", [(7, torch.float16), (8, torch.bfloat16), (9, torch.bfloat16)])
+def test_auto_precision_takes_fp16_on_a_gpu_without_bf16_hardware(major, want, monkeypatch):
+    """--amp auto: bf16 from Ampere (compute capability 8.0) on, fp16 with loss scaling before it. A T4 or V100
+    answers torch.cuda.is_bf16_supported() with yes, as it can hold bf16 tensors (emulated, without tensor cores):
+    asked that alone, --amp auto trained there in emulated bf16. Here a GPU of each kind, as torch sees it."""
+    from precision import amp_dtype
+
+    def is_bf16_supported(including_emulation=True):  # torch's answer on such a GPU
+        return including_emulation or major >= 8
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert amp_dtype("auto", torch.device("cuda", 0)) == want
