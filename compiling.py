@@ -2,6 +2,8 @@
 by default, and eager training where Inductor cannot compile) and the training passes replayed as CUDA
 graphs. Both wrap the model the training step calls (engine.TrainState.net); checkpoints come from the
 bare model, so they are the same either way."""
+import inspect
+
 import torch
 import torch.nn as nn
 
@@ -125,7 +127,7 @@ class CudaGraphed(nn.Module):
 
     For CUDA tensors (train.py --cuda-graphs refuses other devices). Captured
     (torch.cuda.make_graphed_callables) at the first training batch of loaders.training_batch_size's shape
-    (under torchrun, at a batch of that shape before DDP wraps it: capture_ahead): training batches are all
+    (train.py: at a batch of that shape before DDP wraps it and the loaders start, capture_ahead): batches are all
     that size (the loader drops a smaller last one) but for one with an image that failed to load. Any other
     shape (such a batch, an empty batch's stand-ins), evaluation and passes without a gradient run the model
     as it is. A capture that fails is said once, and training goes on without graphs. The graphs hand
@@ -153,12 +155,13 @@ class CudaGraphed(nn.Module):
             return self.graphed[0](x)
 
     def capture_ahead(self, x: torch.Tensor) -> None:
-        """Capture now, for x's shape, under the caller's autocast: train.py under torchrun, before the
-        DistributedDataParallel wrapper exists. DDP keeps each parameter's gradient accumulator from its
-        construction, made on the stream of then (the default one); a capture's backward pass on a stream of its
-        own would make that stream wait on the capture, which CUDA refuses (under torchrun the H200's capture failed,
-        2026-11-30, where PyTorch warns of this very mismatch); captured first, the accumulators DDP takes are
-        those the capture made, or made after it, outside any capture."""
+        """Capture now, for x's shape, under the caller's autocast: train.py, before the loaders' threads
+        start (pinning batches, they break a capture) and DistributedDataParallel's wrapper exists. DDP keeps
+        each parameter's gradient accumulator from its construction, made on the stream of then (the default
+        one); a capture's backward pass on a stream of its own would make that stream wait on the capture, which
+        CUDA refuses (under torchrun the H200's capture failed, 2026-11-30, where PyTorch warns of this very
+        mismatch); captured first, the accumulators DDP takes are those the capture made, or made after it,
+        outside any capture."""
         self.model.train()
         with without_weight_cache(x.device.type):
             self.graphed = self.capture(x)
@@ -169,8 +172,15 @@ class CudaGraphed(nn.Module):
         holder = nn.Module()
         holder.model = self.model
         holder.forward = self.model.forward
+        # the capture restricts this thread's CUDA calls alone ("thread_local"): in the default "global" mode, a
+        # loader's pin-memory thread pinning a batch (cudaHostAlloc) during it invalidates the capture and raises in
+        # that thread, which the loop then raises at that batch (newer torch only; train.py captures before the
+        # loaders start, for the versions before)
+        mode = {"capture_error_mode": "thread_local"} \
+            if "capture_error_mode" in inspect.signature(torch.cuda.make_graphed_callables).parameters else {}
         try:
-            return torch.cuda.make_graphed_callables(holder, (x.detach().clone(),), allow_unused_input=True), x.shape
+            return torch.cuda.make_graphed_callables(holder, (x.detach().clone(),), allow_unused_input=True,
+                                                     **mode), x.shape
         except Exception as error:  # whatever capturing raises: the model runs as it is
             print(f"notice: capturing the training step as CUDA graphs failed ({first_line(error)}); training "
                   "without them", flush=True)

@@ -218,10 +218,12 @@ def main(argv=None) -> None:
     train_loader, epoch_batches = build_train_loader(cfg, splits.train, img_size, rank, world_size)
     step_batch = training_batch_size(cfg, epoch_batches)
     net = compiling.CudaGraphed(model, step_batch) if cfg.cuda_graphs and not compiled else model
+    if isinstance(net, compiling.CudaGraphed):  # captured now, at a zero batch of the training batches' shape: before
+        # DDP exists (CudaGraphed.capture_ahead), and before the loaders' threads start, whose pinning of batches during
+        # a capture at the first batch invalidates it and raises in the pin-memory thread (then in the loop)
+        with autocast(device, amp):
+            net.capture_ahead(torch.zeros(step_batch, 3, img_size, img_size, device=device))
     if distributed():  # every parameter that trains gets a gradient: no search for unused ones
-        if isinstance(net, compiling.CudaGraphed):  # before DDP exists (CudaGraphed.capture_ahead): a batch's shape
-            with autocast(device, amp):
-                net.capture_ahead(torch.zeros(step_batch, 3, img_size, img_size, device=device))
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if device.type == "cuda" else None)
     if compiled:
         net = compiling.compile_model(net, model, img_size, device, fallback=cfg.compile is None,

@@ -255,3 +255,18 @@ def test_cuda_graphs_are_captured_for_a_full_batch_not_a_short_first_one(monkeyp
     for size in (3, 4, 4):
         graphed(torch.randn(size, 3, 32, 32)).sum().backward()
     assert graphed.graphed[1][0] == 4 and replays == [4, 4]
+
+
+def test_cuda_graphs_capture_leaves_the_loaders_threads_free(monkeypatch):
+    """The capture restricts its own thread's CUDA calls alone (capture_error_mode="thread_local", where torch has
+    it): in the default "global" mode a DataLoader's pin-memory thread pinning a batch during the capture
+    (cudaHostAlloc) invalidates it, and the error raised in that thread ends the run at that batch."""
+    modes = []
+
+    def stand_in(module, sample_args, allow_unused_input=False, capture_error_mode="global"):
+        modes.append(capture_error_mode)
+        return graphs_stand_in(module, sample_args, allow_unused_input)
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", stand_in)
+    graphed = compiling.CudaGraphed(create_model("swin_micro_patch4_window4_128", num_classes=5), batch=2)
+    graphed.capture_ahead(torch.zeros(2, 3, 32, 32))
+    assert graphed.graphed is not None and modes == ["thread_local"]

@@ -247,7 +247,8 @@ def test_train_py_with_cuda_graphs_trains_evaluates_and_resumes(flowers, tmp_pat
     --accum-steps 2, whose gradients the graphs hand over in buffers they overwrite (TrainState.keep_grads). What
     has to hold before --cuda-graphs can become the default on CUDA."""
     args = ["--data-path", flowers, *FAST, *GPU, "--epochs", "2", "--cuda-graphs", "--no-compile", "--ema",
-            "--accum-steps", "2", "--output", tmp_path, "--name", "graphed"]
+            "--accum-steps", "2", "--output", tmp_path, "--name", "graphed",
+            "--workers", "2"]  # loader threads pinning batches, as a user's run has (FAST's 0 has none)
     first = run_train(*args, "--stop-after-epochs", "1", timeout=600)
     assert "CUDA graphs" in first.stdout and "graphs failed" not in first.stdout, first.stdout
     second = run_train("--resume", tmp_path / "graphed", timeout=600)
