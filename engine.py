@@ -9,6 +9,7 @@ stepped per optimizer step; label smoothing, mixup/cutmix, gradient clipping at 
 stochastic depth; plus layer-wise lr decay for fine-tuning and an EMA of the weights.
 """
 import copy
+import math
 import os
 import time
 import warnings
@@ -36,10 +37,16 @@ class TrainingDiverged(RuntimeError):
 class ModelEma:
     """Exponential moving average of the weights: ema = decay * ema + (1 - decay) * weights.
 
-    The decay ramps up as (1 + n) / (10 + n) over the first updates, so that on a small dataset
-    (a few hundred steps in all) the average leaves its starting point. Only floating-point
-    tensors are averaged; integer buffers are left as they are.
+    The decay at update n is min(decay, (1 + n) / (10 + n)), so that on a small dataset (a few
+    hundred steps in all) the average leaves its starting point. The ramp sets it until update
+    ramp_updates(decay), 44,990 at 0.9998: a shorter run averages about its last n / 9 steps, whatever
+    --ema-decay says. Only floating-point tensors are averaged; integer buffers are left as they are.
     """
+
+    @staticmethod
+    def ramp_updates(decay: float) -> int:
+        """The update from which `decay`, not the ramp (1 + n) / (10 + n), is the EMA's decay."""
+        return max(0, math.ceil((10 * decay - 1) / (1 - decay) - 1e-6))  # (1 + n) / (10 + n) >= decay
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
@@ -120,7 +127,7 @@ class TrainState:
         Midway, with only the images changed (removed, added or no longer decoding since the stop), the epoch
         as it ran cannot be finished in any layout: it ends at the stop, and is validated; with other processes
         or batches it is a UserError whose command, with the run's `folder`, finishes it as it ran."""
-        settings = [{key: group[key] for key in ("initial_lr", "weight_decay")}
+        settings = [{key: group[key] for key in ("initial_lr", "weight_decay", "lr_scale")}
                     for group in self.optimizer.param_groups]
         saved = [len(group["params"]) for group in checkpoint["optimizer"]["param_groups"]]
         sizes = [len(group["params"]) for group in self.optimizer.param_groups]

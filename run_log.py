@@ -221,6 +221,11 @@ def notice_settings(cfg, variant: str, device, compiled: bool, images_per_proces
         print(f"notice: --warmup-epochs {cfg.warmup_epochs:g} spans the whole run of {cfg.epochs} epoch(s), "
               f"{steps} step(s): the lr rises from --warmup-lr {cfg.warmup_lr:.1e} to {peak:.1e} at the last step "
               f"(--lr {cfg.lr:.1e} is never reached) and never decays; lower --warmup-epochs for a cosine decay")
+    if cfg.ema and fresh and cfg.epochs * steps_per_epoch < engine.ModelEma.ramp_updates(cfg.ema_decay):
+        steps = cfg.epochs * steps_per_epoch
+        print(f"notice: the EMA's decay ramps as (1 + n) / (10 + n) to --ema-decay {cfg.ema_decay:g}, reached at step "
+              f"{engine.ModelEma.ramp_updates(cfg.ema_decay):,}; this run's {steps:,} steps end at "
+              f"{(1 + steps) / (10 + steps):.4f}, so --ema-decay does not change it")
 
 
 def warn_if_imbalanced(classes: list, counts: list, balance: str) -> None:

@@ -39,6 +39,27 @@ def test_ema_follows_float_weights_and_leaves_integer_buffers():
     assert torch.allclose(ema.module[0].weight, 0.1 * before + 0.9 * net[0].weight)
 
 
+@pytest.mark.parametrize("decay", [0.9998, 0.999, 0.9, 0.5])
+def test_ema_ramp_decides_the_decay_until_ramp_updates(decay):
+    """--ema-decay takes effect only from ModelEma.ramp_updates: before it the ramp (1 + n) / (10 + n) is lower,
+    which the run's notice and --help say (a run of a few thousand steps never reaches 0.9998)."""
+    n = engine.ModelEma.ramp_updates(decay)
+    assert (1 + n) / (10 + n) >= decay - 1e-12 and (n == 0 or n / (9 + n) < decay)
+    assert engine.ModelEma.ramp_updates(0.9998) == 44990
+
+
+def test_the_start_says_when_ema_decay_is_never_reached(capsys):
+    import argparse
+    import run_log
+    cfg = argparse.Namespace(ema=True, ema_decay=0.9998, epochs=30, warmup_epochs=1, lr=1e-4, warmup_lr=1e-7,
+                             min_lr=1e-6, compile=False)
+    run_log.notice_settings(cfg, "swin_micro_patch4_window4_128", torch.device("cpu"), False, 0, 92, fresh=True)
+    assert "--ema-decay does not change it" in capsys.readouterr().out
+    cfg.ema_decay = 0.99
+    run_log.notice_settings(cfg, "swin_micro_patch4_window4_128", torch.device("cpu"), False, 0, 92, fresh=True)
+    assert "EMA" not in capsys.readouterr().out
+
+
 def training_losses(amp, device: str = "cpu", steps: int = 8, size: int = 96, version: int = 1,
                     cuda_graphs: bool = False):
     """Losses, final weights and state of train.py's step on one fixed batch, from the same start
