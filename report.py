@@ -87,7 +87,7 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
         picture.unlink(missing_ok=True)
     width = max(text_width(c) for c in classes + ["class"])
     lines = [f"{variant} from {checkpoint}" + (f", on {data}" if data else ""),
-             f"{split}: {result['images']} images  top-1 {result['acc1']:.4f}  "
+             f"{split}: {result['images']} image{'s' * (result['images'] != 1)}  top-1 {result['acc1']:.4f}  "
              + (f"top-5 {result['acc5']:.4f}  " if len(classes) > TOP_K else "")
              + f"balanced accuracy {result['balanced_acc']:.4f}  loss {result['loss']:.4f}", "",
              f"{'class':<{width}}  precision  recall     F1  images"]

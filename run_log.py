@@ -110,7 +110,8 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
     if len(failed) > FILES_NAMED:
         print(f"warning: and {len(failed) - FILES_NAMED} more images that failed to load in epoch {epoch}",
               file=sys.stderr)
-    ema = f"  ema top-1 {ema_val['acc1']:.4f}" if ema_val is not None else ""
+    # the EMA's balanced accuracy too: under --balance it is the EMA's figure that may choose best.pth ("* best")
+    ema = f"  ema top-1 {ema_val['acc1']:.4f} balanced {ema_val['balanced_acc']:.4f}" if ema_val is not None else ""
     figures = f"train loss {train['loss']:.4f} top-1 {train['acc1']:.4f}" if train["loss"] is not None else \
         "trained before the resume"
     since = "" if train.get("whole", True) else " since the resume"
@@ -172,7 +173,8 @@ def say_started(run_dir: Path, cfg, splits, model, state, world_size: int, compi
     compiling = "" if not compiled else (", compiled (the first step takes a minute or so)" if device.type != "cpu" else
                                          ", compiled (on a CPU, compiling the first steps takes minutes: drop "
                                          "--compile for a short run)")
-    print(f"run folder {run_dir}: {len(splits.train)} training and {len(splits.val)} validation images, "
+    print(f"run folder {run_dir}: {len(splits.train)} training and {len(splits.val)} validation "
+          f"image{'s' * (len(splits.val) != 1)}, "
           f"{len(classes)} classes, {model.variant} at {model.img_size} px on {device}"
           f"{f' x{world_size} (DDP, {torch.distributed.get_backend()})' if distributed() else ''}, "
           f"amp {amp_name(state.amp)}, {cfg.workers} loader worker{'s' if cfg.workers != 1 else ''}"

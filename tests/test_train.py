@@ -3,6 +3,7 @@ checkpoints, the report), weights, loaders and the errors a user can cause. A ru
 test_resume.py; how a stopped run ends: test_stops.py; configs and flags: test_config.py."""
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -52,7 +53,10 @@ def test_learns_on_real_photos(flowers, tmp_path, capsys):
 
 def test_tensorboard_holds_scalars_and_pictures(flowers, tmp_path, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "2", "--ema", "--output", tmp_path, "--name", "tb")
+    out = train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "2", "--ema", "--output", tmp_path,
+                     "--name", "tb")
+    # the epoch line gives the EMA's balanced accuracy too: under --balance it is what may choose best.pth
+    assert re.search(r"ema top-1 [0-9.]+ balanced [0-9.]+", out), out
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
