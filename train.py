@@ -19,6 +19,7 @@ import argparse
 import itertools
 import math
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -40,7 +41,7 @@ import runs
 from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, explicit_flags, folder_name, folder_path,
                     parse_config, plain, ranged, weights_path, yes_no)
 from data import build_normalize, build_transform, check_decode, check_mixup_batch
-from images import names_order_hint, same_names
+from images import letters, names_order_hint, same_names
 from splits import check_same_everywhere, check_validation, is_split_root, load_splits, without_validation
 from download import fetch_official_weights, fetch_tutorial_photos, names_official_file, tutorial_weights_file
 from export import ExportedClassifier, is_program, load_program
@@ -50,8 +51,8 @@ from precision import amp_dtype, autocast
 from checkpoints import CheckpointWriter
 from files import remove_all_left_behind
 from utils import (ArgumentParser, UserError, check_writable, decided_by_first_process, distributed,
-                   from_first_process, init_distributed, launched_first, on_first_process, run_cli, seed_everything,
-                   tune_for)
+                   from_first_process, init_distributed, launched_first, launcher, on_first_process, run_cli,
+                   seed_everything, train_script, tune_for)
 from runs import evaluated_file, resume_config, resumed_file
 from weights import describe_for_checkpoint, model_for_run
 from workers import default_workers, stop_workers
@@ -204,7 +205,7 @@ def main(argv=None) -> None:
 
     run_dir = decided_by_first_process(lambda: runs.run_folder(cfg, checkpoint, resolve_variant(cfg.model)))
     seed_everything(cfg.seed)  # the same initial weights on every rank and every run
-    model = model_for_run(cfg, len(classes), checkpoint, main_process)
+    model = model_for_run(cfg, len(classes), checkpoint, main_process, classes)
     img_size = model.img_size
     model.to(device)
     # neither --compile nor --no-compile (None, saved so, decided again on resuming, for the epochs left):
@@ -363,6 +364,10 @@ def load_data(cfg, checkpoint, program, default_val_ratio: float, main_process: 
                                                                    cfg.val_ratio, main_process)
     splits = load_splits(cfg.data_path, cfg.val_ratio, seed=0, val_files=recorded)
     check_same_everywhere(splits)  # under torchrun: another machine's copy of the data, the same
+    # before the warnings about its files: a class folder added, removed or renamed is what to say first
+    trained_on = checkpoint["class_names"] if checkpoint is not None else program.class_names if program else None
+    if trained_on is not None and not same_names(trained_on, splits.classes):
+        raise UserError(classes_changed(cfg, trained_on, splits.classes))
     if checkpoint is not None and main_process:
         runs.check_validation_unchanged(resumed_file(cfg).parent, splits, recorded is None and not cfg.eval_only)
     if main_process:
@@ -370,14 +375,27 @@ def load_data(cfg, checkpoint, program, default_val_ratio: float, main_process: 
     # a resumed run's saved --val-ratio was noticed when it started
     check_validation(splits, cfg, default_val_ratio, main_process and checkpoint is None)
     classes = splits.classes
-    trained_on = checkpoint["class_names"] if checkpoint is not None else program.class_names if program else classes
-    if not same_names(trained_on, classes):
-        raise UserError(f"{cfg.resume or cfg.weights} was trained on classes {trained_on}, but {cfg.data_path} has "
-                        f"{classes}{names_order_hint(trained_on, classes)}")
     if cfg.num_classes is not None and cfg.num_classes != len(classes):
         raise UserError(f"--num-classes {cfg.num_classes} was given, but {cfg.data_path} has {len(classes)} "
                         f"class folders: {', '.join(classes)}. Drop --num-classes or fix the folders.")
     return splits, recorded
+
+
+def classes_changed(cfg, trained_on: list, classes: list) -> str:
+    """The one line for a checkpoint whose classes are not the data folder's: which class folders are new or gone,
+    and what to do (put them back as they were, or start a new run on these classes from its weights)."""
+    said = f"{cfg.resume or cfg.weights} was trained on classes {trained_on}, but {cfg.data_path} has {classes}"
+    hint = names_order_hint(trained_on, classes)
+    if hint:
+        return said + hint
+    before, now = set(map(letters, trained_on)), set(map(letters, classes))
+    changes = [f"{kind} {', '.join(sorted(names))}" for kind, names in
+               (("new:", now - before), ("gone:", before - now)) if names]
+    where = "evaluate it on a folder with the class folders it was trained on" if cfg.eval_only else \
+        (f"put the class folders back as they were to resume it, or train these classes in a new run from its "
+         f"weights: {launcher()} {train_script()} --data-path {shlex.quote(str(cfg.data_path))} --weights "
+         f"{shlex.quote(str(resumed_file(cfg).parent))} --name NEW_NAME")
+    return f"{said} ({'; '.join(changes)}): {where}"
 
 
 def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop, on_step, save, writer,
@@ -407,7 +425,7 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
         val = evaluation.evaluate(state.model, val_loader, normalize, len(classes), state.device, state.amp,
                                   cfg.progress and main_process)
         # saved as trained, not validated (its sums kept): the resume validates it, its metrics.csv row not lost
-        run_log.check_some_loaded(val, "validation", cfg.data_path, save)
+        run_log.check_some_loaded(val, "validation", cfg.data_path, save, train)
         state.epoch, state.batches_done = epoch + 1, 0
         ema_val = None
         if state.ema is not None:

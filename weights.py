@@ -238,7 +238,7 @@ def inner_model(model: nn.Module) -> nn.Module:
             return model
 
 
-def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
+def load_weights(model: nn.Module, weights, verbose: bool = True, class_names: list | None = None) -> dict:
     """Load official Microsoft, timm or this project's weights into model.
 
     weights: a path (.pth, .pt, .bin, .safetensors) or a state dict. V1 position-bias tables
@@ -247,13 +247,30 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
     classifier is dropped when the class count differs (the new one starts at zero); a V2 file's offset scale and
     the tutorial's shift (its own files, and runs trained from them) are taken from the file. Returns {'missing',
     'unexpected', 'resized', 'skipped', 'notes'} lists, and prints a short report of them when verbose (and the
-    file's name).
+    file's name). `class_names`, the classes the model is for: a train.py checkpoint of other classes (a class
+    folder added, removed or renamed since) has its classifier's rows put at their classes' new places, by name, and
+    a class it was not trained on starts at zero; kept where they were, each label would start as another class's.
     """
     model = inner_model(model)
     source = "the state dict given" if isinstance(weights, dict) else weights
     loaded = weights if isinstance(weights, dict) else load_checkpoint(weights)
     unwrapped = unwrap_state_dict(loaded, source)
     state = to_official_layout(unwrapped)
+    realigned = None
+    if class_names is not None and is_run_checkpoint(loaded) and not same_names(loaded["class_names"], class_names) \
+            and "head.weight" in state and "head.bias" in state:
+        rows = {letters(name): i for i, name in enumerate(loaded["class_names"])}
+        weight, bias = state["head.weight"], state["head.bias"]
+        state["head.weight"] = torch.zeros(len(class_names), *weight.shape[1:], dtype=weight.dtype)
+        state["head.bias"] = torch.zeros(len(class_names), dtype=bias.dtype)
+        for i, name in enumerate(class_names):
+            if (row := rows.get(letters(name))) is not None:
+                state["head.weight"][i], state["head.bias"][i] = weight[row], bias[row]
+        kept = sum(letters(name) in rows for name in class_names)
+        realigned = "classifier rows put in place by class name: " + (
+            "the same classes in another order" if kept == len(class_names) == len(rows) else
+            f"{kept} of these {len(class_names)} classes were trained in it" +
+            (", the others start at zero" if kept < len(class_names) else ""))
     check_is_swin(state, source)
     check_same_architecture(state, model, source)
     own = model.state_dict()
@@ -293,7 +310,7 @@ def load_weights(model: nn.Module, weights, verbose: bool = True) -> dict:
         resized.append(f"position-bias offsets on the scale of the file's windows {learned}, not "
                        f"{getattr(model, 'variant', 'the model')}'s {model.offset_windows()}")
         model.set_pretrained_window_sizes(learned)
-    notes = []
+    notes = [realigned] if realigned else []
     # the tutorial's own file, or a run's checkpoint trained from one: as that code ran, its weights trained so
     tutorials = from_the_tutorials_code(unwrapped) or is_run_checkpoint(loaded) and \
         loaded.get("model_overrides", {}).get("tutorial_shift")
@@ -372,9 +389,10 @@ def model_from_state_dict(ckpt, path, variant: str, overrides: dict) -> nn.Modul
     return model
 
 
-def model_for_run(cfg, num_classes: int, checkpoint, main_process: bool) -> nn.Module:
+def model_for_run(cfg, num_classes: int, checkpoint, main_process: bool, class_names: list | None = None) -> nn.Module:
     """train.py's model: the variant with the run's overrides (cfg: train.py's settings), and its starting
-    weights: a resumed checkpoint, --weights, weights/<variant>.pth, or none (from scratch)."""
+    weights: a resumed checkpoint, --weights, weights/<variant>.pth, or none (from scratch); `class_names`, the
+    data's, put a run's classifier rows in place by name (load_weights)."""
     if checkpoint is not None:
         # drop path changes no weight: the run's own rate, or one typed on resuming (its config.yaml records it)
         rate = {} if cfg.drop_path_rate is None else {"drop_path_rate": cfg.drop_path_rate}
@@ -406,7 +424,7 @@ def model_for_run(cfg, num_classes: int, checkpoint, main_process: bool) -> nn.M
         if not weights.is_file() and official and variant in OFFICIAL_WEIGHTS:
             raise UserError(f"weights not found: {weights}. --download-weights fetches them (weights/README.md "
                             "says from where)")
-        report = load_weights(model, weights, verbose=main_process)
+        report = load_weights(model, weights, verbose=main_process, class_names=class_names)
         untrained = [key for key in report["missing"] + report["skipped"] if key.startswith("head.")]
         if cfg.eval_only and untrained:  # its score would be a random classifier's
             raise UserError(f"--eval-only: {weights} holds no classifier of these {num_classes} classes "

@@ -626,3 +626,37 @@ def test_the_resume_command_names_train_py_as_it_was_typed(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setattr(sys, "argv", ["../my swin/train.py", "--data-path", "photos"])
     assert resume_command("runs/a") == "python '../my swin/train.py' --resume runs/a"
+
+
+def test_a_class_folder_added_before_resuming_says_what_to_do_and_its_command_keeps_each_class_row(flowers, tmp_path,
+                                                                                                  capsys):
+    """A class added (or gone, renamed) since the run: one line naming it, with the two ways on (its folders back, or
+    a new run from its weights), and before the warnings of its validation files gone. The new run's command works
+    as said, and each class's classifier row starts where that class now is (kept in place, a renamed class's
+    row would start as the next class's)."""
+    import shutil
+    data = tmp_path / "photos"
+    shutil.copytree(flowers, data)
+    train_here(capsys, "--data-path", data, *FAST, "--epochs", "2", "--output", tmp_path, "--name", "r",
+               "--stop-after-epochs", "1")
+    (data / "roses").rename(data / "Roses")  # sorts first: every label before it shifts
+    shutil.copytree(flowers / "tulips", data / "lilies")
+    with pytest.raises(UserError) as refused:
+        train.main(["--resume", str(tmp_path / "r")])
+    said = str(refused.value)
+    assert said.endswith(f"(new: Roses, lilies; gone: roses): put the class folders back as they were to resume it, "
+                         f"or train these classes in a new run from its weights: python train.py --data-path {data} "
+                         f"--weights {tmp_path / 'r'} --name NEW_NAME"), said
+    assert "no longer in" not in capsys.readouterr().err  # the classes said first, not the files they moved
+    out = train_here(capsys, *said.split(": python train.py ")[1].replace("NEW_NAME", "new").split(), *FAST,
+                     "--epochs", "1", "--output", tmp_path)
+    assert "classifier rows put in place by class name: 4 of these 6 classes were trained in it" in out
+    old = torch.load(tmp_path / "r" / "best.pth", weights_only=True)
+    assert old["class_names"] == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+    from weights import load_weights
+    model = create_model("swin_micro_patch4_window4_128", num_classes=6, img_size=64)
+    load_weights(model, tmp_path / "r" / "best.pth", verbose=False,
+                 class_names=["Roses", "daisy", "dandelion", "lilies", "sunflowers", "tulips"])
+    head = old["model"]["head.weight"]
+    assert torch.equal(model.head.weight[1], head[0]) and torch.equal(model.head.weight[5], head[4])
+    assert not model.head.weight[0].any() and not model.head.weight[3].any()  # Roses, lilies: new to it
