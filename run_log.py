@@ -333,18 +333,23 @@ class DataGone(Exception):
         self.saved_now = saved_now  # the epoch's training, saved as validation found the images gone
 
 
-def check_some_loaded(result: dict, what: str, data_path, save=None) -> None:
+def check_some_loaded(result: dict, what: str, data_path, save=None, trained: dict = None) -> None:
     """Stop a run (DataGone) at an epoch's training or validation none of whose images loaded, its data folder
     moved, unmounted or made unreadable since the run began: going on would train on nothing and score 0%, and
-    finish as a run does. `save`, given, saves the epoch's training first (validation found them gone)."""
+    finish as a run does. `save`, given, saves the epoch's training first (validation found them gone), unless
+    `trained`, that training's result, lost images too (the folder went midway): then the epoch trains again on
+    resuming, not counted as trained on the part of its photos that loaded before they went."""
     if result.get("loaded", result["images"]) or not result["failed"]:  # evaluation's images: all it loaded
         return
-    if save is not None:
+    lost = len(trained["failed"]) if trained is not None else 0
+    if save is not None and not lost:
         save("last.pth")
     first = result["failed"][0]
+    also = (f" {lost} of its {lost + trained['loaded']} training images failed too: the epoch is not saved, and "
+            "trains again on resuming;" if lost else "")
     raise DataGone(f"none of this epoch's {len(result['failed'])} {what} images loaded (the first, {first}: "
-                   f"{why_it_failed(first)}): has {data_path} moved, been unmounted or become unreadable?",
-                   saved_now=save is not None)
+                   f"{why_it_failed(first)}): has {data_path} moved, been unmounted or become unreadable?{also}",
+                   saved_now=save is not None and not lost)
 
 
 def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, distributed: bool) -> UserError | None:

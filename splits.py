@@ -95,6 +95,20 @@ def without_validation(classes: list[str], val_counts: list[int], split: str = "
             f"{their} recall, and balanced accuracy is the mean over the others")
 
 
+def case_twins(classes: list[str]) -> str | None:
+    """A sentence naming the class folders whose names differ in case alone (Daisy/ beside daisy/, most often one
+    class in two folders: two classes, each with half its photos, and one folder on a macOS or Windows disk, where
+    a copy merges them); None when there are none. Not an error: a and A can be two classes (letters)."""
+    groups = {}
+    for name in classes:
+        groups.setdefault(letters(name).casefold(), []).append(name)
+    twins = [" and ".join(names) for names in groups.values() if len(names) > 1]
+    if not twins:
+        return None
+    return (f"the class folders {'; '.join(twins)} differ in case alone: they are classes of their own (and one "
+            "folder on a macOS or Windows disk); merge them into one folder if they are one class")
+
+
 def split_counts(total: int, val_ratio: float, test_ratio: float) -> tuple[int, int]:
     """(val, test) images for a class of `total`: the tutorial's int(total * ratio), but at least
     one each where the class has enough, and always at least one training image. Validation's count first, whatever
@@ -155,6 +169,9 @@ def load_splits(data_path, val_ratio: float = 0.2, seed: int = 0, check: bool = 
     readable_folder(root)
     if is_split_root(root):
         return load_split_root(root, check)
+    if root.name in SPLITS and unfinished_split(root.parent):  # its train/ alone: the classes written so far
+        raise UserError(f"{root} is part of a split that split_data.py did not finish (stopped while writing it): "
+                        f"run the same split_data.py command again, which clears what it wrote and writes it whole")
     classes, images, skipped = read_class_root(root, check)
     if val_files is None:
         splits = split_by_class(images, val_ratio, 0.0, seed)
@@ -241,6 +258,8 @@ def check_validation(splits, cfg, default_val_ratio: float, notify: bool) -> Non
         print(f"notice: {data} is the train/ of {data.parent}'s split folders: its val/ is not used, and "
               f"{cfg.val_ratio:g} of these photos are drawn to validate on instead (--data-path {data.parent} trains "
               "on train/ and validates on val/)")
+    if notify and not cfg.eval_only and (twins := case_twins(splits.classes)):
+        print(f"warning: {twins}", file=sys.stderr)
     missing = without_validation(splits.classes, splits.counts("val")) if splits.val else None
     if notify and missing and not cfg.eval_only:
         more = "2 photos or more of each" if splits.drawn else "photos in their val/<class>/ folders"

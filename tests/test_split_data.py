@@ -262,7 +262,14 @@ def test_a_split_stopped_while_written_is_refused_by_training_until_written_agai
     with pytest.raises(UserError, match=r"out is a split that split_data.py did not finish \(stopped while writing "
                                         r"it\): run the same split_data.py command again"):
         splits.load_splits(out)
+    # its train/ alone, as class folders (--data-path out/train), held the classes written so far: trained on, and
+    # split again, without a word
+    with pytest.raises(UserError, match=r"out/train is part of a split that split_data.py did not finish"):
+        splits.load_splits(out / "train")
+    with pytest.raises(UserError, match=r"out/train is part of a split that split_data.py did not finish"):
+        split_data.main(["--data-path", str(out / "train"), "--out", str(tmp_path / "again")])
     split_data.main(["--data-path", str(source), "--out", str(out), "--val-ratio", "0.3"])
+    assert len(splits.load_splits(out / "train").classes) == 3  # finished: its train/ is class folders again
     assert json.loads((out / "split_manifest.json").read_text())["complete"] is True
     assert len(splits.load_splits(out).train) > 4
     assert not list(out.glob(".*.tmp"))  # the manifest was written whole, its temporary file renamed
@@ -530,3 +537,14 @@ def test_a_class_folder_without_images_the_split_lacks_is_refused(tmp_path):
     shutil.rmtree(source / "owl")
     split_data.main(["--data-path", str(source), "--out", str(out)])
     assert not (out / "train" / "owl").exists() and not (out / "val" / "owl").exists()
+
+
+def test_class_folders_differing_in_case_alone_are_said(tmp_path, capsys):
+    """Daisy/ beside daisy/: two classes on Linux, each with part of the photos (one folder on a macOS or Windows
+    disk, which a copy there merges), trained without a word. Said, not refused: a and A can be two classes."""
+    source = tmp_path / "photos"
+    write_class_tree(source, {"daisy": 4, "Daisy": 4, "roses": 4})
+    split_data.main(["--data-path", str(source), "--out", str(tmp_path / "out")])
+    assert "warning: the class folders Daisy and daisy differ in case alone: they are classes of their own (and one " \
+           "folder on a macOS or Windows disk); merge them into one folder if they are one class" in \
+           capsys.readouterr().err

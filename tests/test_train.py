@@ -234,6 +234,39 @@ def test_a_data_folder_gone_midway_stops_the_run_with_what_was_kept(tmp_path, ca
     assert [row["epoch"] for row in metrics(tmp_path / "r")] == ["1", "2", "3"]
 
 
+def test_a_data_folder_gone_midway_through_training_does_not_save_that_epoch_as_trained(tmp_path, capsys,
+                                                                                        monkeypatch):
+    """The photos gone after the epoch's first batch: validation then finds none. The epoch trained on a part of its
+    photos is not saved as trained (it was, unsaid, its metrics.csv row counting it whole): the message says how
+    many training images failed too, and the resume trains the epoch again."""
+    import engine
+    from image_factory import write_class_tree
+    from loaders import Take
+    write_class_tree(tmp_path / "photos", {"cats": 6, "dogs": 6})
+    trained = engine.train_one_epoch
+
+    def losing_the_photos_midway(state, batches, *args, **kwargs):
+        def batches_then_gone():
+            for number, batch in enumerate(batches):
+                yield batch
+                if state.epoch == 1 and number == 0:
+                    (tmp_path / "photos").rename(tmp_path / "away")
+        return trained(state, Take(batches_then_gone(), len(batches)), *args, **kwargs)
+    monkeypatch.setattr(engine, "train_one_epoch", losing_the_photos_midway)
+    with pytest.raises(UserError, match=r"^none of this epoch's \d+ validation images loaded .*become unreadable\? "
+                                        r"4 of its 8 training images failed too: the epoch is not saved, and trains "
+                                        r"again on resuming; .*r/last.pth holds the run as of its last save; once the "
+                                        r"photos are back: python train.py --resume .*r$"):
+        train.main([str(a) for a in ["--data-path", tmp_path / "photos", *FAST, "--batch-size", "4", "--epochs", "3",
+                                     "--output", tmp_path, "--name", "r"]])
+    saved = torch.load(tmp_path / "r" / "last.pth", weights_only=True)
+    assert saved["epoch"] == 1 and saved["batches_done"] == 0  # the first epoch's end: the second trains again
+    monkeypatch.setattr(engine, "train_one_epoch", trained)
+    (tmp_path / "away").rename(tmp_path / "photos")
+    train_here(capsys, "--resume", tmp_path / "r")
+    assert [row["data_failed_images"] for row in metrics(tmp_path / "r")] == ["0", "0", "0"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--data-path", "no/such/folder"], "data path not found: no/such/folder"),
     (["--data-path", ROOT / "README.md"], "data path is a file, not a folder: .*README.md"),
