@@ -384,8 +384,9 @@ def ratio(a: list, b: list) -> float:
 
 # --- Memory ---
 
-def peak_and_speed(args, cfg, device, amp, batch_size: int, checkpointing: bool) -> tuple:
-    """(peak GiB, img/s) of train.py's step at this batch size, or None when it does not fit."""
+def peak_and_speed(args, cfg, device, amp, batch_size: int, checkpointing: bool, timed: bool = True) -> tuple:
+    """(peak GiB, img/s) of train.py's step at this batch size, or None when it does not fit. Not `timed` (the
+    largest batch's probes, whose speed nobody reads): (peak GiB, None), without --steps more steps."""
     torch.manual_seed(0)
     net = swin.create_model(args.model, num_classes=5, grad_checkpointing=checkpointing,
                             **({"img_size": args.img_size} if args.img_size else {}))
@@ -397,8 +398,7 @@ def peak_and_speed(args, cfg, device, amp, batch_size: int, checkpointing: bool)
         torch.cuda.reset_peak_memory_stats()
         step_round(state, cfg, batch, 2)
         peak = torch.cuda.max_memory_allocated() / 2**30
-        speed = step_round(state, cfg, batch, args.steps)
-        return peak, speed
+        return peak, step_round(state, cfg, batch, args.steps) if timed else None
     except torch.OutOfMemoryError:
         return None
     finally:
@@ -434,14 +434,16 @@ def compare_memory(args, device, amp):
 def largest_batch(args, cfg, device, amp, checkpointing: bool, peak_at_batch: float, total: float) -> int:
     """The largest batch found to fit: a guess from the peak at --batch-size (memory grows linearly
     with the batch), then steps of 4% down from the first guess that fails or up from one that fits."""
-    fixed = peak_and_speed(args, cfg, device, amp, 8, checkpointing)[0]
+    def fits_at(batch_size: int):
+        return peak_and_speed(args, cfg, device, amp, batch_size, checkpointing, timed=False)
+    fixed = fits_at(8)[0]
     per_image = (peak_at_batch - fixed) / (args.batch_size - 8)
     guess = int((total * 0.98 - fixed) / per_image) + 8
-    fits = peak_and_speed(args, cfg, device, amp, guess, checkpointing) is not None
+    fits = fits_at(guess) is not None
     best = guess if fits else 0
     for _ in range(4):
         guess = int(guess * (1.04 if fits else 0.96))
-        if peak_and_speed(args, cfg, device, amp, guess, checkpointing) is not None:
+        if fits_at(guess) is not None:
             best = max(best, guess)
             if not fits:
                 break

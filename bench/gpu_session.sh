@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The GPU checks and figures for a lent GPU machine (or any CUDA machine), in priority order, each part
-# bounded in time and logged on its own, so that one failing part leaves the others' figures:
+# bounded in time and logged in a section of its own, so that one failing part leaves the others' figures:
 #     OUT=gpu-logs bash bench/gpu_session.sh                        # every part that fits in BUDGET
 #     OUT=gpu-logs BUDGET=500 bash bench/gpu_session.sh train_compiled memory data   # the named parts
-# Logs go to $OUT (default gpu-logs), one per part. BUDGET (default 540) is the seconds the whole
-# script may take: a part runs for what is left of it when that is less than its own limit, and is
-# skipped when under 45 s are left, so a call under a device time limit returns with the figures it
-# could take rather than none. A lent machine gives 10 minutes a call and 15 a session, start
+# The log goes to $OUT/session.log (OUT default gpu-logs), every part under its "=== NAME" line: one file, since a
+# lent machine hands back 8 files of $OUT at most (a file a part would be up to 14, with env and skipped 16).
+# BUDGET (default 540) is the seconds the whole script may take: a part runs for what is left of it when that is
+# less than its own limit, and is skipped when less is left than it needs to print a figure (45 s; a compiled part
+# its compiles and a round: `need`), so a call under a device time limit returns with the figures it could take
+# rather than none. A lent machine gives 10 minutes a call and 15 a session, start
 # included (a minute or two) and held only 30 s between calls: the first call runs the first parts,
 # a second, sent at once, names the rest. The figures in docs/gpu.md come from these logs.
 set -u
@@ -19,23 +21,30 @@ fi
 out=${OUT:-gpu-logs}
 budget=${BUDGET:-540}
 mkdir -p "$out"
+log=$out/session.log
+# seconds a part needs to print any figure, where more than 45: its compiles (about 50 s each on a fresh machine,
+# docs/gpu.md) and one round; cut sooner it leaves only its header
+declare -A need=([train_graphs_compiled]=150 [train_compiled]=150 [attention_compiled]=200 [workers]=120
+                 [profile_compiled]=90)
 export PYTHONUNBUFFERED=1
 new_tests="waits_for_the_gpu or torchrun or train_py_with_cuda_graphs"
 all="tests_new train_eager train_graphs_compiled train_graphs_eager tests_rest attention_compiled train_compiled workers
      profile_compiled attention memory profile data checkpoint"
 
-part() {  # part NAME SECONDS COMMAND...: run for at most SECONDS (less if BUDGET runs out), log to $out/NAME.log
-    local name=$1 limit=$2 start=$SECONDS left=$((budget - SECONDS))
+part() {  # part NAME SECONDS COMMAND...: run for at most SECONDS (less if BUDGET runs out), log to $log
+    local name=$1 limit=$2 start=$SECONDS left=$((budget - SECONDS)) least=${need[$1]:-45}
     shift 2
-    if ((left < 45)); then  # too little for any part to say something
-        echo "=== $name: skipped, $left s left of BUDGET=$budget" | tee -a "$out/skipped.log"
+    if ((left < least)); then  # too little for this part to say something: the shorter ones after it may still run
+        echo "=== $name: skipped, it needs $least s, $left s left of BUDGET=$budget" | tee -a "$log"
         return
     fi
     ((limit > left)) && limit=$left  # a part cut short still leaves what it printed: the benchmarks print as they go
-    echo "=== $name (at most $limit s): $*" | tee -a "$out/$name.log"
-    timeout "$limit" "$@" >>"$out/$name.log" 2>&1
-    echo "=== $name: status $?, $((SECONDS - start)) s" | tee -a "$out/$name.log"
-    tail -n 14 "$out/$name.log"
+    echo "=== $name (at most $limit s): $*" | tee -a "$log"
+    # -k: the scripts turn SIGTERM into an exception (run_cli), raised only once a C call returns: one waiting on a
+    # GPU that never finishes would hold every later part; 15 s after the SIGTERM, SIGKILL
+    timeout -k 15 "$limit" "$@" >>"$log" 2>&1
+    echo "=== $name: status $?, $((SECONDS - start)) s" | tee -a "$log"
+    tail -n 14 "$log"
 }
 
 run_part() {
@@ -86,8 +95,8 @@ run_part() {
     # and stage 1's)
     attention) part attention 140 python3 bench/bench_attention.py --device cuda --no-compile --repeats 10 ;;
     # peak memory with and without activation checkpointing, the largest batch: swin_tiny, then swin_base (48 s)
-    memory) part memory 150 bash -c "python3 bench/bench_train.py --device cuda --memory --steps 4 && \
-        python3 bench/bench_train.py --device cuda --memory --steps 4 --model swin_base_patch4_window7_224" ;;
+    memory) part memory 150 bash -c "python3 bench/bench_train.py --device cuda --memory --steps 20 && \
+        python3 bench/bench_train.py --device cuda --memory --steps 20 --model swin_base_patch4_window7_224" ;;
     # the eager steps' kernels, ours (PyTorch's LayerNorm, kernels.py's) and timm's (34 s)
     profile) part profile 90 python3 bench/bench_train.py --device cuda --profile 25 --steps 5 --layer-norm torch triton ;;
     # the loader at 15 workers, the training process's CPU a batch with the workers keeping their batches or not
@@ -101,8 +110,7 @@ run_part() {
 }
 
 { nvidia-smi -L; nproc; python3 -c "import torch, torchvision, timm; print(torch.__version__, torchvision.__version__, timm.__version__)"; } \
-    >"$out/env.log" 2>&1
-cat "$out/env.log"
+    2>&1 | tee -a "$log"
 for name in "${@:-$all}"; do
     for one in $name; do
         run_part "$one"

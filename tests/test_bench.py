@@ -71,6 +71,24 @@ def test_bench_train_leaves_out_a_row_whose_cuda_graphs_were_not_captured():
     assert bench_train.graphed_as_asked(argparse.Namespace(net=torch.nn.Linear(2, 2)))  # not asked for graphs
 
 
+def test_bench_train_memory_times_its_rows_alone_not_the_largest_batchs_probes(monkeypatch):
+    """--memory: each probe of the largest batch that fits takes the steps its peak needs, no timed ones (their
+    speed went unread: on the H200 some 8 s of the part at batches of 1155 to 2628)."""
+    import argparse
+    import bench_train
+    import torch
+    steps = []
+    monkeypatch.setattr(bench_train, "step_round", lambda state, cfg, batch, n: steps.append((len(batch[1]), n)) or 1e3)
+    monkeypatch.setattr(bench_train, "build_state", lambda *args: None)
+    for name, stub in (("reset_peak_memory_stats", lambda *a: None), ("max_memory_allocated", lambda *a: 2**30),
+                       ("empty_cache", lambda: None)):
+        monkeypatch.setattr(torch.cuda, name, stub)
+    args = argparse.Namespace(model="swin_micro_patch4_window4_128", img_size=32, steps=20, batch_size=16)
+    assert bench_train.peak_and_speed(args, None, torch.device("cpu"), None, 16, False) == (1.0, 1e3)
+    assert bench_train.peak_and_speed(args, None, torch.device("cpu"), None, 16, False, timed=False) == (1.0, None)
+    assert steps == [(16, 2), (16, 20), (16, 2)]
+
+
 def test_bench_data_gpu_decoding_code_runs_on_the_cpu():
     """--gpu-decode's batched decode, crop and resize (train.py --decode device), run on the CPU here."""
     import argparse
