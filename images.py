@@ -456,9 +456,10 @@ def read_class_indices(path) -> list[str]:
 
 # --- Class folders ---
 
-def read_class_folder(folder: Path, check: bool = True, others: dict = None):
+def read_class_folder(folder: Path, check: bool = True, others: dict = None, or_else: str = "remove the folder"):
     """The images of one class folder and the files skipped (links into `others`, the other class folders, too);
-    a clear error if none is usable."""
+    a clear error if none is usable, which says what to do: mend the folder, `or_else` (in a split's train/, whose
+    val/ has the class too, removing it alone only gives the next error: splits.load_split_root's)."""
     links = []
     paths = find_images(folder, others, links)
     good, skipped = check_images(paths, desc=f"checking {folder.name}") if check else (paths, [])
@@ -469,19 +470,24 @@ def read_class_folder(folder: Path, check: bool = True, others: dict = None):
         if not paths:
             left = f"; left out: {Path(links[0][0]).name}, {links[0][1]}" if links else ""  # HEIC photos, say
             raise UserError(f"class folder {folder} has no image files ({', '.join(IMAGE_EXTENSIONS)}){left}: "
-                            "add images or remove the folder")
+                            f"add images or {or_else}")
         if all(why == CARD_PROBLEM for _, why in skipped):  # `cd photos; predict.py . --save-vis vis`
             raise UserError(f"class folder {folder} holds no photo, only the cards predict.py --save-vis wrote: move "
                             f"it out of {folder.parent}")
         reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in skipped[:3])
+        if all(Path(p).is_symlink() and not Path(p).exists() for p, _ in skipped):  # split_data.py --mode symlink's
+            # links, the photos they lead to moved or deleted since: nothing to replace in the folder itself
+            raise UserError(f"class folder {folder} has no usable image: all {len(paths)} are links to photos no "
+                            f"longer there ({reasons}): put the photos back where the links lead, or {or_else}")
         raise UserError(f"class folder {folder} has no usable image: all {len(paths)} fail to decode "
-                        f"({reasons}): replace them or remove the folder")
+                        f"({reasons}): replace them or {or_else}")
     return good, skipped
 
 
-def read_class_root(root: Path, check: bool = True, split_too: bool = True):
+def read_class_root(root: Path, check: bool = True, split_too: bool = True, or_else: str = "remove the folder"):
     """(classes, images per class, skipped) of a folder holding one folder per class. `split_too`: the caller
-    takes a split folder as well (train.py; split_data.py makes one), which the error for no class folders names."""
+    takes a split folder as well (train.py; split_data.py makes one), which the error for no class folders names.
+    `or_else`: what else to do with a class folder of no usable image (read_class_folder)."""
     folders = class_folders(root)
     if not folders:
         loose = " It holds images but no folders." if any(map(is_image_file, root.iterdir())) else ""
@@ -508,7 +514,8 @@ def read_class_root(root: Path, check: bool = True, split_too: bool = True):
         real[own] = folder.name
     for folder in folders:
         own = os.path.realpath(folder)
-        good, bad = read_class_folder(folder, check, {path: name for path, name in real.items() if path != own})
+        good, bad = read_class_folder(folder, check, {path: name for path, name in real.items() if path != own},
+                                      or_else)
         images.append(good)
         skipped += bad
     return [folder.name for folder in folders], images, skipped

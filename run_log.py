@@ -30,7 +30,7 @@ from files import put_in_place
 from config import plain
 from utils import (ANOTHER_ENDED, UserError, distributed, lost_another_process, out_of_memory, printable,
                    resume_command, tell_torchrun, train_script)
-from runs import evaluated_file, nothing_to_resume
+from runs import SPLIT_FILE, evaluated_file, nothing_to_resume
 
 
 FILES_NAMED = 10  # files a warning names one by one; the others are counted
@@ -155,9 +155,14 @@ def warn_unreadable(splits, recorded: set = None) -> None:
     skipped = splits.skipped
     if recorded:
         found = {Path(path).relative_to(splits.root).as_posix() for path, _ in splits.val + skipped}
-        if gone := len(recorded - found):
+        if gone := len(recorded - found):  # a file renamed since is one the run never drew: a training photo now
+            moved = ("if it was renamed or moved in the folder, it is a training photo now, under its new name: "
+                     "give it back its name" if gone == 1 else "those renamed or moved in the folder are training "
+                     "photos now, under their new names: give them back their names")
             print(f"warning: {gone} of the run's {len(recorded)} validation files {'is' if gone == 1 else 'are'} no "
-                  f"longer in {splits.root}: it validates on the other {len(splits.val)}", file=sys.stderr)
+                  f"longer in {splits.root}: it validates on the other {len(splits.val)}; {moved} (the run folder's "
+                  f"{SPLIT_FILE} lists the names) to validate on {'it' if gone == 1 else 'them'} again",
+                  file=sys.stderr)
     for path, reason in skipped[:FILES_NAMED]:
         print(f"warning: left out {printable(path)}: {reason}", file=sys.stderr)
     if (more := len(skipped) - FILES_NAMED) > 0:

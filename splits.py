@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from images import (BUNDLED_SAMPLE, check_images, class_folders, find_images, is_image_file, letters,
+from images import (BUNDLED_SAMPLE, SYSTEM_FOLDERS, check_images, class_folders, find_images, is_image_file, letters,
                     names_order_hint, read_class_indices, read_class_root, readable_folder, same_names)
 from utils import UserError
 
@@ -217,7 +217,10 @@ def load_split_root(root: Path, check: bool = True) -> DataSplits:
         hint = f": rename {other}/ to val/" if other else \
             " (python split_data.py writes them); a class folder named train holds its photos itself, not in folders"
         raise UserError(f"{root} has train/ but no val/: a split root needs both{hint}")
-    classes, train_images, skipped = read_class_root(root / "train", check)
+    # a class folder of train/ without a usable image: removing it alone leaves its val/ folder a class train/ lacks
+    or_else = ("run split_data.py again, which writes the split whole" if (root / SPLIT_MANIFEST).is_file() else
+               "remove it and its val/ folder")
+    classes, train_images, skipped = read_class_root(root / "train", check, or_else=or_else)
     indices_file = root / "class_indices.json"
     if indices_file.exists() and not same_names(read_class_indices(indices_file), classes):
         listed = read_class_indices(indices_file)
@@ -246,6 +249,25 @@ def load_split_root(root: Path, check: bool = True) -> DataSplits:
     return splits
 
 
+def beside_the_splits(root: Path) -> str | None:
+    """A sentence naming the folders of photos in a split root beside train/ and val/ (a class folder dropped there,
+    data/lilies/), which no split reads; None where there are none. A folder of folders (runs/) is none of them."""
+    def holds_photos(folder: Path) -> bool:
+        try:
+            return any(is_image_file(path) for path in folder.iterdir())
+        except OSError:  # a folder this user cannot read: not the split's, and nothing to say of it
+            return False
+    folders = sorted(path.name for path in root.iterdir() if path.is_dir() and path.name not in SPLITS
+                     and not path.name.startswith(".") and path.name not in SYSTEM_FOLDERS and holds_photos(path))
+    if not folders:
+        return None
+    names = ", ".join(f"{name}/" for name in folders[:5]) + (f" and {len(folders) - 5} more" * (len(folders) > 5))
+    them, it = ("it", "its") if len(folders) == 1 else ("them", "their")
+    return (f"{root} holds split folders, and {names} beside train/ and val/ {'is' if len(folders) == 1 else 'are'} "
+            f"in no split: not trained or validated on. To train on {them}, put {it} photos in train/<class>/ and "
+            "val/<class>/, or run split_data.py again from class folders that include " + them)
+
+
 def check_validation(splits, cfg, default_val_ratio: float, notify: bool) -> None:
     """A run needs images to validate on: they choose best.pth (load_splits has checked the classes), and a
     class without any is said. A --val-ratio that a split root leaves unused is said, not silently dropped."""
@@ -258,6 +280,8 @@ def check_validation(splits, cfg, default_val_ratio: float, notify: bool) -> Non
         print(f"notice: {data} is the train/ of {data.parent}'s split folders: its val/ is not used, and "
               f"{cfg.val_ratio:g} of these photos are drawn to validate on instead (--data-path {data.parent} trains "
               "on train/ and validates on val/)")
+    if notify and not cfg.eval_only and not splits.drawn and (stray := beside_the_splits(splits.root)):
+        print(f"notice: {stray}")
     if notify and not cfg.eval_only and (twins := case_twins(splits.classes)):
         print(f"warning: {twins}", file=sys.stderr)
     missing = without_validation(splits.classes, splits.counts("val")) if splits.val else None

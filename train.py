@@ -376,8 +376,9 @@ def load_data(cfg, checkpoint, program, default_val_ratio: float, main_process: 
     check_validation(splits, cfg, default_val_ratio, main_process and checkpoint is None)
     classes = splits.classes
     if cfg.num_classes is not None and cfg.num_classes != len(classes):
-        raise UserError(f"--num-classes {cfg.num_classes} was given, but {cfg.data_path} has {len(classes)} "
-                        f"class folders: {', '.join(classes)}. Drop --num-classes or fix the folders.")
+        where = f" (typed, or num_classes in {cfg.config})" if cfg.config else ""  # which, the parser cannot tell
+        raise UserError(f"--num-classes {cfg.num_classes}{where} was given, but {cfg.data_path} has {len(classes)} "
+                        f"class folders: {', '.join(classes)}. Drop it or fix the folders.")
     return splits, recorded
 
 

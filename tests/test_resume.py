@@ -97,6 +97,9 @@ def test_a_resumed_run_validates_on_the_files_it_drew_at_its_start(flowers, tmp_
     train.main(list(map(str, evaluate)))
     out, err = capsys.readouterr()
     assert "val: 19 images" in out and f"1 of the run's 20 validation files is no longer in {data}" in err
+    # and what its new name makes of it: one of the run's training photos (81 of them, resumed), said
+    assert "if it was renamed or moved in the folder, it is a training photo now, under its new name: give it back " \
+        "its name (the run folder's val_files.json lists the names) to validate on it again" in err
     (tmp_path / "v" / "val_files.json").write_text((tmp_path / "v" / "val_files.json").read_text()[:50])
     cut_short = train_here(capsys, *evaluate)
     assert "val_files.json is not the JSON a run writes: the validation files are drawn again" in cut_short

@@ -154,6 +154,20 @@ def test_modes_copy_hardlink_and_symlink(tmp_path):
         assert linked.read_bytes() == (tmp_path / "extra" / "elsewhere.jpg").read_bytes()
 
 
+def test_a_symlink_split_whose_photos_moved_says_so(tmp_path):
+    """Its links lead nowhere once the photos move: "all fail to decode ... replace them" sent the user to the
+    links, where the photos are to be put back, or the split written again from where they are now."""
+    from splits import load_splits
+    source = make_photos(tmp_path / "photos")
+    split_data.main(["--data-path", str(source), "--out", str(tmp_path / "data"), "--mode", "symlink"])
+    source.rename(tmp_path / "moved")
+    with pytest.raises(UserError, match=r"train/cat has no usable image: all \d+ are links to photos no longer there "
+                                        r"\(cat_\d+.jpg: a link to .*, which does not exist; .*\): put the photos back "
+                                        "where the links lead, or run split_data.py again, which writes the split "
+                                        "whole$"):
+        load_splits(tmp_path / "data")
+
+
 def test_max_size_writes_smaller_upright_copies(tmp_path):
     source = make_photos(tmp_path / "photos")
     write_image(source / "owl" / "large.png", size=(400, 300))

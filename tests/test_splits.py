@@ -191,6 +191,40 @@ def test_a_class_folder_linked_to_nothing_is_an_error_not_a_class_less(tmp_path,
         [("more", " which does not exist: the photos there are left out")]
 
 
+def test_class_folders_beside_train_and_val_are_said(tmp_path, capsys):
+    """data/lilies/ dropped beside data/train and data/val is in no split: train.py trained without it, not a word
+    said. Not a folder of folders (runs/), nor a hidden or a NAS's one."""
+    write_class_tree(tmp_path / "train", {"cat": 2, "dog": 2})
+    write_class_tree(tmp_path / "val", {"cat": 1, "dog": 1})
+    write_class_tree(tmp_path, {"lilies": 2, ".hidden": 1, "@eaDir": 1})
+    write_class_tree(tmp_path / "runs", {"r1": 1})
+    parser = train.build_parser()
+    cfg = parser.parse_args(["--data-path", str(tmp_path)])
+    splits = load_splits(tmp_path)
+    assert splits.classes == ["cat", "dog"]
+    check_validation(splits, cfg, parser.get_default("val_ratio"), notify=True)
+    assert capsys.readouterr().out == (
+        f"notice: {tmp_path} holds split folders, and lilies/ beside train/ and val/ is in no split: not trained or "
+        "validated on. To train on it, put its photos in train/<class>/ and val/<class>/, or run split_data.py "
+        "again from class folders that include it\n")
+
+
+def test_a_train_class_folder_without_photos_in_a_split_says_to_split_again(tmp_path):
+    """Removing an empty train/<class>, as the error advised, only led to the next: val/<class> is a class train/
+    lacks. split_data.py's split is written again; one made by hand loses the class in both."""
+    import split_data
+    write_class_tree(tmp_path / "photos", {"cat": 3, "dog": 3})
+    split_data.main(["--data-path", str(tmp_path / "photos"), "--out", str(tmp_path / "data"), "--val-ratio", "0.4"])
+    for photo in (tmp_path / "data" / "train" / "dog").iterdir():
+        photo.unlink()
+    with pytest.raises(UserError, match=r"train/dog has no image files \(.*\): add images or run split_data.py "
+                                        "again, which writes the split whole$"):
+        load_splits(tmp_path / "data")
+    (tmp_path / "data" / "split_manifest.json").unlink()  # a split made by hand
+    with pytest.raises(UserError, match="add images or remove it and its val/ folder$"):
+        load_splits(tmp_path / "data")
+
+
 def test_a_val_ratio_that_a_split_root_leaves_unused_is_said(tmp_path, capsys):
     (tmp_path / "train").mkdir()
     parser = train.build_parser()

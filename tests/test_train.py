@@ -369,6 +369,18 @@ def test_large_photos_are_said_with_the_command_that_makes_smaller_copies(tmp_pa
     assert capsys.readouterr().out == ""  # the median of two is the smaller: 640x480
 
 
+def test_a_configs_num_classes_that_the_data_lacks_names_the_configs_key(tmp_path, monkeypatch):
+    """num_classes set in a --config file was answered "Drop --num-classes", a flag the user may never have typed."""
+    from image_factory import write_class_tree
+    write_class_tree(tmp_path / "data", {"a": 2, "b": 2})
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data_path: {tmp_path / 'data'}\nnum_classes: 3\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=rf"^--num-classes 3 \(typed, or num_classes in {config}\) was given, but "
+                                        r".*data has 2 class folders: a, b\. Drop it or fix the folders\.$"):
+        train.main(["--config", str(config), "--device", "cpu"])
+
+
 def test_folder_without_images_is_an_error(tmp_path, capsys):
     (tmp_path / "data" / "cats").mkdir(parents=True)
     (tmp_path / "data" / "dogs").mkdir()
