@@ -376,7 +376,8 @@ def model_from_state_dict(ckpt, path, variant: str, overrides: dict) -> nn.Modul
     if "head.weight" not in state:
         raise UserError(f"{path} holds no classifier (head.weight): it cannot name classes")
     model = create_model(variant, num_classes=state["head.weight"].shape[0], **overrides)
-    report = load_weights(model, unwrapped, verbose=False)  # raises for another architecture, naming it
+    check_same_architecture(state, model, path)  # another variant's file: named, with --model
+    report = load_weights(model, unwrapped, verbose=False)
     if report["missing"] or report["unexpected"]:
         raise UserError(f"{path} does not fit {model.variant}: missing {report['missing'][:3]}, "
                         f"unexpected {report['unexpected'][:3]}")

@@ -1,5 +1,7 @@
 """weights.py: official, timm and our own checkpoints load (wrapped, resized, with another head), and
 wrong files are clear errors. Outputs equal to timm's for official checkpoints: test_model.py."""
+import re
+
 import pytest
 import torch
 
@@ -231,6 +233,9 @@ def test_another_variants_file_is_named_with_the_flag_that_picks_the_variant(tmp
         load_weights(tiny, path)
     assert str(path) in str(err.value) and "--model" in str(err.value)
     assert "swin_micro_patch4_window4_128" in str(err.value)
+    # predict.py --weights FILE --model NAME: the same line
+    with pytest.raises(UserError, match=rf"^{re.escape(str(path))} holds weights for Swin micro, .*--model"):
+        model_from_state_dict(torch.load(path), path, "swin_tiny_patch4_window7_224", {})
 
 
 def test_the_load_report_counts_only_what_was_loaded(capsys):
