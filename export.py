@@ -536,16 +536,23 @@ class OnnxClassifier(ExportedClassifier):
 
     def to(self, device):
         if device.type == "cuda" and "CUDAExecutionProvider" in self.ort.get_available_providers():
-            self.device = device
             cuda = ("CUDAExecutionProvider", {"device_id": device.index or 0})
-            self.session = self.ort.InferenceSession(str(self.path), quiet_session(self.ort),
-                                                     providers=[cuda, "CPUExecutionProvider"])
+            session = self.ort.InferenceSession(str(self.path), quiet_session(self.ort),
+                                                providers=[cuda, "CPUExecutionProvider"])
+            # listed is not started: an onnxruntime-gpu built for another CUDA or without its cuDNN falls back to
+            # the CPU, which predict.py would then have called the GPU
+            if "CUDAExecutionProvider" in session.get_providers():
+                self.session, self.device = session, device
+            else:
+                print(f"notice: ONNX Runtime's CUDA provider did not start here (its CUDA and cuDNN libraries: "
+                      f"onnxruntime-gpu's install guide); {self.path} runs on the CPU", file=sys.stderr)
         return self
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) uint8 -> (B, classes) float32 logits on the CPU."""
-        images = as_input(images, self.input_type).cpu().numpy()
-        return torch.from_numpy(self.session.run(None, {"images": images})[0])
+        """(B, 3, S, S) uint8 -> (B, classes) float32 logits, on the images' device (as a module gives them:
+        train.py --eval-only sums them there with the labels)."""
+        logits = self.session.run(None, {"images": as_input(images, self.input_type).cpu().numpy()})[0]
+        return torch.from_numpy(logits).to(images.device)
 
 
 def exported_on_gpu(path: Path) -> bool:

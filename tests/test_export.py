@@ -284,3 +284,18 @@ def test_a_swin_layer_exports_to_onnx_with_a_dynamic_height_and_width(layer_vers
                 want = net(images)
             got = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_cuda_provider_that_does_not_start_runs_on_the_cpu_said(onnx_file, export_packages, monkeypatch, capsys):
+    """An onnxruntime that lists the CUDA provider but cannot start it (onnxruntime-gpu built for another CUDA, its
+    cuDNN missing) falls back to the CPU: the program says it runs there, not on the GPU asked for, and its logits
+    come back on the device of the images it was given (train.py --eval-only sums them there with the labels)."""
+    from export import load_program
+    _, _, ort = export_packages
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    program = load_program(onnx_file).to(torch.device("cuda:0"))
+    assert program.device == torch.device("cpu")
+    assert program.session.get_providers() == ["CPUExecutionProvider"]
+    assert "runs on the CPU" in capsys.readouterr().err
+    images = torch.randint(0, 256, (1, 3, program.img_size, program.img_size), dtype=torch.uint8)
+    assert program(images).device == images.device
