@@ -85,7 +85,7 @@ def build_loader(dataset, batch_size: int, train: bool, num_workers: int, sample
     `generator` seeds the worker processes; without one, starting the workers draws from (and so
     shifts) the global random stream that dropout and mixup use.
     """
-    common = dict(num_workers=num_workers, collate_fn=collate_skipping_failures, pin_memory=torch.cuda.is_available(),
+    common = dict(num_workers=num_workers, collate_fn=collate_skipping_failures, pin_memory=pinning(),
                   persistent_workers=num_workers > 0, generator=generator,
                   worker_init_fn=partial(workers.start_loader_worker, held_batches=held_batches, nice=workers.NICE))
     if batch_sampler is not None:
@@ -95,6 +95,13 @@ def build_loader(dataset, batch_size: int, train: bool, num_workers: int, sample
         drop_last = train and len(sampler if sampler is not None else dataset) >= batch_size
     return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
                       drop_last=drop_last, **common)
+
+
+def pinning() -> bool:
+    """Whether batches are pinned for their copy to a GPU: where this process uses one (the model is on it before the
+    loaders are built). A --device cpu run on a GPU machine pins none: its pinning thread would make a CUDA context on
+    GPU 0 in every process, memory there for nothing."""
+    return torch.cuda.is_available() and torch.cuda.is_initialized()
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

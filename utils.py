@@ -10,6 +10,7 @@ from __future__ import annotations  # annotations name torch types without impor
 
 import argparse
 import codecs
+import datetime
 import hashlib
 import json
 import os
@@ -437,7 +438,10 @@ def init_distributed(device_name: str) -> tuple:
     device = select_device(device_name, local_rank)  # under torchrun, cuda means this process's GPU
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:  # plain python: one process, no group
         return 0, 1, 0, device
-    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    # NCCL's collectives time out after 10 minutes (gloo's after 30) and end the process: the others wait at a barrier
+    # while the first process downloads the tutorial's photos or the official weights (on_first_process)
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                         timeout=datetime.timedelta(minutes=30))
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), local_rank, device
 
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's mo
 from common import alternating_rounds, print_header  # noqa: E402  (bench/ is on the path)
 from config import COUNT, POSITIVE_INT  # noqa: E402
 from data import IMAGENET_MEAN, IMAGENET_STD, build_transform  # noqa: E402
-from loaders import ImageDataset, build_loader, collate_skipping_failures  # noqa: E402
+from loaders import ImageDataset, build_loader, collate_skipping_failures, pinning  # noqa: E402
 from split_folders import place_image  # noqa: E402
 from images import BUNDLED_SAMPLE, is_image_file  # noqa: E402
 import workers  # noqa: E402
@@ -74,13 +74,15 @@ def main():
               f"{len(reference.samples)} images, median size {sizes[len(sizes) // 2][0]}x"
               f"{sizes[len(sizes) // 2][1]}, largest {max(sizes)[0]}x{max(sizes)[1]}")
         ours = ImageDataset(reference.samples, build_transform(args.img_size, train=True))
+        if torch.cuda.is_available():  # as in a GPU run, whose model is there first: build_loader pins (pinning)
+            torch.cuda.init()
         loaders = {
             "torchvision ImageFolder": DataLoader(
                 reference, args.batch_size, sampler=RandomSampler(reference, num_samples=args.images),
                 num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0,
                 # as build_loader's: the same worker priority (workers.NICE) and pinning, or a loaded machine
                 # starves ours' workers alone (nice 10) and the ratio measures the load
-                pin_memory=torch.cuda.is_available(),
+                pin_memory=pinning(),
                 worker_init_fn=partial(workers.start_loader_worker, nice=workers.NICE)),
             "data.py": build_loader(ours, args.batch_size, train=True, num_workers=args.workers,
                                     sampler=RandomSampler(ours, num_samples=args.images)),
