@@ -24,8 +24,8 @@ import plots
 from config import COUNT, FRACTION, POSITIVE_INT, folder_path, ranged
 from download import FLOWER_PHOTOS_SHA256, FLOWER_PHOTOS_URL, fetch_flower_photos
 from images import read_class_root, readable_folder, write_class_indices
-from splits import (SPLITS, case_twins, class_imbalance, is_split_root, per_class_counts, split_by_class, split_counts,
-                    unfinished_split, without_validation)
+from splits import (SPLITS, case_twins, check_split_finished, class_imbalance, is_split_root, per_class_counts,
+                    split_by_class, split_counts, without_validation)
 from split_folders import finish_split, place_image, prepare_out
 from stopping import Terminated
 from utils import UserError, padded, printable, run_cli, text_width
@@ -76,9 +76,7 @@ def main(argv=None) -> None:
         raise UserError(f"{source} is split already (it has train/<class>/ folders, and {beside or 'no other'}): "
                         "train.py reads a folder with train/ and val/ as it is (a valid/ renamed val/ is one); to "
                         f"split its training photos, give --data-path {source / 'train'} and another --out")
-    if source.name in SPLITS and unfinished_split(source.parent):  # the classes an interrupted split wrote so far
-        raise UserError(f"{source} is part of a split that split_data.py did not finish (stopped while writing it): "
-                        "run that split_data.py command again first, which clears what it wrote and writes it whole")
+    check_split_finished(source)  # the train/ of an interrupted split: the classes it wrote so far
     if out.exists() and not out.is_dir():  # before the images are checked, which takes minutes on a large folder
         raise UserError(f"--out {out} is a file: name a folder for the split (made if missing)")
     if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:

@@ -169,9 +169,7 @@ def load_splits(data_path, val_ratio: float = 0.2, seed: int = 0, check: bool = 
     readable_folder(root)
     if is_split_root(root):
         return load_split_root(root, check)
-    if root.name in SPLITS and unfinished_split(root.parent):  # its train/ alone: the classes written so far
-        raise UserError(f"{root} is part of a split that split_data.py did not finish (stopped while writing it): "
-                        f"run the same split_data.py command again, which clears what it wrote and writes it whole")
+    check_split_finished(root)  # its train/ alone: the classes written so far
     classes, images, skipped = read_class_root(root, check)
     if val_files is None:
         splits = split_by_class(images, val_ratio, 0.0, seed)
@@ -207,11 +205,22 @@ def unfinished_split(root: Path) -> bool:
         return False
 
 
+def check_split_finished(folder: Path) -> None:
+    """A split that split_data.py began and did not finish, or its train/ (val/, test/) given alone, which holds the
+    classes written so far: refused, with what to do."""
+    if unfinished_split(folder):
+        which = f"{folder} is a split"
+    elif folder.name in SPLITS and unfinished_split(folder.parent):
+        which = f"{folder} is part of a split"
+    else:
+        return
+    raise UserError(f"{which} that split_data.py did not finish (stopped while writing it): run the same split_data.py "
+                    "command again, which clears what it wrote and writes it whole")
+
+
 def load_split_root(root: Path, check: bool = True) -> DataSplits:
     """train/<class>/ (required), val/<class>/ (required), test/<class>/ (optional) under `root`."""
-    if unfinished_split(root):
-        raise UserError(f"{root} is a split that split_data.py did not finish (stopped while writing it): run the "
-                        "same split_data.py command again, which clears what it wrote and writes it whole")
+    check_split_finished(root)
     if not (root / "val").is_dir():
         other = next((name for name in ("valid", "validation") if (root / name).is_dir()), None)  # Roboflow's, Kaggle's
         hint = f": rename {other}/ to val/" if other else \
