@@ -49,7 +49,7 @@ def test_fused_adamw_on_cuda():
 def test_the_process_group_backend_follows_the_device(monkeypatch):
     """torchrun ... --device cpu on a GPU machine: gloo, which reduces CPU tensors; on the GPU, NCCL."""
     started = []
-    monkeypatch.setattr(torch.distributed, "init_process_group", started.append)
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend, timeout: started.append(backend))
     for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
         monkeypatch.setenv(name, value)
     assert utils.init_distributed("cpu")[3] == torch.device("cpu")

@@ -89,14 +89,18 @@ def test_tensorboard_holds_scalars_and_pictures(flowers, tmp_path, capsys):
 def test_torchrun_on_a_cpu_starts_gloo_and_python_no_group(monkeypatch):
     """torchrun ... --device cpu (a GPU machine too: NCCL cannot reduce CPU tensors): gloo; plain python: no
     process group at all (tests/test_cuda.py checks NCCL for the GPU)."""
+    import datetime
     started = []
-    monkeypatch.setattr(torch.distributed, "init_process_group", started.append)
+    monkeypatch.setattr(torch.distributed, "init_process_group",
+                        lambda backend, timeout: started.append((backend, timeout)))
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
     assert utils.init_distributed("cpu") == (0, 1, 0, torch.device("cpu")) and started == []
     for name, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}.items():
         monkeypatch.setenv(name, value)
-    assert utils.init_distributed("cpu") == (1, 2, 1, torch.device("cpu")) and started == ["gloo"]
+    assert utils.init_distributed("cpu") == (1, 2, 1, torch.device("cpu"))
+    # 30 minutes for NCCL too (its default, 10, ended the others while the first downloaded flower_photos)
+    assert started == [("gloo", datetime.timedelta(minutes=30))]
 
 
 def test_runs_started_in_the_same_second_get_a_folder_each(tmp_path):
