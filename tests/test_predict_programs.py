@@ -135,8 +135,9 @@ def test_eval_only_evaluates_a_program_as_it_evaluates_its_checkpoint(trained, f
         shutil.copytree(flowers / name, tmp_path / "two" / name)
     for weights in (["--weights", onnx_program], ["--resume", trained / "runs" / "r"]):  # a program, a checkpoint
         with pytest.raises(UserError, match=rf"{re.escape(str(weights[1]))} was trained on classes \['daisy', "
-                           r"'dandelion', 'roses', 'sunflowers', 'tulips'\], but .*two has \['daisy', 'roses'\] \(gone: dandelion, "
-                           r"sunflowers, tulips\): evaluate it on a folder with the class folders it was trained on$"):
+                           r"'dandelion', 'roses', 'sunflowers', 'tulips'\], but .*two has \['daisy', 'roses'\] "
+                           r"\(gone: dandelion, sunflowers, tulips\): evaluate it on a folder with the class folders "
+                           r"it was trained on$"):
             train.main(["--eval-only", *map(str, weights), "--data-path", str(tmp_path / "two")])
 
 
