@@ -201,40 +201,52 @@ def test_files_that_do_not_decode_are_left_out_and_named(tmp_path, capsys, monke
     assert "5 files in the data folder were left out of the run, such as " in (tmp_path / "r" / "report.html").read_text()
 
 
+def run_losing_the_photos(tmp_path, monkeypatch, capsys, losing, match) -> tuple:
+    """A 3-epoch run on 12 photos, engine.train_one_epoch wrapped by `losing` (given the real one) to move the photos
+    away at some point; it must stop with a UserError matching `match`. Returns (its last.pth, a function that puts
+    the photos back and resumes the run with the real train_one_epoch)."""
+    import engine
+    from image_factory import write_class_tree
+    write_class_tree(tmp_path / "photos", {"cats": 6, "dogs": 6})
+    trained = engine.train_one_epoch
+    monkeypatch.setattr(engine, "train_one_epoch", losing(trained))
+    with pytest.raises(UserError, match=match):
+        train.main([str(a) for a in ["--data-path", tmp_path / "photos", *FAST, "--batch-size", "4", "--epochs", "3",
+                                     "--output", tmp_path, "--name", "r"]])
+
+    def resume():
+        monkeypatch.setattr(engine, "train_one_epoch", trained)
+        (tmp_path / "away").rename(tmp_path / "photos")
+        train_here(capsys, "--resume", tmp_path / "r")
+    return torch.load(tmp_path / "r" / "last.pth", weights_only=True), resume
+
+
 @pytest.mark.parametrize("gone_in", ["training", "validation"])
 def test_a_data_folder_gone_midway_stops_the_run_with_what_was_kept(tmp_path, capsys, monkeypatch, gone_in):
     """The photos removed (a drive unmounted) in the second epoch: a run that went on would train on nothing,
     score 0% and finish as done. It stops with one line: what happened, what is saved, how to go on; gone in
     validation, that epoch's training is saved first."""
-    import engine
-    from image_factory import write_class_tree
-    write_class_tree(tmp_path / "photos", {"cats": 6, "dogs": 6})
-    trained = engine.train_one_epoch
-
-    def losing_the_photos(state, *args, **kwargs):
-        if state.epoch == 1 and gone_in == "training":
-            (tmp_path / "photos").rename(tmp_path / "away")
-        result = trained(state, *args, **kwargs)
-        if state.epoch == 1 and gone_in == "validation":
-            (tmp_path / "photos").rename(tmp_path / "away")
-        return result
-    monkeypatch.setattr(engine, "train_one_epoch", losing_the_photos)
+    def losing(trained):
+        def losing_the_photos(state, *args, **kwargs):
+            if state.epoch == 1 and gone_in == "training":
+                (tmp_path / "photos").rename(tmp_path / "away")
+            result = trained(state, *args, **kwargs)
+            if state.epoch == 1 and gone_in == "validation":
+                (tmp_path / "photos").rename(tmp_path / "away")
+            return result
+        return losing_the_photos
     kept = (r"this epoch's training is saved in .*r/last.pth" if gone_in == "validation" else
             r".*r/last.pth holds the run as of its last save")
-    with pytest.raises(UserError, match=rf"^none of this epoch's \d+ {gone_in} images loaded \(the first, "
-                                        rf".*photos/.*: cannot be read .*No such file.*\): has .*photos moved, been "
-                                        rf"unmounted or become unreadable\? {kept}; once the photos are back: "
-                                        rf"python train.py --resume .*r$"):
-        train.main([str(a) for a in ["--data-path", tmp_path / "photos", *FAST, "--batch-size", "4", "--epochs", "3",
-                                     "--output", tmp_path, "--name", "r"]])
-    saved = torch.load(tmp_path / "r" / "last.pth", weights_only=True)
+    saved, resume = run_losing_the_photos(
+        tmp_path, monkeypatch, capsys, losing,
+        rf"^none of this epoch's \d+ {gone_in} images loaded \(the first, .*photos/.*: cannot be read .*No such "
+        rf"file.*\): has .*photos moved, been unmounted or become unreadable\? {kept}; once the photos are back: "
+        rf"python train.py --resume .*r$")
     assert saved["epoch"] == 1  # gone in validation: epoch 2 saved as trained, not validated
     assert saved["batches_done"] == (saved["layout"]["batches_per_epoch"] if gone_in == "validation" else 0)
     assert len(metrics(tmp_path / "r")) == 1 and not (tmp_path / "r" / "report.html").exists()
     # the photos back, the resume validates epoch 2 (a row of its own) and goes on: no epoch left out
-    monkeypatch.setattr(engine, "train_one_epoch", trained)
-    (tmp_path / "away").rename(tmp_path / "photos")
-    train_here(capsys, "--resume", tmp_path / "r")
+    resume()
     assert [row["epoch"] for row in metrics(tmp_path / "r")] == ["1", "2", "3"]
 
 
@@ -243,31 +255,24 @@ def test_a_data_folder_gone_midway_through_training_does_not_save_that_epoch_as_
     """The photos gone after the epoch's first batch: validation then finds none. The epoch trained on a part of its
     photos is not saved as trained (it was, unsaid, its metrics.csv row counting it whole): the message says how
     many training images failed too, and the resume trains the epoch again."""
-    import engine
-    from image_factory import write_class_tree
     from loaders import Take
-    write_class_tree(tmp_path / "photos", {"cats": 6, "dogs": 6})
-    trained = engine.train_one_epoch
 
-    def losing_the_photos_midway(state, batches, *args, **kwargs):
-        def batches_then_gone():
-            for number, batch in enumerate(batches):
-                yield batch
-                if state.epoch == 1 and number == 0:
-                    (tmp_path / "photos").rename(tmp_path / "away")
-        return trained(state, Take(batches_then_gone(), len(batches)), *args, **kwargs)
-    monkeypatch.setattr(engine, "train_one_epoch", losing_the_photos_midway)
-    with pytest.raises(UserError, match=r"^none of this epoch's \d+ validation images loaded .*become unreadable\? "
-                                        r"4 of its 8 training images failed too: the epoch is not saved, and trains "
-                                        r"again on resuming; .*r/last.pth holds the run as of its last save; once the "
-                                        r"photos are back: python train.py --resume .*r$"):
-        train.main([str(a) for a in ["--data-path", tmp_path / "photos", *FAST, "--batch-size", "4", "--epochs", "3",
-                                     "--output", tmp_path, "--name", "r"]])
-    saved = torch.load(tmp_path / "r" / "last.pth", weights_only=True)
+    def losing(trained):
+        def losing_the_photos_midway(state, batches, *args, **kwargs):
+            def batches_then_gone():
+                for number, batch in enumerate(batches):
+                    yield batch
+                    if state.epoch == 1 and number == 0:
+                        (tmp_path / "photos").rename(tmp_path / "away")
+            return trained(state, Take(batches_then_gone(), len(batches)), *args, **kwargs)
+        return losing_the_photos_midway
+    saved, resume = run_losing_the_photos(
+        tmp_path, monkeypatch, capsys, losing,
+        r"^none of this epoch's \d+ validation images loaded .*become unreadable\? 4 of its 8 training images failed "
+        r"too: the epoch is not saved, and trains again on resuming; .*r/last.pth holds the run as of its last save; "
+        r"once the photos are back: python train.py --resume .*r$")
     assert saved["epoch"] == 1 and saved["batches_done"] == 0  # the first epoch's end: the second trains again
-    monkeypatch.setattr(engine, "train_one_epoch", trained)
-    (tmp_path / "away").rename(tmp_path / "photos")
-    train_here(capsys, "--resume", tmp_path / "r")
+    resume()
     assert [row["data_failed_images"] for row in metrics(tmp_path / "r")] == ["0", "0", "0"]
 
 
