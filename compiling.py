@@ -1,13 +1,14 @@
 """How train.py runs the model faster on a GPU, apart from the model itself: torch.compile (when it pays
 by default, and eager training where Inductor cannot compile) and the training passes replayed as CUDA
-graphs. Both wrap the model the training step calls (engine.TrainState.net); checkpoints come from the
-bare model, so they are the same either way."""
+graphs. Both wrap the model the training step calls (engine.TrainState.net, which training_net builds, DDP's
+wrapper between them under torchrun); checkpoints come from the bare model, so they are the same either way."""
 import inspect
 
 import torch
 import torch.nn as nn
 
-from utils import first_line
+from precision import autocast
+from utils import UserError, distributed, first_line
 
 # train.py compiles by default (on CUDA) a run that trains at least this many images per process: there
 # compiling's minute pays. On an H200, swin_tiny, bf16, batch 128: 56 s to compile, then train.py's loop
@@ -46,6 +47,29 @@ def compile_model(net: nn.Module, model: nn.Module, img_size: int, device, fallb
     # static shapes: each batch size that compiles gets a graph of its own, not one for any size (LargestBatchCompiled)
     backend = {"backend": inductor_or_eager} if fallback else {}
     return LargestBatchCompiled(torch.compile(net, dynamic=False, **backend))
+
+
+def training_net(model: nn.Module, cfg, compiled: bool, step_batch: int, device, amp, local_rank: int) -> nn.Module:
+    """What a training step calls (engine.TrainState.net), around the bare model: its passes as CUDA graphs
+    (--cuda-graphs, eager), captured for batches of `step_batch` images (loaders.training_batch_size); inside DDP's
+    wrapper under torchrun, so that the graphs hold the model's passes and DDP's gradient all-reduce stays outside
+    them; compiled (`compiled`) outside both."""
+    if cfg.cuda_graphs and cfg.grad_checkpointing and not compiled:
+        raise UserError("--cuda-graphs with --grad-checkpointing: the backward pass's graph would recompute the "
+                        "forward pass with drop-path masks of its own drawing, which nothing checks are the forward's; "
+                        "run one of them, or both with --compile (Inductor graphs the recomputation itself)")
+    img_size = model.img_size
+    net = CudaGraphed(model, step_batch) if cfg.cuda_graphs and not compiled else model
+    if isinstance(net, CudaGraphed):  # captured now, at a zero batch of the training batches' shape: before
+        # DDP exists (CudaGraphed.capture_ahead), and before the loaders' threads start, whose pinning of batches during
+        # a capture at the first batch invalidates it and raises in the pin-memory thread (then in the loop)
+        with autocast(device, amp):
+            net.capture_ahead(torch.zeros(step_batch, 3, img_size, img_size, device=device))
+    if distributed():  # every parameter that trains gets a gradient: no search for unused ones
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if device.type == "cuda" else None)
+    if compiled:
+        net = compile_model(net, model, img_size, device, fallback=cfg.compile is None, cuda_graphs=cfg.cuda_graphs)
+    return net
 
 
 def quiet_cuda_home_probe() -> None:

@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
-from utils import UserError
+from utils import UserError, from_first_process, launched_first, on_first_process
+from variants import resolve_variant
 
 # The tutorial's link to the TensorFlow flowers archive (3,670 JPEGs in 5 class folders, 218 MiB).
 FLOWER_PHOTOS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
@@ -269,6 +270,17 @@ def fetch_tutorial_photos(data_path: Path) -> None:
                         ) from None
 
 
+def fetch_tutorial_photos_if_missing(data_path: Path, eval_only: bool = False) -> None:
+    """train.py's --data-path flower_photos, the tutorial's command as typed, missing or an empty folder: fetched
+    (fetch_tutorial_photos). The first process decides: another machine may see other folders."""
+    if from_first_process(launched_first() and data_path.name == "flower_photos" and  # missing, or an empty folder
+                          (not data_path.exists() or data_path.is_dir() and not any(data_path.iterdir()))):
+        if eval_only:  # an evaluation of images the user has: none fetched for it
+            raise UserError(f"--eval-only evaluates the images in --data-path, and {data_path} is not here (or "
+                            "empty): give --data-path DIR, a folder of class folders or split_data.py's folder")
+        on_first_process(lambda: fetch_tutorial_photos(data_path))
+
+
 def official_weights_file(variant: str, folder="weights") -> Path:
     """Where a variant's official weights are looked for and downloaded to: weights/<variant>.pth."""
     return Path(folder) / f"{variant}.pth"
@@ -320,3 +332,12 @@ def fetch_official_weights(variant: str, folder="weights", base_url: str | None 
     finally:
         staging.unlink(missing_ok=True)
     return dest
+
+
+def fetch_weights_asked(weights, model: str) -> None:
+    """train.py --download-weights: the official weights of --model into weights/, where --weights names them
+    (names_official_file); none where the tutorial keeps the file (./<variant>.pth), which the run then uses. By the
+    first process of each machine: each machine's weights/ may be its own disk."""
+    variant = resolve_variant(model)
+    if names_official_file(weights, variant) and not tutorial_weights_file(variant).is_file():
+        on_first_process(lambda: fetch_official_weights(variant), each_machine=True)

@@ -1,12 +1,14 @@
 """The optimizer and learning-rate schedule of the official Swin recipe (Liu et al. 2021, Sec. 4.1 and the
 repo's configs): AdamW without weight decay on norms, biases and position-bias parameters, optionally with
-layer-wise lr decay for fine-tuning; linear warmup then cosine, stepped per optimizer step. The step that
-uses them is engine.py's.
+layer-wise lr decay for fine-tuning; linear warmup then cosine, stepped per optimizer step, its flags
+checked before a run starts (check_schedule). The step that uses them is engine.py's.
 """
 import math
 
 import torch
 import torch.nn as nn
+
+from utils import UserError
 
 
 def no_weight_decay(name: str, param: nn.Parameter) -> bool:
@@ -78,6 +80,19 @@ def lr_schedule(cfg, steps_per_epoch: int):
     total = cfg.epochs * steps_per_epoch
     warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total)
     return lambda step: lr_factor(step, total, warmup, cfg.warmup_lr / cfg.lr, cfg.min_lr / cfg.lr)
+
+
+def check_schedule(cfg, epochs_done: int = 0) -> None:
+    """A schedule that would go the other way than its flags say, refused before any work: a cosine that climbs
+    from --lr to --min-lr, or a warmup that lowers the lr to --lr (its notice said "rises"). A run resumed past its
+    warmup has none left to refuse."""
+    if cfg.min_lr > cfg.lr:
+        raise UserError(f"--min-lr {cfg.min_lr:g} is above --lr {cfg.lr:g}: the schedule would raise the lr over the "
+                        f"run instead of lowering it. Give a --min-lr below --lr (such as {cfg.lr / 100:g})")
+    if cfg.warmup_lr > cfg.lr and epochs_done < cfg.warmup_epochs:
+        raise UserError(f"--warmup-lr {cfg.warmup_lr:g} is above --lr {cfg.lr:g}: the warmup would lower the lr to "
+                        f"--lr instead of raising it. Give a --warmup-lr below --lr (such as {cfg.lr / 1000:g}), or "
+                        "--warmup-epochs 0 for none")
 
 
 def build_scheduler(optimizer, cfg, steps_per_epoch: int):

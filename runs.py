@@ -1,9 +1,11 @@
 """A training run's folder: where a run writes (check_output, run_folder, make_run_folder), its lock
 (lock_run_folder), its settings (write_settings), the validation files it drew (record_split; a resume that
-validates on other photos: check_validation_unchanged), and going on with a run: the checkpoint --resume names and the
-settings the run goes on with (resume_config), the model a run's checkpoint given as --weights builds
-(model_of_weights), what a run folder means to evaluate or predict with (evaluated_file, newest_run_checkpoint), and
-which photos an evaluation elsewhere shares with its training (photos_trained_on).
+validates on other photos: check_validation_unchanged; a checkpoint of other classes: check_classes_unchanged), and
+going on with a run: the checkpoint --resume names and the settings the run goes on with (resume_config), the model a
+run's checkpoint given as --weights builds (model_of_weights), the --val-ratio of an exported program's run
+(val_ratio_of_program), what a run folder means to evaluate or predict with (evaluated_file, newest_run_checkpoint),
+where an evaluation of a run's checkpoint writes (evaluation_in_run), and which photos an evaluation elsewhere shares
+with its training (photos_trained_on).
 """
 import argparse
 import itertools
@@ -19,7 +21,7 @@ from files import put_in_place, remove_all_left_behind
 from config import config_named, explicit_flags, read_yaml_config, typed_flags, write_yaml
 from download import official_weights_file
 from export import is_program
-from images import is_image_file, write_class_indices
+from images import is_image_file, letters, names_order_hint, same_names, write_class_indices
 from splits import is_split_root
 from variants import VARIANTS, resolve_variant
 from utils import UserError, from_first_process, launched_first, launcher, resume_command, train_script
@@ -370,6 +372,18 @@ def model_of_weights(cfg, parser, argv) -> None:
         setattr(cfg, key, value)
 
 
+def val_ratio_of_program(cfg, program, parser, argv) -> None:
+    """--eval-only of a program that predict.py --export wrote, with no --val-ratio typed or in --config: its run's
+    ratio, so that its run's validation files are drawn, as --eval-only --resume takes a run's (another ratio would
+    count training photos). Split folders have their own val/, and no ratio."""
+    if program.val_ratio is None or cfg.val_ratio == program.val_ratio or "val_ratio" in explicit_flags(parser, argv) \
+            or is_split_root(cfg.data_path):
+        return
+    print(f"notice: {cfg.weights} was trained at --val-ratio {program.val_ratio:g}: its validation files are "
+          "drawn so (--val-ratio sets another)")
+    cfg.val_ratio = program.val_ratio
+
+
 def check_not_in_run_folder(path: Path, checkpoint: dict) -> None:
     """A run goes on in the folder of its checkpoint, writing last.pth, best.pth and its report there: a checkpoint
     copied elsewhere (a folder of another name without the run's config.yaml) would take that folder's best.pth,
@@ -438,6 +452,26 @@ def newest_best(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def check_classes_unchanged(cfg, trained_on: list, classes: list) -> None:
+    """A checkpoint (or exported program) whose classes are not the data folder's, refused in one line: which class
+    folders are new or gone, and what to do (put them back as they were, or start a new run on these classes from
+    its weights)."""
+    if same_names(trained_on, classes):
+        return
+    said = f"{cfg.resume or cfg.weights} was trained on classes {trained_on}, but {cfg.data_path} has {classes}"
+    hint = names_order_hint(trained_on, classes)
+    if hint:
+        raise UserError(said + hint)
+    before, now = set(map(letters, trained_on)), set(map(letters, classes))
+    changes = [f"{kind} {', '.join(sorted(names))}" for kind, names in
+               (("new:", now - before), ("gone:", before - now)) if names]
+    where = "evaluate it on a folder with the class folders it was trained on" if cfg.eval_only else \
+        (f"put the class folders back as they were to resume it, or train these classes in a new run from its "
+         f"weights: {launcher()} {train_script()} --data-path {shlex.quote(str(cfg.data_path))} --weights "
+         f"{shlex.quote(str(resumed_file(cfg).parent))} --name NEW_NAME")
+    raise UserError(f"{said} ({'; '.join(changes)}): {where}")
+
+
 def check_validation_unchanged(run_dir: Path, splits, drawn_again: bool) -> None:
     """A resumed run that validates on other photos than at its start validates on photos it trained on, and best.pth
     is chosen on another set; said, with what to do. Split folders: a val/ that holds images it did not hold at the
@@ -461,6 +495,26 @@ def check_validation_unchanged(run_dir: Path, splits, drawn_again: bool) -> None
               f"{len(now)} images are new to it (trained on, if the folder was split again), {len(before - now)} gone. "
               "Its validation figures and best.pth no longer compare: split it again as it was (split_data.py with "
               "the run's --val-ratio and --seed), or start a new run", file=sys.stderr)
+
+
+def evaluation_in_run(cfg, checkpoint: dict, splits, samples: list, recorded: set | None) -> tuple:
+    """--eval-only of a run's checkpoint: (the folder its report goes to, the checkpoint as the report names it). In
+    the run's folder: eval_val/ of its own data, eval_val-<folder>/ of another's, which a later evaluation of its own
+    does not write over. Said first: a test/ split since the run started (check_test_unchanged), and the evaluated
+    photos that the run trained on (photos_trained_on)."""
+    path = resumed_file(cfg)
+    own = Path(cfg.data_path).resolve() == Path(checkpoint.get("data_root", cfg.data_path)).resolve()
+    out = path.parent / (f"eval_{cfg.split}" if own else f"eval_{cfg.split}-{Path(cfg.data_path).resolve().name}")
+    epoch, batches = checkpoint.get("epoch", "?"), checkpoint.get("batches_done")  # a stop's last.pth: midway
+    source = f"{path} (in epoch {epoch + 1}, batch {batches})" if batches else f"{path} (epoch {epoch})"
+    # a copy of its data, a superset; or its own class folders drawn again (another --val-ratio)
+    if own and cfg.split == "test":
+        check_test_unchanged(path.parent, splits)
+    if (not own or splits.drawn and recorded is None) and (trained := photos_trained_on(path.parent, samples)):
+        print(f"warning: {trained[0]} of the {len(samples)} images evaluated are photos the run trained on (the "
+              f"same class folder, name and size in {trained[1]}): its figures count them. Evaluate on photos it "
+              "did not train on", file=sys.stderr)
+    return out, source
 
 
 def check_test_unchanged(run_dir: Path, splits) -> None:

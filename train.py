@@ -19,7 +19,6 @@ import argparse
 import itertools
 import math
 import os
-import shlex
 import sys
 from pathlib import Path
 
@@ -33,26 +32,25 @@ if __name__ == "__main__":
 import torch
 
 import compiling
+import download
 import engine
 import evaluation
 import report
 import run_log
 import runs
-from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, explicit_flags, folder_name, folder_path,
-                    parse_config, plain, ranged, weights_path, yes_no)
+from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, folder_name, folder_path, parse_config,
+                    plain, ranged, weights_path, yes_no)
 from data import build_normalize, build_transform, check_decode, check_mixup_batch
-from images import letters, names_order_hint, same_names
-from splits import check_same_everywhere, check_validation, is_split_root, load_splits, without_validation
-from download import fetch_official_weights, fetch_tutorial_photos, names_official_file, tutorial_weights_file
+from splits import check_same_everywhere, check_validation, load_splits, without_validation
 from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_eval_loader, build_train_loader, training_batch_size
 from variants import resolve_variant
-from precision import amp_dtype, autocast
+from optim import check_schedule
+from precision import amp_dtype
 from checkpoints import CheckpointWriter
 from files import remove_all_left_behind
 from utils import (ArgumentParser, UserError, check_writable, decided_by_first_process, distributed,
-                   from_first_process, init_distributed, launched_first, launcher, on_first_process, run_cli,
-                   seed_everything, train_script, tune_for)
+                   from_first_process, init_distributed, launched_first, run_cli, seed_everything, tune_for)
 from runs import evaluated_file, resume_config, resumed_file
 from weights import describe_for_checkpoint, model_for_run
 from workers import default_workers, stop_workers
@@ -148,15 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     outlive_readers()  # piped output (| tee) whose reader has gone: a stop still finishes its step and saves
+    argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     default_val_ratio = parser.get_default("val_ratio")  # the parser's: parse_config makes a --config's its default
     cfg = parse_config(parser, argv)
-    runs.weights_of_typed_model(cfg, parser, sys.argv[1:] if argv is None else argv)
+    runs.weights_of_typed_model(cfg, parser, argv)
     if isinstance(cfg.weights, Path) and cfg.weights.is_dir():  # a run folder, as predict.py takes it: its best.pth
         cfg.weights = evaluated_file(cfg.weights)
-    cfg, checkpoint = resume_config(parser, cfg, sys.argv[1:] if argv is None else argv)
+    cfg, checkpoint = resume_config(parser, cfg, argv)
     if checkpoint is None:  # a new run from a run's weights: its model, as predict.py takes it, unless --model is given
-        runs.model_of_weights(cfg, parser, sys.argv[1:] if argv is None else argv)
+        runs.model_of_weights(cfg, parser, argv)
     check_flags(cfg, checkpoint)
     if checkpoint is None:  # where the run folder (or an evaluation's) will go: refused before any work
         runs.check_output(cfg.output, cfg.data_path)
@@ -182,24 +181,15 @@ def main(argv=None) -> None:
     # what predict.py --export wrote is evaluated as it ships, a model of its own with its own names
     evaluate_program = cfg.eval_only and checkpoint is None and is_program(cfg.weights)  # --resume comes first
     program = load_program(cfg.weights).to(device) if evaluate_program else None
-    if program is not None and program.val_ratio is not None and cfg.val_ratio != program.val_ratio and \
-            "val_ratio" not in explicit_flags(parser, sys.argv[1:] if argv is None else argv) and \
-            not is_split_root(cfg.data_path):  # split folders: their own val/, no ratio
-        # its run's validation files, as --eval-only --resume takes them: another ratio would count training photos
-        print(f"notice: {cfg.weights} was trained at --val-ratio {program.val_ratio:g}: its validation files are "
-              "drawn so (--val-ratio sets another)")
-        cfg.val_ratio = program.val_ratio
+    if program is not None:
+        runs.val_ratio_of_program(cfg, program, parser, argv)
 
     splits, recorded = load_data(cfg, checkpoint, program, default_val_ratio, main_process)
     classes = splits.classes
 
-    # none where the tutorial keeps the file (./<variant>.pth), which the run then uses; the variant resolved only
-    # for a download: an --eval-only's --model, said not used, may be no variant's name
-    if cfg.download_weights and checkpoint is None and \
-            names_official_file(cfg.weights, variant := resolve_variant(cfg.model)) and \
-            not tutorial_weights_file(variant).is_file():
-        # each machine's weights/ may be its own disk
-        on_first_process(lambda: fetch_official_weights(variant), each_machine=True)
+    # the variant resolved only for a download: an --eval-only's --model, said not used, may be no variant's name
+    if cfg.download_weights and checkpoint is None:
+        download.fetch_weights_asked(cfg.weights, cfg.model)
     if cfg.eval_only:
         return evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp, recorded)
 
@@ -213,24 +203,9 @@ def main(argv=None) -> None:
     epochs_left = cfg.epochs - (checkpoint["epoch"] if checkpoint is not None else 0)
     images_per_process = epochs_left * len(splits.train) // world_size
     compiled = cfg.compile if cfg.compile is not None else compiling.compile_pays(device, images_per_process)
-    if cfg.cuda_graphs and cfg.grad_checkpointing and not compiled:
-        raise UserError("--cuda-graphs with --grad-checkpointing: the backward pass's graph would recompute the "
-                        "forward pass with drop-path masks of its own drawing, which nothing checks are the forward's; "
-                        "run one of them, or both with --compile (Inductor graphs the recomputation itself)")
-    # inside DDP's wrapper: the graphs hold the model's passes, DDP's gradient all-reduce stays outside them
     train_loader, epoch_batches = build_train_loader(cfg, splits.train, img_size, rank, world_size)
-    step_batch = training_batch_size(cfg, epoch_batches)
-    net = compiling.CudaGraphed(model, step_batch) if cfg.cuda_graphs and not compiled else model
-    if isinstance(net, compiling.CudaGraphed):  # captured now, at a zero batch of the training batches' shape: before
-        # DDP exists (CudaGraphed.capture_ahead), and before the loaders' threads start, whose pinning of batches during
-        # a capture at the first batch invalidates it and raises in the pin-memory thread (then in the loop)
-        with autocast(device, amp):
-            net.capture_ahead(torch.zeros(step_batch, 3, img_size, img_size, device=device))
-    if distributed():  # every parameter that trains gets a gradient: no search for unused ones
-        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if device.type == "cuda" else None)
-    if compiled:
-        net = compiling.compile_model(net, model, img_size, device, fallback=cfg.compile is None,
-                                   cuda_graphs=cfg.cuda_graphs)
+    net = compiling.training_net(model, cfg, compiled, training_batch_size(cfg, epoch_batches), device, amp,
+                                 local_rank)
 
     val_loader = build_eval_loader(splits.val, build_transform(img_size, train=False), cfg, rank, world_size)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.accum_steps)
@@ -329,15 +304,8 @@ def check_flags(cfg, checkpoint) -> None:
     if not cfg.eval_only and cfg.split != "val":  # passed over in silence: training validates on val
         raise UserError(f"--split {cfg.split} is for --eval-only (training validates on val): add --eval-only to "
                         f"evaluate a checkpoint on the {cfg.split} split")
-    if not cfg.eval_only and cfg.min_lr > cfg.lr:  # the cosine would climb from --lr to --min-lr, not decay
-        raise UserError(f"--min-lr {cfg.min_lr:g} is above --lr {cfg.lr:g}: the schedule would raise the lr over the "
-                        f"run instead of lowering it. Give a --min-lr below --lr (such as {cfg.lr / 100:g})")
-    # the warmup would lower the lr to --lr, not raise it to it (its notice said "rises"); past it, nothing to refuse
-    if not cfg.eval_only and cfg.warmup_lr > cfg.lr and (checkpoint or {}).get("epoch", 0) < cfg.warmup_epochs:
-        raise UserError(f"--warmup-lr {cfg.warmup_lr:g} is above --lr {cfg.lr:g}: the warmup would lower the lr to "
-                        f"--lr instead of raising it. Give a --warmup-lr below --lr (such as {cfg.lr / 1000:g}), or "
-                        "--warmup-epochs 0 for none")
     if not cfg.eval_only:  # said before the data is read or fetched, weights downloaded or the model built
+        check_schedule(cfg, (checkpoint or {}).get("epoch", 0))
         check_mixup_batch(cfg.mixup, cfg.cutmix, cfg.batch_size)
         check_decode(cfg.decode, cfg.recipe)
     if cfg.eval_only and checkpoint is None and cfg.weights in (None, "none"):
@@ -348,14 +316,7 @@ def load_data(cfg, checkpoint, program, default_val_ratio: float, main_process: 
     """(the run's splits, the validation files it recorded at its start or None): the tutorial's flower_photos
     fetched where it names them, the files a resumed or evaluated run drew kept, checked against the classes it was
     trained on and --num-classes."""
-    # the tutorial's command, as typed (the first process decides: another machine may see other folders)
-    path = cfg.data_path
-    if from_first_process(launched_first() and path.name == "flower_photos" and  # missing, or an empty folder
-                          (not path.exists() or path.is_dir() and not any(path.iterdir()))):
-        if cfg.eval_only:  # an evaluation of images the user has: none fetched for it
-            raise UserError(f"--eval-only evaluates the images in --data-path, and {cfg.data_path} is not here (or "
-                            "empty): give --data-path DIR, a folder of class folders or split_data.py's folder")
-        on_first_process(lambda: fetch_tutorial_photos(cfg.data_path))
+    download.fetch_tutorial_photos_if_missing(cfg.data_path, cfg.eval_only)
     if checkpoint is not None and not cfg.data_path.exists():  # its own photos: not the sample
         raise UserError(f"data path not found: {cfg.data_path}. A resumed (or evaluated) run reads the photos it was "
                         "trained on: give where they are now with --data-path DIR")
@@ -366,8 +327,8 @@ def load_data(cfg, checkpoint, program, default_val_ratio: float, main_process: 
     check_same_everywhere(splits)  # under torchrun: another machine's copy of the data, the same
     # before the warnings about its files: a class folder added, removed or renamed is what to say first
     trained_on = checkpoint["class_names"] if checkpoint is not None else program.class_names if program else None
-    if trained_on is not None and not same_names(trained_on, splits.classes):
-        raise UserError(classes_changed(cfg, trained_on, splits.classes))
+    if trained_on is not None:
+        runs.check_classes_unchanged(cfg, trained_on, splits.classes)
     if checkpoint is not None and main_process:
         runs.check_validation_unchanged(resumed_file(cfg).parent, splits, recorded is None and not cfg.eval_only)
     if main_process:
@@ -380,23 +341,6 @@ def load_data(cfg, checkpoint, program, default_val_ratio: float, main_process: 
         raise UserError(f"--num-classes {cfg.num_classes}{where} was given, but {cfg.data_path} has {len(classes)} "
                         f"class folders: {', '.join(classes)}. Drop it or fix the folders.")
     return splits, recorded
-
-
-def classes_changed(cfg, trained_on: list, classes: list) -> str:
-    """The one line for a checkpoint whose classes are not the data folder's: which class folders are new or gone,
-    and what to do (put them back as they were, or start a new run on these classes from its weights)."""
-    said = f"{cfg.resume or cfg.weights} was trained on classes {trained_on}, but {cfg.data_path} has {classes}"
-    hint = names_order_hint(trained_on, classes)
-    if hint:
-        return said + hint
-    before, now = set(map(letters, trained_on)), set(map(letters, classes))
-    changes = [f"{kind} {', '.join(sorted(names))}" for kind, names in
-               (("new:", now - before), ("gone:", before - now)) if names]
-    where = "evaluate it on a folder with the class folders it was trained on" if cfg.eval_only else \
-        (f"put the class folders back as they were to resume it, or train these classes in a new run from its "
-         f"weights: {launcher()} {train_script()} --data-path {shlex.quote(str(cfg.data_path))} --weights "
-         f"{shlex.quote(str(resumed_file(cfg).parent))} --name NEW_NAME")
-    return f"{said} ({'; '.join(changes)}): {where}"
 
 
 def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop, on_step, save, writer,
@@ -479,20 +423,8 @@ def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp, recorded:
     split_name = "validation" if cfg.split == "val" else cfg.split
     if missing := without_validation(splits.classes, splits.counts(cfg.split), split_name):  # the page's n/a, said
         print(f"warning: {missing}", file=sys.stderr)
-    if checkpoint is not None:  # in the run's folder: eval_val/ of its own data, eval_val-<folder>/ of another's,
-        path = resumed_file(cfg)  # which a later evaluation of its own does not write over
-        own = Path(cfg.data_path).resolve() == Path(checkpoint.get("data_root", cfg.data_path)).resolve()
-        out = path.parent / (f"eval_{cfg.split}" if own else f"eval_{cfg.split}-{Path(cfg.data_path).resolve().name}")
-        epoch, batches = checkpoint.get("epoch", "?"), checkpoint.get("batches_done")  # a stop's last.pth: midway
-        source = f"{path} (in epoch {epoch + 1}, batch {batches})" if batches else f"{path} (epoch {epoch})"
-        # a copy of its data, a superset; or its own class folders drawn again (another --val-ratio)
-        if own and cfg.split == "test":
-            runs.check_test_unchanged(path.parent, splits)
-        if (not own or splits.drawn and recorded is None) and \
-                (trained := runs.photos_trained_on(path.parent, samples)):
-            print(f"warning: {trained[0]} of the {len(samples)} images evaluated are photos the run trained on (the "
-                  f"same class folder, name and size in {trained[1]}): its figures count them. Evaluate on photos it "
-                  "did not train on", file=sys.stderr)
+    if checkpoint is not None:
+        out, source = runs.evaluation_in_run(cfg, checkpoint, splits, samples, recorded)
     else:  # weights from elsewhere: a run folder of their own; a program's kind said (an int8 one's figures are its)
         source = f"{cfg.weights} ({model.kind})" if isinstance(model, ExportedClassifier) else str(cfg.weights)
         out = cfg.output / (cfg.name or f"eval-{cfg.weights.name}") / f"eval_{cfg.split}"  # flowers.onnx and .pt2 apart

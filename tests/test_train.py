@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import config
+import download
 import run_log
 import runs
 import train
@@ -320,7 +321,7 @@ def test_flags_that_cannot_train_together_are_refused_before_any_photo_is_fetche
     with the official recipe were found by the loader and the mixup; a --warmup-lr above --lr trained, its notice
     saying the lr "rises" as it fell)."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(train, "fetch_tutorial_photos", lambda *_: pytest.fail("the photos fetched first"))
+    monkeypatch.setattr(download, "fetch_tutorial_photos", lambda *_: pytest.fail("the photos fetched first"))
     with pytest.raises(UserError, match=message):
         train.main(args)
 
@@ -641,7 +642,6 @@ def test_the_tutorials_pretrained_file_is_found_by_download_weights_and_a_finetu
 def test_the_tutorials_weights_flag_as_typed_is_the_official_file(flowers, tmp_path, capsys, monkeypatch):
     """The tutorial's --weights ./<variant>.pth, the file not there: --download-weights fetched nothing and the run
     ended 'checkpoint not found'."""
-    import train as train_module
     monkeypatch.chdir(tmp_path)
     typed = ["--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path / "runs",
              "--weights", "./swin_micro_patch4_window4_128.pth"]
@@ -651,6 +651,6 @@ def test_the_tutorials_weights_flag_as_typed_is_the_official_file(flowers, tmp_p
     def fetch(variant, *args, **kwargs):
         Path("weights").mkdir(exist_ok=True)
         torch.save(create_model(variant).state_dict(), f"weights/{variant}.pth")
-    monkeypatch.setattr(train_module, "fetch_official_weights", fetch)
+    monkeypatch.setattr(download, "fetch_official_weights", fetch)
     said = train_here(capsys, *typed, "--download-weights")
     assert "weights from weights/swin_micro_patch4_window4_128.pth: loaded" in said
