@@ -32,6 +32,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_PCT = 0.875  # evaluation keeps the central 87.5% of the shorter side (the official recipe's)
 RECIPES = ("tutorial", "official")
+# each recipe's resize, for training and evaluation: the tutorial's is torchvision's default, the official recipe's
+# the official code's (its configs' DATA.INTERPOLATION, its evaluation's too)
+RECIPE_INTERPOLATION = {"tutorial": "bilinear", "official": "bicubic"}
 
 
 # --- Transforms ---
@@ -387,7 +390,7 @@ def pil_to_uint8(image: Image.Image) -> torch.Tensor:
 
 
 def build_transform(img_size: int, train: bool, recipe: str = "tutorial", crop_pct: float = CROP_PCT,
-                    decode: str = "workers"):
+                    decode: str = "workers", interpolation: str | None = None):
     """Opened image -> uint8 (3, img_size, img_size) tensor; build_normalize's Normalize, on the
     batch, makes the model's input of it. With decode="device" (training, tutorial recipe), a JpegCrop
     instead: the crop and flip chosen, the JPEG left for the device to decode (EncodedBatch).
@@ -396,13 +399,17 @@ def build_transform(img_size: int, train: bool, recipe: str = "tutorial", crop_p
         (256 for 224, the tutorial's int(224 * 1.143)) and center-crops.
     official: the official Swin recipe through timm.data.create_transform: bicubic, RandAugment
         rand-m9-mstd0.5-inc1 (and random erasing 0.25 in pixel mode, in build_normalize); color jitter
-        0.4 is passed as the official code passes it, and timm ignores it when RandAugment is on, as there.
+        0.4 is passed as the official code passes it, and timm ignores it when RandAugment is on, as there;
+        eval as the tutorial's, bicubic.
+    `interpolation` is evaluation's resize where the caller knows the model's own (a checkpoint's record,
+    weights.evaluation_interpolation); else the recipe's (RECIPE_INTERPOLATION).
     """
     if recipe not in RECIPES:
         raise UserError(f"unknown transform recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
-    interpolation = "bilinear" if recipe == "tutorial" else "bicubic"
     if not train:
+        interpolation = interpolation or RECIPE_INTERPOLATION[recipe]
         return Compose([DecodeCrop(img_size, partial(center_box, size=img_size, crop_pct=crop_pct), interpolation)])
+    interpolation = RECIPE_INTERPOLATION[recipe]
     if decode == "device":
         check_decode(decode, recipe)
         return ReadForDevice(img_size, interpolation)

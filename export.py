@@ -81,12 +81,14 @@ class Preprocess(torch.nn.Module):
 
     An image already S x S is taken as cropped; another size is center-cropped as data.center_box
     does it (the box that resizing the shorter side to S / crop_pct and cropping S would keep; its
-    sides rounded half up, in integers) and resized: bilinear, antialiased, in float.
+    sides rounded half up, in integers) and resized: `interpolation` (bilinear or bicubic, the classifier's),
+    antialiased, in float (ONNX: Resize with antialias, which opset 18 has for both).
     """
 
-    def __init__(self, img_size: int, crop_pct: float, mean, std):
+    def __init__(self, img_size: int, crop_pct: float, mean, std, interpolation: str):
         super().__init__()
         self.img_size, self.resize_to = int(img_size), math.floor(img_size / crop_pct)
+        self.interpolation = interpolation
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
@@ -106,9 +108,10 @@ class Preprocess(torch.nn.Module):
         return (x - self.mean) / self.std
 
     def resize(self, x: torch.Tensor) -> torch.Tensor:
-        """To S x S; an identity for an image of that size, where it only fixes the size for torch.cond."""
-        return F.interpolate(x, size=[self.img_size, self.img_size], mode="bilinear", antialias=True,
-                             align_corners=False)
+        """To S x S; an identity for an image of that size, where it only fixes the size for torch.cond. Clamped to
+        [0, 1], as predict.py's resize of uint8 pixels is (and Pillow's): bicubic overshoots at edges."""
+        return F.interpolate(x, size=[self.img_size, self.img_size], mode=self.interpolation, antialias=True,
+                             align_corners=False).clamp(0, 1)
 
     def crop_and_resize(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2], x.shape[-1]
@@ -138,7 +141,7 @@ class Deployable(torch.nn.Module):
         super().__init__()
         self.net, self.class_names, self.img_size = net, list(clf.class_names), int(clf.model.img_size)
         device = next(net.parameters()).device
-        self.preprocess = Preprocess(self.img_size, clf.crop_pct, clf.mean, clf.std).to(device)
+        self.preprocess = Preprocess(self.img_size, clf.crop_pct, clf.mean, clf.std, clf.interpolation).to(device)
         self.requires_grad_(False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -153,7 +156,8 @@ def describe(clf, input_type: str) -> dict:
     """What a program carries beside its graph: ONNX metadata_props, the .pt2's classifier.json."""
     pixels = "uint8 RGB, 0-255" if input_type == "uint8" else "float32 RGB, 0-1"
     return {"class_names": list(clf.class_names), "variant": clf.model.variant, "img_size": int(clf.model.img_size),
-            "crop_pct": clf.crop_pct, "mean": list(clf.mean), "std": list(clf.std), "input_type": input_type,
+            "crop_pct": clf.crop_pct, "interpolation": clf.interpolation, "mean": list(clf.mean), "std": list(clf.std),
+            "input_type": input_type,
             "input": f"(B, 3, H, W) {pixels}, any H x W: center-cropped and resized inside"} | \
         ({"val_ratio": clf.val_ratio} if getattr(clf, "val_ratio", None) is not None else {})
 
@@ -475,9 +479,10 @@ def check_program(run, clf, device, input_type: str, tolerance: float = None) ->
 class ExportedClassifier:
     """A program that --export wrote, called like the model on uint8 images of img_size.
 
-    `variant`, `img_size`, `class_names`, `crop_pct`, `mean`, `std` and `input_type` come from what it
-    carries (describe()), so that predict.py crops a photo as it does for the checkpoint and hands the
-    program the type it takes (uint8 in programs written before input_type was). It runs on the CPU
+    `variant`, `img_size`, `class_names`, `crop_pct`, `interpolation`, `mean`, `std` and `input_type` come from
+    what it carries (describe()), so that predict.py crops a photo as it does for the checkpoint and hands the
+    program the type it takes (uint8 in programs written before input_type was, bilinear in those written before
+    interpolation was: they resized so). It runs on the CPU
     unless `to(device)` finds a way onto the GPU; `device` says where it runs.
     """
     kind = "program"
@@ -490,6 +495,7 @@ class ExportedClassifier:
         self.class_names = json.loads(info["class_names"]) if isinstance(info["class_names"], str) \
             else list(info["class_names"])
         self.variant, self.img_size, self.crop_pct = info["variant"], int(info["img_size"]), float(info["crop_pct"])
+        self.interpolation = info.get("interpolation", "bilinear")
         self.mean, self.std = (tuple(json.loads(v) if isinstance(v, str) else v) for v in (info["mean"], info["std"]))
         self.num_classes = len(self.class_names)
         self.input_type = info.get("input_type", "uint8")

@@ -52,7 +52,7 @@ from files import remove_all_left_behind
 from utils import (ArgumentParser, UserError, check_writable, decided_by_first_process, distributed,
                    from_first_process, init_distributed, launched_first, run_cli, seed_everything, tune_for)
 from runs import evaluated_file, resume_config, resumed_file
-from weights import describe_for_checkpoint, model_for_run
+from weights import describe_for_checkpoint, evaluation_interpolation, model_for_run, run_interpolation
 from workers import default_workers, stop_workers
 
 
@@ -207,7 +207,9 @@ def main(argv=None) -> None:
     net = compiling.training_net(model, cfg, compiled, training_batch_size(cfg, epoch_batches), device, amp,
                                  local_rank)
 
-    val_loader = build_eval_loader(splits.val, build_transform(img_size, train=False), cfg, rank, world_size)
+    interpolation = run_interpolation(cfg, checkpoint)  # validated so, recorded for predict.py in the checkpoints
+    val_loader = build_eval_loader(splits.val, build_transform(img_size, train=False, interpolation=interpolation),
+                                   cfg, rank, world_size)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.accum_steps)
     state = engine.build_train_state(cfg, model, net, device, amp, steps_per_epoch, splits.counts("train"))
     state.layout = {"processes": world_size, "images": len(splits.train), "batch_size": cfg.batch_size,
@@ -235,7 +237,8 @@ def main(argv=None) -> None:
     run_dir = from_first_process(run_dir)  # the folder it made (a -2 where another run took the name), in messages
 
     # data_root: the data's absolute path, for a resume from another folder than the run started in
-    meta = {**describe_for_checkpoint(model, classes), "data_root": str(Path(cfg.data_path).resolve())}
+    meta = {**describe_for_checkpoint(model, classes, interpolation),
+            "data_root": str(Path(cfg.data_path).resolve())}
 
     checkpoints = CheckpointWriter()  # written while training goes on
     step_loss = run_log.StepLoss(step_writer, checkpoint.get("step_loss") if checkpoint is not None else None)
@@ -407,12 +410,14 @@ def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp, recorded:
     or of a program that predict.py --export wrote (an export.ExportedClassifier, evaluated as it ships: on its own
     device, with its own crop)."""
     if program is not None:
-        model, transform = program, build_transform(program.img_size, train=False, crop_pct=program.crop_pct)
+        model, transform = program, build_transform(program.img_size, train=False, crop_pct=program.crop_pct,
+                                                    interpolation=program.interpolation)
         device, amp = program.device, None
     else:
         seed_everything(cfg.seed)
         model = model_for_run(cfg, len(splits.classes), checkpoint, True).to(device)
-        transform = build_transform(model.img_size, train=False)
+        weights = checkpoint if checkpoint is not None else cfg.weights  # a run's checkpoint, or other weights' file
+        transform = build_transform(model.img_size, train=False, interpolation=evaluation_interpolation(weights))
     samples = splits.test if cfg.split == "test" else splits.val
     if not samples:
         how = ("draw one before training, into a new folder (split_data.py --test-ratio 0.1 --out DIR), and train "

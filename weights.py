@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from config import plain
-from data import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
+from data import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, RECIPE_INTERPOLATION
 from download import OFFICIAL_WEIGHTS, names_official_file, official_weights_file, tutorial_weights_file
 from export import is_program, load_program
 from images import letters, read_class_indices, same_names
@@ -344,12 +344,34 @@ def format_load_report(report: dict, num_loaded: int) -> str:
     return "\n".join(lines)
 
 
-def describe_for_checkpoint(model: nn.Module, class_names: list) -> dict:
+def describe_for_checkpoint(model: nn.Module, class_names: list, interpolation: str) -> dict:
     """What a train.py checkpoint holds beside the weights, so that it rebuilds its network
-    (create_model_from_checkpoint) and predict.py preprocesses and names as the run did."""
+    (create_model_from_checkpoint) and predict.py preprocesses and names as the run did: `interpolation` is the
+    resize its run validates with (run_interpolation)."""
     return {"variant": model.variant, "model_overrides": plain(model.overrides), "img_size": model.img_size,
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "crop_pct": CROP_PCT,
-            "class_names": list(class_names)}
+            "interpolation": interpolation, "class_names": list(class_names)}
+
+
+def run_interpolation(cfg, checkpoint: dict | None) -> str:
+    """The resize a training run validates with and records: its recipe's (RECIPE_INTERPOLATION), or the one of the
+    checkpoint it resumes, whose best epoch was chosen by figures of that resize."""
+    return RECIPE_INTERPOLATION[cfg.recipe] if checkpoint is None else evaluation_interpolation(checkpoint)
+
+
+def evaluation_interpolation(weights) -> str:
+    """How photos are resized to evaluate or classify with `weights` (as loaded, or their file), as where they come
+    from evaluates them: a train.py checkpoint's record (describe_for_checkpoint), bilinear for one from before it
+    was recorded (what its run validated and predict.py classified with); official and timm files bicubic, as the
+    official evaluation resizes; other state dicts bilinear: the tutorial's, as its predict.py resizes, and this
+    project's model's own, which do not say their recipe (the default's)."""
+    if isinstance(weights, Path):  # train.py --eval-only --weights: the file model_for_run loaded
+        if not weights.is_file():  # a name model_for_run took the official file for (weights/<variant>.pth)
+            return RECIPE_INTERPOLATION["official"]
+        weights = load_checkpoint(weights)
+    if is_run_checkpoint(weights):
+        return weights.get("interpolation", "bilinear")
+    return RECIPE_INTERPOLATION["official" if from_the_official_code(unwrap_state_dict(weights)) else "tutorial"]
 
 
 def create_model_from_checkpoint(checkpoint: dict, **overrides) -> nn.Module:
@@ -457,6 +479,7 @@ class Classifier:
     mean: tuple
     std: tuple
     crop_pct: float
+    interpolation: str  # the resize before the crop's: "bilinear" or "bicubic" (evaluation_interpolation)
     source: Path
     val_ratio: float | None = None  # the training run's --val-ratio, which an export carries for --eval-only
 
@@ -476,16 +499,16 @@ def load_classifier(weights: Path | None, variant: str | None = None, num_classe
             raise UserError(f"--img-size {img_size} was given, but {path} was exported for "
                             f"{model.img_size} px; drop --img-size (the program resizes any image itself)")
         names, mean, std, crop_pct = model.class_names, model.mean, model.std, model.crop_pct
-        val_ratio = model.val_ratio
+        interpolation, val_ratio = model.interpolation, model.val_ratio
     elif is_run_checkpoint(ckpt):  # train.py's: it describes itself
         model = create_model_from_checkpoint(ckpt, **size)
         model.load_state_dict(ckpt["model"])
         names, mean, std, crop_pct = ckpt["class_names"], ckpt["mean"], ckpt["std"], ckpt["crop_pct"]
-        val_ratio = (ckpt.get("config") or {}).get("val_ratio")
+        interpolation, val_ratio = evaluation_interpolation(ckpt), (ckpt.get("config") or {}).get("val_ratio")
     else:
         model = model_from_state_dict(ckpt, path, variant, size)
         names, mean, std, crop_pct = None, IMAGENET_MEAN, IMAGENET_STD, CROP_PCT
-        val_ratio = None
+        interpolation, val_ratio = evaluation_interpolation(ckpt), None
     if variant and resolve_variant(variant) != model.variant:
         raise UserError(f"--model {variant} was given, but {path} holds a {model.variant}; drop --model")
     if num_classes is not None and num_classes != model.num_classes:
@@ -517,6 +540,6 @@ def load_classifier(weights: Path | None, variant: str | None = None, num_classe
                   "outputs: not its names (--class-indices FILE gives them)", file=sys.stderr)
             names = None
     names = names or [str(i) for i in range(model.num_classes)]  # no names known: the indices
-    return Classifier(model, names, tuple(mean), tuple(std), crop_pct, path, val_ratio)
+    return Classifier(model, names, tuple(mean), tuple(std), crop_pct, interpolation, path, val_ratio)
 
 

@@ -99,7 +99,7 @@ def main():
         def ours(model=model, normalize=True) -> list:
             """The class probabilities of each photo read."""
             paths = list_images([str(folder)])
-            transform = build_transform(size, train=False, crop_pct=clf.crop_pct)
+            transform = build_transform(size, train=False, crop_pct=clf.crop_pct, interpolation=clf.interpolation)
             normalizer = Normalize(clf.mean, clf.std) if normalize else None  # an .onnx takes the uint8 crop
             return [probs for _, probs, _ in
                     predict.classify(model, paths, transform, normalizer, torch.device("cpu"), options)
@@ -144,7 +144,7 @@ def random_checkpoint(variant: str, img_size, path: Path) -> Path:
     """A train.py-style checkpoint of a randomly initialised model."""
     model = create_model(variant, num_classes=5, **({"img_size": img_size} if img_size else {}))
     classes = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
-    torch.save({**describe_for_checkpoint(model, classes), "model": model.state_dict()}, path)
+    torch.save({**describe_for_checkpoint(model, classes, "bilinear"), "model": model.state_dict()}, path)
     return path
 
 

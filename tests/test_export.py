@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,8 @@ def version(request) -> str:
 
 @pytest.fixture(scope="module")
 def clf(version, request) -> Classifier:
-    """V1: the trained run whose programs tests/test_predict_programs.py checks (conftest.py); V2: a random model with
-    another mean and std."""
+    """V1: the trained run whose programs tests/test_predict_programs.py checks (conftest.py), resized bilinear; V2: a
+    random model with another mean and std, resized bicubic (as the official recipe's checkpoints are)."""
     if version == "v1":
         clf = load_classifier(request.getfixturevalue("trained") / "runs" / "r")
         clf.model.eval()
@@ -45,7 +46,7 @@ def clf(version, request) -> Classifier:
     with torch.no_grad():  # off the init, where every V2 block is the identity (its post-norms are zero)
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    return Classifier(model, CLASSES, MEAN, STD, 0.875, Path("ckpt.pth"))
+    return Classifier(model, CLASSES, MEAN, STD, 0.875, "bicubic", Path("ckpt.pth"))
 
 
 @pytest.fixture(scope="module")
@@ -217,22 +218,31 @@ def test_pt2_program_gives_the_model_logits(version, clf, crops, pt2_file):
     assert info["input_type"] == {"v1": "float32", "v2": "uint8"}[version]  # v1: conftest.py's pt2_program
 
 
-def test_programs_crop_and_resize_any_size(clf, flowers, onnx_file, pt2_file, export_packages, tmp_path):
-    """Whole photos of other sizes, cropped and resized inside the programs as predict.py does it."""
+def test_programs_crop_and_resize_any_size(version, clf, flowers, onnx_file, pt2_file, export_packages, tmp_path):
+    """Whole photos of other sizes, cropped and resized inside the programs as predict.py does it: with the
+    classifier's interpolation (V1 bilinear, V2 bicubic), which each program carries and predict.py reads back."""
+    assert clf.interpolation == {"v1": "bilinear", "v2": "bicubic"}[version]
     session = export_packages[2].InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     extra = {"classifier.json": ""}
     program = torch.export.load(pt2_file, extra_files=extra).module()
     input_type = json.loads(extra["classifier.json"])["input_type"]
-    transform, normalize = build_transform(SIZE, train=False), Normalize(clf.mean, clf.std)
+    assert load_classifier(onnx_file).interpolation == load_classifier(pt2_file).interpolation == clf.interpolation
+    transform = build_transform(SIZE, train=False, interpolation=clf.interpolation)
+    normalize = Normalize(clf.mean, clf.std)
+    other = replace(clf, interpolation={"bilinear": "bicubic", "bicubic": "bilinear"}[clf.interpolation])
     photos = [sorted(flowers.glob("*/*.jpg"))[i] for i in (7, 55)]
     for photo in photos:  # as PNG: predict.py decodes a JPEG at a reduced scale, which pixels fed to a program skip
         Image.open(photo).save(tmp_path / "photo.png")
         with Image.open(tmp_path / "photo.png") as image:
             pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None]
-            want = clf.model(normalize(transform(image)[None])).detach()
+            seen = normalize(transform(image)[None])  # predict.py's input
+            want = clf.model(seen).detach()
         assert pixels.shape[-2:] != (SIZE, SIZE) and pixels.shape[-2] != pixels.shape[-1]
         reference = Deployable(clf.model, clf)(pixels)  # the module itself, in eager mode
         torch.testing.assert_close(reference, want, rtol=0, atol=0.01)  # predict.py rounds its resize to uint8
+        # the program's crop is predict.py's, to its rounding to uint8; the other interpolation's is not
+        off, off_other = ((Deployable(clf.model, c).preprocess(pixels) - seen).abs().max() for c in (clf, other))
+        assert off < 0.1 < off_other, (off, off_other)
         torch.testing.assert_close(torch.from_numpy(session.run(None, {"images": pixels.numpy()})[0]), reference,
                                    rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(program(as_input(pixels.expand(2, -1, -1, -1), input_type)),
@@ -299,3 +309,12 @@ def test_onnx_cuda_provider_that_does_not_start_runs_on_the_cpu_said(onnx_file, 
     assert "runs on the CPU" in capsys.readouterr().err
     images = torch.randint(0, 256, (1, 3, program.img_size, program.img_size), dtype=torch.uint8)
     assert program(images).device == images.device
+
+
+def test_a_program_from_before_interpolation_was_carried_is_read_as_bilinear():
+    """Programs written before they carried their interpolation resized bilinear: predict.py and --eval-only crop
+    the photos they hand such a program so."""
+    info = {"class_names": '["a", "b"]', "variant": "swin_micro_patch4_window4_128", "img_size": "64",
+            "crop_pct": "0.875", "mean": "[0.5, 0.5, 0.5]", "std": "[0.25, 0.25, 0.25]"}
+    assert export.ExportedClassifier(Path("old.onnx"), info).interpolation == "bilinear"
+    assert export.ExportedClassifier(Path("new.onnx"), info | {"interpolation": "bicubic"}).interpolation == "bicubic"

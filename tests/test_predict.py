@@ -18,6 +18,7 @@ import cards
 import predict
 import stopping
 import utils
+import weights
 from data import Normalize, build_transform
 from image_factory import write_broken_files
 from images import write_class_indices
@@ -30,11 +31,15 @@ CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 pytestmark = pytest.mark.xdist_group("programs")  # conftest.py says why
 
 
-def expected_probs(checkpoint: dict, path, img_size=None, flip=False) -> torch.Tensor:
-    """The model of the checkpoint run by hand on one photo, as the tutorial's predict.py does."""
-    model = create_model(checkpoint["variant"], **checkpoint["model_overrides"]).eval()
-    model.load_state_dict(checkpoint["model"])
-    transform = build_transform(img_size or checkpoint["img_size"], train=False, crop_pct=checkpoint["crop_pct"])
+def expected_probs(checkpoint: dict, path, img_size=None, flip=False, interpolation="bilinear",
+                   model=None) -> torch.Tensor:
+    """The model of the checkpoint (or `model`) run by hand on one photo, as the tutorial's predict.py does:
+    resized with `interpolation` (the trained run's: its tutorial recipe's)."""
+    if model is None:
+        model = create_model(checkpoint["variant"], **checkpoint["model_overrides"]).eval()
+        model.load_state_dict(checkpoint["model"])
+    transform = build_transform(img_size or checkpoint["img_size"], train=False, crop_pct=checkpoint["crop_pct"],
+                                interpolation=interpolation)
     with Image.open(path) as image, torch.no_grad():
         x = Normalize(checkpoint["mean"], checkpoint["std"])(transform(image)[None])
         probs = model(x).softmax(-1)[0]
@@ -74,6 +79,30 @@ def test_newest_run_is_used_with_what_it_carries(trained, checkpoint, photos, tm
     want = expected_probs(other, photos[0])
     assert want.sub(expected_probs(checkpoint, photos[0])).abs().max() > 1e-3  # the preprocessing matters
     assert [want[e["index"]].item() for e in top] == pytest.approx([e["prob"] for e in top], abs=1e-5)
+
+
+def test_photos_are_resized_as_the_weights_were_evaluated(checkpoint, photos, tmp_path, capsys, monkeypatch):
+    """A run of the official recipe records bicubic, with which it validated (test_resume.py trains one), and
+    predict.py resizes so; a checkpoint from before the record, bilinear as before; an official file bicubic, as the
+    official evaluation resizes. Each the model's output on that resize of the photo, not on the other."""
+    assert checkpoint["interpolation"] == "bilinear"  # the tutorial recipe's, of conftest.py's run
+    # as the official code saves its weights: with its index buffers and shift masks (which the model rebuilds)
+    official = {"model": {**checkpoint["model"], "layers.0.blocks.0.attn.relative_position_index": torch.zeros(
+        49, dtype=torch.long), "layers.0.blocks.1.attn_mask": torch.zeros(16, 16, 16)}}
+    as_official = create_model(checkpoint["variant"], img_size=64, num_classes=5).eval()
+    weights.load_weights(as_official, official, verbose=False)  # as the official loader fits it
+    files = {"official_recipe.pth": (dict(checkpoint, interpolation="bicubic"), "bicubic", None),
+             "before_the_record.pth": ({k: v for k, v in checkpoint.items() if k != "interpolation"}, "bilinear", None),
+             "official.pth": (official, "bicubic", as_official)}
+    for name, (saved, resize, model) in files.items():
+        torch.save(saved, tmp_path / name)
+        plain = ["--model", checkpoint["variant"], "--img-size", "64"] if model is not None else []
+        _, out, _ = run_predict(capsys, monkeypatch, tmp_path, photos[5], "--weights", name, *plain, "--json")
+        top = json_lines(out)[0]["topk"]
+        want, other = (expected_probs(checkpoint, photos[5], interpolation=interpolation, model=model)
+                       for interpolation in (resize, {"bilinear": "bicubic", "bicubic": "bilinear"}[resize]))
+        assert (want - other).abs().max() > 1e-3, name  # the resize matters
+        assert [want[e["index"]].item() for e in top] == pytest.approx([e["prob"] for e in top], abs=1e-5), name
 
 
 def test_a_run_folder_stopped_before_its_first_validation_means_its_last_pth(checkpoint, photos, tmp_path, capsys,

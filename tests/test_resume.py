@@ -46,6 +46,12 @@ def test_resume_is_bit_identical(flowers, tmp_path, capsys):
     resumed = torch.load(tmp_path / "split" / "last.pth", weights_only=True)
     assert resumed["epoch"] == straight["epoch"] == 2
     assert resumed["data_root"] == str(Path(flowers).resolve())  # where a resume from elsewhere finds the data
+    # validated with the official recipe's resize, bicubic, and recorded: --eval-only (and predict.py) resize so,
+    # and give the figures of the run's own report
+    assert straight["interpolation"] == resumed["interpolation"] == "bicubic"
+    train_here(capsys, "--eval-only", "--resume", tmp_path / "straight" / "best.pth", "--workers", "0", "--no-progress")
+    reports = [(tmp_path / "straight" / name / "report.txt").read_text().split("\n") for name in ("", "eval_val")]
+    assert reports[0][1].startswith("val: 20 images") and reports[0][1:] == reports[1][1:]
     for key, value in straight["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
     assert [r["loss_train"] for r in metrics(tmp_path / "straight")] == \
