@@ -281,8 +281,9 @@ def rng_state() -> dict:
         "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
                   "cached": cached},
         "torch": torch.get_rng_state(),
-        # this process's GPU only: a run resumed where fewer GPUs are seen must still find its state
-        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_available() else [],
+        # this process's GPU only (a run resumed where fewer GPUs are seen must still find its state), and only where it
+        # uses one: asked in a --device cpu run on a GPU machine, CUDA would start a context on GPU 0 in every process
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_initialized() else [],
     }
 
 
@@ -295,7 +296,7 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
                          np_state["has_gauss"], np_state["cached"]))
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
+    if state["cuda"] and torch.cuda.is_initialized():  # the model is on the GPU by now, where the run uses one
         torch.cuda.set_rng_state(state["cuda"][0])
 
 

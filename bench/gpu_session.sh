@@ -13,15 +13,19 @@
 # a second, sent at once, names the rest. The figures in docs/gpu.md come from these logs.
 set -u
 cd "$(dirname "$0")/.."
-if ! python3 -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then  # not part after part failing
-    echo "error: gpu_session.sh takes the GPU figures, and PyTorch sees no CUDA GPU here (nvidia-smi;" \
-         "CUDA_VISIBLE_DEVICES)" >&2
-    exit 2
-fi
 out=${OUT:-gpu-logs}
 budget=${BUDGET:-540}
 mkdir -p "$out"
 log=$out/session.log
+if [[ ! $budget =~ ^[0-9]+$ ]]; then  # bash's arithmetic would end the script at the first part, its log empty
+    echo "error: BUDGET=$budget: a whole number of seconds" | tee -a "$log" >&2
+    exit 2
+fi
+if ! python3 -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then  # not part after part failing
+    echo "error: gpu_session.sh takes the GPU figures, and PyTorch sees no CUDA GPU here (nvidia-smi;" \
+         "CUDA_VISIBLE_DEVICES)" | tee -a "$log" >&2  # in the log too: what a lent machine hands back
+    exit 2
+fi
 # seconds a part needs to print any figure, where more than 45: its compiles (about 50 s each on a fresh machine,
 # docs/gpu.md) and one round; cut sooner it leaves only its header
 declare -A need=([train_graphs_compiled]=150 [train_compiled]=150 [attention_compiled]=200 [workers]=120
@@ -32,10 +36,11 @@ all="tests_new train_eager train_graphs_compiled train_graphs_eager tests_rest a
      profile_compiled attention memory profile data checkpoint"
 
 part() {  # part NAME SECONDS COMMAND...: run for at most SECONDS (less if BUDGET runs out), log to $log
-    local name=$1 limit=$2 start=$SECONDS left=$((budget - SECONDS)) least=${need[$1]:-45}
+    # left: less the 15 s that a part which ignores its SIGTERM gets before the SIGKILL, so that BUDGET holds then too
+    local name=$1 limit=$2 start=$SECONDS left=$((budget - SECONDS - 15)) least=${need[$1]:-45} status left_behind
     shift 2
     if ((left < least)); then  # too little for this part to say something: the shorter ones after it may still run
-        echo "=== $name: skipped, it needs $least s, $left s left of BUDGET=$budget" | tee -a "$log"
+        echo "=== $name: skipped, it needs $least s, $((left > 0 ? left : 0)) s left of BUDGET=$budget" | tee -a "$log"
         return
     fi
     ((limit > left)) && limit=$left  # a part cut short still leaves what it printed: the benchmarks print as they go
@@ -43,7 +48,15 @@ part() {  # part NAME SECONDS COMMAND...: run for at most SECONDS (less if BUDGE
     # -k: the scripts turn SIGTERM into an exception (run_cli), raised only once a C call returns: one waiting on a
     # GPU that never finishes would hold every later part; 15 s after the SIGTERM, SIGKILL
     timeout -k 15 "$limit" "$@" >>"$log" 2>&1
-    echo "=== $name: status $?, $((SECONDS - start)) s" | tee -a "$log"
+    status=$?
+    echo "=== $name: status $status, $((SECONDS - start)) s" | tee -a "$log"
+    if ((status == 124 || status == 137)) && command -v nvidia-smi >/dev/null; then
+        # torchrun's workers run in sessions of their own, out of the timeout's reach: one left behind holds the GPU
+        # through the parts after it, whose figures are then not the machine's alone
+        left_behind=$(nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader |
+                      paste -sd ';')
+        echo "=== $name: on the GPU after it: ${left_behind:-nothing}" | tee -a "$log"
+    fi
     tail -n 14 "$log"
 }
 
@@ -51,7 +64,7 @@ run_part() {
     case $1 in
     # the GPU's correctness first, what is new since the last run on a GPU (2026-11-30: 16 of the 18 then new
     # passed in 109 s): the loop's waits for the GPU (two a batch then: engine.batch_flags), torchrun with
-    # --compile and with --cuda-graphs (whose capture failed under DDP, captured before DDP since; an xfail naming
+    # --compile and with --cuda-graphs (whose capture failed under DDP, captured before DDP since; a failure naming
     # CUDA's error if it fails again), and
     # train.py with --cuda-graphs, resumed. About 60 s (a compile, two torchrun runs, two train.py runs); the rest
     # of tests/test_cuda.py (some 300 s: 17 not run since 2026-11-28) is tests_rest. -v names each test as it ends
@@ -98,18 +111,20 @@ run_part() {
     memory) part memory 150 bash -c "python3 bench/bench_train.py --device cuda --memory --steps 20 && \
         python3 bench/bench_train.py --device cuda --memory --steps 20 --model swin_base_patch4_window7_224" ;;
     # the eager steps' kernels, ours (PyTorch's LayerNorm, kernels.py's) and timm's (34 s)
-    profile) part profile 90 python3 bench/bench_train.py --device cuda --profile 25 --steps 5 --layer-norm torch triton ;;
+    profile) part profile 90 python3 bench/bench_train.py --device cuda --profile 25 --steps 5 \
+        --layer-norm torch triton ;;
     # the loader at 15 workers, the training process's CPU a batch with the workers keeping their batches or not
     # (pinned there), and nvJPEG, printed last (90 s: the hand-over rows, new since the 60 s it had, come first)
     data) part data 90 python3 bench/bench_data.py --workers 15 --batch-size 128 --images 2560 --rounds 2 \
         --upscale 3 --gpu-decode ;;
     # how long a checkpoint's save holds up training, written beside it or in the loop, on the machine's disk
     checkpoint) part checkpoint 60 python3 bench/bench_checkpoint.py --device cuda --folder . ;;
-    *) echo "unknown part $1: $all" >&2; return 2 ;;
+    *) echo "unknown part $1: $all" | tee -a "$log" >&2; return 2 ;;
     esac
 }
 
-{ nvidia-smi -L; nproc; python3 -c "import torch, torchvision, timm; print(torch.__version__, torchvision.__version__, timm.__version__)"; } \
+{ nvidia-smi -L; nproc
+  python3 -c "import torch, torchvision, timm; print(torch.__version__, torchvision.__version__, timm.__version__)"; } \
     2>&1 | tee -a "$log"
 for name in "${@:-$all}"; do
     for one in $name; do

@@ -129,6 +129,7 @@ def test_a_training_step_with_the_kernels_matches_torch(version, monkeypatch):
     (5, 4, 3, 49, torch.float32, True),
     (9, 4, 2, 16, torch.float32, False),  # 4 x 4 windows, regular: no mask, the block just full; 36 windows
     (2, 2, 2, 64, torch.bfloat16, True),  # V2's 8 x 8 windows in bf16, as CUDA autocast trains
+    (2, 2, 3, 49, torch.float16, True),  # fp16 (--amp fp16: inference takes the kernel on Ampere and newer too)
     (1, 1, 1, 4, torch.bfloat16, False),  # a 2 x 2 window (the micro variant's last stage at 64 px)
 ])
 def test_window_attention_matches_float64_both_ways(images, windows, heads, tokens, dtype, masked):

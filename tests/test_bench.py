@@ -236,3 +236,46 @@ def test_bench_model_compares_a_train_step_and_inference_with_timm(bench):
     rows = re.findall(r"swin_tiny_patch4_window7_224 +(train step|inference ) +timm +[\d.]+ img/s +ours +[\d.]+ img/s +"
                       r"ratio [\d.]+", out)
     assert rows == ["train step", "inference "], out
+
+
+FAKE_PYTHON = """#!/bin/bash
+# gpu_session.sh's python3: its check for CUDA answers FAKE_CUDA; every part prints its command and ends with status 3
+if [[ $1 == -c ]]; then [[ $2 == *print* ]] && echo versions; exit $((1 - FAKE_CUDA)); fi
+echo "ran $*"
+exit 3
+"""
+
+
+def test_gpu_session_logs_every_part_and_skips_what_its_budget_cannot_hold(tmp_path):
+    """bench/gpu_session.sh, with stand-ins for python3 and nvidia-smi: without CUDA it stops at once, status 2, and
+    says why in its log too (what a lent machine hands back); with it, a part that fails, an unknown part and a part
+    that needs more than is left of BUDGET (train_compiled's 150 s) each leave their line in the log, and the parts
+    after them still run."""
+    import os
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "python3").write_text(FAKE_PYTHON)
+    (shim / "nvidia-smi").write_text("#!/bin/bash\necho 'GPU 0: stand-in'\n")
+    for tool in shim.iterdir():
+        tool.chmod(0o755)
+
+    def session(cuda: bool, budget: str, *parts):
+        out = tmp_path / f"out-{cuda}-{budget}"
+        env = {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}", "FAKE_CUDA": str(int(cuda)),
+               "OUT": str(out), "BUDGET": budget}
+        done = subprocess.run(["bash", "bench/gpu_session.sh", *parts], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=60)
+        return done, (out / "session.log").read_text()
+
+    done, log = session(False, "500")
+    assert done.returncode == 2 and "sees no CUDA GPU" in done.stderr and "sees no CUDA GPU" in log
+    done, log = session(True, "9m")
+    assert done.returncode == 2 and "BUDGET=9m: a whole number of seconds" in log
+    done, log = session(True, "100", "checkpoint", "bogus", "train_compiled data")
+    assert done.returncode == 0, done.stderr
+    assert "GPU 0: stand-in" in log and "versions" in log
+    assert "=== checkpoint (at most 60 s): python3 bench/bench_checkpoint.py" in log
+    assert "ran bench/bench_checkpoint.py --device cuda" in log
+    assert "=== checkpoint: status 3," in log and "unknown part bogus" in log
+    assert "=== train_compiled: skipped, it needs 150 s" in log and "ran bench/bench_train" not in log
+    assert "=== data (at most " in log and "=== data: status 3," in log

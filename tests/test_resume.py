@@ -669,3 +669,18 @@ def test_a_class_folder_added_before_resuming_says_what_to_do_and_its_command_ke
     head = old["model"]["head.weight"]
     assert torch.equal(model.head.weight[1], head[0]) and torch.equal(model.head.weight[5], head[4])
     assert not model.head.weight[0].any() and not model.head.weight[3].any()  # Roses, lilies: new to it
+
+
+def test_a_cpu_runs_random_state_leaves_a_gpu_machines_cuda_alone(monkeypatch):
+    """A checkpoint's random state, saved and restored, takes the GPU's generator only where the process uses a GPU:
+    asked in a --device cpu run on a GPU machine, CUDA would start a context on GPU 0 in every process (memory
+    there for nothing). Here CUDA is seen but not started, as in that run; a GPU run's state is restored there."""
+    def starts_cuda(*args):
+        raise AssertionError("CUDA started")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", starts_cuda)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", starts_cuda)
+    state = utils.rng_state()
+    assert state["cuda"] == []
+    utils.set_rng_state({**state, "cuda": [torch.zeros(16, dtype=torch.uint8)]})  # a GPU run's, resumed on the CPU
