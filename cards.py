@@ -12,6 +12,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 import plots
+from files import current_umask
 from images import UNREADABLE, load_rgb
 from utils import UserError
 
@@ -59,6 +60,7 @@ def save_card(result: dict, folder: Path, used: set, seen=None) -> bool:
     handle, tmp = tempfile.mkstemp(prefix=".card-", suffix=".tmp", dir=folder)
     os.close(handle)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's file is the owner's alone; a picture to share is not
     try:
         card.save(tmp, format="PNG", pnginfo=mark)
         os.replace(tmp, folder / f"{name}.png")

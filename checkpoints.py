@@ -132,6 +132,8 @@ def load_checkpoint(path, mmap: bool = False):
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:  # torch.load's EOFError read as "not a PyTorch checkpoint"
+        raise cut_short(path, "an empty file")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         try:

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
+from files import current_umask
 from utils import UserError, from_first_process, launched_first, on_first_process
 from variants import resolve_variant
 
@@ -172,13 +173,6 @@ def safe_extract(archive, dest) -> None:
 
 class DiskError(UserError):
     """An extraction that the disk, not the archive, stopped (full, read-only): the archive is fine."""
-
-
-def current_umask() -> int:
-    """The process's umask (the permissions its new files leave out), read by setting it and back."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def fetch_flower_photos(data_path: Path, url: str | None = None, sha256: str | None = None,

@@ -11,6 +11,13 @@ from pathlib import Path
 from utils import UserError, resume_command
 
 
+def current_umask() -> int:
+    """The process's umask (the permissions its new files leave out), read by setting it and back."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def put_in_place(path: Path, fill, then: str = None) -> None:
     """fill(tmp) makes a temporary file beside `path`, which a rename then puts in its place, made durable:
     a kill at any moment leaves either the previous file or the new one, never a torn one. A write that

@@ -15,6 +15,7 @@ Nothing under --data-path is ever moved, changed or deleted. train.py reads --ou
 import argparse
 import itertools
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from tqdm import tqdm
 import plots
 from config import COUNT, FRACTION, POSITIVE_INT, folder_path, ranged
 from download import FLOWER_PHOTOS_SHA256, FLOWER_PHOTOS_URL, fetch_flower_photos
-from images import read_class_root, readable_folder, write_class_indices
+from images import BUNDLED_SAMPLE, read_class_root, readable_folder, write_class_indices
 from splits import (SPLITS, case_twins, check_split_finished, class_imbalance, is_split_root, per_class_counts,
                     split_by_class, split_counts, without_validation)
 from split_folders import finish_split, place_image, prepare_out
@@ -63,12 +64,19 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     source, out = args.data_path, args.out
     if args.download:
-        fetch_flower_photos(source, args.url, args.sha256)
+        try:
+            fetch_flower_photos(source, args.url, args.sha256)
+        except UserError as err:  # offline, most often: the photos that came with the project split without a network
+            out_flag = "" if out == Path("data") else f" --out {shlex.quote(str(out))}"
+            script = shlex.quote(os.path.relpath(__file__))  # typed from another folder, as the user ran it
+            raise UserError(f"{err}. Or split the bundled sample: python {script} --data-path {bundled_sample()}"
+                            f"{out_flag}") from None
     if not source.is_dir():
         problem = "is a file, not a folder" if source.exists() else "not found"
         fetch = ("pass --download to fetch it" if source.name == "flower_photos" else
                  "--download fetches the tutorial's flower_photos into it")
-        raise UserError(f"data path {problem}: {source}. Give a folder of class folders with --data-path, or {fetch}")
+        raise UserError(f"data path {problem}: {source}. Give a folder of class folders with --data-path (such as "
+                        f"{bundled_sample()}, the bundled photos), or {fetch}")
     readable_folder(source)
     if is_split_root(source):  # split already; a Kaggle or Roboflow download (test/, valid/) too: its folders would
         beside = ", ".join(sorted(p.name + "/" for p in source.iterdir()  # become classes named train, test, valid
@@ -160,6 +168,11 @@ def may_hardlink(path: Path) -> bool:
     """Whether this user may hard-link the file at `path` where hardlinks_protected(): its owner, or one who may read
     and write it (root may link any)."""
     return os.stat(path).st_uid == os.geteuid() or os.access(path, os.R_OK | os.W_OK)
+
+
+def bundled_sample() -> str:
+    """samples/flowers as the user types it from where they are: what splits with no download."""
+    return shlex.quote(os.path.relpath(BUNDLED_SAMPLE))
 
 
 def format_report(source: Path, out: Path, args, classes: list[str], counts: dict, skipped: list) -> str:

@@ -298,5 +298,10 @@ def check_validation(splits, cfg, default_val_ratio: float, notify: bool) -> Non
         more = "2 photos or more of each" if splits.drawn else "photos in their val/<class>/ folders"
         print(f"warning: {missing}; {more} would give them some", file=sys.stderr)
     if not splits.val and not cfg.eval_only:
-        raise UserError(f"{cfg.data_path} gives no validation images, which choose best.pth: use --val-ratio above 0 "
-                        f"(default 0.2) for a folder of class folders, or put images in val/<class>/")
+        if not splits.drawn:
+            how = f"put images in {Path(cfg.data_path) / 'val'}/<class>/"
+        elif cfg.val_ratio == 0:
+            how = "use --val-ratio above 0 (default 0.2)"
+        else:  # --val-ratio was fine: a class keeps its one photo for training
+            how = "each class has a single photo, which trains; 2 photos or more in a class give it some"
+        raise UserError(f"{cfg.data_path} gives no validation images, which choose best.pth: {how}")

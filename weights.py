@@ -539,7 +539,11 @@ def load_classifier(weights: Path | None, variant: str | None = None, num_classe
             print(f"notice: {tutorial_names} here names {len(names)} classes and {path} has {model.num_classes} "
                   "outputs: not its names (--class-indices FILE gives them)", file=sys.stderr)
             names = None
-    names = names or [str(i) for i in range(model.num_classes)]  # no names known: the indices
+    if names is None:  # the tutorial's state dict without its class_indices.json: outputs by number, said why
+        names = [str(i) for i in range(model.num_classes)]
+        print(f"notice: {path} carries no class names and there is no {tutorial_names} here: classes are shown by "
+              "their index (--class-indices FILE, the class_indices.json of its training, names them)",
+              file=sys.stderr)
     return Classifier(model, names, tuple(mean), tuple(std), crop_pct, interpolation, path, val_ratio)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import print_header  # noqa: E402  (bench/ is on the path)
+from common import counted, print_header  # noqa: E402  (bench/ is on the path)
 from config import POSITIVE_INT  # noqa: E402
 import engine  # noqa: E402
 import train  # noqa: E402
@@ -74,7 +74,7 @@ def main():
             print(f"round {round_ + 1}: " + ", ".join(f"{way} {times[-1]:.3f} s" for way, times in held.items()),
                   flush=True)
         size = path.stat().st_size / 1e6
-    print(f"# {args.model}, {size:.0f} MB a checkpoint, on {args.device}; medians of {args.rounds} rounds")
+    print(f"# {args.model}, {size:.0f} MB a checkpoint, on {args.device}; medians of {counted(args.rounds, 'round')}")
     for way, times in held.items():
         print(f"training held by a save, {way}: {statistics.median(times):.3f} s")
     print(f"CheckpointWriter's write done after {statistics.median(written):.3f} s")

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules sit at its root
-from common import alternating_rounds, print_header  # noqa: E402  (bench/ is on the path)
+from common import alternating_rounds, counted, print_header  # noqa: E402  (bench/ is on the path)
 from config import COUNT, POSITIVE_INT  # noqa: E402
 from data import IMAGENET_MEAN, IMAGENET_STD, build_transform  # noqa: E402
 from loaders import ImageDataset, build_loader, collate_skipping_failures, pinning  # noqa: E402
@@ -49,7 +49,8 @@ def parse_args():
     parser.add_argument("--img-size", type=POSITIVE_INT, default=224, help="default: 224")
     parser.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="default: 32")
     parser.add_argument("--workers", type=COUNT, default=2, help="DataLoader worker processes, for both (default: 2)")
-    parser.add_argument("--rounds", type=POSITIVE_INT, default=5, help="timed rounds per pipeline, alternating (default: 5)")
+    parser.add_argument("--rounds", type=POSITIVE_INT, default=5,
+                        help="timed rounds per pipeline, alternating (default: 5)")
     parser.add_argument("--images", type=POSITIVE_INT, default=640, help="images per round (default: 640)")
     parser.add_argument("--upscale", type=POSITIVE_INT, default=1,
                         help="benchmark a copy enlarged this many times (default: 1, the photos as they are)")
@@ -93,8 +94,8 @@ def main():
             loaders[f"data.py, --max-size {args.max_size}"] = build_loader(
                 copies, args.batch_size, train=True, num_workers=args.workers,
                 sampler=RandomSampler(copies, num_samples=args.images))
-        print(f"{args.img_size} px, batch {args.batch_size}, {args.workers} workers, "
-              f"{args.rounds} rounds x {args.images} images, alternating")
+        print(f"{args.img_size} px, batch {args.batch_size}, {counted(args.workers, 'worker')}, "
+              f"{counted(args.rounds, 'round')} x {args.images} images, alternating")
         medians = alternating_rounds({name: partial(images_per_second, loader) for name, loader in loaders.items()},
                                      args.rounds)  # the warm-up pass starts the workers and fills the file cache
         print(f"ratio data.py / ImageFolder: {medians['data.py'] / medians['torchvision ImageFolder']:.2f}x")

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import print_header  # noqa: E402  (bench/ is on the path)
+from common import counted, print_header  # noqa: E402  (bench/ is on the path)
 from config import POSITIVE_INT  # noqa: E402
 import model  # noqa: E402
 from utils import select_device, tune_for  # noqa: E402
@@ -167,7 +167,7 @@ def main():
         return
     print_header(args.device)
     print(f"# {args.dtype}; " + (f"batch {args.memory_batch_size}, peak memory" if args.memory else
-                                  f"batch {args.batch_size}; {args.rounds} rounds") + f"; pid {os.getpid()}")
+                                  f"batch {args.batch_size}; {counted(args.rounds, 'round')}") + f"; pid {os.getpid()}")
     if args.memory:
         compare_memory(args)
     else:

@@ -42,7 +42,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from common import gpu_or_small, print_header  # noqa: E402  (bench/ is on the path)
+from common import counted, gpu_or_small, print_header  # noqa: E402  (bench/ is on the path)
 from config import COUNT, POSITIVE_INT  # noqa: E402
 import compiling  # noqa: E402
 import engine  # noqa: E402
@@ -471,7 +471,8 @@ def profile_steps(args, device, amp):
         step_round(state, cfg, batch, 3)  # warm-up
         with profile(activities=activities) as prof:
             step_round(state, cfg, batch, args.steps)
-        print(f"== {name}: {args.steps} steps, the {args.profile} operators that take the most time", flush=True)
+        print(f"== {name}: {counted(args.steps, 'step')}, the {args.profile} operators that take the most time",
+              flush=True)
         print(prof.key_averages().table(sort_by=sort, row_limit=args.profile, max_name_column_width=60), flush=True)
 
 

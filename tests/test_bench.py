@@ -33,7 +33,7 @@ def test_bench_train_compares_the_step_with_timm_and_the_loop_with_its_loader(be
     assert len(summary) == 9 and len({line.index(" img/s") for line in summary}) == 1  # one column, long names too
     out = bench("bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "4", "--steps", "1",
                 "--profile", "20")  # 20: under load, a preempted operator can push aten::mm out of a top 5
-    assert "== timm: 1 steps, the 20 operators" in out and "== bare" in out and "aten::mm" in out
+    assert "== timm: 1 step, the 20 operators" in out and "== bare" in out and "aten::mm" in out
 
 
 def test_each_bare_row_of_bench_train_runs_with_its_own_kinds(monkeypatch):
@@ -225,9 +225,9 @@ def test_benchmarks_refuse_a_number_out_of_range_as_they_parse(script, flag, val
 def test_bench_data_times_both_loaders_and_the_smaller_copies(bench):
     out = bench("bench_data.py", "--img-size", "32", "--images", "16", "--batch-size", "8", "--rounds", "1",
                 "--workers", "0", "--max-size", "96")
-    for line in ("100 images, median size ", "round 1: torchvision ImageFolder ", "median data.py, --max-size 96: ",
-                 "ratio data.py / ImageFolder: ", "ratio data.py over --max-size 96 copies / over the photos: ",
-                 "no hand-over with --workers 0"):
+    for line in ("100 images, median size ", "0 workers, 1 round x 16 images", "round 1: torchvision ImageFolder ",
+                 "median data.py, --max-size 96: ", "ratio data.py / ImageFolder: ",
+                 "ratio data.py over --max-size 96 copies / over the photos: ", "no hand-over with --workers 0"):
         assert line in out, out
 
 
@@ -236,6 +236,7 @@ def test_bench_model_compares_a_train_step_and_inference_with_timm(bench):
     rows = re.findall(r"swin_tiny_patch4_window7_224 +(train step|inference ) +timm +[\d.]+ img/s +ours +[\d.]+ img/s +"
                       r"ratio [\d.]+", out)
     assert rows == ["train step", "inference "], out
+    assert "batch 1; 1 round;" in out
 
 
 FAKE_PYTHON = """#!/bin/bash

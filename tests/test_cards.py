@@ -12,6 +12,7 @@ from PIL import Image
 import cards
 import plots
 import predict
+from files import current_umask
 from images import load_rgb
 from script_runs import json_lines, run_predict
 from utils import UserError
@@ -30,6 +31,7 @@ def test_save_vis_writes_a_card_per_photo(trained, photos, tmp_path, capsys, mon
         assert card.format == "PNG" and card.width > photo.width + 200
         pixels = np.array(card.convert("RGB")).reshape(-1, 3)
         assert (pixels == (40, 90, 200)).all(1).sum() > 100  # the top class's bar
+    assert cards[0].stat().st_mode & 0o777 == 0o666 & ~current_umask()  # as any file written: not mkstemp's 0600
 
 
 def test_cards_of_long_names_fit_and_a_card_cut_short_is_none(trained, photos, tmp_path, capsys, monkeypatch):

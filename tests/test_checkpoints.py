@@ -1,6 +1,7 @@
 """checkpoints.py and files.py: checkpoint files written whole (a SIGKILL mid-write leaves the last one loadable,
 and its temporary file goes with the next write), and written beside training as they were when saved."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -219,3 +220,13 @@ def test_the_temporary_files_of_killed_writers_are_cleared_from_a_folder_but_a_l
         path.write_text("")
     remove_all_left_behind(tmp_path)
     assert sorted(tmp_path.iterdir()) == sorted([alive, *mine])
+
+
+def test_an_empty_checkpoint_is_said_to_be_cut_short_not_another_kind_of_file(tmp_path):
+    """A copy that wrote nothing (a full disk, a transfer stopped at once): torch.load's EOFError was said as "not a
+    PyTorch checkpoint", which sends the user looking for another file rather than to copy this one again."""
+    for empty in (tmp_path / "last.pth", tmp_path / "model.safetensors"):
+        empty.touch()
+        with pytest.raises(UserError, match=rf"^{re.escape(str(empty))} is cut short or damaged \(an empty file\): a "
+                                            "copy or download that did not finish"):
+            checkpoints.load_checkpoint(empty)

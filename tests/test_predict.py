@@ -524,6 +524,13 @@ def test_the_tutorials_files_in_the_working_folder_are_used_as_its_predict_py_us
                                  "--model", "swin_micro_patch4_window4_128", "--img-size", "64", "--json")
     assert code == 0 and json_lines(out)[0]["topk"][0]["label"] in list("01234")
     assert "notice: class_indices.json here names 4 classes and weights/model-9.pth has 5 outputs: not its names" in err
+    # and none at all: the indices, and why (a notice, as the tutorial's predict.py stopped without the file)
+    (tmp_path / "class_indices.json").unlink()
+    code, out, err = run_predict(capsys, monkeypatch, tmp_path, photos[0], "--weights", "weights/model-9.pth",
+                                 "--model", "swin_micro_patch4_window4_128", "--img-size", "64", "--json")
+    assert code == 0 and json_lines(out)[0]["topk"][0]["label"] in list("01234")
+    assert "notice: weights/model-9.pth carries no class names and there is no class_indices.json here: classes are " \
+           "shown by their index (--class-indices FILE" in err
     # the folder typed for the file: not "checkpoint not found: weights/best.pth"
     with pytest.raises(UserError, match=r"^weights is not a run folder: it holds the tutorial's model-9.pth: name the "
                                         r"file, --weights weights/model-9.pth --model NAME"):

@@ -1,7 +1,9 @@
 """split_data.py: the tutorial's split, made deterministic, checked and safe for the source."""
 import json
 import re
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +50,22 @@ def test_a_user_mistake_is_one_line_and_exit_status_2(tmp_path):
     assert result.stderr.startswith("error: data path not found: nowhere") and "Traceback" not in result.stderr
     # --download would fetch flower photos into a mistyped folder of one's own photos: said as what it does
     assert "--download fetches the tutorial's flower_photos into it" in result.stderr
+
+
+def test_offline_download_offers_the_bundled_sample(tmp_path, monkeypatch):
+    """As train.py's offline line offers the demo: a first split without a network has photos to split."""
+    with socket.socket() as probe:  # a port on 127.0.0.1 with nothing listening: as good as offline
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/flower_photos.tgz"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=r"^could not download .*Or split the bundled sample: python \S*split_data.py "
+                                        r"--data-path \S*samples/flowers --out 'my split'$") as err:
+        split_data.main(["--download", "--url", url, "--out", "my split"])
+    command = str(err.value).split("bundled sample: ")[1]
+    split_data.main(shlex.split(command)[2:])  # the command as offered splits the sample
+    assert len(split_files(tmp_path / "my split")["val"]) == 10
+    with pytest.raises(UserError, match=r"data path not found: flower_photos\. .*samples/flowers, the bundled photos"):
+        split_data.main([])
 
 
 def test_ratios_that_leave_no_training_images_are_refused_before_anything_is_fetched(tmp_path, capsys):

@@ -2,6 +2,7 @@
 folders as split_data.py writes them."""
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -263,6 +264,22 @@ def test_a_configs_val_ratio_is_measured_against_the_parsers_default(tmp_path, m
         train.main(["--config", str(config), "--data-path", str(tmp_path / "data"), "--output", str(tmp_path / "runs"),
                     "--device", "cpu"])
     assert seen == [train.build_parser().get_default("val_ratio")]
+
+
+def test_no_validation_images_says_what_gives_some(tmp_path):
+    """Classes of one photo each give none at any --val-ratio (the one trains): the line said to raise --val-ratio
+    above 0, which it was."""
+    parser = train.build_parser()
+    write_class_tree(tmp_path / "photos", {"a": 1, "b": 1})
+    write_class_tree(tmp_path / "split" / "train", {"a": 2, "b": 2})
+    (tmp_path / "split" / "val").mkdir()
+    for data, flags, how in (("photos", [], "each class has a single photo, which trains; 2 photos or more"),
+                             ("photos", ["--val-ratio", "0"], "use --val-ratio above 0"),
+                             ("split", [], f"put images in {tmp_path / 'split' / 'val'}/<class>/")):
+        cfg = parser.parse_args(["--data-path", str(tmp_path / data), *flags])
+        with pytest.raises(UserError, match=f"gives no validation images, which choose best.pth: {re.escape(how)}"):
+            check_validation(load_splits(cfg.data_path, cfg.val_ratio), cfg, parser.get_default("val_ratio"),
+                             notify=False)
 
 
 def test_a_class_without_validation_images_is_said(tmp_path, capsys):
