@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 
 from precision import autocast
-from utils import UserError, distributed, first_line
+from processes import distributed
+from utils import UserError, first_line
 
 # train.py compiles by default (on CUDA) a run that trains at least this many images per process: there
 # compiling's minute pays. On an H200, swin_tiny, bf16, batch 128: 56 s to compile, then train.py's loop

@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 from tqdm import tqdm
 
 from files import current_umask
-from utils import UserError, from_first_process, launched_first, on_first_process
+from processes import from_first_process, launched_first, on_first_process
+from utils import UserError
 from variants import resolve_variant
 
 # The tutorial's link to the TensorFlow flowers archive (3,670 JPEGs in 5 class folders, 218 MiB).

@@ -26,8 +26,8 @@ from data import build_mixup, build_normalize, to_device
 from optim import build_optimizer, build_scheduler, current_lr
 from precision import autocast
 from checkpoints import all_finite
-from utils import (UserError, any_process, distributed, from_all_processes, reduce_sums, resume_command, rng_state,
-                   set_rng_state)
+from processes import any_process, distributed, from_all_processes, reduce_sums, resume_command
+from utils import UserError, rng_state, set_rng_state
 
 
 class TrainingDiverged(RuntimeError):

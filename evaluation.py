@@ -15,7 +15,7 @@ from checkpoints import load_checkpoint
 from data import to_device
 from model import maps_of
 from precision import autocast
-from utils import distributed, from_all_processes, from_first_process, reduce_sums
+from processes import distributed, from_all_processes, from_first_process, reduce_sums
 
 
 @torch.no_grad()

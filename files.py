@@ -8,7 +8,8 @@ import os
 import shutil
 from pathlib import Path
 
-from utils import UserError, resume_command
+from processes import resume_command
+from utils import UserError
 
 
 def current_umask() -> int:

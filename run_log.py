@@ -28,8 +28,8 @@ from variants import NO_PRETRAINED_WEIGHTS
 from precision import amp_name, autocast
 from files import put_in_place
 from config import plain
-from utils import (ANOTHER_ENDED, UserError, distributed, lost_another_process, out_of_memory, printable,
-                   resume_command, tell_torchrun, train_script)
+from processes import ANOTHER_ENDED, distributed, lost_another_process, resume_command, tell_torchrun, train_script
+from utils import UserError, out_of_memory, printable
 from runs import SPLIT_FILE, evaluated_file, nothing_to_resume
 
 

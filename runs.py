@@ -24,7 +24,8 @@ from export import is_program
 from images import is_image_file, letters, names_order_hint, same_names, write_class_indices
 from splits import is_split_root
 from variants import VARIANTS, resolve_variant
-from utils import UserError, from_first_process, launched_first, launcher, resume_command, train_script
+from processes import from_first_process, launched_first, launcher, resume_command, train_script
+from utils import UserError
 
 
 # what a run folder holds once a run has saved an epoch: one stopped before its first is started again in it
@@ -37,7 +38,7 @@ def run_folder(cfg, checkpoint, variant: str) -> Path:
     """Where a run writes: a resumed run's own folder; for a new run, --name's, which must not hold a run already
     (the new run would write over it), or <variant>-<date>-<time> (make_run_folder makes it unique). Neither
     may be in use by a run going on now (lock_run_folder), which is said here, before the model is built. Under
-    torchrun the first process decides (utils.decided_by_first_process): the others would find its own lock."""
+    torchrun the first process decides (processes.decided_by_first_process): the others would find its own lock."""
     if checkpoint is not None:
         folder = cfg.resume if cfg.resume.is_dir() else cfg.resume.parent
         lock_run_folder(folder, hold=False)

@@ -43,7 +43,7 @@ def check_same_everywhere(splits: DataSplits) -> None:
     everywhere, or a UserError that names the processes that differ. A copy out of date trained without a word on
     another split (a photo validated by one process, trained on by another), or on labels that disagree (a class
     folder renamed shifts the indices), or failed later in DDP's own traceback (a class more)."""
-    from utils import distributed, from_all_processes
+    from processes import distributed, from_all_processes
     if not distributed():
         return
     import hashlib

@@ -49,8 +49,8 @@ from optim import check_schedule
 from precision import amp_dtype
 from checkpoints import CheckpointWriter
 from files import remove_all_left_behind
-from utils import (ArgumentParser, UserError, check_writable, decided_by_first_process, distributed,
-                   from_first_process, init_distributed, launched_first, run_cli, seed_everything, tune_for)
+from processes import decided_by_first_process, distributed, from_first_process, init_distributed, launched_first
+from utils import ArgumentParser, UserError, check_writable, run_cli, seed_everything, tune_for
 from runs import evaluated_file, resume_config, resumed_file
 from weights import describe_for_checkpoint, evaluation_interpolation, model_for_run, run_interpolation
 from workers import default_workers, stop_workers

@@ -17,8 +17,8 @@ import evaluation
 import kernels
 import loaders
 import optim
+import processes
 import train
-import utils
 from interpreted_kernels import check_layer_norm, check_window_attention, count_kernel_calls
 from model import create_model
 from test_data import check_device_decoding
@@ -52,8 +52,8 @@ def test_the_process_group_backend_follows_the_device(monkeypatch):
     monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend, timeout: started.append(backend))
     for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
         monkeypatch.setenv(name, value)
-    assert utils.init_distributed("cpu")[3] == torch.device("cpu")
-    assert utils.init_distributed("cuda")[3] == torch.device("cuda:0")
+    assert processes.init_distributed("cpu")[3] == torch.device("cpu")
+    assert processes.init_distributed("cuda")[3] == torch.device("cuda:0")
     assert started == ["gloo", "nccl"]
 
 

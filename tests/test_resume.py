@@ -618,7 +618,7 @@ def test_a_run_begun_before_steps_keeps_its_step_loss_on_resuming(tmp_path, caps
 
 
 def test_the_resume_command_is_the_runs_own_quoted_for_a_shell(monkeypatch):
-    from utils import resume_command
+    from processes import resume_command
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert resume_command("out dir/my run") == "python train.py --resume 'out dir/my run'"
     monkeypatch.setenv("WORLD_SIZE", "4")
@@ -631,7 +631,7 @@ def test_the_resume_command_is_the_runs_own_quoted_for_a_shell(monkeypatch):
 def test_the_resume_command_names_train_py_as_it_was_typed(monkeypatch):
     """Run from another folder (python "../my swin/train.py"), the command printed after a stop is one that works
     there: `python train.py` was not found."""
-    from utils import resume_command
+    from processes import resume_command
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setattr(sys, "argv", ["../my swin/train.py", "--data-path", "photos"])
     assert resume_command("runs/a") == "python '../my swin/train.py' --resume runs/a"

@@ -329,13 +329,13 @@ def test_processes_that_see_different_data_are_refused(tmp_path, monkeypatch):
     """Under torchrun each process lists its own --data-path (another machine's copy): one out of date trained on
     another split, or on labels shifted by a renamed class folder, without a word."""
     import socket
-    import utils
+    import processes
     from splits import check_same_everywhere
     splits = DataSplits(tmp_path, ["a", "b"], [(str(tmp_path / "a" / "x.jpg"), 0)], [(str(tmp_path / "b" / "y.jpg"), 1)])
-    monkeypatch.setattr(utils, "distributed", lambda: True)
-    monkeypatch.setattr(utils, "from_all_processes", lambda mine: [mine, mine])
+    monkeypatch.setattr(processes, "distributed", lambda: True)
+    monkeypatch.setattr(processes, "from_all_processes", lambda mine: [mine, mine])
     check_same_everywhere(splits)  # the same everywhere
-    monkeypatch.setattr(utils, "from_all_processes", lambda mine: [mine, ("other", "node2", 3, 1, 1)])
+    monkeypatch.setattr(processes, "from_all_processes", lambda mine: [mine, ("other", "node2", 3, 1, 1)])
     with pytest.raises(UserError, match=rf"processes of this run see different data in {tmp_path} \(process 0 on "
                                         rf"{socket.gethostname()}: 2 classes, 1 training and 1 validation images; "
                                         r"process 1 on node2: 3 classes, .*each machine needs the same copy of it"):

@@ -15,6 +15,7 @@ import torch
 import checkpoints
 import engine
 import evaluation
+import processes
 import run_log
 import stopping
 import train
@@ -429,11 +430,11 @@ def test_a_process_that_died_under_torchrun_is_told_from_other_errors():
     SIGTERM): one line that says so and how to resume, where the traceback of gloo's socket read was."""
     gloo = RuntimeError("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error "
                         "[127.0.0.1]:1232: Connection reset by peer. This is typically caused by a remote worker")
-    assert utils.lost_another_process(gloo)
-    assert utils.lost_another_process(torch.distributed.DistBackendError("NCCL error: remote process exited"))
-    assert not utils.lost_another_process(RuntimeError("CUDA error: an illegal memory access was encountered"))
-    assert not utils.lost_another_process(torch.distributed.DistBackendError("NCCL error: invalid usage"))
-    assert not utils.lost_another_process(ConnectionResetError("Connection reset by peer"))  # a loader worker's
+    assert processes.lost_another_process(gloo)
+    assert processes.lost_another_process(torch.distributed.DistBackendError("NCCL error: remote process exited"))
+    assert not processes.lost_another_process(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert not processes.lost_another_process(torch.distributed.DistBackendError("NCCL error: invalid usage"))
+    assert not processes.lost_another_process(ConnectionResetError("Connection reset by peer"))  # a loader worker's
 
 
 def test_a_process_lost_before_training_began_is_one_line_too(monkeypatch, capsys):

@@ -14,6 +14,7 @@ import torch
 
 import config
 import download
+import processes
 import run_log
 import runs
 import train
@@ -96,10 +97,10 @@ def test_torchrun_on_a_cpu_starts_gloo_and_python_no_group(monkeypatch):
                         lambda backend, timeout: started.append((backend, timeout)))
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
-    assert utils.init_distributed("cpu") == (0, 1, 0, torch.device("cpu")) and started == []
+    assert processes.init_distributed("cpu") == (0, 1, 0, torch.device("cpu")) and started == []
     for name, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}.items():
         monkeypatch.setenv(name, value)
-    assert utils.init_distributed("cpu") == (1, 2, 1, torch.device("cpu"))
+    assert processes.init_distributed("cpu") == (1, 2, 1, torch.device("cpu"))
     # 30 minutes for NCCL too (its default, 10, ended the others while the first downloaded flower_photos)
     assert started == [("gloo", datetime.timedelta(minutes=30))]
 
@@ -594,7 +595,7 @@ def test_an_epoch_that_leaves_out_many_images_says_so(capsys):
 
 def test_eval_only_under_torchrun_is_refused(flowers, tmp_path, monkeypatch):
     """--eval-only runs in one process: under torchrun every process refuses it before they join the group (the line
-    said once: utils.said_by_another_process)."""
+    said once: processes.said_by_another_process)."""
     args = ["--eval-only", "--weights", str(tmp_path / "model.pth"), "--data-path", str(flowers), "--output",
             str(tmp_path)]
     monkeypatch.setenv("WORLD_SIZE", "2")
