@@ -192,12 +192,12 @@ def image_problem(path: Path) -> str | None:
             return UNREAD_PHOTOS[path.suffix.lower()]
         held = what_it_holds(path)
         return f"not an image: {held}" if held else "not an image (Pillow cannot identify it)"
-    except UnreadableImage as error:
-        return f"does not decode ({error})"
+    except UnreadableImage as error:  # not in brackets: Pillow's may end in its own, "(84 bytes not processed)"
+        return f"does not decode: {error}"
     except OSError as error:
         if path.is_symlink() and not path.exists():
             return link_to_nowhere(path)
-        return f"cannot be read ({error})"
+        return f"cannot be read ({error.strerror or error})"  # its path is the caller's to say, once
     return None
 
 

@@ -163,8 +163,8 @@ def headline(result: dict, classes: list[str], checkpoint: str, variant: str, sp
                                            ("split", split)) if value)
     unread = ""
     if left_out:
-        first = f'{isolated(left_out[0][0])} ({escape(left_out[0][1])})'
-        unread = (f'<p class="note">1 file in the data folder was left out of the run: {first}.</p>'
+        first = f'{isolated(left_out[0][0])}: {escape(left_out[0][1])}'  # as report.txt; a reason may end in ")"
+        unread = (f'<p class="note">1 file in the data folder was left out of the run, {first}.</p>'
                   if len(left_out) == 1 else f'<p class="note">{len(left_out):,} files in the data folder were left '
                                              f'out of the run, such as {first}; report.txt lists them all.</p>')
     return (f'<section id="summary"><p class="about">{about}</p><div class="cards">{cards}</div>'

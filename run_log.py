@@ -29,7 +29,7 @@ from precision import amp_name, autocast
 from files import put_in_place
 from config import plain
 from processes import ANOTHER_ENDED, distributed, lost_another_process, resume_command, tell_torchrun, train_script
-from utils import UserError, out_of_memory, printable
+from utils import UserError, counted, out_of_memory, printable
 from runs import SPLIT_FILE, evaluated_file, nothing_to_resume
 
 
@@ -225,9 +225,9 @@ def notice_settings(cfg, variant: str, device, compiled: bool, images_per_proces
     if cfg.warmup_epochs >= cfg.epochs and fresh:  # said once, not again on resuming
         steps = cfg.epochs * steps_per_epoch
         peak = cfg.lr * optim.lr_schedule(cfg, steps_per_epoch)(steps - 1)  # the last step's, short of --lr
-        print(f"notice: --warmup-epochs {cfg.warmup_epochs:g} spans the whole run of {cfg.epochs} epoch(s), "
-              f"{steps} step(s): the lr rises from --warmup-lr {cfg.warmup_lr:.1e} to {peak:.1e} at the last step "
-              f"(--lr {cfg.lr:.1e} is never reached) and never decays; lower --warmup-epochs for a cosine decay")
+        print(f"notice: --warmup-epochs {cfg.warmup_epochs:g} spans the whole run of {counted(cfg.epochs, 'epoch')}, "
+              f"{counted(steps, 'step')}: the lr rises from --warmup-lr {cfg.warmup_lr:.1e} to {peak:.1e} at the last "
+              f"step (--lr {cfg.lr:.1e} is never reached) and never decays; lower --warmup-epochs for a cosine decay")
     if cfg.ema and fresh and cfg.epochs * steps_per_epoch < engine.ModelEma.ramp_updates(cfg.ema_decay):
         steps = cfg.epochs * steps_per_epoch
         print(f"notice: the EMA's decay ramps as (1 + n) / (10 + n) to --ema-decay {cfg.ema_decay:g}, reached at step "

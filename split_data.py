@@ -29,7 +29,7 @@ from splits import (SPLITS, case_twins, check_split_finished, class_imbalance, i
                     split_by_class, split_counts, without_validation)
 from split_folders import finish_split, place_image, prepare_out
 from stopping import Terminated
-from utils import UserError, padded, printable, run_cli, text_width
+from utils import UserError, counted, padded, printable, run_cli, text_width
 
 REPORT, CHART, CLASS_INDICES = "split_report.txt", "class_distribution.png", "class_indices.json"
 
@@ -189,7 +189,7 @@ def format_report(source: Path, out: Path, args, classes: list[str], counts: dic
     totals = [*map(sum, counts.values()), len(skipped)]  # images beside the class folders are skipped in no class
     lines.append(f"{'total':<{width}}" + "".join(f"{total:>9}" for total in totals))
     if skipped:
-        lines.append(f"skipped {len(skipped)} file(s), each with why:")
+        lines.append(f"skipped {counted(len(skipped), 'file')}, each with why:")
         lines += [f"  {printable(path)}: {reason}" for path, reason in skipped]
     return "\n".join(lines) + "\n"
 

@@ -14,7 +14,7 @@ from files import put_in_place, remove_left_behind
 from images import (DECODE_ERRORS, SYSTEM_FOLDERS, TOO_LARGE, TooManyPixels, is_image_file, open_image,
                     upright_rgb)
 from splits import SPLIT_MANIFEST as MANIFEST, SPLITS
-from utils import UserError
+from utils import UserError, counted
 
 # what a file browser leaves in a folder it showed (Finder, Explorer): not the user's files, read by no training
 BROWSER_FILES = {".DS_Store", "Thumbs.db", "desktop.ini", "ehthumbs.db", ".directory"}  # .directory: KDE's Dolphin
@@ -49,12 +49,12 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
     # another tool's split, train/ and val/ as the tutorial's split_data.py leaves them in flower_data/
     if len(split_folders) > 1 and not force:
         folders = " and ".join(f"{out / name}/" for name in split_folders)
-        raise UserError(f"{out} holds a split that split_data.py did not write: {len(in_splits)} image(s) in "
+        raise UserError(f"{out} holds a split that split_data.py did not write: {counted(len(in_splits), 'image')} in "
                         f"{folders} (such as {out / in_splits[0]}). Move those folders away (or delete them, if they "
                         f"are copies of the photos in {source}), or choose another --out; --force would keep them, "
                         "and training would read them beside the new split")
     if foreign and not force:
-        raise UserError(f"{out} is not empty: it holds {len(foreign)} file(s) split_data.py did not write, "
+        raise UserError(f"{out} is not empty: it holds {counted(len(foreign), 'file')} split_data.py did not write, "
                         f"such as {out / foreign[0]}. Choose another --out, or pass --force to write the "
                         "split beside them (they are kept)")
     # a class folder the split does not have (a class removed from the photos, kept by --force): train.py refused
@@ -78,8 +78,10 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
         raise UserError(f"{out / clashes[0]} was not written by split_data.py and the split would "
                         "overwrite it: move it away or choose another --out")
     if in_splits:
-        print(f"note: {len(in_splits)} file(s) under {out}/train, val or test were not written by "
-              f"split_data.py (such as {in_splits[0]}); they are kept, and training will read them")
+        kept = f"{in_splits[0]} was" if len(in_splits) == 1 else \
+            f"{counted(len(in_splits), 'file')} (such as {in_splits[0]}) were"
+        print(f"note: under {out}/train, val or test, {kept} not written by split_data.py; kept, training will read "
+              f"{'it' if len(in_splits) == 1 else 'them'}")
     removed = sorted(set(earlier["files"]) & existing)
     if removed and earlier.get("complete") is not False:  # a kill while they go leaves a split train.py refuses,
         write_manifest(manifest, {**earlier, "complete": False})  # not one it takes whole with some photos gone

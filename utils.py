@@ -1,5 +1,5 @@
 """Shared helpers for the scripts: errors meant for people (run_cli), text as a terminal shows it (printable,
-text_width, padded), writable paths, devices, seeds and their states (a run's processes under torchrun and the
+text_width, padded, counted), writable paths, devices, seeds and their states (a run's processes under torchrun and the
 command that resumes a run: processes.py; signals: stopping.py; files written whole: files.py; configs and flags:
 config.py; mixed precision: precision.py).
 
@@ -57,6 +57,11 @@ def padded(text: str, width: int) -> str:
     """`text` filled with spaces after it to `width` columns (text_width), as a table's aligned columns need,
     class names in any script."""
     return text + " " * max(0, width - text_width(text))
+
+
+def counted(number: int, noun: str) -> str:
+    """The number and its noun, plural but for one, for the nouns the scripts count: "1 epoch", "5 steps"."""
+    return f"{number:,} {noun}" + ("" if number == 1 else "s")
 
 
 def first_line(error: BaseException) -> str:
@@ -270,7 +275,7 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
     if name.startswith("cuda:"):
         index = int(name[5:])
         if index >= torch.cuda.device_count():
-            raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to "
+            raise UserError(f"--device {name}: this machine has {counted(torch.cuda.device_count(), 'GPU')}, cuda:0 to "
                             f"cuda:{torch.cuda.device_count() - 1}")
         if "LOCAL_RANK" in os.environ and index != local_rank:
             raise UserError(f"--device {name} under torchrun: each process takes the GPU of its LOCAL_RANK; "

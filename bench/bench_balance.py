@@ -35,6 +35,7 @@ from loaders import ImageDataset, build_loader  # noqa: E402
 from images import BUNDLED_SAMPLE, read_class_root  # noqa: E402
 from splits import load_splits, split_by_class  # noqa: E402
 from model import create_model  # noqa: E402
+from utils import counted  # noqa: E402
 
 SETTINGS = ("off", "sampler", "loss")
 
@@ -77,7 +78,7 @@ def main():
                 train(data, run, setting, seed, args)
                 results[setting].append(evaluate(run / "last.pth", data, cut))
                 print(row(setting, seed, *results[setting][-1]), flush=True)
-    print(f"mean over {len(args.seeds)} seed(s):\n{header}")
+    print(f"mean over {counted(len(args.seeds), 'seed')}:\n{header}")
     for setting, values in results.items():
         print(row(setting, "", *(statistics.mean(column) for column in zip(*values))))
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import counted, print_header  # noqa: E402  (bench/ is on the path)
+from common import print_header  # noqa: E402  (bench/ is on the path)
+from utils import counted  # noqa: E402
 from config import POSITIVE_INT  # noqa: E402
 import engine  # noqa: E402
 import train  # noqa: E402

@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader, RandomSampler
 from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's modules sit at its root
-from common import alternating_rounds, counted, print_header  # noqa: E402  (bench/ is on the path)
+from common import alternating_rounds, print_header  # noqa: E402  (bench/ is on the path)
+from utils import counted  # noqa: E402
 from config import COUNT, POSITIVE_INT  # noqa: E402
 from data import IMAGENET_MEAN, IMAGENET_STD, build_transform  # noqa: E402
 from loaders import ImageDataset, build_loader, collate_skipping_failures, pinning  # noqa: E402

@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import counted, print_header  # noqa: E402  (bench/ is on the path)
+from common import print_header  # noqa: E402  (bench/ is on the path)
 from config import POSITIVE_INT  # noqa: E402
 import model  # noqa: E402
-from utils import select_device, tune_for  # noqa: E402
+from utils import counted, select_device, tune_for  # noqa: E402
 from weights import load_weights  # noqa: E402
 
 TIMM_NAMES = {

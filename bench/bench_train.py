@@ -42,7 +42,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from common import counted, gpu_or_small, print_header  # noqa: E402  (bench/ is on the path)
+from common import gpu_or_small, print_header  # noqa: E402  (bench/ is on the path)
 from config import COUNT, POSITIVE_INT  # noqa: E402
 import compiling  # noqa: E402
 import engine  # noqa: E402
@@ -55,7 +55,7 @@ from images import BUNDLED_SAMPLE  # noqa: E402
 from splits import load_splits  # noqa: E402
 import precision  # noqa: E402
 from precision import amp_dtype, amp_name  # noqa: E402
-from utils import tune_for  # noqa: E402
+from utils import counted, tune_for  # noqa: E402
 from weights import load_weights  # noqa: E402
 import workers  # noqa: E402
 from workers import default_workers  # noqa: E402
@@ -335,8 +335,8 @@ def compare_speed(args, device, amp):
     if args.compile and args.cuda_graphs:  # Inductor says a graph it runs without CUDA graphs in its log alone
         from torch._dynamo.utils import counters
         if skips := counters["inductor"]["cudagraph_skips"]:
-            print(f"# Inductor ran {skips} graph(s) without CUDA graphs (TORCH_LOGS=cudagraphs says why): rows "
-                  "said to be with CUDA graphs are in part without", flush=True)
+            print(f"# Inductor ran {counted(skips, 'graph')} without CUDA graphs (TORCH_LOGS=cudagraphs says why): "
+                  "rows said to be with CUDA graphs are in part without", flush=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 

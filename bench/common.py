@@ -38,11 +38,6 @@ def gpu_or_small(args, cpu_batch_size: int) -> bool:
     return gpu
 
 
-def counted(number: int, noun: str) -> str:
-    """The number and its noun, plural but for one: "1 round", "3 rounds"."""
-    return f"{number} {noun}" + ("" if number == 1 else "s")
-
-
 def print_header(device=None) -> None:
     print(f"$ python {' '.join(sys.argv)}")
     print(f"# {machine(device)}", flush=True)

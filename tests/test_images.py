@@ -252,7 +252,7 @@ def test_a_file_whose_header_pillow_refuses_with_a_value_error_is_reported_not_r
     (tmp_path / "c" / "bad_ihdr.png").write_bytes(bytes(png))
     (tmp_path / "c" / "bad_size.ppm").write_bytes(b"P6\n16 1x6\n255\n" + bytes(16 * 16 * 3))
     for path in (tmp_path / "c" / "bad_ihdr.png", tmp_path / "c" / "bad_size.ppm"):
-        assert image_problem(path).startswith("does not decode (ValueError: "), image_problem(path)
+        assert image_problem(path).startswith("does not decode: ValueError: "), image_problem(path)
         with pytest.raises(OSError):
             load_rgb(path)
 
@@ -263,7 +263,7 @@ def test_a_jpeg_cut_in_its_header_does_not_decode_rather_than_cannot_be_read(tmp
     photo = write_image(tmp_path / "photo.jpg")
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(photo.read_bytes()[:40])
-    assert image_problem(cut).startswith("does not decode (OSError: "), image_problem(cut)
+    assert image_problem(cut).startswith("does not decode: OSError: "), image_problem(cut)
     with pytest.raises(OSError):
         load_rgb(cut)
 

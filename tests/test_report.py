@@ -295,8 +295,27 @@ def test_one_file_left_out_of_the_run_is_said_as_one(flowers, tmp_path):
     assert "\n1 file in the data folder left out of the run:\nphotos/daisy/x.jpg: empty file" in \
         (tmp_path / "eval" / "report.txt").read_text()
     page = (tmp_path / "eval" / "report.html").read_text()
-    assert re.search(r"1 file in the data folder was left out of the run: <[^>]+>photos/daisy/x.jpg</[^>]+> "
-                     r"\(empty file\)\.</p>", page)
+    assert re.search(r"1 file in the data folder was left out of the run, <[^>]+>photos/daisy/x.jpg</[^>]+>: "
+                     r"empty file\.</p>", page)
+
+
+def test_files_left_out_are_said_without_brackets_doubled(flowers, tmp_path):
+    """Pillow's reason for a truncated JPEG ends in a bracket of its own, "(84 bytes not processed)": the page and
+    the reason each put one more around it, and the line ended "not processed)));"."""
+    from images import image_problem
+    photo = next((flowers / "daisy").glob("*.jpg"))
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(photo.read_bytes()[:len(photo.read_bytes()) // 2])
+    left_out = [(str(cut), image_problem(cut)), ("photos/daisy/x.jpg", "empty file")]
+    assert re.fullmatch(r"does not decode: OSError: image file is truncated \(\d+ bytes not processed\)",
+                        left_out[0][1])
+    report.write_evaluation(tmp_path / "eval", fake_evaluation(flowers, [0.9]), CLASSES, "c.pth", "swin_micro", "val",
+                            left_out=left_out)
+    page = (tmp_path / "eval" / "report.html").read_text()
+    assert re.search(r"2 files in the data folder were left out of the run, such as <[^>]+>[^<]*cut.jpg</[^>]+>: "
+                     r"does not decode: OSError: image file is truncated \(\d+ bytes not processed\); report.txt "
+                     r"lists them all\.</p>", page)
+    assert f"{cut}: {left_out[0][1]}\n" in (tmp_path / "eval" / "report.txt").read_text()
 
 
 def test_one_mistake_and_one_failed_image_are_said_as_one(flowers, tmp_path):

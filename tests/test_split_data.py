@@ -111,7 +111,7 @@ def test_broken_files_are_reported_exactly_and_left_out(tmp_path):
     write_image(source / "loose.jpg")  # beside the class folders: in no class
     split_data.main(["--data-path", str(source), "--out", str(tmp_path / "out")])
     report = (tmp_path / "out" / "split_report.txt").read_text()
-    assert "skipped 6 file(s), each with why:" in report
+    assert "skipped 6 files, each with why:" in report
     listed = [line.strip().split(": ")[0] for line in report.splitlines() if line.startswith("  ")]
     assert sorted(listed) == sorted(map(str, [*broken, source / "loose.jpg"]))
     assert f"  {source / 'loose.jpg'}: beside the class folders, in none: it has no class" in report
@@ -211,7 +211,7 @@ def test_a_split_without_validation_images_is_refused_up_front(tmp_path, capsys)
     assert not (tmp_path / "out").exists()
 
 
-def test_refuses_an_out_it_did_not_make_unless_forced(tmp_path):
+def test_refuses_an_out_it_did_not_make_unless_forced(tmp_path, capsys):
     source = make_photos(tmp_path / "photos")
     out = tmp_path / "out"
     (out / "train" / "cat").mkdir(parents=True)
@@ -221,6 +221,8 @@ def test_refuses_an_out_it_did_not_make_unless_forced(tmp_path):
         split_data.main(["--data-path", str(source), "--out", str(out)])
     assert split_files(out) == {"train": ["cat/mine.jpg"]}
     split_data.main(["--data-path", str(source), "--out", str(out), "--force"])
+    assert f"note: under {out}/train, val or test, train/cat/mine.jpg was not written by split_data.py; kept, " \
+           "training will read it\n" in capsys.readouterr().out  # one file, said as one: not "1 file(s) ... were"
     split_data.main(["--data-path", str(source), "--out", str(out), "--force", "--seed", "1"])
     assert (out / "notes.txt").read_text() == "mine"
     assert (out / "train" / "cat" / "mine.jpg").read_bytes() == b"someone's file"
@@ -235,7 +237,7 @@ def test_another_tools_split_in_out_is_named_so_not_offered_force(tmp_path):
     for split, name in (("train", "a.jpg"), ("val", "b.jpg")):
         (out / split / "cat").mkdir(parents=True)
         (out / split / "cat" / name).write_bytes(b"the tutorial's copy")
-    with pytest.raises(UserError, match=r"holds a split that split_data.py did not write: 2 image\(s\) in .*train/ and "
+    with pytest.raises(UserError, match=r"holds a split that split_data.py did not write: 2 images in .*train/ and "
                                         r".*val/ .*Move those folders away"):
         split_data.main(["--data-path", str(source), "--out", str(out)])
     shutil.rmtree(out / "train"), shutil.rmtree(out / "val")

@@ -427,7 +427,7 @@ def test_weights_report_and_from_scratch_notice(flowers, tmp_path, capsys):
     assert "notice: no pretrained weights" in fresh
     assert "notice: --freeze-layers with no pretrained weights trains a classifier on random features" in fresh
     # 80 training photos in batches of 16: five steps, the last at 1e-7 + (1e-3 - 1e-7) * 4 / 5
-    assert ("notice: --warmup-epochs 1 spans the whole run of 1 epoch(s), 5 step(s): the lr rises from --warmup-lr "
+    assert ("notice: --warmup-epochs 1 spans the whole run of 1 epoch, 5 steps: the lr rises from --warmup-lr "
             "1.0e-07 to 8.0e-04 at the last step (--lr 1.0e-03 is never reached)") in fresh
     assert "  lr 8.00e-04  " in fresh  # the epoch line's: its last step's lr, not the schedule's next
     assert float(metrics(tmp_path / "x")[-1]["lr"]) == pytest.approx(1e-7 + (1e-3 - 1e-7) * 4 / 5, rel=1e-5)
