@@ -357,9 +357,11 @@ def check_some_loaded(result: dict, what: str, data_path, save=None, trained: di
                    saved_now=save is not None and not lost)
 
 
-def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, distributed: bool) -> UserError | None:
+def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, distributed: bool,
+                      ended: str | None = None) -> UserError | None:
     """The one line that says what stopped training, what was kept and what to do, for the failures a user can
-    meet and act on; None for the others (a bug: its traceback)."""
+    meet and act on; None for the others (a bug: its traceback). `ended`: how far the run had got past its last
+    epoch, "saved" (its last.pth) or "reported" (its report written too), where a failure loses no training."""
     if isinstance(err, DataGone):
         kept = (f"this epoch's training is saved in {run_dir / 'last.pth'}" if err.saved_now else
                 f"{run_dir / 'last.pth'} holds the run as of its last save" if (run_dir / "last.pth").is_file() else "")
@@ -381,6 +383,13 @@ def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, d
         return UserError(f"{died.strip().rstrip('.')}. A data loading process died, most often killed by the "
                          f"system for want of memory; " + lost_since_saved(
                              run_dir, f"Try fewer --workers (now {cfg.workers}) or a smaller --batch-size; "))
+    if distributed and lost_another_process(err) and ended == "reported":  # the barrier that ends the run
+        return UserError(f"{ANOTHER_ENDED} after the run had finished, trained, saved and reported in {run_dir}: "
+                         f"nothing is lost")
+    if distributed and lost_another_process(err) and ended == "saved":  # its resume would have nothing to train
+        # (the report is the first process's to write: another process cannot tell whether it got that far)
+        return UserError(f"{ANOTHER_ENDED} after the run's last epoch, {cfg.epochs}, was saved in {run_dir}: "
+                         f"nothing of the training is lost. Where its report is missing, {report_command(run_dir)}")
     if distributed and lost_another_process(err):  # torchrun's SIGTERM to the others may have come first
         return UserError(f"{ANOTHER_ENDED}{', before the stop could save' if stop.requested else ''}; "
                          f"{lost_since_saved(run_dir)}")

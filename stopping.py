@@ -107,6 +107,7 @@ class StopSignal:
 
     def __init__(self):
         self.requested, self.settled = None, False
+        self.trained = False  # the last epoch trained and saved: a signal now ends nothing but its report
         self._pid = os.getpid()
         self._previous = take_stop_signals(self._handle)
 
@@ -126,8 +127,9 @@ class StopSignal:
         if os.environ.get("RANK", "0") == "0":  # torchrun hands a signal to every process: said once
             again = " (a second Ctrl-C: torchrun kills the processes after its --shutdown-timeout, 30 s)" \
                 if "RANK" in os.environ else " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
-            print(f"\n{self.requested} received: finishing this step, then saving last.pth{again}", file=sys.stderr,
-                  flush=True)
+            doing = "the training is done and saved; writing its report, then the run ends" if self.trained else \
+                "finishing this step, then saving last.pth"
+            print(f"\n{self.requested} received: {doing}{again}", file=sys.stderr, flush=True)
 
     def agreed(self, anywhere: bool) -> bool:
         """A stop that the processes agreed on (`anywhere`: requested on any), taken here too: said as another

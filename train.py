@@ -243,8 +243,13 @@ def main(argv=None) -> None:
     checkpoints = CheckpointWriter()  # written while training goes on
     step_loss = run_log.StepLoss(step_writer, checkpoint.get("step_loss") if checkpoint is not None else None)
 
+    ended = None  # "saved" once the last epoch's last.pth is queued, "reported" once the report is written
+
     def save(name: str, weights=None, copy_of: str = None) -> None:
+        nonlocal ended
         epoch_sums = engine.epoch_sums_everywhere(state)  # midway: from every process, before the first saves
+        if name == "last.pth" and state.epoch >= cfg.epochs and state.batches_done == 0:
+            ended = "saved"  # a failure from now on loses no training (the writes are waited for however it ends)
         if not main_process:
             return
         if name == "last.pth":  # the points up to its step on disk: a resume from it drops those after only
@@ -271,9 +276,10 @@ def main(argv=None) -> None:
                                     save, writer, run_dir, main_process)
                 step_loss.write()
                 checkpoints.wait()  # the last epoch's checkpoints on disk before the report says the run is done
-                trained = ending is not None
+                trained = stop.trained = ending is not None  # a signal from now on ends nothing but the report
                 if main_process and ending is not None:
                     run_log.finish_run(writer, run_dir, cfg, state, *ending, splits)
+                    ended = "reported"
             finally:
                 try:
                     checkpoints.close()  # the last ones written before anything is said or the process ends
@@ -284,7 +290,8 @@ def main(argv=None) -> None:
                 torch.distributed.barrier()
                 torch.distributed.destroy_process_group()
         except Exception as err:
-            if (explained := run_log.failure_explained(err, cfg, run_dir, img_size, stop, distributed())) is not None:
+            explained = run_log.failure_explained(err, cfg, run_dir, img_size, stop, distributed(), ended)
+            if explained is not None:
                 raise explained from None
             raise
         except KeyboardInterrupt:  # a second Ctrl-C: at once, without the step's end or a save

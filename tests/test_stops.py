@@ -393,6 +393,21 @@ def test_a_stop_at_the_last_epochs_end_finishes_the_run_with_its_report(flowers,
     assert (tmp_path / "f" / "report.html").is_file()
 
 
+def test_a_signal_as_the_report_is_written_says_the_training_is_done(flowers, tmp_path, capsys, monkeypatch):
+    """A SIGTERM (or a first Ctrl-C) while the finished run writes its report: the run writes it and ends as
+    finished; its notice said it was finishing a step and saving last.pth, then nothing more was said."""
+    reporting = run_log.finish_run
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return reporting(*args, **kwargs)
+    monkeypatch.setattr(run_log, "finish_run", signalled)
+    train.main([str(a) for a in ["--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "r"]])
+    out, err = capsys.readouterr()
+    assert f"open in a browser: {tmp_path / 'r' / 'report.html'}" in out and (tmp_path / "r" / "report.html").is_file()
+    assert err.endswith("\nSIGTERM received: the training is done and saved; writing its report, then the run ends\n")
+
+
 def test_a_resumed_run_whose_best_came_before_reports_on_best_pth(flowers, tmp_path, capsys, monkeypatch):
     """The report at a run's end is of best.pth, also when best.pth was saved before a resume and the epochs since
     scored lower: its weights are evaluated again, not last.pth's."""
@@ -435,6 +450,43 @@ def test_a_process_that_died_under_torchrun_is_told_from_other_errors():
     assert not processes.lost_another_process(RuntimeError("CUDA error: an illegal memory access was encountered"))
     assert not processes.lost_another_process(torch.distributed.DistBackendError("NCCL error: invalid usage"))
     assert not processes.lost_another_process(ConnectionResetError("Connection reset by peer"))  # a loader worker's
+
+
+def test_a_process_lost_once_the_run_had_trained_its_epochs_says_nothing_of_the_training_is_lost(
+        flowers, tmp_path, monkeypatch):
+    """Under torchrun, a process that dies after the last epoch was saved (killed as the first writes the report)
+    breaks the others' last collectives: the agreement on a stop after the last epoch's save, the barrier after the
+    report. Their line said the steps since last.pth were lost and gave a resume that had nothing to train; the
+    training is done and saved (and the report written, where it got that far): the line says so, and gives the
+    command that writes the report where it may be missing."""
+    gloo = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer "
+                        "[127.0.0.1]:27058. This is typically caused by a remote worker crashing.")
+    agreed, calls = engine.stop_agreed, []
+
+    def lost_after_the_last_save(stop, device):
+        calls.append(1)
+        if len(calls) == 2:  # the first at the epoch's last step, the second after its last.pth: the run's last
+            raise gloo
+        return agreed(stop, device)
+    monkeypatch.setattr(engine, "stop_agreed", lost_after_the_last_save)
+    monkeypatch.setattr(train, "distributed", lambda: True)
+    run = tmp_path / "a"
+    with pytest.raises(UserError) as told:
+        train.main([str(a) for a in ["--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path,
+                                     "--name", "a"]])
+    assert str(told.value) == (
+        f"{processes.ANOTHER_ENDED} after the run's last epoch, 1, was saved in {run}: nothing of the training "
+        f"is lost. Where its report is missing, python train.py --eval-only --resume {run / 'best.pth'} writes the "
+        f"report, in {run / 'eval_val'}")
+    assert torch.load(run / "last.pth", weights_only=True)["epoch"] == 1 and not (run / "report.html").exists()
+
+    monkeypatch.setattr(engine, "stop_agreed", agreed)
+    monkeypatch.setattr(torch.distributed, "barrier", lambda: (_ for _ in ()).throw(gloo))  # after the report
+    with pytest.raises(UserError) as told:
+        train.main([str(a) for a in ["--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path,
+                                     "--name", "b"]])
+    assert str(told.value) == (f"{processes.ANOTHER_ENDED} after the run had finished, trained, saved and reported "
+                               f"in {tmp_path / 'b'}: nothing is lost")
 
 
 def test_a_process_lost_before_training_began_is_one_line_too(monkeypatch, capsys):
