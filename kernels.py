@@ -1,4 +1,5 @@
-"""Triton kernels of our own: LayerNorm for CUDA training, and window attention, one kernel each way.
+"""Kernels the model takes by device: Triton kernels of our own on CUDA (LayerNorm for training, and window
+attention, one kernel each way), and oneDNN's linear for float32 inference on a CPU (at the end).
 
 The H200 profile (docs/gpu.md) had LayerNorm forward and backward at 18% of an eager
 swin_tiny step's kernel time, the forward 4.9 ms a step where the bytes of its 29 calls need about
@@ -33,6 +34,7 @@ from types import SimpleNamespace
 from typing import Optional
 
 import torch
+import torch.nn as nn
 
 from utils import first_line
 
@@ -366,3 +368,40 @@ def _attention_backward_kernel(Q, K, V, BIAS, MASK, OUT, DOUT, LSE, DQ, DK, DV, 
     pairs = rows[:, None] * N + rows[None, :]
     tl.store(PARTIAL_DBIAS + (group * HEADS + head) * N * N + pairs, dbias,
              mask=(rows[:, None] < N) & (rows[None, :] < N))
+
+
+# --- CPU: oneDNN's linear ---
+
+# Linear layers in float32 inference on a CPU go to oneDNN's kernel (torch.ops.mkldnn._linear_pointwise, the one
+# torch.compile's CPU backend calls), with the MLP's GELU fused into its first: on the 2-core AMD EPYC that kernel
+# ran stage 1's MLP products 1.1-1.3x as fast as the MKL one behind F.linear, and the whole swin_tiny model 1.10-1.19x
+# at batch 1, 8 and 32 (2026-12-01; bench/bench_model.py's inference line). False: F.linear everywhere, as in a torch
+# built without the kernel (a private operator: its name may change).
+ONEDNN_LINEAR = hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def onednn_linear_applies(x: torch.Tensor, layer: nn.Linear) -> bool:
+    """Whether `layer` takes oneDNN's kernel for x: on a CPU, in float32, where no gradient is wanted (the kernel has no
+    backward); never in a trace (exports, TorchScript, torch.compile, which picks its own kernels), under autocast or
+    torch.func, whose programs and transforms take F.linear."""
+    return (ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == layer.weight.dtype == torch.float32
+            and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, layer.weight,
+                                                                                                   layer.bias)))
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
+            and not torch.compiler.is_exporting() and not torch.jit.is_tracing() and not torch.jit.is_scripting()
+            and not torch._C._are_functorch_transforms_active())
+
+
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias, gelu: bool = False) -> torch.Tensor:
+    """x W^T + b, then the exact (erf) GELU when asked, in one oneDNN kernel."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if gelu else "none", [], "none" if gelu else "")
+
+
+class Linear(nn.Linear):
+    """nn.Linear, by oneDNN's kernel where onednn_linear_applies (model.py's linears)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if onednn_linear_applies(x, self):
+            return onednn_linear(x, self.weight, self.bias)
+        return super().forward(x)

@@ -107,18 +107,18 @@ class WindowAttention(nn.Module):
         if v2:
             self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0)))
             self.cpb_mlp = nn.Sequential(
-                nn.Linear(2, 512), nn.ReLU(inplace=True), nn.Linear(512, num_heads, bias=False))
+                kernels.Linear(2, 512), nn.ReLU(inplace=True), kernels.Linear(512, num_heads, bias=False))
             # V2 gives q and v a bias but not k (a key bias cancels in the softmax)
-            self.qkv = nn.Linear(dim, dim * 3, bias=False)
+            self.qkv = kernels.Linear(dim, dim * 3, bias=False)
             self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
             self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
         else:
-            self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+            self.qkv = kernels.Linear(dim, dim * 3, bias=qkv_bias)
             self.relative_position_bias_table = nn.Parameter(
                 torch.zeros((2 * window_size - 1) ** 2, num_heads))
             nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
+        self.proj = kernels.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def position_bias(self, layout: StageLayout) -> torch.Tensor:
@@ -136,7 +136,9 @@ class WindowAttention(nn.Module):
         b_, n, c = x.shape
         heads = self.num_heads
         if self.v2 and self.q_bias is not None:
-            qkv = F.linear(x, self.qkv.weight, torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias)))
+            bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+            qkv = (kernels.onednn_linear(x, self.qkv.weight, bias) if kernels.onednn_linear_applies(x, self.qkv)
+                   else F.linear(x, self.qkv.weight, bias))
         else:
             qkv = self.qkv(x)
         q, k, v = split_heads(qkv, heads)  # (B_, heads, N, d)
@@ -158,13 +160,17 @@ class WindowAttention(nn.Module):
 class Mlp(nn.Module):
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.fc1 = kernels.Linear(dim, hidden_dim)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.fc2 = kernels.Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x):
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        if kernels.onednn_linear_applies(x, self.fc1):  # GELU inside fc1's kernel: a pass less over the widest tensor
+            x = kernels.onednn_linear(x, self.fc1.weight, self.fc1.bias, gelu=True)
+        else:
+            x = self.act(self.fc1(x))
+        return self.drop(self.fc2(self.drop(x)))
 
 
 class SwinBlock(nn.Module):
@@ -205,7 +211,7 @@ class PatchMerging(nn.Module):
     def __init__(self, dim: int, v2: bool = False):
         super().__init__()
         self.v2 = v2
-        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.reduction = kernels.Linear(4 * dim, 2 * dim, bias=False)
         self.norm = LayerNorm(2 * dim if v2 else 4 * dim, keep_autocast_type=not v2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -443,7 +449,7 @@ class SwinTransformer(nn.Module):
                 downsample=i < num_stages - 1)
             for i in range(num_stages))
         self.norm = LayerNorm(self.num_features)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = kernels.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         init_weights(self)
         self.set_grad_checkpointing(grad_checkpointing)
         if tutorial_shift:

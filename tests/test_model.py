@@ -9,6 +9,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
+import kernels
 import model
 from model import create_model
 from test_precision import traffic
@@ -191,6 +192,30 @@ def test_timm_layout_and_training_mode_match(name, tmp_path):
         reference.train(train)
         ours.train(train)
         assert (ours(x) - reference(x)).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_cpu_inference_takes_onednns_linears_and_gives_f_linears_outputs(version, monkeypatch):
+    """Float32 inference on a CPU runs the linears (the MLP's with its GELU) in oneDNN's kernel; the logits are those
+    of F.linear, and training, whose gradients that kernel lacks, keeps F.linear."""
+    torch.manual_seed(0)
+    net = create_model("swin_micro_patch4_window4_128", img_size=64, version=version).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)  # V2's post-norms start at zero: every block would be the identity
+    x = torch.randn(2, 3, 64, 64)
+    calls, onednn_linear = [], kernels.onednn_linear
+    monkeypatch.setattr(kernels, "onednn_linear", lambda *args, **kwargs: calls.append(kwargs) or onednn_linear(
+        *args, **kwargs))
+    with torch.inference_mode():
+        fused = net(x)
+    assert {"gelu": True} in calls and {} in calls
+    calls.clear()
+    net(x).sum().backward()
+    assert calls == []
+    monkeypatch.setattr(kernels, "ONEDNN_LINEAR", False)
+    with torch.inference_mode():
+        assert (fused - net(x)).abs().max().item() <= 1e-4 * net(x).abs().max().item()
 
 
 # --- Any input size, gradients, checkpointing ---
