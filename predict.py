@@ -46,13 +46,14 @@ from images import UNREAD_PHOTOS, image_problem, list_images, set_image_checks
 from loaders import ImageDataset, build_loader
 from model import maps_of
 from precision import amp_dtype, autocast
-from utils import UserError, check_writable, padded, printable, run_cli, select_device, text_width, tune_for
+from utils import (ArgumentParser, UserError, check_writable, padded, printable, run_cli, select_device, text_width,
+                   tune_for)
 from weights import load_classifier
 from workers import default_workers
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="*", help="image files, folders (searched recursively) or glob patterns")
     g = p.add_argument_group("model")
     g.add_argument("--weights", type=Path, metavar="FILE", help="a train.py checkpoint or run folder, a plain "

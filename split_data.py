@@ -29,14 +29,13 @@ from splits import (SPLITS, case_twins, check_split_finished, class_imbalance, i
                     split_by_class, split_counts, without_validation)
 from split_folders import finish_split, place_image, prepare_out
 from stopping import Terminated
-from utils import UserError, counted, padded, printable, run_cli, text_width
+from utils import ArgumentParser, UserError, counted, padded, printable, run_cli, text_width
 
 REPORT, CHART, CLASS_INDICES = "split_report.txt", "class_distribution.png", "class_indices.json"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data-path", type=folder_path, default=Path("flower_photos"),
                         help="folder of class folders, <class>/<image>; only ever read")
     parser.add_argument("--out", type=folder_path, default=Path("data"), help="where the split folders go")

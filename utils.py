@@ -154,16 +154,17 @@ def say_once(line: str) -> None:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse's, whose refusal of a flag (its usage, `train.py: error: ...`, status 2) is said under torchrun as
-    run_cli says a UserError: once on a machine's stderr (said_by_another_process), and in each process's error file
-    for torchrun's summary, which otherwise showed a link to its documentation."""
+    """argparse's, whose refusal of a flag (`train.py: error: ...`, status 2) comes under a one-line usage that
+    points to --help, not argparse's usage of every flag (some 20 lines for train.py) above the line that matters;
+    said under torchrun as run_cli says a UserError: once on a machine's stderr (said_by_another_process), and in
+    each process's error file for torchrun's summary, which otherwise showed a link to its documentation."""
 
     def error(self, message):
         line = f"{self.prog}: error: {message}"
         tell_torchrun(line)
         if said_by_another_process(line):
             sys.exit(2)
-        super().error(message)
+        self.exit(2, f"usage: {self.prog} [flags] ({self.prog} --help describes them)\n{line}\n")
 
 
 def stdout_reader_gone() -> bool:

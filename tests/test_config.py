@@ -101,12 +101,17 @@ def test_config_precedence_and_unknown_keys(tmp_path, monkeypatch):
     ("--name", "../runs2", "must be a folder name, not '../runs2': --output says where runs go"),
 ])
 def test_values_out_of_range_are_one_clear_error(tmp_path, capsys, flag, value, message):
-    """As a flag: argparse's usage and one line, status 2. In a YAML config: one line naming the file
+    """As a flag: a one-line usage and the error line, status 2. In a YAML config: one line naming the file
     and key. Either way before anything runs, not a traceback from the optimizer or the loader."""
+    parser = train.build_parser()
     with pytest.raises(SystemExit) as exit_info:
-        config.parse_config(train.build_parser(), [flag, value])
+        config.parse_config(parser, [flag, value])
     assert exit_info.value.code == 2
-    assert f"argument {flag}: {message}" in capsys.readouterr().err
+    # the line that matters last, under a one-line usage, not argparse's usage of every flag above it
+    prog = parser.prog  # train.py as run; here pytest's
+    usage, error = capsys.readouterr().err.splitlines()
+    assert usage == f"usage: {prog} [flags] ({prog} --help describes them)"
+    assert error.startswith(f"{prog}: error: argument {flag}: {message}"), error
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text(f"{flag[2:].replace('-', '_')}: {value}\n")
     key = flag[2:].replace('-', '_')
