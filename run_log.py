@@ -222,16 +222,15 @@ def notice_settings(cfg, variant: str, device, compiled: bool, images_per_proces
               "configs/cpu_demo.yaml trains a small variant in minutes")
     if compiled and cfg.compile is None:
         print(f"compiling by default: {images_per_process:,} images to train pay for it (--no-compile skips it)")
+    steps = cfg.epochs * steps_per_epoch
     if cfg.warmup_epochs >= cfg.epochs and fresh:  # said once, not again on resuming
-        steps = cfg.epochs * steps_per_epoch
         peak = cfg.lr * optim.lr_schedule(cfg, steps_per_epoch)(steps - 1)  # the last step's, short of --lr
         print(f"notice: --warmup-epochs {cfg.warmup_epochs:g} spans the whole run of {counted(cfg.epochs, 'epoch')}, "
               f"{counted(steps, 'step')}: the lr rises from --warmup-lr {cfg.warmup_lr:.1e} to {peak:.1e} at the last "
               f"step (--lr {cfg.lr:.1e} is never reached) and never decays; lower --warmup-epochs for a cosine decay")
-    if cfg.ema and fresh and cfg.epochs * steps_per_epoch < engine.ModelEma.ramp_updates(cfg.ema_decay):
-        steps = cfg.epochs * steps_per_epoch
+    if cfg.ema and fresh and steps < (ramp := engine.ModelEma.ramp_updates(cfg.ema_decay)):
         print(f"notice: the EMA's decay ramps as (1 + n) / (10 + n) to --ema-decay {cfg.ema_decay:g}, reached at step "
-              f"{engine.ModelEma.ramp_updates(cfg.ema_decay):,}; this run's {steps:,} steps end at "
+              f"{ramp:,}; this run's {steps:,} steps end at "
               f"{(1 + steps) / (10 + steps):.4f}, so --ema-decay does not change it")
 
 
@@ -383,14 +382,15 @@ def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, d
         return UserError(f"{died.strip().rstrip('.')}. A data loading process died, most often killed by the "
                          f"system for want of memory; " + lost_since_saved(
                              run_dir, f"Try fewer --workers (now {cfg.workers}) or a smaller --batch-size; "))
-    if distributed and lost_another_process(err) and ended == "reported":  # the barrier that ends the run
-        return UserError(f"{ANOTHER_ENDED} after the run had finished, trained, saved and reported in {run_dir}: "
-                         f"nothing is lost")
-    if distributed and lost_another_process(err) and ended == "saved":  # its resume would have nothing to train
-        # (the report is the first process's to write: another process cannot tell whether it got that far)
-        return UserError(f"{ANOTHER_ENDED} after the run's last epoch, {cfg.epochs}, was saved in {run_dir}: "
-                         f"nothing of the training is lost. Where its report is missing, {report_command(run_dir)}")
-    if distributed and lost_another_process(err):  # torchrun's SIGTERM to the others may have come first
+    if distributed and lost_another_process(err):
+        if ended == "reported":  # the barrier that ends the run
+            return UserError(f"{ANOTHER_ENDED} after the run had finished, trained, saved and reported in {run_dir}: "
+                             f"nothing is lost")
+        if ended == "saved":  # its resume would have nothing to train (the report is the first process's to write:
+            # another process cannot tell whether it got that far)
+            return UserError(f"{ANOTHER_ENDED} after the run's last epoch, {cfg.epochs}, was saved in {run_dir}: "
+                             f"nothing of the training is lost. Where its report is missing, {report_command(run_dir)}")
+        # torchrun's SIGTERM to the others may have come first
         return UserError(f"{ANOTHER_ENDED}{', before the stop could save' if stop.requested else ''}; "
                          f"{lost_since_saved(run_dir)}")
     return None

@@ -238,6 +238,23 @@ def inner_model(model: nn.Module) -> nn.Module:
             return model
 
 
+def head_rows_by_name(state: dict, trained_on: list, class_names: list) -> str:
+    """The classifier of `state` (trained on `trained_on`) given a row per class of `class_names`, in place: a class's
+    trained row where it was trained, zero where not. Returns the load report's note saying so."""
+    rows = {letters(name): i for i, name in enumerate(trained_on)}
+    weight, bias = state["head.weight"], state["head.bias"]
+    state["head.weight"] = torch.zeros(len(class_names), *weight.shape[1:], dtype=weight.dtype)
+    state["head.bias"] = torch.zeros(len(class_names), dtype=bias.dtype)
+    for i, name in enumerate(class_names):
+        if (row := rows.get(letters(name))) is not None:
+            state["head.weight"][i], state["head.bias"][i] = weight[row], bias[row]
+    kept = sum(letters(name) in rows for name in class_names)
+    return "classifier rows put in place by class name: " + (
+        "the same classes in another order" if kept == len(class_names) == len(rows) else
+        f"{kept} of these {len(class_names)} classes were trained in it" +
+        (", the others start at zero" if kept < len(class_names) else ""))
+
+
 def load_weights(model: nn.Module, weights, verbose: bool = True, class_names: list | None = None) -> dict:
     """Load official Microsoft, timm or this project's weights into model.
 
@@ -259,18 +276,7 @@ def load_weights(model: nn.Module, weights, verbose: bool = True, class_names: l
     realigned = None
     if class_names is not None and is_run_checkpoint(loaded) and not same_names(loaded["class_names"], class_names) \
             and "head.weight" in state and "head.bias" in state:
-        rows = {letters(name): i for i, name in enumerate(loaded["class_names"])}
-        weight, bias = state["head.weight"], state["head.bias"]
-        state["head.weight"] = torch.zeros(len(class_names), *weight.shape[1:], dtype=weight.dtype)
-        state["head.bias"] = torch.zeros(len(class_names), dtype=bias.dtype)
-        for i, name in enumerate(class_names):
-            if (row := rows.get(letters(name))) is not None:
-                state["head.weight"][i], state["head.bias"][i] = weight[row], bias[row]
-        kept = sum(letters(name) in rows for name in class_names)
-        realigned = "classifier rows put in place by class name: " + (
-            "the same classes in another order" if kept == len(class_names) == len(rows) else
-            f"{kept} of these {len(class_names)} classes were trained in it" +
-            (", the others start at zero" if kept < len(class_names) else ""))
+        realigned = head_rows_by_name(state, loaded["class_names"], class_names)
     check_is_swin(state, source)
     check_same_architecture(state, model, source)
     own = model.state_dict()
