@@ -2,6 +2,7 @@
 
     from precision import amp_dtype, autocast
     amp = amp_dtype("auto", device)          # bf16 on a GPU that has it, else fp16; None on a CPU
+    amp = amp_dtype("auto", device, training=True)  # and bf16 on a CPU that computes in it
     with autocast(device, amp):
         loss = criterion(model(images), targets)
 """
@@ -12,14 +13,30 @@ import torch
 import torch.nn as nn
 
 
-def amp_dtype(mode: str, device: torch.device):
-    """None (full precision), torch.bfloat16 or torch.float16 for --amp auto|bf16|fp16|off."""
+def amp_dtype(mode: str, device: torch.device, training: bool = False):
+    """None (full precision), torch.bfloat16 or torch.float16 for --amp auto|bf16|fp16|off. `training`: auto takes
+    bf16 on a CPU that computes in it too (cpu_computes_bf16); prediction keeps float32 there, its probabilities
+    the same on every machine and those its exports are checked against."""
+    if mode == "auto" and device.type == "cpu" and training and cpu_computes_bf16():
+        return torch.bfloat16
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
         return None
     if mode == "auto":  # bf16 where the GPU computes in it (Ampere on); without including_emulation=False a T4 or
         # V100 says yes too, as it can hold bf16 tensors, and trained in emulated bf16, without tensor cores
         return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16: AMD Zen 4 on, Intel Cooper Lake; AMX: Intel
+    Sapphire Rapids on), where oneDNN's bf16 matmuls run at about twice float32's rate: swin_tiny's training step
+    1.9x, swin_micro's 1.4-1.8x on a 2-core Zen 4 EPYC (docs/training.md). Elsewhere bf16 is converted in software,
+    slower than float32."""
+    try:
+        return torch.backends.mkldnn.is_available() and (torch.cpu._is_avx512_bf16_supported()
+                                                         or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without these probes (they are private): float32, as before
+        return False
 
 
 def amp_name(dtype) -> str:

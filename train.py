@@ -127,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", type=str, default="auto",
                    help="auto, cpu, cuda, cuda:N, a GPU index N or mps (default: auto)")
     g.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
-                   help="mixed precision; auto = bf16 where the GPU has it, else fp16 with loss scaling; off on "
-                        "a CPU; off on a GPU runs TF32 matmuls (default: auto)")
+                   help="mixed precision; auto = bf16 where the GPU has it, else fp16 with loss scaling; on a "
+                        "CPU bf16 where it computes in it, else off; off on a GPU runs TF32 matmuls (default: auto)")
     g.add_argument("--output", type=folder_path, default=Path("runs"), help="default: runs")
     g.add_argument("--name", type=folder_name, help="run folder name, in --output (default: <model>-<date>-<time>)")
     g.add_argument("--resume", type=Path, help="a checkpoint, or a run folder (uses its last.pth)")
@@ -173,7 +173,7 @@ def main(argv=None) -> None:
     if cfg.cuda_graphs and device.type != "cuda":
         raise UserError(f"--cuda-graphs needs a CUDA GPU, and this run is on {device}: run without it "
                         "(--no-cuda-graphs where a config or a resumed run sets it)")
-    amp = amp_dtype(cfg.amp, device)
+    amp = amp_dtype(cfg.amp, device, training=not cfg.eval_only)  # --eval-only figures as predict.py's
     tune_for(device, tf32=amp is None)
     workers_asked = cfg.workers  # config.yaml keeps None, this machine's count decided again where it is reused
     if cfg.workers is None:

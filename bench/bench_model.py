@@ -2,6 +2,7 @@
 
     python bench/bench_model.py                      # CPU, fp32, batch 8: train step and inference
     python bench/bench_model.py --device cuda --dtype bf16 --batch-size 128
+    python bench/bench_model.py --dtype fp32 bf16    # both, interleaved: what bf16 gains on this CPU
     python bench/bench_model.py --flush-denormal     # denormals as 0: what they cost timm
     python bench/bench_model.py --memory             # peak memory of a training step, with and
                                                      # without activation checkpointing (batch 32)
@@ -39,7 +40,9 @@ def parse_args():
     parser.add_argument("--models", nargs="+", default=list(TIMM_NAMES), choices=list(TIMM_NAMES),
                         help="the variants that timm has too (default: both)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="bf16 = autocast (default: fp32)")
+    parser.add_argument("--dtype", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                        help="bf16 = autocast; both: each model in each, side by side, and ours' bf16 against fp32 "
+                             "(default: fp32)")
     parser.add_argument("--batch-size", type=POSITIVE_INT, default=8, help="default: 8")
     parser.add_argument("--rounds", type=POSITIVE_INT, default=7, help="timed rounds per model and mode (default: 7)")
     parser.add_argument("--memory", action="store_true", help="measure peak memory with/without checkpointing")
@@ -86,27 +89,35 @@ def timed(fn, device: str) -> float:
 
 
 def compare_speed(args):
-    autocast = (lambda: torch.autocast(args.device, dtype=torch.bfloat16)) if args.dtype == "bf16" else nullcontext
+    autocasts = {dtype: (lambda: torch.autocast(args.device, dtype=torch.bfloat16)) if dtype == "bf16" else nullcontext
+                 for dtype in args.dtype}
     for name in args.models:
         reference, ours = build_pair(name, args.device)
         x = torch.randn(args.batch_size, 3, ours.img_size, ours.img_size, device=args.device)
         for train in (True, False):
             reference.train(train)
             ours.train(train)
-            fns = {name: step_function(net, x, train, autocast) for name, net in (("timm", reference), ("ours", ours))}
+            fns = {(key, dtype): step_function(net, x, train, autocast) for dtype, autocast in autocasts.items()
+                   for key, net in (("timm", reference), ("ours", ours))}
             for fn in fns.values():  # warm up: allocator, layouts, kernels
                 fn()
                 fn()
-            times = {"timm": [], "ours": []}
+            times = {key: [] for key in fns}
             for r in range(args.rounds):
-                order = ("timm", "ours") if r % 2 == 0 else ("ours", "timm")
-                for key in order:
+                for key in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
                     times[key].append(timed(fns[key], args.device))
-            ratio = statistics.median(t / o for t, o in zip(times["timm"], times["ours"]))
-            speed = {k: args.batch_size / statistics.median(v) for k, v in times.items()}
             mode = "train step" if train else "inference "
-            print(f"{name:32s} {mode}  timm {speed['timm']:8.1f} img/s   ours {speed['ours']:8.1f} img/s   "
-                  f"ratio {ratio:.2f}", flush=True)
+            for dtype in args.dtype:
+                timm_times, our_times = times["timm", dtype], times["ours", dtype]
+                ratio = statistics.median(t / o for t, o in zip(timm_times, our_times))
+                speed = {k: args.batch_size / statistics.median(v) for k, v in (("timm", timm_times),
+                                                                                  ("ours", our_times))}
+                label = f" {dtype}" if len(args.dtype) > 1 else ""
+                print(f"{name:32s} {mode}{label}  timm {speed['timm']:8.1f} img/s   ours {speed['ours']:8.1f} img/s   "
+                      f"ratio {ratio:.2f}", flush=True)
+            if len(args.dtype) > 1:
+                gain = statistics.median(f / b for f, b in zip(times["ours", "fp32"], times["ours", "bf16"]))
+                print(f"{name:32s} {mode}  ours bf16 against fp32: {gain:.2f}x", flush=True)
 
 
 def peak_rss_bytes() -> int:
@@ -141,7 +152,7 @@ def compare_memory(args):
         peaks = {}
         for checkpointing in (False, True):
             out = subprocess.run(
-                [sys.executable, __file__, "--device", args.device, "--dtype", args.dtype,
+                [sys.executable, __file__, "--device", args.device, "--dtype", args.dtype[0],
                  "--memory-batch-size", str(args.memory_batch_size),
                  "--memory-child", name, str(int(checkpointing))],
                 check=True, capture_output=True, text=True,
@@ -163,10 +174,10 @@ def main():
     torch.set_flush_denormal(args.flush_denormal)
     if args.memory_child:
         memory_child(args.memory_child[0], args.memory_child[1] == "1", args.memory_batch_size, args.device,
-                     args.dtype)
+                     args.dtype[0])
         return
     print_header(args.device)
-    print(f"# {args.dtype}; " + (f"batch {args.memory_batch_size}, peak memory" if args.memory else
+    print(f"# {' and '.join(args.dtype)}; " + (f"batch {args.memory_batch_size}, peak memory" if args.memory else
                                   f"batch {args.batch_size}; {counted(args.rounds, 'round')}") + f"; pid {os.getpid()}")
     if args.memory:
         compare_memory(args)

@@ -479,7 +479,7 @@ def profile_steps(args, device, amp):
 def main():
     args = parse_args()
     device = args.device
-    amp = amp_dtype(args.amp, device)
+    amp = amp_dtype(args.amp, device, training=True)
     tune_for(device, tf32=amp is None)  # as train.py
     use(next(iter(bare_variants(args).values())))  # --memory's, --profile's, e2e's: the first kinds named
     print_header(device)

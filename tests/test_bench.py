@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 def test_bench_train_compares_the_step_with_timm_and_the_loop_with_its_loader(bench):
     out = bench("bench_train.py", "--device", "cpu", "--img-size", "64", "--batch-size", "8", "--rounds",
                     "1", "--steps", "1", "--e2e-batches", "2", "--workers", "1", "2", "--decode", "workers", "device",
-                    "--attention", "plain", "sdpa", "flex", "--worker-nice", "10", "0")
+                    "--attention", "plain", "sdpa", "flex", "--worker-nice", "10", "0", "--amp", "off")
     assert "swin_micro_patch4_window4_128 at 64 px, batch 8, amp off, eager, attention plain / sdpa / flex" in out
     assert "warm-up: timm " in out and ", bare plain " in out and ", bare sdpa " in out and ", loaders " in out
     # a way that fails (FlexAttention has no backward on a CPU) is left out, said so, and the others still run
@@ -237,6 +237,17 @@ def test_bench_model_compares_a_train_step_and_inference_with_timm(bench):
                       r"ratio [\d.]+", out)
     assert rows == ["train step", "inference "], out
     assert "batch 1; 1 round;" in out
+
+
+def test_bench_model_times_both_dtypes_side_by_side_and_ours_bf16_against_fp32(bench):
+    out = bench("bench_model.py", "--models", "swin_tiny_patch4_window7_224", "--batch-size", "1", "--rounds", "1",
+                "--dtype", "fp32", "bf16")
+    rows = re.findall(r"swin_tiny_patch4_window7_224 +(train step|inference ) (fp32|bf16) +timm +[\d.]+ img/s +ours "
+                      r"+[\d.]+ img/s +ratio [\d.]+", out)
+    assert rows == [("train step", "fp32"), ("train step", "bf16"), ("inference ", "fp32"), ("inference ", "bf16")], out
+    gains = re.findall(r"swin_tiny_patch4_window7_224 +(train step|inference ) +ours bf16 against fp32: [\d.]+x", out)
+    assert gains == ["train step", "inference "], out
+    assert "# fp32 and bf16; batch 1; 1 round;" in out
 
 
 FAKE_PYTHON = """#!/bin/bash

@@ -177,3 +177,24 @@ def test_auto_precision_takes_fp16_on_a_gpu_without_bf16_hardware(major, want, m
         return including_emulation or major >= 8
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
     assert amp_dtype("auto", torch.device("cuda", 0)) == want
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, want", [(True, False, torch.bfloat16), (False, True, torch.bfloat16),
+                                                     (False, False, None)])
+def test_auto_precision_trains_in_bf16_on_a_cpu_that_computes_in_it(avx512_bf16, amx, want, monkeypatch):
+    """--amp auto on a CPU: bf16 for training where the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), float32
+    elsewhere; prediction float32 on every CPU; an explicit --amp as typed."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    cpu = torch.device("cpu")
+    assert precision.cpu_computes_bf16() == (want is not None)
+    assert precision.amp_dtype("auto", cpu, training=True) == want
+    assert precision.amp_dtype("auto", cpu) is None
+    assert precision.amp_dtype("off", cpu, training=True) is None
+    assert precision.amp_dtype("bf16", cpu) == torch.bfloat16
+
+
+def test_a_torch_without_the_cpu_probes_trains_in_float32_on_a_cpu(monkeypatch):
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert not precision.cpu_computes_bf16()
+    assert precision.amp_dtype("auto", torch.device("cpu"), training=True) is None
