@@ -128,7 +128,8 @@ def host_copy(value):
 
 
 def load_checkpoint(path, mmap: bool = False):
-    """torch.load with weights_only=True, and errors a person can act on; `mmap` reads tensors only when used."""
+    """torch.load with weights_only=True, and errors a person can act on; `mmap` reads tensors only when used (in a
+    file of torch.save's zip format; one saved in its legacy format, which torch.load cannot map, is read whole)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
@@ -145,6 +146,7 @@ def load_checkpoint(path, mmap: bool = False):
     if is_torchscript(path):  # torch.load would warn and hand it to torch.jit.load, which runs its code
         raise UserError(f"{path} is a TorchScript program, not a checkpoint: torch.jit.load runs it. Give a "
                         "checkpoint or state dict (predict.py also runs .onnx and .pt2 programs)")
+    mmap = mmap and zipfile.is_zipfile(path)
     if not mmap:  # torch.load checks no checksum: bytes changed inside a whole file loaded as other weights
         damaged = damaged_member(path)
         if damaged:

@@ -35,6 +35,21 @@ RECIPES = ("tutorial", "official")
 # each recipe's resize, for training and evaluation: the tutorial's is torchvision's default, the official recipe's
 # the official code's (its configs' DATA.INTERPOLATION, its evaluation's too)
 RECIPE_INTERPOLATION = {"tutorial": "bilinear", "official": "bicubic"}
+# how evaluation takes a photo's box (timm's crop_mode names, evaluation_box): "center", a square of crop_pct of the
+# shorter side; "squash", crop_pct of each side, stretched to a square (the whole photo at crop_pct 1.0)
+CROP_MODES = ("center", "squash")
+# the official configs of every 384 px fine-tune (swin/*_384*_finetune.yaml, swinv2/*_192to384_22kto1k_ft.yaml) set
+# TEST.CROP False: their evaluation squashes the whole photo to 384 x 384; the others crop 87.5%
+SQUASHED_FROM = 384  # px
+
+
+def recipe_preprocessing(recipe: str, img_size: int) -> dict:
+    """How a run of `recipe` at `img_size` evaluates: build_transform's keywords, a checkpoint's keys. The tutorial's
+    recipe center-crops 87.5%, bilinear; the official code resizes bicubic, and at SQUASHED_FROM px and above squashes
+    the whole photo (crop_mode "squash", crop_pct 1.0), as its configs evaluate there."""
+    squash = recipe == "official" and img_size >= SQUASHED_FROM
+    return {"crop_mode": "squash" if squash else "center", "crop_pct": 1.0 if squash else CROP_PCT,
+            "interpolation": RECIPE_INTERPOLATION[recipe]}
 
 
 # --- Transforms ---
@@ -59,10 +74,21 @@ def random_resized_box(width: int, height: int, scale=(0.08, 1.0), ratio=(3 / 4,
     return (width - box_w) // 2, (height - box_h) // 2, box_w, box_h
 
 
-def center_box(width: int, height: int, size: int, crop_pct: float):
-    """The box that Resize(shorter side to size / crop_pct) then CenterCrop(size) keep, on the original."""
-    side = size / math.floor(size / crop_pct) * min(width, height)
-    return (width - side) / 2, (height - side) / 2, side, side
+def evaluation_box(width: int, height: int, size: int, crop_pct: float, crop_mode: str = "center"):
+    """(left, top, box_width, box_height): the box of the original that evaluation resizes to size x size. "center":
+    the one that Resize(shorter side to size / crop_pct) then CenterCrop(size) keep, a square; "squash": the one that
+    Resize((size / crop_pct, size / crop_pct)) then CenterCrop(size) keep, crop_pct of each side (the whole photo at
+    1.0), stretched to a square."""
+    scale = size / math.floor(size / crop_pct)
+    box_w, box_h = (scale * width, scale * height) if crop_mode == "squash" else (scale * min(width, height),) * 2
+    return (width - box_w) / 2, (height - box_h) / 2, box_w, box_h
+
+
+def seen_box(img_size: int, preprocessing: dict):
+    """(width, height) -> the box of a photo that evaluation shows the model at img_size, cropped as `preprocessing`
+    (recipe_preprocessing's keys) says: where the report puts its maps."""
+    return partial(evaluation_box, size=img_size, crop_pct=preprocessing["crop_pct"],
+                   crop_mode=preprocessing["crop_mode"])
 
 
 def draft_reduction(box_w: float, box_h: float, size: int) -> int:
@@ -389,8 +415,8 @@ def pil_to_uint8(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
 
 
-def build_transform(img_size: int, train: bool, recipe: str = "tutorial", crop_pct: float = CROP_PCT,
-                    decode: str = "workers", interpolation: str | None = None):
+def build_transform(img_size: int, train: bool, recipe: str = "tutorial", crop_pct: float | None = None,
+                    decode: str = "workers", interpolation: str | None = None, crop_mode: str | None = None):
     """Opened image -> uint8 (3, img_size, img_size) tensor; build_normalize's Normalize, on the
     batch, makes the model's input of it. With decode="device" (training, tutorial recipe), a JpegCrop
     instead: the crop and flip chosen, the JPEG left for the device to decode (EncodedBatch).
@@ -400,15 +426,19 @@ def build_transform(img_size: int, train: bool, recipe: str = "tutorial", crop_p
     official: the official Swin recipe through timm.data.create_transform: bicubic, RandAugment
         rand-m9-mstd0.5-inc1 (and random erasing 0.25 in pixel mode, in build_normalize); color jitter
         0.4 is passed as the official code passes it, and timm ignores it when RandAugment is on, as there;
-        eval as the tutorial's, bicubic.
-    `interpolation` is evaluation's resize where the caller knows the model's own (a checkpoint's record,
-    weights.evaluation_interpolation); else the recipe's (RECIPE_INTERPOLATION).
+        eval as the tutorial's, bicubic, and at 384 px the whole photo squashed to a square (recipe_preprocessing).
+    `crop_mode`, `crop_pct` and `interpolation` are evaluation's where the caller knows the model's own (a
+    checkpoint's record, weights.evaluation_preprocessing); each not given, the recipe's (recipe_preprocessing).
     """
     if recipe not in RECIPES:
         raise UserError(f"unknown transform recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
     if not train:
-        interpolation = interpolation or RECIPE_INTERPOLATION[recipe]
-        return Compose([DecodeCrop(img_size, partial(center_box, size=img_size, crop_pct=crop_pct), interpolation)])
+        given = {"crop_mode": crop_mode, "crop_pct": crop_pct, "interpolation": interpolation}
+        preprocessing = recipe_preprocessing(recipe, img_size) | {k: v for k, v in given.items() if v is not None}
+        if preprocessing["crop_mode"] not in CROP_MODES:  # a program or checkpoint of a later version's
+            raise UserError(f"unknown crop mode {preprocessing['crop_mode']!r}: this version knows "
+                            f"{', '.join(CROP_MODES)}")
+        return Compose([DecodeCrop(img_size, seen_box(img_size, preprocessing), preprocessing["interpolation"])])
     interpolation = RECIPE_INTERPOLATION[recipe]
     if decode == "device":
         check_decode(decode, recipe)

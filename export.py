@@ -79,16 +79,17 @@ def _sym_max(a: int, b: int) -> int:
 class Preprocess(torch.nn.Module):
     """(B, 3, H, W) uint8 0-255 or float 0-1, any H x W -> (B, 3, S, S) normalised, as predict.py prepares a photo.
 
-    An image already S x S is taken as cropped; another size is center-cropped as data.center_box
-    does it (the box that resizing the shorter side to S / crop_pct and cropping S would keep; its
-    sides rounded half up, in integers) and resized: `interpolation` (bilinear or bicubic, the classifier's),
-    antialiased, in float (ONNX: Resize with antialias, which opset 18 has for both).
+    An image already S x S is taken as cropped; another size is cropped to the box data.evaluation_box
+    gives (`crop_mode` "center": the square that resizing the shorter side to S / crop_pct and cropping S would
+    keep; "squash": crop_pct of each side, the whole image at 1.0; its sides rounded half up, in integers) and
+    resized to S x S: `interpolation` (bilinear or bicubic, the classifier's), antialiased, in float (ONNX: Resize
+    with antialias, which opset 18 has for both).
     """
 
-    def __init__(self, img_size: int, crop_pct: float, mean, std, interpolation: str):
+    def __init__(self, img_size: int, crop_pct: float, crop_mode: str, mean, std, interpolation: str):
         super().__init__()
         self.img_size, self.resize_to = int(img_size), math.floor(img_size / crop_pct)
-        self.interpolation = interpolation
+        self.squash, self.interpolation = crop_mode == "squash", interpolation
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
@@ -115,10 +116,14 @@ class Preprocess(torch.nn.Module):
 
     def crop_and_resize(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2], x.shape[-1]
-        big, side = self.resize_to, _sym_min(h, w) * self.img_size  # the box's side is side / big
-        top, left = (h * big - side + big) // (2 * big), (w * big - side + big) // (2 * big)
-        bottom = _sym_max((h * big + side + big) // (2 * big), top + 1)
-        right = _sym_max((w * big + side + big) // (2 * big), left + 1)
+        big = self.resize_to  # the box's sides are box_h / big and box_w / big
+        if self.squash:  # decided as the program is made: it keeps one of the two
+            box_h, box_w = h * self.img_size, w * self.img_size
+        else:
+            box_h = box_w = _sym_min(h, w) * self.img_size
+        top, left = (h * big - box_h + big) // (2 * big), (w * big - box_w + big) // (2 * big)
+        bottom = _sym_max((h * big + box_h + big) // (2 * big), top + 1)
+        right = _sym_max((w * big + box_w + big) // (2 * big), left + 1)
         # index_select, not slicing: a slice of a symbolic size makes torch.export fix whether it is whole. At
         # least 2 indices, the last repeated for a box 1 px across (a 1 x N image), which resizes as that one
         # does: torch.export takes a symbolic size to be 2 or more and would fail such an image
@@ -141,7 +146,8 @@ class Deployable(torch.nn.Module):
         super().__init__()
         self.net, self.class_names, self.img_size = net, list(clf.class_names), int(clf.model.img_size)
         device = next(net.parameters()).device
-        self.preprocess = Preprocess(self.img_size, clf.crop_pct, clf.mean, clf.std, clf.interpolation).to(device)
+        self.preprocess = Preprocess(self.img_size, clf.crop_pct, clf.crop_mode, clf.mean, clf.std,
+                                     clf.interpolation).to(device)
         self.requires_grad_(False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -155,10 +161,11 @@ class Deployable(torch.nn.Module):
 def describe(clf, input_type: str) -> dict:
     """What a program carries beside its graph: ONNX metadata_props, the .pt2's classifier.json."""
     pixels = "uint8 RGB, 0-255" if input_type == "uint8" else "float32 RGB, 0-1"
+    crop = "squashed to a square" if clf.crop_mode == "squash" else "center-cropped and resized"
     return {"class_names": list(clf.class_names), "variant": clf.model.variant, "img_size": int(clf.model.img_size),
-            "crop_pct": clf.crop_pct, "interpolation": clf.interpolation, "mean": list(clf.mean), "std": list(clf.std),
-            "input_type": input_type,
-            "input": f"(B, 3, H, W) {pixels}, any H x W: center-cropped and resized inside"} | \
+            "crop_pct": clf.crop_pct, "crop_mode": clf.crop_mode, "interpolation": clf.interpolation,
+            "mean": list(clf.mean), "std": list(clf.std), "input_type": input_type,
+            "input": f"(B, 3, H, W) {pixels}, any H x W: {crop} inside"} | \
         ({"val_ratio": clf.val_ratio} if getattr(clf, "val_ratio", None) is not None else {})
 
 
@@ -479,10 +486,10 @@ def check_program(run, clf, device, input_type: str, tolerance: float = None) ->
 class ExportedClassifier:
     """A program that --export wrote, called like the model on uint8 images of img_size.
 
-    `variant`, `img_size`, `class_names`, `crop_pct`, `interpolation`, `mean`, `std` and `input_type` come from
-    what it carries (describe()), so that predict.py crops a photo as it does for the checkpoint and hands the
-    program the type it takes (uint8 in programs written before input_type was, bilinear in those written before
-    interpolation was: they resized so). It runs on the CPU
+    `variant`, `img_size`, `class_names`, `crop_pct`, `crop_mode`, `interpolation`, `mean`, `std` and `input_type`
+    come from what it carries (describe()), so that predict.py crops a photo as it does for the checkpoint and hands
+    the program the type it takes (uint8 in programs written before input_type was, bilinear in those written before
+    interpolation was, center in those written before crop_mode was: they resized and cropped so). It runs on the CPU
     unless `to(device)` finds a way onto the GPU; `device` says where it runs.
     """
     kind = "program"
@@ -495,7 +502,7 @@ class ExportedClassifier:
         self.class_names = json.loads(info["class_names"]) if isinstance(info["class_names"], str) \
             else list(info["class_names"])
         self.variant, self.img_size, self.crop_pct = info["variant"], int(info["img_size"]), float(info["crop_pct"])
-        self.interpolation = info.get("interpolation", "bilinear")
+        self.crop_mode, self.interpolation = info.get("crop_mode", "center"), info.get("interpolation", "bilinear")
         self.mean, self.std = (tuple(json.loads(v) if isinstance(v, str) else v) for v in (info["mean"], info["std"]))
         self.num_classes = len(self.class_names)
         self.input_type = info.get("input_type", "uint8")

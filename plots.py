@@ -207,13 +207,14 @@ def heat_overlay(pixels, heat) -> Image.Image:
     return Image.fromarray((pixels * (1 - alpha) + np.array([220, 30, 30]) * alpha).round().astype(np.uint8))
 
 
-def heat_on_crop(image: Image.Image, heat, crop_pct: float) -> Image.Image:
-    """`image` with heat_overlay over its central square of `crop_pct` of the shorter side: the crop that
-    evaluation shows the model."""
-    side = round(crop_pct * min(image.size))
-    left, top = (image.width - side) // 2, (image.height - side) // 2
+def heat_on_crop(image: Image.Image, heat, box) -> Image.Image:
+    """`image` with heat_overlay over `box` (left, top, width, height in its pixels, data.evaluation_box): the part
+    that evaluation shows the model, the map stretched over it as the part was to a square (the whole photo where
+    evaluation squashes it)."""
+    left, top = round(box[0]), round(box[1])
+    right, bottom = max(round(box[0] + box[2]), left + 1), max(round(box[1] + box[3]), top + 1)
     image = image.copy()
-    image.paste(heat_overlay(image.crop((left, top, left + side, top + side)), heat), (left, top))
+    image.paste(heat_overlay(image.crop((left, top, right, bottom)), heat), (left, top))
     return image
 
 

@@ -129,7 +129,7 @@ def main(argv=None) -> None:
         note = export(clf, args.export, device, args.export_input)
         print(f"wrote {args.export} ({note})", file=sys.stderr)
     k, width = min(args.topk, len(clf.class_names)), max(text_width(name) for name in clf.class_names)
-    transform = build_transform(clf.model.img_size, train=False, crop_pct=clf.crop_pct,
+    transform = build_transform(clf.model.img_size, train=False, crop_pct=clf.crop_pct, crop_mode=clf.crop_mode,
                                 interpolation=clf.interpolation)
     normalize = None if program else Normalize(clf.mean, clf.std)  # a program normalises: it takes the uint8 crop
     # the results are kept for --output alone, written at the end: printed, a million images' would be gigabytes

@@ -29,7 +29,7 @@ import torch
 
 import evaluation
 import plots
-from data import CROP_PCT
+from data import CROP_PCT, seen_box
 from images import in_threads, why_it_failed
 from files import put_in_place
 from utils import padded, printable, text_width
@@ -42,14 +42,18 @@ MAX_CONFUSION_TEXT = 30  # classes; past that report.txt's matrix is lines too w
 # what a report that could not be written says to do once there is room: evaluate again (a resume of a finished run
 # trains nothing and writes none)
 WRITE_AGAIN = "write the report again: python train.py --eval-only --resume <run>/best.pth"
+# the part of a photo evaluation showed the model where the caller does not say: the central 87.5% of the shorter
+# side (at 224 px, whose 256 makes it exactly that)
+CENTER_CROP = seen_box(224, {"crop_mode": "center", "crop_pct": CROP_PCT})
 
 
 def write_report(path, result: dict, classes: list[str], checkpoint: str, variant: str, split: str = "val",
                  metrics_csv=None, max_shown: int = MAX_SHOWN, thumb_size: int = THUMB_SIZE,
-                 left_out: list = (), data: str = None) -> Path:
+                 left_out: list = (), data: str = None, seen=CENTER_CROP) -> Path:
     """Write the report of an `evaluation.evaluate` result to `path`; returns the path. `left_out`: (path, reason)
     of the files in the data folder left out of the run (Splits.skipped: they do not decode, or link into another
-    class's folder), said under the figures; `data`: the folder evaluated, named in the headline."""
+    class's folder), said under the figures; `data`: the folder evaluated, named in the headline; `seen`: (width,
+    height) -> the box of a photo that the evaluation showed the model (data.seen_box), where its map is drawn."""
     path = Path(path)
     metrics = read_metrics(metrics_csv) if metrics_csv is not None and Path(metrics_csv).is_file() else []
     title = f"{variant} on {split}: {result['acc1']:.1%} top-1"
@@ -58,7 +62,8 @@ def write_report(path, result: dict, classes: list[str], checkpoint: str, varian
             class_table(result["confusion"], classes),
             confusion_section(result["confusion"], classes),
             curves_section(metrics),
-            gallery(result["wrong"], classes, max_shown, thumb_size, result.get("failed", []), result.get("maps", {}))]
+            gallery(result["wrong"], classes, max_shown, thumb_size, result.get("failed", []), result.get("maps", {}),
+                    seen)]
     page = PAGE.format(title=escape(title), style=STYLE, body="\n".join(body), script=SCRIPT,
                        written=f"{datetime.now():%Y-%m-%d %H:%M}")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,10 +75,10 @@ def write_report(path, result: dict, classes: list[str], checkpoint: str, varian
 
 
 def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, variant: str, split: str,
-                     metrics_csv=None, left_out: list = (), data: str = None) -> str:
+                     metrics_csv=None, left_out: list = (), data: str = None, seen=CENTER_CROP) -> str:
     """Everything an evaluation leaves in `folder`: report.html, misclassified.csv (every mistake),
-    confusion_matrix.png and report.txt, whose text it returns (what --eval-only prints). `left_out` and
-    `data`: as write_report's; report.txt lists the files left out at its end."""
+    confusion_matrix.png and report.txt, whose text it returns (what --eval-only prints). `left_out`, `data` and
+    `seen`: as write_report's; report.txt lists the files left out at its end."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     # each file whole or not at all (put_in_place): a second Ctrl-C as a run writes its report left a torn picture
@@ -118,7 +123,7 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
                  then=WRITE_AGAIN)
     # last: a report.html in a run folder says the run's evaluation was written whole
     write_report(folder / "report.html", result, classes, checkpoint, variant, split, metrics_csv, left_out=left_out,
-                 data=data)
+                 data=data, seen=seen)
     return text
 
 
@@ -226,17 +231,19 @@ def curves_section(metrics: list[dict]) -> str:
     return f'<section id="curves"><h2>Training curves</h2><div class="curves">{charts}</div></section>'
 
 
-def gallery(wrong: list, classes: list[str], max_shown: int, thumb_size: int, failed: list, maps: dict) -> str:
+def gallery(wrong: list, classes: list[str], max_shown: int, thumb_size: int, failed: list, maps: dict,
+            seen=CENTER_CROP) -> str:
     """The `max_shown` most confident mistakes, grouped by true class in class order, each group most
-    confident first; each tinted where the model saw the class it chose, where `maps` has its map."""
+    confident first; each tinted where the model saw the class it chose, where `maps` has its map, over the part
+    of the photo it was shown (`seen`, write_report's)."""
     ranked = sorted(wrong, key=lambda mistake: (-mistake[3][0], mistake[0]))
     shown = ranked[:max_shown]
 
     def picture(mistake):
         image = plots.thumbnail(mistake[0], thumb_size)
         heat = maps.get(mistake[0])
-        # evaluation's crop: the central CROP_PCT of the shorter side (train.py evaluates checkpoints so)
-        return image if image is None or heat is None else plots.heat_on_crop(image, heat, CROP_PCT)
+        # the thumbnail is the photo scaled: the box evaluation took of the photo, at the thumbnail's size
+        return image if image is None or heat is None else plots.heat_on_crop(image, heat, seen(*image.size))
     thumbnails = dict(zip([m[0] for m in shown], in_threads(picture, shown)))
     per_class = [0] * len(classes)
     for _, label, _, _ in wrong:
@@ -247,7 +254,7 @@ def gallery(wrong: list, classes: list[str], max_shown: int, thumb_size: int, fa
              "mistakes come first: a photo the model is sure about and still gets wrong is often mislabelled. "
              "A click on a photo opens the original file.")
     if maps:
-        intro += (" Each photo is tinted red where, in the square the model was shown, it saw the class it chose "
+        intro += (" Each photo is tinted red where, in the part the model was shown, it saw the class it chose "
                   "(its class activation map): a tint on the background rather than the subject is worth a look.")
     if len(wrong) > len(shown):
         intro += (f" Shown: the {len(shown):,} most confident; the other {len(wrong) - len(shown):,} "

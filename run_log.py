@@ -453,13 +453,14 @@ def write_hparams(writer, run_dir: Path, cfg, state, last_val: dict) -> None:
     writer.add_hparams(settings, figures, run_name="hparams", global_step=state.step)
 
 
-def finish_run(writer, run_dir: Path, cfg, state, last_val: dict, best: tuple, splits) -> None:
+def finish_run(writer, run_dir: Path, cfg, state, last_val: dict, best: tuple, splits, seen) -> None:
     """A run's end: its settings and figures in TensorBoard's HPARAMS tab, and the report of its best weights,
-    `best` = (evaluate's result, which checkpoint it is of)."""
+    `best` = (evaluate's result, which checkpoint it is of), its maps over the part of each photo validation showed
+    the model (`seen`, data.seen_box)."""
     write_hparams(writer, run_dir, cfg, state, last_val)
     result, checkpoint = best
     report.write_evaluation(run_dir, result, splits.classes, checkpoint, state.model.variant, "val",
-                            run_dir / "metrics.csv", splits.skipped, str(splits.root))
+                            run_dir / "metrics.csv", splits.skipped, str(splits.root), seen)
     print(f"what {checkpoint} gets wrong, to open in a browser: {run_dir / 'report.html'}")
 
 

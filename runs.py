@@ -211,9 +211,10 @@ def resume_config(parser, cfg, argv) -> tuple:
     settings it saved, except the flags typed now; --eval-only takes only its data and split from them."""
     if cfg.eval_only and not cfg.resume and isinstance(cfg.weights, Path) and cfg.weights.is_file() and \
             not is_program(cfg.weights):
-        checkpoint = load_checkpoint(cfg.weights)
-        if not is_run_checkpoint(checkpoint):  # other weights: evaluated as --weights
+        # mapped: only what the file is is read here; other weights are evaluated as --weights, read whole once then
+        if not is_run_checkpoint(load_checkpoint(cfg.weights, mmap=True)):
             return cfg, None
+        checkpoint = load_checkpoint(cfg.weights)
         cfg.resume, cfg.weights = cfg.weights, None  # train.py's checkpoint knows its model, classes and data
     elif not cfg.resume:
         return cfg, None

@@ -40,19 +40,19 @@ import run_log
 import runs
 from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, folder_name, folder_path, parse_config,
                     plain, ranged, weights_path, yes_no)
-from data import build_normalize, build_transform, check_decode, check_mixup_batch
+from data import build_normalize, build_transform, check_decode, check_mixup_batch, seen_box
 from splits import check_same_everywhere, check_validation, load_splits, without_validation
 from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_eval_loader, build_train_loader, training_batch_size
 from variants import resolve_variant
 from optim import check_schedule
 from precision import amp_dtype
-from checkpoints import CheckpointWriter
+from checkpoints import CheckpointWriter, load_checkpoint
 from files import remove_all_left_behind
 from processes import decided_by_first_process, distributed, from_first_process, init_distributed, launched_first
 from utils import ArgumentParser, UserError, check_writable, run_cli, seed_everything, tune_for
 from runs import evaluated_file, resume_config, resumed_file
-from weights import describe_for_checkpoint, evaluation_interpolation, model_for_run, run_interpolation
+from weights import describe_for_checkpoint, evaluation_preprocessing, model_for_run, run_preprocessing
 from workers import default_workers, stop_workers
 
 
@@ -207,9 +207,10 @@ def main(argv=None) -> None:
     net = compiling.training_net(model, cfg, compiled, training_batch_size(cfg, epoch_batches), device, amp,
                                  local_rank)
 
-    interpolation = run_interpolation(cfg, checkpoint)  # validated so, recorded for predict.py in the checkpoints
-    val_loader = build_eval_loader(splits.val, build_transform(img_size, train=False, interpolation=interpolation),
-                                   cfg, rank, world_size)
+    # cropped and resized as it validates, recorded for predict.py in the checkpoints
+    preprocessing = run_preprocessing(cfg, checkpoint, img_size)
+    val_loader = build_eval_loader(splits.val, build_transform(img_size, train=False, **preprocessing), cfg, rank,
+                                   world_size)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.accum_steps)
     state = engine.build_train_state(cfg, model, net, device, amp, steps_per_epoch, splits.counts("train"))
     state.layout = {"processes": world_size, "images": len(splits.train), "batch_size": cfg.batch_size,
@@ -237,7 +238,7 @@ def main(argv=None) -> None:
     run_dir = from_first_process(run_dir)  # the folder it made (a -2 where another run took the name), in messages
 
     # data_root: the data's absolute path, for a resume from another folder than the run started in
-    meta = {**describe_for_checkpoint(model, classes, interpolation),
+    meta = {**describe_for_checkpoint(model, classes, preprocessing),
             "data_root": str(Path(cfg.data_path).resolve())}
 
     checkpoints = CheckpointWriter()  # written while training goes on
@@ -278,7 +279,8 @@ def main(argv=None) -> None:
                 checkpoints.wait()  # the last epoch's checkpoints on disk before the report says the run is done
                 trained = stop.trained = ending is not None  # a signal from now on ends nothing but the report
                 if main_process and ending is not None:
-                    run_log.finish_run(writer, run_dir, cfg, state, *ending, splits)
+                    run_log.finish_run(writer, run_dir, cfg, state, *ending, splits,
+                                       seen_box(img_size, preprocessing))
                     ended = "reported"
             finally:
                 try:
@@ -417,14 +419,18 @@ def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp, recorded:
     or of a program that predict.py --export wrote (an export.ExportedClassifier, evaluated as it ships: on its own
     device, with its own crop)."""
     if program is not None:
-        model, transform = program, build_transform(program.img_size, train=False, crop_pct=program.crop_pct,
-                                                    interpolation=program.interpolation)
-        device, amp = program.device, None
+        model, device, amp = program, program.device, None
+        preprocessing = {"crop_pct": program.crop_pct, "crop_mode": program.crop_mode,
+                         "interpolation": program.interpolation}
     else:
         seed_everything(cfg.seed)
-        model = model_for_run(cfg, len(splits.classes), checkpoint, True).to(device)
-        weights = checkpoint if checkpoint is not None else cfg.weights  # a run's checkpoint, or other weights' file
-        transform = build_transform(model.img_size, train=False, interpolation=evaluation_interpolation(weights))
+        # a run's checkpoint, or --weights' file read once, for the model and for how it is evaluated; None: the
+        # official file model_for_run finds by the variant's name
+        weights = checkpoint if checkpoint is not None else load_checkpoint(cfg.weights) if cfg.weights.is_file() \
+            else None
+        model = model_for_run(cfg, len(splits.classes), checkpoint, True, read=weights).to(device)
+        preprocessing = evaluation_preprocessing(weights, model.img_size)
+    transform = build_transform(model.img_size, train=False, **preprocessing)
     samples = splits.test if cfg.split == "test" else splits.val
     if not samples:
         how = ("draw one before training, into a new folder (split_data.py --test-ratio 0.1 --out DIR), and train "
@@ -447,7 +453,8 @@ def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp, recorded:
     if torch.distributed.is_initialized():  # torchrun with one process (more are refused)
         torch.distributed.destroy_process_group()
     print(report.write_evaluation(out, result, splits.classes, source, model.variant, cfg.split,
-                                  out.parent / "metrics.csv", splits.skipped, str(splits.root)))
+                                  out.parent / "metrics.csv", splits.skipped, str(splits.root),
+                                  seen_box(model.img_size, preprocessing)))
     wrong = len(result["wrong"])
     print(f"\n{wrong} misclassified file{'s' * (wrong != 1)}: {out / 'misclassified.csv'}; picture: "
           f"{out / 'confusion_matrix.png'}; open in a browser: {out / 'report.html'}")

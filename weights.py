@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from config import plain
-from data import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, RECIPE_INTERPOLATION
+from data import IMAGENET_MEAN, IMAGENET_STD, recipe_preprocessing
 from download import OFFICIAL_WEIGHTS, names_official_file, official_weights_file, tutorial_weights_file
 from export import is_program, load_program
 from images import letters, read_class_indices, same_names
@@ -255,7 +255,8 @@ def head_rows_by_name(state: dict, trained_on: list, class_names: list) -> str:
         (", the others start at zero" if kept < len(class_names) else ""))
 
 
-def load_weights(model: nn.Module, weights, verbose: bool = True, class_names: list | None = None) -> dict:
+def load_weights(model: nn.Module, weights, verbose: bool = True, class_names: list | None = None,
+                 source=None) -> dict:
     """Load official Microsoft, timm or this project's weights into model.
 
     weights: a path (.pth, .pt, .bin, .safetensors) or a state dict. V1 position-bias tables
@@ -267,9 +268,11 @@ def load_weights(model: nn.Module, weights, verbose: bool = True, class_names: l
     file's name). `class_names`, the classes the model is for: a train.py checkpoint of other classes (a class
     folder added, removed or renamed since) has its classifier's rows put at their classes' new places, by name, and
     a class it was not trained on starts at zero; kept where they were, each label would start as another class's.
+    `source`: the file a state dict given was read from, named in the messages.
     """
     model = inner_model(model)
-    source = "the state dict given" if isinstance(weights, dict) else weights
+    file = source or (None if isinstance(weights, dict) else weights)  # where the weights were read, if known
+    source = file or "the state dict given"
     loaded = weights if isinstance(weights, dict) else load_checkpoint(weights)
     unwrapped = unwrap_state_dict(loaded, source)
     state = to_official_layout(unwrapped)
@@ -336,8 +339,8 @@ def load_weights(model: nn.Module, weights, verbose: bool = True, class_names: l
     missing = [k for k in result.missing_keys if k not in replaced]
     report = {"missing": missing, "unexpected": unexpected, "resized": resized, "skipped": skipped, "notes": notes}
     if verbose:  # said once loaded: a file that fails says only why
-        source = "" if isinstance(weights, dict) else f"weights from {weights}: "
-        print(source + format_load_report(report, len(state) - len(result.unexpected_keys)))
+        print((f"weights from {file}: " if file else "") + format_load_report(report, len(state) -
+                                                                                len(result.unexpected_keys)))
     return report
 
 
@@ -350,34 +353,45 @@ def format_load_report(report: dict, num_loaded: int) -> str:
     return "\n".join(lines)
 
 
-def describe_for_checkpoint(model: nn.Module, class_names: list, interpolation: str) -> dict:
+def describe_for_checkpoint(model: nn.Module, class_names: list, preprocessing: dict) -> dict:
     """What a train.py checkpoint holds beside the weights, so that it rebuilds its network
-    (create_model_from_checkpoint) and predict.py preprocesses and names as the run did: `interpolation` is the
-    resize its run validates with (run_interpolation)."""
+    (create_model_from_checkpoint) and predict.py preprocesses and names as the run did: `preprocessing` is how its run
+    validates, crop_mode, crop_pct and interpolation (run_preprocessing)."""
     return {"variant": model.variant, "model_overrides": plain(model.overrides), "img_size": model.img_size,
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "crop_pct": CROP_PCT,
-            "interpolation": interpolation, "class_names": list(class_names)}
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), **preprocessing, "class_names": list(class_names)}
 
 
-def run_interpolation(cfg, checkpoint: dict | None) -> str:
-    """The resize a training run validates with and records: its recipe's (RECIPE_INTERPOLATION), or the one of the
-    checkpoint it resumes, whose best epoch was chosen by figures of that resize."""
-    return RECIPE_INTERPOLATION[cfg.recipe] if checkpoint is None else evaluation_interpolation(checkpoint)
+def run_preprocessing(cfg, checkpoint: dict | None, img_size: int) -> dict:
+    """How a training run validates and records it (build_transform's keywords): its recipe's at its image size
+    (data.recipe_preprocessing), or that of the checkpoint it resumes, whose best epoch was chosen by figures of it."""
+    if checkpoint is None:
+        return recipe_preprocessing(cfg.recipe, img_size)
+    return evaluation_preprocessing(checkpoint, img_size)
 
 
-def evaluation_interpolation(weights) -> str:
-    """How photos are resized to evaluate or classify with `weights` (as loaded, or their file), as where they come
-    from evaluates them: a train.py checkpoint's record (describe_for_checkpoint), bilinear for one from before it
-    was recorded (what its run validated and predict.py classified with); official and timm files bicubic, as the
-    official evaluation resizes; other state dicts bilinear: the tutorial's, as its predict.py resizes, and this
-    project's model's own, which do not say their recipe (the default's)."""
-    if isinstance(weights, Path):  # train.py --eval-only --weights: the file model_for_run loaded
-        if not weights.is_file():  # a name model_for_run took the official file for (weights/<variant>.pth)
-            return RECIPE_INTERPOLATION["official"]
-        weights = load_checkpoint(weights)
+def evaluation_preprocessing(weights: dict | None, img_size: int) -> dict:
+    """How photos are cropped and resized (crop_mode, crop_pct, interpolation: build_transform's keywords) to evaluate
+    or classify with `weights` (as loaded; None for the official file model_for_run found by the variant's name) at
+    `img_size`, as where they come from evaluates them:
+    - a train.py checkpoint: its record (describe_for_checkpoint); a key missing from one written before it was
+      recorded, as its run validated and predict.py classified then: center-cropped, bilinear;
+    - an official file: as the official evaluation, bicubic, center-cropped 87.5%, and from 384 px the whole photo
+      squashed to a square (its 384 px configs' TEST.CROP False: data.recipe_preprocessing of the official recipe);
+    - a timm file: bicubic, center-cropped 87.5% (the official evaluation's; timm's configs of the 224 and 256 px
+      weights say 0.9), and from 384 px as timm's configs of those: the central square of the whole shorter side
+      (crop_pct 1.0, center);
+    - other state dicts (the tutorial's, and this project's model's own, which do not say their recipe): the
+      tutorial's, center-cropped 87.5%, bilinear, as its predict.py does."""
+    if weights is None:
+        return recipe_preprocessing("official", img_size)
     if is_run_checkpoint(weights):
-        return weights.get("interpolation", "bilinear")
-    return RECIPE_INTERPOLATION["official" if from_the_official_code(unwrap_state_dict(weights)) else "tutorial"]
+        return {"crop_mode": weights.get("crop_mode", "center"), "crop_pct": weights["crop_pct"],
+                "interpolation": weights.get("interpolation", "bilinear")}
+    state = unwrap_state_dict(weights)
+    if not from_the_official_code(state):
+        return recipe_preprocessing("tutorial", img_size)
+    official = recipe_preprocessing("official", img_size)
+    return official | {"crop_mode": "center"} if is_timm_layout(state) else official
 
 
 def create_model_from_checkpoint(checkpoint: dict, **overrides) -> nn.Module:
@@ -418,10 +432,12 @@ def model_from_state_dict(ckpt, path, variant: str, overrides: dict) -> nn.Modul
     return model
 
 
-def model_for_run(cfg, num_classes: int, checkpoint, main_process: bool, class_names: list | None = None) -> nn.Module:
+def model_for_run(cfg, num_classes: int, checkpoint, main_process: bool, class_names: list | None = None,
+                  read: dict | None = None) -> nn.Module:
     """train.py's model: the variant with the run's overrides (cfg: train.py's settings), and its starting
     weights: a resumed checkpoint, --weights, weights/<variant>.pth, or none (from scratch); `class_names`, the
-    data's, put a run's classifier rows in place by name (load_weights)."""
+    data's, put a run's classifier rows in place by name (load_weights). `read`: --weights' file as the caller has
+    read it (--eval-only, for evaluation_preprocessing), not read again."""
     if checkpoint is not None:
         # drop path changes no weight: the run's own rate, or one typed on resuming (its config.yaml records it)
         rate = {} if cfg.drop_path_rate is None else {"drop_path_rate": cfg.drop_path_rate}
@@ -453,7 +469,7 @@ def model_for_run(cfg, num_classes: int, checkpoint, main_process: bool, class_n
         if not weights.is_file() and official and variant in OFFICIAL_WEIGHTS:
             raise UserError(f"weights not found: {weights}. --download-weights fetches them (weights/README.md "
                             "says from where)")
-        report = load_weights(model, weights, verbose=main_process, class_names=class_names)
+        report = load_weights(model, weights if read is None else read, main_process, class_names, source=weights)
         untrained = [key for key in report["missing"] + report["skipped"] if key.startswith("head.")]
         if cfg.eval_only and untrained:  # its score would be a random classifier's
             raise UserError(f"--eval-only: {weights} holds no classifier of these {num_classes} classes "
@@ -484,8 +500,11 @@ class Classifier:
     class_names: list
     mean: tuple
     std: tuple
+    # how a photo is cropped and resized for it (evaluation_preprocessing): its central crop_pct (of the shorter side,
+    # "center", or of each side, "squash"), resized "bilinear" or "bicubic"
     crop_pct: float
-    interpolation: str  # the resize before the crop's: "bilinear" or "bicubic" (evaluation_interpolation)
+    crop_mode: str
+    interpolation: str
     source: Path
     val_ratio: float | None = None  # the training run's --val-ratio, which an export carries for --eval-only
 
@@ -504,17 +523,19 @@ def load_classifier(weights: Path | None, variant: str | None = None, num_classe
         if img_size and img_size != model.img_size:
             raise UserError(f"--img-size {img_size} was given, but {path} was exported for "
                             f"{model.img_size} px; drop --img-size (the program resizes any image itself)")
-        names, mean, std, crop_pct = model.class_names, model.mean, model.std, model.crop_pct
-        interpolation, val_ratio = model.interpolation, model.val_ratio
+        names, mean, std, val_ratio = model.class_names, model.mean, model.std, model.val_ratio
+        preprocessing = {"crop_pct": model.crop_pct, "crop_mode": model.crop_mode,
+                         "interpolation": model.interpolation}
     elif is_run_checkpoint(ckpt):  # train.py's: it describes itself
         model = create_model_from_checkpoint(ckpt, **size)
         model.load_state_dict(ckpt["model"])
-        names, mean, std, crop_pct = ckpt["class_names"], ckpt["mean"], ckpt["std"], ckpt["crop_pct"]
-        interpolation, val_ratio = evaluation_interpolation(ckpt), (ckpt.get("config") or {}).get("val_ratio")
+        names, mean, std = ckpt["class_names"], ckpt["mean"], ckpt["std"]
+        preprocessing = evaluation_preprocessing(ckpt, model.img_size)
+        val_ratio = (ckpt.get("config") or {}).get("val_ratio")
     else:
         model = model_from_state_dict(ckpt, path, variant, size)
-        names, mean, std, crop_pct = None, IMAGENET_MEAN, IMAGENET_STD, CROP_PCT
-        interpolation, val_ratio = evaluation_interpolation(ckpt), None
+        names, mean, std, val_ratio = None, IMAGENET_MEAN, IMAGENET_STD, None
+        preprocessing = evaluation_preprocessing(ckpt, model.img_size)  # at the size it classifies at
     if variant and resolve_variant(variant) != model.variant:
         raise UserError(f"--model {variant} was given, but {path} holds a {model.variant}; drop --model")
     if num_classes is not None and num_classes != model.num_classes:
@@ -550,6 +571,6 @@ def load_classifier(weights: Path | None, variant: str | None = None, num_classe
         print(f"notice: {path} carries no class names and there is no {tutorial_names} here: classes are shown by "
               "their index (--class-indices FILE, the class_indices.json of its training, names them)",
               file=sys.stderr)
-    return Classifier(model, names, tuple(mean), tuple(std), crop_pct, interpolation, path, val_ratio)
+    return Classifier(model, names, tuple(mean), tuple(std), **preprocessing, source=path, val_ratio=val_ratio)
 
 

@@ -80,7 +80,7 @@ def main():
     torch.manual_seed(0)
     model = create_model(args.model, num_classes=5, **({"img_size": args.img_size} if args.img_size else {})).eval()
     clf = Classifier(model, [f"class{i}" for i in range(5)], (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 0.875,
-                     "bilinear", Path("random.pth"))
+                     "center", "bilinear", Path("random.pth"))
     images = np.random.default_rng(0).integers(0, 256, (args.batch_size, 3, model.img_size, model.img_size),
                                                dtype=np.uint8)
     print(f"# {model.variant} at {model.img_size} px, random weights, batch {args.batch_size}", flush=True)

@@ -39,7 +39,7 @@ import predict  # noqa: E402
 from images import BUNDLED_SAMPLE, list_images  # noqa: E402
 from common import alternating_rounds, print_header  # noqa: E402
 from config import COUNT, POSITIVE_INT  # noqa: E402
-from data import IMAGENET_MEAN, IMAGENET_STD, Normalize, build_transform  # noqa: E402
+from data import IMAGENET_MEAN, IMAGENET_STD, Normalize, build_transform, recipe_preprocessing  # noqa: E402
 from export import OnnxClassifier, export_onnx, fp16_program, int8_program  # noqa: E402
 from utils import tune_for  # noqa: E402
 from model import create_model  # noqa: E402
@@ -99,7 +99,8 @@ def main():
         def ours(model=model, normalize=True) -> list:
             """The class probabilities of each photo read."""
             paths = list_images([str(folder)])
-            transform = build_transform(size, train=False, crop_pct=clf.crop_pct, interpolation=clf.interpolation)
+            transform = build_transform(size, train=False, crop_pct=clf.crop_pct, crop_mode=clf.crop_mode,
+                                        interpolation=clf.interpolation)
             normalizer = Normalize(clf.mean, clf.std) if normalize else None  # an .onnx takes the uint8 crop
             return [probs for _, probs, _ in
                     predict.classify(model, paths, transform, normalizer, torch.device("cpu"), options)
@@ -144,7 +145,8 @@ def random_checkpoint(variant: str, img_size, path: Path) -> Path:
     """A train.py-style checkpoint of a randomly initialised model."""
     model = create_model(variant, num_classes=5, **({"img_size": img_size} if img_size else {}))
     classes = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
-    torch.save({**describe_for_checkpoint(model, classes, "bilinear"), "model": model.state_dict()}, path)
+    preprocessing = recipe_preprocessing("tutorial", model.img_size)
+    torch.save({**describe_for_checkpoint(model, classes, preprocessing), "model": model.state_dict()}, path)
     return path
 
 

@@ -230,3 +230,10 @@ def test_an_empty_checkpoint_is_said_to_be_cut_short_not_another_kind_of_file(tm
         with pytest.raises(UserError, match=rf"^{re.escape(str(empty))} is cut short or damaged \(an empty file\): a "
                                             "copy or download that did not finish"):
             checkpoints.load_checkpoint(empty)
+
+
+def test_a_file_in_torch_saves_legacy_format_loads_where_it_would_be_mapped(tmp_path):
+    """torch.load cannot map a file of torch.save's legacy (non-zip) format, which older weights files may be: read
+    whole instead, not called no checkpoint (train.py maps --weights to see what the file is)."""
+    torch.save({"head.weight": torch.ones(2, 3)}, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    assert torch.equal(checkpoints.load_checkpoint(tmp_path / "legacy.pth", mmap=True)["head.weight"], torch.ones(2, 3))

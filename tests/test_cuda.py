@@ -375,7 +375,7 @@ def check_exports_on(device: str, tmp_path) -> None:
     from weights import Classifier
     torch.manual_seed(0)
     model = create_model("swin_micro_patch4_window4_128", num_classes=5, img_size=64).eval().to(device)
-    clf = Classifier(model, list("abcde"), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 0.875, "bilinear",
+    clf = Classifier(model, list("abcde"), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 0.875, "center", "bilinear",
                      Path("ckpt.pth"))
     for name, export in (("m.pt2", export_pt2), ("m.pt", export_torchscript), ("m.onnx", export_onnx)):
         export(clf, tmp_path / name, torch.device(device))

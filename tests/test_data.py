@@ -9,7 +9,7 @@ import torch
 from PIL import Image, ImageOps, JpegImagePlugin
 
 from data import (IMAGENET_MEAN, IMAGENET_STD, EncodedBatch, Normalize, build_mixup, build_normalize, build_transform,
-                  pil_to_uint8, to_device)
+                  evaluation_box, pil_to_uint8, recipe_preprocessing, to_device)
 from loaders import ImageDataset, SeededDataset, build_loader, collate_skipping_failures
 from images import load_rgb
 from splits import load_splits
@@ -49,6 +49,40 @@ def test_normalisation_uses_the_given_mean_and_std(tmp_path):
     halves = Normalize(mean=(0.5,) * 3, std=(0.5,) * 3)(pixels[None].expand(2, -1, -1, -1))
     assert halves.shape == (2, 3, 32, 32)
     assert torch.allclose(halves[1, :, 5, 5], torch.tensor([128, 64, 255]) / 127.5 - 1, atol=1e-5)
+
+
+def test_evaluation_boxes_center_crop_the_shorter_side_or_squash_each_side():
+    """(left, top, width, height) of a 400 x 300 photo: "center", a square of crop_pct of the shorter side; "squash",
+    crop_pct of each side (timm's Resize((S / crop_pct,) * 2) then CenterCrop(S)), the whole photo at 1.0."""
+    assert evaluation_box(400, 300, 224, 0.875) == (68.75, 18.75, 262.5, 262.5)
+    assert evaluation_box(400, 300, 224, 0.875, "squash") == (25.0, 18.75, 350.0, 262.5)
+    assert evaluation_box(400, 300, 384, 1.0, "squash") == (0.0, 0.0, 400.0, 300.0)
+    assert evaluation_box(300, 400, 384, 1.0, "center") == (0.0, 50.0, 300.0, 300.0)
+
+
+def test_evaluation_squashes_the_whole_photo_where_the_official_recipe_does(tmp_path):
+    """A 384 px run of the official recipe is evaluated as the official configs of its size say (TEST.CROP False):
+    the whole photo stretched to the square, its red and green ends in it; a center crop keeps the blue middle alone.
+    The tutorial's recipe, and the official one below 384 px, center-crop 87.5%."""
+    pixels = np.zeros((100, 200, 3), np.uint8)
+    pixels[:, :50], pixels[:, 50:150], pixels[:, 150:] = (255, 0, 0), (0, 0, 255), (0, 255, 0)
+    Image.fromarray(pixels).save(tmp_path / "stripes.png")
+
+    def ends(**settings):
+        with Image.open(tmp_path / "stripes.png") as image:
+            seen = build_transform(settings.pop("size", 64), train=False, **settings)(image)
+        return seen[:, seen.shape[1] // 2, 2].tolist(), seen[:, seen.shape[1] // 2, -3].tolist()  # left, right (RGB)
+    assert ends(crop_mode="squash", crop_pct=1.0) == ([255, 0, 0], [0, 255, 0])
+    assert ends(crop_mode="center", crop_pct=1.0) == ([0, 0, 255], [0, 0, 255])
+    assert ends(size=384, recipe="official") == ([255, 0, 0], [0, 255, 0])
+    assert ends(size=384, recipe="tutorial") == ends(size=256, recipe="official") == ([0, 0, 255], [0, 0, 255])
+    assert recipe_preprocessing("official", 384) == {"crop_mode": "squash", "crop_pct": 1.0, "interpolation": "bicubic"}
+    assert recipe_preprocessing("official", 256) == {"crop_mode": "center", "crop_pct": 0.875,
+                                                     "interpolation": "bicubic"}
+    assert recipe_preprocessing("tutorial", 384) == {"crop_mode": "center", "crop_pct": 0.875,
+                                                     "interpolation": "bilinear"}
+    with pytest.raises(UserError, match="unknown crop mode 'border': this version knows center, squash"):
+        build_transform(64, train=False, crop_mode="border")
 
 
 def test_official_random_erasing_runs_on_the_batch_as_seeded():

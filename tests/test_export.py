@@ -35,8 +35,9 @@ def version(request) -> str:
 
 @pytest.fixture(scope="module")
 def clf(version, request) -> Classifier:
-    """V1: the trained run whose programs tests/test_predict_programs.py checks (conftest.py), resized bilinear; V2: a
-    random model with another mean and std, resized bicubic (as the official recipe's checkpoints are)."""
+    """V1: the trained run whose programs tests/test_predict_programs.py checks (conftest.py), center-cropped 87.5%
+    and resized bilinear; V2: a random model with another mean and std, the whole photo squashed and resized bicubic
+    (as the official recipe's checkpoints are at 384 px)."""
     if version == "v1":
         clf = load_classifier(request.getfixturevalue("trained") / "runs" / "r")
         clf.model.eval()
@@ -46,7 +47,7 @@ def clf(version, request) -> Classifier:
     with torch.no_grad():  # off the init, where every V2 block is the identity (its post-norms are zero)
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    return Classifier(model, CLASSES, MEAN, STD, 0.875, "bicubic", Path("ckpt.pth"))
+    return Classifier(model, CLASSES, MEAN, STD, 1.0, "squash", "bicubic", Path("ckpt.pth"))
 
 
 @pytest.fixture(scope="module")
@@ -220,16 +221,20 @@ def test_pt2_program_gives_the_model_logits(version, clf, crops, pt2_file):
 
 def test_programs_crop_and_resize_any_size(version, clf, flowers, onnx_file, pt2_file, export_packages, tmp_path):
     """Whole photos of other sizes, cropped and resized inside the programs as predict.py does it: with the
-    classifier's interpolation (V1 bilinear, V2 bicubic), which each program carries and predict.py reads back."""
-    assert clf.interpolation == {"v1": "bilinear", "v2": "bicubic"}[version]
+    classifier's crop and interpolation (V1 center 87.5% and bilinear, V2 the whole photo squashed and bicubic), which
+    each program carries and predict.py reads back."""
+    assert (clf.crop_mode, clf.interpolation) == {"v1": ("center", "bilinear"), "v2": ("squash", "bicubic")}[version]
     session = export_packages[2].InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     extra = {"classifier.json": ""}
     program = torch.export.load(pt2_file, extra_files=extra).module()
     input_type = json.loads(extra["classifier.json"])["input_type"]
-    assert load_classifier(onnx_file).interpolation == load_classifier(pt2_file).interpolation == clf.interpolation
-    transform = build_transform(SIZE, train=False, interpolation=clf.interpolation)
+    for read in (load_classifier(onnx_file), load_classifier(pt2_file)):
+        assert (read.crop_pct, read.crop_mode, read.interpolation) == (clf.crop_pct, clf.crop_mode, clf.interpolation)
+    transform = build_transform(SIZE, train=False, crop_pct=clf.crop_pct, crop_mode=clf.crop_mode,
+                                interpolation=clf.interpolation)
     normalize = Normalize(clf.mean, clf.std)
-    other = replace(clf, interpolation={"bilinear": "bicubic", "bicubic": "bilinear"}[clf.interpolation])
+    others = [replace(clf, interpolation={"bilinear": "bicubic", "bicubic": "bilinear"}[clf.interpolation]),
+              replace(clf, crop_mode={"center": "squash", "squash": "center"}[clf.crop_mode])]
     photos = [sorted(flowers.glob("*/*.jpg"))[i] for i in (7, 55)]
     for photo in photos:  # as PNG: predict.py decodes a JPEG at a reduced scale, which pixels fed to a program skip
         Image.open(photo).save(tmp_path / "photo.png")
@@ -240,9 +245,9 @@ def test_programs_crop_and_resize_any_size(version, clf, flowers, onnx_file, pt2
         assert pixels.shape[-2:] != (SIZE, SIZE) and pixels.shape[-2] != pixels.shape[-1]
         reference = Deployable(clf.model, clf)(pixels)  # the module itself, in eager mode
         torch.testing.assert_close(reference, want, rtol=0, atol=0.01)  # predict.py rounds its resize to uint8
-        # the program's crop is predict.py's, to its rounding to uint8; the other interpolation's is not
-        off, off_other = ((Deployable(clf.model, c).preprocess(pixels) - seen).abs().max() for c in (clf, other))
-        assert off < 0.1 < off_other, (off, off_other)
+        # the program's crop is predict.py's, to its rounding to uint8; the other interpolation's and crop's are not
+        off, *off_others = ((Deployable(clf.model, c).preprocess(pixels) - seen).abs().max() for c in (clf, *others))
+        assert off < 0.1 < min(off_others), (off, off_others)
         torch.testing.assert_close(torch.from_numpy(session.run(None, {"images": pixels.numpy()})[0]), reference,
                                    rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(program(as_input(pixels.expand(2, -1, -1, -1), input_type)),
@@ -311,10 +316,35 @@ def test_onnx_cuda_provider_that_does_not_start_runs_on_the_cpu_said(onnx_file, 
     assert program(images).device == images.device
 
 
-def test_a_program_from_before_interpolation_was_carried_is_read_as_bilinear():
-    """Programs written before they carried their interpolation resized bilinear: predict.py and --eval-only crop
-    the photos they hand such a program so."""
+def test_a_program_from_before_interpolation_and_crop_mode_were_carried_is_read_as_bilinear_and_center():
+    """Programs written before they carried their interpolation and crop mode resized bilinear and center-cropped:
+    predict.py and --eval-only crop the photos they hand such a program so."""
     info = {"class_names": '["a", "b"]', "variant": "swin_micro_patch4_window4_128", "img_size": "64",
             "crop_pct": "0.875", "mean": "[0.5, 0.5, 0.5]", "std": "[0.25, 0.25, 0.25]"}
-    assert export.ExportedClassifier(Path("old.onnx"), info).interpolation == "bilinear"
-    assert export.ExportedClassifier(Path("new.onnx"), info | {"interpolation": "bicubic"}).interpolation == "bicubic"
+    old = export.ExportedClassifier(Path("old.onnx"), info)
+    assert (old.interpolation, old.crop_mode) == ("bilinear", "center")
+    new = export.ExportedClassifier(Path("new.onnx"), info | {"interpolation": "bicubic", "crop_mode": "squash"})
+    assert (new.interpolation, new.crop_mode) == ("bicubic", "squash")
+
+
+@pytest.mark.parametrize("crop_pct, crop_mode", [(0.875, "center"), (1.0, "squash"), (0.875, "squash")])
+def test_preprocessing_crops_as_the_transform_eagerly_and_scripted(flowers, tmp_path, crop_pct, crop_mode):
+    """Preprocess, which every program runs, takes the box of data.evaluation_box for either crop mode, on photos
+    wider and taller than square: its input is predict.py's to the rounding of predict.py's resize to uint8, and its
+    TorchScript (the .pt's) gives the same."""
+    preprocess = export.Preprocess(SIZE, crop_pct, crop_mode, MEAN, STD, "bicubic")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation notice
+        scripted = torch.jit.script(preprocess)
+    transform = build_transform(SIZE, train=False, crop_pct=crop_pct, crop_mode=crop_mode, interpolation="bicubic")
+    for photo in [sorted(flowers.glob("*/*.jpg"))[i] for i in (7, 55)]:
+        for turned in (False, True):  # landscape and portrait
+            with Image.open(photo) as image:
+                (image.transpose(Image.Transpose.ROTATE_90) if turned else image).save(tmp_path / "photo.png")
+            with Image.open(tmp_path / "photo.png") as image:
+                pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None]
+                seen = Normalize(MEAN, STD)(transform(image)[None])
+            assert pixels.shape[-2] != pixels.shape[-1]
+            got = preprocess(pixels)
+            assert (got - seen).abs().max() < 0.1, (photo, turned)
+            torch.testing.assert_close(scripted(pixels), got)

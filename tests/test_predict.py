@@ -31,15 +31,16 @@ CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 pytestmark = pytest.mark.xdist_group("programs")  # conftest.py says why
 
 
-def expected_probs(checkpoint: dict, path, img_size=None, flip=False, interpolation="bilinear",
-                   model=None) -> torch.Tensor:
+def expected_probs(checkpoint: dict, path, img_size=None, flip=False, preprocessing=None, model=None) -> torch.Tensor:
     """The model of the checkpoint (or `model`) run by hand on one photo, as the tutorial's predict.py does:
-    resized with `interpolation` (the trained run's: its tutorial recipe's)."""
+    cropped and resized as `preprocessing` says (build_transform's keywords), or as the trained run did (its tutorial
+    recipe's: its crop_pct of the shorter side, bilinear)."""
     if model is None:
         model = create_model(checkpoint["variant"], **checkpoint["model_overrides"]).eval()
         model.load_state_dict(checkpoint["model"])
-    transform = build_transform(img_size or checkpoint["img_size"], train=False, crop_pct=checkpoint["crop_pct"],
-                                interpolation=interpolation)
+    preprocessing = preprocessing or {"crop_mode": "center", "crop_pct": checkpoint["crop_pct"],
+                                      "interpolation": "bilinear"}
+    transform = build_transform(img_size or checkpoint["img_size"], train=False, **preprocessing)
     with Image.open(path) as image, torch.no_grad():
         x = Normalize(checkpoint["mean"], checkpoint["std"])(transform(image)[None])
         probs = model(x).softmax(-1)[0]
@@ -81,27 +82,39 @@ def test_newest_run_is_used_with_what_it_carries(trained, checkpoint, photos, tm
     assert [want[e["index"]].item() for e in top] == pytest.approx([e["prob"] for e in top], abs=1e-5)
 
 
-def test_photos_are_resized_as_the_weights_were_evaluated(checkpoint, photos, tmp_path, capsys, monkeypatch):
-    """A run of the official recipe records bicubic, with which it validated (test_resume.py trains one), and
-    predict.py resizes so; a checkpoint from before the record, bilinear as before; an official file bicubic, as the
-    official evaluation resizes. Each the model's output on that resize of the photo, not on the other."""
-    assert checkpoint["interpolation"] == "bilinear"  # the tutorial recipe's, of conftest.py's run
+def test_photos_are_cropped_and_resized_as_the_weights_were_evaluated(checkpoint, photos, tmp_path, capsys,
+                                                                      monkeypatch):
+    """A run of the official recipe records bicubic, with which it validated, and at 384 px the whole photo squashed
+    (test_resume.py trains one), and predict.py crops and resizes so; a checkpoint from before the record, center and
+    bilinear as before; an official file bicubic, as the official evaluation resizes, and squashed whole at 384 px, as
+    its 384 px configs evaluate. Each the model's output on that preprocessing of the photo, not on the other."""
+    assert checkpoint["interpolation"] == "bilinear" and checkpoint["crop_mode"] == "center"  # conftest.py's run
     # as the official code saves its weights: with its index buffers and shift masks (which the model rebuilds)
     official = {"model": {**checkpoint["model"], "layers.0.blocks.0.attn.relative_position_index": torch.zeros(
         49, dtype=torch.long), "layers.0.blocks.1.attn_mask": torch.zeros(16, 16, 16)}}
-    as_official = create_model(checkpoint["variant"], img_size=64, num_classes=5).eval()
-    weights.load_weights(as_official, official, verbose=False)  # as the official loader fits it
-    files = {"official_recipe.pth": (dict(checkpoint, interpolation="bicubic"), "bicubic", None),
-             "before_the_record.pth": ({k: v for k, v in checkpoint.items() if k != "interpolation"}, "bilinear", None),
-             "official.pth": (official, "bicubic", as_official)}
-    for name, (saved, resize, model) in files.items():
+    as_official = {}
+    for size in (64, 384):
+        as_official[size] = create_model(checkpoint["variant"], img_size=size, num_classes=5).eval()
+        weights.load_weights(as_official[size], official, verbose=False)  # as the official loader fits it
+    center, bicubic = {"crop_mode": "center", "crop_pct": 0.875}, {"interpolation": "bicubic"}
+    squashed = {"crop_mode": "squash", "crop_pct": 1.0, "interpolation": "bicubic"}
+    before = {k: v for k, v in checkpoint.items() if k not in ("interpolation", "crop_mode")}
+    # name: (what it holds, its size, how it is cropped and resized, the other way it is not)
+    files = {"official_recipe.pth": (dict(checkpoint, interpolation="bicubic"), 64, {**center, **bicubic},
+                                     {**center, "interpolation": "bilinear"}),
+             "official_recipe_384.pth": (dict(checkpoint, **squashed), 64, squashed, {**center, **bicubic}),
+             "before_the_record.pth": (before, 64, {**center, "interpolation": "bilinear"}, {**center, **bicubic}),
+             "official.pth": (official, 64, {**center, **bicubic}, {**center, "interpolation": "bilinear"}),
+             "official_384.pth": (official, 384, squashed, {**center, **bicubic})}
+    for name, (saved, size, preprocessing, not_so) in files.items():
         torch.save(saved, tmp_path / name)
-        plain = ["--model", checkpoint["variant"], "--img-size", "64"] if model is not None else []
+        model = None if "variant" in saved else as_official[size]  # a run checkpoint: its own model
+        plain = ["--model", checkpoint["variant"], "--img-size", size] if model is not None else []
         _, out, _ = run_predict(capsys, monkeypatch, tmp_path, photos[5], "--weights", name, *plain, "--json")
         top = json_lines(out)[0]["topk"]
-        want, other = (expected_probs(checkpoint, photos[5], interpolation=interpolation, model=model)
-                       for interpolation in (resize, {"bilinear": "bicubic", "bicubic": "bilinear"}[resize]))
-        assert (want - other).abs().max() > 1e-3, name  # the resize matters
+        want, other = (expected_probs(checkpoint, photos[5], size, preprocessing=way, model=model)
+                       for way in (preprocessing, not_so))
+        assert (want - other).abs().max() > 1e-3, name  # the preprocessing matters
         assert [want[e["index"]].item() for e in top] == pytest.approx([e["prob"] for e in top], abs=1e-5), name
 
 

@@ -23,6 +23,7 @@ from PIL import Image
 
 import evaluation
 import report
+from data import seen_box
 
 CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 
@@ -240,14 +241,17 @@ def test_report_txt_keeps_its_columns_in_line_for_class_names_in_any_script(flow
     assert len({text_width(line) for line in matrix}) == 1, matrix
 
 
-def test_a_mistake_with_a_map_is_tinted_where_the_model_saw_its_choice(flowers, tmp_path):
-    """evaluate's maps (by path: where the model saw the class it chose) tint the thumbnail's central square, the
-    crop evaluation shows the model; a mistake without one is shown as it is."""
+@pytest.mark.parametrize("crop_mode", ["center", "squash"])
+def test_a_mistake_with_a_map_is_tinted_where_the_model_saw_its_choice(flowers, tmp_path, crop_mode):
+    """evaluate's maps (by path: where the model saw the class it chose) tint the part of the thumbnail evaluation
+    showed the model: its central square (87.5%, by default), or the whole photo where evaluation squashes it, the
+    map stretched over it; a mistake without one is shown as it is."""
     result = fake_evaluation(flowers, [0.9, 0.8])
     hot, plain = result["wrong"][0][0], result["wrong"][1][0]
-    result["maps"] = {hot: [[0.0, 0.0], [0.0, 4.0]]}  # the bottom right of the square
-    page = parse(report.write_report(tmp_path / "report.html", result, CLASSES, "best.pth", "swin_micro"))
-    assert "tinted red where, in the square the model was shown, it saw the class it chose" in page.text()
+    result["maps"] = {hot: [[0.0, 0.0], [0.0, 4.0]]}  # the bottom right of the part shown
+    seen = {"seen": seen_box(64, {"crop_mode": "squash", "crop_pct": 1.0})} if crop_mode == "squash" else {}
+    page = parse(report.write_report(tmp_path / "report.html", result, CLASSES, "best.pth", "swin_micro", **seen))
+    assert "tinted red where, in the part the model was shown, it saw the class it chose" in page.text()
     thumbs = {unquote(urlparse(f.find_all("a")[0].attrs["href"]).path): decoded(f.find_all("img")[0].attrs["src"])
               for f in page.by_id("mistakes").find_all("figure")}
 
@@ -257,12 +261,16 @@ def test_a_mistake_with_a_map_is_tinted_where_the_model_saw_its_choice(flowers, 
     for path, tinted in ((hot, True), (plain, False)):
         thumb, original = thumbs[str(Path(path).resolve())], report.plots.thumbnail(path, report.THUMB_SIZE)
         w, h = thumb.size
-        side = round(report.CROP_PCT * min(w, h))
-        corner = ((w + side) // 2 - 8, (h + side) // 2 - 8, (w + side) // 2 - 2, (h + side) // 2 - 2)
-        gain = redness(thumb, corner) - redness(original, corner)  # the square's bottom right, against the photo
+        assert w != h  # a photo that is not square: the square and the whole photo differ
+        side_w, side_h = (w, h) if crop_mode == "squash" else (round(report.CROP_PCT * min(w, h)),) * 2
+        corner = ((w + side_w) // 2 - 8, (h + side_h) // 2 - 8, (w + side_w) // 2 - 2, (h + side_h) // 2 - 2)
+        gain = redness(thumb, corner) - redness(original, corner)  # the part's bottom right, against the photo
         assert (gain > 60) if tinted else (abs(gain) < 15), (path, gain)
-        far = (w - side) // 2 + 2, (h - side) // 2 + 2, (w - side) // 2 + 8, (h - side) // 2 + 8  # its top left
+        far = (w - side_w) // 2 + 2, (h - side_h) // 2 + 2, (w - side_w) // 2 + 8, (h - side_h) // 2 + 8  # top left
         assert abs(redness(thumb, far) - redness(original, far)) < 15
+        if crop_mode == "center":  # the photo's own corner, outside the square, as it is
+            assert abs(redness(thumb, (w - 8, h - 8, w - 2, h - 2)) - redness(original, (w - 8, h - 8, w - 2, h - 2))) \
+                < 15
 
 
 def test_misclassified_csv_gains_the_top3_probabilities(flowers, tmp_path):

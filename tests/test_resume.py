@@ -11,6 +11,7 @@ import torch
 import yaml
 
 import config
+import data
 import engine
 import train
 import utils
@@ -25,10 +26,12 @@ from utils import UserError
 STATE = {"optimizer": {}, "scheduler": {}, "scaler": {}, "step": 0, "batches_done": 0, "best_acc": -1.0, "rng": {}}
 
 
-def test_resume_is_bit_identical(flowers, tmp_path, capsys):
+def test_resume_is_bit_identical(flowers, tmp_path, capsys, monkeypatch):
     """2 epochs in one run == 1 epoch, stop, resume for 1 more; with worker processes, so the
     augmentation randomness must not depend on them, and the official recipe, whose RandAugment runs in
-    the workers and random erasing, like mixup, on the batch in the training process."""
+    the workers and random erasing, like mixup, on the batch in the training process. Its evaluation squashes the
+    whole photo from 64 px here, as from 384 px (data.SQUASHED_FROM), where a 384 px run would take minutes."""
+    monkeypatch.setattr(data, "SQUASHED_FROM", 64)  # in this process: the resume below runs in a process of its own
     common = ["--data-path", flowers, *FAST, "--workers", "2", "--epochs", "2", "--output", tmp_path,
               "--mixup", "0.2", "--drop-path-rate", "0.1", "--recipe", "official"]
     train_here(capsys, *common, "--name", "straight")
@@ -46,9 +49,12 @@ def test_resume_is_bit_identical(flowers, tmp_path, capsys):
     resumed = torch.load(tmp_path / "split" / "last.pth", weights_only=True)
     assert resumed["epoch"] == straight["epoch"] == 2
     assert resumed["data_root"] == str(Path(flowers).resolve())  # where a resume from elsewhere finds the data
-    # validated with the official recipe's resize, bicubic, and recorded: --eval-only (and predict.py) resize so,
-    # and give the figures of the run's own report
-    assert straight["interpolation"] == resumed["interpolation"] == "bicubic"
+    # validated with the official recipe's resize, bicubic, the whole photo squashed, and recorded: the resume, in a
+    # process where 64 px is center-cropped, validates as its checkpoint says; --eval-only (and predict.py) crop and
+    # resize so, and give the figures of the run's own report
+    for saved in (straight, resumed):
+        assert (saved["crop_mode"], saved["crop_pct"], saved["interpolation"]) == ("squash", 1.0, "bicubic")
+    monkeypatch.undo()  # 64 px center-cropped again: the evaluation below follows the checkpoint alone
     train_here(capsys, "--eval-only", "--resume", tmp_path / "straight" / "best.pth", "--workers", "0", "--no-progress")
     reports = [(tmp_path / "straight" / name / "report.txt").read_text().split("\n") for name in ("", "eval_val")]
     assert reports[0][1].startswith("val: 20 images") and reports[0][1:] == reports[1][1:]

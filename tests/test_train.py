@@ -630,6 +630,31 @@ def test_eval_only_of_weights_without_these_classes_classifier_is_refused(flower
                     "swin_micro_patch4_window4_128", "--output", str(tmp_path), "--no-progress", "--workers", "0"])
 
 
+def test_eval_only_of_an_official_file_of_384_px_squashes_it_reading_the_file_once(flowers, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """--eval-only --weights of the official code's file at 384 px evaluates as the official configs of 384 px do,
+    the whole photo squashed to the square, bicubic; the file is read whole once (what it is, mapped, aside), for
+    both the model and how it is evaluated."""
+    torch.manual_seed(0)
+    state = create_model("swin_micro_patch4_window4_128", num_classes=5, img_size=384).state_dict()
+    official = tmp_path / "official.pth"  # as the official code saves: with its index buffers and shift masks
+    buffers = {"layers.0.blocks.0.attn.relative_position_index": torch.zeros(16, 16, dtype=torch.long),
+               "layers.0.blocks.1.attn_mask": torch.zeros(576, 16, 16)}
+    torch.save({"model": {**state, **buffers}}, official)
+    reads, load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *args, **kwargs: reads.append((Path(f), kwargs.get("mmap"))) or
+                        load(f, *args, **kwargs))
+    transforms, build = [], train.build_transform
+    monkeypatch.setattr(train, "build_transform", lambda *args, **kwargs: transforms.append(kwargs) or
+                        build(*args, **kwargs))
+    out = train_here(capsys, "--eval-only", "--weights", official, "--model", "swin_micro_patch4_window4_128",
+                     "--img-size", "384", "--data-path", flowers, "--output", tmp_path, "--workers", "0",
+                     "--no-progress")
+    assert f"weights from {official}: loaded " in out  # the load report names the file, though read before
+    assert [mapped for path, mapped in reads if path == official].count(False) == 1, reads
+    assert transforms == [{"train": False, "crop_pct": 1.0, "crop_mode": "squash", "interpolation": "bicubic"}]
+
+
 def test_the_pretrained_file_where_the_tutorial_keeps_it_is_found(flowers, tmp_path, capsys, monkeypatch):
     """The tutorial's train.py reads ./swin_tiny_patch4_window7_224.pth: a file there, with none in weights/, was
     passed over and the run trained from scratch."""

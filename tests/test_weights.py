@@ -1,5 +1,6 @@
 """weights.py: official, timm and our own checkpoints load (wrapped, resized, with another head), and
 wrong files are clear errors. Outputs equal to timm's for official checkpoints: test_model.py."""
+import argparse
 import re
 
 import pytest
@@ -308,3 +309,37 @@ def test_timm_weights_of_a_non_square_image_size_are_a_clear_error_or_load():
     v2 = {**dict(timm_v2.named_buffers()), **timm_v2.state_dict()}  # relative_coords_table (1, 3, 5, 2) at stage 4
     ours = create_model("swin_micro_patch4_window4_128", num_classes=5, version=2)
     assert load_weights(ours, v2, verbose=False)["missing"] == []
+
+
+def test_weights_are_evaluated_as_where_they_come_from_evaluates_them():
+    """evaluation_preprocessing: an official file of a 384 px model is squashed whole to the square, as the official
+    configs of 384 px evaluate (TEST.CROP False); a timm file of one center-cropped whole (crop_pct 1.0), as timm's
+    configs of those weights; at 224 or 256 px both center-crop 87.5%, bicubic. This project's own state dicts and the
+    tutorial's as the tutorial evaluates (87.5%, bilinear); a train.py checkpoint as it records, and one from before
+    the record as its run validated (center, bilinear)."""
+    state = micro_state()
+    official = {**state, "layers.0.blocks.0.attn.relative_position_index": torch.zeros(16, 16, dtype=torch.long),
+                "layers.0.blocks.1.attn_mask": torch.zeros(16, 16, 16)}
+    timm_layout = {key.replace("head.", "head.fc."): value for key, value in state.items()}
+    tutorials = {**state, "layers.0.blocks.0.attn.relative_position_index": torch.zeros(16, 16, dtype=torch.long)}
+    squash, center = {"crop_mode": "squash", "crop_pct": 1.0}, {"crop_mode": "center", "crop_pct": 0.875}
+    expected = {  # (weights, img_size): preprocessing
+        ("official", 384): {**squash, "interpolation": "bicubic"},
+        ("official", 224): {**center, "interpolation": "bicubic"},
+        ("timm", 384): {"crop_mode": "center", "crop_pct": 1.0, "interpolation": "bicubic"},
+        ("timm", 256): {**center, "interpolation": "bicubic"},
+        ("own", 384): {**center, "interpolation": "bilinear"},
+        ("tutorial's", 384): {**center, "interpolation": "bilinear"}}
+    files = {"official": {"model": official}, "timm": timm_layout, "own": state, "tutorial's": tutorials}
+    for (name, size), want in expected.items():
+        assert weights.evaluation_preprocessing(files[name], size) == want, (name, size)
+    assert weights.evaluation_preprocessing(None, 384) == {**squash, "interpolation": "bicubic"}  # found by its name
+    run = {"variant": "swin_micro_patch4_window4_128", "class_names": list("abcde"), "model": state, "crop_pct": 0.875}
+    recorded = {**squash, "interpolation": "bicubic"}
+    assert weights.evaluation_preprocessing({**run, **recorded}, 64) == recorded
+    assert weights.evaluation_preprocessing(run, 384) == {**center, "interpolation": "bilinear"}  # before the record
+    # a run: its recipe's at its size, or, resumed, its checkpoint's (chosen by figures of it)
+    official_recipe = argparse.Namespace(recipe="official")
+    assert weights.run_preprocessing(official_recipe, None, 384) == recorded
+    assert weights.run_preprocessing(official_recipe, None, 224) == {**center, "interpolation": "bicubic"}
+    assert weights.run_preprocessing(official_recipe, run, 384) == {**center, "interpolation": "bilinear"}
