@@ -113,7 +113,9 @@ def test_eval_only_evaluates_a_program_as_it_evaluates_its_checkpoint(trained, f
                                                                        capsys):
     """train.py --eval-only --weights flowers.onnx: the validation split through the program, in the report that
     the checkpoint gets; training from a program, or evaluating it on other classes, is one clear error."""
-    train_here(capsys, "--eval-only", "--resume", trained / "runs" / "r", "--workers", "0", "--no-progress")
+    # in float32, as the program computes (--amp auto may take bf16 on this CPU, as its run validated)
+    train_here(capsys, "--eval-only", "--resume", trained / "runs" / "r", "--workers", "0", "--no-progress",
+               "--amp", "off")
     out = train_here(capsys, "--eval-only", "--weights", onnx_program, "--data-path", flowers, "--workers", "0",
                      "--no-progress", "--output", tmp_path)
     folders = tmp_path / "eval-flowers.onnx" / "eval_val", trained / "runs" / "r" / "eval_val"

@@ -53,10 +53,9 @@ def test_learns_on_real_photos(flowers, tmp_path, capsys):
     assert saved["compile"] is None  # neither flag: decided by the run's length at each start (a CPU: eager)
 
 
-def test_on_a_cpu_that_computes_in_bf16_a_run_trains_in_it_and_eval_only_evaluates_in_float32(flowers, tmp_path,
-                                                                                                  capsys, monkeypatch):
-    """--amp auto (precision.amp_dtype): the run in bf16 (said as it starts), --eval-only in float32, as predict.py
-    classifies, so that its figures are those of the exports and of any machine."""
+def test_on_a_cpu_that_computes_in_bf16_a_run_trains_and_evaluates_in_it(flowers, tmp_path, capsys, monkeypatch):
+    """--amp auto (precision.amp_dtype): the run in bf16 (said as it starts), and --eval-only of its checkpoint, whose
+    report is then the run's own; --amp off as typed."""
     import precision
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
     chosen = []
@@ -64,7 +63,8 @@ def test_on_a_cpu_that_computes_in_bf16_a_run_trains_in_it_and_eval_only_evaluat
     out = train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "run")
     assert "amp bf16" in out and chosen == [torch.bfloat16]
     train_here(capsys, "--eval-only", "--resume", tmp_path / "run", "--no-progress")
-    assert chosen == [torch.bfloat16, None]
+    train_here(capsys, "--eval-only", "--resume", tmp_path / "run", "--no-progress", "--amp", "off")
+    assert chosen == [torch.bfloat16, torch.bfloat16, None]
 
 
 def test_tensorboard_holds_scalars_and_pictures(flowers, tmp_path, capsys):
