@@ -36,7 +36,13 @@ SDPA_MAX_WINDOWS = 65535
 # sdpa 2566, flex 1925), where triton's lead alone (1.65 ms against 2.42) did not hold in the whole
 # step: bench_train.py gave it 2646 against plain's 2543 eager, 3649 against 3774 compiled. triton is
 # taken only outside torch.compile (compiled inference is untimed) and where kernels.attention_runs.
+# A key with a compute type (autocast's, else the input's) overrides the device's own for that type. On a CPU in
+# bf16, inference takes plain: the attention of swin_tiny's twelve blocks alone (batch 8) took 62 ms a pass where
+# sdpa's CPU kernel took 77; the whole model ran 1.08x timm's where sdpa's ran 1.05x (25 rounds), swinv2_tiny's
+# 1.01x against 1.00x (15), both with kernels.py's bf16 oneDNN linears (timed side by side as bench/bench_model.py
+# times them; 2-core AMD EPYC Zen 4, 2026-12-01). fp32 keeps sdpa.
 CHOSEN_ATTENTION = {("cpu", "training"): "plain", ("cpu", "inference"): "sdpa",
+                    ("cpu", "inference", torch.bfloat16): "plain",
                     ("cuda", "training"): "plain", ("cuda", "inference"): "triton"}
 
 
@@ -52,14 +58,16 @@ def forced(kind: str):
 
 
 def choose_attention(x: torch.Tensor, dropout: float) -> str:
-    """ATTENTION when set, else the measured choice for this device and case. FlexAttention has no
+    """ATTENTION when set, else the measured choice for this device, case and compute type. FlexAttention has no
     dropout: with attention dropout it gives way to sdpa; kernels.py's has none either, and gives way to
     plain there and wherever it does not run (kernels.fused_attention_applies); chosen rather than forced,
     also under torch.compile and where it failed to build (kernels.attention_runs)."""
     kind, chosen = ATTENTION, ATTENTION is None
     if chosen:
+        device = x.device.type
         case = "training" if torch.is_grad_enabled() and x.requires_grad else "inference"
-        kind = CHOSEN_ATTENTION.get((x.device.type, case), "sdpa")
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        kind = CHOSEN_ATTENTION.get((device, case, dtype), CHOSEN_ATTENTION.get((device, case), "sdpa"))
     if kind not in ATTENTION_KINDS:
         raise UserError(f"unknown attention {kind!r}: choose one of {', '.join(ATTENTION_KINDS)}")
     if kind == "triton" and (dropout > 0 or not kernels.fused_attention_applies(x) or chosen and (

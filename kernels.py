@@ -1,5 +1,5 @@
 """Kernels the model takes by device: Triton kernels of our own on CUDA (LayerNorm for training, and window
-attention, one kernel each way), and oneDNN's linear for float32 inference on a CPU (at the end).
+attention, one kernel each way), and oneDNN's linear for inference on a CPU, float32 or bf16 (at the end).
 
 The H200 profile (docs/gpu.md) had LayerNorm forward and backward at 18% of an eager
 swin_tiny step's kernel time, the forward 4.9 ms a step where the bytes of its 29 calls need about
@@ -375,20 +375,42 @@ def _attention_backward_kernel(Q, K, V, BIAS, MASK, OUT, DOUT, LSE, DQ, DK, DV, 
 # Linear layers in float32 inference on a CPU go to oneDNN's kernel (torch.ops.mkldnn._linear_pointwise, the one
 # torch.compile's CPU backend calls), with the MLP's GELU fused into its first: on the 2-core AMD EPYC that kernel
 # ran stage 1's MLP products 1.1-1.3x as fast as the MKL one behind F.linear, and the whole swin_tiny model 1.10-1.19x
-# at batch 1, 8 and 32 (2026-12-01; bench/bench_model.py's inference line). False: F.linear everywhere, as in a torch
-# built without the kernel (a private operator: its name may change).
+# at batch 1, 8 and 32 (2026-12-01; bench/bench_model.py's inference line). Under bf16 autocast too, for a linear
+# whose input and parameters are bf16 already (a stage's, its weights cast once: precision.weights_cast; V2's
+# float32 stream leaves its qkv and first MLP linear to F.linear, and casting their input here measured no gain):
+# swin_tiny's inference ran 1.035x timm's where F.linear's ran 0.99x (25 rounds), swinv2_tiny's 1.01x against 0.96x
+# (15; side by side as bench_model.py times them, 2-core AMD EPYC Zen 4, 2026-12-01). False: F.linear everywhere,
+# as in a torch built without the kernel (a private operator: its name may change).
 ONEDNN_LINEAR = hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+@functools.lru_cache(maxsize=None)
+def onednn_computes_bf16() -> bool:
+    """Whether oneDNN takes bf16 on this CPU: the test aten's own bf16 matmuls go to oneDNN by."""
+    try:
+        return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):  # private: a torch without it keeps F.linear in bf16
+        return False
+
+
 def onednn_linear_applies(x: torch.Tensor, layer: nn.Linear) -> bool:
-    """Whether `layer` takes oneDNN's kernel for x: on a CPU, in float32, where no gradient is wanted (the kernel has no
-    backward); never in a trace (exports, TorchScript, torch.compile, which picks its own kernels), under autocast or
-    torch.func, whose programs and transforms take F.linear."""
-    return (ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == layer.weight.dtype == torch.float32
+    """Whether `layer` takes oneDNN's kernel for x: on a CPU, where no gradient is wanted (the kernel has no
+    backward), in float32 without autocast, or under bf16 autocast with x and the parameters in bf16 already (the
+    type autocast would compute in); never in a trace (exports, TorchScript, torch.compile, which picks its own
+    kernels) or under torch.func, whose programs and transforms take F.linear."""
+    if not (ONEDNN_LINEAR and x.device.type == "cpu"):
+        return False
+    if x.dtype == torch.float32:
+        types_fit = layer.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+    else:
+        types_fit = (x.dtype == layer.weight.dtype == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+                     and torch.get_autocast_dtype("cpu") == torch.bfloat16
+                     and (layer.bias is None or layer.bias.dtype == torch.bfloat16) and onednn_computes_bf16())
+    return (types_fit
             and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, layer.weight,
                                                                                                    layer.bias)))
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
+            and not torch.compiler.is_compiling()
             and not torch.compiler.is_exporting() and not torch.jit.is_tracing() and not torch.jit.is_scripting()
             and not torch._C._are_functorch_transforms_active())
 

@@ -137,7 +137,8 @@ class WindowAttention(nn.Module):
         heads = self.num_heads
         if self.v2 and self.q_bias is not None:
             bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-            qkv = (kernels.onednn_linear(x, self.qkv.weight, bias) if kernels.onednn_linear_applies(x, self.qkv)
+            qkv = (kernels.onednn_linear(x, self.qkv.weight, bias.to(x.dtype))  # bf16 x: the bias as autocast casts it
+                   if kernels.onednn_linear_applies(x, self.qkv)
                    else F.linear(x, self.qkv.weight, bias))
         else:
             qkv = self.qkv(x)

@@ -47,6 +47,13 @@ def test_attention_choice():
     with attention.forced("fast"), pytest.raises(UserError, match="unknown attention 'fast'"):
         attention.choose_attention(x, 0.0)
     assert attention.ATTENTION is None  # as it was
+    x = torch.zeros(2, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the compute type's entry first: bf16 inference on a CPU
+        assert attention.choose_attention(x, 0.0) == "plain"
+        assert attention.choose_attention(x.requires_grad_(), 0.0) == "plain"
+    assert attention.choose_attention(torch.zeros(2, 3, dtype=torch.bfloat16), 0.0) == "plain"  # a bf16 model
+    with torch.autocast("cpu", dtype=torch.float16):  # no entry of its own: the device's
+        assert attention.choose_attention(torch.zeros(2, 3), 0.0) == "sdpa"
 
 
 def custom_functions() -> list:

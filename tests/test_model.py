@@ -218,6 +218,30 @@ def test_cpu_inference_takes_onednns_linears_and_gives_f_linears_outputs(version
         assert (fused - net(x)).abs().max().item() <= 1e-4 * net(x).abs().max().item()
 
 
+@pytest.mark.skipif(not kernels.onednn_computes_bf16(), reason="oneDNN takes no bf16 on this CPU")
+@pytest.mark.parametrize("version", [1, 2])
+def test_cpu_bf16_inference_takes_onednns_linears_and_gives_autocasts_logits(version, monkeypatch):
+    """Under bf16 autocast on a CPU, inference runs the stages' linears, their weights cast once, in oneDNN's kernel
+    too (the MLP's with its GELU); the logits are autocast's F.linear ones within bf16's rounding, and a float32
+    linear (the head) is left to autocast."""
+    torch.manual_seed(0)
+    net = create_model("swin_micro_patch4_window4_128", img_size=64, version=version).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    x = torch.randn(2, 3, 64, 64)
+    calls, onednn_linear = [], kernels.onednn_linear
+    monkeypatch.setattr(kernels, "onednn_linear", lambda *args, **kwargs: calls.append(args[0].dtype) or onednn_linear(
+        *args, **kwargs))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = net(x)
+    assert calls and set(calls) == {torch.bfloat16} and fused.dtype == torch.bfloat16
+    monkeypatch.setattr(kernels, "ONEDNN_LINEAR", False)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = net(x)
+    assert (fused.float() - plain.float()).norm() <= 0.02 * plain.float().norm()
+
+
 # --- Any input size, gradients, checkpointing ---
 
 @pytest.mark.parametrize("version", [1, 2])
