@@ -386,7 +386,8 @@ ONEDNN_LINEAR = hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 @functools.lru_cache(maxsize=None)
 def onednn_computes_bf16() -> bool:
-    """Whether oneDNN takes bf16 on this CPU: the test aten's own bf16 matmuls go to oneDNN by."""
+    """Whether oneDNN computes in bf16 on this CPU (in hardware or not: precision.cpu_computes_bf16 says which), the
+    test by which aten's own bf16 matmuls go to oneDNN."""
     try:
         return torch.ops.mkldnn._is_mkldnn_bf16_supported()
     except (AttributeError, RuntimeError):  # private: a torch without it keeps F.linear in bf16

@@ -30,8 +30,8 @@ def amp_dtype(mode: str, device: torch.device, training: bool = False):
 def cpu_computes_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AVX512-BF16: AMD Zen 4 on, Intel Cooper Lake; AMX: Intel
     Sapphire Rapids on), where oneDNN's bf16 matmuls run at about twice float32's rate: swin_tiny's training step
-    1.9x, swin_micro's 1.4-1.8x on a 2-core Zen 4 EPYC (docs/training.md). Elsewhere bf16 is converted in software,
-    slower than float32."""
+    1.80-1.91x on a 2-core Zen 4 EPYC (bench/bench_model.py --dtype fp32 bf16; docs/training.md). Elsewhere bf16 is
+    converted in software, slower than float32."""
     try:
         return torch.backends.mkldnn.is_available() and (torch.cpu._is_avx512_bf16_supported()
                                                          or torch.cpu._is_amx_tile_supported())
