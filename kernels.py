@@ -9,14 +9,14 @@ and in backward each program also sums its rows' share of the weight and bias gr
 written once per program and summed across programs by one small reduction: the activations are
 read once each way, and the sums come out the same on every run (no atomics).
 
-LAYER_NORM picks: "torch" (F.layer_norm) or "triton" (these kernels). They serve model.LayerNorm in
-training on CUDA only: a tensor that needs a gradient, outside torch.compile (which fuses LayerNorm
-itself); inference and exports take F.layer_norm. "torch" stays the default: on the H200 the kernels cut
-the eager step's kernel time by 12% (38 ms a step against 43, bench_train.py --profile), but that step is
-held by the CPU launching its kernels (50 ms a step), and its speed moved within the noise (2583 img/s
-against 2543, bench_train.py --layer-norm torch triton; 2026-11-28). With --cuda-graphs, where the launches
-cost nothing, it ran 1.10x (3181 against 2887, 2026-11-30): the default to be, once a build check like
-attention_runs guards it.
+LAYER_NORM picks: "auto" (the default: these kernels on CUDA where layer_norm_runs finds that they build and
+agree with F.layer_norm, F.layer_norm elsewhere), "torch" (F.layer_norm) or "triton" (these kernels, forced). They
+serve model.LayerNorm in training only: a tensor that needs a gradient, outside torch.compile (which fuses
+LayerNorm itself); inference and exports take F.layer_norm. On the H200 the kernels cut the eager step's kernel
+time by 12% (38 ms a step against 43, bench_train.py --profile), but that step is held by the CPU launching its
+kernels (50 ms a step), and its speed moved within the noise (2583 img/s against 2543, bench_train.py
+--layer-norm torch triton; 2026-11-28). With --cuda-graphs, where the launches cost nothing, the step ran 1.10x
+in every round (3181 against 2887, 2026-11-30): hence the default, behind its build check.
 
 The attention kernels serve attention.window_attention's kind "triton": CUDA's choice for inference
 outside torch.compile (attention.CHOSEN_ATTENTION has the figures), where attention_runs finds that they
@@ -35,11 +35,12 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from utils import first_line
 
-LAYER_NORM = "torch"
-LAYER_NORM_KINDS = ("torch", "triton")
+LAYER_NORM = "auto"
+LAYER_NORM_KINDS = ("auto", "torch", "triton")
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # kernels run on CPU tensors, in numpy: for tests
 triton = tl = None  # imported on first use (compiled()): every script imports model.py, and Triton costs 160 ms
 HAS_TRITON = importlib.util.find_spec("triton") is not None  # without importing it; a constant to torch.compile
@@ -47,8 +48,41 @@ HAS_TRITON = importlib.util.find_spec("triton") is not None  # without importing
 
 def fused_layer_norm_applies(x: torch.Tensor) -> bool:
     """Whether this LayerNorm call goes to the Triton kernels."""
-    return (LAYER_NORM == "triton" and x.requires_grad and torch.is_grad_enabled() and (x.is_cuda or INTERPRET)
-            and x.numel() > 0 and not torch.compiler.is_compiling() and compiled() is not None)
+    return x.requires_grad and x.numel() > 0 and fused_layer_norm_taken(x.device)
+
+
+def fused_layer_norm_taken(device: torch.device) -> bool:
+    """Whether LayerNorms with a gradient wanted go to the Triton kernels now, on this device: training
+    on CUDA (or under the interpreter, for tests), outside torch.compile, as LAYER_NORM says. Also asked by
+    model.LayerNorm for precision.weights_cast: the kernels read the affine parameters in float32."""
+    return (LAYER_NORM != "torch" and (device.type == "cuda" or INTERPRET) and torch.is_grad_enabled()
+            and not torch.compiler.is_compiling() and compiled() is not None
+            and (LAYER_NORM == "triton" or layer_norm_runs(device)))
+
+
+@functools.lru_cache(maxsize=None)
+def layer_norm_runs(device: torch.device) -> bool:
+    """Whether the LayerNorm kernels build, run and agree with F.layer_norm on this device, both ways, tried
+    once on a tiny input (as attention_runs, for the same reasons). Where they do not, one line says so and
+    model.LayerNorm takes F.layer_norm."""
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
+        return False  # as attention_runs: machine code checked for sm_80 and sm_90, run on sm_90
+    try:
+        with torch.enable_grad(), torch.autocast(device.type, enabled=False):
+            x = torch.linspace(-2.0, 3.0, 3 * 40, device=device).reshape(3, 40).requires_grad_()
+            weight = torch.linspace(0.5, 1.5, 40, device=device).requires_grad_()
+            bias = torch.linspace(-0.1, 0.1, 40, device=device).requires_grad_()
+            got = layer_norm(x, weight, bias, 1e-5, torch.float32)
+            got_grads = torch.autograd.grad(got.square().sum(), (x, weight, bias))
+            want = F.layer_norm(x, (40,), weight, bias, 1e-5)
+            want_grads = torch.autograd.grad(want.square().sum(), (x, weight, bias))
+        if not all(torch.allclose(a, b, rtol=1e-4, atol=1e-4) for a, b in zip((got, *got_grads), (want, *want_grads))):
+            raise RuntimeError("its results differ from F.layer_norm's")
+        return True
+    except Exception as error:  # whatever Triton raises: F.layer_norm is always there
+        print(f"notice: kernels.py's LayerNorm does not run here ({first_line(error)}); F.layer_norm instead",
+              flush=True)
+        return False
 
 
 @functools.lru_cache(maxsize=None)

@@ -64,8 +64,8 @@ class LayerNorm(nn.LayerNorm):
     any AMP training (patch merging ends with a linear), and so is bf16 in stage 1 too. V2's stream
     stays float32, as the official V2 trains it: its patch-embedding and merging norms follow autocast.
     The affine parameters are cast as autocast casts a linear's weight: CUDA's kernel takes one type.
-    With kernels.LAYER_NORM = "triton", CUDA training goes to kernels.py's kernels instead, with the same
-    output types and the affine parameters read in float32.
+    CUDA training goes to kernels.py's kernels instead (kernels.LAYER_NORM, by default where they run), with the
+    same output types and the affine parameters read in float32.
     """
 
     def __init__(self, dim: int, keep_autocast_type: bool = False):
@@ -74,13 +74,13 @@ class LayerNorm(nn.LayerNorm):
 
     @property
     def casts_weights_at_every_use(self) -> bool:  # for precision.weights_cast; kernels.py's reads them in float32
-        return self.keep_autocast_type and kernels.LAYER_NORM == "torch"
+        return self.keep_autocast_type and not kernels.fused_layer_norm_taken(self.weight.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         device = x.device.type
         autocast_type = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
         keep = self.keep_autocast_type and x.dtype == autocast_type
-        if kernels.fused_layer_norm_applies(x):  # CUDA training, when chosen: CUDA autocast's output types
+        if kernels.fused_layer_norm_applies(x):  # CUDA training, where they run: CUDA autocast's output types
             out_dtype = x.dtype if keep or autocast_type is None else torch.float32
             return kernels.layer_norm(x, self.weight, self.bias, self.eps, out_dtype)
         if keep:

@@ -70,6 +70,13 @@ def check_layer_norm(rows: int, width: int, dtype, out_dtype, device: str) -> No
     assert relative_error(grads[1], want_grads[1]) < 1e-5 and relative_error(grads[2], want_grads[2]) < 1e-5
 
 
+@pytest.fixture(autouse=True)
+def layer_norm_as_each_test_asks(monkeypatch):
+    """F.layer_norm unless a test asks for the kernels: LAYER_NORM's default, "auto", takes them here too, where the
+    interpreter runs them (the reference steps would then run them as well)."""
+    monkeypatch.setattr(kernels, "LAYER_NORM", "torch")
+
+
 def count_kernel_calls(monkeypatch, name: str = "layer_norm") -> list:
     """A list that grows by one entry (the first input's shape) per call of kernels.layer_norm, or of the
     kernels.py function named (test_cuda.py's too)."""
@@ -121,6 +128,24 @@ def test_a_training_step_with_the_kernels_matches_torch(version, monkeypatch):
     with torch.no_grad():  # inference, and so every export, keeps F.layer_norm
         net(x)
     assert len(calls) == norms
+
+
+def test_layer_norm_auto_takes_the_kernels_where_they_run(monkeypatch, capsys):
+    """LAYER_NORM's default, "auto", played here where the interpreter stands in for CUDA: the kernels are tried
+    once, agree with F.layer_norm, and then serve every LayerNorm of a training step, which gives F.layer_norm's."""
+    net, x = micro_model(2)
+    want = training_step(net, x)
+    calls = count_kernel_calls(monkeypatch)
+    monkeypatch.setattr(kernels, "LAYER_NORM", "auto")
+    kernels.layer_norm_runs.cache_clear()
+    try:
+        got = training_step(net, x)
+        assert kernels.layer_norm_runs(x.device) and "notice" not in capsys.readouterr().out
+    finally:
+        kernels.layer_norm_runs.cache_clear()
+    norms = sum(isinstance(m, torch.nn.LayerNorm) for m in net.modules())
+    assert len(calls) == 1 + norms  # the try, then every LayerNorm
+    assert_same_step(got, want)
 
 
 @pytest.mark.parametrize("images, windows, heads, tokens, dtype, masked", [

@@ -44,6 +44,8 @@ def test_fused_adamw_on_cuda():
     x = torch.zeros(8, 49, 96, device="cuda")  # (windows, tokens, channels)
     assert attention.choose_attention(x, 0.0) == attention.CHOSEN_ATTENTION[("cuda", "inference")] == "triton"
     assert attention.choose_attention(x.requires_grad_(), 0.0) == attention.CHOSEN_ATTENTION[("cuda", "training")]
+    # and its LayerNorm, the default for training on CUDA (kernels.layer_norm_runs)
+    assert kernels.fused_layer_norm_applies(x) and kernels.layer_norm_runs(x.device)
 
 
 def test_the_process_group_backend_follows_the_device(monkeypatch):
@@ -103,9 +105,10 @@ def test_triton_layer_norm_matches_torch_on_the_gpu(version, monkeypatch):
     for rows, width in ((3136, 96), (49, 1536)):
         for dtype, out_dtype in ((torch.float32,) * 2, (torch.bfloat16,) * 2, (torch.bfloat16, torch.float32)):
             check_layer_norm(rows, width, dtype, out_dtype, "cuda")
+    monkeypatch.setattr(kernels, "LAYER_NORM", "torch")
     want_losses, want_weights, _ = training_losses(torch.bfloat16, "cuda", version=version)
     calls = count_kernel_calls(monkeypatch)
-    monkeypatch.setattr(kernels, "LAYER_NORM", "triton")
+    monkeypatch.setattr(kernels, "LAYER_NORM", "auto")  # the default: taken where layer_norm_runs, as here
     losses, weights, _ = training_losses(torch.bfloat16, "cuda", version=version)
     assert calls
     # both in bf16, each LayerNorm rounded a little differently (float32 affine parameters here)

@@ -13,6 +13,7 @@ import torch
 
 import attention
 import kernels
+import model
 from test_model import compiled_graphs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,13 +33,36 @@ def test_the_kernels_serve_cuda_training_only(monkeypatch):
     assert not kernels.fused_layer_norm_applies(x)
 
 
+def test_layer_norm_auto_gives_way_where_the_kernels_do_not_run(monkeypatch, capsys):
+    """LAYER_NORM's default, "auto": a CPU tensor takes F.layer_norm without trying the kernels; where they fail
+    to build or run (here the interpreter is claimed but Triton was imported without it, so it looks for a GPU),
+    one line says so, once, and every LayerNorm takes F.layer_norm, its weights then cast with the stage's."""
+    pytest.importorskip("triton")
+    assert kernels.LAYER_NORM == "auto"
+    kernels.layer_norm_runs.cache_clear()
+    x = torch.zeros(4, 8, requires_grad=True)
+    norm = model.LayerNorm(8, keep_autocast_type=True)
+    assert not kernels.fused_layer_norm_applies(x) and norm.casts_weights_at_every_use
+    assert kernels.layer_norm_runs.cache_info().currsize == 0
+    monkeypatch.setattr(kernels, "INTERPRET", True)
+    try:
+        assert [kernels.fused_layer_norm_applies(x) for _ in range(3)] == [False] * 3
+        assert norm.casts_weights_at_every_use
+        notice = capsys.readouterr().out
+        assert notice.count("notice: kernels.py's LayerNorm does not run here") == 1, notice
+        monkeypatch.setattr(kernels, "LAYER_NORM", "triton")  # forced, it is taken without the check
+        assert kernels.fused_layer_norm_applies(x) and not norm.casts_weights_at_every_use
+    finally:
+        kernels.layer_norm_runs.cache_clear()
+
+
 def test_the_kernels_under_the_interpreter():
     pytest.importorskip("triton")
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                              "tests/interpreted_kernels.py"], cwd=ROOT, capture_output=True, text=True,
                             env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=600)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
-    assert "16 passed" in result.stdout, result.stdout[-2000:]
+    assert "17 passed" in result.stdout, result.stdout[-2000:]
 
 
 def compile_for_gpu(kernel, signature: dict, constexprs: dict, arch: int, warps: int, aligned_ints=()) -> dict:
