@@ -31,7 +31,7 @@ fi
 declare -A need=([train_graphs_compiled]=150 [train_compiled]=150 [attention_compiled]=200 [workers]=120
                  [profile_compiled]=90)
 export PYTHONUNBUFFERED=1
-new_tests="waits_for_the_gpu or torchrun or train_py_with_cuda_graphs"
+new_tests="waits_for_the_gpu or torchrun or train_py_with_cuda_graphs or fused_adamw_on_cuda or triton_layer_norm"
 all="tests_new train_eager train_graphs_compiled train_graphs_eager tests_rest attention_compiled train_compiled workers
      profile_compiled attention memory profile data checkpoint"
 
@@ -66,7 +66,8 @@ run_part() {
     # passed in 109 s): the loop's waits for the GPU (two a batch then: engine.batch_flags), torchrun with
     # --compile and with --cuda-graphs (whose capture failed under DDP, captured before DDP since; a failure naming
     # CUDA's error if it fails again), and
-    # train.py with --cuda-graphs, resumed. About 60 s (a compile, two torchrun runs, two train.py runs); the rest
+    # train.py with --cuda-graphs, resumed; kernels.py's LayerNorm, CUDA training's default since 2026-12-01, behind
+    # its build check (kernels.layer_norm_runs). About 70 s (a compile, two torchrun runs, two train.py runs); the rest
     # of tests/test_cuda.py (some 300 s: 17 not run since 2026-11-28) is tests_rest. -v names each test as it ends
     tests_new) part tests_new 240 python3 -m pytest -v -p no:cacheprovider --durations=0 tests/test_cuda.py \
         -k "$new_tests" ;;
@@ -92,7 +93,7 @@ run_part() {
     # the default path first, bare vs timm eager and e2e at both photo sizes, decoded by the workers: 2026-11-30,
     # 1.33x timm, e2e 0.89x and 0.86x, with the step waiting for the GPU twice a batch, mended since
     # (engine.batch_flags); a bare row for each pair of attention (plain, CUDA's training choice; kernels.py's)
-    # and weights cast once or by autocast (70 s)
+    # and weights cast once or by autocast, each with kernels.py's LayerNorm (the default since; torch's then) (70 s)
     train_eager) part train_eager 160 python3 bench/bench_train.py --device cuda --rounds 4 --e2e-batches 30 \
         --decode workers --attention plain triton --cast-once on off ;;
     # the same compiled (compiles of about a minute each: timm's, ours, the loop's): the e2e targets
