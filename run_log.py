@@ -182,7 +182,7 @@ def say_started(run_dir: Path, cfg, splits, model, state, world_size: int, compi
           f"image{'s' * (len(splits.val) != 1)}, "
           f"{len(classes)} classes, {model.variant} at {model.img_size} px on {device}"
           f"{f' x{world_size} (DDP, {torch.distributed.get_backend()})' if distributed() else ''}, "
-          f"amp {amp_name(state.amp)}, {cfg.workers} loader worker{'s' if cfg.workers != 1 else ''}"
+          f"amp {amp_name(state.amp)}, {counted(cfg.workers, 'loader worker')}"
           f"{compiling}"
           f"{', CUDA graphs' if cfg.cuda_graphs else ''}")
     notice_settings(cfg, model.variant, device, compiled, images_per_process, state.layout["steps_per_epoch"],

@@ -195,6 +195,7 @@ def test_every_config_trains_with_its_recipe(config, flowers, tmp_path, capsys):
                      "--img-size", "64", "--batch-size", "8", "--epochs", "1", "--weights", "none", "--data-path",
                      flowers, "--workers", "0", "--no-progress", "--output", tmp_path, "--name", "r")
     assert "epoch   1  train loss" in out and (tmp_path / "r" / "best.pth").is_file(), out
+    assert ", 0 loader workers" in out  # the first line's settings
 
 
 def test_files_that_do_not_decode_are_left_out_and_named(tmp_path, capsys, monkeypatch):
@@ -352,7 +353,7 @@ def test_loader_workers_started_afresh_train_as_forked_ones(flowers, tmp_path, c
     try:
         for method in ("fork", "spawn"):
             multiprocessing.set_start_method(method, force=True)
-            train_here(capsys, *common, "--name", method)
+            assert ", 2 loader workers" in train_here(capsys, *common, "--name", method)
             losses[method] = metrics(tmp_path / method)[0]["loss_train"]
     finally:
         multiprocessing.set_start_method(before, force=True)
