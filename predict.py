@@ -46,8 +46,8 @@ from images import UNREAD_PHOTOS, image_problem, list_images, set_image_checks
 from loaders import ImageDataset, build_loader
 from model import maps_of
 from precision import amp_dtype, autocast
-from utils import (ArgumentParser, UserError, check_writable, padded, printable, run_cli, select_device, text_width,
-                   tune_for)
+from utils import (ArgumentParser, UserError, check_writable, counted, padded, printable, run_cli, select_device,
+                   text_width, tune_for)
 from weights import load_classifier
 from workers import default_workers
 
@@ -168,9 +168,9 @@ def main(argv=None) -> None:
                                                 if path in unread], args.output, k)
     if paths:
         print(f"classified {classified} of {len(paths)} images" + (f"; {len(failed)} could not be read"
-              if failed else "") + (f"; {len(unlisted)} folder{'s' * (len(unlisted) > 1)} could not be read"
+              if failed else "") + (f"; {counted(len(unlisted), 'folder')} could not be read"
                                     if unlisted else "") +
-              (f"; {len(unread)} photo{'s' * (len(unread) > 1)} in a format it does not read" if unread else "") +
+              (f"; {counted(len(unread), 'photo')} in a format it does not read" if unread else "") +
               (f"; results in {args.output}" if args.output else "") +
               (f"; stopped by {stopped}" if stopped else ""), file=sys.stderr)
     if stopped:

@@ -32,7 +32,7 @@ import plots
 from data import CROP_PCT, seen_box
 from images import in_threads, why_it_failed
 from files import put_in_place
-from utils import padded, printable, text_width
+from utils import counted, padded, printable, text_width
 
 MAX_SHOWN = 300  # thumbnails in the gallery, the most confident mistakes first
 THUMB_SIZE = 128  # px, the longer side
@@ -92,7 +92,7 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
         picture.unlink(missing_ok=True)
     width = max(text_width(c) for c in classes + ["class"])
     lines = [f"{variant} from {checkpoint}" + (f", on {data}" if data else ""),
-             f"{split}: {result['images']} image{'s' * (result['images'] != 1)}  top-1 {result['acc1']:.4f}  "
+             f"{split}: {counted(result['images'], 'image')}  top-1 {result['acc1']:.4f}  "
              + (f"top-5 {result['acc5']:.4f}  " if len(classes) > TOP_K else "")
              + f"balanced accuracy {result['balanced_acc']:.4f}  loss {result['loss']:.4f}", "",
              f"{'class':<{width}}  precision  recall     F1  images"]
@@ -111,7 +111,7 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
                       "confusions, misclassified.csv every mistake)"]
     text = "\n".join(lines)
     if left_out:  # after the text printed: train.py has warned of them as it listed the folder
-        lines += ["", f"{len(left_out)} file{'s' * (len(left_out) > 1)} in the data folder left out of the run:"]
+        lines += ["", f"{counted(len(left_out), 'file')} in the data folder left out of the run:"]
         lines += [f"{printable(path)}: {why}" for path, why in left_out]
     if result.get("failed"):  # listed, they failed as they were evaluated: changed or removed since (why: as now)
         failed = len(result["failed"])
@@ -249,7 +249,7 @@ def gallery(wrong: list, classes: list[str], max_shown: int, thumb_size: int, fa
     for _, label, _, _ in wrong:
         per_class[label] += 1
     intro = ("No image was misclassified." if not wrong else
-             f"{len(wrong):,} misclassified image{'s' * (len(wrong) > 1)}, grouped by true class; in each group "
+             f"{counted(len(wrong), 'misclassified image')}, grouped by true class; in each group "
              "the most confident "
              "mistakes come first: a photo the model is sure about and still gets wrong is often mislabelled. "
              "A click on a photo opens the original file.")

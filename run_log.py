@@ -166,7 +166,7 @@ def warn_unreadable(splits, recorded: set = None) -> None:
     for path, reason in skipped[:FILES_NAMED]:
         print(f"warning: left out {printable(path)}: {reason}", file=sys.stderr)
     if (more := len(skipped) - FILES_NAMED) > 0:
-        print(f"warning: and {more} more file{'s' * (more > 1)} left out (the report.txt this run writes lists "
+        print(f"warning: and {counted(more, 'more file')} left out (the report.txt this run writes lists "
               "every one)", file=sys.stderr)
 
 
@@ -178,8 +178,8 @@ def say_started(run_dir: Path, cfg, splits, model, state, world_size: int, compi
     compiling = "" if not compiled else (", compiled (the first step takes a minute or so)" if device.type != "cpu" else
                                          ", compiled (on a CPU, compiling the first steps takes minutes: drop "
                                          "--compile for a short run)")
-    print(f"run folder {run_dir}: {len(splits.train)} training and {len(splits.val)} validation "
-          f"image{'s' * (len(splits.val) != 1)}, "
+    print(f"run folder {run_dir}: {len(splits.train)} training and "
+          f"{counted(len(splits.val), 'validation image')}, "
           f"{len(classes)} classes, {model.variant} at {model.img_size} px on {device}"
           f"{f' x{world_size} (DDP, {torch.distributed.get_backend()})' if distributed() else ''}, "
           f"amp {amp_name(state.amp)}, {counted(cfg.workers, 'loader worker')}"

@@ -50,7 +50,7 @@ from precision import amp_dtype
 from checkpoints import CheckpointWriter, load_checkpoint
 from files import remove_all_left_behind
 from processes import decided_by_first_process, distributed, from_first_process, init_distributed, launched_first
-from utils import ArgumentParser, UserError, check_writable, run_cli, seed_everything, tune_for
+from utils import ArgumentParser, UserError, check_writable, counted, run_cli, seed_everything, tune_for
 from runs import evaluated_file, resume_config, resumed_file
 from weights import describe_for_checkpoint, evaluation_preprocessing, model_for_run, run_preprocessing
 from workers import default_workers, stop_workers
@@ -456,7 +456,7 @@ def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp, recorded:
                                   out.parent / "metrics.csv", splits.skipped, str(splits.root),
                                   seen_box(model.img_size, preprocessing)))
     wrong = len(result["wrong"])
-    print(f"\n{wrong} misclassified file{'s' * (wrong != 1)}: {out / 'misclassified.csv'}; picture: "
+    print(f"\n{counted(wrong, 'misclassified file')}: {out / 'misclassified.csv'}; picture: "
           f"{out / 'confusion_matrix.png'}; open in a browser: {out / 'report.html'}")
 
 

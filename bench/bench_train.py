@@ -276,7 +276,7 @@ def e2e_loaders_of(args, cfg, img_size: int, folders: list) -> dict:
             rows += [("workers", cfg.workers, n) for n in (args.worker_nice or [])[1:]]
         for decode, count, row_nice in rows:
             name = f"e2e {describe(folder)}" + (", decoded on the device" if decode == "device" else "") \
-                + (f", {count} worker{'s' * (count != 1)}" if args.workers and len(args.workers) > 1 else "") \
+                + (f", {counted(count, 'worker')}" if args.workers and len(args.workers) > 1 else "") \
                 + (f", nice {row_nice}" if args.worker_nice and len(args.worker_nice) > 1 else "")
             settings = argparse.Namespace(**{**vars(cfg), "decode": decode, "workers": count})
             saved, workers.NICE = workers.NICE, row_nice  # read as the loader is made
