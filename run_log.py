@@ -19,7 +19,7 @@ import evaluation
 import optim
 import plots
 import report
-from workers import dead_loader_worker
+from workers import dead_loader_worker, usable_cores
 from data import IMAGENET_MEAN, IMAGENET_STD, to_device
 from images import UNREADABLE, open_image, why_it_failed
 from splits import class_imbalance
@@ -274,6 +274,33 @@ def notice_large_photos(splits, img_size: int, data_path, val_ratio: float) -> N
         print(f"notice: the training photos are large, some {width}x{height} ({width * height / 1e6:.0f} MP, the "
               f"median of {len(sizes)}): decoding them is most of each epoch's loading; smaller copies, made once, "
               f"load many times faster: {how}")
+
+
+class DataWaits:
+    """Says once, on a GPU, when the step waits for the loader for more than NOTICE_SHARE of an epoch's training,
+    and what to do: a GPU that waits for data trains that much slower. Not on a first epoch of the process, whose
+    first batches wait for the workers to start, nor on a CPU, where the workers and the model share the cores."""
+    NOTICE_SHARE = 0.2
+
+    def __init__(self, cfg, device: torch.device):
+        self.cfg, self.device, self.said = cfg, device, False
+
+    def check(self, train: dict, epoch: int, first_of_process: bool) -> None:
+        if self.said or first_of_process or self.device.type != "cuda" or train["images"] == 0:
+            return
+        share = train["data_seconds"] / max(train["seconds"], 1e-9)
+        if share <= self.NOTICE_SHARE:
+            return
+        self.said = True
+        cores = usable_cores()
+        if self.cfg.decode == "workers":
+            what = ("decode the JPEGs on the GPU (--decode device), or give the loader more workers (--workers "
+                    f"N, now {self.cfg.workers} on {counted(cores, 'CPU core')})")
+        else:
+            what = (f"give the loader more workers (--workers N, now {self.cfg.workers} on "
+                    f"{counted(cores, 'CPU core')}), or put the photos on a faster disk")
+        print(f"notice: the GPU waited for data {share:.0%} of epoch {epoch}'s training: the loader gives fewer "
+              f"images a second than the GPU trains on. To train faster, {what}.", flush=True)
 
 
 def log_where_it_looks(writer, model, dataset, normalize, device, amp, classes: list, epoch: int,

@@ -364,6 +364,7 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
     val, first_epoch, best = None, state.epoch, None
     metric = engine.best_metric(cfg)
     normalize = build_normalize()  # evaluation's: no erasing; its constants made once per device
+    data_waits = run_log.DataWaits(cfg, state.device)
     if writer is not None and state.epoch == 0 and state.batches_done == 0:  # a new run: its first batch, as trained
         first = next(batches)
         run_log.log_training_images(writer, first, state.normalize, classes)
@@ -394,6 +395,7 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
         state.best_acc = max(state.best_acc, acc)
         if main_process:
             run_log.log_epoch(writer, run_dir, state, train, val, ema_val, classes, improved)
+            data_waits.check(train, state.epoch, epoch == first_epoch)
             run_log.log_where_it_looks(writer, state.model, val_loader.dataset, normalize, state.device, state.amp,
                                        classes, state.epoch)
         if improved:  # best.pth first: a kill before last.pth is written leaves the epoch to train again

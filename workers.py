@@ -51,11 +51,16 @@ def batches_to_hold(workers: int, batch_bytes: int) -> int:
     return HELD_BATCHES if shm.f_bavail * shm.f_frsize >= 2 * kept else 0
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity: a container's or taskset's share, where the OS says)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_workers(device: torch.device, processes: int = 1) -> int:
     """Loader workers per training process. With GPUs: the CPU cores this process may use, shared
     among the GPU processes of this machine, less one core for the process itself (it launches the GPU
     work). On a CPU the model needs the cores too: their count, at most 8."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     if device.type != "cuda":
         return min(8, cores)
     per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", min(processes, max(torch.cuda.device_count(), 1))))

@@ -395,6 +395,43 @@ def test_large_photos_are_said_with_the_command_that_makes_smaller_copies(tmp_pa
     assert capsys.readouterr().out == ""  # the median of two is the smaller: 640x480
 
 
+def test_a_gpu_that_waits_for_data_is_told_once_what_to_do(capsys, monkeypatch):
+    """On a GPU, an epoch whose steps waited for the loader for over a fifth of its training time is said once, with
+    what would feed it faster; not on a process's first epoch (its workers start), nor on a CPU."""
+    import argparse
+    monkeypatch.setattr(run_log, "usable_cores", lambda: 16)
+    cfg = argparse.Namespace(decode="workers", workers=15)
+    epoch = {"images": 1280, "seconds": 10.0, "data_seconds": 3.0}
+    waits = run_log.DataWaits(cfg, torch.device("cuda"))
+    waits.check(epoch, 1, True)  # the first epoch of the process
+    waits.check({**epoch, "data_seconds": 2.0}, 2, False)  # 20%: not over
+    assert capsys.readouterr().out == ""
+    waits.check(epoch, 3, False)
+    waits.check(epoch, 4, False)
+    assert capsys.readouterr().out == (
+        "notice: the GPU waited for data 30% of epoch 3's training: the loader gives fewer images a second than the "
+        "GPU trains on. To train faster, decode the JPEGs on the GPU (--decode device), or give the loader more "
+        "workers (--workers N, now 15 on 16 CPU cores).\n")
+    cfg.decode = "device"
+    run_log.DataWaits(cfg, torch.device("cuda:0")).check(epoch, 2, False)
+    assert "more workers (--workers N, now 15 on 16 CPU cores), or put the photos on a faster disk" in \
+        capsys.readouterr().out
+    run_log.DataWaits(cfg, torch.device("cpu")).check(epoch, 2, False)
+    run_log.DataWaits(cfg, torch.device("cuda")).check({**epoch, "images": 0, "seconds": 0.0, "data_seconds": 0.0},
+                                                      2, False)  # resumed after its last batch: nothing trained
+    assert capsys.readouterr().out == ""
+
+
+def test_train_py_checks_each_epoch_for_data_waits(flowers, tmp_path, capsys, monkeypatch):
+    """train.py asks after each epoch but a process's first (here on a CPU, as a GPU would be asked)."""
+    asked = []
+    monkeypatch.setattr(run_log.DataWaits, "check", lambda self, train, epoch, first: asked.append((epoch, first)))
+    train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "3", "--stop-after-epochs", "2", "--output",
+               tmp_path, "--name", "w")
+    train_here(capsys, "--resume", tmp_path / "w", "--no-progress")
+    assert asked == [(1, True), (2, False), (3, True)]
+
+
 def test_a_configs_num_classes_that_the_data_lacks_names_the_configs_key(tmp_path, monkeypatch):
     """num_classes set in a --config file was answered "Drop --num-classes", a flag the user may never have typed."""
     from image_factory import write_class_tree
