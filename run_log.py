@@ -277,9 +277,10 @@ def notice_large_photos(splits, img_size: int, data_path, val_ratio: float) -> N
 
 
 class DataWaits:
-    """Says once, on a GPU, when the step waits for the loader for more than NOTICE_SHARE of an epoch's training,
-    and what to do: a GPU that waits for data trains that much slower. Not on a first epoch of the process, whose
-    first batches wait for the workers to start, nor on a CPU, where the workers and the model share the cores."""
+    """Says once, on a GPU, when training waits for the loader for more than NOTICE_SHARE of an epoch, and what to
+    do: the GPU idles for up to that long (the work queued before a wait may run through part of it). Not on a first
+    epoch of the process, whose first batches wait for the workers to start, nor on a CPU, where the workers and the
+    model share the cores."""
     NOTICE_SHARE = 0.2
 
     def __init__(self, cfg, device: torch.device):
@@ -299,8 +300,8 @@ class DataWaits:
         else:
             what = (f"give the loader more workers (--workers N, now {self.cfg.workers} on "
                     f"{counted(cores, 'CPU core')}), or put the photos on a faster disk")
-        print(f"notice: the GPU waited for data {share:.0%} of epoch {epoch}'s training: the loader gives fewer "
-              f"images a second than the GPU trains on. To train faster, {what}.", flush=True)
+        print(f"notice: training waited for data {share:.0%} of epoch {epoch} (the GPU idle for up to that long): "
+              f"the loader gives fewer images a second than the GPU trains on. To train faster, {what}.", flush=True)
 
 
 def log_where_it_looks(writer, model, dataset, normalize, device, amp, classes: list, epoch: int,

@@ -396,7 +396,7 @@ def test_large_photos_are_said_with_the_command_that_makes_smaller_copies(tmp_pa
 
 
 def test_a_gpu_that_waits_for_data_is_told_once_what_to_do(capsys, monkeypatch):
-    """On a GPU, an epoch whose steps waited for the loader for over a fifth of its training time is said once, with
+    """On a GPU, an epoch whose training waited for the loader for over a fifth of its time is said once, with
     what would feed it faster; not on a process's first epoch (its workers start), nor on a CPU."""
     import argparse
     monkeypatch.setattr(run_log, "usable_cores", lambda: 16)
@@ -409,8 +409,8 @@ def test_a_gpu_that_waits_for_data_is_told_once_what_to_do(capsys, monkeypatch):
     waits.check(epoch, 3, False)
     waits.check(epoch, 4, False)
     assert capsys.readouterr().out == (
-        "notice: the GPU waited for data 30% of epoch 3's training: the loader gives fewer images a second than the "
-        "GPU trains on. To train faster, decode the JPEGs on the GPU (--decode device), or give the loader more "
+        "notice: training waited for data 30% of epoch 3 (the GPU idle for up to that long): the loader gives fewer "
+        "images a second than the GPU trains on. To train faster, decode the JPEGs on the GPU (--decode device), or give the loader more "
         "workers (--workers N, now 15 on 16 CPU cores).\n")
     cfg.decode = "device"
     run_log.DataWaits(cfg, torch.device("cuda:0")).check(epoch, 2, False)
