@@ -410,8 +410,8 @@ def test_a_gpu_that_waits_for_data_is_told_once_what_to_do(capsys, monkeypatch):
     waits.check(epoch, 4, False)
     assert capsys.readouterr().out == (
         "notice: training waited for data 30% of epoch 3 (the GPU idle for up to that long): the loader gives fewer "
-        "images a second than the GPU trains on. To train faster, decode the JPEGs on the GPU (--decode device), or give the loader more "
-        "workers (--workers N, now 15 on 16 CPU cores).\n")
+        "images a second than the GPU trains on. To train faster, decode the JPEGs on the GPU (--decode device), or "
+        "give the loader more workers (--workers N, now 15 on 16 CPU cores).\n")
     cfg.decode = "device"
     run_log.DataWaits(cfg, torch.device("cuda:0")).check(epoch, 2, False)
     assert "more workers (--workers N, now 15 on 16 CPU cores), or put the photos on a faster disk" in \
