@@ -241,14 +241,23 @@ def fused_attention_applies(x: torch.Tensor) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def attention_runs(device: torch.device) -> bool:
-    """Whether the attention kernel builds and runs on this device, tried once on a tiny input: Triton
-    compiles a launcher with a C compiler and Python's headers, which slim Docker images lack, and
-    GPUs before Ampere are untested. Where it does not, one line says so and attention.py takes plain."""
+    """Whether the attention kernels build, run and agree with the plain path on this device, unpacked and packed,
+    tried once on a tiny input: Triton compiles a launcher with a C compiler and Python's headers, which slim Docker
+    images lack, and GPUs before Ampere are untested. Where they do not, one line says so and attention.py takes
+    plain."""
     if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
         return False  # its machine code is checked for sm_80 and sm_90 (tests/test_kernels.py) and run on sm_90
     try:
-        q = torch.zeros(1, 1, 16, 16, device=device)
-        window_attention(q, q, q, q[0], None, 1.0)
+        with torch.no_grad(), torch.autocast(device.type, enabled=False):
+            numbers = torch.Generator().manual_seed(0)
+            qkv = torch.randn(2, 16, 3 * 2 * 16, generator=numbers).to(device)  # 2 windows of 16 tokens, 2 heads of 16
+            bias = torch.randn(2, 16, 16, generator=numbers).to(device)
+            q, k, v = (heads.contiguous() for heads in _heads(qkv, 3, 2))
+            want = ((q @ k.transpose(-2, -1)) * 0.25 + bias).softmax(-1) @ v
+            packed = packed_window_attention(qkv, 2, bias, None, 0.25)  # (2, 16, 2 x 16)
+            got = [window_attention(q, k, v, bias, None, 0.25), _heads(packed, 1, 2)[0]]
+        if not all(torch.allclose(out, want, rtol=1e-2, atol=1e-2) for out in got):  # TF32 products, where on
+            raise RuntimeError("its outputs differ from the plain path's")
         return True
     except Exception as error:  # whatever Triton raises: the plain path is always there
         print(f"notice: kernels.py's attention does not run here ({first_line(error)}); plain attention instead",
@@ -280,12 +289,8 @@ def _attention_blocks(n: int, d: int) -> dict:
 def _attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
                        mask: Optional[torch.Tensor], scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(output, each row's log-sum-exp: backward's probabilities)."""
-    b_, heads, n, d = q.shape
     out, lse = _attention_forward_fake(q, k, v, bias, mask, scale)  # allocated as the fake function shapes them
-    windows = 1 if mask is None else mask.shape[0]
-    compiled().attention_forward[(b_ * heads,)](
-        q, k, v, bias, bias if mask is None else mask, out, lse, n, d, heads, windows, scale,
-        HAS_MASK=mask is not None, **_attention_blocks(n, d), num_warps=4)  # no spills at sm_90
+    _launch_forward(q, k, v, bias, mask, out, lse, scale)
     return out, lse
 
 
@@ -299,19 +304,9 @@ def _attention_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias:
                         mask: Optional[torch.Tensor], out: torch.Tensor, grad: torch.Tensor, lse: torch.Tensor,
                         scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The gradients of q, k, v and the bias."""
-    b_, heads, n, d = q.shape
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    windows = 1 if mask is None else mask.shape[0]
-    # windows per program: 16 at least, so that writing and summing the partial bias gradients adds some 5%
-    # to the bytes the kernel moves; more where that still gives some 16 programs an SM (a short tail)
-    per_program = max(16, _cdiv(b_ * heads, 4 * _programs_for_sums(q.device)))
-    groups = _cdiv(b_, per_program)
-    partial_dbias = torch.empty((groups, heads, n, n), dtype=torch.float32, device=q.device)
-    compiled().attention_backward[(heads, groups)](
-        q, k, v, bias, bias if mask is None else mask, out, grad, lse, dq, dk, dv, partial_dbias,
-        n, d, heads, windows, b_, per_program, scale,
-        HAS_MASK=mask is not None, **_attention_blocks(n, d), num_warps=8)  # at 4, some 500 bytes spilled
-    return dq, dk, dv, partial_dbias.sum(0).to(bias.dtype)
+    dbias = _launch_backward(q, k, v, bias, mask, out, grad, lse, dq, dk, dv, scale)
+    return dq, dk, dv, dbias
 
 
 @_attention_backward.register_fake
@@ -335,6 +330,111 @@ def _backward(ctx, grad, _):
 _attention_forward.register_autograd(_backward, setup_context=_save_for_backward)
 
 
+# V1's attention packed: q, k and v read in place from the qkv product (B_, N, 3 x heads x d), the output written as
+# the projection reads it (B_, N, heads x d), and backward's gradients of q, k and v into one (B_, N, 3C) tensor, the
+# qkv product's gradient. Unpacked, q, k and v are copied into heads first, the output copied back from them, and in
+# backward both again: two passes over 3C and two over C a token, each way, that this one spares.
+
+def packed_window_attention(qkv: torch.Tensor, heads: int, bias: torch.Tensor, mask, scale: float) -> torch.Tensor:
+    """softmax(scale q k^T + bias + mask) v with q, k, v the heads of qkv (B_, N, 3C), (3, heads, d) along its last
+    dimension as model.WindowAttention's qkv product lays them; bias (heads, N, N); mask (windows, N, N) or None.
+    Returns (B_, N, C), heads x d along the last dimension."""
+    out, _ = torch.ops.swin.window_attention_packed(qkv.contiguous(), bias.contiguous(),
+                                                    None if mask is None else mask.contiguous(), heads, scale)
+    return out
+
+
+def _heads(packed: torch.Tensor, parts: int, heads: int) -> list:
+    """The (B_, heads, N, d) views of packed (B_, N, parts x heads x d): q, k, v of qkv (parts 3), or the output."""
+    b_, n, width = packed.shape
+    return list(packed.view(b_, n, parts, heads, width // parts // heads).permute(2, 0, 3, 1, 4).unbind(0))
+
+
+@torch.library.custom_op("swin::window_attention_packed", mutates_args=())
+def _packed_forward(qkv: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor], heads: int,
+                    scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(output (B_, N, C), each row's log-sum-exp (B_, heads, N))."""
+    out, lse = _packed_forward_fake(qkv, bias, mask, heads, scale)
+    _launch_forward(*_heads(qkv, 3, heads), bias, mask, *_heads(out, 1, heads), lse, scale)
+    return out, lse
+
+
+@_packed_forward.register_fake
+def _packed_forward_fake(qkv, bias, mask, heads, scale) -> tuple:
+    b_, n, width = qkv.shape
+    return qkv.new_empty((b_, n, width // 3)), qkv.new_empty((b_, heads, n), dtype=torch.float32)
+
+
+@torch.library.custom_op("swin::window_attention_packed_backward", mutates_args=())
+def _packed_backward(qkv: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor], out: torch.Tensor,
+                     grad: torch.Tensor, lse: torch.Tensor, heads: int,
+                     scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradients of qkv (B_, N, 3C) and of the bias."""
+    dqkv = torch.empty_like(qkv)
+    dbias = _launch_backward(*_heads(qkv, 3, heads), bias, mask, *_heads(out, 1, heads), *_heads(grad, 1, heads), lse,
+                             *_heads(dqkv, 3, heads), scale)
+    return dqkv, dbias
+
+
+@_packed_backward.register_fake
+def _(qkv, bias, mask, out, grad, lse, heads, scale) -> tuple:
+    return torch.empty_like(qkv), torch.empty_like(bias)
+
+
+def _save_packed(ctx, inputs, output) -> None:
+    qkv, bias, mask, heads, scale = inputs
+    ctx.save_for_backward(qkv, bias, mask, *output)
+    ctx.heads, ctx.scale = heads, scale
+
+
+def _packed_backward_of(ctx, grad, _):
+    qkv, bias, mask, out, lse = ctx.saved_tensors
+    dqkv, dbias = torch.ops.swin.window_attention_packed_backward(qkv, bias, mask, out, grad.contiguous(), lse,
+                                                                   ctx.heads, ctx.scale)
+    return dqkv, dbias, None, None, None
+
+
+_packed_forward.register_autograd(_packed_backward_of, setup_context=_save_packed)
+
+
+def _launch_forward(q, k, v, bias, mask, out, lse, scale: float) -> None:
+    """The forward kernel over (B_, heads, N, d) views: q, k and v with one layout, the output with its own (each
+    contiguous along d); lse (B_, heads, N) contiguous."""
+    b_, heads, n, d = q.shape
+    windows = 1 if mask is None else mask.shape[0]
+    compiled().attention_forward[(b_ * heads,)](
+        q, k, v, bias, bias if mask is None else mask, out, lse, n, d, heads, windows, scale, *_layout(q, k, v),
+        *_layout(out), HAS_MASK=mask is not None, **_attention_blocks(n, d), num_warps=4)  # no spills at sm_90
+
+
+def _launch_backward(q, k, v, bias, mask, out, grad, lse, dq, dk, dv, scale: float) -> torch.Tensor:
+    """The backward kernel over (B_, heads, N, d) views, as _launch_forward's: dq, dk and dv laid out as q, k and v,
+    the output's gradient as the output. Returns the bias's gradient."""
+    b_, heads, n, d = q.shape
+    windows = 1 if mask is None else mask.shape[0]
+    # windows per program: 16 at least, so that writing and summing the partial bias gradients adds some 5%
+    # to the bytes the kernel moves; more where that still gives some 16 programs an SM (a short tail)
+    per_program = max(16, _cdiv(b_ * heads, 4 * _programs_for_sums(q.device)))
+    groups = _cdiv(b_, per_program)
+    partial_dbias = torch.empty((groups, heads, n, n), dtype=torch.float32, device=q.device)
+    compiled().attention_backward[(heads, groups)](
+        q, k, v, bias, bias if mask is None else mask, out, grad, lse, dq, dk, dv, partial_dbias,
+        n, d, heads, windows, b_, per_program, scale, *_layout(q, k, v, dq, dk, dv), *_layout(out, grad),
+        HAS_MASK=mask is not None, **_attention_blocks(n, d), num_warps=8)  # at 4, some 500 bytes spilled
+    return partial_dbias.sum(0).to(bias.dtype)
+
+
+def _layout(*views) -> tuple:
+    """(window, head, token) element strides that the (B_, heads, N, d) views share, each contiguous along d (a
+    dimension of size 1 may have any stride: its index is 0)."""
+    def strides(view):
+        return [stride if size > 1 else None for stride, size in zip(view.stride(), view.shape)]
+    first = strides(views[0])
+    if any(strides(view) != first for view in views) or first[3] not in (1, None):
+        raise ValueError(f"views of one layout, contiguous along d, expected: {[view.stride() for view in views]}")
+    return views[0].stride()[:3]
+
+
 def _attention_scores(q, k, BIAS, MASK, head, window, N, scale, HAS_MASK: tl.constexpr, BLOCK_N: tl.constexpr,
                       PRECISION: tl.constexpr):
     """(BLOCK_N, BLOCK_N) float32: scale q k^T + bias + mask, -inf in the columns past N."""
@@ -349,13 +449,15 @@ def _attention_scores(q, k, BIAS, MASK, head, window, N, scale, HAS_MASK: tl.con
 
 
 def _attention_forward_kernel(Q, K, V, BIAS, MASK, OUT, LSE, N, D, HEADS, WINDOWS, scale,
+                              in_window, in_head, in_token, out_window, out_head, out_token,
                               HAS_MASK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                               PRECISION: tl.constexpr):
     program = tl.program_id(0).to(tl.int64)  # (window of the batch) x HEADS + head; int64: B_ N d may pass 2**31
-    head, window = program % HEADS, program // HEADS % WINDOWS
+    b, head = program // HEADS, program % HEADS
+    window = b % WINDOWS
     rows, cols = tl.arange(0, BLOCK_N), tl.arange(0, BLOCK_D)
     ok = (rows[:, None] < N) & (cols[None, :] < D)
-    offsets = program * N * D + rows[:, None] * D + cols[None, :]
+    offsets = b * in_window + head * in_head + rows[:, None] * in_token + cols[None, :]  # q, k, v: one layout
     q = tl.load(Q + offsets, mask=ok, other=0.0)
     k = tl.load(K + offsets, mask=ok, other=0.0)
     v = tl.load(V + offsets, mask=ok, other=0.0)
@@ -364,13 +466,14 @@ def _attention_forward_kernel(Q, K, V, BIAS, MASK, OUT, LSE, N, D, HEADS, WINDOW
     p = tl.exp(scores - top[:, None])
     total = tl.sum(p, axis=1)
     out = tl.dot((p / total[:, None]).to(v.dtype), v, input_precision=PRECISION)
-    tl.store(OUT + offsets, out.to(OUT.dtype.element_ty), mask=ok)
+    tl.store(OUT + b * out_window + head * out_head + rows[:, None] * out_token + cols[None, :],
+             out.to(OUT.dtype.element_ty), mask=ok)
     tl.store(LSE + program * N + rows, top + tl.log(total), mask=rows < N)
 
 
 def _attention_backward_kernel(Q, K, V, BIAS, MASK, OUT, DOUT, LSE, DQ, DK, DV, PARTIAL_DBIAS, N, D, HEADS, WINDOWS,
-                               BATCH_WINDOWS, per_program, scale,
-                               HAS_MASK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                               BATCH_WINDOWS, per_program, scale, in_window, in_head, in_token, out_window, out_head,
+                               out_token, HAS_MASK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                                PRECISION: tl.constexpr):
     head, group = tl.program_id(0), tl.program_id(1)
     rows, cols = tl.arange(0, BLOCK_N), tl.arange(0, BLOCK_D)
@@ -379,12 +482,13 @@ def _attention_backward_kernel(Q, K, V, BIAS, MASK, OUT, DOUT, LSE, DQ, DK, DV, 
     first = group.to(tl.int64) * per_program
     for b in range(first, tl.minimum(first + per_program, BATCH_WINDOWS)):  # this program's windows
         program = b * HEADS + head
-        offsets = program * N * D + rows[:, None] * D + cols[None, :]
+        offsets = b * in_window + head * in_head + rows[:, None] * in_token + cols[None, :]  # q, k, v and theirs
+        out_offsets = b * out_window + head * out_head + rows[:, None] * out_token + cols[None, :]
         q = tl.load(Q + offsets, mask=ok, other=0.0)
         k = tl.load(K + offsets, mask=ok, other=0.0)
         v = tl.load(V + offsets, mask=ok, other=0.0)
-        dout = tl.load(DOUT + offsets, mask=ok, other=0.0)
-        out = tl.load(OUT + offsets, mask=ok, other=0.0)
+        dout = tl.load(DOUT + out_offsets, mask=ok, other=0.0)
+        out = tl.load(OUT + out_offsets, mask=ok, other=0.0)
         lse = tl.load(LSE + program * N + rows, mask=rows < N, other=0.0)
         scores = _attention_scores(q, k, BIAS, MASK, head, b % WINDOWS, N, scale, HAS_MASK, BLOCK_N, PRECISION)
         p = tl.exp(scores - lse[:, None])  # the forward's probabilities; 0 in the columns past N

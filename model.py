@@ -142,18 +142,21 @@ class WindowAttention(nn.Module):
                    else F.linear(x, self.qkv.weight, bias))
         else:
             qkv = self.qkv(x)
+        bias = self.position_bias(layout)  # (heads, N, N)
+        # an int index: torch.compile (torch 2.11) breaks the graph on a list indexed by a bool
+        mask = layout.masks[int(shifted)]  # (num_windows, N, N) or None
+        dropout = self.attn_drop if self.training else 0.0
+        kind = choose_attention(x, dropout)
+        if kind == "triton" and not self.v2:  # q, k and v read in place from qkv, the output written as proj reads it
+            return self.proj_drop(self.proj(kernels.packed_window_attention(qkv, heads, bias, mask, self.scale)))
         q, k, v = split_heads(qkv, heads)  # (B_, heads, N, d)
         if self.v2:
             # cosine similarity times a per-head temperature, folded into q
             temperature = torch.clamp(self.logit_scale, max=MAX_LOGIT_SCALE).exp()  # (heads, 1, 1)
             q = scaled_normalize(q, temperature)
             k = scaled_normalize(k, torch.ones_like(temperature))
-        bias = self.position_bias(layout)  # (heads, N, N)
-        # an int index: torch.compile (torch 2.11) breaks the graph on a list indexed by a bool
-        mask = layout.masks[int(shifted)]  # (num_windows, N, N) or None
-        dropout = self.attn_drop if self.training else 0.0
         scale = 1.0 if self.v2 else self.scale  # V2's temperature is in q already
-        x = window_attention(q, k, v, bias, mask, dropout, choose_attention(x, dropout), scale)  # (B_, heads, N, d)
+        x = window_attention(q, k, v, bias, mask, dropout, kind, scale)  # (B_, heads, N, d)
         x = x.transpose(1, 2).reshape(b_, n, c)  # (B_, N, C)
         return self.proj_drop(self.proj(x))
 

@@ -157,14 +157,16 @@ def test_layer_norm_auto_takes_the_kernels_where_they_run(monkeypatch, capsys):
     (2, 2, 3, 49, torch.float16, True),  # fp16 (--amp fp16: inference takes the kernel on Ampere and newer too)
     (1, 1, 1, 4, torch.bfloat16, False),  # a 2 x 2 window (the micro variant's last stage at 64 px)
 ])
-def test_window_attention_matches_float64_both_ways(images, windows, heads, tokens, dtype, masked):
-    check_window_attention(images, windows, heads, tokens, dtype, masked, "cpu")
+@pytest.mark.parametrize("packed", [False, True])
+def test_window_attention_matches_float64_both_ways(images, windows, heads, tokens, dtype, masked, packed):
+    check_window_attention(images, windows, heads, tokens, dtype, masked, "cpu", packed)
 
 
 def check_window_attention(images: int, windows: int, heads: int, tokens: int, dtype, masked: bool,
-                           device: str) -> None:
-    """kernels.window_attention against the plain path in float64, output and the gradients of q, k, v and
-    the bias; in bf16 within twice what the plain path itself is off in bf16 (test_cuda.py's too)."""
+                           device: str, packed: bool = False) -> None:
+    """kernels.window_attention (or, packed, kernels.packed_window_attention, its q, k and v the heads of one qkv
+    product, its output as the projection reads it) against the plain path in float64, output and the gradients of
+    q, k, v and the bias; in bf16 within twice what the plain path itself is off in bf16 (test_cuda.py's too)."""
     torch.manual_seed(0)
     d = 32
     q, k, v = [torch.randn(images * windows, heads, tokens, d, device=device) for _ in range(3)]
@@ -185,7 +187,11 @@ def check_window_attention(images: int, windows: int, heads: int, tokens: int, d
                                           scale)
 
     def fused(q, k, v, bias, scale):
-        return kernels.window_attention(q, k, v, bias, mask, scale)
+        if not packed:
+            return kernels.window_attention(q, k, v, bias, mask, scale)
+        b_, heads, n, d = q.shape
+        qkv = torch.stack((q, k, v)).permute(1, 3, 0, 2, 4).reshape(b_, n, 3 * heads * d)  # as model.py's qkv
+        return kernels.packed_window_attention(qkv, heads, bias, mask, scale).view(b_, n, heads, d).transpose(1, 2)
 
     want = run(plain, torch.float64)
     got = run(fused, dtype)
@@ -200,10 +206,10 @@ def check_window_attention(images: int, windows: int, heads: int, tokens: int, d
 
 @pytest.mark.parametrize("version", [1, 2])
 def test_a_training_step_with_the_attention_kernel_matches_plain(version, monkeypatch):
-    """Every window attention of a V1 or V2 model through the kernel in training: the loss and every
-    gradient as with the plain path."""
+    """Every window attention of a V1 or V2 model through the kernel in training (V1's packed, its q, k and v read
+    from the qkv product in place): the loss and every gradient as with the plain path."""
     net, x = micro_model(version)
-    calls = count_kernel_calls(monkeypatch, "window_attention")
+    calls = count_kernel_calls(monkeypatch, "packed_window_attention" if version == 1 else "window_attention")
     monkeypatch.setattr(attention, "ATTENTION", "plain")
     want = training_step(net, x)
     assert not calls
@@ -222,12 +228,26 @@ def test_inference_takes_the_kernel_where_it_is_chosen_and_runs(monkeypatch, cap
     net.eval()
     with torch.no_grad(), attention.forced("plain"):
         want = net(x)
-    calls = count_kernel_calls(monkeypatch, "window_attention")
+    tries = count_kernel_calls(monkeypatch, "window_attention")
+    calls = count_kernel_calls(monkeypatch, "packed_window_attention")  # V1's
     with torch.no_grad():
         got = net(x)
     assert kernels.attention_runs(x.device) and "notice" not in capsys.readouterr().out
-    assert len(calls) == 1 + sum(len(stage.blocks) for stage in net.layers)  # the try, then every block
+    assert len(tries) == 1 and len(calls) == 1 + sum(len(stage.blocks) for stage in net.layers)  # the try, blocks
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_the_attention_check_refuses_kernels_whose_outputs_differ(monkeypatch, capsys):
+    """kernels.attention_runs compares both kernels' outputs with the plain path's: a kernel that runs but computes
+    something else (here the packed one, standing in for a miscompiled build) leaves attention to plain."""
+    kernels.attention_runs.cache_clear()
+    monkeypatch.setattr(kernels, "packed_window_attention", lambda qkv, *rest: qkv[..., :qkv.shape[-1] // 3])
+    try:
+        assert not kernels.attention_runs(torch.device("cpu"))
+        assert "does not run here (its outputs differ from the plain path's); plain attention instead" in \
+            capsys.readouterr().out
+    finally:
+        kernels.attention_runs.cache_clear()
 
 
 # --- The benchmarks' rows that run the kernels (tests/test_bench.py runs the rest of each benchmark)
@@ -243,9 +263,10 @@ def test_bench_train_gives_a_bare_row_per_layer_norm_kind_and_weights_cast(bench
 
 
 def test_bench_traffic_counts_one_attention_operator_each_way_a_block_with_the_kernel(bench):
-    """kernels.py's attention: one operator each way per block, no bmm of ours (timm's plain path has its bmm)."""
+    """kernels.py's attention: one operator each way per block (V1's packed, q, k and v read from the qkv product in
+    place), no bmm of ours (timm's plain path has its bmm)."""
     out = bench("bench_traffic.py", "--model", "swin_micro_patch4_window4_128", "--img-size", "64",
                 "--batch-size", "2", "--top", "40", "--attention", "triton")
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("window", "bmm"))}
-    assert rows["window_attention"][0] == rows["window_attention_backward"][0] == "5"  # ours: calls, MB
+    assert rows["window_attention_packed"][0] == rows["window_attention_packed_backward"][0] == "5"  # ours: calls
     assert rows["bmm"][:2] == ["0", "0.0"] and rows["bmm"][2] != "0"  # timm's bmm, plain

@@ -62,7 +62,7 @@ def test_the_kernels_under_the_interpreter():
                              "tests/interpreted_kernels.py"], cwd=ROOT, capture_output=True, text=True,
                             env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=600)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
-    assert "17 passed" in result.stdout, result.stdout[-2000:]
+    assert "23 passed" in result.stdout, result.stdout[-2000:]
 
 
 def compile_for_gpu(kernel, signature: dict, constexprs: dict, arch: int, warps: int, aligned_ints=()) -> dict:
@@ -110,18 +110,22 @@ def test_the_attention_kernels_compile_for_the_gpus_users_train_on():
     pytest.importorskip("triton")
     kernels_ = kernels.compiled()
     sizes = {"N": "i32", "D": "i32", "HEADS": "i32", "WINDOWS": "i32"}
+    # the (window, head, token) strides of q, k and v and of the output: multiples of 16 in every layout the model
+    # gives (packed: 3C, d and N x 3C; C, d and N x C), which Triton specialises on
+    strides = {name: "i32" for name in ("in_window", "in_head", "in_token", "out_window", "out_head", "out_token")}
     for arch, dtype, tokens, masked in ((90, "bf16", 49, True), (90, "bf16", 64, False), (80, "bf16", 16, True),
                                         (80, "fp32", 49, True)):
         io = {name: f"*{dtype}" for name in ("Q", "K", "V")}
-        forward = {**io, "BIAS": "*fp32", "MASK": "*fp32", "OUT": f"*{dtype}", "LSE": "*fp32", **sizes, "scale": "fp32"}
+        forward = {**io, "BIAS": "*fp32", "MASK": "*fp32", "OUT": f"*{dtype}", "LSE": "*fp32", **sizes, "scale": "fp32",
+                   **strides}
         backward = {**io, "BIAS": "*fp32", "MASK": "*fp32", "OUT": f"*{dtype}", "DOUT": f"*{dtype}", "LSE": "*fp32",
                     "DQ": f"*{dtype}", "DK": f"*{dtype}", "DV": f"*{dtype}", "PARTIAL_DBIAS": "*fp32", **sizes,
-                    "BATCH_WINDOWS": "i32", "per_program": "i32", "scale": "fp32"}
+                    "BATCH_WINDOWS": "i32", "per_program": "i32", "scale": "fp32", **strides}
         # float32 as train.py --amp off runs it on a GPU: TF32 products (tune_for)
         constexprs = {"HAS_MASK": masked, **kernels._attention_blocks(tokens, 32), "PRECISION": "tf32"}
         for kernel, signature, warps, most in ((kernels_.attention_forward, forward, 4, 0),
                                                (kernels_.attention_backward, backward, 8, 256)):
-            ptx = compile_for_gpu(kernel, signature, constexprs, arch, warps, ("D",))["ptx"]
+            ptx = compile_for_gpu(kernel, signature, constexprs, arch, warps, ("D", *strides))["ptx"]
             assert "mma" in ptx, (kernel, arch, dtype, tokens)
             if arch == 90:  # the window's blocks stay in registers: none spilled forward, a few bytes backward
                 assert spilled_bytes(ptx, arch) <= most, (kernel, dtype, tokens)
@@ -180,7 +184,7 @@ def test_chosen_attention_takes_the_kernel_only_where_it_ran(monkeypatch, capsys
 
 def test_the_attention_kernel_stays_in_torch_compiles_graph(monkeypatch):
     """With the attention kernel, torch.compile captures a V1 model in one graph holding an operator per block
-    (swin.window_attention), and a training step traces through the operator's backward. Traced only, with
+    (swin.window_attention_packed), and a training step traces through the operator's backward. Traced only, with
     CPU tensors standing in for CUDA ones: the kernels are not run (tests/test_cuda.py runs the compiled step
     on a GPU)."""
     from torch.fx.experimental.proxy_tensor import make_fx
@@ -191,7 +195,8 @@ def test_the_attention_kernel_stays_in_torch_compiles_graph(monkeypatch):
     net, x = micro_model(1)
     blocks = sum(len(stage.blocks) for stage in net.layers)
     graphs = compiled_graphs(net, x)
-    calls = [node for node in graphs[0].graph.nodes if node.target is torch.ops.swin.window_attention]
+    op = torch.ops.swin.window_attention_packed  # V1's: q, k and v read from the qkv product in place
+    calls = [node for node in graphs[0].graph.nodes if node.target is op]
     assert len(graphs) == 1 and len(calls) == blocks
 
     net, x = micro_model(1)  # afresh: the compile's tracing left its fake window layouts in the model
@@ -202,5 +207,5 @@ def test_the_attention_kernel_stays_in_torch_compiles_graph(monkeypatch):
         return torch.autograd.grad(out.logsumexp(1).mean(), params)
     traced = make_fx(step, tracing_mode="fake")(x, *params)
     targets = [node.target for node in traced.graph.nodes]
-    assert targets.count(torch.ops.swin.window_attention.default) == blocks
-    assert targets.count(torch.ops.swin.window_attention_backward.default) == blocks
+    assert targets.count(op.default) == blocks
+    assert targets.count(torch.ops.swin.window_attention_packed_backward.default) == blocks
