@@ -43,6 +43,12 @@ CROP_MODES = ("center", "squash")
 SQUASHED_FROM = 384  # px
 
 
+def preprocessing_of(classifier) -> dict:
+    """The crop_mode, crop_pct and interpolation (build_transform's keywords) that a classifier or an exported program
+    carries as attributes."""
+    return {key: getattr(classifier, key) for key in ("crop_mode", "crop_pct", "interpolation")}
+
+
 def recipe_preprocessing(recipe: str, img_size: int) -> dict:
     """How a run of `recipe` at `img_size` evaluates: build_transform's keywords, a checkpoint's keys. The tutorial's
     recipe center-crops 87.5%, bilinear; the official code resizes bicubic, and at SQUASHED_FROM px and above squashes

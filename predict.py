@@ -38,7 +38,7 @@ from tqdm import tqdm
 import cards
 import plots
 from config import COUNT, POSITIVE_INT
-from data import Normalize, build_transform
+from data import Normalize, build_transform, preprocessing_of
 from files import put_in_place
 from export import (ExportedClassifier, add_arguments as add_export_arguments, check_target as check_export_target,
                     chosen_exporter, is_program)
@@ -129,8 +129,7 @@ def main(argv=None) -> None:
         note = export(clf, args.export, device, args.export_input)
         print(f"wrote {args.export} ({note})", file=sys.stderr)
     k, width = min(args.topk, len(clf.class_names)), max(text_width(name) for name in clf.class_names)
-    transform = build_transform(clf.model.img_size, train=False, crop_pct=clf.crop_pct, crop_mode=clf.crop_mode,
-                                interpolation=clf.interpolation)
+    transform = build_transform(clf.model.img_size, train=False, **preprocessing_of(clf))
     normalize = None if program else Normalize(clf.mean, clf.std)  # a program normalises: it takes the uint8 crop
     # the results are kept for --output alone, written at the end: printed, a million images' would be gigabytes
     results, classified, failed, card_names, stopped, cardless = [], 0, [], set(), None, 0

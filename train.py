@@ -40,7 +40,7 @@ import run_log
 import runs
 from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, folder_name, folder_path, parse_config,
                     plain, ranged, weights_path, yes_no)
-from data import build_normalize, build_transform, check_decode, check_mixup_batch, seen_box
+from data import build_normalize, build_transform, check_decode, check_mixup_batch, preprocessing_of, seen_box
 from splits import check_same_everywhere, check_validation, load_splits, without_validation
 from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_eval_loader, build_train_loader, training_batch_size
@@ -422,8 +422,7 @@ def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp, recorded:
     device, with its own crop)."""
     if program is not None:
         model, device, amp = program, program.device, None
-        preprocessing = {"crop_pct": program.crop_pct, "crop_mode": program.crop_mode,
-                         "interpolation": program.interpolation}
+        preprocessing = preprocessing_of(program)
     else:
         seed_everything(cfg.seed)
         # a run's checkpoint, or --weights' file read once, for the model and for how it is evaluated; None: the

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from config import plain
-from data import IMAGENET_MEAN, IMAGENET_STD, recipe_preprocessing
+from data import IMAGENET_MEAN, IMAGENET_STD, preprocessing_of, recipe_preprocessing
 from download import OFFICIAL_WEIGHTS, names_official_file, official_weights_file, tutorial_weights_file
 from export import is_program, load_program
 from images import letters, read_class_indices, same_names
@@ -524,8 +524,7 @@ def load_classifier(weights: Path | None, variant: str | None = None, num_classe
             raise UserError(f"--img-size {img_size} was given, but {path} was exported for "
                             f"{model.img_size} px; drop --img-size (the program resizes any image itself)")
         names, mean, std, val_ratio = model.class_names, model.mean, model.std, model.val_ratio
-        preprocessing = {"crop_pct": model.crop_pct, "crop_mode": model.crop_mode,
-                         "interpolation": model.interpolation}
+        preprocessing = preprocessing_of(model)
     elif is_run_checkpoint(ckpt):  # train.py's: it describes itself
         model = create_model_from_checkpoint(ckpt, **size)
         model.load_state_dict(ckpt["model"])
