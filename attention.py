@@ -41,6 +41,13 @@ SDPA_MAX_WINDOWS = 65535
 # sdpa's CPU kernel took 77; the whole model ran 1.08x timm's where sdpa's ran 1.05x (25 rounds), swinv2_tiny's
 # 1.01x against 1.00x (15), both with kernels.py's bf16 oneDNN linears (timed side by side as bench/bench_model.py
 # times them; 2-core AMD EPYC Zen 4, 2026-12-01). fp32 keeps sdpa.
+# A CPU's softmax in bf16 or fp16 converts a row to float32 a vector (32 values with AVX-512) at a time and does
+# the rest one value at a time, forward and backward: rows shorter than a vector, the micro variant's windows of 4
+# (16 tokens), run scalar code throughout, 2.5-4x slower than the float32 kernel, whose output then rounds to the
+# same values (0.60 ms against 0.25 forward, 1.67 against 0.41 with backward, at stage 1's shape in the demo: batch
+# 16, 1024 windows; 2-core AMD EPYC Zen 4, 2026-12-01). From windows of 7 (49 tokens) the bf16 kernel is faster
+# (half the bytes): 73 ms against 158 at swin_tiny's stage 1, batch 64.
+CPU_REDUCED_SOFTMAX_MIN_ROW = 32
 CHOSEN_ATTENTION = {("cpu", "training"): "plain", ("cpu", "inference"): "sdpa",
                     ("cpu", "inference", torch.bfloat16): "plain",
                     ("cuda", "training"): "plain", ("cuda", "inference"): "triton"}
@@ -109,7 +116,12 @@ def window_attention(q, k, v, bias, mask, dropout: float, kind: str, scale: floa
     # sum float32, softmax would write float32, and the second matmul would cast it back: 24 bytes
     # moved per score forward and 32 backward, where this moves 12 and 12 (bench/bench_traffic.py).
     with torch.autocast(q.device.type, enabled=False):
-        attn = (attn.view(-1, nw, heads, n, n) + bias.to(attn.dtype)).softmax(-1)
+        attn = attn.view(-1, nw, heads, n, n) + bias.to(attn.dtype)
+        reduced = attn.dtype in (torch.bfloat16, torch.float16)
+        if reduced and q.device.type == "cpu" and n < CPU_REDUCED_SOFTMAX_MIN_ROW:
+            attn = attn.softmax(-1, dtype=torch.float32).to(attn.dtype)  # the same values, the float32 kernel's speed
+        else:
+            attn = attn.softmax(-1)
     return F.dropout(attn, dropout, dropout > 0).view(b_, heads, n, n) @ v
 
 

@@ -37,6 +37,33 @@ def test_fused_and_plain_attention_agree_in_training(version):
         assert torch.allclose(grads_a[name], grads_b[name], atol=1e-5, rtol=1e-4), name
 
 
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_short_rows_on_a_cpu_softmax_in_float32_to_the_same_values(monkeypatch, dtype):
+    """Windows of 4 (16 tokens) in bf16 or fp16 on a CPU: the scores go through the float32 softmax, which the
+    reduced type's kernel runs as scalar code for rows this short; the output and gradients are those of the
+    reduced type's kernel, within its rounding, and in its type."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(8, 2, 16, 8).to(dtype).requires_grad_() for _ in range(3))
+    bias, mask = torch.randn(2, 16, 16), torch.where(torch.rand(4, 16, 16) < 0.2, windows.MASKED, 0.0)
+
+    def run(min_row):
+        monkeypatch.setattr(attention, "CPU_REDUCED_SOFTMAX_MIN_ROW", min_row)
+        out = attention.window_attention(q, k, v, bias, mask, 0.0, "plain", scale=0.35)
+        grads = torch.autograd.grad(out.float().square().sum(), (q, k, v))
+        return out, grads
+
+    out_float32, grads_float32 = run(32)
+    out_reduced, grads_reduced = run(0)  # every row through the reduced type's own kernel, as before
+    assert out_float32.dtype == dtype and all(g.dtype == dtype for g in grads_float32)
+    tolerance = dict(atol=2e-2, rtol=2e-2) if dtype == torch.bfloat16 else dict(atol=2e-3, rtol=2e-3)
+    assert torch.allclose(out_float32.float(), out_reduced.float(), **tolerance)
+    for a, b in zip(grads_float32, grads_reduced):
+        assert torch.allclose(a.float(), b.float(), **tolerance)
+    reference = torch.softmax(0.35 * q.double() @ k.double().transpose(-2, -1)
+                              + (bias.double() + mask.double().unsqueeze(1)).repeat(2, 1, 1, 1), -1) @ v.double()
+    assert torch.allclose(out_float32.double(), reference, **tolerance)
+
 def test_attention_choice():
     x = torch.zeros(2, 3)
     assert attention.choose_attention(x, 0.0) == "sdpa"  # no gradient: inference
