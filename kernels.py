@@ -537,8 +537,8 @@ def onednn_linear_applies(x: torch.Tensor, layer: nn.Linear) -> bool:
     backward), in float32 without autocast, or under bf16 autocast with x and the parameters in bf16 already (the
     type autocast would compute in); never in a trace (exports, TorchScript, torch.compile, which picks its own
     kernels) or under torch.func, whose programs and transforms take F.linear."""
-    if not (ONEDNN_LINEAR and x.device.type == "cpu"):
-        return False
+    if not (ONEDNN_LINEAR and x.device.type == "cpu") or torch.compiler.is_compiling():
+        return False  # compiling first: torch.compile breaks its graph at mkldnn.is_available, below
     if x.dtype == torch.float32:
         types_fit = layer.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
     else:
@@ -549,7 +549,6 @@ def onednn_linear_applies(x: torch.Tensor, layer: nn.Linear) -> bool:
             and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, layer.weight,
                                                                                                    layer.bias)))
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-            and not torch.compiler.is_compiling()
             and not torch.compiler.is_exporting() and not torch.jit.is_tracing() and not torch.jit.is_scripting()
             and not torch._C._are_functorch_transforms_active())
 
