@@ -95,8 +95,9 @@ def compiled():
         import triton.language as tl
     except ImportError:
         return None
-    global _attention_scores
-    _attention_scores = triton.jit(_attention_scores)  # called inside the attention kernels: a JIT function too
+    global _attention_scores, _unit_rows
+    _attention_scores = triton.jit(_attention_scores)  # called inside the attention kernels: JIT functions too
+    _unit_rows = triton.jit(_unit_rows)
     return SimpleNamespace(forward=triton.jit(_forward_kernel), backward=triton.jit(_backward_kernel),
                            attention_forward=triton.jit(_attention_forward_kernel),
                            attention_backward=triton.jit(_attention_backward_kernel))
@@ -256,7 +257,12 @@ def attention_runs(device: torch.device) -> bool:
             want = ((q @ k.transpose(-2, -1)) * 0.25 + bias).softmax(-1) @ v
             packed = packed_window_attention(qkv, 2, bias, None, 0.25)  # (2, 16, 2 x 16)
             got = [window_attention(q, k, v, bias, None, 0.25), _heads(packed, 1, 2)[0]]
-        if not all(torch.allclose(out, want, rtol=1e-2, atol=1e-2) for out in got):  # TF32 products, where on
+            temperature = torch.tensor([3.0, 5.0], device=device)  # V2's cosine attention
+            unit_q, unit_k = (F.normalize(x, dim=-1) for x in (q, k))
+            cosine_want = ((unit_q @ unit_k.transpose(-2, -1)) * temperature.view(2, 1, 1) + bias).softmax(-1) @ v
+            cosine = packed_window_attention(qkv, 2, bias, None, 1.0, temperature)
+        if not all(torch.allclose(out, want, rtol=1e-2, atol=1e-2) for out in got) or not torch.allclose(
+                _heads(cosine, 1, 2)[0], cosine_want, rtol=1e-2, atol=1e-2):  # TF32 products, where on
             raise RuntimeError("its outputs differ from the plain path's")
         return True
     except Exception as error:  # whatever Triton raises: the plain path is always there
@@ -335,12 +341,19 @@ _attention_forward.register_autograd(_backward, setup_context=_save_for_backward
 # qkv product's gradient. Unpacked, q, k and v are copied into heads first, the output copied back from them, and in
 # backward both again: two passes over 3C and two over C a token, each way, that this one spares.
 
-def packed_window_attention(qkv: torch.Tensor, heads: int, bias: torch.Tensor, mask, scale: float) -> torch.Tensor:
+def packed_window_attention(qkv: torch.Tensor, heads: int, bias: torch.Tensor, mask, scale: float,
+                            temperature: Optional[torch.Tensor] = None) -> torch.Tensor:
     """softmax(scale q k^T + bias + mask) v with q, k, v the heads of qkv (B_, N, 3C), (3, heads, d) along its last
     dimension as model.WindowAttention's qkv product lays them; bias (heads, N, N); mask (windows, N, N) or None.
-    Returns (B_, N, C), heads x d along the last dimension."""
-    out, _ = torch.ops.swin.window_attention_packed(qkv.contiguous(), bias.contiguous(),
-                                                    None if mask is None else mask.contiguous(), heads, scale)
+    Returns (B_, N, C), heads x d along the last dimension. With `temperature` (heads,), V2's cosine attention: q and
+    k are normalised to unit length in the kernel, q then times its head's temperature, each rounded to qkv's type
+    once as attention.scaled_normalize rounds them; forward only (V2's inference: its training takes the
+    unpacked kernels, their gradients through scaled_normalize's)."""
+    qkv, bias, mask = qkv.contiguous(), bias.contiguous(), None if mask is None else mask.contiguous()
+    if temperature is not None:
+        return torch.ops.swin.cosine_window_attention_packed(qkv, bias, mask, temperature.float().contiguous(), heads,
+                                                             scale)
+    out, _ = torch.ops.swin.window_attention_packed(qkv, bias, mask, heads, scale)
     return out
 
 
@@ -397,14 +410,31 @@ def _packed_backward_of(ctx, grad, _):
 _packed_forward.register_autograd(_packed_backward_of, setup_context=_save_packed)
 
 
-def _launch_forward(q, k, v, bias, mask, out, lse, scale: float) -> None:
+@torch.library.custom_op("swin::cosine_window_attention_packed", mutates_args=())
+def _cosine_packed_forward(qkv: torch.Tensor, bias: torch.Tensor, mask: Optional[torch.Tensor],
+                           temperature: torch.Tensor, heads: int, scale: float) -> torch.Tensor:
+    """V2's packed attention, q and k normalised in the kernel: the output (B_, N, C). No autograd formula: a call
+    that needs a gradient fails rather than train on a wrong one (packed_window_attention)."""
+    out, lse = _packed_forward_fake(qkv, bias, mask, heads, scale)
+    _launch_forward(*_heads(qkv, 3, heads), bias, mask, *_heads(out, 1, heads), lse, scale, temperature)
+    return out
+
+
+@_cosine_packed_forward.register_fake
+def _(qkv, bias, mask, temperature, heads, scale) -> torch.Tensor:
+    b_, n, width = qkv.shape
+    return qkv.new_empty((b_, n, width // 3))
+
+
+def _launch_forward(q, k, v, bias, mask, out, lse, scale: float, temperature=None) -> None:
     """The forward kernel over (B_, heads, N, d) views: q, k and v with one layout, the output with its own (each
-    contiguous along d); lse (B_, heads, N) contiguous."""
+    contiguous along d); lse (B_, heads, N) contiguous; temperature (heads,) float32, for V2's normalised q and k."""
     b_, heads, n, d = q.shape
     windows = 1 if mask is None else mask.shape[0]
     compiled().attention_forward[(b_ * heads,)](
-        q, k, v, bias, bias if mask is None else mask, out, lse, n, d, heads, windows, scale, *_layout(q, k, v),
-        *_layout(out), HAS_MASK=mask is not None, **_attention_blocks(n, d), num_warps=4)  # no spills at sm_90
+        q, k, v, bias, bias if mask is None else mask, bias if temperature is None else temperature, out, lse,
+        n, d, heads, windows, scale, *_layout(q, k, v), *_layout(out), HAS_MASK=mask is not None,
+        NORMALIZE=temperature is not None, **_attention_blocks(n, d), num_warps=4)  # no spills at sm_90
 
 
 def _launch_backward(q, k, v, bias, mask, out, grad, lse, dq, dk, dv, scale: float) -> torch.Tensor:
@@ -448,10 +478,17 @@ def _attention_scores(q, k, BIAS, MASK, head, window, N, scale, HAS_MASK: tl.con
     return tl.where(rows[None, :] < N, scores, float("-inf"))
 
 
-def _attention_forward_kernel(Q, K, V, BIAS, MASK, OUT, LSE, N, D, HEADS, WINDOWS, scale,
+def _unit_rows(x, times):
+    """x's rows divided by their length, times `times`: float32 inside, rounded to x's type once."""
+    x32 = x.to(tl.float32)
+    length = tl.maximum(tl.sqrt(tl.sum(x32 * x32, axis=1)), 1e-12)
+    return (x32 * (times / length)[:, None]).to(x.dtype)
+
+
+def _attention_forward_kernel(Q, K, V, BIAS, MASK, TEMPERATURE, OUT, LSE, N, D, HEADS, WINDOWS, scale,
                               in_window, in_head, in_token, out_window, out_head, out_token,
-                              HAS_MASK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                              PRECISION: tl.constexpr):
+                              HAS_MASK: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_N: tl.constexpr,
+                              BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
     program = tl.program_id(0).to(tl.int64)  # (window of the batch) x HEADS + head; int64: B_ N d may pass 2**31
     b, head = program // HEADS, program % HEADS
     window = b % WINDOWS
@@ -461,6 +498,9 @@ def _attention_forward_kernel(Q, K, V, BIAS, MASK, OUT, LSE, N, D, HEADS, WINDOW
     q = tl.load(Q + offsets, mask=ok, other=0.0)
     k = tl.load(K + offsets, mask=ok, other=0.0)
     v = tl.load(V + offsets, mask=ok, other=0.0)
+    if NORMALIZE:  # V2: q and k to unit rows (the norm clamped as F.normalize clamps it), q times the temperature
+        q = _unit_rows(q, tl.load(TEMPERATURE + head))
+        k = _unit_rows(k, 1.0)
     scores = _attention_scores(q, k, BIAS, MASK, head, window, N, scale, HAS_MASK, BLOCK_N, PRECISION)
     top = tl.max(scores, axis=1)
     p = tl.exp(scores - top[:, None])

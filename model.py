@@ -147,15 +147,20 @@ class WindowAttention(nn.Module):
         mask = layout.masks[int(shifted)]  # (num_windows, N, N) or None
         dropout = self.attn_drop if self.training else 0.0
         kind = choose_attention(x, dropout)
-        if kind == "triton" and not self.v2:  # q, k and v read in place from qkv, the output written as proj reads it
-            return self.proj_drop(self.proj(kernels.packed_window_attention(qkv, heads, bias, mask, self.scale)))
+        # V2: cosine similarity times a per-head temperature, folded into q
+        temperature = torch.clamp(self.logit_scale, max=MAX_LOGIT_SCALE).exp() if self.v2 else None  # (heads, 1, 1)
+        scale = 1.0 if self.v2 else self.scale  # V2's temperature is in q already
+        # packed: q, k and v read in place from qkv, the output written as proj reads it; V2's q and k normalised in
+        # the kernel, which has no backward for that: a V2 pass that needs gradients takes the unpacked kernels
+        v2_gradients = self.v2 and torch.is_grad_enabled() and (qkv.requires_grad or temperature.requires_grad)
+        if kind == "triton" and not v2_gradients:
+            out = kernels.packed_window_attention(qkv, heads, bias, mask, scale,
+                                                  temperature.view(heads) if self.v2 else None)
+            return self.proj_drop(self.proj(out))
         q, k, v = split_heads(qkv, heads)  # (B_, heads, N, d)
         if self.v2:
-            # cosine similarity times a per-head temperature, folded into q
-            temperature = torch.clamp(self.logit_scale, max=MAX_LOGIT_SCALE).exp()  # (heads, 1, 1)
             q = scaled_normalize(q, temperature)
             k = scaled_normalize(k, torch.ones_like(temperature))
-        scale = 1.0 if self.v2 else self.scale  # V2's temperature is in q already
         x = window_attention(q, k, v, bias, mask, dropout, kind, scale)  # (B_, heads, N, d)
         x = x.transpose(1, 2).reshape(b_, n, c)  # (B_, N, C)
         return self.proj_drop(self.proj(x))

@@ -34,7 +34,7 @@ export PYTHONUNBUFFERED=1
 new_tests="waits_for_the_gpu or torchrun or train_py_with_cuda_graphs or fused_adamw_on_cuda or triton_layer_norm"
 new_tests+=" or triton_attention_matches or cuda_attention_agrees"
 all="tests_new train_eager train_graphs_compiled train_graphs_eager tests_rest attention_compiled train_compiled workers
-     profile_compiled attention memory profile data checkpoint"
+     profile_compiled attention memory profile data checkpoint attention_v2"
 
 part() {  # part NAME SECONDS COMMAND...: run for at most SECONDS (less if BUDGET runs out), log to $log
     # left: less the 15 s that a part which ignores its SIGTERM gets before the SIGKILL, so that BUDGET holds then too
@@ -110,6 +110,10 @@ run_part() {
     # which kernel per case: what attention.CHOSEN_ATTENTION says on CUDA (72 s reached the whole model's rows
     # and stage 1's)
     attention) part attention 140 python3 bench/bench_attention.py --device cuda --no-compile --repeats 10 ;;
+    # V2's: its inference with kernels.py's attention reading q, k and v in place and normalising q and k inside
+    # (since 2026-12-01, not yet timed), against plain, sdpa and flex
+    attention_v2) part attention_v2 140 python3 bench/bench_attention.py --device cuda --no-compile --repeats 10 \
+        --model swinv2_tiny_patch4_window8_256 ;;
     # peak memory with and without activation checkpointing, the largest batch: swin_tiny, then swin_base (48 s)
     memory) part memory 150 bash -c "python3 bench/bench_train.py --device cuda --memory --steps 20 && \
         python3 bench/bench_train.py --device cuda --memory --steps 20 --model swin_base_patch4_window7_224" ;;

@@ -204,6 +204,48 @@ def check_window_attention(images: int, windows: int, heads: int, tokens: int, d
         assert all(e <= max(2 * p, 1e-2) for e, p in zip(errors, plain_errors)), (errors, plain_errors)
 
 
+@pytest.mark.parametrize("images, windows, heads, tokens, dtype, masked", [
+    (2, 2, 3, 64, torch.bfloat16, True),  # V2's 8 x 8 windows in bf16, shifted, as CUDA autocast infers
+    (3, 4, 2, 49, torch.float32, True),  # 7 x 7: 15 rows of the block past the window
+    (2, 1, 2, 16, torch.float16, False),  # fp16, a 4 x 4 window, regular
+])
+def test_cosine_packed_attention_matches_float64(images, windows, heads, tokens, dtype, masked):
+    check_cosine_attention(images, windows, heads, tokens, dtype, masked, "cpu")
+
+
+def check_cosine_attention(images: int, windows: int, heads: int, tokens: int, dtype, masked: bool,
+                           device: str) -> None:
+    """V2's packed attention, q and k normalised in the kernel and q times its head's temperature, against the plain
+    path's scaled_normalize and attention in float64 from the same qkv product; a key of zeros (V2's keys have no
+    bias: a padded token) comes out as F.normalize makes it, zeros, not NaN. In a reduced type within twice what the
+    plain path itself is off in it (test_cuda.py's too)."""
+    torch.manual_seed(0)
+    d, b_ = 32, images * windows
+    qkv = torch.randn(b_, tokens, 3 * heads * d, device=device)
+    qkv[:, -1, heads * d:2 * heads * d] = 0.0  # the last token's keys, every head
+    bias = torch.randn(heads, tokens, tokens, device=device)
+    mask = torch.where(torch.rand(windows, tokens, tokens, device=device) < 0.3, -100.0, 0.0) if masked else None
+    temperature = 1 + 29 * torch.rand(heads, device=device)  # V2's start at 10, at most 100
+
+    def plain(dtype):
+        q, k, v = attention.split_heads(qkv.to(dtype), heads)
+        q = attention.scaled_normalize(q, temperature.to(torch.float64 if dtype == torch.float64 else torch.float32)
+                                       .view(heads, 1, 1))
+        k = attention.scaled_normalize(k, torch.ones(heads, 1, 1, dtype=q.dtype, device=device))
+        out = attention.window_attention(q, k, v, bias, None if mask is None else mask.to(q.dtype), 0.0, "plain")
+        return out.transpose(1, 2).reshape(b_, tokens, heads * d)
+
+    want = plain(torch.float64)
+    got = kernels.packed_window_attention(qkv.to(dtype), heads, bias, mask, 1.0, temperature)
+    assert got.dtype == dtype and got.shape == want.shape and torch.isfinite(got).all()
+    error = relative_error(got, want)
+    if dtype == torch.float32:
+        assert error < 1e-5, error
+    else:
+        plain_error = relative_error(plain(dtype), want)
+        assert error <= max(2 * plain_error, 1e-2), (error, plain_error)
+
+
 @pytest.mark.parametrize("version", [1, 2])
 def test_a_training_step_with_the_attention_kernel_matches_plain(version, monkeypatch):
     """Every window attention of a V1 or V2 model through the kernel in training (V1's packed, its q, k and v read
@@ -219,21 +261,24 @@ def test_a_training_step_with_the_attention_kernel_matches_plain(version, monkey
     assert_same_step(got, want)
 
 
-def test_inference_takes_the_kernel_where_it_is_chosen_and_runs(monkeypatch, capsys):
-    """CUDA's choice for inference, played here: chosen (not forced), the kernel is tried once, runs, and then
-    serves every window attention of the model, which gives the plain path's logits."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_inference_takes_the_kernel_where_it_is_chosen_and_runs(version, monkeypatch, capsys):
+    """CUDA's choice for inference, played here: chosen (not forced), the kernels are tried once, run, and then
+    serve every window attention of the model, packed (V2's q and k normalised in the kernel), which gives the plain
+    path's logits."""
     monkeypatch.setitem(attention.CHOSEN_ATTENTION, ("cpu", "inference"), "triton")
     kernels.attention_runs.cache_clear()
-    net, x = micro_model(1)
+    net, x = micro_model(version)
     net.eval()
     with torch.no_grad(), attention.forced("plain"):
         want = net(x)
     tries = count_kernel_calls(monkeypatch, "window_attention")
-    calls = count_kernel_calls(monkeypatch, "packed_window_attention")  # V1's
+    calls = count_kernel_calls(monkeypatch, "packed_window_attention")
     with torch.no_grad():
         got = net(x)
     assert kernels.attention_runs(x.device) and "notice" not in capsys.readouterr().out
-    assert len(tries) == 1 and len(calls) == 1 + sum(len(stage.blocks) for stage in net.layers)  # the try, blocks
+    # the try: the unpacked kernel once, the packed one as V1's and as V2's; then each block's
+    assert len(tries) == 1 and len(calls) == 2 + sum(len(stage.blocks) for stage in net.layers)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 

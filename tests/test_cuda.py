@@ -19,7 +19,7 @@ import loaders
 import optim
 import processes
 import train
-from interpreted_kernels import check_layer_norm, check_window_attention, count_kernel_calls
+from interpreted_kernels import check_cosine_attention, check_layer_norm, check_window_attention, count_kernel_calls
 from model import create_model
 from test_data import check_device_decoding
 from test_engine import training_losses
@@ -144,8 +144,8 @@ def test_cuda_attention_agrees_with_plain_forward_and_backward(kind, version):
 def test_triton_attention_matches_float64_at_swin_shapes():
     """kernels.py's attention compiled for the GPU, against float64: swin_tiny's stage 1 at batch 128 (8192
     windows of 49 tokens, 3 heads, shifted: backward's programs each sum the bias gradient over a run of
-    windows), unpacked and packed (V1's), and V2's 8 x 8 windows, in float32 (exact products: TF32 off), bf16 and
-    fp16 (--amp fp16)."""
+    windows), unpacked and packed (V1's), and V2's 8 x 8 windows, unpacked and packed (inference, q and k normalised
+    in the kernel), in float32 (exact products: TF32 off), bf16 and fp16 (--amp fp16)."""
     tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     try:
@@ -153,6 +153,7 @@ def test_triton_attention_matches_float64_at_swin_shapes():
             check_window_attention(128, 64, 3, 49, dtype, True, "cuda")
             check_window_attention(128, 64, 3, 49, dtype, True, "cuda", packed=True)  # V1's, read in place from qkv
             check_window_attention(16, 16, 6, 64, dtype, False, "cuda")
+            check_cosine_attention(16, 16, 6, 64, dtype, True, "cuda")  # V2's packed inference, shifted
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
 

@@ -62,7 +62,7 @@ def test_the_kernels_under_the_interpreter():
                              "tests/interpreted_kernels.py"], cwd=ROOT, capture_output=True, text=True,
                             env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=600)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
-    assert "23 passed" in result.stdout, result.stdout[-2000:]
+    assert "27 passed" in result.stdout, result.stdout[-2000:]
 
 
 def compile_for_gpu(kernel, signature: dict, constexprs: dict, arch: int, warps: int, aligned_ints=()) -> dict:
@@ -106,26 +106,30 @@ def test_the_kernels_compile_for_the_gpus_users_train_on():
 def test_the_attention_kernels_compile_for_the_gpus_users_train_on():
     """Both window attention kernels compile for the H100's and the A100's architecture, in bf16 (autocast)
     and float32, with and without the shift mask, at the window sizes they take (7 x 7 and 8 x 8 tokens in
-    blocks of 64, 4 x 4 in 16), and their products of blocks run on the tensor cores (mma instructions)."""
+    blocks of 64, 4 x 4 in 16), the forward one also normalising V2's q and k, and their products of blocks run on
+    the tensor cores (mma instructions)."""
     pytest.importorskip("triton")
     kernels_ = kernels.compiled()
     sizes = {"N": "i32", "D": "i32", "HEADS": "i32", "WINDOWS": "i32"}
     # the (window, head, token) strides of q, k and v and of the output: multiples of 16 in every layout the model
     # gives (packed: 3C, d and N x 3C; C, d and N x C), which Triton specialises on
     strides = {name: "i32" for name in ("in_window", "in_head", "in_token", "out_window", "out_head", "out_token")}
-    for arch, dtype, tokens, masked in ((90, "bf16", 49, True), (90, "bf16", 64, False), (80, "bf16", 16, True),
-                                        (80, "fp32", 49, True)):
+    for arch, dtype, tokens, masked, v2 in ((90, "bf16", 49, True, False), (90, "bf16", 64, False, False),
+                                            (90, "bf16", 64, True, True), (80, "bf16", 16, True, False),
+                                            (80, "fp32", 49, True, False)):
         io = {name: f"*{dtype}" for name in ("Q", "K", "V")}
-        forward = {**io, "BIAS": "*fp32", "MASK": "*fp32", "OUT": f"*{dtype}", "LSE": "*fp32", **sizes, "scale": "fp32",
-                   **strides}
+        forward = {**io, "BIAS": "*fp32", "MASK": "*fp32", "TEMPERATURE": "*fp32", "OUT": f"*{dtype}", "LSE": "*fp32",
+                   **sizes, "scale": "fp32", **strides}
         backward = {**io, "BIAS": "*fp32", "MASK": "*fp32", "OUT": f"*{dtype}", "DOUT": f"*{dtype}", "LSE": "*fp32",
                     "DQ": f"*{dtype}", "DK": f"*{dtype}", "DV": f"*{dtype}", "PARTIAL_DBIAS": "*fp32", **sizes,
                     "BATCH_WINDOWS": "i32", "per_program": "i32", "scale": "fp32", **strides}
         # float32 as train.py --amp off runs it on a GPU: TF32 products (tune_for)
         constexprs = {"HAS_MASK": masked, **kernels._attention_blocks(tokens, 32), "PRECISION": "tf32"}
-        for kernel, signature, warps, most in ((kernels_.attention_forward, forward, 4, 0),
-                                               (kernels_.attention_backward, backward, 8, 256)):
-            ptx = compile_for_gpu(kernel, signature, constexprs, arch, warps, ("D", *strides))["ptx"]
+        for kernel, signature, warps, most, more in ((kernels_.attention_forward, forward, 4, 0, {"NORMALIZE": v2}),
+                                                     (kernels_.attention_backward, backward, 8, 256, {})):
+            if v2 and not more:
+                continue  # V2's normalising is the forward kernel's only
+            ptx = compile_for_gpu(kernel, signature, {**constexprs, **more}, arch, warps, ("D", *strides))["ptx"]
             assert "mma" in ptx, (kernel, arch, dtype, tokens)
             if arch == 90:  # the window's blocks stay in registers: none spilled forward, a few bytes backward
                 assert spilled_bytes(ptx, arch) <= most, (kernel, dtype, tokens)
@@ -184,9 +188,9 @@ def test_chosen_attention_takes_the_kernel_only_where_it_ran(monkeypatch, capsys
 
 def test_the_attention_kernel_stays_in_torch_compiles_graph(monkeypatch):
     """With the attention kernel, torch.compile captures a V1 model in one graph holding an operator per block
-    (swin.window_attention_packed), and a training step traces through the operator's backward. Traced only, with
-    CPU tensors standing in for CUDA ones: the kernels are not run (tests/test_cuda.py runs the compiled step
-    on a GPU)."""
+    (swin.window_attention_packed), and a training step traces through the operator's backward; V2's inference, one
+    graph with its operator (q and k normalised inside) per block. Traced only, with CPU tensors standing in for
+    CUDA ones: the kernels are not run (tests/test_cuda.py runs the compiled step on a GPU)."""
     from torch.fx.experimental.proxy_tensor import make_fx
     from interpreted_kernels import micro_model
     pytest.importorskip("triton")
@@ -198,6 +202,11 @@ def test_the_attention_kernel_stays_in_torch_compiles_graph(monkeypatch):
     op = torch.ops.swin.window_attention_packed  # V1's: q, k and v read from the qkv product in place
     calls = [node for node in graphs[0].graph.nodes if node.target is op]
     assert len(graphs) == 1 and len(calls) == blocks
+    v2, x2 = micro_model(2)
+    with torch.no_grad():
+        graphs = compiled_graphs(v2.eval(), x2)
+    cosine = torch.ops.swin.cosine_window_attention_packed
+    assert len(graphs) == 1 and sum(node.target is cosine for node in graphs[0].graph.nodes) == blocks
 
     net, x = micro_model(1)  # afresh: the compile's tracing left its fake window layouts in the model
     names, params = zip(*net.named_parameters())
