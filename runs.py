@@ -501,12 +501,14 @@ def check_validation_unchanged(run_dir: Path, splits, drawn_again: bool) -> None
 
 def evaluation_in_run(cfg, checkpoint: dict, splits, samples: list, recorded: set | None) -> tuple:
     """--eval-only of a run's checkpoint: (the folder its report goes to, the checkpoint as the report names it). In
-    the run's folder: eval_val/ of its own data, eval_val-<folder>/ of another's, which a later evaluation of its own
-    does not write over. Said first: a test/ split since the run started (check_test_unchanged), and the evaluated
-    photos that the run trained on (photos_trained_on)."""
+    the run's folder, a folder per checkpoint and data folder, so that no evaluation writes over another's: best.pth's
+    eval_val/, another checkpoint's eval_val_<its name>/ (eval_val_last/), and for another data folder than the
+    run's own -<folder> after either (eval_val-photos/). Said first: a test/ split since the run started
+    (check_test_unchanged), and the evaluated photos that the run trained on (photos_trained_on)."""
     path = resumed_file(cfg)
     own = Path(cfg.data_path).resolve() == Path(checkpoint.get("data_root", cfg.data_path)).resolve()
-    out = path.parent / (f"eval_{cfg.split}" if own else f"eval_{cfg.split}-{Path(cfg.data_path).resolve().name}")
+    out = path.parent / (f"eval_{cfg.split}" + ("" if path.name == "best.pth" else f"_{path.stem}")
+                         + ("" if own else f"-{Path(cfg.data_path).resolve().name}"))
     epoch, batches = checkpoint.get("epoch", "?"), checkpoint.get("batches_done")  # a stop's last.pth: midway
     source = f"{path} (in epoch {epoch + 1}, batch {batches})" if batches else f"{path} (epoch {epoch})"
     # a copy of its data, a superset; or its own class folders drawn again (another --val-ratio)

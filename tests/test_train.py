@@ -575,6 +575,14 @@ def test_eval_only_reports_and_lists_mistakes(flowers, tmp_path, capsys, monkeyp
     # another folder's evaluation in a folder of its own: the run's own evaluation is kept
     assert f"open in a browser: {tmp_path / 'e' / 'eval_val-split' / 'report.html'}" in out
     assert f"top-1 {top1:.4f}" in (folder / "report.txt").read_text()
+    # and so is another checkpoint's of the run, on its own data and on the other folder
+    for data, name in (([], "eval_val_last"), (["--data-path", str(split)], "eval_val_last-split")):
+        train.main(["--eval-only", "--resume", str(tmp_path / "e" / "last.pth"), *data, "--workers", "0",
+                    "--no-progress"])
+        assert f"open in a browser: {tmp_path / 'e' / name / 'report.html'}" in capsys.readouterr()[0]
+        assert "last.pth" in (tmp_path / "e" / name / "report.txt").read_text()
+    assert "best.pth" in (folder / "report.txt").read_text()
+    assert "best.pth" in (tmp_path / "e" / "eval_val-split" / "report.txt").read_text()
     # where its report cannot be written (here a file in the way; a read-only run folder alike): said before the
     # evaluation, not after it, its work lost
     shutil.copytree(split, tmp_path / "other")
