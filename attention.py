@@ -45,8 +45,9 @@ SDPA_MAX_WINDOWS = 65535
 # the rest one value at a time, forward and backward: rows shorter than a vector, the micro variant's windows of 4
 # (16 tokens), run scalar code throughout, 2.5-4x slower than the float32 kernel, whose output then rounds to the
 # same values (0.60 ms against 0.25 forward, 1.67 against 0.41 with backward, at stage 1's shape in the demo: batch
-# 16, 1024 windows; 2-core AMD EPYC Zen 4, 2026-12-01). From windows of 7 (49 tokens) the bf16 kernel is faster
-# (half the bytes): 73 ms against 158 at swin_tiny's stage 1, batch 64.
+# 16, 1024 windows; 2-core AMD EPYC Zen 4, 2026-12-01). At windows of 7 (49 tokens: a vector and a scalar tail)
+# neither is clearly ahead with train.py's heap reuse (swin_tiny's stage 1 at batch 64: float32 1.0-1.4x forward,
+# 0.96-1.25x with backward); from 64 tokens the bf16 kernel is (1.5-2.4x with backward), and 49 keeps it too.
 CPU_REDUCED_SOFTMAX_MIN_ROW = 32
 CHOSEN_ATTENTION = {("cpu", "training"): "plain", ("cpu", "inference"): "sdpa",
                     ("cpu", "inference", torch.bfloat16): "plain",
