@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import config
+import kernels
 import predict
 import split_data
 import train
@@ -41,8 +42,11 @@ def parse_benchmark(script: str, args: list, monkeypatch) -> None:
     module.parse_args()
 
 
+ENVIRONMENT = r"(?:[A-Z_]+=\S* )*"  # VAR=value before a command: the shell's, set for the parse
+
+
 def documented_commands() -> list:
-    """(where, script, arguments) of every `python <script>` or `torchrun ... <script>` line."""
+    """(where, script, arguments, environment) of every `python <script>` or `torchrun ... <script>` line."""
     found = []
     texts = {page.relative_to(ROOT).as_posix(): page.read_text() for page in PAGES}
     texts.update({f"{path.name} docstring": ast.get_docstring(ast.parse(path.read_text())) or ""
@@ -51,21 +55,25 @@ def documented_commands() -> list:
         text = text.replace("\\\n", " ")  # continued lines, as a shell joins them
         for number, line in enumerate(text.splitlines(), 1):
             # whole lines, and commands quoted inline (`python train.py --resume ...`), but not a usage
-            # summary with [optional] parts
-            inline = [span for span in re.findall(r"`(python3? [^`]+)`", line) if "[" not in span]
+            # summary with [optional] parts or elided ones (...)
+            inline = [span for span in re.findall(rf"`({ENVIRONMENT}python3? [^`]+)`", line)
+                      if "[" not in span and "..." not in span]
             for command in line.split("&&") + inline:
                 command = command.strip().removeprefix("$ ")
+                environment = re.match(ENVIRONMENT, command).group()
+                command = command.removeprefix(environment)
                 if not re.match(r"(python3? |torchrun )", command):
                     continue
                 words = shlex.split(command, comments=True)
                 words = words[:next((i for i, w in enumerate(words) if w in (">", "<", "|", "2>")), len(words))]
                 scripts = [i for i, word in enumerate(words) if word in PARSE or word in BENCHMARKS]
                 if scripts:
-                    found.append((f"{source} line {number}", words[scripts[0]], words[scripts[0] + 1:]))
+                    found.append((f"{source} line {number}", words[scripts[0]], words[scripts[0] + 1:],
+                                  dict(word.split("=", 1) for word in environment.split())))
     # the GPU session's parts: `part NAME SECONDS python3 bench/...`, some inside bash -c "... && ..."
     session = (ROOT / "bench" / "gpu_session.sh").read_text().replace("\\\n", " ")
     for match in re.finditer(r"python3 (bench/bench_\w+\.py)([^;&\"]*)", session):
-        found.append(("gpu_session.sh", match.group(1), shlex.split(match.group(2))))
+        found.append(("gpu_session.sh", match.group(1), shlex.split(match.group(2)), {}))
     return found
 
 
@@ -73,12 +81,16 @@ COMMANDS = documented_commands()
 
 
 def test_the_docs_show_commands_of_every_script():
-    assert {script for _, script, _ in COMMANDS} == set(PARSE) | set(BENCHMARKS) and len(COMMANDS) > 60
+    assert {script for _, script, _, _ in COMMANDS} == set(PARSE) | set(BENCHMARKS) and len(COMMANDS) > 60
 
 
-@pytest.mark.parametrize("where, script, args", COMMANDS, ids=[f"{w} {s}" for w, s, _ in COMMANDS])
-def test_documented_command_parses(where, script, args, monkeypatch):
+@pytest.mark.parametrize("where, script, args, environment", COMMANDS, ids=[f"{w} {s}" for w, s, *_ in COMMANDS])
+def test_documented_command_parses(where, script, args, environment, monkeypatch):
     monkeypatch.chdir(ROOT)  # --config configs/... as from the clone's root
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    if "TRITON_INTERPRET" in environment:  # read when kernels.py is imported, as Triton reads it
+        monkeypatch.setattr(kernels, "INTERPRET", environment["TRITON_INTERPRET"] == "1")
     try:
         PARSE[script](args) if script in PARSE else parse_benchmark(script, args, monkeypatch)
     except SystemExit as stop:
