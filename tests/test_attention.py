@@ -37,7 +37,6 @@ def test_fused_and_plain_attention_agree_in_training(version):
         assert torch.allclose(grads_a[name], grads_b[name], atol=1e-5, rtol=1e-4), name
 
 
-
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_short_rows_on_a_cpu_softmax_in_float32_to_the_same_values(monkeypatch, dtype):
     """Windows of 4 (16 tokens) in bf16 or fp16 on a CPU: the scores go through the float32 softmax, which the
@@ -63,6 +62,7 @@ def test_short_rows_on_a_cpu_softmax_in_float32_to_the_same_values(monkeypatch, 
     reference = torch.softmax(0.35 * q.double() @ k.double().transpose(-2, -1)
                               + (bias.double() + mask.double().unsqueeze(1)).repeat(2, 1, 1, 1), -1) @ v.double()
     assert torch.allclose(out_float32.double(), reference, **tolerance)
+
 
 def test_attention_choice():
     x = torch.zeros(2, 3)

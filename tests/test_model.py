@@ -378,7 +378,6 @@ def test_a_compiled_training_pass_is_one_graph_that_casts_and_gathers_as_inducto
     assert not any(layout.training_rows for stage in net.layers for layout in stage._layouts.values())
 
 
-
 @pytest.mark.parametrize("version", [1, 2])
 def test_compiled_inference_on_a_cpu_is_one_graph(version):
     """Inference compiled on a CPU, float32 and bf16: the linears leave oneDNN's kernel to torch.compile, which picks
@@ -389,6 +388,7 @@ def test_compiled_inference_on_a_cpu_is_one_graph(version):
         assert len(compiled_graphs(net, x)) == 1
         with torch.autocast("cpu", torch.bfloat16):
             assert len(compiled_graphs(net, x)) == 1
+
 
 def test_swin_layer_in_another_network():
     layer = model.SwinLayer(dim=32, depth=2, num_heads=2, window_size=8, version=2)
