@@ -4,6 +4,7 @@
     python bench/bench_model.py --device cuda --dtype bf16 --batch-size 128
     python bench/bench_model.py --dtype fp32 bf16    # both, interleaved: what bf16 gains on this CPU
     python bench/bench_model.py --flush-denormal     # denormals as 0: what they cost timm
+    python bench/bench_model.py --dtype bf16 --held-casts on off   # inference's weight casts held, or made each pass
     python bench/bench_model.py --memory             # peak memory of a training step, with and
                                                      # without activation checkpointing (batch 32)
 
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import print_header  # noqa: E402  (bench/ is on the path)
 from config import POSITIVE_INT  # noqa: E402
 import model  # noqa: E402
+import precision  # noqa: E402
 from utils import counted, select_device, tune_for  # noqa: E402
 from weights import load_weights  # noqa: E402
 
@@ -50,6 +52,10 @@ def parse_args():
     parser.add_argument("--flush-denormal", action="store_true",
                         help="treat denormal floats as 0 in the whole run: how much the official -100 mask "
                              "costs timm on an x86 CPU (our -1e4 mask makes none)")
+    parser.add_argument("--held-casts", nargs="+", default=["on"], choices=["on", "off"],
+                        help="under bf16, ours' inference holds its weights' casts while they do not change "
+                             "(precision.HOLD_INFERENCE_CASTS), or casts them at every pass; both: an inference row "
+                             "each, side by side (default: on)")
     parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "CKPT"), help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -64,7 +70,7 @@ def build_pair(name: str, device: str):
     return reference.to(device), ours.to(device)
 
 
-def step_function(net, x, train: bool, autocast):
+def step_function(net, x, train: bool, autocast, held_casts: bool = True):
     def train_step():
         net.zero_grad(set_to_none=True)
         with autocast():
@@ -72,8 +78,12 @@ def step_function(net, x, train: bool, autocast):
         loss.backward()
 
     def inference():
-        with torch.inference_mode(), autocast():
-            net(x)
+        precision.HOLD_INFERENCE_CASTS = held_casts
+        try:
+            with torch.inference_mode(), autocast():
+                net(x)
+        finally:
+            precision.HOLD_INFERENCE_CASTS = True
 
     return train_step if train else inference
 
@@ -97,8 +107,11 @@ def compare_speed(args):
         for train in (True, False):
             reference.train(train)
             ours.train(train)
-            fns = {(key, dtype): step_function(net, x, train, autocast) for dtype, autocast in autocasts.items()
-                   for key, net in (("timm", reference), ("ours", ours))}
+            fns = {(key, dtype): step_function(net, x, train, autocast, held == "on")
+                   for dtype, autocast in autocasts.items()
+                   for key, net, held in (("timm", reference, "on"), ("ours", ours, args.held_casts[0]))}
+            if not train and len(args.held_casts) > 1 and "bf16" in args.dtype:  # the other way, bf16 only
+                fns["ours, held casts off", "bf16"] = step_function(ours, x, False, autocasts["bf16"], False)
             for fn in fns.values():  # warm up: allocator, layouts, kernels
                 fn()
                 fn()
@@ -118,6 +131,12 @@ def compare_speed(args):
             if len(args.dtype) > 1:
                 gain = statistics.median(f / b for f, b in zip(times["ours", "fp32"], times["ours", "bf16"]))
                 print(f"{name:32s} {mode}  ours bf16 against fp32: {gain:.2f}x", flush=True)
+            if ("ours, held casts off", "bf16") in times:
+                each = times["ours, held casts off", "bf16"]
+                gain = statistics.median(e / h for e, h in zip(each, times["ours", "bf16"]))
+                ratio = statistics.median(t / e for t, e in zip(times["timm", "bf16"], each))
+                print(f"{name:32s} {mode}  bf16, casts made at every pass: ratio {ratio:.2f} to timm; held casts "
+                      f"{gain:.2f}x them", flush=True)
 
 
 def peak_rss_bytes() -> int:

@@ -240,13 +240,16 @@ def test_bench_model_compares_a_train_step_and_inference_with_timm(bench):
 
 
 def test_bench_model_times_both_dtypes_side_by_side_and_ours_bf16_against_fp32(bench):
+    """And ours' bf16 inference with its weights' casts made at every pass beside it held (--held-casts on off)."""
     out = bench("bench_model.py", "--models", "swin_tiny_patch4_window7_224", "--batch-size", "1", "--rounds", "1",
-                "--dtype", "fp32", "bf16")
+                "--dtype", "fp32", "bf16", "--held-casts", "on", "off")
     rows = re.findall(r"swin_tiny_patch4_window7_224 +(train step|inference ) (fp32|bf16) +timm +[\d.]+ img/s +ours "
                       r"+[\d.]+ img/s +ratio [\d.]+", out)
     assert rows == [("train step", "fp32"), ("train step", "bf16"), ("inference ", "fp32"), ("inference ", "bf16")], out
     gains = re.findall(r"swin_tiny_patch4_window7_224 +(train step|inference ) +ours bf16 against fp32: [\d.]+x", out)
     assert gains == ["train step", "inference "], out
+    assert re.search(r"swin_tiny_patch4_window7_224 +inference +bf16, casts made at every pass: ratio [\d.]+ to timm; "
+                     r"held casts [\d.]+x them", out), out
     assert "# fp32 and bf16; batch 1; 1 round;" in out
 
 

@@ -102,6 +102,49 @@ def test_a_linear_put_in_after_the_first_cast_is_left_to_autocast(monkeypatch):
     assert all(isinstance(p, torch.nn.Parameter) and p.dtype == torch.float32 for p in replaced.parameters())
 
 
+def test_inference_holds_its_casts_while_the_weights_stay_as_they_were(monkeypatch):
+    """Without gradients a stage's casts are made once and held: a second pass makes none and gives the same
+    logits as casts made afresh (precision.HOLD_INFERENCE_CASTS off); weights changed in place (an EMA's update,
+    load_state_dict) make the next pass cast them again, and a training pass drops them. A gradient through a
+    frozen model after an inference_mode pass (predict.py --cam) takes casts of its own."""
+    torch.manual_seed(0)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=4).eval()
+    x = torch.randn(2, 3, 64, 64)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+
+    def infer(held=True):
+        monkeypatch.setattr(precision, "HOLD_INFERENCE_CASTS", held)
+        calls = traffic().OperatorTraffic()
+        with calls, torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+            out = net(x)
+        return out, calls.calls["_foreach_copy_"]
+
+    def assert_fresh():  # casts made now, then held: the same logits as casts made at every pass
+        (out, made), (again, again_made), (want, _) = infer(), infer(), infer(held=False)
+        assert made == len(net.layers) and again_made == 0
+        assert torch.equal(out, want) and torch.equal(again, want)
+        return want
+
+    first = assert_fresh()  # the casts held from here on
+    with torch.no_grad():  # as an EMA updates its weights: in place, their version counters moved
+        torch._foreach_mul_(list(net.parameters()), 0.9)
+    averaged = assert_fresh()
+    net.load_state_dict({k: v + 0.01 if v.is_floating_point() else v for k, v in net.state_dict().items()})
+    loaded = assert_fresh()
+    assert not torch.equal(averaged, first) and not torch.equal(loaded, averaged)
+    net.train()  # a training step: its pass drops the held casts, its step moves the weights
+    with torch.autocast("cpu", torch.bfloat16):
+        net(x).float().square().mean().backward()
+    assert not any(stage in precision._inference_casts for stage in net.layers)
+    optimizer.step()
+    assert not torch.equal(assert_fresh(), loaded)
+    net.requires_grad_(False)
+    image = x.clone().requires_grad_()
+    with torch.autocast("cpu", torch.bfloat16):
+        grad, = torch.autograd.grad(net(image).float().sum(), image)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
 def traffic():
     """bench/bench_traffic.py: its operator counter, and CUDA autocast's rule for layer_norm on the CPU."""
     sys.path.insert(0, str(ROOT / "bench"))
