@@ -124,13 +124,13 @@ def weights_cast(module: nn.Module, dtype: torch.dtype):
             m._parameters[name] = p
 
 
-# module -> (its parameters' addresses and versions, the type, their casts): without gradients a stage casts its
+# module -> ((the type, its parameters' addresses and versions), their casts): without gradients a stage casts its
 # weights once and holds the casts while none of them changes, not at every pass (inference in bf16 1.01-1.06x and
 # 1.02-1.03x, swin_tiny and swinv2_tiny at batch 8, two runs: bench/bench_model.py --dtype bf16 --held-casts on off,
-# 2-core EPYC, 2026-12-02). Any in-place change moves a tensor's version counter (an optimizer's step, load_state_dict's copy_, an
-# EMA's lerp), under no_grad and inference_mode too; one made through .data does not, as autograd does not see it
-# either. The casts are held until the stage runs with gradients again: half its weights' size, float32 to bf16 or
-# fp16. Not with gradients: casts made in inference_mode cannot be saved for a backward pass.
+# 2-core EPYC, 2026-12-02). Any in-place change moves a tensor's version counter (an optimizer's step,
+# load_state_dict's copy_, an EMA's lerp), under no_grad and inference_mode too; one made through .data does not, as
+# autograd does not see it either. The casts are held until the stage runs with gradients again: half its weights'
+# size, float32 to bf16 or fp16. Not with gradients: casts made in inference_mode cannot be saved for a backward pass.
 HOLD_INFERENCE_CASTS = True
 _inference_casts = weakref.WeakKeyDictionary()
 
