@@ -10,6 +10,7 @@ from __future__ import annotations  # annotations name torch types without impor
 
 import argparse
 import codecs
+import difflib
 import os
 import random
 import re
@@ -160,11 +161,29 @@ class ArgumentParser(argparse.ArgumentParser):
     each process's error file for torchrun's summary, which otherwise showed a link to its documentation."""
 
     def error(self, message):
-        line = f"{self.prog}: error: {message}"
+        line = f"{self.prog}: error: {message}{self.suggestions(message)}"
         tell_torchrun(line)
         if said_by_another_process(line):
             sys.exit(2)
         self.exit(2, f"usage: {self.prog} [flags] ({self.prog} --help describes them)\n{line}\n")
+
+    def suggestions(self, message: str) -> str:
+        """For flags refused as unknown, the nearest ones it has: `--top-k` or `--TopK` finds `--topk`, `--epoch`
+        `--epochs` (argparse itself takes an unambiguous prefix, `--epo`, as the flag)."""
+        if not message.startswith("unrecognized arguments: "):
+            return ""
+        flags = [flag for flag in self._option_string_actions if flag.startswith("--")]
+
+        def plain(flag: str) -> str:
+            return flag.lower().replace("_", "").replace("-", "")
+        meant = []
+        for word in message.split()[2:]:
+            if not word.startswith("--"):
+                continue
+            name = word.split("=", 1)[0]
+            near = [f for f in flags if plain(f) == plain(name)] or difflib.get_close_matches(name, flags, 1, 0.75)
+            meant += [f"{name}: did you mean {near[0]}?"] if near else []
+        return f" ({'; '.join(meant)})" if meant else ""
 
 
 def stdout_reader_gone() -> bool:

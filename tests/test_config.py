@@ -8,6 +8,7 @@ import torch
 import yaml
 
 import config
+import predict
 import runs
 import train
 import utils
@@ -85,6 +86,22 @@ def test_config_precedence_and_unknown_keys(tmp_path, monkeypatch):
         config.parse_config(train.build_parser(), ["--config", "nothing.yaml"])
     with pytest.raises(UserError, match=r"--config is given 2 times \(configs/cpu_demo.yaml, .*c.yaml\): give one"):
         config.parse_config(train.build_parser(), ["--config", "configs/cpu_demo.yaml", "--config", str(yaml_file)])
+
+
+def test_an_unknown_flag_is_refused_with_the_nearest_known_one(capsys):
+    """A flag mistyped (another spelling, letters swapped) is refused as argparse refuses it, with the flag meant;
+    one like none is refused alone."""
+    for parser, args, said in (
+            (predict.build_parser(), ["x.jpg", "--top-k", "3"], "--top-k 3 (--top-k: did you mean --topk?)"),
+            (predict.build_parser(), ["x.jpg", "--Weigths=w.pth"],
+             "--Weigths=w.pth (--Weigths: did you mean --weights?)"),
+            (train.build_parser(), ["--data_path", "d", "--zzz"], "--data_path d --zzz (--data_path: did you mean "
+                                                                   "--data-path?)"),
+            (train.build_parser(), ["--zzz"], "--zzz")):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args(args)
+        error = capsys.readouterr().err.splitlines()[-1]
+        assert exit_info.value.code == 2 and error.endswith(f": error: unrecognized arguments: {said}"), error
 
 
 @pytest.mark.parametrize("flag, value, message", [
