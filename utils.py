@@ -168,11 +168,12 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"usage: {self.prog} [flags] ({self.prog} --help describes them)\n{line}\n")
 
     def suggestions(self, message: str) -> str:
-        """For flags refused as unknown, the nearest ones it has: `--top-k` or `--TopK` finds `--topk`, `--epoch`
-        `--epochs` (argparse itself takes an unambiguous prefix, `--epo`, as the flag)."""
+        """For flags refused as unknown, the nearest ones that --help shows: `--top-k` or `--TopK` finds `--topk`,
+        `--weigths` `--weights` (a prefix of one flag, `--epo`, argparse itself takes as that flag)."""
         if not message.startswith("unrecognized arguments: "):
             return ""
-        flags = [flag for flag in self._option_string_actions if flag.startswith("--")]
+        flags = [flag for flag, action in self._option_string_actions.items()
+                 if flag.startswith("--") and action.help != argparse.SUPPRESS]
 
         def plain(flag: str) -> str:
             return flag.lower().replace("_", "").replace("-", "")
