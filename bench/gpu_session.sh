@@ -32,7 +32,7 @@ declare -A need=([train_graphs_compiled]=150 [train_compiled]=150 [attention_com
                  [profile_compiled]=90)
 export PYTHONUNBUFFERED=1
 new_tests="waits_for_the_gpu or torchrun or train_py_with_cuda_graphs or fused_adamw_on_cuda or triton_layer_norm"
-new_tests+=" or triton_attention_matches or cuda_attention_agrees"
+new_tests+=" or triton_attention_matches or cuda_attention_agrees or inference_holds_its_weight_casts"
 # after the new tests, the one target not met (compiled, 1.3x timm) with the kernels that may meet it: a lent machine
 # now gives 15 minutes a session, start included, about one call of BUDGET=540
 all="tests_new attention_compiled train_eager train_graphs_compiled train_graphs_eager tests_rest train_compiled
@@ -71,7 +71,8 @@ run_part() {
     # CUDA's error if it fails again), and
     # train.py with --cuda-graphs, resumed; kernels.py's LayerNorm, CUDA training's default since 2026-12-01, behind
     # its build check (kernels.layer_norm_runs); the attention kernels reading V1's q, k and v in place from the qkv
-    # product (kernels.packed_window_attention, since 2026-12-01), CUDA's inference path for V1. About 100 s (a compile, two torchrun runs, two train.py runs); the rest
+    # product (kernels.packed_window_attention, since 2026-12-01), CUDA's inference path for V1; inference's weight
+    # casts held while the weights stay (precision.inference_casts, since 2026-12-02). About 100 s (a compile, two torchrun runs, two train.py runs); the rest
     # of tests/test_cuda.py (some 300 s: 17 not run since 2026-11-28) is tests_rest. -v names each test as it ends
     tests_new) part tests_new 240 python3 -m pytest -v -p no:cacheprovider --durations=0 tests/test_cuda.py \
         -k "$new_tests" ;;

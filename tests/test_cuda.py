@@ -24,7 +24,7 @@ from model import create_model
 from test_data import check_device_decoding
 from test_engine import training_losses
 from test_attention import attention_run
-from test_precision import check_weights_cast_once
+from test_precision import check_inference_casts_held, check_weights_cast_once
 from script_runs import FAST, ROOT, metrics, run_train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
@@ -96,6 +96,12 @@ def test_bf16_and_fp16_steps_are_finite_and_track_fp32(version):
 def test_stages_cast_their_weights_once_on_the_gpu(version, dtype, monkeypatch):
     """precision.CAST_ONCE under CUDA's autocast: one cast kernel a stage each way, autocast's results to the bit."""
     check_weights_cast_once(version, False, "cuda", dtype, monkeypatch)
+
+
+def test_inference_holds_its_weight_casts_on_the_gpu(monkeypatch):
+    """precision.HOLD_INFERENCE_CASTS under CUDA's autocast: made once, held while the weights stay, made again
+    after they change."""
+    check_inference_casts_held("cuda", monkeypatch)
 
 
 @pytest.mark.parametrize("version", [1, 2])

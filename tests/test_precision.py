@@ -106,16 +106,21 @@ def test_inference_holds_its_casts_while_the_weights_stay_as_they_were(monkeypat
     """Without gradients a stage's casts are made once and held: a second pass makes none and gives the same
     logits as casts made afresh (precision.HOLD_INFERENCE_CASTS off); weights changed in place (an EMA's update,
     load_state_dict) make the next pass cast them again, and a training pass drops them. A gradient through a
-    frozen model after an inference_mode pass (predict.py --cam) takes casts of its own."""
+    frozen model after an inference_mode pass (predict.py --cam) takes casts of its own. tests/test_cuda.py runs it
+    under CUDA's autocast."""
+    check_inference_casts_held("cpu", monkeypatch)
+
+
+def check_inference_casts_held(device: str, monkeypatch) -> None:
     torch.manual_seed(0)
-    net = create_model("swin_micro_patch4_window4_128", num_classes=4).eval()
-    x = torch.randn(2, 3, 64, 64)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=4).eval().to(device)
+    x = torch.randn(2, 3, 64, 64, device=device)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
 
     def infer(held=True):
         monkeypatch.setattr(precision, "HOLD_INFERENCE_CASTS", held)
         calls = traffic().OperatorTraffic()
-        with calls, torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        with calls, torch.inference_mode(), torch.autocast(device, torch.bfloat16):
             out = net(x)
         return out, calls.calls["_foreach_copy_"]
 
@@ -133,14 +138,14 @@ def test_inference_holds_its_casts_while_the_weights_stay_as_they_were(monkeypat
     loaded = assert_fresh()
     assert not torch.equal(averaged, first) and not torch.equal(loaded, averaged)
     net.train()  # a training step: its pass drops the held casts, its step moves the weights
-    with torch.autocast("cpu", torch.bfloat16):
+    with torch.autocast(device, torch.bfloat16):
         net(x).float().square().mean().backward()
     assert not any(stage in precision._inference_casts for stage in net.layers)
     optimizer.step()
     assert not torch.equal(assert_fresh(), loaded)
     net.requires_grad_(False)
     image = x.clone().requires_grad_()
-    with torch.autocast("cpu", torch.bfloat16):
+    with torch.autocast(device, torch.bfloat16):
         grad, = torch.autograd.grad(net(image).float().sum(), image)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
