@@ -72,8 +72,9 @@ run_part() {
     # train.py with --cuda-graphs, resumed; kernels.py's LayerNorm, CUDA training's default since 2026-12-01, behind
     # its build check (kernels.layer_norm_runs); the attention kernels reading V1's q, k and v in place from the qkv
     # product (kernels.packed_window_attention, since 2026-12-01), CUDA's inference path for V1; inference's weight
-    # casts held while the weights stay (precision.inference_casts, since 2026-12-02). About 100 s (a compile, two torchrun runs, two train.py runs); the rest
-    # of tests/test_cuda.py (some 300 s: 17 not run since 2026-11-28) is tests_rest. -v names each test as it ends
+    # casts held while the weights stay (precision.inference_casts, since 2026-12-02). About 100 s (a compile, two
+    # torchrun runs, two train.py runs); the rest of tests/test_cuda.py (some 300 s: 17 not run since 2026-11-28) is
+    # tests_rest. -v names each test as it ends
     tests_new) part tests_new 240 python3 -m pytest -v -p no:cacheprovider --durations=0 tests/test_cuda.py \
         -k "$new_tests" ;;
     tests_rest) part tests_rest 330 python3 -m pytest -v -p no:cacheprovider --durations=0 tests/test_cuda.py \
