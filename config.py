@@ -69,6 +69,22 @@ def weights_path(text: str):
     return "none" if text.strip().lower() in ("", "none", *FALSE_WORDS) else Path(text)
 
 
+def sha256_digest(text: str) -> str:
+    """--sha256: 64 hexadecimal digits, checked before a download of hundreds of MB that it could not match."""
+    digest = text.strip().lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise argparse.ArgumentTypeError(f"must be a SHA-256 digest, 64 hexadecimal digits, not {text!r} "
+                                         "(sha256sum FILE prints one)")
+    return digest
+
+
+def web_address(text: str) -> str:
+    """--url: not empty, as an unset shell variable gives it ("$URL"), which would quietly mean the default one."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty (an unset shell variable?): give an http:// or https:// address")
+    return text.strip()
+
+
 POSITIVE_INT = ranged(int, 1)
 COUNT = ranged(int, 0)  # 0 meaning none or off
 POSITIVE = ranged(float, 0, low_open=True)

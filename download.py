@@ -91,6 +91,13 @@ def download(url: str, dest, sha256: str | None = None, wanted_at=None,
     """
     dest = Path(dest)
     try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as error:  # "http://[::1": urllib's, before any connection
+        raise UserError(f"{url} is not a valid address: {error}") from None
+    if scheme not in ("http", "https"):  # a local path, a mistyped scheme (htp://), file://: no download
+        raise UserError(f"cannot download {url}: an http:// or https:// address is needed. To use a file you have, "
+                        f"put it at {wanted_at or dest}")
+    try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         handle, partial = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     except OSError as error:  # a read-only or someone else's folder: said of it, not of a hidden temporary name
@@ -100,7 +107,8 @@ def download(url: str, dest, sha256: str | None = None, wanted_at=None,
     digest = hashlib.sha256()
     try:
         with os.fdopen(handle, "wb") as file, urllib.request.urlopen(url, timeout=60) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
+            length = (response.headers.get("Content-Length") or "").strip()
+            total = int(length) if length.isdigit() and int(length) > 0 else None  # none, or one past reading
             with tqdm(total=total, desc=f"downloading {Path(wanted_at or dest).name}", unit="B",
                       unit_scale=True) as bar:
                 while chunk := response.read1(CHUNK):  # what has come: the bar moves on a slow link too
@@ -111,13 +119,17 @@ def download(url: str, dest, sha256: str | None = None, wanted_at=None,
         if total is not None and received != total:
             raise UserError(f"the download of {url} stopped after {received:,} of {total:,} bytes: try again")
         if sha256 is not None and digest.hexdigest() != sha256.lower():
+            # a transfer cut short ends so too where the server sent no length to check it by: trusting what came
+            # then would keep a broken archive
+            cut = "" if total is not None else " (this server sent no length, so one cut short ends so too)"
             raise UserError(f"{url} does not have the expected SHA-256 (expected {sha256.lower()}, got "
-                            f"{digest.hexdigest()}), so it was not kept. If you trust this source, {trust}")
+                            f"{digest.hexdigest()}), so it was not kept: try again{cut}. If the same digest comes "
+                            f"again and you trust this source, {trust}")
         os.chmod(partial, 0o666 & ~current_umask())  # mkstemp's file is the owner's alone; a download is not
         os.replace(partial, dest)
-    except ValueError as error:  # urllib's, for what is no URL (a local path)
-        raise UserError(f"cannot download {url}: {error}; an http:// or https:// address is needed. To use a "
-                        f"file you have, put it at {wanted_at or dest}") from None
+    except ValueError as error:  # urllib's, for an address it cannot take apart (a bad port)
+        raise UserError(f"cannot download {url}: {error}. Check the address, or fetch the file by other means and "
+                        f"put it at {wanted_at or dest}") from None
     except urllib.error.HTTPError as error:  # the server answered: the network is fine, the address is not
         raise UserError(f"could not download {url}: the server answered {error.code} {error.reason} (the address is "
                         "wrong, has moved, or the server failed): try again later, or fetch the file by other means "
@@ -152,7 +164,7 @@ def safe_extract(archive, dest) -> None:
                 elif not (member.isfile() or member.isdir()):
                     problem = "is a device file or FIFO, not a file or folder"
                 elif target != dest and dest not in target.parents:
-                    problem = f"would be written outside {dest}"
+                    problem = "would be written outside the folder it is extracted into"
                 else:
                     continue
                 raise UserError(f"refusing to extract {archive}: its member {member.name!r} {problem}")
@@ -203,7 +215,7 @@ def fetch_flower_photos(data_path: Path, url: str | None = None, sha256: str | N
         actual = sha256_of(archive)
         if actual != sha256:
             raise UserError(f"{archive} is already there but its SHA-256 is {actual}, not {sha256}: "
-                            "move it away so that it can be downloaded again")
+                            f"move it away so that it can be downloaded again, or, if you trust it, {trust}")
         print(f"using {archive}, already downloaded (SHA-256 {actual})")
     else:
         print(f"downloading {url} to {archive} (SHA-256 checked), then extracting it to {data_path}")
@@ -228,7 +240,13 @@ def fetch_flower_photos(data_path: Path, url: str | None = None, sha256: str | N
         top = entries[0] if len(entries) == 1 and entries[0].is_dir() else staging  # flower_photos/
         if top == staging:  # mkdtemp's folder is the owner's alone; the data folder is not
             os.chmod(staging, 0o777 & ~current_umask())
-        top.rename(data_path)
+        try:
+            top.rename(data_path)
+        except OSError:
+            if not data_path.is_dir():
+                raise
+            # another run, started beside this one, extracted the same archive first: the same checked photos
+            print(f"{data_path} was extracted meanwhile by another run: using it")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

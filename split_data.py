@@ -22,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 import plots
-from config import COUNT, FRACTION, POSITIVE_INT, folder_path, ranged
+from config import COUNT, FRACTION, POSITIVE_INT, folder_path, ranged, sha256_digest, web_address
 from download import FLOWER_PHOTOS_SHA256, FLOWER_PHOTOS_URL, fetch_flower_photos
 from images import BUNDLED_SAMPLE, read_class_root, readable_folder, write_class_indices
 from splits import (SPLITS, case_twins, check_split_finished, class_imbalance, is_split_root, per_class_counts,
@@ -50,8 +50,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true",
                         help="write into a non-empty --out; only files an earlier split wrote are removed")
     parser.add_argument("--download", action="store_true", help="download and extract flower_photos first")
-    parser.add_argument("--url", default=FLOWER_PHOTOS_URL, help="where --download fetches the archive")
-    parser.add_argument("--sha256", default=FLOWER_PHOTOS_SHA256, help="the archive's expected SHA-256")
+    parser.add_argument("--url", type=web_address, default=FLOWER_PHOTOS_URL,
+                        help="where --download fetches the archive")
+    parser.add_argument("--sha256", type=sha256_digest, default=FLOWER_PHOTOS_SHA256,
+                        help="the archive's expected SHA-256")
     args = parser.parse_args(argv)
     if args.val_ratio + args.test_ratio >= 1:  # before any download or the check of every image
         parser.error(f"--val-ratio {args.val_ratio:g} and --test-ratio {args.test_ratio:g} add up to 1 or more: "
@@ -62,6 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     source, out = args.data_path, args.out
+    check_out(source, out)  # before a download: they are paths, known now
     if args.download:
         try:
             fetch_flower_photos(source, args.url, args.sha256)
@@ -84,18 +87,6 @@ def main(argv=None) -> None:
                         "train.py reads a folder with train/ and val/ as it is (a valid/ renamed val/ is one); to "
                         f"split its training photos, give --data-path {source / 'train'} and another --out")
     check_split_finished(source)  # the train/ of an interrupted split: the classes it wrote so far
-    if out.exists() and not out.is_dir():  # before the images are checked, which takes minutes on a large folder
-        raise UserError(f"--out {out} is a file: name a folder for the split (made if missing)")
-    if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
-        raise UserError(f"--out {out} is inside --data-path {source}: the split must go elsewhere, "
-                        "because nothing is ever written under --data-path")
-    # and the reverse: photos in --out's train/ (val/, test/) are what a split there replaces, an earlier split's
-    # files removed before the new one is written (a re-split of data/train into data: its val/ photos went)
-    for split in SPLITS:
-        if (out / split).resolve() in (source.resolve(), *source.resolve().parents):
-            raise UserError(f"--data-path {source} is inside {out / split}, which a split into --out {out} "
-                            f"replaces: move the class folders out of {out / split} first (or split into "
-                            "another --out)")
 
     if args.mode == "hardlink":  # known before the earlier split is cleared, not at the first link
         nearest_existing = next(folder for folder in [out, *out.resolve().parents] if folder.exists())
@@ -147,11 +138,30 @@ def main(argv=None) -> None:
                                                               "test")):
         enough = next(n for n in itertools.count(3) if split_counts(n, args.val_ratio, args.test_ratio)[1])
         print(f"warning: {missing}; {enough} photos or more of each would give them some", file=sys.stderr)
+    if notice := plots.letters_missing_notice(classes, f"the labels of {CHART}"):
+        print(notice, file=sys.stderr)
     if twins := case_twins(classes):
         print(f"warning: {twins}", file=sys.stderr)
     imbalance = class_imbalance(classes, [len(paths) for paths in images])
     if imbalance:
         print(f"warning: {imbalance}; train.py --balance sampler (or loss) compensates", file=sys.stderr)
+
+
+def check_out(source: Path, out: Path) -> None:
+    """What --out cannot be, told from the two paths alone: before a download, and before the images are checked,
+    which takes minutes on a large folder."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: name a folder for the split (made if missing)")
+    if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
+        raise UserError(f"--out {out} is inside --data-path {source}: the split must go elsewhere, "
+                        "because nothing is ever written under --data-path")
+    # and the reverse: photos in --out's train/ (val/, test/) are what a split there replaces, an earlier split's
+    # files removed before the new one is written (a re-split of data/train into data: its val/ photos went)
+    for split in SPLITS:
+        if (out / split).resolve() in (source.resolve(), *source.resolve().parents):
+            raise UserError(f"--data-path {source} is inside {out / split}, which a split into --out {out} "
+                            f"replaces: move the class folders out of {out / split} first (or split into "
+                            "another --out)")
 
 
 def hardlinks_protected() -> bool:

@@ -86,18 +86,23 @@ def flowers() -> Path:
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
-    """Serves a folder; /short/<name> promises more bytes than it sends, as a dropped connection does."""
+    """Serves a folder; /short/<name> promises more bytes than it sends, as a dropped connection does;
+    /unsized/<name> sends half of it with no length, then closes (HTTP/1.0: the end of the stream ends the file);
+    /garbled/<name> sends it whole with a length past reading."""
 
     def log_message(self, *args):
         pass
 
     def do_GET(self):
-        if self.path.startswith("/short/"):
-            body = (Path(self.directory) / self.path.removeprefix("/short/")).read_bytes()
+        kind, _, name = self.path.lstrip("/").partition("/")
+        if kind in ("short", "unsized", "garbled"):
+            body = (Path(self.directory) / name).read_bytes()
             self.send_response(200)
-            self.send_header("Content-Length", str(len(body) * 2))
+            length = {"short": str(len(body) * 2), "garbled": "abc"}.get(kind)
+            if length is not None:
+                self.send_header("Content-Length", length)
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(body[:len(body) // 2] if kind == "unsized" else body)
             self.close_connection = True
             return
         super().do_GET()

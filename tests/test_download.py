@@ -37,6 +37,14 @@ def test_download_keeps_a_file_only_when_whole_and_checked(served, tmp_path):
     with pytest.raises(UserError, match="stopped after 1,024,000 of 2,048,000 bytes"):
         download(f"{url}/short/blob.bin", dest)
     assert not dest.exists() and leftovers(dest.parent) == []
+    # cut short by a server that sent no length: only the digest tells, and its line says to try again before
+    # trusting what came (it offered to trust the broken file)
+    with pytest.raises(UserError, match=r"so it was not kept: try again \(this server sent no length, so one cut "
+                                        r"short ends so too\)\. If the same digest comes again and you trust"):
+        download(f"{url}/unsized/blob.bin", dest, sha256=digest)
+    assert not dest.exists() and leftovers(dest.parent) == []
+    # a length past reading is no length: the file kept by its digest (it blamed the address)
+    assert download(f"{url}/garbled/blob.bin", dest, sha256=digest) == digest and dest.read_bytes() == payload
 
 
 def test_download_failures_are_explained(served, tmp_path):
@@ -54,6 +62,10 @@ def test_download_failures_are_explained(served, tmp_path):
             download(no_url, tmp_path / "x.tgz")
     with pytest.raises(UserError, match=r"put it at .*wanted.tgz$"):  # where the caller wants it, not a staging name
         download("flower_photos.tgz", tmp_path / "x.tgz.staged", wanted_at=tmp_path / "wanted.tgz")
+    # a mistyped scheme ("unknown url type: htp. Check the network") and file://, which docs/data.md does not offer
+    for not_web in ("htp://example.org/x.tgz", f"file://{tmp_path}/x.tgz"):
+        with pytest.raises(UserError, match=r"^cannot download \S+: an http:// or https:// address is needed"):
+            download(not_web, tmp_path / "x.tgz")
     assert leftovers(tmp_path) == []
 
 
@@ -200,6 +212,13 @@ def test_split_data_download_fetches_checks_extracts_and_splits(served, tmp_path
     with pytest.raises(UserError, match="expected SHA-256"):
         split_data.main([*args, "--sha256", "ab" * 32])
     assert sorted(p.name for p in place.iterdir()) == []  # no archive, no partial file, no folder
+    # an archive already there with another digest: taken on its digest, as one downloaded would be
+    (place / "flower_photos.tgz").write_bytes((folder / "flower_photos.tgz").read_bytes())
+    with pytest.raises(UserError, match=r"flower_photos.tgz is already there but its SHA-256 is [0-9a-f]{64}, not "
+                                        r"(ab){32}: move it away .*, or, if you trust it, pass its digest with "
+                                        r"--sha256"):
+        split_data.main([*args, "--sha256", "ab" * 32])
+    (place / "flower_photos.tgz").unlink()
     split_data.main([*args, "--sha256", digest])
     assert sorted(p.name for p in place.iterdir()) == ["data", "flower_photos", "flower_photos.tgz"]
     assert sorted(p.name for p in (place / "flower_photos").iterdir()) == ["LICENSE.txt", "daisy", "tulips"]
@@ -322,7 +341,7 @@ def test_what_a_download_cannot_use_is_said_of_the_download_with_a_way_on_in_thi
     assert ".download" not in str(err.value)
     flower_archive(folder, tmp_path / "made")
     monkeypatch.setattr(download, "FLOWER_PHOTOS_URL", f"{url}/flower_photos.tgz")
-    with pytest.raises(UserError, match=r"If you trust this source, fetch it with python split_data.py --download "
+    with pytest.raises(UserError, match=r"and you trust this source, fetch it with python split_data.py --download "
                                         r"--data-path .*flower_photos --sha256 <its digest>, then train") as err:
         download.fetch_tutorial_photos(tmp_path / "flower_photos")
     assert "pass its digest with --sha256" not in str(err.value)
@@ -343,3 +362,41 @@ def test_an_address_not_named_as_an_archive_is_kept_as_the_data_folders_archive(
     (tmp_path / "project" / "data").mkdir(parents=True)
     download_module.fetch_flower_photos(tmp_path / "project" / "flower_photos", f"{url}/data", digest)
     assert sorted(p.name for p in (tmp_path / "project").iterdir()) == ["data", "flower_photos", "flower_photos.tgz"]
+
+
+def test_what_split_data_cannot_use_is_refused_before_a_download(tmp_path, capsys, monkeypatch):
+    """--sha256 that no file has (read after 218 MiB), an empty one or an empty --url (each quietly the official
+    one), an --out that is a file or inside the photos (said after the download and extraction): refused first."""
+    monkeypatch.setattr(download_module, "download", lambda *a, **k: pytest.fail("nothing may be downloaded"))
+    monkeypatch.chdir(tmp_path)
+    for flag, value, said in (("--sha256", "xyz", "must be a SHA-256 digest, 64 hexadecimal digits, not 'xyz'"),
+                              ("--sha256", "", "must be a SHA-256 digest"),
+                              ("--url", "", "is empty (an unset shell variable?)")):
+        with pytest.raises(SystemExit) as stopped:
+            split_data.main(["--download", flag, value])
+        assert stopped.value.code == 2 and said in capsys.readouterr().err
+    (tmp_path / "data").write_text("x")
+    with pytest.raises(UserError, match=r"^--out data is a file"):
+        split_data.main(["--download"])
+    with pytest.raises(UserError, match=r"^--out flower_photos/split is inside --data-path flower_photos"):
+        split_data.main(["--download", "--out", "flower_photos/split"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_a_download_extracted_meanwhile_by_another_run_is_used(served, tmp_path, capsys, monkeypatch):
+    """Two downloads into one folder at once: the second to finish found the folder taken and failed, naming its
+    temporary folder; it uses the first's (the same checked archive)."""
+    folder, url = served
+    digest = flower_archive(folder, tmp_path / "made")
+    target = tmp_path / "place" / "flower_photos"
+    extract = download_module.safe_extract
+
+    def and_another_run_first(archive, dest):
+        extract(archive, dest)
+        extract(archive, target.parent / "other")
+        (target.parent / "other" / "flower_photos").rename(target)
+    monkeypatch.setattr(download_module, "safe_extract", and_another_run_first)
+    download_module.fetch_flower_photos(target, f"{url}/flower_photos.tgz", digest)
+    assert "was extracted meanwhile by another run: using it" in capsys.readouterr().out
+    assert sorted(p.name for p in target.parent.iterdir()) == ["flower_photos", "flower_photos.tgz", "other"]
+    assert sorted(p.name for p in target.iterdir()) == ["LICENSE.txt", "daisy", "tulips"]

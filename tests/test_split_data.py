@@ -582,3 +582,16 @@ def test_class_folders_differing_in_case_alone_are_said(tmp_path, capsys):
     assert "warning: the class folders Daisy and daisy differ in case alone: they are classes of their own (and one " \
            "folder on a macOS or Windows disk); merge them into one folder if they are one class" in \
            capsys.readouterr().err
+
+
+def test_class_names_the_fonts_here_lack_are_said(tmp_path, capsys, monkeypatch):
+    """日本/ on a machine with DejaVu alone: class_distribution.png drew boxes for its name without a word, where
+    train.py and predict.py --save-vis say so."""
+    source = tmp_path / "photos"
+    write_class_tree(source, {"daisy": 4, "roses": 4})
+    split_data.main(["--data-path", str(source), "--out", str(tmp_path / "out")])
+    assert "notice" not in capsys.readouterr().err
+    monkeypatch.setattr(plots, "letters_missing", lambda text: "\u65e5\u672c")
+    split_data.main(["--data-path", str(source), "--out", str(tmp_path / "out")])
+    assert "notice: the fonts here have no letters for \u65e5, \u672c in the class names: the labels of " \
+           "class_distribution.png draw boxes for them" in capsys.readouterr().err
