@@ -49,16 +49,18 @@ CENTER_CROP = seen_box(224, {"crop_mode": "center", "crop_pct": CROP_PCT})
 
 def write_report(path, result: dict, classes: list[str], checkpoint: str, variant: str, split: str = "val",
                  metrics_csv=None, max_shown: int = MAX_SHOWN, thumb_size: int = THUMB_SIZE,
-                 left_out: list = (), data: str = None, seen=CENTER_CROP) -> Path:
+                 left_out: list = (), data: str = None, seen=CENTER_CROP, caveats: list = ()) -> Path:
     """Write the report of an `evaluation.evaluate` result to `path`; returns the path. `left_out`: (path, reason)
     of the files in the data folder left out of the run (Splits.skipped: they do not decode, or link into another
     class's folder), said under the figures; `data`: the folder evaluated, named in the headline; `seen`: (width,
-    height) -> the box of a photo that the evaluation showed the model (data.seen_box), where its map is drawn."""
+    height) -> the box of a photo that the evaluation showed the model (data.seen_box), where its map is drawn;
+    `caveats`: warnings about what the figures count (photos the run trained on), shown above them: the page is
+    what gets shared, without the terminal's warnings."""
     path = Path(path)
     metrics = read_metrics(metrics_csv) if metrics_csv is not None and Path(metrics_csv).is_file() else []
     title = f"{variant} on {split}: {result['acc1']:.1%} top-1"
     body = [f"<h1>{escape(title)}</h1>",
-            headline(result, classes, checkpoint, variant, split, left_out, data),
+            headline(result, classes, checkpoint, variant, split, left_out, data, caveats),
             class_table(result["confusion"], classes),
             confusion_section(result["confusion"], classes),
             curves_section(metrics),
@@ -75,10 +77,12 @@ def write_report(path, result: dict, classes: list[str], checkpoint: str, varian
 
 
 def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, variant: str, split: str,
-                     metrics_csv=None, left_out: list = (), data: str = None, seen=CENTER_CROP) -> str:
+                     metrics_csv=None, left_out: list = (), data: str = None, seen=CENTER_CROP,
+                     caveats: list = ()) -> str:
     """Everything an evaluation leaves in `folder`: report.html, misclassified.csv (every mistake),
-    confusion_matrix.png and report.txt, whose text it returns (what --eval-only prints). `left_out`, `data` and
-    `seen`: as write_report's; report.txt lists the files left out at its end."""
+    confusion_matrix.png and report.txt, whose text it returns (what --eval-only prints). `left_out`, `data`,
+    `seen` and `caveats`: as write_report's; report.txt lists the files left out at its end, the caveats under its
+    figures."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     # each file whole or not at all (put_in_place): a second Ctrl-C as a run writes its report left a torn picture
@@ -94,7 +98,8 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
     lines = [f"{variant} from {checkpoint}" + (f", on {data}" if data else ""),
              f"{split}: {counted(result['images'], 'image')}  top-1 {result['acc1']:.4f}  "
              + (f"top-5 {result['acc5']:.4f}  " if len(classes) > TOP_K else "")
-             + f"balanced accuracy {result['balanced_acc']:.4f}  loss {result['loss']:.4f}", "",
+             + f"balanced accuracy {result['balanced_acc']:.4f}  loss {result['loss']:.4f}",
+             *[f"warning: {caveat}" for caveat in caveats], "",
              f"{'class':<{width}}  precision  recall     F1  images"]
     for (precision, recall, f1, support), name in zip(evaluation.per_class_metrics(result["confusion"]), classes):
         figures = "  ".join(f"{'n/a' if value is None else f'{value:.3f}':>{size}}"
@@ -123,7 +128,7 @@ def write_evaluation(folder, result: dict, classes: list[str], checkpoint: str, 
                  then=WRITE_AGAIN)
     # last: a report.html in a run folder says the run's evaluation was written whole
     write_report(folder / "report.html", result, classes, checkpoint, variant, split, metrics_csv, left_out=left_out,
-                 data=data, seen=seen)
+                 data=data, seen=seen, caveats=caveats)
     return text
 
 
@@ -155,7 +160,7 @@ def read_metrics(path) -> list[dict]:
 # --- Sections ---
 
 def headline(result: dict, classes: list[str], checkpoint: str, variant: str, split: str, left_out: list,
-             data: str = None) -> str:
+             data: str = None, caveats: list = ()) -> str:
     top5 = [("top-5", f"{result['acc5']:.1%}")] if len(classes) > TOP_K else []
     figures = [("top-1", f"{result['acc1']:.1%}"), *top5,
                ("balanced accuracy", f"{result['balanced_acc']:.1%}"), ("images", f"{result['images']:,}"),
@@ -172,7 +177,8 @@ def headline(result: dict, classes: list[str], checkpoint: str, variant: str, sp
         unread = (f'<p class="note">1 file in the data folder was left out of the run, {first}.</p>'
                   if len(left_out) == 1 else f'<p class="note">{len(left_out):,} files in the data folder were left '
                                              f'out of the run, such as {first}; report.txt lists them all.</p>')
-    return (f'<section id="summary"><p class="about">{about}</p><div class="cards">{cards}</div>'
+    warnings = "".join(f'<p class="caveat">Warning: {escape(caveat)}</p>' for caveat in caveats)
+    return (f'<section id="summary"><p class="about">{about}</p>{warnings}<div class="cards">{cards}</div>'
             '<p class="note">Balanced accuracy is the mean of the per-class recalls: top-1 as if every '
             f'class had as many images.</p>{unread}</section>')
 
@@ -337,6 +343,7 @@ h1 { font-size: 1.45em; margin: 0.4em 0 0.6em; overflow-wrap: anywhere; }
 h2 { font-size: 1.2em; margin: 1.6em 0 0.5em; border-bottom: 1px solid #ddd; }
 h3 { font-size: 1.05em; margin: 1.2em 0 0.4em; overflow-wrap: anywhere; }
 .note { color: #666; font-size: 0.9em; }
+.caveat { background: #fff4e0; border-left: 4px solid #e69500; padding: 0.4em 0.7em; }
 .about { overflow-wrap: anywhere; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(130px, 1fr)); gap: 8px; }
 .card { background: #fff; border: 1px solid #e2e2e6; border-radius: 6px; padding: 6px 10px; overflow-wrap: anywhere; }

@@ -442,8 +442,9 @@ def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp, recorded:
     split_name = "validation" if cfg.split == "val" else cfg.split
     if missing := without_validation(splits.classes, splits.counts(cfg.split), split_name):  # the page's n/a, said
         print(f"warning: {missing}", file=sys.stderr)
+    caveats = []  # what its figures count that they should not: said now, and in the report
     if checkpoint is not None:
-        out, source = runs.evaluation_in_run(cfg, checkpoint, splits, samples, recorded)
+        out, source, caveats = runs.evaluation_in_run(cfg, checkpoint, splits, samples, recorded)
     else:  # weights from elsewhere: a run folder of their own; a program's kind said (an int8 one's figures are its)
         source = f"{cfg.weights} ({model.kind})" if isinstance(model, ExportedClassifier) else str(cfg.weights)
         out = cfg.output / (cfg.name or f"eval-{cfg.weights.name}") / f"eval_{cfg.split}"  # flowers.onnx and .pt2 apart
@@ -455,7 +456,7 @@ def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp, recorded:
         torch.distributed.destroy_process_group()
     print(report.write_evaluation(out, result, splits.classes, source, model.variant, cfg.split,
                                   out.parent / "metrics.csv", splits.skipped, str(splits.root),
-                                  seen_box(model.img_size, preprocessing)))
+                                  seen_box(model.img_size, preprocessing), caveats))
     wrong = len(result["wrong"])
     print(f"\n{counted(wrong, 'misclassified file')}: {out / 'misclassified.csv'}; picture: "
           f"{out / 'confusion_matrix.png'}; open in a browser: {out / 'report.html'}")

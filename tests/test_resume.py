@@ -543,8 +543,14 @@ def test_what_a_user_types_to_go_on_from_a_run_does_what_it_says(flowers, tmp_pa
     warned = re.search(r"warning: (\d+) of the 30 images evaluated are photos the run trained on \(the same class "
                        r"folder, name and size in (.*)\): its figures count them", capsys.readouterr().err)
     assert warned and int(warned[1]) > 0 and warned[2] == str(flowers.resolve())
+    # and in what is shared, the report, above its figures (the page escapes the path's quotes alone)
+    caveat = f"{warned[1]} of the 30 images evaluated are photos the run trained on"
+    assert f"warning: {caveat}" in (run / "eval_val-copy" / "report.txt").read_text()
+    page = (run / "eval_val-copy" / "report.html").read_text()
+    assert f'<p class="caveat">Warning: {caveat}' in page and page.index(caveat) < page.index('class="cards"')
     train.main(["--eval-only", "--resume", str(run / "best.pth"), "--workers", "0", "--no-progress"])
     assert "photos the run trained on" not in capsys.readouterr().err  # its own folder: its own validation files
+    assert 'class="caveat"' not in (run / "eval_val" / "report.html").read_text()
     # its own folder at another ratio: drawn again there, photos it trained on among them, said as for a copy
     train.main(["--eval-only", "--resume", str(run / "best.pth"), "--val-ratio", "0.3", "--workers", "0",
                 "--no-progress"])
