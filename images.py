@@ -39,6 +39,8 @@ UNREAD_PHOTOS.update(dict.fromkeys((".cr2", ".cr3", ".nef", ".arw", ".dng", ".or
                                    "a camera's raw file, which Pillow does not read: export it as JPEG"))
 UNREAD_PHOTOS.update({".avif": "an AVIF photo, which this Pillow does not read (11.3 and newer do): pip install "
                                "-U pillow, or convert it to JPEG"} if ".avif" not in IMAGE_EXTENSIONS else {})
+# What an image's name can be that no decoder opens (a pipe would wait forever): said, and an image not classified
+NOT_A_FILE = "not a file of its own (a pipe, a socket or a device)"
 # Folders that systems write beside the photos, of thumbnails and deleted files: never a class's photos
 SYSTEM_FOLDERS = {"@eaDir": "a Synology NAS's thumbnails", "#recycle": "a NAS's recycle bin",
                   "$RECYCLE.BIN": "Windows' recycle bin", "__MACOSX": "macOS's archive metadata"}
@@ -347,7 +349,7 @@ def find_images(folder: Path, others: dict = None, left_out: list = None, unlist
                 continue
             if not path.is_file() and path.exists():  # a pipe (opening it would wait forever), a socket, a device
                 if left_out is not None:
-                    left_out.append((str(path), "not a file of its own (a pipe, a socket or a device)"))
+                    left_out.append((str(path), NOT_A_FILE))
                 continue
             # a file linked from another class folder: that class's photo, as a linked folder's are
             linked = others and os.path.islink(path) and next(
@@ -536,22 +538,28 @@ def list_images(patterns: list, passed_over=None, left_out: list = None, passed:
             paths.append(str(path))
             continue
         if not path.is_dir() and not glob.has_magic(pattern):
-            raise UserError(f"{pattern} is not a file of its own (a pipe, a socket or a device)" if path.exists()
+            raise UserError(f"{pattern} is {NOT_A_FILE}" if path.exists()
                             else f"image not found: {pattern}")
-        unread = []  # the folders in it that cannot be read
+        unread, special = [], []  # the folders in it that cannot be read; what a pattern matches that is no file
         if path.is_dir():
             readable_folder(path)
             skipped = []
             found = find_images(path, left_out=skipped, unlisted=unread)
             if passed is not None:  # a NAS's thumbnail folders and the like go unsaid: no photos of the user's
                 passed += [(where, why) for where, why in skipped if Path(where).name not in SYSTEM_FOLDERS]
-        else:  # the files a pattern matches: not a folder, nor a pipe that opens forever
-            found = [p for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file() or not Path(p).exists()]
+        else:  # the files a pattern matches: not a folder, nor a pipe that opens forever (said, as in a folder)
+            matched = sorted(glob.glob(pattern, recursive=True))
+            found = [p for p in matched if Path(p).is_file() or not Path(p).exists()]
+            special = [p for p in matched if Path(p).exists() and not Path(p).is_file() and not Path(p).is_dir()]
+            if found and passed is not None:
+                passed += [(p, NOT_A_FILE) for p in special]
         if not found:
             unseen = f"; {unread[0][0]} {unread[0][1]}" if unread else ""
             if path.is_dir():
                 raise UserError(f"no images in {path} (at any depth){unseen}")
-            folders = [p for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_dir()]  # photos/*
+            if special:
+                raise UserError(f"no image file matches {pattern!r}: {special[0]} is {NOT_A_FILE}")
+            folders = [p for p in matched if Path(p).is_dir()]  # photos/*
             hint = f": it matches folders only ({', '.join(folders[:3])}{', ...' * (len(folders) > 3)}): give a " \
                    f"folder (all its images) or files, such as '{Path(pattern).parent / '**' / '*.jpg'}'"
             raise UserError(f"no file matches {pattern!r}{hint if folders else ''}")

@@ -42,7 +42,7 @@ from data import Normalize, build_transform, preprocessing_of
 from files import put_in_place
 from export import (ExportedClassifier, add_arguments as add_export_arguments, check_target as check_export_target,
                     chosen_exporter, is_program)
-from images import UNREAD_PHOTOS, image_problem, list_images, set_image_checks
+from images import NOT_A_FILE, UNREAD_PHOTOS, image_problem, list_images, set_image_checks
 from loaders import ImageDataset, build_loader
 from model import maps_of
 from precision import amp_dtype, autocast
@@ -93,6 +93,12 @@ def main(argv=None) -> None:
     set_image_checks()  # decompression bombs refused, as training refuses them
     if not args.images and args.export is None:
         raise UserError("name the images to classify: files, folders or glob patterns (or --export FILE)")
+    if not args.images and (unused := [flag for flag, given in (("--output", args.output is not None),
+                                                                ("--save-vis", args.save_vis is not None),
+                                                                ("--json", args.json), ("--tta", args.tta)) if given]):
+        # an empty results file and an empty folder were written, without a word
+        raise UserError(f"{' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} for the images classified, "
+                        "and none are named: name them after --export FILE, or drop the flag")
     if args.cam and args.save_vis is None:
         raise UserError("--cam draws on the --save-vis cards: add --save-vis DIR")
     if args.output is not None and args.output.is_dir():
@@ -114,7 +120,9 @@ def main(argv=None) -> None:
     paths = list_images(args.images, cards.is_card, unlisted, passed)  # before the model: a mistyped path fails at once
     for folder, why in unlisted + passed:  # over in a folder (a HEIC photo, a second name of one): each said
         print(f"warning: {printable(folder)}: {why}", file=sys.stderr)
-    unread = [path for path, _ in passed if Path(path).suffix.lower() in UNREAD_PHOTOS]  # failed, as if named
+    # failed, as if named: a photo in a format it does not read, a pipe or a device named as an image
+    unread = [path for path, _ in passed if Path(path).suffix.lower() in UNREAD_PHOTOS]
+    special = [path for path, why in passed if why == NOT_A_FILE]
     device = select_device(args.device)
     tune_for(device)  # fp32 stays fp32: an export is checked against the model at 1e-4
     clf = load_classifier(args.weights, args.model, args.num_classes, args.class_indices, args.img_size)
@@ -165,17 +173,18 @@ def main(argv=None) -> None:
                 left = [{"path": path, "topk": [], "error": f"not classified: stopped by {stopped}"}
                         for path in paths[len(results):]] if stopped else []  # one result each, in order
                 write_results(results + left + [{"path": path, "topk": [], "error": why} for path, why in passed
-                                                if path in unread], args.output, k)
+                                                if path in unread or path in special], args.output, k)
     if paths:
         print(f"classified {classified} of {len(paths)} images" + (f"; {len(failed)} could not be read"
               if failed else "") + (f"; {counted(len(unlisted), 'folder')} could not be read"
                                     if unlisted else "") +
               (f"; {counted(len(unread), 'photo')} in a format it does not read" if unread else "") +
+              (f"; {len(special)} not a file (a pipe, a socket or a device)" if special else "") +
               (f"; results in {args.output}" if args.output else "") +
               (f"; stopped by {stopped}" if stopped else ""), file=sys.stderr)
     if stopped:
         sys.exit(130 if stopped == "Ctrl-C" else 128 + signal.Signals[stopped])
-    if failed or cardless or unlisted or unread:
+    if failed or cardless or unlisted or unread or special:
         sys.exit(1)
 
 

@@ -563,8 +563,9 @@ def load_classifier(weights: Path | None, variant: str | None = None, num_classe
             print(f"class names from {tutorial_names}", file=sys.stderr)
         else:  # another model's (official ImageNet weights beside the tutorial's 5 classes): not this one's
             print(f"notice: {tutorial_names} here names {len(names)} classes and {path} has {model.num_classes} "
-                  "outputs: not its names (--class-indices FILE gives them)", file=sys.stderr)
-            names = None
+                  "outputs: not its names, so classes are shown by their index (--class-indices FILE, the "
+                  "class_indices.json of its training, names them)", file=sys.stderr)
+            names = [str(i) for i in range(model.num_classes)]
     if names is None:  # the tutorial's state dict without its class_indices.json: outputs by number, said why
         names = [str(i) for i in range(model.num_classes)]
         print(f"notice: {path} carries no class names and there is no {tutorial_names} here: classes are shown by "

@@ -232,6 +232,16 @@ def test_an_empty_checkpoint_is_said_to_be_cut_short_not_another_kind_of_file(tm
             checkpoints.load_checkpoint(empty)
 
 
+def test_what_is_there_but_no_file_is_not_said_to_be_missing(tmp_path):
+    """--weights /dev/null (or a folder where a file was meant) was "checkpoint not found": it is there."""
+    with pytest.raises(UserError, match=r"^/dev/null is no checkpoint file: a pipe, a socket or a device$"):
+        checkpoints.load_checkpoint("/dev/null")
+    with pytest.raises(UserError, match=rf"^{re.escape(str(tmp_path))} is no checkpoint file: a folder$"):
+        checkpoints.load_checkpoint(tmp_path)
+    with pytest.raises(UserError, match=r"^checkpoint not found: .*gone.pth$"):
+        checkpoints.load_checkpoint(tmp_path / "gone.pth")
+
+
 def test_a_file_in_torch_saves_legacy_format_loads_where_it_would_be_mapped(tmp_path):
     """torch.load cannot map a file of torch.save's legacy (non-zip) format, which older weights files may be: read
     whole instead, not called no checkpoint (train.py maps --weights to see what the file is)."""

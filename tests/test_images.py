@@ -476,10 +476,16 @@ def test_a_pipe_matched_or_linked_is_never_opened_as_a_photo(tmp_path):
     photo = write_image(tmp_path / "a.jpg")
     os.mkfifo(tmp_path / "p.jpg")
     (tmp_path / "link.jpg").symlink_to(tmp_path / "p.jpg")
-    assert list_images([str(tmp_path / "*.jpg")]) == [str(photo)]
+    passed = []
+    assert list_images([str(tmp_path / "*.jpg")], passed=passed) == [str(photo)]
+    # said, as a folder says it: predict.py counts it among the images it could not classify
+    assert passed == [(str(tmp_path / name), "not a file of its own (a pipe, a socket or a device)")
+                      for name in ("link.jpg", "p.jpg")]
     for name in ("p.jpg", "link.jpg"):
         with pytest.raises(UserError, match=f"{name} is not a file of its own"):
             list_images([str(tmp_path / name)])
+    with pytest.raises(UserError, match=r"^no image file matches '.*p\*.jpg': .*p.jpg is not a file of its own"):
+        list_images([str(tmp_path / "p*.jpg")])  # it said "no file matches"
 
 
 def test_a_photo_reached_through_a_linked_folder_is_listed_once(tmp_path):

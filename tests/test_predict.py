@@ -193,6 +193,14 @@ def test_a_folder_that_cannot_be_read_is_named_and_counted(trained, photos, tmp_
     code, _, err = run_predict(capsys, monkeypatch, tmp_path, "nas", "--json")
     assert "classified 1 of 1 images; 1 photo in a format it does not read\n" in err and "could not be read" not in err
     assert code == 1  # as for the HEIC photo named alone: a pipeline that checks the status sees a photo unclassified
+    # a pipe named as a photo in a folder: said, and counted as one (it was left out of the count, the file and the
+    # status: a pipeline saw every image classified)
+    os.mkfifo(tmp_path / "nas" / "pipe.jpg")
+    code, _, err = run_predict(capsys, monkeypatch, tmp_path, "nas", "--output", "out.csv")
+    assert "classified 1 of 1 images; 1 photo in a format it does not read; 1 not a file (a pipe, a socket or a " \
+           "device); results in out.csv" in err and code == 1
+    rows = {row["path"]: row for row in csv.DictReader((tmp_path / "out.csv").open())}
+    assert rows["nas/pipe.jpg"]["error"] == "not a file of its own (a pipe, a socket or a device)"
 
 
 def test_a_line_break_in_a_photos_name_stays_on_its_line(trained, photos, tmp_path, capsys, monkeypatch):
@@ -536,7 +544,9 @@ def test_the_tutorials_files_in_the_working_folder_are_used_as_its_predict_py_us
     code, out, err = run_predict(capsys, monkeypatch, tmp_path, photos[0], "--weights", "weights/model-9.pth",
                                  "--model", "swin_micro_patch4_window4_128", "--img-size", "64", "--json")
     assert code == 0 and json_lines(out)[0]["topk"][0]["label"] in list("01234")
-    assert "notice: class_indices.json here names 4 classes and weights/model-9.pth has 5 outputs: not its names" in err
+    assert "notice: class_indices.json here names 4 classes and weights/model-9.pth has 5 outputs: not its names, so " \
+           "classes are shown by their index" in err
+    assert "there is no class_indices.json here" not in err  # one notice, not a second that denies the file
     # and none at all: the indices, and why (a notice, as the tutorial's predict.py stopped without the file)
     (tmp_path / "class_indices.json").unlink()
     code, out, err = run_predict(capsys, monkeypatch, tmp_path, photos[0], "--weights", "weights/model-9.pth",

@@ -255,6 +255,13 @@ def test_export_suffix_picks_the_format(tmp_path, capsys, monkeypatch):
             run_predict(capsys, monkeypatch, tmp_path, "img.jpg", f"--export-{weights}")
     with pytest.raises(UserError, match=r"--export-int8 and --export-fp16: choose one"):
         run_predict(capsys, monkeypatch, tmp_path, "--export", "f.onnx", "--export-int8", "--export-fp16")
+    # flags for the images classified, with none named: an empty results file and folder were written without a word
+    with pytest.raises(UserError, match=r"^--output and --save-vis are for the images classified, and none are "
+                                        r"named: name them after --export FILE, or drop the flag$"):
+        run_predict(capsys, monkeypatch, tmp_path, "--export", "f.pt", "--output", "o.csv", "--save-vis", "vis")
+    with pytest.raises(UserError, match=r"^--tta is for the images classified"):
+        run_predict(capsys, monkeypatch, tmp_path, "--export", "f.pt", "--tta")
+    assert not (tmp_path / "o.csv").exists() and not (tmp_path / "vis").exists()
 
 
 def test_an_earlier_program_is_one_an_export_may_replace(trained, onnx_program, pt2_program, tmp_path):
