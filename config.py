@@ -119,7 +119,7 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
     values.pop("config", None)  # a run's own config.yaml records the --config it was given: fed back, it is this file
     for key, value in list(values.items()):
         if key not in actions:
-            words = str(key).replace("-", "_")
+            words = str(key).replace("-", "_").lower()  # EPOCHS: epochs
             # a key it begins with (lr_rate: lr), or its initials (learning_rate: lr); else the nearest spelling
             near = [known for known in actions if words.startswith(known + "_")
                     or "_" in words and "".join(word[:1] for word in words.split("_")) == known] or \
@@ -144,6 +144,8 @@ def read_yaml_config(path, parser: argparse.ArgumentParser) -> dict:
             value = texts[key]  # a name or a path as typed: name: 1.10 is "1.10", not 1.1; output: 0755 not 493
         # Every value is converted as the flag's text would be: YAML reads 1e-4 as a string (YAML 1.1
         # wants a dot), and 2.5 given for a count must fail here, not as a TypeError in range().
+        if isinstance(value, float) and value.is_integer() and getattr(action.type, "__name__", "") == "int":
+            value = int(value)  # epochs: 2.0, as a script that writes configs may give it: a whole number
         if value is not None and action.type is not None:
             try:
                 value = action.type(str(value))

@@ -201,7 +201,7 @@ def heat_overlay(pixels, heat) -> Image.Image:
     """`pixels`, an (H, W, 3) RGB image (an array or PIL's), tinted red where `heat` (an (h, w) array over the same
     view, any scale) is high: its positive part, scaled to its maximum, stretched smoothly over the image."""
     pixels = np.asarray(pixels, dtype=np.float32)
-    heat = np.maximum(np.asarray(heat, dtype=np.float32), 0)
+    heat = np.maximum(np.nan_to_num(np.asarray(heat, dtype=np.float32)), 0)  # a diverged model's maps: NaN
     heat = heat / heat.max() if heat.max() > 0 else heat
     alpha = np.asarray(Image.fromarray(heat).resize(pixels.shape[1::-1], Image.BILINEAR))[..., None] * 0.6
     return Image.fromarray((pixels * (1 - alpha) + np.array([220, 30, 30]) * alpha).round().astype(np.uint8))

@@ -3,6 +3,7 @@ and pictures, metrics.csv, notices about its settings and warnings about its dat
 classes); and how it ends: its report, or what stopped it and the command that goes on."""
 import csv
 import errno
+import math
 import random
 import shlex
 import shutil
@@ -399,9 +400,11 @@ def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, d
         free = shutil.disk_usage(run_dir).free / 2**30 if run_dir.is_dir() else 0.0
         return UserError(f"could not write to {run_dir}: {err.strerror} ({free:.1f} GB free on its disk); "
                          + lost_since_saved(run_dir, "Make room, then "))
-    if isinstance(err, engine.TrainingDiverged):
-        return UserError(f"training stopped: {err}. Nothing was saved from this epoch; last.pth holds the "
-                         f"last good epoch. Try a lower --lr, --clip-grad, or --amp off.")
+    if isinstance(err, engine.TrainingDiverged):  # what is on disk, as it is: no step after it went wrong is saved
+        kept = (f"{run_dir / 'last.pth'} holds the run as of its last save, before it went wrong: "
+                f"{resume_command(run_dir)} goes on from it" if (run_dir / "last.pth").is_file() else
+                f"nothing was saved: {nothing_to_resume(run_dir)}")
+        return UserError(f"training stopped: {err}. Try a lower --lr, --clip-grad, or --amp off; {kept}")
     if out_of_memory(err):
         where = "GPU memory" if isinstance(err, torch.OutOfMemoryError) else "memory"
         return UserError(f"out of {where} at --batch-size {cfg.batch_size}, {img_size} px: try --batch-size "
@@ -422,6 +425,21 @@ def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, d
         return UserError(f"{ANOTHER_ENDED}{', before the stop could save' if stop.requested else ''}; "
                          f"{lost_since_saved(run_dir)}")
     return None
+
+
+def check_val_finite(val: dict, epoch: int, amp) -> None:
+    """A validation loss that is no finite number after a training epoch whose losses all were: weights that give
+    NaN or infinite logits (too high an lr, weights grown past float range), which score as chance does and so could
+    become best.pth. Under fp16 it can be one image's logit past fp16's range instead, which the loss scaling that
+    trains in fp16 passes over: said, and the epoch not taken as the best."""
+    if math.isfinite(val["loss"]):
+        return
+    if amp == torch.float16:
+        print(f"warning: the validation loss is {val['loss']} after epoch {epoch + 1}: some logits are past fp16's "
+              "range (--amp bf16 or off avoids that); the epoch is not taken as the best", file=sys.stderr)
+        return
+    raise engine.TrainingDiverged(f"the validation loss became {val['loss']} after epoch {epoch + 1}: the weights "
+                                  "give logits that are no finite numbers; not saving them")
 
 
 def lost_since_saved(run_dir: Path, advice: str = "") -> str:

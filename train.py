@@ -384,6 +384,7 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
                                   cfg.progress and main_process)
         # saved as trained, not validated (its sums kept): the resume validates it, its metrics.csv row not lost
         run_log.check_some_loaded(val, "validation", cfg.data_path, save, train)
+        run_log.check_val_finite(val, epoch, state.amp)  # NaN logits score chance, and were saved as best.pth
         state.epoch, state.batches_done = epoch + 1, 0
         ema_val = None
         if state.ema is not None:
@@ -391,7 +392,7 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
                                           state.amp, False)
         ema_best = ema_val is not None and ema_val[metric] > val[metric]
         acc, chosen = (ema_val[metric], (ema_val, ", EMA weights")) if ema_best else (val[metric], (val, ""))
-        improved = acc > state.best_acc
+        improved = acc > state.best_acc and math.isfinite(chosen[0]["loss"])  # fp16's overflow: check_val_finite
         state.best_acc = max(state.best_acc, acc)
         if main_process:
             run_log.log_epoch(writer, run_dir, state, train, val, ema_val, classes, improved)

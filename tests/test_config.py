@@ -27,10 +27,14 @@ def test_config_precedence_and_unknown_keys(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="unknown config key 'epoch'.*did you mean 'epochs'"):
         config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
     for typo, meant in (("lr_rate", "lr"), ("learning_rate", "lr"), ("balance_classes", "balance"),
-                        ("batch-size", "batch_size"), ("batchsize", "batch_size")):
+                        ("batch-size", "batch_size"), ("batchsize", "batch_size"), ("EPOCHS", "epochs")):
         yaml_file.write_text(f"{typo}: 3\n")
         with pytest.raises(UserError, match=f"unknown config key '{typo}'.*did you mean '{meant}'"):
             config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
+    # a whole number written as a float, as a script may write it, is that number; 2.5 is refused (below)
+    yaml_file.write_text("epochs: 2.0\n")
+    cfg = config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
+    assert cfg.epochs == 2 and isinstance(cfg.epochs, int)
     # a name is text, as typed after its flag (an unknown model then says so); no key takes a list
     yaml_file.write_text("model: 5\n")
     assert config.parse_config(train.build_parser(), ["--config", str(yaml_file)]).model == "5"

@@ -201,13 +201,41 @@ def test_non_finite_loss_stops_without_writing_nan(flowers, tmp_path, monkeypatc
 
     monkeypatch.setattr(engine, "loss_fn", poisoned)
     handlers = [signal.getsignal(sig) for sig in stopping.STOP_SIGNALS]
-    with pytest.raises(UserError, match="loss became nan"):
+    with pytest.raises(UserError, match=r"^training stopped: the loss became nan at epoch 2, step 7\. Try a lower "
+                                        r"--lr, --clip-grad, or --amp off; .*nan/last.pth holds the run as of its last "
+                                        r"save, before it went wrong: python train.py --resume .*nan goes on from it$"):
         train.main(["--data-path", str(flowers), *FAST, "--epochs", "3", "--output", str(tmp_path),
                     "--name", "nan"])
     # the signals given back: a run that failed left its settled handler, which swallowed every later Ctrl-C
     assert [signal.getsignal(sig) for sig in stopping.STOP_SIGNALS] == handlers
     saved = torch.load(tmp_path / "nan" / "last.pth", weights_only=True)
     assert saved["epoch"] == 1 and checkpoints.all_finite(saved["model"])
+    # at the first step: nothing saved, said so (it said last.pth held the last good epoch), with how to start again
+    calls["n"] = 7
+    with pytest.raises(UserError, match=r"the loss became nan at epoch 1, step 0\. .*; nothing was saved: .*first "
+                                        r"holds no checkpoint: the run stopped before its first epoch was saved\. To "
+                                        r"start it again: python train.py --config .*first/config.yaml"):
+        train.main(["--data-path", str(flowers), *FAST, "--epochs", "3", "--output", str(tmp_path),
+                    "--name", "first"])
+
+
+def test_a_model_whose_logits_are_not_finite_is_not_saved_as_best(flowers, tmp_path, monkeypatch, capsys):
+    """Weights grown so large that the logits overflow, the training losses finite till then: NaN logits score as
+    chance does, so the epoch became best.pth and last.pth, and the next epoch's NaN loss said last.pth held the last
+    good epoch. Under fp16 an overflow of one image's logit is said, and the epoch not taken as best."""
+    real = evaluation.evaluate
+
+    def overflowing(*args, **kwargs):
+        return {**real(*args, **kwargs), "loss": float("nan")}
+    monkeypatch.setattr(evaluation, "evaluate", overflowing)
+    with pytest.raises(UserError, match=r"^training stopped: the validation loss became nan after epoch 1: the "
+                                        r"weights give logits that are no finite numbers; not saving them\. .*nothing "
+                                        r"was saved"):
+        train.main(["--data-path", str(flowers), *FAST, "--epochs", "2", "--output", str(tmp_path), "--name", "v"])
+    assert not (tmp_path / "v" / "best.pth").exists() and not (tmp_path / "v" / "last.pth").exists()
+    run_log.check_val_finite({"loss": float("inf")}, 0, torch.float16)
+    assert "warning: the validation loss is inf after epoch 1: some logits are past fp16's range" in \
+        capsys.readouterr().err
 
 
 def test_a_kill_while_validating_resumes_into_the_validation_and_logs_no_made_up_figures(flowers, tmp_path, capsys,
