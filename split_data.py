@@ -64,8 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     source, out = args.data_path, args.out
-    check_out(source, out)  # before a download: they are paths, known now
     if args.download:
+        check_out(source, out)  # before the download: they are paths, known now
         try:
             fetch_flower_photos(source, args.url, args.sha256)
         except UserError as err:  # offline, most often: the photos that came with the project split without a network
@@ -87,6 +87,7 @@ def main(argv=None) -> None:
                         "train.py reads a folder with train/ and val/ as it is (a valid/ renamed val/ is one); to "
                         f"split its training photos, give --data-path {source / 'train'} and another --out")
     check_split_finished(source)  # the train/ of an interrupted split: the classes it wrote so far
+    check_out(source, out)  # after what is said of the photos themselves (split already: which folder to give)
 
     if args.mode == "hardlink":  # known before the earlier split is cleared, not at the first link
         nearest_existing = next(folder for folder in [out, *out.resolve().parents] if folder.exists())

@@ -443,6 +443,9 @@ def test_a_split_folder_is_not_split_again(tmp_path):
     split_data.main(["--data-path", str(source), "--out", str(tmp_path / "out")])
     with pytest.raises(UserError, match="split already"):
         split_data.main(["--data-path", str(tmp_path / "out"), "--out", str(tmp_path / "again")])
+    # into itself (split_data.py --data-path data, --out's default): which folder to give, before where not to write
+    with pytest.raises(UserError, match=r"out is split already .*give --data-path .*out/train and another --out$"):
+        split_data.main(["--data-path", str(tmp_path / "out"), "--out", str(tmp_path / "out")])
     # a Kaggle or Roboflow download: train/ and test/ (valid/) of class folders, which were read as three classes
     kaggle = tmp_path / "kaggle"
     shutil.copytree(tmp_path / "out" / "train", kaggle / "train")
