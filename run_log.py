@@ -427,16 +427,17 @@ def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, d
     return None
 
 
-def check_val_finite(val: dict, epoch: int, amp) -> None:
+def check_val_finite(val: dict, epoch: int, amp, main_process: bool = True) -> None:
     """A validation loss that is no finite number after a training epoch whose losses all were: weights that give
     NaN or infinite logits (too high an lr, weights grown past float range), which score as chance does and so could
     become best.pth. Under fp16 it can be one image's logit past fp16's range instead, which the loss scaling that
     trains in fp16 passes over: said, and the epoch not taken as the best."""
     if math.isfinite(val["loss"]):
         return
-    if amp == torch.float16:
-        print(f"warning: the validation loss is {val['loss']} after epoch {epoch + 1}: some logits are past fp16's "
-              "range (--amp bf16 or off avoids that); the epoch is not taken as the best", file=sys.stderr)
+    if amp == torch.float16:  # the loss is every process's sum: each passes, the first says it
+        if main_process:
+            print(f"warning: the validation loss is {val['loss']} after epoch {epoch + 1}: some logits are past "
+                  "fp16's range (--amp bf16 or off avoids that); the epoch is not taken as the best", file=sys.stderr)
         return
     raise engine.TrainingDiverged(f"the validation loss became {val['loss']} after epoch {epoch + 1}: the weights "
                                   "give logits that are no finite numbers; not saving them")

@@ -384,7 +384,7 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
                                   cfg.progress and main_process)
         # saved as trained, not validated (its sums kept): the resume validates it, its metrics.csv row not lost
         run_log.check_some_loaded(val, "validation", cfg.data_path, save, train)
-        run_log.check_val_finite(val, epoch, state.amp)  # NaN logits score chance, and were saved as best.pth
+        run_log.check_val_finite(val, epoch, state.amp, main_process)  # NaN logits score chance: best.pth, once
         state.epoch, state.batches_done = epoch + 1, 0
         ema_val = None
         if state.ema is not None:
