@@ -132,8 +132,8 @@ def load_checkpoint(path, mmap: bool = False):
     file of torch.save's zip format; one saved in its legacy format, which torch.load cannot map, is read whole)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}" if not path.exists() else
-                        f"{path} is no checkpoint file: {'a folder' if path.is_dir() else 'a pipe, a socket or a device'}")
+        what = "a folder" if path.is_dir() else "a pipe, a socket or a device"
+        raise UserError(f"{path} is no checkpoint file: {what}" if path.exists() else f"checkpoint not found: {path}")
     if path.stat().st_size == 0:  # torch.load's EOFError read as "not a PyTorch checkpoint"
         raise cut_short(path, "an empty file")
     if path.suffix == ".safetensors":
