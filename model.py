@@ -387,6 +387,11 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, H/4, W/4, C); sides not divisible by the patch are zero-padded."""
+        channels = self.proj.in_channels
+        if x.dim() != 4 or x.shape[1] != channels:  # said as given: padded first, the conv's error named other sides
+            hint = (": add a batch dimension, x.unsqueeze(0)" if x.dim() == 3 and x.shape[0] == channels else
+                    ": channels first, x.permute(0, 3, 1, 2)" if x.dim() == 4 and x.shape[-1] == channels else "")
+            raise ValueError(f"the model takes images as (B, {channels}, H, W), got {tuple(x.shape)}{hint}")
         h, w = x.shape[-2:]
         p = self.patch_size
         if h % p or w % p:
@@ -402,6 +407,34 @@ REBUILT_BUFFERS = ("relative_position_index", "relative_coords_table", "attn_mas
 def _drop_rebuilt_buffers(state_dict, prefix, *args):
     for key in [k for k in state_dict if k.startswith(prefix) and k.endswith(REBUILT_BUFFERS)]:
         del state_dict[key]
+
+
+# A state dict's key for what load_weights set after the model was built (the tutorial's shift, a V2 file's offset
+# scale): not weights, yet outputs depend on them, so that a model saved as the tutorial saves it (torch.save of
+# its state_dict) and loaded again gives the same outputs
+WINDOW_SETTINGS = "window_settings"
+
+
+def _save_window_settings(model, state_dict, prefix, local_metadata) -> None:
+    """A state dict holds the window settings where they differ from the model's as built: the state dicts of
+    models as built (the variants', official and timm files) keep their keys."""
+    if (settings := model.window_settings()) != model.built_settings:
+        state_dict[prefix + WINDOW_SETTINGS] = torch.tensor(settings, dtype=torch.int64)  # (stages, 2)
+
+
+def _load_window_settings(model, state_dict, prefix, local_metadata, strict, missing, unexpected, errors) -> None:
+    """The window settings a state dict holds, set on the model (and taken out: no parameter or buffer of its)."""
+    settings = state_dict.pop(prefix + WINDOW_SETTINGS, None)
+    if settings is None:
+        return
+    if tuple(settings.shape) != (len(model.layers), 2):
+        errors.append(f"{prefix + WINDOW_SETTINGS} is for {settings.shape[0]} stages, and the model has "
+                      f"{len(model.layers)}")
+        return
+    windows, shifts = zip(*settings.tolist())
+    model.set_pretrained_window_sizes(windows)
+    if any(shifts):
+        model.set_tutorial_shift()
 
 
 class SwinTransformer(nn.Module):
@@ -463,7 +496,10 @@ class SwinTransformer(nn.Module):
         self.set_grad_checkpointing(grad_checkpointing)
         if tutorial_shift:
             self.set_tutorial_shift()
+        self.built_settings = self.window_settings()
         self._register_load_state_dict_pre_hook(_drop_rebuilt_buffers)
+        self._register_state_dict_hook(_save_window_settings)
+        self._register_load_state_dict_pre_hook(_load_window_settings, with_module=True)
 
     def map_sides(self) -> list:
         """Each stage's feature map side at the model's image size: rounded up, as maps are padded, then merged."""
@@ -471,6 +507,11 @@ class SwinTransformer(nn.Module):
         while len(sides) < len(self.layers):
             sides.append(-(-sides[-1] // 2))
         return sides
+
+    def window_settings(self) -> list:
+        """[[pretrained window, shifted as the tutorial's code shifts], ...] a stage each: what load_weights may set
+        after the model is built, which its state dict then holds (WINDOW_SETTINGS)."""
+        return [[stage.pretrained_window_size, int(stage.tutorial_shift)] for stage in self.layers]
 
     def offset_windows(self) -> tuple:
         """V2: each stage's window on whose scale its position-bias MLP is fed offsets (V2 Sec. 3.3): its pretrained

@@ -29,7 +29,7 @@ from data import IMAGENET_MEAN, IMAGENET_STD, preprocessing_of, recipe_preproces
 from download import OFFICIAL_WEIGHTS, names_official_file, official_weights_file, tutorial_weights_file
 from export import is_program, load_program
 from images import letters, read_class_indices, same_names
-from model import REBUILT_BUFFERS, create_model
+from model import REBUILT_BUFFERS, WINDOW_SETTINGS, create_model
 from variants import DROP_PATH_BEFORE, SIZES, VARIANTS, resolve_variant
 from checkpoints import is_run_checkpoint, load_checkpoint
 from runs import evaluated_file, newest_run_checkpoint
@@ -306,24 +306,29 @@ def load_weights(model: nn.Module, weights, verbose: bool = True, class_names: l
             skipped.append(f"{key} {tuple(value.shape)} (model has {tuple(own[key].shape)}: new classifier)")
         else:
             raise UserError(f"cannot load {key}: checkpoint shape {tuple(value.shape)}, model {tuple(own[key].shape)}")
-    lacking = [key for key in own if key not in state and not key.startswith("head.")]
+    lacking = [key for key in own if key not in state and not key.startswith("head.") and key != WINDOW_SETTINGS]
     if lacking:  # a Swin of another naming (timm's swinv2_cr) fits a few keys: not a model that loads those alone
         raise UserError(f"{source}: {len(lacking)} of the model's {len(own)} tensors are not there "
                         f"({', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''}): give an official, timm "
                         f"(swin_transformer, swin_transformer_v2) or train.py checkpoint of "
                         f"{getattr(model, 'variant', 'this model')}")
-    result = model.load_state_dict(state, strict=False)
-    learned = learned_offset_windows(loaded, unwrapped) if getattr(model, "version", None) == 2 else None
-    if learned is not None and len(learned) == len(model.layers) and learned != model.offset_windows():
+    v2 = getattr(model, "version", None) == 2
+    offsets, shifted = model.offset_windows() if v2 else None, model.layers[0].tutorial_shift  # as the model was
+    result = model.load_state_dict(state, strict=False)  # a state dict of this project's sets its WINDOW_SETTINGS too
+    learned = learned_offset_windows(loaded, unwrapped) if v2 else None
+    if v2 and learned is None and model.offset_windows() != offsets:  # the file's WINDOW_SETTINGS
+        learned = model.offset_windows()
+    if learned is not None and len(learned) == len(model.layers) and learned != offsets:
         # as the official fine-tuning configs set PRETRAINED_WINDOW_SIZES: the MLP fed offsets on the scale it learned
         resized.append(f"position-bias offsets on the scale of the file's windows {learned}, not "
-                       f"{getattr(model, 'variant', 'the model')}'s {model.offset_windows()}")
+                       f"{getattr(model, 'variant', 'the model')}'s {offsets}")
         model.set_pretrained_window_sizes(learned)
     notes = [realigned] if realigned else []
-    # the tutorial's own file, or a run's checkpoint trained from one: as that code ran, its weights trained so
+    # the tutorial's own file, a run's checkpoint trained from one, or a state dict saved from a model that loaded
+    # either (its WINDOW_SETTINGS): as that code ran, its weights trained so
     tutorials = from_the_tutorials_code(unwrapped) or is_run_checkpoint(loaded) and \
-        loaded.get("model_overrides", {}).get("tutorial_shift")
-    if getattr(model, "version", None) == 1 and tutorials and not model.layers[0].tutorial_shift:
+        loaded.get("model_overrides", {}).get("tutorial_shift") or model.layers[0].tutorial_shift
+    if getattr(model, "version", None) == 1 and tutorials and not shifted:
         model.set_tutorial_shift()
         if model.shifted_by_the_tutorial():
             notes.append("windows shifted as the tutorial's code shifts them, in a stage whose map is as large as "

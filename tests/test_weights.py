@@ -294,6 +294,14 @@ def test_the_tutorials_own_weights_run_as_its_code_ran_them(tmp_path):
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(rebuilt(x), net(x)) and (official(x) - net(x)).abs().max() > 1e-4
+    # fine-tuned so and saved as the tutorial saves, its state_dict alone: the shift comes back with it (it was lost,
+    # the file then read as the official rule's), by load_weights and the tutorial's strict load alike
+    for load in (lambda model: load_weights(model, net.state_dict(), verbose=False),
+                 lambda model: model.load_state_dict(net.state_dict())):
+        again = create_model("swin_micro_patch4_window4_128", img_size=64).eval()
+        load(again)
+        with torch.no_grad():
+            assert again.layers[2].tutorial_shift and torch.equal(again(x), net(x))
 
 
 def test_timm_weights_of_a_non_square_image_size_are_a_clear_error_or_load():
