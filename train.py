@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "CPU bf16 where it computes in it, else off; off on a GPU runs TF32 matmuls (default: auto)")
     g.add_argument("--output", type=folder_path, default=Path("runs"), help="default: runs")
     g.add_argument("--name", type=folder_name, help="run folder name, in --output (default: <model>-<date>-<time>)")
-    g.add_argument("--resume", type=Path, help="a checkpoint, or a run folder (uses its last.pth)")
+    g.add_argument("--resume", type=Path, help="a checkpoint, or a run folder (uses its last.pth; with --eval-only, "
+                   "its best.pth)")
     g.add_argument("--save-every-steps", type=COUNT, default=0, help="also save last.pth every N steps (default: off)")
     g.add_argument("--stop-after-epochs", type=COUNT, default=0,
                    help="stop after N epochs in this process, to resume later, e.g. within a job time limit "
