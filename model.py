@@ -416,8 +416,8 @@ WINDOW_SETTINGS = "window_settings"
 
 
 def _save_window_settings(model, state_dict, prefix, local_metadata) -> None:
-    """A state dict holds the window settings where they differ from the model's as built: the state dicts of
-    models as built (the variants', official and timm files) keep their keys."""
+    """A state dict holds the window settings where they differ from the model's as built (create_model: the
+    variant's as defined): the state dicts of the variants as defined, as official and timm files, keep their keys."""
     if (settings := model.window_settings()) != model.built_settings:
         state_dict[prefix + WINDOW_SETTINGS] = torch.tensor(settings, dtype=torch.int64)  # (stages, 2)
 
@@ -596,6 +596,10 @@ def create_model(name: str, num_classes: int = None, **overrides) -> SwinTransfo
     model.overrides.setdefault("drop_path_rate", VARIANTS[variant]["drop_path_rate"])
     if VARIANTS[variant]["version"] == 2:
         model.overrides.setdefault("pretrained_window_sizes", VARIANTS[variant]["pretrained_window_sizes"])
+    # window settings asked of the variant are the state dict's to say too (WINDOW_SETTINGS), as those load_weights
+    # sets: a model rebuilt from a checkpoint's overrides, saved, gives them to the variant built plain
+    windows = (tuple(VARIANTS[variant].get("pretrained_window_sizes", ())) + (0,) * len(model.layers))
+    model.built_settings = [[window, 0] for window in windows[:len(model.layers)]]
     return model
 
 

@@ -171,7 +171,10 @@ def test_a_v2_file_of_another_window_brings_the_scale_its_position_mlp_learned()
     # load_weights (said) and by a strict load_state_dict alike; it was lost, the outputs 1.6e-3 off
     saved = ours.state_dict()
     assert saved["window_settings"].tolist() == [[16, 0], [16, 0], [16, 0], [8, 0]]
-    assert "window_settings" not in same.state_dict()  # a model as built: the official keys alone
+    assert "window_settings" not in same.state_dict()  # a variant as defined: the official keys alone
+    # a model rebuilt from a checkpoint's overrides (a resumed run) says its windows as one that loaded them does
+    rebuilt = create_model_from_checkpoint({"variant": ours.variant, "model_overrides": ours.overrides})
+    assert rebuilt.state_dict()["window_settings"].tolist() == saved["window_settings"].tolist()
     for load in (lambda net: load_weights(net, dict(saved), verbose=False), lambda net: net.load_state_dict(saved)):
         again = create_model("swinv2_tiny_patch4_window8_256").eval()
         load(again)
