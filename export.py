@@ -395,6 +395,13 @@ def fp16_program(proto: bytes, path: Path) -> bytes:
     with warnings.catch_warnings():  # its notes on values it clamps to fp16's range: the check below decides
         warnings.simplefilter("ignore")
         model = float16.convert_float_to_float16(onnx.load_from_string(proto), keep_io_types=True)
+    # the Casts of a float32 input it appends after the nodes that read them: first, as ONNX's checker and runtimes
+    # that do not sort a graph (ONNX Runtime does) need the nodes in order
+    inputs = {value.name for value in model.graph.input}
+    ahead = [node for node in model.graph.node if node.input and set(node.input) <= inputs]
+    after = [node for node in model.graph.node if not (node.input and set(node.input) <= inputs)]
+    del model.graph.node[:]
+    model.graph.node.extend(ahead + after)
     return model.SerializeToString()
 
 

@@ -184,6 +184,22 @@ def test_fp16_onnx_program_is_close_to_the_model(clf, crops, onnx_file, export_p
     assert path.stat().st_size < 0.6 * onnx_file.stat().st_size
 
 
+def test_an_fp16_program_of_float_input_has_its_nodes_in_order(export_packages, tmp_path):
+    """--export-fp16 --export-input float32: the conversion appended the input's Cast after the nodes that read it;
+    ONNX Runtime sorts a graph as it loads it, ONNX's checker and other runtimes refused it."""
+    onnx = export_packages[0]
+    helper = onnx.helper
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["images"], ["r"]), helper.make_node("MatMul", ["r", "w"], ["logits"])], "g",
+        [helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", 2])],
+        [onnx.numpy_helper.from_array(np.ones((3, 2), np.float32), "w")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    converted = onnx.load_from_string(fp16_program(proto.SerializeToString(), tmp_path / "f.onnx"))
+    onnx.checker.check_model(converted, full_check=True)
+    assert converted.graph.node[0].op_type == "Cast"
+
+
 def test_int8_check_refuses_a_program_off_the_model(clf):
     """The int8 check is looser than the fp32 one, and still refuses probabilities off by more than its tolerance."""
     reference = Deployable(clf.model, clf)
