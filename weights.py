@@ -148,6 +148,10 @@ def check_is_swin(state: dict, source) -> None:
                             f"names: save them without it (state being its dict of tensors), torch.save("
                             f"{{k[{len(inside[0])}:]: v for k, v in state.items() if k.startswith({inside[0]!r})}}, "
                             "'weights.pth'), and give that file")
+        if any(re.match(r"stages\.\d+\.blocks\.\d+\.attn\.", key) for key in state):
+            raise UserError(f"{source} holds a Swin of another naming (its blocks under stages., as timm's swinv2_cr_* "
+                            "models name them, a network of other layers than the official V2's): give an official "
+                            "file, or timm's swin_* or swinv2_* weights (not swinv2_cr_*), or a train.py checkpoint")
         held = (f"its tensors are named {', '.join(list(state)[:3])}{', ...' if len(state) > 3 else ''}" if state
                 else "it holds no tensors")
         raise UserError(f"{source} holds no Swin weights ({held}): give an official, timm or train.py checkpoint "
@@ -307,7 +311,7 @@ def load_weights(model: nn.Module, weights, verbose: bool = True, class_names: l
         else:
             raise UserError(f"cannot load {key}: checkpoint shape {tuple(value.shape)}, model {tuple(own[key].shape)}")
     lacking = [key for key in own if key not in state and not key.startswith("head.") and key != WINDOW_SETTINGS]
-    if lacking:  # a Swin of another naming (timm's swinv2_cr) fits a few keys: not a model that loads those alone
+    if lacking:  # a part of a Swin (a backbone's stages) fits some keys: not a model that loads those alone
         raise UserError(f"{source}: {len(lacking)} of the model's {len(own)} tensors are not there "
                         f"({', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''}): give an official, timm "
                         f"(swin_transformer, swin_transformer_v2) or train.py checkpoint of "
