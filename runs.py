@@ -30,6 +30,7 @@ from utils import UserError
 
 # what a run folder holds once a run has saved an epoch: one stopped before its first is started again in it
 RUN_FILES = ("last.pth", "best.pth")
+RUN_RECORDS = ("metrics.csv", "report.html", "report.txt")  # and what it wrote of its epochs, kept past its checkpoints
 NEW_RUN_ELSEWHERE = ", or start this one under another --name"  # a new run refused a folder in use: the way on
 SPLIT_FILE = "val_files.json"  # the validation files of a split drawn from class folders, as the run drew them
 
@@ -53,6 +54,9 @@ def run_folder(cfg, checkpoint, variant: str) -> Path:
     if any((folder / name).exists() for name in RUN_FILES):
         raise UserError(f"{folder} holds a run already: {resume_command(folder)} goes on with it, another --name "
                         "starts a new one")
+    if records := [name for name in RUN_RECORDS if (folder / name).exists()]:  # its checkpoints deleted to save room
+        raise UserError(f"{folder} holds a run's {' and '.join(records)} (its checkpoints gone), which a new run "
+                        "there would write over: start it under another --name, or move them away first")
     return folder
 
 

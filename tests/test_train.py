@@ -172,6 +172,23 @@ def test_a_folder_that_a_run_is_training_in_is_refused(flowers, tmp_path):
     lock.close()
 
 
+def test_a_new_run_refuses_a_folder_of_a_runs_records_whose_checkpoints_are_gone(tmp_path):
+    """A finished run's checkpoints deleted to save room: its metrics.csv and report were written over by a new run
+    under its --name, without a word. One stopped before its first epoch (its config.yaml alone) starts again."""
+    import argparse
+    cfg = argparse.Namespace(resume=None, name="exp", output=tmp_path)
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "config.yaml").write_text("epochs: 2\n")
+    assert runs.run_folder(cfg, None, "swin_micro_patch4_window4_128") == tmp_path / "exp"
+    for record in ("report.html", "metrics.csv"):
+        (tmp_path / "exp" / record).write_text("kept\n")
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'exp'} holds a run's metrics.csv and report.html \(its "
+                                        r"checkpoints gone\), which a new run there would write over: start it "
+                                        r"under another --name, or move them away first$"):
+        runs.run_folder(cfg, None, "swin_micro_patch4_window4_128")
+    assert (tmp_path / "exp" / "metrics.csv").read_text() == "kept\n"
+
+
 def test_a_runs_own_config_yaml_is_a_config_to_start_from(tmp_path):
     """config.yaml, the resolved config a run writes, names the --config it was given: fed back, that key is
     the file itself, not an unknown key."""
