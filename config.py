@@ -7,6 +7,7 @@ import difflib
 import math
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -79,9 +80,17 @@ def sha256_digest(text: str) -> str:
 
 
 def web_address(text: str) -> str:
-    """--url: not empty, as an unset shell variable gives it ("$URL"), which would quietly mean the default one."""
+    """--url: an http:// or https:// address, checked before anything is fetched or said; not empty, as an unset
+    shell variable gives it ("$URL"), which would quietly mean the default one."""
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty (an unset shell variable?): give an http:// or https:// address")
+    try:
+        scheme = urlsplit(text.strip()).scheme.lower()
+    except ValueError as error:  # "http://[::1": urllib's
+        raise argparse.ArgumentTypeError(f"{text} is not a valid address: {error}") from None
+    if scheme not in ("http", "https"):  # a local path, a mistyped scheme (htp://), file://
+        raise argparse.ArgumentTypeError(f"{text} is no http:// or https:// address (to use a flower_photos.tgz you "
+                                         "have, put it beside --data-path and leave --url out)")
     return text.strip()
 
 
