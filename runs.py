@@ -8,6 +8,7 @@ where an evaluation of a run's checkpoint writes (evaluation_in_run), and which 
 with its training (photos_trained_on).
 """
 import argparse
+import csv
 import itertools
 import json
 import os
@@ -30,7 +31,6 @@ from utils import UserError
 
 # what a run folder holds once a run has saved an epoch: one stopped before its first is started again in it
 RUN_FILES = ("last.pth", "best.pth")
-RUN_RECORDS = ("metrics.csv", "report.html", "report.txt")  # and what it wrote of its epochs, kept past its checkpoints
 NEW_RUN_ELSEWHERE = ", or start this one under another --name"  # a new run refused a folder in use: the way on
 SPLIT_FILE = "val_files.json"  # the validation files of a split drawn from class folders, as the run drew them
 
@@ -54,10 +54,24 @@ def run_folder(cfg, checkpoint, variant: str) -> Path:
     if any((folder / name).exists() for name in RUN_FILES):
         raise UserError(f"{folder} holds a run already: {resume_command(folder)} goes on with it, another --name "
                         "starts a new one")
-    if records := [name for name in RUN_RECORDS if (folder / name).exists()]:  # its checkpoints deleted to save room
+    if records := records_past_checkpoints(folder):  # a run's whose checkpoints were deleted to save room
         raise UserError(f"{folder} holds a run's {' and '.join(records)} (its checkpoints gone), which a new run "
                         "there would write over: start it under another --name, or move them away first")
     return folder
+
+
+def records_past_checkpoints(folder: Path) -> list:
+    """What a run folder with no checkpoint holds of a run that trained: its metrics.csv past its first epoch, its
+    report. One that stopped as its first epoch was saved (its row written, no checkpoint yet) is started again in
+    it (nothing_to_resume)."""
+    metrics = folder / "metrics.csv"
+    try:
+        with open(metrics, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+            epochs = [row.get("epoch") or "" for row in csv.DictReader(f)]
+    except OSError:
+        epochs = []
+    trained = [metrics.name] if any(epoch.isdecimal() and int(epoch) > 1 for epoch in epochs) else []
+    return trained + [name for name in ("report.html", "report.txt") if (folder / name).exists()]
 
 
 def check_output(output: Path, data_path: Path) -> None:

@@ -180,13 +180,19 @@ def test_a_new_run_refuses_a_folder_of_a_runs_records_whose_checkpoints_are_gone
     (tmp_path / "exp").mkdir()
     (tmp_path / "exp" / "config.yaml").write_text("epochs: 2\n")
     assert runs.run_folder(cfg, None, "swin_micro_patch4_window4_128") == tmp_path / "exp"
-    for record in ("report.html", "metrics.csv"):
-        (tmp_path / "exp" / record).write_text("kept\n")
+    # its first epoch's row written, its checkpoint not (killed, or a full disk): started again, as it is told to
+    (tmp_path / "exp" / "metrics.csv").write_text("epoch,loss_train\n1,1.5\n")
+    assert runs.run_folder(cfg, None, "swin_micro_patch4_window4_128") == tmp_path / "exp"
+    (tmp_path / "exp" / "metrics.csv").write_text("epoch,loss_train\n1,1.5\n2,1.2\n")
+    (tmp_path / "exp" / "report.html").write_text("kept\n")
     with pytest.raises(UserError, match=rf"^{tmp_path / 'exp'} holds a run's metrics.csv and report.html \(its "
                                         r"checkpoints gone\), which a new run there would write over: start it "
                                         r"under another --name, or move them away first$"):
         runs.run_folder(cfg, None, "swin_micro_patch4_window4_128")
-    assert (tmp_path / "exp" / "metrics.csv").read_text() == "kept\n"
+    (tmp_path / "exp" / "metrics.csv").unlink()  # a one-epoch run's report alone
+    with pytest.raises(UserError, match=r"holds a run's report.html \(its checkpoints gone\)"):
+        runs.run_folder(cfg, None, "swin_micro_patch4_window4_128")
+    assert (tmp_path / "exp" / "report.html").read_text() == "kept\n"
 
 
 def test_a_runs_own_config_yaml_is_a_config_to_start_from(tmp_path):
