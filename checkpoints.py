@@ -38,14 +38,28 @@ class CheckpointWriter:
     (--save-every-steps 1) hold at most two snapshots of a file in memory, the one being written and
     the newest. copy() gives a file what another one holds once written (last.pth what best.pth holds,
     when the best weights are the last ones) without a second snapshot or write. A write that failed is
-    raised, as save_checkpoint's UserError, by the next save(), copy(), check() or close(); close() waits
-    for the writes, so a run that ends, stops or fails leaves its checkpoints written."""
+    raised, as save_checkpoint's UserError, by the next save(), copy(), check() or close(), and the writes
+    queued before it was raised are not made: their errors (a copy of the file that failed) hid the one that
+    says what happened; close() waits for the writes, so a run that ends, stops or fails leaves its
+    checkpoints written."""
 
     def __init__(self):
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
         self.writes = []  # futures of the writes not yet checked, in order
         self.newest = {}  # path -> [the newest snapshot for it], until its write starts
         self.lock = threading.Lock()
+        self.failed = False  # a write has failed: those queued before its error is raised are not made
+
+    def submit(self, task, *args) -> None:
+        def run():
+            if self.failed:
+                return
+            try:
+                task(*args)
+            except BaseException:
+                self.failed = True
+                raise
+        self.writes.append(self.thread.submit(run))
 
     def save(self, obj: dict, path) -> None:
         self.check()
@@ -55,7 +69,7 @@ class CheckpointWriter:
                 self.newest[path][0] = snapshot
                 return
             self.newest[path] = box = [snapshot]
-        self.writes.append(self.thread.submit(self.write, path, box))
+        self.submit(self.write, path, box)
 
     def write(self, path, box: list) -> None:
         with self.lock:
@@ -71,17 +85,28 @@ class CheckpointWriter:
         with self.lock:
             self.newest.pop(source, None)
             self.newest.pop(path, None)
-        self.writes.append(self.thread.submit(link_checkpoint, source, path))
+        self.submit(link_checkpoint, source, path)
 
     def check(self) -> None:
         """Raise the error of a write that has failed; forget those that are done."""
         while self.writes and self.writes[0].done():
-            self.writes.pop(0).result()
+            self.result(self.writes.pop(0))
 
     def wait(self) -> None:
         """Until every write asked for is on disk; raises the error of one that failed."""
         while self.writes:
-            self.writes.pop(0).result()
+            self.result(self.writes.pop(0))
+
+    def result(self, write) -> None:
+        """A write's end; where it failed, the writes queued after it (not made) ended too, then its error raised:
+        the saves after that are made again."""
+        if write.exception() is None:
+            return
+        for later in self.writes:
+            later.result()
+        self.writes.clear()
+        self.failed = False
+        write.result()
 
     def close(self) -> None:
         try:

@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from processes import resume_command
+from processes import go_on
 from utils import UserError
 
 
@@ -43,11 +43,11 @@ def put_in_place(path: Path, fill, then: str = None) -> None:
         kept = f"the {path.name} that was there is kept" if path.exists() else "nothing was written"
         if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # not a full disk
             raise UserError(f"could not save {path}: {reason} (its folder {path.parent} takes no new file); {kept}. "
-                            f"Make the folder writable, then {then or 'resume: ' + resume_command(path.parent)}"
+                            f"Make the folder writable, then {then or go_on(path.parent)}"
                             ) from None
         free = shutil.disk_usage(path.parent).free / 2**30
         raise UserError(f"could not save {path}: {reason} ({free:.1f} GB free on its disk); {kept}. Make room, "
-                        f"then {then or 'resume: ' + resume_command(path.parent)}") from None
+                        f"then {then or go_on(path.parent)}") from None
     finally:
         tmp.unlink(missing_ok=True)
     sync_folder(path.parent)

@@ -31,6 +31,22 @@ def resume_command(run_dir, world: int | None = None, local: int | None = None) 
     return f"{launcher(world, local)} {train_script()} --resume {shlex.quote(str(run_dir))}"
 
 
+def start_again_command(run: Path) -> str:
+    """The command that starts a run again in its folder from the config.yaml it wrote as it started."""
+    return f"{launcher()} {train_script()} --config {shlex.quote(str(run / 'config.yaml'))} --output " \
+           f"{shlex.quote(str(run.parent))} --name {shlex.quote(run.name)}"
+
+
+def go_on(run: Path) -> str:
+    """How a message that stopped a run ends ("Make room, then ..."): the command that resumes it, from its best.pth
+    where a stop as its first epoch was saved left only that, or that starts it again where it saved nothing."""
+    if (run / "last.pth").is_file():
+        return f"resume: {resume_command(run)}"
+    if (run / "best.pth").is_file():
+        return f"go on from its best.pth: {resume_command(run / 'best.pth')}"
+    return f"start it again: {start_again_command(run)}" if (run / "config.yaml").is_file() else "start it again"
+
+
 def train_script() -> str:
     """train.py as it was typed, quoted for a shell: a command said to a user who started python ../swin/train.py
     from another folder works there (python ../swin/predict.py: its train.py beside it)."""

@@ -25,7 +25,7 @@ from export import is_program
 from images import is_image_file, letters, names_order_hint, same_names, write_class_indices
 from splits import is_split_root
 from variants import VARIANTS, resolve_variant
-from processes import from_first_process, launched_first, launcher, resume_command, train_script
+from processes import from_first_process, launched_first, launcher, resume_command, start_again_command, train_script
 from utils import UserError
 
 
@@ -319,10 +319,8 @@ def nothing_to_resume(run: Path) -> str:
     if (run / "best.pth").is_file():
         return f"{run} has no last.pth, only best.pth (stopped while saving): {resume_command(run / 'best.pth')} " \
                "goes on from it"
-    again = f"{launcher()} {train_script()} --config {shlex.quote(str(run / 'config.yaml'))} --output " \
-            f"{shlex.quote(str(run.parent))} --name {shlex.quote(run.name)}"
     return f"{run} holds no checkpoint" + (f": the run stopped before its first epoch was saved. To start it again: "
-                                           f"{again}" if (run / "config.yaml").is_file() else "")
+                                           f"{start_again_command(run)}" if (run / "config.yaml").is_file() else "")
 
 
 def resumed_file(cfg) -> Path:

@@ -84,6 +84,27 @@ def test_checkpoints_are_written_beside_training_as_they_were_when_saved(tmp_pat
     assert written[-1] == 5 and len(written) <= 2, written
 
 
+def test_a_write_that_failed_is_the_error_said_not_the_copy_of_its_file_queued_after_it(tmp_path, monkeypatch):
+    """best.pth's write failed (a full disk) and the copy queued after it (last.pth, a second name of best.pth)
+    failed for want of it: the copy's 'No such file' was said, and 'resume' offered where nothing was saved. The
+    copy is not made, the write's own error is said, with the command that starts the run again."""
+    import errno
+
+    def full_disk(obj, path, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    (tmp_path / "config.yaml").write_text("epochs: 2\n")
+    monkeypatch.setattr(torch, "save", full_disk)
+    writer = checkpoints.CheckpointWriter()
+    writer.save({"w": torch.ones(3)}, tmp_path / "best.pth")
+    writer.copy(tmp_path / "best.pth", tmp_path / "last.pth")
+    with pytest.raises(UserError, match=r"^could not save .*best.pth: No space left on device \(.* GB free on its "
+                                        r"disk\); nothing was written\. Make room, then start it again: python "
+                                        r"\S*train.py --config .*config.yaml --output .* --name "):
+        writer.wait()  # train.py's, at the run's end; then its close(), which raised the copy's error over it
+    writer.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
 def test_a_copy_is_the_file_as_written_before_it_and_later_saves_come_after(tmp_path, monkeypatch):
     """CheckpointWriter.copy, train.py's last.pth when the best weights are the last ones: a second name for
     best.pth's file (a hard link; a copy where links fail), put in place after the writes queued before
