@@ -227,6 +227,18 @@ def cut_short(path: Path, why: str, disk: bool = False) -> UserError:
                      "download it again")
 
 
+def not_whole(path: Path) -> str | None:
+    """Why a torch.save file is not whole (empty, its zip's end missing, a member failing its checksum: read through
+    once, without unpickling); None for a whole one, or one that is no zip (its legacy format: torch.load says)."""
+    if path.stat().st_size == 0:
+        return "an empty file"
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as file:
+            return "its end missing" if file.read(4) == b"PK\x03\x04" else None
+    damaged = damaged_member(path)
+    return f"{damaged} fails its checksum" if damaged else None
+
+
 def damaged_member(path: Path) -> str | None:
     """The first file inside a torch.save zip whose bytes fail its CRC (a second read of the file: 0.1 s for
     swin_tiny's weights), or whose header no longer reads; None for a whole one, one saved without checksums

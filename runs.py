@@ -17,7 +17,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from checkpoints import TRAINING_STATE, is_run_checkpoint, load_checkpoint
+from checkpoints import TRAINING_STATE, is_run_checkpoint, load_checkpoint, not_whole
 from files import put_in_place, remove_all_left_behind
 from config import config_named, explicit_flags, read_yaml_config, typed_flags, write_yaml
 from download import official_weights_file
@@ -311,6 +311,20 @@ def resume_config(parser, cfg, argv) -> tuple:
     if "data_path" not in given and not cfg.data_path.exists() and root and Path(root).is_dir():  # its data is there
         cfg.data_path = Path(root)
     return cfg, checkpoint
+
+
+def set_aside_damaged_best(run: Path) -> bool:
+    """A resumed run's best.pth that is not whole (a disk's fault; a copy of the run cut short) is moved aside, said,
+    so that the epochs trained from now on choose a best.pth: the run trained them all, then failed on it at the end,
+    and every resume after found it finished. True where it was."""
+    best = run / "best.pth"
+    why = not_whole(best) if best.is_file() else None
+    if why is None:
+        return False
+    best.replace(run / "best.pth.damaged")
+    print(f"warning: {best} is cut short or damaged ({why}): kept as best.pth.damaged, and the best of the epochs "
+          "trained from now on is saved as best.pth", file=sys.stderr)
+    return True
 
 
 def nothing_to_resume(run: Path) -> str:

@@ -469,6 +469,28 @@ def test_a_damaged_last_pth_points_to_best_pth_and_does_not_block_it(tmp_path, c
         runs.resume_config(parser, config.parse_config(parser, argv), argv)
 
 
+def test_a_damaged_best_pth_is_set_aside_on_resuming_not_found_at_the_runs_end(flowers, tmp_path, capsys):
+    """best.pth cut short (a copy of the run that did not finish) was found only when the run, all its epochs
+    trained, made its report: it failed there, and every resume after said the run had finished. Resuming moves it
+    aside, says so, and the epochs trained from then on choose a best.pth that the report is of."""
+    run = tmp_path / "cut"
+    train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "cut")
+    whole = (run / "best.pth").read_bytes()
+    (run / "best.pth").unlink()  # a second name of last.pth: its own file, cut short
+    (run / "best.pth").write_bytes(whole[:len(whole) // 2])
+    last = torch.load(run / "last.pth", weights_only=True)
+    torch.save({**last, "best_acc": 1.0}, run / "last.pth")  # a best that no epoch after it beats
+    capsys.readouterr()
+    train.main(["--resume", str(run), "--epochs", "2"])
+    said = capsys.readouterr()
+    assert f"warning: {run / 'best.pth'} is cut short or damaged (its end missing): kept as best.pth.damaged, and " \
+           "the best of the epochs trained from now on is saved as best.pth" in said.err
+    assert torch.load(run / "best.pth", weights_only=True)["epoch"] == 2
+    assert (run / "best.pth.damaged").read_bytes() == whole[:len(whole) // 2]
+    assert (run / "report.txt").read_text().startswith(f"swin_micro_patch4_window4_128 from {run / 'best.pth'} "
+                                                         "(epoch 2), on ")
+
+
 def test_a_checkpoint_cut_to_its_model_is_evaluated_but_not_resumed(tmp_path):
     """A checkpoint made smaller by hand (its optimizer state dropped, or all but the model and its classes): a
     resume is one line that names what is missing and how to train on from its weights, where it was a KeyError's
