@@ -14,6 +14,7 @@ import difflib
 import os
 import random
 import re
+import shlex
 import signal
 import sys
 import tempfile
@@ -119,8 +120,12 @@ def run_cli(main) -> None:
         if err.filename is None:  # not about a file or folder: kept with its traceback
             tell_torchrun(traceback.format_exc())
             raise
-        # a folder that cannot be made, a file that cannot be written: the path and why, as a shell tool says it
-        say_error(f"{err.filename}: {err.strerror}")
+        # a folder that cannot be made, a file that cannot be written: the path and why, as a shell tool says it,
+        # and where permissions refused it (a read-only or another user's folder), where to look
+        import errno
+        look = f" (its permissions, or its folder's: ls -ld {shlex.quote(str(err.filename))})" \
+            if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else ""
+        say_error(f"{err.filename}: {err.strerror}{look}")
         sys.exit(2)
     except Exception as err:
         if out_of_memory(err):  # where no script said more (train.py says it with the run's settings)

@@ -156,3 +156,24 @@ def test_a_ctrl_c_while_torch_imports_ends_the_script_as_a_shell_command_ends():
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGINT and "Traceback" not in err, (proc.returncode, err)
+
+
+def test_a_file_refused_by_its_permissions_is_one_line_that_says_where_to_look(capsys):
+    """An error about a file that no script says more of (a read-only --output, another user's run folder): the path
+    and why, as a shell tool says it, and for permissions the command that shows them; another errno, the path and
+    why alone."""
+    import errno
+
+    def refused():
+        raise PermissionError(errno.EPERM, "Operation not permitted", "/runs/my run/.lock")
+    with pytest.raises(SystemExit) as exited:
+        utils.run_cli(refused)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == "error: /runs/my run/.lock: Operation not permitted (its permissions, or its " \
+                                      "folder's: ls -ld '/runs/my run/.lock')\n"
+
+    def gone():
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/runs/x")
+    with pytest.raises(SystemExit):
+        utils.run_cli(gone)
+    assert capsys.readouterr().err == "error: /runs/x: No such file or directory\n"
