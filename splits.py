@@ -150,13 +150,15 @@ def split_by_class(images: list[list[Path]], val_ratio: float, test_ratio: float
 
 
 def load_splits(data_path, val_ratio: float = 0.2, seed: int = 0, check: bool = True,
-                val_files: set = None) -> DataSplits:
+                val_files: set = None, kept_classes: bool = False) -> DataSplits:
     """The samples under `data_path`: class folders (split here), or train/ val/ (test/) as split_data.py writes.
 
     `check=False` skips decoding every image up front (a split root written by split_data.py has
     been checked already); a file that then fails is still skipped at training time. `val_files`, paths
     relative to `data_path`, is a split of class folders as a run drew it: those files that are still there
     validate, every other image trains (files added since too), whatever a redraw would give now.
+    `kept_classes`: a resumed run's, whose classes are its model's: a class folder without a usable image is not
+    one to remove.
     """
     root = Path(data_path)
     if not root.is_dir():
@@ -167,10 +169,12 @@ def load_splits(data_path, val_ratio: float = 0.2, seed: int = 0, check: bool = 
                         f"{os.path.relpath(BUNDLED_SAMPLE)}, the bundled photos) or of split folders (such as data); "
                         "the name flower_photos downloads the tutorial's photos")
     readable_folder(root)
+    kept = "put back the photos it held when the run started (its model has a class for it)" if kept_classes \
+        else None
     if is_split_root(root):
-        return load_split_root(root, check)
+        return load_split_root(root, check, kept)
     check_split_finished(root)  # its train/ alone: the classes written so far
-    classes, images, skipped = read_class_root(root, check)
+    classes, images, skipped = read_class_root(root, check, or_else=kept or "remove the folder")
     if val_files is None:
         splits = split_by_class(images, val_ratio, 0.0, seed)
     else:
@@ -218,8 +222,9 @@ def check_split_finished(folder: Path) -> None:
                     "command again, which clears what it wrote and writes it whole")
 
 
-def load_split_root(root: Path, check: bool = True) -> DataSplits:
-    """train/<class>/ (required), val/<class>/ (required), test/<class>/ (optional) under `root`."""
+def load_split_root(root: Path, check: bool = True, or_else: str = None) -> DataSplits:
+    """train/<class>/ (required), val/<class>/ (required), test/<class>/ (optional) under `root`; `or_else`, what
+    else to do with a class folder of train/ without a usable image (read_class_folder)."""
     check_split_finished(root)
     if not (root / "val").is_dir():
         other = next((name for name in ("valid", "validation") if (root / name).is_dir()), None)  # Roboflow's, Kaggle's
@@ -227,8 +232,8 @@ def load_split_root(root: Path, check: bool = True) -> DataSplits:
             " (python split_data.py writes them); a class folder named train holds its photos itself, not in folders"
         raise UserError(f"{root} has train/ but no val/: a split root needs both{hint}")
     # a class folder of train/ without a usable image: removing it alone leaves its val/ folder a class train/ lacks
-    or_else = ("run split_data.py again, which writes the split whole" if (root / SPLIT_MANIFEST).is_file() else
-               "remove it and its val/ folder")
+    or_else = or_else or ("run split_data.py again, which writes the split whole" if (root / SPLIT_MANIFEST).is_file()
+                          else "remove it and its val/ folder")
     classes, train_images, skipped = read_class_root(root / "train", check, or_else=or_else)
     indices_file = root / "class_indices.json"
     if indices_file.exists() and not same_names(read_class_indices(indices_file), classes):

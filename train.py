@@ -338,7 +338,7 @@ def load_data(cfg, checkpoint, program, default_val_ratio: float, main_process: 
     # a run resumed (or its checkpoint evaluated) validates on the files it drew at its start
     recorded = None if checkpoint is None else runs.recorded_split(resumed_file(cfg).parent, cfg.data_path,
                                                                    cfg.val_ratio, main_process)
-    splits = load_splits(cfg.data_path, cfg.val_ratio, seed=0, val_files=recorded)
+    splits = load_splits(cfg.data_path, cfg.val_ratio, seed=0, val_files=recorded, kept_classes=checkpoint is not None)
     check_same_everywhere(splits)  # under torchrun: another machine's copy of the data, the same
     # before the warnings about its files: a class folder added, removed or renamed is what to say first
     trained_on = checkpoint["class_names"] if checkpoint is not None else program.class_names if program else None

@@ -340,3 +340,22 @@ def test_processes_that_see_different_data_are_refused(tmp_path, monkeypatch):
                                         rf"{socket.gethostname()}: 2 classes, 1 training and 1 validation images; "
                                         r"process 1 on node2: 3 classes, .*each machine needs the same copy of it"):
         check_same_everywhere(splits)
+
+
+def test_a_class_folder_without_a_usable_image_is_not_to_be_removed_where_a_model_has_that_class(tmp_path):
+    """A new run may drop such a folder; a resumed (or evaluated) run cannot: its model has the class, and removing
+    the folder was then refused as a class gone."""
+    write_class_tree(tmp_path / "flat", {"cat": 3, "dog": 2})
+    write_class_tree(tmp_path / "split" / "train", {"cat": 3, "dog": 2})
+    write_class_tree(tmp_path / "split" / "val", {"cat": 1, "dog": 1})
+    for root in (tmp_path / "flat", tmp_path / "split" / "train"):
+        for photo in (root / "dog").iterdir():
+            photo.write_bytes(b"not a photo")
+    for data in (tmp_path / "flat", tmp_path / "split"):
+        with pytest.raises(UserError, match=r"dog has no usable image: all 2 fail to decode .*: replace them or "
+                                            r"(remove|run split_data|remove it and)"):
+            load_splits(data)
+        with pytest.raises(UserError, match=r"dog has no usable image: all 2 fail to decode .*: replace them or put "
+                                            r"back the photos it held when the run started \(its model has a class "
+                                            r"for it\)$"):
+            load_splits(data, kept_classes=True)
