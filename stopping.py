@@ -108,6 +108,7 @@ class StopSignal:
     def __init__(self):
         self.requested, self.settled = None, False
         self.trained = False  # the last epoch trained and saved: a signal now ends nothing but its report
+        self.last_epoch = False  # the last epoch's steps trained: it is validated and saved, and the run ends
         self._pid = os.getpid()
         self._previous = take_stop_signals(self._handle)
 
@@ -128,7 +129,8 @@ class StopSignal:
             again = " (a second Ctrl-C: torchrun kills the processes after its --shutdown-timeout, 30 s)" \
                 if "RANK" in os.environ else " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
             doing = "the training is done and saved; writing its report, then the run ends" if self.trained else \
-                "finishing this step, then saving last.pth"
+                "the last epoch is trained: validating and saving it, writing the report, then the run ends" \
+                if self.last_epoch else "finishing this step, then saving last.pth"
             print(f"\n{self.requested} received: {doing}{again}", file=sys.stderr, flush=True)
 
     def agreed(self, anywhere: bool) -> bool:

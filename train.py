@@ -381,6 +381,7 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
             save("last.pth")
             return
         run_log.check_some_loaded(train, "training", cfg.data_path)
+        stop.last_epoch = epoch + 1 == cfg.epochs  # a stop from now on finds the run done: said so
         if engine.stop_agreed(stop, state.device):  # at the epoch's last step: validated next, its training saved
             save("last.pth")  # first, since validating may outlast a kill (torchrun's, after its --shutdown-timeout)
         val = evaluation.evaluate(state.model, val_loader, normalize, len(classes), state.device, state.amp,

@@ -436,6 +436,22 @@ def test_a_signal_as_the_report_is_written_says_the_training_is_done(flowers, tm
     assert err.endswith("\nSIGTERM received: the training is done and saved; writing its report, then the run ends\n")
 
 
+def test_a_signal_as_the_last_epoch_is_validated_says_the_run_ends_done(flowers, tmp_path, capsys, monkeypatch):
+    """A SIGTERM during the last epoch's validation: the run validates, saves and reports as finished; its notice
+    said it was finishing a step and saving last.pth, as if it stopped there."""
+    validating = evaluation.evaluate
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return validating(*args, **kwargs)
+    monkeypatch.setattr(evaluation, "evaluate", signalled)
+    train.main([str(a) for a in ["--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "v"]])
+    out, err = capsys.readouterr()
+    assert f"open in a browser: {tmp_path / 'v' / 'report.html'}" in out and "stopped by" not in out
+    assert "\nSIGTERM received: the last epoch is trained: validating and saving it, writing the report, then the " \
+           "run ends\n" in err
+
+
 def test_a_resumed_run_whose_best_came_before_reports_on_best_pth(flowers, tmp_path, capsys, monkeypatch):
     """The report at a run's end is of best.pth, also when best.pth was saved before a resume and the epochs since
     scored lower: its weights are evaluated again, not last.pth's."""
