@@ -302,7 +302,8 @@ def compare_speed(args, device, amp):
           f"attention {' / '.join(args.attention or ['chosen per case'])}, "
           f"LayerNorm {' / '.join(args.layer_norm or [kernels.LAYER_NORM])}, "
           f"weights cast once {' / '.join(args.cast_once or ['on' if precision.CAST_ONCE else 'off'])}"
-          + ("" if args.no_e2e else f", {' / '.join(map(str, args.workers or [cfg.workers]))} loader workers at nice "
+          + ("" if args.no_e2e else f", {' / '.join(map(str, counts := args.workers or [cfg.workers]))} loader "
+                                    f"worker{'' if counts == [1] else 's'} at nice "
                                     f"{' / '.join(map(str, args.worker_nice or [workers.NICE]))}")
           + (", EMA" if args.ema else ""), flush=True)
 
@@ -326,10 +327,11 @@ def compare_speed(args, device, amp):
         raise SystemExit("every bare variant failed: nothing to compare")
     bare = next(iter(variants))  # the loop's model, and the step the loop is compared with
     use(variants[bare])
-    start = time.perf_counter()
-    for epoch, (loader, epoch_batches) in enumerate(e2e_loaders.values()):  # and start the loaders' workers
-        e2e_round(states[bare], cfg, loader, epoch_batches, epoch)
-    warm_up["loaders"] = time.perf_counter() - start
+    if e2e_loaders:
+        start = time.perf_counter()
+        for epoch, (loader, epoch_batches) in enumerate(e2e_loaders.values()):  # and start the loaders' workers
+            e2e_round(states[bare], cfg, loader, epoch_batches, epoch)
+        warm_up["loaders"] = time.perf_counter() - start
     print(f"warm-up{' (compiling)' if args.compile else ''}: "
           + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in warm_up.items()), flush=True)
     if args.compile and args.cuda_graphs:  # Inductor says a graph it runs without CUDA graphs in its log alone
