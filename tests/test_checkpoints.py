@@ -90,13 +90,17 @@ def test_a_write_that_failed_is_the_error_said_not_the_copy_of_its_file_queued_a
     copy is not made, the write's own error is said, with the command that starts the run again."""
     import errno
 
-    def full_disk(obj, path, **kwargs):
+    queued = threading.Event()
+
+    def full_disk(obj, path, **kwargs):  # fails once the copy is queued, as a write that takes a while does
+        queued.wait(10)
         raise OSError(errno.ENOSPC, "No space left on device")
     (tmp_path / "config.yaml").write_text("epochs: 2\n")
     monkeypatch.setattr(torch, "save", full_disk)
     writer = checkpoints.CheckpointWriter()
     writer.save({"w": torch.ones(3)}, tmp_path / "best.pth")
     writer.copy(tmp_path / "best.pth", tmp_path / "last.pth")
+    queued.set()
     with pytest.raises(UserError, match=r"^could not save .*best.pth: No space left on device \(.* GB free on its "
                                         r"disk\); nothing was written\. Make room, then start it again: python "
                                         r"\S*train.py --config .*config.yaml --output .* --name "):
