@@ -94,6 +94,7 @@ class TrainState:
     # buffers it overwrites on its next replay, which the parameters would otherwise take as their .grad, and a
     # second backward before the step (--accum-steps) would overwrite the first's (pytorch/pytorch#181723)
     keep_grads: bool = False
+    compiled: bool = False  # net is compiled (--compile, or where it pays: compiling.compile_pays)
     # how an epoch divides here: {"processes", "images", "batch_size", "batches_per_epoch" (a process's),
     # "steps_per_epoch"}; a checkpoint carries it, so that a run resumed in another layout keeps its schedule
     layout: dict = None

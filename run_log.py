@@ -25,7 +25,7 @@ from data import IMAGENET_MEAN, IMAGENET_STD, to_device
 from images import UNREADABLE, open_image, why_it_failed
 from splits import class_imbalance
 from model import maps_of
-from variants import NO_PRETRAINED_WEIGHTS
+from variants import NO_PRETRAINED_WEIGHTS, VARIANTS
 from precision import amp_name, autocast
 from files import put_in_place
 from config import plain
@@ -89,8 +89,9 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
     if ema_val is not None:  # each figure that may choose best.pth (balanced accuracy under --balance)
         scalars.update({"acc1/val_ema": ema_val["acc1"], "balanced_acc/val_ema": ema_val["balanced_acc"],
                         "loss/val_ema": ema_val["loss"]})
-    if torch.cuda.is_available():
-        scalars["memory/gpu_max_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    if state.device.type == "cuda":  # the epoch's peak (training and validation): from the next, the next epoch's
+        scalars["memory/gpu_max_gib"] = torch.cuda.max_memory_allocated(state.device) / 2**30
+        torch.cuda.reset_peak_memory_stats(state.device)
     for key, value in scalars.items():
         if value is not None:
             writer.add_scalar(key, value, epoch)
@@ -98,7 +99,7 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
         if recall is not None:  # None: no validation image of the class
             writer.add_scalar(f"class_recall/{name}", recall, epoch)
     if len(classes) <= report.MAX_CONFUSION_PICTURE:  # past it, a picture too large to read, drawn every epoch
-        writer.add_image("confusion_matrix/val", plots.to_chw(plots.confusion_matrix_image(
+        writer.add_image("val/confusion_matrix", plots.to_chw(plots.confusion_matrix_image(
             val["confusion"], classes, f"validation, epoch {epoch}")), epoch)
     writer.flush()
     row = {"epoch": epoch, "step": state.step,
@@ -117,7 +118,10 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
         "trained before the resume"
     since = "" if train.get("whole", True) else " since the resume"
     seconds = f"{train['seconds']:.{0 if train['seconds'] >= 10 else 1}f}s"  # a small run's epoch: 0.4s, not 0s
-    speed = f"{seconds}{since} {throughput:.1f} img/s ({wait_share:.0%} waiting for data)" if trained else seconds
+    # an epoch whose steps a killed run had all taken (its checkpoint saved after them, its row not written) has
+    # no time here: not "0.0s"
+    speed = f"{seconds}{since} {throughput:.1f} img/s ({wait_share:.0%} waiting for data)" if trained else \
+        "" if train["loss"] is None else "its steps taken before the resume"
     top5 = f" top-5 {val['acc5']:.4f}" if len(classes) > report.TOP_K else ""  # of 5 classes or fewer: always 1
     print(f"epoch {epoch:3d}  {figures}  val loss {val['loss']:.4f} top-1 {val['acc1']:.4f} balanced "
           f"{val['balanced_acc']:.4f}{top5}{ema}  lr {lr:.2e}  {speed}"
@@ -477,14 +481,25 @@ def say_stopped(state, by: str, run_dir: Path, main_process: bool = True) -> Non
     tell_torchrun(said)
 
 
+HPARAMS_LEFT_OUT = ("resume", "output", "name", "config", "progress", "eval_only", "split", "stop_after_epochs",
+                    "download_weights")
+
+
 def write_hparams(writer, run_dir: Path, cfg, state, last_val: dict) -> None:
     """TensorBoard's HPARAMS tab, which takes its columns from one run's record: every run writes the same settings
-    (None as "", a list as text) and the same figures, the best top-1 and balanced accuracy over its epochs (the
+    (resolved: the image size the model was built at, not None; a list as text) and the same figures, the best top-1 and balanced accuracy over its epochs (the
     model's or the EMA's, from metrics.csv; `best_metric` says which chose best.pth) and the last validation loss.
     In runs/<name>/hparams/, written anew at each end: a run resumed to more epochs showed its first end's settings
     beside its last end's figures."""
-    settings = {k: "" if v is None else v if isinstance(v, (int, float, str, bool)) else str(v)
-                for k, v in plain(vars(cfg)).items()}
+    model = state.model
+    resolved = {**vars(cfg), "img_size": model.img_size, "num_classes": model.num_classes,  # what the flags left
+                "window_size": model.layers[0].window_size,  # to the variant, as the model was built
+                "drop_path_rate": {**VARIANTS[model.variant], **getattr(model, "overrides", {})}["drop_path_rate"],
+                "compile": state.compiled}
+    # a column per setting that tells runs apart, each of one type (a setting left unset is an empty cell): not
+    # where a run was written, how it was started or shown
+    settings = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                for k, v in plain(resolved).items() if v is not None and k not in HPARAMS_LEFT_OUT}
     settings["best_metric"] = engine.best_metric(cfg)
     try:
         rows = report.read_metrics(run_dir / "metrics.csv")

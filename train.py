@@ -214,6 +214,7 @@ def main(argv=None) -> None:
                                    world_size)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.accum_steps)
     state = engine.build_train_state(cfg, model, net, device, amp, steps_per_epoch, splits.counts("train"))
+    state.compiled = compiled
     state.layout = {"processes": world_size, "images": len(splits.train), "batch_size": cfg.batch_size,
                     "batches_per_epoch": len(train_loader), "steps_per_epoch": steps_per_epoch}
     state.order = {"seed": cfg.seed, "sampler": "balanced" if cfg.balance == "sampler" else "shuffled"}

@@ -258,6 +258,9 @@ def test_a_kill_while_validating_resumes_into_the_validation_and_logs_no_made_up
     out = train_here(capsys, "--resume", tmp_path / "k")
     rows = metrics(tmp_path / "k")
     assert "epoch   1  train loss " in out and "trained before the resume" not in out, out
+    [line] = [line for line in out.splitlines() if line.startswith("epoch   1")]  # no time of its own, not "0.0s"
+    assert line.endswith("its steps taken before the resume") or line.endswith("its steps taken before the resume  "
+                                                                               "* best"), line
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert rows[0]["throughput_images_per_second"] == "" and rows[0]["acc1_val"] != ""
     train_here(capsys, *args[:-1], "straight")

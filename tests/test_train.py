@@ -93,8 +93,21 @@ def test_tensorboard_holds_scalars_and_pictures(flowers, tmp_path, capsys):
     best = max(float(row[key]) for row in metrics(tmp_path / "tb") for key in ("acc1_val", "acc1_val_ema"))
     assert [(e.step, e.value) for e in hparams.Scalars("hparam/best_acc1")] == [(10, pytest.approx(best, abs=1e-5))]
     assert {"hparam/best_balanced_acc", "hparam/last_val_loss"} <= set(hparams.Tags()["scalars"])
+    # its columns: settings as the run resolved them (each of one type across runs: img_size was "" where the
+    # variant's, a number where typed), not where the run was written or how it was started
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    [started] = [plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content).session_start_info
+                 for file in (tmp_path / "tb" / "hparams").glob("events.out.tfevents.*")
+                 for event in EventFileLoader(str(file)).Load() for value in event.summary.value
+                 if value.tag == "_hparams_/session_start_info"]
+    settings = {key: getattr(value, value.WhichOneof("kind")) for key, value in started.hparams.items()}
+    assert (settings["img_size"], settings["window_size"], settings["num_classes"]) == (64, 4, 5)
+    assert settings["drop_path_rate"] == 0.0 and settings["compile"] == 0 and settings["model"] == \
+        "swin_micro_patch4_window4_128"
+    assert not {"output", "name", "resume", "config", "progress"} & set(settings)
     images = set(events.Tags()["images"])
-    assert {"train/augmented_images", "confusion_matrix/val", "val/where_it_looks"} <= images
+    assert {"train/augmented_images", "val/confusion_matrix", "val/where_it_looks"} <= images
     grid = events.Images("train/augmented_images")[0]
     assert grid.width > 64 and grid.height > 64
     # the first validation photo of each class (64 px crops, shown at 160), tinted where the model saw its choice
