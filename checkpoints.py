@@ -105,6 +105,8 @@ class CheckpointWriter:
         for later in self.writes:
             later.result()
         self.writes.clear()
+        with self.lock:  # the snapshots those writes would have taken: a later save of their file queues its own
+            self.newest.clear()
         self.failed = False
         write.result()
 

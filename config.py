@@ -90,7 +90,7 @@ def web_address(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text} is not a valid address: {error}") from None
     if scheme not in ("http", "https"):  # a local path, a mistyped scheme (htp://), file://
         raise argparse.ArgumentTypeError(f"{text} is no http:// or https:// address (to use a flower_photos.tgz you "
-                                         "have, put it beside --data-path and leave --url out)")
+                                         "have, put it beside --data-path under that name and leave --url out)")
     return text.strip()
 
 

@@ -120,11 +120,11 @@ def log_epoch(writer, run_dir: Path, state, train: dict, val: dict, ema_val, cla
     seconds = f"{train['seconds']:.{0 if train['seconds'] >= 10 else 1}f}s"  # a small run's epoch: 0.4s, not 0s
     # an epoch whose steps a killed run had all taken (its checkpoint saved after them, its row not written) has
     # no time here: not "0.0s"
-    speed = f"{seconds}{since} {throughput:.1f} img/s ({wait_share:.0%} waiting for data)" if trained else \
-        "" if train["loss"] is None else "its steps taken before the resume"
+    speed = f"  {seconds}{since} {throughput:.1f} img/s ({wait_share:.0%} waiting for data)" if trained else \
+        "" if train["loss"] is None else "  its steps taken before the resume"
     top5 = f" top-5 {val['acc5']:.4f}" if len(classes) > report.TOP_K else ""  # of 5 classes or fewer: always 1
     print(f"epoch {epoch:3d}  {figures}  val loss {val['loss']:.4f} top-1 {val['acc1']:.4f} balanced "
-          f"{val['balanced_acc']:.4f}{top5}{ema}  lr {lr:.2e}  {speed}"
+          f"{val['balanced_acc']:.4f}{top5}{ema}  lr {lr:.2e}{speed}"
           f"{'  * best' if improved else ''}", flush=True)
 
 
@@ -487,19 +487,19 @@ HPARAMS_LEFT_OUT = ("resume", "output", "name", "config", "progress", "eval_only
 
 def write_hparams(writer, run_dir: Path, cfg, state, last_val: dict) -> None:
     """TensorBoard's HPARAMS tab, which takes its columns from one run's record: every run writes the same settings
-    (resolved: the image size the model was built at, not None; a list as text) and the same figures, the best top-1 and balanced accuracy over its epochs (the
-    model's or the EMA's, from metrics.csv; `best_metric` says which chose best.pth) and the last validation loss.
-    In runs/<name>/hparams/, written anew at each end: a run resumed to more epochs showed its first end's settings
-    beside its last end's figures."""
+    (resolved: the image size the model was built at, not None; one still unset as ""; a list as text) and the
+    same figures, the best top-1 and balanced accuracy over its epochs (the model's or the EMA's, from metrics.csv;
+    `best_metric` says which chose best.pth) and the last validation loss. In runs/<name>/hparams/, written anew at
+    each end: a run resumed to more epochs showed its first end's settings beside its last end's figures."""
     model = state.model
     resolved = {**vars(cfg), "img_size": model.img_size, "num_classes": model.num_classes,  # what the flags left
                 "window_size": model.layers[0].window_size,  # to the variant, as the model was built
                 "drop_path_rate": {**VARIANTS[model.variant], **getattr(model, "overrides", {})}["drop_path_rate"],
                 "compile": state.compiled}
-    # a column per setting that tells runs apart, each of one type (a setting left unset is an empty cell): not
-    # where a run was written, how it was started or shown
-    settings = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                for k, v in plain(resolved).items() if v is not None and k not in HPARAMS_LEFT_OUT}
+    # a column per setting that tells runs apart, in every run (TensorBoard takes the columns from one run's record;
+    # one still unset, --weights', is ""): not where a run was written, how it was started or shown
+    settings = {k: "" if v is None else v if isinstance(v, (int, float, str, bool)) else str(v)
+                for k, v in plain(resolved).items() if k not in HPARAMS_LEFT_OUT}
     settings["best_metric"] = engine.best_metric(cfg)
     try:
         rows = report.read_metrics(run_dir / "metrics.csv")

@@ -313,12 +313,17 @@ def resume_config(parser, cfg, argv) -> tuple:
     return cfg, checkpoint
 
 
-def set_aside_damaged_best(run: Path) -> bool:
-    """A resumed run's best.pth that is not whole (a disk's fault; a copy of the run cut short) is moved aside, said,
-    so that the epochs trained from now on choose a best.pth: the run trained them all, then failed on it at the end,
-    and every resume after found it finished. True where it was."""
+def best_pth_lost(run: Path) -> bool:
+    """Whether a resumed run that has validated lacks a best.pth that loads: one not whole (a disk's fault; a copy
+    of the run cut short), moved aside, or none (deleted; a copy of last.pth alone; set aside by a resume killed
+    before it saved). Said; the epochs trained from now on then choose a best.pth: the run trained them all, then
+    failed on it (or reported on last.pth) at its end, and every resume after found it finished."""
     best = run / "best.pth"
-    why = not_whole(best) if best.is_file() else None
+    if not best.is_file():
+        print(f"notice: {run} holds no best.pth: the best of the epochs trained from now on is saved as best.pth",
+              file=sys.stderr)
+        return True
+    why = not_whole(best)
     if why is None:
         return False
     best.replace(run / "best.pth.damaged")
@@ -333,6 +338,9 @@ def nothing_to_resume(run: Path) -> str:
     if (run / "best.pth").is_file():
         return f"{run} has no last.pth, only best.pth (stopped while saving): {resume_command(run / 'best.pth')} " \
                "goes on from it"
+    if records := records_past_checkpoints(run):  # a run's whose checkpoints were deleted: not one to start again
+        return f"{run} holds no checkpoint, only its run's {' and '.join(records)} (its checkpoints gone): nothing " \
+               "to resume; a new run goes under another --name"
     return f"{run} holds no checkpoint" + (f": the run stopped before its first epoch was saved. To start it again: "
                                            f"{start_again_command(run)}" if (run / "config.yaml").is_file() else "")
 

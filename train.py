@@ -237,7 +237,8 @@ def main(argv=None) -> None:
         writer, step_writer = run_log.open_writers(run_dir, state, resumed=checkpoint is not None)
         run_log.say_started(run_dir, cfg, splits, model, state, world_size, compiled, images_per_process,
                             resumed=checkpoint is not None)
-    if checkpoint is not None and from_first_process(main_process and runs.set_aside_damaged_best(run_dir)):
+    if checkpoint is not None and state.best_acc >= 0 and from_first_process(main_process and
+                                                                            runs.best_pth_lost(run_dir)):
         state.best_acc = -1.0  # the next epoch's weights are the best.pth it lost
     run_dir = from_first_process(run_dir)  # the folder it made (a -2 where another run took the name), in messages
 

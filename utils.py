@@ -123,8 +123,9 @@ def run_cli(main) -> None:
         # a folder that cannot be made, a file that cannot be written: the path and why, as a shell tool says it,
         # and where permissions refused it (a read-only or another user's folder), where to look
         import errno
-        look = f" (its permissions, or its folder's: ls -ld {shlex.quote(str(err.filename))})" \
-            if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else ""
+        look = " (a file system mounted read-only: write elsewhere)" if err.errno == errno.EROFS else \
+            f" (its permissions, or its folder's: ls -ld {shlex.quote(str(err.filename))})" \
+            if err.errno in (errno.EACCES, errno.EPERM) else ""
         say_error(f"{err.filename}: {err.strerror}{look}")
         sys.exit(2)
     except Exception as err:

@@ -148,7 +148,7 @@ def check_is_swin(state: dict, source) -> None:
                             f"names: save them without it (state being its dict of tensors), torch.save("
                             f"{{k[{len(inside[0])}:]: v for k, v in state.items() if k.startswith({inside[0]!r})}}, "
                             "'weights.pth'), and give that file")
-        if any(re.match(r"stages\.\d+\.blocks\.\d+\.attn\.", key) for key in state):
+        if any(re.match(r"stages\.\d+\.blocks\.\d+\.attn\.(logit_scale|meta_mlp\.)", key) for key in state):
             raise UserError(f"{source} holds a Swin of another naming (its blocks under stages., as timm's swinv2_cr_* "
                             "models name them, a network of other layers than the official V2's): give an official "
                             "file, or timm's swin_* or swinv2_* weights (not swinv2_cr_*), or a train.py checkpoint")

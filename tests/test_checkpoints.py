@@ -100,13 +100,17 @@ def test_a_write_that_failed_is_the_error_said_not_the_copy_of_its_file_queued_a
     writer = checkpoints.CheckpointWriter()
     writer.save({"w": torch.ones(3)}, tmp_path / "best.pth")
     writer.copy(tmp_path / "best.pth", tmp_path / "last.pth")
+    writer.save({"w": torch.zeros(3)}, tmp_path / "other.pth")  # not made either
     queued.set()
     with pytest.raises(UserError, match=r"^could not save .*best.pth: No space left on device \(.* GB free on its "
                                         r"disk\); nothing was written\. Make room, then start it again: python "
                                         r"\S*train.py --config .*config.yaml --output .* --name "):
         writer.wait()  # train.py's, at the run's end; then its close(), which raised the copy's error over it
-    writer.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+    monkeypatch.undo()  # room again: a later save of the file whose write was not made is written
+    writer.save({"w": torch.ones(3)}, tmp_path / "other.pth")
+    writer.close()
+    assert torch.equal(checkpoints.load_checkpoint(tmp_path / "other.pth")["w"], torch.ones(3))
 
 
 def test_a_copy_is_the_file_as_written_before_it_and_later_saves_come_after(tmp_path, monkeypatch):

@@ -366,15 +366,16 @@ def test_an_address_not_named_as_an_archive_is_kept_as_the_data_folders_archive(
 
 def test_what_split_data_cannot_use_is_refused_before_a_download(tmp_path, capsys, monkeypatch):
     """--sha256 that no file has (read after 218 MiB), an empty one or an empty --url (each quietly the official
-    one), a --url that is no web address (said after a line that it was downloading), an --out that is a file or inside the photos (said after the download and extraction): refused first."""
+    one), a --url that is no web address (said after a line that it was downloading), an --out that is a file or
+    inside the photos (said after the download and extraction): refused first."""
     monkeypatch.setattr(download_module, "download", lambda *a, **k: pytest.fail("nothing may be downloaded"))
     monkeypatch.chdir(tmp_path)
     for flag, value, said in (("--sha256", "xyz", "must be a SHA-256 digest, 64 hexadecimal digits, not 'xyz'"),
                               ("--sha256", "", "must be a SHA-256 digest"),
                               ("--url", "", "is empty (an unset shell variable?)"),
                               ("--url", "notaurl", "notaurl is no http:// or https:// address (to use a "
-                                                   "flower_photos.tgz you have, put it beside --data-path and leave "
-                                                   "--url out)"),
+                                                   "flower_photos.tgz you have, put it beside --data-path under that "
+                                                   "name and leave --url out)"),
                               ("--url", "ftp://x/y.tgz", "ftp://x/y.tgz is no http:// or https:// address"),
                               ("--url", "http://[::1", "http://[::1 is not a valid address")):
         with pytest.raises(SystemExit) as stopped:

@@ -491,6 +491,15 @@ def test_a_damaged_best_pth_is_set_aside_on_resuming_not_found_at_the_runs_end(f
     assert (run / "best.pth.damaged").read_bytes() == whole[:len(whole) // 2]
     assert (run / "report.txt").read_text().startswith(f"swin_micro_patch4_window4_128 from {run / 'best.pth'} "
                                                          "(epoch 2), on ")
+    # a resume killed before it saved again: best.pth set aside, last.pth's best as before. The next resume finds
+    # no best.pth and chooses one anew all the same
+    (run / "best.pth").unlink()
+    last = torch.load(run / "last.pth", weights_only=True)
+    torch.save({**last, "best_acc": 1.0}, run / "last.pth")
+    train.main(["--resume", str(run), "--epochs", "3"])
+    assert f"notice: {run} holds no best.pth: the best of the epochs trained from now on is saved as best.pth" in \
+        capsys.readouterr().err
+    assert torch.load(run / "best.pth", weights_only=True)["epoch"] == 3
 
 
 def test_a_checkpoint_cut_to_its_model_is_evaluated_but_not_resumed(tmp_path):

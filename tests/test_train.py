@@ -206,6 +206,9 @@ def test_a_new_run_refuses_a_folder_of_a_runs_records_whose_checkpoints_are_gone
     with pytest.raises(UserError, match=r"holds a run's report.html \(its checkpoints gone\)"):
         runs.run_folder(cfg, None, "swin_micro_patch4_window4_128")
     assert (tmp_path / "exp" / "report.html").read_text() == "kept\n"
+    # --resume of it: nothing to resume, and not the command that starts it again (refused above)
+    assert runs.nothing_to_resume(tmp_path / "exp") == f"{tmp_path / 'exp'} holds no checkpoint, only its run's " \
+        "report.html (its checkpoints gone): nothing to resume; a new run goes under another --name"
 
 
 def test_a_runs_own_config_yaml_is_a_config_to_start_from(tmp_path):

@@ -177,10 +177,13 @@ def test_weights_that_fit_only_a_few_keys_are_refused_not_loaded_as_those(tmp_pa
     with pytest.raises(UserError, match=r"holds no Swin weights \(its tensors are named patch_embed\.proj"):
         load_weights(create_model("swin_micro_patch4_window4_128"),
                      {"patch_embed.proj.weight": torch.zeros(32, 3, 4, 4), "blocks.0.attn.qkv.weight": torch.zeros(1)})
-    cr = {"patch_embed.proj.weight": torch.zeros(32, 3, 4, 4), "stages.0.blocks.0.attn.qkv.weight": torch.zeros(1)}
+    cr = {"patch_embed.proj.weight": torch.zeros(32, 3, 4, 4), "stages.0.blocks.0.attn.logit_scale": torch.zeros(1)}
     with pytest.raises(UserError, match=r"holds a Swin of another naming \(its blocks under stages\., as timm's "
                                         r"swinv2_cr_\* models"):
         load_weights(create_model("swin_micro_patch4_window4_128"), cr)
+    other = {"patch_embed.proj.weight": torch.zeros(32, 3, 4, 4), "stages.0.blocks.0.attn.qkv.weight": torch.zeros(1)}
+    with pytest.raises(UserError, match="holds no Swin weights"):  # timm's MViTv2, TinyViT: blocks under stages too
+        load_weights(create_model("swin_micro_patch4_window4_128"), other)
     state = micro_state()
     partial = {k: v for k, v in state.items() if not k.startswith(("patch_embed.", "norm."))}  # a backbone's part
     with pytest.raises(UserError, match=rf"^the state dict given: 6 of the model's {len(state)} tensors are not there "
