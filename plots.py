@@ -91,7 +91,7 @@ def confusion_matrix_image(confusion, classes: list, title: str = "confusion mat
     n = len(classes)
     cell = max(14, min(56, 900 // max(n, 1)))
     show_text = cell >= 26
-    labels_fit = cell >= 14 and n <= 60
+    labels_fit = cell >= 14 and n <= 60  # report.MAX_CONFUSION_PICTURE: past it, no picture
     margin = (max(pixel_width(c) for c in classes) + 14) if labels_fit else 10
     top = 70 + (margin if labels_fit else 0)
     legend = "rows: true class, columns: predicted; shade = share of the row"

@@ -37,7 +37,9 @@ from utils import counted, padded, printable, text_width
 MAX_SHOWN = 300  # thumbnails in the gallery, the most confident mistakes first
 THUMB_SIZE = 128  # px, the longer side
 TOP_K = 5  # top-5 is shown for more classes than that: of as many or fewer it is 1, whatever the model
-MAX_CONFUSION_PICTURE = 100  # classes; past that the picture is unreadable and huge: the table says it all
+# classes; past that the picture has no room for their names (plots.confusion_matrix_image), a grid no one can read:
+# the table says it all
+MAX_CONFUSION_PICTURE = 60
 MAX_CONFUSION_TEXT = 30  # classes; past that report.txt's matrix is lines too wide to read (the page's list says more)
 # what a report that could not be written says to do once there is room: evaluate again (a resume of a finished run
 # trains nothing and writes none)
@@ -242,8 +244,7 @@ def gallery(wrong: list, classes: list[str], max_shown: int, thumb_size: int, fa
     """The `max_shown` most confident mistakes, grouped by true class in class order, each group most
     confident first; each tinted where the model saw the class it chose, where `maps` has its map, over the part
     of the photo it was shown (`seen`, write_report's)."""
-    ranked = sorted(wrong, key=lambda mistake: (-mistake[3][0], mistake[0]))
-    shown = ranked[:max_shown]
+    shown, each = shown_mistakes(wrong, max_shown)
 
     def picture(mistake):
         image = plots.thumbnail(mistake[0], thumb_size)
@@ -263,7 +264,8 @@ def gallery(wrong: list, classes: list[str], max_shown: int, thumb_size: int, fa
         intro += (" Each photo is tinted red where, in the part the model was shown, it saw the class it chose "
                   "(its class activation map): a tint on the background rather than the subject is worth a look.")
     if len(wrong) > len(shown):
-        intro += (f" Shown: the {len(shown):,} most confident; the other {len(wrong) - len(shown):,} "
+        intro += (f" Shown: {len(shown):,}, the most confident {counted(each, 'mistake')} of each class, then the "
+                  f"most confident of all; the other {len(wrong) - len(shown):,} "
                   f"{'is' if len(wrong) - len(shown) == 1 else 'are'} listed in misclassified.csv beside this page.")
     if failed:
         intro += (f" 1 image failed to load and was not evaluated, {failed[0]}: report.txt says why."
@@ -273,6 +275,8 @@ def gallery(wrong: list, classes: list[str], max_shown: int, thumb_size: int, fa
     for label, name in enumerate(classes):
         mistakes = [m for m in shown if m[1] == label]
         if not mistakes:
+            if per_class[label]:  # more classes with mistakes than the page shows: named all the same
+                links.append(f"{isolated(name)} (none of {per_class[label]} shown)")
             continue
         count = f"{len(mistakes)} of {per_class[label]}" if len(mistakes) < per_class[label] else str(per_class[label])
         links.append(f'<a href="#wrong-{label}">{isolated(name)} ({count})</a>')
@@ -283,6 +287,23 @@ def gallery(wrong: list, classes: list[str], max_shown: int, thumb_size: int, fa
     nav = f'<p class="groups">{" · ".join(links)}</p>' if links else ""
     return (f'<section id="mistakes"><h2>Misclassified photos</h2><p>{escape(intro)}</p>{nav}'
             f'<div class="groups-flow">{"".join(groups)}</div></section>')
+
+
+def shown_mistakes(wrong: list, max_shown: int) -> tuple:
+    """(the mistakes the gallery shows, most confident first, and how many of each class at least): each class's most
+    confident ones (half the room shared among the classes), then the most confident of all. Ranked by confidence
+    alone, a class the model never gets right, whose mistakes are unsure, left the page without a word."""
+    ranked = sorted(wrong, key=lambda mistake: (-mistake[3][0], mistake[0]))
+    classes = {mistake[1] for mistake in ranked}
+    each = max(1, max_shown // (2 * len(classes))) if classes else 0
+    taken, first = {}, []
+    for k, mistake in enumerate(ranked):
+        if taken.get(mistake[1], 0) < each:
+            taken[mistake[1]] = taken.get(mistake[1], 0) + 1
+            first.append(k)
+    first = set(first[:max_shown])  # more classes than room: the firsts of the classes of the most confident ones
+    rest = [k for k in range(len(ranked)) if k not in first][:max_shown - len(first)]
+    return [ranked[k] for k in sorted([*first, *rest])], each
 
 
 def mistake_figure(mistake, classes: list[str], image) -> str:
@@ -345,6 +366,7 @@ h3 { font-size: 1.05em; margin: 1.2em 0 0.4em; overflow-wrap: anywhere; }
 .note { color: #666; font-size: 0.9em; }
 .caveat { background: #fff4e0; border-left: 4px solid #e69500; padding: 0.4em 0.7em; }
 .about { overflow-wrap: anywhere; }
+bdi { white-space: pre-wrap; }  /* a name's spaces as they are: "rose" and "rose " told apart, as in report.txt */
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(130px, 1fr)); gap: 8px; }
 .card { background: #fff; border: 1px solid #e2e2e6; border-radius: 6px; padding: 6px 10px; overflow-wrap: anywhere; }
 .card span { color: #666; font-size: 0.85em; display: block; }

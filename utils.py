@@ -55,9 +55,16 @@ def printable(text: str) -> str:
                    if unicodedata.category(c) in breaking else c for c in str(text))
 
 
+# what gives text a right-to-left direction: its letters (Hebrew, Arabic) and the marks that embed or override one
+RIGHT_TO_LEFT = ("R", "AL", "RLE", "RLO", "RLI", "LRE", "LRO", "LRI", "FSI", "PDF", "PDI")
+
+
 def padded(text: str, width: int) -> str:
     """`text` filled with spaces after it to `width` columns (text_width), as a table's aligned columns need,
-    class names in any script."""
+    class names in any script; one with right-to-left text isolated (U+2068 ... U+2069, no width), as the report's
+    page isolates names: in a viewer that orders text by direction its figures came out reversed."""
+    if any(unicodedata.bidirectional(c) in RIGHT_TO_LEFT for c in text):
+        text = f"\u2068{text}\u2069"
     return text + " " * max(0, width - text_width(text))
 
 

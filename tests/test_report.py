@@ -187,11 +187,28 @@ def test_a_large_set_shows_the_most_confident_mistakes_and_counts_the_rest(flowe
     assert "No metrics.csv" in page.by_id("curves").text()
 
 
+def test_a_class_whose_mistakes_are_all_unsure_keeps_its_place_in_the_gallery(flowers, tmp_path):
+    """Ranked by confidence alone, the 300 shown of a large set left out the worst class (recall 0, its mistakes
+    unsure) without a word. Each class with mistakes shows its most confident ones first; a class there is no room
+    for is still named, with its count."""
+    probabilities = [0.30 if k % 5 == 0 else 0.90 + 0.001 * k for k in range(40)]  # daisy's all unsure
+    result = fake_evaluation(flowers, probabilities)
+    page = parse(report.write_report(tmp_path / "report.html", result, CLASSES, "best.pth", "swin_micro",
+                                     max_shown=6))
+    mistakes = page.by_id("mistakes")
+    assert "daisy (1 of 8 mistakes)" in mistakes.text() and len(mistakes.find_all("figure")) == 6
+    assert "Shown: 6, the most confident 1 mistake of each class, then the most confident of all" in mistakes.text()
+    page = parse(report.write_report(tmp_path / "report.html", result, CLASSES, "best.pth", "swin_micro",
+                                     max_shown=3))
+    mistakes = page.by_id("mistakes")
+    assert "daisy (none of 8 shown)" in mistakes.text() and len(mistakes.find_all("figure")) == 3
+
+
 def test_many_classes_leave_out_the_pictures_and_text_matrix_that_no_one_could_read(tmp_path):
     """report.txt's matrix numbers its columns (names cut to 5 letters were alike: class_01, class_02); past 30
-    classes it is left out, past 100 the picture too (1000 classes drew 198 megapixels, more than Pillow
-    opens), and an earlier evaluation's picture goes with it."""
-    for n, matrix, picture in ((12, True, True), (31, False, True), (101, False, False)):
+    classes it is left out, past 60 the picture too (80 drew a grid without names; 1000 classes drew 198
+    megapixels, more than Pillow opens), and an earlier evaluation's picture goes with it."""
+    for n, matrix, picture in ((12, True, True), (31, False, True), (60, False, True), (61, False, False)):
         classes = [f"class_{k:02d}" for k in range(n)]
         confusion = torch.eye(n, dtype=torch.long) * 3
         confusion[0, 1] = 1
@@ -239,6 +256,9 @@ def test_report_txt_keeps_its_columns_in_line_for_class_names_in_any_script(flow
     assert len({text_width(line) for line in table}) == 1, table
     matrix = lines[-6:]
     assert len({text_width(line) for line in matrix}) == 1, matrix
+    # a name of right-to-left text (or a mark that overrides the direction) isolated, so that a viewer ordering text
+    # by direction does not reverse the figures after it; a left-to-right name as it is
+    assert "\u2068\u202etulips\u2069 " in text and "\u2068daisy" not in text
 
 
 @pytest.mark.parametrize("crop_mode", ["center", "squash"])
