@@ -200,7 +200,8 @@ class TrainState:
         midway = 0 < self.batches_done < per_epoch and not (trained or cut)
         if midway and None not in (ordered, self.order) and ordered != self.order:
             def drawn(order: dict) -> str:
-                return f"--seed {order['seed']}" + (", --balance sampler" if order["sampler"] == "balanced" else "")
+                return f"--seed {order['seed']}, " + ("--balance sampler" if order["sampler"] == "balanced" else
+                                                       "the images shuffled (--balance off or loss)")
             raise UserError(
                 f"the checkpoint stopped in epoch {self.epoch + 1}, after {self.batches_done} batches of an epoch "
                 f"drawn with {drawn(ordered)}; here it is {drawn(self.order)}, whose epoch draws other images: the "
@@ -479,9 +480,10 @@ def loss_fn(logits: torch.Tensor, targets: torch.Tensor, smoothing: float,
 
 def inverse_frequency_weights(counts: list[int]) -> torch.Tensor:
     """Class weights total / (classes * count): inverse to each class's share of the training images,
-    and 1 on average over those images, so a balanced dataset gets all ones."""
-    counts = torch.tensor(counts, dtype=torch.float32).clamp_min(1)
-    return counts.sum() / (len(counts) * counts)
+    and 1 on average over those images, so a balanced dataset gets all ones; 0 for a class with none."""
+    counts = torch.tensor(counts, dtype=torch.float32)
+    present = counts > 0  # a class with no training image (its photos gone since a resume): no weight, not total/C
+    return torch.where(present, counts.sum() / (present.sum() * counts.clamp_min(1)), 0.0)
 
 
 def optimizer_step(state: TrainState, cfg) -> None:

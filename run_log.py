@@ -193,8 +193,8 @@ def say_started(run_dir: Path, cfg, splits, model, state, world_size: int, compi
     notice_settings(cfg, model.variant, device, compiled, images_per_process, state.layout["steps_per_epoch"],
                     fresh=state.epoch == 0 and state.batches_done == 0)
     notice_left_out(len(splits.train), state.layout["batches_per_epoch"], cfg.batch_size, world_size)
-    warn_if_imbalanced(classes, splits.counts("train"), cfg.balance)
     if not resumed:  # said as a run starts, not again as it goes on
+        warn_if_imbalanced(classes, splits.counts("train"), cfg.balance)
         notice_large_photos(splits, model.img_size, cfg.data_path, cfg.val_ratio)
     notice_letters_missing(classes)
 

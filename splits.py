@@ -77,6 +77,9 @@ def class_imbalance(classes: list[str], counts: list[int], limit: float = IMBALA
     smallest = min(range(len(counts)), key=counts.__getitem__)
     if counts[largest] <= limit * counts[smallest]:
         return None
+    if counts[smallest] == 0:
+        return (f"the classes are imbalanced: {classes[smallest]} has no image, the largest, {classes[largest]}, "
+                f"{counts[largest]}")
     ratio = counts[largest] / max(counts[smallest], 1)
     shown = f"{ratio:.1f}" if float(f"{ratio:.1f}") > limit else f"{ratio:.3g}"  # past the limit, not "3.0x"
     return (f"the classes are imbalanced: the largest, {classes[largest]} ({counts[largest]} images), has "

@@ -85,6 +85,11 @@ def test_class_weights_average_one_over_the_images():
     assert weights.tolist() == pytest.approx([40 / 90, 40 / 18, 40 / 12])
     assert sum(w * n for w, n in zip(weights.tolist(), [30, 6, 4])) / 40 == pytest.approx(1.0)
     assert engine.inverse_frequency_weights([7, 7, 7]).tolist() == [1.0, 1.0, 1.0]
+    # a class whose training photos are gone (a resume): no weight, where total/C scaled every image's smoothing term
+    # some 34x for counts [0, 1000, 1000]; the others average one as before
+    assert engine.inverse_frequency_weights([0, 1000, 1000]).tolist() == [0.0, 1.0, 1.0]
+    assert class_imbalance(["daisy", "roses"], [0, 16]) == "the classes are imbalanced: daisy has no image, the " \
+                                                           "largest, roses, 16"
 
 
 def test_weighted_loss_with_label_smoothing_and_mixup():
@@ -182,6 +187,8 @@ def test_train_balances_and_logs_balanced_accuracy(tmp_path, capsys, monkeypatch
     else:
         assert labels[1] <= 4
         assert all(torch.allclose(w, engine.inverse_frequency_weights([16, 4])) for w in weights)
+    train.main(["--resume", str(tmp_path / "run"), "--epochs", "2"])  # said as the run started, not at each resume
+    assert "imbalanced" not in capsys.readouterr().err
     # the test split too, asked for: a class of two photos gives its held-out one to validation, none to test
     write_class_tree(tmp_path / "few", {"cats": 16, "dogs": 2})
     split_data.main(["--data-path", str(tmp_path / "few"), "--out", str(tmp_path / "out3"), "--test-ratio", "0.2"])

@@ -446,9 +446,11 @@ def test_a_run_resumed_in_another_layout_keeps_its_schedule(monkeypatch):
         state = engine.build_train_state(cfg, micro(), micro(), cpu, None, 5, [1] * 5)
         state.layout, state.order = dict(two.layout), order
         return state.resume_from(checkpoint, folder="runs/a")
-    for order, said in (({"seed": 1, "sampler": "shuffled"}, "--seed 1,"),
+    for order, said in (({"seed": 1, "sampler": "shuffled"}, r"--seed 1, the images shuffled \(--balance off or "
+                                                             r"loss\),"),
                         ({"seed": 0, "sampler": "balanced"}, "--seed 0, --balance sampler,")):
-        with pytest.raises(UserError, match=rf"after 3 batches of an epoch drawn with --seed 0; here it is {said} "
+        with pytest.raises(UserError, match=rf"after 3 batches of an epoch drawn with --seed 0, the images shuffled "
+                                            rf"\(--balance off or loss\); here it is {said} "
                                             r"whose epoch draws other images.*torchrun --nproc_per_node 2 train.py "
                                             r"--resume runs/a --stop-after-epochs 1, without the change"):
             reordered(order, two.checkpoint())
