@@ -28,6 +28,7 @@ from model import maps_of
 from variants import NO_PRETRAINED_WEIGHTS, VARIANTS
 from precision import amp_name, autocast
 from files import put_in_place
+from checkpoints import load_checkpoint
 from config import plain
 from processes import ANOTHER_ENDED, distributed, lost_another_process, resume_command, tell_torchrun, train_script
 from utils import UserError, counted, out_of_memory, printable
@@ -197,6 +198,20 @@ def say_started(run_dir: Path, cfg, splits, model, state, world_size: int, compi
         warn_if_imbalanced(classes, splits.counts("train"), cfg.balance)
         notice_large_photos(splits, model.img_size, cfg.data_path, cfg.val_ratio)
     notice_letters_missing(classes)
+
+
+def best_pth_figure(run_dir: Path, metric: str, chosen_by: str) -> float | None:
+    """`metric` of the epoch best.pth holds (its metrics.csv row: the model's figure, or the EMA's where the EMA
+    chose best.pth by `chosen_by`), for a run resumed with another --balance, which chooses best.pth by another
+    figure: an epoch then replaces it only where it does better by that figure (one worse replaced it). None where
+    the files do not say."""
+    try:
+        epoch = load_checkpoint(run_dir / "best.pth", mmap=True)["epoch"]
+        row = next(row for row in report.read_metrics(run_dir / "metrics.csv") if row["epoch"] == epoch)
+    except (UserError, OSError, UnicodeError, csv.Error, KeyError, StopIteration):
+        return None
+    ema = (row.get(f"{chosen_by}_val_ema") or -1.0) > (row.get(f"{chosen_by}_val") or -1.0)
+    return row.get(f"{metric}_val_ema" if ema else f"{metric}_val")
 
 
 def say_resumed(state, saved_metric: str, cfg, relaid: str) -> None:

@@ -221,6 +221,10 @@ def main(argv=None) -> None:
     if checkpoint is not None:
         metric = engine.best_metric(cfg)
         relaid = state.resume_from(checkpoint, metric, run_dir)
+        if (saved_metric := checkpoint.get("best_metric", "acc1")) != metric:  # --balance changed: best.pth's figure
+            figure = from_first_process(run_log.best_pth_figure(run_dir, metric, saved_metric) if main_process
+                                        else None)
+            state.best_acc = -1.0 if figure is None else figure
         if main_process:
             run_log.say_resumed(state, checkpoint.get("best_metric", "acc1"), cfg, relaid)
     epoch_batches.start(state.epoch, state.batches_done)

@@ -67,7 +67,7 @@ def main():
         data, cut, counts = imbalanced_split(args.folder, args.cut, args.keep, args.val_ratio, Path(scratch))
         print(f"data: {args.folder}, split {1 - args.val_ratio:.0%}/{args.val_ratio:.0%} (seed 0), then {cut} cut to "
               f"{args.keep:g} of its training photos: train {counts['train']}, val {counts['val']} per class")
-        print(f"training: {args.model} at {args.img_size} px from scratch on the CPU, {args.epochs} epochs, "
+        print(f"training: {args.model} at {args.img_size} px from scratch on the CPU, {counted(args.epochs, 'epoch')}, "
               f"batch {args.batch_size}, lr {args.lr:g}, seeds {' '.join(map(str, args.seeds))}")
         header = f"{'balance':<8} {'seed':>4} {'balanced acc':>12} {cut + ' recall':>14} {'others recall':>14}"
         print(header)

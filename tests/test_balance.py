@@ -194,3 +194,21 @@ def test_train_balances_and_logs_balanced_accuracy(tmp_path, capsys, monkeypatch
     split_data.main(["--data-path", str(tmp_path / "few"), "--out", str(tmp_path / "out3"), "--test-ratio", "0.2"])
     assert "warning: 1 of the 2 classes has no test image (dogs): nothing measures its recall, and balanced accuracy " \
            "is the mean over the others; 3 photos or more of each would give them some" in capsys.readouterr().err
+
+
+def test_a_run_resumed_with_balance_keeps_best_pths_figure_as_the_bar(tmp_path, capsys):
+    """--balance typed on resuming chooses best.pth by the balanced accuracy: the bar was reset to nothing ("not
+    measured yet"), and the next epoch replaced best.pth however it did. It is the balanced accuracy best.pth's epoch
+    measured (metrics.csv's row)."""
+    write_class_tree(tmp_path / "photos", {"cats": 20, "dogs": 5}, size=(64, 64))
+    common = ["--model", "swin_micro_patch4_window4_128", "--img-size", "32", "--batch-size", "8", "--workers", "0",
+              "--no-progress"]
+    with pytest.raises(SystemExit):  # stopped by --stop-after-epochs: status 0
+        train.main(["--data-path", str(tmp_path / "photos"), *common, "--epochs", "3", "--stop-after-epochs", "1",
+                    "--output", str(tmp_path), "--name", "run"])
+    figure = float(next(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))["balanced_acc_val"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        train.main(["--resume", str(tmp_path / "run"), "--balance", "loss", "--stop-after-epochs", "1"])
+    assert f"resumed at epoch 2, step 2 (best balanced accuracy so far {figure:.4f})" in capsys.readouterr().out
+    assert torch.load(tmp_path / "run" / "last.pth", weights_only=True)["best_acc"] >= figure
