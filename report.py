@@ -241,8 +241,8 @@ def curves_section(metrics: list[dict]) -> str:
 
 def gallery(wrong: list, classes: list[str], max_shown: int, thumb_size: int, failed: list, maps: dict,
             seen=CENTER_CROP) -> str:
-    """The `max_shown` most confident mistakes, grouped by true class in class order, each group most
-    confident first; each tinted where the model saw the class it chose, where `maps` has its map, over the part
+    """At most `max_shown` mistakes (shown_mistakes: each class's most confident, then the most confident of all),
+    grouped by true class in class order, each group most confident first; each tinted where the model saw the class it chose, where `maps` has its map, over the part
     of the photo it was shown (`seen`, write_report's)."""
     shown, each = shown_mistakes(wrong, max_shown)
 
