@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from data import build_mixup, build_normalize, to_device
 from optim import build_optimizer, build_scheduler, current_lr
-from precision import autocast
+from precision import autocast, forget_held_casts
 from checkpoints import all_finite
 from processes import any_process, distributed, from_all_processes, reduce_sums, resume_command
 from utils import UserError, rng_state, set_rng_state
@@ -491,6 +491,7 @@ def optimizer_step(state: TrainState, cfg) -> None:
         state.scaler.unscale_(state.optimizer)
         torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.clip_grad)
     state.scaler.step(state.optimizer)
+    forget_held_casts()  # fused AdamW moves no version counter: casts held from a validation went stale
     state.scaler.update()
     state.zero_grad()
     advance_schedule(state)

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from checkpoints import load_checkpoint
 from data import to_device
 from model import maps_of
-from precision import autocast
+from precision import autocast, forget_held_casts
 from processes import distributed, from_all_processes, from_first_process, reduce_sums
 
 
@@ -28,6 +28,7 @@ def evaluate(model: nn.Module, loader, normalize, num_classes: int, device, amp,
     forward_with_maps). `normalize` makes the model's input of the loader's uint8 batches; None for a program
     that --export wrote, which takes them as they are."""
     model.eval()
+    forget_held_casts()  # weights changed since (a fused step, a broadcast) may keep their versions
     k = min(5, num_classes)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)

@@ -127,12 +127,22 @@ def weights_cast(module: nn.Module, dtype: torch.dtype):
 # module -> ((the type, its parameters' addresses and versions), their casts): without gradients a stage casts its
 # weights once and holds the casts while none of them changes, not at every pass (inference in bf16 1.01-1.06x and
 # 1.02-1.03x, swin_tiny and swinv2_tiny at batch 8, two runs: bench/bench_model.py --dtype bf16 --held-casts on off,
-# 2-core EPYC, 2026-12-02). Any in-place change moves a tensor's version counter (an optimizer's step,
+# 2-core EPYC, 2026-12-02). Most in-place changes move a tensor's version counter (a foreach optimizer step,
 # load_state_dict's copy_, an EMA's lerp), under no_grad and inference_mode too; one made through .data does not, as
-# autograd does not see it either. The casts are held until the stage runs with gradients again: half its weights'
-# size, float32 to bf16 or fp16. Not with gradients: casts made in inference_mode cannot be saved for a backward pass.
+# autograd does not see it either, nor do fused AdamW's step and collectives (forget_held_casts). The casts are held
+# until the stage runs with gradients again, an optimizer steps or an evaluation starts: half its weights' size,
+# float32 to bf16 or fp16. Not with gradients: casts made in inference_mode cannot be saved for a backward pass.
 HOLD_INFERENCE_CASTS = True
 _inference_casts = weakref.WeakKeyDictionary()
+
+
+def forget_held_casts() -> None:
+    """Drop every stage's held casts: after an optimizer step and as an evaluation starts. Not every change moves a
+    version counter: fused AdamW (train.py's, on a GPU and a CPU) writes the weights in place without, and so do
+    torch.distributed's broadcast (evaluate_saved's, on every process but the first) and all_reduce; and a compiled
+    or graphed training pass never runs weights_cast's Python, which dropped them. Held past a step, the casts
+    scored every validation after the first with the weights it saw."""
+    _inference_casts.clear()
 
 
 def inference_casts(module: nn.Module, dtype: torch.dtype, params: list) -> list:

@@ -24,7 +24,7 @@ from model import create_model
 from test_data import check_device_decoding
 from test_engine import training_losses
 from test_attention import attention_run
-from test_precision import check_inference_casts_held, check_weights_cast_once
+from test_precision import check_held_casts_go, check_inference_casts_held, check_weights_cast_once
 from script_runs import FAST, ROOT, metrics, run_train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
@@ -102,6 +102,10 @@ def test_inference_holds_its_weight_casts_on_the_gpu(monkeypatch):
     """precision.HOLD_INFERENCE_CASTS under CUDA's autocast: made once, held while the weights stay, made again
     after they change."""
     check_inference_casts_held("cuda", monkeypatch)
+
+
+def test_held_casts_go_with_the_fused_optimizer_step_on_the_gpu():
+    check_held_casts_go("cuda")
 
 
 @pytest.mark.parametrize("version", [1, 2])

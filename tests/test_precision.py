@@ -163,6 +163,62 @@ def cuda_layer_norm_rule():
     return traffic().CudaLayerNorm()
 
 
+def test_held_casts_go_with_train_pys_optimizer_step_and_at_each_evaluation():
+    """train.py's fused AdamW writes the weights without moving their version counters, and a compiled (or graphed)
+    training pass never runs weights_cast, which dropped the held casts: every validation after the first scored
+    the weights the first one saw. Here the step alone (as a compiled pass leaves it) and a change no counter sees
+    (a broadcast's) each leave casts made of the weights as they are."""
+    check_held_casts_go("cpu")
+
+
+def check_held_casts_go(device: str) -> None:
+    """The test above on `device` (test_cuda.py's on the GPU)."""
+    import engine
+    import evaluation
+    import train
+    from data import build_normalize
+    torch.manual_seed(0)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=5).eval().to(device)
+    x = torch.randn(2, 3, 64, 64, device=device)
+
+    def infer():
+        with torch.inference_mode(), torch.autocast(device, torch.bfloat16):
+            return net(x)
+    before = infer()
+    assert any(stage in precision._inference_casts for stage in net.layers)
+    cfg = train.build_parser().parse_args(["--warmup-epochs", "0", "--epochs", "1", "--lr", "1e-2"])
+    state = engine.build_train_state(cfg, net, net, torch.device(device), torch.bfloat16, 10, [1] * 5)
+    assert state.optimizer.defaults["fused"]
+    for p in net.parameters():  # gradients as a compiled pass leaves them, without weights_cast's Python
+        p.grad = torch.randn_like(p)
+    versions = [p._version for p in net.parameters()]
+    engine.optimizer_step(state, cfg)
+    assert [p._version for p in net.parameters()] == versions  # what the held casts were keyed on
+    after = infer()
+    with torch.inference_mode(), torch.autocast(device, torch.bfloat16):
+        precision.HOLD_INFERENCE_CASTS = False
+        try:
+            fresh = net(x)
+        finally:
+            precision.HOLD_INFERENCE_CASTS = True
+    assert torch.equal(after, fresh) and not torch.equal(after, before)
+    # a change no version counter sees, then an evaluation: it scores the weights as they are
+    with torch.no_grad():
+        for p in net.parameters():
+            p.data.mul_(0.5)
+    photo = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    batches = [(photo, torch.tensor([0, 1]), ["a.jpg", "b.jpg"], [])]
+    held = evaluation.evaluate(net, batches, build_normalize(train=False), 5, torch.device(device), torch.bfloat16,
+                               False)
+    precision.HOLD_INFERENCE_CASTS = False
+    try:
+        want = evaluation.evaluate(net, batches, build_normalize(train=False), 5, torch.device(device),
+                                   torch.bfloat16, False)
+    finally:
+        precision.HOLD_INFERENCE_CASTS = True
+    assert held["loss"] == want["loss"]
+
+
 def test_layer_norm_keeps_the_autocast_type():
     """Under CUDA's autocast rule for layer_norm (float32; applied here on the CPU, whose own rule
     differs), a norm that keeps the autocast type takes a bf16 input in one kernel and writes bf16,
