@@ -452,6 +452,9 @@ def skip_non_finite(state: TrainState, loss: torch.Tensor) -> None:
     lower = state.scaler.get_scale() / 2
     state.scaler.scale(loss)  # the scaler makes its scale tensor at its first scale(): this may be the first step
     state.scaler.update(lower)
+    # counted and the schedule moved on, as a step GradScaler skips for its gradients is: each left an epoch a step
+    # short, its cosine ending above --min-lr
+    advance_schedule(state)
 
 
 def loss_fn(logits: torch.Tensor, targets: torch.Tensor, smoothing: float,

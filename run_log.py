@@ -248,10 +248,11 @@ def notice_settings(cfg, variant: str, device, compiled: bool, images_per_proces
         print(f"notice: --warmup-epochs {cfg.warmup_epochs:g} spans the whole run of {counted(cfg.epochs, 'epoch')}, "
               f"{counted(steps, 'step')}: the lr rises from --warmup-lr {cfg.warmup_lr:.1e} to {peak:.1e} at the last "
               f"step (--lr {cfg.lr:.1e} is never reached) and never decays; lower --warmup-epochs for a cosine decay")
-    if cfg.ema and fresh and steps < (ramp := engine.ModelEma.ramp_updates(cfg.ema_decay)):
+    # the update of step k is n = k - 1: the decay is reached at step ramp + 1, and the last step's is n = steps - 1
+    if cfg.ema and fresh and steps <= (ramp := engine.ModelEma.ramp_updates(cfg.ema_decay)):
         print(f"notice: the EMA's decay ramps as (1 + n) / (10 + n) to --ema-decay {cfg.ema_decay:g}, reached at step "
-              f"{ramp:,}; this run's {steps:,} steps end at "
-              f"{(1 + steps) / (10 + steps):.4f}, so --ema-decay does not change it")
+              f"{ramp + 1:,}; this run's {steps:,} steps end at "
+              f"{steps / (9 + steps):.4f}, so --ema-decay does not change it")
 
 
 def warn_if_imbalanced(classes: list, counts: list, balance: str) -> None:

@@ -120,8 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ema", action=argparse.BooleanOptionalAction, default=False,
                    help="keep and evaluate an EMA of the weights (default: off)")
     g.add_argument("--ema-decay", type=FRACTION, default=0.9998,
-                   help="the EMA's decay once its ramp, (1 + n) / (10 + n) at step n, reaches it: from step 44,990 "
-                        "at 0.9998; a shorter run averages about its last n / 9 steps (default: 0.9998)")
+                   help="the EMA's decay once its ramp, (1 + n) / (10 + n) at update n (step n + 1), reaches it: "
+                        "from step 44,991 at 0.9998; a shorter run averages about its last n / 9 steps "
+                        "(default: 0.9998)")
     g.add_argument("--seed", type=COUNT, default=0, help="default: 0")
     g = p.add_argument_group("run")
     g.add_argument("--device", type=str, default="auto",

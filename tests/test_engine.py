@@ -54,7 +54,9 @@ def test_the_start_says_when_ema_decay_is_never_reached(capsys):
     cfg = argparse.Namespace(ema=True, ema_decay=0.9998, epochs=30, warmup_epochs=1, lr=1e-4, warmup_lr=1e-7,
                              min_lr=1e-6, compile=False)
     run_log.notice_settings(cfg, "swin_micro_patch4_window4_128", torch.device("cpu"), False, 0, 92, fresh=True)
-    assert "--ema-decay does not change it" in capsys.readouterr().out
+    # 2,760 steps: the last update, n = 2,759, at 2,760 / 2,769 (the notice gave 2,761 / 2,770)
+    assert "reached at step 44,991; this run's 2,760 steps end at 0.9967, so --ema-decay does not change it" in \
+        capsys.readouterr().out
     cfg.ema_decay = 0.99
     run_log.notice_settings(cfg, "swin_micro_patch4_window4_128", torch.device("cpu"), False, 0, 92, fresh=True)
     assert "EMA" not in capsys.readouterr().out
@@ -284,25 +286,25 @@ def agreement_process(rank: int, init_file: str) -> None:
     assert step(nothing) is None and state.step == 3
     assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters()))
     # process 0's loss overflows: both skip the step and halve their loss scales alike
-    assert step((images, labels), overflow_on=0) is None
-    assert state.step == 3 and state.skipped_steps == 1 and state.scaler.get_scale() == scale / 2
+    assert step((images, labels), overflow_on=0) is None  # counted as a step, the schedule moved on
+    assert state.step == 4 and state.skipped_steps == 1 and state.scaler.get_scale() == scale / 2
     # --accum-steps 2: process 0's loss overflows in the window's first batch; both skip its step, told once
     reduced.clear()
     assert (step((images, labels), step_now=False, overflow_on=0) is None) == (rank == 0)
-    assert state.step == 3 and state.skipped_steps == 1 and not reduced  # not yet: no all-reduce but the step's
+    assert state.step == 4 and state.skipped_steps == 1 and not reduced  # not yet: no all-reduce but the step's
     assert step((images, labels)) is None  # a skipped step's batches leave the figures, on both
-    assert state.step == 3 and state.skipped_steps == 2 and state.scaler.get_scale() == scale / 4 and reduced == [1]
+    assert state.step == 5 and state.skipped_steps == 2 and state.scaler.get_scale() == scale / 4 and reduced == [1]
     # a window with no image on process 1 but some on process 0: both take its step
     assert (step(nothing if rank == 1 else (images, labels), step_now=False) is None) == (rank == 1)
     assert (step(nothing if rank == 1 else (images, labels)) is None) == (rank == 1)
-    assert state.step == 4 and state.skipped_steps == 0
+    assert state.step == 6 and state.skipped_steps == 0
     # a stop requested on process 1 within a window: taken at its step, by both
     stop = StopSignal()
     stop.restore()  # the flag, not the handlers
     stop.requested = "SIGTERM" if rank == 1 else None
     assert step((images, labels), step_now=False, stop=stop) is not None and state.stopping == (rank == 1)
     assert step((images, labels), stop=stop) is not None
-    assert state.step == 5 and state.stopping and stop.requested == ("SIGTERM" if rank == 1 else
+    assert state.step == 7 and state.stopping and stop.requested == ("SIGTERM" if rank == 1 else
                                                                     "a stop on another process")
     dist.all_reduce = real_all_reduce
     weights = torch.cat([p.detach().flatten() for p in model.parameters()])
@@ -336,10 +338,11 @@ def test_a_non_finite_loss_is_skipped_under_fp16_and_stops_the_run_otherwise(mon
     state = engine.build_train_state(cfg, net, net, torch.device("cpu"), torch.float16, 10, [1] * 5)
     before, scale = [p.detach().clone() for p in net.parameters()], state.scaler.get_scale()
     assert engine.train_step(state, images, labels, cfg) is None
-    assert state.skipped_steps == 1 and state.step == 0 and state.scaler.get_scale() == scale / 2
+    # counted, the schedule moved on, as a step GradScaler skips for its gradients is
+    assert state.skipped_steps == 1 and state.step == 1 and state.scaler.get_scale() == scale / 2
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
     poisoned["on"] = False
-    assert engine.train_step(state, images, labels, cfg) is not None and state.step == 1 and state.skipped_steps == 0
+    assert engine.train_step(state, images, labels, cfg) is not None and state.step == 2 and state.skipped_steps == 0
     poisoned["on"] = True
     with pytest.raises(engine.TrainingDiverged, match="26 steps in a row"):
         for _ in range(26):
