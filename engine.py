@@ -27,7 +27,7 @@ from optim import build_optimizer, build_scheduler, current_lr
 from precision import autocast, forget_held_casts
 from checkpoints import all_finite
 from processes import any_process, distributed, from_all_processes, reduce_sums, resume_command
-from utils import UserError, rng_state, set_rng_state
+from utils import UserError, epoch_seed, rng_state, seed_everything, set_rng_state
 
 
 class TrainingDiverged(RuntimeError):
@@ -105,7 +105,7 @@ class TrainState:
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=not self.keep_grads)
 
-    def checkpoint(self, weights: dict = None, epoch_sums: list = None) -> dict:
+    def checkpoint(self, weights: dict = None, epoch_sums: list = None, rngs: list = None) -> dict:
         """What changes, as a run's checkpoint holds it beside its meta and config: plain data (it loads
         with weights_only=True), from the bare model, or `weights` (best.pth's), never NaN ones; midway
         through an epoch, its sums so far over every process (epoch_sums_everywhere)."""
@@ -115,7 +115,7 @@ class TrainState:
         return {"model": weights, "ema": self.ema.module.state_dict() if self.ema else None,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
-                "batches_done": self.batches_done, "best_acc": self.best_acc, "rng": rng_state(),
+                "batches_done": self.batches_done, "best_acc": self.best_acc, "rng": rng_state(), "rngs": rngs,
                 "layout": self.layout, "order": self.order, "epoch_sums": epoch_sums, "lr": self.lr,
                 "processes_per_node": int(os.environ.get("LOCAL_WORLD_SIZE", 1))}
 
@@ -165,7 +165,7 @@ class TrainState:
                                            device=self.device)
         if checkpoint.get("best_metric", "acc1") != metric:
             self.best_acc = -1.0
-        set_rng_state(checkpoint["rng"])
+        restore_rng(checkpoint, self.step, self.batches_done)
         was = checkpoint.get("layout")  # None: a checkpoint from before layouts
         relaid = was is not None and self.layout is not None and was != self.layout
         # every batch of the epoch trained, not yet validated (a stop at its last step): the epoch's end here too
@@ -315,6 +315,29 @@ def epoch_sums_everywhere(state: TrainState) -> list | None:
     if not state.batches_done or state.epoch_sums is None:
         return None
     return reduce_sums(state.epoch_sums.clone()).tolist()
+
+
+def rng_states_everywhere(state: TrainState) -> list | None:
+    """Every process's random state, a list by rank, for a checkpoint saved midway under torchrun (None alone or at
+    an epoch's end, where the next epoch seeds each process: utils.epoch_seed): each goes on with its own stream,
+    where the first process's was given to all and their mixup, erasing and drop-path draws became the same. A
+    collective, at the same step on every process, as epoch_sums_everywhere."""
+    if not state.batches_done or not dist.is_initialized():
+        return None
+    states = [None] * dist.get_world_size()
+    dist.all_gather_object(states, rng_state())
+    return states
+
+
+def restore_rng(checkpoint: dict, step: int, batches_done: int) -> None:
+    """This process's random state as the checkpoint saved it: its own under torchrun (rng_states_everywhere); where
+    it holds the first process's alone (a checkpoint from before, another layout), that one for the first and a
+    stream of their own for the others."""
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    per_rank = checkpoint.get("rngs") or []
+    set_rng_state(per_rank[rank] if rank < len(per_rank) else checkpoint["rng"])
+    if rank and rank >= len(per_rank):
+        seed_everything(epoch_seed(step, batches_done, rank))
 
 
 def timed_batches(loader, waits: dict):

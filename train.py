@@ -50,7 +50,7 @@ from precision import amp_dtype
 from checkpoints import CheckpointWriter, load_checkpoint
 from files import remove_all_left_behind
 from processes import decided_by_first_process, distributed, from_first_process, init_distributed, launched_first
-from utils import ArgumentParser, UserError, check_writable, counted, run_cli, seed_everything, tune_for
+from utils import ArgumentParser, UserError, check_writable, counted, epoch_seed, run_cli, seed_everything, tune_for
 from runs import evaluated_file, resume_config, resumed_file
 from weights import describe_for_checkpoint, evaluation_preprocessing, model_for_run, run_preprocessing
 from workers import default_workers, stop_workers
@@ -259,6 +259,7 @@ def main(argv=None) -> None:
     def save(name: str, weights=None, copy_of: str = None) -> None:
         nonlocal ended
         epoch_sums = engine.epoch_sums_everywhere(state)  # midway: from every process, before the first saves
+        rngs = engine.rng_states_everywhere(state)  # and each one's random state
         if name == "last.pth" and state.epoch >= cfg.epochs and state.batches_done == 0:
             ended = "saved"  # a failure from now on loses no training (the writes are waited for however it ends)
         if not main_process:
@@ -270,7 +271,8 @@ def main(argv=None) -> None:
         if copy_of:
             checkpoints.copy(run_dir / copy_of, run_dir / name)
         else:
-            checkpoints.save({**meta, **state.checkpoint(weights, epoch_sums), "best_metric": engine.best_metric(cfg),
+            checkpoints.save({**meta, **state.checkpoint(weights, epoch_sums, rngs),
+                              "best_metric": engine.best_metric(cfg),
                               "config": plain(vars(cfg)), "step_loss": step_loss.partial()}, run_dir / name)
 
     def on_step(state: engine.TrainState, loss: torch.Tensor | None) -> None:
@@ -334,6 +336,11 @@ def check_flags(cfg, checkpoint) -> None:
         raise UserError("--eval-only needs a checkpoint: --resume runs/<name>/best.pth (or --weights FILE)")
 
 
+def dist_rank() -> int:
+    """This process's rank under torchrun, 0 alone."""
+    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+
+
 def load_data(cfg, checkpoint, program, default_val_ratio: float, main_process: bool):
     """(the run's splits, the validation files it recorded at its start or None): the tutorial's flower_photos
     fetched where it names them, the files a resumed or evaluated run drew kept, checked against the classes it was
@@ -380,8 +387,8 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
         run_log.log_training_images(writer, first, state.normalize, classes)
         batches = itertools.chain([first], batches)
     for epoch in range(state.epoch, cfg.epochs):
-        if state.batches_done == 0:  # each epoch's randomness from (seed, epoch): resuming is exact
-            seed_everything(cfg.seed * 1000 + epoch)
+        if state.batches_done == 0:  # each epoch's randomness from (seed, epoch, rank): resuming is exact
+            seed_everything(epoch_seed(cfg.seed, epoch, dist_rank()))
         this_epoch = Take(batches, epoch_length - state.batches_done)
         train = engine.train_one_epoch(state, this_epoch, cfg, stop, on_step, cfg.progress and main_process)
         if train["interrupted"]:

@@ -253,6 +253,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of an epoch's randomness in the training process (mixup, erasing, drop-path; the loader's
+    augmentation has its own, by image), a stream per process under torchrun: the first process's as alone."""
+    return seed * 1000 + epoch + 1_000_003 * rank
+
+
 def rng_state() -> dict:
     import numpy as np
     import torch

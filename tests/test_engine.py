@@ -318,6 +318,45 @@ def agreement_process(rank: int, init_file: str) -> None:
     dist.destroy_process_group()
 
 
+def random_streams_process(rank: int, init_file: str) -> None:
+    """One of two DDP processes (gloo): each epoch's randomness its own, and a checkpoint midway giving each its own
+    back."""
+    import datetime
+    import types
+    import torch.distributed as dist
+    from utils import epoch_seed, seed_everything
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))
+
+    def everywhere(draw):
+        draws = [None, None]
+        dist.all_gather_object(draws, draw)
+        return draws
+    seed_everything(epoch_seed(0, 1, rank))  # train.py's at an epoch's start
+    first, second = everywhere(torch.rand(4))
+    assert not torch.equal(first, second)  # mixup's, erasing's and drop-path's draws differ between processes
+    rngs = engine.rng_states_everywhere(types.SimpleNamespace(batches_done=3))  # saved midway
+    assert len(rngs) == 2
+    expected = torch.rand(4)
+    torch.rand(10)
+    engine.restore_rng({"rng": rngs[0], "rngs": rngs}, 5, 3)
+    assert torch.equal(torch.rand(4), expected)  # each goes on with its own stream, exactly
+    engine.restore_rng({"rng": rngs[0]}, 5, 3)  # a checkpoint with the first process's state alone
+    first, second = everywhere(torch.rand(4))
+    assert torch.equal(first, expected) if rank == 0 else True
+    assert not torch.equal(first, second)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_ddp_processes_draw_their_own_randomness_and_resume_it(tmp_path):
+    """Every process was seeded alike and resumed with the first process's random state: an 8-GPU run drew one
+    mixup lambda, one erasing box and one drop-path mask a step for all eight, where the official code seeds each
+    rank apart."""
+    torch.multiprocessing.start_processes(random_streams_process, args=(str(tmp_path / "init"),), nprocs=2,
+                                          start_method="spawn")
+
+
 def test_ddp_processes_skip_and_stop_together(tmp_path):
     """Under DDP a process that skipped a batch or stopped alone would leave the others waiting for
     its gradients (or, worse, averaging them with another step's): they decide together."""
