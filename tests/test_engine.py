@@ -313,7 +313,7 @@ def agreement_process(rank: int, init_file: str) -> None:
     assert spread.sum().item() == 0  # the same weights on both
     # DDP's reducer gone and both processes here before the group goes: one that ended first once left the other
     # aborting in gloo's teardown ("terminate called without an active exception", once in a run of the suite)
-    del net, state
+    net = state = None
     dist.barrier()
     dist.destroy_process_group()
 
