@@ -424,17 +424,22 @@ def test_a_stop_at_the_last_epochs_end_finishes_the_run_with_its_report(flowers,
     assert (tmp_path / "f" / "report.html").is_file()
 
 
-def test_a_signal_as_the_report_is_written_says_the_training_is_done(flowers, tmp_path, capsys, monkeypatch):
-    """A SIGTERM (or a first Ctrl-C) while the finished run writes its report: the run writes it and ends as
-    finished; its notice said it was finishing a step and saving last.pth, then nothing more was said."""
-    reporting = run_log.finish_run
+def trained_signalled_in(owner, name: str, flowers, tmp_path, run: str, capsys, monkeypatch) -> tuple:
+    """A one-epoch run that meets a SIGTERM as `owner.name` is called: (stdout, stderr)."""
+    real = getattr(owner, name)
 
     def signalled(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
-        return reporting(*args, **kwargs)
-    monkeypatch.setattr(run_log, "finish_run", signalled)
-    train.main([str(a) for a in ["--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "r"]])
-    out, err = capsys.readouterr()
+        return real(*args, **kwargs)
+    monkeypatch.setattr(owner, name, signalled)
+    train.main([str(a) for a in ["--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", run]])
+    return capsys.readouterr()
+
+
+def test_a_signal_as_the_report_is_written_says_the_training_is_done(flowers, tmp_path, capsys, monkeypatch):
+    """A SIGTERM (or a first Ctrl-C) while the finished run writes its report: the run writes it and ends as
+    finished; its notice said it was finishing a step and saving last.pth, then nothing more was said."""
+    out, err = trained_signalled_in(run_log, "finish_run", flowers, tmp_path, "r", capsys, monkeypatch)
     assert f"open in a browser: {tmp_path / 'r' / 'report.html'}" in out and (tmp_path / "r" / "report.html").is_file()
     assert err.endswith("\nSIGTERM received: the training is done and saved; writing its report, then the run ends\n")
 
@@ -442,14 +447,7 @@ def test_a_signal_as_the_report_is_written_says_the_training_is_done(flowers, tm
 def test_a_signal_as_the_last_epoch_is_validated_says_the_run_ends_done(flowers, tmp_path, capsys, monkeypatch):
     """A SIGTERM during the last epoch's validation: the run validates, saves and reports as finished; its notice
     said it was finishing a step and saving last.pth, as if it stopped there."""
-    validating = evaluation.evaluate
-
-    def signalled(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)
-        return validating(*args, **kwargs)
-    monkeypatch.setattr(evaluation, "evaluate", signalled)
-    train.main([str(a) for a in ["--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "v"]])
-    out, err = capsys.readouterr()
+    out, err = trained_signalled_in(evaluation, "evaluate", flowers, tmp_path, "v", capsys, monkeypatch)
     assert f"open in a browser: {tmp_path / 'v' / 'report.html'}" in out and "stopped by" not in out
     assert "\nSIGTERM received: the last epoch is trained: validating and saving it, writing the report, then the " \
            "run ends\n" in err
