@@ -25,6 +25,7 @@ from export import is_program
 from images import is_image_file, letters, names_order_hint, same_names, write_class_indices
 from splits import is_split_root
 from variants import VARIANTS, resolve_variant
+from report import read_metrics
 from processes import from_first_process, launched_first, launcher, resume_command, start_again_command, train_script
 from utils import UserError
 
@@ -64,13 +65,11 @@ def records_past_checkpoints(folder: Path) -> list:
     """What a run folder with no checkpoint holds of a run that trained: its metrics.csv past its first epoch, its
     report. One that stopped as its first epoch was saved (its row written, no checkpoint yet) is started again in
     it (nothing_to_resume)."""
-    metrics = folder / "metrics.csv"
     try:
-        with open(metrics, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
-            epochs = [row.get("epoch") or "" for row in csv.DictReader(f)]
-    except OSError:
-        epochs = []
-    trained = [metrics.name] if any(epoch.isdecimal() and int(epoch) > 1 for epoch in epochs) else []
+        rows = read_metrics(folder / "metrics.csv")
+    except (OSError, UnicodeError, csv.Error):
+        rows = []
+    trained = ["metrics.csv"] if any(row["epoch"] > 1 for row in rows) else []
     return trained + [name for name in ("report.html", "report.txt") if (folder / name).exists()]
 
 
