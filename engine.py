@@ -26,7 +26,7 @@ from data import build_mixup, build_normalize, to_device
 from optim import build_optimizer, build_scheduler, current_lr
 from precision import autocast, forget_held_casts
 from checkpoints import all_finite
-from processes import any_process, distributed, from_all_processes, reduce_sums, resume_command
+from processes import any_process, distributed, from_all_processes, process_rank, reduce_sums, resume_command
 from utils import UserError, epoch_seed, rng_state, seed_everything, set_rng_state
 
 
@@ -333,7 +333,7 @@ def restore_rng(checkpoint: dict, step: int, batches_done: int) -> None:
     """This process's random state as the checkpoint saved it: its own under torchrun (rng_states_everywhere); where
     it holds the first process's alone (a checkpoint from before, another layout), that one for the first and a
     stream of their own for the others."""
-    rank = dist.get_rank() if dist.is_initialized() else 0
+    rank = process_rank()
     per_rank = checkpoint.get("rngs") or []
     set_rng_state(per_rank[rank] if rank < len(per_rank) else checkpoint["rng"])
     if rank and rank >= len(per_rank):

@@ -128,6 +128,12 @@ def reduce_sums(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def process_rank() -> int:
+    """This process's rank in its group under torchrun, 0 alone (or before the group is joined)."""
+    import torch.distributed as dist
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
 def from_first_process(value):
     """The first process's `value`, in every process (a collective under torchrun; `value` as it is alone)."""
     import torch.distributed as dist

@@ -49,7 +49,8 @@ from optim import check_schedule
 from precision import amp_dtype
 from checkpoints import CheckpointWriter, load_checkpoint
 from files import remove_all_left_behind
-from processes import decided_by_first_process, distributed, from_first_process, init_distributed, launched_first
+from processes import (decided_by_first_process, distributed, from_first_process, init_distributed, launched_first,
+                       process_rank)
 from utils import ArgumentParser, UserError, check_writable, counted, epoch_seed, run_cli, seed_everything, tune_for
 from runs import evaluated_file, resume_config, resumed_file
 from weights import describe_for_checkpoint, evaluation_preprocessing, model_for_run, run_preprocessing
@@ -336,11 +337,6 @@ def check_flags(cfg, checkpoint) -> None:
         raise UserError("--eval-only needs a checkpoint: --resume runs/<name>/best.pth (or --weights FILE)")
 
 
-def dist_rank() -> int:
-    """This process's rank under torchrun, 0 alone."""
-    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-
-
 def load_data(cfg, checkpoint, program, default_val_ratio: float, main_process: bool):
     """(the run's splits, the validation files it recorded at its start or None): the tutorial's flower_photos
     fetched where it names them, the files a resumed or evaluated run drew kept, checked against the classes it was
@@ -388,7 +384,7 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
         batches = itertools.chain([first], batches)
     for epoch in range(state.epoch, cfg.epochs):
         if state.batches_done == 0:  # each epoch's randomness from (seed, epoch, rank): resuming is exact
-            seed_everything(epoch_seed(cfg.seed, epoch, dist_rank()))
+            seed_everything(epoch_seed(cfg.seed, epoch, process_rank()))
         this_epoch = Take(batches, epoch_length - state.batches_done)
         train = engine.train_one_epoch(state, this_epoch, cfg, stop, on_step, cfg.progress and main_process)
         if train["interrupted"]:
