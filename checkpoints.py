@@ -175,10 +175,11 @@ def load_checkpoint(path, mmap: bool = False):
         raise UserError(f"{path} is a TorchScript program, not a checkpoint: torch.jit.load runs it. Give a "
                         "checkpoint or state dict (predict.py also runs .onnx and .pt2 programs)")
     mmap = mmap and zipfile.is_zipfile(path)
-    if not mmap:  # torch.load checks no checksum: bytes changed inside a whole file loaded as other weights
-        damaged = damaged_member(path)
-        if damaged:
-            raise cut_short(path, f"{damaged} fails its checksum", disk=True)
+    # torch.load checks no checksum: bytes changed inside a whole file loaded as other weights (a mapped file's
+    # tensors are read when used, after this: its checksums go unchecked)
+    why = not_whole(path, checksums=not mmap)
+    if why:
+        raise cut_short(path, why)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # a file that is no checkpoint raises anything from KeyError to RuntimeError
@@ -188,9 +189,7 @@ def load_checkpoint(path, mmap: bool = False):
         with open(path, "rb") as file:
             start = file.read(4)
         pickled = zipfile.is_zipfile(path) or start[:1] == b"\x80"
-        if start == b"PK\x03\x04" and not zipfile.is_zipfile(path):  # torch.save's zip without its end: cut short
-            raise cut_short(path, f"torch.load: {type(err).__name__}") from None
-        if found and pickled and whole_object(path):  # torch.save(model): a module, not a dict that holds weights
+        if found and pickled and pickles_a_model(path):  # torch.save(model): a module, not a dict that holds weights
             raise UserError(
                 f"{path} holds a whole pickled model ({found.group(1)}), not its weights, and loading it could run "
                 "code, so it is refused. If you trust the file, re-save only its weights, where the code of its "
@@ -205,7 +204,7 @@ def load_checkpoint(path, mmap: bool = False):
         raise UserError(f"{path} is not a PyTorch checkpoint (torch.load: {type(err).__name__})") from None
 
 
-def whole_object(path: Path) -> bool:
+def pickles_a_model(path: Path) -> bool:
     """Whether a torch.save file holds an object of a class at its top (torch.save(model)) rather than a dict or a
     list: its pickle's first operation after the protocol names a class, read without unpickling anything."""
     try:
@@ -222,23 +221,27 @@ def whole_object(path: Path) -> bool:
     return first in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE") and arg != "collections"
 
 
-def cut_short(path: Path, why: str, disk: bool = False) -> UserError:
-    """A checkpoint file that is not whole: `disk`, where its bytes changed rather than ended early."""
-    also = ", or a disk's fault" if disk else ""
+def cut_short(path: Path, why: str) -> UserError:
+    """A checkpoint file that is not whole, as not_whole says why."""
+    also = ", or a disk's fault" if why.endswith(CHECKSUM_FAILS) else ""  # bytes changed rather than ended early
     return UserError(f"{path} is cut short or damaged ({why}): a copy or download that did not finish{also}? Copy or "
                      "download it again")
 
 
-def not_whole(path: Path) -> str | None:
+CHECKSUM_FAILS = "fails its checksum"
+
+
+def not_whole(path: Path, checksums: bool = True) -> str | None:
     """Why a torch.save file is not whole (empty, its zip's end missing, a member failing its checksum: read through
-    once, without unpickling); None for a whole one, or one that is no zip (its legacy format: torch.load says)."""
+    once, without unpickling, where `checksums`); None for a whole one, or one that is no zip (its legacy format:
+    torch.load says)."""
     if path.stat().st_size == 0:
         return "an empty file"
     if not zipfile.is_zipfile(path):
         with open(path, "rb") as file:
             return "its end missing" if file.read(4) == b"PK\x03\x04" else None
-    damaged = damaged_member(path)
-    return f"{damaged} fails its checksum" if damaged else None
+    damaged = damaged_member(path) if checksums else None
+    return f"{damaged} {CHECKSUM_FAILS}" if damaged else None
 
 
 def damaged_member(path: Path) -> str | None:
