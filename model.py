@@ -31,8 +31,7 @@ from attention import choose_attention, scaled_normalize, split_heads, window_at
 from precision import casts_weights_once, weights_cast
 from utils import UserError, run_cli
 from windows import StageLayout, gather_tokens, is_symbolic, window_geometry
-# the variants' names and sizes, importable from here as the tutorial imports them
-from variants import ALIASES, IN22K_CLASSES, NO_PRETRAINED_WEIGHTS, SIZES, VARIANTS, resolve_variant  # noqa: F401
+from variants import NO_PRETRAINED_WEIGHTS, VARIANTS, resolve_variant
 
 MAX_LOGIT_SCALE = math.log(1.0 / 0.01)  # V2 Sec. 3.2: the attention temperature is capped at 100
 

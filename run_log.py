@@ -32,7 +32,8 @@ from checkpoints import load_checkpoint
 from config import plain
 from processes import ANOTHER_ENDED, distributed, lost_another_process, resume_command, tell_torchrun, train_script
 from utils import UserError, counted, out_of_memory, printable
-from runs import SPLIT_FILE, evaluated_file, nothing_to_resume
+from runs import SPLIT_FILE, checkpoint_of_run
+from run_settings import nothing_to_resume
 
 
 FILES_NAMED = 10  # files a warning names one by one; the others are counted
@@ -359,7 +360,7 @@ def log_training_images(writer, batch, normalize, classes: list) -> None:
 
 def report_command(run_dir: Path) -> str:
     """The command that writes the report a finished run's end left unwritten, and where it goes."""
-    return (f"python {train_script()} --eval-only --resume {shlex.quote(str(evaluated_file(run_dir)))} writes the "
+    return (f"python {train_script()} --eval-only --resume {shlex.quote(str(checkpoint_of_run(run_dir)))} writes the "
             f"report, in {run_dir / 'eval_val'}")
 
 

@@ -1,13 +1,10 @@
 """A training run's folder: where a run writes (check_output, run_folder, make_run_folder), its lock
 (lock_run_folder), its settings (write_settings), the validation files it drew (record_split; a resume that
-validates on other photos: check_validation_unchanged; a checkpoint of other classes: check_classes_unchanged), and
-going on with a run: the checkpoint --resume names and the settings the run goes on with (resume_config), the model a
-run's checkpoint given as --weights builds (model_of_weights), the --val-ratio of an exported program's run
-(val_ratio_of_program), what a run folder means to evaluate or predict with (evaluated_file, newest_run_checkpoint),
-where an evaluation of a run's checkpoint writes (evaluation_in_run), and which photos an evaluation elsewhere shares
-with its training (photos_trained_on).
+validates on other photos: check_validation_unchanged; a checkpoint of other classes: check_classes_unchanged), which
+checkpoint a run folder means (resumed_file, checkpoint_of_run, newest_run_checkpoint), where an evaluation of a run's
+checkpoint writes (evaluation_in_run), and which photos an evaluation elsewhere shares with its training
+(photos_trained_on). The settings a run starts or goes on with are run_settings.py's.
 """
-import argparse
 import csv
 import itertools
 import json
@@ -17,16 +14,13 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from checkpoints import TRAINING_STATE, is_run_checkpoint, load_checkpoint, not_whole
+from checkpoints import not_whole
 from files import put_in_place, remove_all_left_behind
-from config import config_named, explicit_flags, read_yaml_config, typed_flags, write_yaml
-from download import official_weights_file
-from export import is_program
+from config import write_yaml
 from images import is_image_file, letters, names_order_hint, same_names, write_class_indices
 from splits import is_split_root
-from variants import VARIANTS, resolve_variant
 from report import read_metrics
-from processes import from_first_process, launched_first, launcher, resume_command, start_again_command, train_script
+from processes import from_first_process, launcher, resume_command, train_script
 from utils import UserError
 
 
@@ -220,98 +214,6 @@ def lock_run_folder(folder: Path, or_else: str = "", hold: bool = True):
     return None
 
 
-PER_PROCESS = ("workers", "device", "stop_after_epochs", "progress")
-
-
-def resume_config(parser, cfg, argv) -> tuple:
-    """(config, checkpoint) of --resume, or (cfg, None) without it. A resumed run continues with the
-    settings it saved, except the flags typed now; --eval-only takes only its data and split from them."""
-    if cfg.eval_only and not cfg.resume and isinstance(cfg.weights, Path) and cfg.weights.is_file() and \
-            not is_program(cfg.weights):
-        # mapped: only what the file is is read here; other weights are evaluated as --weights, read whole once then
-        if not is_run_checkpoint(load_checkpoint(cfg.weights, mmap=True)):
-            return cfg, None
-        checkpoint = load_checkpoint(cfg.weights)
-        cfg.resume, cfg.weights = cfg.weights, None  # train.py's checkpoint knows its model, classes and data
-    elif not cfg.resume:
-        return cfg, None
-    else:
-        path = resumed_file(cfg)
-        if cfg.resume.is_dir() and not path.is_file():
-            lock_run_folder(cfg.resume, hold=False)  # a run in its first epoch has none yet: in use, not stopped
-            raise UserError(nothing_to_resume(cfg.resume))
-        try:
-            checkpoint = load_checkpoint(path)
-        except UserError as err:  # damaged (a disk's fault, a copy cut short: train.py writes whole files only)
-            other = cfg.resume / "best.pth"
-            if not (cfg.resume.is_dir() and other.is_file() and other.resolve() != path.resolve()):
-                raise
-            raise UserError(f"{err}. To go on from the run's best epoch instead: {resume_command(other)}") from None
-        if not is_run_checkpoint(checkpoint):
-            raise UserError(f"{path} is not a checkpoint of train.py; to start from its weights use --weights")
-        if not cfg.eval_only and (missing := [key for key in TRAINING_STATE if key not in checkpoint]):
-            raise UserError(f"{path} holds a model but not its training state ({', '.join(missing)} cut from it), so "
-                            f"its run cannot go on from it; to train on from its weights, start a new run: --weights "
-                            f"{shlex.quote(str(path))} --name NEW")
-        if not cfg.eval_only:
-            if not cfg.resume.is_dir():  # a folder named is the run's folder, as the user says
-                check_not_in_run_folder(path, checkpoint)
-            check_not_going_back(path, checkpoint)
-    if cfg.eval_only:  # its model and classes are what an evaluation needs (--resume or --weights): a config cut
-        checkpoint.setdefault("config", {})  # from it is none
-    typed = typed_flags(parser, argv)
-    given = explicit_flags(parser, argv, typed)
-    if not cfg.eval_only:  # the checkpoint's model is the one that goes on: another one typed is refused, not ignored
-        def run_value(key):
-            saved = checkpoint["config"].get(key)
-            if saved is None and key in ("img_size", "window_size"):  # not typed then: the variant's, as built
-                return checkpoint.get("model_overrides", {}).get(key, VARIANTS[checkpoint["variant"]][key])
-            return saved
-
-        def same(key):
-            asked, saved = getattr(cfg, key), run_value(key)
-            if asked is None and key in ("img_size", "window_size"):  # `img_size: null` (a config.yaml): the
-                return True  # variant's, as the run was built; nothing asked of the model
-            if key == "model" and asked and saved:  # a short form or an alias names the same variant
-                return resolve_variant(asked) == resolve_variant(saved)
-            return str(asked) == str(saved) or key == "weights" and saved is None and str(asked) == "none"
-        changed = [f"--{key.replace('_', '-')} {getattr(cfg, key)} (the run's: "
-                   f"{'none given' if run_value(key) is None else run_value(key)})"
-                   for key in ("model", "img_size", "window_size", "weights") if key in given and not same(key)]
-        if changed:
-            raise UserError(f"a resumed run goes on with its own model: {'; '.join(changed)}. To train another "
-                            "from its weights, start a new run: --weights <its best.pth> --name NEW")
-        # and in its own folder: a --name or --output typed (a config's, such as the run's own config.yaml, may
-        # hold another spelling of it, or none) that names another is refused
-        run = cfg.resume if cfg.resume.is_dir() else cfg.resume.parent
-        real = run.resolve()
-        elsewhere = [f"--{key} {shlex.quote(str(getattr(cfg, key)))}" for key, here in (
-            ("name", lambda: cfg.name == real.name), ("output", lambda: Path(cfg.output).resolve() == real.parent))
-            if key in typed and getattr(cfg, key) is not None and not here()]
-        if elsewhere:
-            raise UserError(f"a resumed run goes on in its own folder, {run}, not in another: {' '.join(elsewhere)}. "
-                            f"To train a new run from its weights: --weights "
-                            f"{shlex.quote(str(cfg.resume if cfg.resume.is_file() else evaluated_file(run)))} "
-                            f"--name NEW")
-    ignored = [f"--{key.replace('_', '-')} {getattr(cfg, key)}" for key in ("model", "img_size", "window_size")
-               if cfg.eval_only and key in typed]
-    if ignored and launched_first():
-        print(f"notice: --eval-only evaluates {cfg.resume} as it was trained ({checkpoint['variant']} at "
-              f"{checkpoint.get('img_size')} px): {', '.join(ignored)} not used")
-    # this process's own, unless typed: where it runs and with how many loader workers (the machine it goes on on),
-    # whether it stops after some epochs (a job's time limit), progress bars (a terminal or a log)
-    kept = ("data_path", "val_ratio") if cfg.eval_only else [k for k in checkpoint["config"] if k not in PER_PROCESS]
-    where = () if cfg.eval_only else ("name", "output")  # the run's own, however a config given again spells them
-    saved = {k: v for k, v in checkpoint["config"].items()
-             if k in kept and (k not in given or k in where) and hasattr(cfg, k)}
-    cfg = argparse.Namespace(**{**vars(cfg), **saved, "resume": cfg.resume})
-    cfg.data_path, cfg.output = Path(cfg.data_path), Path(cfg.output)
-    root = checkpoint.get("data_root")  # the run's data_path is relative to where it started: resumed elsewhere,
-    if "data_path" not in given and not cfg.data_path.exists() and root and Path(root).is_dir():  # its data is there
-        cfg.data_path = Path(root)
-    return cfg, checkpoint
-
-
 def best_pth_lost(run: Path) -> bool:
     """Whether a resumed run that has validated lacks a best.pth that loads: one not whole (a disk's fault; a copy
     of the run cut short), moved aside, or none (deleted; a copy of last.pth alone; set aside by a resume killed
@@ -331,27 +233,14 @@ def best_pth_lost(run: Path) -> bool:
     return True
 
 
-def nothing_to_resume(run: Path) -> str:
-    """What --resume of a run folder without last.pth says: a run killed while its first epoch was saved left
-    only its best.pth, or nothing, with its config.yaml, which starts it again in the same folder."""
-    if (run / "best.pth").is_file():
-        return f"{run} has no last.pth, only best.pth (stopped while saving): {resume_command(run / 'best.pth')} " \
-               "goes on from it"
-    if records := records_past_checkpoints(run):  # a run's whose checkpoints were deleted: not one to start again
-        return f"{run} holds no checkpoint, only its run's {' and '.join(records)} (its checkpoints gone): nothing " \
-               "to resume; a new run goes under another --name"
-    return f"{run} holds no checkpoint" + (f": the run stopped before its first epoch was saved. To start it again: "
-                                           f"{start_again_command(run)}" if (run / "config.yaml").is_file() else "")
-
-
 def resumed_file(cfg) -> Path:
     """The checkpoint --resume names: a run folder means its last.pth, or for --eval-only its best.pth."""
     if not cfg.resume.is_dir():
         return cfg.resume
-    return evaluated_file(cfg.resume) if cfg.eval_only else cfg.resume / "last.pth"
+    return checkpoint_of_run(cfg.resume) if cfg.eval_only else cfg.resume / "last.pth"
 
 
-def evaluated_file(run: Path) -> Path:
+def checkpoint_of_run(run: Path) -> Path:
     """What a run folder means to evaluate or predict with: its best.pth, or its last.pth while it has none
     (a run stopped before its first validation)."""
     best = run / "best.pth"
@@ -367,94 +256,6 @@ def evaluated_file(run: Path) -> Path:
                             f"{shlex.quote(str(tutorial[-1]))} --model NAME (the tutorial trains "
                             "swin_tiny_patch4_window7_224)")
     return best if best.is_file() or not (run / "last.pth").is_file() else run / "last.pth"
-
-
-def weights_of_typed_model(cfg, parser, argv) -> None:
-    """A config that names its own model's official weights (configs/finetune_*.yaml) with another --model typed:
-    that model's (weights/<model>.pth, which --download-weights fetches), not the config's model's, which it cannot
-    load (the run stopped on an architecture error, and --download-weights fetched nothing)."""
-    named, typed = config_named(argv), typed_flags(parser, argv)
-    if cfg.resume or not named or "model" not in typed or "weights" in typed:
-        return
-    values = read_yaml_config(named, parser)
-    try:
-        its_own = "model" in values and values.get("weights") == official_weights_file(resolve_variant(values["model"]))
-        other = its_own and resolve_variant(cfg.model) != resolve_variant(values["model"])
-    except UserError:  # an unknown model: said where it is built
-        return
-    if other:
-        if launched_first():
-            print(f"notice: {named} names the weights of its model, {values['weights']}; for --model {cfg.model}: "
-                  f"{official_weights_file(resolve_variant(cfg.model))} (--weights FILE for others)")
-        cfg.weights = None
-
-
-def model_of_weights(cfg, parser, argv) -> None:
-    """--weights naming a train.py checkpoint, with no --model typed or in --config: the checkpoint's model, its
-    variant (the default swin_tiny would refuse a swin_micro run's weights) and the image and window sizes it was
-    built with where none is given (a 384 px run's went on at 224 without a word)."""
-    given = explicit_flags(parser, argv)
-    if not (isinstance(cfg.weights, Path) and cfg.weights.is_file()) or is_program(cfg.weights):
-        return
-    saved = load_checkpoint(cfg.weights, mmap=True)
-    other = resolve_variant(cfg.model) != saved.get("variant")
-    if not is_run_checkpoint(saved) or other and "model" in given:  # another model asked for: its own sizes
-        return
-    taken = {"model": saved["variant"]} if other else {}
-    taken.update({key: value for key in ("img_size", "window_size")
-                  if (value := saved.get("model_overrides", {}).get(key)) is not None and key not in given})
-    if taken and launched_first():
-        flags = ", ".join(f"--{key.replace('_', '-')} {value}" for key, value in taken.items())
-        print(f"notice: --weights {cfg.weights} is a {saved['variant']} run's: training that model ({flags}; "
-              "--model NAME for another)")
-    for key, value in taken.items():
-        setattr(cfg, key, value)
-
-
-def val_ratio_of_program(cfg, program, parser, argv) -> None:
-    """--eval-only of a program that predict.py --export wrote, with no --val-ratio typed or in --config: its run's
-    ratio, so that its run's validation files are drawn, as --eval-only --resume takes a run's (another ratio would
-    count training photos). Split folders have their own val/, and no ratio."""
-    if program.val_ratio is None or cfg.val_ratio == program.val_ratio or "val_ratio" in explicit_flags(parser, argv) \
-            or is_split_root(cfg.data_path):
-        return
-    print(f"notice: {cfg.weights} was trained at --val-ratio {program.val_ratio:g}: its validation files are "
-          "drawn so (--val-ratio sets another)")
-    cfg.val_ratio = program.val_ratio
-
-
-def check_not_in_run_folder(path: Path, checkpoint: dict) -> None:
-    """A run goes on in the folder of its checkpoint, writing last.pth, best.pth and its report there: a checkpoint
-    copied elsewhere (a folder of another name without the run's config.yaml) would take that folder's best.pth,
-    another run's or a file of the user's, for its own, report on it, and write over it."""
-    others = [path.parent / name for name in RUN_FILES if (path.parent / name).is_file()
-              and (path.parent / name).resolve() != path.resolve()]
-    own_name = checkpoint.get("config", {}).get("name") == path.parent.name
-    if others and not own_name and not (path.parent / "config.yaml").is_file():
-        raise UserError(f"{path} is in a folder that holds a {others[0].name} but no run config.yaml, and a resumed "
-                        "run writes its last.pth, best.pth and report beside its checkpoint. Put it in a folder of its "
-                        "own first: "
-                        f"mkdir runs/NAME && cp {shlex.quote(str(path))} runs/NAME/last.pth, then "
-                        f"{resume_command(Path('runs/NAME'))}")
-
-
-def check_not_going_back(path: Path, checkpoint: dict) -> None:
-    """Training on from a checkpoint older than its run folder's last.pth (a best.pth, most often) would train
-    those epochs again over last.pth: refused, with the two ways on. --eval-only reads any checkpoint."""
-    last = path.parent / "last.pth"
-    if not last.is_file() or last.resolve() == path.resolve():
-        return
-    try:
-        newer = load_checkpoint(last, mmap=True)  # mapped: only its counts are read
-    except UserError as err:  # nothing in it to lose: the run goes on from `path`, its next save replaces it
-        print(f"notice: {err}: going on from {path}; the next save writes a new {last.name}")
-        return
-    if (newer["epoch"], newer["batches_done"]) > (checkpoint["epoch"], checkpoint["batches_done"]):
-        done = f"{newer['epoch']} epochs" + (f" and {newer['batches_done']} batches" if newer["batches_done"] else "")
-        aside = path.parent / f"last-step{newer['step']}.pth"
-        raise UserError(f"{path} is from epoch {checkpoint['epoch']}, but {last} has {done}: training on from "
-                        f"{path.name} would write over them. To go on from there: {resume_command(path.parent)}. "
-                        f"To train again from epoch {checkpoint['epoch']}, set {last} aside first (mv {last} {aside})")
 
 
 def newest_run_checkpoint() -> Path:

@@ -38,21 +38,21 @@ import evaluation
 import report
 import run_log
 import runs
-from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, folder_name, folder_path, parse_config,
-                    plain, ranged, weights_path, yes_no)
-from data import build_normalize, build_transform, check_decode, check_mixup_batch, preprocessing_of, seen_box
+import run_settings
+from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, folder_name, folder_path, plain,
+                    ranged, weights_path, yes_no)
+from data import build_normalize, build_transform, preprocessing_of, seen_box
 from splits import check_same_everywhere, check_validation, load_splits, without_validation
 from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_eval_loader, build_train_loader, training_batch_size
 from variants import resolve_variant
-from optim import check_schedule
 from precision import amp_dtype
 from checkpoints import CheckpointWriter, load_checkpoint
 from files import remove_all_left_behind
 from processes import (decided_by_first_process, distributed, from_first_process, init_distributed, launched_first,
                        process_rank)
 from utils import ArgumentParser, UserError, check_writable, counted, epoch_seed, run_cli, seed_everything, tune_for
-from runs import evaluated_file, resume_config, resumed_file
+from runs import resumed_file
 from weights import describe_for_checkpoint, evaluation_preprocessing, model_for_run, run_preprocessing
 from workers import default_workers, stop_workers
 
@@ -152,16 +152,7 @@ def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     default_val_ratio = parser.get_default("val_ratio")  # the parser's: parse_config makes a --config's its default
-    cfg = parse_config(parser, argv)
-    runs.weights_of_typed_model(cfg, parser, argv)
-    if isinstance(cfg.weights, Path) and cfg.weights.is_dir():  # a run folder, as predict.py takes it: its best.pth
-        cfg.weights = evaluated_file(cfg.weights)
-    cfg, checkpoint = resume_config(parser, cfg, argv)
-    if checkpoint is None:  # a new run from a run's weights: its model, as predict.py takes it, unless --model is given
-        runs.model_of_weights(cfg, parser, argv)
-    check_flags(cfg, checkpoint)
-    if checkpoint is None:  # where the run folder (or an evaluation's) will go: refused before any work
-        runs.check_output(cfg.output, cfg.data_path)
+    cfg, checkpoint = run_settings.resolve(parser, argv)
     if checkpoint is not None and not cfg.eval_only and checkpoint["epoch"] >= cfg.epochs:
         # not an error: a job that resumes until done ends here (said once, under torchrun too)
         if launched_first():
@@ -185,7 +176,7 @@ def main(argv=None) -> None:
     evaluate_program = cfg.eval_only and checkpoint is None and is_program(cfg.weights)  # --resume comes first
     program = load_program(cfg.weights).to(device) if evaluate_program else None
     if program is not None:
-        runs.val_ratio_of_program(cfg, program, parser, argv)
+        run_settings.val_ratio_of_program(cfg, program, parser, argv)
 
     splits, recorded = load_data(cfg, checkpoint, program, default_val_ratio, main_process)
     classes = splits.classes
@@ -321,20 +312,6 @@ def main(argv=None) -> None:
         if stop.requested and state.epoch < cfg.epochs:  # one at the last epoch's end found the run finished
             run_log.say_stopped(state, stop.requested, run_dir, main_process)
             sys.exit(stop.exit_status())
-
-
-def check_flags(cfg, checkpoint) -> None:
-    """What the settings ask that cannot be done, refused before any work: flags that would do nothing in silence,
-    or the opposite of what they say."""
-    if not cfg.eval_only and cfg.split != "val":  # passed over in silence: training validates on val
-        raise UserError(f"--split {cfg.split} is for --eval-only (training validates on val): add --eval-only to "
-                        f"evaluate a checkpoint on the {cfg.split} split")
-    if not cfg.eval_only:  # said before the data is read or fetched, weights downloaded or the model built
-        check_schedule(cfg, (checkpoint or {}).get("epoch", 0))
-        check_mixup_batch(cfg.mixup, cfg.cutmix, cfg.batch_size)
-        check_decode(cfg.decode, cfg.recipe)
-    if cfg.eval_only and checkpoint is None and cfg.weights in (None, "none"):
-        raise UserError("--eval-only needs a checkpoint: --resume runs/<name>/best.pth (or --weights FILE)")
 
 
 def load_data(cfg, checkpoint, program, default_val_ratio: float, main_process: bool):

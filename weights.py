@@ -32,7 +32,7 @@ from images import letters, read_class_indices, same_names
 from model import REBUILT_BUFFERS, WINDOW_SETTINGS, create_model
 from variants import DROP_PATH_BEFORE, SIZES, VARIANTS, resolve_variant
 from checkpoints import is_run_checkpoint, load_checkpoint
-from runs import evaluated_file, newest_run_checkpoint
+from runs import checkpoint_of_run, newest_run_checkpoint
 from utils import UserError
 from windows import log_spaced_coords
 
@@ -524,7 +524,7 @@ def load_classifier(weights: Path | None, variant: str | None = None, num_classe
     train.py checkpoint or run folder (default: the newest run's best.pth), an .onnx or .pt2 that --export
     wrote, or a plain state dict of `variant`; the flags given are checked against what the file holds."""
     path = weights or newest_run_checkpoint()
-    path = evaluated_file(path) if path.is_dir() else path
+    path = checkpoint_of_run(path) if path.is_dir() else path
     ckpt = None if is_program(path) else load_checkpoint(path)
     size = {"img_size": img_size} if img_size else {}
     if ckpt is None:  # what --export wrote: the program carries its names and preprocessing, as a checkpoint does

@@ -9,7 +9,7 @@ import yaml
 
 import config
 import predict
-import runs
+import run_settings
 import train
 import utils
 from script_runs import ROOT
@@ -228,11 +228,11 @@ def test_a_config_named_on_resuming_counts_as_typed(tmp_path):
     (tmp_path / "longer.yaml").write_text("epochs: 40\n")
     argv = ["--resume", str(run), "--config", str(tmp_path / "longer.yaml"), "--batch-size", "4"]
     parser = train.build_parser()
-    cfg, _ = runs.resume_config(parser, config.parse_config(parser, argv), argv)
+    cfg, _ = run_settings.resume_config(parser, config.parse_config(parser, argv), argv)
     assert (cfg.epochs, cfg.batch_size, cfg.lr) == (40, 4, 1e-4)  # the file's, the flag's, the run's own
     # the process's own settings, not the run's: the machine's device and workers, the job's time limit and log
     assert (cfg.workers, cfg.device, cfg.stop_after_epochs, cfg.progress) == (None, "auto", 0, True)
-    cfg, _ = runs.resume_config(parser, config.parse_config(parser, argv + ["--stop-after-epochs", "2"]),
+    cfg, _ = run_settings.resume_config(parser, config.parse_config(parser, argv + ["--stop-after-epochs", "2"]),
                                    argv + ["--stop-after-epochs", "2"])
     assert cfg.stop_after_epochs == 2
     assert config.explicit_flags(train.build_parser(), ["--resume", str(run)]) == {"resume"}
@@ -272,5 +272,5 @@ def test_another_model_typed_over_a_finetune_config_takes_its_own_weights():
                           (["--model", "swin_small_patch4_window7_224", "--weights", "w.pth"], Path("w.pth"))):
         parser = train.build_parser()
         cfg = config.parse_config(parser, ["--config", tiny, *argv])
-        runs.weights_of_typed_model(cfg, parser, ["--config", tiny, *argv])
+        run_settings.weights_of_typed_model(cfg, parser, ["--config", tiny, *argv])
         assert cfg.weights == weights, argv

@@ -16,6 +16,7 @@ import engine
 import train
 import utils
 import runs
+import run_settings
 from model import create_model
 from script_runs import FAST, metrics, run_train, train_here
 from utils import UserError
@@ -380,7 +381,7 @@ def test_a_resumed_run_keeps_its_settings_but_not_the_old_machines_worker_count(
                tmp_path / "last.pth")
     parser = train.build_parser()
     for argv, lr in ((["--resume", str(tmp_path)], 0.003), (["--resume", str(tmp_path), "--lr", "0.01"], 0.01)):
-        cfg, checkpoint = runs.resume_config(parser, config.parse_config(parser, argv), argv)
+        cfg, checkpoint = run_settings.resume_config(parser, config.parse_config(parser, argv), argv)
         assert (cfg.lr, cfg.epochs, cfg.workers, checkpoint["epoch"]) == (lr, 9, None, 1)  # None: this machine's
 
 
@@ -394,9 +395,9 @@ def test_a_resume_that_names_another_model_is_refused_not_ignored(tmp_path):
     for typed in (["--model", "swin_tiny_patch4_window7_224"], ["--img-size", "96"]):
         argv = ["--resume", str(tmp_path), *typed]
         with pytest.raises(UserError, match=f"goes on with its own model: {typed[0]} {typed[1]} .the run's: "):
-            runs.resume_config(parser, config.parse_config(parser, argv), argv)
+            run_settings.resume_config(parser, config.parse_config(parser, argv), argv)
     argv = ["--resume", str(tmp_path), "--model", "swin_micro_patch4_window4_128", "--img-size", "64"]
-    assert runs.resume_config(parser, config.parse_config(parser, argv), argv)[0].img_size == 64
+    assert run_settings.resume_config(parser, config.parse_config(parser, argv), argv)[0].img_size == 64
     # a run that took the variant's own sizes (none typed): those typed now are its, and go on; others are refused
     # with the sizes the run has, not None
     torch.save({"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, **STATE, "epoch": 1,
@@ -406,12 +407,12 @@ def test_a_resume_that_names_another_model_is_refused_not_ignored(tmp_path):
                tmp_path / "last.pth")
     for typed in (["--img-size", "128"], ["--window-size", "4"], ["--weights", "none"]):
         argv = ["--resume", str(tmp_path), *typed]
-        runs.resume_config(parser, config.parse_config(parser, argv), argv)
+        run_settings.resume_config(parser, config.parse_config(parser, argv), argv)
     for typed, theirs in ((["--img-size", "96"], "128"), (["--window-size", "7"], "4"),
                           (["--weights", "w.pth"], "none given")):
         argv = ["--resume", str(tmp_path), *typed]
         with pytest.raises(UserError, match=f"{typed[0]} {typed[1]} .the run's: {theirs}.. To train another"):
-            runs.resume_config(parser, config.parse_config(parser, argv), argv)
+            run_settings.resume_config(parser, config.parse_config(parser, argv), argv)
 
 
 def test_a_run_resumed_from_another_folder_finds_its_data(tmp_path, monkeypatch):
@@ -427,7 +428,7 @@ def test_a_run_resumed_from_another_folder_finds_its_data(tmp_path, monkeypatch)
                                 ("elsewhere", ["--data-path", "photos"], Path("photos"))):
         monkeypatch.chdir(tmp_path / where)
         argv = ["--resume", str(tmp_path / "last.pth"), *typed]
-        assert runs.resume_config(parser, config.parse_config(parser, argv), argv)[0].data_path == found
+        assert run_settings.resume_config(parser, config.parse_config(parser, argv), argv)[0].data_path == found
 
 
 def test_a_run_whose_photos_moved_says_to_give_their_new_place(flowers, tmp_path, capsys):
@@ -458,9 +459,9 @@ def test_a_damaged_last_pth_points_to_best_pth_and_does_not_block_it(tmp_path, c
     argv = ["--resume", str(run)]
     with pytest.raises(UserError, match=rf"^{run / 'last.pth'} is cut short or damaged .*\. To go on from the "
                                         rf"run's best epoch instead: python train.py --resume {run / 'best.pth'}$"):
-        runs.resume_config(parser, config.parse_config(parser, argv), argv)
+        run_settings.resume_config(parser, config.parse_config(parser, argv), argv)
     argv = ["--resume", str(run / "best.pth")]
-    cfg, checkpoint = runs.resume_config(parser, config.parse_config(parser, argv), argv)
+    cfg, checkpoint = run_settings.resume_config(parser, config.parse_config(parser, argv), argv)
     assert checkpoint["epoch"] == 1 and cfg.resume == run / "best.pth"
     assert f"notice: {run / 'last.pth'} is cut short or damaged" in capsys.readouterr().out
     # --eval-only of the folder reads its best.pth: damaged, it is said without a hint that names it again
@@ -468,7 +469,7 @@ def test_a_damaged_last_pth_points_to_best_pth_and_does_not_block_it(tmp_path, c
     argv = ["--eval-only", "--resume", str(run)]
     with pytest.raises(UserError, match=r"best.pth is cut short or damaged \(its end missing\): a copy or download "
                                         r"that did not finish\? Copy or download it again$"):
-        runs.resume_config(parser, config.parse_config(parser, argv), argv)
+        run_settings.resume_config(parser, config.parse_config(parser, argv), argv)
 
 
 def test_a_damaged_best_pth_is_set_aside_on_resuming_not_found_at_the_runs_end(flowers, tmp_path, capsys):
@@ -518,10 +519,10 @@ def test_a_checkpoint_cut_to_its_model_is_evaluated_but_not_resumed(tmp_path):
         with pytest.raises(UserError, match=rf"slim.pth holds a model but not its training state \({', '.join(cut)} "
                                             rf"cut from it\), so its run cannot go on from it; to train on from its "
                                             rf"weights, start a new run: --weights {run / 'slim.pth'} --name NEW$"):
-            runs.resume_config(parser, config.parse_config(parser, argv), argv)
+            run_settings.resume_config(parser, config.parse_config(parser, argv), argv)
         for flag in ("--resume", "--weights"):  # train.py's checkpoint as --weights is taken as --resume
             argv = ["--eval-only", flag, str(run / "slim.pth")]
-            cfg, checkpoint = runs.resume_config(parser, config.parse_config(parser, argv), argv)
+            cfg, checkpoint = run_settings.resume_config(parser, config.parse_config(parser, argv), argv)
             assert checkpoint["class_names"] == ["a", "b"] and cfg.resume == run / "slim.pth"
 
 def test_what_a_user_types_to_go_on_from_a_run_does_what_it_says(flowers, tmp_path, capsys, monkeypatch):
@@ -606,21 +607,21 @@ def test_a_resume_that_names_another_folder_is_refused_not_ignored(tmp_path, mon
         with pytest.raises(UserError, match=f"goes on in its own folder, runs/sig, not in another: {typed[-2]} "
                                             f"{typed[-1]}. To train a new run from its weights: --weights "
                                             "runs/sig/last.pth --name NEW$"):  # no best.pth: not validated yet
-            runs.resume_config(parser, config.parse_config(parser, argv), argv)
+            run_settings.resume_config(parser, config.parse_config(parser, argv), argv)
     # a copy of its checkpoint elsewhere: the new run starts from that very file
     (tmp_path / "copy.pth").write_bytes((run / "last.pth").read_bytes())
     argv = ["--resume", "copy.pth", "--output", "elsewhere"]
     with pytest.raises(UserError, match="To train a new run from its weights: --weights copy.pth --name NEW$"):
-        runs.resume_config(parser, config.parse_config(parser, argv), argv)
+        run_settings.resume_config(parser, config.parse_config(parser, argv), argv)
     argv = ["--resume", "runs/sig/last.pth", "--name", "sig", "--output", str(tmp_path / "runs")]
-    assert runs.resume_config(parser, config.parse_config(parser, argv), argv)[0].name == "sig"
+    assert run_settings.resume_config(parser, config.parse_config(parser, argv), argv)[0].name == "sig"
     # its own folder however named: from inside it; its config.yaml given again (no name in it: the run was named by
     # its date, and an output relative to where it started)
     (run / "config.yaml").write_text("name:\noutput: somewhere/else\n")
     monkeypatch.chdir(run)
     for argv in (["--resume", ".", "--name", "sig"], ["--resume", "last.pth", "--output", ".."],
                  ["--resume", ".", "--config", "config.yaml"]):
-        cfg, checkpoint = runs.resume_config(parser, config.parse_config(parser, argv), argv)
+        cfg, checkpoint = run_settings.resume_config(parser, config.parse_config(parser, argv), argv)
         assert checkpoint["epoch"] == 1 and (cfg.name, cfg.output) == ("sig", Path("runs"))  # as its config.yaml says
 
 

@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 import runs
+import run_settings
 import train
 from script_runs import FAST, ROOT
 from utils import UserError
@@ -87,7 +88,7 @@ def test_a_new_run_refuses_a_folder_of_a_runs_records_whose_checkpoints_are_gone
         runs.run_folder(cfg, None, "swin_micro_patch4_window4_128")
     assert (tmp_path / "exp" / "report.html").read_text() == "kept\n"
     # --resume of it: nothing to resume, and not the command that starts it again (refused above)
-    assert runs.nothing_to_resume(tmp_path / "exp") == f"{tmp_path / 'exp'} holds no checkpoint, only its run's " \
+    assert run_settings.nothing_to_resume(tmp_path / "exp") == f"{tmp_path / 'exp'} holds no checkpoint, only its run's " \
         "report.html (its checkpoints gone): nothing to resume; a new run goes under another --name"
 
 
