@@ -1,8 +1,9 @@
 """Evaluation: loss, top-1, top-5, balanced accuracy and the confusion matrix of a model (or an exported
 program) over a loader, summed exactly over the processes of a torchrun run, and every mistake with its top-3
 predictions and class activation map (what report.py shows); of a saved checkpoint's weights; per-class
-precision and recall.
+precision and recall; and predict.py's classifying of photos (classify).
 """
+import sys
 from pathlib import Path
 
 import torch
@@ -11,10 +12,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import plots
 from checkpoints import load_checkpoint
 from data import to_device
+from loaders import ImageDataset, build_loader
 from model import maps_of
 from precision import autocast, forget_held_casts
+from stopping import held_signals
 from processes import distributed, from_all_processes, from_first_process, reduce_sums
 
 
@@ -120,3 +124,42 @@ def balanced_accuracy(confusion: torch.Tensor) -> float:
     if not present.any():
         return 0.0
     return (confusion.diag()[present].double() / actual[present]).mean().item()
+
+
+def classify(model, paths: list[str], transform, normalize, device, amp, batch_size: int, workers: int,
+             tta: bool = False, cam: bool = False, progress: bool = True):
+    """(path, probabilities, seen) for each image in order; (path, None, None) for one that cannot be read.
+    `transform` makes each image a uint8 crop; `normalize` (None for a program) the model's input of a batch.
+    With `cam`, `seen` is the crop tinted where the model saw its top class (plots.heat_overlay); else None. `tta`:
+    the mean of the photo's and its mirror's probabilities (predict.py's)."""
+    few = len(paths) <= batch_size  # one batch: worker processes would cost more than they save
+    loader = build_loader(ImageDataset([(p, 0) for p in paths], transform), batch_size, train=False,
+                          num_workers=0 if few else workers)
+
+    def run(x):  # (logits, class activation maps or None)
+        return model.forward_with_maps(x) if cam else (model(x), None)
+    bar = tqdm(total=len(paths), desc="classifying", unit="img", file=sys.stderr, leave=False,
+               disable=True if few or not progress else None)
+    with held_signals():  # a Ctrl-C while the workers fork: taken once they ignore it (stopping.held_signals)
+        batches = iter(loader)
+    for start, (images, _, loaded, _) in zip(range(0, len(paths), batch_size), batches):
+        probs, seen = {}, {}
+        if loaded:
+            with torch.inference_mode(), autocast(device, amp):
+                x = images.to(device, non_blocking=True)
+                x = x if normalize is None else normalize(x)
+                out, maps = run(x)
+                out = out.float().softmax(-1)
+                if tta:  # the class does not change in a mirror; the model's errors partly do
+                    mirrored, mirrored_maps = run(x.flip(-1))
+                    out = (out + mirrored.float().softmax(-1)) / 2
+                    maps = None if maps is None else (maps + mirrored_maps.flip(2)) / 2  # mirrored back
+            probs = dict(zip(loaded, out.cpu()))
+            if maps is not None:  # each image's map of its top class: (B, H/32, W/32)
+                heat = maps_of(maps, out.argmax(-1)).float().cpu().numpy()
+                seen = {path: plots.heat_overlay(crop.permute(1, 2, 0).numpy(), map_)
+                        for path, crop, map_ in zip(loaded, images, heat)}
+        batch = paths[start:start + batch_size]  # the loader keeps the order and batches alike
+        bar.update(len(batch))
+        yield from ((path, probs.get(path), seen.get(path)) for path in batch)
+    bar.close()

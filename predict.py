@@ -19,7 +19,6 @@ when an image could not be read (the others are still classified), 2 for a usage
 Ctrl-C (the images classified until then are still written to --output).
 """
 import argparse
-import csv
 import json
 import signal
 import sys
@@ -32,20 +31,17 @@ from utils import threads_sleep_while_waiting
 if __name__ == "__main__":
     ctrl_c_ends_quietly()
     threads_sleep_while_waiting()
-import torch
-from tqdm import tqdm
 
 import cards
 import plots
+from evaluation import classify
 from config import COUNT, POSITIVE_INT
 from data import Normalize, build_transform, preprocessing_of
-from files import put_in_place
 from export import (ExportedClassifier, add_arguments as add_export_arguments, check_target as check_export_target,
                     chosen_exporter, is_program)
+from report import write_predictions
 from images import NOT_A_FILE, UNREAD_PHOTOS, image_problem, list_images, set_image_checks
-from loaders import ImageDataset, build_loader
-from model import maps_of
-from precision import amp_dtype, autocast
+from precision import amp_dtype
 from utils import (ArgumentParser, UserError, check_writable, counted, padded, printable, run_cli, select_device,
                    text_width, tune_for)
 from weights import load_classifier
@@ -138,12 +134,15 @@ def main(argv=None) -> None:
         note = export(clf, args.export, device, args.export_input)
         print(f"wrote {args.export} ({note})", file=sys.stderr)
     k, width = min(args.topk, len(clf.class_names)), max(text_width(name) for name in clf.class_names)
+    amp = None if program else amp_dtype(args.amp, device)  # a program is fp32
+    workers = args.workers if args.workers is not None else 0 if device.type == "cpu" else default_workers(device)
     transform = build_transform(clf.model.img_size, train=False, **preprocessing_of(clf))
     normalize = None if program else Normalize(clf.mean, clf.std)  # a program normalises: it takes the uint8 crop
     # the results are kept for --output alone, written at the end: printed, a million images' would be gigabytes
     results, classified, failed, card_names, stopped, cardless = [], 0, [], set(), None, 0
     try:
-        for path, probs, seen in classify(clf.model, paths, transform, normalize, device, args) if paths else ():
+        for path, probs, seen in classify(clf.model, paths, transform, normalize, device, amp, args.batch_size,
+                                              workers, args.tta, args.cam, args.progress) if paths else ():
             if probs is None:
                 failed.append(path)
                 why = image_problem(Path(path)) or "could not be read"
@@ -172,7 +171,7 @@ def main(argv=None) -> None:
             with held_signals():  # a Ctrl-C while it is written: taken once it is whole (a torn file read as all)
                 left = [{"path": path, "topk": [], "error": f"not classified: stopped by {stopped}"}
                         for path in paths[len(results):]] if stopped else []  # one result each, in order
-                write_results(results + left + [{"path": path, "topk": [], "error": why} for path, why in passed
+                write_predictions(results + left + [{"path": path, "topk": [], "error": why} for path, why in passed
                                                 if path in unread or path in special], args.output, k)
     if paths:
         print(f"classified {classified} of {len(paths)} images" + (f"; {len(failed)} could not be read"
@@ -186,64 +185,6 @@ def main(argv=None) -> None:
         sys.exit(130 if stopped == "Ctrl-C" else 128 + signal.Signals[stopped])
     if failed or cardless or unlisted or unread or special:
         sys.exit(1)
-
-
-def classify(model, paths: list[str], transform, normalize, device, args):
-    """(path, probabilities, seen) for each image in order; (path, None, None) for one that cannot be read.
-    `transform` makes each image a uint8 crop; `normalize` (None for a program) the model's input of a batch.
-    With --cam, `seen` is the crop tinted where the model saw its top class (plots.heat_overlay); else None."""
-    few = len(paths) <= args.batch_size  # one batch: worker processes would cost more than they save
-    workers = args.workers if args.workers is not None else 0 if device.type == "cpu" else default_workers(device)
-    loader = build_loader(ImageDataset([(p, 0) for p in paths], transform), args.batch_size, train=False,
-                          num_workers=0 if few else workers)
-    amp = None if isinstance(model, ExportedClassifier) else amp_dtype(args.amp, device)  # a program is fp32
-
-    def run(x):  # (logits, class activation maps or None)
-        return model.forward_with_maps(x) if args.cam else (model(x), None)
-    bar = tqdm(total=len(paths), desc="classifying", unit="img", file=sys.stderr, leave=False,
-               disable=True if few or not args.progress else None)
-    with held_signals():  # a Ctrl-C while the workers fork: taken once they ignore it (stopping.held_signals)
-        batches = iter(loader)
-    for start, (images, _, loaded, _) in zip(range(0, len(paths), args.batch_size), batches):
-        probs, seen = {}, {}
-        if loaded:
-            with torch.inference_mode(), autocast(device, amp):
-                x = images.to(device, non_blocking=True)
-                x = x if normalize is None else normalize(x)
-                out, maps = run(x)
-                out = out.float().softmax(-1)
-                if args.tta:  # the class does not change in a mirror; the model's errors partly do
-                    mirrored, mirrored_maps = run(x.flip(-1))
-                    out = (out + mirrored.float().softmax(-1)) / 2
-                    maps = None if maps is None else (maps + mirrored_maps.flip(2)) / 2  # mirrored back
-            probs = dict(zip(loaded, out.cpu()))
-            if maps is not None:  # each image's map of its top class: (B, H/32, W/32)
-                heat = maps_of(maps, out.argmax(-1)).float().cpu().numpy()
-                seen = {path: plots.heat_overlay(crop.permute(1, 2, 0).numpy(), map_)
-                        for path, crop, map_ in zip(loaded, images, heat)}
-        batch = paths[start:start + args.batch_size]  # the loader keeps the order and batches alike
-        bar.update(len(batch))
-        yield from ((path, probs.get(path), seen.get(path)) for path in batch)
-    bar.close()
-
-
-def write_results(results: list, path: Path, k: int) -> None:
-    """A .json list of the --json objects, or a .csv row per image: path, then label, index, prob per rank, then
-    error. An image that could not be read is there too, with no top-k and why in `error` (empty for the others).
-    Whole or not at all (put_in_place): a kill while it is written leaves the file that was there, not a torn one."""
-    if path.suffix.lower() == ".json":
-        put_in_place(path, lambda tmp: tmp.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8"),
-                     then="classify again")
-        return
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:  # a path's bytes as they are
-            rows = csv.writer(f)
-            rows.writerow(["path"] + [f"{field}_{r}" for r in range(1, k + 1) for field in ("label", "index", "prob")]
-                          + ["error"])
-            rows.writerows([r["path"]] + ([e[f] for e in r["topk"] for f in ("label", "index", "prob")] or
-                                          [""] * 3 * k) + [r.get("error", "")] for r in results)
-    put_in_place(path, write, then="classify again")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import base64
 import csv
 import html
 import io
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -144,6 +145,25 @@ def write_misclassified_csv(path, wrong: list, classes: list[str]) -> None:
         for file, label, top_labels, top_probs in sorted(wrong):
             ranked = [value for k, p in zip(top_labels, top_probs) for value in (classes[k], f"{p:.4f}")]
             rows.writerow([file, classes[label], *ranked, *[""] * (6 - len(ranked))])
+
+
+def write_predictions(results: list, path: Path, k: int) -> None:
+    """A .json list of the --json objects, or a .csv row per image: path, then label, index, prob per rank, then
+    error. An image that could not be read is there too, with no top-k and why in `error` (empty for the others).
+    Whole or not at all (put_in_place): a kill while it is written leaves the file that was there, not a torn one."""
+    if path.suffix.lower() == ".json":
+        put_in_place(path, lambda tmp: tmp.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8"),
+                     then="classify again")
+        return
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:  # a path's bytes as they are
+            rows = csv.writer(f)
+            rows.writerow(["path"] + [f"{field}_{r}" for r in range(1, k + 1) for field in ("label", "index", "prob")]
+                          + ["error"])
+            rows.writerows([r["path"]] + ([e[f] for e in r["topk"] for f in ("label", "index", "prob")] or
+                                          [""] * 3 * k) + [r.get("error", "")] for r in results)
+    put_in_place(path, write, then="classify again")
 
 
 def read_metrics(path) -> list[dict]:

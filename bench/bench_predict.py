@@ -40,7 +40,9 @@ from images import BUNDLED_SAMPLE, list_images  # noqa: E402
 from common import alternating_rounds, print_header  # noqa: E402
 from config import COUNT, POSITIVE_INT  # noqa: E402
 from data import IMAGENET_MEAN, IMAGENET_STD, Normalize, build_transform, recipe_preprocessing  # noqa: E402
-from export import OnnxClassifier, export_onnx, fp16_program, int8_program  # noqa: E402
+from evaluation import classify  # noqa: E402
+from export import ExportedClassifier, OnnxClassifier, export_onnx, fp16_program, int8_program  # noqa: E402
+from precision import amp_dtype  # noqa: E402
 from utils import tune_for  # noqa: E402
 from model import create_model  # noqa: E402
 from weights import describe_for_checkpoint, load_classifier  # noqa: E402
@@ -102,8 +104,10 @@ def main():
             transform = build_transform(size, train=False, crop_pct=clf.crop_pct, crop_mode=clf.crop_mode,
                                         interpolation=clf.interpolation)
             normalizer = Normalize(clf.mean, clf.std) if normalize else None  # an .onnx takes the uint8 crop
+            amp = None if isinstance(model, ExportedClassifier) else amp_dtype(options.amp, torch.device("cpu"))
             return [probs for _, probs, _ in
-                    predict.classify(model, paths, transform, normalizer, torch.device("cpu"), options)
+                    classify(model, paths, transform, normalizer, torch.device("cpu"), amp, options.batch_size,
+                             options.workers or 0, progress=False)  # as predict.py runs on a CPU
                     if probs is not None]
 
         tutorial_transform = transforms.Compose([

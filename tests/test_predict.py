@@ -16,6 +16,7 @@ from PIL import Image
 
 import cards
 import predict
+import report
 import stopping
 import utils
 import weights
@@ -586,6 +587,6 @@ def test_a_stop_while_the_output_is_written_leaves_the_file_that_was_there_not_a
     out.write_text("the results of an earlier run\n")
     row = {"path": "a.jpg", "topk": [{"label": "daisy", "index": 0, "prob": 0.9}]}
     with pytest.raises(KeyboardInterrupt):
-        predict.write_results([row] * 5000 + [{**row, "path": StopsHere()}], out, 1)
+        report.write_predictions([row] * 5000 + [{**row, "path": StopsHere()}], out, 1)
     assert out.read_text() == "the results of an earlier run\n"
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
