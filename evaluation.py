@@ -23,8 +23,7 @@ from processes import distributed, from_all_processes, from_first_process, reduc
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, normalize, num_classes: int, device, amp, show_progress: bool = True,
-             desc: str = "eval") -> dict:
+def evaluate(model: nn.Module, loader, normalize, num_classes: int, device, amp, show_progress: bool = True) -> dict:
     """Loss, top-1, top-5, balanced accuracy and the confusion matrix (rows: true class), summed
     exactly over ranks; also, from all ranks, every misclassified image as (path, true label, its
     top-3 labels, their probabilities), the first of them the prediction, and ("maps", by path) where in the
@@ -42,7 +41,7 @@ def evaluate(model: nn.Module, loader, normalize, num_classes: int, device, amp,
     outcomes, kept_paths, failed, heats = [], [], [], []
     with_maps = hasattr(model, "forward_with_maps")  # a Swin's maps come with its logits; a program gives logits only
     # on a terminal only (disable=None), as predict.py's: piped (| tee log, > file) its frames filled the log
-    bar = tqdm(loader, desc=desc, disable=None if show_progress else True, leave=False)
+    bar = tqdm(loader, desc="eval", disable=None if show_progress else True, leave=False)
     for images, labels, paths, failed_paths in bar:
         failed += failed_paths
         if len(labels) == 0:

@@ -104,7 +104,7 @@ def pinning() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_initialized()
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
+def shuffle_seed(seed: int, epoch: int) -> int:
     """An epoch's shuffle seed from --seed and the epoch, far apart for neighbouring seeds, within what a
     torch.Generator takes (a signed 64-bit number) for any --seed."""
     return (seed * 1_000_003 + epoch) * 10_000_019 % 2**63
@@ -127,7 +127,7 @@ class EpochSampler(torch.utils.data.Sampler):
         return [(i, (seed + i) % 2**63) for i in order.tolist()]
 
     def __iter__(self):
-        draws = self.epoch_draws(epoch_seed(self.seed, self.epoch))
+        draws = self.epoch_draws(shuffle_seed(self.seed, self.epoch))
         per_rank = math.ceil(self.num_samples / self.world_size)
         draws = (draws * math.ceil(per_rank * self.world_size / self.num_samples))[:per_rank * self.world_size]
         return iter(draws[self.rank::self.world_size][self.skip:])

@@ -437,7 +437,7 @@ def _load_window_settings(model, state_dict, prefix, local_metadata, strict, mis
 
 
 class SwinTransformer(nn.Module):
-    """Swin V1 (version=1) or V2 (version=2) classifier; see the variants below for sizes."""
+    """Swin V1 (version=1) or V2 (version=2) classifier; the variants' sizes are variants.py's."""
 
     def __init__(
         self,

@@ -167,7 +167,7 @@ def main(argv=None) -> None:
     if cfg.cuda_graphs and device.type != "cuda":
         raise UserError(f"--cuda-graphs needs a CUDA GPU, and this run is on {device}: run without it "
                         "(--no-cuda-graphs where a config or a resumed run sets it)")
-    amp = amp_dtype(cfg.amp, device, training=True)  # --eval-only too: its figures those its run validated with
+    amp = amp_dtype(cfg.amp, device, training=True)  # --eval-only too: its figures as its run's validation gave them
     tune_for(device, tf32=amp is None)
     workers_asked = cfg.workers  # config.yaml keeps None, this machine's count decided again where it is reused
     if cfg.workers is None:
