@@ -44,6 +44,7 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
     remove_left_behind(manifest)
     existing = {path.relative_to(out).as_posix() for path in walk_files(out, skip=source)} - {MANIFEST}
     foreign = sorted(path for path in existing - set(earlier["files"]) if not browser_file(path))  # kept, no refusal
+    changed = changed_since(out, earlier, existing)  # the user's now: a photo edited in the split, kept as foreign
     in_splits = [path for path in foreign if path.split("/")[0] in SPLITS and is_image_file(Path(path))]
     split_folders = sorted({path.split("/")[0] for path in in_splits})
     # another tool's split, train/ and val/ as the tutorial's split_data.py leaves them in flower_data/
@@ -57,6 +58,15 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
         raise UserError(f"{out} is not empty: it holds {counted(len(foreign), 'file')} split_data.py did not write, "
                         f"such as {out / foreign[0]}. Choose another --out, or pass --force to write the "
                         "split beside them (they are kept)")
+    written_over = sorted(set(changed) & set(planned))  # where the new split puts a photo: --force cannot keep it
+    if changed and (written_over or not force):
+        first = (written_over or changed)[0]
+        others = f" and {counted(len(changed) - 1, 'other file')}" if len(changed) > 1 else ""
+        them = "them" if others else "it"
+        then = "writes its photo there" if written_over else "removes the earlier one's files"
+        raise UserError(f"{out / first}{others} changed since split_data.py wrote {them} (edited in place?), and a new "
+                        f"split {then}: move {them} away" + ("" if written_over else f", or pass --force to keep {them}"))
+    foreign = sorted(foreign + changed)
     # a class folder the split does not have (a class removed from the photos, kept by --force): train.py refused
     # the split, class_indices.json not listing it, and said to run split_data.py again, which kept it again
     classes = {path.split("/")[1] for path in planned if path.split("/")[0] in SPLITS}
@@ -82,7 +92,7 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
             f"{counted(len(in_splits), 'file')} (such as {in_splits[0]}) were"
         print(f"note: under {out}/train, val or test, {kept} not written by split_data.py; kept, training will read "
               f"{'it' if len(in_splits) == 1 else 'them'}")
-    removed = sorted(set(earlier["files"]) & existing)
+    removed = sorted(set(earlier["files"]) & existing - set(changed))
     if removed and earlier.get("complete") is not False:  # a kill while they go leaves a split train.py refuses,
         write_manifest(manifest, {**earlier, "complete": False})  # not one it takes whole with some photos gone
     for path in removed:
@@ -117,8 +127,26 @@ def lasting_folders(out: Path, classes: set, earlier: dict, existing: set) -> li
 
 
 def finish_split(out: Path) -> None:
-    """Mark the split in `out` complete, once every file it plans is written: until then train.py refuses it."""
-    write_manifest(out / MANIFEST, {**read_manifest(out / MANIFEST), "complete": True})
+    """Mark the split in `out` complete, once every file it plans is written: until then train.py refuses it. Each
+    file's size and time as written go with it: one changed since is the user's (changed_since)."""
+    record = read_manifest(out / MANIFEST)
+    stamps = {path: stamp(out / path) for path in record["files"] if (out / path).is_file()}
+    write_manifest(out / MANIFEST, {**record, "complete": True, "stamps": stamps})
+
+
+def stamp(path: Path) -> list:
+    """[size, modification time in ns] of a file or link itself (a link's target edited changes no file here)."""
+    status = os.lstat(path)
+    return [status.st_size, status.st_mtime_ns]
+
+
+def changed_since(out: Path, earlier: dict, existing: set) -> list[str]:
+    """The earlier split's files that changed since it wrote them (a photo cropped or replaced in place): the user's
+    work, which its removal would lose. A hard link to a photo elsewhere loses nothing (its other name keeps it);
+    a split interrupted before its end, or written before 2026-12-02, recorded no stamps."""
+    stamps = earlier.get("stamps", {})
+    return sorted(path for path in set(earlier["files"]) & existing
+                  if path in stamps and stamp(out / path) != stamps[path] and os.lstat(out / path).st_nlink == 1)
 
 
 def write_manifest(path: Path, record: dict) -> None:

@@ -94,7 +94,12 @@ def test_the_same_flags_give_the_same_split(flowers, tmp_path):
     assert len(first["train"] + first["val"] + first["test"]) == 100
     for name in ["daisy", "dandelion", "roses", "sunflowers", "tulips"]:
         assert [sum(f.startswith(name + "/") for f in first[s]) for s in ("train", "val", "test")] == [14, 4, 2]
-    assert (tmp_path / "a" / "split_manifest.json").read_text() == (tmp_path / "b" / "split_manifest.json").read_text()
+    # the same record of files, the photos' sizes too; their times are when each was written (and the chart's
+    # size may differ by its encoder's metadata)
+    manifests = [json.loads((tmp_path / out / "split_manifest.json").read_text()) for out in "ab"]
+    for manifest in manifests:
+        manifest["stamps"] = {path: size if "/" in path else None for path, (size, _) in manifest["stamps"].items()}
+    assert manifests[0] == manifests[1] and len(manifests[0]["stamps"]) == len(manifests[0]["files"])
 
 
 def make_photos(root: Path) -> Path:
@@ -226,6 +231,42 @@ def test_refuses_an_out_it_did_not_make_unless_forced(tmp_path, capsys):
     split_data.main(["--data-path", str(source), "--out", str(out), "--force", "--seed", "1"])
     assert (out / "notes.txt").read_text() == "mine"
     assert (out / "train" / "cat" / "mine.jpg").read_bytes() == b"someone's file"
+
+
+def test_a_photo_edited_inside_the_split_is_not_removed_by_the_next_split(tmp_path):
+    """A photo cropped or replaced in place in the split was the earlier split's file by its path alone, and the next
+    split removed it, --force too, whose refusal says it keeps the user's files: a file changed since it was written
+    is the user's. One unchanged is the split's, removed as before; a hard link's other name keeps its photo."""
+    source = make_photos(tmp_path / "photos")
+    out, elsewhere = tmp_path / "out", tmp_path / "seed1"
+    split_data.main(["--data-path", str(source), "--out", str(out)])
+    split_data.main(["--data-path", str(source), "--out", str(elsewhere), "--seed", "1"])  # where seed 1 puts each
+    first = {p.relative_to(out) for p in (out / "train").rglob("*.jpg")}
+    moves = sorted(p for p in first if not (elsewhere / p).exists())  # a train/ photo seed 1 puts in val/
+    stays = sorted(p for p in first if (elsewhere / p).exists())
+    for name in (moves[0], stays[0]):
+        (out / name).write_bytes(b"the user's crop")
+    with pytest.raises(UserError, match=rf"^{re.escape(str(out / stays[0]))} and 1 other file changed since split_data.py "
+                                        r"wrote them \(edited in place\?\), and a new split writes its photo there: "
+                                        r"move them away$"):  # --force could not keep it: not offered
+        split_data.main(["--data-path", str(source), "--out", str(out), "--seed", "1", "--force"])
+    (out / stays[0]).unlink()
+    with pytest.raises(UserError, match=rf"^{re.escape(str(out / moves[0]))} changed since split_data.py wrote it "
+                                        r"\(edited in place\?\), and a new split removes the earlier one's files: "
+                                        r"move it away, or pass --force to keep it$"):
+        split_data.main(["--data-path", str(source), "--out", str(out), "--seed", "1"])
+    assert (out / moves[0]).read_bytes() == b"the user's crop"
+    split_data.main(["--data-path", str(source), "--out", str(out), "--seed", "1", "--force"])
+    assert (out / moves[0]).read_bytes() == b"the user's crop"  # kept beside the new split, a file of the user's
+    assert split_files(out) == split_files(elsewhere) | {"train": sorted(split_files(elsewhere)["train"] +
+                                                                        [moves[0].relative_to("train").as_posix()])}
+    # hard links: an edit through one changes the photo itself, which its other name keeps: the split's, removed
+    linked = tmp_path / "linked"
+    split_data.main(["--data-path", str(source), "--out", str(linked), "--mode", "hardlink"])
+    one = next((linked / "val").rglob("*.jpg"))
+    one.write_bytes(one.read_bytes() + b"\0")
+    split_data.main(["--data-path", str(source), "--out", str(linked), "--mode", "hardlink", "--seed", "1"])
+    assert not one.exists() or one.samefile(source / one.parent.name / one.name)
 
 
 def test_another_tools_split_in_out_is_named_so_not_offered_force(tmp_path):
