@@ -416,6 +416,10 @@ def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, d
                 f"{run_dir / 'last.pth'} holds the run as of its last save" if (run_dir / "last.pth").is_file() else "")
         return UserError(f"{err} {kept}; once the photos are back: {resume_command(run_dir)}" if kept else
                          f"{err} nothing was saved; start again once the photos are back")
+    if isinstance(err, OSError) and not run_dir.is_dir():  # the first write to miss it says so, often TensorBoard's
+        return UserError(f"{run_dir} was moved or deleted while the run wrote to it ({err.strerror or err}): the run "
+                         f"stopped. Moved: put it back, then {resume_command(run_dir)} goes on from its last save; "
+                         "deleted: its checkpoints went with it, start the run again")
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         # a full disk (a quota) met first by TensorBoard's writer, whose error names no file
         free = shutil.disk_usage(run_dir).free / 2**30 if run_dir.is_dir() else 0.0

@@ -44,6 +44,29 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_in_one_line_and_keeps
     assert not list((tmp_path / "full").glob(".*.tmp"))
 
 
+def test_a_run_folder_moved_away_while_training_is_said_so(flowers, tmp_path, monkeypatch, capsys):
+    """The run folder moved (or deleted) as the run wrote to it: TensorBoard's writer failed first, and the run
+    ended on a bare "error: b'runs/x/events.out...': No such file or directory". Said as what happened and how to go
+    on; moved back, the run goes on from its last save."""
+    real = run_log.log_epoch
+
+    def then_moved(writer, run_dir, *args, **kwargs):
+        real(writer, run_dir, *args, **kwargs)
+        run_dir.rename(tmp_path / "moved")
+    monkeypatch.setattr(run_log, "log_epoch", then_moved)
+    args = ["--data-path", flowers, *FAST, "--epochs", "2", "--save-every-steps", "1", "--output", tmp_path, "--name",
+            "away"]
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'away'} was moved or deleted while the run wrote to it "
+                                        r"\(.*\): the run stopped\. Moved: put it back, then .*--resume "
+                                        rf"{tmp_path / 'away'} goes on from its last save; deleted: its checkpoints "
+                                        r"went with it, start the run again$"):
+        train.main([str(a) for a in args])
+    monkeypatch.undo()
+    (tmp_path / "moved").rename(tmp_path / "away")
+    train_here(capsys, "--resume", tmp_path / "away")
+    assert checkpoints.load_checkpoint(tmp_path / "away" / "last.pth")["epoch"] == 2
+
+
 def test_stop_signal_saves_last_and_resume_finishes(flowers, tmp_path, capsys):
     """A SIGTERM to the training process alone (a job scheduler's): last.pth saved, status 143, and the resumed
     run finishes. Ctrl-C takes the same path (the process group test below sends both signals)."""
