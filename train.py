@@ -19,6 +19,7 @@ import argparse
 import itertools
 import math
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -42,7 +43,7 @@ import run_settings
 from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, folder_name, folder_path, plain,
                     ranged, weights_path, yes_no)
 from data import build_normalize, build_transform, preprocessing_of, seen_box
-from splits import check_same_everywhere, check_validation, load_splits, without_validation
+from splits import check_same_everywhere, check_validation, is_split_root, load_splits, without_validation
 from export import ExportedClassifier, is_program, load_program
 from loaders import Take, build_eval_loader, build_train_loader, training_batch_size
 from variants import resolve_variant
@@ -426,10 +427,11 @@ def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp, recorded:
     transform = build_transform(model.img_size, train=False, **preprocessing)
     samples = splits.test if cfg.split == "test" else splits.val
     if not samples:
-        how = ("draw one before training, into a new folder (split_data.py --test-ratio 0.1 --out DIR), and train "
-               "on it: split from this folder now, test/ would hold photos the model trained on" if cfg.split == "test"
-               else
-               "use --val-ratio above 0, or put images in val/<class>/")
+        photos = "PHOTOS (the class folders it was split from)" if is_split_root(cfg.data_path) else \
+            shlex.quote(str(cfg.data_path))
+        how = (f"draw one before training, into a new folder (python split_data.py --data-path {photos} --test-ratio "
+               "0.1 --out NEW_DIR), and train on it: split from this folder now, test/ would hold photos the model "
+               "trained on" if cfg.split == "test" else "use --val-ratio above 0, or put images in val/<class>/")
         raise UserError(f"{cfg.data_path} has no {cfg.split} split: {how}")
     split_name = "validation" if cfg.split == "val" else cfg.split
     if missing := without_validation(splits.classes, splits.counts(cfg.split), split_name):  # the page's n/a, said

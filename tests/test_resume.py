@@ -161,8 +161,13 @@ def test_a_test_split_drawn_after_training_is_said_to_hold_photos_it_trained_on(
     train_here(capsys, "--data-path", tmp_path / "data", *FAST, "--epochs", "1", "--output", tmp_path, "--name", "t")
     evaluate = ["--resume", str(tmp_path / "t" / "best.pth"), "--eval-only", "--split", "test", "--workers", "0",
                 "--no-progress"]
-    with pytest.raises(UserError, match="draw one before training, into a new folder"):
+    with pytest.raises(UserError, match=r"draw one before training, into a new folder \(python split_data.py "
+                                        r"--data-path PHOTOS \(the class folders it was split from\) --test-ratio"):
         train.main(evaluate)
+    train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "f")
+    with pytest.raises(UserError, match=rf"\(python split_data.py --data-path {flowers} --test-ratio 0.1 --out "
+                                        r"NEW_DIR\)"):  # the photos it trained on, as typed: the command works
+        train.main([*evaluate[:1], str(tmp_path / "f" / "best.pth"), *evaluate[2:]])
     split_data.main([*split, "--test-ratio", "0.1"])  # val/ unchanged: test/ drawn from the run's train/
     train.main(evaluate)
     err = capsys.readouterr().err
