@@ -93,6 +93,17 @@ def name_bytes(error: UnicodeError):
 codecs.register_error("name_bytes", name_bytes)
 
 
+def permissions_hint(path: Path) -> str:
+    """Where to look when permissions refused `path`: its own and its folder's, or, where it is not there (a file or
+    folder that could not be made), the folder that could not take it: ls -ld of one that is not there says nothing."""
+    if os.path.lexists(path):
+        return f" (its permissions, or its folder's: ls -ld {shlex.quote(str(path))} {shlex.quote(str(path.parent))})"
+    folder = path.parent
+    while not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent
+    return f" (the permissions of the folder it goes in: ls -ld {shlex.quote(str(folder))})"
+
+
 def run_cli(main) -> None:
     """Run a script's `main()`, turning a UserError, or an OSError about a path (a folder that cannot be
     made, a file that cannot be written), into one line on stderr and exit status 2, a Ctrl-C that was
@@ -131,8 +142,7 @@ def run_cli(main) -> None:
         # and where permissions refused it (a read-only or another user's folder), where to look
         import errno
         look = " (a file system mounted read-only: write elsewhere)" if err.errno == errno.EROFS else \
-            f" (its permissions, or its folder's: ls -ld {shlex.quote(str(err.filename))})" \
-            if err.errno in (errno.EACCES, errno.EPERM) else ""
+            permissions_hint(Path(os.fsdecode(err.filename))) if err.errno in (errno.EACCES, errno.EPERM) else ""
         say_error(f"{err.filename}: {err.strerror}{look}")
         sys.exit(2)
     except Exception as err:

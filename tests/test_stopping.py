@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -169,8 +170,16 @@ def test_a_file_refused_by_its_permissions_is_one_line_that_says_where_to_look(c
     with pytest.raises(SystemExit) as exited:
         utils.run_cli(refused)
     assert exited.value.code == 2
-    assert capsys.readouterr().err == "error: /runs/my run/.lock: Operation not permitted (its permissions, or its " \
-                                      "folder's: ls -ld '/runs/my run/.lock')\n"
+    assert capsys.readouterr().err == "error: /runs/my run/.lock: Operation not permitted (the permissions of the " \
+                                      "folder it goes in: ls -ld /)\n"  # not there: ls -ld of it would say nothing
+
+    def refused_here():
+        raise PermissionError(errno.EACCES, "Permission denied", __file__)
+    with pytest.raises(SystemExit):
+        utils.run_cli(refused_here)
+    here = Path(__file__)
+    assert capsys.readouterr().err == f"error: {here}: Permission denied (its permissions, or its folder's: ls -ld " \
+                                      f"{here} {here.parent})\n"
 
     def gone():
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/runs/x")
