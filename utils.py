@@ -192,7 +192,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def suggestions(self, message: str) -> str:
         """For flags refused as unknown, the nearest ones that --help shows: `--top-k` or `--TopK` finds `--topk`,
-        `--weigths` `--weights` (a prefix of one flag, `--epo`, argparse itself takes as that flag)."""
+        `--weigths` `--weights` (a prefix of one flag, `--epo`, argparse itself takes as that flag); and for a file
+        or folder named as one (-photos), how to name it."""
         if not message.startswith("unrecognized arguments: "):
             return ""
         flags = [flag for flag, action in self._option_string_actions.items()
@@ -202,6 +203,10 @@ class ArgumentParser(argparse.ArgumentParser):
             return flag.lower().replace("_", "").replace("-", "")
         meant = []
         for word in message.split()[2:]:
+            if os.path.lexists(word):  # a file or folder whose name starts with -, read as a flag
+                meant.append(f"{word} is a {'folder' if os.path.isdir(word) else 'file'} here: write "
+                             f"./{word}, or put -- before it")
+                continue
             if not word.startswith("--"):
                 continue
             name = word.split("=", 1)[0]

@@ -108,6 +108,19 @@ def test_an_unknown_flag_is_refused_with_the_nearest_known_one(capsys):
         assert exit_info.value.code == 2 and error.endswith(f": error: unrecognized arguments: {said}"), error
 
 
+def test_a_folder_whose_name_starts_with_a_dash_is_said_how_to_name(tmp_path, monkeypatch, capsys):
+    """predict.py -photos, a folder of that name: argparse reads it as a flag and refuses it, and the line said
+    nothing of the folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-photos").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        predict.build_parser().parse_args(["-photos"])
+    assert exit_info.value.code == 2 and capsys.readouterr().err.splitlines()[-1].endswith(
+        "error: unrecognized arguments: -photos (-photos is a folder here: write ./-photos, or put -- before it)")
+    args = predict.build_parser().parse_args(["--", "-photos"])  # as it says
+    assert args.images == ["-photos"]
+
+
 @pytest.mark.parametrize("flag, value, message", [
     ("--batch-size", "0", "must be >= 1, not 0"),
     ("--epochs", "-1", "must be >= 1"),
