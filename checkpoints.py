@@ -201,7 +201,9 @@ def load_checkpoint(path, mmap: bool = False):
                 "could run code, so it is refused. If you trust the file, re-save only its weights: "
                 "torch.save(torch.load(f, weights_only=False)['model'], 'clean.pth') (or the key that holds its "
                 "weights, such as 'state_dict')") from None
-        raise UserError(f"{path} is not a PyTorch checkpoint (torch.load: {type(err).__name__})") from None
+        raise UserError(f"{path} is not a PyTorch checkpoint (torch.load could not read it: {type(err).__name__}): "
+                        "give a file that torch.save wrote (train.py's checkpoints, official or timm weights) or a "
+                        ".safetensors file") from None
 
 
 def pickles_a_model(path: Path) -> bool:

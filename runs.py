@@ -255,6 +255,9 @@ def checkpoint_of_run(run: Path) -> Path:
             raise UserError(f"{run} is not a run folder: it holds the tutorial's {names}: name the file, --weights "
                             f"{shlex.quote(str(tutorial[-1]))} --model NAME (the tutorial trains "
                             "swin_tiny_patch4_window7_224)")
+        if not (run / "config.yaml").is_file():  # said as what it is, not as "checkpoint not found: <it>/best.pth"
+            raise UserError(f"{run} is not a run folder: it holds no best.pth, last.pth or run config.yaml. Name a run "
+                            "folder (runs/<name>) or a checkpoint file")
     return best if best.is_file() or not (run / "last.pth").is_file() else run / "last.pth"
 
 

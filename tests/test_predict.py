@@ -560,6 +560,11 @@ def test_the_tutorials_files_in_the_working_folder_are_used_as_its_predict_py_us
                                         r"file, --weights weights/model-9.pth --model NAME"):
         run_predict(capsys, monkeypatch, tmp_path, photos[0], "--weights", "weights", "--model",
                     "swin_micro_patch4_window4_128")
+    # a folder of something else (the photos): what it is, not "checkpoint not found: photos/best.pth"
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(UserError, match=r"^photos is not a run folder: it holds no best.pth, last.pth or run "
+                                        r"config.yaml\. Name a run folder \(runs/<name>\) or a checkpoint file$"):
+        run_predict(capsys, monkeypatch, tmp_path, photos[0], "--weights", "photos")
 
 
 def test_the_tutorials_last_epoch_is_named_when_its_files_share_a_time(checkpoint, photos, tmp_path, capsys,

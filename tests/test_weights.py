@@ -127,7 +127,9 @@ def test_bad_files_are_clear_errors(tmp_path):
         load_weights(net, tmp_path / "missing.pth")
     junk = tmp_path / "photo.pth"
     junk.write_bytes(b"\xff\xd8\xff\xe0 not a checkpoint at all")
-    with pytest.raises(UserError, match="not a PyTorch checkpoint"):
+    with pytest.raises(UserError, match=r"photo.pth is not a PyTorch checkpoint \(torch.load could not read it: "
+                                        r"\w+\): give a file that torch.save wrote \(train.py's checkpoints, official "
+                                        r"or timm weights\) or a .safetensors file$"):
         load_weights(net, junk)
     cut = tmp_path / "cut.safetensors"  # a download cut short, or a text file with that suffix
     cut.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\"")
