@@ -40,7 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="folder of class folders, <class>/<image>; only ever read")
     parser.add_argument("--out", type=folder_path, default=Path("data"), help="where the split folders go")
     parser.add_argument("--val-ratio", type=ranged(float, 0, 1, low_open=True, high_open=True), default=0.1,
-                        help="share of each class for validation, above 0: train.py validates on val/")
+                        help="share of each class for validation, above 0: train.py validates on val/ (as "
+                             "the tutorial's split_data.py)")
     parser.add_argument("--test-ratio", type=FRACTION, default=0.0, help="share of each class for a test split")
     parser.add_argument("--seed", type=COUNT, default=0, help="the same seed gives the same split")
     parser.add_argument("--mode", choices=("copy", "hardlink", "symlink"), default="copy",

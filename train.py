@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file of overrides (keys as below, with underscores)")
     g = p.add_argument_group("data")
     g.add_argument("--data-path", type=folder_path, default=Path("flower_photos"), help="default: flower_photos")
-    g.add_argument("--val-ratio", type=FRACTION, default=0.2, help="for a folder of class folders (default: 0.2)")
+    g.add_argument("--val-ratio", type=FRACTION, default=0.2, help="for a folder of class folders, split in memory (default: 0.2, as the tutorial's train.py)")
     g.add_argument("--num-classes", "--num_classes", type=POSITIVE_INT,  # the tutorial's spelling too
                    help="checked against the class folders (default: their count)")
     g.add_argument("--img-size", type=POSITIVE_INT, help="default: the variant's (224 for swin_tiny)")
