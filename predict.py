@@ -20,13 +20,12 @@ Ctrl-C (the images classified until then are still written to --output).
 """
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 
 # stopping.py and utils.py import the standard library's modules only: set before torch's import, which takes
 # seconds, and loads OpenMP, which reads its settings then
-from stopping import Terminated, ctrl_c_ends_quietly, held_signals
+from stopping import Terminated, ctrl_c_ends_quietly, exit_status, held_signals
 from utils import threads_sleep_while_waiting
 if __name__ == "__main__":
     ctrl_c_ends_quietly()
@@ -182,7 +181,7 @@ def main(argv=None) -> None:
               (f"; results in {args.output}" if args.output else "") +
               (f"; stopped by {stopped}" if stopped else ""), file=sys.stderr)
     if stopped:
-        sys.exit(130 if stopped == "Ctrl-C" else 128 + signal.Signals[stopped])
+        sys.exit(exit_status(stopped))
     if failed or cardless or unlisted or unread or special:
         sys.exit(1)
 

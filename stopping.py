@@ -141,9 +141,7 @@ class StopSignal:
         return anywhere
 
     def exit_status(self) -> int:
-        """The status a shell gives a process that a signal ended, 128 + its number (130 for Ctrl-C), for a stop by
-        one; 0 for another (--stop-after-epochs, a stop on another process)."""
-        return 128 + signal.Signals[self.requested] if self.requested in signal.Signals.__members__ else 0
+        return exit_status(self.requested)
 
     def settle(self):
         """The run's checkpoints are on disk and it ends in moments (its workers ended, where it stopped and how to
@@ -249,3 +247,10 @@ class held_signals:
         give_back(self._previous)
         if self._caught:
             signal.raise_signal(self._caught[0])
+
+
+def exit_status(stopped_by: str | None) -> int:
+    """The status a shell gives a process that a signal ended, 128 + its number (130 for Ctrl-C, as predict.py names
+    SIGINT), for a stop by one; 0 for another (--stop-after-epochs, a stop on another process)."""
+    name = "SIGINT" if stopped_by == "Ctrl-C" else stopped_by
+    return 128 + signal.Signals[name] if name in signal.Signals.__members__ else 0
