@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 import workers
 from data import EncodedBatch, JpegCrop, build_transform
 from images import UNREADABLE, open_image
+from utils import seed_everything
 from workers import batches_to_hold
 
 
@@ -240,9 +241,7 @@ class SeededDataset(torch.utils.data.Dataset):
         in_main_process = torch.utils.data.get_worker_info() is None
         if in_main_process:  # leave the main process's generators (dropout, mixup) as they were
             saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.default_generator.manual_seed(seed)  # the CPU's only: torch.manual_seed would reseed the GPU's too
+        seed_everything(seed, gpus=False)
         try:
             return self.dataset[index]
         finally:

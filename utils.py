@@ -260,12 +260,17 @@ def check_writable(path: Path, beside: bool = False) -> None:
 
 # --- Random state: seeds, and the generators' states as plain data for resuming ---
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, gpus: bool = True) -> None:
+    """Python's, NumPy's and torch's generators seeded; the GPUs' too unless not `gpus` (a loader's sample, in the
+    main process: the training's GPU draws go on as they were)."""
     import numpy as np
     import torch
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    if gpus:
+        torch.manual_seed(seed)
+    else:
+        torch.default_generator.manual_seed(seed)
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
