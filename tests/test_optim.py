@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import optim
+from utils import UserError
 from test_engine import micro
 
 
@@ -79,6 +80,28 @@ def test_warmup_then_cosine_per_step():
     assert all(a >= b for a, b in zip(steps[10:], steps[11:]))  # then falling
     assert steps[55] == pytest.approx(0.001 + 0.999 * 0.5)  # half way down the cosine
     assert steps[100] == pytest.approx(0.001)
+    # past the end (a step the schedule did not count: the last epoch's partial batch): it stays down, not back up
+    assert optim.lr_factor(130, total_steps=100, warmup_steps=10, warmup_ratio=0.01, min_ratio=0.001) == \
+        pytest.approx(0.001)
+
+
+def test_a_warmup_longer_than_the_run_rises_to_lr_at_its_end():
+    """--warmup-epochs past --epochs: the warmup spans the whole run and reaches --lr at its last step (its notice
+    says so), not half way there."""
+    cfg = argparse.Namespace(lr=1e-3, epochs=1, warmup_epochs=2, warmup_lr=1e-6, min_lr=1e-5)
+    factor = optim.lr_schedule(cfg, steps_per_epoch=10)
+    assert factor(0) == pytest.approx(1e-3) and factor(10) == pytest.approx(1.0)
+    assert all(factor(step) < factor(step + 1) for step in range(10))
+
+
+def test_a_warmup_lr_above_lr_is_refused_only_while_warmup_is_ahead():
+    """--warmup-lr above --lr would lower the lr as it "warms up": refused; a run resumed past its warmup with a lower
+    --lr typed has none left, and goes on."""
+    cfg = argparse.Namespace(lr=1e-5, min_lr=1e-6, warmup_lr=1e-4, warmup_epochs=1)
+    with pytest.raises(UserError, match=r"^--warmup-lr 0.0001 is above --lr 1e-05"):
+        optim.check_schedule(cfg, epochs_done=0)
+    optim.check_schedule(cfg, epochs_done=1)
+    optim.check_schedule(cfg, epochs_done=3)
 
 
 def test_scheduler_is_stepped_per_optimizer_step():
