@@ -300,6 +300,25 @@ def test_drop_path_keeps_a_sample_whole_scaled_up_or_drops_its_branch():
     assert torch.equal(model.drop_path_add(x, y, 1.0, training=True), x)
 
 
+def test_deeper_blocks_drop_more_and_attention_dropout_drops():
+    """The official recipe's stochastic depth rises linearly over the blocks, 0 at the first to drop_path_rate at
+    the last; attn_drop_rate (the Python API's) drops attention weights in training, and nothing in eval."""
+    net = create_model("swin_micro_patch4_window4_128", drop_path_rate=0.3)
+    rates = [block.drop_path for stage in net.layers for block in stage.blocks]
+    assert rates == pytest.approx(torch.linspace(0, 0.3, len(rates)).tolist()) and len(rates) > 2
+    torch.manual_seed(0)
+    net = create_model("swin_micro_patch4_window4_128", drop_path_rate=0.0, attn_drop_rate=0.5)
+    x = torch.randn(2, 3, 64, 64)
+    for grad in (True, False):  # training's attention path, and inference's (another kernel, CPU's sdpa)
+        with torch.set_grad_enabled(grad):
+            assert not torch.allclose(net.train()(x), net(x))  # a draw of its own each pass
+    with torch.no_grad():
+        assert torch.equal(net.eval()(x), net(x))
+        plain = create_model("swin_micro_patch4_window4_128", drop_path_rate=0.0)
+        plain.load_state_dict(net.state_dict())
+        assert torch.equal(plain.train()(x), net.eval()(x))  # with no dropout, training's pass is eval's
+
+
 @pytest.mark.parametrize("version", [1, 2])
 def test_activation_checkpointing_same_outputs_and_gradients(version):
     def run(checkpointing):

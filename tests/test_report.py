@@ -389,6 +389,9 @@ def test_evaluate_collects_the_top3_of_each_mistake_only():
     assert result["wrong"][0][3] == pytest.approx(logits[1].softmax(-1)[[1, 2, 3]].tolist())
     assert result["confusion"].tolist() == [[2, 0, 0, 0], [0, 0, 0, 1], [0, 1, 0, 0], [0, 0, 0, 1]]
     assert result["failed"] == ["broken.jpg"] and result["images"] == 5 and result["maps"] == {}
+    # the loss is the mean over the images, as training's (TensorBoard's loss/val beside loss/train), not their sum
+    every = torch.cat([logits, loader[2][0]]), torch.cat([loader[0][1], loader[2][1]])
+    assert result["loss"] == pytest.approx(torch.nn.functional.cross_entropy(*every).item())
 
     class Mapped(Fixed):
         """Class activation maps over 2 x 2 places whose means are the logits."""
