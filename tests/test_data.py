@@ -351,3 +351,9 @@ def test_mixup_is_off_at_zero_and_copes_with_an_odd_batch():
     images, targets = mixup(torch.randn(5, 3, 16, 16), torch.tensor([0, 1, 2, 3, 4]))
     assert images.shape == (4, 3, 16, 16) and targets.shape == (4, 5)
     assert torch.allclose(targets.sum(1), torch.ones(4))
+    # --label-smoothing still smooths under mixup (the loss takes the mixed targets as they are): a batch of one
+    # class mixes to that class's smoothed target, 1 - 0.1 + 0.1 / 5 and 0.1 / 5 for the others
+    _, targets = mixup(torch.randn(4, 3, 16, 16), torch.full((4,), 2))
+    smoothed = torch.full((4, 5), 0.02)
+    smoothed[:, 2] = 0.92
+    torch.testing.assert_close(targets, smoothed)
