@@ -1,7 +1,8 @@
-"""The settings a run starts or goes on with (resolve; refused where they ask what cannot be done: check_flags): the checkpoint --resume names and the settings the run goes on with
-(resume_config; a run folder with nothing to resume: nothing_to_resume), the model a run's checkpoint given as
---weights builds (model_of_weights), a config's own weights for another --model typed (weights_of_typed_model), and
-the --val-ratio of an exported program's run (val_ratio_of_program). Where the run writes is runs.py's.
+"""The settings a run starts or goes on with (resolve), refused where they ask what cannot be done (check_flags):
+the checkpoint --resume names and the settings the run goes on with (resume_config; a run folder with nothing to
+resume: nothing_to_resume), the model a run's checkpoint given as --weights builds (model_of_weights), a config's own
+weights for another --model typed (weights_of_typed_model), and the --val-ratio of an exported program's run
+(val_ratio_of_program). Where the run writes is runs.py's.
 """
 import argparse
 import shlex
@@ -16,7 +17,7 @@ from export import is_program
 from splits import is_split_root
 from variants import VARIANTS, resolve_variant
 from processes import launched_first, resume_command, start_again_command
-from runs import RUN_FILES, check_output, lock_run_folder, records_past_checkpoints, resumed_file, checkpoint_of_run
+from runs import RUN_FILES, check_output, checkpoint_of_run, lock_run_folder, records_past_checkpoints, resumed_file
 from utils import UserError
 
 
