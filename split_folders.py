@@ -2,10 +2,12 @@
 as its manifest lists it, and nothing else; each image copied, linked or made smaller into its place, never
 written through an existing file or link."""
 import errno
+import hashlib
 import json
 import math
 import os
 import shutil
+import stat
 from pathlib import Path, PurePosixPath
 
 from PIL import Image
@@ -44,7 +46,13 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
     remove_left_behind(manifest)
     existing = {path.relative_to(out).as_posix() for path in walk_files(out, skip=source)} - {MANIFEST}
     foreign = sorted(path for path in existing - set(earlier["files"]) if not browser_file(path))  # kept, no refusal
-    changed = changed_since(out, earlier, existing)  # the user's now: a photo edited in the split, kept as foreign
+    if changed := changed_since(out, earlier, existing):  # a photo edited in the split: the user's work now
+        them = "them" if len(changed) > 1 else "it"
+        names = ", ".join(str(out / path) for path in changed[:3]) + (
+            f" and {counted(len(changed) - 3, 'other file')}" if len(changed) > 3 else "")
+        raise UserError(f"{names} changed since split_data.py wrote {them} (edited in place?), and a new split "
+                        f"replaces the earlier one's files: move {them} out of {out} to keep {them} (or delete "
+                        f"{them}), then run again")
     in_splits = [path for path in foreign if path.split("/")[0] in SPLITS and is_image_file(Path(path))]
     split_folders = sorted({path.split("/")[0] for path in in_splits})
     # another tool's split, train/ and val/ as the tutorial's split_data.py leaves them in flower_data/
@@ -58,15 +66,6 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
         raise UserError(f"{out} is not empty: it holds {counted(len(foreign), 'file')} split_data.py did not write, "
                         f"such as {out / foreign[0]}. Choose another --out, or pass --force to write the "
                         "split beside them (they are kept)")
-    written_over = sorted(set(changed) & set(planned))  # where the new split puts a photo: --force cannot keep it
-    if changed and (written_over or not force):
-        first = (written_over or changed)[0]
-        others = f" and {counted(len(changed) - 1, 'other file')}" if len(changed) > 1 else ""
-        them = "them" if others else "it"
-        then = "writes its photo there" if written_over else "removes the earlier one's files"
-        raise UserError(f"{out / first}{others} changed since split_data.py wrote {them} (edited in place?), and a new "
-                        f"split {then}: move {them} away" + ("" if written_over else f", or pass --force to keep {them}"))
-    foreign = sorted(foreign + changed)
     # a class folder the split does not have (a class removed from the photos, kept by --force): train.py refused
     # the split, class_indices.json not listing it, and said to run split_data.py again, which kept it again
     classes = {path.split("/")[1] for path in planned if path.split("/")[0] in SPLITS}
@@ -92,7 +91,7 @@ def prepare_out(out: Path, source: Path, planned: list[str], force: bool) -> Non
             f"{counted(len(in_splits), 'file')} (such as {in_splits[0]}) were"
         print(f"note: under {out}/train, val or test, {kept} not written by split_data.py; kept, training will read "
               f"{'it' if len(in_splits) == 1 else 'them'}")
-    removed = sorted(set(earlier["files"]) & existing - set(changed))
+    removed = sorted(set(earlier["files"]) & existing)
     if removed and earlier.get("complete") is not False:  # a kill while they go leaves a split train.py refuses,
         write_manifest(manifest, {**earlier, "complete": False})  # not one it takes whole with some photos gone
     for path in removed:
@@ -128,25 +127,45 @@ def lasting_folders(out: Path, classes: set, earlier: dict, existing: set) -> li
 
 def finish_split(out: Path) -> None:
     """Mark the split in `out` complete, once every file it plans is written: until then train.py refuses it. Each
-    file's size and time as written go with it: one changed since is the user's (changed_since)."""
+    photo copied into it goes with its size, time and digest as written: one changed since is the user's
+    (changed_since)."""
     record = read_manifest(out / MANIFEST)
-    stamps = {path: stamp(out / path) for path in record["files"] if (out / path).is_file()}
+    stamps = {path: stamp(out / path) for path in record["files"]
+              if path.split("/")[0] in SPLITS and own_copy(out / path)}
     write_manifest(out / MANIFEST, {**record, "complete": True, "stamps": stamps})
 
 
-def stamp(path: Path) -> list:
-    """[size, modification time in ns] of a file or link itself (a link's target edited changes no file here)."""
+def own_copy(path: Path) -> bool:
+    """A file whose bytes are only here: not a link (--mode symlink), nor a hard link's second name (--mode hardlink),
+    whose photo the source keeps however it is edited or removed here."""
     status = os.lstat(path)
-    return [status.st_size, status.st_mtime_ns]
+    return stat.S_ISREG(status.st_mode) and status.st_nlink == 1
+
+
+def stamp(path: Path) -> list:
+    """[size, modification time in ns, BLAKE2b digest] of a file."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    status = os.stat(path)
+    return [status.st_size, status.st_mtime_ns, digest.hexdigest()]
 
 
 def changed_since(out: Path, earlier: dict, existing: set) -> list[str]:
-    """The earlier split's files that changed since it wrote them (a photo cropped or replaced in place): the user's
-    work, which its removal would lose. A hard link to a photo elsewhere loses nothing (its other name keeps it);
-    a split interrupted before its end, or written before 2026-12-02, recorded no stamps."""
+    """The earlier split's photos that changed since it wrote them (cropped or replaced in place): the user's work,
+    which removing the split would lose. Told by size, or where the time differs (a copy of the split that kept no
+    times, too) by the bytes' digest; a split interrupted before its end, or written before 2026-12-02, recorded
+    none."""
     stamps = earlier.get("stamps", {})
-    return sorted(path for path in set(earlier["files"]) & existing
-                  if path in stamps and stamp(out / path) != stamps[path] and os.lstat(out / path).st_nlink == 1)
+    changed = []
+    for path in sorted(set(earlier["files"]) & existing & stamps.keys()):
+        size, written, digest = stamps[path]
+        status = os.lstat(out / path)
+        if own_copy(out / path) and (status.st_size != size or status.st_mtime_ns != written and
+                                     stamp(out / path)[2] != digest):
+            changed.append(path)
+    return changed
 
 
 def write_manifest(path: Path, record: dict) -> None:
@@ -162,7 +181,11 @@ def read_manifest(manifest: Path) -> dict:
     try:
         record = json.loads(manifest.read_text(encoding="utf-8"))
         paths = [PurePosixPath(p) for p in record["files"] + record["dirs"]]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        for path, (size, written, digest) in record.get("stamps", {}).items():
+            if not (isinstance(path, str) and isinstance(size, int) and isinstance(written, int) and
+                    isinstance(digest, str)):
+                raise TypeError(f"stamps[{path!r}] is not [size, time, digest]")
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
         raise UserError(f"{manifest} is not a manifest written by split_data.py ({error}): "
                         "move it away, or choose another --out") from None
     # a manifest is trusted to name files inside its folder only: never a way to delete anything else

@@ -1,5 +1,6 @@
 """split_data.py: the tutorial's split, made deterministic, checked and safe for the source."""
 import json
+import os
 import re
 import shlex
 import shutil
@@ -94,12 +95,11 @@ def test_the_same_flags_give_the_same_split(flowers, tmp_path):
     assert len(first["train"] + first["val"] + first["test"]) == 100
     for name in ["daisy", "dandelion", "roses", "sunflowers", "tulips"]:
         assert [sum(f.startswith(name + "/") for f in first[s]) for s in ("train", "val", "test")] == [14, 4, 2]
-    # the same record of files, the photos' sizes too; their times are when each was written (and the chart's
-    # size may differ by its encoder's metadata)
+    # the same record of files, the photos' sizes and digests too; their times are when each was written
     manifests = [json.loads((tmp_path / out / "split_manifest.json").read_text()) for out in "ab"]
     for manifest in manifests:
-        manifest["stamps"] = {path: size if "/" in path else None for path, (size, _) in manifest["stamps"].items()}
-    assert manifests[0] == manifests[1] and len(manifests[0]["stamps"]) == len(manifests[0]["files"])
+        manifest["stamps"] = {path: (size, digest) for path, (size, _, digest) in manifest["stamps"].items()}
+    assert manifests[0] == manifests[1] and len(manifests[0]["stamps"]) == 100
 
 
 def make_photos(root: Path) -> Path:
@@ -235,34 +235,40 @@ def test_refuses_an_out_it_did_not_make_unless_forced(tmp_path, capsys):
 
 def test_a_photo_edited_inside_the_split_is_not_removed_by_the_next_split(tmp_path):
     """A photo cropped or replaced in place in the split was the earlier split's file by its path alone, and the next
-    split removed it, --force too, whose refusal says it keeps the user's files: a file changed since it was written
-    is the user's. One unchanged is the split's, removed as before; a hard link's other name keeps its photo."""
+    split removed it, --force too, whose refusal says it keeps the user's files: a photo changed since it was written
+    is the user's, refused until moved away (kept by --force, it could be a val/ photo's twin in train/). Not one
+    whose time alone changed (a copy of the split that kept no times), nor the split's own report; a hard link's
+    other name keeps its photo."""
     source = make_photos(tmp_path / "photos")
-    out, elsewhere = tmp_path / "out", tmp_path / "seed1"
+    out = tmp_path / "out"
     split_data.main(["--data-path", str(source), "--out", str(out)])
-    split_data.main(["--data-path", str(source), "--out", str(elsewhere), "--seed", "1"])  # where seed 1 puts each
-    first = {p.relative_to(out) for p in (out / "train").rglob("*.jpg")}
-    moves = sorted(p for p in first if not (elsewhere / p).exists())  # a train/ photo seed 1 puts in val/
-    stays = sorted(p for p in first if (elsewhere / p).exists())
-    for name in (moves[0], stays[0]):
-        (out / name).write_bytes(b"the user's crop")
-    with pytest.raises(UserError, match=rf"^{re.escape(str(out / stays[0]))} and 1 other file changed since split_data.py "
-                                        r"wrote them \(edited in place\?\), and a new split writes its photo there: "
-                                        r"move them away$"):  # --force could not keep it: not offered
-        split_data.main(["--data-path", str(source), "--out", str(out), "--seed", "1", "--force"])
-    (out / stays[0]).unlink()
-    with pytest.raises(UserError, match=rf"^{re.escape(str(out / moves[0]))} changed since split_data.py wrote it "
-                                        r"\(edited in place\?\), and a new split removes the earlier one's files: "
-                                        r"move it away, or pass --force to keep it$"):
-        split_data.main(["--data-path", str(source), "--out", str(out), "--seed", "1"])
-    assert (out / moves[0]).read_bytes() == b"the user's crop"
-    split_data.main(["--data-path", str(source), "--out", str(out), "--seed", "1", "--force"])
-    assert (out / moves[0]).read_bytes() == b"the user's crop"  # kept beside the new split, a file of the user's
-    assert split_files(out) == split_files(elsewhere) | {"train": sorted(split_files(elsewhere)["train"] +
-                                                                        [moves[0].relative_to("train").as_posix()])}
+    first = sorted((out / "train").rglob("*.jpg"))
+    for photo in first[:4]:
+        photo.write_bytes(b"the user's crop")
+    for flags in ([], ["--force"]):
+        with pytest.raises(UserError, match=rf"^{re.escape(str(first[0]))}, {re.escape(str(first[1]))}, "
+                                            rf"{re.escape(str(first[2]))} and 1 other file changed since split_data.py "
+                                            r"wrote them \(edited in place\?\), and a new split replaces the earlier "
+                                            rf"one's files: move them out of {re.escape(str(out))} to keep them \(or "
+                                            r"delete them\), then run again$"):
+            split_data.main(["--data-path", str(source), "--out", str(out), "--seed", "1", *flags])
+        assert all(photo.read_bytes() == b"the user's crop" for photo in first[:4])
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for photo in first[:4]:
+        photo.rename(kept / photo.name)
+    (out / "split_report.txt").write_text("my notes")  # the split's own file: written anew
+    for photo in (out / "val").rglob("*.jpg"):  # times changed alone (cp without -p): the same bytes
+        os.utime(photo, (1_700_000_000, 1_700_000_000))
+    split_data.main(["--data-path", str(source), "--out", str(out), "--seed", "1"])
+    again = tmp_path / "again"
+    split_data.main(["--data-path", str(source), "--out", str(again), "--seed", "1"])
+    assert split_files(out) == split_files(again) and sorted(p.name for p in kept.iterdir()) == sorted(
+        p.name for p in first[:4])
     # hard links: an edit through one changes the photo itself, which its other name keeps: the split's, removed
     linked = tmp_path / "linked"
     split_data.main(["--data-path", str(source), "--out", str(linked), "--mode", "hardlink"])
+    assert json.loads((linked / "split_manifest.json").read_text())["stamps"] == {}  # nothing of its own to digest
     one = next((linked / "val").rglob("*.jpg"))
     one.write_bytes(one.read_bytes() + b"\0")
     split_data.main(["--data-path", str(source), "--out", str(linked), "--mode", "hardlink", "--seed", "1"])
@@ -477,6 +483,10 @@ def test_a_manifest_naming_files_outside_out_is_refused(tmp_path):
     (out / "split_manifest.json").write_bytes(b"\xff\xfe{}")  # not UTF-8: one line, not a traceback
     with pytest.raises(UserError, match="is not a manifest written by split_data.py .*utf-8"):
         split_data.main(["--data-path", str(source), "--out", str(out)])
+    for stamps in ({"train/a.jpg": 5}, {"train/a.jpg": [1, 2]}, {"train/a.jpg": ["1", 2, "d"]}, ["train/a.jpg"]):
+        (out / "split_manifest.json").write_text(json.dumps({"files": [], "dirs": [], "stamps": stamps}))
+        with pytest.raises(UserError, match="is not a manifest written by split_data.py"):  # edited by hand
+            split_data.main(["--data-path", str(source), "--out", str(out)])
 
 
 def test_a_split_folder_is_not_split_again(tmp_path):
