@@ -144,8 +144,8 @@ def open_image(path) -> Image.Image:
     except TOO_LARGE as bomb:
         with open(path, "rb") as file:
             if file.read(3) != b"\xff\xd8\xff":  # not a JPEG: Pillow's refusal stands
-                raise TooManyPixels(f"too many pixels, a possible decompression bomb ({bomb}): a real photo, make a "
-                                    "smaller copy") from None
+                raise TooManyPixels(f"too many pixels, a possible decompression bomb ({bomb}): if it is a real photo, make "
+                                    "a smaller copy") from None
         try:
             image = JpegImagePlugin.jpeg_factory(os.fspath(path))  # Image.open, without its check on the header
         except SyntaxError as error:  # what Image.open says as UnidentifiedImageError (changed since it read it)
@@ -189,7 +189,7 @@ def image_problem(path: Path) -> str | None:
     except TooManyPixels as error:
         return str(error)
     except TOO_LARGE as error:  # Pillow's own: an icon's
-        return f"too many pixels, a possible decompression bomb ({error}): a real photo, make a smaller copy"
+        return f"too many pixels, a possible decompression bomb ({error}): if it is a real photo, make a smaller copy"
     except Image.UnidentifiedImageError:
         if path.suffix.lower() in UNREAD_PHOTOS:  # a photo in a format Pillow does not read: what to do with it
             return UNREAD_PHOTOS[path.suffix.lower()]

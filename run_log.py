@@ -4,6 +4,7 @@ classes); and how it ends: its report, or what stopped it and the command that g
 import csv
 import errno
 import math
+import os
 import random
 import shlex
 import shutil
@@ -416,7 +417,7 @@ def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, d
                 f"{run_dir / 'last.pth'} holds the run as of its last save" if (run_dir / "last.pth").is_file() else "")
         return UserError(f"{err} {kept}; once the photos are back: {resume_command(run_dir)}" if kept else
                          f"{err} nothing was saved; start again once the photos are back")
-    if isinstance(err, OSError) and not run_dir.is_dir():  # the first write to miss it says so, often TensorBoard's
+    if isinstance(err, OSError) and within(err.filename, run_dir) and not run_dir.is_dir():  # often TensorBoard's
         return UserError(f"{run_dir} was moved or deleted while the run wrote to it ({err.strerror or err}): the run "
                          f"stopped. Moved: put it back, then {resume_command(run_dir)} goes on from its last save; "
                          "deleted: its checkpoints went with it, start the run again")
@@ -450,6 +451,16 @@ def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, d
         return UserError(f"{ANOTHER_ENDED}{', before the stop could save' if stop.requested else ''}; "
                          f"{lost_since_saved(run_dir)}")
     return None
+
+
+def within(filename, folder: Path) -> bool:
+    """Whether an error's file (str, bytes as TensorBoard's writer gives it, or None) is `folder` or in it: under
+    torchrun on machines that share no disk, another machine's processes have no run folder, and their errors are
+    others."""
+    if filename is None:
+        return False
+    path = Path(os.fsdecode(filename)).resolve()
+    return folder.resolve() in (path, *path.parents)
 
 
 def check_val_finite(val: dict, epoch: int, amp, main_process: bool = True) -> None:

@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file of overrides (keys as below, with underscores)")
     g = p.add_argument_group("data")
     g.add_argument("--data-path", type=folder_path, default=Path("flower_photos"), help="default: flower_photos")
-    g.add_argument("--val-ratio", type=FRACTION, default=0.2, help="for a folder of class folders, split in memory (default: 0.2, as the tutorial's train.py)")
+    g.add_argument("--val-ratio", type=FRACTION, default=0.2,
+                   help="for a folder of class folders, split in memory (default: 0.2, as the tutorial's train.py)")
     g.add_argument("--num-classes", "--num_classes", type=POSITIVE_INT,  # the tutorial's spelling too
                    help="checked against the class folders (default: their count)")
     g.add_argument("--img-size", type=POSITIVE_INT, help="default: the variant's (224 for swin_tiny)")
@@ -427,11 +428,12 @@ def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp, recorded:
     transform = build_transform(model.img_size, train=False, **preprocessing)
     samples = splits.test if cfg.split == "test" else splits.val
     if not samples:
-        photos = "PHOTOS (the class folders it was split from)" if is_split_root(cfg.data_path) else \
-            shlex.quote(str(cfg.data_path))
-        how = (f"draw one before training, into a new folder (python split_data.py --data-path {photos} --test-ratio "
-               "0.1 --out NEW_DIR), and train on it: split from this folder now, test/ would hold photos the model "
-               "trained on" if cfg.split == "test" else "use --val-ratio above 0, or put images in val/<class>/")
+        split = is_split_root(cfg.data_path)
+        photos = "PHOTOS" if split else shlex.quote(str(cfg.data_path))
+        how = (f"draw one before training, {'from the class folders it was split from (PHOTOS) ' if split else ''}"
+               f"into a new folder (python split_data.py --data-path {photos} --test-ratio 0.1 --out NEW_DIR), and "
+               "train on it: split from this folder now, test/ would hold photos the model trained on"
+               if cfg.split == "test" else "use --val-ratio above 0, or put images in val/<class>/")
         raise UserError(f"{cfg.data_path} has no {cfg.split} split: {how}")
     split_name = "validation" if cfg.split == "val" else cfg.split
     if missing := without_validation(splits.classes, splits.counts(cfg.split), split_name):  # the page's n/a, said

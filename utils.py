@@ -203,7 +203,7 @@ class ArgumentParser(argparse.ArgumentParser):
             return flag.lower().replace("_", "").replace("-", "")
         meant = []
         for word in message.split()[2:]:
-            if os.path.lexists(word):  # a file or folder whose name starts with -, read as a flag
+            if word.startswith("-") and os.path.lexists(word):  # a file or folder whose name starts with -
                 meant.append(f"{word} is a {'folder' if os.path.isdir(word) else 'file'} here: write "
                              f"./{word}, or put -- before it")
                 continue

@@ -119,6 +119,11 @@ def test_a_folder_whose_name_starts_with_a_dash_is_said_how_to_name(tmp_path, mo
         "error: unrecognized arguments: -photos (-photos is a folder here: write ./-photos, or put -- before it)")
     args = predict.build_parser().parse_args(["--", "-photos"])  # as it says
     assert args.images == ["-photos"]
+    # a folder named as it is, without its flag (train.py photos): not a name read as a flag, no such hint
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(SystemExit):
+        train.build_parser().parse_args(["photos"])
+    assert capsys.readouterr().err.splitlines()[-1].endswith("error: unrecognized arguments: photos")
 
 
 @pytest.mark.parametrize("flag, value, message", [

@@ -373,7 +373,7 @@ def test_a_phones_200_megapixel_jpeg_opens_past_pillows_limit_and_nothing_else_d
     for bomb in ("screen.png", "icon.png"):
         said = image_problem(tmp_path / bomb)
         assert said.startswith("too many pixels, a possible decompression bomb") and said.endswith(
-            "a real photo, make a smaller copy"), said  # what to do with a panorama
+            "if it is a real photo, make a smaller copy"), said  # what to do with a panorama
 
 
 def test_a_bomb_over_twice_the_limit_is_reported_too(tmp_path):

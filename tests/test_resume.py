@@ -161,8 +161,9 @@ def test_a_test_split_drawn_after_training_is_said_to_hold_photos_it_trained_on(
     train_here(capsys, "--data-path", tmp_path / "data", *FAST, "--epochs", "1", "--output", tmp_path, "--name", "t")
     evaluate = ["--resume", str(tmp_path / "t" / "best.pth"), "--eval-only", "--split", "test", "--workers", "0",
                 "--no-progress"]
-    with pytest.raises(UserError, match=r"draw one before training, into a new folder \(python split_data.py "
-                                        r"--data-path PHOTOS \(the class folders it was split from\) --test-ratio"):
+    with pytest.raises(UserError, match=r"draw one before training, from the class folders it was split from "
+                                        r"\(PHOTOS\) into a new folder \(python split_data.py --data-path PHOTOS "
+                                        r"--test-ratio 0.1 --out NEW_DIR\)"):
         train.main(evaluate)
     train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "1", "--output", tmp_path, "--name", "f")
     with pytest.raises(UserError, match=rf"\(python split_data.py --data-path {flowers} --test-ratio 0.1 --out "

@@ -159,19 +159,19 @@ def test_a_ctrl_c_while_torch_imports_ends_the_script_as_a_shell_command_ends():
     assert proc.returncode == -signal.SIGINT and "Traceback" not in err, (proc.returncode, err)
 
 
-def test_a_file_refused_by_its_permissions_is_one_line_that_says_where_to_look(capsys):
+def test_a_file_refused_by_its_permissions_is_one_line_that_says_where_to_look(capsys, tmp_path):
     """An error about a file that no script says more of (a read-only --output, another user's run folder): the path
     and why, as a shell tool says it, and for permissions the command that shows them; another errno, the path and
     why alone."""
     import errno
 
     def refused():
-        raise PermissionError(errno.EPERM, "Operation not permitted", "/runs/my run/.lock")
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(tmp_path / "runs/my run/.lock"))
     with pytest.raises(SystemExit) as exited:
         utils.run_cli(refused)
-    assert exited.value.code == 2
-    assert capsys.readouterr().err == "error: /runs/my run/.lock: Operation not permitted (the permissions of the " \
-                                      "folder it goes in: ls -ld /)\n"  # not there: ls -ld of it would say nothing
+    assert exited.value.code == 2  # not there, nor its folder: ls -ld of them would say nothing
+    assert capsys.readouterr().err == f"error: {tmp_path}/runs/my run/.lock: Operation not permitted (the " \
+                                      f"permissions of the folder it goes in: ls -ld {tmp_path})\n"
 
     def refused_here():
         raise PermissionError(errno.EACCES, "Permission denied", __file__)
