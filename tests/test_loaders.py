@@ -23,6 +23,16 @@ def test_epoch_sampler_is_deterministic_sharded_and_resumable():
     rest = loaders.EpochSampler(10, seed=3)
     rest.set_epoch(1, skip=4)
     assert list(rest) == list(full)[4:] and len(rest) == 6  # a mid-epoch resume sees the rest, with the same seeds
+    # and under torchrun, each process its own share's rest (a skip counts its own samples, not the epoch's)
+    for rank in (0, 1):
+        whole = loaders.EpochSampler(10, seed=3, rank=rank, world_size=2)
+        whole.set_epoch(1)
+        resumed = loaders.EpochSampler(10, seed=3, rank=rank, world_size=2)
+        resumed.set_epoch(1, skip=2)
+        assert list(resumed) == list(whole)[2:] and len(resumed) == 3
+    past = loaders.EpochSampler(3, seed=0)
+    past.set_epoch(0, skip=4)  # past this process's share (a tiny epoch resumed after its only batch): none left
+    assert len(past) == 0 and list(past) == []
 
 
 def test_evaluation_shards_take_every_image_once_over_the_processes():
@@ -36,12 +46,17 @@ def test_evaluation_shards_take_every_image_once_over_the_processes():
     assert [len(shard) for shard in shards] == [4, 3, 3]
 
 
+def epoch_batches_of(images: int, epoch: int, size: int) -> list:
+    """An epoch's full batches of an EpochSampler of `images` (seed 3)."""
+    sampler = loaders.EpochSampler(images, seed=3)
+    sampler.set_epoch(epoch)
+    draws = list(sampler)
+    return [draws[i:i + size] for i in range(0, len(draws) - size + 1, size)]
+
+
 def test_epoch_batches_run_epoch_after_epoch_from_any_start():
     def epoch_batches(epoch, size):
-        sampler = loaders.EpochSampler(10, seed=3)
-        sampler.set_epoch(epoch)
-        draws = list(sampler)
-        return [draws[i:i + size] for i in range(0, len(draws) - size + 1, size)]
+        return epoch_batches_of(10, epoch, size)
 
     batches = loaders.EpochBatches(loaders.EpochSampler(10, seed=3), 4)
     assert len(batches) == 2 and batches.drop_last  # 10 images: two full batches an epoch, the rest dropped
@@ -52,6 +67,14 @@ def test_epoch_batches_run_epoch_after_epoch_from_any_start():
     assert [next(stream) for _ in range(3)] == epoch_batches(1, 4)[1:] + epoch_batches(2, 4)
     small = loaders.EpochBatches(loaders.EpochSampler(3, seed=0), 4)  # cannot fill a batch: keeps what it has
     assert len(small) == 1 and len(next(iter(small))) == 3
+    small.start(epoch=0, batches_done=1)  # resumed after that epoch's only batch: the next epoch's
+    sampler = loaders.EpochSampler(3, seed=0)
+    sampler.set_epoch(1)
+    assert next(iter(small)) == list(sampler)
+    even = loaders.EpochBatches(loaders.EpochSampler(8, seed=3), 4)  # the images fill whole batches: none dropped
+    stream = iter(even)
+    assert len(even) == 2 and [next(stream) for _ in range(4)] == [
+        batch for epoch in (0, 1) for batch in epoch_batches_of(8, epoch, 4)]
     taken = loaders.Take(iter(batches), 2)
     assert len(taken) == 2 and len(list(taken)) == 2
 
