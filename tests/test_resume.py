@@ -391,6 +391,37 @@ def test_a_resumed_run_keeps_its_settings_but_not_the_old_machines_worker_count(
         assert (cfg.lr, cfg.epochs, cfg.workers, checkpoint["epoch"]) == (lr, 9, None, 1)  # None: this machine's
 
 
+def test_an_evaluation_of_a_run_draws_its_validation_at_the_runs_ratio(tmp_path):
+    """--eval-only --resume of a run trained at --val-ratio 0.3 draws its validation files at 0.3 (another ratio would
+    count photos it trained on), unless another is typed; nothing else of its training settings is taken."""
+    torch.save({"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, **STATE, "epoch": 1,
+                "config": {"val_ratio": 0.3, "data_path": "photos", "lr": 0.003}}, tmp_path / "best.pth")
+    parser = train.build_parser()
+    for typed, ratio in (([], 0.3), (["--val-ratio", "0.25"], 0.25)):
+        argv = ["--eval-only", "--resume", str(tmp_path / "best.pth"), *typed]
+        cfg, _ = run_settings.resume_config(parser, config.parse_config(parser, argv), argv)
+        assert (cfg.val_ratio, str(cfg.data_path), cfg.lr) == (ratio, "photos", parser.get_default("lr"))
+
+
+def test_going_back_to_a_checkpoint_older_than_last_pth_within_its_epoch_is_refused(tmp_path):
+    """best.pth of epoch 1 and a last.pth saved 5 batches into epoch 2 (--save-every-steps): training on from best.pth
+    would write over those batches, refused as an older epoch's is; the same point goes on."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: swin_micro_patch4_window4_128\n")
+    saved = {"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, **STATE,
+             "config": {"data_path": "photos", "output": str(tmp_path), "name": "run"}}
+    torch.save({**saved, "epoch": 1, "batches_done": 0}, run / "best.pth")
+    torch.save({**saved, "epoch": 1, "batches_done": 5, "step": 15}, run / "last.pth")
+    parser = train.build_parser()
+    argv = ["--resume", str(run / "best.pth")]
+    with pytest.raises(UserError, match=r"best.pth is from epoch 1, but .*last.pth has 1 epochs and 5 batches: "
+                                        r"training on from best.pth would write over them"):
+        run_settings.resume_config(parser, config.parse_config(parser, argv), argv)
+    torch.save({**saved, "epoch": 1, "batches_done": 0}, run / "last.pth")
+    assert run_settings.resume_config(parser, config.parse_config(parser, argv), argv)[1]["epoch"] == 1
+
+
 def test_a_resume_that_names_another_model_is_refused_not_ignored(tmp_path):
     """The checkpoint's model goes on: another --model or --img-size typed with --resume was dropped in silence
     (and written to config.yaml as if used). The same one typed again, or by its short name, goes on."""
