@@ -234,7 +234,8 @@ def test_a_file_written_beside_itself_is_checked_against_its_folder_first(tmp_pa
     assert path.read_bytes() == b"old"
 
 
-def test_the_temporary_files_of_killed_writers_are_cleared_from_a_folder_but_a_live_ones_are_kept(tmp_path):
+def test_the_temporary_files_of_killed_writers_are_cleared_from_a_folder_but_a_live_ones_are_kept(tmp_path,
+                                                                                                  monkeypatch):
     """A kill as a finished run wrote its report left .confusion_matrix.png.<pid>.tmp, which no later write of that
     file (the report then goes to eval_val/) cleared: a folder's own are cleared, those of a process alive kept."""
     import os
@@ -249,6 +250,37 @@ def test_the_temporary_files_of_killed_writers_are_cleared_from_a_folder_but_a_l
         path.write_text("")
     remove_all_left_behind(tmp_path)
     assert sorted(tmp_path.iterdir()) == sorted([alive, *mine])
+    # another user's process (os.kill may not signal it: PermissionError) is alive too: its file kept
+    other = tmp_path / ".last.pth.4242.tmp"
+    other.write_text("")
+
+    def not_ours(pid, signal):
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(os, "kill", not_ours)
+    remove_all_left_behind(tmp_path)
+    assert other.exists()
+
+
+def test_torch_saves_full_disk_is_said_as_one_line_and_a_bug_is_not(tmp_path):
+    """torch.save's own writer raises a RuntimeError, not an OSError, when the disk fills as it writes: said as a full
+    disk is, the file that was there kept; any other RuntimeError is a bug, raised as it is."""
+    from files import put_in_place
+    path = tmp_path / "last.pth"
+    path.write_bytes(b"old")
+
+    def full(tmp):
+        tmp.write_bytes(b"half")
+        raise RuntimeError("[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+    with pytest.raises(UserError, match=r"^could not save .*last.pth: the write failed \(.* GB free on its disk\); "
+                                        r"the last.pth that was there is kept\. Make room, then save again$"):
+        put_in_place(path, full, "save again")
+
+    def bug(tmp):
+        raise RuntimeError("a bug")
+    with pytest.raises(RuntimeError, match="^a bug$"):
+        put_in_place(path, bug, "save again")
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["last.pth"]
 
 
 def test_an_empty_checkpoint_is_said_to_be_cut_short_not_another_kind_of_file(tmp_path):
