@@ -26,6 +26,11 @@ def test_position_bias_table_resized_for_another_window():
     # resizing to the size it already has gives the table back
     same = weights.resize_position_bias_table(micro_state()["layers.0.blocks.0.attn.relative_position_bias_table"], 7)
     assert torch.allclose(same, micro_state()["layers.0.blocks.0.attn.relative_position_bias_table"], atol=1e-6)
+    # and to another, the table timm's loader makes of it (bicubic, as the official loader): 13 x 13 to 23 x 23
+    from timm.layers.pos_embed_rel import resize_rel_pos_bias_table_simple
+    table = torch.randn(13 * 13, 3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(weights.resize_position_bias_table(table, 23),
+                               resize_rel_pos_bias_table_simple(table, (12, 12), (23 * 23, 3)))
 
 
 def test_this_projects_weights_load_as_they_are_where_a_stage_reads_its_tables_centre():
