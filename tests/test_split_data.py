@@ -203,6 +203,10 @@ def test_max_size_writes_smaller_upright_copies(tmp_path):
     assert Image.open(placed("owl/large.png")).size == Image.open(placed("owl/scan.tif")).size == (120, 90)
     sideways = Image.open(placed("owl/sideways.jpg"))
     assert sideways.size == (60, 120) and sideways.getpixel((30, 10))[0] > 200  # upright, red on top
+    # a JPEG's smaller copy at quality 90, not Pillow's default 75 (its quantisation tables say which)
+    reference = Path(tmp_path / "q90.jpg")
+    sideways.save(reference, quality=90)
+    assert sideways.quantization == Image.open(reference).quantization
     small = placed("cat/cat_00.jpg")  # 48 px: not resized, copied as it is
     assert small.read_bytes() == (source / "cat" / "cat_00.jpg").read_bytes()
 
