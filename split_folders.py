@@ -127,12 +127,13 @@ def lasting_folders(out: Path, classes: set, earlier: dict, existing: set) -> li
 
 def finish_split(out: Path) -> None:
     """Mark the split in `out` complete, once every file it plans is written: until then train.py refuses it. Each
-    photo copied into it goes with its size, time and digest as written: one changed since is the user's
-    (changed_since)."""
+    photo goes with its stamp as written: one changed since is the user's (changed_since)."""
     record = read_manifest(out / MANIFEST)
-    stamps = {path: stamp(out / path) for path in record["files"]
-              if path.split("/")[0] in SPLITS and own_copy(out / path)}
+    stamps = {path: stamp(out / path) for path in record["files"] if path.split("/")[0] in SPLITS}
     write_manifest(out / MANIFEST, {**record, "complete": True, "stamps": stamps})
+
+
+LINK = "link"  # a stamp's digest for a link (--mode symlink, hardlink): its photo is the one in --data-path
 
 
 def own_copy(path: Path) -> bool:
@@ -143,27 +144,31 @@ def own_copy(path: Path) -> bool:
 
 
 def stamp(path: Path) -> list:
-    """[size, modification time in ns, BLAKE2b digest] of a file."""
+    """[size, modification time in ns, BLAKE2b digest] of a file of its own; LINK for the digest of a link."""
+    status = os.lstat(path)
+    if not own_copy(path):
+        return [status.st_size, status.st_mtime_ns, LINK]
     digest = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as file:
         while block := file.read(1 << 20):
             digest.update(block)
-    status = os.stat(path)
     return [status.st_size, status.st_mtime_ns, digest.hexdigest()]
 
 
 def changed_since(out: Path, earlier: dict, existing: set) -> list[str]:
-    """The earlier split's photos that changed since it wrote them (cropped or replaced in place): the user's work,
-    which removing the split would lose. Told by size, or where the time differs (a copy of the split that kept no
-    times, too) by the bytes' digest; a split interrupted before its end, or written before 2026-12-02, recorded
-    none."""
+    """The earlier split's photos that changed since it wrote them, the user's work, which removing the split would
+    lose: a copy cropped or replaced in place (told by size, or where the time differs, as in a copy of the split that
+    kept no times, by the bytes' digest), or a link that became a file of its own (an editor that saves a new file
+    over it; a hard link whose photo in --data-path was deleted). An edit through a link changes the photo it names,
+    which keeps it. A split interrupted before its end, or written before 2026-12-02, recorded no stamps."""
     stamps = earlier.get("stamps", {})
     changed = []
     for path in sorted(set(earlier["files"]) & existing & stamps.keys()):
         size, written, digest = stamps[path]
+        if not own_copy(out / path):  # a link still, or a copy made a link: the photo lives on elsewhere
+            continue
         status = os.lstat(out / path)
-        if own_copy(out / path) and (status.st_size != size or status.st_mtime_ns != written and
-                                     stamp(out / path)[2] != digest):
+        if digest == LINK or status.st_size != size or status.st_mtime_ns != written and stamp(out / path)[2] != digest:
             changed.append(path)
     return changed
 

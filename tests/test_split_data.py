@@ -269,14 +269,23 @@ def test_a_photo_edited_inside_the_split_is_not_removed_by_the_next_split(tmp_pa
     split_data.main(["--data-path", str(source), "--out", str(again), "--seed", "1"])
     assert split_files(out) == split_files(again) and sorted(p.name for p in kept.iterdir()) == sorted(
         p.name for p in first[:4])
-    # hard links: an edit through one changes the photo itself, which its other name keeps: the split's, removed
-    linked = tmp_path / "linked"
-    split_data.main(["--data-path", str(source), "--out", str(linked), "--mode", "hardlink"])
-    assert json.loads((linked / "split_manifest.json").read_text())["stamps"] == {}  # nothing of its own to digest
-    one = next((linked / "val").rglob("*.jpg"))
-    one.write_bytes(one.read_bytes() + b"\0")
-    split_data.main(["--data-path", str(source), "--out", str(linked), "--mode", "hardlink", "--seed", "1"])
-    assert not one.exists() or one.samefile(source / one.parent.name / one.name)
+    # links: an edit through one changes the photo itself, which --data-path keeps: the split's, removed; but an
+    # editor that saves a new file over the link (rename) leaves a file of the user's there
+    for mode in ("hardlink", "symlink"):
+        linked = tmp_path / mode
+        split_data.main(["--data-path", str(source), "--out", str(linked), "--mode", mode])
+        one, other = sorted((linked / "val").rglob("*.jpg"))[:2]
+        with open(one, "r+b") as photo:  # through the link: the photo in --data-path changes with it
+            photo.seek(0, os.SEEK_END)
+            photo.write(b"\0")
+        saved = tmp_path / "saved.jpg"
+        saved.write_bytes(b"the user's version")
+        saved.replace(other)  # as an editor saves
+        with pytest.raises(UserError, match=rf"^{re.escape(str(other))} changed since split_data.py wrote it"):
+            split_data.main(["--data-path", str(source), "--out", str(linked), "--mode", mode, "--seed", "1"])
+        other.rename(kept / f"{mode}-{other.name}")
+        split_data.main(["--data-path", str(source), "--out", str(linked), "--mode", mode, "--seed", "1"])
+        assert not one.exists() or one.samefile(source / one.parent.name / one.name)
 
 
 def test_another_tools_split_in_out_is_named_so_not_offered_force(tmp_path):
