@@ -179,6 +179,7 @@ def main(argv=None) -> None:
               (f"; {counted(len(unread), 'photo')} in a format it does not read" if unread else "") +
               (f"; {len(special)} not a file (a pipe, a socket or a device)" if special else "") +
               (f"; results in {args.output}" if args.output else "") +
+              (f"; cards in {args.save_vis}" if args.save_vis is not None and classified > cardless else "") +
               (f"; stopped by {stopped}" if stopped else ""), file=sys.stderr)
     if stopped:
         sys.exit(exit_status(stopped))

@@ -555,7 +555,10 @@ def finish_run(writer, run_dir: Path, cfg, state, last_val: dict, best: tuple, s
     result, checkpoint = best
     report.write_evaluation(run_dir, result, splits.classes, checkpoint, state.model.variant, "val",
                             run_dir / "metrics.csv", splits.skipped, str(splits.root), seen)
-    print(f"what {checkpoint} gets wrong, to open in a browser: {run_dir / 'report.html'}")
+    # the run's outcome last, where its reader looks: the weights predict.py takes from now on, and their figures
+    print(f"best: {checkpoint}, validation top-1 {result['acc1']:.1%}, balanced accuracy {result['balanced_acc']:.1%}. "
+          f"What it gets wrong, to open in a browser: {run_dir / 'report.html'}; to classify photos with it: python "
+          f"predict.py --weights {shlex.quote(str(run_dir))} PHOTO ...")
 
 
 def open_writers(run_dir: Path, state, resumed: bool) -> tuple:

@@ -110,8 +110,9 @@ def resume_config(parser, cfg, argv) -> tuple:
                    f"{'none given' if run_value(key) is None else run_value(key)})"
                    for key in ("model", "img_size", "window_size", "weights") if key in given and not same(key)]
         if changed:
+            weights = cfg.resume if cfg.resume.is_file() else checkpoint_of_run(cfg.resume)
             raise UserError(f"a resumed run goes on with its own model: {'; '.join(changed)}. To train another "
-                            "from its weights, start a new run: --weights <its best.pth> --name NEW")
+                            f"from its weights, start a new run: --weights {shlex.quote(str(weights))} --name NEW")
         # and in its own folder: a --name or --output typed (a config's, such as the run's own config.yaml, may
         # hold another spelling of it, or none) that names another is refused
         run = cfg.resume if cfg.resume.is_dir() else cfg.resume.parent

@@ -44,7 +44,7 @@ def test_cards_of_long_names_fit_and_a_card_cut_short_is_none(trained, photos, t
         shutil.copy(photo, tmp_path / folder / long)
     code, _, err = run_predict(capsys, monkeypatch, trained, tmp_path / "a", tmp_path / "b", "--save-vis",
                                tmp_path / "vis")
-    assert code == 0 and "classified 2 of 2 images" in err, err
+    assert code == 0 and f"classified 2 of 2 images; cards in {tmp_path / 'vis'}\n" in err, err  # where they went
     assert sorted(p.name for p in (tmp_path / "vis").iterdir()) == ["n" * 240 + ".png", "n" * 240 + "_2.png"]
     drawn = plots.prediction_card
 

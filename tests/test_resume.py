@@ -431,7 +431,8 @@ def test_a_resume_that_names_another_model_is_refused_not_ignored(tmp_path):
     parser = train.build_parser()
     for typed in (["--model", "swin_tiny_patch4_window7_224"], ["--img-size", "96"]):
         argv = ["--resume", str(tmp_path), *typed]
-        with pytest.raises(UserError, match=f"goes on with its own model: {typed[0]} {typed[1]} .the run's: "):
+        with pytest.raises(UserError, match=f"goes on with its own model: {typed[0]} {typed[1]} .the run's: .*start a "
+                                            f"new run: --weights {tmp_path / 'last.pth'} --name NEW$"):
             run_settings.resume_config(parser, config.parse_config(parser, argv), argv)
     argv = ["--resume", str(tmp_path), "--model", "swin_micro_patch4_window4_128", "--img-size", "64"]
     assert run_settings.resume_config(parser, config.parse_config(parser, argv), argv)[0].img_size == 64

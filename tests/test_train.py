@@ -472,7 +472,10 @@ def test_an_evaluation_without_its_images_fetches_none_and_a_file_is_no_output_f
 
 def test_eval_only_reports_and_lists_mistakes(flowers, tmp_path, capsys, monkeypatch):
     trained = train_here(capsys, "--data-path", flowers, *FAST, "--epochs", "2", "--output", tmp_path, "--name", "e")
-    assert f"gets wrong, to open in a browser: {tmp_path / 'e' / 'report.html'}" in trained
+    assert re.search(rf"^best: {re.escape(str(tmp_path / 'e' / 'best.pth'))} \(epoch \d\), validation top-1 "
+                     rf"\d+\.\d%, balanced accuracy \d+\.\d%\. What it gets wrong, to open in a browser: "
+                     rf"{re.escape(str(tmp_path / 'e' / 'report.html'))}; to classify photos with it: python predict.py "
+                     rf"--weights {re.escape(str(tmp_path / 'e'))} PHOTO \.\.\.$", trained, re.M), trained
     assert (tmp_path / "e" / "misclassified.csv").is_file()
     # the run's own data and split, as saved in its checkpoint: no --data-path to type again
     out = train_here(capsys, "--eval-only", "--resume", tmp_path / "e" / "best.pth", "--workers", "0", "--no-progress")
