@@ -430,7 +430,9 @@ def test_data_path_mistakes_are_explained(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     bundled = os.path.relpath(Path(__file__).resolve().parents[1] / "samples" / "flowers", tmp_path)
     with pytest.raises(UserError, match=f"data path not found: samples/flowers \\(looked for from {tmp_path}\\)\\. "
-                                        f"Give a folder of class folders \\(such as {bundled}, the bundled photos\\)"):
+                                        f"Give a folder of class folders \\(such as {bundled}, the bundled photos\\) "
+                                        r"or of split folders \(train/, val/: python split_data.py --data-path PHOTOS "
+                                        r"--out DIR writes them\)"):
         load_splits("samples/flowers")
     write_image(tmp_path / "loose.jpg")
     with pytest.raises(UserError, match="no class folders.*holds images"):
