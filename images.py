@@ -144,8 +144,8 @@ def open_image(path) -> Image.Image:
     except TOO_LARGE as bomb:
         with open(path, "rb") as file:
             if file.read(3) != b"\xff\xd8\xff":  # not a JPEG: Pillow's refusal stands
-                raise TooManyPixels(f"too many pixels, a possible decompression bomb ({bomb}): if it is a real photo, make "
-                                    "a smaller copy") from None
+                raise TooManyPixels(f"too many pixels, a possible decompression bomb ({bomb}): if it is a real "
+                                    "photo, make a smaller copy") from None
         try:
             image = JpegImagePlugin.jpeg_factory(os.fspath(path))  # Image.open, without its check on the header
         except SyntaxError as error:  # what Image.open says as UnidentifiedImageError (changed since it read it)

@@ -275,9 +275,9 @@ def newest_run_checkpoint() -> Path:
                         "--model NAME (the tutorial trains swin_tiny_patch4_window7_224)")
     if newest is None:
         raise UserError(f"no checkpoint to predict with: no runs/*/best.pth in {Path.cwd()}. Train one (python "
-                        f"{train_script()} --data-path PHOTOS, or the demo on the bundled photos: python {train_script()} "
-                        "--config configs/cpu_demo.yaml) or pass one with --weights FILE (a plain state dict also needs "
-                        "--model NAME --num-classes N)")
+                        f"{train_script()} --data-path PHOTOS, or the demo on the bundled photos: python "
+                        f"{train_script()} --config configs/cpu_demo.yaml) or pass one with --weights FILE (a plain "
+                        "state dict also needs --model NAME --num-classes N)")
     return newest
 
 

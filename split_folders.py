@@ -168,7 +168,8 @@ def changed_since(out: Path, earlier: dict, existing: set) -> list[str]:
         if not own_copy(out / path):  # a link still, or a copy made a link: the photo lives on elsewhere
             continue
         status = os.lstat(out / path)
-        if digest == LINK or status.st_size != size or status.st_mtime_ns != written and stamp(out / path)[2] != digest:
+        if digest == LINK or status.st_size != size or (status.st_mtime_ns != written and
+                                                        stamp(out / path)[2] != digest):
             changed.append(path)
     return changed
 

@@ -169,9 +169,9 @@ def load_splits(data_path, val_ratio: float = 0.2, seed: int = 0, check: bool = 
         # a relative path is looked for from where the command runs, which a config's data_path may not expect
         where = f" (looked for from {Path.cwd()})" if not root.exists() and not root.is_absolute() else ""
         raise UserError(f"data path {problem}: {root}{where}. Give a folder of class folders (such as "
-                        f"{os.path.relpath(BUNDLED_SAMPLE)}, the bundled photos) or of split folders (train/, val/: python "
-                        "split_data.py --data-path PHOTOS --out DIR writes them); the name flower_photos downloads the "
-                        "tutorial's photos")
+                        f"{os.path.relpath(BUNDLED_SAMPLE)}, the bundled photos) or of split folders (train/, val/: "
+                        "python split_data.py --data-path PHOTOS --out DIR writes them); the name flower_photos "
+                        "downloads the tutorial's photos")
     readable_folder(root)
     kept = "put back the photos it held when the run started (its model has a class for it)" if kept_classes \
         else None
