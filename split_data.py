@@ -29,7 +29,7 @@ from splits import (SPLITS, case_twins, check_split_finished, class_imbalance, i
                     split_by_class, split_counts, without_validation)
 from split_folders import finish_split, place_image, prepare_out
 from stopping import Terminated
-from utils import ArgumentParser, UserError, counted, padded, printable, run_cli, text_width
+from utils import ArgumentParser, UserError, counted, nearest_existing, padded, printable, run_cli, text_width
 
 REPORT, CHART, CLASS_INDICES = "split_report.txt", "class_distribution.png", "class_indices.json"
 
@@ -91,8 +91,7 @@ def main(argv=None) -> None:
     check_out(source, out)  # after what is said of the photos themselves (split already: which folder to give)
 
     if args.mode == "hardlink":  # known before the earlier split is cleared, not at the first link
-        nearest_existing = next(folder for folder in [out, *out.resolve().parents] if folder.exists())
-        out_device = os.stat(nearest_existing).st_dev
+        out_device = os.stat(nearest_existing(out.resolve())).st_dev
         if out_device != os.stat(source).st_dev:
             raise UserError(f"--mode hardlink needs --out on the file system of --data-path {source}, and {out} is on "
                             "another: use --mode copy or --mode symlink, or an --out beside the photos")

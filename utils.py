@@ -93,15 +93,17 @@ def name_bytes(error: UnicodeError):
 codecs.register_error("name_bytes", name_bytes)
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path` where it is there, else the closest folder above it that is: where a file or folder not yet made goes."""
+    return next(folder for folder in (path, *path.parents) if folder.exists() or folder == folder.parent)
+
+
 def permissions_hint(path: Path) -> str:
     """Where to look when permissions refused `path`: its own and its folder's, or, where it is not there (a file or
     folder that could not be made), the folder that could not take it: ls -ld of one that is not there says nothing."""
     if os.path.lexists(path):
         return f" (its permissions, or its folder's: ls -ld {shlex.quote(str(path))} {shlex.quote(str(path.parent))})"
-    folder = path.parent
-    while not os.path.lexists(folder) and folder != folder.parent:
-        folder = folder.parent
-    return f" (the permissions of the folder it goes in: ls -ld {shlex.quote(str(folder))})"
+    return f" (the permissions of the folder it goes in: ls -ld {shlex.quote(str(nearest_existing(path.parent)))})"
 
 
 def run_cli(main) -> None:
@@ -233,7 +235,7 @@ def check_writable(path: Path, beside: bool = False) -> None:
     permission), before the work whose results it is to hold. Makes its folder; leaves no file behind.
     `beside`: the file is written beside itself and renamed into place (files.put_in_place), so its folder
     must take a new file even where the file is there and writable (a read-only folder)."""
-    above = next(folder for folder in path.parents if folder.exists() or folder == folder.parent)
+    above = nearest_existing(path.parent)
     if not above.is_dir():
         raise UserError(f"cannot write {path}: {above} is a file, not a folder")
     try:
