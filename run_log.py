@@ -21,6 +21,7 @@ import evaluation
 import optim
 import plots
 import report
+import run_settings  # as a module: it imports this one
 from workers import dead_loader_worker, usable_cores
 from data import IMAGENET_MEAN, IMAGENET_STD, to_device
 from images import UNREADABLE, open_image, why_it_failed
@@ -34,7 +35,6 @@ from config import plain
 from processes import ANOTHER_ENDED, distributed, lost_another_process, resume_command, tell_torchrun, train_script
 from utils import UserError, counted, out_of_memory, printable
 from runs import SPLIT_FILE, checkpoint_of_run
-from run_settings import nothing_to_resume
 
 
 FILES_NAMED = 10  # files a warning names one by one; the others are counted
@@ -429,7 +429,7 @@ def failure_explained(err: Exception, cfg, run_dir: Path, img_size: int, stop, d
     if isinstance(err, engine.TrainingDiverged):  # what is on disk, as it is: no step after it went wrong is saved
         kept = (f"{run_dir / 'last.pth'} holds the run as of its last save, before it went wrong: "
                 f"{resume_command(run_dir)} goes on from it" if (run_dir / "last.pth").is_file() else
-                f"nothing was saved: {nothing_to_resume(run_dir)}")
+                f"nothing was saved: {run_settings.nothing_to_resume(run_dir)}")
         return UserError(f"training stopped: {err}. Try a lower --lr, --clip-grad, or --amp off; {kept}")
     if out_of_memory(err):
         where = "GPU memory" if isinstance(err, torch.OutOfMemoryError) else "memory"
@@ -485,7 +485,7 @@ def lost_since_saved(run_dir: Path, advice: str = "") -> str:
     if (run_dir / "last.pth").is_file():
         then = f"{advice}to go on" if advice else "To go on"
         return f"the steps since {run_dir / 'last.pth'} was saved are lost. {then}: {resume_command(run_dir)}"
-    return advice[:1].lower() + advice[1:] + nothing_to_resume(run_dir)
+    return advice[:1].lower() + advice[1:] + run_settings.nothing_to_resume(run_dir)
 
 
 def say_stopped_at_once(run_dir: Path, trained: bool = False) -> None:

@@ -1,23 +1,26 @@
 """The settings a run starts or goes on with (resolve), refused where they ask what cannot be done (check_flags):
 the checkpoint --resume names and the settings the run goes on with (resume_config; a run folder with nothing to
 resume: nothing_to_resume), the model a run's checkpoint given as --weights builds (model_of_weights), a config's own
-weights for another --model typed (weights_of_typed_model), and the --val-ratio of an exported program's run
-(val_ratio_of_program). Where the run writes is runs.py's.
+weights for another --model typed (weights_of_typed_model), the --val-ratio of an exported program's run
+(val_ratio_of_program); and the photos it trains and validates on (load_data: a resumed run's as it drew them, checked
+against its classes). Where the run writes is runs.py's.
 """
 import argparse
 import shlex
 from pathlib import Path
 
+import run_log  # as a module: run_log imports this one
 from checkpoints import TRAINING_STATE, is_run_checkpoint, load_checkpoint
 from config import config_named, explicit_flags, parse_config, read_yaml_config, typed_flags
 from data import check_decode, check_mixup_batch
 from optim import check_schedule
-from download import official_weights_file
+from download import fetch_tutorial_photos_if_missing, official_weights_file
 from export import is_program
-from splits import is_split_root
+from splits import check_same_everywhere, check_validation, is_split_root, load_splits
 from variants import VARIANTS, resolve_variant
 from processes import launched_first, resume_command, start_again_command
-from runs import RUN_FILES, check_output, checkpoint_of_run, lock_run_folder, records_past_checkpoints, resumed_file
+from runs import (RUN_FILES, check_classes_unchanged, check_output, check_validation_unchanged, checkpoint_of_run,
+                  lock_run_folder, recorded_split, records_past_checkpoints, resumed_file)
 from utils import UserError
 
 
@@ -245,3 +248,32 @@ def check_not_going_back(path: Path, checkpoint: dict) -> None:
                         f"To train again from epoch {checkpoint['epoch']}, set {last} aside first (mv {last} {aside})")
 
 
+def load_data(cfg, checkpoint, program, default_val_ratio: float, main_process: bool):
+    """(the run's splits, the validation files it recorded at its start or None): the tutorial's flower_photos
+    fetched where it names them, the files a resumed or evaluated run drew kept, checked against the classes it was
+    trained on and --num-classes."""
+    fetch_tutorial_photos_if_missing(cfg.data_path, cfg.eval_only)
+    if checkpoint is not None and not cfg.data_path.exists():  # its own photos: not the sample
+        raise UserError(f"data path not found: {cfg.data_path}. A resumed (or evaluated) run reads the photos it was "
+                        "trained on: give where they are now with --data-path DIR")
+    # a run resumed (or its checkpoint evaluated) validates on the files it drew at its start
+    recorded = None if checkpoint is None else recorded_split(resumed_file(cfg).parent, cfg.data_path, cfg.val_ratio,
+                                                              main_process)
+    splits = load_splits(cfg.data_path, cfg.val_ratio, seed=0, val_files=recorded, kept_classes=checkpoint is not None)
+    check_same_everywhere(splits)  # under torchrun: another machine's copy of the data, the same
+    # before the warnings about its files: a class folder added, removed or renamed is what to say first
+    trained_on = checkpoint["class_names"] if checkpoint is not None else program.class_names if program else None
+    if trained_on is not None:
+        check_classes_unchanged(cfg, trained_on, splits.classes)
+    if checkpoint is not None and main_process:
+        check_validation_unchanged(resumed_file(cfg).parent, splits, recorded is None and not cfg.eval_only)
+    if main_process:
+        run_log.warn_unreadable(splits, recorded)
+    # a resumed run's saved --val-ratio was noticed when it started
+    check_validation(splits, cfg, default_val_ratio, main_process and checkpoint is None)
+    classes = splits.classes
+    if cfg.num_classes is not None and cfg.num_classes != len(classes):
+        where = f" (typed, or num_classes in {cfg.config})" if cfg.config else ""  # which, the parser cannot tell
+        raise UserError(f"--num-classes {cfg.num_classes}{where} was given, but {cfg.data_path} has {len(classes)} "
+                        f"class folders: {', '.join(classes)}. Drop it or fix the folders.")
+    return splits, recorded

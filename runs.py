@@ -1,9 +1,9 @@
 """A training run's folder: where a run writes (check_output, run_folder, make_run_folder), its lock
 (lock_run_folder), its settings (write_settings), the validation files it drew (record_split; a resume that
 validates on other photos: check_validation_unchanged; a checkpoint of other classes: check_classes_unchanged), which
-checkpoint a run folder means (resumed_file, checkpoint_of_run, newest_run_checkpoint), where an evaluation of a run's
-checkpoint writes (evaluation_in_run), and which photos an evaluation elsewhere shares with its training
-(photos_trained_on). The settings a run starts or goes on with are run_settings.py's.
+checkpoint a run folder means (resumed_file, checkpoint_of_run, newest_run_checkpoint), and which photos an
+evaluation elsewhere shares with its training (photos_trained_on). The settings a run starts or goes on with are
+run_settings.py's; where --eval-only of a run's checkpoint writes, eval_only.py's.
 """
 import csv
 import itertools
@@ -339,48 +339,6 @@ def check_validation_unchanged(run_dir: Path, splits, drawn_again: bool) -> None
               f"{len(now)} images are new to it (trained on, if the folder was split again), {len(before - now)} gone. "
               "Its validation figures and best.pth no longer compare: split it again as it was (split_data.py with "
               "the run's --val-ratio and --seed), or start a new run", file=sys.stderr)
-
-
-def evaluation_in_run(cfg, checkpoint: dict, splits, samples: list, recorded: set | None) -> tuple:
-    """--eval-only of a run's checkpoint: (the folder its report goes to, the checkpoint as the report names it). In
-    the run's folder, a folder per checkpoint and data folder, so that no evaluation writes over another's: best.pth's
-    eval_val/, another checkpoint's eval_val_<its name>/ (eval_val_last/), and for another data folder than the
-    run's own -<folder> after either (eval_val-photos/); and what its figures count that they should not, said first
-    and again in the report (a list of warnings): a test/ split since the run started (test_changed), and the
-    evaluated photos that the run trained on (photos_trained_on)."""
-    path = resumed_file(cfg)
-    own = Path(cfg.data_path).resolve() == Path(checkpoint.get("data_root", cfg.data_path)).resolve()
-    out = path.parent / (f"eval_{cfg.split}" + ("" if path.name == "best.pth" else f"_{path.stem}")
-                         + ("" if own else f"-{Path(cfg.data_path).resolve().name}"))
-    epoch, batches = checkpoint.get("epoch", "?"), checkpoint.get("batches_done")  # a stop's last.pth: midway
-    source = f"{path} (in epoch {epoch + 1}, batch {batches})" if batches else f"{path} (epoch {epoch})"
-    # a copy of its data, a superset; or its own class folders drawn again (another --val-ratio)
-    caveats = []
-    if own and cfg.split == "test" and (changed := test_changed(path.parent, splits)):
-        caveats.append(changed)
-    if (not own or splits.drawn and recorded is None) and (trained := photos_trained_on(path.parent, samples)):
-        caveats.append(f"{trained[0]} of the {len(samples)} images evaluated are photos the run trained on (the "
-                       f"same class folder, name and size in {trained[1]}): its figures count them. Evaluate on "
-                       "photos it did not train on")
-    for caveat in caveats:
-        print(f"warning: {caveat}", file=sys.stderr)
-    return out, source, caveats
-
-
-def test_changed(run_dir: Path, splits) -> str | None:
-    """--eval-only --split test of a run on its own split folders: a test/ with images it did not hold at the run's
-    start was split since (split_data.py --test-ratio, run again into the folder), from the train/ the run trained
-    on; what to say, with what to do. Runs that recorded no test/ (before 2026-12-01) are not checked."""
-    record = read_split_record(run_dir / SPLIT_FILE)
-    if record is None or not record.get("split_root") or not isinstance(record.get("test"), list) \
-            or record["data_path"] != str(splits.root.resolve()):
-        return None
-    new = {Path(p).relative_to(splits.root).as_posix() for p, _ in splits.test} - set(record["test"])
-    if not new:
-        return None
-    return (f"{len(new)} of the {len(splits.test)} images in {splits.root}/test were not there when this run "
-            "started: split since, they may be photos it trained on, and its test figures then count them. A test "
-            "split is drawn before training: split_data.py --test-ratio into a new --out, and train on it")
 
 
 def photos_trained_on(run_dir: Path, samples: list) -> tuple | None:

@@ -19,7 +19,6 @@ import argparse
 import itertools
 import math
 import os
-import shlex
 import sys
 from pathlib import Path
 
@@ -35,26 +34,25 @@ import torch
 import compiling
 import download
 import engine
+import eval_only
 import evaluation
-import report
 import run_log
 import runs
 import run_settings
 from config import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, folder_name, folder_path, plain,
                     ranged, weights_path, yes_no)
-from data import build_normalize, build_transform, preprocessing_of, seen_box
-from splits import check_same_everywhere, check_validation, is_split_root, load_splits, without_validation
-from export import ExportedClassifier, is_program, load_program
+from data import build_normalize, build_transform, seen_box
+from export import is_program, load_program
 from loaders import Take, build_eval_loader, build_train_loader, training_batch_size
 from variants import resolve_variant
 from precision import amp_dtype
-from checkpoints import CheckpointWriter, load_checkpoint
+from checkpoints import CheckpointWriter
 from files import remove_all_left_behind
 from processes import (decided_by_first_process, distributed, from_first_process, init_distributed, launched_first,
                        process_rank)
-from utils import ArgumentParser, UserError, check_writable, counted, epoch_seed, run_cli, seed_everything, tune_for
+from utils import ArgumentParser, UserError, epoch_seed, run_cli, seed_everything, tune_for
 from runs import resumed_file
-from weights import describe_for_checkpoint, evaluation_preprocessing, model_for_run, run_preprocessing
+from weights import describe_for_checkpoint, model_for_run, run_preprocessing
 from workers import default_workers, stop_workers
 
 
@@ -180,14 +178,14 @@ def main(argv=None) -> None:
     if program is not None:
         run_settings.val_ratio_of_program(cfg, program, parser, argv)
 
-    splits, recorded = load_data(cfg, checkpoint, program, default_val_ratio, main_process)
+    splits, recorded = run_settings.load_data(cfg, checkpoint, program, default_val_ratio, main_process)
     classes = splits.classes
 
     # the variant resolved only for a download: an --eval-only's --model, said not used, may be no variant's name
     if cfg.download_weights and checkpoint is None:
         download.fetch_weights_asked(cfg.weights, cfg.model)
     if cfg.eval_only:
-        return evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp, recorded)
+        return eval_only.evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp, recorded)
 
     run_dir = decided_by_first_process(lambda: runs.run_folder(cfg, checkpoint, resolve_variant(cfg.model)))
     seed_everything(cfg.seed)  # the same initial weights on every rank and every run
@@ -316,37 +314,6 @@ def main(argv=None) -> None:
             sys.exit(stop.exit_status())
 
 
-def load_data(cfg, checkpoint, program, default_val_ratio: float, main_process: bool):
-    """(the run's splits, the validation files it recorded at its start or None): the tutorial's flower_photos
-    fetched where it names them, the files a resumed or evaluated run drew kept, checked against the classes it was
-    trained on and --num-classes."""
-    download.fetch_tutorial_photos_if_missing(cfg.data_path, cfg.eval_only)
-    if checkpoint is not None and not cfg.data_path.exists():  # its own photos: not the sample
-        raise UserError(f"data path not found: {cfg.data_path}. A resumed (or evaluated) run reads the photos it was "
-                        "trained on: give where they are now with --data-path DIR")
-    # a run resumed (or its checkpoint evaluated) validates on the files it drew at its start
-    recorded = None if checkpoint is None else runs.recorded_split(resumed_file(cfg).parent, cfg.data_path,
-                                                                   cfg.val_ratio, main_process)
-    splits = load_splits(cfg.data_path, cfg.val_ratio, seed=0, val_files=recorded, kept_classes=checkpoint is not None)
-    check_same_everywhere(splits)  # under torchrun: another machine's copy of the data, the same
-    # before the warnings about its files: a class folder added, removed or renamed is what to say first
-    trained_on = checkpoint["class_names"] if checkpoint is not None else program.class_names if program else None
-    if trained_on is not None:
-        runs.check_classes_unchanged(cfg, trained_on, splits.classes)
-    if checkpoint is not None and main_process:
-        runs.check_validation_unchanged(resumed_file(cfg).parent, splits, recorded is None and not cfg.eval_only)
-    if main_process:
-        run_log.warn_unreadable(splits, recorded)
-    # a resumed run's saved --val-ratio was noticed when it started
-    check_validation(splits, cfg, default_val_ratio, main_process and checkpoint is None)
-    classes = splits.classes
-    if cfg.num_classes is not None and cfg.num_classes != len(classes):
-        where = f" (typed, or num_classes in {cfg.config})" if cfg.config else ""  # which, the parser cannot tell
-        raise UserError(f"--num-classes {cfg.num_classes}{where} was given, but {cfg.data_path} has {len(classes)} "
-                        f"class folders: {', '.join(classes)}. Drop it or fix the folders.")
-    return splits, recorded
-
-
 def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop, on_step, save, writer,
                run_dir: Path, main_process: bool) -> tuple | None:
     """The epochs left: train on the next epoch_length batches of the loader's endless iterator (fewer
@@ -407,55 +374,6 @@ def run_epochs(state, cfg, batches, epoch_length: int, val_loader, classes, stop
                                          state.device, state.amp, main_process) \
             or (val, f"{run_dir / 'last.pth'} (epoch {state.epoch}; no best.pth beside it)")
     return None if val is None else (val, best)
-
-
-def evaluate_checkpoint(cfg, checkpoint, program, splits, device, amp, recorded: set = None) -> None:
-    """--eval-only: top-1/top-5, per-class precision and recall, confusion matrix (text and
-    picture), and the misclassified files (the tutorial's extra scripts, folded in); of a checkpoint,
-    or of a program that predict.py --export wrote (an export.ExportedClassifier, evaluated as it ships: on its own
-    device, with its own crop)."""
-    if program is not None:
-        model, device, amp = program, program.device, None
-        preprocessing = preprocessing_of(program)
-    else:
-        seed_everything(cfg.seed)
-        # a run's checkpoint, or --weights' file read once, for the model and for how it is evaluated; None: the
-        # official file model_for_run finds by the variant's name
-        weights = checkpoint if checkpoint is not None else load_checkpoint(cfg.weights) if cfg.weights.is_file() \
-            else None
-        model = model_for_run(cfg, len(splits.classes), checkpoint, True, read=weights).to(device)
-        preprocessing = evaluation_preprocessing(weights, model.img_size)
-    transform = build_transform(model.img_size, train=False, **preprocessing)
-    samples = splits.test if cfg.split == "test" else splits.val
-    if not samples:
-        split = is_split_root(cfg.data_path)
-        photos = "PHOTOS" if split else shlex.quote(str(cfg.data_path))
-        how = (f"draw one before training, {'from the class folders it was split from (PHOTOS) ' if split else ''}"
-               f"into a new folder (python split_data.py --data-path {photos} --test-ratio 0.1 --out NEW_DIR), and "
-               "train on it: split from this folder now, test/ would hold photos the model trained on"
-               if cfg.split == "test" else "use --val-ratio above 0, or put images in val/<class>/")
-        raise UserError(f"{cfg.data_path} has no {cfg.split} split: {how}")
-    split_name = "validation" if cfg.split == "val" else cfg.split
-    if missing := without_validation(splits.classes, splits.counts(cfg.split), split_name):  # the page's n/a, said
-        print(f"warning: {missing}", file=sys.stderr)
-    caveats = []  # what its figures count that they should not: said now, and in the report
-    if checkpoint is not None:
-        out, source, caveats = runs.evaluation_in_run(cfg, checkpoint, splits, samples, recorded)
-    else:  # weights from elsewhere: a run folder of their own; a program's kind said (an int8 one's figures are its)
-        source = f"{cfg.weights} ({model.kind})" if isinstance(model, ExportedClassifier) else str(cfg.weights)
-        out = cfg.output / (cfg.name or f"eval-{cfg.weights.name}") / f"eval_{cfg.split}"  # flowers.onnx and .pt2 apart
-    check_writable(out / "report.txt", beside=True)  # a read-only folder fails before the work
-    normalize = None if isinstance(model, ExportedClassifier) else build_normalize()  # a program normalises
-    loader = build_eval_loader(samples, transform, cfg, 0, 1)
-    result = evaluation.evaluate(model, loader, normalize, len(splits.classes), device, amp, cfg.progress)
-    if torch.distributed.is_initialized():  # torchrun with one process (more are refused)
-        torch.distributed.destroy_process_group()
-    print(report.write_evaluation(out, result, splits.classes, source, model.variant, cfg.split,
-                                  out.parent / "metrics.csv", splits.skipped, str(splits.root),
-                                  seen_box(model.img_size, preprocessing), caveats))
-    wrong = len(result["wrong"])
-    print(f"\n{counted(wrong, 'misclassified file')}: {out / 'misclassified.csv'}; picture: "
-          f"{out / 'confusion_matrix.png'}; open in a browser: {out / 'report.html'}")
 
 
 if __name__ == "__main__":

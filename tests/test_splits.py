@@ -10,6 +10,7 @@ import pytest
 
 from image_factory import write_broken_files, write_class_tree
 from images import write_class_indices
+import run_settings
 import train
 from splits import DataSplits, check_validation, load_splits, split_by_class, split_counts
 from utils import UserError
@@ -259,7 +260,7 @@ def test_a_configs_val_ratio_is_measured_against_the_parsers_default(tmp_path, m
     def stop(cfg, checkpoint, program, default_val_ratio, main_process):
         seen.append(default_val_ratio)
         raise SystemExit(0)
-    monkeypatch.setattr(train, "load_data", stop)
+    monkeypatch.setattr(run_settings, "load_data", stop)
     with pytest.raises(SystemExit):
         train.main(["--config", str(config), "--data-path", str(tmp_path / "data"), "--output", str(tmp_path / "runs"),
                     "--device", "cpu"])

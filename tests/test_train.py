@@ -15,6 +15,7 @@ import torch
 
 import config
 import download
+import eval_only
 import processes
 import run_log
 import runs
@@ -632,8 +633,8 @@ def test_eval_only_of_an_official_file_of_384_px_squashes_it_reading_the_file_on
     reads, load = [], torch.load
     monkeypatch.setattr(torch, "load", lambda f, *args, **kwargs: reads.append((Path(f), kwargs.get("mmap"))) or
                         load(f, *args, **kwargs))
-    transforms, build = [], train.build_transform
-    monkeypatch.setattr(train, "build_transform", lambda *args, **kwargs: transforms.append(kwargs) or
+    transforms, build = [], eval_only.build_transform
+    monkeypatch.setattr(eval_only, "build_transform", lambda *args, **kwargs: transforms.append(kwargs) or
                         build(*args, **kwargs))
     out = train_here(capsys, "--eval-only", "--weights", official, "--model", "swin_micro_patch4_window4_128",
                      "--img-size", "384", "--data-path", flowers, "--output", tmp_path, "--workers", "0",
