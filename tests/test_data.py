@@ -9,7 +9,7 @@ import torch
 from PIL import Image, ImageOps, JpegImagePlugin
 
 from data import (IMAGENET_MEAN, IMAGENET_STD, EncodedBatch, Normalize, build_mixup, build_normalize, build_transform,
-                  evaluation_box, pil_to_uint8, recipe_preprocessing, to_device)
+                  draft_reduction, evaluation_box, pil_to_uint8, random_resized_box, recipe_preprocessing, to_device)
 from loaders import ImageDataset, SeededDataset, build_loader, collate_skipping_failures
 from images import load_rgb
 from splits import load_splits
@@ -169,6 +169,17 @@ def test_training_crops_never_go_below_the_output_resolution(tmp_path, monkeypat
     monkeypatch.setattr("data.random_resized_box", lambda w, h: (100, 50, 1000, 900))
     build_transform(224, train=True)(Image.open(path))
     assert reductions == [4]  # 900 / 4 = 225 >= 224; 900 / 8 would be too few pixels
+    # a wide or tall box: its shorter side decides (500 / 8 would leave 62 px high, blown up to 224)
+    assert draft_reduction(2000, 500, 224) == draft_reduction(500, 2000, 224) == 2
+
+
+def test_a_panoramas_training_crop_stays_inside_it_at_the_nearest_aspect():
+    """No random box of 3:4 to 4:3 fits a strip 100 times as wide as high: the fallback, torchvision's, is the
+    middle of it at the nearest aspect, inside the photo."""
+    for width, height in ((1000, 10), (10, 1000)):
+        left, top, box_w, box_h = random_resized_box(width, height)
+        assert 0 <= left and 0 <= top and left + box_w <= width and top + box_h <= height
+        assert (box_w, box_h) == ((13, 10) if width > height else (10, 13))
 
 
 @pytest.mark.parametrize("train", [True, False])

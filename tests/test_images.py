@@ -37,6 +37,8 @@ def test_16_bit_grey_is_scaled_not_clipped(tmp_path):
     Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16)).save(path)  # mid grey in 16 bits
     assert Image.open(path).mode.startswith("I")
     assert load_rgb(path).getpixel((0, 0)) == (127, 127, 127)  # convert("RGB") alone gives white
+    Image.fromarray(np.full((8, 8), 200, dtype=np.uint16)).save(path)  # dark in 16 bits: all its values below 256
+    assert load_rgb(path).getpixel((0, 0)) == (0, 0, 0)
 
 
 def test_float_grey_from_0_to_1_is_scaled_and_from_0_to_255_kept(tmp_path):
@@ -48,6 +50,10 @@ def test_float_grey_from_0_to_1_is_scaled_and_from_0_to_255_kept(tmp_path):
         assert Image.open(tmp_path / "float.tif").mode == "F"
         image = load_rgb(tmp_path / "float.tif")
         assert image.getpixel((1, 1)) == (expected,) * 3 and image.getpixel((0, 0)) == (0, 0, 0)
+    pixels = np.zeros((8, 8), dtype=np.float32)
+    pixels[:, 4:] = 1.0  # white at 1.0 exactly, as a normalised image's: 0 to 1 still
+    Image.fromarray(pixels).save(tmp_path / "float.tif")
+    assert load_rgb(tmp_path / "float.tif").getpixel((6, 1)) == (255, 255, 255)
 
 
 def test_transparent_pixels_become_white(tmp_path):
@@ -463,6 +469,8 @@ def test_class_indices_have_the_tutorial_format(tmp_path):
     assert read_class_indices(path) == ["daisy", "dandelion", "roses"]
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # edited in Windows' Notepad: a UTF-8 BOM first
     assert read_class_indices(path) == ["daisy", "dandelion", "roses"]
+    path.write_text('{"1": "roses", "0": "daisy", "2": "tulips"}')  # edited by hand, or another tool's: by index
+    assert read_class_indices(path) == ["daisy", "roses", "tulips"]
 
 
 @pytest.mark.parametrize("text", ['{"0": "a", "1": ', '["a", "b"]', '{"0": "a", "2": "b"}',

@@ -134,6 +134,9 @@ def test_a_class_named_train_is_a_class_not_a_split(tmp_path):
     assert len(splits.train) + len(splits.val) == 15
     split_data.main(["--data-path", str(tmp_path / "vehicles"), "--out", str(tmp_path / "split")])
     assert load_splits(tmp_path / "split").classes == ["bus", "car", "train"]  # train/train/ holds that class
+    write_class_tree(tmp_path / "vehicles" / "train", {"at_night": 2})  # and a folder of its own: still a class
+    splits = load_splits(tmp_path / "vehicles")
+    assert splits.classes == ["bus", "car", "train"] and len(splits.train) + len(splits.val) == 17
 
 
 def test_split_root_mistakes_are_explained(tmp_path):

@@ -5,11 +5,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import torch
 from torch.utils.data._utils import signal_handling
 
 import workers
+from script_runs import ROOT
 from loaders import ImageDataset, build_loader, collate_skipping_failures
 
 
@@ -21,6 +23,10 @@ def test_default_workers_follow_the_cores_per_gpu_process(monkeypatch):
     assert workers.default_workers(torch.device("cuda")) == 15  # one core left for the training process
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun, 4 GPUs on this machine
     assert workers.default_workers(torch.device("cuda", 2), processes=8) == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)  # one core: a worker all the same
+    assert workers.default_workers(torch.device("cuda")) == 1
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert workers.default_workers(torch.device("cuda")) == 1
 
 
 def test_a_training_loaders_worker_keeps_its_last_batches_where_shared_memory_has_room(monkeypatch):
@@ -41,6 +47,47 @@ def test_a_training_loaders_worker_keeps_its_last_batches_where_shared_memory_ha
     loader = build_loader(ImageDataset([("a.jpg", 0)], None), 1, train=True, num_workers=1, held_batches=3)
     assert loader.worker_init_fn.func is workers.start_loader_worker and loader.worker_init_fn.keywords == \
         {"held_batches": 3, "nice": workers.NICE}
+
+
+def test_a_worker_started_afresh_keeps_its_last_batches_outlives_stop_signals_and_refuses_bombs():
+    """What start_loader_worker sets in a process of its own (as a spawned or forkserver worker starts): its last
+    held_batches batches kept, no more (shared memory); a SIGTERM or Ctrl-C to the process group (`timeout`, SLURM,
+    `docker stop`) ignored, the training process deciding what follows; Pillow's decompression-bomb warning an
+    error, as where the folder was listed."""
+    code = ("import os, signal, warnings, workers\n"
+            "from PIL import Image\n"
+            "workers.start_loader_worker(0, held_batches=2)\n"
+            "for batch in range(5):\n"
+            "    workers.hold(batch)\n"
+            "print(list(workers._held))\n"
+            "for sig in (signal.SIGTERM, signal.SIGINT):\n"
+            "    os.kill(os.getpid(), sig)\n"
+            "print('alive')\n"
+            "try:\n"
+            "    warnings.warn('a 100 MP image', Image.DecompressionBombWarning)\n"
+            "except Image.DecompressionBombWarning:\n"
+            "    print('refused')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.stdout.split("\n") == ["[3, 4]", "alive", "refused", ""], done.stderr[-2000:]
+
+
+def test_a_broken_pipe_is_a_dead_worker_where_a_child_ended_on_a_signal_alone(monkeypatch):
+    """Where PyTorch has no record (a forkserver's workers signal it, not this process), a worker that ended on a
+    signal is found among this process's children; one that ended by itself is no death."""
+    monkeypatch.setattr(signal_handling, "_error_if_any_worker_fails", lambda: None)
+    for target, said in ((int, None), (time.sleep, "is killed by signal: Killed.")):
+        child = multiprocessing.get_context("fork").Process(target=target, args=(60,) if target is time.sleep else ())
+        child.start()
+        try:
+            if target is time.sleep:
+                os.kill(child.pid, signal.SIGKILL)
+            while child.exitcode is None:  # not joined: still among multiprocessing's children, as a worker is
+                time.sleep(0.01)
+            found = workers.recorded_worker_death(broken_pipe=True)
+            assert found == said if said is None else found.endswith(said), found
+            assert workers.recorded_worker_death(broken_pipe=False) is None
+        finally:
+            child.join()
 
 
 class Priorities(torch.utils.data.Dataset):
