@@ -191,3 +191,17 @@ def test_cards_say_class_names_the_fonts_here_lack(trained, photos, tmp_path, ca
     code, out, err = run_predict(capsys, monkeypatch, trained, photos[0], "--save-vis", tmp_path / "vis")
     assert code == 0 and "notice: the fonts here have no letters for \u5411 in the class names: the cards draw " \
         "boxes for them" in err and "notice" not in out
+
+
+def test_a_png_another_program_marked_is_not_a_card(tmp_path):
+    """A photo a program (GIMP, a phone) marked with its name in the PNG's Software field is the user's: never
+    taken for a card, which --save-vis would write over; a card is told by our mark, whatever its suffix's case."""
+    from PIL.PngImagePlugin import PngInfo
+    info = PngInfo()
+    info.add_text(cards.CARD_MARK[0], "GIMP 2.10")
+    Image.new("RGB", (4, 4)).save(tmp_path / "photo.png", pnginfo=info)
+    assert not cards.is_card(tmp_path / "photo.png") and not cards.card_or_free(tmp_path / "photo.png")
+    mark = PngInfo()
+    mark.add_text(*cards.CARD_MARK)
+    Image.new("RGB", (4, 4)).save(tmp_path / "card.PNG", pnginfo=mark)
+    assert cards.is_card(tmp_path / "card.PNG")

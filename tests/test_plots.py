@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import plots
 
@@ -119,3 +120,34 @@ def test_picture_captions_keep_to_their_picture():
     assert (text[:, 4 + 64: 4 + 64 + 4] >= 200).all()  # nothing written across the gap between the pictures
     inked = np.nonzero((text[:, 4: 4 + 64] < 200).any(0))[0]
     assert inked.size and inked.max() - inked.min() > 48  # the long line fills its picture's width, ending in …
+
+
+def test_a_curve_is_drawn_in_epoch_order_whatever_the_order_of_its_points():
+    points = [(1, 0.2), (2, 0.9), (3, 0.4), (4, 0.6)]
+    shuffled = [points[2], points[0], points[3], points[1]]
+    assert plots.line_chart({"a": shuffled}, "t").tobytes() == plots.line_chart({"a": points}, "t").tobytes()
+
+
+def test_a_grid_has_a_row_for_its_last_pictures():
+    pictures = [Image.new("RGB", (20, 20), "red") for _ in range(9)]
+    eight, nine = plots.picture_grid(pictures[:8], ["x"] * 8), plots.picture_grid(pictures, ["x"] * 9)
+    assert nine.width == eight.width and nine.height > eight.height + 20
+
+
+def test_a_small_confusion_matrixs_cells_are_shaded_by_their_rows_and_show_their_counts_readably():
+    """Right answers blue, mistakes red, each shaded by its share of its row (the true class); each count shown,
+    white on a dark cell."""
+    image = plots.confusion_matrix_image(torch.tensor([[9, 1], [0, 1]]), ["a", "b"])
+    margin, cell = plots.pixel_width("a") + 14, 56  # confusion_matrix_image's layout for two classes
+    top = 70 + margin
+
+    def inside(i, j):
+        return np.asarray(image.crop((margin + j * cell + 8, top + i * cell + 8, margin + (j + 1) * cell - 8,
+                                      top + (i + 1) * cell - 8))).reshape(-1, 3)
+    r, g, b = image.getpixel((margin + 3, top + 3))
+    assert b > r  # 9 of 10 right: blue
+    r, g, b = image.getpixel((margin + cell + 3, top + 3))
+    assert r > b and min(r, g) > 200  # 1 of 10 wrong: a light red
+    assert image.getpixel((margin + cell + 3, top + cell + 3))[2] < 210  # 1 of 1: the full blue
+    assert inside(1, 1).min(axis=1).max() > 230  # "1" in white on it
+    assert inside(0, 1).max(axis=1).min() < 100  # "1" in black on the light red

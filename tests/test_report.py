@@ -615,3 +615,46 @@ def test_per_class_metrics_leave_undefined_figures_out():
     present_not_predicted = torch.tensor([[0, 0], [2, 5]])  # class 0 absent but predicted twice
     assert evaluation.per_class_metrics(present_not_predicted)[0] == (0.0, None, 0.0, 0)
     assert evaluation.balanced_accuracy(confusion) == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_misclassified_csv_lists_the_mistakes_by_path(tmp_path):
+    """evaluate gathers mistakes in the loader's order (and under torchrun, by rank): the file is sorted by path, so
+    that two evaluations compare line by line."""
+    wrong = [("z.jpg", 0, [1, 0, 2], [0.9, 0.05, 0.05]), ("a.jpg", 1, [0, 1, 2], [0.6, 0.3, 0.1])]
+    report.write_misclassified_csv(tmp_path / "m.csv", wrong, ["cat", "dog", "fox"])
+    with open(tmp_path / "m.csv", newline="") as f:
+        assert [row["path"] for row in csv.DictReader(f)] == ["a.jpg", "z.jpg"]
+
+
+def test_the_most_frequent_confusions_are_ten_each_a_share_of_its_true_class():
+    """The list under the matrix: its ten most frequent mistakes, each as a share of the images of its true class
+    (its row), not of the class it was taken for."""
+    classes = [f"c{k}" for k in range(12)]
+    confusion = torch.eye(12, dtype=torch.long) * 10
+    for k in range(11):  # 11 confusions: k + 1 images of class k taken for class k + 1
+        confusion[k, k + 1] = k + 1
+    section = report.confusion_section(confusion, classes)
+    assert section.count("<li>") == 10
+    assert "<bdi>c0</bdi> taken for <bdi>c1</bdi>" not in section  # the 11th, the least frequent, left out
+    assert "<bdi>c10</bdi> taken for <bdi>c11</bdi>: 11 (52% of <bdi>c10</bdi>)" in section  # 11 of its 21
+
+
+def test_a_class_never_mistaken_names_no_class_it_is_taken_for():
+    table = report.class_table(torch.tensor([[5, 0], [1, 4]]), ["cat", "dog"])
+    rows = table.split("<tr>")[2:]  # after the header, a row per class
+    assert rows[0].endswith("<td></td></tr>") and "<bdi>cat</bdi> (1)" in rows[1]
+
+
+def test_a_class_whose_mistakes_are_all_shown_counts_them_once(tmp_path):
+    photos = [tmp_path / "1.jpg", tmp_path / "2.jpg"]
+    for photo in photos:
+        Image.new("RGB", (40, 30), "yellow").save(photo)
+    html = report.gallery([(str(p), 0, [1, 0], [0.8, 0.2]) for p in photos], ["daisy", "rose"], 300, 32, [], {})
+    assert "(2 mistakes)" in html and "2 of 2" not in html
+
+
+def test_metrics_rows_without_an_epoch_are_left_out_of_the_curves(tmp_path):
+    """A row whose epoch is empty or not a number (a file edited by hand) has no place on a curve's axis."""
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,loss_train\n1,0.5\n,0.4\nn/a,0.3\n2,0.2\n")
+    assert [row["epoch"] for row in report.read_metrics(path)] == [1.0, 2.0]

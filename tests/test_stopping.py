@@ -186,3 +186,75 @@ def test_a_file_refused_by_its_permissions_is_one_line_that_says_where_to_look(c
     with pytest.raises(SystemExit):
         utils.run_cli(gone)
     assert capsys.readouterr().err == "error: /runs/x: No such file or directory\n"
+
+
+def test_the_exit_status_of_a_stop_is_the_shells():
+    """128 + the signal's number, as a shell gives a process its signal ended (130 for a Ctrl-C): a script or a
+    scheduler tells a stop from a run that finished; --stop-after-epochs is a finish."""
+    assert stopping.exit_status("Ctrl-C") == 130
+    assert stopping.exit_status("SIGTERM") == 128 + signal.SIGTERM
+    assert stopping.exit_status("--stop-after-epochs 2") == 0 and stopping.exit_status(None) == 0
+
+
+@pytest.mark.parametrize("code", ["EPIPE", "EIO"])  # a pipe's reader gone; a terminal gone
+def test_a_stream_whose_reader_has_gone_takes_the_stops_notice_without_raising(code, tmp_path):
+    """Raised in the signal handler, the write would end the run before its save."""
+    import errno
+    number = getattr(errno, code)
+
+    class Gone:
+        def __init__(self):
+            self.file, self.failed = open(tmp_path / "out", "w"), False
+
+        def write(self, text):
+            if not self.failed:
+                self.failed = True
+                raise OSError(number, os.strerror(number))
+            return self.file.write(text)
+
+        def flush(self):
+            self.file.flush()
+
+        def fileno(self):
+            return self.file.fileno()
+
+    gone = Gone()
+    try:
+        assert stopping.OutlivedReader(gone).write("a stop's notice\n") == len("a stop's notice\n")
+    finally:
+        gone.file.close()
+
+
+def test_held_signals_raise_the_first_signal_caught():
+    """Signals held while workers start are handled once they are up, the first one first: the stop it asked."""
+    caught = []
+    before = {sig: signal.signal(sig, lambda number, frame: caught.append(number))
+              for sig in (signal.SIGUSR1, signal.SIGUSR2)}
+    try:
+        with stopping.held_signals():
+            os.kill(os.getpid(), signal.SIGUSR1)
+            os.kill(os.getpid(), signal.SIGUSR2)
+        assert caught == [signal.SIGUSR1]
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def test_an_agreed_stop_keeps_the_signal_received_here():
+    """Under torchrun, a process that got the SIGTERM itself says so and exits 143; another stops as asked by it."""
+    with stopping.StopSignal() as stop:
+        stop.requested = "SIGTERM"
+        assert stop.agreed(True) and stop.requested == "SIGTERM" and stop.exit_status() == 128 + signal.SIGTERM
+    with stopping.StopSignal() as stop:
+        assert stop.agreed(True) and stop.requested == "a stop on another process" and stop.exit_status() == 0
+
+
+def test_a_closed_terminal_keeps_the_files_the_output_goes_to(tmp_path, monkeypatch):
+    """After a SIGHUP a terminal's output goes to /dev/null; a file's (python train.py > train.log) is kept."""
+    out, err = open(tmp_path / "out", "w"), open(tmp_path / "err", "w")
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    stopping.quiet_closed_terminal()
+    out.write("kept\n"), err.write("kept too\n")
+    out.close(), err.close()
+    assert (tmp_path / "out").read_text() == "kept\n" and (tmp_path / "err").read_text() == "kept too\n"
