@@ -162,6 +162,14 @@ def test_values_out_of_range_are_one_clear_error(tmp_path, capsys, flag, value, 
         config.parse_config(train.build_parser(), ["--config", str(yaml_file)])
 
 
+def test_a_sha256_digest_of_the_wrong_length_is_refused_before_any_download():
+    """Checked as typed: a digest cut short or too long could never match the hundreds of MB downloaded first."""
+    import argparse
+    assert config.sha256_digest(" " + "A" * 64 + "\n") == "a" * 64
+    for wrong in ("a" * 63, "a" * 65, ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="64 hexadecimal digits"):
+            config.sha256_digest(wrong)
+
 def test_the_tutorials_flags_as_it_types_them():
     """The tutorial's train.py spells --num_classes with an underscore, takes --freeze-layers with a
     value (its type=bool read "False" as True), '' for no weights and --device cuda:0 or a GPU index."""

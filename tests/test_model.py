@@ -249,6 +249,10 @@ def test_cpu_bf16_inference_takes_onednns_linears_and_gives_autocasts_logits(ver
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         fused = net(x)
     assert calls and set(calls) == {torch.bfloat16} and fused.dtype == torch.bfloat16
+    head = kernels.Linear(8, 4)  # float32, outside a stage: autocast's, in bf16
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not kernels.onednn_linear_applies(torch.randn(2, 8), head) and head(torch.randn(2, 8)).dtype == \
+            torch.bfloat16
     monkeypatch.setattr(kernels, "ONEDNN_LINEAR", False)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         plain = net(x)
@@ -264,6 +268,29 @@ def test_any_input_size(version, size):
     with torch.no_grad():
         out = net(torch.randn(1, 3, *size))
     assert out.shape == (1, 3) and torch.isfinite(out).all()
+
+
+def test_a_layout_is_kept_per_height_and_width():
+    """A stage keeps the window layout of each feature-map size it met: a map as high as one before and narrower
+    takes its own (padding masked), not the other's, and gives the logits it gives alone."""
+    torch.manual_seed(0)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=3).eval()
+    narrow = torch.randn(1, 3, 128, 96)
+    with torch.no_grad():
+        alone = net(narrow)
+        for stage in net.layers:
+            stage._layouts.clear()
+        net(torch.randn(1, 3, 128, 128))
+        torch.testing.assert_close(net(narrow), alone)
+
+
+def test_only_a_map_as_large_as_its_window_is_shifted_by_the_tutorial():
+    """The tutorial's code shifts a last map of a window's size, which the official code does not; a smaller map
+    (192 px: 6 x 6 for a window of 7) or a larger one is shifted alike by both, and load_weights says nothing."""
+    with torch.device("meta"):
+        assert create_model("swin_tiny_patch4_window7_224").shifted_by_the_tutorial()
+        assert not create_model("swin_tiny_patch4_window7_224", img_size=192).shifted_by_the_tutorial()
+        assert not create_model("swin_tiny_patch4_window7_224", img_size=256).shifted_by_the_tutorial()
 
 
 def test_img_size_is_one_side_said_at_once_not_a_type_error_in_load_weights():
