@@ -308,3 +308,86 @@ def test_a_file_in_torch_saves_legacy_format_loads_where_it_would_be_mapped(tmp_
     whole instead, not called no checkpoint (train.py maps --weights to see what the file is)."""
     torch.save({"head.weight": torch.ones(2, 3)}, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
     assert torch.equal(checkpoints.load_checkpoint(tmp_path / "legacy.pth", mmap=True)["head.weight"], torch.ones(2, 3))
+
+
+def test_a_host_copy_of_cpu_tensors_is_its_own():
+    """CheckpointWriter's snapshot of CPU weights: the next training step, in place, does not change it (the existing
+    writer test only catches this when the background write loses the race)."""
+    weights = torch.zeros(10)
+    snapshot = checkpoints.host_copy({"model": {"w": weights}, "rng": [weights], "step": 3})
+    weights += 1
+    assert torch.equal(snapshot["model"]["w"], torch.zeros(10)) and torch.equal(snapshot["rng"][0], torch.zeros(10))
+    assert snapshot["step"] == 3
+
+
+def test_a_stale_temporary_of_this_process_does_not_turn_a_link_into_a_copy(tmp_path):
+    """link_checkpoint makes best.pth a second name of last.pth (no second write, no double disk use), even where a
+    temporary of this pid was left behind (an earlier write of this process interrupted, a pid reused)."""
+    last, best = tmp_path / "last.pth", tmp_path / "best.pth"
+    checkpoints.save_checkpoint({"w": torch.ones(3)}, last)
+    (tmp_path / f".best.pth.{os.getpid()}.tmp").write_bytes(b"stale")
+    checkpoints.link_checkpoint(last, best)
+    assert best.stat().st_ino == last.stat().st_ino
+    assert torch.equal(checkpoints.load_checkpoint(best)["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pth", "last.pth"]
+
+
+def test_writes_queued_before_a_failure_is_raised_are_not_made_after_it(tmp_path, monkeypatch):
+    """A write that failed: the writes queued behind it are not made, even where they had not started when check()
+    raised the error (here an executor that runs a task only when asked makes that order certain)."""
+    import concurrent.futures
+
+    class Lazy(concurrent.futures.Future):
+        def __init__(self, fn):
+            super().__init__()
+            self.fn, self.ran = fn, False
+
+        def run(self):
+            if not self.ran:
+                self.ran = True
+                try:
+                    self.set_result(self.fn())
+                except BaseException as err:
+                    self.set_exception(err)
+
+        def result(self, timeout=None):
+            self.run()
+            return super().result(timeout)
+
+        def exception(self, timeout=None):
+            self.run()
+            return super().exception(timeout)
+
+    class Executor:
+        def __init__(self):
+            self.tasks = []
+
+        def submit(self, fn):
+            self.tasks.append(Lazy(fn))
+            return self.tasks[-1]
+
+        def shutdown(self, wait=True):
+            for task in self.tasks:
+                task.run()
+
+    written = []
+
+    def save(obj, path):
+        if path.name == "a.pth":
+            raise UserError(f"could not save {path}: No space left on device")
+        written.append(path.name)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save)
+    writer = checkpoints.CheckpointWriter()
+    writer.thread = Executor()
+    writer.save({"step": 1}, tmp_path / "a.pth")
+    writer.save({"step": 1}, tmp_path / "b.pth")
+    writer.thread.tasks[0].run()  # a.pth's write fails; b.pth's has not started
+    with pytest.raises(UserError, match="No space left"):
+        writer.check()
+    writer.close()
+    assert written == []
+    writer = checkpoints.CheckpointWriter()  # and after the error, saves are made again
+    writer.thread = Executor()
+    writer.save({"step": 2}, tmp_path / "c.pth")
+    writer.close()
+    assert written == ["c.pth"]

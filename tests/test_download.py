@@ -406,3 +406,18 @@ def test_a_download_extracted_meanwhile_by_another_run_is_used(served, tmp_path,
     assert "was extracted meanwhile by another run: using it" in capsys.readouterr().out
     assert sorted(p.name for p in target.parent.iterdir()) == ["flower_photos", "flower_photos.tgz", "other"]
     assert sorted(p.name for p in target.iterdir()) == ["LICENSE.txt", "daisy", "tulips"]
+
+
+def test_an_archive_of_loose_files_is_not_taken_as_the_data_folder(tmp_path):
+    """An archive holding files but no folders (not the photos meant: no class folders) is refused, and no data
+    folder is made of it, where it became the data folder and the split failed later for another reason."""
+    archive = tmp_path / "loose.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in ("a.jpg", "b.jpg"):
+            member = tarfile.TarInfo(name)
+            member.size = 3
+            tar.addfile(member, io.BytesIO(b"jpg"))
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()  # already beside it, checked: nothing downloaded
+    with pytest.raises(UserError, match="holds no folders, so no class folders"):
+        download_module.fetch_flower_photos(tmp_path / "photos", "http://127.0.0.1:9/loose.tgz", digest)
+    assert not (tmp_path / "photos").exists()

@@ -365,3 +365,32 @@ def test_weights_are_evaluated_as_where_they_come_from_evaluates_them():
     assert weights.run_preprocessing(official_recipe, None, 384) == recorded
     assert weights.run_preprocessing(official_recipe, None, 224) == {**center, "interpolation": "bicubic"}
     assert weights.run_preprocessing(official_recipe, run, 384) == {**center, "interpolation": "bilinear"}
+
+
+def test_nested_wrapper_prefixes_are_all_stripped():
+    """DDP around a torch.compile'd model saves module._orig_mod.*: both prefixes go, and the file loads."""
+    state = micro_state(num_classes=3)
+    nested = {"module._orig_mod." + k: v for k, v in state.items()}
+    assert set(weights.unwrap_state_dict({"model": nested})) == set(state)
+    net = create_model("swin_micro_patch4_window4_128", num_classes=3)
+    report = weights.load_weights(net, {"model": nested}, verbose=False)
+    assert report["missing"] == [] and report["unexpected"] == []
+
+
+def test_a_file_with_a_variant_but_no_class_names_is_classified_as_a_state_dict(tmp_path, monkeypatch):
+    """{'model': ..., 'variant': ...} (another trainer's, or a hand-trimmed checkpoint) is not train.py's: predict.py
+    takes it with --model as plain weights, classes by index, not a KeyError on 'class_names'."""
+    monkeypatch.chdir(tmp_path)  # no class_indices.json here
+    path = tmp_path / "trimmed.pth"
+    torch.save({"model": micro_state(num_classes=3), "variant": "swin_micro_patch4_window4_128"}, path)
+    classifier = weights.load_classifier(path, variant="swin_micro_patch4_window4_128")
+    assert classifier.class_names == ["0", "1", "2"] and classifier.model.num_classes == 3
+
+
+def test_a_plain_file_whose_classifier_lacks_its_bias_is_refused_not_run_with_a_zero_bias(tmp_path):
+    """predict.py --weights FILE --model NAME: a file with head.weight but no head.bias does not fit; it was run with
+    the new model's bias (zeros) in its place, without a word."""
+    state = micro_state(num_classes=3)
+    del state["head.bias"]
+    with pytest.raises(UserError, match=r"does not fit swin_micro_patch4_window4_128: missing \['head.bias'\]"):
+        weights.model_from_state_dict(state, tmp_path / "w.pth", "swin_micro_patch4_window4_128", {})
