@@ -365,3 +365,13 @@ def test_preprocessing_crops_as_the_transform_eagerly_and_scripted(flowers, tmp_
             got = preprocess(pixels)
             assert (got - seen).abs().max() < 0.1, (photo, turned)
             torch.testing.assert_close(scripted(pixels), got)
+
+
+def test_preprocess_crops_the_box_rounded_half_up_and_never_squashes_a_side_at_size():
+    """A 4 x 7 image at img_size 4, crop_pct 1: the center box's left edge is at 1.5 px, rounded half up to 2, so the
+    program sees columns 2-5 (as data.evaluation_box's box, rounded half up). Its height already 4 px does not make
+    it 'at size': it is cropped, not squashed."""
+    preprocess = export.Preprocess(4, 1.0, "center", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "bilinear")
+    columns = (torch.arange(7) * 30).to(torch.uint8).view(1, 1, 1, 7).expand(1, 3, 4, 7).contiguous()
+    got = preprocess(columns) * 255
+    torch.testing.assert_close(got[0, 0, 0], torch.tensor([60.0, 90.0, 120.0, 150.0]))

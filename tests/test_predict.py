@@ -595,3 +595,10 @@ def test_a_stop_while_the_output_is_written_leaves_the_file_that_was_there_not_a
         report.write_predictions([row] * 5000 + [{**row, "path": StopsHere()}], out, 1)
     assert out.read_text() == "the results of an earlier run\n"
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_the_printed_table_ranks_the_classes_from_1(trained, photos, capsys, monkeypatch):
+    code, out, _ = run_predict(capsys, monkeypatch, trained, photos[0], "--topk", "3")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 4
+    assert [line.split()[0] for line in lines[1:]] == ["1.", "2.", "3."]

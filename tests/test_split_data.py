@@ -378,3 +378,33 @@ def test_class_names_the_fonts_here_lack_are_said(tmp_path, capsys, monkeypatch)
     split_data.main(["--data-path", str(source), "--out", str(tmp_path / "out")])
     assert "notice: the fonts here have no letters for \u65e5, \u672c in the class names: the labels of " \
            "class_distribution.png draw boxes for them" in capsys.readouterr().err
+
+
+def test_photos_in_subfolders_of_a_class_keep_their_subfolders_and_all_are_split(tmp_path):
+    """Two photos of one name in different subfolders of a class are two photos: neither is lost."""
+    source = tmp_path / "photos"
+    write_class_tree(source, {"cat": 4, "dog": 4})
+    for sub in ("2023", "2024"):
+        write_image(source / "cat" / sub / "same.jpg", seed=len(sub) + int(sub))
+    out = tmp_path / "out"
+    split_data.main(["--data-path", str(source), "--out", str(out)])
+    files = [f for names in split_files(out).values() for f in names]
+    assert len(files) == 10
+    assert sorted(f for f in files if f.endswith("same.jpg")) == ["cat/2023/same.jpg", "cat/2024/same.jpg"]
+
+
+def test_max_size_shrinks_by_the_longer_side(tmp_path):
+    """A wide photo whose short side is under --max-size is still too large: its long side is."""
+    source = write_image(tmp_path / "wide.png", size=(400, 60))
+    target = tmp_path / "out" / "wide.png"
+    place_image(source, target, "copy", max_size=100)
+    assert Image.open(target).size == (100, 15)
+
+
+def test_symlink_mode_with_relative_paths_makes_links_that_resolve(tmp_path, monkeypatch):
+    """--data-path given relative (as typed): the links must lead to the photos from inside --out."""
+    make_photos(tmp_path / "photos")
+    monkeypatch.chdir(tmp_path)
+    split_data.main(["--data-path", "photos", "--out", "split", "--mode", "symlink"])
+    links = [p for p in (tmp_path / "split").rglob("*.jpg") if p.is_symlink()]
+    assert links and all(p.exists() for p in links)

@@ -301,3 +301,31 @@ def test_a_class_folder_without_images_the_split_lacks_is_refused(tmp_path):
     shutil.rmtree(source / "owl")
     split_data.main(["--data-path", str(source), "--out", str(out)])
     assert not (out / "train" / "owl").exists() and not (out / "val" / "owl").exists()
+
+
+def test_a_photo_replaced_with_its_time_kept_is_not_removed_by_the_next_split(tmp_path):
+    """cp -p / rsync of another photo over one in the split keeps the recorded modification time: its size tells."""
+    source = make_photos(tmp_path / "photos")
+    out = tmp_path / "out"
+    split_data.main(["--data-path", str(source), "--out", str(out)])
+    photo = sorted((out / "train").rglob("*.jpg"))[0]
+    status = os.stat(photo)
+    photo.write_bytes(b"the user's other photo, of another size")
+    os.utime(photo, ns=(status.st_atime_ns, status.st_mtime_ns))
+    with pytest.raises(UserError, match="changed since split_data.py wrote it"):
+        split_data.main(["--data-path", str(source), "--out", str(out), "--seed", "1"])
+    assert photo.read_bytes() == b"the user's other photo, of another size"
+
+
+def test_placing_an_image_never_writes_through_a_dangling_link(tmp_path):
+    """A link whose target is missing does not exist() but must not be written through (outside --out)."""
+    source = write_image(tmp_path / "source.jpg")
+    elsewhere = tmp_path / "elsewhere" / "x.jpg"
+    elsewhere.parent.mkdir()
+    link = tmp_path / "out" / "x.jpg"
+    link.parent.mkdir()
+    link.symlink_to(elsewhere)
+    for mode in ("copy", "hardlink", "symlink"):
+        with pytest.raises(UserError, match="exists already"):
+            place_image(source, link, mode)
+    assert not elsewhere.exists()
