@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import checkpoints
+import utils
 from script_runs import ROOT
 from utils import UserError
 
@@ -391,3 +392,8 @@ def test_writes_queued_before_a_failure_is_raised_are_not_made_after_it(tmp_path
     writer.save({"step": 2}, tmp_path / "c.pth")
     writer.close()
     assert written == ["c.pth"]
+
+
+def test_checking_a_file_writable_leaves_no_file(tmp_path):
+    utils.check_writable(tmp_path / "sub" / "out.csv")
+    assert (tmp_path / "sub").is_dir() and not (tmp_path / "sub" / "out.csv").exists()

@@ -653,3 +653,37 @@ def test_the_training_loop_waits_for_the_device_only_at_the_epochs_end(monkeypat
     assert few == more and few, f"waits in every batch: {more - few}"
     few, more = (found(evaluation.evaluate, net, batches[:n], *settings) for n in (1, 3))
     assert few == more and few, f"waits in every batch: {more - few}"
+
+
+def train_state(argv: list) -> tuple:
+    """(train.py's training state of the micro variant on a CPU, its settings), for `argv`."""
+    import train
+    cfg = train.build_parser().parse_args(["--warmup-epochs", "0", "--epochs", "2", *argv])
+    net = micro()
+    return engine.build_train_state(cfg, net, net, torch.device("cpu"), None, 10, [1] * 5), cfg
+
+
+def test_the_ema_goes_on_across_a_checkpoint_and_resume():
+    """A resumed --ema run goes on averaging from the EMA it saved, not again from the weights."""
+    before, _ = train_state(["--ema"])
+    with torch.no_grad():
+        before.ema.module.head.weight.fill_(0.25)
+    before.optimizer.step()
+    before.scheduler.step()
+    before.step = 1
+    after, _ = train_state(["--ema"])
+    after.resume_from(before.checkpoint())
+    assert torch.equal(after.ema.module.head.weight, torch.full_like(after.ema.module.head.weight, 0.25))
+
+
+def test_the_first_steps_ema_update_is_the_ramps_first():
+    """The ramp (1 + n) / (10 + n) starts at update n = 0, after the first optimizer step: a decay of 0.1."""
+    state, cfg = train_state(["--ema", "--ema-decay", "0.9998", "--lr", "0.1", "--min-lr", "0"])
+    start = state.ema.module.head.weight.clone()
+    for p in state.model.parameters():
+        p.grad = torch.ones_like(p)
+    engine.optimizer_step(state, cfg)
+    assert state.step == 1
+    moved = state.model.head.weight.detach()
+    assert (moved - start).abs().min() > 0.05  # Adam's first step moves each weight by about --lr
+    torch.testing.assert_close(state.ema.module.head.weight, 0.1 * start + 0.9 * moved, rtol=0, atol=1e-4)

@@ -117,3 +117,20 @@ def test_scheduler_is_stepped_per_optimizer_step():
         scheduler.step()
     assert lrs[0] == pytest.approx(1e-6) and lrs[4] == pytest.approx(1e-3)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
+
+
+def test_layer_decay_lowers_the_lr_each_group_starts_and_schedules_with():
+    """--layer-decay 0.5: each layer below the head trains at half the rate of the one above, from the first step."""
+    net = micro()
+    cfg = argparse.Namespace(weight_decay=0.05, layer_decay=0.5, lr=1e-3, epochs=2, warmup_epochs=0,
+                             warmup_lr=1e-6, min_lr=1e-5)
+    optimizer = optim.build_optimizer(net, cfg)
+    scheduler = optim.build_scheduler(optimizer, cfg, steps_per_epoch=4)
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert lr_of[id(net.head.weight)] == pytest.approx(1e-3)
+    assert lr_of[id(net.patch_embed.proj.weight)] == pytest.approx(1e-3 * 0.5 ** 6)  # 5 blocks + head above it
+    assert lr_of[id(net.layers[0].blocks[0].mlp.fc1.weight)] == pytest.approx(1e-3 * 0.5 ** 5)
+    optimizer.step()
+    scheduler.step()
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert lr_of[id(net.patch_embed.proj.weight)] / lr_of[id(net.head.weight)] == pytest.approx(0.5 ** 6)

@@ -23,6 +23,7 @@ from PIL import Image
 
 import evaluation
 import report
+import utils
 from data import seen_box
 
 CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
@@ -658,3 +659,7 @@ def test_metrics_rows_without_an_epoch_are_left_out_of_the_curves(tmp_path):
     path = tmp_path / "metrics.csv"
     path.write_text("epoch,loss_train\n1,0.5\n,0.4\nn/a,0.3\n2,0.2\n")
     assert [row["epoch"] for row in report.read_metrics(path)] == [1.0, 2.0]
+
+
+def test_fullwidth_letters_take_two_columns():
+    assert utils.text_width("ＡＢ") == 4

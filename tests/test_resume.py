@@ -7,6 +7,7 @@ import sys
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -595,3 +596,16 @@ def test_a_cpu_runs_random_state_leaves_a_gpu_machines_cuda_alone(monkeypatch):
     state = utils.rng_state()
     assert state["cuda"] == []
     utils.set_rng_state({**state, "cuda": [torch.zeros(16, dtype=torch.uint8)]})  # a GPU run's, resumed on the CPU
+
+
+def test_a_saved_random_state_gives_the_same_draws_again():
+    """A run resumed midway (--save-every-steps) goes on with the draws (mixup, erasing, drop path) it would have
+    made: torch's and NumPy's generators, NumPy's inside its block of keys too."""
+    utils.seed_everything(3)
+    np.random.rand(5)  # a position inside NumPy's key block
+    saved = utils.rng_state()
+    first = (torch.rand(4), np.random.rand(4))
+    torch.rand(10), np.random.rand(10)
+    utils.set_rng_state(saved)
+    again = (torch.rand(4), np.random.rand(4))
+    assert torch.equal(first[0], again[0]) and np.array_equal(first[1], again[1])

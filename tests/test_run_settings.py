@@ -183,3 +183,40 @@ def test_a_resume_that_names_another_folder_is_refused_not_ignored(tmp_path, mon
                  ["--resume", ".", "--config", "config.yaml"]):
         cfg, checkpoint = run_settings.resume_config(parser, config.parse_config(parser, argv), argv)
         assert checkpoint["epoch"] == 1 and (cfg.name, cfg.output) == ("sig", Path("runs"))  # as its config.yaml says
+
+
+def test_a_run_resumed_past_its_warmup_may_lower_its_lr_below_warmup_lr():
+    """An --lr under --warmup-lr is a schedule that climbs down, refused at the start; past the warmup it is not."""
+    parser = train.build_parser()
+    argv = ["--lr", "1e-5", "--warmup-lr", "1e-4", "--min-lr", "1e-6", "--warmup-epochs", "1"]
+    cfg = config.parse_config(parser, argv)
+    run_settings.check_flags(cfg, {"epoch": 3})
+    with pytest.raises(UserError, match="--warmup-lr"):
+        run_settings.check_flags(cfg, None)
+
+
+def test_weights_of_a_run_take_its_model_and_sizes_unless_typed(tmp_path):
+    """--weights of a run's checkpoint: its variant and image size, where --model and --img-size are not typed."""
+    torch.save({"class_names": ["a", "b"], "variant": "swin_micro_patch4_window4_128", "model": {}, **STATE,
+                "epoch": 1, "model_overrides": {"num_classes": 2, "img_size": 64},
+                "config": {"data_path": "photos", "output": "runs"}}, tmp_path / "best.pth")
+    parser = train.build_parser()
+    for typed, want in (([], ("swin_micro_patch4_window4_128", 64)),
+                        (["--img-size", "96"], ("swin_micro_patch4_window4_128", 96)),
+                        (["--model", "swin_micro_patch4_window4_128"], ("swin_micro_patch4_window4_128", 64))):
+        argv = ["--weights", str(tmp_path / "best.pth"), *typed]
+        cfg = config.parse_config(parser, argv)
+        run_settings.model_of_weights(cfg, parser, argv)
+        assert (cfg.model, cfg.img_size) == want, typed
+
+
+def test_a_resume_that_names_the_runs_model_by_an_alias_goes_on(tmp_path):
+    """The run's own model typed by another of its names (the official file's, timm's) is not another model."""
+    torch.save({"class_names": ["a", "b"], "variant": "swin_tiny_patch4_window7_224", "model": {}, **STATE,
+                "epoch": 1, "config": {"model": "swin_tiny_patch4_window7_224", "data_path": "photos",
+                                       "output": "runs"}}, tmp_path / "last.pth")
+    parser = train.build_parser()
+    for typed in ("swin_tiny_patch4_window7_224_22kto1k", "swin_tiny_patch4_window7_224.ms_in1k"):
+        argv = ["--resume", str(tmp_path), "--model", typed]
+        cfg, checkpoint = run_settings.resume_config(parser, config.parse_config(parser, argv), argv)
+        assert checkpoint["epoch"] == 1

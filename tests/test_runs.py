@@ -1,7 +1,9 @@
 """Where a run writes (runs.py): its folder, unique or named, locked while it trains, refused where a run or its
 records are (a new run would write over them), and never among the folders training reads as classes. The rest of
 train.py: test_train.py."""
+import argparse
 import os
+import re
 import shutil
 
 import pytest
@@ -113,3 +115,19 @@ def test_runs_are_not_written_where_training_reads_classes(tmp_path, monkeypatch
         runs.check_output(split / "train" / "runs", split)
     runs.check_output(split / "runs", split)  # beside the splits: fine
     runs.check_output(photos / ".runs", photos)  # a hidden folder, which training passes over: fine too
+
+
+def test_an_unnamed_run_is_named_by_its_variant_and_start_time(tmp_path):
+    cfg = argparse.Namespace(resume=None, name=None, output=tmp_path)
+    folder = runs.run_folder(cfg, None, "swin_micro_patch4_window4_128")
+    assert folder.parent == tmp_path
+    assert re.fullmatch(r"swin_micro_patch4_window4_128-\d{8}-\d{6}", folder.name), folder.name
+
+
+def test_a_new_run_refuses_a_folder_that_holds_only_best_pth(tmp_path):
+    """A run stopped while it saved its first epoch left best.pth alone: a new run under its --name goes elsewhere."""
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "best.pth").write_bytes(b"x")
+    cfg = argparse.Namespace(resume=None, name="exp", output=tmp_path)
+    with pytest.raises(UserError, match="holds a run already"):
+        runs.run_folder(cfg, None, "swin_micro_patch4_window4_128")

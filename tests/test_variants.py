@@ -6,6 +6,7 @@ import torch
 import model
 from model import create_model
 from utils import UserError
+from variants import resolve_variant
 from weights import create_model_from_checkpoint
 
 
@@ -67,3 +68,7 @@ def test_v2_blocks_start_as_the_identity():
     v1 = model.SwinLayer(dim=16, depth=2, num_heads=2, window_size=4, version=1)
     assert not torch.equal(v1(x), x)
 
+
+def test_the_official_v2_fine_tuned_file_names_are_aliases():
+    for name in ("swinv2_base_patch4_window12to16_192to256", "swinv2_large_patch4_window12to24_192to384"):
+        assert resolve_variant(name + "_22kto1k_ft") == name
